@@ -1,0 +1,261 @@
+/*
+ * evstore.h — the embedded C API of evstore.
+ *
+ * A store is a folder holding one append-only log (segment files of CRC-checked records, see
+ * docs/format.md) and an LMDB index. Streams are named, append-only sequences of entries with
+ * Redis-style IDs <ms>-<seq>; each entry is an ordered list of binary-safe field/value pairs.
+ *
+ * Conventions (LMDB- and libuv-style):
+ *  - Functions return 0 on success, a negative errno for a system failure, or one of the EVS_E*
+ *    codes below. evs_strerror() names any of them. Where an `evs_error *` is taken (it may be
+ *    NULL), it receives the code and a message naming the stream, file and offset involved.
+ *  - Threads: one evs_store may be used from any number of threads at once, for appends and
+ *    reads alike. An evs_iter belongs to one thread at a time.
+ *  - Ownership: every pointer the store hands out says how long it stays valid. Inputs are never
+ *    retained after the call returns (evs_submit copies what it needs).
+ */
+#ifndef EVSTORE_H
+#define EVSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+enum {
+    EVS_ECORRUPT = -30001,  /* bytes on disk fail validation (bad CRC, bad bounds, bad body)  */
+    EVS_ENOTFOUND = -30002, /* no such stream                                                 */
+    EVS_EIDORDER = -30003,  /* explicit ID is equal or smaller than the stream's last ID      */
+    EVS_EINVAL = -30004,    /* an argument is malformed (bad ID, empty field list, ...)       */
+    EVS_EFAILED = -30005,   /* the store hit a write/fsync error earlier: appends refused     */
+    EVS_ELOCKED = -30006,   /* the data folder is held by another process                     */
+    EVS_ETOOBIG = -30007,   /* entry, name or batch over a limit                              */
+    EVS_ECLOSED = -30008,   /* the store is closing                                           */
+    EVS_EFORMAT = -30009,   /* data folder written by an unsupported format version           */
+    EVS_EIDZERO = -30010,   /* explicit ID 0-0 is not allowed                                 */
+    EVS_EIDEXHAUSTED = -30011, /* the stream's ID space is exhausted (last ID is max)          */
+    EVS_EREADONLY = -30012, /* the store was opened read-only                                 */
+};
+
+/* The text for any code this API returns (EVS_E*, negative errno, 0). Static storage. */
+const char *evs_strerror(int code);
+
+typedef struct evs_error {
+    int code;
+    char msg[512];
+} evs_error;
+
+/* ---- basic types ------------------------------------------------------------------------- */
+
+/* A stream entry ID, ordered by (ms, seq). */
+typedef struct evs_id {
+    uint64_t ms;
+    uint64_t seq;
+} evs_id;
+
+#define EVS_ID_MIN ((evs_id){0, 0})
+#define EVS_ID_MAX ((evs_id){UINT64_MAX, UINT64_MAX})
+#define EVS_ID_STRLEN 42 /* "<20 digits>-<20 digits>" + NUL */
+
+int evs_id_cmp(evs_id a, evs_id b);
+/* Parse "<ms>-<seq>" or "<ms>" (seq = missing_seq). Returns 0 or EVS_EINVAL. */
+int evs_id_parse(const void *s, size_t len, uint64_t missing_seq, evs_id *out);
+/* Write "<ms>-<seq>" into buf (at least EVS_ID_STRLEN bytes); returns the length. */
+size_t evs_id_format(evs_id id, char *buf);
+
+/* A byte range owned by someone else; never NUL-terminated by contract. */
+typedef struct evs_slice {
+    const void *ptr;
+    size_t len;
+} evs_slice;
+
+typedef struct evs_field {
+    evs_slice name;
+    evs_slice value;
+} evs_field;
+
+/* ---- opening and closing ----------------------------------------------------------------- */
+
+typedef enum evs_fsync_mode {
+    EVS_FSYNC_ALWAYS = 0,   /* acknowledge after fdatasync of the batch (default)          */
+    EVS_FSYNC_EVERYSEC = 1, /* acknowledge when written; fdatasync at least once a second   */
+    EVS_FSYNC_NO = 2,       /* the OS decides: unsafe, for benchmarks and scratch data      */
+} evs_fsync_mode;
+
+enum { EVS_LOG_ERROR = 0, EVS_LOG_WARN = 1, EVS_LOG_INFO = 2, EVS_LOG_DEBUG = 3 };
+
+struct evs_io; /* storage/fileio.h: the file-I/O layer, swappable by tests for fault injection */
+
+typedef struct evs_options {
+    evs_fsync_mode fsync;
+    uint64_t segment_bytes;     /* roll the active segment at this size; default 64 MiB        */
+    uint64_t max_entry_bytes;   /* largest encoded entry body accepted; default 64 MiB         */
+    uint64_t index_map_bytes;   /* initial LMDB map size; grows by doubling; default 256 MiB   */
+    bool read_only;             /* no recovery writes, no appends (verify, dump)               */
+    /* Log sink for recovery notes and errors; NULL logs nothing. Called from any thread. */
+    void (*log)(void *arg, int level, const char *msg);
+    void *log_arg;
+    const struct evs_io *io;    /* NULL: the real file system. Tests only.                     */
+} evs_options;
+
+void evs_options_init(evs_options *opt);
+
+typedef struct evs_store evs_store;
+
+/*
+ * Open (creating if needed) the store in folder `dir`. Takes an exclusive lock on the folder
+ * (EVS_ELOCKED if another process holds it), recovers the log tail (a torn tail is cut and kept
+ * in a `.torn` file, logged), repairs or rebuilds the index as needed, and starts the writer
+ * thread. `opt` may be NULL for defaults. On success *out owns the store until evs_close().
+ */
+int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error *err);
+
+/* Finish queued appends, sync everything, stop the writer and free the store. Returns the
+ * store's sticky error, if any (the store is freed either way). */
+int evs_close(evs_store *st);
+
+/* The sticky write error (0 if none); once set, every append fails with EVS_EFAILED. */
+int evs_failed(evs_store *st, evs_error *err);
+
+/* ---- appending --------------------------------------------------------------------------- */
+
+typedef enum evs_id_mode {
+    EVS_ID_AUTO = 0,     /* "*": generated from the clock, greater than the last ID        */
+    EVS_ID_EXPLICIT = 1, /* "<ms>-<seq>": must be greater than the last ID                  */
+    EVS_ID_AUTO_SEQ = 2, /* "<ms>-*": ms given, seq generated                               */
+} evs_id_mode;
+
+typedef struct evs_append {
+    evs_slice stream;
+    evs_id_mode id_mode;
+    evs_id id;               /* read for EXPLICIT (both) and AUTO_SEQ (ms only)               */
+    const evs_field *fields; /* at least one field                                            */
+    size_t nfields;
+    bool no_create;          /* fail with EVS_ENOTFOUND instead of creating the stream        */
+} evs_append;
+
+/*
+ * Completion of an asynchronous submission, called exactly once on the writer thread, after
+ * the batch's durability mode is satisfied (or it failed). `ids` holds one ID per request,
+ * valid only during the call. On failure rc < 0, `err` says why, and nothing was appended.
+ * Must not call back into the store's append functions (it may read).
+ */
+typedef void (*evs_done_fn)(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err);
+
+/*
+ * Append `n` requests atomically (all or none, in order, contiguous in the log) and call
+ * `done` when durable. The request data is copied before return. Returns 0 if queued (then
+ * `done` will be called), or an error (then it will not).
+ */
+int evs_submit(evs_store *st, const evs_append *reqs, size_t n, evs_done_fn done, void *arg);
+
+/* Synchronous forms: return when durable. out_ids (n of them) may be NULL. */
+int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *out_ids,
+                     evs_error *err);
+int evs_append_one(evs_store *st, const evs_append *req, evs_id *out_id, evs_error *err);
+
+/* Mark entries deleted (a tombstone record each; space returns with retention). *deleted gets
+ * the number of IDs that existed and were not already deleted. Synchronous. */
+int evs_delete(evs_store *st, evs_slice stream, const evs_id *ids, size_t n, size_t *deleted,
+               evs_error *err);
+
+/* Delete a whole stream (its name becomes free for a new stream). *existed is set. */
+int evs_stream_drop(evs_store *st, evs_slice stream, bool *existed, evs_error *err);
+
+/* ---- reading ----------------------------------------------------------------------------- */
+
+typedef struct evs_entry {
+    evs_id id;
+    uint64_t time_us;        /* append time, microseconds since the Unix epoch                */
+    const evs_field *fields; /* valid until the next evs_iter_next() or evs_iter_close()      */
+    size_t nfields;
+} evs_entry;
+
+typedef struct evs_query {
+    evs_id start;            /* inclusive lower bound (EVS_ID_MIN)                            */
+    evs_id end;              /* inclusive upper bound (EVS_ID_MAX)                            */
+    bool start_exclusive;
+    bool end_exclusive;
+    bool reverse;            /* newest first                                                  */
+    uint64_t limit;          /* 0: no limit                                                   */
+    evs_slice source;        /* ptr != NULL: only entries whose `source` field equals this    */
+    evs_slice type;          /* ptr != NULL: only entries whose `type` field equals this      */
+    uint64_t min_time_us;    /* only entries appended at or after this time (0: any)          */
+} evs_query;
+
+void evs_query_init(evs_query *q);
+
+typedef struct evs_iter evs_iter;
+
+/* Open an iterator over one stream. EVS_ENOTFOUND if the stream does not exist. The iterator
+ * sees the entries visible when it was opened. */
+int evs_iter_open(evs_store *st, evs_slice stream, const evs_query *q, evs_iter **out,
+                  evs_error *err);
+/* 1: *out is the next entry (valid until the next call or close); 0: end; < 0: error (a
+ * corrupt record gives EVS_ECORRUPT with the stream, file, offset and ID in err). */
+int evs_iter_next(evs_iter *it, const evs_entry **out, evs_error *err);
+void evs_iter_close(evs_iter *it);
+
+/* ---- streams ----------------------------------------------------------------------------- */
+
+typedef struct evs_stream_info {
+    uint64_t length;         /* live entries (appended, not deleted or trimmed)               */
+    uint64_t entries_added;  /* all entries ever appended                                     */
+    evs_id first_id;         /* first live entry (0-0 when empty)                             */
+    evs_id last_id;          /* last ID ever generated (survives deletion of that entry)      */
+    evs_id max_deleted_id;
+    uint64_t last_time_us;
+    uint64_t created_us;
+} evs_stream_info;
+
+/* EVS_ENOTFOUND if the stream does not exist. */
+int evs_stream_info_get(evs_store *st, evs_slice stream, evs_stream_info *out);
+
+/* Call fn for each stream in name order (bytewise). fn's pointers are valid during the call.
+ * Returning non-zero from fn stops the walk and is returned. */
+int evs_stream_list(evs_store *st, int (*fn)(void *arg, evs_slice name, const evs_stream_info *),
+                    void *arg);
+
+typedef struct evs_store_stats {
+    uint64_t streams;
+    uint64_t segments;
+    uint64_t log_bytes;      /* bytes of records in all segments                               */
+    uint64_t appends;        /* entries appended since open                                    */
+    uint64_t batches;        /* group commits since open                                       */
+    uint64_t fsyncs;
+    uint64_t fsync_ns_total; /* time spent in fdatasync since open                             */
+    uint64_t fsync_ns_max;
+    uint64_t batch_max;      /* largest batch (records) since open                             */
+    uint64_t recovered_records; /* records re-indexed from the tail on open                    */
+    uint64_t torn_bytes;     /* bytes cut from a torn tail on open                             */
+} evs_store_stats;
+
+void evs_store_stats_get(evs_store *st, evs_store_stats *out);
+
+/* ---- waiting for new entries ------------------------------------------------------------- */
+
+/* Block until `stream` has an entry with ID > after, or timeout_ms passes (< 0: forever).
+ * Returns 1 when there is such an entry, 0 on timeout, < 0 on error (EVS_ECLOSED on close). */
+int evs_wait(evs_store *st, evs_slice stream, evs_id after, int64_t timeout_ms);
+
+/* Register a hook called on the writer thread after each batch becomes visible, with the
+ * names of the streams it touched (valid during the call). One hook per store; NULL removes. */
+typedef void (*evs_visible_fn)(void *arg, const evs_slice *streams, size_t n);
+void evs_set_visible_hook(evs_store *st, evs_visible_fn fn, void *arg);
+
+/* ---- checking ---------------------------------------------------------------------------- */
+
+/* Check every record of every segment and the index against them. Each problem is passed to
+ * `report` (a line naming stream, file, byte offset and entry ID). Returns the number of
+ * problems found (0: clean), or < 0 if the check itself could not run. */
+long evs_verify(evs_store *st, void (*report)(void *arg, const char *line), void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,46 @@
+/*
+ * fileio.h — the thin file-I/O layer under the storage engine. Every write-path system call
+ * goes through an evs_io table so tests can inject short writes, ENOSPC and fsync failures
+ * (fio_fault_*). Functions return 0 / byte counts like the system calls, or -errno.
+ */
+#ifndef EVS_FILEIO_H
+#define EVS_FILEIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+struct evs_io {
+    int (*open)(const char *path, int flags, int mode);
+    ssize_t (*pwritev)(int fd, const struct iovec *iov, int n, off_t off);
+    int (*fdatasync)(int fd);
+    int (*fsync)(int fd);
+    int (*fallocate)(int fd, int mode, off_t off, off_t len);
+    int (*ftruncate)(int fd, off_t len);
+    int (*rename)(const char *from, const char *to);
+};
+
+/* The real system calls, returning -errno on failure. */
+extern const struct evs_io fio_real;
+
+/* Write all of iov at off (looping over short writes); -errno, or -EIO on a zero write. */
+int fio_pwritev_all(const struct evs_io *io, int fd, struct iovec *iov, int n, off_t off);
+/* Write a whole small file durably: path.tmp, fsync, rename, fsync the folder. */
+int fio_write_file_atomic(const struct evs_io *io, const char *path, const void *data,
+                          size_t len);
+/* fsync a folder. */
+int fio_fsync_dir(const struct evs_io *io, const char *dir);
+
+/*
+ * Fault injection (tests): an evs_io that passes through to fio_real until a trigger fires.
+ * A trigger counts calls of one kind; when the count reaches `after`, that call fails (or for
+ * FIO_SHORT, writes half and returns the short count, then fails the retry with `err`).
+ */
+enum fio_op { FIO_WRITE = 0, FIO_SYNC = 1, FIO_ALLOC = 2, FIO_OPEN = 3, FIO_NOPS };
+void fio_fault_reset(void);
+void fio_fault_arm(enum fio_op op, long after, int err, int short_write);
+long fio_fault_calls(enum fio_op op);
+extern const struct evs_io fio_faulty;
+
+#endif

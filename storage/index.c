@@ -1,0 +1,405 @@
+/*
+ * index.c — LMDB environment, write batches with map growth, short read transactions.
+ * See index.h for the tables and invariants.
+ *
+ * The environment is opened MDB_NOSYNC | MDB_NOTLS: commits are visible to readers at once
+ * and cost no fsync; the store calls idx_sync() at checkpoints (the writer after it has made
+ * the log durable up to the watermark). After a process crash the page cache holds every
+ * commit; after a power loss the index may be stale or damaged, which open detects (watermark
+ * check, LMDB errors, checkpoint file) and repairs by re-scanning the log.
+ */
+#include "index.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+static const char *const table_names[IDX_NTABLES] = {
+    "meta", "streams", "stream_no", "ids", "times", "filt", "dels", "segments",
+};
+
+struct idx {
+    MDB_env *env;
+    MDB_dbi dbi[IDX_NTABLES];
+    uint64_t map_bytes;
+    bool rdonly;
+    /* readers hold it shared for the life of a read txn; the map grows under it exclusive */
+    pthread_rwlock_t maplock;
+};
+
+struct idx_rtxn {
+    idx *x;
+    MDB_txn *txn;
+};
+
+struct idx_cur {
+    idx_rtxn *r;
+    MDB_cursor *c;
+};
+
+static int mdb_to_evs(int rc)
+{
+    switch (rc) {
+    case 0: return 0;
+    case MDB_NOTFOUND: return EVS_ENOTFOUND;
+    case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID: case MDB_VERSION_MISMATCH:
+        return EVS_ECORRUPT;
+    case MDB_MAP_FULL: return -ENOSPC;
+    default: return rc > 0 ? -rc : EVS_ECORRUPT;
+    }
+}
+
+uint64_t idx_value_hash(const void *v, size_t n)
+{
+    uint32_t a = (uint32_t)crc32(0L, v, (uInt)n);
+    uint32_t b = (uint32_t)adler32(1L, v, (uInt)n);
+    return (uint64_t)a << 32 | b;
+}
+
+int idx_open(const char *path, uint64_t map_bytes, bool rdonly, idx **out, evs_error *err)
+{
+    idx *x = calloc(1, sizeof *x);
+    if (!x)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    pthread_rwlock_init(&x->maplock, NULL);
+    x->rdonly = rdonly;
+    x->map_bytes = map_bytes;
+    int rc;
+    if (!rdonly && mkdir(path, 0755) && errno != EEXIST) {
+        rc = evs_err_set(err, -errno, "cannot create index folder %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    struct stat sb;
+    char datafile[4096];
+    snprintf(datafile, sizeof datafile, "%s/data.mdb", path);
+    if (stat(datafile, &sb) == 0 && (uint64_t)sb.st_size > x->map_bytes)
+        x->map_bytes = (uint64_t)sb.st_size * 2;
+    if ((rc = mdb_env_create(&x->env)) || (rc = mdb_env_set_maxdbs(x->env, IDX_NTABLES + 2)) ||
+        (rc = mdb_env_set_maxreaders(x->env, 1024)) ||
+        (rc = mdb_env_set_mapsize(x->env, x->map_bytes))) {
+        rc = evs_err_set(err, mdb_to_evs(rc), "lmdb setup: %s", mdb_strerror(rc));
+        goto fail;
+    }
+    unsigned flags = MDB_NOTLS | MDB_NOSYNC | (rdonly ? MDB_RDONLY : 0);
+    rc = mdb_env_open(x->env, path, flags, 0644);
+    if (rc) {
+        rc = evs_err_set(err, mdb_to_evs(rc), "cannot open index %s: %s", path, mdb_strerror(rc));
+        goto fail;
+    }
+    int dead = 0;
+    mdb_reader_check(x->env, &dead);
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(x->env, NULL, rdonly ? MDB_RDONLY : 0, &txn))) {
+        rc = evs_err_set(err, mdb_to_evs(rc), "index %s: %s", path, mdb_strerror(rc));
+        goto fail;
+    }
+    for (int i = 0; i < IDX_NTABLES; i++) {
+        rc = mdb_dbi_open(txn, table_names[i], rdonly ? 0 : MDB_CREATE, &x->dbi[i]);
+        if (rc) {
+            mdb_txn_abort(txn);
+            if (rdonly && rc == MDB_NOTFOUND)
+                rc = MDB_INVALID;
+            rc = evs_err_set(err, mdb_to_evs(rc), "index %s: table %s: %s", path,
+                             table_names[i], mdb_strerror(rc));
+            goto fail;
+        }
+    }
+    if ((rc = mdb_txn_commit(txn))) {
+        rc = evs_err_set(err, mdb_to_evs(rc), "index %s: %s", path, mdb_strerror(rc));
+        goto fail;
+    }
+    *out = x;
+    return 0;
+fail:
+    if (x->env)
+        mdb_env_close(x->env);
+    pthread_rwlock_destroy(&x->maplock);
+    free(x);
+    return rc;
+}
+
+void idx_close(idx *x)
+{
+    if (!x)
+        return;
+    if (!x->rdonly)
+        mdb_env_sync(x->env, 1);
+    mdb_env_close(x->env);
+    pthread_rwlock_destroy(&x->maplock);
+    free(x);
+}
+
+int idx_sync(idx *x) { return mdb_to_evs(mdb_env_sync(x->env, 1)); }
+
+uint64_t idx_txnid(idx *x)
+{
+    MDB_envinfo info;
+    mdb_env_info(x->env, &info);
+    return (uint64_t)info.me_last_txnid;
+}
+
+/* ---- batches ----------------------------------------------------------------------------- */
+
+enum { OP_PUT, OP_PUT_NOOVER, OP_DEL, OP_DELPREFIX };
+
+struct op {
+    uint8_t kind, table;
+    uint32_t klen, vlen;
+    size_t koff, voff;
+};
+
+struct idx_batch {
+    rec_buf arena;
+    struct op *ops;
+    size_t n, cap;
+};
+
+idx_batch *idx_batch_new(void) { return calloc(1, sizeof(idx_batch)); }
+
+void idx_batch_free(idx_batch *b)
+{
+    if (!b)
+        return;
+    rec_buf_release(&b->arena);
+    free(b->ops);
+    free(b);
+}
+
+void idx_batch_clear(idx_batch *b)
+{
+    b->arena.len = 0;
+    b->n = 0;
+}
+
+bool idx_batch_empty(const idx_batch *b) { return b->n == 0; }
+
+static int batch_add(idx_batch *b, int kind, enum idx_table t, const void *k, size_t kl,
+                     const void *v, size_t vl)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        struct op *o = realloc(b->ops, cap * sizeof *o);
+        if (!o)
+            return -ENOMEM;
+        b->ops = o;
+        b->cap = cap;
+    }
+    struct op *o = &b->ops[b->n];
+    o->kind = (uint8_t)kind;
+    o->table = (uint8_t)t;
+    o->klen = (uint32_t)kl;
+    o->vlen = (uint32_t)vl;
+    o->koff = b->arena.len;
+    if (rec_buf_write(&b->arena, k, kl))
+        return -ENOMEM;
+    o->voff = b->arena.len;
+    if (vl && rec_buf_write(&b->arena, v, vl))
+        return -ENOMEM;
+    b->n++;
+    return 0;
+}
+
+int idx_batch_put(idx_batch *b, enum idx_table t, const void *k, size_t kl, const void *v,
+                  size_t vl)
+{
+    return batch_add(b, OP_PUT, t, k, kl, v, vl);
+}
+int idx_batch_put_noover(idx_batch *b, enum idx_table t, const void *k, size_t kl,
+                         const void *v, size_t vl)
+{
+    return batch_add(b, OP_PUT_NOOVER, t, k, kl, v, vl);
+}
+int idx_batch_del(idx_batch *b, enum idx_table t, const void *k, size_t kl)
+{
+    return batch_add(b, OP_DEL, t, k, kl, NULL, 0);
+}
+int idx_batch_del_prefix(idx_batch *b, enum idx_table t, const void *k, size_t kl)
+{
+    return batch_add(b, OP_DELPREFIX, t, k, kl, NULL, 0);
+}
+
+static int del_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *p, size_t pl)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc)
+        return rc;
+    MDB_val k = {pl, (void *)p}, v;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && k.mv_size >= pl && memcmp(k.mv_data, p, pl) == 0) {
+        if ((rc = mdb_cursor_del(c, 0)))
+            break;
+        rc = mdb_cursor_get(c, &k, &v, MDB_GET_CURRENT);
+        if (rc == MDB_NOTFOUND || rc == EINVAL) /* deleted the last key */
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int apply_once(idx *x, idx_batch *b)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < b->n && !rc; i++) {
+        struct op *o = &b->ops[i];
+        MDB_val k = {o->klen, b->arena.data + o->koff};
+        MDB_val v = {o->vlen, b->arena.data + o->voff};
+        switch (o->kind) {
+        case OP_PUT: rc = mdb_put(txn, x->dbi[o->table], &k, &v, 0); break;
+        case OP_PUT_NOOVER:
+            rc = mdb_put(txn, x->dbi[o->table], &k, &v, MDB_NOOVERWRITE);
+            if (rc == MDB_KEYEXIST)
+                rc = 0;
+            break;
+        case OP_DEL:
+            rc = mdb_del(txn, x->dbi[o->table], &k, NULL);
+            if (rc == MDB_NOTFOUND)
+                rc = 0;
+            break;
+        case OP_DELPREFIX: rc = del_prefix(txn, x->dbi[o->table], k.mv_data, k.mv_size); break;
+        }
+    }
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return mdb_txn_commit(txn);
+}
+
+int idx_apply(idx *x, idx_batch *b, evs_error *err)
+{
+    if (b->n == 0)
+        return 0;
+    for (;;) {
+        int rc = apply_once(x, b);
+        if (rc == 0)
+            return 0;
+        if (rc != MDB_MAP_FULL)
+            return evs_err_set(err, mdb_to_evs(rc), "index write failed: %s", mdb_strerror(rc));
+        /* Grow: no read txn may be open while the map size changes (I3). */
+        pthread_rwlock_wrlock(&x->maplock);
+        uint64_t grown = x->map_bytes * 2;
+        rc = mdb_env_set_mapsize(x->env, grown);
+        if (rc == 0)
+            x->map_bytes = grown;
+        pthread_rwlock_unlock(&x->maplock);
+        if (rc)
+            return evs_err_set(err, mdb_to_evs(rc), "index map growth to %llu bytes failed: %s",
+                               (unsigned long long)grown, mdb_strerror(rc));
+    }
+}
+
+int idx_clear_all(idx *x, evs_error *err)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+    for (int i = 0; i < IDX_NTABLES && !rc; i++)
+        rc = mdb_drop(txn, x->dbi[i], 0);
+    if (rc) {
+        if (txn)
+            mdb_txn_abort(txn);
+        return evs_err_set(err, mdb_to_evs(rc), "index clear failed: %s", mdb_strerror(rc));
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc)
+        return evs_err_set(err, mdb_to_evs(rc), "index clear failed: %s", mdb_strerror(rc));
+    return 0;
+}
+
+/* ---- reads ------------------------------------------------------------------------------- */
+
+int idx_rbegin(idx *x, idx_rtxn **out)
+{
+    idx_rtxn *r = malloc(sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->x = x;
+    pthread_rwlock_rdlock(&x->maplock);
+    int rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &r->txn);
+    if (rc == MDB_MAP_RESIZED) {
+        mdb_env_set_mapsize(x->env, 0);
+        rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &r->txn);
+    }
+    if (rc) {
+        pthread_rwlock_unlock(&x->maplock);
+        free(r);
+        return mdb_to_evs(rc);
+    }
+    *out = r;
+    return 0;
+}
+
+void idx_rend(idx_rtxn *r)
+{
+    if (!r)
+        return;
+    mdb_txn_abort(r->txn);
+    pthread_rwlock_unlock(&r->x->maplock);
+    free(r);
+}
+
+int idx_get(idx_rtxn *r, enum idx_table t, const void *k, size_t kl, const void **v, size_t *vl)
+{
+    MDB_val mk = {kl, (void *)k}, mv;
+    int rc = mdb_get(r->txn, r->x->dbi[t], &mk, &mv);
+    if (rc)
+        return mdb_to_evs(rc);
+    *v = mv.mv_data;
+    *vl = mv.mv_size;
+    return 0;
+}
+
+int idx_cur_open(idx_rtxn *r, enum idx_table t, idx_cur **out)
+{
+    idx_cur *c = malloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->r = r;
+    int rc = mdb_cursor_open(r->txn, r->x->dbi[t], &c->c);
+    if (rc) {
+        free(c);
+        return mdb_to_evs(rc);
+    }
+    *out = c;
+    return 0;
+}
+
+void idx_cur_close(idx_cur *c)
+{
+    if (!c)
+        return;
+    mdb_cursor_close(c->c);
+    free(c);
+}
+
+int idx_cur_get(idx_cur *c, enum idx_seek how, const void *k_in, size_t kl_in, const void **k,
+                size_t *kl, const void **v, size_t *vl)
+{
+    MDB_val mk = {kl_in, (void *)k_in}, mv = {0, NULL};
+    MDB_cursor_op op;
+    switch (how) {
+    case IDX_GE: op = MDB_SET_RANGE; break;
+    case IDX_FIRST: op = MDB_FIRST; break;
+    case IDX_LAST: op = MDB_LAST; break;
+    case IDX_NEXT: op = MDB_NEXT; break;
+    default: op = MDB_PREV; break;
+    }
+    int rc = mdb_cursor_get(c->c, &mk, &mv, op);
+    if (rc)
+        return mdb_to_evs(rc);
+    *k = mk.mv_data;
+    *kl = mk.mv_size;
+    if (v) {
+        *v = mv.mv_data;
+        *vl = mv.mv_size;
+    }
+    return 0;
+}

@@ -1,0 +1,825 @@
+/*
+ * reader.c — iterators and stream information.
+ *
+ * How a stream is found in the shared log: every REC_ENTRY header holds `prev`, the position
+ * of the same stream's previous entry, so each stream is a chain running backwards through
+ * the log; the index's `ids` table holds a sparse set of (ID -> position) keys, at least one
+ * per EVS_SPARSE_BYTES of the stream's records. A key and the next one bound a block:
+ *
+ *   forward:  find the key at or below the start ID; walk `prev` back from the record before
+ *             the next key (or from the stream's last entry) to that key; emit in order; go
+ *             on with the next key. Cost: the stream's own records, whatever else the log holds.
+ *   reverse:  start at the key above the end ID (or the last entry) and follow `prev`.
+ *   filtered: the `filt` table lists every entry with a given source/type value; each is read
+ *             and its field compared (the key holds a hash).
+ *
+ * An iterator sees the stream as it was when opened (its visible state then). It holds no
+ * LMDB transaction between calls: each block or chunk is found in one short transaction.
+ * Every record is CRC-checked before use; a bad one ends the iteration with EVS_ECORRUPT
+ * naming stream, segment, offset and ID.
+ */
+#include "index.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { MODE_FWD, MODE_REV, MODE_FILTER };
+
+#define CHUNK 256
+
+struct evs_iter {
+    evs_store *st;
+    stream *s;
+    stream_state snap;
+    char pname[128];            /* printable stream name for messages                         */
+    evs_query q;
+    evs_id lo, hi;              /* inclusive bounds in force                                  */
+    uint64_t emitted;
+    int mode;
+    bool done;
+    /* the current block (forward) or chunk (filtered), in emission order */
+    uint64_t *pos;
+    evs_id *ids;
+    size_t n, i, cap;
+    bool have_next;             /* forward: the key starting the next block                   */
+    evs_id next_id;
+    uint64_t next_pos;
+    uint64_t cur;               /* reverse: next position to visit                            */
+    uint8_t fprefix[13];        /* filtered: no(4) field(1) hash(8)                           */
+    bool fresume;               /* filtered: continue after ids[n-1]                          */
+    evs_id flast;
+    /* the entry handed out */
+    segment *ref;
+    msgpack_zone zone;
+    evs_field *fields;
+    size_t fcap;
+    evs_entry ent;
+};
+
+static void printable(const uint8_t *p, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 5 < cap; i++) {
+        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
+            out[o++] = (char)p[i];
+        else
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", p[i]);
+    }
+    out[o] = 0;
+}
+
+static bool id_inc(evs_id *id)
+{
+    if (id->seq < UINT64_MAX) {
+        id->seq++;
+        return true;
+    }
+    if (id->ms < UINT64_MAX) {
+        id->ms++;
+        id->seq = 0;
+        return true;
+    }
+    return false;
+}
+
+static bool id_dec(evs_id *id)
+{
+    if (id->seq > 0) {
+        id->seq--;
+        return true;
+    }
+    if (id->ms > 0) {
+        id->ms--;
+        id->seq = UINT64_MAX;
+        return true;
+    }
+    return false;
+}
+
+static int grow(evs_iter *it, size_t need)
+{
+    if (need <= it->cap)
+        return 0;
+    size_t cap = it->cap ? it->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    uint64_t *p = realloc(it->pos, cap * sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    it->pos = p;
+    evs_id *d = realloc(it->ids, cap * sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    it->ids = d;
+    it->cap = cap;
+    return 0;
+}
+
+/* Read the header at pos and check the whole record; the segment reference is dropped. */
+static int peek(evs_iter *it, uint64_t pos, rec_hdr *h, evs_error *err)
+{
+    const uint8_t *body;
+    uint64_t size;
+    segment *ref;
+    int rc = store_read_record(it->st, pos, it->pname, h, &body, &size, &ref, err);
+    if (rc)
+        return rc;
+    store_seg_put(ref);
+    if (h->kind != REC_ENTRY || h->stream != it->s->no)
+        return evs_err_set(err, EVS_ECORRUPT,
+                           "stream %s: log position %" PRIu64 " holds a record of kind %u for "
+                           "stream %u, not an entry of this stream",
+                           it->pname, pos, h->kind, h->stream);
+    return 0;
+}
+
+static bool is_deleted(idx_rtxn *r, uint32_t no, evs_id id)
+{
+    uint8_t k[IDX_IDKEY];
+    idx_idkey(k, no, id);
+    const void *v;
+    size_t vl;
+    return idx_get(r, IDX_DELS, k, sizeof k, &v, &vl) == 0;
+}
+
+/* A sparse key of this stream visible in the snapshot? */
+static bool key_ok(evs_iter *it, const void *k, size_t kl, const void *v, size_t vl,
+                   evs_id *id, uint64_t *pos)
+{
+    if (kl != IDX_IDKEY || vl < 8 || idx_rd32(k) != it->s->no)
+        return false;
+    const uint8_t *kk = k;
+    *id = (evs_id){idx_rd64(kk + 4), idx_rd64(kk + 12)};
+    *pos = idx_rd64(v);
+    return *pos <= it->snap.last_pos && evs_id_cmp(*id, it->snap.last_id) <= 0;
+}
+
+/*
+ * Forward: load the block that starts at the key (start_id, start_pos), and find the key
+ * after it. Drops deleted entries if the stream has tombstones.
+ */
+static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_error *err)
+{
+    idx_rtxn *r;
+    int rc = idx_rbegin(it->st->idx, &r);
+    if (rc)
+        return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+    idx_cur *c = NULL;
+    if ((rc = idx_cur_open(r, IDX_IDS, &c)))
+        goto out;
+    uint8_t key[IDX_IDKEY];
+    idx_idkey(key, it->s->no, start_id);
+    const void *k, *v;
+    size_t kl, vl;
+    it->have_next = false;
+    rc = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
+    if (rc == 0 && kl == IDX_IDKEY && memcmp(k, key, IDX_IDKEY) == 0)
+        rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl);
+    if (rc == 0) {
+        evs_id nid;
+        uint64_t npos;
+        if (key_ok(it, k, kl, v, vl, &nid, &npos) && npos > start_pos) {
+            it->have_next = true;
+            it->next_id = nid;
+            it->next_pos = npos;
+        }
+    } else if (rc != EVS_ENOTFOUND) {
+        goto out;
+    }
+    rc = 0;
+    uint64_t p = it->snap.last_pos;
+    if (it->have_next) {
+        rec_hdr h;
+        if ((rc = peek(it, it->next_pos, &h, err)))
+            goto out_err;
+        p = h.prev;
+    }
+    /* walk back from p to start_pos */
+    it->n = it->i = 0;
+    while (p != REC_POS_NONE && p >= start_pos) {
+        rec_hdr h;
+        if ((rc = peek(it, p, &h, err)))
+            goto out_err;
+        if ((rc = grow(it, it->n + 1)))
+            goto out;
+        it->pos[it->n] = p;
+        it->ids[it->n] = (evs_id){h.id_ms, h.id_seq};
+        it->n++;
+        if (p == start_pos)
+            break;
+        if (h.prev != REC_POS_NONE && h.prev >= p) {
+            rc = evs_err_set(err, EVS_ECORRUPT,
+                             "stream %s: entry at log position %" PRIu64 " points forward", it->pname,
+                             p);
+            goto out_err;
+        }
+        p = h.prev;
+    }
+    /* reverse into log order, dropping deleted entries */
+    size_t out_n = 0;
+    for (size_t a = 0, b = it->n ? it->n - 1 : 0; a < b; a++, b--) {
+        uint64_t tp = it->pos[a];
+        it->pos[a] = it->pos[b];
+        it->pos[b] = tp;
+        evs_id ti = it->ids[a];
+        it->ids[a] = it->ids[b];
+        it->ids[b] = ti;
+    }
+    for (size_t j = 0; j < it->n; j++) {
+        if (it->snap.ndels && is_deleted(r, it->s->no, it->ids[j]))
+            continue;
+        it->pos[out_n] = it->pos[j];
+        it->ids[out_n] = it->ids[j];
+        out_n++;
+    }
+    it->n = out_n;
+out:
+    if (rc)
+        evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+out_err:
+    idx_cur_close(c);
+    idx_rend(r);
+    return rc;
+}
+
+/* Forward: the key at or below lo (or the stream's first key). */
+static int find_start_key(evs_iter *it, evs_id *kid, uint64_t *kpos, evs_error *err)
+{
+    idx_rtxn *r;
+    int rc = idx_rbegin(it->st->idx, &r);
+    if (rc)
+        return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+    idx_cur *c = NULL;
+    if ((rc = idx_cur_open(r, IDX_IDS, &c)))
+        goto out;
+    uint8_t key[IDX_IDKEY];
+    idx_idkey(key, it->s->no, it->lo);
+    const void *k, *v;
+    size_t kl, vl;
+    rc = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
+    bool found = false;
+    if (rc == 0 && kl == IDX_IDKEY && memcmp(k, key, IDX_IDKEY) == 0)
+        found = key_ok(it, k, kl, v, vl, kid, kpos);
+    if (!found) {
+        rc = rc == 0 ? idx_cur_get(c, IDX_PREV, NULL, 0, &k, &kl, &v, &vl)
+                     : idx_cur_get(c, IDX_LAST, NULL, 0, &k, &kl, &v, &vl);
+        if (rc == 0)
+            found = key_ok(it, k, kl, v, vl, kid, kpos);
+    }
+    if (!found) {
+        idx_idkey(key, it->s->no, EVS_ID_MIN);
+        rc = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
+        if (rc == 0)
+            found = key_ok(it, k, kl, v, vl, kid, kpos);
+    }
+    rc = found ? 0 : EVS_ENOTFOUND;
+    if (!found)
+        evs_err_set(err, EVS_ECORRUPT, "stream %s: index has no key for a non-empty stream",
+                    it->pname);
+out:
+    if (rc && rc != EVS_ENOTFOUND)
+        evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+    if (rc == EVS_ENOTFOUND)
+        rc = EVS_ECORRUPT;
+    idx_cur_close(c);
+    idx_rend(r);
+    return rc;
+}
+
+/* Reverse: where to start walking back for entries <= hi. */
+static int find_reverse_start(evs_iter *it, evs_error *err)
+{
+    it->cur = it->snap.last_pos;
+    if (evs_id_cmp(it->hi, it->snap.last_id) >= 0)
+        return 0;
+    idx_rtxn *r;
+    int rc = idx_rbegin(it->st->idx, &r);
+    if (rc)
+        return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+    idx_cur *c = NULL;
+    if ((rc = idx_cur_open(r, IDX_IDS, &c)))
+        goto out;
+    uint8_t key[IDX_IDKEY];
+    idx_idkey(key, it->s->no, it->hi);
+    const void *k, *v;
+    size_t kl, vl;
+    rc = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
+    evs_id kid;
+    uint64_t kpos;
+    if (rc == 0 && key_ok(it, k, kl, v, vl, &kid, &kpos)) {
+        if (evs_id_cmp(kid, it->hi) == 0) {
+            it->cur = kpos;
+        } else {
+            rec_hdr h;
+            idx_cur_close(c);
+            idx_rend(r);
+            if ((rc = peek(it, kpos, &h, err)))
+                return rc;
+            it->cur = h.prev;
+            return 0;
+        }
+    }
+    rc = 0;
+out:
+    if (rc)
+        evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+    idx_cur_close(c);
+    idx_rend(r);
+    return rc;
+}
+
+/* Filtered: load the next chunk of (id, pos) from the filt table. */
+static int load_filter_chunk(evs_iter *it, evs_error *err)
+{
+    idx_rtxn *r;
+    int rc = idx_rbegin(it->st->idx, &r);
+    if (rc)
+        return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+    idx_cur *c = NULL;
+    it->n = it->i = 0;
+    if ((rc = idx_cur_open(r, IDX_FILT, &c)) || (rc = grow(it, CHUNK)))
+        goto out;
+    uint8_t key[IDX_FILTKEY];
+    memcpy(key, it->fprefix, 13);
+    evs_id from = it->q.reverse ? it->hi : it->lo;
+    if (it->fresume) {
+        from = it->flast;
+        if (it->q.reverse ? !id_dec(&from) : !id_inc(&from)) {
+            it->done = true;
+            goto out;
+        }
+    }
+    idx_be64(key + 13, from.ms);
+    idx_be64(key + 21, from.seq);
+    const void *k, *v;
+    size_t kl, vl;
+    rc = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
+    if (it->q.reverse) {
+        if (rc == 0 && !(kl == IDX_FILTKEY && memcmp(k, key, IDX_FILTKEY) == 0))
+            rc = idx_cur_get(c, IDX_PREV, NULL, 0, &k, &kl, &v, &vl);
+        else if (rc == EVS_ENOTFOUND)
+            rc = idx_cur_get(c, IDX_LAST, NULL, 0, &k, &kl, &v, &vl);
+    }
+    bool full = false;
+    while (rc == 0) {
+        if (kl != IDX_FILTKEY || memcmp(k, it->fprefix, 13) != 0)
+            break;
+        const uint8_t *kk = k;
+        evs_id id = {idx_rd64(kk + 13), idx_rd64(kk + 21)};
+        if (it->q.reverse ? evs_id_cmp(id, it->lo) < 0 : evs_id_cmp(id, it->hi) > 0)
+            break;
+        if (it->n == CHUNK) {
+            full = true; /* more may follow: resume after flast next time */
+            break;
+        }
+        uint64_t p = idx_rd64(v);
+        bool inside = it->q.reverse ? evs_id_cmp(id, it->hi) <= 0 : evs_id_cmp(id, it->lo) >= 0;
+        if (inside && p <= it->snap.last_pos &&
+            !(it->snap.ndels && is_deleted(r, it->s->no, id))) {
+            it->pos[it->n] = p;
+            it->ids[it->n] = id;
+            it->n++;
+        }
+        it->flast = id;
+        it->fresume = true;
+        rc = idx_cur_get(c, it->q.reverse ? IDX_PREV : IDX_NEXT, NULL, 0, &k, &kl, &v, &vl);
+    }
+    if (rc == EVS_ENOTFOUND)
+        rc = 0;
+    it->done = !full;
+out:
+    if (rc)
+        evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+    idx_cur_close(c);
+    idx_rend(r);
+    return rc;
+}
+
+static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
+                            const evs_query *q, evs_iter **out, evs_error *err)
+{
+    evs_iter *it = calloc(1, sizeof *it);
+    if (!it || !msgpack_zone_init(&it->zone, 4096)) {
+        free(it);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    it->st = st;
+    it->s = s;
+    it->snap = *snap;
+    printable(s->name, s->name_len, it->pname, sizeof it->pname);
+    if (q)
+        it->q = *q;
+    else
+        evs_query_init(&it->q);
+    it->lo = it->q.start;
+    it->hi = it->q.end;
+    if (it->q.start_exclusive && !id_inc(&it->lo))
+        it->done = true;
+    if (it->q.end_exclusive && !id_dec(&it->hi))
+        it->done = true;
+    if (evs_id_cmp(it->hi, snap->last_id) > 0)
+        it->hi = snap->last_id;
+    if (evs_id_cmp(it->lo, snap->first_id) < 0)
+        it->lo = snap->first_id;
+    if (snap->length == 0 || snap->last_pos == REC_POS_NONE || evs_id_cmp(it->lo, it->hi) > 0)
+        it->done = true;
+    *out = it;
+    if (it->done)
+        return 0;
+    int rc = 0;
+    if (it->q.min_time_us && !it->q.reverse) {
+        /* start at the block whose first entry is the last one appended before the time */
+        idx_rtxn *r;
+        if ((rc = idx_rbegin(st->idx, &r)) == 0) {
+            idx_cur *c;
+            if (idx_cur_open(r, IDX_TIMES, &c) == 0) {
+                uint8_t key[12];
+                idx_be32(key, s->no);
+                idx_be64(key + 4, it->q.min_time_us);
+                const void *k, *v;
+                size_t kl, vl;
+                int g = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
+                if (g == 0 && !(kl == 12 && !memcmp(k, key, 12)))
+                    g = idx_cur_get(c, IDX_PREV, NULL, 0, &k, &kl, &v, &vl);
+                else if (g == EVS_ENOTFOUND)
+                    g = idx_cur_get(c, IDX_LAST, NULL, 0, &k, &kl, &v, &vl);
+                if (g == 0 && kl == 12 && idx_rd32(k) == s->no && vl == 16) {
+                    evs_id t = {idx_rd64(v), idx_rd64((const uint8_t *)v + 8)};
+                    if (evs_id_cmp(t, it->lo) > 0)
+                        it->lo = t;
+                }
+                idx_cur_close(c);
+            }
+            idx_rend(r);
+        }
+        rc = 0;
+    }
+    if (it->q.source.ptr || it->q.type.ptr) {
+        it->mode = MODE_FILTER;
+        bool by_type = it->q.type.ptr != NULL;
+        evs_slice v = by_type ? it->q.type : it->q.source;
+        idx_be32(it->fprefix, s->no);
+        it->fprefix[4] = by_type ? IDX_FIELD_TYPE : IDX_FIELD_SOURCE;
+        idx_be64(it->fprefix + 5, idx_value_hash(v.ptr, v.len));
+        rc = load_filter_chunk(it, err);
+    } else if (it->q.reverse) {
+        it->mode = MODE_REV;
+        rc = find_reverse_start(it, err);
+    } else {
+        it->mode = MODE_FWD;
+        evs_id kid;
+        uint64_t kpos;
+        rc = find_start_key(it, &kid, &kpos, err);
+        if (!rc)
+            rc = load_block(it, kid, kpos, err);
+    }
+    if (rc) {
+        evs_iter_close(it);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static int lookup(evs_store *st, evs_slice name, stream **s, stream_state *snap)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    stream *found = strtab_get(&st->vtab, name.ptr, name.len, true);
+    if (found)
+        *snap = found->v;
+    pthread_rwlock_unlock(&st->lock);
+    *s = found;
+    return found ? 0 : EVS_ENOTFOUND;
+}
+
+int evs_iter_open(evs_store *st, evs_slice name, const evs_query *q, evs_iter **out,
+                  evs_error *err)
+{
+    stream *s;
+    stream_state snap;
+    if (lookup(st, name, &s, &snap))
+        return evs_err_set(err, EVS_ENOTFOUND, "no such stream");
+    return iter_open_stream(st, s, &snap, q, out, err);
+}
+
+static bool field_eq(const evs_entry *e, const char *name, size_t nl, evs_slice want)
+{
+    for (size_t i = 0; i < e->nfields; i++)
+        if (e->fields[i].name.len == nl && !memcmp(e->fields[i].name.ptr, name, nl))
+            return e->fields[i].value.len == want.len &&
+                   (want.len == 0 || !memcmp(e->fields[i].value.ptr, want.ptr, want.len));
+    return false;
+}
+
+/* Make the record at pos the current entry. 1 ok, 0 skip (filters), < 0 error. */
+static int load_entry(evs_iter *it, uint64_t pos, evs_error *err)
+{
+    if (it->ref) {
+        store_seg_put(it->ref);
+        it->ref = NULL;
+    }
+    rec_hdr h;
+    const uint8_t *body;
+    uint64_t size;
+    int rc = store_read_record(it->st, pos, it->pname, &h, &body, &size, &it->ref, err);
+    if (rc)
+        return rc;
+    if (h.kind != REC_ENTRY || h.stream != it->s->no)
+        return evs_err_set(err, EVS_ECORRUPT,
+                           "stream %s: log position %" PRIu64 " is not an entry of this stream",
+                           it->pname, pos);
+    if (it->q.min_time_us && h.time_us < it->q.min_time_us)
+        return 0;
+    size_t need = 0;
+    long n = rec_entry_decode(body, h.body_len, &it->zone, it->fields, it->fcap, &need);
+    if (n == -2) {
+        evs_field *f = realloc(it->fields, need * sizeof *f);
+        if (!f)
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        it->fields = f;
+        it->fcap = need;
+        n = rec_entry_decode(body, h.body_len, &it->zone, it->fields, it->fcap, &need);
+    }
+    if (n < 0) {
+        char idb[EVS_ID_STRLEN];
+        evs_id_format((evs_id){h.id_ms, h.id_seq}, idb);
+        return evs_err_set(err, EVS_ECORRUPT, "stream %s: entry %s at log position %" PRIu64
+                           " has a malformed body", it->pname, idb, pos);
+    }
+    it->ent.id = (evs_id){h.id_ms, h.id_seq};
+    it->ent.time_us = h.time_us;
+    it->ent.fields = it->fields;
+    it->ent.nfields = (size_t)n;
+    if (it->mode == MODE_FILTER) {
+        if (it->q.type.ptr && !field_eq(&it->ent, "type", 4, it->q.type))
+            return 0;
+        if (it->q.source.ptr && !field_eq(&it->ent, "source", 6, it->q.source))
+            return 0;
+    }
+    return 1;
+}
+
+static int next_fwd(evs_iter *it, evs_error *err)
+{
+    for (;;) {
+        while (it->i < it->n) {
+            size_t j = it->i++;
+            if (evs_id_cmp(it->ids[j], it->lo) < 0)
+                continue;
+            if (evs_id_cmp(it->ids[j], it->hi) > 0) {
+                it->done = true;
+                return 0;
+            }
+            int rc = load_entry(it, it->pos[j], err);
+            if (rc)
+                return rc;
+        }
+        if (!it->have_next) {
+            it->done = true;
+            return 0;
+        }
+        int rc = load_block(it, it->next_id, it->next_pos, err);
+        if (rc)
+            return rc;
+    }
+}
+
+static int next_rev(evs_iter *it, evs_error *err)
+{
+    while (it->cur != REC_POS_NONE) {
+        rec_hdr h;
+        int rc = peek(it, it->cur, &h, err);
+        if (rc)
+            return rc;
+        evs_id id = {h.id_ms, h.id_seq};
+        uint64_t pos = it->cur;
+        if (h.prev != REC_POS_NONE && h.prev >= pos)
+            return evs_err_set(err, EVS_ECORRUPT,
+                               "stream %s: entry at log position %" PRIu64 " points forward",
+                               it->pname, pos);
+        it->cur = h.prev;
+        if (evs_id_cmp(id, it->hi) > 0)
+            continue;
+        if (evs_id_cmp(id, it->lo) < 0)
+            break;
+        if (it->q.min_time_us && h.time_us < it->q.min_time_us)
+            break; /* times only decrease from here */
+        if (it->snap.ndels) {
+            idx_rtxn *r;
+            if ((rc = idx_rbegin(it->st->idx, &r)))
+                return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+            bool del = is_deleted(r, it->s->no, id);
+            idx_rend(r);
+            if (del)
+                continue;
+        }
+        rc = load_entry(it, pos, err);
+        if (rc)
+            return rc;
+    }
+    it->done = true;
+    return 0;
+}
+
+static int next_filter(evs_iter *it, evs_error *err)
+{
+    for (;;) {
+        while (it->i < it->n) {
+            size_t j = it->i++;
+            int rc = load_entry(it, it->pos[j], err);
+            if (rc)
+                return rc;
+        }
+        if (it->done)
+            return 0;
+        int rc = load_filter_chunk(it, err);
+        if (rc)
+            return rc;
+    }
+}
+
+int evs_iter_next(evs_iter *it, const evs_entry **out, evs_error *err)
+{
+    if (it->q.limit && it->emitted >= it->q.limit)
+        return 0;
+    if (it->done && (it->mode == MODE_REV || it->i >= it->n))
+        return 0;
+    int rc;
+    switch (it->mode) {
+    case MODE_FWD: rc = next_fwd(it, err); break;
+    case MODE_REV: rc = next_rev(it, err); break;
+    default: rc = next_filter(it, err); break;
+    }
+    if (rc == 1) {
+        it->emitted++;
+        *out = &it->ent;
+    }
+    if (rc < 0)
+        it->done = true;
+    return rc;
+}
+
+void evs_iter_close(evs_iter *it)
+{
+    if (!it)
+        return;
+    store_seg_put(it->ref);
+    msgpack_zone_destroy(&it->zone);
+    free(it->fields);
+    free(it->pos);
+    free(it->ids);
+    free(it);
+}
+
+int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err)
+{
+    stream_state snap;
+    pthread_rwlock_rdlock(&st->lock);
+    snap = s->v;
+    pthread_rwlock_unlock(&st->lock);
+    evs_query q;
+    evs_query_init(&q);
+    q.start = q.end = id;
+    q.limit = 1;
+    evs_iter *it;
+    int rc = iter_open_stream(st, s, &snap, &q, &it, err);
+    if (rc)
+        return rc;
+    const evs_entry *e;
+    rc = evs_iter_next(it, &e, err);
+    evs_iter_close(it);
+    return rc;
+}
+
+/* ---- stream information ------------------------------------------------------------------ */
+
+static void info_from(const stream_state *v, evs_stream_info *o)
+{
+    o->length = v->length;
+    o->entries_added = v->entries_added;
+    o->first_id = v->length ? v->first_id : EVS_ID_MIN;
+    o->last_id = v->last_id;
+    o->max_deleted_id = v->max_deleted;
+    o->last_time_us = v->last_time_us;
+    o->created_us = v->created_us;
+}
+
+int evs_stream_info_get(evs_store *st, evs_slice name, evs_stream_info *out)
+{
+    stream *s;
+    stream_state snap;
+    if (lookup(st, name, &s, &snap))
+        return EVS_ENOTFOUND;
+    info_from(&snap, out);
+    if (snap.length && snap.ndels) {
+        /* the first live entry, past any deleted ones */
+        evs_iter *it;
+        evs_error e;
+        evs_query q;
+        evs_query_init(&q);
+        q.limit = 1;
+        if (iter_open_stream(st, s, &snap, &q, &it, &e) == 0) {
+            const evs_entry *ent;
+            if (evs_iter_next(it, &ent, &e) == 1)
+                out->first_id = ent->id;
+            evs_iter_close(it);
+        }
+    }
+    return 0;
+}
+
+struct listed {
+    stream *s;
+    stream_state v;
+};
+
+static int cmp_listed(const void *a, const void *b)
+{
+    const struct listed *x = a, *y = b;
+    size_t n = x->s->name_len < y->s->name_len ? x->s->name_len : y->s->name_len;
+    int c = memcmp(x->s->name, y->s->name, n);
+    if (c)
+        return c;
+    return x->s->name_len < y->s->name_len ? -1 : x->s->name_len > y->s->name_len;
+}
+
+int evs_stream_list(evs_store *st, int (*fn)(void *arg, evs_slice name, const evs_stream_info *),
+                    void *arg)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    size_t n = st->vtab.n, k = 0;
+    struct listed *all = malloc((n ? n : 1) * sizeof *all);
+    if (!all) {
+        pthread_rwlock_unlock(&st->lock);
+        return -ENOMEM;
+    }
+    for (size_t b = 0; b < st->vtab.nb; b++)
+        for (stream *s = st->vtab.b[b]; s && k < n; s = s->v_next)
+            all[k++] = (struct listed){s, s->v};
+    pthread_rwlock_unlock(&st->lock);
+    qsort(all, k, sizeof *all, cmp_listed);
+    int rc = 0;
+    for (size_t i = 0; i < k && !rc; i++) {
+        evs_stream_info info;
+        info_from(&all[i].v, &info);
+        rc = fn(arg, (evs_slice){all[i].s->name, all[i].s->name_len}, &info);
+    }
+    free(all);
+    return rc;
+}
+
+/* ---- waiting ----------------------------------------------------------------------------- */
+
+int evs_wait(evs_store *st, evs_slice name, evs_id after, int64_t timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    if (timeout_ms > 0) {
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (timeout_ms % 1000) * 1000000;
+        if (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000;
+        }
+    }
+    pthread_mutex_lock(&st->vmu);
+    for (;;) {
+        uint64_t gen = st->vgen;
+        pthread_mutex_unlock(&st->vmu);
+        stream *s;
+        stream_state snap;
+        if (lookup(st, name, &s, &snap) == 0 && snap.length &&
+            evs_id_cmp(snap.last_id, after) > 0)
+            return 1;
+        pthread_mutex_lock(&st->vmu);
+        bool closing;
+        pthread_mutex_lock(&st->qmu);
+        closing = st->closing;
+        pthread_mutex_unlock(&st->qmu);
+        if (closing) {
+            pthread_mutex_unlock(&st->vmu);
+            return EVS_ECLOSED;
+        }
+        while (st->vgen == gen) {
+            if (timeout_ms < 0) {
+                pthread_cond_wait(&st->vcv, &st->vmu);
+            } else if (timeout_ms == 0 ||
+                       pthread_cond_timedwait(&st->vcv, &st->vmu, &deadline) == ETIMEDOUT) {
+                pthread_mutex_unlock(&st->vmu);
+                return 0;
+            }
+        }
+    }
+}
+
+void evs_set_visible_hook(evs_store *st, evs_visible_fn fn, void *arg)
+{
+    pthread_mutex_lock(&st->vmu);
+    st->hook = fn;
+    st->hook_arg = arg;
+    pthread_mutex_unlock(&st->vmu);
+}

@@ -1,0 +1,127 @@
+/*
+ * record.h — the on-disk record: a fixed 56-byte header, then a msgpack body, zero-padded to a
+ * multiple of 8. Pure codec over buffers: no I/O, no allocation except in rec_entry_decode's
+ * caller-provided arrays. The layout and the rules for a valid record are in record.c and
+ * docs/format.md; any change here is a format change.
+ */
+#ifndef EVS_RECORD_H
+#define EVS_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "evstore.h"
+
+#define REC_MAGIC 0x31525645u /* "EVR1" read as little-endian bytes 45 56 52 31 */
+#define REC_VERSION 1
+#define REC_HDR_SIZE 56
+#define REC_ALIGN 8
+#define REC_MAX_BODY (256u << 20) /* a declared body over this is invalid on its face */
+#define REC_POS_NONE UINT64_MAX
+
+/* Record kinds. Numbers are on disk: never reuse one. */
+enum rec_kind {
+    REC_ENTRY = 1,     /* a stream entry: body = array of 2n bin (name, value, ...)            */
+    REC_TOMBSTONE = 2, /* XDEL of header id in header stream: body = nil                       */
+    REC_STREAM = 3,    /* stream lifecycle: body = [op, name(bin), ...] (rec_stream_op)        */
+    REC_GROUP = 4,     /* consumer-group event (consumer-groups issue): body = array           */
+    REC_SEAL = 5,      /* last record of a sealed segment: body = [records, first_pos]         */
+    REC_TRIM = 6,      /* entries below header id are gone (XTRIM, retention): body = [count]  */
+    REC_EPOCH = 7,     /* start of an epoch (replication issue): body = [epoch, uuid, pos]     */
+};
+
+enum rec_stream_op {
+    REC_STREAM_CREATE = 1, /* [1, name]                                                       */
+    REC_STREAM_DROP = 2,   /* [2, name]                                                       */
+    REC_STREAM_SETID = 3,  /* [3, name, last_ms, last_seq, entries_added, maxdel_ms, maxdel_seq] */
+};
+
+/* Header flags. */
+#define REC_F_TXN_CONT 0x0001u /* more records of the same atomic group follow this one */
+
+typedef struct rec_hdr {
+    uint32_t magic;
+    uint32_t crc;      /* zlib crc32 of bytes [8, rec_size) : everything after this field   */
+    uint32_t body_len; /* unpadded                                                           */
+    uint8_t kind;
+    uint8_t version;
+    uint16_t flags;
+    uint32_t stream;   /* stream number (0: none)                                            */
+    uint32_t epoch;
+    uint64_t id_ms;
+    uint64_t id_seq;
+    uint64_t time_us;
+    uint64_t prev;     /* log position of this stream's previous REC_ENTRY, or REC_POS_NONE  */
+} rec_hdr;
+
+static inline uint64_t rec_size_for(uint32_t body_len)
+{
+    return REC_HDR_SIZE + (((uint64_t)body_len + REC_ALIGN - 1) & ~(uint64_t)(REC_ALIGN - 1));
+}
+
+/* Result of looking at bytes that may hold a record. */
+enum rec_check {
+    REC_OK = 0,
+    REC_SHORT = 1,    /* fewer bytes than the header, or than the declared size            */
+    REC_BADMAGIC = 2,
+    REC_BADHDR = 3,   /* version, kind or declared length out of range                     */
+    REC_BADCRC = 4,
+    REC_BADBODY = 5,  /* CRC fine but the body is not what its kind requires               */
+    REC_ZERO = 6,     /* all-zero header: preallocated space, not a record                 */
+};
+const char *rec_check_str(int c);
+
+/* Encode a header (the crc field is computed by rec_seal_crc once the body is in place). */
+void rec_hdr_encode(const rec_hdr *h, uint8_t out[REC_HDR_SIZE]);
+void rec_hdr_decode(const uint8_t in[REC_HDR_SIZE], rec_hdr *h);
+
+/* CRC of a record whose header (without crc) and body are given as two parts. */
+uint32_t rec_crc(const uint8_t hdr[REC_HDR_SIZE], const void *body, uint32_t body_len);
+
+/*
+ * Validate the record at buf[0..avail): magic, header ranges, size, CRC, and the body's msgpack
+ * structure against its kind. On REC_OK fills *h and *size (total padded record size).
+ */
+int rec_check(const uint8_t *buf, uint64_t avail, rec_hdr *h, uint64_t *size);
+/* Header-only checks (magic, ranges); no CRC. For scanning. */
+int rec_check_hdr(const uint8_t *buf, uint64_t avail, rec_hdr *h, uint64_t *size);
+
+/*
+ * Bounded msgpack check: walk one msgpack object in buf[0..len) verifying that every declared
+ * length and count fits in the bytes that remain, nesting at most max_depth. Returns the bytes
+ * the object spans, or -1. msgpack-c allocates declared counts before reading them, so nothing
+ * from outside reaches msgpack_unpack before passing this.
+ */
+long rec_mp_check(const uint8_t *buf, size_t len, int max_depth);
+
+/* ---- bodies ------------------------------------------------------------------------------ */
+
+/* A growable byte buffer (msgpack_sbuffer-compatible write callback). */
+typedef struct rec_buf {
+    uint8_t *data;
+    size_t len, cap;
+} rec_buf;
+int rec_buf_write(void *buf, const char *p, size_t n); /* msgpack_packer_write */
+int rec_buf_reserve(rec_buf *b, size_t extra);
+void rec_buf_release(rec_buf *b);
+
+/* Append the msgpack body of an entry: array of 2n bin. */
+int rec_entry_encode(rec_buf *b, const evs_field *fields, size_t n);
+/* Decode an entry body (already rec_check'ed) with msgpack-c into `zone` (cleared first).
+ * fields[] points into body. Returns the number of fields; if more than cap, returns -2 and
+ * sets *need; -1 if malformed. */
+long rec_entry_decode(const uint8_t *body, uint32_t len, msgpack_zone *zone, evs_field *fields,
+                      size_t cap, size_t *need);
+
+int rec_stream_encode(rec_buf *b, int op, evs_slice name, const uint64_t *extra, size_t nextra);
+/* Decode a REC_STREAM body: op, name (points into body), up to 8 extra integers. */
+int rec_stream_decode(const uint8_t *body, uint32_t len, int *op, evs_slice *name,
+                      uint64_t *extra, size_t *nextra);
+
+int rec_uints_encode(rec_buf *b, const uint64_t *v, size_t n);
+int rec_uints_decode(const uint8_t *body, uint32_t len, uint64_t *v, size_t cap, size_t *n);
+
+#endif

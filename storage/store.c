@@ -1,0 +1,1128 @@
+/*
+ * store.c — opening a store folder (lock, identity, segments, index, tail recovery), closing
+ * it, and store_apply_record(): the one function that turns a record into stream state and
+ * index operations, used by the writer for new records and by recovery for old ones.
+ *
+ * Folder layout:
+ *   LOCK             flock()ed by the process that has the store open (holds its pid)
+ *   STORE            "evstore-store 1\nid <32 hex>\n" written once, atomically
+ *   log/<pos>.seg    segments, named by the log position of their first byte
+ *   log/<seg>.<off>.torn  bytes cut from a torn tail, kept for inspection
+ *   index/           LMDB environment (data.mdb, lock.mdb)
+ *   index.ckpt       "boot <boot id>\ntxn <n>\n": the last index checkpoint made durable
+ *
+ * Recovery on open (docs/format.md has the full rules):
+ *  1. Trust the index watermark only if the record it names is on disk with the stored CRC,
+ *     and the checkpoint rule holds (after a reboot, an index not checkpointed at its last
+ *     transaction may hold pages that never reached the disk); otherwise rebuild.
+ *  2. Scan forward from the watermark to the end of the log, applying each valid record.
+ *  3. A bad record in the last segment with nothing valid after it, within the size of one
+ *     write batch of the end, is a torn tail: the bytes go to a .torn file and are cut.
+ *     An incomplete atomic group at the end is cut the same way. Anything else is
+ *     corruption: logged, never cut, skipped by re-synchronising on the next valid record;
+ *     reads that reach it fail with EVS_ECORRUPT.
+ */
+#include "index.h"
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+uint64_t evs_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t evs_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void evs_log(evs_store *st, int level, const char *fmt, ...)
+{
+    if (!st->opt.log)
+        return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    st->opt.log(st->opt.log_arg, level, buf);
+}
+
+int evs_id_cmp(evs_id a, evs_id b)
+{
+    if (a.ms != b.ms)
+        return a.ms < b.ms ? -1 : 1;
+    if (a.seq != b.seq)
+        return a.seq < b.seq ? -1 : 1;
+    return 0;
+}
+
+static int parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    if (len == 0 || len > 20)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int evs_id_parse(const void *p, size_t len, uint64_t missing_seq, evs_id *out)
+{
+    const char *s = p;
+    const char *dash = memchr(s, '-', len);
+    evs_id id;
+    if (!dash) {
+        if (parse_u64(s, len, &id.ms))
+            return EVS_EINVAL;
+        id.seq = missing_seq;
+    } else if (parse_u64(s, (size_t)(dash - s), &id.ms) ||
+               parse_u64(dash + 1, len - (size_t)(dash - s) - 1, &id.seq)) {
+        return EVS_EINVAL;
+    }
+    *out = id;
+    return 0;
+}
+
+size_t evs_id_format(evs_id id, char *buf)
+{
+    return (size_t)snprintf(buf, EVS_ID_STRLEN, "%" PRIu64 "-%" PRIu64, id.ms, id.seq);
+}
+
+void evs_options_init(evs_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->fsync = EVS_FSYNC_ALWAYS;
+    o->segment_bytes = EVS_DEFAULT_SEGMENT_BYTES;
+    o->max_entry_bytes = EVS_DEFAULT_MAX_ENTRY;
+    o->index_map_bytes = EVS_DEFAULT_MAP_BYTES;
+}
+
+void evs_query_init(evs_query *q)
+{
+    memset(q, 0, sizeof *q);
+    q->start = EVS_ID_MIN;
+    q->end = EVS_ID_MAX;
+}
+
+/* ---- segments, for readers --------------------------------------------------------------- */
+
+segment *store_seg_get(evs_store *st, uint64_t pos)
+{
+    segment *found = NULL;
+    pthread_rwlock_rdlock(&st->lock);
+    size_t lo = 0, hi = st->nsegs;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (st->segs[mid]->base <= pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo > 0) {
+        found = st->segs[lo - 1];
+        atomic_fetch_add(&found->refs, 1);
+    }
+    pthread_rwlock_unlock(&st->lock);
+    return found;
+}
+
+void store_seg_put(segment *s)
+{
+    if (s && atomic_fetch_sub(&s->refs, 1) == 1)
+        seg_free(s);
+}
+
+static void id_str(const rec_hdr *h, char *buf)
+{
+    evs_id_format((evs_id){h->id_ms, h->id_seq}, buf);
+}
+
+int store_read_record(evs_store *st, uint64_t pos, const char *stream_name, rec_hdr *h,
+                      const uint8_t **body, uint64_t *size, segment **ref, evs_error *err)
+{
+    segment *s = store_seg_get(st, pos);
+    if (!s)
+        return evs_err_set(err, EVS_ECORRUPT, "stream %s: no segment holds log position %" PRIu64,
+                           stream_name, pos);
+    uint64_t avail = atomic_load(&s->size);
+    uint64_t off = pos - s->base;
+    int rc = off < avail ? rec_check(seg_data(s) + off, avail - off, h, size) : REC_SHORT;
+    if (rc != REC_OK) {
+        char idbuf[EVS_ID_STRLEN] = "unknown";
+        rec_hdr hh;
+        uint64_t sz;
+        if (off < avail && rec_check_hdr(seg_data(s) + off, avail - off, &hh, &sz) == REC_OK)
+            id_str(&hh, idbuf);
+        evs_err_set(err, EVS_ECORRUPT,
+                    "stream %s: corrupt record in segment %s at offset %" PRIu64
+                    " (entry id %s): %s",
+                    stream_name, s->name, off, idbuf, rec_check_str(rc));
+        store_seg_put(s);
+        return EVS_ECORRUPT;
+    }
+    *body = seg_data(s) + off + REC_HDR_SIZE;
+    *ref = s;
+    return 0;
+}
+
+/* ---- streams ----------------------------------------------------------------------------- */
+
+stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t len)
+{
+    if (no >= st->nbyno) {
+        size_t n = st->nbyno ? st->nbyno : 64;
+        while (n <= no)
+            n *= 2;
+        stream **b = realloc(st->byno, n * sizeof *b);
+        if (!b)
+            return NULL;
+        memset(b + st->nbyno, 0, (n - st->nbyno) * sizeof *b);
+        st->byno = b;
+        st->nbyno = n;
+    }
+    stream *s = calloc(1, sizeof *s);
+    if (!s || !(s->name = malloc(len ? len : 1))) {
+        free(s);
+        return NULL;
+    }
+    memcpy(s->name, name, len);
+    s->name_len = len;
+    s->no = no;
+    s->w.no = no;
+    s->w.first_pos = s->w.last_pos = REC_POS_NONE;
+    if (st->byno[no]) {
+        /* a dropped stream's number is never reused; a second create of one is corruption */
+        free(s->name);
+        free(s);
+        return NULL;
+    }
+    st->byno[no] = s;
+    return s;
+}
+
+static void touch(evs_store *st, stream *s)
+{
+    if (s->touched)
+        return;
+    if (st->ntouched == st->touchcap) {
+        size_t n = st->touchcap ? st->touchcap * 2 : 64;
+        stream **t = realloc(st->touched, n * sizeof *t);
+        if (!t)
+            return; /* caught by the flush: an untouched stream keeps its old index state */
+        st->touched = t;
+        st->touchcap = n;
+    }
+    s->touched = true;
+    st->touched[st->ntouched++] = s;
+}
+
+/* Find the `source` and `type` fields of an entry body, for recovery (the writer gets them
+ * from the caller). */
+static void entry_filter_fields(const uint8_t *body, uint32_t len, wop *hint)
+{
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, 1024))
+        return;
+    evs_field f[64];
+    size_t need = 0;
+    long n = rec_entry_decode(body, len, &zone, f, 64, &need);
+    evs_field *fp = f;
+    evs_field *big = NULL;
+    if (n == -2 && (big = malloc(need * sizeof *big))) {
+        n = rec_entry_decode(body, len, &zone, big, need, &need);
+        fp = big;
+    }
+    for (long i = 0; i < n; i++) {
+        if (!hint->has_source && fp[i].name.len == 6 && !memcmp(fp[i].name.ptr, "source", 6)) {
+            hint->has_source = true;
+            hint->hsource = idx_value_hash(fp[i].value.ptr, fp[i].value.len);
+        } else if (!hint->has_type && fp[i].name.len == 4 && !memcmp(fp[i].name.ptr, "type", 4)) {
+            hint->has_type = true;
+            hint->htype = idx_value_hash(fp[i].value.ptr, fp[i].value.len);
+        }
+    }
+    free(big);
+    msgpack_zone_destroy(&zone);
+}
+
+static int put_filter(evs_store *st, uint32_t no, uint8_t field, uint64_t hash, evs_id id,
+                      uint64_t pos)
+{
+    uint8_t k[IDX_FILTKEY], v[8];
+    idx_be32(k, no);
+    k[4] = field;
+    idx_be64(k + 5, hash);
+    idx_be64(k + 13, id.ms);
+    idx_be64(k + 21, id.seq);
+    idx_be64(v, pos);
+    return idx_batch_put(st->ib, IDX_FILT, k, sizeof k, v, sizeof v);
+}
+
+static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body,
+                       uint64_t pos, uint64_t size, const wop *hint)
+{
+    stream_state *w = &s->w;
+    evs_id id = {h->id_ms, h->id_seq};
+    if (w->entries_added > 0 && evs_id_cmp(id, w->last_id) <= 0)
+        return EVS_ECORRUPT;
+    if (w->length == 0) {
+        w->first_id = id;
+        w->first_pos = pos;
+    }
+    w->last_id = id;
+    w->last_pos = pos;
+    w->last_time_us = h->time_us;
+    w->entries_added++;
+    w->length++;
+    int rc = 0;
+    if (w->entries_added == 1 || w->sparse_bytes >= EVS_SPARSE_BYTES ||
+        w->sparse_count >= EVS_SPARSE_COUNT) {
+        uint8_t k[IDX_IDKEY], v[24];
+        idx_idkey(k, s->no, id);
+        idx_be64(v, pos);
+        idx_be64(v + 8, h->time_us);
+        idx_be64(v + 16, w->entries_added);
+        rc = idx_batch_put(st->ib, IDX_IDS, k, sizeof k, v, sizeof v);
+        uint8_t tk[12], tv[16];
+        idx_be32(tk, s->no);
+        idx_be64(tk + 4, h->time_us);
+        idx_be64(tv, id.ms);
+        idx_be64(tv + 8, id.seq);
+        if (!rc)
+            rc = idx_batch_put_noover(st->ib, IDX_TIMES, tk, sizeof tk, tv, sizeof tv);
+        w->sparse_bytes = w->sparse_count = 0;
+    }
+    w->sparse_bytes += size;
+    w->sparse_count++;
+    wop local = {0};
+    if (!hint) {
+        entry_filter_fields(body, h->body_len, &local);
+        hint = &local;
+    }
+    if (!rc && hint->has_source)
+        rc = put_filter(st, s->no, IDX_FIELD_SOURCE, hint->hsource, id, pos);
+    if (!rc && hint->has_type)
+        rc = put_filter(st, s->no, IDX_FIELD_TYPE, hint->htype, id, pos);
+    touch(st, s);
+    return rc;
+}
+
+static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, evs_error *err)
+{
+    int op;
+    evs_slice name;
+    uint64_t extra[8];
+    size_t nextra = 0;
+    if (rec_stream_decode(body, h->body_len, &op, &name, extra, &nextra))
+        return evs_err_set(err, EVS_ECORRUPT, "malformed stream record");
+    stream *s = h->stream < st->nbyno ? st->byno[h->stream] : NULL;
+    switch (op) {
+    case REC_STREAM_CREATE:
+        if (strtab_get(&st->wtab, name.ptr, name.len, false))
+            return evs_err_set(err, EVS_ECORRUPT, "stream created twice");
+        s = store_stream_new(st, h->stream, name.ptr, name.len);
+        if (!s)
+            return evs_err_set(err, EVS_ECORRUPT, "stream number %u reused or out of memory",
+                               h->stream);
+        s->w.created_us = h->time_us;
+        s->w_live = true;
+        if (strtab_put(&st->wtab, s, false))
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        if (h->stream >= st->next_no)
+            st->next_no = h->stream + 1;
+        uint8_t k[4];
+        idx_be32(k, s->no);
+        if (idx_batch_put(st->ib, IDX_STREAM_NO, k, 4, name.ptr, name.len))
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        touch(st, s);
+        return 0;
+    case REC_STREAM_DROP:
+        if (!s || !s->w_live)
+            return evs_err_set(err, EVS_ECORRUPT, "drop of unknown stream %u", h->stream);
+        strtab_del(&st->wtab, s, false);
+        s->w_live = false;
+        touch(st, s);
+        return 0;
+    default:
+        return evs_err_set(err, EVS_ECORRUPT, "unknown stream operation %d", op);
+    }
+}
+
+int store_apply_record(evs_store *st, const rec_hdr *h, const uint8_t *body, uint64_t pos,
+                       uint64_t size, evs_error *err)
+{
+    return store_apply_record_hint(st, h, body, pos, size, NULL, err);
+}
+
+int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body, uint64_t pos,
+                            uint64_t size, const wop *hint, evs_error *err)
+{
+    int rc = 0;
+    stream *s = h->stream < st->nbyno ? st->byno[h->stream] : NULL;
+    switch (h->kind) {
+    case REC_ENTRY:
+        if (!s || !s->w_live)
+            return evs_err_set(err, EVS_ECORRUPT, "entry of unknown stream %u", h->stream);
+        rc = apply_entry(st, s, h, body, pos, size, hint);
+        if (rc == EVS_ECORRUPT)
+            return evs_err_set(err, rc, "entry ID not above the stream's last ID");
+        break;
+    case REC_TOMBSTONE: {
+        if (!s || !s->w_live)
+            return evs_err_set(err, EVS_ECORRUPT, "tombstone of unknown stream %u", h->stream);
+        evs_id id = {h->id_ms, h->id_seq};
+        uint8_t k[IDX_IDKEY], v[8];
+        idx_idkey(k, s->no, id);
+        idx_be64(v, pos);
+        rc = idx_batch_put(st->ib, IDX_DELS, k, sizeof k, v, sizeof v);
+        if (s->w.length)
+            s->w.length--;
+        s->w.ndels++;
+        if (evs_id_cmp(id, s->w.max_deleted) > 0)
+            s->w.max_deleted = id;
+        touch(st, s);
+        break;
+    }
+    case REC_STREAM:
+        rc = apply_stream(st, h, body, err);
+        if (rc)
+            return rc;
+        break;
+    case REC_SEAL:
+    case REC_GROUP:
+    case REC_TRIM:
+    case REC_EPOCH:
+        break; /* SEAL handled by the scanner; the others by later modules */
+    }
+    if (rc)
+        return evs_err_set(err, rc, "index batch: %s", evs_strerror(rc));
+    st->tail = pos + size;
+    st->last_rec_pos = pos;
+    st->last_crc = h->crc;
+    if (h->time_us > st->last_time_us)
+        st->last_time_us = h->time_us;
+    return 0;
+}
+
+int store_index_flush(evs_store *st, evs_error *err)
+{
+    uint8_t k[EVS_MAX_NAME + 8], v[STREAM_STATE_BYTES + 64];
+    for (size_t i = 0; i < st->ntouched; i++) {
+        stream *s = st->touched[i];
+        int rc;
+        if (s->w_live) {
+            stream_state_encode(&s->w, v);
+            rc = idx_batch_put(st->ib, IDX_STREAMS, s->name, s->name_len, v, STREAM_STATE_BYTES);
+        } else {
+            rc = idx_batch_del(st->ib, IDX_STREAMS, s->name, s->name_len);
+            idx_be32(k, s->no);
+            for (int t = IDX_IDS; !rc && t <= IDX_DELS; t++)
+                rc = idx_batch_del_prefix(st->ib, (enum idx_table)t, k, 4);
+        }
+        if (rc)
+            return evs_err_set(err, rc, "index batch: out of memory");
+    }
+    if (st->last_rec_pos != REC_POS_NONE) {
+        idx_be64(v, st->tail);
+        idx_be64(v + 8, st->last_rec_pos);
+        idx_be32(v + 16, st->last_crc);
+        idx_be32(v + 20, st->next_no);
+        if (idx_batch_put(st->ib, IDX_META, "watermark", 9, v, 24))
+            return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    int rc = idx_apply(st->idx, st->ib, err);
+    idx_batch_clear(st->ib);
+    return rc;
+}
+
+void store_publish_touched(evs_store *st)
+{
+    for (size_t i = 0; i < st->ntouched; i++) {
+        stream *s = st->touched[i];
+        s->v = s->w;
+        if (s->w_live && !s->v_live) {
+            if (strtab_put(&st->vtab, s, true) == 0)
+                s->v_live = true;
+        } else if (!s->w_live && s->v_live) {
+            strtab_del(&st->vtab, s, true);
+            s->v_live = false;
+        }
+        s->touched = false;
+    }
+    st->ntouched = 0;
+}
+
+/* ---- opening ----------------------------------------------------------------------------- */
+
+static int cmp_seg(const void *a, const void *b)
+{
+    const segment *x = *(segment *const *)a, *y = *(segment *const *)b;
+    return x->base < y->base ? -1 : x->base > y->base;
+}
+
+static int add_segment(evs_store *st, segment *s)
+{
+    if (st->nsegs == st->segcap) {
+        size_t n = st->segcap ? st->segcap * 2 : 16;
+        segment **a = realloc(st->segs, n * sizeof *a);
+        if (!a)
+            return -ENOMEM;
+        st->segs = a;
+        st->segcap = n;
+    }
+    st->segs[st->nsegs++] = s;
+    return 0;
+}
+
+static int load_segments(evs_store *st, evs_error *err)
+{
+    DIR *d = opendir(st->logdir);
+    if (!d)
+        return evs_err_set(err, -errno, "cannot list %s: %s", st->logdir, strerror(errno));
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d)) && !rc) {
+        size_t len = strlen(de->d_name);
+        if (len > 4 && !strcmp(de->d_name + len - 4, ".tmp")) {
+            if (!st->opt.read_only) {
+                char p[PATH_MAX];
+                snprintf(p, sizeof p, "%s/%s", st->logdir, de->d_name);
+                unlink(p); /* never renamed into place: never held an acknowledged byte */
+            }
+            continue;
+        }
+        uint64_t base;
+        if (!seg_name_parse(de->d_name, &base))
+            continue;
+        segment *s;
+        if ((rc = seg_open(st->logdir, de->d_name, st->opt.read_only, &s, err)))
+            break;
+        if ((rc = add_segment(st, s))) {
+            seg_free(s);
+            evs_err_set(err, rc, "out of memory");
+        }
+    }
+    closedir(d);
+    if (!rc)
+        qsort(st->segs, st->nsegs, sizeof *st->segs, cmp_seg);
+    return rc;
+}
+
+static int read_boot_id(char *out, size_t cap)
+{
+    const char *fake = getenv("EVSTORE_TEST_BOOT_ID"); /* power-loss simulation in tests */
+    if (fake) {
+        snprintf(out, cap, "%s", fake);
+        return 0;
+    }
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (!f || !fgets(out, (int)cap, f)) {
+        if (f)
+            fclose(f);
+        snprintf(out, cap, "unknown");
+        return -1;
+    }
+    fclose(f);
+    out[strcspn(out, "\n")] = 0;
+    return 0;
+}
+
+/* Record that the index is durable at its current transaction (after idx_sync). */
+int store_checkpoint_write(evs_store *st)
+{
+    char boot[64], path[PATH_MAX], buf[160];
+    read_boot_id(boot, sizeof boot);
+    int n = snprintf(buf, sizeof buf, "boot %s\ntxn %" PRIu64 "\n", boot, idx_txnid(st->idx));
+    snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
+    st->ckpt_txnid = idx_txnid(st->idx);
+    return fio_write_file_atomic(st->io, path, buf, (size_t)n);
+}
+
+/* True when the index can be trusted as far as the machine's memory goes: same boot as the
+ * last checkpoint (page cache intact), or no transaction since it. */
+static bool checkpoint_ok(evs_store *st)
+{
+    char path[PATH_MAX], boot[64], fboot[64] = "";
+    uint64_t txn = 0;
+    snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return idx_txnid(st->idx) == 0;
+    int n = fscanf(f, "boot %63s\ntxn %" SCNu64, fboot, &txn);
+    fclose(f);
+    if (n != 2)
+        return false;
+    read_boot_id(boot, sizeof boot);
+    return strcmp(boot, fboot) == 0 || idx_txnid(st->idx) == txn;
+}
+
+static int load_streams(evs_store *st, evs_error *err)
+{
+    idx_rtxn *r;
+    int rc = idx_rbegin(st->idx, &r);
+    if (rc)
+        return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+    idx_cur *c;
+    if ((rc = idx_cur_open(r, IDX_STREAMS, &c))) {
+        idx_rend(r);
+        return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+    }
+    const void *k, *v;
+    size_t kl, vl;
+    for (rc = idx_cur_get(c, IDX_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == 0;
+         rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+        stream_state ss;
+        if (stream_state_decode(v, vl, &ss)) {
+            rc = EVS_ECORRUPT;
+            break;
+        }
+        stream *s = store_stream_new(st, ss.no, k, kl);
+        if (!s) {
+            rc = EVS_ECORRUPT;
+            break;
+        }
+        s->w = s->v = ss;
+        s->w_live = s->v_live = true;
+        if (strtab_put(&st->wtab, s, false) || strtab_put(&st->vtab, s, true)) {
+            rc = -ENOMEM;
+            break;
+        }
+    }
+    idx_cur_close(c);
+    idx_rend(r);
+    if (rc == EVS_ENOTFOUND)
+        rc = 0;
+    if (rc)
+        return evs_err_set(err, rc, "index stream table unreadable: %s", evs_strerror(rc));
+    return 0;
+}
+
+/* The watermark, if the index has one and the log agrees with it. */
+static int watermark_check(evs_store *st, idx_watermark *wm, uint32_t *next_no, bool *present)
+{
+    *present = false;
+    idx_rtxn *r;
+    int rc = idx_rbegin(st->idx, &r);
+    if (rc)
+        return rc;
+    const void *v;
+    size_t vl;
+    rc = idx_get(r, IDX_META, "watermark", 9, &v, &vl);
+    if (rc == 0 && vl == 24) {
+        const uint8_t *p = v;
+        wm->end = idx_rd64(p);
+        wm->last_pos = idx_rd64(p + 8);
+        wm->last_crc = idx_rd32(p + 16);
+        *next_no = idx_rd32(p + 20);
+        *present = true;
+    } else if (rc == 0) {
+        rc = EVS_ECORRUPT;
+    }
+    idx_rend(r);
+    if (rc == EVS_ENOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    rec_hdr h;
+    const uint8_t *body;
+    uint64_t size;
+    segment *ref;
+    evs_error e;
+    if (store_read_record(st, wm->last_pos, "(watermark)", &h, &body, &size, &ref, &e))
+        return EVS_ECORRUPT;
+    store_seg_put(ref);
+    if (h.crc != wm->last_crc || wm->last_pos + size != wm->end)
+        return EVS_ECORRUPT;
+    return 0;
+}
+
+/* Move a damaged index aside and start an empty one. */
+static int index_recreate(evs_store *st, const char *why, evs_error *err)
+{
+    if (st->idx) {
+        idx_close(st->idx);
+        st->idx = NULL;
+    }
+    char aside[PATH_MAX];
+    snprintf(aside, sizeof aside, "%s.damaged-%" PRIu64, st->idxdir, evs_now_us());
+    if (rename(st->idxdir, aside) && errno != ENOENT)
+        return evs_err_set(err, -errno, "cannot move damaged index %s aside: %s", st->idxdir,
+                           strerror(errno));
+    evs_log(st, EVS_LOG_WARN, "index %s: %s; moved to %s, rebuilding from the log", st->idxdir,
+            why, aside);
+    return idx_open(st->idxdir, st->opt.index_map_bytes, false, &st->idx, err);
+}
+
+static bool any_valid_after(const uint8_t *p, uint64_t from, uint64_t end, uint64_t *at)
+{
+    for (uint64_t o = (from + REC_ALIGN) & ~(uint64_t)(REC_ALIGN - 1); o + REC_HDR_SIZE <= end;
+         o += REC_ALIGN) {
+        rec_hdr h;
+        uint64_t sz;
+        if (p[o] == 0x45 && rec_check(p + o, end - o, &h, &sz) == REC_OK) {
+            *at = o;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Keep bytes [off, size) of segment s in "<segment>.<off>.torn", then cut the segment there. */
+static int cut_tail(evs_store *st, segment *s, uint64_t off, const char *why, evs_error *err)
+{
+    uint64_t size = atomic_load(&s->size);
+    char path[PATH_MAX], seg[PATH_MAX];
+    snprintf(seg, sizeof seg, "%s/%s", st->logdir, s->name);
+    snprintf(path, sizeof path, "%s/%s.%" PRIu64 ".torn", st->logdir, s->name, off);
+    int rc = fio_write_file_atomic(st->io, path, seg_data(s) + off, size - off);
+    if (!rc)
+        rc = st->io->ftruncate(s->fd, (off_t)off);
+    if (!rc)
+        rc = st->io->fsync(s->fd);
+    if (rc)
+        return evs_err_set(err, rc, "cannot cut torn tail of %s at offset %" PRIu64 ": %s", seg,
+                           off, strerror(-rc));
+    atomic_store(&s->size, off);
+    st->torn_bytes += size - off;
+    evs_log(st, EVS_LOG_WARN,
+            "torn tail: cut %" PRIu64 " bytes from segment %s at offset %" PRIu64
+            " (%s); kept in %s",
+            size - off, s->name, off, why, path);
+    return 0;
+}
+
+/*
+ * Scan segment i from `off`, applying records to the index. Index batches are flushed every
+ * so often so that a long rebuild keeps memory flat.
+ */
+static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
+{
+    segment *s = st->segs[i];
+    bool last = i + 1 == st->nsegs;
+    const uint8_t *p = seg_data(s);
+    uint64_t size = atomic_load(&s->size);
+    uint64_t group_start = REC_POS_NONE; /* offset of an open atomic group's first record */
+    uint64_t torn_limit = EVS_MAX_BATCH_BYTES + st->opt.max_entry_bytes + (1u << 20);
+    uint64_t pending = 0;
+    while (off < size) {
+        rec_hdr h;
+        uint64_t sz;
+        int c = rec_check(p + off, size - off, &h, &sz);
+        if (c == REC_OK) {
+            if (h.flags & REC_F_TXN_CONT) {
+                if (group_start == REC_POS_NONE)
+                    group_start = off;
+                off += sz;
+                continue;
+            }
+            /* apply the group (or the lone record) now that it is complete */
+            uint64_t o = group_start == REC_POS_NONE ? off : group_start;
+            group_start = REC_POS_NONE;
+            for (;;) {
+                rec_hdr g;
+                uint64_t gsz;
+                rec_check_hdr(p + o, size - o, &g, &gsz);
+                evs_error e;
+                int rc = store_apply_record(st, &g, p + o + REC_HDR_SIZE, s->base + o, gsz, &e);
+                if (rc == -ENOMEM)
+                    return evs_err_set(err, rc, "out of memory");
+                if (rc) {
+                    char idb[EVS_ID_STRLEN];
+                    id_str(&g, idb);
+                    evs_log(st, EVS_LOG_ERROR,
+                            "corruption: segment %s offset %" PRIu64 " (entry id %s): %s",
+                            s->name, o, idb, e.msg);
+                    st->tail = s->base + o + gsz;
+                }
+                st->recovered_records++;
+                pending++;
+                if (o == off)
+                    break;
+                o += gsz;
+            }
+            off += sz;
+            if (h.kind == REC_SEAL) {
+                s->sealed = true;
+                if (off != size)
+                    evs_log(st, EVS_LOG_ERROR,
+                            "corruption: segment %s has %" PRIu64 " bytes after its seal", s->name,
+                            size - off);
+                break;
+            }
+            if (pending >= 65536) {
+                int rc = store_index_flush(st, err);
+                if (rc)
+                    return rc;
+                store_publish_touched(st);
+                pending = 0;
+            }
+            continue;
+        }
+        uint64_t next;
+        bool more = any_valid_after(p, off, size, &next);
+        if (last && !more && size - off <= torn_limit) {
+            uint64_t cut = group_start != REC_POS_NONE ? group_start : off;
+            if (st->opt.read_only) {
+                evs_log(st, EVS_LOG_WARN,
+                        "torn tail of %" PRIu64 " bytes in segment %s at offset %" PRIu64
+                        " (read-only: not cut)",
+                        size - cut, s->name, cut);
+                break;
+            }
+            int rc = cut_tail(st, s, cut, rec_check_str(c), err);
+            if (rc)
+                return rc;
+            group_start = REC_POS_NONE;
+            break;
+        }
+        evs_log(st, EVS_LOG_ERROR,
+                "corruption: segment %s offset %" PRIu64 ": %s; %s", s->name, off,
+                rec_check_str(c), more ? "resuming at the next valid record" : "rest of file unreadable");
+        if (!more)
+            break;
+        off = next;
+    }
+    if (group_start != REC_POS_NONE && last && !st->opt.read_only) {
+        /* an atomic group whose last record never arrived: never acknowledged */
+        int rc = cut_tail(st, s, group_start, "incomplete atomic group", err);
+        if (rc)
+            return rc;
+    }
+    if (!last)
+        s->sealed = true; /* a later segment exists: this one is never written again */
+    return 0;
+}
+
+static int recover(evs_store *st, evs_error *err)
+{
+    idx_watermark wm = {0, REC_POS_NONE, 0};
+    uint32_t next_no = 1;
+    bool present = false;
+    int rc = watermark_check(st, &wm, &next_no, &present);
+    bool rebuild = false;
+    const char *why = NULL;
+    if (rc == EVS_ECORRUPT) {
+        rebuild = true;
+        why = "its watermark names a record the log does not hold (index ahead of the log)";
+    } else if (rc) {
+        rebuild = true;
+        why = "unreadable";
+    } else if (!present && st->nsegs > 0 && atomic_load(&st->segs[0]->size) > 0) {
+        rebuild = true;
+        why = "empty or missing while the log has records";
+    } else if (present && !checkpoint_ok(st)) {
+        rebuild = true;
+        why = "not checkpointed before the machine restarted";
+    }
+    if (rebuild) {
+        if (st->opt.read_only)
+            return evs_err_set(err, EVS_ECORRUPT,
+                               "index %s is %s; open the store read-write once to rebuild it",
+                               st->idxdir, why);
+        if ((rc = index_recreate(st, why, err)))
+            return rc;
+        present = false;
+        next_no = 1;
+    }
+    st->next_no = next_no;
+    if ((rc = load_streams(st, err)))
+        return rc;
+    uint64_t from = present ? wm.end : (st->nsegs ? st->segs[0]->base : 0);
+    st->tail = from;
+    st->last_rec_pos = present ? wm.last_pos : REC_POS_NONE;
+    st->last_crc = present ? wm.last_crc : 0;
+    for (size_t i = 0; i < st->nsegs; i++) {
+        segment *s = st->segs[i];
+        uint64_t end = s->base + atomic_load(&s->size);
+        if (end <= from && i + 1 < st->nsegs) {
+            s->sealed = true;
+            continue;
+        }
+        uint64_t off = from > s->base ? from - s->base : 0;
+        if ((rc = scan_segment(st, i, off, err)))
+            return rc;
+        if (i + 1 < st->nsegs && st->segs[i + 1]->base != s->base + atomic_load(&s->size))
+            evs_log(st, EVS_LOG_ERROR, "corruption: gap between segment %s and %s", s->name,
+                    st->segs[i + 1]->name);
+    }
+    if (st->opt.read_only) {
+        idx_batch_clear(st->ib);
+        st->ntouched = 0; /* nothing re-indexed is written; visible state stays the index's */
+        for (size_t i = 0; i < st->nbyno; i++)
+            if (st->byno[i])
+                st->byno[i]->touched = false;
+        return 0;
+    }
+    if ((rc = store_index_flush(st, err)))
+        return rc;
+    store_publish_touched(st);
+    if (st->recovered_records)
+        evs_log(st, EVS_LOG_INFO, "recovered %" PRIu64 " records past the index watermark",
+                st->recovered_records);
+    return 0;
+}
+
+static int lock_folder(evs_store *st, evs_error *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/LOCK", st->dir);
+    st->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (st->lockfd < 0)
+        return evs_err_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
+    if (flock(st->lockfd, (st->opt.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+        char pid[32] = "";
+        ssize_t n = pread(st->lockfd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        return evs_err_set(err, EVS_ELOCKED, "data folder %s is in use by another process%s%s%s",
+                           st->dir, *pid ? " (pid " : "", pid, *pid ? ")" : "");
+    }
+    if (!st->opt.read_only) {
+        char pid[32];
+        int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+        if (ftruncate(st->lockfd, 0) == 0 && pwrite(st->lockfd, pid, (size_t)n, 0) < 0)
+            evs_log(st, EVS_LOG_WARN, "cannot write pid to %s", path);
+    }
+    return 0;
+}
+
+static int load_identity(evs_store *st, evs_error *err)
+{
+    char path[PATH_MAX], buf[256];
+    snprintf(path, sizeof path, "%s/STORE", st->dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        int ver = 0;
+        int n = fscanf(f, "evstore-store %d\nid %32s", &ver, st->store_id);
+        fclose(f);
+        if (n != 2)
+            return evs_err_set(err, EVS_ECORRUPT, "%s is malformed", path);
+        if (ver != 1)
+            return evs_err_set(err, EVS_EFORMAT, "%s: format version %d is not supported (1 is)",
+                               path, ver);
+        return 0;
+    }
+    if (st->nsegs > 0)
+        return evs_err_set(err, EVS_ECORRUPT, "%s is missing but the log has segments", path);
+    if (st->opt.read_only)
+        return evs_err_set(err, EVS_ENOTFOUND, "%s is not an evstore data folder", st->dir);
+    uint8_t raw[16];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, raw, sizeof raw) != (ssize_t)sizeof raw) {
+        if (fd >= 0)
+            close(fd);
+        return evs_err_set(err, -EIO, "cannot read /dev/urandom");
+    }
+    close(fd);
+    for (int i = 0; i < 16; i++)
+        snprintf(st->store_id + 2 * i, 3, "%02x", raw[i]);
+    int n = snprintf(buf, sizeof buf, "evstore-store 1\nid %s\n", st->store_id);
+    int rc = fio_write_file_atomic(st->io, path, buf, (size_t)n);
+    if (rc)
+        return evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc));
+    return 0;
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+static void store_free(evs_store *st)
+{
+    if (st->idx)
+        idx_close(st->idx);
+    for (size_t i = 0; i < st->nsegs; i++)
+        store_seg_put(st->segs[i]);
+    free(st->segs);
+    for (size_t i = 0; i < st->nbyno; i++) {
+        if (st->byno[i]) {
+            free(st->byno[i]->name);
+            free(st->byno[i]);
+        }
+    }
+    free(st->byno);
+    strtab_release(&st->vtab);
+    strtab_release(&st->wtab);
+    idx_batch_free(st->ib);
+    free(st->touched);
+    free(st->iov);
+    rec_buf_release(&st->hdrs);
+    if (st->lockfd >= 0)
+        close(st->lockfd);
+    pthread_rwlock_destroy(&st->lock);
+    pthread_mutex_destroy(&st->qmu);
+    pthread_cond_destroy(&st->qcv);
+    pthread_mutex_destroy(&st->vmu);
+    pthread_cond_destroy(&st->vcv);
+    free(st->dir);
+    free(st->logdir);
+    free(st->idxdir);
+    free(st);
+}
+
+int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error *err)
+{
+    evs_store *st = calloc(1, sizeof *st);
+    if (!st)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    st->lockfd = -1;
+    if (opt)
+        st->opt = *opt;
+    else
+        evs_options_init(&st->opt);
+    if (!st->opt.segment_bytes)
+        st->opt.segment_bytes = EVS_DEFAULT_SEGMENT_BYTES;
+    if (!st->opt.max_entry_bytes)
+        st->opt.max_entry_bytes = EVS_DEFAULT_MAX_ENTRY;
+    if (!st->opt.index_map_bytes)
+        st->opt.index_map_bytes = EVS_DEFAULT_MAP_BYTES;
+    st->io = st->opt.io ? st->opt.io : &fio_real;
+    pthread_rwlock_init(&st->lock, NULL);
+    pthread_mutex_init(&st->qmu, NULL);
+    pthread_cond_init(&st->qcv, NULL);
+    pthread_mutex_init(&st->vmu, NULL);
+    pthread_cond_init(&st->vcv, NULL);
+    st->last_rec_pos = REC_POS_NONE;
+    int rc;
+    st->dir = strdup(dir);
+    st->logdir = path_join(dir, "log");
+    st->idxdir = path_join(dir, "index");
+    st->ib = idx_batch_new();
+    if (!st->dir || !st->logdir || !st->idxdir || !st->ib || strtab_init(&st->vtab, 64) ||
+        strtab_init(&st->wtab, 64)) {
+        rc = evs_err_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (!st->opt.read_only) {
+        if (mkdir(dir, 0755) && errno != EEXIST) {
+            rc = evs_err_set(err, -errno, "cannot create data folder %s: %s", dir, strerror(errno));
+            goto fail;
+        }
+        if (mkdir(st->logdir, 0755) && errno != EEXIST) {
+            rc = evs_err_set(err, -errno, "cannot create %s: %s", st->logdir, strerror(errno));
+            goto fail;
+        }
+    } else {
+        struct stat sb;
+        if (stat(st->logdir, &sb) < 0) {
+            rc = evs_err_set(err, EVS_ENOTFOUND, "%s is not an evstore data folder (no log/)", dir);
+            goto fail;
+        }
+    }
+    if ((rc = lock_folder(st, err)) || (rc = load_segments(st, err)) ||
+        (rc = load_identity(st, err)))
+        goto fail;
+    rc = idx_open(st->idxdir, st->opt.index_map_bytes, st->opt.read_only, &st->idx, err);
+    if (rc == EVS_ECORRUPT && !st->opt.read_only)
+        rc = index_recreate(st, "not a valid LMDB environment", err);
+    if (rc)
+        goto fail;
+    if ((rc = recover(st, err)))
+        goto fail;
+    if (!st->opt.read_only) {
+        if ((rc = store_roll(st, err)))
+            goto fail;
+        st->synced_to = st->tail;
+        if ((rc = idx_sync(st->idx)) || (rc = store_checkpoint_write(st))) {
+            rc = evs_err_set(err, rc, "cannot checkpoint index: %s", evs_strerror(rc));
+            goto fail;
+        }
+        if ((rc = pthread_create(&st->writer, NULL, writer_main, st))) {
+            rc = evs_err_set(err, -rc, "cannot start writer thread");
+            goto fail;
+        }
+        st->writer_started = true;
+    }
+    *out = st;
+    return 0;
+fail:
+    store_free(st);
+    return rc;
+}
+
+int evs_close(evs_store *st)
+{
+    if (!st)
+        return 0;
+    if (st->writer_started) {
+        pthread_mutex_lock(&st->qmu);
+        st->closing = true;
+        pthread_cond_broadcast(&st->qcv);
+        pthread_mutex_unlock(&st->qmu);
+        pthread_join(st->writer, NULL);
+    }
+    pthread_mutex_lock(&st->vmu);
+    st->vgen++;
+    pthread_cond_broadcast(&st->vcv);
+    pthread_mutex_unlock(&st->vmu);
+    int rc = atomic_load(&st->failed);
+    if (!st->opt.read_only && !rc) {
+        /* clean shutdown: log synced, index synced and checkpointed */
+        if (st->active)
+            st->io->fdatasync(st->active->fd);
+        if (idx_sync(st->idx) == 0)
+            store_checkpoint_write(st);
+    }
+    store_free(st);
+    return rc;
+}
+
+int evs_failed(evs_store *st, evs_error *err)
+{
+    int rc = atomic_load(&st->failed);
+    if (rc && err)
+        *err = st->fail_err;
+    return rc;
+}
+
+void evs_store_stats_get(evs_store *st, evs_store_stats *o)
+{
+    memset(o, 0, sizeof *o);
+    pthread_rwlock_rdlock(&st->lock);
+    o->streams = st->vtab.n;
+    o->segments = st->nsegs;
+    for (size_t i = 0; i < st->nsegs; i++)
+        o->log_bytes += atomic_load(&st->segs[i]->size);
+    pthread_rwlock_unlock(&st->lock);
+    o->appends = atomic_load(&st->n_appends);
+    o->batches = atomic_load(&st->n_batches);
+    o->fsyncs = atomic_load(&st->n_fsyncs);
+    o->fsync_ns_total = atomic_load(&st->fsync_ns);
+    o->fsync_ns_max = atomic_load(&st->fsync_ns_max);
+    o->batch_max = atomic_load(&st->batch_max);
+    o->recovered_records = st->recovered_records;
+    o->torn_bytes = st->torn_bytes;
+}

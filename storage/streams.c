@@ -1,0 +1,139 @@
+/*
+ * streams.c — the in-memory stream tables (name -> stream, chained hash) and the persisted
+ * form of a stream's state (the value of the index's `streams` table).
+ *
+ * Two tables share the stream objects: the writer's (what the next record will see) and the
+ * visible one (what readers see, under st->lock). A stream object lives until the store
+ * closes, even after a drop, so a reader holding one never dangles.
+ */
+#include "internal.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+static size_t bucket(const strtab *t, const void *name, size_t len)
+{
+    return crc32(0L, name, (uInt)len) & (t->nb - 1);
+}
+
+int strtab_init(strtab *t, size_t nb)
+{
+    t->nb = nb;
+    t->n = 0;
+    t->b = calloc(nb, sizeof *t->b);
+    return t->b ? 0 : -ENOMEM;
+}
+
+void strtab_release(strtab *t)
+{
+    free(t->b);
+    t->b = NULL;
+    t->nb = t->n = 0;
+}
+
+#define NEXT(s, vis) (*((vis) ? &(s)->v_next : &(s)->w_next))
+
+stream *strtab_get(const strtab *t, const void *name, size_t len, bool vis)
+{
+    for (stream *s = t->b[bucket(t, name, len)]; s; s = NEXT(s, vis))
+        if (s->name_len == len && memcmp(s->name, name, len) == 0)
+            return s;
+    return NULL;
+}
+
+static int grow(strtab *t, bool vis)
+{
+    strtab n;
+    if (strtab_init(&n, t->nb * 2))
+        return -ENOMEM;
+    for (size_t i = 0; i < t->nb; i++) {
+        stream *s = t->b[i];
+        while (s) {
+            stream *next = NEXT(s, vis);
+            size_t b = bucket(&n, s->name, s->name_len);
+            NEXT(s, vis) = n.b[b];
+            n.b[b] = s;
+            s = next;
+        }
+    }
+    n.n = t->n;
+    free(t->b);
+    *t = n;
+    return 0;
+}
+
+int strtab_put(strtab *t, stream *s, bool vis)
+{
+    if (t->n + 1 > t->nb && grow(t, vis))
+        return -ENOMEM;
+    size_t b = bucket(t, s->name, s->name_len);
+    NEXT(s, vis) = t->b[b];
+    t->b[b] = s;
+    t->n++;
+    return 0;
+}
+
+void strtab_del(strtab *t, stream *s, bool vis)
+{
+    stream **pp = &t->b[bucket(t, s->name, s->name_len)];
+    while (*pp && *pp != s)
+        pp = &NEXT(*pp, vis);
+    if (*pp) {
+        *pp = NEXT(s, vis);
+        t->n--;
+    }
+}
+
+/* Persisted layout, little-endian: version(4) no(4) flags(4) pad(4), then 13 u64:
+ * last ms/seq, first ms/seq, maxdel ms/seq, entries_added, length, ndels, first_pos,
+ * last_pos, last_time_us, created_us; then sparse_bytes(4) sparse_count(4). 128 bytes. */
+#define STATE_VERSION 1u
+
+void stream_state_encode(const stream_state *s, uint8_t out[STREAM_STATE_BYTES])
+{
+    uint32_t h[4] = {htole32(STATE_VERSION), htole32(s->no), htole32(s->flags), 0};
+    memcpy(out, h, 16);
+    uint64_t v[13] = {s->last_id.ms, s->last_id.seq, s->first_id.ms, s->first_id.seq,
+                      s->max_deleted.ms, s->max_deleted.seq, s->entries_added, s->length,
+                      s->ndels, s->first_pos, s->last_pos, s->last_time_us, s->created_us};
+    for (int i = 0; i < 13; i++)
+        v[i] = htole64(v[i]);
+    memcpy(out + 16, v, sizeof v);
+    uint32_t t[2] = {htole32((uint32_t)s->sparse_bytes), htole32((uint32_t)s->sparse_count)};
+    memcpy(out + 16 + sizeof v, t, 8);
+}
+
+int stream_state_decode(const void *in, size_t len, stream_state *s)
+{
+    if (len != STREAM_STATE_BYTES)
+        return EVS_ECORRUPT;
+    const uint8_t *p = in;
+    uint32_t h[4];
+    memcpy(h, p, 16);
+    if (le32toh(h[0]) != STATE_VERSION)
+        return EVS_ECORRUPT;
+    s->no = le32toh(h[1]);
+    s->flags = le32toh(h[2]);
+    uint64_t v[13];
+    memcpy(v, p + 16, sizeof v);
+    for (int i = 0; i < 13; i++)
+        v[i] = le64toh(v[i]);
+    s->last_id = (evs_id){v[0], v[1]};
+    s->first_id = (evs_id){v[2], v[3]};
+    s->max_deleted = (evs_id){v[4], v[5]};
+    s->entries_added = v[6];
+    s->length = v[7];
+    s->ndels = v[8];
+    s->first_pos = v[9];
+    s->last_pos = v[10];
+    s->last_time_us = v[11];
+    s->created_us = v[12];
+    uint32_t t[2];
+    memcpy(t, p + 16 + sizeof v, 8);
+    s->sparse_bytes = le32toh(t[0]);
+    s->sparse_count = le32toh(t[1]);
+    return 0;
+}

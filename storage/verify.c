@@ -1,0 +1,258 @@
+/*
+ * verify.c — check every record of every segment, the chains between a stream's entries,
+ * and the index against the log. Reports one line per problem; never changes anything.
+ *
+ * Checks:
+ *  V1. each segment is a sequence of valid records (record.c's rules) from byte 0 to its
+ *      end; a sealed segment ends with its seal; segments are contiguous in the log;
+ *  V2. per stream, entry IDs strictly increase and each entry's `prev` names the stream's
+ *      previous entry;
+ *  V3. every sparse key, time key and filter key points at an entry of its stream with its ID;
+ *  V4. each stream's state (last entry, count) agrees with the log; the watermark is inside it.
+ */
+#include "index.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vstate {
+    evs_store *st;
+    void (*report)(void *, const char *);
+    void *arg;
+    long problems;
+    uint64_t *last_pos;
+    evs_id *last_id;
+    uint64_t *count;
+    size_t cap;
+};
+
+static void problem(struct vstate *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(struct vstate *v, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    v->problems++;
+    if (v->report)
+        v->report(v->arg, buf);
+}
+
+static void sname(struct vstate *v, uint32_t no, char *out, size_t cap)
+{
+    stream *s = no < v->st->nbyno ? v->st->byno[no] : NULL;
+    if (!s) {
+        snprintf(out, cap, "#%u", no);
+        return;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < s->name_len && o + 5 < cap; i++) {
+        uint8_t c = s->name[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            out[o++] = (char)c;
+        else
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+    }
+    out[o] = 0;
+}
+
+static int track(struct vstate *v, uint32_t no)
+{
+    if (no < v->cap)
+        return 0;
+    size_t cap = v->cap ? v->cap : 64;
+    while (cap <= no)
+        cap *= 2;
+    uint64_t *lp = realloc(v->last_pos, cap * sizeof *lp);
+    if (!lp)
+        return -ENOMEM;
+    v->last_pos = lp;
+    evs_id *li = realloc(v->last_id, cap * sizeof *li);
+    if (!li)
+        return -ENOMEM;
+    v->last_id = li;
+    uint64_t *c = realloc(v->count, cap * sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    v->count = c;
+    for (size_t i = v->cap; i < cap; i++) {
+        v->last_pos[i] = REC_POS_NONE;
+        v->last_id[i] = EVS_ID_MIN;
+        v->count[i] = 0;
+    }
+    v->cap = cap;
+    return 0;
+}
+
+static void check_entry(struct vstate *v, const segment *s, uint64_t off, const rec_hdr *h)
+{
+    char nm[160], idb[EVS_ID_STRLEN];
+    evs_id id = {h->id_ms, h->id_seq};
+    evs_id_format(id, idb);
+    if (track(v, h->stream))
+        return;
+    sname(v, h->stream, nm, sizeof nm);
+    if (v->count[h->stream] && evs_id_cmp(id, v->last_id[h->stream]) <= 0)
+        problem(v, "stream %s: segment %s offset %" PRIu64 ": entry id %s is not above the "
+                   "previous entry's", nm, s->name, off, idb);
+    if (h->prev != v->last_pos[h->stream])
+        problem(v, "stream %s: segment %s offset %" PRIu64 " (entry id %s): back-pointer %" PRIu64
+                   " does not name the previous entry (%" PRIu64 ")",
+                nm, s->name, off, idb, h->prev, v->last_pos[h->stream]);
+    v->last_pos[h->stream] = s->base + off;
+    v->last_id[h->stream] = id;
+    v->count[h->stream]++;
+}
+
+static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
+{
+    if (s->base != expect_base)
+        problem(v, "segment %s: starts at log position %" PRIu64 " but the previous one ends at %"
+                   PRIu64, s->name, s->base, expect_base);
+    const uint8_t *p = seg_data(s);
+    uint64_t size = atomic_load(&s->size), off = 0;
+    bool sealed = false;
+    while (off < size) {
+        rec_hdr h;
+        uint64_t sz;
+        int c = rec_check(p + off, size - off, &h, &sz);
+        if (c != REC_OK) {
+            char nm[160] = "unknown", idb[EVS_ID_STRLEN] = "unknown";
+            rec_hdr hh;
+            if (rec_check_hdr(p + off, size - off, &hh, &sz) == REC_OK) {
+                sname(v, hh.stream, nm, sizeof nm);
+                evs_id_format((evs_id){hh.id_ms, hh.id_seq}, idb);
+            }
+            problem(v, "stream %s: segment %s offset %" PRIu64 " (entry id %s): %s", nm, s->name,
+                    off, idb, rec_check_str(c));
+            /* re-synchronise on the next valid record */
+            uint64_t o = (off + REC_ALIGN) & ~(uint64_t)(REC_ALIGN - 1);
+            for (; o + REC_HDR_SIZE <= size; o += REC_ALIGN)
+                if (p[o] == 0x45 && rec_check(p + o, size - o, &hh, &sz) == REC_OK)
+                    break;
+            off = o + REC_HDR_SIZE <= size ? o : size;
+            continue;
+        }
+        if (sealed)
+            problem(v, "segment %s offset %" PRIu64 ": record after the seal", s->name, off);
+        if (h.kind == REC_ENTRY)
+            check_entry(v, s, off, &h);
+        if (h.kind == REC_SEAL)
+            sealed = true;
+        off += sz;
+    }
+    if (!last && !sealed)
+        problem(v, "segment %s: not sealed but a later segment exists", s->name);
+}
+
+static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const char *what)
+{
+    idx_cur *c;
+    if (idx_cur_open(r, t, &c))
+        return;
+    const void *k, *val;
+    size_t kl, vl;
+    for (int rc = idx_cur_get(c, IDX_FIRST, NULL, 0, &k, &kl, &val, &vl); rc == 0;
+         rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &val, &vl)) {
+        const uint8_t *kk = k;
+        uint32_t no = idx_rd32(kk);
+        evs_id id;
+        if (t == IDX_IDS && kl == IDX_IDKEY)
+            id = (evs_id){idx_rd64(kk + 4), idx_rd64(kk + 12)};
+        else if (t == IDX_FILT && kl == IDX_FILTKEY)
+            id = (evs_id){idx_rd64(kk + 13), idx_rd64(kk + 21)};
+        else {
+            problem(v, "index %s table: key of %zu bytes", what, kl);
+            continue;
+        }
+        char nm[160], idb[EVS_ID_STRLEN];
+        sname(v, no, nm, sizeof nm);
+        evs_id_format(id, idb);
+        uint64_t pos = vl >= 8 ? idx_rd64(val) : REC_POS_NONE;
+        rec_hdr h;
+        const uint8_t *body;
+        uint64_t size;
+        segment *ref;
+        evs_error e;
+        if (store_read_record(v->st, pos, nm, &h, &body, &size, &ref, &e)) {
+            problem(v, "index %s key (stream %s, entry id %s) -> log position %" PRIu64 ": %s",
+                    what, nm, idb, pos, e.msg);
+            continue;
+        }
+        store_seg_put(ref);
+        if (h.kind != REC_ENTRY || h.stream != no || h.id_ms != id.ms || h.id_seq != id.seq)
+            problem(v, "index %s key (stream %s, entry id %s) -> log position %" PRIu64
+                       " holds another record", what, nm, idb, pos);
+    }
+    idx_cur_close(c);
+}
+
+long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
+{
+    struct vstate v = {st, report, arg, 0, NULL, NULL, NULL, 0};
+    pthread_rwlock_rdlock(&st->lock);
+    size_t n = st->nsegs;
+    segment **segs = malloc((n ? n : 1) * sizeof *segs);
+    if (!segs) {
+        pthread_rwlock_unlock(&st->lock);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        segs[i] = st->segs[i];
+        atomic_fetch_add(&segs[i]->refs, 1);
+    }
+    pthread_rwlock_unlock(&st->lock);
+    uint64_t expect = n ? segs[0]->base : 0, log_end = expect;
+    for (size_t i = 0; i < n; i++) {
+        scan(&v, segs[i], i + 1 == n, expect);
+        expect = segs[i]->base + atomic_load(&segs[i]->size);
+        log_end = expect;
+    }
+    for (size_t i = 0; i < n; i++)
+        store_seg_put(segs[i]);
+    free(segs);
+
+    idx_rtxn *r;
+    if (idx_rbegin(st->idx, &r) == 0) {
+        check_keys(&v, r, IDX_IDS, "ids");
+        check_keys(&v, r, IDX_FILT, "filter");
+        const void *val;
+        size_t vl;
+        if (idx_get(r, IDX_META, "watermark", 9, &val, &vl) == 0 && vl == 24 &&
+            idx_rd64(val) > log_end)
+            problem(&v, "index watermark %" PRIu64 " is past the end of the log (%" PRIu64 ")",
+                    idx_rd64(val), log_end);
+        idx_rend(r);
+    } else {
+        problem(&v, "index unreadable");
+    }
+    /* V4: stream states against the log */
+    pthread_rwlock_rdlock(&st->lock);
+    for (size_t b = 0; b < st->vtab.nb; b++) {
+        for (stream *s = st->vtab.b[b]; s; s = s->v_next) {
+            char nm[160], a[EVS_ID_STRLEN], c[EVS_ID_STRLEN];
+            sname(&v, s->no, nm, sizeof nm);
+            uint64_t seen = s->no < v.cap ? v.count[s->no] : 0;
+            uint64_t lp = s->no < v.cap ? v.last_pos[s->no] : REC_POS_NONE;
+            if (seen != s->v.entries_added)
+                problem(&v, "stream %s: index counts %" PRIu64 " entries added, the log holds %"
+                            PRIu64, nm, s->v.entries_added, seen);
+            if (lp != s->v.last_pos) {
+                evs_id_format(s->v.last_id, a);
+                evs_id_format(s->no < v.cap ? v.last_id[s->no] : EVS_ID_MIN, c);
+                problem(&v, "stream %s: index says the last entry is %s, the log says %s", nm, a, c);
+            }
+        }
+    }
+    pthread_rwlock_unlock(&st->lock);
+    free(v.last_pos);
+    free(v.last_id);
+    free(v.count);
+    return v.problems;
+}

@@ -1,0 +1,953 @@
+/*
+ * writer.c — the single writer thread and group commit, and the append API on top of it.
+ *
+ * The loop: take everything queued; turn each request into records (assigning IDs, log
+ * positions and back-pointers, validating first so that a request is all or nothing); write
+ * the batch with one pwritev; fdatasync it (fsync=always); index it in one LMDB transaction;
+ * publish the new stream states to readers; acknowledge every request of the batch. The next
+ * batch starts only after that, so at most one batch is ever in flight and a torn tail can
+ * only be (part of) the last batch. Batches grow with load by themselves: no timer.
+ *
+ * Invariants:
+ *  W1. A request's records are contiguous; all but its last carry REC_F_TXN_CONT, so recovery
+ *      can drop a group whose end never reached the disk.
+ *  W2. No acknowledgement before the batch is written, synced as the mode requires, indexed
+ *      and published.
+ *  W3. After any write, sync or index error the store is failed for good (store_fail):
+ *      queued and future requests get EVS_EFAILED, nothing more is written.
+ *  W4. A segment is rolled only between requests, after its seal record is synced.
+ */
+#include "index.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+struct brec {
+    size_t hdr_off;          /* into st->hdrs: header (and, for small records, the body)      */
+    size_t hdr_len;          /* bytes at hdr_off                                              */
+    const uint8_t *body;     /* external body (entries), or NULL                              */
+    uint32_t body_len, pad;
+};
+
+static const uint8_t zero_pad[REC_ALIGN];
+
+void store_fail(evs_store *st, int code, const char *fmt, ...)
+{
+    if (atomic_load(&st->failed))
+        return;
+    st->fail_err.code = EVS_EFAILED;
+    va_list ap;
+    va_start(ap, fmt);
+    char buf[400];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    snprintf(st->fail_err.msg, sizeof st->fail_err.msg, "%s (%s); writes refused until restart",
+             buf, evs_strerror(code));
+    atomic_store(&st->failed, EVS_EFAILED);
+    evs_log(st, EVS_LOG_ERROR, "%s", st->fail_err.msg);
+}
+
+void wreq_free(wreq *r)
+{
+    if (!r)
+        return;
+    rec_buf_release(&r->data);
+    free(r->ops);
+    free(r->ids);
+    free(r);
+}
+
+/* Appends report their IDs; deletes and drops report their count as n (with ids NULL). */
+static void finish(wreq *r, int rc, const evs_error *err)
+{
+    if (r->done) {
+        if (r->kind == WR_APPEND)
+            r->done(r->arg, rc, rc ? NULL : r->ids, rc ? 0 : r->n, err);
+        else
+            r->done(r->arg, rc, NULL, rc ? 0 : r->count, err);
+    }
+    wreq_free(r);
+}
+
+static void finish_failed(evs_store *st, wreq *r)
+{
+    finish(r, EVS_EFAILED, &st->fail_err);
+}
+
+/* ---- building records -------------------------------------------------------------------- */
+
+static struct brec *brec_add(evs_store *st)
+{
+    if (st->nbrecs == st->brecap) {
+        size_t n = st->brecap ? st->brecap * 2 : 256;
+        struct brec *b = realloc(st->brecs, n * sizeof *b);
+        if (!b)
+            return NULL;
+        st->brecs = b;
+        st->brecap = n;
+    }
+    return &st->brecs[st->nbrecs++];
+}
+
+/*
+ * Add one record to the batch and apply it. `body` is either external (kept alive by the
+ * request until the batch is acknowledged, body_crc given) or copied (body_crc ignored).
+ */
+static int emit(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no, evs_id id,
+                uint64_t prev, const uint8_t *body, uint32_t body_len, bool external,
+                uint32_t body_crc, const wop *hint, evs_error *err)
+{
+    if (st->nbrecs == 0)
+        st->batch_start = st->tail;
+    uint64_t now = evs_now_us();
+    rec_hdr h = {REC_MAGIC, 0, body_len, kind, REC_VERSION, flags, stream_no, st->epoch,
+                 id.ms, id.seq, now > st->last_time_us ? now : st->last_time_us, prev};
+    uint64_t size = rec_size_for(body_len);
+    uint32_t pad = (uint32_t)(size - REC_HDR_SIZE - body_len);
+    size_t inline_len = external ? REC_HDR_SIZE : (size_t)size;
+    struct brec *b = brec_add(st);
+    if (!b || rec_buf_reserve(&st->hdrs, inline_len))
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    uint8_t *hp = st->hdrs.data + st->hdrs.len;
+    rec_hdr_encode(&h, hp);
+    if (external) {
+        uLong c = crc32(0L, hp + 8, REC_HDR_SIZE - 8);
+        h.crc = (uint32_t)crc32_combine(c, body_crc, (z_off_t)(body_len + pad));
+    } else {
+        memcpy(hp + REC_HDR_SIZE, body, body_len);
+        memset(hp + REC_HDR_SIZE + body_len, 0, pad);
+        h.crc = rec_crc(hp, hp + REC_HDR_SIZE, body_len);
+    }
+    rec_hdr_encode(&h, hp);
+    b->hdr_off = st->hdrs.len;
+    b->hdr_len = inline_len;
+    b->body = external ? body : NULL;
+    b->body_len = body_len;
+    b->pad = pad;
+    st->hdrs.len += inline_len;
+    st->batch_bytes += size;
+    st->batch_records++;
+    return store_apply_record_hint(st, &h, external ? body : hp + REC_HDR_SIZE, st->tail, size,
+                                   hint, err);
+}
+
+static int emit_stream_op(evs_store *st, uint16_t flags, int op, uint32_t no, evs_slice name,
+                          evs_error *err)
+{
+    rec_buf b = {0};
+    if (rec_stream_encode(&b, op, name, NULL, 0)) {
+        rec_buf_release(&b);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    int rc = emit(st, REC_STREAM, flags, no, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len,
+                  false, 0, NULL, err);
+    rec_buf_release(&b);
+    return rc;
+}
+
+/* ---- IDs --------------------------------------------------------------------------------- */
+
+static int next_id(evs_id last, const wop *op, uint64_t now_ms, evs_id *out)
+{
+    switch (op->id_mode) {
+    case EVS_ID_EXPLICIT:
+        if (op->id.ms == 0 && op->id.seq == 0)
+            return EVS_EIDZERO;
+        if (evs_id_cmp(op->id, last) <= 0)
+            return EVS_EIDORDER;
+        *out = op->id;
+        return 0;
+    case EVS_ID_AUTO_SEQ:
+        if (op->id.ms < last.ms)
+            return EVS_EIDORDER;
+        if (op->id.ms == last.ms) {
+            if (last.seq == UINT64_MAX)
+                return EVS_EIDORDER;
+            *out = (evs_id){last.ms, last.seq + 1};
+        } else {
+            *out = (evs_id){op->id.ms, op->id.ms == 0 ? 1 : 0};
+        }
+        return 0;
+    default:
+        if (now_ms > last.ms) {
+            *out = (evs_id){now_ms, 0};
+        } else if (last.seq < UINT64_MAX) {
+            *out = (evs_id){last.ms, last.seq + 1};
+        } else if (last.ms < UINT64_MAX) {
+            *out = (evs_id){last.ms + 1, 0};
+        } else {
+            return EVS_EIDEXHAUSTED;
+        }
+        return 0;
+    }
+}
+
+/* ---- flushing a batch -------------------------------------------------------------------- */
+
+typedef struct pending {
+    wreq **r;
+    size_t n, cap;
+} pending;
+
+static int pending_add(pending *p, wreq *r)
+{
+    if (p->n == p->cap) {
+        size_t n = p->cap ? p->cap * 2 : 64;
+        wreq **a = realloc(p->r, n * sizeof *a);
+        if (!a)
+            return -ENOMEM;
+        p->r = a;
+        p->cap = n;
+    }
+    p->r[p->n++] = r;
+    return 0;
+}
+
+static int timed_sync(evs_store *st, int fd)
+{
+    uint64_t t0 = evs_mono_ns();
+    int rc = st->io->fdatasync(fd);
+    uint64_t dt = evs_mono_ns() - t0;
+    atomic_fetch_add(&st->n_fsyncs, 1);
+    atomic_fetch_add(&st->fsync_ns, dt);
+    if (dt > atomic_load(&st->fsync_ns_max))
+        atomic_store(&st->fsync_ns_max, dt);
+    st->last_sync_ns = evs_mono_ns();
+    return rc;
+}
+
+static void notify(evs_store *st, const evs_slice *names, size_t n)
+{
+    pthread_mutex_lock(&st->vmu);
+    st->vgen++;
+    pthread_cond_broadcast(&st->vcv);
+    evs_visible_fn hook = st->hook;
+    void *arg = st->hook_arg;
+    pthread_mutex_unlock(&st->vmu);
+    if (hook && n)
+        hook(arg, names, n);
+}
+
+static void checkpoint_maybe(evs_store *st, bool force)
+{
+    uint64_t now = evs_mono_ns();
+    if (!force && now - st->last_ckpt_ns < 1000000000ull)
+        return;
+    st->last_ckpt_ns = now;
+    if (st->synced_to != st->tail)
+        return; /* the index may only be made durable over a durable log */
+    if (idx_txnid(st->idx) == st->ckpt_txnid)
+        return;
+    int rc = idx_sync(st->idx);
+    if (!rc)
+        rc = store_checkpoint_write(st);
+    if (rc)
+        store_fail(st, rc, "index checkpoint failed");
+}
+
+/* Write, sync, index, publish and acknowledge everything built so far. */
+static void flush(evs_store *st, pending *p)
+{
+    if (st->nbrecs == 0) {
+        for (size_t i = 0; i < p->n; i++)
+            finish(p->r[i], 0, NULL);
+        p->n = 0;
+        return;
+    }
+    evs_error err = {0};
+    int rc = 0;
+    if (atomic_load(&st->failed)) {
+        rc = EVS_EFAILED;
+        goto fail;
+    }
+    size_t niov = 0;
+    if (st->iovcap < st->nbrecs * 3) {
+        struct iovec *v = realloc(st->iov, st->nbrecs * 3 * sizeof *v);
+        if (!v) {
+            store_fail(st, -ENOMEM, "out of memory building a write batch");
+            goto fail;
+        }
+        st->iov = v;
+        st->iovcap = st->nbrecs * 3;
+    }
+    for (size_t i = 0; i < st->nbrecs; i++) {
+        struct brec *b = &st->brecs[i];
+        st->iov[niov++] = (struct iovec){st->hdrs.data + b->hdr_off, b->hdr_len};
+        if (b->body) {
+            st->iov[niov++] = (struct iovec){(void *)b->body, b->body_len};
+            if (b->pad)
+                st->iov[niov++] = (struct iovec){(void *)zero_pad, b->pad};
+        }
+    }
+    segment *a = st->active;
+    rc = fio_pwritev_all(st->io, a->fd, st->iov, (int)niov, (off_t)(st->batch_start - a->base));
+    if (rc) {
+        store_fail(st, rc, "write to segment %s at offset %" PRIu64 " failed", a->name,
+                   st->batch_start - a->base);
+        goto fail;
+    }
+    if (!seg_map_for(a, st->tail - a->base)) {
+        store_fail(st, -errno, "cannot map segment %s", a->name);
+        goto fail;
+    }
+    bool sync = st->opt.fsync == EVS_FSYNC_ALWAYS ||
+                (st->opt.fsync == EVS_FSYNC_EVERYSEC &&
+                 evs_mono_ns() - st->last_sync_ns >= 1000000000ull);
+    if (sync) {
+        if ((rc = timed_sync(st, a->fd))) {
+            store_fail(st, rc, "fdatasync of segment %s failed", a->name);
+            goto fail;
+        }
+        st->synced_to = st->tail;
+    }
+    /* names of touched streams, for the hook, before publishing clears the list */
+    size_t nt = st->ntouched;
+    evs_slice names_small[32];
+    evs_slice *names = nt <= 32 ? names_small : malloc(nt * sizeof *names);
+    if (!names)
+        nt = 0;
+    for (size_t i = 0; i < nt; i++)
+        names[i] = (evs_slice){st->touched[i]->name, st->touched[i]->name_len};
+    if ((rc = store_index_flush(st, &err))) {
+        store_fail(st, rc, "index update failed: %s", err.msg);
+        if (names != names_small)
+            free(names);
+        goto fail;
+    }
+    pthread_rwlock_wrlock(&st->lock);
+    atomic_store(&a->size, st->tail - a->base);
+    store_publish_touched(st);
+    pthread_rwlock_unlock(&st->lock);
+    atomic_fetch_add(&st->n_batches, 1);
+    atomic_fetch_add(&st->n_appends, st->batch_records);
+    if (st->batch_records > atomic_load(&st->batch_max))
+        atomic_store(&st->batch_max, st->batch_records);
+    st->nbrecs = 0;
+    st->hdrs.len = 0;
+    st->batch_bytes = st->batch_records = 0;
+    for (size_t i = 0; i < p->n; i++)
+        finish(p->r[i], 0, NULL);
+    p->n = 0;
+    notify(st, names, nt);
+    if (names != names_small)
+        free(names);
+    checkpoint_maybe(st, false);
+    return;
+fail:
+    /* nothing of this batch becomes visible; the writer's stream states are abandoned with
+     * the store (W3) */
+    st->nbrecs = 0;
+    st->hdrs.len = 0;
+    st->batch_bytes = st->batch_records = 0;
+    for (size_t i = 0; i < st->ntouched; i++)
+        st->touched[i]->touched = false;
+    st->ntouched = 0;
+    idx_batch_clear(st->ib);
+    for (size_t i = 0; i < p->n; i++)
+        finish_failed(st, p->r[i]);
+    p->n = 0;
+}
+
+/* ---- segments ---------------------------------------------------------------------------- */
+
+int store_roll(evs_store *st, evs_error *err)
+{
+    segment *a = st->active;
+    if (!a && st->nsegs > 0 && !st->segs[st->nsegs - 1]->sealed) {
+        /* open: continue the last segment */
+        a = st->segs[st->nsegs - 1];
+        uint64_t size = atomic_load(&a->size);
+        uint64_t want = size > st->opt.segment_bytes ? size : st->opt.segment_bytes;
+        if (size < want)
+            st->io->fallocate(a->fd, FALLOC_FL_KEEP_SIZE, (off_t)size, (off_t)(want - size));
+        if (!seg_map_for(a, want))
+            return evs_err_set(err, -errno, "cannot map segment %s", a->name);
+        st->active = a;
+        st->tail = a->base + size;
+        return 0;
+    }
+    if (a) {
+        /* seal: a record saying how the segment ends, synced before the next file exists */
+        uint64_t v[2] = {0, a->base};
+        rec_buf b = {0};
+        if (rec_uints_encode(&b, v, 2)) {
+            rec_buf_release(&b);
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        }
+        pending none = {0};
+        int rc = emit(st, REC_SEAL, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len,
+                      false, 0, NULL, err);
+        rec_buf_release(&b);
+        if (rc)
+            return rc;
+        evs_fsync_mode m = st->opt.fsync;
+        st->opt.fsync = EVS_FSYNC_ALWAYS;
+        flush(st, &none);
+        st->opt.fsync = m;
+        free(none.r);
+        if (atomic_load(&st->failed))
+            return evs_err_set(err, EVS_EFAILED, "%s", st->fail_err.msg);
+        a->sealed = true;
+    }
+    uint64_t base = st->tail;
+    if (st->nsegs > 0) {
+        segment *l = st->segs[st->nsegs - 1];
+        uint64_t end = l->base + atomic_load(&l->size);
+        if (end > base)
+            base = end;
+    }
+    segment *s;
+    int rc = seg_create(st->io, st->logdir, base, st->opt.segment_bytes, &s, err);
+    if (rc)
+        return rc;
+    pthread_rwlock_wrlock(&st->lock);
+    if (st->nsegs == st->segcap) {
+        size_t n = st->segcap ? st->segcap * 2 : 16;
+        segment **arr = realloc(st->segs, n * sizeof *arr);
+        if (!arr) {
+            pthread_rwlock_unlock(&st->lock);
+            seg_free(s);
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        }
+        st->segs = arr;
+        st->segcap = n;
+    }
+    st->segs[st->nsegs++] = s;
+    pthread_rwlock_unlock(&st->lock);
+    st->active = s;
+    st->tail = base;
+    return 0;
+}
+
+static bool roll_due(evs_store *st)
+{
+    uint64_t used = st->tail - st->active->base;
+    return used > 0 && used >= st->opt.segment_bytes;
+}
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+struct sim {
+    const uint8_t *name;
+    size_t len;
+    stream *s;
+    evs_id last;
+};
+
+/* Validate a whole append request against the writer's state; fill r->ids. */
+static int prepass(evs_store *st, wreq *r, evs_error *err)
+{
+    struct sim small[8];
+    struct sim *sims = r->n <= 8 ? small : malloc(r->n * sizeof *sims);
+    if (!sims)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    size_t nsims = 0;
+    int rc = 0;
+    uint64_t now_ms = evs_now_us() / 1000;
+    for (size_t i = 0; i < r->n && !rc; i++) {
+        wop *op = &r->ops[i];
+        const uint8_t *name = r->data.data + op->name_off;
+        struct sim *sm = NULL;
+        for (size_t j = 0; j < nsims; j++)
+            if (sims[j].len == op->name_len && !memcmp(sims[j].name, name, op->name_len))
+                sm = &sims[j];
+        if (!sm) {
+            sm = &sims[nsims++];
+            sm->name = name;
+            sm->len = op->name_len;
+            sm->s = strtab_get(&st->wtab, name, op->name_len, false);
+            sm->last = sm->s ? sm->s->w.last_id : EVS_ID_MIN;
+        }
+        if (!sm->s && op->no_create) {
+            rc = evs_err_set(err, EVS_ENOTFOUND, "no such stream");
+            break;
+        }
+        if ((rc = next_id(sm->last, op, now_ms, &r->ids[i]))) {
+            evs_err_set(err, rc, "%s", evs_strerror(rc));
+            break;
+        }
+        sm->last = r->ids[i];
+    }
+    if (sims != small)
+        free(sims);
+    return rc;
+}
+
+/* Count the records a request will emit (for W1's flags). */
+static size_t count_records(evs_store *st, wreq *r)
+{
+    size_t n = r->n;
+    for (size_t i = 0; i < r->n; i++) {
+        const uint8_t *name = r->data.data + r->ops[i].name_off;
+        if (strtab_get(&st->wtab, name, r->ops[i].name_len, false))
+            continue;
+        bool dup = false;
+        for (size_t j = 0; j < i && !dup; j++)
+            dup = r->ops[j].name_len == r->ops[i].name_len &&
+                  !memcmp(r->data.data + r->ops[j].name_off, name, r->ops[i].name_len);
+        if (!dup)
+            n++;
+    }
+    return n;
+}
+
+static int do_append(evs_store *st, wreq *r, evs_error *err)
+{
+    int rc = prepass(st, r, err);
+    if (rc)
+        return rc;
+    size_t left = count_records(st, r);
+    for (size_t i = 0; i < r->n; i++) {
+        wop *op = &r->ops[i];
+        evs_slice name = {r->data.data + op->name_off, op->name_len};
+        stream *s = strtab_get(&st->wtab, name.ptr, name.len, false);
+        if (!s) {
+            uint32_t no = st->next_no;
+            left--;
+            if ((rc = emit_stream_op(st, left ? REC_F_TXN_CONT : 0, REC_STREAM_CREATE, no, name,
+                                     err)))
+                return rc;
+            s = st->byno[no];
+        }
+        left--;
+        rc = emit(st, REC_ENTRY, left ? REC_F_TXN_CONT : 0, s->no, r->ids[i], s->w.last_pos,
+                  r->data.data + op->body_off, op->body_len, true, op->body_crc, op, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void do_delete(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    stream *s = strtab_get(&st->wtab, r->data.data, r->ops[0].name_len, false);
+    r->count = 0;
+    if (!s) {
+        finish(r, 0, NULL);
+        return;
+    }
+    /* everything earlier is flushed, so the visible state is the writer's: use the reader */
+    evs_id *del = r->ids;
+    size_t nd = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < nd && !dup; j++)
+            dup = evs_id_cmp(del[j], r->ops[i].id) == 0;
+        if (dup)
+            continue;
+        int e = reader_entry_exists(st, s, r->ops[i].id, &err);
+        if (e < 0) {
+            finish(r, e, &err);
+            return;
+        }
+        if (e)
+            del[nd++] = r->ops[i].id;
+    }
+    for (size_t i = 0; i < nd; i++) {
+        int rc = emit(st, REC_TOMBSTONE, i + 1 < nd ? REC_F_TXN_CONT : 0, s->no, del[i],
+                      REC_POS_NONE, (const uint8_t *)"\xc0", 1, false, 0, NULL, &err);
+        if (rc) {
+            store_fail(st, rc, "cannot build tombstone: %s", err.msg);
+            break;
+        }
+    }
+    r->count = nd;
+    pending_add(p, r);
+    flush(st, p);
+}
+
+static void do_drop(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    evs_slice name = {r->data.data, r->ops[0].name_len};
+    stream *s = strtab_get(&st->wtab, name.ptr, name.len, false);
+    r->count = s != NULL;
+    if (s && emit_stream_op(st, 0, REC_STREAM_DROP, s->no, name, &err))
+        store_fail(st, err.code, "cannot build stream drop: %s", err.msg);
+    if (pending_add(p, r)) {
+        finish(r, -ENOMEM, NULL);
+        return;
+    }
+    flush(st, p);
+}
+
+static void process(evs_store *st, wreq *list, pending *p)
+{
+    while (list) {
+        wreq *r = list;
+        list = r->next;
+        if (atomic_load(&st->failed)) {
+            flush(st, p);
+            finish_failed(st, r);
+            continue;
+        }
+        if (r->kind != WR_APPEND) {
+            flush(st, p);
+            if (r->kind == WR_DELETE)
+                do_delete(st, r, p);
+            else
+                do_drop(st, r, p);
+            continue;
+        }
+        if (st->batch_bytes >= EVS_MAX_BATCH_BYTES)
+            flush(st, p);
+        if (st->nbrecs == 0 && roll_due(st)) {
+            evs_error err;
+            if (store_roll(st, &err)) {
+                store_fail(st, err.code, "%s", err.msg);
+                finish_failed(st, r);
+                continue;
+            }
+        } else if (roll_due(st) || st->tail - st->active->base + st->batch_bytes >=
+                                       st->opt.segment_bytes + EVS_MAX_BATCH_BYTES) {
+            flush(st, p);
+            evs_error err;
+            if (store_roll(st, &err)) {
+                store_fail(st, err.code, "%s", err.msg);
+                finish_failed(st, r);
+                continue;
+            }
+        }
+        evs_error err = {0};
+        size_t mark_recs = st->nbrecs, mark_hdrs = st->hdrs.len;
+        int rc = do_append(st, r, &err);
+        if (rc) {
+            if (st->nbrecs != mark_recs || st->hdrs.len != mark_hdrs) {
+                /* failed after emitting: only out-of-memory gets here */
+                store_fail(st, rc, "%s", err.msg);
+                pending_add(p, r);
+                flush(st, p);
+                continue;
+            }
+            finish(r, rc, &err);
+            continue;
+        }
+        if (pending_add(p, r)) {
+            store_fail(st, -ENOMEM, "out of memory");
+            flush(st, p);
+            finish_failed(st, r);
+        }
+    }
+    flush(st, p);
+    if (st->nbrecs == 0 && roll_due(st)) {
+        evs_error err;
+        if (store_roll(st, &err))
+            store_fail(st, err.code, "%s", err.msg);
+    }
+}
+
+void *writer_main(void *arg)
+{
+    evs_store *st = arg;
+    pending p = {0};
+    st->last_sync_ns = st->last_ckpt_ns = evs_mono_ns();
+    for (;;) {
+        pthread_mutex_lock(&st->qmu);
+        while (!st->qhead && !st->closing) {
+            bool timed = st->synced_to != st->tail || idx_txnid(st->idx) != st->ckpt_txnid;
+            if (!timed) {
+                pthread_cond_wait(&st->qcv, &st->qmu);
+                continue;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            if (pthread_cond_timedwait(&st->qcv, &st->qmu, &ts) == ETIMEDOUT)
+                break;
+        }
+        wreq *list = st->qhead;
+        st->qhead = st->qtail = NULL;
+        bool closing = st->closing;
+        pthread_mutex_unlock(&st->qmu);
+        if (list)
+            process(st, list, &p);
+        /* idle or once a second: sync the log (everysec), then checkpoint the index */
+        if (!atomic_load(&st->failed) && st->opt.fsync == EVS_FSYNC_EVERYSEC &&
+            st->synced_to != st->tail &&
+            (closing || !list || evs_mono_ns() - st->last_sync_ns >= 1000000000ull)) {
+            int rc = timed_sync(st, st->active->fd);
+            if (rc)
+                store_fail(st, rc, "fdatasync of segment %s failed", st->active->name);
+            else
+                st->synced_to = st->tail;
+        }
+        if (!atomic_load(&st->failed))
+            checkpoint_maybe(st, !list);
+        if (closing && !list)
+            break;
+    }
+    free(p.r);
+    return NULL;
+}
+
+int writer_submit(evs_store *st, wreq *r)
+{
+    pthread_mutex_lock(&st->qmu);
+    if (st->closing) {
+        pthread_mutex_unlock(&st->qmu);
+        return EVS_ECLOSED;
+    }
+    r->next = NULL;
+    if (st->qtail)
+        st->qtail->next = r;
+    else
+        st->qhead = r;
+    st->qtail = r;
+    pthread_cond_signal(&st->qcv);
+    pthread_mutex_unlock(&st->qmu);
+    return 0;
+}
+
+/* ---- the append API ---------------------------------------------------------------------- */
+
+static wreq *wreq_new(enum wreq_kind kind, size_t n)
+{
+    wreq *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->kind = kind;
+    r->n = n;
+    r->ops = calloc(n ? n : 1, sizeof *r->ops);
+    r->ids = calloc(n ? n : 1, sizeof *r->ids);
+    if (!r->ops || !r->ids) {
+        wreq_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static int check_name(evs_slice name, evs_error *err)
+{
+    if (name.len > EVS_MAX_NAME)
+        return evs_err_set(err, EVS_ETOOBIG, "stream name is %zu bytes, the limit is %d",
+                           name.len, EVS_MAX_NAME);
+    if (name.len && !name.ptr)
+        return evs_err_set(err, EVS_EINVAL, "stream name pointer is NULL");
+    return 0;
+}
+
+static int submit_check(evs_store *st, evs_error *err)
+{
+    if (st->opt.read_only)
+        return evs_err_set(err, EVS_EREADONLY, "store is open read-only");
+    if (atomic_load(&st->failed))
+        return evs_err_copy(err, &st->fail_err);
+    return 0;
+}
+
+static int build_append(evs_store *st, const evs_append *reqs, size_t n, wreq **out,
+                        evs_error *err)
+{
+    int rc = submit_check(st, err);
+    if (rc)
+        return rc;
+    if (n == 0)
+        return evs_err_set(err, EVS_EINVAL, "empty batch");
+    wreq *r = wreq_new(WR_APPEND, n);
+    if (!r)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const evs_append *a = &reqs[i];
+        wop *op = &r->ops[i];
+        if ((rc = check_name(a->stream, err)))
+            goto fail;
+        if (a->nfields == 0 || !a->fields) {
+            rc = evs_err_set(err, EVS_EINVAL, "an entry needs at least one field");
+            goto fail;
+        }
+        op->name_off = r->data.len;
+        op->name_len = a->stream.len;
+        if (rec_buf_write(&r->data, a->stream.ptr, a->stream.len)) {
+            rc = evs_err_set(err, -ENOMEM, "out of memory");
+            goto fail;
+        }
+        op->id_mode = a->id_mode;
+        op->id = a->id;
+        op->no_create = a->no_create;
+        op->body_off = r->data.len;
+        if (rec_entry_encode(&r->data, a->fields, a->nfields)) {
+            rc = evs_err_set(err, -ENOMEM, "out of memory");
+            goto fail;
+        }
+        size_t blen = r->data.len - op->body_off;
+        if (blen > st->opt.max_entry_bytes || blen > REC_MAX_BODY) {
+            rc = evs_err_set(err, EVS_ETOOBIG, "entry is %zu bytes encoded, the limit is %" PRIu64,
+                             blen, st->opt.max_entry_bytes);
+            goto fail;
+        }
+        op->body_len = (uint32_t)blen;
+        uint32_t pad = (uint32_t)(rec_size_for(op->body_len) - REC_HDR_SIZE - op->body_len);
+        uLong c = crc32(0L, r->data.data + op->body_off, op->body_len);
+        op->body_crc = (uint32_t)(pad ? crc32(c, zero_pad, pad) : c);
+        for (size_t f = 0; f < a->nfields; f++) {
+            const evs_field *fl = &a->fields[f];
+            if (!op->has_source && fl->name.len == 6 && !memcmp(fl->name.ptr, "source", 6)) {
+                op->has_source = true;
+                op->hsource = idx_value_hash(fl->value.ptr, fl->value.len);
+            } else if (!op->has_type && fl->name.len == 4 && !memcmp(fl->name.ptr, "type", 4)) {
+                op->has_type = true;
+                op->htype = idx_value_hash(fl->value.ptr, fl->value.len);
+            }
+        }
+    }
+    *out = r;
+    return 0;
+fail:
+    wreq_free(r);
+    return rc;
+}
+
+int evs_submit(evs_store *st, const evs_append *reqs, size_t n, evs_done_fn done, void *arg)
+{
+    wreq *r;
+    int rc = build_append(st, reqs, n, &r, NULL);
+    if (rc)
+        return rc;
+    r->done = done;
+    r->arg = arg;
+    if ((rc = writer_submit(st, r)))
+        wreq_free(r);
+    return rc;
+}
+
+/* A synchronous call: submit, then wait on a condition variable for the writer's answer. */
+typedef struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+    evs_id *ids;
+    size_t count;
+    evs_error err;
+} waiter;
+
+static void waiter_init(waiter *w, evs_id *ids)
+{
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->done = false;
+    w->rc = 0;
+    w->ids = ids;
+    w->count = 0;
+    w->err.code = 0;
+    w->err.msg[0] = 0;
+}
+
+static void waiter_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    waiter *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    if (!rc && w->ids && ids)
+        memcpy(w->ids, ids, n * sizeof *ids);
+    w->count = n;
+    if (err)
+        w->err = *err;
+    else if (rc)
+        evs_err_set(&w->err, rc, "%s", evs_strerror(rc));
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int waiter_wait(waiter *w, evs_error *err)
+{
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    if (w->rc)
+        evs_err_copy(err, &w->err);
+    return w->rc;
+}
+
+int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *out_ids,
+                     evs_error *err)
+{
+    wreq *r;
+    int rc = build_append(st, reqs, n, &r, err);
+    if (rc)
+        return rc;
+    waiter w;
+    waiter_init(&w, out_ids);
+    r->done = waiter_done;
+    r->arg = &w;
+    if ((rc = writer_submit(st, r))) {
+        wreq_free(r);
+        return evs_err_set(err, rc, "%s", evs_strerror(rc));
+    }
+    return waiter_wait(&w, err);
+}
+
+int evs_append_one(evs_store *st, const evs_append *req, evs_id *out_id, evs_error *err)
+{
+    return evs_append_batch(st, req, 1, out_id, err);
+}
+
+static int run_counted(evs_store *st, wreq *r, size_t *count, evs_error *err)
+{
+    waiter w;
+    waiter_init(&w, NULL);
+    r->done = waiter_done;
+    r->arg = &w;
+    int rc = writer_submit(st, r);
+    if (rc) {
+        wreq_free(r);
+        return evs_err_set(err, rc, "%s", evs_strerror(rc));
+    }
+    rc = waiter_wait(&w, err);
+    if (count)
+        *count = rc ? 0 : w.count;
+    return rc;
+}
+
+int evs_delete(evs_store *st, evs_slice name, const evs_id *ids, size_t n, size_t *deleted,
+               evs_error *err)
+{
+    int rc = submit_check(st, err);
+    if (rc || (rc = check_name(name, err)))
+        return rc;
+    if (n == 0) {
+        if (deleted)
+            *deleted = 0;
+        return 0;
+    }
+    wreq *r = wreq_new(WR_DELETE, n);
+    if (!r || rec_buf_write(&r->data, name.ptr, name.len)) {
+        wreq_free(r);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        r->ops[i].name_len = name.len;
+        r->ops[i].id = ids[i];
+    }
+    return run_counted(st, r, deleted, err);
+}
+
+int evs_stream_drop(evs_store *st, evs_slice name, bool *existed, evs_error *err)
+{
+    int rc = submit_check(st, err);
+    if (rc || (rc = check_name(name, err)))
+        return rc;
+    wreq *r = wreq_new(WR_DROP, 1);
+    if (!r || rec_buf_write(&r->data, name.ptr, name.len)) {
+        wreq_free(r);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    r->ops[0].name_len = name.len;
+    size_t c = 0;
+    rc = run_counted(st, r, &c, err);
+    if (existed)
+        *existed = c > 0;
+    return rc;
+}

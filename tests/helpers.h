@@ -1,0 +1,93 @@
+/*
+ * helpers.h — shared by the Criterion tests: temporary folders, quick appends and reads.
+ */
+#ifndef EVS_TEST_HELPERS_H
+#define EVS_TEST_HELPERS_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "evstore.h"
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    return remove(p);
+}
+
+static inline void rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
+static inline char *tmpdir_new(void)
+{
+    char *d = strdup("/tmp/evs-test-XXXXXX");
+    cr_assert(mkdtemp(d) != NULL);
+    return d;
+}
+
+static inline char *store_path(const char *dir)
+{
+    char *p = malloc(strlen(dir) + 8);
+    sprintf(p, "%s/store", dir);
+    return p;
+}
+
+static inline evs_store *open_store(const char *dir, const evs_options *o)
+{
+    evs_store *st = NULL;
+    evs_error err = {0};
+    int rc = evs_open(dir, o, &st, &err);
+    cr_assert_eq(rc, 0, "evs_open(%s): %d %s", dir, rc, err.msg);
+    return st;
+}
+
+/* Append one entry with fields k=v pairs from a NULL-terminated list. */
+static inline int add(evs_store *st, const char *stream, evs_id_mode mode, evs_id id, evs_id *out,
+                      ...)
+{
+    evs_field f[16];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, out);
+    const char *k;
+    while ((k = va_arg(ap, const char *)) && n < 16) {
+        const char *v = va_arg(ap, const char *);
+        f[n].name = (evs_slice){k, strlen(k)};
+        f[n].value = (evs_slice){v, strlen(v)};
+        n++;
+    }
+    va_end(ap);
+    evs_append a = {{stream, strlen(stream)}, mode, id, f, n, false};
+    evs_error err;
+    return evs_append_one(st, &a, out, &err);
+}
+
+static inline evs_slice S(const char *s) { return (evs_slice){s, strlen(s)}; }
+
+/* Read a stream into an array of IDs; returns count, or a negative error. */
+static inline long read_ids(evs_store *st, const char *stream, const evs_query *q, evs_id *out,
+                            size_t cap)
+{
+    evs_iter *it;
+    evs_error err;
+    int rc = evs_iter_open(st, S(stream), q, &it, &err);
+    if (rc)
+        return rc;
+    long n = 0;
+    const evs_entry *e;
+    while ((rc = evs_iter_next(it, &e, &err)) == 1) {
+        if ((size_t)n < cap)
+            out[n] = e->id;
+        n++;
+    }
+    evs_iter_close(it);
+    return rc < 0 ? rc : n;
+}
+
+#endif

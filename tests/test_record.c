@@ -1,0 +1,117 @@
+/* test_record.c — the record codec: round trips, truncation at every byte, bit flips,
+ * hostile msgpack counts. */
+#include "helpers.h"
+
+#include "record.h"
+
+static size_t build(uint8_t *out, const evs_field *f, size_t n, uint8_t kind)
+{
+    rec_buf b = {0};
+    cr_assert_eq(rec_entry_encode(&b, f, n), 0);
+    rec_hdr h = {REC_MAGIC, 0, (uint32_t)b.len, kind, REC_VERSION, 0, 7, 1, 1700000000000ull, 3,
+                 1700000000000123ull, REC_POS_NONE};
+    rec_hdr_encode(&h, out);
+    memcpy(out + REC_HDR_SIZE, b.data, b.len);
+    size_t size = rec_size_for((uint32_t)b.len);
+    memset(out + REC_HDR_SIZE + b.len, 0, size - REC_HDR_SIZE - b.len);
+    h.crc = rec_crc(out, out + REC_HDR_SIZE, (uint32_t)b.len);
+    rec_hdr_encode(&h, out);
+    rec_buf_release(&b);
+    return size;
+}
+
+Test(record, round_trip)
+{
+    uint8_t buf[4096];
+    evs_field f[3] = {{S("source"), S("agent-1")}, {S("type"), S("task.done")},
+                      {S("payload"), {"\0\1\2bin", 6}}};
+    size_t size = build(buf, f, 3, REC_ENTRY);
+    cr_assert_eq(size % 8, 0);
+    rec_hdr h;
+    uint64_t sz;
+    cr_assert_eq(rec_check(buf, size, &h, &sz), REC_OK);
+    cr_assert_eq(sz, size);
+    cr_assert_eq(h.stream, 7);
+    cr_assert_eq(h.id_ms, 1700000000000ull);
+    cr_assert_eq(h.id_seq, 3);
+    cr_assert_eq(h.prev, REC_POS_NONE);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    evs_field out[8];
+    size_t need;
+    long n = rec_entry_decode(buf + REC_HDR_SIZE, h.body_len, &z, out, 8, &need);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(out[2].value.len, 6);
+    cr_assert(memcmp(out[2].value.ptr, "\0\1\2bin", 6) == 0);
+    cr_assert(memcmp(out[1].name.ptr, "type", 4) == 0);
+    cr_assert_eq(rec_entry_decode(buf + REC_HDR_SIZE, h.body_len, &z, out, 2, &need), -2);
+    cr_assert_eq(need, 3);
+    msgpack_zone_destroy(&z);
+}
+
+Test(record, truncated_at_every_byte_is_rejected)
+{
+    uint8_t buf[4096];
+    evs_field f[2] = {{S("k"), S("some value here")}, {S("k2"), S("v2")}};
+    size_t size = build(buf, f, 2, REC_ENTRY);
+    for (size_t cut = 0; cut < size; cut++) {
+        rec_hdr h;
+        uint64_t sz;
+        int c = rec_check(buf, cut, &h, &sz);
+        cr_assert_neq(c, REC_OK, "truncated to %zu accepted", cut);
+    }
+}
+
+Test(record, every_single_bit_flip_is_detected)
+{
+    uint8_t buf[4096];
+    evs_field f[1] = {{S("payload"), S("{\"a\":1,\"b\":[1,2,3]}")}};
+    size_t size = build(buf, f, 1, REC_ENTRY);
+    for (size_t bit = 0; bit < size * 8; bit++) {
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        rec_hdr h;
+        uint64_t sz;
+        int c = rec_check(buf, size, &h, &sz);
+        cr_assert_neq(c, REC_OK, "flip of bit %zu not detected", bit);
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+}
+
+Test(record, zeros_are_not_a_record)
+{
+    uint8_t buf[128] = {0};
+    rec_hdr h;
+    uint64_t sz;
+    cr_assert_eq(rec_check(buf, sizeof buf, &h, &sz), REC_ZERO);
+}
+
+Test(record, hostile_msgpack_counts_rejected_before_allocation)
+{
+    /* the design brief's example: map32 claiming 1.35 billion pairs */
+    const uint8_t evil[] = {0x23, 0x56, 0x56, 0xdf, 0x50, 0x7a, 0x56, 0x0a};
+    cr_assert_lt(rec_mp_check(evil + 3, 5, 8), 0);
+    const uint8_t arr[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0};
+    cr_assert_lt(rec_mp_check(arr, sizeof arr, 8), 0);
+    const uint8_t bin[] = {0xc6, 0x7f, 0xff, 0xff, 0xff, 0x00};
+    cr_assert_lt(rec_mp_check(bin, sizeof bin, 8), 0);
+    const uint8_t deep[] = {0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0xc0};
+    cr_assert_lt(rec_mp_check(deep, sizeof deep, 8), 0);
+    const uint8_t ok[] = {0x92, 0xc4, 0x01, 'a', 0xa1, 'b'};
+    cr_assert_eq(rec_mp_check(ok, sizeof ok, 8), (long)sizeof ok);
+}
+
+Test(record, crc_covers_length_field)
+{
+    uint8_t buf[4096];
+    evs_field f[1] = {{S("k"), S("v")}};
+    size_t size = build(buf, f, 1, REC_ENTRY);
+    /* grow the declared length by 8 and keep the old CRC: must be rejected */
+    uint32_t len;
+    memcpy(&len, buf + 8, 4);
+    len += 8;
+    memcpy(buf + 8, &len, 4);
+    memset(buf + size, 0, 8);
+    rec_hdr h;
+    uint64_t sz;
+    cr_assert_neq(rec_check(buf, size + 8, &h, &sz), REC_OK);
+}

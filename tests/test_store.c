@@ -1,0 +1,362 @@
+/* test_store.c — the embedded API end to end: appends, IDs, reads, filters, deletes, drops,
+ * reopen, many streams, big entries. */
+#include "helpers.h"
+
+#include <pthread.h>
+
+static char *dir;
+static void setup(void) { dir = tmpdir_new(); }
+static void teardown(void) { rm_rf(dir); free(dir); }
+TestSuite(store, .init = setup, .fini = teardown);
+
+Test(store, append_and_read_back)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_id ids[5];
+    for (int i = 0; i < 5; i++) {
+        char v[16];
+        sprintf(v, "v%d", i);
+        cr_assert_eq(add(st, "s1", EVS_ID_AUTO, EVS_ID_MIN, &ids[i], "k", v, NULL), 0);
+        if (i)
+            cr_assert_gt(evs_id_cmp(ids[i], ids[i - 1]), 0);
+    }
+    evs_iter *it;
+    evs_error err;
+    cr_assert_eq(evs_iter_open(st, S("s1"), NULL, &it, &err), 0);
+    const evs_entry *e;
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(evs_iter_next(it, &e, &err), 1);
+        cr_assert_eq(evs_id_cmp(e->id, ids[i]), 0);
+        cr_assert_eq(e->nfields, 1);
+        char v[16];
+        sprintf(v, "v%d", i);
+        cr_assert_eq(e->fields[0].value.len, strlen(v));
+        cr_assert(memcmp(e->fields[0].value.ptr, v, strlen(v)) == 0);
+    }
+    cr_assert_eq(evs_iter_next(it, &e, &err), 0);
+    evs_iter_close(it);
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(st, S("s1"), &info), 0);
+    cr_assert_eq(info.length, 5);
+    cr_assert_eq(evs_id_cmp(info.first_id, ids[0]), 0);
+    cr_assert_eq(evs_id_cmp(info.last_id, ids[4]), 0);
+    cr_assert_eq(evs_stream_info_get(st, S("nope"), &info), EVS_ENOTFOUND);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+Test(store, explicit_ids_must_increase)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_id out;
+    cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){0, 0}, &out, "a", "b", NULL), EVS_EIDZERO);
+    cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){5, 1}, &out, "a", "b", NULL), 0);
+    cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){5, 1}, &out, "a", "b", NULL), EVS_EIDORDER);
+    cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){4, 9}, &out, "a", "b", NULL), EVS_EIDORDER);
+    cr_assert_eq(add(st, "s", EVS_ID_AUTO_SEQ, (evs_id){5, 0}, &out, "a", "b", NULL), 0);
+    cr_assert_eq(out.ms, 5);
+    cr_assert_eq(out.seq, 2);
+    cr_assert_eq(add(st, "s", EVS_ID_AUTO_SEQ, (evs_id){4, 0}, &out, "a", "b", NULL), EVS_EIDORDER);
+    cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){6, 0}, &out, "a", "b", NULL), 0);
+    cr_assert_eq(add(st, "t", EVS_ID_AUTO_SEQ, (evs_id){0, 0}, &out, "a", "b", NULL), 0);
+    cr_assert_eq(out.ms, 0);
+    cr_assert_eq(out.seq, 1);
+    evs_id got[8];
+    cr_assert_eq(read_ids(st, "s", NULL, got, 8), 3);
+    evs_close(st);
+}
+
+Test(store, atomic_batch_all_or_nothing)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_field f = {S("k"), S("v")};
+    evs_append a[3] = {
+        {S("x"), EVS_ID_EXPLICIT, {10, 0}, &f, 1, false},
+        {S("y"), EVS_ID_AUTO, {0, 0}, &f, 1, false},
+        {S("x"), EVS_ID_EXPLICIT, {9, 0}, &f, 1, false}, /* out of order: fails the batch */
+    };
+    evs_error err;
+    evs_id ids[3];
+    cr_assert_eq(evs_append_batch(st, a, 3, ids, &err), EVS_EIDORDER);
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(st, S("x"), &info), EVS_ENOTFOUND);
+    cr_assert_eq(evs_stream_info_get(st, S("y"), &info), EVS_ENOTFOUND);
+    a[2].id = (evs_id){11, 0};
+    cr_assert_eq(evs_append_batch(st, a, 3, ids, &err), 0);
+    cr_assert_eq(evs_stream_info_get(st, S("x"), &info), 0);
+    cr_assert_eq(info.length, 2);
+    evs_close(st);
+}
+
+static void fill(evs_store *st, const char *s, int n, evs_id *ids)
+{
+    for (int i = 0; i < n; i++) {
+        char v[32], t[16];
+        sprintf(v, "value-%d", i);
+        sprintf(t, "t%d", i % 10);
+        cr_assert_eq(add(st, s, EVS_ID_EXPLICIT, (evs_id){1000 + (uint64_t)i, 0}, ids ? &ids[i] : NULL,
+                         "type", t, "source", i % 2 ? "odd" : "even", "payload", v, NULL), 0);
+    }
+}
+
+Test(store, ranges_forward_reverse_limits)
+{
+    evs_store *st = open_store(dir, NULL);
+    fill(st, "s", 1000, NULL);
+    fill(st, "other", 50, NULL);
+    evs_id got[1000];
+    evs_query q;
+    evs_query_init(&q);
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 1000);
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(got[i].ms, 1000 + (uint64_t)i);
+    q.start = (evs_id){1500, 0};
+    q.end = (evs_id){1600, 0};
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 101);
+    cr_assert_eq(got[0].ms, 1500);
+    q.start_exclusive = true;
+    q.end_exclusive = true;
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 99);
+    cr_assert_eq(got[0].ms, 1501);
+    evs_query_init(&q);
+    q.reverse = true;
+    q.limit = 50;
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 50);
+    cr_assert_eq(got[0].ms, 1999);
+    cr_assert_eq(got[49].ms, 1950);
+    q.end = (evs_id){1234, 0};
+    q.limit = 0;
+    q.start = (evs_id){1200, 5};
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 34);
+    cr_assert_eq(got[0].ms, 1234);
+    cr_assert_eq(got[33].ms, 1201);
+    evs_query_init(&q);
+    q.start = (evs_id){5000, 0};
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 0);
+    evs_close(st);
+}
+
+Test(store, filters_by_type_and_source)
+{
+    evs_store *st = open_store(dir, NULL);
+    fill(st, "s", 1000, NULL);
+    evs_id got[1000];
+    evs_query q;
+    evs_query_init(&q);
+    q.type = S("t3");
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 100);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(got[i].ms, 1003 + 10 * (uint64_t)i);
+    q.source = S("odd");
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 100);
+    q.source = S("even");
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 0);
+    evs_query_init(&q);
+    q.source = S("odd");
+    q.reverse = true;
+    q.limit = 3;
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 3);
+    cr_assert_eq(got[0].ms, 1999);
+    cr_assert_eq(got[2].ms, 1995);
+    evs_query_init(&q);
+    q.type = S("t7");
+    q.start = (evs_id){1500, 0};
+    q.end = (evs_id){1600, 0};
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 10);
+    cr_assert_eq(got[0].ms, 1507);
+    q.type = S("nope");
+    cr_assert_eq(read_ids(st, "s", &q, got, 1000), 0);
+    evs_close(st);
+}
+
+Test(store, delete_and_drop)
+{
+    evs_store *st = open_store(dir, NULL);
+    fill(st, "s", 100, NULL);
+    evs_id del[3] = {{1000, 0}, {1050, 0}, {77777, 0}};
+    size_t n;
+    evs_error err;
+    cr_assert_eq(evs_delete(st, S("s"), del, 3, &n, &err), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(evs_delete(st, S("s"), del, 2, &n, &err), 0);
+    cr_assert_eq(n, 0);
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(st, S("s"), &info), 0);
+    cr_assert_eq(info.length, 98);
+    cr_assert_eq(info.first_id.ms, 1001);
+    cr_assert_eq(info.max_deleted_id.ms, 1050);
+    evs_id got[100];
+    cr_assert_eq(read_ids(st, "s", NULL, got, 100), 98);
+    evs_query q;
+    evs_query_init(&q);
+    q.type = S("t0");
+    cr_assert_eq(read_ids(st, "s", &q, got, 100), 8); /* 1000 and 1050 were t0 */
+    bool existed;
+    cr_assert_eq(evs_stream_drop(st, S("s"), &existed, &err), 0);
+    cr_assert(existed);
+    cr_assert_eq(evs_stream_info_get(st, S("s"), &info), EVS_ENOTFOUND);
+    cr_assert_eq(evs_stream_drop(st, S("s"), &existed, &err), 0);
+    cr_assert(!existed);
+    /* the name is free again */
+    fill(st, "s", 3, NULL);
+    cr_assert_eq(read_ids(st, "s", NULL, got, 100), 3);
+    evs_close(st);
+    st = open_store(dir, NULL);
+    cr_assert_eq(read_ids(st, "s", NULL, got, 100), 3);
+    evs_close(st);
+}
+
+Test(store, survives_reopen_and_rolls_segments)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 64 * 1024;
+    evs_store *st = open_store(dir, &o);
+    fill(st, "s", 3000, NULL);
+    evs_store_stats stats;
+    evs_store_stats_get(st, &stats);
+    cr_assert_gt(stats.segments, 3);
+    cr_assert_eq(evs_close(st), 0);
+    st = open_store(dir, &o);
+    evs_id got[3000];
+    cr_assert_eq(read_ids(st, "s", NULL, got, 3000), 3000);
+    for (int i = 0; i < 3000; i++)
+        cr_assert_eq(got[i].ms, 1000 + (uint64_t)i);
+    fill(st, "t", 10, NULL);
+    long problems = evs_verify(st, NULL, NULL);
+    cr_assert_eq(problems, 0);
+    evs_close(st);
+}
+
+Test(store, second_opener_is_refused)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_store *b = NULL;
+    evs_error err;
+    cr_assert_eq(evs_open(dir, NULL, &b, &err), EVS_ELOCKED);
+    cr_assert(strstr(err.msg, "in use") != NULL);
+    evs_close(st);
+}
+
+Test(store, ten_thousand_streams)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_field f = {S("k"), S("v")};
+    evs_append a[100];
+    char names[100][16];
+    for (int b = 0; b < 100; b++) {
+        for (int i = 0; i < 100; i++) {
+            sprintf(names[i], "st/%d", b * 100 + i);
+            a[i] = (evs_append){S(names[i]), EVS_ID_AUTO, {0, 0}, &f, 1, false};
+        }
+        evs_error err;
+        cr_assert_eq(evs_append_batch(st, a, 100, NULL, &err), 0, "%s", err.msg);
+    }
+    evs_store_stats stats;
+    evs_store_stats_get(st, &stats);
+    cr_assert_eq(stats.streams, 10000);
+    evs_close(st);
+    st = open_store(dir, NULL);
+    evs_store_stats_get(st, &stats);
+    cr_assert_eq(stats.streams, 10000);
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(st, S("st/9999"), &info), 0);
+    cr_assert_eq(info.length, 1);
+    evs_close(st);
+}
+
+Test(store, binary_names_and_big_entries)
+{
+    evs_store *st = open_store(dir, NULL);
+    char name[] = "a/../..\0\xff/b";
+    evs_slice nm = {name, sizeof name - 1};
+    size_t big = 1 << 20;
+    char *v = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        v[i] = (char)(i * 31);
+    evs_field f = {S("blob"), {v, big}};
+    evs_append a = {nm, EVS_ID_AUTO, {0, 0}, &f, 1, false};
+    evs_error err;
+    evs_id id;
+    cr_assert_eq(evs_append_one(st, &a, &id, &err), 0, "%s", err.msg);
+    evs_close(st);
+    st = open_store(dir, NULL);
+    evs_iter *it;
+    cr_assert_eq(evs_iter_open(st, nm, NULL, &it, &err), 0);
+    const evs_entry *e;
+    cr_assert_eq(evs_iter_next(it, &e, &err), 1);
+    cr_assert_eq(e->fields[0].value.len, big);
+    cr_assert(memcmp(e->fields[0].value.ptr, v, big) == 0);
+    evs_iter_close(it);
+    evs_close(st);
+    free(v);
+}
+
+Test(store, empty_and_single_entry_streams)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_id got[4];
+    cr_assert_eq(read_ids(st, "none", NULL, got, 4), EVS_ENOTFOUND);
+    evs_id id;
+    cr_assert_eq(add(st, "one", EVS_ID_AUTO, EVS_ID_MIN, &id, "k", "v", NULL), 0);
+    evs_query q;
+    evs_query_init(&q);
+    q.reverse = true;
+    cr_assert_eq(read_ids(st, "one", &q, got, 4), 1);
+    cr_assert_eq(read_ids(st, "one", NULL, got, 4), 1);
+    size_t n;
+    evs_error err;
+    cr_assert_eq(evs_delete(st, S("one"), &id, 1, &n, &err), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(read_ids(st, "one", NULL, got, 4), 0);
+    cr_assert_eq(read_ids(st, "one", &q, got, 4), 0);
+    evs_close(st);
+}
+
+struct tharg {
+    evs_store *st;
+    int t;
+};
+
+static void *appender(void *p)
+{
+    struct tharg *a = p;
+    char s[16];
+    sprintf(s, "c%d", a->t % 3);
+    for (int i = 0; i < 500; i++) {
+        char v[32];
+        sprintf(v, "%d-%d", a->t, i);
+        cr_assert_eq(add(a->st, s, EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
+    }
+    return NULL;
+}
+
+Test(store, concurrent_appenders_and_readers)
+{
+    evs_store *st = open_store(dir, NULL);
+    pthread_t th[8];
+    struct tharg args[8];
+    for (int i = 0; i < 8; i++) {
+        args[i] = (struct tharg){st, i};
+        pthread_create(&th[i], NULL, appender, &args[i]);
+    }
+    for (int r = 0; r < 20; r++) {
+        evs_id got[8];
+        read_ids(st, "c0", NULL, got, 8);
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    uint64_t total = 0;
+    for (int c = 0; c < 3; c++) {
+        char s[8];
+        sprintf(s, "c%d", c);
+        evs_stream_info info;
+        cr_assert_eq(evs_stream_info_get(st, S(s), &info), 0);
+        total += info.length;
+    }
+    cr_assert_eq(total, 4000);
+    evs_store_stats stats;
+    evs_store_stats_get(st, &stats);
+    cr_assert_lt(stats.batches, 4000, "group commit never batched");
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    evs_close(st);
+}

@@ -205,6 +205,8 @@ static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_err
         rec_hdr h;
         if ((rc = peek(it, p, &h, err)))
             goto out_err;
+        if (evs_id_cmp((evs_id){h.id_ms, h.id_seq}, it->lo) < 0)
+            break; /* below the start: nothing further back is wanted (nor read) */
         if ((rc = grow(it, it->n + 1)))
             goto out;
         it->pos[it->n] = p;

@@ -1,0 +1,34 @@
+/*
+ * cli.h — what the subcommands share: exit codes, option helpers, JSON output.
+ */
+#ifndef EVS_CLI_H
+#define EVS_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "evstore.h"
+
+/* Exit codes, the same for every subcommand (documented in --help and README). */
+enum { EXIT_OK = 0, EXIT_PROBLEMS = 1, EXIT_USAGE = 2, EXIT_FAILURE_ = 3 };
+
+int cmd_verify(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
+int cmd_append(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* The value of environment variable `env` if set, else def. */
+const char *cli_env(const char *env, const char *def);
+/* Parse "always|everysec|no"; -1 if neither. */
+int cli_fsync_mode(const char *s);
+/* Parse a size with an optional k/m/g suffix (powers of 1024); false if malformed. */
+bool cli_size(const char *s, uint64_t *out);
+/* Log sink for evs_options.log: "<time> <level> <msg>" on stderr. */
+void cli_log(void *arg, int level, const char *msg);
+
+/* JSON: write `len` bytes as a JSON string (invalid UTF-8 bytes become \u00XX). */
+void json_str(FILE *f, const void *p, size_t len);
+
+#endif

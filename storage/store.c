@@ -531,7 +531,7 @@ static int load_segments(evs_store *st, evs_error *err)
         }
     }
     closedir(d);
-    if (!rc)
+    if (!rc && st->nsegs > 1)
         qsort(st->segs, st->nsegs, sizeof *st->segs, cmp_seg);
     return rc;
 }
@@ -979,6 +979,7 @@ static void store_free(evs_store *st)
     idx_batch_free(st->ib);
     free(st->touched);
     free(st->iov);
+    free(st->brecs);
     rec_buf_release(&st->hdrs);
     if (st->lockfd >= 0)
         close(st->lockfd);

@@ -749,7 +749,9 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
             for (;;) {
                 rec_hdr g;
                 uint64_t gsz;
-                rec_check_hdr(p + o, size - o, &g, &gsz);
+                if (rec_check(p + o, size - o, &g, &gsz) != REC_OK)
+                    return evs_err_set(err, EVS_ECORRUPT, "segment %s changed during recovery",
+                                       s->name);
                 evs_error e;
                 int rc = store_apply_record(st, &g, p + o + REC_HDR_SIZE, s->base + o, gsz, &e);
                 if (rc == -ENOMEM)
@@ -806,6 +808,13 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
         evs_log(st, EVS_LOG_ERROR,
                 "corruption: segment %s offset %" PRIu64 ": %s; %s", s->name, off,
                 rec_check_str(c), more ? "resuming at the next valid record" : "rest of file unreadable");
+        if (group_start != REC_POS_NONE) {
+            /* the group's end is lost in the corruption: its records are not applied */
+            evs_log(st, EVS_LOG_ERROR,
+                    "corruption: atomic group at segment %s offset %" PRIu64 " has no end; skipped",
+                    s->name, group_start);
+            group_start = REC_POS_NONE;
+        }
         if (!more)
             break;
         off = next;

@@ -28,7 +28,7 @@ enum rec_kind {
     REC_TOMBSTONE = 2, /* XDEL of header id in header stream: body = nil                       */
     REC_STREAM = 3,    /* stream lifecycle: body = [op, name(bin), ...] (rec_stream_op)        */
     REC_GROUP = 4,     /* consumer-group event (consumer-groups issue): body = array           */
-    REC_SEAL = 5,      /* last record of a sealed segment: body = [records, first_pos]         */
+    REC_SEAL = 5,      /* last record of a sealed segment: body = [0, segment base]          */
     REC_TRIM = 6,      /* entries below header id are gone (XTRIM, retention): body = [count]  */
     REC_EPOCH = 7,     /* start of an epoch (replication issue): body = [epoch, uuid, pos]     */
 };

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# test_cli.sh — the real evstore binary: append, dump, verify, exit codes, a corrupt segment
+# reported with file and offset, and a folder held by another process refused.
+set -u
+E=${1:?usage: test_cli.sh path/to/evstore}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+pass=0 fail=0
+check() { # name, condition...
+  local name=$1; shift
+  if "$@"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL: $name" >&2; fi
+}
+
+d=$dir/store
+id1=$("$E" append --data "$d" s source a type t1 payload '{"x":1}')
+id2=$("$E" append --data "$d" s source b type t2 payload 'caf\xc3\xa9')
+check "append prints IDs" grep -Eq '^[0-9]+-[0-9]+ [0-9]+-[0-9]+$' <<<"$id1 $id2"
+"$E" append --data "$d" --id 5-1 s k v >/dev/null 2>"$dir/err"; rc=$?
+check "explicit smaller ID refused with exit 3" [ $rc -eq 3 ]
+check "smaller ID message" grep -q "equal or smaller" "$dir/err"
+out=$("$E" dump --data "$d" s)
+check "dump prints two JSON lines" [ "$(printf '%s\n' "$out" | wc -l)" -eq 2 ]
+check "dump JSON escapes payload" grep -q '"payload":"{\\"x\\":1}"' <<<"$out"
+out=$("$E" dump --data "$d" s --after "$id1")
+check "dump --after" grep -q "\"id\":\"$id2\"" <<<"$out"
+check "dump --after excludes the start" bash -c "! grep -q '\"id\":\"$id1\"' <<<'$out'"
+out=$("$E" dump --data "$d" s --reverse --limit 1)
+check "dump --reverse --limit 1 is the newest" grep -q "\"id\":\"$id2\"" <<<"$out"
+"$E" verify --data "$d" >"$dir/v"; rc=$?
+check "verify clean exits 0" [ $rc -eq 0 ]
+check "verify summary" grep -q "0 problems" "$dir/v"
+"$E" verify --bogus >/dev/null 2>&1; rc=$?
+check "unusable arguments exit 2" [ $rc -eq 2 ]
+"$E" verify --data "$dir/nothing-here" >/dev/null 2>&1; rc=$?
+check "missing folder exits 3" [ $rc -eq 3 ]
+
+# many entries so that a flip lands inside a record, then flip a byte in the middle
+for i in $(seq 1 30); do "$E" append --data "$d" --fsync no s n "$i" payload "some payload bytes $i" >/dev/null; done
+seg=$(ls "$d"/log/*.seg | head -1)
+size=$(stat -c %s "$seg")
+off=$((size / 2))
+printf '\xff' | dd of="$seg" bs=1 seek=$off conv=notrunc status=none
+"$E" verify --data "$d" >"$dir/v" 2>&1; rc=$?
+check "verify finds the flip: exit 1" [ $rc -eq 1 ]
+check "verify names segment and offset" grep -qE "segment 0+\.seg offset [0-9]+" "$dir/v"
+check "verify names the stream" grep -q "stream s" "$dir/v"
+
+# a folder held by another process is refused, naming it
+d2=$dir/held
+"$E" append --data "$d2" s k v >/dev/null
+exec 9>"$d2/LOCK"
+flock -x 9
+"$E" verify --data "$d2" >/dev/null 2>"$dir/err"; rc=$?
+check "held folder refused" [ $rc -eq 3 ]
+check "held folder message" grep -q "in use by another process" "$dir/err"
+exec 9>&-
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

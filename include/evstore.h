@@ -233,6 +233,7 @@ typedef struct evs_store_stats {
     uint64_t batch_max;      /* largest batch (records) since open                             */
     uint64_t recovered_records; /* records re-indexed from the tail on open                    */
     uint64_t torn_bytes;     /* bytes cut from a torn tail on open                             */
+    uint64_t records_read;   /* records read and CRC-checked by iterators since open           */
 } evs_store_stats;
 
 void evs_store_stats_get(evs_store *st, evs_store_stats *out);

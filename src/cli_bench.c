@@ -1,2 +1,550 @@
+/*
+ * cli_bench.c — `evstore bench`: the storage benchmarks of docs/benchmarks.md. Each prints
+ * human-readable lines, then one machine-readable line "bench=<name> key=value ...". Every
+ * run starts with the machine's own reference (4 KiB append+fdatasync rate and latency, 64 KiB
+ * durable bandwidth) measured in the same invocation, because this machine is shared and noisy:
+ * figures are compared to that reference, not to numbers from another day.
+ */
 #include "cli.h"
-int cmd_bench(int argc, char **argv) { (void)argc; (void)argv; return 2; }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *help =
+    "usage: evstore bench [--dir DIR] [--quick] [--entries N] [NAME ...]\n"
+    "\n"
+    "Storage benchmarks. NAME is one or more of:\n"
+    "  reference      4 KiB append+fdatasync rate and latency, 64 KiB durable bandwidth\n"
+    "  append-nosync  200-byte entries, --fsync no, one thread (async batches of 256)\n"
+    "  append-always  --fsync always, 64 threads x batches of 16 (1,024 in flight)\n"
+    "  latency        --fsync always at a steady 10,000 entries/s: ack latency p50/p99\n"
+    "  replay         forward read of the append-nosync stream from page cache\n"
+    "  filter         read by type at 1% selectivity vs a full read\n"
+    "  open           open + first read of a store of --entries entries, after a clean\n"
+    "                 shutdown and after SIGKILL; peak RSS while appending them\n"
+    "Default: all of them (the reference always runs first).\n"
+    "\n"
+    "  --dir DIR      scratch folder (default: a new folder under ./bench-tmp, removed after)\n"
+    "  --entries N    entries for the open benchmark (default 10,000,000; --quick: 1,000,000)\n"
+    "  --quick        smaller runs, for a smoke test\n";
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(uint64_t *v, size_t n, double p)
+{
+    if (!n)
+        return 0;
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return (double)v[i];
+}
+
+static char scratch[4096];
+static bool quick;
+static double ref_p99_us, ref_rate, ref_bw;
+
+static void die(const char *what, const evs_error *err)
+{
+    fprintf(stderr, "evstore bench: %s: %s\n", what, err ? err->msg : strerror(errno));
+    exit(EXIT_FAILURE_);
+}
+
+static evs_store *scratch_store(const char *name, evs_fsync_mode mode)
+{
+    char p[4200];
+    snprintf(p, sizeof p, "%s/%s", scratch, name);
+    evs_options o;
+    evs_options_init(&o);
+    o.fsync = mode;
+    o.log = cli_log;
+    evs_store *st;
+    evs_error err;
+    if (evs_open(p, &o, &st, &err))
+        die("open", &err);
+    return st;
+}
+
+/* ---- reference --------------------------------------------------------------------------- */
+
+static void bench_reference(void)
+{
+    char p[4200];
+    snprintf(p, sizeof p, "%s/ref.dat", scratch);
+    int fd = open(p, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        die("reference file", NULL);
+    size_t n = quick ? 500 : 2000;
+    uint64_t *lat = malloc(n * sizeof *lat);
+    static char buf[65536];
+    memset(buf, 'r', sizeof buf);
+    uint64_t t0 = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        uint64_t a = now_ns();
+        if (pwrite(fd, buf, 4096, (off_t)(i * 4096)) != 4096 || fdatasync(fd))
+            die("reference write", NULL);
+        lat[i] = now_ns() - a;
+    }
+    double secs = (double)(now_ns() - t0) / 1e9;
+    qsort(lat, n, sizeof *lat, cmp_u64);
+    ref_rate = (double)n / secs;
+    ref_p99_us = pct(lat, n, 0.99) / 1000;
+    size_t nb = quick ? 200 : 800;
+    t0 = now_ns();
+    for (size_t i = 0; i < nb; i++)
+        if (pwrite(fd, buf, sizeof buf, (off_t)(n * 4096 + i * sizeof buf)) != (ssize_t)sizeof buf ||
+            fdatasync(fd))
+            die("reference write", NULL);
+    ref_bw = (double)nb * sizeof buf / ((double)(now_ns() - t0) / 1e9) / 1e6;
+    close(fd);
+    unlink(p);
+    printf("reference: 4 KiB append+fdatasync %.0f/s, p50 %.3f ms, p99 %.3f ms; 64 KiB durable "
+           "appends %.0f MB/s\n",
+           ref_rate, pct(lat, n, 0.5) / 1e6, ref_p99_us / 1000, ref_bw);
+    printf("bench=reference fsync_per_s=%.0f fsync_p50_ms=%.3f fsync_p99_ms=%.3f "
+           "durable_64k_mb_s=%.0f\n",
+           ref_rate, pct(lat, n, 0.5) / 1e6, ref_p99_us / 1000, ref_bw);
+    free(lat);
+}
+
+/* ---- appends ----------------------------------------------------------------------------- */
+
+static char payload[171];
+
+static void entry_fields(evs_field *f, uint64_t i, char *tbuf)
+{
+    /* type + payload: about 200 bytes of msgpack body */
+    snprintf(tbuf, 16, "t%02u", (unsigned)(i % 100));
+    f[0] = (evs_field){{getenv("NOTYPE") ? "kind" : "type", 4}, {tbuf, strlen(tbuf)}};
+    f[1] = (evs_field){{"payload", 7}, {payload, sizeof payload - 1}};
+}
+
+typedef struct inflight {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    uint64_t done;
+    int failed;
+} inflight;
+
+static void inflight_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    (void)ids;
+    (void)err;
+    inflight *f = arg;
+    pthread_mutex_lock(&f->mu);
+    f->n--;
+    f->done += n;
+    if (rc)
+        f->failed = rc;
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Append `total` entries to `stream` from this thread in async batches of `batch`, at most
+ * `window` batches outstanding. Returns seconds taken. */
+static double fill(evs_store *st, const char *stream, uint64_t total, size_t batch, int window,
+                   const char *rare_every_100)
+{
+    evs_append *a = calloc(batch, sizeof *a);
+    evs_field *f = calloc(batch * 2, sizeof *f);
+    char (*t)[16] = calloc(batch, 16);
+    inflight fl = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    uint64_t t0 = now_ns();
+    for (uint64_t i = 0; i < total; i += batch) {
+        size_t n = total - i < batch ? (size_t)(total - i) : batch;
+        for (size_t j = 0; j < n; j++) {
+            entry_fields(&f[2 * j], i + j, t[j]);
+            if (rare_every_100)
+                snprintf(t[j], 16, "%s", (i + j) % 100 == 0 ? "rare" : "common"),
+                    f[2 * j].value.len = strlen(t[j]);
+            a[j] = (evs_append){{stream, strlen(stream)}, EVS_ID_AUTO, {0, 0}, &f[2 * j], 2, false};
+        }
+        pthread_mutex_lock(&fl.mu);
+        while (fl.n >= window)
+            pthread_cond_wait(&fl.cv, &fl.mu);
+        fl.n++;
+        pthread_mutex_unlock(&fl.mu);
+        int rc = evs_submit(st, a, n, inflight_done, &fl);
+        if (rc) {
+            evs_error e;
+            snprintf(e.msg, sizeof e.msg, "%s", evs_strerror(rc));
+            die("submit", &e);
+        }
+    }
+    pthread_mutex_lock(&fl.mu);
+    while (fl.n > 0)
+        pthread_cond_wait(&fl.cv, &fl.mu);
+    pthread_mutex_unlock(&fl.mu);
+    if (fl.failed) {
+        evs_error e;
+        snprintf(e.msg, sizeof e.msg, "%s", evs_strerror(fl.failed));
+        die("append", &e);
+    }
+    double secs = (double)(now_ns() - t0) / 1e9;
+    free(a);
+    free(f);
+    free(t);
+    return secs;
+}
+
+static evs_store *nosync_store; /* kept for replay */
+
+static void bench_append_nosync(void)
+{
+    uint64_t total = quick ? 500000 : 3000000;
+    nosync_store = scratch_store("nosync", EVS_FSYNC_NO);
+    double secs = fill(nosync_store, "bench", total, 256, 16, NULL);
+    evs_store_stats s;
+    evs_store_stats_get(nosync_store, &s);
+    double rate = (double)total / secs;
+    printf("append-nosync: %" PRIu64 " entries of ~200 bytes in %.2f s: %.0f entries/s, %.0f MB/s "
+           "of log, %" PRIu64 " batches\n",
+           total, secs, rate, (double)s.log_bytes / secs / 1e6, s.batches);
+    printf("bench=append-nosync entries=%" PRIu64 " entries_per_s=%.0f log_mb_s=%.0f\n", total, rate,
+           (double)s.log_bytes / secs / 1e6);
+}
+
+struct athread {
+    evs_store *st;
+    uint64_t per_thread;
+    int t;
+};
+
+static void *always_thread(void *p)
+{
+    struct athread *a = p;
+    evs_append req[16];
+    evs_field f[32];
+    char t[16][16];
+    char stream[16];
+    snprintf(stream, sizeof stream, "s%d", a->t % 8);
+    for (uint64_t i = 0; i < a->per_thread; i += 16) {
+        for (int j = 0; j < 16; j++) {
+            entry_fields(&f[2 * j], i + (uint64_t)j, t[j]);
+            req[j] = (evs_append){{stream, strlen(stream)}, EVS_ID_AUTO, {0, 0}, &f[2 * j], 2, false};
+        }
+        evs_error err;
+        if (evs_append_batch(a->st, req, 16, NULL, &err))
+            die("append", &err);
+    }
+    return NULL;
+}
+
+static void bench_append_always(void)
+{
+    evs_store *st = scratch_store("always", EVS_FSYNC_ALWAYS);
+    int threads = 64;
+    uint64_t per = quick ? 4096 : 32768;
+    pthread_t th[64];
+    struct athread args[64];
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < threads; i++) {
+        args[i] = (struct athread){st, per, i};
+        pthread_create(&th[i], NULL, always_thread, &args[i]);
+    }
+    for (int i = 0; i < threads; i++)
+        pthread_join(th[i], NULL);
+    double secs = (double)(now_ns() - t0) / 1e9;
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    uint64_t total = per * (uint64_t)threads;
+    double rate = (double)total / secs, mbs = (double)s.log_bytes / secs / 1e6;
+    printf("append-always: %" PRIu64 " entries, 64 threads x batches of 16: %.0f entries/s, %.0f MB/s "
+           "(%.0f%% of the 64 KiB durable bandwidth), %" PRIu64 " fsyncs, mean batch %.0f records\n",
+           total, rate, mbs, 100 * mbs / ref_bw, s.fsyncs, (double)s.appends / (double)s.batches);
+    printf("bench=append-always entries=%" PRIu64 " entries_per_s=%.0f log_mb_s=%.0f "
+           "pct_of_durable_bw=%.0f fsyncs=%" PRIu64 "\n",
+           total, rate, mbs, 100 * mbs / ref_bw, s.fsyncs);
+    evs_close(st);
+}
+
+/* ---- latency at a steady offered load ---------------------------------------------------- */
+
+typedef struct lat_slot {
+    uint64_t sent;
+    uint64_t *out;
+    atomic_size_t *n;
+} lat_slot;
+
+static void lat_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    (void)ids;
+    (void)n;
+    (void)err;
+    lat_slot *s = arg;
+    if (rc == 0) {
+        size_t i = atomic_fetch_add(s->n, 1);
+        s->out[i] = now_ns() - s->sent;
+    }
+    free(s);
+}
+
+static void bench_latency(void)
+{
+    evs_store *st = scratch_store("latency", EVS_FSYNC_ALWAYS);
+    double rate = 10000, secs = quick ? 2 : 5;
+    size_t total = (size_t)(rate * secs);
+    uint64_t *lat = calloc(total, sizeof *lat);
+    atomic_size_t n = 0;
+    evs_field f[2];
+    char t[16];
+    uint64_t start = now_ns();
+    for (size_t i = 0; i < total; i++) {
+        uint64_t due = start + (uint64_t)((double)i * 1e9 / rate);
+        uint64_t now;
+        while ((now = now_ns()) < due) {
+            if (due - now > 60000) {
+                struct timespec ts = {0, (long)(due - now - 50000)};
+                nanosleep(&ts, NULL);
+            }
+        }
+        entry_fields(f, i, t);
+        evs_append a = {{"lat", 3}, EVS_ID_AUTO, {0, 0}, f, 2, false};
+        lat_slot *s = malloc(sizeof *s);
+        s->sent = due; /* from when it was due: a late send counts against us */
+        s->out = lat;
+        s->n = &n;
+        if (evs_submit(st, &a, 1, lat_done, s))
+            die("submit", NULL);
+    }
+    evs_close(st); /* waits for the queue */
+    size_t got = atomic_load(&n);
+    qsort(lat, got, sizeof *lat, cmp_u64);
+    double p50 = pct(lat, got, 0.5) / 1e6, p99 = pct(lat, got, 0.99) / 1e6,
+           p999 = pct(lat, got, 0.999) / 1e6;
+    printf("latency: %zu entries at %.0f/s with fsync always: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms; "
+           "p99 is %.2fx the reference 4 KiB append+fdatasync p99 (%.3f ms)\n",
+           got, rate, p50, p99, p999, p99 / (ref_p99_us / 1000), ref_p99_us / 1000);
+    printf("bench=latency rate=%.0f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f p99_vs_fsync_p99=%.2f\n", rate,
+           p50, p99, p999, p99 / (ref_p99_us / 1000));
+    free(lat);
+}
+
+/* ---- reads ------------------------------------------------------------------------------- */
+
+static uint64_t read_all(evs_store *st, const char *stream, const evs_query *q)
+{
+    evs_iter *it;
+    evs_error err;
+    if (evs_iter_open(st, (evs_slice){stream, strlen(stream)}, q, &it, &err))
+        die("iter", &err);
+    const evs_entry *e;
+    uint64_t n = 0, bytes = 0;
+    int rc;
+    while ((rc = evs_iter_next(it, &e, &err)) == 1) {
+        n++;
+        bytes += e->fields[0].value.len;
+    }
+    if (rc < 0)
+        die("read", &err);
+    evs_iter_close(it);
+    return n + (bytes & 0); /* bytes touched so the fields are really decoded */
+}
+
+static void bench_replay(void)
+{
+    if (!nosync_store) {
+        nosync_store = scratch_store("nosync", EVS_FSYNC_NO);
+        fill(nosync_store, "bench", quick ? 500000 : 3000000, 256, 16, NULL);
+    }
+    read_all(nosync_store, "bench", NULL); /* warm the page cache */
+    double best = 0;
+    uint64_t n = 0;
+    for (int r = 0; r < 3; r++) {
+        uint64_t t0 = now_ns();
+        n = read_all(nosync_store, "bench", NULL);
+        double rate = (double)n / ((double)(now_ns() - t0) / 1e9);
+        if (rate > best)
+            best = rate;
+    }
+    printf("replay: forward read of %" PRIu64 " entries from page cache: %.0f entries/s (best of 3)\n",
+           n, best);
+    printf("bench=replay entries=%" PRIu64 " entries_per_s=%.0f\n", n, best);
+    evs_close(nosync_store);
+    nosync_store = NULL;
+}
+
+static void bench_filter(void)
+{
+    evs_store *st = scratch_store("filter", EVS_FSYNC_NO);
+    uint64_t total = quick ? 200000 : 1000000;
+    fill(st, "f", total, 256, 16, "rare");
+    read_all(st, "f", NULL);
+    evs_store_stats s0, s1, s2;
+    evs_store_stats_get(st, &s0);
+    uint64_t t0 = now_ns();
+    uint64_t all = read_all(st, "f", NULL);
+    double t_all = (double)(now_ns() - t0) / 1e9;
+    evs_store_stats_get(st, &s1);
+    evs_query q;
+    evs_query_init(&q);
+    q.type = (evs_slice){"rare", 4};
+    t0 = now_ns();
+    uint64_t rare = read_all(st, "f", &q);
+    double t_rare = (double)(now_ns() - t0) / 1e9;
+    evs_store_stats_get(st, &s2);
+    uint64_t r_all = s1.records_read - s0.records_read, r_rare = s2.records_read - s1.records_read;
+    printf("filter: %" PRIu64 " of %" PRIu64 " entries have type=rare; full read %.1f ms reading %" PRIu64
+           " records, filtered read %.1f ms reading %" PRIu64 " records (%.2f%% of the records, "
+           "%.2f%% of the time)\n",
+           rare, all, t_all * 1e3, r_all, t_rare * 1e3, r_rare, 100.0 * (double)r_rare / (double)r_all,
+           100 * t_rare / t_all);
+    printf("bench=filter entries=%" PRIu64 " matches=%" PRIu64 " records_read_pct=%.2f time_pct=%.2f\n",
+           all, rare, 100.0 * (double)r_rare / (double)r_all, 100 * t_rare / t_all);
+    evs_close(st);
+}
+
+/* ---- open time and memory ---------------------------------------------------------------- */
+
+static double open_and_first_read(const char *path, const char *stream)
+{
+    uint64_t t0 = now_ns();
+    evs_options o;
+    evs_options_init(&o);
+    evs_store *st;
+    evs_error err;
+    if (evs_open(path, &o, &st, &err))
+        die("open", &err);
+    evs_query q;
+    evs_query_init(&q);
+    q.reverse = true;
+    q.limit = 1;
+    if (read_all(st, stream, &q) != 1)
+        die("first read", NULL);
+    double ms = (double)(now_ns() - t0) / 1e6;
+    evs_close(st);
+    return ms;
+}
+
+static void bench_open(uint64_t entries)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/open", scratch);
+    evs_store *st = scratch_store("open", EVS_FSYNC_NO);
+    struct rusage ru0;
+    getrusage(RUSAGE_SELF, &ru0);
+    double secs = fill(st, "big", entries, 1024, 8, NULL);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    evs_close(st);
+    double clean = open_and_first_read(path, "big");
+    /* SIGKILL during appends, then open */
+    pid_t pid = fork();
+    if (pid == 0) {
+        evs_options o;
+        evs_options_init(&o);
+        o.fsync = EVS_FSYNC_NO;
+        evs_store *c;
+        evs_error err;
+        if (evs_open(path, &o, &c, &err))
+            _exit(2);
+        fill(c, "big", UINT64_MAX / 2, 256, 16, NULL);
+        _exit(0);
+    }
+    usleep(1500000);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    double killed = open_and_first_read(path, "big");
+    printf("open: store of %" PRIu64 " entries (%.1f GB of log, appended at %.0f entries/s): open + "
+           "first read %.1f ms after clean shutdown, %.1f ms after SIGKILL; peak RSS while appending "
+           "%.1f MiB (%.1f MiB before)\n",
+           entries, (double)s.log_bytes / 1e9, (double)entries / secs, clean, killed,
+           (double)ru.ru_maxrss / 1024, (double)ru0.ru_maxrss / 1024);
+    printf("bench=open entries=%" PRIu64 " clean_ms=%.1f sigkill_ms=%.1f peak_rss_mib=%.1f\n", entries,
+           clean, killed, (double)ru.ru_maxrss / 1024);
+}
+
+static int rm_tree(const char *p)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", p);
+    return system(cmd);
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *dir = NULL;
+    uint64_t entries = 0;
+    static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
+                                         {"entries", required_argument, NULL, 'n'},
+                                         {"quick", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "d:n:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': dir = optarg; break;
+        case 'n': entries = strtoull(optarg, NULL, 10); break;
+        case 'q': quick = true; break;
+        case 'h': fputs(help, stdout); return EXIT_OK;
+        default: fputs(help, stderr); return EXIT_USAGE;
+        }
+    }
+    if (!entries)
+        entries = quick ? 1000000 : 10000000;
+    bool own = !dir;
+    if (own) {
+        mkdir("bench-tmp", 0755);
+        snprintf(scratch, sizeof scratch, "bench-tmp/run-%d", (int)getpid());
+    } else {
+        snprintf(scratch, sizeof scratch, "%s", dir);
+    }
+    if (mkdir(scratch, 0755) && errno != EEXIST)
+        die(scratch, NULL);
+    memset(payload, 'p', sizeof payload - 1);
+    const char *all[] = {"append-nosync", "replay", "append-always", "latency", "filter", "open"};
+    const char **names = optind < argc ? (const char **)argv + optind : all;
+    int n = optind < argc ? argc - optind : (int)(sizeof all / sizeof *all);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    bench_reference();
+    for (int i = 0; i < n; i++) {
+        const char *b = names[i];
+        if (!strcmp(b, "reference"))
+            continue;
+        else if (!strcmp(b, "append-nosync"))
+            bench_append_nosync();
+        else if (!strcmp(b, "append-always"))
+            bench_append_always();
+        else if (!strcmp(b, "latency"))
+            bench_latency();
+        else if (!strcmp(b, "replay"))
+            bench_replay();
+        else if (!strcmp(b, "filter"))
+            bench_filter();
+        else if (!strcmp(b, "open"))
+            bench_open(entries);
+        else {
+            fprintf(stderr, "evstore bench: unknown benchmark '%s'\n", b);
+            return EXIT_USAGE;
+        }
+    }
+    if (nosync_store)
+        evs_close(nosync_store);
+    if (own)
+        rm_tree(scratch);
+    return EXIT_OK;
+}

@@ -31,6 +31,7 @@
 
 struct idx;
 struct idx_batch;
+struct postings;
 struct wop;
 
 int evs_err_set(evs_error *err, int code, const char *fmt, ...)
@@ -171,6 +172,7 @@ struct evs_store {
     uint64_t synced_to;            /* log bytes known durable                                */
     uint64_t last_sync_ns;
     struct idx_batch *ib;
+    struct postings *post;         /* filter groups of the batch being applied               */
     stream **touched;
     size_t ntouched, touchcap;
     struct iovec *iov;
@@ -201,7 +203,7 @@ struct evs_store {
     void *hook_arg;
 
     /* stats */
-    atomic_uint_fast64_t n_appends, n_batches, n_fsyncs, fsync_ns, fsync_ns_max, batch_max;
+    atomic_uint_fast64_t n_reads, n_appends, n_batches, n_fsyncs, fsync_ns, fsync_ns_max, batch_max;
     uint64_t recovered_records, torn_bytes;
 };
 
@@ -235,6 +237,10 @@ void store_seg_put(segment *s);
  * returned segment reference is held) and *size. EVS_ECORRUPT with a message otherwise. */
 int store_read_record(evs_store *st, uint64_t pos, const char *stream_name, rec_hdr *h,
                       const uint8_t **body, uint64_t *size, segment **ref, evs_error *err);
+/* The same for a record this reader has already checked with store_read_record (the bytes of
+ * a record never change while it is in the log): header bounds only, no CRC. */
+int store_read_checked(evs_store *st, uint64_t pos, const char *stream_name, rec_hdr *h,
+                       const uint8_t **body, uint64_t *size, segment **ref, evs_error *err);
 
 /* Writer thread */
 void *writer_main(void *arg);

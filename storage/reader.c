@@ -20,6 +20,7 @@
  */
 #include "index.h"
 #include "internal.h"
+#include "postings.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -40,6 +41,7 @@ struct evs_iter {
     evs_query q;
     evs_id lo, hi;              /* inclusive bounds in force                                  */
     uint64_t emitted;
+    uint64_t reads;             /* records read, added to the store's counter at close        */
     int mode;
     bool done;
     /* the current block (forward) or chunk (filtered), in emission order */
@@ -129,6 +131,7 @@ static int peek(evs_iter *it, uint64_t pos, rec_hdr *h, evs_error *err)
     int rc = store_read_record(it->st, pos, it->pname, h, &body, &size, &ref, err);
     if (rc)
         return rc;
+    it->reads++;
     store_seg_put(ref);
     if (h->kind != REC_ENTRY || h->stream != it->s->no)
         return evs_err_set(err, EVS_ECORRUPT,
@@ -335,7 +338,25 @@ out:
     return rc;
 }
 
-/* Filtered: load the next chunk of (id, pos) from the filt table. */
+/* Position c at the last key <= key within the prefix, or the first key of the prefix. */
+static int seek_floor(idx_cur *c, const uint8_t *key, size_t kl, size_t pl, const void **k,
+                      size_t *klo, const void **v, size_t *vl)
+{
+    int rc = idx_cur_get(c, IDX_GE, key, kl, k, klo, v, vl);
+    if (rc == 0 && *klo == kl && memcmp(*k, key, kl) == 0)
+        return 0;
+    int p = rc == 0 ? idx_cur_get(c, IDX_PREV, NULL, 0, k, klo, v, vl)
+                    : idx_cur_get(c, IDX_LAST, NULL, 0, k, klo, v, vl);
+    if (p == 0 && *klo >= pl && memcmp(*k, key, pl) == 0)
+        return 0;
+    return idx_cur_get(c, IDX_GE, key, kl, k, klo, v, vl);
+}
+
+/*
+ * Filtered: load the next chunk from the filt table. Keys are groups of entries (postings.h),
+ * disjoint and ordered by ID; a chunk is whole groups, at least CHUNK entries unless the
+ * groups run out. `fresume`/`flast`: the first ID of the last group taken.
+ */
 static int load_filter_chunk(evs_iter *it, evs_error *err)
 {
     idx_rtxn *r;
@@ -344,56 +365,54 @@ static int load_filter_chunk(evs_iter *it, evs_error *err)
         return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
     idx_cur *c = NULL;
     it->n = it->i = 0;
-    if ((rc = idx_cur_open(r, IDX_FILT, &c)) || (rc = grow(it, CHUNK)))
+    it->done = true;
+    if ((rc = idx_cur_open(r, IDX_FILT, &c)))
         goto out;
+    bool rev = it->q.reverse;
     uint8_t key[IDX_FILTKEY];
     memcpy(key, it->fprefix, 13);
-    evs_id from = it->q.reverse ? it->hi : it->lo;
-    if (it->fresume) {
-        from = it->flast;
-        if (it->q.reverse ? !id_dec(&from) : !id_inc(&from)) {
-            it->done = true;
-            goto out;
-        }
-    }
+    evs_id from = it->fresume ? it->flast : rev ? it->hi : it->lo;
     idx_be64(key + 13, from.ms);
     idx_be64(key + 21, from.seq);
     const void *k, *v;
     size_t kl, vl;
-    rc = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
-    if (it->q.reverse) {
-        if (rc == 0 && !(kl == IDX_FILTKEY && memcmp(k, key, IDX_FILTKEY) == 0))
-            rc = idx_cur_get(c, IDX_PREV, NULL, 0, &k, &kl, &v, &vl);
-        else if (rc == EVS_ENOTFOUND)
-            rc = idx_cur_get(c, IDX_LAST, NULL, 0, &k, &kl, &v, &vl);
-    }
-    bool full = false;
-    while (rc == 0) {
-        if (kl != IDX_FILTKEY || memcmp(k, it->fprefix, 13) != 0)
+    rc = seek_floor(c, key, sizeof key, 13, &k, &kl, &v, &vl);
+    if (rc == 0 && it->fresume)
+        rc = idx_cur_get(c, rev ? IDX_PREV : IDX_NEXT, NULL, 0, &k, &kl, &v, &vl);
+    for (; rc == 0; rc = idx_cur_get(c, rev ? IDX_PREV : IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+        if (kl != IDX_FILTKEY || memcmp(k, it->fprefix, 13) != 0 || vl % POST_TRIPLE || !vl)
             break;
-        const uint8_t *kk = k;
-        evs_id id = {idx_rd64(kk + 13), idx_rd64(kk + 21)};
-        if (it->q.reverse ? evs_id_cmp(id, it->lo) < 0 : evs_id_cmp(id, it->hi) > 0)
+        size_t cnt = vl / POST_TRIPLE;
+        evs_id first, last;
+        uint64_t p;
+        post_get(v, 0, &first, &p);
+        post_get(v, cnt - 1, &last, &p);
+        if (!rev && evs_id_cmp(first, it->hi) > 0)
             break;
-        if (it->n == CHUNK) {
-            full = true; /* more may follow: resume after flast next time */
+        if (rev && evs_id_cmp(last, it->lo) < 0)
+            break;
+        if (it->n >= CHUNK) {
+            it->done = false; /* more groups follow: resume after flast */
             break;
         }
-        uint64_t p = idx_rd64(v);
-        bool inside = it->q.reverse ? evs_id_cmp(id, it->hi) <= 0 : evs_id_cmp(id, it->lo) >= 0;
-        if (inside && p <= it->snap.last_pos &&
-            !(it->snap.ndels && is_deleted(r, it->s->no, id))) {
+        if ((rc = grow(it, it->n + cnt)))
+            goto out;
+        for (size_t j = 0; j < cnt; j++) {
+            evs_id id;
+            post_get(v, rev ? cnt - 1 - j : j, &id, &p);
+            if (evs_id_cmp(id, it->lo) < 0 || evs_id_cmp(id, it->hi) > 0 || p > it->snap.last_pos)
+                continue;
+            if (it->snap.ndels && is_deleted(r, it->s->no, id))
+                continue;
             it->pos[it->n] = p;
             it->ids[it->n] = id;
             it->n++;
         }
-        it->flast = id;
+        it->flast = first;
         it->fresume = true;
-        rc = idx_cur_get(c, it->q.reverse ? IDX_PREV : IDX_NEXT, NULL, 0, &k, &kl, &v, &vl);
     }
     if (rc == EVS_ENOTFOUND)
         rc = 0;
-    it->done = !full;
 out:
     if (rc)
         evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
@@ -517,8 +536,9 @@ static bool field_eq(const evs_entry *e, const char *name, size_t nl, evs_slice 
     return false;
 }
 
-/* Make the record at pos the current entry. 1 ok, 0 skip (filters), < 0 error. */
-static int load_entry(evs_iter *it, uint64_t pos, evs_error *err)
+/* Make the record at pos the current entry. 1 ok, 0 skip (filters), < 0 error. `checked`:
+ * this iterator already CRC-checked it (block walk, reverse walk); else it is checked here. */
+static int load_entry(evs_iter *it, uint64_t pos, bool checked, evs_error *err)
 {
     if (it->ref) {
         store_seg_put(it->ref);
@@ -527,9 +547,12 @@ static int load_entry(evs_iter *it, uint64_t pos, evs_error *err)
     rec_hdr h;
     const uint8_t *body;
     uint64_t size;
-    int rc = store_read_record(it->st, pos, it->pname, &h, &body, &size, &it->ref, err);
+    int rc = checked ? store_read_checked(it->st, pos, it->pname, &h, &body, &size, &it->ref, err)
+                     : store_read_record(it->st, pos, it->pname, &h, &body, &size, &it->ref, err);
     if (rc)
         return rc;
+    if (!checked)
+        it->reads++;
     if (h.kind != REC_ENTRY || h.stream != it->s->no)
         return evs_err_set(err, EVS_ECORRUPT,
                            "stream %s: log position %" PRIu64 " is not an entry of this stream",
@@ -576,7 +599,7 @@ static int next_fwd(evs_iter *it, evs_error *err)
                 it->done = true;
                 return 0;
             }
-            int rc = load_entry(it, it->pos[j], err);
+            int rc = load_entry(it, it->pos[j], true, err);
             if (rc)
                 return rc;
         }
@@ -619,7 +642,7 @@ static int next_rev(evs_iter *it, evs_error *err)
             if (del)
                 continue;
         }
-        rc = load_entry(it, pos, err);
+        rc = load_entry(it, pos, true, err);
         if (rc)
             return rc;
     }
@@ -632,7 +655,7 @@ static int next_filter(evs_iter *it, evs_error *err)
     for (;;) {
         while (it->i < it->n) {
             size_t j = it->i++;
-            int rc = load_entry(it, it->pos[j], err);
+            int rc = load_entry(it, it->pos[j], false, err);
             if (rc)
                 return rc;
         }
@@ -669,6 +692,7 @@ void evs_iter_close(evs_iter *it)
 {
     if (!it)
         return;
+    atomic_fetch_add(&it->st->n_reads, it->reads);
     store_seg_put(it->ref);
     msgpack_zone_destroy(&it->zone);
     free(it->fields);

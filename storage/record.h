@@ -110,6 +110,8 @@ void rec_buf_release(rec_buf *b);
 
 /* Append the msgpack body of an entry: array of 2n bin. */
 int rec_entry_encode(rec_buf *b, const evs_field *fields, size_t n);
+/* Decoders: the body must come from a record that passed rec_check() (its bounded walk is what
+ * makes msgpack-c safe on outside bytes); they do not walk it again. */
 /* Decode an entry body (already rec_check'ed) with msgpack-c into `zone` (cleared first).
  * fields[] points into body. Returns the number of fields; if more than cap, returns -2 and
  * sets *need; -1 if malformed. */

@@ -24,6 +24,7 @@
  */
 #include "index.h"
 #include "internal.h"
+#include "postings.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -165,8 +166,9 @@ static void id_str(const rec_hdr *h, char *buf)
     evs_id_format((evs_id){h->id_ms, h->id_seq}, buf);
 }
 
-int store_read_record(evs_store *st, uint64_t pos, const char *stream_name, rec_hdr *h,
-                      const uint8_t **body, uint64_t *size, segment **ref, evs_error *err)
+static int read_record(evs_store *st, uint64_t pos, const char *stream_name, rec_hdr *h,
+                       const uint8_t **body, uint64_t *size, segment **ref, bool verify,
+                       evs_error *err)
 {
     segment *s = store_seg_get(st, pos);
     if (!s)
@@ -174,7 +176,10 @@ int store_read_record(evs_store *st, uint64_t pos, const char *stream_name, rec_
                            stream_name, pos);
     uint64_t avail = atomic_load(&s->size);
     uint64_t off = pos - s->base;
-    int rc = off < avail ? rec_check(seg_data(s) + off, avail - off, h, size) : REC_SHORT;
+    int rc = REC_SHORT;
+    if (off < avail)
+        rc = verify ? rec_check(seg_data(s) + off, avail - off, h, size)
+                    : rec_check_hdr(seg_data(s) + off, avail - off, h, size);
     if (rc != REC_OK) {
         char idbuf[EVS_ID_STRLEN] = "unknown";
         rec_hdr hh;
@@ -191,6 +196,18 @@ int store_read_record(evs_store *st, uint64_t pos, const char *stream_name, rec_
     *body = seg_data(s) + off + REC_HDR_SIZE;
     *ref = s;
     return 0;
+}
+
+int store_read_record(evs_store *st, uint64_t pos, const char *stream_name, rec_hdr *h,
+                      const uint8_t **body, uint64_t *size, segment **ref, evs_error *err)
+{
+    return read_record(st, pos, stream_name, h, body, size, ref, true, err);
+}
+
+int store_read_checked(evs_store *st, uint64_t pos, const char *stream_name, rec_hdr *h,
+                       const uint8_t **body, uint64_t *size, segment **ref, evs_error *err)
+{
+    return read_record(st, pos, stream_name, h, body, size, ref, false, err);
 }
 
 /* ---- streams ----------------------------------------------------------------------------- */
@@ -273,19 +290,6 @@ static void entry_filter_fields(const uint8_t *body, uint32_t len, wop *hint)
     msgpack_zone_destroy(&zone);
 }
 
-static int put_filter(evs_store *st, uint32_t no, uint8_t field, uint64_t hash, evs_id id,
-                      uint64_t pos)
-{
-    uint8_t k[IDX_FILTKEY], v[8];
-    idx_be32(k, no);
-    k[4] = field;
-    idx_be64(k + 5, hash);
-    idx_be64(k + 13, id.ms);
-    idx_be64(k + 21, id.seq);
-    idx_be64(v, pos);
-    return idx_batch_put(st->ib, IDX_FILT, k, sizeof k, v, sizeof v);
-}
-
 static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body,
                        uint64_t pos, uint64_t size, const wop *hint)
 {
@@ -328,9 +332,9 @@ static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t
         hint = &local;
     }
     if (!rc && hint->has_source)
-        rc = put_filter(st, s->no, IDX_FIELD_SOURCE, hint->hsource, id, pos);
+        rc = post_add(st->post, st->ib, s->no, IDX_FIELD_SOURCE, hint->hsource, id, pos);
     if (!rc && hint->has_type)
-        rc = put_filter(st, s->no, IDX_FIELD_TYPE, hint->htype, id, pos);
+        rc = post_add(st->post, st->ib, s->no, IDX_FIELD_TYPE, hint->htype, id, pos);
     touch(st, s);
     return rc;
 }
@@ -435,6 +439,8 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
 int store_index_flush(evs_store *st, evs_error *err)
 {
     uint8_t k[EVS_MAX_NAME + 8], v[STREAM_STATE_BYTES + 64];
+    if (post_flush(st->post, st->ib))
+        return evs_err_set(err, -ENOMEM, "index batch: out of memory");
     for (size_t i = 0; i < st->ntouched; i++) {
         stream *s = st->touched[i];
         int rc;
@@ -884,6 +890,7 @@ static int recover(evs_store *st, evs_error *err)
     }
     if (st->opt.read_only) {
         idx_batch_clear(st->ib);
+        post_clear(st->post);
         st->ntouched = 0; /* nothing re-indexed is written; visible state stays the index's */
         for (size_t i = 0; i < st->nbyno; i++)
             if (st->byno[i])
@@ -986,6 +993,7 @@ static void store_free(evs_store *st)
     strtab_release(&st->vtab);
     strtab_release(&st->wtab);
     idx_batch_free(st->ib);
+    post_free(st->post);
     free(st->touched);
     free(st->iov);
     free(st->brecs);
@@ -1031,7 +1039,8 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     st->logdir = path_join(dir, "log");
     st->idxdir = path_join(dir, "index");
     st->ib = idx_batch_new();
-    if (!st->dir || !st->logdir || !st->idxdir || !st->ib || strtab_init(&st->vtab, 64) ||
+    st->post = post_new();
+    if (!st->dir || !st->logdir || !st->idxdir || !st->ib || !st->post || strtab_init(&st->vtab, 64) ||
         strtab_init(&st->wtab, 64)) {
         rc = evs_err_set(err, -ENOMEM, "out of memory");
         goto fail;
@@ -1135,4 +1144,5 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
     o->batch_max = atomic_load(&st->batch_max);
     o->recovered_records = st->recovered_records;
     o->torn_bytes = st->torn_bytes;
+    o->records_read = atomic_load(&st->n_reads);
 }

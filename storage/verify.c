@@ -12,6 +12,7 @@
  */
 #include "index.h"
 #include "internal.h"
+#include "postings.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -151,6 +152,27 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
         problem(v, "segment %s: not sealed but a later segment exists", s->name);
 }
 
+static void check_one(struct vstate *v, const char *what, uint32_t no, evs_id id, uint64_t pos)
+{
+    char nm[160], idb[EVS_ID_STRLEN];
+    sname(v, no, nm, sizeof nm);
+    evs_id_format(id, idb);
+    rec_hdr h;
+    const uint8_t *body;
+    uint64_t size;
+    segment *ref;
+    evs_error e;
+    if (store_read_record(v->st, pos, nm, &h, &body, &size, &ref, &e)) {
+        problem(v, "index %s key (stream %s, entry id %s) -> log position %" PRIu64 ": %s", what,
+                nm, idb, pos, e.msg);
+        return;
+    }
+    store_seg_put(ref);
+    if (h.kind != REC_ENTRY || h.stream != no || h.id_ms != id.ms || h.id_seq != id.seq)
+        problem(v, "index %s key (stream %s, entry id %s) -> log position %" PRIu64
+                   " holds another record", what, nm, idb, pos);
+}
+
 static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const char *what)
 {
     idx_cur *c;
@@ -162,33 +184,24 @@ static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const ch
          rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &val, &vl)) {
         const uint8_t *kk = k;
         uint32_t no = idx_rd32(kk);
-        evs_id id;
-        if (t == IDX_IDS && kl == IDX_IDKEY)
-            id = (evs_id){idx_rd64(kk + 4), idx_rd64(kk + 12)};
-        else if (t == IDX_FILT && kl == IDX_FILTKEY)
-            id = (evs_id){idx_rd64(kk + 13), idx_rd64(kk + 21)};
-        else {
-            problem(v, "index %s table: key of %zu bytes", what, kl);
-            continue;
+        if (t == IDX_IDS && kl == IDX_IDKEY && vl >= 8) {
+            check_one(v, what, no, (evs_id){idx_rd64(kk + 4), idx_rd64(kk + 12)}, idx_rd64(val));
+        } else if (t == IDX_FILT && kl == IDX_FILTKEY && vl && vl % POST_TRIPLE == 0) {
+            evs_id first = {idx_rd64(kk + 13), idx_rd64(kk + 21)}, id, prev = EVS_ID_MIN;
+            uint64_t pos;
+            post_get(val, 0, &id, &pos);
+            if (evs_id_cmp(id, first) != 0)
+                problem(v, "index %s key of stream #%u: first entry differs from the key", what, no);
+            for (size_t i = 0; i < vl / POST_TRIPLE; i++) {
+                post_get(val, i, &id, &pos);
+                if (i && evs_id_cmp(id, prev) <= 0)
+                    problem(v, "index %s key of stream #%u: IDs out of order", what, no);
+                check_one(v, what, no, id, pos);
+                prev = id;
+            }
+        } else {
+            problem(v, "index %s table: malformed key of %zu bytes (value %zu bytes)", what, kl, vl);
         }
-        char nm[160], idb[EVS_ID_STRLEN];
-        sname(v, no, nm, sizeof nm);
-        evs_id_format(id, idb);
-        uint64_t pos = vl >= 8 ? idx_rd64(val) : REC_POS_NONE;
-        rec_hdr h;
-        const uint8_t *body;
-        uint64_t size;
-        segment *ref;
-        evs_error e;
-        if (store_read_record(v->st, pos, nm, &h, &body, &size, &ref, &e)) {
-            problem(v, "index %s key (stream %s, entry id %s) -> log position %" PRIu64 ": %s",
-                    what, nm, idb, pos, e.msg);
-            continue;
-        }
-        store_seg_put(ref);
-        if (h.kind != REC_ENTRY || h.stream != no || h.id_ms != id.ms || h.id_seq != id.seq)
-            problem(v, "index %s key (stream %s, entry id %s) -> log position %" PRIu64
-                       " holds another record", what, nm, idb, pos);
     }
     idx_cur_close(c);
 }

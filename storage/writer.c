@@ -19,6 +19,7 @@
  */
 #include "index.h"
 #include "internal.h"
+#include "postings.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -350,6 +351,7 @@ fail:
         st->touched[i]->touched = false;
     st->ntouched = 0;
     idx_batch_clear(st->ib);
+    post_clear(st->post);
     for (size_t i = 0; i < p->n; i++)
         finish_failed(st, p->r[i]);
     p->n = 0;

@@ -1,0 +1,160 @@
+/*
+ * postings.c — gathering filter-index groups per batch (see postings.h). An open-addressing
+ * table keyed by (stream, field, hash) finds a group's list; lists keep their memory from one
+ * batch to the next.
+ */
+#include "postings.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index.h"
+
+struct group {
+    uint32_t no;
+    uint8_t field;
+    bool used;
+    uint64_t hash;
+    uint8_t *val; /* n triples */
+    size_t n, cap;
+};
+
+struct postings {
+    struct group *g;
+    size_t cap, used;
+};
+
+postings *post_new(void)
+{
+    postings *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->cap = 64;
+    p->g = calloc(p->cap, sizeof *p->g);
+    if (!p->g) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void post_free(postings *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->cap; i++)
+        free(p->g[i].val);
+    free(p->g);
+    free(p);
+}
+
+static size_t slot_of(const postings *p, uint32_t no, uint8_t field, uint64_t hash)
+{
+    uint64_t h = hash ^ ((uint64_t)no * 0x9e3779b97f4a7c15ull) ^ field;
+    h ^= h >> 29;
+    return (size_t)h & (p->cap - 1);
+}
+
+static struct group *find(postings *p, uint32_t no, uint8_t field, uint64_t hash)
+{
+    for (size_t i = slot_of(p, no, field, hash);; i = (i + 1) & (p->cap - 1)) {
+        struct group *g = &p->g[i];
+        if (!g->used || (g->no == no && g->field == field && g->hash == hash))
+            return g;
+    }
+}
+
+static int grow(postings *p)
+{
+    postings n = {calloc(p->cap * 2, sizeof(struct group)), p->cap * 2, 0};
+    if (!n.g)
+        return -ENOMEM;
+    for (size_t i = 0; i < p->cap; i++) {
+        struct group *o = &p->g[i];
+        if (!o->used) {
+            free(o->val);
+            continue;
+        }
+        struct group *g = find(&n, o->no, o->field, o->hash);
+        *g = *o;
+        n.used++;
+    }
+    free(p->g);
+    *p = n;
+    return 0;
+}
+
+static int emit(struct group *g, struct idx_batch *b)
+{
+    if (g->n == 0)
+        return 0;
+    uint8_t k[IDX_FILTKEY];
+    idx_be32(k, g->no);
+    k[4] = g->field;
+    idx_be64(k + 5, g->hash);
+    memcpy(k + 13, g->val, 16); /* the first entry's ms, seq */
+    int rc = idx_batch_put(b, IDX_FILT, k, sizeof k, g->val, g->n * POST_TRIPLE);
+    g->n = 0;
+    return rc;
+}
+
+int post_add(postings *p, struct idx_batch *b, uint32_t no, uint8_t field, uint64_t hash,
+             evs_id id, uint64_t pos)
+{
+    if ((p->used + 1) * 2 > p->cap && grow(p))
+        return -ENOMEM;
+    struct group *g = find(p, no, field, hash);
+    if (!g->used) {
+        g->used = true;
+        g->no = no;
+        g->field = field;
+        g->hash = hash;
+        g->n = 0;
+        p->used++;
+    }
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 8;
+        uint8_t *v = realloc(g->val, cap * POST_TRIPLE);
+        if (!v)
+            return -ENOMEM;
+        g->val = v;
+        g->cap = cap;
+    }
+    uint8_t *t = g->val + g->n * POST_TRIPLE;
+    idx_be64(t, id.ms);
+    idx_be64(t + 8, id.seq);
+    idx_be64(t + 16, pos);
+    g->n++;
+    return g->n == POST_MAX ? emit(g, b) : 0;
+}
+
+int post_flush(postings *p, struct idx_batch *b)
+{
+    int rc = 0;
+    for (size_t i = 0; i < p->cap && !rc; i++) {
+        if (p->g[i].used)
+            rc = emit(&p->g[i], b);
+        p->g[i].used = false;
+    }
+    p->used = 0;
+    return rc;
+}
+
+void post_clear(postings *p)
+{
+    for (size_t i = 0; i < p->cap; i++) {
+        p->g[i].used = false;
+        p->g[i].n = 0;
+    }
+    p->used = 0;
+}
+
+void post_get(const void *v, size_t i, evs_id *id, uint64_t *pos)
+{
+    const uint8_t *t = (const uint8_t *)v + i * POST_TRIPLE;
+    id->ms = idx_rd64(t);
+    id->seq = idx_rd64(t + 8);
+    *pos = idx_rd64(t + 16);
+}

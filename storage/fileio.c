@@ -107,6 +107,12 @@ int fio_write_file_atomic(const struct evs_io *io, const char *path, const void 
 
 /* ---- fault injection --------------------------------------------------------------------- */
 
+static _Thread_local bool background;
+static atomic_bool count_background;
+
+void fio_thread_is_background(void) { background = true; }
+void fio_fault_count_background(bool yes) { atomic_store(&count_background, yes); }
+
 static struct {
     atomic_long calls[FIO_NOPS];
     long after[FIO_NOPS]; /* fail the call whose 1-based number equals this; 0: never */
@@ -122,6 +128,7 @@ void fio_fault_reset(void)
         F.err[i] = 0;
     }
     F.short_write = 0;
+    atomic_store(&count_background, false);
 }
 
 void fio_fault_arm(enum fio_op op, long after, int err, int short_write)
@@ -138,6 +145,8 @@ long fio_fault_calls(enum fio_op op) { return atomic_load(&F.calls[op]); }
 /* 0: pass through; else the -errno to return. Once fired, a trigger keeps firing. */
 static int fault_hit(enum fio_op op)
 {
+    if (background && !atomic_load(&count_background))
+        return 0;
     long n = atomic_fetch_add(&F.calls[op], 1) + 1;
     if (F.after[op] > 0 && n >= F.after[op])
         return -F.err[op];
@@ -155,6 +164,8 @@ static int f_open(const char *path, int flags, int mode)
 }
 static ssize_t f_pwritev(int fd, const struct iovec *iov, int n, off_t off)
 {
+    if (background && !atomic_load(&count_background))
+        return r_pwritev(fd, iov, n, off);
     long calls = atomic_load(&F.calls[FIO_WRITE]) + 1;
     int e = fault_hit(FIO_WRITE);
     if (e) {

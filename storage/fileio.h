@@ -6,6 +6,7 @@
 #ifndef EVS_FILEIO_H
 #define EVS_FILEIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -38,6 +39,11 @@ int fio_fsync_dir(const struct evs_io *io, const char *dir);
  * FIO_SHORT, writes half and returns the short count, then fails the retry with `err`).
  */
 enum fio_op { FIO_WRITE = 0, FIO_SYNC = 1, FIO_ALLOC = 2, FIO_OPEN = 3, FIO_NOPS };
+/* Background threads (segment preparer, checkpointer) call this once; their calls pass
+ * through uncounted unless fio_fault_count_background(true), so that a trigger counts the
+ * writer's calls deterministically. */
+void fio_thread_is_background(void);
+void fio_fault_count_background(bool yes);
 void fio_fault_reset(void);
 void fio_fault_arm(enum fio_op op, long after, int err, int short_write);
 long fio_fault_calls(enum fio_op op);

@@ -45,6 +45,8 @@ int evs_err_copy(evs_error *dst, const evs_error *src);
 #define EVS_SPARSE_BYTES 4096    /* one ids key per this many bytes of a stream's records  */
 #define EVS_SPARSE_COUNT 64      /* ... or this many entries, whichever comes first        */
 #define EVS_MAX_BATCH_BYTES (16ull << 20) /* a write batch stops growing past this          */
+#define EVS_INDEX_COMMIT_NS 10000000ull   /* commit the index at most this long after a publish */
+#define EVS_INDEX_COMMIT_RECORDS 8192     /* ... or once this many records wait               */
 
 /* ---- segments ---------------------------------------------------------------------------- */
 
@@ -64,6 +66,16 @@ typedef struct segment {
     char name[32];             /* "<base, 20 digits>.seg"                                    */
 } segment;
 
+/* Create logdir/tmpname: `bytes` preallocated, zero-filled and fsynced. With `pace`, each
+ * SEG_ZERO_CHUNK is synced and pace() called after it: it may sleep, or return false to stop
+ * (then EVS_ECLOSED and no file). */
+#define SEG_ZERO_CHUNK (256u << 10)
+int seg_prepare(const struct evs_io *io, const char *logdir, const char *tmpname, uint64_t bytes,
+                bool (*pace)(void *arg), void *pace_arg, evs_error *err);
+/* Rename a prepared file into place as the segment at `base`, fsync the folder, open it. */
+int seg_install(const struct evs_io *io, const char *logdir, const char *tmpname, uint64_t base,
+                segment **out, evs_error *err);
+/* seg_prepare + seg_install. */
 int seg_create(const struct evs_io *io, const char *logdir, uint64_t base, uint64_t prealloc,
                segment **out, evs_error *err);
 int seg_open(const char *logdir, const char *name, bool rdonly, segment **out, evs_error *err);
@@ -98,7 +110,8 @@ typedef struct stream {
     stream_state v;            /* (L) what readers see                                       */
     bool w_live;               /* (W) in the writer's table                                  */
     bool v_live;               /* (L) in the visible table                                   */
-    bool touched;              /* (W) in the current batch's touched list                    */
+    bool touched;              /* (W) in the list of streams to write at the next index commit */
+    bool btouched;             /* (W) in the list of streams to publish after this write batch */
     struct stream *w_next, *v_next; /* hash chains                                          */
 } stream;
 
@@ -124,6 +137,7 @@ typedef struct wop {
     size_t body_off;               /* pre-encoded msgpack body, into wreq.data               */
     uint32_t body_len;
     uint32_t body_crc;             /* crc32 of body + zero padding, computed by the caller   */
+    uint32_t crc_op;               /* crc32_combine_gen(body + padding length), by the caller */
     bool has_source, has_type;
     uint64_t hsource, htype;
     bool no_create;
@@ -173,14 +187,31 @@ struct evs_store {
     uint64_t last_sync_ns;
     struct idx_batch *ib;
     struct postings *post;         /* filter groups of the batch being applied               */
-    stream **touched;
+    stream **touched;              /* streams changed since the last index commit            */
     size_t ntouched, touchcap;
+    stream **btouched;             /* streams changed by the write batch being built          */
+    size_t nbtouched, btouchcap;
+    uint64_t idx_records;          /* records applied since the last index commit            */
+    bool idx_force;                /* a record readers need in the index at once (tombstone) */
+    uint64_t idx_first_ns;         /* when the oldest uncommitted record was published       */
     struct iovec *iov;
     size_t niov, iovcap;
     rec_buf hdrs;                  /* headers of the batch being built                       */
     uint64_t batch_bytes, batch_records;
-    uint64_t ckpt_txnid;
-    uint64_t last_ckpt_ns;
+    _Atomic uint64_t ckpt_txnid;   /* index transaction recorded in index.ckpt               */
+
+    /* preparer (preparer.c): a zero-filled spare segment file made ahead */
+    pthread_t prep;
+    bool prep_started, prep_stop, spare_ready;
+    _Atomic uint64_t active_used;  /* bytes in the active segment, for the preparer's pace  */
+    pthread_mutex_t prep_mu;
+    pthread_cond_t prep_cv;
+
+    /* checkpointer (checkpoint.c) */
+    pthread_t ckpt;
+    bool ckpt_started, ck_stop;
+    pthread_mutex_t ckmu;
+    pthread_cond_t ckcv;
     struct brec *brecs;            /* records of the batch being built                       */
     size_t nbrecs, brecap;
     uint64_t batch_start;          /* log position of the batch's first record               */
@@ -194,6 +225,7 @@ struct evs_store {
     /* sticky failure */
     atomic_int failed;
     evs_error fail_err;            /* written once, before `failed` is set                    */
+    pthread_mutex_t failmu;
 
     /* visibility notification */
     pthread_mutex_t vmu;
@@ -219,13 +251,19 @@ int store_apply_record(evs_store *st, const rec_hdr *h, const uint8_t *body, uin
 /* The same, with the entry's source/type hashes already known (writer path). */
 int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body, uint64_t pos,
                             uint64_t size, const struct wop *hint, evs_error *err);
-/* Make the index durable and record it in index.ckpt. */
-int store_checkpoint_write(evs_store *st);
+/* Record in index.ckpt that index transaction `txn` is durable (after idx_sync). */
+int store_checkpoint_write(evs_store *st, uint64_t txn);
+/* Checkpointer: sync log, then index, then record the checkpoint; its thread. */
+int ckpt_run(evs_store *st);
+void *ckpt_main(void *arg);
 /* Does the entry exist (visible, not deleted)? 1 yes, 0 no, < 0 error. Reader module. */
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err);
-/* Queue the end-of-batch index operations (touched streams, watermark, segment) and apply. */
+/* Commit the index: queue the touched streams' states and the watermark, apply the batch.
+ * The index lags what readers see by at most EVS_INDEX_COMMIT_NS (tombstones: not at all);
+ * readers find unindexed entries by walking back from a stream's last entry. */
 int store_index_flush(evs_store *st, evs_error *err);
-/* Copy writer state to visible state for touched streams (caller holds st->lock write). */
+/* Copy writer state to visible state for the streams of the write batch (caller holds st->lock
+ * for writing). */
 void store_publish_touched(evs_store *st);
 stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t len);
 
@@ -248,6 +286,13 @@ int writer_submit(evs_store *st, wreq *r);
 void wreq_free(wreq *r);
 void store_fail(evs_store *st, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Preparer: start/stop its thread; the segment at `base` from the spare, or made now. */
+int prep_start(evs_store *st);
+void prep_stop(evs_store *st);
+int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err);
+
+#define EVS_SEAL_RESERVE 128 /* room kept at a segment's end for its seal record */
 
 /* Open the active segment for appending (or create the first / next one). Writer or open. */
 int store_roll(evs_store *st, evs_error *err);

@@ -33,6 +33,10 @@ enum { MODE_FWD, MODE_REV, MODE_FILTER };
 
 #define CHUNK 256
 
+/* Filtered reads: entries below the index watermark come from postings, the rest (published,
+ * not yet indexed) from a walk back from the stream's last entry: the "tail". */
+enum { FP_TAIL_FIRST, FP_POSTINGS, FP_TAIL_LAST, FP_END };
+
 struct evs_iter {
     evs_store *st;
     stream *s;
@@ -53,6 +57,9 @@ struct evs_iter {
     uint64_t next_pos;
     uint64_t cur;               /* reverse: next position to visit                            */
     uint8_t fprefix[13];        /* filtered: no(4) field(1) hash(8)                           */
+    uint64_t fw;                /* filtered: index watermark; postings cover positions below  */
+    int fphase;                 /* filtered: FP_* below                                        */
+    bool checked;               /* the records in pos[] were CRC-checked when gathered         */
     bool fresume;               /* filtered: continue after ids[n-1]                          */
     evs_id flast;
     /* the entry handed out */
@@ -282,15 +289,15 @@ static int find_start_key(evs_iter *it, evs_id *kid, uint64_t *kpos, evs_error *
         if (rc == 0)
             found = key_ok(it, k, kl, v, vl, kid, kpos);
     }
-    rc = found ? 0 : EVS_ENOTFOUND;
-    if (!found)
-        evs_err_set(err, EVS_ECORRUPT, "stream %s: index has no key for a non-empty stream",
-                    it->pname);
+    if (!found) {
+        /* no key yet (not indexed): one block from the stream's first entry to its last */
+        *kid = EVS_ID_MIN;
+        *kpos = 0;
+    }
+    rc = 0;
 out:
-    if (rc && rc != EVS_ENOTFOUND)
+    if (rc)
         evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
-    if (rc == EVS_ENOTFOUND)
-        rc = EVS_ECORRUPT;
     idx_cur_close(c);
     idx_rend(r);
     return rc;
@@ -366,6 +373,7 @@ static int load_filter_chunk(evs_iter *it, evs_error *err)
     idx_cur *c = NULL;
     it->n = it->i = 0;
     it->done = true;
+    it->checked = false;
     if ((rc = idx_cur_open(r, IDX_FILT, &c)))
         goto out;
     bool rev = it->q.reverse;
@@ -400,7 +408,7 @@ static int load_filter_chunk(evs_iter *it, evs_error *err)
         for (size_t j = 0; j < cnt; j++) {
             evs_id id;
             post_get(v, rev ? cnt - 1 - j : j, &id, &p);
-            if (evs_id_cmp(id, it->lo) < 0 || evs_id_cmp(id, it->hi) > 0 || p > it->snap.last_pos)
+            if (evs_id_cmp(id, it->lo) < 0 || evs_id_cmp(id, it->hi) > 0 || p >= it->fw)
                 continue;
             if (it->snap.ndels && is_deleted(r, it->s->no, id))
                 continue;
@@ -419,6 +427,78 @@ out:
     idx_cur_close(c);
     idx_rend(r);
     return rc;
+}
+
+/* Filtered: the index watermark's end position (0 if none). */
+static int read_watermark(evs_iter *it, uint64_t *end, evs_error *err)
+{
+    idx_rtxn *r;
+    int rc = idx_rbegin(it->st->idx, &r);
+    if (rc)
+        return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+    const void *v;
+    size_t vl;
+    *end = 0;
+    if (idx_get(r, IDX_META, "watermark", 9, &v, &vl) == 0 && vl >= 8)
+        *end = idx_rd64(v);
+    idx_rend(r);
+    return 0;
+}
+
+/* Filtered: load the stream's entries at positions >= fw within [lo, hi], in emission order.
+ * Their fields are compared when each is loaded. */
+static int load_filter_tail(evs_iter *it, evs_error *err)
+{
+    it->n = it->i = 0;
+    it->checked = true;
+    uint64_t p = it->snap.last_pos;
+    while (p != REC_POS_NONE && p >= it->fw) {
+        rec_hdr h;
+        int rc = peek(it, p, &h, err);
+        if (rc)
+            return rc;
+        evs_id id = {h.id_ms, h.id_seq};
+        if (evs_id_cmp(id, it->lo) < 0)
+            break;
+        if (evs_id_cmp(id, it->hi) <= 0) {
+            if ((rc = grow(it, it->n + 1)))
+                return evs_err_set(err, rc, "out of memory");
+            it->pos[it->n] = p;
+            it->ids[it->n] = id;
+            it->n++;
+        }
+        if (h.prev != REC_POS_NONE && h.prev >= p)
+            return evs_err_set(err, EVS_ECORRUPT,
+                               "stream %s: entry at log position %" PRIu64 " points forward",
+                               it->pname, p);
+        p = h.prev;
+    }
+    if (!it->q.reverse) {
+        for (size_t a = 0, b = it->n ? it->n - 1 : 0; a < b; a++, b--) {
+            uint64_t tp = it->pos[a];
+            it->pos[a] = it->pos[b];
+            it->pos[b] = tp;
+            evs_id ti = it->ids[a];
+            it->ids[a] = it->ids[b];
+            it->ids[b] = ti;
+        }
+    }
+    if (it->snap.ndels) {
+        /* tombstones are always indexed before they are acknowledged */
+        idx_rtxn *r;
+        int rc = idx_rbegin(it->st->idx, &r);
+        if (rc)
+            return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
+        size_t o = 0;
+        for (size_t j = 0; j < it->n; j++)
+            if (!is_deleted(r, it->s->no, it->ids[j])) {
+                it->pos[o] = it->pos[j];
+                it->ids[o++] = it->ids[j];
+            }
+        it->n = o;
+        idx_rend(r);
+    }
+    return 0;
 }
 
 static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
@@ -487,14 +567,21 @@ static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
         idx_be32(it->fprefix, s->no);
         it->fprefix[4] = by_type ? IDX_FIELD_TYPE : IDX_FIELD_SOURCE;
         idx_be64(it->fprefix + 5, idx_value_hash(v.ptr, v.len));
-        rc = load_filter_chunk(it, err);
+        rc = read_watermark(it, &it->fw, err);
+        if (!rc && it->q.reverse) {
+            it->fphase = FP_TAIL_FIRST;
+            rc = load_filter_tail(it, err);
+        } else if (!rc) {
+            it->fphase = FP_POSTINGS;
+            rc = load_filter_chunk(it, err);
+        }
     } else if (it->q.reverse) {
         it->mode = MODE_REV;
         rc = find_reverse_start(it, err);
     } else {
         it->mode = MODE_FWD;
-        evs_id kid;
-        uint64_t kpos;
+        evs_id kid = EVS_ID_MIN;
+        uint64_t kpos = 0;
         rc = find_start_key(it, &kid, &kpos, err);
         if (!rc)
             rc = load_block(it, kid, kpos, err);
@@ -655,13 +742,32 @@ static int next_filter(evs_iter *it, evs_error *err)
     for (;;) {
         while (it->i < it->n) {
             size_t j = it->i++;
-            int rc = load_entry(it, it->pos[j], false, err);
+            int rc = load_entry(it, it->pos[j], it->checked, err);
             if (rc)
                 return rc;
         }
-        if (it->done)
+        int rc = 0;
+        switch (it->fphase) {
+        case FP_TAIL_FIRST: /* reverse: the tail is done, now the postings */
+            it->fphase = FP_POSTINGS;
+            it->fresume = false;
+            rc = load_filter_chunk(it, err);
+            break;
+        case FP_POSTINGS:
+            if (!it->done) {
+                rc = load_filter_chunk(it, err);
+            } else if (it->q.reverse) {
+                it->fphase = FP_END;
+            } else {
+                it->fphase = FP_TAIL_LAST;
+                rc = load_filter_tail(it, err);
+            }
+            break;
+        default:
+            it->fphase = FP_END;
+            it->done = true;
             return 0;
-        int rc = load_filter_chunk(it, err);
+        }
         if (rc)
             return rc;
     }
@@ -671,7 +777,8 @@ int evs_iter_next(evs_iter *it, const evs_entry **out, evs_error *err)
 {
     if (it->q.limit && it->emitted >= it->q.limit)
         return 0;
-    if (it->done && (it->mode == MODE_REV || it->i >= it->n))
+    if (it->mode == MODE_FILTER ? it->fphase == FP_END
+                                : it->done && (it->mode == MODE_REV || it->i >= it->n))
         return 0;
     int rc;
     switch (it->mode) {

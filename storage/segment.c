@@ -2,10 +2,14 @@
  * segment.c — one segment file of the log: created durably, mapped read-only for readers.
  *
  * A segment is named by the log position of its first byte, "%020llu.seg", so the folder
- * listing alone orders the log. Creation: write "<name>.tmp", preallocate with
- * FALLOC_FL_KEEP_SIZE (a full disk shows up here, before any record is half written), fsync,
- * rename, fsync the folder. The file size is always the end of the last written byte; the
- * preallocated space beyond it is invisible to scans.
+ * listing alone orders the log. Creation: a ".tmp" file is preallocated (a full disk shows up
+ * here, before any record is half written), filled with zeros to the full segment size,
+ * fsynced, then renamed into place and the folder fsynced. Zero-filled, full-size files are
+ * what make an append a pure data overwrite: fdatasync then writes data pages only, never the
+ * inode (no size change) nor extent metadata (no unwritten extents), which on this machine's
+ * journal-less ext4 stalled syncs behind the inode-table writeback (docs/architecture.md).
+ * The log in a segment ends at the first all-zero record header; a sealed segment is cut to
+ * its last record.
  *
  * Mappings: readers read records straight from a shared read-only mapping. The active
  * segment is mapped at its preallocated size; if a record takes it past that, a larger
@@ -51,42 +55,81 @@ static segment *seg_alloc(uint64_t base)
     return s;
 }
 
-int seg_create(const struct evs_io *io, const char *logdir, uint64_t base, uint64_t prealloc,
-               segment **out, evs_error *err)
+int seg_prepare(const struct evs_io *io, const char *logdir, const char *tmpname, uint64_t bytes,
+                bool (*pace)(void *arg), void *pace_arg, evs_error *err)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/%s", logdir, tmpname);
+    int fd = io->open(tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    int rc = fd < 0 ? fd : 0;
+    const char *what = "create";
+    /* reserve the blocks first, so a full disk fails here and not in a half-zeroed file */
+    if (!rc && bytes && (rc = io->fallocate(fd, 0, 0, (off_t)bytes)))
+        what = "preallocate";
+    /* zeros in chunks, each synced so that no burst of dirty pages lands in front of the
+     * writer's fdatasync; `pace` may sleep between chunks, or stop the work (returns false) */
+    static const uint8_t zeros[SEG_ZERO_CHUNK];
+    for (uint64_t off = 0; !rc && off < bytes; off += sizeof zeros) {
+        uint64_t n = bytes - off < sizeof zeros ? bytes - off : sizeof zeros;
+        struct iovec iov = {(void *)zeros, (size_t)n};
+        if ((rc = fio_pwritev_all(io, fd, &iov, 1, (off_t)off)))
+            what = "zero-fill";
+        else if (pace && (rc = io->fdatasync(fd)))
+            what = "fsync";
+        else if (pace && !pace(pace_arg)) {
+            rc = EVS_ECLOSED;
+            what = "finish (stopped)";
+        }
+    }
+    if (!rc && (rc = io->fsync(fd)))
+        what = "fsync";
+    if (fd >= 0)
+        close(fd);
+    if (rc) {
+        unlink(tmp);
+        return evs_err_set(err, rc, "cannot %s segment %s: %s", what, tmp, evs_strerror(rc));
+    }
+    return 0;
+}
+
+int seg_install(const struct evs_io *io, const char *logdir, const char *tmpname, uint64_t base,
+                segment **out, evs_error *err)
 {
     segment *s = seg_alloc(base);
     if (!s)
         return evs_err_set(err, -ENOMEM, "out of memory");
-    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    char path[PATH_MAX], tmp[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", logdir, s->name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = io->open(tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    int rc = fd < 0 ? fd : 0;
-    const char *what = "create";
-    if (!rc && prealloc && (rc = io->fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)prealloc)))
-        what = "preallocate";
-    if (!rc && (rc = io->fsync(fd)))
-        what = "fsync";
-    if (!rc && (rc = io->rename(tmp, path)))
-        what = "rename";
+    snprintf(tmp, sizeof tmp, "%s/%s", logdir, tmpname);
+    int rc = io->rename(tmp, path);
+    const char *what = "rename";
     if (!rc && (rc = fio_fsync_dir(io, logdir)))
         what = "fsync folder of";
+    struct stat sb;
+    if (!rc && ((s->fd = open(path, O_RDWR | O_CLOEXEC)) < 0 || fstat(s->fd, &sb) < 0)) {
+        rc = -errno;
+        what = "open";
+    }
+    if (!rc && !seg_map_for(s, sb.st_size > 0 ? (uint64_t)sb.st_size : 1 << 20)) {
+        rc = -errno;
+        what = "map";
+    }
     if (rc) {
-        if (fd >= 0)
-            close(fd);
-        unlink(tmp);
-        free(s);
+        seg_free(s);
         return evs_err_set(err, rc, "cannot %s segment %s: %s", what, path, strerror(-rc));
     }
-    s->fd = fd;
     atomic_init(&s->size, 0);
-    if (!seg_map_for(s, prealloc ? prealloc : 1 << 20)) {
-        rc = -errno;
-        seg_free(s);
-        return evs_err_set(err, rc, "cannot map segment %s: %s", path, strerror(-rc));
-    }
     *out = s;
     return 0;
+}
+
+int seg_create(const struct evs_io *io, const char *logdir, uint64_t base, uint64_t prealloc,
+               segment **out, evs_error *err)
+{
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%020" PRIu64 ".seg.tmp", base);
+    int rc = seg_prepare(io, logdir, tmp, prealloc, NULL, NULL, err);
+    return rc ? rc : seg_install(io, logdir, tmp, base, out, err);
 }
 
 int seg_open(const char *logdir, const char *name, bool rdonly, segment **out, evs_error *err)

@@ -245,20 +245,35 @@ stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t le
     return s;
 }
 
-static void touch(evs_store *st, stream *s)
+static bool list_add(stream ***list, size_t *n, size_t *cap, stream *s)
 {
-    if (s->touched)
-        return;
-    if (st->ntouched == st->touchcap) {
-        size_t n = st->touchcap ? st->touchcap * 2 : 64;
-        stream **t = realloc(st->touched, n * sizeof *t);
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        stream **t = realloc(*list, c * sizeof *t);
         if (!t)
-            return; /* caught by the flush: an untouched stream keeps its old index state */
-        st->touched = t;
-        st->touchcap = n;
+            return false;
+        *list = t;
+        *cap = c;
     }
-    s->touched = true;
-    st->touched[st->ntouched++] = s;
+    (*list)[(*n)++] = s;
+    return true;
+}
+
+/* Remember that s changed: publish it after this write batch, write it at the next index
+ * commit. -ENOMEM if a list cannot grow. */
+static int touch(evs_store *st, stream *s)
+{
+    if (!s->touched) {
+        if (!list_add(&st->touched, &st->ntouched, &st->touchcap, s))
+            return -ENOMEM;
+        s->touched = true;
+    }
+    if (!s->btouched) {
+        if (!list_add(&st->btouched, &st->nbtouched, &st->btouchcap, s))
+            return -ENOMEM;
+        s->btouched = true;
+    }
+    return 0;
 }
 
 /* Find the `source` and `type` fields of an entry body, for recovery (the writer gets them
@@ -335,7 +350,8 @@ static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t
         rc = post_add(st->post, st->ib, s->no, IDX_FIELD_SOURCE, hint->hsource, id, pos);
     if (!rc && hint->has_type)
         rc = post_add(st->post, st->ib, s->no, IDX_FIELD_TYPE, hint->htype, id, pos);
-    touch(st, s);
+    if (!rc)
+        rc = touch(st, s);
     return rc;
 }
 
@@ -364,16 +380,16 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ev
             st->next_no = h->stream + 1;
         uint8_t k[4];
         idx_be32(k, s->no);
-        if (idx_batch_put(st->ib, IDX_STREAM_NO, k, 4, name.ptr, name.len))
+        if (idx_batch_put(st->ib, IDX_STREAM_NO, k, 4, name.ptr, name.len) || touch(st, s))
             return evs_err_set(err, -ENOMEM, "out of memory");
-        touch(st, s);
         return 0;
     case REC_STREAM_DROP:
         if (!s || !s->w_live)
             return evs_err_set(err, EVS_ECORRUPT, "drop of unknown stream %u", h->stream);
         strtab_del(&st->wtab, s, false);
         s->w_live = false;
-        touch(st, s);
+        if (touch(st, s))
+            return evs_err_set(err, -ENOMEM, "out of memory");
         return 0;
     default:
         return evs_err_set(err, EVS_ECORRUPT, "unknown stream operation %d", op);
@@ -412,7 +428,9 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
         s->w.ndels++;
         if (evs_id_cmp(id, s->w.max_deleted) > 0)
             s->w.max_deleted = id;
-        touch(st, s);
+        st->idx_force = true; /* readers look tombstones up in the index */
+        if (!rc)
+            rc = touch(st, s);
         break;
     }
     case REC_STREAM:
@@ -431,6 +449,7 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
     st->tail = pos + size;
     st->last_rec_pos = pos;
     st->last_crc = h->crc;
+    st->idx_records++;
     if (h->time_us > st->last_time_us)
         st->last_time_us = h->time_us;
     return 0;
@@ -466,13 +485,18 @@ int store_index_flush(evs_store *st, evs_error *err)
     }
     int rc = idx_apply(st->idx, st->ib, err);
     idx_batch_clear(st->ib);
+    for (size_t i = 0; i < st->ntouched; i++)
+        st->touched[i]->touched = false;
+    st->ntouched = 0;
+    st->idx_records = 0;
+    st->idx_force = false;
     return rc;
 }
 
 void store_publish_touched(evs_store *st)
 {
-    for (size_t i = 0; i < st->ntouched; i++) {
-        stream *s = st->touched[i];
+    for (size_t i = 0; i < st->nbtouched; i++) {
+        stream *s = st->btouched[i];
         s->v = s->w;
         if (s->w_live && !s->v_live) {
             if (strtab_put(&st->vtab, s, true) == 0)
@@ -481,9 +505,9 @@ void store_publish_touched(evs_store *st)
             strtab_del(&st->vtab, s, true);
             s->v_live = false;
         }
-        s->touched = false;
+        s->btouched = false;
     }
-    st->ntouched = 0;
+    st->nbtouched = 0;
 }
 
 /* ---- opening ----------------------------------------------------------------------------- */
@@ -561,15 +585,16 @@ static int read_boot_id(char *out, size_t cap)
     return 0;
 }
 
-/* Record that the index is durable at its current transaction (after idx_sync). */
-int store_checkpoint_write(evs_store *st)
+int store_checkpoint_write(evs_store *st, uint64_t txn)
 {
     char boot[64], path[PATH_MAX], buf[160];
     read_boot_id(boot, sizeof boot);
-    int n = snprintf(buf, sizeof buf, "boot %s\ntxn %" PRIu64 "\n", boot, idx_txnid(st->idx));
+    int n = snprintf(buf, sizeof buf, "boot %s\ntxn %" PRIu64 "\n", boot, txn);
     snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
-    st->ckpt_txnid = idx_txnid(st->idx);
-    return fio_write_file_atomic(st->io, path, buf, (size_t)n);
+    int rc = fio_write_file_atomic(st->io, path, buf, (size_t)n);
+    if (!rc)
+        atomic_store(&st->ckpt_txnid, txn);
+    return rc;
 }
 
 /* True when the index can be trusted as far as the machine's memory goes: same boot as the
@@ -587,6 +612,7 @@ static bool checkpoint_ok(evs_store *st)
     if (n != 2)
         return false;
     read_boot_id(boot, sizeof boot);
+    atomic_store(&st->ckpt_txnid, txn);
     return strcmp(boot, fboot) == 0 || idx_txnid(st->idx) == txn;
 }
 
@@ -701,41 +727,64 @@ static bool any_valid_after(const uint8_t *p, uint64_t from, uint64_t end, uint6
     return false;
 }
 
-/* Keep bytes [off, size) of segment s in "<segment>.<off>.torn", then cut the segment there. */
-static int cut_tail(evs_store *st, segment *s, uint64_t off, const char *why, evs_error *err)
+/* Just past the last nonzero byte of p[from, end), or `from` if they are all zero. */
+static uint64_t nonzero_end(const uint8_t *p, uint64_t from, uint64_t end)
 {
-    uint64_t size = atomic_load(&s->size);
+    static const uint8_t z[4096];
+    while (end > from) {
+        uint64_t lo = end - from > sizeof z ? end - sizeof z : from;
+        if (memcmp(p + lo, z, end - lo) != 0) {
+            while (end > lo && p[end - 1] == 0)
+                end--;
+            return end;
+        }
+        end = lo;
+    }
+    return from;
+}
+
+/* A torn tail: keep bytes [off, nz) of segment s in "<segment>.<off>.torn", then overwrite them
+ * with zeros (the file keeps its zero-filled size) and sync. */
+static int cut_tail(evs_store *st, segment *s, uint64_t off, uint64_t nz, const char *why,
+                    evs_error *err)
+{
     char path[PATH_MAX], seg[PATH_MAX];
     snprintf(seg, sizeof seg, "%s/%s", st->logdir, s->name);
     snprintf(path, sizeof path, "%s/%s.%" PRIu64 ".torn", st->logdir, s->name, off);
-    int rc = fio_write_file_atomic(st->io, path, seg_data(s) + off, size - off);
+    int rc = fio_write_file_atomic(st->io, path, seg_data(s) + off, nz - off);
+    static const uint8_t zeros[1 << 16];
+    for (uint64_t o = off; !rc && o < nz; o += sizeof zeros) {
+        struct iovec iov = {(void *)zeros, (size_t)(nz - o < sizeof zeros ? nz - o : sizeof zeros)};
+        rc = fio_pwritev_all(st->io, s->fd, &iov, 1, (off_t)o);
+    }
     if (!rc)
-        rc = st->io->ftruncate(s->fd, (off_t)off);
-    if (!rc)
-        rc = st->io->fsync(s->fd);
+        rc = st->io->fdatasync(s->fd);
     if (rc)
         return evs_err_set(err, rc, "cannot cut torn tail of %s at offset %" PRIu64 ": %s", seg,
                            off, strerror(-rc));
-    atomic_store(&s->size, off);
-    st->torn_bytes += size - off;
+    st->torn_bytes += nz - off;
     evs_log(st, EVS_LOG_WARN,
             "torn tail: cut %" PRIu64 " bytes from segment %s at offset %" PRIu64
             " (%s); kept in %s",
-            size - off, s->name, off, why, path);
+            nz - off, s->name, off, why, path);
     return 0;
 }
 
+/* The end of segment s's records is `end`: readers and verify stop there. */
+static void set_end(segment *s, uint64_t end) { atomic_store(&s->size, end); }
+
 /*
- * Scan segment i from `off`, applying records to the index. Index batches are flushed every
- * so often so that a long rebuild keeps memory flat.
+ * Scan segment i from `off`, applying records to the index (flushed every so often so that a
+ * long rebuild keeps memory flat). Sets the segment's end. See the file comment for what is
+ * a torn tail and what is corruption.
  */
 static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
 {
     segment *s = st->segs[i];
     bool last = i + 1 == st->nsegs;
     const uint8_t *p = seg_data(s);
-    uint64_t size = atomic_load(&s->size);
-    uint64_t group_start = REC_POS_NONE; /* offset of an open atomic group's first record */
+    uint64_t size = atomic_load(&s->size); /* the file's size: records, then zeros */
+    uint64_t group_start = REC_POS_NONE;   /* offset of an open atomic group's first record */
     uint64_t torn_limit = EVS_MAX_BATCH_BYTES + st->opt.max_entry_bytes + (1u << 20);
     uint64_t pending = 0;
     while (off < size) {
@@ -779,60 +828,80 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
             off += sz;
             if (h.kind == REC_SEAL) {
                 s->sealed = true;
-                if (off != size)
+                uint64_t nz = nonzero_end(p, off, size);
+                if (nz > off)
                     evs_log(st, EVS_LOG_ERROR,
                             "corruption: segment %s has %" PRIu64 " bytes after its seal", s->name,
-                            size - off);
-                break;
+                            nz - off);
+                else if (size > off && !st->opt.read_only)
+                    (void)st->io->ftruncate(s->fd, (off_t)off); /* finish the seal's cut */
+                set_end(s, nz > off ? nz : off);
+                return 0;
             }
             if (pending >= 65536) {
                 int rc = store_index_flush(st, err);
                 if (rc)
                     return rc;
+                pthread_rwlock_wrlock(&st->lock);
                 store_publish_touched(st);
+                pthread_rwlock_unlock(&st->lock);
                 pending = 0;
             }
             continue;
         }
         uint64_t next;
-        bool more = any_valid_after(p, off, size, &next);
-        if (last && !more && size - off <= torn_limit) {
-            uint64_t cut = group_start != REC_POS_NONE ? group_start : off;
-            if (st->opt.read_only) {
-                evs_log(st, EVS_LOG_WARN,
-                        "torn tail of %" PRIu64 " bytes in segment %s at offset %" PRIu64
-                        " (read-only: not cut)",
-                        size - cut, s->name, cut);
-                break;
+        if (any_valid_after(p, off, nonzero_end(p, off, size), &next)) {
+            evs_log(st, EVS_LOG_ERROR,
+                    "corruption: segment %s offset %" PRIu64 ": %s; resuming at the next valid "
+                    "record (offset %" PRIu64 ")",
+                    s->name, off, rec_check_str(c), next);
+            if (group_start != REC_POS_NONE) {
+                /* the group's end is lost in the corruption: its records are not applied */
+                evs_log(st, EVS_LOG_ERROR,
+                        "corruption: atomic group at segment %s offset %" PRIu64
+                        " has no end; skipped",
+                        s->name, group_start);
+                group_start = REC_POS_NONE;
             }
-            int rc = cut_tail(st, s, cut, rec_check_str(c), err);
+            off = next;
+            continue;
+        }
+        /* nothing valid follows: the end of the records */
+        uint64_t cut = group_start != REC_POS_NONE ? group_start : off;
+        uint64_t nz = nonzero_end(p, cut, size);
+        if (nz == cut) {
+            set_end(s, cut); /* zeros: the clean end */
+        } else if (!last || nz - cut > torn_limit) {
+            /* not a torn tail: keep the bytes, report them, never append after them */
+            evs_log(st, EVS_LOG_ERROR,
+                    "corruption: segment %s offset %" PRIu64 ": %s, %" PRIu64
+                    " unreadable bytes to offset %" PRIu64 "%s",
+                    s->name, cut, rec_check_str(c), nz - cut, nz,
+                    last ? "; a new segment starts after them" : "");
+            set_end(s, (nz + REC_ALIGN - 1) & ~(uint64_t)(REC_ALIGN - 1));
+            s->sealed = true;
+        } else if (st->opt.read_only) {
+            evs_log(st, EVS_LOG_WARN,
+                    "torn tail of %" PRIu64 " bytes in segment %s at offset %" PRIu64
+                    " (read-only: not cut)",
+                    nz - cut, s->name, cut);
+            set_end(s, cut);
+        } else {
+            int rc = cut_tail(st, s, cut, nz,
+                              group_start != REC_POS_NONE && c == REC_ZERO ? "incomplete atomic group"
+                                                                           : rec_check_str(c),
+                              err);
             if (rc)
                 return rc;
-            group_start = REC_POS_NONE;
-            break;
+            set_end(s, cut);
         }
-        evs_log(st, EVS_LOG_ERROR,
-                "corruption: segment %s offset %" PRIu64 ": %s; %s", s->name, off,
-                rec_check_str(c), more ? "resuming at the next valid record" : "rest of file unreadable");
-        if (group_start != REC_POS_NONE) {
-            /* the group's end is lost in the corruption: its records are not applied */
-            evs_log(st, EVS_LOG_ERROR,
-                    "corruption: atomic group at segment %s offset %" PRIu64 " has no end; skipped",
-                    s->name, group_start);
-            group_start = REC_POS_NONE;
-        }
-        if (!more)
-            break;
-        off = next;
+        if (!last)
+            s->sealed = true; /* a later segment exists: this one is never written again */
+        return 0;
     }
-    if (group_start != REC_POS_NONE && last && !st->opt.read_only) {
-        /* an atomic group whose last record never arrived: never acknowledged */
-        int rc = cut_tail(st, s, group_start, "incomplete atomic group", err);
-        if (rc)
-            return rc;
-    }
+    set_end(s, off);
     if (!last)
-        s->sealed = true; /* a later segment exists: this one is never written again */
+        s->sealed = true;
     return 0;
 }
 
@@ -889,17 +958,22 @@ static int recover(evs_store *st, evs_error *err)
                     st->segs[i + 1]->name);
     }
     if (st->opt.read_only) {
+        /* nothing re-indexed is written; readers find the recovered tail from memory */
         idx_batch_clear(st->ib);
         post_clear(st->post);
-        st->ntouched = 0; /* nothing re-indexed is written; visible state stays the index's */
-        for (size_t i = 0; i < st->nbyno; i++)
-            if (st->byno[i])
-                st->byno[i]->touched = false;
+        for (size_t i = 0; i < st->ntouched; i++)
+            st->touched[i]->touched = false;
+        st->ntouched = 0;
+        pthread_rwlock_wrlock(&st->lock);
+        store_publish_touched(st);
+        pthread_rwlock_unlock(&st->lock);
         return 0;
     }
     if ((rc = store_index_flush(st, err)))
         return rc;
+    pthread_rwlock_wrlock(&st->lock);
     store_publish_touched(st);
+    pthread_rwlock_unlock(&st->lock);
     if (st->recovered_records)
         evs_log(st, EVS_LOG_INFO, "recovered %" PRIu64 " records past the index watermark",
                 st->recovered_records);
@@ -995,6 +1069,7 @@ static void store_free(evs_store *st)
     idx_batch_free(st->ib);
     post_free(st->post);
     free(st->touched);
+    free(st->btouched);
     free(st->iov);
     free(st->brecs);
     rec_buf_release(&st->hdrs);
@@ -1005,6 +1080,11 @@ static void store_free(evs_store *st)
     pthread_cond_destroy(&st->qcv);
     pthread_mutex_destroy(&st->vmu);
     pthread_cond_destroy(&st->vcv);
+    pthread_mutex_destroy(&st->ckmu);
+    pthread_cond_destroy(&st->ckcv);
+    pthread_mutex_destroy(&st->prep_mu);
+    pthread_cond_destroy(&st->prep_cv);
+    pthread_mutex_destroy(&st->failmu);
     free(st->dir);
     free(st->logdir);
     free(st->idxdir);
@@ -1033,6 +1113,11 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     pthread_cond_init(&st->qcv, NULL);
     pthread_mutex_init(&st->vmu, NULL);
     pthread_cond_init(&st->vcv, NULL);
+    pthread_mutex_init(&st->ckmu, NULL);
+    pthread_cond_init(&st->ckcv, NULL);
+    pthread_mutex_init(&st->prep_mu, NULL);
+    pthread_cond_init(&st->prep_cv, NULL);
+    pthread_mutex_init(&st->failmu, NULL);
     st->last_rec_pos = REC_POS_NONE;
     int rc;
     st->dir = strdup(dir);
@@ -1075,15 +1160,20 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
         if ((rc = store_roll(st, err)))
             goto fail;
         st->synced_to = st->tail;
-        if ((rc = idx_sync(st->idx)) || (rc = store_checkpoint_write(st))) {
-            rc = evs_err_set(err, rc, "cannot checkpoint index: %s", evs_strerror(rc));
-            goto fail;
-        }
         if ((rc = pthread_create(&st->writer, NULL, writer_main, st))) {
             rc = evs_err_set(err, -rc, "cannot start writer thread");
             goto fail;
         }
         st->writer_started = true;
+        if ((rc = prep_start(st))) {
+            evs_close(st);
+            return evs_err_set(err, rc, "cannot start segment preparer thread");
+        }
+        if ((rc = pthread_create(&st->ckpt, NULL, ckpt_main, st))) {
+            evs_close(st);
+            return evs_err_set(err, -rc, "cannot start checkpointer thread");
+        }
+        st->ckpt_started = true;
     }
     *out = st;
     return 0;
@@ -1103,18 +1193,21 @@ int evs_close(evs_store *st)
         pthread_mutex_unlock(&st->qmu);
         pthread_join(st->writer, NULL);
     }
+    prep_stop(st);
+    if (st->ckpt_started) {
+        pthread_mutex_lock(&st->ckmu);
+        st->ck_stop = true;
+        pthread_cond_signal(&st->ckcv);
+        pthread_mutex_unlock(&st->ckmu);
+        pthread_join(st->ckpt, NULL);
+    }
     pthread_mutex_lock(&st->vmu);
     st->vgen++;
     pthread_cond_broadcast(&st->vcv);
     pthread_mutex_unlock(&st->vmu);
     int rc = atomic_load(&st->failed);
-    if (!st->opt.read_only && !rc) {
-        /* clean shutdown: log synced, index synced and checkpointed */
-        if (st->active)
-            st->io->fdatasync(st->active->fd);
-        if (idx_sync(st->idx) == 0)
-            store_checkpoint_write(st);
-    }
+    if (!st->opt.read_only && !rc)
+        ckpt_run(st); /* clean shutdown: log, then index, durable and checkpointed */
     store_free(st);
     return rc;
 }

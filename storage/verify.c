@@ -123,6 +123,15 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
         rec_hdr h;
         uint64_t sz;
         int c = rec_check(p + off, size - off, &h, &sz);
+        if (c == REC_ZERO) {
+            /* zero-filled space: the end of the records, if nothing but zeros follows */
+            static const uint8_t z[4096];
+            uint64_t o = off;
+            while (o < size && !memcmp(p + o, z, size - o < sizeof z ? size - o : sizeof z))
+                o += sizeof z;
+            if (o >= size)
+                break;
+        }
         if (c != REC_OK) {
             char nm[160] = "unknown", idb[EVS_ID_STRLEN] = "unknown";
             rec_hdr hh;
@@ -142,6 +151,7 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
         }
         if (sealed)
             problem(v, "segment %s offset %" PRIu64 ": record after the seal", s->name, off);
+        (void)last;
         if (h.kind == REC_ENTRY)
             check_entry(v, s, off, &h);
         if (h.kind == REC_SEAL)

@@ -23,12 +23,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#include <stdlib.h>
 
 struct brec {
     size_t hdr_off;          /* into st->hdrs: header (and, for small records, the body)      */
@@ -41,8 +43,11 @@ static const uint8_t zero_pad[REC_ALIGN];
 
 void store_fail(evs_store *st, int code, const char *fmt, ...)
 {
-    if (atomic_load(&st->failed))
+    pthread_mutex_lock(&st->failmu);
+    if (atomic_load(&st->failed)) {
+        pthread_mutex_unlock(&st->failmu);
         return;
+    }
     st->fail_err.code = EVS_EFAILED;
     va_list ap;
     va_start(ap, fmt);
@@ -52,6 +57,7 @@ void store_fail(evs_store *st, int code, const char *fmt, ...)
     snprintf(st->fail_err.msg, sizeof st->fail_err.msg, "%s (%s); writes refused until restart",
              buf, evs_strerror(code));
     atomic_store(&st->failed, EVS_EFAILED);
+    pthread_mutex_unlock(&st->failmu);
     evs_log(st, EVS_LOG_ERROR, "%s", st->fail_err.msg);
 }
 
@@ -103,7 +109,7 @@ static struct brec *brec_add(evs_store *st)
  */
 static int emit(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no, evs_id id,
                 uint64_t prev, const uint8_t *body, uint32_t body_len, bool external,
-                uint32_t body_crc, const wop *hint, evs_error *err)
+                const wop *hint, evs_error *err)
 {
     if (st->nbrecs == 0)
         st->batch_start = st->tail;
@@ -119,8 +125,9 @@ static int emit(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no,
     uint8_t *hp = st->hdrs.data + st->hdrs.len;
     rec_hdr_encode(&h, hp);
     if (external) {
+        /* the caller computed the body's CRC and the combine operator for its length */
         uLong c = crc32(0L, hp + 8, REC_HDR_SIZE - 8);
-        h.crc = (uint32_t)crc32_combine(c, body_crc, (z_off_t)(body_len + pad));
+        h.crc = (uint32_t)crc32_combine_op(c, hint->body_crc, hint->crc_op);
     } else {
         memcpy(hp + REC_HDR_SIZE, body, body_len);
         memset(hp + REC_HDR_SIZE + body_len, 0, pad);
@@ -148,7 +155,7 @@ static int emit_stream_op(evs_store *st, uint16_t flags, int op, uint32_t no, ev
         return evs_err_set(err, -ENOMEM, "out of memory");
     }
     int rc = emit(st, REC_STREAM, flags, no, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len,
-                  false, 0, NULL, err);
+                  false, NULL, err);
     rec_buf_release(&b);
     return rc;
 }
@@ -236,24 +243,25 @@ static void notify(evs_store *st, const evs_slice *names, size_t n)
         hook(arg, names, n);
 }
 
-static void checkpoint_maybe(evs_store *st, bool force)
+/* Commit the index if it is due: a record readers need there (tombstone), many records, or
+ * the oldest uncommitted record published EVS_INDEX_COMMIT_NS ago; `force` commits anything. */
+static void index_commit(evs_store *st, bool force)
 {
-    uint64_t now = evs_mono_ns();
-    if (!force && now - st->last_ckpt_ns < 1000000000ull)
+    if (st->idx_records == 0 && !st->idx_force)
         return;
-    st->last_ckpt_ns = now;
-    if (st->synced_to != st->tail)
-        return; /* the index may only be made durable over a durable log */
-    if (idx_txnid(st->idx) == st->ckpt_txnid)
+    if (!force && !st->idx_force && st->idx_records < EVS_INDEX_COMMIT_RECORDS &&
+        evs_mono_ns() - st->idx_first_ns < EVS_INDEX_COMMIT_NS)
         return;
-    int rc = idx_sync(st->idx);
-    if (!rc)
-        rc = store_checkpoint_write(st);
+    evs_error err = {0};
+    if (atomic_load(&st->failed))
+        return;
+    int rc = store_index_flush(st, &err);
     if (rc)
-        store_fail(st, rc, "index checkpoint failed");
+        store_fail(st, rc, "index update failed: %s", err.msg);
+    st->idx_first_ns = 0;
 }
 
-/* Write, sync, index, publish and acknowledge everything built so far. */
+/* Write, sync, publish and acknowledge everything built so far; commit the index when due. */
 static void flush(evs_store *st, pending *p)
 {
     if (st->nbrecs == 0) {
@@ -262,7 +270,6 @@ static void flush(evs_store *st, pending *p)
         p->n = 0;
         return;
     }
-    evs_error err = {0};
     int rc = 0;
     if (atomic_load(&st->failed)) {
         rc = EVS_EFAILED;
@@ -308,20 +315,20 @@ static void flush(evs_store *st, pending *p)
         }
         st->synced_to = st->tail;
     }
-    /* names of touched streams, for the hook, before publishing clears the list */
-    size_t nt = st->ntouched;
+    if (st->idx_force) {
+        index_commit(st, true); /* a tombstone is acknowledged only once readers see it */
+        if (atomic_load(&st->failed))
+            goto fail;
+    }
+    /* names of the batch's streams, for the hook, before publishing clears the list */
+    size_t nt = st->nbtouched;
     evs_slice names_small[32];
     evs_slice *names = nt <= 32 ? names_small : malloc(nt * sizeof *names);
     if (!names)
         nt = 0;
     for (size_t i = 0; i < nt; i++)
-        names[i] = (evs_slice){st->touched[i]->name, st->touched[i]->name_len};
-    if ((rc = store_index_flush(st, &err))) {
-        store_fail(st, rc, "index update failed: %s", err.msg);
-        if (names != names_small)
-            free(names);
-        goto fail;
-    }
+        names[i] = (evs_slice){st->btouched[i]->name, st->btouched[i]->name_len};
+    atomic_store(&st->active_used, st->tail - a->base);
     pthread_rwlock_wrlock(&st->lock);
     atomic_store(&a->size, st->tail - a->base);
     store_publish_touched(st);
@@ -330,6 +337,8 @@ static void flush(evs_store *st, pending *p)
     atomic_fetch_add(&st->n_appends, st->batch_records);
     if (st->batch_records > atomic_load(&st->batch_max))
         atomic_store(&st->batch_max, st->batch_records);
+    if (st->idx_records && !st->idx_first_ns)
+        st->idx_first_ns = evs_mono_ns();
     st->nbrecs = 0;
     st->hdrs.len = 0;
     st->batch_bytes = st->batch_records = 0;
@@ -339,19 +348,17 @@ static void flush(evs_store *st, pending *p)
     notify(st, names, nt);
     if (names != names_small)
         free(names);
-    checkpoint_maybe(st, false);
+    index_commit(st, false);
     return;
 fail:
     /* nothing of this batch becomes visible; the writer's stream states are abandoned with
-     * the store (W3) */
+     * the store (W3), and what the index had not committed is rebuilt from the log on open */
     st->nbrecs = 0;
     st->hdrs.len = 0;
     st->batch_bytes = st->batch_records = 0;
-    for (size_t i = 0; i < st->ntouched; i++)
-        st->touched[i]->touched = false;
-    st->ntouched = 0;
-    idx_batch_clear(st->ib);
-    post_clear(st->post);
+    for (size_t i = 0; i < st->nbtouched; i++)
+        st->btouched[i]->btouched = false;
+    st->nbtouched = 0;
     for (size_t i = 0; i < p->n; i++)
         finish_failed(st, p->r[i]);
     p->n = 0;
@@ -363,13 +370,12 @@ int store_roll(evs_store *st, evs_error *err)
 {
     segment *a = st->active;
     if (!a && st->nsegs > 0 && !st->segs[st->nsegs - 1]->sealed) {
-        /* open: continue the last segment */
+        /* open: continue the last segment, whose data ends where recovery found zeros */
         a = st->segs[st->nsegs - 1];
         uint64_t size = atomic_load(&a->size);
-        uint64_t want = size > st->opt.segment_bytes ? size : st->opt.segment_bytes;
-        if (size < want)
-            st->io->fallocate(a->fd, FALLOC_FL_KEEP_SIZE, (off_t)size, (off_t)(want - size));
-        if (!seg_map_for(a, want))
+        struct stat sb;
+        uint64_t flen = fstat(a->fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+        if (!seg_map_for(a, flen > size ? flen : size))
             return evs_err_set(err, -errno, "cannot map segment %s", a->name);
         st->active = a;
         st->tail = a->base + size;
@@ -385,7 +391,7 @@ int store_roll(evs_store *st, evs_error *err)
         }
         pending none = {0};
         int rc = emit(st, REC_SEAL, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len,
-                      false, 0, NULL, err);
+                      false, NULL, err);
         rec_buf_release(&b);
         if (rc)
             return rc;
@@ -397,6 +403,9 @@ int store_roll(evs_store *st, evs_error *err)
         if (atomic_load(&st->failed))
             return evs_err_set(err, EVS_EFAILED, "%s", st->fail_err.msg);
         a->sealed = true;
+        /* give back the unused zeros; harmless if lost: recovery accepts zeros after a seal */
+        if (st->io->ftruncate(a->fd, (off_t)(st->tail - a->base)))
+            evs_log(st, EVS_LOG_WARN, "cannot cut sealed segment %s to its end", a->name);
     }
     uint64_t base = st->tail;
     if (st->nsegs > 0) {
@@ -406,7 +415,7 @@ int store_roll(evs_store *st, evs_error *err)
             base = end;
     }
     segment *s;
-    int rc = seg_create(st->io, st->logdir, base, st->opt.segment_bytes, &s, err);
+    int rc = prep_new_segment(st, base, &s, err);
     if (rc)
         return rc;
     pthread_rwlock_wrlock(&st->lock);
@@ -428,10 +437,21 @@ int store_roll(evs_store *st, evs_error *err)
     return 0;
 }
 
-static bool roll_due(evs_store *st)
+/* Bytes a request will add to the log, at most (stream-create records counted generously). */
+static uint64_t request_bytes(const wreq *r)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < r->n; i++)
+        n += rec_size_for(r->ops[i].body_len) + rec_size_for((uint32_t)r->ops[i].name_len + 16);
+    return n;
+}
+
+/* Must the active segment be sealed before `more` bytes are appended? (S3: records never
+ * span segments; the zero-filled file is not grown unless one request alone exceeds it.) */
+static bool roll_needed(evs_store *st, uint64_t more)
 {
     uint64_t used = st->tail - st->active->base;
-    return used > 0 && used >= st->opt.segment_bytes;
+    return used > 0 && used + more + EVS_SEAL_RESERVE > st->opt.segment_bytes;
 }
 
 /* ---- requests ---------------------------------------------------------------------------- */
@@ -520,7 +540,7 @@ static int do_append(evs_store *st, wreq *r, evs_error *err)
         }
         left--;
         rc = emit(st, REC_ENTRY, left ? REC_F_TXN_CONT : 0, s->no, r->ids[i], s->w.last_pos,
-                  r->data.data + op->body_off, op->body_len, true, op->body_crc, op, err);
+                  r->data.data + op->body_off, op->body_len, true, op, err);
         if (rc)
             return rc;
     }
@@ -555,7 +575,7 @@ static void do_delete(evs_store *st, wreq *r, pending *p)
     }
     for (size_t i = 0; i < nd; i++) {
         int rc = emit(st, REC_TOMBSTONE, i + 1 < nd ? REC_F_TXN_CONT : 0, s->no, del[i],
-                      REC_POS_NONE, (const uint8_t *)"\xc0", 1, false, 0, NULL, &err);
+                      REC_POS_NONE, (const uint8_t *)"\xc0", 1, false, NULL, &err);
         if (rc) {
             store_fail(st, rc, "cannot build tombstone: %s", err.msg);
             break;
@@ -601,15 +621,7 @@ static void process(evs_store *st, wreq *list, pending *p)
         }
         if (st->batch_bytes >= EVS_MAX_BATCH_BYTES)
             flush(st, p);
-        if (st->nbrecs == 0 && roll_due(st)) {
-            evs_error err;
-            if (store_roll(st, &err)) {
-                store_fail(st, err.code, "%s", err.msg);
-                finish_failed(st, r);
-                continue;
-            }
-        } else if (roll_due(st) || st->tail - st->active->base + st->batch_bytes >=
-                                       st->opt.segment_bytes + EVS_MAX_BATCH_BYTES) {
+        if (roll_needed(st, request_bytes(r))) {
             flush(st, p);
             evs_error err;
             if (store_roll(st, &err)) {
@@ -639,29 +651,33 @@ static void process(evs_store *st, wreq *list, pending *p)
         }
     }
     flush(st, p);
-    if (st->nbrecs == 0 && roll_due(st)) {
-        evs_error err;
-        if (store_roll(st, &err))
-            store_fail(st, err.code, "%s", err.msg);
-    }
 }
 
 void *writer_main(void *arg)
 {
     evs_store *st = arg;
     pending p = {0};
-    st->last_sync_ns = st->last_ckpt_ns = evs_mono_ns();
+    st->last_sync_ns = evs_mono_ns();
     for (;;) {
         pthread_mutex_lock(&st->qmu);
         while (!st->qhead && !st->closing) {
-            bool timed = st->synced_to != st->tail || idx_txnid(st->idx) != st->ckpt_txnid;
-            if (!timed) {
+            /* wake for an index commit that falls due, or an everysec sync */
+            uint64_t wait_ns = 0;
+            if (st->idx_records && !atomic_load(&st->failed)) {
+                uint64_t age = evs_mono_ns() - st->idx_first_ns;
+                wait_ns = age >= EVS_INDEX_COMMIT_NS ? 1 : EVS_INDEX_COMMIT_NS - age;
+            } else if (st->synced_to != st->tail) {
+                wait_ns = 1000000000ull;
+            }
+            if (!wait_ns) {
                 pthread_cond_wait(&st->qcv, &st->qmu);
                 continue;
             }
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
+            uint64_t ns = (uint64_t)ts.tv_nsec + wait_ns;
+            ts.tv_sec += (time_t)(ns / 1000000000ull);
+            ts.tv_nsec = (long)(ns % 1000000000ull);
             if (pthread_cond_timedwait(&st->qcv, &st->qmu, &ts) == ETIMEDOUT)
                 break;
         }
@@ -671,7 +687,7 @@ void *writer_main(void *arg)
         pthread_mutex_unlock(&st->qmu);
         if (list)
             process(st, list, &p);
-        /* idle or once a second: sync the log (everysec), then checkpoint the index */
+        /* everysec: sync the log when idle or once a second */
         if (!atomic_load(&st->failed) && st->opt.fsync == EVS_FSYNC_EVERYSEC &&
             st->synced_to != st->tail &&
             (closing || !list || evs_mono_ns() - st->last_sync_ns >= 1000000000ull)) {
@@ -681,8 +697,7 @@ void *writer_main(void *arg)
             else
                 st->synced_to = st->tail;
         }
-        if (!atomic_load(&st->failed))
-            checkpoint_maybe(st, !list);
+        index_commit(st, closing && !list);
         if (closing && !list)
             break;
     }
@@ -789,6 +804,7 @@ static int build_append(evs_store *st, const evs_append *reqs, size_t n, wreq **
         uint32_t pad = (uint32_t)(rec_size_for(op->body_len) - REC_HDR_SIZE - op->body_len);
         uLong c = crc32(0L, r->data.data + op->body_off, op->body_len);
         op->body_crc = (uint32_t)(pad ? crc32(c, zero_pad, pad) : c);
+        op->crc_op = (uint32_t)crc32_combine_gen((z_off_t)(op->body_len + pad));
         for (size_t f = 0; f < a->nfields; f++) {
             const evs_field *fl = &a->fields[f];
             if (!op->has_source && fl->name.len == 6 && !memcmp(fl->name.ptr, "source", 6)) {

@@ -38,10 +38,17 @@ static inline char *store_path(const char *dir)
     return p;
 }
 
+/* Tests default to 1 MiB segments: every segment file is zero-filled to its full size. */
 static inline evs_store *open_store(const char *dir, const evs_options *o)
 {
     evs_store *st = NULL;
     evs_error err = {0};
+    evs_options dflt;
+    if (!o) {
+        evs_options_init(&dflt);
+        dflt.segment_bytes = 1 << 20;
+        o = &dflt;
+    }
     int rc = evs_open(dir, o, &st, &err);
     cr_assert_eq(rc, 0, "evs_open(%s): %d %s", dir, rc, err.msg);
     return st;

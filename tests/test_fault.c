@@ -20,8 +20,7 @@ static evs_store *open_faulty(uint64_t segment_bytes)
     evs_options o;
     evs_options_init(&o);
     o.io = &fio_faulty;
-    if (segment_bytes)
-        o.segment_bytes = segment_bytes;
+    o.segment_bytes = segment_bytes ? segment_bytes : 1 << 20;
     return open_store(dir, &o);
 }
 
@@ -103,6 +102,7 @@ Test(fault, enospc_on_write)
 Test(fault, enospc_preallocating_the_next_segment)
 {
     evs_store *st = open_faulty(8 * 1024);
+    fio_fault_count_background(true); /* the preparer cannot make spares either */
     fio_fault_arm(FIO_ALLOC, 1, ENOSPC, 0); /* the next segment cannot be preallocated */
     int rc;
     int acked = append_until_failure(st, 2000, &rc);

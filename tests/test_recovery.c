@@ -57,12 +57,44 @@ static off_t file_size(const char *p)
     return sb.st_size;
 }
 
+/* Segments are zero-filled files: the records end at the first zero header. Records are
+ * 8-aligned and padded with zeros, so the end is the last nonzero byte rounded up to 8. */
+static off_t data_end(const char *p)
+{
+    int fd = open(p, O_RDONLY);
+    off_t size = file_size(p), end = 0;
+    uint8_t buf[65536];
+    for (off_t o = 0; o < size; o += (off_t)sizeof buf) {
+        ssize_t r = pread(fd, buf, sizeof buf, o);
+        for (ssize_t i = 0; i < r; i++)
+            if (buf[i])
+                end = o + i + 1;
+    }
+    close(fd);
+    return (end + 7) & ~(off_t)7;
+}
+
+static void write_at(const char *p, off_t at, const void *data, size_t n)
+{
+    int fd = open(p, O_WRONLY);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pwrite(fd, data, n, at), (ssize_t)n);
+    close(fd);
+}
+
+/* What a torn write leaves in a zero-filled file: the last `n` bytes of the records never
+ * written, zeros instead. */
+static void zero_last(const char *p, off_t n)
+{
+    static const uint8_t z[1 << 16];
+    off_t end = data_end(p);
+    cr_assert_leq(n, (off_t)sizeof z);
+    write_at(p, end - n, z, (size_t)n);
+}
+
 static void append_bytes(const char *p, const void *data, size_t n)
 {
-    int fd = open(p, O_WRONLY | O_APPEND);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(write(fd, data, n), (ssize_t)n);
-    close(fd);
+    write_at(p, data_end(p), data, n);
 }
 
 static void make_store(int n, size_t value_len)
@@ -107,8 +139,7 @@ Test(recovery, torn_partial_body)
     make_store(10, 300);
     char p[600];
     seg_path(dir, -1, p, sizeof p);
-    off_t sz = file_size(p);
-    cr_assert_eq(truncate(p, sz - 100), 0);
+    zero_last(p, 100);
     cr_assert_eq(count_entries(), 9);
     cr_assert_eq(count_torn(dir), 1);
 }
@@ -118,11 +149,7 @@ Test(recovery, torn_zeroed_last_512_bytes)
     make_store(10, 2000);
     char p[600];
     seg_path(dir, -1, p, sizeof p);
-    off_t sz = file_size(p);
-    int fd = open(p, O_WRONLY);
-    uint8_t z[512] = {0};
-    cr_assert_eq(pwrite(fd, z, sizeof z, sz - 512), 512);
-    close(fd);
+    zero_last(p, 512);
     cr_assert_eq(count_entries(), 9);
     cr_assert_eq(count_torn(dir), 1);
 }
@@ -145,34 +172,44 @@ Test(recovery, truncated_at_every_byte_keeps_exactly_the_whole_records, .timeout
     make_store(6, 40);
     char p[600];
     seg_path(dir, -1, p, sizeof p);
-    off_t full = file_size(p);
+    off_t full = data_end(p);
     uint8_t *orig = malloc((size_t)full);
     int fd = open(p, O_RDONLY);
     cr_assert_eq(read(fd, orig, (size_t)full), full);
     close(fd);
-    /* record boundaries: every record of this store has the same size except the first
-     * (stream create) — learn them by reading headers */
-    off_t ends[64];
+    /* ends[r]: record r's end; need[r]: just past its last nonzero byte. Losing only zero
+     * padding leaves a zero-filled segment byte-identical, so a record is whole once the
+     * bytes up to need[r] survive. */
+    off_t ends[64], need[64];
     int nrec = 0;
     for (off_t o = 0; o < full;) {
         uint32_t len;
         memcpy(&len, orig + o + 8, 4);
-        o += 56 + ((len + 7) & ~7u);
-        ends[nrec++] = o;
+        off_t e = o + 56 + ((len + 7) & ~7u), nz = o;
+        for (off_t b = o; b < e; b++)
+            if (orig[b])
+                nz = b + 1;
+        ends[nrec] = e;
+        need[nrec++] = nz;
+        o = e;
     }
     cr_assert_eq(nrec, 7); /* create + 6 entries */
+    const off_t fsz = full + 4096; /* a zero-filled segment: the records, then zeros */
+    uint8_t *img = calloc(1, (size_t)fsz);
     for (off_t cut = 0; cut <= full; cut++) {
         rm_rf(dir);
         cr_assert_eq(mkdir(dir, 0755), 0);
         char logdir[600];
         snprintf(logdir, sizeof logdir, "%s/log", dir);
         mkdir(logdir, 0755);
-        /* a folder with the log cut at `cut` and no index: the worst case */
+        /* a folder whose log lost everything from `cut` on, and no index: the worst case */
         char sp[700], id[700];
         snprintf(sp, sizeof sp, "%s/00000000000000000000.seg", logdir);
         snprintf(id, sizeof id, "%s/STORE", dir);
+        memset(img, 0, (size_t)fsz);
+        memcpy(img, orig, (size_t)cut);
         fd = open(sp, O_WRONLY | O_CREAT, 0644);
-        cr_assert_eq(write(fd, orig, (size_t)cut), cut);
+        cr_assert_eq(write(fd, img, (size_t)fsz), fsz);
         close(fd);
         fd = open(id, O_WRONLY | O_CREAT, 0644);
         const char *ident = "evstore-store 1\nid 0123456789abcdef0123456789abcdef\n";
@@ -180,20 +217,25 @@ Test(recovery, truncated_at_every_byte_keeps_exactly_the_whole_records, .timeout
         close(fd);
         long whole = 0;
         for (int r = 1; r < nrec; r++)
-            if (ends[r] <= cut)
+            if (need[r] <= cut)
                 whole++;
         long got = count_entries();
         cr_assert_eq(got, whole, "cut at %ld: %ld entries, expected %ld", (long)cut, got, whole);
-        off_t after = file_size(sp);
-        off_t expect_len = 0;
         /* the stream-create record and the first entry are one atomic group (W1): the
          * create survives only with the entry */
+        off_t expect_len = 0;
         for (int r = 1; r < nrec; r++)
-            if (ends[r] <= cut)
+            if (need[r] <= cut)
                 expect_len = ends[r];
-        cr_assert_eq(after, expect_len, "cut at %ld: segment is %ld bytes after recovery, expected %ld",
+        off_t after = data_end(sp);
+        cr_assert_eq(after, expect_len, "cut at %ld: records end at %ld after recovery, expected %ld",
                      (long)cut, (long)after, (long)expect_len);
+        bool torn = false; /* nonzero bytes past the whole records were cut and kept */
+        for (off_t b = expect_len; b < cut; b++)
+            torn |= orig[b] != 0;
+        cr_assert_eq(count_torn(dir), torn ? 1 : 0, "cut at %ld", (long)cut);
     }
+    free(img);
     free(orig);
 }
 
@@ -295,9 +337,8 @@ Test(recovery, index_ahead_of_truncated_log_is_rebuilt)
     make_store(100, 30);
     char p[600];
     seg_path(dir, -1, p, sizeof p);
-    off_t sz = file_size(p);
-    /* cut 10 whole records (each entry record here is 56 + 40 = 96 bytes) */
-    cr_assert_eq(truncate(p, sz - 10 * 96), 0);
+    /* lose 10 whole records (each entry record here is 56 + 40 = 96 bytes) */
+    zero_last(p, 10 * 96);
     cr_assert_eq(count_entries(), 90);
 }
 
@@ -352,6 +393,7 @@ Test(recovery, lmdb_map_growth)
     evs_options o;
     evs_options_init(&o);
     o.index_map_bytes = 128 * 1024;
+    o.segment_bytes = 1 << 20;
     evs_store *st = open_store(dir, &o);
     for (int i = 0; i < 3000; i++) {
         char t[32];

@@ -360,3 +360,52 @@ Test(store, concurrent_appenders_and_readers)
     cr_assert_eq(evs_verify(st, NULL, NULL), 0);
     evs_close(st);
 }
+
+struct waitarg {
+    evs_store *st;
+    int rc;
+};
+
+static void *late_append(void *p)
+{
+    struct waitarg *w = p;
+    usleep(100000);
+    w->rc = add(w->st, "w", EVS_ID_AUTO, EVS_ID_MIN, NULL, "k", "late", NULL);
+    return NULL;
+}
+
+static int hook_calls;
+static char hook_name[32];
+static void hook(void *arg, const evs_slice *names, size_t n)
+{
+    (void)arg;
+    for (size_t i = 0; i < n; i++)
+        if (names[i].len == 1 && !memcmp(names[i].ptr, "w", 1)) {
+            __atomic_add_fetch(&hook_calls, 1, __ATOMIC_SEQ_CST);
+            memcpy(hook_name, names[i].ptr, 1);
+        }
+}
+
+Test(store, wait_is_woken_by_an_append_and_times_out)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_set_visible_hook(st, hook, NULL);
+    evs_id first;
+    cr_assert_eq(add(st, "w", EVS_ID_AUTO, EVS_ID_MIN, &first, "k", "v", NULL), 0);
+    /* already there */
+    cr_assert_eq(evs_wait(st, S("w"), EVS_ID_MIN, 0), 1);
+    /* nothing newer: times out */
+    cr_assert_eq(evs_wait(st, S("w"), first, 50), 0);
+    /* woken by another thread's append */
+    struct waitarg w = {st, -1};
+    pthread_t th;
+    pthread_create(&th, NULL, late_append, &w);
+    cr_assert_eq(evs_wait(st, S("w"), first, 5000), 1);
+    pthread_join(th, NULL);
+    cr_assert_eq(w.rc, 0);
+    cr_assert_geq(__atomic_load_n(&hook_calls, __ATOMIC_SEQ_CST), 2);
+    cr_assert_eq(hook_name[0], 'w');
+    /* a stream that does not exist yet is waited for too */
+    cr_assert_eq(evs_wait(st, S("nothing"), EVS_ID_MIN, 20), 0);
+    evs_close(st);
+}

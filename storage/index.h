@@ -12,9 +12,9 @@
  *   meta       "watermark" -> wm; "next_stream" -> u32
  *   streams    name -> stream_meta (LE fixed layout, see idx_meta_*)
  *   stream_no  no(4) -> name
- *   ids        no(4) ms(8) seq(8) -> pos(8) time_us(8) ordinal(8)      sparse: about 1 per 4 KiB
+ *   ids        no(4) ms(8) seq(8) -> pos(8) time_us(8) ordinal(8)      sparse: 1 per 16 KiB or 64 entries
  *   times      no(4) time_us(8) -> ms(8) seq(8)                       first ID of each ids block
- *   filt       no(4) field(1) hash(8) ms(8) seq(8) -> n x [ms seq pos]   one group per value per batch (postings.h)
+ *   filt       no(4) field(1) hash(8) ms(8) seq(8) -> delta-encoded group (postings.h)
  *   dels       no(4) ms(8) seq(8) -> tombstone pos(8)
  *   segments   base(8) -> end(8) first_time(8) last_time(8) records(8) sealed(8)
  */

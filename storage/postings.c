@@ -17,8 +17,10 @@ struct group {
     uint8_t field;
     bool used;
     uint64_t hash;
-    uint8_t *val; /* n triples */
+    uint8_t *val; /* the encoded value so far (n bytes) */
     size_t n, cap;
+    evs_id last;
+    uint64_t last_pos;
 };
 
 struct postings {
@@ -95,9 +97,20 @@ static int emit(struct group *g, struct idx_batch *b)
     k[4] = g->field;
     idx_be64(k + 5, g->hash);
     memcpy(k + 13, g->val, 16); /* the first entry's ms, seq */
-    int rc = idx_batch_put(b, IDX_FILT, k, sizeof k, g->val, g->n * POST_TRIPLE);
+    int rc = idx_batch_put(b, IDX_FILT, k, sizeof k, g->val, g->n);
     g->n = 0;
     return rc;
+}
+
+static size_t put_varint(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
 }
 
 int post_add(postings *p, struct idx_batch *b, uint32_t no, uint8_t field, uint64_t hash,
@@ -114,20 +127,30 @@ int post_add(postings *p, struct idx_batch *b, uint32_t no, uint8_t field, uint6
         g->n = 0;
         p->used++;
     }
-    if (g->n == g->cap) {
-        size_t cap = g->cap ? g->cap * 2 : 8;
-        uint8_t *v = realloc(g->val, cap * POST_TRIPLE);
+    if (g->cap - g->n < 32) {
+        size_t cap = g->cap ? g->cap * 2 : 256;
+        uint8_t *v = realloc(g->val, cap);
         if (!v)
             return -ENOMEM;
         g->val = v;
         g->cap = cap;
     }
-    uint8_t *t = g->val + g->n * POST_TRIPLE;
-    idx_be64(t, id.ms);
-    idx_be64(t + 8, id.seq);
-    idx_be64(t + 16, pos);
-    g->n++;
-    return g->n == POST_MAX ? emit(g, b) : 0;
+    uint8_t *t = g->val + g->n;
+    if (g->n == 0) {
+        idx_be64(t, id.ms);
+        idx_be64(t + 8, id.seq);
+        idx_be64(t + 16, pos);
+        g->n = POST_FIRST;
+    } else {
+        uint64_t dms = id.ms - g->last.ms;
+        size_t n = put_varint(t, dms);
+        n += put_varint(t + n, dms ? id.seq : id.seq - g->last.seq - 1);
+        n += put_varint(t + n, pos - g->last_pos);
+        g->n += n;
+    }
+    g->last = id;
+    g->last_pos = pos;
+    return g->n >= POST_MAX_BYTES ? emit(g, b) : 0;
 }
 
 int post_flush(postings *p, struct idx_batch *b)
@@ -151,10 +174,51 @@ void post_clear(postings *p)
     p->used = 0;
 }
 
-void post_get(const void *v, size_t i, evs_id *id, uint64_t *pos)
+void post_iter_init(post_iter *it, const void *v, size_t vl)
 {
-    const uint8_t *t = (const uint8_t *)v + i * POST_TRIPLE;
-    id->ms = idx_rd64(t);
-    id->seq = idx_rd64(t + 8);
-    *pos = idx_rd64(t + 16);
+    it->p = v;
+    it->end = it->p + vl;
+    it->started = false;
+    it->bad = vl < POST_FIRST;
+}
+
+static bool get_varint(post_iter *it, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64 && it->p < it->end; shift += 7) {
+        uint8_t c = *it->p++;
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *out = v;
+            return true;
+        }
+    }
+    it->bad = true;
+    return false;
+}
+
+bool post_next(post_iter *it, evs_id *id, uint64_t *pos)
+{
+    if (it->bad || it->p >= it->end)
+        return false;
+    if (!it->started) {
+        it->id = (evs_id){idx_rd64(it->p), idx_rd64(it->p + 8)};
+        it->pos = idx_rd64(it->p + 16);
+        it->p += POST_FIRST;
+        it->started = true;
+    } else {
+        uint64_t dms, s, dpos;
+        if (!get_varint(it, &dms) || !get_varint(it, &s) || !get_varint(it, &dpos))
+            return false;
+        if (dms) {
+            it->id.ms += dms;
+            it->id.seq = s;
+        } else {
+            it->id.seq += s + 1;
+        }
+        it->pos += dpos;
+    }
+    *id = it->id;
+    *pos = it->pos;
+    return true;
 }

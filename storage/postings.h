@@ -1,23 +1,30 @@
 /*
- * postings.h — the filter index's write side: while a batch is applied, entries with a
- * `source` or `type` field are gathered per (stream, field, value hash); at the end of the
- * batch each group becomes one `filt` key whose value lists the group's entries.
+ * postings.h — the filter index's write side: while records are applied, entries with a
+ * `source` or `type` field are gathered per (stream, field, value hash); at each index commit
+ * each group becomes one `filt` key whose value lists the group's entries.
  *
- *   key   = no(4) field(1) hash(8) ms(8) seq(8)    the first entry of the group
- *   value = n x [ms(8) seq(8) pos(8)]              ascending IDs, 1 <= n <= POST_MAX
+ *   key   = no(4) field(1) hash(8) ms(8) seq(8)          the group's first entry
+ *   value = ms(8) seq(8) pos(8)                          the first entry, big-endian
+ *           then per further entry, LEB128 varints:
+ *             dms                                        ms - previous ms
+ *             seq if dms > 0, else seq - previous seq - 1
+ *             pos - previous pos
  *
- * One LMDB put per distinct value per batch instead of one per entry.
+ * IDs and positions only grow within a group, so the deltas are small: about 5 bytes an
+ * entry. A group is closed before its value passes POST_MAX_BYTES so that it stays inside an
+ * LMDB leaf page (a larger value takes overflow pages of its own, mostly empty).
  */
 #ifndef EVS_POSTINGS_H
 #define EVS_POSTINGS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "evstore.h"
 
-#define POST_MAX 256 /* entries per key: bounds a value to 6 KiB */
-#define POST_TRIPLE 24
+#define POST_MAX_BYTES 1200
+#define POST_FIRST 24
 
 struct idx_batch;
 typedef struct postings postings;
@@ -32,7 +39,15 @@ int post_flush(postings *p, struct idx_batch *b);
 /* Forget pending groups (a failed batch). */
 void post_clear(postings *p);
 
-/* Reading a value: entry i of a value of vl bytes (vl % 24 == 0). */
-void post_get(const void *v, size_t i, evs_id *id, uint64_t *pos);
+/* Reading a value in order: post_iter_init, then post_next until it returns false. A
+ * malformed value ends the walk early and sets bad. */
+typedef struct post_iter {
+    const uint8_t *p, *end;
+    evs_id id;
+    uint64_t pos;
+    bool started, bad;
+} post_iter;
+void post_iter_init(post_iter *it, const void *v, size_t vl);
+bool post_next(post_iter *it, evs_id *id, uint64_t *pos);
 
 #endif

@@ -388,41 +388,63 @@ static int load_filter_chunk(evs_iter *it, evs_error *err)
     if (rc == 0 && it->fresume)
         rc = idx_cur_get(c, rev ? IDX_PREV : IDX_NEXT, NULL, 0, &k, &kl, &v, &vl);
     for (; rc == 0; rc = idx_cur_get(c, rev ? IDX_PREV : IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
-        if (kl != IDX_FILTKEY || memcmp(k, it->fprefix, 13) != 0 || vl % POST_TRIPLE || !vl)
+        if (kl != IDX_FILTKEY || memcmp(k, it->fprefix, 13) != 0 || vl < POST_FIRST)
             break;
-        size_t cnt = vl / POST_TRIPLE;
-        evs_id first, last;
+        /* decode the group, in log order, into the arrays after the entries kept so far */
+        size_t base = it->n, cnt = 0;
+        post_iter pi;
+        post_iter_init(&pi, v, vl);
+        evs_id id;
         uint64_t p;
-        post_get(v, 0, &first, &p);
-        post_get(v, cnt - 1, &last, &p);
-        if (!rev && evs_id_cmp(first, it->hi) > 0)
+        while (post_next(&pi, &id, &p)) {
+            if ((rc = grow(it, base + cnt + 1)))
+                goto out;
+            it->ids[base + cnt] = id;
+            it->pos[base + cnt] = p;
+            cnt++;
+        }
+        if (pi.bad || cnt == 0) {
+            rc = EVS_ECORRUPT;
             break;
-        if (rev && evs_id_cmp(last, it->lo) < 0)
+        }
+        evs_id first = it->ids[base], last = it->ids[base + cnt - 1];
+        if ((!rev && evs_id_cmp(first, it->hi) > 0) || (rev && evs_id_cmp(last, it->lo) < 0))
             break;
-        if (it->n >= CHUNK) {
+        if (base >= CHUNK) {
             it->done = false; /* more groups follow: resume after flast */
             break;
         }
-        if ((rc = grow(it, it->n + cnt)))
-            goto out;
-        for (size_t j = 0; j < cnt; j++) {
-            evs_id id;
-            post_get(v, rev ? cnt - 1 - j : j, &id, &p);
+        /* keep those in range (compacting in place), then put them in emission order */
+        size_t o = base;
+        for (size_t j = base; j < base + cnt; j++) {
+            id = it->ids[j];
+            p = it->pos[j];
             if (evs_id_cmp(id, it->lo) < 0 || evs_id_cmp(id, it->hi) > 0 || p >= it->fw)
                 continue;
             if (it->snap.ndels && is_deleted(r, it->s->no, id))
                 continue;
-            it->pos[it->n] = p;
-            it->ids[it->n] = id;
-            it->n++;
+            it->ids[o] = id;
+            it->pos[o] = p;
+            o++;
         }
+        for (size_t a = base, b = o ? o - 1 : 0; rev && o > base && a < b; a++, b--) {
+            uint64_t tp = it->pos[a];
+            it->pos[a] = it->pos[b];
+            it->pos[b] = tp;
+            evs_id ti = it->ids[a];
+            it->ids[a] = it->ids[b];
+            it->ids[b] = ti;
+        }
+        it->n = o;
         it->flast = first;
         it->fresume = true;
     }
     if (rc == EVS_ENOTFOUND)
         rc = 0;
 out:
-    if (rc)
+    if (rc == EVS_ECORRUPT)
+        evs_err_set(err, rc, "stream %s: malformed filter index value (run verify)", it->pname);
+    else if (rc)
         evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
     idx_cur_close(c);
     idx_rend(r);

@@ -196,19 +196,21 @@ static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const ch
         uint32_t no = idx_rd32(kk);
         if (t == IDX_IDS && kl == IDX_IDKEY && vl >= 8) {
             check_one(v, what, no, (evs_id){idx_rd64(kk + 4), idx_rd64(kk + 12)}, idx_rd64(val));
-        } else if (t == IDX_FILT && kl == IDX_FILTKEY && vl && vl % POST_TRIPLE == 0) {
+        } else if (t == IDX_FILT && kl == IDX_FILTKEY && vl >= POST_FIRST) {
             evs_id first = {idx_rd64(kk + 13), idx_rd64(kk + 21)}, id, prev = EVS_ID_MIN;
             uint64_t pos;
-            post_get(val, 0, &id, &pos);
-            if (evs_id_cmp(id, first) != 0)
-                problem(v, "index %s key of stream #%u: first entry differs from the key", what, no);
-            for (size_t i = 0; i < vl / POST_TRIPLE; i++) {
-                post_get(val, i, &id, &pos);
+            post_iter pi;
+            post_iter_init(&pi, val, vl);
+            for (size_t i = 0; post_next(&pi, &id, &pos); i++) {
+                if (i == 0 && evs_id_cmp(id, first) != 0)
+                    problem(v, "index %s key of stream #%u: first entry differs from the key", what, no);
                 if (i && evs_id_cmp(id, prev) <= 0)
                     problem(v, "index %s key of stream #%u: IDs out of order", what, no);
                 check_one(v, what, no, id, pos);
                 prev = id;
             }
+            if (pi.bad)
+                problem(v, "index %s key of stream #%u: malformed value", what, no);
         } else {
             problem(v, "index %s table: malformed key of %zu bytes (value %zu bytes)", what, kl, vl);
         }

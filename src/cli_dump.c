@@ -63,16 +63,10 @@ int cmd_dump(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *stream = argv[optind];
-    evs_options o;
-    evs_options_init(&o);
-    o.read_only = true;
-    o.log = cli_log;
-    evs_store *st;
-    evs_error err;
-    if (evs_open(data, &o, &st, &err)) {
-        fprintf(stderr, "evstore dump: %s\n", err.msg);
+    evs_store *st = cli_open_readonly("dump", data);
+    if (!st)
         return EXIT_FAILURE_;
-    }
+    evs_error err;
     evs_iter *it;
     int rc = evs_iter_open(st, (evs_slice){stream, strlen(stream)}, &q, &it, &err);
     if (rc == EVS_ENOTFOUND) {

@@ -47,17 +47,9 @@ int cmd_verify(int argc, char **argv)
         fprintf(stderr, "evstore verify: unexpected argument '%s'\n", argv[optind]);
         return EXIT_USAGE;
     }
-    evs_options o;
-    evs_options_init(&o);
-    o.read_only = true;
-    o.log = cli_log;
-    evs_store *st;
-    evs_error err;
-    int rc = evs_open(data, &o, &st, &err);
-    if (rc) {
-        fprintf(stderr, "evstore verify: %s\n", err.msg);
+    evs_store *st = cli_open_readonly("verify", data);
+    if (!st)
         return EXIT_FAILURE_;
-    }
     long problems = evs_verify(st, report, NULL);
     evs_store_stats s;
     evs_store_stats_get(st, &s);

@@ -78,6 +78,21 @@ void cli_log(void *arg, int level, const char *msg)
             names[level >= 0 && level <= 3 ? level : 3], msg);
 }
 
+evs_store *cli_open_readonly(const char *cmd, const char *data)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.read_only = true;
+    o.log = cli_log;
+    evs_store *st;
+    evs_error err;
+    if (evs_open(data, &o, &st, &err)) {
+        fprintf(stderr, "evstore %s: %s\n", cmd, err.msg);
+        return NULL;
+    }
+    return st;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||

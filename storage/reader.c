@@ -259,7 +259,22 @@ out_err:
     return rc;
 }
 
-/* Forward: the key at or below lo (or the stream's first key). */
+/* Position c at the last key <= key within the prefix, or the first key of the prefix. */
+static int seek_floor(idx_cur *c, const uint8_t *key, size_t kl, size_t pl, const void **k,
+                      size_t *klo, const void **v, size_t *vl)
+{
+    int rc = idx_cur_get(c, IDX_GE, key, kl, k, klo, v, vl);
+    if (rc == 0 && *klo == kl && memcmp(*k, key, kl) == 0)
+        return 0;
+    int p = rc == 0 ? idx_cur_get(c, IDX_PREV, NULL, 0, k, klo, v, vl)
+                    : idx_cur_get(c, IDX_LAST, NULL, 0, k, klo, v, vl);
+    if (p == 0 && *klo >= pl && memcmp(*k, key, pl) == 0)
+        return 0;
+    return idx_cur_get(c, IDX_GE, key, kl, k, klo, v, vl);
+}
+
+/* Forward: the key at or below lo (or the stream's first key; with no key yet, a virtual
+ * block from the stream's first entry). */
 static int find_start_key(evs_iter *it, evs_id *kid, uint64_t *kpos, evs_error *err)
 {
     idx_rtxn *r;
@@ -273,28 +288,12 @@ static int find_start_key(evs_iter *it, evs_id *kid, uint64_t *kpos, evs_error *
     idx_idkey(key, it->s->no, it->lo);
     const void *k, *v;
     size_t kl, vl;
-    rc = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
-    bool found = false;
-    if (rc == 0 && kl == IDX_IDKEY && memcmp(k, key, IDX_IDKEY) == 0)
-        found = key_ok(it, k, kl, v, vl, kid, kpos);
-    if (!found) {
-        rc = rc == 0 ? idx_cur_get(c, IDX_PREV, NULL, 0, &k, &kl, &v, &vl)
-                     : idx_cur_get(c, IDX_LAST, NULL, 0, &k, &kl, &v, &vl);
-        if (rc == 0)
-            found = key_ok(it, k, kl, v, vl, kid, kpos);
-    }
-    if (!found) {
-        idx_idkey(key, it->s->no, EVS_ID_MIN);
-        rc = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
-        if (rc == 0)
-            found = key_ok(it, k, kl, v, vl, kid, kpos);
-    }
-    if (!found) {
-        /* no key yet (not indexed): one block from the stream's first entry to its last */
-        *kid = EVS_ID_MIN;
+    rc = seek_floor(c, key, sizeof key, 4, &k, &kl, &v, &vl);
+    if (rc == EVS_ENOTFOUND || (rc == 0 && !key_ok(it, k, kl, v, vl, kid, kpos))) {
+        *kid = EVS_ID_MIN; /* not indexed yet: walk back from the stream's last entry */
         *kpos = 0;
+        rc = 0;
     }
-    rc = 0;
 out:
     if (rc)
         evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
@@ -343,20 +342,6 @@ out:
     idx_cur_close(c);
     idx_rend(r);
     return rc;
-}
-
-/* Position c at the last key <= key within the prefix, or the first key of the prefix. */
-static int seek_floor(idx_cur *c, const uint8_t *key, size_t kl, size_t pl, const void **k,
-                      size_t *klo, const void **v, size_t *vl)
-{
-    int rc = idx_cur_get(c, IDX_GE, key, kl, k, klo, v, vl);
-    if (rc == 0 && *klo == kl && memcmp(*k, key, kl) == 0)
-        return 0;
-    int p = rc == 0 ? idx_cur_get(c, IDX_PREV, NULL, 0, k, klo, v, vl)
-                    : idx_cur_get(c, IDX_LAST, NULL, 0, k, klo, v, vl);
-    if (p == 0 && *klo >= pl && memcmp(*k, key, pl) == 0)
-        return 0;
-    return idx_cur_get(c, IDX_GE, key, kl, k, klo, v, vl);
 }
 
 /*

@@ -28,8 +28,10 @@ if ((fuzz > 0)); then
     t=${f##*/fuzz_}
     work=$(mktemp -d)
     echo "fuzzing $t for ${fuzz}s" >&2
+    dict=()
+    [ -f "fuzz/$t.dict" ] && dict=(-dict="fuzz/$t.dict")
     if ! "$f" -max_total_time="$fuzz" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=20 \
-        -artifact_prefix="$work/" "$work" "fuzz/corpus/$t" >"$work/log" 2>&1; then
+        "${dict[@]}" -artifact_prefix="$work/" "$work" "fuzz/corpus/$t" >"$work/log" 2>&1; then
       tail -40 "$work/log" >&2
       echo "fuzz_$t found a crash: $(ls "$work"/crash-* "$work"/leak-* "$work"/timeout-* 2>/dev/null)" >&2
       exit 1

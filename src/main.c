@@ -14,6 +14,7 @@ static const char *usage =
     "Durable event-log store with a Redis Streams interface.\n"
     "\n"
     "Commands:\n"
+    "  serve    serve the Redis Streams protocol on a store folder\n"
     "  append   append one entry to a stream of a store folder (no server)\n"
     "  dump     print a stream's entries as JSON lines\n"
     "  verify   check every record and the index of a store folder\n"
@@ -106,6 +107,8 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     argv[1] = argv[0];
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify"))
         return cmd_verify(argc - 1, argv + 1);
     if (!strcmp(cmd, "dump"))

@@ -1,0 +1,939 @@
+/*
+ * commands.c — the command table and the commands of the RESP front. Reply formats and error
+ * texts are Redis 7.0's (t_stream.c, networking.c, server.c), byte for byte where a client
+ * could tell the difference.
+ *
+ * XADD is asynchronous (answered when durable, N2); reads are answered at once from the
+ * store's visible state; XREAD BLOCK parks the request until the store's visibility hook says
+ * a batch landed, or its timeout fires.
+ */
+#include "server.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define ERR_ID "ERR Invalid stream ID specified as stream command argument"
+#define ERR_INT "ERR value is not an integer or out of range"
+#define ERR_SYNTAX "ERR syntax error"
+
+typedef struct command {
+    const char *name;
+    int arity;   /* Redis style: n exact, -n at least n (the name counts) */
+    bool noauth; /* allowed before AUTH */
+    void (*fn)(cmd_ctx *x);
+} command;
+
+static bool arg_is(const cmd_ctx *x, size_t i, const char *s)
+{
+    size_t n = strlen(s);
+    return i < x->argc && x->argv[i].len == n && strncasecmp((const char *)x->argv[i].ptr, s, n) == 0;
+}
+
+static bool arg_ll(const resp_arg *a, long long *out)
+{
+    char buf[32];
+    if (a->len == 0 || a->len >= sizeof buf)
+        return false;
+    memcpy(buf, a->ptr, a->len);
+    buf[a->len] = 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno || *end || isspace((unsigned char)buf[0]))
+        return false;
+    *out = v;
+    return true;
+}
+
+static evs_slice key_of(const resp_arg *a) { return (evs_slice){a->ptr, a->len}; }
+
+static void reply_error_done(cmd_ctx *x, const char *msg)
+{
+    resp_out_error(&x->r->out, "%s", msg);
+    reply_done(x);
+}
+
+/* ---- IDs ---------------------------------------------------------------------------------- */
+
+/* A strict "<ms>-<seq>" or "<ms>" (seq = missing_seq). */
+static bool parse_id(const resp_arg *a, uint64_t missing_seq, evs_id *id)
+{
+    return evs_id_parse(a->ptr, a->len, missing_seq, id) == 0;
+}
+
+/* XRANGE bounds: "-", "+", "(" exclusive, or an ID (incomplete: seq = missing_seq). */
+static bool parse_interval(const resp_arg *a, uint64_t missing_seq, evs_id *id, bool *excl)
+{
+    *excl = false;
+    if (a->len == 1 && a->ptr[0] == '-') {
+        *id = EVS_ID_MIN;
+        return true;
+    }
+    if (a->len == 1 && a->ptr[0] == '+') {
+        *id = EVS_ID_MAX;
+        return true;
+    }
+    resp_arg b = *a;
+    if (b.len > 1 && b.ptr[0] == '(') {
+        *excl = true;
+        b.ptr++;
+        b.len--;
+    }
+    return parse_id(&b, missing_seq, id);
+}
+
+static void out_id(resp_out *o, evs_id id)
+{
+    char buf[EVS_ID_STRLEN];
+    size_t n = evs_id_format(id, buf);
+    resp_out_bulk(o, buf, n);
+}
+
+static void out_entry(resp_out *o, const evs_entry *e)
+{
+    resp_out_array(o, 2);
+    out_id(o, e->id);
+    resp_out_array(o, e->nfields * 2);
+    for (size_t i = 0; i < e->nfields; i++) {
+        resp_out_bulk(o, e->fields[i].name.ptr, e->fields[i].name.len);
+        resp_out_bulk(o, e->fields[i].value.ptr, e->fields[i].value.len);
+    }
+}
+
+/* Append up to q->limit entries of stream `key` as an array into o; returns the count, or
+ * < 0 after writing an error. */
+static long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q)
+{
+    evs_iter *it;
+    evs_error err;
+    int rc = evs_iter_open(st, key, q, &it, &err);
+    if (rc == EVS_ENOTFOUND) {
+        resp_out_array(o, 0);
+        return 0;
+    }
+    if (rc) {
+        resp_out_error(o, "ERR %s", err.msg);
+        return rc;
+    }
+    resp_out tmp;
+    resp_out_init(&tmp, o->proto);
+    const evs_entry *e;
+    long n = 0;
+    while ((rc = evs_iter_next(it, &e, &err)) == 1) {
+        out_entry(&tmp, e);
+        n++;
+    }
+    evs_iter_close(it);
+    if (rc < 0) {
+        resp_out_release(&tmp);
+        resp_out_error(o, "ERR %s", err.msg);
+        return rc;
+    }
+    resp_out_array(o, (size_t)n);
+    resp_out_raw(o, tmp.data, tmp.len);
+    resp_out_release(&tmp);
+    return n;
+}
+
+/* ---- connection --------------------------------------------------------------------------- */
+
+static void cmd_ping(cmd_ctx *x)
+{
+    if (x->argc > 2) {
+        reply_error_done(x, "ERR wrong number of arguments for 'ping' command");
+        return;
+    }
+    if (x->argc == 2)
+        resp_out_bulk(&x->r->out, x->argv[1].ptr, x->argv[1].len);
+    else
+        resp_out_simple(&x->r->out, "PONG");
+    reply_done(x);
+}
+
+static void cmd_echo(cmd_ctx *x)
+{
+    resp_out_bulk(&x->r->out, x->argv[1].ptr, x->argv[1].len);
+    reply_done(x);
+}
+
+static void cmd_quit(cmd_ctx *x)
+{
+    resp_out_simple(&x->r->out, "OK");
+    x->r->close_after = true;
+    reply_done(x);
+}
+
+static void cmd_select(cmd_ctx *x)
+{
+    long long db;
+    if (!arg_ll(&x->argv[1], &db))
+        reply_error_done(x, ERR_INT);
+    else if (db != 0)
+        reply_error_done(x, "ERR DB index is out of range");
+    else {
+        resp_out_simple(&x->r->out, "OK");
+        reply_done(x);
+    }
+}
+
+/* Compare secrets in time independent of where they differ. */
+static bool secret_eq(const resp_arg *a, const char *secret)
+{
+    size_t n = strlen(secret);
+    unsigned char diff = (unsigned char)(a->len != n);
+    for (size_t i = 0; i < a->len; i++)
+        diff |= (unsigned char)(a->ptr[i] ^ (uint8_t)secret[n ? i % n : 0]);
+    return diff == 0;
+}
+
+static const char *check_auth(cmd_ctx *x, const resp_arg *user, const resp_arg *pass)
+{
+    const char *want = server_cfg(x->srv)->requirepass;
+    if (!want)
+        return "ERR AUTH <password> called without any password configured for the default "
+               "user. Are you sure your configuration is correct?";
+    bool user_ok = !user || (user->len == 7 && !memcmp(user->ptr, "default", 7));
+    if (!secret_eq(pass, want) || !user_ok)
+        return "WRONGPASS invalid username-password pair or user is disabled.";
+    conn_set_authed(x->c, true);
+    return NULL;
+}
+
+static void cmd_auth(cmd_ctx *x)
+{
+    if (x->argc > 3) {
+        reply_error_done(x, ERR_SYNTAX);
+        return;
+    }
+    const char *e = check_auth(x, x->argc == 3 ? &x->argv[1] : NULL, &x->argv[x->argc - 1]);
+    if (e)
+        reply_error_done(x, e);
+    else {
+        resp_out_simple(&x->r->out, "OK");
+        reply_done(x);
+    }
+}
+
+static void cmd_hello(cmd_ctx *x)
+{
+    long long ver = conn_proto(x->c);
+    size_t i = 1;
+    if (x->argc > 1) {
+        if (!arg_ll(&x->argv[1], &ver)) {
+            reply_error_done(x, "ERR Protocol version is not an integer or out of range");
+            return;
+        }
+        if (ver < 2 || ver > 3) {
+            reply_error_done(x, "NOPROTO unsupported protocol version");
+            return;
+        }
+        i = 2;
+    }
+    for (; i < x->argc; i++) {
+        if (arg_is(x, i, "AUTH") && i + 2 < x->argc) {
+            const char *e = check_auth(x, &x->argv[i + 1], &x->argv[i + 2]);
+            if (e) {
+                reply_error_done(x, e);
+                return;
+            }
+            i += 2;
+        } else if (arg_is(x, i, "SETNAME") && i + 1 < x->argc) {
+            i++;
+        } else {
+            resp_out_error(&x->r->out, "ERR Syntax error in HELLO option '%.*s'",
+                           (int)x->argv[i].len, x->argv[i].ptr);
+            reply_done(x);
+            return;
+        }
+    }
+    if (!conn_authed(x->c)) {
+        reply_error_done(x, "NOAUTH HELLO must be called with the client already authenticated, "
+                            "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                            "authenticate the client and select the RESP protocol version at the "
+                            "same time");
+        return;
+    }
+    conn_set_proto(x->c, (int)ver);
+    resp_out *o = &x->r->out;
+    o->proto = (int)ver;
+    resp_out_map(o, 7);
+    resp_out_cstr(o, "server");
+    resp_out_cstr(o, "redis");
+    resp_out_cstr(o, "version");
+    resp_out_cstr(o, "7.0.0");
+    resp_out_cstr(o, "proto");
+    resp_out_int(o, ver);
+    resp_out_cstr(o, "id");
+    resp_out_int(o, conn_id(x->c));
+    resp_out_cstr(o, "mode");
+    resp_out_cstr(o, "standalone");
+    resp_out_cstr(o, "role");
+    resp_out_cstr(o, "master");
+    resp_out_cstr(o, "modules");
+    resp_out_array(o, 0);
+    reply_done(x);
+}
+
+static void cmd_command(cmd_ctx *x);
+
+static void cmd_client(cmd_ctx *x)
+{
+    if (arg_is(x, 1, "ID") && x->argc == 2) {
+        resp_out_int(&x->r->out, conn_id(x->c));
+    } else if ((arg_is(x, 1, "SETNAME") && x->argc == 3) || (arg_is(x, 1, "SETINFO") && x->argc == 4)) {
+        resp_out_simple(&x->r->out, "OK");
+    } else if (arg_is(x, 1, "GETNAME") && x->argc == 2) {
+        resp_out_null(&x->r->out);
+    } else {
+        resp_out_error(&x->r->out,
+                       "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try "
+                       "CLIENT HELP.",
+                       (int)x->argv[1].len, x->argv[1].ptr);
+    }
+    reply_done(x);
+}
+
+/* ---- keys --------------------------------------------------------------------------------- */
+
+static void cmd_exists(cmd_ctx *x)
+{
+    long long n = 0;
+    for (size_t i = 1; i < x->argc; i++) {
+        evs_stream_info info;
+        if (evs_stream_info_get(server_store(x->srv), key_of(&x->argv[i]), &info) == 0)
+            n++;
+    }
+    resp_out_int(&x->r->out, n);
+    reply_done(x);
+}
+
+static void cmd_type(cmd_ctx *x)
+{
+    evs_stream_info info;
+    bool is = evs_stream_info_get(server_store(x->srv), key_of(&x->argv[1]), &info) == 0;
+    resp_out_simple(&x->r->out, is ? "stream" : "none");
+    reply_done(x);
+}
+
+static void cmd_del(cmd_ctx *x)
+{
+    long long n = 0;
+    for (size_t i = 1; i < x->argc; i++) {
+        bool existed;
+        evs_error err;
+        if (evs_stream_drop(server_store(x->srv), key_of(&x->argv[i]), &existed, &err)) {
+            resp_out_error(&x->r->out, "ERR %s", err.msg);
+            reply_done(x);
+            return;
+        }
+        n += existed;
+    }
+    resp_out_int(&x->r->out, n);
+    reply_done(x);
+}
+
+struct keys_walk {
+    resp_out *tmp;
+    const char *pattern;
+    size_t n;
+};
+
+static int keys_one(void *arg, evs_slice name, const evs_stream_info *info)
+{
+    (void)info;
+    struct keys_walk *w = arg;
+    char buf[512];
+    if (name.len >= sizeof buf || memchr(name.ptr, 0, name.len))
+        return 0; /* fnmatch needs a C string: names with NUL bytes match no pattern */
+    memcpy(buf, name.ptr, name.len);
+    buf[name.len] = 0;
+    if (!w->pattern || fnmatch(w->pattern, buf, 0) == 0) {
+        resp_out_bulk(w->tmp, name.ptr, name.len);
+        w->n++;
+    }
+    return 0;
+}
+
+static void cmd_keys(cmd_ctx *x)
+{
+    char pat[512];
+    size_t n = x->argv[1].len < sizeof pat - 1 ? x->argv[1].len : sizeof pat - 1;
+    memcpy(pat, x->argv[1].ptr, n);
+    pat[n] = 0;
+    resp_out tmp;
+    resp_out_init(&tmp, conn_proto(x->c));
+    struct keys_walk w = {&tmp, strcmp(pat, "*") ? pat : NULL, 0};
+    evs_stream_list(server_store(x->srv), keys_one, &w);
+    resp_out_array(&x->r->out, w.n);
+    resp_out_raw(&x->r->out, tmp.data, tmp.len);
+    resp_out_release(&tmp);
+    reply_done(x);
+}
+
+static void cmd_dbsize(cmd_ctx *x)
+{
+    evs_store_stats s;
+    evs_store_stats_get(server_store(x->srv), &s);
+    resp_out_int(&x->r->out, (long long)s.streams);
+    reply_done(x);
+}
+
+static void cmd_info(cmd_ctx *x)
+{
+    evs_store_stats s;
+    evs_store_stats_get(server_store(x->srv), &s);
+    char buf[2048];
+    int n = snprintf(buf, sizeof buf,
+                     "# Server\r\nredis_version:7.0.0\r\nevstore_version:%s\r\nredis_mode:standalone\r\n"
+                     "\r\n# Persistence\r\naof_enabled:1\r\n"
+                     "\r\n# Stats\r\nevstore_appends:%llu\r\nevstore_batches:%llu\r\n"
+                     "\r\n# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
+                     "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
+                     "\r\n# Keyspace\r\n%s%llu%s\r\n",
+                     EVSTORE_VERSION, (unsigned long long)s.appends, (unsigned long long)s.batches,
+                     (unsigned long long)s.fsyncs,
+                     s.fsyncs ? (double)s.fsync_ns_total / (double)s.fsyncs / 1000 : 0.0,
+                     (double)s.fsync_ns_max / 1000, (unsigned long long)s.batch_max,
+                     (unsigned long long)s.segments, (unsigned long long)s.log_bytes,
+                     s.streams ? "db0:keys=" : "", (unsigned long long)s.streams,
+                     s.streams ? ",expires=0,avg_ttl=0" : "");
+    if (!s.streams) /* no db0 line for an empty keyspace, as Redis */
+        n = (int)(strstr(buf, "# Keyspace\r\n") - buf) + 12;
+    resp_out_verbatim(&x->r->out, buf, (size_t)n);
+    reply_done(x);
+}
+
+/* ---- streams ------------------------------------------------------------------------------ */
+
+typedef struct xadd_result {
+    int rc;
+    evs_id id;
+    evs_error err;
+    pending_t *p;
+} xadd_result;
+
+static void xadd_fill(pending_t *p, reply *r, void *res)
+{
+    (void)p;
+    xadd_result *x = res;
+    switch (x->rc) {
+    case 0: out_id(&r->out, x->id); break;
+    case EVS_ENOTFOUND: resp_out_null(&r->out); break; /* NOMKSTREAM */
+    case EVS_EIDORDER:
+        resp_out_error(&r->out, "ERR The ID specified in XADD is equal or smaller than the target "
+                                "stream top item");
+        break;
+    case EVS_EIDZERO:
+        resp_out_error(&r->out, "ERR The ID specified in XADD must be greater than 0-0");
+        break;
+    case EVS_EIDEXHAUSTED:
+        resp_out_error(&r->out, "ERR The stream has exhausted the last possible ID, unable to "
+                                "add more items");
+        break;
+    default: resp_out_error(&r->out, "ERR %s", x->err.msg[0] ? x->err.msg : evs_strerror(x->rc));
+    }
+    free(x);
+}
+
+static void xadd_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    xadd_result *x = arg;
+    x->rc = rc;
+    if (rc == 0 && n)
+        x->id = ids[0];
+    if (err)
+        x->err = *err;
+    server_complete(x->p);
+}
+
+static void cmd_xadd(cmd_ctx *x)
+{
+    size_t i = 2;
+    bool nomk = false;
+    for (; i < x->argc; i++) {
+        if (arg_is(x, i, "NOMKSTREAM")) {
+            nomk = true;
+        } else if (arg_is(x, i, "MAXLEN") || arg_is(x, i, "MINID")) {
+            reply_error_done(x, "ERR XADD MAXLEN/MINID trimming is not supported yet by evstore "
+                                "(use retention settings)");
+            return;
+        } else {
+            break;
+        }
+    }
+    if (i >= x->argc || (x->argc - i - 1) < 2 || (x->argc - i - 1) % 2) {
+        reply_error_done(x, "ERR wrong number of arguments for 'xadd' command");
+        return;
+    }
+    evs_append a = {key_of(&x->argv[1]), EVS_ID_AUTO, {0, 0}, NULL, 0, nomk};
+    const resp_arg *ida = &x->argv[i];
+    if (ida->len == 1 && ida->ptr[0] == '*') {
+        a.id_mode = EVS_ID_AUTO;
+    } else if (ida->len > 2 && ida->ptr[ida->len - 2] == '-' && ida->ptr[ida->len - 1] == '*') {
+        resp_arg ms = {ida->ptr, ida->len - 2};
+        evs_id id;
+        if (!parse_id(&ms, 0, &id) || memchr(ms.ptr, '-', ms.len)) {
+            reply_error_done(x, ERR_ID);
+            return;
+        }
+        a.id_mode = EVS_ID_AUTO_SEQ;
+        a.id = id;
+    } else if (!parse_id(ida, 0, &a.id)) {
+        reply_error_done(x, ERR_ID);
+        return;
+    } else {
+        a.id_mode = EVS_ID_EXPLICIT;
+    }
+    size_t nf = (x->argc - i - 1) / 2;
+    evs_field small[16];
+    evs_field *f = nf <= 16 ? small : malloc(nf * sizeof *f);
+    xadd_result *res = calloc(1, sizeof *res);
+    if (!f || !res) {
+        if (f != small)
+            free(f);
+        free(res);
+        reply_error_done(x, "ERR out of memory");
+        return;
+    }
+    for (size_t k = 0; k < nf; k++)
+        f[k] = (evs_field){key_of(&x->argv[i + 1 + 2 * k]), key_of(&x->argv[i + 2 + 2 * k])};
+    a.fields = f;
+    a.nfields = nf;
+    res->p = server_hold(x, xadd_fill, res, true);
+    int rc = res->p ? evs_submit(server_store(x->srv), &a, 1, xadd_done, res) : -ENOMEM;
+    if (f != small)
+        free(f);
+    if (rc) {
+        /* not queued: the completion will never come; answer now */
+        res->rc = rc;
+        evs_failed(server_store(x->srv), &res->err);
+        if (rc != EVS_EFAILED)
+            snprintf(res->err.msg, sizeof res->err.msg, "%s", evs_strerror(rc));
+        server_complete(res->p);
+    }
+}
+
+static void cmd_xlen(cmd_ctx *x)
+{
+    evs_stream_info info;
+    long long n = 0;
+    if (evs_stream_info_get(server_store(x->srv), key_of(&x->argv[1]), &info) == 0)
+        n = (long long)info.length;
+    resp_out_int(&x->r->out, n);
+    reply_done(x);
+}
+
+static void xrange_generic(cmd_ctx *x, bool rev)
+{
+    evs_query q;
+    evs_query_init(&q);
+    q.reverse = rev;
+    const resp_arg *sa = rev ? &x->argv[3] : &x->argv[2];
+    const resp_arg *ea = rev ? &x->argv[2] : &x->argv[3];
+    bool sx, ex;
+    if (!parse_interval(sa, 0, &q.start, &sx) || !parse_interval(ea, UINT64_MAX, &q.end, &ex)) {
+        reply_error_done(x, ERR_ID);
+        return;
+    }
+    if (sx && evs_id_cmp(q.start, EVS_ID_MAX) == 0) {
+        reply_error_done(x, "ERR invalid start ID for the interval");
+        return;
+    }
+    if (ex && evs_id_cmp(q.end, EVS_ID_MIN) == 0) {
+        reply_error_done(x, "ERR invalid end ID for the interval");
+        return;
+    }
+    q.start_exclusive = sx;
+    q.end_exclusive = ex;
+    long long count = -1;
+    for (size_t j = 4; j < x->argc; j++) {
+        if (arg_is(x, j, "COUNT") && j + 1 < x->argc) {
+            if (!arg_ll(&x->argv[j + 1], &count)) {
+                reply_error_done(x, ERR_INT);
+                return;
+            }
+            if (count < 0)
+                count = 0;
+            j++;
+        } else {
+            reply_error_done(x, ERR_SYNTAX);
+            return;
+        }
+    }
+    if (count == 0) {
+        evs_stream_info info;
+        if (evs_stream_info_get(server_store(x->srv), key_of(&x->argv[1]), &info) == 0)
+            resp_out_null_array(&x->r->out);
+        else
+            resp_out_array(&x->r->out, 0);
+        reply_done(x);
+        return;
+    }
+    q.limit = count > 0 ? (uint64_t)count : 0;
+    out_range(&x->r->out, server_store(x->srv), key_of(&x->argv[1]), &q);
+    reply_done(x);
+}
+
+static void cmd_xrange(cmd_ctx *x) { xrange_generic(x, false); }
+static void cmd_xrevrange(cmd_ctx *x) { xrange_generic(x, true); }
+
+static void cmd_xdel(cmd_ctx *x)
+{
+    size_t n = x->argc - 2;
+    evs_id *ids = malloc(n * sizeof *ids);
+    if (!ids) {
+        reply_error_done(x, "ERR out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!parse_id(&x->argv[2 + i], 0, &ids[i])) {
+            free(ids);
+            reply_error_done(x, ERR_ID);
+            return;
+        }
+    }
+    size_t deleted = 0;
+    evs_error err;
+    evs_stream_info info;
+    int rc = 0;
+    if (evs_stream_info_get(server_store(x->srv), key_of(&x->argv[1]), &info) == 0)
+        rc = evs_delete(server_store(x->srv), key_of(&x->argv[1]), ids, n, &deleted, &err);
+    free(ids);
+    if (rc)
+        resp_out_error(&x->r->out, "ERR %s", err.msg);
+    else
+        resp_out_int(&x->r->out, (long long)deleted);
+    reply_done(x);
+}
+
+/* ---- XREAD -------------------------------------------------------------------------------- */
+
+typedef struct xread_req {
+    size_t nkeys;
+    evs_slice *keys; /* copies */
+    evs_id *after;
+    long long count;
+    uint8_t *mem;
+} xread_req;
+
+static void xread_free(xread_req *q)
+{
+    if (!q)
+        return;
+    free(q->mem);
+    free(q->keys);
+    free(q->after);
+    free(q);
+}
+
+/* Write the XREAD reply if any stream has entries after its ID; returns how many did. */
+static size_t xread_try(server *srv, xread_req *q, resp_out *o)
+{
+    resp_out tmp;
+    resp_out_init(&tmp, o->proto);
+    size_t with = 0;
+    for (size_t i = 0; i < q->nkeys; i++) {
+        evs_query qq;
+        evs_query_init(&qq);
+        qq.start = q->after[i];
+        qq.start_exclusive = true;
+        qq.limit = q->count > 0 ? (uint64_t)q->count : 0;
+        resp_out one;
+        resp_out_init(&one, o->proto);
+        long n = out_range(&one, server_store(srv), q->keys[i], &qq);
+        if (n > 0) {
+            if (o->proto == 2)
+                resp_out_array(&tmp, 2);
+            resp_out_bulk(&tmp, q->keys[i].ptr, q->keys[i].len);
+            resp_out_raw(&tmp, one.data, one.len);
+            with++;
+        }
+        resp_out_release(&one);
+    }
+    if (with) {
+        if (o->proto == 3)
+            resp_out_map(o, with);
+        else
+            resp_out_array(o, with);
+        resp_out_raw(o, tmp.data, tmp.len);
+    }
+    resp_out_release(&tmp);
+    return with;
+}
+
+/* A parked XREAD BLOCK. */
+typedef struct blocked {
+    struct blocked *next, **pprev;
+    server *srv;
+    xread_req *q;
+    pending_t *p;
+    struct event *timer;
+    bool answered;
+} blocked;
+
+static blocked *blocked_list; /* the loop's only: one server per process */
+static struct event *blocked_wake;
+
+static void blocked_unlink(blocked *b)
+{
+    if (b->pprev) {
+        *b->pprev = b->next;
+        if (b->next)
+            b->next->pprev = b->pprev;
+        b->pprev = NULL;
+    }
+    if (b->timer) {
+        event_free(b->timer);
+        b->timer = NULL;
+    }
+}
+
+static void blocked_fill(pending_t *p, reply *r, void *res)
+{
+    (void)p;
+    blocked *b = res;
+    if (!xread_try(b->srv, b->q, &r->out))
+        resp_out_null_array(&r->out); /* timed out */
+    xread_free(b->q);
+    free(b);
+}
+
+static void blocked_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    blocked *b = arg;
+    blocked_unlink(b);
+    server_complete(b->p);
+}
+
+/* The loop side of the store's visibility hook: retry every parked XREAD. */
+static void blocked_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    blocked *b = blocked_list;
+    while (b) {
+        blocked *next = b->next;
+        resp_out probe;
+        resp_out_init(&probe, 2);
+        if (xread_try(b->srv, b->q, &probe)) {
+            blocked_unlink(b);
+            server_complete(b->p);
+        }
+        resp_out_release(&probe);
+        b = next;
+    }
+}
+
+/* Writer thread: a batch became visible. */
+static void visible_hook(void *arg, const evs_slice *names, size_t n)
+{
+    (void)arg;
+    (void)names;
+    (void)n;
+    if (blocked_wake)
+        event_active(blocked_wake, EV_READ, 0);
+}
+
+void commands_init(server *srv, struct event_base *base)
+{
+    blocked_wake = event_new(base, -1, EV_PERSIST | EV_READ, blocked_retry, NULL);
+    evs_set_visible_hook(server_store(srv), visible_hook, NULL);
+}
+
+void commands_shutdown(void)
+{
+    while (blocked_list) {
+        blocked *b = blocked_list;
+        blocked_unlink(b);
+        server_complete(b->p);
+    }
+    if (blocked_wake)
+        event_free(blocked_wake);
+    blocked_wake = NULL;
+}
+
+static void cmd_xread(cmd_ctx *x)
+{
+    long long count = 0, block = -1;
+    size_t streams = 0;
+    for (size_t i = 1; i < x->argc; i++) {
+        bool more = i + 1 < x->argc;
+        if (arg_is(x, i, "BLOCK") && more) {
+            if (!arg_ll(&x->argv[++i], &block)) {
+                reply_error_done(x, "ERR timeout is not an integer or out of range");
+                return;
+            }
+            if (block < 0) {
+                reply_error_done(x, "ERR timeout is negative");
+                return;
+            }
+        } else if (arg_is(x, i, "COUNT") && more) {
+            if (!arg_ll(&x->argv[++i], &count)) {
+                reply_error_done(x, ERR_INT);
+                return;
+            }
+            if (count < 0)
+                count = 0;
+        } else if (arg_is(x, i, "STREAMS") && more) {
+            streams = i + 1;
+            break;
+        } else {
+            reply_error_done(x, ERR_SYNTAX);
+            return;
+        }
+    }
+    if (!streams) {
+        reply_error_done(x, ERR_SYNTAX);
+        return;
+    }
+    if ((x->argc - streams) % 2) {
+        reply_error_done(x, "ERR Unbalanced 'xread' list of streams: for each stream key an ID or "
+                            "'$' must be specified.");
+        return;
+    }
+    xread_req *q = calloc(1, sizeof *q);
+    size_t nk = (x->argc - streams) / 2, bytes = 0;
+    for (size_t i = 0; i < nk; i++)
+        bytes += x->argv[streams + i].len;
+    if (q) {
+        q->nkeys = nk;
+        q->count = count;
+        q->keys = calloc(nk, sizeof *q->keys);
+        q->after = calloc(nk, sizeof *q->after);
+        q->mem = malloc(bytes ? bytes : 1);
+    }
+    if (!q || !q->keys || !q->after || !q->mem) {
+        xread_free(q);
+        reply_error_done(x, "ERR out of memory");
+        return;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < nk; i++) {
+        const resp_arg *k = &x->argv[streams + i], *id = &x->argv[streams + nk + i];
+        memcpy(q->mem + off, k->ptr, k->len);
+        q->keys[i] = (evs_slice){q->mem + off, k->len};
+        off += k->len;
+        if (id->len == 1 && id->ptr[0] == '$') {
+            evs_stream_info info;
+            q->after[i] = evs_stream_info_get(server_store(x->srv), q->keys[i], &info) == 0
+                              ? info.last_id
+                              : EVS_ID_MIN;
+        } else if (!parse_id(id, 0, &q->after[i])) {
+            xread_free(q);
+            reply_error_done(x, ERR_ID);
+            return;
+        }
+    }
+    if (xread_try(x->srv, q, &x->r->out) || block < 0) {
+        if (block < 0 && x->r->out.len == 0)
+            resp_out_null_array(&x->r->out);
+        xread_free(q);
+        reply_done(x);
+        return;
+    }
+    blocked *b = calloc(1, sizeof *b);
+    if (!b) {
+        xread_free(q);
+        reply_error_done(x, "ERR out of memory");
+        return;
+    }
+    b->srv = x->srv;
+    b->q = q;
+    b->p = server_hold(x, blocked_fill, b, false);
+    if (!b->p) {
+        xread_free(q);
+        free(b);
+        reply_error_done(x, "ERR out of memory");
+        return;
+    }
+    b->next = blocked_list;
+    if (blocked_list)
+        blocked_list->pprev = &b->next;
+    b->pprev = &blocked_list;
+    blocked_list = b;
+    if (block > 0) {
+        b->timer = evtimer_new(event_get_base(blocked_wake), blocked_timeout, b);
+        struct timeval tv = {(time_t)(block / 1000), (suseconds_t)((block % 1000) * 1000)};
+        evtimer_add(b->timer, &tv);
+    }
+}
+
+/* ---- the table ---------------------------------------------------------------------------- */
+
+static const command table[] = {
+    {"ping", -1, false, cmd_ping},      {"echo", 2, false, cmd_echo},
+    {"quit", -1, true, cmd_quit},       {"select", 2, false, cmd_select},
+    {"auth", -2, true, cmd_auth},       {"hello", -1, true, cmd_hello},
+    {"command", -1, false, cmd_command}, {"client", -2, false, cmd_client},
+    {"exists", -2, false, cmd_exists},  {"type", 2, false, cmd_type},
+    {"del", -2, false, cmd_del},        {"unlink", -2, false, cmd_del},
+    {"keys", 2, false, cmd_keys},       {"dbsize", 1, false, cmd_dbsize},
+    {"info", -1, false, cmd_info},      {"xadd", -5, false, cmd_xadd},
+    {"xlen", 2, false, cmd_xlen},       {"xrange", -4, false, cmd_xrange},
+    {"xrevrange", -4, false, cmd_xrevrange}, {"xdel", -3, false, cmd_xdel},
+    {"xread", -4, false, cmd_xread},
+};
+
+static void cmd_command(cmd_ctx *x)
+{
+    if (arg_is(x, 1, "COUNT"))
+        resp_out_int(&x->r->out, (long long)(sizeof table / sizeof *table));
+    else
+        resp_out_array(&x->r->out, 0); /* COMMAND and COMMAND DOCS: minimal, documented */
+    reply_done(x);
+}
+
+bool commands_pipelinable(const resp_arg *name)
+{
+    return name->len == 4 && strncasecmp((const char *)name->ptr, "xadd", 4) == 0;
+}
+
+void commands_dispatch(cmd_ctx *x)
+{
+    const resp_arg *name = &x->argv[0];
+    const command *cmd = NULL;
+    for (size_t i = 0; i < sizeof table / sizeof *table; i++) {
+        size_t n = strlen(table[i].name);
+        if (name->len == n && strncasecmp((const char *)name->ptr, table[i].name, n) == 0) {
+            cmd = &table[i];
+            break;
+        }
+    }
+    if (!cmd) {
+        char args[160] = "";
+        size_t used = 0;
+        for (size_t i = 1; i < x->argc && used < 128; i++) {
+            int w = snprintf(args + used, sizeof args - used, "'%.*s' ",
+                             (int)(x->argv[i].len < 128 - used ? x->argv[i].len : 128 - used),
+                             x->argv[i].ptr);
+            if (w < 0 || (size_t)w >= sizeof args - used)
+                break;
+            used += (size_t)w;
+        }
+        resp_out_error(&x->r->out, "ERR unknown command '%.*s', with args beginning with: %s",
+                       (int)(name->len < 128 ? name->len : 128), name->ptr, args);
+        reply_done(x);
+        return;
+    }
+    if (!conn_authed(x->c) && !cmd->noauth) {
+        reply_error_done(x, "NOAUTH Authentication required.");
+        return;
+    }
+    if ((cmd->arity > 0 && x->argc != (size_t)cmd->arity) ||
+        (cmd->arity < 0 && x->argc < (size_t)-cmd->arity)) {
+        resp_out_error(&x->r->out, "ERR wrong number of arguments for '%s' command", cmd->name);
+        reply_done(x);
+        return;
+    }
+    cmd->fn(x);
+}

@@ -1,0 +1,353 @@
+/*
+ * resp.c — the RESP request parser and reply writer (see resp.h). The parser is stateless:
+ * it re-reads the command from its first byte on each call and returns RESP_PARTIAL with the
+ * byte count it needs once that is known, so a caller never re-parses before it could succeed.
+ *
+ * Rules (Redis 7.0 networking.c):
+ *  - "*<n>": n > 1,048,576 or not a number: "Protocol error: invalid multibulk length";
+ *    n <= 0: an empty command; no newline within 64 KiB: "too big mbulk count string".
+ *  - each argument "$<len>": not '$': "expected '$', got '<c>'"; len < 0 or > max:
+ *    "invalid bulk length"; no newline within 64 KiB: "too big bulk count string".
+ *  - anything else is an inline command: split on blanks with double/single quotes and
+ *    backslash escapes in double quotes; more than 64 KiB without a newline: "too big inline
+ *    request"; broken quotes: "unbalanced quotes in request".
+ */
+#include "resp.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const uint8_t *find_crlf(const uint8_t *p, const uint8_t *end)
+{
+    const uint8_t *r = memchr(p, '\r', (size_t)(end - p));
+    while (r && r + 1 < end && r[1] != '\n')
+        r = memchr(r + 1, '\r', (size_t)(end - r - 1));
+    return r && r + 1 < end ? r : NULL;
+}
+
+/* Redis' string2ll for a length: digits with an optional '-', no spaces. */
+static bool parse_ll(const uint8_t *p, size_t n, long long *out)
+{
+    if (n == 0 || n > 20)
+        return false;
+    bool neg = p[0] == '-';
+    size_t i = neg;
+    if (i == n)
+        return false;
+    unsigned long long v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        unsigned long long d = (unsigned long long)(p[i] - '0');
+        if (v > (9223372036854775807ULL - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = neg ? -(long long)v : (long long)v;
+    return true;
+}
+
+static int proto_error(resp_cmd *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd->msg, sizeof cmd->msg, fmt, ap);
+    va_end(ap);
+    return RESP_ERROR;
+}
+
+static int hexval(uint8_t c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool is_blank(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0; }
+
+/* sdssplitargs semantics over [p, end), unescaping into cmd->inline_buf. */
+static int parse_inline(const uint8_t *buf, size_t len, resp_cmd *cmd, size_t *used)
+{
+    const uint8_t *end = buf + len;
+    const uint8_t *nl = memchr(buf, '\n', len);
+    if (!nl) {
+        if (len > RESP_MAX_INLINE)
+            return proto_error(cmd, "Protocol error: too big inline request");
+        *used = 0;
+        return RESP_PARTIAL;
+    }
+    const uint8_t *line_end = nl > buf && nl[-1] == '\r' ? nl - 1 : nl;
+    *used = (size_t)(nl - buf) + 1;
+    (void)end;
+    size_t argc = 0, out = 0;
+    const uint8_t *p = buf;
+    while (1) {
+        while (p < line_end && is_blank(*p))
+            p++;
+        if (p >= line_end)
+            break;
+        size_t start = out;
+        bool inq = false, insq = false, done = false;
+        while (!done) {
+            if (inq) {
+                if (p >= line_end)
+                    return proto_error(cmd, "Protocol error: unbalanced quotes in request");
+                if (*p == '\\' && p + 3 < line_end && p[1] == 'x' && hexval(p[2]) >= 0 &&
+                    hexval(p[3]) >= 0) {
+                    if (out >= cmd->inline_cap)
+                        return proto_error(cmd, "Protocol error: too big inline request");
+                    cmd->inline_buf[out++] = (uint8_t)(hexval(p[2]) * 16 + hexval(p[3]));
+                    p += 3;
+                } else if (*p == '\\' && p + 1 < line_end) {
+                    p++;
+                    uint8_t c = *p;
+                    c = c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c == 'b' ? '\b'
+                                                                 : c == 'a' ? '\a' : c;
+                    if (out >= cmd->inline_cap)
+                        return proto_error(cmd, "Protocol error: too big inline request");
+                    cmd->inline_buf[out++] = c;
+                } else if (*p == '"') {
+                    if (p + 1 < line_end && !is_blank(p[1]))
+                        return proto_error(cmd, "Protocol error: unbalanced quotes in request");
+                    done = true;
+                } else {
+                    if (out >= cmd->inline_cap)
+                        return proto_error(cmd, "Protocol error: too big inline request");
+                    cmd->inline_buf[out++] = *p;
+                }
+            } else if (insq) {
+                if (p >= line_end)
+                    return proto_error(cmd, "Protocol error: unbalanced quotes in request");
+                if (*p == '\\' && p + 1 < line_end && p[1] == '\'') {
+                    p++;
+                    if (out >= cmd->inline_cap)
+                        return proto_error(cmd, "Protocol error: too big inline request");
+                    cmd->inline_buf[out++] = '\'';
+                } else if (*p == '\'') {
+                    if (p + 1 < line_end && !is_blank(p[1]))
+                        return proto_error(cmd, "Protocol error: unbalanced quotes in request");
+                    done = true;
+                } else {
+                    if (out >= cmd->inline_cap)
+                        return proto_error(cmd, "Protocol error: too big inline request");
+                    cmd->inline_buf[out++] = *p;
+                }
+            } else {
+                if (p >= line_end || is_blank(*p)) {
+                    done = true;
+                    p--;
+                } else if (*p == '"') {
+                    inq = true;
+                } else if (*p == '\'') {
+                    insq = true;
+                } else {
+                    if (out >= cmd->inline_cap)
+                        return proto_error(cmd, "Protocol error: too big inline request");
+                    cmd->inline_buf[out++] = *p;
+                }
+            }
+            p++;
+        }
+        if (argc < cmd->argc_cap)
+            cmd->argv[argc] = (resp_arg){cmd->inline_buf + start, out - start};
+        argc++;
+    }
+    cmd->argc = argc;
+    if (argc > cmd->argc_cap)
+        return RESP_PARTIAL; /* the caller grows argv and calls again */
+    return argc ? RESP_CMD : RESP_EMPTY;
+}
+
+int resp_parse(const uint8_t *buf, size_t len, uint64_t max_bulk, resp_cmd *cmd, size_t *used)
+{
+    *used = 0;
+    cmd->argc = 0;
+    if (len == 0)
+        return RESP_PARTIAL;
+    if (buf[0] != '*') {
+        if (!cmd->inline_buf) {
+            static uint8_t none[1];
+            cmd->inline_buf = none;
+            cmd->inline_cap = 0;
+        }
+        return parse_inline(buf, len, cmd, used);
+    }
+    const uint8_t *end = buf + len;
+    const uint8_t *nl = find_crlf(buf, end);
+    if (!nl) {
+        if (len > RESP_MAX_INLINE)
+            return proto_error(cmd, "Protocol error: too big mbulk count string");
+        return RESP_PARTIAL;
+    }
+    long long n;
+    if (!parse_ll(buf + 1, (size_t)(nl - buf - 1), &n) || n > RESP_MAX_ARGS)
+        return proto_error(cmd, "Protocol error: invalid multibulk length");
+    const uint8_t *p = nl + 2;
+    if (n <= 0) {
+        *used = (size_t)(p - buf);
+        return RESP_EMPTY;
+    }
+    cmd->argc = (size_t)n;
+    for (long long i = 0; i < n; i++) {
+        if (p >= end)
+            return RESP_PARTIAL;
+        if (*p != '$')
+            return proto_error(cmd, "Protocol error: expected '$', got '%c'", *p);
+        nl = find_crlf(p, end);
+        if (!nl) {
+            if ((size_t)(end - p) > RESP_MAX_INLINE)
+                return proto_error(cmd, "Protocol error: too big bulk count string");
+            return RESP_PARTIAL;
+        }
+        long long bl;
+        if (!parse_ll(p + 1, (size_t)(nl - p - 1), &bl) || bl < 0 || (uint64_t)bl > max_bulk)
+            return proto_error(cmd, "Protocol error: invalid bulk length");
+        p = nl + 2;
+        if ((uint64_t)(end - p) < (uint64_t)bl + 2) {
+            /* the bytes still to come are known: hint them unless more headers follow */
+            if (i == n - 1)
+                *used = (size_t)(p - buf) + (size_t)bl + 2;
+            return RESP_PARTIAL;
+        }
+        if ((size_t)i < cmd->argc_cap)
+            cmd->argv[i] = (resp_arg){p, (size_t)bl};
+        p += bl + 2; /* Redis does not check the CRLF after the payload either */
+    }
+    *used = (size_t)(p - buf);
+    if ((size_t)n > cmd->argc_cap) {
+        *used = 0;
+        return RESP_PARTIAL; /* the caller grows argv and calls again */
+    }
+    return RESP_CMD;
+}
+
+/* ---- replies ------------------------------------------------------------------------------ */
+
+void resp_out_init(resp_out *o, int proto)
+{
+    memset(o, 0, sizeof *o);
+    o->proto = proto;
+}
+
+void resp_out_release(resp_out *o)
+{
+    free(o->data);
+    o->data = NULL;
+    o->len = o->cap = 0;
+}
+
+void resp_out_raw(resp_out *o, const void *p, size_t n)
+{
+    if (o->oom || n == 0)
+        return;
+    if (o->cap - o->len < n) {
+        size_t cap = o->cap ? o->cap : 256;
+        while (cap - o->len < n)
+            cap *= 2;
+        uint8_t *d = realloc(o->data, cap);
+        if (!d) {
+            o->oom = true;
+            return;
+        }
+        o->data = d;
+        o->cap = cap;
+    }
+    memcpy(o->data + o->len, p, n);
+    o->len += n;
+}
+
+static void out_fmt(resp_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_fmt(resp_out *o, const char *fmt, ...)
+{
+    char buf[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    resp_out_raw(o, buf, (size_t)n);
+}
+
+void resp_out_simple(resp_out *o, const char *s)
+{
+    resp_out_raw(o, "+", 1);
+    resp_out_raw(o, s, strlen(s));
+    resp_out_raw(o, "\r\n", 2);
+}
+
+void resp_out_error(resp_out *o, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof buf)
+        n = sizeof buf - 1;
+    /* an error is one line: newlines would end it early (Redis replaces them too) */
+    for (int i = 0; i < n; i++)
+        if (buf[i] == '\r' || buf[i] == '\n')
+            buf[i] = ' ';
+    resp_out_raw(o, "-", 1);
+    resp_out_raw(o, buf, (size_t)n);
+    resp_out_raw(o, "\r\n", 2);
+}
+
+void resp_out_int(resp_out *o, long long v) { out_fmt(o, ":%lld\r\n", v); }
+
+void resp_out_bulk(resp_out *o, const void *p, size_t n)
+{
+    out_fmt(o, "$%zu\r\n", n);
+    resp_out_raw(o, p, n);
+    resp_out_raw(o, "\r\n", 2);
+}
+
+void resp_out_cstr(resp_out *o, const char *s) { resp_out_bulk(o, s, strlen(s)); }
+
+void resp_out_null(resp_out *o) { resp_out_raw(o, o->proto == 3 ? "_\r\n" : "$-1\r\n", o->proto == 3 ? 3 : 5); }
+
+void resp_out_null_array(resp_out *o) { resp_out_raw(o, o->proto == 3 ? "_\r\n" : "*-1\r\n", o->proto == 3 ? 3 : 5); }
+
+void resp_out_array(resp_out *o, size_t n) { out_fmt(o, "*%zu\r\n", n); }
+
+void resp_out_map(resp_out *o, size_t n)
+{
+    if (o->proto == 3)
+        out_fmt(o, "%%%zu\r\n", n);
+    else
+        out_fmt(o, "*%zu\r\n", n * 2);
+}
+
+void resp_out_double(resp_out *o, double v)
+{
+    char buf[64];
+    int n = isinf(v) ? snprintf(buf, sizeof buf, "%sinf", v > 0 ? "" : "-")
+                     : snprintf(buf, sizeof buf, "%.17g", v);
+    if (o->proto == 3) {
+        resp_out_raw(o, ",", 1);
+        resp_out_raw(o, buf, (size_t)n);
+        resp_out_raw(o, "\r\n", 2);
+    } else {
+        resp_out_bulk(o, buf, (size_t)n);
+    }
+}
+
+void resp_out_verbatim(resp_out *o, const char *s, size_t n)
+{
+    if (o->proto == 3) {
+        out_fmt(o, "=%zu\r\ntxt:", n + 4);
+        resp_out_raw(o, s, n);
+        resp_out_raw(o, "\r\n", 2);
+    } else {
+        resp_out_bulk(o, s, n);
+    }
+}

@@ -1,0 +1,68 @@
+/*
+ * resp.h — the Redis protocol, as a pure codec: no I/O, no allocation in the parser.
+ *
+ * Requests: resp_parse() looks at the bytes received so far and returns one of
+ *   RESP_CMD      a whole command: argv slices point into the caller's buffer; *used bytes
+ *   RESP_EMPTY    nothing to run (an empty line, "*0", "*-1"): skip *used bytes
+ *   RESP_PARTIAL  not enough bytes yet; *used, when not 0, is how many are needed in all
+ *   RESP_ERROR    a protocol error: msg holds Redis' text ("Protocol error: ..."); the
+ *                 connection answers it and closes, as Redis does
+ * Both forms Redis accepts are parsed: multibulk ("*<n>\r\n$<len>\r\n<bytes>\r\n...") and
+ * inline ("PING\r\n", with Redis' quoting rules).
+ *
+ * Replies: resp_out_* append to a growable buffer, in RESP2 or RESP3 (proto 2 or 3).
+ */
+#ifndef EVS_RESP_H
+#define EVS_RESP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RESP_MAX_ARGS (1024 * 1024)   /* Redis: multibulk count above this is refused */
+#define RESP_MAX_INLINE (64 * 1024)   /* Redis: PROTO_INLINE_MAX_SIZE                   */
+
+enum { RESP_CMD = 0, RESP_EMPTY = 1, RESP_PARTIAL = 2, RESP_ERROR = 3 };
+
+typedef struct resp_arg {
+    const uint8_t *ptr;
+    size_t len;
+} resp_arg;
+
+typedef struct resp_cmd {
+    resp_arg *argv;        /* caller-provided, argc_cap entries                         */
+    size_t argc, argc_cap; /* on RESP_PARTIAL with argc > argc_cap: grow and call again  */
+    char msg[128];         /* RESP_ERROR: Redis' wording                                 */
+    uint8_t *inline_buf;   /* inline commands with escapes are unescaped here (caller's,  */
+    size_t inline_cap;     /* at least RESP_MAX_INLINE bytes, or NULL to refuse escapes)  */
+} resp_cmd;
+
+/* max_bulk: the largest bulk string accepted (--max-request-bytes). */
+int resp_parse(const uint8_t *buf, size_t len, uint64_t max_bulk, resp_cmd *cmd, size_t *used);
+
+/* ---- replies ------------------------------------------------------------------------------ */
+
+typedef struct resp_out {
+    uint8_t *data;
+    size_t len, cap;
+    int proto;   /* 2 or 3 */
+    bool oom;    /* an append failed: the reply is incomplete */
+} resp_out;
+
+void resp_out_init(resp_out *o, int proto);
+void resp_out_release(resp_out *o);
+void resp_out_raw(resp_out *o, const void *p, size_t n);
+void resp_out_simple(resp_out *o, const char *s);            /* +OK                        */
+void resp_out_error(resp_out *o, const char *fmt, ...)       /* -ERR ... (prefix included)  */
+    __attribute__((format(printf, 2, 3)));
+void resp_out_int(resp_out *o, long long v);                 /* :1                         */
+void resp_out_bulk(resp_out *o, const void *p, size_t n);    /* $3\r\nabc                  */
+void resp_out_cstr(resp_out *o, const char *s);              /* bulk of a C string         */
+void resp_out_null(resp_out *o);                             /* $-1 / _                    */
+void resp_out_null_array(resp_out *o);                       /* *-1 / _                    */
+void resp_out_array(resp_out *o, size_t n);                  /* *n                         */
+void resp_out_map(resp_out *o, size_t n);                    /* %n / *2n                   */
+void resp_out_double(resp_out *o, double v);                 /* ,v / bulk                  */
+void resp_out_verbatim(resp_out *o, const char *s, size_t n); /* =n\r\ntxt:... / bulk      */
+
+#endif

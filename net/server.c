@@ -1,0 +1,478 @@
+/*
+ * server.c — listener, connections, in-order replies, completions from the writer thread,
+ * signals. Invariants N1-N3 in server.h.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct pending {
+    pending_t *next;
+    conn *c;
+    reply *r;
+    bool pipelinable;
+    void (*fill)(pending_t *p, reply *r, void *result);
+    void *result;
+};
+
+struct conn {
+    server *s;
+    struct bufferevent *bev;
+    long long id;
+    int proto;
+    bool authed;
+    bool closing;   /* stop reading; close once the last reply is written              */
+    bool closed;    /* the socket is gone; freed when holds reaches 0 (N3)               */
+    int holds;      /* completions still to come                                       */
+    int waits;      /* replies still to come from the store (N4)                       */
+    int pipe_waits; /* ... of which pipelinable writes                                 */
+    bool paused;    /* input waits for replies to come (N4)                            */
+    reply *head, *tail;
+    resp_arg *argv;
+    size_t argcap;
+    uint8_t *inline_buf;
+    conn *prev, *next;
+};
+
+struct server {
+    server_config cfg;
+    struct event_base *base;
+    struct evconnlistener *lis;
+    evs_store *st;
+    struct event *wake, *sigterm, *sigint;
+    pthread_mutex_t mu;
+    pending_t *done_head, *done_tail; /* (mu) */
+    conn *conns;
+    int nconns;
+    long long next_id;
+};
+
+void server_log(server *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void server_log(server *s, int level, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (s->cfg.log)
+        s->cfg.log(NULL, level, buf);
+}
+
+evs_store *server_store(server *s) { return s->st; }
+const server_config *server_cfg(server *s) { return &s->cfg; }
+int conn_proto(conn *c) { return c->proto; }
+void conn_set_proto(conn *c, int proto) { c->proto = proto; }
+long long conn_id(conn *c) { return c->id; }
+bool conn_authed(conn *c) { return c->authed; }
+void conn_set_authed(conn *c, bool yes) { c->authed = yes; }
+void *pending_result(pending_t *p) { return p->result; }
+
+static void conn_free(conn *c)
+{
+    while (c->head) {
+        reply *r = c->head;
+        c->head = r->next;
+        resp_out_release(&r->out);
+        free(r);
+    }
+    free(c->argv);
+    free(c->inline_buf);
+    free(c);
+}
+
+static void conn_close(conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    if (c->bev)
+        bufferevent_free(c->bev);
+    c->bev = NULL;
+    server *s = c->s;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    if (c->holds == 0)
+        conn_free(c);
+}
+
+/* Write the ready prefix of the reply queue (N1). */
+static void flush_replies(conn *c)
+{
+    if (c->closed)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    while (c->head && c->head->ready) {
+        reply *r = c->head;
+        if (r->out.oom)
+            c->closing = true; /* a reply we could not build completely: drop the client */
+        else
+            evbuffer_add(out, r->out.data, r->out.len);
+        if (r->close_after)
+            c->closing = true;
+        c->head = r->next;
+        if (!c->head)
+            c->tail = NULL;
+        resp_out_release(&r->out);
+        free(r);
+    }
+    if (evbuffer_get_length(out) > c->s->cfg.max_output_bytes) {
+        server_log(c->s, EVS_LOG_WARN,
+                   "client id=%lld closed: output buffer over %llu bytes (a slow reader)", c->id,
+                   (unsigned long long)c->s->cfg.max_output_bytes);
+        conn_close(c);
+        return;
+    }
+    if (c->closing && !c->head && evbuffer_get_length(out) == 0)
+        conn_close(c);
+}
+
+void reply_done(cmd_ctx *x)
+{
+    x->r->ready = true;
+    flush_replies(x->c);
+}
+
+pending_t *server_hold(cmd_ctx *x, void (*fill)(pending_t *p, reply *r, void *result), void *result,
+                       bool pipelinable)
+{
+    pending_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->c = x->c;
+    p->r = x->r;
+    p->fill = fill;
+    p->result = result;
+    p->pipelinable = pipelinable;
+    x->c->holds++;
+    x->c->waits++;
+    x->c->pipe_waits += pipelinable;
+    return p;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg);
+
+void server_complete(pending_t *p)
+{
+    server *s = p->c->s;
+    pthread_mutex_lock(&s->mu);
+    p->next = NULL;
+    if (s->done_tail)
+        s->done_tail->next = p;
+    else
+        s->done_head = p;
+    s->done_tail = p;
+    pthread_mutex_unlock(&s->mu);
+    event_active(s->wake, EV_READ, 0);
+}
+
+static void run_completions(server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    pending_t *p = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (p) {
+        pending_t *next = p->next;
+        conn *c = p->c;
+        c->holds--;
+        c->waits--;
+        c->pipe_waits -= p->pipelinable;
+        p->fill(p, p->r, p->result);
+        p->r->ready = true;
+        if (c->closed) {
+            if (c->holds == 0)
+                conn_free(c);
+        } else {
+            flush_replies(c);
+            if (!c->closed && c->paused && c->waits == 0) {
+                c->paused = false;
+                c->holds++; /* N3 while its input is processed */
+                read_cb(c->bev, c);
+                if (--c->holds == 0 && c->closed)
+                    conn_free(c);
+            }
+        }
+        free(p);
+        p = next;
+    }
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    run_completions(arg);
+}
+
+static reply *reply_new(conn *c)
+{
+    reply *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    resp_out_init(&r->out, c->proto);
+    if (c->tail)
+        c->tail->next = r;
+    else
+        c->head = r;
+    c->tail = r;
+    return r;
+}
+
+static void protocol_error(conn *c, const char *msg)
+{
+    reply *r = reply_new(c);
+    if (r) {
+        resp_out_error(&r->out, "ERR %s", msg);
+        r->ready = true;
+        r->close_after = true;
+    }
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+    flush_replies(c);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (!c->closing && !c->closed && !c->paused) {
+        size_t len = evbuffer_get_length(in);
+        if (len == 0)
+            break;
+        const uint8_t *data = evbuffer_pullup(in, (ssize_t)len);
+        if (!c->inline_buf && data[0] != '*') {
+            c->inline_buf = malloc(RESP_MAX_INLINE);
+            if (!c->inline_buf) {
+                conn_close(c);
+                return;
+            }
+        }
+        resp_cmd cmd = {c->argv, 0, c->argcap, "", c->inline_buf, c->inline_buf ? RESP_MAX_INLINE : 0};
+        size_t used;
+        int rc = resp_parse(data, len, c->s->cfg.max_request_bytes, &cmd, &used);
+        if (rc == RESP_PARTIAL && cmd.argc > c->argcap) {
+            size_t cap = cmd.argc;
+            resp_arg *a = realloc(c->argv, cap * sizeof *a);
+            if (!a) {
+                conn_close(c);
+                return;
+            }
+            c->argv = a;
+            c->argcap = cap;
+            continue;
+        }
+        if (rc == RESP_PARTIAL)
+            break;
+        if (rc == RESP_ERROR) {
+            protocol_error(c, cmd.msg);
+            return;
+        }
+        if (rc == RESP_CMD && c->waits > 0 &&
+            (c->waits != c->pipe_waits || !commands_pipelinable(&cmd.argv[0]))) {
+            c->paused = true; /* N4: resumed by run_completions */
+            break;
+        }
+        if (rc == RESP_CMD) {
+            reply *r = reply_new(c);
+            if (!r) {
+                conn_close(c);
+                return;
+            }
+            cmd_ctx x = {c->s, c, r, cmd.argc, cmd.argv};
+            /* N3: the command may close the connection (QUIT); it is not freed here while
+             * this callback runs, because closing only frees when no reply is pending */
+            c->holds++;
+            commands_dispatch(&x);
+            c->holds--;
+            if (c->closed) {
+                if (c->holds == 0)
+                    conn_free(c);
+                return;
+            }
+        }
+        evbuffer_drain(in, used);
+    }
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn *c = arg;
+    if (c->closing && !c->head)
+        conn_close(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    conn *c = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        conn_close(c);
+}
+
+static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)lis;
+    (void)sa;
+    (void)salen;
+    server *s = arg;
+    if (s->nconns >= s->cfg.max_clients) {
+        static const char msg[] = "-ERR max number of clients reached\r\n";
+        ssize_t w = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
+        (void)w;
+        evutil_closesocket(fd);
+        return;
+    }
+    conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        evutil_closesocket(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->s = s;
+    c->id = ++s->next_id;
+    c->proto = 2;
+    c->authed = s->cfg.requirepass == NULL;
+    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    server *s = arg;
+    server_log(s, EVS_LOG_INFO, "received %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    event_base_loopexit(s->base, NULL);
+}
+
+int server_run(const server_config *cfg)
+{
+    server *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    pthread_mutex_init(&s->mu, NULL);
+    int rc = 0;
+    evthread_use_pthreads();
+    s->base = event_base_new();
+    if (!s->base) {
+        server_log(s, EVS_LOG_ERROR, "cannot create the event loop");
+        free(s);
+        return -ENOMEM;
+    }
+    evs_options o;
+    evs_options_init(&o);
+    o.fsync = cfg->fsync;
+    if (cfg->segment_bytes)
+        o.segment_bytes = cfg->segment_bytes;
+    if (cfg->max_entry_bytes)
+        o.max_entry_bytes = cfg->max_entry_bytes;
+    o.log = cfg->log;
+    evs_error err;
+    if ((rc = evs_open(cfg->data, &o, &s->st, &err))) {
+        server_log(s, EVS_LOG_ERROR, "cannot open %s: %s", cfg->data, err.msg);
+        event_base_free(s->base);
+        free(s);
+        return rc;
+    }
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)cfg->port);
+    if (inet_pton(AF_INET, cfg->bind, &sin.sin_addr) != 1) {
+        server_log(s, EVS_LOG_ERROR, "--bind %s: not an IPv4 address", cfg->bind);
+        rc = -EINVAL;
+        goto out;
+    }
+    s->lis = evconnlistener_new_bind(s->base, accept_cb, s,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                     511, (struct sockaddr *)&sin, sizeof sin);
+    if (!s->lis) {
+        server_log(s, EVS_LOG_ERROR, "cannot listen on %s:%d: %s", cfg->bind, cfg->port,
+                   strerror(errno));
+        rc = -errno;
+        goto out;
+    }
+    if (strcmp(cfg->bind, "127.0.0.1") != 0 && !cfg->requirepass)
+        server_log(s, EVS_LOG_WARN,
+                   "listening on %s without --requirepass: anyone who can reach this address "
+                   "can read and write every stream",
+                   cfg->bind);
+    s->wake = event_new(s->base, -1, EV_PERSIST | EV_READ, wake_cb, s);
+    s->sigterm = evsignal_new(s->base, SIGTERM, signal_cb, s);
+    s->sigint = evsignal_new(s->base, SIGINT, signal_cb, s);
+    event_add(s->sigterm, NULL);
+    event_add(s->sigint, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    commands_init(s, s->base);
+    evs_store_stats st;
+    evs_store_stats_get(s->st, &st);
+    static const char *modes[] = {"always", "everysec", "no"};
+    server_log(s, EVS_LOG_INFO,
+               "evstore %s serving %s on %s:%d (RESP), fsync %s; %llu streams, %llu segments, "
+               "%llu records recovered past the index, %llu torn bytes cut",
+               EVSTORE_VERSION, cfg->data, cfg->bind, cfg->port, modes[cfg->fsync],
+               (unsigned long long)st.streams, (unsigned long long)st.segments,
+               (unsigned long long)st.recovered_records, (unsigned long long)st.torn_bytes);
+    event_base_dispatch(s->base);
+out:
+    /* stop accepting, let the writer finish what was queued, then drop the clients */
+    if (s->lis)
+        evconnlistener_free(s->lis);
+    if (s->wake)
+        commands_shutdown();
+    int crc = evs_close(s->st);
+    if (s->wake)
+        run_completions(s);
+    while (s->conns)
+        conn_close(s->conns);
+    if (crc)
+        server_log(s, EVS_LOG_ERROR, "store closed with an earlier write error: %s",
+                   evs_strerror(crc));
+    else if (!rc)
+        server_log(s, EVS_LOG_INFO, "stopped cleanly");
+    if (s->wake)
+        event_free(s->wake);
+    if (s->sigterm)
+        event_free(s->sigterm);
+    if (s->sigint)
+        event_free(s->sigint);
+    event_base_free(s->base);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+    return rc ? rc : crc;
+}

@@ -1,0 +1,92 @@
+/*
+ * server.h — the RESP server over libevent, on the embedded API (include/evstore.h only).
+ *
+ * Threads: one libevent loop owns every connection; the store's writer thread completes
+ * appends and hands the results back through a mutex-protected queue and a libevent user
+ * event (evthread_use_pthreads), so connection state is only ever touched by the loop.
+ *
+ * Invariants:
+ *  N1. Replies leave a connection in request order: each parsed command takes the next reply
+ *      slot; only the ready prefix of the slot queue is written.
+ *  N2. An XADD is answered only after its durability mode is satisfied (store completion).
+ *  N3. A connection is freed only by the loop, and only when it is closed and no store
+ *      completion still refers to it (Redis: never free a client inside its own callback).
+ *  N4. A connection's commands take effect in order: while it waits for an asynchronous reply,
+ *      only further pipelinable writes (XADD, ordered by the writer queue) are dispatched; any
+ *      other command waits until everything before it is answered (read your own writes).
+ */
+#ifndef EVS_SERVER_H
+#define EVS_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "evstore.h"
+#include "resp.h"
+
+typedef struct server_config {
+    const char *data;
+    const char *bind;
+    int port;
+    evs_fsync_mode fsync;
+    const char *requirepass;   /* NULL: no authentication                                */
+    int max_clients;
+    uint64_t max_entry_bytes;
+    uint64_t max_request_bytes;
+    uint64_t segment_bytes;
+    uint64_t max_output_bytes; /* a client whose unsent replies exceed this is dropped   */
+    void (*log)(void *arg, int level, const char *msg);
+} server_config;
+
+typedef struct server server;
+typedef struct conn conn;
+
+/* Open the store, listen, run until SIGTERM/SIGINT; 0 on a clean stop. */
+int server_run(const server_config *cfg);
+
+/* ---- for the command modules ---------------------------------------------------------- */
+
+/* A command's reply slot; fill it with resp_out_* then mark it ready. */
+typedef struct reply {
+    struct reply *next;
+    resp_out out;
+    bool ready;
+    bool close_after; /* QUIT, protocol errors */
+} reply;
+
+typedef struct cmd_ctx {
+    server *srv;
+    conn *c;
+    reply *r;
+    size_t argc;
+    const resp_arg *argv;
+} cmd_ctx;
+
+evs_store *server_store(server *s);
+const server_config *server_cfg(server *s);
+int conn_proto(conn *c);
+void conn_set_proto(conn *c, int proto);
+long long conn_id(conn *c);
+bool conn_authed(conn *c);
+void conn_set_authed(conn *c, bool yes);
+/* The reply is complete: send it (and any ready replies behind it, in order). */
+void reply_done(cmd_ctx *x);
+/* Hold the connection for an asynchronous completion; the returned token is passed to
+ * server_complete() from any thread, exactly once. */
+typedef struct pending pending_t;
+pending_t *server_hold(cmd_ctx *x, void (*fill)(pending_t *p, reply *r, void *result),
+                       void *result, bool pipelinable);
+/* Called from any thread: queue the completion to the loop. */
+void server_complete(pending_t *p);
+void *pending_result(pending_t *p);
+
+/* Commands (commands.c) */
+struct event_base;
+void commands_init(server *srv, struct event_base *base);
+void commands_dispatch(cmd_ctx *x);
+/* May this command be dispatched while earlier pipelinable writes are in flight? (N4) */
+bool commands_pipelinable(const resp_arg *name);
+/* Answer every parked XREAD BLOCK (the server is stopping). */
+void commands_shutdown(void);
+
+#endif

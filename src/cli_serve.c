@@ -1,0 +1,112 @@
+/*
+ * cli_serve.c — `evstore serve`: flags (each with an EVSTORE_* twin), then server_run().
+ */
+#include "cli.h"
+#include "server.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *help =
+    "usage: evstore serve [options]\n"
+    "\n"
+    "Serves the Redis Streams protocol (RESP2, RESP3 via HELLO 3) on a store folder. Every\n"
+    "XADD is answered only once durable under --fsync. Stops cleanly on SIGTERM or SIGINT.\n"
+    "\n"
+    "  --data DIR              store folder              EVSTORE_DATA     ./evstore-data\n"
+    "  --bind ADDR             IPv4 address to listen on EVSTORE_BIND     127.0.0.1\n"
+    "  --port P                RESP port                 EVSTORE_PORT     7379\n"
+    "  --fsync MODE            always|everysec|no        EVSTORE_FSYNC    always\n"
+    "  --requirepass SECRET    clients must AUTH         EVSTORE_REQUIREPASS (none)\n"
+    "  --max-clients N         connections at once       EVSTORE_MAX_CLIENTS 10000\n"
+    "  --max-entry-bytes N     largest entry (encoded)   EVSTORE_MAX_ENTRY_BYTES 64m\n"
+    "  --max-request-bytes N   largest bulk argument     EVSTORE_MAX_REQUEST_BYTES 512m\n"
+    "  --max-output-bytes N    unsent replies before a   EVSTORE_MAX_OUTPUT_BYTES 256m\n"
+    "                          slow client is dropped\n"
+    "  --segment-bytes N       segment size              EVSTORE_SEGMENT_BYTES 64m\n"
+    "\n"
+    "Sizes take k, m, g suffixes (powers of 1024). Not yet here: the HTTP API (--http-port),\n"
+    "consumer groups, retention, replication (see the project's issues).\n"
+    "\n"
+    "Exit codes: 0 stopped cleanly, 2 unusable arguments, 3 failure (folder in use, port taken,\n"
+    "store error).\n";
+
+static bool size_opt(const char *name, const char *v, uint64_t *out)
+{
+    if (cli_size(v, out))
+        return true;
+    fprintf(stderr, "evstore serve: %s: not a size: %s\n", name, v);
+    return false;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    server_config c = {0};
+    c.data = cli_env("EVSTORE_DATA", "./evstore-data");
+    c.bind = cli_env("EVSTORE_BIND", "127.0.0.1");
+    const char *port = cli_env("EVSTORE_PORT", "7379");
+    const char *fsync = cli_env("EVSTORE_FSYNC", "always");
+    c.requirepass = getenv("EVSTORE_REQUIREPASS");
+    const char *maxc = cli_env("EVSTORE_MAX_CLIENTS", "10000");
+    const char *entry = cli_env("EVSTORE_MAX_ENTRY_BYTES", "64m");
+    const char *req = cli_env("EVSTORE_MAX_REQUEST_BYTES", "512m");
+    const char *outb = cli_env("EVSTORE_MAX_OUTPUT_BYTES", "256m");
+    const char *seg = cli_env("EVSTORE_SEGMENT_BYTES", "64m");
+    static const struct option opts[] = {
+        {"data", required_argument, NULL, 'd'},           {"bind", required_argument, NULL, 'b'},
+        {"port", required_argument, NULL, 'p'},           {"fsync", required_argument, NULL, 'f'},
+        {"requirepass", required_argument, NULL, 'a'},    {"max-clients", required_argument, NULL, 'c'},
+        {"max-entry-bytes", required_argument, NULL, 'e'}, {"max-request-bytes", required_argument, NULL, 'r'},
+        {"max-output-bytes", required_argument, NULL, 'o'}, {"segment-bytes", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},                 {0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "d:b:p:f:a:c:e:r:o:s:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'd': c.data = optarg; break;
+        case 'b': c.bind = optarg; break;
+        case 'p': port = optarg; break;
+        case 'f': fsync = optarg; break;
+        case 'a': c.requirepass = optarg; break;
+        case 'c': maxc = optarg; break;
+        case 'e': entry = optarg; break;
+        case 'r': req = optarg; break;
+        case 'o': outb = optarg; break;
+        case 's': seg = optarg; break;
+        case 'h': fputs(help, stdout); return EXIT_OK;
+        default: fputs(help, stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "evstore serve: unexpected argument '%s'\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    char *end;
+    long p = strtol(port, &end, 10);
+    if (*end || p < 1 || p > 65535) {
+        fprintf(stderr, "evstore serve: --port: not a port: %s\n", port);
+        return EXIT_USAGE;
+    }
+    c.port = (int)p;
+    int mode = cli_fsync_mode(fsync);
+    if (mode < 0) {
+        fprintf(stderr, "evstore serve: --fsync must be always, everysec or no\n");
+        return EXIT_USAGE;
+    }
+    c.fsync = (evs_fsync_mode)mode;
+    long mc = strtol(maxc, &end, 10);
+    if (*end || mc < 1) {
+        fprintf(stderr, "evstore serve: --max-clients: not a positive number: %s\n", maxc);
+        return EXIT_USAGE;
+    }
+    c.max_clients = (int)mc;
+    if (!size_opt("--max-entry-bytes", entry, &c.max_entry_bytes) ||
+        !size_opt("--max-request-bytes", req, &c.max_request_bytes) ||
+        !size_opt("--max-output-bytes", outb, &c.max_output_bytes) ||
+        !size_opt("--segment-bytes", seg, &c.segment_bytes))
+        return EXIT_USAGE;
+    if (c.requirepass && !*c.requirepass)
+        c.requirepass = NULL;
+    c.log = cli_log;
+    return server_run(&c) ? EXIT_FAILURE_ : EXIT_OK;
+}

@@ -1,0 +1,310 @@
+#!/usr/bin/python3
+"""test_server.py — the real `evstore serve` binary on a free loopback port, driven by real
+clients: redis-py (Debian's python3-redis), raw sockets for wire-level bytes, and redis-cli.
+Usage: test_server.py path/to/evstore"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import redis
+
+EVSTORE = None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data, *extra):
+        self.data, self.extra, self.proc, self.port = data, extra, None, None
+
+    def start(self):
+        self.port = free_port()
+        self.log = open(os.path.join(os.path.dirname(self.data), "server.log"), "ab")
+        self.proc = subprocess.Popen(
+            [EVSTORE, "serve", "--data", self.data, "--port", str(self.port),
+             "--segment-bytes", "1m", *self.extra],
+            stdout=self.log, stderr=self.log)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("server exited with %d" % self.proc.returncode)
+                time.sleep(0.02)
+        raise RuntimeError("server did not start")
+
+    def client(self, **kw):
+        return redis.Redis(port=self.port, socket_timeout=10, **kw)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+        self.log.close()
+        return self.proc.returncode
+
+
+def raw(port, data, read_until_close=False, timeout=5):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not read_until_close and out.endswith(b"\r\n"):
+            break
+    s.close()
+    return out
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="evs-server-")
+        self.srv = Server(os.path.join(self.dir, "data")).start()
+        self.r = self.srv.client(decode_responses=True)
+
+    def tearDown(self):
+        self.r.close()
+        rc = self.srv.stop()
+        log = open(os.path.join(self.dir, "server.log"), errors="replace").read()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        # a clean stop: exit 0, no sanitizer report (ASan/UBSan/LSan builds run this too)
+        self.assertEqual(rc, 0, log[-3000:])
+        self.assertNotIn("Sanitizer", log, log[-3000:])
+        self.assertNotIn("runtime error", log, log[-3000:])
+
+
+class Streams(Base):
+    def test_xadd_xrange_shapes(self):
+        i1 = self.r.xadd("s", {"source": "a", "type": "t", "payload": "{}"})
+        i2 = self.r.xadd("s", {"k": "v"}, id="%d-*" % (int(i1.split("-")[0]) + 1))
+        self.assertEqual(self.r.xlen("s"), 2)
+        self.assertEqual(self.r.xrange("s"), [(i1, {"source": "a", "type": "t", "payload": "{}"}),
+                                              (i2, {"k": "v"})])
+        self.assertEqual(self.r.xrevrange("s", count=1), [(i2, {"k": "v"})])
+        self.assertEqual(self.r.xrange("s", min="(" + i1), [(i2, {"k": "v"})])
+        self.assertEqual(self.r.xrange("nope"), [])
+        self.assertEqual(self.r.xlen("nope"), 0)
+        self.assertEqual(self.r.type("s"), "stream")
+        self.assertEqual(self.r.type("nope"), "none")
+        self.assertEqual(self.r.exists("s", "nope", "s"), 2)
+        self.assertEqual(self.r.keys("*"), ["s"])
+        self.assertEqual(self.r.dbsize(), 1)
+
+    def test_explicit_ids_and_errors(self):
+        self.assertEqual(self.r.xadd("e", {"a": "1"}, id="5-5"), "5-5")
+        with self.assertRaisesRegex(redis.ResponseError, "equal or smaller than the target stream top item"):
+            self.r.xadd("e", {"a": "1"}, id="5-5")
+        with self.assertRaisesRegex(redis.ResponseError, "must be greater than 0-0"):
+            self.r.xadd("z", {"a": "1"}, id="0-0")
+        with self.assertRaisesRegex(redis.ResponseError, "Invalid stream ID"):
+            self.r.xadd("e", {"a": "1"}, id="abc")
+        self.assertEqual(self.r.xadd("e", {"a": "1"}, id="5-*"), "5-6")
+        self.assertIsNone(self.r.xadd("missing", {"a": "1"}, nomkstream=True))
+        self.assertEqual(self.r.exists("missing"), 0)
+
+    def test_pipeline_keeps_order(self):
+        p = self.r.pipeline(transaction=False)
+        for i in range(200):
+            p.xadd("p", {"n": str(i)})
+            if i % 50 == 0:
+                p.xlen("p")
+        res = p.execute()
+        ids = [x for x in res if isinstance(x, str)]
+        lens = [x for x in res if isinstance(x, int)]
+        self.assertEqual(len(ids), 200)
+        self.assertEqual(ids, sorted(ids, key=lambda s: tuple(map(int, s.split("-")))))
+        self.assertEqual(lens, [1, 51, 101, 151])
+        got = self.r.xrange("p")
+        self.assertEqual([e[1]["n"] for e in got], [str(i) for i in range(200)])
+
+    def test_xdel_and_del(self):
+        a = self.r.xadd("d", {"k": "1"})
+        self.r.xadd("d", {"k": "2"})
+        self.assertEqual(self.r.xdel("d", a, "1-1"), 1)
+        self.assertEqual(self.r.xlen("d"), 1)
+        self.assertEqual(self.r.delete("d", "nope"), 1)
+        self.assertEqual(self.r.exists("d"), 0)
+
+    def test_xread_and_block_woken_by_another_client(self):
+        a = self.r.xadd("x", {"k": "1"})
+        self.assertEqual(self.r.xread({"x": "0"}), [["x", [(a, {"k": "1"})]]])
+        self.assertEqual(self.r.xread({"x": a}), [])
+        other = self.srv.client(decode_responses=True)
+        t = threading.Timer(0.3, lambda: other.xadd("x", {"k": "2"}))
+        t.start()
+        start = time.time()
+        res = self.r.xread({"x": "$"}, block=5000)
+        t.join()
+        self.assertLess(time.time() - start, 4)
+        self.assertEqual(res[0][0], "x")
+        self.assertEqual(res[0][1][0][1], {"k": "2"})
+        start = time.time()
+        self.assertEqual(self.r.xread({"x": "$"}, block=200), [])
+        self.assertGreaterEqual(time.time() - start, 0.18)
+        other.close()
+
+    def test_binary_values_round_trip(self):
+        r = self.srv.client()
+        blob = bytes(range(256)) * 100
+        i = r.xadd(b"bin\x00key", {b"f\xff": blob})
+        self.assertEqual(r.xrange(b"bin\x00key"), [(i, {b"f\xff": blob})])
+        r.close()
+
+
+class Wire(Base):
+    def test_errors_as_redis_words_them(self):
+        self.assertEqual(raw(self.srv.port, b"*2\r\n$3\r\nfoo\r\n$1\r\na\r\n"),
+                         b"-ERR unknown command 'foo', with args beginning with: 'a' \r\n")
+        self.assertEqual(raw(self.srv.port, b"*1\r\n$4\r\nxlen\r\n"),
+                         b"-ERR wrong number of arguments for 'xlen' command\r\n")
+        self.assertEqual(raw(self.srv.port, b"PING\r\n"), b"+PONG\r\n")
+        self.assertEqual(raw(self.srv.port, b'ECHO "a b"\r\n'), b"$3\r\na b\r\n")
+
+    def test_protocol_errors_close_only_that_connection(self):
+        keep = self.srv.client(decode_responses=True)
+        keep.ping()
+        out = raw(self.srv.port, b"*20000000\r\n", read_until_close=True)
+        self.assertEqual(out, b"-ERR Protocol error: invalid multibulk length\r\n")
+        out = raw(self.srv.port, b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n", read_until_close=True)
+        self.assertEqual(out, b"-ERR Protocol error: expected '$', got 'f'\r\n")
+        out = raw(self.srv.port, b"*1\r\n$999999999999\r\n", read_until_close=True)
+        self.assertEqual(out, b"-ERR Protocol error: invalid bulk length\r\n")
+        out = raw(self.srv.port, b'ECHO "unbalanced\r\n', read_until_close=True)
+        self.assertEqual(out, b"-ERR Protocol error: unbalanced quotes in request\r\n")
+        self.assertTrue(keep.ping())
+        keep.close()
+
+    def test_hello_3_and_resp3_replies(self):
+        out = raw(self.srv.port, b"HELLO 3\r\n")
+        self.assertTrue(out.startswith(b"%7\r\n"), out)
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=5)
+        s.sendall(b"HELLO 3\r\n")
+        time.sleep(0.1)
+        s.recv(65536)
+        s.sendall(b"XREAD STREAMS nothing 0\r\n")
+        time.sleep(0.1)
+        self.assertEqual(s.recv(65536), b"_\r\n")
+        s.sendall(b"XADD r3 1-1 k v\r\nXREAD STREAMS r3 0\r\n")
+        time.sleep(0.2)
+        got = s.recv(65536)
+        self.assertEqual(got, b"$3\r\n1-1\r\n%1\r\n$2\r\nr3\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nk\r\n$1\r\nv\r\n")
+        s.close()
+
+    def test_redis_cli(self):
+        cli = shutil.which("redis-cli")
+        if not cli:
+            self.skipTest("redis-cli not installed")
+        run = lambda *a: subprocess.run([cli, "-p", str(self.srv.port), *a], capture_output=True,
+                                        text=True, timeout=10).stdout
+        self.assertEqual(run("XADD", "c", "7-1", "f", "v").strip(), "7-1")
+        self.assertEqual(run("XADD", "c", "7-1", "f", "v").strip(),
+                         "ERR The ID specified in XADD is equal or smaller than the target stream top item")
+        self.assertEqual(run("SELECT", "1").strip(), "ERR DB index is out of range")
+
+
+class Auth(unittest.TestCase):
+    def test_requirepass(self):
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        srv = Server(os.path.join(d, "data"), "--requirepass", "s3cret").start()
+        try:
+            self.assertEqual(raw(srv.port, b"XLEN s\r\n"), b"-NOAUTH Authentication required.\r\n")
+            self.assertEqual(raw(srv.port, b"AUTH wrong\r\n"),
+                             b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+            r = srv.client(password="s3cret", decode_responses=True)
+            self.assertEqual(r.xlen("s"), 0)
+            r.close()
+            r = srv.client(username="default", password="s3cret", decode_responses=True)
+            self.assertTrue(r.ping())
+            r.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+class Process(unittest.TestCase):
+    def test_second_server_refused_and_sigterm_exits_0(self):
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        data = os.path.join(d, "data")
+        srv = Server(data).start()
+        try:
+            p = subprocess.run([EVSTORE, "serve", "--data", data, "--port", str(free_port())],
+                               capture_output=True, text=True, timeout=10)
+            self.assertEqual(p.returncode, 3)
+            self.assertIn("in use by another process", p.stderr)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            shutil.rmtree(d, ignore_errors=True)
+
+    def test_sigkill_never_loses_an_acknowledged_xadd(self):
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        data = os.path.join(d, "data")
+        acked = {}  # id -> (stream, payload)
+        lock = threading.Lock()
+        try:
+            for it in range(5):
+                srv = Server(data).start()
+                stop = threading.Event()
+
+                def writer(w):
+                    c = srv.client()
+                    n = 0
+                    while not stop.is_set():
+                        payload = ("w%d-i%d-n%d-" % (w, it, n)).encode() * (1 + n % 20)
+                        try:
+                            i = c.xadd("k%d" % (w % 2), {"p": payload})
+                        except (redis.ConnectionError, redis.TimeoutError, ConnectionError):
+                            return
+                        with lock:
+                            acked[(w % 2, i)] = payload
+                        n += 1
+
+                ts = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+                for t in ts:
+                    t.start()
+                time.sleep(0.3 + 0.1 * it)
+                srv.proc.send_signal(signal.SIGKILL)
+                srv.proc.wait()
+                stop.set()
+                for t in ts:
+                    t.join()
+                srv.log.close()
+            srv = Server(data).start()
+            r = srv.client()
+            for k in (0, 1):
+                have = {i: f[b"p"] for i, f in r.xrange("k%d" % k)}
+                for (kk, i), payload in acked.items():
+                    if kk == k:
+                        self.assertIn(i, have, "acknowledged %r lost" % i)
+                        self.assertEqual(have[i], payload)
+            self.assertGreater(len(acked), 100)
+            r.close()
+            self.assertEqual(srv.stop(), 0)
+            v = subprocess.run([EVSTORE, "verify", "--data", data], capture_output=True, text=True)
+            self.assertEqual(v.returncode, 0, v.stdout + v.stderr)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    EVSTORE = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Install what is missing, build, and run the embedded demo on ./evstore-data: append two
-# events with the CLI, read them back as JSON, verify the folder.
+# Install what is missing, build, and start `evstore serve` on ./evstore-data (RESP port 7379,
+# loopback only). Talk to it with `redis-cli -p 7379`; stop it with Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh build
-data=${EVSTORE_DATA:-./evstore-data}
-./build/evstore append --data "$data" demo source cli type demo.started payload '{"hello":"world"}'
-./build/evstore append --data "$data" demo source cli type demo.finished payload '{"ok":true}'
-./build/evstore dump --data "$data" demo --reverse --limit 50
-./build/evstore verify --data "$data"
+echo "evstore: starting on 127.0.0.1:7379 with data in ${EVSTORE_DATA:-./evstore-data}" >&2
+echo "evstore: try  redis-cli -p 7379 XADD events '*' source cli type demo payload '{\"hi\":1}'" >&2
+echo "evstore:      redis-cli -p 7379 XREVRANGE events + - COUNT 50" >&2
+exec ./build/evstore serve "$@"

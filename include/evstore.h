@@ -211,6 +211,8 @@ typedef struct evs_stream_info {
     evs_id max_deleted_id;
     uint64_t last_time_us;
     uint64_t created_us;
+    uint64_t number;         /* stable and unique in this store; a dropped stream's is never
+                                reused (orders SCAN-like walks that tolerate concurrent drops) */
 } evs_stream_info;
 
 /* EVS_ENOTFOUND if the stream does not exist. */

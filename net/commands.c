@@ -385,6 +385,8 @@ static void cmd_dbsize(cmd_ctx *x)
     reply_done(x);
 }
 
+static size_t blocked_count(void);
+
 static void cmd_info(cmd_ctx *x)
 {
     evs_store_stats s;
@@ -392,12 +394,15 @@ static void cmd_info(cmd_ctx *x)
     char buf[2048];
     int n = snprintf(buf, sizeof buf,
                      "# Server\r\nredis_version:7.0.0\r\nevstore_version:%s\r\nredis_mode:standalone\r\n"
+                     "tcp_port:%d\r\n"
+                     "\r\n# Clients\r\nconnected_clients:%d\r\nblocked_clients:%zu\r\n"
                      "\r\n# Persistence\r\naof_enabled:1\r\n"
                      "\r\n# Stats\r\nevstore_appends:%llu\r\nevstore_batches:%llu\r\n"
                      "\r\n# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
                      "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
                      "\r\n# Keyspace\r\n%s%llu%s\r\n",
-                     EVSTORE_VERSION, (unsigned long long)s.appends, (unsigned long long)s.batches,
+                     EVSTORE_VERSION, server_cfg(x->srv)->port, server_nconns(x->srv), blocked_count(),
+                     (unsigned long long)s.appends, (unsigned long long)s.batches,
                      (unsigned long long)s.fsyncs,
                      s.fsyncs ? (double)s.fsync_ns_total / (double)s.fsyncs / 1000 : 0.0,
                      (double)s.fsync_ns_max / 1000, (unsigned long long)s.batch_max,
@@ -868,6 +873,265 @@ static void cmd_xread(cmd_ctx *x)
     }
 }
 
+static size_t blocked_count(void)
+{
+    size_t n = 0;
+    for (blocked *b = blocked_list; b; b = b->next)
+        n++;
+    return n;
+}
+
+/* ---- keyspace-wide ------------------------------------------------------------------------ */
+
+struct name_list {
+    struct named {
+        uint64_t number;
+        uint8_t *name;
+        size_t len;
+    } *v;
+    size_t n, cap;
+};
+
+static int collect_name(void *arg, evs_slice name, const evs_stream_info *info)
+{
+    struct name_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        struct named *v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    uint8_t *copy = malloc(name.len ? name.len : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, name.ptr, name.len);
+    l->v[l->n++] = (struct named){info->number, copy, name.len};
+    return 0;
+}
+
+static void names_free(struct name_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i].name);
+    free(l->v);
+}
+
+static int by_number(const void *a, const void *b)
+{
+    const struct named *x = a, *y = b;
+    return x->number < y->number ? -1 : x->number > y->number;
+}
+
+static bool glob_match(const char *pat, const uint8_t *name, size_t len)
+{
+    char buf[512];
+    if (len >= sizeof buf || memchr(name, 0, len))
+        return false;
+    memcpy(buf, name, len);
+    buf[len] = 0;
+    return fnmatch(pat, buf, 0) == 0;
+}
+
+/* SCAN cursor [MATCH p] [COUNT n] [TYPE t]: the cursor is a stream number, so streams that
+ * exist for the whole walk are returned exactly once, whatever is dropped meanwhile. */
+static void cmd_scan(cmd_ctx *x)
+{
+    long long cursor, count = 10;
+    if (!arg_ll(&x->argv[1], &cursor) || cursor < 0) {
+        reply_error_done(x, "ERR invalid cursor");
+        return;
+    }
+    char pat[512] = "";
+    bool type_ok = true;
+    for (size_t i = 2; i < x->argc; i += 2) {
+        if (i + 1 >= x->argc) {
+            reply_error_done(x, ERR_SYNTAX);
+            return;
+        }
+        if (arg_is(x, i, "COUNT")) {
+            if (!arg_ll(&x->argv[i + 1], &count)) {
+                reply_error_done(x, ERR_INT);
+                return;
+            }
+            if (count < 1) {
+                reply_error_done(x, ERR_SYNTAX);
+                return;
+            }
+        } else if (arg_is(x, i, "MATCH")) {
+            size_t n = x->argv[i + 1].len < sizeof pat - 1 ? x->argv[i + 1].len : sizeof pat - 1;
+            memcpy(pat, x->argv[i + 1].ptr, n);
+            pat[n] = 0;
+        } else if (arg_is(x, i, "TYPE")) {
+            type_ok = arg_is(x, i + 1, "stream");
+        } else {
+            reply_error_done(x, ERR_SYNTAX);
+            return;
+        }
+    }
+    struct name_list l = {0};
+    evs_stream_list(server_store(x->srv), collect_name, &l);
+    if (l.n > 1)
+        qsort(l.v, l.n, sizeof *l.v, by_number);
+    resp_out tmp;
+    resp_out_init(&tmp, conn_proto(x->c));
+    size_t found = 0, seen = 0;
+    uint64_t next = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        if (l.v[i].number < (uint64_t)cursor)
+            continue;
+        if (seen == (size_t)count) {
+            next = l.v[i].number;
+            break;
+        }
+        seen++;
+        if (type_ok && (!pat[0] || glob_match(pat, l.v[i].name, l.v[i].len))) {
+            resp_out_bulk(&tmp, l.v[i].name, l.v[i].len);
+            found++;
+        }
+    }
+    names_free(&l);
+    char cur[24];
+    snprintf(cur, sizeof cur, "%" PRIu64, next);
+    resp_out_array(&x->r->out, 2);
+    resp_out_cstr(&x->r->out, cur);
+    resp_out_array(&x->r->out, found);
+    resp_out_raw(&x->r->out, tmp.data, tmp.len);
+    resp_out_release(&tmp);
+    reply_done(x);
+}
+
+static void cmd_flushall(cmd_ctx *x)
+{
+    if (x->argc > 2 || (x->argc == 2 && !arg_is(x, 1, "ASYNC") && !arg_is(x, 1, "SYNC"))) {
+        reply_error_done(x, ERR_SYNTAX);
+        return;
+    }
+    struct name_list l = {0};
+    evs_stream_list(server_store(x->srv), collect_name, &l);
+    for (size_t i = 0; i < l.n; i++) {
+        bool existed;
+        evs_error err;
+        if (evs_stream_drop(server_store(x->srv), (evs_slice){l.v[i].name, l.v[i].len}, &existed,
+                            &err)) {
+            names_free(&l);
+            resp_out_error(&x->r->out, "ERR %s", err.msg);
+            reply_done(x);
+            return;
+        }
+    }
+    names_free(&l);
+    resp_out_simple(&x->r->out, "OK");
+    reply_done(x);
+}
+
+/* ---- CONFIG ------------------------------------------------------------------------------- */
+
+static long long stream_node_max_bytes = 4096, stream_node_max_entries = 100; /* no-ops */
+
+typedef struct config_item {
+    const char *name;
+    bool settable;
+} config_item;
+
+static const config_item config_items[] = {
+    {"appendonly", false},         {"appendfsync", false},       {"save", false},
+    {"databases", false},          {"maxclients", true},         {"port", false},
+    {"bind", false},               {"fsync", false},             {"segment-bytes", false},
+    {"max-entry-bytes", false},    {"max-request-bytes", false}, {"max-output-bytes", true},
+    {"stream-node-max-bytes", true}, {"stream-node-max-entries", true},
+};
+
+static void config_value(server *srv, const char *name, char *buf, size_t cap)
+{
+    const server_config *c = server_cfg(srv);
+    static const char *modes[] = {"always", "everysec", "no"};
+    if (!strcmp(name, "appendonly")) snprintf(buf, cap, "yes");
+    else if (!strcmp(name, "appendfsync") || !strcmp(name, "fsync")) snprintf(buf, cap, "%s", modes[c->fsync]);
+    else if (!strcmp(name, "save")) buf[0] = 0;
+    else if (!strcmp(name, "databases")) snprintf(buf, cap, "1");
+    else if (!strcmp(name, "maxclients")) snprintf(buf, cap, "%d", c->max_clients);
+    else if (!strcmp(name, "port")) snprintf(buf, cap, "%d", c->port);
+    else if (!strcmp(name, "bind")) snprintf(buf, cap, "%s", c->bind);
+    else if (!strcmp(name, "segment-bytes")) snprintf(buf, cap, "%llu", (unsigned long long)c->segment_bytes);
+    else if (!strcmp(name, "max-entry-bytes")) snprintf(buf, cap, "%llu", (unsigned long long)c->max_entry_bytes);
+    else if (!strcmp(name, "max-request-bytes")) snprintf(buf, cap, "%llu", (unsigned long long)c->max_request_bytes);
+    else if (!strcmp(name, "max-output-bytes")) snprintf(buf, cap, "%llu", (unsigned long long)c->max_output_bytes);
+    else if (!strcmp(name, "stream-node-max-bytes")) snprintf(buf, cap, "%lld", stream_node_max_bytes);
+    else snprintf(buf, cap, "%lld", stream_node_max_entries);
+}
+
+static void cmd_config(cmd_ctx *x)
+{
+    if (arg_is(x, 1, "GET") && x->argc >= 3) {
+        resp_out tmp;
+        resp_out_init(&tmp, conn_proto(x->c));
+        size_t n = 0;
+        for (size_t k = 0; k < sizeof config_items / sizeof *config_items; k++) {
+            bool match = false;
+            for (size_t i = 2; i < x->argc && !match; i++) {
+                char pat[128];
+                size_t l = x->argv[i].len < sizeof pat - 1 ? x->argv[i].len : sizeof pat - 1;
+                memcpy(pat, x->argv[i].ptr, l);
+                pat[l] = 0;
+                match = fnmatch(pat, config_items[k].name, FNM_CASEFOLD) == 0;
+            }
+            if (!match)
+                continue;
+            char val[128];
+            config_value(x->srv, config_items[k].name, val, sizeof val);
+            resp_out_cstr(&tmp, config_items[k].name);
+            resp_out_cstr(&tmp, val);
+            n++;
+        }
+        resp_out_map(&x->r->out, n);
+        resp_out_raw(&x->r->out, tmp.data, tmp.len);
+        resp_out_release(&tmp);
+    } else if (arg_is(x, 1, "SET") && x->argc >= 4 && x->argc % 2 == 0) {
+        for (size_t i = 2; i < x->argc; i += 2) {
+            const config_item *it = NULL;
+            for (size_t k = 0; k < sizeof config_items / sizeof *config_items; k++)
+                if (arg_is(x, i, config_items[k].name))
+                    it = &config_items[k];
+            long long v;
+            if (!it) {
+                resp_out_error(&x->r->out, "ERR Unknown option or number of arguments for CONFIG SET - '%.*s'",
+                               (int)x->argv[i].len, x->argv[i].ptr);
+                reply_done(x);
+                return;
+            }
+            if (!it->settable) {
+                resp_out_error(&x->r->out, "ERR CONFIG SET failed (possibly related to argument '%s') - can't set immutable config",
+                               it->name);
+                reply_done(x);
+                return;
+            }
+            if (!arg_ll(&x->argv[i + 1], &v) || v < 0) {
+                resp_out_error(&x->r->out, "ERR CONFIG SET failed (possibly related to argument '%s') - argument couldn't be parsed into an integer",
+                               it->name);
+                reply_done(x);
+                return;
+            }
+            if (!strcmp(it->name, "maxclients"))
+                server_cfg_mut(x->srv)->max_clients = v > 0 ? (int)v : 1;
+            else if (!strcmp(it->name, "max-output-bytes"))
+                server_cfg_mut(x->srv)->max_output_bytes = (uint64_t)v;
+            else if (!strcmp(it->name, "stream-node-max-bytes"))
+                stream_node_max_bytes = v;
+            else
+                stream_node_max_entries = v;
+        }
+        resp_out_simple(&x->r->out, "OK");
+    } else if (arg_is(x, 1, "RESETSTAT") && x->argc == 2) {
+        resp_out_simple(&x->r->out, "OK");
+    } else {
+        resp_out_error(&x->r->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CONFIG HELP.",
+                       (int)x->argv[1].len, x->argv[1].ptr);
+    }
+    reply_done(x);
+}
+
 /* ---- the table ---------------------------------------------------------------------------- */
 
 static const command table[] = {
@@ -881,7 +1145,9 @@ static const command table[] = {
     {"info", -1, false, cmd_info},      {"xadd", -5, false, cmd_xadd},
     {"xlen", 2, false, cmd_xlen},       {"xrange", -4, false, cmd_xrange},
     {"xrevrange", -4, false, cmd_xrevrange}, {"xdel", -3, false, cmd_xdel},
-    {"xread", -4, false, cmd_xread},
+    {"xread", -4, false, cmd_xread},    {"scan", -2, false, cmd_scan},
+    {"flushall", -1, false, cmd_flushall}, {"flushdb", -1, false, cmd_flushall},
+    {"config", -2, false, cmd_config},
 };
 
 static void cmd_command(cmd_ctx *x)

@@ -75,6 +75,8 @@ void server_log(server *s, int level, const char *fmt, ...)
 }
 
 evs_store *server_store(server *s) { return s->st; }
+int server_nconns(server *s) { return s->nconns; }
+server_config *server_cfg_mut(server *s) { return &s->cfg; }
 const server_config *server_cfg(server *s) { return &s->cfg; }
 int conn_proto(conn *c) { return c->proto; }
 void conn_set_proto(conn *c, int proto) { c->proto = proto; }

@@ -63,6 +63,8 @@ typedef struct cmd_ctx {
 } cmd_ctx;
 
 evs_store *server_store(server *s);
+int server_nconns(server *s);
+server_config *server_cfg_mut(server *s);
 const server_config *server_cfg(server *s);
 int conn_proto(conn *c);
 void conn_set_proto(conn *c, int proto);

@@ -846,6 +846,7 @@ static void info_from(const stream_state *v, evs_stream_info *o)
     o->max_deleted_id = v->max_deleted;
     o->last_time_us = v->last_time_us;
     o->created_us = v->created_us;
+    o->number = v->no;
 }
 
 int evs_stream_info_get(evs_store *st, evs_slice name, evs_stream_info *out)

@@ -171,6 +171,42 @@ class Streams(Base):
         r.close()
 
 
+class Keyspace(Base):
+    def test_scan_walks_every_stream_once_despite_drops(self):
+        names = ["s%03d" % i for i in range(60)]
+        for n in names:
+            self.r.xadd(n, {"k": "v"})
+        seen, cursor, first = [], "0", True
+        while first or cursor != 0:
+            cursor, keys = self.r.scan(cursor=cursor, count=7)
+            seen += keys
+            if first:  # drop streams the walk has not reached yet, and one it has
+                self.r.delete("s059", "s058", keys[0])
+                first = False
+        self.assertEqual(sorted(seen), sorted(names[:58]))
+        self.assertEqual(len(seen), len(set(seen)))
+        self.assertEqual(self.r.scan(0, match="s00*", count=100)[1], ["s001", "s002", "s003", "s004",
+                                                                      "s005", "s006", "s007", "s008", "s009"])
+        self.assertEqual(self.r.scan(0, _type="string", count=100)[1], [])
+        with self.assertRaisesRegex(redis.ResponseError, "invalid cursor"):
+            self.r.scan("x")
+
+    def test_config_info_flushall(self):
+        self.assertEqual(self.r.config_get("appendfsync"), {"appendfsync": "always"})
+        self.assertTrue(self.r.config_set("stream-node-max-entries", 50))
+        self.assertEqual(self.r.config_get("stream-node-*")["stream-node-max-entries"], "50")
+        with self.assertRaisesRegex(redis.ResponseError, "immutable"):
+            self.r.config_set("appendfsync", "no")
+        info = self.r.info("clients")
+        self.assertGreaterEqual(info["connected_clients"], 1)
+        self.assertEqual(info["blocked_clients"], 0)
+        self.r.xadd("a", {"k": "v"})
+        self.r.xadd("b", {"k": "v"})
+        self.assertTrue(self.r.flushall())
+        self.assertEqual(self.r.dbsize(), 0)
+        self.assertEqual(self.r.xlen("a"), 0)
+
+
 class Wire(Base):
     def test_errors_as_redis_words_them(self):
         self.assertEqual(raw(self.srv.port, b"*2\r\n$3\r\nfoo\r\n$1\r\na\r\n"),

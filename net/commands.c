@@ -702,9 +702,8 @@ static void blocked_unlink(blocked *b)
 
 static void blocked_fill(pending_t *p, reply *r, void *res)
 {
-    (void)p;
     blocked *b = res;
-    if (!xread_try(b->srv, b->q, &r->out))
+    if (pending_orphaned(p) || !xread_try(b->srv, b->q, &r->out))
         resp_out_null_array(&r->out); /* timed out */
     xread_free(b->q);
     free(b);
@@ -730,7 +729,7 @@ static void blocked_retry(evutil_socket_t fd, short what, void *arg)
         blocked *next = b->next;
         resp_out probe;
         resp_out_init(&probe, 2);
-        if (xread_try(b->srv, b->q, &probe)) {
+        if (pending_orphaned(b->p) || xread_try(b->srv, b->q, &probe)) {
             blocked_unlink(b);
             server_complete(b->p);
         }
@@ -753,6 +752,12 @@ void commands_init(server *srv, struct event_base *base)
 {
     blocked_wake = event_new(base, -1, EV_PERSIST | EV_READ, blocked_retry, NULL);
     evs_set_visible_hook(server_store(srv), visible_hook, NULL);
+}
+
+void commands_conn_closed(void)
+{
+    if (blocked_wake)
+        event_active(blocked_wake, EV_READ, 0);
 }
 
 void commands_shutdown(void)

@@ -42,6 +42,7 @@ struct conn {
     int waits;      /* replies still to come from the store (N4)                       */
     int pipe_waits; /* ... of which pipelinable writes                                 */
     bool paused;    /* input waits for replies to come (N4)                            */
+    size_t need;    /* the partial command needs this many bytes before re-parsing     */
     reply *head, *tail;
     resp_arg *argv;
     size_t argcap;
@@ -84,6 +85,7 @@ long long conn_id(conn *c) { return c->id; }
 bool conn_authed(conn *c) { return c->authed; }
 void conn_set_authed(conn *c, bool yes) { c->authed = yes; }
 void *pending_result(pending_t *p) { return p->result; }
+bool pending_orphaned(pending_t *p) { return p->c->closed; }
 
 static void conn_free(conn *c)
 {
@@ -103,6 +105,8 @@ static void conn_close(conn *c)
     if (c->closed)
         return;
     c->closed = true;
+    if (c->waits > c->pipe_waits)
+        commands_conn_closed(); /* release its parked XREAD at once */
     if (c->bev)
         bufferevent_free(c->bev);
     c->bev = NULL;
@@ -260,8 +264,9 @@ static void read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     while (!c->closing && !c->closed && !c->paused) {
         size_t len = evbuffer_get_length(in);
-        if (len == 0)
-            break;
+        if (len == 0 || len < c->need)
+            break; /* a big argument is still arriving: no copy, no re-parse until it is all here */
+        c->need = 0;
         const uint8_t *data = evbuffer_pullup(in, (ssize_t)len);
         if (!c->inline_buf && data[0] != '*') {
             c->inline_buf = malloc(RESP_MAX_INLINE);
@@ -284,8 +289,10 @@ static void read_cb(struct bufferevent *bev, void *arg)
             c->argcap = cap;
             continue;
         }
-        if (rc == RESP_PARTIAL)
+        if (rc == RESP_PARTIAL) {
+            c->need = used; /* 0 when not known yet */
             break;
+        }
         if (rc == RESP_ERROR) {
             protocol_error(c, cmd.msg);
             return;

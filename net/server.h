@@ -81,6 +81,8 @@ pending_t *server_hold(cmd_ctx *x, void (*fill)(pending_t *p, reply *r, void *re
 /* Called from any thread: queue the completion to the loop. */
 void server_complete(pending_t *p);
 void *pending_result(pending_t *p);
+/* Has the connection waiting for this completion gone away? */
+bool pending_orphaned(pending_t *p);
 
 /* Commands (commands.c) */
 struct event_base;
@@ -90,5 +92,7 @@ void commands_dispatch(cmd_ctx *x);
 bool commands_pipelinable(const resp_arg *name);
 /* Answer every parked XREAD BLOCK (the server is stopping). */
 void commands_shutdown(void);
+/* A connection closed: release parked reads that belonged to it. */
+void commands_conn_closed(void);
 
 #endif

@@ -7,6 +7,7 @@
  * store's visible state; XREAD BLOCK parks the request until the store's visibility hook says
  * a batch landed, or its timeout fires.
  */
+#include "commands.h"
 #include "server.h"
 
 #include <ctype.h>
@@ -22,13 +23,6 @@
 #define ERR_ID "ERR Invalid stream ID specified as stream command argument"
 #define ERR_INT "ERR value is not an integer or out of range"
 #define ERR_SYNTAX "ERR syntax error"
-
-typedef struct command {
-    const char *name;
-    int arity;   /* Redis style: n exact, -n at least n (the name counts) */
-    bool noauth; /* allowed before AUTH */
-    void (*fn)(cmd_ctx *x);
-} command;
 
 static bool arg_is(const cmd_ctx *x, size_t i, const char *s)
 {
@@ -417,6 +411,74 @@ static void cmd_info(cmd_ctx *x)
 
 /* ---- streams ------------------------------------------------------------------------------ */
 
+void xadd_result_out(resp_out *o, int rc, evs_id id, const evs_error *err)
+{
+    switch (rc) {
+    case 0: out_id(o, id); break;
+    case EVS_ENOTFOUND: resp_out_null(o); break; /* NOMKSTREAM */
+    case EVS_EIDORDER:
+        resp_out_error(o, "ERR The ID specified in XADD is equal or smaller than the target stream "
+                          "top item");
+        break;
+    case EVS_EIDZERO: resp_out_error(o, "ERR The ID specified in XADD must be greater than 0-0"); break;
+    case EVS_EIDEXHAUSTED:
+        resp_out_error(o, "ERR The stream has exhausted the last possible ID, unable to add more "
+                          "items");
+        break;
+    default: resp_out_error(o, "ERR %s", err && err->msg[0] ? err->msg : evs_strerror(rc));
+    }
+}
+
+const char *xadd_parse(const resp_arg *argv, size_t argc, xadd_args *xa)
+{
+    size_t i = 2;
+    bool nomk = false;
+    xa->f = NULL;
+    for (; i < argc; i++) {
+        size_t n = argv[i].len;
+        const char *p = (const char *)argv[i].ptr;
+        if (n == 10 && !strncasecmp(p, "NOMKSTREAM", 10))
+            nomk = true;
+        else if ((n == 6 && !strncasecmp(p, "MAXLEN", 6)) || (n == 5 && !strncasecmp(p, "MINID", 5)))
+            return "ERR XADD MAXLEN/MINID trimming is not supported yet by evstore (use retention "
+                   "settings)";
+        else
+            break;
+    }
+    if (i >= argc || (argc - i - 1) < 2 || (argc - i - 1) % 2)
+        return "ERR wrong number of arguments for 'xadd' command";
+    xa->a = (evs_append){key_of(&argv[1]), EVS_ID_AUTO, {0, 0}, NULL, 0, nomk};
+    const resp_arg *ida = &argv[i];
+    if (ida->len == 1 && ida->ptr[0] == '*') {
+        xa->a.id_mode = EVS_ID_AUTO;
+    } else if (ida->len > 2 && ida->ptr[ida->len - 2] == '-' && ida->ptr[ida->len - 1] == '*') {
+        resp_arg ms = {ida->ptr, ida->len - 2};
+        if (!parse_id(&ms, 0, &xa->a.id) || memchr(ms.ptr, '-', ms.len))
+            return ERR_ID;
+        xa->a.id_mode = EVS_ID_AUTO_SEQ;
+    } else if (!parse_id(ida, 0, &xa->a.id)) {
+        return ERR_ID;
+    } else {
+        xa->a.id_mode = EVS_ID_EXPLICIT;
+    }
+    size_t nf = (argc - i - 1) / 2;
+    xa->f = nf <= XADD_SMALL ? xa->small : malloc(nf * sizeof *xa->f);
+    if (!xa->f)
+        return "ERR out of memory";
+    for (size_t k = 0; k < nf; k++)
+        xa->f[k] = (evs_field){key_of(&argv[i + 1 + 2 * k]), key_of(&argv[i + 2 + 2 * k])};
+    xa->a.fields = xa->f;
+    xa->a.nfields = nf;
+    return NULL;
+}
+
+void xadd_args_release(xadd_args *xa)
+{
+    if (xa->f != xa->small)
+        free(xa->f);
+    xa->f = NULL;
+}
+
 typedef struct xadd_result {
     int rc;
     evs_id id;
@@ -424,27 +486,13 @@ typedef struct xadd_result {
     pending_t *p;
 } xadd_result;
 
-static void xadd_fill(pending_t *p, reply *r, void *res)
+static bool xadd_fill(pending_t *p, reply *r, void *res)
 {
     (void)p;
     xadd_result *x = res;
-    switch (x->rc) {
-    case 0: out_id(&r->out, x->id); break;
-    case EVS_ENOTFOUND: resp_out_null(&r->out); break; /* NOMKSTREAM */
-    case EVS_EIDORDER:
-        resp_out_error(&r->out, "ERR The ID specified in XADD is equal or smaller than the target "
-                                "stream top item");
-        break;
-    case EVS_EIDZERO:
-        resp_out_error(&r->out, "ERR The ID specified in XADD must be greater than 0-0");
-        break;
-    case EVS_EIDEXHAUSTED:
-        resp_out_error(&r->out, "ERR The stream has exhausted the last possible ID, unable to "
-                                "add more items");
-        break;
-    default: resp_out_error(&r->out, "ERR %s", x->err.msg[0] ? x->err.msg : evs_strerror(x->rc));
-    }
+    xadd_result_out(&r->out, x->rc, x->id, &x->err);
     free(x);
+    return true;
 }
 
 static void xadd_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
@@ -460,66 +508,30 @@ static void xadd_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_
 
 static void cmd_xadd(cmd_ctx *x)
 {
-    size_t i = 2;
-    bool nomk = false;
-    for (; i < x->argc; i++) {
-        if (arg_is(x, i, "NOMKSTREAM")) {
-            nomk = true;
-        } else if (arg_is(x, i, "MAXLEN") || arg_is(x, i, "MINID")) {
-            reply_error_done(x, "ERR XADD MAXLEN/MINID trimming is not supported yet by evstore "
-                                "(use retention settings)");
-            return;
-        } else {
-            break;
-        }
-    }
-    if (i >= x->argc || (x->argc - i - 1) < 2 || (x->argc - i - 1) % 2) {
-        reply_error_done(x, "ERR wrong number of arguments for 'xadd' command");
+    xadd_args xa;
+    const char *e = xadd_parse(x->argv, x->argc, &xa);
+    if (e) {
+        xadd_args_release(&xa);
+        reply_error_done(x, e);
         return;
     }
-    evs_append a = {key_of(&x->argv[1]), EVS_ID_AUTO, {0, 0}, NULL, 0, nomk};
-    const resp_arg *ida = &x->argv[i];
-    if (ida->len == 1 && ida->ptr[0] == '*') {
-        a.id_mode = EVS_ID_AUTO;
-    } else if (ida->len > 2 && ida->ptr[ida->len - 2] == '-' && ida->ptr[ida->len - 1] == '*') {
-        resp_arg ms = {ida->ptr, ida->len - 2};
-        evs_id id;
-        if (!parse_id(&ms, 0, &id) || memchr(ms.ptr, '-', ms.len)) {
-            reply_error_done(x, ERR_ID);
-            return;
-        }
-        a.id_mode = EVS_ID_AUTO_SEQ;
-        a.id = id;
-    } else if (!parse_id(ida, 0, &a.id)) {
-        reply_error_done(x, ERR_ID);
-        return;
-    } else {
-        a.id_mode = EVS_ID_EXPLICIT;
-    }
-    size_t nf = (x->argc - i - 1) / 2;
-    evs_field small[16];
-    evs_field *f = nf <= 16 ? small : malloc(nf * sizeof *f);
     xadd_result *res = calloc(1, sizeof *res);
-    if (!f || !res) {
-        if (f != small)
-            free(f);
+    if (res)
+        res->p = server_hold(x, xadd_fill, res, true);
+    if (!res || !res->p) {
         free(res);
+        xadd_args_release(&xa);
         reply_error_done(x, "ERR out of memory");
         return;
     }
-    for (size_t k = 0; k < nf; k++)
-        f[k] = (evs_field){key_of(&x->argv[i + 1 + 2 * k]), key_of(&x->argv[i + 2 + 2 * k])};
-    a.fields = f;
-    a.nfields = nf;
-    res->p = server_hold(x, xadd_fill, res, true);
-    int rc = res->p ? evs_submit(server_store(x->srv), &a, 1, xadd_done, res) : -ENOMEM;
-    if (f != small)
-        free(f);
+    int rc = evs_submit(server_store(x->srv), &xa.a, 1, xadd_done, res);
+    xadd_args_release(&xa);
     if (rc) {
-        /* not queued: the completion will never come; answer now */
+        /* not queued: the completion will never come from the store; answer through the loop */
         res->rc = rc;
-        evs_failed(server_store(x->srv), &res->err);
-        if (rc != EVS_EFAILED)
+        if (rc == EVS_EFAILED)
+            evs_failed(server_store(x->srv), &res->err);
+        else
             snprintf(res->err.msg, sizeof res->err.msg, "%s", evs_strerror(rc));
         server_complete(res->p);
     }
@@ -700,13 +712,14 @@ static void blocked_unlink(blocked *b)
     }
 }
 
-static void blocked_fill(pending_t *p, reply *r, void *res)
+static bool blocked_fill(pending_t *p, reply *r, void *res)
 {
     blocked *b = res;
     if (pending_orphaned(p) || !xread_try(b->srv, b->q, &r->out))
         resp_out_null_array(&r->out); /* timed out */
     xread_free(b->q);
     free(b);
+    return true;
 }
 
 static void blocked_timeout(evutil_socket_t fd, short what, void *arg)
@@ -844,6 +857,8 @@ static void cmd_xread(cmd_ctx *x)
             return;
         }
     }
+    if (x->capture)
+        block = -1; /* inside EXEC: BLOCK does not block, as in Redis */
     if (xread_try(x->srv, q, &x->r->out) || block < 0) {
         if (block < 0 && x->r->out.len == 0)
             resp_out_null_array(&x->r->out);
@@ -1140,6 +1155,8 @@ static void cmd_config(cmd_ctx *x)
 /* ---- the table ---------------------------------------------------------------------------- */
 
 static const command table[] = {
+    {"multi", 1, false, cmd_multi},     {"exec", 1, false, cmd_exec},
+    {"discard", 1, false, cmd_discard},
     {"ping", -1, false, cmd_ping},      {"echo", 2, false, cmd_echo},
     {"quit", -1, true, cmd_quit},       {"select", 2, false, cmd_select},
     {"auth", -2, true, cmd_auth},       {"hello", -1, true, cmd_hello},
@@ -1169,17 +1186,27 @@ bool commands_pipelinable(const resp_arg *name)
     return name->len == 4 && strncasecmp((const char *)name->ptr, "xadd", 4) == 0;
 }
 
+const command *commands_find(const resp_arg *name)
+{
+    for (size_t i = 0; i < sizeof table / sizeof *table; i++) {
+        size_t n = strlen(table[i].name);
+        if (name->len == n && strncasecmp((const char *)name->ptr, table[i].name, n) == 0)
+            return &table[i];
+    }
+    return NULL;
+}
+
+bool commands_arity_ok(const command *cmd, size_t argc)
+{
+    return cmd->arity > 0 ? argc == (size_t)cmd->arity : argc >= (size_t)-cmd->arity;
+}
+
 void commands_dispatch(cmd_ctx *x)
 {
     const resp_arg *name = &x->argv[0];
-    const command *cmd = NULL;
-    for (size_t i = 0; i < sizeof table / sizeof *table; i++) {
-        size_t n = strlen(table[i].name);
-        if (name->len == n && strncasecmp((const char *)name->ptr, table[i].name, n) == 0) {
-            cmd = &table[i];
-            break;
-        }
-    }
+    const command *cmd = commands_find(name);
+    const char *why = NULL;
+    char buf[400];
     if (!cmd) {
         char args[160] = "";
         size_t used = 0;
@@ -1191,19 +1218,19 @@ void commands_dispatch(cmd_ctx *x)
                 break;
             used += (size_t)w;
         }
-        resp_out_error(&x->r->out, "ERR unknown command '%.*s', with args beginning with: %s",
-                       (int)(name->len < 128 ? name->len : 128), name->ptr, args);
-        reply_done(x);
-        return;
+        snprintf(buf, sizeof buf, "ERR unknown command '%.*s', with args beginning with: %s",
+                 (int)(name->len < 128 ? name->len : 128), name->ptr, args);
+        why = buf;
+    } else if (!conn_authed(x->c) && !cmd->noauth) {
+        why = "NOAUTH Authentication required.";
+    } else if (!commands_arity_ok(cmd, x->argc)) {
+        snprintf(buf, sizeof buf, "ERR wrong number of arguments for '%s' command", cmd->name);
+        why = buf;
     }
-    if (!conn_authed(x->c) && !cmd->noauth) {
-        reply_error_done(x, "NOAUTH Authentication required.");
+    if (multi_intercept(x, cmd, why))
         return;
-    }
-    if ((cmd->arity > 0 && x->argc != (size_t)cmd->arity) ||
-        (cmd->arity < 0 && x->argc < (size_t)-cmd->arity)) {
-        resp_out_error(&x->r->out, "ERR wrong number of arguments for '%s' command", cmd->name);
-        reply_done(x);
+    if (why) {
+        reply_error_done(x, why);
         return;
     }
     cmd->fn(x);

@@ -26,7 +26,7 @@ struct pending {
     conn *c;
     reply *r;
     bool pipelinable;
-    void (*fill)(pending_t *p, reply *r, void *result);
+    fill_fn fill;
     void *result;
 };
 
@@ -48,6 +48,8 @@ struct conn {
     size_t argcap;
     uint8_t *inline_buf;
     conn *prev, *next;
+    void *cmd_state;
+    void (*cmd_state_free)(void *);
 };
 
 struct server {
@@ -89,6 +91,8 @@ bool pending_orphaned(pending_t *p) { return p->c->closed; }
 
 static void conn_free(conn *c)
 {
+    if (c->cmd_state && c->cmd_state_free)
+        c->cmd_state_free(c->cmd_state);
     while (c->head) {
         reply *r = c->head;
         c->head = r->next;
@@ -156,24 +160,40 @@ static void flush_replies(conn *c)
 void reply_done(cmd_ctx *x)
 {
     x->r->ready = true;
-    flush_replies(x->c);
+    if (!x->capture)
+        flush_replies(x->c);
 }
 
-pending_t *server_hold(cmd_ctx *x, void (*fill)(pending_t *p, reply *r, void *result), void *result,
-                       bool pipelinable)
+void **conn_cmd_state(conn *c, void (*free_fn)(void *))
+{
+    c->cmd_state_free = free_fn;
+    return &c->cmd_state;
+}
+
+static pending_t *hold(conn *c, reply *r, fill_fn fill, void *result, bool pipelinable)
 {
     pending_t *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    p->c = x->c;
-    p->r = x->r;
+    p->c = c;
+    p->r = r;
     p->fill = fill;
     p->result = result;
     p->pipelinable = pipelinable;
-    x->c->holds++;
-    x->c->waits++;
-    x->c->pipe_waits += pipelinable;
+    c->holds++;
+    c->waits++;
+    c->pipe_waits += pipelinable;
     return p;
+}
+
+pending_t *server_hold_again(pending_t *prev, fill_fn fill, void *result)
+{
+    return hold(prev->c, prev->r, fill, result, false);
+}
+
+pending_t *server_hold(cmd_ctx *x, fill_fn fill, void *result, bool pipelinable)
+{
+    return hold(x->c, x->r, fill, result, pipelinable);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg);
@@ -204,8 +224,8 @@ static void run_completions(server *s)
         c->holds--;
         c->waits--;
         c->pipe_waits -= p->pipelinable;
-        p->fill(p, p->r, p->result);
-        p->r->ready = true;
+        if (p->fill(p, p->r, p->result))
+            p->r->ready = true;
         if (c->closed) {
             if (c->holds == 0)
                 conn_free(c);
@@ -308,7 +328,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
                 conn_close(c);
                 return;
             }
-            cmd_ctx x = {c->s, c, r, cmd.argc, cmd.argv};
+            cmd_ctx x = {c->s, c, r, cmd.argc, cmd.argv, false};
             /* N3: the command may close the connection (QUIT); it is not freed here while
              * this callback runs, because closing only frees when no reply is pending */
             c->holds++;

@@ -60,6 +60,7 @@ typedef struct cmd_ctx {
     reply *r;
     size_t argc;
     const resp_arg *argv;
+    bool capture; /* inside EXEC: reply_done only marks r ready; nothing may block */
 } cmd_ctx;
 
 evs_store *server_store(server *s);
@@ -74,10 +75,17 @@ void conn_set_authed(conn *c, bool yes);
 /* The reply is complete: send it (and any ready replies behind it, in order). */
 void reply_done(cmd_ctx *x);
 /* Hold the connection for an asynchronous completion; the returned token is passed to
- * server_complete() from any thread, exactly once. */
+ * server_complete() from any thread, exactly once. On the loop, fill() writes the reply and
+ * returns true, or returns false when it has started further work (a new hold) and the reply
+ * is not finished yet. */
 typedef struct pending pending_t;
-pending_t *server_hold(cmd_ctx *x, void (*fill)(pending_t *p, reply *r, void *result),
-                       void *result, bool pipelinable);
+typedef bool (*fill_fn)(pending_t *p, reply *r, void *result);
+pending_t *server_hold(cmd_ctx *x, fill_fn fill, void *result, bool pipelinable);
+/* A hold for the same connection and reply as an earlier one (EXEC's next batch). */
+pending_t *server_hold_again(pending_t *prev, fill_fn fill, void *result);
+/* The slot for per-connection state owned by the command module (the MULTI queue); free_fn
+ * frees it with the connection. */
+void **conn_cmd_state(conn *c, void (*free_fn)(void *));
 /* Called from any thread: queue the completion to the loop. */
 void server_complete(pending_t *p);
 void *pending_result(pending_t *p);

@@ -229,6 +229,45 @@ class Keyspace(Base):
         self.assertEqual(self.r.xlen("a"), 0)
 
 
+class Transactions(Base):
+    def test_exec_appends_atomically_and_reads_its_writes(self):
+        p = self.r.pipeline(transaction=True)
+        p.xadd("t1", {"k": "1"}, id="1-1")
+        p.xadd("t2", {"k": "2"}, id="1-1")
+        p.xlen("t1")
+        p.xrange("t2")
+        self.assertEqual(p.execute(), ["1-1", "1-1", 1, [("1-1", {"k": "2"})]])
+
+    def test_a_refused_append_refuses_its_whole_run(self):
+        self.r.xadd("t3", {"k": "0"}, id="5-0")
+        p = self.r.pipeline(transaction=True)
+        p.xadd("t3", {"k": "1"}, id="6-0")
+        p.xadd("t3", {"k": "2"}, id="4-0")  # smaller than the top: the run is refused
+        p.xlen("t3")
+        res = p.execute(raise_on_error=False)
+        self.assertIsInstance(res[0], redis.ResponseError)
+        self.assertIsInstance(res[1], redis.ResponseError)
+        self.assertIn("equal or smaller", str(res[1]))
+        self.assertEqual(res[2], 1)  # neither 6-0 nor 4-0 was appended
+        self.assertEqual(self.r.xrange("t3"), [("5-0", {"k": "0"})])
+
+    def test_execabort_discard_and_nesting(self):
+        self.assertEqual(raw(self.srv.port, b"EXEC\r\n"), b"-ERR EXEC without MULTI\r\n")
+        self.assertEqual(raw(self.srv.port, b"DISCARD\r\n"), b"-ERR DISCARD without MULTI\r\n")
+        out = raw(self.srv.port, b"MULTI\r\nFOO\r\nXADD t4 1-1 k v\r\nEXEC\r\n", read_until_close=False,
+                  timeout=2)
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=5)
+        s.sendall(b"MULTI\r\nFOO\r\nXADD t4 1-1 k v\r\nEXEC\r\nMULTI\r\nMULTI\r\nDISCARD\r\n")
+        time.sleep(0.3)
+        got = s.recv(65536)
+        s.close()
+        self.assertEqual(got, b"+OK\r\n-ERR unknown command 'FOO', with args beginning with: \r\n+QUEUED\r\n"
+                              b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+                              b"+OK\r\n-ERR MULTI calls can not be nested\r\n+OK\r\n")
+        self.assertTrue(out.startswith(b"+OK"))
+        self.assertEqual(self.r.exists("t4"), 0)
+
+
 class Wire(Base):
     def test_errors_as_redis_words_them(self):
         self.assertEqual(raw(self.srv.port, b"*2\r\n$3\r\nfoo\r\n$1\r\na\r\n"),

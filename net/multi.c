@@ -1,0 +1,355 @@
+/*
+ * multi.c — MULTI / EXEC / DISCARD.
+ *
+ * Inside MULTI, commands are checked (known, arity, auth) and queued as copies; an error doom
+ * the transaction (EXEC answers -EXECABORT), as in Redis. EXEC runs the queue in order:
+ *
+ *  - each run of consecutive XADDs becomes ONE evs_submit batch: one contiguous group of
+ *    records in the log, written and fsynced together, all or none (an XADD the writer refuses
+ *    refuses the whole run; each XADD of it answers that error);
+ *  - any other queued command runs when everything before it is durable and visible, so it
+ *    reads the transaction's own writes;
+ *  - the EXEC reply (an array with one element per queued command) is sent when the last part
+ *    is done. Arguments an XADD cannot parse answer their own error and stay out of the batch,
+ *    like Redis' per-command errors inside EXEC.
+ */
+#include "commands.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct qcmd {
+    size_t argc;
+    resp_arg *argv;
+    uint8_t *mem;
+} qcmd;
+
+typedef struct multi_state {
+    bool active, dirty;
+    qcmd *q;
+    size_t n, cap;
+} multi_state;
+
+static void queue_release(qcmd *q, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(q[i].argv);
+        free(q[i].mem);
+    }
+    free(q);
+}
+
+static void state_free(void *p)
+{
+    multi_state *m = p;
+    queue_release(m->q, m->n);
+    free(m);
+}
+
+static multi_state *state(conn *c, bool create)
+{
+    void **slot = conn_cmd_state(c, state_free);
+    if (!*slot && create)
+        *slot = calloc(1, sizeof(multi_state));
+    return *slot;
+}
+
+static void state_reset(multi_state *m)
+{
+    queue_release(m->q, m->n);
+    m->q = NULL;
+    m->n = m->cap = 0;
+    m->active = m->dirty = false;
+}
+
+static bool is_cmd(const resp_arg *a, const char *name)
+{
+    size_t n = strlen(name);
+    return a->len == n && strncasecmp((const char *)a->ptr, name, n) == 0;
+}
+
+bool multi_intercept(cmd_ctx *x, const command *cmd, const char *why)
+{
+    multi_state *m = state(x->c, false);
+    if (!m || !m->active)
+        return false;
+    const resp_arg *name = &x->argv[0];
+    if (cmd && (is_cmd(name, "exec") || is_cmd(name, "discard") || is_cmd(name, "multi") ||
+                is_cmd(name, "quit")))
+        return false; /* run now */
+    if (why) {
+        m->dirty = true;
+        resp_out_error(&x->r->out, "%s", why);
+        reply_done(x);
+        return true;
+    }
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 8;
+        qcmd *q = realloc(m->q, cap * sizeof *q);
+        if (!q)
+            goto oom;
+        m->q = q;
+        m->cap = cap;
+    }
+    size_t bytes = 0;
+    for (size_t i = 0; i < x->argc; i++)
+        bytes += x->argv[i].len;
+    qcmd *q = &m->q[m->n];
+    q->argc = x->argc;
+    q->argv = malloc(x->argc * sizeof *q->argv);
+    q->mem = malloc(bytes ? bytes : 1);
+    if (!q->argv || !q->mem) {
+        free(q->argv);
+        free(q->mem);
+        goto oom;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < x->argc; i++) {
+        memcpy(q->mem + off, x->argv[i].ptr, x->argv[i].len);
+        q->argv[i] = (resp_arg){q->mem + off, x->argv[i].len};
+        off += x->argv[i].len;
+    }
+    m->n++;
+    resp_out_simple(&x->r->out, "QUEUED");
+    reply_done(x);
+    return true;
+oom:
+    m->dirty = true;
+    resp_out_error(&x->r->out, "ERR out of memory");
+    reply_done(x);
+    return true;
+}
+
+void cmd_multi(cmd_ctx *x)
+{
+    multi_state *m = state(x->c, true);
+    if (!m) {
+        resp_out_error(&x->r->out, "ERR out of memory");
+    } else if (m->active) {
+        resp_out_error(&x->r->out, "ERR MULTI calls can not be nested");
+    } else {
+        m->active = true;
+        resp_out_simple(&x->r->out, "OK");
+    }
+    reply_done(x);
+}
+
+void cmd_discard(cmd_ctx *x)
+{
+    multi_state *m = state(x->c, false);
+    if (!m || !m->active) {
+        resp_out_error(&x->r->out, "ERR DISCARD without MULTI");
+    } else {
+        state_reset(m);
+        resp_out_simple(&x->r->out, "OK");
+    }
+    reply_done(x);
+}
+
+/* ---- EXEC --------------------------------------------------------------------------------- */
+
+typedef struct exec_job {
+    server *srv;
+    conn *c;
+    qcmd *q;
+    size_t n, i;
+    resp_out results;
+    /* the batch in flight: queued commands [b0, b1) */
+    size_t b0, b1;
+    const char **perr;  /* per command of the batch: parse error, or NULL (in the batch) */
+    bool *nullrep;      /* per command: NOMKSTREAM on a missing stream: a null reply      */
+    evs_id *ids;        /* ids of the batch's appends, in order                          */
+    size_t nids;
+    int rc;
+    evs_error err;
+    pending_t *p;
+} exec_job;
+
+static void job_free(exec_job *j)
+{
+    queue_release(j->q, j->n);
+    resp_out_release(&j->results);
+    free(j->perr);
+    free(j->nullrep);
+    free(j->ids);
+    free(j);
+}
+
+static void batch_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    exec_job *j = arg;
+    j->rc = rc;
+    if (!rc)
+        memcpy(j->ids, ids, n * sizeof *ids);
+    if (err)
+        j->err = *err;
+    server_complete(j->p);
+}
+
+static bool exec_fill(pending_t *p, reply *r, void *res);
+
+/* Is the stream there, or created by an earlier append of the same batch? */
+static bool stream_known(exec_job *j, const evs_append *apps, size_t napps, evs_slice key)
+{
+    evs_stream_info info;
+    if (evs_stream_info_get(server_store(j->srv), key, &info) == 0)
+        return true;
+    for (size_t k = 0; k < napps; k++)
+        if (apps[k].stream.len == key.len && !memcmp(apps[k].stream.ptr, key.ptr, key.len))
+            return true;
+    return false;
+}
+
+/* Run from j->i; true when the whole queue is done (the reply is written into r), false when a
+ * batch was submitted and its completion will continue the run. */
+static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
+{
+    while (j->i < j->n) {
+        qcmd *q = &j->q[j->i];
+        if (!is_cmd(&q->argv[0], "xadd")) {
+            const command *cmd = commands_find(&q->argv[0]);
+            reply tr;
+            memset(&tr, 0, sizeof tr);
+            resp_out_init(&tr.out, j->results.proto);
+            cmd_ctx y = {j->srv, j->c, &tr, q->argc, q->argv, true};
+            cmd->fn(&y);
+            resp_out_raw(&j->results, tr.out.data, tr.out.len);
+            resp_out_release(&tr.out);
+            j->i++;
+            continue;
+        }
+        size_t b1 = j->i;
+        while (b1 < j->n && is_cmd(&j->q[b1].argv[0], "xadd"))
+            b1++;
+        size_t cnt = b1 - j->i;
+        xadd_args *xa = calloc(cnt, sizeof *xa);
+        evs_append *apps = calloc(cnt, sizeof *apps);
+        free(j->perr);
+        free(j->nullrep);
+        free(j->ids);
+        j->perr = calloc(cnt, sizeof *j->perr);
+        j->nullrep = calloc(cnt, sizeof *j->nullrep);
+        j->ids = calloc(cnt, sizeof *j->ids);
+        if (!xa || !apps || !j->perr || !j->nullrep || !j->ids) {
+            free(xa);
+            free(apps);
+            for (size_t k = j->i; k < b1; k++)
+                resp_out_error(&j->results, "ERR out of memory");
+            j->i = b1;
+            continue;
+        }
+        size_t napps = 0;
+        for (size_t k = 0; k < cnt; k++) {
+            qcmd *qq = &j->q[j->i + k];
+            j->perr[k] = xadd_parse(qq->argv, qq->argc, &xa[k]);
+            if (j->perr[k])
+                continue;
+            if (xa[k].a.no_create && !stream_known(j, apps, napps, xa[k].a.stream)) {
+                j->nullrep[k] = true;
+                continue;
+            }
+            xa[k].a.no_create = false;
+            apps[napps++] = xa[k].a;
+        }
+        j->b0 = j->i;
+        j->b1 = b1;
+        j->nids = napps;
+        int rc = 0;
+        if (napps) {
+            j->p = first ? server_hold(first, exec_fill, j, false)
+                         : server_hold_again(prev, exec_fill, j);
+            rc = j->p ? evs_submit(server_store(j->srv), apps, napps, batch_done, j) : -1;
+            if (rc && j->p) {
+                j->rc = rc;
+                if (rc == EVS_EFAILED)
+                    evs_failed(server_store(j->srv), &j->err);
+                else
+                    snprintf(j->err.msg, sizeof j->err.msg, "%s", evs_strerror(rc));
+                server_complete(j->p); /* answered through the loop, like any completion */
+            }
+        }
+        for (size_t k = 0; k < cnt; k++)
+            xadd_args_release(&xa[k]);
+        free(xa);
+        free(apps);
+        if (napps && j->p)
+            return false;
+        if (napps) { /* could not even hold: answer the batch with the error */
+            j->rc = -1;
+            snprintf(j->err.msg, sizeof j->err.msg, "out of memory");
+        }
+        /* nothing to append (all parse errors or nulls): answer them now */
+        for (size_t k = 0; k < cnt; k++) {
+            if (j->perr[k])
+                resp_out_error(&j->results, "%s", j->perr[k]);
+            else if (j->nullrep[k])
+                resp_out_null(&j->results);
+            else
+                xadd_result_out(&j->results, j->rc, EVS_ID_MIN, &j->err);
+        }
+        j->i = b1;
+    }
+    resp_out_array(&r->out, j->n);
+    resp_out_raw(&r->out, j->results.data, j->results.len);
+    return true;
+}
+
+static bool exec_fill(pending_t *p, reply *r, void *res)
+{
+    exec_job *j = res;
+    if (pending_orphaned(p)) {
+        job_free(j);
+        return true;
+    }
+    size_t next_id = 0;
+    for (size_t k = 0; k < j->b1 - j->b0; k++) {
+        if (j->perr[k])
+            resp_out_error(&j->results, "%s", j->perr[k]);
+        else if (j->nullrep[k])
+            resp_out_null(&j->results);
+        else
+            xadd_result_out(&j->results, j->rc, j->rc ? EVS_ID_MIN : j->ids[next_id++], &j->err);
+    }
+    j->i = j->b1;
+    if (!exec_step(j, r, NULL, p))
+        return false;
+    job_free(j);
+    return true;
+}
+
+void cmd_exec(cmd_ctx *x)
+{
+    multi_state *m = state(x->c, false);
+    if (!m || !m->active) {
+        resp_out_error(&x->r->out, "ERR EXEC without MULTI");
+        reply_done(x);
+        return;
+    }
+    if (m->dirty) {
+        state_reset(m);
+        resp_out_error(&x->r->out, "EXECABORT Transaction discarded because of previous errors.");
+        reply_done(x);
+        return;
+    }
+    exec_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        state_reset(m);
+        resp_out_error(&x->r->out, "ERR out of memory");
+        reply_done(x);
+        return;
+    }
+    j->srv = x->srv;
+    j->c = x->c;
+    j->q = m->q;
+    j->n = m->n;
+    m->q = NULL; /* the job owns the queue now */
+    m->n = m->cap = 0;
+    state_reset(m);
+    resp_out_init(&j->results, conn_proto(x->c));
+    if (exec_step(j, x->r, x, NULL)) {
+        job_free(j);
+        reply_done(x);
+    }
+}

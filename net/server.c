@@ -23,7 +23,9 @@
 
 struct pending {
     pending_t *next;
-    conn *c;
+    conn *c;          /* NULL: a posted task (task/task_arg)                          */
+    void (*task)(void *arg);
+    void *task_arg;
     reply *r;
     bool pipelinable;
     fill_fn fill;
@@ -198,9 +200,8 @@ pending_t *server_hold(cmd_ctx *x, fill_fn fill, void *result, bool pipelinable)
 
 static void read_cb(struct bufferevent *bev, void *arg);
 
-void server_complete(pending_t *p)
+static void enqueue(server *s, pending_t *p)
 {
-    server *s = p->c->s;
     pthread_mutex_lock(&s->mu);
     p->next = NULL;
     if (s->done_tail)
@@ -212,6 +213,25 @@ void server_complete(pending_t *p)
     event_active(s->wake, EV_READ, 0);
 }
 
+void server_post(server *s, void (*fn)(void *arg), void *arg)
+{
+    pending_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        server_log(s, EVS_LOG_ERROR, "out of memory posting a completion");
+        return;
+    }
+    p->task = fn;
+    p->task_arg = arg;
+    enqueue(s, p);
+}
+
+struct event_base *server_base(server *s) { return s->base; }
+
+void server_complete(pending_t *p)
+{
+    enqueue(p->c->s, p);
+}
+
 static void run_completions(server *s)
 {
     pthread_mutex_lock(&s->mu);
@@ -220,6 +240,12 @@ static void run_completions(server *s)
     pthread_mutex_unlock(&s->mu);
     while (p) {
         pending_t *next = p->next;
+        if (!p->c) {
+            p->task(p->task_arg);
+            free(p);
+            p = next;
+            continue;
+        }
         conn *c = p->c;
         c->holds--;
         c->waits--;
@@ -416,6 +442,7 @@ int server_run(const server_config *cfg)
     s->cfg = *cfg;
     pthread_mutex_init(&s->mu, NULL);
     int rc = 0;
+    http_api *http = NULL;
     evthread_use_pthreads();
     s->base = event_base_new();
     if (!s->base) {
@@ -468,13 +495,19 @@ int server_run(const server_config *cfg)
     event_add(s->sigint, NULL);
     signal(SIGPIPE, SIG_IGN);
     commands_init(s, s->base);
+    if (cfg->http_port && (rc = http_start(s, &http))) {
+        server_log(s, EVS_LOG_ERROR, "cannot listen on %s:%d (HTTP): %s", cfg->bind,
+                   cfg->http_port, strerror(-rc));
+        goto out;
+    }
     evs_store_stats st;
     evs_store_stats_get(s->st, &st);
     static const char *modes[] = {"always", "everysec", "no"};
     server_log(s, EVS_LOG_INFO,
-               "evstore %s serving %s on %s:%d (RESP), fsync %s; %llu streams, %llu segments, "
-               "%llu records recovered past the index, %llu torn bytes cut",
-               EVSTORE_VERSION, cfg->data, cfg->bind, cfg->port, modes[cfg->fsync],
+               "evstore %s serving %s on %s:%d (RESP), HTTP %s%d, fsync %s; %llu streams, "
+               "%llu segments, %llu records recovered past the index, %llu torn bytes cut",
+               EVSTORE_VERSION, cfg->data, cfg->bind, cfg->port,
+               cfg->http_port ? "port " : "off, port ", cfg->http_port, modes[cfg->fsync],
                (unsigned long long)st.streams, (unsigned long long)st.segments,
                (unsigned long long)st.recovered_records, (unsigned long long)st.torn_bytes);
     event_base_dispatch(s->base);
@@ -482,11 +515,13 @@ out:
     /* stop accepting, let the writer finish what was queued, then drop the clients */
     if (s->lis)
         evconnlistener_free(s->lis);
+    http_quiesce(http);
     if (s->wake)
         commands_shutdown();
     int crc = evs_close(s->st);
     if (s->wake)
         run_completions(s);
+    http_stop(http); /* after the completions: they answer HTTP requests */
     while (s->conns)
         conn_close(s->conns);
     if (crc)

@@ -36,6 +36,7 @@ typedef struct server_config {
     uint64_t segment_bytes;
     uint64_t max_output_bytes; /* a client whose unsent replies exceed this is dropped   */
     void (*log)(void *arg, int level, const char *msg);
+    int http_port;             /* 0: no HTTP API                                         */
 } server_config;
 
 typedef struct server server;
@@ -88,9 +89,19 @@ pending_t *server_hold_again(pending_t *prev, fill_fn fill, void *result);
 void **conn_cmd_state(conn *c, void (*free_fn)(void *));
 /* Called from any thread: queue the completion to the loop. */
 void server_complete(pending_t *p);
+/* Called from any thread: run fn(arg) on the loop (completions that belong to no RESP
+ * connection, such as HTTP publishes). */
+void server_post(server *s, void (*fn)(void *arg), void *arg);
+struct event_base *server_base(server *s);
 void *pending_result(pending_t *p);
 /* Has the connection waiting for this completion gone away? */
 bool pending_orphaned(pending_t *p);
+
+/* HTTP/JSON API (http.c) */
+typedef struct http_api http_api;
+int http_start(server *srv, http_api **out);
+void http_quiesce(http_api *h); /* stop accepting (NULL: nothing)          */
+void http_stop(http_api *h);    /* free everything (NULL: nothing)         */
 
 /* Commands (commands.c) */
 struct event_base;

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh build
-echo "evstore: starting on 127.0.0.1:7379 with data in ${EVSTORE_DATA:-./evstore-data}" >&2
+echo "evstore: starting on 127.0.0.1:7379 (RESP) and :7380 (HTTP), data in ${EVSTORE_DATA:-./evstore-data}" >&2
 echo "evstore: try  redis-cli -p 7379 XADD events '*' source cli type demo payload '{\"hi\":1}'" >&2
 echo "evstore:      redis-cli -p 7379 XREVRANGE events + - COUNT 50" >&2
+echo "evstore:      curl 'localhost:7380/streams/events/events?reverse=1&limit=50'" >&2
 exec ./build/evstore serve "$@"

@@ -17,6 +17,7 @@ static const char *help =
     "  --data DIR              store folder              EVSTORE_DATA     ./evstore-data\n"
     "  --bind ADDR             IPv4 address to listen on EVSTORE_BIND     127.0.0.1\n"
     "  --port P                RESP port                 EVSTORE_PORT     7379\n"
+    "  --http-port H           HTTP/JSON API port, 0 off EVSTORE_HTTP_PORT 7380\n"
     "  --fsync MODE            always|everysec|no        EVSTORE_FSYNC    always\n"
     "  --requirepass SECRET    clients must AUTH         EVSTORE_REQUIREPASS (none)\n"
     "  --max-clients N         connections at once       EVSTORE_MAX_CLIENTS 10000\n"
@@ -26,8 +27,9 @@ static const char *help =
     "                          slow client is dropped\n"
     "  --segment-bytes N       segment size              EVSTORE_SEGMENT_BYTES 64m\n"
     "\n"
-    "Sizes take k, m, g suffixes (powers of 1024). Not yet here: the HTTP API (--http-port),\n"
-    "consumer groups, retention, replication (see the project's issues).\n"
+    "Sizes take k, m, g suffixes (powers of 1024). Not yet here: consumer groups, retention,\n"
+    "replication (see the project's issues). With --requirepass, HTTP requests need\n"
+    "'Authorization: Bearer SECRET' (all but /healthz and /readyz).\n"
     "\n"
     "Exit codes: 0 stopped cleanly, 2 unusable arguments, 3 failure (folder in use, port taken,\n"
     "store error).\n";
@@ -46,6 +48,7 @@ int cmd_serve(int argc, char **argv)
     c.data = cli_env("EVSTORE_DATA", "./evstore-data");
     c.bind = cli_env("EVSTORE_BIND", "127.0.0.1");
     const char *port = cli_env("EVSTORE_PORT", "7379");
+    const char *hport = cli_env("EVSTORE_HTTP_PORT", "7380");
     const char *fsync = cli_env("EVSTORE_FSYNC", "always");
     c.requirepass = getenv("EVSTORE_REQUIREPASS");
     const char *maxc = cli_env("EVSTORE_MAX_CLIENTS", "10000");
@@ -55,14 +58,16 @@ int cmd_serve(int argc, char **argv)
     const char *seg = cli_env("EVSTORE_SEGMENT_BYTES", "64m");
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},           {"bind", required_argument, NULL, 'b'},
+        {"http-port", required_argument, NULL, 'H'},
         {"port", required_argument, NULL, 'p'},           {"fsync", required_argument, NULL, 'f'},
         {"requirepass", required_argument, NULL, 'a'},    {"max-clients", required_argument, NULL, 'c'},
         {"max-entry-bytes", required_argument, NULL, 'e'}, {"max-request-bytes", required_argument, NULL, 'r'},
         {"max-output-bytes", required_argument, NULL, 'o'}, {"segment-bytes", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},                 {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:b:p:f:a:c:e:r:o:s:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:h", opts, NULL)) != -1) {
         switch (ch) {
+        case 'H': hport = optarg; break;
         case 'd': c.data = optarg; break;
         case 'b': c.bind = optarg; break;
         case 'p': port = optarg; break;
@@ -88,6 +93,12 @@ int cmd_serve(int argc, char **argv)
         return EXIT_USAGE;
     }
     c.port = (int)p;
+    long hp = strtol(hport, &end, 10);
+    if (*end || !*hport || hp < 0 || hp > 65535) {
+        fprintf(stderr, "evstore serve: --http-port: not a port (0 disables HTTP): %s\n", hport);
+        return EXIT_USAGE;
+    }
+    c.http_port = (int)hp;
     int mode = cli_fsync_mode(fsync);
     if (mode < 0) {
         fprintf(stderr, "evstore serve: --fsync must be always, everysec or no\n");

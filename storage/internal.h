@@ -197,7 +197,7 @@ struct evs_store {
     struct iovec *iov;
     size_t niov, iovcap;
     rec_buf hdrs;                  /* headers of the batch being built                       */
-    uint64_t batch_bytes, batch_records;
+    uint64_t batch_bytes, batch_records, batch_entries;
     _Atomic uint64_t ckpt_txnid;   /* index transaction recorded in index.ckpt               */
 
     /* preparer (preparer.c): a zero-filled spare segment file made ahead */

@@ -142,6 +142,7 @@ static int emit(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no,
     st->hdrs.len += inline_len;
     st->batch_bytes += size;
     st->batch_records++;
+    st->batch_entries += kind == REC_ENTRY;
     return store_apply_record_hint(st, &h, external ? body : hp + REC_HDR_SIZE, st->tail, size,
                                    hint, err);
 }
@@ -334,14 +335,14 @@ static void flush(evs_store *st, pending *p)
     store_publish_touched(st);
     pthread_rwlock_unlock(&st->lock);
     atomic_fetch_add(&st->n_batches, 1);
-    atomic_fetch_add(&st->n_appends, st->batch_records);
+    atomic_fetch_add(&st->n_appends, st->batch_entries);
     if (st->batch_records > atomic_load(&st->batch_max))
         atomic_store(&st->batch_max, st->batch_records);
     if (st->idx_records && !st->idx_first_ns)
         st->idx_first_ns = evs_mono_ns();
     st->nbrecs = 0;
     st->hdrs.len = 0;
-    st->batch_bytes = st->batch_records = 0;
+    st->batch_bytes = st->batch_records = st->batch_entries = 0;
     for (size_t i = 0; i < p->n; i++)
         finish(p->r[i], 0, NULL);
     p->n = 0;
@@ -355,7 +356,7 @@ fail:
      * the store (W3), and what the index had not committed is rebuilt from the log on open */
     st->nbrecs = 0;
     st->hdrs.len = 0;
-    st->batch_bytes = st->batch_records = 0;
+    st->batch_bytes = st->batch_records = st->batch_entries = 0;
     for (size_t i = 0; i < st->nbtouched; i++)
         st->btouched[i]->btouched = false;
     st->nbtouched = 0;

@@ -2,6 +2,8 @@
 """test_server.py — the real `evstore serve` binary on a free loopback port, driven by real
 clients: redis-py (Debian's python3-redis), raw sockets for wire-level bytes, and redis-cli.
 Usage: test_server.py path/to/evstore"""
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -30,10 +32,11 @@ class Server:
 
     def start(self):
         self.port = free_port()
+        self.http_port = free_port()
         self.log = open(os.path.join(os.path.dirname(self.data), "server.log"), "ab")
         self.proc = subprocess.Popen(
             [EVSTORE, "serve", "--data", self.data, "--port", str(self.port),
-             "--segment-bytes", "1m", *self.extra],
+             "--http-port", str(self.http_port), "--segment-bytes", "1m", *self.extra],
             stdout=self.log, stderr=self.log)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -319,6 +322,91 @@ class Wire(Base):
         self.assertEqual(run("SELECT", "1").strip(), "ERR DB index is out of range")
 
 
+def http_req(srv, method, path, body=None, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    c.request(method, path, body=data, headers=headers or {})
+    r = c.getresponse()
+    raw_body = r.read()
+    c.close()
+    try:
+        return r.status, json.loads(raw_body), r
+    except ValueError:
+        return r.status, raw_body, r
+
+
+class Http(Base):
+    def test_publish_and_list_recent(self):
+        st, body, _ = http_req(self.srv, "POST", "/streams/orders/events",
+                           {"source": "web", "type": "order.created", "payload": {"n": 1}, "region": "eu"})
+        self.assertEqual(st, 201)
+        first = body["id"]
+        st, body, _ = http_req(self.srv, "POST", "/streams/orders/events",
+                           [{"type": "t%d" % (i % 3), "payload": i} for i in range(120)])
+        self.assertEqual(st, 201)
+        self.assertEqual(len(body["ids"]), 120)
+        # the same entries through RESP
+        e = self.r.xrange("orders", count=1)[0]
+        self.assertEqual(e, (first, {"source": "web", "type": "order.created", "payload": '{"n":1}',
+                                     "region": "eu"}))
+        st, body, _ = http_req(self.srv, "GET", "/streams/orders/events?reverse=1&limit=50")
+        self.assertEqual(st, 200)
+        self.assertEqual([ev["payload"] for ev in body["events"]], list(range(119, 69, -1)))
+        self.assertEqual(body["next"], body["events"][-1]["id"])
+        st, body, _ = http_req(self.srv, "GET", "/streams/orders/events?limit=1")
+        self.assertEqual(body["events"][0], {"id": first, "ts": body["events"][0]["ts"], "source": "web",
+                                             "type": "order.created", "payload": {"n": 1},
+                                             "fields": {"region": "eu"}})
+        # page forward with next
+        seen, after = [], None
+        while True:
+            q = "/streams/orders/events?limit=40&type=t1" + ("&after=" + after if after else "")
+            st, body, _ = http_req(self.srv, "GET", q)
+            seen += [ev["payload"] for ev in body["events"]]
+            if body["next"] is None:
+                break
+            after = body["next"]
+        self.assertEqual(seen, [i for i in range(120) if i % 3 == 1])
+
+    def test_resp_entries_read_over_http(self):
+        self.r.xadd("mixed", {"type": "x", "payload": "not json", "other": "o"})
+        st, body, _ = http_req(self.srv, "GET", "/streams/mixed/events")
+        ev = body["events"][0]
+        self.assertEqual((ev["type"], ev["payload"], ev["fields"]), ("x", "not json", {"other": "o"}))
+
+    def test_errors_are_json_with_status(self):
+        self.assertEqual(http_req(self.srv, "POST", "/streams/s/events", b"{bad")[0:2][0], 400)
+        st, body, _ = http_req(self.srv, "POST", "/streams/s/events", b"{bad")
+        self.assertEqual(body["code"], "bad_json")
+        st, body, _ = http_req(self.srv, "POST", "/streams/s/events", {"source": 5})
+        self.assertEqual((st, body["code"]), (400, "bad_event"))
+        st, body, _ = http_req(self.srv, "GET", "/streams/s/events?after=zzz")
+        self.assertEqual((st, body["code"]), (400, "bad_id"))
+        st, body, _ = http_req(self.srv, "GET", "/streams/nope/events")
+        self.assertEqual((st, body["code"]), (404, "not_found"))
+        st, body, r = http_req(self.srv, "PUT", "/streams/s/events", b"{}")
+        self.assertEqual((st, body["code"]), (405, "method_not_allowed"))
+        self.assertEqual(r.getheader("Allow"), "GET, POST")
+        st, body, _ = http_req(self.srv, "GET", "/nothing")
+        self.assertEqual(st, 404)
+
+    def test_streams_delete_health_metrics(self):
+        http_req(self.srv, "POST", "/streams/a%2Fb/events", {"type": "t"})
+        st, body, _ = http_req(self.srv, "GET", "/streams")
+        self.assertEqual([s["name"] for s in body["streams"]], ["a/b"])
+        st, body, _ = http_req(self.srv, "GET", "/streams/a%2Fb")
+        self.assertEqual((st, body["length"]), (200, 1))
+        self.assertEqual(http_req(self.srv, "GET", "/healthz")[:2], (200, {"status": "ok"}))
+        self.assertEqual(http_req(self.srv, "GET", "/readyz")[:2], (200, {"status": "ready"}))
+        st, text, _ = http_req(self.srv, "GET", "/metrics")
+        self.assertEqual(st, 200)
+        self.assertIn(b"evstore_appends_total 1\n", text)
+        self.assertIn(b'evstore_stream_length{stream="a/b"} 1\n', text)
+        st, body, _ = http_req(self.srv, "DELETE", "/streams/a%2Fb")
+        self.assertEqual((st, body), (200, {"deleted": True}))
+        self.assertEqual(http_req(self.srv, "GET", "/streams/a%2Fb")[0], 404)
+
+
 class Auth(unittest.TestCase):
     def test_requirepass(self):
         d = tempfile.mkdtemp(prefix="evs-server-")
@@ -333,6 +421,13 @@ class Auth(unittest.TestCase):
             r = srv.client(username="default", password="s3cret", decode_responses=True)
             self.assertTrue(r.ping())
             r.close()
+            st, body, _ = http_req(srv, "GET", "/streams")
+            self.assertEqual((st, body["code"]), (401, "unauthorized"))
+            st, body, _ = http_req(srv, "GET", "/streams", headers={"Authorization": "Bearer nope"})
+            self.assertEqual(st, 401)
+            st, body, _ = http_req(srv, "GET", "/streams", headers={"Authorization": "Bearer s3cret"})
+            self.assertEqual(st, 200)
+            self.assertEqual(http_req(srv, "GET", "/healthz")[0], 200)
         finally:
             self.assertEqual(srv.stop(), 0)
             shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,680 @@
+/*
+ * http.c — the HTTP/JSON API (libevent evhttp, jansson for JSON), on the embedded API.
+ *
+ *   POST   /streams/{name}/events   one event {"source","type","payload",...} or an array of
+ *                                   them (atomic) -> 201 {"id"} / {"ids"}, once durable
+ *   GET    /streams/{name}/events   ?after=&before=&limit=&reverse=1&source=&type=
+ *                                   -> 200 {"events":[...], "next": id|null}
+ *   GET    /streams                 names, lengths, first/last id
+ *   GET    /streams/{name}          stats
+ *   DELETE /streams/{name}
+ *   GET    /healthz /readyz /metrics
+ *
+ * An event maps to fields: `source` and `type` (strings), `payload` (any JSON, stored as its
+ * compact JSON text), and any other top-level string members, in that order. Reading maps
+ * back: `payload` is parsed when it holds JSON, else returned as a string; other fields go
+ * under "fields". Bytes that are not UTF-8 read as U+00XX per byte.
+ *
+ * Errors: {"error": "...", "code": "..."} with 400, 401, 404, 405, 503 (and libevent's own 413
+ * page for a body over --max-request-bytes: libevent 2.1 has no hook to shape it).
+ *
+ * A publish is answered from the loop when the store completes it. If the client goes away
+ * first, libevent 2.1 detaches the unanswered request from its connection instead of freeing
+ * it (evhttp_connection_incoming_fail), and evhttp_send_reply frees it: answering late is
+ * always safe. At shutdown every publish is answered (the store drains its queue and the
+ * completions run) before evhttp is freed.
+ */
+#include "server.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LIMIT 10000
+#define DEFAULT_LIMIT 100
+
+struct http_api {
+    server *srv;
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+};
+
+typedef struct publish {
+    http_api *h;
+    struct evhttp_request *req;
+    size_t n;
+    bool array;
+    int rc;
+    evs_error err;
+    evs_id *ids;
+} publish;
+
+/* ---- replies ------------------------------------------------------------------------------ */
+
+static void send_json(struct evhttp_request *req, int status, const char *reason, json_t *body)
+{
+    struct evbuffer *b = evbuffer_new();
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (b && text) {
+        evbuffer_add(b, text, strlen(text));
+        evbuffer_add(b, "\n", 1);
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    evhttp_send_reply(req, status, reason, b);
+    free(text);
+    if (b)
+        evbuffer_free(b);
+    json_decref(body);
+}
+
+static void send_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void send_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    static const struct {
+        int status;
+        const char *reason;
+    } reasons[] = {{400, "Bad Request"},       {401, "Unauthorized"}, {404, "Not Found"},
+                   {405, "Method Not Allowed"}, {413, "Payload Too Large"},
+                   {500, "Internal Server Error"}, {503, "Service Unavailable"}};
+    const char *reason = "Error";
+    for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++)
+        if (reasons[i].status == status)
+            reason = reasons[i].reason;
+    /* the message may quote client bytes: make it valid UTF-8 for jansson */
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    send_json(req, status, reason, json_pack("{s:s, s:s}", "error", msg, "code", code));
+}
+
+/* A JSON string for arbitrary bytes: valid UTF-8 as is (jansson checks), other bytes as
+ * U+00XX each. */
+static json_t *json_bytes(const void *data, size_t len)
+{
+    json_t *ok = json_stringn(data, len);
+    if (ok)
+        return ok;
+    const unsigned char *p = data;
+    char *buf = malloc(len * 2 + 1);
+    if (!buf)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < 0x80) {
+            buf[o++] = (char)p[i];
+        } else {
+            buf[o++] = (char)(0xc0 | (p[i] >> 6));
+            buf[o++] = (char)(0x80 | (p[i] & 0x3f));
+        }
+    }
+    json_t *s = json_stringn(buf, o);
+    free(buf);
+    return s;
+}
+
+static json_t *json_id(evs_id id)
+{
+    char buf[EVS_ID_STRLEN];
+    evs_id_format(id, buf);
+    return json_string(buf);
+}
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static bool authorized(http_api *h, struct evhttp_request *req)
+{
+    const char *want = server_cfg(h->srv)->requirepass;
+    if (!want)
+        return true;
+    const char *got = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (!got || strncmp(got, "Bearer ", 7) != 0)
+        return false;
+    got += 7;
+    size_t n = strlen(want), m = strlen(got);
+    unsigned char diff = (unsigned char)(n != m);
+    for (size_t i = 0; i < m; i++)
+        diff |= (unsigned char)(got[i] ^ want[n ? i % n : 0]);
+    return diff == 0;
+}
+
+static char *body_of(struct evhttp_request *req, size_t *len)
+{
+    struct evbuffer *b = evhttp_request_get_input_buffer(req);
+    *len = evbuffer_get_length(b);
+    char *p = malloc(*len + 1);
+    if (!p)
+        return NULL;
+    evbuffer_copyout(b, p, *len);
+    p[*len] = 0;
+    return p;
+}
+
+/* ---- POST /streams/{name}/events ---------------------------------------------------------- */
+
+/* The fields of one event object, into f (cap entries); JSON text buffers go to keep[]. */
+static const char *event_fields(json_t *ev, evs_field *f, size_t cap, size_t *n, char **keep,
+                                size_t *nkeep)
+{
+    if (!json_is_object(ev))
+        return "an event must be a JSON object";
+    *n = 0;
+    static const char *const first[] = {"source", "type"};
+    for (size_t k = 0; k < 2; k++) {
+        json_t *v = json_object_get(ev, first[k]);
+        if (!v)
+            continue;
+        if (!json_is_string(v))
+            return k ? "\"type\" must be a string" : "\"source\" must be a string";
+        f[(*n)++] = (evs_field){{first[k], strlen(first[k])},
+                                {json_string_value(v), json_string_length(v)}};
+    }
+    json_t *payload = json_object_get(ev, "payload");
+    if (payload) {
+        char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!text)
+            return "cannot encode payload";
+        keep[(*nkeep)++] = text;
+        f[(*n)++] = (evs_field){{"payload", 7}, {text, strlen(text)}};
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(ev, key, v)
+    {
+        if (!strcmp(key, "source") || !strcmp(key, "type") || !strcmp(key, "payload"))
+            continue;
+        if (!json_is_string(v))
+            return "extra event members must be strings (put structured data in \"payload\")";
+        if (*n >= cap)
+            return "too many members in an event";
+        f[(*n)++] = (evs_field){{key, strlen(key)}, {json_string_value(v), json_string_length(v)}};
+    }
+    if (*n == 0)
+        return "an event needs at least one of \"source\", \"type\", \"payload\"";
+    return NULL;
+}
+
+/* On the loop: answer and free. */
+static void publish_answer(void *arg)
+{
+    publish *p = arg;
+    {
+        if (p->rc == 0) {
+            json_t *body;
+            if (p->array) {
+                json_t *ids = json_array();
+                for (size_t i = 0; i < p->n; i++)
+                    json_array_append_new(ids, json_id(p->ids[i]));
+                body = json_pack("{s:o}", "ids", ids);
+            } else {
+                body = json_pack("{s:o}", "id", json_id(p->ids[0]));
+            }
+            send_json(p->req, 201, "Created", body);
+        } else if (p->rc == EVS_EFAILED) {
+            send_error(p->req, 503, "store_failed", "%s", p->err.msg);
+        } else if (p->rc == EVS_ETOOBIG) {
+            send_error(p->req, 413, "too_big", "%s", p->err.msg);
+        } else {
+            send_error(p->req, 400, "rejected", "%s", p->err.msg[0] ? p->err.msg : evs_strerror(p->rc));
+        }
+    }
+    free(p->ids);
+    free(p);
+}
+
+static void publish_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    publish *p = arg;
+    p->rc = rc;
+    if (!rc)
+        memcpy(p->ids, ids, n * sizeof *ids);
+    if (err)
+        p->err = *err;
+    server_post(p->h->srv, publish_answer, p); /* writer thread -> loop */
+}
+
+static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
+{
+    size_t len;
+    char *body = body_of(req, &len);
+    if (!body) {
+        send_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    json_error_t jerr;
+    json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    free(body);
+    if (!doc) {
+        send_error(req, 400, "bad_json", "malformed JSON at line %d column %d: %s", jerr.line,
+                   jerr.column, jerr.text);
+        return;
+    }
+    bool array = json_is_array(doc);
+    size_t n = array ? json_array_size(doc) : 1;
+    if (n == 0 || n > MAX_LIMIT) {
+        json_decref(doc);
+        send_error(req, 400, "bad_request", "an array of events must hold 1 to %d events", MAX_LIMIT);
+        return;
+    }
+    evs_append *apps = calloc(n, sizeof *apps);
+    evs_field *fields = calloc(n * 64, sizeof *fields);
+    char **keep = calloc(n, sizeof *keep);
+    publish *p = calloc(1, sizeof *p);
+    evs_id *ids = calloc(n, sizeof *ids);
+    size_t nkeep = 0;
+    const char *why = NULL;
+    if (!apps || !fields || !keep || !p || !ids)
+        why = "out of memory";
+    for (size_t i = 0; i < n && !why; i++) {
+        size_t nf = 0;
+        why = event_fields(array ? json_array_get(doc, i) : doc, fields + 64 * i, 64, &nf, keep,
+                           &nkeep);
+        apps[i] = (evs_append){name, EVS_ID_AUTO, {0, 0}, fields + 64 * i, nf, false};
+    }
+    int rc = 0;
+    if (!why) {
+        p->h = h;
+        p->req = req;
+        p->n = n;
+        p->array = array;
+        p->ids = ids;
+        rc = evs_submit(server_store(h->srv), apps, n, publish_done, p); /* copies the data */
+    }
+    for (size_t i = 0; i < nkeep; i++)
+        free(keep[i]);
+    free(keep);
+    free(fields);
+    free(apps);
+    json_decref(doc);
+    if (why || rc) {
+        free(ids);
+        free(p);
+        if (why && !strcmp(why, "out of memory"))
+            send_error(req, 500, "internal", "out of memory");
+        else if (why)
+            send_error(req, 400, "bad_event", "%s", why);
+        else if (rc == EVS_EFAILED || rc == EVS_ECLOSED)
+            send_error(req, 503, "store_failed", "%s", evs_strerror(rc));
+        else if (rc == EVS_ETOOBIG)
+            send_error(req, 413, "too_big", "%s", evs_strerror(rc));
+        else
+            send_error(req, 400, "rejected", "%s", evs_strerror(rc));
+    }
+}
+
+/* ---- GET /streams/{name}/events ----------------------------------------------------------- */
+
+static json_t *event_json(const evs_entry *e)
+{
+    json_t *o = json_object();
+    json_t *fields = json_object();
+    json_object_set_new(o, "id", json_id(e->id));
+    json_object_set_new(o, "ts", json_integer((json_int_t)(e->time_us / 1000)));
+    for (size_t i = 0; i < e->nfields; i++) {
+        const evs_field *f = &e->fields[i];
+        bool is_payload = f->name.len == 7 && !memcmp(f->name.ptr, "payload", 7);
+        bool is_top = is_payload || (f->name.len == 6 && !memcmp(f->name.ptr, "source", 6)) ||
+                      (f->name.len == 4 && !memcmp(f->name.ptr, "type", 4));
+        char key[EVS_ID_STRLEN + 512];
+        json_t *v = NULL;
+        if (is_payload) {
+            v = json_loadb(f->value.ptr, f->value.len, JSON_DECODE_ANY, NULL);
+            if (!v)
+                v = json_bytes(f->value.ptr, f->value.len);
+        } else {
+            v = json_bytes(f->value.ptr, f->value.len);
+        }
+        /* member names: jansson needs UTF-8 without NUL */
+        json_t *kn = json_bytes(f->name.ptr, f->name.len);
+        snprintf(key, sizeof key, "%s", kn ? json_string_value(kn) : "?");
+        json_decref(kn);
+        json_t *dst = is_top ? o : fields;
+        if (!json_object_get(dst, key)) /* the first of repeated names wins, as in the index */
+            json_object_set_new(dst, key, v);
+        else
+            json_decref(v);
+    }
+    json_object_set_new(o, "fields", fields);
+    return o;
+}
+
+static bool query_id(struct evkeyvalq *q, const char *k, evs_id *id, bool *present,
+                     struct evhttp_request *req)
+{
+    const char *v = evhttp_find_header(q, k);
+    *present = v != NULL;
+    if (!v)
+        return true;
+    if (evs_id_parse(v, strlen(v), 0, id)) {
+        send_error(req, 400, "bad_id", "%s: not an ID <ms>-<seq>: %s", k, v);
+        return false;
+    }
+    return true;
+}
+
+static void do_list(http_api *h, struct evhttp_request *req, evs_slice name)
+{
+    struct evkeyvalq q;
+    q.tqh_first = NULL; /* TAILQ_INIT, without <sys/queue.h> */
+    q.tqh_last = &q.tqh_first;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (query && evhttp_parse_query_str(query, &q)) {
+        send_error(req, 400, "bad_query", "malformed query string");
+        return;
+    }
+    evs_query qq;
+    evs_query_init(&qq);
+    bool has_after, has_before;
+    evs_id after, before;
+    if (!query_id(&q, "after", &after, &has_after, req) ||
+        !query_id(&q, "before", &before, &has_before, req))
+        goto out;
+    if (has_after) {
+        qq.start = after;
+        qq.start_exclusive = true;
+    }
+    if (has_before) {
+        qq.end = before;
+        qq.end_exclusive = true;
+    }
+    long limit = DEFAULT_LIMIT;
+    const char *v = evhttp_find_header(&q, "limit");
+    if (v) {
+        char *end;
+        limit = strtol(v, &end, 10);
+        if (*end || !*v || limit < 1 || limit > MAX_LIMIT) {
+            send_error(req, 400, "bad_limit", "limit must be 1 to %d", MAX_LIMIT);
+            goto out;
+        }
+    }
+    v = evhttp_find_header(&q, "reverse");
+    qq.reverse = v && (!strcmp(v, "1") || !strcmp(v, "true"));
+    if ((v = evhttp_find_header(&q, "source")))
+        qq.source = (evs_slice){v, strlen(v)};
+    if ((v = evhttp_find_header(&q, "type")))
+        qq.type = (evs_slice){v, strlen(v)};
+    qq.limit = (uint64_t)limit + 1; /* one more, to know whether there is a next page */
+    evs_iter *it;
+    evs_error err;
+    int rc = evs_iter_open(server_store(h->srv), name, &qq, &it, &err);
+    if (rc == EVS_ENOTFOUND) {
+        send_error(req, 404, "not_found", "no such stream");
+        goto out;
+    }
+    if (rc) {
+        send_error(req, 500, "read_failed", "%s", err.msg);
+        goto out;
+    }
+    json_t *events = json_array();
+    const evs_entry *e;
+    long got = 0;
+    evs_id last = EVS_ID_MIN;
+    bool more = false;
+    while ((rc = evs_iter_next(it, &e, &err)) == 1) {
+        if (got == limit) {
+            more = true;
+            break;
+        }
+        json_array_append_new(events, event_json(e));
+        last = e->id;
+        got++;
+    }
+    evs_iter_close(it);
+    if (rc < 0) {
+        json_decref(events);
+        send_error(req, 500, "corrupt", "%s", err.msg);
+        goto out;
+    }
+    send_json(req, 200, "OK",
+              json_pack("{s:o, s:o}", "events", events, "next", more ? json_id(last) : json_null()));
+out:
+    evhttp_clear_headers(&q);
+}
+
+/* ---- streams ------------------------------------------------------------------------------ */
+
+static json_t *info_json(evs_slice name, const evs_stream_info *i)
+{
+    return json_pack("{s:o, s:I, s:I, s:o, s:o, s:o, s:I, s:I}", "name", json_bytes(name.ptr, name.len),
+                     "length", (json_int_t)i->length, "entries_added", (json_int_t)i->entries_added,
+                     "first_id", json_id(i->first_id), "last_id", json_id(i->last_id),
+                     "max_deleted_id", json_id(i->max_deleted_id), "last_append_ms",
+                     (json_int_t)(i->last_time_us / 1000), "created_ms",
+                     (json_int_t)(i->created_us / 1000));
+}
+
+static int list_one(void *arg, evs_slice name, const evs_stream_info *info)
+{
+    json_array_append_new(arg, info_json(name, info));
+    return 0;
+}
+
+static void do_streams(http_api *h, struct evhttp_request *req)
+{
+    json_t *a = json_array();
+    evs_stream_list(server_store(h->srv), list_one, a);
+    send_json(req, 200, "OK", json_pack("{s:o}", "streams", a));
+}
+
+static void do_stream(http_api *h, struct evhttp_request *req, evs_slice name, bool del)
+{
+    evs_stream_info info;
+    if (evs_stream_info_get(server_store(h->srv), name, &info)) {
+        send_error(req, 404, "not_found", "no such stream");
+        return;
+    }
+    if (!del) {
+        send_json(req, 200, "OK", info_json(name, &info));
+        return;
+    }
+    bool existed;
+    evs_error err;
+    if (evs_stream_drop(server_store(h->srv), name, &existed, &err))
+        send_error(req, 503, "store_failed", "%s", err.msg);
+    else
+        send_json(req, 200, "OK", json_pack("{s:b}", "deleted", existed));
+}
+
+/* ---- metrics and health ------------------------------------------------------------------- */
+
+static int metric_stream(void *arg, evs_slice name, const evs_stream_info *info)
+{
+    struct evbuffer *b = arg;
+    evbuffer_add_printf(b, "evstore_stream_length{stream=\"");
+    const unsigned char *p = name.ptr;
+    for (size_t i = 0; i < name.len; i++) {
+        if (p[i] == '\\' || p[i] == '"')
+            evbuffer_add_printf(b, "\\%c", p[i]);
+        else if (p[i] == '\n')
+            evbuffer_add_printf(b, "\\n");
+        else if (p[i] < 0x20 || p[i] >= 0x7f)
+            evbuffer_add_printf(b, "\\\\x%02x", p[i]);
+        else
+            evbuffer_add(b, p + i, 1);
+    }
+    evbuffer_add_printf(b, "\"} %" PRIu64 "\n", info->length);
+    return 0;
+}
+
+static void do_metrics(http_api *h, struct evhttp_request *req)
+{
+    evs_store_stats s;
+    evs_store_stats_get(server_store(h->srv), &s);
+    struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        send_error(req, 500, "internal", "out of memory");
+        return;
+    }
+#define METRIC(name, type, help, fmt, val)                                                       \
+    evbuffer_add_printf(b, "# HELP evstore_" name " " help "\n# TYPE evstore_" name " " type       \
+                           "\nevstore_" name " " fmt "\n",                                         \
+                        val)
+    METRIC("appends_total", "counter", "Entries appended since start.", "%" PRIu64, s.appends);
+    METRIC("batches_total", "counter", "Group commits since start.", "%" PRIu64, s.batches);
+    METRIC("fsyncs_total", "counter", "fdatasync calls on the log since start.", "%" PRIu64, s.fsyncs);
+    METRIC("fsync_seconds_total", "counter", "Time spent in fdatasync since start.", "%.6f",
+           (double)s.fsync_ns_total / 1e9);
+    METRIC("fsync_seconds_max", "gauge", "Longest fdatasync since start.", "%.6f",
+           (double)s.fsync_ns_max / 1e9);
+    METRIC("batch_records_max", "gauge", "Largest group commit since start (records).", "%" PRIu64,
+           s.batch_max);
+    METRIC("log_bytes", "gauge", "Bytes of records in all segments.", "%" PRIu64, s.log_bytes);
+    METRIC("segments", "gauge", "Segment files.", "%" PRIu64, s.segments);
+    METRIC("streams", "gauge", "Streams.", "%" PRIu64, s.streams);
+    METRIC("clients", "gauge", "Connected RESP clients.", "%d", server_nconns(h->srv));
+    METRIC("store_failed", "gauge", "1 once a write or fsync failed (appends refused).", "%d",
+           evs_failed(server_store(h->srv), NULL) ? 1 : 0);
+#undef METRIC
+    evbuffer_add_printf(b, "# HELP evstore_stream_length Live entries per stream.\n"
+                           "# TYPE evstore_stream_length gauge\n");
+    evs_stream_list(server_store(h->srv), metric_stream, b);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4");
+    evhttp_send_reply(req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+/* ---- routing ------------------------------------------------------------------------------ */
+
+static void method_not_allowed(struct evhttp_request *req, const char *allow)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+    send_error(req, 405, "method_not_allowed", "method not allowed here (allowed: %s)", allow);
+}
+
+static void route(struct evhttp_request *req, void *arg)
+{
+    http_api *h = arg;
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    const char *raw = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (!raw)
+        raw = "/";
+    if (!strcmp(raw, "/healthz")) {
+        send_json(req, 200, "OK", json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    if (!strcmp(raw, "/readyz")) {
+        evs_error err;
+        if (evs_failed(server_store(h->srv), &err))
+            send_error(req, 503, "store_failed", "%s", err.msg);
+        else
+            send_json(req, 200, "OK", json_pack("{s:s}", "status", "ready"));
+        return;
+    }
+    if (!authorized(h, req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+        send_error(req, 401, "unauthorized", "missing or wrong bearer token");
+        return;
+    }
+    if (!strcmp(raw, "/metrics")) {
+        if (m != EVHTTP_REQ_GET)
+            method_not_allowed(req, "GET");
+        else
+            do_metrics(h, req);
+        return;
+    }
+    if (!strcmp(raw, "/streams") || !strcmp(raw, "/streams/")) {
+        if (m != EVHTTP_REQ_GET)
+            method_not_allowed(req, "GET");
+        else
+            do_streams(h, req);
+        return;
+    }
+    if (strncmp(raw, "/streams/", 9) != 0) {
+        send_error(req, 404, "not_found", "no such route");
+        return;
+    }
+    /* /streams/{name}[/events]: the name is percent-decoded, binary-safe */
+    const char *rest = raw + 9;
+    const char *slash = strchr(rest, '/');
+    size_t enc_len = slash ? (size_t)(slash - rest) : strlen(rest);
+    const char *tail = slash ? slash : "";
+    char *enc = strndup(rest, enc_len);
+    size_t name_len = 0;
+    char *name = enc ? evhttp_uridecode(enc, 0, &name_len) : NULL;
+    free(enc);
+    if (!name || name_len == 0) {
+        free(name);
+        send_error(req, 400, "bad_name", "a stream name is needed after /streams/");
+        return;
+    }
+    evs_slice s = {name, name_len};
+    if (!strcmp(tail, "/events")) {
+        if (m == EVHTTP_REQ_POST)
+            do_publish(h, req, s);
+        else if (m == EVHTTP_REQ_GET)
+            do_list(h, req, s);
+        else
+            method_not_allowed(req, "GET, POST");
+    } else if (!*tail) {
+        if (m == EVHTTP_REQ_GET)
+            do_stream(h, req, s, false);
+        else if (m == EVHTTP_REQ_DELETE)
+            do_stream(h, req, s, true);
+        else
+            method_not_allowed(req, "GET, DELETE");
+    } else {
+        send_error(req, 404, "not_found", "no such route");
+    }
+    free(name);
+}
+
+int http_start(server *srv, http_api **out)
+{
+    const server_config *cfg = server_cfg(srv);
+    http_api *h = calloc(1, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    h->srv = srv;
+    h->http = evhttp_new(server_base(srv));
+    if (!h->http) {
+        free(h);
+        return -ENOMEM;
+    }
+    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+    evhttp_set_max_body_size(h->http, (ev_ssize_t)cfg->max_request_bytes);
+    evhttp_set_max_headers_size(h->http, 64 * 1024);
+    evhttp_set_timeout(h->http, 60);
+    evhttp_set_gencb(h->http, route, h);
+    h->sock = evhttp_bind_socket_with_handle(h->http, cfg->bind, (ev_uint16_t)cfg->http_port);
+    if (!h->sock) {
+        int e = errno;
+        evhttp_free(h->http);
+        free(h);
+        return -(e ? e : EADDRINUSE);
+    }
+    *out = h;
+    return 0;
+}
+
+void http_quiesce(http_api *h)
+{
+    if (h && h->sock) {
+        evhttp_del_accept_socket(h->http, h->sock);
+        h->sock = NULL;
+    }
+}
+
+void http_stop(http_api *h)
+{
+    if (!h)
+        return;
+    http_quiesce(h);
+    evhttp_free(h->http);
+    free(h);
+}

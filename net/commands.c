@@ -731,12 +731,9 @@ static void blocked_timeout(evutil_socket_t fd, short what, void *arg)
     server_complete(b->p);
 }
 
-/* The loop side of the store's visibility hook: retry every parked XREAD. */
-static void blocked_retry(evutil_socket_t fd, short what, void *arg)
+/* Retry every parked XREAD (a batch became visible, or a client left). */
+void commands_on_visible(void)
 {
-    (void)fd;
-    (void)what;
-    (void)arg;
     blocked *b = blocked_list;
     while (b) {
         blocked *next = b->next;
@@ -751,20 +748,18 @@ static void blocked_retry(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Writer thread: a batch became visible. */
-static void visible_hook(void *arg, const evs_slice *names, size_t n)
+static void blocked_retry(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
+    (void)what;
     (void)arg;
-    (void)names;
-    (void)n;
-    if (blocked_wake)
-        event_active(blocked_wake, EV_READ, 0);
+    commands_on_visible();
 }
 
 void commands_init(server *srv, struct event_base *base)
 {
+    (void)srv;
     blocked_wake = event_new(base, -1, EV_PERSIST | EV_READ, blocked_retry, NULL);
-    evs_set_visible_hook(server_store(srv), visible_hook, NULL);
 }
 
 void commands_conn_closed(void)

@@ -30,6 +30,7 @@
 #include <stdarg.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -42,10 +43,30 @@
 #define MAX_LIMIT 10000
 #define DEFAULT_LIMIT 100
 
+#define SSE_MAX 1000         /* live-tail subscribers at once                          */
+#define SSE_BATCH 1000       /* entries sent per subscriber per wake-up                */
+#define SSE_HEARTBEAT_S 15
+
+typedef struct sse sse;
+
 struct http_api {
     server *srv;
     struct evhttp *http;
     struct evhttp_bound_socket *sock;
+    sse *subs;
+    size_t nsubs;
+};
+
+/* A live tail: an unfinished chunked reply fed as entries become visible. */
+struct sse {
+    sse *next, **pprev;
+    http_api *h;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    uint8_t *name;
+    size_t name_len;
+    evs_id last;                 /* the last ID sent (the next entry must be above it)    */
+    struct event *beat, *more;   /* heartbeat; another round when a batch was capped       */
 };
 
 typedef struct publish {
@@ -445,6 +466,183 @@ out:
     evhttp_clear_headers(&q);
 }
 
+/* ---- GET /streams/{name}/events/live (Server-Sent Events) --------------------------------- */
+
+static void sse_free(sse *x)
+{
+    if (x->pprev) {
+        *x->pprev = x->next;
+        if (x->next)
+            x->next->pprev = x->pprev;
+        x->h->nsubs--;
+    }
+    if (x->beat)
+        event_free(x->beat);
+    if (x->more)
+        event_free(x->more);
+    free(x->name);
+    free(x);
+}
+
+/*
+ * libevent is closing the connection. If the client went away, libevent 2.1 has detached our
+ * unfinished request from it and leaves it to us: finishing a request without a connection
+ * frees it. At shutdown (evhttp_free) the request is still attached and libevent frees it.
+ */
+static void sse_closed(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    sse *x = arg;
+    if (!evhttp_request_get_connection(x->req))
+        evhttp_send_reply_end(x->req);
+    sse_free(x);
+}
+
+/* Send what is new since x->last; false if the subscriber was dropped. */
+static bool sse_pump(sse *x)
+{
+    const server_config *cfg = server_cfg(x->h->srv);
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(x->evcon);
+    if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > cfg->max_output_bytes) {
+        /* a reader this slow would hold memory without bound: drop it (closecb frees x) */
+        evhttp_connection_free(x->evcon);
+        return false;
+    }
+    evs_query q;
+    evs_query_init(&q);
+    q.start = x->last;
+    q.start_exclusive = true;
+    q.limit = SSE_BATCH;
+    evs_iter *it;
+    evs_error err;
+    if (evs_iter_open(server_store(x->h->srv), (evs_slice){x->name, x->name_len}, &q, &it, &err))
+        return true; /* no such stream yet: wait for it */
+    struct evbuffer *b = evbuffer_new();
+    const evs_entry *e;
+    size_t n = 0;
+    int rc;
+    while (b && (rc = evs_iter_next(it, &e, &err)) == 1) {
+        json_t *j = event_json(e);
+        char *text = json_dumps(j, JSON_COMPACT);
+        char id[EVS_ID_STRLEN];
+        evs_id_format(e->id, id);
+        if (text)
+            evbuffer_add_printf(b, "id: %s\ndata: %s\n\n", id, text);
+        free(text);
+        json_decref(j);
+        x->last = e->id;
+        n++;
+    }
+    evs_iter_close(it);
+    if (b && evbuffer_get_length(b))
+        evhttp_send_reply_chunk(x->req, b);
+    if (b)
+        evbuffer_free(b);
+    if (n == SSE_BATCH) {
+        struct timeval now = {0, 0};
+        event_add(x->more, &now); /* the rest on the next loop turn, other clients first */
+    }
+    return true;
+}
+
+static void sse_more(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sse_pump(arg);
+}
+
+static void sse_beat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sse *x = arg;
+    struct evbuffer *b = evbuffer_new();
+    if (b) {
+        evbuffer_add_printf(b, ": keep-alive\n\n");
+        evhttp_send_reply_chunk(x->req, b);
+        evbuffer_free(b);
+    }
+}
+
+void http_on_visible(http_api *h)
+{
+    if (!h)
+        return;
+    sse *x = h->subs;
+    while (x) {
+        sse *next = x->next; /* x may be dropped */
+        sse_pump(x);
+        x = next;
+    }
+}
+
+static void do_live(http_api *h, struct evhttp_request *req, evs_slice name)
+{
+    if (h->nsubs >= SSE_MAX) {
+        send_error(req, 503, "too_many_subscribers", "at most %d live tails at once", SSE_MAX);
+        return;
+    }
+    struct evkeyvalq q;
+    q.tqh_first = NULL; /* TAILQ_INIT, without <sys/queue.h> */
+    q.tqh_last = &q.tqh_first;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (query && evhttp_parse_query_str(query, &q)) {
+        send_error(req, 400, "bad_query", "malformed query string");
+        return;
+    }
+    /* resume after Last-Event-ID (a reconnecting browser), else ?after=, else from now */
+    const char *from = evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
+    if (!from)
+        from = evhttp_find_header(&q, "after");
+    evs_id start = EVS_ID_MIN;
+    if (from && evs_id_parse(from, strlen(from), 0, &start)) {
+        send_error(req, 400, "bad_id", "not an ID <ms>-<seq>: %s", from);
+        evhttp_clear_headers(&q);
+        return;
+    }
+    evhttp_clear_headers(&q);
+    if (!from) {
+        evs_stream_info info;
+        if (evs_stream_info_get(server_store(h->srv), name, &info) == 0)
+            start = info.last_id;
+    }
+    sse *x = calloc(1, sizeof *x);
+    if (x)
+        x->name = malloc(name.len);
+    if (!x || !x->name) {
+        if (x)
+            free(x);
+        send_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    memcpy(x->name, name.ptr, name.len);
+    x->name_len = name.len;
+    x->h = h;
+    x->req = req;
+    x->evcon = evhttp_request_get_connection(req);
+    x->last = start;
+    x->beat = event_new(server_base(h->srv), -1, EV_PERSIST, sse_beat, x);
+    x->more = evtimer_new(server_base(h->srv), sse_more, x);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    evhttp_add_header(out, "Content-Type", "text/event-stream");
+    evhttp_add_header(out, "Cache-Control", "no-cache");
+    evhttp_add_header(out, "X-Accel-Buffering", "no");
+    evhttp_send_reply_start(req, 200, "OK");
+    evhttp_connection_set_closecb(x->evcon, sse_closed, x);
+    x->next = h->subs;
+    if (h->subs)
+        h->subs->pprev = &x->next;
+    x->pprev = &h->subs;
+    h->subs = x;
+    h->nsubs++;
+    struct timeval tv = {SSE_HEARTBEAT_S, 0};
+    if (x->beat)
+        event_add(x->beat, &tv);
+    sse_beat(-1, 0, x); /* an immediate comment: headers and the stream start now */
+    sse_pump(x);
+}
+
 /* ---- streams ------------------------------------------------------------------------------ */
 
 static json_t *info_json(evs_slice name, const evs_stream_info *i)
@@ -613,7 +811,12 @@ static void route(struct evhttp_request *req, void *arg)
         return;
     }
     evs_slice s = {name, name_len};
-    if (!strcmp(tail, "/events")) {
+    if (!strcmp(tail, "/events/live")) {
+        if (m == EVHTTP_REQ_GET)
+            do_live(h, req, s);
+        else
+            method_not_allowed(req, "GET");
+    } else if (!strcmp(tail, "/events")) {
         if (m == EVHTTP_REQ_POST)
             do_publish(h, req, s);
         else if (m == EVHTTP_REQ_GET)

@@ -59,7 +59,8 @@ struct server {
     struct event_base *base;
     struct evconnlistener *lis;
     evs_store *st;
-    struct event *wake, *sigterm, *sigint;
+    struct event *wake, *sigterm, *sigint, *visible;
+    struct http_api *http;
     pthread_mutex_t mu;
     pending_t *done_head, *done_tail; /* (mu) */
     conn *conns;
@@ -426,6 +427,24 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+/* Writer thread: a batch became visible; wake the loop (coalesced by libevent). */
+static void visible_hook(void *arg, const evs_slice *names, size_t n)
+{
+    (void)names;
+    (void)n;
+    server *s = arg;
+    event_active(s->visible, EV_READ, 0);
+}
+
+static void visible_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server *s = arg;
+    commands_on_visible();
+    http_on_visible(s->http);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -442,7 +461,6 @@ int server_run(const server_config *cfg)
     s->cfg = *cfg;
     pthread_mutex_init(&s->mu, NULL);
     int rc = 0;
-    http_api *http = NULL;
     evthread_use_pthreads();
     s->base = event_base_new();
     if (!s->base) {
@@ -495,7 +513,9 @@ int server_run(const server_config *cfg)
     event_add(s->sigint, NULL);
     signal(SIGPIPE, SIG_IGN);
     commands_init(s, s->base);
-    if (cfg->http_port && (rc = http_start(s, &http))) {
+    s->visible = event_new(s->base, -1, EV_PERSIST | EV_READ, visible_cb, s);
+    evs_set_visible_hook(s->st, visible_hook, s);
+    if (cfg->http_port && (rc = http_start(s, &s->http))) {
         server_log(s, EVS_LOG_ERROR, "cannot listen on %s:%d (HTTP): %s", cfg->bind,
                    cfg->http_port, strerror(-rc));
         goto out;
@@ -515,13 +535,15 @@ out:
     /* stop accepting, let the writer finish what was queued, then drop the clients */
     if (s->lis)
         evconnlistener_free(s->lis);
-    http_quiesce(http);
+    http_quiesce(s->http);
     if (s->wake)
         commands_shutdown();
+    if (s->visible)
+        evs_set_visible_hook(s->st, NULL, NULL);
     int crc = evs_close(s->st);
     if (s->wake)
         run_completions(s);
-    http_stop(http); /* after the completions: they answer HTTP requests */
+    http_stop(s->http); /* after the completions: they answer HTTP requests */
     while (s->conns)
         conn_close(s->conns);
     if (crc)
@@ -531,6 +553,8 @@ out:
         server_log(s, EVS_LOG_INFO, "stopped cleanly");
     if (s->wake)
         event_free(s->wake);
+    if (s->visible)
+        event_free(s->visible);
     if (s->sigterm)
         event_free(s->sigterm);
     if (s->sigint)

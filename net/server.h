@@ -102,6 +102,7 @@ typedef struct http_api http_api;
 int http_start(server *srv, http_api **out);
 void http_quiesce(http_api *h); /* stop accepting (NULL: nothing)          */
 void http_stop(http_api *h);    /* free everything (NULL: nothing)         */
+void http_on_visible(http_api *h); /* a batch became visible: feed live tails */
 
 /* Commands (commands.c) */
 struct event_base;
@@ -113,5 +114,7 @@ bool commands_pipelinable(const resp_arg *name);
 void commands_shutdown(void);
 /* A connection closed: release parked reads that belonged to it. */
 void commands_conn_closed(void);
+/* A batch became visible (on the loop): retry parked reads. */
+void commands_on_visible(void);
 
 #endif

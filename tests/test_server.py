@@ -390,6 +390,38 @@ class Http(Base):
         st, body, _ = http_req(self.srv, "GET", "/nothing")
         self.assertEqual(st, 404)
 
+    def _sse_events(self, path, headers, n, after_connect=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.srv.http_port, timeout=10)
+        c.request("GET", path, headers=headers)
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.getheader("Content-Type"), "text/event-stream")
+        if after_connect:
+            after_connect()
+        got, cur_id = [], None
+        while len(got) < n:
+            line = r.fp.readline().decode().rstrip("\n")
+            if line.startswith("id: "):
+                cur_id = line[4:]
+            elif line.startswith("data: "):
+                got.append((cur_id, json.loads(line[6:])))
+        c.close()
+        return got
+
+    def test_live_tail_and_resume(self):
+        self.r.xadd("live", {"type": "old"}, id="1-1")
+        got = self._sse_events("/streams/live/events/live", {}, 2, after_connect=lambda: (
+            self.r.xadd("live", {"type": "a"}, id="2-1"),
+            http_req(self.srv, "POST", "/streams/live/events", {"type": "b", "payload": {"x": 1}})))
+        self.assertEqual([(i, e["type"]) for i, e in got][0], ("2-1", "a"))
+        self.assertEqual(got[1][1]["payload"], {"x": 1})
+        resumed = self._sse_events("/streams/live/events/live", {"Last-Event-ID": "1-1"}, 2)
+        self.assertEqual([i for i, _ in resumed], ["2-1", got[1][0]])
+        # a subscriber that went away must not disturb later appends
+        for i in range(50):
+            self.r.xadd("live", {"type": "after"})
+        self.assertEqual(self.r.xlen("live"), 53)
+
     def test_streams_delete_health_metrics(self):
         http_req(self.srv, "POST", "/streams/a%2Fb/events", {"type": "t"})
         st, body, _ = http_req(self.srv, "GET", "/streams")

@@ -229,6 +229,149 @@ int resp_parse(const uint8_t *buf, size_t len, uint64_t max_bulk, resp_cmd *cmd,
     return RESP_CMD;
 }
 
+/* ---- reading replies ---------------------------------------------------------------------- */
+
+typedef struct rparse {
+    const uint8_t *buf, *end;
+    char *msg;
+    size_t msgcap;
+} rparse;
+
+static int rp_fail(rparse *r, const char *why)
+{
+    snprintf(r->msg, r->msgcap, "%s", why);
+    return RESP_ERROR;
+}
+
+static void value_release(resp_value *v)
+{
+    if (!v->elems)
+        return;
+    size_t n = v->type == RESP_T_MAP ? v->n * 2 : v->n;
+    for (size_t i = 0; i < n; i++)
+        value_release(&v->elems[i]);
+    free(v->elems);
+    v->elems = NULL;
+}
+
+/* Parse one value at *p into v. */
+static int rp_value(rparse *r, const uint8_t **pp, resp_value *v, int depth)
+{
+    const uint8_t *p = *pp;
+    memset(v, 0, sizeof *v);
+    if (depth > RESP_MAX_DEPTH)
+        return rp_fail(r, "reply nested too deep");
+    if (p >= r->end)
+        return RESP_PARTIAL;
+    const uint8_t *nl = find_crlf(p, r->end);
+    if (!nl) {
+        if ((size_t)(r->end - p) > RESP_MAX_INLINE)
+            return rp_fail(r, "reply line too long");
+        return RESP_PARTIAL;
+    }
+    const uint8_t *line = p + 1;
+    size_t llen = (size_t)(nl - line);
+    const uint8_t *after = nl + 2;
+    long long n = 0;
+    switch (*p) {
+    case '+': case '-': case ',': case '(':
+        v->type = *p == '+' ? RESP_T_SIMPLE : *p == '-' ? RESP_T_ERROR : *p == ',' ? RESP_T_DOUBLE : RESP_T_BIGNUM;
+        v->str = line;
+        v->len = llen;
+        *pp = after;
+        return RESP_CMD;
+    case ':':
+        if (!parse_ll(line, llen, &v->integer))
+            return rp_fail(r, "bad integer reply");
+        v->type = RESP_T_INT;
+        *pp = after;
+        return RESP_CMD;
+    case '#':
+        if (llen != 1 || (line[0] != 't' && line[0] != 'f'))
+            return rp_fail(r, "bad boolean reply");
+        v->type = RESP_T_BOOL;
+        v->integer = line[0] == 't';
+        *pp = after;
+        return RESP_CMD;
+    case '_':
+        v->type = RESP_T_NULL;
+        *pp = after;
+        return RESP_CMD;
+    case '$': case '=': case '!':
+        if (!parse_ll(line, llen, &n) || n < -1)
+            return rp_fail(r, "bad bulk length");
+        if (n == -1) {
+            v->type = RESP_T_NULL;
+            *pp = after;
+            return RESP_CMD;
+        }
+        if ((uint64_t)(r->end - after) < (uint64_t)n + 2)
+            return RESP_PARTIAL;
+        v->type = *p == '$' ? RESP_T_BULK : *p == '=' ? RESP_T_VERBATIM : RESP_T_ERROR;
+        v->str = after;
+        v->len = (size_t)n;
+        *pp = after + n + 2;
+        return RESP_CMD;
+    case '*': case '%': case '~': case '>': {
+        if (!parse_ll(line, llen, &n) || n < -1)
+            return rp_fail(r, "bad aggregate length");
+        if (n == -1) {
+            v->type = RESP_T_NULL;
+            *pp = after;
+            return RESP_CMD;
+        }
+        v->type = *p == '*' ? RESP_T_ARRAY : *p == '%' ? RESP_T_MAP : *p == '~' ? RESP_T_SET : RESP_T_PUSH;
+        uint64_t elems = (uint64_t)n * (v->type == RESP_T_MAP ? 2 : 1);
+        /* every element takes at least 3 bytes ("_\r\n"): a larger count is not a reply yet,
+         * and is never allocated for */
+        if (elems > (uint64_t)(r->end - after) / 3)
+            return (uint64_t)n > (uint64_t)RESP_MAX_ARGS ? rp_fail(r, "aggregate too large") : RESP_PARTIAL;
+        v->n = (size_t)n;
+        v->elems = elems ? calloc((size_t)elems, sizeof *v->elems) : NULL;
+        if (elems && !v->elems)
+            return rp_fail(r, "out of memory");
+        const uint8_t *q = after;
+        for (uint64_t i = 0; i < elems; i++) {
+            int rc = rp_value(r, &q, &v->elems[i], depth + 1);
+            if (rc != RESP_CMD) {
+                value_release(v);
+                return rc;
+            }
+        }
+        *pp = q;
+        return RESP_CMD;
+    }
+    default:
+        return rp_fail(r, "not a RESP reply");
+    }
+}
+
+int resp_reply_parse(const uint8_t *buf, size_t len, resp_value **out, size_t *used,
+                     char *msg, size_t msgcap)
+{
+    rparse r = {buf, buf + len, msg, msgcap};
+    resp_value *v = calloc(1, sizeof *v);
+    if (!v)
+        return rp_fail(&r, "out of memory");
+    const uint8_t *p = buf;
+    int rc = rp_value(&r, &p, v, 0);
+    if (rc != RESP_CMD) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *used = (size_t)(p - buf);
+    return RESP_CMD;
+}
+
+void resp_value_free(resp_value *v)
+{
+    if (!v)
+        return;
+    value_release(v);
+    free(v);
+}
+
 /* ---- replies ------------------------------------------------------------------------------ */
 
 void resp_out_init(resp_out *o, int proto)

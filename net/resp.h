@@ -40,6 +40,35 @@ typedef struct resp_cmd {
 /* max_bulk: the largest bulk string accepted (--max-request-bytes). */
 int resp_parse(const uint8_t *buf, size_t len, uint64_t max_bulk, resp_cmd *cmd, size_t *used);
 
+/* ---- reading replies (clients: the CLI) --------------------------------------------------- */
+
+enum resp_type {
+    RESP_T_SIMPLE = 1, RESP_T_ERROR, RESP_T_INT, RESP_T_BULK, RESP_T_NULL, RESP_T_ARRAY,
+    RESP_T_MAP, RESP_T_SET, RESP_T_PUSH, RESP_T_DOUBLE, RESP_T_BOOL, RESP_T_VERBATIM,
+    RESP_T_BIGNUM
+};
+
+typedef struct resp_value {
+    enum resp_type type;
+    long long integer;           /* INT, BOOL                                              */
+    const uint8_t *str;          /* SIMPLE ERROR BULK DOUBLE VERBATIM BIGNUM: into the buffer */
+    size_t len;
+    struct resp_value *elems;    /* ARRAY SET PUSH: n; MAP: 2n (key, value, ...)           */
+    size_t n;
+} resp_value;
+
+#define RESP_MAX_DEPTH 32
+
+/*
+ * Parse one reply (RESP2 or RESP3) from buf. RESP_CMD: *out is a tree to free with
+ * resp_value_free (strings point into buf), *used bytes; RESP_PARTIAL: call again with more;
+ * RESP_ERROR: not a reply (msg says why). Declared counts are checked against the bytes that
+ * remain before anything is allocated for them; nesting is bounded by RESP_MAX_DEPTH.
+ */
+int resp_reply_parse(const uint8_t *buf, size_t len, resp_value **out, size_t *used,
+                     char *msg, size_t msgcap);
+void resp_value_free(resp_value *v);
+
 /* ---- replies ------------------------------------------------------------------------------ */
 
 typedef struct resp_out {

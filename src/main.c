@@ -14,7 +14,9 @@ static const char *usage =
     "Durable event-log store with a Redis Streams interface.\n"
     "\n"
     "Commands:\n"
-    "  serve    serve the Redis Streams protocol on a store folder\n"
+    "  serve    serve the Redis Streams protocol and the HTTP/JSON API on a store folder\n"
+    "  publish  append entries through a running server (fields, or JSON lines on stdin)\n"
+    "  read     print a stream's entries from a running server as JSON lines (--follow)\n"
     "  append   append one entry to a stream of a store folder (no server)\n"
     "  dump     print a stream's entries as JSON lines\n"
     "  verify   check every record and the index of a store folder\n"
@@ -109,6 +111,10 @@ int main(int argc, char **argv)
     argv[1] = argv[0];
     if (!strcmp(cmd, "serve"))
         return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "publish"))
+        return cmd_publish(argc - 1, argv + 1);
+    if (!strcmp(cmd, "read"))
+        return cmd_read(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify"))
         return cmd_verify(argc - 1, argv + 1);
     if (!strcmp(cmd, "dump"))

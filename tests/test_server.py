@@ -439,6 +439,45 @@ class Http(Base):
         self.assertEqual(http_req(self.srv, "GET", "/streams/a%2Fb")[0], 404)
 
 
+class CliClients(Base):
+    def cli(self, *args, stdin=None):
+        return subprocess.run([EVSTORE, *args[:1], "--server", "127.0.0.1:%d" % self.srv.port, *args[1:]],
+                              input=stdin, capture_output=True, text=True, timeout=20)
+
+    def test_publish_and_read(self):
+        p = self.cli("publish", "c", "k", "v")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        first = p.stdout.strip()
+        lines = '{"type":"a","payload":{"x":1}}\nnot json\n{"type":"b","source":"cli"}\n'
+        p = self.cli("publish", "c", stdin=lines)
+        self.assertEqual(p.returncode, 3)
+        out = p.stdout.split("\n")
+        self.assertEqual(out[1], "")  # the refused line keeps its place
+        self.assertIn("line 2", p.stderr)
+        p = self.cli("read", "c")
+        events = [json.loads(l) for l in p.stdout.splitlines()]
+        self.assertEqual([e["id"] for e in events], [first, out[0], out[2]])
+        self.assertEqual(events[1]["payload"], {"x": 1})
+        self.assertEqual(events[0]["fields"], {"k": "v"})
+        p = self.cli("read", "c", "--type", "b")
+        self.assertEqual([json.loads(l)["source"] for l in p.stdout.splitlines()], ["cli"])
+        p = self.cli("read", "c", "--after", first, "--limit", "1")
+        self.assertEqual([json.loads(l)["id"] for l in p.stdout.splitlines()], [out[0]])
+
+    def test_read_follow(self):
+        self.r.xadd("f", {"n": "1"})
+        proc = subprocess.Popen([EVSTORE, "read", "--server", "127.0.0.1:%d" % self.srv.port, "f", "--follow"],
+                                stdout=subprocess.PIPE, text=True)
+        first = json.loads(proc.stdout.readline())
+        self.assertEqual(first["fields"], {"n": "1"})
+        self.r.xadd("f", {"n": "2"})
+        second = json.loads(proc.stdout.readline())
+        self.assertEqual(second["fields"], {"n": "2"})
+        proc.send_signal(signal.SIGINT)
+        self.assertEqual(proc.wait(timeout=10), 0)
+        proc.stdout.close()
+
+
 class Auth(unittest.TestCase):
     def test_requirepass(self):
         d = tempfile.mkdtemp(prefix="evs-server-")

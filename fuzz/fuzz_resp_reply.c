@@ -1,0 +1,37 @@
+/*
+ * fuzz_resp_reply.c — the RESP reply parser the CLI uses, over hostile server bytes: parse
+ * replies one after another until partial or error, walking each tree.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "resp.h"
+
+static size_t walk(const resp_value *v, const uint8_t *lo, const uint8_t *hi)
+{
+    size_t n = 1;
+    if (v->str && (v->str < lo || v->str + v->len > hi))
+        abort(); /* a string outside the input */
+    size_t k = v->type == RESP_T_MAP ? v->n * 2 : v->n;
+    for (size_t i = 0; v->elems && i < k; i++)
+        n += walk(&v->elems[i], lo, hi);
+    return n;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    size_t off = 0;
+    char msg[128];
+    while (off < size) {
+        resp_value *v;
+        size_t used;
+        if (resp_reply_parse(data + off, size - off, &v, &used, msg, sizeof msg) != RESP_CMD)
+            break;
+        walk(v, data, data + size);
+        resp_value_free(v);
+        if (used == 0)
+            break;
+        off += used;
+    }
+    return 0;
+}

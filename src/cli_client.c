@@ -1,0 +1,350 @@
+/*
+ * cli_client.c — `evstore publish` and `evstore read`: clients of a running server over RESP.
+ *
+ *   publish --server H:P STREAM field value ...   one XADD, prints the ID
+ *   publish --server H:P STREAM < events.jsonl    one event per line ({"source","type",
+ *                                                 "payload",...} as in the HTTP API),
+ *                                                 pipelined in batches; prints one line per
+ *                                                 input line: the ID, or empty if refused
+ *   read --server H:P STREAM [--after ID] [--limit N] [--type T] [--follow]
+ *                                                 JSON lines, the HTTP API's event objects
+ *                                                 ("ts" is the ID's milliseconds here)
+ */
+#include "cli.h"
+#include "event_json.h"
+#include "rclient.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PIPELINE 256
+
+static const char *publish_help =
+    "usage: evstore publish [--server HOST:PORT] [--password P] STREAM [FIELD VALUE ...]\n"
+    "\n"
+    "With FIELD VALUE pairs: append one entry and print its ID. Without: read events as JSON\n"
+    "lines on stdin ({\"source\",\"type\",\"payload\",...}, as the HTTP API takes them), append\n"
+    "them pipelined, and print one line per input line, in order: the ID, or an empty line for\n"
+    "an event that was refused (the reason on stderr).\n"
+    "\n"
+    "  --server HOST:PORT   EVSTORE_SERVER, default 127.0.0.1:7379\n"
+    "  --password P         EVSTORE_PASSWORD (the server's --requirepass)\n"
+    "\n"
+    "Exit codes: 0 all appended, 2 unusable arguments, 3 a failure (each one printed).\n";
+
+static const char *read_help =
+    "usage: evstore read [--server HOST:PORT] [--password P] STREAM [--after ID] [--limit N]\n"
+    "                    [--type T] [--follow]\n"
+    "\n"
+    "Prints entries as JSON lines (the HTTP API's event objects; \"ts\" is the ID's ms).\n"
+    "--follow keeps waiting for new entries (XREAD BLOCK) until interrupted.\n"
+    "\n"
+    "  --server HOST:PORT   EVSTORE_SERVER, default 127.0.0.1:7379\n"
+    "  --password P         EVSTORE_PASSWORD\n"
+    "  --after ID           only entries with a greater ID\n"
+    "  --limit N            at most N entries\n"
+    "  --type T             only entries whose type field is T\n"
+    "\n"
+    "Exit codes: 0 done (or interrupted while following), 2 unusable arguments, 3 failure.\n";
+
+static int connect_or_say(rclient *c, const char *cmd, const char *server, const char *password)
+{
+    char err[300];
+    if (rclient_connect(c, server, password, err, sizeof err)) {
+        fprintf(stderr, "evstore %s: %s\n", cmd, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Print one reply of an XADD: the ID, or the error to stderr. 0 ok, 1 refused, -1 broken. */
+static int print_xadd(rclient *c, size_t line)
+{
+    resp_value *v;
+    char err[300];
+    if (rclient_read(c, &v, err, sizeof err)) {
+        fprintf(stderr, "evstore publish: %s\n", err);
+        return -1;
+    }
+    int rc = 0;
+    if (v->type == RESP_T_BULK) {
+        printf("%.*s\n", (int)v->len, v->str);
+    } else {
+        putchar('\n'); /* one output line per input line: empty for a refused event */
+        if (line)
+            fprintf(stderr, "evstore publish: line %zu: %.*s\n", line, (int)v->len, v->str);
+        else
+            fprintf(stderr, "evstore publish: %.*s\n", (int)v->len, v->str);
+        rc = 1;
+    }
+    resp_value_free(v);
+    return rc;
+}
+
+int cmd_publish(int argc, char **argv)
+{
+    const char *server = cli_env("EVSTORE_SERVER", "127.0.0.1:7379");
+    const char *password = getenv("EVSTORE_PASSWORD");
+    static const struct option opts[] = {{"server", required_argument, NULL, 's'},
+                                         {"password", required_argument, NULL, 'p'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "+s:p:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's': server = optarg; break;
+        case 'p': password = optarg; break;
+        case 'h': fputs(publish_help, stdout); return EXIT_OK;
+        default: fputs(publish_help, stderr); return EXIT_USAGE;
+        }
+    }
+    int left = argc - optind;
+    if (left < 1 || (left > 1 && (left - 1) % 2)) {
+        fputs(publish_help, stderr);
+        return EXIT_USAGE;
+    }
+    const char *stream = argv[optind];
+    rclient c;
+    if (connect_or_say(&c, "publish", server, password))
+        return EXIT_FAILURE_;
+    int failures = 0;
+    if (left > 1) {
+        size_t n = (size_t)left + 2;
+        const char **a = calloc(n, sizeof *a);
+        a[0] = "XADD";
+        a[1] = stream;
+        a[2] = "*";
+        for (int i = 1; i < left; i++)
+            a[2 + i] = argv[optind + i];
+        int rc = rclient_send(&c, n, a, NULL) ? -1 : print_xadd(&c, 0);
+        free(a);
+        rclient_close(&c);
+        return rc ? EXIT_FAILURE_ : EXIT_OK;
+    }
+    /* JSON lines: pipelined XADDs, answered in order */
+    char *line = NULL;
+    size_t cap = 0, lineno = 0, inflight = 0;
+    ssize_t got;
+    bool broken = false;
+    while (!broken && (got = getline(&line, &cap, stdin)) >= 0) {
+        lineno++;
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
+            line[--got] = 0;
+        if (got == 0)
+            continue;
+        json_error_t je;
+        json_t *ev = json_loadb(line, (size_t)got, JSON_REJECT_DUPLICATES, &je);
+        evs_field f[64];
+        char *keep[1];
+        size_t nf = 0, nkeep = 0;
+        const char *why = ev ? event_fields(ev, f, 64, &nf, keep, &nkeep) : je.text;
+        if (why) {
+            /* answer the pipelined ones first, so that output stays in input order */
+            for (; inflight && !broken; inflight--) {
+                int r = print_xadd(&c, 0);
+                broken = r < 0;
+                failures += r != 0;
+            }
+            putchar('\n');
+            fprintf(stderr, "evstore publish: line %zu: %s\n", lineno, why);
+            failures++;
+        } else {
+            const char *a[3 + 128];
+            size_t l[3 + 128];
+            a[0] = "XADD", l[0] = 4;
+            a[1] = stream, l[1] = strlen(stream);
+            a[2] = "*", l[2] = 1;
+            for (size_t i = 0; i < nf; i++) {
+                a[3 + 2 * i] = f[i].name.ptr, l[3 + 2 * i] = f[i].name.len;
+                a[4 + 2 * i] = f[i].value.ptr, l[4 + 2 * i] = f[i].value.len;
+            }
+            if (rclient_send(&c, 3 + 2 * nf, a, l))
+                broken = true;
+            inflight++;
+        }
+        for (size_t k = 0; k < nkeep; k++)
+            free(keep[k]);
+        json_decref(ev);
+        if (inflight >= PIPELINE) {
+            for (; inflight && !broken; inflight--) {
+                int r = print_xadd(&c, 0);
+                broken = r < 0;
+                failures += r != 0;
+            }
+        }
+    }
+    for (; inflight && !broken; inflight--) {
+        int r = print_xadd(&c, 0);
+        broken = r < 0;
+        failures += r != 0;
+    }
+    free(line);
+    rclient_close(&c);
+    return failures || broken ? EXIT_FAILURE_ : EXIT_OK;
+}
+
+/* ---- read --------------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Print the entries of an XRANGE-shaped array; returns how many were printed, -1 if the
+ * reply is not entries. *last gets the last ID seen (printed or not). */
+static long print_entries(const resp_value *arr, const char *type, evs_id *last, long budget)
+{
+    long printed = 0;
+    if (arr->type != RESP_T_ARRAY)
+        return arr->type == RESP_T_NULL ? 0 : -1;
+    for (size_t i = 0; i < arr->n && (budget < 0 || printed < budget); i++) {
+        const resp_value *e = &arr->elems[i];
+        if (e->type != RESP_T_ARRAY || e->n != 2 || e->elems[0].type != RESP_T_BULK ||
+            e->elems[1].type != RESP_T_ARRAY || e->elems[1].n % 2)
+            return -1;
+        evs_entry ent;
+        if (evs_id_parse(e->elems[0].str, e->elems[0].len, 0, &ent.id))
+            return -1;
+        *last = ent.id;
+        size_t nf = e->elems[1].n / 2;
+        evs_field *f = calloc(nf ? nf : 1, sizeof *f);
+        if (!f)
+            return -1;
+        bool match = !type;
+        for (size_t k = 0; k < nf; k++) {
+            const resp_value *kv = &e->elems[1].elems[2 * k];
+            f[k] = (evs_field){{kv[0].str, kv[0].len}, {kv[1].str, kv[1].len}};
+            if (type && kv[0].len == 4 && !memcmp(kv[0].str, "type", 4) &&
+                kv[1].len == strlen(type) && !memcmp(kv[1].str, type, kv[1].len))
+                match = true;
+        }
+        if (match) {
+            ent.time_us = ent.id.ms * 1000;
+            ent.fields = f;
+            ent.nfields = nf;
+            json_t *j = event_json(&ent);
+            char *text = json_dumps(j, JSON_COMPACT);
+            if (text)
+                puts(text);
+            free(text);
+            json_decref(j);
+            printed++;
+        }
+        free(f);
+    }
+    fflush(stdout);
+    return printed;
+}
+
+int cmd_read(int argc, char **argv)
+{
+    const char *server = cli_env("EVSTORE_SERVER", "127.0.0.1:7379");
+    const char *password = getenv("EVSTORE_PASSWORD");
+    const char *after = NULL, *type = NULL;
+    long limit = -1;
+    bool follow = false;
+    static const struct option opts[] = {{"server", required_argument, NULL, 's'},
+                                         {"password", required_argument, NULL, 'p'},
+                                         {"after", required_argument, NULL, 'a'},
+                                         {"limit", required_argument, NULL, 'l'},
+                                         {"type", required_argument, NULL, 't'},
+                                         {"follow", no_argument, NULL, 'f'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "s:p:a:l:t:fh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's': server = optarg; break;
+        case 'p': password = optarg; break;
+        case 'a': after = optarg; break;
+        case 'l': {
+            char *end;
+            limit = strtol(optarg, &end, 10);
+            if (*end || !*optarg || limit < 0) {
+                fprintf(stderr, "evstore read: --limit: not a number: %s\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        }
+        case 't': type = optarg; break;
+        case 'f': follow = true; break;
+        case 'h': fputs(read_help, stdout); return EXIT_OK;
+        default: fputs(read_help, stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc) {
+        fputs(read_help, stderr);
+        return EXIT_USAGE;
+    }
+    const char *stream = argv[optind];
+    evs_id last = EVS_ID_MIN;
+    if (after && evs_id_parse(after, strlen(after), 0, &last)) {
+        fprintf(stderr, "evstore read: --after: not an ID: %s\n", after);
+        return EXIT_USAGE;
+    }
+    rclient c;
+    if (connect_or_say(&c, "read", server, password))
+        return EXIT_FAILURE_;
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    long printed = 0;
+    int rc = EXIT_OK;
+    bool caught_up = false;
+    while (!interrupted && (limit < 0 || printed < limit)) {
+        char start[EVS_ID_STRLEN + 1], count[24], err[300];
+        start[0] = '(';
+        evs_id_format(last, start + 1);
+        /* "(0-0" excludes nothing: no entry has ID 0-0 */
+        const char *xr[] = {"XRANGE", stream, start, "+", "COUNT", count};
+        const char *xb[] = {"XREAD", "BLOCK", "1000", "COUNT", count, "STREAMS", stream, start + 1};
+        long want = limit < 0 ? 1000 : limit - printed < 1000 ? limit - printed : 1000;
+        snprintf(count, sizeof count, "%ld", want);
+        bool blocking = caught_up && follow;
+        if (rclient_send(&c, blocking ? 8 : 6, blocking ? xb : xr, NULL)) {
+            fprintf(stderr, "evstore read: connection lost\n");
+            rc = EXIT_FAILURE_;
+            break;
+        }
+        resp_value *v;
+        if (rclient_read(&c, &v, err, sizeof err)) {
+            if (!interrupted) {
+                fprintf(stderr, "evstore read: %s\n", err);
+                rc = EXIT_FAILURE_;
+            }
+            break;
+        }
+        if (v->type == RESP_T_ERROR) {
+            fprintf(stderr, "evstore read: %.*s\n", (int)v->len, v->str);
+            resp_value_free(v);
+            rc = EXIT_FAILURE_;
+            break;
+        }
+        const resp_value *entries = v;
+        if (blocking && v->type == RESP_T_ARRAY && v->n == 1 && v->elems[0].n == 2)
+            entries = &v->elems[0].elems[1]; /* [[stream, entries]] */
+        evs_id before = last;
+        long n = print_entries(entries, type, &last, limit < 0 ? -1 : limit - printed);
+        resp_value_free(v);
+        if (n < 0) {
+            fprintf(stderr, "evstore read: unexpected reply from the server\n");
+            rc = EXIT_FAILURE_;
+            break;
+        }
+        printed += n;
+        if (evs_id_cmp(before, last) == 0) { /* nothing new */
+            if (!follow)
+                break;
+            caught_up = true;
+        } else if (!blocking && entries->n < (size_t)want) {
+            caught_up = true;
+            if (!follow)
+                break;
+        }
+    }
+    rclient_close(&c);
+    return rc;
+}

@@ -1,0 +1,143 @@
+/*
+ * rclient.c — see rclient.h. Replies are parsed from an input buffer that keeps the bytes of
+ * the last reply until the next read, so a reply's strings stay valid that long.
+ */
+#include "rclient.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int rclient_send(rclient *c, size_t argc, const char *const *argv, const size_t *lens)
+{
+    char hdr[32];
+    int n = snprintf(hdr, sizeof hdr, "*%zu\r\n", argc);
+    if (write_all(c->fd, hdr, (size_t)n))
+        return -1;
+    for (size_t i = 0; i < argc; i++) {
+        size_t l = lens ? lens[i] : strlen(argv[i]);
+        n = snprintf(hdr, sizeof hdr, "$%zu\r\n", l);
+        if (write_all(c->fd, hdr, (size_t)n) || write_all(c->fd, argv[i], l) ||
+            write_all(c->fd, "\r\n", 2))
+            return -1;
+    }
+    return 0;
+}
+
+int rclient_read(rclient *c, resp_value **v, char *err, size_t errcap)
+{
+    /* drop the previous reply's bytes */
+    memmove(c->buf, c->buf + c->off, c->len - c->off);
+    c->len -= c->off;
+    c->off = 0;
+    for (;;) {
+        size_t used;
+        int rc = c->len ? resp_reply_parse(c->buf, c->len, v, &used, err, errcap) : RESP_PARTIAL;
+        if (rc == RESP_CMD) {
+            c->off = used;
+            return 0;
+        }
+        if (rc == RESP_ERROR)
+            return -1;
+        if (c->cap - c->len < 65536) {
+            size_t cap = c->cap ? c->cap * 2 : 1 << 17;
+            uint8_t *b = realloc(c->buf, cap);
+            if (!b) {
+                snprintf(err, errcap, "out of memory");
+                return -1;
+            }
+            c->buf = b;
+            c->cap = cap;
+        }
+        ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            snprintf(err, errcap, "%s", r == 0 ? "server closed the connection" : strerror(errno));
+            return -1;
+        }
+        c->len += (size_t)r;
+    }
+}
+
+int rclient_connect(rclient *c, const char *hostport, const char *password, char *err,
+                    size_t errcap)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof host) {
+        snprintf(err, errcap, "--server must be HOST:PORT, not '%s'", hostport);
+        return -1;
+    }
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = 0;
+    struct addrinfo hints = {0}, *ai;
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (g) {
+        snprintf(err, errcap, "%s: %s", hostport, gai_strerror(g));
+        return -1;
+    }
+    for (struct addrinfo *a = ai; a && c->fd < 0; a = a->ai_next) {
+        c->fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (c->fd >= 0 && connect(c->fd, a->ai_addr, a->ai_addrlen) < 0) {
+            close(c->fd);
+            c->fd = -1;
+        }
+    }
+    freeaddrinfo(ai);
+    if (c->fd < 0) {
+        snprintf(err, errcap, "cannot connect to %s: %s", hostport, strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (password) {
+        const char *argv[] = {"AUTH", password};
+        resp_value *v;
+        if (rclient_send(c, 2, argv, NULL) || rclient_read(c, &v, err, errcap)) {
+            rclient_close(c);
+            return -1;
+        }
+        if (v->type == RESP_T_ERROR) {
+            snprintf(err, errcap, "%.*s", (int)v->len, v->str);
+            resp_value_free(v);
+            rclient_close(c);
+            return -1;
+        }
+        resp_value_free(v);
+    }
+    return 0;
+}
+
+void rclient_close(rclient *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->buf);
+    c->fd = -1;
+    c->buf = NULL;
+}

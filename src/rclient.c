@@ -48,9 +48,11 @@ int rclient_send(rclient *c, size_t argc, const char *const *argv, const size_t 
 int rclient_read(rclient *c, resp_value **v, char *err, size_t errcap)
 {
     /* drop the previous reply's bytes */
-    memmove(c->buf, c->buf + c->off, c->len - c->off);
-    c->len -= c->off;
-    c->off = 0;
+    if (c->off) {
+        memmove(c->buf, c->buf + c->off, c->len - c->off);
+        c->len -= c->off;
+        c->off = 0;
+    }
     for (;;) {
         size_t used;
         int rc = c->len ? resp_reply_parse(c->buf, c->len, v, &used, err, errcap) : RESP_PARTIAL;

@@ -328,7 +328,8 @@ int cmd_read(int argc, char **argv)
             entries = &v->elems[0].elems[1]; /* [[stream, entries]] */
         evs_id before = last;
         long n = print_entries(entries, type, &last, limit < 0 ? -1 : limit - printed);
-        resp_value_free(v);
+        size_t got = entries->type == RESP_T_ARRAY ? entries->n : 0;
+        resp_value_free(v); /* entries points into v */
         if (n < 0) {
             fprintf(stderr, "evstore read: unexpected reply from the server\n");
             rc = EXIT_FAILURE_;
@@ -339,7 +340,7 @@ int cmd_read(int argc, char **argv)
             if (!follow)
                 break;
             caught_up = true;
-        } else if (!blocking && entries->n < (size_t)want) {
+        } else if (!blocking && got < (size_t)want) {
             caught_up = true;
             if (!follow)
                 break;

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Run every storage benchmark and write docs/benchmarks.md: the command, the machine, the
-# same-run fsync reference and each figure. Usage: bash scripts/bench.sh [evstore bench args]
+# Run every benchmark and write docs/benchmarks.md: the command, the machine, the same-run
+# references and each figure. Storage (evstore bench) first, then the server side by side with
+# Redis (scripts/bench_server.sh). Usage: bash scripts/bench.sh [evstore bench args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh build >/dev/null
 out=$(mktemp)
 ./build/evstore bench "$@" | tee "$out"
+server_md=$(bash scripts/bench_server.sh $([ "${1:-}" = "--quick" ] && echo --quick))
+echo "$server_md"
 {
   echo "# evstore benchmarks"
   echo
@@ -35,7 +38,9 @@ out=$(mktemp)
   echo "| filter (type at 1 % selectivity) | $(g filter) | reads ~1 % of the data |"
   echo "| open (+ first read) | $(g open) | < 300 ms; RSS < 64 MiB |"
   echo
-  echo "## Raw output"
+  echo "$server_md"
+  echo
+  echo "## Raw output (storage)"
   echo
   echo '```'
   grep -v '^bench=' "$out"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The server benchmarks (issue 3), side by side in one run: redis-benchmark's XADD against
+# evstore (--fsync always), Debian's redis-server with appendfsync always, and redis-server with
+# persistence off; then wrk POSTs to the HTTP API. Prints a markdown section on stdout.
+# Usage: bash scripts/bench_server.sh [--quick]   (needs build/evstore, redis-server, wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+work=$(mktemp -d /tmp/evs-bench-server.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+EV=$(port); EVH=$(port); RA=$(port); RN=$(port)
+./build/evstore serve --data "$work/ev" --port "$EV" --http-port "$EVH" --fsync always 2>"$work/ev.log" &
+pids+=($!)
+mkdir -p "$work/ra" "$work/rn"
+redis-server --port "$RA" --dir "$work/ra" --appendonly yes --appendfsync always --save '' --daemonize no >/dev/null &
+pids+=($!)
+redis-server --port "$RN" --dir "$work/rn" --appendonly no --save '' --daemonize no >/dev/null &
+pids+=($!)
+wait_port "$EV"; wait_port "$RA"; wait_port "$RN"; wait_port "$EVH"
+
+# one cell: prints "rps p99_ms" (median of 3 runs by rps)
+cell() {
+  local p=$1 c=$2 P=$3 n=$4 runs=()
+  for r in 1 2 3; do
+    runs+=("$(redis-benchmark -p "$p" -c "$c" -P "$P" -n "$n" --csv XADD "bench:$r" '*' field value 2>/dev/null |
+      awk -F'","' 'NR==2 {gsub(/"/,"",$0); split($0,a,","); print a[2], a[7]}')")
+  done
+  printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p
+}
+
+scale=1
+((quick)) && scale=10
+echo "## Server (issue 3)"
+echo
+echo "Produced by \`bash scripts/bench_server.sh\` on $(date -u +%Y-%m-%d), same machine as above."
+echo "\`redis-benchmark -c C -P P -n N --csv XADD key '*' field value\`, median of 3 runs per cell"
+echo "(by throughput), all three servers started by the script, loopback. Redis: Debian's"
+echo "$(redis-server --version | cut -d' ' -f3 | tr -d 'v=')."
+echo
+echo "| clients / pipeline | evstore \`--fsync always\` rps (p99 ms) | Redis \`appendfsync always\` rps (p99 ms) | Redis, no persistence rps (p99 ms) | evstore / Redis always |"
+echo "|---|---|---|---|---|"
+for cp in "1 1 $((6000/scale))" "1 16 $((60000/scale))" "50 1 $((60000/scale))" "50 16 $((300000/scale))"; do
+  set -- $cp
+  e=$(cell "$EV" "$1" "$2" "$3"); a=$(cell "$RA" "$1" "$2" "$3"); n=$(cell "$RN" "$1" "$2" "$3")
+  ratio=$(awk -v x="${e%% *}" -v y="${a%% *}" 'BEGIN { printf "%.2f", x / y }')
+  echo "| c$1 / P$2 | ${e%% *} (${e##* }) | ${a%% *} (${a##* }) | ${n%% *} (${n##* }) | ${ratio}× |"
+done
+echo
+
+# HTTP: wrk POSTs of one event and of 100-event arrays
+cat > "$work/one.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"source":"bench","type":"t","payload":{"n":1,"s":"0123456789012345678901234567890123456789"}}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+python3 - "$work/hundred.lua" <<'PY'
+import json, sys
+ev = {"source": "bench", "type": "t", "payload": {"n": 1, "s": "0123456789" * 4}}
+body = json.dumps([ev] * 100).replace("'", "\\'")
+open(sys.argv[1], "w").write("wrk.method = 'POST'\nwrk.body = '%s'\nwrk.headers['Content-Type'] = 'application/json'\n" % body)
+PY
+dur=5; ((quick)) && dur=2
+echo "HTTP: \`wrk -t2 -c16 -d${dur}s --latency\` POST /streams/w/events, evstore \`--fsync always\`."
+echo
+echo "| body | requests/s | events/s | p99 ms |"
+echo "|---|---|---|---|"
+for kind in one hundred; do
+  out=$(wrk -t2 -c16 -d"${dur}s" --latency -s "$work/$kind.lua" "http://127.0.0.1:$EVH/streams/w/events" 2>&1)
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '/ 99%/ {print $2}' <<<"$out")
+  per=1; [ $kind = hundred ] && per=100
+  eps=$(awk -v r="$rps" -v p="$per" 'BEGIN { printf "%.0f", r * p }')
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  echo "| $([ $kind = one ] && echo 'one event' || echo '100-event array') | $rps | $eps | $p99${non2xx:+ ($non2xx non-2xx)} |"
+done

@@ -630,6 +630,112 @@ static void cmd_xdel(cmd_ctx *x)
     reply_done(x);
 }
 
+/* ---- XINFO -------------------------------------------------------------------------------- */
+
+/* The first (or last) entry as [id, [field, value, ...]], or a null. */
+static void out_edge_entry(resp_out *o, evs_store *st, evs_slice key, bool last)
+{
+    evs_query q;
+    evs_query_init(&q);
+    q.reverse = last;
+    q.limit = 1;
+    evs_iter *it;
+    evs_error err;
+    const evs_entry *e;
+    if (evs_iter_open(st, key, &q, &it, &err) == 0) {
+        if (evs_iter_next(it, &e, &err) == 1) {
+            out_entry(o, e);
+            evs_iter_close(it);
+            return;
+        }
+        evs_iter_close(it);
+    }
+    resp_out_null(o);
+}
+
+static void cmd_xinfo(cmd_ctx *x)
+{
+    if (arg_is(x, 1, "HELP")) {
+        static const char *const lines[] = {
+            "XINFO <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "STREAM <key> [FULL [COUNT <count>]]",
+            "    Show information about the stream.",
+            "HELP",
+            "    Print this help.",
+        };
+        resp_out_array(&x->r->out, sizeof lines / sizeof *lines);
+        for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+            resp_out_simple(&x->r->out, lines[i]);
+        reply_done(x);
+        return;
+    }
+    if (!arg_is(x, 1, "STREAM") || x->argc < 3) {
+        resp_out_error(&x->r->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. "
+                                   "Try XINFO HELP.",
+                       (int)x->argv[1].len, x->argv[1].ptr);
+        reply_done(x);
+        return;
+    }
+    bool full = false;
+    long long count = 10;
+    for (size_t i = 3; i < x->argc; i++) {
+        if (arg_is(x, i, "FULL") && !full) {
+            full = true;
+        } else if (full && arg_is(x, i, "COUNT") && i + 1 < x->argc) {
+            if (!arg_ll(&x->argv[++i], &count)) {
+                reply_error_done(x, ERR_INT);
+                return;
+            }
+            if (count < 0)
+                count = 0;
+        } else {
+            reply_error_done(x, ERR_SYNTAX);
+            return;
+        }
+    }
+    evs_store *st = server_store(x->srv);
+    evs_slice key = key_of(&x->argv[2]);
+    evs_stream_info info;
+    if (evs_stream_info_get(st, key, &info)) {
+        reply_error_done(x, "ERR no such key");
+        return;
+    }
+    resp_out *o = &x->r->out;
+    resp_out_map(o, full ? 9 : 10);
+    resp_out_cstr(o, "length");
+    resp_out_int(o, (long long)info.length);
+    /* evstore keeps no radix tree: documented as 0 */
+    resp_out_cstr(o, "radix-tree-keys");
+    resp_out_int(o, 0);
+    resp_out_cstr(o, "radix-tree-nodes");
+    resp_out_int(o, 0);
+    resp_out_cstr(o, "last-generated-id");
+    out_id(o, info.last_id);
+    resp_out_cstr(o, "max-deleted-entry-id");
+    out_id(o, info.max_deleted_id);
+    resp_out_cstr(o, "entries-added");
+    resp_out_int(o, (long long)info.entries_added);
+    resp_out_cstr(o, "recorded-first-entry-id");
+    out_id(o, info.first_id);
+    if (full) {
+        resp_out_cstr(o, "entries");
+        evs_query q;
+        evs_query_init(&q);
+        q.limit = (uint64_t)count; /* COUNT 0: all, as in Redis */
+        out_range(o, st, key, &q);
+        resp_out_cstr(o, "groups");
+        resp_out_array(o, 0); /* consumer groups come with their issue */
+    } else {
+        resp_out_cstr(o, "groups");
+        resp_out_int(o, 0);
+        resp_out_cstr(o, "first-entry");
+        out_edge_entry(o, st, key, false);
+        resp_out_cstr(o, "last-entry");
+        out_edge_entry(o, st, key, true);
+    }
+    reply_done(x);
+}
+
 /* ---- XREAD -------------------------------------------------------------------------------- */
 
 typedef struct xread_req {
@@ -1163,6 +1269,7 @@ static const command table[] = {
     {"xlen", 2, false, cmd_xlen},       {"xrange", -4, false, cmd_xrange},
     {"xrevrange", -4, false, cmd_xrevrange}, {"xdel", -3, false, cmd_xdel},
     {"xread", -4, false, cmd_xread},    {"scan", -2, false, cmd_scan},
+    {"xinfo", -2, false, cmd_xinfo},
     {"flushall", -1, false, cmd_flushall}, {"flushdb", -1, false, cmd_flushall},
     {"config", -2, false, cmd_config},
 };
@@ -1179,6 +1286,33 @@ static void cmd_command(cmd_ctx *x)
 bool commands_pipelinable(const resp_arg *name)
 {
     return name->len == 4 && strncasecmp((const char *)name->ptr, "xadd", 4) == 0;
+}
+
+/* Other data types' commands: on a stream key Redis answers -WRONGTYPE; elsewhere we have no
+ * such type and answer as for an unknown command. */
+static const char *const other_types[] = {
+    "get", "getrange", "getdel", "getex", "getset", "strlen", "append", "setrange", "incr",
+    "incrby", "incrbyfloat", "decr", "decrby", "hget", "hset", "hsetnx", "hmset", "hmget",
+    "hgetall", "hdel", "hlen", "hexists", "hkeys", "hvals", "hincrby", "hincrbyfloat", "hstrlen",
+    "lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "llen", "lrange", "lindex", "lset",
+    "lrem", "ltrim", "linsert", "sadd", "srem", "smembers", "sismember", "smismember", "scard",
+    "spop", "srandmember", "zadd", "zrem", "zrange", "zrevrange", "zrangebyscore", "zscore",
+    "zcard", "zincrby", "zrank", "zrevrank", "zcount", "pfadd", "pfcount", "bitcount", "getbit",
+    "setbit",
+};
+
+static bool wrongtype(cmd_ctx *x)
+{
+    if (x->argc < 2)
+        return false;
+    for (size_t i = 0; i < sizeof other_types / sizeof *other_types; i++) {
+        size_t n = strlen(other_types[i]);
+        if (x->argv[0].len == n && !strncasecmp((const char *)x->argv[0].ptr, other_types[i], n)) {
+            evs_stream_info info;
+            return evs_stream_info_get(server_store(x->srv), key_of(&x->argv[1]), &info) == 0;
+        }
+    }
+    return false;
 }
 
 const command *commands_find(const resp_arg *name)
@@ -1202,7 +1336,9 @@ void commands_dispatch(cmd_ctx *x)
     const command *cmd = commands_find(name);
     const char *why = NULL;
     char buf[400];
-    if (!cmd) {
+    if (!cmd && conn_authed(x->c) && wrongtype(x)) {
+        why = "WRONGTYPE Operation against a key holding the wrong kind of value";
+    } else if (!cmd) {
         char args[160] = "";
         size_t used = 0;
         for (size_t i = 1; i < x->argc && used < 128; i++) {

@@ -188,6 +188,24 @@ class Streams(Base):
         got = self.srv.client().xrange("big")[0][1][b"f"]
         self.assertEqual(got, big)
 
+    def test_xinfo_stream_and_wrongtype(self):
+        self.r.xadd("i", {"a": "1"}, id="1-1")
+        self.r.xadd("i", {"b": "2"}, id="2-1")
+        info = self.r.xinfo_stream("i")
+        self.assertEqual(info["length"], 2)
+        self.assertEqual(info["last-generated-id"], "2-1")
+        self.assertEqual(info["entries-added"], 2)
+        self.assertEqual(info["first-entry"], ("1-1", {"a": "1"}))
+        self.assertEqual(info["last-entry"], ("2-1", {"b": "2"}))
+        full = self.r.xinfo_stream("i", full=True)
+        self.assertEqual(full["entries"], [("1-1", {"a": "1"}), ("2-1", {"b": "2"})])
+        with self.assertRaisesRegex(redis.ResponseError, "no such key"):
+            self.r.xinfo_stream("nope")
+        with self.assertRaisesRegex(redis.ResponseError, "WRONGTYPE Operation against a key holding the wrong kind of value"):
+            self.r.get("i")
+        with self.assertRaisesRegex(redis.ResponseError, "unknown command 'get'"):
+            self.r.get("nope")
+
     def test_binary_values_round_trip(self):
         r = self.srv.client()
         blob = bytes(range(256)) * 100

@@ -198,7 +198,7 @@ class Streams(Base):
         self.assertEqual(info["first-entry"], ("1-1", {"a": "1"}))
         self.assertEqual(info["last-entry"], ("2-1", {"b": "2"}))
         full = self.r.xinfo_stream("i", full=True)
-        self.assertEqual(full["entries"], [("1-1", {"a": "1"}), ("2-1", {"b": "2"})])
+        self.assertEqual(full["entries"], {"1-1": {"a": "1"}, "2-1": {"b": "2"}})  # redis-py's shape
         with self.assertRaisesRegex(redis.ResponseError, "no such key"):
             self.r.xinfo_stream("nope")
         with self.assertRaisesRegex(redis.ResponseError, "WRONGTYPE Operation against a key holding the wrong kind of value"):

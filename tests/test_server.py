@@ -203,7 +203,7 @@ class Streams(Base):
             self.r.xinfo_stream("nope")
         with self.assertRaisesRegex(redis.ResponseError, "WRONGTYPE Operation against a key holding the wrong kind of value"):
             self.r.get("i")
-        with self.assertRaisesRegex(redis.ResponseError, "unknown command 'get'"):
+        with self.assertRaisesRegex(redis.ResponseError, "unknown command 'GET'"):  # as typed, like Redis
             self.r.get("nope")
 
     def test_binary_values_round_trip(self):

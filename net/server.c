@@ -395,9 +395,15 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     (void)salen;
     server *s = arg;
     if (s->nconns >= s->cfg.max_clients) {
+        /* answer as Redis does; drain what the client already sent so that closing with
+         * unread bytes does not reset the connection before it reads the answer */
         static const char msg[] = "-ERR max number of clients reached\r\n";
         ssize_t w = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
         (void)w;
+        shutdown(fd, SHUT_WR);
+        char junk[4096];
+        for (int i = 0; i < 16 && recv(fd, junk, sizeof junk, MSG_DONTWAIT) > 0; i++)
+            ;
         evutil_closesocket(fd);
         return;
     }

@@ -496,6 +496,63 @@ class CliClients(Base):
         proc.stdout.close()
 
 
+class Limits(unittest.TestCase):
+    def test_slow_reader_is_dropped_and_others_are_not_stalled(self):
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        srv = Server(os.path.join(d, "data"), "--max-output-bytes", "256k").start()
+        try:
+            r = srv.client(decode_responses=True)
+            p = r.pipeline(transaction=False)
+            for i in range(200):
+                p.xadd("big", {"v": "x" * 1000})
+            p.execute()
+            slow = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            req = b"XRANGE big - +\r\n" * 200  # ~40 MB of replies, never read
+            try:
+                slow.sendall(req)
+            except OSError:
+                pass
+            # other clients are served meanwhile
+            for _ in range(20):
+                self.assertEqual(r.xlen("big"), 200)
+            # and the slow one was disconnected: reading ends well before 40 MB
+            total = 0
+            try:
+                while True:
+                    chunk = slow.recv(1 << 20)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+            except (ConnectionResetError, socket.timeout):
+                pass
+            slow.close()
+            self.assertLess(total, 20 * 1024 * 1024)
+            r.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            shutil.rmtree(d, ignore_errors=True)
+
+    def test_max_clients(self):
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        srv = Server(os.path.join(d, "data"), "--max-clients", "2").start()
+        try:
+            # one at a time: a connection counts from its accept to the moment its close is read
+            a = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            a.sendall(b"PING\r\n")
+            self.assertEqual(a.recv(100), b"+PONG\r\n")
+            b = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            b.sendall(b"PING\r\n")
+            self.assertEqual(b.recv(100), b"+PONG\r\n")
+            self.assertEqual(raw(srv.port, b"PING\r\n", read_until_close=True),
+                             b"-ERR max number of clients reached\r\n")
+            a.close()
+            b.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            shutil.rmtree(d, ignore_errors=True)
+
+
 class Auth(unittest.TestCase):
     def test_requirepass(self):
         d = tempfile.mkdtemp(prefix="evs-server-")

@@ -154,6 +154,19 @@ typedef void (*evs_done_fn)(void *arg, int rc, const evs_id *ids, size_t n, cons
  */
 int evs_submit(evs_store *st, const evs_append *reqs, size_t n, evs_done_fn done, void *arg);
 
+/*
+ * The same, under an idempotency key (1 to EVS_IDEM_KEY_MAX bytes): all requests must be for
+ * one stream; a record of the key and the IDs is appended in the same atomic group, so it is
+ * durable exactly when the entries are. evs_idem_get finds it, across restarts.
+ */
+#define EVS_IDEM_KEY_MAX 256
+int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice key,
+                     evs_done_fn done, void *arg);
+/* 1 with the first and last ID and the count of the entries published under key on stream
+ * within the last window_us, 0 if none (or expired), < 0 on error. */
+int evs_idem_get(evs_store *st, evs_slice stream, evs_slice key, uint64_t window_us,
+                 evs_id *first, evs_id *last, size_t *count);
+
 /* Synchronous forms: return when durable. out_ids (n of them) may be NULL. */
 int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *out_ids,
                      evs_error *err);

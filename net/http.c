@@ -43,12 +43,14 @@
 
 #define MAX_LIMIT 10000
 #define DEFAULT_LIMIT 100
+#define IDEM_WINDOW_US (10ull * 60 * 1000000) /* a retry within 10 minutes is answered, not applied */
 
 #define SSE_MAX 1000         /* live-tail subscribers at once                          */
 #define SSE_BATCH 1000       /* entries sent per subscriber per wake-up                */
 #define SSE_HEARTBEAT_S 15
 
 typedef struct sse sse;
+typedef struct publish publish;
 
 struct http_api {
     server *srv;
@@ -56,6 +58,7 @@ struct http_api {
     struct evhttp_bound_socket *sock;
     sse *subs;
     size_t nsubs;
+    publish *keyed; /* keyed publishes in flight: retries of the same key wait for them */
 };
 
 /* A live tail: an unfinished chunked reply fed as entries become visible. */
@@ -70,7 +73,12 @@ struct sse {
     struct event *beat, *more;   /* heartbeat; another round when a batch was capped       */
 };
 
-typedef struct publish {
+struct waiter {
+    struct waiter *next;
+    struct evhttp_request *req;
+};
+
+struct publish {
     http_api *h;
     struct evhttp_request *req;
     size_t n;
@@ -78,7 +86,12 @@ typedef struct publish {
     int rc;
     evs_error err;
     evs_id *ids;
-} publish;
+    /* keyed publishes: in h->keyed until answered, with the retries that arrived meanwhile */
+    publish *next, **pprev;
+    char *key, *name;
+    size_t key_len, name_len;
+    struct waiter *waiters;
+};
 
 /* ---- replies ------------------------------------------------------------------------------ */
 
@@ -156,10 +169,10 @@ static char *body_of(struct evhttp_request *req, size_t *len)
 
 /* ---- POST /streams/{name}/events ---------------------------------------------------------- */
 
-/* On the loop: answer and free. */
-static void publish_answer(void *arg)
+static void answer_one(publish *p, struct evhttp_request *req)
 {
-    publish *p = arg;
+    struct evhttp_request *saved = p->req;
+    p->req = req;
     {
         if (p->rc == 0) {
             json_t *body;
@@ -180,8 +193,67 @@ static void publish_answer(void *arg)
             send_error(p->req, 400, "rejected", "%s", p->err.msg[0] ? p->err.msg : evs_strerror(p->rc));
         }
     }
+    p->req = saved;
+}
+
+/* On the loop: answer the publish and any retries that waited for it, then free. */
+static void publish_answer(void *arg)
+{
+    publish *p = arg;
+    answer_one(p, p->req);
+    if (p->pprev) {
+        *p->pprev = p->next;
+        if (p->next)
+            p->next->pprev = p->pprev;
+    }
+    while (p->waiters) {
+        struct waiter *w = p->waiters;
+        p->waiters = w->next;
+        evhttp_add_header(evhttp_request_get_output_headers(w->req), "Idempotent-Replayed", "true");
+        answer_one(p, w->req);
+        free(w);
+    }
+    free(p->key);
+    free(p->name);
     free(p->ids);
     free(p);
+}
+
+/* A retry of a key seen before: the original IDs, read back from the stream. */
+static bool replay_keyed(http_api *h, struct evhttp_request *req, evs_slice name, evs_slice key,
+                         bool array)
+{
+    evs_id first, last;
+    size_t count;
+    if (evs_idem_get(server_store(h->srv), name, key, IDEM_WINDOW_US, &first, &last, &count) != 1)
+        return false;
+    publish p = {0};
+    p.n = 0;
+    p.array = array;
+    p.ids = calloc(count ? count : 1, sizeof *p.ids);
+    evs_query q;
+    evs_query_init(&q);
+    q.start = first;
+    q.end = last;
+    q.limit = count;
+    evs_iter *it;
+    evs_error err;
+    const evs_entry *e;
+    if (p.ids && evs_iter_open(server_store(h->srv), name, &q, &it, &err) == 0) {
+        while (p.n < count && evs_iter_next(it, &e, &err) == 1)
+            p.ids[p.n++] = e->id;
+        evs_iter_close(it);
+    }
+    if (p.n == 0) { /* the entries are gone (deleted): report the first ID we appended */
+        p.ids[0] = first;
+        p.n = 1;
+    }
+    if (!array)
+        p.n = 1;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Idempotent-Replayed", "true");
+    answer_one(&p, req);
+    free(p.ids);
+    return true;
 }
 
 static void publish_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
@@ -197,6 +269,30 @@ static void publish_done(void *arg, int rc, const evs_id *ids, size_t n, const e
 
 static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
 {
+    const char *key = evhttp_find_header(evhttp_request_get_input_headers(req), "Idempotency-Key");
+    size_t key_len = key ? strlen(key) : 0;
+    if (key && (key_len == 0 || key_len > EVS_IDEM_KEY_MAX)) {
+        send_error(req, 400, "bad_idempotency_key", "Idempotency-Key must be 1 to %d bytes",
+                   EVS_IDEM_KEY_MAX);
+        return;
+    }
+    if (key) {
+        /* the same key in flight: wait for it and share its answer */
+        for (publish *o = h->keyed; o; o = o->next) {
+            if (o->key_len == key_len && !memcmp(o->key, key, key_len) && o->name_len == name.len &&
+                !memcmp(o->name, name.ptr, name.len)) {
+                struct waiter *w = calloc(1, sizeof *w);
+                if (!w) {
+                    send_error(req, 500, "internal", "out of memory");
+                    return;
+                }
+                w->req = req;
+                w->next = o->waiters;
+                o->waiters = w;
+                return;
+            }
+        }
+    }
     size_t len;
     char *body = body_of(req, &len);
     if (!body) {
@@ -212,6 +308,10 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
         return;
     }
     bool array = json_is_array(doc);
+    if (key && replay_keyed(h, req, name, (evs_slice){key, key_len}, array)) {
+        json_decref(doc);
+        return;
+    }
     size_t n = array ? json_array_size(doc) : 1;
     if (n == 0 || n > MAX_LIMIT) {
         json_decref(doc);
@@ -240,7 +340,28 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
         p->n = n;
         p->array = array;
         p->ids = ids;
-        rc = evs_submit(server_store(h->srv), apps, n, publish_done, p); /* copies the data */
+        if (key) {
+            p->key = strndup(key, key_len);
+            p->name = malloc(name.len);
+            if (!p->key || !p->name) {
+                rc = -ENOMEM;
+            } else {
+                memcpy(p->name, name.ptr, name.len);
+                p->key_len = key_len;
+                p->name_len = name.len;
+                rc = evs_submit_keyed(server_store(h->srv), apps, n, (evs_slice){key, key_len},
+                                      publish_done, p);
+                if (!rc) {
+                    p->next = h->keyed;
+                    if (h->keyed)
+                        h->keyed->pprev = &p->next;
+                    p->pprev = &h->keyed;
+                    h->keyed = p;
+                }
+            }
+        } else {
+            rc = evs_submit(server_store(h->srv), apps, n, publish_done, p); /* copies the data */
+        }
     }
     for (size_t i = 0; i < nkeep; i++)
         free(keep[i]);
@@ -250,6 +371,10 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
     json_decref(doc);
     if (why || rc) {
         free(ids);
+        if (p) {
+            free(p->key);
+            free(p->name);
+        }
         free(p);
         if (why && !strcmp(why, "out of memory"))
             send_error(req, 500, "internal", "out of memory");

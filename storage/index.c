@@ -20,7 +20,7 @@
 #include <zlib.h>
 
 static const char *const table_names[IDX_NTABLES] = {
-    "meta", "streams", "stream_no", "ids", "times", "filt", "dels", "segments",
+    "meta", "streams", "stream_no", "ids", "times", "filt", "dels", "segments", "idem",
 };
 
 struct idx {

@@ -148,6 +148,7 @@ typedef struct wreq {
     enum wreq_kind kind;
     size_t n;
     wop *ops;
+    size_t idem_off, idem_len;     /* idempotency key in data (len 0: none)                  */
     evs_id *ids;                   /* results, n of them                                     */
     rec_buf data;
     evs_done_fn done;

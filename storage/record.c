@@ -369,6 +369,45 @@ out:
     return rc;
 }
 
+int rec_idem_encode(rec_buf *b, evs_slice name, evs_slice key, const uint64_t v[5])
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, rec_buf_write);
+    if (msgpack_pack_array(&pk, 8) || msgpack_pack_uint32(&pk, REC_STREAM_IDEM) ||
+        msgpack_pack_bin(&pk, name.len) || msgpack_pack_bin_body(&pk, name.ptr, name.len) ||
+        msgpack_pack_bin(&pk, key.len) || msgpack_pack_bin_body(&pk, key.ptr, key.len))
+        return -1;
+    for (int i = 0; i < 5; i++)
+        if (msgpack_pack_uint64(&pk, v[i]))
+            return -1;
+    return 0;
+}
+
+int rec_idem_decode(const uint8_t *body, uint32_t len, evs_slice *name, evs_slice *key,
+                    uint64_t v[5])
+{
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, 256))
+        return -1;
+    msgpack_object obj;
+    int rc = -1;
+    if (unpack_array(body, len, &zone, &obj) || obj.via.array.size != 8)
+        goto out;
+    const msgpack_object *a = obj.via.array.ptr;
+    if (a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 != REC_STREAM_IDEM ||
+        !obj_bytes(&a[1], name) || !obj_bytes(&a[2], key))
+        goto out;
+    for (int i = 0; i < 5; i++) {
+        if (a[3 + i].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            goto out;
+        v[i] = a[3 + i].via.u64;
+    }
+    rc = 0;
+out:
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
 int rec_uints_encode(rec_buf *b, const uint64_t *v, size_t n)
 {
     msgpack_packer pk;

@@ -37,6 +37,8 @@ enum rec_stream_op {
     REC_STREAM_CREATE = 1, /* [1, name]                                                       */
     REC_STREAM_DROP = 2,   /* [2, name]                                                       */
     REC_STREAM_SETID = 3,  /* [3, name, last_ms, last_seq, entries_added, maxdel_ms, maxdel_seq] */
+    REC_STREAM_IDEM = 4,   /* [4, name, key(bin), first_ms, first_seq, last_ms, last_seq, count]:
+                              the entries of this atomic group were published under key     */
 };
 
 /* Header flags. */
@@ -122,6 +124,11 @@ int rec_stream_encode(rec_buf *b, int op, evs_slice name, const uint64_t *extra,
 /* Decode a REC_STREAM body: op, name (points into body), up to 8 extra integers. */
 int rec_stream_decode(const uint8_t *body, uint32_t len, int *op, evs_slice *name,
                       uint64_t *extra, size_t *nextra);
+
+/* REC_STREAM_IDEM bodies. */
+int rec_idem_encode(rec_buf *b, evs_slice name, evs_slice key, const uint64_t v[5]);
+int rec_idem_decode(const uint8_t *body, uint32_t len, evs_slice *name, evs_slice *key,
+                    uint64_t v[5]);
 
 int rec_uints_encode(rec_buf *b, const uint64_t *v, size_t n);
 int rec_uints_decode(const uint8_t *body, uint32_t len, uint64_t *v, size_t cap, size_t *n);

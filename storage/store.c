@@ -355,15 +355,39 @@ static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t
     return rc;
 }
 
+/* An idempotency key: (no, key) -> first, last, count, time. Readers need it at once. */
+static int apply_idem(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body,
+                      evs_error *err)
+{
+    evs_slice name, key;
+    uint64_t v[5];
+    if (rec_idem_decode(body, h->body_len, &name, &key, v) || key.len > EVS_IDEM_KEY_MAX)
+        return evs_err_set(err, EVS_ECORRUPT, "malformed idempotency record");
+    if (!s || !s->w_live)
+        return evs_err_set(err, EVS_ECORRUPT, "idempotency key of unknown stream %u", h->stream);
+    uint8_t k[4 + EVS_IDEM_KEY_MAX], val[48];
+    idx_be32(k, s->no);
+    memcpy(k + 4, key.ptr, key.len);
+    for (int i = 0; i < 5; i++)
+        idx_be64(val + 8 * i, v[i]);
+    idx_be64(val + 40, h->time_us);
+    st->idx_force = true; /* a retry right after the acknowledgement must find it */
+    if (idx_batch_put(st->ib, IDX_IDEM, k, 4 + key.len, val, sizeof val))
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    return 0;
+}
+
 static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, evs_error *err)
 {
     int op;
     evs_slice name;
     uint64_t extra[8];
     size_t nextra = 0;
+    stream *s = h->stream < st->nbyno ? st->byno[h->stream] : NULL;
+    if (h->body_len > 1 && body[1] == REC_STREAM_IDEM) /* [4, ...]: fixarray then the op */
+        return apply_idem(st, s, h, body, err);
     if (rec_stream_decode(body, h->body_len, &op, &name, extra, &nextra))
         return evs_err_set(err, EVS_ECORRUPT, "malformed stream record");
-    stream *s = h->stream < st->nbyno ? st->byno[h->stream] : NULL;
     switch (op) {
     case REC_STREAM_CREATE:
         if (strtab_get(&st->wtab, name.ptr, name.len, false))
@@ -471,6 +495,8 @@ int store_index_flush(evs_store *st, evs_error *err)
             idx_be32(k, s->no);
             for (int t = IDX_IDS; !rc && t <= IDX_DELS; t++)
                 rc = idx_batch_del_prefix(st->ib, (enum idx_table)t, k, 4);
+            if (!rc)
+                rc = idx_batch_del_prefix(st->ib, IDX_IDEM, k, 4);
         }
         if (rc)
             return evs_err_set(err, rc, "index batch: out of memory");
@@ -1209,6 +1235,45 @@ int evs_close(evs_store *st)
     if (!st->opt.read_only && !rc)
         ckpt_run(st); /* clean shutdown: log, then index, durable and checkpointed */
     store_free(st);
+    return rc;
+}
+
+int evs_idem_get(evs_store *st, evs_slice name, evs_slice key, uint64_t window_us,
+                 evs_id *first, evs_id *last, size_t *count)
+{
+    if (key.len == 0 || key.len > EVS_IDEM_KEY_MAX)
+        return EVS_EINVAL;
+    pthread_rwlock_rdlock(&st->lock);
+    stream *s = strtab_get(&st->vtab, name.ptr, name.len, true);
+    uint32_t no = s ? s->no : 0;
+    pthread_rwlock_unlock(&st->lock);
+    if (!s)
+        return 0;
+    uint8_t k[4 + EVS_IDEM_KEY_MAX];
+    idx_be32(k, no);
+    memcpy(k + 4, key.ptr, key.len);
+    idx_rtxn *r;
+    int rc = idx_rbegin(st->idx, &r);
+    if (rc)
+        return rc;
+    const void *v;
+    size_t vl;
+    rc = idx_get(r, IDX_IDEM, k, 4 + key.len, &v, &vl);
+    if (rc == 0 && vl == 48) {
+        const uint8_t *p = v;
+        uint64_t t = idx_rd64(p + 40), now = evs_now_us();
+        rc = t + window_us >= now ? 1 : 0; /* an older one is expired: not a duplicate */
+        if (rc) {
+            *first = (evs_id){idx_rd64(p), idx_rd64(p + 8)};
+            *last = (evs_id){idx_rd64(p + 16), idx_rd64(p + 24)};
+            *count = (size_t)idx_rd64(p + 32);
+        }
+    } else if (rc == EVS_ENOTFOUND) {
+        rc = 0;
+    } else if (rc == 0) {
+        rc = EVS_ECORRUPT;
+    }
+    idx_rend(r);
     return rc;
 }
 

@@ -441,7 +441,7 @@ int store_roll(evs_store *st, evs_error *err)
 /* Bytes a request will add to the log, at most (stream-create records counted generously). */
 static uint64_t request_bytes(const wreq *r)
 {
-    uint64_t n = 0;
+    uint64_t n = r->idem_len ? rec_size_for((uint32_t)(r->idem_len + r->ops[0].name_len + 64)) : 0;
     for (size_t i = 0; i < r->n; i++)
         n += rec_size_for(r->ops[i].body_len) + rec_size_for((uint32_t)r->ops[i].name_len + 16);
     return n;
@@ -506,7 +506,7 @@ static int prepass(evs_store *st, wreq *r, evs_error *err)
 /* Count the records a request will emit (for W1's flags). */
 static size_t count_records(evs_store *st, wreq *r)
 {
-    size_t n = r->n;
+    size_t n = r->n + (r->idem_len ? 1 : 0);
     for (size_t i = 0; i < r->n; i++) {
         const uint8_t *name = r->data.data + r->ops[i].name_off;
         if (strtab_get(&st->wtab, name, r->ops[i].name_len, false))
@@ -545,7 +545,22 @@ static int do_append(evs_store *st, wreq *r, evs_error *err)
         if (rc)
             return rc;
     }
-    return 0;
+    if (r->idem_len) {
+        /* the key closes the group: durable exactly when the entries are */
+        evs_slice name = {r->data.data + r->ops[0].name_off, r->ops[0].name_len};
+        stream *s = strtab_get(&st->wtab, name.ptr, name.len, false);
+        uint64_t v[5] = {r->ids[0].ms, r->ids[0].seq, r->ids[r->n - 1].ms, r->ids[r->n - 1].seq,
+                         r->n};
+        rec_buf b = {0};
+        if (rec_idem_encode(&b, name, (evs_slice){r->data.data + r->idem_off, r->idem_len}, v)) {
+            rec_buf_release(&b);
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        }
+        rc = emit(st, REC_STREAM, 0, s->no, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len,
+                  false, NULL, err);
+        rec_buf_release(&b);
+    }
+    return rc;
 }
 
 static void do_delete(evs_store *st, wreq *r, pending *p)
@@ -821,6 +836,32 @@ static int build_append(evs_store *st, const evs_append *reqs, size_t n, wreq **
     return 0;
 fail:
     wreq_free(r);
+    return rc;
+}
+
+int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice key,
+                     evs_done_fn done, void *arg)
+{
+    if (key.len == 0 || key.len > EVS_IDEM_KEY_MAX)
+        return EVS_EINVAL;
+    for (size_t i = 1; i < n; i++)
+        if (reqs[i].stream.len != reqs[0].stream.len ||
+            memcmp(reqs[i].stream.ptr, reqs[0].stream.ptr, reqs[0].stream.len))
+            return EVS_EINVAL;
+    wreq *r;
+    int rc = build_append(st, reqs, n, &r, NULL);
+    if (rc)
+        return rc;
+    r->idem_off = r->data.len;
+    r->idem_len = key.len;
+    if (rec_buf_write(&r->data, key.ptr, key.len)) {
+        wreq_free(r);
+        return -ENOMEM;
+    }
+    r->done = done;
+    r->arg = arg;
+    if ((rc = writer_submit(st, r)))
+        wreq_free(r);
     return rc;
 }
 

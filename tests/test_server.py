@@ -440,6 +440,43 @@ class Http(Base):
             self.r.xadd("live", {"type": "after"})
         self.assertEqual(self.r.xlen("live"), 53)
 
+    def test_idempotency_key(self):
+        h = {"Idempotency-Key": "order-42"}
+        st, first, _ = http_req(self.srv, "POST", "/streams/idem/events", {"type": "t"}, h)
+        self.assertEqual(st, 201)
+        st, again, r = http_req(self.srv, "POST", "/streams/idem/events", {"type": "t"}, h)
+        self.assertEqual((st, again), (201, first))
+        self.assertEqual(r.getheader("Idempotent-Replayed"), "true")
+        self.assertEqual(self.r.xlen("idem"), 1)
+        # arrays too, and another key is another publish
+        hb = {"Idempotency-Key": "batch-1"}
+        st, b1, _ = http_req(self.srv, "POST", "/streams/idem/events", [{"type": "a"}, {"type": "b"}], hb)
+        st, b2, _ = http_req(self.srv, "POST", "/streams/idem/events", [{"type": "a"}, {"type": "b"}], hb)
+        self.assertEqual(b1, b2)
+        self.assertEqual(len(b1["ids"]), 2)
+        self.assertEqual(self.r.xlen("idem"), 3)
+        # concurrent retries of a new key: one append, one answer for all
+        hc = {"Idempotency-Key": "burst"}
+        results = []
+        ts = [threading.Thread(target=lambda: results.append(
+            http_req(self.srv, "POST", "/streams/idem/events", {"type": "c"}, hc)[1])) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(len({r["id"] for r in results}), 1)
+        self.assertEqual(self.r.xlen("idem"), 4)
+        # the window survives a restart
+        self.srv.stop()
+        self.srv.start()
+        self.r = self.srv.client(decode_responses=True)
+        st, after, _ = http_req(self.srv, "POST", "/streams/idem/events", {"type": "t"}, h)
+        self.assertEqual((st, after), (201, first))
+        self.assertEqual(self.r.xlen("idem"), 4)
+        st, body, _ = http_req(self.srv, "POST", "/streams/idem/events", {"type": "t"},
+                               {"Idempotency-Key": "x" * 300})
+        self.assertEqual((st, body["code"]), (400, "bad_idempotency_key"))
+
     def test_streams_delete_health_metrics(self):
         http_req(self.srv, "POST", "/streams/a%2Fb/events", {"type": "t"})
         st, body, _ = http_req(self.srv, "GET", "/streams")

@@ -409,3 +409,71 @@ Test(store, wait_is_woken_by_an_append_and_times_out)
     cr_assert_eq(evs_wait(st, S("nothing"), EVS_ID_MIN, 20), 0);
     evs_close(st);
 }
+
+struct kdone {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int rc;
+    bool done;
+    evs_id ids[4];
+};
+
+static void keyed_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    (void)err;
+    struct kdone *k = arg;
+    pthread_mutex_lock(&k->mu);
+    k->rc = rc;
+    for (size_t i = 0; i < n && i < 4; i++)
+        k->ids[i] = ids[i];
+    k->done = true;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+Test(store, idempotency_keys_survive_reopen_and_rebuild)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_field f = {S("type"), S("t")};
+    evs_append a[3] = {{S("orders"), EVS_ID_AUTO, {0, 0}, &f, 1, false},
+                       {S("orders"), EVS_ID_AUTO, {0, 0}, &f, 1, false},
+                       {S("orders"), EVS_ID_AUTO, {0, 0}, &f, 1, false}};
+    struct kdone k = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {{0, 0}}};
+    cr_assert_eq(evs_submit_keyed(st, a, 3, S("key-1"), keyed_done, &k), 0);
+    pthread_mutex_lock(&k.mu);
+    while (!k.done)
+        pthread_cond_wait(&k.cv, &k.mu);
+    pthread_mutex_unlock(&k.mu);
+    cr_assert_eq(k.rc, 0);
+    evs_id first, last;
+    size_t n = 0;
+    /* found at once after the acknowledgement */
+    cr_assert_eq(evs_idem_get(st, S("orders"), S("key-1"), 600000000ull, &first, &last, &n), 1);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(evs_id_cmp(first, k.ids[0]), 0);
+    cr_assert_eq(evs_id_cmp(last, k.ids[2]), 0);
+    cr_assert_eq(evs_idem_get(st, S("orders"), S("other"), 600000000ull, &first, &last, &n), 0);
+    cr_assert_eq(evs_idem_get(st, S("nope"), S("key-1"), 600000000ull, &first, &last, &n), 0);
+    /* a zero window: expired */
+    cr_assert_eq(evs_idem_get(st, S("orders"), S("key-1"), 0, &first, &last, &n), 0);
+    /* keyed submissions span one stream only */
+    evs_append mixed[2] = {a[0], {S("other"), EVS_ID_AUTO, {0, 0}, &f, 1, false}};
+    cr_assert_eq(evs_submit_keyed(st, mixed, 2, S("k"), keyed_done, &k), EVS_EINVAL);
+    cr_assert_eq(evs_close(st), 0);
+    st = open_store(dir, NULL);
+    cr_assert_eq(evs_idem_get(st, S("orders"), S("key-1"), 600000000ull, &first, &last, &n), 1);
+    cr_assert_eq(n, 3);
+    evs_close(st);
+    /* the index is derived: rebuilt from the log, the key is still there */
+    char idx[600];
+    snprintf(idx, sizeof idx, "%s/index", dir);
+    rm_rf(idx);
+    st = open_store(dir, NULL);
+    cr_assert_eq(evs_idem_get(st, S("orders"), S("key-1"), 600000000ull, &first, &last, &n), 1);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    bool existed;
+    evs_error err;
+    cr_assert_eq(evs_stream_drop(st, S("orders"), &existed, &err), 0);
+    cr_assert_eq(evs_idem_get(st, S("orders"), S("key-1"), 600000000ull, &first, &last, &n), 0);
+    evs_close(st);
+}

@@ -381,6 +381,19 @@ static void cmd_dbsize(cmd_ctx *x)
 
 static size_t blocked_count(void);
 
+/* Resident memory of this process, from /proc (0 if unavailable). */
+static unsigned long long rss_bytes(void)
+{
+    unsigned long long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return rss * 4096ull;
+}
+
 static void cmd_info(cmd_ctx *x)
 {
     evs_store_stats s;
@@ -390,12 +403,15 @@ static void cmd_info(cmd_ctx *x)
                      "# Server\r\nredis_version:7.0.0\r\nevstore_version:%s\r\nredis_mode:standalone\r\n"
                      "tcp_port:%d\r\n"
                      "\r\n# Clients\r\nconnected_clients:%d\r\nblocked_clients:%zu\r\n"
+                     "\r\n# Memory\r\nused_memory_rss:%llu\r\n"
                      "\r\n# Persistence\r\naof_enabled:1\r\n"
+                     "\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"
                      "\r\n# Stats\r\nevstore_appends:%llu\r\nevstore_batches:%llu\r\n"
                      "\r\n# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
                      "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
                      "\r\n# Keyspace\r\n%s%llu%s\r\n",
                      EVSTORE_VERSION, server_cfg(x->srv)->port, server_nconns(x->srv), blocked_count(),
+                     rss_bytes(),
                      (unsigned long long)s.appends, (unsigned long long)s.batches,
                      (unsigned long long)s.fsyncs,
                      s.fsyncs ? (double)s.fsync_ns_total / (double)s.fsyncs / 1000 : 0.0,

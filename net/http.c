@@ -405,16 +405,25 @@ static bool query_id(struct evkeyvalq *q, const char *k, evs_id *id, bool *prese
     return true;
 }
 
+/* The request's query parameters into q (free with evhttp_clear_headers); false (and a 400
+ * answered) if the query string is malformed. */
+static bool parse_query(struct evhttp_request *req, struct evkeyvalq *q)
+{
+    q->tqh_first = NULL; /* TAILQ_INIT, without <sys/queue.h> */
+    q->tqh_last = &q->tqh_first;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (query && evhttp_parse_query_str(query, q)) {
+        send_error(req, 400, "bad_query", "malformed query string");
+        return false;
+    }
+    return true;
+}
+
 static void do_list(http_api *h, struct evhttp_request *req, evs_slice name)
 {
     struct evkeyvalq q;
-    q.tqh_first = NULL; /* TAILQ_INIT, without <sys/queue.h> */
-    q.tqh_last = &q.tqh_first;
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-    if (query && evhttp_parse_query_str(query, &q)) {
-        send_error(req, 400, "bad_query", "malformed query string");
+    if (!parse_query(req, &q))
         return;
-    }
     evs_query qq;
     evs_query_init(&qq);
     bool has_after, has_before;
@@ -602,13 +611,8 @@ static void do_live(http_api *h, struct evhttp_request *req, evs_slice name)
         return;
     }
     struct evkeyvalq q;
-    q.tqh_first = NULL; /* TAILQ_INIT, without <sys/queue.h> */
-    q.tqh_last = &q.tqh_first;
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-    if (query && evhttp_parse_query_str(query, &q)) {
-        send_error(req, 400, "bad_query", "malformed query string");
+    if (!parse_query(req, &q))
         return;
-    }
     /* resume after Last-Event-ID (a reconnecting browser), else ?after=, else from now */
     const char *from = evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
     if (!from)

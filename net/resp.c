@@ -73,6 +73,15 @@ static int hexval(uint8_t c)
 
 static bool is_blank(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0; }
 
+/* One unescaped byte of an inline argument; false when the buffer is full. */
+static bool put_inline(resp_cmd *cmd, size_t *out, uint8_t c)
+{
+    if (*out >= cmd->inline_cap)
+        return false;
+    cmd->inline_buf[(*out)++] = c;
+    return true;
+}
+
 /* sdssplitargs semantics over [p, end), unescaping into cmd->inline_buf. */
 static int parse_inline(const uint8_t *buf, size_t len, resp_cmd *cmd, size_t *used)
 {
@@ -100,46 +109,42 @@ static int parse_inline(const uint8_t *buf, size_t len, resp_cmd *cmd, size_t *u
             if (inq) {
                 if (p >= line_end)
                     return proto_error(cmd, "Protocol error: unbalanced quotes in request");
+                bool ok = true;
                 if (*p == '\\' && p + 3 < line_end && p[1] == 'x' && hexval(p[2]) >= 0 &&
                     hexval(p[3]) >= 0) {
-                    if (out >= cmd->inline_cap)
-                        return proto_error(cmd, "Protocol error: too big inline request");
-                    cmd->inline_buf[out++] = (uint8_t)(hexval(p[2]) * 16 + hexval(p[3]));
+                    ok = put_inline(cmd, &out, (uint8_t)(hexval(p[2]) * 16 + hexval(p[3])));
                     p += 3;
                 } else if (*p == '\\' && p + 1 < line_end) {
                     p++;
                     uint8_t c = *p;
                     c = c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c == 'b' ? '\b'
                                                                  : c == 'a' ? '\a' : c;
-                    if (out >= cmd->inline_cap)
-                        return proto_error(cmd, "Protocol error: too big inline request");
-                    cmd->inline_buf[out++] = c;
+                    ok = put_inline(cmd, &out, c);
                 } else if (*p == '"') {
                     if (p + 1 < line_end && !is_blank(p[1]))
                         return proto_error(cmd, "Protocol error: unbalanced quotes in request");
                     done = true;
                 } else {
-                    if (out >= cmd->inline_cap)
-                        return proto_error(cmd, "Protocol error: too big inline request");
-                    cmd->inline_buf[out++] = *p;
+                    ok = put_inline(cmd, &out, *p);
                 }
+                if (!ok)
+                    return proto_error(cmd, "Protocol error: too big inline request");
             } else if (insq) {
                 if (p >= line_end)
                     return proto_error(cmd, "Protocol error: unbalanced quotes in request");
+                bool ok = true;
                 if (*p == '\\' && p + 1 < line_end && p[1] == '\'') {
                     p++;
-                    if (out >= cmd->inline_cap)
-                        return proto_error(cmd, "Protocol error: too big inline request");
-                    cmd->inline_buf[out++] = '\'';
+                    ok = put_inline(cmd, &out, '\'');
                 } else if (*p == '\'') {
                     if (p + 1 < line_end && !is_blank(p[1]))
                         return proto_error(cmd, "Protocol error: unbalanced quotes in request");
                     done = true;
                 } else {
-                    if (out >= cmd->inline_cap)
-                        return proto_error(cmd, "Protocol error: too big inline request");
-                    cmd->inline_buf[out++] = *p;
+                    ok = put_inline(cmd, &out, *p);
                 }
+                if (!ok)
+                    return proto_error(cmd, "Protocol error: too big inline request");
             } else {
                 if (p >= line_end || is_blank(*p)) {
                     done = true;
@@ -148,10 +153,8 @@ static int parse_inline(const uint8_t *buf, size_t len, resp_cmd *cmd, size_t *u
                     inq = true;
                 } else if (*p == '\'') {
                     insq = true;
-                } else {
-                    if (out >= cmd->inline_cap)
-                        return proto_error(cmd, "Protocol error: too big inline request");
-                    cmd->inline_buf[out++] = *p;
+                } else if (!put_inline(cmd, &out, *p)) {
+                    return proto_error(cmd, "Protocol error: too big inline request");
                 }
             }
             p++;

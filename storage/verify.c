@@ -151,7 +151,6 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
         }
         if (sealed)
             problem(v, "segment %s offset %" PRIu64 ": record after the seal", s->name, off);
-        (void)last;
         if (h.kind == REC_ENTRY)
             check_entry(v, s, off, &h);
         if (h.kind == REC_SEAL)

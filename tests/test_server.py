@@ -590,6 +590,53 @@ class Limits(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
 
 
+class DiskFull(unittest.TestCase):
+    def test_full_disk_refuses_clearly_and_loses_nothing(self):
+        d = tempfile.mkdtemp(prefix="evs-full-")
+        mnt = os.path.join(d, "fs")
+        os.mkdir(mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", mnt]).returncode:
+            shutil.rmtree(d)
+            self.skipTest("cannot mount a tmpfs here (needs root)")
+        try:
+            data = os.path.join(mnt, "data")
+            srv = Server(data).start()
+            r = srv.client(decode_responses=True)
+            acked, err = [], None
+            payload = "x" * 4000
+            for i in range(20000):
+                try:
+                    acked.append(r.xadd("full", {"n": str(i), "p": payload}))
+                except redis.ResponseError as e:
+                    err = str(e)
+                    break
+            self.assertIsNotNone(err, "the disk never filled")
+            self.assertIn("No space left on device", err)
+            self.assertIn("refused", err)
+            # sticky: later publishes get the same clear error; reads keep working
+            with self.assertRaisesRegex(redis.ResponseError, "No space left"):
+                r.xadd("full", {"n": "again"})
+            self.assertEqual([e[0] for e in r.xrange("full")], acked)
+            st, body, _ = http_req(srv, "GET", "/readyz")
+            self.assertEqual((st, body["code"]), (503, "store_failed"))
+            st, body, _ = http_req(srv, "POST", "/streams/full/events", {"type": "t"})
+            self.assertEqual(st, 503)
+            r.close()
+            srv.stop()
+            # space returns: after a restart, publishing resumes and nothing was lost
+            subprocess.run(["mount", "-o", "remount,size=64m", mnt], check=True)
+            srv.start()
+            r = srv.client(decode_responses=True)
+            self.assertEqual([e[0] for e in r.xrange("full")], acked)
+            r.xadd("full", {"n": "after"})
+            self.assertEqual(r.xlen("full"), len(acked) + 1)
+            r.close()
+            self.assertEqual(srv.stop(), 0)
+        finally:
+            subprocess.run(["umount", mnt])
+            shutil.rmtree(d, ignore_errors=True)
+
+
 class Auth(unittest.TestCase):
     def test_requirepass(self):
         d = tempfile.mkdtemp(prefix="evs-server-")

@@ -38,6 +38,23 @@ scale=1
 ((quick)) && scale=10
 echo "## Server (issue 3)"
 echo
+# publish latency at a steady offered load over RESP, one connection, both servers
+secs=5; ((quick)) && secs=2
+sync; sleep 1 # a quiet disk: latency first, before the throughput runs leave dirty pages
+echo "Publish latency at a steady 10,000 XADD/s over one RESP connection (\`evstore bench-resp"
+echo "--rate 10000 --seconds $secs\`; latency from each request's due time):"
+echo
+echo "| server | p50 ms | p99 ms | p99.9 ms |"
+echo "|---|---|---|---|"
+for target in "evstore --fsync always:$EV" "Redis appendfsync always:$RA"; do
+  name=${target%%:*}; p=${target##*:}
+  line=$(./build/evstore bench-resp --server "127.0.0.1:$p" --rate 10000 --seconds "$secs" | grep '^bench=')
+  v() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+  echo "| $name | $(v p50_ms) | $(v p99_ms) | $(v p999_ms) |"
+done
+echo
+
+echo
 echo "Produced by \`bash scripts/bench_server.sh\` on $(date -u +%Y-%m-%d), same machine as above."
 echo "\`redis-benchmark -c C -P P -n N --csv XADD key '*' field value\`, median of 3 runs per cell"
 echo "(by throughput), all three servers started by the script, loopback. Redis: Debian's"

@@ -21,6 +21,7 @@ static const char *usage =
     "  dump     print a stream's entries as JSON lines\n"
     "  verify   check every record and the index of a store folder\n"
     "  bench    storage benchmarks (figures for docs/benchmarks.md)\n"
+    "  bench-resp  XADD latency at a steady rate against a running RESP server\n"
     "\n"
     "`evstore COMMAND --help` documents each command's flags. Every flag has an environment\n"
     "twin: --data is EVSTORE_DATA, --fsync is EVSTORE_FSYNC, and so on.\n"
@@ -121,6 +122,8 @@ int main(int argc, char **argv)
         return cmd_dump(argc - 1, argv + 1);
     if (!strcmp(cmd, "append"))
         return cmd_append(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench-resp"))
+        return cmd_bench_resp(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 1, argv + 1);
     fprintf(stderr, "evstore: unknown command '%s'\n\n%s", cmd, usage);

@@ -1,0 +1,118 @@
+/*
+ * cli_bench_resp.c — `evstore bench-resp --server HOST:PORT [--rate N] [--seconds S]`: XADD
+ * at a steady rate over one RESP connection; a sender thread paced to the rate (sleeping to
+ * each due time, never spinning), a reader matching replies in order. Latency counts from each
+ * request's due time, so a late send counts against the server. Works against any RESP server
+ * (Redis too: the same-run reference in docs/benchmarks.md).
+ */
+#include "cli.h"
+#include "rclient.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct job {
+    rclient c;
+    size_t total;
+    double rate;
+    uint64_t start;
+    uint64_t *lat;
+    int failed;
+};
+
+static void *sender(void *arg)
+{
+    struct job *j = arg;
+    static const char *argv[] = {"XADD", "bench-resp", "*", "payload",
+                                 "0123456789012345678901234567890123456789012345678901234567890123"};
+    for (size_t i = 0; i < j->total; i++) {
+        uint64_t due = j->start + (uint64_t)((double)i * 1e9 / j->rate);
+        struct timespec ts = {(time_t)(due / 1000000000ull), (long)(due % 1000000000ull)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        if (rclient_send(&j->c, 5, argv, NULL)) {
+            j->failed = 1;
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+int cmd_bench_resp(int argc, char **argv)
+{
+    const char *server = cli_env("EVSTORE_SERVER", "127.0.0.1:7379");
+    double rate = 10000, secs = 5;
+    static const struct option opts[] = {{"server", required_argument, NULL, 's'},
+                                         {"rate", required_argument, NULL, 'r'},
+                                         {"seconds", required_argument, NULL, 't'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "s:r:t:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's': server = optarg; break;
+        case 'r': rate = atof(optarg); break;
+        case 't': secs = atof(optarg); break;
+        case 'h':
+            puts("usage: evstore bench-resp [--server HOST:PORT] [--rate N] [--seconds S]\n"
+                 "XADD at a steady rate over one connection; prints p50/p99/p99.9 latency and one\n"
+                 "line bench=resp-latency key=value.");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (rate <= 0 || secs <= 0)
+        return EXIT_USAGE;
+    struct job j = {0};
+    char err[300];
+    if (rclient_connect(&j.c, server, getenv("EVSTORE_PASSWORD"), err, sizeof err)) {
+        fprintf(stderr, "evstore bench-resp: %s\n", err);
+        return EXIT_FAILURE_;
+    }
+    j.total = (size_t)(rate * secs);
+    j.rate = rate;
+    j.lat = calloc(j.total, sizeof *j.lat);
+    j.start = mono_ns() + 10000000ull;
+    pthread_t th;
+    pthread_create(&th, NULL, sender, &j);
+    size_t got = 0, errors = 0;
+    for (; got < j.total; got++) {
+        resp_value *v;
+        if (rclient_read(&j.c, &v, err, sizeof err)) {
+            fprintf(stderr, "evstore bench-resp: %s\n", err);
+            break;
+        }
+        uint64_t due = j.start + (uint64_t)((double)got * 1e9 / rate);
+        j.lat[got] = mono_ns() - due;
+        errors += v->type == RESP_T_ERROR;
+        resp_value_free(v);
+    }
+    pthread_join(th, NULL);
+    rclient_close(&j.c);
+    qsort(j.lat, got, sizeof *j.lat, cmp_u64);
+    double p50 = got ? (double)j.lat[got / 2] / 1e6 : 0, p99 = got ? (double)j.lat[got * 99 / 100] / 1e6 : 0,
+           p999 = got ? (double)j.lat[got * 999 / 1000] / 1e6 : 0;
+    printf("resp-latency: %zu XADDs at %.0f/s to %s: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, %zu errors\n",
+           got, rate, server, p50, p99, p999, errors);
+    printf("bench=resp-latency rate=%.0f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f errors=%zu\n", rate,
+           p50, p99, p999, errors);
+    free(j.lat);
+    return got == j.total && !errors && !j.failed ? EXIT_OK : EXIT_FAILURE_;
+}

@@ -167,6 +167,26 @@ int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice 
 int evs_idem_get(evs_store *st, evs_slice stream, evs_slice key, uint64_t window_us,
                  evs_id *first, evs_id *last, size_t *count);
 
+/* Trimming (XTRIM, XADD MAXLEN/MINID): entries below a stream's new first ID are gone for
+ * every read at once (a trim record in the log); space returns with retention. */
+typedef enum evs_trim_kind { EVS_TRIM_MAXLEN = 1, EVS_TRIM_MINID = 2 } evs_trim_kind;
+typedef struct evs_trim {
+    evs_trim_kind kind;
+    bool approx;     /* "~": act only once at least EVS_TRIM_APPROX_STEP entries would go */
+    uint64_t maxlen; /* MAXLEN: keep at most this many entries                               */
+    evs_id minid;    /* MINID: drop entries below this ID                                    */
+    uint64_t limit;  /* approx only: remove at most this many (0: no limit)                  */
+} evs_trim;
+#define EVS_TRIM_APPROX_STEP 100
+
+/* Append like evs_submit (all requests for one stream) and trim that stream in the same
+ * atomic group. */
+int evs_submit_trim(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
+                    evs_done_fn done, void *arg);
+/* Trim a stream now (synchronous); *removed gets how many entries went. */
+int evs_trim_stream(evs_store *st, evs_slice stream, const evs_trim *trim, uint64_t *removed,
+                    evs_error *err);
+
 /* Synchronous forms: return when durable. out_ids (n of them) may be NULL. */
 int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *out_ids,
                      evs_error *err);

@@ -445,21 +445,67 @@ void xadd_result_out(resp_out *o, int rc, evs_id id, const evs_error *err)
     }
 }
 
+static bool word_is(const resp_arg *a, const char *w)
+{
+    size_t n = strlen(w);
+    return a->len == n && !strncasecmp((const char *)a->ptr, w, n);
+}
+
+const char *trim_parse(const resp_arg *argv, size_t argc, size_t *i, evs_trim *t)
+{
+    memset(t, 0, sizeof *t);
+    t->kind = word_is(&argv[*i], "MAXLEN") ? EVS_TRIM_MAXLEN : EVS_TRIM_MINID;
+    size_t j = *i + 1;
+    if (j < argc && (word_is(&argv[j], "=") || word_is(&argv[j], "~"))) {
+        t->approx = argv[j].ptr[0] == '~';
+        j++;
+    }
+    if (j >= argc)
+        return ERR_SYNTAX;
+    if (t->kind == EVS_TRIM_MAXLEN) {
+        long long v;
+        if (!arg_ll(&argv[j], &v))
+            return ERR_INT;
+        if (v < 0)
+            return "ERR The MAXLEN argument must be >= 0.";
+        t->maxlen = (uint64_t)v;
+    } else if (!parse_id(&argv[j], 0, &t->minid)) {
+        return ERR_ID;
+    }
+    j++;
+    if (j + 1 < argc && word_is(&argv[j], "LIMIT")) {
+        long long v;
+        if (!arg_ll(&argv[j + 1], &v))
+            return ERR_INT;
+        if (v < 0)
+            return "ERR The LIMIT argument must be >= 0.";
+        if (!t->approx)
+            return "ERR syntax error, LIMIT cannot be used without the special ~ option";
+        t->limit = (uint64_t)v;
+        j += 2;
+    }
+    *i = j;
+    return NULL;
+}
+
 const char *xadd_parse(const resp_arg *argv, size_t argc, xadd_args *xa)
 {
     size_t i = 2;
     bool nomk = false;
     xa->f = NULL;
-    for (; i < argc; i++) {
-        size_t n = argv[i].len;
-        const char *p = (const char *)argv[i].ptr;
-        if (n == 10 && !strncasecmp(p, "NOMKSTREAM", 10))
+    xa->has_trim = false;
+    while (i < argc) {
+        if (word_is(&argv[i], "NOMKSTREAM")) {
             nomk = true;
-        else if ((n == 6 && !strncasecmp(p, "MAXLEN", 6)) || (n == 5 && !strncasecmp(p, "MINID", 5)))
-            return "ERR XADD MAXLEN/MINID trimming is not supported yet by evstore (use retention "
-                   "settings)";
-        else
+            i++;
+        } else if (word_is(&argv[i], "MAXLEN") || word_is(&argv[i], "MINID")) {
+            const char *e = trim_parse(argv, argc, &i, &xa->trim);
+            if (e)
+                return e;
+            xa->has_trim = true;
+        } else {
             break;
+        }
     }
     if (i >= argc || (argc - i - 1) < 2 || (argc - i - 1) % 2)
         return "ERR wrong number of arguments for 'xadd' command";
@@ -540,7 +586,8 @@ static void cmd_xadd(cmd_ctx *x)
         reply_error_done(x, "ERR out of memory");
         return;
     }
-    int rc = evs_submit(server_store(x->srv), &xa.a, 1, xadd_done, res);
+    int rc = xa.has_trim ? evs_submit_trim(server_store(x->srv), &xa.a, 1, &xa.trim, xadd_done, res)
+                         : evs_submit(server_store(x->srv), &xa.a, 1, xadd_done, res);
     xadd_args_release(&xa);
     if (rc) {
         /* not queued: the completion will never come from the store; answer through the loop */
@@ -551,6 +598,34 @@ static void cmd_xadd(cmd_ctx *x)
             snprintf(res->err.msg, sizeof res->err.msg, "%s", evs_strerror(rc));
         server_complete(res->p);
     }
+}
+
+static void cmd_xtrim(cmd_ctx *x)
+{
+    size_t i = 2;
+    evs_trim t;
+    if (!(arg_is(x, 2, "MAXLEN") || arg_is(x, 2, "MINID"))) {
+        reply_error_done(x, ERR_SYNTAX);
+        return;
+    }
+    const char *e = trim_parse(x->argv, x->argc, &i, &t);
+    if (!e && i != x->argc)
+        e = ERR_SYNTAX;
+    if (e) {
+        reply_error_done(x, e);
+        return;
+    }
+    evs_stream_info info;
+    uint64_t removed = 0;
+    evs_error err;
+    if (evs_stream_info_get(server_store(x->srv), key_of(&x->argv[1]), &info) == 0 &&
+        evs_trim_stream(server_store(x->srv), key_of(&x->argv[1]), &t, &removed, &err)) {
+        resp_out_error(&x->r->out, "ERR %s", err.msg);
+        reply_done(x);
+        return;
+    }
+    resp_out_int(&x->r->out, (long long)removed);
+    reply_done(x);
 }
 
 static void cmd_xlen(cmd_ctx *x)
@@ -1285,7 +1360,7 @@ static const command table[] = {
     {"xlen", 2, false, cmd_xlen},       {"xrange", -4, false, cmd_xrange},
     {"xrevrange", -4, false, cmd_xrevrange}, {"xdel", -3, false, cmd_xdel},
     {"xread", -4, false, cmd_xread},    {"scan", -2, false, cmd_scan},
-    {"xinfo", -2, false, cmd_xinfo},
+    {"xinfo", -2, false, cmd_xinfo},    {"xtrim", -4, false, cmd_xtrim},
     {"flushall", -1, false, cmd_flushall}, {"flushdb", -1, false, cmd_flushall},
     {"config", -2, false, cmd_config},
 };

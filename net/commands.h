@@ -22,10 +22,15 @@ typedef struct xadd_args {
     evs_append a;
     evs_field *f;
     evs_field small[XADD_SMALL];
+    bool has_trim;  /* MAXLEN / MINID given */
+    evs_trim trim;
 } xadd_args;
 /* NULL, or Redis' error text; release the args either way. */
 const char *xadd_parse(const resp_arg *argv, size_t argc, xadd_args *xa);
 void xadd_args_release(xadd_args *xa);
+/* Parse "<MAXLEN|MINID> [=|~] threshold [LIMIT count]" at argv[*i]; advances *i past it.
+ * NULL, or Redis' error text. */
+const char *trim_parse(const resp_arg *argv, size_t argc, size_t *i, evs_trim *t);
 /* XADD's reply for a store result. */
 void xadd_result_out(resp_out *o, int rc, evs_id id, const evs_error *err);
 

@@ -220,9 +220,18 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
             j->i++;
             continue;
         }
+        /* a run of XADDs; one that trims goes alone (its trim is part of its own group) */
         size_t b1 = j->i;
-        while (b1 < j->n && is_cmd(&j->q[b1].argv[0], "xadd"))
+        while (b1 < j->n && is_cmd(&j->q[b1].argv[0], "xadd")) {
+            xadd_args probe;
+            bool trims = !xadd_parse(j->q[b1].argv, j->q[b1].argc, &probe) && probe.has_trim;
+            xadd_args_release(&probe);
+            if (trims && b1 > j->i)
+                break;
             b1++;
+            if (trims)
+                break;
+        }
         size_t cnt = b1 - j->i;
         xadd_args *xa = calloc(cnt, sizeof *xa);
         evs_append *apps = calloc(cnt, sizeof *apps);
@@ -260,7 +269,10 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
         if (napps) {
             j->p = first ? server_hold(first, exec_fill, j, false)
                          : server_hold_again(prev, exec_fill, j);
-            rc = j->p ? evs_submit(server_store(j->srv), apps, napps, batch_done, j) : -1;
+            bool trimmed = cnt == 1 && xa[0].has_trim;
+            rc = !j->p ? -1
+                 : trimmed ? evs_submit_trim(server_store(j->srv), apps, napps, &xa[0].trim, batch_done, j)
+                           : evs_submit(server_store(j->srv), apps, napps, batch_done, j);
             if (rc && j->p) {
                 j->rc = rc;
                 if (rc == EVS_EFAILED)

@@ -128,7 +128,7 @@ void strtab_del(strtab *t, stream *s, bool vis);
 
 /* ---- the write queue --------------------------------------------------------------------- */
 
-enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3 };
+enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4 };
 
 typedef struct wop {
     size_t name_off, name_len;     /* into wreq.data                                         */
@@ -149,6 +149,8 @@ typedef struct wreq {
     size_t n;
     wop *ops;
     size_t idem_off, idem_len;     /* idempotency key in data (len 0: none)                  */
+    bool has_trim;                 /* trim the stream in the same group (evs_submit_trim)    */
+    evs_trim trim;
     evs_id *ids;                   /* results, n of them                                     */
     rec_buf data;
     evs_done_fn done;
@@ -257,6 +259,11 @@ int store_checkpoint_write(evs_store *st, uint64_t txn);
 /* Checkpointer: sync log, then index, then record the checkpoint; its thread. */
 int ckpt_run(evs_store *st);
 void *ckpt_main(void *arg);
+/* Walk the stream's visible live entries from `from` (inclusive) in order: count those to
+ * remove, at most max_remove and only below stop_at; *next gets the first entry kept (or
+ * *exhausted when none is visible). Reader module. */
+int reader_trim_scan(evs_store *st, stream *s, evs_id from, uint64_t max_remove, evs_id stop_at,
+                     uint64_t *removed, evs_id *next, bool *exhausted, evs_error *err);
 /* Does the entry exist (visible, not deleted)? 1 yes, 0 no, < 0 error. Reader module. */
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err);
 /* Commit the index: queue the touched streams' states and the watermark, apply the batch.

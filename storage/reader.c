@@ -835,6 +835,37 @@ int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err)
     return rc;
 }
 
+int reader_trim_scan(evs_store *st, stream *s, evs_id from, uint64_t max_remove, evs_id stop_at,
+                     uint64_t *removed, evs_id *next, bool *exhausted, evs_error *err)
+{
+    stream_state snap;
+    pthread_rwlock_rdlock(&st->lock);
+    snap = s->v;
+    pthread_rwlock_unlock(&st->lock);
+    *removed = 0;
+    *exhausted = true;
+    if (!snap.length)
+        return 0;
+    evs_query q;
+    evs_query_init(&q);
+    q.start = from;
+    evs_iter *it;
+    int rc = iter_open_stream(st, s, &snap, &q, &it, err);
+    if (rc)
+        return rc;
+    const evs_entry *e;
+    while ((rc = evs_iter_next(it, &e, err)) == 1) {
+        if (*removed >= max_remove || evs_id_cmp(e->id, stop_at) >= 0) {
+            *next = e->id;
+            *exhausted = false;
+            break;
+        }
+        (*removed)++;
+    }
+    evs_iter_close(it);
+    return rc < 0 ? rc : 0;
+}
+
 /* ---- stream information ------------------------------------------------------------------ */
 
 static void info_from(const stream_state *v, evs_stream_info *o)
@@ -856,7 +887,7 @@ int evs_stream_info_get(evs_store *st, evs_slice name, evs_stream_info *out)
     if (lookup(st, name, &s, &snap))
         return EVS_ENOTFOUND;
     info_from(&snap, out);
-    if (snap.length && snap.ndels) {
+    if (snap.length) { /* after deletes or a trim, first_id is a bound, not an entry */
         /* the first live entry, past any deleted ones */
         evs_iter *it;
         evs_error e;

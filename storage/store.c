@@ -462,9 +462,22 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
         if (rc)
             return rc;
         break;
+    case REC_TRIM: {
+        if (!s || !s->w_live)
+            return evs_err_set(err, EVS_ECORRUPT, "trim of unknown stream %u", h->stream);
+        uint64_t v[1];
+        size_t nv = 0;
+        if (rec_uints_decode(body, h->body_len, v, 1, &nv) || nv != 1)
+            return evs_err_set(err, EVS_ECORRUPT, "malformed trim record");
+        evs_id first = {h->id_ms, h->id_seq};
+        if (evs_id_cmp(first, s->w.first_id) > 0)
+            s->w.first_id = first; /* readers start here: everything below is gone */
+        s->w.length = v[0] < s->w.length ? s->w.length - v[0] : 0;
+        rc = touch(st, s);
+        break;
+    }
     case REC_SEAL:
     case REC_GROUP:
-    case REC_TRIM:
     case REC_EPOCH:
         break; /* SEAL handled by the scanner; the others by later modules */
     }

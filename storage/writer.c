@@ -521,12 +521,110 @@ static size_t count_records(evs_store *st, wreq *r)
     return n;
 }
 
+static bool id_inc(evs_id *id)
+{
+    if (id->seq < UINT64_MAX) {
+        id->seq++;
+        return true;
+    }
+    if (id->ms < UINT64_MAX) {
+        id->ms++;
+        id->seq = 0;
+        return true;
+    }
+    return false;
+}
+
+typedef struct trim_plan {
+    bool on;
+    uint64_t removed;
+    evs_id first; /* the stream's new first ID: everything below goes */
+} trim_plan;
+
+#define NEED_FLUSH 1 /* plan_trim: the trim reaches entries of this batch not yet visible */
+
+/*
+ * Which of stream s's oldest live entries a trim removes, given the nnew entries (new_ids)
+ * this request appends. The oldest entries are read from the visible state, from the writer's
+ * first ID on (an earlier trim in this batch may have moved it); only if the trim reaches past
+ * them into entries of this batch that are not visible yet must the batch be flushed first.
+ */
+static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const evs_id *new_ids,
+                     size_t nnew, trim_plan *plan, evs_error *err)
+{
+    plan->on = false;
+    uint64_t live = (s ? s->w.length : 0) + nnew, max_remove = UINT64_MAX;
+    evs_id stop = EVS_ID_MAX;
+    if (t->kind == EVS_TRIM_MAXLEN) {
+        if (live <= t->maxlen)
+            return 0;
+        max_remove = live - t->maxlen;
+        if (t->approx && max_remove < EVS_TRIM_APPROX_STEP)
+            return 0;
+    } else {
+        stop = t->minid;
+    }
+    if (t->approx && t->limit && max_remove > t->limit)
+        max_remove = t->limit;
+    uint64_t removed = 0;
+    evs_id next = EVS_ID_MIN;
+    bool exhausted = true;
+    if (s && s->w.length) {
+        int rc = reader_trim_scan(st, s, s->w.first_id, max_remove, stop, &removed, &next,
+                                  &exhausted, err);
+        if (rc)
+            return rc;
+    }
+    if (exhausted) {
+        if (s && s->btouched && removed < max_remove)
+            return NEED_FLUSH;
+        size_t k = 0;
+        while (k < nnew && removed < max_remove && evs_id_cmp(new_ids[k], stop) < 0) {
+            removed++;
+            k++;
+        }
+        if (k < nnew) {
+            next = new_ids[k];
+        } else {
+            next = nnew ? new_ids[nnew - 1] : s ? s->w.last_id : EVS_ID_MIN; /* all gone */
+            id_inc(&next);
+        }
+    }
+    if (removed == 0 || (t->approx && t->kind == EVS_TRIM_MINID && removed < EVS_TRIM_APPROX_STEP))
+        return 0;
+    plan->on = true;
+    plan->removed = removed;
+    plan->first = next;
+    return 0;
+}
+
+static int emit_trim(evs_store *st, uint32_t no, const trim_plan *plan, evs_error *err)
+{
+    uint64_t v[1] = {plan->removed};
+    rec_buf b = {0};
+    if (rec_uints_encode(&b, v, 1)) {
+        rec_buf_release(&b);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    int rc = emit(st, REC_TRIM, 0, no, plan->first, REC_POS_NONE, b.data, (uint32_t)b.len, false,
+                  NULL, err);
+    rec_buf_release(&b);
+    return rc;
+}
+
 static int do_append(evs_store *st, wreq *r, evs_error *err)
 {
     int rc = prepass(st, r, err);
     if (rc)
         return rc;
-    size_t left = count_records(st, r);
+    trim_plan plan = {0};
+    if (r->has_trim) {
+        stream *ts = strtab_get(&st->wtab, r->data.data + r->ops[0].name_off, r->ops[0].name_len,
+                                false);
+        if ((rc = plan_trim(st, ts, &r->trim, r->ids, r->n, &plan, err)))
+            return rc; /* NEED_FLUSH: the caller flushes and comes back */
+    }
+    size_t left = count_records(st, r) + (plan.on ? 1 : 0);
     for (size_t i = 0; i < r->n; i++) {
         wop *op = &r->ops[i];
         evs_slice name = {r->data.data + op->name_off, op->name_len};
@@ -556,9 +654,15 @@ static int do_append(evs_store *st, wreq *r, evs_error *err)
             rec_buf_release(&b);
             return evs_err_set(err, -ENOMEM, "out of memory");
         }
-        rc = emit(st, REC_STREAM, 0, s->no, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len,
-                  false, NULL, err);
+        left--;
+        rc = emit(st, REC_STREAM, left ? REC_F_TXN_CONT : 0, s->no, EVS_ID_MIN, REC_POS_NONE,
+                  b.data, (uint32_t)b.len, false, NULL, err);
         rec_buf_release(&b);
+    }
+    if (!rc && plan.on) {
+        stream *s = strtab_get(&st->wtab, r->data.data + r->ops[0].name_off, r->ops[0].name_len,
+                               false);
+        rc = emit_trim(st, s->no, &plan, err); /* the group's last record */
     }
     return rc;
 }
@@ -617,6 +721,29 @@ static void do_drop(evs_store *st, wreq *r, pending *p)
     flush(st, p);
 }
 
+static void do_trim(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    stream *s = strtab_get(&st->wtab, r->data.data, r->ops[0].name_len, false);
+    trim_plan plan = {0};
+    r->count = 0;
+    int rc = s ? plan_trim(st, s, &r->trim, NULL, 0, &plan, &err) : 0;
+    if (rc) {
+        finish(r, rc == NEED_FLUSH ? EVS_EINVAL : rc, &err); /* flushed before: cannot happen */
+        return;
+    }
+    if (plan.on && (rc = emit_trim(st, s->no, &plan, &err))) {
+        store_fail(st, rc, "cannot build trim record: %s", err.msg);
+    } else if (plan.on) {
+        r->count = plan.removed;
+    }
+    if (pending_add(p, r)) {
+        finish(r, -ENOMEM, NULL);
+        return;
+    }
+    flush(st, p);
+}
+
 static void process(evs_store *st, wreq *list, pending *p)
 {
     while (list) {
@@ -631,6 +758,8 @@ static void process(evs_store *st, wreq *list, pending *p)
             flush(st, p);
             if (r->kind == WR_DELETE)
                 do_delete(st, r, p);
+            else if (r->kind == WR_TRIM)
+                do_trim(st, r, p);
             else
                 do_drop(st, r, p);
             continue;
@@ -649,6 +778,14 @@ static void process(evs_store *st, wreq *list, pending *p)
         evs_error err = {0};
         size_t mark_recs = st->nbrecs, mark_hdrs = st->hdrs.len;
         int rc = do_append(st, r, &err);
+        if (rc == NEED_FLUSH) {
+            flush(st, p); /* the trim reaches this batch: make it visible, then plan again */
+            mark_recs = st->nbrecs;
+            mark_hdrs = st->hdrs.len;
+            rc = atomic_load(&st->failed) ? EVS_EFAILED : do_append(st, r, &err);
+            if (rc == NEED_FLUSH)
+                rc = evs_err_set(&err, EVS_EINVAL, "trim could not be planned");
+        }
         if (rc) {
             if (st->nbrecs != mark_recs || st->hdrs.len != mark_hdrs) {
                 /* failed after emitting: only out-of-memory gets here */
@@ -839,15 +976,25 @@ fail:
     return rc;
 }
 
-int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice key,
-                     evs_done_fn done, void *arg)
+static bool one_stream(const evs_append *reqs, size_t n)
 {
-    if (key.len == 0 || key.len > EVS_IDEM_KEY_MAX)
-        return EVS_EINVAL;
     for (size_t i = 1; i < n; i++)
         if (reqs[i].stream.len != reqs[0].stream.len ||
             memcmp(reqs[i].stream.ptr, reqs[0].stream.ptr, reqs[0].stream.len))
-            return EVS_EINVAL;
+            return false;
+    return true;
+}
+
+static bool trim_ok(const evs_trim *t)
+{
+    return t && (t->kind == EVS_TRIM_MAXLEN || t->kind == EVS_TRIM_MINID);
+}
+
+int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice key,
+                     evs_done_fn done, void *arg)
+{
+    if (key.len == 0 || key.len > EVS_IDEM_KEY_MAX || !one_stream(reqs, n))
+        return EVS_EINVAL;
     wreq *r;
     int rc = build_append(st, reqs, n, &r, NULL);
     if (rc)
@@ -858,6 +1005,24 @@ int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice 
         wreq_free(r);
         return -ENOMEM;
     }
+    r->done = done;
+    r->arg = arg;
+    if ((rc = writer_submit(st, r)))
+        wreq_free(r);
+    return rc;
+}
+
+int evs_submit_trim(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
+                    evs_done_fn done, void *arg)
+{
+    if (!trim_ok(trim) || !one_stream(reqs, n))
+        return EVS_EINVAL;
+    wreq *r;
+    int rc = build_append(st, reqs, n, &r, NULL);
+    if (rc)
+        return rc;
+    r->has_trim = true;
+    r->trim = *trim;
     r->done = done;
     r->arg = arg;
     if ((rc = writer_submit(st, r)))
@@ -1009,5 +1174,28 @@ int evs_stream_drop(evs_store *st, evs_slice name, bool *existed, evs_error *err
     rc = run_counted(st, r, &c, err);
     if (existed)
         *existed = c > 0;
+    return rc;
+}
+
+int evs_trim_stream(evs_store *st, evs_slice name, const evs_trim *trim, uint64_t *removed,
+                    evs_error *err)
+{
+    int rc = submit_check(st, err);
+    if (rc || (rc = check_name(name, err)))
+        return rc;
+    if (!trim_ok(trim))
+        return evs_err_set(err, EVS_EINVAL, "no trim given");
+    wreq *r = wreq_new(WR_TRIM, 1);
+    if (!r || rec_buf_write(&r->data, name.ptr, name.len)) {
+        wreq_free(r);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    r->ops[0].name_len = name.len;
+    r->has_trim = true;
+    r->trim = *trim;
+    size_t c = 0;
+    rc = run_counted(st, r, &c, err);
+    if (removed)
+        *removed = c;
     return rc;
 }

@@ -188,6 +188,30 @@ class Streams(Base):
         got = self.srv.client().xrange("big")[0][1][b"f"]
         self.assertEqual(got, big)
 
+    def test_trimming(self):
+        for i in range(30):
+            self.r.xadd("tr", {"n": str(i)}, maxlen=10, approximate=False)
+        self.assertEqual(self.r.xlen("tr"), 10)
+        self.assertEqual([e[1]["n"] for e in self.r.xrange("tr")], [str(i) for i in range(20, 30)])
+        # "~" trims only once at least 100 entries would go
+        for i in range(30, 60):
+            self.r.xadd("tr", {"n": str(i)}, maxlen=5, approximate=True)
+        self.assertEqual(self.r.xlen("tr"), 40)
+        self.assertEqual(self.r.xtrim("tr", maxlen=5, approximate=False), 35)
+        self.assertEqual(self.r.xlen("tr"), 5)
+        first = self.r.xrange("tr", count=2)[1][0]
+        self.assertEqual(self.r.xtrim("tr", minid=first, approximate=False), 1)
+        self.assertEqual(self.r.xrange("tr")[0][0], first)
+        self.assertEqual(self.r.xtrim("nope", maxlen=0), 0)
+        with self.assertRaisesRegex(redis.ResponseError, "LIMIT cannot be used without the special ~ option"):
+            self.r.xtrim("tr", maxlen=1, approximate=False, limit=3)
+        # a trimming XADD in a transaction
+        p = self.r.pipeline(transaction=True)
+        p.xadd("tr", {"n": "tx"}, maxlen=1, approximate=False)
+        p.xlen("tr")
+        self.assertEqual(p.execute()[1], 1)
+        self.assertEqual(self.r.xrange("tr")[0][1], {"n": "tx"})
+
     def test_xinfo_stream_and_wrongtype(self):
         self.r.xadd("i", {"a": "1"}, id="1-1")
         self.r.xadd("i", {"b": "2"}, id="2-1")

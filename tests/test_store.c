@@ -477,3 +477,84 @@ Test(store, idempotency_keys_survive_reopen_and_rebuild)
     cr_assert_eq(evs_idem_get(st, S("orders"), S("key-1"), 600000000ull, &first, &last, &n), 0);
     evs_close(st);
 }
+
+static void append_trimmed(evs_store *st, const char *s, uint64_t ms, const evs_trim *t)
+{
+    evs_field f = {S("n"), S("x")};
+    evs_append a = {S(s), EVS_ID_EXPLICIT, {ms, 0}, &f, 1, false};
+    struct kdone k = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {{0, 0}}};
+    cr_assert_eq(evs_submit_trim(st, &a, 1, t, keyed_done, &k), 0);
+    pthread_mutex_lock(&k.mu);
+    while (!k.done)
+        pthread_cond_wait(&k.cv, &k.mu);
+    pthread_mutex_unlock(&k.mu);
+    cr_assert_eq(k.rc, 0);
+}
+
+Test(store, trims_exact_approximate_minid_and_inside_appends)
+{
+    evs_store *st = open_store(dir, NULL);
+    fill(st, "s", 100, NULL); /* ids 1000-0 .. 1099-0, types t0..t9 */
+    evs_error err;
+    uint64_t removed;
+    evs_trim t = {EVS_TRIM_MAXLEN, false, 10, {0, 0}, 0};
+    cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0, "%s", err.msg);
+    cr_assert_eq(removed, 90);
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(st, S("s"), &info), 0);
+    cr_assert_eq(info.length, 10);
+    cr_assert_eq(info.first_id.ms, 1090);
+    evs_id got[200];
+    cr_assert_eq(read_ids(st, "s", NULL, got, 200), 10);
+    cr_assert_eq(got[0].ms, 1090);
+    evs_query q;
+    evs_query_init(&q);
+    q.reverse = true;
+    cr_assert_eq(read_ids(st, "s", &q, got, 200), 10);
+    cr_assert_eq(got[9].ms, 1090);
+    evs_query_init(&q);
+    q.type = S("t3");
+    cr_assert_eq(read_ids(st, "s", &q, got, 200), 1); /* only 1093 is left of t3 */
+    cr_assert_eq(got[0].ms, 1093);
+    /* MINID */
+    evs_trim m = {EVS_TRIM_MINID, false, 0, {1095, 0}, 0};
+    cr_assert_eq(evs_trim_stream(st, S("s"), &m, &removed, &err), 0);
+    cr_assert_eq(removed, 5);
+    cr_assert_eq(read_ids(st, "s", NULL, got, 200), 5);
+    cr_assert_eq(got[0].ms, 1095);
+    /* approximate: nothing until 100 would go */
+    evs_trim a = {EVS_TRIM_MAXLEN, true, 2, {0, 0}, 0};
+    cr_assert_eq(evs_trim_stream(st, S("s"), &a, &removed, &err), 0);
+    cr_assert_eq(removed, 0);
+    /* XADD with MAXLEN: the stream never grows past it */
+    evs_trim keep3 = {EVS_TRIM_MAXLEN, false, 3, {0, 0}, 0};
+    for (uint64_t i = 0; i < 20; i++)
+        append_trimmed(st, "s", 2000 + i, &keep3);
+    cr_assert_eq(read_ids(st, "s", NULL, got, 200), 3);
+    cr_assert_eq(got[0].ms, 2017);
+    cr_assert_eq(got[2].ms, 2019);
+    /* trimming a brand-new stream, and everything */
+    evs_trim none = {EVS_TRIM_MAXLEN, false, 0, {0, 0}, 0};
+    append_trimmed(st, "empty", 5, &none);
+    cr_assert_eq(evs_stream_info_get(st, S("empty"), &info), 0);
+    cr_assert_eq(info.length, 0);
+    cr_assert_eq(info.entries_added, 1);
+    cr_assert_eq(read_ids(st, "empty", NULL, got, 200), 0);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+    /* durable, and rebuilt the same from the log */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) {
+            char idx[600];
+            snprintf(idx, sizeof idx, "%s/index", dir);
+            rm_rf(idx);
+        }
+        st = open_store(dir, NULL);
+        cr_assert_eq(read_ids(st, "s", NULL, got, 200), 3, "pass %d", pass);
+        cr_assert_eq(got[0].ms, 2017);
+        cr_assert_eq(evs_stream_info_get(st, S("s"), &info), 0);
+        cr_assert_eq(info.length, 3);
+        cr_assert_eq(read_ids(st, "empty", NULL, got, 200), 0);
+        evs_close(st);
+    }
+}

@@ -262,8 +262,12 @@ static void index_commit(evs_store *st, bool force)
     st->idx_first_ns = 0;
 }
 
-/* Write, sync, publish and acknowledge everything built so far; commit the index when due. */
-static void flush(evs_store *st, pending *p)
+/* Write, sync, publish and acknowledge everything built so far; commit the index when due.
+ * force_sync: fdatasync whatever the mode (a segment's seal). */
+static void flush_sync(evs_store *st, pending *p, bool force_sync);
+static void flush(evs_store *st, pending *p) { flush_sync(st, p, false); }
+
+static void flush_sync(evs_store *st, pending *p, bool force_sync)
 {
     if (st->nbrecs == 0) {
         for (size_t i = 0; i < p->n; i++)
@@ -306,7 +310,7 @@ static void flush(evs_store *st, pending *p)
         store_fail(st, -errno, "cannot map segment %s", a->name);
         goto fail;
     }
-    bool sync = st->opt.fsync == EVS_FSYNC_ALWAYS ||
+    bool sync = force_sync || st->opt.fsync == EVS_FSYNC_ALWAYS ||
                 (st->opt.fsync == EVS_FSYNC_EVERYSEC &&
                  evs_mono_ns() - st->last_sync_ns >= 1000000000ull);
     if (sync) {
@@ -396,10 +400,7 @@ int store_roll(evs_store *st, evs_error *err)
         rec_buf_release(&b);
         if (rc)
             return rc;
-        evs_fsync_mode m = st->opt.fsync;
-        st->opt.fsync = EVS_FSYNC_ALWAYS;
-        flush(st, &none);
-        st->opt.fsync = m;
+        flush_sync(st, &none, true); /* the seal is durable before the next file exists */
         free(none.r);
         if (atomic_load(&st->failed))
             return evs_err_set(err, EVS_EFAILED, "%s", st->fail_err.msg);

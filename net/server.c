@@ -523,6 +523,12 @@ int server_run(const server_config *cfg)
         rc = -EINVAL;
         goto out;
     }
+    /* HTTP first: once the RESP port accepts, every port is up (tests and probes rely on it) */
+    if (cfg->http_port && (rc = http_start(s, &s->http))) {
+        server_log(s, EVS_LOG_ERROR, "cannot listen on %s:%d (HTTP): %s", cfg->bind,
+                   cfg->http_port, strerror(-rc));
+        goto out;
+    }
     s->lis = evconnlistener_new_bind(s->base, accept_cb, s,
                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
                                      511, (struct sockaddr *)&sin, sizeof sin);
@@ -546,11 +552,6 @@ int server_run(const server_config *cfg)
     commands_init(s, s->base);
     s->visible = event_new(s->base, -1, EV_PERSIST | EV_READ, visible_cb, s);
     evs_set_visible_hook(s->st, visible_hook, s);
-    if (cfg->http_port && (rc = http_start(s, &s->http))) {
-        server_log(s, EVS_LOG_ERROR, "cannot listen on %s:%d (HTTP): %s", cfg->bind,
-                   cfg->http_port, strerror(-rc));
-        goto out;
-    }
     evs_store_stats st;
     evs_store_stats_get(s->st, &st);
     static const char *modes[] = {"always", "everysec", "no"};

@@ -42,6 +42,7 @@ class Server:
         while time.time() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2).close()
                 return self
             except OSError:
                 if self.proc.poll() is not None:

@@ -34,6 +34,10 @@ evs_store *cli_open_readonly(const char *cmd, const char *data);
 /* Log sink for evs_options.log: "<time> <level> <msg>" on stderr. */
 void cli_log(void *arg, int level, const char *msg);
 
+/* Benchmarks: a monotonic clock in ns, and qsort's comparison for uint64_t. */
+uint64_t cli_now_ns(void);
+int cli_cmp_u64(const void *a, const void *b);
+
 /* JSON: write `len` bytes as a JSON string (invalid UTF-8 bytes become \u00XX). */
 void json_str(FILE *f, const void *p, size_t len);
 

@@ -41,18 +41,6 @@ static const char *help =
     "  --entries N    entries for the open benchmark (default 10,000,000; --quick: 1,000,000)\n"
     "  --quick        smaller runs, for a smoke test\n";
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static double pct(uint64_t *v, size_t n, double p)
 {
@@ -101,24 +89,24 @@ static void bench_reference(void)
     uint64_t *lat = malloc(n * sizeof *lat);
     static char buf[65536];
     memset(buf, 'r', sizeof buf);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cli_now_ns();
     for (size_t i = 0; i < n; i++) {
-        uint64_t a = now_ns();
+        uint64_t a = cli_now_ns();
         if (pwrite(fd, buf, 4096, (off_t)(i * 4096)) != 4096 || fdatasync(fd))
             die("reference write", NULL);
-        lat[i] = now_ns() - a;
+        lat[i] = cli_now_ns() - a;
     }
-    double secs = (double)(now_ns() - t0) / 1e9;
-    qsort(lat, n, sizeof *lat, cmp_u64);
+    double secs = (double)(cli_now_ns() - t0) / 1e9;
+    qsort(lat, n, sizeof *lat, cli_cmp_u64);
     ref_rate = (double)n / secs;
     ref_p99_us = pct(lat, n, 0.99) / 1000;
     size_t nb = quick ? 200 : 800;
-    t0 = now_ns();
+    t0 = cli_now_ns();
     for (size_t i = 0; i < nb; i++)
         if (pwrite(fd, buf, sizeof buf, (off_t)(n * 4096 + i * sizeof buf)) != (ssize_t)sizeof buf ||
             fdatasync(fd))
             die("reference write", NULL);
-    ref_bw = (double)nb * sizeof buf / ((double)(now_ns() - t0) / 1e9) / 1e6;
+    ref_bw = (double)nb * sizeof buf / ((double)(cli_now_ns() - t0) / 1e9) / 1e6;
     close(fd);
     unlink(p);
     printf("reference: 4 KiB append+fdatasync %.0f/s, p50 %.3f ms, p99 %.3f ms; 64 KiB durable "
@@ -173,7 +161,7 @@ static double fill(evs_store *st, const char *stream, uint64_t total, size_t bat
     evs_field *f = calloc(batch * 2, sizeof *f);
     char (*t)[16] = calloc(batch, 16);
     inflight fl = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cli_now_ns();
     for (uint64_t i = 0; i < total; i += batch) {
         size_t n = total - i < batch ? (size_t)(total - i) : batch;
         for (size_t j = 0; j < n; j++) {
@@ -204,7 +192,7 @@ static double fill(evs_store *st, const char *stream, uint64_t total, size_t bat
         snprintf(e.msg, sizeof e.msg, "%s", evs_strerror(fl.failed));
         die("append", &e);
     }
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(cli_now_ns() - t0) / 1e9;
     free(a);
     free(f);
     free(t);
@@ -261,14 +249,14 @@ static void bench_append_always(void)
     uint64_t per = quick ? 4096 : 32768;
     pthread_t th[64];
     struct athread args[64];
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cli_now_ns();
     for (int i = 0; i < threads; i++) {
         args[i] = (struct athread){st, per, i};
         pthread_create(&th[i], NULL, always_thread, &args[i]);
     }
     for (int i = 0; i < threads; i++)
         pthread_join(th[i], NULL);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(cli_now_ns() - t0) / 1e9;
     evs_store_stats s;
     evs_store_stats_get(st, &s);
     uint64_t total = per * (uint64_t)threads;
@@ -298,7 +286,7 @@ static void lat_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_e
     lat_slot *s = arg;
     if (rc == 0) {
         size_t i = atomic_fetch_add(s->n, 1);
-        s->out[i] = now_ns() - s->sent;
+        s->out[i] = cli_now_ns() - s->sent;
     }
     free(s);
 }
@@ -317,7 +305,7 @@ static void bench_latency(void)
     atomic_size_t n = 0;
     evs_field f[2];
     char t[16];
-    uint64_t start = now_ns();
+    uint64_t start = cli_now_ns();
     for (size_t i = 0; i < total; i++) {
         uint64_t due = start + (uint64_t)((double)i * 1e9 / rate);
         /* sleep to the due time (never spin: this machine has two cores and the writer needs one) */
@@ -335,7 +323,7 @@ static void bench_latency(void)
     }
     evs_close(st); /* waits for the queue */
     size_t got = atomic_load(&n);
-    qsort(lat, got, sizeof *lat, cmp_u64);
+    qsort(lat, got, sizeof *lat, cli_cmp_u64);
     double p50 = pct(lat, got, 0.5) / 1e6, p99 = pct(lat, got, 0.99) / 1e6,
            p999 = pct(lat, got, 0.999) / 1e6;
     printf("latency: %zu entries at %.0f/s with fsync always: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms; "
@@ -377,9 +365,9 @@ static void bench_replay(void)
     double best = 0;
     uint64_t n = 0;
     for (int r = 0; r < 3; r++) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = cli_now_ns();
         n = read_all(nosync_store, "bench", NULL);
-        double rate = (double)n / ((double)(now_ns() - t0) / 1e9);
+        double rate = (double)n / ((double)(cli_now_ns() - t0) / 1e9);
         if (rate > best)
             best = rate;
     }
@@ -398,16 +386,16 @@ static void bench_filter(void)
     read_all(st, "f", NULL);
     evs_store_stats s0, s1, s2;
     evs_store_stats_get(st, &s0);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cli_now_ns();
     uint64_t all = read_all(st, "f", NULL);
-    double t_all = (double)(now_ns() - t0) / 1e9;
+    double t_all = (double)(cli_now_ns() - t0) / 1e9;
     evs_store_stats_get(st, &s1);
     evs_query q;
     evs_query_init(&q);
     q.type = (evs_slice){"rare", 4};
-    t0 = now_ns();
+    t0 = cli_now_ns();
     uint64_t rare = read_all(st, "f", &q);
-    double t_rare = (double)(now_ns() - t0) / 1e9;
+    double t_rare = (double)(cli_now_ns() - t0) / 1e9;
     evs_store_stats_get(st, &s2);
     uint64_t r_all = s1.records_read - s0.records_read, r_rare = s2.records_read - s1.records_read;
     printf("filter: %" PRIu64 " of %" PRIu64 " entries have type=rare; full read %.1f ms reading %" PRIu64
@@ -424,7 +412,7 @@ static void bench_filter(void)
 
 static double open_and_first_read(const char *path, const char *stream)
 {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cli_now_ns();
     evs_options o;
     evs_options_init(&o);
     evs_store *st;
@@ -437,7 +425,7 @@ static double open_and_first_read(const char *path, const char *stream)
     q.limit = 1;
     if (read_all(st, stream, &q) != 1)
         die("first read", NULL);
-    double ms = (double)(now_ns() - t0) / 1e6;
+    double ms = (double)(cli_now_ns() - t0) / 1e6;
     evs_close(st);
     return ms;
 }

@@ -15,18 +15,6 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 struct job {
     rclient c;
@@ -89,7 +77,7 @@ int cmd_bench_resp(int argc, char **argv)
     j.total = (size_t)(rate * secs);
     j.rate = rate;
     j.lat = calloc(j.total, sizeof *j.lat);
-    j.start = mono_ns() + 10000000ull;
+    j.start = cli_now_ns() + 10000000ull;
     pthread_t th;
     pthread_create(&th, NULL, sender, &j);
     size_t got = 0, errors = 0;
@@ -100,13 +88,13 @@ int cmd_bench_resp(int argc, char **argv)
             break;
         }
         uint64_t due = j.start + (uint64_t)((double)got * 1e9 / rate);
-        j.lat[got] = mono_ns() - due;
+        j.lat[got] = cli_now_ns() - due;
         errors += v->type == RESP_T_ERROR;
         resp_value_free(v);
     }
     pthread_join(th, NULL);
     rclient_close(&j.c);
-    qsort(j.lat, got, sizeof *j.lat, cmp_u64);
+    qsort(j.lat, got, sizeof *j.lat, cli_cmp_u64);
     double p50 = got ? (double)j.lat[got / 2] / 1e6 : 0, p99 = got ? (double)j.lat[got * 99 / 100] / 1e6 : 0,
            p999 = got ? (double)j.lat[got * 999 / 1000] / 1e6 : 0;
     printf("resp-latency: %zu XADDs at %.0f/s to %s: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, %zu errors\n",

@@ -82,34 +82,6 @@ static void printable(const uint8_t *p, size_t n, char *out, size_t cap)
     out[o] = 0;
 }
 
-static bool id_inc(evs_id *id)
-{
-    if (id->seq < UINT64_MAX) {
-        id->seq++;
-        return true;
-    }
-    if (id->ms < UINT64_MAX) {
-        id->ms++;
-        id->seq = 0;
-        return true;
-    }
-    return false;
-}
-
-static bool id_dec(evs_id *id)
-{
-    if (id->seq > 0) {
-        id->seq--;
-        return true;
-    }
-    if (id->ms > 0) {
-        id->ms--;
-        id->seq = UINT64_MAX;
-        return true;
-    }
-    return false;
-}
-
 static int grow(evs_iter *it, size_t need)
 {
     if (need <= it->cap)
@@ -526,9 +498,9 @@ static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
         evs_query_init(&it->q);
     it->lo = it->q.start;
     it->hi = it->q.end;
-    if (it->q.start_exclusive && !id_inc(&it->lo))
+    if (it->q.start_exclusive && !store_id_inc(&it->lo))
         it->done = true;
-    if (it->q.end_exclusive && !id_dec(&it->hi))
+    if (it->q.end_exclusive && !store_id_dec(&it->hi))
         it->done = true;
     if (evs_id_cmp(it->hi, snap->last_id) > 0)
         it->hi = snap->last_id;

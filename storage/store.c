@@ -78,6 +78,34 @@ int evs_id_cmp(evs_id a, evs_id b)
     return 0;
 }
 
+bool store_id_inc(evs_id *id)
+{
+    if (id->seq < UINT64_MAX) {
+        id->seq++;
+        return true;
+    }
+    if (id->ms < UINT64_MAX) {
+        id->ms++;
+        id->seq = 0;
+        return true;
+    }
+    return false;
+}
+
+bool store_id_dec(evs_id *id)
+{
+    if (id->seq > 0) {
+        id->seq--;
+        return true;
+    }
+    if (id->ms > 0) {
+        id->ms--;
+        id->seq = UINT64_MAX;
+        return true;
+    }
+    return false;
+}
+
 static int parse_u64(const char *s, size_t len, uint64_t *out)
 {
     if (len == 0 || len > 20)

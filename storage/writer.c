@@ -522,20 +522,6 @@ static size_t count_records(evs_store *st, wreq *r)
     return n;
 }
 
-static bool id_inc(evs_id *id)
-{
-    if (id->seq < UINT64_MAX) {
-        id->seq++;
-        return true;
-    }
-    if (id->ms < UINT64_MAX) {
-        id->ms++;
-        id->seq = 0;
-        return true;
-    }
-    return false;
-}
-
 typedef struct trim_plan {
     bool on;
     uint64_t removed;
@@ -588,7 +574,7 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const evs_id *
             next = new_ids[k];
         } else {
             next = nnew ? new_ids[nnew - 1] : s ? s->w.last_id : EVS_ID_MIN; /* all gone */
-            id_inc(&next);
+            store_id_inc(&next);
         }
     }
     if (removed == 0 || (t->approx && t->kind == EVS_TRIM_MINID && removed < EVS_TRIM_APPROX_STEP))

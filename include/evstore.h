@@ -187,6 +187,16 @@ int evs_submit_trim(evs_store *st, const evs_append *reqs, size_t n, const evs_t
 int evs_trim_stream(evs_store *st, evs_slice stream, const evs_trim *trim, uint64_t *removed,
                     evs_error *err);
 
+/*
+ * XSETID: set a stream's last ID (and optionally its entries-added counter and max deleted
+ * ID; a zero max_deleted leaves it unchanged). EVS_ENOTFOUND if the stream does not exist;
+ * EVS_EIDORDER if last_id is below the last entry; EVS_EINVAL (with Redis's reason) if
+ * last_id is below max_deleted (given or current) or the trim point, or entries_added is
+ * below the length. Synchronous: returns when durable.
+ */
+int evs_stream_setid(evs_store *st, evs_slice stream, evs_id last_id,
+                     const uint64_t *entries_added, const evs_id *max_deleted, evs_error *err);
+
 /* Synchronous forms: return when durable. out_ids (n of them) may be NULL. */
 int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *out_ids,
                      evs_error *err);
@@ -260,6 +270,7 @@ typedef struct evs_store_stats {
     uint64_t streams;
     uint64_t segments;
     uint64_t log_bytes;      /* bytes of records in all segments                               */
+    uint64_t log_end;        /* log position after the last record readers see (ROLE offset)   */
     uint64_t appends;        /* entries appended since open                                    */
     uint64_t batches;        /* group commits since open                                       */
     uint64_t fsyncs;

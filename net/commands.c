@@ -379,6 +379,19 @@ static void cmd_dbsize(cmd_ctx *x)
     reply_done(x);
 }
 
+/* ROLE: this server is always a leader until replication lands (issue 6); the offset is the
+ * log position readers have reached, the unit a follower will resume from. */
+static void cmd_role(cmd_ctx *x)
+{
+    evs_store_stats s;
+    evs_store_stats_get(server_store(x->srv), &s);
+    resp_out_array(&x->r->out, 3);
+    resp_out_cstr(&x->r->out, "master");
+    resp_out_int(&x->r->out, (long long)s.log_end);
+    resp_out_array(&x->r->out, 0);
+    reply_done(x);
+}
+
 static size_t blocked_count(void);
 
 /* Resident memory of this process, from /proc (0 if unavailable). */
@@ -718,6 +731,50 @@ static void cmd_xdel(cmd_ctx *x)
         resp_out_error(&x->r->out, "ERR %s", err.msg);
     else
         resp_out_int(&x->r->out, (long long)deleted);
+    reply_done(x);
+}
+
+/* ---- XSETID ------------------------------------------------------------------------------- */
+
+/* XSETID key last-id [ENTRIESADDED n] [MAXDELETEDID id]: argument errors as Redis's; the
+ * state checks are the store's (evs_stream_setid), which carry Redis's messages. */
+static void cmd_xsetid(cmd_ctx *x)
+{
+    evs_id id, maxdel;
+    long long added = -1;
+    bool has_maxdel = false;
+    if (!parse_id(&x->argv[2], 0, &id)) {
+        reply_error_done(x, ERR_ID);
+        return;
+    }
+    for (size_t i = 3; i < x->argc; i += 2) {
+        if (arg_is(x, i, "ENTRIESADDED") && i + 1 < x->argc) {
+            if (!arg_ll(&x->argv[i + 1], &added)) {
+                reply_error_done(x, ERR_INT);
+                return;
+            }
+            if (added < 0) {
+                reply_error_done(x, "ERR entries_added must be positive");
+                return;
+            }
+        } else if (arg_is(x, i, "MAXDELETEDID") && i + 1 < x->argc) {
+            if (!parse_id(&x->argv[i + 1], 0, &maxdel)) {
+                reply_error_done(x, ERR_ID);
+                return;
+            }
+            has_maxdel = true;
+        } else {
+            reply_error_done(x, ERR_SYNTAX);
+            return;
+        }
+    }
+    uint64_t n = (uint64_t)added;
+    evs_error err;
+    if (evs_stream_setid(server_store(x->srv), key_of(&x->argv[1]), id, added >= 0 ? &n : NULL,
+                         has_maxdel ? &maxdel : NULL, &err))
+        resp_out_error(&x->r->out, "ERR %s", err.msg);
+    else
+        resp_out_simple(&x->r->out, "OK");
     reply_done(x);
 }
 
@@ -1362,7 +1419,8 @@ static const command table[] = {
     {"xread", -4, false, cmd_xread},    {"scan", -2, false, cmd_scan},
     {"xinfo", -2, false, cmd_xinfo},    {"xtrim", -4, false, cmd_xtrim},
     {"flushall", -1, false, cmd_flushall}, {"flushdb", -1, false, cmd_flushall},
-    {"config", -2, false, cmd_config},
+    {"config", -2, false, cmd_config}, {"xsetid", -3, false, cmd_xsetid},
+    {"role", 1, false, cmd_role},
 };
 
 static void cmd_command(cmd_ctx *x)

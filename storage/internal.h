@@ -128,7 +128,7 @@ void strtab_del(strtab *t, stream *s, bool vis);
 
 /* ---- the write queue --------------------------------------------------------------------- */
 
-enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4 };
+enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4, WR_SETID = 5 };
 
 typedef struct wop {
     size_t name_off, name_len;     /* into wreq.data                                         */
@@ -151,6 +151,9 @@ typedef struct wreq {
     size_t idem_off, idem_len;     /* idempotency key in data (len 0: none)                  */
     bool has_trim;                 /* trim the stream in the same group (evs_submit_trim)    */
     evs_trim trim;
+    bool has_added, has_maxdel;    /* WR_SETID: ops[0].id is the new last ID                 */
+    uint64_t added;
+    evs_id maxdel;
     evs_id *ids;                   /* results, n of them                                     */
     rec_buf data;
     evs_done_fn done;

@@ -435,6 +435,15 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ev
         if (idx_batch_put(st->ib, IDX_STREAM_NO, k, 4, name.ptr, name.len) || touch(st, s))
             return evs_err_set(err, -ENOMEM, "out of memory");
         return 0;
+    case REC_STREAM_SETID:
+        if (!s || !s->w_live || nextra != 5)
+            return evs_err_set(err, EVS_ECORRUPT, "set-ID of unknown stream %u", h->stream);
+        s->w.last_id = (evs_id){extra[0], extra[1]};
+        s->w.entries_added = extra[2];
+        s->w.max_deleted = (evs_id){extra[3], extra[4]};
+        if (touch(st, s))
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        return 0;
     case REC_STREAM_DROP:
         if (!s || !s->w_live)
             return evs_err_set(err, EVS_ECORRUPT, "drop of unknown stream %u", h->stream);
@@ -1334,6 +1343,8 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
     o->segments = st->nsegs;
     for (size_t i = 0; i < st->nsegs; i++)
         o->log_bytes += atomic_load(&st->segs[i]->size);
+    if (st->nsegs)
+        o->log_end = st->segs[st->nsegs - 1]->base + atomic_load(&st->segs[st->nsegs - 1]->size);
     pthread_rwlock_unlock(&st->lock);
     o->appends = atomic_load(&st->n_appends);
     o->batches = atomic_load(&st->n_batches);

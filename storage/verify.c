@@ -153,6 +153,15 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
             problem(v, "segment %s offset %" PRIu64 ": record after the seal", s->name, off);
         if (h.kind == REC_ENTRY)
             check_entry(v, s, off, &h);
+        if (h.kind == REC_STREAM && h.body_len > 1 && p[off + REC_HDR_SIZE + 1] == REC_STREAM_SETID &&
+            !track(v, h.stream)) {
+            int op;
+            evs_slice nm;
+            uint64_t extra[8];
+            size_t nx = 0;
+            if (!rec_stream_decode(p + off + REC_HDR_SIZE, h.body_len, &op, &nm, extra, &nx) && nx == 5)
+                v->count[h.stream] = extra[2]; /* XSETID ENTRIESADDED sets the counter */
+        }
         if (h.kind == REC_SEAL)
             sealed = true;
         off += sz;

@@ -148,10 +148,10 @@ static int emit(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no,
 }
 
 static int emit_stream_op(evs_store *st, uint16_t flags, int op, uint32_t no, evs_slice name,
-                          evs_error *err)
+                          const uint64_t *extra, size_t nextra, evs_error *err)
 {
     rec_buf b = {0};
-    if (rec_stream_encode(&b, op, name, NULL, 0)) {
+    if (rec_stream_encode(&b, op, name, extra, nextra)) {
         rec_buf_release(&b);
         return evs_err_set(err, -ENOMEM, "out of memory");
     }
@@ -620,7 +620,7 @@ static int do_append(evs_store *st, wreq *r, evs_error *err)
             uint32_t no = st->next_no;
             left--;
             if ((rc = emit_stream_op(st, left ? REC_F_TXN_CONT : 0, REC_STREAM_CREATE, no, name,
-                                     err)))
+                                     NULL, 0, err)))
                 return rc;
             s = st->byno[no];
         }
@@ -699,7 +699,7 @@ static void do_drop(evs_store *st, wreq *r, pending *p)
     evs_slice name = {r->data.data, r->ops[0].name_len};
     stream *s = strtab_get(&st->wtab, name.ptr, name.len, false);
     r->count = s != NULL;
-    if (s && emit_stream_op(st, 0, REC_STREAM_DROP, s->no, name, &err))
+    if (s && emit_stream_op(st, 0, REC_STREAM_DROP, s->no, name, NULL, 0, &err))
         store_fail(st, err.code, "cannot build stream drop: %s", err.msg);
     if (pending_add(p, r)) {
         finish(r, -ENOMEM, NULL);
@@ -731,6 +731,65 @@ static void do_trim(evs_store *st, wreq *r, pending *p)
     flush(st, p);
 }
 
+/* The checks and their order follow Redis's xsetidCommand, messages included, plus one of
+ * ours: the new last ID may not fall below the trim point, or a later XADD would be hidden. */
+static void do_setid(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    evs_slice name = {r->data.data, r->ops[0].name_len};
+    evs_id id = r->ops[0].id;
+    const char *why = NULL;
+    int code = EVS_EINVAL;
+    stream *s = strtab_get(&st->wtab, name.ptr, name.len, false);
+    if (r->has_maxdel && evs_id_cmp(id, r->maxdel) < 0)
+        why = "The ID specified in XSETID is smaller than the provided max_deleted_entry_id";
+    else if (!s)
+        why = "no such key", code = EVS_ENOTFOUND;
+    else if (evs_id_cmp(id, s->w.max_deleted) < 0)
+        why = "The ID specified in XSETID is smaller than current max_deleted_entry_id";
+    else if (evs_id_cmp(id, s->w.first_id) < 0) /* ours: entries below the trim point are gone */
+        why = "The ID specified in XSETID is smaller than the stream's trim point";
+    if (!why && s->w.length) {
+        /* everything earlier is flushed: the visible top entry is the writer's */
+        evs_id top = EVS_ID_MIN;
+        evs_iter *it;
+        evs_query q;
+        evs_query_init(&q);
+        q.reverse = true;
+        q.limit = 1;
+        const evs_entry *e;
+        int rc = evs_iter_open(st, name, &q, &it, &err);
+        if (!rc) {
+            if ((rc = evs_iter_next(it, &e, &err)) == 1)
+                top = e->id;
+            evs_iter_close(it);
+        }
+        if (rc < 0) {
+            finish(r, rc, &err);
+            return;
+        }
+        if (evs_id_cmp(id, top) < 0)
+            why = "The ID specified in XSETID is smaller than the target stream top item",
+            code = EVS_EIDORDER;
+        else if (r->has_added && r->added < s->w.length)
+            why = "The entries_added specified in XSETID is smaller than the target stream length";
+    }
+    if (why) {
+        finish(r, evs_err_set(&err, code, "%s", why), &err);
+        return;
+    }
+    evs_id maxdel = r->has_maxdel && evs_id_cmp(r->maxdel, EVS_ID_MIN) ? r->maxdel : s->w.max_deleted;
+    uint64_t v[5] = {id.ms, id.seq, r->has_added ? r->added : s->w.entries_added, maxdel.ms,
+                     maxdel.seq};
+    if (emit_stream_op(st, 0, REC_STREAM_SETID, s->no, name, v, 5, &err))
+        store_fail(st, err.code, "cannot build set-ID record: %s", err.msg);
+    if (pending_add(p, r)) {
+        finish(r, -ENOMEM, NULL);
+        return;
+    }
+    flush(st, p);
+}
+
 static void process(evs_store *st, wreq *list, pending *p)
 {
     while (list) {
@@ -747,6 +806,8 @@ static void process(evs_store *st, wreq *list, pending *p)
                 do_delete(st, r, p);
             else if (r->kind == WR_TRIM)
                 do_trim(st, r, p);
+            else if (r->kind == WR_SETID)
+                do_setid(st, r, p);
             else
                 do_drop(st, r, p);
             continue;
@@ -1185,4 +1246,28 @@ int evs_trim_stream(evs_store *st, evs_slice name, const evs_trim *trim, uint64_
     if (removed)
         *removed = c;
     return rc;
+}
+
+int evs_stream_setid(evs_store *st, evs_slice name, evs_id last_id,
+                     const uint64_t *entries_added, const evs_id *max_deleted, evs_error *err)
+{
+    int rc = submit_check(st, err);
+    if (rc || (rc = check_name(name, err)))
+        return rc;
+    wreq *r = wreq_new(WR_SETID, 1);
+    if (!r || rec_buf_write(&r->data, name.ptr, name.len)) {
+        wreq_free(r);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    r->ops[0].name_len = name.len;
+    r->ops[0].id = last_id;
+    if (entries_added) {
+        r->has_added = true;
+        r->added = *entries_added;
+    }
+    if (max_deleted) {
+        r->has_maxdel = true;
+        r->maxdel = *max_deleted;
+    }
+    return run_counted(st, r, NULL, err);
 }

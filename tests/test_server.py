@@ -231,6 +231,44 @@ class Streams(Base):
         with self.assertRaisesRegex(redis.ResponseError, "unknown command 'GET'"):  # as typed, like Redis
             self.r.get("nope")
 
+    def test_xsetid_as_redis_and_durable_across_sigkill(self):
+        r = self.r
+        with self.assertRaisesRegex(redis.ResponseError, "^no such key"):
+            r.execute_command("XSETID", "x", "5-0")
+        r.xadd("x", {"a": "1"}, id="1-0")
+        r.xadd("x", {"a": "2"}, id="2-0")
+        for args, msg in (
+                (["x", "1-5"], "smaller than the target stream top item"),
+                (["x", "9-0", "ENTRIESADDED", "1"], "entries_added specified in XSETID is smaller than the target stream length"),
+                (["x", "9-0", "ENTRIESADDED", "-1"], "entries_added must be positive"),
+                (["x", "9-0", "ENTRIESADDED", "z"], "not an integer"),
+                (["x", "9-0", "MAXDELETEDID", "10-0"], "smaller than the provided max_deleted_entry_id"),
+                (["x", "9-0", "BOGUS"], "syntax error"),
+                (["x", "nope"], "Invalid stream ID")):
+            with self.assertRaisesRegex(redis.ResponseError, msg):
+                r.execute_command("XSETID", *args)
+        self.assertTrue(r.execute_command("XSETID", "x", "50-0", "ENTRIESADDED", "70", "MAXDELETEDID", "40-0"))
+        with self.assertRaisesRegex(redis.ResponseError, "equal or smaller than the target stream top item"):
+            r.xadd("x", {"a": "3"}, id="49-0")
+        self.srv.proc.send_signal(signal.SIGKILL)
+        self.srv.proc.wait()
+        self.srv.log.close()
+        self.r.close()
+        self.srv = Server(self.srv.data).start()
+        self.r = r = self.srv.client(decode_responses=True)
+        info = r.xinfo_stream("x")
+        self.assertEqual((info["last-generated-id"], info["entries-added"], info["max-deleted-entry-id"], info["length"]),
+                         ("50-0", 70, "40-0", 2))
+        with self.assertRaisesRegex(redis.ResponseError, "smaller than current max_deleted_entry_id"):
+            r.execute_command("XSETID", "x", "30-0")
+        self.assertEqual(r.xadd("x", {"a": "3"}, id="51-0"), "51-0")
+
+    def test_role_is_master_with_a_growing_offset(self):
+        role, off, replicas = self.r.execute_command("ROLE")
+        self.assertEqual((role, replicas), ("master", []))
+        self.r.xadd("r", {"a": "1"})
+        self.assertGreater(self.r.execute_command("ROLE")[1], off)
+
     def test_binary_values_round_trip(self):
         r = self.srv.client()
         blob = bytes(range(256)) * 100

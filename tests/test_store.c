@@ -558,3 +558,52 @@ Test(store, trims_exact_approximate_minid_and_inside_appends)
         evs_close(st);
     }
 }
+
+Test(store, setid_checks_and_survives_reopen_and_rebuild)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_error err;
+    cr_assert_eq(evs_stream_setid(st, S("s"), (evs_id){5, 0}, NULL, NULL, &err), EVS_ENOTFOUND);
+    fill(st, "s", 10, NULL); /* 1000-0 .. 1009-0 */
+    evs_id del = {1009, 0};
+    size_t n;
+    cr_assert_eq(evs_delete(st, S("s"), &del, 1, &n, &err), 0);
+    /* below the max deleted ID (the top entry is now 1008) */
+    cr_assert_eq(evs_stream_setid(st, S("s"), (evs_id){1008, 5}, NULL, NULL, &err), EVS_EINVAL);
+    cr_assert(strstr(err.msg, "max_deleted_entry_id"), "%s", err.msg);
+    uint64_t few = 3, many = 500;
+    cr_assert_eq(evs_stream_setid(st, S("s"), (evs_id){2000, 0}, &few, NULL, &err), EVS_EINVAL);
+    evs_id maxdel = {2500, 0};
+    cr_assert_eq(evs_stream_setid(st, S("s"), (evs_id){2000, 0}, NULL, &maxdel, &err), EVS_EINVAL);
+    maxdel = (evs_id){1500, 0};
+    cr_assert_eq(evs_stream_setid(st, S("s"), (evs_id){2000, 0}, &many, &maxdel, &err), 0, "%s",
+                 err.msg);
+    evs_field f = {S("n"), S("x")};
+    evs_append a = {S("s"), EVS_ID_EXPLICIT, {1999, 0}, &f, 1, false};
+    evs_id got[20];
+    cr_assert_eq(evs_append_batch(st, &a, 1, got, &err), EVS_EIDORDER);
+    /* trim everything: the trim point now bounds XSETID too */
+    uint64_t removed;
+    evs_trim none = {EVS_TRIM_MAXLEN, false, 0, {0, 0}, 0};
+    cr_assert_eq(evs_trim_stream(st, S("s"), &none, &removed, &err), 0);
+    cr_assert_eq(removed, 9);
+    cr_assert_eq(evs_stream_setid(st, S("s"), (evs_id){1000, 0}, NULL, NULL, &err), EVS_EINVAL);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) {
+            char idx[600];
+            snprintf(idx, sizeof idx, "%s/index", dir);
+            rm_rf(idx);
+        }
+        st = open_store(dir, NULL);
+        evs_stream_info info;
+        cr_assert_eq(evs_stream_info_get(st, S("s"), &info), 0);
+        cr_assert_eq(info.last_id.ms, 2000, "pass %d", pass);
+        cr_assert_eq(info.entries_added, 500);
+        cr_assert_eq(info.max_deleted_id.ms, 1500);
+        cr_assert_eq(info.length, 0);
+        cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+        evs_close(st);
+    }
+}

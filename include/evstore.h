@@ -40,6 +40,7 @@ enum {
     EVS_EIDZERO = -30010,   /* explicit ID 0-0 is not allowed                                 */
     EVS_EIDEXHAUSTED = -30011, /* the stream's ID space is exhausted (last ID is max)          */
     EVS_EREADONLY = -30012, /* the store was opened read-only                                 */
+    EVS_ECHANGED = -30013,  /* a watched stream changed (evs_submit_watched): nothing appended */
 };
 
 /* The text for any code this API returns (EVS_E*, negative errno, 0). Static storage. */
@@ -196,6 +197,28 @@ int evs_trim_stream(evs_store *st, evs_slice stream, const evs_trim *trim, uint6
  */
 int evs_stream_setid(evs_store *st, evs_slice stream, evs_id last_id,
                      const uint64_t *entries_added, const evs_id *max_deleted, evs_error *err);
+
+/*
+ * Optimistic concurrency (Redis WATCH). A stream's version changes with every record that
+ * touches it (entry, tombstone, trim, set-ID, drop, re-create); {0, 0} means "no such stream".
+ * Versions compare equal only within one open of the store. evs_stream_version reads what
+ * readers see. evs_submit_watched is evs_submit (trim NULL) or evs_submit_trim, refused with
+ * EVS_ECHANGED, nothing appended, when the writer reaches the batch and any watched stream's
+ * version (counting every write queued before this one) differs from the one given.
+ */
+typedef struct evs_version {
+    uint64_t stream;  /* stream number + 1; 0: absent */
+    uint64_t changes;
+} evs_version;
+
+typedef struct evs_watch {
+    evs_slice stream;
+    evs_version version;
+} evs_watch;
+
+void evs_stream_version(evs_store *st, evs_slice stream, evs_version *out);
+int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
+                       const evs_watch *watch, size_t nwatch, evs_done_fn done, void *arg);
 
 /* Synchronous forms: return when durable. out_ids (n of them) may be NULL. */
 int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *out_ids,

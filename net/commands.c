@@ -1405,7 +1405,8 @@ static void cmd_config(cmd_ctx *x)
 
 static const command table[] = {
     {"multi", 1, false, cmd_multi},     {"exec", 1, false, cmd_exec},
-    {"discard", 1, false, cmd_discard},
+    {"discard", 1, false, cmd_discard}, {"watch", -2, false, cmd_watch},
+    {"unwatch", 1, false, cmd_unwatch},
     {"ping", -1, false, cmd_ping},      {"echo", 2, false, cmd_echo},
     {"quit", -1, true, cmd_quit},       {"select", 2, false, cmd_select},
     {"auth", -2, true, cmd_auth},       {"hello", -1, true, cmd_hello},

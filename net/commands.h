@@ -40,5 +40,7 @@ bool multi_intercept(cmd_ctx *x, const command *cmd, const char *why);
 void cmd_multi(cmd_ctx *x);
 void cmd_exec(cmd_ctx *x);
 void cmd_discard(cmd_ctx *x);
+void cmd_watch(cmd_ctx *x);
+void cmd_unwatch(cmd_ctx *x);
 
 #endif

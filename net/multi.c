@@ -12,6 +12,14 @@
  *  - the EXEC reply (an array with one element per queued command) is sent when the last part
  *    is done. Arguments an XADD cannot parse answer their own error and stay out of the batch,
  *    like Redis' per-command errors inside EXEC.
+ *
+ * WATCH records each key's evs_version (what readers see). EXEC answers a null array, running
+ * nothing, when a watched key's version has moved by then; and the transaction's first XADD
+ * batch carries the versions to the writer (evs_submit_watched), which refuses it, again
+ * answered as a null array, when a write already queued by another client lands first. That
+ * second check covers writes in flight at EXEC; it is made only when no other write command
+ * (XDEL, XTRIM, DEL, XSETID, FLUSHALL, ...) precedes the first XADD in the queue, as those
+ * change the version themselves (documented in docs/resp.md).
  */
 #include "commands.h"
 
@@ -30,7 +38,16 @@ typedef struct multi_state {
     bool active, dirty;
     qcmd *q;
     size_t n, cap;
+    evs_watch *w;    /* WATCHed keys (names owned), kept across MULTI until EXEC/DISCARD/UNWATCH */
+    size_t nw;
 } multi_state;
+
+static void watch_release(evs_watch *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free((void *)w[i].stream.ptr);
+    free(w);
+}
 
 static void queue_release(qcmd *q, size_t n)
 {
@@ -45,6 +62,7 @@ static void state_free(void *p)
 {
     multi_state *m = p;
     queue_release(m->q, m->n);
+    watch_release(m->w, m->nw);
     free(m);
 }
 
@@ -77,7 +95,7 @@ bool multi_intercept(cmd_ctx *x, const command *cmd, const char *why)
         return false;
     const resp_arg *name = &x->argv[0];
     if (cmd && (is_cmd(name, "exec") || is_cmd(name, "discard") || is_cmd(name, "multi") ||
-                is_cmd(name, "quit")))
+                is_cmd(name, "quit") || is_cmd(name, "watch")))
         return false; /* run now */
     if (why) {
         m->dirty = true;
@@ -143,8 +161,54 @@ void cmd_discard(cmd_ctx *x)
         resp_out_error(&x->r->out, "ERR DISCARD without MULTI");
     } else {
         state_reset(m);
+        watch_release(m->w, m->nw);
+        m->w = NULL;
+        m->nw = 0;
         resp_out_simple(&x->r->out, "OK");
     }
+    reply_done(x);
+}
+
+void cmd_watch(cmd_ctx *x)
+{
+    multi_state *m = state(x->c, true);
+    if (m && m->active) {
+        resp_out_error(&x->r->out, "ERR WATCH inside MULTI is not allowed");
+        reply_done(x);
+        return;
+    }
+    evs_watch *w = m ? realloc(m->w, (m->nw + x->argc - 1) * sizeof *w) : NULL;
+    if (!w) {
+        resp_out_error(&x->r->out, "ERR out of memory");
+        reply_done(x);
+        return;
+    }
+    m->w = w;
+    for (size_t i = 1; i < x->argc; i++) {
+        uint8_t *name = malloc(x->argv[i].len ? x->argv[i].len : 1);
+        if (!name) {
+            resp_out_error(&x->r->out, "ERR out of memory");
+            reply_done(x);
+            return;
+        }
+        memcpy(name, x->argv[i].ptr, x->argv[i].len);
+        w[m->nw].stream = (evs_slice){name, x->argv[i].len};
+        evs_stream_version(server_store(x->srv), w[m->nw].stream, &w[m->nw].version);
+        m->nw++;
+    }
+    resp_out_simple(&x->r->out, "OK");
+    reply_done(x);
+}
+
+void cmd_unwatch(cmd_ctx *x)
+{
+    multi_state *m = state(x->c, false);
+    if (m) {
+        watch_release(m->w, m->nw);
+        m->w = NULL;
+        m->nw = 0;
+    }
+    resp_out_simple(&x->r->out, "OK");
     reply_done(x);
 }
 
@@ -165,7 +229,32 @@ typedef struct exec_job {
     int rc;
     evs_error err;
     pending_t *p;
+    evs_watch *watch;   /* WATCHed keys, until the first XADD batch carries them */
+    size_t nwatch;
 } exec_job;
+
+/* Non-XADD commands that change a stream (and so its evs_version). */
+static bool is_other_write(const resp_arg *name)
+{
+    static const char *const w[] = {"xdel", "xtrim", "del", "unlink", "xsetid", "flushall",
+                                    "flushdb"};
+    for (size_t i = 0; i < sizeof w / sizeof *w; i++)
+        if (is_cmd(name, w[i]))
+            return true;
+    return false;
+}
+
+/* Has any WATCHed key moved since WATCH (as readers see it)? */
+static bool watch_broken(server *srv, const evs_watch *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        evs_version now;
+        evs_stream_version(server_store(srv), w[i].stream, &now);
+        if (now.stream != w[i].version.stream || now.changes != w[i].version.changes)
+            return true;
+    }
+    return false;
+}
 
 static void job_free(exec_job *j)
 {
@@ -174,6 +263,7 @@ static void job_free(exec_job *j)
     free(j->perr);
     free(j->nullrep);
     free(j->ids);
+    watch_release(j->watch, j->nwatch);
     free(j);
 }
 
@@ -209,6 +299,11 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
     while (j->i < j->n) {
         qcmd *q = &j->q[j->i];
         if (!is_cmd(&q->argv[0], "xadd")) {
+            if (is_other_write(&q->argv[0])) { /* it moves the versions itself: no second check */
+                watch_release(j->watch, j->nwatch);
+                j->watch = NULL;
+                j->nwatch = 0;
+            }
             const command *cmd = commands_find(&q->argv[0]);
             reply tr;
             memset(&tr, 0, sizeof tr);
@@ -271,8 +366,12 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
                          : server_hold_again(prev, exec_fill, j);
             bool trimmed = cnt == 1 && xa[0].has_trim;
             rc = !j->p ? -1
-                 : trimmed ? evs_submit_trim(server_store(j->srv), apps, napps, &xa[0].trim, batch_done, j)
-                           : evs_submit(server_store(j->srv), apps, napps, batch_done, j);
+                       : evs_submit_watched(server_store(j->srv), apps, napps,
+                                            trimmed ? &xa[0].trim : NULL, j->watch, j->nwatch,
+                                            batch_done, j);
+            watch_release(j->watch, j->nwatch); /* the first batch only */
+            j->watch = NULL;
+            j->nwatch = 0;
             if (rc && j->p) {
                 j->rc = rc;
                 if (rc == EVS_EFAILED)
@@ -315,6 +414,11 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
         job_free(j);
         return true;
     }
+    if (j->rc == EVS_ECHANGED) { /* a WATCHed key changed before the first batch: nothing ran */
+        resp_out_null_array(&r->out);
+        job_free(j);
+        return true;
+    }
     size_t next_id = 0;
     for (size_t k = 0; k < j->b1 - j->b0; k++) {
         if (j->perr[k])
@@ -339,19 +443,34 @@ void cmd_exec(cmd_ctx *x)
         reply_done(x);
         return;
     }
+    evs_watch *watch = m->w;
+    size_t nwatch = m->nw;
+    m->w = NULL; /* EXEC always unwatches */
+    m->nw = 0;
     if (m->dirty) {
         state_reset(m);
+        watch_release(watch, nwatch);
         resp_out_error(&x->r->out, "EXECABORT Transaction discarded because of previous errors.");
+        reply_done(x);
+        return;
+    }
+    if (watch_broken(x->srv, watch, nwatch)) {
+        state_reset(m);
+        watch_release(watch, nwatch);
+        resp_out_null_array(&x->r->out);
         reply_done(x);
         return;
     }
     exec_job *j = calloc(1, sizeof *j);
     if (!j) {
         state_reset(m);
+        watch_release(watch, nwatch);
         resp_out_error(&x->r->out, "ERR out of memory");
         reply_done(x);
         return;
     }
+    j->watch = watch;
+    j->nwatch = nwatch;
     j->srv = x->srv;
     j->c = x->c;
     j->q = m->q;

@@ -24,6 +24,7 @@ const char *evs_strerror(int code)
     case EVS_EIDZERO: return "the ID specified must be greater than 0-0";
     case EVS_EIDEXHAUSTED: return "the stream has exhausted the last possible ID";
     case EVS_EREADONLY: return "store is open read-only";
+    case EVS_ECHANGED: return "a watched stream changed";
     default:
         if (code < 0 && code > -4096)
             return strerror(-code);

@@ -96,6 +96,7 @@ typedef struct stream_state {
     uint64_t first_pos, last_pos;  /* REC_POS_NONE when none                               */
     uint64_t last_time_us, created_us;
     uint64_t sparse_bytes, sparse_count; /* since the last ids key                          */
+    uint64_t changes;              /* records applied since open (not stored): evs_version   */
 } stream_state;
 
 #define STREAM_STATE_BYTES 128
@@ -151,6 +152,8 @@ typedef struct wreq {
     size_t idem_off, idem_len;     /* idempotency key in data (len 0: none)                  */
     bool has_trim;                 /* trim the stream in the same group (evs_submit_trim)    */
     evs_trim trim;
+    size_t nwatch;                 /* evs_submit_watched: names in data at watch[i].off      */
+    struct wwatch { size_t off, len; evs_version v; } *watch;
     bool has_added, has_maxdel;    /* WR_SETID: ops[0].id is the new last ID                 */
     uint64_t added;
     evs_id maxdel;

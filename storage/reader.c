@@ -583,6 +583,15 @@ static int lookup(evs_store *st, evs_slice name, stream **s, stream_state *snap)
     return found ? 0 : EVS_ENOTFOUND;
 }
 
+void evs_stream_version(evs_store *st, evs_slice name, evs_version *out)
+{
+    stream *s;
+    stream_state snap;
+    *out = (evs_version){0, 0};
+    if (!lookup(st, name, &s, &snap))
+        *out = (evs_version){(uint64_t)snap.no + 1, snap.changes};
+}
+
 int evs_iter_open(evs_store *st, evs_slice name, const evs_query *q, evs_iter **out,
                   evs_error *err)
 {

@@ -291,6 +291,7 @@ static bool list_add(stream ***list, size_t *n, size_t *cap, stream *s)
  * commit. -ENOMEM if a list cannot grow. */
 static int touch(evs_store *st, stream *s)
 {
+    s->w.changes++; /* every applied record of the stream passes here: evs_version */
     if (!s->touched) {
         if (!list_add(&st->touched, &st->ntouched, &st->touchcap, s))
             return -ENOMEM;

@@ -68,6 +68,7 @@ void wreq_free(wreq *r)
     rec_buf_release(&r->data);
     free(r->ops);
     free(r->ids);
+    free(r->watch);
     free(r);
 }
 
@@ -599,9 +600,27 @@ static int emit_trim(evs_store *st, uint32_t no, const trim_plan *plan, evs_erro
     return rc;
 }
 
+/* evs_submit_watched: the writer's view counts every record emitted before this request. */
+static int check_watch(evs_store *st, const wreq *r, evs_error *err)
+{
+    for (size_t i = 0; i < r->nwatch; i++) {
+        const struct wwatch *w = &r->watch[i];
+        stream *s = strtab_get(&st->wtab, r->data.data + w->off, w->len, false);
+        evs_version now = {0, 0};
+        if (s && s->w_live)
+            now = (evs_version){(uint64_t)s->no + 1, s->w.changes};
+        if (now.stream != w->v.stream || now.changes != w->v.changes)
+            return evs_err_set(err, EVS_ECHANGED, "a watched stream changed");
+    }
+    return 0;
+}
+
 static int do_append(evs_store *st, wreq *r, evs_error *err)
 {
-    int rc = prepass(st, r, err);
+    int rc = check_watch(st, r, err);
+    if (rc)
+        return rc;
+    rc = prepass(st, r, err);
     if (rc)
         return rc;
     trim_plan plan = {0};
@@ -1060,35 +1079,43 @@ int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice 
     return rc;
 }
 
-int evs_submit_trim(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
-                    evs_done_fn done, void *arg)
+int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
+                       const evs_watch *watch, size_t nwatch, evs_done_fn done, void *arg)
 {
-    if (!trim_ok(trim) || !one_stream(reqs, n))
+    if (trim && (!trim_ok(trim) || !one_stream(reqs, n)))
         return EVS_EINVAL;
     wreq *r;
     int rc = build_append(st, reqs, n, &r, NULL);
     if (rc)
         return rc;
-    r->has_trim = true;
-    r->trim = *trim;
+    if (nwatch && !(r->watch = calloc(nwatch, sizeof *r->watch)))
+        rc = -ENOMEM;
+    for (size_t i = 0; !rc && i < nwatch; i++) {
+        r->watch[i] = (struct wwatch){r->data.len, watch[i].stream.len, watch[i].version};
+        if (rec_buf_write(&r->data, watch[i].stream.ptr, watch[i].stream.len))
+            rc = -ENOMEM;
+    }
+    r->nwatch = nwatch;
+    if (trim) {
+        r->has_trim = true;
+        r->trim = *trim;
+    }
     r->done = done;
     r->arg = arg;
-    if ((rc = writer_submit(st, r)))
+    if (rc || (rc = writer_submit(st, r)))
         wreq_free(r);
     return rc;
 }
 
+int evs_submit_trim(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
+                    evs_done_fn done, void *arg)
+{
+    return evs_submit_watched(st, reqs, n, trim, NULL, 0, done, arg);
+}
+
 int evs_submit(evs_store *st, const evs_append *reqs, size_t n, evs_done_fn done, void *arg)
 {
-    wreq *r;
-    int rc = build_append(st, reqs, n, &r, NULL);
-    if (rc)
-        return rc;
-    r->done = done;
-    r->arg = arg;
-    if ((rc = writer_submit(st, r)))
-        wreq_free(r);
-    return rc;
+    return evs_submit_watched(st, reqs, n, NULL, NULL, 0, done, arg);
 }
 
 /* A synchronous call: submit, then wait on a condition variable for the writer's answer. */

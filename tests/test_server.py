@@ -335,6 +335,86 @@ class Transactions(Base):
         self.assertEqual(res[2], 1)  # neither 6-0 nor 4-0 was appended
         self.assertEqual(self.r.xrange("t3"), [("5-0", {"k": "0"})])
 
+    def test_watch_aborts_exec_when_a_watched_key_changes(self):
+        r, other = self.r, self.srv.client(decode_responses=True)
+        r.xadd("w", {"a": "1"}, id="1-0")
+        # untouched: EXEC runs
+        p = r.pipeline(transaction=True)
+        p.watch("w", "absent")
+        p.multi()
+        p.xadd("w", {"a": "2"}, id="2-0")
+        self.assertEqual(p.execute(), ["2-0"])
+        # each kind of change by another client aborts: nothing of the transaction lands
+        changes = [lambda: other.xadd("w", {"x": "y"}),
+                   lambda: other.xdel("w", "1-0"),
+                   lambda: other.xtrim("w", maxlen=0, approximate=False),
+                   lambda: other.execute_command("XSETID", "w", "99999999999999-0"),
+                   lambda: other.delete("w"),
+                   lambda: other.xadd("absent", {"x": "y"})]
+        for n, change in enumerate(changes):
+            r.xadd("w", {"a": "base"})
+            before = r.xlen("w")
+            p = r.pipeline(transaction=True)
+            p.watch("w", "absent")
+            change()
+            p.multi()
+            p.xadd("w", {"mine": str(n)})
+            p.xrange("w")
+            with self.assertRaises(redis.WatchError, msg="change %d" % n):
+                p.execute()
+            entries = r.xrange("w")
+            self.assertFalse([e for e in entries if "mine" in e[1]], "change %d" % n)
+            other.delete("absent")
+        # WATCH inside MULTI, UNWATCH, DISCARD and EXEC clear the watch
+        self.assertEqual(raw(self.srv.port, b"MULTI\r\nWATCH w\r\nDISCARD\r\n", read_until_close=False, timeout=2)[:5], b"+OK\r\n")
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=5)
+        s.sendall(b"MULTI\r\nWATCH w\r\n")
+        buf = b""
+        while buf.count(b"\r\n") < 2:
+            buf += s.recv(4096)
+        self.assertEqual(buf, b"+OK\r\n-ERR WATCH inside MULTI is not allowed\r\n")
+        s.close()
+        r.watch("w")
+        r.unwatch()
+        other.xadd("w", {"x": "y"})
+        p = r.pipeline(transaction=True)
+        p.xadd("w", {"a": "3"})
+        self.assertEqual(len(p.execute()), 1)
+        other.close()
+
+    def test_watch_holds_against_concurrent_appenders(self):
+        # a counter kept in the stream: read the top, append top+1 under WATCH. Four clients
+        # race; every value must appear exactly once (lost updates would repeat one).
+        r = self.r
+        r.xadd("ctr", {"v": "0"})
+        done = []
+
+        def worker(k):
+            c = self.srv.client(decode_responses=True)
+            ok = 0
+            while ok < 25:
+                with c.pipeline(transaction=True) as p:
+                    try:
+                        p.watch("ctr")
+                        top = int(p.xrevrange("ctr", count=1)[0][1]["v"])
+                        p.multi()
+                        p.xadd("ctr", {"v": str(top + 1)})
+                        p.execute()
+                        ok += 1
+                    except redis.WatchError:
+                        pass
+            done.append(ok)
+            c.close()
+
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        self.assertEqual(done, [25] * 4)
+        values = [int(e[1]["v"]) for e in r.xrange("ctr")]
+        self.assertEqual(values, list(range(101)))
+
     def test_execabort_discard_and_nesting(self):
         self.assertEqual(raw(self.srv.port, b"EXEC\r\n"), b"-ERR EXEC without MULTI\r\n")
         self.assertEqual(raw(self.srv.port, b"DISCARD\r\n"), b"-ERR DISCARD without MULTI\r\n")

@@ -607,3 +607,72 @@ Test(store, setid_checks_and_survives_reopen_and_rebuild)
         evs_close(st);
     }
 }
+
+static int submit_watched_wait(evs_store *st, const evs_append *a, const evs_watch *w, size_t nw)
+{
+    struct kdone k = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {{0, 0}}};
+    cr_assert_eq(evs_submit_watched(st, a, 1, NULL, w, nw, keyed_done, &k), 0);
+    pthread_mutex_lock(&k.mu);
+    while (!k.done)
+        pthread_cond_wait(&k.cv, &k.mu);
+    pthread_mutex_unlock(&k.mu);
+    return k.rc;
+}
+
+Test(store, versions_move_with_every_change_and_guard_watched_submits)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_error err;
+    evs_version v0, v;
+    evs_stream_version(st, S("s"), &v0);
+    cr_assert_eq(v0.stream, 0);
+    cr_assert_eq(v0.changes, 0);
+    fill(st, "s", 5, NULL); /* 1000-0 .. 1004-0 */
+    evs_stream_version(st, S("s"), &v);
+    cr_assert_neq(v.stream, 0);
+    evs_field f = {S("n"), S("x")};
+    evs_append a = {S("s"), EVS_ID_AUTO, {0, 0}, &f, 1, false};
+    evs_watch w[2] = {{S("s"), v}, {S("other"), v0}};
+    cr_assert_eq(submit_watched_wait(st, &a, w, 2), 0); /* nothing moved */
+    /* each change moves the version; a submit watching the old one is refused, nothing lands */
+    for (int change = 0; change < 5; change++) {
+        evs_stream_version(st, S("s"), &w[0].version);
+        evs_stream_version(st, S("other"), &w[1].version);
+        evs_stream_info before;
+        cr_assert_eq(evs_stream_info_get(st, S("s"), &before), 0);
+        evs_id del = before.last_id;
+        size_t n;
+        uint64_t removed;
+        evs_trim t = {EVS_TRIM_MAXLEN, false, 1, {0, 0}, 0};
+        evs_id far = {before.last_id.ms + 1000, 0};
+        if (change == 0)
+            cr_assert_eq(evs_append_batch(st, &a, 1, NULL, &err), 0);
+        else if (change == 1)
+            cr_assert_eq(evs_delete(st, S("s"), &del, 1, &n, &err), 0);
+        else if (change == 2)
+            cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0);
+        else if (change == 3)
+            cr_assert_eq(evs_stream_setid(st, S("s"), far, NULL, NULL, &err), 0);
+        else {
+            evs_append b = {S("other"), EVS_ID_AUTO, {0, 0}, &f, 1, false};
+            cr_assert_eq(evs_append_batch(st, &b, 1, NULL, &err), 0);
+        }
+        evs_stream_info mid;
+        cr_assert_eq(evs_stream_info_get(st, S("s"), &mid), 0);
+        cr_assert_eq(submit_watched_wait(st, &a, w, 2), EVS_ECHANGED, "change %d", change);
+        evs_stream_info after;
+        cr_assert_eq(evs_stream_info_get(st, S("s"), &after), 0);
+        cr_assert_eq(after.entries_added, mid.entries_added, "change %d", change);
+    }
+    /* dropped and re-created: a different stream */
+    evs_stream_version(st, S("s"), &w[0].version);
+    bool existed;
+    cr_assert_eq(evs_stream_drop(st, S("s"), &existed, &err), 0);
+    evs_stream_version(st, S("s"), &v);
+    cr_assert_eq(v.stream, 0);
+    fill(st, "s", 1, NULL);
+    evs_stream_version(st, S("s"), &v);
+    cr_assert_neq(v.stream, w[0].version.stream);
+    cr_assert_eq(submit_watched_wait(st, &a, w, 1), EVS_ECHANGED);
+    evs_close(st);
+}

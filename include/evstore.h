@@ -289,6 +289,14 @@ int evs_stream_info_get(evs_store *st, evs_slice stream, evs_stream_info *out);
 int evs_stream_list(evs_store *st, int (*fn)(void *arg, evs_slice name, const evs_stream_info *),
                     void *arg);
 
+/* Histogram bounds (upper, inclusive) of evs_store_stats' fsync and batch histograms; the last
+ * bucket counts everything above the last bound. */
+#define EVS_FSYNC_BUCKETS 14
+#define EVS_FSYNC_BOUNDS_US                                                                     \
+    {50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000}
+#define EVS_BATCH_BUCKETS 12
+#define EVS_BATCH_BOUNDS {1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096}
+
 typedef struct evs_store_stats {
     uint64_t streams;
     uint64_t segments;
@@ -300,9 +308,12 @@ typedef struct evs_store_stats {
     uint64_t fsync_ns_total; /* time spent in fdatasync since open                             */
     uint64_t fsync_ns_max;
     uint64_t batch_max;      /* largest batch (records) since open                             */
+    uint64_t batch_records_total; /* records in all batches since open                         */
     uint64_t recovered_records; /* records re-indexed from the tail on open                    */
     uint64_t torn_bytes;     /* bytes cut from a torn tail on open                             */
     uint64_t records_read;   /* records read and CRC-checked by iterators since open           */
+    uint64_t fsync_hist[EVS_FSYNC_BUCKETS]; /* fdatasyncs per latency bucket (not cumulative)  */
+    uint64_t batch_hist[EVS_BATCH_BUCKETS]; /* group commits per size bucket (records)         */
 } evs_store_stats;
 
 void evs_store_stats_get(evs_store *st, evs_store_stats *out);

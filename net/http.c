@@ -730,6 +730,25 @@ static int metric_stream(void *arg, evs_slice name, const evs_stream_info *info)
     return 0;
 }
 
+/* A Prometheus histogram from per-bucket counts (not cumulative; the last is the overflow). */
+static void metric_histogram(struct evbuffer *b, const char *name, const char *help,
+                             const uint64_t *bounds, double scale, const uint64_t *counts,
+                             size_t nbuckets, double sum)
+{
+    evbuffer_add_printf(b, "# HELP evstore_%s %s\n# TYPE evstore_%s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < nbuckets; i++) {
+        cum += counts[i];
+        if (i + 1 < nbuckets)
+            evbuffer_add_printf(b, "evstore_%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
+                                (double)bounds[i] * scale, cum);
+        else
+            evbuffer_add_printf(b, "evstore_%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
+    }
+    evbuffer_add_printf(b, "evstore_%s_sum %.6f\nevstore_%s_count %" PRIu64 "\n", name, sum, name,
+                        cum);
+}
+
 static void do_metrics(http_api *h, struct evhttp_request *req)
 {
     evs_store_stats s;
@@ -745,12 +764,14 @@ static void do_metrics(http_api *h, struct evhttp_request *req)
                         val)
     METRIC("appends_total", "counter", "Entries appended since start.", "%" PRIu64, s.appends);
     METRIC("batches_total", "counter", "Group commits since start.", "%" PRIu64, s.batches);
-    METRIC("fsyncs_total", "counter", "fdatasync calls on the log since start.", "%" PRIu64, s.fsyncs);
-    METRIC("fsync_seconds_total", "counter", "Time spent in fdatasync since start.", "%.6f",
-           (double)s.fsync_ns_total / 1e9);
-    METRIC("fsync_seconds_max", "gauge", "Longest fdatasync since start.", "%.6f",
+    static const uint64_t fsync_bounds[] = EVS_FSYNC_BOUNDS_US, batch_bounds[] = EVS_BATCH_BOUNDS;
+    metric_histogram(b, "fsync_seconds", "fdatasync latency of the log since start.", fsync_bounds,
+                     1e-6, s.fsync_hist, EVS_FSYNC_BUCKETS, (double)s.fsync_ns_total / 1e9);
+    metric_histogram(b, "batch_records", "Records per group commit since start.", batch_bounds, 1,
+                     s.batch_hist, EVS_BATCH_BUCKETS, (double)s.batch_records_total);
+    METRIC("fsync_max_seconds", "gauge", "Longest fdatasync since start.", "%.6f",
            (double)s.fsync_ns_max / 1e9);
-    METRIC("batch_records_max", "gauge", "Largest group commit since start (records).", "%" PRIu64,
+    METRIC("batch_max_records", "gauge", "Largest group commit since start (records).", "%" PRIu64,
            s.batch_max);
     METRIC("log_bytes", "gauge", "Bytes of records in all segments.", "%" PRIu64, s.log_bytes);
     METRIC("segments", "gauge", "Segment files.", "%" PRIu64, s.segments);

@@ -245,6 +245,8 @@ struct evs_store {
 
     /* stats */
     atomic_uint_fast64_t n_reads, n_appends, n_batches, n_fsyncs, fsync_ns, fsync_ns_max, batch_max;
+    atomic_uint_fast64_t n_batch_records;
+    atomic_uint_fast64_t fsync_hist[EVS_FSYNC_BUCKETS], batch_hist[EVS_BATCH_BUCKETS];
     uint64_t recovered_records, torn_bytes;
 };
 

@@ -1353,7 +1353,12 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
     o->fsync_ns_total = atomic_load(&st->fsync_ns);
     o->fsync_ns_max = atomic_load(&st->fsync_ns_max);
     o->batch_max = atomic_load(&st->batch_max);
+    o->batch_records_total = atomic_load(&st->n_batch_records);
     o->recovered_records = st->recovered_records;
     o->torn_bytes = st->torn_bytes;
     o->records_read = atomic_load(&st->n_reads);
+    for (size_t i = 0; i < EVS_FSYNC_BUCKETS; i++)
+        o->fsync_hist[i] = atomic_load(&st->fsync_hist[i]);
+    for (size_t i = 0; i < EVS_BATCH_BUCKETS; i++)
+        o->batch_hist[i] = atomic_load(&st->batch_hist[i]);
 }

@@ -220,8 +220,18 @@ static int pending_add(pending *p, wreq *r)
     return 0;
 }
 
+/* The bucket of v: the first bound >= v, or the overflow bucket. */
+static size_t bucket(const uint64_t *bounds, size_t nbounds, uint64_t v)
+{
+    size_t i = 0;
+    while (i < nbounds && v > bounds[i])
+        i++;
+    return i;
+}
+
 static int timed_sync(evs_store *st, int fd)
 {
+    static const uint64_t bounds[] = EVS_FSYNC_BOUNDS_US;
     uint64_t t0 = evs_mono_ns();
     int rc = st->io->fdatasync(fd);
     uint64_t dt = evs_mono_ns() - t0;
@@ -229,6 +239,7 @@ static int timed_sync(evs_store *st, int fd)
     atomic_fetch_add(&st->fsync_ns, dt);
     if (dt > atomic_load(&st->fsync_ns_max))
         atomic_store(&st->fsync_ns_max, dt);
+    atomic_fetch_add(&st->fsync_hist[bucket(bounds, EVS_FSYNC_BUCKETS - 1, dt / 1000)], 1);
     st->last_sync_ns = evs_mono_ns();
     return rc;
 }
@@ -339,8 +350,11 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
     atomic_store(&a->size, st->tail - a->base);
     store_publish_touched(st);
     pthread_rwlock_unlock(&st->lock);
+    static const uint64_t bounds[] = EVS_BATCH_BOUNDS;
     atomic_fetch_add(&st->n_batches, 1);
+    atomic_fetch_add(&st->batch_hist[bucket(bounds, EVS_BATCH_BUCKETS - 1, st->batch_records)], 1);
     atomic_fetch_add(&st->n_appends, st->batch_entries);
+    atomic_fetch_add(&st->n_batch_records, st->batch_records);
     if (st->batch_records > atomic_load(&st->batch_max))
         atomic_store(&st->batch_max, st->batch_records);
     if (st->idx_records && !st->idx_first_ns)

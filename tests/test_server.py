@@ -632,6 +632,16 @@ class Http(Base):
         self.assertEqual(st, 200)
         self.assertIn(b"evstore_appends_total 1\n", text)
         self.assertIn(b'evstore_stream_length{stream="a/b"} 1\n', text)
+        # histograms: cumulative buckets ending in +Inf == _count; the POST was fsynced (always)
+        for name in ("fsync_seconds", "batch_records"):
+            lines = [l for l in text.decode().splitlines() if l.startswith("evstore_%s_" % name)]
+            buckets = [int(l.rsplit(" ", 1)[1]) for l in lines if "_bucket{" in l]
+            count = int([l for l in lines if l.startswith("evstore_%s_count " % name)][0].split()[1])
+            self.assertEqual(buckets, sorted(buckets), name)
+            self.assertTrue(lines[-3].startswith('evstore_%s_bucket{le="+Inf"}' % name), lines)
+            self.assertEqual(buckets[-1], count, name)
+            self.assertGreaterEqual(count, 1, name)
+            self.assertIn("# TYPE evstore_%s histogram" % name, text.decode())
         st, body, _ = http_req(self.srv, "DELETE", "/streams/a%2Fb")
         self.assertEqual((st, body), (200, {"deleted": True}))
         self.assertEqual(http_req(self.srv, "GET", "/streams/a%2Fb")[0], 404)

@@ -267,6 +267,9 @@ static void publish_done(void *arg, int rc, const evs_id *ids, size_t n, const e
     server_post(p->h->srv, publish_answer, p); /* writer thread -> loop */
 }
 
+#define ID_KEY_PREFIX "\0id:"
+#define ID_KEY_PREFIX_LEN 4
+
 static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
 {
     const char *key = evhttp_find_header(evhttp_request_get_input_headers(req), "Idempotency-Key");
@@ -275,23 +278,6 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
         send_error(req, 400, "bad_idempotency_key", "Idempotency-Key must be 1 to %d bytes",
                    EVS_IDEM_KEY_MAX);
         return;
-    }
-    if (key) {
-        /* the same key in flight: wait for it and share its answer */
-        for (publish *o = h->keyed; o; o = o->next) {
-            if (o->key_len == key_len && !memcmp(o->key, key, key_len) && o->name_len == name.len &&
-                !memcmp(o->name, name.ptr, name.len)) {
-                struct waiter *w = calloc(1, sizeof *w);
-                if (!w) {
-                    send_error(req, 500, "internal", "out of memory");
-                    return;
-                }
-                w->req = req;
-                w->next = o->waiters;
-                o->waiters = w;
-                return;
-            }
-        }
     }
     size_t len;
     char *body = body_of(req, &len);
@@ -308,6 +294,41 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
         return;
     }
     bool array = json_is_array(doc);
+    /* Without the header, a single event's string "id" is its idempotency key, kept apart
+     * from header keys by a NUL prefix (no header value holds a NUL). */
+    char idkey[EVS_IDEM_KEY_MAX];
+    json_t *evid = array ? NULL : json_object_get(doc, "id");
+    if (!key && json_is_string(evid)) {
+        size_t n = json_string_length(evid);
+        if (n == 0 || n > EVS_IDEM_KEY_MAX - ID_KEY_PREFIX_LEN) {
+            json_decref(doc);
+            send_error(req, 400, "bad_event", "\"id\" must be 1 to %d bytes",
+                       EVS_IDEM_KEY_MAX - ID_KEY_PREFIX_LEN);
+            return;
+        }
+        memcpy(idkey, ID_KEY_PREFIX, ID_KEY_PREFIX_LEN);
+        memcpy(idkey + ID_KEY_PREFIX_LEN, json_string_value(evid), n);
+        key = idkey;
+        key_len = ID_KEY_PREFIX_LEN + n;
+    }
+    if (key) {
+        /* the same key in flight: wait for it and share its answer */
+        for (publish *o = h->keyed; o; o = o->next) {
+            if (o->key_len == key_len && !memcmp(o->key, key, key_len) && o->name_len == name.len &&
+                !memcmp(o->name, name.ptr, name.len)) {
+                json_decref(doc);
+                struct waiter *w = calloc(1, sizeof *w);
+                if (!w) {
+                    send_error(req, 500, "internal", "out of memory");
+                    return;
+                }
+                w->req = req;
+                w->next = o->waiters;
+                o->waiters = w;
+                return;
+            }
+        }
+    }
     if (key && replay_keyed(h, req, name, (evs_slice){key, key_len}, array)) {
         json_decref(doc);
         return;
@@ -341,11 +362,12 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
         p->array = array;
         p->ids = ids;
         if (key) {
-            p->key = strndup(key, key_len);
-            p->name = malloc(name.len);
+            p->key = malloc(key_len);
+            p->name = malloc(name.len ? name.len : 1);
             if (!p->key || !p->name) {
                 rc = -ENOMEM;
             } else {
+                memcpy(p->key, key, key_len);
                 memcpy(p->name, name.ptr, name.len);
                 p->key_len = key_len;
                 p->name_len = name.len;

@@ -620,6 +620,35 @@ class Http(Base):
                                {"Idempotency-Key": "x" * 300})
         self.assertEqual((st, body["code"]), (400, "bad_idempotency_key"))
 
+    def test_event_id_is_an_idempotency_key(self):
+        ev = {"id": "evt-7", "type": "t", "payload": {"n": 1}}
+        st, first, _ = http_req(self.srv, "POST", "/streams/eid/events", ev)
+        self.assertEqual(st, 201)
+        st, again, r = http_req(self.srv, "POST", "/streams/eid/events", ev)
+        self.assertEqual((st, again, r.getheader("Idempotent-Replayed")), (201, first, "true"))
+        self.assertEqual(self.r.xlen("eid"), 1)
+        # the id is kept as a field of the event
+        st, listed, _ = http_req(self.srv, "GET", "/streams/eid/events")
+        self.assertEqual(listed["events"][0]["fields"], {"id": "evt-7"})
+        # another id, or the same id on another stream, is another publish
+        self.assertNotEqual(http_req(self.srv, "POST", "/streams/eid/events", dict(ev, id="evt-8"))[1], first)
+        self.assertEqual(http_req(self.srv, "POST", "/streams/eid2/events", ev)[0], 201)
+        self.assertEqual((self.r.xlen("eid"), self.r.xlen("eid2")), (2, 1))
+        # a header key with the same text is a different key; the header wins over the id
+        st, hk, _ = http_req(self.srv, "POST", "/streams/eid/events", ev, {"Idempotency-Key": "evt-7"})
+        self.assertNotEqual(hk, first)
+        self.assertEqual(self.r.xlen("eid"), 3)
+        # the window survives a restart
+        self.srv.stop()
+        self.srv.start()
+        self.r = self.srv.client(decode_responses=True)
+        self.assertEqual(http_req(self.srv, "POST", "/streams/eid/events", ev)[1], first)
+        self.assertEqual(self.r.xlen("eid"), 3)
+        st, body, _ = http_req(self.srv, "POST", "/streams/eid/events", dict(ev, id="x" * 300))
+        self.assertEqual((st, body["code"]), (400, "bad_event"))
+        st, body, _ = http_req(self.srv, "POST", "/streams/eid/events", dict(ev, id=7))
+        self.assertEqual((st, body["code"]), (400, "bad_event"))
+
     def test_streams_delete_health_metrics(self):
         http_req(self.srv, "POST", "/streams/a%2Fb/events", {"type": "t"})
         st, body, _ = http_req(self.srv, "GET", "/streams")

@@ -1310,6 +1310,7 @@ static const config_item config_items[] = {
     {"bind", false},               {"fsync", false},             {"segment-bytes", false},
     {"max-entry-bytes", false},    {"max-request-bytes", false}, {"max-output-bytes", true},
     {"stream-node-max-bytes", true}, {"stream-node-max-entries", true},
+    {"timeout", true},
 };
 
 static void config_value(server *srv, const char *name, char *buf, size_t cap)
@@ -1328,6 +1329,7 @@ static void config_value(server *srv, const char *name, char *buf, size_t cap)
     else if (!strcmp(name, "max-request-bytes")) snprintf(buf, cap, "%llu", (unsigned long long)c->max_request_bytes);
     else if (!strcmp(name, "max-output-bytes")) snprintf(buf, cap, "%llu", (unsigned long long)c->max_output_bytes);
     else if (!strcmp(name, "stream-node-max-bytes")) snprintf(buf, cap, "%lld", stream_node_max_bytes);
+    else if (!strcmp(name, "timeout")) snprintf(buf, cap, "%d", c->timeout_s);
     else snprintf(buf, cap, "%lld", stream_node_max_entries);
 }
 
@@ -1388,6 +1390,8 @@ static void cmd_config(cmd_ctx *x)
                 server_cfg_mut(x->srv)->max_output_bytes = (uint64_t)v;
             else if (!strcmp(it->name, "stream-node-max-bytes"))
                 stream_node_max_bytes = v;
+            else if (!strcmp(it->name, "timeout"))
+                server_cfg_mut(x->srv)->timeout_s = v > 100000000 ? 100000000 : (int)v;
             else
                 stream_node_max_entries = v;
         }

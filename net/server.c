@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 struct pending {
     pending_t *next;
@@ -46,6 +47,7 @@ struct conn {
     bool paused;    /* input waits for replies to come (N4)                            */
     size_t need;    /* the partial command needs this many bytes before re-parsing     */
     bool reading_held; /* socket reads paused while its writes are in flight (batching)  */
+    time_t last_io;    /* last time bytes arrived (--timeout)                            */
     reply *head, *tail;
     resp_arg *argv;
     size_t argcap;
@@ -60,7 +62,7 @@ struct server {
     struct event_base *base;
     struct evconnlistener *lis;
     evs_store *st;
-    struct event *wake, *sigterm, *sigint, *visible;
+    struct event *wake, *sigterm, *sigint, *visible, *cron;
     struct http_api *http;
     pthread_mutex_t mu;
     pending_t *done_head, *done_tail; /* (mu) */
@@ -318,6 +320,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 {
     conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    c->last_io = time(NULL);
     while (!c->closing && !c->closed && !c->paused) {
         size_t len = evbuffer_get_length(in);
         if (len == 0 || len < c->need)
@@ -436,6 +439,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     c->id = ++s->next_id;
     c->proto = 2;
     c->authed = s->cfg.requirepass == NULL;
+    c->last_io = time(NULL);
     c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev) {
         evutil_closesocket(fd);
@@ -449,6 +453,26 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     s->nconns++;
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* Once a second, as Redis's clientsCron: close clients idle longer than --timeout. A client
+ * waiting for a reply (an XADD in flight, a blocked XREAD) or with replies unsent is not idle. */
+static void cron_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server *s = arg;
+    if (s->cfg.timeout_s <= 0)
+        return;
+    time_t now = time(NULL);
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->waits && !c->head && now - c->last_io > s->cfg.timeout_s) {
+            server_log(s, EVS_LOG_DEBUG, "client %lld idle for more than %d s: closed", c->id,
+                       s->cfg.timeout_s);
+            conn_close(c);
+        }
+    }
 }
 
 /* Writer thread: a batch became visible; wake the loop (coalesced by libevent). */
@@ -551,6 +575,10 @@ int server_run(const server_config *cfg)
     signal(SIGPIPE, SIG_IGN);
     commands_init(s, s->base);
     s->visible = event_new(s->base, -1, EV_PERSIST | EV_READ, visible_cb, s);
+    s->cron = event_new(s->base, -1, EV_PERSIST, cron_cb, s);
+    struct timeval second = {1, 0};
+    if (s->cron)
+        event_add(s->cron, &second);
     evs_set_visible_hook(s->st, visible_hook, s);
     evs_store_stats st;
     evs_store_stats_get(s->st, &st);
@@ -588,6 +616,8 @@ out:
         event_free(s->wake);
     if (s->visible)
         event_free(s->visible);
+    if (s->cron)
+        event_free(s->cron);
     if (s->sigterm)
         event_free(s->sigterm);
     if (s->sigint)

@@ -37,6 +37,7 @@ typedef struct server_config {
     uint64_t max_output_bytes; /* a client whose unsent replies exceed this is dropped   */
     void (*log)(void *arg, int level, const char *msg);
     int http_port;             /* 0: no HTTP API                                         */
+    int timeout_s;             /* close RESP clients idle this long; 0: never (settable) */
 } server_config;
 
 typedef struct server server;

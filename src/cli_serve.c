@@ -26,6 +26,8 @@ static const char *help =
     "  --max-output-bytes N    unsent replies before a   EVSTORE_MAX_OUTPUT_BYTES 256m\n"
     "                          slow client is dropped\n"
     "  --segment-bytes N       segment size              EVSTORE_SEGMENT_BYTES 64m\n"
+    "  --timeout S             close RESP clients idle   EVSTORE_TIMEOUT  0 (never)\n"
+    "                          S seconds (not while a reply is pending: XREAD BLOCK)\n"
     "\n"
     "Sizes take k, m, g suffixes (powers of 1024). Not yet here: consumer groups, retention,\n"
     "replication (see the project's issues). With --requirepass, HTTP requests need\n"
@@ -56,6 +58,7 @@ int cmd_serve(int argc, char **argv)
     const char *req = cli_env("EVSTORE_MAX_REQUEST_BYTES", "512m");
     const char *outb = cli_env("EVSTORE_MAX_OUTPUT_BYTES", "256m");
     const char *seg = cli_env("EVSTORE_SEGMENT_BYTES", "64m");
+    const char *tmo = cli_env("EVSTORE_TIMEOUT", "0");
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},           {"bind", required_argument, NULL, 'b'},
         {"http-port", required_argument, NULL, 'H'},
@@ -63,9 +66,10 @@ int cmd_serve(int argc, char **argv)
         {"requirepass", required_argument, NULL, 'a'},    {"max-clients", required_argument, NULL, 'c'},
         {"max-entry-bytes", required_argument, NULL, 'e'}, {"max-request-bytes", required_argument, NULL, 'r'},
         {"max-output-bytes", required_argument, NULL, 'o'}, {"segment-bytes", required_argument, NULL, 's'},
+        {"timeout", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},                 {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H': hport = optarg; break;
         case 'd': c.data = optarg; break;
@@ -78,6 +82,7 @@ int cmd_serve(int argc, char **argv)
         case 'r': req = optarg; break;
         case 'o': outb = optarg; break;
         case 's': seg = optarg; break;
+        case 't': tmo = optarg; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
         default: fputs(help, stderr); return EXIT_USAGE;
         }
@@ -111,6 +116,12 @@ int cmd_serve(int argc, char **argv)
         return EXIT_USAGE;
     }
     c.max_clients = (int)mc;
+    long to = strtol(tmo, &end, 10);
+    if (*end || !*tmo || to < 0 || to > 100000000) {
+        fprintf(stderr, "evstore serve: --timeout: not a number of seconds (0: never): %s\n", tmo);
+        return EXIT_USAGE;
+    }
+    c.timeout_s = (int)to;
     if (!size_opt("--max-entry-bytes", entry, &c.max_entry_bytes) ||
         !size_opt("--max-request-bytes", req, &c.max_request_bytes) ||
         !size_opt("--max-output-bytes", outb, &c.max_output_bytes) ||

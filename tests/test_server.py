@@ -771,6 +771,39 @@ class Limits(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
             shutil.rmtree(d, ignore_errors=True)
 
+    def test_idle_timeout_spares_blocked_and_busy_clients(self):
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        srv = Server(os.path.join(d, "data"), "--timeout", "1").start()
+        try:
+            def conn():
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=8)
+                s.sendall(b"PING\r\n")
+                self.assertEqual(s.recv(100), b"+PONG\r\n")
+                return s
+            idle, blocked, busy = conn(), conn(), conn()
+            blocked.sendall(b"XREAD BLOCK 3500 STREAMS nothing $\r\n")
+            t0 = time.time()
+            while time.time() - t0 < 3:
+                busy.sendall(b"PING\r\n")
+                self.assertEqual(busy.recv(100), b"+PONG\r\n")
+                time.sleep(0.3)
+            self.assertEqual(idle.recv(100), b"")  # closed by the server
+            self.assertEqual(blocked.recv(100), b"*-1\r\n")  # its BLOCK ran out, not the timeout
+            # CONFIG SET timeout 0: nobody is closed any more
+            c = srv.client(decode_responses=True)
+            self.assertEqual(c.config_get("timeout"), {"timeout": "1"})
+            self.assertTrue(c.config_set("timeout", 0))
+            quiet = conn()
+            time.sleep(2.5)
+            quiet.sendall(b"PING\r\n")
+            self.assertEqual(quiet.recv(100), b"+PONG\r\n")
+            for s in (idle, blocked, busy, quiet):
+                s.close()
+            c.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            shutil.rmtree(d, ignore_errors=True)
+
 
 class DiskFull(unittest.TestCase):
     def test_full_disk_refuses_clearly_and_loses_nothing(self):

@@ -216,6 +216,11 @@ typedef struct evs_watch {
     evs_version version;
 } evs_watch;
 
+static inline bool evs_version_eq(evs_version a, evs_version b)
+{
+    return a.stream == b.stream && a.changes == b.changes;
+}
+
 void evs_stream_version(evs_store *st, evs_slice stream, evs_version *out);
 int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
                        const evs_watch *watch, size_t nwatch, evs_done_fn done, void *arg);

@@ -42,11 +42,14 @@ typedef struct multi_state {
     size_t nw;
 } multi_state;
 
-static void watch_release(evs_watch *w, size_t n)
+/* Forget a list of watched keys (and free their names). */
+static void unwatch(evs_watch **w, size_t *n)
 {
-    for (size_t i = 0; i < n; i++)
-        free((void *)w[i].stream.ptr);
-    free(w);
+    for (size_t i = 0; i < *n; i++)
+        free((void *)(*w)[i].stream.ptr);
+    free(*w);
+    *w = NULL;
+    *n = 0;
 }
 
 static void queue_release(qcmd *q, size_t n)
@@ -62,7 +65,7 @@ static void state_free(void *p)
 {
     multi_state *m = p;
     queue_release(m->q, m->n);
-    watch_release(m->w, m->nw);
+    unwatch(&m->w, &m->nw);
     free(m);
 }
 
@@ -161,9 +164,7 @@ void cmd_discard(cmd_ctx *x)
         resp_out_error(&x->r->out, "ERR DISCARD without MULTI");
     } else {
         state_reset(m);
-        watch_release(m->w, m->nw);
-        m->w = NULL;
-        m->nw = 0;
+        unwatch(&m->w, &m->nw);
         resp_out_simple(&x->r->out, "OK");
     }
     reply_done(x);
@@ -203,11 +204,8 @@ void cmd_watch(cmd_ctx *x)
 void cmd_unwatch(cmd_ctx *x)
 {
     multi_state *m = state(x->c, false);
-    if (m) {
-        watch_release(m->w, m->nw);
-        m->w = NULL;
-        m->nw = 0;
-    }
+    if (m)
+        unwatch(&m->w, &m->nw);
     resp_out_simple(&x->r->out, "OK");
     reply_done(x);
 }
@@ -250,7 +248,7 @@ static bool watch_broken(server *srv, const evs_watch *w, size_t n)
     for (size_t i = 0; i < n; i++) {
         evs_version now;
         evs_stream_version(server_store(srv), w[i].stream, &now);
-        if (now.stream != w[i].version.stream || now.changes != w[i].version.changes)
+        if (!evs_version_eq(now, w[i].version))
             return true;
     }
     return false;
@@ -263,7 +261,7 @@ static void job_free(exec_job *j)
     free(j->perr);
     free(j->nullrep);
     free(j->ids);
-    watch_release(j->watch, j->nwatch);
+    unwatch(&j->watch, &j->nwatch);
     free(j);
 }
 
@@ -300,9 +298,7 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
         qcmd *q = &j->q[j->i];
         if (!is_cmd(&q->argv[0], "xadd")) {
             if (is_other_write(&q->argv[0])) { /* it moves the versions itself: no second check */
-                watch_release(j->watch, j->nwatch);
-                j->watch = NULL;
-                j->nwatch = 0;
+                unwatch(&j->watch, &j->nwatch);
             }
             const command *cmd = commands_find(&q->argv[0]);
             reply tr;
@@ -369,9 +365,7 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
                        : evs_submit_watched(server_store(j->srv), apps, napps,
                                             trimmed ? &xa[0].trim : NULL, j->watch, j->nwatch,
                                             batch_done, j);
-            watch_release(j->watch, j->nwatch); /* the first batch only */
-            j->watch = NULL;
-            j->nwatch = 0;
+            unwatch(&j->watch, &j->nwatch); /* the first batch only */
             if (rc && j->p) {
                 j->rc = rc;
                 if (rc == EVS_EFAILED)
@@ -449,14 +443,14 @@ void cmd_exec(cmd_ctx *x)
     m->nw = 0;
     if (m->dirty) {
         state_reset(m);
-        watch_release(watch, nwatch);
+        unwatch(&watch, &nwatch);
         resp_out_error(&x->r->out, "EXECABORT Transaction discarded because of previous errors.");
         reply_done(x);
         return;
     }
     if (watch_broken(x->srv, watch, nwatch)) {
         state_reset(m);
-        watch_release(watch, nwatch);
+        unwatch(&watch, &nwatch);
         resp_out_null_array(&x->r->out);
         reply_done(x);
         return;
@@ -464,7 +458,7 @@ void cmd_exec(cmd_ctx *x)
     exec_job *j = calloc(1, sizeof *j);
     if (!j) {
         state_reset(m);
-        watch_release(watch, nwatch);
+        unwatch(&watch, &nwatch);
         resp_out_error(&x->r->out, "ERR out of memory");
         reply_done(x);
         return;

@@ -623,7 +623,7 @@ static int check_watch(evs_store *st, const wreq *r, evs_error *err)
         evs_version now = {0, 0};
         if (s && s->w_live)
             now = (evs_version){(uint64_t)s->no + 1, s->w.changes};
-        if (now.stream != w->v.stream || now.changes != w->v.changes)
+        if (!evs_version_eq(now, w->v))
             return evs_err_set(err, EVS_ECHANGED, "a watched stream changed");
     }
     return 0;

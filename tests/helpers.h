@@ -24,6 +24,14 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
 
 static inline void rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
 
+/* Delete a stopped store's LMDB index: the next open rebuilds it from the log. */
+static inline void rm_index(const char *store)
+{
+    char idx[600];
+    snprintf(idx, sizeof idx, "%s/index", store);
+    rm_rf(idx);
+}
+
 static inline char *tmpdir_new(void)
 {
     char *d = strdup("/tmp/evs-test-XXXXXX");

@@ -345,9 +345,7 @@ Test(recovery, index_ahead_of_truncated_log_is_rebuilt)
 Test(recovery, deleted_index_is_rebuilt)
 {
     make_store(100, 30);
-    char idx[600];
-    snprintf(idx, sizeof idx, "%s/index", dir);
-    rm_rf(idx);
+    rm_index(dir);
     cr_assert_eq(count_entries(), 100);
     evs_store *st = open_store(dir, NULL);
     evs_query q;

@@ -465,9 +465,7 @@ Test(store, idempotency_keys_survive_reopen_and_rebuild)
     cr_assert_eq(n, 3);
     evs_close(st);
     /* the index is derived: rebuilt from the log, the key is still there */
-    char idx[600];
-    snprintf(idx, sizeof idx, "%s/index", dir);
-    rm_rf(idx);
+    rm_index(dir);
     st = open_store(dir, NULL);
     cr_assert_eq(evs_idem_get(st, S("orders"), S("key-1"), 600000000ull, &first, &last, &n), 1);
     cr_assert_eq(evs_verify(st, NULL, NULL), 0);
@@ -544,11 +542,8 @@ Test(store, trims_exact_approximate_minid_and_inside_appends)
     cr_assert_eq(evs_close(st), 0);
     /* durable, and rebuilt the same from the log */
     for (int pass = 0; pass < 2; pass++) {
-        if (pass) {
-            char idx[600];
-            snprintf(idx, sizeof idx, "%s/index", dir);
-            rm_rf(idx);
-        }
+        if (pass)
+            rm_index(dir);
         st = open_store(dir, NULL);
         cr_assert_eq(read_ids(st, "s", NULL, got, 200), 3, "pass %d", pass);
         cr_assert_eq(got[0].ms, 2017);
@@ -591,11 +586,8 @@ Test(store, setid_checks_and_survives_reopen_and_rebuild)
     cr_assert_eq(evs_verify(st, NULL, NULL), 0);
     cr_assert_eq(evs_close(st), 0);
     for (int pass = 0; pass < 2; pass++) {
-        if (pass) {
-            char idx[600];
-            snprintf(idx, sizeof idx, "%s/index", dir);
-            rm_rf(idx);
-        }
+        if (pass)
+            rm_index(dir);
         st = open_store(dir, NULL);
         evs_stream_info info;
         cr_assert_eq(evs_stream_info_get(st, S("s"), &info), 0);

@@ -145,6 +145,19 @@ static bool key_ok(evs_iter *it, const void *k, size_t kl, const void *v, size_t
  * Forward: load the block that starts at the key (start_id, start_pos), and find the key
  * after it. Drops deleted entries if the stream has tombstones.
  */
+/* The found positions and IDs, collected walking back-pointers, into the other order. */
+static void reverse_found(evs_iter *it)
+{
+    for (size_t a = 0, b = it->n ? it->n - 1 : 0; a < b; a++, b--) {
+        uint64_t tp = it->pos[a];
+        it->pos[a] = it->pos[b];
+        it->pos[b] = tp;
+        evs_id ti = it->ids[a];
+        it->ids[a] = it->ids[b];
+        it->ids[b] = ti;
+    }
+}
+
 static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_error *err)
 {
     idx_rtxn *r;
@@ -206,14 +219,7 @@ static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_err
     }
     /* reverse into log order, dropping deleted entries */
     size_t out_n = 0;
-    for (size_t a = 0, b = it->n ? it->n - 1 : 0; a < b; a++, b--) {
-        uint64_t tp = it->pos[a];
-        it->pos[a] = it->pos[b];
-        it->pos[b] = tp;
-        evs_id ti = it->ids[a];
-        it->ids[a] = it->ids[b];
-        it->ids[b] = ti;
-    }
+    reverse_found(it);
     for (size_t j = 0; j < it->n; j++) {
         if (it->snap.ndels && is_deleted(r, it->s->no, it->ids[j]))
             continue;
@@ -452,16 +458,8 @@ static int load_filter_tail(evs_iter *it, evs_error *err)
                                it->pname, p);
         p = h.prev;
     }
-    if (!it->q.reverse) {
-        for (size_t a = 0, b = it->n ? it->n - 1 : 0; a < b; a++, b--) {
-            uint64_t tp = it->pos[a];
-            it->pos[a] = it->pos[b];
-            it->pos[b] = tp;
-            evs_id ti = it->ids[a];
-            it->ids[a] = it->ids[b];
-            it->ids[b] = ti;
-        }
-    }
+    if (!it->q.reverse)
+        reverse_found(it);
     if (it->snap.ndels) {
         /* tombstones are always indexed before they are acknowledged */
         idx_rtxn *r;

@@ -381,8 +381,8 @@ static void hook(void *arg, const evs_slice *names, size_t n)
     (void)arg;
     for (size_t i = 0; i < n; i++)
         if (names[i].len == 1 && !memcmp(names[i].ptr, "w", 1)) {
+            memcpy(hook_name, names[i].ptr, 1); /* before the count that publishes it */
             __atomic_add_fetch(&hook_calls, 1, __ATOMIC_SEQ_CST);
-            memcpy(hook_name, names[i].ptr, 1);
         }
 }
 
@@ -403,6 +403,10 @@ Test(store, wait_is_woken_by_an_append_and_times_out)
     cr_assert_eq(evs_wait(st, S("w"), first, 5000), 1);
     pthread_join(th, NULL);
     cr_assert_eq(w.rc, 0);
+    /* waiters are woken before the hook runs (both after the batch is visible): give the
+     * writer thread up to 5 s to reach the hook */
+    for (int i = 0; i < 5000 && __atomic_load_n(&hook_calls, __ATOMIC_SEQ_CST) < 2; i++)
+        usleep(1000);
     cr_assert_geq(__atomic_load_n(&hook_calls, __ATOMIC_SEQ_CST), 2);
     cr_assert_eq(hook_name[0], 'w');
     /* a stream that does not exist yet is waited for too */

@@ -40,6 +40,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             break;
         case REC_STREAM: rec_stream_decode(body, h.body_len, &op, &name, extra, &n); break;
+        case REC_GROUP: {
+            evs_slice arg;
+            uint64_t *nums = NULL;
+            if (rec_group_decode(body, h.body_len, &op, &name, &arg, &nums, &n) == 0)
+                free(nums);
+            break;
+        }
         default: rec_uints_decode(body, h.body_len, extra, 8, &n); break;
         }
         off += sz;

@@ -41,6 +41,8 @@ enum {
     EVS_EIDEXHAUSTED = -30011, /* the stream's ID space is exhausted (last ID is max)          */
     EVS_EREADONLY = -30012, /* the store was opened read-only                                 */
     EVS_ECHANGED = -30013,  /* a watched stream changed (evs_submit_watched): nothing appended */
+    EVS_ENOGROUP = -30014,  /* no such consumer group on the stream                           */
+    EVS_EEXIST = -30015,    /* the consumer group already exists                              */
 };
 
 /* The text for any code this API returns (EVS_E*, negative errno, 0). Static storage. */
@@ -333,6 +335,133 @@ int evs_wait(evs_store *st, evs_slice stream, evs_id after, int64_t timeout_ms);
  * names of the streams it touched (valid during the call). One hook per store; NULL removes. */
 typedef void (*evs_visible_fn)(void *arg, const evs_slice *streams, size_t n);
 void evs_set_visible_hook(evs_store *st, evs_visible_fn fn, void *arg);
+
+/* ---- consumer groups -------------------------------------------------------------------- */
+
+/*
+ * Redis consumer groups, durable: every change of a group's state (creation, each delivery,
+ * ack, claim, dead-lettering) is a record in the log, group-committed and acknowledged with the
+ * same fsync mode as entries, and checkpointed in the index (pending entries included) so an
+ * open never re-reads the log for them. A group belongs to its stream: dropping the stream
+ * drops its groups.
+ *
+ * Dead letters: a group with max_deliveries n > 0 never delivers an entry an (n+1)th time
+ * (XREADGROUP of history, XCLAIM, XAUTOCLAIM); instead the entry's fields plus dlq-source-key,
+ * dlq-source-id, dlq-group and dlq-deliveries are appended to its dead-letter stream and the
+ * entry is acknowledged, in one atomic group: one copy, even across a crash.
+ */
+typedef enum evs_group_cmd {
+    EVS_GROUP_CREATE = 1,         /* id / id_is_last, mkstream, entries_read, max_deliveries, dlq */
+    EVS_GROUP_DESTROY = 2,        /* result.count: 1 if it existed                             */
+    EVS_GROUP_SETID = 3,          /* id / id_is_last, entries_read                             */
+    EVS_GROUP_SETDLQ = 4,         /* max_deliveries, dlq                                       */
+    EVS_GROUP_CREATECONSUMER = 5, /* result.count: 1 if created                                */
+    EVS_GROUP_DELCONSUMER = 6,    /* result.count: the pending entries it had                  */
+    EVS_GROUP_READ = 7,           /* new_only (">") or history after id; count, noack          */
+    EVS_GROUP_ACK = 8,            /* ids; result.count: how many were pending                  */
+    EVS_GROUP_CLAIM = 9,          /* ids, min_idle_ms, idle/time, retrycount, force, lastid     */
+    EVS_GROUP_AUTOCLAIM = 10,     /* id (start), count, min_idle_ms                            */
+} evs_group_cmd;
+
+#define EVS_ENTRIES_READ_NONE UINT64_MAX /* a group's entries-read counter is unknown */
+#define EVS_GROUP_NAME_MAX 256            /* group and consumer names, bytes              */
+
+typedef struct evs_group_op {
+    evs_group_cmd cmd;
+    evs_slice stream, group, consumer;
+    evs_id id;                /* CREATE/SETID: the last-delivered ID; READ (history): entries
+                                 after this; AUTOCLAIM: the start                            */
+    bool id_is_last;          /* CREATE/SETID: "$", the stream's last ID                     */
+    bool mkstream;            /* CREATE: create the stream if it does not exist             */
+    uint64_t entries_read;    /* CREATE/SETID: EVS_ENTRIES_READ_NONE when not given          */
+    uint64_t max_deliveries;  /* CREATE/SETDLQ: 0 never dead-letters                         */
+    evs_slice dlq;            /* CREATE/SETDLQ: dead-letter stream; ptr NULL: "<stream>:dlq" */
+    bool new_only;            /* READ: ">" (never-delivered entries)                         */
+    bool noack;               /* READ: deliver without adding to the pending list           */
+    uint64_t count;           /* READ (0: no limit), AUTOCLAIM (at least 1)                  */
+    const evs_id *ids;        /* ACK, CLAIM                                                  */
+    size_t nids;
+    uint64_t min_idle_ms;     /* CLAIM, AUTOCLAIM                                            */
+    int64_t set_idle_ms;      /* CLAIM IDLE (-1: not given)                                  */
+    int64_t set_time_ms;      /* CLAIM TIME (-1: not given)                                  */
+    int64_t retrycount;       /* CLAIM RETRYCOUNT (-1: not given)                            */
+    bool force;               /* CLAIM FORCE                                                 */
+    bool justid;              /* CLAIM/AUTOCLAIM JUSTID: no delivery count increment         */
+    bool has_lastid;          /* CLAIM LASTID                                                */
+    evs_id lastid;
+} evs_group_op;
+
+void evs_group_op_init(evs_group_op *op, evs_group_cmd cmd);
+
+typedef struct evs_group_result {
+    uint64_t count;       /* see evs_group_cmd                                               */
+    const evs_id *ids;    /* READ/CLAIM/AUTOCLAIM: the entries delivered, in order; a history
+                             read lists pending entries even if deleted since               */
+    size_t nids;
+    evs_id next;          /* AUTOCLAIM: the cursor for the next call (0-0: done)             */
+    const evs_id *deleted; /* AUTOCLAIM (and CLAIM): pending entries found deleted, dropped  */
+    size_t ndeleted;
+    uint64_t dead_lettered; /* entries moved to the dead-letter stream by this operation     */
+} evs_group_result;
+
+/* Called once on the writer thread when the operations are durable (or failed: rc < 0, err
+ * says why; for a refused operation nothing was written). res[i] is op i's, valid during the
+ * call. Must not call back into the store's write functions. */
+typedef void (*evs_group_done_fn)(void *arg, int rc, const evs_group_result *res, size_t n,
+                                  const evs_error *err);
+
+/* Run n operations in order, as one atomic group. READ may name several streams (XREADGROUP);
+ * the other commands run one at a time. EVS_ENOTFOUND: no stream; EVS_ENOGROUP: no group;
+ * EVS_EEXIST: CREATE of an existing group. The op's data is copied before return. */
+int evs_group_submit(evs_store *st, const evs_group_op *ops, size_t n, evs_group_done_fn done,
+                     void *arg);
+/* Synchronous form for one operation; the result's arrays are copied into *out_ids (free()). */
+int evs_group_run(evs_store *st, const evs_group_op *op, evs_group_result *res,
+                  evs_id **out_ids, evs_error *err);
+
+typedef struct evs_group_info {
+    evs_slice name;
+    uint64_t consumers;
+    uint64_t pending;
+    evs_id last_delivered;
+    uint64_t entries_read;   /* EVS_ENTRIES_READ_NONE: unknown                                */
+    bool lag_known;
+    uint64_t lag;            /* entries not yet delivered, when lag_known                     */
+    uint64_t max_deliveries;
+    evs_slice dlq;
+    uint64_t dead_letters;   /* entries this group moved to its dead-letter stream            */
+    uint64_t oldest_pending_ms; /* delivery time of the least recently delivered pending entry
+                                   (0: none)                                                */
+    evs_id pending_first, pending_last; /* smallest and largest pending ID (when pending)     */
+} evs_group_info;
+
+typedef struct evs_consumer_info {
+    evs_slice name;
+    uint64_t pending;
+    uint64_t seen_ms;        /* last attempted interaction (read, claim)                      */
+    uint64_t active_ms;      /* last successful delivery to it (0: never)                     */
+} evs_consumer_info;
+
+typedef struct evs_pending_info {
+    evs_id id;
+    evs_slice consumer;
+    uint64_t delivered_ms;   /* last delivery time                                            */
+    uint64_t deliveries;
+} evs_pending_info;
+
+/* Walks under the group lock: fn must be quick and must not call into the store. Its pointers
+ * are valid during the call; non-zero from fn stops the walk and is returned. */
+int evs_group_list(evs_store *st, evs_slice stream,
+                   int (*fn)(void *arg, const evs_group_info *g), void *arg);
+int evs_group_get(evs_store *st, evs_slice stream, evs_slice group,
+                  int (*fn)(void *arg, const evs_group_info *g), void *arg);
+int evs_consumer_list(evs_store *st, evs_slice stream, evs_slice group,
+                      int (*fn)(void *arg, const evs_consumer_info *c), void *arg);
+/* Pending entries in [start, end] by ID, at most `count` (0: all), idle at least min_idle_ms,
+ * of one consumer if consumer.ptr != NULL. */
+int evs_pending_list(evs_store *st, evs_slice stream, evs_slice group, evs_id start, evs_id end,
+                     uint64_t count, uint64_t min_idle_ms, evs_slice consumer,
+                     int (*fn)(void *arg, const evs_pending_info *p), void *arg);
 
 /* ---- checking ---------------------------------------------------------------------------- */
 

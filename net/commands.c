@@ -20,17 +20,14 @@
 #include <string.h>
 #include <strings.h>
 
-#define ERR_ID "ERR Invalid stream ID specified as stream command argument"
-#define ERR_INT "ERR value is not an integer or out of range"
-#define ERR_SYNTAX "ERR syntax error"
 
-static bool arg_is(const cmd_ctx *x, size_t i, const char *s)
+bool arg_is(const cmd_ctx *x, size_t i, const char *s)
 {
     size_t n = strlen(s);
     return i < x->argc && x->argv[i].len == n && strncasecmp((const char *)x->argv[i].ptr, s, n) == 0;
 }
 
-static bool arg_ll(const resp_arg *a, long long *out)
+bool arg_ll(const resp_arg *a, long long *out)
 {
     char buf[32];
     if (a->len == 0 || a->len >= sizeof buf)
@@ -46,9 +43,9 @@ static bool arg_ll(const resp_arg *a, long long *out)
     return true;
 }
 
-static evs_slice key_of(const resp_arg *a) { return (evs_slice){a->ptr, a->len}; }
+evs_slice key_of(const resp_arg *a) { return (evs_slice){a->ptr, a->len}; }
 
-static void reply_error_done(cmd_ctx *x, const char *msg)
+void reply_error_done(cmd_ctx *x, const char *msg)
 {
     resp_out_error(&x->r->out, "%s", msg);
     reply_done(x);
@@ -57,7 +54,7 @@ static void reply_error_done(cmd_ctx *x, const char *msg)
 /* ---- IDs ---------------------------------------------------------------------------------- */
 
 /* A strict "<ms>-<seq>" or "<ms>" (seq = missing_seq). */
-static bool parse_id(const resp_arg *a, uint64_t missing_seq, evs_id *id)
+bool parse_id(const resp_arg *a, uint64_t missing_seq, evs_id *id)
 {
     return evs_id_parse(a->ptr, a->len, missing_seq, id) == 0;
 }
@@ -83,14 +80,14 @@ static bool parse_interval(const resp_arg *a, uint64_t missing_seq, evs_id *id, 
     return parse_id(&b, missing_seq, id);
 }
 
-static void out_id(resp_out *o, evs_id id)
+void out_id(resp_out *o, evs_id id)
 {
     char buf[EVS_ID_STRLEN];
     size_t n = evs_id_format(id, buf);
     resp_out_bulk(o, buf, n);
 }
 
-static void out_entry(resp_out *o, const evs_entry *e)
+void out_entry(resp_out *o, const evs_entry *e)
 {
     resp_out_array(o, 2);
     out_id(o, e->id);
@@ -103,7 +100,7 @@ static void out_entry(resp_out *o, const evs_entry *e)
 
 /* Append up to q->limit entries of stream `key` as an array into o; returns the count, or
  * < 0 after writing an error. */
-static long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q)
+long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q)
 {
     evs_iter *it;
     evs_error err;
@@ -806,7 +803,11 @@ static void cmd_xinfo(cmd_ctx *x)
     if (arg_is(x, 1, "HELP")) {
         static const char *const lines[] = {
             "XINFO <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-            "STREAM <key> [FULL [COUNT <count>]]",
+            "CONSUMERS <key> <groupname>",
+            "    Show consumers of <groupname>.",
+            "GROUPS <key>",
+            "    Show the stream consumer groups.",
+            "STREAM <key> [FULL [COUNT <count>]",
             "    Show information about the stream.",
             "HELP",
             "    Print this help.",
@@ -815,6 +816,14 @@ static void cmd_xinfo(cmd_ctx *x)
         for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
             resp_out_simple(&x->r->out, lines[i]);
         reply_done(x);
+        return;
+    }
+    if (arg_is(x, 1, "GROUPS") && x->argc == 3) {
+        xinfo_groups(x);
+        return;
+    }
+    if (arg_is(x, 1, "CONSUMERS") && x->argc == 4) {
+        xinfo_consumers(x);
         return;
     }
     if (!arg_is(x, 1, "STREAM") || x->argc < 3) {
@@ -872,10 +881,10 @@ static void cmd_xinfo(cmd_ctx *x)
         q.limit = (uint64_t)count; /* COUNT 0: all, as in Redis */
         out_range(o, st, key, &q);
         resp_out_cstr(o, "groups");
-        resp_out_array(o, 0); /* consumer groups come with their issue */
+        xinfo_full_groups(o, st, key, count);
     } else {
         resp_out_cstr(o, "groups");
-        resp_out_int(o, 0);
+        resp_out_int(o, (long long)xinfo_group_count(st, key));
         resp_out_cstr(o, "first-entry");
         out_edge_entry(o, st, key, false);
         resp_out_cstr(o, "last-entry");
@@ -988,6 +997,7 @@ static void blocked_timeout(evutil_socket_t fd, short what, void *arg)
 /* Retry every parked XREAD (a batch became visible, or a client left). */
 void commands_on_visible(void)
 {
+    groups_on_visible();
     blocked *b = blocked_list;
     while (b) {
         blocked *next = b->next;
@@ -1024,6 +1034,7 @@ void commands_conn_closed(void)
 
 void commands_shutdown(void)
 {
+    groups_shutdown();
     while (blocked_list) {
         blocked *b = blocked_list;
         blocked_unlink(b);
@@ -1147,7 +1158,7 @@ static size_t blocked_count(void)
     size_t n = 0;
     for (blocked *b = blocked_list; b; b = b->next)
         n++;
-    return n;
+    return n + groups_blocked();
 }
 
 /* ---- keyspace-wide ------------------------------------------------------------------------ */
@@ -1426,6 +1437,9 @@ static const command table[] = {
     {"flushall", -1, false, cmd_flushall}, {"flushdb", -1, false, cmd_flushall},
     {"config", -2, false, cmd_config}, {"xsetid", -3, false, cmd_xsetid},
     {"role", 1, false, cmd_role},
+    {"xgroup", -2, false, cmd_xgroup},  {"xreadgroup", -7, false, cmd_xreadgroup},
+    {"xack", -4, false, cmd_xack},      {"xpending", -3, false, cmd_xpending},
+    {"xclaim", -6, false, cmd_xclaim},  {"xautoclaim", -6, false, cmd_xautoclaim},
 };
 
 static void cmd_command(cmd_ctx *x)

@@ -16,6 +16,38 @@ typedef struct command {
 const command *commands_find(const resp_arg *name);
 bool commands_arity_ok(const command *cmd, size_t argc);
 
+#define ERR_ID "ERR Invalid stream ID specified as stream command argument"
+#define ERR_INT "ERR value is not an integer or out of range"
+#define ERR_SYNTAX "ERR syntax error"
+
+/* Shared argument and reply helpers (commands.c). */
+bool arg_is(const cmd_ctx *x, size_t i, const char *s); /* argv[i] equals s, any case */
+bool arg_ll(const resp_arg *a, long long *out);
+evs_slice key_of(const resp_arg *a);
+void reply_error_done(cmd_ctx *x, const char *msg);
+/* A strict "<ms>-<seq>" or "<ms>" (seq = missing_seq). */
+bool parse_id(const resp_arg *a, uint64_t missing_seq, evs_id *id);
+void out_id(resp_out *o, evs_id id);
+void out_entry(resp_out *o, const evs_entry *e);
+/* Up to q->limit entries of stream key as an array; the count, or < 0 after an error. */
+long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q);
+
+/* groups.c: the consumer-group commands and their parked XREADGROUP BLOCKs. */
+void cmd_xgroup(cmd_ctx *x);
+void cmd_xreadgroup(cmd_ctx *x);
+void cmd_xack(cmd_ctx *x);
+void cmd_xpending(cmd_ctx *x);
+void cmd_xclaim(cmd_ctx *x);
+void cmd_xautoclaim(cmd_ctx *x);
+/* XINFO GROUPS / CONSUMERS, and the groups part of XINFO STREAM FULL. */
+void xinfo_groups(cmd_ctx *x);
+void xinfo_consumers(cmd_ctx *x);
+size_t xinfo_group_count(evs_store *st, evs_slice key);
+void xinfo_full_groups(resp_out *o, evs_store *st, evs_slice key, long long count);
+void groups_on_visible(void);
+void groups_shutdown(void);
+size_t groups_blocked(void);
+
 /* XADD's arguments as an append request; a.fields point into the argv and f. */
 #define XADD_SMALL 16
 typedef struct xadd_args {

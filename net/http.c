@@ -8,6 +8,7 @@
  *   GET    /streams                 names, lengths, first/last id
  *   GET    /streams/{name}          stats
  *   DELETE /streams/{name}
+ *   /streams/{name}/groups...       consumer groups (http_groups.c)
  *   GET    /healthz /readyz /metrics
  *
  * An event maps to fields: `source` and `type` (strings), `payload` (any JSON, stored as its
@@ -25,6 +26,7 @@
  * completions run) before evhttp is freed.
  */
 #include "event_json.h"
+#include "http_internal.h"
 #include "server.h"
 
 #include <ctype.h>
@@ -95,7 +97,7 @@ struct publish {
 
 /* ---- replies ------------------------------------------------------------------------------ */
 
-static void send_json(struct evhttp_request *req, int status, const char *reason, json_t *body)
+void send_json(struct evhttp_request *req, int status, const char *reason, json_t *body)
 {
     struct evbuffer *b = evbuffer_new();
     char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -111,9 +113,7 @@ static void send_json(struct evhttp_request *req, int status, const char *reason
     json_decref(body);
 }
 
-static void send_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void send_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)
+void send_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)
 {
     char msg[600];
     va_list ap;
@@ -124,7 +124,7 @@ static void send_error(struct evhttp_request *req, int status, const char *code,
         int status;
         const char *reason;
     } reasons[] = {{400, "Bad Request"},       {401, "Unauthorized"}, {404, "Not Found"},
-                   {405, "Method Not Allowed"}, {413, "Payload Too Large"},
+                   {405, "Method Not Allowed"}, {409, "Conflict"}, {413, "Payload Too Large"},
                    {500, "Internal Server Error"}, {503, "Service Unavailable"}};
     const char *reason = "Error";
     for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++)
@@ -155,7 +155,9 @@ static bool authorized(http_api *h, struct evhttp_request *req)
     return diff == 0;
 }
 
-static char *body_of(struct evhttp_request *req, size_t *len)
+server *http_server(http_api *h) { return h->srv; }
+
+char *body_of(struct evhttp_request *req, size_t *len)
 {
     struct evbuffer *b = evhttp_request_get_input_buffer(req);
     *len = evbuffer_get_length(b);
@@ -624,6 +626,7 @@ void http_on_visible(http_api *h)
         sse_pump(x);
         x = next;
     }
+    http_groups_on_visible(h);
 }
 
 static void do_live(http_api *h, struct evhttp_request *req, evs_slice name)
@@ -733,12 +736,11 @@ static void do_stream(http_api *h, struct evhttp_request *req, evs_slice name, b
 
 /* ---- metrics and health ------------------------------------------------------------------- */
 
-static int metric_stream(void *arg, evs_slice name, const evs_stream_info *info)
+/* A Prometheus label value: backslash, quote and newline escaped, other bytes as \\xNN. */
+static void label_value(struct evbuffer *b, const void *ptr, size_t len)
 {
-    struct evbuffer *b = arg;
-    evbuffer_add_printf(b, "evstore_stream_length{stream=\"");
-    const unsigned char *p = name.ptr;
-    for (size_t i = 0; i < name.len; i++) {
+    const unsigned char *p = ptr;
+    for (size_t i = 0; i < len; i++) {
         if (p[i] == '\\' || p[i] == '"')
             evbuffer_add_printf(b, "\\%c", p[i]);
         else if (p[i] == '\n')
@@ -748,7 +750,46 @@ static int metric_stream(void *arg, evs_slice name, const evs_stream_info *info)
         else
             evbuffer_add(b, p + i, 1);
     }
-    evbuffer_add_printf(b, "\"} %" PRIu64 "\n", info->length);
+}
+
+struct metric_walk {
+    struct evbuffer *b, *groups[3]; /* stream lines; one buffer per group metric family      */
+    evs_store *st;
+    evs_slice stream;
+};
+
+static int metric_group(void *arg, const evs_group_info *g)
+{
+    struct metric_walk *w = arg;
+    static const char *const names[] = {"pending", "lag", "dead_letters_total"};
+    uint64_t v[3] = {g->pending, g->lag, g->dead_letters};
+    for (int i = 0; i < 3; i++) {
+        if (i == 1 && !g->lag_known)
+            continue;
+        struct evbuffer *o = w->groups[i];
+        evbuffer_add_printf(o, "evstore_group_%s{stream=\"", names[i]);
+        label_value(o, w->stream.ptr, w->stream.len);
+        evbuffer_add_printf(o, "\",group=\"");
+        label_value(o, g->name.ptr, g->name.len);
+        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", v[i]);
+    }
+    return 0;
+}
+
+static int metric_stream(void *arg, evs_slice name, const evs_stream_info *info)
+{
+    struct metric_walk *w = arg;
+    evbuffer_add_printf(w->b, "evstore_stream_length{stream=\"");
+    label_value(w->b, name.ptr, name.len);
+    evbuffer_add_printf(w->b, "\"} %" PRIu64 "\n", info->length);
+    return 0;
+}
+
+/* Group metrics, stream by stream, outside the stream walk (which holds the store lock). */
+static int collect_name(void *arg, evs_slice name, const evs_stream_info *info)
+{
+    (void)info;
+    json_array_append_new(arg, json_stringn_nocheck(name.ptr, name.len));
     return 0;
 }
 
@@ -804,7 +845,33 @@ static void do_metrics(http_api *h, struct evhttp_request *req)
 #undef METRIC
     evbuffer_add_printf(b, "# HELP evstore_stream_length Live entries per stream.\n"
                            "# TYPE evstore_stream_length gauge\n");
-    evs_stream_list(server_store(h->srv), metric_stream, b);
+    struct metric_walk w = {b, {evbuffer_new(), evbuffer_new(), evbuffer_new()},
+                            server_store(h->srv), {NULL, 0}};
+    evs_stream_list(w.st, metric_stream, &w);
+    json_t *names = json_array();
+    evs_stream_list(w.st, collect_name, names);
+    size_t i;
+    json_t *n;
+    json_array_foreach(names, i, n) {
+        w.stream = (evs_slice){json_string_value(n), json_string_length(n)};
+        if (w.groups[0] && w.groups[1] && w.groups[2])
+            evs_group_list(w.st, w.stream, metric_group, &w);
+    }
+    json_decref(names);
+    static const char *const heads[3] = {
+        "# HELP evstore_group_pending Pending entries per consumer group.\n"
+        "# TYPE evstore_group_pending gauge\n",
+        "# HELP evstore_group_lag Entries not yet delivered to the group.\n"
+        "# TYPE evstore_group_lag gauge\n",
+        "# HELP evstore_group_dead_letters_total Entries the group moved to its dead-letter "
+        "stream.\n# TYPE evstore_group_dead_letters_total counter\n"};
+    for (int k = 0; k < 3; k++) {
+        if (!w.groups[k])
+            continue;
+        evbuffer_add_printf(b, "%s", heads[k]);
+        evbuffer_add_buffer(b, w.groups[k]);
+        evbuffer_free(w.groups[k]);
+    }
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     evhttp_send_reply(req, 200, "OK", b);
@@ -881,6 +948,8 @@ static void route(struct evhttp_request *req, void *arg)
             do_live(h, req, s);
         else
             method_not_allowed(req, "GET");
+    } else if (!strncmp(tail, "/groups", 7)) {
+        http_groups_route(h, req, s, tail + 7);
     } else if (!strcmp(tail, "/events")) {
         if (m == EVHTTP_REQ_POST)
             do_publish(h, req, s);
@@ -932,6 +1001,7 @@ int http_start(server *srv, http_api **out)
 
 void http_quiesce(http_api *h)
 {
+    http_groups_quiesce();
     if (h && h->sock) {
         evhttp_del_accept_socket(h->http, h->sock);
         h->sock = NULL;

@@ -25,6 +25,8 @@ const char *evs_strerror(int code)
     case EVS_EIDEXHAUSTED: return "the stream has exhausted the last possible ID";
     case EVS_EREADONLY: return "store is open read-only";
     case EVS_ECHANGED: return "a watched stream changed";
+    case EVS_ENOGROUP: return "no such consumer group";
+    case EVS_EEXIST: return "consumer group already exists";
     default:
         if (code < 0 && code > -4096)
             return strerror(-code);

@@ -21,6 +21,7 @@
 
 static const char *const table_names[IDX_NTABLES] = {
     "meta", "streams", "stream_no", "ids", "times", "filt", "dels", "segments", "idem",
+    "groups", "consumers", "pel",
 };
 
 struct idx {

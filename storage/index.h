@@ -18,6 +18,7 @@
  *   dels       no(4) ms(8) seq(8) -> tombstone pos(8)
  *   segments   base(8) -> end(8) first_time(8) last_time(8) records(8) sealed(8)
  *   idem       no(4) key -> first ms,seq(16) last ms,seq(16) count(8) time_us(8)   idempotency keys
+ *   groups, consumers, pel: consumer-group state (layout in group.h)
  */
 #ifndef EVS_INDEX_H
 #define EVS_INDEX_H
@@ -29,7 +30,7 @@
 #include "record.h"
 
 enum idx_table { IDX_META, IDX_STREAMS, IDX_STREAM_NO, IDX_IDS, IDX_TIMES, IDX_FILT, IDX_DELS,
-                 IDX_SEGMENTS, IDX_IDEM, IDX_NTABLES };
+                 IDX_SEGMENTS, IDX_IDEM, IDX_GROUPS, IDX_CONSUMERS, IDX_PEL, IDX_NTABLES };
 
 typedef struct idx idx;
 

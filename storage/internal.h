@@ -114,6 +114,7 @@ typedef struct stream {
     bool touched;              /* (W) in the list of streams to write at the next index commit */
     bool btouched;             /* (W) in the list of streams to publish after this write batch */
     struct stream *w_next, *v_next; /* hash chains                                          */
+    struct cgroup *groups;     /* (G) consumer groups, by name (group.h)                      */
 } stream;
 
 typedef struct strtab {
@@ -129,7 +130,17 @@ void strtab_del(strtab *t, stream *s, bool vis);
 
 /* ---- the write queue --------------------------------------------------------------------- */
 
-enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4, WR_SETID = 5 };
+enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4, WR_SETID = 5,
+                 WR_GROUP = 6 };
+
+/* One consumer-group operation of a WR_GROUP request: the caller's op with its slices and ID
+ * array copied into wreq.data (offsets until the request is complete), and its result. */
+typedef struct gop {
+    evs_group_op op;
+    size_t off[5];                 /* stream, group, consumer, dlq, ids: offsets into data   */
+    evs_id *rids, *rdel;           /* result arrays (owned)                                  */
+    size_t nr, nd, capr, capd;
+} gop;
 
 typedef struct wop {
     size_t name_off, name_len;     /* into wreq.data                                         */
@@ -162,6 +173,9 @@ typedef struct wreq {
     evs_done_fn done;
     void *arg;
     size_t count;                  /* WR_DELETE: deleted; WR_DROP: existed                   */
+    gop *gops;                     /* WR_GROUP: n operations, and their results              */
+    evs_group_result *gres;
+    evs_group_done_fn gdone;
 } wreq;
 
 /* ---- the store --------------------------------------------------------------------------- */
@@ -236,6 +250,10 @@ struct evs_store {
     evs_error fail_err;            /* written once, before `failed` is set                    */
     pthread_mutex_t failmu;
 
+    /* consumer groups (group.h) */
+    pthread_mutex_t gmu;           /* guards every stream's groups (G2)                      */
+    uint32_t next_gno;             /* (W) next group number                                   */
+
     /* visibility notification */
     pthread_mutex_t vmu;
     pthread_cond_t vcv;
@@ -298,6 +316,23 @@ int store_read_record(evs_store *st, uint64_t pos, const char *stream_name, rec_
  * a record never change while it is in the log): header bounds only, no CRC. */
 int store_read_checked(evs_store *st, uint64_t pos, const char *stream_name, rec_hdr *h,
                        const uint8_t **body, uint64_t *size, segment **ref, evs_error *err);
+
+/* Writer primitives for group_exec.c (writer thread only). Records are built with copied
+ * bodies; writer_txn_close clears REC_F_TXN_CONT on the batch's last record if it was emitted
+ * after `mark` (a request that emits with TXN_CONT throughout closes its group this way). */
+#define NEED_FLUSH 1 /* a request must see the batch so far published: flush, then retry */
+int writer_emit_copy(evs_store *st, uint8_t kind, uint16_t flags, uint32_t no, evs_id id,
+                     uint64_t prev, const uint8_t *body, uint32_t len, evs_error *err);
+int writer_stream_create(evs_store *st, evs_slice name, uint16_t flags, stream **out,
+                         evs_error *err);
+int writer_entry_auto(evs_store *st, stream *s, const uint8_t *body, uint32_t len,
+                      uint16_t flags, evs_id *id, evs_error *err);
+size_t writer_mark(evs_store *st);
+void writer_txn_close(evs_store *st, size_t mark);
+/* group_exec.c: run a WR_GROUP request's operations (0, NEED_FLUSH before anything was
+ * emitted, or an error; *emitted says whether records were built). */
+int group_exec(evs_store *st, wreq *r, bool *emitted, evs_error *err);
+void group_results_free(wreq *r);
 
 /* Writer thread */
 void *writer_main(void *arg);

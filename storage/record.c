@@ -408,6 +408,56 @@ out:
     return rc;
 }
 
+int rec_group_encode(rec_buf *b, int op, evs_slice group, evs_slice arg, const uint64_t *nums,
+                     size_t n)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, rec_buf_write);
+    if (rec_buf_reserve(b, 32 + group.len + arg.len + 9 * n) || msgpack_pack_array(&pk, 4) ||
+        msgpack_pack_uint32(&pk, (uint32_t)op) || msgpack_pack_bin(&pk, group.len) ||
+        msgpack_pack_bin_body(&pk, group.ptr, group.len) || msgpack_pack_bin(&pk, arg.len) ||
+        msgpack_pack_bin_body(&pk, arg.ptr, arg.len) || msgpack_pack_array(&pk, n))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (msgpack_pack_uint64(&pk, nums[i]))
+            return -1;
+    return 0;
+}
+
+int rec_group_decode(const uint8_t *body, uint32_t len, int *op, evs_slice *group,
+                     evs_slice *arg, uint64_t **nums, size_t *n)
+{
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, 1024))
+        return -1;
+    msgpack_object obj;
+    int rc = -1;
+    *nums = NULL;
+    if (unpack_array(body, len, &zone, &obj) || obj.via.array.size != 4)
+        goto out;
+    const msgpack_object *a = obj.via.array.ptr;
+    if (a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 > 255 ||
+        !obj_bytes(&a[1], group) || !obj_bytes(&a[2], arg) || a[3].type != MSGPACK_OBJECT_ARRAY)
+        goto out;
+    *op = (int)a[0].via.u64;
+    *n = a[3].via.array.size;
+    if (!(*nums = malloc((*n ? *n : 1) * sizeof **nums)))
+        goto out;
+    for (size_t i = 0; i < *n; i++) {
+        const msgpack_object *o = &a[3].via.array.ptr[i];
+        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            free(*nums);
+            *nums = NULL;
+            goto out;
+        }
+        (*nums)[i] = o->via.u64;
+    }
+    rc = 0;
+out:
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
 int rec_uints_encode(rec_buf *b, const uint64_t *v, size_t n)
 {
     msgpack_packer pk;

@@ -41,6 +41,27 @@ enum rec_stream_op {
                               the entries of this atomic group were published under key     */
 };
 
+/* Consumer-group events (REC_GROUP): body = [op, group(bin), arg(bin), [uint...]]. The numbers
+ * are full new values, never deltas, so replaying a record twice is harmless. */
+enum rec_group_op {
+    REC_G_CREATE = 1,    /* arg dlq key; [gno, last_ms, last_seq, entries_read, max_deliveries]  */
+    REC_G_DESTROY = 2,   /* []                                                                  */
+    REC_G_SETID = 3,     /* [last_ms, last_seq, entries_read]                                   */
+    REC_G_SETDLQ = 4,    /* arg dlq key; [max_deliveries]                                       */
+    REC_G_CONSUMER = 5,  /* arg consumer; []: created (XGROUP CREATECONSUMER, first use)        */
+    REC_G_DELCONS = 6,   /* arg consumer; []: deleted with its pending entries                  */
+    REC_G_DELIVER = 7,   /* arg consumer; [noack, last_ms, last_seq, entries_read, (ms, seq)...]:
+                            new entries delivered (">"), pending with count 1 unless noack     */
+    REC_G_REDELIVER = 8, /* arg consumer; [(ms, seq)...]: pending entries delivered again
+                            (count + 1, time = record time)                                    */
+    REC_G_ACK = 9,       /* []; [(ms, seq)...]: no longer pending                               */
+    REC_G_CLAIM = 10,    /* arg consumer; [has_lastid, last_ms, last_seq, (ms, seq, count,
+                            time_ms)...]: pending entries now owned by consumer               */
+    REC_G_DEAD = 11,     /* []; [ms, seq, deliveries]: dead-lettered (the copy precedes it in
+                            the same atomic group): no longer pending, counted               */
+};
+#define REC_G_ENTRIES_READ_NONE UINT64_MAX /* entries_read unknown (Redis: invalid) */
+
 /* Header flags. */
 #define REC_F_TXN_CONT 0x0001u /* more records of the same atomic group follow this one */
 
@@ -129,6 +150,13 @@ int rec_stream_decode(const uint8_t *body, uint32_t len, int *op, evs_slice *nam
 int rec_idem_encode(rec_buf *b, evs_slice name, evs_slice key, const uint64_t v[5]);
 int rec_idem_decode(const uint8_t *body, uint32_t len, evs_slice *name, evs_slice *key,
                     uint64_t v[5]);
+
+/* REC_GROUP bodies. Decoding allocates the numbers in `zone`-free storage: *nums points into a
+ * buffer the caller frees with free(). */
+int rec_group_encode(rec_buf *b, int op, evs_slice group, evs_slice arg, const uint64_t *nums,
+                     size_t n);
+int rec_group_decode(const uint8_t *body, uint32_t len, int *op, evs_slice *group,
+                     evs_slice *arg, uint64_t **nums, size_t *n);
 
 int rec_uints_encode(rec_buf *b, const uint64_t *v, size_t n);
 int rec_uints_decode(const uint8_t *body, uint32_t len, uint64_t *v, size_t cap, size_t *n);

@@ -22,6 +22,7 @@
  *     corruption: logged, never cut, skipped by re-synchronising on the next valid record;
  *     reads that reach it fail with EVS_ECORRUPT.
  */
+#include "group.h"
 #include "index.h"
 #include "internal.h"
 #include "postings.h"
@@ -288,10 +289,11 @@ static bool list_add(stream ***list, size_t *n, size_t *cap, stream *s)
 }
 
 /* Remember that s changed: publish it after this write batch, write it at the next index
- * commit. -ENOMEM if a list cannot grow. */
-static int touch(evs_store *st, stream *s)
+ * commit; `version`: move its evs_version. -ENOMEM if a list cannot grow. */
+static int touch_state(evs_store *st, stream *s, bool version)
 {
-    s->w.changes++; /* every applied record of the stream passes here: evs_version */
+    if (version)
+        s->w.changes++; /* every applied record of the stream passes here: evs_version */
     if (!s->touched) {
         if (!list_add(&st->touched, &st->ntouched, &st->touchcap, s))
             return -ENOMEM;
@@ -304,6 +306,8 @@ static int touch(evs_store *st, stream *s)
     }
     return 0;
 }
+
+static int touch(evs_store *st, stream *s) { return touch_state(st, s, true); }
 
 /* Find the `source` and `type` fields of an entry body, for recovery (the writer gets them
  * from the caller). */
@@ -450,7 +454,7 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ev
             return evs_err_set(err, EVS_ECORRUPT, "drop of unknown stream %u", h->stream);
         strtab_del(&st->wtab, s, false);
         s->w_live = false;
-        if (touch(st, s))
+        if (group_drop_all(st, s) || touch(st, s))
             return evs_err_set(err, -ENOMEM, "out of memory");
         return 0;
     default:
@@ -514,10 +518,16 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
         rc = touch(st, s);
         break;
     }
-    case REC_SEAL:
     case REC_GROUP:
+        if (!s || !s->w_live)
+            return evs_err_set(err, EVS_ECORRUPT, "group event of unknown stream %u", h->stream);
+        if ((rc = group_apply(st, s, h, body, err)))
+            return rc;
+        rc = touch_state(st, s, false); /* group state is not the stream's version */
+        break;
+    case REC_SEAL:
     case REC_EPOCH:
-        break; /* SEAL handled by the scanner; the others by later modules */
+        break; /* SEAL handled by the scanner; EPOCH by the replication module */
     }
     if (rc)
         return evs_err_set(err, rc, "index batch: %s", evs_strerror(rc));
@@ -541,6 +551,8 @@ int store_index_flush(evs_store *st, evs_error *err)
         if (s->w_live) {
             stream_state_encode(&s->w, v);
             rc = idx_batch_put(st->ib, IDX_STREAMS, s->name, s->name_len, v, STREAM_STATE_BYTES);
+            if (!rc && s->groups)
+                rc = group_flush(st, s);
         } else {
             rc = idx_batch_del(st->ib, IDX_STREAMS, s->name, s->name_len);
             idx_be32(k, s->no);
@@ -1014,7 +1026,7 @@ static int recover(evs_store *st, evs_error *err)
         next_no = 1;
     }
     st->next_no = next_no;
-    if ((rc = load_streams(st, err)))
+    if ((rc = load_streams(st, err)) || (rc = group_load(st, err)))
         return rc;
     uint64_t from = present ? wm.end : (st->nsegs ? st->segs[0]->base : 0);
     st->tail = from;
@@ -1136,6 +1148,7 @@ static void store_free(evs_store *st)
     free(st->segs);
     for (size_t i = 0; i < st->nbyno; i++) {
         if (st->byno[i]) {
+            group_free_all(st->byno[i]);
             free(st->byno[i]->name);
             free(st->byno[i]);
         }
@@ -1162,6 +1175,7 @@ static void store_free(evs_store *st)
     pthread_mutex_destroy(&st->prep_mu);
     pthread_cond_destroy(&st->prep_cv);
     pthread_mutex_destroy(&st->failmu);
+    pthread_mutex_destroy(&st->gmu);
     free(st->dir);
     free(st->logdir);
     free(st->idxdir);
@@ -1195,6 +1209,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     pthread_mutex_init(&st->prep_mu, NULL);
     pthread_cond_init(&st->prep_cv, NULL);
     pthread_mutex_init(&st->failmu, NULL);
+    pthread_mutex_init(&st->gmu, NULL);
     st->last_rec_pos = REC_POS_NONE;
     int rc;
     st->dir = strdup(dir);

@@ -69,13 +69,18 @@ void wreq_free(wreq *r)
     free(r->ops);
     free(r->ids);
     free(r->watch);
+    if (r->kind == WR_GROUP)
+        group_results_free(r);
     free(r);
 }
 
 /* Appends report their IDs; deletes and drops report their count as n (with ids NULL). */
 static void finish(wreq *r, int rc, const evs_error *err)
 {
-    if (r->done) {
+    if (r->kind == WR_GROUP) {
+        if (r->gdone)
+            r->gdone(r->arg, rc, rc ? NULL : r->gres, rc ? 0 : r->n, err);
+    } else if (r->done) {
         if (r->kind == WR_APPEND)
             r->done(r->arg, rc, rc ? NULL : r->ids, rc ? 0 : r->n, err);
         else
@@ -197,6 +202,53 @@ static int next_id(evs_id last, const wop *op, uint64_t now_ms, evs_id *out)
         }
         return 0;
     }
+}
+
+/* ---- primitives for group_exec.c --------------------------------------------------------- */
+
+int writer_emit_copy(evs_store *st, uint8_t kind, uint16_t flags, uint32_t no, evs_id id,
+                     uint64_t prev, const uint8_t *body, uint32_t len, evs_error *err)
+{
+    return emit(st, kind, flags, no, id, prev, body, len, false, NULL, err);
+}
+
+int writer_stream_create(evs_store *st, evs_slice name, uint16_t flags, stream **out,
+                         evs_error *err)
+{
+    uint32_t no = st->next_no;
+    int rc = emit_stream_op(st, flags, REC_STREAM_CREATE, no, name, NULL, 0, err);
+    *out = rc ? NULL : st->byno[no];
+    return rc;
+}
+
+
+int writer_entry_auto(evs_store *st, stream *s, const uint8_t *body, uint32_t len,
+                      uint16_t flags, evs_id *id, evs_error *err)
+{
+    wop op = {.id_mode = EVS_ID_AUTO};
+    int rc = next_id(s->w.last_id, &op, evs_now_us() / 1000, id);
+    if (rc)
+        return evs_err_set(err, rc, "%s", evs_strerror(rc));
+    return emit(st, REC_ENTRY, flags, s->no, *id, s->w.last_pos, body, len, false, NULL, err);
+}
+
+size_t writer_mark(evs_store *st) { return st->nbrecs; }
+
+void writer_txn_close(evs_store *st, size_t mark)
+{
+    if (st->nbrecs <= mark)
+        return;
+    struct brec *b = &st->brecs[st->nbrecs - 1];
+    uint8_t *hp = st->hdrs.data + b->hdr_off;
+    rec_hdr h;
+    rec_hdr_decode(hp, &h);
+    if (!(h.flags & REC_F_TXN_CONT) || b->body) /* external bodies are never left open */
+        return;
+    h.flags &= (uint16_t)~REC_F_TXN_CONT;
+    rec_hdr_encode(&h, hp);
+    h.crc = rec_crc(hp, hp + REC_HDR_SIZE, h.body_len);
+    rec_hdr_encode(&h, hp);
+    st->last_crc = h.crc; /* the watermark names this record */
 }
 
 /* ---- flushing a batch -------------------------------------------------------------------- */
@@ -543,7 +595,6 @@ typedef struct trim_plan {
     evs_id first; /* the stream's new first ID: everything below goes */
 } trim_plan;
 
-#define NEED_FLUSH 1 /* plan_trim: the trim reaches entries of this batch not yet visible */
 
 /*
  * Which of stream s's oldest live entries a trim removes, given the nnew entries (new_ids)
@@ -823,6 +874,44 @@ static void do_setid(evs_store *st, wreq *r, pending *p)
     flush(st, p);
 }
 
+/* Group operations batch with appends; one that must read entries of this batch flushes
+ * first (NEED_FLUSH). A segment is rolled ahead of them when little room is left. */
+#define GROUP_ROOM (1u << 20)
+static void do_group(evs_store *st, wreq *r, pending *p)
+{
+    if (st->batch_bytes >= EVS_MAX_BATCH_BYTES)
+        flush(st, p);
+    if (roll_needed(st, GROUP_ROOM)) {
+        flush(st, p);
+        evs_error err;
+        if (store_roll(st, &err)) {
+            store_fail(st, err.code, "%s", err.msg);
+            finish_failed(st, r);
+            return;
+        }
+    }
+    evs_error err = {0};
+    bool emitted = false;
+    int rc = group_exec(st, r, &emitted, &err);
+    if (rc == NEED_FLUSH) {
+        flush(st, p);
+        rc = atomic_load(&st->failed) ? EVS_EFAILED : group_exec(st, r, &emitted, &err);
+        if (rc == NEED_FLUSH)
+            rc = evs_err_set(&err, EVS_EINVAL, "group operation could not be planned");
+    }
+    if (rc && !emitted) {
+        finish(r, rc, &err);
+        return;
+    }
+    if (rc) /* after emitting: out of memory, or a record unreadable mid-way */
+        store_fail(st, rc, "consumer-group operation failed half-way: %s", err.msg);
+    if (pending_add(p, r)) {
+        store_fail(st, -ENOMEM, "out of memory");
+        flush(st, p);
+        finish_failed(st, r);
+    }
+}
+
 static void process(evs_store *st, wreq *list, pending *p)
 {
     while (list) {
@@ -831,6 +920,10 @@ static void process(evs_store *st, wreq *list, pending *p)
         if (atomic_load(&st->failed)) {
             flush(st, p);
             finish_failed(st, r);
+            continue;
+        }
+        if (r->kind == WR_GROUP) {
+            do_group(st, r, p);
             continue;
         }
         if (r->kind != WR_APPEND) {

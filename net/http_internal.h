@@ -1,0 +1,29 @@
+/*
+ * http_internal.h — what the HTTP modules share (http.c, http_groups.c). Not for the rest.
+ */
+#ifndef EVS_HTTP_INTERNAL_H
+#define EVS_HTTP_INTERNAL_H
+
+#include <event2/http.h>
+#include <jansson.h>
+
+#include "server.h"
+
+/* Send body (its reference is taken) as JSON with this status. */
+void send_json(struct evhttp_request *req, int status, const char *reason, json_t *body);
+/* {"error": message, "code": code} with this status. */
+void send_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The request body, NUL-terminated (malloc'd), or NULL. */
+char *body_of(struct evhttp_request *req, size_t *len);
+server *http_server(http_api *h);
+
+/* http_groups.c: /streams/{stream}/groups[/...]; `rest` follows "/groups". */
+void http_groups_route(http_api *h, struct evhttp_request *req, evs_slice stream,
+                       const char *rest);
+/* A batch became visible: retry parked long-poll group reads. */
+void http_groups_on_visible(http_api *h);
+/* Stopping: answer every parked long-poll read now. */
+void http_groups_quiesce(void);
+
+#endif

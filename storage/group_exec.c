@@ -1,0 +1,739 @@
+/*
+ * group_exec.c — consumer-group operations: the API that queues them, and their execution on
+ * the writer thread.
+ *
+ * A request runs in two phases. Plan: read the group state and the stream, decide what is
+ * delivered, claimed, acknowledged and dead-lettered; it may fail, and then nothing was
+ * written. Emit: build the records, all with REC_F_TXN_CONT and the last one closed by
+ * writer_txn_close, so the request is one atomic group in the log (W1): a dead-letter copy and
+ * the acknowledgement that removes the entry from its group land together or not at all. Only
+ * the writer changes group state (group.h G1), so nothing moves between plan and emit.
+ *
+ * Entries are read through the visible state: a request that reads a stream with records in
+ * the batch being built asks the writer to flush first (NEED_FLUSH), before it plans.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "group.h"
+
+#define CHUNK_IDS 8192 /* IDs per delivery record: bounds a record whatever COUNT says */
+
+void evs_group_op_init(evs_group_op *op, evs_group_cmd cmd)
+{
+    memset(op, 0, sizeof *op);
+    op->cmd = cmd;
+    op->entries_read = EVS_ENTRIES_READ_NONE;
+    op->set_idle_ms = op->set_time_ms = op->retrycount = -1;
+}
+
+/* ---- plans ------------------------------------------------------------------------------- */
+
+typedef struct nums {
+    uint64_t *v;
+    size_t n, cap;
+} nums;
+
+static int nums_push(nums *a, uint64_t x)
+{
+    if (a->n == a->cap) {
+        size_t c = a->cap ? a->cap * 2 : 64;
+        uint64_t *v = realloc(a->v, c * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        a->v = v;
+        a->cap = c;
+    }
+    a->v[a->n++] = x;
+    return 0;
+}
+
+static int nums_id(nums *a, evs_id id)
+{
+    return nums_push(a, id.ms) || nums_push(a, id.seq) ? -ENOMEM : 0;
+}
+
+typedef struct dead {
+    evs_id id;
+    uint64_t deliveries;
+    rec_buf body; /* the dead-letter entry */
+} dead;
+
+typedef struct plan {
+    stream *s;
+    cgroup *g;
+    bool new_cons;
+    nums deliver;   /* READ ">": ids; per-chunk last/entries_read below                    */
+    evs_id last;
+    uint64_t er;
+    nums redeliver; /* READ history                                                       */
+    nums claim;     /* CLAIM/AUTOCLAIM quads                                              */
+    nums ack;       /* ACK, and deleted entries dropped by CLAIM/AUTOCLAIM                */
+    dead *dead;
+    size_t ndead, deadcap;
+    uint64_t count; /* result count                                                        */
+    bool emit_claim;
+    evs_id next;
+} plan;
+
+static void plan_free(plan *p)
+{
+    free(p->deliver.v);
+    free(p->redeliver.v);
+    free(p->claim.v);
+    free(p->ack.v);
+    for (size_t i = 0; i < p->ndead; i++)
+        rec_buf_release(&p->dead[i].body);
+    free(p->dead);
+}
+
+static int res_push(evs_id **a, size_t *n, size_t *cap, evs_id id)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 16;
+        evs_id *v = realloc(*a, c * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        *a = v;
+        *cap = c;
+    }
+    (*a)[(*n)++] = id;
+    return 0;
+}
+
+static int result_id(gop *o, evs_id id) { return res_push(&o->rids, &o->nr, &o->capr, id); }
+static int result_del(gop *o, evs_id id) { return res_push(&o->rdel, &o->nd, &o->capd, id); }
+
+void group_results_free(wreq *r)
+{
+    for (size_t i = 0; r->gops && i < r->n; i++) {
+        free(r->gops[i].rids);
+        free(r->gops[i].rdel);
+    }
+    free(r->gops);
+    free(r->gres);
+}
+
+static uint64_t idle_of(const pel_ent *p, uint64_t now_ms)
+{
+    return now_ms > p->time_ms ? now_ms - p->time_ms : 0;
+}
+
+/* Build the dead-letter entry for pending entry id of stream s: its fields, then the four
+ * dlq-* fields. 0, or EVS_ENOTFOUND if the entry is gone. */
+static int dead_body(evs_store *st, plan *pl, evs_id id, uint64_t deliveries, evs_error *err)
+{
+    evs_query q;
+    evs_query_init(&q);
+    q.start = q.end = id;
+    q.limit = 1;
+    evs_iter *it;
+    evs_slice name = {pl->s->name, pl->s->name_len};
+    int rc = evs_iter_open(st, name, &q, &it, err);
+    if (rc)
+        return rc;
+    const evs_entry *e;
+    if ((rc = evs_iter_next(it, &e, err)) != 1) {
+        evs_iter_close(it);
+        return rc < 0 ? rc : EVS_ENOTFOUND;
+    }
+    if (pl->ndead == pl->deadcap) {
+        size_t c = pl->deadcap ? pl->deadcap * 2 : 4;
+        dead *d = realloc(pl->dead, c * sizeof *d);
+        if (!d) {
+            evs_iter_close(it);
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        }
+        pl->dead = d;
+        pl->deadcap = c;
+    }
+    evs_field *f = malloc((e->nfields + 4) * sizeof *f);
+    char idbuf[EVS_ID_STRLEN], nbuf[24];
+    dead *d = &pl->dead[pl->ndead];
+    memset(d, 0, sizeof *d);
+    if (f) {
+        memcpy(f, e->fields, e->nfields * sizeof *f);
+        size_t n = e->nfields;
+        f[n++] = (evs_field){{"dlq-source-key", 14}, name};
+        f[n++] = (evs_field){{"dlq-source-id", 13}, {idbuf, evs_id_format(id, idbuf)}};
+        f[n++] = (evs_field){{"dlq-group", 9}, {pl->g->name, pl->g->len}};
+        f[n++] = (evs_field){{"dlq-deliveries", 14},
+                             {nbuf, (size_t)snprintf(nbuf, sizeof nbuf, "%" PRIu64, deliveries)}};
+        rc = rec_entry_encode(&d->body, f, n) ? -ENOMEM : 0;
+        free(f);
+    } else {
+        rc = -ENOMEM;
+    }
+    evs_iter_close(it);
+    if (rc) {
+        rec_buf_release(&d->body);
+        return evs_err_set(err, rc, "out of memory");
+    }
+    d->id = id;
+    d->deliveries = deliveries;
+    pl->ndead++;
+    return 0;
+}
+
+/* Would one more delivery exceed the group's limit? */
+static bool over_limit(const cgroup *g, uint64_t new_count)
+{
+    return g->max_deliveries && new_count > g->max_deliveries;
+}
+
+static int plan_read_new(evs_store *st, gop *o, plan *pl, evs_error *err)
+{
+    cgroup *g = pl->g;
+    evs_query q;
+    evs_query_init(&q);
+    q.start = g->last;
+    q.start_exclusive = true;
+    q.limit = o->op.count;
+    evs_iter *it;
+    int rc = evs_iter_open(st, (evs_slice){pl->s->name, pl->s->name_len}, &q, &it, err);
+    if (rc)
+        return rc;
+    const evs_entry *e;
+    pl->last = g->last;
+    pl->er = g->entries_read;
+    const stream_state *ss = &pl->s->w;
+    while ((rc = evs_iter_next(it, &e, err)) == 1) {
+        if (pl->er != REC_G_ENTRIES_READ_NONE && !group_range_has_tombstones(ss, e->id))
+            pl->er++;
+        else if (ss->entries_added)
+            pl->er = group_estimate_read(ss, e->id);
+        pl->last = e->id;
+        if (nums_id(&pl->deliver, e->id) || result_id(o, e->id)) {
+            rc = evs_err_set(err, -ENOMEM, "out of memory");
+            break;
+        }
+    }
+    evs_iter_close(it);
+    return rc < 0 ? rc : 0;
+}
+
+static int plan_read_history(evs_store *st, gop *o, plan *pl, evs_error *err)
+{
+    cgroup *g = pl->g;
+    uint32_t c = group_consumer(g, o->op.consumer.ptr, o->op.consumer.len);
+    if (c == PEL_FREE)
+        return 0;
+    uint64_t served = 0;
+    for (size_t i = pel_lower(g, o->op.id); i < g->npel; i++) {
+        pel_ent *p = &g->pel[i];
+        if (p->cons != c || evs_id_cmp(p->id, o->op.id) <= 0)
+            continue;
+        if (o->op.count && served >= o->op.count)
+            break;
+        int e = reader_entry_exists(st, pl->s, p->id, err);
+        if (e < 0)
+            return e;
+        int rc = 0;
+        if (!e) {
+            rc = result_id(o, p->id); /* answered with nil fields, as Redis does */
+            served++;
+        } else if (over_limit(g, p->count + 1)) {
+            rc = dead_body(st, pl, p->id, p->count, err);
+        } else {
+            rc = nums_id(&pl->redeliver, p->id) || result_id(o, p->id) ? -ENOMEM : 0;
+            served++;
+        }
+        if (rc)
+            return rc == -ENOMEM ? evs_err_set(err, rc, "out of memory") : rc;
+    }
+    return 0;
+}
+
+static int claim_one(evs_store *st, gop *o, plan *pl, pel_ent *p, uint64_t new_count,
+                     uint64_t when, evs_error *err)
+{
+    if (over_limit(pl->g, new_count) && new_count > p->count)
+        return dead_body(st, pl, p->id, p->count, err);
+    if (nums_id(&pl->claim, p->id) || nums_push(&pl->claim, new_count) ||
+        nums_push(&pl->claim, when) || result_id(o, p->id))
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    return 0;
+}
+
+static int plan_claim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_error *err)
+{
+    const evs_group_op *op = &o->op;
+    cgroup *g = pl->g;
+    int64_t when = op->set_time_ms >= 0 ? op->set_time_ms
+                   : op->set_idle_ms >= 0 ? (int64_t)now_ms - op->set_idle_ms
+                                           : (int64_t)now_ms;
+    if (when < 0 || (uint64_t)when > now_ms)
+        when = (int64_t)now_ms;
+    pl->emit_claim = true;
+    for (size_t i = 0; i < op->nids; i++) {
+        evs_id id = op->ids[i];
+        bool dup = false;
+        for (size_t j = 0; j < i && !dup; j++)
+            dup = evs_id_cmp(op->ids[j], id) == 0;
+        if (dup)
+            continue;
+        pel_ent *p = pel_find(g, id);
+        int e = reader_entry_exists(st, pl->s, id, err);
+        if (e < 0)
+            return e;
+        if (!e) {
+            if (p && (nums_id(&pl->ack, id) || result_del(o, id)))
+                return evs_err_set(err, -ENOMEM, "out of memory");
+            continue;
+        }
+        pel_ent forced;
+        if (!p) {
+            if (!op->force || op->min_idle_ms)
+                continue;
+            forced = (pel_ent){id, now_ms, 1, 0};
+            p = &forced;
+        }
+        if (op->min_idle_ms && idle_of(p, now_ms) < op->min_idle_ms)
+            continue;
+        uint64_t count = op->retrycount >= 0 ? (uint64_t)op->retrycount
+                         : op->justid ? p->count : p->count + 1;
+        int rc = claim_one(st, o, pl, p, count, (uint64_t)when, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int plan_autoclaim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_error *err)
+{
+    const evs_group_op *op = &o->op;
+    cgroup *g = pl->g;
+    uint64_t count = op->count ? op->count : 100;
+    uint64_t attempts = count * 10;
+    pl->emit_claim = true;
+    size_t i = pel_lower(g, op->id);
+    for (; i < g->npel && attempts && count; i++) {
+        pel_ent *p = &g->pel[i];
+        if (p->cons == PEL_FREE)
+            continue;
+        attempts--;
+        int e = reader_entry_exists(st, pl->s, p->id, err);
+        if (e < 0)
+            return e;
+        if (!e) {
+            if (nums_id(&pl->ack, p->id) || result_del(o, p->id))
+                return evs_err_set(err, -ENOMEM, "out of memory");
+            continue;
+        }
+        if (idle_of(p, now_ms) < op->min_idle_ms)
+            continue;
+        int rc = claim_one(st, o, pl, p, op->justid ? p->count : p->count + 1, now_ms, err);
+        if (rc)
+            return rc;
+        if (over_limit(g, p->count + 1) && !op->justid)
+            continue; /* dead-lettered: not delivered, not counted */
+        count--;
+    }
+    while (i < g->npel && g->pel[i].cons == PEL_FREE)
+        i++;
+    pl->next = i < g->npel ? g->pel[i].id : EVS_ID_MIN;
+    return 0;
+}
+
+/* Does the stream have records in the batch being built (so readers do not see them yet)? */
+static bool unpublished(const stream *s)
+{
+    return s && s->btouched && s->w.changes != s->v.changes;
+}
+
+static bool reads_entries(const evs_group_op *op)
+{
+    return op->cmd == EVS_GROUP_READ || op->cmd == EVS_GROUP_CLAIM ||
+           op->cmd == EVS_GROUP_AUTOCLAIM;
+}
+
+static int plan_op(evs_store *st, gop *o, plan *pl, evs_error *err)
+{
+    const evs_group_op *op = &o->op;
+    pl->s = strtab_get(&st->wtab, op->stream.ptr, op->stream.len, false);
+    pl->g = group_find(pl->s, op->group.ptr, op->group.len);
+    if (op->cmd == EVS_GROUP_CREATE) {
+        if (!pl->s && !op->mkstream)
+            return evs_err_set(err, EVS_ENOTFOUND, "no such stream");
+        if (pl->g)
+            return evs_err_set(err, EVS_EEXIST, "consumer group already exists");
+        return 0;
+    }
+    if (!pl->s)
+        return op->cmd == EVS_GROUP_ACK ? 0 : evs_err_set(err, EVS_ENOTFOUND, "no such stream");
+    if (!pl->g) {
+        if (op->cmd == EVS_GROUP_ACK || op->cmd == EVS_GROUP_DESTROY)
+            return 0;
+        return evs_err_set(err, EVS_ENOGROUP, "no such consumer group");
+    }
+    cgroup *g = pl->g;
+    if (op->consumer.ptr)
+        pl->new_cons = group_consumer(g, op->consumer.ptr, op->consumer.len) == PEL_FREE;
+    uint64_t now_ms = evs_now_us() / 1000;
+    switch (op->cmd) {
+    case EVS_GROUP_DESTROY:
+        pl->count = 1;
+        return 0;
+    case EVS_GROUP_DELCONSUMER: {
+        uint32_t c = group_consumer(g, op->consumer.ptr, op->consumer.len);
+        pl->count = c == PEL_FREE ? 0 : g->cons[c].npending;
+        return 0;
+    }
+    case EVS_GROUP_CREATECONSUMER:
+        pl->count = pl->new_cons;
+        return 0;
+    case EVS_GROUP_READ:
+        return op->new_only ? plan_read_new(st, o, pl, err) : plan_read_history(st, o, pl, err);
+    case EVS_GROUP_ACK:
+        for (size_t i = 0; i < op->nids; i++) {
+            bool dup = false;
+            for (size_t j = 0; j < i && !dup && op->nids < 64; j++)
+                dup = evs_id_cmp(op->ids[j], op->ids[i]) == 0;
+            if (!dup && pel_find(g, op->ids[i])) {
+                if (nums_id(&pl->ack, op->ids[i]))
+                    return evs_err_set(err, -ENOMEM, "out of memory");
+            }
+        }
+        pl->count = pl->ack.n / 2; /* (large lists: a repeated ID counts once in the log) */
+        return 0;
+    case EVS_GROUP_CLAIM:
+        return plan_claim(st, o, pl, now_ms, err);
+    case EVS_GROUP_AUTOCLAIM:
+        return plan_autoclaim(st, o, pl, now_ms, err);
+    default:
+        return 0;
+    }
+}
+
+/* ---- emitting ---------------------------------------------------------------------------- */
+
+static int emit_group(evs_store *st, const stream *s, int op, evs_slice group, evs_slice arg,
+                      const uint64_t *v, size_t n, evs_error *err)
+{
+    rec_buf b = {0};
+    if (rec_group_encode(&b, op, group, arg, v, n)) {
+        rec_buf_release(&b);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    int rc = writer_emit_copy(st, REC_GROUP, REC_F_TXN_CONT, s->no, EVS_ID_MIN, REC_POS_NONE,
+                              b.data, (uint32_t)b.len, err);
+    rec_buf_release(&b);
+    return rc;
+}
+
+static int emit_dead(evs_store *st, const plan *pl, const dead *d, evs_error *err)
+{
+    evs_slice dname = {pl->g->dlq, pl->g->dlq_len};
+    stream *ds = strtab_get(&st->wtab, dname.ptr, dname.len, false);
+    int rc = 0;
+    if (!ds && (rc = writer_stream_create(st, dname, REC_F_TXN_CONT, &ds, err)))
+        return rc;
+    evs_id nid;
+    if ((rc = writer_entry_auto(st, ds, d->body.data, (uint32_t)d->body.len, REC_F_TXN_CONT,
+                                &nid, err)))
+        return rc;
+    uint64_t v[3] = {d->id.ms, d->id.seq, d->deliveries};
+    return emit_group(st, pl->s, REC_G_DEAD, (evs_slice){pl->g->name, pl->g->len},
+                      (evs_slice){"", 0}, v, 3, err);
+}
+
+/* A list of (ms, seq) pairs in records of at most CHUNK_IDS IDs, each after `head`. */
+static int emit_chunks(evs_store *st, const plan *pl, int op, evs_slice arg, const uint64_t *head,
+                       size_t nhead, const nums *ids, size_t width, bool always, evs_error *err)
+{
+    evs_slice gname = {pl->g->name, pl->g->len};
+    size_t per = CHUNK_IDS * width, total = ids->n;
+    if (total == 0)
+        return always ? emit_group(st, pl->s, op, gname, arg, head, nhead, err) : 0;
+    uint64_t *v = malloc((nhead + per) * sizeof *v);
+    if (!v)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    int rc = 0;
+    for (size_t at = 0; at < total && !rc; at += per) {
+        size_t n = total - at < per ? total - at : per;
+        memcpy(v, head, nhead * sizeof *v);
+        memcpy(v + nhead, ids->v + at, n * sizeof *v);
+        rc = emit_group(st, pl->s, op, gname, arg, v, nhead + n, err);
+    }
+    free(v);
+    return rc;
+}
+
+static int emit_op(evs_store *st, gop *o, plan *pl, evs_error *err)
+{
+    const evs_group_op *op = &o->op;
+    evs_slice gname = op->group;
+    int rc = 0;
+    switch (op->cmd) {
+    case EVS_GROUP_CREATE: {
+        if (!pl->s && (rc = writer_stream_create(st, op->stream, REC_F_TXN_CONT, &pl->s, err)))
+            return rc;
+        evs_id last = op->id_is_last ? pl->s->w.last_id : op->id;
+        uint64_t v[5] = {st->next_gno, last.ms, last.seq, op->entries_read, op->max_deliveries};
+        return emit_group(st, pl->s, REC_G_CREATE, gname, op->dlq, v, 5, err);
+    }
+    case EVS_GROUP_DESTROY:
+        return pl->g ? emit_group(st, pl->s, REC_G_DESTROY, gname, (evs_slice){"", 0}, NULL, 0, err)
+                     : 0;
+    case EVS_GROUP_SETID: {
+        evs_id last = op->id_is_last ? pl->s->w.last_id : op->id;
+        uint64_t v[3] = {last.ms, last.seq, op->entries_read};
+        return emit_group(st, pl->s, REC_G_SETID, gname, (evs_slice){"", 0}, v, 3, err);
+    }
+    case EVS_GROUP_SETDLQ: {
+        uint64_t v[1] = {op->max_deliveries};
+        return emit_group(st, pl->s, REC_G_SETDLQ, gname, op->dlq, v, 1, err);
+    }
+    case EVS_GROUP_CREATECONSUMER:
+        return pl->new_cons ? emit_group(st, pl->s, REC_G_CONSUMER, gname, op->consumer, NULL, 0, err)
+                            : 0;
+    case EVS_GROUP_DELCONSUMER:
+        return emit_group(st, pl->s, REC_G_DELCONS, gname, op->consumer, NULL, 0, err);
+    case EVS_GROUP_ACK:
+        return pl->g ? emit_chunks(st, pl, REC_G_ACK, (evs_slice){"", 0}, NULL, 0, &pl->ack, 2,
+                                   false, err)
+                     : 0;
+    default:
+        break;
+    }
+    /* READ, CLAIM, AUTOCLAIM: drop deleted entries, dead-letter, then deliver */
+    if (pl->ack.n && (rc = emit_chunks(st, pl, REC_G_ACK, (evs_slice){"", 0}, NULL, 0, &pl->ack,
+                                       2, false, err)))
+        return rc;
+    for (size_t i = 0; i < pl->ndead && !rc; i++)
+        rc = emit_dead(st, pl, &pl->dead[i], err);
+    if (rc)
+        return rc;
+    if (op->cmd == EVS_GROUP_READ && op->new_only) {
+        /* each chunk carries the group's position after its last ID */
+        nums *d = &pl->deliver;
+        if (d->n == 0)
+            return 0; /* Redis creates the consumer only when it serves it something */
+        for (size_t at = 0; at < d->n && !rc; at += 2 * CHUNK_IDS) {
+            size_t n = d->n - at < 2 * CHUNK_IDS ? d->n - at : 2 * CHUNK_IDS;
+            bool final = at + n == d->n;
+            evs_id last = final ? pl->last : (evs_id){d->v[at + n - 2], d->v[at + n - 1]};
+            uint64_t er = final ? pl->er : REC_G_ENTRIES_READ_NONE;
+            nums part = {d->v + at, n, n};
+            uint64_t head[4] = {op->noack, last.ms, last.seq, er};
+            rc = emit_chunks(st, pl, REC_G_DELIVER, op->consumer, head, 4, &part, 2, true, err);
+        }
+        return rc;
+    }
+    if (op->cmd == EVS_GROUP_READ)
+        return emit_chunks(st, pl, REC_G_REDELIVER, op->consumer, NULL, 0, &pl->redeliver, 2,
+                           pl->new_cons, err);
+    uint64_t head[3] = {op->has_lastid, op->lastid.ms, op->lastid.seq};
+    return emit_chunks(st, pl, REC_G_CLAIM, op->consumer, head, 3, &pl->claim, 4, true, err);
+}
+
+int group_exec(evs_store *st, wreq *r, bool *emitted, evs_error *err)
+{
+    *emitted = false;
+    for (size_t i = 0; i < r->n; i++) {
+        const evs_group_op *op = &r->gops[i].op;
+        stream *s = strtab_get(&st->wtab, op->stream.ptr, op->stream.len, false);
+        if (reads_entries(op) && unpublished(s))
+            return NEED_FLUSH;
+        if (op->dlq.ptr) {
+            stream *d = strtab_get(&st->wtab, op->dlq.ptr, op->dlq.len, false);
+            if (d && reads_entries(op) && unpublished(d))
+                return NEED_FLUSH;
+        }
+    }
+    plan small[4];
+    plan *pl = r->n <= 4 ? small : calloc(r->n, sizeof *pl);
+    if (!pl)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    memset(pl, 0, (r->n <= 4 ? 4 : r->n) * sizeof *pl);
+    int rc = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        gop *o = &r->gops[i];
+        o->nr = o->nd = 0;
+        if ((rc = plan_op(st, o, &pl[i], err)))
+            break;
+    }
+    size_t mark = writer_mark(st);
+    for (size_t i = 0; i < r->n && !rc; i++) {
+        rc = emit_op(st, &r->gops[i], &pl[i], err);
+        evs_group_result *res = &r->gres[i];
+        gop *o = &r->gops[i];
+        res->count = pl[i].count;
+        res->ids = o->rids;
+        res->nids = o->nr;
+        res->deleted = o->rdel;
+        res->ndeleted = o->nd;
+        res->next = pl[i].next;
+        res->dead_lettered = pl[i].ndead;
+    }
+    *emitted = writer_mark(st) != mark;
+    writer_txn_close(st, mark);
+    for (size_t i = 0; i < r->n; i++)
+        plan_free(&pl[i]);
+    if (pl != small)
+        free(pl);
+    return rc;
+}
+
+/* ---- the API ----------------------------------------------------------------------------- */
+
+static int copy_slice(rec_buf *b, evs_slice s, size_t *off)
+{
+    *off = s.ptr ? b->len : SIZE_MAX;
+    return s.ptr && rec_buf_write(b, s.ptr, s.len) ? -ENOMEM : 0;
+}
+
+static int check_op(const evs_group_op *op, size_t n)
+{
+    if (op->stream.len > EVS_MAX_NAME || !op->stream.ptr || !op->group.ptr ||
+        op->group.len > EVS_GROUP_NAME_MAX || op->consumer.len > EVS_GROUP_NAME_MAX ||
+        op->dlq.len > EVS_MAX_NAME || (op->nids && !op->ids))
+        return EVS_EINVAL;
+    if (n > 1 && op->cmd != EVS_GROUP_READ)
+        return EVS_EINVAL;
+    bool needs_consumer = op->cmd == EVS_GROUP_READ || op->cmd == EVS_GROUP_CLAIM ||
+                          op->cmd == EVS_GROUP_AUTOCLAIM ||
+                          op->cmd == EVS_GROUP_CREATECONSUMER || op->cmd == EVS_GROUP_DELCONSUMER;
+    if (needs_consumer && (!op->consumer.ptr || op->consumer.len == 0))
+        return EVS_EINVAL;
+    if (op->cmd < EVS_GROUP_CREATE || op->cmd > EVS_GROUP_AUTOCLAIM)
+        return EVS_EINVAL;
+    return 0;
+}
+
+int evs_group_submit(evs_store *st, const evs_group_op *ops, size_t n, evs_group_done_fn done,
+                     void *arg)
+{
+    if (st->opt.read_only)
+        return EVS_EREADONLY;
+    if (atomic_load(&st->failed))
+        return EVS_EFAILED;
+    if (n == 0)
+        return EVS_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        int rc = check_op(&ops[i], n);
+        if (rc)
+            return rc;
+        for (size_t j = 0; j < i; j++) /* XREADGROUP naming one stream twice */
+            if (ops[j].stream.len == ops[i].stream.len &&
+                !memcmp(ops[j].stream.ptr, ops[i].stream.ptr, ops[i].stream.len))
+                return EVS_EINVAL;
+    }
+    wreq *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->kind = WR_GROUP;
+    r->n = n;
+    r->gdone = done;
+    r->arg = arg;
+    r->gops = calloc(n, sizeof *r->gops);
+    r->gres = calloc(n, sizeof *r->gres);
+    int rc = r->gops && r->gres ? 0 : -ENOMEM;
+    for (size_t i = 0; i < n && !rc; i++) {
+        gop *o = &r->gops[i];
+        o->op = ops[i];
+        evs_slice dlq = ops[i].dlq;
+        char *def = NULL;
+        if ((ops[i].cmd == EVS_GROUP_CREATE || ops[i].cmd == EVS_GROUP_SETDLQ) && !dlq.ptr) {
+            /* the default dead-letter stream: "<stream>:dlq" */
+            if (!(def = malloc(ops[i].stream.len + 4))) {
+                rc = -ENOMEM;
+                break;
+            }
+            memcpy(def, ops[i].stream.ptr, ops[i].stream.len);
+            memcpy(def + ops[i].stream.len, ":dlq", 4);
+            dlq = (evs_slice){def, ops[i].stream.len + 4};
+        }
+        if (dlq.ptr && dlq.len == ops[i].stream.len &&
+            !memcmp(dlq.ptr, ops[i].stream.ptr, dlq.len))
+            rc = EVS_EINVAL; /* a stream cannot be its own dead-letter stream */
+        if (!rc && (copy_slice(&r->data, ops[i].stream, &o->off[0]) ||
+                    copy_slice(&r->data, ops[i].group, &o->off[1]) ||
+                    copy_slice(&r->data, ops[i].consumer, &o->off[2]) ||
+                    copy_slice(&r->data, dlq, &o->off[3]) ||
+                    copy_slice(&r->data, (evs_slice){ops[i].ids ? (const void *)ops[i].ids : "",
+                                                     ops[i].nids * sizeof(evs_id)},
+                               &o->off[4])))
+            rc = -ENOMEM;
+        o->op.dlq.len = dlq.len;
+        free(def);
+    }
+    if (rc) {
+        wreq_free(r);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) { /* data is complete: point the slices into it */
+        gop *o = &r->gops[i];
+        evs_slice *sl[4] = {&o->op.stream, &o->op.group, &o->op.consumer, &o->op.dlq};
+        for (int k = 0; k < 4; k++)
+            sl[k]->ptr = o->off[k] == SIZE_MAX ? NULL : r->data.data + o->off[k];
+        o->op.ids = (const evs_id *)(r->data.data + o->off[4]);
+    }
+    if ((rc = writer_submit(st, r)))
+        wreq_free(r);
+    return rc;
+}
+
+typedef struct gwait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+    evs_group_result res;
+    evs_id *ids;
+    evs_error err;
+} gwait;
+
+static void gwait_done(void *arg, int rc, const evs_group_result *res, size_t n,
+                       const evs_error *err)
+{
+    gwait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    if (err)
+        w->err = *err;
+    if (!rc && n) {
+        w->res = res[0];
+        size_t k = res[0].nids + res[0].ndeleted;
+        if ((w->ids = malloc((k ? k : 1) * sizeof *w->ids))) {
+            memcpy(w->ids, res[0].ids, res[0].nids * sizeof *w->ids);
+            memcpy(w->ids + res[0].nids, res[0].deleted, res[0].ndeleted * sizeof *w->ids);
+            w->res.ids = w->ids;
+            w->res.deleted = w->ids + res[0].nids;
+        } else {
+            w->rc = -ENOMEM;
+        }
+    }
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int evs_group_run(evs_store *st, const evs_group_op *op, evs_group_result *res,
+                  evs_id **out_ids, evs_error *err)
+{
+    gwait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    *out_ids = NULL;
+    int rc = evs_group_submit(st, op, 1, gwait_done, &w);
+    if (rc) {
+        if (rc == EVS_EFAILED)
+            return evs_failed(st, err);
+        return evs_err_set(err, rc, "%s", evs_strerror(rc));
+    }
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    if (w.rc) {
+        free(w.ids);
+        if (err)
+            *err = w.err;
+        return w.rc;
+    }
+    *res = w.res;
+    *out_ids = w.ids;
+    return 0;
+}

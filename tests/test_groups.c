@@ -1,0 +1,319 @@
+/* test_groups.c — consumer groups through the embedded API: deliveries, acks, claims, dead
+ * letters; the whole group state identical after a clean reopen, after an index rebuild from
+ * the log, and with a large pending list. */
+#include "helpers.h"
+
+static char *dir;
+static void setup(void) { dir = tmpdir_new(); }
+static void teardown(void) { rm_rf(dir); free(dir); }
+TestSuite(groups, .init = setup, .fini = teardown);
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static int run(evs_store *st, evs_group_op *op, evs_group_result *res, evs_id **ids)
+{
+    evs_error err = {0};
+    evs_group_result local;
+    evs_id *tmp = NULL;
+    int rc = evs_group_run(st, op, res ? res : &local, ids ? ids : &tmp, &err);
+    free(tmp);
+    return rc;
+}
+
+static evs_group_op gop(evs_group_cmd cmd, const char *stream, const char *group,
+                        const char *consumer)
+{
+    evs_group_op op;
+    evs_group_op_init(&op, cmd);
+    op.stream = S(stream);
+    op.group = S(group);
+    if (consumer)
+        op.consumer = S(consumer);
+    return op;
+}
+
+/* Everything observable about a stream's groups, as text (times left out). */
+typedef struct dump {
+    char *buf;
+    size_t len, cap;
+    evs_store *st;
+    const char *stream;
+} dump;
+
+static void put(dump *d, const char *fmt, ...)
+{
+    char tmp[600];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (d->len + (size_t)n + 1 > d->cap) {
+        d->cap = (d->cap + (size_t)n + 1) * 2;
+        d->buf = realloc(d->buf, d->cap);
+    }
+    memcpy(d->buf + d->len, tmp, (size_t)n + 1);
+    d->len += (size_t)n;
+}
+
+static int dump_pel(void *arg, const evs_pending_info *p)
+{
+    put(arg, "  pel %lu-%lu %.*s x%lu @%lu\n", (unsigned long)p->id.ms, (unsigned long)p->id.seq,
+        (int)p->consumer.len, (const char *)p->consumer.ptr, (unsigned long)p->deliveries,
+        (unsigned long)p->delivered_ms);
+    return 0;
+}
+
+static int dump_cons(void *arg, const evs_consumer_info *c)
+{
+    put(arg, "  consumer %.*s pending %lu seen %lu\n", (int)c->name.len, (const char *)c->name.ptr,
+        (unsigned long)c->pending, (unsigned long)c->seen_ms);
+    return 0;
+}
+
+static int dump_group(void *arg, const evs_group_info *g)
+{
+    dump *d = arg;
+    put(d, "group %.*s consumers %lu pending %lu last %lu-%lu read %ld lag %ld max %lu dlq %.*s "
+           "dead %lu\n",
+        (int)g->name.len, (const char *)g->name.ptr, (unsigned long)g->consumers,
+        (unsigned long)g->pending, (unsigned long)g->last_delivered.ms,
+        (unsigned long)g->last_delivered.seq,
+        g->entries_read == EVS_ENTRIES_READ_NONE ? -1L : (long)g->entries_read,
+        g->lag_known ? (long)g->lag : -1L, (unsigned long)g->max_deliveries, (int)g->dlq.len,
+        (const char *)g->dlq.ptr, (unsigned long)g->dead_letters);
+    return 0;
+}
+
+static char *dump_groups(evs_store *st, const char *stream)
+{
+    dump d = {NULL, 0, 0, st, stream};
+    put(&d, "%s:\n", stream);
+    cr_assert_eq(evs_group_list(st, S(stream), dump_group, &d), 0);
+    /* a second walk per group for its consumers and pending entries */
+    char *groups = strdup(d.buf);
+    for (char *line = strtok(groups, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[300];
+        if (sscanf(line, "group %299s", name) != 1)
+            continue;
+        cr_assert_eq(evs_consumer_list(st, S(stream), S(name), dump_cons, &d), 0);
+        cr_assert_eq(evs_pending_list(st, S(stream), S(name), EVS_ID_MIN, EVS_ID_MAX, 0, 0,
+                                      (evs_slice){NULL, 0}, dump_pel, &d),
+                     0);
+    }
+    free(groups);
+    return d.buf;
+}
+
+static evs_store *reopen(evs_store *st, bool rebuild)
+{
+    cr_assert_eq(evs_close(st), 0);
+    if (rebuild)
+        rm_index(dir);
+    return open_store(dir, NULL);
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+Test(groups, deliver_ack_claim_and_errors)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_group_op op = gop(EVS_GROUP_CREATE, "s", "g", NULL);
+    cr_assert_eq(run(st, &op, NULL, NULL), EVS_ENOTFOUND);
+    op.mkstream = true;
+    cr_assert_eq(run(st, &op, NULL, NULL), 0);
+    cr_assert_eq(run(st, &op, NULL, NULL), EVS_EEXIST);
+    evs_id ids[10];
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, &ids[i], "n", "v", NULL), 0);
+
+    evs_group_op rd = gop(EVS_GROUP_READ, "s", "g", "alice");
+    rd.new_only = true;
+    rd.count = 4;
+    evs_group_result res;
+    evs_id *got;
+    cr_assert_eq(run(st, &rd, &res, &got), 0);
+    cr_assert_eq(res.nids, 4);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(evs_id_cmp(got[i], ids[i]), 0);
+    free(got);
+    rd.consumer = S("bob");
+    rd.count = 0;
+    cr_assert_eq(run(st, &rd, &res, &got), 0);
+    cr_assert_eq(res.nids, 6);
+    free(got);
+    cr_assert_eq(run(st, &rd, &res, &got), 0); /* nothing new */
+    cr_assert_eq(res.nids, 0);
+    free(got);
+
+    evs_group_op ack = gop(EVS_GROUP_ACK, "s", "g", NULL);
+    evs_id a[3] = {ids[0], ids[0], ids[9]};
+    ack.ids = a;
+    ack.nids = 3;
+    cr_assert_eq(run(st, &ack, &res, NULL), 0);
+    cr_assert_eq(res.count, 2);
+    cr_assert_eq(run(st, &ack, &res, NULL), 0);
+    cr_assert_eq(res.count, 0);
+
+    /* alice's history: 3 left, each delivered again */
+    evs_group_op hist = gop(EVS_GROUP_READ, "s", "g", "alice");
+    cr_assert_eq(run(st, &hist, &res, &got), 0);
+    cr_assert_eq(res.nids, 3);
+    cr_assert_eq(evs_id_cmp(got[0], ids[1]), 0);
+    free(got);
+
+    /* claim two of bob's for carol; a deleted one is dropped from the pending list */
+    size_t deleted;
+    evs_error err;
+    cr_assert_eq(evs_delete(st, S("s"), &ids[5], 1, &deleted, &err), 0);
+    evs_group_op cl = gop(EVS_GROUP_CLAIM, "s", "g", "carol");
+    evs_id c[3] = {ids[4], ids[5], ids[6]};
+    cl.ids = c;
+    cl.nids = 3;
+    cr_assert_eq(run(st, &cl, &res, &got), 0);
+    cr_assert_eq(res.nids, 2);
+    cr_assert_eq(evs_id_cmp(got[0], ids[4]), 0);
+    cr_assert_eq(evs_id_cmp(got[1], ids[6]), 0);
+    free(got);
+
+    char *before = dump_groups(st, "s");
+    cr_assert(strstr(before, "consumer carol pending 2"), "%s", before);
+    cr_assert(strstr(before, "consumer alice pending 3"), "%s", before);
+    cr_assert(strstr(before, "consumer bob pending 2"), "%s", before); /* 6 - acked - deleted - 2 claimed */
+    cr_assert(strstr(before, "pending 7 last"), "%s", before);
+    st = reopen(st, false);
+    char *after = dump_groups(st, "s");
+    cr_assert_str_eq(after, before);
+    free(after);
+    st = reopen(st, true);
+    after = dump_groups(st, "s");
+    cr_assert_str_eq(after, before);
+    free(after);
+    free(before);
+
+    /* NOGROUP; DESTROY; a dropped stream takes its groups along */
+    evs_group_op none = gop(EVS_GROUP_READ, "s", "nope", "x");
+    none.new_only = true;
+    cr_assert_eq(run(st, &none, NULL, NULL), EVS_ENOGROUP);
+    evs_group_op des = gop(EVS_GROUP_DESTROY, "s", "g", NULL);
+    cr_assert_eq(run(st, &des, &res, NULL), 0);
+    cr_assert_eq(res.count, 1);
+    cr_assert_eq(run(st, &des, &res, NULL), 0);
+    cr_assert_eq(res.count, 0);
+    op.stream = S("s");
+    cr_assert_eq(run(st, &op, NULL, NULL), 0);
+    bool existed;
+    cr_assert_eq(evs_stream_drop(st, S("s"), &existed, &err), 0);
+    cr_assert_eq(run(st, &rd, NULL, NULL), EVS_ENOTFOUND);
+    st = reopen(st, true);
+    cr_assert_eq(run(st, &rd, NULL, NULL), EVS_ENOTFOUND);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+static int first_fields(evs_store *st, const char *stream, char *out, size_t cap)
+{
+    evs_iter *it;
+    evs_error err;
+    const evs_entry *e;
+    cr_assert_eq(evs_iter_open(st, S(stream), NULL, &it, &err), 0);
+    int n = 0;
+    out[0] = 0;
+    while (evs_iter_next(it, &e, &err) == 1) {
+        for (size_t i = 0; i < e->nfields; i++) {
+            size_t l = strlen(out);
+            snprintf(out + l, cap - l, "%.*s=%.*s ", (int)e->fields[i].name.len,
+                     (const char *)e->fields[i].name.ptr, (int)e->fields[i].value.len,
+                     (const char *)e->fields[i].value.ptr);
+        }
+        n++;
+    }
+    evs_iter_close(it);
+    return n;
+}
+
+Test(groups, dead_letters_once_and_survive_rebuild)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_id id;
+    cr_assert_eq(add(st, "jobs", EVS_ID_EXPLICIT, (evs_id){5, 0}, &id, "type", "poison", NULL), 0);
+    evs_group_op op = gop(EVS_GROUP_CREATE, "jobs", "w", NULL);
+    op.max_deliveries = 2;
+    cr_assert_eq(run(st, &op, NULL, NULL), 0);
+    evs_group_op rd = gop(EVS_GROUP_READ, "jobs", "w", "c1");
+    rd.new_only = true;
+    evs_group_result res;
+    evs_id *got;
+    cr_assert_eq(run(st, &rd, &res, &got), 0); /* delivery 1 */
+    cr_assert_eq(res.nids, 1);
+    free(got);
+    evs_group_op hist = gop(EVS_GROUP_READ, "jobs", "w", "c1");
+    cr_assert_eq(run(st, &hist, &res, &got), 0); /* delivery 2 */
+    cr_assert_eq(res.nids, 1);
+    free(got);
+    evs_group_op cl = gop(EVS_GROUP_CLAIM, "jobs", "w", "c2");
+    cl.ids = &id;
+    cl.nids = 1;
+    cr_assert_eq(run(st, &cl, &res, &got), 0); /* delivery 3: dead-lettered instead */
+    cr_assert_eq(res.nids, 0);
+    cr_assert_eq(res.dead_lettered, 1);
+    free(got);
+    cr_assert_eq(run(st, &cl, &res, &got), 0); /* no longer pending: nothing happens */
+    cr_assert_eq(res.dead_lettered, 0);
+    free(got);
+    char fields[512];
+    cr_assert_eq(first_fields(st, "jobs:dlq", fields, sizeof fields), 1);
+    cr_assert_str_eq(fields, "type=poison dlq-source-key=jobs dlq-source-id=5-0 dlq-group=w "
+                             "dlq-deliveries=2 ");
+    char *before = dump_groups(st, "jobs");
+    cr_assert(strstr(before, "pending 0") && strstr(before, "dead 1"), "%s", before);
+    st = reopen(st, true);
+    char *after = dump_groups(st, "jobs");
+    cr_assert_str_eq(after, before);
+    cr_assert_eq(first_fields(st, "jobs:dlq", fields, sizeof fields), 1);
+    free(before);
+    free(after);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+Test(groups, large_pending_list_survives_reopen)
+{
+    evs_store *st = open_store(dir, NULL);
+    enum { N = 20000 };
+    evs_append *a = calloc(N, sizeof *a);
+    evs_field f = {S("k"), S("v")};
+    for (int i = 0; i < N; i++)
+        a[i] = (evs_append){S("big"), EVS_ID_AUTO, EVS_ID_MIN, &f, 1, false};
+    evs_id *ids = calloc(N, sizeof *ids);
+    evs_error err;
+    cr_assert_eq(evs_append_batch(st, a, N, ids, &err), 0);
+    evs_group_op op = gop(EVS_GROUP_CREATE, "big", "g", NULL);
+    cr_assert_eq(run(st, &op, NULL, NULL), 0);
+    evs_group_op rd = gop(EVS_GROUP_READ, "big", "g", "c");
+    rd.new_only = true;
+    evs_group_result res;
+    evs_id *got;
+    cr_assert_eq(run(st, &rd, &res, &got), 0); /* several delivery records (CHUNK_IDS) */
+    cr_assert_eq(res.nids, N);
+    free(got);
+    evs_id *odd = calloc(N / 2, sizeof *odd);
+    for (int i = 0; i < N / 2; i++)
+        odd[i] = ids[2 * i + 1];
+    evs_group_op ack = gop(EVS_GROUP_ACK, "big", "g", NULL);
+    ack.ids = odd;
+    ack.nids = N / 2;
+    cr_assert_eq(run(st, &ack, &res, NULL), 0);
+    cr_assert_eq(res.count, N / 2);
+    char *before = dump_groups(st, "big");
+    st = reopen(st, false);
+    char *after = dump_groups(st, "big");
+    cr_assert_str_eq(after, before);
+    free(after);
+    st = reopen(st, true);
+    after = dump_groups(st, "big");
+    cr_assert_str_eq(after, before);
+    free(after);
+    free(before);
+    free(odd);
+    free(ids);
+    free(a);
+    cr_assert_eq(evs_close(st), 0);
+}

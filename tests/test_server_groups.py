@@ -1,0 +1,360 @@
+#!/usr/bin/python3
+"""test_server_groups.py — consumer groups and dead letters on the real `evstore serve` binary, through
+redis-py (Debian's python3-redis) and redis-cli: Redis 7.0's reply shapes and errors, blocking
+XREADGROUP, group state across SIGKILL, exactly-once dead-lettering with concurrent claimers
+and a kill in the middle. Usage: test_server_groups.py path/to/evstore"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import redis
+
+import test_server
+from test_server import Base, Server, http_req
+
+
+def restart_after_kill(case):
+    """SIGKILL the case's server and start a new one on the same folder."""
+    case.srv.proc.send_signal(signal.SIGKILL)
+    case.srv.proc.wait()
+    case.srv.log.close()
+    case.r.close()
+    case.srv = Server(case.srv.data).start()
+    case.r = case.srv.client(decode_responses=True)
+
+
+class Groups(Base):
+    def test_create_read_ack_pending_shapes(self):
+        r = self.r
+        with self.assertRaisesRegex(redis.ResponseError, "requires the key to exist"):
+            r.xgroup_create("s", "g", "0")
+        self.assertTrue(r.xgroup_create("s", "g", "$", mkstream=True))
+        with self.assertRaisesRegex(redis.ResponseError, "^BUSYGROUP Consumer Group name already exists"):
+            r.xgroup_create("s", "g", "$")
+        ids = [r.xadd("s", {"n": str(i)}) for i in range(5)]
+        got = r.xreadgroup("g", "alice", {"s": ">"}, count=2)
+        self.assertEqual(got, [["s", [(ids[0], {"n": "0"}), (ids[1], {"n": "1"})]]])
+        got = r.xreadgroup("g", "bob", {"s": ">"})
+        self.assertEqual([e[0] for e in got[0][1]], ids[2:])
+        self.assertEqual(r.xreadgroup("g", "bob", {"s": ">"}), [])
+        p = r.xpending("s", "g")
+        self.assertEqual((p["pending"], p["min"], p["max"]), (5, ids[0], ids[4]))
+        self.assertEqual(p["consumers"], [{"name": "alice", "pending": 2}, {"name": "bob", "pending": 3}])
+        rng = r.xpending_range("s", "g", "-", "+", 10, consumername="alice")
+        self.assertEqual([(x["message_id"], x["consumer"], x["times_delivered"]) for x in rng],
+                         [(ids[0], "alice", 1), (ids[1], "alice", 1)])
+        self.assertEqual(r.xack("s", "g", ids[0], ids[0], "9-9"), 1)
+        self.assertEqual(r.xack("nope", "g", ids[0]), 0)
+        with self.assertRaisesRegex(redis.ResponseError, "Invalid stream ID"):
+            r.xack("s", "g", "bad")
+        # history: alice's own pending entries, each delivered once more; a deleted one is nil
+        r.xdel("s", ids[1])
+        hist = r.xreadgroup("g", "alice", {"s": "0"})
+        self.assertEqual(hist[0][0], "s")
+        self.assertEqual(hist[0][1][0][0], ids[1])
+        self.assertFalse(hist[0][1][0][1])
+        self.assertEqual(r.xreadgroup("g", "bob", {"s": ids[3]}), [["s", [(ids[4], {"n": "4"})]]])
+        rng = r.xpending_range("s", "g", ids[4], ids[4], 1)
+        self.assertEqual(rng[0]["times_delivered"], 2)
+        info = r.xinfo_groups("s")
+        self.assertEqual(len(info), 1)
+        g = info[0]
+        self.assertEqual((g["name"], g["consumers"], g["pending"], g["last-delivered-id"],
+                          g["entries-read"], g["lag"]), ("g", 2, 4, ids[4], 5, 0))
+        cons = r.xinfo_consumers("s", "g")
+        self.assertEqual([(c["name"], c["pending"]) for c in cons], [("alice", 1), ("bob", 3)])
+        self.assertTrue(all(c["idle"] >= 0 for c in cons))
+        self.assertEqual(r.xinfo_stream("s")["groups"], 1)
+        full = r.xinfo_stream("s", full=True)
+        self.assertEqual(full["groups"][0]["name"], "g")
+        self.assertEqual(full["groups"][0]["pel-count"], 4)
+        # errors clients rely on
+        with self.assertRaisesRegex(redis.ResponseError, "^NOGROUP No such key 's' or consumer group 'x' in XREADGROUP"):
+            r.xreadgroup("x", "c", {"s": ">"})
+        with self.assertRaisesRegex(redis.ResponseError, "^NOGROUP No such key 'nope' or consumer group 'g'"):
+            r.xpending("nope", "g")
+        with self.assertRaisesRegex(redis.ResponseError, "The \\$ ID is meaningless"):
+            r.xreadgroup("g", "c", {"s": "$"})
+        with self.assertRaisesRegex(redis.ResponseError, "^NOGROUP No such consumer group 'x' for key name 's'"):
+            r.xinfo_consumers("s", "x")
+        with self.assertRaisesRegex(redis.ResponseError, "^no such key"):
+            r.xinfo_groups("nope")
+
+    def test_claim_autoclaim_setid_consumers_destroy(self):
+        r = self.r
+        ids = [r.xadd("c", {"n": str(i)}) for i in range(6)]
+        r.xgroup_create("c", "g", "0")
+        r.xreadgroup("g", "a", {"c": ">"})
+        time.sleep(0.05)
+        self.assertEqual(r.xclaim("c", "g", "b", 1000, [ids[0]]), [])  # not idle long enough
+        self.assertEqual(r.xclaim("c", "g", "b", 10, [ids[0], ids[1]], justid=True), [ids[0], ids[1]])
+        self.assertEqual(r.xclaim("c", "g", "b", 0, [ids[2]], retrycount=7), [(ids[2], {"n": "2"})])
+        self.assertEqual(r.xpending_range("c", "g", ids[2], ids[2], 1)[0]["times_delivered"], 7)
+        r.xdel("c", ids[3])
+        nxt, claimed, deleted = r.xautoclaim("c", "g", "d", 0, "0-0", count=2)
+        self.assertEqual([e[0] for e in claimed], [ids[0], ids[1]])
+        self.assertEqual(nxt, ids[2])
+        self.assertEqual(deleted, [])
+        raw = self.srv.client(decode_responses=True)
+        raw.response_callbacks.pop("XAUTOCLAIM", None)  # redis-py drops the cursor with JUSTID
+        nxt, claimed, deleted = raw.execute_command("XAUTOCLAIM", "c", "g", "d", 0, nxt, "COUNT", 10, "JUSTID")
+        raw.close()
+        self.assertEqual(claimed, [ids[2], ids[4], ids[5]])
+        self.assertEqual(deleted, [ids[3]])
+        self.assertEqual(nxt, "0-0")
+        with self.assertRaisesRegex(redis.ResponseError, "^NOGROUP No such key 'c' or consumer group 'zz'"):
+            r.xautoclaim("c", "zz", "d", 0, "0")
+        self.assertEqual(r.xgroup_createconsumer("c", "g", "e"), 1)
+        self.assertEqual(r.xgroup_createconsumer("c", "g", "e"), 0)
+        self.assertEqual(r.xgroup_delconsumer("c", "g", "d"), 5)
+        self.assertEqual(r.xpending("c", "g")["pending"], 0)
+        self.assertTrue(r.xgroup_setid("c", "g", ids[1], entries_read=2))
+        g = r.xinfo_groups("c")[0]
+        self.assertEqual((g["last-delivered-id"], g["entries-read"], g["lag"]), (ids[1], 2, None))  # a tombstone ahead: unknown, as Redis
+        self.assertEqual([e[0] for e in r.xreadgroup("g", "a", {"c": ">"})[0][1]], [ids[2], ids[4], ids[5]])
+        with self.assertRaisesRegex(redis.ResponseError, "^NOGROUP No such consumer group 'x' for key name 'c'"):
+            r.xgroup_setid("c", "x", "0")
+        self.assertEqual(r.xgroup_destroy("c", "g"), 1)
+        self.assertEqual(r.xgroup_destroy("c", "g"), 0)
+        self.assertEqual(r.xinfo_groups("c"), [])
+        with self.assertRaisesRegex(redis.ResponseError, "ENTRIESREAD must be positive or -1"):
+            r.xgroup_create("c", "g", "0", entries_read=-5)
+        with self.assertRaisesRegex(redis.ResponseError, "unknown subcommand"):
+            r.execute_command("XGROUP", "BOGUS", "c", "g")
+        self.assertIn("CREATE <key> <groupname> <id|$> [option]", r.execute_command("XGROUP", "HELP"))
+
+    def test_blocking_xreadgroup_is_woken(self):
+        r = self.r
+        r.xgroup_create("b", "g", "$", mkstream=True)
+        other = self.srv.client(decode_responses=True)
+        t = threading.Timer(0.3, lambda: other.xadd("b", {"k": "v"}))
+        t.start()
+        got = r.xreadgroup("g", "c", {"b": ">"}, block=5000)
+        t.join()
+        self.assertEqual(got[0][1][0][1], {"k": "v"})
+        start = time.time()
+        self.assertEqual(r.xreadgroup("g", "c", {"b": ">"}, block=200), [])
+        self.assertGreaterEqual(time.time() - start, 0.18)
+        # destroyed group -> NOGROUP; deleted stream -> UNBLOCKED (Redis 7.0)
+        t = threading.Timer(0.3, lambda: other.xgroup_destroy("b", "g"))
+        t.start()
+        with self.assertRaisesRegex(redis.ResponseError, "consumer group this client was blocked on no longer exists"):
+            r.xreadgroup("g", "c", {"b": ">"}, block=5000)
+        t.join()
+        r.xgroup_create("b", "g", "$")
+        t = threading.Timer(0.3, lambda: other.delete("b"))
+        t.start()
+        with self.assertRaisesRegex(redis.ResponseError, "the stream key no longer exists"):
+            r.xreadgroup("g", "c", {"b": ">"}, block=5000)
+        t.join()
+        # two consumers block; one entry wakes exactly one of them, the other keeps waiting
+        r.xgroup_create("b", "g", "$", mkstream=True)
+        results = []
+
+        def reader(name):
+            c = self.srv.client(decode_responses=True)
+            results.append((name, c.xreadgroup("g", name, {"b": ">"}, block=1500)))
+            c.close()
+
+        ts = [threading.Thread(target=reader, args=(n,)) for n in ("x", "y")]
+        for th in ts:
+            th.start()
+        time.sleep(0.3)
+        other.xadd("b", {"one": "1"})
+        for th in ts:
+            th.join()
+        got = [res for _, res in results if res]
+        self.assertEqual(len(got), 1, results)
+        self.assertEqual(r.info("clients")["blocked_clients"], 0)
+        other.close()
+
+    def test_exec_acks_and_appends_together(self):
+        r = self.r
+        i = r.xadd("in", {"job": "1"})
+        r.xgroup_create("in", "g", "0")
+        r.xreadgroup("g", "w", {"in": ">"})
+        p = r.pipeline(transaction=True)
+        p.xack("in", "g", i)
+        p.xadd("out", {"done": i})
+        res = p.execute()
+        self.assertEqual(res[0], 1)
+        self.assertEqual(r.xpending("in", "g")["pending"], 0)
+        self.assertEqual(r.xrange("out")[0][1], {"done": i})
+
+    def test_group_state_survives_sigkill(self):
+        r = self.r
+        ids = [r.xadd("k", {"n": str(i)}) for i in range(60)]
+        r.xgroup_create("k", "g", "0")
+        r.xgroup_create("k", "h", ids[10])
+        for name, n in (("a", 20), ("b", 15), ("c", 5)):
+            r.xreadgroup("g", name, {"k": ">"}, count=n)
+        r.xreadgroup("h", "z", {"k": ">"}, count=7)
+        r.xack("k", "g", *ids[0:20:3])
+        r.xclaim("k", "g", "c", 0, ids[21:25])
+        r.xreadgroup("g", "b", {"k": "0"}, count=3)
+        r.xgroup_createconsumer("k", "g", "idle")
+
+        def state():
+            out = {}
+            for g in r.xinfo_groups("k"):
+                name = g["name"]
+                pend = r.xpending_range("k", name, "-", "+", 1000)
+                cons = r.xinfo_consumers("k", name)
+                out[name] = (g["consumers"], g["pending"], g["last-delivered-id"], g["entries-read"], g["lag"],
+                             [(p["message_id"], p["consumer"], p["times_delivered"]) for p in pend],
+                             [(c["name"], c["pending"]) for c in cons])
+            return out
+
+        before = state()
+        self.assertEqual(before["g"][1], 40 - 7)
+        restart_after_kill(self)
+        r = self.r
+        self.assertEqual(state(), before)
+        # and it keeps working from there
+        got = r.xreadgroup("g", "a", {"k": ">"}, count=1)
+        self.assertEqual(got[0][1][0][0], ids[40])
+
+
+class DeadLetters(Base):
+    def test_dead_letter_stream_and_counts(self):
+        r = self.r
+        i = r.xadd("jobs", {"type": "poison", "payload": "x"})
+        r.execute_command("XGROUP", "CREATE", "jobs", "w", "0", "MAXDELIVERIES", "2")
+        r.xreadgroup("w", "c1", {"jobs": ">"})                  # delivery 1
+        r.xreadgroup("w", "c1", {"jobs": "0"})                  # delivery 2
+        self.assertEqual(r.xreadgroup("w", "c1", {"jobs": "0"}), [["jobs", []]])  # 3rd: dead-lettered
+        self.assertEqual(r.xpending("jobs", "w")["pending"], 0)
+        g = r.xinfo_groups("jobs")[0]
+        self.assertEqual((g["max-deliveries"], g["dead-letter-key"], g["dead-letters"]), (2, "jobs:dlq", 1))
+        metrics = http_req(self.srv, "GET", "/metrics")[1].decode()
+        self.assertIn('evstore_group_dead_letters_total{stream="jobs",group="w"} 1', metrics)
+        self.assertIn('evstore_group_pending{stream="jobs",group="w"} 0', metrics)
+        dl = r.xrange("jobs:dlq")
+        self.assertEqual(len(dl), 1)
+        self.assertEqual(dl[0][1], {"type": "poison", "payload": "x", "dlq-source-key": "jobs",
+                                    "dlq-source-id": i, "dlq-group": "w", "dlq-deliveries": "2"})
+        # SETDLQ: another stream, another limit
+        j = r.xadd("jobs", {"type": "poison2"})
+        r.execute_command("XGROUP", "SETDLQ", "jobs", "w", "MAXDELIVERIES", "1", "DEADLETTER", "graveyard")
+        r.xreadgroup("w", "c1", {"jobs": ">"})
+        self.assertEqual(r.xclaim("jobs", "w", "c2", 0, [j]), [])
+        self.assertEqual(r.xrange("graveyard")[0][1]["dlq-source-id"], j)
+        with self.assertRaisesRegex(redis.ResponseError, "own dead-letter stream"):
+            r.execute_command("XGROUP", "CREATE", "jobs", "x", "0", "MAXDELIVERIES", "1", "DEADLETTER", "jobs")
+
+    def test_exactly_once_with_concurrent_claimers_and_a_kill(self):
+        r = self.r
+        n = 300
+        p = r.pipeline(transaction=False)
+        for k in range(n):
+            p.xadd("q", {"k": str(k)})
+        src = p.execute()
+        r.execute_command("XGROUP", "CREATE", "q", "g", "0", "MAXDELIVERIES", "3")
+        r.xreadgroup("g", "first", {"q": ">"})
+        for round_ in range(2):
+            stop = threading.Event()
+
+            def claimer(name, srv=self.srv):
+                c = srv.client(decode_responses=True)
+                cursor = "0-0"
+                while not stop.is_set():
+                    try:
+                        cursor, _, _ = c.xautoclaim("q", "g", name, 0, cursor, count=7)
+                    except (redis.ConnectionError, redis.TimeoutError, ConnectionError):
+                        return
+                c.close()
+
+            ts = [threading.Thread(target=claimer, args=("c%d" % k,)) for k in range(4)]
+            for t in ts:
+                t.start()
+            time.sleep(0.4)
+            if round_ == 0:
+                restart_after_kill(self)  # killed while claimers run
+            stop.set()
+            for t in ts:
+                t.join()
+            r = self.r
+        # drain whatever is left
+        for _ in range(50):
+            if r.xpending("q", "g")["pending"] == 0:
+                break
+            r.xautoclaim("q", "g", "last", 0, "0-0", count=100)
+        self.assertEqual(r.xpending("q", "g")["pending"], 0)
+        dl = [f["dlq-source-id"] for _, f in r.xrange("q:dlq")]
+        self.assertEqual(len(dl), len(set(dl)), "a dead letter was copied twice")
+        self.assertEqual(sorted(dl), sorted(src))
+
+
+class GroupsHttp(Base):
+    def test_create_read_ack_list(self):
+        srv = self.srv
+        for i in range(3):
+            self.r.xadd("h", {"source": "api", "type": "t", "payload": '{"n": %d}' % i})
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups", {"name": "g", "start": "0", "max_deliveries": 5})
+        self.assertEqual((st, body), (201, {"name": "g"}))
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups", {"name": "g"})
+        self.assertEqual((st, body["code"]), (409, "group_exists"))
+        st, body, _ = http_req(srv, "POST", "/streams/nope/groups", {"name": "g"})
+        self.assertEqual((st, body["code"]), (404, "not_found"))
+        st, body, _ = http_req(srv, "POST", "/streams/nope/groups", {"name": "g", "mkstream": True})
+        self.assertEqual(st, 201)
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups", {"name": ""})
+        self.assertEqual(st, 400)
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups/g/read", {"consumer": "c1", "count": 2})
+        self.assertEqual(st, 200)
+        self.assertEqual([e["payload"]["n"] for e in body["events"]], [0, 1])
+        ids = [e["id"] for e in body["events"]]
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups/g/ack", {"ids": ids[:1]})
+        self.assertEqual((st, body), (200, {"acked": 1}))
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups/g/ack", {"ids": ["bad"]})
+        self.assertEqual(st, 400)
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups/zz/read", {"consumer": "c1"})
+        self.assertEqual((st, body["code"]), (404, "no_group"))
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups/g/read", {"consumer": "c1", "count": "x"})
+        self.assertEqual(st, 400)
+        st, body, _ = http_req(srv, "GET", "/streams/h/groups")
+        self.assertEqual(st, 200)
+        g = body["groups"][0]
+        self.assertEqual((g["name"], g["pending"], g["lag"], g["max_deliveries"], g["dead_letter_stream"]),
+                         ("g", 1, 1, 5, "h:dlq"))
+        self.assertEqual(g["consumers"][0]["name"], "c1")
+        self.assertGreaterEqual(g["oldest_pending_age_ms"], 0)
+        # a long poll woken by a publish
+        t = threading.Timer(0.3, lambda: self.r.xadd("h", {"type": "late"}))
+        t.start()
+        start = time.time()
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups/g/read", {"consumer": "c2", "block_ms": 5000})
+        t.join()
+        self.assertEqual(st, 200)
+        self.assertEqual([e["payload"]["n"] for e in body["events"] if "payload" in e], [2])
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups/g/read", {"consumer": "c2", "block_ms": 5000})
+        self.assertEqual(body["events"][0]["type"], "late")
+        start = time.time()
+        st, body, _ = http_req(srv, "POST", "/streams/h/groups/g/read", {"consumer": "c2", "block_ms": 300})
+        self.assertEqual((st, body), (200, {"events": []}))
+        self.assertGreaterEqual(time.time() - start, 0.25)
+        st, body, _ = http_req(srv, "DELETE", "/streams/h/groups/g")
+        self.assertEqual((st, body), (200, {"destroyed": True}))
+        self.assertEqual(self.r.xinfo_groups("h"), [])
+
+
+class GroupsCli(Base):
+    def test_redis_cli(self):
+        cli = ["redis-cli", "-p", str(self.srv.port)]
+        self.r.xadd("s", {"a": "1"}, id="1-1")
+        run = lambda *a: subprocess.run(cli + list(a), capture_output=True, text=True, timeout=10).stdout
+        self.assertEqual(run("XGROUP", "CREATE", "s", "g", "0").strip(), "OK")
+        self.assertEqual(run("XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">").split(),
+                         ["s", "1-1", "a", "1"])
+        self.assertEqual(run("XACK", "s", "g", "1-1").strip(), "1")
+
+
+if __name__ == "__main__":
+    test_server.EVSTORE = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)

@@ -183,8 +183,10 @@ static void gcall_done(void *arg, int rc, const evs_group_result *res, size_t n,
         size_t k = res[0].nids + res[0].ndeleted;
         g->ids = malloc((k ? k : 1) * sizeof *g->ids);
         if (g->ids) {
-            memcpy(g->ids, res[0].ids, res[0].nids * sizeof *g->ids);
-            memcpy(g->ids + res[0].nids, res[0].deleted, res[0].ndeleted * sizeof *g->ids);
+            if (res[0].nids)
+                memcpy(g->ids, res[0].ids, res[0].nids * sizeof *g->ids);
+            if (res[0].ndeleted)
+                memcpy(g->ids + res[0].nids, res[0].deleted, res[0].ndeleted * sizeof *g->ids);
         } else {
             g->rc = -12;
         }
@@ -1158,10 +1160,10 @@ static void xrg_done(void *arg, int rc, const evs_group_result *res, size_t n,
         free(q->ids[i]);
         q->nids[i] = res[i].nids;
         q->ids[i] = malloc((res[i].nids ? res[i].nids : 1) * sizeof **q->ids);
-        if (q->ids[i])
-            memcpy(q->ids[i], res[i].ids, res[i].nids * sizeof **q->ids);
-        else
+        if (!q->ids[i])
             q->rc = -12, q->nids[i] = 0;
+        else if (res[i].nids)
+            memcpy(q->ids[i], res[i].ids, res[i].nids * sizeof **q->ids);
     }
     if (q->sync)
         sync_signal(q->sync);

@@ -166,9 +166,9 @@ static void done(void *arg, int rc, const evs_group_result *res, size_t n, const
     if (!rc && n) {
         g->res = res[0];
         g->ids = malloc((res[0].nids ? res[0].nids : 1) * sizeof *g->ids);
-        if (g->ids)
+        if (g->ids && res[0].nids)
             memcpy(g->ids, res[0].ids, res[0].nids * sizeof *g->ids);
-        else
+        else if (!g->ids)
             g->rc = -12;
         g->res.ids = g->ids;
         g->res.deleted = NULL;

@@ -188,7 +188,8 @@ static uint32_t cons_get(cgroup *g, const void *name, size_t len, uint64_t ms)
     return cons_put(g, g->ncons, name, len, ms) ? PEL_FREE : g->ncons - 1;
 }
 
-static void pel_key(uint8_t k[24], uint32_t gno, evs_id id)
+#define PEL_KEY 20 /* gno(4) ms(8) seq(8) */
+static void pel_key(uint8_t k[PEL_KEY], uint32_t gno, evs_id id)
 {
     idx_be32(k, gno);
     idx_be64(k + 4, id.ms);
@@ -197,7 +198,7 @@ static void pel_key(uint8_t k[24], uint32_t gno, evs_id id)
 
 static int pel_row(evs_store *st, const cgroup *g, const pel_ent *p)
 {
-    uint8_t k[24], v[20];
+    uint8_t k[PEL_KEY], v[20];
     pel_key(k, g->gno, p->id);
     idx_be32(v, p->cons);
     idx_be64(v + 4, p->count);
@@ -256,7 +257,7 @@ static int pel_remove(evs_store *st, cgroup *g, pel_ent *p)
     g->cons[p->cons].npending--;
     p->cons = PEL_FREE;
     g->nlive--;
-    uint8_t k[24];
+    uint8_t k[PEL_KEY];
     pel_key(k, g->gno, p->id);
     if (g->npel > 64 && g->npel - g->nlive > g->nlive)
         pel_compact(g);
@@ -489,7 +490,7 @@ static int gref_cmp(const void *a, const void *b)
 static cgroup *gref_find(const gref *refs, size_t n, uint32_t gno)
 {
     gref key = {gno, NULL};
-    const gref *r = bsearch(&key, refs, n, sizeof *refs, gref_cmp);
+    const gref *r = n ? bsearch(&key, refs, n, sizeof *refs, gref_cmp) : NULL;
     return r ? r->g : NULL;
 }
 
@@ -574,7 +575,7 @@ static int load_consumer(void *arg, const uint8_t *k, size_t kl, const uint8_t *
 static int load_pel(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
 {
     struct load *l = arg;
-    if (kl != 24 || vl != 20)
+    if (kl != PEL_KEY || vl != 20)
         return EVS_ECORRUPT;
     cgroup *g = gref_find(l->refs, l->n, idx_rd32(k));
     uint32_t c = idx_rd32(v);
@@ -594,7 +595,8 @@ int group_load(evs_store *st, evs_error *err)
     struct load l = {st, NULL, 0, 0};
     rc = walk(r, IDX_GROUPS, load_group, &l);
     if (!rc) {
-        qsort(l.refs, l.n, sizeof *l.refs, gref_cmp);
+        if (l.n)
+            qsort(l.refs, l.n, sizeof *l.refs, gref_cmp);
         rc = walk(r, IDX_CONSUMERS, load_consumer, &l);
     }
     if (!rc)

@@ -454,7 +454,8 @@ static int emit_chunks(evs_store *st, const plan *pl, int op, evs_slice arg, con
     int rc = 0;
     for (size_t at = 0; at < total && !rc; at += per) {
         size_t n = total - at < per ? total - at : per;
-        memcpy(v, head, nhead * sizeof *v);
+        if (nhead)
+            memcpy(v, head, nhead * sizeof *v);
         memcpy(v + nhead, ids->v + at, n * sizeof *v);
         rc = emit_group(st, pl->s, op, gname, arg, v, nhead + n, err);
     }
@@ -650,13 +651,16 @@ int evs_group_submit(evs_store *st, const evs_group_op *ops, size_t n, evs_group
         if (dlq.ptr && dlq.len == ops[i].stream.len &&
             !memcmp(dlq.ptr, ops[i].stream.ptr, dlq.len))
             rc = EVS_EINVAL; /* a stream cannot be its own dead-letter stream */
-        if (!rc && (copy_slice(&r->data, ops[i].stream, &o->off[0]) ||
-                    copy_slice(&r->data, ops[i].group, &o->off[1]) ||
-                    copy_slice(&r->data, ops[i].consumer, &o->off[2]) ||
-                    copy_slice(&r->data, dlq, &o->off[3]) ||
+        static const uint8_t zeros[8];
+        size_t pad = (8 - r->data.len % 8) % 8; /* the IDs go first, 8-byte aligned in data */
+        if (!rc && (rec_buf_write(&r->data, (const char *)zeros, pad) ||
                     copy_slice(&r->data, (evs_slice){ops[i].ids ? (const void *)ops[i].ids : "",
                                                      ops[i].nids * sizeof(evs_id)},
-                               &o->off[4])))
+                               &o->off[4]) ||
+                    copy_slice(&r->data, ops[i].stream, &o->off[0]) ||
+                    copy_slice(&r->data, ops[i].group, &o->off[1]) ||
+                    copy_slice(&r->data, ops[i].consumer, &o->off[2]) ||
+                    copy_slice(&r->data, dlq, &o->off[3])))
             rc = -ENOMEM;
         o->op.dlq.len = dlq.len;
         free(def);
@@ -699,8 +703,10 @@ static void gwait_done(void *arg, int rc, const evs_group_result *res, size_t n,
         w->res = res[0];
         size_t k = res[0].nids + res[0].ndeleted;
         if ((w->ids = malloc((k ? k : 1) * sizeof *w->ids))) {
-            memcpy(w->ids, res[0].ids, res[0].nids * sizeof *w->ids);
-            memcpy(w->ids + res[0].nids, res[0].deleted, res[0].ndeleted * sizeof *w->ids);
+            if (res[0].nids)
+                memcpy(w->ids, res[0].ids, res[0].nids * sizeof *w->ids);
+            if (res[0].ndeleted)
+                memcpy(w->ids + res[0].nids, res[0].deleted, res[0].ndeleted * sizeof *w->ids);
             w->res.ids = w->ids;
             w->res.deleted = w->ids + res[0].nids;
         } else {

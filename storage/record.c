@@ -244,6 +244,8 @@ int rec_buf_reserve(rec_buf *b, size_t extra)
 int rec_buf_write(void *buf, const char *p, size_t n)
 {
     rec_buf *b = buf;
+    if (n == 0)
+        return 0;
     if (rec_buf_reserve(b, n))
         return -1;
     memcpy(b->data + b->len, p, n);

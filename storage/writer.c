@@ -876,7 +876,7 @@ static void do_setid(evs_store *st, wreq *r, pending *p)
 
 /* Group operations batch with appends; one that must read entries of this batch flushes
  * first (NEED_FLUSH). A segment is rolled ahead of them when little room is left. */
-#define GROUP_ROOM (1u << 20)
+#define GROUP_ROOM (64u << 10) /* a request that writes more grows the segment (as a big entry) */
 static void do_group(evs_store *st, wreq *r, pending *p)
 {
     if (st->batch_bytes >= EVS_MAX_BATCH_BYTES)

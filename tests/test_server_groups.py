@@ -25,7 +25,11 @@ def restart_after_kill(case):
     case.srv.proc.wait()
     case.srv.log.close()
     case.r.close()
-    case.srv = Server(case.srv.data).start()
+    try:
+        case.srv = Server(case.srv.data).start()
+    except RuntimeError as e:
+        log = open(os.path.join(os.path.dirname(case.srv.data), "server.log"), errors="replace").read()
+        raise RuntimeError("%s\n%s" % (e, log[-3000:]))
     case.r = case.srv.client(decode_responses=True)
 
 

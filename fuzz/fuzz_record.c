@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t need = 0;
         int op;
         evs_slice name;
-        uint64_t extra[8];
+        uint64_t extra[REC_STREAM_MAX_EXTRA];
         size_t n;
         switch (h.kind) {
         case REC_ENTRY:

@@ -94,6 +94,15 @@ enum { EVS_LOG_ERROR = 0, EVS_LOG_WARN = 1, EVS_LOG_INFO = 2, EVS_LOG_DEBUG = 3 
 
 struct evs_io; /* storage/fileio.h: the file-I/O layer, swappable by tests for fault injection */
 
+/* Retention limits. In a stream's own limits 0 means "the store's default"; in the store's
+ * default 0 means no limit. EVS_RET_NONE means no limit in both. */
+#define EVS_RET_NONE UINT64_MAX
+typedef struct evs_retention {
+    uint64_t max_age_ms;   /* entries appended longer ago go (append time clamped to now)     */
+    uint64_t max_bytes;    /* oldest entries go while the stream's entry records exceed this  */
+    uint64_t max_entries;  /* oldest entries go beyond this many                              */
+} evs_retention;
+
 typedef struct evs_options {
     evs_fsync_mode fsync;
     uint64_t segment_bytes;     /* roll the active segment at this size; default 64 MiB        */
@@ -104,6 +113,8 @@ typedef struct evs_options {
     void (*log)(void *arg, int level, const char *msg);
     void *log_arg;
     const struct evs_io *io;    /* NULL: the real file system. Tests only.                     */
+    evs_retention retention;    /* every stream's default limits (0: none)                     */
+    uint32_t retention_interval_ms; /* how often the retention thread runs; 0: 1000            */
 } evs_options;
 
 void evs_options_init(evs_options *opt);
@@ -172,13 +183,18 @@ int evs_idem_get(evs_store *st, evs_slice stream, evs_slice key, uint64_t window
 
 /* Trimming (XTRIM, XADD MAXLEN/MINID): entries below a stream's new first ID are gone for
  * every read at once (a trim record in the log); space returns with retention. */
-typedef enum evs_trim_kind { EVS_TRIM_MAXLEN = 1, EVS_TRIM_MINID = 2 } evs_trim_kind;
+typedef enum evs_trim_kind {
+    EVS_TRIM_MAXLEN = 1,
+    EVS_TRIM_MINID = 2,
+    EVS_TRIM_MAXBYTES = 3, /* oldest entries go while the stream's entry bytes exceed maxbytes */
+} evs_trim_kind;
 typedef struct evs_trim {
     evs_trim_kind kind;
     bool approx;     /* "~": act only once at least EVS_TRIM_APPROX_STEP entries would go */
     uint64_t maxlen; /* MAXLEN: keep at most this many entries                               */
     evs_id minid;    /* MINID: drop entries below this ID                                    */
     uint64_t limit;  /* approx only: remove at most this many (0: no limit)                  */
+    uint64_t maxbytes; /* MAXBYTES: keep at most this many bytes of entry records           */
 } evs_trim;
 #define EVS_TRIM_APPROX_STEP 100
 
@@ -321,6 +337,10 @@ typedef struct evs_store_stats {
     uint64_t records_read;   /* records read and CRC-checked by iterators since open           */
     uint64_t fsync_hist[EVS_FSYNC_BUCKETS]; /* fdatasyncs per latency bucket (not cumulative)  */
     uint64_t batch_hist[EVS_BATCH_BUCKETS]; /* group commits per size bucket (records)         */
+    uint64_t retention_trimmed;  /* entries trimmed by retention since open                     */
+    uint64_t segments_deleted;   /* segment files retention deleted since open                  */
+    uint64_t bytes_deleted;      /* their bytes                                                 */
+    uint64_t log_start;          /* position of the oldest byte still on disk                   */
 } evs_store_stats;
 
 void evs_store_stats_get(evs_store *st, evs_store_stats *out);
@@ -462,6 +482,34 @@ int evs_consumer_list(evs_store *st, evs_slice stream, evs_slice group,
 int evs_pending_list(evs_store *st, evs_slice stream, evs_slice group, evs_id start, evs_id end,
                      uint64_t count, uint64_t min_idle_ms, evs_slice consumer,
                      int (*fn)(void *arg, const evs_pending_info *p), void *arg);
+
+/* ---- retention --------------------------------------------------------------------------- */
+
+/*
+ * Retention trims each stream by its limits (its own, else the store's default) as trim
+ * records through the log, and deletes a sealed segment once no stream has a live entry in it
+ * (before that, the streams and groups whose creation is recorded there are re-declared at
+ * the log's head, so a rebuild from the remaining log is complete). A background thread runs
+ * a pass every retention_interval_ms; it never holds up appends (its trims and declarations
+ * are ordinary writer requests). The active segment is sealed once its oldest record is
+ * older than the smallest age limit in force, so that an idle stream's data can expire.
+ *
+ * Streams without limits keep their entries, and with them every segment from their oldest
+ * live entry on (one log for all streams: docs/architecture.md).
+ */
+/* Set a stream's own limits (persisted: a record in the log). EVS_ENOTFOUND if no stream. */
+int evs_retention_set(evs_store *st, evs_slice stream, const evs_retention *own, evs_error *err);
+/* A stream's own limits and the limits in force for it. */
+int evs_retention_get(evs_store *st, evs_slice stream, evs_retention *own,
+                      evs_retention *effective);
+
+typedef struct evs_retention_report {
+    uint64_t trimmed;          /* entries trimmed by this pass                                  */
+    uint64_t segments_deleted;
+    uint64_t bytes_deleted;
+} evs_retention_report;
+/* Run one retention pass now (what the thread does), and report what it did. */
+int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err);
 
 /* ---- checking ---------------------------------------------------------------------------- */
 

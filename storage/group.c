@@ -279,11 +279,70 @@ static int group_rows_delete(evs_store *st, uint32_t no, const cgroup *g)
 
 /* ---- applying records -------------------------------------------------------------------- */
 
+/* Snapshot records (REC_G_SNAP...): see record.h. */
+static int apply_snapshot(evs_store *st, stream *s, cgroup *g, int op, evs_slice gname,
+                          evs_slice arg, const uint64_t *v, size_t n, uint64_t pos,
+                          evs_error *err)
+{
+    if (op == REC_G_SNAP) {
+        if (n != 7 || gname.len > EVS_GROUP_NAME_MAX || arg.len > EVS_MAX_NAME ||
+            v[0] > UINT32_MAX - 1 || v[6] > UINT32_MAX - 1)
+            return evs_err_set(err, EVS_ECORRUPT, "malformed group snapshot");
+        if (g) { /* known: its state is already this one */
+            g->decl_pos = pos;
+            g->restoring = false;
+            g->touched = true;
+            return 0;
+        }
+        if (!(g = group_new(gname.ptr, gname.len, (uint32_t)v[0])) || set_dlq(g, arg.ptr, arg.len)) {
+            group_free(g);
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        }
+        g->last = (evs_id){v[1], v[2]};
+        g->entries_read = v[3];
+        g->max_deliveries = v[4];
+        g->dead_letters = v[5];
+        g->decl_pos = pos;
+        g->restoring = true;
+        g->touched = true;
+        group_link(s, g);
+        if (g->gno >= st->next_gno)
+            st->next_gno = g->gno + 1;
+        return 0;
+    }
+    if (!g || !g->restoring)
+        return 0; /* the group is known from its own records: nothing to take */
+    int rc = 0;
+    if (op == REC_G_SNAPCONS) {
+        if (n != 3 || v[0] > UINT32_MAX - 2 || arg.len == 0 || arg.len > EVS_GROUP_NAME_MAX)
+            return evs_err_set(err, EVS_ECORRUPT, "malformed group snapshot consumer");
+        if (cons_put(g, (uint32_t)v[0], arg.ptr, arg.len, v[1]))
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        g->cons[v[0]].active_ms = v[2];
+        return 0;
+    }
+    if (n % 5)
+        return evs_err_set(err, EVS_ECORRUPT, "malformed group snapshot pending list");
+    for (size_t i = 0; i < n && !rc; i += 5) {
+        if (v[i] >= g->ncons || !g->cons[v[i]].name)
+            return evs_err_set(err, EVS_ECORRUPT, "group snapshot names an unknown consumer");
+        rc = pel_set(st, g, (evs_id){v[i + 1], v[i + 2]}, (uint32_t)v[i], v[i + 3], v[i + 4]);
+    }
+    return rc ? evs_err_set(err, rc, "out of memory") : 0;
+}
+
 static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_slice gname,
-                        evs_slice arg, const uint64_t *v, size_t n, evs_error *err)
+                        evs_slice arg, const uint64_t *v, size_t n, uint64_t pos,
+                        evs_error *err)
 {
     uint64_t ms = h->time_us / 1000;
     cgroup *g = group_find(s, gname.ptr, gname.len);
+    if (op >= REC_G_SNAP && op <= REC_G_SNAPPEL)
+        return apply_snapshot(st, s, g, op, gname, arg, v, n, pos, err);
+    if (g)
+        g->restoring = false;
+    if (!g && op != REC_G_CREATE && st->history_cut)
+        return 0; /* a group created before the log's first segment: its snapshot follows */
     if (op == REC_G_CREATE) {
         if (g || n != 5 || gname.len > EVS_GROUP_NAME_MAX || arg.len > EVS_MAX_NAME ||
             v[0] > UINT32_MAX - 1)
@@ -295,6 +354,7 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
         g->last = (evs_id){v[1], v[2]};
         g->entries_read = v[3];
         g->max_deliveries = v[4];
+        g->decl_pos = pos;
         g->touched = true;
         group_link(s, g);
         if (g->gno >= st->next_gno)
@@ -408,7 +468,7 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
     return evs_err_set(err, EVS_ECORRUPT, "malformed group operation %d", op);
 }
 
-int group_apply(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body,
+int group_apply(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body, uint64_t pos,
                 evs_error *err)
 {
     int op;
@@ -418,7 +478,7 @@ int group_apply(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body,
     if (rec_group_decode(body, h->body_len, &op, &gname, &arg, &v, &n))
         return evs_err_set(err, EVS_ECORRUPT, "malformed consumer-group record");
     pthread_mutex_lock(&st->gmu);
-    int rc = apply_locked(st, s, h, op, gname, arg, v, n, err);
+    int rc = apply_locked(st, s, h, op, gname, arg, v, n, pos, err);
     pthread_mutex_unlock(&st->gmu);
     free(v);
     return rc;
@@ -457,7 +517,7 @@ int group_flush(evs_store *st, stream *s)
         idx_be64(v + 28, g->max_deliveries);
         idx_be64(v + 36, g->dead_letters);
         idx_be32(v + 44, g->ncons);
-        memset(v + 48, 0, GROUP_ROW - 48);
+        idx_be64(v + 48, g->decl_pos);
         memcpy(v + GROUP_ROW, g->dlq, g->dlq_len);
         rc = idx_batch_put(st->ib, IDX_GROUPS, k, 4 + g->len, v, GROUP_ROW + g->dlq_len);
         for (uint32_t c = 0; c < g->ncons && !rc; c++) {
@@ -537,6 +597,7 @@ static int load_group(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, 
     g->entries_read = idx_rd64(v + 20);
     g->max_deliveries = idx_rd64(v + 28);
     g->dead_letters = idx_rd64(v + 36);
+    g->decl_pos = idx_rd64(v + 48);
     uint32_t ncons = idx_rd32(v + 44);
     if (ncons && cons_put(g, ncons - 1, "", 0, 0) == 0) { /* size the table; slot filled below */
         free(g->cons[ncons - 1].name);

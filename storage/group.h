@@ -19,7 +19,7 @@
  *
  * Index tables (big-endian integers):
  *   groups     no(4) name -> gno(4) last_ms(8) last_seq(8) entries_read(8) max_deliveries(8)
- *                            dead_letters(8) next_cno(4) dlq
+ *                            dead_letters(8) next_cno(4) decl_pos(8) dlq
  *   consumers  gno(4) cno(4) -> seen_ms(8) active_ms(8) name
  *   pel        gno(4) ms(8) seq(8) -> cno(4) deliveries(8) time_ms(8)
  * Group numbers are store-wide and come from the create record, so replay assigns the same.
@@ -61,6 +61,8 @@ typedef struct cgroup {
     pel_ent *pel;
     size_t npel, nlive, pelcap;
     bool touched;               /* rewrite its rows at the next index commit                */
+    bool restoring;             /* built by a REC_G_SNAP in this replay: take 13 and 14     */
+    uint64_t decl_pos;          /* log position of its create or latest snapshot record     */
 } cgroup;
 
 /* Lookups (caller holds st->gmu, or is the writer). */
@@ -72,9 +74,12 @@ size_t pel_lower(const cgroup *g, evs_id id);
 /* The live slot holding id, or NULL. */
 pel_ent *pel_find(cgroup *g, evs_id id);
 
-/* Apply one REC_GROUP record (G1). Takes st->gmu. */
-int group_apply(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body,
+/* Apply one REC_GROUP record at log position pos (G1). Takes st->gmu. */
+int group_apply(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body, uint64_t pos,
                 evs_error *err);
+/* Emit the snapshot records (REC_G_SNAP...) of every group of s whose decl_pos is below upto
+ * (writer; group_exec.c). */
+int group_snapshot_emit(evs_store *st, stream *s, uint64_t upto, evs_error *err);
 /* The stream is dropped: queue the deletion of its groups' rows, free them. Takes st->gmu. */
 int group_drop_all(evs_store *st, stream *s);
 /* Queue the rows of the stream's touched groups into the index batch (store_index_flush). */

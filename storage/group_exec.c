@@ -410,18 +410,25 @@ static int plan_op(evs_store *st, gop *o, plan *pl, evs_error *err)
 
 /* ---- emitting ---------------------------------------------------------------------------- */
 
-static int emit_group(evs_store *st, const stream *s, int op, evs_slice group, evs_slice arg,
-                      const uint64_t *v, size_t n, evs_error *err)
+static int emit_group_flags(evs_store *st, const stream *s, int op, evs_slice group,
+                            evs_slice arg, const uint64_t *v, size_t n, uint16_t flags,
+                            evs_error *err)
 {
     rec_buf b = {0};
     if (rec_group_encode(&b, op, group, arg, v, n)) {
         rec_buf_release(&b);
         return evs_err_set(err, -ENOMEM, "out of memory");
     }
-    int rc = writer_emit_copy(st, REC_GROUP, REC_F_TXN_CONT, s->no, EVS_ID_MIN, REC_POS_NONE,
-                              b.data, (uint32_t)b.len, err);
+    int rc = writer_emit_copy(st, REC_GROUP, flags, s->no, EVS_ID_MIN, REC_POS_NONE, b.data,
+                              (uint32_t)b.len, err);
     rec_buf_release(&b);
     return rc;
+}
+
+static int emit_group(evs_store *st, const stream *s, int op, evs_slice group, evs_slice arg,
+                      const uint64_t *v, size_t n, evs_error *err)
+{
+    return emit_group_flags(st, s, op, group, arg, v, n, REC_F_TXN_CONT, err);
 }
 
 static int emit_dead(evs_store *st, const plan *pl, const dead *d, evs_error *err)
@@ -742,4 +749,60 @@ int evs_group_run(evs_store *st, const evs_group_op *op, evs_group_result *res,
     *res = w.res;
     *out_ids = w.ids;
     return 0;
+}
+
+/* ---- snapshots (retention) ---------------------------------------------------------------- */
+
+#define SNAP_PEL_CHUNK 4096 /* pending entries per REC_G_SNAPPEL record */
+
+static int snapshot_one(evs_store *st, stream *s, cgroup *g, evs_error *err)
+{
+    evs_slice gname = {g->name, g->len};
+    uint64_t v[7] = {g->gno, g->last.ms, g->last.seq, g->entries_read, g->max_deliveries,
+                     g->dead_letters, g->ncons};
+    int rc = emit_group_flags(st, s, REC_G_SNAP, gname, (evs_slice){g->dlq, g->dlq_len}, v, 7,
+                              REC_F_TXN_CONT, err);
+    for (uint32_t c = 0; c < g->ncons && !rc; c++) {
+        if (!g->cons[c].name)
+            continue;
+        uint64_t cv[3] = {c, g->cons[c].seen_ms, g->cons[c].active_ms};
+        rc = emit_group_flags(st, s, REC_G_SNAPCONS, gname,
+                              (evs_slice){g->cons[c].name, g->cons[c].len}, cv, 3,
+                              REC_F_TXN_CONT, err);
+    }
+    uint64_t *pv = malloc(SNAP_PEL_CHUNK * 5 * sizeof *pv);
+    if (!pv)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i <= g->npel && !rc; i++) {
+        if (i < g->npel && g->pel[i].cons != PEL_FREE) {
+            const pel_ent *p = &g->pel[i];
+            uint64_t *e = pv + 5 * n++;
+            e[0] = p->cons;
+            e[1] = p->id.ms;
+            e[2] = p->id.seq;
+            e[3] = p->count;
+            e[4] = p->time_ms;
+        }
+        if (n && (n == SNAP_PEL_CHUNK || i == g->npel)) {
+            rc = emit_group_flags(st, s, REC_G_SNAPPEL, gname, (evs_slice){"", 0}, pv, 5 * n,
+                                  REC_F_TXN_CONT, err);
+            n = 0;
+        }
+    }
+    free(pv);
+    return rc;
+}
+
+int group_snapshot_emit(evs_store *st, stream *s, uint64_t upto, evs_error *err)
+{
+    int rc = 0;
+    for (cgroup *g = s->groups; g && !rc; g = g->next) {
+        if (g->decl_pos >= upto)
+            continue;
+        size_t mark = writer_mark(st);
+        rc = snapshot_one(st, s, g, err); /* one atomic group: never half a snapshot */
+        writer_txn_close(st, mark);
+    }
+    return rc;
 }

@@ -88,6 +88,13 @@ bool seg_name_parse(const char *name, uint64_t *base);
 
 /* ---- streams ----------------------------------------------------------------------------- */
 
+/* A stream's own retention limits (XRETENTION): 0 inherits the store's default, RET_NONE
+ * means no limit. */
+#define RET_NONE UINT64_MAX
+typedef struct stream_ret {
+    uint64_t max_age_ms, max_bytes, max_entries;
+} stream_ret;
+
 typedef struct stream_state {
     uint32_t no;
     uint32_t flags;
@@ -97,10 +104,14 @@ typedef struct stream_state {
     uint64_t last_time_us, created_us;
     uint64_t sparse_bytes, sparse_count; /* since the last ids key                          */
     uint64_t changes;              /* records applied since open (not stored): evs_version   */
+    uint64_t bytes;                /* log bytes of its entries not trimmed (retention)       */
+    uint64_t decl_pos;             /* position of its create or latest declare record        */
+    stream_ret ret;
 } stream_state;
 
-#define STREAM_STATE_BYTES 128
+#define STREAM_STATE_BYTES 192
 void stream_state_encode(const stream_state *s, uint8_t out[STREAM_STATE_BYTES]);
+/* Version 1 (128 bytes, before retention) and 2 (192) decode; encode writes version 2. */
 int stream_state_decode(const void *in, size_t len, stream_state *s);
 
 typedef struct stream {
@@ -131,7 +142,10 @@ void strtab_del(strtab *t, stream *s, bool vis);
 /* ---- the write queue --------------------------------------------------------------------- */
 
 enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4, WR_SETID = 5,
-                 WR_GROUP = 6 };
+                 WR_GROUP = 6,
+                 WR_RETENTION = 7, /* set a stream's own limits (ops[0].id packs nothing; ret)  */
+                 WR_DECLARE = 8,   /* declare streams and snapshot groups below `upto`          */
+                 WR_ROLL = 9 };    /* seal the active segment if it holds anything              */
 
 /* One consumer-group operation of a WR_GROUP request: the caller's op with its slices and ID
  * array copied into wreq.data (offsets until the request is complete), and its result. */
@@ -173,6 +187,8 @@ typedef struct wreq {
     evs_done_fn done;
     void *arg;
     size_t count;                  /* WR_DELETE: deleted; WR_DROP: existed                   */
+    stream_ret ret;                /* WR_RETENTION                                            */
+    uint64_t upto;                 /* WR_DECLARE                                              */
     gop *gops;                     /* WR_GROUP: n operations, and their results              */
     evs_group_result *gres;
     evs_group_done_fn gdone;
@@ -253,6 +269,17 @@ struct evs_store {
     /* consumer groups (group.h) */
     pthread_mutex_t gmu;           /* guards every stream's groups (G2)                      */
     uint32_t next_gno;             /* (W) next group number                                   */
+    bool history_cut;              /* rebuilding an index from a log whose start retention
+                                      deleted: records of streams and groups created before
+                                      it are skipped until their declare/snapshot record    */
+
+    /* retention (retention.c) */
+    pthread_t ret_thread;
+    bool ret_started, ret_stop;
+    pthread_mutex_t ret_mu;        /* one pass at a time; guards ret_stop                     */
+    pthread_cond_t ret_cv;
+    _Atomic uint64_t active_first_us; /* append time of the active segment's first record    */
+    atomic_uint_fast64_t n_ret_trimmed, n_segs_deleted, n_bytes_deleted;
 
     /* visibility notification */
     pthread_mutex_t vmu;
@@ -288,11 +315,22 @@ int store_checkpoint_write(evs_store *st, uint64_t txn);
 /* Checkpointer: sync log, then index, then record the checkpoint; its thread. */
 int ckpt_run(evs_store *st);
 void *ckpt_main(void *arg);
-/* Walk the stream's visible live entries from `from` (inclusive) in order: count those to
- * remove, at most max_remove and only below stop_at; *next gets the first entry kept (or
- * *exhausted when none is visible). Reader module. */
-int reader_trim_scan(evs_store *st, stream *s, evs_id from, uint64_t max_remove, evs_id stop_at,
-                     uint64_t *removed, evs_id *next, bool *exhausted, evs_error *err);
+/* What a trim removes from the oldest live entries: at most max_remove, only below stop_at,
+ * and (keep_bytes != UINT64_MAX) only while the live bytes left exceed keep_bytes. */
+typedef struct trim_goal {
+    uint64_t max_remove;
+    evs_id stop_at;
+    uint64_t keep_bytes, live_bytes;
+} trim_goal;
+typedef struct trim_scan {
+    uint64_t removed, bytes;       /* entries and their record bytes                          */
+    evs_id next;                   /* the first entry kept ...                                */
+    uint64_t next_pos;             /* ... and its position, unless exhausted                   */
+    bool exhausted;                /* no visible entry is kept                                 */
+} trim_scan;
+/* Walk the stream's visible live entries from `from` (inclusive) in order. Reader module. */
+int reader_trim_scan(evs_store *st, stream *s, evs_id from, const trim_goal *goal,
+                     trim_scan *out, evs_error *err);
 /* Does the entry exist (visible, not deleted)? 1 yes, 0 no, < 0 error. Reader module. */
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err);
 /* Commit the index: queue the touched streams' states and the watermark, apply the batch.
@@ -303,6 +341,8 @@ int store_index_flush(evs_store *st, evs_error *err);
  * for writing). */
 void store_publish_touched(evs_store *st);
 stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t len);
+/* The REC_DECLARE_N numbers of a stream-declare record for this state. */
+void store_declare_encode(const stream_state *w, uint64_t *v);
 
 /* Segment lookup for readers: the segment holding pos, with a reference. */
 segment *store_seg_get(evs_store *st, uint64_t pos);
@@ -340,6 +380,15 @@ int writer_submit(evs_store *st, wreq *r);
 void wreq_free(wreq *r);
 void store_fail(evs_store *st, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Retention's writer requests: declare what lies below upto (synchronous, durable, indexed);
+ * seal the active segment. */
+int writer_declare(evs_store *st, uint64_t upto, size_t *declared, evs_error *err);
+int writer_roll(evs_store *st, evs_error *err);
+
+/* Retention: start/stop its thread (retention.c). */
+int ret_start(evs_store *st);
+void ret_stop(evs_store *st);
 
 /* Preparer: start/stop its thread; the segment at `base` from the spare, or made now. */
 int prep_start(evs_store *st);

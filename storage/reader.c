@@ -63,6 +63,7 @@ struct evs_iter {
     bool fresume;               /* filtered: continue after ids[n-1]                          */
     evs_id flast;
     /* the entry handed out */
+    uint64_t ent_pos, ent_size;  /* its log position and record size                          */
     segment *ref;
     msgpack_zone zone;
     evs_field *fields;
@@ -118,6 +119,13 @@ static int peek(evs_iter *it, uint64_t pos, rec_hdr *h, evs_error *err)
                            "stream %u, not an entry of this stream",
                            it->pname, pos, h->kind, h->stream);
     return 0;
+}
+
+/* Is pos below the stream's first live entry? Such records are trimmed and their segment may
+ * have been deleted by retention: no walk reads them (R1). */
+static bool below_first(const evs_iter *it, uint64_t pos)
+{
+    return it->snap.first_pos != REC_POS_NONE && pos < it->snap.first_pos;
 }
 
 static bool is_deleted(idx_rtxn *r, uint32_t no, evs_id id)
@@ -188,7 +196,7 @@ static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_err
     }
     rc = 0;
     uint64_t p = it->snap.last_pos;
-    if (it->have_next) {
+    if (it->have_next && !below_first(it, it->next_pos)) {
         rec_hdr h;
         if ((rc = peek(it, it->next_pos, &h, err)))
             goto out_err;
@@ -196,7 +204,7 @@ static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_err
     }
     /* walk back from p to start_pos */
     it->n = it->i = 0;
-    while (p != REC_POS_NONE && p >= start_pos) {
+    while (p != REC_POS_NONE && p >= start_pos && !below_first(it, p)) {
         rec_hdr h;
         if ((rc = peek(it, p, &h, err)))
             goto out_err;
@@ -437,7 +445,7 @@ static int load_filter_tail(evs_iter *it, evs_error *err)
     it->n = it->i = 0;
     it->checked = true;
     uint64_t p = it->snap.last_pos;
-    while (p != REC_POS_NONE && p >= it->fw) {
+    while (p != REC_POS_NONE && p >= it->fw && !below_first(it, p)) {
         rec_hdr h;
         int rc = peek(it, p, &h, err);
         if (rc)
@@ -650,6 +658,8 @@ static int load_entry(evs_iter *it, uint64_t pos, bool checked, evs_error *err)
     }
     it->ent.id = (evs_id){h.id_ms, h.id_seq};
     it->ent.time_us = h.time_us;
+    it->ent_pos = pos;
+    it->ent_size = size;
     it->ent.fields = it->fields;
     it->ent.nfields = (size_t)n;
     if (it->mode == MODE_FILTER) {
@@ -688,7 +698,7 @@ static int next_fwd(evs_iter *it, evs_error *err)
 
 static int next_rev(evs_iter *it, evs_error *err)
 {
-    while (it->cur != REC_POS_NONE) {
+    while (it->cur != REC_POS_NONE && !below_first(it, it->cur)) {
         rec_hdr h;
         int rc = peek(it, it->cur, &h, err);
         if (rc)
@@ -814,15 +824,15 @@ int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err)
     return rc;
 }
 
-int reader_trim_scan(evs_store *st, stream *s, evs_id from, uint64_t max_remove, evs_id stop_at,
-                     uint64_t *removed, evs_id *next, bool *exhausted, evs_error *err)
+int reader_trim_scan(evs_store *st, stream *s, evs_id from, const trim_goal *goal,
+                     trim_scan *out, evs_error *err)
 {
     stream_state snap;
     pthread_rwlock_rdlock(&st->lock);
     snap = s->v;
     pthread_rwlock_unlock(&st->lock);
-    *removed = 0;
-    *exhausted = true;
+    memset(out, 0, sizeof *out);
+    out->exhausted = true;
     if (!snap.length)
         return 0;
     evs_query q;
@@ -834,12 +844,16 @@ int reader_trim_scan(evs_store *st, stream *s, evs_id from, uint64_t max_remove,
         return rc;
     const evs_entry *e;
     while ((rc = evs_iter_next(it, &e, err)) == 1) {
-        if (*removed >= max_remove || evs_id_cmp(e->id, stop_at) >= 0) {
-            *next = e->id;
-            *exhausted = false;
+        if (out->removed >= goal->max_remove || evs_id_cmp(e->id, goal->stop_at) >= 0 ||
+            (goal->keep_bytes != UINT64_MAX &&
+             goal->live_bytes - out->bytes <= goal->keep_bytes)) {
+            out->next = e->id;
+            out->next_pos = it->ent_pos;
+            out->exhausted = false;
             break;
         }
-        (*removed)++;
+        out->removed++;
+        out->bytes += it->ent_size;
     }
     evs_iter_close(it);
     return rc < 0 ? rc : 0;

@@ -355,7 +355,7 @@ int rec_stream_decode(const uint8_t *body, uint32_t len, int *op, evs_slice *nam
     if (unpack_array(body, len, &zone, &obj))
         goto out;
     uint32_t n = obj.via.array.size;
-    if (n < 2 || n > 10 || obj.via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+    if (n < 2 || n > 2 + REC_STREAM_MAX_EXTRA || obj.via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
         !obj_bytes(&obj.via.array.ptr[1], name))
         goto out;
     *op = (int)obj.via.array.ptr[0].via.u64;

@@ -29,7 +29,9 @@ enum rec_kind {
     REC_STREAM = 3,    /* stream lifecycle: body = [op, name(bin), ...] (rec_stream_op)        */
     REC_GROUP = 4,     /* consumer-group event (consumer-groups issue): body = array           */
     REC_SEAL = 5,      /* last record of a sealed segment: body = [0, segment base]          */
-    REC_TRIM = 6,      /* entries below header id are gone (XTRIM, retention): body = [count]  */
+    REC_TRIM = 6,      /* entries below header id are gone (XTRIM, retention): body = [count]
+                          or [count, bytes, first position] (the new first entry's; none:
+                          2^64-1)                                                        */
     REC_EPOCH = 7,     /* start of an epoch (replication issue): body = [epoch, uuid, pos]     */
 };
 
@@ -39,6 +41,10 @@ enum rec_stream_op {
     REC_STREAM_SETID = 3,  /* [3, name, last_ms, last_seq, entries_added, maxdel_ms, maxdel_seq] */
     REC_STREAM_IDEM = 4,   /* [4, name, key(bin), first_ms, first_seq, last_ms, last_seq, count]:
                               the entries of this atomic group were published under key     */
+    REC_STREAM_RETENTION = 5, /* [5, name, max_age_ms, max_bytes, max_entries] (XRETENTION)   */
+    REC_STREAM_DECLARE = 6,   /* [6, name, REC_DECLARE_N counters]: the stream's whole state,
+                                 written before retention deletes the segment holding its
+                                 create (or previous declare) record (retention.c)        */
 };
 
 /* Consumer-group events (REC_GROUP): body = [op, group(bin), arg(bin), [uint...]]. The numbers
@@ -59,8 +65,20 @@ enum rec_group_op {
                             time_ms)...]: pending entries now owned by consumer               */
     REC_G_DEAD = 11,     /* []; [ms, seq, deliveries]: dead-lettered (the copy precedes it in
                             the same atomic group): no longer pending, counted               */
+    /* A group's whole state, written before retention deletes the segment holding its create
+     * (or previous snapshot) record: 12, then 13 per consumer, then 14 chunks of pending. A
+     * replay that knows the group ignores them (its state is already that); a rebuild whose
+     * log starts after the group's creation builds the group from them. */
+    REC_G_SNAP = 12,     /* arg dlq; [gno, last_ms, last_seq, entries_read, max_deliveries,
+                            dead_letters, consumer slots]                                   */
+    REC_G_SNAPCONS = 13, /* arg consumer; [cno, seen_ms, active_ms]                          */
+    REC_G_SNAPPEL = 14,  /* []; [(cno, ms, seq, deliveries, time_ms)...]                      */
 };
 #define REC_G_ENTRIES_READ_NONE UINT64_MAX /* entries_read unknown (Redis: invalid) */
+
+#define REC_DECLARE_N 17 /* created_us, last ms/seq, first ms/seq, maxdel ms/seq, entries_added,
+                            length, ndels, bytes, first_pos, last_pos, last_time_us, retention
+                            max age/bytes/entries                                         */
 
 /* Header flags. */
 #define REC_F_TXN_CONT 0x0001u /* more records of the same atomic group follow this one */
@@ -142,7 +160,9 @@ long rec_entry_decode(const uint8_t *body, uint32_t len, msgpack_zone *zone, evs
                       size_t cap, size_t *need);
 
 int rec_stream_encode(rec_buf *b, int op, evs_slice name, const uint64_t *extra, size_t nextra);
-/* Decode a REC_STREAM body: op, name (points into body), up to 8 extra integers. */
+/* Decode a REC_STREAM body: op, name (points into body), up to REC_STREAM_MAX_EXTRA extra
+ * integers (extra has room for that many). */
+#define REC_STREAM_MAX_EXTRA 24
 int rec_stream_decode(const uint8_t *body, uint32_t len, int *op, evs_slice *name,
                       uint64_t *extra, size_t *nextra);
 

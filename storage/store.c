@@ -354,6 +354,7 @@ static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t
     w->last_time_us = h->time_us;
     w->entries_added++;
     w->length++;
+    w->bytes += size;
     int rc = 0;
     if (w->entries_added == 1 || w->sparse_bytes >= EVS_SPARSE_BYTES ||
         w->sparse_count >= EVS_SPARSE_COUNT) {
@@ -410,11 +411,39 @@ static int apply_idem(evs_store *st, stream *s, const rec_hdr *h, const uint8_t 
     return 0;
 }
 
-static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, evs_error *err)
+/* The whole state a declare record carries (REC_DECLARE_N numbers). */
+void store_declare_encode(const stream_state *w, uint64_t *v)
+{
+    uint64_t d[REC_DECLARE_N] = {w->created_us, w->last_id.ms, w->last_id.seq, w->first_id.ms,
+                                 w->first_id.seq, w->max_deleted.ms, w->max_deleted.seq,
+                                 w->entries_added, w->length, w->ndels, w->bytes, w->first_pos,
+                                 w->last_pos, w->last_time_us, w->ret.max_age_ms,
+                                 w->ret.max_bytes, w->ret.max_entries};
+    memcpy(v, d, sizeof d);
+}
+
+static void declare_apply(stream_state *w, const uint64_t *v)
+{
+    w->created_us = v[0];
+    w->last_id = (evs_id){v[1], v[2]};
+    w->first_id = (evs_id){v[3], v[4]};
+    w->max_deleted = (evs_id){v[5], v[6]};
+    w->entries_added = v[7];
+    w->length = v[8];
+    w->ndels = v[9];
+    w->bytes = v[10];
+    w->first_pos = v[11];
+    w->last_pos = v[12];
+    w->last_time_us = v[13];
+    w->ret = (stream_ret){v[14], v[15], v[16]};
+}
+
+static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, uint64_t pos,
+                        evs_error *err)
 {
     int op;
     evs_slice name;
-    uint64_t extra[8];
+    uint64_t extra[REC_STREAM_MAX_EXTRA];
     size_t nextra = 0;
     stream *s = h->stream < st->nbyno ? st->byno[h->stream] : NULL;
     if (h->body_len > 1 && body[1] == REC_STREAM_IDEM) /* [4, ...]: fixarray then the op */
@@ -430,6 +459,7 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ev
             return evs_err_set(err, EVS_ECORRUPT, "stream number %u reused or out of memory",
                                h->stream);
         s->w.created_us = h->time_us;
+        s->w.decl_pos = pos;
         s->w_live = true;
         if (strtab_put(&st->wtab, s, false))
             return evs_err_set(err, -ENOMEM, "out of memory");
@@ -447,6 +477,25 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ev
         s->w.entries_added = extra[2];
         s->w.max_deleted = (evs_id){extra[3], extra[4]};
         if (touch(st, s))
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        return 0;
+    case REC_STREAM_RETENTION:
+        if (!s || !s->w_live || nextra != 3)
+            return evs_err_set(err, EVS_ECORRUPT, "retention of unknown stream %u", h->stream);
+        s->w.ret = (stream_ret){extra[0], extra[1], extra[2]};
+        if (touch(st, s))
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        return 0;
+    case REC_STREAM_DECLARE:
+        /* Normally the stream's state already equals the record's (the writer made it from
+         * that state): only decl_pos moves. A rebuild whose log starts after the stream's
+         * create record met the stream first here (pre-created by recover()): take it all. */
+        if (!s || !s->w_live || nextra != REC_DECLARE_N || s->name_len != name.len ||
+            memcmp(s->name, name.ptr, name.len))
+            return evs_err_set(err, EVS_ECORRUPT, "declare of unknown stream %u", h->stream);
+        declare_apply(&s->w, extra);
+        s->w.decl_pos = pos;
+        if (touch_state(st, s, false))
             return evs_err_set(err, -ENOMEM, "out of memory");
         return 0;
     case REC_STREAM_DROP:
@@ -468,11 +517,36 @@ int store_apply_record(evs_store *st, const rec_hdr *h, const uint8_t *body, uin
     return store_apply_record_hint(st, h, body, pos, size, NULL, err);
 }
 
+/* A rebuild from a log whose start retention deleted (history_cut): is this a record of a
+ * stream created before the log's first segment and not declared yet? Such records are
+ * skipped: their effect is in the declare record that follows (retention wrote it before it
+ * deleted the segment holding the create). */
+static bool before_history(evs_store *st, const rec_hdr *h, const uint8_t *body)
+{
+    stream *s = h->stream < st->nbyno ? st->byno[h->stream] : NULL;
+    if (h->kind == REC_SEAL || h->kind == REC_EPOCH || (s && s->w_live))
+        return false;
+    if (h->kind == REC_STREAM) {
+        int op;
+        evs_slice name;
+        uint64_t extra[REC_STREAM_MAX_EXTRA];
+        size_t n;
+        if (h->body_len > 1 && body[1] == REC_STREAM_IDEM)
+            return true;
+        if (rec_stream_decode(body, h->body_len, &op, &name, extra, &n))
+            return false; /* malformed: let the apply report it */
+        return op != REC_STREAM_CREATE;
+    }
+    return true;
+}
+
 int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body, uint64_t pos,
                             uint64_t size, const wop *hint, evs_error *err)
 {
     int rc = 0;
     stream *s = h->stream < st->nbyno ? st->byno[h->stream] : NULL;
+    if (st->history_cut && before_history(st, h, body))
+        goto done;
     switch (h->kind) {
     case REC_ENTRY:
         if (!s || !s->w_live)
@@ -500,28 +574,32 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
         break;
     }
     case REC_STREAM:
-        rc = apply_stream(st, h, body, err);
+        rc = apply_stream(st, h, body, pos, err);
         if (rc)
             return rc;
         break;
     case REC_TRIM: {
         if (!s || !s->w_live)
             return evs_err_set(err, EVS_ECORRUPT, "trim of unknown stream %u", h->stream);
-        uint64_t v[1];
+        uint64_t v[3];
         size_t nv = 0;
-        if (rec_uints_decode(body, h->body_len, v, 1, &nv) || nv != 1)
+        if (rec_uints_decode(body, h->body_len, v, 3, &nv) || (nv != 1 && nv != 3))
             return evs_err_set(err, EVS_ECORRUPT, "malformed trim record");
         evs_id first = {h->id_ms, h->id_seq};
         if (evs_id_cmp(first, s->w.first_id) > 0)
             s->w.first_id = first; /* readers start here: everything below is gone */
         s->w.length = v[0] < s->w.length ? s->w.length - v[0] : 0;
+        if (nv == 3) { /* bytes and the new first entry's position (retention) */
+            s->w.bytes = v[1] < s->w.bytes ? s->w.bytes - v[1] : 0;
+            s->w.first_pos = s->w.length ? v[2] : REC_POS_NONE;
+        }
         rc = touch(st, s);
         break;
     }
     case REC_GROUP:
         if (!s || !s->w_live)
             return evs_err_set(err, EVS_ECORRUPT, "group event of unknown stream %u", h->stream);
-        if ((rc = group_apply(st, s, h, body, err)))
+        if ((rc = group_apply(st, s, h, body, pos, err)))
             return rc;
         rc = touch_state(st, s, false); /* group state is not the stream's version */
         break;
@@ -531,6 +609,7 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
     }
     if (rc)
         return evs_err_set(err, rc, "index batch: %s", evs_strerror(rc));
+done:
     st->tail = pos + size;
     st->last_rec_pos = pos;
     st->last_crc = h->crc;
@@ -630,11 +709,12 @@ static int load_segments(evs_store *st, evs_error *err)
     int rc = 0;
     while ((de = readdir(d)) && !rc) {
         size_t len = strlen(de->d_name);
-        if (len > 4 && !strcmp(de->d_name + len - 4, ".tmp")) {
+        if ((len > 4 && !strcmp(de->d_name + len - 4, ".tmp")) ||
+            (len > 8 && !strcmp(de->d_name + len - 8, ".deleted"))) {
             if (!st->opt.read_only) {
                 char p[PATH_MAX];
                 snprintf(p, sizeof p, "%s/%s", st->logdir, de->d_name);
-                unlink(p); /* never renamed into place: never held an acknowledged byte */
+                unlink(p); /* never renamed into place, or retention's: no live byte */
             }
             continue;
         }
@@ -994,6 +1074,78 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
     return 0;
 }
 
+/*
+ * Before rebuilding an index from a log whose first segments retention deleted: create the
+ * streams that the log meets first through a declare record (their create record is gone),
+ * so that their entries, which precede the declare, have a stream to land in.
+ */
+static int prescan_declares(evs_store *st, evs_error *err)
+{
+    uint8_t *seen = NULL; /* by stream number: 1 created, 2 declared first */
+    size_t nseen = 0;
+    int rc = 0;
+    size_t declared = 0;
+    for (size_t i = 0; i < st->nsegs && !rc; i++) {
+        segment *sg = st->segs[i];
+        const uint8_t *p = seg_data(sg);
+        uint64_t size = atomic_load(&sg->size), off = 0;
+        while (off + REC_HDR_SIZE <= size && !rc) {
+            rec_hdr h;
+            uint64_t sz;
+            if (rec_check(p + off, size - off, &h, &sz) != REC_OK) {
+                off += REC_ALIGN;
+                continue;
+            }
+            const uint8_t *body = p + off + REC_HDR_SIZE;
+            off += sz;
+            int op;
+            evs_slice name;
+            uint64_t extra[REC_STREAM_MAX_EXTRA];
+            size_t n;
+            if (h.kind != REC_STREAM || (h.body_len > 1 && body[1] == REC_STREAM_IDEM) ||
+                rec_stream_decode(body, h.body_len, &op, &name, extra, &n) ||
+                (op != REC_STREAM_CREATE && op != REC_STREAM_DECLARE))
+                continue;
+            if (h.stream >= nseen) {
+                size_t m = nseen ? nseen : 64;
+                while (m <= h.stream)
+                    m *= 2;
+                uint8_t *t = realloc(seen, m);
+                if (!t) {
+                    rc = evs_err_set(err, -ENOMEM, "out of memory");
+                    break;
+                }
+                memset(t + nseen, 0, m - nseen);
+                seen = t;
+                nseen = m;
+            }
+            if (seen[h.stream])
+                continue;
+            seen[h.stream] = op == REC_STREAM_CREATE ? 1 : 2;
+            if (op == REC_STREAM_CREATE)
+                continue;
+            stream *s = store_stream_new(st, h.stream, name.ptr, name.len);
+            if (!s || strtab_put(&st->wtab, s, false)) {
+                rc = evs_err_set(err, EVS_ECORRUPT, "stream %u declared twice, or out of memory",
+                                 h.stream);
+                break;
+            }
+            s->w_live = true;
+            s->w.decl_pos = REC_POS_NONE; /* set by the declare record itself */
+            if (h.stream >= st->next_no)
+                st->next_no = h.stream + 1;
+            declared++;
+        }
+    }
+    free(seen);
+    if (!rc)
+        evs_log(st, EVS_LOG_INFO,
+                "the log starts at position %" PRIu64 " (retention): %zu streams created before "
+                "it are rebuilt from their declare records",
+                st->segs[0]->base, declared);
+    return rc;
+}
+
 static int recover(evs_store *st, evs_error *err)
 {
     idx_watermark wm = {0, REC_POS_NONE, 0};
@@ -1028,6 +1180,11 @@ static int recover(evs_store *st, evs_error *err)
     st->next_no = next_no;
     if ((rc = load_streams(st, err)) || (rc = group_load(st, err)))
         return rc;
+    if (!present && st->nsegs && st->segs[0]->base > 0) {
+        st->history_cut = true;
+        if ((rc = prescan_declares(st, err)))
+            return rc;
+    }
     uint64_t from = present ? wm.end : (st->nsegs ? st->segs[0]->base : 0);
     st->tail = from;
     st->last_rec_pos = present ? wm.last_pos : REC_POS_NONE;
@@ -1046,6 +1203,7 @@ static int recover(evs_store *st, evs_error *err)
             evs_log(st, EVS_LOG_ERROR, "corruption: gap between segment %s and %s", s->name,
                     st->segs[i + 1]->name);
     }
+    st->history_cut = false;
     if (st->opt.read_only) {
         /* nothing re-indexed is written; readers find the recovered tail from memory */
         idx_batch_clear(st->ib);
@@ -1176,6 +1334,8 @@ static void store_free(evs_store *st)
     pthread_cond_destroy(&st->prep_cv);
     pthread_mutex_destroy(&st->failmu);
     pthread_mutex_destroy(&st->gmu);
+    pthread_mutex_destroy(&st->ret_mu);
+    pthread_cond_destroy(&st->ret_cv);
     free(st->dir);
     free(st->logdir);
     free(st->idxdir);
@@ -1210,6 +1370,8 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     pthread_cond_init(&st->prep_cv, NULL);
     pthread_mutex_init(&st->failmu, NULL);
     pthread_mutex_init(&st->gmu, NULL);
+    pthread_mutex_init(&st->ret_mu, NULL);
+    pthread_cond_init(&st->ret_cv, NULL);
     st->last_rec_pos = REC_POS_NONE;
     int rc;
     st->dir = strdup(dir);
@@ -1266,6 +1428,10 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             return evs_err_set(err, -rc, "cannot start checkpointer thread");
         }
         st->ckpt_started = true;
+        if ((rc = ret_start(st))) {
+            evs_close(st);
+            return evs_err_set(err, rc, "cannot start retention thread");
+        }
     }
     *out = st;
     return 0;
@@ -1278,6 +1444,7 @@ int evs_close(evs_store *st)
 {
     if (!st)
         return 0;
+    ret_stop(st); /* its passes submit to the writer: stop it first */
     if (st->writer_started) {
         pthread_mutex_lock(&st->qmu);
         st->closing = true;
@@ -1359,9 +1526,14 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
     o->segments = st->nsegs;
     for (size_t i = 0; i < st->nsegs; i++)
         o->log_bytes += atomic_load(&st->segs[i]->size);
-    if (st->nsegs)
+    if (st->nsegs) {
         o->log_end = st->segs[st->nsegs - 1]->base + atomic_load(&st->segs[st->nsegs - 1]->size);
+        o->log_start = st->segs[0]->base;
+    }
     pthread_rwlock_unlock(&st->lock);
+    o->retention_trimmed = atomic_load(&st->n_ret_trimmed);
+    o->segments_deleted = atomic_load(&st->n_segs_deleted);
+    o->bytes_deleted = atomic_load(&st->n_bytes_deleted);
     o->appends = atomic_load(&st->n_appends);
     o->batches = atomic_load(&st->n_batches);
     o->fsyncs = atomic_load(&st->n_fsyncs);

@@ -89,11 +89,15 @@ void strtab_del(strtab *t, stream *s, bool vis)
 
 /* Persisted layout, little-endian: version(4) no(4) flags(4) pad(4), then 13 u64:
  * last ms/seq, first ms/seq, maxdel ms/seq, entries_added, length, ndels, first_pos,
- * last_pos, last_time_us, created_us; then sparse_bytes(4) sparse_count(4). 128 bytes. */
-#define STATE_VERSION 1u
+ * last_pos, last_time_us, created_us; then sparse_bytes(4) sparse_count(4) [128 bytes:
+ * version 1 ends here]; version 2 adds 5 u64: bytes, decl_pos, retention max age (ms), max
+ * bytes, max entries, then zeros to 192 bytes. */
+#define STATE_V1_BYTES 128
+#define STATE_VERSION 2u
 
 void stream_state_encode(const stream_state *s, uint8_t out[STREAM_STATE_BYTES])
 {
+    memset(out, 0, STREAM_STATE_BYTES);
     uint32_t h[4] = {htole32(STATE_VERSION), htole32(s->no), htole32(s->flags), 0};
     memcpy(out, h, 16);
     uint64_t v[13] = {s->last_id.ms, s->last_id.seq, s->first_id.ms, s->first_id.seq,
@@ -104,17 +108,25 @@ void stream_state_encode(const stream_state *s, uint8_t out[STREAM_STATE_BYTES])
     memcpy(out + 16, v, sizeof v);
     uint32_t t[2] = {htole32((uint32_t)s->sparse_bytes), htole32((uint32_t)s->sparse_count)};
     memcpy(out + 16 + sizeof v, t, 8);
+    uint64_t w[5] = {s->bytes, s->decl_pos, s->ret.max_age_ms, s->ret.max_bytes,
+                     s->ret.max_entries};
+    for (int i = 0; i < 5; i++)
+        w[i] = htole64(w[i]);
+    memcpy(out + STATE_V1_BYTES, w, sizeof w);
 }
 
 int stream_state_decode(const void *in, size_t len, stream_state *s)
 {
-    if (len != STREAM_STATE_BYTES)
-        return EVS_ECORRUPT;
     const uint8_t *p = in;
     uint32_t h[4];
-    memcpy(h, p, 16);
-    if (le32toh(h[0]) != STATE_VERSION)
+    if (len < 16)
         return EVS_ECORRUPT;
+    memcpy(h, p, 16);
+    uint32_t version = le32toh(h[0]);
+    if (!((version == 1 && len == STATE_V1_BYTES) ||
+          (version == STATE_VERSION && len == STREAM_STATE_BYTES)))
+        return EVS_ECORRUPT;
+    memset(s, 0, sizeof *s);
     s->no = le32toh(h[1]);
     s->flags = le32toh(h[2]);
     uint64_t v[13];
@@ -135,5 +147,14 @@ int stream_state_decode(const void *in, size_t len, stream_state *s)
     memcpy(t, p + 16 + sizeof v, 8);
     s->sparse_bytes = le32toh(t[0]);
     s->sparse_count = le32toh(t[1]);
+    if (version == 1)
+        return 0; /* bytes unknown (0), declared at the log's start (0), default retention */
+    uint64_t w[5];
+    memcpy(w, p + STATE_V1_BYTES, sizeof w);
+    s->bytes = le64toh(w[0]);
+    s->decl_pos = le64toh(w[1]);
+    s->ret.max_age_ms = le64toh(w[2]);
+    s->ret.max_bytes = le64toh(w[3]);
+    s->ret.max_entries = le64toh(w[4]);
     return 0;
 }

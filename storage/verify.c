@@ -30,6 +30,8 @@ struct vstate {
     evs_id *last_id;
     uint64_t *count;
     size_t cap;
+    uint64_t log_start;     /* retention deleted what lies below: back-pointers and index keys
+                               into it name trimmed entries                                  */
 };
 
 static void problem(struct vstate *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -102,7 +104,9 @@ static void check_entry(struct vstate *v, const segment *s, uint64_t off, const 
     if (v->count[h->stream] && evs_id_cmp(id, v->last_id[h->stream]) <= 0)
         problem(v, "stream %s: segment %s offset %" PRIu64 ": entry id %s is not above the "
                    "previous entry's", nm, s->name, off, idb);
-    if (h->prev != v->last_pos[h->stream])
+    bool cut = v->last_pos[h->stream] == REC_POS_NONE && h->prev != REC_POS_NONE &&
+               h->prev < v->log_start; /* its predecessor was in a deleted segment */
+    if (h->prev != v->last_pos[h->stream] && !cut)
         problem(v, "stream %s: segment %s offset %" PRIu64 " (entry id %s): back-pointer %" PRIu64
                    " does not name the previous entry (%" PRIu64 ")",
                 nm, s->name, off, idb, h->prev, v->last_pos[h->stream]);
@@ -153,14 +157,18 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
             problem(v, "segment %s offset %" PRIu64 ": record after the seal", s->name, off);
         if (h.kind == REC_ENTRY)
             check_entry(v, s, off, &h);
-        if (h.kind == REC_STREAM && h.body_len > 1 && p[off + REC_HDR_SIZE + 1] == REC_STREAM_SETID &&
-            !track(v, h.stream)) {
+        if (h.kind == REC_STREAM && !track(v, h.stream)) {
             int op;
             evs_slice nm;
-            uint64_t extra[8];
+            uint64_t extra[REC_STREAM_MAX_EXTRA];
             size_t nx = 0;
-            if (!rec_stream_decode(p + off + REC_HDR_SIZE, h.body_len, &op, &nm, extra, &nx) && nx == 5)
-                v->count[h.stream] = extra[2]; /* XSETID ENTRIESADDED sets the counter */
+            if (h.body_len > 1 && p[off + REC_HDR_SIZE + 1] != REC_STREAM_IDEM &&
+                !rec_stream_decode(p + off + REC_HDR_SIZE, h.body_len, &op, &nm, extra, &nx)) {
+                if (op == REC_STREAM_SETID && nx == 5)
+                    v->count[h.stream] = extra[2]; /* XSETID ENTRIESADDED sets the counter */
+                else if (op == REC_STREAM_DECLARE && nx == REC_DECLARE_N)
+                    v->count[h.stream] = extra[7]; /* the whole state, as retention saw it */
+            }
         }
         if (h.kind == REC_SEAL)
             sealed = true;
@@ -172,6 +180,8 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
 
 static void check_one(struct vstate *v, const char *what, uint32_t no, evs_id id, uint64_t pos)
 {
+    if (pos < v->log_start)
+        return; /* a trimmed entry whose segment retention deleted */
     char nm[160], idb[EVS_ID_STRLEN];
     sname(v, no, nm, sizeof nm);
     evs_id_format(id, idb);
@@ -228,7 +238,7 @@ static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const ch
 
 long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
 {
-    struct vstate v = {st, report, arg, 0, NULL, NULL, NULL, 0};
+    struct vstate v = {st, report, arg, 0, NULL, NULL, NULL, 0, 0};
     pthread_rwlock_rdlock(&st->lock);
     size_t n = st->nsegs;
     segment **segs = malloc((n ? n : 1) * sizeof *segs);
@@ -242,6 +252,7 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
     }
     pthread_rwlock_unlock(&st->lock);
     uint64_t expect = n ? segs[0]->base : 0, log_end = expect;
+    v.log_start = expect;
     for (size_t i = 0; i < n; i++) {
         scan(&v, segs[i], i + 1 == n, expect);
         expect = segs[i]->base + atomic_load(&segs[i]->size);
@@ -276,7 +287,9 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
             if (seen != s->v.entries_added)
                 problem(&v, "stream %s: index counts %" PRIu64 " entries added, the log holds %"
                             PRIu64, nm, s->v.entries_added, seen);
-            if (lp != s->v.last_pos) {
+            bool gone = lp == REC_POS_NONE && s->v.last_pos != REC_POS_NONE &&
+                        s->v.last_pos < v.log_start; /* every entry in deleted segments */
+            if (lp != s->v.last_pos && !gone) {
                 evs_id_format(s->v.last_id, a);
                 evs_id_format(s->no < v.cap ? v.last_id[s->no] : EVS_ID_MIN, c);
                 problem(&v, "stream %s: index says the last entry is %s, the log says %s", nm, a, c);

@@ -17,6 +17,7 @@
  *      queued and future requests get EVS_EFAILED, nothing more is written.
  *  W4. A segment is rolled only between requests, after its seal record is synced.
  */
+#include "group.h"
 #include "index.h"
 #include "internal.h"
 #include "postings.h"
@@ -122,6 +123,8 @@ static int emit(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no,
     uint64_t now = evs_now_us();
     rec_hdr h = {REC_MAGIC, 0, body_len, kind, REC_VERSION, flags, stream_no, st->epoch,
                  id.ms, id.seq, now > st->last_time_us ? now : st->last_time_us, prev};
+    if (st->active && st->tail == st->active->base)
+        atomic_store(&st->active_first_us, h.time_us); /* retention's roll-by-age clock */
     uint64_t size = rec_size_for(body_len);
     uint32_t pad = (uint32_t)(size - REC_HDR_SIZE - body_len);
     size_t inline_len = external ? REC_HDR_SIZE : (size_t)size;
@@ -447,8 +450,13 @@ int store_roll(evs_store *st, evs_error *err)
         uint64_t size = atomic_load(&a->size);
         struct stat sb;
         uint64_t flen = fstat(a->fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
-        if (!seg_map_for(a, flen > size ? flen : size))
+        uint8_t *map = seg_map_for(a, flen > size ? flen : size);
+        if (!map)
             return evs_err_set(err, -errno, "cannot map segment %s", a->name);
+        rec_hdr h;
+        uint64_t sz;
+        if (size && rec_check_hdr(map, size, &h, &sz) == REC_OK)
+            atomic_store(&st->active_first_us, h.time_us);
         st->active = a;
         st->tail = a->base + size;
         return 0;
@@ -591,71 +599,89 @@ static size_t count_records(evs_store *st, wreq *r)
 
 typedef struct trim_plan {
     bool on;
-    uint64_t removed;
-    evs_id first; /* the stream's new first ID: everything below goes */
+    uint64_t removed, bytes;
+    evs_id first;       /* the stream's new first ID: everything below goes                  */
+    uint64_t first_pos; /* its position (REC_POS_NONE: all gone, or one of this request's)   */
+    size_t first_new;   /* SIZE_MAX, or the index of the request's entry that becomes first  */
 } trim_plan;
 
+/* The log bytes of request r's entry i. */
+static uint64_t entry_bytes(const wreq *r, size_t i) { return rec_size_for(r->ops[i].body_len); }
 
 /*
- * Which of stream s's oldest live entries a trim removes, given the nnew entries (new_ids)
- * this request appends. The oldest entries are read from the visible state, from the writer's
+ * Which of stream s's oldest live entries a trim removes, given the entries request r appends
+ * to it (r NULL: none). The oldest entries are read from the visible state, from the writer's
  * first ID on (an earlier trim in this batch may have moved it); only if the trim reaches past
  * them into entries of this batch that are not visible yet must the batch be flushed first.
  */
-static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const evs_id *new_ids,
-                     size_t nnew, trim_plan *plan, evs_error *err)
+static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
+                     trim_plan *plan, evs_error *err)
 {
-    plan->on = false;
-    uint64_t live = (s ? s->w.length : 0) + nnew, max_remove = UINT64_MAX;
-    evs_id stop = EVS_ID_MAX;
+    memset(plan, 0, sizeof *plan);
+    plan->first_new = SIZE_MAX;
+    size_t nnew = r ? r->n : 0;
+    const evs_id *new_ids = r ? r->ids : NULL;
+    uint64_t live = (s ? s->w.length : 0) + nnew, new_bytes = 0;
+    for (size_t i = 0; i < nnew; i++)
+        new_bytes += entry_bytes(r, i);
+    trim_goal goal = {UINT64_MAX, EVS_ID_MAX, UINT64_MAX, (s ? s->w.bytes : 0) + new_bytes};
     if (t->kind == EVS_TRIM_MAXLEN) {
         if (live <= t->maxlen)
             return 0;
-        max_remove = live - t->maxlen;
-        if (t->approx && max_remove < EVS_TRIM_APPROX_STEP)
+        goal.max_remove = live - t->maxlen;
+        if (t->approx && goal.max_remove < EVS_TRIM_APPROX_STEP)
             return 0;
+    } else if (t->kind == EVS_TRIM_MAXBYTES) {
+        if (goal.live_bytes <= t->maxbytes)
+            return 0;
+        goal.keep_bytes = t->maxbytes;
     } else {
-        stop = t->minid;
+        goal.stop_at = t->minid;
     }
-    if (t->approx && t->limit && max_remove > t->limit)
-        max_remove = t->limit;
-    uint64_t removed = 0;
-    evs_id next = EVS_ID_MIN;
-    bool exhausted = true;
+    if (t->approx && t->limit && goal.max_remove > t->limit)
+        goal.max_remove = t->limit;
+    trim_scan sc = {0, 0, EVS_ID_MIN, REC_POS_NONE, true};
     if (s && s->w.length) {
-        int rc = reader_trim_scan(st, s, s->w.first_id, max_remove, stop, &removed, &next,
-                                  &exhausted, err);
+        int rc = reader_trim_scan(st, s, s->w.first_id, &goal, &sc, err);
         if (rc)
             return rc;
     }
-    if (exhausted) {
-        if (s && s->btouched && removed < max_remove)
+    if (sc.exhausted) {
+        if (s && s->btouched && sc.removed < goal.max_remove)
             return NEED_FLUSH;
         size_t k = 0;
-        while (k < nnew && removed < max_remove && evs_id_cmp(new_ids[k], stop) < 0) {
-            removed++;
+        while (k < nnew && sc.removed < goal.max_remove &&
+               evs_id_cmp(new_ids[k], goal.stop_at) < 0 &&
+               (goal.keep_bytes == UINT64_MAX || goal.live_bytes - sc.bytes > goal.keep_bytes)) {
+            sc.removed++;
+            sc.bytes += entry_bytes(r, k);
             k++;
         }
+        sc.next_pos = REC_POS_NONE;
         if (k < nnew) {
-            next = new_ids[k];
+            sc.next = new_ids[k];
+            plan->first_new = k;
         } else {
-            next = nnew ? new_ids[nnew - 1] : s ? s->w.last_id : EVS_ID_MIN; /* all gone */
-            store_id_inc(&next);
+            sc.next = nnew ? new_ids[nnew - 1] : s ? s->w.last_id : EVS_ID_MIN; /* all gone */
+            store_id_inc(&sc.next);
         }
     }
-    if (removed == 0 || (t->approx && t->kind == EVS_TRIM_MINID && removed < EVS_TRIM_APPROX_STEP))
+    if (sc.removed == 0 ||
+        (t->approx && t->kind == EVS_TRIM_MINID && sc.removed < EVS_TRIM_APPROX_STEP))
         return 0;
     plan->on = true;
-    plan->removed = removed;
-    plan->first = next;
+    plan->removed = sc.removed;
+    plan->bytes = sc.bytes;
+    plan->first = sc.next;
+    plan->first_pos = sc.next_pos;
     return 0;
 }
 
 static int emit_trim(evs_store *st, uint32_t no, const trim_plan *plan, evs_error *err)
 {
-    uint64_t v[1] = {plan->removed};
+    uint64_t v[3] = {plan->removed, plan->bytes, plan->first_pos};
     rec_buf b = {0};
-    if (rec_uints_encode(&b, v, 1)) {
+    if (rec_uints_encode(&b, v, 3)) {
         rec_buf_release(&b);
         return evs_err_set(err, -ENOMEM, "out of memory");
     }
@@ -692,7 +718,7 @@ static int do_append(evs_store *st, wreq *r, evs_error *err)
     if (r->has_trim) {
         stream *ts = strtab_get(&st->wtab, r->data.data + r->ops[0].name_off, r->ops[0].name_len,
                                 false);
-        if ((rc = plan_trim(st, ts, &r->trim, r->ids, r->n, &plan, err)))
+        if ((rc = plan_trim(st, ts, &r->trim, r, &plan, err)))
             return rc; /* NEED_FLUSH: the caller flushes and comes back */
     }
     size_t left = count_records(st, r) + (plan.on ? 1 : 0);
@@ -713,6 +739,8 @@ static int do_append(evs_store *st, wreq *r, evs_error *err)
                   r->data.data + op->body_off, op->body_len, true, op, err);
         if (rc)
             return rc;
+        if (plan.on && i == plan.first_new)
+            plan.first_pos = s->w.last_pos; /* the entry that becomes the stream's first */
     }
     if (r->idem_len) {
         /* the key closes the group: durable exactly when the entries are */
@@ -798,7 +826,7 @@ static void do_trim(evs_store *st, wreq *r, pending *p)
     stream *s = strtab_get(&st->wtab, r->data.data, r->ops[0].name_len, false);
     trim_plan plan = {0};
     r->count = 0;
-    int rc = s ? plan_trim(st, s, &r->trim, NULL, 0, &plan, &err) : 0;
+    int rc = s ? plan_trim(st, s, &r->trim, NULL, &plan, &err) : 0;
     if (rc) {
         finish(r, rc == NEED_FLUSH ? EVS_EINVAL : rc, &err); /* flushed before: cannot happen */
         return;
@@ -912,6 +940,75 @@ static void do_group(evs_store *st, wreq *r, pending *p)
     }
 }
 
+static void do_retention(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    evs_slice name = {r->data.data, r->ops[0].name_len};
+    stream *s = strtab_get(&st->wtab, name.ptr, name.len, false);
+    if (!s) {
+        finish(r, evs_err_set(&err, EVS_ENOTFOUND, "no such stream"), &err);
+        return;
+    }
+    uint64_t v[3] = {r->ret.max_age_ms, r->ret.max_bytes, r->ret.max_entries};
+    if (emit_stream_op(st, 0, REC_STREAM_RETENTION, s->no, name, v, 3, &err))
+        store_fail(st, err.code, "cannot build retention record: %s", err.msg);
+    if (pending_add(p, r)) {
+        finish(r, -ENOMEM, NULL);
+        return;
+    }
+    flush(st, p);
+}
+
+/* Retention is about to delete the log below r->upto: re-declare every live stream and
+ * snapshot every group whose declaration lies there, durably and indexed before returning. */
+static void do_declare(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    int rc = 0;
+    r->count = 0;
+    for (uint32_t no = 0; no < st->nbyno && !rc; no++) {
+        stream *s = st->byno[no];
+        if (!s || !s->w_live)
+            continue;
+        size_t pel = 0;
+        for (cgroup *g = s->groups; g; g = g->next)
+            pel += g->nlive;
+        if (roll_needed(st, 4096 + 64 * pel)) {
+            flush(st, p);
+            if ((rc = store_roll(st, &err)))
+                break;
+        }
+        if (s->w.decl_pos < r->upto || s->w.decl_pos == REC_POS_NONE) {
+            uint64_t v[REC_DECLARE_N];
+            store_declare_encode(&s->w, v);
+            rc = emit_stream_op(st, 0, REC_STREAM_DECLARE, s->no,
+                                (evs_slice){s->name, s->name_len}, v, REC_DECLARE_N, &err);
+            r->count++;
+        }
+        if (!rc && s->groups)
+            rc = group_snapshot_emit(st, s, r->upto, &err);
+        if (!rc && st->batch_bytes >= EVS_MAX_BATCH_BYTES)
+            flush(st, p);
+    }
+    if (rc)
+        store_fail(st, rc, "cannot declare streams for retention: %s", err.msg);
+    if (pending_add(p, r)) {
+        finish(r, -ENOMEM, NULL);
+        return;
+    }
+    flush_sync(st, p, true); /* durable whatever the fsync mode: the segment goes next */
+    index_commit(st, true);
+}
+
+static void do_roll(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    flush(st, p);
+    if (st->tail > st->active->base && store_roll(st, &err))
+        store_fail(st, err.code, "%s", err.msg);
+    finish(r, atomic_load(&st->failed) ? EVS_EFAILED : 0, atomic_load(&st->failed) ? &st->fail_err : NULL);
+}
+
 static void process(evs_store *st, wreq *list, pending *p)
 {
     while (list) {
@@ -934,6 +1031,12 @@ static void process(evs_store *st, wreq *list, pending *p)
                 do_trim(st, r, p);
             else if (r->kind == WR_SETID)
                 do_setid(st, r, p);
+            else if (r->kind == WR_RETENTION)
+                do_retention(st, r, p);
+            else if (r->kind == WR_DECLARE)
+                do_declare(st, r, p);
+            else if (r->kind == WR_ROLL)
+                do_roll(st, r, p);
             else
                 do_drop(st, r, p);
             continue;
@@ -1161,7 +1264,8 @@ static bool one_stream(const evs_append *reqs, size_t n)
 
 static bool trim_ok(const evs_trim *t)
 {
-    return t && (t->kind == EVS_TRIM_MAXLEN || t->kind == EVS_TRIM_MINID);
+    return t && (t->kind == EVS_TRIM_MAXLEN || t->kind == EVS_TRIM_MINID ||
+                 t->kind == EVS_TRIM_MAXBYTES);
 }
 
 int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice key,
@@ -1404,4 +1508,40 @@ int evs_stream_setid(evs_store *st, evs_slice name, evs_id last_id,
         r->maxdel = *max_deleted;
     }
     return run_counted(st, r, NULL, err);
+}
+
+/* ---- retention's writer requests (retention.c) -------------------------------------------- */
+
+int evs_retention_set(evs_store *st, evs_slice name, const evs_retention *own, evs_error *err)
+{
+    int rc = submit_check(st, err);
+    if (rc || (rc = check_name(name, err)))
+        return rc;
+    wreq *r = wreq_new(WR_RETENTION, 1);
+    if (!r || rec_buf_write(&r->data, name.ptr, name.len)) {
+        wreq_free(r);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    r->ops[0].name_len = name.len;
+    r->ret = (stream_ret){own->max_age_ms, own->max_bytes, own->max_entries};
+    size_t unused;
+    return run_counted(st, r, &unused, err);
+}
+
+int writer_declare(evs_store *st, uint64_t upto, size_t *declared, evs_error *err)
+{
+    wreq *r = wreq_new(WR_DECLARE, 1);
+    if (!r)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    r->upto = upto;
+    return run_counted(st, r, declared, err);
+}
+
+int writer_roll(evs_store *st, evs_error *err)
+{
+    wreq *r = wreq_new(WR_ROLL, 1);
+    if (!r)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    size_t unused;
+    return run_counted(st, r, &unused, err);
 }

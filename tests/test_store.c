@@ -499,7 +499,7 @@ Test(store, trims_exact_approximate_minid_and_inside_appends)
     fill(st, "s", 100, NULL); /* ids 1000-0 .. 1099-0, types t0..t9 */
     evs_error err;
     uint64_t removed;
-    evs_trim t = {EVS_TRIM_MAXLEN, false, 10, {0, 0}, 0};
+    evs_trim t = {EVS_TRIM_MAXLEN, false, 10, {0, 0}, 0, 0};
     cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0, "%s", err.msg);
     cr_assert_eq(removed, 90);
     evs_stream_info info;
@@ -519,24 +519,24 @@ Test(store, trims_exact_approximate_minid_and_inside_appends)
     cr_assert_eq(read_ids(st, "s", &q, got, 200), 1); /* only 1093 is left of t3 */
     cr_assert_eq(got[0].ms, 1093);
     /* MINID */
-    evs_trim m = {EVS_TRIM_MINID, false, 0, {1095, 0}, 0};
+    evs_trim m = {EVS_TRIM_MINID, false, 0, {1095, 0}, 0, 0};
     cr_assert_eq(evs_trim_stream(st, S("s"), &m, &removed, &err), 0);
     cr_assert_eq(removed, 5);
     cr_assert_eq(read_ids(st, "s", NULL, got, 200), 5);
     cr_assert_eq(got[0].ms, 1095);
     /* approximate: nothing until 100 would go */
-    evs_trim a = {EVS_TRIM_MAXLEN, true, 2, {0, 0}, 0};
+    evs_trim a = {EVS_TRIM_MAXLEN, true, 2, {0, 0}, 0, 0};
     cr_assert_eq(evs_trim_stream(st, S("s"), &a, &removed, &err), 0);
     cr_assert_eq(removed, 0);
     /* XADD with MAXLEN: the stream never grows past it */
-    evs_trim keep3 = {EVS_TRIM_MAXLEN, false, 3, {0, 0}, 0};
+    evs_trim keep3 = {EVS_TRIM_MAXLEN, false, 3, {0, 0}, 0, 0};
     for (uint64_t i = 0; i < 20; i++)
         append_trimmed(st, "s", 2000 + i, &keep3);
     cr_assert_eq(read_ids(st, "s", NULL, got, 200), 3);
     cr_assert_eq(got[0].ms, 2017);
     cr_assert_eq(got[2].ms, 2019);
     /* trimming a brand-new stream, and everything */
-    evs_trim none = {EVS_TRIM_MAXLEN, false, 0, {0, 0}, 0};
+    evs_trim none = {EVS_TRIM_MAXLEN, false, 0, {0, 0}, 0, 0};
     append_trimmed(st, "empty", 5, &none);
     cr_assert_eq(evs_stream_info_get(st, S("empty"), &info), 0);
     cr_assert_eq(info.length, 0);
@@ -583,7 +583,7 @@ Test(store, setid_checks_and_survives_reopen_and_rebuild)
     cr_assert_eq(evs_append_batch(st, &a, 1, got, &err), EVS_EIDORDER);
     /* trim everything: the trim point now bounds XSETID too */
     uint64_t removed;
-    evs_trim none = {EVS_TRIM_MAXLEN, false, 0, {0, 0}, 0};
+    evs_trim none = {EVS_TRIM_MAXLEN, false, 0, {0, 0}, 0, 0};
     cr_assert_eq(evs_trim_stream(st, S("s"), &none, &removed, &err), 0);
     cr_assert_eq(removed, 9);
     cr_assert_eq(evs_stream_setid(st, S("s"), (evs_id){1000, 0}, NULL, NULL, &err), EVS_EINVAL);
@@ -639,7 +639,7 @@ Test(store, versions_move_with_every_change_and_guard_watched_submits)
         evs_id del = before.last_id;
         size_t n;
         uint64_t removed;
-        evs_trim t = {EVS_TRIM_MAXLEN, false, 1, {0, 0}, 0};
+        evs_trim t = {EVS_TRIM_MAXLEN, false, 1, {0, 0}, 0, 0};
         evs_id far = {before.last_id.ms + 1000, 0};
         if (change == 0)
             cr_assert_eq(evs_append_batch(st, &a, 1, NULL, &err), 0);

@@ -1,0 +1,304 @@
+/*
+ * retention.c — old data leaves by policy: per-stream trims by age, bytes and count, deletion
+ * of segments no stream needs, and sealing an old active segment so that it can go too.
+ *
+ * Invariants:
+ *  R1. No reader ever reads a position below its stream's first live entry (reader.c), and a
+ *      stream's first_pos only moves forward, by trim records. So once every live stream's
+ *      first_pos is at or past a segment's end, nothing will read that segment again, except
+ *      an iterator opened before the trim that moved past it (it reads an error).
+ *  R2. A segment is deleted only after every live stream and group whose create (or last
+ *      declare / snapshot) record lies in it has been re-declared at the log's head, durably
+ *      and indexed (writer_declare): an index rebuilt from the remaining log is complete.
+ *  R3. Deletion order: the segment leaves the store's table (readers can no longer reach it),
+ *      then its file is renamed to `.deleted` and unlinked; a leftover `.deleted` file is
+ *      removed on open. The index never points at a deleted segment for a live entry.
+ *  R4. Retention only ever submits ordinary writer requests: appends are never blocked by it
+ *      beyond sharing the writer (one trim record per stream that needs one, per pass).
+ *  R5. Age is judged by append time clamped to now: a record stamped in the future (clock
+ *      stepped back) is as young as now, so it cannot pin a segment forever.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define RET_DEFAULT_INTERVAL_MS 1000
+
+/* A stream's limits in force: its own where set (non-zero), else the store's default. */
+static stream_ret effective(const evs_store *st, const stream_ret *own)
+{
+    const evs_retention *d = &st->opt.retention;
+    stream_ret e = {own->max_age_ms ? own->max_age_ms : d->max_age_ms,
+                    own->max_bytes ? own->max_bytes : d->max_bytes,
+                    own->max_entries ? own->max_entries : d->max_entries};
+    if (e.max_age_ms == RET_NONE)
+        e.max_age_ms = 0;
+    if (e.max_bytes == RET_NONE)
+        e.max_bytes = 0;
+    if (e.max_entries == RET_NONE)
+        e.max_entries = 0;
+    return e; /* 0: no limit */
+}
+
+int evs_retention_get(evs_store *st, evs_slice name, evs_retention *own, evs_retention *eff)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    stream *s = strtab_get(&st->vtab, name.ptr, name.len, true);
+    stream_ret r = s ? s->v.ret : (stream_ret){0, 0, 0};
+    pthread_rwlock_unlock(&st->lock);
+    if (!s)
+        return EVS_ENOTFOUND;
+    if (own)
+        *own = (evs_retention){r.max_age_ms, r.max_bytes, r.max_entries};
+    if (eff) {
+        stream_ret e = effective(st, &r);
+        *eff = (evs_retention){e.max_age_ms, e.max_bytes, e.max_entries};
+    }
+    return 0;
+}
+
+/* ---- one pass ----------------------------------------------------------------------------- */
+
+typedef struct snap {
+    uint8_t *name;
+    size_t len;
+    stream_state v;
+} snap;
+
+/* Every visible stream's name and state. */
+static int snapshot_streams(evs_store *st, snap **out, size_t *n)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    size_t cap = st->vtab.n ? st->vtab.n : 1, k = 0;
+    snap *a = calloc(cap, sizeof *a);
+    int rc = a ? 0 : -ENOMEM;
+    for (size_t b = 0; b < st->vtab.nb && !rc; b++) {
+        for (stream *s = st->vtab.b[b]; s && !rc; s = s->v_next) {
+            if (k == cap || !(a[k].name = malloc(s->name_len ? s->name_len : 1))) {
+                rc = -ENOMEM;
+                break;
+            }
+            memcpy(a[k].name, s->name, s->name_len);
+            a[k].len = s->name_len;
+            a[k].v = s->v;
+            k++;
+        }
+    }
+    pthread_rwlock_unlock(&st->lock);
+    *out = a;
+    *n = k;
+    return rc;
+}
+
+static void snaps_free(snap *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(a[i].name);
+    free(a);
+}
+
+/* The ID below which entries are older than cutoff_us (append time, R5), or false if none. */
+static bool age_cut(evs_store *st, const snap *sn, uint64_t cutoff_us, evs_id *minid)
+{
+    evs_query q;
+    evs_query_init(&q);
+    q.limit = 1;
+    evs_iter *it;
+    evs_error err;
+    const evs_entry *e;
+    if (evs_iter_open(st, (evs_slice){sn->name, sn->len}, &q, &it, &err))
+        return false;
+    bool old = evs_iter_next(it, &e, &err) == 1 && e->time_us < cutoff_us;
+    evs_iter_close(it);
+    if (!old)
+        return false;
+    q.min_time_us = cutoff_us;
+    if (evs_iter_open(st, (evs_slice){sn->name, sn->len}, &q, &it, &err))
+        return false;
+    if (evs_iter_next(it, &e, &err) == 1) {
+        *minid = e->id; /* the first young entry stays */
+    } else {
+        *minid = sn->v.last_id; /* all are old */
+        store_id_inc(minid);
+    }
+    evs_iter_close(it);
+    return true;
+}
+
+static uint64_t trim(evs_store *st, const snap *sn, const evs_trim *t)
+{
+    uint64_t removed = 0;
+    evs_error err;
+    int rc = evs_trim_stream(st, (evs_slice){sn->name, sn->len}, t, &removed, &err);
+    if (rc && rc != EVS_ENOTFOUND && rc != EVS_ECLOSED)
+        evs_log(st, EVS_LOG_WARN, "retention: cannot trim a stream: %s", err.msg);
+    return rc ? 0 : removed;
+}
+
+/* Trim every stream to its limits; *min_age_ms gets the smallest age limit in force (0: none). */
+static uint64_t trim_all(evs_store *st, const snap *a, size_t n, uint64_t *min_age_ms)
+{
+    uint64_t now = evs_now_us(), trimmed = 0;
+    *min_age_ms = 0;
+    for (size_t i = 0; i < n; i++) {
+        stream_ret e = effective(st, &a[i].v.ret);
+        if (e.max_age_ms && (!*min_age_ms || e.max_age_ms < *min_age_ms))
+            *min_age_ms = e.max_age_ms;
+        if (!a[i].v.length)
+            continue;
+        if (e.max_entries && a[i].v.length > e.max_entries) {
+            evs_trim t = {EVS_TRIM_MAXLEN, false, e.max_entries, EVS_ID_MIN, 0, 0};
+            trimmed += trim(st, &a[i], &t);
+        }
+        if (e.max_bytes && a[i].v.bytes > e.max_bytes) {
+            evs_trim t = {EVS_TRIM_MAXBYTES, false, 0, EVS_ID_MIN, 0, e.max_bytes};
+            trimmed += trim(st, &a[i], &t);
+        }
+        evs_id minid;
+        if (e.max_age_ms && now > e.max_age_ms * 1000 &&
+            age_cut(st, &a[i], now - e.max_age_ms * 1000, &minid)) {
+            evs_trim t = {EVS_TRIM_MINID, false, 0, minid, 0, 0};
+            trimmed += trim(st, &a[i], &t);
+        }
+    }
+    return trimmed;
+}
+
+/* The lowest log position a live stream still needs (R1). */
+static uint64_t needed_from(evs_store *st)
+{
+    uint64_t low = UINT64_MAX;
+    pthread_rwlock_rdlock(&st->lock);
+    for (size_t b = 0; b < st->vtab.nb; b++)
+        for (stream *s = st->vtab.b[b]; s; s = s->v_next)
+            if (s->v.length) /* an untracked first entry (old trim records): keep everything */
+                low = s->v.first_pos == REC_POS_NONE ? 0 : s->v.first_pos < low ? s->v.first_pos : low;
+    pthread_rwlock_unlock(&st->lock);
+    return low;
+}
+
+/* Delete the oldest segment if no live entry needs it. 1 deleted, 0 nothing to do, < 0 error. */
+static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *err)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    /* never the last (active) one; one with a successor is sealed (S3) */
+    segment *s = st->nsegs > 1 ? st->segs[0] : NULL;
+    uint64_t end = s ? s->base + atomic_load(&s->size) : 0;
+    pthread_rwlock_unlock(&st->lock);
+    if (!s || end > needed_from(st))
+        return 0;
+    size_t declared = 0;
+    int rc = writer_declare(st, end, &declared, err); /* R2 */
+    if (rc)
+        return rc;
+    if (end > needed_from(st))
+        return 0; /* cannot happen (first positions only grow), but never guess */
+    pthread_rwlock_wrlock(&st->lock);
+    if (st->nsegs < 2 || st->segs[0] != s) {
+        pthread_rwlock_unlock(&st->lock);
+        return 0;
+    }
+    memmove(st->segs, st->segs + 1, (st->nsegs - 1) * sizeof *st->segs);
+    st->nsegs--;
+    pthread_rwlock_unlock(&st->lock);
+    char from[PATH_MAX], to[PATH_MAX + 16];
+    snprintf(from, sizeof from, "%s/%s", st->logdir, s->name);
+    snprintf(to, sizeof to, "%s/%s.deleted", st->logdir, s->name);
+    uint64_t bytes = atomic_load(&s->size);
+    if (rename(from, to) == 0)
+        unlink(to);
+    else
+        evs_log(st, EVS_LOG_WARN, "retention: cannot rename %s: %s", from, strerror(errno));
+    evs_log(st, EVS_LOG_INFO,
+            "retention: deleted segment %s (%" PRIu64 " bytes); %zu streams re-declared",
+            s->name, bytes, declared);
+    store_seg_put(s); /* the table's reference; readers holding one keep their mapping */
+    rep->segments_deleted++;
+    rep->bytes_deleted += bytes;
+    atomic_fetch_add(&st->n_segs_deleted, 1);
+    atomic_fetch_add(&st->n_bytes_deleted, bytes);
+    return 1;
+}
+
+int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
+{
+    evs_retention_report rep = {0, 0, 0};
+    if (st->opt.read_only)
+        return evs_err_set(err, EVS_EREADONLY, "store is open read-only");
+    pthread_mutex_lock(&st->ret_mu);
+    snap *a;
+    size_t n;
+    int rc = snapshot_streams(st, &a, &n);
+    uint64_t min_age = 0;
+    if (!rc) {
+        rep.trimmed = trim_all(st, a, n, &min_age);
+        atomic_fetch_add(&st->n_ret_trimmed, rep.trimmed);
+    }
+    snaps_free(a, n);
+    /* seal an active segment older than the smallest age limit, so that it can expire (R5) */
+    uint64_t first = atomic_load(&st->active_first_us), now = evs_now_us();
+    if (!rc && min_age && first && (first > now ? now : first) + min_age * 1000 < now)
+        rc = writer_roll(st, err);
+    while (!rc && (rc = delete_oldest(st, &rep, err)) == 1)
+        rc = 0;
+    pthread_mutex_unlock(&st->ret_mu);
+    if (rc == EVS_ECLOSED)
+        rc = 0;
+    if (out)
+        *out = rep;
+    return rc < 0 ? rc : 0;
+}
+
+/* ---- the thread --------------------------------------------------------------------------- */
+
+static void *ret_main(void *arg)
+{
+    evs_store *st = arg;
+    uint32_t ms = st->opt.retention_interval_ms ? st->opt.retention_interval_ms
+                                                 : RET_DEFAULT_INTERVAL_MS;
+    pthread_mutex_lock(&st->ret_mu);
+    while (!st->ret_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ms * 1000000ull;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&st->ret_cv, &st->ret_mu, &ts);
+        if (st->ret_stop)
+            break;
+        pthread_mutex_unlock(&st->ret_mu);
+        evs_error err = {0};
+        if (evs_retention_run(st, NULL, &err) && !atomic_load(&st->failed))
+            evs_log(st, EVS_LOG_WARN, "retention pass failed: %s", err.msg);
+        pthread_mutex_lock(&st->ret_mu);
+    }
+    pthread_mutex_unlock(&st->ret_mu);
+    return NULL;
+}
+
+int ret_start(evs_store *st)
+{
+    int rc = pthread_create(&st->ret_thread, NULL, ret_main, st);
+    if (rc)
+        return -rc;
+    st->ret_started = true;
+    return 0;
+}
+
+void ret_stop(evs_store *st)
+{
+    if (!st->ret_started)
+        return;
+    pthread_mutex_lock(&st->ret_mu);
+    st->ret_stop = true;
+    pthread_cond_signal(&st->ret_cv);
+    pthread_mutex_unlock(&st->ret_mu);
+    pthread_join(st->ret_thread, NULL);
+    st->ret_started = false;
+}

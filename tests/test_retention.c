@@ -1,0 +1,233 @@
+/* test_retention.c — retention through the embedded API: trims by count, bytes and age; whole
+ * segments deleted once no stream needs them, never the active one's unexpired data; streams
+ * and groups created in a deleted segment survive a reopen and an index rebuild. */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <time.h>
+
+static char *dir;
+static void setup(void) { dir = tmpdir_new(); }
+static void teardown(void) { rm_rf(dir); free(dir); }
+TestSuite(retention, .init = setup, .fini = teardown);
+
+static void fail_on_error(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    if (level <= EVS_LOG_ERROR)
+        cr_assert_fail("store logged an error: %s", msg);
+}
+
+/* Retention runs only when the test says so (the thread's interval is an hour). */
+static evs_store *open_ret(const evs_retention *dflt)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 1 << 20;
+    o.retention_interval_ms = 3600 * 1000;
+    o.log = fail_on_error;
+    if (dflt)
+        o.retention = *dflt;
+    return open_store(dir, &o);
+}
+
+static void fill(evs_store *st, const char *stream, int n, size_t value_bytes)
+{
+    char *v = malloc(value_bytes + 1);
+    memset(v, 'x', value_bytes);
+    v[value_bytes] = 0;
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(add(st, stream, EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
+    free(v);
+}
+
+static int count_files(const char *suffix)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/log", dir);
+    DIR *d = opendir(p);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name), sl = strlen(suffix);
+        n += l > sl && !strcmp(de->d_name + l - sl, suffix);
+    }
+    closedir(d);
+    return n;
+}
+
+static uint64_t len_of(evs_store *st, const char *s)
+{
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(st, S(s), &info), 0);
+    return info.length;
+}
+
+static void print_problem(void *arg, const char *line)
+{
+    (void)arg;
+    fprintf(stderr, "verify: %s\n", line);
+}
+
+static long verify_quiet(evs_store *st)
+{
+    return evs_verify(st, print_problem, NULL);
+}
+
+Test(retention, count_and_bytes_trim_exactly_and_persist)
+{
+    evs_retention dflt = {0, 0, 50};
+    evs_store *st = open_ret(&dflt);
+    fill(st, "a", 120, 10);
+    fill(st, "b", 120, 100);
+    evs_retention own = {0, 4000, EVS_RET_NONE}; /* b: bytes only, no count limit */
+    evs_error err;
+    cr_assert_eq(evs_retention_set(st, S("b"), &own, &err), 0);
+    cr_assert_eq(evs_retention_set(st, S("nope"), &own, &err), EVS_ENOTFOUND);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0);
+    cr_assert_eq(len_of(st, "a"), 50);
+    uint64_t lb = len_of(st, "b");
+    cr_assert(lb > 10 && lb < 50, "b kept %lu entries for 4000 bytes", (unsigned long)lb);
+    cr_assert_eq(rep.trimmed, 70 + (120 - lb));
+    evs_retention got, eff;
+    cr_assert_eq(evs_retention_get(st, S("b"), &got, &eff), 0);
+    cr_assert_eq(got.max_bytes, 4000);
+    cr_assert_eq(eff.max_entries, 0); /* EVS_RET_NONE: no limit, not the default */
+    cr_assert_eq(evs_close(st), 0);
+    rm_index(dir); /* the override is in the log: a rebuild finds it */
+    st = open_ret(&dflt);
+    cr_assert_eq(evs_retention_get(st, S("b"), &got, &eff), 0);
+    cr_assert_eq(got.max_bytes, 4000);
+    cr_assert_eq(len_of(st, "b"), lb);
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+struct one_pending {
+    evs_pending_info pi;
+    size_t n;
+};
+
+static int keep_pending(void *arg, const evs_pending_info *p)
+{
+    struct one_pending *x = arg;
+    x->pi = *p;
+    x->n++;
+    return 0;
+}
+
+Test(retention, age_deletes_old_segments_keeps_needed_ones_and_rebuilds)
+{
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    /* "meta" and its group are created in the first segment; it keeps only its last entry */
+    fill(st, "meta", 3, 10);
+    evs_retention one = {0, 0, 1};
+    cr_assert_eq(evs_retention_set(st, S("meta"), &one, &err), 0);
+    evs_group_op op;
+    evs_group_op_init(&op, EVS_GROUP_CREATE);
+    op.stream = S("meta");
+    op.group = S("g");
+    op.id = EVS_ID_MIN;
+    evs_group_result res;
+    evs_id *ids;
+    cr_assert_eq(evs_group_run(st, &op, &res, &ids, &err), 0);
+    free(ids);
+    evs_group_op rd;
+    evs_group_op_init(&rd, EVS_GROUP_READ);
+    rd.stream = S("meta");
+    rd.group = S("g");
+    rd.consumer = S("c");
+    rd.new_only = true;
+    rd.count = 1;
+    cr_assert_eq(evs_group_run(st, &rd, &res, &ids, &err), 0);
+    evs_id pending = ids[0];
+    free(ids);
+    /* "old": 3 MiB of entries, expiring by age */
+    evs_retention age = {1, 0, 0}; /* 1 ms */
+    fill(st, "old", 1, 10);
+    cr_assert_eq(evs_retention_set(st, S("old"), &age, &err), 0);
+    fill(st, "old", 3000, 1000);
+    fill(st, "meta", 1, 10); /* meta's live entry moves to the head */
+    evs_store_stats s0;
+    evs_store_stats_get(st, &s0);
+    cr_assert(s0.segments >= 4, "%lu segments", (unsigned long)s0.segments);
+    struct timespec ts = {0, 20 * 1000000};
+    nanosleep(&ts, NULL);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0);
+    cr_assert_eq(len_of(st, "old"), 0);
+    cr_assert_eq(len_of(st, "meta"), 1);
+    cr_assert(rep.segments_deleted >= s0.segments - 2, "deleted %lu of %lu",
+              (unsigned long)rep.segments_deleted, (unsigned long)s0.segments);
+    evs_store_stats s1;
+    evs_store_stats_get(st, &s1);
+    cr_assert_gt(s1.log_start, 0);
+    cr_assert_eq(count_files(".deleted"), 0);
+    cr_assert_eq(verify_quiet(st), 0);
+    /* the group still holds its pending entry (now trimmed: XCLAIM drops it) */
+    char before[256];
+    evs_stream_info mi;
+    cr_assert_eq(evs_stream_info_get(st, S("meta"), &mi), 0);
+    snprintf(before, sizeof before, "%lu %lu %lu-%lu", (unsigned long)mi.length,
+             (unsigned long)mi.entries_added, (unsigned long)mi.last_id.ms,
+             (unsigned long)mi.last_id.seq);
+    for (int round = 0; round < 2; round++) {
+        cr_assert_eq(evs_close(st), 0);
+        if (round == 1)
+            rm_index(dir);
+        st = open_ret(NULL);
+        char after[256];
+        cr_assert_eq(evs_stream_info_get(st, S("meta"), &mi), 0);
+        snprintf(after, sizeof after, "%lu %lu %lu-%lu", (unsigned long)mi.length,
+                 (unsigned long)mi.entries_added, (unsigned long)mi.last_id.ms,
+                 (unsigned long)mi.last_id.seq);
+        cr_assert_str_eq(after, before, "round %d", round);
+        evs_retention got;
+        cr_assert_eq(evs_retention_get(st, S("meta"), &got, NULL), 0);
+        cr_assert_eq(got.max_entries, 1);
+        cr_assert_eq(evs_retention_get(st, S("old"), &got, NULL), 0);
+        cr_assert_eq(got.max_age_ms, 1);
+        struct one_pending c = {{EVS_ID_MIN, {NULL, 0}, 0, 0}, 0};
+        cr_assert_eq(evs_pending_list(st, S("meta"), S("g"), EVS_ID_MIN, EVS_ID_MAX, 0, 0,
+                                      (evs_slice){NULL, 0}, keep_pending, &c),
+                     0);
+        cr_assert_eq(c.n, 1, "round %d", round);
+        cr_assert_eq(evs_id_cmp(c.pi.id, pending), 0);
+        cr_assert_eq(verify_quiet(st), 0);
+    }
+    /* appends go on after all this */
+    fill(st, "meta", 1, 10);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+Test(retention, active_segment_rolls_by_age_and_unexpired_data_stays)
+{
+    evs_retention dflt = {200, 0, 0}; /* 200 ms */
+    evs_store *st = open_ret(&dflt);
+    evs_error err;
+    fill(st, "s", 10, 100);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0);
+    cr_assert_eq(len_of(st, "s"), 10); /* young: nothing goes, the active segment stays */
+    cr_assert_eq(rep.segments_deleted, 0);
+    struct timespec ts = {0, 300 * 1000000};
+    nanosleep(&ts, NULL);
+    fill(st, "s", 2, 100); /* young entries in the same (active) segment as the old ones */
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0);
+    cr_assert_eq(len_of(st, "s"), 2);
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    uint64_t segs = s.segments;
+    /* the active segment was sealed for its age; it holds live entries: it stays */
+    cr_assert_eq(rep.segments_deleted, 0);
+    nanosleep(&ts, NULL);
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0);
+    cr_assert_eq(len_of(st, "s"), 0);
+    cr_assert_geq(rep.segments_deleted, 1);
+    evs_store_stats_get(st, &s);
+    cr_assert_leq(s.segments, segs);
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+}

@@ -511,6 +511,14 @@ typedef struct evs_retention_report {
 /* Run one retention pass now (what the thread does), and report what it did. */
 int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err);
 
+/* ---- units -------------------------------------------------------------------------------- */
+
+/* "512", "64k", "64m", "1g", "2t" (powers of 1024, case-insensitive, optional b/ib): bytes.
+ * 0 or EVS_EINVAL. */
+int evs_parse_size(const char *s, size_t len, uint64_t *out);
+/* "250ms", "2s", "5m", "12h", "7d", "1w", or a bare number of seconds: milliseconds. */
+int evs_parse_duration_ms(const char *s, size_t len, uint64_t *out);
+
 /* ---- checking ---------------------------------------------------------------------------- */
 
 /* Check every record of every segment and the index against them. Each problem is passed to

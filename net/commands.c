@@ -419,6 +419,8 @@ static void cmd_info(cmd_ctx *x)
                      "\r\n# Stats\r\nevstore_appends:%llu\r\nevstore_batches:%llu\r\n"
                      "\r\n# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
                      "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
+                     "log_start:%llu\r\nretention_trimmed:%llu\r\nsegments_deleted:%llu\r\n"
+                     "bytes_deleted:%llu\r\n"
                      "\r\n# Keyspace\r\n%s%llu%s\r\n",
                      EVSTORE_VERSION, server_cfg(x->srv)->port, server_nconns(x->srv), blocked_count(),
                      rss_bytes(),
@@ -427,6 +429,8 @@ static void cmd_info(cmd_ctx *x)
                      s.fsyncs ? (double)s.fsync_ns_total / (double)s.fsyncs / 1000 : 0.0,
                      (double)s.fsync_ns_max / 1000, (unsigned long long)s.batch_max,
                      (unsigned long long)s.segments, (unsigned long long)s.log_bytes,
+                     (unsigned long long)s.log_start, (unsigned long long)s.retention_trimmed,
+                     (unsigned long long)s.segments_deleted, (unsigned long long)s.bytes_deleted,
                      s.streams ? "db0:keys=" : "", (unsigned long long)s.streams,
                      s.streams ? ",expires=0,avg_ttl=0" : "");
     if (!s.streams) /* no db0 line for an empty keyspace, as Redis */
@@ -1440,6 +1444,7 @@ static const command table[] = {
     {"xgroup", -2, false, cmd_xgroup},  {"xreadgroup", -7, false, cmd_xreadgroup},
     {"xack", -4, false, cmd_xack},      {"xpending", -3, false, cmd_xpending},
     {"xclaim", -6, false, cmd_xclaim},  {"xautoclaim", -6, false, cmd_xautoclaim},
+    {"xretention", -3, false, cmd_xretention},
 };
 
 static void cmd_command(cmd_ctx *x)

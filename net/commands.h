@@ -45,6 +45,8 @@ void xinfo_consumers(cmd_ctx *x);
 size_t xinfo_group_count(evs_store *st, evs_slice key);
 void xinfo_full_groups(resp_out *o, evs_store *st, evs_slice key, long long count);
 void groups_on_visible(void);
+/* retention_cmd.c */
+void cmd_xretention(cmd_ctx *x);
 void groups_shutdown(void);
 size_t groups_blocked(void);
 

@@ -838,6 +838,12 @@ static void do_metrics(http_api *h, struct evhttp_request *req)
            s.batch_max);
     METRIC("log_bytes", "gauge", "Bytes of records in all segments.", "%" PRIu64, s.log_bytes);
     METRIC("segments", "gauge", "Segment files.", "%" PRIu64, s.segments);
+    METRIC("retention_trimmed_total", "counter", "Entries trimmed by retention since start.",
+           "%" PRIu64, s.retention_trimmed);
+    METRIC("segments_deleted_total", "counter", "Segment files deleted by retention since start.",
+           "%" PRIu64, s.segments_deleted);
+    METRIC("deleted_bytes_total", "counter", "Bytes freed by retention since start.", "%" PRIu64,
+           s.bytes_deleted);
     METRIC("streams", "gauge", "Streams.", "%" PRIu64, s.streams);
     METRIC("clients", "gauge", "Connected RESP clients.", "%d", server_nconns(h->srv));
     METRIC("store_failed", "gauge", "1 once a write or fsync failed (appends refused).", "%d",
@@ -876,6 +882,90 @@ static void do_metrics(http_api *h, struct evhttp_request *req)
                       "text/plain; version=0.0.4");
     evhttp_send_reply(req, 200, "OK", b);
     evbuffer_free(b);
+}
+
+/* ---- GET/PUT /streams/{name}/retention ---------------------------------------------------- */
+
+static json_t *own_json(uint64_t v)
+{
+    return v == 0 ? json_null() : v == EVS_RET_NONE ? json_string("none") : json_integer((json_int_t)v);
+}
+
+static json_t *retention_json(const evs_retention *own, const evs_retention *eff)
+{
+    return json_pack("{s:{s:o, s:o, s:o}, s:{s:o, s:o, s:o}}", "own", "max_age_ms",
+                     own_json(own->max_age_ms), "max_bytes", own_json(own->max_bytes),
+                     "max_entries", own_json(own->max_entries), "effective", "max_age_ms",
+                     eff->max_age_ms ? json_integer((json_int_t)eff->max_age_ms) : json_null(),
+                     "max_bytes", eff->max_bytes ? json_integer((json_int_t)eff->max_bytes) : json_null(),
+                     "max_entries",
+                     eff->max_entries ? json_integer((json_int_t)eff->max_entries) : json_null());
+}
+
+/* One member of a PUT: absent keeps, null inherits, "none" lifts the limit, a positive integer
+ * or (durations, sizes) a string like "7d" / "64m" sets it. */
+static bool limit_member(json_t *doc, const char *key,
+                         int (*parse)(const char *, size_t, uint64_t *), uint64_t *v)
+{
+    json_t *m = json_object_get(doc, key);
+    if (!m)
+        return true;
+    if (json_is_null(m)) {
+        *v = 0;
+        return true;
+    }
+    if (json_is_string(m) && !strcmp(json_string_value(m), "none")) {
+        *v = EVS_RET_NONE;
+        return true;
+    }
+    if (json_is_integer(m) && json_integer_value(m) > 0) {
+        *v = (uint64_t)json_integer_value(m);
+        return true;
+    }
+    return json_is_string(m) && parse &&
+           parse(json_string_value(m), json_string_length(m), v) == 0 && *v > 0 && *v != EVS_RET_NONE;
+}
+
+static void do_retention(http_api *h, struct evhttp_request *req, evs_slice name, bool put)
+{
+    evs_store *st = server_store(h->srv);
+    evs_retention own, eff;
+    if (evs_retention_get(st, name, &own, &eff)) {
+        send_error(req, 404, "not_found", "no such stream");
+        return;
+    }
+    if (put) {
+        size_t len;
+        char *body = body_of(req, &len);
+        json_error_t jerr;
+        json_t *doc = body ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+        free(body);
+        if (!json_is_object(doc)) {
+            json_decref(doc);
+            send_error(req, 400, "bad_json", "the body must be a JSON object");
+            return;
+        }
+        bool ok = limit_member(doc, "max_age", evs_parse_duration_ms, &own.max_age_ms) &&
+                  limit_member(doc, "max_bytes", evs_parse_size, &own.max_bytes) &&
+                  limit_member(doc, "max_entries", NULL, &own.max_entries);
+        json_decref(doc);
+        if (!ok) {
+            send_error(req, 400, "bad_retention",
+                       "limits are positive integers, durations (\"7d\") or sizes (\"64m\"), "
+                       "\"none\" or null (the server default)");
+            return;
+        }
+        evs_error err;
+        int rc = evs_retention_set(st, name, &own, &err);
+        if (rc) {
+            send_error(req, rc == EVS_ENOTFOUND ? 404 : 503, rc == EVS_ENOTFOUND ? "not_found"
+                                                                                : "store_failed",
+                       "%s", err.msg);
+            return;
+        }
+        evs_retention_get(st, name, &own, &eff);
+    }
+    send_json(req, 200, "OK", retention_json(&own, &eff));
 }
 
 /* ---- routing ------------------------------------------------------------------------------ */
@@ -948,6 +1038,11 @@ static void route(struct evhttp_request *req, void *arg)
             do_live(h, req, s);
         else
             method_not_allowed(req, "GET");
+    } else if (!strcmp(tail, "/retention")) {
+        if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_PUT)
+            do_retention(h, req, s, m == EVHTTP_REQ_PUT);
+        else
+            method_not_allowed(req, "GET, PUT");
     } else if (!strncmp(tail, "/groups", 7)) {
         http_groups_route(h, req, s, tail + 7);
     } else if (!strcmp(tail, "/events")) {

@@ -531,6 +531,7 @@ int server_run(const server_config *cfg)
     if (cfg->max_entry_bytes)
         o.max_entry_bytes = cfg->max_entry_bytes;
     o.log = cfg->log;
+    o.retention = cfg->retention;
     evs_error err;
     if ((rc = evs_open(cfg->data, &o, &s->st, &err))) {
         server_log(s, EVS_LOG_ERROR, "cannot open %s: %s", cfg->data, err.msg);

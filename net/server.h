@@ -38,6 +38,7 @@ typedef struct server_config {
     void (*log)(void *arg, int level, const char *msg);
     int http_port;             /* 0: no HTTP API                                         */
     int timeout_s;             /* close RESP clients idle this long; 0: never (settable) */
+    evs_retention retention;   /* every stream's default limits (0: none)                */
 } server_config;
 
 typedef struct server server;

@@ -22,6 +22,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_publish(int argc, char **argv);
 int cmd_read(int argc, char **argv);
 int cmd_bench_resp(int argc, char **argv);
+int cmd_bench_groups(int argc, char **argv);
 
 /* The value of environment variable `env` if set, else def. */
 const char *cli_env(const char *env, const char *def);

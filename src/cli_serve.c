@@ -28,9 +28,17 @@ static const char *help =
     "  --segment-bytes N       segment size              EVSTORE_SEGMENT_BYTES 64m\n"
     "  --timeout S             close RESP clients idle   EVSTORE_TIMEOUT  0 (never)\n"
     "                          S seconds (not while a reply is pending: XREAD BLOCK)\n"
+    "  --retention-max-age D   default: entries older    EVSTORE_RETENTION_MAX_AGE (none)\n"
+    "                          than D go (7d, 12h, 30m, 2s, 500ms)\n"
+    "  --retention-max-bytes N default: a stream's       EVSTORE_RETENTION_MAX_BYTES (none)\n"
+    "                          oldest entries go beyond N bytes of records\n"
+    "  --retention-max-entries N  default: keep at most  EVSTORE_RETENTION_MAX_ENTRIES (none)\n"
+    "                          N entries per stream\n"
     "\n"
-    "Sizes take k, m, g suffixes (powers of 1024). Not yet here: consumer groups, retention,\n"
-    "replication (see the project's issues). With --requirepass, HTTP requests need\n"
+    "Sizes take k, m, g, t suffixes (powers of 1024). Streams override the retention defaults\n"
+    "with XRETENTION or PUT /streams/{name}/retention (docs/resp.md, docs/http.md); space\n"
+    "returns when whole segments fall out. Not yet here: replication (see the project's\n"
+    "issues). With --requirepass, HTTP requests need\n"
     "'Authorization: Bearer SECRET' (all but /healthz and /readyz).\n"
     "\n"
     "Exit codes: 0 stopped cleanly, 2 unusable arguments, 3 failure (folder in use, port taken,\n"
@@ -59,6 +67,9 @@ int cmd_serve(int argc, char **argv)
     const char *outb = cli_env("EVSTORE_MAX_OUTPUT_BYTES", "256m");
     const char *seg = cli_env("EVSTORE_SEGMENT_BYTES", "64m");
     const char *tmo = cli_env("EVSTORE_TIMEOUT", "0");
+    const char *rage = cli_env("EVSTORE_RETENTION_MAX_AGE", NULL);
+    const char *rbytes = cli_env("EVSTORE_RETENTION_MAX_BYTES", NULL);
+    const char *rents = cli_env("EVSTORE_RETENTION_MAX_ENTRIES", NULL);
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},           {"bind", required_argument, NULL, 'b'},
         {"http-port", required_argument, NULL, 'H'},
@@ -67,9 +78,12 @@ int cmd_serve(int argc, char **argv)
         {"max-entry-bytes", required_argument, NULL, 'e'}, {"max-request-bytes", required_argument, NULL, 'r'},
         {"max-output-bytes", required_argument, NULL, 'o'}, {"segment-bytes", required_argument, NULL, 's'},
         {"timeout", required_argument, NULL, 't'},
+        {"retention-max-age", required_argument, NULL, 'A'},
+        {"retention-max-bytes", required_argument, NULL, 'B'},
+        {"retention-max-entries", required_argument, NULL, 'N'},
         {"help", no_argument, NULL, 'h'},                 {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H': hport = optarg; break;
         case 'd': c.data = optarg; break;
@@ -83,6 +97,9 @@ int cmd_serve(int argc, char **argv)
         case 'o': outb = optarg; break;
         case 's': seg = optarg; break;
         case 't': tmo = optarg; break;
+        case 'A': rage = optarg; break;
+        case 'B': rbytes = optarg; break;
+        case 'N': rents = optarg; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
         default: fputs(help, stderr); return EXIT_USAGE;
         }
@@ -127,6 +144,21 @@ int cmd_serve(int argc, char **argv)
         !size_opt("--max-output-bytes", outb, &c.max_output_bytes) ||
         !size_opt("--segment-bytes", seg, &c.segment_bytes))
         return EXIT_USAGE;
+    if (rage && evs_parse_duration_ms(rage, strlen(rage), &c.retention.max_age_ms)) {
+        fprintf(stderr, "evstore serve: --retention-max-age: not a duration (7d, 12h, 30m, 2s, "
+                        "500ms): %s\n", rage);
+        return EXIT_USAGE;
+    }
+    if (rbytes && !size_opt("--retention-max-bytes", rbytes, &c.retention.max_bytes))
+        return EXIT_USAGE;
+    if (rents) {
+        unsigned long long n = strtoull(rents, &end, 10);
+        if (*end || !*rents || rents[0] == '-') {
+            fprintf(stderr, "evstore serve: --retention-max-entries: not a number: %s\n", rents);
+            return EXIT_USAGE;
+        }
+        c.retention.max_entries = n;
+    }
     if (c.requirepass && !*c.requirepass)
         c.requirepass = NULL;
     c.log = cli_log;

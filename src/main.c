@@ -22,6 +22,7 @@ static const char *usage =
     "  verify   check every record and the index of a store folder\n"
     "  bench    storage benchmarks (figures for docs/benchmarks.md)\n"
     "  bench-resp  XADD latency at a steady rate against a running RESP server\n"
+    "  bench-groups  XREADGROUP + XACK round trips against a running RESP server\n"
     "\n"
     "`evstore COMMAND --help` documents each command's flags. Every flag has an environment\n"
     "twin: --data is EVSTORE_DATA, --fsync is EVSTORE_FSYNC, and so on.\n"
@@ -45,28 +46,7 @@ int cli_fsync_mode(const char *s)
     return -1;
 }
 
-bool cli_size(const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s)
-        return false;
-    uint64_t mul = 1;
-    if (*end) {
-        if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib"))
-            mul = 1024;
-        else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") || !strcasecmp(end, "mib"))
-            mul = 1024 * 1024;
-        else if (!strcasecmp(end, "g") || !strcasecmp(end, "gb") || !strcasecmp(end, "gib"))
-            mul = 1024ull * 1024 * 1024;
-        else
-            return false;
-    }
-    if (v > UINT64_MAX / mul)
-        return false;
-    *out = v * mul;
-    return true;
-}
+bool cli_size(const char *s, uint64_t *out) { return evs_parse_size(s, strlen(s), out) == 0; }
 
 uint64_t cli_now_ns(void)
 {
@@ -137,6 +117,8 @@ int main(int argc, char **argv)
         return cmd_append(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench-resp"))
         return cmd_bench_resp(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench-groups"))
+        return cmd_bench_groups(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 1, argv + 1);
     fprintf(stderr, "evstore: unknown command '%s'\n\n%s", cmd, usage);

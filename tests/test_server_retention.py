@@ -1,0 +1,146 @@
+#!/usr/bin/python3
+"""test_server_retention.py — retention on the real `evstore serve` binary: server defaults and
+XRETENTION / PUT /streams/{s}/retention overrides, disk freed by age while writers run, a
+SIGKILL after segments were deleted. Usage: test_server_retention.py path/to/evstore"""
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import redis
+
+import test_server
+from test_server import Server, http_req
+
+
+def log_bytes(data):
+    d = os.path.join(data, "log")
+    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".seg"))
+
+
+class RetentionBase(unittest.TestCase):
+    FLAGS = ()
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="evs-ret-")
+        self.data = os.path.join(self.dir, "data")
+        self.srv = Server(self.data, *self.FLAGS).start()
+        self.r = self.srv.client(decode_responses=True)
+
+    def tearDown(self):
+        self.r.close()
+        rc = self.srv.stop()
+        log = open(os.path.join(self.dir, "server.log"), errors="replace").read()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.assertEqual(rc, 0, log[-3000:])
+        self.assertNotIn("Sanitizer", log, log[-3000:])
+        self.assertNotIn("runtime error", log, log[-3000:])
+
+    def wait_for(self, cond, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if cond():
+                return True
+            time.sleep(0.05)
+        return cond()
+
+
+class Overrides(RetentionBase):
+    FLAGS = ("--retention-max-entries", "50")
+
+    def test_default_and_own_limits(self):
+        r = self.r
+        for i in range(120):
+            r.xadd("a", {"n": str(i)})
+            r.xadd("b", {"n": str(i)})
+        self.assertEqual(r.execute_command("XRETENTION", "b", "SET", "MAXENTRIES", "NONE"), "OK")
+        self.assertTrue(self.wait_for(lambda: r.xlen("a") == 50))
+        self.assertEqual(r.xrange("a", count=1)[0][1], {"n": "70"})  # the oldest went, exactly
+        time.sleep(1.5)  # another pass: b has no limit
+        self.assertEqual(r.xlen("b"), 120)
+        got = r.execute_command("XRETENTION", "b", "GET")
+        got = dict(zip(got[::2], got[1::2])) if isinstance(got, list) else got
+        self.assertEqual((got["max-entries"], got["effective-max-entries"]), (-1, 0))
+        self.assertEqual(r.execute_command("XRETENTION", "b", "SET", "MAXAGE", "7d", "MAXBYTES", "1m"), "OK")
+        got = r.execute_command("XRETENTION", "b", "GET")
+        got = dict(zip(got[::2], got[1::2])) if isinstance(got, list) else got
+        self.assertEqual((got["max-age-ms"], got["max-bytes"]), (7 * 86400000, 1 << 20))
+        for args, msg in ((["nope", "GET"], "no such key"), (["b", "SET", "MAXAGE", "soon"], "positive numbers"),
+                          (["b", "SET", "BOGUS", "1"], "syntax error"), (["b", "FOO"], "syntax error")):
+            with self.assertRaisesRegex(redis.ResponseError, msg):
+                r.execute_command("XRETENTION", *args)
+        # HTTP: the same limits
+        st, body, _ = http_req(self.srv, "GET", "/streams/b/retention")
+        self.assertEqual((st, body["own"]["max_age_ms"], body["own"]["max_entries"]), (200, 7 * 86400000, "none"))
+        st, body, _ = http_req(self.srv, "PUT", "/streams/b/retention", {"max_entries": 10, "max_age": None})
+        self.assertEqual((st, body["own"]["max_entries"], body["own"]["max_age_ms"]), (200, 10, None))
+        self.assertEqual(body["effective"]["max_entries"], 10)
+        st, body, _ = http_req(self.srv, "PUT", "/streams/b/retention", {"max_bytes": "lots"})
+        self.assertEqual((st, body["code"]), (400, "bad_retention"))
+        st, body, _ = http_req(self.srv, "GET", "/streams/nope/retention")
+        self.assertEqual(st, 404)
+        self.assertTrue(self.wait_for(lambda: r.xlen("b") == 10))
+        # persisted: the limit holds after a restart
+        self.srv.stop()
+        self.srv = Server(self.data).start()  # no server default this time
+        self.r = r = self.srv.client(decode_responses=True)
+        for i in range(30):
+            r.xadd("b", {"n": "x%d" % i})
+        self.assertTrue(self.wait_for(lambda: r.xlen("b") == 10))
+        self.assertEqual(r.xlen("a"), 50)
+
+
+class AgeFreesDisk(RetentionBase):
+    FLAGS = ("--retention-max-age", "1s")
+
+    def test_disk_is_freed_while_writers_run_and_survives_sigkill(self):
+        stop = threading.Event()
+        acked = []
+
+        def writer():
+            c = self.srv.client(decode_responses=True)
+            payload = "x" * 2000
+            while not stop.is_set():
+                try:
+                    acked.append((time.time(), c.xadd("w", {"p": payload})))
+                except (redis.ConnectionError, redis.TimeoutError, ConnectionError):
+                    return
+            c.close()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            self.assertTrue(self.wait_for(lambda: self.r.info("evstore")["segments_deleted"] >= 2, 30),
+                            self.r.info("evstore"))
+            peak = log_bytes(self.data)
+            time.sleep(1.5)
+            # bounded: about one second of writes plus the active and the spare segment
+            self.assertLess(log_bytes(self.data), max(peak, 1) * 3)
+            self.assertGreater(self.r.info("evstore")["log_start"], 0)
+        finally:
+            stop.set()
+            t.join()
+        # what is younger than the age limit is all there
+        cutoff = time.time() - 0.5
+        young = [i for ts, i in acked if ts > cutoff]
+        have = {i for i, _ in self.r.xrange("w", min=young[0])} if young else set()
+        lost = [i for i in young if i not in have]
+        self.assertEqual(lost, [], "young entries gone")
+        # a SIGKILL after deletions: the store opens, reads and takes appends
+        self.srv.proc.send_signal(signal.SIGKILL)
+        self.srv.proc.wait()
+        self.srv.log.close()
+        self.r.close()
+        self.srv = Server(self.data).start()
+        self.r = self.srv.client(decode_responses=True)
+        self.r.xadd("w", {"p": "after"})
+        self.assertEqual(self.r.xrevrange("w", count=1)[0][1], {"p": "after"})
+
+
+if __name__ == "__main__":
+    test_server.EVSTORE = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)

@@ -70,8 +70,9 @@ v() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 base=$(lat)
 # the backlog expires: retention deletes it while the next measurement runs
 (sleep 1; redis-cli -p "$EV2" XRETENTION backlog SET MAXAGE 1ms >/dev/null) &
+setter=$!
 during=$(lat)
-wait
+wait "$setter"
 sleep 2
 after=$(du -sm "$work/ret/log" | cut -f1)
 deleted=$(info "$EV2" segments_deleted); freed=$(info "$EV2" bytes_deleted)

@@ -139,6 +139,20 @@ stream *strtab_get(const strtab *t, const void *name, size_t len, bool vis);
 int strtab_put(strtab *t, stream *s, bool vis);
 void strtab_del(strtab *t, stream *s, bool vis);
 
+/* What a trim removes from the oldest live entries: at most max_remove, only below stop_at,
+ * and (keep_bytes != UINT64_MAX) only while the live bytes left exceed keep_bytes. */
+typedef struct trim_goal {
+    uint64_t max_remove;
+    evs_id stop_at;
+    uint64_t keep_bytes, live_bytes;
+} trim_goal;
+typedef struct trim_scan {
+    uint64_t removed, bytes;       /* entries and their record bytes                          */
+    evs_id next;                   /* the first entry kept ...                                */
+    uint64_t next_pos;             /* ... and its position, unless exhausted                   */
+    bool exhausted;                /* no visible entry is kept                                 */
+} trim_scan;
+
 /* ---- the write queue --------------------------------------------------------------------- */
 
 enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4, WR_SETID = 5,
@@ -177,6 +191,11 @@ typedef struct wreq {
     size_t idem_off, idem_len;     /* idempotency key in data (len 0: none)                  */
     bool has_trim;                 /* trim the stream in the same group (evs_submit_trim)    */
     evs_trim trim;
+    bool has_plan;                 /* WR_TRIM: planned by the caller on a snapshot (evs_trim_stream) */
+    uint32_t plan_no;
+    uint64_t plan_ndels;
+    evs_id plan_from, plan_last;   /* the snapshot's first and last IDs                      */
+    trim_scan plan;
     size_t nwatch;                 /* evs_submit_watched: names in data at watch[i].off      */
     struct wwatch { size_t off, len; evs_version v; } *watch;
     bool has_added, has_maxdel;    /* WR_SETID: ops[0].id is the new last ID                 */
@@ -315,22 +334,13 @@ int store_checkpoint_write(evs_store *st, uint64_t txn);
 /* Checkpointer: sync log, then index, then record the checkpoint; its thread. */
 int ckpt_run(evs_store *st);
 void *ckpt_main(void *arg);
-/* What a trim removes from the oldest live entries: at most max_remove, only below stop_at,
- * and (keep_bytes != UINT64_MAX) only while the live bytes left exceed keep_bytes. */
-typedef struct trim_goal {
-    uint64_t max_remove;
-    evs_id stop_at;
-    uint64_t keep_bytes, live_bytes;
-} trim_goal;
-typedef struct trim_scan {
-    uint64_t removed, bytes;       /* entries and their record bytes                          */
-    evs_id next;                   /* the first entry kept ...                                */
-    uint64_t next_pos;             /* ... and its position, unless exhausted                   */
-    bool exhausted;                /* no visible entry is kept                                 */
-} trim_scan;
-/* Walk the stream's visible live entries from `from` (inclusive) in order. Reader module. */
-int reader_trim_scan(evs_store *st, stream *s, evs_id from, const trim_goal *goal,
-                     trim_scan *out, evs_error *err);
+/* Walk the live entries of snapshot `snap` of stream s from `from` (inclusive) in order.
+ * Reader module. */
+int reader_trim_scan(evs_store *st, stream *s, const stream_state *snap, evs_id from,
+                     const trim_goal *goal, trim_scan *out, evs_error *err);
+/* The first visible live entry above `after`: 1 with *id and *pos, 0 none, < 0 error. */
+int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint64_t *pos,
+                       evs_error *err);
 /* Does the entry exist (visible, not deleted)? 1 yes, 0 no, < 0 error. Reader module. */
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err);
 /* Commit the index: queue the touched streams' states and the watermark, apply the batch.

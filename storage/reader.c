@@ -804,7 +804,10 @@ void evs_iter_close(evs_iter *it)
     free(it);
 }
 
-int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err)
+/* The first visible live entry of s in [start, end] (start exclusive if asked): 1 with *id and
+ * *pos (either may be NULL), 0 none, < 0 error. */
+static int first_in(evs_store *st, stream *s, evs_id start, bool exclusive, evs_id end,
+                    evs_id *id, uint64_t *pos, evs_error *err)
 {
     stream_state snap;
     pthread_rwlock_rdlock(&st->lock);
@@ -812,7 +815,9 @@ int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err)
     pthread_rwlock_unlock(&st->lock);
     evs_query q;
     evs_query_init(&q);
-    q.start = q.end = id;
+    q.start = start;
+    q.start_exclusive = exclusive;
+    q.end = end;
     q.limit = 1;
     evs_iter *it;
     int rc = iter_open_stream(st, s, &snap, &q, &it, err);
@@ -820,26 +825,33 @@ int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err)
         return rc;
     const evs_entry *e;
     rc = evs_iter_next(it, &e, err);
+    if (rc == 1) {
+        if (id)
+            *id = e->id;
+        if (pos)
+            *pos = it->ent_pos;
+    }
     evs_iter_close(it);
     return rc;
 }
 
-int reader_trim_scan(evs_store *st, stream *s, evs_id from, const trim_goal *goal,
-                     trim_scan *out, evs_error *err)
+int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err)
 {
-    stream_state snap;
-    pthread_rwlock_rdlock(&st->lock);
-    snap = s->v;
-    pthread_rwlock_unlock(&st->lock);
+    return first_in(st, s, id, false, id, NULL, NULL, err);
+}
+
+int reader_trim_scan(evs_store *st, stream *s, const stream_state *snap, evs_id from,
+                     const trim_goal *goal, trim_scan *out, evs_error *err)
+{
     memset(out, 0, sizeof *out);
     out->exhausted = true;
-    if (!snap.length)
+    if (!snap->length)
         return 0;
     evs_query q;
     evs_query_init(&q);
     q.start = from;
     evs_iter *it;
-    int rc = iter_open_stream(st, s, &snap, &q, &it, err);
+    int rc = iter_open_stream(st, s, snap, &q, &it, err);
     if (rc)
         return rc;
     const evs_entry *e;
@@ -857,6 +869,12 @@ int reader_trim_scan(evs_store *st, stream *s, evs_id from, const trim_goal *goa
     }
     evs_iter_close(it);
     return rc < 0 ? rc : 0;
+}
+
+int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint64_t *pos,
+                       evs_error *err)
+{
+    return first_in(st, s, after, true, EVS_ID_MAX, id, pos, err);
 }
 
 /* ---- stream information ------------------------------------------------------------------ */

@@ -614,6 +614,34 @@ static uint64_t entry_bytes(const wreq *r, size_t i) { return rec_size_for(r->op
  * first ID on (an earlier trim in this batch may have moved it); only if the trim reaches past
  * them into entries of this batch that are not visible yet must the batch be flushed first.
  */
+/* The goal of trim t on a stream with `live` entries of `live_bytes`; false: nothing to do. */
+static bool trim_goal_for(const evs_trim *t, uint64_t live, uint64_t live_bytes, trim_goal *goal)
+{
+    *goal = (trim_goal){UINT64_MAX, EVS_ID_MAX, UINT64_MAX, live_bytes};
+    if (t->kind == EVS_TRIM_MAXLEN) {
+        if (live <= t->maxlen)
+            return false;
+        goal->max_remove = live - t->maxlen;
+        if (t->approx && goal->max_remove < EVS_TRIM_APPROX_STEP)
+            return false;
+    } else if (t->kind == EVS_TRIM_MAXBYTES) {
+        if (live_bytes <= t->maxbytes)
+            return false;
+        goal->keep_bytes = t->maxbytes;
+    } else {
+        goal->stop_at = t->minid;
+    }
+    if (t->approx && t->limit && goal->max_remove > t->limit)
+        goal->max_remove = t->limit;
+    return true;
+}
+
+/* Is removing `removed` entries worth a record ("~" MINID acts only from a node's worth)? */
+static bool trim_worth(const evs_trim *t, uint64_t removed)
+{
+    return removed && !(t->approx && t->kind == EVS_TRIM_MINID && removed < EVS_TRIM_APPROX_STEP);
+}
+
 static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
                      trim_plan *plan, evs_error *err)
 {
@@ -624,25 +652,16 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
     uint64_t live = (s ? s->w.length : 0) + nnew, new_bytes = 0;
     for (size_t i = 0; i < nnew; i++)
         new_bytes += entry_bytes(r, i);
-    trim_goal goal = {UINT64_MAX, EVS_ID_MAX, UINT64_MAX, (s ? s->w.bytes : 0) + new_bytes};
-    if (t->kind == EVS_TRIM_MAXLEN) {
-        if (live <= t->maxlen)
-            return 0;
-        goal.max_remove = live - t->maxlen;
-        if (t->approx && goal.max_remove < EVS_TRIM_APPROX_STEP)
-            return 0;
-    } else if (t->kind == EVS_TRIM_MAXBYTES) {
-        if (goal.live_bytes <= t->maxbytes)
-            return 0;
-        goal.keep_bytes = t->maxbytes;
-    } else {
-        goal.stop_at = t->minid;
-    }
-    if (t->approx && t->limit && goal.max_remove > t->limit)
-        goal.max_remove = t->limit;
+    trim_goal goal;
+    if (!trim_goal_for(t, live, (s ? s->w.bytes : 0) + new_bytes, &goal))
+        return 0;
     trim_scan sc = {0, 0, EVS_ID_MIN, REC_POS_NONE, true};
     if (s && s->w.length) {
-        int rc = reader_trim_scan(st, s, s->w.first_id, &goal, &sc, err);
+        stream_state snap;
+        pthread_rwlock_rdlock(&st->lock);
+        snap = s->v;
+        pthread_rwlock_unlock(&st->lock);
+        int rc = reader_trim_scan(st, s, &snap, s->w.first_id, &goal, &sc, err);
         if (rc)
             return rc;
     }
@@ -666,8 +685,7 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
             store_id_inc(&sc.next);
         }
     }
-    if (sc.removed == 0 ||
-        (t->approx && t->kind == EVS_TRIM_MINID && sc.removed < EVS_TRIM_APPROX_STEP))
+    if (!trim_worth(t, sc.removed))
         return 0;
     plan->on = true;
     plan->removed = sc.removed;
@@ -820,13 +838,47 @@ static void do_drop(evs_store *st, wreq *r, pending *p)
     flush(st, p);
 }
 
+/* A plan made by the caller on a snapshot (evs_trim_stream) holds if the stream's front has
+ * not moved since: same stream, same first ID, no tombstone since. Then the trim costs the
+ * writer O(1) instead of a walk over everything it removes. */
+static bool take_plan(evs_store *st, stream *s, const wreq *r, trim_plan *plan, evs_error *err)
+{
+    if (!r->has_plan || !s || s->no != r->plan_no || evs_id_cmp(s->w.first_id, r->plan_from) ||
+        s->w.ndels != r->plan_ndels)
+        return false;
+    memset(plan, 0, sizeof *plan);
+    plan->first_new = SIZE_MAX;
+    const trim_scan *sc = &r->plan;
+    if (!trim_worth(&r->trim, sc->removed))
+        return true; /* nothing to do */
+    plan->on = true;
+    plan->removed = sc->removed;
+    plan->bytes = sc->bytes;
+    plan->first = sc->next;
+    plan->first_pos = sc->next_pos;
+    if (sc->exhausted) {
+        /* everything the snapshot had goes; entries appended since stay */
+        plan->first = r->plan_last;
+        store_id_inc(&plan->first);
+        plan->first_pos = REC_POS_NONE;
+        evs_id id;
+        uint64_t pos;
+        if (evs_id_cmp(s->w.last_id, r->plan_last) != 0 &&
+            reader_first_after(st, s, r->plan_last, &id, &pos, err) == 1)
+            plan->first_pos = pos; /* everything earlier is flushed: visible is the writer's */
+    }
+    return true;
+}
+
 static void do_trim(evs_store *st, wreq *r, pending *p)
 {
     evs_error err = {0};
     stream *s = strtab_get(&st->wtab, r->data.data, r->ops[0].name_len, false);
     trim_plan plan = {0};
     r->count = 0;
-    int rc = s ? plan_trim(st, s, &r->trim, NULL, &plan, &err) : 0;
+    int rc = 0;
+    if (s && !take_plan(st, s, r, &plan, &err))
+        rc = plan_trim(st, s, &r->trim, NULL, &plan, &err);
     if (rc) {
         finish(r, rc == NEED_FLUSH ? EVS_EINVAL : rc, &err); /* flushed before: cannot happen */
         return;
@@ -1479,6 +1531,22 @@ int evs_trim_stream(evs_store *st, evs_slice name, const evs_trim *trim, uint64_
     r->ops[0].name_len = name.len;
     r->has_trim = true;
     r->trim = *trim;
+    /* plan here, on a snapshot, so that the writer does not walk what the trim removes */
+    pthread_rwlock_rdlock(&st->lock);
+    stream *s = strtab_get(&st->vtab, name.ptr, name.len, true);
+    stream_state snap;
+    if (s)
+        snap = s->v;
+    pthread_rwlock_unlock(&st->lock);
+    trim_goal goal;
+    if (s && snap.length && trim_goal_for(trim, snap.length, snap.bytes, &goal) &&
+        reader_trim_scan(st, s, &snap, snap.first_id, &goal, &r->plan, err) == 0) {
+        r->has_plan = true;
+        r->plan_no = s->no;
+        r->plan_ndels = snap.ndels;
+        r->plan_from = snap.first_id;
+        r->plan_last = snap.last_id;
+    }
     size_t c = 0;
     rc = run_counted(st, r, &c, err);
     if (removed)

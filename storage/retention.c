@@ -19,7 +19,11 @@
  *      stepped back) is as young as now, so it cannot pin a segment forever.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +187,30 @@ static uint64_t needed_from(evs_store *st)
     return low;
 }
 
+/*
+ * Free a deleted segment's blocks a slice at a time, then unlink it. Releasing a 64 MiB file's
+ * extents at once stalls the writer's fdatasync on the same file system (measured:
+ * docs/benchmarks.md); cutting it down 8 MiB at a time with a pause between keeps each step
+ * short.
+ */
+#define RET_CUT_STEP (8ull << 20)
+#define RET_CUT_PAUSE_NS 5000000L
+static void paced_unlink(evs_store *st, const char *path, uint64_t size)
+{
+    int fd = open(path, O_WRONLY);
+    (void)st;
+    while (fd >= 0 && size > RET_CUT_STEP) {
+        size -= RET_CUT_STEP;
+        if (ftruncate(fd, (off_t)size))
+            break;
+        struct timespec ts = {0, RET_CUT_PAUSE_NS};
+        nanosleep(&ts, NULL);
+    }
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+}
+
 /* Delete the oldest segment if no live entry needs it. 1 deleted, 0 nothing to do, < 0 error. */
 static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *err)
 {
@@ -212,7 +240,7 @@ static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *er
     snprintf(to, sizeof to, "%s/%s.deleted", st->logdir, s->name);
     uint64_t bytes = atomic_load(&s->size);
     if (rename(from, to) == 0)
-        unlink(to);
+        paced_unlink(st, to, bytes);
     else
         evs_log(st, EVS_LOG_WARN, "retention: cannot rename %s: %s", from, strerror(errno));
     evs_log(st, EVS_LOG_INFO,
@@ -260,6 +288,11 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
 static void *ret_main(void *arg)
 {
     evs_store *st = arg;
+    /* below the writer and the event loop: its scans run only on CPU they leave idle (R4) */
+    struct sched_param sp = {0};
+    if (sched_setscheduler((pid_t)syscall(SYS_gettid), SCHED_IDLE, &sp) &&
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19))
+        evs_log(st, EVS_LOG_DEBUG, "retention: cannot lower the thread's priority");
     uint32_t ms = st->opt.retention_interval_ms ? st->opt.retention_interval_ms
                                                  : RET_DEFAULT_INTERVAL_MS;
     pthread_mutex_lock(&st->ret_mu);

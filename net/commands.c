@@ -1049,28 +1049,44 @@ void commands_shutdown(void)
     blocked_wake = NULL;
 }
 
+int read_option(cmd_ctx *x, size_t *i, long long *block, long long *count)
+{
+    if (*i + 1 >= x->argc)
+        return 0;
+    if (arg_is(x, *i, "BLOCK")) {
+        if (!arg_ll(&x->argv[++*i], block)) {
+            reply_error_done(x, "ERR timeout is not an integer or out of range");
+            return -1;
+        }
+        if (*block < 0) {
+            reply_error_done(x, "ERR timeout is negative");
+            return -1;
+        }
+        return 1;
+    }
+    if (arg_is(x, *i, "COUNT")) {
+        if (!arg_ll(&x->argv[++*i], count)) {
+            reply_error_done(x, ERR_INT);
+            return -1;
+        }
+        if (*count < 0)
+            *count = 0;
+        return 1;
+    }
+    return 0;
+}
+
 static void cmd_xread(cmd_ctx *x)
 {
     long long count = 0, block = -1;
     size_t streams = 0;
     for (size_t i = 1; i < x->argc; i++) {
         bool more = i + 1 < x->argc;
-        if (arg_is(x, i, "BLOCK") && more) {
-            if (!arg_ll(&x->argv[++i], &block)) {
-                reply_error_done(x, "ERR timeout is not an integer or out of range");
-                return;
-            }
-            if (block < 0) {
-                reply_error_done(x, "ERR timeout is negative");
-                return;
-            }
-        } else if (arg_is(x, i, "COUNT") && more) {
-            if (!arg_ll(&x->argv[++i], &count)) {
-                reply_error_done(x, ERR_INT);
-                return;
-            }
-            if (count < 0)
-                count = 0;
+        int o = read_option(x, &i, &block, &count);
+        if (o < 0)
+            return;
+        if (o > 0) {
+            continue;
         } else if (arg_is(x, i, "STREAMS") && more) {
             streams = i + 1;
             break;

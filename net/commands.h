@@ -29,6 +29,9 @@ void reply_error_done(cmd_ctx *x, const char *msg);
 bool parse_id(const resp_arg *a, uint64_t missing_seq, evs_id *id);
 void out_id(resp_out *o, evs_id id);
 void out_entry(resp_out *o, const evs_entry *e);
+/* XREAD/XREADGROUP's BLOCK ms and COUNT n at argv[*i]: 1 taken (*i advanced), 0 not one of
+ * them, -1 answered with Redis's error. */
+int read_option(cmd_ctx *x, size_t *i, long long *block, long long *count);
 /* Up to q->limit entries of stream key as an array; the count, or < 0 after an error. */
 long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q);
 

@@ -533,18 +533,25 @@ static bool min_idle_arg(cmd_ctx *x, size_t i, const char *cmd, uint64_t *out)
     return true;
 }
 
+/* XCLAIM/XAUTOCLAIM key group consumer min-idle-time ...: false once answered (NOGROUP is
+ * checked first, as in Redis). */
+static bool claim_head(cmd_ctx *x, evs_group_cmd cmd, const char *name, evs_group_op *op)
+{
+    evs_group_op_init(op, cmd);
+    op->stream = key_of(&x->argv[1]);
+    op->group = key_of(&x->argv[2]);
+    op->consumer = key_of(&x->argv[3]);
+    if (!group_exists(server_store(x->srv), op->stream, op->group, NULL)) {
+        reply_nogroup(x, &x->argv[1], &x->argv[2], "");
+        return false;
+    }
+    return min_idle_arg(x, 4, name, &op->min_idle_ms);
+}
+
 void cmd_xclaim(cmd_ctx *x)
 {
     evs_group_op op;
-    evs_group_op_init(&op, EVS_GROUP_CLAIM);
-    op.stream = key_of(&x->argv[1]);
-    op.group = key_of(&x->argv[2]);
-    op.consumer = key_of(&x->argv[3]);
-    if (!group_exists(server_store(x->srv), op.stream, op.group, NULL)) {
-        reply_nogroup(x, &x->argv[1], &x->argv[2], "");
-        return;
-    }
-    if (!min_idle_arg(x, 4, "XCLAIM", &op.min_idle_ms))
+    if (!claim_head(x, EVS_GROUP_CLAIM, "XCLAIM", &op))
         return;
     size_t j = 5;
     evs_id *ids = malloc((x->argc - 5) * sizeof *ids);
@@ -603,15 +610,7 @@ void cmd_xclaim(cmd_ctx *x)
 void cmd_xautoclaim(cmd_ctx *x)
 {
     evs_group_op op;
-    evs_group_op_init(&op, EVS_GROUP_AUTOCLAIM);
-    op.stream = key_of(&x->argv[1]);
-    op.group = key_of(&x->argv[2]);
-    op.consumer = key_of(&x->argv[3]);
-    if (!group_exists(server_store(x->srv), op.stream, op.group, NULL)) {
-        reply_nogroup(x, &x->argv[1], &x->argv[2], "");
-        return;
-    }
-    if (!min_idle_arg(x, 4, "XAUTOCLAIM", &op.min_idle_ms))
+    if (!claim_head(x, EVS_GROUP_AUTOCLAIM, "XAUTOCLAIM", &op))
         return;
     resp_arg start = x->argv[5];
     bool excl = start.len > 1 && start.ptr[0] == '(';
@@ -1335,22 +1334,11 @@ void cmd_xreadgroup(cmd_ctx *x)
     bool noack = false;
     for (size_t i = 1; i < x->argc; i++) {
         size_t more = x->argc - i - 1;
-        if (arg_is(x, i, "BLOCK") && more) {
-            if (!arg_ll(&x->argv[++i], &block)) {
-                reply_error_done(x, "ERR timeout is not an integer or out of range");
-                return;
-            }
-            if (block < 0) {
-                reply_error_done(x, "ERR timeout is negative");
-                return;
-            }
-        } else if (arg_is(x, i, "COUNT") && more) {
-            if (!arg_ll(&x->argv[++i], &count)) {
-                reply_error_done(x, ERR_INT);
-                return;
-            }
-            if (count < 0)
-                count = 0;
+        int o = read_option(x, &i, &block, &count);
+        if (o < 0)
+            return;
+        if (o > 0) {
+            continue;
         } else if (arg_is(x, i, "STREAMS") && more) {
             streams = i + 1;
             if ((x->argc - streams) % 2) {

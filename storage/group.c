@@ -127,6 +127,14 @@ static void group_link(stream *s, cgroup *g)
     *pp = g;
 }
 
+/* A new group joins its stream; group numbers stay unique (the next one is above it). */
+static void group_adopt(evs_store *st, stream *s, cgroup *g)
+{
+    group_link(s, g);
+    if (g->gno >= st->next_gno)
+        st->next_gno = g->gno + 1;
+}
+
 static cgroup *group_new(const void *name, size_t len, uint32_t gno)
 {
     cgroup *g = calloc(1, sizeof *g);
@@ -305,9 +313,7 @@ static int apply_snapshot(evs_store *st, stream *s, cgroup *g, int op, evs_slice
         g->decl_pos = pos;
         g->restoring = true;
         g->touched = true;
-        group_link(s, g);
-        if (g->gno >= st->next_gno)
-            st->next_gno = g->gno + 1;
+        group_adopt(st, s, g);
         return 0;
     }
     if (!g || !g->restoring)
@@ -356,9 +362,7 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
         g->max_deliveries = v[4];
         g->decl_pos = pos;
         g->touched = true;
-        group_link(s, g);
-        if (g->gno >= st->next_gno)
-            st->next_gno = g->gno + 1;
+        group_adopt(st, s, g);
         return 0;
     }
     if (!g)
@@ -603,9 +607,7 @@ static int load_group(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, 
         free(g->cons[ncons - 1].name);
         g->cons[ncons - 1].name = NULL;
     }
-    group_link(s, g);
-    if (g->gno >= l->st->next_gno)
-        l->st->next_gno = g->gno + 1;
+    group_adopt(l->st, s, g);
     if (l->n == l->cap) {
         size_t c = l->cap ? l->cap * 2 : 16;
         gref *a = realloc(l->refs, c * sizeof *a);

@@ -25,6 +25,21 @@ static int lock_stream(evs_store *st, evs_slice name, stream **out, stream_state
     return 0;
 }
 
+/* The group of the visible stream, with st->gmu held on success. */
+static int lock_group(evs_store *st, evs_slice name, evs_slice group, cgroup **out,
+                      stream_state *vs)
+{
+    stream *s;
+    int rc = lock_stream(st, name, &s, vs);
+    if (rc)
+        return rc;
+    if (!(*out = group_find(s, group.ptr, group.len))) {
+        pthread_mutex_unlock(&st->gmu);
+        return EVS_ENOGROUP;
+    }
+    return 0;
+}
+
 static void info_of(const cgroup *g, const stream_state *vs, uint64_t now_ms, evs_group_info *i)
 {
     (void)now_ms;
@@ -87,19 +102,14 @@ int evs_group_list(evs_store *st, evs_slice stream_name,
 int evs_group_get(evs_store *st, evs_slice stream_name, evs_slice group,
                   int (*fn)(void *arg, const evs_group_info *g), void *arg)
 {
-    stream *s;
+    cgroup *g;
     stream_state vs;
-    int rc = lock_stream(st, stream_name, &s, &vs);
+    int rc = lock_group(st, stream_name, group, &g, &vs);
     if (rc)
         return rc;
-    cgroup *g = group_find(s, group.ptr, group.len);
-    if (g) {
-        evs_group_info info;
-        info_of(g, &vs, evs_now_us() / 1000, &info);
-        rc = fn(arg, &info);
-    } else {
-        rc = EVS_ENOGROUP;
-    }
+    evs_group_info info;
+    info_of(g, &vs, evs_now_us() / 1000, &info);
+    rc = fn(arg, &info);
     pthread_mutex_unlock(&st->gmu);
     return rc;
 }
@@ -107,15 +117,10 @@ int evs_group_get(evs_store *st, evs_slice stream_name, evs_slice group,
 int evs_consumer_list(evs_store *st, evs_slice stream_name, evs_slice group,
                       int (*fn)(void *arg, const evs_consumer_info *c), void *arg)
 {
-    stream *s;
-    int rc = lock_stream(st, stream_name, &s, NULL);
+    cgroup *g;
+    int rc = lock_group(st, stream_name, group, &g, NULL);
     if (rc)
         return rc;
-    cgroup *g = group_find(s, group.ptr, group.len);
-    if (!g) {
-        pthread_mutex_unlock(&st->gmu);
-        return EVS_ENOGROUP;
-    }
     /* by name, as Redis lists them (a radix tree) */
     uint32_t *order = malloc((g->ncons ? g->ncons : 1) * sizeof *order);
     uint32_t n = 0;
@@ -151,15 +156,10 @@ int evs_pending_list(evs_store *st, evs_slice stream_name, evs_slice group, evs_
                      evs_id end, uint64_t count, uint64_t min_idle_ms, evs_slice consumer,
                      int (*fn)(void *arg, const evs_pending_info *p), void *arg)
 {
-    stream *s;
-    int rc = lock_stream(st, stream_name, &s, NULL);
+    cgroup *g;
+    int rc = lock_group(st, stream_name, group, &g, NULL);
     if (rc)
         return rc;
-    cgroup *g = group_find(s, group.ptr, group.len);
-    if (!g) {
-        pthread_mutex_unlock(&st->gmu);
-        return EVS_ENOGROUP;
-    }
     uint32_t only = PEL_FREE;
     if (consumer.ptr && (only = group_consumer(g, consumer.ptr, consumer.len)) == PEL_FREE) {
         pthread_mutex_unlock(&st->gmu);

@@ -94,6 +94,33 @@ class Overrides(RetentionBase):
         self.assertEqual(r.xlen("a"), 50)
 
 
+class GroupsBehindTrim(RetentionBase):
+    def test_groups_read_on_from_the_first_available_entry(self):
+        r = self.r
+        ids = [r.xadd("q", {"n": str(i)}) for i in range(20)]
+        r.xgroup_create("q", "slow", "0")
+        r.xgroup_create("q", "fast", "$")
+        got = r.xreadgroup("slow", "c", {"q": ">"}, count=5)  # 5 pending, then falls behind
+        self.assertEqual(len(got[0][1]), 5)
+        r.execute_command("XRETENTION", "q", "SET", "MAXENTRIES", "8")
+        self.assertTrue(self.wait_for(lambda: r.xlen("q") == 8))
+        g = {x["name"]: x for x in r.xinfo_groups("q")}
+        # Redis's arithmetic (checked against redis-server in test_redis_diff.py): entries added
+        # minus entries read, the trimmed ones included
+        self.assertEqual(g["slow"]["lag"], 15)
+        self.assertEqual(g["fast"]["lag"], 0)
+        rest = r.xreadgroup("slow", "c", {"q": ">"})[0][1]
+        self.assertEqual([e[0] for e in rest], ids[12:])  # from the first available entry
+        # the trimmed pending entries: XAUTOCLAIM drops them and says so
+        raw = self.srv.client(decode_responses=True)
+        raw.response_callbacks.pop("XAUTOCLAIM", None)
+        nxt, claimed, deleted = raw.execute_command("XAUTOCLAIM", "q", "slow", "d", 0, "0-0", "COUNT", 5)
+        raw.close()
+        self.assertEqual(deleted, ids[:5])
+        self.assertEqual([e[0] for e in claimed], ids[12:17])  # then the live ones, up to COUNT
+        self.assertEqual(r.xpending("q", "slow")["pending"], 8)
+
+
 class AgeFreesDisk(RetentionBase):
     FLAGS = ("--retention-max-age", "1s")
 

@@ -1341,7 +1341,8 @@ static const config_item config_items[] = {
     {"bind", false},               {"fsync", false},             {"segment-bytes", false},
     {"max-entry-bytes", false},    {"max-request-bytes", false}, {"max-output-bytes", true},
     {"stream-node-max-bytes", true}, {"stream-node-max-entries", true},
-    {"timeout", true},
+    {"timeout", true},             {"retention-max-age", false}, {"retention-max-bytes", false},
+    {"retention-max-entries", false},
 };
 
 static void config_value(server *srv, const char *name, char *buf, size_t cap)
@@ -1361,6 +1362,9 @@ static void config_value(server *srv, const char *name, char *buf, size_t cap)
     else if (!strcmp(name, "max-output-bytes")) snprintf(buf, cap, "%llu", (unsigned long long)c->max_output_bytes);
     else if (!strcmp(name, "stream-node-max-bytes")) snprintf(buf, cap, "%lld", stream_node_max_bytes);
     else if (!strcmp(name, "timeout")) snprintf(buf, cap, "%d", c->timeout_s);
+    else if (!strcmp(name, "retention-max-age")) snprintf(buf, cap, "%llu", (unsigned long long)c->retention.max_age_ms);
+    else if (!strcmp(name, "retention-max-bytes")) snprintf(buf, cap, "%llu", (unsigned long long)c->retention.max_bytes);
+    else if (!strcmp(name, "retention-max-entries")) snprintf(buf, cap, "%llu", (unsigned long long)c->retention.max_entries);
     else snprintf(buf, cap, "%lld", stream_node_max_entries);
 }
 

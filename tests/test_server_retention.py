@@ -54,6 +54,8 @@ class Overrides(RetentionBase):
 
     def test_default_and_own_limits(self):
         r = self.r
+        self.assertEqual(r.config_get("retention-*"), {"retention-max-age": "0", "retention-max-bytes": "0",
+                                                        "retention-max-entries": "50"})
         for i in range(120):
             r.xadd("a", {"n": str(i)})
             r.xadd("b", {"n": str(i)})

@@ -1476,9 +1476,12 @@ static void cmd_command(cmd_ctx *x)
     reply_done(x);
 }
 
+/* XADD and XACK: writes ordered by the writer queue whose replies hold nothing a later command
+ * of the connection could need first (N4). A pipeline of them becomes one group commit. */
 bool commands_pipelinable(const resp_arg *name)
 {
-    return name->len == 4 && strncasecmp((const char *)name->ptr, "xadd", 4) == 0;
+    return name->len == 4 && (strncasecmp((const char *)name->ptr, "xadd", 4) == 0 ||
+                              strncasecmp((const char *)name->ptr, "xack", 4) == 0);
 }
 
 /* Other data types' commands: on a stream key Redis answers -WRONGTYPE; elsewhere we have no

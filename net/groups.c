@@ -242,8 +242,9 @@ static bool gcall_fill(pending_t *p, reply *r, void *result)
     return true;
 }
 
-/* Queue op and answer when durable. */
-static void run_op(cmd_ctx *x, const evs_group_op *op, enum reply_kind kind)
+/* Queue op and answer when durable; `pipelinable`: see commands_pipelinable (XACK). */
+static void run_op_hold(cmd_ctx *x, const evs_group_op *op, enum reply_kind kind,
+                        bool pipelinable)
 {
     waitsync ws = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
     gcall *g = calloc(1, sizeof *g);
@@ -251,7 +252,7 @@ static void run_op(cmd_ctx *x, const evs_group_op *op, enum reply_kind kind)
         if (x->capture)
             g->sync = &ws;
         else
-            g->p = server_hold(x, gcall_fill, g, false);
+            g->p = server_hold(x, gcall_fill, g, pipelinable);
     }
     if (!g || !g->key || (!g->p && !g->sync)) {
         if (g)
@@ -283,6 +284,11 @@ static void run_op(cmd_ctx *x, const evs_group_op *op, enum reply_kind kind)
         gcall_fill(NULL, x->r, g);
         reply_done(x);
     }
+}
+
+static void run_op(cmd_ctx *x, const evs_group_op *op, enum reply_kind kind)
+{
+    run_op_hold(x, op, kind, false);
 }
 
 /* ---- XGROUP ------------------------------------------------------------------------------- */
@@ -517,7 +523,7 @@ void cmd_xack(cmd_ctx *x)
         reply_done(x);
         return;
     }
-    run_op(x, &op, RK_INT);
+    run_op_hold(x, &op, RK_INT, true);
     free(ids);
 }
 

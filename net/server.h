@@ -12,8 +12,9 @@
  *  N3. A connection is freed only by the loop, and only when it is closed and no store
  *      completion still refers to it (Redis: never free a client inside its own callback).
  *  N4. A connection's commands take effect in order: while it waits for an asynchronous reply,
- *      only further pipelinable writes (XADD, ordered by the writer queue) are dispatched; any
- *      other command waits until everything before it is answered (read your own writes).
+ *      only further pipelinable writes (XADD, XACK: ordered by the writer queue) are
+ *      dispatched; any other command waits until everything before it is answered (read your
+ *      own writes).
  */
 #ifndef EVS_SERVER_H
 #define EVS_SERVER_H

@@ -178,6 +178,23 @@ class Groups(Base):
         self.assertEqual(r.info("clients")["blocked_clients"], 0)
         other.close()
 
+    def test_pipelined_acks(self):
+        r = self.r
+        ids = [r.xadd("pa", {"n": str(i)}) for i in range(300)]
+        r.xgroup_create("pa", "g", "0")
+        r.xreadgroup("g", "c", {"pa": ">"})
+        p = r.pipeline(transaction=False)
+        for i in ids:
+            p.xack("pa", "g", i)
+        p.xack("pa", "nogroup", ids[0])  # answered at once, still in order
+        p.xadd("pa", {"after": "acks"})
+        p.xack("pa", "g", ids[0])        # already acknowledged by the first
+        res = p.execute()
+        self.assertEqual(res[:300], [1] * 300)
+        self.assertEqual(res[300], 0)
+        self.assertEqual(res[302], 0)
+        self.assertEqual(r.xpending("pa", "g")["pending"], 0)
+
     def test_exec_acks_and_appends_together(self):
         r = self.r
         i = r.xadd("in", {"job": "1"})

@@ -706,21 +706,30 @@ static void xrange_generic(cmd_ctx *x, bool rev)
 static void cmd_xrange(cmd_ctx *x) { xrange_generic(x, false); }
 static void cmd_xrevrange(cmd_ctx *x) { xrange_generic(x, true); }
 
+evs_id *parse_ids(cmd_ctx *x, size_t from)
+{
+    size_t n = x->argc - from;
+    evs_id *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) {
+        reply_error_done(x, "ERR out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!parse_id(&x->argv[from + i], 0, &ids[i])) {
+            free(ids);
+            reply_error_done(x, ERR_ID);
+            return NULL;
+        }
+    }
+    return ids;
+}
+
 static void cmd_xdel(cmd_ctx *x)
 {
     size_t n = x->argc - 2;
-    evs_id *ids = malloc(n * sizeof *ids);
-    if (!ids) {
-        reply_error_done(x, "ERR out of memory");
+    evs_id *ids = parse_ids(x, 2);
+    if (!ids)
         return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!parse_id(&x->argv[2 + i], 0, &ids[i])) {
-            free(ids);
-            reply_error_done(x, ERR_ID);
-            return;
-        }
-    }
     size_t deleted = 0;
     evs_error err;
     evs_stream_info info;

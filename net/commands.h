@@ -29,6 +29,8 @@ void reply_error_done(cmd_ctx *x, const char *msg);
 bool parse_id(const resp_arg *a, uint64_t missing_seq, evs_id *id);
 void out_id(resp_out *o, evs_id id);
 void out_entry(resp_out *o, const evs_entry *e);
+/* The strict IDs argv[from..argc) (malloc'd), or NULL after answering the error (XDEL, XACK). */
+evs_id *parse_ids(cmd_ctx *x, size_t from);
 /* XREAD/XREADGROUP's BLOCK ms and COUNT n at argv[*i]: 1 taken (*i advanced), 0 not one of
  * them, -1 answered with Redis's error. */
 int read_option(cmd_ctx *x, size_t *i, long long *block, long long *count);

@@ -499,18 +499,9 @@ void cmd_xgroup(cmd_ctx *x)
 void cmd_xack(cmd_ctx *x)
 {
     size_t n = x->argc - 3;
-    evs_id *ids = malloc(n * sizeof *ids);
-    if (!ids) {
-        reply_error_done(x, "ERR out of memory");
+    evs_id *ids = parse_ids(x, 3);
+    if (!ids)
         return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!parse_id(&x->argv[3 + i], 0, &ids[i])) {
-            free(ids);
-            reply_error_done(x, ERR_ID);
-            return;
-        }
-    }
     evs_group_op op;
     evs_group_op_init(&op, EVS_GROUP_ACK);
     op.stream = key_of(&x->argv[1]);

@@ -81,15 +81,19 @@ def raw(port, data, read_until_close=False, timeout=5):
 
 
 class Base(unittest.TestCase):
+    FLAGS = ()  # extra `evstore serve` flags of a test class
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="evs-server-")
-        self.srv = Server(os.path.join(self.dir, "data")).start()
+        self.data = os.path.join(self.dir, "data")
+        self.srv = Server(self.data, *self.FLAGS).start()
         self.r = self.srv.client(decode_responses=True)
 
     def tearDown(self):
         self.r.close()
         rc = self.srv.stop()
-        log = open(os.path.join(self.dir, "server.log"), errors="replace").read()
+        with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
+            log = f.read()
         shutil.rmtree(self.dir, ignore_errors=True)
         # a clean stop: exit 0, no sanitizer report (ASan/UBSan/LSan builds run this too)
         self.assertEqual(rc, 0, log[-3000:])

@@ -3,10 +3,8 @@
 XRETENTION / PUT /streams/{s}/retention overrides, disk freed by age while writers run, a
 SIGKILL after segments were deleted. Usage: test_server_retention.py path/to/evstore"""
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -14,7 +12,7 @@ import unittest
 import redis
 
 import test_server
-from test_server import Server, http_req
+from test_server import Base, Server, http_req
 
 
 def log_bytes(data):
@@ -22,24 +20,7 @@ def log_bytes(data):
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".seg"))
 
 
-class RetentionBase(unittest.TestCase):
-    FLAGS = ()
-
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="evs-ret-")
-        self.data = os.path.join(self.dir, "data")
-        self.srv = Server(self.data, *self.FLAGS).start()
-        self.r = self.srv.client(decode_responses=True)
-
-    def tearDown(self):
-        self.r.close()
-        rc = self.srv.stop()
-        log = open(os.path.join(self.dir, "server.log"), errors="replace").read()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.assertEqual(rc, 0, log[-3000:])
-        self.assertNotIn("Sanitizer", log, log[-3000:])
-        self.assertNotIn("runtime error", log, log[-3000:])
-
+class RetentionBase(Base):
     def wait_for(self, cond, timeout=10):
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -197,11 +197,10 @@ static uint64_t needed_from(evs_store *st)
 #define RET_CUT_PAUSE_NS 5000000L
 static void paced_unlink(evs_store *st, const char *path, uint64_t size)
 {
-    int fd = open(path, O_WRONLY);
-    (void)st;
+    int fd = st->io->open(path, O_WRONLY, 0);
     while (fd >= 0 && size > RET_CUT_STEP) {
         size -= RET_CUT_STEP;
-        if (ftruncate(fd, (off_t)size))
+        if (st->io->ftruncate(fd, (off_t)size))
             break;
         struct timespec ts = {0, RET_CUT_PAUSE_NS};
         nanosleep(&ts, NULL);
@@ -239,10 +238,11 @@ static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *er
     snprintf(from, sizeof from, "%s/%s", st->logdir, s->name);
     snprintf(to, sizeof to, "%s/%s.deleted", st->logdir, s->name);
     uint64_t bytes = atomic_load(&s->size);
-    if (rename(from, to) == 0)
+    int mv = st->io->rename(from, to);
+    if (mv == 0)
         paced_unlink(st, to, bytes);
     else
-        evs_log(st, EVS_LOG_WARN, "retention: cannot rename %s: %s", from, strerror(errno));
+        evs_log(st, EVS_LOG_WARN, "retention: cannot rename %s: %s", from, strerror(-mv));
     evs_log(st, EVS_LOG_INFO,
             "retention: deleted segment %s (%" PRIu64 " bytes); %zu streams re-declared",
             s->name, bytes, declared);
@@ -288,6 +288,7 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
 static void *ret_main(void *arg)
 {
     evs_store *st = arg;
+    fio_thread_is_background();
     /* below the writer and the event loop: its scans run only on CPU they leave idle (R4) */
     struct sched_param sp = {0};
     if (sched_setscheduler((pid_t)syscall(SYS_gettid), SCHED_IDLE, &sp) &&

@@ -59,25 +59,29 @@ bool parse_id(const resp_arg *a, uint64_t missing_seq, evs_id *id)
     return evs_id_parse(a->ptr, a->len, missing_seq, id) == 0;
 }
 
-/* XRANGE bounds: "-", "+", "(" exclusive, or an ID (incomplete: seq = missing_seq). */
-static bool parse_interval(const resp_arg *a, uint64_t missing_seq, evs_id *id, bool *excl)
+bool parse_bound(cmd_ctx *x, const resp_arg *a, bool end, evs_id *id)
 {
-    *excl = false;
-    if (a->len == 1 && a->ptr[0] == '-') {
-        *id = EVS_ID_MIN;
-        return true;
-    }
-    if (a->len == 1 && a->ptr[0] == '+') {
-        *id = EVS_ID_MAX;
-        return true;
-    }
+    bool excl = false;
     resp_arg b = *a;
-    if (b.len > 1 && b.ptr[0] == '(') {
-        *excl = true;
-        b.ptr++;
-        b.len--;
+    if (b.len == 1 && (b.ptr[0] == '-' || b.ptr[0] == '+')) {
+        *id = b.ptr[0] == '-' ? EVS_ID_MIN : EVS_ID_MAX;
+    } else {
+        if (b.len > 1 && b.ptr[0] == '(') {
+            excl = true;
+            b.ptr++;
+            b.len--;
+        }
+        if (!parse_id(&b, end ? UINT64_MAX : 0, id)) {
+            reply_error_done(x, ERR_ID);
+            return false;
+        }
     }
-    return parse_id(&b, missing_seq, id);
+    if (excl && !(end ? evs_id_prev(id) : evs_id_next(id))) {
+        reply_error_done(x, end ? "ERR invalid end ID for the interval"
+                                : "ERR invalid start ID for the interval");
+        return false;
+    }
+    return true;
 }
 
 void out_id(resp_out *o, evs_id id)
@@ -659,21 +663,8 @@ static void xrange_generic(cmd_ctx *x, bool rev)
     q.reverse = rev;
     const resp_arg *sa = rev ? &x->argv[3] : &x->argv[2];
     const resp_arg *ea = rev ? &x->argv[2] : &x->argv[3];
-    bool sx, ex;
-    if (!parse_interval(sa, 0, &q.start, &sx) || !parse_interval(ea, UINT64_MAX, &q.end, &ex)) {
-        reply_error_done(x, ERR_ID);
+    if (!parse_bound(x, sa, false, &q.start) || !parse_bound(x, ea, true, &q.end))
         return;
-    }
-    if (sx && evs_id_cmp(q.start, EVS_ID_MAX) == 0) {
-        reply_error_done(x, "ERR invalid start ID for the interval");
-        return;
-    }
-    if (ex && evs_id_cmp(q.end, EVS_ID_MIN) == 0) {
-        reply_error_done(x, "ERR invalid end ID for the interval");
-        return;
-    }
-    q.start_exclusive = sx;
-    q.end_exclusive = ex;
     long long count = -1;
     for (size_t j = 4; j < x->argc; j++) {
         if (arg_is(x, j, "COUNT") && j + 1 < x->argc) {

@@ -29,6 +29,10 @@ void reply_error_done(cmd_ctx *x, const char *msg);
 bool parse_id(const resp_arg *a, uint64_t missing_seq, evs_id *id);
 void out_id(resp_out *o, evs_id id);
 void out_entry(resp_out *o, const evs_entry *e);
+/* An interval bound of XRANGE, XPENDING, XAUTOCLAIM: "-", "+", an ID (incomplete: seq 0 for a
+ * start, max for an end), "(" exclusive, made inclusive here. false after answering Redis's
+ * error (an unparsable ID, or an exclusive bound with nothing beyond it). */
+bool parse_bound(cmd_ctx *x, const resp_arg *a, bool end, evs_id *id);
 /* The strict IDs argv[from..argc) (malloc'd), or NULL after answering the error (XDEL, XACK). */
 evs_id *parse_ids(cmd_ctx *x, size_t from);
 /* XREAD/XREADGROUP's BLOCK ms and COUNT n at argv[*i]: 1 taken (*i advanced), 0 not one of

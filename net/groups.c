@@ -609,28 +609,8 @@ void cmd_xautoclaim(cmd_ctx *x)
     evs_group_op op;
     if (!claim_head(x, EVS_GROUP_AUTOCLAIM, "XAUTOCLAIM", &op))
         return;
-    resp_arg start = x->argv[5];
-    bool excl = start.len > 1 && start.ptr[0] == '(';
-    if (excl) {
-        start.ptr++;
-        start.len--;
-    }
-    if (start.len == 1 && start.ptr[0] == '-')
-        op.id = EVS_ID_MIN;
-    else if (start.len == 1 && start.ptr[0] == '+')
-        op.id = EVS_ID_MAX;
-    else if (!parse_id(&start, 0, &op.id)) {
-        reply_error_done(x, ERR_ID);
+    if (!parse_bound(x, &x->argv[5], false, &op.id))
         return;
-    }
-    if (excl) {
-        if (op.id.seq == UINT64_MAX && op.id.ms == UINT64_MAX) {
-            reply_error_done(x, "ERR invalid start ID for the interval");
-            return;
-        }
-        if (++op.id.seq == 0)
-            op.id.ms++;
-    }
     op.count = 100;
     for (size_t j = 6; j < x->argc; j++) {
         long long v;
@@ -684,22 +664,6 @@ static int cons_pending(void *arg, const evs_consumer_info *c)
     return 0;
 }
 
-static bool parse_bound(const resp_arg *a, uint64_t missing_seq, evs_id *id, bool *excl)
-{
-    *excl = false;
-    if (a->len == 1 && (a->ptr[0] == '-' || a->ptr[0] == '+')) {
-        *id = a->ptr[0] == '-' ? EVS_ID_MIN : EVS_ID_MAX;
-        return true;
-    }
-    resp_arg b = *a;
-    if (b.len > 1 && b.ptr[0] == '(') {
-        *excl = true;
-        b.ptr++;
-        b.len--;
-    }
-    return parse_id(&b, missing_seq, id);
-}
-
 void cmd_xpending(cmd_ctx *x)
 {
     if (x->argc != 3 && (x->argc < 6 || x->argc > 9)) {
@@ -728,28 +692,9 @@ void cmd_xpending(cmd_ctx *x)
         }
         if (count < 0)
             count = 0;
-        bool sx, ex;
-        if (!parse_bound(&x->argv[si], 0, &start, &sx) ||
-            !parse_bound(&x->argv[si + 1], UINT64_MAX, &end, &ex)) {
-            reply_error_done(x, ERR_ID);
+        if (!parse_bound(x, &x->argv[si], false, &start) ||
+            !parse_bound(x, &x->argv[si + 1], true, &end))
             return;
-        }
-        if (sx) {
-            if (start.ms == UINT64_MAX && start.seq == UINT64_MAX) {
-                reply_error_done(x, "ERR invalid start ID for the interval");
-                return;
-            }
-            if (++start.seq == 0)
-                start.ms++;
-        }
-        if (ex) {
-            if (end.ms == 0 && end.seq == 0) {
-                reply_error_done(x, "ERR invalid end ID for the interval");
-                return;
-            }
-            if (end.seq-- == 0)
-                end.ms--;
-        }
         if (si + 3 < x->argc)
             consumer = key_of(&x->argv[si + 3]);
     }

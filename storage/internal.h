@@ -318,9 +318,6 @@ void evs_log(evs_store *st, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint64_t evs_now_us(void);
 uint64_t evs_mono_ns(void);
-/* The next / previous possible ID; false at the end of the ID space. */
-bool store_id_inc(evs_id *id);
-bool store_id_dec(evs_id *id);
 
 /* Apply one valid record to the writer's stream states and queue its index operations
  * (shared by the writer and recovery: one mechanism). `pos` is its log position. */

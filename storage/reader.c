@@ -504,9 +504,9 @@ static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
         evs_query_init(&it->q);
     it->lo = it->q.start;
     it->hi = it->q.end;
-    if (it->q.start_exclusive && !store_id_inc(&it->lo))
+    if (it->q.start_exclusive && !evs_id_next(&it->lo))
         it->done = true;
-    if (it->q.end_exclusive && !store_id_dec(&it->hi))
+    if (it->q.end_exclusive && !evs_id_prev(&it->hi))
         it->done = true;
     if (evs_id_cmp(it->hi, snap->last_id) > 0)
         it->hi = snap->last_id;

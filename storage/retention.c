@@ -129,7 +129,7 @@ static bool age_cut(evs_store *st, const snap *sn, uint64_t cutoff_us, evs_id *m
         *minid = e->id; /* the first young entry stays */
     } else {
         *minid = sn->v.last_id; /* all are old */
-        store_id_inc(minid);
+        evs_id_next(minid);
     }
     evs_iter_close(it);
     return true;

@@ -79,7 +79,7 @@ int evs_id_cmp(evs_id a, evs_id b)
     return 0;
 }
 
-bool store_id_inc(evs_id *id)
+bool evs_id_next(evs_id *id)
 {
     if (id->seq < UINT64_MAX) {
         id->seq++;
@@ -93,7 +93,7 @@ bool store_id_inc(evs_id *id)
     return false;
 }
 
-bool store_id_dec(evs_id *id)
+bool evs_id_prev(evs_id *id)
 {
     if (id->seq > 0) {
         id->seq--;

@@ -682,7 +682,7 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
             plan->first_new = k;
         } else {
             sc.next = nnew ? new_ids[nnew - 1] : s ? s->w.last_id : EVS_ID_MIN; /* all gone */
-            store_id_inc(&sc.next);
+            evs_id_next(&sc.next);
         }
     }
     if (!trim_worth(t, sc.removed))
@@ -859,7 +859,7 @@ static bool take_plan(evs_store *st, stream *s, const wreq *r, trim_plan *plan, 
     if (sc->exhausted) {
         /* everything the snapshot had goes; entries appended since stay */
         plan->first = r->plan_last;
-        store_id_inc(&plan->first);
+        evs_id_next(&plan->first);
         plan->first_pos = REC_POS_NONE;
         evs_id id;
         uint64_t pos;

@@ -9,14 +9,7 @@
 #        GROUPS_ONLY=1 / RETENTION_ONLY=1 run one half.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0
-[ "${1:-}" = "--quick" ] && quick=1
-work=$(mktemp -d /tmp/evs-bench-groups.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+. scripts/bench_lib.sh "$@"
 info() { redis-cli -p "$1" info evstore | tr -d '\r' | sed -n "s/^$2://p"; }
 
 secs=5; ((quick)) && secs=2

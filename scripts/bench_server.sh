@@ -5,14 +5,7 @@
 # Usage: bash scripts/bench_server.sh [--quick]   (needs build/evstore, redis-server, wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0
-[ "${1:-}" = "--quick" ] && quick=1
-work=$(mktemp -d /tmp/evs-bench-server.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+. scripts/bench_lib.sh "$@"
 
 EV=$(port); EVH=$(port); RA=$(port); RN=$(port)
 ./build/evstore serve --data "$work/ev" --port "$EV" --http-port "$EVH" --fsync always 2>"$work/ev.log" &

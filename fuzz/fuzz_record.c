@@ -47,6 +47,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 free(nums);
             break;
         }
+        case REC_EPOCH: {
+            evs_epoch e;
+            rec_epoch_decode(body, h.body_len, &e);
+            break;
+        }
         default: rec_uints_decode(body, h.body_len, extra, 8, &n); break;
         }
         off += sz;

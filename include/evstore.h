@@ -42,7 +42,7 @@ enum {
     EVS_EREADONLY = -30012, /* the store was opened read-only                                 */
     EVS_ECHANGED = -30013,  /* a watched stream changed (evs_submit_watched): nothing appended */
     EVS_ENOGROUP = -30014,  /* no such consumer group on the stream                           */
-    EVS_EEXIST = -30015,    /* the consumer group already exists                              */
+    EVS_EEXIST = -30015,    /* already exists: a consumer group; a restore target not empty   */
 };
 
 /* The text for any code this API returns (EVS_E*, negative errno, 0). Static storage. */
@@ -344,6 +344,7 @@ typedef struct evs_store_stats {
     uint64_t segments_deleted;   /* segment files retention deleted since open                  */
     uint64_t bytes_deleted;      /* their bytes                                                 */
     uint64_t log_start;          /* position of the oldest byte still on disk                   */
+    uint32_t epoch;              /* the current epoch (evs_epochs)                              */
 } evs_store_stats;
 
 void evs_store_stats_get(evs_store *st, evs_store_stats *out);
@@ -521,6 +522,68 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err);
 int evs_parse_size(const char *s, size_t len, uint64_t *out);
 /* "250ms", "2s", "5m", "12h", "7d", "1w", or a bare number of seconds: milliseconds. */
 int evs_parse_duration_ms(const char *s, size_t len, uint64_t *out);
+
+/* ---- lineage: epochs --------------------------------------------------------------------- */
+
+/* One step of the store's history: from log position `start` on, records were written in
+ * epoch `epoch`; the random `uuid` tells two epochs with the same number apart. */
+typedef struct evs_epoch {
+    uint32_t epoch;
+    uint8_t uuid[16];
+    uint64_t start;
+} evs_epoch;
+
+/* The store's ID (32 hex digits, from its STORE file). */
+const char *evs_store_id(evs_store *st);
+/* Copy up to cap epochs of the history, oldest first; returns how many it has (0: a store
+ * made before epochs existed, writing epoch 0). */
+size_t evs_epochs(evs_store *st, evs_epoch *out, size_t cap);
+/* Begin the next epoch at the end of the log: the history (EPOCHS) is written durably, then a
+ * REC_EPOCH record, synced; every later record carries the new number. */
+int evs_epoch_begin(evs_store *st, evs_epoch *out, evs_error *err);
+
+/* ---- snapshots: the consistent cut a backup copies ---------------------------------------- */
+
+/*
+ * A snapshot is the store at one log position (the cut), taken while writes go on: a copy of
+ * the index (LMDB's own consistent copy), then, between two write batches, the end of the log.
+ * Every entry acknowledged before evs_snapshot_open was called lies below the cut; consumer-group
+ * state is what the log says at the cut. The snapshot keeps every segment it lists open until
+ * it is closed (retention may unlink one meanwhile; its disk space comes back at the close).
+ * Its files, in order: "STORE", "EPOCHS", "index/data.mdb", then "log/<position>.seg" by
+ * position (the last one, unless sealed, only up to the cut).
+ */
+typedef struct evs_snapshot evs_snapshot;
+typedef struct evs_snap_file {
+    char name[48];
+    uint64_t size;      /* bytes in the snapshot                                            */
+    uint64_t alloc;     /* an unsealed segment: its file's full size (restore zero-fills to it) */
+    bool segment, sealed;
+    uint32_t seal_crc;  /* a sealed segment: CRC of its seal record (its identity)           */
+} evs_snap_file;
+typedef struct evs_snap_stream {
+    evs_slice name;
+    evs_id last_id;
+    uint64_t length, entries_added;
+} evs_snap_stream;
+typedef struct evs_snap_info {
+    char store_id[33];
+    uint64_t cut;        /* log position: everything below is in the snapshot               */
+    uint64_t log_start;  /* position of its first segment                                   */
+    const evs_epoch *epochs;
+    size_t nepochs;
+    const evs_snap_stream *streams;
+    size_t nstreams;
+    const evs_snap_file *files;
+    size_t nfiles;
+} evs_snap_info;
+
+int evs_snapshot_open(evs_store *st, evs_snapshot **out, evs_error *err);
+const evs_snap_info *evs_snapshot_info(const evs_snapshot *s);
+/* Up to len bytes of file i from off (any thread): the count, 0 at its end, or < 0. */
+long evs_snapshot_read(evs_snapshot *s, size_t i, uint64_t off, void *buf, size_t len,
+                       evs_error *err);
+void evs_snapshot_close(evs_snapshot *s);
 
 /* ---- checking ---------------------------------------------------------------------------- */
 

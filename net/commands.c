@@ -395,6 +395,7 @@ static void cmd_role(cmd_ctx *x)
 
 static size_t blocked_count(void);
 
+
 /* Resident memory of this process, from /proc (0 if unavailable). */
 static unsigned long long rss_bytes(void)
 {
@@ -424,7 +425,7 @@ static void cmd_info(cmd_ctx *x)
                      "\r\n# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
                      "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
                      "log_start:%llu\r\nretention_trimmed:%llu\r\nsegments_deleted:%llu\r\n"
-                     "bytes_deleted:%llu\r\n"
+                     "bytes_deleted:%llu\r\nbackup_snapshots:%d\r\nepoch:%u\r\n"
                      "\r\n# Keyspace\r\n%s%llu%s\r\n",
                      EVSTORE_VERSION, server_cfg(x->srv)->port, server_nconns(x->srv), blocked_count(),
                      rss_bytes(),
@@ -435,6 +436,7 @@ static void cmd_info(cmd_ctx *x)
                      (unsigned long long)s.segments, (unsigned long long)s.log_bytes,
                      (unsigned long long)s.log_start, (unsigned long long)s.retention_trimmed,
                      (unsigned long long)s.segments_deleted, (unsigned long long)s.bytes_deleted,
+                     backup_snapshots_open(), (unsigned)s.epoch,
                      s.streams ? "db0:keys=" : "", (unsigned long long)s.streams,
                      s.streams ? ",expires=0,avg_ttl=0" : "");
     if (!s.streams) /* no db0 line for an empty keyspace, as Redis */
@@ -1465,6 +1467,7 @@ static const command table[] = {
     {"xack", -4, false, cmd_xack},      {"xpending", -3, false, cmd_xpending},
     {"xclaim", -6, false, cmd_xclaim},  {"xautoclaim", -6, false, cmd_xautoclaim},
     {"xretention", -3, false, cmd_xretention},
+    {"backup", -2, false, cmd_backup_snapshot},
 };
 
 static void cmd_command(cmd_ctx *x)

@@ -71,7 +71,7 @@ static void state_free(void *p)
 
 static multi_state *state(conn *c, bool create)
 {
-    void **slot = conn_cmd_state(c, state_free);
+    void **slot = conn_cmd_state(c, CONN_SLOT_MULTI, state_free);
     if (!*slot && create)
         *slot = calloc(1, sizeof(multi_state));
     return *slot;

@@ -390,10 +390,10 @@ void resp_out_release(resp_out *o)
     o->len = o->cap = 0;
 }
 
-void resp_out_raw(resp_out *o, const void *p, size_t n)
+uint8_t *resp_out_reserve(resp_out *o, size_t n)
 {
-    if (o->oom || n == 0)
-        return;
+    if (o->oom)
+        return NULL;
     if (o->cap - o->len < n) {
         size_t cap = o->cap ? o->cap : 256;
         while (cap - o->len < n)
@@ -401,12 +401,22 @@ void resp_out_raw(resp_out *o, const void *p, size_t n)
         uint8_t *d = realloc(o->data, cap);
         if (!d) {
             o->oom = true;
-            return;
+            return NULL;
         }
         o->data = d;
         o->cap = cap;
     }
-    memcpy(o->data + o->len, p, n);
+    return o->data + o->len;
+}
+
+void resp_out_raw(resp_out *o, const void *p, size_t n)
+{
+    if (o->oom || n == 0)
+        return;
+    uint8_t *d = resp_out_reserve(o, n);
+    if (!d)
+        return;
+    memcpy(d, p, n);
     o->len += n;
 }
 

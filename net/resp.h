@@ -81,6 +81,9 @@ typedef struct resp_out {
 void resp_out_init(resp_out *o, int proto);
 void resp_out_release(resp_out *o);
 void resp_out_raw(resp_out *o, const void *p, size_t n);
+/* Room for n more bytes at data + len (the caller fills them and adds to len); NULL (and oom)
+ * on failure. */
+uint8_t *resp_out_reserve(resp_out *o, size_t n);
 void resp_out_simple(resp_out *o, const char *s);            /* +OK                        */
 void resp_out_error(resp_out *o, const char *fmt, ...)       /* -ERR ... (prefix included)  */
     __attribute__((format(printf, 2, 3)));

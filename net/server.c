@@ -53,8 +53,8 @@ struct conn {
     size_t argcap;
     uint8_t *inline_buf;
     conn *prev, *next;
-    void *cmd_state;
-    void (*cmd_state_free)(void *);
+    void *cmd_state[CONN_SLOTS];
+    void (*cmd_state_free[CONN_SLOTS])(void *);
 };
 
 struct server {
@@ -95,11 +95,13 @@ bool conn_authed(conn *c) { return c->authed; }
 void conn_set_authed(conn *c, bool yes) { c->authed = yes; }
 void *pending_result(pending_t *p) { return p->result; }
 bool pending_orphaned(pending_t *p) { return p->c->closed; }
+conn *pending_conn(pending_t *p) { return p->c; }
 
 static void conn_free(conn *c)
 {
-    if (c->cmd_state && c->cmd_state_free)
-        c->cmd_state_free(c->cmd_state);
+    for (int i = 0; i < CONN_SLOTS; i++)
+        if (c->cmd_state[i] && c->cmd_state_free[i])
+            c->cmd_state_free[i](c->cmd_state[i]);
     while (c->head) {
         reply *r = c->head;
         c->head = r->next;
@@ -171,10 +173,10 @@ void reply_done(cmd_ctx *x)
         flush_replies(x->c);
 }
 
-void **conn_cmd_state(conn *c, void (*free_fn)(void *))
+void **conn_cmd_state(conn *c, enum conn_slot slot, void (*free_fn)(void *))
 {
-    c->cmd_state_free = free_fn;
-    return &c->cmd_state;
+    c->cmd_state_free[slot] = free_fn;
+    return &c->cmd_state[slot];
 }
 
 static pending_t *hold(conn *c, reply *r, fill_fn fill, void *result, bool pipelinable)

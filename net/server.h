@@ -87,9 +87,10 @@ typedef bool (*fill_fn)(pending_t *p, reply *r, void *result);
 pending_t *server_hold(cmd_ctx *x, fill_fn fill, void *result, bool pipelinable);
 /* A hold for the same connection and reply as an earlier one (EXEC's next batch). */
 pending_t *server_hold_again(pending_t *prev, fill_fn fill, void *result);
-/* The slot for per-connection state owned by the command module (the MULTI queue); free_fn
- * frees it with the connection. */
-void **conn_cmd_state(conn *c, void (*free_fn)(void *));
+/* A slot for per-connection state owned by a command module (the MULTI queue, the open
+ * backup snapshots); free_fn frees it with the connection. */
+enum conn_slot { CONN_SLOT_MULTI, CONN_SLOT_BACKUP, CONN_SLOTS };
+void **conn_cmd_state(conn *c, enum conn_slot slot, void (*free_fn)(void *));
 /* Called from any thread: queue the completion to the loop. */
 void server_complete(pending_t *p);
 /* Called from any thread: run fn(arg) on the loop (completions that belong to no RESP
@@ -99,6 +100,7 @@ struct event_base *server_base(server *s);
 void *pending_result(pending_t *p);
 /* Has the connection waiting for this completion gone away? */
 bool pending_orphaned(pending_t *p);
+conn *pending_conn(pending_t *p);
 
 /* HTTP/JSON API (http.c) */
 typedef struct http_api http_api;

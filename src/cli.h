@@ -12,7 +12,7 @@
 #include "evstore.h"
 
 /* Exit codes, the same for every subcommand (documented in --help and README). */
-enum { EXIT_OK = 0, EXIT_PROBLEMS = 1, EXIT_USAGE = 2, EXIT_FAILURE_ = 3 };
+enum { EXIT_OK = 0, EXIT_PROBLEMS = 1, EXIT_USAGE = 2, EXIT_FAILURE_ = 3, EXIT_REFUSED = 4 };
 
 int cmd_verify(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
@@ -23,6 +23,10 @@ int cmd_publish(int argc, char **argv);
 int cmd_read(int argc, char **argv);
 int cmd_bench_resp(int argc, char **argv);
 int cmd_bench_groups(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+/* `evstore verify --backup DIR` (cli_backup.c). */
+int cli_verify_backup(const char *dir, bool quiet);
 
 /* The value of environment variable `env` if set, else def. */
 const char *cli_env(const char *env, const char *def);

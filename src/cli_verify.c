@@ -10,6 +10,7 @@
 
 static const char *help =
     "usage: evstore verify --data DIR\n"
+    "       evstore verify --backup DIR [--quiet]\n"
     "\n"
     "Checks every record of every segment (magic, bounds, CRC, body), the chain of each\n"
     "stream's entries, and every index key against the log. Prints one line per problem,\n"
@@ -17,6 +18,8 @@ static const char *help =
     "a server holds the folder.\n"
     "\n"
     "  --data DIR   store folder (EVSTORE_DATA; default ./evstore-data)\n"
+    "  --backup DIR a backup folder: its manifest, every file's size and CRC (compressed\n"
+    "               files decompressed and checked too), the chain of an incremental backup\n"
     "\n"
     "Exit codes: 0 clean, 1 problems found, 2 unusable arguments, 3 cannot open the store.\n";
 
@@ -28,13 +31,19 @@ static void report(void *arg, const char *line)
 
 int cmd_verify(int argc, char **argv)
 {
-    const char *data = cli_env("EVSTORE_DATA", "./evstore-data");
+    const char *data = cli_env("EVSTORE_DATA", "./evstore-data"), *backup = NULL;
+    bool quiet = false;
     static const struct option opts[] = {
-        {"data", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'}, {0}};
+        {"data", required_argument, NULL, 'd'}, {"backup", required_argument, NULL, 'b'},
+        {"quiet", no_argument, NULL, 'q'},      {"help", no_argument, NULL, 'h'}, {0}};
     int c;
     while ((c = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
         if (c == 'd')
             data = optarg;
+        else if (c == 'b')
+            backup = optarg;
+        else if (c == 'q')
+            quiet = true;
         else if (c == 'h') {
             fputs(help, stdout);
             return EXIT_OK;
@@ -47,6 +56,8 @@ int cmd_verify(int argc, char **argv)
         fprintf(stderr, "evstore verify: unexpected argument '%s'\n", argv[optind]);
         return EXIT_USAGE;
     }
+    if (backup)
+        return cli_verify_backup(backup, quiet);
     evs_store *st = cli_open_readonly("verify", data);
     if (!st)
         return EXIT_FAILURE_;

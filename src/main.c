@@ -27,7 +27,8 @@ static const char *usage =
     "`evstore COMMAND --help` documents each command's flags. Every flag has an environment\n"
     "twin: --data is EVSTORE_DATA, --fsync is EVSTORE_FSYNC, and so on.\n"
     "\n"
-    "Exit codes: 0 success, 1 problems found (verify), 2 unusable arguments, 3 failure.\n";
+    "Exit codes: 0 success, 1 problems found (verify; restore: a damaged backup), 2 unusable\n"
+    "arguments, 3 failure, 4 refused (a target that is not empty, a folder in use).\n";
 
 const char *cli_env(const char *env, const char *def)
 {
@@ -111,6 +112,10 @@ int main(int argc, char **argv)
         return cmd_read(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify"))
         return cmd_verify(argc - 1, argv + 1);
+    if (!strcmp(cmd, "backup"))
+        return cmd_backup(argc - 1, argv + 1);
+    if (!strcmp(cmd, "restore"))
+        return cmd_restore(argc - 1, argv + 1);
     if (!strcmp(cmd, "dump"))
         return cmd_dump(argc - 1, argv + 1);
     if (!strcmp(cmd, "append"))

@@ -26,7 +26,7 @@ const char *evs_strerror(int code)
     case EVS_EREADONLY: return "store is open read-only";
     case EVS_ECHANGED: return "a watched stream changed";
     case EVS_ENOGROUP: return "no such consumer group";
-    case EVS_EEXIST: return "consumer group already exists";
+    case EVS_EEXIST: return "already exists";
     default:
         if (code < 0 && code > -4096)
             return strerror(-code);

@@ -144,6 +144,18 @@ uint64_t idx_txnid(idx *x)
     return (uint64_t)info.me_last_txnid;
 }
 
+int idx_copy_fd(idx *x, int fd, evs_error *err)
+{
+    /* LMDB's consistent copy runs in its own read transaction; holding the map lock shared
+     * keeps the map from being resized under it (a writer that must grow it waits) */
+    pthread_rwlock_rdlock(&x->maplock);
+    int rc = mdb_env_copyfd2(x->env, fd, 0);
+    pthread_rwlock_unlock(&x->maplock);
+    if (rc)
+        return evs_err_set(err, rc > 0 ? -rc : rc, "cannot copy the index: %s", mdb_strerror(rc));
+    return 0;
+}
+
 /* ---- batches ----------------------------------------------------------------------------- */
 
 enum { OP_PUT, OP_PUT_NOOVER, OP_DEL, OP_DELPREFIX };

@@ -46,6 +46,8 @@ int idx_open(const char *path, uint64_t map_bytes, bool rdonly, idx **out, evs_e
 void idx_close(idx *x);
 int idx_sync(idx *x);         /* mdb_env_sync(force) */
 uint64_t idx_txnid(idx *x);   /* last committed transaction id */
+/* Write a consistent copy of the environment's data file to fd (mdb_env_copyfd2). */
+int idx_copy_fd(idx *x, int fd, evs_error *err);
 
 /* ---- write batches ----------------------------------------------------------------------- */
 

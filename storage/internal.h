@@ -159,7 +159,24 @@ enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4, WR_SETI
                  WR_GROUP = 6,
                  WR_RETENTION = 7, /* set a stream's own limits (ops[0].id packs nothing; ret)  */
                  WR_DECLARE = 8,   /* declare streams and snapshot groups below `upto`          */
-                 WR_ROLL = 9 };    /* seal the active segment if it holds anything              */
+                 WR_ROLL = 9,      /* seal the active segment if it holds anything              */
+                 WR_EPOCH = 10,    /* begin a new epoch (epoch.c)                               */
+                 WR_CUT = 11 };    /* a consistent cut of the log for a snapshot (snapshot.c)   */
+
+/* What WR_CUT takes on the writer, between write batches: the log's end, every segment up to
+ * it (with a reference), every live stream's counters and the epoch history. */
+typedef struct snap_cut {
+    uint64_t cut;
+    segment **segs;
+    uint64_t *sizes;               /* readable bytes of each segment at the cut              */
+    bool *sealed;                  /* ... and whether it was sealed then                     */
+    size_t nsegs;
+    evs_snap_stream *streams;      /* names point into `names`                               */
+    size_t nstreams;
+    uint8_t *names;
+    evs_epoch *epochs;
+    size_t nepochs;
+} snap_cut;
 
 /* One consumer-group operation of a WR_GROUP request: the caller's op with its slices and ID
  * array copied into wreq.data (offsets until the request is complete), and its result. */
@@ -208,6 +225,8 @@ typedef struct wreq {
     size_t count;                  /* WR_DELETE: deleted; WR_DROP: existed                   */
     stream_ret ret;                /* WR_RETENTION                                            */
     uint64_t upto;                 /* WR_DECLARE                                              */
+    snap_cut *cut;                 /* WR_CUT: filled by the writer                           */
+    evs_epoch *epoch;              /* WR_EPOCH: the caller's, filled with the new epoch      */
     gop *gops;                     /* WR_GROUP: n operations, and their results              */
     evs_group_result *gres;
     evs_group_done_fn gdone;
@@ -221,7 +240,9 @@ struct evs_store {
     const struct evs_io *io;
     int lockfd;
     char store_id[33];
-    uint32_t epoch;
+    uint32_t epoch;                /* (W) current epoch, in every record's header (E3)       */
+    evs_epoch *epochs;             /* (L) the epoch history, oldest first (epoch.c)          */
+    size_t nepochs;
     struct idx *idx;
 
     pthread_rwlock_t lock;
@@ -392,6 +413,20 @@ void store_fail(evs_store *st, int code, const char *fmt, ...)
  * seal the active segment. */
 int writer_declare(evs_store *st, uint64_t upto, size_t *declared, evs_error *err);
 int writer_roll(evs_store *st, evs_error *err);
+
+/* Lineage (epoch.c): parse/format EPOCHS; load it at open (a fresh store starts epoch 1);
+ * after recovery, move an epoch that starts past the log's end to it; on the writer, begin
+ * the next epoch (history written durably first, E1). */
+int epochs_parse(const char *buf, size_t len, evs_epoch **out, size_t *n, char *why, size_t cap);
+char *epochs_format(const evs_epoch *v, size_t n, size_t *len);
+int epochs_load(evs_store *st, bool fresh, evs_error *err);
+int epochs_reconcile(evs_store *st, evs_error *err);
+int epochs_begin_writer(evs_store *st, evs_epoch *out, evs_error *err);
+/* The writer's cut for a snapshot (synchronous). */
+int writer_cut(evs_store *st, snap_cut *out, evs_error *err);
+void snap_cut_release(snap_cut *c);
+/* The machine's boot ID (checkpoint rule). */
+int store_boot_id(char *out, size_t cap);
 
 /* Retention: start/stop its thread (retention.c). */
 int ret_start(evs_store *st);

@@ -492,3 +492,38 @@ out:
     msgpack_zone_destroy(&zone);
     return rc;
 }
+
+int rec_epoch_encode(rec_buf *b, const evs_epoch *e)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, rec_buf_write);
+    if (msgpack_pack_array(&pk, 3) || msgpack_pack_uint64(&pk, e->epoch) ||
+        msgpack_pack_bin(&pk, sizeof e->uuid) ||
+        msgpack_pack_bin_body(&pk, e->uuid, sizeof e->uuid) || msgpack_pack_uint64(&pk, e->start))
+        return -1;
+    return 0;
+}
+
+int rec_epoch_decode(const uint8_t *body, uint32_t len, evs_epoch *e)
+{
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, 256))
+        return -1;
+    msgpack_object obj;
+    evs_slice u;
+    int rc = -1;
+    if (unpack_array(body, len, &zone, &obj) || obj.via.array.size != 3)
+        goto out;
+    const msgpack_object *a = obj.via.array.ptr;
+    if (a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 > UINT32_MAX ||
+        !obj_bytes(&a[1], &u) || u.len != sizeof e->uuid ||
+        a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        goto out;
+    e->epoch = (uint32_t)a[0].via.u64;
+    memcpy(e->uuid, u.ptr, sizeof e->uuid);
+    e->start = a[2].via.u64;
+    rc = 0;
+out:
+    msgpack_zone_destroy(&zone);
+    return rc;
+}

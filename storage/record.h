@@ -181,4 +181,8 @@ int rec_group_decode(const uint8_t *body, uint32_t len, int *op, evs_slice *grou
 int rec_uints_encode(rec_buf *b, const uint64_t *v, size_t n);
 int rec_uints_decode(const uint8_t *body, uint32_t len, uint64_t *v, size_t cap, size_t *n);
 
+/* REC_EPOCH bodies: [epoch, uuid (bin 16), start position]. */
+int rec_epoch_encode(rec_buf *b, const evs_epoch *e);
+int rec_epoch_decode(const uint8_t *body, uint32_t len, evs_epoch *e);
+
 #endif

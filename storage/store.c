@@ -735,7 +735,7 @@ static int load_segments(evs_store *st, evs_error *err)
     return rc;
 }
 
-static int read_boot_id(char *out, size_t cap)
+int store_boot_id(char *out, size_t cap)
 {
     const char *fake = getenv("EVSTORE_TEST_BOOT_ID"); /* power-loss simulation in tests */
     if (fake) {
@@ -757,7 +757,7 @@ static int read_boot_id(char *out, size_t cap)
 int store_checkpoint_write(evs_store *st, uint64_t txn)
 {
     char boot[64], path[PATH_MAX], buf[160];
-    read_boot_id(boot, sizeof boot);
+    store_boot_id(boot, sizeof boot);
     int n = snprintf(buf, sizeof buf, "boot %s\ntxn %" PRIu64 "\n", boot, txn);
     snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
     int rc = fio_write_file_atomic(st->io, path, buf, (size_t)n);
@@ -780,7 +780,7 @@ static bool checkpoint_ok(evs_store *st)
     fclose(f);
     if (n != 2)
         return false;
-    read_boot_id(boot, sizeof boot);
+    store_boot_id(boot, sizeof boot);
     atomic_store(&st->ckpt_txnid, txn);
     return strcmp(boot, fboot) == 0 || idx_txnid(st->idx) == txn;
 }
@@ -1312,6 +1312,7 @@ static void store_free(evs_store *st)
         }
     }
     free(st->byno);
+    free(st->epochs);
     strtab_release(&st->vtab);
     strtab_release(&st->wtab);
     idx_batch_free(st->ib);
@@ -1401,7 +1402,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
         }
     }
     if ((rc = lock_folder(st, err)) || (rc = load_segments(st, err)) ||
-        (rc = load_identity(st, err)))
+        (rc = load_identity(st, err)) || (rc = epochs_load(st, st->nsegs == 0, err)))
         goto fail;
     rc = idx_open(st->idxdir, st->opt.index_map_bytes, st->opt.read_only, &st->idx, err);
     if (rc == EVS_ECORRUPT && !st->opt.read_only)
@@ -1411,7 +1412,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     if ((rc = recover(st, err)))
         goto fail;
     if (!st->opt.read_only) {
-        if ((rc = store_roll(st, err)))
+        if ((rc = store_roll(st, err)) || (rc = epochs_reconcile(st, err)))
             goto fail;
         st->synced_to = st->tail;
         if ((rc = pthread_create(&st->writer, NULL, writer_main, st))) {
@@ -1530,6 +1531,7 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
         o->log_end = st->segs[st->nsegs - 1]->base + atomic_load(&st->segs[st->nsegs - 1]->size);
         o->log_start = st->segs[0]->base;
     }
+    o->epoch = st->nepochs ? st->epochs[st->nepochs - 1].epoch : 0;
     pthread_rwlock_unlock(&st->lock);
     o->retention_trimmed = atomic_load(&st->n_ret_trimmed);
     o->segments_deleted = atomic_load(&st->n_segs_deleted);

@@ -1061,6 +1061,111 @@ static void do_roll(evs_store *st, wreq *r, pending *p)
     finish(r, atomic_load(&st->failed) ? EVS_EFAILED : 0, atomic_load(&st->failed) ? &st->fail_err : NULL);
 }
 
+/* A new epoch: its history durably first (E1), then its REC_EPOCH record, synced whatever
+ * the fsync mode. */
+static void do_epoch(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    flush(st, p);
+    int rc = epochs_begin_writer(st, r->epoch, &err);
+    if (rc) {
+        finish(r, rc, &err);
+        return;
+    }
+    rec_buf b = {0};
+    if (rec_epoch_encode(&b, r->epoch)) {
+        rec_buf_release(&b);
+        store_fail(st, -ENOMEM, "out of memory writing the record of epoch %" PRIu32,
+                   r->epoch->epoch);
+        finish_failed(st, r);
+        return;
+    }
+    rc = emit(st, REC_EPOCH, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len, false,
+              NULL, &err);
+    rec_buf_release(&b);
+    if (rc)
+        store_fail(st, rc, "%s", err.msg);
+    if (pending_add(p, r)) {
+        finish(r, -ENOMEM, NULL);
+        return;
+    }
+    flush_sync(st, p, true);
+}
+
+void snap_cut_release(snap_cut *c)
+{
+    for (size_t i = 0; i < c->nsegs; i++)
+        store_seg_put(c->segs[i]);
+    free(c->segs);
+    free(c->sizes);
+    free(c->sealed);
+    free(c->streams);
+    free(c->names);
+    free(c->epochs);
+    memset(c, 0, sizeof *c);
+}
+
+/* Between two write batches: everything below st->tail is written and published, so the
+ * cut is a record boundary and an atomic-group boundary. */
+static int take_cut(evs_store *st, snap_cut *c)
+{
+    c->cut = st->tail;
+    size_t nl = 0, names = 0;
+    for (uint32_t no = 0; no < st->nbyno; no++)
+        if (st->byno[no] && st->byno[no]->w_live) {
+            nl++;
+            names += st->byno[no]->name_len;
+        }
+    c->streams = calloc(nl ? nl : 1, sizeof *c->streams);
+    c->names = malloc(names ? names : 1);
+    pthread_rwlock_rdlock(&st->lock);
+    c->segs = calloc(st->nsegs ? st->nsegs : 1, sizeof *c->segs);
+    c->sizes = calloc(st->nsegs ? st->nsegs : 1, sizeof *c->sizes);
+    c->sealed = calloc(st->nsegs ? st->nsegs : 1, sizeof *c->sealed);
+    c->epochs = malloc((st->nepochs ? st->nepochs : 1) * sizeof *c->epochs);
+    bool ok = c->streams && c->names && c->segs && c->sizes && c->sealed && c->epochs;
+    for (size_t i = 0; ok && i < st->nsegs; i++) {
+        segment *g = st->segs[i];
+        if (g->base >= c->cut)
+            break;
+        atomic_fetch_add(&g->refs, 1);
+        c->segs[c->nsegs] = g;
+        c->sealed[c->nsegs] = g->sealed;
+        c->sizes[c->nsegs++] = g == st->active ? c->cut - g->base : atomic_load(&g->size);
+    }
+    if (ok) {
+        memcpy(c->epochs, st->epochs, st->nepochs * sizeof *c->epochs);
+        c->nepochs = st->nepochs;
+    }
+    pthread_rwlock_unlock(&st->lock);
+    if (!ok)
+        return -ENOMEM;
+    size_t off = 0;
+    for (uint32_t no = 0; no < st->nbyno; no++) {
+        stream *s = st->byno[no];
+        if (!s || !s->w_live)
+            continue;
+        memcpy(c->names + off, s->name, s->name_len);
+        c->streams[c->nstreams++] = (evs_snap_stream){
+            {c->names + off, s->name_len}, s->w.last_id, s->w.length, s->w.entries_added};
+        off += s->name_len;
+    }
+    return 0;
+}
+
+static void do_cut(evs_store *st, wreq *r, pending *p)
+{
+    flush(st, p);
+    if (atomic_load(&st->failed)) {
+        finish_failed(st, r);
+        return;
+    }
+    int rc = take_cut(st, r->cut);
+    if (rc)
+        snap_cut_release(r->cut);
+    finish(r, rc, NULL);
+}
+
 static void process(evs_store *st, wreq *list, pending *p)
 {
     while (list) {
@@ -1089,6 +1194,10 @@ static void process(evs_store *st, wreq *list, pending *p)
                 do_declare(st, r, p);
             else if (r->kind == WR_ROLL)
                 do_roll(st, r, p);
+            else if (r->kind == WR_EPOCH)
+                do_epoch(st, r, p);
+            else if (r->kind == WR_CUT)
+                do_cut(st, r, p);
             else
                 do_drop(st, r, p);
             continue;
@@ -1610,6 +1719,33 @@ int writer_roll(evs_store *st, evs_error *err)
     wreq *r = wreq_new(WR_ROLL, 1);
     if (!r)
         return evs_err_set(err, -ENOMEM, "out of memory");
+    size_t unused;
+    return run_counted(st, r, &unused, err);
+}
+
+int writer_cut(evs_store *st, snap_cut *out, evs_error *err)
+{
+    memset(out, 0, sizeof *out);
+    int rc = submit_check(st, err);
+    if (rc)
+        return rc;
+    wreq *r = wreq_new(WR_CUT, 1);
+    if (!r)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    r->cut = out;
+    size_t unused;
+    return run_counted(st, r, &unused, err);
+}
+
+int evs_epoch_begin(evs_store *st, evs_epoch *out, evs_error *err)
+{
+    int rc = submit_check(st, err);
+    if (rc)
+        return rc;
+    wreq *r = wreq_new(WR_EPOCH, 1);
+    if (!r)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    r->epoch = out; /* written by the writer before the request completes */
     size_t unused;
     return run_counted(st, r, &unused, err);
 }

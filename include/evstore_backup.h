@@ -1,0 +1,91 @@
+/*
+ * evstore_backup.h — backups of a store, their checking, and restoring one into a new data
+ * folder. The layout of a backup folder is in docs/backup.md.
+ *
+ * A backup is written from a snapshot source: a store this process has open
+ * (evs_backup_store), or anything that can list a snapshot's files and copy them in order —
+ * the `evstore backup --server` client reads a live server's snapshot over RESP.
+ */
+#ifndef EVSTORE_BACKUP_H
+#define EVSTORE_BACKUP_H
+
+#include "evstore.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Where a long operation stands, for a progress display. */
+typedef struct evs_progress {
+    const char *what;          /* "backup", "check", "restore"                             */
+    uint64_t bytes_done, bytes_total;
+    size_t files_done, files_total;
+} evs_progress;
+typedef void (*evs_progress_fn)(void *arg, const evs_progress *p);
+
+/* A snapshot to copy: its description, and a way to copy file i, in order, into a sink. */
+typedef int (*evs_sink_fn)(void *sink_arg, const void *data, size_t len, evs_error *err);
+typedef struct evs_backup_source {
+    const evs_snap_info *info;
+    int (*copy)(void *arg, size_t file, evs_sink_fn sink, void *sink_arg, evs_error *err);
+    void *arg;
+    const char *describe;      /* "HOST:PORT" or the data folder, recorded in the manifest  */
+} evs_backup_source;
+
+typedef struct evs_backup_options {
+    const char *out;           /* the backup folder: created, or an existing empty one      */
+    const char *parent;        /* incremental: the previous backup's folder, or NULL        */
+    bool compress;             /* zlib-compress each file (<name>.z)                        */
+    int level;                 /* zlib level when compressing; 0: 1 (fastest)               */
+    evs_progress_fn progress;
+    void *progress_arg;
+} evs_backup_options;
+
+typedef struct evs_backup_report {
+    char id[33];
+    uint64_t cut;
+    size_t files, files_shared;      /* files in the manifest; of them, held by an ancestor */
+    uint64_t bytes, bytes_copied;    /* store bytes in the backup; bytes copied this time   */
+    uint64_t bytes_stored;           /* bytes written into the backup folder                */
+    size_t streams;
+} evs_backup_report;
+
+/* Write a backup of the source's snapshot. Its MANIFEST is written last (temp, fsync,
+ * rename), so a folder without one is an incomplete backup; on failure what was written is
+ * removed. */
+int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
+                     evs_backup_report *rep, evs_error *err);
+/* Snapshot the open store and back it up (the offline `evstore backup --data`). */
+int evs_backup_store(evs_store *st, const char *describe, const evs_backup_options *o,
+                     evs_backup_report *rep, evs_error *err);
+
+/* Check a backup without restoring it: its manifest, every file's presence, size and CRC,
+ * the chain of ancestors of an incremental backup. `report` gets one line per problem (each
+ * naming the file). Returns the number of problems (0: good), or < 0 if it could not run. */
+long evs_backup_verify(const char *dir, void (*report)(void *arg, const char *line), void *arg,
+                       evs_progress_fn progress, void *progress_arg);
+
+typedef struct evs_restore_options {
+    evs_progress_fn progress;
+    void *progress_arg;
+    void (*log)(void *arg, int level, const char *msg); /* the opened store's log lines   */
+    void *log_arg;
+    const volatile int *cancel; /* set non-zero (a signal handler) to stop: nothing is left   */
+} evs_restore_options;
+typedef struct evs_restore_report {
+    uint64_t bytes;
+    size_t files, streams;
+    evs_epoch epoch;           /* the epoch the restored store starts                       */
+} evs_restore_report;
+
+/* Restore backup `from` into `data` (which must not exist or be empty): check everything
+ * first, build the store in a temporary sibling folder, open it (recovery), compare every
+ * stream with the manifest, begin a new epoch, close it, and only then rename it into place.
+ * EVS_EEXIST: data is not empty; EVS_ECORRUPT: the backup failed its checks. */
+int evs_restore(const char *from, const char *data, const evs_restore_options *o,
+                evs_restore_report *rep, evs_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,509 @@
+/*
+ * cli_backup.c — `evstore backup`, `evstore restore` and `evstore verify --backup`
+ * (docs/backup.md). The online backup reads a live server's snapshot over RESP (BACKUP
+ * BEGIN/READ/END, docs/resp.md) with a few reads in flight; the offline one opens the folder
+ * itself (refused while a server holds it).
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "evstore_backup.h"
+#include "rclient.h"
+
+#define READ_CHUNK (1u << 20)
+#define READ_WINDOW 4
+
+/* ---- progress on a terminal ------------------------------------------------------------------ */
+
+typedef struct progress {
+    bool on;
+    uint64_t start_ns, last_ns;
+    const char *last_what;
+} progress;
+
+static void human(char *out, size_t cap, double b)
+{
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) {
+        b /= 1024;
+        i++;
+    }
+    snprintf(out, cap, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+static void show(void *arg, const evs_progress *p)
+{
+    progress *g = arg;
+    uint64_t now = cli_now_ns();
+    if (g->last_what != p->what) {
+        g->last_what = p->what;
+        g->start_ns = now;
+    }
+    bool done = p->bytes_done >= p->bytes_total && p->files_done >= p->files_total;
+    if (!g->on || (now - g->last_ns < 200000000ull && !done))
+        return;
+    g->last_ns = now;
+    double secs = (double)(now - g->start_ns) / 1e9;
+    double rate = secs > 0 ? (double)p->bytes_done / secs : 0;
+    char a[32], b[32], r[32];
+    human(a, sizeof a, (double)p->bytes_done);
+    human(b, sizeof b, (double)p->bytes_total);
+    human(r, sizeof r, rate);
+    double left = rate > 0 ? (double)(p->bytes_total - p->bytes_done) / rate : 0;
+    fprintf(stderr, "\r%s: %s / %s, %zu/%zu files, %s/s, %.0f s left   ", p->what, a, b,
+            p->files_done, p->files_total, r, left);
+    if (done)
+        fputc('\n', stderr);
+}
+
+static void progress_init(progress *g, bool quiet)
+{
+    memset(g, 0, sizeof *g);
+    g->on = !quiet && isatty(2);
+}
+
+static void progress_end(progress *g)
+{
+    if (g->on && g->last_ns)
+        fputc('\n', stderr);
+}
+
+__attribute__((format(printf, 3, 4))) static int set_err(evs_error *e, int code,
+                                                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    e->code = code;
+    return code;
+}
+
+/* ---- a live server's snapshot over RESP ------------------------------------------------------ */
+
+typedef struct remote {
+    rclient c;
+    long long snap;
+    evs_snap_info info;
+    evs_snap_file *files;
+    evs_snap_stream *streams;
+    evs_epoch *epochs;
+    uint8_t **names;
+} remote;
+
+static const resp_value *field(const resp_value *v, const char *name)
+{
+    for (size_t i = 0; v->type == RESP_T_ARRAY && i + 1 < v->n; i += 2)
+        if (v->elems[i].len == strlen(name) && !memcmp(v->elems[i].str, name, v->elems[i].len))
+            return &v->elems[i + 1];
+    return NULL;
+}
+
+static bool is_int(const resp_value *v) { return v && v->type == RESP_T_INT; }
+static bool is_arr(const resp_value *v, size_t n)
+{
+    return v && v->type == RESP_T_ARRAY && (n == 0 || v->n == n);
+}
+static bool is_str(const resp_value *v) { return v && v->type == RESP_T_BULK; }
+
+static int hexbyte(const uint8_t *p)
+{
+    int v = 0;
+    for (int i = 0; i < 2; i++) {
+        int c = p[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Turn BACKUP BEGIN's reply into an evs_snap_info (owned by r). */
+static int remote_parse(remote *r, const resp_value *v, char *err, size_t cap)
+{
+    const resp_value *snap = field(v, "snapshot"), *store = field(v, "store"),
+                     *cut = field(v, "cut"), *ls = field(v, "log-start"),
+                     *ep = field(v, "epochs"), *sts = field(v, "streams"),
+                     *fs = field(v, "files");
+    if (!is_int(snap) || !is_str(store) || store->len != 32 || !is_int(cut) || !is_int(ls) ||
+        !is_arr(ep, 0) || !is_arr(sts, 0) || !is_arr(fs, 0)) {
+        snprintf(err, cap, "the server's BACKUP BEGIN reply is not a snapshot description");
+        return -1;
+    }
+    r->snap = snap->integer;
+    memcpy(r->info.store_id, store->str, 32);
+    r->info.cut = (uint64_t)cut->integer;
+    r->info.log_start = (uint64_t)ls->integer;
+    r->epochs = calloc(ep->n + 1, sizeof *r->epochs);
+    r->streams = calloc(sts->n + 1, sizeof *r->streams);
+    r->names = calloc(sts->n + 1, sizeof *r->names);
+    r->files = calloc(fs->n + 1, sizeof *r->files);
+    if (!r->epochs || !r->streams || !r->names || !r->files) {
+        snprintf(err, cap, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < ep->n; i++) {
+        const resp_value *e = &ep->elems[i];
+        if (!is_arr(e, 3) || !is_int(&e->elems[0]) || !is_str(&e->elems[1]) ||
+            e->elems[1].len != 32 || !is_int(&e->elems[2]))
+            goto bad;
+        r->epochs[i].epoch = (uint32_t)e->elems[0].integer;
+        for (int k = 0; k < 16; k++) {
+            int b = hexbyte(e->elems[1].str + 2 * k);
+            if (b < 0)
+                goto bad;
+            r->epochs[i].uuid[k] = (uint8_t)b;
+        }
+        r->epochs[i].start = (uint64_t)e->elems[2].integer;
+    }
+    for (size_t i = 0; i < sts->n; i++) {
+        const resp_value *s = &sts->elems[i];
+        if (!is_arr(s, 4) || !is_str(&s->elems[0]) || !is_str(&s->elems[1]) ||
+            !is_int(&s->elems[2]) || !is_int(&s->elems[3]))
+            goto bad;
+        r->names[i] = malloc(s->elems[0].len + 1);
+        if (!r->names[i])
+            goto bad;
+        memcpy(r->names[i], s->elems[0].str, s->elems[0].len);
+        evs_snap_stream *o = &r->streams[i];
+        o->name = (evs_slice){r->names[i], s->elems[0].len};
+        if (evs_id_parse(s->elems[1].str, s->elems[1].len, 0, &o->last_id))
+            goto bad;
+        o->length = (uint64_t)s->elems[2].integer;
+        o->entries_added = (uint64_t)s->elems[3].integer;
+    }
+    for (size_t i = 0; i < fs->n; i++) {
+        const resp_value *f = &fs->elems[i];
+        if (!is_arr(f, 6) || !is_str(&f->elems[0]) || f->elems[0].len >= 48)
+            goto bad;
+        for (int k = 1; k < 6; k++)
+            if (!is_int(&f->elems[k]))
+                goto bad;
+        evs_snap_file *o = &r->files[i];
+        memcpy(o->name, f->elems[0].str, f->elems[0].len);
+        o->size = (uint64_t)f->elems[1].integer;
+        o->alloc = (uint64_t)f->elems[2].integer;
+        o->segment = f->elems[3].integer != 0;
+        o->sealed = f->elems[4].integer != 0;
+        o->seal_crc = (uint32_t)f->elems[5].integer;
+    }
+    r->info.epochs = r->epochs;
+    r->info.nepochs = ep->n;
+    r->info.streams = r->streams;
+    r->info.nstreams = sts->n;
+    r->info.files = r->files;
+    r->info.nfiles = fs->n;
+    return 0;
+bad:
+    snprintf(err, cap, "the server's BACKUP BEGIN reply has a malformed entry");
+    return -1;
+}
+
+static void remote_free(remote *r)
+{
+    for (size_t i = 0; r->names && i < r->info.nstreams; i++)
+        free(r->names[i]);
+    free(r->names);
+    free(r->epochs);
+    free(r->streams);
+    free(r->files);
+}
+
+static int remote_begin(remote *r, const char *server, const char *password, char *err,
+                        size_t cap)
+{
+    memset(r, 0, sizeof *r);
+    if (rclient_connect(&r->c, server, password, err, cap))
+        return -1;
+    const char *argv[] = {"BACKUP", "BEGIN"};
+    size_t lens[] = {6, 5};
+    resp_value *v;
+    if (rclient_send(&r->c, 2, argv, lens) || rclient_read(&r->c, &v, err, cap))
+        return -1;
+    int rc;
+    if (v->type == RESP_T_ERROR) {
+        snprintf(err, cap, "the server refused: %.*s", (int)v->len, (const char *)v->str);
+        rc = -1;
+    } else {
+        rc = remote_parse(r, v, err, cap);
+    }
+    resp_value_free(v);
+    return rc;
+}
+
+static int send_read(remote *r, size_t file, uint64_t off)
+{
+    char a[3][24];
+    snprintf(a[0], sizeof a[0], "%lld", r->snap);
+    snprintf(a[1], sizeof a[1], "%zu", file);
+    snprintf(a[2], sizeof a[2], "%" PRIu64, off);
+    char n[24];
+    snprintf(n, sizeof n, "%u", READ_CHUNK);
+    const char *argv[] = {"BACKUP", "READ", a[0], a[1], a[2], n};
+    size_t lens[6];
+    for (int i = 0; i < 6; i++)
+        lens[i] = strlen(argv[i]);
+    return rclient_send(&r->c, 6, argv, lens);
+}
+
+/* Copy file i with up to READ_WINDOW reads in flight. */
+static int remote_copy(void *arg, size_t i, evs_sink_fn sink, void *sink_arg, evs_error *err)
+{
+    remote *r = arg;
+    uint64_t size = r->files[i].size, sent = 0, got = 0;
+    int inflight = 0;
+    char e[256];
+    while (got < size) {
+        while (inflight < READ_WINDOW && sent < size) {
+            if (send_read(r, i, sent))
+                return set_err(err, -EIO, "lost the server while sending a read: %s",
+                                   strerror(errno));
+            sent += READ_CHUNK;
+            inflight++;
+        }
+        resp_value *v;
+        if (rclient_read(&r->c, &v, e, sizeof e))
+            return set_err(err, -EIO, "reading %s from the server: %s", r->files[i].name, e);
+        inflight--;
+        uint64_t want = size - got < READ_CHUNK ? size - got : READ_CHUNK;
+        int rc = 0;
+        if (v->type == RESP_T_ERROR)
+            rc = set_err(err, -EIO, "reading %s: the server says %.*s", r->files[i].name,
+                             (int)v->len, (const char *)v->str);
+        else if (v->type != RESP_T_BULK || v->len != want)
+            rc = set_err(err, -EIO, "reading %s at %" PRIu64 ": the server sent %zu bytes, "
+                             "expected %" PRIu64, r->files[i].name, got, v->len, want);
+        else
+            rc = sink(sink_arg, v->str, v->len, err);
+        resp_value_free(v);
+        if (rc)
+            return rc;
+        got += want;
+    }
+    return 0;
+}
+
+static void remote_end(remote *r)
+{
+    char id[24];
+    snprintf(id, sizeof id, "%lld", r->snap);
+    const char *argv[] = {"BACKUP", "END", id};
+    size_t lens[] = {6, 3, strlen(id)};
+    resp_value *v;
+    char e[128];
+    if (!rclient_send(&r->c, 3, argv, lens) && !rclient_read(&r->c, &v, e, sizeof e))
+        resp_value_free(v);
+    rclient_close(&r->c);
+}
+
+/* ---- evstore backup -------------------------------------------------------------------------- */
+
+static const char *backup_help =
+    "usage: evstore backup (--server HOST:PORT [--password SECRET] | --data DIR) --out DIR\n"
+    "                      [--compress] [--incremental-from PREV_BACKUP_DIR] [--quiet]\n"
+    "\n"
+    "Writes a consistent point-in-time backup of a store into a new (or empty) folder:\n"
+    "every entry acknowledged before the backup began, each stream a prefix of the store's,\n"
+    "consumer groups as they were at the cut. The MANIFEST is written last; a folder without\n"
+    "one is an incomplete backup. Layout: docs/backup.md.\n"
+    "\n"
+    "  --server HOST:PORT        back up a running server over its RESP port (writes go on)\n"
+    "  --password SECRET         the server's --requirepass (EVSTORE_PASSWORD)\n"
+    "  --data DIR                back up a store folder no server holds (refused otherwise)\n"
+    "  --out DIR                 the backup folder\n"
+    "  --compress                zlib-compress every file (fastest level; --level N for 1-9)\n"
+    "  --incremental-from DIR    share the sealed segments a previous backup holds\n"
+    "  --quiet                   no progress display (none is shown unless stderr is a tty)\n"
+    "\n"
+    "Exit codes: 0 done, 2 unusable arguments, 3 failed (nothing left but a folder without\n"
+    "MANIFEST is removed), 4 refused (out not empty, folder in use, previous backup of\n"
+    "another store).\n";
+
+int cmd_backup(int argc, char **argv)
+{
+    const char *server = NULL, *data = NULL, *out = NULL, *parent = NULL;
+    const char *password = getenv("EVSTORE_PASSWORD");
+    bool compress = false, quiet = false;
+    int level = 0;
+    static const struct option opts[] = {
+        {"server", required_argument, NULL, 's'}, {"password", required_argument, NULL, 'p'},
+        {"data", required_argument, NULL, 'd'},   {"out", required_argument, NULL, 'o'},
+        {"compress", no_argument, NULL, 'z'},     {"level", required_argument, NULL, 'l'},
+        {"incremental-from", required_argument, NULL, 'i'},
+        {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+        {0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': server = optarg; break;
+        case 'p': password = optarg; break;
+        case 'd': data = optarg; break;
+        case 'o': out = optarg; break;
+        case 'z': compress = true; break;
+        case 'l': level = atoi(optarg); break;
+        case 'i': parent = optarg; break;
+        case 'q': quiet = true; break;
+        case 'h': fputs(backup_help, stdout); return EXIT_OK;
+        default: fputs(backup_help, stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind != argc || !out || !!server == !!data || level < 0 || level > 9) {
+        fprintf(stderr, "evstore backup: %s\n\n%s",
+                optind != argc ? "unexpected argument"
+                : !out         ? "--out is required"
+                : level < 0 || level > 9 ? "--level is 1 to 9"
+                               : "give exactly one of --server and --data",
+                backup_help);
+        return EXIT_USAGE;
+    }
+    progress g;
+    progress_init(&g, quiet);
+    evs_backup_options o = {.out = out, .parent = parent, .compress = compress, .level = level,
+                            .progress = show, .progress_arg = &g};
+    evs_backup_report rep;
+    evs_error err = {0};
+    int rc;
+    uint64_t t0 = cli_now_ns();
+    if (server) {
+        remote r;
+        char e[512];
+        if (remote_begin(&r, server, password, e, sizeof e)) {
+            fprintf(stderr, "evstore backup: %s: %s\n", server, e);
+            remote_free(&r);
+            rclient_close(&r.c);
+            return EXIT_FAILURE_;
+        }
+        evs_backup_source src = {&r.info, remote_copy, &r, server};
+        rc = evs_backup_write(&src, &o, &rep, &err);
+        remote_end(&r);
+        remote_free(&r);
+    } else {
+        evs_options opt;
+        evs_options_init(&opt);
+        opt.log = cli_log;
+        evs_store *st;
+        rc = evs_open(data, &opt, &st, &err);
+        if (!rc) {
+            rc = evs_backup_store(st, data, &o, &rep, &err);
+            evs_close(st);
+        }
+    }
+    progress_end(&g);
+    if (rc) {
+        fprintf(stderr, "evstore backup: %s\n", err.msg);
+        return rc == EVS_ELOCKED || rc == EVS_EEXIST || rc == EVS_EINVAL ? EXIT_REFUSED
+                                                                           : EXIT_FAILURE_;
+    }
+    double secs = (double)(cli_now_ns() - t0) / 1e9;
+    char a[32], b[32];
+    human(a, sizeof a, (double)rep.bytes_copied);
+    human(b, sizeof b, (double)rep.bytes_stored);
+    printf("backup %s of %s at log position %" PRIu64 ": %zu streams, %zu files (%zu shared with "
+           "earlier backups), %s copied, %s written, %.2f s\n",
+           rep.id, server ? server : data, rep.cut, rep.streams, rep.files, rep.files_shared, a, b,
+           secs);
+    return EXIT_OK;
+}
+
+/* ---- evstore restore ------------------------------------------------------------------------- */
+
+static const char *restore_help =
+    "usage: evstore restore --from BACKUP_DIR --data NEW_DIR [--quiet]\n"
+    "\n"
+    "Checks the whole backup first (manifest, every file's size and CRC, the chain of an\n"
+    "incremental backup), then builds the store in NEW_DIR.restore-<pid>, opens it, checks\n"
+    "every stream against the manifest, starts a new epoch and renames it to NEW_DIR. NEW_DIR\n"
+    "must not exist or be empty. A failed or interrupted restore leaves no NEW_DIR.\n"
+    "\n"
+    "Exit codes: 0 restored, 1 the backup is damaged (nothing written), 2 unusable arguments,\n"
+    "3 failed, 4 refused (NEW_DIR not empty).\n";
+
+static volatile int stop_flag;
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+int cmd_restore(int argc, char **argv)
+{
+    const char *from = NULL, *data = NULL;
+    bool quiet = false;
+    static const struct option opts[] = {{"from", required_argument, NULL, 'f'},
+                                         {"data", required_argument, NULL, 'd'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f': from = optarg; break;
+        case 'd': data = optarg; break;
+        case 'q': quiet = true; break;
+        case 'h': fputs(restore_help, stdout); return EXIT_OK;
+        default: fputs(restore_help, stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind != argc || !from || !data) {
+        fprintf(stderr, "evstore restore: --from and --data are required\n\n%s", restore_help);
+        return EXIT_USAGE;
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    progress g;
+    progress_init(&g, quiet);
+    evs_restore_options o = {.progress = show, .progress_arg = &g, .log = cli_log,
+                             .cancel = &stop_flag};
+    evs_restore_report rep;
+    evs_error err = {0};
+    uint64_t t0 = cli_now_ns();
+    int rc = evs_restore(from, data, &o, &rep, &err);
+    progress_end(&g);
+    if (rc) {
+        fprintf(stderr, "evstore restore: %s\n", err.msg);
+        return rc == EVS_ECORRUPT ? EXIT_PROBLEMS : rc == EVS_EEXIST ? EXIT_REFUSED
+                                                                    : EXIT_FAILURE_;
+    }
+    char a[32];
+    human(a, sizeof a, (double)rep.bytes);
+    printf("restored %s into %s: %zu streams, %zu files, %s, %.2f s; the store starts epoch "
+           "%" PRIu32 "\n",
+           from, data, rep.streams, rep.files, a, (double)(cli_now_ns() - t0) / 1e9,
+           rep.epoch.epoch);
+    return EXIT_OK;
+}
+
+/* ---- evstore verify --backup ----------------------------------------------------------------- */
+
+static void report(void *arg, const char *line)
+{
+    (void)arg;
+    printf("problem: %s\n", line);
+}
+
+int cli_verify_backup(const char *dir, bool quiet)
+{
+    progress g;
+    progress_init(&g, quiet);
+    long n = evs_backup_verify(dir, report, NULL, show, &g);
+    progress_end(&g);
+    if (n < 0) {
+        fprintf(stderr, "evstore verify: cannot check %s: %s\n", dir, evs_strerror((int)n));
+        return EXIT_FAILURE_;
+    }
+    printf("%s: %ld problem%s\n", dir, n, n == 1 ? "" : "s");
+    return n ? EXIT_PROBLEMS : EXIT_OK;
+}

@@ -1,0 +1,419 @@
+/*
+ * backup.c — write a backup folder from a snapshot (docs/backup.md).
+ *
+ * Invariants:
+ *  B1. MANIFEST is written last (temp, fsync, rename, fsync the folder), after every file it
+ *      names is written and fsynced: a backup folder with a MANIFEST is complete, one without
+ *      is visibly not a backup.
+ *  B2. A file the manifest says an ancestor holds is a sealed segment with the same name, size
+ *      and seal-record CRC in the parent's manifest (sealed segments never change; a sealed
+ *      segment without a seal record is never shared).
+ *  B3. Every file's size and CRC in the manifest are those of the bytes the source delivered,
+ *      counted as they pass; a source that delivers a different number of bytes than its
+ *      snapshot listed fails the backup.
+ *  B4. On failure, everything this call created is removed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "evstore_backup.h"
+#include "internal.h"
+#include "manifest.h"
+
+#define CHUNK (1u << 20)
+
+int backup_read_manifest(const char *dir, manifest *m, evs_error *err); /* restore.c */
+
+/* ---- writing one file ----------------------------------------------------------------------- */
+
+typedef struct wfile {
+    int fd;
+    const char *path;
+    bool compress;
+    z_stream z;
+    uint8_t *zbuf;
+    uint32_t crc, scrc;            /* of the store bytes; of the stored bytes                   */
+    uint64_t n, sn;
+    const evs_backup_options *o;
+    evs_progress *prog;
+} wfile;
+
+static int write_all(int fd, const void *p, size_t n, const char *path, evs_error *err)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return evs_err_set(err, w < 0 ? -errno : -EIO, "cannot write %s: %s", path,
+                               w < 0 ? strerror(errno) : "short write");
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int stored_out(wfile *f, const void *p, size_t n, evs_error *err)
+{
+    f->scrc = (uint32_t)crc32(f->scrc, p, (uInt)n);
+    f->sn += n;
+    return write_all(f->fd, p, n, f->path, err);
+}
+
+static int deflate_some(wfile *f, int flush, evs_error *err)
+{
+    do {
+        f->z.next_out = f->zbuf;
+        f->z.avail_out = CHUNK;
+        int zr = deflate(&f->z, flush);
+        if (zr == Z_STREAM_ERROR)
+            return evs_err_set(err, -EIO, "zlib deflate failed for %s", f->path);
+        size_t have = CHUNK - f->z.avail_out;
+        if (have) {
+            int rc = stored_out(f, f->zbuf, have, err);
+            if (rc)
+                return rc;
+        }
+    } while (f->z.avail_out == 0);
+    return 0;
+}
+
+static int sink(void *arg, const void *data, size_t len, evs_error *err)
+{
+    wfile *f = arg;
+    f->crc = (uint32_t)crc32(f->crc, data, (uInt)len);
+    f->n += len;
+    int rc;
+    if (f->compress) {
+        f->z.next_in = (Bytef *)(uintptr_t)data;
+        f->z.avail_in = (uInt)len;
+        rc = deflate_some(f, Z_NO_FLUSH, err);
+    } else {
+        f->sn += len;
+        rc = write_all(f->fd, data, len, f->path, err);
+    }
+    if (!rc && f->o->progress) {
+        f->prog->bytes_done += len;
+        f->o->progress(f->o->progress_arg, f->prog);
+    }
+    return rc;
+}
+
+static int fsync_path(const char *path, evs_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return evs_err_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
+    int rc = fsync(fd) ? -errno : 0;
+    close(fd);
+    if (rc)
+        return evs_err_set(err, rc, "fsync of %s failed: %s", path, strerror(-rc));
+    return 0;
+}
+
+/* Copy file i of the source into dir, filling mf (crc, sizes). */
+static int copy_file(const evs_backup_source *src, size_t i, const char *dir, mf_file *mf,
+                     const evs_backup_options *o, evs_progress *prog, uint8_t *zbuf,
+                     evs_error *err)
+{
+    char stored[MF_NAME_MAX + 4], path[PATH_MAX];
+    mf_stored_name(mf, stored);
+    snprintf(path, sizeof path, "%s/%s", dir, stored);
+    wfile f = {.path = path, .compress = mf->compressed, .zbuf = zbuf, .o = o, .prog = prog};
+    f.crc = f.scrc = (uint32_t)crc32(0L, Z_NULL, 0);
+    f.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (f.fd < 0)
+        return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+    int rc = 0;
+    if (f.compress && deflateInit(&f.z, o->level > 0 ? o->level : 1) != Z_OK) {
+        close(f.fd);
+        return evs_err_set(err, -ENOMEM, "zlib deflateInit failed");
+    }
+    rc = src->copy(src->arg, i, sink, &f, err);
+    if (!rc && f.compress) {
+        f.z.next_in = NULL;
+        f.z.avail_in = 0;
+        rc = deflate_some(&f, Z_FINISH, err);
+    }
+    if (f.compress)
+        deflateEnd(&f.z);
+    if (!rc && f.n != mf->size)
+        rc = evs_err_set(err, -EIO, "%s: the source delivered %" PRIu64 " bytes, its snapshot "
+                         "lists %" PRIu64, mf->name, f.n, mf->size);
+    if (!rc && fsync(f.fd))
+        rc = evs_err_set(err, -errno, "fsync of %s failed: %s", path, strerror(errno));
+    close(f.fd);
+    if (rc)
+        return rc;
+    mf->crc = f.crc;
+    mf->stored_size = f.compress ? f.sn : f.n;
+    mf->stored_crc = f.compress ? f.scrc : f.crc;
+    return 0;
+}
+
+/* ---- the backup ----------------------------------------------------------------------------- */
+
+static void random_id(char out[33])
+{
+    uint8_t r[16];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        uint64_t x = ((uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec) ^ (uint64_t)getpid();
+        memcpy(r, &x, 8);
+        memcpy(r + 8, &x, 8);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+}
+
+/* Is out usable: absent (then created) or an empty folder? */
+static int prepare_out(const char *out, bool *created, evs_error *err)
+{
+    *created = false;
+    if (mkdir(out, 0755) == 0) {
+        *created = true;
+        return 0;
+    }
+    if (errno != EEXIST)
+        return evs_err_set(err, -errno, "cannot create %s: %s", out, strerror(errno));
+    char probe[PATH_MAX];
+    snprintf(probe, sizeof probe, "%s/MANIFEST", out);
+    if (access(probe, F_OK) == 0)
+        return evs_err_set(err, EVS_EEXIST, "%s already holds a backup", out);
+    if (rmdir(out) == 0) { /* empty: take it over */
+        if (mkdir(out, 0755) == 0) {
+            *created = true;
+            return 0;
+        }
+        return evs_err_set(err, -errno, "cannot create %s: %s", out, strerror(errno));
+    }
+    return evs_err_set(err, EVS_EEXIST, "%s exists and is not an empty folder", out);
+}
+
+static const mf_file *parent_file(const manifest *p, const char *name)
+{
+    for (size_t i = 0; p && i < p->nfiles; i++)
+        if (!strcmp(p->files[i].name, name))
+            return &p->files[i];
+    return NULL;
+}
+
+static void remove_written(const char *out, const manifest *m, size_t nwritten, bool created)
+{
+    char path[PATH_MAX], stored[MF_NAME_MAX + 4];
+    for (size_t i = 0; i < nwritten; i++) {
+        if (m->files[i].from[0])
+            continue;
+        mf_stored_name(&m->files[i], stored);
+        snprintf(path, sizeof path, "%s/%s", out, stored);
+        unlink(path);
+    }
+    snprintf(path, sizeof path, "%s/MANIFEST.tmp", out);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/log", out);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/index", out);
+    rmdir(path);
+    if (created)
+        rmdir(out);
+}
+
+int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
+                     evs_backup_report *rep, evs_error *err)
+{
+    const evs_snap_info *in = src->info;
+    memset(rep, 0, sizeof *rep);
+    manifest parent = {0}, m = {0};
+    bool have_parent = false, created = false;
+    int rc = 0;
+    size_t nwritten = 0;
+    uint8_t *zbuf = NULL;
+    char path[PATH_MAX], ppath[PATH_MAX] = "";
+    if (o->parent) {
+        if ((rc = backup_read_manifest(o->parent, &parent, err)))
+            return rc;
+        have_parent = true;
+        if (strcmp(parent.store_id, in->store_id)) {
+            rc = evs_err_set(err, EVS_EINVAL, "the previous backup %s is of store %s, this store "
+                             "is %s", o->parent, parent.store_id, in->store_id);
+            goto out;
+        }
+        if (parent.cut > in->cut) {
+            rc = evs_err_set(err, EVS_EINVAL, "the previous backup %s was cut at %" PRIu64
+                             ", past this snapshot's %" PRIu64 " (a restored or diverged store)",
+                             o->parent, parent.cut, in->cut);
+            goto out;
+        }
+        if (!realpath(o->parent, ppath)) {
+            rc = evs_err_set(err, -errno, "cannot resolve %s: %s", o->parent, strerror(errno));
+            goto out;
+        }
+    }
+    if ((rc = prepare_out(o->out, &created, err)))
+        goto out;
+    snprintf(path, sizeof path, "%s/log", o->out);
+    if (mkdir(path, 0755)) {
+        rc = evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/index", o->out);
+    if (mkdir(path, 0755)) {
+        rc = evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+        goto out;
+    }
+    random_id(m.id);
+    memcpy(m.store_id, in->store_id, sizeof m.store_id);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    m.created_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    m.source = (char *)(src->describe ? src->describe : "");
+    m.cut = in->cut;
+    m.log_start = in->log_start;
+    if (have_parent) {
+        memcpy(m.parent_id, parent.id, sizeof m.parent_id);
+        m.parent_path = ppath;
+    }
+    m.epochs = (evs_epoch *)in->epochs;
+    m.nepochs = in->nepochs;
+    m.streams = calloc(in->nstreams ? in->nstreams : 1, sizeof *m.streams);
+    m.files = calloc(in->nfiles ? in->nfiles : 1, sizeof *m.files);
+    zbuf = o->compress ? malloc(CHUNK) : NULL;
+    if (!m.streams || !m.files || (o->compress && !zbuf)) {
+        rc = evs_err_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < in->nstreams; i++) {
+        const evs_snap_stream *s = &in->streams[i];
+        m.streams[i] = (mf_stream){(uint8_t *)s->name.ptr, s->name.len, s->last_id, s->length,
+                                   s->entries_added};
+    }
+    m.nstreams = in->nstreams;
+    evs_progress prog = {.what = "backup", .files_total = in->nfiles};
+    for (size_t i = 0; i < in->nfiles; i++) {
+        const evs_snap_file *sf = &in->files[i];
+        if (!mf_name_ok(sf->name)) {
+            rc = evs_err_set(err, EVS_EINVAL, "the snapshot lists a file named \"%.60s\"",
+                             sf->name);
+            goto out;
+        }
+        mf_file *f = &m.files[i];
+        snprintf(f->name, sizeof f->name, "%s", sf->name);
+        f->size = sf->size;
+        f->alloc = sf->alloc > sf->size ? sf->alloc : sf->size;
+        f->segment = sf->segment;
+        f->sealed = sf->sealed;
+        f->seal_crc = sf->seal_crc;
+        const mf_file *pf = parent_file(have_parent ? &parent : NULL, f->name);
+        if (pf && f->sealed && pf->sealed && f->seal_crc && pf->seal_crc == f->seal_crc &&
+            pf->size == f->size) {
+            f->crc = pf->crc; /* B2 */
+            f->compressed = pf->compressed;
+            f->stored_size = pf->stored_size;
+            f->stored_crc = pf->stored_crc;
+            memcpy(f->from, pf->from[0] ? pf->from : parent.id, sizeof f->from);
+            rep->files_shared++;
+        } else {
+            prog.bytes_total += f->size;
+        }
+    }
+    m.nfiles = in->nfiles;
+    for (size_t i = 0; i < m.nfiles; i++) {
+        mf_file *f = &m.files[i];
+        rep->bytes += f->size;
+        if (f->from[0])
+            continue;
+        f->compressed = o->compress;
+        nwritten = i + 1;
+        if ((rc = copy_file(src, i, o->out, f, o, &prog, zbuf, err)))
+            goto out;
+        rep->bytes_copied += f->size;
+        rep->bytes_stored += f->stored_size;
+        prog.files_done++;
+    }
+    nwritten = m.nfiles;
+    const char *dirs[] = {"log", "index", ""};
+    for (size_t i = 0; i < 3 && !rc; i++) {
+        snprintf(path, sizeof path, "%s/%s", o->out, dirs[i]);
+        rc = fsync_path(path, err);
+    }
+    if (rc)
+        goto out;
+    size_t len;
+    char *txt = mf_encode(&m, &len);
+    if (!txt) {
+        rc = evs_err_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/MANIFEST", o->out);
+    rc = fio_write_file_atomic(&fio_real, path, txt, len); /* B1 */
+    free(txt);
+    if (rc) {
+        rc = evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc));
+        goto out;
+    }
+    memcpy(rep->id, m.id, sizeof rep->id);
+    rep->cut = m.cut;
+    rep->files = m.nfiles;
+    rep->streams = m.nstreams;
+out:
+    if (rc && m.files)
+        remove_written(o->out, &m, nwritten, created); /* B4 */
+    else if (rc && created)
+        rmdir(o->out);
+    free(m.streams);
+    free(m.files);
+    free(zbuf);
+    if (have_parent)
+        mf_release(&parent);
+    return rc;
+}
+
+/* ---- from an open store ------------------------------------------------------------------- */
+
+static int snap_copy(void *arg, size_t i, evs_sink_fn fn, void *sink_arg, evs_error *err)
+{
+    evs_snapshot *s = arg;
+    uint8_t *buf = malloc(CHUNK);
+    if (!buf)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    int rc = 0;
+    for (uint64_t off = 0;;) {
+        long n = evs_snapshot_read(s, i, off, buf, CHUNK, err);
+        if (n < 0) {
+            rc = (int)n;
+            break;
+        }
+        if (n == 0)
+            break;
+        if ((rc = fn(sink_arg, buf, (size_t)n, err)))
+            break;
+        off += (uint64_t)n;
+    }
+    free(buf);
+    return rc;
+}
+
+int evs_backup_store(evs_store *st, const char *describe, const evs_backup_options *o,
+                     evs_backup_report *rep, evs_error *err)
+{
+    evs_snapshot *s;
+    int rc = evs_snapshot_open(st, &s, err);
+    if (rc)
+        return rc;
+    evs_backup_source src = {evs_snapshot_info(s), snap_copy, s, describe};
+    rc = evs_backup_write(&src, o, rep, err);
+    evs_snapshot_close(s);
+    return rc;
+}

@@ -1,0 +1,615 @@
+/*
+ * restore.c — check a backup (verify --backup) and restore it into a new data folder.
+ *
+ * Invariants:
+ *  R1. Nothing is written before the whole backup has been checked: its manifest (format and
+ *      CRC), every ancestor of an incremental chain (same store, the ID the child names, the
+ *      file the child says it holds), and every file's presence, size and CRC of its stored
+ *      bytes.
+ *  R2. The store is built in a temporary sibling of the target, "<target>.restore-<pid>", and
+ *      renamed into place only after it opened (normal recovery), every stream matched the
+ *      manifest (last ID, length, entries added) and a new epoch began. On failure the
+ *      temporary folder is removed; one left by a killed restore is removed by the next
+ *      restore into the same target. The target is never partly written.
+ *  R3. Decompressed bytes are checked again (size and CRC of the store bytes) as they are
+ *      written, so the bytes in the new store are the bytes the snapshot held.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "evstore_backup.h"
+#include "internal.h"
+#include "manifest.h"
+
+#define CHUNK (1u << 20)
+#define CHAIN_MAX 1000
+#define MANIFEST_MAX (256u << 20)
+
+/* ---- manifests and chains ------------------------------------------------------------------- */
+
+int backup_read_manifest(const char *dir, manifest *m, evs_error *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/MANIFEST", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return evs_err_set(err, errno == ENOENT ? EVS_ECORRUPT : -errno,
+                           "%s: %s%s", path, strerror(errno),
+                           errno == ENOENT ? " (not a backup, or an incomplete one)" : "");
+    struct stat sb;
+    if (fstat(fd, &sb) || sb.st_size > MANIFEST_MAX) {
+        close(fd);
+        return evs_err_set(err, EVS_ECORRUPT, "%s: larger than %u bytes", path, MANIFEST_MAX);
+    }
+    size_t len = (size_t)sb.st_size;
+    char *buf = malloc(len ? len : 1);
+    size_t got = 0;
+    while (buf && got < len) {
+        ssize_t r = read(fd, buf + got, len - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (!buf)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    char why[200];
+    int rc = got == len ? mf_parse(buf, len, m, why, sizeof why)
+                        : (snprintf(why, sizeof why, "short read"), -1);
+    free(buf);
+    if (rc)
+        return evs_err_set(err, EVS_ECORRUPT, "%s: %s", path, why);
+    return 0;
+}
+
+typedef struct chain {
+    char *dir[CHAIN_MAX];
+    manifest m[CHAIN_MAX];
+    size_t n;
+} chain;
+
+static void chain_release(chain *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->dir[i]);
+        mf_release(&c->m[i]);
+    }
+    c->n = 0;
+}
+
+/* The backup and its ancestors, newest first. An ancestor is looked for where the child says
+ * it was, then beside the child (a set of backups moved together). */
+static int chain_load(const char *from, chain *c, evs_error *err)
+{
+    c->n = 0;
+    char *dir = strdup(from);
+    if (!dir)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    for (;;) {
+        manifest *m = &c->m[c->n];
+        int rc = backup_read_manifest(dir, m, err);
+        if (rc) {
+            free(dir);
+            return rc;
+        }
+        c->dir[c->n++] = dir;
+        if (c->n > 1) {
+            const manifest *child = &c->m[c->n - 2];
+            if (strcmp(m->id, child->parent_id) || strcmp(m->store_id, child->store_id))
+                return evs_err_set(err, EVS_ECORRUPT,
+                                   "%s/MANIFEST: is backup %s of store %s, but %s/MANIFEST "
+                                   "names its parent %s of store %s",
+                                   dir, m->id, m->store_id, c->dir[c->n - 2], child->parent_id,
+                                   child->store_id);
+        }
+        if (!m->parent_id[0])
+            return 0;
+        if (c->n == CHAIN_MAX)
+            return evs_err_set(err, EVS_ECORRUPT, "%s: a chain of more than %d backups", from,
+                               CHAIN_MAX);
+        char probe[PATH_MAX + 16], beside[PATH_MAX], tmp[PATH_MAX];
+        snprintf(probe, sizeof probe, "%s/MANIFEST", m->parent_path);
+        snprintf(tmp, sizeof tmp, "%s", dir);
+        char base[PATH_MAX];
+        snprintf(base, sizeof base, "%s", m->parent_path);
+        snprintf(beside, sizeof beside, "%s/%s", dirname(tmp), basename(base));
+        if (access(probe, F_OK) == 0)
+            dir = strdup(m->parent_path);
+        else {
+            snprintf(probe, sizeof probe, "%s/MANIFEST", beside);
+            if (access(probe, F_OK))
+                return evs_err_set(err, EVS_ECORRUPT,
+                                   "%s/MANIFEST: its parent backup %s is neither at %s nor at %s",
+                                   c->dir[c->n - 1], m->parent_id, m->parent_path, beside);
+            dir = strdup(beside);
+        }
+        if (!dir)
+            return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+}
+
+/* The folder holding file f of the newest backup, and that backup's own record of it. */
+static int chain_holder(const chain *c, const mf_file *f, const char **dir, evs_error *err)
+{
+    if (!f->from[0]) {
+        *dir = c->dir[0];
+        return 0;
+    }
+    for (size_t i = 1; i < c->n; i++) {
+        if (strcmp(c->m[i].id, f->from))
+            continue;
+        for (size_t j = 0; j < c->m[i].nfiles; j++) {
+            const mf_file *g = &c->m[i].files[j];
+            if (strcmp(g->name, f->name))
+                continue;
+            if (g->from[0] || g->size != f->size || g->crc != f->crc ||
+                g->stored_size != f->stored_size || g->stored_crc != f->stored_crc ||
+                g->compressed != f->compressed)
+                return evs_err_set(err, EVS_ECORRUPT,
+                                   "%s/MANIFEST: %s is not the file %s/MANIFEST says backup %s "
+                                   "holds", c->dir[i], f->name, c->dir[0], f->from);
+            *dir = c->dir[i];
+            return 0;
+        }
+        return evs_err_set(err, EVS_ECORRUPT, "%s/MANIFEST: has no %s, which %s/MANIFEST says "
+                           "it holds", c->dir[i], f->name, c->dir[0]);
+    }
+    return evs_err_set(err, EVS_ECORRUPT, "%s/MANIFEST: %s is held by backup %s, which is not "
+                       "in its chain", c->dir[0], f->name, f->from);
+}
+
+/* ---- reading one stored file ---------------------------------------------------------------- */
+
+typedef struct rfile {
+    const mf_file *f;
+    const char *path;
+    int outfd;                 /* -1: check only                                             */
+    const char *outpath;
+    bool inflate;              /* decompress (and check the store bytes) even without outfd  */
+    evs_progress *prog;
+    evs_progress_fn progress;
+    void *progress_arg;
+    const volatile int *cancel;
+} rfile;
+
+static int out_write(rfile *r, const uint8_t *p, size_t n, evs_error *err)
+{
+    while (n) {
+        ssize_t w = write(r->outfd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return evs_err_set(err, w < 0 ? -errno : -EIO, "cannot write %s: %s", r->outpath,
+                               w < 0 ? strerror(errno) : "short write");
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Read the stored file: its size and CRC must be the manifest's; decompressed (when asked or
+ * when writing) its store bytes' size and CRC too (R3); written to outfd if given. */
+static int read_stored(rfile *r, evs_error *err)
+{
+    const mf_file *f = r->f;
+    int fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return evs_err_set(err, errno == ENOENT ? EVS_ECORRUPT : -errno, "%s: %s", r->path,
+                           errno == ENOENT ? "missing" : strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) || (uint64_t)sb.st_size != f->stored_size) {
+        close(fd);
+        return evs_err_set(err, EVS_ECORRUPT, "%s: %" PRIu64 " bytes, the manifest says %" PRIu64,
+                           r->path, (uint64_t)sb.st_size, f->stored_size);
+    }
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    bool inflating = f->compressed && (r->inflate || r->outfd >= 0);
+    uint8_t *buf = malloc(CHUNK), *zout = inflating ? malloc(CHUNK) : NULL;
+    z_stream z = {0};
+    int rc = 0;
+    if (!buf || (inflating && !zout)) {
+        rc = evs_err_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    if (inflating && inflateInit(&z) != Z_OK) {
+        rc = evs_err_set(err, -ENOMEM, "zlib inflateInit failed");
+        inflating = false;
+        goto out;
+    }
+    uint32_t scrc = (uint32_t)crc32(0L, Z_NULL, 0), crc = scrc;
+    uint64_t n = 0, raw = 0;
+    bool zend = false;
+    for (;;) {
+        if (r->cancel && *r->cancel) {
+            rc = evs_err_set(err, EVS_ECLOSED, "interrupted");
+            goto out;
+        }
+        ssize_t got = read(fd, buf, CHUNK);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = evs_err_set(err, -errno, "cannot read %s: %s", r->path, strerror(errno));
+            goto out;
+        }
+        if (got == 0)
+            break;
+        scrc = (uint32_t)crc32(scrc, buf, (uInt)got);
+        n += (uint64_t)got;
+        if (inflating) {
+            z.next_in = buf;
+            z.avail_in = (uInt)got;
+            while (z.avail_in && !zend) {
+                z.next_out = zout;
+                z.avail_out = CHUNK;
+                int zr = inflate(&z, Z_NO_FLUSH);
+                if (zr != Z_OK && zr != Z_STREAM_END) {
+                    rc = evs_err_set(err, EVS_ECORRUPT, "%s: not a valid zlib stream at byte %"
+                                     PRIu64 " (%s)", r->path, n - z.avail_in,
+                                     z.msg ? z.msg : "inflate failed");
+                    goto out;
+                }
+                zend = zr == Z_STREAM_END;
+                size_t have = CHUNK - z.avail_out;
+                crc = (uint32_t)crc32(crc, zout, (uInt)have);
+                raw += have;
+                if (raw > f->size) {
+                    rc = evs_err_set(err, EVS_ECORRUPT, "%s: decompresses to more than the %"
+                                     PRIu64 " bytes the manifest says", r->path, f->size);
+                    goto out;
+                }
+                if (r->outfd >= 0 && (rc = out_write(r, zout, have, err)))
+                    goto out;
+            }
+            if (z.avail_in) {
+                rc = evs_err_set(err, EVS_ECORRUPT, "%s: bytes after the end of its zlib stream",
+                                 r->path);
+                goto out;
+            }
+        } else if (r->outfd >= 0 && (rc = out_write(r, buf, (size_t)got, err))) {
+            goto out;
+        }
+        if (r->progress) {
+            r->prog->bytes_done += (uint64_t)got;
+            r->progress(r->progress_arg, r->prog);
+        }
+    }
+    if (n != f->stored_size || scrc != f->stored_crc) {
+        rc = evs_err_set(err, EVS_ECORRUPT, "%s: CRC %08" PRIx32 ", the manifest says %08" PRIx32
+                         " (the file is damaged)", r->path, scrc, f->stored_crc);
+        goto out;
+    }
+    if (inflating && (!zend || raw != f->size || crc != f->crc)) {
+        rc = evs_err_set(err, EVS_ECORRUPT, "%s: decompresses to %" PRIu64 " bytes with CRC %08"
+                         PRIx32 ", the manifest says %" PRIu64 " bytes, %08" PRIx32 "%s", r->path,
+                         raw, crc, f->size, f->crc, zend ? "" : " (stream unfinished)");
+        goto out;
+    }
+out:
+    if (inflating)
+        inflateEnd(&z);
+    free(buf);
+    free(zout);
+    close(fd);
+    return rc;
+}
+
+/* Check every file of the newest backup (R1). */
+static long check_all(const chain *c, bool inflate, void (*report)(void *, const char *),
+                      void *arg, evs_progress_fn progress, void *parg, const volatile int *cancel,
+                      evs_error *first)
+{
+    const manifest *m = &c->m[0];
+    long problems = 0;
+    evs_progress prog = {.what = "check", .files_total = m->nfiles};
+    for (size_t i = 0; i < m->nfiles; i++)
+        prog.bytes_total += m->files[i].stored_size;
+    bool has_store = false, has_index = false;
+    for (size_t i = 0; i < m->nfiles; i++) {
+        const mf_file *f = &m->files[i];
+        has_store |= !strcmp(f->name, "STORE");
+        has_index |= !strcmp(f->name, "index/data.mdb");
+        evs_error e = {0};
+        const char *dir;
+        int rc = chain_holder(c, f, &dir, &e);
+        if (!rc) {
+            char stored[MF_NAME_MAX + 4], path[PATH_MAX];
+            mf_stored_name(f, stored);
+            snprintf(path, sizeof path, "%s/%s", dir, stored);
+            rfile r = {.f = f, .path = path, .outfd = -1, .inflate = inflate, .prog = &prog,
+                       .progress = progress, .progress_arg = parg, .cancel = cancel};
+            rc = read_stored(&r, &e);
+        }
+        prog.files_done++;
+        if (rc) {
+            if (!problems)
+                evs_err_copy(first, &e);
+            problems++;
+            if (report)
+                report(arg, e.msg);
+            if (rc == EVS_ECLOSED)
+                return -1;
+        }
+    }
+    if (!has_store || !has_index) {
+        evs_error e;
+        evs_err_set(&e, EVS_ECORRUPT, "%s/MANIFEST: lists no %s", c->dir[0],
+                    has_store ? "index/data.mdb" : "STORE");
+        if (!problems)
+            evs_err_copy(first, &e);
+        problems++;
+        if (report)
+            report(arg, e.msg);
+    }
+    return problems;
+}
+
+long evs_backup_verify(const char *dir, void (*report)(void *arg, const char *line), void *arg,
+                       evs_progress_fn progress, void *progress_arg)
+{
+    chain *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    evs_error e = {0};
+    long n;
+    if (chain_load(dir, c, &e)) {
+        if (report)
+            report(arg, e.msg);
+        n = e.code == EVS_ECORRUPT ? 1 : e.code < 0 ? e.code : -EIO;
+    } else {
+        n = check_all(c, true, report, arg, progress, progress_arg, NULL, &e);
+    }
+    chain_release(c);
+    free(c);
+    return n;
+}
+
+/* ---- restore -------------------------------------------------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void rm_tree(const char *path)
+{
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Remove "<target>.restore-<pid>" folders whose process is gone (R2). */
+static void remove_stale(const char *target)
+{
+    char t1[PATH_MAX], t2[PATH_MAX];
+    snprintf(t1, sizeof t1, "%s", target);
+    snprintf(t2, sizeof t2, "%s", target);
+    const char *parent = dirname(t1), *base = basename(t2);
+    DIR *d = opendir(parent);
+    if (!d)
+        return;
+    char prefix[NAME_MAX + 16];
+    snprintf(prefix, sizeof prefix, "%s.restore-", base);
+    size_t pl = strlen(prefix);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, prefix, pl))
+            continue;
+        char *end;
+        long pid = strtol(de->d_name + pl, &end, 10);
+        if (*end || pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+            continue;
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%s/%s", parent, de->d_name);
+        rm_tree(p);
+    }
+    closedir(d);
+}
+
+static int target_ok(const char *target, evs_error *err)
+{
+    DIR *d = opendir(target);
+    if (!d) {
+        if (errno == ENOENT)
+            return 0;
+        return evs_err_set(err, errno == ENOTDIR ? EVS_EEXIST : -errno, "%s: %s", target,
+                           errno == ENOTDIR ? "exists and is not a folder" : strerror(errno));
+    }
+    struct dirent *de;
+    bool empty = true;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            empty = false;
+    closedir(d);
+    if (!empty)
+        return evs_err_set(err, EVS_EEXIST, "%s is not empty: restore only into a new or empty "
+                           "folder", target);
+    return 0;
+}
+
+static int write_zeros(int fd, uint64_t from, uint64_t to, const char *path, evs_error *err)
+{
+    static const uint8_t zero[65536];
+    while (from < to) {
+        size_t n = to - from < sizeof zero ? (size_t)(to - from) : sizeof zero;
+        ssize_t w = pwrite(fd, zero, n, (off_t)from);
+        if (w <= 0)
+            return evs_err_set(err, w < 0 ? -errno : -EIO, "cannot write %s: %s", path,
+                               w < 0 ? strerror(errno) : "short write");
+        from += (uint64_t)w;
+    }
+    return 0;
+}
+
+static int build(const chain *c, const char *tmp, const evs_restore_options *o,
+                 const volatile int *cancel, evs_error *err)
+{
+    const manifest *m = &c->m[0];
+    char path[PATH_MAX];
+    const char *sub[] = {"log", "index"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", tmp, sub[i]);
+        if (mkdir(path, 0755))
+            return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+    }
+    evs_progress prog = {.what = "restore", .files_total = m->nfiles};
+    for (size_t i = 0; i < m->nfiles; i++)
+        prog.bytes_total += m->files[i].stored_size;
+    for (size_t i = 0; i < m->nfiles; i++) {
+        const mf_file *f = &m->files[i];
+        const char *dir;
+        int rc = chain_holder(c, f, &dir, err);
+        if (rc)
+            return rc;
+        char stored[MF_NAME_MAX + 4], src[PATH_MAX];
+        mf_stored_name(f, stored);
+        snprintf(src, sizeof src, "%s/%s", dir, stored);
+        snprintf(path, sizeof path, "%s/%s", tmp, f->name); /* M1: a name a store may hold */
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+        rfile r = {.f = f, .path = src, .outfd = fd, .outpath = path, .inflate = true,
+                   .prog = &prog, .progress = o ? o->progress : NULL,
+                   .progress_arg = o ? o->progress_arg : NULL, .cancel = cancel};
+        rc = read_stored(&r, err);
+        if (!rc && f->alloc > f->size) /* the active segment: zero-filled to its full size */
+            rc = write_zeros(fd, f->size, f->alloc, path, err);
+        if (!rc && fsync(fd))
+            rc = evs_err_set(err, -errno, "fsync of %s failed: %s", path, strerror(errno));
+        close(fd);
+        if (rc)
+            return rc;
+        prog.files_done++;
+    }
+    /* the index copy is durable (fsynced above): a checkpoint of this boot says so */
+    char boot[64], txt[128];
+    store_boot_id(boot, sizeof boot);
+    int n = snprintf(txt, sizeof txt, "boot %s\ntxn 0\n", boot);
+    snprintf(path, sizeof path, "%s/index.ckpt", tmp);
+    int rc = fio_write_file_atomic(&fio_real, path, txt, (size_t)n);
+    if (rc)
+        return evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc));
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", tmp, sub[i]);
+        if ((rc = fio_fsync_dir(&fio_real, path)))
+            return evs_err_set(err, rc, "fsync of %s failed: %s", path, strerror(-rc));
+    }
+    return 0;
+}
+
+/* Open the built store, compare it with the manifest, begin a new epoch (R2). */
+static int open_check(const manifest *m, const char *tmp, const evs_restore_options *o,
+                      evs_restore_report *rep, evs_error *err)
+{
+    evs_options opt;
+    evs_options_init(&opt);
+    if (o) {
+        opt.log = o->log;
+        opt.log_arg = o->log_arg;
+    }
+    evs_store *st;
+    int rc = evs_open(tmp, &opt, &st, err);
+    if (rc)
+        return rc;
+    if (strcmp(evs_store_id(st), m->store_id))
+        rc = evs_err_set(err, EVS_ECORRUPT, "the restored store's ID %s is not the manifest's %s",
+                         evs_store_id(st), m->store_id);
+    for (size_t i = 0; !rc && i < m->nstreams; i++) {
+        const mf_stream *s = &m->streams[i];
+        evs_stream_info info;
+        int r = evs_stream_info_get(st, (evs_slice){s->name, s->len}, &info);
+        if (r || evs_id_cmp(info.last_id, s->last) || info.length != s->length ||
+            info.entries_added != s->added)
+            rc = evs_err_set(err, EVS_ECORRUPT,
+                             "stream \"%.*s\" in the restored store %s: the manifest says last ID "
+                             "%" PRIu64 "-%" PRIu64 ", %" PRIu64 " entries", (int)(s->len > 100 ? 100 : s->len),
+                             (const char *)s->name, r ? "is missing" : "differs", s->last.ms,
+                             s->last.seq, s->length);
+    }
+    if (!rc) {
+        evs_store_stats stats;
+        evs_store_stats_get(st, &stats);
+        if (stats.streams != m->nstreams)
+            rc = evs_err_set(err, EVS_ECORRUPT, "the restored store has %" PRIu64 " streams, the "
+                             "manifest lists %zu", stats.streams, m->nstreams);
+    }
+    if (!rc)
+        rc = evs_epoch_begin(st, &rep->epoch, err);
+    int crc = evs_close(st);
+    if (!rc && crc)
+        rc = evs_err_set(err, crc, "closing the restored store failed: %s", evs_strerror(crc));
+    rep->streams = m->nstreams;
+    return rc;
+}
+
+int evs_restore(const char *from, const char *data, const evs_restore_options *o,
+                evs_restore_report *rep, evs_error *err)
+{
+    memset(rep, 0, sizeof *rep);
+    const volatile int *cancel = o ? o->cancel : NULL;
+    chain *c = calloc(1, sizeof *c);
+    if (!c)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    char tmp[PATH_MAX] = "";
+    int rc = target_ok(data, err);
+    if (!rc)
+        rc = chain_load(from, c, err);
+    if (!rc) { /* R1: everything checked before anything is written */
+        long bad = check_all(c, false, NULL, NULL, o ? o->progress : NULL,
+                             o ? o->progress_arg : NULL, cancel, err);
+        if (bad)
+            rc = bad < 0 ? err->code : EVS_ECORRUPT;
+    }
+    if (rc)
+        goto out;
+    remove_stale(data);
+    snprintf(tmp, sizeof tmp, "%s.restore-%d", data, (int)getpid());
+    rm_tree(tmp);
+    if (mkdir(tmp, 0755)) {
+        rc = evs_err_set(err, -errno, "cannot create %s: %s", tmp, strerror(errno));
+        tmp[0] = 0;
+        goto out;
+    }
+    if ((rc = build(c, tmp, o, cancel, err)) || (rc = open_check(&c->m[0], tmp, o, rep, err)))
+        goto out;
+    char lock[PATH_MAX];
+    snprintf(lock, sizeof lock, "%s/LOCK", tmp);
+    unlink(lock);
+    if ((rc = fio_fsync_dir(&fio_real, tmp))) {
+        rc = evs_err_set(err, rc, "fsync of %s failed: %s", tmp, strerror(-rc));
+        goto out;
+    }
+    rmdir(data); /* an empty target folder (target_ok): replaced by the rename */
+    if (rename(tmp, data)) {
+        rc = evs_err_set(err, -errno, "cannot rename %s to %s: %s", tmp, data, strerror(errno));
+        goto out;
+    }
+    tmp[0] = 0;
+    char t[PATH_MAX];
+    snprintf(t, sizeof t, "%s", data);
+    if ((rc = fio_fsync_dir(&fio_real, dirname(t))))
+        rc = evs_err_set(err, rc, "fsync of the folder holding %s failed: %s", data,
+                         strerror(-rc));
+    for (size_t i = 0; i < c->m[0].nfiles; i++)
+        rep->bytes += c->m[0].files[i].size;
+    rep->files = c->m[0].nfiles;
+out:
+    if (tmp[0])
+        rm_tree(tmp);
+    chain_release(c);
+    free(c);
+    return rc;
+}

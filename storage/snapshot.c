@@ -1,0 +1,192 @@
+/*
+ * snapshot.c — a consistent cut of a live store, for backups (and, later, for a follower that
+ * is behind the leader's retention).
+ *
+ * Order of taking it, under the retention mutex (no segment is deleted in between):
+ *   1. the index: LMDB's consistent copy into an unlinked temporary file, at some committed
+ *      transaction whose watermark W names a record already in the log;
+ *   2. the cut: a writer request (WR_CUT) that runs between two write batches and takes the
+ *      log's end C, a reference on every segment below it, each live stream's counters and
+ *      the epoch history.
+ *
+ * Invariants:
+ *  P1. W <= C: the index copy never leads the copied log (the index lags the log, and the cut
+ *      is taken after the copy). Opening the copy runs normal recovery from W to C.
+ *  P2. C is a record boundary and an atomic-group boundary (the writer publishes whole
+ *      batches), and every entry acknowledged before evs_snapshot_open began lies below it.
+ *  P3. The bytes below C never change while the snapshot lives: sealed segments are
+ *      immutable, the active one is only appended to above C, and the references keep every
+ *      listed file open even if retention unlinks it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "index.h"
+#include "internal.h"
+
+enum { F_STORE, F_EPOCHS, F_INDEX, F_SEGS };
+
+struct evs_snapshot {
+    evs_store *st;
+    snap_cut cut;
+    evs_snap_info info;
+    evs_snap_file *files;
+    int idx_fd;
+    char *store_txt, *epochs_txt;
+    size_t store_len, epochs_len;
+};
+
+/* The CRC of the seal record that ends a sealed segment's `size` bytes (its identity for an
+ * incremental backup), found by stepping back from the end; 0 if there is none. */
+static uint32_t seal_crc(segment *g, uint64_t size)
+{
+    const uint8_t *d = seg_data(g);
+    if (!d || size < REC_HDR_SIZE)
+        return 0;
+    uint64_t low = size > 512 ? size - 512 : 0;
+    for (uint64_t off = size - REC_HDR_SIZE; ; off -= 8) {
+        rec_hdr h;
+        uint64_t sz;
+        if (rec_check(d + off, size - off, &h, &sz) == REC_OK && h.kind == REC_SEAL &&
+            off + sz == size)
+            return h.crc;
+        if (off < low + 8)
+            break;
+    }
+    return 0;
+}
+
+static int index_copy(evs_store *st, int *fd_out, uint64_t *size, evs_error *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/.snapshot-index-XXXXXX", st->dir);
+    int fd = mkostemp(path, O_CLOEXEC);
+    if (fd < 0)
+        return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+    unlink(path); /* nameless from here on: nothing to clean up after a crash */
+    int rc = idx_copy_fd(st->idx, fd, err);
+    struct stat sb;
+    if (!rc && fstat(fd, &sb) < 0)
+        rc = evs_err_set(err, -errno, "cannot stat the index copy: %s", strerror(errno));
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    *fd_out = fd;
+    *size = (uint64_t)sb.st_size;
+    return 0;
+}
+
+int evs_snapshot_open(evs_store *st, evs_snapshot **out, evs_error *err)
+{
+    if (st->opt.read_only)
+        return evs_err_set(err, EVS_EREADONLY, "a snapshot needs the store open for writing");
+    evs_snapshot *s = calloc(1, sizeof *s);
+    if (!s)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    s->st = st;
+    s->idx_fd = -1;
+    uint64_t idx_size = 0;
+    pthread_mutex_lock(&st->ret_mu); /* no retention pass between the copy and the cut */
+    int rc = index_copy(st, &s->idx_fd, &idx_size, err);
+    if (!rc)
+        rc = writer_cut(st, &s->cut, err);
+    pthread_mutex_unlock(&st->ret_mu);
+    if (rc)
+        goto fail;
+    snap_cut *c = &s->cut;
+    char sbuf[128];
+    int n = snprintf(sbuf, sizeof sbuf, "evstore-store 1\nid %s\n", st->store_id);
+    s->store_txt = strdup(sbuf);
+    s->store_len = (size_t)n;
+    s->epochs_txt = epochs_format(c->epochs, c->nepochs, &s->epochs_len);
+    s->files = calloc(F_SEGS + c->nsegs, sizeof *s->files);
+    if (!s->store_txt || !s->epochs_txt || !s->files) {
+        rc = evs_err_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    s->files[F_STORE] = (evs_snap_file){.name = "STORE", .size = s->store_len};
+    s->files[F_EPOCHS] = (evs_snap_file){.name = "EPOCHS", .size = s->epochs_len};
+    s->files[F_INDEX] = (evs_snap_file){.name = "index/data.mdb", .size = idx_size};
+    for (size_t i = 0; i < c->nsegs; i++) {
+        evs_snap_file *f = &s->files[F_SEGS + i];
+        segment *g = c->segs[i];
+        snprintf(f->name, sizeof f->name, "log/%s", g->name);
+        f->size = c->sizes[i];
+        f->segment = true;
+        f->sealed = c->sealed[i];
+        struct stat sb;
+        f->alloc = f->size;
+        if (!f->sealed && fstat(g->fd, &sb) == 0 && (uint64_t)sb.st_size > f->size)
+            f->alloc = (uint64_t)sb.st_size;
+        if (f->sealed) /* 0 when it ends without a seal (closed after corruption): never shared */
+            f->seal_crc = seal_crc(g, f->size);
+    }
+    for (size_t i = 0; i < F_SEGS + c->nsegs; i++)
+        s->files[i].alloc = s->files[i].alloc ? s->files[i].alloc : s->files[i].size;
+    evs_snap_info *in = &s->info;
+    memcpy(in->store_id, st->store_id, sizeof in->store_id);
+    in->cut = c->cut;
+    in->log_start = c->nsegs ? c->segs[0]->base : c->cut;
+    in->epochs = c->epochs;
+    in->nepochs = c->nepochs;
+    in->streams = c->streams;
+    in->nstreams = c->nstreams;
+    in->files = s->files;
+    in->nfiles = F_SEGS + c->nsegs;
+    *out = s;
+    return 0;
+fail:
+    evs_snapshot_close(s);
+    return rc;
+}
+
+const evs_snap_info *evs_snapshot_info(const evs_snapshot *s) { return &s->info; }
+
+long evs_snapshot_read(evs_snapshot *s, size_t i, uint64_t off, void *buf, size_t len,
+                       evs_error *err)
+{
+    if (i >= s->info.nfiles)
+        return evs_err_set(err, EVS_EINVAL, "the snapshot has no file %zu", i);
+    const evs_snap_file *f = &s->files[i];
+    if (off >= f->size)
+        return 0;
+    if (len > f->size - off)
+        len = (size_t)(f->size - off);
+    if (i == F_STORE || i == F_EPOCHS) {
+        memcpy(buf, (i == F_STORE ? s->store_txt : s->epochs_txt) + off, len);
+        return (long)len;
+    }
+    int fd = i == F_INDEX ? s->idx_fd : s->cut.segs[i - F_SEGS]->fd;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return evs_err_set(err, r < 0 ? -errno : -EIO, "cannot read %s at offset %" PRIu64
+                               ": %s", f->name, off + done, r < 0 ? strerror(errno) : "end of file");
+        done += (size_t)r;
+    }
+    return (long)len;
+}
+
+void evs_snapshot_close(evs_snapshot *s)
+{
+    if (!s)
+        return;
+    snap_cut_release(&s->cut);
+    if (s->idx_fd >= 0)
+        close(s->idx_fd);
+    free(s->store_txt);
+    free(s->epochs_txt);
+    free(s->files);
+    free(s);
+}

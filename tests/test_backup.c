@@ -1,0 +1,286 @@
+/*
+ * test_backup.c — epochs, snapshots, manifests, backup and restore through the embedded API.
+ * (The real binary and a live server: tests/test_backup.py.)
+ */
+#include "helpers.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+#include "evstore_backup.h"
+#include "manifest.h"
+
+static void path2(char *out, size_t cap, const char *dir, const char *name)
+{
+    snprintf(out, cap, "%s/%s", dir, name);
+}
+
+Test(epochs, fresh_store_starts_epoch_1_and_begin_is_durable)
+{
+    char *dir = tmpdir_new();
+    evs_store *st = open_store(dir, NULL);
+    evs_epoch e[4];
+    cr_assert_eq(evs_epochs(st, e, 4), 1);
+    cr_assert_eq(e[0].epoch, 1);
+    cr_assert_eq(e[0].start, 0);
+    evs_id id;
+    cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, &id, "a", "b", NULL), 0);
+    evs_epoch n;
+    evs_error err;
+    cr_assert_eq(evs_epoch_begin(st, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n.epoch, 2);
+    cr_assert_gt(n.start, 0);
+    cr_assert_neq(memcmp(n.uuid, e[0].uuid, 16), 0);
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    cr_assert_eq(s.epoch, 2);
+    cr_assert_eq(s.log_end, n.start + 80); /* the REC_EPOCH record follows at once */
+    evs_close(st);
+    st = open_store(dir, NULL);
+    cr_assert_eq(evs_epochs(st, e, 4), 2);
+    cr_assert_eq(e[1].epoch, 2);
+    cr_assert_eq(e[1].start, n.start);
+    cr_assert_eq(memcmp(e[1].uuid, n.uuid, 16), 0);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    evs_close(st);
+    rm_rf(dir);
+    free(dir);
+}
+
+Test(epochs, parse_rejects_what_is_not_a_history)
+{
+    const char *bad[] = {
+        "",
+        "evstore-epochs 2\n",
+        "evstore-epochs 1\n1 00112233445566778899aabbccddeeff 0",    /* unterminated */
+        "evstore-epochs 1\n1 00112233445566778899aabbccddeef 0\n",   /* short uuid */
+        "evstore-epochs 1\n1 00112233445566778899aabbccddeeFF 0\n",  /* upper case */
+        "evstore-epochs 1\n1 00112233445566778899aabbccddeeff 4\n",  /* not a multiple of 8 */
+        "evstore-epochs 1\n2 00112233445566778899aabbccddeeff 8\n"
+        "2 00112233445566778899aabbccddeeff 16\n",                   /* not increasing */
+        "evstore-epochs 1\n2 00112233445566778899aabbccddeeff 16\n"
+        "3 00112233445566778899aabbccddeeff 8\n",                    /* start goes back */
+        "evstore-epochs 1\n4294967296 00112233445566778899aabbccddeeff 0\n",
+        "evstore-epochs 1\n1 00112233445566778899aabbccddeeff 0 extra\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        evs_epoch *v;
+        size_t n;
+        char why[160];
+        cr_assert_eq(epochs_parse(bad[i], strlen(bad[i]), &v, &n, why, sizeof why), -1,
+                     "case %zu parsed", i);
+    }
+    const char *good = "evstore-epochs 1\n1 00112233445566778899aabbccddeeff 0\n"
+                       "7 ffeeddccbbaa99887766554433221100 4096\n";
+    evs_epoch *v;
+    size_t n;
+    char why[160];
+    cr_assert_eq(epochs_parse(good, strlen(good), &v, &n, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(n, 2);
+    size_t len;
+    char *again = epochs_format(v, n, &len);
+    cr_assert_str_eq(again, good);
+    free(again);
+    free(v);
+}
+
+/* ---- manifests --------------------------------------------------------------------------- */
+
+static char *sample_manifest(size_t *len)
+{
+    evs_epoch ep = {.epoch = 3, .start = 64};
+    memset(ep.uuid, 0xab, 16);
+    mf_stream s = {(uint8_t *)"a stream", 8, {5, 6}, 7, 8};
+    mf_file f[2] = {{.name = "STORE", .size = 52, .alloc = 52, .crc = 1, .stored_size = 52,
+                     .stored_crc = 1},
+                    {.name = "log/00000000000000000000.seg", .size = 4096, .alloc = 1 << 20,
+                     .crc = 2, .segment = true, .compressed = true, .stored_size = 100,
+                     .stored_crc = 3}};
+    manifest m = {.id = "0123456789abcdef0123456789abcdef",
+                  .store_id = "fedcba9876543210fedcba9876543210",
+                  .parent_id = "00000000000000000000000000000001",
+                  .parent_path = "/somewhere/else",
+                  .source = "127.0.0.1:7379",
+                  .created_ms = 99, .cut = 4096, .log_start = 0,
+                  .epochs = &ep, .nepochs = 1, .streams = &s, .nstreams = 1,
+                  .files = f, .nfiles = 2};
+    return mf_encode(&m, len);
+}
+
+Test(manifest, round_trip)
+{
+    size_t len;
+    char *t = sample_manifest(&len);
+    manifest m;
+    char why[200];
+    cr_assert_eq(mf_parse(t, len, &m, why, sizeof why), 0, "%s", why);
+    cr_assert_str_eq(m.source, "127.0.0.1:7379");
+    cr_assert_str_eq(m.parent_path, "/somewhere/else");
+    cr_assert_eq(m.nfiles, 2);
+    cr_assert(m.files[1].compressed && m.files[1].segment && !m.files[1].sealed);
+    cr_assert_eq(m.files[1].alloc, 1 << 20);
+    cr_assert_eq(m.nstreams, 1);
+    cr_assert_eq(m.streams[0].len, 8);
+    cr_assert_eq(memcmp(m.streams[0].name, "a stream", 8), 0);
+    cr_assert_eq(m.streams[0].last.seq, 6);
+    cr_assert_eq(m.epochs[0].epoch, 3);
+    size_t len2;
+    char *t2 = mf_encode(&m, &len2);
+    cr_assert_eq(len2, len);
+    cr_assert_eq(memcmp(t, t2, len), 0);
+    free(t2);
+    mf_release(&m);
+    free(t);
+}
+
+Test(manifest, every_flipped_bit_or_cut_is_refused)
+{
+    size_t len;
+    char *t = sample_manifest(&len);
+    char why[200];
+    for (size_t i = 0; i < len; i++) {
+        for (int b = 0; b < 8; b++) {
+            t[i] ^= (char)(1 << b);
+            manifest m;
+            cr_assert_eq(mf_parse(t, len, &m, why, sizeof why), -1, "flip byte %zu bit %d", i, b);
+            t[i] ^= (char)(1 << b);
+        }
+        manifest m;
+        cr_assert_eq(mf_parse(t, i, &m, why, sizeof why), -1, "cut at %zu", i);
+    }
+    free(t);
+}
+
+Test(manifest, names_stay_inside)
+{
+    cr_assert(mf_name_ok("STORE"));
+    cr_assert(mf_name_ok("log/00000000000001048576.seg"));
+    cr_assert(!mf_name_ok("log/../../../etc/passwd"));
+    cr_assert(!mf_name_ok("../STORE"));
+    cr_assert(!mf_name_ok("log/0000000000000104857a.seg"));
+    cr_assert(!mf_name_ok("/etc/passwd"));
+    cr_assert(!mf_name_ok("index/lock.mdb"));
+}
+
+/* ---- snapshot under appends, backup, restore ----------------------------------------------- */
+
+typedef struct loader {
+    evs_store *st;
+    atomic_bool stop;
+    atomic_size_t acked;     /* entries acknowledged so far (ids[0 .. acked))                 */
+    evs_id ids[200000];
+} loader;
+
+static void *load(void *arg)
+{
+    loader *l = arg;
+    char pad[200];
+    memset(pad, 'p', sizeof pad - 1);
+    pad[sizeof pad - 1] = 0;
+    for (size_t i = 0; i < 200000 && !atomic_load(&l->stop); i++) {
+        evs_id id;
+        cr_assert_eq(add(l->st, i % 2 ? "odd" : "even", EVS_ID_AUTO, EVS_ID_MIN, &id, "pad", pad,
+                         NULL), 0);
+        l->ids[i] = id;
+        atomic_store(&l->acked, i + 1);
+    }
+    return NULL;
+}
+
+static size_t count(evs_store *st, const char *name)
+{
+    evs_stream_info in;
+    if (evs_stream_info_get(st, (evs_slice){name, strlen(name)}, &in))
+        return 0;
+    return in.length;
+}
+
+Test(backup, snapshot_under_appends_restores_every_acknowledged_entry, .timeout = 120)
+{
+    char *dir = tmpdir_new();
+    char data[512], out[512], inc[512], rest[512];
+    path2(data, sizeof data, dir, "data");
+    path2(out, sizeof out, dir, "b1");
+    path2(inc, sizeof inc, dir, "b2");
+    path2(rest, sizeof rest, dir, "restored");
+    loader *l = calloc(1, sizeof *l);
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 256 << 10;
+    o.fsync = EVS_FSYNC_NO;
+    l->st = open_store(data, &o);
+    pthread_t t;
+    pthread_create(&t, NULL, load, l);
+    while (atomic_load(&l->acked) < 5000)
+        usleep(1000);
+    size_t before = atomic_load(&l->acked);
+    evs_backup_options bo = {.out = out};
+    evs_backup_report rep;
+    evs_error err;
+    cr_assert_eq(evs_backup_store(l->st, "test", &bo, &rep, &err), 0, "%s", err.msg);
+    size_t before2 = atomic_load(&l->acked);
+    evs_backup_options bo2 = {.out = inc, .parent = out, .compress = true};
+    evs_backup_report rep2;
+    cr_assert_eq(evs_backup_store(l->st, "test", &bo2, &rep2, &err), 0, "%s", err.msg);
+    atomic_store(&l->stop, true);
+    pthread_join(t, NULL);
+    cr_assert_gt(rep2.files_shared, 0, "sealed segments shared with the first backup");
+    cr_assert_geq(rep2.cut, rep.cut);
+    cr_assert_eq(evs_backup_verify(out, NULL, NULL, NULL, NULL), 0);
+    cr_assert_eq(evs_backup_verify(inc, NULL, NULL, NULL, NULL), 0);
+
+    evs_restore_report rr;
+    cr_assert_eq(evs_restore(inc, rest, NULL, &rr, &err), 0, "%s", err.msg);
+    cr_assert_eq(rr.epoch.epoch, 2);
+    evs_store *r = open_store(rest, &o);
+    size_t n = count(r, "odd") + count(r, "even");
+    cr_assert_geq(n, before2, "restored %zu entries, %zu were acknowledged before", n, before2);
+    cr_assert_leq(n, atomic_load(&l->acked));
+    /* every entry acknowledged before the backup, and nothing out of order: a prefix */
+    for (size_t i = 0; i < before2; i++) {
+        const char *s = i % 2 ? "odd" : "even";
+        evs_query q;
+        evs_query_init(&q);
+        q.start = l->ids[i];
+        q.end = l->ids[i];
+        evs_iter *it;
+        cr_assert_eq(evs_iter_open(r, (evs_slice){s, strlen(s)}, &q, &it, &err), 0);
+        const evs_entry *e;
+        cr_assert_eq(evs_iter_next(it, &e, &err), 1, "entry %zu of %zu missing", i, before2);
+        evs_iter_close(it);
+    }
+    cr_assert_eq(evs_verify(r, NULL, NULL), 0);
+    evs_close(r);
+    (void)before;
+    evs_close(l->st);
+    free(l);
+    rm_rf(dir);
+    free(dir);
+}
+
+Test(backup, restore_refuses_a_target_that_is_not_empty)
+{
+    char *dir = tmpdir_new();
+    char data[512], out[512], rest[512], junk[600];
+    path2(data, sizeof data, dir, "data");
+    path2(out, sizeof out, dir, "b");
+    path2(rest, sizeof rest, dir, "r");
+    evs_store *st = open_store(data, NULL);
+    evs_id id;
+    add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, &id, "a", "b", NULL);
+    evs_backup_options bo = {.out = out};
+    evs_backup_report rep;
+    evs_error err;
+    cr_assert_eq(evs_backup_store(st, "t", &bo, &rep, &err), 0, "%s", err.msg);
+    evs_close(st);
+    mkdir(rest, 0755);
+    path2(junk, sizeof junk, rest, "junk");
+    fclose(fopen(junk, "w"));
+    evs_restore_report rr;
+    cr_assert_eq(evs_restore(out, rest, NULL, &rr, &err), EVS_EEXIST);
+    cr_assert(access(junk, F_OK) == 0);
+    rm_rf(dir);
+    free(dir);
+}

@@ -1,0 +1,369 @@
+#!/usr/bin/python3
+"""test_backup.py — `evstore backup`, `restore` and `verify --backup` on the real binary: online
+backups of a real server under write load from several redis-py clients, offline backups,
+incremental chains, compression, damaged backups, 10,000 streams, a backup client killed with
+SIGKILL. Usage: test_backup.py path/to/evstore"""
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import redis
+
+import test_server
+from test_server import Server
+
+
+def run(*args, timeout=300):
+    p = subprocess.run([test_server.EVSTORE, *args], capture_output=True, text=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+class BackupBase(unittest.TestCase):
+    FLAGS = ()
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="evs-backup-")
+        self.data = os.path.join(self.dir, "data")
+        self.servers = []
+        self.srv = self.start(self.data, *self.FLAGS)
+        self.r = self.srv.client(decode_responses=True)
+
+    def start(self, data, *flags):
+        s = Server(data, *flags).start()
+        self.servers.append(s)
+        return s
+
+    def tearDown(self):
+        for s in self.servers:
+            rc = s.stop()
+            self.assertIn(rc, (0, -9))
+        with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
+            log = f.read()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.assertNotIn("Sanitizer", log, log[-3000:])
+        self.assertNotIn("runtime error", log, log[-3000:])
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def backup(self, out, *extra, server=None, ok=True):
+        s = server or self.srv
+        rc, text = run("backup", "--server", "127.0.0.1:%d" % s.port, "--out", self.path(out),
+                       *extra)
+        if ok:
+            self.assertEqual(rc, 0, text)
+        return rc, text
+
+    def restore(self, backup, data, ok=True):
+        rc, text = run("restore", "--from", self.path(backup), "--data", self.path(data))
+        if ok:
+            self.assertEqual(rc, 0, text)
+        return rc, text
+
+    def everything(self, r):
+        """Every stream's entries and every group's state, as a comparable value."""
+        out = {}
+        for key in sorted(r.keys("*")):
+            groups = []
+            for g in r.xinfo_groups(key):
+                pend = r.xpending_range(key, g["name"], "-", "+", 1000000)
+                groups.append((g["name"], g["last-delivered-id"], g["entries-read"],
+                               [(p["message_id"], p["consumer"], p["times_delivered"])
+                                for p in pend]))
+            out[key] = (r.xrange(key), groups)
+        return out
+
+
+class Online(BackupBase):
+    def test_backup_under_load_restores_every_acknowledged_entry(self):
+        # groups before the backup: their state is part of the cut
+        for i in range(50):
+            self.r.xadd("jobs", {"n": str(i)})
+        self.r.xgroup_create("jobs", "workers", id="0")
+        self.r.xreadgroup("workers", "alice", {"jobs": ">"}, count=20)
+        self.r.xack("jobs", "workers", *[e[0] for e in self.r.xrange("jobs", count=5)])
+        groups_before = self.everything(self.r)["jobs"][1]
+
+        acked, lock, stop = [], threading.Lock(), threading.Event()
+
+        def writer(k):
+            c = self.srv.client(decode_responses=True)
+            n = 0
+            while not stop.is_set():
+                t = time.time()
+                i = c.xadd("load%d" % (n % 3), {"source": "w%d" % k, "n": str(n), "pad": "x" * 300})
+                with lock:
+                    acked.append((t, "load%d" % (n % 3), i))
+                n += 1
+            c.close()
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        started = time.time()
+        self.backup("b1")
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        before = [a for a in acked if a[0] < started]
+        self.assertGreater(len(before), 100)
+        # groups change after the cut: the restore must not see this
+        self.r.xack("jobs", "workers", *[e[0] for e in self.r.xrange("jobs", count=20)])
+
+        self.restore("b1", "r1")
+        rs = self.start(self.path("r1"))
+        rr = rs.client(decode_responses=True)
+        for key in ("load0", "load1", "load2"):
+            mine, theirs = rr.xrange(key), self.r.xrange(key)
+            self.assertEqual(mine, theirs[:len(mine)], "%s is not a prefix" % key)
+            have = {e[0] for e in mine}
+            for _, k, i in before:
+                if k == key:
+                    self.assertIn(i, have, "entry %s %s acknowledged before the backup" % (k, i))
+        self.assertEqual(self.everything(rr)["jobs"][1], groups_before)
+        self.assertEqual(rr.xrange("jobs"), self.r.xrange("jobs"))
+        info = rr.info("evstore")
+        self.assertEqual(info["epoch"], 2)  # a restored store starts a new epoch
+        self.assertEqual(self.r.info("evstore")["backup_snapshots"], 0)
+        rc, text = run("verify", "--data", self.path("r1"))
+        self.assertIn(rc, (0, 3), text)  # held by the server: refused, else clean
+
+    def test_incremental_chain_restores_like_a_full_backup(self):
+        def load(n, tag):
+            p = self.r.pipeline(transaction=False)
+            for i in range(n):
+                p.xadd("s%d" % (i % 4), {"tag": tag, "i": str(i), "pad": "y" * 500})
+            p.execute()
+
+        load(3000, "a")  # about 2 MiB: two sealed segments of 1 MiB
+        self.backup("full1")
+        load(3000, "b")
+        self.r.xgroup_create("s1", "g", id="0")
+        self.r.xreadgroup("g", "c", {"s1": ">"}, count=7)
+        _, t2 = self.backup("inc2", "--incremental-from", self.path("full1"))
+        load(3000, "c")
+        _, t3 = self.backup("inc3", "--incremental-from", self.path("inc2"), "--compress")
+        self.backup("full3")
+        self.assertRegex(t2, r"\(([1-9]\d*) shared")
+        self.assertRegex(t3, r"\(([1-9]\d*) shared")
+        # the incremental backups hold fewer segment files than the full ones
+        self.assertLess(len(glob.glob(self.path("inc3/log/*"))),
+                        len(glob.glob(self.path("full3/log/*"))))
+        for b in ("full1", "inc2", "inc3", "full3"):
+            rc, text = run("verify", "--backup", self.path(b))
+            self.assertEqual(rc, 0, text)
+        self.restore("inc3", "r-inc")
+        self.restore("full3", "r-full")
+        a = self.start(self.path("r-inc")).client(decode_responses=True)
+        b = self.start(self.path("r-full")).client(decode_responses=True)
+        self.assertEqual(self.everything(a), self.everything(b))
+        self.assertEqual(self.everything(a), self.everything(self.r))
+        # the segments below the cut are byte-identical to the server's
+        for f in sorted(glob.glob(self.path("r-inc/log/*.seg")))[:-1]:
+            with open(f, "rb") as x, open(os.path.join(self.data, "log",
+                                                        os.path.basename(f)), "rb") as y:
+                self.assertEqual(x.read(), y.read(), f)
+        # a chain moved together still restores (parents found beside the child)
+        moved = self.path("moved")
+        os.mkdir(moved)
+        for b in ("full1", "inc2", "inc3"):
+            shutil.move(self.path(b), os.path.join(moved, b))
+        rc, text = run("restore", "--from", os.path.join(moved, "inc3"), "--data",
+                       self.path("r-moved"))
+        self.assertEqual(rc, 0, text)
+        # a chain missing its parent is refused, nothing written
+        shutil.rmtree(os.path.join(moved, "full1"))
+        rc, text = run("restore", "--from", os.path.join(moved, "inc3"), "--data",
+                       self.path("r-broken"))
+        self.assertEqual(rc, 1, text)
+        self.assertIn("parent backup", text)
+        self.assertFalse(os.path.exists(self.path("r-broken")))
+
+    def test_killed_backup_client_leaves_the_server_healthy(self):
+        p = self.r.pipeline(transaction=False)
+        for i in range(20000):
+            p.xadd("big", {"pad": "z" * 1000})
+        p.execute()
+        proc = subprocess.Popen([test_server.EVSTORE, "backup", "--server",
+                                 "127.0.0.1:%d" % self.srv.port, "--out", self.path("killed")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while time.time() < deadline and not glob.glob(self.path("killed/log/*")):
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.assertFalse(os.path.exists(self.path("killed/MANIFEST")))
+        deadline = time.time() + 10
+        while self.r.info("evstore")["backup_snapshots"] and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.r.info("evstore")["backup_snapshots"], 0)
+        self.assertTrue(self.r.ping())
+        self.r.xadd("big", {"after": "kill"})
+        self.assertEqual(self.r.xlen("big"), 20001)
+        rc, text = run("verify", "--backup", self.path("killed"))
+        self.assertEqual(rc, 1, text)  # visibly incomplete: no manifest
+        self.assertIn("MANIFEST", text)
+
+    def test_protocol_errors(self):
+        with self.assertRaisesRegex(redis.ResponseError, "no such backup snapshot"):
+            self.r.execute_command("BACKUP", "READ", "7", "0", "0", "10")
+        with self.assertRaisesRegex(redis.ResponseError, "unknown subcommand"):
+            self.r.execute_command("BACKUP", "NOPE")
+        desc = self.r.execute_command("BACKUP", "BEGIN")
+        snap = desc[1]
+        with self.assertRaisesRegex(redis.ResponseError, "no such file"):
+            self.r.execute_command("BACKUP", "READ", snap, "99", "0", "10")
+        self.assertEqual(self.r.execute_command("BACKUP", "READ", snap, "0", "0", "5"), "evsto")
+        self.assertEqual(self.r.execute_command("BACKUP", "READ", snap, "0", "1000", "5"), "")
+        other = self.srv.client(decode_responses=True)  # K1: not another connection's
+        with self.assertRaisesRegex(redis.ResponseError, "no such backup snapshot"):
+            other.execute_command("BACKUP", "READ", snap, "0", "0", "5")
+        other.close()
+        self.assertEqual(self.r.execute_command("BACKUP", "END", snap), "OK")
+        self.assertEqual(self.r.info("evstore")["backup_snapshots"], 0)
+
+
+class Auth(BackupBase):
+    FLAGS = ("--requirepass", "s3cret")
+
+    def setUp(self):
+        super().setUp()
+        self.r = self.srv.client(decode_responses=True, password="s3cret")
+
+    def test_password(self):
+        self.r.xadd("s", {"a": "b"})
+        rc, text = self.backup("nopass", ok=False)
+        self.assertEqual(rc, 3, text)
+        self.assertIn("NOAUTH", text)
+        rc, text = self.backup("wrong", "--password", "nope", ok=False)
+        self.assertEqual(rc, 3, text)
+        self.backup("good", "--password", "s3cret")
+        self.restore("good", "r")
+
+
+class Offline(BackupBase):
+    def test_offline_backup_refused_while_served_then_works(self):
+        self.r.xadd("s", {"a": "b"})
+        rc, text = run("backup", "--data", self.data, "--out", self.path("off"))
+        self.assertEqual(rc, 4, text)
+        self.assertIn("in use", text)
+        self.assertFalse(os.path.exists(self.path("off")))
+        self.assertEqual(self.srv.stop(), 0)
+        self.servers.remove(self.srv)
+        rc, text = run("backup", "--data", self.data, "--out", self.path("off"), "--compress")
+        self.assertEqual(rc, 0, text)
+        self.restore("off", "r")
+        rs = self.start(self.path("r"))
+        self.assertEqual(rs.client(decode_responses=True).xrange("s")[0][1], {"a": "b"})
+
+    def test_ten_thousand_streams(self):
+        p = self.r.pipeline(transaction=False)
+        for i in range(10000):
+            p.xadd("stream:%05d" % i, {"i": str(i)})
+        p.execute()
+        self.backup("many")
+        self.restore("many", "r")
+        rr = self.start(self.path("r")).client(decode_responses=True)
+        self.assertEqual(rr.dbsize(), 10000)
+        self.assertEqual(rr.xrange("stream:09999")[0][1], {"i": "9999"})
+
+    def test_target_must_be_empty(self):
+        self.r.xadd("s", {"a": "b"})
+        self.backup("b")
+        os.mkdir(self.path("full"))
+        open(self.path("full/x"), "w").close()
+        rc, text = self.restore("b", "full", ok=False)
+        self.assertEqual(rc, 4, text)
+        self.assertTrue(os.path.exists(self.path("full/x")))
+        os.mkdir(self.path("empty"))
+        self.restore("b", "empty")
+        self.assertTrue(os.path.exists(self.path("empty/EPOCHS")))
+        rc, text = self.backup("b", ok=False)  # a folder holding a backup is not overwritten
+        self.assertEqual(rc, 4, text)
+
+
+class Damaged(BackupBase):
+    def setUp(self):
+        super().setUp()
+        p = self.r.pipeline(transaction=False)
+        for i in range(3000):
+            p.xadd("s%d" % (i % 3), {"i": str(i), "pad": "q" * 400})
+        p.execute()
+        self.backup("good")
+        self.backup("goodz", "--compress")
+
+    def damage(self, src, how, target):
+        dst = self.path(src + "-" + how.__name__)
+        shutil.copytree(self.path(src), dst)
+        how(os.path.join(dst, target) if target else dst)
+        return dst
+
+    def check_refused(self, dst, names):
+        rc, text = run("verify", "--backup", dst)
+        self.assertEqual(rc, 1, text)
+        self.assertIn(names, text)
+        out = self.path("restored-" + os.path.basename(dst))
+        rc, text = run("restore", "--from", dst, "--data", out)
+        self.assertEqual(rc, 1, text)
+        self.assertIn(names, text)
+        self.assertFalse(os.path.exists(out))
+        self.assertEqual(glob.glob(out + ".restore-*"), [])
+
+    def test_corruption_anywhere_is_refused(self):
+        def flip(path):
+            with open(path, "r+b") as f:
+                f.seek(os.path.getsize(path) // 2)
+                b = f.read(1)
+                f.seek(-1, 1)
+                f.write(bytes([b[0] ^ 0x40]))
+
+        def delete(path):
+            os.unlink(path)
+
+        def truncate(path):
+            os.truncate(path, os.path.getsize(path) - 8)
+
+        segs = sorted(os.path.basename(p) for p in glob.glob(self.path("good/log/*.seg")))
+        cases = [("good", flip, "MANIFEST", "MANIFEST"),
+                 ("good", truncate, "MANIFEST", "MANIFEST"),
+                 ("good", delete, "MANIFEST", "MANIFEST"),
+                 ("good", flip, "log/" + segs[0], segs[0]),
+                 ("good", flip, "log/" + segs[-1], segs[-1]),
+                 ("good", truncate, "log/" + segs[0], segs[0]),
+                 ("good", delete, "log/" + segs[1], segs[1]),
+                 ("good", flip, "index/data.mdb", "data.mdb"),
+                 ("good", flip, "STORE", "STORE"),
+                 ("goodz", flip, "log/" + segs[0] + ".z", segs[0] + ".z"),
+                 ("goodz", flip, "index/data.mdb.z", "data.mdb.z")]
+        for src, how, target, names in cases:
+            with self.subTest(src=src, how=how.__name__, target=target):
+                dst = self.damage(src, how, target)
+                self.check_refused(dst, names)
+                shutil.rmtree(dst)
+
+    def test_manifest_cannot_name_files_outside(self):
+        dst = self.damage("good", lambda d: None, None)
+        with open(os.path.join(dst, "MANIFEST")) as f:
+            text = f.read()
+        text = text.replace("file STORE ", "file ../../evil ")
+        body = text[:text.index("end ")]
+        import zlib
+        text = body + "end %08x\n" % (zlib.crc32(body.encode()) & 0xffffffff)
+        with open(os.path.join(dst, "MANIFEST"), "w") as f:
+            f.write(text)
+        self.check_refused(dst, "MANIFEST")
+
+
+if __name__ == "__main__":
+    test_server.EVSTORE = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)

@@ -583,6 +583,12 @@ const evs_snap_info *evs_snapshot_info(const evs_snapshot *s);
 /* Up to len bytes of file i from off (any thread): the count, 0 at its end, or < 0. */
 long evs_snapshot_read(evs_snapshot *s, size_t i, uint64_t off, void *buf, size_t len,
                        evs_error *err);
+/* Lend the open file behind snapshot file i (the index copy or a segment; EVS_EINVAL for the
+ * small files held in memory) for zero-copy sends (sendfile) of its bytes [0, size): *fd
+ * stays open and unchanged until evs_snapshot_release(*hold), even after the snapshot is
+ * closed. Read it with pread/sendfile at explicit offsets only. */
+int evs_snapshot_file_fd(evs_snapshot *s, size_t i, int *fd, void **hold, evs_error *err);
+void evs_snapshot_release(void *hold);
 void evs_snapshot_close(evs_snapshot *s);
 
 /* ---- checking ---------------------------------------------------------------------------- */

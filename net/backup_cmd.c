@@ -19,12 +19,15 @@
  *  K2. The snapshot is taken off the event loop (the index copy can take a while); reads are
  *      bounded (8 MiB) page-cache copies on the loop.
  *  K3. At most BACKUP_MAX snapshots are open in the server at once.
+ *  K4. The store is closed only after every BEGIN thread has left evs_snapshot_open
+ *      (backup_shutdown, from commands_shutdown).
  */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 
@@ -43,6 +46,7 @@ typedef struct conn_snaps {
 } conn_snaps;
 
 static _Atomic int open_snaps; /* K3 */
+static _Atomic int begin_running; /* BEGIN threads inside evs_snapshot_open */
 
 int backup_snapshots_open(void) { return open_snaps; }
 
@@ -96,6 +100,7 @@ static void *begin_thread(void *arg)
 {
     begin_job *j = arg;
     j->rc = evs_snapshot_open(j->st, &j->s, &j->err);
+    begin_running--; /* the store is not touched after this: backup_shutdown may close it */
     server_complete(j->p);
     return NULL;
 }
@@ -201,12 +206,14 @@ static void backup_begin(cmd_ctx *x)
         j->st = server_store(x->srv);
         j->p = server_hold(x, begin_fill, j, false);
     }
+    begin_running++;
     pthread_t t;
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     if (!j || !j->p || pthread_create(&t, &at, begin_thread, j)) {
         pthread_attr_destroy(&at);
+        begin_running--;
         if (j && j->p) { /* the hold must complete: answer through the loop */
             j->rc = -1;
             snprintf(j->err.msg, sizeof j->err.msg, "cannot start a thread");
@@ -252,24 +259,35 @@ static void backup_read(cmd_ctx *x)
     resp_out *o = &x->r->out;
     char hdr[32];
     int hl = snprintf(hdr, sizeof hdr, "$%" PRIu64 "\r\n", want);
-    resp_out_raw(o, hdr, (size_t)hl);
-    uint8_t *dst = resp_out_reserve(o, want + 2);
+    /* the index copy and segments go out by sendfile, from the file the snapshot holds open */
+    int fd;
+    void *hold;
+    evs_error err = {0};
+    if (want && evs_snapshot_file_fd(sl->s, (size_t)file, &fd, &hold, &err) == 0) {
+        if (reply_attach_file(x->r, fd, (uint64_t)off, want, evs_snapshot_release, hold) == 0) {
+            resp_out_raw(o, hdr, (size_t)hl);
+            reply_done(x);
+            return;
+        }
+        evs_snapshot_release(hold);
+    }
+    uint8_t *dst = resp_out_reserve(o, (size_t)hl + want + 2); /* one allocation */
     if (!dst) {
         o->len = 0;
         o->oom = false;
         reply_error_done(x, "ERR out of memory");
         return;
     }
-    evs_error err = {0};
+    memcpy(dst, hdr, (size_t)hl);
+    dst += hl;
     long got = want ? evs_snapshot_read(sl->s, (size_t)file, (uint64_t)off, dst, want, &err) : 0;
     if (got != (long)want) {
-        o->len = 0;
         resp_out_error(o, "ERR backup read failed: %s", got < 0 ? err.msg : "short read");
         reply_done(x);
         return;
     }
     memcpy(dst + want, "\r\n", 2);
-    o->len += want + 2;
+    o->len += (size_t)hl + want + 2;
     reply_done(x);
 }
 
@@ -293,6 +311,12 @@ static void backup_end(cmd_ctx *x)
     free(sl);
     resp_out_simple(&x->r->out, "OK");
     reply_done(x);
+}
+
+void backup_shutdown(void)
+{
+    while (begin_running) /* a snapshot being taken reads the store: let it finish first */
+        usleep(1000);
 }
 
 void cmd_backup_snapshot(cmd_ctx *x)

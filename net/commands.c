@@ -1040,6 +1040,7 @@ void commands_conn_closed(void)
 
 void commands_shutdown(void)
 {
+    backup_shutdown();
     groups_shutdown();
     while (blocked_list) {
         blocked *b = blocked_list;

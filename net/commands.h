@@ -57,6 +57,7 @@ void groups_on_visible(void);
 /* backup_cmd.c: BACKUP BEGIN / READ / END, the online backup's snapshot over RESP */
 void cmd_backup_snapshot(cmd_ctx *x);
 int backup_snapshots_open(void);
+void backup_shutdown(void); /* wait for snapshots being taken (before the store closes) */
 /* retention_cmd.c */
 void cmd_xretention(cmd_ctx *x);
 void groups_shutdown(void);

@@ -97,6 +97,8 @@ void *pending_result(pending_t *p) { return p->result; }
 bool pending_orphaned(pending_t *p) { return p->c->closed; }
 conn *pending_conn(pending_t *p) { return p->c; }
 
+static void reply_free(reply *r);
+
 static void conn_free(conn *c)
 {
     for (int i = 0; i < CONN_SLOTS; i++)
@@ -105,8 +107,7 @@ static void conn_free(conn *c)
     while (c->head) {
         reply *r = c->head;
         c->head = r->next;
-        resp_out_release(&r->out);
-        free(r);
+        reply_free(r);
     }
     free(c->argv);
     free(c->inline_buf);
@@ -135,6 +136,57 @@ static void conn_close(conn *c)
         conn_free(c);
 }
 
+typedef struct file_release {
+    void (*fn)(void *);
+    void *arg;
+} file_release;
+
+static void file_cleanup(struct evbuffer_file_segment const *seg, int flags, void *arg)
+{
+    (void)seg;
+    (void)flags;
+    file_release *f = arg;
+    f->fn(f->arg);
+    free(f);
+}
+
+int reply_attach_file(reply *r, int fd, uint64_t off, uint64_t len, void (*release)(void *),
+                      void *arg)
+{
+    file_release *f = malloc(sizeof *f);
+    if (!f)
+        return -1;
+    struct evbuffer_file_segment *seg =
+        evbuffer_file_segment_new(fd, (ev_off_t)off, (ev_off_t)len, 0);
+    if (!seg) {
+        free(f);
+        return -1;
+    }
+    f->fn = release;
+    f->arg = arg;
+    evbuffer_file_segment_add_cleanup_cb(seg, file_cleanup, f);
+    r->file = seg;
+    r->file_len = len;
+    return 0;
+}
+
+static void reply_free(reply *r)
+{
+    if (r->file)
+        evbuffer_file_segment_free(r->file); /* the evbuffer holds its own reference */
+    resp_out_release(&r->out);
+    free(r);
+}
+
+/* Replies this large are handed to the output buffer instead of copied into it. */
+#define REPLY_HANDOFF_BYTES (64u << 10)
+static void free_reply_data(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    free(arg);
+}
+
 /* Write the ready prefix of the reply queue (N1). */
 static void flush_replies(conn *c)
 {
@@ -145,15 +197,23 @@ static void flush_replies(conn *c)
         reply *r = c->head;
         if (r->out.oom)
             c->closing = true; /* a reply we could not build completely: drop the client */
+        else if (r->out.len >= REPLY_HANDOFF_BYTES &&
+                 evbuffer_add_reference(out, r->out.data, r->out.len, free_reply_data,
+                                        r->out.data) == 0)
+            r->out.data = NULL; /* the evbuffer owns it now: no copy of a large reply */
         else
             evbuffer_add(out, r->out.data, r->out.len);
+        if (r->file && !r->out.oom) {
+            if (evbuffer_add_file_segment(out, r->file, 0, (ev_off_t)r->file_len) ||
+                evbuffer_add(out, "\r\n", 2))
+                c->closing = true; /* a reply we could not complete: drop the client */
+        }
         if (r->close_after)
             c->closing = true;
         c->head = r->next;
         if (!c->head)
             c->tail = NULL;
-        resp_out_release(&r->out);
-        free(r);
+        reply_free(r);
     }
     if (evbuffer_get_length(out) > c->s->cfg.max_output_bytes) {
         server_log(c->s, EVS_LOG_WARN,
@@ -448,6 +508,9 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         free(c);
         return;
     }
+    /* libevent writes at most 16 KiB per loop turn by default: large replies (XRANGE, BACKUP
+     * READ) went out at a loop turn per 16 KiB */
+    bufferevent_set_max_single_write(c->bev, 256 << 10);
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;

@@ -56,6 +56,8 @@ typedef struct reply {
     resp_out out;
     bool ready;
     bool close_after; /* QUIT, protocol errors */
+    void *file;       /* reply_attach_file: sent after `out`, then "\r\n"                     */
+    uint64_t file_len;
 } reply;
 
 typedef struct cmd_ctx {
@@ -76,6 +78,12 @@ void conn_set_proto(conn *c, int proto);
 long long conn_id(conn *c);
 bool conn_authed(conn *c);
 void conn_set_authed(conn *c, bool yes);
+/* Follow the reply's bytes with len bytes of fd from off, sent by sendfile without copying
+ * them through the process, then "\r\n" (the body of a bulk string whose header is in
+ * r->out). release(arg) runs once they are sent or the connection is gone; fd must stay open
+ * until then. -1 if it cannot (then nothing is attached and release is not called). */
+int reply_attach_file(reply *r, int fd, uint64_t off, uint64_t len, void (*release)(void *),
+                      void *arg);
 /* The reply is complete: send it (and any ready replies behind it, in order). */
 void reply_done(cmd_ctx *x);
 /* Hold the connection for an asynchronous completion; the returned token is passed to

@@ -19,7 +19,7 @@
 #include "evstore_backup.h"
 #include "rclient.h"
 
-#define READ_CHUNK (1u << 20)
+#define READ_CHUNK (4u << 20)
 #define READ_WINDOW 4
 
 /* ---- progress on a terminal ------------------------------------------------------------------ */
@@ -393,6 +393,13 @@ int cmd_backup(int argc, char **argv)
         evs_options_init(&opt);
         opt.log = cli_log;
         evs_store *st;
+        char probe[4096];
+        snprintf(probe, sizeof probe, "%s/STORE", data);
+        if (access(probe, F_OK)) { /* never create a store to back it up */
+            fprintf(stderr, "evstore backup: %s is not an evstore data folder (no STORE file)\n",
+                    data);
+            return EXIT_FAILURE_;
+        }
         rc = evs_open(data, &opt, &st, &err);
         if (!rc) {
             rc = evs_backup_store(st, data, &o, &rep, &err);

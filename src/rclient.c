@@ -31,37 +31,49 @@ static int write_all(int fd, const void *p, size_t n)
 
 int rclient_send(rclient *c, size_t argc, const char *const *argv, const size_t *lens)
 {
-    char hdr[32];
-    int n = snprintf(hdr, sizeof hdr, "*%zu\r\n", argc);
-    if (write_all(c->fd, hdr, (size_t)n))
+    /* one send per command: small writes with TCP_NODELAY would each be a packet */
+    size_t need = 32;
+    for (size_t i = 0; i < argc; i++)
+        need += (lens ? lens[i] : strlen(argv[i])) + 32;
+    char small[1024];
+    char *b = need <= sizeof small ? small : malloc(need);
+    if (!b)
         return -1;
+    size_t o = (size_t)snprintf(b, need, "*%zu\r\n", argc);
     for (size_t i = 0; i < argc; i++) {
         size_t l = lens ? lens[i] : strlen(argv[i]);
-        n = snprintf(hdr, sizeof hdr, "$%zu\r\n", l);
-        if (write_all(c->fd, hdr, (size_t)n) || write_all(c->fd, argv[i], l) ||
-            write_all(c->fd, "\r\n", 2))
-            return -1;
+        o += (size_t)snprintf(b + o, need - o, "$%zu\r\n", l);
+        memcpy(b + o, argv[i], l);
+        o += l;
+        memcpy(b + o, "\r\n", 2);
+        o += 2;
     }
-    return 0;
+    int rc = write_all(c->fd, b, o);
+    if (b != small)
+        free(b);
+    return rc;
 }
 
 int rclient_read(rclient *c, resp_value **v, char *err, size_t errcap)
 {
-    /* drop the previous reply's bytes */
-    if (c->off) {
-        memmove(c->buf, c->buf + c->off, c->len - c->off);
-        c->len -= c->off;
-        c->off = 0;
-    }
+    /* c->off: where the next reply starts (the previous one's bytes stay valid until now) */
     for (;;) {
         size_t used;
-        int rc = c->len ? resp_reply_parse(c->buf, c->len, v, &used, err, errcap) : RESP_PARTIAL;
+        int rc = c->len > c->off
+                     ? resp_reply_parse(c->buf + c->off, c->len - c->off, v, &used, err, errcap)
+                     : RESP_PARTIAL;
         if (rc == RESP_CMD) {
-            c->off = used;
+            c->off += used;
             return 0;
         }
         if (rc == RESP_ERROR)
             return -1;
+        if (c->off && (c->off == c->len || c->cap - c->len < 65536)) {
+            /* compact only when room runs out: pipelined large replies are not moved per reply */
+            memmove(c->buf, c->buf + c->off, c->len - c->off);
+            c->len -= c->off;
+            c->off = 0;
+        }
         if (c->cap - c->len < 65536) {
             size_t cap = c->cap ? c->cap * 2 : 1 << 17;
             uint8_t *b = realloc(c->buf, cap);

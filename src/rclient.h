@@ -18,7 +18,7 @@ typedef struct rclient {
 /* Connect to "host:port" (AUTH with password when not NULL). 0 or -1 with err filled. */
 int rclient_connect(rclient *c, const char *hostport, const char *password, char *err,
                     size_t errcap);
-/* Queue a command (multibulk) without waiting; rclient_flush sends what is queued. */
+/* Send a command (multibulk, one send) without waiting for its reply. */
 int rclient_send(rclient *c, size_t argc, const char *const *argv, const size_t *lens);
 /* Read one reply (blocking). 0 with *v (free with resp_value_free; strings valid until the
  * next rclient_read), or -1 with err filled. */

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,11 +65,23 @@ static int write_all(int fd, const void *p, size_t n, const char *path, evs_erro
     return 0;
 }
 
+/* Start writeback of what was written so far every WRITEBACK_BYTES, so the fsync at the end
+ * of the file waits for little (measured: 45 ms per 64 MiB segment otherwise). */
+#define WRITEBACK_BYTES (8u << 20)
+static int file_out(wfile *f, const void *p, size_t n, evs_error *err)
+{
+    int rc = write_all(f->fd, p, n, f->path, err);
+    uint64_t end = f->sn + n;
+    if (!rc && end / WRITEBACK_BYTES != f->sn / WRITEBACK_BYTES)
+        sync_file_range(f->fd, 0, (off64_t)end, SYNC_FILE_RANGE_WRITE);
+    f->sn = end;
+    return rc;
+}
+
 static int stored_out(wfile *f, const void *p, size_t n, evs_error *err)
 {
     f->scrc = (uint32_t)crc32(f->scrc, p, (uInt)n);
-    f->sn += n;
-    return write_all(f->fd, p, n, f->path, err);
+    return file_out(f, p, n, err);
 }
 
 static int deflate_some(wfile *f, int flush, evs_error *err)
@@ -100,13 +113,111 @@ static int sink(void *arg, const void *data, size_t len, evs_error *err)
         f->z.avail_in = (uInt)len;
         rc = deflate_some(f, Z_NO_FLUSH, err);
     } else {
-        f->sn += len;
-        rc = write_all(f->fd, data, len, f->path, err);
+        rc = file_out(f, data, len, err);
     }
     if (!rc && f->o->progress) {
         f->prog->bytes_done += len;
         f->o->progress(f->o->progress_arg, f->prog);
     }
+    return rc;
+}
+
+/* ---- a second thread for the file side ---------------------------------------------------
+ * The source (network receive, or reads of the snapshot) runs on the caller's thread; the
+ * CRC, compression and writes of the file run on one more, through a ring of PIPE_BUFS
+ * buffers, so the two overlap (measured: the file side was more than half of a backup). */
+
+#define PIPE_BUFS 8
+#define PIPE_BUF_BYTES (1u << 20)
+
+typedef struct wpipe {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint8_t *buf[PIPE_BUFS];
+    size_t len[PIPE_BUFS];
+    size_t head, count;            /* the filled buffers: head .. head + count (mod PIPE_BUFS)  */
+    bool done;                     /* the producer has delivered everything                     */
+    int rc;                        /* the consumer's first error (then it only drains)          */
+    evs_error err;
+    wfile *f;
+} wpipe;
+
+static void *pipe_main(void *arg)
+{
+    wpipe *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->count && !w->done)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->count)
+            break;
+        size_t i = w->head;
+        pthread_mutex_unlock(&w->mu);
+        int rc = w->rc ? 0 : sink(w->f, w->buf[i], w->len[i], &w->err);
+        pthread_mutex_lock(&w->mu);
+        if (rc && !w->rc)
+            w->rc = rc;
+        w->head = (w->head + 1) % PIPE_BUFS;
+        w->count--;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static int pipe_push(void *arg, const void *data, size_t len, evs_error *err)
+{
+    wpipe *w = arg;
+    const uint8_t *p = data;
+    while (len) {
+        pthread_mutex_lock(&w->mu);
+        while (w->count == PIPE_BUFS && !w->rc)
+            pthread_cond_wait(&w->cv, &w->mu);
+        int rc = w->rc;
+        size_t slot = (w->head + w->count) % PIPE_BUFS;
+        pthread_mutex_unlock(&w->mu);
+        if (rc) {
+            evs_err_copy(err, &w->err);
+            return rc;
+        }
+        size_t n = len < PIPE_BUF_BYTES ? len : PIPE_BUF_BYTES;
+        memcpy(w->buf[slot], p, n); /* the slot is the producer's until count covers it */
+        pthread_mutex_lock(&w->mu);
+        w->len[slot] = n;
+        w->count++;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Run src->copy for file i with the file side on its own thread. */
+static int pipe_copy(const evs_backup_source *src, size_t i, wfile *f, uint8_t **bufs,
+                     evs_error *err)
+{
+    wpipe w = {.f = f};
+    memcpy(w.buf, bufs, sizeof w.buf);
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, pipe_main, &w);
+    if (rc) {
+        pthread_mutex_destroy(&w.mu);
+        pthread_cond_destroy(&w.cv);
+        return src->copy(src->arg, i, sink, f, err); /* no thread: one does both */
+    }
+    rc = src->copy(src->arg, i, pipe_push, &w, err);
+    pthread_mutex_lock(&w.mu);
+    w.done = true;
+    pthread_cond_broadcast(&w.cv);
+    pthread_mutex_unlock(&w.mu);
+    pthread_join(t, NULL);
+    if (!rc && w.rc)
+        rc = (evs_err_copy(err, &w.err), w.rc);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
     return rc;
 }
 
@@ -125,7 +236,7 @@ static int fsync_path(const char *path, evs_error *err)
 /* Copy file i of the source into dir, filling mf (crc, sizes). */
 static int copy_file(const evs_backup_source *src, size_t i, const char *dir, mf_file *mf,
                      const evs_backup_options *o, evs_progress *prog, uint8_t *zbuf,
-                     evs_error *err)
+                     uint8_t **bufs, evs_error *err)
 {
     char stored[MF_NAME_MAX + 4], path[PATH_MAX];
     mf_stored_name(mf, stored);
@@ -140,7 +251,7 @@ static int copy_file(const evs_backup_source *src, size_t i, const char *dir, mf
         close(f.fd);
         return evs_err_set(err, -ENOMEM, "zlib deflateInit failed");
     }
-    rc = src->copy(src->arg, i, sink, &f, err);
+    rc = bufs ? pipe_copy(src, i, &f, bufs, err) : src->copy(src->arg, i, sink, &f, err);
     if (!rc && f.compress) {
         f.z.next_in = NULL;
         f.z.avail_in = 0;
@@ -239,7 +350,8 @@ int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
     bool have_parent = false, created = false;
     int rc = 0;
     size_t nwritten = 0;
-    uint8_t *zbuf = NULL;
+    uint8_t *zbuf = NULL, *bufs[PIPE_BUFS] = {0};
+    bool have_bufs = false;
     char path[PATH_MAX], ppath[PATH_MAX] = "";
     if (o->parent) {
         if ((rc = backup_read_manifest(o->parent, &parent, err)))
@@ -290,6 +402,9 @@ int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
     m.streams = calloc(in->nstreams ? in->nstreams : 1, sizeof *m.streams);
     m.files = calloc(in->nfiles ? in->nfiles : 1, sizeof *m.files);
     zbuf = o->compress ? malloc(CHUNK) : NULL;
+    have_bufs = true;
+    for (int k = 0; k < PIPE_BUFS; k++)
+        have_bufs &= (bufs[k] = malloc(PIPE_BUF_BYTES)) != NULL; /* else one thread does all */
     if (!m.streams || !m.files || (o->compress && !zbuf)) {
         rc = evs_err_set(err, -ENOMEM, "out of memory");
         goto out;
@@ -336,7 +451,7 @@ int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
             continue;
         f->compressed = o->compress;
         nwritten = i + 1;
-        if ((rc = copy_file(src, i, o->out, f, o, &prog, zbuf, err)))
+        if ((rc = copy_file(src, i, o->out, f, o, &prog, zbuf, have_bufs ? bufs : NULL, err)))
             goto out;
         rep->bytes_copied += f->size;
         rep->bytes_stored += f->stored_size;
@@ -375,6 +490,8 @@ out:
     free(m.streams);
     free(m.files);
     free(zbuf);
+    for (int k = 0; k < PIPE_BUFS; k++)
+        free(bufs[k]);
     if (have_parent)
         mf_release(&parent);
     return rc;

@@ -178,6 +178,47 @@ long evs_snapshot_read(evs_snapshot *s, size_t i, uint64_t off, void *buf, size_
     return (long)len;
 }
 
+typedef struct snap_hold {
+    segment *seg; /* a reference on the segment whose fd was lent, or NULL                  */
+    int fd;       /* a dup of the index copy's fd, or -1                                    */
+} snap_hold;
+
+int evs_snapshot_file_fd(evs_snapshot *s, size_t i, int *fd, void **hold, evs_error *err)
+{
+    if (i >= s->info.nfiles || i < F_INDEX)
+        return evs_err_set(err, EVS_EINVAL, "snapshot file %zu has no file descriptor", i);
+    snap_hold *h = malloc(sizeof *h);
+    if (!h)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    h->seg = NULL;
+    h->fd = -1;
+    if (i == F_INDEX) {
+        if ((h->fd = fcntl(s->idx_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+            free(h);
+            return evs_err_set(err, -errno, "cannot dup the index copy: %s", strerror(errno));
+        }
+        *fd = h->fd;
+    } else {
+        h->seg = s->cut.segs[i - F_SEGS];
+        atomic_fetch_add(&h->seg->refs, 1); /* P3 holds for as long as the fd is lent */
+        *fd = h->seg->fd;
+    }
+    *hold = h;
+    return 0;
+}
+
+void evs_snapshot_release(void *hold)
+{
+    snap_hold *h = hold;
+    if (!h)
+        return;
+    if (h->seg)
+        store_seg_put(h->seg);
+    if (h->fd >= 0)
+        close(h->fd);
+    free(h);
+}
+
 void evs_snapshot_close(evs_snapshot *s)
 {
     if (!s)

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The backup benchmarks (issue 5), side by side with their references in one run:
+#  1. a store of about 2 GiB (1 KiB events in 1,000 streams, written by redis-benchmark into
+#     `evstore serve --fsync no`), then, each three times, median reported:
+#     `evstore backup --server` (online, over RESP) vs `cp -r` of the data folder;
+#     `evstore backup --server --compress` vs `tar -cf - | gzip`;
+#     `evstore restore` of each vs `cp -r` of the backup folder / `gzip -dc | tar -x`;
+#  2. publish latency at a steady rate (`evstore bench-resp`, server restarted with
+#     --fsync always) with and without an online backup running at the same time.
+# Everything is in the page cache (23 GiB of RAM): the figures compare CPU and copy paths, and
+# evstore fsyncs every file it writes while cp and tar do not (a `sync` after them is timed
+# separately). Prints a markdown section on stdout.
+# Usage: bash scripts/bench_backup.sh [--quick]   (needs build/evstore, redis-benchmark)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh "$@"
+
+gib=2; ((quick)) && gib=0.25
+now() { date +%s%N; }
+secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+mbs() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1048576 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
+
+EV=$(port)
+./build/evstore serve --data "$work/data" --port "$EV" --http-port 0 --fsync no 2>"$work/ev.log" &
+pids+=($!)
+wait_port "$EV"
+pad=$(head -c 900 /dev/urandom | base64 -w0 | head -c 900)
+n=$(awk -v g="$gib" 'BEGIN { printf "%d", g * 1073741824 / 1100 }')
+redis-benchmark -p "$EV" -n "$n" -r 1000 -c 8 -P 64 -q \
+  XADD 'agent:__rand_int__' '*' source 'agent-__rand_int__' type tool_call payload "{\"n\":__rand_int__,\"text\":\"$pad\"}" >/dev/null 2>&1
+# restart durable (the fill ran with --fsync no for speed): latency is measured as deployed
+kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true; pids=()
+./build/evstore serve --data "$work/data" --port "$EV" --http-port 0 --fsync always 2>>"$work/ev.log" &
+pids+=($!)
+wait_port "$EV"
+bytes=$(du -sb "$work/data" | cut -f1)
+# the active segment is zero-filled to 64 MiB: count what a backup copies, the log's bytes
+logb=$(redis-cli -p "$EV" info evstore | tr -d '\r' | sed -n 's/^log_bytes://p')
+
+run3() { # run3 NAME CMD...: three timed runs (each after `rm -rf` of its output), median seconds
+  local name=$1; shift
+  for r in 1 2 3; do
+    rm -rf "$work/out"
+    local t0; t0=$(now)
+    "$@" >/dev/null 2>&1
+    secs_since "$t0"; echo
+  done | median
+}
+
+cp_s=$(run3 cp cp -r "$work/data" "$work/out")
+sync
+cps_s=$(run3 cpsync sh -c "cp -r '$work/data' '$work/out' && sync")
+tgz_s=$(run3 tgz sh -c "mkdir -p '$work/out' && tar -C '$work/data' -cf - . | gzip > '$work/out/b.tgz'")
+tgz_bytes=$(du -sb "$work/out/b.tgz" | cut -f1)
+tgz_x_s=$( for r in 1 2 3; do rm -rf "$work/x"; mkdir -p "$work/x"; t0=$(now); gzip -dc "$work/out/b.tgz" | tar -C "$work/x" -xf -; secs_since "$t0"; echo; done | median )
+rm -rf "$work/x" "$work/out"
+
+bk_s=$(run3 backup ./build/evstore backup --server "127.0.0.1:$EV" --out "$work/out" --quiet)
+rm -rf "$work/b"; ./build/evstore backup --server "127.0.0.1:$EV" --out "$work/b" --quiet >/dev/null
+bk_bytes=$(du -sb "$work/b" | cut -f1)
+cpb_s=$( for r in 1 2 3; do rm -rf "$work/x"; sync; t0=$(now); cp -r "$work/b" "$work/x"; secs_since "$t0"; echo; done | median )
+cpbs_s=$( for r in 1 2 3; do rm -rf "$work/x"; sync; t0=$(now); cp -r "$work/b" "$work/x"; sync; secs_since "$t0"; echo; done | median )
+rs_s=$( for r in 1 2 3; do rm -rf "$work/x"; t0=$(now); ./build/evstore restore --from "$work/b" --data "$work/x" --quiet >/dev/null; secs_since "$t0"; echo; done | median )
+rm -rf "$work/x" "$work/out"
+
+bz_s=$(run3 backupz ./build/evstore backup --server "127.0.0.1:$EV" --out "$work/out" --compress --quiet)
+rm -rf "$work/bz"; ./build/evstore backup --server "127.0.0.1:$EV" --out "$work/bz" --compress --quiet >/dev/null
+bz_bytes=$(du -sb "$work/bz" | cut -f1)
+rz_s=$( for r in 1 2 3; do rm -rf "$work/x"; t0=$(now); ./build/evstore restore --from "$work/bz" --data "$work/x" --quiet >/dev/null; secs_since "$t0"; echo; done | median )
+rm -rf "$work/x" "$work/out"
+
+# publish latency with and without a concurrent online backup (3 backups back to back)
+lat() { ./build/evstore bench-resp --server "127.0.0.1:$EV" --rate 2000 --seconds "$1" |
+        sed -n 's/^bench=resp-latency .*p50_ms=\([^ ]*\) .*p99_ms=\([^ ]*\).*/\1 \2/p'; }
+lsecs=10; ((quick)) && lsecs=4
+quiet_lat=$(lat "$lsecs")
+( for r in 1 2 3; do rm -rf "$work/o$r"; ./build/evstore backup --server "127.0.0.1:$EV" --out "$work/o$r" --quiet >/dev/null; rm -rf "$work/o$r"; done ) &
+bpid=$!
+busy_lat=$(lat "$lsecs")
+wait "$bpid"
+
+gb() { awk -v b="$1" 'BEGIN { printf "%.2f GiB", b / 1073741824 }'; }
+echo "## Backup and restore (issue 5)"
+echo
+echo "Produced by \`bash scripts/bench_backup.sh\` on $(date -u +%Y-%m-%d), same machine as above."
+echo "Store: $(gb "$bytes") on disk ($(gb "$logb") of records; $n events of about 1 KiB in 1,000"
+echo "streams; the payload repeats one random 900-byte text, so it compresses well for both zlib"
+echo "and gzip). All in the page cache. Median of 3 runs; rates are store bytes / time."
+echo "evstore fsyncs every file it writes and CRC-checks every byte; \`cp -r\` does neither (it"
+echo "copies inside the kernel with copy_file_range), so it is shown alone and followed by \`sync\`."
+echo
+echo "| operation | evstore | reference (same run) | evstore / reference | goal |"
+echo "|---|---|---|---|---|"
+echo "| backup, uncompressed (online, over RESP) | ${bk_s} s ($(mbs "$bytes" "$bk_s") MB/s) | \`cp -r\` ${cp_s} s ($(mbs "$bytes" "$cp_s") MB/s); \`cp -r && sync\` ${cps_s} s | $(ratio "$bk_s" "$cp_s")×; $(ratio "$bk_s" "$cps_s")× | ≥ 0.8× \`cp -r\` |"
+echo "| backup, \`--compress\` ($(gb "$bz_bytes")) | ${bz_s} s ($(mbs "$bytes" "$bz_s") MB/s) | \`tar \| gzip\` ${tgz_s} s ($(gb "$tgz_bytes")) | $(ratio "$bz_s" "$tgz_s")× | ≥ 1× |"
+echo "| restore, uncompressed | ${rs_s} s ($(mbs "$bytes" "$rs_s") MB/s) | \`cp -r\` of the backup ${cpb_s} s; with \`sync\` ${cpbs_s} s | $(ratio "$rs_s" "$cpb_s")×; $(ratio "$rs_s" "$cpbs_s")× | ≥ 0.8× \`cp -r\` |"
+echo "| restore, compressed | ${rz_s} s ($(mbs "$bytes" "$rz_s") MB/s) | \`gzip -dc \| tar -x\` ${tgz_x_s} s | $(ratio "$rz_s" "$tgz_x_s")× | ≥ 1× |"
+echo
+read -r q50 q99 <<<"$quiet_lat"
+read -r b50 b99 <<<"$busy_lat"
+echo "Publish latency at a steady 2,000 XADD/s over one connection (\`evstore bench-resp\`, ${lsecs} s,"
+echo "\`--fsync always\`): without a backup p50 ${q50} ms, p99 ${q99} ms; while online backups of the"
+echo "whole store run back to back, p50 ${b50} ms, p99 ${b99} ms (goal: p99 within 20 %)."

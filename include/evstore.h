@@ -118,6 +118,8 @@ typedef struct evs_options {
     const struct evs_io *io;    /* NULL: the real file system. Tests only.                     */
     evs_retention retention;    /* every stream's default limits (0: none)                     */
     uint32_t retention_interval_ms; /* how often the retention thread runs; 0: 1000            */
+    bool replica;               /* a follower: its log is the leader's (evs_replica_submit);
+                                   local writes are refused (EVS_EREADONLY), no retention     */
 } evs_options;
 
 void evs_options_init(evs_options *opt);
@@ -345,6 +347,7 @@ typedef struct evs_store_stats {
     uint64_t bytes_deleted;      /* their bytes                                                 */
     uint64_t log_start;          /* position of the oldest byte still on disk                   */
     uint32_t epoch;              /* the current epoch (evs_epochs)                              */
+    uint64_t synced_end;         /* log position up to which the log is known durable           */
 } evs_store_stats;
 
 void evs_store_stats_get(evs_store *st, evs_store_stats *out);
@@ -590,6 +593,32 @@ long evs_snapshot_read(evs_snapshot *s, size_t i, uint64_t off, void *buf, size_
 int evs_snapshot_file_fd(evs_snapshot *s, size_t i, int *fd, void **hold, evs_error *err);
 void evs_snapshot_release(void *hold);
 void evs_snapshot_close(evs_snapshot *s);
+
+/* ---- replication: shipping the log ------------------------------------------------------ */
+
+/*
+ * A leader sends its log's bytes as they are; a follower writes them at the same positions,
+ * so its segment files are the leader's byte for byte (docs/replication.md).
+ */
+
+/* Leader: whole records of the log from `pos` (a record boundary) into buf, at most cap bytes,
+ * never past what readers see and never across a segment's end. Returns the byte count (0:
+ * nothing new yet) with *at the log position of buf[0] (above pos when the next segment starts
+ * past a gap). EVS_ENOTFOUND: pos is below the log's start (retention deleted it);
+ * EVS_EINVAL: pos is past the end or not a record boundary; EVS_ETOOBIG: the record at pos
+ * is larger than cap (*at = its size). */
+long evs_log_read(evs_store *st, uint64_t pos, void *buf, size_t cap, uint64_t *at,
+                  evs_error *err);
+/* Follower (evs_options.replica): queue bytes of the leader's log that start at `at` (this
+ * log's end): whole records, each checked before any is written, then written and applied as
+ * recovery would. done(arg, rc, NULL, len, err) once they are durable as the fsync mode says.
+ * A record the store cannot apply (divergence) fails the store. */
+int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len,
+                       evs_done_fn done, void *arg);
+/* Follower with an empty log: take the leader's identity (store ID, epoch history) before
+ * its first record. */
+int evs_replica_adopt(evs_store *st, const char *store_id, const evs_epoch *epochs, size_t n,
+                      evs_error *err);
 
 /* ---- checking ---------------------------------------------------------------------------- */
 

@@ -382,14 +382,42 @@ static void cmd_dbsize(cmd_ctx *x)
 
 /* ROLE: this server is always a leader until replication lands (issue 6); the offset is the
  * log position readers have reached, the unit a follower will resume from. */
+static void role_follower(void *arg, const char *ip, int port, uint64_t received,
+                          uint64_t fsynced, long lag_s)
+{
+    (void)received;
+    (void)lag_s;
+    resp_out *o = arg;
+    char p[16], off[24];
+    snprintf(p, sizeof p, "%d", port);
+    snprintf(off, sizeof off, "%llu", (unsigned long long)fsynced);
+    resp_out_array(o, 3);
+    resp_out_cstr(o, ip);
+    resp_out_cstr(o, p);
+    resp_out_cstr(o, off);
+}
+
+/* As Redis: ["master", offset, [[ip, port, offset]...]] or ["slave", host, port, state,
+ * offset]. Offsets are log positions; a follower's is what it has fsynced. */
 static void cmd_role(cmd_ctx *x)
 {
     evs_store_stats s;
     evs_store_stats_get(server_store(x->srv), &s);
-    resp_out_array(&x->r->out, 3);
-    resp_out_cstr(&x->r->out, "master");
-    resp_out_int(&x->r->out, (long long)s.log_end);
-    resp_out_array(&x->r->out, 0);
+    resp_out *o = &x->r->out;
+    if (server_is_follower(x->srv)) {
+        resp_out_array(o, 5);
+        resp_out_cstr(o, "slave");
+        resp_out_cstr(o, repl_follower_host());
+        resp_out_int(o, repl_follower_port());
+        resp_out_cstr(o, repl_follower_link_up() ? "connected" : "connect");
+        resp_out_int(o, (long long)s.log_end);
+    } else {
+        resp_out_array(o, 3);
+        resp_out_cstr(o, "master");
+        resp_out_int(o, (long long)s.log_end);
+        resp_out_array(o, repl_leader_count());
+        repl_leader_each(role_follower, o);
+    }
     reply_done(x);
 }
 
@@ -409,18 +437,60 @@ static unsigned long long rss_bytes(void)
     return rss * 4096ull;
 }
 
+typedef struct info_acc {
+    char *p;
+    size_t cap, len;
+    uint64_t end;
+    int i;
+} info_acc;
+
+static void info_follower(void *arg, const char *ip, int port, uint64_t received,
+                          uint64_t fsynced, long lag_s)
+{
+    info_acc *a = arg;
+    (void)received;
+    int n = snprintf(a->p + a->len, a->cap - a->len,
+                     "slave%d:ip=%s,port=%d,state=online,offset=%llu,lag=%ld\r\n", a->i++, ip,
+                     port, (unsigned long long)fsynced, lag_s);
+    if (n > 0 && (size_t)n < a->cap - a->len)
+        a->len += (size_t)n;
+}
+
+/* The Replication section's lines (Redis's names; offsets are log positions). */
+static void info_replication(server *srv, const evs_store_stats *s, char *out, size_t cap)
+{
+    if (server_is_follower(srv)) {
+        snprintf(out, cap,
+                 "role:slave\r\nmaster_host:%s\r\nmaster_port:%d\r\nmaster_link_status:%s\r\n"
+                 "master_last_io_seconds_ago:%ld\r\nslave_repl_offset:%llu\r\n"
+                 "slave_read_only:1\r\nconnected_slaves:0\r\nmaster_repl_offset:%llu\r\n",
+                 repl_follower_host(), repl_follower_port(),
+                 repl_follower_link_up() ? "up" : "down", repl_follower_last_io(),
+                 (unsigned long long)s->log_end, (unsigned long long)s->log_end);
+        return;
+    }
+    info_acc a = {out, cap, 0, s->log_end, 0};
+    int n = snprintf(out, cap, "role:master\r\nconnected_slaves:%zu\r\n", repl_leader_count());
+    a.len = n > 0 ? (size_t)n : 0;
+    repl_leader_each(info_follower, &a);
+    snprintf(out + a.len, cap - a.len, "master_repl_offset:%llu\r\n",
+             (unsigned long long)s->log_end);
+}
+
 static void cmd_info(cmd_ctx *x)
 {
     evs_store_stats s;
     evs_store_stats_get(server_store(x->srv), &s);
-    char buf[2048];
+    char repl[2048];
+    info_replication(x->srv, &s, repl, sizeof repl);
+    char buf[4096];
     int n = snprintf(buf, sizeof buf,
                      "# Server\r\nredis_version:7.0.0\r\nevstore_version:%s\r\nredis_mode:standalone\r\n"
                      "tcp_port:%d\r\n"
                      "\r\n# Clients\r\nconnected_clients:%d\r\nblocked_clients:%zu\r\n"
                      "\r\n# Memory\r\nused_memory_rss:%llu\r\n"
                      "\r\n# Persistence\r\naof_enabled:1\r\n"
-                     "\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"
+                     "\r\n# Replication\r\n%s"
                      "\r\n# Stats\r\nevstore_appends:%llu\r\nevstore_batches:%llu\r\n"
                      "\r\n# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
                      "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
@@ -428,7 +498,7 @@ static void cmd_info(cmd_ctx *x)
                      "bytes_deleted:%llu\r\nbackup_snapshots:%d\r\nepoch:%u\r\n"
                      "\r\n# Keyspace\r\n%s%llu%s\r\n",
                      EVSTORE_VERSION, server_cfg(x->srv)->port, server_nconns(x->srv), blocked_count(),
-                     rss_bytes(),
+                     rss_bytes(), repl,
                      (unsigned long long)s.appends, (unsigned long long)s.batches,
                      (unsigned long long)s.fsyncs,
                      s.fsyncs ? (double)s.fsync_ns_total / (double)s.fsyncs / 1000 : 0.0,
@@ -1003,6 +1073,7 @@ static void blocked_timeout(evutil_socket_t fd, short what, void *arg)
 /* Retry every parked XREAD (a batch became visible, or a client left). */
 void commands_on_visible(void)
 {
+    repl_leader_on_visible();
     groups_on_visible();
     blocked *b = blocked_list;
     while (b) {
@@ -1041,6 +1112,7 @@ void commands_conn_closed(void)
 void commands_shutdown(void)
 {
     backup_shutdown();
+    repl_leader_shutdown();
     groups_shutdown();
     while (blocked_list) {
         blocked *b = blocked_list;
@@ -1469,6 +1541,8 @@ static const command table[] = {
     {"xclaim", -6, false, cmd_xclaim},  {"xautoclaim", -6, false, cmd_xautoclaim},
     {"xretention", -3, false, cmd_xretention},
     {"backup", -2, false, cmd_backup_snapshot},
+    {"replsync", -4, false, cmd_replsync}, {"replconf", -2, false, cmd_replconf},
+    {"wait", 3, false, cmd_wait},
 };
 
 static void cmd_command(cmd_ctx *x)
@@ -1530,6 +1604,18 @@ bool commands_arity_ok(const command *cmd, size_t argc)
     return cmd->arity > 0 ? argc == (size_t)cmd->arity : argc >= (size_t)-cmd->arity;
 }
 
+/* Commands that change data: a follower refuses them, as a Redis replica does. */
+static bool is_write(const cmd_ctx *x, const command *cmd)
+{
+    static const char *const writes[] = {"xadd", "xdel", "xtrim", "xsetid", "del", "unlink",
+                                         "flushall", "flushdb", "xgroup", "xreadgroup", "xack",
+                                         "xclaim", "xautoclaim"};
+    for (size_t i = 0; i < sizeof writes / sizeof *writes; i++)
+        if (!strcmp(cmd->name, writes[i]))
+            return true;
+    return !strcmp(cmd->name, "xretention") && arg_is(x, 1, "SET");
+}
+
 void commands_dispatch(cmd_ctx *x)
 {
     const resp_arg *name = &x->argv[0];
@@ -1557,6 +1643,8 @@ void commands_dispatch(cmd_ctx *x)
     } else if (!commands_arity_ok(cmd, x->argc)) {
         snprintf(buf, sizeof buf, "ERR wrong number of arguments for '%s' command", cmd->name);
         why = buf;
+    } else if (server_is_follower(x->srv) && is_write(x, cmd)) {
+        why = "READONLY You can't write against a read only replica.";
     }
     if (multi_intercept(x, cmd, why))
         return;

@@ -58,6 +58,22 @@ void groups_on_visible(void);
 void cmd_backup_snapshot(cmd_ctx *x);
 int backup_snapshots_open(void);
 void backup_shutdown(void); /* wait for snapshots being taken (before the store closes) */
+/* repl_leader.c: REPLSYNC, REPLCONF; followers of this leader */
+void cmd_replsync(cmd_ctx *x);
+void cmd_replconf(cmd_ctx *x);
+void cmd_wait(cmd_ctx *x);
+void repl_leader_shutdown(void);
+void repl_leader_on_visible(void);
+size_t repl_leader_count(void);
+void repl_leader_each(void (*fn)(void *arg, const char *ip, int port, uint64_t received,
+                                 uint64_t fsynced, long lag_s),
+                      void *arg);
+/* repl_follower.c: this node following a leader (--replica-of) */
+bool repl_follower_link_up(void);
+const char *repl_follower_host(void);
+int repl_follower_port(void);
+uint64_t repl_follower_offset(void);
+long repl_follower_last_io(void);
 /* retention_cmd.c */
 void cmd_xretention(cmd_ctx *x);
 void groups_shutdown(void);

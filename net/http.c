@@ -1000,6 +1000,11 @@ static void route(struct evhttp_request *req, void *arg)
         send_error(req, 401, "unauthorized", "missing or wrong bearer token");
         return;
     }
+    if (server_is_follower(h->srv) &&
+        (m == EVHTTP_REQ_POST || m == EVHTTP_REQ_PUT || m == EVHTTP_REQ_DELETE)) {
+        send_error(req, 403, "readonly", "You can't write against a read only replica.");
+        return;
+    }
     if (!strcmp(raw, "/metrics")) {
         if (m != EVHTTP_REQ_GET)
             method_not_allowed(req, "GET");

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -55,6 +56,8 @@ struct conn {
     conn *prev, *next;
     void *cmd_state[CONN_SLOTS];
     void (*cmd_state_free[CONN_SLOTS])(void *);
+    void (*drain)(conn *c, void *arg); /* conn_set_drain                                    */
+    void *drain_arg;
 };
 
 struct server {
@@ -72,7 +75,6 @@ struct server {
     long long next_id;
 };
 
-void server_log(server *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void server_log(server *s, int level, const char *fmt, ...)
 {
     char buf[1024];
@@ -96,6 +98,24 @@ void conn_set_authed(conn *c, bool yes) { c->authed = yes; }
 void *pending_result(pending_t *p) { return p->result; }
 bool pending_orphaned(pending_t *p) { return p->c->closed; }
 conn *pending_conn(pending_t *p) { return p->c; }
+struct evbuffer *conn_output(conn *c) { return bufferevent_get_output(c->bev); }
+bool server_is_follower(server *s) { return s->cfg.replica_of != NULL; }
+
+void conn_set_drain(conn *c, void (*fn)(conn *c, void *arg), void *arg)
+{
+    c->drain = fn;
+    c->drain_arg = arg;
+    bufferevent_setwatermark(c->bev, EV_WRITE, 1u << 20, 0);
+}
+
+void conn_peer(conn *c, char *ip, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    snprintf(ip, cap, "?");
+    if (getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&ss, &len) == 0)
+        getnameinfo((struct sockaddr *)&ss, len, ip, (socklen_t)cap, NULL, 0, NI_NUMERICHOST);
+}
 
 static void reply_free(reply *r);
 
@@ -460,6 +480,18 @@ static void write_cb(struct bufferevent *bev, void *arg)
     conn *c = arg;
     if (c->closing && !c->head)
         conn_close(c);
+    else if (c->drain && !c->closed)
+        c->drain(c, c->drain_arg);
+}
+
+void conn_abort(conn *c, const char *msg)
+{
+    if (c->closed)
+        return;
+    if (msg)
+        evbuffer_add_printf(bufferevent_get_output(c->bev), "-ERR %s\r\n", msg);
+    c->drain = NULL;
+    conn_close(c);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -527,12 +559,13 @@ static void cron_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     server *s = arg;
+    repl_leader_cron();
     if (s->cfg.timeout_s <= 0)
         return;
     time_t now = time(NULL);
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->waits && !c->head && now - c->last_io > s->cfg.timeout_s) {
+        if (!c->waits && !c->head && !c->drain && now - c->last_io > s->cfg.timeout_s) {
             server_log(s, EVS_LOG_DEBUG, "client %lld idle for more than %d s: closed", c->id,
                        s->cfg.timeout_s);
             conn_close(c);
@@ -597,6 +630,7 @@ int server_run(const server_config *cfg)
         o.max_entry_bytes = cfg->max_entry_bytes;
     o.log = cfg->log;
     o.retention = cfg->retention;
+    o.replica = cfg->replica_of != NULL;
     evs_error err;
     if ((rc = evs_open(cfg->data, &o, &s->st, &err))) {
         server_log(s, EVS_LOG_ERROR, "cannot open %s: %s", cfg->data, err.msg);
@@ -656,6 +690,11 @@ int server_run(const server_config *cfg)
                cfg->http_port ? "port " : "off, port ", cfg->http_port, modes[cfg->fsync],
                (unsigned long long)st.streams, (unsigned long long)st.segments,
                (unsigned long long)st.recovered_records, (unsigned long long)st.torn_bytes);
+    if (cfg->replica_of && repl_follower_start(s)) {
+        server_log(s, EVS_LOG_ERROR, "--replica-of %s: not HOST:PORT", cfg->replica_of);
+        rc = -EINVAL;
+        goto out;
+    }
     event_base_dispatch(s->base);
 out:
     /* stop accepting, let the writer finish what was queued, then drop the clients */
@@ -663,6 +702,8 @@ out:
     if (s->lis)
         evconnlistener_free(s->lis);
     http_quiesce(s->http);
+    if (cfg->replica_of)
+        repl_follower_stop();
     if (s->wake)
         commands_shutdown();
     if (s->visible)

@@ -40,6 +40,8 @@ typedef struct server_config {
     int http_port;             /* 0: no HTTP API                                         */
     int timeout_s;             /* close RESP clients idle this long; 0: never (settable) */
     evs_retention retention;   /* every stream's default limits (0: none)                */
+    const char *replica_of;    /* "HOST:PORT": follow that leader (read-only); NULL: lead  */
+    const char *leader_password; /* AUTH to the leader                                    */
 } server_config;
 
 typedef struct server server;
@@ -97,7 +99,7 @@ pending_t *server_hold(cmd_ctx *x, fill_fn fill, void *result, bool pipelinable)
 pending_t *server_hold_again(pending_t *prev, fill_fn fill, void *result);
 /* A slot for per-connection state owned by a command module (the MULTI queue, the open
  * backup snapshots); free_fn frees it with the connection. */
-enum conn_slot { CONN_SLOT_MULTI, CONN_SLOT_BACKUP, CONN_SLOTS };
+enum conn_slot { CONN_SLOT_MULTI, CONN_SLOT_BACKUP, CONN_SLOT_REPLICA, CONN_SLOTS };
 void **conn_cmd_state(conn *c, enum conn_slot slot, void (*free_fn)(void *));
 /* Called from any thread: queue the completion to the loop. */
 void server_complete(pending_t *p);
@@ -109,6 +111,15 @@ void *pending_result(pending_t *p);
 /* Has the connection waiting for this completion gone away? */
 bool pending_orphaned(pending_t *p);
 conn *pending_conn(pending_t *p);
+void server_log(server *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A follower's connection on the leader streams outside the reply queue: its output buffer,
+ * a function called when that buffer has drained below 1 MiB, its peer's address, and a
+ * way to close it (with an error line first when msg is not NULL). */
+struct evbuffer *conn_output(conn *c);
+void conn_set_drain(conn *c, void (*fn)(conn *c, void *arg), void *arg);
+void conn_peer(conn *c, char *ip, size_t cap);
+void conn_abort(conn *c, const char *msg);
+bool server_is_follower(server *s);
 
 /* HTTP/JSON API (http.c) */
 typedef struct http_api http_api;
@@ -116,6 +127,12 @@ int http_start(server *srv, http_api **out);
 void http_quiesce(http_api *h); /* stop accepting (NULL: nothing)          */
 void http_stop(http_api *h);    /* free everything (NULL: nothing)         */
 void http_on_visible(http_api *h); /* a batch became visible: feed live tails */
+
+/* Replication (repl_leader.c, repl_follower.c): the leader's once-a-second heartbeats and
+ * checks; following the leader named by cfg.replica_of (-1 if it is not HOST:PORT). */
+void repl_leader_cron(void);
+int repl_follower_start(server *srv);
+void repl_follower_stop(void);
 
 /* Commands (commands.c) */
 struct event_base;

@@ -34,11 +34,14 @@ static const char *help =
     "                          oldest entries go beyond N bytes of records\n"
     "  --retention-max-entries N  default: keep at most  EVSTORE_RETENTION_MAX_ENTRIES (none)\n"
     "                          N entries per stream\n"
+    "  --replica-of HOST:PORT  follow that leader: a     EVSTORE_REPLICA_OF (none: lead)\n"
+    "                          read-only, byte-identical copy of its log (docs/replication.md)\n"
+    "  --leader-password S     AUTH to the leader        EVSTORE_LEADER_PASSWORD (none)\n"
     "\n"
     "Sizes take k, m, g, t suffixes (powers of 1024). Streams override the retention defaults\n"
     "with XRETENTION or PUT /streams/{name}/retention (docs/resp.md, docs/http.md); space\n"
-    "returns when whole segments fall out. Not yet here: replication (see the project's\n"
-    "issues). With --requirepass, HTTP requests need\n"
+    "returns when whole segments fall out. A follower refuses writes (RESP: -READONLY, as a\n"
+    "Redis replica; HTTP: 403). With --requirepass, HTTP requests need\n"
     "'Authorization: Bearer SECRET' (all but /healthz and /readyz).\n"
     "\n"
     "Exit codes: 0 stopped cleanly, 2 unusable arguments, 3 failure (folder in use, port taken,\n"
@@ -70,6 +73,8 @@ int cmd_serve(int argc, char **argv)
     const char *rage = cli_env("EVSTORE_RETENTION_MAX_AGE", NULL);
     const char *rbytes = cli_env("EVSTORE_RETENTION_MAX_BYTES", NULL);
     const char *rents = cli_env("EVSTORE_RETENTION_MAX_ENTRIES", NULL);
+    c.replica_of = cli_env("EVSTORE_REPLICA_OF", NULL);
+    c.leader_password = cli_env("EVSTORE_LEADER_PASSWORD", NULL);
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},           {"bind", required_argument, NULL, 'b'},
         {"http-port", required_argument, NULL, 'H'},
@@ -81,9 +86,11 @@ int cmd_serve(int argc, char **argv)
         {"retention-max-age", required_argument, NULL, 'A'},
         {"retention-max-bytes", required_argument, NULL, 'B'},
         {"retention-max-entries", required_argument, NULL, 'N'},
+        {"replica-of", required_argument, NULL, 'R'},
+        {"leader-password", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},                 {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H': hport = optarg; break;
         case 'd': c.data = optarg; break;
@@ -100,6 +107,8 @@ int cmd_serve(int argc, char **argv)
         case 'A': rage = optarg; break;
         case 'B': rbytes = optarg; break;
         case 'N': rents = optarg; break;
+        case 'R': c.replica_of = optarg; break;
+        case 'L': c.leader_password = optarg; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
         default: fputs(help, stderr); return EXIT_USAGE;
         }

@@ -233,6 +233,74 @@ int epochs_begin_writer(evs_store *st, evs_epoch *out, evs_error *err)
     return 0;
 }
 
+int epochs_follow_writer(evs_store *st, const evs_epoch *e, evs_error *err)
+{
+    if (st->nepochs) {
+        const evs_epoch *last = &st->epochs[st->nepochs - 1];
+        for (size_t i = 0; i < st->nepochs; i++)
+            if (st->epochs[i].epoch == e->epoch && !memcmp(st->epochs[i].uuid, e->uuid, 16) &&
+                st->epochs[i].start == e->start)
+                return 0; /* known already (a replay after a restart) */
+        if (e->epoch <= last->epoch || e->start < last->start)
+            return evs_err_set(err, EVS_ECORRUPT,
+                               "the leader's epoch %" PRIu32 " at %" PRIu64 " does not follow this "
+                               "store's epoch %" PRIu32 " at %" PRIu64 ": the histories diverged",
+                               e->epoch, e->start, last->epoch, last->start);
+    }
+    evs_epoch *v = malloc((st->nepochs + 1) * sizeof *v);
+    if (!v)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    if (st->nepochs)
+        memcpy(v, st->epochs, st->nepochs * sizeof *v);
+    v[st->nepochs] = *e;
+    int rc = epochs_write(st, v, st->nepochs + 1, err);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    pthread_rwlock_wrlock(&st->lock);
+    free(st->epochs);
+    st->epochs = v;
+    st->nepochs++;
+    st->epoch = e->epoch;
+    pthread_rwlock_unlock(&st->lock);
+    return 0;
+}
+
+int evs_replica_adopt(evs_store *st, const char *store_id, const evs_epoch *epochs, size_t n,
+                      evs_error *err)
+{
+    if (!st->opt.replica)
+        return evs_err_set(err, EVS_EINVAL, "the store is not a follower");
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    if (s.log_end != 0)
+        return evs_err_set(err, EVS_EINVAL, "only an empty store takes a leader's identity; this "
+                           "one holds %" PRIu64 " bytes of log", s.log_end);
+    if (strlen(store_id) != 32 || strspn(store_id, "0123456789abcdef") != 32)
+        return evs_err_set(err, EVS_EINVAL, "malformed store ID");
+    int rc = epochs_write(st, epochs, n, err); /* the history first, then the identity */
+    if (rc)
+        return rc;
+    char path[PATH_MAX], buf[128];
+    snprintf(path, sizeof path, "%s/STORE", st->dir);
+    int len = snprintf(buf, sizeof buf, "evstore-store 1\nid %s\n", store_id);
+    if ((rc = fio_write_file_atomic(st->io, path, buf, (size_t)len)))
+        return evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc));
+    evs_epoch *v = malloc((n ? n : 1) * sizeof *v);
+    if (!v)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    memcpy(v, epochs, n * sizeof *v);
+    pthread_rwlock_wrlock(&st->lock);
+    memcpy(st->store_id, store_id, 33);
+    free(st->epochs);
+    st->epochs = v;
+    st->nepochs = n;
+    st->epoch = n ? v[n - 1].epoch : 0;
+    pthread_rwlock_unlock(&st->lock);
+    return 0;
+}
+
 size_t evs_epochs(evs_store *st, evs_epoch *out, size_t cap)
 {
     pthread_rwlock_rdlock(&st->lock);

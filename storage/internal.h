@@ -161,7 +161,8 @@ enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4, WR_SETI
                  WR_DECLARE = 8,   /* declare streams and snapshot groups below `upto`          */
                  WR_ROLL = 9,      /* seal the active segment if it holds anything              */
                  WR_EPOCH = 10,    /* begin a new epoch (epoch.c)                               */
-                 WR_CUT = 11 };    /* a consistent cut of the log for a snapshot (snapshot.c)   */
+                 WR_CUT = 11,      /* a consistent cut of the log for a snapshot (snapshot.c)   */
+                 WR_REPLICA = 12 };/* a follower: the leader's records at their positions      */
 
 /* What WR_CUT takes on the writer, between write batches: the log's end, every segment up to
  * it (with a reference), every live stream's counters and the epoch history. */
@@ -263,6 +264,7 @@ struct evs_store {
     uint32_t last_crc;
     uint64_t last_time_us;
     uint64_t synced_to;            /* log bytes known durable                                */
+    _Atomic uint64_t synced_pub;   /* the same, for other threads (stats, replication acks)  */
     uint64_t last_sync_ns;
     struct idx_batch *ib;
     struct postings *post;         /* filter groups of the batch being applied               */
@@ -422,6 +424,10 @@ char *epochs_format(const evs_epoch *v, size_t n, size_t *len);
 int epochs_load(evs_store *st, bool fresh, evs_error *err);
 int epochs_reconcile(evs_store *st, evs_error *err);
 int epochs_begin_writer(evs_store *st, evs_epoch *out, evs_error *err);
+/* A follower met the leader's REC_EPOCH record: add it to the history (durably, before the
+ * record is written: E1); the same epoch again is accepted, a different one with the same or
+ * a lower number is divergence (EVS_ECORRUPT). */
+int epochs_follow_writer(evs_store *st, const evs_epoch *e, evs_error *err);
 /* The writer's cut for a snapshot (synchronous). */
 int writer_cut(evs_store *st, snap_cut *out, evs_error *err);
 void snap_cut_release(snap_cut *c);

@@ -1415,6 +1415,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
         if ((rc = store_roll(st, err)) || (rc = epochs_reconcile(st, err)))
             goto fail;
         st->synced_to = st->tail;
+        atomic_store(&st->synced_pub, st->synced_to);
         if ((rc = pthread_create(&st->writer, NULL, writer_main, st))) {
             rc = evs_err_set(err, -rc, "cannot start writer thread");
             goto fail;
@@ -1429,7 +1430,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             return evs_err_set(err, -rc, "cannot start checkpointer thread");
         }
         st->ckpt_started = true;
-        if ((rc = ret_start(st))) {
+        if (!st->opt.replica && (rc = ret_start(st))) {
             evs_close(st);
             return evs_err_set(err, rc, "cannot start retention thread");
         }
@@ -1533,6 +1534,7 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
     }
     o->epoch = st->nepochs ? st->epochs[st->nepochs - 1].epoch : 0;
     pthread_rwlock_unlock(&st->lock);
+    o->synced_end = atomic_load(&st->synced_pub);
     o->retention_trimmed = atomic_load(&st->n_ret_trimmed);
     o->segments_deleted = atomic_load(&st->n_segs_deleted);
     o->bytes_deleted = atomic_load(&st->n_bytes_deleted);

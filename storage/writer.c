@@ -386,6 +386,7 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
             goto fail;
         }
         st->synced_to = st->tail;
+        atomic_store(&st->synced_pub, st->synced_to);
     }
     if (st->idx_force) {
         index_commit(st, true); /* a tombstone is acknowledged only once readers see it */
@@ -441,6 +442,33 @@ fail:
 
 /* ---- segments ---------------------------------------------------------------------------- */
 
+/* Create the segment at `base` (from the spare when there is one) and make it the active
+ * one: the log continues at base. */
+static int segment_start(evs_store *st, uint64_t base, evs_error *err)
+{
+    segment *s;
+    int rc = prep_new_segment(st, base, &s, err);
+    if (rc)
+        return rc;
+    pthread_rwlock_wrlock(&st->lock);
+    if (st->nsegs == st->segcap) {
+        size_t n = st->segcap ? st->segcap * 2 : 16;
+        segment **arr = realloc(st->segs, n * sizeof *arr);
+        if (!arr) {
+            pthread_rwlock_unlock(&st->lock);
+            seg_free(s);
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        }
+        st->segs = arr;
+        st->segcap = n;
+    }
+    st->segs[st->nsegs++] = s;
+    pthread_rwlock_unlock(&st->lock);
+    st->active = s;
+    st->tail = base;
+    return 0;
+}
+
 int store_roll(evs_store *st, evs_error *err)
 {
     segment *a = st->active;
@@ -491,27 +519,7 @@ int store_roll(evs_store *st, evs_error *err)
         if (end > base)
             base = end;
     }
-    segment *s;
-    int rc = prep_new_segment(st, base, &s, err);
-    if (rc)
-        return rc;
-    pthread_rwlock_wrlock(&st->lock);
-    if (st->nsegs == st->segcap) {
-        size_t n = st->segcap ? st->segcap * 2 : 16;
-        segment **arr = realloc(st->segs, n * sizeof *arr);
-        if (!arr) {
-            pthread_rwlock_unlock(&st->lock);
-            seg_free(s);
-            return evs_err_set(err, -ENOMEM, "out of memory");
-        }
-        st->segs = arr;
-        st->segcap = n;
-    }
-    st->segs[st->nsegs++] = s;
-    pthread_rwlock_unlock(&st->lock);
-    st->active = s;
-    st->tail = base;
-    return 0;
+    return segment_start(st, base, err);
 }
 
 /* Bytes a request will add to the log, at most (stream-create records counted generously). */
@@ -1166,6 +1174,106 @@ static void do_cut(evs_store *st, wreq *r, pending *p)
     finish(r, rc, NULL);
 }
 
+/* ---- following a leader ------------------------------------------------------------------- */
+
+/* Add a record of the leader's, bytes as they are, to the batch and apply it. */
+static int emit_raw(evs_store *st, const uint8_t *rec, uint64_t size, const rec_hdr *h,
+                    evs_error *err)
+{
+    if (st->nbrecs == 0)
+        st->batch_start = st->tail;
+    struct brec *b = brec_add(st);
+    if (!b || rec_buf_reserve(&st->hdrs, (size_t)size))
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    if (st->active && st->tail == st->active->base)
+        atomic_store(&st->active_first_us, h->time_us);
+    b->hdr_off = st->hdrs.len;
+    b->hdr_len = (size_t)size;
+    b->body = NULL;
+    b->body_len = h->body_len;
+    b->pad = 0;
+    memcpy(st->hdrs.data + b->hdr_off, rec, (size_t)size);
+    st->hdrs.len += (size_t)size;
+    st->batch_bytes += size;
+    st->batch_records++;
+    st->batch_entries += h->kind == REC_ENTRY;
+    return store_apply_record(st, h, st->hdrs.data + b->hdr_off + REC_HDR_SIZE, st->tail, size,
+                              err);
+}
+
+/*
+ * A follower's request: bytes of the leader's log at position r->upto. Every record is checked
+ * before any is written; they go to the same positions as on the leader, and a seal record
+ * ends the segment there (the next one starts right after it, as on the leader), so the
+ * follower's segment files are the leader's byte for byte.
+ */
+static void do_replica(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    const uint8_t *b = r->data.data;
+    size_t len = r->data.len;
+    uint64_t at = r->upto;
+    r->count = len;
+    if (at != st->tail) {
+        evs_err_set(&err, EVS_EINVAL, "the leader's bytes start at log position %" PRIu64
+                    ", this log ends at %" PRIu64, at, st->tail);
+        finish(r, err.code, &err);
+        return;
+    }
+    for (size_t off = 0; off < len;) {
+        rec_hdr h;
+        uint64_t sz;
+        int c = rec_check(b + off, len - off, &h, &sz);
+        if (c != REC_OK) {
+            evs_err_set(&err, EVS_ECORRUPT, "the leader's record at log position %" PRIu64
+                        " fails its check: %s", at + off, rec_check_str(c));
+            finish(r, err.code, &err);
+            return;
+        }
+        off += (size_t)sz;
+    }
+    int rc = 0;
+    for (size_t off = 0; off < len && !rc;) {
+        rec_hdr h;
+        uint64_t sz;
+        rec_check_hdr(b + off, len - off, &h, &sz);
+        if (h.kind == REC_EPOCH) {
+            evs_epoch e;
+            if (rec_epoch_decode(b + off + REC_HDR_SIZE, h.body_len, &e))
+                rc = evs_err_set(&err, EVS_ECORRUPT, "malformed epoch record at %" PRIu64,
+                                 at + off);
+            else
+                rc = epochs_follow_writer(st, &e, &err); /* E1: the history first */
+            if (rc)
+                break;
+        }
+        if (st->batch_bytes >= EVS_MAX_BATCH_BYTES)
+            flush(st, p);
+        if ((rc = emit_raw(st, b + off, sz, &h, &err)))
+            break;
+        off += (size_t)sz;
+        if (h.kind == REC_SEAL) {
+            flush_sync(st, p, true); /* the seal is durable before the next file exists */
+            if (atomic_load(&st->failed)) {
+                rc = EVS_EFAILED;
+                break;
+            }
+            segment *a = st->active;
+            a->sealed = true;
+            if (st->io->ftruncate(a->fd, (off_t)(st->tail - a->base)))
+                evs_log(st, EVS_LOG_WARN, "cannot cut sealed segment %s to its end", a->name);
+            rc = segment_start(st, st->tail, &err);
+        }
+    }
+    if (rc && !atomic_load(&st->failed))
+        store_fail(st, rc, "following the leader failed at log position %" PRIu64 ": %s",
+                   st->tail, err.msg);
+    if (pending_add(p, r)) {
+        finish(r, -ENOMEM, NULL);
+        return;
+    }
+}
+
 static void process(evs_store *st, wreq *list, pending *p)
 {
     while (list) {
@@ -1178,6 +1286,10 @@ static void process(evs_store *st, wreq *list, pending *p)
         }
         if (r->kind == WR_GROUP) {
             do_group(st, r, p);
+            continue;
+        }
+        if (r->kind == WR_REPLICA) { /* consecutive frames share a batch and its fsync */
+            do_replica(st, r, p);
             continue;
         }
         if (r->kind != WR_APPEND) {
@@ -1198,6 +1310,8 @@ static void process(evs_store *st, wreq *list, pending *p)
                 do_epoch(st, r, p);
             else if (r->kind == WR_CUT)
                 do_cut(st, r, p);
+            else if (r->kind == WR_REPLICA)
+                do_replica(st, r, p);
             else
                 do_drop(st, r, p);
             continue;
@@ -1285,8 +1399,10 @@ void *writer_main(void *arg)
             int rc = timed_sync(st, st->active->fd);
             if (rc)
                 store_fail(st, rc, "fdatasync of segment %s failed", st->active->name);
-            else
+            else {
                 st->synced_to = st->tail;
+                atomic_store(&st->synced_pub, st->synced_to);
+            }
         }
         index_commit(st, closing && !list);
         if (closing && !list)
@@ -1351,10 +1467,19 @@ static int submit_check(evs_store *st, evs_error *err)
     return 0;
 }
 
+/* Changes of this store's own: none on a follower (its log is the leader's). */
+static int submit_check_local(evs_store *st, evs_error *err)
+{
+    if (st->opt.replica)
+        return evs_err_set(err, EVS_EREADONLY, "this store follows a leader: it takes writes "
+                           "only through replication");
+    return submit_check(st, err);
+}
+
 static int build_append(evs_store *st, const evs_append *reqs, size_t n, wreq **out,
                         evs_error *err)
 {
-    int rc = submit_check(st, err);
+    int rc = submit_check_local(st, err);
     if (rc)
         return rc;
     if (n == 0)
@@ -1586,7 +1711,7 @@ static int run_counted(evs_store *st, wreq *r, size_t *count, evs_error *err)
 int evs_delete(evs_store *st, evs_slice name, const evs_id *ids, size_t n, size_t *deleted,
                evs_error *err)
 {
-    int rc = submit_check(st, err);
+    int rc = submit_check_local(st, err);
     if (rc || (rc = check_name(name, err)))
         return rc;
     if (n == 0) {
@@ -1608,7 +1733,7 @@ int evs_delete(evs_store *st, evs_slice name, const evs_id *ids, size_t n, size_
 
 int evs_stream_drop(evs_store *st, evs_slice name, bool *existed, evs_error *err)
 {
-    int rc = submit_check(st, err);
+    int rc = submit_check_local(st, err);
     if (rc || (rc = check_name(name, err)))
         return rc;
     wreq *r = wreq_new(WR_DROP, 1);
@@ -1627,7 +1752,7 @@ int evs_stream_drop(evs_store *st, evs_slice name, bool *existed, evs_error *err
 int evs_trim_stream(evs_store *st, evs_slice name, const evs_trim *trim, uint64_t *removed,
                     evs_error *err)
 {
-    int rc = submit_check(st, err);
+    int rc = submit_check_local(st, err);
     if (rc || (rc = check_name(name, err)))
         return rc;
     if (!trim_ok(trim))
@@ -1666,7 +1791,7 @@ int evs_trim_stream(evs_store *st, evs_slice name, const evs_trim *trim, uint64_
 int evs_stream_setid(evs_store *st, evs_slice name, evs_id last_id,
                      const uint64_t *entries_added, const evs_id *max_deleted, evs_error *err)
 {
-    int rc = submit_check(st, err);
+    int rc = submit_check_local(st, err);
     if (rc || (rc = check_name(name, err)))
         return rc;
     wreq *r = wreq_new(WR_SETID, 1);
@@ -1691,7 +1816,7 @@ int evs_stream_setid(evs_store *st, evs_slice name, evs_id last_id,
 
 int evs_retention_set(evs_store *st, evs_slice name, const evs_retention *own, evs_error *err)
 {
-    int rc = submit_check(st, err);
+    int rc = submit_check_local(st, err);
     if (rc || (rc = check_name(name, err)))
         return rc;
     wreq *r = wreq_new(WR_RETENTION, 1);
@@ -1726,7 +1851,7 @@ int writer_roll(evs_store *st, evs_error *err)
 int writer_cut(evs_store *st, snap_cut *out, evs_error *err)
 {
     memset(out, 0, sizeof *out);
-    int rc = submit_check(st, err);
+    int rc = submit_check(st, err); /* a follower can be backed up too */
     if (rc)
         return rc;
     wreq *r = wreq_new(WR_CUT, 1);
@@ -1739,7 +1864,7 @@ int writer_cut(evs_store *st, snap_cut *out, evs_error *err)
 
 int evs_epoch_begin(evs_store *st, evs_epoch *out, evs_error *err)
 {
-    int rc = submit_check(st, err);
+    int rc = submit_check_local(st, err);
     if (rc)
         return rc;
     wreq *r = wreq_new(WR_EPOCH, 1);
@@ -1748,4 +1873,29 @@ int evs_epoch_begin(evs_store *st, evs_epoch *out, evs_error *err)
     r->epoch = out; /* written by the writer before the request completes */
     size_t unused;
     return run_counted(st, r, &unused, err);
+}
+
+int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len,
+                       evs_done_fn done, void *arg)
+{
+    evs_error err;
+    if (!st->opt.replica)
+        return EVS_EINVAL;
+    int rc = submit_check(st, &err);
+    if (rc)
+        return rc;
+    wreq *r = wreq_new(WR_REPLICA, 1);
+    if (!r || rec_buf_reserve(&r->data, len)) {
+        wreq_free(r);
+        return -ENOMEM;
+    }
+    if (len)
+        memcpy(r->data.data, bytes, len);
+    r->data.len = len;
+    r->upto = at;
+    r->done = done;
+    r->arg = arg;
+    if ((rc = writer_submit(st, r)))
+        wreq_free(r);
+    return rc;
 }

@@ -1,0 +1,404 @@
+/*
+ * repl_follower.c — the follower's side of replication (docs/replication.md): one connection
+ * to the leader's RESP port, on the server's event loop.
+ *
+ *   connect → [AUTH password] → REPLSYNC <store id> <log end> <port> <epochs...>
+ *   ← CONTINUE (an empty store first takes the leader's identity), then LOG frames and PINGs
+ *   → REPLCONF ACK <received> <fsynced> after each frame is written and synced
+ *
+ * Invariants:
+ *  W1. Frames are submitted to the store in order and only if each starts where the previous
+ *      ended (`next`): a frame out of place drops the link, it is never written.
+ *  W2. A new link is made only when nothing is in flight, so REPLSYNC names the log's true
+ *      end.
+ *  W3. A link silent for LINK_TIMEOUT_S (the leader PINGs every second) is dropped and made
+ *      again, with backoff from 100 ms up to 5 s.
+ *  W4. A store failure (a record that cannot be applied) stops following for good: the log
+ *      line says why; the operator decides.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "commands.h"
+
+#define LINK_TIMEOUT_S 5
+#define INFLIGHT_MAX (16u << 20)
+
+enum link_state { L_IDLE, L_CONNECTING, L_AUTH, L_SYNC, L_STREAMING, L_FAILED };
+
+typedef struct frame_done {
+    uint64_t end;
+    int gen;
+} frame_done;
+
+static struct {
+    server *srv;
+    struct bufferevent *bev;
+    struct event *timer;
+    enum link_state state;
+    char host[256];
+    int port;
+    uint64_t next;               /* log position the next frame must start at (W1)          */
+    uint64_t received;           /* written by the store                                    */
+    size_t inflight;             /* bytes submitted, not yet completed                      */
+    int gen;                     /* link generation: completions of an old link are ignored */
+    time_t last_rx;
+    int backoff_ms;
+    bool want_reconnect;
+    bool stopping;
+} F;
+
+static void link_drop(const char *why);
+static void link_try(void);
+
+/* ---- completions ---------------------------------------------------------------------------- */
+
+typedef struct done_msg {
+    int rc;
+    size_t len;
+    uint64_t end;
+    int gen;
+    evs_error err;
+} done_msg;
+
+/* REPLCONF ACK <received> <fsynced>: after each frame is written, and once a second. */
+static void send_ack(void)
+{
+    evs_store_stats s;
+    evs_store_stats_get(server_store(F.srv), &s);
+    evbuffer_add_printf(bufferevent_get_output(F.bev),
+                        "*4\r\n$8\r\nREPLCONF\r\n$3\r\nACK\r\n$%d\r\n%" PRIu64 "\r\n"
+                        "$%d\r\n%" PRIu64 "\r\n",
+                        snprintf(NULL, 0, "%" PRIu64, F.received), F.received,
+                        snprintf(NULL, 0, "%" PRIu64, s.synced_end), s.synced_end);
+}
+
+static void on_done_loop(void *arg)
+{
+    done_msg *m = arg;
+    F.inflight -= m->len;
+    if (m->rc) {
+        server_log(F.srv, EVS_LOG_ERROR, "replication stopped: %s", m->err.msg);
+        F.state = L_FAILED; /* W4 */
+        if (F.bev) {
+            bufferevent_free(F.bev);
+            F.bev = NULL;
+        }
+    } else {
+        if (m->end > F.received)
+            F.received = m->end;
+        if (m->gen == F.gen && F.bev && F.state == L_STREAMING)
+            send_ack();
+    }
+    if (F.bev && F.state == L_STREAMING && F.inflight < INFLIGHT_MAX / 2)
+        bufferevent_enable(F.bev, EV_READ);
+    if (F.want_reconnect && F.inflight == 0)
+        link_try();
+    free(m);
+}
+
+static void on_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    (void)ids;
+    done_msg *m = arg;
+    m->rc = rc;
+    if (rc && err)
+        m->err = *err;
+    else if (rc)
+        snprintf(m->err.msg, sizeof m->err.msg, "%s", evs_strerror(rc));
+    (void)n;
+    server_post(F.srv, on_done_loop, m); /* from the writer thread to the loop */
+}
+
+/* ---- the link ------------------------------------------------------------------------------- */
+
+static void send_cmd(size_t argc, const char **argv)
+{
+    struct evbuffer *out = bufferevent_get_output(F.bev);
+    evbuffer_add_printf(out, "*%zu\r\n", argc);
+    for (size_t i = 0; i < argc; i++)
+        evbuffer_add_printf(out, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+}
+
+static void send_sync(void)
+{
+    evs_store *st = server_store(F.srv);
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    size_t n = evs_epochs(st, NULL, 0);
+    evs_epoch *e = calloc(n + 1, sizeof *e);
+    n = e ? evs_epochs(st, e, n) : 0;
+    struct evbuffer *out = bufferevent_get_output(F.bev);
+    char pos[24], port[24];
+    snprintf(pos, sizeof pos, "%" PRIu64, s.log_end);
+    snprintf(port, sizeof port, "%d", server_cfg(F.srv)->port);
+    evbuffer_add_printf(out, "*%zu\r\n$8\r\nREPLSYNC\r\n$32\r\n%s\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n",
+                        4 + 3 * n, evs_store_id(st), strlen(pos), pos, strlen(port), port);
+    for (size_t i = 0; i < n; i++) {
+        char num[24], u[33], start[24];
+        snprintf(num, sizeof num, "%" PRIu32, e[i].epoch);
+        for (int k = 0; k < 16; k++)
+            snprintf(u + 2 * k, 3, "%02x", e[i].uuid[k]);
+        snprintf(start, sizeof start, "%" PRIu64, e[i].start);
+        evbuffer_add_printf(out, "$%zu\r\n%s\r\n$32\r\n%s\r\n$%zu\r\n%s\r\n", strlen(num), num, u,
+                            strlen(start), start);
+    }
+    free(e);
+    F.next = s.log_end;
+    F.received = s.log_end;
+    F.state = L_SYNC;
+}
+
+/* CONTINUE <pos> <store id> [[epoch, uuid, start]...] */
+static bool take_continue(const resp_value *v)
+{
+    if (v->type != RESP_T_ARRAY || v->n != 4 || v->elems[0].type != RESP_T_BULK)
+        return false;
+    const resp_value *pos = &v->elems[1], *id = &v->elems[2], *ep = &v->elems[3];
+    if (pos->type != RESP_T_INT || (uint64_t)pos->integer != F.next || id->type != RESP_T_BULK ||
+        id->len != 32 || ep->type != RESP_T_ARRAY)
+        return false;
+    evs_store *st = server_store(F.srv);
+    if (memcmp(id->str, evs_store_id(st), 32)) { /* an empty follower: the leader's identity */
+        evs_epoch *e = calloc(ep->n + 1, sizeof *e);
+        if (!e)
+            return false;
+        for (size_t i = 0; i < ep->n; i++) {
+            const resp_value *t = &ep->elems[i];
+            if (t->type != RESP_T_ARRAY || t->n != 3 || t->elems[1].len != 32) {
+                free(e);
+                return false;
+            }
+            e[i].epoch = (uint32_t)t->elems[0].integer;
+            e[i].start = (uint64_t)t->elems[2].integer;
+            for (int k = 0; k < 16; k++) {
+                unsigned b;
+                char two[3] = {(char)t->elems[1].str[2 * k], (char)t->elems[1].str[2 * k + 1], 0};
+                if (sscanf(two, "%2x", &b) != 1) {
+                    free(e);
+                    return false;
+                }
+                e[i].uuid[k] = (uint8_t)b;
+            }
+        }
+        char sid[33];
+        memcpy(sid, id->str, 32);
+        sid[32] = 0;
+        evs_error err;
+        int rc = evs_replica_adopt(st, sid, e, ep->n, &err);
+        free(e);
+        if (rc) {
+            server_log(F.srv, EVS_LOG_ERROR, "cannot follow: %s", err.msg);
+            return false;
+        }
+        server_log(F.srv, EVS_LOG_INFO, "this empty store takes the leader's identity, store %s",
+                   sid);
+    }
+    return true;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    F.last_rx = time(NULL);
+    while (F.bev && evbuffer_get_length(in)) {
+        size_t len = evbuffer_get_length(in);
+        const uint8_t *data = evbuffer_pullup(in, (ssize_t)len);
+        resp_value *v;
+        size_t used;
+        char err[160];
+        int rc = resp_reply_parse(data, len, &v, &used, err, sizeof err);
+        if (rc == RESP_PARTIAL)
+            return;
+        if (rc == RESP_ERROR) {
+            link_drop(err);
+            return;
+        }
+        bool ok = true;
+        char why[300] = "";
+        if (v->type == RESP_T_ERROR) {
+            snprintf(why, sizeof why, "the leader says: %.*s", (int)v->len, (const char *)v->str);
+            ok = false;
+        } else if (F.state == L_AUTH) {
+            F.state = L_SYNC;
+        } else if (F.state == L_SYNC) {
+            ok = take_continue(v);
+            if (ok) {
+                F.state = L_STREAMING;
+                F.backoff_ms = 0;
+                server_log(F.srv, EVS_LOG_INFO, "following %s:%d from log position %" PRIu64,
+                           F.host, F.port, F.next);
+            } else if (!why[0]) {
+                snprintf(why, sizeof why, "unexpected answer to REPLSYNC");
+            }
+        } else if (v->type == RESP_T_ARRAY && v->n == 3 && v->elems[0].len == 3 &&
+                   !memcmp(v->elems[0].str, "LOG", 3) && v->elems[1].type == RESP_T_INT &&
+                   v->elems[2].type == RESP_T_BULK) {
+            uint64_t at = (uint64_t)v->elems[1].integer;
+            if (at != F.next) { /* W1 */
+                snprintf(why, sizeof why, "a frame at log position %" PRIu64 ", expected %" PRIu64,
+                         at, F.next);
+                ok = false;
+            } else {
+                done_msg *m = calloc(1, sizeof *m);
+                m->len = v->elems[2].len;
+                m->end = at + v->elems[2].len;
+                m->gen = F.gen;
+                int src = m ? evs_replica_submit(server_store(F.srv), at, v->elems[2].str,
+                                                 v->elems[2].len, on_done, m)
+                            : -ENOMEM;
+                if (src) {
+                    free(m);
+                    snprintf(why, sizeof why, "cannot write the leader's log: %s",
+                             evs_strerror(src));
+                    ok = false;
+                } else {
+                    F.inflight += m->len;
+                    F.next = m->end;
+                    if (F.inflight >= INFLIGHT_MAX)
+                        bufferevent_disable(bev, EV_READ); /* the writer catches up first */
+                }
+            }
+        } /* PING and anything else: the link is alive */
+        resp_value_free(v);
+        evbuffer_drain(in, used);
+        if (!ok) {
+            link_drop(why);
+            return;
+        }
+        if (F.state == L_STREAMING && F.inflight >= INFLIGHT_MAX)
+            return;
+    }
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        F.last_rx = time(NULL);
+        const char *pw = server_cfg(F.srv)->leader_password;
+        if (pw) {
+            const char *argv[] = {"AUTH", pw};
+            send_cmd(2, argv);
+            F.state = L_AUTH;
+        }
+        send_sync();
+        if (pw)
+            F.state = L_AUTH;
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        link_drop(what & BEV_EVENT_EOF ? "the leader closed the connection"
+                                       : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static void link_try(void)
+{
+    if (F.stopping || F.state == L_FAILED)
+        return;
+    F.want_reconnect = false;
+    if (F.inflight) { /* W2 */
+        F.want_reconnect = true;
+        return;
+    }
+    F.gen++;
+    F.bev = bufferevent_socket_new(server_base(F.srv), -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!F.bev)
+        return;
+    bufferevent_setcb(F.bev, on_read, NULL, on_event, NULL);
+    bufferevent_enable(F.bev, EV_READ | EV_WRITE);
+    F.state = L_CONNECTING;
+    F.last_rx = time(NULL);
+    char port[16];
+    snprintf(port, sizeof port, "%d", F.port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(F.host, port, &hints, &ai) || !ai ||
+        bufferevent_socket_connect(F.bev, ai->ai_addr, (int)ai->ai_addrlen)) {
+        if (ai)
+            freeaddrinfo(ai);
+        link_drop("cannot connect");
+        return;
+    }
+    freeaddrinfo(ai);
+}
+
+static void link_drop(const char *why)
+{
+    if (F.bev) {
+        bufferevent_free(F.bev);
+        F.bev = NULL;
+    }
+    if (F.state == L_FAILED)
+        return;
+    server_log(F.srv, EVS_LOG_WARN, "replication link to %s:%d down: %s; retrying in %d ms",
+               F.host, F.port, why, F.backoff_ms ? F.backoff_ms : 100);
+    F.state = L_IDLE;
+    F.backoff_ms = F.backoff_ms ? (F.backoff_ms * 2 > 5000 ? 5000 : F.backoff_ms * 2) : 100;
+    struct timeval tv = {F.backoff_ms / 1000, (F.backoff_ms % 1000) * 1000};
+    event_add(F.timer, &tv);
+}
+
+/* The timer: a retry after backoff, and once a second the link's heartbeat check (W3). */
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (F.state == L_IDLE)
+        link_try();
+    else if (F.bev && time(NULL) - F.last_rx > LINK_TIMEOUT_S)
+        link_drop("no data or heartbeat from the leader for 5 s");
+    else if (F.bev && F.state == L_STREAMING)
+        send_ack(); /* the leader's heartbeat the other way */
+    struct timeval sec = {1, 0};
+    if (F.state != L_IDLE && F.state != L_FAILED)
+        event_add(F.timer, &sec);
+}
+
+int repl_follower_start(server *srv)
+{
+    const char *of = server_cfg(srv)->replica_of;
+    const char *colon = strrchr(of, ':');
+    if (!colon || colon == of || (size_t)(colon - of) >= sizeof F.host || atoi(colon + 1) <= 0)
+        return -1;
+    memset(&F, 0, sizeof F);
+    F.srv = srv;
+    memcpy(F.host, of, (size_t)(colon - of));
+    F.port = atoi(colon + 1);
+    F.timer = event_new(server_base(srv), -1, 0, on_timer, NULL);
+    if (!F.timer)
+        return -1;
+    link_try();
+    struct timeval sec = {1, 0};
+    if (F.state != L_IDLE)
+        event_add(F.timer, &sec);
+    return 0;
+}
+
+void repl_follower_stop(void)
+{
+    F.stopping = true;
+    if (F.bev)
+        bufferevent_free(F.bev);
+    F.bev = NULL;
+    if (F.timer)
+        event_free(F.timer);
+    F.timer = NULL;
+}
+
+bool repl_follower_link_up(void) { return F.state == L_STREAMING; }
+const char *repl_follower_host(void) { return F.host; }
+int repl_follower_port(void) { return F.port; }
+uint64_t repl_follower_offset(void) { return F.received; }
+long repl_follower_last_io(void) { return F.last_rx ? (long)(time(NULL) - F.last_rx) : -1; }

@@ -1,0 +1,454 @@
+/*
+ * repl_leader.c — the leader's side of replication (docs/replication.md).
+ *
+ *   REPLSYNC <store id> <position> <listening port> [<epoch> <uuid hex> <start>]...
+ *
+ * A follower names its store, the end of its log and its epoch history. The leader answers
+ * `*4 CONTINUE <position> <store id> [[epoch, uuid, start]...]` and from then on the
+ * connection carries the leader's log to it, as frames
+ *
+ *   *3 $3 LOG :<log position> $<n> <n bytes: whole records>     and, when idle, *1 $4 PING
+ *
+ * while the follower sends `REPLCONF ACK <received> <fsynced>` (no reply). Or it answers an
+ * error and closes: a different store, a follower behind the leader's retention, histories
+ * that diverged.
+ *
+ * Invariants:
+ *  F1. A follower is sent bytes from exactly the position its log ends at, in log order,
+ *      whole records, only what the leader's readers can see (evs_log_read, L1).
+ *  F2. Continue only when the follower's history is a prefix of the leader's: its last epoch
+ *      is one of the leader's (same number and UUID) and its log does not reach past where
+ *      the leader's next epoch began. Anything else is refused, never streamed over.
+ *  F3. A follower's state goes with its connection (slot free function): no stream to a
+ *      closed socket.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "commands.h"
+
+#define FRAME_MAX (1u << 20)     /* bytes of log per frame (a larger record goes alone)    */
+#define OUT_HIGH (4u << 20)      /* refill the socket's buffer up to this                  */
+#define ACK_TIMEOUT_S 30         /* a follower silent this long is dropped                 */
+
+typedef struct follower {
+    struct follower *next;
+    conn *c;
+    server *srv;
+    uint64_t pos;                /* next log position to send                              */
+    uint64_t received, fsynced;  /* its last ACK                                           */
+    time_t last_ack, last_send;
+    int port;                    /* its own RESP port, for ROLE                            */
+    char ip[64];
+    uint8_t *buf;
+    size_t cap;
+} follower;
+
+static follower *followers;
+static size_t nfollowers;
+static void waiters_check(void);
+
+static void follower_free(void *arg)
+{
+    follower *f = arg;
+    for (follower **pp = &followers; *pp; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            nfollowers--;
+            break;
+        }
+    free(f->buf);
+    free(f);
+}
+
+static void send_frame(follower *f, uint64_t at, size_t n)
+{
+    struct evbuffer *out = conn_output(f->c);
+    evbuffer_add_printf(out, "*3\r\n$3\r\nLOG\r\n:%" PRIu64 "\r\n$%zu\r\n", at, n);
+    evbuffer_add(out, f->buf, n);
+    evbuffer_add(out, "\r\n", 2);
+    f->last_send = time(NULL);
+}
+
+/* Send what the log has past f->pos, up to OUT_HIGH unsent bytes (F1). */
+static void pump(follower *f)
+{
+    evs_store *st = server_store(f->srv);
+    struct evbuffer *out = conn_output(f->c);
+    while (evbuffer_get_length(out) < OUT_HIGH) {
+        uint64_t at = 0;
+        evs_error err;
+        long n = evs_log_read(st, f->pos, f->buf, f->cap, &at, &err);
+        if (n == EVS_ETOOBIG) {
+            uint8_t *b = realloc(f->buf, (size_t)at);
+            if (!b) {
+                conn_abort(f->c, "out of memory for a large record");
+                return;
+            }
+            f->buf = b;
+            f->cap = (size_t)at;
+            continue;
+        }
+        if (n < 0) {
+            server_log(f->srv, EVS_LOG_WARN, "follower %s:%d: stopped streaming: %s", f->ip,
+                       f->port, err.msg);
+            conn_abort(f->c, NULL);
+            return;
+        }
+        if (n == 0)
+            return;
+        send_frame(f, at, (size_t)n);
+        f->pos = at + (uint64_t)n;
+    }
+}
+
+static void on_drain(conn *c, void *arg)
+{
+    (void)c;
+    pump(arg);
+}
+
+void repl_leader_on_visible(void)
+{
+    for (follower *f = followers; f; f = f->next)
+        pump(f);
+}
+
+void repl_leader_cron(void)
+{
+    time_t now = time(NULL);
+    for (follower *f = followers, *next; f; f = next) {
+        next = f->next;
+        if (now - f->last_ack > ACK_TIMEOUT_S) {
+            server_log(f->srv, EVS_LOG_WARN, "follower %s:%d: no acknowledgement for %d s: "
+                       "dropped", f->ip, f->port, ACK_TIMEOUT_S);
+            conn_abort(f->c, NULL);
+            continue;
+        }
+        if (now - f->last_send >= 1) { /* heartbeat */
+            evbuffer_add(conn_output(f->c), "*1\r\n$4\r\nPING\r\n", 14);
+            f->last_send = now;
+        }
+    }
+}
+
+size_t repl_leader_count(void) { return nfollowers; }
+
+void repl_leader_each(void (*fn)(void *arg, const char *ip, int port, uint64_t received,
+                                 uint64_t fsynced, long lag_s),
+                      void *arg)
+{
+    time_t now = time(NULL);
+    for (follower *f = followers; f; f = f->next)
+        fn(arg, f->ip, f->port, f->received, f->fsynced, (long)(now - f->last_ack));
+}
+
+/* ---- REPLSYNC ----------------------------------------------------------------------------- */
+
+static bool parse_u64(const resp_arg *a, uint64_t *v)
+{
+    long long x;
+    if (!arg_ll(a, &x) || x < 0)
+        return false;
+    *v = (uint64_t)x;
+    return true;
+}
+
+static bool parse_uuid(const resp_arg *a, uint8_t out[16])
+{
+    if (a->len != 32)
+        return false;
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        char two[3] = {(char)a->ptr[2 * i], (char)a->ptr[2 * i + 1], 0};
+        if (sscanf(two, "%2x", &v) != 1)
+            return false;
+        out[i] = (uint8_t)v;
+    }
+    return true;
+}
+
+/* F2: where may a follower with this history and log end continue? NULL if it may (at pos),
+ * else the reason. */
+static const char *lineage_check(const evs_epoch *mine, size_t nm, const evs_epoch *theirs,
+                                 size_t nt, uint64_t pos, uint64_t end, char *buf, size_t cap)
+{
+    if (pos > end) {
+        snprintf(buf, cap, "the follower's log ends at %" PRIu64 ", past the leader's %" PRIu64
+                 ": the histories diverged", pos, end);
+        return buf;
+    }
+    if (nt == 0)
+        return pos == 0 || nm == 0 ? NULL : "the follower has no epoch history";
+    const evs_epoch *last = &theirs[nt - 1];
+    for (size_t i = 0; i < nm; i++) {
+        if (mine[i].epoch != last->epoch)
+            continue;
+        if (memcmp(mine[i].uuid, last->uuid, 16) || mine[i].start != last->start)
+            break;
+        uint64_t limit = i + 1 < nm ? mine[i + 1].start : end;
+        if (pos > limit) {
+            snprintf(buf, cap, "the follower's log goes %" PRIu64 " bytes past %" PRIu64
+                     ", where the leader's epoch %" PRIu32 " began: it must cut them first",
+                     pos - limit, limit, mine[i + 1].epoch);
+            return buf;
+        }
+        return NULL;
+    }
+    snprintf(buf, cap, "the follower's epoch %" PRIu32 " is not in the leader's history: "
+             "the histories diverged", last->epoch);
+    return buf;
+}
+
+void cmd_replsync(cmd_ctx *x)
+{
+    evs_store *st = server_store(x->srv);
+    uint64_t pos, port;
+    if (x->argc < 4 || (x->argc - 4) % 3 || !parse_u64(&x->argv[2], &pos) ||
+        !parse_u64(&x->argv[3], &port) || x->argv[1].len != 32) {
+        reply_error_done(x, "ERR syntax: REPLSYNC <store id> <position> <port> [<epoch> <uuid> "
+                            "<start>]...");
+        return;
+    }
+    if (server_cfg(x->srv)->replica_of) {
+        reply_error_done(x, "ERR this node is a follower: replicate from its leader");
+        return;
+    }
+    size_t nt = (x->argc - 4) / 3;
+    evs_epoch *theirs = calloc(nt + 1, sizeof *theirs);
+    size_t nm = evs_epochs(st, NULL, 0);
+    evs_epoch *mine = calloc(nm + 1, sizeof *mine);
+    if (!theirs || !mine) {
+        free(theirs);
+        free(mine);
+        reply_error_done(x, "ERR out of memory");
+        return;
+    }
+    nm = evs_epochs(st, mine, nm);
+    for (size_t i = 0; i < nt; i++) {
+        uint64_t e, start;
+        const resp_arg *a = &x->argv[4 + 3 * i];
+        if (!parse_u64(&a[0], &e) || e > UINT32_MAX || !parse_uuid(&a[1], theirs[i].uuid) ||
+            !parse_u64(&a[2], &start)) {
+            free(theirs);
+            free(mine);
+            reply_error_done(x, "ERR malformed epoch in REPLSYNC");
+            return;
+        }
+        theirs[i].epoch = (uint32_t)e;
+        theirs[i].start = start;
+    }
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    const char *id = evs_store_id(st);
+    bool fresh = pos == 0 && nt <= 1; /* an empty follower takes this store's identity */
+    char why[256];
+    const char *bad = NULL;
+    if (!fresh && memcmp(x->argv[1].ptr, id, 32))
+        bad = "the follower holds a different store (its ID is not the leader's)";
+    else if (!fresh)
+        bad = lineage_check(mine, nm, theirs, nt, pos, s.log_end, why, sizeof why);
+    if (!bad && pos < s.log_start) {
+        snprintf(why, sizeof why, "the follower's log ends at %" PRIu64 ", below the leader's "
+                 "start %" PRIu64 " (retention deleted the rest): it needs a snapshot, which "
+                 "replication cannot send yet; restore a backup on it", pos, s.log_start);
+        bad = why;
+    }
+    if (bad) {
+        server_log(x->srv, EVS_LOG_WARN, "replication refused: %s", bad);
+        resp_out_error(&x->r->out, "ERR replication refused: %s", bad);
+        x->r->close_after = true;
+        reply_done(x);
+        free(theirs);
+        free(mine);
+        return;
+    }
+    follower *f = calloc(1, sizeof *f);
+    f->buf = f ? malloc(FRAME_MAX) : NULL;
+    void **slot = conn_cmd_state(x->c, CONN_SLOT_REPLICA, follower_free);
+    if (!f || !f->buf || *slot) {
+        if (f)
+            free(f->buf);
+        free(f);
+        free(theirs);
+        free(mine);
+        reply_error_done(x, *slot ? "ERR this connection replicates already" : "ERR out of memory");
+        return;
+    }
+    *slot = f;
+    f->c = x->c;
+    f->srv = x->srv;
+    f->cap = FRAME_MAX;
+    f->pos = pos;
+    f->port = (int)port;
+    f->last_ack = f->last_send = time(NULL);
+    conn_peer(x->c, f->ip, sizeof f->ip);
+    f->next = followers;
+    followers = f;
+    nfollowers++;
+    resp_out *o = &x->r->out;
+    resp_out_array(o, 4);
+    resp_out_cstr(o, "CONTINUE");
+    resp_out_int(o, (long long)pos);
+    resp_out_bulk(o, id, 32);
+    resp_out_array(o, nm);
+    for (size_t i = 0; i < nm; i++) {
+        char u[33];
+        for (int k = 0; k < 16; k++)
+            snprintf(u + 2 * k, 3, "%02x", mine[i].uuid[k]);
+        resp_out_array(o, 3);
+        resp_out_int(o, mine[i].epoch);
+        resp_out_bulk(o, u, 32);
+        resp_out_int(o, (long long)mine[i].start);
+    }
+    reply_done(x);
+    server_log(x->srv, EVS_LOG_INFO, "follower %s:%d replicates from log position %" PRIu64,
+               f->ip, f->port, pos);
+    free(theirs);
+    free(mine);
+    conn_set_drain(x->c, on_drain, f);
+    pump(f);
+}
+
+/* REPLCONF ACK <received> <fsynced>: no reply, as Redis. REPLCONF anything else: +OK. */
+void cmd_replconf(cmd_ctx *x)
+{
+    void **slot = conn_cmd_state(x->c, CONN_SLOT_REPLICA, follower_free);
+    follower *f = *slot;
+    if (arg_is(x, 1, "ACK") && f && x->argc >= 3) {
+        uint64_t rcv = 0, fs = 0;
+        parse_u64(&x->argv[2], &rcv);
+        if (x->argc >= 4)
+            parse_u64(&x->argv[3], &fs);
+        f->received = rcv;
+        f->fsynced = fs;
+        f->last_ack = time(NULL);
+        waiters_check();
+        reply_done(x); /* an empty reply: nothing is sent */
+        return;
+    }
+    resp_out_simple(&x->r->out, "OK");
+    reply_done(x);
+}
+
+/* ---- WAIT numreplicas timeout ------------------------------------------------------------- */
+
+/* A WAIT waits for followers that have fsynced up to the log's end as it was when WAIT
+ * arrived: everything this client wrote before lies below it. */
+typedef struct waiter {
+    struct waiter *next;
+    pending_t *p;
+    uint64_t target;
+    long long want;
+    struct event *timer;
+    long long got;
+} waiter;
+
+static waiter *waiters;
+
+static long long count_at(uint64_t target)
+{
+    long long n = 0;
+    for (follower *f = followers; f; f = f->next)
+        n += f->fsynced >= target;
+    return n;
+}
+
+static bool wait_fill(pending_t *p, reply *r, void *result)
+{
+    (void)p;
+    waiter *w = result;
+    resp_out_int(&r->out, w->got);
+    if (w->timer)
+        event_free(w->timer);
+    free(w);
+    return true;
+}
+
+static void wait_finish(waiter *w)
+{
+    for (waiter **pp = &waiters; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    w->got = count_at(w->target);
+    server_complete(w->p);
+}
+
+static void wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    wait_finish(arg);
+}
+
+/* After an acknowledgement: release the WAITs it satisfies. */
+static void waiters_check(void)
+{
+    for (waiter *w = waiters, *next; w; w = next) {
+        next = w->next;
+        if (count_at(w->target) >= w->want || pending_orphaned(w->p))
+            wait_finish(w);
+    }
+}
+
+void cmd_wait(cmd_ctx *x)
+{
+    long long want, timeout;
+    if (!arg_ll(&x->argv[1], &want) || !arg_ll(&x->argv[2], &timeout)) {
+        reply_error_done(x, ERR_INT);
+        return;
+    }
+    if (timeout < 0) {
+        reply_error_done(x, "ERR timeout is negative");
+        return;
+    }
+    if (server_cfg(x->srv)->replica_of) {
+        reply_error_done(x, "ERR WAIT cannot be used with replica instances. Please also note "
+                            "that since Redis 4.0 if a replica is configured to be writable "
+                            "(which is not the default) writes to replicas are just local and "
+                            "are not propagated.");
+        return;
+    }
+    evs_store_stats s;
+    evs_store_stats_get(server_store(x->srv), &s);
+    long long have = count_at(s.log_end);
+    if (have >= want || x->capture) {
+        resp_out_int(&x->r->out, have);
+        reply_done(x);
+        return;
+    }
+    waiter *w = calloc(1, sizeof *w);
+    if (w) {
+        w->target = s.log_end;
+        w->want = want;
+        w->p = server_hold(x, wait_fill, w, false);
+    }
+    if (!w || !w->p) {
+        free(w);
+        reply_error_done(x, "ERR out of memory");
+        return;
+    }
+    if (timeout > 0) {
+        w->timer = evtimer_new(server_base(x->srv), wait_timeout, w);
+        struct timeval tv = {(time_t)(timeout / 1000), (suseconds_t)(timeout % 1000) * 1000};
+        if (w->timer)
+            evtimer_add(w->timer, &tv);
+    }
+    w->next = waiters;
+    waiters = w;
+}
+
+/* The server is stopping: answer every WAIT with what it has. */
+void repl_leader_shutdown(void)
+{
+    while (waiters)
+        wait_finish(waiters);
+}

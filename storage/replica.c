@@ -1,0 +1,86 @@
+/*
+ * replica.c — the leader's side of log shipping: reading the log's bytes as they are, whole
+ * records at a time, for a follower (the follower's side is the writer's WR_REPLICA request).
+ *
+ * Invariants:
+ *  L1. Only bytes readers can see are shipped (published, and synced as the fsync mode says):
+ *      a follower never holds a record the leader could still lose on a crash it survives.
+ *  L2. Shipped bytes begin at a record boundary and end at one, inside one segment.
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "internal.h"
+
+long evs_log_read(evs_store *st, uint64_t pos, void *buf, size_t cap, uint64_t *at,
+                  evs_error *err)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    if (st->nsegs == 0 || pos < st->segs[0]->base) {
+        uint64_t start = st->nsegs ? st->segs[0]->base : 0;
+        pthread_rwlock_unlock(&st->lock);
+        return evs_err_set(err, EVS_ENOTFOUND, "log position %" PRIu64 " is below the log's "
+                           "start %" PRIu64 " (retention deleted it)", pos, start);
+    }
+    segment *g = NULL;
+    uint64_t size = 0;
+    for (size_t i = st->nsegs; i-- > 0;) {
+        segment *c = st->segs[i];
+        uint64_t sz = atomic_load(&c->size);
+        if (pos >= c->base && pos < c->base + sz) {
+            g = c;
+            size = sz;
+            break;
+        }
+        if (pos >= c->base + sz && pos >= c->base) { /* at or past this segment's end */
+            if (i + 1 < st->nsegs && pos == c->base + sz) {
+                g = st->segs[i + 1]; /* the next segment (it may start past a gap) */
+                size = atomic_load(&g->size);
+                pos = g->base;
+                if (!size)
+                    g = NULL;
+            } else if (i + 1 == st->nsegs && pos > c->base + sz) {
+                pthread_rwlock_unlock(&st->lock);
+                return evs_err_set(err, EVS_EINVAL, "log position %" PRIu64 " is past the log's "
+                                   "end %" PRIu64, pos, c->base + sz);
+            }
+            break;
+        }
+    }
+    if (!g) {
+        pthread_rwlock_unlock(&st->lock);
+        return 0; /* nothing new */
+    }
+    atomic_fetch_add(&g->refs, 1);
+    pthread_rwlock_unlock(&st->lock);
+    const uint8_t *d = seg_data(g) + (pos - g->base);
+    uint64_t avail = size - (pos - g->base), off = 0;
+    long rc = 0;
+    while (off < avail) {
+        rec_hdr h;
+        uint64_t sz;
+        int c = rec_check_hdr(d + off, avail - off, &h, &sz);
+        if (c != REC_OK) {
+            rc = evs_err_set(err, off ? EVS_ECORRUPT : EVS_EINVAL,
+                             "log position %" PRIu64 " in %s is not a record: %s", pos + off,
+                             g->name, rec_check_str(c));
+            break;
+        }
+        if (off + sz > cap) {
+            if (off == 0) {
+                *at = sz;
+                rc = evs_err_set(err, EVS_ETOOBIG, "the record at %" PRIu64 " is %" PRIu64
+                                 " bytes", pos, sz);
+            }
+            break;
+        }
+        off += sz;
+    }
+    if (!rc || (rc != EVS_ETOOBIG && off)) {
+        memcpy(buf, d, (size_t)off);
+        *at = pos;
+        rc = (long)off;
+    }
+    store_seg_put(g);
+    return rc;
+}

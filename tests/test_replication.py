@@ -1,0 +1,245 @@
+#!/usr/bin/python3
+"""test_replication.py — leader and followers as real `evstore serve` processes on loopback,
+driven by redis-py: byte-identical convergence under write load, a follower SIGKILLed and
+restarted, two followers and WAIT, consumer groups on a follower, READONLY, passwords, and a
+follower of another store refused. Usage: test_replication.py path/to/evstore"""
+import glob
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import redis
+
+import test_server
+from test_server import Server
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="evs-repl-")
+        self.servers = []
+
+    def start(self, name, *flags):
+        s = Server(os.path.join(self.dir, name), *flags).start()
+        self.servers.append(s)
+        return s
+
+    def follower(self, name, leader, *flags):
+        return self.start(name, "--replica-of", "127.0.0.1:%d" % leader.port, *flags)
+
+    def tearDown(self):
+        for s in self.servers:
+            if s.proc.poll() is None:
+                self.assertEqual(s.stop(), 0)
+        with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
+            log = f.read()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.assertNotIn("Sanitizer", log, log[-3000:])
+        self.assertNotIn("runtime error", log, log[-3000:])
+
+    def log(self):
+        with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
+            return f.read()
+
+    def caught_up(self, leader, *followers, timeout=30):
+        lr = leader.client()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            end = lr.info("evstore")["log_bytes"]
+            role = lr.execute_command("ROLE")
+            offs = {int(r[1]): int(r[2]) for r in role[2]}
+            if all(offs.get(f.port, -1) >= end for f in followers) and \
+                    all(f.client().execute_command("ROLE")[4] >= end for f in followers):
+                return
+            time.sleep(0.05)
+        self.fail("followers did not catch up: leader at %d, ROLE %r" % (end, role))
+
+    def same_segments(self, leader, follower):
+        """Every segment file of the leader's log, byte for byte, on the follower; the active
+        one up to the log's end (after it both are zeros, of their own preallocated sizes)."""
+        lseg = sorted(glob.glob(os.path.join(leader.data, "log", "*.seg")))
+        fseg = sorted(glob.glob(os.path.join(follower.data, "log", "*.seg")))
+        self.assertEqual([os.path.basename(p) for p in lseg], [os.path.basename(p) for p in fseg])
+        end = leader.client().info("evstore")["log_bytes"]
+        for a, b in zip(lseg, fseg):
+            with open(a, "rb") as x, open(b, "rb") as y:
+                da, db = x.read(), y.read()
+            base = int(os.path.basename(a)[:20])
+            if a != lseg[-1]:
+                self.assertEqual(da, db, a)
+            else:
+                self.assertEqual(da.rstrip(b"\0"), db.rstrip(b"\0"), a)
+        return len(lseg), end
+
+
+class Replication(Base):
+    def test_follower_converges_byte_identically_under_load(self):
+        leader = self.start("leader")
+        follower = self.follower("follower", leader)
+        stop = threading.Event()
+        errors = []
+
+        def writer(k):
+            c = leader.client()
+            n = 0
+            try:
+                while not stop.is_set():
+                    p = c.pipeline(transaction=False)
+                    for i in range(20):
+                        p.xadd("w%d" % (n % 5), {"source": "t%d" % k, "n": str(n), "pad": "p" * 200})
+                        n += 1
+                    p.execute()
+            except Exception as e:  # noqa: BLE001 — reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.caught_up(leader, follower)
+        nseg, end = self.same_segments(leader, follower)
+        self.assertGreater(nseg, 3)  # sealed segments were shipped, seal records and all
+        lr, fr = leader.client(decode_responses=True), follower.client(decode_responses=True)
+        for k in ("w0", "w1", "w2", "w3", "w4"):
+            self.assertEqual(fr.xrange(k), lr.xrange(k))
+        # reads are served, writes refused as by a Redis replica
+        self.assertEqual(fr.xlen("w0"), lr.xlen("w0"))
+        for cmd in (("XADD", "w0", "*", "a", "b"), ("XDEL", "w0", "1-1"), ("DEL", "w0"),
+                    ("XGROUP", "CREATE", "w0", "g", "0"), ("XTRIM", "w0", "MAXLEN", "1")):
+            with self.assertRaisesRegex(redis.ResponseError,
+                                        "^You can't write against a read only replica."):
+                fr.execute_command(*cmd)
+        req = urllib.request.Request("http://127.0.0.1:%d/streams/w0/events" % follower.http_port,
+                                     data=b'{"type":"x"}', method="POST")
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(req, timeout=5)
+        self.assertEqual(cm.exception.code, 403)
+        self.assertEqual(fr.execute_command("ROLE")[:4], ["slave", "127.0.0.1", leader.port,
+                                                          "connected"])
+        info = fr.info("replication")
+        self.assertEqual(info["role"], "slave")
+        self.assertEqual(info["master_link_status"], "up")
+        role = lr.execute_command("ROLE")
+        self.assertEqual(role[0], "master")
+        self.assertEqual(role[2][0][1], str(follower.port))
+        with self.assertRaisesRegex(redis.ResponseError, "WAIT cannot be used with replica"):
+            fr.execute_command("WAIT", "1", "10")
+
+    def test_follower_killed_under_load_restarts_and_catches_up(self):
+        leader = self.start("leader")
+        follower = self.follower("follower", leader)
+        stop = threading.Event()
+
+        def writer():
+            c = leader.client()
+            while not stop.is_set():
+                p = c.pipeline(transaction=False)
+                for i in range(50):
+                    p.xadd("s", {"pad": "k" * 500})
+                p.execute()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(1.0)
+        follower.stop(signal.SIGKILL)
+        self.servers.remove(follower)
+        time.sleep(0.5)
+        follower = self.follower("follower", leader)
+        time.sleep(1.0)
+        stop.set()
+        t.join()
+        self.caught_up(leader, follower)
+        self.same_segments(leader, follower)
+        self.assertEqual(follower.client().xlen("s"), leader.client().xlen("s"))
+        self.assertIn("replicates from log position", self.log())
+
+    def test_two_followers_and_wait(self):
+        leader = self.start("leader")
+        f1 = self.follower("f1", leader)
+        f2 = self.follower("f2", leader)
+        lr = leader.client()
+        deadline = time.time() + 10
+        while len(lr.execute_command("ROLE")[2]) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        for i in range(200):
+            lr.xadd("s", {"i": str(i)})
+        self.assertEqual(lr.execute_command("WAIT", "2", "5000"), 2)
+        self.assertEqual(lr.execute_command("WAIT", "3", "200"), 2)  # times out with what it has
+        for f in (f1, f2):
+            self.assertEqual(f.client().xlen("s"), 200)
+        self.caught_up(leader, f1, f2)
+        self.same_segments(leader, f1)
+        self.same_segments(leader, f2)
+        info = lr.info("replication")
+        self.assertEqual(info["connected_slaves"], 2)
+        # a follower gone: WAIT counts only the one left
+        f2.stop()
+        self.servers.remove(f2)
+        lr.xadd("s", {"after": "f2"})
+        self.assertEqual(lr.execute_command("WAIT", "2", "300"), 1)
+
+    def test_consumer_groups_replicate(self):
+        leader = self.start("leader")
+        follower = self.follower("follower", leader)
+        lr = leader.client(decode_responses=True)
+        for i in range(30):
+            lr.xadd("jobs", {"n": str(i)})
+        lr.xgroup_create("jobs", "g", id="0")
+        lr.xreadgroup("g", "alice", {"jobs": ">"}, count=10)
+        lr.xreadgroup("g", "bob", {"jobs": ">"}, count=5)
+        lr.xack("jobs", "g", *[e[0] for e in lr.xrange("jobs", count=3)])
+        lr.execute_command("WAIT", "1", "5000")
+        self.caught_up(leader, follower)
+        fr = follower.client(decode_responses=True)
+
+        def groups(r):
+            out = []
+            for g in r.xinfo_groups("jobs"):
+                pend = r.xpending_range("jobs", g["name"], "-", "+", 100)
+                out.append((g, [(p["message_id"], p["consumer"], p["times_delivered"])
+                                for p in pend]))  # not the clock-dependent idle time
+            return out
+
+        self.assertEqual(groups(fr), groups(lr))
+
+    def test_password(self):
+        leader = self.start("leader", "--requirepass", "s3cret")
+        bad = self.follower("bad", leader, "--leader-password", "nope")
+        good = self.follower("good", leader, "--leader-password", "s3cret")
+        lr = leader.client(password="s3cret")
+        lr.xadd("s", {"a": "b"})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        self.assertEqual(good.client().xlen("s"), 1)
+        self.assertEqual(bad.client().xlen("s"), 0)
+        self.assertEqual(bad.client().execute_command("ROLE")[3], b"connect")
+        self.assertRegex(self.log(), "replication link to 127.0.0.1:%d down: the leader says: "
+                                     "WRONGPASS" % leader.port)
+
+    def test_follower_of_another_store_is_refused(self):
+        leader = self.start("leader")
+        other = self.start("other")
+        other.client().xadd("mine", {"a": "b"})
+        self.assertEqual(other.stop(), 0)
+        self.servers.remove(other)
+        follower = self.follower("other", leader)
+        leader.client().xadd("s", {"a": "b"})
+        time.sleep(1.0)
+        self.assertEqual(follower.client().xlen("s"), 0)
+        self.assertEqual(follower.client(decode_responses=True).xrange("mine")[0][1], {"a": "b"})
+        self.assertIn("replication refused: the follower holds a different store", self.log())
+
+
+if __name__ == "__main__":
+    test_server.EVSTORE = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)

@@ -615,6 +615,10 @@ long evs_log_read(evs_store *st, uint64_t pos, void *buf, size_t cap, uint64_t *
  * A record the store cannot apply (divergence) fails the store. */
 int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len,
                        evs_done_fn done, void *arg);
+/* Follower → leader: once every frame submitted before is written, begin a new epoch (its
+ * history fsynced first, then its record), and from then on take local writes and run
+ * retention. */
+int evs_promote(evs_store *st, evs_epoch *out, evs_error *err);
 /* Follower with an empty log: take the leader's identity (store ID, epoch history) before
  * its first record. */
 int evs_replica_adopt(evs_store *st, const char *store_id, const evs_epoch *epochs, size_t n,

@@ -636,13 +636,45 @@ typedef struct xadd_result {
     evs_id id;
     evs_error err;
     pending_t *p;
+    server *srv;
+    bool replicating;   /* --ack all: written here, now waiting for the followers' fsync */
+    long long got;      /* ... how many had it when the wait ended                      */
 } xadd_result;
+
+static void xadd_replicated(void *arg, long long got)
+{
+    xadd_result *x = arg;
+    x->got = got;
+    server_complete(x->p);
+}
 
 static bool xadd_fill(pending_t *p, reply *r, void *res)
 {
-    (void)p;
     xadd_result *x = res;
-    xadd_result_out(&r->out, x->rc, x->id, &x->err);
+    const server_config *cfg = server_cfg(x->srv);
+    if (x->rc == 0 && cfg->ack_all && !x->replicating && !pending_orphaned(p)) {
+        /* durable here; the answer waits until --min-replicas followers have fsynced it */
+        evs_store_stats s;
+        evs_store_stats_get(server_store(x->srv), &s);
+        x->replicating = true;
+        pending_t *again = server_hold_again(p, xadd_fill, x);
+        if (again) {
+            x->p = again;
+            if (repl_wait(x->srv, s.log_end, cfg->min_replicas, cfg->ack_timeout_ms,
+                          xadd_replicated, x) == 0)
+                return false;
+            x->got = 0;
+            server_complete(again);
+            return false;
+        }
+        x->got = 0;
+    }
+    if (x->replicating && x->got < server_cfg(x->srv)->min_replicas)
+        resp_out_error(&r->out, "NOREPLICAS Not enough good replicas acknowledged the write "
+                       "within %d ms (%lld of %d); it is durable on this leader",
+                       cfg->ack_timeout_ms, x->got, cfg->min_replicas);
+    else
+        xadd_result_out(&r->out, x->rc, x->id, &x->err);
     free(x);
     return true;
 }
@@ -667,9 +699,17 @@ static void cmd_xadd(cmd_ctx *x)
         reply_error_done(x, e);
         return;
     }
+    const server_config *cfg = server_cfg(x->srv);
+    if (cfg->ack_all && repl_good_followers() < cfg->min_replicas) { /* before appending */
+        xadd_args_release(&xa);
+        reply_error_done(x, "NOREPLICAS Not enough good replicas to write.");
+        return;
+    }
     xadd_result *res = calloc(1, sizeof *res);
-    if (res)
+    if (res) {
+        res->srv = x->srv;
         res->p = server_hold(x, xadd_fill, res, true);
+    }
     if (!res || !res->p) {
         free(res);
         xadd_args_release(&xa);
@@ -1542,7 +1582,8 @@ static const command table[] = {
     {"xretention", -3, false, cmd_xretention},
     {"backup", -2, false, cmd_backup_snapshot},
     {"replsync", -4, false, cmd_replsync}, {"replconf", -2, false, cmd_replconf},
-    {"wait", 3, false, cmd_wait},
+    {"wait", 3, false, cmd_wait},       {"replicaof", 3, false, cmd_replicaof},
+    {"slaveof", 3, false, cmd_replicaof},
 };
 
 static void cmd_command(cmd_ctx *x)

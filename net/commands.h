@@ -63,6 +63,11 @@ void cmd_replsync(cmd_ctx *x);
 void cmd_replconf(cmd_ctx *x);
 void cmd_wait(cmd_ctx *x);
 void repl_leader_shutdown(void);
+/* fn(arg, got) on the loop once `want` followers fsynced the log up to target, or after
+ * timeout_ms (<= 0: no timeout); -1 if it cannot wait (then fn is not called). */
+int repl_wait(server *srv, uint64_t target, long long want, long long timeout_ms,
+              void (*fn)(void *arg, long long got), void *arg);
+long long repl_good_followers(void);
 void repl_leader_on_visible(void);
 size_t repl_leader_count(void);
 void repl_leader_each(void (*fn)(void *arg, const char *ip, int port, uint64_t received,
@@ -74,6 +79,7 @@ const char *repl_follower_host(void);
 int repl_follower_port(void);
 uint64_t repl_follower_offset(void);
 long repl_follower_last_io(void);
+void cmd_replicaof(cmd_ctx *x);
 /* retention_cmd.c */
 void cmd_xretention(cmd_ctx *x);
 void groups_shutdown(void);

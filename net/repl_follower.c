@@ -389,6 +389,7 @@ int repl_follower_start(server *srv)
 void repl_follower_stop(void)
 {
     F.stopping = true;
+    F.state = L_IDLE;
     if (F.bev)
         bufferevent_free(F.bev);
     F.bev = NULL;
@@ -402,3 +403,36 @@ const char *repl_follower_host(void) { return F.host; }
 int repl_follower_port(void) { return F.port; }
 uint64_t repl_follower_offset(void) { return F.received; }
 long repl_follower_last_io(void) { return F.last_rx ? (long)(time(NULL) - F.last_rx) : -1; }
+
+/* REPLICAOF NO ONE: stop following and lead (promotion, fenced by a new epoch). REPLICAOF
+ * HOST PORT: following another node is chosen at start (--replica-of) for now. */
+void cmd_replicaof(cmd_ctx *x)
+{
+    if (!(arg_is(x, 1, "NO") && arg_is(x, 2, "ONE"))) {
+        reply_error_done(x, "ERR REPLICAOF HOST PORT at runtime is not supported yet: start "
+                            "the node with --replica-of HOST:PORT (docs/replication.md)");
+        return;
+    }
+    if (x->capture) {
+        reply_error_done(x, "ERR REPLICAOF is not allowed inside MULTI");
+        return;
+    }
+    if (!server_is_follower(x->srv)) {
+        resp_out_simple(&x->r->out, "OK"); /* a leader already, as Redis answers */
+        reply_done(x);
+        return;
+    }
+    repl_follower_stop();
+    evs_epoch e;
+    evs_error err;
+    if (evs_promote(server_store(x->srv), &e, &err)) {
+        resp_out_error(&x->r->out, "ERR promotion failed: %s", err.msg);
+        reply_done(x);
+        return;
+    }
+    server_cfg_mut(x->srv)->replica_of = NULL;
+    server_log(x->srv, EVS_LOG_INFO, "promoted to leader: epoch %" PRIu32 " starts at log "
+               "position %" PRIu64 " (was following %s:%d)", e.epoch, e.start, F.host, F.port);
+    resp_out_simple(&x->r->out, "OK");
+    reply_done(x);
+}

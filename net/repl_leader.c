@@ -179,24 +179,29 @@ static bool parse_uuid(const resp_arg *a, uint8_t out[16])
 static const char *lineage_check(const evs_epoch *mine, size_t nm, const evs_epoch *theirs,
                                  size_t nt, uint64_t pos, uint64_t end, char *buf, size_t cap)
 {
-    if (pos > end) {
-        snprintf(buf, cap, "the follower's log ends at %" PRIu64 ", past the leader's %" PRIu64
-                 ": the histories diverged", pos, end);
+    if (nt == 0 || nm == 0) {
+        if (pos <= end && (nt == 0) == (nm == 0))
+            return NULL; /* stores from before epochs: positions are all there is */
+        snprintf(buf, cap, "the %s has no epoch history", nt == 0 ? "follower" : "leader");
         return buf;
     }
-    if (nt == 0)
-        return pos == 0 || nm == 0 ? NULL : "the follower has no epoch history";
     const evs_epoch *last = &theirs[nt - 1];
     for (size_t i = 0; i < nm; i++) {
         if (mine[i].epoch != last->epoch)
             continue;
         if (memcmp(mine[i].uuid, last->uuid, 16) || mine[i].start != last->start)
             break;
-        uint64_t limit = i + 1 < nm ? mine[i + 1].start : end;
-        if (pos > limit) {
-            snprintf(buf, cap, "the follower's log goes %" PRIu64 " bytes past %" PRIu64
-                     ", where the leader's epoch %" PRIu32 " began: it must cut them first",
-                     pos - limit, limit, mine[i + 1].epoch);
+        if (i + 1 < nm && pos > mine[i + 1].start) {
+            snprintf(buf, cap, "the follower's log goes %" PRIu64 " bytes past log position %"
+                     PRIu64 ", where the leader's epoch %" PRIu32 " began: those bytes were "
+                     "never the leader's, it must cut them first", pos - mine[i + 1].start,
+                     mine[i + 1].start, mine[i + 1].epoch);
+            return buf;
+        }
+        if (pos > end) {
+            snprintf(buf, cap, "the follower's log ends at %" PRIu64 ", past the leader's %"
+                     PRIu64 " in the same epoch %" PRIu32 ": the histories diverged", pos, end,
+                     last->epoch);
             return buf;
         }
         return NULL;
@@ -339,15 +344,17 @@ void cmd_replconf(cmd_ctx *x)
 
 /* ---- WAIT numreplicas timeout ------------------------------------------------------------- */
 
-/* A WAIT waits for followers that have fsynced up to the log's end as it was when WAIT
- * arrived: everything this client wrote before lies below it. */
+/* Waiting for followers: fn(arg, got) runs on the loop once `want` followers have fsynced the
+ * log up to `target`, or when the timeout passes (got: how many had by then). WAIT waits for
+ * the log's end as it was when WAIT arrived: everything the client wrote before lies below;
+ * an XADD under --ack all waits for the end of the log after its batch was written. */
 typedef struct waiter {
     struct waiter *next;
-    pending_t *p;
     uint64_t target;
     long long want;
     struct event *timer;
-    long long got;
+    void (*fn)(void *arg, long long got);
+    void *arg;
 } waiter;
 
 static waiter *waiters;
@@ -360,17 +367,6 @@ static long long count_at(uint64_t target)
     return n;
 }
 
-static bool wait_fill(pending_t *p, reply *r, void *result)
-{
-    (void)p;
-    waiter *w = result;
-    resp_out_int(&r->out, w->got);
-    if (w->timer)
-        event_free(w->timer);
-    free(w);
-    return true;
-}
-
 static void wait_finish(waiter *w)
 {
     for (waiter **pp = &waiters; *pp; pp = &(*pp)->next)
@@ -378,8 +374,10 @@ static void wait_finish(waiter *w)
             *pp = w->next;
             break;
         }
-    w->got = count_at(w->target);
-    server_complete(w->p);
+    if (w->timer)
+        event_free(w->timer);
+    w->fn(w->arg, count_at(w->target));
+    free(w);
 }
 
 static void wait_timeout(evutil_socket_t fd, short what, void *arg)
@@ -389,14 +387,68 @@ static void wait_timeout(evutil_socket_t fd, short what, void *arg)
     wait_finish(arg);
 }
 
-/* After an acknowledgement: release the WAITs it satisfies. */
+/* After an acknowledgement: release the waits it satisfies. */
 static void waiters_check(void)
 {
     for (waiter *w = waiters, *next; w; w = next) {
         next = w->next;
-        if (count_at(w->target) >= w->want || pending_orphaned(w->p))
+        if (count_at(w->target) >= w->want)
             wait_finish(w);
     }
+}
+
+int repl_wait(server *srv, uint64_t target, long long want, long long timeout_ms,
+              void (*fn)(void *arg, long long got), void *arg)
+{
+    if (count_at(target) >= want) {
+        fn(arg, count_at(target));
+        return 0;
+    }
+    waiter *w = calloc(1, sizeof *w);
+    if (!w)
+        return -1;
+    w->target = target;
+    w->want = want;
+    w->fn = fn;
+    w->arg = arg;
+    if (timeout_ms > 0) {
+        w->timer = evtimer_new(server_base(srv), wait_timeout, w);
+        struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+        if (!w->timer || evtimer_add(w->timer, &tv)) {
+            if (w->timer)
+                event_free(w->timer);
+            free(w);
+            return -1;
+        }
+    }
+    w->next = waiters;
+    waiters = w;
+    return 0;
+}
+
+long long repl_good_followers(void) { return (long long)nfollowers; }
+
+/* ---- WAIT numreplicas timeout -------------------------------------------------------------- */
+
+typedef struct wait_cmd {
+    pending_t *p;
+    long long got;
+} wait_cmd;
+
+static bool wait_fill(pending_t *p, reply *r, void *result)
+{
+    (void)p;
+    wait_cmd *w = result;
+    resp_out_int(&r->out, w->got);
+    free(w);
+    return true;
+}
+
+static void wait_done(void *arg, long long got)
+{
+    wait_cmd *w = arg;
+    w->got = got;
+    server_complete(w->p);
 }
 
 void cmd_wait(cmd_ctx *x)
@@ -419,34 +471,26 @@ void cmd_wait(cmd_ctx *x)
     }
     evs_store_stats s;
     evs_store_stats_get(server_store(x->srv), &s);
-    long long have = count_at(s.log_end);
-    if (have >= want || x->capture) {
-        resp_out_int(&x->r->out, have);
+    if (count_at(s.log_end) >= want || x->capture) {
+        resp_out_int(&x->r->out, count_at(s.log_end));
         reply_done(x);
         return;
     }
-    waiter *w = calloc(1, sizeof *w);
-    if (w) {
-        w->target = s.log_end;
-        w->want = want;
+    wait_cmd *w = calloc(1, sizeof *w);
+    if (w)
         w->p = server_hold(x, wait_fill, w, false);
-    }
     if (!w || !w->p) {
         free(w);
         reply_error_done(x, "ERR out of memory");
         return;
     }
-    if (timeout > 0) {
-        w->timer = evtimer_new(server_base(x->srv), wait_timeout, w);
-        struct timeval tv = {(time_t)(timeout / 1000), (suseconds_t)(timeout % 1000) * 1000};
-        if (w->timer)
-            evtimer_add(w->timer, &tv);
+    if (repl_wait(x->srv, s.log_end, want, timeout, wait_done, w)) {
+        w->got = count_at(s.log_end);
+        server_complete(w->p);
     }
-    w->next = waiters;
-    waiters = w;
 }
 
-/* The server is stopping: answer every WAIT with what it has. */
+/* The server is stopping: answer every wait with what it has. */
 void repl_leader_shutdown(void)
 {
     while (waiters)

@@ -277,7 +277,7 @@ static pending_t *hold(conn *c, reply *r, fill_fn fill, void *result, bool pipel
 
 pending_t *server_hold_again(pending_t *prev, fill_fn fill, void *result)
 {
-    return hold(prev->c, prev->r, fill, result, false);
+    return hold(prev->c, prev->r, fill, result, prev->pipelinable);
 }
 
 pending_t *server_hold(cmd_ctx *x, fill_fn fill, void *result, bool pipelinable)

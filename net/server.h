@@ -42,6 +42,10 @@ typedef struct server_config {
     evs_retention retention;   /* every stream's default limits (0: none)                */
     const char *replica_of;    /* "HOST:PORT": follow that leader (read-only); NULL: lead  */
     const char *leader_password; /* AUTH to the leader                                    */
+    bool ack_all;              /* --ack all: an XADD is answered once min_replicas followers
+                                  have fsynced it (--ack leader: once it is durable here)  */
+    int min_replicas;          /* --min-replicas                                          */
+    int ack_timeout_ms;        /* --ack all: answer NOREPLICAS after this long            */
 } server_config;
 
 typedef struct server server;
@@ -95,7 +99,8 @@ void reply_done(cmd_ctx *x);
 typedef struct pending pending_t;
 typedef bool (*fill_fn)(pending_t *p, reply *r, void *result);
 pending_t *server_hold(cmd_ctx *x, fill_fn fill, void *result, bool pipelinable);
-/* A hold for the same connection and reply as an earlier one (EXEC's next batch). */
+/* A hold for the same connection and reply as an earlier one, as pipelinable as it (EXEC's
+ * next batch; an XADD under --ack all waiting for its followers). */
 pending_t *server_hold_again(pending_t *prev, fill_fn fill, void *result);
 /* A slot for per-connection state owned by a command module (the MULTI queue, the open
  * backup snapshots); free_fn frees it with the connection. */

@@ -25,6 +25,7 @@ int cmd_bench_resp(int argc, char **argv);
 int cmd_bench_groups(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cmd_promote(int argc, char **argv);
 /* `evstore verify --backup DIR` (cli_backup.c). */
 int cli_verify_backup(const char *dir, bool quiet);
 

@@ -37,6 +37,11 @@ static const char *help =
     "  --replica-of HOST:PORT  follow that leader: a     EVSTORE_REPLICA_OF (none: lead)\n"
     "                          read-only, byte-identical copy of its log (docs/replication.md)\n"
     "  --leader-password S     AUTH to the leader        EVSTORE_LEADER_PASSWORD (none)\n"
+    "  --ack leader|all        when an XADD is answered: EVSTORE_ACK leader\n"
+    "                          durable here, or also fsynced by --min-replicas followers\n"
+    "  --min-replicas N        followers --ack all needs EVSTORE_MIN_REPLICAS 1\n"
+    "  --ack-timeout MS        --ack all gives up        EVSTORE_ACK_TIMEOUT 10000\n"
+    "                          (NOREPLICAS) after MS\n"
     "\n"
     "Sizes take k, m, g, t suffixes (powers of 1024). Streams override the retention defaults\n"
     "with XRETENTION or PUT /streams/{name}/retention (docs/resp.md, docs/http.md); space\n"
@@ -75,6 +80,9 @@ int cmd_serve(int argc, char **argv)
     const char *rents = cli_env("EVSTORE_RETENTION_MAX_ENTRIES", NULL);
     c.replica_of = cli_env("EVSTORE_REPLICA_OF", NULL);
     c.leader_password = cli_env("EVSTORE_LEADER_PASSWORD", NULL);
+    const char *ack = cli_env("EVSTORE_ACK", "leader");
+    const char *minr = cli_env("EVSTORE_MIN_REPLICAS", "1");
+    const char *ackto = cli_env("EVSTORE_ACK_TIMEOUT", "10000");
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},           {"bind", required_argument, NULL, 'b'},
         {"http-port", required_argument, NULL, 'H'},
@@ -88,9 +96,12 @@ int cmd_serve(int argc, char **argv)
         {"retention-max-entries", required_argument, NULL, 'N'},
         {"replica-of", required_argument, NULL, 'R'},
         {"leader-password", required_argument, NULL, 'L'},
+        {"ack", required_argument, NULL, 'K'},
+        {"min-replicas", required_argument, NULL, 'M'},
+        {"ack-timeout", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},                 {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H': hport = optarg; break;
         case 'd': c.data = optarg; break;
@@ -109,12 +120,26 @@ int cmd_serve(int argc, char **argv)
         case 'N': rents = optarg; break;
         case 'R': c.replica_of = optarg; break;
         case 'L': c.leader_password = optarg; break;
+        case 'K': ack = optarg; break;
+        case 'M': minr = optarg; break;
+        case 'T': ackto = optarg; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
         default: fputs(help, stderr); return EXIT_USAGE;
         }
     }
     if (optind != argc) {
         fprintf(stderr, "evstore serve: unexpected argument '%s'\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (strcmp(ack, "leader") && strcmp(ack, "all")) {
+        fprintf(stderr, "evstore serve: --ack is leader or all, not %s\n", ack);
+        return EXIT_USAGE;
+    }
+    c.ack_all = !strcmp(ack, "all");
+    c.min_replicas = atoi(minr);
+    c.ack_timeout_ms = atoi(ackto);
+    if (c.min_replicas < 1 || c.ack_timeout_ms < 1) {
+        fprintf(stderr, "evstore serve: --min-replicas and --ack-timeout must be positive\n");
         return EXIT_USAGE;
     }
     char *end;

@@ -116,6 +116,8 @@ int main(int argc, char **argv)
         return cmd_backup(argc - 1, argv + 1);
     if (!strcmp(cmd, "restore"))
         return cmd_restore(argc - 1, argv + 1);
+    if (!strcmp(cmd, "promote"))
+        return cmd_promote(argc - 1, argv + 1);
     if (!strcmp(cmd, "dump"))
         return cmd_dump(argc - 1, argv + 1);
     if (!strcmp(cmd, "append"))

@@ -270,7 +270,7 @@ int epochs_follow_writer(evs_store *st, const evs_epoch *e, evs_error *err)
 int evs_replica_adopt(evs_store *st, const char *store_id, const evs_epoch *epochs, size_t n,
                       evs_error *err)
 {
-    if (!st->opt.replica)
+    if (!atomic_load(&st->following))
         return evs_err_set(err, EVS_EINVAL, "the store is not a follower");
     evs_store_stats s;
     evs_store_stats_get(st, &s);

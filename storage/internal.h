@@ -228,6 +228,7 @@ typedef struct wreq {
     uint64_t upto;                 /* WR_DECLARE                                              */
     snap_cut *cut;                 /* WR_CUT: filled by the writer                           */
     evs_epoch *epoch;              /* WR_EPOCH: the caller's, filled with the new epoch      */
+    bool promote;                  /* WR_EPOCH: stop following once the epoch is durable     */
     gop *gops;                     /* WR_GROUP: n operations, and their results              */
     evs_group_result *gres;
     evs_group_done_fn gdone;
@@ -243,6 +244,7 @@ struct evs_store {
     char store_id[33];
     uint32_t epoch;                /* (W) current epoch, in every record's header (E3)       */
     evs_epoch *epochs;             /* (L) the epoch history, oldest first (epoch.c)          */
+    atomic_bool following;         /* a follower: its log is the leader's (until evs_promote) */
     size_t nepochs;
     struct idx *idx;
 
@@ -431,6 +433,8 @@ int epochs_follow_writer(evs_store *st, const evs_epoch *e, evs_error *err);
 /* The writer's cut for a snapshot (synchronous). */
 int writer_cut(evs_store *st, snap_cut *out, evs_error *err);
 void snap_cut_release(snap_cut *c);
+/* Promotion: the store leads from now on (removes FOLLOWING, store.c). */
+int store_following_unmark(evs_store *st);
 /* The machine's boot ID (checkpoint rule). */
 int store_boot_id(char *out, size_t cap);
 

@@ -257,7 +257,7 @@ static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *er
 int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
 {
     evs_retention_report rep = {0, 0, 0};
-    if (st->opt.read_only || st->opt.replica)
+    if (st->opt.read_only || atomic_load(&st->following))
         return evs_err_set(err, EVS_EREADONLY, "store is open read-only");
     pthread_mutex_lock(&st->ret_mu);
     snap *a;

@@ -1165,7 +1165,7 @@ static int recover(evs_store *st, evs_error *err)
         why = "empty or missing while the log has records";
     } else if (present && !checkpoint_ok(st)) {
         rebuild = true;
-        why = "not checkpointed before the machine restarted";
+        why = "not checkpointed (no checkpoint yet, or the machine restarted since)";
     }
     if (rebuild) {
         if (st->opt.read_only)
@@ -1343,6 +1343,43 @@ static void store_free(evs_store *st)
     free(st);
 }
 
+/*
+ * FOLLOWING marks a store opened as a follower. A store opened to lead while it is there was
+ * last a follower: it begins a new epoch before any write (as a promotion does), so that its
+ * history can never be confused with the old leader's records of the same epoch. Promotion
+ * removes it after its epoch is durable.
+ */
+static int following_mark(evs_store *st, evs_error *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/FOLLOWING", st->dir);
+    bool marked = access(path, F_OK) == 0;
+    if (atomic_load(&st->following)) {
+        int rc = marked ? 0 : fio_write_file_atomic(st->io, path, "following\n", 10);
+        return rc ? evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc)) : 0;
+    }
+    if (!marked)
+        return 0;
+    evs_epoch e;
+    int rc = evs_epoch_begin(st, &e, err);
+    if (rc)
+        return rc;
+    evs_log(st, EVS_LOG_WARN, "this store was a follower and opens to lead: epoch %" PRIu32
+            " begins at log position %" PRIu64, e.epoch, e.start);
+    if (unlink(path) == 0)
+        fio_fsync_dir(st->io, st->dir);
+    return 0;
+}
+
+int store_following_unmark(evs_store *st)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/FOLLOWING", st->dir);
+    if (unlink(path) && errno != ENOENT)
+        return -errno;
+    return fio_fsync_dir(st->io, st->dir);
+}
+
 int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error *err)
 {
     evs_store *st = calloc(1, sizeof *st);
@@ -1360,6 +1397,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     if (!st->opt.index_map_bytes)
         st->opt.index_map_bytes = EVS_DEFAULT_MAP_BYTES;
     st->io = st->opt.io ? st->opt.io : &fio_real;
+    atomic_init(&st->following, st->opt.replica);
     pthread_rwlock_init(&st->lock, NULL);
     pthread_mutex_init(&st->qmu, NULL);
     pthread_cond_init(&st->qcv, NULL);
@@ -1430,9 +1468,13 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             return evs_err_set(err, -rc, "cannot start checkpointer thread");
         }
         st->ckpt_started = true;
-        if (!st->opt.replica && (rc = ret_start(st))) {
+        if (!atomic_load(&st->following) && (rc = ret_start(st))) {
             evs_close(st);
             return evs_err_set(err, rc, "cannot start retention thread");
+        }
+        if ((rc = following_mark(st, err))) {
+            evs_close(st);
+            return rc;
         }
     }
     *out = st;

@@ -1093,11 +1093,14 @@ static void do_epoch(evs_store *st, wreq *r, pending *p)
     rec_buf_release(&b);
     if (rc)
         store_fail(st, rc, "%s", err.msg);
+    bool promote = r->promote;
     if (pending_add(p, r)) {
         finish(r, -ENOMEM, NULL);
         return;
     }
     flush_sync(st, p, true);
+    if (promote && !atomic_load(&st->failed))
+        atomic_store(&st->following, false); /* the new epoch is durable: writes may come */
 }
 
 void snap_cut_release(snap_cut *c)
@@ -1470,7 +1473,7 @@ static int submit_check(evs_store *st, evs_error *err)
 /* Changes of this store's own: none on a follower (its log is the leader's). */
 static int submit_check_local(evs_store *st, evs_error *err)
 {
-    if (st->opt.replica)
+    if (atomic_load(&st->following))
         return evs_err_set(err, EVS_EREADONLY, "this store follows a leader: it takes writes "
                            "only through replication");
     return submit_check(st, err);
@@ -1875,11 +1878,35 @@ int evs_epoch_begin(evs_store *st, evs_epoch *out, evs_error *err)
     return run_counted(st, r, &unused, err);
 }
 
+int evs_promote(evs_store *st, evs_epoch *out, evs_error *err)
+{
+    if (!atomic_load(&st->following))
+        return evs_err_set(err, EVS_EINVAL, "the store is not a follower");
+    int rc = submit_check(st, err);
+    if (rc)
+        return rc;
+    wreq *r = wreq_new(WR_EPOCH, 1);
+    if (!r)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    r->epoch = out;
+    r->promote = true; /* after every frame queued before it: the writer's queue is FIFO */
+    size_t unused;
+    if ((rc = run_counted(st, r, &unused, err)))
+        return rc;
+    if ((rc = store_following_unmark(st)))
+        evs_log(st, EVS_LOG_WARN, "promoted, but FOLLOWING could not be removed (%s): the next "
+                "open begins one more epoch", strerror(-rc));
+    if ((rc = ret_start(st)))
+        evs_log(st, EVS_LOG_WARN, "promoted, but the retention thread did not start: %s",
+                strerror(-rc));
+    return 0;
+}
+
 int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len,
                        evs_done_fn done, void *arg)
 {
     evs_error err;
-    if (!st->opt.replica)
+    if (!atomic_load(&st->following))
         return EVS_EINVAL;
     int rc = submit_check(st, &err);
     if (rc)

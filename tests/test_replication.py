@@ -240,6 +240,110 @@ class Replication(Base):
         self.assertIn("replication refused: the follower holds a different store", self.log())
 
 
+class Failover(Base):
+    def promote(self, node):
+        p = __import__("subprocess").run([test_server.EVSTORE, "promote", "--server",
+                                          "127.0.0.1:%d" % node.port],
+                                         capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+    def test_promotion_keeps_every_confirmed_write_and_the_old_leader_rejoins(self):
+        leader = self.start("leader")
+        follower = self.follower("follower", leader)
+        lr = leader.client(decode_responses=True)
+        confirmed = []
+        for b in range(20):
+            ids = [lr.xadd("orders", {"b": str(b), "i": str(i)}) for i in range(25)]
+            if lr.execute_command("WAIT", "1", "2000") == 1:
+                confirmed += ids
+        self.assertEqual(len(confirmed), 500)
+        leader.stop(signal.SIGKILL)
+        self.servers.remove(leader)
+        self.promote(follower)
+        fr = follower.client(decode_responses=True)
+        self.assertEqual(fr.execute_command("ROLE")[0], "master")
+        self.assertEqual(fr.info("evstore")["epoch"], 2)
+        have = {e[0] for e in fr.xrange("orders")}
+        self.assertEqual([i for i in confirmed if i not in have], [])
+        new_id = fr.xadd("orders", {"after": "promotion"})
+        # the old leader, restarted as a follower of the new one, had nothing unreplicated:
+        # its history is a prefix of the new leader's, it continues and converges
+        old = self.follower("leader", follower)
+        self.assertEqual(fr.execute_command("WAIT", "1", "5000"), 1)
+        self.caught_up(follower, old)
+        self.same_segments(follower, old)
+        self.assertEqual(old.client(decode_responses=True).xrange("orders")[-1][0], new_id)
+        self.assertEqual(old.client().info("evstore")["epoch"], 2)
+
+    def test_divergent_old_leader_is_fenced(self):
+        leader = self.start("leader")
+        follower = self.follower("follower", leader)
+        lr = leader.client()
+        for i in range(100):
+            lr.xadd("s", {"i": str(i)})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        self.assertEqual(follower.stop(), 0)  # the link is gone ...
+        self.servers.remove(follower)
+        for i in range(10):
+            lr.xadd("s", {"unreplicated": str(i)})  # ... so these exist on the leader only
+        leader.stop(signal.SIGKILL)
+        self.servers.remove(leader)
+        # the operator starts the follower as a leader: it was following, so it begins epoch 2
+        new = self.start("follower")
+        self.assertEqual(new.client().info("evstore")["epoch"], 2)
+        self.assertIn("was a follower and opens to lead", self.log())
+        new.client().xadd("s", {"new": "leader"})
+        old = self.follower("leader", new)
+        time.sleep(1.5)
+        # the old leader's 10 entries lie past where epoch 2 began: refused, not merged
+        self.assertEqual(old.client().xlen("s"), 110)
+        self.assertIn("replication refused: the follower's log goes", self.log())
+        self.assertIn("must cut them first", self.log())
+        self.assertEqual(new.client().execute_command("ROLE")[2], [])
+
+
+class AckAll(Base):
+    def test_ack_all(self):
+        leader = self.start("leader", "--ack", "all", "--min-replicas", "1",
+                            "--ack-timeout", "700")
+        lr = leader.client(decode_responses=True)
+        with self.assertRaisesRegex(redis.ResponseError, "^NOREPLICAS Not enough good replicas to write"):
+            lr.xadd("s", {"a": "refused"})
+        self.assertEqual(lr.xlen("s"), 0)  # refused before appending
+        follower = self.follower("follower", leader)
+        deadline = time.time() + 10
+        while not lr.execute_command("ROLE")[2] and time.time() < deadline:
+            time.sleep(0.05)
+        fr = follower.client(decode_responses=True)
+        ids = []
+        p = lr.pipeline(transaction=False)
+        for i in range(200):
+            p.xadd("s", {"i": str(i)})
+        ids = p.execute()
+        # answered only once the follower has fsynced them: it has every one already
+        have = {e[0] for e in fr.xrange("s")}
+        self.assertEqual([i for i in ids if i not in have], [])
+        # a stalled follower: the write is durable here but not confirmed
+        follower.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.time()
+            with self.assertRaisesRegex(redis.ResponseError, "acknowledged the write within 700 ms"):
+                lr.xadd("s", {"stalled": "1"})
+            self.assertGreater(time.time() - t0, 0.6)
+        finally:
+            follower.proc.send_signal(signal.SIGCONT)
+        # every entry acknowledged under --ack all survives losing the leader
+        confirmed = [lr.xadd("s", {"j": str(j)}) for j in range(50)]
+        leader.stop(signal.SIGKILL)
+        self.servers.remove(leader)
+        p = __import__("subprocess").run([test_server.EVSTORE, "promote", "--server",
+                                          "127.0.0.1:%d" % follower.port],
+                                         capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        have = {e[0] for e in fr.xrange("s")}
+        self.assertEqual([i for i in ids + confirmed if i not in have], [])
+
+
 if __name__ == "__main__":
     test_server.EVSTORE = os.path.abspath(sys.argv.pop(1))
     unittest.main(verbosity=2)

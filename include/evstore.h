@@ -619,6 +619,10 @@ int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len
  * history fsynced first, then its record), and from then on take local writes and run
  * retention. */
 int evs_promote(evs_store *st, evs_epoch *out, evs_error *err);
+/* Follower whose log goes past the point x where its history and the leader's part: record
+ * that the log is to be cut at x; the next evs_open keeps the bytes cut in log/ *.diverged
+ * files, zeroes them, drops the epochs that began past x, and recovers (docs/replication.md). */
+int evs_replica_truncate_request(evs_store *st, uint64_t x, evs_error *err);
 /* Follower with an empty log: take the leader's identity (store ID, epoch history) before
  * its first record. */
 int evs_replica_adopt(evs_store *st, const char *store_id, const evs_epoch *epochs, size_t n,

@@ -59,6 +59,7 @@ static struct {
 
 static void link_drop(const char *why);
 static void link_try(void);
+static void take_truncate(uint64_t x, const resp_value *why);
 
 /* ---- completions ---------------------------------------------------------------------------- */
 
@@ -206,6 +207,33 @@ static bool take_continue(const resp_value *v)
     return true;
 }
 
+/* TRUNCATE <x> <why>: the log goes past where the leader's history parts from it. Record the
+ * cut (done by the next open, bytes kept in .diverged files) and restart the process. */
+static void take_truncate(uint64_t x, const resp_value *why)
+{
+    evs_error err;
+    if (x >= F.next || x % 8) {
+        link_drop("the leader asked for a cut that is not inside this log");
+        return;
+    }
+    if (evs_replica_truncate_request(server_store(F.srv), x, &err)) {
+        server_log(F.srv, EVS_LOG_ERROR, "cannot follow: %s", err.msg);
+        F.state = L_FAILED;
+        link_drop("cannot record the cut");
+        return;
+    }
+    server_log(F.srv, EVS_LOG_WARN, "the leader says: %.*s; cutting %" PRIu64 " bytes at log "
+               "position %" PRIu64 " (kept in log/*.diverged) and restarting",
+               (int)(why->type == RESP_T_BULK ? why->len : 0), (const char *)why->str,
+               F.next - x, x);
+    F.state = L_FAILED;
+    if (F.bev) {
+        bufferevent_free(F.bev);
+        F.bev = NULL;
+    }
+    server_restart(F.srv);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     (void)arg;
@@ -231,6 +259,12 @@ static void on_read(struct bufferevent *bev, void *arg)
             ok = false;
         } else if (F.state == L_AUTH) {
             F.state = L_SYNC;
+        } else if (F.state == L_SYNC && v->type == RESP_T_ARRAY && v->n == 3 &&
+                   v->elems[0].len == 8 && !memcmp(v->elems[0].str, "TRUNCATE", 8) &&
+                   v->elems[1].type == RESP_T_INT) {
+            take_truncate((uint64_t)v->elems[1].integer, &v->elems[2]);
+            resp_value_free(v);
+            return;
         } else if (F.state == L_SYNC) {
             ok = take_continue(v);
             if (ok) {

@@ -4,6 +4,8 @@
  *   REPLSYNC <store id> <position> <listening port> [<epoch> <uuid hex> <start>]...
  *
  * A follower names its store, the end of its log and its epoch history. The leader answers
+ * `*3 TRUNCATE <position> <why>` when the follower's log goes past the point where the two
+ * histories part (it cuts there and asks again), or
  * `*4 CONTINUE <position> <store id> [[epoch, uuid, start]...]` and from then on the
  * connection carries the leader's log to it, as frames
  *
@@ -177,8 +179,10 @@ static bool parse_uuid(const resp_arg *a, uint8_t out[16])
 /* F2: where may a follower with this history and log end continue? NULL if it may (at pos),
  * else the reason. */
 static const char *lineage_check(const evs_epoch *mine, size_t nm, const evs_epoch *theirs,
-                                 size_t nt, uint64_t pos, uint64_t end, char *buf, size_t cap)
+                                 size_t nt, uint64_t pos, uint64_t end, char *buf, size_t cap,
+                                 uint64_t *cut_at)
 {
+    *cut_at = UINT64_MAX;
     if (nt == 0 || nm == 0) {
         if (pos <= end && (nt == 0) == (nm == 0))
             return NULL; /* stores from before epochs: positions are all there is */
@@ -192,6 +196,7 @@ static const char *lineage_check(const evs_epoch *mine, size_t nm, const evs_epo
         if (memcmp(mine[i].uuid, last->uuid, 16) || mine[i].start != last->start)
             break;
         if (i + 1 < nm && pos > mine[i + 1].start) {
+            *cut_at = mine[i + 1].start;
             snprintf(buf, cap, "the follower's log goes %" PRIu64 " bytes past log position %"
                      PRIu64 ", where the leader's epoch %" PRIu32 " began: those bytes were "
                      "never the leader's, it must cut them first", pos - mine[i + 1].start,
@@ -199,6 +204,7 @@ static const char *lineage_check(const evs_epoch *mine, size_t nm, const evs_epo
             return buf;
         }
         if (pos > end) {
+            *cut_at = end;
             snprintf(buf, cap, "the follower's log ends at %" PRIu64 ", past the leader's %"
                      PRIu64 " in the same epoch %" PRIu32 ": the histories diverged", pos, end,
                      last->epoch);
@@ -255,10 +261,25 @@ void cmd_replsync(cmd_ctx *x)
     bool fresh = pos == 0 && nt <= 1; /* an empty follower takes this store's identity */
     char why[256];
     const char *bad = NULL;
+    uint64_t cut_at = UINT64_MAX;
     if (!fresh && memcmp(x->argv[1].ptr, id, 32))
         bad = "the follower holds a different store (its ID is not the leader's)";
     else if (!fresh)
-        bad = lineage_check(mine, nm, theirs, nt, pos, s.log_end, why, sizeof why);
+        bad = lineage_check(mine, nm, theirs, nt, pos, s.log_end, why, sizeof why, &cut_at);
+    if (bad && cut_at != UINT64_MAX && cut_at >= s.log_start) {
+        /* the follower must cut its log at cut_at, then continue from there */
+        server_log(x->srv, EVS_LOG_WARN, "follower told to cut its log at %" PRIu64 ": %s",
+                   cut_at, bad);
+        resp_out_array(&x->r->out, 3);
+        resp_out_cstr(&x->r->out, "TRUNCATE");
+        resp_out_int(&x->r->out, (long long)cut_at);
+        resp_out_cstr(&x->r->out, bad);
+        x->r->close_after = true;
+        reply_done(x);
+        free(theirs);
+        free(mine);
+        return;
+    }
     if (!bad && pos < s.log_start) {
         snprintf(why, sizeof why, "the follower's log ends at %" PRIu64 ", below the leader's "
                  "start %" PRIu64 " (retention deleted the rest): it needs a snapshot, which "

@@ -72,6 +72,7 @@ struct server {
     conn *conns;
     int nconns;
     bool stopping; /* the loop has ended: completions answer, no new input is run */
+    bool restart;  /* server_restart: return SERVER_RESTART after the clean stop  */
     long long next_id;
 };
 
@@ -100,6 +101,12 @@ bool pending_orphaned(pending_t *p) { return p->c->closed; }
 conn *pending_conn(pending_t *p) { return p->c; }
 struct evbuffer *conn_output(conn *c) { return bufferevent_get_output(c->bev); }
 bool server_is_follower(server *s) { return s->cfg.replica_of != NULL; }
+
+void server_restart(server *s)
+{
+    s->restart = true;
+    event_base_loopexit(s->base, NULL);
+}
 
 void conn_set_drain(conn *c, void (*fn)(conn *c, void *arg), void *arg)
 {
@@ -718,7 +725,9 @@ out:
         server_log(s, EVS_LOG_ERROR, "store closed with an earlier write error: %s",
                    evs_strerror(crc));
     else if (!rc)
-        server_log(s, EVS_LOG_INFO, "stopped cleanly");
+        server_log(s, EVS_LOG_INFO, "stopped cleanly%s", s->restart ? "; restarting" : "");
+    if (!rc && !crc && s->restart)
+        rc = SERVER_RESTART;
     if (s->wake)
         event_free(s->wake);
     if (s->visible)

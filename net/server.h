@@ -51,8 +51,12 @@ typedef struct server_config {
 typedef struct server server;
 typedef struct conn conn;
 
-/* Open the store, listen, run until SIGTERM/SIGINT; 0 on a clean stop. */
+/* Open the store, listen, run until SIGTERM/SIGINT; 0 on a clean stop, SERVER_RESTART when
+ * the server stopped cleanly to be started again (a follower cutting its log). */
+#define SERVER_RESTART 75
 int server_run(const server_config *cfg);
+/* Stop cleanly, then have server_run return SERVER_RESTART. */
+void server_restart(server *s);
 
 /* ---- for the command modules ---------------------------------------------------------- */
 

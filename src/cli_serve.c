@@ -7,6 +7,8 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <errno.h>
 
 static const char *help =
     "usage: evstore serve [options]\n"
@@ -196,5 +198,19 @@ int cmd_serve(int argc, char **argv)
     if (c.requirepass && !*c.requirepass)
         c.requirepass = NULL;
     c.log = cli_log;
-    return server_run(&c) ? EXIT_FAILURE_ : EXIT_OK;
+    int rc = server_run(&c);
+    if (rc == SERVER_RESTART) {
+        /* a follower cut its log (docs/replication.md): the same command again, same pid */
+        char **again = calloc((size_t)argc + 2, sizeof *again);
+        if (again) {
+            again[0] = argv[0];
+            again[1] = (char *)"serve";
+            for (int i = 1; i < argc; i++)
+                again[i + 1] = argv[i];
+            execv("/proc/self/exe", again);
+        }
+        fprintf(stderr, "evstore serve: cannot restart itself: %s\n", strerror(errno));
+        return EXIT_FAILURE_;
+    }
+    return rc ? EXIT_FAILURE_ : EXIT_OK;
 }

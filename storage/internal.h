@@ -433,6 +433,10 @@ int epochs_follow_writer(evs_store *st, const evs_epoch *e, evs_error *err);
 /* The writer's cut for a snapshot (synchronous). */
 int writer_cut(evs_store *st, snap_cut *out, evs_error *err);
 void snap_cut_release(snap_cut *c);
+/* A follower told to cut its log at x: request it (TRUNCATE, for the next open), and carry
+ * it out at open before the log is read (truncate.c). */
+int store_truncate_request(evs_store *st, uint64_t x, evs_error *err);
+int store_truncate_pending(evs_store *st, evs_error *err);
 /* Promotion: the store leads from now on (removes FOLLOWING, store.c). */
 int store_following_unmark(evs_store *st);
 /* The machine's boot ID (checkpoint rule). */

@@ -1439,7 +1439,9 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             goto fail;
         }
     }
-    if ((rc = lock_folder(st, err)) || (rc = load_segments(st, err)) ||
+    if ((rc = lock_folder(st, err)) ||
+        (!st->opt.read_only && (rc = store_truncate_pending(st, err))) ||
+        (rc = load_segments(st, err)) ||
         (rc = load_identity(st, err)) || (rc = epochs_load(st, st->nsegs == 0, err)))
         goto fail;
     rc = idx_open(st->idxdir, st->opt.index_map_bytes, st->opt.read_only, &st->idx, err);

@@ -275,7 +275,7 @@ class Failover(Base):
         self.assertEqual(old.client(decode_responses=True).xrange("orders")[-1][0], new_id)
         self.assertEqual(old.client().info("evstore")["epoch"], 2)
 
-    def test_divergent_old_leader_is_fenced(self):
+    def test_divergent_old_leader_cuts_its_tail_and_converges(self):
         leader = self.start("leader")
         follower = self.follower("follower", leader)
         lr = leader.client()
@@ -290,16 +290,28 @@ class Failover(Base):
         self.servers.remove(leader)
         # the operator starts the follower as a leader: it was following, so it begins epoch 2
         new = self.start("follower")
-        self.assertEqual(new.client().info("evstore")["epoch"], 2)
+        nr = new.client(decode_responses=True)
+        self.assertEqual(nr.info("evstore")["epoch"], 2)
         self.assertIn("was a follower and opens to lead", self.log())
-        new.client().xadd("s", {"new": "leader"})
+        nr.xadd("s", {"new": "leader"})
+        # the old leader's 10 entries lie past where epoch 2 began: it is told to cut them
+        # (kept in .diverged files), restarts itself, and follows from there
         old = self.follower("leader", new)
-        time.sleep(1.5)
-        # the old leader's 10 entries lie past where epoch 2 began: refused, not merged
-        self.assertEqual(old.client().xlen("s"), 110)
-        self.assertIn("replication refused: the follower's log goes", self.log())
-        self.assertIn("must cut them first", self.log())
-        self.assertEqual(new.client().execute_command("ROLE")[2], [])
+        self.assertEqual(nr.execute_command("WAIT", "1", "10000"), 1)
+        self.caught_up(new, old)
+        self.same_segments(new, old)
+        orr = old.client(decode_responses=True)
+        self.assertEqual(orr.xrange("s"), nr.xrange("s"))
+        self.assertEqual(orr.xlen("s"), 101)
+        self.assertEqual(orr.info("evstore")["epoch"], 2)
+        log = self.log()
+        self.assertIn("follower told to cut its log at", log)
+        self.assertRegex(log, r"cutting \d+ bytes at log position \d+ \(kept in log/\*.diverged\)")
+        self.assertIn("(the leader's history parts there); kept in log/*.diverged", log)
+        kept = glob.glob(os.path.join(old.data, "log", "*.diverged"))
+        self.assertEqual(len(kept), 1, kept)
+        with open(kept[0], "rb") as f:
+            self.assertEqual(f.read().count(b"unreplicated"), 10)
 
 
 class AckAll(Base):

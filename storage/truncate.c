@@ -1,0 +1,210 @@
+/*
+ * truncate.c — cutting a follower's divergent tail (docs/replication.md).
+ *
+ * A follower whose log goes past the point X where its history and its leader's part (a
+ * former leader's writes that never reached the new leader) is told to cut there. It writes
+ * TRUNCATE ("truncate <X>\n", atomically) and restarts; the next open, before it reads the
+ * log, runs store_truncate_pending():
+ *
+ *   - the bytes of the segment holding X from X on are copied to
+ *     log/<segment>.<offset>.diverged, then overwritten with zeros and synced;
+ *   - every later segment is renamed <name>.diverged (its bytes kept, no longer part of the
+ *     log);
+ *   - epochs that start at or past X are dropped from EPOCHS (they were the divergent
+ *     history's);
+ *   - TRUNCATE is removed.
+ * Normal recovery follows: the index, whose watermark now names a record the log does not
+ * hold, is rebuilt; the log continues at X.
+ *
+ * Invariants:
+ *  T1. No byte is lost: everything cut is in a .diverged file, synced, before it is zeroed or
+ *      renamed; a crash midway repeats the cut (TRUNCATE stays until it is complete).
+ *  T2. Only what lies at or past X changes.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int store_truncate_request(evs_store *st, uint64_t x, evs_error *err)
+{
+    char path[PATH_MAX], buf[64];
+    snprintf(path, sizeof path, "%s/TRUNCATE", st->dir);
+    int n = snprintf(buf, sizeof buf, "truncate %" PRIu64 "\n", x);
+    int rc = fio_write_file_atomic(st->io, path, buf, (size_t)n);
+    return rc ? evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc)) : 0;
+}
+
+int evs_replica_truncate_request(evs_store *st, uint64_t x, evs_error *err)
+{
+    return store_truncate_request(st, x, err);
+}
+
+/* Copy [off, end) of fd into path, synced. */
+static int keep_bytes(int fd, uint64_t off, uint64_t end, const char *path, evs_error *err)
+{
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0)
+        return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+    static char buf[1 << 16];
+    int rc = 0;
+    while (off < end && !rc) {
+        size_t want = end - off < sizeof buf ? (size_t)(end - off) : sizeof buf;
+        ssize_t r = pread(fd, buf, want, (off_t)off);
+        if (r <= 0) {
+            rc = evs_err_set(err, r < 0 ? -errno : -EIO, "cannot read the divergent tail");
+            break;
+        }
+        if (write(out, buf, (size_t)r) != r)
+            rc = evs_err_set(err, -errno, "cannot write %s: %s", path, strerror(errno));
+        off += (uint64_t)r;
+    }
+    if (!rc && fsync(out))
+        rc = evs_err_set(err, -errno, "fsync of %s failed: %s", path, strerror(errno));
+    close(out);
+    return rc;
+}
+
+/* The end of the nonzero bytes of fd (zero-filled segments end in zeros). */
+static uint64_t data_end(int fd, uint64_t size)
+{
+    static uint8_t buf[1 << 16];
+    while (size > 0) {
+        uint64_t from = size > sizeof buf ? size - sizeof buf : 0;
+        ssize_t r = pread(fd, buf, (size_t)(size - from), (off_t)from);
+        if (r <= 0)
+            return size;
+        for (ssize_t i = r; i-- > 0;)
+            if (buf[i])
+                return from + (uint64_t)i + 1;
+        size = from;
+    }
+    return 0;
+}
+
+static int cut_segment(evs_store *st, const char *name, uint64_t base, uint64_t x,
+                       uint64_t *cut, evs_error *err)
+{
+    char path[PATH_MAX], keep[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/%s", st->logdir, name);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return evs_err_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
+    struct stat sb;
+    int rc = fstat(fd, &sb) ? evs_err_set(err, -errno, "cannot stat %s", path) : 0;
+    uint64_t from = x - base, end = rc ? 0 : data_end(fd, (uint64_t)sb.st_size);
+    if (!rc && end > from) {
+        snprintf(keep, sizeof keep, "%s/%s.%" PRIu64 ".diverged", st->logdir, name, from);
+        rc = keep_bytes(fd, from, end, keep, err); /* T1: kept before zeroed */
+        static const uint8_t zero[1 << 16];
+        for (uint64_t o = from; !rc && o < end;) {
+            size_t n = end - o < sizeof zero ? (size_t)(end - o) : sizeof zero;
+            if (pwrite(fd, zero, n, (off_t)o) != (ssize_t)n)
+                rc = evs_err_set(err, -errno, "cannot zero %s: %s", path, strerror(errno));
+            o += n;
+        }
+        if (!rc && fdatasync(fd))
+            rc = evs_err_set(err, -errno, "fsync of %s failed: %s", path, strerror(errno));
+        *cut += end - from;
+    }
+    close(fd);
+    return rc;
+}
+
+int store_truncate_pending(evs_store *st, evs_error *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/TRUNCATE", st->dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    uint64_t x = 0;
+    int n = fscanf(f, "truncate %" SCNu64, &x);
+    fclose(f);
+    if (n != 1 || x % 8)
+        return evs_err_set(err, EVS_ECORRUPT, "%s is malformed", path);
+    DIR *d = opendir(st->logdir);
+    if (!d)
+        return evs_err_set(err, -errno, "cannot list %s: %s", st->logdir, strerror(errno));
+    struct dirent *de;
+    int rc = 0;
+    uint64_t cut = 0, holder = UINT64_MAX;
+    char holder_name[NAME_MAX + 1] = "";
+    /* the segment holding X: the one with the largest base <= X */
+    while ((de = readdir(d))) {
+        uint64_t base;
+        if (seg_name_parse(de->d_name, &base) && base <= x &&
+            (holder == UINT64_MAX || base > holder)) {
+            holder = base;
+            snprintf(holder_name, sizeof holder_name, "%s", de->d_name);
+        }
+    }
+    rewinddir(d);
+    while (!rc && (de = readdir(d))) {
+        uint64_t base;
+        if (!seg_name_parse(de->d_name, &base) || base <= x)
+            continue;
+        char from[PATH_MAX], to[PATH_MAX + 16];
+        snprintf(from, sizeof from, "%s/%s", st->logdir, de->d_name);
+        snprintf(to, sizeof to, "%s.diverged", from);
+        struct stat sb;
+        if (stat(from, &sb) == 0) {
+            int fd = open(from, O_RDONLY | O_CLOEXEC);
+            cut += fd >= 0 ? data_end(fd, (uint64_t)sb.st_size) : 0;
+            if (fd >= 0)
+                close(fd);
+        }
+        if (st->io->rename(from, to))
+            rc = evs_err_set(err, -errno, "cannot rename %s: %s", from, strerror(errno));
+    }
+    closedir(d);
+    if (!rc && holder != UINT64_MAX)
+        rc = cut_segment(st, holder_name, holder, x, &cut, err);
+    if (!rc)
+        rc = fio_fsync_dir(st->io, st->logdir);
+    if (rc)
+        return rc < 0 && !err->msg[0] ? evs_err_set(err, rc, "cutting the log failed") : rc;
+    /* drop the epochs of the divergent history (they begin at or past X); this runs before
+     * the store loads EPOCHS, so it edits the file */
+    char ep[PATH_MAX];
+    snprintf(ep, sizeof ep, "%s/EPOCHS", st->dir);
+    FILE *ef = fopen(ep, "r");
+    if (ef) {
+        char *buf = malloc(1 << 20);
+        size_t len = buf ? fread(buf, 1, 1 << 20, ef) : 0;
+        fclose(ef);
+        evs_epoch *v = NULL;
+        size_t nv = 0;
+        char why[160];
+        if (buf && epochs_parse(buf, len, &v, &nv, why, sizeof why) == 0) {
+            size_t keep_n = 0;
+            while (keep_n < nv && v[keep_n].start < x)
+                keep_n++;
+            if (keep_n < nv) {
+                size_t tl;
+                char *txt = epochs_format(v, keep_n, &tl);
+                rc = txt ? fio_write_file_atomic(st->io, ep, txt, tl) : -ENOMEM;
+                free(txt);
+            }
+        }
+        free(v);
+        free(buf);
+        if (rc)
+            return evs_err_set(err, rc, "cannot write %s", ep);
+    }
+    evs_log(st, EVS_LOG_WARN,
+            "cut %" PRIu64 " bytes of log at and past position %" PRIu64 " (the leader's history "
+            "parts there); kept in log/*.diverged",
+            cut, x);
+    if (unlink(path) == 0)
+        fio_fsync_dir(st->io, st->dir);
+    return 0;
+}

@@ -473,8 +473,13 @@ static void info_replication(server *srv, const evs_store_stats *s, char *out, s
     int n = snprintf(out, cap, "role:master\r\nconnected_slaves:%zu\r\n", repl_leader_count());
     a.len = n > 0 ? (size_t)n : 0;
     repl_leader_each(info_follower, &a);
-    snprintf(out + a.len, cap - a.len, "master_repl_offset:%llu\r\n",
-             (unsigned long long)s->log_end);
+    uint64_t samples;
+    uint32_t p50, p99;
+    repl_lag_stats(&samples, &p50, &p99);
+    snprintf(out + a.len, cap - a.len,
+             "master_repl_offset:%llu\r\nrepl_lag_samples:%llu\r\nrepl_lag_p50_us:%u\r\n"
+             "repl_lag_p99_us:%u\r\n",
+             (unsigned long long)s->log_end, (unsigned long long)samples, p50, p99);
 }
 
 static void cmd_info(cmd_ctx *x)

@@ -68,6 +68,9 @@ void repl_leader_shutdown(void);
 int repl_wait(server *srv, uint64_t target, long long want, long long timeout_ms,
               void (*fn)(void *arg, long long got), void *arg);
 long long repl_good_followers(void);
+/* Lag samples (leader visible → follower fsync ACK) since start, and the p50/p99 of the last
+ * 65,536 of them. */
+void repl_lag_stats(uint64_t *n, uint32_t *p50_us, uint32_t *p99_us);
 void repl_leader_on_visible(void);
 size_t repl_leader_count(void);
 void repl_leader_each(void (*fn)(void *arg, const char *ip, int port, uint64_t received,

@@ -52,6 +52,7 @@ static struct {
     size_t inflight;             /* bytes submitted, not yet completed                      */
     int gen;                     /* link generation: completions of an old link are ignored */
     time_t last_rx;
+    size_t need;                 /* the next frame is this long: no parse before it is in   */
     int backoff_ms;
     bool want_reconnect;
     bool stopping;
@@ -241,6 +242,33 @@ static void on_read(struct bufferevent *bev, void *arg)
     F.last_rx = time(NULL);
     while (F.bev && evbuffer_get_length(in)) {
         size_t len = evbuffer_get_length(in);
+        if (len < F.need)
+            return; /* a frame still arriving: no copy, no parse until it is all here */
+        size_t frame = F.need; /* when known: only this frame is made contiguous */
+        F.need = 0;
+        if (F.state == L_STREAMING && !frame) {
+            /* how long is the frame? "*3\r\n$3\r\nLOG\r\n:<at>\r\n$<n>\r\n<n bytes>\r\n" */
+            size_t peek = len < 96 ? len : 96;
+            const char *h = (const char *)evbuffer_pullup(in, (ssize_t)peek);
+            static const char lead[] = "*3\r\n$3\r\nLOG\r\n:";
+            if (peek > sizeof lead && !memcmp(h, lead, sizeof lead - 1)) {
+                const char *p = memchr(h + sizeof lead - 1, '\n', peek - (sizeof lead - 1));
+                if (p && (size_t)(p + 1 - h) < peek && p[1] == '$') {
+                    char *e;
+                    unsigned long long n = strtoull(p + 2, &e, 10);
+                    if ((size_t)(e - h) + 2 <= peek && e[0] == '\r') {
+                        size_t total = (size_t)(e + 2 - h) + (size_t)n + 2;
+                        if (len < total) {
+                            F.need = total;
+                            return;
+                        }
+                        frame = total;
+                    }
+                }
+            }
+        }
+        if (frame && frame < len)
+            len = frame;
         const uint8_t *data = evbuffer_pullup(in, (ssize_t)len);
         resp_value *v;
         size_t used;
@@ -351,6 +379,8 @@ static void link_try(void)
     if (!F.bev)
         return;
     bufferevent_setcb(F.bev, on_read, NULL, on_event, NULL);
+    bufferevent_set_max_single_read(F.bev, 1u << 20); /* frames are up to 1 MiB */
+    F.need = 0;
     bufferevent_enable(F.bev, EV_READ | EV_WRITE);
     F.state = L_CONNECTING;
     F.last_rx = time(NULL);

@@ -39,6 +39,25 @@
 #define OUT_HIGH (4u << 20)      /* refill the socket's buffer up to this                  */
 #define ACK_TIMEOUT_S 30         /* a follower silent this long is dropped                 */
 
+/* Replication lag: the time from a batch becoming visible on the leader (its writes are
+ * acknowledged then) to a follower's acknowledgement that it has fsynced it — measured on the
+ * leader, so it includes the acknowledgement's trip back. Visible batches are sampled (end
+ * position, time) into a ring; an ACK turns the samples it covers into lag values, kept in a
+ * window of the last LAG_WINDOW for INFO (repl_lag_p50_us, repl_lag_p99_us). */
+#define LAG_RING 8192
+#define LAG_WINDOW 65536
+static struct { uint64_t end, ns; } lag_ring[LAG_RING];
+static uint64_t lag_head; /* samples pushed so far */
+static uint32_t lag_vals[LAG_WINDOW];
+static uint64_t lag_count;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 typedef struct follower {
     struct follower *next;
     conn *c;
@@ -50,6 +69,7 @@ typedef struct follower {
     char ip[64];
     uint8_t *buf;
     size_t cap;
+    uint64_t lag_next;           /* the next lag sample this follower has not covered yet   */
 } follower;
 
 static follower *followers;
@@ -118,6 +138,13 @@ static void on_drain(conn *c, void *arg)
 
 void repl_leader_on_visible(void)
 {
+    if (followers) { /* a lag sample: this end became visible now */
+        evs_store_stats s;
+        evs_store_stats_get(server_store(followers->srv), &s);
+        lag_ring[lag_head % LAG_RING].end = s.log_end;
+        lag_ring[lag_head % LAG_RING].ns = mono_ns();
+        lag_head++;
+    }
     for (follower *f = followers; f; f = f->next)
         pump(f);
 }
@@ -141,6 +168,29 @@ void repl_leader_cron(void)
 }
 
 size_t repl_leader_count(void) { return nfollowers; }
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void repl_lag_stats(uint64_t *n, uint32_t *p50_us, uint32_t *p99_us)
+{
+    size_t k = lag_count < LAG_WINDOW ? (size_t)lag_count : LAG_WINDOW;
+    *n = lag_count;
+    *p50_us = *p99_us = 0;
+    if (!k)
+        return;
+    uint32_t *v = malloc(k * sizeof *v);
+    if (!v)
+        return;
+    memcpy(v, lag_vals, k * sizeof *v);
+    qsort(v, k, sizeof *v, cmp_u32);
+    *p50_us = v[k / 2];
+    *p99_us = v[(k * 99) / 100 < k ? (k * 99) / 100 : k - 1];
+    free(v);
+}
 
 void repl_leader_each(void (*fn)(void *arg, const char *ip, int port, uint64_t received,
                                  uint64_t fsynced, long lag_s),
@@ -314,6 +364,7 @@ void cmd_replsync(cmd_ctx *x)
     f->pos = pos;
     f->port = (int)port;
     f->last_ack = f->last_send = time(NULL);
+    f->lag_next = lag_head;
     conn_peer(x->c, f->ip, sizeof f->ip);
     f->next = followers;
     followers = f;
@@ -355,6 +406,14 @@ void cmd_replconf(cmd_ctx *x)
         f->received = rcv;
         f->fsynced = fs;
         f->last_ack = time(NULL);
+        uint64_t now = mono_ns();
+        if (lag_head - f->lag_next > LAG_RING)
+            f->lag_next = lag_head - LAG_RING; /* samples overwritten: skip them */
+        while (f->lag_next < lag_head && lag_ring[f->lag_next % LAG_RING].end <= fs) {
+            uint64_t us = (now - lag_ring[f->lag_next % LAG_RING].ns) / 1000;
+            lag_vals[lag_count++ % LAG_WINDOW] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+            f->lag_next++;
+        }
         waiters_check();
         reply_done(x); /* an empty reply: nothing is sent */
         return;

@@ -359,7 +359,8 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
     }
     for (size_t i = 0; i < st->nbrecs; i++) {
         struct brec *b = &st->brecs[i];
-        st->iov[niov++] = (struct iovec){st->hdrs.data + b->hdr_off, b->hdr_len};
+        if (b->hdr_len) /* a replicated record has none: all of it is in body */
+            st->iov[niov++] = (struct iovec){st->hdrs.data + b->hdr_off, b->hdr_len};
         if (b->body) {
             st->iov[niov++] = (struct iovec){(void *)b->body, b->body_len};
             if (b->pad)
@@ -1179,29 +1180,27 @@ static void do_cut(evs_store *st, wreq *r, pending *p)
 
 /* ---- following a leader ------------------------------------------------------------------- */
 
-/* Add a record of the leader's, bytes as they are, to the batch and apply it. */
+/* Add a record of the leader's, bytes as they are, to the batch and apply it. The bytes stay
+ * in the request's buffer (alive until the batch is acknowledged): written from there. */
 static int emit_raw(evs_store *st, const uint8_t *rec, uint64_t size, const rec_hdr *h,
                     evs_error *err)
 {
     if (st->nbrecs == 0)
         st->batch_start = st->tail;
     struct brec *b = brec_add(st);
-    if (!b || rec_buf_reserve(&st->hdrs, (size_t)size))
+    if (!b)
         return evs_err_set(err, -ENOMEM, "out of memory");
     if (st->active && st->tail == st->active->base)
         atomic_store(&st->active_first_us, h->time_us);
     b->hdr_off = st->hdrs.len;
-    b->hdr_len = (size_t)size;
-    b->body = NULL;
-    b->body_len = h->body_len;
+    b->hdr_len = 0;
+    b->body = rec;
+    b->body_len = (uint32_t)size;
     b->pad = 0;
-    memcpy(st->hdrs.data + b->hdr_off, rec, (size_t)size);
-    st->hdrs.len += (size_t)size;
     st->batch_bytes += size;
     st->batch_records++;
     st->batch_entries += h->kind == REC_ENTRY;
-    return store_apply_record(st, h, st->hdrs.data + b->hdr_off + REC_HDR_SIZE, st->tail, size,
-                              err);
+    return store_apply_record(st, h, rec + REC_HDR_SIZE, st->tail, size, err);
 }
 
 /*

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The replication benchmarks (issue 6), side by side with their references in one run:
+#  1. lag: `evstore bench-resp` at a steady 10,000 XADD/s for 10 s against a leader with one
+#     follower (both --fsync always); the leader's INFO reports the p50/p99 of the time from a
+#     batch becoming visible (acknowledged) to the follower's fsync acknowledgement;
+#  2. leader XADD throughput (`redis-benchmark -c 50 -P 16`), median of 3: no follower, one
+#     follower (async), one follower with --ack all;
+#  3. a new follower catching up on a log of about 2 GiB, against loopback TCP (python3,
+#     1 MiB sends) and sequential write with fdatasync (dd) of the same size.
+# Prints a markdown section on stdout.
+# Usage: bash scripts/bench_replication.sh [--quick]   (needs build/evstore, redis-benchmark)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bench_lib.sh "$@"
+
+gib=2; ((quick)) && gib=0.25
+lsecs=10; ((quick)) && lsecs=3
+nreq=300000; ((quick)) && nreq=50000
+now() { date +%s%N; }
+secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+info() { redis-cli -p "$1" info | tr -d '\r' | sed -n "s/^$2://p"; }
+
+serve() { # serve NAME PORT [flags...]: start a server, remember its pid
+  local name=$1 port=$2; shift 2
+  ./build/evstore serve --data "$work/$name" --port "$port" --http-port 0 "$@" 2>>"$work/$name.log" &
+  pids+=($!)
+  wait_port "$port"
+}
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
+caught_up() { # caught_up LEADER_PORT FOLLOWER_PORT: wait until the follower has fsynced the end
+  local end
+  end=$(info "$1" log_bytes)
+  while :; do
+    local off
+    off=$(redis-cli -p "$1" role | sed -n 5p)
+    [ -n "$off" ] && [ "$off" -ge "$end" ] && return 0
+    sleep 0.02
+  done
+}
+
+# 1. lag
+L=$(port); F=$(port)
+serve lag-l "$L"
+serve lag-f "$F" --replica-of "127.0.0.1:$L"
+sleep 0.5
+lat=$(./build/evstore bench-resp --server "127.0.0.1:$L" --rate 10000 --seconds "$lsecs" |
+      sed -n 's/^bench=resp-latency .*p50_ms=\([^ ]*\) .*p99_ms=\([^ ]*\).*/\1 \2/p')
+lag50=$(info "$L" repl_lag_p50_us); lag99=$(info "$L" repl_lag_p99_us); lagn=$(info "$L" repl_lag_samples)
+stop_all
+
+# 2. throughput
+tput() { # tput PORT: XADD requests/s from redis-benchmark
+  redis-benchmark -p "$1" -n "$nreq" -c 50 -P 16 -q XADD s '*' source bench type t payload 0123456789012345678901234567890123456789 2>/dev/null |
+    tr '\r' '\n' | sed -n 's/.* \([0-9.]*\) requests per second.*/\1/p' | tail -1
+}
+run_mode() { # run_mode MODE: median requests/s of 3 runs, fresh folders each
+  for r in 1 2 3; do
+    rm -rf "$work"/t-*
+    local L F
+    L=$(port); F=$(port)
+    case $1 in
+      none) serve t-l "$L" ;;
+      async) serve t-l "$L"; serve t-f "$F" --replica-of "127.0.0.1:$L"; sleep 0.3 ;;
+      all) serve t-l "$L" --ack all --min-replicas 1; serve t-f "$F" --replica-of "127.0.0.1:$L"; sleep 0.5 ;;
+    esac
+    tput "$L"
+    stop_all
+  done | median
+}
+t_none=$(run_mode none); t_async=$(run_mode async); t_all=$(run_mode all)
+
+# 3. catch-up
+L=$(port); F=$(port)
+serve big-l "$L" --fsync no
+pad=$(head -c 900 /dev/urandom | base64 -w0 | head -c 900)
+n=$(awk -v g="$gib" 'BEGIN { printf "%d", g * 1073741824 / 1100 }')
+redis-benchmark -p "$L" -n "$n" -r 1000 -c 8 -P 64 -q \
+  XADD 'agent:__rand_int__' '*' source 'agent-__rand_int__' type tool_call payload "$pad" >/dev/null 2>&1
+end=$(info "$L" log_bytes)
+t0=$(now)
+serve big-f "$F" --replica-of "127.0.0.1:$L"
+caught_up "$L" "$F"
+cu_s=$(secs_since "$t0")
+stop_all
+bytes_mb() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
+tcp_s=$(python3 - "$end" <<'EOF'
+import socket, sys, threading, time
+total = int(sys.argv[1]); buf = b"\0" * (1 << 20)
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+def sink():
+    c, _ = srv.accept(); got = 0
+    while got < total:
+        d = c.recv(1 << 20)
+        if not d: break
+        got += len(d)
+    c.close()
+t = threading.Thread(target=sink); t.start()
+s = socket.create_connection(srv.getsockname()); t0 = time.time(); sent = 0
+while sent < total:
+    s.sendall(buf); sent += len(buf)
+s.close(); t.join(); print("%.2f" % (time.time() - t0))
+EOF
+)
+dd_s=$( t0=$(now); dd if=/dev/zero of="$work/dd" bs=1M count=$(( end / 1048576 )) conv=fdatasync status=none; secs_since "$t0" )
+rm -f "$work/dd"
+
+read -r p50 p99 <<<"$lat"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo "## Replication (issue 6)"
+echo
+echo "Produced by \`bash scripts/bench_replication.sh\` on $(date -u +%Y-%m-%d), same machine as above;"
+echo "leader and followers on the same machine and disk, all \`--fsync always\` unless noted."
+echo
+echo "| measurement | result | reference (same run) | goal |"
+echo "|---|---|---|---|"
+echo "| replication lag at 10,000 XADD/s (leader visible → follower fsync ACK, ${lagn} samples) | p50 $(awk -v u="$lag50" 'BEGIN{printf "%.2f", u/1000}') ms, p99 $(awk -v u="$lag99" 'BEGIN{printf "%.2f", u/1000}') ms | publish latency in the same run: p50 ${p50} ms, p99 ${p99} ms | p99 < 1 ms |"
+echo "| leader XADD throughput, c50 P16, one follower (async) | ${t_async}/s | no follower ${t_none}/s | $(ratio "$t_async" "$t_none")× (goal ≥ 0.9×) |"
+echo "| leader XADD throughput, c50 P16, one follower, \`--ack all\` | ${t_all}/s | no follower ${t_none}/s | $(ratio "$t_all" "$t_none")× (goal ≥ 0.5×) |"
+echo "| a new follower catching up on $(awk -v b="$end" 'BEGIN{printf "%.2f", b/1073741824}') GiB of log | ${cu_s} s ($(bytes_mb "$end" "$cu_s") MB/s) | loopback TCP ${tcp_s} s ($(bytes_mb "$end" "$tcp_s") MB/s); sequential write + fdatasync ${dd_s} s ($(bytes_mb "$end" "$dd_s") MB/s) | ≥ 500 MB/s |"

@@ -623,6 +623,13 @@ int evs_promote(evs_store *st, evs_epoch *out, evs_error *err);
  * that the log is to be cut at x; the next evs_open keeps the bytes cut in log/ *.diverged
  * files, zeroes them, drops the epochs that began past x, and recovers (docs/replication.md). */
 int evs_replica_truncate_request(evs_store *st, uint64_t x, evs_error *err);
+/* Follower that lacks what the leader's retention deleted: record (file SNAPSHOT) that the
+ * whole store must be copied from the leader before the next start (`evstore serve` does it,
+ * docs/replication.md). */
+int evs_replica_snapshot_request(evs_store *st, evs_error *err);
+/* Follower: the leader's log now starts at pos (its retention deleted what lies below); the
+ * follower's retention thread deletes its own segments that end at or below it. */
+void evs_replica_leader_start(evs_store *st, uint64_t pos);
 /* Follower with an empty log: take the leader's identity (store ID, epoch history) before
  * its first record. */
 int evs_replica_adopt(evs_store *st, const char *store_id, const evs_epoch *epochs, size_t n,

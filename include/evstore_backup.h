@@ -71,6 +71,8 @@ typedef struct evs_restore_options {
     void (*log)(void *arg, int level, const char *msg); /* the opened store's log lines   */
     void *log_arg;
     const volatile int *cancel; /* set non-zero (a signal handler) to stop: nothing is left   */
+    bool follower;             /* a follower's copy of its leader: no new epoch (it continues
+                                  the leader's history), opened as a follower to check it    */
 } evs_restore_options;
 typedef struct evs_restore_report {
     uint64_t bytes;

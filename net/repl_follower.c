@@ -61,6 +61,7 @@ static struct {
 static void link_drop(const char *why);
 static void link_try(void);
 static void take_truncate(uint64_t x, const resp_value *why);
+static void take_snapshot(const resp_value *why);
 
 /* ---- completions ---------------------------------------------------------------------------- */
 
@@ -235,6 +236,27 @@ static void take_truncate(uint64_t x, const resp_value *why)
     server_restart(F.srv);
 }
 
+/* SNAPSHOT <why>: what this follower lacks is gone from the leader (retention). Record it
+ * and restart: `evstore serve` copies the leader's whole store before it opens this one. */
+static void take_snapshot(const resp_value *why)
+{
+    evs_error err;
+    if (evs_replica_snapshot_request(server_store(F.srv), &err)) {
+        server_log(F.srv, EVS_LOG_ERROR, "cannot follow: %s", err.msg);
+        F.state = L_FAILED;
+        link_drop("cannot record the snapshot request");
+        return;
+    }
+    server_log(F.srv, EVS_LOG_WARN, "the leader says: %.*s; restarting to copy its store",
+               (int)(why->type == RESP_T_BULK ? why->len : 0), (const char *)why->str);
+    F.state = L_FAILED;
+    if (F.bev) {
+        bufferevent_free(F.bev);
+        F.bev = NULL;
+    }
+    server_restart(F.srv);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     (void)arg;
@@ -293,6 +315,11 @@ static void on_read(struct bufferevent *bev, void *arg)
             take_truncate((uint64_t)v->elems[1].integer, &v->elems[2]);
             resp_value_free(v);
             return;
+        } else if (F.state == L_SYNC && v->type == RESP_T_ARRAY && v->n == 2 &&
+                   v->elems[0].len == 8 && !memcmp(v->elems[0].str, "SNAPSHOT", 8)) {
+            take_snapshot(&v->elems[1]);
+            resp_value_free(v);
+            return;
         } else if (F.state == L_SYNC) {
             ok = take_continue(v);
             if (ok) {
@@ -331,7 +358,11 @@ static void on_read(struct bufferevent *bev, void *arg)
                         bufferevent_disable(bev, EV_READ); /* the writer catches up first */
                 }
             }
-        } /* PING and anything else: the link is alive */
+        } else if (v->type == RESP_T_ARRAY && v->n == 2 && v->elems[0].len == 4 &&
+                   !memcmp(v->elems[0].str, "PING", 4) && v->elems[1].type == RESP_T_INT) {
+            /* the leader's log start: segments below it go here too (retention thread) */
+            evs_replica_leader_start(server_store(F.srv), (uint64_t)v->elems[1].integer);
+        } /* anything else: the link is alive */
         resp_value_free(v);
         evbuffer_drain(in, used);
         if (!ok) {

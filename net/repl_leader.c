@@ -5,11 +5,13 @@
  *
  * A follower names its store, the end of its log and its epoch history. The leader answers
  * `*3 TRUNCATE <position> <why>` when the follower's log goes past the point where the two
- * histories part (it cuts there and asks again), or
+ * histories part (it cuts there and asks again), `*2 SNAPSHOT <why>` when what it lacks
+ * is below the leader's retention (it copies the whole store, as a backup, and asks again), or
  * `*4 CONTINUE <position> <store id> [[epoch, uuid, start]...]` and from then on the
  * connection carries the leader's log to it, as frames
  *
- *   *3 $3 LOG :<log position> $<n> <n bytes: whole records>     and, when idle, *1 $4 PING
+ *   *3 $3 LOG :<log position> $<n> <n bytes: whole records>
+ *   *2 $4 PING :<the leader's log start>                          once a second
  *
  * while the follower sends `REPLCONF ACK <received> <fsynced>` (no reply). Or it answers an
  * error and closes: a different store, a follower behind the leader's retention, histories
@@ -160,10 +162,12 @@ void repl_leader_cron(void)
             conn_abort(f->c, NULL);
             continue;
         }
-        if (now - f->last_send >= 1) { /* heartbeat */
-            evbuffer_add(conn_output(f->c), "*1\r\n$4\r\nPING\r\n", 14);
-            f->last_send = now;
-        }
+        /* heartbeat, with the log's start: the follower deletes what retention deleted here */
+        evs_store_stats s;
+        evs_store_stats_get(server_store(f->srv), &s);
+        evbuffer_add_printf(conn_output(f->c), "*2\r\n$4\r\nPING\r\n:%llu\r\n",
+                            (unsigned long long)s.log_start);
+        f->last_send = now;
     }
 }
 
@@ -316,7 +320,22 @@ void cmd_replsync(cmd_ctx *x)
         bad = "the follower holds a different store (its ID is not the leader's)";
     else if (!fresh)
         bad = lineage_check(mine, nm, theirs, nt, pos, s.log_end, why, sizeof why, &cut_at);
-    if (bad && cut_at != UINT64_MAX && cut_at >= s.log_start) {
+    if ((bad && cut_at != UINT64_MAX && cut_at < s.log_start) || (!bad && pos < s.log_start)) {
+        /* what the follower lacks is gone here (retention): it needs the whole store */
+        snprintf(why, sizeof why, "the follower's log %s %" PRIu64 ", below the leader's start %"
+                 PRIu64 " (retention deleted the rest): it needs a snapshot",
+                 bad ? "parts from the leader's at" : "ends at", bad ? cut_at : pos, s.log_start);
+        server_log(x->srv, EVS_LOG_WARN, "follower sent to take a snapshot: %s", why);
+        resp_out_array(&x->r->out, 2);
+        resp_out_cstr(&x->r->out, "SNAPSHOT");
+        resp_out_cstr(&x->r->out, why);
+        x->r->close_after = true;
+        reply_done(x);
+        free(theirs);
+        free(mine);
+        return;
+    }
+    if (bad && cut_at != UINT64_MAX) {
         /* the follower must cut its log at cut_at, then continue from there */
         server_log(x->srv, EVS_LOG_WARN, "follower told to cut its log at %" PRIu64 ": %s",
                    cut_at, bad);
@@ -329,12 +348,6 @@ void cmd_replsync(cmd_ctx *x)
         free(theirs);
         free(mine);
         return;
-    }
-    if (!bad && pos < s.log_start) {
-        snprintf(why, sizeof why, "the follower's log ends at %" PRIu64 ", below the leader's "
-                 "start %" PRIu64 " (retention deleted the rest): it needs a snapshot, which "
-                 "replication cannot send yet; restore a backup on it", pos, s.log_start);
-        bad = why;
     }
     if (bad) {
         server_log(x->srv, EVS_LOG_WARN, "replication refused: %s", bad);

@@ -26,6 +26,13 @@ int cmd_bench_groups(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
+/* A backup of a running server over RESP (cli_backup.c), for `backup --server` and for a
+ * follower copying its leader's store (cli_serve.c). */
+struct evs_backup_options;
+struct evs_backup_report;
+int cli_backup_remote(const char *server, const char *password,
+                      const struct evs_backup_options *o, struct evs_backup_report *rep,
+                      evs_error *err);
 /* `evstore verify --backup DIR` (cli_backup.c). */
 int cli_verify_backup(const char *dir, bool quiet);
 

@@ -307,6 +307,23 @@ static void remote_end(remote *r)
     rclient_close(&r->c);
 }
 
+int cli_backup_remote(const char *server, const char *password, const evs_backup_options *o,
+                      evs_backup_report *rep, evs_error *err)
+{
+    remote r;
+    char e[512];
+    if (remote_begin(&r, server, password, e, sizeof e)) {
+        remote_free(&r);
+        rclient_close(&r.c);
+        return set_err(err, -EIO, "%s: %s", server, e);
+    }
+    evs_backup_source src = {&r.info, remote_copy, &r, server};
+    int rc = evs_backup_write(&src, o, rep, err);
+    remote_end(&r);
+    remote_free(&r);
+    return rc;
+}
+
 /* ---- evstore backup -------------------------------------------------------------------------- */
 
 static const char *backup_help =
@@ -376,18 +393,7 @@ int cmd_backup(int argc, char **argv)
     int rc;
     uint64_t t0 = cli_now_ns();
     if (server) {
-        remote r;
-        char e[512];
-        if (remote_begin(&r, server, password, e, sizeof e)) {
-            fprintf(stderr, "evstore backup: %s: %s\n", server, e);
-            remote_free(&r);
-            rclient_close(&r.c);
-            return EXIT_FAILURE_;
-        }
-        evs_backup_source src = {&r.info, remote_copy, &r, server};
-        rc = evs_backup_write(&src, &o, &rep, &err);
-        remote_end(&r);
-        remote_free(&r);
+        rc = cli_backup_remote(server, password, &o, &rep, &err);
     } else {
         evs_options opt;
         evs_options_init(&opt);

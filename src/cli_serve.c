@@ -3,12 +3,14 @@
  */
 #include "cli.h"
 #include "server.h"
+#include "evstore_backup.h"
 
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <errno.h>
+#include <time.h>
 
 static const char *help =
     "usage: evstore serve [options]\n"
@@ -60,6 +62,58 @@ static bool size_opt(const char *name, const char *v, uint64_t *out)
         return true;
     fprintf(stderr, "evstore serve: %s: not a size: %s\n", name, v);
     return false;
+}
+
+/*
+ * A follower whose leader answered SNAPSHOT (what it lacks was deleted by the leader's
+ * retention) left the file SNAPSHOT and restarted. Before the store opens: copy the leader's
+ * whole store as a backup into DATA.snapshot-<pid>, restore it as a follower's copy (checked,
+ * no new epoch) into DATA.new-<pid>, move the old folder aside to DATA.replaced-<time> (kept,
+ * never deleted) and the new one into place. Then the follower starts at the snapshot's cut.
+ */
+static int follower_snapshot(const server_config *c)
+{
+    char marker[4096];
+    snprintf(marker, sizeof marker, "%s/SNAPSHOT", c->data);
+    if (access(marker, F_OK))
+        return 0;
+    char bk[4096], fresh[4096], old[4096];
+    snprintf(bk, sizeof bk, "%s.snapshot-%d", c->data, (int)getpid());
+    snprintf(fresh, sizeof fresh, "%s.new-%d", c->data, (int)getpid());
+    snprintf(old, sizeof old, "%s.replaced-%ld", c->data, (long)time(NULL));
+    cli_log(NULL, EVS_LOG_WARN, "copying the leader's store: this follower lacks what its "
+                                "retention deleted");
+    evs_backup_options bo = {.out = bk};
+    evs_backup_report br;
+    evs_error err = {0};
+    int rc = cli_backup_remote(c->replica_of, c->leader_password, &bo, &br, &err);
+    if (!rc) {
+        evs_restore_options ro = {.log = cli_log, .follower = true};
+        evs_restore_report rr;
+        rc = evs_restore(bk, fresh, &ro, &rr, &err);
+    }
+    char cmd[8300];
+    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", bk); /* the copy is in `fresh` now */
+    if (system(cmd) != 0)
+        cli_log(NULL, EVS_LOG_WARN, "could not remove the temporary copy");
+    if (rc) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "copying the leader's store failed: %s", err.msg);
+        cli_log(NULL, EVS_LOG_ERROR, msg);
+        return -1;
+    }
+    if (rename(c->data, old) || rename(fresh, c->data)) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "cannot move the copied store into place: %s", strerror(errno));
+        cli_log(NULL, EVS_LOG_ERROR, msg);
+        return -1;
+    }
+    char msg[9000];
+    snprintf(msg, sizeof msg, "the leader's store is copied (cut at log position %llu, %zu "
+             "streams); the old folder is kept as %s", (unsigned long long)br.cut, br.streams,
+             old);
+    cli_log(NULL, EVS_LOG_WARN, msg);
+    return 0;
 }
 
 int cmd_serve(int argc, char **argv)
@@ -198,6 +252,8 @@ int cmd_serve(int argc, char **argv)
     if (c.requirepass && !*c.requirepass)
         c.requirepass = NULL;
     c.log = cli_log;
+    if (c.replica_of && follower_snapshot(&c))
+        return EXIT_FAILURE_;
     int rc = server_run(&c);
     if (rc == SERVER_RESTART) {
         /* a follower cut its log (docs/replication.md): the same command again, same pid */

@@ -562,6 +562,7 @@ static int open_check(const manifest *m, const char *tmp, const evs_restore_opti
     if (o) {
         opt.log = o->log;
         opt.log_arg = o->log_arg;
+        opt.replica = o->follower; /* no retention, no writes of its own */
     }
     evs_store *st;
     int rc = evs_open(tmp, &opt, &st, err);
@@ -589,8 +590,15 @@ static int open_check(const manifest *m, const char *tmp, const evs_restore_opti
             rc = evs_err_set(err, EVS_ECORRUPT, "the restored store has %" PRIu64 " streams, the "
                              "manifest lists %zu", stats.streams, m->nstreams);
     }
-    if (!rc)
+    if (!rc && !(o && o->follower))
         rc = evs_epoch_begin(st, &rep->epoch, err);
+    else if (!rc) { /* a follower's copy: it reports the leader's current epoch */
+        size_t n = evs_epochs(st, NULL, 0);
+        evs_epoch *all = calloc(n + 1, sizeof *all);
+        if (all && n && evs_epochs(st, all, n) >= n)
+            rep->epoch = all[n - 1];
+        free(all);
+    }
     int crc = evs_close(st);
     if (!rc && crc)
         rc = evs_err_set(err, crc, "closing the restored store failed: %s", evs_strerror(crc));

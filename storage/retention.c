@@ -210,6 +210,8 @@ static void paced_unlink(evs_store *st, const char *path, uint64_t size)
     unlink(path);
 }
 
+static int remove_first(evs_store *st, segment *s, size_t declared, evs_retention_report *rep);
+
 /* Delete the oldest segment if no live entry needs it. 1 deleted, 0 nothing to do, < 0 error. */
 static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *err)
 {
@@ -226,6 +228,13 @@ static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *er
         return rc;
     if (end > needed_from(st))
         return 0; /* cannot happen (first positions only grow), but never guess */
+    return remove_first(st, s, declared, rep);
+}
+
+/* Take segment s, the first, out of the log and delete its file. 1, or 0 if it is not the
+ * first any more. */
+static int remove_first(evs_store *st, segment *s, size_t declared, evs_retention_report *rep)
+{
     pthread_rwlock_wrlock(&st->lock);
     if (st->nsegs < 2 || st->segs[0] != s) {
         pthread_rwlock_unlock(&st->lock);
@@ -254,10 +263,46 @@ static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *er
     return 1;
 }
 
+/*
+ * A follower's retention: it writes nothing of its own (the leader's trim and declare records
+ * arrive through the log), it only deletes the segments the leader has deleted: whole
+ * segments ending at or below the leader's log start (evs_replica_leader_start), and only if
+ * no live entry of its own state needs them (the same rule as the leader's).
+ */
+static int follow_deletions(evs_store *st, evs_retention_report *rep)
+{
+    uint64_t lstart = atomic_load(&st->leader_start);
+    for (;;) {
+        pthread_rwlock_rdlock(&st->lock);
+        segment *s = st->nsegs > 1 ? st->segs[0] : NULL;
+        uint64_t end = s ? s->base + atomic_load(&s->size) : 0;
+        pthread_rwlock_unlock(&st->lock);
+        if (!s || end > lstart || end > needed_from(st) || !s->sealed)
+            return 0;
+        if (remove_first(st, s, 0, rep) != 1)
+            return 0;
+    }
+}
+
+void evs_replica_leader_start(evs_store *st, uint64_t pos)
+{
+    uint64_t cur = atomic_load(&st->leader_start);
+    if (pos > cur)
+        atomic_store(&st->leader_start, pos);
+}
+
 int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
 {
     evs_retention_report rep = {0, 0, 0};
-    if (st->opt.read_only || atomic_load(&st->following))
+    if (atomic_load(&st->following) && !st->opt.read_only) {
+        pthread_mutex_lock(&st->ret_mu);
+        follow_deletions(st, &rep);
+        pthread_mutex_unlock(&st->ret_mu);
+        if (out)
+            *out = rep;
+        return 0;
+    }
+    if (st->opt.read_only)
         return evs_err_set(err, EVS_EREADONLY, "store is open read-only");
     pthread_mutex_lock(&st->ret_mu);
     snap *a;

@@ -1470,7 +1470,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             return evs_err_set(err, -rc, "cannot start checkpointer thread");
         }
         st->ckpt_started = true;
-        if (!atomic_load(&st->following) && (rc = ret_start(st))) {
+        if ((rc = ret_start(st))) { /* a follower's only deletes what its leader deleted */
             evs_close(st);
             return evs_err_set(err, rc, "cannot start retention thread");
         }

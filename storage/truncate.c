@@ -48,6 +48,14 @@ int evs_replica_truncate_request(evs_store *st, uint64_t x, evs_error *err)
     return store_truncate_request(st, x, err);
 }
 
+int evs_replica_snapshot_request(evs_store *st, evs_error *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/SNAPSHOT", st->dir);
+    int rc = fio_write_file_atomic(st->io, path, "snapshot\n", 9);
+    return rc ? evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc)) : 0;
+}
+
 /* Copy [off, end) of fd into path, synced. */
 static int keep_bytes(int fd, uint64_t off, uint64_t end, const char *path, evs_error *err)
 {

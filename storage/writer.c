@@ -1895,10 +1895,7 @@ int evs_promote(evs_store *st, evs_epoch *out, evs_error *err)
     if ((rc = store_following_unmark(st)))
         evs_log(st, EVS_LOG_WARN, "promoted, but FOLLOWING could not be removed (%s): the next "
                 "open begins one more epoch", strerror(-rc));
-    if ((rc = ret_start(st)))
-        evs_log(st, EVS_LOG_WARN, "promoted, but the retention thread did not start: %s",
-                strerror(-rc));
-    return 0;
+    return 0; /* the retention thread runs already: from now on it trims as a leader's */
 }
 
 int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len,

@@ -7,6 +7,7 @@ import glob
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -19,6 +20,75 @@ import redis
 
 import test_server
 from test_server import Server
+
+
+class Proxy:
+    """A TCP proxy on loopback between a follower and its leader, that can cut every link
+    (both directions closed at once) or stall them (bytes held, sockets open)."""
+
+    def __init__(self, upstream_port):
+        self.up = upstream_port
+        self.lis = socket.socket()
+        self.lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lis.bind(("127.0.0.1", 0))
+        self.lis.listen(8)
+        self.port = self.lis.getsockname()[1]
+        self.links = []
+        self.go = threading.Event()
+        self.go.set()
+        self.closed = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lis.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.up))
+            except OSError:
+                c.close()
+                continue
+            self.links.append((c, u))
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+
+    def pump(self, a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                self.go.wait()
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        links, self.links = self.links, []
+        for c, u in links:
+            for s in (c, u):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+        return len(links)
+
+    def stall(self, on):
+        (self.go.clear if on else self.go.set)()
+
+    def close(self):
+        self.closed = True
+        self.go.set()
+        self.cut()
+        self.lis.close()
 
 
 class Base(unittest.TestCase):
@@ -64,8 +134,14 @@ class Base(unittest.TestCase):
     def same_segments(self, leader, follower):
         """Every segment file of the leader's log, byte for byte, on the follower; the active
         one up to the log's end (after it both are zeros, of their own preallocated sizes)."""
-        lseg = sorted(glob.glob(os.path.join(leader.data, "log", "*.seg")))
-        fseg = sorted(glob.glob(os.path.join(follower.data, "log", "*.seg")))
+        deadline = time.time() + 5  # a segment the leader's retention just deleted goes from
+        while True:                 # the follower within a heartbeat and a retention pass
+            lseg = sorted(glob.glob(os.path.join(leader.data, "log", "*.seg")))
+            fseg = sorted(glob.glob(os.path.join(follower.data, "log", "*.seg")))
+            if [os.path.basename(p) for p in lseg] == [os.path.basename(p) for p in fseg] or \
+                    time.time() > deadline:
+                break
+            time.sleep(0.1)
         self.assertEqual([os.path.basename(p) for p in lseg], [os.path.basename(p) for p in fseg])
         end = leader.client().info("evstore")["log_bytes"]
         for a, b in zip(lseg, fseg):
@@ -312,6 +388,79 @@ class Failover(Base):
         self.assertEqual(len(kept), 1, kept)
         with open(kept[0], "rb") as f:
             self.assertEqual(f.read().count(b"unreplicated"), 10)
+
+
+class Links(Base):
+    def writer(self, server, stop, key="s"):
+        def run():
+            c = server.client()
+            while not stop.is_set():
+                p = c.pipeline(transaction=False)
+                for i in range(20):
+                    p.xadd(key, {"pad": "x" * 300})
+                p.execute()
+                time.sleep(0.005)
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    def test_link_cut_and_stalled_mid_stream(self):
+        leader = self.start("leader")
+        proxy = Proxy(leader.port)
+        self.addCleanup(proxy.close)
+        follower = self.start("follower", "--replica-of", "127.0.0.1:%d" % proxy.port)
+        stop = threading.Event()
+        t = self.writer(leader, stop)
+        time.sleep(0.5)
+        for _ in range(3):  # cut mid-stream, three times
+            self.assertGreaterEqual(proxy.cut(), 1)
+            time.sleep(0.4)
+        proxy.stall(True)   # bytes held both ways, sockets open: no heartbeat gets through
+        time.sleep(6.5)
+        proxy.stall(False)
+        time.sleep(0.5)
+        stop.set()
+        t.join()
+        self.caught_up(leader, follower, timeout=60)
+        self.same_segments(leader, follower)
+        self.assertEqual(follower.client().xlen("s"), leader.client().xlen("s"))
+        log = self.log()
+        self.assertIn("the leader closed the connection", log)
+        self.assertIn("no data or heartbeat from the leader for 5 s", log)
+
+    def test_follower_behind_retention_gets_a_snapshot(self):
+        leader = self.start("leader", "--retention-max-entries", "100")
+        f = self.follower("f", leader)
+        lr = leader.client()
+        lr.xadd("s", {"a": "b"})
+        lr.xgroup_create("s", "g", id="0")
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        self.assertEqual(f.stop(), 0)
+        self.servers.remove(f)
+        p = lr.pipeline(transaction=False)
+        for i in range(12000):  # 1 MiB segments: several fill and fall out
+            p.xadd("s", {"pad": "r" * 400})
+        p.execute()
+        lr.xreadgroup("g", "c", {"s": ">"}, count=5)
+        deadline = time.time() + 20
+        while lr.info("evstore")["log_start"] == 0 and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertGreater(lr.info("evstore")["log_start"], 0)
+        # the follower's log ends below the leader's start: it is sent to take a snapshot,
+        # restarts itself, copies the leader's store (as a backup), and follows from its cut
+        f = self.follower("f", leader)
+        lr.xadd("s", {"after": "snapshot"})
+        self.assertEqual(lr.execute_command("WAIT", "1", "20000"), 1)
+        self.caught_up(leader, f)
+        self.same_segments(leader, f)
+        fr = f.client(decode_responses=True)
+        self.assertEqual(fr.xrange("s"), leader.client(decode_responses=True).xrange("s"))
+        self.assertEqual(fr.xpending("s", "g")["pending"], 5)
+        log = self.log()
+        self.assertIn("follower sent to take a snapshot", log)
+        self.assertIn("copying the leader's store", log)
+        self.assertRegex(log, r"the old folder is kept as .*f\.replaced-\d+")
+        self.assertEqual(len(glob.glob(os.path.join(self.dir, "f.replaced-*"))), 1)
 
 
 class AckAll(Base):

@@ -416,7 +416,7 @@ class Links(Base):
             self.assertGreaterEqual(proxy.cut(), 1)
             time.sleep(0.4)
         proxy.stall(True)   # bytes held both ways, sockets open: no heartbeat gets through
-        time.sleep(6.5)
+        time.sleep(8)       # the follower gives up after 5 s of silence (checked each second)
         proxy.stall(False)
         time.sleep(0.5)
         stop.set()

@@ -94,6 +94,8 @@ static void follower_free(void *arg)
 static void send_frame(follower *f, uint64_t at, size_t n)
 {
     struct evbuffer *out = conn_output(f->c);
+    if (!out)
+        return;
     evbuffer_add_printf(out, "*3\r\n$3\r\nLOG\r\n:%" PRIu64 "\r\n$%zu\r\n", at, n);
     evbuffer_add(out, f->buf, n);
     evbuffer_add(out, "\r\n", 2);
@@ -105,7 +107,7 @@ static void pump(follower *f)
 {
     evs_store *st = server_store(f->srv);
     struct evbuffer *out = conn_output(f->c);
-    while (evbuffer_get_length(out) < OUT_HIGH) {
+    while (out && evbuffer_get_length(out) < OUT_HIGH) {
         uint64_t at = 0;
         evs_error err;
         long n = evs_log_read(st, f->pos, f->buf, f->cap, &at, &err);
@@ -165,8 +167,9 @@ void repl_leader_cron(void)
         /* heartbeat, with the log's start: the follower deletes what retention deleted here */
         evs_store_stats s;
         evs_store_stats_get(server_store(f->srv), &s);
-        evbuffer_add_printf(conn_output(f->c), "*2\r\n$4\r\nPING\r\n:%llu\r\n",
-                            (unsigned long long)s.log_start);
+        if (conn_output(f->c))
+            evbuffer_add_printf(conn_output(f->c), "*2\r\n$4\r\nPING\r\n:%llu\r\n",
+                                (unsigned long long)s.log_start);
         f->last_send = now;
     }
 }

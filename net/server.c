@@ -99,7 +99,7 @@ void conn_set_authed(conn *c, bool yes) { c->authed = yes; }
 void *pending_result(pending_t *p) { return p->result; }
 bool pending_orphaned(pending_t *p) { return p->c->closed; }
 conn *pending_conn(pending_t *p) { return p->c; }
-struct evbuffer *conn_output(conn *c) { return bufferevent_get_output(c->bev); }
+struct evbuffer *conn_output(conn *c) { return c->bev ? bufferevent_get_output(c->bev) : NULL; }
 bool server_is_follower(server *s) { return s->cfg.replica_of != NULL; }
 
 void server_restart(server *s)

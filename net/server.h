@@ -124,7 +124,7 @@ void server_log(server *s, int level, const char *fmt, ...) __attribute__((forma
 /* A follower's connection on the leader streams outside the reply queue: its output buffer,
  * a function called when that buffer has drained below 1 MiB, its peer's address, and a
  * way to close it (with an error line first when msg is not NULL). */
-struct evbuffer *conn_output(conn *c);
+struct evbuffer *conn_output(conn *c); /* NULL once the connection is closed */
 void conn_set_drain(conn *c, void (*fn)(conn *c, void *arg), void *arg);
 void conn_peer(conn *c, char *ip, size_t cap);
 void conn_abort(conn *c, const char *msg);

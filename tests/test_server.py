@@ -30,24 +30,34 @@ class Server:
     def __init__(self, data, *extra):
         self.data, self.extra, self.proc, self.port = data, extra, None, None
 
-    def start(self):
-        self.port = free_port()
-        self.http_port = free_port()
-        self.log = open(os.path.join(os.path.dirname(self.data), "server.log"), "ab")
-        self.proc = subprocess.Popen(
-            [EVSTORE, "serve", "--data", self.data, "--port", str(self.port),
-             "--http-port", str(self.http_port), "--segment-bytes", "1m", *self.extra],
-            stdout=self.log, stderr=self.log)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("server exited with %d" % self.proc.returncode)
-                time.sleep(0.02)
+    def start(self, attempts=3):
+        """Start on free loopback ports. A port found free can be taken by a parallel test
+        before the server binds it (the server then exits with 3): try again with new ports."""
+        for attempt in range(attempts):
+            self.port = free_port()
+            self.http_port = free_port()
+            while self.http_port == self.port:
+                self.http_port = free_port()
+            self.log = open(os.path.join(os.path.dirname(self.data), "server.log"), "ab")
+            self.proc = subprocess.Popen(
+                [EVSTORE, "serve", "--data", self.data, "--port", str(self.port),
+                 "--http-port", str(self.http_port), "--segment-bytes", "1m", *self.extra],
+                stdout=self.log, stderr=self.log)
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2).close()
+                    return self
+                except OSError:
+                    if self.proc.poll() is not None:
+                        break
+                    time.sleep(0.02)
+            self.log.close()
+            if self.proc.poll() is None:
+                raise RuntimeError("server did not start")
+            if self.proc.returncode != 3 or attempt == attempts - 1:
+                raise RuntimeError("server exited with %d" % self.proc.returncode)
         raise RuntimeError("server did not start")
 
     def client(self, **kw):

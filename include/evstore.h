@@ -536,6 +536,11 @@ typedef struct evs_epoch {
     uint64_t start;
 } evs_epoch;
 
+/* 16 bytes (an epoch's UUID, a store or backup ID) as 32 lowercase hex digits and a NUL, and
+ * back: 0, or -1 unless s is exactly 32 lowercase hex digits. */
+void evs_uuid_format(const uint8_t uuid[16], char out[33]);
+int evs_uuid_parse(const char *s, size_t len, uint8_t uuid[16]);
+
 /* The store's ID (32 hex digits, from its STORE file). */
 const char *evs_store_id(evs_store *st);
 /* Copy up to cap epochs of the history, oldest first; returns how many it has (0: a store

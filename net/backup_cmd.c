@@ -105,14 +105,6 @@ static void *begin_thread(void *arg)
     return NULL;
 }
 
-static void hex(resp_out *o, const uint8_t *p, size_t n)
-{
-    char b[65];
-    for (size_t i = 0; i < n && i < 32; i++)
-        snprintf(b + 2 * i, 3, "%02x", p[i]);
-    resp_out_bulk(o, b, 2 * (n < 32 ? n : 32));
-}
-
 static void describe(resp_out *o, long long id, const evs_snap_info *in)
 {
     resp_out_array(o, 14);
@@ -129,7 +121,9 @@ static void describe(resp_out *o, long long id, const evs_snap_info *in)
     for (size_t i = 0; i < in->nepochs; i++) {
         resp_out_array(o, 3);
         resp_out_int(o, in->epochs[i].epoch);
-        hex(o, in->epochs[i].uuid, 16);
+        char u[33];
+        evs_uuid_format(in->epochs[i].uuid, u);
+        resp_out_bulk(o, u, 32);
         resp_out_int(o, (long long)in->epochs[i].start);
     }
     resp_out_cstr(o, "streams");

@@ -149,8 +149,7 @@ static void send_sync(void)
     for (size_t i = 0; i < n; i++) {
         char num[24], u[33], start[24];
         snprintf(num, sizeof num, "%" PRIu32, e[i].epoch);
-        for (int k = 0; k < 16; k++)
-            snprintf(u + 2 * k, 3, "%02x", e[i].uuid[k]);
+        evs_uuid_format(e[i].uuid, u);
         snprintf(start, sizeof start, "%" PRIu64, e[i].start);
         evbuffer_add_printf(out, "$%zu\r\n%s\r\n$32\r\n%s\r\n$%zu\r\n%s\r\n", strlen(num), num, u,
                             strlen(start), start);
@@ -177,21 +176,13 @@ static bool take_continue(const resp_value *v)
             return false;
         for (size_t i = 0; i < ep->n; i++) {
             const resp_value *t = &ep->elems[i];
-            if (t->type != RESP_T_ARRAY || t->n != 3 || t->elems[1].len != 32) {
+            if (t->type != RESP_T_ARRAY || t->n != 3 || t->elems[1].type != RESP_T_BULK ||
+                evs_uuid_parse((const char *)t->elems[1].str, t->elems[1].len, e[i].uuid)) {
                 free(e);
                 return false;
             }
             e[i].epoch = (uint32_t)t->elems[0].integer;
             e[i].start = (uint64_t)t->elems[2].integer;
-            for (int k = 0; k < 16; k++) {
-                unsigned b;
-                char two[3] = {(char)t->elems[1].str[2 * k], (char)t->elems[1].str[2 * k + 1], 0};
-                if (sscanf(two, "%2x", &b) != 1) {
-                    free(e);
-                    return false;
-                }
-                e[i].uuid[k] = (uint8_t)b;
-            }
         }
         char sid[33];
         memcpy(sid, id->str, 32);

@@ -219,19 +219,6 @@ static bool parse_u64(const resp_arg *a, uint64_t *v)
     return true;
 }
 
-static bool parse_uuid(const resp_arg *a, uint8_t out[16])
-{
-    if (a->len != 32)
-        return false;
-    for (int i = 0; i < 16; i++) {
-        unsigned v;
-        char two[3] = {(char)a->ptr[2 * i], (char)a->ptr[2 * i + 1], 0};
-        if (sscanf(two, "%2x", &v) != 1)
-            return false;
-        out[i] = (uint8_t)v;
-    }
-    return true;
-}
 
 /* F2: where may a follower with this history and log end continue? NULL if it may (at pos),
  * else the reason. */
@@ -302,7 +289,7 @@ void cmd_replsync(cmd_ctx *x)
     for (size_t i = 0; i < nt; i++) {
         uint64_t e, start;
         const resp_arg *a = &x->argv[4 + 3 * i];
-        if (!parse_u64(&a[0], &e) || e > UINT32_MAX || !parse_uuid(&a[1], theirs[i].uuid) ||
+        if (!parse_u64(&a[0], &e) || e > UINT32_MAX || evs_uuid_parse((const char *)a[1].ptr, a[1].len, theirs[i].uuid) ||
             !parse_u64(&a[2], &start)) {
             free(theirs);
             free(mine);
@@ -393,8 +380,7 @@ void cmd_replsync(cmd_ctx *x)
     resp_out_array(o, nm);
     for (size_t i = 0; i < nm; i++) {
         char u[33];
-        for (int k = 0; k < 16; k++)
-            snprintf(u + 2 * k, 3, "%02x", mine[i].uuid[k]);
+        evs_uuid_format(mine[i].uuid, u);
         resp_out_array(o, 3);
         resp_out_int(o, mine[i].epoch);
         resp_out_bulk(o, u, 32);

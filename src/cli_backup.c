@@ -116,18 +116,6 @@ static bool is_arr(const resp_value *v, size_t n)
 }
 static bool is_str(const resp_value *v) { return v && v->type == RESP_T_BULK; }
 
-static int hexbyte(const uint8_t *p)
-{
-    int v = 0;
-    for (int i = 0; i < 2; i++) {
-        int c = p[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0)
-            return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
 
 /* Turn BACKUP BEGIN's reply into an evs_snap_info (owned by r). */
 static int remote_parse(remote *r, const resp_value *v, char *err, size_t cap)
@@ -159,12 +147,8 @@ static int remote_parse(remote *r, const resp_value *v, char *err, size_t cap)
             e->elems[1].len != 32 || !is_int(&e->elems[2]))
             goto bad;
         r->epochs[i].epoch = (uint32_t)e->elems[0].integer;
-        for (int k = 0; k < 16; k++) {
-            int b = hexbyte(e->elems[1].str + 2 * k);
-            if (b < 0)
-                goto bad;
-            r->epochs[i].uuid[k] = (uint8_t)b;
-        }
+        if (evs_uuid_parse((const char *)e->elems[1].str, 32, r->epochs[i].uuid))
+            goto bad;
         r->epochs[i].start = (uint64_t)e->elems[2].integer;
     }
     for (size_t i = 0; i < sts->n; i++) {

@@ -49,28 +49,16 @@ typedef struct wfile {
     evs_progress *prog;
 } wfile;
 
-static int write_all(int fd, const void *p, size_t n, const char *path, evs_error *err)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return evs_err_set(err, w < 0 ? -errno : -EIO, "cannot write %s: %s", path,
-                               w < 0 ? strerror(errno) : "short write");
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 /* Start writeback of what was written so far every WRITEBACK_BYTES, so the fsync at the end
  * of the file waits for little (measured: 45 ms per 64 MiB segment otherwise). */
 #define WRITEBACK_BYTES (8u << 20)
 static int file_out(wfile *f, const void *p, size_t n, evs_error *err)
 {
-    int rc = write_all(f->fd, p, n, f->path, err);
+    struct iovec v = {(void *)(uintptr_t)p, n};
+    int rc = fio_pwritev_all(&fio_real, f->fd, &v, 1, (off_t)f->sn);
+    if (rc)
+        return evs_err_set(err, rc, "cannot write %s: %s", f->path, strerror(-rc));
     uint64_t end = f->sn + n;
     if (!rc && end / WRITEBACK_BYTES != f->sn / WRITEBACK_BYTES)
         sync_file_range(f->fd, 0, (off64_t)end, SYNC_FILE_RANGE_WRITE);
@@ -285,8 +273,7 @@ static void random_id(char out[33])
         memcpy(r, &x, 8);
         memcpy(r + 8, &x, 8);
     }
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    evs_uuid_format(r, out);
 }
 
 /* Is out usable: absent (then created) or an empty folder? */

@@ -40,6 +40,29 @@ static int hexval(int c)
     return -1;
 }
 
+void evs_uuid_format(const uint8_t uuid[16], char out[33])
+{
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hx[uuid[i] >> 4];
+        out[2 * i + 1] = hx[uuid[i] & 15];
+    }
+    out[32] = 0;
+}
+
+int evs_uuid_parse(const char *s, size_t len, uint8_t uuid[16])
+{
+    if (len != 32)
+        return -1;
+    for (int i = 0; i < 16; i++) {
+        int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        uuid[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
 int epochs_parse(const char *buf, size_t len, evs_epoch **out, size_t *n, char *why, size_t cap)
 {
     *out = NULL;
@@ -76,13 +99,9 @@ int epochs_parse(const char *buf, size_t len, evs_epoch **out, size_t *n, char *
             snprintf(why, cap, "line %zu is not \"<epoch> <32 hex digits> <position>\"", line);
             goto bad;
         }
-        for (int i = 0; i < 16; i++) {
-            int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-            if (hi < 0 || lo < 0) {
-                snprintf(why, cap, "line %zu: the UUID is not lowercase hex", line);
-                goto bad;
-            }
-            e.uuid[i] = (uint8_t)(hi << 4 | lo);
+        if (evs_uuid_parse(hex, 32, e.uuid)) {
+            snprintf(why, cap, "line %zu: the UUID is not lowercase hex", line);
+            goto bad;
         }
         e.epoch = (uint32_t)ep;
         e.start = start;
@@ -122,10 +141,10 @@ char *epochs_format(const evs_epoch *v, size_t n, size_t *len)
         return NULL;
     size_t o = (size_t)snprintf(s, cap, "%s", EPOCHS_MAGIC);
     for (size_t i = 0; i < n; i++) {
-        o += (size_t)snprintf(s + o, cap - o, "%" PRIu32 " ", v[i].epoch);
-        for (int j = 0; j < 16; j++)
-            o += (size_t)snprintf(s + o, cap - o, "%02x", v[i].uuid[j]);
-        o += (size_t)snprintf(s + o, cap - o, " %" PRIu64 "\n", v[i].start);
+        char u[33];
+        evs_uuid_format(v[i].uuid, u);
+        o += (size_t)snprintf(s + o, cap - o, "%" PRIu32 " %s %" PRIu64 "\n", v[i].epoch, u,
+                              v[i].start);
     }
     *len = o;
     return s;

@@ -120,9 +120,10 @@ char *mf_encode(const manifest *m, size_t *len)
         tb_printf(&b, "\n");
     }
     for (size_t i = 0; i < m->nepochs; i++) {
-        tb_printf(&b, "epoch %" PRIu32 " ", m->epochs[i].epoch);
-        tb_hex(&b, m->epochs[i].uuid, 16);
-        tb_printf(&b, " %" PRIu64 "\n", m->epochs[i].start);
+        char u[33];
+        evs_uuid_format(m->epochs[i].uuid, u);
+        tb_printf(&b, "epoch %" PRIu32 " %s %" PRIu64 "\n", m->epochs[i].epoch, u,
+                  m->epochs[i].start);
     }
     for (size_t i = 0; i < m->nstreams; i++) {
         const mf_stream *s = &m->streams[i];
@@ -333,16 +334,13 @@ int mf_parse(const char *buf, size_t len, manifest *m, char *why, size_t whycap)
             GROW(m->epochs, m->nepochs, ecap);
             evs_epoch *e = &m->epochs[m->nepochs];
             uint64_t ep;
-            size_t n = 0;
-            uint8_t *u = unhex(w[2], &n);
-            ok = u && n == 16 && u64(w[1], &ep) && ep <= UINT32_MAX && u64(w[3], &e->start);
+            ok = !evs_uuid_parse(w[2], strlen(w[2]), e->uuid) && u64(w[1], &ep) &&
+                 ep <= UINT32_MAX && u64(w[3], &e->start);
             if (ok) {
                 e->epoch = (uint32_t)ep;
-                memcpy(e->uuid, u, 16);
                 ok = m->nepochs == 0 || (e->epoch > e[-1].epoch && e->start >= e[-1].start);
                 m->nepochs += ok;
             }
-            free(u);
         } else if (!strcmp(k, "stream") && nw == 5) {
             GROW(m->streams, m->nstreams, scap);
             mf_stream *s = &m->streams[m->nstreams];

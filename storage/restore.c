@@ -193,17 +193,9 @@ static int out_write(rfile *r, const uint8_t *p, size_t n, evs_error *err)
     r->written += n;
     if (before / (8u << 20) != r->written / (8u << 20))
         sync_file_range(r->outfd, 0, (off64_t)before, SYNC_FILE_RANGE_WRITE);
-    while (n) {
-        ssize_t w = write(r->outfd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return evs_err_set(err, w < 0 ? -errno : -EIO, "cannot write %s: %s", r->outpath,
-                               w < 0 ? strerror(errno) : "short write");
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    struct iovec v = {(void *)(uintptr_t)p, n};
+    int rc = fio_pwritev_all(&fio_real, r->outfd, &v, 1, (off_t)before);
+    return rc ? evs_err_set(err, rc, "cannot write %s: %s", r->outpath, strerror(-rc)) : 0;
 }
 
 /* Read the stored file: its size and CRC must be the manifest's; decompressed (when asked or

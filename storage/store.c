@@ -1279,8 +1279,7 @@ static int load_identity(evs_store *st, evs_error *err)
         return evs_err_set(err, -EIO, "cannot read /dev/urandom");
     }
     close(fd);
-    for (int i = 0; i < 16; i++)
-        snprintf(st->store_id + 2 * i, 3, "%02x", raw[i]);
+    evs_uuid_format(raw, st->store_id);
     int n = snprintf(buf, sizeof buf, "evstore-store 1\nid %s\n", st->store_id);
     int rc = fio_write_file_atomic(st->io, path, buf, (size_t)n);
     if (rc)

@@ -57,8 +57,10 @@ int evs_replica_snapshot_request(evs_store *st, evs_error *err)
 }
 
 /* Copy [off, end) of fd into path, synced. */
-static int keep_bytes(int fd, uint64_t off, uint64_t end, const char *path, evs_error *err)
+static int keep_bytes(evs_store *st, int fd, uint64_t off, uint64_t end, const char *path,
+                      evs_error *err)
 {
+    uint64_t start = off;
     int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (out < 0)
         return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
@@ -71,8 +73,10 @@ static int keep_bytes(int fd, uint64_t off, uint64_t end, const char *path, evs_
             rc = evs_err_set(err, r < 0 ? -errno : -EIO, "cannot read the divergent tail");
             break;
         }
-        if (write(out, buf, (size_t)r) != r)
-            rc = evs_err_set(err, -errno, "cannot write %s: %s", path, strerror(errno));
+        struct iovec v = {buf, (size_t)r};
+        int wr = fio_pwritev_all(st->io, out, &v, 1, (off_t)(off - start));
+        if (wr)
+            rc = evs_err_set(err, wr, "cannot write %s: %s", path, strerror(-wr));
         off += (uint64_t)r;
     }
     if (!rc && fsync(out))
@@ -111,7 +115,7 @@ static int cut_segment(evs_store *st, const char *name, uint64_t base, uint64_t 
     uint64_t from = x - base, end = rc ? 0 : data_end(fd, (uint64_t)sb.st_size);
     if (!rc && end > from) {
         snprintf(keep, sizeof keep, "%s/%s.%" PRIu64 ".diverged", st->logdir, name, from);
-        rc = keep_bytes(fd, from, end, keep, err); /* T1: kept before zeroed */
+        rc = keep_bytes(st, fd, from, end, keep, err); /* T1: kept before zeroed */
         static const uint8_t zero[1 << 16];
         for (uint64_t o = from; !rc && o < end;) {
             size_t n = end - o < sizeof zero ? (size_t)(end - o) : sizeof zero;

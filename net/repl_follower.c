@@ -157,7 +157,6 @@ static void send_sync(void)
     free(e);
     F.next = s.log_end;
     F.received = s.log_end;
-    F.state = L_SYNC;
 }
 
 /* CONTINUE <pos> <store id> [[epoch, uuid, start]...] */
@@ -375,11 +374,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         if (pw) {
             const char *argv[] = {"AUTH", pw};
             send_cmd(2, argv);
-            F.state = L_AUTH;
         }
-        send_sync();
-        if (pw)
-            F.state = L_AUTH;
+        send_sync(); /* pipelined behind AUTH: answers come in order */
+        F.state = pw ? L_AUTH : L_SYNC;
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))

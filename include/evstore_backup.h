@@ -87,6 +87,9 @@ typedef struct evs_restore_report {
 int evs_restore(const char *from, const char *data, const evs_restore_options *o,
                 evs_restore_report *rep, evs_error *err);
 
+/* Remove a folder and everything in it (a temporary backup or restore folder). */
+void evs_remove_tree(const char *path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,7 +11,6 @@
 #include <unistd.h>
 #include <errno.h>
 #include <time.h>
-#include <ftw.h>
 
 static const char *help =
     "usage: evstore serve [options]\n"
@@ -72,15 +71,6 @@ static bool size_opt(const char *name, const char *v, uint64_t *out)
  * no new epoch) into DATA.new-<pid>, move the old folder aside to DATA.replaced-<time> (kept,
  * never deleted) and the new one into place. Then the follower starts at the snapshot's cut.
  */
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static int follower_snapshot(const server_config *c)
 {
     char marker[4096];
@@ -102,7 +92,7 @@ static int follower_snapshot(const server_config *c)
         evs_restore_report rr;
         rc = evs_restore(bk, fresh, &ro, &rr, &err);
     }
-    nftw(bk, rm_entry, 16, FTW_DEPTH | FTW_PHYS); /* the copy is in `fresh` now */
+    evs_remove_tree(bk); /* the copy is in `fresh` now */
     if (rc) {
         char msg[700];
         snprintf(msg, sizeof msg, "copying the leader's store failed: %s", err.msg);

@@ -421,7 +421,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return 0;
 }
 
-static void rm_tree(const char *path)
+void evs_remove_tree(const char *path)
 {
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -449,7 +449,7 @@ static void remove_stale(const char *target)
             continue;
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%s/%s", parent, de->d_name);
-        rm_tree(p);
+        evs_remove_tree(p);
     }
     closedir(d);
 }
@@ -620,7 +620,7 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
         goto out;
     remove_stale(data);
     snprintf(tmp, sizeof tmp, "%s.restore-%d", data, (int)getpid());
-    rm_tree(tmp);
+    evs_remove_tree(tmp);
     if (mkdir(tmp, 0755)) {
         rc = evs_err_set(err, -errno, "cannot create %s: %s", tmp, strerror(errno));
         tmp[0] = 0;
@@ -651,7 +651,7 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
     rep->files = c->m[0].nfiles;
 out:
     if (tmp[0])
-        rm_tree(tmp);
+        evs_remove_tree(tmp);
     chain_release(c);
     free(c);
     return rc;

@@ -224,48 +224,10 @@ int epochs_reconcile(evs_store *st, evs_error *err)
     return epochs_write(st, st->epochs, st->nepochs, err);
 }
 
-int epochs_begin_writer(evs_store *st, evs_epoch *out, evs_error *err)
+/* Add e to the history: EPOCHS rewritten durably first (E1), then the history in memory and
+ * the current epoch. Writer thread. */
+static int history_append(evs_store *st, const evs_epoch *e, evs_error *err)
 {
-    evs_epoch e = {.epoch = st->epoch + 1, .start = st->tail};
-    if (st->nepochs && st->epochs[st->nepochs - 1].epoch >= e.epoch)
-        e.epoch = st->epochs[st->nepochs - 1].epoch + 1;
-    if (getrandom(e.uuid, sizeof e.uuid, 0) != (ssize_t)sizeof e.uuid)
-        return evs_err_set(err, -EIO, "cannot read random bytes for an epoch UUID");
-    evs_epoch *v = malloc((st->nepochs + 1) * sizeof *v);
-    if (!v)
-        return evs_err_set(err, -ENOMEM, "out of memory");
-    if (st->nepochs)
-        memcpy(v, st->epochs, st->nepochs * sizeof *v);
-    v[st->nepochs] = e;
-    int rc = epochs_write(st, v, st->nepochs + 1, err); /* E1: the history first */
-    if (rc) {
-        free(v);
-        return rc;
-    }
-    pthread_rwlock_wrlock(&st->lock);
-    free(st->epochs);
-    st->epochs = v;
-    st->nepochs++;
-    st->epoch = e.epoch;
-    pthread_rwlock_unlock(&st->lock);
-    *out = e;
-    return 0;
-}
-
-int epochs_follow_writer(evs_store *st, const evs_epoch *e, evs_error *err)
-{
-    if (st->nepochs) {
-        const evs_epoch *last = &st->epochs[st->nepochs - 1];
-        for (size_t i = 0; i < st->nepochs; i++)
-            if (st->epochs[i].epoch == e->epoch && !memcmp(st->epochs[i].uuid, e->uuid, 16) &&
-                st->epochs[i].start == e->start)
-                return 0; /* known already (a replay after a restart) */
-        if (e->epoch <= last->epoch || e->start < last->start)
-            return evs_err_set(err, EVS_ECORRUPT,
-                               "the leader's epoch %" PRIu32 " at %" PRIu64 " does not follow this "
-                               "store's epoch %" PRIu32 " at %" PRIu64 ": the histories diverged",
-                               e->epoch, e->start, last->epoch, last->start);
-    }
     evs_epoch *v = malloc((st->nepochs + 1) * sizeof *v);
     if (!v)
         return evs_err_set(err, -ENOMEM, "out of memory");
@@ -284,6 +246,36 @@ int epochs_follow_writer(evs_store *st, const evs_epoch *e, evs_error *err)
     st->epoch = e->epoch;
     pthread_rwlock_unlock(&st->lock);
     return 0;
+}
+
+int epochs_begin_writer(evs_store *st, evs_epoch *out, evs_error *err)
+{
+    evs_epoch e = {.epoch = st->epoch + 1, .start = st->tail};
+    if (st->nepochs && st->epochs[st->nepochs - 1].epoch >= e.epoch)
+        e.epoch = st->epochs[st->nepochs - 1].epoch + 1;
+    if (getrandom(e.uuid, sizeof e.uuid, 0) != (ssize_t)sizeof e.uuid)
+        return evs_err_set(err, -EIO, "cannot read random bytes for an epoch UUID");
+    int rc = history_append(st, &e, err);
+    if (!rc)
+        *out = e;
+    return rc;
+}
+
+int epochs_follow_writer(evs_store *st, const evs_epoch *e, evs_error *err)
+{
+    if (st->nepochs) {
+        const evs_epoch *last = &st->epochs[st->nepochs - 1];
+        for (size_t i = 0; i < st->nepochs; i++)
+            if (st->epochs[i].epoch == e->epoch && !memcmp(st->epochs[i].uuid, e->uuid, 16) &&
+                st->epochs[i].start == e->start)
+                return 0; /* known already (a replay after a restart) */
+        if (e->epoch <= last->epoch || e->start < last->start)
+            return evs_err_set(err, EVS_ECORRUPT,
+                               "the leader's epoch %" PRIu32 " at %" PRIu64 " does not follow this "
+                               "store's epoch %" PRIu32 " at %" PRIu64 ": the histories diverged",
+                               e->epoch, e->start, last->epoch, last->start);
+    }
+    return history_append(st, e, err);
 }
 
 int evs_replica_adopt(evs_store *st, const char *store_id, const evs_epoch *epochs, size_t n,

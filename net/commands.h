@@ -63,11 +63,7 @@ void cmd_replsync(cmd_ctx *x);
 void cmd_replconf(cmd_ctx *x);
 void cmd_wait(cmd_ctx *x);
 void repl_leader_shutdown(void);
-/* fn(arg, got) on the loop once `want` followers fsynced the log up to target, or after
- * timeout_ms (<= 0: no timeout); -1 if it cannot wait (then fn is not called). */
-int repl_wait(server *srv, uint64_t target, long long want, long long timeout_ms,
-              void (*fn)(void *arg, long long got), void *arg);
-long long repl_good_followers(void);
+
 /* Lag samples (leader visible → follower fsync ACK) since start, and the p50/p99 of the last
  * 65,536 of them. */
 void repl_lag_stats(uint64_t *n, uint32_t *p50_us, uint32_t *p99_us);

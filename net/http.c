@@ -93,6 +93,8 @@ struct publish {
     char *key, *name;
     size_t key_len, name_len;
     struct waiter *waiters;
+    bool replicating;    /* --ack all: durable here, waiting for the followers' fsync          */
+    long long got;       /* ... how many had it when the wait ended                            */
 };
 
 /* ---- replies ------------------------------------------------------------------------------ */
@@ -176,7 +178,14 @@ static void answer_one(publish *p, struct evhttp_request *req)
     struct evhttp_request *saved = p->req;
     p->req = req;
     {
-        if (p->rc == 0) {
+        const server_config *cfg = server_cfg(p->h->srv);
+        if (p->rc == 0 && p->replicating && p->got < cfg->min_replicas) {
+            send_error(p->req, 503, "noreplicas",
+                       "Not enough good replicas acknowledged the write within %d ms (%lld of "
+                       "%d); it is durable on this leader, first ID %" PRIu64 "-%" PRIu64,
+                       cfg->ack_timeout_ms, p->got, cfg->min_replicas, p->ids[0].ms,
+                       p->ids[0].seq);
+        } else if (p->rc == 0) {
             json_t *body;
             if (p->array) {
                 json_t *ids = json_array();
@@ -199,9 +208,29 @@ static void answer_one(publish *p, struct evhttp_request *req)
 }
 
 /* On the loop: answer the publish and any retries that waited for it, then free. */
+static void publish_answer(void *arg);
+
+static void publish_replicated(void *arg, long long got)
+{
+    publish *p = arg;
+    p->got = got;
+    publish_answer(p);
+}
+
 static void publish_answer(void *arg)
 {
     publish *p = arg;
+    const server_config *cfg = server_cfg(p->h->srv);
+    if (p->rc == 0 && cfg->ack_all && !p->replicating) {
+        /* durable here; the answer waits until --min-replicas followers have fsynced it */
+        evs_store_stats s;
+        evs_store_stats_get(server_store(p->h->srv), &s);
+        p->replicating = true;
+        if (repl_wait(p->h->srv, s.log_end, cfg->min_replicas, cfg->ack_timeout_ms,
+                      publish_replicated, p) == 0)
+            return;
+        p->got = 0;
+    }
     answer_one(p, p->req);
     if (p->pprev) {
         *p->pprev = p->next;
@@ -230,6 +259,7 @@ static bool replay_keyed(http_api *h, struct evhttp_request *req, evs_slice name
     if (evs_idem_get(server_store(h->srv), name, key, IDEM_WINDOW_US, &first, &last, &count) != 1)
         return false;
     publish p = {0};
+    p.h = h;
     p.n = 0;
     p.array = array;
     p.ids = calloc(count ? count : 1, sizeof *p.ids);
@@ -333,6 +363,12 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
     }
     if (key && replay_keyed(h, req, name, (evs_slice){key, key_len}, array)) {
         json_decref(doc);
+        return;
+    }
+    const server_config *cfg = server_cfg(h->srv);
+    if (cfg->ack_all && repl_good_followers() < cfg->min_replicas) { /* before appending */
+        json_decref(doc);
+        send_error(req, 503, "noreplicas", "Not enough good replicas to write.");
         return;
     }
     size_t n = array ? json_array_size(doc) : 1;

@@ -140,6 +140,12 @@ void http_on_visible(http_api *h); /* a batch became visible: feed live tails */
 /* Replication (repl_leader.c, repl_follower.c): the leader's once-a-second heartbeats and
  * checks; following the leader named by cfg.replica_of (-1 if it is not HOST:PORT). */
 void repl_leader_cron(void);
+/* --ack all and WAIT: fn(arg, got) on the loop once `want` followers have fsynced the log up
+ * to target, or after timeout_ms (<= 0: no timeout); -1 if it cannot wait (then fn is not
+ * called). The followers connected now. */
+int repl_wait(server *srv, uint64_t target, long long want, long long timeout_ms,
+              void (*fn)(void *arg, long long got), void *arg);
+long long repl_good_followers(void);
 int repl_follower_start(server *srv);
 void repl_follower_stop(void);
 

@@ -4,6 +4,7 @@ driven by redis-py: byte-identical convergence under write load, a follower SIGK
 restarted, two followers and WAIT, consumer groups on a follower, READONLY, passwords, and a
 follower of another store refused. Usage: test_replication.py path/to/evstore"""
 import glob
+import json
 import os
 import shutil
 import signal
@@ -464,12 +465,23 @@ class Links(Base):
 
 
 class AckAll(Base):
+    def http_post(self, server, stream):
+        req = urllib.request.Request("http://127.0.0.1:%d/streams/%s/events" %
+                                     (server.http_port, stream),
+                                     data=b'{"type":"t","payload":{"k":1}}', method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
     def test_ack_all(self):
         leader = self.start("leader", "--ack", "all", "--min-replicas", "1",
                             "--ack-timeout", "700")
         lr = leader.client(decode_responses=True)
         with self.assertRaisesRegex(redis.ResponseError, "^NOREPLICAS Not enough good replicas to write"):
             lr.xadd("s", {"a": "refused"})
+        self.assertEqual(self.http_post(leader, "s")[0], 503)  # HTTP publishes too
         self.assertEqual(lr.xlen("s"), 0)  # refused before appending
         follower = self.follower("follower", leader)
         deadline = time.time() + 10
@@ -484,6 +496,9 @@ class AckAll(Base):
         # answered only once the follower has fsynced them: it has every one already
         have = {e[0] for e in fr.xrange("s")}
         self.assertEqual([i for i in ids if i not in have], [])
+        status, body = self.http_post(leader, "s")
+        self.assertEqual(status, 201, body)
+        self.assertIn(json.loads(body)["id"], {e[0] for e in fr.xrange("s")})
         # a stalled follower: the write is durable here but not confirmed
         follower.proc.send_signal(signal.SIGSTOP)
         try:
@@ -491,6 +506,9 @@ class AckAll(Base):
             with self.assertRaisesRegex(redis.ResponseError, "acknowledged the write within 700 ms"):
                 lr.xadd("s", {"stalled": "1"})
             self.assertGreater(time.time() - t0, 0.6)
+            status, body = self.http_post(leader, "s")
+            self.assertEqual(status, 503, body)
+            self.assertIn("noreplicas", body)
         finally:
             follower.proc.send_signal(signal.SIGCONT)
         # every entry acknowledged under --ack all survives losing the leader

@@ -33,8 +33,11 @@ long evs_log_read(evs_store *st, uint64_t pos, void *buf, size_t cap, uint64_t *
             break;
         }
         if (pos >= c->base + sz && pos >= c->base) { /* at or past this segment's end */
-            if (i + 1 < st->nsegs && pos == c->base + sz) {
-                g = st->segs[i + 1]; /* the next segment (it may start past a gap) */
+            if (i + 1 < st->nsegs) {
+                /* the next segment; it may start past a gap (a segment closed after corruption):
+                 * the bytes go out from where they are, and a follower that cannot place them
+                 * says so (WR_REPLICA: not contiguous) instead of waiting forever */
+                g = st->segs[i + 1];
                 size = atomic_load(&g->size);
                 pos = g->base;
                 if (!size)

@@ -440,7 +440,6 @@ static unsigned long long rss_bytes(void)
 typedef struct info_acc {
     char *p;
     size_t cap, len;
-    uint64_t end;
     int i;
 } info_acc;
 
@@ -469,7 +468,7 @@ static void info_replication(server *srv, const evs_store_stats *s, char *out, s
                  (unsigned long long)s->log_end, (unsigned long long)s->log_end);
         return;
     }
-    info_acc a = {out, cap, 0, s->log_end, 0};
+    info_acc a = {out, cap, 0, 0};
     int n = snprintf(out, cap, "role:master\r\nconnected_slaves:%zu\r\n", repl_leader_count());
     a.len = n > 0 ? (size_t)n : 0;
     repl_leader_each(info_follower, &a);

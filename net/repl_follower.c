@@ -35,11 +35,6 @@
 
 enum link_state { L_IDLE, L_CONNECTING, L_AUTH, L_SYNC, L_STREAMING, L_FAILED };
 
-typedef struct frame_done {
-    uint64_t end;
-    int gen;
-} frame_done;
-
 static struct {
     server *srv;
     struct bufferevent *bev;

@@ -112,9 +112,12 @@ int evs_snapshot_open(evs_store *st, evs_snapshot **out, evs_error *err)
         rc = evs_err_set(err, -ENOMEM, "out of memory");
         goto fail;
     }
-    s->files[F_STORE] = (evs_snap_file){.name = "STORE", .size = s->store_len};
-    s->files[F_EPOCHS] = (evs_snap_file){.name = "EPOCHS", .size = s->epochs_len};
-    s->files[F_INDEX] = (evs_snap_file){.name = "index/data.mdb", .size = idx_size};
+    s->files[F_STORE] = (evs_snap_file){.name = "STORE", .size = s->store_len,
+                                        .alloc = s->store_len};
+    s->files[F_EPOCHS] = (evs_snap_file){.name = "EPOCHS", .size = s->epochs_len,
+                                         .alloc = s->epochs_len};
+    s->files[F_INDEX] = (evs_snap_file){.name = "index/data.mdb", .size = idx_size,
+                                        .alloc = idx_size};
     for (size_t i = 0; i < c->nsegs; i++) {
         evs_snap_file *f = &s->files[F_SEGS + i];
         segment *g = c->segs[i];
@@ -129,8 +132,6 @@ int evs_snapshot_open(evs_store *st, evs_snapshot **out, evs_error *err)
         if (f->sealed) /* 0 when it ends without a seal (closed after corruption): never shared */
             f->seal_crc = seal_crc(g, f->size);
     }
-    for (size_t i = 0; i < F_SEGS + c->nsegs; i++)
-        s->files[i].alloc = s->files[i].alloc ? s->files[i].alloc : s->files[i].size;
     evs_snap_info *in = &s->info;
     memcpy(in->store_id, st->store_id, sizeof in->store_id);
     in->cut = c->cut;

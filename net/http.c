@@ -198,6 +198,8 @@ static void answer_one(publish *p, struct evhttp_request *req)
             send_json(p->req, 201, "Created", body);
         } else if (p->rc == EVS_EFAILED) {
             send_error(p->req, 503, "store_failed", "%s", p->err.msg);
+        } else if (p->rc == EVS_ENOSPACE) {
+            send_error(p->req, 503, "no_space", "%s", p->err.msg);
         } else if (p->rc == EVS_ETOOBIG) {
             send_error(p->req, 413, "too_big", "%s", p->err.msg);
         } else {

@@ -96,6 +96,7 @@ static int status_of(int rc, const char **code)
     case EVS_EEXIST: *code = "group_exists"; return 409;
     case EVS_EINVAL: *code = "bad_request"; return 400;
     case EVS_EFAILED: *code = "store_failed"; return 503;
+    case EVS_ENOSPACE: *code = "no_space"; return 503;
     default: *code = "internal"; return 500;
     }
 }

@@ -286,7 +286,8 @@ struct evs_store {
 
     /* preparer (preparer.c): a zero-filled spare segment file made ahead */
     pthread_t prep;
-    bool prep_started, prep_stop, spare_ready;
+    bool prep_started, prep_stop, spare_ready, spare_held;
+    bool nospace; /* writer: the last roll was refused for want of space (W5) */
     _Atomic uint64_t active_used;  /* bytes in the active segment, for the preparer's pace  */
     pthread_mutex_t prep_mu;
     pthread_cond_t prep_cv;
@@ -447,9 +448,13 @@ int store_boot_id(char *out, size_t cap);
 int ret_start(evs_store *st);
 void ret_stop(evs_store *st);
 
-/* Preparer: start/stop its thread; the segment at `base` from the spare, or made now. */
+/* Preparer: start/stop its thread. The next segment's space, reserved (the spare, or a file
+ * made now) and named by *tmpname; then installed at `base`; or both at once. */
 int prep_start(evs_store *st);
 void prep_stop(evs_store *st);
+int prep_reserve(evs_store *st, const char **tmpname, evs_error *err);
+int prep_install(evs_store *st, const char *tmpname, uint64_t base, segment **out,
+                 evs_error *err);
 int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err);
 
 #define EVS_SEAL_RESERVE 128 /* room kept at a segment's end for its seal record */

@@ -3,12 +3,17 @@
  * zero-filled, fsynced "log/spare.seg.tmp" ready, so that a roll is a rename, never minutes
  * of zeroing on the writer's path. Its failures are not the store's: the writer, finding no
  * spare, creates the segment itself and meets (and reports) the same error.
+ *
+ * A roll reserves the next file (prep_reserve) before it seals the active segment and
+ * renames it into place (prep_install) after: a full disk is met before anything is written,
+ * so the writer can refuse the request (EVS_ENOSPACE) and stay writable.
  */
 #include "internal.h"
 
 #include <time.h>
 
 #define SPARE "spare.seg.tmp"
+#define NEXT "next.seg.tmp" /* made by the writer when no spare is ready */
 
 /*
  * Between chunks: stop if the store is closing; otherwise pause 4 ms (at most ~60 MiB/s of
@@ -39,14 +44,16 @@ static void *prep_main(void *arg)
 {
     evs_store *st = arg;
     fio_thread_is_background();
+    bool warned = false; /* once per run of failures (a full disk retries every second) */
     pthread_mutex_lock(&st->prep_mu);
     while (!st->prep_stop) {
-        if (!st->spare_ready && !atomic_load(&st->failed)) {
+        if (!st->spare_ready && !st->spare_held && !atomic_load(&st->failed)) {
             pthread_mutex_unlock(&st->prep_mu);
             evs_error err;
             int rc = seg_prepare(st->io, st->logdir, SPARE, st->opt.segment_bytes, pace, st, &err);
-            if (rc && rc != EVS_ECLOSED)
+            if (rc && rc != EVS_ECLOSED && !warned)
                 evs_log(st, EVS_LOG_WARN, "cannot prepare the next segment ahead: %s", err.msg);
+            warned = rc != 0;
             pthread_mutex_lock(&st->prep_mu);
             if (!rc) {
                 st->spare_ready = true;
@@ -86,16 +93,39 @@ void prep_stop(evs_store *st)
     st->prep_started = false;
 }
 
-int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err)
+/* P1: the writer may hold the spare (taken, not yet renamed) across a seal's write and sync;
+ * the preparer never makes a new one over it until prep_install releases it. */
+int prep_reserve(evs_store *st, const char **tmpname, evs_error *err)
 {
     pthread_mutex_lock(&st->prep_mu);
     bool take = st->spare_ready;
     st->spare_ready = false;
+    st->spare_held = take;
     pthread_mutex_unlock(&st->prep_mu);
-    int rc = take ? seg_install(st->io, st->logdir, SPARE, base, out, err)
-                  : seg_create(st->io, st->logdir, base, st->opt.segment_bytes, out, err);
+    if (take) {
+        *tmpname = SPARE;
+        return 0;
+    }
+    int rc = seg_prepare(st->io, st->logdir, NEXT, st->opt.segment_bytes, NULL, NULL, err);
+    if (!rc)
+        *tmpname = NEXT;
+    return rc;
+}
+
+int prep_install(evs_store *st, const char *tmpname, uint64_t base, segment **out,
+                 evs_error *err)
+{
+    int rc = seg_install(st->io, st->logdir, tmpname, base, out, err);
     pthread_mutex_lock(&st->prep_mu);
+    st->spare_held = false;
     pthread_cond_signal(&st->prep_cv); /* make the next one */
     pthread_mutex_unlock(&st->prep_mu);
     return rc;
+}
+
+int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err)
+{
+    const char *tmp;
+    int rc = prep_reserve(st, &tmp, err);
+    return rc ? rc : prep_install(st, tmp, base, out, err);
 }

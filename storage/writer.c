@@ -16,6 +16,9 @@
  *  W3. After any write, sync or index error the store is failed for good (store_fail):
  *      queued and future requests get EVS_EFAILED, nothing more is written.
  *  W4. A segment is rolled only between requests, after its seal record is synced.
+ *  W5. A roll reserves the next file's space before it writes the seal: a full disk refuses
+ *      the request that needed the roll (EVS_ENOSPACE), writes nothing, and the store stays
+ *      writable; the next request tries again.
  */
 #include "group.h"
 #include "index.h"
@@ -443,12 +446,12 @@ fail:
 
 /* ---- segments ---------------------------------------------------------------------------- */
 
-/* Create the segment at `base` (from the spare when there is one) and make it the active
- * one: the log continues at base. */
-static int segment_start(evs_store *st, uint64_t base, evs_error *err)
+/* Create the segment at `base` (from the reserved file `next`, else from the spare or made
+ * now) and make it the active one: the log continues at base. */
+static int segment_start(evs_store *st, const char *next, uint64_t base, evs_error *err)
 {
     segment *s;
-    int rc = prep_new_segment(st, base, &s, err);
+    int rc = next ? prep_install(st, next, base, &s, err) : prep_new_segment(st, base, &s, err);
     if (rc)
         return rc;
     pthread_rwlock_wrlock(&st->lock);
@@ -467,6 +470,9 @@ static int segment_start(evs_store *st, uint64_t base, evs_error *err)
     pthread_rwlock_unlock(&st->lock);
     st->active = s;
     st->tail = base;
+    if (st->nospace)
+        evs_log(st, EVS_LOG_INFO, "space found for segment %s: writes accepted again", s->name);
+    st->nospace = false;
     return 0;
 }
 
@@ -490,7 +496,18 @@ int store_roll(evs_store *st, evs_error *err)
         st->tail = a->base + size;
         return 0;
     }
+    const char *next = NULL;
     if (a) {
+        /* W5: the next file's space first; a full disk is met before anything is written */
+        int rc = prep_reserve(st, &next, err);
+        if (rc) {
+            if (rc != -ENOSPC && rc != -EDQUOT)
+                return rc;
+            char why[sizeof err->msg - 100];
+            snprintf(why, sizeof why, "%.*s", (int)sizeof why - 1, err->msg);
+            return evs_err_set(err, EVS_ENOSPACE, "no space for the next segment (%s): nothing "
+                               "was written; retry when space is freed", why);
+        }
         /* seal: a record saying how the segment ends, synced before the next file exists */
         uint64_t v[2] = {0, a->base};
         rec_buf b = {0};
@@ -499,7 +516,7 @@ int store_roll(evs_store *st, evs_error *err)
             return evs_err_set(err, -ENOMEM, "out of memory");
         }
         pending none = {0};
-        int rc = emit(st, REC_SEAL, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len,
+        rc = emit(st, REC_SEAL, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len,
                       false, NULL, err);
         rec_buf_release(&b);
         if (rc)
@@ -520,7 +537,22 @@ int store_roll(evs_store *st, evs_error *err)
         if (end > base)
             base = end;
     }
-    return segment_start(st, base, err);
+    return segment_start(st, next, base, err);
+}
+
+/* A roll failed: a full disk met while reserving the next file refuses only `r` (nothing was
+ * written; W5); anything else fails the store (W3). */
+static void roll_refused(evs_store *st, wreq *r, evs_error *err)
+{
+    if (err->code == EVS_ENOSPACE) {
+        if (!st->nospace) /* once per full-disk episode; segment_start logs its end */
+            evs_log(st, EVS_LOG_WARN, "refusing writes that need a new segment: %s", err->msg);
+        st->nospace = true;
+        finish(r, EVS_ENOSPACE, err);
+        return;
+    }
+    store_fail(st, err->code, "%s", err->msg);
+    finish_failed(st, r);
 }
 
 /* Bytes a request will add to the log, at most (stream-create records counted generously). */
@@ -974,8 +1006,7 @@ static void do_group(evs_store *st, wreq *r, pending *p)
         flush(st, p);
         evs_error err;
         if (store_roll(st, &err)) {
-            store_fail(st, err.code, "%s", err.msg);
-            finish_failed(st, r);
+            roll_refused(st, r, &err);
             return;
         }
     }
@@ -1051,6 +1082,10 @@ static void do_declare(evs_store *st, wreq *r, pending *p)
         if (!rc && st->batch_bytes >= EVS_MAX_BATCH_BYTES)
             flush(st, p);
     }
+    if (rc == EVS_ENOSPACE) {
+        finish(r, rc, &err); /* what was declared goes out with the next batch: harmless */
+        return;
+    }
     if (rc)
         store_fail(st, rc, "cannot declare streams for retention: %s", err.msg);
     if (pending_add(p, r)) {
@@ -1065,8 +1100,10 @@ static void do_roll(evs_store *st, wreq *r, pending *p)
 {
     evs_error err = {0};
     flush(st, p);
-    if (st->tail > st->active->base && store_roll(st, &err))
-        store_fail(st, err.code, "%s", err.msg);
+    if (st->tail > st->active->base && store_roll(st, &err)) {
+        roll_refused(st, r, &err);
+        return;
+    }
     finish(r, atomic_load(&st->failed) ? EVS_EFAILED : 0, atomic_load(&st->failed) ? &st->fail_err : NULL);
 }
 
@@ -1264,7 +1301,7 @@ static void do_replica(evs_store *st, wreq *r, pending *p)
             a->sealed = true;
             if (st->io->ftruncate(a->fd, (off_t)(st->tail - a->base)))
                 evs_log(st, EVS_LOG_WARN, "cannot cut sealed segment %s to its end", a->name);
-            rc = segment_start(st, st->tail, &err);
+            rc = segment_start(st, NULL, st->tail, &err);
         }
     }
     if (rc && !atomic_load(&st->failed))
@@ -1324,8 +1361,7 @@ static void process(evs_store *st, wreq *list, pending *p)
             flush(st, p);
             evs_error err;
             if (store_roll(st, &err)) {
-                store_fail(st, err.code, "%s", err.msg);
-                finish_failed(st, r);
+                roll_refused(st, r, &err);
                 continue;
             }
         }

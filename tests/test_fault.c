@@ -99,17 +99,37 @@ Test(fault, enospc_on_write)
     check_after(acked, st);
 }
 
-Test(fault, enospc_preallocating_the_next_segment)
+Test(fault, enospc_preallocating_the_next_segment_refuses_without_failing)
 {
     evs_store *st = open_faulty(8 * 1024);
     fio_fault_count_background(true); /* the preparer cannot make spares either */
     fio_fault_arm(FIO_ALLOC, 1, ENOSPC, 0); /* the next segment cannot be preallocated */
     int rc;
     int acked = append_until_failure(st, 2000, &rc);
-    cr_assert_eq(rc, EVS_EFAILED);
+    cr_assert_eq(rc, EVS_ENOSPACE, "%s", evs_strerror(rc));
     cr_assert_gt(acked, 10);
+    /* nothing written, the store is not failed, and the refusal says why */
     evs_error err;
-    evs_failed(st, &err);
-    cr_assert(strstr(err.msg, "preallocate") != NULL, "%s", err.msg);
-    check_after(acked, st);
+    cr_assert_eq(evs_failed(st, &err), 0);
+    evs_id ids[2048];
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 2048), acked);
+    evs_append a = {{"s", 1}, EVS_ID_EXPLICIT, {(uint64_t)acked + 1, 0},
+                    (evs_field[]){{{"v", 1}, {"again", 5}}}, 1, false};
+    cr_assert_eq(evs_append_one(st, &a, NULL, &err), EVS_ENOSPACE);
+    cr_assert(strstr(err.msg, "No space left on device") && strstr(err.msg, "nothing was written"),
+              "%s", err.msg);
+    /* space returns: the same store takes the next append at once, then keeps going */
+    fio_fault_reset();
+    for (int i = 0; i < 100; i++) {
+        a.id = (evs_id){(uint64_t)acked + 1 + (uint64_t)i, 0};
+        cr_assert_eq(evs_append_one(st, &a, NULL, &err), 0, "%s", err.msg);
+    }
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 2048), acked + 100);
+    cr_assert_eq(evs_close(st), 0);
+    st = open_store(dir, NULL);
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 2048), acked + 100);
+    for (int i = 0; i < acked + 100; i++)
+        cr_assert_eq(ids[i].ms, (uint64_t)i + 1);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
 }

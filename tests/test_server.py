@@ -820,7 +820,7 @@ class Limits(unittest.TestCase):
 
 
 class DiskFull(unittest.TestCase):
-    def test_full_disk_refuses_clearly_and_loses_nothing(self):
+    def test_full_disk_refuses_clearly_resumes_and_loses_nothing(self):
         d = tempfile.mkdtemp(prefix="evs-full-")
         mnt = os.path.join(d, "fs")
         os.mkdir(mnt)
@@ -840,25 +840,32 @@ class DiskFull(unittest.TestCase):
                     err = str(e)
                     break
             self.assertIsNotNone(err, "the disk never filled")
+            # segments are preallocated: the disk fills when the next one is reserved, before
+            # anything is written, so the store refuses that publish and stays writable
             self.assertIn("No space left on device", err)
-            self.assertIn("refused", err)
-            # sticky: later publishes get the same clear error; reads keep working
+            self.assertIn("nothing was written", err)
             with self.assertRaisesRegex(redis.ResponseError, "No space left"):
-                r.xadd("full", {"n": "again"})
+                r.xadd("full", {"n": "again", "p": payload})
             self.assertEqual([e[0] for e in r.xrange("full")], acked)
-            st, body, _ = http_req(srv, "GET", "/readyz")
-            self.assertEqual((st, body["code"]), (503, "store_failed"))
-            st, body, _ = http_req(srv, "POST", "/streams/full/events", {"type": "t"})
-            self.assertEqual(st, 503)
-            r.close()
-            srv.stop()
-            # space returns: after a restart, publishing resumes and nothing was lost
+            st, body, _ = http_req(srv, "POST", "/streams/full/events", {"type": "t", "payload": payload})
+            self.assertEqual((st, body["code"]), (503, "no_space"), body)
+            self.assertIn("No space left on device", body["error"])
+            self.assertEqual(http_req(srv, "GET", "/readyz")[0], 200)  # not failed: just full
+            # space returns: publishing resumes at once, no restart
             subprocess.run(["mount", "-o", "remount,size=64m", mnt], check=True)
+            for i in range(300):  # past at least one more segment roll
+                acked.append(r.xadd("full", {"n": "after-%d" % i, "p": payload}))
+            self.assertEqual([e[0] for e in r.xrange("full")], acked)
+            r.close()
+            self.assertEqual(srv.stop(), 0)
+            with open(os.path.join(mnt, "server.log"), errors="replace") as f:
+                log = f.read()
+            self.assertEqual(log.count("refusing writes that need a new segment"), 1, log[-3000:])
+            self.assertIn("writes accepted again", log)
+            # and after a restart nothing acknowledged is missing
             srv.start()
             r = srv.client(decode_responses=True)
             self.assertEqual([e[0] for e in r.xrange("full")], acked)
-            r.xadd("full", {"n": "after"})
-            self.assertEqual(r.xlen("full"), len(acked) + 1)
             r.close()
             self.assertEqual(srv.stop(), 0)
         finally:

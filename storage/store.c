@@ -1146,6 +1146,22 @@ static int prescan_declares(evs_store *st, evs_error *err)
     return rc;
 }
 
+/* Does the log hold a record? Before recovery a segment's size is its file's size, and a
+ * new store's first segment is all preallocated zeros: look at its first header. */
+static bool log_has_records(evs_store *st)
+{
+    if (st->nsegs != 1)
+        return st->nsegs > 1;
+    segment *s = st->segs[0];
+    uint64_t size = atomic_load(&s->size);
+    if (!size)
+        return false;
+    const uint8_t *map = seg_map_for(s, size);
+    rec_hdr h;
+    uint64_t sz;
+    return !map || rec_check_hdr(map, size, &h, &sz) != REC_ZERO;
+}
+
 static int recover(evs_store *st, evs_error *err)
 {
     idx_watermark wm = {0, REC_POS_NONE, 0};
@@ -1160,7 +1176,7 @@ static int recover(evs_store *st, evs_error *err)
     } else if (rc) {
         rebuild = true;
         why = "unreadable";
-    } else if (!present && st->nsegs > 0 && atomic_load(&st->segs[0]->size) > 0) {
+    } else if (!present && log_has_records(st)) {
         rebuild = true;
         why = "empty or missing while the log has records";
     } else if (present && !checkpoint_ok(st)) {

@@ -1131,6 +1131,9 @@ static void do_epoch(evs_store *st, wreq *r, pending *p)
     rec_buf_release(&b);
     if (rc)
         store_fail(st, rc, "%s", err.msg);
+    /* the index watermark moves past it now: a store holding nothing else (a new one) would
+     * otherwise open next time to an empty index beside a non-empty log, and rebuild it */
+    st->idx_force = true;
     bool promote = r->promote;
     if (pending_add(p, r)) {
         finish(r, -ENOMEM, NULL);

@@ -407,3 +407,17 @@ Test(recovery, lmdb_map_growth)
     cr_assert_eq(evs_close(st), 0);
     cr_assert_eq(count_entries(), 3000);
 }
+
+/* A new store holds no record (its first segment is preallocated zeros): closed and opened
+ * again, its index is taken as it is, never moved aside as if it had lost the log's records. */
+Test(recovery, empty_store_reopens_without_rebuilding_its_index)
+{
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(evs_close(open_store(dir, NULL)), 0);
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        cr_assert_null(strstr(de->d_name, "damaged"), "index moved aside: %s", de->d_name);
+    closedir(d);
+}

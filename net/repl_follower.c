@@ -482,17 +482,61 @@ int repl_follower_port(void) { return F.port; }
 uint64_t repl_follower_offset(void) { return F.received; }
 long repl_follower_last_io(void) { return F.last_rx ? (long)(time(NULL) - F.last_rx) : -1; }
 
-/* REPLICAOF NO ONE: stop following and lead (promotion, fenced by a new epoch). REPLICAOF
- * HOST PORT: following another node is chosen at start (--replica-of) for now. */
-void cmd_replicaof(cmd_ctx *x)
+/* REPLICAOF HOST PORT: follow that leader. The store opens differently as a follower
+ * (replica log, no local writes, no retention), so the node answers +OK, stops cleanly (every
+ * queued write finished and answered, clients disconnected) and starts again following it:
+ * cli_serve re-runs the same command with --replica-of HOST:PORT. The lineage check then
+ * continues, truncates or copies, as for a node started that way. */
+static void replicaof_host(cmd_ctx *x)
 {
-    if (!(arg_is(x, 1, "NO") && arg_is(x, 2, "ONE"))) {
-        reply_error_done(x, "ERR REPLICAOF HOST PORT at runtime is not supported yet: start "
-                            "the node with --replica-of HOST:PORT (docs/replication.md)");
+    const resp_arg *h = &x->argv[1], *p = &x->argv[2];
+    char host[256], target[FOLLOW_NEXT_MAX];
+    bool ok = h->len > 0 && h->len < sizeof host;
+    for (size_t i = 0; ok && i < h->len; i++)
+        ok = h->ptr[i] > ' ' && h->ptr[i] < 0x7f; /* IPv6 too: the last ':' ends the host */
+    if (!ok) {
+        reply_error_done(x, "ERR Invalid master address");
         return;
     }
+    long port = 0;
+    ok = p->len > 0 && p->len <= 5;
+    for (size_t i = 0; ok && i < p->len; i++) {
+        ok = p->ptr[i] >= '0' && p->ptr[i] <= '9';
+        port = port * 10 + (p->ptr[i] - '0');
+    }
+    if (!ok || port < 1 || port > 65535) {
+        reply_error_done(x, "ERR value is not an integer or out of range");
+        return;
+    }
+    memcpy(host, h->ptr, h->len);
+    host[h->len] = 0;
+    snprintf(target, sizeof target, "%s:%ld", host, port);
+    const char *now = server_cfg(x->srv)->replica_of;
+    if (now && !strcmp(now, target)) {
+        resp_out_simple(&x->r->out, "OK Already connected to specified master");
+        reply_done(x);
+        return;
+    }
+    if (server_restart_following(x->srv, target)) {
+        reply_error_done(x, "ERR REPLICAOF HOST PORT needs `evstore serve` (it restarts the "
+                            "node to follow)");
+        return;
+    }
+    server_log(x->srv, EVS_LOG_WARN, "REPLICAOF %s: stopping to start again as its follower "
+               "(was %s%s)", target, now ? "following " : "leading", now ? now : "");
+    resp_out_simple(&x->r->out, "OK");
+    reply_done(x);
+}
+
+/* REPLICAOF NO ONE: stop following and lead (promotion, fenced by a new epoch). */
+void cmd_replicaof(cmd_ctx *x)
+{
     if (x->capture) {
         reply_error_done(x, "ERR REPLICAOF is not allowed inside MULTI");
+        return;
+    }
+    if (!(arg_is(x, 1, "NO") && arg_is(x, 2, "ONE"))) {
+        replicaof_host(x);
         return;
     }
     if (!server_is_follower(x->srv)) {

@@ -108,6 +108,28 @@ void server_restart(server *s)
     event_base_loopexit(s->base, NULL);
 }
 
+int server_restart_following(server *s, const char *target)
+{
+    if (!s->cfg.follow_next || strlen(target) >= FOLLOW_NEXT_MAX)
+        return -1;
+    strcpy(s->cfg.follow_next, target);
+    server_restart(s);
+    return 0;
+}
+
+/* Before a socket closes at shutdown: what is already answered (the completions run while
+ * the store closed among it) goes out if the socket takes it now; never waits for a client. */
+static void conn_flush_final(conn *c)
+{
+    if (!c->bev)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    evbuffer_unfreeze(out, 1); /* a socket bufferevent holds its output's front for itself */
+    while (fd >= 0 && evbuffer_get_length(out) && evbuffer_write(out, fd) > 0)
+        ;
+}
+
 void conn_set_drain(conn *c, void (*fn)(conn *c, void *arg), void *arg)
 {
     c->drain = fn;
@@ -690,11 +712,14 @@ int server_run(const server_config *cfg)
     evs_store_stats st;
     evs_store_stats_get(s->st, &st);
     static const char *modes[] = {"always", "everysec", "no"};
+    char http_on[32] = "off";
+    if (cfg->http_port)
+        snprintf(http_on, sizeof http_on, "port %d", cfg->http_port);
     server_log(s, EVS_LOG_INFO,
-               "evstore %s serving %s on %s:%d (RESP), HTTP %s%d, fsync %s; %llu streams, "
+               "evstore %s serving %s on %s:%d (RESP), HTTP %s, fsync %s; %llu streams, "
                "%llu segments, %llu records recovered past the index, %llu torn bytes cut",
                EVSTORE_VERSION, cfg->data, cfg->bind, cfg->port,
-               cfg->http_port ? "port " : "off, port ", cfg->http_port, modes[cfg->fsync],
+               http_on, modes[cfg->fsync],
                (unsigned long long)st.streams, (unsigned long long)st.segments,
                (unsigned long long)st.recovered_records, (unsigned long long)st.torn_bytes);
     if (cfg->replica_of && repl_follower_start(s)) {
@@ -719,6 +744,8 @@ out:
     if (s->wake)
         run_completions(s);
     http_stop(s->http); /* after the completions: they answer HTTP requests */
+    for (conn *c = s->conns; c; c = c->next)
+        conn_flush_final(c);
     while (s->conns)
         conn_close(s->conns);
     if (crc)

@@ -46,7 +46,11 @@ typedef struct server_config {
                                   have fsynced it (--ack leader: once it is durable here)  */
     int min_replicas;          /* --min-replicas                                          */
     int ack_timeout_ms;        /* --ack all: answer NOREPLICAS after this long            */
+    char *follow_next;         /* out (FOLLOW_NEXT_MAX bytes, or NULL): the "HOST:PORT" that
+                                  REPLICAOF HOST PORT asked to follow; set with a restart  */
 } server_config;
+
+#define FOLLOW_NEXT_MAX 300
 
 typedef struct server server;
 typedef struct conn conn;
@@ -57,6 +61,9 @@ typedef struct conn conn;
 int server_run(const server_config *cfg);
 /* Stop cleanly, then have server_run return SERVER_RESTART. */
 void server_restart(server *s);
+/* The same, to come back following `target` ("HOST:PORT"): -1 if the caller gave no
+ * follow_next buffer or target does not fit. */
+int server_restart_following(server *s, const char *target);
 
 /* ---- for the command modules ---------------------------------------------------------- */
 

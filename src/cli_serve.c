@@ -251,15 +251,23 @@ int cmd_serve(int argc, char **argv)
     c.log = cli_log;
     if (c.replica_of && follower_snapshot(&c))
         return EXIT_FAILURE_;
+    static char follow_next[FOLLOW_NEXT_MAX];
+    c.follow_next = follow_next;
     int rc = server_run(&c);
     if (rc == SERVER_RESTART) {
-        /* a follower cut its log (docs/replication.md): the same command again, same pid */
-        char **again = calloc((size_t)argc + 2, sizeof *again);
+        /* a follower cut its log, or REPLICAOF HOST PORT (docs/replication.md): the same
+         * command again, same pid; then --replica-of the new leader (the last one counts) */
+        char **again = calloc((size_t)argc + 4, sizeof *again);
         if (again) {
-            again[0] = argv[0];
-            again[1] = (char *)"serve";
+            int n = 0;
+            again[n++] = argv[0];
+            again[n++] = (char *)"serve";
             for (int i = 1; i < argc; i++)
-                again[i + 1] = argv[i];
+                again[n++] = argv[i];
+            if (follow_next[0]) {
+                again[n++] = (char *)"--replica-of";
+                again[n++] = follow_next;
+            }
             execv("/proc/self/exe", again);
         }
         fprintf(stderr, "evstore serve: cannot restart itself: %s\n", strerror(errno));

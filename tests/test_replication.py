@@ -111,7 +111,10 @@ class Base(unittest.TestCase):
                 self.assertEqual(s.stop(), 0)
         with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
             log = f.read()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("KEEP"):
+            print(self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
         self.assertNotIn("Sanitizer", log, log[-3000:])
         self.assertNotIn("runtime error", log, log[-3000:])
 
@@ -390,6 +393,65 @@ class Failover(Base):
         with open(kept[0], "rb") as f:
             self.assertEqual(f.read().count(b"unreplicated"), 10)
 
+
+    def wait_role(self, node, role, timeout=20):
+        """After REPLICAOF HOST PORT the node stops and starts again (same pid, same ports)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if node.client(decode_responses=True).execute_command("ROLE")[0] == role:
+                    return
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass
+            self.assertIsNone(node.proc.poll(), "the node exited: %s" % self.log()[-2000:])
+            time.sleep(0.05)
+        self.fail("%d never became %s" % (node.port, role))
+
+    def test_replicaof_at_runtime_switches_both_ways(self):
+        a = self.start("a")
+        b = self.start("b")
+        ar, br = a.client(decode_responses=True), b.client(decode_responses=True)
+        for i in range(200):
+            ar.xadd("s", {"i": str(i)})
+        for bad, why in ((("127.0.0.1", "nope"), "not an integer"), (("127.0.0.1", "0"), "out of range"),
+                         (("", "1"), "Invalid master address")):
+            with self.assertRaisesRegex(redis.ResponseError, why):
+                br.execute_command("REPLICAOF", *bad)
+        pid = b.proc.pid
+        self.assertEqual(br.execute_command("REPLICAOF", "127.0.0.1", str(a.port)), "OK")
+        br.close()
+        self.wait_role(b, "slave")
+        self.assertEqual(b.proc.pid, pid)
+        self.caught_up(a, b)
+        self.same_segments(a, b)
+        br = b.client(decode_responses=True)
+        self.assertEqual(br.xlen("s"), 200)
+        with self.assertRaisesRegex(redis.ReadOnlyError, "read only replica"):
+            br.xadd("s", {"no": "write"})
+        self.assertEqual(br.execute_command("REPLICAOF", "127.0.0.1", str(a.port)),
+                         "OK Already connected to specified master")
+        # the roles swap: b leads (a new epoch); a, still leading too, takes two writes that
+        # b never sees; told to follow b at runtime, a cuts them (kept aside) and converges
+        self.assertEqual(br.execute_command("REPLICAOF", "NO", "ONE"), "OK")
+        br.xadd("s", {"from": "b"})
+        ar.xadd("s", {"a": "diverged"})
+        ar.xadd("s", {"a": "diverged"})
+        self.assertEqual(ar.execute_command("REPLICAOF", "127.0.0.1", str(b.port)), "OK")
+        ar.close()
+        self.wait_role(a, "slave")
+        self.assertEqual(br.execute_command("WAIT", "1", "10000"), 1)
+        self.caught_up(b, a)
+        self.same_segments(b, a)
+        ar = a.client(decode_responses=True)
+        self.assertEqual(ar.xrange("s"), br.xrange("s"))
+        self.assertEqual(ar.info("evstore")["epoch"], br.info("evstore")["epoch"])
+        log = self.log()
+        self.assertIn("stopping to start again as its follower (was leading)", log)
+        self.assertIn("kept in log/*.diverged", log)
+        kept = glob.glob(os.path.join(a.data, "log", "*.diverged"))
+        self.assertEqual(len(kept), 1, kept)
+        with open(kept[0], "rb") as f:
+            self.assertEqual(f.read().count(b"diverged"), 2)
 
 class Links(Base):
     def writer(self, server, stop, key="s"):

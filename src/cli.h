@@ -42,8 +42,9 @@ const char *cli_env(const char *env, const char *def);
 int cli_fsync_mode(const char *s);
 /* Parse a size with an optional k/m/g suffix (powers of 1024); false if malformed. */
 bool cli_size(const char *s, uint64_t *out);
-/* Open a store folder read-only for an offline tool; on failure print "evstore CMD: why". */
-evs_store *cli_open_readonly(const char *cmd, const char *data);
+/* Open a store folder read-only for an offline tool; on failure print "evstore CMD: why" and
+ * set *exit_code (EXIT_REFUSED: a server holds the folder; else EXIT_FAILURE_). */
+evs_store *cli_open_readonly(const char *cmd, const char *data, int *exit_code);
 /* Log sink for evs_options.log: "<time> <level> <msg>" on stderr. */
 void cli_log(void *arg, int level, const char *msg);
 

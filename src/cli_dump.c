@@ -63,9 +63,10 @@ int cmd_dump(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *stream = argv[optind];
-    evs_store *st = cli_open_readonly("dump", data);
+    int ec;
+    evs_store *st = cli_open_readonly("dump", data, &ec);
     if (!st)
-        return EXIT_FAILURE_;
+        return ec;
     evs_error err;
     evs_iter *it;
     int rc = evs_iter_open(st, (evs_slice){stream, strlen(stream)}, &q, &it, &err);

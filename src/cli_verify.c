@@ -58,9 +58,10 @@ int cmd_verify(int argc, char **argv)
     }
     if (backup)
         return cli_verify_backup(backup, quiet);
-    evs_store *st = cli_open_readonly("verify", data);
+    int ec;
+    evs_store *st = cli_open_readonly("verify", data, &ec);
     if (!st)
-        return EXIT_FAILURE_;
+        return ec;
     long problems = evs_verify(st, report, NULL);
     evs_store_stats s;
     evs_store_stats_get(st, &s);

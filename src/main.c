@@ -76,7 +76,7 @@ void cli_log(void *arg, int level, const char *msg)
             names[level >= 0 && level <= 3 ? level : 3], msg);
 }
 
-evs_store *cli_open_readonly(const char *cmd, const char *data)
+evs_store *cli_open_readonly(const char *cmd, const char *data, int *exit_code)
 {
     evs_options o;
     evs_options_init(&o);
@@ -86,6 +86,7 @@ evs_store *cli_open_readonly(const char *cmd, const char *data)
     evs_error err;
     if (evs_open(data, &o, &st, &err)) {
         fprintf(stderr, "evstore %s: %s\n", cmd, err.msg);
+        *exit_code = err.code == EVS_ELOCKED ? EXIT_REFUSED : EXIT_FAILURE_;
         return NULL;
     }
     return st;

@@ -51,6 +51,7 @@ static int mdb_to_evs(int rc)
     case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID: case MDB_VERSION_MISMATCH:
         return EVS_ECORRUPT;
     case MDB_MAP_FULL: return -ENOSPC;
+    case MDB_PANIC: return -EIO; /* a failed write left the environment unusable */
     default: return rc > 0 ? -rc : EVS_ECORRUPT;
     }
 }
@@ -287,6 +288,53 @@ static int apply_once(idx *x, idx_batch *b)
     return mdb_txn_commit(txn);
 }
 
+/*
+ * After a failed commit LMDB may have marked the environment fatal (its meta-page write
+ * failed): every later transaction, reads included, answers MDB_PANIC. The store writes no
+ * more to the index after a failure (W3 in writer.c), so readers get a new environment on the
+ * same files, read-only and without LMDB's lock file (no writer remains; the data folder's
+ * LOCK keeps other processes out): it shows the last commit that reached the file, as a
+ * restart would. If that open fails, reads keep answering the error.
+ */
+static void reopen_for_reads(idx *x)
+{
+    MDB_txn *t;
+    int rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &t);
+    if (rc == 0)
+        mdb_txn_abort(t);
+    if (rc != MDB_PANIC)
+        return;
+    const char *p;
+    char path[4096];
+    if (mdb_env_get_path(x->env, &p))
+        return;
+    snprintf(path, sizeof path, "%s", p);
+    MDB_env *e;
+    MDB_dbi dbi[IDX_NTABLES];
+    if (mdb_env_create(&e))
+        return;
+    rc = mdb_env_set_maxdbs(e, IDX_NTABLES + 2);
+    if (!rc)
+        rc = mdb_env_set_mapsize(e, x->map_bytes);
+    if (!rc)
+        rc = mdb_env_open(e, path, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
+    if (!rc && !(rc = mdb_txn_begin(e, NULL, MDB_RDONLY, &t))) {
+        for (int i = 0; i < IDX_NTABLES && !rc; i++)
+            rc = mdb_dbi_open(t, table_names[i], 0, &dbi[i]);
+        rc = rc ? (mdb_txn_abort(t), rc) : mdb_txn_commit(t);
+    }
+    if (rc) {
+        mdb_env_close(e);
+        return;
+    }
+    pthread_rwlock_wrlock(&x->maplock); /* no read txn of the old environment is open */
+    mdb_env_close(x->env);
+    x->env = e;
+    memcpy(x->dbi, dbi, sizeof dbi);
+    x->rdonly = true;
+    pthread_rwlock_unlock(&x->maplock);
+}
+
 int idx_apply(idx *x, idx_batch *b, evs_error *err)
 {
     if (b->n == 0)
@@ -295,8 +343,11 @@ int idx_apply(idx *x, idx_batch *b, evs_error *err)
         int rc = apply_once(x, b);
         if (rc == 0)
             return 0;
-        if (rc != MDB_MAP_FULL)
-            return evs_err_set(err, mdb_to_evs(rc), "index write failed: %s", mdb_strerror(rc));
+        if (rc != MDB_MAP_FULL) {
+            evs_err_set(err, mdb_to_evs(rc), "index write failed: %s", mdb_strerror(rc));
+            reopen_for_reads(x);
+            return err->code;
+        }
         /* Grow: no read txn may be open while the map size changes (I3). */
         pthread_rwlock_wrlock(&x->maplock);
         uint64_t grown = x->map_bytes * 2;

@@ -27,8 +27,9 @@ def free_port():
 
 
 class Server:
-    def __init__(self, data, *extra):
-        self.data, self.extra, self.proc, self.port = data, extra, None, None
+    def __init__(self, data, *extra, wrap=()):
+        """wrap: a command the server runs under (fiu-run -x, for fault injection)."""
+        self.data, self.extra, self.proc, self.port, self.wrap = data, extra, None, None, wrap
 
     def start(self, attempts=3):
         """Start on free loopback ports. A port found free can be taken by a parallel test
@@ -40,7 +41,7 @@ class Server:
                 self.http_port = free_port()
             self.log = open(os.path.join(os.path.dirname(self.data), "server.log"), "ab")
             self.proc = subprocess.Popen(
-                [EVSTORE, "serve", "--data", self.data, "--port", str(self.port),
+                [*self.wrap, EVSTORE, "serve", "--data", self.data, "--port", str(self.port),
                  "--http-port", str(self.http_port), "--segment-bytes", "1m", *self.extra],
                 stdout=self.log, stderr=self.log)
             deadline = time.time() + 10

@@ -229,6 +229,9 @@ typedef struct exec_job {
     pending_t *p;
     evs_watch *watch;   /* WATCHed keys, until the first XADD batch carries them */
     size_t nwatch;
+    bool appended;      /* an XADD batch of this EXEC was written                        */
+    bool replicating;   /* --ack all: all done here, waiting for the followers' fsync     */
+    long long got;      /* ... how many had it when the wait ended                       */
 } exec_job;
 
 /* Non-XADD commands that change a stream (and so its evs_version). */
@@ -396,8 +399,43 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
         }
         j->i = b1;
     }
-    resp_out_array(&r->out, j->n);
-    resp_out_raw(&r->out, j->results.data, j->results.len);
+    return true;
+}
+
+static void exec_replicated(void *arg, long long got)
+{
+    exec_job *j = arg;
+    j->got = got;
+    server_complete(j->p);
+}
+
+/* Every queued command has run: answer the EXEC. With --ack all, an EXEC that appended waits
+ * first until --min-replicas followers have fsynced the log to its end (everything it wrote),
+ * and answers -NOREPLICAS if they do not in --ack-timeout (it is durable here), as an XADD
+ * alone would. True when the reply is written; false when a wait continues in exec_fill. */
+static bool exec_finish(exec_job *j, reply *r, pending_t *p)
+{
+    const server_config *cfg = server_cfg(j->srv);
+    if (cfg->ack_all && j->appended && !j->replicating && p) {
+        evs_store_stats s;
+        evs_store_stats_get(server_store(j->srv), &s);
+        j->replicating = true;
+        j->got = 0;
+        if ((j->p = server_hold_again(p, exec_fill, j))) {
+            if (repl_wait(j->srv, s.log_end, cfg->min_replicas, cfg->ack_timeout_ms,
+                          exec_replicated, j))
+                server_complete(j->p); /* no wait possible: answered as a timeout */
+            return false;
+        }
+    }
+    if (j->replicating && j->got < cfg->min_replicas)
+        resp_out_error(&r->out, "NOREPLICAS Not enough good replicas acknowledged the "
+                       "transaction within %d ms (%lld of %d); it is durable on this leader",
+                       cfg->ack_timeout_ms, j->got, cfg->min_replicas);
+    else {
+        resp_out_array(&r->out, j->n);
+        resp_out_raw(&r->out, j->results.data, j->results.len);
+    }
     return true;
 }
 
@@ -405,6 +443,11 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
 {
     exec_job *j = res;
     if (pending_orphaned(p)) {
+        job_free(j);
+        return true;
+    }
+    if (j->replicating) {
+        exec_finish(j, r, p);
         job_free(j);
         return true;
     }
@@ -422,8 +465,9 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
         else
             xadd_result_out(&j->results, j->rc, j->rc ? EVS_ID_MIN : j->ids[next_id++], &j->err);
     }
+    j->appended |= j->rc == 0;
     j->i = j->b1;
-    if (!exec_step(j, r, NULL, p))
+    if (!exec_step(j, r, NULL, p) || !exec_finish(j, r, p))
         return false;
     job_free(j);
     return true;
@@ -455,6 +499,17 @@ void cmd_exec(cmd_ctx *x)
         reply_done(x);
         return;
     }
+    const server_config *cfg = server_cfg(x->srv);
+    bool appends = false;
+    for (size_t i = 0; i < m->n && !appends; i++)
+        appends = is_cmd(&m->q[i].argv[0], "xadd");
+    if (appends && cfg->ack_all && repl_good_followers() < cfg->min_replicas) {
+        state_reset(m); /* before anything runs, as an XADD alone */
+        unwatch(&watch, &nwatch);
+        resp_out_error(&x->r->out, "NOREPLICAS Not enough good replicas to write.");
+        reply_done(x);
+        return;
+    }
     exec_job *j = calloc(1, sizeof *j);
     if (!j) {
         state_reset(m);
@@ -474,6 +529,7 @@ void cmd_exec(cmd_ctx *x)
     state_reset(m);
     resp_out_init(&j->results, conn_proto(x->c));
     if (exec_step(j, x->r, x, NULL)) {
+        exec_finish(j, x->r, NULL); /* nothing was appended: no wait */
         job_free(j);
         reply_done(x);
     }

@@ -544,6 +544,10 @@ class AckAll(Base):
         with self.assertRaisesRegex(redis.ResponseError, "^NOREPLICAS Not enough good replicas to write"):
             lr.xadd("s", {"a": "refused"})
         self.assertEqual(self.http_post(leader, "s")[0], 503)  # HTTP publishes too
+        p = lr.pipeline(transaction=True)  # MULTI/EXEC: refused before anything runs
+        p.xadd("s", {"a": "refused"})
+        with self.assertRaisesRegex(redis.ResponseError, "NOREPLICAS Not enough good replicas to write"):
+            p.execute()
         self.assertEqual(lr.xlen("s"), 0)  # refused before appending
         follower = self.follower("follower", leader)
         deadline = time.time() + 10
@@ -561,6 +565,14 @@ class AckAll(Base):
         status, body = self.http_post(leader, "s")
         self.assertEqual(status, 201, body)
         self.assertIn(json.loads(body)["id"], {e[0] for e in fr.xrange("s")})
+        p = lr.pipeline(transaction=True)  # EXEC answers once the follower fsynced it all
+        for i in range(3):
+            p.xadd("tx", {"i": str(i)})
+        p.xlen("tx")
+        p.xadd("tx", {"i": "3"})
+        res = p.execute()
+        self.assertEqual(res[3], 3)
+        self.assertEqual([e[0] for e in fr.xrange("tx")], res[:3] + res[4:])
         # a stalled follower: the write is durable here but not confirmed
         follower.proc.send_signal(signal.SIGSTOP)
         try:
@@ -571,6 +583,10 @@ class AckAll(Base):
             status, body = self.http_post(leader, "s")
             self.assertEqual(status, 503, body)
             self.assertIn("noreplicas", body)
+            p = lr.pipeline(transaction=True)
+            p.xadd("tx", {"stalled": "1"})
+            with self.assertRaisesRegex(redis.ResponseError, "acknowledged the transaction within 700 ms"):
+                p.execute()
         finally:
             follower.proc.send_signal(signal.SIGCONT)
         # every entry acknowledged under --ack all survives losing the leader

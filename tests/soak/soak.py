@@ -1,0 +1,435 @@
+#!/usr/bin/python3
+"""tests/soak/soak.py — a leader and a follower under mixed load for minutes, with one of them
+SIGKILLed every --kill-every seconds (the leader: the follower is promoted and the old leader
+restarted as its follower; the follower: restarted as it was). At the end a checker reads
+everything back and reports acknowledged entries lost (must be 0), duplicated or reordered,
+what the consumer group delivered, and RSS / open fds of both nodes over time (docs/
+benchmarks.md, "Soak"). Outside CI: it runs for minutes.
+
+Load (all on 127.0.0.1): --producers processes XADD to stream `soak` over RESP in pipelines
+(fields p = producer, n = its sequence number, v = 100 bytes), one process publishes to
+`soak-http` over the HTTP API (payload n) and lists the recent 50 every second, and two
+consumer processes XREADGROUP + XACK stream `soak` in group `g`. Both nodes run `--ack all
+--min-replicas 1`: an acknowledged publish is fsynced on both, so it must survive a promotion.
+A publish that got no answer (a killed node, NOREPLICAS, a timeout) is not retried: it is
+"unacknowledged" and may or may not be present.
+
+Usage: tests/soak/soak.py --evstore build/evstore [--minutes 10] [--rate 10000]
+                          [--kill-every 30] [--workdir DIR]
+"""
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+PAYLOAD = "v" * 100
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, evstore, name, workdir):
+        self.evstore, self.name = evstore, name
+        self.data = os.path.join(workdir, name)
+        self.port, self.http_port = free_port(), free_port()
+        self.log = open(os.path.join(workdir, name + ".log"), "ab")
+        self.proc = None
+        self.starts = 0
+
+    def start(self, leader=None):
+        args = [self.evstore, "serve", "--data", self.data, "--port", str(self.port),
+                "--http-port", str(self.http_port), "--fsync", "always", "--ack", "all",
+                "--min-replicas", "1", "--ack-timeout", "2000", "--max-clients", "200"]
+        if leader:
+            args += ["--replica-of", "127.0.0.1:%d" % leader.port]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        self.starts += 1
+        deadline = time.time() + 60  # a follower may copy the leader's store first
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("%s exited with %d" % (self.name, self.proc.returncode))
+                time.sleep(0.05)
+        raise RuntimeError("%s did not start" % self.name)
+
+    def client(self):
+        return redis.Redis(port=self.port, socket_timeout=10)
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def sample(self):
+        pid = self.proc.pid
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                st = {l.split(":")[0]: l.split()[1] for l in f if l.startswith(("VmRSS", "RssAnon"))}
+            fds = len(os.listdir("/proc/%d/fd" % pid))
+            return int(st["VmRSS"]), fds, int(st["RssAnon"])
+        except (OSError, KeyError):
+            return None
+
+
+# ---- load processes (each records what was acknowledged in a file of its own) -----------------
+
+def producer(i, ports, leader, rate, stop, out):
+    """XADD pipelines to the current leader; no retries."""
+    batch = 50
+    period = batch / rate
+    acked = bytearray()  # acked[n] = 1
+    r, at, n = None, -1, 0
+    next_t = time.time()
+    while not stop.is_set():
+        if r is None or at != leader.value:
+            at = leader.value
+            r = redis.Redis(port=ports[at], socket_timeout=5)
+        p = r.pipeline(transaction=False)
+        for k in range(batch):
+            p.xadd("soak", {"p": i, "n": n + k, "v": PAYLOAD})
+        acked.extend(b"\0" * batch)
+        try:
+            for k, res in enumerate(p.execute(raise_on_error=False)):
+                if not isinstance(res, Exception):
+                    acked[n + k] = 1
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            r = None
+            time.sleep(0.05)
+        n += batch
+        next_t += period
+        delay = next_t - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -1:
+            next_t = time.time()  # fell behind (a failover): do not burst to catch up
+    with open(out, "wb") as f:
+        f.write(bytes(acked))
+
+
+def http_producer(http_ports, leader, rate, stop, out, reads_out):
+    acked = bytearray()
+    n, reads, read_errors = 0, 0, 0
+    next_t, next_read = time.time(), time.time()
+    while not stop.is_set():
+        port = http_ports[leader.value]
+        acked.append(0)
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("POST", "/streams/soak-http/events",
+                      body=json.dumps({"source": "soak", "type": "t", "payload": n}))
+            resp = c.getresponse()
+            resp.read()
+            if resp.status == 201:
+                acked[n] = 1
+            if time.time() >= next_read:
+                next_read = time.time() + 1
+                c.request("GET", "/streams/soak-http/events?limit=50")
+                resp = c.getresponse()
+                body = resp.read()
+                if resp.status == 200 and len(json.loads(body)["events"]) <= 50:
+                    reads += 1
+                else:
+                    read_errors += 1
+            c.close()
+        except (OSError, http.client.HTTPException, ValueError):
+            time.sleep(0.05)
+        n += 1
+        next_t += 1 / rate
+        delay = next_t - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -1:
+            next_t = time.time()
+    with open(out, "wb") as f:
+        f.write(bytes(acked))
+    with open(reads_out, "w") as f:
+        json.dump({"reads": reads, "read_errors": read_errors}, f)
+
+
+def consumer(name, ports, leader, producers, stop, out):
+    """XREADGROUP > and XACK; records every (p, n) delivered, and how often."""
+    seen = [dict() for _ in range(producers)]
+    r, at = None, -1
+    delivered = acks = 0
+    while not stop.is_set():
+        try:
+            if r is None or at != leader.value:
+                at = leader.value
+                r = redis.Redis(port=ports[at], socket_timeout=5)
+            res = r.xreadgroup("g", name, {"soak": ">"}, count=500, block=500)
+            ids = []
+            for _, entries in res or []:
+                for eid, f in entries:
+                    p, n = int(f[b"p"]), int(f[b"n"])
+                    seen[p][n] = seen[p].get(n, 0) + 1
+                    ids.append(eid)
+            delivered += len(ids)
+            if ids:
+                acks += r.xack("soak", "g", *ids)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            r = None
+            time.sleep(0.1)
+        except redis.ResponseError:
+            time.sleep(0.1)  # a follower just promoted, a group not there yet...
+    with open(out, "w") as f:
+        json.dump({"delivered": delivered, "acks": acks,
+                   "seen": [list(s.items()) for s in seen]}, f)
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+def wait_role(node, role, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if node.client().execute_command("ROLE")[0].decode() == role:
+                return True
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def caught_up(leader, follower, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            end = leader.client().info("evstore")["log_bytes"]
+            if follower.client().execute_command("ROLE")[4] >= end:
+                return True
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, IndexError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def read_all(node, stream):
+    r = node.client()
+    out, start = [], "-"
+    while True:
+        chunk = r.xrange(stream, min=start, count=20000)
+        if not chunk:
+            return out
+        out += chunk
+        last = chunk[-1][0].decode()
+        ms, seq = last.split("-")
+        start = "%s-%d" % (ms, int(seq) + 1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--evstore", required=True)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--rate", type=int, default=10000, help="events/s in all")
+    ap.add_argument("--kill-every", type=float, default=30)
+    ap.add_argument("--producers", type=int, default=4)
+    ap.add_argument("--workdir")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    random.seed(a.seed)
+    work = a.workdir or tempfile.mkdtemp(prefix="evs-soak-")
+    os.makedirs(work, exist_ok=True)
+    evstore = os.path.abspath(a.evstore)
+    nodes = [Node(evstore, "a", work), Node(evstore, "b", work)]
+    nodes[0].start()
+    nodes[1].start(leader=nodes[0])
+    if not wait_role(nodes[1], "slave"):
+        sys.exit("the follower did not connect")
+    nodes[0].client().xgroup_create("soak", "g", id="0", mkstream=True)
+
+    leader = mp.Value("i", 0)
+    ports = [n.port for n in nodes]
+    http_ports = [n.http_port for n in nodes]
+    stop, stop_consumers = mp.Event(), mp.Event()
+    http_rate = max(1, a.rate // 50)
+    per = (a.rate - http_rate) / a.producers
+    procs = [mp.Process(target=producer, args=(i, ports, leader, per, stop,
+                                               os.path.join(work, "acked-%d" % i)))
+             for i in range(a.producers)]
+    procs.append(mp.Process(target=http_producer, args=(http_ports, leader, http_rate, stop,
+                                                        os.path.join(work, "acked-http"),
+                                                        os.path.join(work, "http-reads"))))
+    consumers = [mp.Process(target=consumer, args=("c%d" % i, ports, leader, a.producers,
+                                                   stop_consumers,
+                                                   os.path.join(work, "consumer-%d" % i)))
+                 for i in range(2)]
+    for p in procs + consumers:
+        p.start()
+
+    t0 = time.time()
+    end = t0 + a.minutes * 60
+    next_kill = t0 + a.kill_every
+    samples, events = [], []
+    next_sample = t0
+    while time.time() < end:
+        now = time.time()
+        if now >= next_sample:
+            next_sample += 5
+            for idx, nd in enumerate(nodes):
+                s = nd.sample()
+                if s:
+                    samples.append((round(now - t0), nd.name, "leader" if idx == leader.value
+                                    else "follower", nd.proc.pid, s[0], s[1], s[2]))
+        if now >= next_kill:
+            next_kill += a.kill_every
+            lead, fol = nodes[leader.value], nodes[1 - leader.value]
+            if random.random() < 0.5:
+                fol.kill()
+                fol.start(leader=lead)
+                events.append((round(now - t0, 1), "follower %s SIGKILLed and restarted" % fol.name))
+            else:
+                lead.kill()
+                c = fol.client()
+                while True:
+                    try:
+                        c.execute_command("REPLICAOF", "NO", "ONE")
+                        break
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        time.sleep(0.1)
+                leader.value = nodes.index(fol)
+                lead.start(leader=fol)
+                events.append((round(now - t0, 1), "leader %s SIGKILLed, %s promoted, %s rejoined"
+                               % (lead.name, fol.name, lead.name)))
+        time.sleep(0.2)
+
+    stop.set()
+    for p in procs:
+        p.join(timeout=120)
+    lead, fol = nodes[leader.value], nodes[1 - leader.value]
+    deadline = time.time() + 60  # the consumers drain what is left
+    while time.time() < deadline:
+        g = lead.client().xinfo_groups("soak")[0]
+        if g.get("lag") == 0:
+            break
+        time.sleep(0.5)
+    stop_consumers.set()
+    for p in consumers:
+        p.join(timeout=120)
+    converged = caught_up(lead, fol)
+    stats = lead.client().info("evstore")
+
+    # ---- the checker -------------------------------------------------------------------------
+    lost = dup = reordered = unacked_present = acked_total = 0
+    entries = read_all(lead, "soak")
+    pos = [dict() for _ in range(a.producers)]
+    last_n = [-1] * a.producers
+    for eid, f in entries:
+        p, n = int(f[b"p"]), int(f[b"n"])
+        if n in pos[p]:
+            dup += 1
+        pos[p][n] = eid
+        if n < last_n[p]:
+            reordered += 1
+        last_n[p] = max(last_n[p], n)
+    for i in range(a.producers):
+        with open(os.path.join(work, "acked-%d" % i), "rb") as f:
+            acked = f.read()
+        for n, ok in enumerate(acked):
+            if ok:
+                acked_total += 1
+                lost += n not in pos[i]
+            else:
+                unacked_present += n in pos[i]
+    hentries = read_all(lead, "soak-http")
+    hn = [int(f[b"payload"]) for _, f in hentries]
+    with open(os.path.join(work, "acked-http"), "rb") as f:
+        hacked = f.read()
+    hset = set(hn)
+    h_acked = sum(hacked)
+    h_lost = sum(1 for n, ok in enumerate(hacked) if ok and n not in hset)
+    h_dup = len(hn) - len(hset)
+    h_reordered = sum(1 for x, y in zip(hn, hn[1:]) if y < x)
+    with open(os.path.join(work, "http-reads")) as f:
+        hreads = json.load(f)
+    delivered = acks = 0
+    seen = [set() for _ in range(a.producers)]
+    redelivered = 0
+    for i in range(2):
+        with open(os.path.join(work, "consumer-%d" % i)) as f:
+            c = json.load(f)
+        delivered += c["delivered"]
+        acks += c["acks"]
+        for p, items in enumerate(c["seen"]):
+            for n, cnt in items:
+                redelivered += cnt - 1 + (n in seen[p])
+                seen[p].add(n)
+    never_delivered = sum(1 for p in range(a.producers) for n in pos[p] if n not in seen[p])
+    follower_len = fol.client().xlen("soak") if converged else -1
+    rc_lead, rc_fol = lead.stop(), fol.stop()
+    verify = [subprocess.run([evstore, "verify", "--data", nd.data], capture_output=True,
+                             text=True).returncode for nd in nodes]
+
+    # ---- the report ----------------------------------------------------------------------
+    dur = a.minutes * 60
+    print("### Soak run (%s)\n" % time.strftime("%Y-%m-%d"))
+    print("`tests/soak/soak.py --evstore %s --minutes %g --rate %d --kill-every %g --producers %d "
+          "--seed %d`\n" % (a.evstore, a.minutes, a.rate, a.kill_every, a.producers, a.seed))
+    print("| | |\n|---|---|")
+    print("| duration | %.0f s; %d kills: %d of the leader (promotion), %d of the follower |" % (
+        dur, len(events), sum("promoted" in e for _, e in events),
+        sum("follower" in e and "promoted" not in e for _, e in events)))
+    print("| RESP publishes acknowledged | %d (%.0f/s); in the log: %d entries |" % (
+        acked_total, acked_total / dur, len(entries)))
+    print("| **acknowledged lost** | **%d** RESP, **%d** HTTP |" % (lost, h_lost))
+    print("| duplicated / reordered | %d / %d RESP, %d / %d HTTP |" % (dup, reordered, h_dup, h_reordered))
+    print("| unacknowledged publishes present anyway | %d (no answer, e.g. a kill mid-batch: either way is correct) |" % unacked_present)
+    print("| HTTP publishes acknowledged | %d; list-recent reads %d ok, %d failed (kills) |" % (
+        h_acked, hreads["reads"], hreads["read_errors"]))
+    print("| consumer group | %d deliveries, %d XACKed, %d redeliveries (after a failover the group's last-delivered ID is the replicated one); entries never delivered: %d |" % (
+        delivered, acks, redelivered, never_delivered))
+    print("| end | follower converged: %s (XLEN %d = leader %d); exits %d/%d; `evstore verify` %s |" % (
+        converged, follower_len, len(entries), rc_lead, rc_fol, "/".join(map(str, verify))))
+    print("| leader's log | %.0f MiB, %d segments |" % (stats["log_bytes"] / 2**20, stats["segments"]))
+    print()
+    print("RSS (KiB; anonymous = heap, the rest is mapped segment and index pages) and open fds,"
+          " every 5 s, per node (a restart starts a new process):\n")
+    print("| node | samples | RSS first / median / last / max | anonymous first / median / last / max | fds first / median / last / max |")
+    print("|---|---|---|---|---|")
+    for nd in nodes:
+        s = [x for x in samples if x[1] == nd.name]
+        if not s:
+            continue
+        rss = [x[4] for x in s]
+        fds = [x[5] for x in s]
+        anon = [x[6] for x in s]
+        med = lambda v: sorted(v)[len(v) // 2]
+        print("| %s | %d | %d / %d / %d / %d | %d / %d / %d / %d | %d / %d / %d / %d |" % (
+            nd.name, len(s), rss[0], med(rss), rss[-1], max(rss), anon[0], med(anon), anon[-1],
+            max(anon), fds[0], med(fds), fds[-1], max(fds)))
+    print()
+    print("Kills: " + "; ".join("%gs %s" % e for e in events))
+    with open(os.path.join(work, "samples.csv"), "w") as f:
+        f.write("t_s,node,role,pid,rss_kb,fds,anon_kb\n")
+        for x in samples:
+            f.write(",".join(map(str, x)) + "\n")
+    ok = lost == 0 and h_lost == 0 and dup == 0 and reordered == 0 and converged and \
+        never_delivered == 0 and verify == [0, 0]
+    print("\nRESULT: %s (work folder %s)" % ("PASS" if ok else "FAIL", work))
+    if ok and not a.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -66,18 +66,16 @@ typedef struct segment {
     char name[32];             /* "<base, 20 digits>.seg"                                    */
 } segment;
 
-/* Create logdir/tmpname: `bytes` preallocated, zero-filled and fsynced. With `pace`, each
- * SEG_ZERO_CHUNK is synced and pace() called after it: it may sleep, or return false to stop
- * (then EVS_ECLOSED and no file). */
+/* Create logdir/tmpname: `bytes` preallocated and fsynced; with `zero`, also zero-filled (the
+ * preparer's spare: the writer's later fdatasyncs then have no block conversion to journal).
+ * With `pace`, each SEG_ZERO_CHUNK is synced and pace() called after it: it may sleep, or
+ * return false to stop (then EVS_ECLOSED and no file). */
 #define SEG_ZERO_CHUNK (256u << 10)
 int seg_prepare(const struct evs_io *io, const char *logdir, const char *tmpname, uint64_t bytes,
-                bool (*pace)(void *arg), void *pace_arg, evs_error *err);
+                bool zero, bool (*pace)(void *arg), void *pace_arg, evs_error *err);
 /* Rename a prepared file into place as the segment at `base`, fsync the folder, open it. */
 int seg_install(const struct evs_io *io, const char *logdir, const char *tmpname, uint64_t base,
                 segment **out, evs_error *err);
-/* seg_prepare + seg_install. */
-int seg_create(const struct evs_io *io, const char *logdir, uint64_t base, uint64_t prealloc,
-               segment **out, evs_error *err);
 int seg_open(const char *logdir, const char *name, bool rdonly, segment **out, evs_error *err);
 void seg_free(segment *s);
 /* The mapping covering at least `len` bytes (maps or remaps; caller holds no lock needed:

@@ -2,7 +2,8 @@
  * preparer.c — the next segment file, made ahead of time: a background thread keeps one
  * zero-filled, fsynced "log/spare.seg.tmp" ready, so that a roll is a rename, never minutes
  * of zeroing on the writer's path. Its failures are not the store's: the writer, finding no
- * spare, creates the segment itself and meets (and reports) the same error.
+ * spare (the log fills faster than the spare is zeroed, as in a follower's catch-up), makes
+ * the file itself, preallocated but not zero-filled, and meets (and reports) the same error.
  *
  * A roll reserves the next file (prep_reserve) before it seals the active segment and
  * renames it into place (prep_install) after: a full disk is met before anything is written,
@@ -50,7 +51,8 @@ static void *prep_main(void *arg)
         if (!st->spare_ready && !st->spare_held && !atomic_load(&st->failed)) {
             pthread_mutex_unlock(&st->prep_mu);
             evs_error err;
-            int rc = seg_prepare(st->io, st->logdir, SPARE, st->opt.segment_bytes, pace, st, &err);
+            int rc = seg_prepare(st->io, st->logdir, SPARE, st->opt.segment_bytes, true, pace, st,
+                                 &err);
             if (rc && rc != EVS_ECLOSED && !warned)
                 evs_log(st, EVS_LOG_WARN, "cannot prepare the next segment ahead: %s", err.msg);
             warned = rc != 0;
@@ -106,7 +108,10 @@ int prep_reserve(evs_store *st, const char **tmpname, evs_error *err)
         *tmpname = SPARE;
         return 0;
     }
-    int rc = seg_prepare(st->io, st->logdir, NEXT, st->opt.segment_bytes, NULL, NULL, err);
+    /* no spare (the log fills faster than the preparer zero-fills, as in a follower's
+     * catch-up): preallocated only, so that the roll takes milliseconds, not the seconds of
+     * writing a segment of zeros on the writer's path */
+    int rc = seg_prepare(st->io, st->logdir, NEXT, st->opt.segment_bytes, false, NULL, NULL, err);
     if (!rc)
         *tmpname = NEXT;
     return rc;

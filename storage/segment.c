@@ -56,7 +56,7 @@ static segment *seg_alloc(uint64_t base)
 }
 
 int seg_prepare(const struct evs_io *io, const char *logdir, const char *tmpname, uint64_t bytes,
-                bool (*pace)(void *arg), void *pace_arg, evs_error *err)
+                bool zero, bool (*pace)(void *arg), void *pace_arg, evs_error *err)
 {
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof tmp, "%s/%s", logdir, tmpname);
@@ -69,7 +69,7 @@ int seg_prepare(const struct evs_io *io, const char *logdir, const char *tmpname
     /* zeros in chunks, each synced so that no burst of dirty pages lands in front of the
      * writer's fdatasync; `pace` may sleep between chunks, or stop the work (returns false) */
     static const uint8_t zeros[SEG_ZERO_CHUNK];
-    for (uint64_t off = 0; !rc && off < bytes; off += sizeof zeros) {
+    for (uint64_t off = 0; !rc && zero && off < bytes; off += sizeof zeros) {
         uint64_t n = bytes - off < sizeof zeros ? bytes - off : sizeof zeros;
         struct iovec iov = {(void *)zeros, (size_t)n};
         if ((rc = fio_pwritev_all(io, fd, &iov, 1, (off_t)off)))
@@ -121,15 +121,6 @@ int seg_install(const struct evs_io *io, const char *logdir, const char *tmpname
     atomic_init(&s->size, 0);
     *out = s;
     return 0;
-}
-
-int seg_create(const struct evs_io *io, const char *logdir, uint64_t base, uint64_t prealloc,
-               segment **out, evs_error *err)
-{
-    char tmp[64];
-    snprintf(tmp, sizeof tmp, "%020" PRIu64 ".seg.tmp", base);
-    int rc = seg_prepare(io, logdir, tmp, prealloc, NULL, NULL, err);
-    return rc ? rc : seg_install(io, logdir, tmp, base, out, err);
 }
 
 int seg_open(const char *logdir, const char *name, bool rdonly, segment **out, evs_error *err)

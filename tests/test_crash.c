@@ -2,7 +2,12 @@
  * test_crash.c — a real process appends with fsync=always from several threads and reports
  * every acknowledged entry through a pipe; the parent SIGKILLs it at a random moment, reopens
  * the store and checks that every acknowledged entry is there, byte-identical, once.
- * Small segments make kills land during segment rolls too.
+ * Small segments make kills land during segment rolls too; every stream keeps only its newest
+ * RETAIN entries (retention runs every 10 ms, trimming and deleting whole segments), and a
+ * sixth thread takes and drops backup snapshots (index copy + cut) in a loop, so kills also
+ * land in retention and snapshots. An acknowledged entry may therefore be gone only by
+ * retention: the missing ones of a stream must be its oldest, and the stream must still hold
+ * about RETAIN entries after them.
  *
  * The power-loss variant runs the child on an evs_io that logs, after each call returns, every
  * write (file, offset, length) and every fdatasync/fsync (file) to a log file. After the kill
@@ -25,6 +30,7 @@
 
 #define THREADS 4
 #define STREAMS 3
+#define RETAIN 300
 
 struct ack {
     uint32_t thread, n;
@@ -170,11 +176,28 @@ static size_t power_cut(const char *log_path)
     return lost;
 }
 
+static void *snapshot_thread(void *p)
+{
+    (void)p;
+    for (;;) {
+        evs_snapshot *snap;
+        evs_error err;
+        if (evs_snapshot_open(child_st, &snap, &err))
+            _exit(8);
+        usleep(3000);
+        evs_snapshot_close(snap);
+        usleep(2000);
+    }
+    return NULL;
+}
+
 static void child(const char *dir, const char *log_path)
 {
     evs_options o;
     evs_options_init(&o);
     o.segment_bytes = 128 * 1024;
+    o.retention.max_entries = RETAIN;
+    o.retention_interval_ms = 10;
     if (log_path) {
         pl_io = fio_real;
         pl_io.pwritev = pl_pwritev;
@@ -187,11 +210,24 @@ static void child(const char *dir, const char *log_path)
     evs_error err;
     if (evs_open(dir, &o, &child_st, &err))
         _exit(2);
-    pthread_t th[THREADS];
+    pthread_t th[THREADS], snap;
     for (uintptr_t t = 0; t < THREADS; t++)
         pthread_create(&th[t], NULL, child_thread, (void *)t);
+    pthread_create(&snap, NULL, snapshot_thread, NULL);
     pthread_join(th[0], NULL);
     _exit(0);
+}
+
+/* Acknowledgements by stream, then ID. */
+static int ack_cmp(const void *a, const void *b)
+{
+    const struct ack *x = a, *y = b;
+    uint32_t sx = x->thread % STREAMS, sy = y->thread % STREAMS;
+    if (sx != sy)
+        return sx < sy ? -1 : 1;
+    if (x->ms != y->ms)
+        return x->ms < y->ms ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
 static void kill_and_check(int iters, bool power)
@@ -201,7 +237,7 @@ static void kill_and_check(int iters, bool power)
     char log_path[600];
     snprintf(log_path, sizeof log_path, "%s/io.log", dir);
     srand((unsigned)time(NULL));
-    size_t cap = 1 << 20, total_acked = 0, total_lost = 0;
+    size_t cap = 1 << 20, total_acked = 0, total_lost = 0, total_retained_out = 0;
     struct ack *acks = malloc(cap * sizeof *acks);
     for (int iter = 0; iter < iters; iter++) {
         int fds[2];
@@ -251,28 +287,53 @@ static void kill_and_check(int iters, bool power)
 
         evs_store *st = open_store(sp, NULL);
         cr_assert_eq(evs_verify(st, NULL, NULL), 0, "verify found problems after kill %d", iter);
-        for (size_t i = 0; i < nacks; i++) {
-            struct ack *k = &acks[i];
-            char s[16], v[1024];
-            snprintf(s, sizeof s, "crash-%u", k->thread % STREAMS);
-            evs_query q;
-            evs_query_init(&q);
-            q.start = q.end = (evs_id){k->ms, k->seq};
-            evs_iter *it;
-            evs_error err;
-            cr_assert_eq(evs_iter_open(st, S(s), &q, &it, &err), 0, "%s", err.msg);
-            const evs_entry *e;
-            cr_assert_eq(evs_iter_next(it, &e, &err), 1, "kill %d: acknowledged %lu-%lu missing",
-                         iter, (unsigned long)k->ms, (unsigned long)k->seq);
-            value_of(k->thread, k->n, v, sizeof v);
-            cr_assert_eq(e->nfields, 3);
-            cr_assert_eq(e->fields[2].value.len, strlen(v));
-            cr_assert(memcmp(e->fields[2].value.ptr, v, strlen(v)) == 0, "bytes differ");
-            char nn[16];
-            snprintf(nn, sizeof nn, "%u", k->n);
-            cr_assert_eq(e->fields[1].value.len, strlen(nn));
-            cr_assert(memcmp(e->fields[1].value.ptr, nn, strlen(nn)) == 0);
-            evs_iter_close(it);
+        /* per stream, this kill's acknowledged entries in ID order: each one present and
+         * byte-identical, except the oldest ones retention may have taken */
+        qsort(acks, nacks, sizeof *acks, ack_cmp);
+        for (size_t i = 0; i < nacks;) {
+            uint32_t sno = acks[i].thread % STREAMS;
+            char s[16];
+            snprintf(s, sizeof s, "crash-%u", sno);
+            size_t missing = 0, present = 0;
+            for (; i < nacks && acks[i].thread % STREAMS == sno; i++) {
+                struct ack *k = &acks[i];
+                char v[1024];
+                evs_query q;
+                evs_query_init(&q);
+                q.start = q.end = (evs_id){k->ms, k->seq};
+                evs_iter *it;
+                evs_error err;
+                cr_assert_eq(evs_iter_open(st, S(s), &q, &it, &err), 0, "%s", err.msg);
+                const evs_entry *e;
+                int got = evs_iter_next(it, &e, &err);
+                cr_assert_geq(got, 0, "%s", err.msg);
+                if (!got) {
+                    cr_assert_eq(present, 0, "kill %d: acknowledged %lu-%lu missing after a "
+                                 "newer one of %s is present", iter, (unsigned long)k->ms,
+                                 (unsigned long)k->seq, s);
+                    missing++;
+                    evs_iter_close(it);
+                    continue;
+                }
+                present++;
+                value_of(k->thread, k->n, v, sizeof v);
+                cr_assert_eq(e->nfields, 3);
+                cr_assert_eq(e->fields[2].value.len, strlen(v));
+                cr_assert(memcmp(e->fields[2].value.ptr, v, strlen(v)) == 0, "bytes differ");
+                char nn[16];
+                snprintf(nn, sizeof nn, "%u", k->n);
+                cr_assert_eq(e->fields[1].value.len, strlen(nn));
+                cr_assert(memcmp(e->fields[1].value.ptr, nn, strlen(nn)) == 0);
+                evs_iter_close(it);
+            }
+            if (missing) { /* retention took them: it keeps the newest RETAIN */
+                evs_stream_info info;
+                cr_assert_eq(evs_stream_info_get(st, S(s), &info), 0);
+                cr_assert_geq(info.length, RETAIN - 4 * THREADS, "kill %d: %zu acknowledged "
+                              "entries of %s missing, and it holds only %lu", iter, missing, s,
+                              (unsigned long)info.length);
+            }
+            total_retained_out += missing;
         }
         /* no entry twice, none reordered: each thread appends in sequence, so within a stream
          * the n of each thread strictly increases */
@@ -305,6 +366,20 @@ static void kill_and_check(int iters, bool power)
         cr_assert_eq(evs_close(st), 0);
     }
     cr_assert_gt(total_acked, 500, "too few appends to mean anything (%zu)", total_acked);
+    cr_assert_lt(total_retained_out, total_acked, "retention took everything: the check is void");
+    /* retention did act: every stream lost its oldest entries, and whole segments went */
+    evs_store *st = open_store(sp, NULL);
+    for (int sidx = 0; sidx < STREAMS; sidx++) {
+        char s[16];
+        snprintf(s, sizeof s, "crash-%d", sidx);
+        evs_stream_info info;
+        cr_assert_eq(evs_stream_info_get(st, S(s), &info), 0);
+        cr_assert_lt(info.length, info.entries_added, "%s: retention never trimmed", s);
+    }
+    evs_store_stats stats;
+    evs_store_stats_get(st, &stats);
+    cr_assert_gt(stats.log_start, 0, "retention never deleted a segment");
+    cr_assert_eq(evs_close(st), 0);
     if (power)
         cr_assert_gt(total_lost, 0, "no unsynced write was ever cut: the simulation did nothing");
     free(acks);

@@ -37,6 +37,9 @@ typedef struct evs_backup_options {
     const char *parent;        /* incremental: the previous backup's folder, or NULL        */
     bool compress;             /* zlib-compress each file (<name>.z)                        */
     int level;                 /* zlib level when compressing; 0: 1 (fastest)               */
+    uint64_t rate;             /* store bytes per second at most (the source waits); 0: no
+                                  limit. Keeps a backup's reads and writes from crowding out
+                                  the server's own fsyncs.                                  */
     evs_progress_fn progress;
     void *progress_arg;
 } evs_backup_options;

@@ -312,7 +312,8 @@ int cli_backup_remote(const char *server, const char *password, const evs_backup
 
 static const char *backup_help =
     "usage: evstore backup (--server HOST:PORT [--password SECRET] | --data DIR) --out DIR\n"
-    "                      [--compress] [--incremental-from PREV_BACKUP_DIR] [--quiet]\n"
+    "                      [--compress] [--incremental-from PREV_BACKUP_DIR] [--rate BYTES/S]\n"
+    "                      [--quiet]\n"
     "\n"
     "Writes a consistent point-in-time backup of a store into a new (or empty) folder:\n"
     "every entry acknowledged before the backup began, each stream a prefix of the store's,\n"
@@ -325,6 +326,8 @@ static const char *backup_help =
     "  --out DIR                 the backup folder\n"
     "  --compress                zlib-compress every file (fastest level; --level N for 1-9)\n"
     "  --incremental-from DIR    share the sealed segments a previous backup holds\n"
+    "  --rate N                  copy at most N store bytes a second (k, m, g suffixes), so a\n"
+    "                            backup leaves the disk to the server's own writes\n"
     "  --quiet                   no progress display (none is shown unless stderr is a tty)\n"
     "\n"
     "Exit codes: 0 done, 2 unusable arguments, 3 failed (nothing left but a folder without\n"
@@ -337,11 +340,13 @@ int cmd_backup(int argc, char **argv)
     const char *password = getenv("EVSTORE_PASSWORD");
     bool compress = false, quiet = false;
     int level = 0;
+    uint64_t rate = 0;
     static const struct option opts[] = {
         {"server", required_argument, NULL, 's'}, {"password", required_argument, NULL, 'p'},
         {"data", required_argument, NULL, 'd'},   {"out", required_argument, NULL, 'o'},
         {"compress", no_argument, NULL, 'z'},     {"level", required_argument, NULL, 'l'},
         {"incremental-from", required_argument, NULL, 'i'},
+        {"rate", required_argument, NULL, 'r'},
         {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
         {0}};
     int c;
@@ -354,6 +359,13 @@ int cmd_backup(int argc, char **argv)
         case 'z': compress = true; break;
         case 'l': level = atoi(optarg); break;
         case 'i': parent = optarg; break;
+        case 'r':
+            if (!cli_size(optarg, &rate) || !rate) {
+                fprintf(stderr, "evstore backup: --rate: not a positive size (50m, 200k): %s\n",
+                        optarg);
+                return EXIT_USAGE;
+            }
+            break;
         case 'q': quiet = true; break;
         case 'h': fputs(backup_help, stdout); return EXIT_OK;
         default: fputs(backup_help, stderr); return EXIT_USAGE;
@@ -371,7 +383,7 @@ int cmd_backup(int argc, char **argv)
     progress g;
     progress_init(&g, quiet);
     evs_backup_options o = {.out = out, .parent = parent, .compress = compress, .level = level,
-                            .progress = show, .progress_arg = &g};
+                            .rate = rate, .progress = show, .progress_arg = &g};
     evs_backup_report rep;
     evs_error err = {0};
     int rc;

@@ -24,6 +24,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -47,7 +48,36 @@ typedef struct wfile {
     uint64_t n, sn;
     const evs_backup_options *o;
     evs_progress *prog;
+    struct pace *pace;
 } wfile;
+
+/* --rate: the file side sleeps whenever it is ahead of rate × elapsed; the ring of buffers
+ * behind it fills, and the source (a socket, or reads of the snapshot) waits. */
+struct pace {
+    uint64_t rate, bytes;
+    struct timespec t0;
+};
+
+static void pace_bytes(struct pace *p, size_t n)
+{
+    if (!p || !p->rate)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (!p->bytes && !n)
+        return;
+    if (!p->bytes)
+        p->t0 = now;
+    p->bytes += n;
+    double due = (double)p->bytes / (double)p->rate;
+    double el = (double)(now.tv_sec - p->t0.tv_sec) + (double)(now.tv_nsec - p->t0.tv_nsec) / 1e9;
+    if (due > el) {
+        double d = due - el;
+        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
+        while (nanosleep(&ts, &ts) && errno == EINTR)
+            ;
+    }
+}
 
 
 /* Start writeback of what was written so far every WRITEBACK_BYTES, so the fsync at the end
@@ -107,6 +137,8 @@ static int sink(void *arg, const void *data, size_t len, evs_error *err)
         f->prog->bytes_done += len;
         f->o->progress(f->o->progress_arg, f->prog);
     }
+    if (!rc)
+        pace_bytes(f->pace, len);
     return rc;
 }
 
@@ -223,13 +255,14 @@ static int fsync_path(const char *path, evs_error *err)
 
 /* Copy file i of the source into dir, filling mf (crc, sizes). */
 static int copy_file(const evs_backup_source *src, size_t i, const char *dir, mf_file *mf,
-                     const evs_backup_options *o, evs_progress *prog, uint8_t *zbuf,
-                     uint8_t **bufs, evs_error *err)
+                     const evs_backup_options *o, evs_progress *prog, struct pace *pace,
+                     uint8_t *zbuf, uint8_t **bufs, evs_error *err)
 {
     char stored[MF_NAME_MAX + 4], path[PATH_MAX];
     mf_stored_name(mf, stored);
     snprintf(path, sizeof path, "%s/%s", dir, stored);
-    wfile f = {.path = path, .compress = mf->compressed, .zbuf = zbuf, .o = o, .prog = prog};
+    wfile f = {.path = path, .compress = mf->compressed, .zbuf = zbuf, .o = o, .prog = prog,
+               .pace = pace};
     f.crc = f.scrc = (uint32_t)crc32(0L, Z_NULL, 0);
     f.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (f.fd < 0)
@@ -403,6 +436,7 @@ int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
     }
     m.nstreams = in->nstreams;
     evs_progress prog = {.what = "backup", .files_total = in->nfiles};
+    struct pace pace = {.rate = o->rate};
     for (size_t i = 0; i < in->nfiles; i++) {
         const evs_snap_file *sf = &in->files[i];
         if (!mf_name_ok(sf->name)) {
@@ -438,7 +472,8 @@ int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
             continue;
         f->compressed = o->compress;
         nwritten = i + 1;
-        if ((rc = copy_file(src, i, o->out, f, o, &prog, zbuf, have_bufs ? bufs : NULL, err)))
+        if ((rc = copy_file(src, i, o->out, f, o, &prog, &pace, zbuf,
+                             have_bufs ? bufs : NULL, err)))
             goto out;
         rep->bytes_copied += f->size;
         rep->bytes_stored += f->stored_size;

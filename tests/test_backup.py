@@ -189,6 +189,28 @@ class Online(BackupBase):
         self.assertIn("parent backup", text)
         self.assertFalse(os.path.exists(self.path("r-broken")))
 
+    def test_rate_limit(self):
+        """--rate holds the copy to N bytes a second (a lower bound on the time: the limiter
+        can only slow a backup down), and the backup is whole."""
+        p = self.r.pipeline(transaction=False)
+        for i in range(3000):
+            p.xadd("s", {"i": str(i), "p": "x" * 1000})
+        p.execute()
+        rc, text = run("backup", "--server", "127.0.0.1:%d" % self.srv.port, "--rate", "nope",
+                       "--out", self.path("bad"))
+        self.assertEqual(rc, 2, text)
+        self.assertIn("--rate", text)
+        t0 = time.time()
+        self.backup("slow", "--rate", "2m", "--quiet")
+        took = time.time() - t0
+        with open(os.path.join(self.path("slow"), "MANIFEST")) as f:
+            store_bytes = sum(int(l.split()[2]) for l in f if l.startswith("file "))
+        self.assertGreater(store_bytes, 3 << 20)
+        self.assertGreaterEqual(took, store_bytes / (2 << 20) * 0.9)
+        self.restore("slow", "r")
+        rr = self.start(self.path("r")).client(decode_responses=True)
+        self.assertEqual(rr.xlen("s"), 3000)
+
     def test_killed_backup_client_leaves_the_server_healthy(self):
         p = self.r.pipeline(transaction=False)
         for i in range(20000):

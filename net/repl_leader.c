@@ -20,9 +20,11 @@
  * Invariants:
  *  F1. A follower is sent bytes from exactly the position its log ends at, in log order,
  *      whole records, only what the leader's readers can see (evs_log_read, L1).
- *  F2. Continue only when the follower's history is a prefix of the leader's: its last epoch
- *      is one of the leader's (same number and UUID) and its log does not reach past where
- *      the leader's next epoch began. Anything else is refused, never streamed over.
+ *  F2. Continue only when the follower's history is a prefix of the leader's: every epoch of
+ *      its history is the leader's (same number, UUID and start) and its log does not reach
+ *      past where the leader's next epoch began. A follower past the point where the two
+ *      histories part is told to cut there (TRUNCATE); one that shares no epoch is refused.
+ *      Nothing is ever streamed over a history that is not the leader's.
  *  F3. A follower's state goes with its connection (slot free function): no stream to a
  *      closed socket.
  */
@@ -222,6 +224,18 @@ static bool parse_u64(const resp_arg *a, uint64_t *v)
 
 /* F2: where may a follower with this history and log end continue? NULL if it may (at pos),
  * else the reason. */
+static bool same_epoch(const evs_epoch *a, const evs_epoch *b)
+{
+    return a->epoch == b->epoch && a->start == b->start && !memcmp(a->uuid, b->uuid, 16);
+}
+
+/*
+ * F2. The two histories agree on their first k epochs. Within one epoch there was one writer,
+ * so both logs hold the same bytes up to `part`: where the first epoch they do not share
+ * begins (the leader's, or the follower's own — two nodes promoted independently to the same
+ * epoch number have different UUIDs), or where the leader's log ends. A follower whose log
+ * and history stop there continues; one past it is told to cut at `part`.
+ */
 static const char *lineage_check(const evs_epoch *mine, size_t nm, const evs_epoch *theirs,
                                  size_t nt, uint64_t pos, uint64_t end, char *buf, size_t cap,
                                  uint64_t *cut_at)
@@ -233,31 +247,44 @@ static const char *lineage_check(const evs_epoch *mine, size_t nm, const evs_epo
         snprintf(buf, cap, "the %s has no epoch history", nt == 0 ? "follower" : "leader");
         return buf;
     }
-    const evs_epoch *last = &theirs[nt - 1];
-    for (size_t i = 0; i < nm; i++) {
-        if (mine[i].epoch != last->epoch)
-            continue;
-        if (memcmp(mine[i].uuid, last->uuid, 16) || mine[i].start != last->start)
-            break;
-        if (i + 1 < nm && pos > mine[i + 1].start) {
-            *cut_at = mine[i + 1].start;
-            snprintf(buf, cap, "the follower's log goes %" PRIu64 " bytes past log position %"
-                     PRIu64 ", where the leader's epoch %" PRIu32 " began: those bytes were "
-                     "never the leader's, it must cut them first", pos - mine[i + 1].start,
-                     mine[i + 1].start, mine[i + 1].epoch);
-            return buf;
-        }
-        if (pos > end) {
-            *cut_at = end;
-            snprintf(buf, cap, "the follower's log ends at %" PRIu64 ", past the leader's %"
-                     PRIu64 " in the same epoch %" PRIu32 ": the histories diverged", pos, end,
-                     last->epoch);
-            return buf;
-        }
-        return NULL;
+    size_t k = 0;
+    while (k < nm && k < nt && same_epoch(&mine[k], &theirs[k]))
+        k++;
+    if (k == 0) {
+        snprintf(buf, cap, "the follower's epoch %" PRIu32 " is not in the leader's history: "
+                 "the histories share no epoch", theirs[0].epoch);
+        return buf;
     }
-    snprintf(buf, cap, "the follower's epoch %" PRIu32 " is not in the leader's history: "
-             "the histories diverged", last->epoch);
+    uint64_t part = end;
+    if (k < nm && mine[k].start < part)
+        part = mine[k].start;
+    if (k < nt && theirs[k].start < part)
+        part = theirs[k].start;
+    if (k == nt && pos <= part)
+        return NULL; /* the follower's log is a prefix of the leader's history */
+    if (pos <= part) { /* an epoch of its own begun exactly where its log ends: nothing to cut */
+        snprintf(buf, cap, "the follower's epoch %" PRIu32 " (from log position %" PRIu64
+                 ") is not the leader's, and its log ends there: remove its folder's EPOCHS "
+                 "entry or copy the leader's store", theirs[k].epoch, theirs[k].start);
+        return buf;
+    }
+    *cut_at = part;
+    if (k < nt && part == theirs[k].start)
+        snprintf(buf, cap, "the follower's epoch %" PRIu32 " began at log position %" PRIu64
+                 " and is not the leader's (%s): its %" PRIu64 " bytes from there were never "
+                 "the leader's, it must cut them first", theirs[k].epoch, part,
+                 k < nm && mine[k].epoch == theirs[k].epoch
+                     ? "the leader's epoch of that number has another UUID: two promotions"
+                     : "the leader has no such epoch",
+                 pos - part);
+    else if (k < nm && part == mine[k].start)
+        snprintf(buf, cap, "the follower's log goes %" PRIu64 " bytes past log position %"
+                 PRIu64 ", where the leader's epoch %" PRIu32 " began: those bytes were "
+                 "never the leader's, it must cut them first", pos - part, part, mine[k].epoch);
+    else
+        snprintf(buf, cap, "the follower's log ends at %" PRIu64 ", past the leader's %" PRIu64
+                 " in the same epoch %" PRIu32 ": the histories diverged", pos, end,
+                 theirs[k - 1].epoch);
     return buf;
 }
 
@@ -303,7 +330,7 @@ void cmd_replsync(cmd_ctx *x)
     evs_store_stats_get(st, &s);
     const char *id = evs_store_id(st);
     bool fresh = pos == 0 && nt <= 1; /* an empty follower takes this store's identity */
-    char why[256];
+    char why[400];
     const char *bad = NULL;
     uint64_t cut_at = UINT64_MAX;
     if (!fresh && memcmp(x->argv[1].ptr, id, 32))

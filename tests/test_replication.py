@@ -394,6 +394,44 @@ class Failover(Base):
             self.assertEqual(f.read().count(b"unreplicated"), 10)
 
 
+    def test_two_promotions_to_the_same_epoch_are_told_apart(self):
+        leader = self.start("leader")
+        f1 = self.follower("f1", leader)
+        f2 = self.follower("f2", leader)
+        lr = leader.client(decode_responses=True)
+        for i in range(100):
+            lr.xadd("s", {"i": str(i)})
+        self.assertEqual(lr.execute_command("WAIT", "2", "5000"), 2)
+        leader.stop(signal.SIGKILL)
+        self.servers.remove(leader)
+        # a split: both followers are promoted, each to epoch 2, each with its own UUID
+        r1, r2 = f1.client(decode_responses=True), f2.client(decode_responses=True)
+        self.assertEqual(r1.execute_command("REPLICAOF", "NO", "ONE"), "OK")
+        self.assertEqual(r2.execute_command("REPLICAOF", "NO", "ONE"), "OK")
+        self.assertEqual(r1.info("evstore")["epoch"], 2)
+        self.assertEqual(r2.info("evstore")["epoch"], 2)
+        r1.xadd("s", {"from": "f1"})
+        for i in range(3):
+            r2.xadd("s", {"f2-only": str(i)})
+        # f2 is told to follow f1: same epoch number, different history from where epoch 2
+        # began: it cuts everything it wrote as a leader and converges on f1
+        self.assertEqual(r2.execute_command("REPLICAOF", "127.0.0.1", str(f1.port)), "OK")
+        r2.close()
+        self.wait_role(f2, "slave")
+        self.assertEqual(r1.execute_command("WAIT", "1", "10000"), 1)
+        self.caught_up(f1, f2)
+        self.same_segments(f1, f2)
+        r2 = f2.client(decode_responses=True)
+        self.assertEqual(r2.xrange("s"), r1.xrange("s"))
+        self.assertEqual(r2.xlen("s"), 101)
+        with open(os.path.join(f1.data, "EPOCHS"), "rb") as a, open(os.path.join(f2.data, "EPOCHS"), "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        self.assertIn("two promotions", self.log())
+        kept = glob.glob(os.path.join(f2.data, "log", "*.diverged"))
+        self.assertEqual(len(kept), 1, kept)
+        with open(kept[0], "rb") as f:
+            self.assertEqual(f.read().count(b"f2-only"), 3)
+
     def wait_role(self, node, role, timeout=20):
         """After REPLICAOF HOST PORT the node stops and starts again (same pid, same ports)."""
         deadline = time.time() + timeout

@@ -52,7 +52,7 @@ d2=$dir/held
 exec 9>"$d2/LOCK"
 flock -x 9
 "$E" verify --data "$d2" >/dev/null 2>"$dir/err"; rc=$?
-check "held folder refused" [ $rc -eq 3 ]
+check "held folder refused" [ $rc -eq 4 ]
 check "held folder message" grep -q "in use by another process" "$dir/err"
 exec 9>&-
 

@@ -30,7 +30,7 @@
 
 #define THREADS 4
 #define STREAMS 3
-#define RETAIN 300
+#define RETAIN 100
 
 struct ack {
     uint32_t thread, n;
@@ -195,7 +195,7 @@ static void child(const char *dir, const char *log_path)
 {
     evs_options o;
     evs_options_init(&o);
-    o.segment_bytes = 128 * 1024;
+    o.segment_bytes = 64 * 1024;
     o.retention.max_entries = RETAIN;
     o.retention_interval_ms = 10;
     if (log_path) {

@@ -47,7 +47,6 @@
 #define DEFAULT_LIMIT 100
 #define IDEM_WINDOW_US (10ull * 60 * 1000000) /* a retry within 10 minutes is answered, not applied */
 
-#define SSE_MAX 1000         /* live-tail subscribers at once                          */
 #define SSE_BATCH 1000       /* entries sent per subscriber per wake-up                */
 #define SSE_HEARTBEAT_S 15
 
@@ -669,8 +668,10 @@ void http_on_visible(http_api *h)
 
 static void do_live(http_api *h, struct evhttp_request *req, evs_slice name)
 {
-    if (h->nsubs >= SSE_MAX) {
-        send_error(req, 503, "too_many_subscribers", "at most %d live tails at once", SSE_MAX);
+    int max = server_cfg(h->srv)->max_tails;
+    if (h->nsubs >= (size_t)max) {
+        send_error(req, 503, "too_many_subscribers", "at most %d live tails at once "
+                   "(--max-tails)", max);
         return;
     }
     struct evkeyvalq q;

@@ -32,6 +32,7 @@ typedef struct server_config {
     evs_fsync_mode fsync;
     const char *requirepass;   /* NULL: no authentication                                */
     int max_clients;
+    int max_tails;             /* HTTP live tails (SSE) at once                           */
     uint64_t max_entry_bytes;
     uint64_t max_request_bytes;
     uint64_t segment_bytes;

@@ -25,6 +25,7 @@ static const char *help =
     "  --fsync MODE            always|everysec|no        EVSTORE_FSYNC    always\n"
     "  --requirepass SECRET    clients must AUTH         EVSTORE_REQUIREPASS (none)\n"
     "  --max-clients N         connections at once       EVSTORE_MAX_CLIENTS 10000\n"
+    "  --max-tails N           HTTP live tails at once   EVSTORE_MAX_TAILS 1000\n"
     "  --max-entry-bytes N     largest entry (encoded)   EVSTORE_MAX_ENTRY_BYTES 64m\n"
     "  --max-request-bytes N   largest bulk argument     EVSTORE_MAX_REQUEST_BYTES 512m\n"
     "  --max-output-bytes N    unsent replies before a   EVSTORE_MAX_OUTPUT_BYTES 256m\n"
@@ -123,6 +124,7 @@ int cmd_serve(int argc, char **argv)
     const char *fsync = cli_env("EVSTORE_FSYNC", "always");
     c.requirepass = getenv("EVSTORE_REQUIREPASS");
     const char *maxc = cli_env("EVSTORE_MAX_CLIENTS", "10000");
+    const char *maxt = cli_env("EVSTORE_MAX_TAILS", "1000");
     const char *entry = cli_env("EVSTORE_MAX_ENTRY_BYTES", "64m");
     const char *req = cli_env("EVSTORE_MAX_REQUEST_BYTES", "512m");
     const char *outb = cli_env("EVSTORE_MAX_OUTPUT_BYTES", "256m");
@@ -152,9 +154,10 @@ int cmd_serve(int argc, char **argv)
         {"ack", required_argument, NULL, 'K'},
         {"min-replicas", required_argument, NULL, 'M'},
         {"ack-timeout", required_argument, NULL, 'T'},
+        {"max-tails", required_argument, NULL, 'X'},
         {"help", no_argument, NULL, 'h'},                 {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:X:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H': hport = optarg; break;
         case 'd': c.data = optarg; break;
@@ -176,6 +179,7 @@ int cmd_serve(int argc, char **argv)
         case 'K': ack = optarg; break;
         case 'M': minr = optarg; break;
         case 'T': ackto = optarg; break;
+        case 'X': maxt = optarg; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
         default: fputs(help, stderr); return EXIT_USAGE;
         }
@@ -220,6 +224,12 @@ int cmd_serve(int argc, char **argv)
         return EXIT_USAGE;
     }
     c.max_clients = (int)mc;
+    long mt = strtol(maxt, &end, 10);
+    if (*end || !*maxt || mt < 1 || mt > 1000000) {
+        fprintf(stderr, "evstore serve: --max-tails: not a positive number: %s\n", maxt);
+        return EXIT_USAGE;
+    }
+    c.max_tails = (int)mt;
     long to = strtol(tmo, &end, 10);
     if (*end || !*tmo || to < 0 || to > 100000000) {
         fprintf(stderr, "evstore serve: --timeout: not a number of seconds (0: never): %s\n", tmo);

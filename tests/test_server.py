@@ -820,6 +820,66 @@ class Limits(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
 
 
+class Limits(Base):
+    """Each limit answers the one request or connection that crosses it, clearly, and leaves
+    everyone else alone."""
+    FLAGS = ("--max-tails", "2", "--max-entry-bytes", "4k", "--max-request-bytes", "64k")
+
+    def tail(self):
+        s = socket.create_connection(("127.0.0.1", self.srv.http_port), timeout=5)
+        s.sendall(b"GET /streams/t/events/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        return s, head
+
+    def test_limits_refuse_clearly_and_spare_the_others(self):
+        other = self.srv.client(decode_responses=True)
+        other.xadd("ok", {"a": "b"})
+        # an entry over --max-entry-bytes: RESP -ERR, HTTP 413 too_big; nothing appended
+        with self.assertRaisesRegex(redis.ResponseError, "too big|over"):
+            self.r.xadd("big", {"v": "x" * 5000})
+        st, body, _ = http_req(self.srv, "POST", "/streams/big/events", {"type": "t", "payload": "x" * 5000})
+        self.assertEqual((st, body["code"]), (413, "too_big"), body)
+        self.assertEqual(self.r.exists("big"), 0)
+        # a bulk argument over --max-request-bytes: a protocol error for that connection only
+        out = raw(self.srv.port, b"*3\r\n$4\r\nXLEN\r\n$100000\r\n", read_until_close=True)
+        self.assertEqual(out, b"-ERR Protocol error: invalid bulk length\r\n")
+        # an HTTP body over it: refused by libevent (413), headers over 64 KiB: refused too
+        st, _, _ = http_req(self.srv, "POST", "/streams/big/events", b"[" + b" " * 70000 + b"]")
+        self.assertEqual(st, 413)
+        c = http.client.HTTPConnection("127.0.0.1", self.srv.http_port, timeout=10)
+        c.request("GET", "/streams", headers={"X-Pad": "p" * 70000})
+        self.assertEqual(c.getresponse().status, 400)  # libevent's own page
+        c.close()
+        # --max-tails: the third live tail is refused; the two keep receiving
+        t1, h1 = self.tail()
+        t2, h2 = self.tail()
+        self.assertIn(b" 200 ", h1.split(b"\r\n")[0])
+        t3, h3 = self.tail()
+        self.assertIn(b" 503 ", h3.split(b"\r\n")[0])
+        t3.close()
+        self.r.xadd("t", {"type": "seen"})
+        for t in (t1, t2):
+            got = b""
+            while b"seen" not in got:
+                got += t.recv(4096)
+        t1.close()
+        deadline = time.time() + 5  # the server notices the close, then a new tail fits
+        while True:
+            t4, h4 = self.tail()
+            if b" 200 " in h4.split(b"\r\n")[0] or time.time() > deadline:
+                break
+            t4.close()
+            time.sleep(0.1)
+        self.assertIn(b" 200 ", h4.split(b"\r\n")[0])
+        t2.close()
+        t4.close()
+        # and the other client never noticed any of it
+        self.assertEqual(other.xrange("ok")[0][1], {"a": "b"})
+        other.close()
+
+
 class DiskFull(unittest.TestCase):
     def test_full_disk_refuses_clearly_resumes_and_loses_nothing(self):
         d = tempfile.mkdtemp(prefix="evs-full-")

@@ -880,6 +880,55 @@ class Limits(Base):
         other.close()
 
 
+class DamagedIndex(unittest.TestCase):
+    """The LMDB index deleted or damaged while the server is stopped: the next start rebuilds
+    it from the log and serves the same entries and consumer groups."""
+
+    def test_index_deleted_or_damaged_is_rebuilt(self):
+        d = tempfile.mkdtemp(prefix="evs-index-")
+        data = os.path.join(d, "data")
+        srv = Server(data)
+        try:
+            srv.start()
+            r = srv.client(decode_responses=True)
+            for i in range(3000):
+                r.xadd("s%d" % (i % 3), {"source": "src%d" % (i % 5), "type": "t", "n": str(i),
+                                         "p": "x" * 3000})
+            r.xgroup_create("s0", "g", id="0")
+            r.xreadgroup("g", "c", {"s0": ">"}, count=7)
+            r.xack("s0", "g", r.xpending_range("s0", "g", "-", "+", 1)[0]["message_id"])
+            before = {k: r.xrange(k) for k in ("s0", "s1", "s2")}
+            groups = r.xinfo_groups("s0")
+            pending = r.xpending("s0", "g")
+            r.close()
+            self.assertEqual(srv.stop(), 0)
+            index = os.path.join(data, "index")
+            for damage in ("delete", "garbage"):
+                if damage == "delete":
+                    shutil.rmtree(index)
+                else:
+                    with open(os.path.join(index, "data.mdb"), "r+b") as f:
+                        f.write(b"\x5a" * 16384)
+                srv.start()
+                r = srv.client(decode_responses=True)
+                self.assertEqual({k: r.xrange(k) for k in before}, before, damage)
+                self.assertEqual(r.xinfo_groups("s0"), groups, damage)
+                self.assertEqual(r.xpending("s0", "g"), pending, damage)
+                st, body, _ = http_req(srv, "GET", "/streams/s1/events?source=src1&limit=1000")
+                self.assertEqual(st, 200)
+                self.assertEqual(len(body["events"]),
+                                 sum(1 for _, f in before["s1"] if f["source"] == "src1"))
+                r.close()
+                self.assertEqual(srv.stop(), 0)
+            with open(os.path.join(d, "server.log"), errors="replace") as f:
+                log = f.read()
+            self.assertIn("rebuilding from the log", log)
+        finally:
+            if srv.proc and srv.proc.poll() is None:
+                srv.stop(signal.SIGKILL)
+            shutil.rmtree(d, ignore_errors=True)
+
+
 class DiskFull(unittest.TestCase):
     def test_full_disk_refuses_clearly_resumes_and_loses_nothing(self):
         d = tempfile.mkdtemp(prefix="evs-full-")

@@ -415,22 +415,31 @@ class Failover(Base):
             r2.xadd("s", {"f2-only": str(i)})
         # f2 is told to follow f1: same epoch number, different history from where epoch 2
         # began: it cuts everything it wrote as a leader and converges on f1
-        self.assertEqual(r2.execute_command("REPLICAOF", "127.0.0.1", str(f1.port)), "OK")
         r2.close()
-        self.wait_role(f2, "slave")
-        self.assertEqual(r1.execute_command("WAIT", "1", "10000"), 1)
-        self.caught_up(f1, f2)
-        self.same_segments(f1, f2)
-        r2 = f2.client(decode_responses=True)
-        self.assertEqual(r2.xrange("s"), r1.xrange("s"))
+        r2 = self.rejoin_at_runtime(f2, f1, b"f2-only", 3)
         self.assertEqual(r2.xlen("s"), 101)
         with open(os.path.join(f1.data, "EPOCHS"), "rb") as a, open(os.path.join(f2.data, "EPOCHS"), "rb") as b:
             self.assertEqual(a.read(), b.read())
         self.assertIn("two promotions", self.log())
-        kept = glob.glob(os.path.join(f2.data, "log", "*.diverged"))
+
+    def rejoin_at_runtime(self, node, leader, cut_marker, cut_count):
+        """node follows leader (REPLICAOF at runtime), cuts its own writes (cut_count entries
+        holding cut_marker, kept in one .diverged file) and converges byte for byte."""
+        nr, lr = node.client(decode_responses=True), leader.client(decode_responses=True)
+        self.assertEqual(nr.execute_command("REPLICAOF", "127.0.0.1", str(leader.port)), "OK")
+        nr.close()
+        self.wait_role(node, "slave")
+        self.assertEqual(lr.execute_command("WAIT", "1", "10000"), 1)
+        self.caught_up(leader, node)
+        self.same_segments(leader, node)
+        nr = node.client(decode_responses=True)
+        self.assertEqual(nr.xrange("s"), lr.xrange("s"))
+        self.assertEqual(nr.info("evstore")["epoch"], lr.info("evstore")["epoch"])
+        kept = glob.glob(os.path.join(node.data, "log", "*.diverged"))
         self.assertEqual(len(kept), 1, kept)
         with open(kept[0], "rb") as f:
-            self.assertEqual(f.read().count(b"f2-only"), 3)
+            self.assertEqual(f.read().count(cut_marker), cut_count)
+        return nr
 
     def wait_role(self, node, role, timeout=20):
         """After REPLICAOF HOST PORT the node stops and starts again (same pid, same ports)."""
@@ -474,22 +483,11 @@ class Failover(Base):
         br.xadd("s", {"from": "b"})
         ar.xadd("s", {"a": "diverged"})
         ar.xadd("s", {"a": "diverged"})
-        self.assertEqual(ar.execute_command("REPLICAOF", "127.0.0.1", str(b.port)), "OK")
         ar.close()
-        self.wait_role(a, "slave")
-        self.assertEqual(br.execute_command("WAIT", "1", "10000"), 1)
-        self.caught_up(b, a)
-        self.same_segments(b, a)
-        ar = a.client(decode_responses=True)
-        self.assertEqual(ar.xrange("s"), br.xrange("s"))
-        self.assertEqual(ar.info("evstore")["epoch"], br.info("evstore")["epoch"])
+        self.rejoin_at_runtime(a, b, b"diverged", 2)
         log = self.log()
         self.assertIn("stopping to start again as its follower (was leading)", log)
         self.assertIn("kept in log/*.diverged", log)
-        kept = glob.glob(os.path.join(a.data, "log", "*.diverged"))
-        self.assertEqual(len(kept), 1, kept)
-        with open(kept[0], "rb") as f:
-            self.assertEqual(f.read().count(b"diverged"), 2)
 
 class Links(Base):
     def writer(self, server, stop, key="s"):

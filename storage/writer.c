@@ -516,8 +516,8 @@ int store_roll(evs_store *st, evs_error *err)
             return evs_err_set(err, -ENOMEM, "out of memory");
         }
         pending none = {0};
-        rc = emit(st, REC_SEAL, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len,
-                      false, NULL, err);
+        rc = emit(st, REC_SEAL, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len, false,
+                  NULL, err);
         rec_buf_release(&b);
         if (rc)
             return rc;

@@ -176,6 +176,17 @@ typedef void (*evs_done_fn)(void *arg, int rc, const evs_id *ids, size_t n, cons
 int evs_submit(evs_store *st, const evs_append *reqs, size_t n, evs_done_fn done, void *arg);
 
 /*
+ * Group several asynchronous submissions into one group commit: between evs_submit_hold and
+ * evs_submit_release the writer is not woken for new requests (it still takes them if it is
+ * already awake); the release wakes it once for all of them. A server holds while it runs the
+ * commands of one network read (a pipeline), so they share one fdatasync, as Redis'
+ * appendfsync always does. Holds nest and may come from several threads; keep them short.
+ * The synchronous calls (evs_append_one, ...) wake the writer themselves.
+ */
+void evs_submit_hold(evs_store *st);
+void evs_submit_release(evs_store *st);
+
+/*
  * The same, under an idempotency key (1 to EVS_IDEM_KEY_MAX bytes): all requests must be for
  * one stream; a record of the key and the IDs is appended in the same atomic group, so it is
  * durable exactly when the entries are. evs_idem_get finds it, across restarts.

@@ -427,9 +427,21 @@ static void protocol_error(conn *c, const char *msg)
     flush_replies(c);
 }
 
+static void read_input(struct bufferevent *bev, conn *c);
+
+/* The commands of one read (a pipeline) are submitted under one hold, so the writer takes
+ * them as one batch with one fdatasync (evs_submit_hold). */
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     conn *c = arg;
+    evs_store *st = c->s->st;
+    evs_submit_hold(st);
+    read_input(bev, c);
+    evs_submit_release(st);
+}
+
+static void read_input(struct bufferevent *bev, conn *c)
+{
     struct evbuffer *in = bufferevent_get_input(bev);
     c->last_io = time(NULL);
     while (!c->closing && !c->closed && !c->paused) {

@@ -304,6 +304,7 @@ struct evs_store {
     pthread_cond_t qcv;
     wreq *qhead, *qtail;
     bool closing;
+    unsigned holds;                /* evs_submit_hold: new requests do not wake the writer   */
 
     /* sticky failure */
     atomic_int failed;
@@ -454,6 +455,9 @@ int prep_reserve(evs_store *st, const char **tmpname, evs_error *err);
 int prep_install(evs_store *st, const char *tmpname, uint64_t base, segment **out,
                  evs_error *err);
 int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err);
+
+/* Wake the writer if requests wait (a synchronous caller about to wait for its own). */
+void writer_kick(evs_store *st);
 
 #define EVS_SEAL_RESERVE 128 /* room kept at a segment's end for its seal record */
 

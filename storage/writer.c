@@ -1466,9 +1466,33 @@ int writer_submit(evs_store *st, wreq *r)
     else
         st->qhead = r;
     st->qtail = r;
-    pthread_cond_signal(&st->qcv);
+    if (!st->holds)
+        pthread_cond_signal(&st->qcv);
     pthread_mutex_unlock(&st->qmu);
     return 0;
+}
+
+void writer_kick(evs_store *st)
+{
+    pthread_mutex_lock(&st->qmu);
+    if (st->qhead)
+        pthread_cond_signal(&st->qcv);
+    pthread_mutex_unlock(&st->qmu);
+}
+
+void evs_submit_hold(evs_store *st)
+{
+    pthread_mutex_lock(&st->qmu);
+    st->holds++;
+    pthread_mutex_unlock(&st->qmu);
+}
+
+void evs_submit_release(evs_store *st)
+{
+    pthread_mutex_lock(&st->qmu);
+    if (st->holds && !--st->holds && st->qhead)
+        pthread_cond_signal(&st->qcv);
+    pthread_mutex_unlock(&st->qmu);
 }
 
 /* ---- the append API ---------------------------------------------------------------------- */
@@ -1724,6 +1748,7 @@ int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *ou
         wreq_free(r);
         return evs_err_set(err, rc, "%s", evs_strerror(rc));
     }
+    writer_kick(st); /* a hold on this thread must not leave it waiting for itself */
     return waiter_wait(&w, err);
 }
 
@@ -1743,6 +1768,7 @@ static int run_counted(evs_store *st, wreq *r, size_t *count, evs_error *err)
         wreq_free(r);
         return evs_err_set(err, rc, "%s", evs_strerror(rc));
     }
+    writer_kick(st); /* a hold on this thread must not leave it waiting for itself */
     rc = waiter_wait(&w, err);
     if (count)
         *count = rc ? 0 : w.count;

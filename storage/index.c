@@ -136,12 +136,22 @@ void idx_close(idx *x)
     free(x);
 }
 
-int idx_sync(idx *x) { return mdb_to_evs(mdb_env_sync(x->env, 1)); }
+/* Other threads (the checkpointer) hold the map lock shared around their use of the
+ * environment: the writer may swap it for a read-only one under it (reopen_for_reads). */
+int idx_sync(idx *x)
+{
+    pthread_rwlock_rdlock(&x->maplock);
+    int rc = x->rdonly ? 0 : mdb_to_evs(mdb_env_sync(x->env, 1));
+    pthread_rwlock_unlock(&x->maplock);
+    return rc;
+}
 
 uint64_t idx_txnid(idx *x)
 {
     MDB_envinfo info;
+    pthread_rwlock_rdlock(&x->maplock);
     mdb_env_info(x->env, &info);
+    pthread_rwlock_unlock(&x->maplock);
     return (uint64_t)info.me_last_txnid;
 }
 

@@ -5,8 +5,9 @@
 #     batch becoming visible (acknowledged) to the follower's fsync acknowledgement;
 #  2. leader XADD throughput (`redis-benchmark -c 50 -P 16`), median of 3: no follower, one
 #     follower (async), one follower with --ack all;
-#  3. a new follower catching up on a log of about 2 GiB, against loopback TCP (python3,
-#     1 MiB sends) and sequential write with fdatasync (dd) of the same size.
+#  3. a new follower catching up on a log of about 2 GiB (loaded with --fsync no, then
+#     `sync`ed before the clock starts, as a log long written would be), against loopback TCP
+#     (python3, 1 MiB sends) and sequential write with fdatasync (dd) of the same size.
 # Prints a markdown section on stdout.
 # Usage: bash scripts/bench_replication.sh [--quick]   (needs build/evstore, redis-benchmark)
 set -euo pipefail
@@ -78,6 +79,7 @@ n=$(awk -v g="$gib" 'BEGIN { printf "%d", g * 1073741824 / 1100 }')
 redis-benchmark -p "$L" -n "$n" -r 1000 -c 8 -P 64 -q \
   XADD 'agent:__rand_int__' '*' source 'agent-__rand_int__' type tool_call payload "$pad" >/dev/null 2>&1
 end=$(info "$L" log_bytes)
+sync # the leader was loaded with --fsync no: its log goes to disk before the clock starts
 t0=$(now)
 serve big-f "$F" --replica-of "127.0.0.1:$L"
 caught_up "$L" "$F"
@@ -88,12 +90,10 @@ tcp_s=$(python3 - "$end" <<'EOF'
 import socket, sys, threading, time
 total = int(sys.argv[1]); buf = b"\0" * (1 << 20)
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
-def sink():
-    c, _ = srv.accept(); got = 0
-    while got < total:
-        d = c.recv(1 << 20)
-        if not d: break
-        got += len(d)
+def sink():  # reads to the end: closing early would reset the sender's last send
+    c, _ = srv.accept()
+    while c.recv(1 << 20):
+        pass
     c.close()
 t = threading.Thread(target=sink); t.start()
 s = socket.create_connection(srv.getsockname()); t0 = time.time(); sent = 0

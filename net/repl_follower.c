@@ -63,7 +63,7 @@ static void link_drop(const char *why);
 static void link_try(void);
 static void take_truncate(uint64_t x, const resp_value *why);
 static void take_snapshot(const resp_value *why);
-static void on_read(struct bufferevent *bev, void *arg);
+static void take_input(void);
 
 /* Close the link's socket and its read event. */
 static void link_close(void)
@@ -91,7 +91,7 @@ static void rd_resume(void)
 /* W5: libevent 2.1 reads at most 4 KiB per bufferevent callback (EVBUFFER_MAX_READ; 2.2 makes
  * it settable): three system calls per 4 KiB held a catch-up to ~75 MB/s. The link's input
  * is read here instead, up to READ_CHUNK at a time straight into the bufferevent's input
- * buffer (evbuffer_reserve_space / commit), then parsed by on_read as before. */
+ * buffer (evbuffer_reserve_space / commit), then parsed by take_input. */
 #define READ_CHUNK (1u << 20)
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
@@ -126,7 +126,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         left -= v[used].iov_len;
     }
     evbuffer_commit_space(in, v, used);
-    on_read(F.bev, NULL);
+    take_input();
 }
 
 /* ---- completions ---------------------------------------------------------------------------- */
@@ -168,7 +168,7 @@ static void on_done_loop(void *arg)
     if (F.bev && F.state == L_STREAMING && F.inflight < INFLIGHT_MAX / 2) {
         rd_resume(); /* and what is already buffered goes on at once */
         if (evbuffer_get_length(bufferevent_get_input(F.bev)))
-            on_read(F.bev, NULL);
+            take_input();
     }
     if (F.want_reconnect && F.inflight == 0)
         link_try();
@@ -307,10 +307,10 @@ static void take_snapshot(const resp_value *why)
     server_restart(F.srv);
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+/* Parse and act on every whole frame in the link's input buffer (filled by on_readable). */
+static void take_input(void)
 {
-    (void)arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = bufferevent_get_input(F.bev);
     F.last_rx = time(NULL);
     while (F.bev && evbuffer_get_length(in)) {
         size_t len = evbuffer_get_length(in);
@@ -564,19 +564,14 @@ static void replicaof_host(cmd_ctx *x)
         reply_error_done(x, "ERR Invalid master address");
         return;
     }
-    long port = 0;
-    ok = p->len > 0 && p->len <= 5;
-    for (size_t i = 0; ok && i < p->len; i++) {
-        ok = p->ptr[i] >= '0' && p->ptr[i] <= '9';
-        port = port * 10 + (p->ptr[i] - '0');
-    }
-    if (!ok || port < 1 || port > 65535) {
+    long long port;
+    if (!arg_ll(p, &port) || port < 1 || port > 65535) {
         reply_error_done(x, "ERR value is not an integer or out of range");
         return;
     }
     memcpy(host, h->ptr, h->len);
     host[h->len] = 0;
-    snprintf(target, sizeof target, "%s:%ld", host, port);
+    snprintf(target, sizeof target, "%s:%lld", host, port);
     const char *now = server_cfg(x->srv)->replica_of;
     if (now && !strcmp(now, target)) {
         resp_out_simple(&x->r->out, "OK Already connected to specified master");

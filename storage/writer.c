@@ -1720,8 +1720,11 @@ static void waiter_done(void *arg, int rc, const evs_id *ids, size_t n, const ev
     pthread_mutex_unlock(&w->mu);
 }
 
-static int waiter_wait(waiter *w, evs_error *err)
+/* Wait for a request this thread submitted. The writer is woken first: a hold on this thread
+ * (evs_submit_hold) must not leave it waiting for itself. */
+static int waiter_wait(evs_store *st, waiter *w, evs_error *err)
 {
+    writer_kick(st);
     pthread_mutex_lock(&w->mu);
     while (!w->done)
         pthread_cond_wait(&w->cv, &w->mu);
@@ -1748,8 +1751,7 @@ int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *ou
         wreq_free(r);
         return evs_err_set(err, rc, "%s", evs_strerror(rc));
     }
-    writer_kick(st); /* a hold on this thread must not leave it waiting for itself */
-    return waiter_wait(&w, err);
+    return waiter_wait(st, &w, err);
 }
 
 int evs_append_one(evs_store *st, const evs_append *req, evs_id *out_id, evs_error *err)
@@ -1768,8 +1770,7 @@ static int run_counted(evs_store *st, wreq *r, size_t *count, evs_error *err)
         wreq_free(r);
         return evs_err_set(err, rc, "%s", evs_strerror(rc));
     }
-    writer_kick(st); /* a hold on this thread must not leave it waiting for itself */
-    rc = waiter_wait(&w, err);
+    rc = waiter_wait(st, &w, err);
     if (count)
         *count = rc ? 0 : w.count;
     return rc;

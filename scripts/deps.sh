@@ -2,7 +2,7 @@
 # Install what evstore needs to build, test and fuzz, if anything is missing (Debian 12, root).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev liblmdb-dev lmdb-utils libevent-dev
-      libmsgpack-dev zlib1g-dev libcriterion-dev libjansson-dev redis-tools redis-server python3 python3-redis curl
+      libmsgpack-dev zlib1g-dev libdeflate-dev libcriterion-dev libjansson-dev redis-tools redis-server python3 python3-redis curl
       wrk procps fiu-utils)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "crc.h"
 #include "evstore_backup.h"
 #include "internal.h"
 #include "manifest.h"
@@ -98,7 +99,7 @@ static int file_out(wfile *f, const void *p, size_t n, evs_error *err)
 
 static int stored_out(wfile *f, const void *p, size_t n, evs_error *err)
 {
-    f->scrc = (uint32_t)crc32(f->scrc, p, (uInt)n);
+    f->scrc = evs_crc32(f->scrc, p, n);
     return file_out(f, p, n, err);
 }
 
@@ -123,7 +124,7 @@ static int deflate_some(wfile *f, int flush, evs_error *err)
 static int sink(void *arg, const void *data, size_t len, evs_error *err)
 {
     wfile *f = arg;
-    f->crc = (uint32_t)crc32(f->crc, data, (uInt)len);
+    f->crc = evs_crc32(f->crc, data, len);
     f->n += len;
     int rc;
     if (f->compress) {
@@ -263,7 +264,7 @@ static int copy_file(const evs_backup_source *src, size_t i, const char *dir, mf
     snprintf(path, sizeof path, "%s/%s", dir, stored);
     wfile f = {.path = path, .compress = mf->compressed, .zbuf = zbuf, .o = o, .prog = prog,
                .pace = pace};
-    f.crc = f.scrc = (uint32_t)crc32(0L, Z_NULL, 0);
+    f.crc = f.scrc = 0;
     f.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (f.fd < 0)
         return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));

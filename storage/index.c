@@ -8,6 +8,7 @@
  * commit; after a power loss the index may be stale or damaged, which open detects (watermark
  * check, LMDB errors, checkpoint file) and repairs by re-scanning the log.
  */
+#include "crc.h"
 #include "index.h"
 #include "internal.h"
 
@@ -58,7 +59,7 @@ static int mdb_to_evs(int rc)
 
 uint64_t idx_value_hash(const void *v, size_t n)
 {
-    uint32_t a = (uint32_t)crc32(0L, v, (uInt)n);
+    uint32_t a = evs_crc32(0, v, n);
     uint32_t b = (uint32_t)adler32(1L, v, (uInt)n);
     return (uint64_t)a << 32 | b;
 }

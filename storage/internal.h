@@ -192,8 +192,6 @@ typedef struct wop {
     evs_id id;
     size_t body_off;               /* pre-encoded msgpack body, into wreq.data               */
     uint32_t body_len;
-    uint32_t body_crc;             /* crc32 of body + zero padding, computed by the caller   */
-    uint32_t crc_op;               /* crc32_combine_gen(body + padding length), by the caller */
     bool has_source, has_type;
     uint64_t hsource, htype;
     bool no_create;
@@ -381,8 +379,11 @@ void store_declare_encode(const stream_state *w, uint64_t *v);
 segment *store_seg_get(evs_store *st, uint64_t pos);
 void store_seg_put(segment *s);
 
-/* Read and verify the record at pos. On success *h, *body (into the mapping, valid while the
- * returned segment reference is held) and *size. EVS_ECORRUPT with a message otherwise. */
+/* Read and verify the record at pos. *ref is a segment reference the caller holds, or NULL:
+ * kept when pos lies in that segment, else dropped and replaced by the one holding pos (so a
+ * walk takes the segment table's lock once per segment, not per record). Whatever the result,
+ * the caller puts *ref when done with it. On success *h, *body (into the mapping, valid while
+ * *ref is held) and *size; EVS_ECORRUPT with a message otherwise. */
 int store_read_record(evs_store *st, uint64_t pos, const char *stream_name, rec_hdr *h,
                       const uint8_t **body, uint64_t *size, segment **ref, evs_error *err);
 /* The same for a record this reader has already checked with store_read_record (the bytes of

@@ -21,6 +21,7 @@
  *  M2. Every byte of it is covered by the CRC on its last line; a truncated or edited
  *      manifest never parses.
  */
+#include "crc.h"
 #include "manifest.h"
 
 #include <inttypes.h>
@@ -28,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #define MF_MAGIC "evstore-backup 1\n"
 
@@ -146,7 +146,7 @@ char *mf_encode(const manifest *m, size_t *len)
         free(b.p);
         return NULL;
     }
-    uint32_t crc = (uint32_t)crc32(0L, (const Bytef *)b.p, (uInt)b.len);
+    uint32_t crc = evs_crc32(0, b.p, b.len);
     tb_printf(&b, "end %08" PRIx32 "\n", crc);
     if (b.oom) {
         free(b.p);
@@ -284,7 +284,7 @@ int mf_parse(const char *buf, size_t len, manifest *m, char *why, size_t whycap)
         snprintf(why, whycap, "last line is not \"end <8 hex digits>\"");
         return -1;
     }
-    uint32_t got = (uint32_t)crc32(0L, (const Bytef *)buf, (uInt)(len - 13));
+    uint32_t got = evs_crc32(0, buf, len - 13);
     if (got != want) {
         snprintf(why, whycap, "CRC mismatch: the end line says %08" PRIx32 ", the content has %08"
                  PRIx32, want, got);

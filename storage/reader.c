@@ -102,17 +102,16 @@ static int grow(evs_iter *it, size_t need)
     return 0;
 }
 
-/* Read the header at pos and check the whole record; the segment reference is dropped. */
+/* Read the header at pos and check the whole record (it->ref follows the walk: the entry
+ * handed out before is no longer in use once the iterator gathers the next block). */
 static int peek(evs_iter *it, uint64_t pos, rec_hdr *h, evs_error *err)
 {
     const uint8_t *body;
     uint64_t size;
-    segment *ref;
-    int rc = store_read_record(it->st, pos, it->pname, h, &body, &size, &ref, err);
+    int rc = store_read_record(it->st, pos, it->pname, h, &body, &size, &it->ref, err);
     if (rc)
         return rc;
     it->reads++;
-    store_seg_put(ref);
     if (h->kind != REC_ENTRY || h->stream != it->s->no)
         return evs_err_set(err, EVS_ECORRUPT,
                            "stream %s: log position %" PRIu64 " holds a record of kind %u for "
@@ -621,10 +620,6 @@ static bool field_eq(const evs_entry *e, const char *name, size_t nl, evs_slice 
  * this iterator already CRC-checked it (block walk, reverse walk); else it is checked here. */
 static int load_entry(evs_iter *it, uint64_t pos, bool checked, evs_error *err)
 {
-    if (it->ref) {
-        store_seg_put(it->ref);
-        it->ref = NULL;
-    }
     rec_hdr h;
     const uint8_t *body;
     uint64_t size;

@@ -30,6 +30,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "crc.h"
 #include "evstore_backup.h"
 #include "internal.h"
 #include "manifest.h"
@@ -227,7 +228,7 @@ static int read_stored(rfile *r, evs_error *err)
         inflating = false;
         goto out;
     }
-    uint32_t scrc = (uint32_t)crc32(0L, Z_NULL, 0), crc = scrc;
+    uint32_t scrc = 0, crc = scrc;
     uint64_t n = 0, raw = 0;
     bool zend = false;
     for (;;) {
@@ -244,7 +245,7 @@ static int read_stored(rfile *r, evs_error *err)
         }
         if (got == 0)
             break;
-        scrc = (uint32_t)crc32(scrc, buf, (uInt)got);
+        scrc = evs_crc32(scrc, buf, got);
         n += (uint64_t)got;
         if (inflating) {
             z.next_in = buf;
@@ -261,7 +262,7 @@ static int read_stored(rfile *r, evs_error *err)
                 }
                 zend = zr == Z_STREAM_END;
                 size_t have = CHUNK - z.avail_out;
-                crc = (uint32_t)crc32(crc, zout, (uInt)have);
+                crc = evs_crc32(crc, zout, have);
                 raw += have;
                 if (raw > f->size) {
                     rc = evs_err_set(err, EVS_ECORRUPT, "%s: decompresses to more than the %"

@@ -40,7 +40,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
@@ -199,10 +198,15 @@ static int read_record(evs_store *st, uint64_t pos, const char *stream_name, rec
                        const uint8_t **body, uint64_t *size, segment **ref, bool verify,
                        evs_error *err)
 {
-    segment *s = store_seg_get(st, pos);
-    if (!s)
-        return evs_err_set(err, EVS_ECORRUPT, "stream %s: no segment holds log position %" PRIu64,
-                           stream_name, pos);
+    segment *s = *ref;
+    if (!s || pos < s->base || pos - s->base >= atomic_load(&s->size)) {
+        store_seg_put(s);
+        *ref = s = store_seg_get(st, pos);
+        if (!s)
+            return evs_err_set(err, EVS_ECORRUPT,
+                               "stream %s: no segment holds log position %" PRIu64, stream_name,
+                               pos);
+    }
     uint64_t avail = atomic_load(&s->size);
     uint64_t off = pos - s->base;
     int rc = REC_SHORT;
@@ -215,15 +219,12 @@ static int read_record(evs_store *st, uint64_t pos, const char *stream_name, rec
         uint64_t sz;
         if (off < avail && rec_check_hdr(seg_data(s) + off, avail - off, &hh, &sz) == REC_OK)
             id_str(&hh, idbuf);
-        evs_err_set(err, EVS_ECORRUPT,
-                    "stream %s: corrupt record in segment %s at offset %" PRIu64
-                    " (entry id %s): %s",
-                    stream_name, s->name, off, idbuf, rec_check_str(rc));
-        store_seg_put(s);
-        return EVS_ECORRUPT;
+        return evs_err_set(err, EVS_ECORRUPT,
+                           "stream %s: corrupt record in segment %s at offset %" PRIu64
+                           " (entry id %s): %s",
+                           stream_name, s->name, off, idbuf, rec_check_str(rc));
     }
     *body = seg_data(s) + off + REC_HDR_SIZE;
-    *ref = s;
     return 0;
 }
 
@@ -855,12 +856,11 @@ static int watermark_check(evs_store *st, idx_watermark *wm, uint32_t *next_no, 
     rec_hdr h;
     const uint8_t *body;
     uint64_t size;
-    segment *ref;
+    segment *ref = NULL;
     evs_error e;
-    if (store_read_record(st, wm->last_pos, "(watermark)", &h, &body, &size, &ref, &e))
-        return EVS_ECORRUPT;
+    int bad = store_read_record(st, wm->last_pos, "(watermark)", &h, &body, &size, &ref, &e);
     store_seg_put(ref);
-    if (h.crc != wm->last_crc || wm->last_pos + size != wm->end)
+    if (bad || h.crc != wm->last_crc || wm->last_pos + size != wm->end)
         return EVS_ECORRUPT;
     return 0;
 }

@@ -6,17 +6,17 @@
  * visible one (what readers see, under st->lock). A stream object lives until the store
  * closes, even after a drop, so a reader holding one never dangles.
  */
+#include "crc.h"
 #include "internal.h"
 
 #include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 static size_t bucket(const strtab *t, const void *name, size_t len)
 {
-    return crc32(0L, name, (uInt)len) & (t->nb - 1);
+    return evs_crc32(0, name, len) & (t->nb - 1);
 }
 
 int strtab_init(strtab *t, size_t nb)

@@ -188,14 +188,15 @@ static void check_one(struct vstate *v, const char *what, uint32_t no, evs_id id
     rec_hdr h;
     const uint8_t *body;
     uint64_t size;
-    segment *ref;
+    segment *ref = NULL;
     evs_error e;
-    if (store_read_record(v->st, pos, nm, &h, &body, &size, &ref, &e)) {
+    int bad = store_read_record(v->st, pos, nm, &h, &body, &size, &ref, &e);
+    store_seg_put(ref);
+    if (bad) {
         problem(v, "index %s key (stream %s, entry id %s) -> log position %" PRIu64 ": %s", what,
                 nm, idb, pos, e.msg);
         return;
     }
-    store_seg_put(ref);
     if (h.kind != REC_ENTRY || h.stream != no || h.id_ms != id.ms || h.id_seq != id.seq)
         problem(v, "index %s key (stream %s, entry id %s) -> log position %" PRIu64
                    " holds another record", what, nm, idb, pos);

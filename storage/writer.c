@@ -20,6 +20,7 @@
  *      the request that needed the roll (EVS_ENOSPACE), writes nothing, and the store stays
  *      writable; the next request tries again.
  */
+#include "crc.h"
 #include "group.h"
 #include "index.h"
 #include "internal.h"
@@ -33,8 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-#include <stdlib.h>
 
 struct brec {
     size_t hdr_off;          /* into st->hdrs: header (and, for small records, the body)      */
@@ -115,7 +114,7 @@ static struct brec *brec_add(evs_store *st)
 
 /*
  * Add one record to the batch and apply it. `body` is either external (kept alive by the
- * request until the batch is acknowledged, body_crc given) or copied (body_crc ignored).
+ * request until the batch is acknowledged) or copied into the batch's header buffer.
  */
 static int emit(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no, evs_id id,
                 uint64_t prev, const uint8_t *body, uint32_t body_len, bool external,
@@ -136,15 +135,11 @@ static int emit(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no,
         return evs_err_set(err, -ENOMEM, "out of memory");
     uint8_t *hp = st->hdrs.data + st->hdrs.len;
     rec_hdr_encode(&h, hp);
-    if (external) {
-        /* the caller computed the body's CRC and the combine operator for its length */
-        uLong c = crc32(0L, hp + 8, REC_HDR_SIZE - 8);
-        h.crc = (uint32_t)crc32_combine_op(c, hint->body_crc, hint->crc_op);
-    } else {
+    if (!external) {
         memcpy(hp + REC_HDR_SIZE, body, body_len);
         memset(hp + REC_HDR_SIZE + body_len, 0, pad);
-        h.crc = rec_crc(hp, hp + REC_HDR_SIZE, body_len);
     }
+    h.crc = rec_crc(hp, body, body_len);
     rec_hdr_encode(&h, hp);
     b->hdr_off = st->hdrs.len;
     b->hdr_len = inline_len;
@@ -1582,10 +1577,6 @@ static int build_append(evs_store *st, const evs_append *reqs, size_t n, wreq **
             goto fail;
         }
         op->body_len = (uint32_t)blen;
-        uint32_t pad = (uint32_t)(rec_size_for(op->body_len) - REC_HDR_SIZE - op->body_len);
-        uLong c = crc32(0L, r->data.data + op->body_off, op->body_len);
-        op->body_crc = (uint32_t)(pad ? crc32(c, zero_pad, pad) : c);
-        op->crc_op = (uint32_t)crc32_combine_gen((z_off_t)(op->body_len + pad));
         for (size_t f = 0; f < a->nfields; f++) {
             const evs_field *fl = &a->fields[f];
             if (!op->has_source && fl->name.len == 6 && !memcmp(fl->name.ptr, "source", 6)) {

@@ -2,7 +2,10 @@
  * hostile msgpack counts. */
 #include "helpers.h"
 
+#include "crc.h"
 #include "record.h"
+
+#include <zlib.h>
 
 static size_t build(uint8_t *out, const evs_field *f, size_t n, uint8_t kind)
 {
@@ -114,4 +117,21 @@ Test(record, crc_covers_length_field)
     rec_hdr h;
     uint64_t sz;
     cr_assert_neq(rec_check(buf, size + 8, &h, &sz), REC_OK);
+}
+
+/* The format's checksum is zlib's crc32 (docs/format.md); crc.h computes it with libdeflate.
+ * Same values for every length, alignment and split into continued calls. */
+Test(record, crc_is_zlib_crc32)
+{
+    uint8_t buf[700];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (uint8_t)(i * 131 + 7);
+    for (size_t off = 0; off < 8; off++)
+        for (size_t n = 0; n + off <= sizeof buf; n += 1 + n / 16) {
+            uint32_t want = (uint32_t)crc32(0L, buf + off, (uInt)n);
+            cr_assert_eq(evs_crc32(0, buf + off, n), want, "off %zu len %zu", off, n);
+            size_t cut = n / 3;
+            cr_assert_eq(evs_crc32(evs_crc32(0, buf + off, cut), buf + off + cut, n - cut), want);
+        }
+    cr_assert_eq(evs_crc32(0, "123456789", 9), 0xcbf43926u); /* the CRC-32 check value */
 }

@@ -15,9 +15,12 @@
 #include <errno.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <zlib.h>
 
 static const char *const table_names[IDX_NTABLES] = {
@@ -32,6 +35,7 @@ struct idx {
     bool rdonly;
     /* readers hold it shared for the life of a read txn; the map grows under it exclusive */
     pthread_rwlock_t maplock;
+    uint64_t dropped_ns;        /* when drop_resident last ran (writer only)                  */
 };
 
 struct idx_rtxn {
@@ -346,14 +350,54 @@ static void reopen_for_reads(idx *x)
     pthread_rwlock_unlock(&x->maplock);
 }
 
+/*
+ * The environment's mapping is shared and read-only (no MDB_WRITEMAP: LMDB writes with pwrite),
+ * so its pages are the page cache's. Every page a commit reads stays mapped, and the process's
+ * resident size grew with the index (84 MiB of a 99 MiB peak after 10 M appends). Dropping the
+ * mapping's page-table entries (MADV_DONTNEED) loses nothing — a reader touching a page again
+ * maps it back from the cache — and keeps the resident size to the pages in use. At most once
+ * per IDX_DROP_NS, by the writer after a commit, under the map lock shared (the map does not
+ * move meanwhile). LMDB does not tell where it mapped the file (mdb_env_info's me_mapaddr is
+ * only set with MDB_FIXEDMAP), so the mapping is found in /proc/self/maps by the data file's
+ * device and inode.
+ */
+#define IDX_DROP_NS 250000000ull
+static void drop_resident(idx *x)
+{
+    uint64_t now = evs_mono_ns();
+    if (now - x->dropped_ns < IDX_DROP_NS)
+        return;
+    x->dropped_ns = now;
+    int fd;
+    struct stat sb;
+    if (mdb_env_get_fd(x->env, &fd) || fstat(fd, &sb))
+        return;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return;
+    char line[512];
+    pthread_rwlock_rdlock(&x->maplock);
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, ino;
+        unsigned maj, min;
+        if (sscanf(line, "%lx-%lx %*s %*x %x:%x %lu", &lo, &hi, &maj, &min, &ino) == 5 &&
+            ino == sb.st_ino && maj == major(sb.st_dev) && min == minor(sb.st_dev))
+            madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+    pthread_rwlock_unlock(&x->maplock);
+    fclose(f);
+}
+
 int idx_apply(idx *x, idx_batch *b, evs_error *err)
 {
     if (b->n == 0)
         return 0;
     for (;;) {
         int rc = apply_once(x, b);
-        if (rc == 0)
+        if (rc == 0) {
+            drop_resident(x);
             return 0;
+        }
         if (rc != MDB_MAP_FULL) {
             evs_err_set(err, mdb_to_evs(rc), "index write failed: %s", mdb_strerror(rc));
             reopen_for_reads(x);

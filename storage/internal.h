@@ -45,6 +45,7 @@ int evs_err_copy(evs_error *dst, const evs_error *src);
 #define EVS_SPARSE_BYTES 16384   /* one ids key per this many bytes of a stream's records */
 #define EVS_SPARSE_COUNT 64      /* ... or this many entries, whichever comes first        */
 #define EVS_MAX_BATCH_BYTES (16ull << 20) /* a write batch stops growing past this          */
+#define EVS_INLINE_BODY 4096              /* bodies up to this are copied into the batch      */
 #define EVS_INDEX_COMMIT_NS 10000000ull   /* commit the index at most this long after a publish */
 #define EVS_INDEX_COMMIT_RECORDS 8192     /* ... or once this many records wait               */
 
@@ -201,6 +202,8 @@ typedef struct wreq {
     struct wreq *next;
     enum wreq_kind kind;
     size_t n;
+    struct evs_store *pool;        /* WR_APPEND: goes back to this store's pool when finished */
+    size_t opcap;                  /* room in ops and ids                                    */
     wop *ops;
     size_t idem_off, idem_len;     /* idempotency key in data (len 0: none)                  */
     bool has_trim;                 /* trim the stream in the same group (evs_submit_trim)    */
@@ -296,6 +299,11 @@ struct evs_store {
     struct brec *brecs;            /* records of the batch being built                       */
     size_t nbrecs, brecap;
     uint64_t batch_start;          /* log position of the batch's first record               */
+
+    /* finished append requests kept for reuse (writer.c, "request pool") */
+    pthread_mutex_t poolmu;
+    wreq *pool;
+    size_t pool_bytes;
 
     /* queue */
     pthread_mutex_t qmu;
@@ -412,6 +420,8 @@ void group_results_free(wreq *r);
 void *writer_main(void *arg);
 int writer_submit(evs_store *st, wreq *r);
 void wreq_free(wreq *r);
+/* Free the requests of the append pool (evs_close). */
+void wreq_pool_drain(struct evs_store *st);
 void store_fail(evs_store *st, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

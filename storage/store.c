@@ -1340,6 +1340,8 @@ static void store_free(evs_store *st)
     if (st->lockfd >= 0)
         close(st->lockfd);
     pthread_rwlock_destroy(&st->lock);
+    wreq_pool_drain(st);
+    pthread_mutex_destroy(&st->poolmu);
     pthread_mutex_destroy(&st->qmu);
     pthread_cond_destroy(&st->qcv);
     pthread_mutex_destroy(&st->vmu);
@@ -1414,6 +1416,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     st->io = st->opt.io ? st->opt.io : &fio_real;
     atomic_init(&st->following, st->opt.replica);
     pthread_rwlock_init(&st->lock, NULL);
+    pthread_mutex_init(&st->poolmu, NULL);
     pthread_mutex_init(&st->qmu, NULL);
     pthread_cond_init(&st->qcv, NULL);
     pthread_mutex_init(&st->vmu, NULL);

@@ -47,7 +47,7 @@ int evs_err_copy(evs_error *dst, const evs_error *src);
 #define EVS_MAX_BATCH_BYTES (16ull << 20) /* a write batch stops growing past this          */
 #define EVS_INLINE_BODY 4096              /* bodies up to this are copied into the batch      */
 #define EVS_INDEX_COMMIT_NS 10000000ull   /* commit the index at most this long after a publish */
-#define EVS_INDEX_COMMIT_RECORDS 8192     /* ... or once this many records wait               */
+#define EVS_INDEX_COMMIT_RECORDS 32768    /* ... or once this many records wait               */
 
 /* ---- segments ---------------------------------------------------------------------------- */
 
@@ -300,6 +300,7 @@ struct evs_store {
     size_t nbrecs, brecap;
     uint64_t batch_start;          /* log position of the batch's first record               */
 
+    uint64_t req_now_us;           /* writer: the clock reading of the request being built, 0: none */
     /* finished append requests kept for reuse (writer.c, "request pool") */
     pthread_mutex_t poolmu;
     wreq *pool;

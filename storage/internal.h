@@ -24,6 +24,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "evstore.h"
 #include "fileio.h"
@@ -187,8 +188,14 @@ typedef struct gop {
     size_t nr, nd, capr, capd;
 } gop;
 
+static inline bool evs_slice_eq(evs_slice a, evs_slice b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
 typedef struct wop {
     size_t name_off, name_len;     /* into wreq.data                                         */
+    size_t first;                  /* index of the request's first op naming this stream     */
     evs_id_mode id_mode;
     evs_id id;
     size_t body_off;               /* pre-encoded msgpack body, into wreq.data               */

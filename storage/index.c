@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 #include <zlib.h>
 
 static const char *const table_names[IDX_NTABLES] = {
@@ -355,19 +356,36 @@ static void reopen_for_reads(idx *x)
  * so its pages are the page cache's. Every page a commit reads stays mapped, and the process's
  * resident size grew with the index (84 MiB of a 99 MiB peak after 10 M appends). Dropping the
  * mapping's page-table entries (MADV_DONTNEED) loses nothing — a reader touching a page again
- * maps it back from the cache — and keeps the resident size to the pages in use. At most once
- * per IDX_DROP_NS, by the writer after a commit, under the map lock shared (the map does not
- * move meanwhile). LMDB does not tell where it mapped the file (mdb_env_info's me_mapaddr is
- * only set with MDB_FIXEDMAP), so the mapping is found in /proc/self/maps by the data file's
- * device and inode.
+ * maps it back from the cache — and keeps the resident size to the pages in use. Refaulting is
+ * not free in this VM (dropping every 250 ms halved a follower's catch-up rate), so the writer
+ * looks at most once per IDX_DROP_NS after a commit and drops only when the process's resident
+ * file pages pass IDX_RESIDENT_MAX; under the map lock shared (the map does not move
+ * meanwhile). LMDB does not tell where it mapped the file (mdb_env_info's me_mapaddr is only
+ * set with MDB_FIXEDMAP), so the mapping is found in /proc/self/maps by the data file's device
+ * and inode.
  */
-#define IDX_DROP_NS 250000000ull
+#define IDX_DROP_NS 1000000000ull
+#define IDX_RESIDENT_MAX (32ull << 20)
+static uint64_t resident_file_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "re");
+    unsigned long size = 0, resident = 0, shared = 0;
+    if (f) {
+        if (fscanf(f, "%lu %lu %lu", &size, &resident, &shared) != 3)
+            shared = 0;
+        fclose(f);
+    }
+    return (uint64_t)shared * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
 static void drop_resident(idx *x)
 {
     uint64_t now = evs_mono_ns();
     if (now - x->dropped_ns < IDX_DROP_NS)
         return;
     x->dropped_ns = now;
+    if (resident_file_bytes() < IDX_RESIDENT_MAX)
+        return;
     int fd;
     struct stat sb;
     if (mdb_env_get_fd(x->env, &fd) || fstat(fd, &sb))

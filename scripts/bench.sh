@@ -40,6 +40,11 @@ echo "$server_md"
   echo
   echo "$server_md"
   echo
+  # the other issues' sections (groups, backup, replication, soak) come from their own
+  # scripts and runs: kept as they are
+  if [ -f docs/benchmarks.md ]; then
+    sed -n '/^## Consumer groups/,/^## Raw output (storage)/p' docs/benchmarks.md | sed '$d'
+  fi
   echo "## Raw output (storage)"
   echo
   echo '```'

@@ -1,7 +1,8 @@
 /*
  * postings.h — the filter index's write side: while records are applied, entries with a
  * `source` or `type` field are gathered per (stream, field, value hash); at each index commit
- * each group becomes one `filt` key whose value lists the group's entries.
+ * each group's `filt` key is put with the group's entries so far; a group stays open, its key
+ * put again at later commits, until its value is full (postings.c P1).
  *
  *   key   = no(4) field(1) hash(8) ms(8) seq(8)          the group's first entry
  *   value = ms(8) seq(8) pos(8)                          the first entry, big-endian
@@ -24,6 +25,8 @@
 #include "evstore.h"
 
 #define POST_MAX_BYTES 1200
+#define POST_OPEN_MAX 4096   /* open groups kept across commits (about 8 MiB of buffers at most) */
+#define POST_IDLE_COMMITS 16 /* ... past that, those idle for this many commits are closed       */
 #define POST_FIRST 24
 
 struct idx_batch;
@@ -34,8 +37,11 @@ void post_free(postings *p);
 /* Add one entry; may emit a full group into b. -ENOMEM on failure. */
 int post_add(postings *p, struct idx_batch *b, uint32_t no, uint8_t field, uint64_t hash,
              evs_id id, uint64_t pos);
-/* Emit every pending group into b and start empty. */
+/* Put the key of every open group with new entries into b (P1: groups stay open until full;
+ * past POST_OPEN_MAX open groups the idle ones are closed after this put). */
 int post_flush(postings *p, struct idx_batch *b);
+/* A stream was dropped: its groups are never put again (P3). */
+void post_forget_stream(postings *p, uint32_t no);
 /* Forget pending groups (a failed batch). */
 void post_clear(postings *p);
 

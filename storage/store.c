@@ -634,6 +634,7 @@ int store_index_flush(evs_store *st, evs_error *err)
             if (!rc && s->groups)
                 rc = group_flush(st, s);
         } else {
+            post_forget_stream(st->post, s->no);
             rc = idx_batch_del(st->ib, IDX_STREAMS, s->name, s->name_len);
             idx_be32(k, s->no);
             for (int t = IDX_IDS; !rc && t <= IDX_DELS; t++)

@@ -1,7 +1,7 @@
 /*
  * preparer.c — the next segment file, made ahead of time: a background thread keeps one
- * zero-filled, fsynced "log/spare.seg.tmp" ready, so that a roll is a rename, never minutes
- * of zeroing on the writer's path. Its failures are not the store's: the writer, finding no
+ * fsynced "log/spare.seg.tmp" ready — zero-filled with --fsync always, preallocated only
+ * otherwise — so that a roll is a rename, never minutes of zeroing on the writer's path. Its failures are not the store's: the writer, finding no
  * spare (the log fills faster than the spare is zeroed, as in a follower's catch-up), makes
  * the file itself, preallocated but not zero-filled, and meets (and reports) the same error.
  *
@@ -51,8 +51,11 @@ static void *prep_main(void *arg)
         if (!st->spare_ready && !st->spare_held && !atomic_load(&st->failed)) {
             pthread_mutex_unlock(&st->prep_mu);
             evs_error err;
-            int rc = seg_prepare(st->io, st->logdir, SPARE, st->opt.segment_bytes, true, pace, st,
-                                 &err);
+            /* zeros only where every batch is synced: with --fsync no or everysec, writes into
+             * preallocated (unwritten) extents cost no per-batch metadata sync, and zeroing
+             * would double what goes to the disk */
+            int rc = seg_prepare(st->io, st->logdir, SPARE, st->opt.segment_bytes,
+                                 st->opt.fsync == EVS_FSYNC_ALWAYS, pace, st, &err);
             if (rc && rc != EVS_ECLOSED && !warned)
                 evs_log(st, EVS_LOG_WARN, "cannot prepare the next segment ahead: %s", err.msg);
             warned = rc != 0;

@@ -209,7 +209,7 @@ typedef struct wreq {
     struct wreq *next;
     enum wreq_kind kind;
     size_t n;
-    struct evs_store *pool;        /* WR_APPEND: goes back to this store's pool when finished */
+    struct evs_store *pool;        /* WR_APPEND, WR_REPLICA: back to this pool when finished */
     size_t opcap;                  /* room in ops and ids                                    */
     wop *ops;
     size_t idem_off, idem_len;     /* idempotency key in data (len 0: none)                  */

@@ -81,11 +81,11 @@ void wreq_free(wreq *r)
  * Request pool. An append request's buffers are allocated by the submitting thread and freed
  * by the writer; with glibc that cross-thread churn trimmed the heap on nearly every free
  * and faulted fresh pages back in on the next request (a third of a one-thread append's time
- * in brk, page faults and TLB shootdowns, measured). Finished append requests are kept, up to
- * EVS_POOL_BYTES of buffers, and reused with their capacity. P1: a pooled request is on no
+ * in brk, page faults and TLB shootdowns, measured). Finished append and replicated-frame
+ * requests are kept, up to EVS_POOL_BYTES of buffers, and reused with their capacity. P1: a pooled request is on no
  * queue and referenced by nobody; everything but its buffers is cleared before reuse.
  */
-#define EVS_POOL_BYTES (4u << 20)
+#define EVS_POOL_BYTES (8u << 20)
 static size_t wreq_bytes(const wreq *r)
 {
     return r->data.cap + r->opcap * (sizeof *r->ops + sizeof *r->ids) + sizeof *r;
@@ -2071,11 +2071,16 @@ int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len
     int rc = submit_check(st, &err);
     if (rc)
         return rc;
-    wreq *r = wreq_new(WR_REPLICA, 1);
+    wreq *r = wreq_pooled(st, 1); /* a frame is up to 1 MiB: reuse, not mmap and munmap */
+    if (r)
+        r->kind = WR_REPLICA;
+    else
+        r = wreq_new(WR_REPLICA, 1);
     if (!r || rec_buf_reserve(&r->data, len)) {
         wreq_free(r);
         return -ENOMEM;
     }
+    r->pool = st;
     if (len)
         memcpy(r->data.data, bytes, len);
     r->data.len = len;

@@ -258,14 +258,19 @@ void rec_buf_release(rec_buf *b)
     b->len = b->cap = 0;
 }
 
+size_t rec_entry_bound(const evs_field *fields, size_t n)
+{
+    size_t need = 5; /* array32 header */
+    for (size_t i = 0; i < n; i++)
+        need += 10 + fields[i].name.len + fields[i].value.len; /* two bin32 headers */
+    return need;
+}
+
 int rec_entry_encode(rec_buf *b, const evs_field *fields, size_t n)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, b, rec_buf_write);
-    size_t need = 5;
-    for (size_t i = 0; i < n; i++)
-        need += 10 + fields[i].name.len + fields[i].value.len;
-    if (rec_buf_reserve(b, need))
+    if (rec_buf_reserve(b, rec_entry_bound(fields, n)))
         return -1;
     if (msgpack_pack_array(&pk, n * 2))
         return -1;

@@ -149,8 +149,10 @@ int rec_buf_write(void *buf, const char *p, size_t n); /* msgpack_packer_write *
 int rec_buf_reserve(rec_buf *b, size_t extra);
 void rec_buf_release(rec_buf *b);
 
-/* Append the msgpack body of an entry: array of 2n bin. */
+/* Append the msgpack body of an entry: array of 2n bin. rec_entry_bound: at most the bytes
+ * it appends. */
 int rec_entry_encode(rec_buf *b, const evs_field *fields, size_t n);
+size_t rec_entry_bound(const evs_field *fields, size_t n);
 /* Decoders: the body must come from a record that passed rec_check() (its bounded walk is what
  * makes msgpack-c safe on outside bytes); they do not walk it again. */
 /* Decode an entry body (already rec_check'ed) with msgpack-c into `zone` (cleared first).

@@ -1640,11 +1640,9 @@ static int build_append(evs_store *st, const evs_append *reqs, size_t n, wreq **
         return evs_err_set(err, -ENOMEM, "out of memory");
     r->pool = st;
     size_t need = 0; /* the names and bodies below, sized once: no growth by copying */
-    for (size_t i = 0; i < n; i++) {
-        need += reqs[i].stream.len + 5;
-        for (size_t f = 0; f < reqs[i].nfields && reqs[i].fields; f++)
-            need += 10 + reqs[i].fields[f].name.len + reqs[i].fields[f].value.len;
-    }
+    for (size_t i = 0; i < n; i++)
+        need += reqs[i].stream.len + (reqs[i].fields ? rec_entry_bound(reqs[i].fields,
+                                                                       reqs[i].nfields) : 0);
     if (rec_buf_reserve(&r->data, need)) {
         rc = evs_err_set(err, -ENOMEM, "out of memory");
         goto fail;

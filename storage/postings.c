@@ -31,8 +31,7 @@ struct group {
     size_t n, cap;
     evs_id last;
     uint64_t last_pos;
-    bool dirty;   /* entries added since its key was last put */
-    uint64_t seen; /* the commit that last added to it */
+    uint64_t seen; /* the commit that last added to it: its key is put at that commit */
 };
 
 struct postings {
@@ -195,7 +194,6 @@ int post_add(postings *p, struct idx_batch *b, uint32_t no, uint8_t field, uint6
     }
     g->last = id;
     g->last_pos = pos;
-    g->dirty = g->n < POST_MAX_BYTES;
     g->seen = p->commit;
     return g->n >= POST_MAX_BYTES ? emit(g, b) : 0;
 }
@@ -205,7 +203,6 @@ void post_clear(postings *p)
     for (size_t i = 0; i < p->cap; i++) {
         p->g[i].used = false;
         p->g[i].n = 0;
-        p->g[i].dirty = false;
     }
     p->used = 0;
 }
@@ -214,10 +211,8 @@ int post_flush(postings *p, struct idx_batch *b)
 {
     int rc = 0;
     for (size_t i = 0; i < p->cap && !rc; i++)
-        if (p->g[i].used && p->g[i].dirty) {
-            rc = put_group(&p->g[i], b);
-            p->g[i].dirty = false;
-        }
+        if (p->g[i].used && p->g[i].seen == p->commit)
+            rc = put_group(&p->g[i], b); /* nothing if it was emitted full or forgotten */
     p->commit++;
     if (!rc && p->used > POST_OPEN_MAX && compact(p))
         post_clear(p); /* out of memory for a smaller table: close them all */
@@ -228,8 +223,7 @@ void post_forget_stream(postings *p, uint32_t no)
 {
     for (size_t i = 0; i < p->cap; i++)
         if (p->g[i].used && p->g[i].no == no)
-            p->g[i].n = 0, p->g[i].dirty = false; /* stays in the table (a probe chain may
-                                                     * pass it), never put again */
+            p->g[i].n = 0; /* stays in the table (a probe chain may pass it), never put again */
 }
 
 void post_iter_init(post_iter *it, const void *v, size_t vl)

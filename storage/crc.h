@@ -3,7 +3,7 @@
  * docs/format.md specifies. libdeflate computes it: same function, same values as zlib's
  * crc32(), but with the carry-less-multiply (PCLMULQDQ) path that Debian's zlib 1.2.13 lacks —
  * 20 ns instead of 130 ns for a 248-byte record on this machine (docs/architecture.md,
- * "Dependencies"). zlib stays for compression and crc32_combine, which work on these values.
+ * "Dependencies"). zlib stays for compression (backups) and adler32.
  *
  * evs_crc32(0, p, n) is the CRC of n bytes; evs_crc32(c, q, m) continues c over m more bytes.
  */

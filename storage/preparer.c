@@ -1,9 +1,10 @@
 /*
  * preparer.c — the next segment file, made ahead of time: a background thread keeps one
  * fsynced "log/spare.seg.tmp" ready — zero-filled with --fsync always, preallocated only
- * otherwise — so that a roll is a rename, never minutes of zeroing on the writer's path. Its failures are not the store's: the writer, finding no
- * spare (the log fills faster than the spare is zeroed, as in a follower's catch-up), makes
- * the file itself, preallocated but not zero-filled, and meets (and reports) the same error.
+ * otherwise — so that a roll is a rename, never minutes of zeroing on the writer's path. Its
+ * failures are not the store's: the writer, finding no spare (the log fills faster than the
+ * spare is made, as in a follower's catch-up), makes the file itself, preallocated but not
+ * zero-filled, and meets (and reports) the same error.
  *
  * A roll reserves the next file (prep_reserve) before it seals the active segment and
  * renames it into place (prep_install) after: a full disk is met before anything is written,

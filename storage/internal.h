@@ -307,8 +307,8 @@ struct evs_store {
     size_t nbrecs, brecap;
     uint64_t batch_start;          /* log position of the batch's first record               */
 
-    uint64_t req_now_us;           /* writer: the clock reading of the request being built, 0: none */
-    /* finished append requests kept for reuse (writer.c, "request pool") */
+    uint64_t req_now_us;           /* writer: clock reading of the request being built (0: none) */
+    /* finished append and replicated-frame requests kept for reuse (writer.c, "request pool") */
     pthread_mutex_t poolmu;
     wreq *pool;
     size_t pool_bytes;
@@ -428,7 +428,7 @@ void group_results_free(wreq *r);
 void *writer_main(void *arg);
 int writer_submit(evs_store *st, wreq *r);
 void wreq_free(wreq *r);
-/* Free the requests of the append pool (evs_close). */
+/* Free the pooled requests (evs_close). */
 void wreq_pool_drain(struct evs_store *st);
 void store_fail(evs_store *st, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

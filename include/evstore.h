@@ -187,6 +187,14 @@ void evs_submit_hold(evs_store *st);
 void evs_submit_release(evs_store *st);
 
 /*
+ * Wake the writer now for whatever is queued, holds or not. A thread that submits
+ * asynchronously and then waits for its own completion must call it before it waits: under
+ * a hold (its own or another thread's) nothing else may wake the writer, and a writer with
+ * nothing due sleeps until woken. The synchronous calls do this themselves.
+ */
+void evs_submit_wake(evs_store *st);
+
+/*
  * The same, under an idempotency key (1 to EVS_IDEM_KEY_MAX bytes): all requests must be for
  * one stream; a record of the key and the IDs is appended in the same atomic group, so it is
  * durable exactly when the entries are. evs_idem_get finds it, across restarts.

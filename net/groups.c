@@ -121,7 +121,9 @@ static void out_delivered(resp_out *o, evs_store *st, evs_slice key, const evs_i
 
 /* Inside EXEC nothing may be held (commands.h: capture): the command waits for its own
  * completion on the loop thread. The writer never waits for the loop, so this cannot
- * deadlock; it costs the loop one group commit, as EXEC's XADD batches do. */
+ * deadlock as long as the waiter wakes the writer first (the loop thread holds submissions
+ * while it runs a read's commands: evs_submit_wake); it costs the loop one group commit, as
+ * EXEC's XADD batches do. */
 typedef struct waitsync {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -136,8 +138,9 @@ static void sync_signal(waitsync *w)
     pthread_mutex_unlock(&w->mu);
 }
 
-static void sync_wait(waitsync *w)
+static void sync_wait(server *srv, waitsync *w)
 {
+    evs_submit_wake(server_store(srv));
     pthread_mutex_lock(&w->mu);
     while (!w->done)
         pthread_cond_wait(&w->cv, &w->mu);
@@ -280,7 +283,7 @@ static void run_op_hold(cmd_ctx *x, const evs_group_op *op, enum reply_kind kind
             server_complete(g->p);
     }
     if (g->sync) {
-        sync_wait(&ws);
+        sync_wait(x->srv, &ws);
         gcall_fill(NULL, x->r, g);
         reply_done(x);
     }
@@ -1375,7 +1378,7 @@ void cmd_xreadgroup(cmd_ctx *x)
         waitsync ws = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
         q->sync = &ws;
         xrg_submit(q);
-        sync_wait(&ws);
+        sync_wait(x->srv, &ws);
         xrg_fill(NULL, x->r, q);
         reply_done(x);
         return;

@@ -736,7 +736,7 @@ int evs_group_run(evs_store *st, const evs_group_op *op, evs_group_result *res,
             return evs_failed(st, err);
         return evs_err_set(err, rc, "%s", evs_strerror(rc));
     }
-    writer_kick(st); /* a hold on this thread must not leave it waiting for itself */
+    evs_submit_wake(st); /* a hold on this thread must not leave it waiting for itself */
     pthread_mutex_lock(&w.mu);
     while (!w.done)
         pthread_cond_wait(&w.cv, &w.mu);

@@ -475,9 +475,6 @@ int prep_install(evs_store *st, const char *tmpname, uint64_t base, segment **ou
                  evs_error *err);
 int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err);
 
-/* Wake the writer if requests wait (a synchronous caller about to wait for its own). */
-void writer_kick(evs_store *st);
-
 #define EVS_SEAL_RESERVE 128 /* room kept at a segment's end for its seal record */
 
 /* Open the active segment for appending (or create the first / next one). Writer or open. */

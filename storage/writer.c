@@ -1555,7 +1555,7 @@ int writer_submit(evs_store *st, wreq *r)
     return 0;
 }
 
-void writer_kick(evs_store *st)
+void evs_submit_wake(evs_store *st)
 {
     pthread_mutex_lock(&st->qmu);
     if (st->qhead)
@@ -1820,7 +1820,7 @@ static void waiter_done(void *arg, int rc, const evs_id *ids, size_t n, const ev
  * (evs_submit_hold) must not leave it waiting for itself. */
 static int waiter_wait(evs_store *st, waiter *w, evs_error *err)
 {
-    writer_kick(st);
+    evs_submit_wake(st);
     pthread_mutex_lock(&w->mu);
     while (!w->done)
         pthread_cond_wait(&w->cv, &w->mu);

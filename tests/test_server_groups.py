@@ -208,6 +208,28 @@ class Groups(Base):
         self.assertEqual(r.xpending("in", "g")["pending"], 0)
         self.assertEqual(r.xrange("out")[0][1], {"done": i})
 
+    def test_exec_group_ops_on_an_idle_writer(self):
+        """Inside EXEC a group command waits for its own commit on the loop thread, which holds
+        submissions for the read: it must wake the writer itself. After 0.1 s of quiet the writer
+        has nothing due (index committed, log synced) and sleeps until woken."""
+        r = self.r
+        ids = [r.xadd("idle", {"n": str(n)}) for n in range(4)]
+        r.xgroup_create("idle", "g", "0")
+        r.xreadgroup("g", "a", {"idle": ">"}, count=2)
+        steps = [
+            (lambda p: p.xack("idle", "g", ids[0]), 1),
+            (lambda p: p.xreadgroup("g", "b", {"idle": ">"}), [["idle", [(ids[2], {"n": "2"}),
+                                                                         (ids[3], {"n": "3"})]]]),
+            (lambda p: p.xclaim("idle", "g", "c", 0, [ids[1]], justid=True), [ids[1]]),
+            (lambda p: p.xgroup_createconsumer("idle", "g", "d"), 1),
+        ]
+        for queue, want in steps:
+            time.sleep(0.1)
+            p = r.pipeline(transaction=True)
+            queue(p)
+            self.assertEqual(p.execute(), [want])
+        self.assertEqual(r.xpending("idle", "g")["pending"], 3)
+
     def test_group_state_survives_sigkill(self):
         r = self.r
         ids = [r.xadd("k", {"n": str(i)}) for i in range(60)]

@@ -46,6 +46,15 @@ static inline char *store_path(const char *dir)
     return p;
 }
 
+static inline void verify_print_line(void *arg, const char *line)
+{
+    (void)arg;
+    fprintf(stderr, "verify: %s\n", line);
+}
+
+/* evs_verify, each problem printed to stderr. */
+static inline long verify_print(evs_store *st) { return evs_verify(st, verify_print_line, NULL); }
+
 /* Tests default to 1 MiB segments: every segment file is zero-filled to its full size. */
 static inline evs_store *open_store(const char *dir, const evs_options *o)
 {

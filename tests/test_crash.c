@@ -286,7 +286,13 @@ static void kill_and_check(int iters, bool power)
             total_lost += power_cut(log_path);
 
         evs_store *st = open_store(sp, NULL);
-        cr_assert_eq(evs_verify(st, NULL, NULL), 0, "verify found problems after kill %d", iter);
+        long problems = verify_print(st);
+        if (problems) { /* keep the evidence */
+            char cmd[1400];
+            snprintf(cmd, sizeof cmd, "cp -a %s %s-failed-kill-%d", dir, dir, iter);
+            cr_log_warn("copying the store: %s (%d)", cmd, system(cmd));
+        }
+        cr_assert_eq(problems, 0, "verify found problems after kill %d", iter);
         /* per stream, this kill's acknowledged entries in ID order: each one present and
          * byte-identical, except the oldest ones retention may have taken */
         qsort(acks, nacks, sizeof *acks, ack_cmp);

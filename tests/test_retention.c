@@ -63,15 +63,9 @@ static uint64_t len_of(evs_store *st, const char *s)
     return info.length;
 }
 
-static void print_problem(void *arg, const char *line)
-{
-    (void)arg;
-    fprintf(stderr, "verify: %s\n", line);
-}
-
 static long verify_quiet(evs_store *st)
 {
-    return evs_verify(st, print_problem, NULL);
+    return verify_print(st);
 }
 
 Test(retention, count_and_bytes_trim_exactly_and_persist)

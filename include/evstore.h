@@ -187,6 +187,17 @@ void evs_submit_hold(evs_store *st);
 void evs_submit_release(evs_store *st);
 
 /*
+ * evs_submit_release, and if that ends the last hold while the writer thread is idle, do the
+ * writer's work for everything queued on the calling thread instead of waking it: write,
+ * sync, publish, and run the requests' callbacks, all before this returns. This saves two
+ * thread hand-offs per commit (the wake-up of the writer, and of the caller by a callback):
+ * it is how a server loop does what Redis does, one fdatasync per loop turn on the loop
+ * itself. Only for a caller whose callbacks may run on its own thread and who can afford to
+ * block for the sync; when the writer thread is busy, it wakes it as evs_submit_release does.
+ */
+void evs_submit_release_inline(evs_store *st);
+
+/*
  * Wake the writer now for whatever is queued, holds or not. A thread that submits
  * asynchronously and then waits for its own completion must call it before it waits: under
  * a hold (its own or another thread's) nothing else may wake the writer, and a writer with

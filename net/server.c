@@ -72,6 +72,7 @@ struct server {
     conn *conns;
     int nconns;
     bool stopping; /* the loop has ended: completions answer, no new input is run */
+    unsigned turn_reads; /* reads run in this loop turn; the first took a hold (read_cb) */
     bool restart;  /* server_restart: return SERVER_RESTART after the clean stop  */
     long long next_id;
 };
@@ -429,15 +430,31 @@ static void protocol_error(conn *c, const char *msg)
 
 static void read_input(struct bufferevent *bev, conn *c);
 
-/* The commands of one read (a pipeline) are submitted under one hold, so the writer takes
- * them as one batch with one fdatasync (evs_submit_hold). */
+/* The commands of one loop turn (every connection's reads in it) are submitted under one
+ * hold, released when the turn ends (server_run): they are one batch with one fdatasync. */
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     conn *c = arg;
-    evs_store *st = c->s->st;
-    evs_submit_hold(st);
+    if (!c->s->turn_reads++)
+        evs_submit_hold(c->s->st);
     read_input(bev, c);
-    evs_submit_release(st);
+}
+
+/* The end of a loop turn. A turn that read from one connection has nothing to overlap with
+ * the sync: its batch is committed on the loop itself while the writer thread is idle, as
+ * Redis syncs its AOF once per loop turn (evs_submit_release_inline), which saves the two
+ * thread wake-ups a round trip otherwise costs. With several connections in the turn the
+ * writer thread syncs while the loop answers and reads the others (measured both ways:
+ * docs/benchmarks.md, "Server"). */
+static void turn_end(server *s)
+{
+    if (!s->turn_reads)
+        return;
+    if (s->turn_reads == 1)
+        evs_submit_release_inline(s->st);
+    else
+        evs_submit_release(s->st);
+    s->turn_reads = 0;
 }
 
 static void read_input(struct bufferevent *bev, conn *c)
@@ -739,7 +756,12 @@ int server_run(const server_config *cfg)
         rc = -EINVAL;
         goto out;
     }
-    event_base_dispatch(s->base);
+    for (;;) { /* event_base_dispatch, with the turn's hold released between turns */
+        int lr = event_base_loop(s->base, EVLOOP_ONCE);
+        turn_end(s);
+        if (lr || event_base_got_exit(s->base) || event_base_got_break(s->base))
+            break;
+    }
 out:
     /* stop accepting, let the writer finish what was queued, then drop the clients */
     s->stopping = true;

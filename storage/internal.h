@@ -2,8 +2,10 @@
  * internal.h — the store's internal objects, shared by the storage modules only.
  *
  * Threads and locks:
- *  - one writer thread owns everything marked (W): it assigns IDs and log positions, writes,
- *    syncs, indexes, then publishes under st->lock;
+ *  - the writer's role owns everything marked (W): whoever holds st->rolemu assigns IDs and
+ *    log positions, writes, syncs, indexes, then publishes under st->lock. That is the writer
+ *    thread, or a thread that runs the queue itself while the writer thread is idle
+ *    (evs_submit_release_inline). Lock order: rolemu, then qmu;
  *  - st->lock (rwlock) guards everything marked (L): the segment array, the visible stream
  *    table and each stream's visible state. Readers take it shared for a lookup, never across
  *    a system call;
@@ -313,12 +315,18 @@ struct evs_store {
     wreq *pool;
     size_t pool_bytes;
 
+    /* the writer's role (W) and its acknowledgements waiting for the batch's end */
+    pthread_mutex_t rolemu;
+    struct pending { wreq **r; size_t n, cap; } pend;
+
     /* queue */
     pthread_mutex_t qmu;
     pthread_cond_t qcv;
     wreq *qhead, *qtail;
     bool closing;
     unsigned holds;                /* evs_submit_hold: new requests do not wake the writer   */
+    uint64_t wdue_ns;              /* when timed writer work falls due (monotonic; 0: none),
+                                    * set by the role's holder: the writer thread sleeps until */
 
     /* sticky failure */
     atomic_int failed;

@@ -1345,6 +1345,8 @@ static void store_free(evs_store *st)
     pthread_mutex_destroy(&st->poolmu);
     pthread_mutex_destroy(&st->qmu);
     pthread_cond_destroy(&st->qcv);
+    pthread_mutex_destroy(&st->rolemu);
+    free(st->pend.r);
     pthread_mutex_destroy(&st->vmu);
     pthread_cond_destroy(&st->vcv);
     pthread_mutex_destroy(&st->ckmu);
@@ -1420,6 +1422,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     pthread_mutex_init(&st->poolmu, NULL);
     pthread_mutex_init(&st->qmu, NULL);
     pthread_cond_init(&st->qcv, NULL);
+    pthread_mutex_init(&st->rolemu, NULL);
     pthread_mutex_init(&st->vmu, NULL);
     pthread_cond_init(&st->vcv, NULL);
     pthread_mutex_init(&st->ckmu, NULL);

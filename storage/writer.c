@@ -1,7 +1,7 @@
 /*
- * writer.c — the single writer thread and group commit, and the append API on top of it.
+ * writer.c — the writer's role and group commit, and the append API on top of it.
  *
- * The loop: take everything queued; turn each request into records (assigning IDs, log
+ * The role's loop: take everything queued; turn each request into records (assigning IDs, log
  * positions and back-pointers, validating first so that a request is all or nothing); write
  * the batch with one pwritev; fdatasync it (fsync=always); index it in one LMDB transaction;
  * publish the new stream states to readers; acknowledge every request of the batch. The next
@@ -19,6 +19,11 @@
  *  W5. A roll reserves the next file's space before it writes the seal: a full disk refuses
  *      the request that needed the roll (EVS_ENOSPACE), writes nothing, and the store stays
  *      writable; the next request tries again.
+ *  W6. Everything the loop touches is (W) state, touched only by the holder of st->rolemu:
+ *      the writer thread, or a caller of evs_submit_release_inline that found it free. A
+ *      holder takes the queue whole and processes it before it lets go, so requests are
+ *      batched in submission order whoever runs them; whoever lets go publishes when the
+ *      timed work falls due (wdue_ns), so the writer thread never sleeps past it.
  */
 #include "crc.h"
 #include "group.h"
@@ -337,10 +342,7 @@ void writer_txn_close(evs_store *st, size_t mark)
 
 /* ---- flushing a batch -------------------------------------------------------------------- */
 
-typedef struct pending {
-    wreq **r;
-    size_t n, cap;
-} pending;
+typedef struct pending pending; /* internal.h: st->pend */
 
 static int pending_add(pending *p, wreq *r)
 {
@@ -1482,40 +1484,32 @@ static void process(evs_store *st, wreq *list, pending *p)
     flush(st, p);
 }
 
-void *writer_main(void *arg)
+/* When the writer's timed work falls due (monotonic ns; 0: nothing): an index commit, or an
+ * everysec sync of a log written past its last sync. (W) */
+static uint64_t work_due(evs_store *st)
 {
-    evs_store *st = arg;
-    pending p = {0};
-    st->last_sync_ns = evs_mono_ns();
-    for (;;) {
-        pthread_mutex_lock(&st->qmu);
-        while (!st->qhead && !st->closing) {
-            /* wake for an index commit that falls due, or an everysec sync */
-            uint64_t wait_ns = 0;
-            if (st->idx_records && !atomic_load(&st->failed)) {
-                uint64_t age = evs_mono_ns() - st->idx_first_ns;
-                wait_ns = age >= EVS_INDEX_COMMIT_NS ? 1 : EVS_INDEX_COMMIT_NS - age;
-            } else if (st->synced_to != st->tail) {
-                wait_ns = 1000000000ull;
-            }
-            if (!wait_ns) {
-                pthread_cond_wait(&st->qcv, &st->qmu);
-                continue;
-            }
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t ns = (uint64_t)ts.tv_nsec + wait_ns;
-            ts.tv_sec += (time_t)(ns / 1000000000ull);
-            ts.tv_nsec = (long)(ns % 1000000000ull);
-            if (pthread_cond_timedwait(&st->qcv, &st->qmu, &ts) == ETIMEDOUT)
-                break;
-        }
-        wreq *list = st->qhead;
-        st->qhead = st->qtail = NULL;
-        bool closing = st->closing;
-        pthread_mutex_unlock(&st->qmu);
-        if (list)
-            process(st, list, &p);
+    if (atomic_load(&st->failed))
+        return 0;
+    if (st->idx_records)
+        return st->idx_first_ns + EVS_INDEX_COMMIT_NS;
+    if (st->synced_to != st->tail)
+        return st->last_sync_ns + 1000000000ull;
+    return 0;
+}
+
+/* Holding the role: process what is queued, then the timed work that is due; publish the
+ * next due time for the writer thread (and wake it if it sleeps without one). Returns
+ * whether the store was closing with nothing queued (the writer thread's cue to end). */
+static bool run_role(evs_store *st, bool timed)
+{
+    pthread_mutex_lock(&st->qmu);
+    wreq *list = st->qhead;
+    st->qhead = st->qtail = NULL;
+    bool closing = st->closing;
+    pthread_mutex_unlock(&st->qmu);
+    if (list)
+        process(st, list, &st->pend);
+    if (timed) {
         /* everysec: sync the log when idle or once a second */
         if (!atomic_load(&st->failed) && st->opt.fsync == EVS_FSYNC_EVERYSEC &&
             st->synced_to != st->tail &&
@@ -1529,10 +1523,46 @@ void *writer_main(void *arg)
             }
         }
         index_commit(st, closing && !list);
-        if (closing && !list)
+    }
+    uint64_t due = work_due(st);
+    pthread_mutex_lock(&st->qmu);
+    /* the writer thread sleeps without a deadline, or with a later one */
+    bool wake = !timed && due && (!st->wdue_ns || due < st->wdue_ns);
+    st->wdue_ns = due;
+    if (wake)
+        pthread_cond_signal(&st->qcv);
+    pthread_mutex_unlock(&st->qmu);
+    return closing && !list;
+}
+
+void *writer_main(void *arg)
+{
+    evs_store *st = arg;
+    st->last_sync_ns = evs_mono_ns();
+    for (;;) {
+        pthread_mutex_lock(&st->qmu);
+        while (!st->qhead && !st->closing) {
+            if (!st->wdue_ns) {
+                pthread_cond_wait(&st->qcv, &st->qmu);
+                continue;
+            }
+            uint64_t now = evs_mono_ns();
+            if (now >= st->wdue_ns)
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + (st->wdue_ns - now);
+            ts.tv_sec += (time_t)(ns / 1000000000ull);
+            ts.tv_nsec = (long)(ns % 1000000000ull);
+            pthread_cond_timedwait(&st->qcv, &st->qmu, &ts);
+        }
+        pthread_mutex_unlock(&st->qmu);
+        pthread_mutex_lock(&st->rolemu);
+        bool end = run_role(st, true);
+        pthread_mutex_unlock(&st->rolemu);
+        if (end)
             break;
     }
-    free(p.r);
     return NULL;
 }
 
@@ -1576,6 +1606,22 @@ void evs_submit_release(evs_store *st)
     if (st->holds && !--st->holds && st->qhead)
         pthread_cond_signal(&st->qcv);
     pthread_mutex_unlock(&st->qmu);
+}
+
+void evs_submit_release_inline(evs_store *st)
+{
+    pthread_mutex_lock(&st->qmu);
+    bool run = st->holds && !--st->holds && st->qhead && !st->closing;
+    pthread_mutex_unlock(&st->qmu);
+    if (!run)
+        return;
+    if (pthread_mutex_trylock(&st->rolemu) == 0) {
+        /* the writer thread is idle: no hand-off, no wake-up, as Redis syncs on its loop */
+        run_role(st, false);
+        pthread_mutex_unlock(&st->rolemu);
+        return;
+    }
+    evs_submit_wake(st); /* the role is busy: its holder or the writer thread takes them */
 }
 
 /* ---- the append API ---------------------------------------------------------------------- */

@@ -7,7 +7,8 @@
  * sixth thread takes and drops backup snapshots (index copy + cut) in a loop, so kills also
  * land in retention and snapshots. An acknowledged entry may therefore be gone only by
  * retention: the missing ones of a stream must be its oldest, and the stream must still hold
- * about RETAIN entries after them.
+ * about RETAIN entries after them. A slow machine gets more kills (up to 8 times as many) until
+ * the run means something: MIN_ACKED acknowledgements and a log of MIN_LOG bytes.
  *
  * The power-loss variant runs the child on an evs_io that logs, after each call returns, every
  * write (file, offset, length) and every fdatasync/fsync (file) to a log file. After the kill
@@ -31,6 +32,9 @@
 #define THREADS 4
 #define STREAMS 3
 #define RETAIN 100
+#define SEGMENT_BYTES (64 * 1024)
+#define MIN_ACKED 1000                 /* a run means something with this many acknowledgements */
+#define MIN_LOG (8 * SEGMENT_BYTES)    /* and a log this long: retention must delete segments  */
 
 struct ack {
     uint32_t thread, n;
@@ -195,7 +199,7 @@ static void child(const char *dir, const char *log_path)
 {
     evs_options o;
     evs_options_init(&o);
-    o.segment_bytes = 64 * 1024;
+    o.segment_bytes = SEGMENT_BYTES;
     o.retention.max_entries = RETAIN;
     o.retention_interval_ms = 10;
     if (log_path) {
@@ -239,7 +243,12 @@ static void kill_and_check(int iters, bool power)
     srand((unsigned)time(NULL));
     size_t cap = 1 << 20, total_acked = 0, total_lost = 0, total_retained_out = 0;
     struct ack *acks = malloc(cap * sizeof *acks);
-    for (int iter = 0; iter < iters; iter++) {
+    /* at least `iters` kills, and more on a slow machine until the run means something: enough
+     * acknowledged entries, and a log long enough that retention must have deleted segments */
+    uint64_t log_end = 0;
+    for (int iter = 0; iter < iters || ((total_acked < MIN_ACKED || log_end < MIN_LOG) &&
+                                        iter < iters * 8);
+         iter++) {
         int fds[2];
         cr_assert_eq(pipe(fds), 0);
         pid_t pid = fork();
@@ -369,9 +378,13 @@ static void kill_and_check(int iters, bool power)
             cr_assert_eq(rc, 0, "%s", err.msg);
             evs_iter_close(it);
         }
+        evs_store_stats now;
+        evs_store_stats_get(st, &now);
+        log_end = now.log_end;
         cr_assert_eq(evs_close(st), 0);
     }
-    cr_assert_gt(total_acked, 500, "too few appends to mean anything (%zu)", total_acked);
+    cr_assert_geq(total_acked, MIN_ACKED, "too few appends to mean anything (%zu)", total_acked);
+    cr_assert_geq(log_end, MIN_LOG, "the log never grew long enough to mean anything");
     cr_assert_lt(total_retained_out, total_acked, "retention took everything: the check is void");
     /* retention did act: every stream lost its oldest entries, and whole segments went */
     evs_store *st = open_store(sp, NULL);

@@ -67,7 +67,13 @@ class Server:
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # never leave a hung server behind; the test still fails
+                self.proc.wait()
+                self.log.close()
+                raise AssertionError("the server did not stop within 20 s of signal %d" % sig)
         self.log.close()
         return self.proc.returncode
 

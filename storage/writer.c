@@ -1492,9 +1492,9 @@ static uint64_t work_due(evs_store *st)
         return 0;
     if (st->idx_records)
         return st->idx_first_ns + EVS_INDEX_COMMIT_NS;
-    if (st->synced_to != st->tail)
+    if (st->opt.fsync == EVS_FSYNC_EVERYSEC && st->synced_to != st->tail)
         return st->last_sync_ns + 1000000000ull;
-    return 0;
+    return 0; /* (with --fsync no the log is never synced by time: no deadline, or it spins) */
 }
 
 /* Holding the role: process what is queued, then the timed work that is due; publish the
@@ -1538,7 +1538,9 @@ static bool run_role(evs_store *st, bool timed)
 void *writer_main(void *arg)
 {
     evs_store *st = arg;
+    pthread_mutex_lock(&st->rolemu);
     st->last_sync_ns = evs_mono_ns();
+    pthread_mutex_unlock(&st->rolemu);
     for (;;) {
         pthread_mutex_lock(&st->qmu);
         while (!st->qhead && !st->closing) {

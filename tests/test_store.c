@@ -775,3 +775,27 @@ Test(store, inline_release_commits_on_the_caller_and_everysec_still_syncs)
     cr_assert_eq(info.length, 3);
     cr_assert_eq(evs_close(st), 0);
 }
+
+/* An idle store burns no CPU in any fsync mode: the writer thread sleeps until work falls due
+ * (a writer that kept waking for a sync `--fsync no` never does once spun at 100 %). */
+Test(store, an_idle_store_does_not_spin)
+{
+    const evs_fsync_mode modes[] = {EVS_FSYNC_ALWAYS, EVS_FSYNC_EVERYSEC, EVS_FSYNC_NO};
+    for (size_t m = 0; m < 3; m++) {
+        evs_options o;
+        evs_options_init(&o);
+        o.segment_bytes = 1 << 20;
+        o.fsync = modes[m];
+        evs_store *st = open_store(dir, &o);
+        cr_assert_eq(add(st, "idle", EVS_ID_AUTO, EVS_ID_MIN, NULL, "k", "v", NULL), 0);
+        usleep(1200 * 1000); /* past the index commit and the everysec sync */
+        struct timespec a, b;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
+        usleep(500 * 1000);
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);
+        double cpu = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+        cr_assert_lt(cpu, 0.1, "fsync mode %d: %.3f s of CPU in 0.5 s of idleness", (int)modes[m],
+                     cpu);
+        cr_assert_eq(evs_close(st), 0);
+    }
+}

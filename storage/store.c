@@ -16,6 +16,7 @@
  *     and the checkpoint rule holds (after a reboot, an index not checkpointed at its last
  *     transaction may hold pages that never reached the disk); otherwise rebuild.
  *  2. Scan forward from the watermark to the end of the log, applying each valid record.
+ *     A watermark that names a seal seals its segment: the scan, starting past it, cannot.
  *  3. A bad record in the last segment with nothing valid after it, within the size of one
  *     write batch of the end, is a torn tail: the bytes go to a .torn file and are cut.
  *     An incomplete atomic group at the end is cut the same way. Anything else is
@@ -829,7 +830,8 @@ static int load_streams(evs_store *st, evs_error *err)
 }
 
 /* The watermark, if the index has one and the log agrees with it. */
-static int watermark_check(evs_store *st, idx_watermark *wm, uint32_t *next_no, bool *present)
+static int watermark_check(evs_store *st, idx_watermark *wm, uint32_t *next_no, bool *present,
+                           uint8_t *last_kind)
 {
     *present = false;
     idx_rtxn *r;
@@ -863,6 +865,7 @@ static int watermark_check(evs_store *st, idx_watermark *wm, uint32_t *next_no, 
     store_seg_put(ref);
     if (bad || h.crc != wm->last_crc || wm->last_pos + size != wm->end)
         return EVS_ECORRUPT;
+    *last_kind = h.kind;
     return 0;
 }
 
@@ -948,6 +951,23 @@ static void set_end(segment *s, uint64_t end) { atomic_store(&s->size, end); }
  * long rebuild keeps memory flat). Sets the segment's end. See the file comment for what is
  * a torn tail and what is corruption.
  */
+/* Segment s's records end with its seal, just before `off`: it is sealed for good. Anything
+ * but zeros after the seal is reported; a file longer than its records is cut back (the
+ * seal's own cut, which a kill may have interrupted). */
+static void seal_found(evs_store *st, segment *s, uint64_t off)
+{
+    const uint8_t *p = seg_data(s);
+    uint64_t size = atomic_load(&s->size);
+    s->sealed = true;
+    uint64_t nz = nonzero_end(p, off, size);
+    if (nz > off)
+        evs_log(st, EVS_LOG_ERROR, "corruption: segment %s has %" PRIu64 " bytes after its seal",
+                s->name, nz - off);
+    else if (size > off && !st->opt.read_only)
+        (void)st->io->ftruncate(s->fd, (off_t)off); /* finish the seal's cut */
+    set_end(s, nz > off ? nz : off);
+}
+
 static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
 {
     segment *s = st->segs[i];
@@ -997,15 +1017,7 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
             }
             off += sz;
             if (h.kind == REC_SEAL) {
-                s->sealed = true;
-                uint64_t nz = nonzero_end(p, off, size);
-                if (nz > off)
-                    evs_log(st, EVS_LOG_ERROR,
-                            "corruption: segment %s has %" PRIu64 " bytes after its seal", s->name,
-                            nz - off);
-                else if (size > off && !st->opt.read_only)
-                    (void)st->io->ftruncate(s->fd, (off_t)off); /* finish the seal's cut */
-                set_end(s, nz > off ? nz : off);
+                seal_found(st, s, off);
                 return 0;
             }
             if (pending >= 65536) {
@@ -1168,7 +1180,8 @@ static int recover(evs_store *st, evs_error *err)
     idx_watermark wm = {0, REC_POS_NONE, 0};
     uint32_t next_no = 1;
     bool present = false;
-    int rc = watermark_check(st, &wm, &next_no, &present);
+    uint8_t wm_kind = 0;
+    int rc = watermark_check(st, &wm, &next_no, &present, &wm_kind);
     bool rebuild = false;
     const char *why = NULL;
     if (rc == EVS_ECORRUPT) {
@@ -1214,8 +1227,14 @@ static int recover(evs_store *st, evs_error *err)
             continue;
         }
         uint64_t off = from > s->base ? from - s->base : 0;
-        if ((rc = scan_segment(st, i, off, err)))
+        if (present && wm_kind == REC_SEAL && wm.last_pos >= s->base && wm.last_pos < end) {
+            /* the scan starts past the seal and would never see it: without this, the last
+             * segment of a store killed between its seal's index commit and the next file's
+             * creation was continued after its seal (found by test_crash's power cut) */
+            seal_found(st, s, off);
+        } else if ((rc = scan_segment(st, i, off, err))) {
             return rc;
+        }
         if (i + 1 < st->nsegs && st->segs[i + 1]->base != s->base + atomic_load(&s->size))
             evs_log(st, EVS_LOG_ERROR, "corruption: gap between segment %s and %s", s->name,
                     st->segs[i + 1]->name);

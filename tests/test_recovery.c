@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "internal.h" /* writer_roll: seal the active segment on demand */
+
 static char *dir;
 static void setup(void) { dir = tmpdir_new(); }
 static void teardown(void) { rm_rf(dir); free(dir); }
@@ -420,4 +422,27 @@ Test(recovery, empty_store_reopens_without_rebuilding_its_index)
     while ((de = readdir(d)))
         cr_assert_null(strstr(de->d_name, "damaged"), "index moved aside: %s", de->d_name);
     closedir(d);
+}
+
+/* A kill between the seal's index commit and the next segment file's creation leaves a log
+ * whose last segment ends with its seal while the index's watermark is that seal. Open must
+ * see the segment as sealed (the scan starts past the seal) and start a new one: appending
+ * after a seal would leave records verify rejects (found by test_crash's power cut). */
+Test(recovery, seal_indexed_before_the_next_file_exists)
+{
+    evs_store *st = open_store(dir, NULL);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)i + 1, 0}, NULL, "v", "x", NULL), 0);
+    evs_error err;
+    cr_assert_eq(writer_roll(st, &err), 0, "%s", err.msg);
+    cr_assert_eq(evs_close(st), 0); /* the index is committed up to the seal */
+    char last[600];
+    seg_path(dir, -1, last, sizeof last);
+    cr_assert_eq(unlink(last), 0); /* the next file never got its name */
+    st = open_store(dir, NULL);
+    for (int i = 10; i < 15; i++)
+        cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)i + 1, 0}, NULL, "v", "x", NULL), 0);
+    cr_assert_eq(verify_print(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+    cr_assert_eq(count_entries(), 15);
 }

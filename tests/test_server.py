@@ -162,6 +162,62 @@ class Streams(Base):
         got = self.r.xrange("p")
         self.assertEqual([e[1]["n"] for e in got], [str(i) for i in range(200)])
 
+    def test_replies_larger_than_the_socket_keep_order(self):
+        """Replies go straight to the socket at the end of a loop turn; what it does not take
+        goes through libevent. A pipeline of 20 replies of ~1 MiB each (20 MiB: more than the
+        socket buffers hold), read only after it is all sent, fills the socket part-way through
+        a reply: every reply must arrive whole and in order."""
+        for i in range(100):
+            self.r.xadd("big", {"v": "%04d" % i + "x" * 10000})
+        n = 20
+        counts = [100 - k for k in range(n)]
+        cmds = []
+        for c in counts:
+            c = str(c).encode()
+            cmds.append(b"*6\r\n$6\r\nXRANGE\r\n$3\r\nbig\r\n$1\r\n-\r\n$1\r\n+\r\n"
+                        b"$5\r\nCOUNT\r\n$%d\r\n%s\r\n" % (len(c), c))
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+        s.sendall(b"".join(cmds))
+        time.sleep(0.5)  # the server meets a full socket before the client reads anything
+
+        def parse(buf, pos):  # one RESP2 value at pos: (value, next pos), or None if incomplete
+            e = buf.find(b"\r\n", pos)
+            if e < 0:
+                return None
+            kind, line = buf[pos:pos + 1], buf[pos + 1:e]
+            if kind == b"$":
+                ln = int(line)
+                if len(buf) < e + 2 + ln + 2:
+                    return None
+                return buf[e + 2:e + 2 + ln], e + 2 + ln + 2
+            self.assertEqual(kind, b"*", buf[pos:pos + 40])
+            out, at = [], e + 2
+            for _ in range(int(line)):
+                r = parse(buf, at)
+                if r is None:
+                    return None
+                out.append(r[0])
+                at = r[1]
+            return out, at
+
+        buf, got = b"", []
+        deadline = time.time() + 30
+        while len(got) < n and time.time() < deadline:
+            chunk = s.recv(1 << 20)
+            self.assertTrue(chunk, "the server closed the connection")
+            buf += chunk
+            while True:
+                r = parse(buf, 0)
+                if r is None:
+                    break
+                got.append(r[0])
+                buf = buf[r[1]:]
+        s.close()
+        self.assertEqual(len(got), n)
+        for k, reply in enumerate(got):
+            values = [entry[1][1][:4] for entry in reply]
+            self.assertEqual(values, [b"%04d" % i for i in range(counts[k])], "reply %d" % k)
+
     def test_a_pipeline_is_one_group_commit(self):
         """The commands of one read share one batch: 20 pipelines of 16 XADDs, each sent in
         one write, take one fdatasync each (a read split in two by the kernel may add one;

@@ -1,6 +1,7 @@
 /*
- * server.c — listener, connections, in-order replies, completions from the writer thread,
- * signals. Invariants N1-N3 in server.h.
+ * server.c — listener, connections, in-order replies, loop turns (one submission hold and
+ * one reply flush per turn), completions from the store, signals. Invariants N1-N4 in
+ * server.h.
  */
 #include "server.h"
 
@@ -250,7 +251,6 @@ static void free_reply_data(const void *data, size_t len, void *arg)
     free(arg);
 }
 
-/* Write the ready prefix of the reply queue (N1). */
 /*
  * Send the ready replies at the head straight to the socket, in one sendmsg, when nothing is
  * queued before them: as Redis writes to its clients before it sleeps. Handing them to the
@@ -294,6 +294,7 @@ static void write_direct(conn *c, struct evbuffer *out)
     }
 }
 
+/* Write the ready prefix of the reply queue (N1); `direct`: to the socket first. */
 static void flush_now(conn *c, bool direct)
 {
     if (c->closed)

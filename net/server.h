@@ -7,7 +7,9 @@
  *
  * Invariants:
  *  N1. Replies leave a connection in request order: each parsed command takes the next reply
- *      slot; only the ready prefix of the slot queue is written.
+ *      slot; only the ready prefix of the slot queue is written, at the end of the loop turn,
+ *      straight to the socket only while nothing is queued in the connection's bufferevent;
+ *      anything else written to the connection (conn_output) goes after the ready prefix.
  *  N2. An XADD is answered only after its durability mode is satisfied (store completion).
  *  N3. A connection is freed only by the loop, and only when it is closed and no store
  *      completion still refers to it (Redis: never free a client inside its own callback).

@@ -946,11 +946,6 @@ static int cut_tail(evs_store *st, segment *s, uint64_t off, uint64_t nz, const 
 /* The end of segment s's records is `end`: readers and verify stop there. */
 static void set_end(segment *s, uint64_t end) { atomic_store(&s->size, end); }
 
-/*
- * Scan segment i from `off`, applying records to the index (flushed every so often so that a
- * long rebuild keeps memory flat). Sets the segment's end. See the file comment for what is
- * a torn tail and what is corruption.
- */
 /* Segment s's records end with its seal, just before `off`: it is sealed for good. Anything
  * but zeros after the seal is reported; a file longer than its records is cut back (the
  * seal's own cut, which a kill may have interrupted). */
@@ -968,6 +963,11 @@ static void seal_found(evs_store *st, segment *s, uint64_t off)
     set_end(s, nz > off ? nz : off);
 }
 
+/*
+ * Scan segment i from `off`, applying records to the index (flushed every so often so that a
+ * long rebuild keeps memory flat). Sets the segment's end. See the file comment for what is
+ * a torn tail and what is corruption.
+ */
 static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
 {
     segment *s = st->segs[i];

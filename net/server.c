@@ -251,6 +251,16 @@ static void free_reply_data(const void *data, size_t len, void *arg)
     free(arg);
 }
 
+/* Free the reply at the head of the queue: it has been written or handed to the bufferevent. */
+static void reply_pop(conn *c)
+{
+    reply *r = c->head;
+    c->head = r->next;
+    if (!c->head)
+        c->tail = NULL;
+    reply_free(r);
+}
+
 /*
  * Send the ready replies at the head straight to the socket, in one sendmsg, when nothing is
  * queued before them: as Redis writes to its clients before it sleeps. Handing them to the
@@ -287,10 +297,7 @@ static void write_direct(conn *c, struct evbuffer *out)
             left = r->out.len;
         }
         left -= r->out.len;
-        c->head = r->next;
-        if (!c->head)
-            c->tail = NULL;
-        reply_free(r);
+        reply_pop(c);
     }
 }
 
@@ -319,10 +326,7 @@ static void flush_now(conn *c, bool direct)
         }
         if (r->close_after)
             c->closing = true;
-        c->head = r->next;
-        if (!c->head)
-            c->tail = NULL;
-        reply_free(r);
+        reply_pop(c);
     }
     if (evbuffer_get_length(out) > c->s->cfg.max_output_bytes) {
         server_log(c->s, EVS_LOG_WARN,

@@ -161,8 +161,9 @@ typedef struct evs_append {
 } evs_append;
 
 /*
- * Completion of an asynchronous submission, called exactly once on the writer thread, after
- * the batch's durability mode is satisfied (or it failed). `ids` holds one ID per request,
+ * Completion of an asynchronous submission, called exactly once on the writer thread (or on
+ * the caller of evs_submit_release_inline that ran the batch), after the batch's durability
+ * mode is satisfied (or it failed). `ids` holds one ID per request,
  * valid only during the call. On failure rc < 0, `err` says why, and nothing was appended.
  * Must not call back into the store's append functions (it may read).
  */
@@ -390,8 +391,9 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *out);
  * Returns 1 when there is such an entry, 0 on timeout, < 0 on error (EVS_ECLOSED on close). */
 int evs_wait(evs_store *st, evs_slice stream, evs_id after, int64_t timeout_ms);
 
-/* Register a hook called on the writer thread after each batch becomes visible, with the
- * names of the streams it touched (valid during the call). One hook per store; NULL removes. */
+/* Register a hook called on the writer thread (or an evs_submit_release_inline caller) after
+ * each batch becomes visible, with the names of the streams it touched (valid during the
+ * call). One hook per store; NULL removes. */
 typedef void (*evs_visible_fn)(void *arg, const evs_slice *streams, size_t n);
 void evs_set_visible_hook(evs_store *st, evs_visible_fn fn, void *arg);
 
@@ -463,8 +465,9 @@ typedef struct evs_group_result {
     uint64_t dead_lettered; /* entries moved to the dead-letter stream by this operation     */
 } evs_group_result;
 
-/* Called once on the writer thread when the operations are durable (or failed: rc < 0, err
- * says why; for a refused operation nothing was written). res[i] is op i's, valid during the
+/* Called once on the writer thread (or an evs_submit_release_inline caller) when the
+ * operations are durable (or failed: rc < 0, err says why; for a refused operation nothing
+ * was written). res[i] is op i's, valid during the
  * call. Must not call back into the store's write functions. */
 typedef void (*evs_group_done_fn)(void *arg, int rc, const evs_group_result *res, size_t n,
                                   const evs_error *err);

@@ -87,8 +87,9 @@ void wreq_free(wreq *r)
  * by the writer; with glibc that cross-thread churn trimmed the heap on nearly every free
  * and faulted fresh pages back in on the next request (a third of a one-thread append's time
  * in brk, page faults and TLB shootdowns, measured). Finished append and replicated-frame
- * requests are kept, up to EVS_POOL_BYTES of buffers, and reused with their capacity. P1: a pooled request is on no
- * queue and referenced by nobody; everything but its buffers is cleared before reuse.
+ * requests are kept, up to EVS_POOL_BYTES of buffers, and reused with their capacity.
+ * P1: a pooled request is on no queue and referenced by nobody; everything but its buffers
+ * is cleared before reuse.
  */
 #define EVS_POOL_BYTES (8u << 20)
 static size_t wreq_bytes(const wreq *r)

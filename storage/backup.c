@@ -3,8 +3,9 @@
  *
  * Invariants:
  *  B1. MANIFEST is written last (temp, fsync, rename, fsync the folder), after every file it
- *      names is written and fsynced: a backup folder with a MANIFEST is complete, one without
- *      is visibly not a backup.
+ *      names is written and fsynced (the fsyncs of up to FIO_SYNCSET_MAX files are issued
+ *      together, fileio.h): a backup folder with a MANIFEST is complete, one without is
+ *      visibly not a backup.
  *  B2. A file the manifest says an ancestor holds is a sealed segment with the same name, size
  *      and seal-record CRC in the parent's manifest (sealed segments never change; a sealed
  *      segment without a seal record is never shared).
@@ -254,10 +255,10 @@ static int fsync_path(const char *path, evs_error *err)
     return 0;
 }
 
-/* Copy file i of the source into dir, filling mf (crc, sizes). */
+/* Copy file i of the source into dir, filling mf (crc, sizes); its fsync joins ss. */
 static int copy_file(const evs_backup_source *src, size_t i, const char *dir, mf_file *mf,
                      const evs_backup_options *o, evs_progress *prog, struct pace *pace,
-                     uint8_t *zbuf, uint8_t **bufs, evs_error *err)
+                     uint8_t *zbuf, uint8_t **bufs, fio_syncset *ss, evs_error *err)
 {
     char stored[MF_NAME_MAX + 4], path[PATH_MAX];
     mf_stored_name(mf, stored);
@@ -284,11 +285,13 @@ static int copy_file(const evs_backup_source *src, size_t i, const char *dir, mf
     if (!rc && f.n != mf->size)
         rc = evs_err_set(err, -EIO, "%s: the source delivered %" PRIu64 " bytes, its snapshot "
                          "lists %" PRIu64, mf->name, f.n, mf->size);
-    if (!rc && fsync(f.fd))
-        rc = evs_err_set(err, -errno, "fsync of %s failed: %s", path, strerror(errno));
-    close(f.fd);
-    if (rc)
+    if (rc) {
+        close(f.fd);
         return rc;
+    }
+    char failed[PATH_MAX];
+    if ((rc = fio_syncset_add(ss, f.fd, path, failed, sizeof failed))) /* B1: synced by the end */
+        return evs_err_set(err, rc, "fsync of %s failed: %s", failed, strerror(-rc));
     mf->crc = f.crc;
     mf->stored_size = f.compress ? f.sn : f.n;
     mf->stored_crc = f.compress ? f.scrc : f.crc;
@@ -373,6 +376,7 @@ int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
     size_t nwritten = 0;
     uint8_t *zbuf = NULL, *bufs[PIPE_BUFS] = {0};
     bool have_bufs = false;
+    fio_syncset ss = {.n = 0};
     char path[PATH_MAX], ppath[PATH_MAX] = "";
     if (o->parent) {
         if ((rc = backup_read_manifest(o->parent, &parent, err)))
@@ -474,13 +478,18 @@ int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
         f->compressed = o->compress;
         nwritten = i + 1;
         if ((rc = copy_file(src, i, o->out, f, o, &prog, &pace, zbuf,
-                             have_bufs ? bufs : NULL, err)))
+                             have_bufs ? bufs : NULL, &ss, err)))
             goto out;
         rep->bytes_copied += f->size;
         rep->bytes_stored += f->stored_size;
         prog.files_done++;
     }
     nwritten = m.nfiles;
+    char failed[PATH_MAX];
+    if ((rc = fio_syncset_flush(&ss, failed, sizeof failed))) {
+        rc = evs_err_set(err, rc, "fsync of %s failed: %s", failed, strerror(-rc));
+        goto out;
+    }
     const char *dirs[] = {"log", "index", ""};
     for (size_t i = 0; i < 3 && !rc; i++) {
         snprintf(path, sizeof path, "%s/%s", o->out, dirs[i]);
@@ -506,6 +515,7 @@ int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
     rep->files = m.nfiles;
     rep->streams = m.nstreams;
 out:
+    fio_syncset_drop(&ss);
     if (rc && m.files)
         remove_written(o->out, &m, nwritten, created); /* B4 */
     else if (rc && created)

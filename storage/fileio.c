@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -74,6 +75,45 @@ int fio_fsync_dir(const struct evs_io *io, const char *dir)
     int rc = io->fsync(fd);
     close(fd);
     return rc;
+}
+
+int fio_syncset_flush(fio_syncset *s, char *failed, size_t cap)
+{
+    int rc = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (!rc && fsync(s->fd[i])) {
+            rc = -errno;
+            snprintf(failed, cap, "%s", s->path[i]);
+        }
+        close(s->fd[i]);
+        free(s->path[i]);
+    }
+    s->n = 0;
+    return rc;
+}
+
+int fio_syncset_add(fio_syncset *s, int fd, const char *path, char *failed, size_t cap)
+{
+    char *copy = strdup(path);
+    if (!copy) { /* no room to defer it: sync it now */
+        int rc = fsync(fd) ? -errno : 0;
+        if (rc)
+            snprintf(failed, cap, "%s", path);
+        close(fd);
+        return rc;
+    }
+    s->fd[s->n] = fd;
+    s->path[s->n++] = copy;
+    return s->n == FIO_SYNCSET_MAX ? fio_syncset_flush(s, failed, cap) : 0;
+}
+
+void fio_syncset_drop(fio_syncset *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        close(s->fd[i]);
+        free(s->path[i]);
+    }
+    s->n = 0;
 }
 
 int fio_write_file_atomic(const struct evs_io *io, const char *path, const void *data,

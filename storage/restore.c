@@ -504,38 +504,50 @@ static int build(const chain *c, const char *tmp, const evs_restore_options *o,
     evs_progress prog = {.what = "restore", .files_total = m->nfiles};
     for (size_t i = 0; i < m->nfiles; i++)
         prog.bytes_total += m->files[i].stored_size;
+    fio_syncset ss = {.n = 0}; /* every file is fsynced before the checkpoint below */
     for (size_t i = 0; i < m->nfiles; i++) {
         const mf_file *f = &m->files[i];
         const char *dir;
         int rc = chain_holder(c, f, &dir, err);
-        if (rc)
+        if (rc) {
+            fio_syncset_drop(&ss);
             return rc;
+        }
         char stored[MF_NAME_MAX + 4], src[PATH_MAX];
         mf_stored_name(f, stored);
         snprintf(src, sizeof src, "%s/%s", dir, stored);
         snprintf(path, sizeof path, "%s/%s", tmp, f->name); /* M1: a name a store may hold */
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0)
+        if (fd < 0) {
+            fio_syncset_drop(&ss);
             return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+        }
         rfile r = {.f = f, .path = src, .outfd = fd, .outpath = path, .inflate = true,
                    .prog = &prog, .progress = o ? o->progress : NULL,
                    .progress_arg = o ? o->progress_arg : NULL, .cancel = cancel};
         rc = f->compressed ? read_stored(&r, err) : copy_raw(&r, err);
         if (!rc && f->alloc > f->size) /* the active segment: zero-filled to its full size */
             rc = write_zeros(fd, f->size, f->alloc, path, err);
-        if (!rc && fsync(fd))
-            rc = evs_err_set(err, -errno, "fsync of %s failed: %s", path, strerror(errno));
-        close(fd);
-        if (rc)
+        if (rc) {
+            close(fd);
+            fio_syncset_drop(&ss);
             return rc;
+        }
+        char failed[PATH_MAX];
+        if ((rc = fio_syncset_add(&ss, fd, path, failed, sizeof failed)))
+            return evs_err_set(err, rc, "fsync of %s failed: %s", failed, strerror(-rc));
         prog.files_done++;
     }
+    char failed[PATH_MAX];
+    int rc = fio_syncset_flush(&ss, failed, sizeof failed);
+    if (rc)
+        return evs_err_set(err, rc, "fsync of %s failed: %s", failed, strerror(-rc));
     /* the index copy is durable (fsynced above): a checkpoint of this boot says so */
     char boot[64], txt[128];
     store_boot_id(boot, sizeof boot);
     int n = snprintf(txt, sizeof txt, "boot %s\ntxn 0\n", boot);
     snprintf(path, sizeof path, "%s/index.ckpt", tmp);
-    int rc = fio_write_file_atomic(&fio_real, path, txt, (size_t)n);
+    rc = fio_write_file_atomic(&fio_real, path, txt, (size_t)n);
     if (rc)
         return evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc));
     for (int i = 0; i < 2; i++) {

@@ -25,11 +25,19 @@ typedef void (*evs_progress_fn)(void *arg, const evs_progress *p);
 
 /* A snapshot to copy: its description, and a way to copy file i, in order, into a sink. */
 typedef int (*evs_sink_fn)(void *sink_arg, const void *data, size_t len, evs_error *err);
+/* A source that writes into the backup's file itself reports each piece: len bytes at off. */
+typedef int (*evs_landed_fn)(void *arg, uint64_t off, size_t len, evs_error *err);
 typedef struct evs_backup_source {
     const evs_snap_info *info;
     int (*copy)(void *arg, size_t file, evs_sink_fn sink, void *sink_arg, evs_error *err);
     void *arg;
     const char *describe;      /* "HOST:PORT" or the data folder, recorded in the manifest  */
+    /* Optional (NULL: copy is used): for an uncompressed file, write file i in order from
+     * offset 0 straight into fd (open for reading and writing) without passing the bytes
+     * through user space, calling landed after every piece (the backup reads each piece back
+     * for its CRC). -EOPNOTSUPP before anything was written: copy is used instead. */
+    int (*copy_to_fd)(void *arg, size_t file, int fd, evs_landed_fn landed, void *landed_arg,
+                      evs_error *err);
 } evs_backup_source;
 
 typedef struct evs_backup_options {

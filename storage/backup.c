@@ -10,8 +10,9 @@
  *      and seal-record CRC in the parent's manifest (sealed segments never change; a sealed
  *      segment without a seal record is never shared).
  *  B3. Every file's size and CRC in the manifest are those of the bytes the source delivered,
- *      counted as they pass; a source that delivers a different number of bytes than its
- *      snapshot listed fails the backup.
+ *      counted as they pass (or, from a source that writes into the file itself, read back
+ *      from the file as each piece lands); a source that delivers a different number of
+ *      bytes than its snapshot listed fails the backup.
  *  B4. On failure, everything this call created is removed.
  */
 #include <errno.h>
@@ -48,6 +49,7 @@ typedef struct wfile {
     uint8_t *zbuf;
     uint32_t crc, scrc;            /* of the store bytes; of the stored bytes                   */
     uint64_t n, sn;
+    uint8_t *rbuf;                 /* read-back buffer of a copy_to_fd source (READBACK bytes)  */
     const evs_backup_options *o;
     evs_progress *prog;
     struct pace *pace;
@@ -85,17 +87,22 @@ static void pace_bytes(struct pace *p, size_t n)
 /* Start writeback of what was written so far every WRITEBACK_BYTES, so the fsync at the end
  * of the file waits for little (measured: 45 ms per 64 MiB segment otherwise). */
 #define WRITEBACK_BYTES (8u << 20)
+static void file_wrote(wfile *f, size_t n)
+{
+    uint64_t end = f->sn + n;
+    if (end / WRITEBACK_BYTES != f->sn / WRITEBACK_BYTES)
+        sync_file_range(f->fd, 0, (off64_t)end, SYNC_FILE_RANGE_WRITE);
+    f->sn = end;
+}
+
 static int file_out(wfile *f, const void *p, size_t n, evs_error *err)
 {
     struct iovec v = {(void *)(uintptr_t)p, n};
     int rc = fio_pwritev_all(&fio_real, f->fd, &v, 1, (off_t)f->sn);
     if (rc)
         return evs_err_set(err, rc, "cannot write %s: %s", f->path, strerror(-rc));
-    uint64_t end = f->sn + n;
-    if (!rc && end / WRITEBACK_BYTES != f->sn / WRITEBACK_BYTES)
-        sync_file_range(f->fd, 0, (off64_t)end, SYNC_FILE_RANGE_WRITE);
-    f->sn = end;
-    return rc;
+    file_wrote(f, n);
+    return 0;
 }
 
 static int stored_out(wfile *f, const void *p, size_t n, evs_error *err)
@@ -119,6 +126,34 @@ static int deflate_some(wfile *f, int flush, evs_error *err)
                 return rc;
         }
     } while (f->z.avail_out == 0);
+    return 0;
+}
+
+/* A piece a copy_to_fd source wrote: read it back for the CRC (B3) in pieces that stay in
+ * the CPU's cache, then account it as sink does. */
+#define READBACK (256u << 10)
+static int landed(void *arg, uint64_t off, size_t len, evs_error *err)
+{
+    wfile *f = arg;
+    if (off != f->n)
+        return evs_err_set(err, -EIO, "%s: the source wrote at %" PRIu64 ", expected %" PRIu64,
+                           f->path, off, f->n);
+    for (size_t done = 0; done < len;) {
+        size_t k = len - done < READBACK ? len - done : READBACK;
+        ssize_t r = pread(f->fd, f->rbuf, k, (off_t)(off + done));
+        if (r <= 0)
+            return evs_err_set(err, r < 0 ? -errno : -EIO, "cannot read back %s at %" PRIu64
+                               ": %s", f->path, off + done, r < 0 ? strerror(errno) : "short");
+        f->crc = evs_crc32(f->crc, f->rbuf, (size_t)r);
+        done += (size_t)r;
+    }
+    f->n += len;
+    file_wrote(f, len);
+    if (f->o->progress) {
+        f->prog->bytes_done += len;
+        f->o->progress(f->o->progress_arg, f->prog);
+    }
+    pace_bytes(f->pace, len);
     return 0;
 }
 
@@ -266,15 +301,20 @@ static int copy_file(const evs_backup_source *src, size_t i, const char *dir, mf
     wfile f = {.path = path, .compress = mf->compressed, .zbuf = zbuf, .o = o, .prog = prog,
                .pace = pace};
     f.crc = f.scrc = 0;
-    f.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    f.fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (f.fd < 0)
         return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
-    int rc = 0;
+    int rc = -EOPNOTSUPP;
     if (f.compress && deflateInit(&f.z, o->level > 0 ? o->level : 1) != Z_OK) {
         close(f.fd);
         return evs_err_set(err, -ENOMEM, "zlib deflateInit failed");
     }
-    rc = bufs ? pipe_copy(src, i, &f, bufs, err) : src->copy(src->arg, i, sink, &f, err);
+    if (!f.compress && src->copy_to_fd && bufs) {
+        f.rbuf = bufs[0];
+        rc = src->copy_to_fd(src->arg, i, f.fd, landed, &f, err);
+    }
+    if (rc == -EOPNOTSUPP)
+        rc = bufs ? pipe_copy(src, i, &f, bufs, err) : src->copy(src->arg, i, sink, &f, err);
     if (!rc && f.compress) {
         f.z.next_in = NULL;
         f.z.avail_in = 0;
@@ -555,6 +595,38 @@ static int snap_copy(void *arg, size_t i, evs_sink_fn fn, void *sink_arg, evs_er
     return rc;
 }
 
+/* Files held open by the snapshot go file -> file inside the kernel (copy_file_range). */
+static int snap_copy_fd(void *arg, size_t i, int out, evs_landed_fn piece, void *piece_arg,
+                        evs_error *err)
+{
+    evs_snapshot *s = arg;
+    int in;
+    void *hold;
+    evs_error e = {0};
+    if (evs_snapshot_file_fd(s, i, &in, &hold, &e))
+        return -EOPNOTSUPP; /* a small file held in memory: the copying path */
+    uint64_t size = evs_snapshot_info(s)->files[i].size, done = 0;
+    int rc = 0;
+    while (!rc && done < size) {
+        size_t want = size - done < CHUNK * 4 ? (size_t)(size - done) : CHUNK * 4;
+        loff_t from = (loff_t)done, to = (loff_t)done;
+        ssize_t n = copy_file_range(in, &from, out, &to, want, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && !done && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                               errno == EOPNOTSUPP))
+            rc = -EOPNOTSUPP; /* this pair of files cannot: the copying path */
+        else if (n <= 0)
+            rc = evs_err_set(err, n ? -errno : -EIO, "cannot copy %s: %s",
+                             evs_snapshot_info(s)->files[i].name,
+                             n ? strerror(errno) : "the snapshot's file ended early");
+        else if (!(rc = piece(piece_arg, done, (size_t)n, err)))
+            done += (uint64_t)n;
+    }
+    evs_snapshot_release(hold);
+    return rc;
+}
+
 int evs_backup_store(evs_store *st, const char *describe, const evs_backup_options *o,
                      evs_backup_report *rep, evs_error *err)
 {
@@ -562,7 +634,7 @@ int evs_backup_store(evs_store *st, const char *describe, const evs_backup_optio
     int rc = evs_snapshot_open(st, &s, err);
     if (rc)
         return rc;
-    evs_backup_source src = {evs_snapshot_info(s), snap_copy, s, describe};
+    evs_backup_source src = {evs_snapshot_info(s), snap_copy, s, describe, snap_copy_fd};
     rc = evs_backup_write(&src, o, rep, err);
     evs_snapshot_close(s);
     return rc;

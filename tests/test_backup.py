@@ -7,6 +7,7 @@ import glob
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -235,6 +236,77 @@ class Online(BackupBase):
         rc, text = run("verify", "--backup", self.path("killed"))
         self.assertEqual(rc, 1, text)  # visibly incomplete: no manifest
         self.assertIn("MANIFEST", text)
+
+    def test_server_lost_mid_backup_fails_cleanly(self):
+        """The server SIGKILLed while a file is being copied (spliced from the socket): the
+        backup exits 3 naming the loss and removes everything it wrote."""
+        p = self.r.pipeline(transaction=False)
+        for i in range(6000):
+            p.xadd("big", {"pad": "z" * 1000})
+        p.execute()
+        proc = subprocess.Popen([test_server.EVSTORE, "backup", "--server",
+                                 "127.0.0.1:%d" % self.srv.port, "--out", self.path("lost"),
+                                 "--rate", "1m"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 20
+        while time.time() < deadline and not glob.glob(self.path("lost/log/*")):
+            time.sleep(0.005)
+        time.sleep(0.3)  # well inside the first segment (more than 6 MB at 1 MB/s)
+        os.kill(self.srv.proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 3, out)
+        self.assertIn("lost the server", out)
+        self.assertFalse(os.path.exists(self.path("lost")), out)
+
+    def test_link_cut_inside_a_reply_fails_cleanly(self):
+        """A proxy passes the server's first 6 MiB + 12,345 bytes, then closes: the link
+        ends inside a READ reply's bytes (spliced into the file). The backup exits 3 and
+        removes everything it wrote; the server is unharmed."""
+        p = self.r.pipeline(transaction=False)
+        for i in range(12000):
+            p.xadd("big", {"pad": "z" * 1000})
+        p.execute()
+        lis = socket.socket()
+        lis.bind(("127.0.0.1", 0))
+        lis.listen(1)
+        limit = (6 << 20) + 12345
+
+        def proxy():
+            c, _ = lis.accept()
+            u = socket.create_connection(("127.0.0.1", self.srv.port))
+
+            def up():
+                try:
+                    while True:
+                        d = c.recv(65536)
+                        if not d:
+                            break
+                        u.sendall(d)
+                except OSError:
+                    pass
+            threading.Thread(target=up, daemon=True).start()
+            passed = 0
+            while passed < limit:
+                d = u.recv(min(65536, limit - passed))
+                if not d:
+                    break
+                c.sendall(d)
+                passed += len(d)
+            c.shutdown(socket.SHUT_RDWR)
+            c.close()
+            u.close()
+        t = threading.Thread(target=proxy, daemon=True)
+        t.start()
+        rc, text = run("backup", "--server", "127.0.0.1:%d" % lis.getsockname()[1], "--out",
+                       self.path("cut"), timeout=60)
+        t.join(10)
+        lis.close()
+        self.assertEqual(rc, 3, text)
+        self.assertIn("lost the server mid-file", text)
+        self.assertFalse(os.path.exists(self.path("cut")), text)
+        self.assertEqual(self.r.xlen("big"), 12000)
+        self.backup("whole")
+        self.assertEqual(run("verify", "--backup", self.path("whole"))[0], 0)
 
     def test_protocol_errors(self):
         with self.assertRaisesRegex(redis.ResponseError, "no such backup snapshot"):

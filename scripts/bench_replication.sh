@@ -30,14 +30,17 @@ serve() { # serve NAME PORT [flags...]: start a server, remember its pid
 }
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 caught_up() { # caught_up LEADER_PORT FOLLOWER_PORT: wait until the follower has fsynced the end
-  local end
-  end=$(info "$1" log_bytes)
-  while :; do
-    local off
-    off=$(redis-cli -p "$1" role | sed -n 5p)
-    [ -n "$off" ] && [ "$off" -ge "$end" ] && return 0
-    sleep 0.02
-  done
+  # One python process polls ROLE every 20 ms: a shell loop forking redis-cli and sed took a
+  # third of this 2-core machine's CPU from the catch-up it was timing (81 vs 150 MB/s).
+  /usr/bin/python3 - "$1" "$(info "$1" log_bytes)" <<'EOF'
+import sys, time, redis
+r, end = redis.Redis(port=int(sys.argv[1])), int(sys.argv[2])
+while True:
+    fol = r.execute_command("ROLE")[2]
+    if fol and int(fol[0][2]) >= end:
+        break
+    time.sleep(0.02)
+EOF
 }
 
 # 1. lag

@@ -1,9 +1,12 @@
 /*
  * fuzz_resp_reply.c — the RESP reply parser the CLI uses, over hostile server bytes: parse
- * replies one after another until partial or error, walking each tree.
+ * replies one after another until partial or error, walking each tree; and the whole input
+ * as one reply line (resp_reply_line, the backup client's bulk headers).
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "resp.h"
 
@@ -20,6 +23,15 @@ static size_t walk(const resp_value *v, const uint8_t *lo, const uint8_t *hi)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    uint64_t n;
+    if (resp_reply_line(data, size, &n) == RESP_T_BULK && size < 64) {
+        char text[64]; /* a bulk header's length is what strtoull makes of its digits */
+        memcpy(text, data + 1, size - 1);
+        text[size - 1] = 0;
+        errno = 0;
+        if (strtoull(text, NULL, 10) != n || errno)
+            abort();
+    }
     size_t off = 0;
     char msg[128];
     while (off < size) {

@@ -507,3 +507,19 @@ void resp_out_verbatim(resp_out *o, const char *s, size_t n)
         resp_out_bulk(o, s, n);
     }
 }
+
+int resp_reply_line(const uint8_t *line, size_t len, uint64_t *n)
+{
+    if (len >= 1 && line[0] == '-')
+        return RESP_T_ERROR;
+    if (len < 2 || line[0] != '$')
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 1; i < len; i++) {
+        if (line[i] < '0' || line[i] > '9' || v > (UINT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(line[i] - '0');
+    }
+    *n = v;
+    return RESP_T_BULK;
+}

@@ -68,6 +68,12 @@ typedef struct resp_value {
 int resp_reply_parse(const uint8_t *buf, size_t len, resp_value **out, size_t *used,
                      char *msg, size_t msgcap);
 void resp_value_free(resp_value *v);
+/*
+ * The first line of a reply read on its own (CRLF removed), for a client that moves a bulk
+ * string's bytes itself (the backup client splices them into a file): RESP_T_BULK with the
+ * length in *n for "$<n>" (digits only, fitting 64 bits), RESP_T_ERROR for "-...", or -1.
+ */
+int resp_reply_line(const uint8_t *line, size_t len, uint64_t *n);
 
 /* ---- replies ------------------------------------------------------------------------------ */
 

@@ -288,8 +288,9 @@ static int remote_copy(void *arg, size_t i, evs_sink_fn sink, void *sink_arg, ev
 
 #define SPLICE_PIPE_BYTES (1u << 20)
 
-/* One reply line, straight from the socket (rclient's buffer must be empty). */
-static int line_direct(int fd, char *line, size_t cap, evs_error *err)
+/* One reply line, straight from the socket (rclient's buffer must be empty); *len excludes
+ * the CRLF. */
+static int line_direct(int fd, char *line, size_t cap, size_t *len, evs_error *err)
 {
     size_t n = 0;
     for (;;) {
@@ -309,6 +310,7 @@ static int line_direct(int fd, char *line, size_t cap, evs_error *err)
     if (n < 2 || line[n - 2] != '\r')
         return set_err(err, -EIO, "the server sent a malformed reply line");
     line[n - 2] = 0;
+    *len = n - 2;
     return 0;
 }
 
@@ -360,16 +362,15 @@ static int remote_copy_fd(void *arg, size_t i, int out, evs_landed_fn landed, vo
             inflight++;
         }
         char line[512];
-        if (rc || (rc = line_direct(r->c.fd, line, sizeof line, err)))
+        size_t ll = 0;
+        if (rc || (rc = line_direct(r->c.fd, line, sizeof line, &ll, err)))
             break;
         inflight--;
-        uint64_t want = size - got < READ_CHUNK ? size - got : READ_CHUNK;
-        char *end;
-        errno = 0;
-        unsigned long long n = line[0] == '$' ? strtoull(line + 1, &end, 10) : 0;
-        if (line[0] == '-') {
+        uint64_t want = size - got < READ_CHUNK ? size - got : READ_CHUNK, n = 0;
+        int t = resp_reply_line((const uint8_t *)line, ll, &n);
+        if (t == RESP_T_ERROR) {
             rc = set_err(err, -EIO, "reading %s: the server says %s", r->files[i].name, line + 1);
-        } else if (line[0] != '$' || errno || *end || n != want) {
+        } else if (t != RESP_T_BULK || n != want) {
             rc = set_err(err, -EIO, "reading %s at %" PRIu64 ": the server sent \"%.40s\", "
                          "expected %" PRIu64 " bytes", r->files[i].name, got, line, want);
         } else {

@@ -16,10 +16,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "evstore_backup.h"
 #include "rclient.h"
+
+/* A server silent this long after BEGIN (every READ is answered at once) is given up on: a
+ * dead link must not leave the client, and the snapshot it holds on the server, waiting
+ * forever. BEGIN itself (the index copy) may take longer and is not timed. */
+static int idle_timeout_s = 60;
 
 #define READ_CHUNK (4u << 20)
 #define READ_WINDOW 4
@@ -298,6 +304,9 @@ static int line_direct(int fd, char *line, size_t cap, size_t *len, evs_error *e
         ssize_t k = recv(fd, &ch, 1, 0);
         if (k < 0 && errno == EINTR)
             continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return set_err(err, -ETIMEDOUT, "the server sent nothing for %d s (--timeout)",
+                           idle_timeout_s);
         if (k <= 0)
             return set_err(err, -EIO, "lost the server: %s",
                            k ? strerror(errno) : "it closed the connection");
@@ -322,6 +331,9 @@ static int splice_n(int sock, const int p[2], int out, uint64_t *off, uint64_t n
         ssize_t in = splice(sock, NULL, p[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_MORE);
         if (in < 0 && errno == EINTR)
             continue;
+        if (in < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return set_err(err, -ETIMEDOUT, "the server sent nothing for %d s mid-file "
+                           "(--timeout)", idle_timeout_s);
         if (in <= 0)
             return set_err(err, -EIO, "lost the server mid-file: %s",
                            in ? strerror(errno) : "it closed the connection");
@@ -413,6 +425,8 @@ int cli_backup_remote(const char *server, const char *password, const evs_backup
         rclient_close(&r.c);
         return set_err(err, -EIO, "%s: %s", server, e);
     }
+    struct timeval tv = {idle_timeout_s, 0};
+    setsockopt(r.c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     evs_backup_source src = {&r.info, remote_copy, &r, server, remote_copy_fd};
     int rc = evs_backup_write(&src, o, rep, err);
     remote_end(&r);
@@ -440,6 +454,8 @@ static const char *backup_help =
     "  --incremental-from DIR    share the sealed segments a previous backup holds\n"
     "  --rate N                  copy at most N store bytes a second (k, m, g suffixes), so a\n"
     "                            backup leaves the disk to the server's own writes\n"
+    "  --timeout SECONDS         give up when the server sends nothing for this long once\n"
+    "                            the snapshot is taken (default 60)\n"
     "  --quiet                   no progress display (none is shown unless stderr is a tty)\n"
     "\n"
     "Exit codes: 0 done, 2 unusable arguments, 3 failed (nothing left but a folder without\n"
@@ -458,7 +474,7 @@ int cmd_backup(int argc, char **argv)
         {"data", required_argument, NULL, 'd'},   {"out", required_argument, NULL, 'o'},
         {"compress", no_argument, NULL, 'z'},     {"level", required_argument, NULL, 'l'},
         {"incremental-from", required_argument, NULL, 'i'},
-        {"rate", required_argument, NULL, 'r'},
+        {"rate", required_argument, NULL, 'r'},   {"timeout", required_argument, NULL, 't'},
         {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
         {0}};
     int c;
@@ -478,6 +494,17 @@ int cmd_backup(int argc, char **argv)
                 return EXIT_USAGE;
             }
             break;
+        case 't': {
+            char *end;
+            long t = strtol(optarg, &end, 10);
+            if (*end || t < 1 || t > 86400) {
+                fprintf(stderr, "evstore backup: --timeout: seconds from 1 to 86400: %s\n",
+                        optarg);
+                return EXIT_USAGE;
+            }
+            idle_timeout_s = (int)t;
+            break;
+        }
         case 'q': quiet = true; break;
         case 'h': fputs(backup_help, stdout); return EXIT_OK;
         default: fputs(backup_help, stderr); return EXIT_USAGE;

@@ -87,6 +87,10 @@ int rclient_read(rclient *c, resp_value **v, char *err, size_t errcap)
         ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
         if (r < 0 && errno == EINTR)
             continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            snprintf(err, errcap, "no reply within the receive timeout");
+            return -1;
+        }
         if (r <= 0) {
             snprintf(err, errcap, "%s", r == 0 ? "server closed the connection" : strerror(errno));
             return -1;

@@ -258,18 +258,14 @@ class Online(BackupBase):
         self.assertIn("lost the server", out)
         self.assertFalse(os.path.exists(self.path("lost")), out)
 
-    def test_link_cut_inside_a_reply_fails_cleanly(self):
-        """A proxy passes the server's first 6 MiB + 12,345 bytes, then closes: the link
-        ends inside a READ reply's bytes (spliced into the file). The backup exits 3 and
-        removes everything it wrote; the server is unharmed."""
-        p = self.r.pipeline(transaction=False)
-        for i in range(12000):
-            p.xadd("big", {"pad": "z" * 1000})
-        p.execute()
+    def limited_link(self, limit, stall):
+        """A one-connection proxy to the server that passes the server's first `limit` bytes,
+        then closes the link (stall=False) or holds it open passing nothing (stall=True, until
+        the returned release() is called). Returns (port, release)."""
         lis = socket.socket()
         lis.bind(("127.0.0.1", 0))
         lis.listen(1)
-        limit = (6 << 20) + 12345
+        done = threading.Event()
 
         def proxy():
             c, _ = lis.accept()
@@ -292,21 +288,65 @@ class Online(BackupBase):
                     break
                 c.sendall(d)
                 passed += len(d)
+            if stall:
+                done.wait(60)
             c.shutdown(socket.SHUT_RDWR)
             c.close()
             u.close()
         t = threading.Thread(target=proxy, daemon=True)
         t.start()
-        rc, text = run("backup", "--server", "127.0.0.1:%d" % lis.getsockname()[1], "--out",
-                       self.path("cut"), timeout=60)
-        t.join(10)
-        lis.close()
+
+        def release():
+            done.set()
+            t.join(10)
+            lis.close()
+        return lis.getsockname()[1], release
+
+    def fill(self, n):
+        p = self.r.pipeline(transaction=False)
+        for i in range(n):
+            p.xadd("big", {"pad": "z" * 1000})
+        p.execute()
+
+    def test_link_cut_inside_a_reply_fails_cleanly(self):
+        """The link closes inside a READ reply's bytes (spliced into the file): the backup
+        exits 3 and removes everything it wrote; the server is unharmed."""
+        self.fill(12000)
+        port, release = self.limited_link((6 << 20) + 12345, stall=False)
+        rc, text = run("backup", "--server", "127.0.0.1:%d" % port, "--out", self.path("cut"),
+                       timeout=60)
+        release()
         self.assertEqual(rc, 3, text)
         self.assertIn("lost the server mid-file", text)
         self.assertFalse(os.path.exists(self.path("cut")), text)
         self.assertEqual(self.r.xlen("big"), 12000)
         self.backup("whole")
         self.assertEqual(run("verify", "--backup", self.path("whole"))[0], 0)
+
+    def test_stalled_link_times_out(self):
+        """The link stalls inside a READ reply, open but silent: with --timeout 2 the backup
+        gives up (exit 3, the silence named, nothing left) instead of waiting forever, and
+        the snapshot it held on the server is released."""
+        self.fill(12000)
+        rc, text = run("backup", "--server", "127.0.0.1:%d" % self.srv.port, "--timeout", "x",
+                       "--out", self.path("bad"))
+        self.assertEqual(rc, 2, text)
+        port, release = self.limited_link((6 << 20) + 12345, stall=True)
+        t0 = time.time()
+        rc, text = run("backup", "--server", "127.0.0.1:%d" % port, "--out",
+                       self.path("stalled"), "--timeout", "2", timeout=60)
+        took = time.time() - t0
+        self.assertEqual(rc, 3, text)
+        self.assertIn("sent nothing for 2 s", text)
+        self.assertGreaterEqual(took, 2)
+        self.assertLess(took, 30)
+        self.assertFalse(os.path.exists(self.path("stalled")), text)
+        # the client's BACKUP END still reaches the server (only replies stall)
+        deadline = time.time() + 10
+        while self.r.info("evstore")["backup_snapshots"] and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.r.info("evstore")["backup_snapshots"], 0)
+        release()
 
     def test_protocol_errors(self):
         with self.assertRaisesRegex(redis.ResponseError, "no such backup snapshot"):

@@ -66,15 +66,19 @@ t1() { # t1 CMD...: seconds one run takes, after `rm -rf` of $work/out and a syn
   "$@" >/dev/null 2>&1
   secs_since "$t0"
 }
-# the uncompressed backup and its references in interleaved rounds (the disk drifts)
-: >"$work/t.cp"; : >"$work/t.cps"; : >"$work/t.bk"
-for r in 1 2 3 4 5; do
-  t1 cp -r "$work/data" "$work/out" >>"$work/t.cp"; echo >>"$work/t.cp"
-  t1 sh -c "cp -r '$work/data' '$work/out' && sync" >>"$work/t.cps"; echo >>"$work/t.cps"
-  t1 ./build/evstore backup --server "127.0.0.1:$EV" --out "$work/out" --quiet >>"$work/t.bk"
-  echo >>"$work/t.bk"
-done
-cp_s=$(median <"$work/t.cp"); cps_s=$(median <"$work/t.cps"); bk_s=$(median <"$work/t.bk")
+# rounds SRC CMD...: 5 interleaved rounds (the disk drifts) of `cp -r SRC`, `cp -r SRC && sync`
+# and CMD, each into $work/out; prints the three medians
+rounds() {
+  local src=$1; shift
+  : >"$work/t.a"; : >"$work/t.b"; : >"$work/t.c"
+  for r in 1 2 3 4 5; do
+    { t1 cp -r "$src" "$work/out"; echo; } >>"$work/t.a"
+    { t1 sh -c "cp -r '$src' '$work/out' && sync"; echo; } >>"$work/t.b"
+    { t1 "$@"; echo; } >>"$work/t.c"
+  done
+  echo "$(median <"$work/t.a") $(median <"$work/t.b") $(median <"$work/t.c")"
+}
+read -r cp_s cps_s bk_s <<<"$(rounds "$work/data" ./build/evstore backup --server "127.0.0.1:$EV" --out "$work/out" --quiet)"
 tgz_s=$(run3 tgz sh -c "mkdir -p '$work/out' && tar -C '$work/data' -cf - . | gzip > '$work/out/b.tgz'")
 tgz_bytes=$(du -sb "$work/out/b.tgz" | cut -f1)
 tgz_x_s=$( for r in 1 2 3; do rm -rf "$work/x"; mkdir -p "$work/x"; t0=$(now); gzip -dc "$work/out/b.tgz" | tar -C "$work/x" -xf -; secs_since "$t0"; echo; done | median )
@@ -82,14 +86,7 @@ rm -rf "$work/x" "$work/out"
 
 rm -rf "$work/out" "$work/b"; ./build/evstore backup --server "127.0.0.1:$EV" --out "$work/b" --quiet >/dev/null
 bk_bytes=$(du -sb "$work/b" | cut -f1)
-: >"$work/t.cpb"; : >"$work/t.cpbs"; : >"$work/t.rs"
-for r in 1 2 3 4 5; do
-  t1 cp -r "$work/b" "$work/out" >>"$work/t.cpb"; echo >>"$work/t.cpb"
-  t1 sh -c "cp -r '$work/b' '$work/out' && sync" >>"$work/t.cpbs"; echo >>"$work/t.cpbs"
-  t1 ./build/evstore restore --from "$work/b" --data "$work/out" --quiet >>"$work/t.rs"
-  echo >>"$work/t.rs"
-done
-cpb_s=$(median <"$work/t.cpb"); cpbs_s=$(median <"$work/t.cpbs"); rs_s=$(median <"$work/t.rs")
+read -r cpb_s cpbs_s rs_s <<<"$(rounds "$work/b" ./build/evstore restore --from "$work/b" --data "$work/out" --quiet)"
 rm -rf "$work/x" "$work/out"
 
 bz_s=$(run3 backupz ./build/evstore backup --server "127.0.0.1:$EV" --out "$work/out" --compress --quiet)

@@ -310,8 +310,9 @@ static int line_direct(int fd, char *line, size_t cap, size_t *len, evs_error *e
         if (k <= 0)
             return set_err(err, -EIO, "lost the server: %s",
                            k ? strerror(errno) : "it closed the connection");
-        if (n + 1 < cap)
-            line[n++] = ch;
+        if (n + 1 == cap)
+            return set_err(err, -EIO, "the server sent a reply line over %zu bytes", cap - 1);
+        line[n++] = ch;
         if (ch == '\n')
             break;
     }
@@ -389,7 +390,11 @@ static int remote_copy_fd(void *arg, size_t i, int out, evs_landed_fn landed, vo
             uint64_t at = got;
             char crlf[2];
             if (!(rc = splice_n(r->c.fd, p, out, &got, want, err))) {
-                if (recv(r->c.fd, crlf, 2, MSG_WAITALL) != 2 || crlf[0] != '\r' || crlf[1] != '\n')
+                ssize_t k = recv(r->c.fd, crlf, 2, MSG_WAITALL);
+                if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                    rc = set_err(err, -ETIMEDOUT, "the server sent nothing for %d s "
+                                 "(--timeout)", idle_timeout_s);
+                else if (k != 2 || crlf[0] != '\r' || crlf[1] != '\n')
                     rc = set_err(err, -EIO, "reading %s: a reply did not end with CRLF",
                                  r->files[i].name);
                 else

@@ -304,7 +304,7 @@ static int copy_file(const evs_backup_source *src, size_t i, const char *dir, mf
     f.fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (f.fd < 0)
         return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
-    int rc = -EOPNOTSUPP;
+    int rc = -EOPNOTSUPP; /* until a zero-copy source has taken the file */
     if (f.compress && deflateInit(&f.z, o->level > 0 ? o->level : 1) != Z_OK) {
         close(f.fd);
         return evs_err_set(err, -ENOMEM, "zlib deflateInit failed");

@@ -490,6 +490,38 @@ static int write_zeros(int fd, uint64_t from, uint64_t to, const char *path, evs
     return 0;
 }
 
+/* Restore file f into tmp; on success its fd joins ss (fsynced before the checkpoint). */
+static int build_file(const chain *c, const mf_file *f, const char *tmp,
+                      const evs_restore_options *o, const volatile int *cancel,
+                      evs_progress *prog, fio_syncset *ss, evs_error *err)
+{
+    const char *dir;
+    int rc = chain_holder(c, f, &dir, err);
+    if (rc)
+        return rc;
+    char stored[MF_NAME_MAX + 4], src[PATH_MAX], path[PATH_MAX];
+    mf_stored_name(f, stored);
+    snprintf(src, sizeof src, "%s/%s", dir, stored);
+    snprintf(path, sizeof path, "%s/%s", tmp, f->name); /* M1: a name a store may hold */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+    rfile r = {.f = f, .path = src, .outfd = fd, .outpath = path, .inflate = true,
+               .prog = prog, .progress = o ? o->progress : NULL,
+               .progress_arg = o ? o->progress_arg : NULL, .cancel = cancel};
+    rc = f->compressed ? read_stored(&r, err) : copy_raw(&r, err);
+    if (!rc && f->alloc > f->size) /* the active segment: zero-filled to its full size */
+        rc = write_zeros(fd, f->size, f->alloc, path, err);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    char failed[PATH_MAX];
+    if ((rc = fio_syncset_add(ss, fd, path, failed, sizeof failed)))
+        return evs_err_set(err, rc, "fsync of %s failed: %s", failed, strerror(-rc));
+    return 0;
+}
+
 static int build(const chain *c, const char *tmp, const evs_restore_options *o,
                  const volatile int *cancel, evs_error *err)
 {
@@ -506,36 +538,11 @@ static int build(const chain *c, const char *tmp, const evs_restore_options *o,
         prog.bytes_total += m->files[i].stored_size;
     fio_syncset ss = {.n = 0}; /* every file is fsynced before the checkpoint below */
     for (size_t i = 0; i < m->nfiles; i++) {
-        const mf_file *f = &m->files[i];
-        const char *dir;
-        int rc = chain_holder(c, f, &dir, err);
+        int rc = build_file(c, &m->files[i], tmp, o, cancel, &prog, &ss, err);
         if (rc) {
             fio_syncset_drop(&ss);
             return rc;
         }
-        char stored[MF_NAME_MAX + 4], src[PATH_MAX];
-        mf_stored_name(f, stored);
-        snprintf(src, sizeof src, "%s/%s", dir, stored);
-        snprintf(path, sizeof path, "%s/%s", tmp, f->name); /* M1: a name a store may hold */
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            fio_syncset_drop(&ss);
-            return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
-        }
-        rfile r = {.f = f, .path = src, .outfd = fd, .outpath = path, .inflate = true,
-                   .prog = &prog, .progress = o ? o->progress : NULL,
-                   .progress_arg = o ? o->progress_arg : NULL, .cancel = cancel};
-        rc = f->compressed ? read_stored(&r, err) : copy_raw(&r, err);
-        if (!rc && f->alloc > f->size) /* the active segment: zero-filled to its full size */
-            rc = write_zeros(fd, f->size, f->alloc, path, err);
-        if (rc) {
-            close(fd);
-            fio_syncset_drop(&ss);
-            return rc;
-        }
-        char failed[PATH_MAX];
-        if ((rc = fio_syncset_add(&ss, fd, path, failed, sizeof failed)))
-            return evs_err_set(err, rc, "fsync of %s failed: %s", failed, strerror(-rc));
         prog.files_done++;
     }
     char failed[PATH_MAX];

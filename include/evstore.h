@@ -641,14 +641,18 @@ void evs_snapshot_close(evs_snapshot *s);
  * so its segment files are the leader's byte for byte (docs/replication.md).
  */
 
-/* Leader: whole records of the log from `pos` (a record boundary) into buf, at most cap bytes,
- * never past what readers see and never across a segment's end. Returns the byte count (0:
- * nothing new yet) with *at the log position of buf[0] (above pos when the next segment starts
- * past a gap). EVS_ENOTFOUND: pos is below the log's start (retention deleted it);
- * EVS_EINVAL: pos is past the end or not a record boundary; EVS_ETOOBIG: the record at pos
- * is larger than cap (*at = its size). */
-long evs_log_read(evs_store *st, uint64_t pos, void *buf, size_t cap, uint64_t *at,
-                  evs_error *err);
+/* Leader: whole records of the log from `pos` (a record boundary), at most cap bytes (a
+ * first record larger than cap comes alone), never past what readers see and never across a
+ * segment's end. They are not copied: they lie in the file *fd from offset *off (segment
+ * files hold the log's bytes as they are), for a zero-copy send (sendfile); the file stays
+ * open and those bytes unchanged until evs_log_release(*hold), even if retention deletes the
+ * segment meanwhile (read *fd at explicit offsets only). Returns the byte count (0: nothing
+ * new yet) with *at the log position of the first byte (above pos when the next segment
+ * starts past a gap). EVS_ENOTFOUND: pos is below the log's start (retention deleted it);
+ * EVS_EINVAL: pos is past the end or not a record boundary. */
+long evs_log_span(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, int *fd, uint64_t *off,
+                  void **hold, evs_error *err);
+void evs_log_release(void *hold);
 /* Follower (evs_options.replica): queue bytes of the leader's log that start at `at` (this
  * log's end): whole records, each checked before any is written, then written and applied as
  * recovery would. done(arg, rc, NULL, len, err) once they are durable as the fsync mode says.

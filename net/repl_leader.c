@@ -19,7 +19,7 @@
  *
  * Invariants:
  *  F1. A follower is sent bytes from exactly the position its log ends at, in log order,
- *      whole records, only what the leader's readers can see (evs_log_read, L1).
+ *      whole records, only what the leader's readers can see (evs_log_span, L1).
  *  F2. Continue only when the follower's history is a prefix of the leader's: every epoch of
  *      its history is the leader's (same number, UUID and start) and its log does not reach
  *      past where the leader's next epoch began. A follower past the point where the two
@@ -27,6 +27,9 @@
  *      Nothing is ever streamed over a history that is not the leader's.
  *  F3. A follower's state goes with its connection (slot free function): no stream to a
  *      closed socket.
+ *  F4. A frame's log bytes are not copied: they go from the segment file to the socket by
+ *      sendfile (evs_log_span), the segment held open until the output buffer is done with
+ *      them (a follower behind retention still gets the bytes it was promised).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -71,8 +74,6 @@ typedef struct follower {
     time_t last_ack, last_send;
     int port;                    /* its own RESP port, for ROLE                            */
     char ip[64];
-    uint8_t *buf;
-    size_t cap;
     uint64_t lag_next;           /* the next lag sample this follower has not covered yet   */
 } follower;
 
@@ -89,19 +90,34 @@ static void follower_free(void *arg)
             nfollowers--;
             break;
         }
-    free(f->buf);
     free(f);
 }
 
-static void send_frame(follower *f, uint64_t at, size_t n)
+static void span_release(struct evbuffer_file_segment const *seg, int flags, void *hold)
 {
-    struct evbuffer *out = conn_output(f->c);
-    if (!out)
-        return;
-    evbuffer_add_printf(out, "*3\r\n$3\r\nLOG\r\n:%" PRIu64 "\r\n$%zu\r\n", at, n);
-    evbuffer_add(out, f->buf, n);
-    evbuffer_add(out, "\r\n", 2);
+    (void)seg;
+    (void)flags;
+    evs_log_release(hold);
+}
+
+/* A LOG frame whose bytes go from the segment file to the socket by sendfile (F4). */
+static int send_frame(follower *f, struct evbuffer *out, uint64_t at, size_t n, int fd,
+                      uint64_t off, void *hold)
+{
+    struct evbuffer_file_segment *seg =
+        evbuffer_file_segment_new(fd, (ev_off_t)off, (ev_off_t)n, 0);
+    if (!seg) {
+        evs_log_release(hold);
+        return -1;
+    }
+    evbuffer_file_segment_add_cleanup_cb(seg, span_release, hold);
+    int rc = evbuffer_add_printf(out, "*3\r\n$3\r\nLOG\r\n:%" PRIu64 "\r\n$%zu\r\n", at, n) < 0 ||
+             evbuffer_add_file_segment(out, seg, 0, (ev_off_t)n) ||
+             evbuffer_add(out, "\r\n", 2)
+                 ? -1 : 0;
+    evbuffer_file_segment_free(seg); /* the evbuffer holds its own reference */
     f->last_send = time(NULL);
+    return rc;
 }
 
 /* Send what the log has past f->pos, up to OUT_HIGH unsent bytes (F1). */
@@ -110,19 +126,11 @@ static void pump(follower *f)
     evs_store *st = server_store(f->srv);
     struct evbuffer *out = conn_output(f->c);
     while (out && evbuffer_get_length(out) < OUT_HIGH) {
-        uint64_t at = 0;
+        uint64_t at = 0, off = 0;
+        int fd = -1;
+        void *hold = NULL;
         evs_error err;
-        long n = evs_log_read(st, f->pos, f->buf, f->cap, &at, &err);
-        if (n == EVS_ETOOBIG) {
-            uint8_t *b = realloc(f->buf, (size_t)at);
-            if (!b) {
-                conn_abort(f->c, "out of memory for a large record");
-                return;
-            }
-            f->buf = b;
-            f->cap = (size_t)at;
-            continue;
-        }
+        long n = evs_log_span(st, f->pos, FRAME_MAX, &at, &fd, &off, &hold, &err);
         if (n < 0) {
             server_log(f->srv, EVS_LOG_WARN, "follower %s:%d: stopped streaming: %s", f->ip,
                        f->port, err.msg);
@@ -131,7 +139,10 @@ static void pump(follower *f)
         }
         if (n == 0)
             return;
-        send_frame(f, at, (size_t)n);
+        if (send_frame(f, out, at, (size_t)n, fd, off, hold)) {
+            conn_abort(f->c, "out of memory for a frame"); /* a frame half queued: drop */
+            return;
+        }
         f->pos = at + (uint64_t)n;
     }
 }
@@ -376,11 +387,8 @@ void cmd_replsync(cmd_ctx *x)
         return;
     }
     follower *f = calloc(1, sizeof *f);
-    f->buf = f ? malloc(FRAME_MAX) : NULL;
     void **slot = conn_cmd_state(x->c, CONN_SLOT_REPLICA, follower_free);
-    if (!f || !f->buf || *slot) {
-        if (f)
-            free(f->buf);
+    if (!f || *slot) {
         free(f);
         free(theirs);
         free(mine);
@@ -390,7 +398,6 @@ void cmd_replsync(cmd_ctx *x)
     *slot = f;
     f->c = x->c;
     f->srv = x->srv;
-    f->cap = FRAME_MAX;
     f->pos = pos;
     f->port = (int)port;
     f->last_ack = f->last_send = time(NULL);

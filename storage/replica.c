@@ -12,8 +12,8 @@
 
 #include "internal.h"
 
-long evs_log_read(evs_store *st, uint64_t pos, void *buf, size_t cap, uint64_t *at,
-                  evs_error *err)
+long evs_log_span(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, int *fd, uint64_t *off,
+                  void **hold, evs_error *err)
 {
     pthread_rwlock_rdlock(&st->lock);
     if (st->nsegs == 0 || pos < st->segs[0]->base) {
@@ -57,33 +57,31 @@ long evs_log_read(evs_store *st, uint64_t pos, void *buf, size_t cap, uint64_t *
     atomic_fetch_add(&g->refs, 1);
     pthread_rwlock_unlock(&st->lock);
     const uint8_t *d = seg_data(g) + (pos - g->base);
-    uint64_t avail = size - (pos - g->base), off = 0;
+    uint64_t avail = size - (pos - g->base), len = 0;
     long rc = 0;
-    while (off < avail) {
+    while (len < avail) {
         rec_hdr h;
         uint64_t sz;
-        int c = rec_check_hdr(d + off, avail - off, &h, &sz);
+        int c = rec_check_hdr(d + len, avail - len, &h, &sz);
         if (c != REC_OK) {
-            rc = evs_err_set(err, off ? EVS_ECORRUPT : EVS_EINVAL,
-                             "log position %" PRIu64 " in %s is not a record: %s", pos + off,
+            rc = evs_err_set(err, len ? EVS_ECORRUPT : EVS_EINVAL,
+                             "log position %" PRIu64 " in %s is not a record: %s", pos + len,
                              g->name, rec_check_str(c));
             break;
         }
-        if (off + sz > cap) {
-            if (off == 0) {
-                *at = sz;
-                rc = evs_err_set(err, EVS_ETOOBIG, "the record at %" PRIu64 " is %" PRIu64
-                                 " bytes", pos, sz);
-            }
+        if (len + sz > cap && len > 0) /* a larger first record goes alone */
             break;
-        }
-        off += sz;
+        len += sz;
     }
-    if (!rc || (rc != EVS_ETOOBIG && off)) {
-        memcpy(buf, d, (size_t)off);
-        *at = pos;
-        rc = (long)off;
+    if (!len) {
+        store_seg_put(g);
+        return rc;
     }
-    store_seg_put(g);
-    return rc;
+    *at = pos; /* the records before a bad one go first; the next call reports it */
+    *fd = g->fd;
+    *off = pos - g->base;
+    *hold = g;
+    return (long)len;
 }
+
+void evs_log_release(void *hold) { store_seg_put(hold); }

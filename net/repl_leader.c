@@ -27,15 +27,19 @@
  *      Nothing is ever streamed over a history that is not the leader's.
  *  F3. A follower's state goes with its connection (slot free function): no stream to a
  *      closed socket.
- *  F4. A frame's log bytes are not copied: they go from the segment file to the socket by
- *      sendfile (evs_log_span), the segment held open until the output buffer is done with
- *      them (a follower behind retention still gets the bytes it was promised).
+ *  F4. A frame's log bytes never pass through a buffer of ours: a large frame (catch-up)
+ *      goes from the segment file to the socket by sendfile (evs_log_span), the segment held
+ *      open until the output buffer is done with it (a follower behind retention still gets
+ *      the bytes it was promised); a small one (live streaming) is read from the file
+ *      straight into the output buffer.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -44,6 +48,7 @@
 
 #define FRAME_MAX (1u << 20)     /* bytes of log per frame (a larger record goes alone)    */
 #define OUT_HIGH (4u << 20)      /* refill the socket's buffer up to this                  */
+#define SENDFILE_MIN (64u << 10) /* frames from this size go by sendfile (F4)              */
 #define ACK_TIMEOUT_S 30         /* a follower silent this long is dropped                 */
 
 /* Replication lag: the time from a batch becoming visible on the leader (its writes are
@@ -100,24 +105,49 @@ static void span_release(struct evbuffer_file_segment const *seg, int flags, voi
     evs_log_release(hold);
 }
 
-/* A LOG frame whose bytes go from the segment file to the socket by sendfile (F4). */
+/* The bytes of a small frame, read from the segment file into the output buffer: one copy,
+ * and the frame goes out in one write with its neighbours (F4). */
+static int add_read(struct evbuffer *out, size_t n, int fd, uint64_t off)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)n, &v, 1) != 1)
+        return -1;
+    for (size_t got = 0; got < n;) {
+        ssize_t r = pread(fd, (char *)v.iov_base + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1; /* nothing committed */
+        got += (size_t)r;
+    }
+    v.iov_len = n;
+    return evbuffer_commit_space(out, &v, 1);
+}
+
+/* A LOG frame (F4): from SENDFILE_MIN bytes up its log bytes go from the segment file to the
+ * socket by sendfile, the segment held until they are sent; a smaller one is read into the
+ * output buffer (a sendfile and two more writes per small frame cost more than the copy). */
 static int send_frame(follower *f, struct evbuffer *out, uint64_t at, size_t n, int fd,
                       uint64_t off, void *hold)
 {
-    struct evbuffer_file_segment *seg =
-        evbuffer_file_segment_new(fd, (ev_off_t)off, (ev_off_t)n, 0);
-    if (!seg) {
+    int rc = evbuffer_add_printf(out, "*3\r\n$3\r\nLOG\r\n:%" PRIu64 "\r\n$%zu\r\n", at, n) < 0;
+    if (n < SENDFILE_MIN) {
+        rc = rc || add_read(out, n, fd, off);
         evs_log_release(hold);
-        return -1;
+    } else {
+        struct evbuffer_file_segment *seg =
+            evbuffer_file_segment_new(fd, (ev_off_t)off, (ev_off_t)n, 0);
+        if (!seg) {
+            evs_log_release(hold);
+            return -1;
+        }
+        evbuffer_file_segment_add_cleanup_cb(seg, span_release, hold);
+        rc = rc || evbuffer_add_file_segment(out, seg, 0, (ev_off_t)n);
+        evbuffer_file_segment_free(seg); /* the evbuffer holds its own reference */
     }
-    evbuffer_file_segment_add_cleanup_cb(seg, span_release, hold);
-    int rc = evbuffer_add_printf(out, "*3\r\n$3\r\nLOG\r\n:%" PRIu64 "\r\n$%zu\r\n", at, n) < 0 ||
-             evbuffer_add_file_segment(out, seg, 0, (ev_off_t)n) ||
-             evbuffer_add(out, "\r\n", 2)
-                 ? -1 : 0;
-    evbuffer_file_segment_free(seg); /* the evbuffer holds its own reference */
+    rc = rc || evbuffer_add(out, "\r\n", 2);
     f->last_send = time(NULL);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 /* Send what the log has past f->pos, up to OUT_HIGH unsent bytes (F1). */

@@ -27,7 +27,8 @@
  *      Nothing is ever streamed over a history that is not the leader's.
  *  F3. A follower's state goes with its connection (slot free function): no stream to a
  *      closed socket.
- *  F4. A frame's log bytes never pass through a buffer of ours: a large frame (catch-up)
+ *  F4. A frame's log bytes are never staged in a buffer between the segment file and the
+ *      connection: a large frame (catch-up)
  *      goes from the segment file to the socket by sendfile (evs_log_span), the segment held
  *      open until the output buffer is done with it (a follower behind retention still gets
  *      the bytes it was promised); a small one (live streaming) is read from the file
@@ -170,7 +171,8 @@ static void pump(follower *f)
         if (n == 0)
             return;
         if (send_frame(f, out, at, (size_t)n, fd, off, hold)) {
-            conn_abort(f->c, "out of memory for a frame"); /* a frame half queued: drop */
+            /* out of memory, or the segment file could not be read: a frame half queued */
+            conn_abort(f->c, "cannot queue a frame of the log");
             return;
         }
         f->pos = at + (uint64_t)n;

@@ -28,11 +28,10 @@
  *  F3. A follower's state goes with its connection (slot free function): no stream to a
  *      closed socket.
  *  F4. A frame's log bytes are never staged in a buffer between the segment file and the
- *      connection: a large frame (catch-up)
- *      goes from the segment file to the socket by sendfile (evs_log_span), the segment held
- *      open until the output buffer is done with it (a follower behind retention still gets
- *      the bytes it was promised); a small one (live streaming) is read from the file
- *      straight into the output buffer.
+ *      connection: a large frame (catch-up) goes from the segment file to the socket by
+ *      sendfile (evs_log_span), the segment held open until the output buffer is done with it
+ *      (a follower behind retention still gets the bytes it was promised); a small one (live
+ *      streaming) is read from the file straight into the output buffer.
  */
 #include <errno.h>
 #include <inttypes.h>

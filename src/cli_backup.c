@@ -249,6 +249,18 @@ static int send_read(remote *r, size_t file, uint64_t off)
     return rclient_send(&r->c, 6, argv, lens);
 }
 
+/* Keep up to READ_WINDOW reads of file i (size bytes) in flight: *sent is the offset of the
+ * next one to send. */
+static int fill_window(remote *r, size_t i, uint64_t size, uint64_t *sent, int *inflight,
+                       evs_error *err)
+{
+    for (; *inflight < READ_WINDOW && *sent < size; (*inflight)++, *sent += READ_CHUNK)
+        if (send_read(r, i, *sent))
+            return set_err(err, -EIO, "lost the server while sending a read: %s",
+                           strerror(errno));
+    return 0;
+}
+
 /* Copy file i with up to READ_WINDOW reads in flight. */
 static int remote_copy(void *arg, size_t i, evs_sink_fn sink, void *sink_arg, evs_error *err)
 {
@@ -257,19 +269,14 @@ static int remote_copy(void *arg, size_t i, evs_sink_fn sink, void *sink_arg, ev
     int inflight = 0;
     char e[256];
     while (got < size) {
-        while (inflight < READ_WINDOW && sent < size) {
-            if (send_read(r, i, sent))
-                return set_err(err, -EIO, "lost the server while sending a read: %s",
-                                   strerror(errno));
-            sent += READ_CHUNK;
-            inflight++;
-        }
+        int rc = fill_window(r, i, size, &sent, &inflight, err);
+        if (rc)
+            return rc;
         resp_value *v;
         if (rclient_read(&r->c, &v, e, sizeof e))
             return set_err(err, -EIO, "reading %s from the server: %s", r->files[i].name, e);
         inflight--;
         uint64_t want = size - got < READ_CHUNK ? size - got : READ_CHUNK;
-        int rc = 0;
         if (v->type == RESP_T_ERROR)
             rc = set_err(err, -EIO, "reading %s: the server says %.*s", r->files[i].name,
                              (int)v->len, (const char *)v->str);
@@ -365,18 +372,10 @@ static int remote_copy_fd(void *arg, size_t i, int out, evs_landed_fn landed, vo
     uint64_t size = r->files[i].size, sent = 0, got = 0;
     int inflight = 0, rc = 0;
     while (!rc && got < size) {
-        while (inflight < READ_WINDOW && sent < size) {
-            if (send_read(r, i, sent)) {
-                rc = set_err(err, -EIO, "lost the server while sending a read: %s",
-                             strerror(errno));
-                break;
-            }
-            sent += READ_CHUNK;
-            inflight++;
-        }
         char line[512];
         size_t ll = 0;
-        if (rc || (rc = line_direct(r->c.fd, line, sizeof line, &ll, err)))
+        if ((rc = fill_window(r, i, size, &sent, &inflight, err)) ||
+            (rc = line_direct(r->c.fd, line, sizeof line, &ll, err)))
             break;
         inflight--;
         uint64_t want = size - got < READ_CHUNK ? size - got : READ_CHUNK, n = 0;

@@ -301,6 +301,16 @@ static int remote_copy(void *arg, size_t i, evs_sink_fn sink, void *sink_arg, ev
 
 #define SPLICE_PIPE_BYTES (1u << 20)
 
+/* A receive from the server that got nothing (k <= 0): why, as the backup's error. */
+static int lost(ssize_t k, const char *where, evs_error *err)
+{
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return set_err(err, -ETIMEDOUT, "the server sent nothing for %d s%s (--timeout)",
+                       idle_timeout_s, where);
+    return set_err(err, -EIO, "lost the server%s: %s", where,
+                   k ? strerror(errno) : "it closed the connection");
+}
+
 /* One reply line, straight from the socket (rclient's buffer must be empty); *len excludes
  * the CRLF. */
 static int line_direct(int fd, char *line, size_t cap, size_t *len, evs_error *err)
@@ -311,12 +321,8 @@ static int line_direct(int fd, char *line, size_t cap, size_t *len, evs_error *e
         ssize_t k = recv(fd, &ch, 1, 0);
         if (k < 0 && errno == EINTR)
             continue;
-        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return set_err(err, -ETIMEDOUT, "the server sent nothing for %d s (--timeout)",
-                           idle_timeout_s);
         if (k <= 0)
-            return set_err(err, -EIO, "lost the server: %s",
-                           k ? strerror(errno) : "it closed the connection");
+            return lost(k, "", err);
         if (n + 1 == cap)
             return set_err(err, -EIO, "the server sent a reply line over %zu bytes", cap - 1);
         line[n++] = ch;
@@ -339,12 +345,8 @@ static int splice_n(int sock, const int p[2], int out, uint64_t *off, uint64_t n
         ssize_t in = splice(sock, NULL, p[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_MORE);
         if (in < 0 && errno == EINTR)
             continue;
-        if (in < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return set_err(err, -ETIMEDOUT, "the server sent nothing for %d s mid-file "
-                           "(--timeout)", idle_timeout_s);
         if (in <= 0)
-            return set_err(err, -EIO, "lost the server mid-file: %s",
-                           in ? strerror(errno) : "it closed the connection");
+            return lost(in, " mid-file", err);
         for (ssize_t left = in; left;) {
             loff_t o = (loff_t)*off;
             ssize_t w = splice(p[0], NULL, out, &o, (size_t)left, SPLICE_F_MOVE);
@@ -390,9 +392,8 @@ static int remote_copy_fd(void *arg, size_t i, int out, evs_landed_fn landed, vo
             char crlf[2];
             if (!(rc = splice_n(r->c.fd, p, out, &got, want, err))) {
                 ssize_t k = recv(r->c.fd, crlf, 2, MSG_WAITALL);
-                if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                    rc = set_err(err, -ETIMEDOUT, "the server sent nothing for %d s "
-                                 "(--timeout)", idle_timeout_s);
+                if (k <= 0)
+                    rc = lost(k, " mid-file", err);
                 else if (k != 2 || crlf[0] != '\r' || crlf[1] != '\n')
                     rc = set_err(err, -EIO, "reading %s: a reply did not end with CRLF",
                                  r->files[i].name);

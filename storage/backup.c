@@ -129,6 +129,16 @@ static int deflate_some(wfile *f, int flush, evs_error *err)
     return 0;
 }
 
+/* len more store bytes are in the file: progress, then the --rate pause. */
+static void account(wfile *f, size_t len)
+{
+    if (f->o->progress) {
+        f->prog->bytes_done += len;
+        f->o->progress(f->o->progress_arg, f->prog);
+    }
+    pace_bytes(f->pace, len);
+}
+
 /* A piece a copy_to_fd source wrote: read it back for the CRC (B3) in pieces that stay in
  * the CPU's cache, then account it as sink does. */
 #define READBACK (256u << 10)
@@ -149,11 +159,7 @@ static int landed(void *arg, uint64_t off, size_t len, evs_error *err)
     }
     f->n += len;
     file_wrote(f, len);
-    if (f->o->progress) {
-        f->prog->bytes_done += len;
-        f->o->progress(f->o->progress_arg, f->prog);
-    }
-    pace_bytes(f->pace, len);
+    account(f, len);
     return 0;
 }
 
@@ -170,12 +176,8 @@ static int sink(void *arg, const void *data, size_t len, evs_error *err)
     } else {
         rc = file_out(f, data, len, err);
     }
-    if (!rc && f->o->progress) {
-        f->prog->bytes_done += len;
-        f->o->progress(f->o->progress_arg, f->prog);
-    }
     if (!rc)
-        pace_bytes(f->pace, len);
+        account(f, len);
     return rc;
 }
 

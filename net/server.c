@@ -4,6 +4,7 @@
  * server.h.
  */
 #include "server.h"
+#include "commands.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -530,24 +531,41 @@ static void read_cb(struct bufferevent *bev, void *arg)
     conn *c = arg;
     if (!c->s->turn_reads++)
         evs_submit_hold(c->s->st);
+    bool in_flight = c->waits > 0 && c->waits == c->pipe_waits;
     read_input(bev, c);
+    /* Bytes that arrived while this connection's writes were in flight: until they complete,
+     * leave the socket alone, so that what the client sends meanwhile is read in one go when
+     * they do (as Redis, busy with its fsync, reads it), not one read per request; it would
+     * join the next fsync batch either way. Only once bytes have come in flight, never for a
+     * client waiting for its one reply (clients/P1), for which holding cost two epoll_ctl per
+     * request and found nothing to hold. Only for XADDs (always short): a client parked in
+     * XREAD BLOCK keeps being read, so its disconnect is seen at once. */
+    if (in_flight && !c->closed && !c->closing && c->waits > 0 && c->waits == c->pipe_waits &&
+        !c->reading_held) {
+        c->reading_held = true;
+        bufferevent_disable(c->bev, EV_READ);
+    }
 }
 
-/* The end of a loop turn. A turn that read from one connection has nothing to overlap with
- * the sync: its batch is committed on the loop itself while the writer thread is idle, as
- * Redis syncs its AOF once per loop turn (evs_submit_release_inline), which saves the two
- * thread wake-ups a round trip otherwise costs. With several connections in the turn the
- * writer thread syncs while the loop answers and reads the others (measured both ways:
- * docs/benchmarks.md, "Server"). */
+/* The end of a loop turn. Its batch is committed on the loop itself when the writer thread is
+ * idle, as Redis syncs its AOF once per loop turn (evs_submit_release_inline): no hand-off, no
+ * wake-up of the writer and none back, and the next turn reads everything that came in
+ * meanwhile as one batch. Handing turns that read several connections to the writer thread,
+ * so that the loop could answer and read the others during the sync, was measured against this
+ * (docs/benchmarks.md, "Server"): the loop had nothing to do meanwhile but wait for the
+ * completions, c50/P1 0.8× and c50/P16 0.9× of this, with a worse p99. A leader with followers
+ * does have something to do meanwhile (send them the last batch, take their ACKs, which
+ * `--ack all` replies wait for): its turns go to the writer thread (inline, --ack all fell
+ * 0.57× → 0.45× of no follower). */
 static void turn_end(server *s)
 {
     flush_queued(s); /* what is answered goes out before this turn's batch is synced */
     if (!s->turn_reads)
         return;
-    if (s->turn_reads == 1)
-        evs_submit_release_inline(s->st);
-    else
+    if (repl_leader_count())
         evs_submit_release(s->st);
+    else
+        evs_submit_release_inline(s->st);
     s->turn_reads = 0;
 }
 
@@ -614,15 +632,6 @@ static void read_input(struct bufferevent *bev, conn *c)
             }
         }
         evbuffer_drain(in, used);
-    }
-    /* While its writes are in flight, leave the socket alone: what the client sends meanwhile
-     * is read in one go when they complete (as Redis, busy with its fsync, reads it), instead
-     * of one read per request. It would join the next fsync batch either way. Only for XADDs
-     * (always short): a client parked in XREAD BLOCK keeps being read, so its disconnect is
-     * seen at once. */
-    if (!c->closed && c->waits > 0 && c->waits == c->pipe_waits && !c->reading_held) {
-        c->reading_held = true;
-        bufferevent_disable(c->bev, EV_READ);
     }
 }
 

@@ -275,6 +275,7 @@ struct evs_store {
     uint32_t last_crc;
     uint64_t last_time_us;
     uint64_t synced_to;            /* log bytes known durable                                */
+    uint64_t wb_from;              /* log bytes before this have had writeback started      */
     _Atomic uint64_t synced_pub;   /* the same, for other threads (stats, replication acks)  */
     uint64_t last_sync_ns;
     struct idx_batch *ib;

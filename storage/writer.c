@@ -413,6 +413,25 @@ static void index_commit(evs_store *st, bool force)
     st->idx_first_ns = 0;
 }
 
+/*
+ * Batches not synced as they are written (--fsync no, everysec between syncs): start the
+ * writeback of every WB_CHUNK written, without waiting for it, so that the sync that does come
+ * (the seal of a roll, W4; everysec's once a second) finds little left to write. Without this a
+ * roll's fdatasync wrote the whole 64 MiB segment while the writer waited: 0.64 s of a 1.5-2.8 s
+ * append-nosync run of 768 MB (strace). Advisory: an error is the next fdatasync's to report.
+ */
+#define WB_CHUNK (4u << 20)
+static void start_writeback(evs_store *st, segment *a)
+{
+    if (st->wb_from < a->base)
+        st->wb_from = a->base;
+    if (st->tail - st->wb_from < WB_CHUNK)
+        return;
+    (void)sync_file_range(a->fd, (off_t)(st->wb_from - a->base), (off_t)(st->tail - st->wb_from),
+                          SYNC_FILE_RANGE_WRITE);
+    st->wb_from = st->tail;
+}
+
 /* Write, sync, publish and acknowledge everything built so far; commit the index when due.
  * force_sync: fdatasync whatever the mode (a segment's seal). */
 static void flush_sync(evs_store *st, pending *p, bool force_sync);
@@ -465,6 +484,8 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
     bool sync = force_sync || st->opt.fsync == EVS_FSYNC_ALWAYS ||
                 (st->opt.fsync == EVS_FSYNC_EVERYSEC &&
                  evs_mono_ns() - st->last_sync_ns >= 1000000000ull);
+    if (!sync)
+        start_writeback(st, a);
     if (sync) {
         if ((rc = timed_sync(st, a->fd))) {
             store_fail(st, rc, "fdatasync of segment %s failed", a->name);

@@ -423,7 +423,7 @@ static void index_commit(evs_store *st, bool force)
 #define WB_CHUNK (4u << 20)
 static void start_writeback(evs_store *st, segment *a)
 {
-    if (st->wb_from < a->base)
+    if (st->wb_from < a->base || st->wb_from > st->tail) /* a roll; a cut tail (follower) */
         st->wb_from = a->base;
     if (st->tail - st->wb_from < WB_CHUNK)
         return;

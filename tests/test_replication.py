@@ -579,6 +579,41 @@ class AckAll(Base):
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
+    def test_a_pipeline_split_while_in_flight_keeps_order(self):
+        """Bytes that arrive while a connection's XADDs are in flight switch its reads off
+        until they complete (reading_held); they are then read and run in order. The XADDs
+        stay in flight here for the follower's acknowledgement (--ack all; on a server with
+        no follower the loop commits each turn itself and a read rarely meets one in flight).
+        The second half of each pipeline, sent 20 bytes at a time right behind the first,
+        arrives in flight; XLEN at its end must wait for every XADD before it.
+        (Mutation-checked: with the reads never switched back on, it is never read.)"""
+        leader = self.start("leader", "--ack", "all", "--min-replicas", "1")
+        self.follower("follower", leader)
+        lr = leader.client()
+        deadline = time.time() + 10
+        while not lr.execute_command("ROLE")[2] and time.time() < deadline:
+            time.sleep(0.05)
+        s = socket.create_connection(("127.0.0.1", leader.port), timeout=10)
+        cmd = b"*5\r\n$4\r\nXADD\r\n$2\r\nsp\r\n$1\r\n*\r\n$1\r\nf\r\n$1\r\nv\r\n"
+        tail = cmd * 8 + b"*2\r\n$4\r\nXLEN\r\n$2\r\nsp\r\n"
+        for round_ in range(1, 21):
+            s.sendall(cmd * 8)
+            for i in range(0, len(tail), 20):  # over ~20 ms: across several commits
+                s.sendall(tail[i:i + 20])
+                time.sleep(0.001)
+            got = b""
+            while got.count(b"\r\n") < 33:  # 16 bulk replies (two lines each) + ":<n>"
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "the server closed the connection")
+                got += chunk
+            lines = got.split(b"\r\n")
+            ids = [lines[k] for k in range(1, 32, 2)]
+            self.assertEqual(ids, sorted(ids, key=lambda x: tuple(map(int, x.split(b"-")))))
+            self.assertEqual(len(set(ids)), 16)
+            self.assertEqual(lines[32], b":%d" % (16 * round_), got)
+        s.close()
+        self.assertEqual(lr.xlen("sp"), 320)
+
     def test_ack_all(self):
         leader = self.start("leader", "--ack", "all", "--min-replicas", "1",
                             "--ack-timeout", "700")

@@ -571,7 +571,19 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             conn_close(c);
         return;
     }
-    if (evbuffer_add(bufferevent_get_input(c->bev), buf, (size_t)n)) {
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (evbuffer_add(in, buf, (size_t)n)) {
+        conn_close(c);
+        return;
+    }
+    /* Input waiting behind a command that has not answered yet (N4: a pipeline behind an
+     * XREAD BLOCK) is bounded, as Redis bounds a client's query buffer: past
+     * --max-request-bytes the client is disconnected, not buffered without end. */
+    if (c->paused && evbuffer_get_length(in) > c->s->cfg.max_request_bytes) {
+        server_log(c->s, EVS_LOG_WARN,
+                   "client id=%lld closed: over %llu bytes of input waiting behind a command "
+                   "that has not answered (--max-request-bytes)",
+                   c->id, (unsigned long long)c->s->cfg.max_request_bytes);
         conn_close(c);
         return;
     }

@@ -41,7 +41,7 @@ struct pending {
 struct conn {
     server *s;
     struct bufferevent *bev; /* output and write errors; input is read by on_readable        */
-    struct event *rd;        /* the socket's reads (reads_off / reads_on)                     */
+    struct event *rd;        /* the socket's reads: deleted while they are held or closing   */
     long long id;
     int proto;
     bool authed;

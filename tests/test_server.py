@@ -2,6 +2,7 @@
 """test_server.py — the real `evstore serve` binary on a free loopback port, driven by real
 clients: redis-py (Debian's python3-redis), raw sockets for wire-level bytes, and redis-cli.
 Usage: test_server.py path/to/evstore"""
+import atexit
 import http.client
 import json
 import os
@@ -26,6 +27,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+_started = []  # every server process a test started
+
+
+@atexit.register
+def _kill_leftovers():
+    """A test that fails between start() and stop() (in setUp, say, where tearDown does not
+    run) would leave its server running after the suite: none outlives the test process."""
+    for p in _started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 class Server:
     def __init__(self, data, *extra, wrap=()):
         """wrap: a command the server runs under (fiu-run -x, for fault injection)."""
@@ -44,6 +58,7 @@ class Server:
                 [*self.wrap, EVSTORE, "serve", "--data", self.data, "--port", str(self.port),
                  "--http-port", str(self.http_port), "--segment-bytes", "1m", *self.extra],
                 stdout=self.log, stderr=self.log)
+            _started.append(self.proc)
             deadline = time.time() + 10
             while time.time() < deadline:
                 try:

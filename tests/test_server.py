@@ -1074,6 +1074,7 @@ class DiskFull(unittest.TestCase):
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", mnt]).returncode:
             shutil.rmtree(d)
             self.skipTest("cannot mount a tmpfs here (needs root)")
+        srv = None
         try:
             data = os.path.join(mnt, "data")
             srv = Server(data).start()
@@ -1116,6 +1117,8 @@ class DiskFull(unittest.TestCase):
             r.close()
             self.assertEqual(srv.stop(), 0)
         finally:
+            if srv and srv.proc and srv.proc.poll() is None:  # a failed assertion: the mount
+                srv.stop(signal.SIGKILL)  # is busy while the server and its log are open
             subprocess.run(["umount", mnt])
             shutil.rmtree(d, ignore_errors=True)
 

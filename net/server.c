@@ -545,8 +545,9 @@ static void read_cb(struct bufferevent *bev, void *arg)
      * client waiting for its one reply (clients/P1), for which holding cost two epoll_ctl per
      * request and found nothing to hold. Only for XADDs (always short): a client parked in
      * XREAD BLOCK keeps being read, so its disconnect is seen at once. */
-    if (in_flight && !c->closed && !c->closing && c->waits > 0 && c->waits == c->pipe_waits &&
-        !c->reading_held) {
+    /* (in_flight: c holds a completion still to come, so read_input cannot have freed it, and
+     * what it dispatched meanwhile was pipelinable writes only, so they are still in flight) */
+    if (in_flight && !c->closed && !c->closing && !c->reading_held) {
         c->reading_held = true;
         event_del(c->rd);
     }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int r_open(const char *path, int flags, int mode)
@@ -75,6 +76,24 @@ int fio_fsync_dir(const struct evs_io *io, const char *dir)
     int rc = io->fsync(fd);
     close(fd);
     return rc;
+}
+
+int fio_shrink_paced(const struct evs_io *io, int fd, uint64_t to, bool (*pace)(void *arg),
+                     void *arg)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return -errno;
+    uint64_t size = (uint64_t)sb.st_size;
+    while (pace && size > to + FIO_SHRINK_STEP) {
+        size -= FIO_SHRINK_STEP;
+        int rc = io->ftruncate(fd, (off_t)size);
+        if (rc)
+            return rc;
+        if (!pace(arg))
+            break;
+    }
+    return size > to ? io->ftruncate(fd, (off_t)to) : 0;
 }
 
 int fio_syncset_flush(fio_syncset *s, char *failed, size_t cap)

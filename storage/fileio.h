@@ -34,6 +34,17 @@ int fio_write_file_atomic(const struct evs_io *io, const char *path, const void 
 int fio_fsync_dir(const struct evs_io *io, const char *dir);
 
 /*
+ * Cut the file fd down to `to` bytes FIO_SHRINK_STEP at a time, calling pace(arg) between
+ * steps (it may sleep; false, or no pace: the rest in one cut). Releasing a segment's 64 MiB of extents at
+ * once stalls every fdatasync on the same file system for tens of milliseconds (measured:
+ * docs/benchmarks.md, retention); small steps with pauses keep each stall short.
+ * 0, or the failed cut's -errno.
+ */
+#define FIO_SHRINK_STEP (8ull << 20)
+int fio_shrink_paced(const struct evs_io *io, int fd, uint64_t to, bool (*pace)(void *arg),
+                     void *arg);
+
+/*
  * A batch of newly written files whose fsyncs are deferred and then issued together (backup
  * and restore write many files in a row, starting each file's writeback as they go). An
  * fsync at the end of every file stalled the copy until that file's last writes, its

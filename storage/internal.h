@@ -301,6 +301,13 @@ struct evs_store {
     pthread_mutex_t prep_mu;
     pthread_cond_t prep_cv;
 
+    /* releaser (releaser.c): disk space given back in the background, paced */
+    pthread_t rel;
+    bool rel_started, rel_stop;
+    pthread_mutex_t rel_mu;
+    pthread_cond_t rel_cv;
+    struct rel_job *rel_head, *rel_tail;
+
     /* checkpointer (checkpoint.c) */
     pthread_t ckpt;
     bool ckpt_started, ck_stop;
@@ -483,6 +490,14 @@ int prep_reserve(evs_store *st, const char **tmpname, evs_error *err);
 int prep_install(evs_store *st, const char *tmpname, uint64_t base, segment **out,
                  evs_error *err);
 int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err);
+
+/* Releaser: start/stop its thread (stop finishes every job at once). Queue the cut of sealed
+ * segment a's file to len bytes (writer, after a seal), or the deletion of a segment file
+ * retention renamed to `path` (R3). Done at once, unpaced, when the thread is not running. */
+int rel_start(evs_store *st);
+void rel_stop(evs_store *st);
+void rel_cut(evs_store *st, segment *a, uint64_t len);
+void rel_delete(evs_store *st, const char *path);
 
 #define EVS_SEAL_RESERVE 128 /* room kept at a segment's end for its seal record */
 

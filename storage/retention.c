@@ -173,6 +173,40 @@ static uint64_t trim_all(evs_store *st, const snap *a, size_t n, uint64_t *min_a
     return trimmed;
 }
 
+/*
+ * Whether to seal the active segment now so that retention by age can delete it later (R5):
+ * its first record is older than the age limit of every live stream with entries in it (of
+ * all streams' smallest limit, min_age_ms, if none has). A stream kept without an age limit
+ * pins the segment whatever its age: sealing it then only makes new segments, one per pass
+ * (measured: a backlog stream with MAXAGE 1ms beside a busy stream without a limit sealed a
+ * mostly empty segment every pass, and publish p99 doubled; docs/benchmarks.md, retention).
+ */
+static bool age_roll_due(evs_store *st, uint64_t min_age_ms)
+{
+    if (!min_age_ms)
+        return false;
+    uint64_t age = 0;
+    bool pinned = false;
+    pthread_rwlock_rdlock(&st->lock);
+    uint64_t base = st->nsegs ? st->segs[st->nsegs - 1]->base : 0;
+    for (size_t b = 0; b < st->vtab.nb && !pinned; b++)
+        for (stream *s = st->vtab.b[b]; s && !pinned; s = s->v_next) {
+            if (!s->v.length || (s->v.last_pos != REC_POS_NONE && s->v.last_pos < base))
+                continue; /* nothing of it in the active segment */
+            uint64_t a = effective(st, &s->v.ret).max_age_ms;
+            pinned = a == 0;
+            if (a > age)
+                age = a;
+        }
+    pthread_rwlock_unlock(&st->lock);
+    if (pinned)
+        return false;
+    if (!age)
+        age = min_age_ms;
+    uint64_t first = atomic_load(&st->active_first_us), now = evs_now_us();
+    return first && (first > now ? now : first) + age * 1000 < now;
+}
+
 /* The lowest log position a live stream still needs (R1). */
 static uint64_t needed_from(evs_store *st)
 {
@@ -184,29 +218,6 @@ static uint64_t needed_from(evs_store *st)
                 low = s->v.first_pos == REC_POS_NONE ? 0 : s->v.first_pos < low ? s->v.first_pos : low;
     pthread_rwlock_unlock(&st->lock);
     return low;
-}
-
-/*
- * Free a deleted segment's blocks a slice at a time, then unlink it. Releasing a 64 MiB file's
- * extents at once stalls the writer's fdatasync on the same file system (measured:
- * docs/benchmarks.md); cutting it down 8 MiB at a time with a pause between keeps each step
- * short.
- */
-#define RET_CUT_STEP (8ull << 20)
-#define RET_CUT_PAUSE_NS 5000000L
-static void paced_unlink(evs_store *st, const char *path, uint64_t size)
-{
-    int fd = st->io->open(path, O_WRONLY, 0);
-    while (fd >= 0 && size > RET_CUT_STEP) {
-        size -= RET_CUT_STEP;
-        if (st->io->ftruncate(fd, (off_t)size))
-            break;
-        struct timespec ts = {0, RET_CUT_PAUSE_NS};
-        nanosleep(&ts, NULL);
-    }
-    if (fd >= 0)
-        close(fd);
-    unlink(path);
 }
 
 static int remove_first(evs_store *st, segment *s, size_t declared, evs_retention_report *rep);
@@ -248,7 +259,7 @@ static int remove_first(evs_store *st, segment *s, size_t declared, evs_retentio
     uint64_t bytes = atomic_load(&s->size);
     int mv = st->io->rename(from, to);
     if (mv == 0)
-        paced_unlink(st, to, bytes);
+        rel_delete(st, to); /* its blocks go back in the background, paced (releaser.c) */
     else
         evs_log(st, EVS_LOG_WARN, "retention: cannot rename %s: %s", from, strerror(-mv));
     evs_log(st, EVS_LOG_INFO,
@@ -313,9 +324,7 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
         atomic_fetch_add(&st->n_ret_trimmed, rep.trimmed);
     }
     snaps_free(a, n);
-    /* seal an active segment older than the smallest age limit, so that it can expire (R5) */
-    uint64_t first = atomic_load(&st->active_first_us), now = evs_now_us();
-    if (!rc && min_age && first && (first > now ? now : first) + min_age * 1000 < now)
+    if (!rc && age_roll_due(st, min_age))
         rc = writer_roll(st, err);
     while (!rc && (rc = delete_oldest(st, &rep, err)) == 1)
         rc = 0;

@@ -1372,6 +1372,8 @@ static void store_free(evs_store *st)
     pthread_cond_destroy(&st->ckcv);
     pthread_mutex_destroy(&st->prep_mu);
     pthread_cond_destroy(&st->prep_cv);
+    pthread_mutex_destroy(&st->rel_mu);
+    pthread_cond_destroy(&st->rel_cv);
     pthread_mutex_destroy(&st->failmu);
     pthread_mutex_destroy(&st->gmu);
     pthread_mutex_destroy(&st->ret_mu);
@@ -1448,6 +1450,8 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     pthread_cond_init(&st->ckcv, NULL);
     pthread_mutex_init(&st->prep_mu, NULL);
     pthread_cond_init(&st->prep_cv, NULL);
+    pthread_mutex_init(&st->rel_mu, NULL);
+    pthread_cond_init(&st->rel_cv, NULL);
     pthread_mutex_init(&st->failmu, NULL);
     pthread_mutex_init(&st->gmu, NULL);
     pthread_mutex_init(&st->ret_mu, NULL);
@@ -1497,7 +1501,12 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             goto fail;
         st->synced_to = st->tail;
         atomic_store(&st->synced_pub, st->synced_to);
+        if ((rc = rel_start(st))) {
+            rc = evs_err_set(err, rc, "cannot start space releaser thread");
+            goto fail;
+        }
         if ((rc = pthread_create(&st->writer, NULL, writer_main, st))) {
+            rel_stop(st);
             rc = evs_err_set(err, -rc, "cannot start writer thread");
             goto fail;
         }
@@ -1540,6 +1549,7 @@ int evs_close(evs_store *st)
         pthread_join(st->writer, NULL);
     }
     prep_stop(st);
+    rel_stop(st); /* after the writer and retention: nothing queues jobs any more */
     if (st->ckpt_started) {
         pthread_mutex_lock(&st->ckmu);
         st->ck_stop = true;

@@ -628,9 +628,7 @@ int store_roll(evs_store *st, evs_error *err)
         if (atomic_load(&st->failed))
             return evs_err_set(err, EVS_EFAILED, "%s", st->fail_err.msg);
         a->sealed = true;
-        /* give back the unused zeros; harmless if lost: recovery accepts zeros after a seal */
-        if (st->io->ftruncate(a->fd, (off_t)(st->tail - a->base)))
-            evs_log(st, EVS_LOG_WARN, "cannot cut sealed segment %s to its end", a->name);
+        rel_cut(st, a, st->tail - a->base); /* the unused zeros, off this thread, paced */
     }
     uint64_t base = st->tail;
     if (st->nsegs > 0) {
@@ -1409,8 +1407,7 @@ static void do_replica(evs_store *st, wreq *r, pending *p)
             }
             segment *a = st->active;
             a->sealed = true;
-            if (st->io->ftruncate(a->fd, (off_t)(st->tail - a->base)))
-                evs_log(st, EVS_LOG_WARN, "cannot cut sealed segment %s to its end", a->name);
+            rel_cut(st, a, st->tail - a->base);
             rc = segment_start(st, NULL, st->tail, &err);
         }
     }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int r_open(const char *path, int flags, int mode)
@@ -78,8 +79,15 @@ int fio_fsync_dir(const struct evs_io *io, const char *dir)
     return rc;
 }
 
-int fio_shrink_paced(const struct evs_io *io, int fd, uint64_t to, bool (*pace)(void *arg),
-                     void *arg)
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int fio_shrink_paced(const struct evs_io *io, int fd, uint64_t to,
+                     bool (*pace)(void *arg, uint64_t step_ns), void *arg)
 {
     struct stat sb;
     if (fstat(fd, &sb) < 0)
@@ -87,13 +95,20 @@ int fio_shrink_paced(const struct evs_io *io, int fd, uint64_t to, bool (*pace)(
     uint64_t size = (uint64_t)sb.st_size;
     while (pace && size > to + FIO_SHRINK_STEP) {
         size -= FIO_SHRINK_STEP;
+        uint64_t t0 = mono_ns();
         int rc = io->ftruncate(fd, (off_t)size);
         if (rc)
             return rc;
-        if (!pace(arg))
-            break;
+        if (!pace(arg, mono_ns() - t0))
+            return 1;
     }
-    return size > to ? io->ftruncate(fd, (off_t)to) : 0;
+    if (size <= to)
+        return 0;
+    uint64_t t0 = mono_ns();
+    int rc = io->ftruncate(fd, (off_t)to);
+    if (!rc && pace)
+        (void)pace(arg, mono_ns() - t0); /* the last step is paced too: the next job waits */
+    return rc;
 }
 
 int fio_syncset_flush(fio_syncset *s, char *failed, size_t cap)

@@ -34,15 +34,16 @@ int fio_write_file_atomic(const struct evs_io *io, const char *path, const void 
 int fio_fsync_dir(const struct evs_io *io, const char *dir);
 
 /*
- * Cut the file fd down to `to` bytes FIO_SHRINK_STEP at a time, calling pace(arg) between
- * steps (it may sleep; false, or no pace: the rest in one cut). Releasing a segment's 64 MiB of extents at
- * once stalls every fdatasync on the same file system for tens of milliseconds (measured:
- * docs/benchmarks.md, retention); small steps with pauses keep each stall short.
- * 0, or the failed cut's -errno.
+ * Cut the file fd down to `to` bytes FIO_SHRINK_STEP at a time, calling pace(arg, ns) after
+ * each step, the last too, with the time the step took (it may sleep, or return false to stop
+ * there: then 1 and the file not yet at `to`). Without pace, all in one cut.
+ * Releasing a segment's 64 MiB of extents at once stalls every fdatasync on the same file
+ * system for tens of milliseconds (measured: docs/architecture.md, the releaser); small steps
+ * with pauses keep each stall short. 0 when done, 1 when stopped, or the failed cut's -errno.
  */
 #define FIO_SHRINK_STEP (8ull << 20)
-int fio_shrink_paced(const struct evs_io *io, int fd, uint64_t to, bool (*pace)(void *arg),
-                     void *arg);
+int fio_shrink_paced(const struct evs_io *io, int fd, uint64_t to,
+                     bool (*pace)(void *arg, uint64_t step_ns), void *arg);
 
 /*
  * A batch of newly written files whose fsyncs are deferred and then issued together (backup

@@ -7,20 +7,28 @@
  * runs, and a publish waits for one fdatasync. Measured with `perf trace` on this machine's
  * ext4 (mounted with `discard`): cutting a mostly empty 64 MiB sealed segment took 27-30 ms on
  * the writer's own thread; each 8 MiB freed from a deleted segment stalled the concurrent
- * fdatasync 2-6 ms, and a 1 GiB backlog freed at 1.6 GB/s raised the publish p99 at 10,000/s
- * by half (docs/benchmarks.md, retention). So blocks go REL_STEP at a time, at most REL_RATE
- * bytes a second — unless the file system is short of space (less free than REL_LOW_SEGMENTS
- * segments, or REL_LOW_PCT % of it), when a full disk is worse than a slow fsync and the
- * steps follow one another with only REL_URGENT_PAUSE_NS between them.
+ * fdatasync 2-6 ms (about 0.5 s of stalls per GiB freed, in steps of 1, 8 or 64 MiB alike).
+ * Freed at 1.6 GB/s, a 1 GiB backlog raised the publish p99 at 10,000/s by half; at a fixed
+ * 32 MiB/s, for the 35 s it took, it doubled it (docs/benchmarks.md, retention). So the pace
+ * is set by the steps' own cost: after a step that took d, the releaser waits REL_DUTY × d, so
+ * that freeing blocks occupies at most 1/(1 + REL_DUTY) of the time (0.5 %: below the 1 % of
+ * publishes a p99 is made of) whatever the disk — on this one about 8 MiB/s, on a disk whose
+ * frees cost nothing as fast as REL_MIN_PAUSE_NS allows, and never slower than a step a second.
+ * Unless the file system is short of
+ * space (less free than REL_LOW_SEGMENTS segments, or REL_LOW_PCT % of it): then a full disk
+ * is worse than a slow fsync, and the steps follow one another REL_MIN_PAUSE_NS apart.
  *
  * Invariants:
- *  L1. Losing a queued job loses nothing: open accepts zeros after a seal and finishes the
- *      cut (store.c seal_found) and removes leftover `.deleted` files (R3); readers, backups
- *      and followers go by the records' end, never by a file's length.
+ *  L1. Losing a queued job loses nothing: readers, backups and followers go by the records'
+ *      end, never by a file's length, and a `.deleted` file holds no live byte (R3).
  *  L2. A job holds what it works on: a reference on the sealed segment (its fd stays open
  *      even if retention deletes it meanwhile), or an open fd of the deleted file.
- *  L3. Stopping finishes every job at once, unpaced (rel_stop); a job that cannot be queued
- *      (no thread, no memory) is done at once by its caller.
+ *  L3. Stopping drops the queued jobs (closing never waits for a paced release): their files
+ *      stay as they are, `.deleted` or with zeros after a seal. A job that cannot be queued
+ *      (no thread, no memory) is done at once, unpaced, by its caller.
+ *  L4. Open hands what a stop or a crash left to the releaser again, which runs from before
+ *      the log is listed: leftover `.deleted` files (store.c load_segments), zeros after a
+ *      seal (seal_found).
  */
 #include "internal.h"
 
@@ -32,8 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REL_RATE (32ull << 20)          /* bytes freed per second when space is not short */
-#define REL_URGENT_PAUSE_NS 5000000ull  /* between steps when it is                        */
+#define REL_DUTY 200                    /* pause after a step: this many times its duration */
+#define REL_MIN_PAUSE_NS 5000000ull     /* ... at least this; only this when space is short */
 #define REL_LOW_SEGMENTS 4
 #define REL_LOW_PCT 5
 
@@ -55,12 +63,17 @@ static bool space_short(evs_store *st)
     return avail < REL_LOW_SEGMENTS * st->opt.segment_bytes || avail * 100 < total * REL_LOW_PCT;
 }
 
-/* fio_shrink_paced's pace: wait long enough that REL_STEP bytes a step stay within REL_RATE;
- * false once the releaser is stopping (the rest is cut at once, L3). */
-static bool pace(void *arg)
+/* fio_shrink_paced's pace: wait REL_DUTY times the step's own duration (at least
+ * REL_MIN_PAUSE_NS; only that when space is short); false once the releaser is stopping (the
+ * rest is cut at once, L3). */
+static bool pace(void *arg, uint64_t step_ns)
 {
     evs_store *st = arg;
-    uint64_t ns = space_short(st) ? REL_URGENT_PAUSE_NS : FIO_SHRINK_STEP * 1000000000ull / REL_RATE;
+    uint64_t ns = step_ns > UINT64_MAX / REL_DUTY ? UINT64_MAX / 2 : step_ns * REL_DUTY;
+    if (ns > 1000000000ull)
+        ns = 1000000000ull; /* a slow disk: still 8 MiB a second at least */
+    if (ns < REL_MIN_PAUSE_NS || space_short(st))
+        ns = REL_MIN_PAUSE_NS;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ns += (uint64_t)ts.tv_nsec;
@@ -71,21 +84,21 @@ static bool pace(void *arg)
         ; /* woken by a new job, not by the time: wait on */
     bool go_on = !st->rel_stop;
     pthread_mutex_unlock(&st->rel_mu);
-    return go_on;
+    return go_on; /* false: the job stops where it is, then the thread ends (L3) */
 }
 
 static void run(evs_store *st, struct rel_job *j, bool paced)
 {
     int fd = j->seg ? j->seg->fd : j->fd;
     int rc = fio_shrink_paced(st->io, fd, j->to, paced ? pace : NULL, st);
-    if (rc)
+    if (rc < 0)
         evs_log(st, EVS_LOG_WARN, "cannot give back the space of %s: %s",
                 j->seg ? j->seg->name : j->path, strerror(-rc));
     if (j->seg) {
         store_seg_put(j->seg);
     } else {
         close(j->fd);
-        if (unlink(j->path) && errno != ENOENT)
+        if (rc != 1 && unlink(j->path) && errno != ENOENT) /* 1: stopped, the next open's (L3) */
             evs_log(st, EVS_LOG_WARN, "cannot remove %s: %s", j->path, strerror(errno));
     }
     free(j);
@@ -179,10 +192,14 @@ void rel_stop(evs_store *st)
     pthread_mutex_unlock(&st->rel_mu);
     pthread_join(st->rel, NULL);
     st->rel_started = false;
-    while (st->rel_head) { /* L3 */
+    while (st->rel_head) { /* L3: left for the next open (L4) */
         struct rel_job *j = st->rel_head;
         st->rel_head = j->next;
-        run(st, j, false);
+        if (j->seg)
+            store_seg_put(j->seg);
+        else
+            close(j->fd);
+        free(j);
     }
     st->rel_tail = NULL;
 }

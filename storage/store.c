@@ -717,7 +717,10 @@ static int load_segments(evs_store *st, evs_error *err)
             if (!st->opt.read_only) {
                 char p[PATH_MAX];
                 snprintf(p, sizeof p, "%s/%s", st->logdir, de->d_name);
-                unlink(p); /* never renamed into place, or retention's: no live byte */
+                if (de->d_name[len - 1] == 'p')
+                    unlink(p); /* never renamed into place: no live byte */
+                else
+                    rel_delete(st, p); /* retention's, its space not all given back (L4) */
             }
             continue;
         }
@@ -959,7 +962,7 @@ static void seal_found(evs_store *st, segment *s, uint64_t off)
         evs_log(st, EVS_LOG_ERROR, "corruption: segment %s has %" PRIu64 " bytes after its seal",
                 s->name, nz - off);
     else if (size > off && !st->opt.read_only)
-        (void)st->io->ftruncate(s->fd, (off_t)off); /* finish the seal's cut */
+        rel_cut(st, s, off); /* finish the seal's cut (releaser.c L4) */
     set_end(s, nz > off ? nz : off);
 }
 
@@ -1175,6 +1178,29 @@ static bool log_has_records(evs_store *st)
     return !map || rec_check_hdr(map, size, &h, &sz) != REC_ZERO;
 }
 
+/* A segment followed by another whose file is longer than the distance to the next one's
+ * start: a sealed segment whose cut the releaser had not made yet (releaser.c L4). Its records
+ * end where the next file starts (records never span segments, and the next segment starts
+ * right after the seal); the rest must be the preallocated zeros: its first header is checked
+ * here (a full check is verify's), and the cut is queued again. */
+static void uncut_seal(evs_store *st, segment *s, uint64_t next_base)
+{
+    uint64_t size = atomic_load(&s->size);
+    if (next_base <= s->base || next_base - s->base >= size)
+        return;
+    uint64_t end = next_base - s->base;
+    const uint8_t *p = seg_map_for(s, size);
+    static const uint8_t zero[REC_HDR_SIZE];
+    if (p && memcmp(p + end, zero, size - end < REC_HDR_SIZE ? size - end : REC_HDR_SIZE)) {
+        evs_log(st, EVS_LOG_ERROR, "corruption: segment %s has bytes after offset %" PRIu64
+                ", where its records end (the next segment starts there)", s->name, end);
+        return; /* the gap is reported below, as before */
+    }
+    set_end(s, end);
+    if (!st->opt.read_only)
+        rel_cut(st, s, end);
+}
+
 static int recover(evs_store *st, evs_error *err)
 {
     idx_watermark wm = {0, REC_POS_NONE, 0};
@@ -1221,6 +1247,8 @@ static int recover(evs_store *st, evs_error *err)
     st->last_crc = present ? wm.last_crc : 0;
     for (size_t i = 0; i < st->nsegs; i++) {
         segment *s = st->segs[i];
+        if (i + 1 < st->nsegs)
+            uncut_seal(st, s, st->segs[i + 1]->base);
         uint64_t end = s->base + atomic_load(&s->size);
         if (end <= from && i + 1 < st->nsegs) {
             s->sealed = true;
@@ -1334,6 +1362,7 @@ static char *path_join(const char *a, const char *b)
 
 static void store_free(evs_store *st)
 {
+    rel_stop(st); /* a failed open started it */
     if (st->idx)
         idx_close(st->idx);
     for (size_t i = 0; i < st->nsegs; i++)
@@ -1484,8 +1513,13 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             goto fail;
         }
     }
-    if ((rc = lock_folder(st, err)) ||
-        (!st->opt.read_only && (rc = store_truncate_pending(st, err))) ||
+    if ((rc = lock_folder(st, err)))
+        goto fail;
+    if (!st->opt.read_only && (rc = rel_start(st))) { /* before the log is listed: L4 */
+        rc = evs_err_set(err, rc, "cannot start space releaser thread");
+        goto fail;
+    }
+    if ((!st->opt.read_only && (rc = store_truncate_pending(st, err))) ||
         (rc = load_segments(st, err)) ||
         (rc = load_identity(st, err)) || (rc = epochs_load(st, st->nsegs == 0, err)))
         goto fail;
@@ -1501,12 +1535,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             goto fail;
         st->synced_to = st->tail;
         atomic_store(&st->synced_pub, st->synced_to);
-        if ((rc = rel_start(st))) {
-            rc = evs_err_set(err, rc, "cannot start space releaser thread");
-            goto fail;
-        }
         if ((rc = pthread_create(&st->writer, NULL, writer_main, st))) {
-            rel_stop(st);
             rc = evs_err_set(err, -rc, "cannot start writer thread");
             goto fail;
         }

@@ -1,9 +1,15 @@
 /*
- * cli_bench_resp.c — `evstore bench-resp --server HOST:PORT [--rate N] [--seconds S]`: XADD
- * at a steady rate over one RESP connection; a sender thread paced to the rate (sleeping to
- * each due time, never spinning), a reader matching replies in order. Latency counts from each
- * request's due time, so a late send counts against the server. Works against any RESP server
- * (Redis too: the same-run reference in docs/benchmarks.md).
+ * cli_bench_resp.c — `evstore bench-resp --server HOST:PORT [--rate N] [--seconds S]
+ * [--tick-us T]`: XADD at a steady rate over one RESP connection; a sender thread paced to the
+ * rate (sleeping to each due time, never spinning), a reader matching replies in order.
+ * Latency counts from each request's due time, so a late send counts against the server.
+ * Works against any RESP server (Redis too: the same-run reference in docs/benchmarks.md).
+ *
+ * --tick-us T: the requests due within each T microseconds are due together at the start of
+ * it and sent back to back (the same rate, arriving in small bursts). On this machine's VM, a
+ * sender waking 10,000 times a second gets the whole VM stalled 10-15 ms every 100 ms: the
+ * same stall a bare fdatasync loop shows beside any thread waking at 5-10 kHz, and none at
+ * 1-2 kHz (docs/benchmarks.md, "Machine"). A tick of 1,000 us measures the server without it.
  */
 #include "cli.h"
 #include "rclient.h"
@@ -20,10 +26,19 @@ struct job {
     rclient c;
     size_t total;
     double rate;
-    uint64_t start;
+    uint64_t start, tick_ns;
     uint64_t *lat;
     int failed;
 };
+
+/* When request i is due: its own time at the rate, or the start of its tick. */
+static uint64_t due_of(const struct job *j, size_t i)
+{
+    uint64_t t = (uint64_t)((double)i * 1e9 / j->rate);
+    if (j->tick_ns)
+        t -= t % j->tick_ns;
+    return j->start + t;
+}
 
 static void *sender(void *arg)
 {
@@ -31,7 +46,7 @@ static void *sender(void *arg)
     static const char *argv[] = {"XADD", "bench-resp", "*", "payload",
                                  "0123456789012345678901234567890123456789012345678901234567890123"};
     for (size_t i = 0; i < j->total; i++) {
-        uint64_t due = j->start + (uint64_t)((double)i * 1e9 / j->rate);
+        uint64_t due = due_of(j, i);
         struct timespec ts = {(time_t)(due / 1000000000ull), (long)(due % 1000000000ull)};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
             ;
@@ -46,27 +61,31 @@ static void *sender(void *arg)
 int cmd_bench_resp(int argc, char **argv)
 {
     const char *server = cli_env("EVSTORE_SERVER", "127.0.0.1:7379");
-    double rate = 10000, secs = 5;
+    double rate = 10000, secs = 5, tick_us = 0;
     static const struct option opts[] = {{"server", required_argument, NULL, 's'},
                                          {"rate", required_argument, NULL, 'r'},
                                          {"seconds", required_argument, NULL, 't'},
+                                         {"tick-us", required_argument, NULL, 'k'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "s:r:t:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "s:r:t:k:h", opts, NULL)) != -1) {
         switch (ch) {
         case 's': server = optarg; break;
         case 'r': rate = atof(optarg); break;
         case 't': secs = atof(optarg); break;
+        case 'k': tick_us = atof(optarg); break;
         case 'h':
-            puts("usage: evstore bench-resp [--server HOST:PORT] [--rate N] [--seconds S]\n"
+            puts("usage: evstore bench-resp [--server HOST:PORT] [--rate N] [--seconds S] [--tick-us T]\n"
                  "XADD at a steady rate over one connection; prints p50/p99/p99.9 latency and one\n"
-                 "line bench=resp-latency key=value.");
+                 "line bench=resp-latency key=value. Latency counts from each request's due time.\n"
+                 "--tick-us T: the requests due within each T us are due together at its start\n"
+                 "and sent back to back (default 0: each at its own time).");
             return EXIT_OK;
         default: return EXIT_USAGE;
         }
     }
-    if (rate <= 0 || secs <= 0)
+    if (rate <= 0 || secs <= 0 || tick_us < 0)
         return EXIT_USAGE;
     struct job j = {0};
     char err[300];
@@ -76,6 +95,7 @@ int cmd_bench_resp(int argc, char **argv)
     }
     j.total = (size_t)(rate * secs);
     j.rate = rate;
+    j.tick_ns = (uint64_t)(tick_us * 1000);
     j.lat = calloc(j.total, sizeof *j.lat);
     j.start = cli_now_ns() + 10000000ull;
     pthread_t th;
@@ -87,8 +107,7 @@ int cmd_bench_resp(int argc, char **argv)
             fprintf(stderr, "evstore bench-resp: %s\n", err);
             break;
         }
-        uint64_t due = j.start + (uint64_t)((double)got * 1e9 / rate);
-        j.lat[got] = cli_now_ns() - due;
+        j.lat[got] = cli_now_ns() - due_of(&j, got);
         errors += v->type == RESP_T_ERROR;
         resp_value_free(v);
     }
@@ -99,8 +118,8 @@ int cmd_bench_resp(int argc, char **argv)
            p999 = got ? (double)j.lat[got * 999 / 1000] / 1e6 : 0;
     printf("resp-latency: %zu XADDs at %.0f/s to %s: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, %zu errors\n",
            got, rate, server, p50, p99, p999, errors);
-    printf("bench=resp-latency rate=%.0f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f errors=%zu\n", rate,
-           p50, p99, p999, errors);
+    printf("bench=resp-latency rate=%.0f tick_us=%.0f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f errors=%zu\n",
+           rate, tick_us, p50, p99, p999, errors);
     free(j.lat);
     return got == j.total && !errors && !j.failed ? EXIT_OK : EXIT_FAILURE_;
 }

@@ -549,6 +549,7 @@ typedef struct evs_retention_report {
     uint64_t trimmed;          /* entries trimmed by this pass                                  */
     uint64_t segments_deleted;
     uint64_t bytes_deleted;
+    uint64_t index_keys_deleted; /* index keys naming only entries below a stream's first one */
 } evs_retention_report;
 /* Run one retention pass now (what the thread does), and report what it did. */
 int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err);

@@ -164,7 +164,8 @@ enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4, WR_SETI
                  WR_ROLL = 9,      /* seal the active segment if it holds anything              */
                  WR_EPOCH = 10,    /* begin a new epoch (epoch.c)                               */
                  WR_CUT = 11,      /* a consistent cut of the log for a snapshot (snapshot.c)   */
-                 WR_REPLICA = 12 };/* a follower: the leader's records at their positions      */
+                 WR_REPLICA = 12,  /* a follower: the leader's records at their positions      */
+                 WR_IDX_DEL = 13 };/* index keys retention found dead (data: table, length, key)*/
 
 /* What WR_CUT takes on the writer, between write batches: the log's end, every segment up to
  * it (with a reference), every live stream's counters and the epoch history. */
@@ -453,6 +454,11 @@ void store_fail(evs_store *st, int code, const char *fmt, ...)
  * seal the active segment. */
 int writer_declare(evs_store *st, uint64_t upto, size_t *declared, evs_error *err);
 int writer_roll(evs_store *st, evs_error *err);
+/* Retention's index clean-up: delete the index keys packed in buf (table u8, key length u16
+ * big-endian, key), found dead with the log starting at log_start, in the writer's index
+ * batch; a filter group among them still open is closed first, or kept (postings P4). */
+int writer_idx_del(evs_store *st, uint64_t log_start, const uint8_t *buf, size_t len,
+                   evs_error *err);
 
 /* Lineage (epoch.c): parse/format EPOCHS; load it at open (a fresh store starts epoch 1);
  * after recovery, move an epoch that starts past the log's end to it; on the writer, begin

@@ -12,6 +12,10 @@
  *     the records applied before the commit and put by it (post_flush), in the same batch.
  * P3. A dropped stream's groups are never put again (post_forget_stream): its keys are deleted
  *     in the batch that records the drop, and stream numbers are not reused.
+ * P4. A key retention deletes (its entries all in deleted segments) is never put again: if its
+ *     group is still open, post_close_key closes it in the same batch as the delete, and the
+ *     group's next entry starts a new key — unless the open group has gained an entry at or
+ *     past the log start since retention read the key: then the key stays.
  */
 #include "postings.h"
 
@@ -217,6 +221,19 @@ int post_flush(postings *p, struct idx_batch *b)
     if (!rc && p->used > POST_OPEN_MAX && compact(p))
         post_clear(p); /* out of memory for a smaller table: close them all */
     return rc;
+}
+
+bool post_close_key(postings *p, const uint8_t *key, uint64_t log_start)
+{
+    uint32_t no = idx_rd32(key);
+    uint64_t hash = idx_rd64(key + 5);
+    struct group *g = find(p, no, key[4], hash);
+    if (!g->used || g->n < 16 || memcmp(g->val, key + 13, 16))
+        return true; /* not open: never put again */
+    if (g->last_pos >= log_start)
+        return false; /* a live entry joined it after retention read the key */
+    g->n = 0; /* P4: stays in the table, its next entry starts a new key */
+    return true;
 }
 
 void post_forget_stream(postings *p, uint32_t no)

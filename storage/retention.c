@@ -17,6 +17,12 @@
  *      beyond sharing the writer (one trim record per stream that needs one, per pass).
  *  R5. Age is judged by append time clamped to now: a record stamped in the future (clock
  *      stepped back) is as young as now, so it cannot pin a segment forever.
+ *  R6. Index keys that name only entries below a stream's first entry go once a pass has
+ *      trimmed or deleted something (index_gc): `ids` and `times` keys but each stream's last
+ *      one below its first entry (the floor every read from there seeks), tombstones, and
+ *      filter groups whose entries all lie below it (postings P4). Nothing reads there
+ *      (R1, reader.c clamps every range to the first entry), so the index stops growing with
+ *      all history; the keys go through the writer's index batch, GC_CHUNK at a time.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +35,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "index.h"
 #include "internal.h"
+#include "postings.h"
 
 #define RET_DEFAULT_INTERVAL_MS 1000
 
@@ -301,12 +309,163 @@ void evs_replica_leader_start(evs_store *st, uint64_t pos)
         atomic_store(&st->leader_start, pos);
 }
 
+/* ---- the index clean-up (R6) --------------------------------------------------------------- */
+
+#define GC_CHUNK 1024 /* keys per writer request: a few milliseconds of the writer's time */
+
+typedef struct gc {
+    evs_store *st;
+    uint64_t log_start;
+    uint8_t *b;
+    size_t len, cap, n;
+    uint64_t total;
+    int rc;
+    evs_error *err;
+} gc;
+
+static void gc_flush(gc *g)
+{
+    if (g->n && !g->rc)
+        g->rc = writer_idx_del(g->st, g->log_start, g->b, g->len, g->err);
+    g->len = g->n = 0;
+}
+
+static void gc_add(gc *g, enum idx_table t, const void *k, size_t kl)
+{
+    if (g->rc)
+        return;
+    if (g->len + 3 + kl > g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 64 * 1024;
+        uint8_t *nb = realloc(g->b, cap);
+        if (!nb) {
+            g->rc = evs_err_set(g->err, -ENOMEM, "out of memory");
+            return;
+        }
+        g->b = nb;
+        g->cap = cap;
+    }
+    g->b[g->len] = (uint8_t)t;
+    g->b[g->len + 1] = (uint8_t)(kl >> 8);
+    g->b[g->len + 2] = (uint8_t)kl;
+    memcpy(g->b + g->len + 3, k, kl);
+    g->len += 3 + kl;
+    g->n++;
+    g->total++;
+    if (g->n >= GC_CHUNK)
+        gc_flush(g); /* with the caller's read transaction open: LMDB readers never block it */
+}
+
+/* Keys of `t` with prefix `no` in key order, while their ID (of the key at kid_off, or of the
+ * value at 0 with by_value) is below `first`; all but the last when keep_floor (and no key at
+ * exactly `first` follows: then that one is the floor). */
+static void gc_sorted(gc *g, idx_rtxn *r, enum idx_table t, uint32_t no, evs_id first,
+                      bool by_value, bool keep_floor)
+{
+    idx_cur *c;
+    if (idx_cur_open(r, t, &c))
+        return;
+    uint8_t pre[4], held[IDX_IDKEY];
+    idx_be32(pre, no);
+    size_t heldl = 0;
+    const void *k, *v;
+    size_t kl, vl;
+    bool exact = false;
+    for (int rc = idx_cur_get(c, IDX_GE, pre, 4, &k, &kl, &v, &vl); rc == 0 && !g->rc;
+         rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+        if (kl < 4 || memcmp(k, pre, 4) || kl > sizeof held)
+            break;
+        const uint8_t *src = by_value ? v : (const uint8_t *)k + 4;
+        if ((by_value ? vl : kl - 4) < 16)
+            break;
+        evs_id id = {idx_rd64(src), idx_rd64(src + 8)};
+        int cmp = evs_id_cmp(id, first);
+        if (cmp >= 0) {
+            exact = cmp == 0 && !by_value;
+            break;
+        }
+        if (heldl)
+            gc_add(g, t, held, heldl);
+        memcpy(held, k, kl);
+        heldl = kl;
+    }
+    if (heldl && (!keep_floor || exact))
+        gc_add(g, t, held, heldl);
+    idx_cur_close(c);
+}
+
+/* Filter groups of stream `no` whose last entry is below `first`. */
+static void gc_filters(gc *g, idx_rtxn *r, uint32_t no, evs_id first)
+{
+    idx_cur *c;
+    if (idx_cur_open(r, IDX_FILT, &c))
+        return;
+    uint8_t pre[4];
+    idx_be32(pre, no);
+    const void *k, *v;
+    size_t kl, vl;
+    for (int rc = idx_cur_get(c, IDX_GE, pre, 4, &k, &kl, &v, &vl); rc == 0 && !g->rc;
+         rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+        if (kl != IDX_FILTKEY || memcmp(k, pre, 4))
+            break;
+        post_iter pi;
+        post_iter_init(&pi, v, vl);
+        evs_id id, last = EVS_ID_MAX;
+        uint64_t pos;
+        while (post_next(&pi, &id, &pos))
+            last = id;
+        if (!pi.bad && evs_id_cmp(last, first) < 0)
+            gc_add(g, IDX_FILT, k, kl);
+    }
+    idx_cur_close(c);
+}
+
+/* R6. Returns the keys deleted (0 on error: a pass later tries again). */
+static uint64_t index_gc(evs_store *st, evs_error *err)
+{
+    struct live { uint32_t no; evs_id first; } *l = NULL;
+    size_t n = 0;
+    pthread_rwlock_rdlock(&st->lock);
+    uint64_t log_start = st->nsegs ? st->segs[0]->base : 0;
+    l = malloc((st->vtab.n ? st->vtab.n : 1) * sizeof *l);
+    for (size_t b = 0; l && b < st->vtab.nb; b++)
+        for (stream *s = st->vtab.b[b]; s && n < st->vtab.n; s = s->v_next) {
+            evs_id first = s->v.first_id;
+            if (!s->v.length) { /* all gone: everything up to the last ID is below */
+                first = s->v.last_id;
+                evs_id_next(&first);
+            }
+            l[n++] = (struct live){s->no, first};
+        }
+    pthread_rwlock_unlock(&st->lock);
+    if (!l)
+        return 0;
+    gc g = {st, log_start, NULL, 0, 0, 0, 0, 0, err};
+    for (size_t i = 0; i < n && !g.rc; i++) {
+        idx_rtxn *r;
+        if (idx_rbegin(st->idx, &r))
+            break;
+        gc_sorted(&g, r, IDX_IDS, l[i].no, l[i].first, false, true);
+        gc_sorted(&g, r, IDX_TIMES, l[i].no, l[i].first, true, true);
+        gc_sorted(&g, r, IDX_DELS, l[i].no, l[i].first, false, false);
+        gc_filters(&g, r, l[i].no, l[i].first);
+        idx_rend(r);
+    }
+    gc_flush(&g);
+    free(g.b);
+    free(l);
+    if (g.rc && g.rc != EVS_ECLOSED)
+        evs_log(st, EVS_LOG_WARN, "retention: index clean-up stopped: %s", err->msg);
+    return g.rc ? 0 : g.total;
+}
+
 int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
 {
-    evs_retention_report rep = {0, 0, 0};
+    evs_retention_report rep = {0, 0, 0, 0};
     if (atomic_load(&st->following) && !st->opt.read_only) {
         pthread_mutex_lock(&st->ret_mu);
         follow_deletions(st, &rep);
+        if (rep.segments_deleted) /* the leader's trims came as records: its deletions say when */
+            rep.index_keys_deleted = index_gc(st, err);
         pthread_mutex_unlock(&st->ret_mu);
         if (out)
             *out = rep;
@@ -328,6 +487,8 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
         rc = writer_roll(st, err);
     while (!rc && (rc = delete_oldest(st, &rep, err)) == 1)
         rc = 0;
+    if (!rc && (rep.trimmed || rep.segments_deleted))
+        rep.index_keys_deleted = index_gc(st, err); /* R6 */
     pthread_mutex_unlock(&st->ret_mu);
     if (rc == EVS_ECLOSED)
         rc = 0;

@@ -1201,6 +1201,32 @@ static void do_declare(evs_store *st, wreq *r, pending *p)
     index_commit(st, true);
 }
 
+/* Retention's index clean-up (WR_IDX_DEL, r->upto: the log start it judged by): the keys go
+ * into the index batch after everything built so far; an open filter group among them is
+ * closed so that no later commit puts it back, or kept if a live entry joined it (postings P4). Committed on the usual cadence: a key that stays a little longer is
+ * harmless (nothing reads below a stream's first entry). */
+static void do_idx_del(evs_store *st, wreq *r)
+{
+    const uint8_t *b = r->data.data, *end = b + r->data.len;
+    int rc = 0;
+    while (!rc && end - b >= 3) {
+        uint8_t t = b[0];
+        size_t kl = (size_t)b[1] << 8 | b[2];
+        b += 3;
+        if (t >= IDX_NTABLES || (size_t)(end - b) < kl) {
+            rc = EVS_EINVAL;
+            break;
+        }
+        if (t != IDX_FILT || kl != IDX_FILTKEY || post_close_key(st->post, b, r->upto))
+            rc = idx_batch_del(st->ib, (enum idx_table)t, b, kl);
+        b += kl;
+        st->idx_records++;
+    }
+    if (!st->idx_first_ns)
+        st->idx_first_ns = evs_mono_ns();
+    finish(r, rc, NULL);
+}
+
 static void do_roll(evs_store *st, wreq *r, pending *p)
 {
     evs_error err = {0};
@@ -1456,6 +1482,8 @@ static void process(evs_store *st, wreq *list, pending *p)
                 do_epoch(st, r, p);
             else if (r->kind == WR_CUT)
                 do_cut(st, r, p);
+            else if (r->kind == WR_IDX_DEL)
+                do_idx_del(st, r);
             else if (r->kind == WR_REPLICA)
                 do_replica(st, r, p);
             else
@@ -2075,6 +2103,21 @@ int writer_roll(evs_store *st, evs_error *err)
     wreq *r = wreq_new(WR_ROLL, 1);
     if (!r)
         return evs_err_set(err, -ENOMEM, "out of memory");
+    size_t unused;
+    return run_counted(st, r, &unused, err);
+}
+
+int writer_idx_del(evs_store *st, uint64_t log_start, const uint8_t *buf, size_t len,
+                   evs_error *err)
+{
+    wreq *r = wreq_new(WR_IDX_DEL, 1);
+    if (!r || rec_buf_reserve(&r->data, len)) {
+        wreq_free(r);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    memcpy(r->data.data, buf, len);
+    r->data.len = len;
+    r->upto = log_start;
     size_t unused;
     return run_counted(st, r, &unused, err);
 }

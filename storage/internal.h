@@ -455,10 +455,9 @@ void store_fail(evs_store *st, int code, const char *fmt, ...)
 int writer_declare(evs_store *st, uint64_t upto, size_t *declared, evs_error *err);
 int writer_roll(evs_store *st, evs_error *err);
 /* Retention's index clean-up: delete the index keys packed in buf (table u8, key length u16
- * big-endian, key), found dead with the log starting at log_start, in the writer's index
- * batch; a filter group among them still open is closed first, or kept (postings P4). */
-int writer_idx_del(evs_store *st, uint64_t log_start, const uint8_t *buf, size_t len,
-                   evs_error *err);
+ * big-endian, key) and commit; a filter group among them still open is closed first, or kept
+ * if it holds an entry at or past its stream's first (postings P4). */
+int writer_idx_del(evs_store *st, const uint8_t *buf, size_t len, evs_error *err);
 
 /* Lineage (epoch.c): parse/format EPOCHS; load it at open (a fresh store starts epoch 1);
  * after recovery, move an epoch that starts past the log's end to it; on the writer, begin

@@ -15,7 +15,7 @@
  * P4. A key retention deletes (its entries all in deleted segments) is never put again: if its
  *     group is still open, post_close_key closes it in the same batch as the delete, and the
  *     group's next entry starts a new key — unless the open group has gained an entry at or
- *     past the log start since retention read the key: then the key stays.
+ *     past the stream's first entry since retention read the key: then the key stays.
  */
 #include "postings.h"
 
@@ -223,14 +223,14 @@ int post_flush(postings *p, struct idx_batch *b)
     return rc;
 }
 
-bool post_close_key(postings *p, const uint8_t *key, uint64_t log_start)
+bool post_close_key(postings *p, const uint8_t *key, evs_id first)
 {
     uint32_t no = idx_rd32(key);
     uint64_t hash = idx_rd64(key + 5);
     struct group *g = find(p, no, key[4], hash);
     if (!g->used || g->n < 16 || memcmp(g->val, key + 13, 16))
         return true; /* not open: never put again */
-    if (g->last_pos >= log_start)
+    if (evs_id_cmp(g->last, first) >= 0)
         return false; /* a live entry joined it after retention read the key */
     g->n = 0; /* P4: stays in the table, its next entry starts a new key */
     return true;

@@ -42,8 +42,8 @@ int post_add(postings *p, struct idx_batch *b, uint32_t no, uint8_t field, uint6
 int post_flush(postings *p, struct idx_batch *b);
 /* Retention is about to delete the LMDB key `key` (IDX_FILTKEY bytes): its group, if still
  * open, is closed (never put again, P4) and true returned; false if the open group now holds
- * an entry at or past log_start (the key must stay). */
-bool post_close_key(postings *p, const uint8_t *key, uint64_t log_start);
+ * an entry at or past `first`, its stream's first entry (the key must stay). */
+bool post_close_key(postings *p, const uint8_t *key, evs_id first);
 /* A stream was dropped: its groups are never put again (P3). */
 void post_forget_stream(postings *p, uint32_t no);
 /* Forget pending groups (a failed batch). */

@@ -17,8 +17,8 @@
  *      beyond sharing the writer (one trim record per stream that needs one, per pass).
  *  R5. Age is judged by append time clamped to now: a record stamped in the future (clock
  *      stepped back) is as young as now, so it cannot pin a segment forever.
- *  R6. Index keys that name only entries below a stream's first entry go once a pass has
- *      trimmed or deleted something (index_gc): `ids` and `times` keys but each stream's last
+ *  R6. Index keys that name only entries below a stream's first entry go when a pass has
+ *      trimmed, or before it deletes a segment (index_gc; the index first, then the file): `ids` and `times` keys but each stream's last
  *      one below its first entry (the floor every read from there seeks), tombstones, and
  *      filter groups whose entries all lie below it (postings P4). Nothing reads there
  *      (R1, reader.c clamps every range to the first entry), so the index stops growing with
@@ -230,6 +230,17 @@ static uint64_t needed_from(evs_store *st)
 
 static int remove_first(evs_store *st, segment *s, size_t declared, evs_retention_report *rep);
 
+/* Whether the first segment may go now: sealed (not the last), ending at or below `limit`
+ * (a follower's leader's log start) and below every live stream's first entry. */
+static bool first_deletable(evs_store *st, uint64_t limit)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    segment *s = st->nsegs > 1 ? st->segs[0] : NULL;
+    uint64_t end = s ? s->base + atomic_load(&s->size) : 0;
+    pthread_rwlock_unlock(&st->lock);
+    return s && end <= limit && end <= needed_from(st);
+}
+
 /* Delete the oldest segment if no live entry needs it. 1 deleted, 0 nothing to do, < 0 error. */
 static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *err)
 {
@@ -315,7 +326,6 @@ void evs_replica_leader_start(evs_store *st, uint64_t pos)
 
 typedef struct gc {
     evs_store *st;
-    uint64_t log_start;
     uint8_t *b;
     size_t len, cap, n;
     uint64_t total;
@@ -326,7 +336,7 @@ typedef struct gc {
 static void gc_flush(gc *g)
 {
     if (g->n && !g->rc)
-        g->rc = writer_idx_del(g->st, g->log_start, g->b, g->len, g->err);
+        g->rc = writer_idx_del(g->st, g->b, g->len, g->err);
     g->len = g->n = 0;
 }
 
@@ -425,7 +435,6 @@ static uint64_t index_gc(evs_store *st, evs_error *err)
     struct live { uint32_t no; evs_id first; } *l = NULL;
     size_t n = 0;
     pthread_rwlock_rdlock(&st->lock);
-    uint64_t log_start = st->nsegs ? st->segs[0]->base : 0;
     l = malloc((st->vtab.n ? st->vtab.n : 1) * sizeof *l);
     for (size_t b = 0; l && b < st->vtab.nb; b++)
         for (stream *s = st->vtab.b[b]; s && n < st->vtab.n; s = s->v_next) {
@@ -439,7 +448,7 @@ static uint64_t index_gc(evs_store *st, evs_error *err)
     pthread_rwlock_unlock(&st->lock);
     if (!l)
         return 0;
-    gc g = {st, log_start, NULL, 0, 0, 0, 0, 0, err};
+    gc g = {st, NULL, 0, 0, 0, 0, 0, err};
     for (size_t i = 0; i < n && !g.rc; i++) {
         idx_rtxn *r;
         if (idx_rbegin(st->idx, &r))
@@ -463,9 +472,9 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
     evs_retention_report rep = {0, 0, 0, 0};
     if (atomic_load(&st->following) && !st->opt.read_only) {
         pthread_mutex_lock(&st->ret_mu);
-        follow_deletions(st, &rep);
-        if (rep.segments_deleted) /* the leader's trims came as records: its deletions say when */
+        if (first_deletable(st, atomic_load(&st->leader_start))) /* R6: the index first */
             rep.index_keys_deleted = index_gc(st, err);
+        follow_deletions(st, &rep);
         pthread_mutex_unlock(&st->ret_mu);
         if (out)
             *out = rep;
@@ -485,10 +494,12 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
     snaps_free(a, n);
     if (!rc && age_roll_due(st, min_age))
         rc = writer_roll(st, err);
+    /* R6, the index first: the keys below the first entries go, committed by the declare that
+     * precedes the first deletion (writer_declare), before any file does */
+    if (!rc && (rep.trimmed || first_deletable(st, UINT64_MAX)))
+        rep.index_keys_deleted = index_gc(st, err);
     while (!rc && (rc = delete_oldest(st, &rep, err)) == 1)
         rc = 0;
-    if (!rc && (rep.trimmed || rep.segments_deleted))
-        rep.index_keys_deleted = index_gc(st, err); /* R6 */
     pthread_mutex_unlock(&st->ret_mu);
     if (rc == EVS_ECLOSED)
         rc = 0;

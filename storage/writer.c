@@ -1201,10 +1201,25 @@ static void do_declare(evs_store *st, wreq *r, pending *p)
     index_commit(st, true);
 }
 
-/* Retention's index clean-up (WR_IDX_DEL, r->upto: the log start it judged by): the keys go
+/* The writer's view of the first entry of the stream whose number starts `key` (past the
+ * last one if it has none; EVS_ID_MAX if it is gone). */
+static evs_id first_of(evs_store *st, const uint8_t *key)
+{
+    uint32_t no = idx_rd32(key);
+    stream *s = no < st->nbyno ? st->byno[no] : NULL;
+    if (!s || !s->w_live)
+        return EVS_ID_MAX;
+    if (s->w.length)
+        return s->w.first_id;
+    evs_id f = s->w.last_id;
+    evs_id_next(&f);
+    return f;
+}
+
+/* Retention's index clean-up (WR_IDX_DEL): the keys go
  * into the index batch after everything built so far; an open filter group among them is
- * closed so that no later commit puts it back, or kept if a live entry joined it (postings P4). Committed on the usual cadence: a key that stays a little longer is
- * harmless (nothing reads below a stream's first entry). */
+ * closed so that no later commit puts it back, or kept if a live entry joined it (postings
+ * P4). Committed before the request completes: retention deletes files only after (R6). */
 static void do_idx_del(evs_store *st, wreq *r)
 {
     const uint8_t *b = r->data.data, *end = b + r->data.len;
@@ -1217,13 +1232,13 @@ static void do_idx_del(evs_store *st, wreq *r)
             rc = EVS_EINVAL;
             break;
         }
-        if (t != IDX_FILT || kl != IDX_FILTKEY || post_close_key(st->post, b, r->upto))
+        if (t != IDX_FILT || kl != IDX_FILTKEY || post_close_key(st->post, b, first_of(st, b)))
             rc = idx_batch_del(st->ib, (enum idx_table)t, b, kl);
         b += kl;
         st->idx_records++;
     }
-    if (!st->idx_first_ns)
-        st->idx_first_ns = evs_mono_ns();
+    if (!rc)
+        index_commit(st, true); /* committed before the caller deletes any file (R6) */
     finish(r, rc, NULL);
 }
 
@@ -2107,8 +2122,7 @@ int writer_roll(evs_store *st, evs_error *err)
     return run_counted(st, r, &unused, err);
 }
 
-int writer_idx_del(evs_store *st, uint64_t log_start, const uint8_t *buf, size_t len,
-                   evs_error *err)
+int writer_idx_del(evs_store *st, const uint8_t *buf, size_t len, evs_error *err)
 {
     wreq *r = wreq_new(WR_IDX_DEL, 1);
     if (!r || rec_buf_reserve(&r->data, len)) {
@@ -2117,7 +2131,6 @@ int writer_idx_del(evs_store *st, uint64_t log_start, const uint8_t *buf, size_t
     }
     memcpy(r->data.data, buf, len);
     r->data.len = len;
-    r->upto = log_start;
     size_t unused;
     return run_counted(st, r, &unused, err);
 }

@@ -1,6 +1,7 @@
 /* test_retention.c — retention through the embedded API: trims by count, bytes and age; whole
  * segments deleted once no stream needs them, never the active one's unexpired data; streams
- * and groups created in a deleted segment survive a reopen and an index rebuild. */
+ * and groups created in a deleted segment survive a reopen and an index rebuild; index keys
+ * below a stream's first entry cleaned; sealing for age, and the releaser's paced cuts. */
 #include "helpers.h"
 
 #include "index.h"

@@ -241,16 +241,23 @@ Test(recovery, truncated_at_every_byte_keeps_exactly_the_whole_records, .timeout
     free(orig);
 }
 
-Test(recovery, bit_flip_in_sealed_segment_is_reported_and_fenced)
+/* A closed store of 400 entries (IDs 1..400, types a and b) in segments of 16 KiB; *o is the
+ * options to reopen it with. */
+static void make_small_segments(evs_options *o)
 {
-    evs_options o;
-    evs_options_init(&o);
-    o.segment_bytes = 16 * 1024;
-    evs_store *st = open_store(dir, &o);
+    evs_options_init(o);
+    o->segment_bytes = 16 * 1024;
+    evs_store *st = open_store(dir, o);
     for (int i = 0; i < 400; i++)
         cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)i + 1, 0}, NULL, "v",
                          "0123456789012345678901234567890123456789", "type", i % 2 ? "a" : "b", NULL), 0);
     cr_assert_eq(evs_close(st), 0);
+}
+
+Test(recovery, bit_flip_in_sealed_segment_is_reported_and_fenced)
+{
+    evs_options o;
+    make_small_segments(&o);
     /* flip one bit in the middle of the second (sealed) segment */
     char p[600];
     seg_path(dir, 1, p, sizeof p);
@@ -263,7 +270,7 @@ Test(recovery, bit_flip_in_sealed_segment_is_reported_and_fenced)
     cr_assert_eq(pwrite(fd, &b, 1, at), 1);
     close(fd);
 
-    st = open_store(dir, &o);
+    evs_store *st = open_store(dir, &o);
     char lines[8][1024];
     int nl = 0;
     struct cap { char (*l)[1024]; int *n; } c = {lines, &nl};
@@ -453,19 +460,13 @@ Test(recovery, seal_indexed_before_the_next_file_exists)
 Test(recovery, sealed_segment_left_uncut_by_a_kill)
 {
     evs_options o;
-    evs_options_init(&o);
-    o.segment_bytes = 16 * 1024;
-    evs_store *st = open_store(dir, &o);
-    for (int i = 0; i < 400; i++)
-        cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)i + 1, 0}, NULL, "v",
-                         "0123456789012345678901234567890123456789", NULL), 0);
-    cr_assert_eq(evs_close(st), 0);
+    make_small_segments(&o);
     char p[600];
     seg_path(dir, 1, p, sizeof p);
     off_t records = data_end(p);
     cr_assert_lt(records, 16 * 1024);
     cr_assert_eq(truncate(p, 16 * 1024), 0); /* as preallocated: zeros after the seal */
-    st = open_store(dir, &o);
+    evs_store *st = open_store(dir, &o);
     cr_assert_eq(evs_verify(st, NULL, NULL), 0);
     evs_id ids[512];
     cr_assert_eq(read_ids(st, "s", NULL, ids, 512), 400);

@@ -14,9 +14,9 @@
  * that freeing blocks occupies at most 1/(1 + REL_DUTY) of the time (0.5 %: below the 1 % of
  * publishes a p99 is made of) whatever the disk — on this one about 8 MiB/s, on a disk whose
  * frees cost nothing as fast as REL_MIN_PAUSE_NS allows, and never slower than a step a second.
- * Unless the file system is short of
- * space (less free than REL_LOW_SEGMENTS segments, or REL_LOW_PCT % of it): then a full disk
- * is worse than a slow fsync, and the steps follow one another REL_MIN_PAUSE_NS apart.
+ * Unless the file system is short of space (less free than REL_LOW_SEGMENTS segments, or
+ * REL_LOW_PCT % of it): then a full disk is worse than a slow fsync, and the steps follow one
+ * another REL_MIN_PAUSE_NS apart.
  *
  * Invariants:
  *  L1. Losing a queued job loses nothing: readers, backups and followers go by the records'
@@ -64,8 +64,8 @@ static bool space_short(evs_store *st)
 }
 
 /* fio_shrink_paced's pace: wait REL_DUTY times the step's own duration (at least
- * REL_MIN_PAUSE_NS; only that when space is short); false once the releaser is stopping (the
- * rest is cut at once, L3). */
+ * REL_MIN_PAUSE_NS, at most a second; only the least when space is short); false once the
+ * releaser is stopping (the job stops where it is, L3). */
 static bool pace(void *arg, uint64_t step_ns)
 {
     evs_store *st = arg;

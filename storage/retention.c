@@ -361,26 +361,27 @@ static void gc_add(gc *g, enum idx_table t, const void *k, size_t kl)
     g->len += 3 + kl;
     g->n++;
     g->total++;
-    if (g->n >= GC_CHUNK)
-        gc_flush(g); /* with the caller's read transaction open: LMDB readers never block it */
 }
 
-/* Keys of `t` with prefix `no` in key order, while their ID (of the key at kid_off, or of the
- * value at 0 with by_value) is below `first`; all but the last when keep_floor (and no key at
- * exactly `first` follows: then that one is the floor). */
-static void gc_sorted(gc *g, idx_rtxn *r, enum idx_table t, uint32_t no, evs_id first,
+static bool gc_full(const gc *g) { return g->n >= GC_CHUNK || g->rc; }
+
+/* Keys of `t` with prefix `no` in key order, while their ID (the key's, or the value's with
+ * by_value) is below `first`; all but the last when keep_floor (and no key at exactly `first`
+ * follows: then that one is the floor). True if it stopped with the chunk full (the rest: a
+ * later scan, once these are gone). */
+static bool gc_sorted(gc *g, idx_rtxn *r, enum idx_table t, uint32_t no, evs_id first,
                       bool by_value, bool keep_floor)
 {
     idx_cur *c;
     if (idx_cur_open(r, t, &c))
-        return;
+        return false;
     uint8_t pre[4], held[IDX_IDKEY];
     idx_be32(pre, no);
     size_t heldl = 0;
     const void *k, *v;
     size_t kl, vl;
-    bool exact = false;
-    for (int rc = idx_cur_get(c, IDX_GE, pre, 4, &k, &kl, &v, &vl); rc == 0 && !g->rc;
+    bool exact = false, full = false;
+    for (int rc = idx_cur_get(c, IDX_GE, pre, 4, &k, &kl, &v, &vl); rc == 0;
          rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
         if (kl < 4 || memcmp(k, pre, 4) || kl > sizeof held)
             break;
@@ -393,27 +394,36 @@ static void gc_sorted(gc *g, idx_rtxn *r, enum idx_table t, uint32_t no, evs_id 
             exact = cmp == 0 && !by_value;
             break;
         }
-        if (heldl)
+        if (heldl) {
             gc_add(g, t, held, heldl);
+            if (gc_full(g)) {
+                full = true; /* what follows: the next scan, once these are gone */
+                break;
+            }
+        }
         memcpy(held, k, kl);
         heldl = kl;
     }
-    if (heldl && (!keep_floor || exact))
+    if (!full && heldl && (!keep_floor || exact))
         gc_add(g, t, held, heldl);
     idx_cur_close(c);
+    return full;
 }
 
-/* Filter groups of stream `no` whose last entry is below `first`. */
-static void gc_filters(gc *g, idx_rtxn *r, uint32_t no, evs_id first)
+/* Filter groups of stream `no` whose last entry is below `first`. True as gc_sorted. */
+static bool gc_filters(gc *g, idx_rtxn *r, enum idx_table t, uint32_t no, evs_id first,
+                       bool by_value, bool keep_floor)
 {
+    (void)by_value, (void)keep_floor;
     idx_cur *c;
-    if (idx_cur_open(r, IDX_FILT, &c))
-        return;
+    if (idx_cur_open(r, t, &c))
+        return false;
     uint8_t pre[4];
     idx_be32(pre, no);
     const void *k, *v;
     size_t kl, vl;
-    for (int rc = idx_cur_get(c, IDX_GE, pre, 4, &k, &kl, &v, &vl); rc == 0 && !g->rc;
+    bool full = false;
+    for (int rc = idx_cur_get(c, IDX_GE, pre, 4, &k, &kl, &v, &vl); rc == 0 && !full;
          rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
         if (kl != IDX_FILTKEY || memcmp(k, pre, 4))
             break;
@@ -423,10 +433,13 @@ static void gc_filters(gc *g, idx_rtxn *r, uint32_t no, evs_id first)
         uint64_t pos;
         while (post_next(&pi, &id, &pos))
             last = id;
-        if (!pi.bad && evs_id_cmp(last, first) < 0)
-            gc_add(g, IDX_FILT, k, kl);
+        if (!pi.bad && evs_id_cmp(last, first) < 0) {
+            gc_add(g, t, k, kl);
+            full = gc_full(g);
+        }
     }
     idx_cur_close(c);
+    return full;
 }
 
 /* R6. Returns the keys deleted (0 on error: a pass later tries again). */
@@ -448,17 +461,30 @@ static uint64_t index_gc(evs_store *st, evs_error *err)
     pthread_rwlock_unlock(&st->lock);
     if (!l)
         return 0;
+    static const struct scan {
+        bool (*fn)(gc *, idx_rtxn *, enum idx_table, uint32_t, evs_id, bool, bool);
+        enum idx_table t;
+        bool by_value, keep_floor;
+    } scans[] = {{gc_sorted, IDX_IDS, false, true}, {gc_sorted, IDX_TIMES, true, true},
+                 {gc_sorted, IDX_DELS, false, false}, {gc_filters, IDX_FILT, false, false}};
     gc g = {st, NULL, 0, 0, 0, 0, 0, err};
-    for (size_t i = 0; i < n && !g.rc; i++) {
-        idx_rtxn *r;
-        if (idx_rbegin(st->idx, &r))
-            break;
-        gc_sorted(&g, r, IDX_IDS, l[i].no, l[i].first, false, true);
-        gc_sorted(&g, r, IDX_TIMES, l[i].no, l[i].first, true, true);
-        gc_sorted(&g, r, IDX_DELS, l[i].no, l[i].first, false, false);
-        gc_filters(&g, r, l[i].no, l[i].first);
-        idx_rend(r);
-    }
+    for (size_t i = 0; i < n && !g.rc; i++)
+        for (size_t j = 0; j < sizeof scans / sizeof *scans && !g.rc; j++) {
+            /* a chunk at a time; the writer request only once the read transaction has
+             * ended: a reader holds the map's lock that the writer takes to grow it */
+            for (int round = 0; round < 4096 && !g.rc; round++) {
+                idx_rtxn *r;
+                if (idx_rbegin(st->idx, &r))
+                    break;
+                const struct scan *sc = &scans[j];
+                bool more = sc->fn(&g, r, sc->t, l[i].no, l[i].first, sc->by_value, sc->keep_floor);
+                idx_rend(r);
+                if (gc_full(&g))
+                    gc_flush(&g);
+                if (!more)
+                    break;
+            }
+        }
     gc_flush(&g);
     free(g.b);
     free(l);

@@ -18,11 +18,12 @@
  *  R5. Age is judged by append time clamped to now: a record stamped in the future (clock
  *      stepped back) is as young as now, so it cannot pin a segment forever.
  *  R6. Index keys that name only entries below a stream's first entry go when a pass has
- *      trimmed, or before it deletes a segment (index_gc; the index first, then the file): `ids` and `times` keys but each stream's last
- *      one below its first entry (the floor every read from there seeks), tombstones, and
- *      filter groups whose entries all lie below it (postings P4). Nothing reads there
- *      (R1, reader.c clamps every range to the first entry), so the index stops growing with
- *      all history; the keys go through the writer's index batch, GC_CHUNK at a time.
+ *      trimmed, and before it deletes a segment (index_gc; the index first, then the file):
+ *      `ids` and `times` keys but each stream's last one below its first entry (the floor
+ *      every read from there seeks), tombstones, and filter groups whose entries all lie
+ *      below it (postings P4). Nothing reads there (R1; reader.c clamps every range to the
+ *      first entry), so the index stops growing with all history. The keys go through the
+ *      writer's index batch, GC_CHUNK at a time, each chunk committed before the next.
  */
 #include <errno.h>
 #include <fcntl.h>

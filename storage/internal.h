@@ -128,6 +128,7 @@ typedef struct stream {
     bool btouched;             /* (W) in the list of streams to publish after this write batch */
     struct stream *w_next, *v_next; /* hash chains                                          */
     struct cgroup *groups;     /* (G) consumer groups, by name (group.h)                      */
+    evs_id gc_first;           /* (R) the first entry the last index clean-up judged by      */
 } stream;
 
 typedef struct strtab {

@@ -443,10 +443,12 @@ static bool gc_filters(gc *g, idx_rtxn *r, enum idx_table t, uint32_t no, evs_id
     return full;
 }
 
-/* R6. Returns the keys deleted (0 on error: a pass later tries again). */
+/* R6, for the streams whose first entry moved since their last clean-up (retention's own
+ * field, stream.gc_first; a stream is never freed while the store is open). Returns the keys
+ * deleted (0 on error: a later pass tries again). */
 static uint64_t index_gc(evs_store *st, evs_error *err)
 {
-    struct live { uint32_t no; evs_id first; } *l = NULL;
+    struct live { stream *s; evs_id first; } *l = NULL;
     size_t n = 0;
     pthread_rwlock_rdlock(&st->lock);
     l = malloc((st->vtab.n ? st->vtab.n : 1) * sizeof *l);
@@ -457,7 +459,8 @@ static uint64_t index_gc(evs_store *st, evs_error *err)
                 first = s->v.last_id;
                 evs_id_next(&first);
             }
-            l[n++] = (struct live){s->no, first};
+            if (evs_id_cmp(first, s->gc_first) > 0)
+                l[n++] = (struct live){s, first};
         }
     pthread_rwlock_unlock(&st->lock);
     if (!l)
@@ -469,24 +472,41 @@ static uint64_t index_gc(evs_store *st, evs_error *err)
     } scans[] = {{gc_sorted, IDX_IDS, false, true}, {gc_sorted, IDX_TIMES, true, true},
                  {gc_sorted, IDX_DELS, false, false}, {gc_filters, IDX_FILT, false, false}};
     gc g = {st, NULL, 0, 0, 0, 0, 0, err};
-    for (size_t i = 0; i < n && !g.rc; i++)
+    idx_rtxn *r = NULL;
+    for (size_t i = 0; i < n && !g.rc; i++) {
+        bool done = true;
         for (size_t j = 0; j < sizeof scans / sizeof *scans && !g.rc; j++) {
-            /* a chunk at a time; the writer request only once the read transaction has
-             * ended: a reader holds the map's lock that the writer takes to grow it */
-            for (int round = 0; round < 4096 && !g.rc; round++) {
-                idx_rtxn *r;
-                if (idx_rbegin(st->idx, &r))
+            const struct scan *sc = &scans[j];
+            bool more = true;
+            for (int round = 0; more && round < 4096 && !g.rc; round++) {
+                if (!r && idx_rbegin(st->idx, &r)) {
+                    r = NULL;
+                    g.rc = EVS_EFAILED;
                     break;
-                const struct scan *sc = &scans[j];
-                bool more = sc->fn(&g, r, sc->t, l[i].no, l[i].first, sc->by_value, sc->keep_floor);
-                idx_rend(r);
-                if (gc_full(&g))
+                }
+                more = sc->fn(&g, r, sc->t, l[i].s->no, l[i].first, sc->by_value, sc->keep_floor);
+                if (gc_full(&g)) { /* the writer only once the read transaction has ended: a
+                                    * reader holds the map's lock the writer takes to grow it */
+                    idx_rend(r);
+                    r = NULL;
                     gc_flush(&g);
-                if (!more)
-                    break;
+                }
             }
+            done = done && !more;
         }
+        if (r && (i + 1) % 256 == 0) { /* a fresh snapshot now and then: old pages get reused */
+            idx_rend(r);
+            r = NULL;
+        }
+        if (done && !g.rc)
+            l[i].s->gc_first = l[i].first; /* its keys still to delete are in g: flushed below */
+    }
+    if (r)
+        idx_rend(r);
     gc_flush(&g);
+    if (g.rc) /* some of those marked done may not be: judge them all again next time */
+        for (size_t i = 0; i < n; i++)
+            l[i].s->gc_first = EVS_ID_MIN;
     free(g.b);
     free(l);
     if (g.rc && g.rc != EVS_ECLOSED)

@@ -51,6 +51,10 @@ void cli_log(void *arg, int level, const char *msg);
 /* Benchmarks: a monotonic clock in ns, and qsort's comparison for uint64_t. */
 uint64_t cli_now_ns(void);
 int cli_cmp_u64(const void *a, const void *b);
+/* When the i-th request of a run paced at `rate` per second from `start` is due: its own time,
+ * or with tick_ns the start of its tick (the requests of each tick due together: on this VM a
+ * pacer waking at 10 kHz stalls the machine, docs/benchmarks.md "Machine"). */
+uint64_t cli_due_ns(uint64_t start, size_t i, double rate, uint64_t tick_ns);
 
 /* JSON: write `len` bytes as a JSON string (invalid UTF-8 bytes become \u00XX). */
 void json_str(FILE *f, const void *p, size_t len);

@@ -405,15 +405,6 @@ static void *floor_writer(void *p)
     return NULL;
 }
 
-/* When entry i of a paced run is due: its own time at the rate, or the start of its tick (the
- * entries of each tick due together: on this VM a pacer waking at 10 kHz stalls the machine,
- * docs/benchmarks.md "Machine"). */
-static uint64_t due_at(uint64_t start, size_t i, double rate, uint64_t tick_ns)
-{
-    uint64_t t = (uint64_t)((double)i * 1e9 / rate);
-    return start + (tick_ns ? t - t % tick_ns : t);
-}
-
 static double floor_p99_ms(double rate, double secs, uint64_t tick_ns)
 {
     char p[4200];
@@ -435,7 +426,7 @@ static double floor_p99_ms(double rate, double secs, uint64_t tick_ns)
     pthread_create(&w, NULL, floor_writer, &q);
     uint64_t start = cli_now_ns();
     for (size_t i = 0; i < q.total; i++) {
-        uint64_t due = due_at(start, i, rate, tick_ns);
+        uint64_t due = cli_due_ns(start, i, rate, tick_ns);
         struct timespec ts = {(time_t)(due / 1000000000ull), (long)(due % 1000000000ull)};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
             ;
@@ -479,7 +470,7 @@ static void latency_run(const char *name, double rate, double secs, uint64_t tic
     char t[16];
     uint64_t start = cli_now_ns();
     for (size_t i = 0; i < total; i++) {
-        uint64_t due = due_at(start, i, rate, tick_ns);
+        uint64_t due = cli_due_ns(start, i, rate, tick_ns);
         /* sleep to the due time (never spin: this machine has two cores and the writer needs one) */
         struct timespec ts = {(time_t)(due / 1000000000ull), (long)(due % 1000000000ull)};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)

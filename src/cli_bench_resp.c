@@ -31,22 +31,13 @@ struct job {
     int failed;
 };
 
-/* When request i is due: its own time at the rate, or the start of its tick. */
-static uint64_t due_of(const struct job *j, size_t i)
-{
-    uint64_t t = (uint64_t)((double)i * 1e9 / j->rate);
-    if (j->tick_ns)
-        t -= t % j->tick_ns;
-    return j->start + t;
-}
-
 static void *sender(void *arg)
 {
     struct job *j = arg;
     static const char *argv[] = {"XADD", "bench-resp", "*", "payload",
                                  "0123456789012345678901234567890123456789012345678901234567890123"};
     for (size_t i = 0; i < j->total; i++) {
-        uint64_t due = due_of(j, i);
+        uint64_t due = cli_due_ns(j->start, i, j->rate, j->tick_ns);
         struct timespec ts = {(time_t)(due / 1000000000ull), (long)(due % 1000000000ull)};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
             ;
@@ -107,7 +98,7 @@ int cmd_bench_resp(int argc, char **argv)
             fprintf(stderr, "evstore bench-resp: %s\n", err);
             break;
         }
-        j.lat[got] = cli_now_ns() - due_of(&j, got);
+        j.lat[got] = cli_now_ns() - cli_due_ns(j.start, got, j.rate, j.tick_ns);
         errors += v->type == RESP_T_ERROR;
         resp_value_free(v);
     }

@@ -62,6 +62,12 @@ int cli_cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+uint64_t cli_due_ns(uint64_t start, size_t i, double rate, uint64_t tick_ns)
+{
+    uint64_t t = (uint64_t)((double)i * 1e9 / rate);
+    return start + (tick_ns ? t - t % tick_ns : t);
+}
+
 void cli_log(void *arg, int level, const char *msg)
 {
     (void)arg;

@@ -134,8 +134,7 @@ for row in "${rows[@]}"; do
   echo "| $r | $c | $w | $p50 | $p99 | $p999 | $fn | $f99 | $fslow | $mb → $ma | $sd |"
 done
 echo
-med() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-col() { printf '%s\n' "${rows[@]}" | awk -v c="$1" -v w="$2" -v k="$3" '$2 == c && $3 == w { print $k }' | med; }
+col() { printf '%s\n' "${rows[@]}" | awk -v c="$1" -v w="$2" -v k="$3" '$2 == c && $3 == w { print $k }' | median; }
 echo "| window | delete: median p99 ms | keep: median p99 ms | delete / keep |"
 echo "|---|---|---|---|"
 for w in before during after; do

@@ -1,6 +1,7 @@
 # bench_lib.sh — what the server benchmark scripts share; sourced after `cd` to the repo root.
 # Sets quick (1 with --quick), work (a temporary folder removed on exit) and pids (processes
-# killed on exit); defines port (a free loopback port) and wait_port PORT.
+# killed on exit); defines port (a free loopback port), wait_port PORT, and median (of the
+# numbers on stdin, one a line).
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 work=$(mktemp -d /tmp/evs-bench.XXXXXX)
@@ -9,3 +10,4 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

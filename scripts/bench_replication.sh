@@ -21,7 +21,6 @@ lsecs=10; ((quick)) && lsecs=3
 nreq=300000; ((quick)) && nreq=50000
 now() { date +%s%N; }
 secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 info() { redis-cli -p "$1" info | tr -d '\r' | sed -n "s/^$2://p"; }
 
 serve() { # serve NAME PORT [flags...]: start a server, remember its pid

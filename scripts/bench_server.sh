@@ -57,7 +57,7 @@ for t in 0 1000; do
   for target in "evstore --fsync always:$EV" "Redis appendfsync always:$RA"; do
     name=${target%%:*}; p=${target##*:}
     col() { printf '%s' "${lat[$p:$t]}" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
-    med() { col "$1" | sort -n | sed -n 2p; }
+    med() { col "$1" | median; }
     arr="every 100 us"; [ "$t" = 1000 ] && arr="10 each ms"
     echo "| $name | $arr | $(med p50_ms) | $(med p99_ms) | $(med p999_ms) | $(col p99_ms | paste -sd' ' | sed 's/ / · /g') |"
   done

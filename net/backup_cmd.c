@@ -16,8 +16,9 @@
  *  K1. A snapshot belongs to the connection that began it: only it can read it, and it is
  *      closed when the connection goes, however it goes (a killed backup client leaves no
  *      pinned segment behind).
- *  K2. The snapshot is taken off the event loop (the index copy can take a while); reads are
- *      bounded (8 MiB) page-cache copies on the loop.
+ *  K2. The snapshot is taken off the event loop (the index copy can take a while); a READ is
+ *      bounded (8 MiB) and goes out by sendfile in pieces of OUT_FILE_PIECE, one per write
+ *      turn of the loop, so a backup never holds the loop for more than one piece.
  *  K3. At most BACKUP_MAX snapshots are open in the server at once.
  *  K4. The store is closed only after every BEGIN thread has left evs_snapshot_open
  *      (backup_shutdown, from commands_shutdown).

@@ -142,7 +142,7 @@ static int send_frame(follower *f, struct evbuffer *out, uint64_t at, size_t n, 
             return -1;
         }
         evbuffer_file_segment_add_cleanup_cb(seg, span_release, hold);
-        rc = rc || evbuffer_add_file_segment(out, seg, 0, (ev_off_t)n);
+        rc = rc || out_add_file(out, seg, n);
         evbuffer_file_segment_free(seg); /* the evbuffer holds its own reference */
     }
     rc = rc || evbuffer_add(out, "\r\n", 2);

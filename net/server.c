@@ -240,6 +240,16 @@ int reply_attach_file(reply *r, int fd, uint64_t off, uint64_t len, void (*relea
     return 0;
 }
 
+int out_add_file(struct evbuffer *out, struct evbuffer_file_segment *seg, uint64_t len)
+{
+    for (uint64_t at = 0; at < len; at += OUT_FILE_PIECE) {
+        uint64_t n = len - at < OUT_FILE_PIECE ? len - at : OUT_FILE_PIECE;
+        if (evbuffer_add_file_segment(out, seg, (ev_off_t)at, (ev_off_t)n))
+            return -1;
+    }
+    return 0;
+}
+
 static void reply_free(reply *r)
 {
     if (r->file)
@@ -326,7 +336,7 @@ static void flush_now(conn *c, bool direct)
         else
             evbuffer_add(out, r->out.data, r->out.len);
         if (r->file && !r->out.oom) {
-            if (evbuffer_add_file_segment(out, r->file, 0, (ev_off_t)r->file_len) ||
+            if (out_add_file(out, r->file, r->file_len) ||
                 evbuffer_add(out, "\r\n", 2))
                 c->closing = true; /* a reply we could not complete: drop the client */
         }
@@ -747,8 +757,8 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         return;
     }
     /* libevent writes at most 16 KiB per loop turn by default: large replies (XRANGE, BACKUP
-     * READ) went out at a loop turn per 16 KiB */
-    bufferevent_set_max_single_write(c->bev, 256 << 10);
+     * READ) went out at a loop turn per 16 KiB (a file's pieces are as large: out_add_file) */
+    bufferevent_set_max_single_write(c->bev, OUT_FILE_PIECE);
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;

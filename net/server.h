@@ -104,6 +104,14 @@ void conn_set_authed(conn *c, bool yes);
  * until then. -1 if it cannot (then nothing is attached and release is not called). */
 int reply_attach_file(reply *r, int fd, uint64_t off, uint64_t len, void (*release)(void *),
                       void *arg);
+/* Queue len bytes of seg from its start on out, as pieces of at most OUT_FILE_PIECE bytes:
+ * libevent hands a whole file chain to one sendfile() whatever its write cap, so a 4 MiB
+ * chain held the loop (and every other client) for 1-5 ms; a piece is one write turn.
+ * 0, or -1 if out could not take it (some pieces may be queued). */
+#define OUT_FILE_PIECE (256u << 10)
+struct evbuffer;
+struct evbuffer_file_segment;
+int out_add_file(struct evbuffer *out, struct evbuffer_file_segment *seg, uint64_t len);
 /* The reply is complete: send it (and any ready replies behind it, in order). */
 void reply_done(cmd_ctx *x);
 /* Hold the connection for an asynchronous completion; the returned token is passed to

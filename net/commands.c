@@ -487,6 +487,8 @@ static void cmd_info(cmd_ctx *x)
     evs_store_stats_get(server_store(x->srv), &s);
     char repl[2048];
     info_replication(x->srv, &s, repl, sizeof repl);
+    uint64_t waits, wait_timeouts;
+    server_commit_waits(x->srv, &waits, &wait_timeouts);
     char buf[4096];
     int n = snprintf(buf, sizeof buf,
                      "# Server\r\nredis_version:7.0.0\r\nevstore_version:%s\r\nredis_mode:standalone\r\n"
@@ -500,6 +502,7 @@ static void cmd_info(cmd_ctx *x)
                      "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
                      "log_start:%llu\r\nretention_trimmed:%llu\r\nsegments_deleted:%llu\r\n"
                      "bytes_deleted:%llu\r\nbackup_snapshots:%d\r\nepoch:%u\r\n"
+                     "commit_waits:%llu\r\ncommit_wait_timeouts:%llu\r\n"
                      "\r\n# Keyspace\r\n%s%llu%s\r\n",
                      EVSTORE_VERSION, server_cfg(x->srv)->port, server_nconns(x->srv), blocked_count(),
                      rss_bytes(), repl,
@@ -510,7 +513,8 @@ static void cmd_info(cmd_ctx *x)
                      (unsigned long long)s.segments, (unsigned long long)s.log_bytes,
                      (unsigned long long)s.log_start, (unsigned long long)s.retention_trimmed,
                      (unsigned long long)s.segments_deleted, (unsigned long long)s.bytes_deleted,
-                     backup_snapshots_open(), (unsigned)s.epoch,
+                     backup_snapshots_open(), (unsigned)s.epoch, (unsigned long long)waits,
+                     (unsigned long long)wait_timeouts,
                      s.streams ? "db0:keys=" : "", (unsigned long long)s.streams,
                      s.streams ? ",expires=0,avg_ttl=0" : "");
     if (!s.streams) /* no db0 line for an empty keyspace, as Redis */

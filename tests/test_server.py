@@ -250,6 +250,26 @@ class Streams(Base):
         self.assertLessEqual(self.r.info("evstore")["fsyncs"] - before, 22)
         self.assertEqual(self.r.xlen("gc"), 320)
 
+    def test_a_batch_waiting_for_a_silent_client_is_still_committed(self):
+        """A client that sends each command as soon as its reply comes is expected in the next
+        batch (net/server.c G1); one that then goes silent must not hold another client's XADD
+        for longer than the bound (G2): the XADD is answered and kept, and if the batch did
+        wait, it stopped at the bound (the only way out with the client silent)."""
+        a = self.srv.client(decode_responses=True)
+        for k in range(300):  # closed loop: quick
+            a.xadd("quick", {"k": str(k)})
+        info0 = self.r.info("evstore")
+        b = self.srv.client(decode_responses=True)
+        i = b.xadd("other", {"f": "v"})  # a stays connected and silent
+        info1 = self.r.info("evstore")
+        self.assertEqual(b.xrange("other"), [(i, {"f": "v"})])
+        self.assertLessEqual(info1["commit_wait_timeouts"], info1["commit_waits"])
+        if info1["commit_waits"] > info0["commit_waits"]:
+            self.assertGreater(info1["commit_wait_timeouts"], info0["commit_wait_timeouts"])
+        self.assertEqual(a.xlen("quick"), 300)
+        a.close()
+        b.close()
+
     def test_xdel_and_del(self):
         a = self.r.xadd("d", {"k": "1"})
         self.r.xadd("d", {"k": "2"})

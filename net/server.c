@@ -708,7 +708,6 @@ static bool lingering(server *s)
     return false;
 }
 
-
 /* The end of a loop turn. Its batch is committed on the loop itself when the writer thread is
  * idle, as Redis syncs its AOF once per loop turn (evs_submit_release_inline): no hand-off, no
  * wake-up of the writer and none back, and the next turn reads everything that came in
@@ -743,6 +742,8 @@ static void turn_end(server *s)
     s->commit_ns = s->commit_ns - s->commit_ns / 8 + d / 8; /* G1: a recent average */
     run_completions(s); /* its replies go out now, not after the next poll (G1) */
     flush_queued(s);
+    if (s->turn_reads) /* input a completion resumed (N4) is a batch of its own: next turn */
+        event_active(s->wake, EV_READ, 0);
 }
 
 static void read_input(struct bufferevent *bev, conn *c)

@@ -365,7 +365,7 @@ static void reopen_for_reads(idx *x)
  * and inode.
  */
 #define IDX_DROP_NS 1000000000ull
-#define IDX_RESIDENT_MAX (32ull << 20)
+#define IDX_RESIDENT_MAX (16ull << 20)
 static uint64_t resident_file_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "re");

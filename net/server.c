@@ -724,7 +724,7 @@ static bool lingering(server *s)
  * `--ack all` does have something to do meanwhile (send its followers the last batch, take
  * their ACKs, which its replies wait for): its turns go to the writer thread (inline, --ack
  * all fell 0.57× → 0.45× of no follower). A leader with async followers commits here too
- * (0.63-0.78× → 0.68-0.85× of no follower at c50/P16, publish p99 lower; the lag it reports
+ * (0.64-0.78× → 0.83-0.85× of no follower at c50/P16, publish p99 lower; the lag it reports
  * is ~0.3 ms longer, the followers' ACKs being read after the loop's own sync). A batch may
  * wait for the clients the last one answered (G2); the replies of a batch committed here go
  * out at once, before the next poll. */

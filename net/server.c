@@ -136,7 +136,7 @@ static void flush_now(conn *c, bool direct);
  * G2. A batch committed on the loop (one with a reply to come from the store: not a turn of
  *     reads answered at once) waits for the expected connections, for at most one
  *     commit's time (waiting longer would cost more than a second sync), never while the
- *     server stops, and not on a leader under --ack all (its batches go to the writer thread).
+ *     server stops, and not on a leader (its batches go to the writer thread).
  * G3. A client that pauses between commands (a publisher with work to do between events) is
  *     not quick, so it never makes a batch wait. */
 #define LINGER_MAX_NS 1000000ull /* G2's bound, whatever the commits take */
@@ -687,16 +687,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     read_cb(c->bev, c);
 }
 
-/* Whether the turns' batches go to the writer thread: on a leader under --ack all (turn_end). */
-static bool turns_to_writer(server *s)
-{
-    return s->cfg.ack_all && repl_leader_count();
-}
-
 /* G2: whether this turn's batch waits for the connections still expected. */
 static bool lingering(server *s)
 {
-    if (!s->expect || !s->turn_holds || !s->linger || s->stopping || turns_to_writer(s) ||
+    if (!s->expect || !s->turn_holds || !s->linger || s->stopping || repl_leader_count() ||
         event_base_got_exit(s->base) || event_base_got_break(s->base))
         return false;
     uint64_t now = mono_ns();
@@ -720,14 +714,11 @@ static bool lingering(server *s)
  * meanwhile as one batch. Handing turns that read several connections to the writer thread,
  * so that the loop could answer and read the others during the sync, was measured against this
  * (docs/benchmarks.md, "Server"): the loop had nothing to do meanwhile but wait for the
- * completions, c50/P1 0.8× and c50/P16 0.9× of this, with a worse p99. A leader under
- * `--ack all` does have something to do meanwhile (send its followers the last batch, take
- * their ACKs, which its replies wait for): its turns go to the writer thread (inline, --ack
- * all fell 0.57× → 0.45× of no follower). A leader with async followers commits here too
- * (0.64-0.78× → 0.83-0.85× of no follower at c50/P16, publish p99 lower; the lag it reports
- * is ~0.3 ms longer, the followers' ACKs being read after the loop's own sync). A batch may
- * wait for the clients the last one answered (G2); the replies of a batch committed here go
- * out at once, before the next poll. */
+ * completions, c50/P1 0.8× and c50/P16 0.9× of this, with a worse p99. A leader with followers
+ * does have something to do meanwhile (send them the last batch, take their ACKs, which
+ * `--ack all` replies wait for): its turns go to the writer thread (inline, --ack all fell
+ * 0.57× → 0.45× of no follower). A batch may wait for the clients the last one answered (G2);
+ * the replies of a batch committed here go out at once, before the next poll. */
 static void turn_end(server *s)
 {
     flush_queued(s); /* what is answered goes out before this turn's batch is synced */
@@ -741,7 +732,7 @@ static void turn_end(server *s)
         evtimer_del(s->linger);
     }
     s->turn_reads = 0;
-    if (turns_to_writer(s)) {
+    if (repl_leader_count()) {
         evs_submit_release(s->st);
         return;
     }

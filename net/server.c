@@ -132,7 +132,8 @@ static void flush_now(conn *c, bool direct);
  *     whose replies are all written, one of them completed by the store (a write, a group
  *     change; not a read answered at once), with nothing in flight, is expected: exp_gen =
  *     gen, counted in expect, until bytes come from it or it closes. Each batch committed
- *     starts a new generation: an expectation lasts one batch at most.
+ *     (a turn with a reply to come from the store; reads answered at once make none) starts
+ *     a new generation: an expectation lasts one batch at most.
  * G2. A batch committed on the loop (one with a reply to come from the store: not a turn of
  *     reads answered at once) waits for the expected connections, for at most one
  *     commit's time (waiting longer would cost more than a second sync), never while the
@@ -724,9 +725,11 @@ static void turn_end(server *s)
     flush_queued(s); /* what is answered goes out before this turn's batch is synced */
     if (!s->turn_reads || lingering(s))
         return;
-    s->gen++; /* G1 */
-    s->expect = 0;
-    s->turn_holds = 0;
+    if (s->turn_holds) { /* a batch (G1): a turn of reads answered at once is none */
+        s->gen++;
+        s->expect = 0;
+        s->turn_holds = 0;
+    }
     if (s->linger_until) {
         s->linger_until = 0;
         evtimer_del(s->linger);

@@ -49,13 +49,6 @@ static hgop *parked;
 static size_t nparked;
 static bool stopping; /* no more parking: completions after quiesce answer at once */
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void hgop_free(hgop *g)
 {
     if (g->timer)
@@ -147,7 +140,7 @@ static void answer(void *arg)
         send_json(g->req, 200, "OK", json_pack("{s:I}", "acked", (json_int_t)g->res.count));
         break;
     case GK_READ:
-        if (g->res.nids == 0 && !stopping && g->deadline_ms > mono_ms() &&
+        if (g->res.nids == 0 && !stopping && g->deadline_ms > server_mono_ns() / 1000000 &&
             nparked < HTTP_GROUP_PARKED) {
             park(g);
             return;
@@ -379,7 +372,7 @@ static void do_read(http_api *h, struct evhttp_request *req, evs_slice stream, c
             g->consumer_len = clen;
             g->count = count ? count : 1;
             if (block) {
-                g->deadline_ms = mono_ms() + block;
+                g->deadline_ms = server_mono_ns() / 1000000 + block;
                 g->timer = evtimer_new(server_base(http_server(h)), timeout_cb, g);
                 struct timeval tv = {(time_t)(block / 1000), (suseconds_t)((block % 1000) * 1000)};
                 if (g->timer)

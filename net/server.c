@@ -142,7 +142,7 @@ static void flush_now(conn *c, bool direct);
  *     not quick, so it never makes a batch wait. */
 #define LINGER_MAX_NS 1000000ull /* G2's bound, whatever the commits take */
 
-static uint64_t mono_ns(void)
+uint64_t server_mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -161,7 +161,7 @@ static void expect_met(conn *c)
         s->expect--;
     c->exp_gen = 0;
     if (c->idle_since) {
-        c->quick = mono_ns() - c->idle_since <= linger_ns(s);
+        c->quick = server_mono_ns() - c->idle_since <= linger_ns(s);
         c->idle_since = 0;
     }
 }
@@ -172,7 +172,7 @@ static void expect_mark(conn *c)
     if (!c->completed || c->head || c->waits || c->closing || c->closed)
         return;
     c->completed = false;
-    c->idle_since = mono_ns();
+    c->idle_since = server_mono_ns();
     if (c->quick) {
         c->exp_gen = s->gen;
         s->expect++;
@@ -694,7 +694,7 @@ static bool lingering(server *s)
     if (!s->expect || !s->turn_holds || !s->linger || s->stopping || repl_leader_count() ||
         event_base_got_exit(s->base) || event_base_got_break(s->base))
         return false;
-    uint64_t now = mono_ns();
+    uint64_t now = server_mono_ns();
     if (!s->linger_until) {
         uint64_t ns = linger_ns(s);
         s->linger_until = now + ns;
@@ -739,9 +739,9 @@ static void turn_end(server *s)
         evs_submit_release(s->st);
         return;
     }
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = server_mono_ns();
     evs_submit_release_inline(s->st);
-    uint64_t d = mono_ns() - t0;
+    uint64_t d = server_mono_ns() - t0;
     s->commit_ns = s->commit_ns - s->commit_ns / 8 + d / 8; /* G1: a recent average */
     run_completions(s); /* its replies go out now, not after the next poll (G1) */
     flush_queued(s);

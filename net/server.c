@@ -725,7 +725,8 @@ static void turn_end(server *s)
     flush_queued(s); /* what is answered goes out before this turn's batch is synced */
     if (!s->turn_reads || lingering(s))
         return;
-    if (s->turn_holds) { /* a batch (G1): a turn of reads answered at once is none */
+    bool batch = s->turn_holds != 0; /* G1: a turn of reads answered at once is none */
+    if (batch) {
         s->gen++;
         s->expect = 0;
         s->turn_holds = 0;
@@ -742,7 +743,8 @@ static void turn_end(server *s)
     uint64_t t0 = server_mono_ns();
     evs_submit_release_inline(s->st);
     uint64_t d = server_mono_ns() - t0;
-    s->commit_ns = s->commit_ns - s->commit_ns / 8 + d / 8; /* G1: a recent average */
+    if (batch) /* G1: a recent average of batches, not of turns that committed nothing */
+        s->commit_ns = s->commit_ns - s->commit_ns / 8 + d / 8;
     run_completions(s); /* its replies go out now, not after the next poll (G1) */
     flush_queued(s);
     if (s->turn_reads) /* input a completion resumed (N4) is a batch of its own: next turn */

@@ -41,6 +41,7 @@ struct group {
 struct postings {
     struct group *g;
     size_t cap, used;
+    size_t peak;     /* groups at the last compactions, halved at each: the recent inflow  */
     uint64_t commit; /* commits so far (post_flush calls) */
 };
 
@@ -84,34 +85,54 @@ static struct group *find(postings *p, uint32_t no, uint8_t field, uint64_t hash
     }
 }
 
-/* Move the open groups last added to at commit `since` or later into a table of cap slots;
- * the others are closed and their buffers freed. */
+/* Keep the open groups last added to at commit `since` or later, in a table of cap slots (the
+ * same table, cleared, when cap is its size: no fresh pages to fault in); the others are
+ * closed and their buffers freed. */
 static int rehash(postings *p, size_t cap, uint64_t since)
 {
-    postings n = {calloc(cap, sizeof(struct group)), cap, 0, p->commit};
-    if (!n.g)
+    size_t n = 0;
+    for (size_t i = 0; i < p->cap; i++)
+        n += p->g[i].used && p->g[i].n && p->g[i].seen >= since;
+    struct group *keep = n ? malloc(n * sizeof *keep) : NULL;
+    struct group *t = cap == p->cap ? p->g : calloc(cap, sizeof *t);
+    if ((n && !keep) || !t) {
+        free(keep);
+        if (t != p->g)
+            free(t);
         return -ENOMEM;
+    }
+    n = 0;
     for (size_t i = 0; i < p->cap; i++) {
         struct group *o = &p->g[i];
-        if (!o->used || o->n == 0 || o->seen < since) {
+        if (o->used && o->n && o->seen >= since)
+            keep[n++] = *o;
+        else
             free(o->val);
-            continue;
-        }
-        struct group *g = find(&n, o->no, o->field, o->hash);
-        *g = *o;
-        n.used++;
     }
-    free(p->g);
-    *p = n;
+    if (t == p->g)
+        memset(t, 0, cap * sizeof *t);
+    else
+        free(p->g);
+    p->g = t;
+    p->cap = cap;
+    p->used = n;
+    for (size_t i = 0; i < n; i++)
+        *find(p, keep[i].no, keep[i].field, keep[i].hash) = keep[i];
+    free(keep);
     return 0;
 }
 
 static int grow(postings *p) { return rehash(p, p->cap * 2, 0); }
 
 /* Past POST_OPEN_MAX open groups, close the idle ones (none added to in the last
- * POST_IDLE_COMMITS commits), then if need be all but this commit's, then all. */
+ * POST_IDLE_COMMITS commits), then if need be all but this commit's, then all. The table
+ * keeps room for the groups it held at recent compactions (`peak`): the next commit brings
+ * about as many new groups as this one, and a table cut back at every commit grew again by
+ * doubling at every commit (a follower catching up on 1,000 streams x 1,000 sources: 9-14 %
+ * of its writer's time went to rehashing and faulting in fresh tables, measured). */
 static int compact(postings *p)
 {
+    p->peak = p->used > p->peak / 2 ? p->used : p->peak / 2;
     uint64_t last = p->commit - 1; /* the commit just put (post_flush counted it) */
     uint64_t tries[3] = {last > POST_IDLE_COMMITS ? last - POST_IDLE_COMMITS : 0, last,
                          UINT64_MAX};
@@ -121,10 +142,10 @@ static int compact(postings *p)
             keep += p->g[i].used && p->g[i].n && p->g[i].seen >= tries[t];
         if (keep > POST_OPEN_MAX)
             continue;
-        size_t cap = 64;
-        while (cap < keep * 4)
-            cap *= 2;
-        return rehash(p, cap, tries[t]);
+        size_t need = 64;
+        while (need < keep * 4 || need < p->peak * 2)
+            need *= 2;
+        return rehash(p, p->cap >= need * 4 ? need : p->cap, tries[t]);
     }
     return 0;
 }

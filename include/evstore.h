@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -660,6 +661,10 @@ void evs_log_release(void *hold);
  * A record the store cannot apply (divergence) fails the store. */
 int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len,
                        evs_done_fn done, void *arg);
+/* The same with the bytes in iovcnt pieces (a network buffer's, as they are), copied once
+ * before it returns. */
+int evs_replica_submitv(evs_store *st, uint64_t at, const struct iovec *iov, int iovcnt,
+                        evs_done_fn done, void *arg);
 /* Follower → leader: once every frame submitted before is written, begin a new epoch (its
  * history fsynced first, then its record), and from then on take local writes and run
  * retention. */

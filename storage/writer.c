@@ -2183,8 +2183,8 @@ int evs_promote(evs_store *st, evs_epoch *out, evs_error *err)
     return 0; /* the retention thread runs already: from now on it trims as a leader's */
 }
 
-int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len,
-                       evs_done_fn done, void *arg)
+int evs_replica_submitv(evs_store *st, uint64_t at, const struct iovec *iov, int iovcnt,
+                        evs_done_fn done, void *arg)
 {
     evs_error err;
     if (!atomic_load(&st->following))
@@ -2192,6 +2192,9 @@ int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len
     int rc = submit_check(st, &err);
     if (rc)
         return rc;
+    size_t len = 0;
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
     wreq *r = wreq_pooled(st, 1); /* a frame is up to 1 MiB: reuse, not mmap and munmap */
     if (r)
         r->kind = WR_REPLICA;
@@ -2202,13 +2205,22 @@ int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len
         return -ENOMEM;
     }
     r->pool = st;
-    if (len)
-        memcpy(r->data.data, bytes, len);
-    r->data.len = len;
+    for (int i = 0; i < iovcnt; i++)
+        if (iov[i].iov_len) {
+            memcpy(r->data.data + r->data.len, iov[i].iov_base, iov[i].iov_len);
+            r->data.len += iov[i].iov_len;
+        }
     r->upto = at;
     r->done = done;
     r->arg = arg;
     if ((rc = writer_submit(st, r)))
         wreq_free(r);
     return rc;
+}
+
+int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len,
+                       evs_done_fn done, void *arg)
+{
+    struct iovec v = {(void *)bytes, len};
+    return evs_replica_submitv(st, at, &v, 1, done, arg);
 }

@@ -382,6 +382,9 @@ typedef struct evs_store_stats {
     uint64_t log_start;          /* position of the oldest byte still on disk                   */
     uint32_t epoch;              /* the current epoch (evs_epochs)                              */
     uint64_t synced_end;         /* log position up to which the log is known durable           */
+    uint64_t index_end;          /* log position up to which the index is applied (readers walk
+                                    the log past it: the index lags by design, see indexer.c)   */
+    uint64_t index_deferred;     /* index commits that fell due while the indexer was busy      */
 } evs_store_stats;
 
 void evs_store_stats_get(evs_store *st, evs_store_stats *out);

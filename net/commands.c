@@ -503,6 +503,7 @@ static void cmd_info(cmd_ctx *x)
                      "log_start:%llu\r\nretention_trimmed:%llu\r\nsegments_deleted:%llu\r\n"
                      "bytes_deleted:%llu\r\nbackup_snapshots:%d\r\nepoch:%u\r\n"
                      "commit_waits:%llu\r\ncommit_wait_timeouts:%llu\r\n"
+                     "index_lag_bytes:%llu\r\nindex_commits_deferred:%llu\r\n"
                      "\r\n# Keyspace\r\n%s%llu%s\r\n",
                      EVSTORE_VERSION, server_cfg(x->srv)->port, server_nconns(x->srv), blocked_count(),
                      rss_bytes(), repl,
@@ -515,6 +516,8 @@ static void cmd_info(cmd_ctx *x)
                      (unsigned long long)s.segments_deleted, (unsigned long long)s.bytes_deleted,
                      backup_snapshots_open(), (unsigned)s.epoch, (unsigned long long)waits,
                      (unsigned long long)wait_timeouts,
+                     (unsigned long long)(s.log_end > s.index_end ? s.log_end - s.index_end : 0),
+                     (unsigned long long)s.index_deferred,
                      s.streams ? "db0:keys=" : "", (unsigned long long)s.streams,
                      s.streams ? ",expires=0,avg_ttl=0" : "");
     if (!s.streams) /* no db0 line for an empty keyspace, as Redis */

@@ -36,7 +36,7 @@ struct idx {
     bool rdonly;
     /* readers hold it shared for the life of a read txn; the map grows under it exclusive */
     pthread_rwlock_t maplock;
-    uint64_t dropped_ns;        /* when drop_resident last ran (writer only)                  */
+    uint64_t dropped_ns;        /* when drop_resident last ran (the one applying a batch)     */
 };
 
 struct idx_rtxn {

@@ -51,6 +51,7 @@ int evs_err_copy(evs_error *dst, const evs_error *src);
 #define EVS_INLINE_BODY 4096              /* bodies up to this are copied into the batch      */
 #define EVS_INDEX_COMMIT_NS 10000000ull   /* commit the index at most this long after a publish */
 #define EVS_INDEX_COMMIT_RECORDS 32768    /* ... or once this many records wait               */
+#define EVS_INDEX_DEFER_RECORDS 65536     /* a due commit waits for a busy indexer past this  */
 
 /* ---- segments ---------------------------------------------------------------------------- */
 
@@ -310,6 +311,18 @@ struct evs_store {
     pthread_cond_t rel_cv;
     struct rel_job *rel_head, *rel_tail;
 
+    /* indexer (indexer.c): the index batch in its hands, applied off the writer's path */
+    pthread_t ixr;
+    bool ixr_started, ix_stop;
+    atomic_bool ix_busy;           /* (ixmu to set) a batch is in the indexer's hands         */
+    atomic_bool ix_deferred;       /* the writer left a due commit for when it is not        */
+    struct idx_batch *ix_batch;    /* being applied while ix_busy; else an empty one to swap */
+    uint64_t ib_end, ix_end;       /* log end the writer's / the indexer's batch covers      */
+    _Atomic uint64_t idx_end;      /* ... and the last applied one (stats)                   */
+    _Atomic uint64_t n_ix_deferred;
+    pthread_mutex_t ixmu;
+    pthread_cond_t ixcv;
+
     /* checkpointer (checkpoint.c) */
     pthread_t ckpt;
     bool ckpt_started, ck_stop;
@@ -335,6 +348,7 @@ struct evs_store {
     wreq *qhead, *qtail;
     bool closing;
     unsigned holds;                /* evs_submit_hold: new requests do not wake the writer   */
+    bool wkick;                    /* the indexer is free for a deferred commit (X5)         */
     uint64_t wdue_ns;              /* when timed writer work falls due (monotonic; 0: none),
                                     * set by the role's holder: the writer thread sleeps until */
 
@@ -398,10 +412,20 @@ int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint6
                        evs_error *err);
 /* Does the entry exist (visible, not deleted)? 1 yes, 0 no, < 0 error. Reader module. */
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err);
-/* Commit the index: queue the touched streams' states and the watermark, apply the batch.
- * The index lags what readers see by at most EVS_INDEX_COMMIT_NS (tombstones: not at all);
- * readers find unindexed entries by walking back from a stream's last entry. */
+/* Commit the index: queue the touched streams' states and the watermark into st->ib
+ * (store_index_build), then apply the batch (store_index_flush: at once, on this thread; the
+ * writer hands it to the indexer instead, indexer_put). The index lags what readers see by
+ * at most EVS_INDEX_COMMIT_NS and one transaction (tombstones: not at all); readers find
+ * unindexed entries by walking back from a stream's last entry. */
+int store_index_build(evs_store *st, evs_error *err);
 int store_index_flush(evs_store *st, evs_error *err);
+/* Indexer: start/stop its thread (stop: after the writer; the batch in its hands is applied
+ * first). indexer_put applies st->ib after the batch in the indexer's hands (X1): on this
+ * thread if sync (visible on return) or without the thread, else handed over with st->ib
+ * replaced by an empty batch. Writer role only. */
+int indexer_start(evs_store *st);
+void indexer_stop(evs_store *st);
+int indexer_put(evs_store *st, bool sync, evs_error *err);
 /* Copy writer state to visible state for the streams of the write batch (caller holds st->lock
  * for writing). */
 void store_publish_touched(evs_store *st);

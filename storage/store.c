@@ -621,7 +621,7 @@ done:
     return 0;
 }
 
-int store_index_flush(evs_store *st, evs_error *err)
+int store_index_build(evs_store *st, evs_error *err)
 {
     uint8_t k[EVS_MAX_NAME + 8], v[STREAM_STATE_BYTES + 64];
     if (post_flush(st->post, st->ib))
@@ -654,13 +654,21 @@ int store_index_flush(evs_store *st, evs_error *err)
         if (idx_batch_put(st->ib, IDX_META, "watermark", 9, v, 24))
             return evs_err_set(err, -ENOMEM, "out of memory");
     }
-    int rc = idx_apply(st->idx, st->ib, err);
-    idx_batch_clear(st->ib);
     for (size_t i = 0; i < st->ntouched; i++)
         st->touched[i]->touched = false;
     st->ntouched = 0;
     st->idx_records = 0;
     st->idx_force = false;
+    st->ib_end = st->tail;
+    return 0;
+}
+
+int store_index_flush(evs_store *st, evs_error *err)
+{
+    int rc = store_index_build(st, err);
+    if (!rc && !(rc = idx_apply(st->idx, st->ib, err)))
+        atomic_store(&st->idx_end, st->ib_end);
+    idx_batch_clear(st->ib);
     return rc;
 }
 
@@ -1363,6 +1371,7 @@ static char *path_join(const char *a, const char *b)
 static void store_free(evs_store *st)
 {
     rel_stop(st); /* a failed open started it */
+    indexer_stop(st); /* likewise */
     if (st->idx)
         idx_close(st->idx);
     for (size_t i = 0; i < st->nsegs; i++)
@@ -1399,6 +1408,8 @@ static void store_free(evs_store *st)
     pthread_cond_destroy(&st->vcv);
     pthread_mutex_destroy(&st->ckmu);
     pthread_cond_destroy(&st->ckcv);
+    pthread_mutex_destroy(&st->ixmu);
+    pthread_cond_destroy(&st->ixcv);
     pthread_mutex_destroy(&st->prep_mu);
     pthread_cond_destroy(&st->prep_cv);
     pthread_mutex_destroy(&st->rel_mu);
@@ -1477,6 +1488,8 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     pthread_cond_init(&st->vcv, NULL);
     pthread_mutex_init(&st->ckmu, NULL);
     pthread_cond_init(&st->ckcv, NULL);
+    pthread_mutex_init(&st->ixmu, NULL);
+    pthread_cond_init(&st->ixcv, NULL);
     pthread_mutex_init(&st->prep_mu, NULL);
     pthread_cond_init(&st->prep_cv, NULL);
     pthread_mutex_init(&st->rel_mu, NULL);
@@ -1535,6 +1548,10 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             goto fail;
         st->synced_to = st->tail;
         atomic_store(&st->synced_pub, st->synced_to);
+        if ((rc = indexer_start(st))) {
+            rc = evs_err_set(err, rc, "cannot start indexer thread");
+            goto fail;
+        }
         if ((rc = pthread_create(&st->writer, NULL, writer_main, st))) {
             rc = evs_err_set(err, -rc, "cannot start writer thread");
             goto fail;
@@ -1577,6 +1594,7 @@ int evs_close(evs_store *st)
         pthread_mutex_unlock(&st->qmu);
         pthread_join(st->writer, NULL);
     }
+    indexer_stop(st); /* after the writer: nothing hands it a batch any more */
     prep_stop(st);
     rel_stop(st); /* after the writer and retention: nothing queues jobs any more */
     if (st->ckpt_started) {
@@ -1659,6 +1677,8 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
     o->epoch = st->nepochs ? st->epochs[st->nepochs - 1].epoch : 0;
     pthread_rwlock_unlock(&st->lock);
     o->synced_end = atomic_load(&st->synced_pub);
+    o->index_end = atomic_load(&st->idx_end);
+    o->index_deferred = atomic_load(&st->n_ix_deferred);
     o->retention_trimmed = atomic_load(&st->n_ret_trimmed);
     o->segments_deleted = atomic_load(&st->n_segs_deleted);
     o->bytes_deleted = atomic_load(&st->n_bytes_deleted);

@@ -407,7 +407,17 @@ static void index_commit(evs_store *st, bool force)
     evs_error err = {0};
     if (atomic_load(&st->failed))
         return;
-    int rc = store_index_flush(st, &err);
+    bool sync = force || st->idx_force; /* readers must see it on return (X3) */
+    if (!sync && atomic_load(&st->ix_busy) && st->idx_records < EVS_INDEX_DEFER_RECORDS) {
+        if (!atomic_exchange(&st->ix_deferred, true)) /* X5 */
+            atomic_fetch_add(&st->n_ix_deferred, 1);
+        if (atomic_load(&st->ix_busy))
+            return;
+        atomic_store(&st->ix_deferred, false); /* it has just finished: go on */
+    }
+    int rc = store_index_build(st, &err);
+    if (!rc)
+        rc = indexer_put(st, sync, &err);
     if (rc)
         store_fail(st, rc, "index update failed: %s", err.msg);
     st->idx_first_ns = 0;
@@ -1552,7 +1562,7 @@ static uint64_t work_due(evs_store *st)
 {
     if (atomic_load(&st->failed))
         return 0;
-    if (st->idx_records)
+    if (st->idx_records && !atomic_load(&st->ix_deferred)) /* else the indexer wakes it (X5) */
         return st->idx_first_ns + EVS_INDEX_COMMIT_NS;
     if (st->opt.fsync == EVS_FSYNC_EVERYSEC && st->synced_to != st->tail)
         return st->last_sync_ns + 1000000000ull;
@@ -1567,6 +1577,7 @@ static bool run_role(evs_store *st, bool timed)
     pthread_mutex_lock(&st->qmu);
     wreq *list = st->qhead;
     st->qhead = st->qtail = NULL;
+    st->wkick = false; /* this turn's timed work takes the deferred commit (X5) */
     bool closing = st->closing;
     pthread_mutex_unlock(&st->qmu);
     if (list)
@@ -1605,7 +1616,7 @@ void *writer_main(void *arg)
     pthread_mutex_unlock(&st->rolemu);
     for (;;) {
         pthread_mutex_lock(&st->qmu);
-        while (!st->qhead && !st->closing) {
+        while (!st->qhead && !st->closing && !st->wkick) {
             if (!st->wdue_ns) {
                 pthread_cond_wait(&st->qcv, &st->qmu);
                 continue;

@@ -1,7 +1,9 @@
 /*
  * fuzz_resp_reply.c — the RESP reply parser the CLI uses, over hostile server bytes: parse
  * replies one after another until partial or error, walking each tree; and the whole input
- * as one reply line (resp_reply_line, the backup client's bulk headers).
+ * as one reply line (resp_reply_line, the backup client's bulk headers); and the input as a
+ * replication LOG frame (resp_log_head, the follower's fast path), checked against the
+ * general parser.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -31,6 +33,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         errno = 0;
         if (strtoull(text, NULL, 10) != n || errno)
             abort();
+    }
+    uint64_t at, bn;
+    size_t hlen;
+    if (resp_log_head(data, size, &at, &bn, &hlen) == 1) {
+        /* the follower's fast path agrees with the general parser on a whole frame */
+        if (hlen > size)
+            abort();
+        if (bn <= size - hlen && size - hlen - bn >= 2 && data[hlen + bn] == '\r' &&
+            data[hlen + bn + 1] == '\n') {
+            resp_value *v;
+            size_t used;
+            char m[128];
+            if (resp_reply_parse(data, size, &v, &used, m, sizeof m) != RESP_CMD)
+                abort();
+            if (used != hlen + bn + 2 || v->type != RESP_T_ARRAY || v->n != 3 ||
+                v->elems[1].type != RESP_T_INT || (uint64_t)v->elems[1].integer != at ||
+                v->elems[2].type != RESP_T_BULK || v->elems[2].len != bn ||
+                v->elems[2].str != data + hlen)
+                abort();
+            resp_value_free(v);
+        }
     }
     size_t off = 0;
     char msg[128];

@@ -373,44 +373,33 @@ static void take_input(void)
         F.need = 0;
         size_t frame = 0;
         if (F.state == L_STREAMING) {
-            /* how long is the frame? "*3\r\n$3\r\nLOG\r\n:<at>\r\n$<n>\r\n<n bytes>\r\n" */
-            size_t peek = len < 96 ? len : 96;
-            const char *h = (const char *)evbuffer_pullup(in, (ssize_t)peek);
-            static const char lead[] = "*3\r\n$3\r\nLOG\r\n:";
-            if (peek > sizeof lead && !memcmp(h, lead, sizeof lead - 1)) {
-                const char *p = memchr(h + sizeof lead - 1, '\n', peek - (sizeof lead - 1));
-                if (p && (size_t)(p + 1 - h) < peek && p[1] == '$') {
-                    char *e, *ae;
-                    unsigned long long n = strtoull(p + 2, &e, 10);
-                    unsigned long long at = strtoull(h + sizeof lead - 1, &ae, 10);
-                    if ((size_t)(e - h) + 2 <= peek && e[0] == '\r' && e[1] == '\n' &&
-                        n <= (64ull << 20) && p[2] >= '0' && p[2] <= '9') {
-                        size_t hlen = (size_t)(e + 2 - h), total = hlen + (size_t)n + 2;
-                        if (len < total) {
-                            F.need = total;
-                            return;
-                        }
-                        char crlf[2];
-                        struct evbuffer_ptr t;
-                        bool plain = ae == p - 1 && ae[0] == '\r' &&
-                                     h[sizeof lead - 1] >= '0' && h[sizeof lead - 1] <= '9' &&
-                                     !evbuffer_ptr_set(in, &t, hlen + n, EVBUFFER_PTR_SET) &&
-                                     evbuffer_copyout_from(in, &t, crlf, 2) == 2 &&
-                                     crlf[0] == '\r' && crlf[1] == '\n';
-                        if (plain) { /* the common frame: its body is never pulled up */
-                            char why[300];
-                            if (!take_log(in, hlen, (size_t)n, at, why, sizeof why)) {
-                                link_drop(why);
-                                return;
-                            }
-                            evbuffer_drain(in, total);
-                            if (F.inflight >= INFLIGHT_MAX)
-                                return; /* paused (log_submit) */
-                            continue;
-                        }
-                        frame = total; /* anything odd: the parser below says what */
-                    }
+            /* the common frame: its body is never pulled up (take_log) */
+            uint8_t head[96];
+            size_t peek = len < sizeof head ? len : sizeof head, hlen;
+            uint64_t at, n;
+            evbuffer_copyout(in, head, peek);
+            if (resp_log_head(head, peek, &at, &n, &hlen) && n <= (64ull << 20)) {
+                size_t total = hlen + (size_t)n + 2;
+                if (len < total) {
+                    F.need = total; /* no copy, no parse until it is all here */
+                    return;
                 }
+                char crlf[2];
+                struct evbuffer_ptr t;
+                if (!evbuffer_ptr_set(in, &t, hlen + n, EVBUFFER_PTR_SET) &&
+                    evbuffer_copyout_from(in, &t, crlf, 2) == 2 && crlf[0] == '\r' &&
+                    crlf[1] == '\n') {
+                    char why[300];
+                    if (!take_log(in, hlen, (size_t)n, at, why, sizeof why)) {
+                        link_drop(why);
+                        return;
+                    }
+                    evbuffer_drain(in, total);
+                    if (F.inflight >= INFLIGHT_MAX)
+                        return; /* paused (log_submit) */
+                    continue;
+                }
+                frame = total; /* no CRLF after the body: the parser below says what */
             }
         }
         if (frame && frame < len)

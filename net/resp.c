@@ -508,6 +508,35 @@ void resp_out_verbatim(resp_out *o, const char *s, size_t n)
     }
 }
 
+/* A number as the general parser reads it (parse_ll), not negative, up to a CRLF at buf[*i]:
+ * 1 with *v and *i past the CRLF. */
+static int digits_crlf(const uint8_t *buf, size_t len, size_t *i, uint64_t *v)
+{
+    size_t j = *i;
+    while (j < len && buf[j] >= '0' && buf[j] <= '9')
+        j++;
+    long long x;
+    if (j + 2 > len || buf[j] != '\r' || buf[j + 1] != '\n' || !parse_ll(buf + *i, j - *i, &x))
+        return 0;
+    *i = j + 2;
+    *v = (uint64_t)x;
+    return 1;
+}
+
+int resp_log_head(const uint8_t *buf, size_t len, uint64_t *at, uint64_t *n, size_t *hlen)
+{
+    static const char lead[] = "*3\r\n$3\r\nLOG\r\n:";
+    size_t i = sizeof lead - 1;
+    if (len < i || memcmp(buf, lead, i) || !digits_crlf(buf, len, &i, at) || i >= len ||
+        buf[i] != '$')
+        return 0;
+    i++;
+    if (!digits_crlf(buf, len, &i, n))
+        return 0;
+    *hlen = i;
+    return 1;
+}
+
 int resp_reply_line(const uint8_t *line, size_t len, uint64_t *n)
 {
     if (len >= 1 && line[0] == '-')

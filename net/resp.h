@@ -74,6 +74,14 @@ void resp_value_free(resp_value *v);
  * length in *n for "$<n>" (digits only, fitting 64 bits), RESP_T_ERROR for "-...", or -1.
  */
 int resp_reply_line(const uint8_t *line, size_t len, uint64_t *n);
+/*
+ * The head of a replication LOG frame, "*3\r\n$3\r\nLOG\r\n:<at>\r\n$<n>\r\n" (numbers as
+ * the general parser takes them, digits only), at the start of buf: 1 with *at, *n and the
+ * head's length *hlen (the n bytes and a CRLF follow it); 0 if buf does not start with such a
+ * head whole (another reply, or too short: the general parser decides). Reads nothing past
+ * len.
+ */
+int resp_log_head(const uint8_t *buf, size_t len, uint64_t *at, uint64_t *n, size_t *hlen);
 
 /* ---- replies ------------------------------------------------------------------------------ */
 

@@ -338,20 +338,20 @@ static bool log_submit(uint64_t at, const struct iovec *io, int nv, size_t n, ch
 /* A LOG frame whose n-byte body starts hlen bytes into the input: submitted from the input
  * buffer's own pieces (evbuffer_peek), never first made one contiguous piece: a frame of up
  * to 1 MiB spans two reads' pieces, and that pullup was half of this loop's copying in a
- * catch-up (measured). */
+ * catch-up (measured). 1: submitted; 0: the link is to be dropped (`why`); -1: the body is in
+ * more than LOG_PIECES pieces (many short reads): the caller takes the general path. */
 #define LOG_PIECES 8
-static bool take_log(struct evbuffer *in, size_t hlen, size_t n, uint64_t at, char *why,
-                     size_t cap)
+static int take_log(struct evbuffer *in, size_t hlen, size_t n, uint64_t at, char *why,
+                    size_t cap)
 {
     struct evbuffer_ptr body;
     struct evbuffer_iovec ev[LOG_PIECES];
     struct iovec io[LOG_PIECES];
-    int nv = evbuffer_ptr_set(in, &body, hlen, EVBUFFER_PTR_SET) ? -1
-             : evbuffer_peek(in, (ssize_t)n, &body, ev, LOG_PIECES);
-    if (nv < 0 || nv > LOG_PIECES) {
-        snprintf(why, cap, "a frame of %zu bytes in more than %d pieces", n, LOG_PIECES);
-        return false;
-    }
+    if (evbuffer_ptr_set(in, &body, hlen, EVBUFFER_PTR_SET))
+        return -1;
+    int nv = evbuffer_peek(in, (ssize_t)n, &body, ev, LOG_PIECES);
+    if (nv < 0 || nv > LOG_PIECES)
+        return -1;
     size_t left = n;
     for (int i = 0; i < nv; i++) { /* the last piece may run past the body */
         size_t l = ev[i].iov_len < left ? ev[i].iov_len : left;
@@ -390,16 +390,19 @@ static void take_input(void)
                     evbuffer_copyout_from(in, &t, crlf, 2) == 2 && crlf[0] == '\r' &&
                     crlf[1] == '\n') {
                     char why[300];
-                    if (!take_log(in, hlen, (size_t)n, at, why, sizeof why)) {
+                    int tk = take_log(in, hlen, (size_t)n, at, why, sizeof why);
+                    if (tk == 0) {
                         link_drop(why);
                         return;
                     }
-                    evbuffer_drain(in, total);
-                    if (F.inflight >= INFLIGHT_MAX)
-                        return; /* paused (log_submit) */
-                    continue;
+                    if (tk == 1) {
+                        evbuffer_drain(in, total);
+                        if (F.inflight >= INFLIGHT_MAX)
+                            return; /* paused (log_submit) */
+                        continue;
+                    }
                 }
-                frame = total; /* no CRLF after the body: the parser below says what */
+                frame = total; /* the parser below takes it whole, or says what is wrong */
             }
         }
         if (frame && frame < len)

@@ -87,6 +87,16 @@ void indexer_stop(evs_store *st)
     st->ix_batch = NULL;
 }
 
+void indexer_wait(evs_store *st)
+{
+    if (!st->ixr_started)
+        return;
+    pthread_mutex_lock(&st->ixmu);
+    while (st->ix_busy)
+        pthread_cond_wait(&st->ixcv, &st->ixmu);
+    pthread_mutex_unlock(&st->ixmu);
+}
+
 int indexer_put(evs_store *st, bool sync, evs_error *err)
 {
     if (st->ixr_started) {

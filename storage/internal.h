@@ -426,6 +426,8 @@ int store_index_flush(evs_store *st, evs_error *err);
 int indexer_start(evs_store *st);
 void indexer_stop(evs_store *st);
 int indexer_put(evs_store *st, bool sync, evs_error *err);
+/* Wait until the batch in the indexer's hands (if any) is applied. Writer role only. */
+void indexer_wait(evs_store *st);
 /* Copy writer state to visible state for the streams of the write batch (caller holds st->lock
  * for writing). */
 void store_publish_touched(evs_store *st);

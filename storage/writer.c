@@ -399,8 +399,11 @@ static void notify(evs_store *st, const evs_slice *names, size_t n)
  * the oldest uncommitted record published EVS_INDEX_COMMIT_NS ago; `force` commits anything. */
 static void index_commit(evs_store *st, bool force)
 {
-    if (st->idx_records == 0 && !st->idx_force)
+    if (st->idx_records == 0 && !st->idx_force) {
+        if (force)
+            indexer_wait(st); /* X3: what was handed over is visible on return too */
         return;
+    }
     if (!force && !st->idx_force && st->idx_records < EVS_INDEX_COMMIT_RECORDS &&
         evs_mono_ns() - st->idx_first_ns < EVS_INDEX_COMMIT_NS)
         return;

@@ -272,6 +272,41 @@ static int del_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *p, size_t pl)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/* Order of puts: table, key, then the order they were queued in (an op's key offset in the
+ * arena grows with it): the last of two puts of one key still wins. */
+static int op_cmp(const void *a, const void *b, void *arena)
+{
+    const struct op *x = a, *y = b;
+    if (x->table != y->table)
+        return x->table < y->table ? -1 : 1;
+    const uint8_t *base = arena;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(base + x->koff, base + y->koff, n);
+    if (c)
+        return c;
+    if (x->klen != y->klen)
+        return x->klen < y->klen ? -1 : 1;
+    return x->koff < y->koff ? -1 : x->koff > y->koff;
+}
+
+/*
+ * Each run of puts between two deletes is applied in key order: a commit's puts land on
+ * random leaves (a filter key per value, an ID key per stream), and in key order each leaf is
+ * found and copied once, hot in the cache, instead of once per key. Deletes keep their place:
+ * a put queued before a delete of its key (or of a prefix of it) stays before it.
+ */
+static void sort_puts(idx_batch *b)
+{
+    for (size_t i = 0; i < b->n;) {
+        size_t j = i;
+        while (j < b->n && (b->ops[j].kind == OP_PUT || b->ops[j].kind == OP_PUT_NOOVER))
+            j++;
+        if (j - i > 1)
+            qsort_r(b->ops + i, j - i, sizeof *b->ops, op_cmp, b->arena.data);
+        i = j + 1;
+    }
+}
+
 static int apply_once(idx *x, idx_batch *b)
 {
     MDB_txn *txn;
@@ -410,6 +445,7 @@ int idx_apply(idx *x, idx_batch *b, evs_error *err)
 {
     if (b->n == 0)
         return 0;
+    sort_puts(b);
     for (;;) {
         int rc = apply_once(x, b);
         if (rc == 0) {

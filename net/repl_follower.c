@@ -329,7 +329,7 @@ static bool log_submit(uint64_t at, const struct iovec *io, int nv, size_t n, ch
         return false;
     }
     F.inflight += n;
-    F.next = m->end;
+    F.next = at + n; /* (m is the completion's now) */
     if (F.inflight >= INFLIGHT_MAX)
         rd_pause(); /* the writer catches up first */
     return true;
@@ -378,7 +378,7 @@ static void take_input(void)
             size_t peek = len < sizeof head ? len : sizeof head, hlen;
             uint64_t at, n;
             evbuffer_copyout(in, head, peek);
-            if (resp_log_head(head, peek, &at, &n, &hlen) && n <= (64ull << 20)) {
+            if (resp_log_head(head, peek, &at, &n, &hlen)) { /* n < 2^63: no overflow below */
                 size_t total = hlen + (size_t)n + 2;
                 if (len < total) {
                     F.need = total; /* no copy, no parse until it is all here */

@@ -383,7 +383,8 @@ typedef struct evs_store_stats {
     uint32_t epoch;              /* the current epoch (evs_epochs)                              */
     uint64_t synced_end;         /* log position up to which the log is known durable           */
     uint64_t index_end;          /* log position up to which the index is applied (readers walk
-                                    the log past it: the index lags by design, see indexer.c)   */
+                                    the log past it: the index lags by design, docs/architecture.md
+                                    "Threads", the indexer)                                     */
     uint64_t index_deferred;     /* index commits that fell due while the indexer was busy      */
 } evs_store_stats;
 

@@ -422,7 +422,7 @@ int store_index_flush(evs_store *st, evs_error *err);
 /* Indexer: start/stop its thread (stop: after the writer; the batch in its hands is applied
  * first). indexer_put applies st->ib after the batch in the indexer's hands (X1): on this
  * thread if sync (visible on return) or without the thread, else handed over with st->ib
- * replaced by an empty batch. Writer role only. */
+ * replaced by an empty batch. Writer role only (or open, before the threads start). */
 int indexer_start(evs_store *st);
 void indexer_stop(evs_store *st);
 int indexer_put(evs_store *st, bool sync, evs_error *err);

@@ -666,10 +666,11 @@ int store_index_build(evs_store *st, evs_error *err)
 int store_index_flush(evs_store *st, evs_error *err)
 {
     int rc = store_index_build(st, err);
-    if (!rc && !(rc = idx_apply(st->idx, st->ib, err)))
-        atomic_store(&st->idx_end, st->ib_end);
-    idx_batch_clear(st->ib);
-    return rc;
+    if (rc) {
+        idx_batch_clear(st->ib);
+        return rc;
+    }
+    return indexer_put(st, true, err); /* applied here, as the writer's forced commits are */
 }
 
 void store_publish_touched(evs_store *st)

@@ -63,7 +63,6 @@ static uint64_t lag_head; /* samples pushed so far */
 static uint32_t lag_vals[LAG_WINDOW];
 static uint64_t lag_count;
 
-
 typedef struct follower {
     struct follower *next;
     conn *c;

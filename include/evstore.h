@@ -386,6 +386,8 @@ typedef struct evs_store_stats {
                                     the log past it: the index lags by design, docs/architecture.md
                                     "Threads", the indexer)                                     */
     uint64_t index_deferred;     /* index commits that fell due while the indexer was busy      */
+    uint64_t visible_end;        /* log position up to which readers see: log_end unless the
+                                    visibility cap holds batches (evs_set_visible_cap)          */
 } evs_store_stats;
 
 void evs_store_stats_get(evs_store *st, evs_store_stats *out);
@@ -396,11 +398,28 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *out);
  * Returns 1 when there is such an entry, 0 on timeout, < 0 on error (EVS_ECLOSED on close). */
 int evs_wait(evs_store *st, evs_slice stream, evs_id after, int64_t timeout_ms);
 
-/* Register a hook called on the writer thread (or an evs_submit_release_inline caller) after
- * each batch becomes visible, with the names of the streams it touched (valid during the
- * call). One hook per store; NULL removes. */
+/* Register a hook called after each write batch is written (and synced as the fsync mode
+ * requires), with the names of the streams whose new state it made visible (valid during the
+ * call; n = 0 when the visibility cap holds the batch: the log grew, readers see nothing new
+ * yet), on the writer thread (or an evs_submit_release_inline caller); and on the thread of
+ * an evs_set_visible_cap call that releases held batches, with their streams. One hook per
+ * store; NULL removes. */
 typedef void (*evs_visible_fn)(void *arg, const evs_slice *streams, size_t n);
 void evs_set_visible_hook(evs_store *st, evs_visible_fn fn, void *arg);
+
+/* The visibility cap: a leader whose writes are acknowledged only once followers hold them
+ * (evstore serve --ack all) lets readers see only what the followers hold. With a cap set, a
+ * batch whose log end lies past it is written, synced and completed (its callbacks run) as
+ * usual, and sent to followers (evs_log_span), but readers — iterators, evs_wait, stream
+ * lists and lengths, the hook's stream names — see it only once the cap reaches its end, in
+ * log order (later batches wait behind it). Raising the cap publishes the batches it now
+ * covers before the call returns, so a reply sent after it is followed by reads that see
+ * them. EVS_CAP_NONE (the default at open) lifts the cap; a cap set below the log's end
+ * holds only batches written after the call (what is visible stays visible). The cap lives
+ * in memory: a store opens with everything it recovered visible. evs_store_stats.visible_end
+ * is the log position up to which readers see. */
+#define EVS_CAP_NONE UINT64_MAX
+void evs_set_visible_cap(evs_store *st, uint64_t cap);
 
 /* ---- consumer groups -------------------------------------------------------------------- */
 
@@ -648,7 +667,8 @@ void evs_snapshot_close(evs_snapshot *s);
  */
 
 /* Leader: whole records of the log from `pos` (a record boundary), at most cap bytes (a
- * first record larger than cap comes alone), never past what readers see and never across a
+ * first record larger than cap comes alone), never past what the writer has written and
+ * synced as the fsync mode says (the visibility cap does not apply), never across a
  * segment's end. They are not copied: they lie in the file *fd from offset *off (segment
  * files hold the log's bytes as they are), for a zero-copy send (sendfile); the file stays
  * open and those bytes unchanged until evs_log_release(*hold), even if retention deletes the

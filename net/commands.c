@@ -477,8 +477,9 @@ static void info_replication(server *srv, const evs_store_stats *s, char *out, s
     repl_lag_stats(&samples, &p50, &p99);
     snprintf(out + a.len, cap - a.len,
              "master_repl_offset:%llu\r\nrepl_lag_samples:%llu\r\nrepl_lag_p50_us:%u\r\n"
-             "repl_lag_p99_us:%u\r\n",
-             (unsigned long long)s->log_end, (unsigned long long)samples, p50, p99);
+             "repl_lag_p99_us:%u\r\nrepl_held_bytes:%llu\r\n",
+             (unsigned long long)s->log_end, (unsigned long long)samples, p50, p99,
+             (unsigned long long)(s->log_end - s->visible_end));
 }
 
 static void cmd_info(cmd_ctx *x)

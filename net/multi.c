@@ -8,7 +8,9 @@
  *    records in the log, written and fsynced together, all or none (an XADD the writer refuses
  *    refuses the whole run; each XADD of it answers that error);
  *  - any other queued command runs when everything before it is durable and visible, so it
- *    reads the transaction's own writes;
+ *    reads the transaction's own writes (with --ack all, visible means held by --min-replicas
+ *    followers: the EXEC waits for them first; if they do not confirm in --ack-timeout it
+ *    runs the rest anyway and answers -NOREPLICAS, as below);
  *  - the EXEC reply (an array with one element per queued command) is sent when the last part
  *    is done. Arguments an XADD cannot parse answer their own error and stay out of the batch,
  *    like Redis' per-command errors inside EXEC.
@@ -231,6 +233,8 @@ typedef struct exec_job {
     size_t nwatch;
     bool appended;      /* an XADD batch of this EXEC was written                        */
     bool replicating;   /* --ack all: all done here, waiting for the followers' fsync     */
+    bool midwait;       /* --ack all: waiting for them before a command that reads          */
+    bool short_;        /* ... and such a wait timed out: EXEC answers -NOREPLICAS        */
     long long got;      /* ... how many had it when the wait ended                       */
 } exec_job;
 
@@ -428,7 +432,7 @@ static bool exec_finish(exec_job *j, reply *r, pending_t *p)
             return false;
         }
     }
-    if (j->replicating && j->got < cfg->min_replicas)
+    if (j->short_ || (j->replicating && j->got < cfg->min_replicas))
         resp_out_error(&r->out, "NOREPLICAS Not enough good replicas acknowledged the "
                        "transaction within %d ms (%lld of %d); it is durable on this leader",
                        cfg->ack_timeout_ms, j->got, cfg->min_replicas);
@@ -436,6 +440,29 @@ static bool exec_finish(exec_job *j, reply *r, pending_t *p)
         resp_out_array(&r->out, j->n);
         resp_out_raw(&r->out, j->results.data, j->results.len);
     }
+    return true;
+}
+
+/* --ack all, after a batch of XADDs: a command other than XADD comes next, and it must read
+ * the transaction's writes, which readers here see once the followers hold them (the store's
+ * visibility cap). True when a wait for them started (exec_fill continues). */
+static bool exec_wait_visible(exec_job *j, pending_t *p)
+{
+    const server_config *cfg = server_cfg(j->srv);
+    if (!cfg->ack_all || j->rc || j->i >= j->n || is_cmd(&j->q[j->i].argv[0], "xadd"))
+        return false;
+    evs_store_stats s;
+    evs_store_stats_get(server_store(j->srv), &s);
+    if (s.visible_end >= s.log_end)
+        return false;
+    j->midwait = true;
+    j->got = 0;
+    if (!(j->p = server_hold_again(p, exec_fill, j))) {
+        j->midwait = false;
+        return false;
+    }
+    if (repl_wait(j->srv, s.log_end, cfg->min_replicas, cfg->ack_timeout_ms, exec_replicated, j))
+        server_complete(j->p); /* no wait possible: answered as a timeout */
     return true;
 }
 
@@ -448,6 +475,14 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
     }
     if (j->replicating) {
         exec_finish(j, r, p);
+        job_free(j);
+        return true;
+    }
+    if (j->midwait) { /* the followers hold what the next command reads, or the wait ended */
+        j->midwait = false;
+        j->short_ |= j->got < server_cfg(j->srv)->min_replicas;
+        if (!exec_step(j, r, NULL, p) || !exec_finish(j, r, p))
+            return false;
         job_free(j);
         return true;
     }
@@ -467,6 +502,8 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
     }
     j->appended |= j->rc == 0;
     j->i = j->b1;
+    if (exec_wait_visible(j, p))
+        return false;
     if (!exec_step(j, r, NULL, p) || !exec_finish(j, r, p))
         return false;
     job_free(j);

@@ -658,6 +658,7 @@ void cmd_replicaof(cmd_ctx *x)
         return;
     }
     server_cfg_mut(x->srv)->replica_of = NULL;
+    repl_visible_cap_init(x->srv);
     server_log(x->srv, EVS_LOG_INFO, "promoted to leader: epoch %" PRIu32 " starts at log "
                "position %" PRIu64 " (was following %s:%d)", e.epoch, e.start, F.host, F.port);
     resp_out_simple(&x->r->out, "OK");

@@ -78,6 +78,7 @@ typedef struct follower {
 static follower *followers;
 static size_t nfollowers;
 static void waiters_check(void);
+static void visible_cap_update(server *srv);
 
 static void follower_free(void *arg)
 {
@@ -474,6 +475,7 @@ void cmd_replconf(cmd_ctx *x)
             lag_vals[lag_count++ % LAG_WINDOW] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
             f->lag_next++;
         }
+        visible_cap_update(x->srv); /* before the waits it releases are answered */
         waiters_check();
         reply_done(x); /* an empty reply: nothing is sent */
         return;
@@ -505,6 +507,35 @@ static long long count_at(uint64_t target)
     for (follower *f = followers; f; f = f->next)
         n += f->fsynced >= target;
     return n;
+}
+
+/* --ack all: readers here see only what --min-replicas followers have fsynced (the store's
+ * visibility cap, docs/replication.md "Consistency"): the highest position that many hold.
+ * The cap only rises; it starts at the log's end when the node begins to lead. */
+static uint64_t cap_now;
+
+void repl_visible_cap_init(server *srv)
+{
+    if (!server_cfg(srv)->ack_all || server_is_follower(srv))
+        return;
+    evs_store_stats s;
+    evs_store_stats_get(server_store(srv), &s);
+    cap_now = s.log_end;
+    evs_set_visible_cap(server_store(srv), cap_now);
+}
+
+static void visible_cap_update(server *srv)
+{
+    if (!server_cfg(srv)->ack_all || server_is_follower(srv))
+        return;
+    uint64_t cap = cap_now;
+    for (follower *f = followers; f; f = f->next)
+        if (f->fsynced > cap && count_at(f->fsynced) >= server_cfg(srv)->min_replicas)
+            cap = f->fsynced;
+    if (cap > cap_now) {
+        cap_now = cap;
+        evs_set_visible_cap(server_store(srv), cap);
+    }
 }
 
 static void wait_finish(waiter *w)

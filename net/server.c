@@ -1035,6 +1035,7 @@ int server_run(const server_config *cfg)
     if (s->cron)
         event_add(s->cron, &second);
     evs_set_visible_hook(s->st, visible_hook, s);
+    repl_visible_cap_init(s);
     evs_store_stats st;
     evs_store_stats_get(s->st, &st);
     static const char *modes[] = {"always", "everysec", "no"};

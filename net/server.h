@@ -168,6 +168,9 @@ void repl_leader_cron(void);
 int repl_wait(server *srv, uint64_t target, long long want, long long timeout_ms,
               void (*fn)(void *arg, long long got), void *arg);
 long long repl_good_followers(void);
+/* --ack all on a node that leads: readers see only what --min-replicas followers hold, from
+ * the log's end now on (called at start and at promotion; nothing otherwise). */
+void repl_visible_cap_init(server *srv);
 int repl_follower_start(server *srv);
 void repl_follower_stop(void);
 

@@ -13,7 +13,8 @@
  *
  * Invariants:
  *  S1. A stream's visible state (v) only ever describes records that are written, synced as
- *      the fsync mode requires, and indexed: readers never see an unacknowledgeable entry.
+ *      the fsync mode requires, indexed, and below the visibility cap when one is set
+ *      (visible.c): readers never see an unacknowledgeable entry.
  *  S2. IDs are strictly increasing per stream; append times are non-decreasing in the log.
  *  S3. Records never span segments; a segment is sealed (REC_SEAL last) before the next one
  *      is created, and sealed segments never change.
@@ -372,6 +373,10 @@ struct evs_store {
     _Atomic uint64_t active_first_us; /* append time of the active segment's first record    */
     atomic_uint_fast64_t n_ret_trimmed, n_segs_deleted, n_bytes_deleted;
 
+    /* visibility (visible.c): the cap, and the batches it holds, oldest first */
+    _Atomic uint64_t vcap;         /* (L) for writes; EVS_CAP_NONE: no cap                   */
+    atomic_size_t nheld;           /* (L) for writes: batches held                           */
+    struct held *held_head, *held_tail; /* (L)                                               */
     /* visibility notification */
     pthread_mutex_t vmu;
     pthread_cond_t vcv;
@@ -428,6 +433,17 @@ void indexer_stop(evs_store *st);
 int indexer_put(evs_store *st, bool sync, evs_error *err);
 /* Wait until the batch in the indexer's hands (if any) is applied. Writer role only. */
 void indexer_wait(evs_store *st);
+/* Visibility (visible.c). The writer, once a batch is written and synced: prepare (before
+ * taking st->lock: copies the touched streams' states when the batch may be held), then
+ * publish under st->lock (true: published now; false: held until the cap reaches `end`),
+ * then notify (outside the lock; always, so listeners see the log grow). */
+struct held;
+int store_visible_prepare(evs_store *st, uint64_t start, uint64_t end, struct held **out);
+bool store_visible_publish(evs_store *st, uint64_t end, struct held *h);
+void store_notify(evs_store *st, const evs_slice *names, size_t n);
+uint64_t store_visible_end(evs_store *st, uint64_t log_end); /* caller holds st->lock */
+void store_visible_free(struct held *h);
+
 /* Copy writer state to visible state for the streams of the write batch (caller holds st->lock
  * for writing). */
 void store_publish_touched(evs_store *st);

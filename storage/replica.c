@@ -3,8 +3,10 @@
  * records at a time, for a follower (the follower's side is the writer's WR_REPLICA request).
  *
  * Invariants:
- *  L1. Only bytes readers can see are shipped (published, and synced as the fsync mode says):
- *      a follower never holds a record the leader could still lose on a crash it survives.
+ *  L1. Only bytes the writer has published are shipped (written, and synced as the fsync mode
+ *      says): a follower never holds a record the leader could still lose on a crash it
+ *      survives. The visibility cap (visible.c) does not apply: followers get what readers
+ *      here wait for (V3).
  *  L2. Shipped bytes begin at a record boundary and end at one, inside one segment.
  */
 #include <inttypes.h>

@@ -673,23 +673,6 @@ int store_index_flush(evs_store *st, evs_error *err)
     return indexer_put(st, true, err); /* applied here, as the writer's forced commits are */
 }
 
-void store_publish_touched(evs_store *st)
-{
-    for (size_t i = 0; i < st->nbtouched; i++) {
-        stream *s = st->btouched[i];
-        s->v = s->w;
-        if (s->w_live && !s->v_live) {
-            if (strtab_put(&st->vtab, s, true) == 0)
-                s->v_live = true;
-        } else if (!s->w_live && s->v_live) {
-            strtab_del(&st->vtab, s, true);
-            s->v_live = false;
-        }
-        s->btouched = false;
-    }
-    st->nbtouched = 0;
-}
-
 /* ---- opening ----------------------------------------------------------------------------- */
 
 static int cmp_seg(const void *a, const void *b)
@@ -1393,6 +1376,7 @@ static void store_free(evs_store *st)
     post_free(st->post);
     free(st->touched);
     free(st->btouched);
+    store_visible_free(st->held_head);
     free(st->iov);
     free(st->brecs);
     rec_buf_release(&st->hdrs);
@@ -1480,6 +1464,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
         st->opt.index_map_bytes = EVS_DEFAULT_MAP_BYTES;
     st->io = st->opt.io ? st->opt.io : &fio_real;
     atomic_init(&st->following, st->opt.replica);
+    atomic_init(&st->vcap, EVS_CAP_NONE);
     pthread_rwlock_init(&st->lock, NULL);
     pthread_mutex_init(&st->poolmu, NULL);
     pthread_mutex_init(&st->qmu, NULL);
@@ -1676,6 +1661,7 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
         o->log_start = st->segs[0]->base;
     }
     o->epoch = st->nepochs ? st->epochs[st->nepochs - 1].epoch : 0;
+    o->visible_end = store_visible_end(st, o->log_end);
     pthread_rwlock_unlock(&st->lock);
     o->synced_end = atomic_load(&st->synced_pub);
     o->index_end = atomic_load(&st->idx_end);

@@ -383,18 +383,6 @@ static int timed_sync(evs_store *st, int fd)
     return rc;
 }
 
-static void notify(evs_store *st, const evs_slice *names, size_t n)
-{
-    pthread_mutex_lock(&st->vmu);
-    st->vgen++;
-    pthread_cond_broadcast(&st->vcv);
-    evs_visible_fn hook = st->hook;
-    void *arg = st->hook_arg;
-    pthread_mutex_unlock(&st->vmu);
-    if (hook && n)
-        hook(arg, names, n);
-}
-
 /* Commit the index if it is due: a record readers need there (tombstone), many records, or
  * the oldest uncommitted record published EVS_INDEX_COMMIT_NS ago; `force` commits anything. */
 static void index_commit(evs_store *st, bool force)
@@ -512,6 +500,12 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
         if (atomic_load(&st->failed))
             goto fail;
     }
+    /* a batch the visibility cap may hold: its states copied first (visible.c) */
+    struct held *held;
+    if (store_visible_prepare(st, st->batch_start, st->tail, &held)) {
+        store_fail(st, -ENOMEM, "out of memory holding a write batch for the visibility cap");
+        goto fail;
+    }
     /* names of the batch's streams, for the hook, before publishing clears the list */
     size_t nt = st->nbtouched;
     evs_slice names_small[32];
@@ -523,7 +517,8 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
     atomic_store(&st->active_used, st->tail - a->base);
     pthread_rwlock_wrlock(&st->lock);
     atomic_store(&a->size, st->tail - a->base);
-    store_publish_touched(st);
+    if (!store_visible_publish(st, st->tail, held))
+        nt = 0; /* held: its streams are named when the cap releases it */
     pthread_rwlock_unlock(&st->lock);
     static const uint64_t bounds[] = EVS_BATCH_BOUNDS;
     atomic_fetch_add(&st->n_batches, 1);
@@ -540,7 +535,7 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
     for (size_t i = 0; i < p->n; i++)
         finish(p->r[i], 0, NULL);
     p->n = 0;
-    notify(st, names, nt);
+    store_notify(st, names, nt);
     if (names != names_small)
         free(names);
     index_commit(st, false);
@@ -1316,8 +1311,9 @@ void snap_cut_release(snap_cut *c)
     memset(c, 0, sizeof *c);
 }
 
-/* Between two write batches: everything below st->tail is written and published, so the
- * cut is a record boundary and an atomic-group boundary. */
+/* Between two write batches: everything below st->tail is written and published (or held by
+ * the visibility cap, visible.c), so the cut is a record boundary and an atomic-group
+ * boundary. */
 static int take_cut(evs_store *st, snap_cut *c)
 {
     c->cut = st->tail;

@@ -611,6 +611,61 @@ class AckAll(Base):
         s.close()
         self.assertEqual(lr.xlen("sp"), 320)
 
+    def test_readers_see_only_what_the_followers_hold(self):
+        """--ack all: readers on the leader see an entry only once --min-replicas followers
+        have fsynced it (DESIGN.md 7; the store's visibility cap). An XADD the stalled follower
+        does not confirm is durable here and answered -NOREPLICAS, and stays out of XLEN,
+        XRANGE, XREADGROUP, a blocked XREAD and the HTTP API until the follower has it.
+        (Mutation-checked: with the cap never set, XLEN counts it at once.)"""
+        leader = self.start("leader", "--ack", "all", "--min-replicas", "1",
+                            "--ack-timeout", "400")
+        proxy = Proxy(leader.port)
+        self.addCleanup(proxy.close)
+        self.start("follower", "--replica-of", "127.0.0.1:%d" % proxy.port)
+        lr = leader.client(decode_responses=True)
+        deadline = time.time() + 10
+        while not lr.execute_command("ROLE")[2] and time.time() < deadline:
+            time.sleep(0.05)
+        first = [lr.xadd("s", {"i": str(i)}) for i in range(5)]
+        def held():  # bytes written here that readers wait for: none once the follower has them
+            deadline = time.time() + 10
+            while int(lr.info("replication")["repl_held_bytes"]) and time.time() < deadline:
+                time.sleep(0.02)
+            return int(lr.info("replication")["repl_held_bytes"])
+
+        lr.xgroup_create("s", "g", id="$")  # its record too is visible once replicated
+        self.assertEqual(held(), 0)
+        self.assertEqual(lr.xlen("s"), 5)
+        woke = []
+        blocked = threading.Thread(target=lambda: woke.append(
+            leader.client(decode_responses=True).xread({"s": first[-1]}, block=10000)))
+        blocked.start()
+        time.sleep(0.2)
+        proxy.stall(True)
+        try:
+            with self.assertRaisesRegex(redis.ResponseError, "acknowledged the write within 400 ms"):
+                lr.xadd("s", {"i": "held"})
+            self.assertEqual(lr.xlen("s"), 5)
+            self.assertEqual([e[0] for e in lr.xrange("s")], first)
+            self.assertEqual([e[0] for e in lr.xrevrange("s", count=1)], first[-1:])
+            self.assertIsNone(lr.xreadgroup("g", "c", {"s": ">"}, count=10) or None)
+            with urllib.request.urlopen("http://127.0.0.1:%d/streams/s/events?reverse=1&limit=50"
+                                        % leader.http_port, timeout=10) as r:
+                self.assertEqual(len(json.loads(r.read())["events"]), 5)
+            self.assertGreater(int(lr.info("replication")["repl_held_bytes"]), 0)
+            self.assertTrue(blocked.is_alive())  # the blocked XREAD is not woken by it
+        finally:
+            proxy.stall(False)
+        deadline = time.time() + 10
+        while lr.xlen("s") < 6 and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(lr.xlen("s"), 6)  # the follower has it now
+        blocked.join(10)
+        self.assertEqual(woke[0][0][1][0][1], {"i": "held"})
+        got = lr.xreadgroup("g", "c", {"s": ">"}, count=10)
+        self.assertEqual([e[1] for e in got[0][1]], [{"i": "held"}])
+        self.assertEqual(held(), 0)
+
     def test_ack_all(self):
         leader = self.start("leader", "--ack", "all", "--min-replicas", "1",
                             "--ack-timeout", "700")

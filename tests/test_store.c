@@ -869,3 +869,69 @@ Test(store, the_index_catches_up_after_a_burst_without_new_requests)
     cr_assert_eq(ids[0].ms, last.ms);
     cr_assert_eq(evs_close(st), 0);
 }
+
+static void count_hook(void *arg, const evs_slice *streams, size_t n)
+{
+    (void)streams;
+    size_t *c = arg; /* [calls, names] */
+    __atomic_add_fetch(&c[0], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c[1], n, __ATOMIC_RELAXED);
+}
+
+/* The visibility cap (visible.c V1-V4): batches past it are written and completed but not
+ * seen, in log order, until the cap reaches their end; lifting it publishes the rest. */
+Test(store, a_visibility_cap_holds_batches_back_in_log_order)
+{
+    evs_store *st = open_store(dir, NULL);
+    size_t calls[2] = {0, 0};
+    evs_set_visible_hook(st, count_hook, calls);
+    evs_id first, id[3];
+    cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, &first, "k", "0", NULL), 0);
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    cr_assert_eq(s.visible_end, s.log_end);
+    evs_set_visible_cap(st, s.log_end);
+    uint64_t ends[3];
+    for (int i = 0; i < 3; i++) { /* each add is its own batch */
+        cr_assert_eq(add(st, i == 1 ? "new" : "s", EVS_ID_AUTO, EVS_ID_MIN, &id[i], "k", "1",
+                         NULL), 0);
+        evs_store_stats_get(st, &s);
+        ends[i] = s.log_end;
+    }
+    evs_stream_info info;
+    evs_id got[4];
+    cr_assert_eq(evs_stream_info_get(st, S("s"), &info), 0);
+    cr_assert_eq(info.length, 1);
+    cr_assert_eq(read_ids(st, "s", NULL, got, 4), 1);
+    cr_assert_eq(evs_stream_info_get(st, S("new"), &info), EVS_ENOTFOUND);
+    cr_assert_eq(evs_wait(st, S("s"), first, 50), 0, "a held entry woke a waiter");
+    evs_store_stats_get(st, &s);
+    cr_assert_lt(s.visible_end, ends[0]);
+    cr_assert_eq(s.streams, 1);
+    cr_assert_eq(__atomic_load_n(&calls[1], __ATOMIC_RELAXED), 1, "held batches named streams");
+    cr_assert_geq(__atomic_load_n(&calls[0], __ATOMIC_RELAXED), 4, "the log grew unannounced");
+    evs_set_visible_cap(st, ends[1] - 1); /* inside the second batch: only the first shows */
+    cr_assert_eq(read_ids(st, "s", NULL, got, 4), 2);
+    cr_assert_eq(evs_id_cmp(got[1], id[0]), 0);
+    cr_assert_eq(evs_stream_info_get(st, S("new"), &info), EVS_ENOTFOUND);
+    evs_store_stats_get(st, &s);
+    cr_assert_eq(s.visible_end, ends[0]);
+    evs_set_visible_cap(st, ends[1]);
+    cr_assert_eq(evs_stream_info_get(st, S("new"), &info), 0);
+    cr_assert_eq(read_ids(st, "s", NULL, got, 4), 2, "the third batch showed before its turn");
+    cr_assert_eq(__atomic_load_n(&calls[1], __ATOMIC_RELAXED), 3);
+    evs_set_visible_cap(st, EVS_CAP_NONE);
+    cr_assert_eq(read_ids(st, "s", NULL, got, 4), 3);
+    cr_assert_eq(evs_id_cmp(got[2], id[2]), 0);
+    evs_store_stats_get(st, &s);
+    cr_assert_eq(s.visible_end, s.log_end);
+    cr_assert_eq(s.streams, 2);
+    /* a batch held at close is not lost: the log has it, the next open sees it */
+    evs_set_visible_cap(st, s.log_end);
+    cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, &id[0], "k", "2", NULL), 0);
+    cr_assert_eq(read_ids(st, "s", NULL, got, 4), 3);
+    cr_assert_eq(evs_close(st), 0);
+    st = open_store(dir, NULL);
+    cr_assert_eq(read_ids(st, "s", NULL, got, 4), 4);
+    cr_assert_eq(evs_close(st), 0);
+}

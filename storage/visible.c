@@ -1,0 +1,156 @@
+/*
+ * visible.c — what readers see: publishing a write batch, and the visibility cap.
+ *
+ * Once a batch is written and synced as the fsync mode requires, the writer publishes the
+ * new states of the streams it touched: under st->lock it copies each one's writer state (w)
+ * to its visible state (v), and readers (iterators, evs_wait, stream lists, the visible hook's
+ * listeners) see the batch. A leader whose publishers wait for followers (`--ack all`) sets a
+ * cap with evs_set_visible_cap: a batch that ends past the cap is not published at once but
+ * held, the states it would publish copied, until the cap reaches its end — so a consumer on
+ * the leader never reads an event that a failover to those followers could lose.
+ *
+ * Invariants:
+ *  V1. Batches become visible in log order: a batch is held while any batch before it is.
+ *  V2. A held batch keeps the writer's states as they were at its end: publishing it later
+ *      shows exactly that batch boundary, never part of a later batch.
+ *  V3. The cap changes only when batches become visible, never what is written, synced,
+ *      acknowledged to the store's callers or sent to followers (evs_log_span reads segment
+ *      sizes, which the writer publishes at once).
+ *  V4. Raising the cap to or past a held batch's end (EVS_CAP_NONE lifts it) publishes the
+ *      batch on the caller's thread before evs_set_visible_cap returns, then calls the hook.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+struct held {
+    struct held *next;
+    uint64_t start, end;           /* the batch's log positions                             */
+    size_t n;
+    struct held_state {
+        stream *s;                 /* streams live until the store is closed                */
+        stream_state v;
+        bool live;
+    } st[];
+};
+
+static void publish_state(evs_store *st, stream *s, const stream_state *v, bool live)
+{
+    s->v = *v;
+    if (live && !s->v_live) {
+        if (strtab_put(&st->vtab, s, true) == 0)
+            s->v_live = true;
+    } else if (!live && s->v_live) {
+        strtab_del(&st->vtab, s, true);
+        s->v_live = false;
+    }
+}
+
+void store_publish_touched(evs_store *st)
+{
+    for (size_t i = 0; i < st->nbtouched; i++) {
+        stream *s = st->btouched[i];
+        publish_state(st, s, &s->w, s->w_live);
+        s->btouched = false;
+    }
+    st->nbtouched = 0;
+}
+
+int store_visible_prepare(evs_store *st, uint64_t start, uint64_t end, struct held **out)
+{
+    *out = NULL;
+    if (end <= atomic_load(&st->vcap) && !atomic_load(&st->nheld))
+        return 0;
+    struct held *h = malloc(sizeof *h + st->nbtouched * sizeof h->st[0]);
+    if (!h)
+        return -ENOMEM;
+    h->next = NULL;
+    h->start = start;
+    h->end = end;
+    h->n = st->nbtouched;
+    for (size_t i = 0; i < st->nbtouched; i++) {
+        stream *s = st->btouched[i];
+        h->st[i] = (struct held_state){s, s->w, s->w_live};
+    }
+    *out = h;
+    return 0;
+}
+
+bool store_visible_publish(evs_store *st, uint64_t end, struct held *h)
+{
+    bool now = !st->held_head && end <= atomic_load(&st->vcap);
+    if (now || !h) { /* !h: the cap was set lower after store_visible_prepare looked (V3) */
+        store_publish_touched(st);
+        free(h);
+        return true;
+    }
+    for (size_t i = 0; i < st->nbtouched; i++)
+        st->btouched[i]->btouched = false;
+    st->nbtouched = 0;
+    if (st->held_tail)
+        st->held_tail->next = h;
+    else
+        st->held_head = h;
+    st->held_tail = h;
+    atomic_fetch_add(&st->nheld, 1);
+    return false;
+}
+
+void store_notify(evs_store *st, const evs_slice *names, size_t n)
+{
+    pthread_mutex_lock(&st->vmu);
+    st->vgen++;
+    pthread_cond_broadcast(&st->vcv);
+    evs_visible_fn hook = st->hook;
+    void *arg = st->hook_arg;
+    pthread_mutex_unlock(&st->vmu);
+    if (hook)
+        hook(arg, names, n);
+}
+
+void evs_set_visible_cap(evs_store *st, uint64_t cap)
+{
+    pthread_rwlock_wrlock(&st->lock);
+    atomic_store(&st->vcap, cap);
+    struct held *done = NULL, **dt = &done;
+    size_t nn = 0;
+    while (st->held_head && st->held_head->end <= cap) {
+        struct held *h = st->held_head;
+        st->held_head = h->next;
+        for (size_t i = 0; i < h->n; i++)
+            publish_state(st, h->st[i].s, &h->st[i].v, h->st[i].live);
+        nn += h->n;
+        h->next = NULL;
+        *dt = h;
+        dt = &h->next;
+        atomic_fetch_sub(&st->nheld, 1);
+    }
+    if (!st->held_head)
+        st->held_tail = NULL;
+    pthread_rwlock_unlock(&st->lock);
+    if (!done)
+        return;
+    evs_slice *names = malloc((nn ? nn : 1) * sizeof *names);
+    size_t k = 0;
+    for (struct held *h = done; h && names; h = h->next)
+        for (size_t i = 0; i < h->n; i++)
+            names[k++] = (evs_slice){h->st[i].s->name, h->st[i].s->name_len};
+    store_notify(st, names, names ? k : 0); /* waiters wake whatever the hook is told */
+    free(names);
+    store_visible_free(done);
+}
+
+uint64_t store_visible_end(evs_store *st, uint64_t log_end)
+{
+    return st->held_head ? st->held_head->start : log_end; /* caller holds st->lock */
+}
+
+void store_visible_free(struct held *h)
+{
+    while (h) {
+        struct held *next = h->next;
+        free(h);
+        h = next;
+    }
+}

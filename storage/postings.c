@@ -85,14 +85,21 @@ static struct group *find(postings *p, uint32_t no, uint8_t field, uint64_t hash
     }
 }
 
-/* Keep the open groups last added to at commit `since` or later, in a table of cap slots (the
- * same table, cleared, when cap is its size: no fresh pages to fault in); the others are
- * closed and their buffers freed. */
-static int rehash(postings *p, size_t cap, uint64_t since)
+static bool kept(const struct group *g, uint64_t since) { return g->used && g->n && g->seen >= since; }
+
+static size_t count_kept(const postings *p, uint64_t since)
 {
     size_t n = 0;
     for (size_t i = 0; i < p->cap; i++)
-        n += p->g[i].used && p->g[i].n && p->g[i].seen >= since;
+        n += kept(&p->g[i], since);
+    return n;
+}
+
+/* Keep the n open groups last added to at commit `since` or later (count_kept), in a table of
+ * cap slots (the same table, cleared, when cap is its size: no fresh pages to fault in); the
+ * others are closed and their buffers freed. */
+static int rehash(postings *p, size_t cap, uint64_t since, size_t n)
+{
     struct group *keep = n ? malloc(n * sizeof *keep) : NULL;
     struct group *t = cap == p->cap ? p->g : calloc(cap, sizeof *t);
     if ((n && !keep) || !t) {
@@ -104,7 +111,7 @@ static int rehash(postings *p, size_t cap, uint64_t since)
     n = 0;
     for (size_t i = 0; i < p->cap; i++) {
         struct group *o = &p->g[i];
-        if (o->used && o->n && o->seen >= since)
+        if (kept(o, since))
             keep[n++] = *o;
         else
             free(o->val);
@@ -122,7 +129,7 @@ static int rehash(postings *p, size_t cap, uint64_t since)
     return 0;
 }
 
-static int grow(postings *p) { return rehash(p, p->cap * 2, 0); }
+static int grow(postings *p) { return rehash(p, p->cap * 2, 0, count_kept(p, 0)); }
 
 /* Past POST_OPEN_MAX open groups, close the idle ones (none added to in the last
  * POST_IDLE_COMMITS commits), then if need be all but this commit's, then all. The table
@@ -137,15 +144,13 @@ static int compact(postings *p)
     uint64_t tries[3] = {last > POST_IDLE_COMMITS ? last - POST_IDLE_COMMITS : 0, last,
                          UINT64_MAX};
     for (int t = 0; t < 3; t++) {
-        size_t keep = 0;
-        for (size_t i = 0; i < p->cap; i++)
-            keep += p->g[i].used && p->g[i].n && p->g[i].seen >= tries[t];
+        size_t keep = count_kept(p, tries[t]);
         if (keep > POST_OPEN_MAX)
             continue;
         size_t need = 64;
         while (need < keep * 4 || need < p->peak * 2)
             need *= 2;
-        return rehash(p, p->cap >= need * 4 ? need : p->cap, tries[t]);
+        return rehash(p, p->cap >= need * 4 ? need : p->cap, tries[t], keep);
     }
     return 0;
 }

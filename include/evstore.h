@@ -56,6 +56,9 @@ typedef struct evs_error {
     char msg[512];
 } evs_error;
 
+/* CLOCK_MONOTONIC in nanoseconds: the clock of every duration the store and its tools measure. */
+uint64_t evs_mono_ns(void);
+
 /* ---- basic types ------------------------------------------------------------------------- */
 
 /* A stream entry ID, ordered by (ms, seq). */

@@ -140,7 +140,7 @@ static void answer(void *arg)
         send_json(g->req, 200, "OK", json_pack("{s:I}", "acked", (json_int_t)g->res.count));
         break;
     case GK_READ:
-        if (g->res.nids == 0 && !stopping && g->deadline_ms > server_mono_ns() / 1000000 &&
+        if (g->res.nids == 0 && !stopping && g->deadline_ms > evs_mono_ns() / 1000000 &&
             nparked < HTTP_GROUP_PARKED) {
             park(g);
             return;
@@ -372,7 +372,7 @@ static void do_read(http_api *h, struct evhttp_request *req, evs_slice stream, c
             g->consumer_len = clen;
             g->count = count ? count : 1;
             if (block) {
-                g->deadline_ms = server_mono_ns() / 1000000 + block;
+                g->deadline_ms = evs_mono_ns() / 1000000 + block;
                 g->timer = evtimer_new(server_base(http_server(h)), timeout_cb, g);
                 struct timeval tv = {(time_t)(block / 1000), (suseconds_t)((block % 1000) * 1000)};
                 if (g->timer)

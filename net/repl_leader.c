@@ -184,7 +184,7 @@ void repl_leader_on_visible(void)
         evs_store_stats s;
         evs_store_stats_get(server_store(followers->srv), &s);
         lag_ring[lag_head % LAG_RING].end = s.log_end;
-        lag_ring[lag_head % LAG_RING].ns = server_mono_ns();
+        lag_ring[lag_head % LAG_RING].ns = evs_mono_ns();
         lag_head++;
     }
     for (follower *f = followers; f; f = f->next)
@@ -467,7 +467,7 @@ void cmd_replconf(cmd_ctx *x)
         f->received = rcv;
         f->fsynced = fs;
         f->last_ack = time(NULL);
-        uint64_t now = server_mono_ns();
+        uint64_t now = evs_mono_ns();
         if (lag_head - f->lag_next > LAG_RING)
             f->lag_next = lag_head - LAG_RING; /* samples overwritten: skip them */
         while (f->lag_next < lag_head && lag_ring[f->lag_next % LAG_RING].end <= fs) {

@@ -142,13 +142,6 @@ static void flush_now(conn *c, bool direct);
  *     not quick, so it never makes a batch wait. */
 #define LINGER_MAX_NS 1000000ull /* G2's bound, whatever the commits take */
 
-uint64_t server_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t linger_ns(const server *s)
 {
     return s->commit_ns < LINGER_MAX_NS ? s->commit_ns : LINGER_MAX_NS;
@@ -161,7 +154,7 @@ static void expect_met(conn *c)
         s->expect--;
     c->exp_gen = 0;
     if (c->idle_since) {
-        c->quick = server_mono_ns() - c->idle_since <= linger_ns(s);
+        c->quick = evs_mono_ns() - c->idle_since <= linger_ns(s);
         c->idle_since = 0;
     }
 }
@@ -172,7 +165,7 @@ static void expect_mark(conn *c)
     if (!c->completed || c->head || c->waits || c->closing || c->closed)
         return;
     c->completed = false;
-    c->idle_since = server_mono_ns();
+    c->idle_since = evs_mono_ns();
     if (c->quick) {
         c->exp_gen = s->gen;
         s->expect++;
@@ -694,7 +687,7 @@ static bool lingering(server *s)
     if (!s->expect || !s->turn_holds || !s->linger || s->stopping || repl_leader_count() ||
         event_base_got_exit(s->base) || event_base_got_break(s->base))
         return false;
-    uint64_t now = server_mono_ns();
+    uint64_t now = evs_mono_ns();
     if (!s->linger_until) {
         uint64_t ns = linger_ns(s);
         s->linger_until = now + ns;
@@ -740,9 +733,9 @@ static void turn_end(server *s)
         evs_submit_release(s->st);
         return;
     }
-    uint64_t t0 = server_mono_ns();
+    uint64_t t0 = evs_mono_ns();
     evs_submit_release_inline(s->st);
-    uint64_t d = server_mono_ns() - t0;
+    uint64_t d = evs_mono_ns() - t0;
     if (batch) /* G1: a recent average of batches, not of turns that committed nothing */
         s->commit_ns = s->commit_ns - s->commit_ns / 8 + d / 8;
     run_completions(s); /* its replies go out now, not after the next poll (G1) */

@@ -147,7 +147,6 @@ void conn_set_drain(conn *c, void (*fn)(conn *c, void *arg), void *arg);
 void conn_peer(conn *c, char *ip, size_t cap);
 void conn_abort(conn *c, const char *msg);
 bool server_is_follower(server *s);
-uint64_t server_mono_ns(void); /* CLOCK_MONOTONIC in nanoseconds */
 /* Batches that waited for the connections their previous commit answered, and those of
  * them that stopped waiting at the bound (server.c, G2). */
 void server_commit_waits(server *s, uint64_t *waits, uint64_t *timeouts);

@@ -49,7 +49,6 @@ evs_store *cli_open_readonly(const char *cmd, const char *data, int *exit_code);
 void cli_log(void *arg, int level, const char *msg);
 
 /* Benchmarks: a monotonic clock in ns, and qsort's comparison for uint64_t. */
-uint64_t cli_now_ns(void);
 int cli_cmp_u64(const void *a, const void *b);
 /* When the i-th request of a run paced at `rate` per second from `start` is due: its own time,
  * or with tick_ns the start of its tick (the requests of each tick due together: on this VM a

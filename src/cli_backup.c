@@ -52,7 +52,7 @@ static void human(char *out, size_t cap, double b)
 static void show(void *arg, const evs_progress *p)
 {
     progress *g = arg;
-    uint64_t now = cli_now_ns();
+    uint64_t now = evs_mono_ns();
     if (g->last_what != p->what) {
         g->last_what = p->what;
         g->start_ns = now;
@@ -531,7 +531,7 @@ int cmd_backup(int argc, char **argv)
     evs_backup_report rep;
     evs_error err = {0};
     int rc;
-    uint64_t t0 = cli_now_ns();
+    uint64_t t0 = evs_mono_ns();
     if (server) {
         rc = cli_backup_remote(server, password, &o, &rep, &err);
     } else {
@@ -558,7 +558,7 @@ int cmd_backup(int argc, char **argv)
         return rc == EVS_ELOCKED || rc == EVS_EEXIST || rc == EVS_EINVAL ? EXIT_REFUSED
                                                                            : EXIT_FAILURE_;
     }
-    double secs = (double)(cli_now_ns() - t0) / 1e9;
+    double secs = (double)(evs_mono_ns() - t0) / 1e9;
     char a[32], b[32];
     human(a, sizeof a, (double)rep.bytes_copied);
     human(b, sizeof b, (double)rep.bytes_stored);
@@ -622,7 +622,7 @@ int cmd_restore(int argc, char **argv)
                              .cancel = &stop_flag};
     evs_restore_report rep;
     evs_error err = {0};
-    uint64_t t0 = cli_now_ns();
+    uint64_t t0 = evs_mono_ns();
     int rc = evs_restore(from, data, &o, &rep, &err);
     progress_end(&g);
     if (rc) {
@@ -634,7 +634,7 @@ int cmd_restore(int argc, char **argv)
     human(a, sizeof a, (double)rep.bytes);
     printf("restored %s into %s: %zu streams, %zu files, %s, %.2f s; the store starts epoch "
            "%" PRIu32 "\n",
-           from, data, rep.streams, rep.files, a, (double)(cli_now_ns() - t0) / 1e9,
+           from, data, rep.streams, rep.files, a, (double)(evs_mono_ns() - t0) / 1e9,
            rep.epoch.epoch);
     return EXIT_OK;
 }

@@ -94,24 +94,24 @@ static void bench_reference(void)
     uint64_t *lat = malloc(n * sizeof *lat);
     static char buf[65536];
     memset(buf, 'r', sizeof buf);
-    uint64_t t0 = cli_now_ns();
+    uint64_t t0 = evs_mono_ns();
     for (size_t i = 0; i < n; i++) {
-        uint64_t a = cli_now_ns();
+        uint64_t a = evs_mono_ns();
         if (pwrite(fd, buf, 4096, (off_t)(i * 4096)) != 4096 || fdatasync(fd))
             die("reference write", NULL);
-        lat[i] = cli_now_ns() - a;
+        lat[i] = evs_mono_ns() - a;
     }
-    double secs = (double)(cli_now_ns() - t0) / 1e9;
+    double secs = (double)(evs_mono_ns() - t0) / 1e9;
     qsort(lat, n, sizeof *lat, cli_cmp_u64);
     ref_rate = (double)n / secs;
     ref_p99_us = pct(lat, n, 0.99) / 1000;
     size_t nb = quick ? 200 : 800;
-    t0 = cli_now_ns();
+    t0 = evs_mono_ns();
     for (size_t i = 0; i < nb; i++)
         if (pwrite(fd, buf, sizeof buf, (off_t)(n * 4096 + i * sizeof buf)) != (ssize_t)sizeof buf ||
             fdatasync(fd))
             die("reference write", NULL);
-    ref_bw = (double)nb * sizeof buf / ((double)(cli_now_ns() - t0) / 1e9) / 1e6;
+    ref_bw = (double)nb * sizeof buf / ((double)(evs_mono_ns() - t0) / 1e9) / 1e6;
     close(fd);
     unlink(p);
     printf("reference: 4 KiB append+fdatasync %.0f/s, p50 %.3f ms, p99 %.3f ms; 64 KiB durable "
@@ -172,7 +172,7 @@ static double fill(evs_store *st, const char *stream, uint64_t total, size_t bat
     evs_field *f = calloc(batch * 2, sizeof *f);
     char (*t)[16] = calloc(batch, 16);
     inflight fl = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
-    uint64_t t0 = cli_now_ns();
+    uint64_t t0 = evs_mono_ns();
     for (uint64_t i = 0; i < total; i += batch) {
         size_t n = total - i < batch ? (size_t)(total - i) : batch;
         for (size_t j = 0; j < n; j++) {
@@ -203,7 +203,7 @@ static double fill(evs_store *st, const char *stream, uint64_t total, size_t bat
         snprintf(e.msg, sizeof e.msg, "%s", evs_strerror(fl.failed));
         die("append", &e);
     }
-    double secs = (double)(cli_now_ns() - t0) / 1e9;
+    double secs = (double)(evs_mono_ns() - t0) / 1e9;
     free(a);
     free(f);
     free(t);
@@ -225,11 +225,11 @@ static double page_cache_mb_s(uint64_t bytes)
     (void)fallocate(fd, 0, 0, (off_t)bytes); /* as the store's segments; advisory, as there */
     static char buf[65536];
     memset(buf, 'p', sizeof buf);
-    uint64_t t0 = cli_now_ns();
+    uint64_t t0 = evs_mono_ns();
     for (uint64_t off = 0; off < bytes; off += sizeof buf)
         if (pwrite(fd, buf, sizeof buf, (off_t)off) != (ssize_t)sizeof buf)
             die("page-cache reference write", NULL);
-    double secs = (double)(cli_now_ns() - t0) / 1e9;
+    double secs = (double)(evs_mono_ns() - t0) / 1e9;
     close(fd);
     unlink(p);
     return (double)bytes / secs / 1e6;
@@ -321,14 +321,14 @@ static void bench_append_always(void)
     uint64_t per = quick ? 4096 : 32768;
     pthread_t th[64];
     struct athread args[64];
-    uint64_t t0 = cli_now_ns();
+    uint64_t t0 = evs_mono_ns();
     for (int i = 0; i < threads; i++) {
         args[i] = (struct athread){st, per, i};
         pthread_create(&th[i], NULL, always_thread, &args[i]);
     }
     for (int i = 0; i < threads; i++)
         pthread_join(th[i], NULL);
-    double secs = (double)(cli_now_ns() - t0) / 1e9;
+    double secs = (double)(evs_mono_ns() - t0) / 1e9;
     evs_store_stats s;
     evs_store_stats_get(st, &s);
     uint64_t total = per * (uint64_t)threads;
@@ -358,7 +358,7 @@ static void lat_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_e
     lat_slot *s = arg;
     if (rc == 0) {
         size_t i = atomic_fetch_add(s->n, 1);
-        s->out[i] = cli_now_ns() - s->sent;
+        s->out[i] = evs_mono_ns() - s->sent;
     }
     free(s);
 }
@@ -395,7 +395,7 @@ static void *floor_writer(void *p)
         if (pwrite(q->fd, buf, 256 * k, off) != (ssize_t)(256 * k) || fdatasync(q->fd))
             die("floor reference write", NULL);
         off += (off_t)(256 * k);
-        uint64_t t = cli_now_ns();
+        uint64_t t = evs_mono_ns();
         for (size_t i = 0; i < k; i++)
             q->done[q->tail + i] = t;
         pthread_mutex_lock(&q->mu);
@@ -424,7 +424,7 @@ static double floor_p99_ms(double rate, double secs, uint64_t tick_ns)
         die("floor reference fsync", NULL);
     pthread_t w;
     pthread_create(&w, NULL, floor_writer, &q);
-    uint64_t start = cli_now_ns();
+    uint64_t start = evs_mono_ns();
     for (size_t i = 0; i < q.total; i++) {
         uint64_t due = cli_due_ns(start, i, rate, tick_ns);
         struct timespec ts = {(time_t)(due / 1000000000ull), (long)(due % 1000000000ull)};
@@ -468,7 +468,7 @@ static void latency_run(const char *name, double rate, double secs, uint64_t tic
     atomic_size_t n = 0;
     evs_field f[2];
     char t[16];
-    uint64_t start = cli_now_ns();
+    uint64_t start = evs_mono_ns();
     for (size_t i = 0; i < total; i++) {
         uint64_t due = cli_due_ns(start, i, rate, tick_ns);
         /* sleep to the due time (never spin: this machine has two cores and the writer needs one) */
@@ -539,9 +539,9 @@ static void bench_replay(void)
     double best = 0;
     uint64_t n = 0;
     for (int r = 0; r < 3; r++) {
-        uint64_t t0 = cli_now_ns();
+        uint64_t t0 = evs_mono_ns();
         n = read_all(nosync_store, "bench", NULL);
-        double rate = (double)n / ((double)(cli_now_ns() - t0) / 1e9);
+        double rate = (double)n / ((double)(evs_mono_ns() - t0) / 1e9);
         if (rate > best)
             best = rate;
     }
@@ -560,16 +560,16 @@ static void bench_filter(void)
     read_all(st, "f", NULL);
     evs_store_stats s0, s1, s2;
     evs_store_stats_get(st, &s0);
-    uint64_t t0 = cli_now_ns();
+    uint64_t t0 = evs_mono_ns();
     uint64_t all = read_all(st, "f", NULL);
-    double t_all = (double)(cli_now_ns() - t0) / 1e9;
+    double t_all = (double)(evs_mono_ns() - t0) / 1e9;
     evs_store_stats_get(st, &s1);
     evs_query q;
     evs_query_init(&q);
     q.type = (evs_slice){"rare", 4};
-    t0 = cli_now_ns();
+    t0 = evs_mono_ns();
     uint64_t rare = read_all(st, "f", &q);
-    double t_rare = (double)(cli_now_ns() - t0) / 1e9;
+    double t_rare = (double)(evs_mono_ns() - t0) / 1e9;
     evs_store_stats_get(st, &s2);
     uint64_t r_all = s1.records_read - s0.records_read, r_rare = s2.records_read - s1.records_read;
     printf("filter: %" PRIu64 " of %" PRIu64 " entries have type=rare; full read %.1f ms reading %" PRIu64
@@ -586,7 +586,7 @@ static void bench_filter(void)
 
 static double open_and_first_read(const char *path, const char *stream)
 {
-    uint64_t t0 = cli_now_ns();
+    uint64_t t0 = evs_mono_ns();
     evs_options o;
     evs_options_init(&o);
     evs_store *st;
@@ -599,7 +599,7 @@ static double open_and_first_read(const char *path, const char *stream)
     q.limit = 1;
     if (read_all(st, stream, &q) != 1)
         die("first read", NULL);
-    double ms = (double)(cli_now_ns() - t0) / 1e6;
+    double ms = (double)(evs_mono_ns() - t0) / 1e6;
     evs_close(st);
     return ms;
 }

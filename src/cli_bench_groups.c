@@ -61,8 +61,8 @@ static void *consume(void *arg)
     snprintf(name, sizeof name, "c%d", k->no);
     const char *rd[] = {"XREADGROUP", "GROUP", "g", name, "COUNT", "1", "STREAMS", "bench-groups",
                         ">"};
-    while (cli_now_ns() < k->deadline) {
-        uint64_t t0 = cli_now_ns();
+    while (evs_mono_ns() < k->deadline) {
+        uint64_t t0 = evs_mono_ns();
         resp_value *v = call(&c, 9, rd, NULL, k->err, sizeof k->err);
         if (!v) {
             k->failed = 1;
@@ -95,7 +95,7 @@ static void *consume(void *arg)
             k->cap = k->cap ? k->cap * 2 : 4096;
             k->lat = realloc(k->lat, k->cap * sizeof *k->lat);
         }
-        k->lat[k->n++] = cli_now_ns() - t0;
+        k->lat[k->n++] = evs_mono_ns() - t0;
     }
     rclient_close(&c);
     return NULL;
@@ -178,7 +178,7 @@ int cmd_bench_groups(int argc, char **argv)
     struct consumer k[MAX_CONSUMERS];
     memset(k, 0, sizeof k);
     pthread_t th[MAX_CONSUMERS];
-    uint64_t start = cli_now_ns(), deadline = start + (uint64_t)(secs * 1e9);
+    uint64_t start = evs_mono_ns(), deadline = start + (uint64_t)(secs * 1e9);
     for (int i = 0; i < consumers; i++) {
         k[i].server = server;
         k[i].no = i;
@@ -195,7 +195,7 @@ int cmd_bench_groups(int argc, char **argv)
             failed = 1;
         }
     }
-    double elapsed = (double)(cli_now_ns() - start) / 1e9;
+    double elapsed = (double)(evs_mono_ns() - start) / 1e9;
     uint64_t *all = malloc((total ? total : 1) * sizeof *all);
     size_t at = 0;
     for (int i = 0; i < consumers; i++) {

@@ -88,7 +88,7 @@ int cmd_bench_resp(int argc, char **argv)
     j.rate = rate;
     j.tick_ns = (uint64_t)(tick_us * 1000);
     j.lat = calloc(j.total, sizeof *j.lat);
-    j.start = cli_now_ns() + 10000000ull;
+    j.start = evs_mono_ns() + 10000000ull;
     pthread_t th;
     pthread_create(&th, NULL, sender, &j);
     size_t got = 0, errors = 0;
@@ -98,7 +98,7 @@ int cmd_bench_resp(int argc, char **argv)
             fprintf(stderr, "evstore bench-resp: %s\n", err);
             break;
         }
-        j.lat[got] = cli_now_ns() - cli_due_ns(j.start, got, j.rate, j.tick_ns);
+        j.lat[got] = evs_mono_ns() - cli_due_ns(j.start, got, j.rate, j.tick_ns);
         errors += v->type == RESP_T_ERROR;
         resp_value_free(v);
     }

@@ -49,13 +49,6 @@ int cli_fsync_mode(const char *s)
 
 bool cli_size(const char *s, uint64_t *out) { return evs_parse_size(s, strlen(s), out) == 0; }
 
-uint64_t cli_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 int cli_cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;

@@ -3,6 +3,7 @@
  * tests use. Nothing here knows about records or segments.
  */
 #include "fileio.h"
+#include "evstore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -79,13 +80,6 @@ int fio_fsync_dir(const struct evs_io *io, const char *dir)
     return rc;
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 int fio_shrink_paced(const struct evs_io *io, int fd, uint64_t to,
                      bool (*pace)(void *arg, uint64_t step_ns), void *arg)
 {
@@ -95,19 +89,19 @@ int fio_shrink_paced(const struct evs_io *io, int fd, uint64_t to,
     uint64_t size = (uint64_t)sb.st_size;
     while (pace && size > to + FIO_SHRINK_STEP) {
         size -= FIO_SHRINK_STEP;
-        uint64_t t0 = mono_ns();
+        uint64_t t0 = evs_mono_ns();
         int rc = io->ftruncate(fd, (off_t)size);
         if (rc)
             return rc;
-        if (!pace(arg, mono_ns() - t0))
+        if (!pace(arg, evs_mono_ns() - t0))
             return 1;
     }
     if (size <= to)
         return 0;
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = evs_mono_ns();
     int rc = io->ftruncate(fd, (off_t)to);
     if (!rc && pace)
-        (void)pace(arg, mono_ns() - t0); /* the last step is paced too: the next job waits */
+        (void)pace(arg, evs_mono_ns() - t0); /* the last step is paced too: the next job waits */
     return rc;
 }
 

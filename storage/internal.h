@@ -394,7 +394,6 @@ struct evs_store {
 void evs_log(evs_store *st, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint64_t evs_now_us(void);
-uint64_t evs_mono_ns(void);
 
 /* Apply one valid record to the writer's stream states and queue its index operations
  * (shared by the writer and recovery: one mechanism). `pos` is its log position. */

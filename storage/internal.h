@@ -130,6 +130,8 @@ typedef struct stream {
     bool btouched;             /* (W) in the list of streams to publish after this write batch */
     struct stream *w_next, *v_next; /* hash chains                                          */
     struct cgroup *groups;     /* (G) consumer groups, by name (group.h)                      */
+    uint64_t held_gen;         /* (L) its state's slot in the held batch numbered held_gen   */
+    size_t held_slot;          /*     (visible.c V5)                                          */
     evs_id gc_first;           /* (R) the first entry the last index clean-up judged by      */
 } stream;
 
@@ -377,6 +379,7 @@ struct evs_store {
     _Atomic uint64_t vcap;         /* (L) for writes; EVS_CAP_NONE: no cap                   */
     atomic_size_t nheld;           /* (L) for writes: batches held                           */
     struct held *held_head, *held_tail; /* (L)                                               */
+    uint64_t held_gens;            /* (L) numbers given to held batches that others merged into */
     /* visibility notification */
     pthread_mutex_t vmu;
     pthread_cond_t vcv;

@@ -18,21 +18,28 @@
  *      sizes, which the writer publishes at once).
  *  V4. Raising the cap to or past a held batch's end (EVS_CAP_NONE lifts it) publishes the
  *      batch on the caller's thread before evs_set_visible_cap returns, then calls the hook.
+ *  V5. Memory stays bounded however long the cap stands still (followers gone, while
+ *      consumers ack and retention trims): past HELD_MAX held batches, a new one merges into
+ *      the last (its states replace that stream's there; the last batch now ends where the
+ *      new one does). Merging only makes a batch show later, never earlier (V1, V2 hold).
  */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "internal.h"
 
+#define HELD_MAX 1024
+
 struct held {
     struct held *next;
     uint64_t start, end;           /* the batch's log positions                             */
-    size_t n;
+    uint64_t gen;                  /* its number, once batches merge into it (V5)           */
+    size_t n, cap;
     struct held_state {
         stream *s;                 /* streams live until the store is closed                */
         stream_state v;
         bool live;
-    } st[];
+    } *st;
 };
 
 static void publish_state(evs_store *st, stream *s, const stream_state *v, bool live)
@@ -62,13 +69,16 @@ int store_visible_prepare(evs_store *st, uint64_t start, uint64_t end, struct he
     *out = NULL;
     if (end <= atomic_load(&st->vcap) && !atomic_load(&st->nheld))
         return 0;
-    struct held *h = malloc(sizeof *h + st->nbtouched * sizeof h->st[0]);
-    if (!h)
+    struct held *h = calloc(1, sizeof *h);
+    if (h)
+        h->st = malloc((st->nbtouched ? st->nbtouched : 1) * sizeof *h->st);
+    if (!h || !h->st) {
+        free(h);
         return -ENOMEM;
-    h->next = NULL;
+    }
     h->start = start;
     h->end = end;
-    h->n = st->nbtouched;
+    h->n = h->cap = st->nbtouched;
     for (size_t i = 0; i < st->nbtouched; i++) {
         stream *s = st->btouched[i];
         h->st[i] = (struct held_state){s, s->w, s->w_live};
@@ -77,17 +87,55 @@ int store_visible_prepare(evs_store *st, uint64_t start, uint64_t end, struct he
     return 0;
 }
 
+/* V5: h's states into the last held batch t, which then ends where h does. False when out of
+ * memory (h stays a batch of its own). */
+static bool merge(evs_store *st, struct held *t, struct held *h)
+{
+    if (!t->gen) { /* its first merge: mark the streams it holds */
+        t->gen = ++st->held_gens;
+        for (size_t i = 0; i < t->n; i++) {
+            t->st[i].s->held_gen = t->gen;
+            t->st[i].s->held_slot = i;
+        }
+    }
+    size_t add = 0;
+    for (size_t i = 0; i < h->n; i++)
+        add += h->st[i].s->held_gen != t->gen;
+    if (t->n + add > t->cap) {
+        size_t cap = t->cap * 2 > t->n + add ? t->cap * 2 : t->n + add;
+        struct held_state *v = realloc(t->st, cap * sizeof *v);
+        if (!v)
+            return false;
+        t->st = v;
+        t->cap = cap;
+    }
+    for (size_t i = 0; i < h->n; i++) {
+        stream *s = h->st[i].s;
+        if (s->held_gen != t->gen) {
+            s->held_gen = t->gen;
+            s->held_slot = t->n++;
+        }
+        t->st[s->held_slot] = h->st[i];
+    }
+    t->end = h->end;
+    return true;
+}
+
 bool store_visible_publish(evs_store *st, uint64_t end, struct held *h)
 {
     bool now = !st->held_head && end <= atomic_load(&st->vcap);
     if (now || !h) { /* !h: the cap was set lower after store_visible_prepare looked (V3) */
         store_publish_touched(st);
-        free(h);
+        store_visible_free(h);
         return true;
     }
     for (size_t i = 0; i < st->nbtouched; i++)
         st->btouched[i]->btouched = false;
     st->nbtouched = 0;
+    if (atomic_load(&st->nheld) >= HELD_MAX && merge(st, st->held_tail, h)) {
+        store_visible_free(h);
+        return false;
+    }
     if (st->held_tail)
         st->held_tail->next = h;
     else
@@ -150,6 +198,7 @@ void store_visible_free(struct held *h)
 {
     while (h) {
         struct held *next = h->next;
+        free(h->st);
         free(h);
         h = next;
     }

@@ -935,3 +935,49 @@ Test(store, a_visibility_cap_holds_batches_back_in_log_order)
     cr_assert_eq(read_ids(st, "s", NULL, got, 4), 4);
     cr_assert_eq(evs_close(st), 0);
 }
+
+/* visible.c V5: however long the cap stands still, held batches stay bounded — past 1,024 a
+ * new one merges into the last — and a merged batch shows only once the cap passes its new
+ * end, with each stream's latest state. */
+Test(store, held_batches_merge_past_their_bound)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.fsync = EVS_FSYNC_NO;
+    evs_store *st = open_store(dir, &o);
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    evs_set_visible_cap(st, s.log_end);
+    enum { N = 1500 };
+    static uint64_t ends[N];
+    static const char *names[3] = {"a", "b", "c"};
+    for (int i = 0; i < N; i++) { /* one batch each: add waits for its own */
+        evs_id id;
+        cr_assert_eq(add(st, names[i % 3], EVS_ID_AUTO, EVS_ID_MIN, &id, "k", "v", NULL), 0);
+        evs_store_stats_get(st, &s);
+        ends[i] = s.log_end;
+    }
+    cr_assert_eq(s.streams, 0);
+    evs_set_visible_cap(st, ends[999]); /* batches below the bound show one by one */
+    evs_stream_info info;
+    uint64_t total = 0;
+    for (int k = 0; k < 3; k++)
+        total += evs_stream_info_get(st, S(names[k]), &info) == 0 ? info.length : 0;
+    cr_assert_eq(total, 1000);
+    evs_set_visible_cap(st, ends[1199]); /* inside the merged last batch: it waits whole */
+    total = 0;
+    for (int k = 0; k < 3; k++)
+        total += evs_stream_info_get(st, S(names[k]), &info) == 0 ? info.length : 0;
+    cr_assert_eq(total, 1023, "held batches did not merge past the bound (%llu visible)",
+                 (unsigned long long)total);
+    evs_set_visible_cap(st, ends[N - 1]);
+    evs_id ids[N];
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(evs_stream_info_get(st, S(names[k]), &info), 0);
+        cr_assert_eq(info.length, N / 3);
+        cr_assert_eq(read_ids(st, names[k], NULL, ids, N), N / 3);
+    }
+    evs_store_stats_get(st, &s);
+    cr_assert_eq(s.visible_end, s.log_end);
+    cr_assert_eq(evs_close(st), 0);
+}

@@ -1669,6 +1669,18 @@ static bool is_write(const cmd_ctx *x, const command *cmd)
     return !strcmp(cmd->name, "xretention") && arg_is(x, 1, "SET");
 }
 
+/* The writes done before they are answered (XADD and the group commands are answered from
+ * their completion, and wait there). */
+static bool is_sync_write(const cmd_ctx *x, const command *cmd)
+{
+    static const char *const sync[] = {"xdel", "xtrim", "xsetid", "del", "unlink", "flushall",
+                                       "flushdb"};
+    for (size_t i = 0; i < sizeof sync / sizeof *sync; i++)
+        if (!strcmp(cmd->name, sync[i]))
+            return true;
+    return !strcmp(cmd->name, "xretention") && arg_is(x, 1, "SET");
+}
+
 void commands_dispatch(cmd_ctx *x)
 {
     const resp_arg *name = &x->argv[0];
@@ -1706,4 +1718,6 @@ void commands_dispatch(cmd_ctx *x)
         return;
     }
     cmd->fn(x);
+    if (!x->capture && is_sync_write(x, cmd))
+        repl_fence(x); /* --ack all: the next command reads this write (repl_leader.c) */
 }

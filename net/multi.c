@@ -297,6 +297,33 @@ static bool stream_known(exec_job *j, const evs_append *apps, size_t napps, evs_
     return false;
 }
 
+static void exec_replicated(void *arg, long long got);
+
+/* --ack all, after a write (a batch of XADDs, or XDEL, XTRIM, DEL, ...): a command other than
+ * XADD comes next, and it must read the transaction's writes, which readers here see once the
+ * followers hold them (the store's visibility cap). True when a wait for them started
+ * (exec_fill continues). */
+static bool exec_wait_visible(exec_job *j, cmd_ctx *first, pending_t *prev)
+{
+    const server_config *cfg = server_cfg(j->srv);
+    if (!cfg->ack_all || j->i >= j->n || is_cmd(&j->q[j->i].argv[0], "xadd"))
+        return false;
+    evs_store_stats s;
+    evs_store_stats_get(server_store(j->srv), &s);
+    if (s.visible_end >= s.log_end)
+        return false;
+    j->midwait = true;
+    j->got = 0;
+    j->p = first ? server_hold(first, exec_fill, j, false) : server_hold_again(prev, exec_fill, j);
+    if (!j->p) {
+        j->midwait = false;
+        return false;
+    }
+    if (repl_wait(j->srv, s.log_end, cfg->min_replicas, cfg->ack_timeout_ms, exec_replicated, j))
+        server_complete(j->p); /* no wait possible: answered as a timeout */
+    return true;
+}
+
 /* Run from j->i; true when the whole queue is done (the reply is written into r), false when a
  * batch was submitted and its completion will continue the run. */
 static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
@@ -316,6 +343,8 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
             resp_out_raw(&j->results, tr.out.data, tr.out.len);
             resp_out_release(&tr.out);
             j->i++;
+            if (is_other_write(&q->argv[0]) && exec_wait_visible(j, first, prev))
+                return false;
             continue;
         }
         /* a run of XADDs; one that trims goes alone (its trim is part of its own group) */
@@ -443,29 +472,6 @@ static bool exec_finish(exec_job *j, reply *r, pending_t *p)
     return true;
 }
 
-/* --ack all, after a batch of XADDs: a command other than XADD comes next, and it must read
- * the transaction's writes, which readers here see once the followers hold them (the store's
- * visibility cap). True when a wait for them started (exec_fill continues). */
-static bool exec_wait_visible(exec_job *j, pending_t *p)
-{
-    const server_config *cfg = server_cfg(j->srv);
-    if (!cfg->ack_all || j->rc || j->i >= j->n || is_cmd(&j->q[j->i].argv[0], "xadd"))
-        return false;
-    evs_store_stats s;
-    evs_store_stats_get(server_store(j->srv), &s);
-    if (s.visible_end >= s.log_end)
-        return false;
-    j->midwait = true;
-    j->got = 0;
-    if (!(j->p = server_hold_again(p, exec_fill, j))) {
-        j->midwait = false;
-        return false;
-    }
-    if (repl_wait(j->srv, s.log_end, cfg->min_replicas, cfg->ack_timeout_ms, exec_replicated, j))
-        server_complete(j->p); /* no wait possible: answered as a timeout */
-    return true;
-}
-
 static bool exec_fill(pending_t *p, reply *r, void *res)
 {
     exec_job *j = res;
@@ -480,7 +486,9 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
     }
     if (j->midwait) { /* the followers hold what the next command reads, or the wait ended */
         j->midwait = false;
-        j->short_ |= j->got < server_cfg(j->srv)->min_replicas;
+        /* a timeout: the rest runs; an EXEC that appended answers -NOREPLICAS (as a lone
+         * XADD), one that did not answers as a lone XDEL would (repl_fence) */
+        j->short_ |= j->appended && j->got < server_cfg(j->srv)->min_replicas;
         if (!exec_step(j, r, NULL, p) || !exec_finish(j, r, p))
             return false;
         job_free(j);
@@ -502,7 +510,7 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
     }
     j->appended |= j->rc == 0;
     j->i = j->b1;
-    if (exec_wait_visible(j, p))
+    if (!j->rc && exec_wait_visible(j, NULL, p))
         return false;
     if (!exec_step(j, r, NULL, p) || !exec_finish(j, r, p))
         return false;

@@ -524,6 +524,26 @@ void repl_visible_cap_init(server *srv)
     evs_set_visible_cap(server_store(srv), cap_now);
 }
 
+static void fence_done(void *arg, long long got)
+{
+    (void)got; /* a timeout: the client reads on, as it would without followers */
+    server_complete(arg);
+}
+
+void repl_fence(cmd_ctx *x)
+{
+    const server_config *cfg = server_cfg(x->srv);
+    if (!cfg->ack_all || server_is_follower(x->srv))
+        return;
+    evs_store_stats s;
+    evs_store_stats_get(server_store(x->srv), &s);
+    if (s.visible_end >= s.log_end)
+        return; /* readers see it already */
+    pending_t *p = server_fence(x);
+    if (p && repl_wait(x->srv, s.log_end, cfg->min_replicas, cfg->ack_timeout_ms, fence_done, p))
+        server_complete(p);
+}
+
 static void visible_cap_update(server *srv)
 {
     if (!server_cfg(srv)->ack_all || server_is_follower(srv))

@@ -495,6 +495,22 @@ pending_t *server_hold(cmd_ctx *x, fill_fn fill, void *result, bool pipelinable)
     return hold(x->c, x->r, fill, result, pipelinable);
 }
 
+static reply *reply_new(conn *c);
+
+static bool fence_fill(pending_t *p, reply *r, void *res)
+{
+    (void)p;
+    (void)r;
+    (void)res;
+    return true; /* nothing to say: it only held the next command back */
+}
+
+pending_t *server_fence(cmd_ctx *x)
+{
+    reply *r = reply_new(x->c);
+    return r ? hold(x->c, r, fence_fill, NULL, true) : NULL;
+}
+
 static void read_cb(struct bufferevent *bev, void *arg);
 
 static void enqueue(server *s, pending_t *p)

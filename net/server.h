@@ -170,6 +170,12 @@ long long repl_good_followers(void);
 /* --ack all on a node that leads: readers see only what --min-replicas followers hold, from
  * the log's end now on (called at start and at promotion; nothing otherwise). */
 void repl_visible_cap_init(server *srv);
+/* --ack all, after a write answered once durable here (XDEL, XTRIM, DEL, ...): the client's
+ * next command waits until readers here see it, or --ack-timeout passes. */
+void repl_fence(cmd_ctx *x);
+/* An empty reply after x's, ready once the returned hold completes; the connection's next
+ * command that cannot pipeline waits for it (N4). NULL when out of memory. */
+pending_t *server_fence(cmd_ctx *x);
 int repl_follower_start(server *srv);
 void repl_follower_stop(void);
 

@@ -666,6 +666,38 @@ class AckAll(Base):
         self.assertEqual([e[1] for e in got[0][1]], [{"i": "held"}])
         self.assertEqual(held(), 0)
 
+    def test_a_client_reads_its_own_deletes_and_trims(self):
+        """--ack all: XDEL, XTRIM, DEL are answered once durable here, and readers see them
+        once the follower holds them; the same client's next command waits for that
+        (repl_fence), in a pipeline and inside MULTI/EXEC. (Mutation-checked: without the
+        fence the XRANGE right behind an XDEL still returns the deleted entry.)"""
+        leader = self.start("leader", "--ack", "all", "--min-replicas", "1")
+        self.follower("follower", leader)
+        lr = leader.client(decode_responses=True)
+        deadline = time.time() + 10
+        while not lr.execute_command("ROLE")[2] and time.time() < deadline:
+            time.sleep(0.05)
+        for round_ in range(20):
+            key = "d%d" % round_
+            ids = [lr.xadd(key, {"i": str(i)}) for i in range(4)]
+            p = lr.pipeline(transaction=False)
+            p.xdel(key, ids[0])
+            p.xrange(key)
+            p.xtrim(key, maxlen=2, approximate=False)
+            p.xlen(key)
+            deleted, rest, trimmed, n = p.execute()
+            self.assertEqual((deleted, [e[0] for e in rest], trimmed, n), (1, ids[1:], 1, 2))
+            p = lr.pipeline(transaction=True)
+            p.xdel(key, ids[2])
+            p.xlen(key)
+            p.delete("other%d" % round_)
+            p.exists(key)
+            self.assertEqual(p.execute(), [1, 1, 0, 1])
+            p = lr.pipeline(transaction=False)
+            p.delete(key)
+            p.exists(key)
+            self.assertEqual(p.execute(), [1, 0])
+
     def test_ack_all(self):
         leader = self.start("leader", "--ack", "all", "--min-replicas", "1",
                             "--ack-timeout", "700")

@@ -341,7 +341,7 @@ static int plan_autoclaim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_
 /* Does the stream have records in the batch being built (so readers do not see them yet)? */
 static bool unpublished(const stream *s)
 {
-    return s && s->btouched && s->w.changes != s->v.changes;
+    return s && s->btouched && s->w.changes != s->w_changes_out;
 }
 
 static bool reads_entries(const evs_group_op *op)

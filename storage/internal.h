@@ -128,6 +128,8 @@ typedef struct stream {
     bool v_live;               /* (L) in the visible table                                   */
     bool touched;              /* (W) in the list of streams to write at the next index commit */
     bool btouched;             /* (W) in the list of streams to publish after this write batch */
+    uint64_t w_changes_out;    /* (W) w.changes when its last batch was published or held: the
+                                  writer never reads v, which the cap's releases write (visible.c) */
     struct stream *w_next, *v_next; /* hash chains                                          */
     struct cgroup *groups;     /* (G) consumer groups, by name (group.h)                      */
     uint64_t held_gen;         /* (L) its state's slot in the held batch numbered held_gen   */

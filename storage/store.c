@@ -809,6 +809,7 @@ static int load_streams(evs_store *st, evs_error *err)
             break;
         }
         s->w = s->v = ss;
+        s->w_changes_out = ss.changes;
         s->w_live = s->v_live = true;
         if (strtab_put(&st->wtab, s, false) || strtab_put(&st->vtab, s, true)) {
             rc = -ENOMEM;

@@ -59,6 +59,7 @@ void store_publish_touched(evs_store *st)
     for (size_t i = 0; i < st->nbtouched; i++) {
         stream *s = st->btouched[i];
         publish_state(st, s, &s->w, s->w_live);
+        s->w_changes_out = s->w.changes;
         s->btouched = false;
     }
     st->nbtouched = 0;
@@ -129,8 +130,10 @@ bool store_visible_publish(evs_store *st, uint64_t end, struct held *h)
         store_visible_free(h);
         return true;
     }
-    for (size_t i = 0; i < st->nbtouched; i++)
+    for (size_t i = 0; i < st->nbtouched; i++) {
+        st->btouched[i]->w_changes_out = st->btouched[i]->w.changes;
         st->btouched[i]->btouched = false;
+    }
     st->nbtouched = 0;
     if (atomic_load(&st->nheld) >= HELD_MAX && merge(st, st->held_tail, h)) {
         store_visible_free(h);

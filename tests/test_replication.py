@@ -698,6 +698,95 @@ class AckAll(Base):
             p.exists(key)
             self.assertEqual(p.execute(), [1, 0])
 
+    def test_a_flapping_link_under_ack_all(self):
+        """--ack all with retention, a consumer group and a link stalled or cut at random for
+        8 s: no client error but NOREPLICAS, every client reads its own deletes, every XADD
+        answered with an ID is on the follower afterwards, and once the link is steady the
+        leader holds nothing back from readers (repl_held_bytes 0)."""
+        leader = self.start("leader", "--ack", "all", "--min-replicas", "1", "--ack-timeout",
+                            "300", "--retention-max-entries", "200", "--segment-bytes", "1m")
+        proxy = Proxy(leader.port)
+        self.addCleanup(proxy.close)
+        follower = self.start("follower", "--replica-of", "127.0.0.1:%d" % proxy.port)
+        lr = leader.client(decode_responses=True)
+        deadline = time.time() + 10
+        while not lr.execute_command("ROLE")[2] and time.time() < deadline:
+            time.sleep(0.05)
+        stop = threading.Event()
+        errors, acked = [], {}
+
+        def writer(key):
+            c = leader.client(decode_responses=True)
+            while not stop.is_set():
+                try:
+                    ids = []
+                    for i in range(5):
+                        try:
+                            ids.append(c.xadd(key, {"i": str(i), "pad": "x" * (40 * i)}))
+                        except redis.ResponseError as e:
+                            if "NOREPLICAS" not in str(e):
+                                raise
+                    acked.setdefault(key, []).extend(ids[1:])
+                    if ids:
+                        p = c.pipeline(transaction=False)
+                        p.xdel(key, ids[0])
+                        p.xrange(key, ids[0], ids[0])
+                        if p.execute()[1]:
+                            errors.append("%s: its own XDEL of %s not seen" % (key, ids[0]))
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append("%s: %r" % (key, e))
+                    return
+
+        def consumer():
+            c = leader.client(decode_responses=True)
+            for k in range(3):
+                c.xgroup_create("w%d" % k, "g", id="0", mkstream=True)
+            while not stop.is_set():
+                try:
+                    got = c.xreadgroup("g", "c", {"w0": ">", "w1": ">", "w2": ">"}, count=50,
+                                       block=100)
+                    for key, entries in got or []:
+                        if entries:
+                            c.xack(key, "g", *[e[0] for e in entries])
+                except Exception as e:  # noqa: BLE001
+                    errors.append("consumer: %r" % e)
+                    return
+
+        threads = [threading.Thread(target=consumer)] + \
+            [threading.Thread(target=writer, args=("w%d" % k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        rnd = __import__("random").Random(7)
+        t0 = time.time()
+        while time.time() - t0 < 8:
+            time.sleep(rnd.uniform(0.5, 1.5))
+            if rnd.random() < 0.5:
+                proxy.stall(True)
+                time.sleep(rnd.uniform(0.2, 1.0))
+                proxy.stall(False)
+            else:
+                proxy.cut()
+        stop.set()
+        for t in threads:
+            t.join(30)
+            self.assertFalse(t.is_alive())
+        self.assertEqual(errors, [])
+        deadline = time.time() + 30
+        while int(lr.info("replication")["repl_held_bytes"]) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(int(lr.info("replication")["repl_held_bytes"]), 0)
+        self.caught_up(leader, follower)
+        fr = follower.client(decode_responses=True)
+        def num(i):
+            return tuple(map(int, i.split("-")))
+
+        for key, ids in acked.items():  # retention keeps the last 200 of each: those
+            have = {e[0] for e in fr.xrange(key)}
+            low = min(map(num, have)) if have else None
+            kept = [i for i in ids if num(i) >= low] if have else []
+            self.assertEqual([i for i in kept if i not in have], [], key)
+            self.assertGreater(len(kept), 0, key)
+
     def test_ack_all(self):
         leader = self.start("leader", "--ack", "all", "--min-replicas", "1",
                             "--ack-timeout", "700")

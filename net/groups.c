@@ -164,6 +164,7 @@ typedef struct gcall {
     evs_group_result res;
     evs_id *ids; /* copies of res.ids then res.deleted */
     evs_id *idbuf;
+    bool creates;  /* XGROUP CREATE MKSTREAM: --ack all answers once readers see the stream */
 } gcall;
 
 static void gcall_free(gcall *g)
@@ -202,8 +203,15 @@ static void gcall_done(void *arg, int rc, const evs_group_result *res, size_t n,
 
 static bool gcall_fill(pending_t *p, reply *r, void *result)
 {
-    (void)p;
     gcall *g = result;
+    if (p && g->rc == 0 && g->creates && !pending_orphaned(p)) {
+        g->creates = false; /* once */
+        pending_t *again = repl_hold_visible(g->srv, p, gcall_fill, g);
+        if (again) {
+            g->p = again;
+            return false;
+        }
+    }
     resp_out *o = &r->out;
     evs_slice key = {g->key, g->key_len};
     evs_store *st = server_store(g->srv);
@@ -266,6 +274,7 @@ static void run_op_hold(cmd_ctx *x, const evs_group_op *op, enum reply_kind kind
     g->srv = x->srv;
     g->kind = kind;
     g->justid = op->justid;
+    g->creates = op->cmd == EVS_GROUP_CREATE && op->mkstream;
     memcpy(g->key, op->stream.ptr, op->stream.len);
     g->key_len = op->stream.len;
     int rc = evs_group_submit(server_store(x->srv), op, 1, gcall_done, g);
@@ -1152,15 +1161,13 @@ static int xrg_probe(xrg *q)
     int ready = 0;
     for (size_t i = 0; i < q->nkeys; i++) {
         evs_stream_info info;
-        if (evs_stream_info_get(st, q->keys[i], &info)) {
-            q->rc = EVS_ENOTFOUND;
-            return -1;
-        }
         evs_group_info gi;
         if (!group_exists(st, q->keys[i], q->group, &gi)) {
-            q->rc = EVS_ENOGROUP;
+            q->rc = evs_stream_info_get(st, q->keys[i], &info) ? EVS_ENOTFOUND : EVS_ENOGROUP;
             return -1;
         }
+        if (evs_stream_info_get(st, q->keys[i], &info))
+            continue; /* created, no entry visible yet (--ack all holds it): keep waiting */
         if (info.length && evs_id_cmp(info.last_id, gi.last_delivered) > 0)
             ready = 1;
     }

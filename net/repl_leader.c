@@ -524,24 +524,45 @@ void repl_visible_cap_init(server *srv)
     evs_set_visible_cap(server_store(srv), cap_now);
 }
 
-static void fence_done(void *arg, long long got)
+/* --ack all on a leader: the log's end when readers here do not see all of it yet, else 0. */
+static uint64_t unseen_end(server *srv)
 {
-    (void)got; /* a timeout: the client reads on, as it would without followers */
+    if (!server_cfg(srv)->ack_all || server_is_follower(srv))
+        return 0;
+    evs_store_stats s;
+    evs_store_stats_get(server_store(srv), &s);
+    return s.visible_end < s.log_end ? s.log_end : 0;
+}
+
+static void visible_done(void *arg, long long got)
+{
+    (void)got; /* a timeout: the client goes on, as it would without followers */
     server_complete(arg);
+}
+
+/* Complete p once readers here see the log up to target, or at --ack-timeout. */
+static void complete_when_visible(server *srv, pending_t *p, uint64_t target)
+{
+    const server_config *cfg = server_cfg(srv);
+    if (repl_wait(srv, target, cfg->min_replicas, cfg->ack_timeout_ms, visible_done, p))
+        server_complete(p);
 }
 
 void repl_fence(cmd_ctx *x)
 {
-    const server_config *cfg = server_cfg(x->srv);
-    if (!cfg->ack_all || server_is_follower(x->srv))
-        return;
-    evs_store_stats s;
-    evs_store_stats_get(server_store(x->srv), &s);
-    if (s.visible_end >= s.log_end)
-        return; /* readers see it already */
-    pending_t *p = server_fence(x);
-    if (p && repl_wait(x->srv, s.log_end, cfg->min_replicas, cfg->ack_timeout_ms, fence_done, p))
-        server_complete(p);
+    uint64_t end = unseen_end(x->srv);
+    pending_t *p = end ? server_fence(x) : NULL;
+    if (p)
+        complete_when_visible(x->srv, p, end);
+}
+
+pending_t *repl_hold_visible(server *srv, pending_t *p, fill_fn fill, void *result)
+{
+    uint64_t end = unseen_end(srv);
+    pending_t *again = end ? server_hold_again(p, fill, result) : NULL;
+    if (again)
+        complete_when_visible(srv, again, end);
+    return again;
 }
 
 static void visible_cap_update(server *srv)

@@ -173,6 +173,10 @@ void repl_visible_cap_init(server *srv);
 /* --ack all, after a write answered once durable here (XDEL, XTRIM, DEL, ...): the client's
  * next command waits until readers here see it, or --ack-timeout passes. */
 void repl_fence(cmd_ctx *x);
+/* --ack all: when readers here do not see the log's end yet, hold p's reply again (fill runs
+ * once they do, or at --ack-timeout) and return the new hold; NULL: nothing to wait for (or
+ * no memory), answer now. */
+pending_t *repl_hold_visible(server *srv, pending_t *p, fill_fn fill, void *result);
 /* An empty reply after x's, ready once the returned hold completes; the connection's next
  * command that cannot pipeline waits for it (N4). NULL when out of memory. */
 pending_t *server_fence(cmd_ctx *x);

@@ -194,6 +194,9 @@ static int plan_read_new(evs_store *st, gop *o, plan *pl, evs_error *err)
     q.limit = o->op.count;
     evs_iter *it;
     int rc = evs_iter_open(st, (evs_slice){pl->s->name, pl->s->name_len}, &q, &it, err);
+    if (rc == EVS_ENOTFOUND)
+        return 0; /* the writer has the stream, readers not yet (a visibility cap holds its
+                   * creation: visible.c): nothing to deliver yet */
     if (rc)
         return rc;
     const evs_entry *e;

@@ -8,11 +8,15 @@
 
 #include "group.h"
 
-/* The visible stream named so, with st->gmu held on success (st->lock released). */
+/* The visible stream named so, or one whose creation a visibility cap holds (its groups are
+ * there already; vs then shows no entries), with st->gmu held on success (st->lock
+ * released). */
 static int lock_stream(evs_store *st, evs_slice name, stream **out, stream_state *vs)
 {
     pthread_rwlock_rdlock(&st->lock);
     stream *s = strtab_get(&st->vtab, name.ptr, name.len, true);
+    if (!s)
+        s = store_visible_held_stream(st, name.ptr, name.len);
     if (!s) {
         pthread_rwlock_unlock(&st->lock);
         return EVS_ENOTFOUND;

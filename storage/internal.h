@@ -446,6 +446,10 @@ int store_visible_prepare(evs_store *st, uint64_t start, uint64_t end, struct he
 bool store_visible_publish(evs_store *st, uint64_t end, struct held *h);
 void store_notify(evs_store *st, const evs_slice *names, size_t n);
 uint64_t store_visible_end(evs_store *st, uint64_t log_end); /* caller holds st->lock */
+/* A stream the writer created (or re-created) in a batch the cap holds, by name, or NULL: its
+ * consumer groups exist already (they live in the writer's state: group.h). Caller holds
+ * st->lock. */
+stream *store_visible_held_stream(evs_store *st, const void *name, size_t len);
 void store_visible_free(struct held *h);
 
 /* Copy writer state to visible state for the streams of the write batch (caller holds st->lock

@@ -25,6 +25,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -190,6 +191,21 @@ void evs_set_visible_cap(evs_store *st, uint64_t cap)
     store_notify(st, names, names ? k : 0); /* waiters wake whatever the hook is told */
     free(names);
     store_visible_free(done);
+}
+
+stream *store_visible_held_stream(evs_store *st, const void *name, size_t len)
+{
+    stream *found = NULL;
+    bool live = false;
+    for (struct held *h = st->held_head; h; h = h->next) /* oldest first: the last state wins */
+        for (size_t i = 0; i < h->n; i++) {
+            stream *s = h->st[i].s;
+            if (s->name_len == len && !memcmp(s->name, name, len)) {
+                found = s;
+                live = h->st[i].live;
+            }
+        }
+    return live ? found : NULL;
 }
 
 uint64_t store_visible_end(evs_store *st, uint64_t log_end)

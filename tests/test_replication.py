@@ -669,8 +669,9 @@ class AckAll(Base):
     def test_a_client_reads_its_own_deletes_and_trims(self):
         """--ack all: XDEL, XTRIM, DEL are answered once durable here, and readers see them
         once the follower holds them; the same client's next command waits for that
-        (repl_fence), in a pipeline and inside MULTI/EXEC. (Mutation-checked: without the
-        fence the XRANGE right behind an XDEL still returns the deleted entry.)"""
+        (repl_fence), in a pipeline and inside MULTI/EXEC. XGROUP CREATE MKSTREAM is answered
+        once readers see its stream. (Mutation-checked: without the fence the XRANGE right
+        behind an XDEL still returns the deleted entry; without the wait, EXISTS is 0.)"""
         leader = self.start("leader", "--ack", "all", "--min-replicas", "1")
         self.follower("follower", leader)
         lr = leader.client(decode_responses=True)
@@ -697,6 +698,13 @@ class AckAll(Base):
             p.delete(key)
             p.exists(key)
             self.assertEqual(p.execute(), [1, 0])
+            p = lr.pipeline(transaction=False)  # a stream XGROUP CREATE MKSTREAM makes
+            p.xgroup_create("g" + key, "g", id="$", mkstream=True)
+            p.exists("g" + key)
+            p.xreadgroup("g", "c", {"g" + key: ">"}, count=1)
+            p.xinfo_groups("g" + key)
+            ok, exists, got, groups = p.execute()
+            self.assertEqual((ok, exists, got, len(groups)), (True, 1, [], 1))
 
     def test_a_flapping_link_under_ack_all(self):
         """--ack all with retention, a consumer group and a link stalled or cut at random for

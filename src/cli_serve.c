@@ -44,6 +44,7 @@ static const char *help =
     "  --leader-password S     AUTH to the leader        EVSTORE_LEADER_PASSWORD (none)\n"
     "  --ack leader|all        when an XADD is answered: EVSTORE_ACK leader\n"
     "                          durable here, or also fsynced by --min-replicas followers\n"
+    "                          (all: readers here also see only what they hold)\n"
     "  --min-replicas N        followers --ack all needs EVSTORE_MIN_REPLICAS 1\n"
     "  --ack-timeout MS        --ack all gives up        EVSTORE_ACK_TIMEOUT 10000\n"
     "                          (NOREPLICAS) after MS\n"

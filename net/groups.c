@@ -164,7 +164,8 @@ typedef struct gcall {
     evs_group_result res;
     evs_id *ids; /* copies of res.ids then res.deleted */
     evs_id *idbuf;
-    bool creates;  /* XGROUP CREATE MKSTREAM: --ack all answers once readers see the stream */
+    bool seen_first; /* --ack all answers once readers see what it wrote to a stream: XGROUP
+                        CREATE MKSTREAM's stream, the entries it dead-lettered */
 } gcall;
 
 static void gcall_free(gcall *g)
@@ -184,6 +185,7 @@ static void gcall_done(void *arg, int rc, const evs_group_result *res, size_t n,
         g->err = *err;
     if (!rc && n) {
         g->res = res[0];
+        g->seen_first |= res[0].dead_lettered > 0;
         size_t k = res[0].nids + res[0].ndeleted;
         g->ids = malloc((k ? k : 1) * sizeof *g->ids);
         if (g->ids) {
@@ -204,8 +206,8 @@ static void gcall_done(void *arg, int rc, const evs_group_result *res, size_t n,
 static bool gcall_fill(pending_t *p, reply *r, void *result)
 {
     gcall *g = result;
-    if (p && g->rc == 0 && g->creates && !pending_orphaned(p)) {
-        g->creates = false; /* once */
+    if (p && g->rc == 0 && g->seen_first && !pending_orphaned(p)) {
+        g->seen_first = false; /* once */
         pending_t *again = repl_hold_visible(g->srv, p, gcall_fill, g);
         if (again) {
             g->p = again;
@@ -274,7 +276,7 @@ static void run_op_hold(cmd_ctx *x, const evs_group_op *op, enum reply_kind kind
     g->srv = x->srv;
     g->kind = kind;
     g->justid = op->justid;
-    g->creates = op->cmd == EVS_GROUP_CREATE && op->mkstream;
+    g->seen_first = op->cmd == EVS_GROUP_CREATE && op->mkstream;
     memcpy(g->key, op->stream.ptr, op->stream.len);
     g->key_len = op->stream.len;
     int rc = evs_group_submit(server_store(x->srv), op, 1, gcall_done, g);
@@ -1048,6 +1050,7 @@ typedef struct xrg {
     evs_id *after;
     long long count;
     bool noack, block, in_flight, timed_out;
+    bool dead;                    /* it dead-lettered: --ack all answers once readers see it */
     /* the answer */
     int rc;
     evs_error err;
@@ -1110,6 +1113,7 @@ static void xrg_done(void *arg, int rc, const evs_group_result *res, size_t n,
     if (err)
         q->err = *err;
     for (size_t i = 0; !rc && i < n && i < q->nkeys; i++) {
+        q->dead |= res[i].dead_lettered > 0;
         free(q->ids[i]);
         q->nids[i] = res[i].nids;
         q->ids[i] = malloc((res[i].nids ? res[i].nids : 1) * sizeof **q->ids);
@@ -1181,6 +1185,14 @@ static bool xrg_fill(pending_t *p, reply *r, void *result)
         unpark(q);
         xrg_free(q);
         return true;
+    }
+    if (p && q->rc == 0 && q->dead) { /* the dead-letter stream's new entries, first */
+        q->dead = false;
+        pending_t *again = repl_hold_visible(q->srv, p, xrg_fill, q);
+        if (again) {
+            q->p = again;
+            return false;
+        }
     }
     resp_out *o = &r->out;
     q->in_flight = false;

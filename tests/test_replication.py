@@ -669,9 +669,9 @@ class AckAll(Base):
     def test_a_client_reads_its_own_deletes_and_trims(self):
         """--ack all: XDEL, XTRIM, DEL are answered once durable here, and readers see them
         once the follower holds them; the same client's next command waits for that
-        (repl_fence), in a pipeline and inside MULTI/EXEC. XGROUP CREATE MKSTREAM is answered
-        once readers see its stream. (Mutation-checked: without the fence the XRANGE right
-        behind an XDEL still returns the deleted entry; without the wait, EXISTS is 0.)"""
+        (repl_fence), in a pipeline and inside MULTI/EXEC. XGROUP CREATE MKSTREAM, and an XREADGROUP that
+        dead-letters, are answered once readers see what they wrote to a stream. (Mutation-checked: without the fence the XRANGE right
+        behind an XDEL still returns the deleted entry; without the waits, EXISTS is 0 and the dead letter is not there yet.)"""
         leader = self.start("leader", "--ack", "all", "--min-replicas", "1")
         self.follower("follower", leader)
         lr = leader.client(decode_responses=True)
@@ -705,6 +705,15 @@ class AckAll(Base):
             p.xinfo_groups("g" + key)
             ok, exists, got, groups = p.execute()
             self.assertEqual((ok, exists, got, len(groups)), (True, 1, [], 1))
+            j = lr.xadd("j" + key, {"type": "poison"})  # dead-lettering: the reply waits too
+            lr.execute_command("XGROUP", "CREATE", "j" + key, "w", "0", "MAXDELIVERIES", "1")
+            lr.xreadgroup("w", "c", {"j" + key: ">"})
+            p = lr.pipeline(transaction=False)
+            p.xreadgroup("w", "c", {"j" + key: "0"})  # the 2nd delivery: dead-lettered
+            p.xrange("j" + key + ":dlq")
+            p.xclaim("j" + key, "w", "c2", 0, [j])
+            _, dl, claimed = p.execute()
+            self.assertEqual(([f["dlq-source-id"] for _, f in dl], claimed), ([j], []))
 
     def test_a_flapping_link_under_ack_all(self):
         """--ack all with retention, a consumer group and a link stalled or cut at random for

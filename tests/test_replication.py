@@ -352,6 +352,32 @@ class Failover(Base):
         self.assertEqual(old.client(decode_responses=True).xrange("orders")[-1][0], new_id)
         self.assertEqual(old.client().info("evstore")["epoch"], 2)
 
+    def test_a_follower_promoted_under_ack_all_holds_reads_for_its_followers(self):
+        """A follower started with --ack all leads by it once promoted: what it writes with
+        no follower of its own is durable but not shown to readers (the visibility cap set at
+        promotion), until a follower has it. (Mutation-checked: without the cap at
+        promotion, the stream shows at once.)"""
+        leader = self.start("leader")
+        follower = self.follower("follower", leader, "--ack", "all", "--min-replicas", "1",
+                                 "--ack-timeout", "300")
+        leader.client().xadd("s", {"i": "0"})
+        self.caught_up(leader, follower)
+        leader.stop()
+        self.servers.remove(leader)
+        self.promote(follower)
+        fr = follower.client(decode_responses=True)
+        with self.assertRaisesRegex(redis.ResponseError, "^NOREPLICAS"):
+            fr.xadd("s", {"i": "refused"})
+        self.assertTrue(fr.xgroup_create("fresh", "g", id="$", mkstream=True))  # timed out
+        self.assertEqual(fr.exists("fresh"), 0)
+        self.assertGreater(int(fr.info("replication")["repl_held_bytes"]), 0)
+        self.follower("f2", follower)
+        deadline = time.time() + 10
+        while not fr.exists("fresh") and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(fr.exists("fresh"), 1)
+        self.assertEqual(fr.xlen("s"), 1)
+
     def test_divergent_old_leader_cuts_its_tail_and_converges(self):
         leader = self.start("leader")
         follower = self.follower("follower", leader)

@@ -1657,28 +1657,29 @@ bool commands_arity_ok(const command *cmd, size_t argc)
     return cmd->arity > 0 ? argc == (size_t)cmd->arity : argc >= (size_t)-cmd->arity;
 }
 
-/* Commands that change data: a follower refuses them, as a Redis replica does. */
-static bool is_write(const cmd_ctx *x, const command *cmd)
+/* Commands that change data (a follower refuses them, as a Redis replica does), and how they
+ * are answered: 1 before they return, once durable here; 2 from their completion (XADD and
+ * the group commands, which wait there for what --ack all needs); 0 not a write. */
+static int write_kind(const cmd_ctx *x, const command *cmd)
 {
-    static const char *const writes[] = {"xadd", "xdel", "xtrim", "xsetid", "del", "unlink",
-                                         "flushall", "flushdb", "xgroup", "xreadgroup", "xack",
-                                         "xclaim", "xautoclaim"};
+    static const struct {
+        const char *name;
+        int kind;
+    } writes[] = {{"xadd", 2},   {"xdel", 1},     {"xtrim", 1},   {"xsetid", 1},
+                  {"del", 1},    {"unlink", 1},   {"flushall", 1}, {"flushdb", 1},
+                  {"xgroup", 2}, {"xreadgroup", 2}, {"xack", 2},  {"xclaim", 2},
+                  {"xautoclaim", 2}};
     for (size_t i = 0; i < sizeof writes / sizeof *writes; i++)
-        if (!strcmp(cmd->name, writes[i]))
-            return true;
-    return !strcmp(cmd->name, "xretention") && arg_is(x, 1, "SET");
+        if (!strcmp(cmd->name, writes[i].name))
+            return writes[i].kind;
+    return !strcmp(cmd->name, "xretention") && arg_is(x, 1, "SET") ? 1 : 0;
 }
 
-/* The writes done before they are answered (XADD and the group commands are answered from
- * their completion, and wait there). */
-static bool is_sync_write(const cmd_ctx *x, const command *cmd)
+static bool is_write(const cmd_ctx *x, const command *cmd) { return write_kind(x, cmd) != 0; }
+
+bool commands_answered_durable(const cmd_ctx *x, const command *cmd)
 {
-    static const char *const sync[] = {"xdel", "xtrim", "xsetid", "del", "unlink", "flushall",
-                                       "flushdb"};
-    for (size_t i = 0; i < sizeof sync / sizeof *sync; i++)
-        if (!strcmp(cmd->name, sync[i]))
-            return true;
-    return !strcmp(cmd->name, "xretention") && arg_is(x, 1, "SET");
+    return write_kind(x, cmd) == 1;
 }
 
 void commands_dispatch(cmd_ctx *x)
@@ -1718,6 +1719,6 @@ void commands_dispatch(cmd_ctx *x)
         return;
     }
     cmd->fn(x);
-    if (!x->capture && is_sync_write(x, cmd))
+    if (!x->capture && commands_answered_durable(x, cmd))
         repl_fence(x); /* --ack all: the next command reads this write (repl_leader.c) */
 }

@@ -15,6 +15,9 @@ typedef struct command {
 
 const command *commands_find(const resp_arg *name);
 bool commands_arity_ok(const command *cmd, size_t argc);
+/* A write answered once durable here, before it returns (XDEL, XTRIM, DEL, ...): under --ack
+ * all, readers see it only once the followers hold it, so the client's next read waits. */
+bool commands_answered_durable(const cmd_ctx *x, const command *cmd);
 
 #define ERR_ID "ERR Invalid stream ID specified as stream command argument"
 #define ERR_INT "ERR value is not an integer or out of range"

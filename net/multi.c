@@ -305,13 +305,12 @@ static void exec_replicated(void *arg, long long got);
  * (exec_fill continues). */
 static bool exec_wait_visible(exec_job *j, cmd_ctx *first, pending_t *prev)
 {
+    if (j->i >= j->n || is_cmd(&j->q[j->i].argv[0], "xadd"))
+        return false;
+    uint64_t end = repl_unseen_end(j->srv);
+    if (!end)
+        return false;
     const server_config *cfg = server_cfg(j->srv);
-    if (!cfg->ack_all || j->i >= j->n || is_cmd(&j->q[j->i].argv[0], "xadd"))
-        return false;
-    evs_store_stats s;
-    evs_store_stats_get(server_store(j->srv), &s);
-    if (s.visible_end >= s.log_end)
-        return false;
     j->midwait = true;
     j->got = 0;
     j->p = first ? server_hold(first, exec_fill, j, false) : server_hold_again(prev, exec_fill, j);
@@ -319,7 +318,7 @@ static bool exec_wait_visible(exec_job *j, cmd_ctx *first, pending_t *prev)
         j->midwait = false;
         return false;
     }
-    if (repl_wait(j->srv, s.log_end, cfg->min_replicas, cfg->ack_timeout_ms, exec_replicated, j))
+    if (repl_wait(j->srv, end, cfg->min_replicas, cfg->ack_timeout_ms, exec_replicated, j))
         server_complete(j->p); /* no wait possible: answered as a timeout */
     return true;
 }
@@ -343,7 +342,7 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
             resp_out_raw(&j->results, tr.out.data, tr.out.len);
             resp_out_release(&tr.out);
             j->i++;
-            if (is_other_write(&q->argv[0]) && exec_wait_visible(j, first, prev))
+            if (commands_answered_durable(&y, cmd) && exec_wait_visible(j, first, prev))
                 return false;
             continue;
         }

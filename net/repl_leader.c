@@ -524,8 +524,7 @@ void repl_visible_cap_init(server *srv)
     evs_set_visible_cap(server_store(srv), cap_now);
 }
 
-/* --ack all on a leader: the log's end when readers here do not see all of it yet, else 0. */
-static uint64_t unseen_end(server *srv)
+uint64_t repl_unseen_end(server *srv)
 {
     if (!server_cfg(srv)->ack_all || server_is_follower(srv))
         return 0;
@@ -550,7 +549,7 @@ static void complete_when_visible(server *srv, pending_t *p, uint64_t target)
 
 void repl_fence(cmd_ctx *x)
 {
-    uint64_t end = unseen_end(x->srv);
+    uint64_t end = repl_unseen_end(x->srv);
     pending_t *p = end ? server_fence(x) : NULL;
     if (p)
         complete_when_visible(x->srv, p, end);
@@ -558,7 +557,7 @@ void repl_fence(cmd_ctx *x)
 
 pending_t *repl_hold_visible(server *srv, pending_t *p, fill_fn fill, void *result)
 {
-    uint64_t end = unseen_end(srv);
+    uint64_t end = repl_unseen_end(srv);
     pending_t *again = end ? server_hold_again(p, fill, result) : NULL;
     if (again)
         complete_when_visible(srv, again, end);

@@ -173,6 +173,8 @@ void repl_visible_cap_init(server *srv);
 /* --ack all, after a write answered once durable here (XDEL, XTRIM, DEL, ...): the client's
  * next command waits until readers here see it, or --ack-timeout passes. */
 void repl_fence(cmd_ctx *x);
+/* --ack all on a leader: the log's end when readers here do not see all of it yet, else 0. */
+uint64_t repl_unseen_end(server *srv);
 /* --ack all: when readers here do not see the log's end yet, hold p's reply again (fill runs
  * once they do, or at --ack-timeout) and return the new hold; NULL: nothing to wait for (or
  * no memory), answer now. */

@@ -85,7 +85,10 @@ static struct group *find(postings *p, uint32_t no, uint8_t field, uint64_t hash
     }
 }
 
-static bool kept(const struct group *g, uint64_t since) { return g->used && g->n && g->seen >= since; }
+static bool kept(const struct group *g, uint64_t since)
+{
+    return g->used && g->n && g->seen >= since;
+}
 
 static size_t count_kept(const postings *p, uint64_t since)
 {

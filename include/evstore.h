@@ -382,6 +382,8 @@ typedef struct evs_store_stats {
     uint64_t retention_trimmed;  /* entries trimmed by retention since open                     */
     uint64_t segments_deleted;   /* segment files retention deleted since open                  */
     uint64_t bytes_deleted;      /* their bytes                                                 */
+    uint64_t streams_relocated;  /* relocations retention made since open (evs_retention_report) */
+    uint64_t bytes_relocated;    /* bytes they copied                                           */
     uint64_t log_start;          /* position of the oldest byte still on disk                   */
     uint32_t epoch;              /* the current epoch (evs_epochs)                              */
     uint64_t synced_end;         /* log position up to which the log is known durable           */
@@ -577,6 +579,10 @@ typedef struct evs_retention_report {
     uint64_t segments_deleted;
     uint64_t bytes_deleted;
     uint64_t index_keys_deleted; /* index keys naming only entries below a stream's first one */
+    uint64_t streams_relocated;  /* small streams whose live entries were copied to the log's
+                                    head so that the oldest segment could go (docs/architecture.md,
+                                    "Retention")                                              */
+    uint64_t bytes_relocated;    /* their bytes                                               */
 } evs_retention_report;
 /* Run one retention pass now (what the thread does), and report what it did. */
 int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err);

@@ -502,7 +502,8 @@ static void cmd_info(cmd_ctx *x)
                      "\r\n# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
                      "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
                      "log_start:%llu\r\nretention_trimmed:%llu\r\nsegments_deleted:%llu\r\n"
-                     "bytes_deleted:%llu\r\nbackup_snapshots:%d\r\nepoch:%u\r\n"
+                     "bytes_deleted:%llu\r\nstreams_relocated:%llu\r\nbytes_relocated:%llu\r\n"
+                     "backup_snapshots:%d\r\nepoch:%u\r\n"
                      "commit_waits:%llu\r\ncommit_wait_timeouts:%llu\r\n"
                      "index_lag_bytes:%llu\r\nindex_commits_deferred:%llu\r\n"
                      "\r\n# Keyspace\r\n%s%llu%s\r\n",
@@ -515,6 +516,7 @@ static void cmd_info(cmd_ctx *x)
                      (unsigned long long)s.segments, (unsigned long long)s.log_bytes,
                      (unsigned long long)s.log_start, (unsigned long long)s.retention_trimmed,
                      (unsigned long long)s.segments_deleted, (unsigned long long)s.bytes_deleted,
+                     (unsigned long long)s.streams_relocated, (unsigned long long)s.bytes_relocated,
                      backup_snapshots_open(), (unsigned)s.epoch, (unsigned long long)waits,
                      (unsigned long long)wait_timeouts,
                      (unsigned long long)(s.log_end > s.index_end ? s.log_end - s.index_end : 0),

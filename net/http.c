@@ -883,6 +883,11 @@ static void do_metrics(http_api *h, struct evhttp_request *req)
            "%" PRIu64, s.segments_deleted);
     METRIC("deleted_bytes_total", "counter", "Bytes freed by retention since start.", "%" PRIu64,
            s.bytes_deleted);
+    METRIC("relocated_streams_total", "counter",
+           "Small streams retention copied to the log's head so that old segments could go.",
+           "%" PRIu64, s.streams_relocated);
+    METRIC("relocated_bytes_total", "counter", "Bytes those relocations copied.", "%" PRIu64,
+           s.bytes_relocated);
     METRIC("streams", "gauge", "Streams.", "%" PRIu64, s.streams);
     METRIC("clients", "gauge", "Connected RESP clients.", "%d", server_nconns(h->srv));
     METRIC("store_failed", "gauge", "1 once a write or fsync failed (appends refused).", "%d",

@@ -16,6 +16,8 @@
  *      the fsync mode requires, indexed, and below the visibility cap when one is set
  *      (visible.c): readers never see an unacknowledgeable entry.
  *  S2. IDs are strictly increasing per stream; append times are non-decreasing in the log.
+ *      Except: a relocation (REC_F_MOVED) re-appends a stream's live entries with their own
+ *      IDs and times; its copies then are the stream's chain, the originals are dead.
  *  S3. Records never span segments; a segment is sealed (REC_SEAL last) before the next one
  *      is created, and sealed segments never change.
  *  S4. After a write or sync error nothing more is written and nothing is acknowledged.
@@ -110,6 +112,7 @@ typedef struct stream_state {
     uint64_t changes;              /* records applied since open (not stored): evs_version   */
     uint64_t bytes;                /* log bytes of its entries not trimmed (retention)       */
     uint64_t decl_pos;             /* position of its create or latest declare record        */
+    uint64_t moved_pos;            /* first copy of its latest relocation, or REC_POS_NONE   */
     stream_ret ret;
 } stream_state;
 
@@ -135,6 +138,9 @@ typedef struct stream {
     uint64_t held_gen;         /* (L) its state's slot in the held batch numbered held_gen   */
     size_t held_slot;          /*     (visible.c V5)                                          */
     evs_id gc_first;           /* (R) the first entry the last index clean-up judged by      */
+    evs_id mv_last;            /* (W) applying a relocation (store.c apply_moved): the last */
+    uint64_t mv_count;         /*     copy's ID, how many so far, the first's and the last's  */
+    uint64_t mv_first_pos, mv_last_pos, mv_bytes; /* positions, their bytes                 */
 } stream;
 
 typedef struct strtab {
@@ -172,7 +178,8 @@ enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4, WR_SETI
                  WR_EPOCH = 10,    /* begin a new epoch (epoch.c)                               */
                  WR_CUT = 11,      /* a consistent cut of the log for a snapshot (snapshot.c)   */
                  WR_REPLICA = 12,  /* a follower: the leader's records at their positions      */
-                 WR_IDX_DEL = 13 };/* index keys retention found dead (data: table, length, key)*/
+                 WR_IDX_DEL = 13,  /* index keys retention found dead (data: table, length, key)*/
+                 WR_RELOCATE = 14 };/* copy a stream's live entries to the head (retention.c)  */
 
 /* What WR_CUT takes on the writer, between write batches: the log's end, every segment up to
  * it (with a reference), every live stream's counters and the epoch history. */
@@ -227,7 +234,7 @@ typedef struct wreq {
     evs_trim trim;
     bool has_plan;                 /* WR_TRIM: planned by the caller on a snapshot (evs_trim_stream) */
     uint32_t plan_no;
-    uint64_t plan_ndels;
+    uint64_t plan_ndels, plan_moved;
     evs_id plan_from, plan_last;   /* the snapshot's first and last IDs                      */
     trim_scan plan;
     size_t nwatch;                 /* evs_submit_watched: names in data at watch[i].off      */
@@ -241,7 +248,8 @@ typedef struct wreq {
     void *arg;
     size_t count;                  /* WR_DELETE: deleted; WR_DROP: existed                   */
     stream_ret ret;                /* WR_RETENTION                                            */
-    uint64_t upto;                 /* WR_DECLARE                                              */
+    uint64_t upto;                 /* WR_DECLARE; WR_RELOCATE: the most bytes to copy        */
+    uint64_t below;                /* WR_RELOCATE: only if the stream's first entry is below  */
     snap_cut *cut;                 /* WR_CUT: filled by the writer                           */
     evs_epoch *epoch;              /* WR_EPOCH: the caller's, filled with the new epoch      */
     bool promote;                  /* WR_EPOCH: stop following once the epoch is durable     */
@@ -376,6 +384,7 @@ struct evs_store {
     pthread_cond_t ret_cv;
     _Atomic uint64_t active_first_us; /* append time of the active segment's first record    */
     atomic_uint_fast64_t n_ret_trimmed, n_segs_deleted, n_bytes_deleted;
+    atomic_uint_fast64_t n_relocated, n_bytes_relocated;
 
     /* visibility (visible.c): the cap, and the batches it holds, oldest first */
     _Atomic uint64_t vcap;         /* (L) for writes; EVS_CAP_NONE: no cap                   */
@@ -421,6 +430,10 @@ int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint6
                        evs_error *err);
 /* Does the entry exist (visible, not deleted)? 1 yes, 0 no, < 0 error. Reader module. */
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err);
+/* The positions of the live entries of snap's chain in ID order (*pos malloc'd, n of them)
+ * and their record bytes; EVS_ETOOBIG once they pass max_bytes. */
+int reader_live_positions(evs_store *st, stream *s, const stream_state *snap, uint64_t max_bytes,
+                          uint64_t **pos, size_t *n, uint64_t *bytes, evs_error *err);
 /* Commit the index: queue the touched streams' states and the watermark into st->ib
  * (store_index_build), then apply the batch (store_index_flush: at once, on this thread; the
  * writer hands it to the indexer instead, indexer_put). The index lags what readers see by
@@ -505,6 +518,13 @@ void store_fail(evs_store *st, int code, const char *fmt, ...)
  * seal the active segment. */
 int writer_declare(evs_store *st, uint64_t upto, size_t *declared, evs_error *err);
 int writer_roll(evs_store *st, evs_error *err);
+/* Retention: re-append the live entries of the stream numbered `no` at the log's head (one
+ * atomic group of REC_F_MOVED copies), synced and indexed before returning, if its first
+ * live entry lies below `below` and they take at most max_bytes of log. 0 done (*moved:
+ * bytes copied, 0 if there was nothing to do: already moved, perhaps not visible yet under
+ * a visibility cap), EVS_ETOOBIG over max_bytes, < 0 other errors. */
+int writer_relocate(evs_store *st, uint32_t no, uint64_t below, uint64_t max_bytes,
+                    uint64_t *moved, evs_error *err);
 /* Retention's index clean-up: delete the index keys packed in buf (table u8, key length u16
  * big-endian, key) and commit; a filter group among them still open is closed first, or kept
  * if it holds an entry at or past its stream's first (postings P4). */

@@ -330,6 +330,40 @@ out:
 }
 
 /*
+ * Filtered, after a relocation since the snapshot (retention.c): the filter keys now name the
+ * copies, which this snapshot does not know (the keys of its own chain are gone). Go on as an
+ * unfiltered walk of the snapshot's chain from past the last entry handed out, comparing the
+ * fields of each (load_entry): the `ids` keys of the copies fail key_ok the same way, so the
+ * walk follows `prev` (a relocated stream is small: its live bytes fit a relocation).
+ */
+static int filter_fallback(evs_iter *it, evs_error *err)
+{
+    it->n = it->i = 0;
+    it->mode = it->q.reverse ? MODE_REV : MODE_FWD;
+    it->done = false;
+    if (it->emitted) { /* resume past the last entry handed out */
+        evs_id next = it->ent.id;
+        if (it->q.reverse ? !evs_id_prev(&next) : !evs_id_next(&next))
+            it->done = true;
+        else if (it->q.reverse)
+            it->hi = next;
+        else
+            it->lo = next;
+    }
+    if (it->done || evs_id_cmp(it->lo, it->hi) > 0) {
+        it->done = true;
+        it->cur = REC_POS_NONE;
+        return 0;
+    }
+    if (it->q.reverse)
+        return find_reverse_start(it, err);
+    evs_id kid = EVS_ID_MIN;
+    uint64_t kpos = 0;
+    int rc = find_start_key(it, &kid, &kpos, err);
+    return rc ? rc : load_block(it, kid, kpos, err);
+}
+
+/*
  * Filtered: load the next chunk from the filt table. Keys are groups of entries (postings.h),
  * disjoint and ordered by ID; a chunk is whole groups, at least CHUNK entries unless the
  * groups run out. `fresume`/`flast`: the first ID of the last group taken.
@@ -344,6 +378,7 @@ static int load_filter_chunk(evs_iter *it, evs_error *err)
     it->n = it->i = 0;
     it->done = true;
     it->checked = false;
+    bool moved = false;
     if ((rc = idx_cur_open(r, IDX_FILT, &c)))
         goto out;
     bool rev = it->q.reverse;
@@ -367,6 +402,8 @@ static int load_filter_chunk(evs_iter *it, evs_error *err)
         evs_id id;
         uint64_t p;
         while (post_next(&pi, &id, &p)) {
+            if (p > it->snap.last_pos && evs_id_cmp(id, it->snap.last_id) <= 0)
+                moved = true; /* a copy: relocated since the snapshot (filter_fallback) */
             if ((rc = grow(it, base + cnt + 1)))
                 goto out;
             it->ids[base + cnt] = id;
@@ -377,6 +414,8 @@ static int load_filter_chunk(evs_iter *it, evs_error *err)
             rc = EVS_ECORRUPT;
             break;
         }
+        if (moved)
+            break;
         evs_id first = it->ids[base], last = it->ids[base + cnt - 1];
         if ((!rev && evs_id_cmp(first, it->hi) > 0) || (rev && evs_id_cmp(last, it->lo) < 0))
             break;
@@ -418,7 +457,7 @@ out:
         evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
     idx_cur_close(c);
     idx_rend(r);
-    return rc;
+    return !rc && moved ? filter_fallback(it, err) : rc;
 }
 
 /* Filtered: the index watermark's end position (0 if none). */
@@ -657,12 +696,11 @@ static int load_entry(evs_iter *it, uint64_t pos, bool checked, evs_error *err)
     it->ent_size = size;
     it->ent.fields = it->fields;
     it->ent.nfields = (size_t)n;
-    if (it->mode == MODE_FILTER) {
-        if (it->q.type.ptr && !field_eq(&it->ent, "type", 4, it->q.type))
-            return 0;
-        if (it->q.source.ptr && !field_eq(&it->ent, "source", 6, it->q.source))
-            return 0;
-    }
+    /* (a filtered iterator walks unfiltered after a relocation: filter_fallback) */
+    if (it->q.type.ptr && !field_eq(&it->ent, "type", 4, it->q.type))
+        return 0;
+    if (it->q.source.ptr && !field_eq(&it->ent, "source", 6, it->q.source))
+        return 0;
     return 1;
 }
 
@@ -761,6 +799,10 @@ static int next_filter(evs_iter *it, evs_error *err)
         }
         if (rc)
             return rc;
+        if (it->mode == MODE_REV) /* filter_fallback */
+            return next_rev(it, err);
+        if (it->mode == MODE_FWD)
+            return next_fwd(it, err);
     }
 }
 
@@ -1000,4 +1042,44 @@ void evs_set_visible_hook(evs_store *st, evs_visible_fn fn, void *arg)
     st->hook = fn;
     st->hook_arg = arg;
     pthread_mutex_unlock(&st->vmu);
+}
+
+int reader_live_positions(evs_store *st, stream *s, const stream_state *snap, uint64_t max_bytes,
+                          uint64_t **pos, size_t *n, uint64_t *bytes, evs_error *err)
+{
+    *pos = NULL;
+    *n = 0;
+    *bytes = 0;
+    evs_iter *it;
+    int rc = iter_open_stream(st, s, snap, NULL, &it, err);
+    if (rc)
+        return rc;
+    size_t cap = 0;
+    const evs_entry *e;
+    while ((rc = evs_iter_next(it, &e, err)) == 1) {
+        if (*bytes + it->ent_size > max_bytes) {
+            rc = evs_err_set(err, EVS_ETOOBIG, "stream %s: its live entries take more than %"
+                             PRIu64 " bytes", it->pname, max_bytes);
+            break;
+        }
+        if (*n == cap) {
+            size_t c = cap ? cap * 2 : 64;
+            uint64_t *t = realloc(*pos, c * sizeof *t);
+            if (!t) {
+                rc = evs_err_set(err, -ENOMEM, "out of memory");
+                break;
+            }
+            *pos = t;
+            cap = c;
+        }
+        (*pos)[(*n)++] = it->ent_pos;
+        *bytes += it->ent_size;
+    }
+    evs_iter_close(it);
+    if (rc < 0) {
+        free(*pos);
+        *pos = NULL;
+        *n = 0;
+    }
+    return rc < 0 ? rc : 0;
 }

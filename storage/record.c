@@ -10,12 +10,14 @@
  *     8    4 body_len  msgpack body length, unpadded (<= REC_MAX_BODY)
  *    12    1 kind      enum rec_kind
  *    13    1 version   1
- *    14    2 flags     REC_F_TXN_CONT: more records of the same atomic group follow
+ *    14    2 flags     REC_F_TXN_CONT: more records of the same atomic group follow;
+ *                      REC_F_MOVED: an entry copied forward by retention (record.h)
  *    16    4 stream    stream number, 0 for none
  *    20    4 epoch
  *    24    8 id_ms     entry ID (entries, tombstones, trims), else 0
  *    32    8 id_seq
  *    40    8 time_us   append time, microseconds since the Unix epoch, non-decreasing in the log
+ *                      except in moved copies, which keep their original's
  *    48    8 prev      log position of the same stream's previous REC_ENTRY, or all ones
  *    56    n body      msgpack, then zero bytes up to the next multiple of 8
  *

@@ -82,6 +82,12 @@ enum rec_group_op {
 
 /* Header flags. */
 #define REC_F_TXN_CONT 0x0001u /* more records of the same atomic group follow this one */
+/* A REC_ENTRY that is a copy of a live entry, re-appended at the head so that retention can
+ * delete the segment holding the original (a relocation: retention.c). It keeps the
+ * original's ID, append time and body; the first copy of a relocation has prev = none, each
+ * later one names the copy before it. Only inside an atomic group of one stream's copies,
+ * every live entry of it once, in ID order. */
+#define REC_F_MOVED 0x0002u
 
 typedef struct rec_hdr {
     uint32_t magic;

@@ -24,6 +24,9 @@
  *      below it (postings P4). Nothing reads there (R1; reader.c clamps every range to the
  *      first entry), so the index stops growing with all history. The keys go through the
  *      writer's index batch, GC_CHUNK at a time, each chunk committed before the next.
+ *  R7. A segment kept only by small streams without an age limit is freed by relocating them
+ *      first (relocate_pinning below): their live entries are copied to the head, durably
+ *      and indexed, and their first positions move past the segment once readers see it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -231,6 +234,77 @@ static uint64_t needed_from(evs_store *st)
 
 static int remove_first(evs_store *st, segment *s, size_t declared, evs_retention_report *rep);
 
+/*
+ * R7. Relocation: when the oldest sealed segment is kept only by streams whose live entries
+ * are few (each at most RELOC_STREAM_MAX of its record bytes, all together at most
+ * RELOC_TOTAL_MAX), their live entries are re-appended at the head (writer_relocate: one
+ * atomic group of REC_F_MOVED copies per stream, durable and indexed before it returns), and
+ * the segment can go. Without it a `MAXLEN 50` stream written once a day kept 50 days of the
+ * whole log. A stream with more live bytes keeps pinning (copying it forward at every
+ * deletion would rewrite it for ever), and so does one with an age limit (its entries leave
+ * by themselves within that age); a relocated stream is copied again only once the log has
+ * turned over up to its copies.
+ */
+#define RELOC_STREAM_DIV 16 /* RELOC_STREAM_MAX: a sixteenth of a segment (4 MiB by default)  */
+#define RELOC_TOTAL_DIV 4   /* RELOC_TOTAL_MAX: a quarter of a segment, per segment freed     */
+
+/* Relocate the streams pinning the log below `end` if they are all small. 1 if every one was
+ * moved, 0 if not worth it or not possible now. */
+static int relocate_pinning(evs_store *st, uint64_t end, evs_retention_report *rep)
+{
+    uint64_t stream_max = st->opt.segment_bytes / RELOC_STREAM_DIV;
+    uint64_t total_max = st->opt.segment_bytes / RELOC_TOTAL_DIV, total = 0;
+    uint32_t *nos = NULL;
+    size_t n = 0, cap = 0;
+    bool small = true;
+    pthread_rwlock_rdlock(&st->lock);
+    for (size_t b = 0; b < st->vtab.nb && small; b++)
+        for (stream *s = st->vtab.b[b]; s && small; s = s->v_next) {
+            if (!s->v.length || (s->v.first_pos != REC_POS_NONE && s->v.first_pos >= end))
+                continue;
+            /* v.bytes is 0 in states written before it was counted: the writer measures */
+            total += s->v.bytes;
+            small = s->v.first_pos != REC_POS_NONE && s->v.bytes <= stream_max &&
+                    total <= total_max && !effective(st, &s->v.ret).max_age_ms;
+            if (small && n == cap) {
+                size_t c = cap ? cap * 2 : 16;
+                uint32_t *t = realloc(nos, c * sizeof *t);
+                if (!t) {
+                    small = false;
+                    break;
+                }
+                nos = t;
+                cap = c;
+            }
+            if (small)
+                nos[n++] = s->no;
+        }
+    pthread_rwlock_unlock(&st->lock);
+    int done = small && n > 0;
+    for (size_t i = 0; i < n && done; i++) {
+        evs_error err;
+        uint64_t moved = 0;
+        int rc = writer_relocate(st, nos[i], end, stream_max, &moved, &err);
+        if (rc) {
+            if (rc != EVS_ETOOBIG && rc != EVS_ECLOSED && rc != EVS_ENOSPACE)
+                evs_log(st, EVS_LOG_WARN, "retention: cannot relocate a stream: %s", err.msg);
+            done = 0;
+            break;
+        }
+        if (!moved)
+            continue; /* moved by an earlier pass, not visible yet (a visibility cap) */
+        rep->streams_relocated++;
+        rep->bytes_relocated += moved;
+        atomic_fetch_add(&st->n_relocated, 1);
+        atomic_fetch_add(&st->n_bytes_relocated, moved);
+    }
+    if (n && done)
+        evs_log(st, EVS_LOG_INFO, "retention: relocated %zu small streams that alone kept the "
+                "log below position %" PRIu64, n, end);
+    free(nos);
+    return done;
+}
+
 /* Whether the first segment may go now: sealed (not the last), ending at or below `limit`
  * (a follower's leader's log start) and below every live stream's first entry. */
 static bool first_deletable(evs_store *st, uint64_t limit)
@@ -242,7 +316,8 @@ static bool first_deletable(evs_store *st, uint64_t limit)
     return s && end <= limit && end <= needed_from(st);
 }
 
-/* Delete the oldest segment if no live entry needs it. 1 deleted, 0 nothing to do, < 0 error. */
+/* Delete the oldest segment if no live entry needs it (after relocating the small streams
+ * that alone need it, R7). 1 deleted, 0 nothing to do, < 0 error. */
 static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *err)
 {
     pthread_rwlock_rdlock(&st->lock);
@@ -250,7 +325,9 @@ static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *er
     segment *s = st->nsegs > 1 ? st->segs[0] : NULL;
     uint64_t end = s ? s->base + atomic_load(&s->size) : 0;
     pthread_rwlock_unlock(&st->lock);
-    if (!s || end > needed_from(st))
+    if (!s)
+        return 0;
+    if (end > needed_from(st) && (!relocate_pinning(st, end, rep) || end > needed_from(st)))
         return 0;
     size_t declared = 0;
     int rc = writer_declare(st, end, &declared, err); /* R2 */
@@ -516,7 +593,7 @@ static uint64_t index_gc(evs_store *st, evs_error *err)
 
 int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
 {
-    evs_retention_report rep = {0, 0, 0, 0};
+    evs_retention_report rep = {0, 0, 0, 0, 0, 0};
     if (atomic_load(&st->following) && !st->opt.read_only) {
         pthread_mutex_lock(&st->ret_mu);
         if (first_deletable(st, atomic_load(&st->leader_start))) /* R6: the index first */

@@ -265,7 +265,7 @@ stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t le
     s->name_len = len;
     s->no = no;
     s->w.no = no;
-    s->w.first_pos = s->w.last_pos = REC_POS_NONE;
+    s->w.first_pos = s->w.last_pos = s->w.moved_pos = REC_POS_NONE;
     if (st->byno[no]) {
         /* a dropped stream's number is never reused; a second create of one is corruption */
         free(s->name);
@@ -386,6 +386,79 @@ static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t
         rc = post_add(st->post, st->ib, s->no, IDX_FIELD_SOURCE, hint->hsource, id, pos);
     if (!rc && hint->has_type)
         rc = post_add(st->post, st->ib, s->no, IDX_FIELD_TYPE, hint->htype, id, pos);
+    if (!rc)
+        rc = touch(st, s);
+    return rc;
+}
+
+/*
+ * A moved copy (REC_F_MOVED, retention.c's relocation): the copies of one stream come as one
+ * atomic group, every live entry once, in ID order, the first with no `prev`. The first drops
+ * the stream's `ids` and `filt` keys (they name the old chain); each copy is then indexed as
+ * an entry at its new position (no `times` key: those map times to IDs, which stay). The
+ * counters of appends (entries_added, length) do not move. The stream's positions and bytes
+ * change only with the group's last copy (until then they are gathered in mv_*): a follower
+ * may publish a batch that ends inside the group (its leader's frames do not follow groups),
+ * and its readers and its retention must meet the old chain whole until the new one is. The
+ * index commit is forced, so readers never meet the new state without the new keys; a
+ * reader with the old state refuses the new keys (reader.c's key_ok: past its snapshot).
+ */
+static int apply_moved(evs_store *st, stream *s, const rec_hdr *h, uint64_t pos, uint64_t size,
+                       const uint8_t *body, const wop *hint)
+{
+    stream_state *w = &s->w;
+    evs_id id = {h->id_ms, h->id_seq};
+    bool first = h->prev == REC_POS_NONE;
+    if (evs_id_cmp(id, w->last_id) > 0 || evs_id_cmp(id, w->first_id) < 0 || !w->length ||
+        (!first && (h->prev != s->mv_last_pos || evs_id_cmp(id, s->mv_last) <= 0 ||
+                    s->mv_count >= w->length)))
+        return EVS_ECORRUPT;
+    int rc = 0;
+    if (first) {
+        uint8_t k[4];
+        idx_be32(k, s->no);
+        post_forget_stream(st->post, s->no);
+        rc = idx_batch_del_prefix(st->ib, IDX_IDS, k, 4);
+        if (!rc)
+            rc = idx_batch_del_prefix(st->ib, IDX_FILT, k, 4);
+        s->mv_first_pos = pos;
+        s->mv_bytes = 0;
+        s->mv_count = 0;
+        w->sparse_bytes = w->sparse_count = 0;
+    }
+    if (!rc && (first || w->sparse_bytes >= EVS_SPARSE_BYTES ||
+                w->sparse_count >= EVS_SPARSE_COUNT)) {
+        uint8_t k[IDX_IDKEY], v[24];
+        idx_idkey(k, s->no, id);
+        idx_be64(v, pos);
+        idx_be64(v + 8, h->time_us);
+        idx_be64(v + 16, s->mv_count + 1);
+        rc = idx_batch_put(st->ib, IDX_IDS, k, sizeof k, v, sizeof v);
+        w->sparse_bytes = w->sparse_count = 0;
+    }
+    w->sparse_bytes += size;
+    w->sparse_count++;
+    s->mv_last_pos = pos;
+    s->mv_bytes += size;
+    s->mv_last = id;
+    s->mv_count++;
+    if (!(h->flags & REC_F_TXN_CONT)) { /* the group's last copy: the new chain takes over */
+        if (s->mv_count != w->length)
+            return EVS_ECORRUPT; /* it ended short of the live entries */
+        w->first_pos = w->moved_pos = s->mv_first_pos;
+        w->last_pos = pos;
+        w->bytes = s->mv_bytes;
+    }
+    wop local = {0};
+    if (!hint) {
+        entry_filter_fields(body, h->body_len, &local);
+        hint = &local;
+    }
+    if (!rc && hint->has_source)
+        rc = post_add(st->post, st->ib, s->no, IDX_FIELD_SOURCE, hint->hsource, id, pos);
+    if (!rc && hint->has_type)
+        rc = post_add(st->post, st->ib, s->no, IDX_FIELD_TYPE, hint->htype, id, pos);
+    st->idx_force = true;
     if (!rc)
         rc = touch(st, s);
     return rc;
@@ -553,6 +626,13 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
     case REC_ENTRY:
         if (!s || !s->w_live)
             return evs_err_set(err, EVS_ECORRUPT, "entry of unknown stream %u", h->stream);
+        if (h->flags & REC_F_MOVED) {
+            rc = apply_moved(st, s, h, pos, size, body, hint);
+            if (rc == EVS_ECORRUPT)
+                return evs_err_set(err, rc, "moved entry out of place (not the next live "
+                                            "entry of its relocation)");
+            break;
+        }
         rc = apply_entry(st, s, h, body, pos, size, hint);
         if (rc == EVS_ECORRUPT)
             return evs_err_set(err, rc, "entry ID not above the stream's last ID");
@@ -594,6 +674,10 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
         if (nv == 3) { /* bytes and the new first entry's position (retention) */
             s->w.bytes = v[1] < s->w.bytes ? s->w.bytes - v[1] : 0;
             s->w.first_pos = s->w.length ? v[2] : REC_POS_NONE;
+            /* planned on the chain a relocation replaced (a snapshot from before it): the
+             * new chain's start is a safe floor (reads clamp to first_id anyway) */
+            if (s->w.length && s->w.moved_pos != REC_POS_NONE && v[2] < s->w.moved_pos)
+                s->w.first_pos = s->w.moved_pos;
         }
         rc = touch(st, s);
         break;
@@ -1670,6 +1754,8 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
     o->retention_trimmed = atomic_load(&st->n_ret_trimmed);
     o->segments_deleted = atomic_load(&st->n_segs_deleted);
     o->bytes_deleted = atomic_load(&st->n_bytes_deleted);
+    o->streams_relocated = atomic_load(&st->n_relocated);
+    o->bytes_relocated = atomic_load(&st->n_bytes_relocated);
     o->appends = atomic_load(&st->n_appends);
     o->batches = atomic_load(&st->n_batches);
     o->fsyncs = atomic_load(&st->n_fsyncs);

@@ -91,7 +91,8 @@ void strtab_del(strtab *t, stream *s, bool vis)
  * last ms/seq, first ms/seq, maxdel ms/seq, entries_added, length, ndels, first_pos,
  * last_pos, last_time_us, created_us; then sparse_bytes(4) sparse_count(4) [128 bytes:
  * version 1 ends here]; version 2 adds 5 u64: bytes, decl_pos, retention max age (ms), max
- * bytes, max entries, then zeros to 192 bytes. */
+ * bytes, max entries, then moved_pos + 1 (0: never relocated; written as zeros before
+ * relocation existed, so the same version reads both), then zeros to 192 bytes. */
 #define STATE_V1_BYTES 128
 #define STATE_VERSION 2u
 
@@ -113,6 +114,9 @@ void stream_state_encode(const stream_state *s, uint8_t out[STREAM_STATE_BYTES])
     for (int i = 0; i < 5; i++)
         w[i] = htole64(w[i]);
     memcpy(out + STATE_V1_BYTES, w, sizeof w);
+    /* then the latest relocation's first copy + 1 (0: never relocated, as in older values) */
+    uint64_t m = htole64(s->moved_pos == REC_POS_NONE ? 0 : s->moved_pos + 1);
+    memcpy(out + STATE_V1_BYTES + sizeof w, &m, 8);
 }
 
 int stream_state_decode(const void *in, size_t len, stream_state *s)
@@ -147,6 +151,7 @@ int stream_state_decode(const void *in, size_t len, stream_state *s)
     memcpy(t, p + 16 + sizeof v, 8);
     s->sparse_bytes = le32toh(t[0]);
     s->sparse_count = le32toh(t[1]);
+    s->moved_pos = REC_POS_NONE;
     if (version == 1)
         return 0; /* bytes unknown (0), declared at the log's start (0), default retention */
     uint64_t w[5];
@@ -156,5 +161,9 @@ int stream_state_decode(const void *in, size_t len, stream_state *s)
     s->ret.max_age_ms = le64toh(w[2]);
     s->ret.max_bytes = le64toh(w[3]);
     s->ret.max_entries = le64toh(w[4]);
+    uint64_t m;
+    memcpy(&m, p + STATE_V1_BYTES + sizeof w, 8);
+    m = le64toh(m);
+    s->moved_pos = m ? m - 1 : REC_POS_NONE;
     return 0;
 }

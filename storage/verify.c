@@ -29,6 +29,7 @@ struct vstate {
     uint64_t *last_pos;
     evs_id *last_id;
     uint64_t *count;
+    evs_id *moved_id;       /* the last moved copy's ID (a relocation's chain)               */
     size_t cap;
     uint64_t log_start;     /* retention deleted what lies below: back-pointers and index keys
                                into it name trimmed entries                                  */
@@ -84,10 +85,15 @@ static int track(struct vstate *v, uint32_t no)
     if (!c)
         return -ENOMEM;
     v->count = c;
+    evs_id *mi = realloc(v->moved_id, cap * sizeof *mi);
+    if (!mi)
+        return -ENOMEM;
+    v->moved_id = mi;
     for (size_t i = v->cap; i < cap; i++) {
         v->last_pos[i] = REC_POS_NONE;
         v->last_id[i] = EVS_ID_MIN;
         v->count[i] = 0;
+        v->moved_id[i] = EVS_ID_MIN;
     }
     v->cap = cap;
     return 0;
@@ -101,6 +107,22 @@ static void check_entry(struct vstate *v, const segment *s, uint64_t off, const 
     if (track(v, h->stream))
         return;
     sname(v, h->stream, nm, sizeof nm);
+    if (h->flags & REC_F_MOVED) {
+        /* a relocation's copy (record.h): its IDs restart below the stream's last, in order */
+        bool first = h->prev == REC_POS_NONE;
+        bool known = evs_id_cmp(v->last_id[h->stream], EVS_ID_MIN) != 0; /* else deleted */
+        if ((known && evs_id_cmp(id, v->last_id[h->stream]) > 0) ||
+            (!first && evs_id_cmp(id, v->moved_id[h->stream]) <= 0))
+            problem(v, "stream %s: segment %s offset %" PRIu64 ": moved entry id %s out of "
+                       "order", nm, s->name, off, idb);
+        if (!first && h->prev != v->last_pos[h->stream])
+            problem(v, "stream %s: segment %s offset %" PRIu64 " (moved entry id %s): "
+                       "back-pointer %" PRIu64 " does not name the previous copy (%" PRIu64 ")",
+                    nm, s->name, off, idb, h->prev, v->last_pos[h->stream]);
+        v->last_pos[h->stream] = s->base + off;
+        v->moved_id[h->stream] = id;
+        return; /* not an append: the count and the last ID stay */
+    }
     if (v->count[h->stream] && evs_id_cmp(id, v->last_id[h->stream]) <= 0)
         problem(v, "stream %s: segment %s offset %" PRIu64 ": entry id %s is not above the "
                    "previous entry's", nm, s->name, off, idb);
@@ -239,7 +261,7 @@ static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const ch
 
 long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
 {
-    struct vstate v = {st, report, arg, 0, NULL, NULL, NULL, 0, 0};
+    struct vstate v = {st, report, arg, 0, NULL, NULL, NULL, NULL, 0, 0};
     pthread_rwlock_rdlock(&st->lock);
     size_t n = st->nsegs;
     segment **segs = malloc((n ? n : 1) * sizeof *segs);
@@ -301,5 +323,6 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
     free(v.last_pos);
     free(v.last_id);
     free(v.count);
+    free(v.moved_id);
     return v.problems;
 }

@@ -201,19 +201,33 @@ static struct brec *brec_add(evs_store *st)
  * request until the batch is acknowledged; only bodies over EVS_INLINE_BODY stay external) or
  * copied into the batch's header buffer.
  */
+static int emit_at(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no, evs_id id,
+                   uint64_t prev, const uint8_t *body, uint32_t body_len, bool external,
+                   const wop *hint, uint64_t time_us, evs_error *err);
+
 static int emit(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no, evs_id id,
                 uint64_t prev, const uint8_t *body, uint32_t body_len, bool external,
                 const wop *hint, evs_error *err)
+{
+    return emit_at(st, kind, flags, stream_no, id, prev, body, body_len, external, hint, 0, err);
+}
+
+/* emit() with the append time given (a moved copy keeps its original's, S2); 0: now. */
+static int emit_at(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no, evs_id id,
+                   uint64_t prev, const uint8_t *body, uint32_t body_len, bool external,
+                   const wop *hint, uint64_t time_us, evs_error *err)
 {
     if (st->nbrecs == 0)
         st->batch_start = st->tail;
     if (external && body_len <= EVS_INLINE_BODY)
         external = false; /* copied next to its header: one CRC pass, one iovec */
     uint64_t now = st->req_now_us ? st->req_now_us : evs_now_us();
+    if (now < st->last_time_us)
+        now = st->last_time_us;
     rec_hdr h = {REC_MAGIC, 0, body_len, kind, REC_VERSION, flags, stream_no, st->epoch,
-                 id.ms, id.seq, now > st->last_time_us ? now : st->last_time_us, prev};
+                 id.ms, id.seq, time_us ? time_us : now, prev};
     if (st->active && st->tail == st->active->base)
-        atomic_store(&st->active_first_us, h.time_us); /* retention's roll-by-age clock */
+        atomic_store(&st->active_first_us, now); /* retention's roll-by-age clock */
     uint64_t size = rec_size_for(body_len);
     uint32_t pad = (uint32_t)(size - REC_HDR_SIZE - body_len);
     size_t inline_len = external ? REC_HDR_SIZE : (size_t)size;
@@ -993,12 +1007,12 @@ static void do_drop(evs_store *st, wreq *r, pending *p)
 }
 
 /* A plan made by the caller on a snapshot (evs_trim_stream) holds if the stream's front has
- * not moved since: same stream, same first ID, no tombstone since. Then the trim costs the
+ * not moved since: same stream, same first ID, no tombstone, no relocation since. Then the trim costs the
  * writer O(1) instead of a walk over everything it removes. */
 static bool take_plan(evs_store *st, stream *s, const wreq *r, trim_plan *plan, evs_error *err)
 {
     if (!r->has_plan || !s || s->no != r->plan_no || evs_id_cmp(s->w.first_id, r->plan_from) ||
-        s->w.ndels != r->plan_ndels)
+        s->w.ndels != r->plan_ndels || s->w.moved_pos != r->plan_moved)
         return false;
     memset(plan, 0, sizeof *plan);
     plan->first_new = SIZE_MAX;
@@ -1206,6 +1220,66 @@ static void do_declare(evs_store *st, wreq *r, pending *p)
         return;
     }
     flush_sync(st, p, true); /* durable whatever the fsync mode: the segment goes next */
+    index_commit(st, true);
+}
+
+/*
+ * Retention's relocation: the live entries of stream r->plan_no, read through its chain (all
+ * of it is written: the dispatcher flushed first), re-appended as one atomic group of moved
+ * copies (record.h REC_F_MOVED) in one segment, synced whatever the fsync mode and indexed
+ * before the request completes: the caller deletes the segment holding the originals next.
+ * Everything store_apply_record checks is checked here first (the live count), so a copy is
+ * never refused there (that would fail the store).
+ */
+static void do_relocate(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    stream *s = r->plan_no < st->nbyno ? st->byno[r->plan_no] : NULL;
+    r->count = 0;
+    if (!s || !s->w_live || !s->w.length || s->w.last_pos == REC_POS_NONE ||
+        s->w.first_pos >= r->below) { /* gone, empty, or moved already (held by the cap) */
+        finish(r, 0, NULL);
+        return;
+    }
+    uint64_t *pos, bytes;
+    size_t n;
+    int rc = reader_live_positions(st, s, &s->w, r->upto, &pos, &n, &bytes, &err);
+    if (!rc && n != s->w.length)
+        rc = evs_err_set(&err, EVS_ECHANGED, "stream %u: %zu live entries found, %" PRIu64
+                         " counted: not relocated", s->no, n, s->w.length);
+    if (rc) {
+        free(pos);
+        finish(r, rc, &err);
+        return;
+    }
+    if (roll_needed(st, bytes) && (rc = store_roll(st, &err))) {
+        free(pos);
+        roll_refused(st, r, &err);
+        return;
+    }
+    segment *ref = NULL;
+    for (size_t i = 0; i < n && !rc; i++) {
+        rec_hdr h;
+        const uint8_t *body;
+        uint64_t size;
+        if ((rc = store_read_record(st, pos[i], "(relocation)", &h, &body, &size, &ref, &err)))
+            break;
+        uint16_t flags = REC_F_MOVED | (i + 1 < n ? REC_F_TXN_CONT : 0);
+        rc = emit_at(st, REC_ENTRY, flags, s->no, (evs_id){h.id_ms, h.id_seq},
+                     i ? s->mv_last_pos : REC_POS_NONE, body, h.body_len, false, NULL, h.time_us,
+                     &err);
+    }
+    store_seg_put(ref);
+    free(pos);
+    if (rc)
+        store_fail(st, rc, "cannot relocate a stream: %s", err.msg);
+    else
+        r->count = bytes;
+    if (pending_add(p, r)) {
+        finish(r, -ENOMEM, NULL);
+        return;
+    }
+    flush_sync(st, p, true); /* durable whatever the fsync mode: the originals go next */
     index_commit(st, true);
 }
 
@@ -1508,6 +1582,8 @@ static void process(evs_store *st, wreq *list, pending *p)
                 do_cut(st, r, p);
             else if (r->kind == WR_IDX_DEL)
                 do_idx_del(st, r);
+            else if (r->kind == WR_RELOCATE)
+                do_relocate(st, r, p);
             else if (r->kind == WR_REPLICA)
                 do_replica(st, r, p);
             else
@@ -2062,6 +2138,7 @@ int evs_trim_stream(evs_store *st, evs_slice name, const evs_trim *trim, uint64_
         r->has_plan = true;
         r->plan_no = s->no;
         r->plan_ndels = snap.ndels;
+        r->plan_moved = snap.moved_pos;
         r->plan_from = snap.first_id;
         r->plan_last = snap.last_id;
     }
@@ -2121,6 +2198,23 @@ int writer_declare(evs_store *st, uint64_t upto, size_t *declared, evs_error *er
         return evs_err_set(err, -ENOMEM, "out of memory");
     r->upto = upto;
     return run_counted(st, r, declared, err);
+}
+
+int writer_relocate(evs_store *st, uint32_t no, uint64_t below, uint64_t max_bytes,
+                    uint64_t *moved, evs_error *err)
+{
+    if (max_bytes > st->opt.segment_bytes / 2)
+        max_bytes = st->opt.segment_bytes / 2; /* the copies fit in one segment (S3) */
+    wreq *r = wreq_new(WR_RELOCATE, 1);
+    if (!r)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    r->plan_no = no;
+    r->below = below;
+    r->upto = max_bytes;
+    size_t count = 0;
+    int rc = run_counted(st, r, &count, err);
+    *moved = count;
+    return rc;
 }
 
 int writer_roll(evs_store *st, evs_error *err)

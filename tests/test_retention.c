@@ -1,7 +1,8 @@
 /* test_retention.c — retention through the embedded API: trims by count, bytes and age; whole
  * segments deleted once no stream needs them, never the active one's unexpired data; streams
  * and groups created in a deleted segment survive a reopen and an index rebuild; index keys
- * below a stream's first entry cleaned; sealing for age, and the releaser's paced cuts. */
+ * below a stream's first entry cleaned; sealing for age, and the releaser's paced cuts; small
+ * streams that alone keep old segments relocated to the head, readers unaffected. */
 #include "helpers.h"
 
 #include "index.h"
@@ -468,4 +469,427 @@ Test(retention, index_keys_below_the_first_entry_go_and_reads_stay_exact)
         cr_assert_eq(verify_quiet(st), 0, "round %d", round);
     }
     cr_assert_eq(evs_close(st), 0);
+}
+
+/* One entry as text: ID, append time, fields (long values by length and first byte). */
+static void entry_text(char *out, size_t cap, size_t *n, const evs_entry *e)
+{
+    *n += (size_t)snprintf(out + *n, cap - *n, "%lu-%lu@%lu", (unsigned long)e->id.ms,
+                           (unsigned long)e->id.seq, (unsigned long)e->time_us);
+    for (size_t i = 0; i < e->nfields; i++) {
+        const evs_field *f = &e->fields[i];
+        if (f->value.len <= 16)
+            *n += (size_t)snprintf(out + *n, cap - *n, " %.*s=%.*s", (int)f->name.len,
+                                   (const char *)f->name.ptr, (int)f->value.len,
+                                   (const char *)f->value.ptr);
+        else
+            *n += (size_t)snprintf(out + *n, cap - *n, " %.*s=%c*%zu", (int)f->name.len,
+                                   (const char *)f->name.ptr, *(const char *)f->value.ptr,
+                                   f->value.len);
+    }
+    *n += (size_t)snprintf(out + *n, cap - *n, ";");
+    cr_assert_lt(*n, cap - 1);
+}
+
+#define TEXT_CAP (1u << 18)
+
+/* Everything a read of `name` hands out, as one string. */
+static char *read_all(evs_store *st, const char *name, const evs_query *q)
+{
+    size_t n = 0;
+    char *out = calloc(1, TEXT_CAP);
+    evs_iter *it;
+    evs_error err;
+    cr_assert_eq(evs_iter_open(st, S(name), q, &it, &err), 0, "%s", err.msg);
+    const evs_entry *e;
+    int rc;
+    while ((rc = evs_iter_next(it, &e, &err)) == 1)
+        entry_text(out, TEXT_CAP, &n, e);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    evs_iter_close(it);
+    return out;
+}
+
+/* The reads the relocation test compares: forward, reverse, by type, by source reversed, by
+ * time, and a range from the middle. */
+#define NREADS 6
+static void reads_of(evs_store *st, const char *name, uint64_t mid_time, evs_id mid,
+                     char *out[NREADS])
+{
+    evs_query q[NREADS];
+    for (int i = 0; i < NREADS; i++)
+        evs_query_init(&q[i]);
+    q[1].reverse = true;
+    q[2].type = S("t1");
+    q[3].source = S("s0");
+    q[3].reverse = true;
+    q[4].min_time_us = mid_time;
+    q[5].start = mid;
+    q[5].limit = 3;
+    for (int i = 0; i < NREADS; i++)
+        out[i] = read_all(st, name, &q[i]);
+}
+
+static void reads_same(char *a[NREADS], char *b[NREADS], const char *when)
+{
+    for (int i = 0; i < NREADS; i++) {
+        cr_assert_str_eq(b[i], a[i], "read %d %s", i, when);
+        free(b[i]);
+    }
+}
+
+Test(retention, a_small_stream_pinning_old_segments_is_relocated_and_reads_stay_exact)
+{
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    /* "rare": written now and then, keeps its last 6; its entries end up in the oldest
+     * segments, among a busy stream's that expire after 1 ms */
+    evs_retention six = {0, 0, 6}, age = {1, 0, 0};
+    fill(st, "busy", 1, 10);
+    cr_assert_eq(evs_retention_set(st, S("busy"), &age, &err), 0);
+    char t[8], src[8];
+    evs_id ids[12];
+    uint64_t mid_time = 0;
+    for (int i = 0; i < 12; i++) {
+        snprintf(t, sizeof t, "t%d", i % 3);
+        snprintf(src, sizeof src, "s%d", i % 2);
+        cr_assert_eq(add(st, "rare", EVS_ID_AUTO, EVS_ID_MIN, &ids[i], "source", src, "type", t,
+                         "n", i % 2 ? "odd" : "even", NULL), 0);
+        if (i == 8)
+            mid_time = evs_now_us();
+        fill(st, "busy", 300, 1000);
+    }
+    cr_assert_eq(evs_retention_set(st, S("rare"), &six, &err), 0);
+    size_t nd = 0;
+    cr_assert_eq(evs_delete(st, S("rare"), &ids[9], 1, &nd, &err), 0); /* a tombstone too */
+    cr_assert_eq(nd, 1);
+    /* a group with a pending entry */
+    evs_group_op op;
+    evs_group_op_init(&op, EVS_GROUP_CREATE);
+    op.stream = S("rare");
+    op.group = S("g");
+    op.id = EVS_ID_MIN;
+    evs_group_result res;
+    evs_id *got;
+    cr_assert_eq(evs_group_run(st, &op, &res, &got, &err), 0);
+    free(got);
+    evs_trim trim = {EVS_TRIM_MAXLEN, false, 6, EVS_ID_MIN, 0, 0};
+    uint64_t removed = 0;
+    cr_assert_eq(evs_trim_stream(st, S("rare"), &trim, &removed, &err), 0, "%s", err.msg);
+    cr_assert_eq(len_of(st, "rare"), 6); /* the last 6 live ones (the 10th is deleted) */
+    char *before[NREADS], *after[NREADS];
+    evs_id mid = ids[7];
+    reads_of(st, "rare", mid_time, mid, before); /* before anything moved */
+    cr_assert(strstr(before[0], "n=odd"), "%s", before[0]);
+    cr_assert(strstr(before[2], "type=t1"), "%s", before[2]);
+    size_t semis = 0; /* by time: the 11th and 12th only */
+    for (const char *c = before[4]; *c; c++)
+        semis += *c == ';';
+    cr_assert_eq(semis, 2, "%s", before[4]);
+    evs_store_stats s0;
+    evs_store_stats_get(st, &s0);
+    cr_assert_geq(s0.segments, 4);
+    nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    reads_of(st, "rare", mid_time, mid, after);
+    reads_same(before, after, "after the relocation");
+    cr_assert_eq(rep.streams_relocated, 1, "relocated %lu", (unsigned long)rep.streams_relocated);
+    cr_assert_geq(rep.segments_deleted, s0.segments - 2, "deleted %lu of %lu",
+                  (unsigned long)rep.segments_deleted, (unsigned long)s0.segments);
+    evs_store_stats s1;
+    evs_store_stats_get(st, &s1);
+    cr_assert_eq(s1.streams_relocated, 1);
+    cr_assert_gt(s1.bytes_relocated, 0);
+    cr_assert_eq(verify_quiet(st), 0);
+    /* a second pass has nothing to move: the copies are at the head */
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.streams_relocated, 0);
+    /* reopen, then rebuild the index from the log: the same reads */
+    for (int round = 0; round < 2; round++) {
+        cr_assert_eq(evs_close(st), 0);
+        if (round == 1)
+            rm_index(dir);
+        st = open_ret(NULL);
+        reads_of(st, "rare", mid_time, mid, after);
+        reads_same(before, after, round ? "after a rebuild" : "after a reopen");
+        cr_assert_eq(verify_quiet(st), 0);
+        struct one_pending c = {{EVS_ID_MIN, {NULL, 0}, 0, 0}, 0};
+        cr_assert_eq(evs_pending_list(st, S("rare"), S("g"), EVS_ID_MIN, EVS_ID_MAX, 0, 0,
+                                      (evs_slice){NULL, 0}, keep_pending, &c), 0);
+        cr_assert_eq(c.n, 0);
+    }
+    /* appends go on from the copies; the limit still trims them */
+    evs_group_op rd;
+    evs_group_op_init(&rd, EVS_GROUP_READ);
+    rd.stream = S("rare");
+    rd.group = S("g");
+    rd.consumer = S("c");
+    rd.new_only = true;
+    rd.count = 100;
+    cr_assert_eq(evs_group_run(st, &rd, &res, &got, &err), 0, "%s", err.msg);
+    cr_assert_eq(res.nids, 6);
+    free(got);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(add(st, "rare", EVS_ID_AUTO, EVS_ID_MIN, NULL, "type", "t1", NULL), 0);
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(len_of(st, "rare"), 6);
+    evs_query q;
+    evs_query_init(&q);
+    q.type = S("t1");
+    char *t1 = read_all(st, "rare", &q);
+    cr_assert_eq(strlen(t1) > 0 && t1[strlen(t1) - 1] == ';', 1);
+    free(t1);
+    cr_assert_eq(verify_quiet(st), 0);
+    for (int i = 0; i < NREADS; i++)
+        free(before[i]);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+/* Iterators opened before a relocation go on along the chain they started on: forward,
+ * reverse and filtered ones, whose index keys the relocation replaced under them. */
+Test(retention, iterators_opened_before_a_relocation_read_on_exactly)
+{
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    char v[101];
+    memset(v, 'y', 100);
+    v[100] = 0;
+    for (int i = 0; i < 2000; i++) /* many ids keys, filter groups over several chunks */
+        cr_assert_eq(add(st, "r", EVS_ID_AUTO, EVS_ID_MIN, NULL, "type", i % 3 ? "a" : "b", "v",
+                         v, NULL), 0);
+    evs_query q[4];
+    for (int i = 0; i < 4; i++)
+        evs_query_init(&q[i]);
+    q[1].reverse = true;
+    q[2].type = S("b");
+    q[3].type = S("a");
+    q[3].reverse = true;
+    char *want[4];
+    for (int i = 0; i < 4; i++)
+        want[i] = read_all(st, "r", &q[i]);
+    evs_iter *it[4];
+    char *got[4];
+    size_t n[4] = {0};
+    const evs_entry *e;
+    for (int i = 0; i < 4; i++) {
+        got[i] = calloc(1, TEXT_CAP);
+        cr_assert_eq(evs_iter_open(st, S("r"), &q[i], &it[i], &err), 0);
+        for (int k = 0; k < 10; k++) { /* a little of each before the move */
+            cr_assert_eq(evs_iter_next(it[i], &e, &err), 1, "%s", err.msg);
+            entry_text(got[i], TEXT_CAP, &n[i], e);
+        }
+    }
+    uint64_t moved = 0;
+    pthread_rwlock_rdlock(&st->lock);
+    uint32_t no = strtab_get(&st->vtab, "r", 1, true)->no;
+    pthread_rwlock_unlock(&st->lock);
+    cr_assert_eq(writer_relocate(st, no, UINT64_MAX, 1 << 20, &moved, &err), 0, "%s", err.msg);
+    cr_assert_gt(moved, 2000 * 100);
+    uint64_t again = 1;
+    pthread_rwlock_rdlock(&st->lock);
+    uint64_t first = strtab_get(&st->vtab, "r", 1, true)->v.first_pos;
+    pthread_rwlock_unlock(&st->lock);
+    cr_assert_eq(writer_relocate(st, no, first, 1 << 20, &again, &err), 0, "%s", err.msg);
+    cr_assert_eq(again, 0); /* its first entry is not below `first` any more: nothing to do */
+    for (int i = 0; i < 4; i++) {
+        int rc;
+        while ((rc = evs_iter_next(it[i], &e, &err)) == 1)
+            entry_text(got[i], TEXT_CAP, &n[i], e);
+        cr_assert_eq(rc, 0, "%s", err.msg);
+        evs_iter_close(it[i]);
+        cr_assert_str_eq(got[i], want[i], "iterator %d", i);
+        char *now = read_all(st, "r", &q[i]); /* and a new one reads the copies the same */
+        cr_assert_str_eq(now, want[i], "new iterator %d", i);
+        free(now);
+        free(want[i]);
+        free(got[i]);
+    }
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+    rm_index(dir);
+    st = open_ret(NULL);
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+/* Under a visibility cap (a leader under --ack all whose followers lag) a relocation is
+ * written but held from readers, and the segment it frees stays until readers see it:
+ * later passes must not copy the stream again meanwhile. */
+Test(retention, a_relocation_held_by_the_visibility_cap_is_made_once)
+{
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    evs_retention keep = {0, 0, 2}, age = {1, 0, 0};
+    fill(st, "busy", 1, 10);
+    cr_assert_eq(evs_retention_set(st, S("busy"), &age, &err), 0);
+    fill(st, "rare", 1, 10);
+    cr_assert_eq(evs_retention_set(st, S("rare"), &keep, &err), 0);
+    fill(st, "busy", 1500, 1000);
+    fill(st, "rare", 1, 10);
+    fill(st, "busy", 1500, 1000);
+    /* the trims first, visible: a cap holds them too */
+    evs_trim none = {EVS_TRIM_MAXLEN, false, 0, EVS_ID_MIN, 0, 0};
+    evs_trim two = {EVS_TRIM_MAXLEN, false, 2, EVS_ID_MIN, 0, 0};
+    uint64_t removed;
+    cr_assert_eq(evs_trim_stream(st, S("busy"), &none, &removed, &err), 0, "%s", err.msg);
+    cr_assert_eq(evs_trim_stream(st, S("rare"), &two, &removed, &err), 0, "%s", err.msg);
+    evs_store_stats s0;
+    evs_store_stats_get(st, &s0);
+    evs_set_visible_cap(st, s0.log_end);
+    evs_retention_report rep;
+    uint64_t relocated = 0, deleted = 0;
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+        relocated += rep.streams_relocated;
+        deleted += rep.segments_deleted;
+    }
+    cr_assert_eq(relocated, 1, "relocated %lu, deleted %lu", (unsigned long)relocated, (unsigned long)deleted);
+    evs_store_stats s1;
+    evs_store_stats_get(st, &s1);
+    cr_assert_lt(s1.log_end - s0.log_end, 4096, "copied %lu bytes", (unsigned long)(s1.log_end - s0.log_end));
+    evs_set_visible_cap(st, EVS_CAP_NONE);
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    deleted += rep.segments_deleted; /* (and the copies' segment, sealed by a roll, may be
+                                        relocated from in turn: the log turned over) */
+    cr_assert_geq(deleted, s0.segments - 1, "deleted %lu of %lu", (unsigned long)deleted,
+                  (unsigned long)s0.segments);
+    cr_assert_eq(len_of(st, "rare"), 2);
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+/* ---- a follower that receives a relocation in pieces ------------------------------------- */
+
+typedef struct rwait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+} rwait;
+
+static void rdone(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    (void)ids, (void)n, (void)err;
+    rwait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void replica_feed(evs_store *st, uint64_t at, const uint8_t *b, size_t len)
+{
+    rwait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+    cr_assert_eq(evs_replica_submit(st, at, b, len, rdone, &w), 0);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    cr_assert_eq(w.rc, 0);
+}
+
+/* The records of every segment of the store in `from`, in log order, as one buffer. */
+static uint8_t *log_bytes_of(const char *from, size_t *len, size_t *moved_at)
+{
+    char p[700];
+    snprintf(p, sizeof p, "%s/log", from);
+    struct dirent **names;
+    int n = scandir(p, &names, NULL, alphasort);
+    cr_assert_gt(n, 0);
+    uint8_t *out = NULL;
+    size_t o = 0;
+    *moved_at = 0;
+    int seen_moved = 0;
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(names[i]->d_name);
+        if (l > 4 && !strcmp(names[i]->d_name + l - 4, ".seg")) {
+            char f[1400];
+            snprintf(f, sizeof f, "%s/%s", p, names[i]->d_name);
+            FILE *fp = fopen(f, "rb");
+            fseek(fp, 0, SEEK_END);
+            long sz = ftell(fp);
+            fseek(fp, 0, SEEK_SET);
+            out = realloc(out, o + (size_t)sz);
+            cr_assert_eq(fread(out + o, 1, (size_t)sz, fp), (size_t)sz);
+            fclose(fp);
+            size_t end = o;
+            rec_hdr h;
+            uint64_t rs;
+            while (end < o + (size_t)sz && rec_check(out + end, o + (size_t)sz - end, &h, &rs) == REC_OK) {
+                if ((h.flags & REC_F_MOVED) && ++seen_moved == 2)
+                    *moved_at = end; /* the second copy: a piece ends inside the group */
+                end += rs;
+            }
+            o = end;
+        }
+        free(names[i]);
+    }
+    free(names);
+    *len = o;
+    return out;
+}
+
+Test(retention, a_follower_given_half_a_relocation_keeps_reading_the_old_chain)
+{
+    /* the leader's side: a relocated stream */
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    fill(st, "pad", 1, 10);
+    for (int i = 0; i < 300; i++)
+        cr_assert_eq(add(st, "r", EVS_ID_AUTO, EVS_ID_MIN, NULL, "type", i % 2 ? "a" : "b",
+                         NULL), 0);
+    evs_query q[3];
+    for (int i = 0; i < 3; i++)
+        evs_query_init(&q[i]);
+    q[1].reverse = true;
+    q[2].type = S("b");
+    char *want[3];
+    for (int i = 0; i < 3; i++)
+        want[i] = read_all(st, "r", &q[i]);
+    pthread_rwlock_rdlock(&st->lock);
+    uint32_t no = strtab_get(&st->vtab, "r", 1, true)->no;
+    pthread_rwlock_unlock(&st->lock);
+    uint64_t moved;
+    cr_assert_eq(writer_relocate(st, no, UINT64_MAX, 1 << 20, &moved, &err), 0, "%s", err.msg);
+    cr_assert_gt(moved, 0);
+    cr_assert_eq(evs_close(st), 0);
+    size_t len, cut;
+    uint8_t *bytes = log_bytes_of(dir, &len, &cut);
+    cr_assert_gt(cut, 0);
+    /* the follower's: the log up to the middle of the group, then the rest */
+    char *fdir = tmpdir_new();
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 1 << 20;
+    o.replica = true;
+    o.log = fail_on_error;
+    evs_store *f = open_store(fdir, &o);
+    replica_feed(f, 0, bytes, cut);
+    for (int i = 0; i < 3; i++) {
+        char *got = read_all(f, "r", &q[i]);
+        cr_assert_str_eq(got, want[i], "read %d with half the copies", i);
+        free(got);
+    }
+    pthread_rwlock_rdlock(&f->lock);
+    uint64_t first = strtab_get(&f->vtab, "r", 1, true)->v.first_pos;
+    pthread_rwlock_unlock(&f->lock);
+    cr_assert_lt(first, cut, "the old chain stays the stream's until the group is whole");
+    replica_feed(f, cut, bytes + cut, len - cut);
+    for (int i = 0; i < 3; i++) {
+        char *got = read_all(f, "r", &q[i]);
+        cr_assert_str_eq(got, want[i], "read %d with every copy", i);
+        free(got);
+        free(want[i]);
+    }
+    pthread_rwlock_rdlock(&f->lock);
+    first = strtab_get(&f->vtab, "r", 1, true)->v.first_pos;
+    pthread_rwlock_unlock(&f->lock);
+    cr_assert_geq(first, cut - 1024, "the copies are the stream's now");
+    cr_assert_eq(verify_quiet(f), 0);
+    cr_assert_eq(evs_close(f), 0);
+    free(bytes);
+    rm_rf(fdir);
+    free(fdir);
 }

@@ -281,6 +281,7 @@ static int relocate_pinning(evs_store *st, uint64_t end, evs_retention_report *r
         }
     pthread_rwlock_unlock(&st->lock);
     int done = small && n > 0;
+    uint64_t t0 = evs_mono_ns(), bytes = 0;
     for (size_t i = 0; i < n && done; i++) {
         evs_error err;
         uint64_t moved = 0;
@@ -295,12 +296,14 @@ static int relocate_pinning(evs_store *st, uint64_t end, evs_retention_report *r
             continue; /* moved by an earlier pass, not visible yet (a visibility cap) */
         rep->streams_relocated++;
         rep->bytes_relocated += moved;
+        bytes += moved;
         atomic_fetch_add(&st->n_relocated, 1);
         atomic_fetch_add(&st->n_bytes_relocated, moved);
     }
-    if (n && done)
-        evs_log(st, EVS_LOG_INFO, "retention: relocated %zu small streams that alone kept the "
-                "log below position %" PRIu64, n, end);
+    if (n && done && bytes)
+        evs_log(st, EVS_LOG_INFO, "retention: relocated %zu small streams (%" PRIu64 " bytes, "
+                "%.1f ms) that alone kept the log below position %" PRIu64, n, bytes,
+                (double)(evs_mono_ns() - t0) / 1e6, end);
     free(nos);
     return done;
 }

@@ -460,7 +460,7 @@ static int apply_moved(evs_store *st, stream *s, const rec_hdr *h, uint64_t pos,
         rc = post_add(st->post, st->ib, s->no, IDX_FIELD_TYPE, hint->htype, id, pos);
     st->idx_force = true;
     if (!rc)
-        rc = touch(st, s);
+        rc = touch_state(st, s, false); /* not a change a client sees (WATCH, evs_version) */
     return rc;
 }
 

@@ -684,8 +684,12 @@ Test(retention, iterators_opened_before_a_relocation_read_on_exactly)
     pthread_rwlock_rdlock(&st->lock);
     uint32_t no = strtab_get(&st->vtab, "r", 1, true)->no;
     pthread_rwlock_unlock(&st->lock);
+    evs_version v0, v1;
+    evs_stream_version(st, S("r"), &v0);
     cr_assert_eq(writer_relocate(st, no, UINT64_MAX, 1 << 20, &moved, &err), 0, "%s", err.msg);
     cr_assert_gt(moved, 2000 * 100);
+    evs_stream_version(st, S("r"), &v1);
+    cr_assert(evs_version_eq(v0, v1), "a relocation is not a change (WATCH)");
     uint64_t again = 1;
     pthread_rwlock_rdlock(&st->lock);
     uint64_t first = strtab_get(&st->vtab, "r", 1, true)->v.first_pos;

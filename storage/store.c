@@ -340,6 +340,46 @@ static void entry_filter_fields(const uint8_t *body, uint32_t len, wop *hint)
     msgpack_zone_destroy(&zone);
 }
 
+/* Index an entry at pos: its sparse `ids` key when due (`key_due`, or enough bytes or entries
+ * since the last; `ordinal` in its value), with a `times` key if asked (not for a moved copy:
+ * those map times to IDs, which stay), then its filter postings. */
+static int index_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body,
+                       uint64_t pos, uint64_t size, const wop *hint, bool key_due,
+                       uint64_t ordinal, bool times)
+{
+    stream_state *w = &s->w;
+    evs_id id = {h->id_ms, h->id_seq};
+    int rc = 0;
+    if (key_due || w->sparse_bytes >= EVS_SPARSE_BYTES || w->sparse_count >= EVS_SPARSE_COUNT) {
+        uint8_t k[IDX_IDKEY], v[24];
+        idx_idkey(k, s->no, id);
+        idx_be64(v, pos);
+        idx_be64(v + 8, h->time_us);
+        idx_be64(v + 16, ordinal);
+        rc = idx_batch_put(st->ib, IDX_IDS, k, sizeof k, v, sizeof v);
+        uint8_t tk[12], tv[16];
+        idx_be32(tk, s->no);
+        idx_be64(tk + 4, h->time_us);
+        idx_be64(tv, id.ms);
+        idx_be64(tv + 8, id.seq);
+        if (!rc && times)
+            rc = idx_batch_put_noover(st->ib, IDX_TIMES, tk, sizeof tk, tv, sizeof tv);
+        w->sparse_bytes = w->sparse_count = 0;
+    }
+    w->sparse_bytes += size;
+    w->sparse_count++;
+    wop local = {0};
+    if (!hint) {
+        entry_filter_fields(body, h->body_len, &local);
+        hint = &local;
+    }
+    if (!rc && hint->has_source)
+        rc = post_add(st->post, st->ib, s->no, IDX_FIELD_SOURCE, hint->hsource, id, pos);
+    if (!rc && hint->has_type)
+        rc = post_add(st->post, st->ib, s->no, IDX_FIELD_TYPE, hint->htype, id, pos);
+    return rc;
+}
+
 static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body,
                        uint64_t pos, uint64_t size, const wop *hint)
 {
@@ -357,35 +397,8 @@ static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t
     w->entries_added++;
     w->length++;
     w->bytes += size;
-    int rc = 0;
-    if (w->entries_added == 1 || w->sparse_bytes >= EVS_SPARSE_BYTES ||
-        w->sparse_count >= EVS_SPARSE_COUNT) {
-        uint8_t k[IDX_IDKEY], v[24];
-        idx_idkey(k, s->no, id);
-        idx_be64(v, pos);
-        idx_be64(v + 8, h->time_us);
-        idx_be64(v + 16, w->entries_added);
-        rc = idx_batch_put(st->ib, IDX_IDS, k, sizeof k, v, sizeof v);
-        uint8_t tk[12], tv[16];
-        idx_be32(tk, s->no);
-        idx_be64(tk + 4, h->time_us);
-        idx_be64(tv, id.ms);
-        idx_be64(tv + 8, id.seq);
-        if (!rc)
-            rc = idx_batch_put_noover(st->ib, IDX_TIMES, tk, sizeof tk, tv, sizeof tv);
-        w->sparse_bytes = w->sparse_count = 0;
-    }
-    w->sparse_bytes += size;
-    w->sparse_count++;
-    wop local = {0};
-    if (!hint) {
-        entry_filter_fields(body, h->body_len, &local);
-        hint = &local;
-    }
-    if (!rc && hint->has_source)
-        rc = post_add(st->post, st->ib, s->no, IDX_FIELD_SOURCE, hint->hsource, id, pos);
-    if (!rc && hint->has_type)
-        rc = post_add(st->post, st->ib, s->no, IDX_FIELD_TYPE, hint->htype, id, pos);
+    int rc = index_entry(st, s, h, body, pos, size, hint, w->entries_added == 1,
+                         w->entries_added, true);
     if (!rc)
         rc = touch(st, s);
     return rc;
@@ -424,20 +437,9 @@ static int apply_moved(evs_store *st, stream *s, const rec_hdr *h, uint64_t pos,
         s->mv_first_pos = pos;
         s->mv_bytes = 0;
         s->mv_count = 0;
-        w->sparse_bytes = w->sparse_count = 0;
     }
-    if (!rc && (first || w->sparse_bytes >= EVS_SPARSE_BYTES ||
-                w->sparse_count >= EVS_SPARSE_COUNT)) {
-        uint8_t k[IDX_IDKEY], v[24];
-        idx_idkey(k, s->no, id);
-        idx_be64(v, pos);
-        idx_be64(v + 8, h->time_us);
-        idx_be64(v + 16, s->mv_count + 1);
-        rc = idx_batch_put(st->ib, IDX_IDS, k, sizeof k, v, sizeof v);
-        w->sparse_bytes = w->sparse_count = 0;
-    }
-    w->sparse_bytes += size;
-    w->sparse_count++;
+    if (!rc)
+        rc = index_entry(st, s, h, body, pos, size, hint, first, s->mv_count + 1, false);
     s->mv_last_pos = pos;
     s->mv_bytes += size;
     s->mv_last = id;
@@ -449,15 +451,6 @@ static int apply_moved(evs_store *st, stream *s, const rec_hdr *h, uint64_t pos,
         w->last_pos = pos;
         w->bytes = s->mv_bytes;
     }
-    wop local = {0};
-    if (!hint) {
-        entry_filter_fields(body, h->body_len, &local);
-        hint = &local;
-    }
-    if (!rc && hint->has_source)
-        rc = post_add(st->post, st->ib, s->no, IDX_FIELD_SOURCE, hint->hsource, id, pos);
-    if (!rc && hint->has_type)
-        rc = post_add(st->post, st->ib, s->no, IDX_FIELD_TYPE, hint->htype, id, pos);
     st->idx_force = true;
     if (!rc)
         rc = touch_state(st, s, false); /* not a change a client sees (WATCH, evs_version) */

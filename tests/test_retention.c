@@ -471,6 +471,17 @@ Test(retention, index_keys_below_the_first_entry_go_and_reads_stay_exact)
     cr_assert_eq(evs_close(st), 0);
 }
 
+/* A stream's visible state (its number, positions), as readers see it. */
+static stream_state state_of(evs_store *st, const char *name)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    stream *s = strtab_get(&st->vtab, name, strlen(name), true);
+    cr_assert(s != NULL);
+    stream_state v = s->v;
+    pthread_rwlock_unlock(&st->lock);
+    return v;
+}
+
 /* One entry as text: ID, append time, fields (long values by length and first byte). */
 static void entry_text(char *out, size_t cap, size_t *n, const evs_entry *e)
 {
@@ -681,9 +692,7 @@ Test(retention, iterators_opened_before_a_relocation_read_on_exactly)
         }
     }
     uint64_t moved = 0;
-    pthread_rwlock_rdlock(&st->lock);
-    uint32_t no = strtab_get(&st->vtab, "r", 1, true)->no;
-    pthread_rwlock_unlock(&st->lock);
+    uint32_t no = state_of(st, "r").no;
     evs_version v0, v1;
     evs_stream_version(st, S("r"), &v0);
     cr_assert_eq(writer_relocate(st, no, UINT64_MAX, 1 << 20, &moved, &err), 0, "%s", err.msg);
@@ -691,9 +700,7 @@ Test(retention, iterators_opened_before_a_relocation_read_on_exactly)
     evs_stream_version(st, S("r"), &v1);
     cr_assert(evs_version_eq(v0, v1), "a relocation is not a change (WATCH)");
     uint64_t again = 1;
-    pthread_rwlock_rdlock(&st->lock);
-    uint64_t first = strtab_get(&st->vtab, "r", 1, true)->v.first_pos;
-    pthread_rwlock_unlock(&st->lock);
+    uint64_t first = state_of(st, "r").first_pos;
     cr_assert_eq(writer_relocate(st, no, first, 1 << 20, &again, &err), 0, "%s", err.msg);
     cr_assert_eq(again, 0); /* its first entry is not below `first` any more: nothing to do */
     for (int i = 0; i < 4; i++) {
@@ -852,9 +859,7 @@ Test(retention, a_follower_given_half_a_relocation_keeps_reading_the_old_chain)
     char *want[3];
     for (int i = 0; i < 3; i++)
         want[i] = read_all(st, "r", &q[i]);
-    pthread_rwlock_rdlock(&st->lock);
-    uint32_t no = strtab_get(&st->vtab, "r", 1, true)->no;
-    pthread_rwlock_unlock(&st->lock);
+    uint32_t no = state_of(st, "r").no;
     uint64_t moved;
     cr_assert_eq(writer_relocate(st, no, UINT64_MAX, 1 << 20, &moved, &err), 0, "%s", err.msg);
     cr_assert_gt(moved, 0);
@@ -876,9 +881,7 @@ Test(retention, a_follower_given_half_a_relocation_keeps_reading_the_old_chain)
         cr_assert_str_eq(got, want[i], "read %d with half the copies", i);
         free(got);
     }
-    pthread_rwlock_rdlock(&f->lock);
-    uint64_t first = strtab_get(&f->vtab, "r", 1, true)->v.first_pos;
-    pthread_rwlock_unlock(&f->lock);
+    uint64_t first = state_of(f, "r").first_pos;
     cr_assert_lt(first, cut, "the old chain stays the stream's until the group is whole");
     replica_feed(f, cut, bytes + cut, len - cut);
     for (int i = 0; i < 3; i++) {
@@ -887,9 +890,7 @@ Test(retention, a_follower_given_half_a_relocation_keeps_reading_the_old_chain)
         free(got);
         free(want[i]);
     }
-    pthread_rwlock_rdlock(&f->lock);
-    first = strtab_get(&f->vtab, "r", 1, true)->v.first_pos;
-    pthread_rwlock_unlock(&f->lock);
+    first = state_of(f, "r").first_pos;
     cr_assert_geq(first, cut - 1024, "the copies are the stream's now");
     cr_assert_eq(verify_quiet(f), 0);
     cr_assert_eq(evs_close(f), 0);

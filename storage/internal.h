@@ -244,6 +244,7 @@ typedef struct wreq {
     evs_id maxdel;
     evs_id *ids;                   /* results, n of them                                     */
     rec_buf data;
+    rec_buf carry;                 /* WR_REPLICA: the records a former frame left open (R1)   */
     evs_done_fn done;
     void *arg;
     size_t count;                  /* WR_DELETE: deleted; WR_DROP: existed                   */
@@ -306,6 +307,8 @@ struct evs_store {
     struct iovec *iov;
     size_t niov, iovcap;
     rec_buf hdrs;                  /* headers of the batch being built                       */
+    rec_buf rcarry;                /* a follower: records of a group its leader's frames left
+                                      open, not written yet (writer.c do_replica R1)          */
     uint64_t batch_bytes, batch_records, batch_entries;
     _Atomic uint64_t ckpt_txnid;   /* index transaction recorded in index.ckpt               */
 

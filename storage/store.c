@@ -1458,6 +1458,7 @@ static void store_free(evs_store *st)
     free(st->iov);
     free(st->brecs);
     rec_buf_release(&st->hdrs);
+    rec_buf_release(&st->rcarry);
     if (st->lockfd >= 0)
         close(st->lockfd);
     pthread_rwlock_destroy(&st->lock);

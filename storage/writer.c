@@ -74,6 +74,7 @@ void wreq_free(wreq *r)
     if (!r)
         return;
     rec_buf_release(&r->data);
+    rec_buf_release(&r->carry);
     free(r->ops);
     free(r->ids);
     free(r->watch);
@@ -105,6 +106,7 @@ static void wreq_recycle(evs_store *st, wreq *r)
     if (keep) {
         free(r->watch);
         r->watch = NULL;
+        rec_buf_release(&r->carry);
         r->next = st->pool;
         st->pool = r;
         st->pool_bytes += b;
@@ -1341,6 +1343,8 @@ static void do_epoch(evs_store *st, wreq *r, pending *p)
 {
     evs_error err = {0};
     flush(st, p);
+    if (r->promote)
+        st->rcarry.len = 0; /* part of a group its leader never finished sending (R1) */
     int rc = epochs_begin_writer(st, r->epoch, &err);
     if (rc) {
         finish(r, rc, &err);
@@ -1472,11 +1476,56 @@ static int emit_raw(evs_store *st, const uint8_t *rec, uint64_t size, const rec_
     return store_apply_record(st, h, rec + REC_HDR_SIZE, st->tail, size, err);
 }
 
+/* Write and apply the whole records in b[0, len) at log position `at` (do_replica). */
+static int replica_records(evs_store *st, pending *p, const uint8_t *b, size_t len, uint64_t at,
+                           bool *open_group, evs_error *err)
+{
+    int rc = 0;
+    for (size_t off = 0; off < len && !rc;) {
+        rec_hdr h;
+        uint64_t sz;
+        rec_check_hdr(b + off, len - off, &h, &sz);
+        if (h.kind == REC_EPOCH) {
+            evs_epoch e;
+            if (rec_epoch_decode(b + off + REC_HDR_SIZE, h.body_len, &e))
+                rc = evs_err_set(err, EVS_ECORRUPT, "malformed epoch record at %" PRIu64,
+                                 at + off);
+            else
+                rc = epochs_follow_writer(st, &e, err); /* E1: the history first */
+            if (rc)
+                break;
+        }
+        if (st->batch_bytes >= EVS_MAX_BATCH_BYTES && !*open_group)
+            flush(st, p); /* only between groups: readers never see part of one */
+        if ((rc = emit_raw(st, b + off, sz, &h, err)))
+            break;
+        *open_group = h.flags & REC_F_TXN_CONT;
+        off += (size_t)sz;
+        if (h.kind == REC_SEAL) {
+            flush_sync(st, p, true); /* the seal is durable before the next file exists */
+            if (atomic_load(&st->failed))
+                return EVS_EFAILED;
+            segment *a = st->active;
+            a->sealed = true;
+            rel_cut(st, a, st->tail - a->base);
+            rc = segment_start(st, NULL, st->tail, err);
+        }
+    }
+    return rc;
+}
+
 /*
  * A follower's request: bytes of the leader's log at position r->upto. Every record is checked
  * before any is written; they go to the same positions as on the leader, and a seal record
  * ends the segment there (the next one starts right after it, as on the leader), so the
  * follower's segment files are the leader's byte for byte.
+ *
+ * R1. A follower never writes part of an atomic group: the leader's frames do not follow
+ *     groups, so the records of a group a frame leaves open wait in st->rcarry (whole records,
+ *     never written, never acknowledged as synced) until a later frame closes it. A batch is
+ *     flushed, and so published, only between groups. So a follower's readers never see part
+ *     of a group, and a promotion (which drops the carry) never closes one with its epoch
+ *     record. A new link sends from the log's end again: the carry is dropped then too.
  */
 static void do_replica(evs_store *st, wreq *r, pending *p)
 {
@@ -1485,12 +1534,15 @@ static void do_replica(evs_store *st, wreq *r, pending *p)
     size_t len = r->data.len;
     uint64_t at = r->upto;
     r->count = len;
-    if (at != st->tail) {
+    if (at == st->tail && st->rcarry.len)
+        st->rcarry.len = 0; /* the group is sent again from its start (a new link) */
+    if (at != st->tail + st->rcarry.len) {
         evs_err_set(&err, EVS_EINVAL, "the leader's bytes start at log position %" PRIu64
-                    ", this log ends at %" PRIu64, at, st->tail);
+                    ", this log ends at %" PRIu64, at, st->tail + st->rcarry.len);
         finish(r, err.code, &err);
         return;
     }
+    size_t closed = 0; /* the end of the frame's last record that closes a group */
     for (size_t off = 0; off < len;) {
         rec_hdr h;
         uint64_t sz;
@@ -1502,39 +1554,23 @@ static void do_replica(evs_store *st, wreq *r, pending *p)
             return;
         }
         off += (size_t)sz;
+        if (!(h.flags & REC_F_TXN_CONT))
+            closed = off;
     }
     int rc = 0;
-    for (size_t off = 0; off < len && !rc;) {
-        rec_hdr h;
-        uint64_t sz;
-        rec_check_hdr(b + off, len - off, &h, &sz);
-        if (h.kind == REC_EPOCH) {
-            evs_epoch e;
-            if (rec_epoch_decode(b + off + REC_HDR_SIZE, h.body_len, &e))
-                rc = evs_err_set(&err, EVS_ECORRUPT, "malformed epoch record at %" PRIu64,
-                                 at + off);
-            else
-                rc = epochs_follow_writer(st, &e, &err); /* E1: the history first */
-            if (rc)
-                break;
-        }
-        if (st->batch_bytes >= EVS_MAX_BATCH_BYTES)
-            flush(st, p);
-        if ((rc = emit_raw(st, b + off, sz, &h, &err)))
-            break;
-        off += (size_t)sz;
-        if (h.kind == REC_SEAL) {
-            flush_sync(st, p, true); /* the seal is durable before the next file exists */
-            if (atomic_load(&st->failed)) {
-                rc = EVS_EFAILED;
-                break;
-            }
-            segment *a = st->active;
-            a->sealed = true;
-            rel_cut(st, a, st->tail - a->base);
-            rc = segment_start(st, NULL, st->tail, &err);
-        }
+    if (closed) {
+        /* the carried records first: the request keeps their bytes until they are written */
+        uint64_t from = st->tail;
+        bool open_group = false;
+        r->carry = st->rcarry;
+        st->rcarry = (rec_buf){0};
+        if (r->carry.len)
+            rc = replica_records(st, p, r->carry.data, r->carry.len, from, &open_group, &err);
+        if (!rc)
+            rc = replica_records(st, p, b, closed, from + r->carry.len, &open_group, &err);
     }
+    if (!rc && closed < len && rec_buf_write(&st->rcarry, (const char *)b + closed, len - closed))
+        rc = evs_err_set(&err, -ENOMEM, "out of memory keeping a group's first records");
     if (rc && !atomic_load(&st->failed))
         store_fail(st, rc, "following the leader failed at log position %" PRIu64 ": %s",
                    st->tail, err.msg);

@@ -27,9 +27,9 @@ static inline void rm_rf(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FT
 /* Delete a stopped store's LMDB index: the next open rebuilds it from the log. */
 static inline void rm_index(const char *store)
 {
-    char idx[600];
-    snprintf(idx, sizeof idx, "%s/index", store);
-    rm_rf(idx);
+    char path[600];
+    snprintf(path, sizeof path, "%s/index", store);
+    rm_rf(path);
 }
 
 static inline char *tmpdir_new(void)
@@ -72,7 +72,7 @@ static inline evs_store *open_store(const char *dir, const evs_options *o)
 }
 
 /* Append one entry with fields k=v pairs from a NULL-terminated list. */
-static inline int add(evs_store *st, const char *stream, evs_id_mode mode, evs_id id, evs_id *out,
+static inline int add(evs_store *st, const char *name, evs_id_mode mode, evs_id id, evs_id *out,
                       ...)
 {
     evs_field f[16];
@@ -87,7 +87,7 @@ static inline int add(evs_store *st, const char *stream, evs_id_mode mode, evs_i
         n++;
     }
     va_end(ap);
-    evs_append a = {{stream, strlen(stream)}, mode, id, f, n, false};
+    evs_append a = {{name, strlen(name)}, mode, id, f, n, false};
     evs_error err;
     return evs_append_one(st, &a, out, &err);
 }
@@ -95,12 +95,12 @@ static inline int add(evs_store *st, const char *stream, evs_id_mode mode, evs_i
 static inline evs_slice S(const char *s) { return (evs_slice){s, strlen(s)}; }
 
 /* Read a stream into an array of IDs; returns count, or a negative error. */
-static inline long read_ids(evs_store *st, const char *stream, const evs_query *q, evs_id *out,
+static inline long read_ids(evs_store *st, const char *name, const evs_query *q, evs_id *out,
                             size_t cap)
 {
     evs_iter *it;
     evs_error err;
-    int rc = evs_iter_open(st, S(stream), q, &it, &err);
+    int rc = evs_iter_open(st, S(name), q, &it, &err);
     if (rc)
         return rc;
     long n = 0;
@@ -113,5 +113,57 @@ static inline long read_ids(evs_store *st, const char *stream, const evs_query *
     evs_iter_close(it);
     return rc < 0 ? rc : n;
 }
+
+/* One entry as text: ID, append time, fields (long values by length and first byte). */
+static inline void entry_text(char *out, size_t cap, size_t *n, const evs_entry *e)
+{
+    *n += (size_t)snprintf(out + *n, cap - *n, "%lu-%lu@%lu", (unsigned long)e->id.ms,
+                           (unsigned long)e->id.seq, (unsigned long)e->time_us);
+    for (size_t i = 0; i < e->nfields; i++) {
+        const evs_field *f = &e->fields[i];
+        if (f->value.len <= 16)
+            *n += (size_t)snprintf(out + *n, cap - *n, " %.*s=%.*s", (int)f->name.len,
+                                   (const char *)f->name.ptr, (int)f->value.len,
+                                   (const char *)f->value.ptr);
+        else
+            *n += (size_t)snprintf(out + *n, cap - *n, " %.*s=%c*%zu", (int)f->name.len,
+                                   (const char *)f->name.ptr, *(const char *)f->value.ptr,
+                                   f->value.len);
+    }
+    *n += (size_t)snprintf(out + *n, cap - *n, ";");
+    cr_assert_lt(*n, cap - 1);
+}
+
+#define TEXT_CAP (1u << 18)
+
+/* Everything a read of `name` hands out, as one string. */
+static inline char *read_all(evs_store *st, const char *name, const evs_query *q)
+{
+    size_t n = 0;
+    char *out = calloc(1, TEXT_CAP);
+    evs_iter *it;
+    evs_error err;
+    cr_assert_eq(evs_iter_open(st, S(name), q, &it, &err), 0, "%s", err.msg);
+    const evs_entry *e;
+    int rc;
+    while ((rc = evs_iter_next(it, &e, &err)) == 1)
+        entry_text(out, TEXT_CAP, &n, e);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    evs_iter_close(it);
+    return out;
+}
+
+#ifdef EVS_INTERNAL_H /* tests that include internal.h first */
+/* A stream's visible state (its number, positions), as readers see it. */
+static inline stream_state state_of(evs_store *st, const char *name)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    stream *s = strtab_get(&st->vtab, name, strlen(name), true);
+    cr_assert(s != NULL);
+    stream_state v = s->v;
+    pthread_rwlock_unlock(&st->lock);
+    return v;
+}
+#endif
 
 #endif

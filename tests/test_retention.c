@@ -3,11 +3,11 @@
  * and groups created in a deleted segment survive a reopen and an index rebuild; index keys
  * below a stream's first entry cleaned; sealing for age, and the releaser's paced cuts; small
  * streams that alone keep old segments relocated to the head, readers unaffected. */
-#include "helpers.h"
-
 #include "index.h"
 #include "internal.h" /* the index tables, to count what the clean-up leaves */
 #include "postings.h"
+
+#include "helpers.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -471,56 +471,6 @@ Test(retention, index_keys_below_the_first_entry_go_and_reads_stay_exact)
     cr_assert_eq(evs_close(st), 0);
 }
 
-/* A stream's visible state (its number, positions), as readers see it. */
-static stream_state state_of(evs_store *st, const char *name)
-{
-    pthread_rwlock_rdlock(&st->lock);
-    stream *s = strtab_get(&st->vtab, name, strlen(name), true);
-    cr_assert(s != NULL);
-    stream_state v = s->v;
-    pthread_rwlock_unlock(&st->lock);
-    return v;
-}
-
-/* One entry as text: ID, append time, fields (long values by length and first byte). */
-static void entry_text(char *out, size_t cap, size_t *n, const evs_entry *e)
-{
-    *n += (size_t)snprintf(out + *n, cap - *n, "%lu-%lu@%lu", (unsigned long)e->id.ms,
-                           (unsigned long)e->id.seq, (unsigned long)e->time_us);
-    for (size_t i = 0; i < e->nfields; i++) {
-        const evs_field *f = &e->fields[i];
-        if (f->value.len <= 16)
-            *n += (size_t)snprintf(out + *n, cap - *n, " %.*s=%.*s", (int)f->name.len,
-                                   (const char *)f->name.ptr, (int)f->value.len,
-                                   (const char *)f->value.ptr);
-        else
-            *n += (size_t)snprintf(out + *n, cap - *n, " %.*s=%c*%zu", (int)f->name.len,
-                                   (const char *)f->name.ptr, *(const char *)f->value.ptr,
-                                   f->value.len);
-    }
-    *n += (size_t)snprintf(out + *n, cap - *n, ";");
-    cr_assert_lt(*n, cap - 1);
-}
-
-#define TEXT_CAP (1u << 18)
-
-/* Everything a read of `name` hands out, as one string. */
-static char *read_all(evs_store *st, const char *name, const evs_query *q)
-{
-    size_t n = 0;
-    char *out = calloc(1, TEXT_CAP);
-    evs_iter *it;
-    evs_error err;
-    cr_assert_eq(evs_iter_open(st, S(name), q, &it, &err), 0, "%s", err.msg);
-    const evs_entry *e;
-    int rc;
-    while ((rc = evs_iter_next(it, &e, &err)) == 1)
-        entry_text(out, TEXT_CAP, &n, e);
-    cr_assert_eq(rc, 0, "%s", err.msg);
-    evs_iter_close(it);
-    return out;
-}
-
 /* The reads the relocation test compares: forward, reverse, by type, by source reversed, by
  * time, and a range from the middle. */
 #define NREADS 6
@@ -768,133 +718,4 @@ Test(retention, a_relocation_held_by_the_visibility_cap_is_made_once)
     cr_assert_eq(len_of(st, "rare"), 2);
     cr_assert_eq(verify_quiet(st), 0);
     cr_assert_eq(evs_close(st), 0);
-}
-
-/* ---- a follower that receives a relocation in pieces ------------------------------------- */
-
-typedef struct rwait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    int rc;
-} rwait;
-
-static void rdone(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
-{
-    (void)ids, (void)n, (void)err;
-    rwait *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->rc = rc;
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void replica_feed(evs_store *st, uint64_t at, const uint8_t *b, size_t len)
-{
-    rwait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
-    cr_assert_eq(evs_replica_submit(st, at, b, len, rdone, &w), 0);
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    cr_assert_eq(w.rc, 0);
-}
-
-/* The records of every segment of the store in `from`, in log order, as one buffer. */
-static uint8_t *log_bytes_of(const char *from, size_t *len, size_t *moved_at)
-{
-    char p[700];
-    snprintf(p, sizeof p, "%s/log", from);
-    struct dirent **names;
-    int n = scandir(p, &names, NULL, alphasort);
-    cr_assert_gt(n, 0);
-    uint8_t *out = NULL;
-    size_t o = 0;
-    *moved_at = 0;
-    int seen_moved = 0;
-    for (int i = 0; i < n; i++) {
-        size_t l = strlen(names[i]->d_name);
-        if (l > 4 && !strcmp(names[i]->d_name + l - 4, ".seg")) {
-            char f[1400];
-            snprintf(f, sizeof f, "%s/%s", p, names[i]->d_name);
-            FILE *fp = fopen(f, "rb");
-            fseek(fp, 0, SEEK_END);
-            long sz = ftell(fp);
-            fseek(fp, 0, SEEK_SET);
-            out = realloc(out, o + (size_t)sz);
-            cr_assert_eq(fread(out + o, 1, (size_t)sz, fp), (size_t)sz);
-            fclose(fp);
-            size_t end = o;
-            rec_hdr h;
-            uint64_t rs;
-            while (end < o + (size_t)sz && rec_check(out + end, o + (size_t)sz - end, &h, &rs) == REC_OK) {
-                if ((h.flags & REC_F_MOVED) && ++seen_moved == 2)
-                    *moved_at = end; /* the second copy: a piece ends inside the group */
-                end += rs;
-            }
-            o = end;
-        }
-        free(names[i]);
-    }
-    free(names);
-    *len = o;
-    return out;
-}
-
-Test(retention, a_follower_given_half_a_relocation_keeps_reading_the_old_chain)
-{
-    /* the leader's side: a relocated stream */
-    evs_store *st = open_ret(NULL);
-    evs_error err;
-    fill(st, "pad", 1, 10);
-    for (int i = 0; i < 300; i++)
-        cr_assert_eq(add(st, "r", EVS_ID_AUTO, EVS_ID_MIN, NULL, "type", i % 2 ? "a" : "b",
-                         NULL), 0);
-    evs_query q[3];
-    for (int i = 0; i < 3; i++)
-        evs_query_init(&q[i]);
-    q[1].reverse = true;
-    q[2].type = S("b");
-    char *want[3];
-    for (int i = 0; i < 3; i++)
-        want[i] = read_all(st, "r", &q[i]);
-    uint32_t no = state_of(st, "r").no;
-    uint64_t moved;
-    cr_assert_eq(writer_relocate(st, no, UINT64_MAX, 1 << 20, &moved, &err), 0, "%s", err.msg);
-    cr_assert_gt(moved, 0);
-    cr_assert_eq(evs_close(st), 0);
-    size_t len, cut;
-    uint8_t *bytes = log_bytes_of(dir, &len, &cut);
-    cr_assert_gt(cut, 0);
-    /* the follower's: the log up to the middle of the group, then the rest */
-    char *fdir = tmpdir_new();
-    evs_options o;
-    evs_options_init(&o);
-    o.segment_bytes = 1 << 20;
-    o.replica = true;
-    o.log = fail_on_error;
-    evs_store *f = open_store(fdir, &o);
-    replica_feed(f, 0, bytes, cut);
-    for (int i = 0; i < 3; i++) {
-        char *got = read_all(f, "r", &q[i]);
-        cr_assert_str_eq(got, want[i], "read %d with half the copies", i);
-        free(got);
-    }
-    uint64_t first = state_of(f, "r").first_pos;
-    cr_assert_lt(first, cut, "the old chain stays the stream's until the group is whole");
-    replica_feed(f, cut, bytes + cut, len - cut);
-    for (int i = 0; i < 3; i++) {
-        char *got = read_all(f, "r", &q[i]);
-        cr_assert_str_eq(got, want[i], "read %d with every copy", i);
-        free(got);
-        free(want[i]);
-    }
-    first = state_of(f, "r").first_pos;
-    cr_assert_geq(first, cut - 1024, "the copies are the stream's now");
-    cr_assert_eq(verify_quiet(f), 0);
-    cr_assert_eq(evs_close(f), 0);
-    free(bytes);
-    rm_rf(fdir);
-    free(fdir);
 }

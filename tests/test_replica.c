@@ -1,0 +1,221 @@
+/* test_replica.c — a follower's store fed the leader's log as frames that do not follow the
+ * atomic groups (evs_replica_submit, as the replication link does): it never writes, shows
+ * or keeps part of a group (writer.c do_replica R1), also when promoted halfway, and a
+ * relocation reaches it whole. */
+#include "internal.h"
+#include "record.h"
+
+#include "helpers.h"
+
+#include <dirent.h>
+
+static char *dir, *fdir;
+static void setup(void) { dir = tmpdir_new(); fdir = tmpdir_new(); }
+static void teardown(void)
+{
+    rm_rf(dir);
+    rm_rf(fdir);
+    free(dir);
+    free(fdir);
+}
+TestSuite(replica, .init = setup, .fini = teardown);
+
+static void fail_on_error(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    if (level <= EVS_LOG_ERROR)
+        cr_assert_fail("store logged an error: %s", msg);
+}
+
+static evs_store *open_at(const char *where, bool replica)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 1 << 20;
+    o.retention_interval_ms = 3600 * 1000;
+    o.replica = replica;
+    o.log = fail_on_error;
+    return open_store(where, &o);
+}
+
+static uint64_t log_end(evs_store *st)
+{
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    return s.log_end;
+}
+
+typedef struct rwait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+} rwait;
+
+static void rdone(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    (void)ids, (void)n, (void)err;
+    rwait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void replica_feed(evs_store *st, uint64_t at, const uint8_t *b, size_t len)
+{
+    rwait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+    cr_assert_eq(evs_replica_submit(st, at, b, len, rdone, &w), 0);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    cr_assert_eq(w.rc, 0);
+}
+
+/* The records of every segment of the store in `from`, in log order, as one buffer; *cut:
+ * the end of the nth record flagged `flag` (a piece ending there leaves a group open). */
+static uint8_t *log_bytes_of(const char *from, uint16_t flag, int nth, size_t *len, size_t *cut)
+{
+    char p[700];
+    snprintf(p, sizeof p, "%s/log", from);
+    struct dirent **names;
+    int n = scandir(p, &names, NULL, alphasort);
+    cr_assert_gt(n, 0);
+    uint8_t *out = NULL;
+    size_t o = 0;
+    *cut = 0;
+    int seen = 0;
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(names[i]->d_name);
+        if (l > 4 && !strcmp(names[i]->d_name + l - 4, ".seg")) {
+            char f[1400];
+            snprintf(f, sizeof f, "%s/%s", p, names[i]->d_name);
+            FILE *fp = fopen(f, "rb");
+            fseek(fp, 0, SEEK_END);
+            long sz = ftell(fp);
+            fseek(fp, 0, SEEK_SET);
+            out = realloc(out, o + (size_t)sz);
+            cr_assert_eq(fread(out + o, 1, (size_t)sz, fp), (size_t)sz);
+            fclose(fp);
+            size_t end = o;
+            rec_hdr h;
+            uint64_t rs;
+            while (end < o + (size_t)sz && rec_check(out + end, o + (size_t)sz - end, &h, &rs) == REC_OK) {
+                if ((h.flags & flag) && ++seen == nth)
+                    *cut = end + rs;
+                end += rs;
+            }
+            o = end;
+        }
+        free(names[i]);
+    }
+    free(names);
+    *len = o;
+    return out;
+}
+
+/* Three reads of `name`: forward, reverse, filtered by type b. */
+static void three_reads(evs_store *st, const char *name, char *out[3])
+{
+    evs_query q[3];
+    for (int i = 0; i < 3; i++)
+        evs_query_init(&q[i]);
+    q[1].reverse = true;
+    q[2].type = S("b");
+    for (int i = 0; i < 3; i++)
+        out[i] = read_all(st, name, &q[i]);
+}
+
+static void same_reads(evs_store *st, const char *name, char *want[3], const char *when)
+{
+    char *got[3];
+    three_reads(st, name, got);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_str_eq(got[i], want[i], "read %d %s", i, when);
+        free(got[i]);
+    }
+}
+
+Test(replica, a_relocation_in_two_pieces_is_applied_whole)
+{
+    /* the leader's side: a relocated stream */
+    evs_store *st = open_at(dir, false);
+    evs_error err;
+    for (int i = 0; i < 300; i++)
+        cr_assert_eq(add(st, "r", EVS_ID_AUTO, EVS_ID_MIN, NULL, "type", i % 2 ? "a" : "b",
+                         NULL), 0);
+    char *want[3];
+    three_reads(st, "r", want);
+    uint64_t moved;
+    cr_assert_eq(writer_relocate(st, state_of(st, "r").no, UINT64_MAX, 1 << 20, &moved, &err),
+                 0, "%s", err.msg);
+    cr_assert_gt(moved, 0);
+    cr_assert_eq(evs_close(st), 0);
+    size_t len, cut;
+    uint8_t *bytes = log_bytes_of(dir, REC_F_MOVED, 1, &len, &cut);
+    cr_assert_gt(cut, 0);
+    /* the follower's: the log up to the first copy, then the rest */
+    evs_store *f = open_at(fdir, true);
+    replica_feed(f, 0, bytes, cut);
+    same_reads(f, "r", want, "with one copy received");
+    cr_assert_lt(log_end(f), cut, "the first copy is not written before its group is whole");
+    cr_assert_lt(state_of(f, "r").first_pos, cut);
+    replica_feed(f, cut, bytes + cut, len - cut);
+    same_reads(f, "r", want, "with every copy");
+    cr_assert_eq(log_end(f), len);
+    cr_assert_geq(state_of(f, "r").first_pos, cut - 1024, "the copies are the stream's now");
+    cr_assert_eq(verify_print(f), 0);
+    cr_assert_eq(evs_close(f), 0);
+    for (int i = 0; i < 3; i++)
+        free(want[i]);
+    free(bytes);
+}
+
+Test(replica, part_of_a_group_is_never_shown_and_a_promotion_drops_it)
+{
+    /* the leader's side: one atomic batch of 50 entries after 20 lone ones */
+    evs_store *st = open_at(dir, false);
+    evs_error err;
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "type", "b", NULL), 0);
+    evs_field f1 = {{"type", 4}, {"b", 1}};
+    evs_append batch[50];
+    for (int i = 0; i < 50; i++)
+        batch[i] = (evs_append){{"s", 1}, EVS_ID_AUTO, EVS_ID_MIN, &f1, 1, false};
+    evs_id ids[50];
+    cr_assert_eq(evs_append_batch(st, batch, 50, ids, &err), 0, "%s", err.msg);
+    cr_assert_eq(evs_close(st), 0);
+    size_t len, cut;
+    uint8_t *bytes = log_bytes_of(dir, REC_F_TXN_CONT, 2, &len, &cut);
+    cr_assert_gt(cut, 0);
+    /* a follower given the log up to the batch's first record (the stream's create and first
+     * entry are a group of two before it) shows the 20, no more */
+    evs_store *f = open_at(fdir, true);
+    replica_feed(f, 0, bytes, cut);
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(f, S("s"), &info), 0);
+    cr_assert_eq(info.length, 20, "a follower shows part of a group: %lu entries",
+                 (unsigned long)info.length);
+    char *text = read_all(f, "s", NULL);
+    size_t n = 0;
+    for (const char *c = text; *c; c++)
+        n += *c == ';';
+    free(text);
+    cr_assert_eq(n, 20);
+    /* promoted then: the part is dropped, never closed by the epoch record */
+    evs_epoch ep;
+    cr_assert_eq(evs_promote(f, &ep, &err), 0, "%s", err.msg);
+    cr_assert_eq(add(f, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "type", "b", NULL), 0);
+    cr_assert_eq(evs_stream_info_get(f, S("s"), &info), 0);
+    cr_assert_eq(info.length, 21);
+    cr_assert_eq(evs_close(f), 0);
+    rm_index(fdir); /* what the log alone says */
+    f = open_at(fdir, false);
+    cr_assert_eq(evs_stream_info_get(f, S("s"), &info), 0);
+    cr_assert_eq(info.length, 21, "after a rebuild: %lu entries", (unsigned long)info.length);
+    cr_assert_eq(verify_print(f), 0);
+    cr_assert_eq(evs_close(f), 0);
+    free(bytes);
+}

@@ -250,7 +250,8 @@ typedef struct wreq {
     size_t count;                  /* WR_DELETE: deleted; WR_DROP: existed                   */
     stream_ret ret;                /* WR_RETENTION                                            */
     uint64_t upto;                 /* WR_DECLARE; WR_RELOCATE: the most bytes to copy        */
-    uint64_t below;                /* WR_RELOCATE: only if the stream's first entry is below  */
+    uint64_t below;                /* WR_RELOCATE: only streams whose first entry is below    */
+    uint64_t *out_bytes;           /* WR_RELOCATE: the bytes copied (the caller's)            */
     snap_cut *cut;                 /* WR_CUT: filled by the writer                           */
     evs_epoch *epoch;              /* WR_EPOCH: the caller's, filled with the new epoch      */
     bool promote;                  /* WR_EPOCH: stop following once the epoch is durable     */
@@ -521,13 +522,13 @@ void store_fail(evs_store *st, int code, const char *fmt, ...)
  * seal the active segment. */
 int writer_declare(evs_store *st, uint64_t upto, size_t *declared, evs_error *err);
 int writer_roll(evs_store *st, evs_error *err);
-/* Retention: re-append the live entries of the stream numbered `no` at the log's head (one
- * atomic group of REC_F_MOVED copies), synced and indexed before returning, if its first
- * live entry lies below `below` and they take at most max_bytes of log. 0 done (*moved:
- * bytes copied, 0 if there was nothing to do: already moved, perhaps not visible yet under
- * a visibility cap), EVS_ETOOBIG over max_bytes, < 0 other errors. */
-int writer_relocate(evs_store *st, uint32_t no, uint64_t below, uint64_t max_bytes,
-                    uint64_t *moved, evs_error *err);
+/* Retention: re-append at the log's head the live entries of each stream numbered in nos[]
+ * whose first live entry lies below `below` and whose live entries take at most max_bytes
+ * of log (one atomic group of REC_F_MOVED copies per stream), all synced and indexed before
+ * it returns. *moved: streams copied, *bytes: their bytes. A stream gone, moved already
+ * (perhaps not visible yet under a visibility cap) or too big is skipped. */
+int writer_relocate(evs_store *st, const uint32_t *nos, size_t n, uint64_t below,
+                    uint64_t max_bytes, uint64_t *moved, uint64_t *bytes, evs_error *err);
 /* Retention's index clean-up: delete the index keys packed in buf (table u8, key length u16
  * big-endian, key) and commit; a filter group among them still open is closed first, or kept
  * if it holds an entry at or past its stream's first (postings P4). */

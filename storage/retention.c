@@ -281,29 +281,22 @@ static int relocate_pinning(evs_store *st, uint64_t end, evs_retention_report *r
         }
     pthread_rwlock_unlock(&st->lock);
     int done = small && n > 0;
-    uint64_t t0 = evs_mono_ns(), bytes = 0;
-    for (size_t i = 0; i < n && done; i++) {
+    if (done) {
         evs_error err;
-        uint64_t moved = 0;
-        int rc = writer_relocate(st, nos[i], end, stream_max, &moved, &err);
-        if (rc) {
-            if (rc != EVS_ETOOBIG && rc != EVS_ECLOSED && rc != EVS_ENOSPACE)
-                evs_log(st, EVS_LOG_WARN, "retention: cannot relocate a stream: %s", err.msg);
-            done = 0;
-            break;
-        }
-        if (!moved)
-            continue; /* moved by an earlier pass, not visible yet (a visibility cap) */
-        rep->streams_relocated++;
-        rep->bytes_relocated += moved;
-        bytes += moved;
-        atomic_fetch_add(&st->n_relocated, 1);
-        atomic_fetch_add(&st->n_bytes_relocated, moved);
+        uint64_t t0 = evs_mono_ns(), moved = 0, bytes = 0;
+        int rc = writer_relocate(st, nos, n, end, stream_max, &moved, &bytes, &err);
+        if (rc && rc != EVS_ECLOSED && rc != EVS_ENOSPACE)
+            evs_log(st, EVS_LOG_WARN, "retention: cannot relocate streams: %s", err.msg);
+        rep->streams_relocated += moved;
+        rep->bytes_relocated += bytes;
+        atomic_fetch_add(&st->n_relocated, moved);
+        atomic_fetch_add(&st->n_bytes_relocated, bytes);
+        if (moved)
+            evs_log(st, EVS_LOG_INFO, "retention: relocated %" PRIu64 " small streams (%" PRIu64
+                    " bytes, %.1f ms) that alone kept the log below position %" PRIu64, moved,
+                    bytes, (double)(evs_mono_ns() - t0) / 1e6, end);
+        done = !rc; /* the caller checks what is still needed */
     }
-    if (n && done && bytes)
-        evs_log(st, EVS_LOG_INFO, "retention: relocated %zu small streams (%" PRIu64 " bytes, "
-                "%.1f ms) that alone kept the log below position %" PRIu64, n, bytes,
-                (double)(evs_mono_ns() - t0) / 1e6, end);
     free(nos);
     return done;
 }

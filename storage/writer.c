@@ -1226,57 +1226,92 @@ static void do_declare(evs_store *st, wreq *r, pending *p)
 }
 
 /*
- * Retention's relocation: the live entries of stream r->plan_no, read through its chain (all
- * of it is written: the dispatcher flushed first), re-appended as one atomic group of moved
- * copies (record.h REC_F_MOVED) in one segment, synced whatever the fsync mode and indexed
- * before the request completes: the caller deletes the segment holding the originals next.
+ * Retention's relocation of one stream: its live entries, read through its chain (all of it
+ * is written: the dispatcher flushed first, and no other request runs meanwhile),
+ * re-appended as one atomic group of moved copies (record.h REC_F_MOVED) in one segment.
  * Everything store_apply_record checks is checked here first (the live count), so a copy is
- * never refused there (that would fail the store).
+ * never refused there (that would fail the store). 0 with *bytes = 0: skipped (gone, empty,
+ * moved already — held by a visibility cap — or over max_bytes).
  */
-static void do_relocate(evs_store *st, wreq *r, pending *p)
+static int relocate_one(evs_store *st, pending *p, uint32_t no, uint64_t below,
+                        uint64_t max_bytes, uint64_t *bytes, evs_error *err)
 {
-    evs_error err = {0};
-    stream *s = r->plan_no < st->nbyno ? st->byno[r->plan_no] : NULL;
-    r->count = 0;
+    stream *s = no < st->nbyno ? st->byno[no] : NULL;
+    *bytes = 0;
     if (!s || !s->w_live || !s->w.length || s->w.last_pos == REC_POS_NONE ||
-        s->w.first_pos >= r->below) { /* gone, empty, or moved already (held by the cap) */
-        finish(r, 0, NULL);
-        return;
-    }
-    uint64_t *pos, bytes;
+        s->w.first_pos >= below)
+        return 0;
+    uint64_t *pos, total;
     size_t n;
-    int rc = reader_live_positions(st, s, &s->w, r->upto, &pos, &n, &bytes, &err);
-    if (!rc && n != s->w.length)
-        rc = evs_err_set(&err, EVS_ECHANGED, "stream %u: %zu live entries found, %" PRIu64
-                         " counted: not relocated", s->no, n, s->w.length);
+    evs_error e;
+    int rc = reader_live_positions(st, s, &s->w, max_bytes, &pos, &n, &total, &e);
+    if (rc == EVS_ETOOBIG)
+        return 0;
+    if (!rc && n != s->w.length) {
+        evs_log(st, EVS_LOG_WARN, "retention: stream %u: %zu live entries found, %" PRIu64
+                " counted: not relocated", s->no, n, s->w.length);
+        free(pos);
+        return 0;
+    }
     if (rc) {
         free(pos);
-        finish(r, rc, &err);
-        return;
+        return evs_err_set(err, rc, "%s", e.msg);
     }
-    if (roll_needed(st, bytes) && (rc = store_roll(st, &err))) {
-        free(pos);
-        roll_refused(st, r, &err);
-        return;
+    if (roll_needed(st, total)) {
+        flush(st, p); /* the streams relocated before this one first */
+        if ((rc = store_roll(st, err))) {
+            free(pos);
+            return rc;
+        }
     }
     segment *ref = NULL;
     for (size_t i = 0; i < n && !rc; i++) {
         rec_hdr h;
         const uint8_t *body;
         uint64_t size;
-        if ((rc = store_read_record(st, pos[i], "(relocation)", &h, &body, &size, &ref, &err)))
+        if ((rc = store_read_record(st, pos[i], "(relocation)", &h, &body, &size, &ref, err)))
             break;
         uint16_t flags = REC_F_MOVED | (i + 1 < n ? REC_F_TXN_CONT : 0);
         rc = emit_at(st, REC_ENTRY, flags, s->no, (evs_id){h.id_ms, h.id_seq},
                      i ? s->mv_last_pos : REC_POS_NONE, body, h.body_len, false, NULL, h.time_us,
-                     &err);
+                     err);
     }
     store_seg_put(ref);
     free(pos);
     if (rc)
-        store_fail(st, rc, "cannot relocate a stream: %s", err.msg);
+        store_fail(st, rc, "cannot relocate a stream: %s", err->msg);
     else
-        r->count = bytes;
+        *bytes = total;
+    return rc;
+}
+
+/* Retention's relocation of the streams numbered in r->data (relocate_one each), all synced
+ * whatever the fsync mode and indexed before the request completes: the caller deletes the
+ * segment holding the originals next. r->count: streams copied, *r->out_bytes: their bytes. */
+static void do_relocate(evs_store *st, wreq *r, pending *p)
+{
+    evs_error err = {0};
+    size_t n = r->data.len / sizeof(uint32_t);
+    uint64_t moved = 0, bytes = 0;
+    int rc = 0;
+    for (size_t k = 0; k < n && !rc; k++) {
+        uint32_t no;
+        memcpy(&no, r->data.data + k * sizeof no, sizeof no);
+        uint64_t b = 0;
+        rc = relocate_one(st, p, no, r->below, r->upto, &b, &err);
+        moved += b > 0;
+        bytes += b;
+        if (!rc && st->batch_bytes >= EVS_MAX_BATCH_BYTES)
+            flush(st, p); /* between groups */
+    }
+    if (rc && !atomic_load(&st->failed)) { /* a roll refused (no room): what was copied goes */
+        flush_sync(st, p, true);
+        index_commit(st, true);
+        finish(r, rc, &err);
+        return;
+    }
+    r->count = moved;
+    *r->out_bytes = bytes;
     if (pending_add(p, r)) {
         finish(r, -ENOMEM, NULL);
         return;
@@ -2236,17 +2271,20 @@ int writer_declare(evs_store *st, uint64_t upto, size_t *declared, evs_error *er
     return run_counted(st, r, declared, err);
 }
 
-int writer_relocate(evs_store *st, uint32_t no, uint64_t below, uint64_t max_bytes,
-                    uint64_t *moved, evs_error *err)
+int writer_relocate(evs_store *st, const uint32_t *nos, size_t n, uint64_t below,
+                    uint64_t max_bytes, uint64_t *moved, uint64_t *bytes, evs_error *err)
 {
     if (max_bytes > st->opt.segment_bytes / 2)
         max_bytes = st->opt.segment_bytes / 2; /* the copies fit in one segment (S3) */
+    *moved = *bytes = 0;
     wreq *r = wreq_new(WR_RELOCATE, 1);
-    if (!r)
+    if (!r || rec_buf_write(&r->data, (const char *)nos, n * sizeof *nos)) {
+        wreq_free(r);
         return evs_err_set(err, -ENOMEM, "out of memory");
-    r->plan_no = no;
+    }
     r->below = below;
     r->upto = max_bytes;
+    r->out_bytes = bytes;
     size_t count = 0;
     int rc = run_counted(st, r, &count, err);
     *moved = count;

@@ -148,9 +148,11 @@ Test(replica, a_relocation_in_two_pieces_is_applied_whole)
                          NULL), 0);
     char *want[3];
     three_reads(st, "r", want);
-    uint64_t moved;
-    cr_assert_eq(writer_relocate(st, state_of(st, "r").no, UINT64_MAX, 1 << 20, &moved, &err),
-                 0, "%s", err.msg);
+    uint32_t no = state_of(st, "r").no;
+    uint64_t n, moved;
+    cr_assert_eq(writer_relocate(st, &no, 1, UINT64_MAX, 1 << 20, &n, &moved, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(n, 1);
     cr_assert_gt(moved, 0);
     cr_assert_eq(evs_close(st), 0);
     size_t len, cut;

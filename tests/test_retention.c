@@ -645,14 +645,18 @@ Test(retention, iterators_opened_before_a_relocation_read_on_exactly)
     uint32_t no = state_of(st, "r").no;
     evs_version v0, v1;
     evs_stream_version(st, S("r"), &v0);
-    cr_assert_eq(writer_relocate(st, no, UINT64_MAX, 1 << 20, &moved, &err), 0, "%s", err.msg);
+    uint64_t streams;
+    cr_assert_eq(writer_relocate(st, &no, 1, UINT64_MAX, 1 << 20, &streams, &moved, &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(streams, 1);
     cr_assert_gt(moved, 2000 * 100);
     evs_stream_version(st, S("r"), &v1);
     cr_assert(evs_version_eq(v0, v1), "a relocation is not a change (WATCH)");
     uint64_t again = 1;
     uint64_t first = state_of(st, "r").first_pos;
-    cr_assert_eq(writer_relocate(st, no, first, 1 << 20, &again, &err), 0, "%s", err.msg);
-    cr_assert_eq(again, 0); /* its first entry is not below `first` any more: nothing to do */
+    cr_assert_eq(writer_relocate(st, &no, 1, first, 1 << 20, &streams, &again, &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(streams + again, 0); /* its first entry is not below `first` any more: nothing to do */
     for (int i = 0; i < 4; i++) {
         int rc;
         while ((rc = evs_iter_next(it[i], &e, &err)) == 1)
@@ -716,6 +720,43 @@ Test(retention, a_relocation_held_by_the_visibility_cap_is_made_once)
     cr_assert_geq(deleted, s0.segments - 1, "deleted %lu of %lu", (unsigned long)deleted,
                   (unsigned long)s0.segments);
     cr_assert_eq(len_of(st, "rare"), 2);
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+/* Many small streams keeping the oldest segments (a stream per agent, each written once):
+ * they are relocated in one writer request, one sync for all, not one each. */
+Test(retention, many_small_streams_are_relocated_together)
+{
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    evs_retention age = {1, 0, 0}, keep = {0, 0, 5};
+    fill(st, "busy", 1, 10);
+    cr_assert_eq(evs_retention_set(st, S("busy"), &age, &err), 0);
+    char name[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "agent-%03d", i);
+        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "type", "hello", "n", name,
+                         NULL), 0);
+        cr_assert_eq(evs_retention_set(st, S(name), &keep, &err), 0);
+    }
+    char *want = read_all(st, "agent-150", NULL);
+    fill(st, "busy", 3000, 1000);
+    nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
+    evs_store_stats s0, s1;
+    evs_store_stats_get(st, &s0);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    evs_store_stats_get(st, &s1);
+    cr_assert_eq(rep.streams_relocated, 300);
+    cr_assert_geq(rep.segments_deleted, s0.segments - 2, "deleted %lu of %lu",
+                  (unsigned long)rep.segments_deleted, (unsigned long)s0.segments);
+    cr_assert_lt(s1.fsyncs - s0.fsyncs, 40, "%lu fsyncs for the pass",
+                 (unsigned long)(s1.fsyncs - s0.fsyncs));
+    char *got = read_all(st, "agent-150", NULL);
+    cr_assert_str_eq(got, want);
+    free(got);
+    free(want);
     cr_assert_eq(verify_quiet(st), 0);
     cr_assert_eq(evs_close(st), 0);
 }

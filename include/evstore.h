@@ -141,7 +141,8 @@ typedef struct evs_store evs_store;
 int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error *err);
 
 /* Finish queued appends, sync everything, stop the writer and free the store. Returns the
- * store's sticky error, if any (the store is freed either way). */
+ * store's sticky error, if any (the store is freed either way). Every iterator, snapshot and
+ * lent file (evs_snapshot_release, evs_log_release) must be closed or released before. */
 int evs_close(evs_store *st);
 
 /* The sticky write error (0 if none); once set, every append fails with EVS_EFAILED. */

@@ -71,6 +71,8 @@ typedef struct segment {
     struct segmap *map;        /* newest mapping first; older ones live until close          */
     bool sealed;
     atomic_int refs;
+    struct evs_store *deleted_in; /* set once retention renamed it `.deleted`: the last
+                                  reference hands the file to the releaser (R3)             */
     char name[32];             /* "<base, 20 digits>.seg"                                    */
 } segment;
 
@@ -389,6 +391,8 @@ struct evs_store {
     _Atomic uint64_t active_first_us; /* append time of the active segment's first record    */
     atomic_uint_fast64_t n_ret_trimmed, n_segs_deleted, n_bytes_deleted;
     atomic_uint_fast64_t n_relocated, n_bytes_relocated;
+    segment **zombies;             /* deleted by retention, still referenced (store.c)       */
+    size_t nzombies, zombiecap;
 
     /* visibility (visible.c): the cap, and the batches it holds, oldest first */
     _Atomic uint64_t vcap;         /* (L) for writes; EVS_CAP_NONE: no cap                   */
@@ -479,6 +483,9 @@ void store_declare_encode(const stream_state *w, uint64_t *v);
 /* Segment lookup for readers: the segment holding pos, with a reference. */
 segment *store_seg_get(evs_store *st, uint64_t pos);
 void store_seg_put(segment *s);
+/* Retention deleted s (renamed `.deleted`): its last reference hands the file to the
+ * releaser. -ENOMEM: not recorded (the caller releases it at once). */
+int store_seg_zombie(evs_store *st, segment *s);
 
 /* Read and verify the record at pos. *ref is a segment reference the caller holds, or NULL:
  * kept when pos lies in that segment, else dropped and replaced by the one holding pos (so a

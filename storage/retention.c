@@ -11,8 +11,10 @@
  *      declare / snapshot) record lies in it has been re-declared at the log's head, durably
  *      and indexed (writer_declare): an index rebuilt from the remaining log is complete.
  *  R3. Deletion order: the segment leaves the store's table (readers can no longer reach it),
- *      then its file is renamed to `.deleted` and unlinked; a leftover `.deleted` file is
- *      removed on open. The index never points at a deleted segment for a live entry.
+ *      then its file is renamed to `.deleted`; once the last reference to it is dropped (an
+ *      iterator on its records, a snapshot or a follower's frame holding it) the releaser
+ *      cuts and unlinks it; a leftover `.deleted` file is removed on open. The index never
+ *      points at a deleted segment for a live entry.
  *  R4. Retention only ever submits ordinary writer requests: appends are never blocked by it
  *      beyond sharing the writer (one trim record per stream that needs one, per pass).
  *  R5. Age is judged by append time clamped to now: a record stamped in the future (clock
@@ -351,9 +353,9 @@ static int remove_first(evs_store *st, segment *s, size_t declared, evs_retentio
     snprintf(to, sizeof to, "%s/%s.deleted", st->logdir, s->name);
     uint64_t bytes = atomic_load(&s->size);
     int mv = st->io->rename(from, to);
-    if (mv == 0)
-        rel_delete(st, to); /* its blocks go back in the background, paced (releaser.c) */
-    else
+    if (mv == 0 && store_seg_zombie(st, s))
+        rel_delete(st, to); /* no memory to wait for its readers: at once, as before */
+    else if (mv != 0)
         evs_log(st, EVS_LOG_WARN, "retention: cannot rename %s: %s", from, strerror(-mv));
     evs_log(st, EVS_LOG_INFO,
             "retention: deleted segment %s (%" PRIu64 " bytes); %zu streams re-declared",

@@ -184,10 +184,64 @@ segment *store_seg_get(evs_store *st, uint64_t pos)
     return found;
 }
 
+/*
+ * Segments retention deleted while something still held them ("zombies"): the last reference
+ * gives the file to the releaser, not before, since cutting a file that a reader maps
+ * (SIGBUS), a snapshot copies or a follower's frame sends (short reads) breaks them
+ * (retention.c R3). A reference may outlive the store (a server answers its last clients
+ * after evs_close): evs_close detaches the zombies first, under zombie_mu, and their files
+ * are left `.deleted` for the next open (releaser.c L4).
+ */
+static pthread_mutex_t zombie_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int store_seg_zombie(evs_store *st, segment *s)
+{
+    pthread_mutex_lock(&zombie_mu);
+    int rc = 0;
+    if (st->nzombies == st->zombiecap) {
+        size_t c = st->zombiecap ? st->zombiecap * 2 : 8;
+        segment **z = realloc(st->zombies, c * sizeof *z);
+        if (!z)
+            rc = -ENOMEM;
+        else
+            st->zombies = z, st->zombiecap = c;
+    }
+    if (!rc) {
+        st->zombies[st->nzombies++] = s;
+        s->deleted_in = st;
+    }
+    pthread_mutex_unlock(&zombie_mu);
+    return rc;
+}
+
+static void zombies_detach(evs_store *st)
+{
+    pthread_mutex_lock(&zombie_mu);
+    for (size_t i = 0; i < st->nzombies; i++)
+        st->zombies[i]->deleted_in = NULL;
+    st->nzombies = 0;
+    pthread_mutex_unlock(&zombie_mu);
+}
+
 void store_seg_put(segment *s)
 {
-    if (s && atomic_fetch_sub(&s->refs, 1) == 1)
-        seg_free(s);
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    pthread_mutex_lock(&zombie_mu);
+    evs_store *st = s->deleted_in;
+    char path[PATH_MAX + 48];
+    if (st) {
+        snprintf(path, sizeof path, "%s/%s.deleted", st->logdir, s->name);
+        for (size_t i = 0; i < st->nzombies; i++)
+            if (st->zombies[i] == s) {
+                st->zombies[i] = st->zombies[--st->nzombies];
+                break;
+            }
+    }
+    seg_free(s);
+    if (st)
+        rel_delete(st, path); /* under the mutex: the store cannot close meanwhile */
+    pthread_mutex_unlock(&zombie_mu);
 }
 
 static void id_str(const rec_hdr *h, char *buf)
@@ -1439,6 +1493,8 @@ static void store_free(evs_store *st)
     for (size_t i = 0; i < st->nsegs; i++)
         store_seg_put(st->segs[i]);
     free(st->segs);
+    zombies_detach(st); /* (evs_close did already; a failed open has none) */
+    free(st->zombies);
     for (size_t i = 0; i < st->nbyno; i++) {
         if (st->byno[i]) {
             group_free_all(st->byno[i]);
@@ -1661,6 +1717,7 @@ int evs_close(evs_store *st)
     }
     indexer_stop(st); /* after the writer: nothing hands it a batch any more */
     prep_stop(st);
+    zombies_detach(st); /* retention has stopped: no new ones */
     rel_stop(st); /* after the writer and retention: nothing queues jobs any more */
     if (st->ckpt_started) {
         pthread_mutex_lock(&st->ckmu);

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #endif
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,21 @@ static inline int add(evs_store *st, const char *name, evs_id_mode mode, evs_id 
 }
 
 static inline evs_slice S(const char *s) { return (evs_slice){s, strlen(s)}; }
+
+/* How many files in folder d have names ending in suffix. */
+static inline int files_ending(const char *d, const char *suffix)
+{
+    DIR *dp = opendir(d);
+    cr_assert(dp != NULL, "cannot list %s", d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(dp))) {
+        size_t l = strlen(de->d_name), sl = strlen(suffix);
+        n += l > sl && !strcmp(de->d_name + l - sl, suffix);
+    }
+    closedir(dp);
+    return n;
+}
 
 /* Read a stream into an array of IDs; returns count, or a negative error. */
 static inline long read_ids(evs_store *st, const char *name, const evs_query *q, evs_id *out,

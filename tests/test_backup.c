@@ -284,3 +284,119 @@ Test(backup, restore_refuses_a_target_that_is_not_empty)
     rm_rf(dir);
     free(dir);
 }
+
+/* A snapshot's segments stay whole while retention deletes them from the store (the snapshot
+ * holds them: include/evstore.h), also once the releaser has run. */
+Test(backup, retention_deleting_a_snapshots_segments_leaves_its_bytes_whole, .timeout = 120)
+{
+    char *dir = tmpdir_new();
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 256 << 10;
+    o.fsync = EVS_FSYNC_NO;
+    o.retention_interval_ms = 3600 * 1000;
+    evs_store *st = open_store(dir, &o);
+    char v[1001];
+    memset(v, 'v', 1000);
+    v[1000] = 0;
+    for (int i = 0; i < 2000; i++)
+        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
+    evs_snapshot *sn;
+    evs_error err;
+    cr_assert_eq(evs_snapshot_open(st, &sn, &err), 0, "%s", err.msg);
+    const evs_snap_info *in = evs_snapshot_info(sn);
+    uint8_t *before[64] = {0};
+    cr_assert_lt(in->nfiles, 64);
+    for (size_t i = 0; i < in->nfiles; i++) {
+        before[i] = malloc(in->files[i].size + 1);
+        cr_assert_eq(evs_snapshot_read(sn, i, 0, before[i], in->files[i].size, &err),
+                     (long)in->files[i].size, "%s", err.msg);
+    }
+    evs_trim t = {EVS_TRIM_MAXLEN, false, 0, EVS_ID_MIN, 0, 0};
+    uint64_t removed;
+    cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0, "%s", err.msg);
+
+    for (int i = 0; i < 400; i++) /* the log goes on past the snapshot */
+        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_gt(rep.segments_deleted, 3);
+    usleep(500 * 1000); /* the releaser's first steps */
+    uint8_t *now = malloc(1 << 20);
+    for (size_t i = 0; i < in->nfiles; i++) {
+        cr_assert_leq(in->files[i].size, 1 << 20);
+        long got = evs_snapshot_read(sn, i, 0, now, in->files[i].size, &err);
+        cr_assert_eq(got, (long)in->files[i].size, "%s: %ld of %lu bytes (%s)",
+                     in->files[i].name, got, (unsigned long)in->files[i].size, err.msg);
+        cr_assert(!memcmp(now, before[i], in->files[i].size), "%s changed", in->files[i].name);
+        free(before[i]);
+    }
+    free(now);
+    char logdir[600];
+    path2(logdir, sizeof logdir, dir, "log");
+    cr_assert_gt(files_ending(logdir, ".deleted"), 0, "kept while the snapshot holds them");
+    evs_snapshot_close(sn); /* then the releaser gives their space back */
+    for (int i = 0; i < 3000 && files_ending(logdir, ".deleted"); i++)
+        usleep(10 * 1000);
+    cr_assert_eq(files_ending(logdir, ".deleted"), 0);
+    cr_assert_eq(evs_close(st), 0);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* A lent segment file may outlive the store (a server answers its last clients after
+ * evs_close): it stays whole, its release after the close is safe, and the next open gives
+ * its space back. */
+Test(backup, a_lent_file_of_a_deleted_segment_outlives_the_store, .timeout = 120)
+{
+    char *dir = tmpdir_new();
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 256 << 10;
+    o.fsync = EVS_FSYNC_NO;
+    o.retention_interval_ms = 3600 * 1000;
+    evs_store *st = open_store(dir, &o);
+    char v[1001];
+    memset(v, 'w', 1000);
+    v[1000] = 0;
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
+    evs_snapshot *sn;
+    evs_error err;
+    cr_assert_eq(evs_snapshot_open(st, &sn, &err), 0, "%s", err.msg);
+    const evs_snap_info *in = evs_snapshot_info(sn);
+    size_t seg0 = 0;
+    while (!in->files[seg0].segment)
+        seg0++;
+    uint64_t size = in->files[seg0].size;
+    uint8_t *before = malloc(size), *after = malloc(size);
+    cr_assert_eq(evs_snapshot_read(sn, seg0, 0, before, size, &err), (long)size);
+    int fd;
+    void *hold;
+    cr_assert_eq(evs_snapshot_file_fd(sn, seg0, &fd, &hold, &err), 0, "%s", err.msg);
+    evs_snapshot_close(sn);
+    evs_trim t = {EVS_TRIM_MAXLEN, false, 0, EVS_ID_MIN, 0, 0};
+    uint64_t removed;
+    cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 400; i++)
+        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_gt(rep.segments_deleted, 0);
+    cr_assert_eq(evs_close(st), 0);
+    cr_assert_eq(pread(fd, after, size, 0), (ssize_t)size);
+    cr_assert(!memcmp(before, after, size), "the lent file changed");
+    evs_snapshot_release(hold); /* after the close */
+    char logdir[600];
+    path2(logdir, sizeof logdir, dir, "log");
+    cr_assert_gt(files_ending(logdir, ".deleted"), 0, "%d: left for the next open", files_ending(logdir, ".deleted"));
+    st = open_store(dir, &o);
+    for (int i = 0; i < 3000 && files_ending(logdir, ".deleted"); i++)
+        usleep(10 * 1000);
+    cr_assert_eq(files_ending(logdir, ".deleted"), 0);
+    cr_assert_eq(evs_close(st), 0);
+    free(before);
+    free(after);
+    rm_rf(dir);
+    free(dir);
+}

@@ -52,15 +52,7 @@ static int count_files(const char *suffix)
 {
     char p[600];
     snprintf(p, sizeof p, "%s/log", dir);
-    DIR *d = opendir(p);
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        size_t l = strlen(de->d_name), sl = strlen(suffix);
-        n += l > sl && !strcmp(de->d_name + l - sl, suffix);
-    }
-    closedir(d);
-    return n;
+    return files_ending(p, suffix);
 }
 
 static uint64_t len_of(evs_store *st, const char *s)

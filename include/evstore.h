@@ -325,7 +325,9 @@ void evs_query_init(evs_query *q);
 typedef struct evs_iter evs_iter;
 
 /* Open an iterator over one stream. EVS_ENOTFOUND if the stream does not exist. The iterator
- * sees the entries visible when it was opened. */
+ * sees the entries visible when it was opened, all of them even if a trim removes them
+ * meanwhile: until it is closed, retention deletes no segment it may read (so close it
+ * promptly; one left open holds disk space). */
 int evs_iter_open(evs_store *st, evs_slice stream, const evs_query *q, evs_iter **out,
                   evs_error *err);
 /* 1: *out is the next entry (valid until the next call or close); 0: end; < 0: error (a

@@ -391,6 +391,8 @@ struct evs_store {
     _Atomic uint64_t active_first_us; /* append time of the active segment's first record    */
     atomic_uint_fast64_t n_ret_trimmed, n_segs_deleted, n_bytes_deleted;
     atomic_uint_fast64_t n_relocated, n_bytes_relocated;
+    pthread_mutex_t itmu;          /* guards iters                                           */
+    struct evs_iter *iters;        /* open by evs_iter_open (reader.c R2)                    */
     segment **zombies;             /* deleted by retention, still referenced (store.c)       */
     size_t nzombies, zombiecap;
 
@@ -438,6 +440,8 @@ int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint6
                        evs_error *err);
 /* Does the entry exist (visible, not deleted)? 1 yes, 0 no, < 0 error. Reader module. */
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err);
+/* The lowest log position an iterator open now may read (UINT64_MAX: none; reader.c R2). */
+uint64_t reader_lowest_listed(evs_store *st);
 /* The positions of the live entries of snap's chain in ID order (*pos malloc'd, n of them)
  * and their record bytes; EVS_ETOOBIG once they pass max_bytes. */
 int reader_live_positions(evs_store *st, stream *s, const stream_state *snap, uint64_t max_bytes,

@@ -39,6 +39,9 @@ enum { FP_TAIL_FIRST, FP_POSTINGS, FP_TAIL_LAST, FP_END };
 
 struct evs_iter {
     evs_store *st;
+    struct evs_iter *inext, *iprev; /* st->iters: open by evs_iter_open (R2 below)            */
+    bool listed;
+    uint64_t low;               /* ... the lowest log position it may read                    */
     stream *s;
     stream_state snap;
     char pname[128];            /* printable stream name for messages                         */
@@ -524,14 +527,23 @@ static int load_filter_tail(evs_iter *it, evs_error *err)
     return 0;
 }
 
-static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
-                            const evs_query *q, evs_iter **out, evs_error *err)
+static evs_iter *iter_alloc(void)
 {
     evs_iter *it = calloc(1, sizeof *it);
-    if (!it || !msgpack_zone_init(&it->zone, 4096)) {
+    if (it && !msgpack_zone_init(&it->zone, 4096)) {
         free(it);
-        return evs_err_set(err, -ENOMEM, "out of memory");
+        it = NULL;
     }
+    return it;
+}
+
+/* `pre`: an iterator evs_iter_open allocated (and listed), else one is made here. */
+static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
+                            const evs_query *q, evs_iter *pre, evs_iter **out, evs_error *err)
+{
+    evs_iter *it = pre ? pre : iter_alloc();
+    if (!it)
+        return evs_err_set(err, -ENOMEM, "out of memory");
     it->st = st;
     it->s = s;
     it->snap = *snap;
@@ -636,14 +648,76 @@ void evs_stream_version(evs_store *st, evs_slice name, evs_version *out)
         *out = (evs_version){(uint64_t)snap.no + 1, snap.changes};
 }
 
+/*
+ * R2. An iterator evs_iter_open hands out is listed in st->iters, with the lowest position its
+ *     snapshot may read, from the moment its snapshot is taken (in the same critical section
+ *     of st->lock) until it is closed; retention deletes no segment at or above the lowest
+ *     listed position (retention.c needed_from). So a reader sees its snapshot whole even
+ *     when a trim and retention pass over it meanwhile, instead of an error. Iterators are
+ *     short-lived (one command, one HTTP page), so they hold retention back only briefly.
+ */
+static void iter_list(evs_store *st, evs_iter *it)
+{
+    if (!it->snap.length)
+        return; /* it reads nothing */
+    it->low = it->snap.first_pos == REC_POS_NONE ? 0 : it->snap.first_pos;
+    pthread_mutex_lock(&st->itmu);
+    it->inext = st->iters;
+    it->iprev = NULL;
+    if (st->iters)
+        st->iters->iprev = it;
+    st->iters = it;
+    it->listed = true;
+    pthread_mutex_unlock(&st->itmu);
+}
+
+static void iter_unlist(evs_iter *it)
+{
+    if (!it->listed)
+        return;
+    evs_store *st = it->st;
+    pthread_mutex_lock(&st->itmu);
+    if (it->iprev)
+        it->iprev->inext = it->inext;
+    else
+        st->iters = it->inext;
+    if (it->inext)
+        it->inext->iprev = it->iprev;
+    pthread_mutex_unlock(&st->itmu);
+    it->listed = false;
+}
+
+uint64_t reader_lowest_listed(evs_store *st)
+{
+    uint64_t low = UINT64_MAX;
+    pthread_mutex_lock(&st->itmu);
+    for (evs_iter *it = st->iters; it; it = it->inext)
+        if (it->low < low)
+            low = it->low;
+    pthread_mutex_unlock(&st->itmu);
+    return low;
+}
+
 int evs_iter_open(evs_store *st, evs_slice name, const evs_query *q, evs_iter **out,
                   evs_error *err)
 {
-    stream *s;
-    stream_state snap;
-    if (lookup(st, name, &s, &snap))
+    evs_iter *it = iter_alloc();
+    if (!it)
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    it->st = st;
+    pthread_rwlock_rdlock(&st->lock);
+    stream *s = strtab_get(&st->vtab, name.ptr, name.len, true);
+    if (s) {
+        it->snap = s->v;
+        iter_list(st, it); /* R2: with the snapshot, before any deletion can pass it */
+    }
+    pthread_rwlock_unlock(&st->lock);
+    if (!s) {
+        evs_iter_close(it);
         return evs_err_set(err, EVS_ENOTFOUND, "no such stream");
-    return iter_open_stream(st, s, &snap, q, out, err);
+    }
+    stream_state snap = it->snap;
+    return iter_open_stream(st, s, &snap, q, it, out, err);
 }
 
 static bool field_eq(const evs_entry *e, const char *name, size_t nl, evs_slice want)
@@ -832,6 +906,7 @@ void evs_iter_close(evs_iter *it)
 {
     if (!it)
         return;
+    iter_unlist(it);
     atomic_fetch_add(&it->st->n_reads, it->reads);
     store_seg_put(it->ref);
     msgpack_zone_destroy(&it->zone);
@@ -857,7 +932,7 @@ static int first_in(evs_store *st, stream *s, evs_id start, bool exclusive, evs_
     q.end = end;
     q.limit = 1;
     evs_iter *it;
-    int rc = iter_open_stream(st, s, &snap, &q, &it, err);
+    int rc = iter_open_stream(st, s, &snap, &q, NULL, &it, err);
     if (rc)
         return rc;
     const evs_entry *e;
@@ -888,7 +963,7 @@ int reader_trim_scan(evs_store *st, stream *s, const stream_state *snap, evs_id 
     evs_query_init(&q);
     q.start = from;
     evs_iter *it;
-    int rc = iter_open_stream(st, s, snap, &q, &it, err);
+    int rc = iter_open_stream(st, s, snap, &q, NULL, &it, err);
     if (rc)
         return rc;
     const evs_entry *e;
@@ -942,7 +1017,7 @@ int evs_stream_info_get(evs_store *st, evs_slice name, evs_stream_info *out)
         evs_query q;
         evs_query_init(&q);
         q.limit = 1;
-        if (iter_open_stream(st, s, &snap, &q, &it, &e) == 0) {
+        if (iter_open_stream(st, s, &snap, &q, NULL, &it, &e) == 0) {
             const evs_entry *ent;
             if (evs_iter_next(it, &ent, &e) == 1)
                 out->first_id = ent->id;
@@ -1051,7 +1126,7 @@ int reader_live_positions(evs_store *st, stream *s, const stream_state *snap, ui
     *n = 0;
     *bytes = 0;
     evs_iter *it;
-    int rc = iter_open_stream(st, s, snap, NULL, &it, err);
+    int rc = iter_open_stream(st, s, snap, NULL, NULL, &it, err);
     if (rc)
         return rc;
     size_t cap = 0;

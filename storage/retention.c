@@ -221,10 +221,11 @@ static bool age_roll_due(evs_store *st, uint64_t min_age_ms)
     return first && (first > now ? now : first) + age * 1000 < now;
 }
 
-/* The lowest log position a live stream still needs (R1). */
+/* The lowest log position a live stream, or an iterator open now, still needs (R1; reader.c
+ * R2). */
 static uint64_t needed_from(evs_store *st)
 {
-    uint64_t low = UINT64_MAX;
+    uint64_t low = reader_lowest_listed(st);
     pthread_rwlock_rdlock(&st->lock);
     for (size_t b = 0; b < st->vtab.nb; b++)
         for (stream *s = st->vtab.b[b]; s; s = s->v_next)

@@ -1525,6 +1525,7 @@ static void store_free(evs_store *st)
     pthread_mutex_destroy(&st->rolemu);
     free(st->pend.r);
     pthread_mutex_destroy(&st->vmu);
+    pthread_mutex_destroy(&st->itmu);
     pthread_cond_destroy(&st->vcv);
     pthread_mutex_destroy(&st->ckmu);
     pthread_cond_destroy(&st->ckcv);
@@ -1606,6 +1607,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     pthread_cond_init(&st->qcv, NULL);
     pthread_mutex_init(&st->rolemu, NULL);
     pthread_mutex_init(&st->vmu, NULL);
+    pthread_mutex_init(&st->itmu, NULL);
     pthread_cond_init(&st->vcv, NULL);
     pthread_mutex_init(&st->ckmu, NULL);
     pthread_cond_init(&st->ckcv, NULL);

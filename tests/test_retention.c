@@ -752,3 +752,41 @@ Test(retention, many_small_streams_are_relocated_together)
     cr_assert_eq(verify_quiet(st), 0);
     cr_assert_eq(evs_close(st), 0);
 }
+
+/* An iterator opened before a trim that lets retention delete the segments it reads keeps
+ * them (reader.c R2): it reads its snapshot whole, and the segments go once it is closed. */
+Test(retention, an_iterator_reads_its_snapshot_whole_across_a_deletion)
+{
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    fill(st, "s", 3000, 1000);
+    char *want = read_all(st, "s", NULL);
+    evs_iter *it;
+    cr_assert_eq(evs_iter_open(st, S("s"), NULL, &it, &err), 0);
+    char *got = calloc(1, TEXT_CAP);
+    size_t n = 0;
+    const evs_entry *e;
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(evs_iter_next(it, &e, &err), 1);
+        entry_text(got, TEXT_CAP, &n, e);
+    }
+    evs_trim t = {EVS_TRIM_MAXLEN, false, 0, EVS_ID_MIN, 0, 0};
+    uint64_t removed;
+    cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0, "%s", err.msg);
+    fill(st, "t", 1500, 1000);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.segments_deleted, 0, "deleted under an open iterator");
+    int rc;
+    while ((rc = evs_iter_next(it, &e, &err)) == 1)
+        entry_text(got, TEXT_CAP, &n, e);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    cr_assert_str_eq(got, want);
+    evs_iter_close(it);
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_geq(rep.segments_deleted, 2);
+    cr_assert_eq(verify_quiet(st), 0);
+    free(got);
+    free(want);
+    cr_assert_eq(evs_close(st), 0);
+}

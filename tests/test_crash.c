@@ -5,7 +5,10 @@
  * Small segments make kills land during segment rolls too; every stream keeps only its newest
  * RETAIN entries (retention runs every 10 ms, trimming and deleting whole segments), and a
  * sixth thread takes and drops backup snapshots (index copy + cut) in a loop, so kills also
- * land in retention and snapshots. An acknowledged entry may therefore be gone only by
+ * land in retention and snapshots. A fifth thread appends to `crash-rare` only every 40 ms,
+ * keeping 5: its entries spread over old segments, which retention frees by relocating it
+ * (copying its live entries to the head), so kills land in relocations too; the parent
+ * counts the moved copies it finds after each kill. An acknowledged entry may therefore be gone only by
  * retention: the missing ones of a stream must be its oldest, and the stream must still hold
  * about RETAIN entries after them. A slow machine gets more kills (up to 8 times as many) until
  * the run means something: MIN_ACKED acknowledgements and a log of MIN_LOG bytes.
@@ -28,9 +31,12 @@
 #include <time.h>
 
 #include "fileio.h"
+#include "record.h"
 
 #define THREADS 4
 #define STREAMS 3
+#define RARE THREADS /* the rare writer's thread number; its stream is crash-rare */
+#define RARE_KEEP 5  /* crash-rare keeps its newest 5 (small: retention may relocate it)     */
 #define RETAIN 100
 #define SEGMENT_BYTES (64 * 1024)
 #define MIN_ACKED 1000                 /* a run means something with this many acknowledgements */
@@ -44,12 +50,13 @@ struct ack {
 static int pipe_w;
 static uint32_t n_base; /* each child numbers from iteration * 1,000,000 */
 static evs_store *child_st;
+static useconds_t rare_sleep_us = 40000; /* the power-loss run writes slower: longer there */
 static pthread_mutex_t pipe_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void value_of(uint32_t t, uint32_t n, char *buf, size_t cap)
 {
-    /* sizes vary so records straddle pages and segment ends */
-    size_t len = 20 + (n * 37 + t * 11) % 700;
+    /* sizes vary so records straddle pages and segment ends; crash-rare's are short */
+    size_t len = t == RARE ? 20 + n % 40 : 20 + (n * 37 + t * 11) % 700;
     if (len >= cap)
         len = cap - 1;
     for (size_t i = 0; i < len; i++)
@@ -57,11 +64,19 @@ static void value_of(uint32_t t, uint32_t n, char *buf, size_t cap)
     buf[len] = 0;
 }
 
+static void stream_of(uint32_t t, char *s, size_t cap)
+{
+    if (t == RARE)
+        snprintf(s, cap, "crash-rare");
+    else
+        snprintf(s, cap, "crash-%u", t % STREAMS);
+}
+
 static void *child_thread(void *p)
 {
     uint32_t t = (uint32_t)(uintptr_t)p;
     char s[16], tn[16], nn[16], v[1024];
-    snprintf(s, sizeof s, "crash-%u", t % STREAMS);
+    stream_of(t, s, sizeof s);
     snprintf(tn, sizeof tn, "%u", t);
     for (uint32_t n = n_base;; n++) {
         snprintf(nn, sizeof nn, "%u", n);
@@ -77,6 +92,13 @@ static void *child_thread(void *p)
         if (write(pipe_w, &k, sizeof k) != sizeof k)
             _exit(4);
         pthread_mutex_unlock(&pipe_mu);
+        if (t == RARE && n == n_base) {
+            evs_retention keep = {0, 0, RARE_KEEP};
+            if (evs_retention_set(child_st, S(s), &keep, &err))
+                _exit(9);
+        }
+        if (t == RARE)
+            usleep(rare_sleep_us); /* its live entries span many segments of the others */
     }
     return NULL;
 }
@@ -203,6 +225,7 @@ static void child(const char *dir, const char *log_path)
     o.retention.max_entries = RETAIN;
     o.retention_interval_ms = 10;
     if (log_path) {
+        rare_sleep_us = 150000;
         pl_io = fio_real;
         pl_io.pwritev = pl_pwritev;
         pl_io.fdatasync = pl_fdatasync;
@@ -214,19 +237,56 @@ static void child(const char *dir, const char *log_path)
     evs_error err;
     if (evs_open(dir, &o, &child_st, &err))
         _exit(2);
-    pthread_t th[THREADS], snap;
-    for (uintptr_t t = 0; t < THREADS; t++)
+    pthread_t th[THREADS + 1], snap;
+    for (uintptr_t t = 0; t <= RARE; t++)
         pthread_create(&th[t], NULL, child_thread, (void *)t);
     pthread_create(&snap, NULL, snapshot_thread, NULL);
     pthread_join(th[0], NULL);
     _exit(0);
 }
 
+/* The stream an acknowledgement is of, as a number: crash-N is N, crash-rare STREAMS. */
+static uint32_t sno_of(uint32_t t) { return t == RARE ? STREAMS : t % STREAMS; }
+
+/* How many relocation copies (REC_F_MOVED) the store's segments hold. */
+static size_t moved_records(const char *store)
+{
+    char p[700];
+    snprintf(p, sizeof p, "%s/log", store);
+    DIR *d = opendir(p);
+    cr_assert(d != NULL);
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l < 5 || strcmp(de->d_name + l - 4, ".seg"))
+            continue;
+        char f[1400];
+        snprintf(f, sizeof f, "%s/%s", p, de->d_name);
+        FILE *fp = fopen(f, "rb");
+        if (!fp)
+            continue;
+        fseek(fp, 0, SEEK_END);
+        long sz = ftell(fp);
+        fseek(fp, 0, SEEK_SET);
+        uint8_t *b = malloc((size_t)sz + 1);
+        size_t got = fread(b, 1, (size_t)sz, fp);
+        fclose(fp);
+        rec_hdr h;
+        uint64_t rs;
+        for (size_t o = 0; o < got && rec_check(b + o, got - o, &h, &rs) == REC_OK; o += rs)
+            n += (h.flags & REC_F_MOVED) != 0;
+        free(b);
+    }
+    closedir(d);
+    return n;
+}
+
 /* Acknowledgements by stream, then ID. */
 static int ack_cmp(const void *a, const void *b)
 {
     const struct ack *x = a, *y = b;
-    uint32_t sx = x->thread % STREAMS, sy = y->thread % STREAMS;
+    uint32_t sx = sno_of(x->thread), sy = sno_of(y->thread);
     if (sx != sy)
         return sx < sy ? -1 : 1;
     if (x->ms != y->ms)
@@ -244,10 +304,12 @@ static void kill_and_check(int iters, bool power)
     size_t cap = 1 << 20, total_acked = 0, total_lost = 0, total_retained_out = 0;
     struct ack *acks = malloc(cap * sizeof *acks);
     /* at least `iters` kills, and more on a slow machine until the run means something: enough
-     * acknowledged entries, and a log long enough that retention must have deleted segments */
+     * acknowledged entries, a log long enough that retention must have deleted segments, and
+     * a relocation met */
     uint64_t log_end = 0;
-    for (int iter = 0; iter < iters || ((total_acked < MIN_ACKED || log_end < MIN_LOG) &&
-                                        iter < iters * 8);
+    size_t max_moved = 0; /* the most relocation copies found in the log after a kill */
+    for (int iter = 0; iter < iters || ((total_acked < MIN_ACKED || log_end < MIN_LOG ||
+                                         !max_moved) && iter < iters * 8);
          iter++) {
         int fds[2];
         cr_assert_eq(pipe(fds), 0);
@@ -306,11 +368,11 @@ static void kill_and_check(int iters, bool power)
          * byte-identical, except the oldest ones retention may have taken */
         qsort(acks, nacks, sizeof *acks, ack_cmp);
         for (size_t i = 0; i < nacks;) {
-            uint32_t sno = acks[i].thread % STREAMS;
+            uint32_t sno = sno_of(acks[i].thread);
             char s[16];
-            snprintf(s, sizeof s, "crash-%u", sno);
+            stream_of(acks[i].thread, s, sizeof s);
             size_t missing = 0, present = 0;
-            for (; i < nacks && acks[i].thread % STREAMS == sno; i++) {
+            for (; i < nacks && sno_of(acks[i].thread) == sno; i++) {
                 struct ack *k = &acks[i];
                 char v[1024];
                 evs_query q;
@@ -341,10 +403,11 @@ static void kill_and_check(int iters, bool power)
                 cr_assert(memcmp(e->fields[1].value.ptr, nn, strlen(nn)) == 0);
                 evs_iter_close(it);
             }
-            if (missing) { /* retention took them: it keeps the newest RETAIN */
+            if (missing) { /* retention took them: it keeps the newest RETAIN (RARE_KEEP) */
                 evs_stream_info info;
                 cr_assert_eq(evs_stream_info_get(st, S(s), &info), 0);
-                cr_assert_geq(info.length, RETAIN - 4 * THREADS, "kill %d: %zu acknowledged "
+                cr_assert_geq(info.length, sno == STREAMS ? RARE_KEEP : RETAIN - 4 * THREADS,
+                              "kill %d: %zu acknowledged "
                               "entries of %s missing, and it holds only %lu", iter, missing, s,
                               (unsigned long)info.length);
             }
@@ -352,11 +415,11 @@ static void kill_and_check(int iters, bool power)
         }
         /* no entry twice, none reordered: each thread appends in sequence, so within a stream
          * the n of each thread strictly increases */
-        for (int sidx = 0; sidx < STREAMS; sidx++) {
+        for (int sidx = 0; sidx <= STREAMS; sidx++) {
             char s[16];
-            snprintf(s, sizeof s, "crash-%d", sidx);
-            long last[THREADS];
-            for (int t = 0; t < THREADS; t++)
+            stream_of(sidx == STREAMS ? RARE : (uint32_t)sidx, s, sizeof s);
+            long last[THREADS + 1];
+            for (int t = 0; t <= THREADS; t++)
                 last[t] = -1;
             evs_iter *it;
             evs_error err;
@@ -371,7 +434,7 @@ static void kill_and_check(int iters, bool power)
                 memset(b, 0, sizeof b);
                 memcpy(b, e->fields[1].value.ptr, e->fields[1].value.len < 15 ? e->fields[1].value.len : 15);
                 long n = atol(b);
-                cr_assert(t >= 0 && t < THREADS);
+                cr_assert(t >= 0 && t <= RARE);
                 cr_assert_gt(n, last[t], "kill %d: thread %d entry %ld after %ld", iter, t, n, last[t]);
                 last[t] = n;
             }
@@ -381,6 +444,9 @@ static void kill_and_check(int iters, bool power)
         evs_store_stats now;
         evs_store_stats_get(st, &now);
         log_end = now.log_end;
+        size_t m = moved_records(sp);
+        if (m > max_moved)
+            max_moved = m;
         cr_assert_eq(evs_close(st), 0);
     }
     cr_assert_geq(total_acked, MIN_ACKED, "too few appends to mean anything (%zu)", total_acked);
@@ -403,6 +469,7 @@ static void kill_and_check(int iters, bool power)
     cr_assert_eq(evs_close(st), 0);
     if (power)
         cr_assert_gt(total_lost, 0, "no unsynced write was ever cut: the simulation did nothing");
+    cr_assert_gt(max_moved, 0, "crash-rare was never relocated: the kills met no relocation");
     free(acks);
     rm_rf(dir);
     free(sp);

@@ -285,11 +285,10 @@ Test(backup, restore_refuses_a_target_that_is_not_empty)
     free(dir);
 }
 
-/* A snapshot's segments stay whole while retention deletes them from the store (the snapshot
- * holds them: include/evstore.h), also once the releaser has run. */
-Test(backup, retention_deleting_a_snapshots_segments_leaves_its_bytes_whole, .timeout = 120)
+/* A store in dir (256 KiB segments, retention only when asked) holding n entries of 1 KiB in
+ * stream "s". */
+static evs_store *open_filled(const char *dir, int n)
 {
-    char *dir = tmpdir_new();
     evs_options o;
     evs_options_init(&o);
     o.segment_bytes = 256 << 10;
@@ -299,8 +298,31 @@ Test(backup, retention_deleting_a_snapshots_segments_leaves_its_bytes_whole, .ti
     char v[1001];
     memset(v, 'v', 1000);
     v[1000] = 0;
-    for (int i = 0; i < 2000; i++)
+    for (int i = 0; i < n; i++)
         cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
+    return st;
+}
+
+/* Trim "s" to nothing, write 400 more entries, run retention: the segments deleted. */
+static uint64_t trim_and_delete(evs_store *st)
+{
+    evs_error err;
+    evs_trim t = {EVS_TRIM_MAXLEN, false, 0, EVS_ID_MIN, 0, 0};
+    uint64_t removed;
+    cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 400; i++) /* the log goes on past the snapshot */
+        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", "more", NULL), 0);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    return rep.segments_deleted;
+}
+
+/* A snapshot's segments stay whole while retention deletes them from the store (the snapshot
+ * holds them: include/evstore.h), also once the releaser has run. */
+Test(backup, retention_deleting_a_snapshots_segments_leaves_its_bytes_whole, .timeout = 120)
+{
+    char *dir = tmpdir_new();
+    evs_store *st = open_filled(dir, 2000);
     evs_snapshot *sn;
     evs_error err;
     cr_assert_eq(evs_snapshot_open(st, &sn, &err), 0, "%s", err.msg);
@@ -312,15 +334,7 @@ Test(backup, retention_deleting_a_snapshots_segments_leaves_its_bytes_whole, .ti
         cr_assert_eq(evs_snapshot_read(sn, i, 0, before[i], in->files[i].size, &err),
                      (long)in->files[i].size, "%s", err.msg);
     }
-    evs_trim t = {EVS_TRIM_MAXLEN, false, 0, EVS_ID_MIN, 0, 0};
-    uint64_t removed;
-    cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0, "%s", err.msg);
-
-    for (int i = 0; i < 400; i++) /* the log goes on past the snapshot */
-        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
-    evs_retention_report rep;
-    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
-    cr_assert_gt(rep.segments_deleted, 3);
+    cr_assert_gt(trim_and_delete(st), 3);
     usleep(500 * 1000); /* the releaser's first steps */
     uint8_t *now = malloc(1 << 20);
     for (size_t i = 0; i < in->nfiles; i++) {
@@ -350,17 +364,7 @@ Test(backup, retention_deleting_a_snapshots_segments_leaves_its_bytes_whole, .ti
 Test(backup, a_lent_file_of_a_deleted_segment_outlives_the_store, .timeout = 120)
 {
     char *dir = tmpdir_new();
-    evs_options o;
-    evs_options_init(&o);
-    o.segment_bytes = 256 << 10;
-    o.fsync = EVS_FSYNC_NO;
-    o.retention_interval_ms = 3600 * 1000;
-    evs_store *st = open_store(dir, &o);
-    char v[1001];
-    memset(v, 'w', 1000);
-    v[1000] = 0;
-    for (int i = 0; i < 1000; i++)
-        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
+    evs_store *st = open_filled(dir, 1000);
     evs_snapshot *sn;
     evs_error err;
     cr_assert_eq(evs_snapshot_open(st, &sn, &err), 0, "%s", err.msg);
@@ -375,14 +379,7 @@ Test(backup, a_lent_file_of_a_deleted_segment_outlives_the_store, .timeout = 120
     void *hold;
     cr_assert_eq(evs_snapshot_file_fd(sn, seg0, &fd, &hold, &err), 0, "%s", err.msg);
     evs_snapshot_close(sn);
-    evs_trim t = {EVS_TRIM_MAXLEN, false, 0, EVS_ID_MIN, 0, 0};
-    uint64_t removed;
-    cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0, "%s", err.msg);
-    for (int i = 0; i < 400; i++)
-        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
-    evs_retention_report rep;
-    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
-    cr_assert_gt(rep.segments_deleted, 0);
+    cr_assert_gt(trim_and_delete(st), 0);
     cr_assert_eq(evs_close(st), 0);
     cr_assert_eq(pread(fd, after, size, 0), (ssize_t)size);
     cr_assert(!memcmp(before, after, size), "the lent file changed");
@@ -390,7 +387,7 @@ Test(backup, a_lent_file_of_a_deleted_segment_outlives_the_store, .timeout = 120
     char logdir[600];
     path2(logdir, sizeof logdir, dir, "log");
     cr_assert_gt(files_ending(logdir, ".deleted"), 0, "%d: left for the next open", files_ending(logdir, ".deleted"));
-    st = open_store(dir, &o);
+    st = open_filled(dir, 0);
     for (int i = 0; i < 3000 && files_ending(logdir, ".deleted"); i++)
         usleep(10 * 1000);
     cr_assert_eq(files_ending(logdir, ".deleted"), 0);

@@ -1,7 +1,8 @@
 /*
  * releaser.c — disk space given back in the background: the unused zeros at the end of a
  * sealed segment (rel_cut, from the writer after a seal) and the files of the segments
- * retention deleted (rel_delete, after their rename to `.deleted`). One thread, one FIFO queue.
+ * retention deleted (rel_delete, after their rename to `.deleted`, once the last reference to
+ * the segment is gone: store.c store_seg_put). One thread, one FIFO queue.
  *
  * Why here and paced: freeing blocks stalls every fdatasync on the same file system while it
  * runs, and a publish waits for one fdatasync. Measured with `perf trace` on this machine's

@@ -253,7 +253,7 @@ typedef struct wreq {
     stream_ret ret;                /* WR_RETENTION                                            */
     uint64_t upto;                 /* WR_DECLARE; WR_RELOCATE: the most bytes to copy        */
     uint64_t below;                /* WR_RELOCATE: only streams whose first entry is below    */
-    uint64_t *out_bytes;           /* WR_RELOCATE: the bytes copied (the caller's)            */
+    uint64_t *out;                 /* WR_RELOCATE: the caller's streams and bytes copied      */
     snap_cut *cut;                 /* WR_CUT: filled by the writer                           */
     evs_epoch *epoch;              /* WR_EPOCH: the caller's, filled with the new epoch      */
     bool promote;                  /* WR_EPOCH: stop following once the epoch is durable     */

@@ -294,7 +294,7 @@ static int relocate_pinning(evs_store *st, uint64_t end, evs_retention_report *r
         rep->bytes_relocated += bytes;
         atomic_fetch_add(&st->n_relocated, moved);
         atomic_fetch_add(&st->n_bytes_relocated, bytes);
-        if (moved)
+        if (moved) /* (also those a failed request had copied) */
             evs_log(st, EVS_LOG_INFO, "retention: relocated %" PRIu64 " small streams (%" PRIu64
                     " bytes, %.1f ms) that alone kept the log below position %" PRIu64, moved,
                     bytes, (double)(evs_mono_ns() - t0) / 1e6, end);

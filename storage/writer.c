@@ -1287,7 +1287,7 @@ static int relocate_one(evs_store *st, pending *p, uint32_t no, uint64_t below,
 
 /* Retention's relocation of the streams numbered in r->data (relocate_one each), all synced
  * whatever the fsync mode and indexed before the request completes: the caller deletes the
- * segment holding the originals next. r->count: streams copied, *r->out_bytes: their bytes. */
+ * segment holding the originals next. r->out: streams copied and their bytes. */
 static void do_relocate(evs_store *st, wreq *r, pending *p)
 {
     evs_error err = {0};
@@ -1304,14 +1304,14 @@ static void do_relocate(evs_store *st, wreq *r, pending *p)
         if (!rc && st->batch_bytes >= EVS_MAX_BATCH_BYTES)
             flush(st, p); /* between groups */
     }
+    r->out[0] = moved; /* also when a later stream failed: these were copied */
+    r->out[1] = bytes;
     if (rc && !atomic_load(&st->failed)) { /* a roll refused (no room): what was copied goes */
         flush_sync(st, p, true);
         index_commit(st, true);
         finish(r, rc, &err);
         return;
     }
-    r->count = moved;
-    *r->out_bytes = bytes;
     if (pending_add(p, r)) {
         finish(r, -ENOMEM, NULL);
         return;
@@ -2282,12 +2282,13 @@ int writer_relocate(evs_store *st, const uint32_t *nos, size_t n, uint64_t below
         wreq_free(r);
         return evs_err_set(err, -ENOMEM, "out of memory");
     }
+    uint64_t out[2] = {0, 0};
     r->below = below;
     r->upto = max_bytes;
-    r->out_bytes = bytes;
-    size_t count = 0;
-    int rc = run_counted(st, r, &count, err);
-    *moved = count;
+    r->out = out; /* written by the writer before the request completes */
+    int rc = run_counted(st, r, NULL, err);
+    *moved = out[0];
+    *bytes = out[1];
     return rc;
 }
 

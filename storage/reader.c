@@ -628,12 +628,20 @@ static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
     return rc;
 }
 
-static int lookup(evs_store *st, evs_slice name, stream **s, stream_state *snap)
+static void iter_list(evs_store *st, evs_iter *it);
+
+/* The visible stream called `name` and a copy of its state; `list`: an iterator to take the
+ * state as its snapshot and be listed with it, in the same critical section (R2). */
+static int lookup(evs_store *st, evs_slice name, stream **s, stream_state *snap, evs_iter *list)
 {
     pthread_rwlock_rdlock(&st->lock);
     stream *found = strtab_get(&st->vtab, name.ptr, name.len, true);
     if (found)
         *snap = found->v;
+    if (found && list) {
+        list->snap = *snap;
+        iter_list(st, list);
+    }
     pthread_rwlock_unlock(&st->lock);
     *s = found;
     return found ? 0 : EVS_ENOTFOUND;
@@ -644,7 +652,7 @@ void evs_stream_version(evs_store *st, evs_slice name, evs_version *out)
     stream *s;
     stream_state snap;
     *out = (evs_version){0, 0};
-    if (!lookup(st, name, &s, &snap))
+    if (!lookup(st, name, &s, &snap, NULL))
         *out = (evs_version){(uint64_t)snap.no + 1, snap.changes};
 }
 
@@ -705,18 +713,12 @@ int evs_iter_open(evs_store *st, evs_slice name, const evs_query *q, evs_iter **
     if (!it)
         return evs_err_set(err, -ENOMEM, "out of memory");
     it->st = st;
-    pthread_rwlock_rdlock(&st->lock);
-    stream *s = strtab_get(&st->vtab, name.ptr, name.len, true);
-    if (s) {
-        it->snap = s->v;
-        iter_list(st, it); /* R2: with the snapshot, before any deletion can pass it */
-    }
-    pthread_rwlock_unlock(&st->lock);
-    if (!s) {
+    stream *s;
+    stream_state snap;
+    if (lookup(st, name, &s, &snap, it)) { /* R2: listed with its snapshot */
         evs_iter_close(it);
         return evs_err_set(err, EVS_ENOTFOUND, "no such stream");
     }
-    stream_state snap = it->snap;
     return iter_open_stream(st, s, &snap, q, it, out, err);
 }
 
@@ -1007,7 +1009,7 @@ int evs_stream_info_get(evs_store *st, evs_slice name, evs_stream_info *out)
 {
     stream *s;
     stream_state snap;
-    if (lookup(st, name, &s, &snap))
+    if (lookup(st, name, &s, &snap, NULL))
         return EVS_ENOTFOUND;
     info_from(&snap, out);
     if (snap.length) { /* after deletes or a trim, first_id is a bound, not an entry */
@@ -1087,7 +1089,7 @@ int evs_wait(evs_store *st, evs_slice name, evs_id after, int64_t timeout_ms)
         pthread_mutex_unlock(&st->vmu);
         stream *s;
         stream_state snap;
-        if (lookup(st, name, &s, &snap) == 0 && snap.length &&
+        if (lookup(st, name, &s, &snap, NULL) == 0 && snap.length &&
             evs_id_cmp(snap.last_id, after) > 0)
             return 1;
         pthread_mutex_lock(&st->vmu);

@@ -182,4 +182,45 @@ static inline stream_state state_of(evs_store *st, const char *name)
 }
 #endif
 
+#ifdef EVS_RECORD_H /* tests that include record.h first */
+/* The records of every segment of the store in folder `store`, in log order, as one buffer of
+ * *len bytes (each file up to its last valid record: no preallocated zeros). */
+static inline uint8_t *log_records(const char *store, size_t *len)
+{
+    char p[700];
+    snprintf(p, sizeof p, "%s/log", store);
+    struct dirent **names;
+    int n = scandir(p, &names, NULL, alphasort);
+    cr_assert_gt(n, 0, "cannot list %s", p);
+    uint8_t *out = NULL;
+    size_t o = 0;
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(names[i]->d_name);
+        if (l > 4 && !strcmp(names[i]->d_name + l - 4, ".seg")) {
+            char f[1400];
+            snprintf(f, sizeof f, "%s/%s", p, names[i]->d_name);
+            FILE *fp = fopen(f, "rb");
+            cr_assert(fp != NULL, "cannot open %s", f);
+            fseek(fp, 0, SEEK_END);
+            long sz = ftell(fp);
+            fseek(fp, 0, SEEK_SET);
+            out = realloc(out, o + (size_t)sz + 1);
+            cr_assert_eq(fread(out + o, 1, (size_t)sz, fp), (size_t)sz);
+            fclose(fp);
+            size_t end = o;
+            rec_hdr h;
+            uint64_t rs;
+            while (end < o + (size_t)sz &&
+                   rec_check(out + end, o + (size_t)sz - end, &h, &rs) == REC_OK)
+                end += rs;
+            o = end;
+        }
+        free(names[i]);
+    }
+    free(names);
+    *len = o;
+    return out;
+}
+#endif
+
 #endif

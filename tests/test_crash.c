@@ -21,6 +21,8 @@
  * as durable; the store fsyncs folders after them) and LMDB's own files (the index may be
  * rebuilt from the log, and never leads the synced log).
  */
+#include "record.h"
+
 #include "helpers.h"
 
 #include <errno.h>
@@ -31,7 +33,6 @@
 #include <time.h>
 
 #include "fileio.h"
-#include "record.h"
 
 #define THREADS 4
 #define STREAMS 3
@@ -251,34 +252,13 @@ static uint32_t sno_of(uint32_t t) { return t == RARE ? STREAMS : t % STREAMS; }
 /* How many relocation copies (REC_F_MOVED) the store's segments hold. */
 static size_t moved_records(const char *store)
 {
-    char p[700];
-    snprintf(p, sizeof p, "%s/log", store);
-    DIR *d = opendir(p);
-    cr_assert(d != NULL);
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        size_t l = strlen(de->d_name);
-        if (l < 5 || strcmp(de->d_name + l - 4, ".seg"))
-            continue;
-        char f[1400];
-        snprintf(f, sizeof f, "%s/%s", p, de->d_name);
-        FILE *fp = fopen(f, "rb");
-        if (!fp)
-            continue;
-        fseek(fp, 0, SEEK_END);
-        long sz = ftell(fp);
-        fseek(fp, 0, SEEK_SET);
-        uint8_t *b = malloc((size_t)sz + 1);
-        size_t got = fread(b, 1, (size_t)sz, fp);
-        fclose(fp);
-        rec_hdr h;
-        uint64_t rs;
-        for (size_t o = 0; o < got && rec_check(b + o, got - o, &h, &rs) == REC_OK; o += rs)
-            n += (h.flags & REC_F_MOVED) != 0;
-        free(b);
-    }
-    closedir(d);
+    size_t len, n = 0;
+    uint8_t *b = log_records(store, &len);
+    rec_hdr h;
+    uint64_t rs;
+    for (size_t o = 0; o < len && rec_check(b + o, len - o, &h, &rs) == REC_OK; o += rs)
+        n += (h.flags & REC_F_MOVED) != 0;
+    free(b);
     return n;
 }
 

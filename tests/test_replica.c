@@ -7,7 +7,6 @@
 
 #include "helpers.h"
 
-#include <dirent.h>
 
 static char *dir, *fdir;
 static void setup(void) { dir = tmpdir_new(); fdir = tmpdir_new(); }
@@ -78,41 +77,14 @@ static void replica_feed(evs_store *st, uint64_t at, const uint8_t *b, size_t le
  * the end of the nth record flagged `flag` (a piece ending there leaves a group open). */
 static uint8_t *log_bytes_of(const char *from, uint16_t flag, int nth, size_t *len, size_t *cut)
 {
-    char p[700];
-    snprintf(p, sizeof p, "%s/log", from);
-    struct dirent **names;
-    int n = scandir(p, &names, NULL, alphasort);
-    cr_assert_gt(n, 0);
-    uint8_t *out = NULL;
-    size_t o = 0;
+    uint8_t *out = log_records(from, len);
     *cut = 0;
     int seen = 0;
-    for (int i = 0; i < n; i++) {
-        size_t l = strlen(names[i]->d_name);
-        if (l > 4 && !strcmp(names[i]->d_name + l - 4, ".seg")) {
-            char f[1400];
-            snprintf(f, sizeof f, "%s/%s", p, names[i]->d_name);
-            FILE *fp = fopen(f, "rb");
-            fseek(fp, 0, SEEK_END);
-            long sz = ftell(fp);
-            fseek(fp, 0, SEEK_SET);
-            out = realloc(out, o + (size_t)sz);
-            cr_assert_eq(fread(out + o, 1, (size_t)sz, fp), (size_t)sz);
-            fclose(fp);
-            size_t end = o;
-            rec_hdr h;
-            uint64_t rs;
-            while (end < o + (size_t)sz && rec_check(out + end, o + (size_t)sz - end, &h, &rs) == REC_OK) {
-                if ((h.flags & flag) && ++seen == nth)
-                    *cut = end + rs;
-                end += rs;
-            }
-            o = end;
-        }
-        free(names[i]);
-    }
-    free(names);
-    *len = o;
+    rec_hdr h;
+    uint64_t rs;
+    for (size_t o = 0; o < *len && rec_check(out + o, *len - o, &h, &rs) == REC_OK; o += rs)
+        if ((h.flags & flag) && ++seen == nth)
+            *cut = o + rs;
     return out;
 }
 

@@ -701,10 +701,12 @@ Test(retention, a_relocation_held_by_the_visibility_cap_is_made_once)
         relocated += rep.streams_relocated;
         deleted += rep.segments_deleted;
     }
-    cr_assert_eq(relocated, 1, "relocated %lu, deleted %lu", (unsigned long)relocated, (unsigned long)deleted);
+    cr_assert_eq(relocated, 1, "relocated %lu, deleted %lu", (unsigned long)relocated,
+                 (unsigned long)deleted);
     evs_store_stats s1;
     evs_store_stats_get(st, &s1);
-    cr_assert_lt(s1.log_end - s0.log_end, 4096, "copied %lu bytes", (unsigned long)(s1.log_end - s0.log_end));
+    cr_assert_lt(s1.log_end - s0.log_end, 4096, "copied %lu bytes",
+                 (unsigned long)(s1.log_end - s0.log_end));
     evs_set_visible_cap(st, EVS_CAP_NONE);
     cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
     deleted += rep.segments_deleted; /* (and the copies' segment, sealed by a roll, may be

@@ -3,20 +3,31 @@
 # recovery and fault tests, CLI tests against the real binary, fuzz regression replays).
 #   --sanitize   also build with ASan+UBSan and run the suite again
 #   --fuzz S     also build the libFuzzer targets (clang) and run each for S seconds
+#   --all-builds also compile the Debug and Release configurations (gcc warns differently at
+#                -O0 and -O3, and -Werror turns a warning into a build a user cannot make)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sanitize=0
 fuzz=0
+all_builds=0
 while (($#)); do
   case "$1" in
     --sanitize) sanitize=1 ;;
     --fuzz) fuzz=$2; shift ;;
-    *) echo "usage: scripts/test.sh [--sanitize] [--fuzz SECONDS]" >&2; exit 2 ;;
+    --all-builds) all_builds=1 ;;
+    *) echo "usage: scripts/test.sh [--sanitize] [--fuzz SECONDS] [--all-builds]" >&2; exit 2 ;;
   esac
   shift
 done
 bash scripts/deps.sh
 bash scripts/build.sh build
+if ((all_builds)); then
+  for t in Debug Release; do
+    echo "compiling the $t configuration" >&2
+    cmake -S . -B "build-$t" -DCMAKE_BUILD_TYPE=$t >/dev/null
+    cmake --build "build-$t" -j "$(nproc)" >/dev/null
+  done
+fi
 ctest --test-dir build --output-on-failure -j 2
 if ((sanitize)); then
   bash scripts/build.sh build-asan -DEVSTORE_SANITIZE=ON

@@ -308,7 +308,7 @@ int mf_parse(const char *buf, size_t len, manifest *m, char *why, size_t whycap)
             snprintf(why, whycap, "line %zu holds a NUL byte", lineno);
             goto bad;
         }
-        char *w[MF_MAX_WORDS + 1];
+        char *w[MF_MAX_WORDS + 1] = {0}; /* split fills w[0..nw); gcc -O3 cannot tell */
         size_t nw = split(line, w);
         const char *k = w[0];
         bool ok = false;

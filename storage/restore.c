@@ -490,6 +490,15 @@ static int write_zeros(int fd, uint64_t from, uint64_t to, const char *path, evs
     return 0;
 }
 
+/* out = a "/" b. A path that does not fit is refused, never cut: a cut path names another
+ * file. */
+static int join(char out[PATH_MAX], const char *a, const char *b, evs_error *err)
+{
+    if (snprintf(out, PATH_MAX, "%s/%s", a, b) >= PATH_MAX)
+        return evs_err_set(err, -ENAMETOOLONG, "path too long: %.200s/%.200s", a, b);
+    return 0;
+}
+
 /* Restore file f into tmp; on success its fd joins ss (fsynced before the checkpoint). */
 static int build_file(const chain *c, const mf_file *f, const char *tmp,
                       const evs_restore_options *o, const volatile int *cancel,
@@ -501,8 +510,9 @@ static int build_file(const chain *c, const mf_file *f, const char *tmp,
         return rc;
     char stored[MF_NAME_MAX + 4], src[PATH_MAX], path[PATH_MAX];
     mf_stored_name(f, stored);
-    snprintf(src, sizeof src, "%s/%s", dir, stored);
-    snprintf(path, sizeof path, "%s/%s", tmp, f->name); /* M1: a name a store may hold */
+    if ((rc = join(src, dir, stored, err)) ||
+        (rc = join(path, tmp, f->name, err))) /* M1: a name a store may hold */
+        return rc;
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
@@ -529,7 +539,9 @@ static int build(const chain *c, const char *tmp, const evs_restore_options *o,
     char path[PATH_MAX];
     const char *sub[] = {"log", "index"};
     for (int i = 0; i < 2; i++) {
-        snprintf(path, sizeof path, "%s/%s", tmp, sub[i]);
+        int rc = join(path, tmp, sub[i], err);
+        if (rc)
+            return rc;
         if (mkdir(path, 0755))
             return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
     }
@@ -553,12 +565,14 @@ static int build(const chain *c, const char *tmp, const evs_restore_options *o,
     char boot[64], txt[128];
     store_boot_id(boot, sizeof boot);
     int n = snprintf(txt, sizeof txt, "boot %s\ntxn 0\n", boot);
-    snprintf(path, sizeof path, "%s/index.ckpt", tmp);
+    if ((rc = join(path, tmp, "index.ckpt", err)))
+        return rc;
     rc = fio_write_file_atomic(&fio_real, path, txt, (size_t)n);
     if (rc)
         return evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc));
     for (int i = 0; i < 2; i++) {
-        snprintf(path, sizeof path, "%s/%s", tmp, sub[i]);
+        if ((rc = join(path, tmp, sub[i], err)))
+            return rc;
         if ((rc = fio_fsync_dir(&fio_real, path)))
             return evs_err_set(err, rc, "fsync of %s failed: %s", path, strerror(-rc));
     }
@@ -639,7 +653,11 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
     if (rc)
         goto out;
     remove_stale(data);
-    snprintf(tmp, sizeof tmp, "%s.restore-%d", data, (int)getpid());
+    if (snprintf(tmp, sizeof tmp, "%s.restore-%d", data, (int)getpid()) >= (int)sizeof tmp) {
+        tmp[0] = 0;
+        rc = evs_err_set(err, -ENAMETOOLONG, "target path too long: %.200s", data);
+        goto out;
+    }
     evs_remove_tree(tmp);
     if (mkdir(tmp, 0755)) {
         rc = evs_err_set(err, -errno, "cannot create %s: %s", tmp, strerror(errno));
@@ -649,7 +667,8 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
     if ((rc = build(c, tmp, o, cancel, err)) || (rc = open_check(&c->m[0], tmp, o, rep, err)))
         goto out;
     char lock[PATH_MAX];
-    snprintf(lock, sizeof lock, "%s/LOCK", tmp);
+    if ((rc = join(lock, tmp, "LOCK", err)))
+        goto out;
     unlink(lock);
     if ((rc = fio_fsync_dir(&fio_real, tmp))) {
         rc = evs_err_set(err, rc, "fsync of %s failed: %s", tmp, strerror(-rc));

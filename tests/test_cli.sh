@@ -56,5 +56,16 @@ check "held folder refused" [ $rc -eq 4 ]
 check "held folder message" grep -q "in use by another process" "$dir/err"
 exec 9>&-
 
+# a restore target whose files' paths would not fit in PATH_MAX is refused, never cut short
+"$E" backup --data "$d2" --out "$dir/bk" --quiet >/dev/null 2>&1
+deep=$dir
+while [ $((4075 - ${#deep})) -gt 200 ]; do deep=$deep/$(printf 'e%.0s' {1..250}); done
+mkdir -p "$deep"
+target=$deep/$(printf 't%.0s' $(seq $((4075 - ${#deep} - 1))))
+"$E" restore --from "$dir/bk" --data "$target" >/dev/null 2>"$dir/err"; rc=$?
+check "too long a restore path exits 3" [ $rc -eq 3 ]
+check "too long a restore path is named" grep -q "path too long" "$dir/err"
+check "nothing left beside it" [ -z "$(ls -A "$deep")" ]
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

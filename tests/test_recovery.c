@@ -29,7 +29,7 @@ static void seg_path(const char *d, int which, char *buf, size_t cap)
     for (int i = 0; i < n; i++) {
         size_t l = strlen(list[i]->d_name);
         if (l == 24 && !strcmp(list[i]->d_name + 20, ".seg") && segs < 256)
-            snprintf(names[segs++], 64, "%s", list[i]->d_name);
+            memcpy(names[segs++], list[i]->d_name, l + 1); /* l == 24 */
         free(list[i]);
     }
     free(list);

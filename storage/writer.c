@@ -605,9 +605,13 @@ static int segment_start(evs_store *st, const char *next, uint64_t base, evs_err
 int store_roll(evs_store *st, evs_error *err)
 {
     segment *a = st->active;
-    if (!a && st->nsegs > 0 && !st->segs[st->nsegs - 1]->sealed) {
+    /* the table's last segment: retention removes first ones meanwhile, under the lock */
+    pthread_rwlock_rdlock(&st->lock);
+    segment *last = st->nsegs > 0 ? st->segs[st->nsegs - 1] : NULL;
+    pthread_rwlock_unlock(&st->lock);
+    if (!a && last && !last->sealed) {
         /* open: continue the last segment, whose data ends where recovery found zeros */
-        a = st->segs[st->nsegs - 1];
+        a = last;
         uint64_t size = atomic_load(&a->size);
         struct stat sb;
         uint64_t flen = fstat(a->fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
@@ -655,9 +659,8 @@ int store_roll(evs_store *st, evs_error *err)
         rel_cut(st, a, st->tail - a->base); /* the unused zeros, off this thread, paced */
     }
     uint64_t base = st->tail;
-    if (st->nsegs > 0) {
-        segment *l = st->segs[st->nsegs - 1];
-        uint64_t end = l->base + atomic_load(&l->size);
+    if (last) { /* (a roll appends to the table on this thread only: still the last) */
+        uint64_t end = last->base + atomic_load(&last->size);
         if (end > base)
             base = end;
     }

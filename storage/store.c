@@ -476,9 +476,14 @@ static int apply_moved(evs_store *st, stream *s, const rec_hdr *h, uint64_t pos,
     stream_state *w = &s->w;
     evs_id id = {h->id_ms, h->id_seq};
     bool first = h->prev == REC_POS_NONE;
-    if (evs_id_cmp(id, w->last_id) > 0 || evs_id_cmp(id, w->first_id) < 0 || !w->length ||
-        (!first && (h->prev != s->mv_last_pos || evs_id_cmp(id, s->mv_last) <= 0 ||
-                    s->mv_count >= w->length)))
+    /* a rebuild from a log whose start retention deleted, meeting a stream it pre-created
+     * (prescan_declares) before that stream's declare record: its state is not known yet
+     * (the declare brings it all), so the copies are checked as a chain only, and they are
+     * its live entries until then */
+    bool undeclared = st->history_cut && w->decl_pos == REC_POS_NONE;
+    if ((!undeclared && (evs_id_cmp(id, w->last_id) > 0 || evs_id_cmp(id, w->first_id) < 0 ||
+                         !w->length || (!first && s->mv_count >= w->length))) ||
+        (!first && (h->prev != s->mv_last_pos || evs_id_cmp(id, s->mv_last) <= 0)))
         return EVS_ECORRUPT;
     int rc = 0;
     if (first) {
@@ -491,6 +496,8 @@ static int apply_moved(evs_store *st, stream *s, const rec_hdr *h, uint64_t pos,
         s->mv_first_pos = pos;
         s->mv_bytes = 0;
         s->mv_count = 0;
+        if (undeclared)
+            w->first_id = id;
     }
     if (!rc)
         rc = index_entry(st, s, h, body, pos, size, hint, first, s->mv_count + 1, false);
@@ -499,8 +506,13 @@ static int apply_moved(evs_store *st, stream *s, const rec_hdr *h, uint64_t pos,
     s->mv_last = id;
     s->mv_count++;
     if (!(h->flags & REC_F_TXN_CONT)) { /* the group's last copy: the new chain takes over */
-        if (s->mv_count != w->length)
+        if (undeclared) {
+            w->length = s->mv_count;
+            if (evs_id_cmp(id, w->last_id) > 0)
+                w->last_id = id;
+        } else if (s->mv_count != w->length) {
             return EVS_ECORRUPT; /* it ended short of the live entries */
+        }
         w->first_pos = w->moved_pos = s->mv_first_pos;
         w->last_pos = pos;
         w->bytes = s->mv_bytes;

@@ -22,6 +22,7 @@ int ckpt_run(evs_store *st)
     uint64_t t = idx_txnid(st->idx);
     if (t == atomic_load(&st->ckpt_txnid))
         return 0;
+    prep_rolls_settle(st); /* D3: earlier segments' seals synced, the last one named */
     segment *a = NULL;
     pthread_rwlock_rdlock(&st->lock);
     if (st->nsegs) {

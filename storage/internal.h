@@ -83,9 +83,12 @@ typedef struct segment {
 #define SEG_ZERO_CHUNK (256u << 10)
 int seg_prepare(const struct evs_io *io, const char *logdir, const char *tmpname, uint64_t bytes,
                 bool zero, bool (*pace)(void *arg), void *pace_arg, evs_error *err);
-/* Rename a prepared file into place as the segment at `base`, fsync the folder, open it. */
+/* Rename a prepared file into place as the segment at `base`, fsync the folder, open it.
+ * `pending`: renamed to "<name>.pending" instead, without the folder's fsync (a deferred
+ * roll, preparer.c D1): the preparer gives it its name once its predecessor is synced. */
 int seg_install(const struct evs_io *io, const char *logdir, const char *tmpname, uint64_t base,
-                segment **out, evs_error *err);
+                bool pending, segment **out, evs_error *err);
+#define SEG_PENDING ".pending"
 int seg_open(const char *logdir, const char *name, bool rdonly, segment **out, evs_error *err);
 void seg_free(segment *s);
 /* The mapping covering at least `len` bytes (maps or remaps; caller holds no lock needed:
@@ -322,6 +325,13 @@ struct evs_store {
     _Atomic uint64_t active_used;  /* bytes in the active segment, for the preparer's pace  */
     pthread_mutex_t prep_mu;
     pthread_cond_t prep_cv;
+    /* deferred rolls (--fsync no/everysec, preparer.c D1-D4): segments whose predecessor's
+     * seal is not yet synced, named "<base>.seg.pending" until the preparer has synced it */
+    struct roll_job *roll_head, *roll_tail;
+    uint64_t rolls_queued, rolls_done; /* under prep_mu */
+    bool rolls_urgent;                 /* under prep_mu: someone waits for the roll jobs */
+    _Atomic uint64_t rolls_open;       /* queued - done, for a lock-free "none pending" */
+    pthread_cond_t roll_cv;
 
     /* releaser (releaser.c): disk space given back in the background, paced */
     pthread_t rel;
@@ -581,6 +591,12 @@ int prep_reserve(evs_store *st, const char **tmpname, evs_error *err);
 int prep_install(evs_store *st, const char *tmpname, uint64_t base, segment **out,
                  evs_error *err);
 int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err);
+/* A deferred roll (D1): install the reserved file as the pending segment at `base` after
+ * `prev`, whose seal is written but not synced; the preparer syncs prev, then names the new
+ * one. prep_rolls_settle waits until every deferred roll is done (or the store failed). */
+int prep_install_deferred(evs_store *st, const char *tmpname, uint64_t base, segment *prev,
+                          segment **out, evs_error *err);
+void prep_rolls_settle(evs_store *st);
 
 /* Releaser: start/stop its thread (stop finishes every job at once). Queue the cut of sealed
  * segment a's file to len bytes (writer, after a seal), or the deletion of a segment file

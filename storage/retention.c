@@ -341,6 +341,9 @@ static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *er
  * first any more. */
 static int remove_first(evs_store *st, segment *s, size_t declared, evs_retention_report *rep)
 {
+    /* D3: s's successor is named before s goes (a roll queued from here on follows the active
+     * segment, never s) */
+    prep_rolls_settle(st);
     pthread_rwlock_wrlock(&st->lock);
     if (st->nsegs < 2 || st->segs[0] != s) {
         pthread_rwlock_unlock(&st->lock);

@@ -93,17 +93,17 @@ int seg_prepare(const struct evs_io *io, const char *logdir, const char *tmpname
 }
 
 int seg_install(const struct evs_io *io, const char *logdir, const char *tmpname, uint64_t base,
-                segment **out, evs_error *err)
+                bool pending, segment **out, evs_error *err)
 {
     segment *s = seg_alloc(base);
     if (!s)
         return evs_err_set(err, -ENOMEM, "out of memory");
     char path[PATH_MAX], tmp[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", logdir, s->name);
+    snprintf(path, sizeof path, "%s/%s%s", logdir, s->name, pending ? SEG_PENDING : "");
     snprintf(tmp, sizeof tmp, "%s/%s", logdir, tmpname);
     int rc = io->rename(tmp, path);
     const char *what = "rename";
-    if (!rc && (rc = fio_fsync_dir(io, logdir)))
+    if (!rc && !pending && (rc = fio_fsync_dir(io, logdir)))
         what = "fsync folder of";
     struct stat sb;
     if (!rc && ((s->fd = open(path, O_RDWR | O_CLOEXEC)) < 0 || fstat(s->fd, &sb) < 0)) {

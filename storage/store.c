@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -876,6 +877,135 @@ static int load_segments(evs_store *st, evs_error *err)
     return rc;
 }
 
+/* ---- deferred rolls a crash left pending (preparer.c D4) ----------------------------------- */
+
+/* Whether the segment file at `path`, at log position `base`, holds valid records up to a
+ * seal that ends exactly at position `end`. */
+static bool seg_complete(const char *path, uint64_t base, uint64_t end)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat sb;
+    bool ok = false;
+    uint64_t len = end - base;
+    if (end > base && fstat(fd, &sb) == 0 && (uint64_t)sb.st_size >= len) {
+        uint8_t *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+        if (p != MAP_FAILED) {
+            for (uint64_t off = 0; off < len;) {
+                rec_hdr h;
+                uint64_t sz;
+                if (rec_check(p + off, len - off, &h, &sz) != REC_OK)
+                    break;
+                off += sz;
+                if (h.kind == REC_SEAL) {
+                    ok = off == len;
+                    break;
+                }
+            }
+            munmap(p, len);
+        }
+    }
+    close(fd);
+    return ok;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* D4: each "<base>.seg.pending" file, in order, gets its segment name if the segment before
+ * it is complete and sealed where it begins (its predecessor synced first, as the preparer
+ * would have); from the first that does not, they are renamed "<name>.pending.torn" and
+ * their bytes are no longer part of the log. A read-only open changes nothing and does not
+ * read them. Runs before a follower's cut, so that the cut sees every segment. */
+static int adopt_pending(evs_store *st, evs_error *err)
+{
+    DIR *d = opendir(st->logdir);
+    if (!d)
+        return 0; /* load_segments says why */
+    uint64_t *pend = NULL, last = 0;
+    size_t np = 0, cap = 0;
+    bool have_last = false;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && !rc) {
+        uint64_t base;
+        char nm[32];
+        if (strlen(de->d_name) == 24 + strlen(SEG_PENDING) &&
+            !strcmp(de->d_name + 24, SEG_PENDING)) {
+            memcpy(nm, de->d_name, 24);
+            nm[24] = 0;
+            if (!seg_name_parse(nm, &base))
+                continue;
+            if (np == cap) {
+                uint64_t *v = realloc(pend, (cap = cap ? cap * 2 : 8) * sizeof *v);
+                if (!v) {
+                    rc = evs_err_set(err, -ENOMEM, "out of memory");
+                    break;
+                }
+                pend = v;
+            }
+            pend[np++] = base;
+        } else if (seg_name_parse(de->d_name, &base) && (!have_last || base > last)) {
+            last = base;
+            have_last = true;
+        }
+    }
+    closedir(d);
+    if (np > 1)
+        qsort(pend, np, sizeof *pend, cmp_u64);
+    bool chain = have_last;
+    char prev[PATH_MAX + 16];
+    snprintf(prev, sizeof prev, "%s/%020" PRIu64 ".seg", st->logdir, last);
+    for (size_t i = 0; i < np && !rc; i++) {
+        char named[PATH_MAX], path[PATH_MAX + 16], aside[PATH_MAX + 32];
+        snprintf(named, sizeof named, "%s/%020" PRIu64 ".seg", st->logdir, pend[i]);
+        snprintf(path, sizeof path, "%s%s", named, SEG_PENDING);
+        chain = chain && pend[i] > last && seg_complete(prev, last, pend[i]);
+        if (st->opt.read_only) {
+            evs_log(st, EVS_LOG_WARN,
+                    "segment %020" PRIu64 ".seg is still pending (a roll the last process did "
+                    "not finish); read-only: not read here, a writable open %s",
+                    pend[i], chain ? "adopts it" : "sets it aside");
+            snprintf(prev, sizeof prev, "%s", path); /* the next one is judged behind it */
+            last = pend[i];
+            continue;
+        }
+        if (!chain) {
+            snprintf(aside, sizeof aside, "%s.torn", path);
+            int mv = st->io->rename(path, aside);
+            if (mv)
+                rc = evs_err_set(err, mv, "cannot rename %s: %s", path, strerror(-mv));
+            else
+                evs_log(st, EVS_LOG_WARN,
+                        "pending segment %020" PRIu64 ".seg does not follow a complete, sealed "
+                        "segment (a power cut before its predecessor was synced): its bytes are "
+                        "kept in %s and are not part of the log",
+                        pend[i], aside);
+            continue;
+        }
+        int fd = open(prev, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || (rc = st->io->fdatasync(fd)) || (rc = st->io->rename(path, named)) ||
+            (rc = fio_fsync_dir(st->io, st->logdir)))
+            rc = evs_err_set(err, rc ? rc : -errno, "cannot adopt pending segment %s: %s", path,
+                             strerror(rc ? -rc : errno));
+        else
+            evs_log(st, EVS_LOG_INFO,
+                    "adopted pending segment %020" PRIu64 ".seg: the segment before it is "
+                    "complete and sealed",
+                    pend[i]);
+        if (fd >= 0)
+            close(fd);
+        snprintf(prev, sizeof prev, "%s", named);
+        last = pend[i];
+    }
+    free(pend);
+    return rc;
+}
+
 int store_boot_id(char *out, size_t cap)
 {
     const char *fake = getenv("EVSTORE_TEST_BOOT_ID"); /* power-loss simulation in tests */
@@ -1362,7 +1492,7 @@ static int recover(evs_store *st, evs_error *err)
     if (rebuild) {
         if (st->opt.read_only)
             return evs_err_set(err, EVS_ECORRUPT,
-                               "index %s is %s; open the store read-write once to rebuild it",
+                               "index %s: %s; open the store read-write once to rebuild it",
                                st->idxdir, why);
         if ((rc = index_recreate(st, why, err)))
             return rc;
@@ -1545,6 +1675,7 @@ static void store_free(evs_store *st)
     pthread_cond_destroy(&st->ixcv);
     pthread_mutex_destroy(&st->prep_mu);
     pthread_cond_destroy(&st->prep_cv);
+    pthread_cond_destroy(&st->roll_cv);
     pthread_mutex_destroy(&st->rel_mu);
     pthread_cond_destroy(&st->rel_cv);
     pthread_mutex_destroy(&st->failmu);
@@ -1627,6 +1758,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     pthread_cond_init(&st->ixcv, NULL);
     pthread_mutex_init(&st->prep_mu, NULL);
     pthread_cond_init(&st->prep_cv, NULL);
+    pthread_cond_init(&st->roll_cv, NULL);
     pthread_mutex_init(&st->rel_mu, NULL);
     pthread_cond_init(&st->rel_cv, NULL);
     pthread_mutex_init(&st->failmu, NULL);
@@ -1667,7 +1799,8 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
         rc = evs_err_set(err, rc, "cannot start space releaser thread");
         goto fail;
     }
-    if ((!st->opt.read_only && (rc = store_truncate_pending(st, err))) ||
+    if ((rc = adopt_pending(st, err)) ||
+        (!st->opt.read_only && (rc = store_truncate_pending(st, err))) ||
         (rc = load_segments(st, err)) ||
         (rc = load_identity(st, err)) || (rc = epochs_load(st, st->nsegs == 0, err)))
         goto fail;

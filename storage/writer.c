@@ -15,7 +15,9 @@
  *      and published.
  *  W3. After any write, sync or index error the store is failed for good (store_fail):
  *      queued and future requests get EVS_EFAILED, nothing more is written.
- *  W4. A segment is rolled only between requests, after its seal record is synced.
+ *  W4. A segment is rolled only between requests, after its seal record is written; a file
+ *      gets a segment's name only after its predecessor's seal is synced (at once with
+ *      --fsync always; by the preparer, in order, otherwise: preparer.c D1-D4).
  *  W5. A roll reserves the next file's space before it writes the seal: a full disk refuses
  *      the request that needed the roll (EVS_ENOSPACE), writes nothing, and the store stays
  *      writable; the next request tries again.
@@ -387,6 +389,7 @@ static size_t bucket(const uint64_t *bounds, size_t nbounds, uint64_t v)
 static int timed_sync(evs_store *st, int fd)
 {
     static const uint64_t bounds[] = EVS_FSYNC_BOUNDS_US;
+    prep_rolls_settle(st); /* D3: what is synced has a synced, named predecessor */
     uint64_t t0 = evs_mono_ns();
     int rc = st->io->fdatasync(fd);
     uint64_t dt = evs_mono_ns() - t0;
@@ -431,11 +434,13 @@ static void index_commit(evs_store *st, bool force)
 }
 
 /*
- * Batches not synced as they are written (--fsync no, everysec between syncs): start the
- * writeback of every WB_CHUNK written, without waiting for it, so that the sync that does come
- * (the seal of a roll, W4; everysec's once a second) finds little left to write. Without this a
- * roll's fdatasync wrote the whole 64 MiB segment while the writer waited: 0.64 s of a 1.5-2.8 s
- * append-nosync run of 768 MB (strace). Advisory: an error is the next fdatasync's to report.
+ * Batches not synced as they are written (everysec between syncs): start the writeback of
+ * every WB_CHUNK written, without waiting for it, so that the sync that does come (everysec's
+ * once a second) finds little left to write. (It was for --fsync no's rolls too, whose
+ * fdatasync wrote the whole 64 MiB segment while the writer waited: 0.64 s of a 1.5-2.8 s
+ * append-nosync run of 768 MB, strace; those syncs are the preparer's now, D1, and the
+ * writeback's own waits for a full disk queue held the writer to the disk's speed.)
+ * Advisory: an error is the next fdatasync's to report.
  */
 #define WB_CHUNK (4u << 20)
 static void start_writeback(evs_store *st, segment *a)
@@ -501,7 +506,11 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
     bool sync = force_sync || st->opt.fsync == EVS_FSYNC_ALWAYS ||
                 (st->opt.fsync == EVS_FSYNC_EVERYSEC &&
                  evs_mono_ns() - st->last_sync_ns >= 1000000000ull);
-    if (!sync)
+    /* everysec's once-a-second sync finds little left; with `no` (and deferred rolls) no sync
+     * of this thread's is due, and waiting in sync_file_range for a full disk queue would
+     * tie the writer to the disk again (D1) */
+    if (!sync && (st->opt.fsync == EVS_FSYNC_EVERYSEC || !st->prep_started ||
+                  atomic_load(&st->following))) /* a follower's rolls sync their seals */
         start_writeback(st, a);
     if (sync) {
         if ((rc = timed_sync(st, a->fd))) {
@@ -573,11 +582,15 @@ fail:
 /* ---- segments ---------------------------------------------------------------------------- */
 
 /* Create the segment at `base` (from the reserved file `next`, else from the spare or made
- * now) and make it the active one: the log continues at base. */
-static int segment_start(evs_store *st, const char *next, uint64_t base, evs_error *err)
+ * now) and make it the active one: the log continues at base. With `prev` (whose seal is not
+ * synced), a deferred roll: the file is pending until the preparer has synced prev (D1). */
+static int segment_start(evs_store *st, const char *next, uint64_t base, segment *prev,
+                         evs_error *err)
 {
     segment *s;
-    int rc = next ? prep_install(st, next, base, &s, err) : prep_new_segment(st, base, &s, err);
+    int rc = next && prev ? prep_install_deferred(st, next, base, prev, &s, err)
+             : next       ? prep_install(st, next, base, &s, err)
+                          : prep_new_segment(st, base, &s, err);
     if (rc)
         return rc;
     pthread_rwlock_wrlock(&st->lock);
@@ -627,6 +640,9 @@ int store_roll(evs_store *st, evs_error *err)
         return 0;
     }
     const char *next = NULL;
+    /* D1: where no write waits for a sync, neither does a roll (preparer.c) */
+    bool defer = a && st->opt.fsync != EVS_FSYNC_ALWAYS && st->prep_started &&
+                 !atomic_load(&st->following);
     if (a) {
         /* W5: the next file's space first; a full disk is met before anything is written */
         int rc = prep_reserve(st, &next, err);
@@ -651,7 +667,8 @@ int store_roll(evs_store *st, evs_error *err)
         rec_buf_release(&b);
         if (rc)
             return rc;
-        flush_sync(st, &none, true); /* the seal is durable before the next file exists */
+        /* the seal is durable before the next file has a segment's name (W4; D2) */
+        flush_sync(st, &none, !defer);
         free(none.r);
         if (atomic_load(&st->failed))
             return evs_err_set(err, EVS_EFAILED, "%s", st->fail_err.msg);
@@ -664,7 +681,7 @@ int store_roll(evs_store *st, evs_error *err)
         if (end > base)
             base = end;
     }
-    return segment_start(st, next, base, err);
+    return segment_start(st, next, base, defer ? a : NULL, err);
 }
 
 /* A roll failed: a full disk met while reserving the next file refuses only `r` (nothing was
@@ -1546,7 +1563,7 @@ static int replica_records(evs_store *st, pending *p, const uint8_t *b, size_t l
             segment *a = st->active;
             a->sealed = true;
             rel_cut(st, a, st->tail - a->base);
-            rc = segment_start(st, NULL, st->tail, err);
+            rc = segment_start(st, NULL, st->tail, NULL, err);
         }
     }
     return rc;

@@ -70,6 +70,7 @@ typedef struct segment {
     int fd;
     struct segmap *map;        /* newest mapping first; older ones live until close          */
     bool sealed;
+    bool pending_name;         /* opened as "<name>.pending" (store.c adopt_pending, D4)    */
     atomic_int refs;
     struct evs_store *deleted_in; /* set once retention renamed it `.deleted`: the last
                                   reference hands the file to the releaser (R3)             */
@@ -90,6 +91,9 @@ int seg_install(const struct evs_io *io, const char *logdir, const char *tmpname
                 bool pending, segment **out, evs_error *err);
 #define SEG_PENDING ".pending"
 int seg_open(const char *logdir, const char *name, bool rdonly, segment **out, evs_error *err);
+/* The same, for the segment at `base` found in the file `fname` (a pending one, D4). */
+int seg_open_file(const char *logdir, const char *fname, uint64_t base, bool rdonly,
+                  segment **out, evs_error *err);
 void seg_free(segment *s);
 /* The mapping covering at least `len` bytes (maps or remaps; caller holds no lock needed:
  * only called by the writer or at open). Returns NULL on failure. */
@@ -330,6 +334,8 @@ struct evs_store {
     struct roll_job *roll_head, *roll_tail;
     uint64_t rolls_queued, rolls_done; /* under prep_mu */
     bool rolls_urgent;                 /* under prep_mu: someone waits for the roll jobs */
+    uint64_t *pend_open;               /* open: pending segments taken into the log (D4)   */
+    size_t npend_open, pend_cap;
     _Atomic uint64_t rolls_open;       /* queued - done, for a lock-free "none pending" */
     pthread_cond_t roll_cv;
 
@@ -597,6 +603,8 @@ int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err
 int prep_install_deferred(evs_store *st, const char *tmpname, uint64_t base, segment *prev,
                           segment **out, evs_error *err);
 void prep_rolls_settle(evs_store *st);
+/* Queue the roll job of segment seg (named "<name>.pending") behind prev (D2); at open. */
+void prep_queue_roll(evs_store *st, segment *prev, segment *seg);
 
 /* Releaser: start/stop its thread (stop finishes every job at once). Queue the cut of sealed
  * segment a's file to len bytes (writer, after a seal), or the deletion of a segment file

@@ -23,9 +23,11 @@
  *  D3. Anything that syncs the log, or deletes or cuts segments, first waits for the jobs
  *      (prep_rolls_settle): everysec's sync and any forced sync (timed_sync), the checkpoint
  *      (the index never leads the durable log), retention, a follower's cut, close.
- *  D4. Recovery (store.c) adopts a pending file only behind a complete predecessor: every
- *      record valid up to a seal that ends where the pending file begins (after a kill -9 the
- *      page cache had it all); otherwise its bytes are kept aside as "<name>.pending.torn".
+ *  D4. Recovery (store.c adopt_pending) takes a pending file into the log only behind a
+ *      complete predecessor: every record valid up to a seal that ends where the pending file
+ *      begins (after a kill -9 in the same boot the page cache had it all: trusted unread);
+ *      its job is queued again, so the open syncs nothing. Otherwise its bytes are kept aside
+ *      as "<name>.pending.torn".
  */
 #include "internal.h"
 
@@ -238,6 +240,21 @@ int prep_reserve(evs_store *st, const char **tmpname, evs_error *err)
     return rc;
 }
 
+/* prep_mu held: j, for seg behind prev, joins the queue (it takes a reference on both). */
+static void enqueue(evs_store *st, struct roll_job *j, segment *prev, segment *seg)
+{
+    atomic_fetch_add(&prev->refs, 1);
+    atomic_fetch_add(&seg->refs, 1);
+    *j = (struct roll_job){NULL, prev, seg, evs_mono_ns()};
+    if (st->roll_tail)
+        st->roll_tail->next = j;
+    else
+        st->roll_head = j;
+    st->roll_tail = j;
+    st->rolls_queued++;
+    atomic_fetch_add(&st->rolls_open, 1);
+}
+
 static int install(evs_store *st, const char *tmpname, uint64_t base, segment *prev,
                    segment **out, evs_error *err)
 {
@@ -249,21 +266,24 @@ static int install(evs_store *st, const char *tmpname, uint64_t base, segment *p
     }
     pthread_mutex_lock(&st->prep_mu);
     st->spare_held = false;
-    if (j) {
-        atomic_fetch_add(&prev->refs, 1);
-        atomic_fetch_add(&(*out)->refs, 1);
-        *j = (struct roll_job){NULL, prev, *out, evs_mono_ns()};
-        if (st->roll_tail)
-            st->roll_tail->next = j;
-        else
-            st->roll_head = j;
-        st->roll_tail = j;
-        st->rolls_queued++;
-        atomic_fetch_add(&st->rolls_open, 1);
-    }
+    if (j)
+        enqueue(st, j, prev, *out);
     pthread_cond_signal(&st->prep_cv); /* make the next one; run the roll job */
     pthread_mutex_unlock(&st->prep_mu);
     return rc;
+}
+
+void prep_queue_roll(evs_store *st, segment *prev, segment *seg)
+{
+    struct roll_job *j = calloc(1, sizeof *j);
+    if (!j) { /* a later roll must not be named before it (D2): write nothing more */
+        store_fail(st, -ENOMEM, "out of memory queueing the roll of segment %s", seg->name);
+        return;
+    }
+    pthread_mutex_lock(&st->prep_mu);
+    enqueue(st, j, prev, seg);
+    pthread_cond_signal(&st->prep_cv);
+    pthread_mutex_unlock(&st->prep_mu);
 }
 
 int prep_install(evs_store *st, const char *tmpname, uint64_t base, segment **out,

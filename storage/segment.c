@@ -128,6 +128,12 @@ int seg_open(const char *logdir, const char *name, bool rdonly, segment **out, e
     uint64_t base;
     if (!seg_name_parse(name, &base))
         return evs_err_set(err, EVS_EINVAL, "not a segment name: %s", name);
+    return seg_open_file(logdir, name, base, rdonly, out, err);
+}
+
+int seg_open_file(const char *logdir, const char *name, uint64_t base, bool rdonly,
+                  segment **out, evs_error *err)
+{
     segment *s = seg_alloc(base);
     if (!s)
         return evs_err_set(err, -ENOMEM, "out of memory");

@@ -872,6 +872,19 @@ static int load_segments(evs_store *st, evs_error *err)
         }
     }
     closedir(d);
+    for (size_t i = 0; !rc && i < st->npend_open; i++) { /* adopt_pending's (D4) */
+        char name[48];
+        snprintf(name, sizeof name, "%020" PRIu64 ".seg%s", st->pend_open[i], SEG_PENDING);
+        segment *s;
+        if ((rc = seg_open_file(st->logdir, name, st->pend_open[i], st->opt.read_only, &s,
+                                err)))
+            break;
+        s->pending_name = true;
+        if ((rc = add_segment(st, s))) {
+            seg_free(s);
+            evs_err_set(err, rc, "out of memory");
+        }
+    }
     if (!rc && st->nsegs > 1)
         qsort(st->segs, st->nsegs, sizeof *st->segs, cmp_seg);
     return rc;
@@ -916,11 +929,30 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* D4: each "<base>.seg.pending" file, in order, gets its segment name if the segment before
- * it is complete and sealed where it begins (its predecessor synced first, as the preparer
- * would have); from the first that does not, they are renamed "<name>.pending.torn" and
- * their bytes are no longer part of the log. A read-only open changes nothing and does not
- * read them. Runs before a follower's cut, so that the cut sees every segment. */
+/* The index checkpoint was written in this boot: the machine has not restarted since, so
+ * the page cache holds every byte any process wrote to the log meanwhile. */
+static bool same_boot(evs_store *st)
+{
+    char path[PATH_MAX], boot[64], fboot[64] = "";
+    snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    int n = fscanf(f, "boot %63s", fboot);
+    fclose(f);
+    store_boot_id(boot, sizeof boot);
+    return n == 1 && strcmp(boot, fboot) == 0;
+}
+
+/* D4: each "<base>.seg.pending" file, in order, is part of the log if the segment before it
+ * is complete and sealed where it begins — known without reading it when the machine has
+ * not restarted since (a kill -9: the page cache had every byte), else checked record by
+ * record. Such files are opened under their pending names (load_segments) and their roll
+ * jobs queued again (store_requeue_rolls), so an open syncs nothing for them; only when a
+ * follower's cut is due (TRUNCATE, which lists segment names) are they synced and named
+ * here. From the first one that does not qualify (a power cut lost part of its predecessor)
+ * they are renamed "<name>.pending.torn" and are no longer part of the log. A read-only open
+ * reads the qualifying ones and changes nothing. Runs before a follower's cut. */
 static int adopt_pending(evs_store *st, evs_error *err)
 {
     DIR *d = opendir(st->logdir);
@@ -957,6 +989,10 @@ static int adopt_pending(evs_store *st, evs_error *err)
     closedir(d);
     if (np > 1)
         qsort(pend, np, sizeof *pend, cmp_u64);
+    char trunc[PATH_MAX];
+    snprintf(trunc, sizeof trunc, "%s/TRUNCATE", st->dir);
+    bool name_now = !st->opt.read_only && access(trunc, F_OK) == 0;
+    bool trusted = np && same_boot(st);
     bool chain = have_last;
     char prev[PATH_MAX + 16];
     snprintf(prev, sizeof prev, "%s/%020" PRIu64 ".seg", st->logdir, last);
@@ -964,17 +1000,15 @@ static int adopt_pending(evs_store *st, evs_error *err)
         char named[PATH_MAX], path[PATH_MAX + 16], aside[PATH_MAX + 32];
         snprintf(named, sizeof named, "%s/%020" PRIu64 ".seg", st->logdir, pend[i]);
         snprintf(path, sizeof path, "%s%s", named, SEG_PENDING);
-        chain = chain && pend[i] > last && seg_complete(prev, last, pend[i]);
-        if (st->opt.read_only) {
-            evs_log(st, EVS_LOG_WARN,
-                    "segment %020" PRIu64 ".seg is still pending (a roll the last process did "
-                    "not finish); read-only: not read here, a writable open %s",
-                    pend[i], chain ? "adopts it" : "sets it aside");
-            snprintf(prev, sizeof prev, "%s", path); /* the next one is judged behind it */
-            last = pend[i];
-            continue;
-        }
+        chain = chain && pend[i] > last && (trusted || seg_complete(prev, last, pend[i]));
         if (!chain) {
+            if (st->opt.read_only) {
+                evs_log(st, EVS_LOG_WARN,
+                        "pending segment %020" PRIu64 ".seg does not follow a complete, sealed "
+                        "segment: not read (read-only; a writable open sets it aside)",
+                        pend[i]);
+                continue;
+            }
             snprintf(aside, sizeof aside, "%s.torn", path);
             int mv = st->io->rename(path, aside);
             if (mv)
@@ -987,23 +1021,47 @@ static int adopt_pending(evs_store *st, evs_error *err)
                         pend[i], aside);
             continue;
         }
-        int fd = open(prev, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || (rc = st->io->fdatasync(fd)) || (rc = st->io->rename(path, named)) ||
-            (rc = fio_fsync_dir(st->io, st->logdir)))
-            rc = evs_err_set(err, rc ? rc : -errno, "cannot adopt pending segment %s: %s", path,
-                             strerror(rc ? -rc : errno));
-        else
-            evs_log(st, EVS_LOG_INFO,
-                    "adopted pending segment %020" PRIu64 ".seg: the segment before it is "
-                    "complete and sealed",
-                    pend[i]);
-        if (fd >= 0)
-            close(fd);
-        snprintf(prev, sizeof prev, "%s", named);
+        if (name_now) {
+            int fd = open(prev, O_RDONLY | O_CLOEXEC);
+            if (fd < 0 || (rc = st->io->fdatasync(fd)) || (rc = st->io->rename(path, named)) ||
+                (rc = fio_fsync_dir(st->io, st->logdir)))
+                rc = evs_err_set(err, rc ? rc : -errno, "cannot name pending segment %s: %s",
+                                 path, strerror(rc ? -rc : errno));
+            if (fd >= 0)
+                close(fd);
+            snprintf(prev, sizeof prev, "%s", named);
+        } else {
+            if (st->npend_open == st->pend_cap) {
+                size_t c = st->pend_cap ? st->pend_cap * 2 : 8;
+                uint64_t *v = realloc(st->pend_open, c * sizeof *v);
+                if (!v) {
+                    rc = evs_err_set(err, -ENOMEM, "out of memory");
+                    break;
+                }
+                st->pend_open = v;
+                st->pend_cap = c;
+            }
+            st->pend_open[st->npend_open++] = pend[i];
+            snprintf(prev, sizeof prev, "%s", path);
+        }
+        evs_log(st, EVS_LOG_INFO,
+                "pending segment %020" PRIu64 ".seg follows a complete, sealed segment%s: part "
+                "of the log%s",
+                pend[i], trusted ? " (same boot)" : "",
+                name_now ? ", named now" : st->opt.read_only ? "" : "; named once synced");
         last = pend[i];
     }
     free(pend);
     return rc;
+}
+
+/* D4: queue again the roll jobs of the pending segments the open took in (prev is the segment
+ * before each); before the preparer and the writer start. */
+static void store_requeue_rolls(evs_store *st)
+{
+    for (size_t i = 1; i < st->nsegs; i++)
+        if (st->segs[i]->pending_name)
+            prep_queue_roll(st, st->segs[i - 1], st->segs[i]);
 }
 
 int store_boot_id(char *out, size_t cap)
@@ -1683,6 +1741,7 @@ static void store_free(evs_store *st)
     pthread_mutex_destroy(&st->ret_mu);
     pthread_cond_destroy(&st->ret_cv);
     free(st->dir);
+    free(st->pend_open);
     free(st->logdir);
     free(st->idxdir);
     free(st);
@@ -1812,6 +1871,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     if ((rc = recover(st, err)))
         goto fail;
     if (!st->opt.read_only) {
+        store_requeue_rolls(st); /* D4: the preparer names them once it has synced */
         if ((rc = store_roll(st, err)) || (rc = epochs_reconcile(st, err)))
             goto fail;
         st->synced_to = st->tail;
@@ -1820,15 +1880,17 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             rc = evs_err_set(err, rc, "cannot start indexer thread");
             goto fail;
         }
-        if ((rc = pthread_create(&st->writer, NULL, writer_main, st))) {
-            rc = evs_err_set(err, -rc, "cannot start writer thread");
-            goto fail;
-        }
-        st->writer_started = true;
+        /* before the writer: its rolls defer only with the preparer running (D1), and the
+         * jobs queued above are its */
         if ((rc = prep_start(st))) {
             evs_close(st);
             return evs_err_set(err, rc, "cannot start segment preparer thread");
         }
+        if ((rc = pthread_create(&st->writer, NULL, writer_main, st))) {
+            evs_close(st);
+            return evs_err_set(err, -rc, "cannot start writer thread");
+        }
+        st->writer_started = true;
         if ((rc = pthread_create(&st->ckpt, NULL, ckpt_main, st))) {
             evs_close(st);
             return evs_err_set(err, -rc, "cannot start checkpointer thread");

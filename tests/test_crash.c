@@ -362,8 +362,6 @@ static void kill_and_check(int iters, bool power, int nosync)
         total_pending += (size_t)files_ending(logdir, ".pending");
 
         evs_store *st = open_store(sp, NULL);
-        cr_assert_eq(files_ending(logdir, ".pending"), 0, "kill %d: a pending segment was left",
-                     iter);
         cr_assert_eq(files_ending(logdir, ".pending.torn"), 0, "kill %d: a pending segment was "
                      "set aside after a kill -9 (its predecessor was in the page cache)", iter);
         long problems = verify_print(st);
@@ -454,6 +452,9 @@ static void kill_and_check(int iters, bool power, int nosync)
         evs_store_stats_get(st, &now);
         log_end = now.log_end;
         cr_assert_eq(evs_close(st), 0);
+        /* the pending ones were read as log (checked above) and named once synced: by close */
+        cr_assert_eq(files_ending(logdir, ".pending"), 0, "kill %d: a pending segment was left",
+                     iter);
         size_t m = moved_records(sp); /* closed: retention deletes no file under the reading */
         if (m > max_moved)
             max_moved = m;

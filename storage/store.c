@@ -929,19 +929,29 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* index.ckpt's fields: -1 if there is none, else how many of boot and txn it holds. */
+static int ckpt_read(evs_store *st, char fboot[64], uint64_t *txn)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int n = fscanf(f, "boot %63s\ntxn %" SCNu64, fboot, txn);
+    fclose(f);
+    return n;
+}
+
 /* The index checkpoint was written in this boot: the machine has not restarted since, so
  * the page cache holds every byte any process wrote to the log meanwhile. */
 static bool same_boot(evs_store *st)
 {
-    char path[PATH_MAX], boot[64], fboot[64] = "";
-    snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
+    char boot[64], fboot[64] = "";
+    uint64_t txn;
+    if (ckpt_read(st, fboot, &txn) < 1)
         return false;
-    int n = fscanf(f, "boot %63s", fboot);
-    fclose(f);
     store_boot_id(boot, sizeof boot);
-    return n == 1 && strcmp(boot, fboot) == 0;
+    return strcmp(boot, fboot) == 0;
 }
 
 /* D4: each "<base>.seg.pending" file, in order, is part of the log if the segment before it
@@ -1099,14 +1109,11 @@ int store_checkpoint_write(evs_store *st, uint64_t txn)
  * last checkpoint (page cache intact), or no transaction since it. */
 static bool checkpoint_ok(evs_store *st)
 {
-    char path[PATH_MAX], boot[64], fboot[64] = "";
+    char boot[64], fboot[64] = "";
     uint64_t txn = 0;
-    snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
+    int n = ckpt_read(st, fboot, &txn);
+    if (n < 0)
         return idx_txnid(st->idx) == 0;
-    int n = fscanf(f, "boot %63s\ntxn %" SCNu64, fboot, &txn);
-    fclose(f);
     if (n != 2)
         return false;
     store_boot_id(boot, sizeof boot);

@@ -193,7 +193,7 @@ static inline uint8_t *log_records(const char *store, size_t *len)
     int n = scandir(p, &names, NULL, alphasort);
     cr_assert_gt(n, 0, "cannot list %s", p);
     uint8_t *out = NULL;
-    size_t o = 0;
+    size_t o = 0, cap = 0;
     for (int i = 0; i < n; i++) {
         size_t l = strlen(names[i]->d_name);
         if (l > 4 && !strcmp(names[i]->d_name + l - 4, ".seg")) {
@@ -204,7 +204,11 @@ static inline uint8_t *log_records(const char *store, size_t *len)
             fseek(fp, 0, SEEK_END);
             long sz = ftell(fp);
             fseek(fp, 0, SEEK_SET);
-            out = realloc(out, o + (size_t)sz + 1);
+            if (o + (size_t)sz + 1 > cap) { /* doubling: a log of many files stays linear */
+                cap = (o + (size_t)sz + 1) * 2;
+                out = realloc(out, cap);
+                cr_assert(out != NULL);
+            }
             cr_assert_eq(fread(out + o, 1, (size_t)sz, fp), (size_t)sz);
             fclose(fp);
             size_t end = o;

@@ -70,7 +70,8 @@ typedef struct segment {
     int fd;
     struct segmap *map;        /* newest mapping first; older ones live until close          */
     bool sealed;
-    bool pending_name;         /* opened as "<name>.pending" (store.c adopt_pending, D4)    */
+    atomic_bool pending_name;  /* still "<name>.pending": its predecessor's seal not synced
+                                  yet (preparer.c D1-D4); cleared by its roll job           */
     atomic_int refs;
     struct evs_store *deleted_in; /* set once retention renamed it `.deleted`: the last
                                   reference hands the file to the releaser (R3)             */
@@ -603,6 +604,8 @@ int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err
 int prep_install_deferred(evs_store *st, const char *tmpname, uint64_t base, segment *prev,
                           segment **out, evs_error *err);
 void prep_rolls_settle(evs_store *st);
+/* Wait until segment s has its segment name (its roll job done), or the store failed. */
+void prep_wait_named(evs_store *st, segment *s);
 /* Queue the roll job of segment seg (named "<name>.pending") behind prev (D2); at open. */
 void prep_queue_roll(evs_store *st, segment *prev, segment *seg);
 

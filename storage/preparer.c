@@ -22,7 +22,9 @@
  *      everysec they run at once; with `no`, lazily (rolls_wait_ns).
  *  D3. Anything that syncs the log, or deletes or cuts segments, first waits for the jobs
  *      (prep_rolls_settle): everysec's sync and any forced sync (timed_sync), the checkpoint
- *      (the index never leads the durable log), retention, a follower's cut, close.
+ *      (the index never leads the durable log), close; retention waits only until the
+ *      successor of the segment it deletes has its name (prep_wait_named: with tiny segments
+ *      and slow syncs, waiting for the whole queue at each deletion let the log outgrow it).
  *  D4. Recovery (store.c adopt_pending) takes a pending file into the log only behind a
  *      complete predecessor: every record valid up to a seal that ends where the pending file
  *      begins (after a kill -9 in the same boot the page cache had it all: trusted unread);
@@ -106,6 +108,8 @@ static void roll_run(evs_store *st, struct roll_job *j)
     }
     if (!rc && (rc = fio_fsync_dir(st->io, st->logdir)))
         what = "fsync of the folder after naming segment";
+    if (!rc)
+        atomic_store(&j->seg->pending_name, false);
     if (rc && rc != EVS_EFAILED)
         store_fail(st, rc, "%s %s failed (a deferred roll): %s", what, name, strerror(-rc));
     store_seg_put(j->prev);
@@ -143,6 +147,20 @@ void prep_rolls_settle(evs_store *st)
     }
     while (st->rolls_done < want)
         pthread_cond_wait(&st->roll_cv, &st->prep_mu);
+    pthread_mutex_unlock(&st->prep_mu);
+}
+
+void prep_wait_named(evs_store *st, segment *s)
+{
+    if (!atomic_load(&s->pending_name))
+        return;
+    pthread_mutex_lock(&st->prep_mu);
+    while (atomic_load(&s->pending_name) && !atomic_load(&st->failed) &&
+           st->rolls_done < st->rolls_queued) {
+        st->rolls_urgent = true; /* the jobs before it and its own: the first ones queued */
+        pthread_cond_signal(&st->prep_cv);
+        pthread_cond_wait(&st->roll_cv, &st->prep_mu);
+    }
     pthread_mutex_unlock(&st->prep_mu);
 }
 
@@ -259,6 +277,8 @@ static int install(evs_store *st, const char *tmpname, uint64_t base, segment *p
                    segment **out, evs_error *err)
 {
     int rc = seg_install(st->io, st->logdir, tmpname, base, prev != NULL, out, err);
+    if (!rc && prev)
+        atomic_store(&(*out)->pending_name, true);
     struct roll_job *j = NULL;
     if (!rc && prev && !(j = calloc(1, sizeof *j))) {
         seg_free(*out); /* the file stays "<name>.pending": recovery's to judge (D4) */

@@ -341,9 +341,21 @@ static int delete_oldest(evs_store *st, evs_retention_report *rep, evs_error *er
  * first any more. */
 static int remove_first(evs_store *st, segment *s, size_t declared, evs_retention_report *rep)
 {
-    /* D3: s's successor is named before s goes (a roll queued from here on follows the active
-     * segment, never s) */
-    prep_rolls_settle(st);
+    pthread_rwlock_wrlock(&st->lock);
+    if (st->nsegs < 2 || st->segs[0] != s) {
+        pthread_rwlock_unlock(&st->lock);
+        return 0;
+    }
+    segment *succ = st->segs[1];
+    atomic_fetch_add(&succ->refs, 1);
+    pthread_rwlock_unlock(&st->lock);
+    /* D3: s's successor has its segment name before s goes (only its roll job and those
+     * before it: not the whole queue); a failed store deletes nothing more */
+    prep_wait_named(st, succ);
+    bool named = !atomic_load(&succ->pending_name);
+    store_seg_put(succ);
+    if (!named)
+        return 0;
     pthread_rwlock_wrlock(&st->lock);
     if (st->nsegs < 2 || st->segs[0] != s) {
         pthread_rwlock_unlock(&st->lock);

@@ -879,7 +879,7 @@ static int load_segments(evs_store *st, evs_error *err)
         if ((rc = seg_open_file(st->logdir, name, st->pend_open[i], st->opt.read_only, &s,
                                 err)))
             break;
-        s->pending_name = true;
+        atomic_store(&s->pending_name, true);
         if ((rc = add_segment(st, s))) {
             seg_free(s);
             evs_err_set(err, rc, "out of memory");
@@ -1070,7 +1070,7 @@ static int adopt_pending(evs_store *st, evs_error *err)
 static void store_requeue_rolls(evs_store *st)
 {
     for (size_t i = 1; i < st->nsegs; i++)
-        if (st->segs[i]->pending_name)
+        if (atomic_load(&st->segs[i]->pending_name))
             prep_queue_roll(st, st->segs[i - 1], st->segs[i]);
 }
 

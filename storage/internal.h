@@ -608,6 +608,8 @@ void prep_rolls_settle(evs_store *st);
 void prep_wait_named(evs_store *st, segment *s);
 /* Queue the roll job of segment seg (named "<name>.pending") behind prev (D2); at open. */
 void prep_queue_roll(evs_store *st, segment *prev, segment *seg);
+/* Free roll jobs no preparer will run (an open that failed before starting it). */
+void prep_drop_rolls(evs_store *st);
 
 /* Releaser: start/stop its thread (stop finishes every job at once). Queue the cut of sealed
  * segment a's file to len bytes (writer, after a seal), or the deletion of a segment file

@@ -293,6 +293,18 @@ static int install(evs_store *st, const char *tmpname, uint64_t base, segment *p
     return rc;
 }
 
+void prep_drop_rolls(evs_store *st)
+{
+    while (st->roll_head) {
+        struct roll_job *j = st->roll_head;
+        st->roll_head = j->next;
+        store_seg_put(j->prev);
+        store_seg_put(j->seg);
+        free(j);
+    }
+    st->roll_tail = NULL;
+}
+
 void prep_queue_roll(evs_store *st, segment *prev, segment *seg)
 {
     struct roll_job *j = calloc(1, sizeof *j);

@@ -1695,6 +1695,7 @@ static void store_free(evs_store *st)
 {
     rel_stop(st); /* a failed open started it */
     indexer_stop(st); /* likewise */
+    prep_drop_rolls(st); /* roll jobs an open queued before failing (its files stay pending) */
     if (st->idx)
         idx_close(st->idx);
     for (size_t i = 0; i < st->nsegs; i++)

@@ -48,6 +48,16 @@ static void fill(evs_store *st, const char *name, int n, size_t value_bytes)
     free(v);
 }
 
+/* A stream "busy" whose entries expire after 1 ms: filled after it, it makes the old segments
+ * that only a small stream's live entries keep (the relocation tests). */
+static void busy_expiring(evs_store *st)
+{
+    evs_retention age = {1, 0, 0};
+    evs_error err;
+    fill(st, "busy", 1, 10);
+    cr_assert_eq(evs_retention_set(st, S("busy"), &age, &err), 0, "%s", err.msg);
+}
+
 static int count_files(const char *suffix)
 {
     char p[600];
@@ -472,14 +482,13 @@ Test(retention, a_rebuild_meets_a_relocation_before_the_streams_first_declare)
 {
     evs_store *st = open_ret(NULL);
     evs_error err;
-    evs_retention two = {0, 0, 2}, age = {1, 0, 0};
+    evs_retention two = {0, 0, 2};
     evs_id ids[2];
     for (int i = 0; i < 2; i++)
         cr_assert_eq(add(st, "first", EVS_ID_AUTO, EVS_ID_MIN, &ids[i], "type", "t", "n",
                          i ? "1" : "0", NULL), 0);
     cr_assert_eq(evs_retention_set(st, S("first"), &two, &err), 0, "%s", err.msg);
-    fill(st, "busy", 1, 10);
-    cr_assert_eq(evs_retention_set(st, S("busy"), &age, &err), 0, "%s", err.msg);
+    busy_expiring(st);
     for (int i = 0; i < 4; i++)
         fill(st, "busy", 300, 1000);
     nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
@@ -540,9 +549,8 @@ Test(retention, a_small_stream_pinning_old_segments_is_relocated_and_reads_stay_
     evs_error err;
     /* "rare": written now and then, keeps its last 6; its entries end up in the oldest
      * segments, among a busy stream's that expire after 1 ms */
-    evs_retention six = {0, 0, 6}, age = {1, 0, 0};
-    fill(st, "busy", 1, 10);
-    cr_assert_eq(evs_retention_set(st, S("busy"), &age, &err), 0);
+    evs_retention six = {0, 0, 6};
+    busy_expiring(st);
     char t[8], src[8];
     evs_id ids[12];
     uint64_t mid_time = 0;
@@ -720,9 +728,8 @@ Test(retention, a_relocation_held_by_the_visibility_cap_is_made_once)
 {
     evs_store *st = open_ret(NULL);
     evs_error err;
-    evs_retention keep = {0, 0, 2}, age = {1, 0, 0};
-    fill(st, "busy", 1, 10);
-    cr_assert_eq(evs_retention_set(st, S("busy"), &age, &err), 0);
+    evs_retention keep = {0, 0, 2};
+    busy_expiring(st);
     fill(st, "rare", 1, 10);
     cr_assert_eq(evs_retention_set(st, S("rare"), &keep, &err), 0);
     fill(st, "busy", 1500, 1000);
@@ -767,9 +774,8 @@ Test(retention, many_small_streams_are_relocated_together)
 {
     evs_store *st = open_ret(NULL);
     evs_error err;
-    evs_retention age = {1, 0, 0}, keep = {0, 0, 5};
-    fill(st, "busy", 1, 10);
-    cr_assert_eq(evs_retention_set(st, S("busy"), &age, &err), 0);
+    evs_retention keep = {0, 0, 5};
+    busy_expiring(st);
     char name[32];
     for (int i = 0; i < 300; i++) {
         snprintf(name, sizeof name, "agent-%03d", i);

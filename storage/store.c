@@ -9,7 +9,9 @@
  *   log/<pos>.seg    segments, named by the log position of their first byte
  *   log/<seg>.<off>.torn  bytes cut from a torn tail, kept for inspection
  *   index/           LMDB environment (data.mdb, lock.mdb)
- *   index.ckpt       "boot <boot id>\ntxn <n>\n": the last index checkpoint made durable
+ *   index.ckpt       "boot <boot id>\ntxn <n>\n": the index up to transaction n is durable
+ *                    with the log, and every later transaction was committed in that boot
+ *                    (checkpoint_claim keeps the second promise from the open on)
  *
  * Recovery on open (docs/format.md has the full rules):
  *  1. Trust the index watermark only if the record it names is on disk with the stored CRC,
@@ -950,8 +952,7 @@ static bool same_boot(evs_store *st)
     uint64_t txn;
     if (ckpt_read(st, fboot, &txn) < 1)
         return false;
-    store_boot_id(boot, sizeof boot);
-    return strcmp(boot, fboot) == 0;
+    return store_boot_id(boot, sizeof boot) == 0 && strcmp(boot, fboot) == 0;
 }
 
 /* D4: each "<base>.seg.pending" file, in order, is part of the log if the segment before it
@@ -1116,9 +1117,29 @@ static bool checkpoint_ok(evs_store *st)
         return idx_txnid(st->idx) == 0;
     if (n != 2)
         return false;
-    store_boot_id(boot, sizeof boot);
     atomic_store(&st->ckpt_txnid, txn);
-    return strcmp(boot, fboot) == 0 || idx_txnid(st->idx) == txn;
+    return (store_boot_id(boot, sizeof boot) == 0 && strcmp(boot, fboot) == 0) ||
+           idx_txnid(st->idx) == txn;
+}
+
+/* Keeps index.ckpt's second promise from the open on: every index transaction after its txn
+ * is committed in the boot it names. A read-write open whose file names another boot (a
+ * reboot since; the index was trusted by its txn) or none (a fresh index) writes one naming
+ * this boot, with the same txn, before the index's first commit — so a kill -9 later in this
+ * boot finds the index trusted. Without it a store that had never checkpointed (--fsync no,
+ * or killed in its first second) rebuilt its index on every open after a kill, and read-only
+ * tools (verify, dump) refused it until then. Writing it needs no sync for safety: only the
+ * boot that wrote it can match it. */
+static int checkpoint_claim(evs_store *st, evs_error *err)
+{
+    char boot[64], fboot[64] = "";
+    uint64_t txn = 0;
+    int n = ckpt_read(st, fboot, &txn);
+    if (store_boot_id(boot, sizeof boot) || (n == 2 && strcmp(boot, fboot) == 0))
+        return 0;
+    int rc = store_checkpoint_write(st, n == 2 ? txn : 0);
+    return rc ? evs_err_set(err, rc, "cannot write %s/index.ckpt: %s", st->dir, evs_strerror(rc))
+              : 0;
 }
 
 static int load_streams(evs_store *st, evs_error *err)
@@ -1217,6 +1238,11 @@ static int index_recreate(evs_store *st, const char *why, evs_error *err)
                            strerror(errno));
     evs_log(st, EVS_LOG_WARN, "index %s: %s; moved to %s, rebuilding from the log", st->idxdir,
             why, aside);
+    /* before the new environment's first commit: the old file's txn numbers another
+     * environment's transactions, which the new one's would come to match */
+    int rc = store_checkpoint_write(st, 0);
+    if (rc)
+        return evs_err_set(err, rc, "cannot write %s/index.ckpt: %s", st->dir, evs_strerror(rc));
     return idx_open(st->idxdir, st->opt.index_map_bytes, false, &st->idx, err);
 }
 
@@ -1564,6 +1590,8 @@ static int recover(evs_store *st, evs_error *err)
         present = false;
         next_no = 1;
     }
+    if (!st->opt.read_only && (rc = checkpoint_claim(st, err)))
+        return rc;
     st->next_no = next_no;
     if ((rc = load_streams(st, err)) || (rc = group_load(st, err)))
         return rc;

@@ -7,7 +7,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "internal.h" /* writer_roll: seal the active segment on demand */
 
@@ -50,6 +52,18 @@ static int count_torn(const char *d)
             n++;
     closedir(dd);
     return n;
+}
+
+static bool dir_has(const char *d, const char *part)
+{
+    DIR *dd = opendir(d);
+    cr_assert_not_null(dd);
+    struct dirent *de;
+    bool found = false;
+    while ((de = readdir(dd)))
+        found |= strstr(de->d_name, part) != NULL;
+    closedir(dd);
+    return found;
 }
 
 static off_t file_size(const char *p)
@@ -423,12 +437,7 @@ Test(recovery, empty_store_reopens_without_rebuilding_its_index)
 {
     for (int i = 0; i < 3; i++)
         cr_assert_eq(evs_close(open_store(dir, NULL)), 0);
-    DIR *d = opendir(dir);
-    cr_assert_not_null(d);
-    struct dirent *de;
-    while ((de = readdir(d)))
-        cr_assert_null(strstr(de->d_name, "damaged"), "index moved aside: %s", de->d_name);
-    closedir(d);
+    cr_assert_not(dir_has(dir, "damaged"), "index moved aside");
 }
 
 /* A kill between the seal's index commit and the next segment file's creation leaves a log
@@ -524,4 +533,88 @@ Test(recovery, pending_segments_are_adopted_behind_a_sealed_one_and_set_aside_ot
     st = open_store(dir, &o);
     cr_assert_eq(read_ids(st, "s", NULL, ids, 512), n + 1);
     cr_assert_eq(evs_close(st), 0);
+}
+
+/* A store killed before it ever made a checkpoint (--fsync no makes none until close; any
+ * mode killed in its first second): the next open in the same boot takes its index as it is
+ * (a read-only open such as verify's or dump's reads it; a read-write one keeps it), and an
+ * open after a reboot does not trust it. Before index.ckpt named the boot from the open on,
+ * read-only opens refused such a store and read-write ones rebuilt its index. */
+Test(recovery, an_index_never_checkpointed_is_kept_after_a_kill_in_the_same_boot)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 1 << 20;
+    o.fsync = EVS_FSYNC_NO;
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        evs_store *st;
+        evs_error e;
+        if (evs_open(dir, &o, &st, &e))
+            _exit(2);
+        for (int i = 0; i < 300; i++)
+            if (add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)i + 1, 0}, NULL, "v", "x", NULL))
+                _exit(3);
+        evs_store_stats s;
+        for (int t = 0; t < 10000; t++) { /* the indexer commits within 10 ms */
+            evs_store_stats_get(st, &s);
+            if (s.index_end == s.log_end)
+                raise(SIGKILL);
+            usleep(1000);
+        }
+        _exit(4);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child: %d", status);
+
+    evs_options ro = o;
+    ro.read_only = true;
+    evs_store *st = open_store(dir, &ro);
+    evs_id ids[512];
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 512), 300);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+
+    setenv("EVSTORE_TEST_BOOT_ID", "after-a-reboot", 1); /* its index may have lost pages */
+    evs_error e = {0};
+    int rc = evs_open(dir, &ro, &st, &e);
+    unsetenv("EVSTORE_TEST_BOOT_ID");
+    cr_assert_eq(rc, EVS_ECORRUPT, "read-only open after a reboot: %d %s", rc, e.msg);
+    cr_assert(strstr(e.msg, "not checkpointed"), "%s", e.msg);
+
+    st = open_store(dir, &o);
+    cr_assert_not(dir_has(dir, "damaged"), "the index was rebuilt");
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 512), 300);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+/* A rebuilt index is a new LMDB environment whose transaction numbers start again: the
+ * checkpoint file must not keep the old one's number, which the new one's would come to
+ * match (and then be trusted after a reboot without ever having been made durable). */
+Test(recovery, a_rebuilt_index_starts_its_checkpoint_at_transaction_zero)
+{
+    make_store(100, 30);
+    rm_index(dir);
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 1 << 20;
+    o.fsync = EVS_FSYNC_NO; /* no checkpoint thread to write a newer one meanwhile */
+    evs_store *st = open_store(dir, &o);
+    char p[600], boot[64], fboot[64] = "";
+    unsigned long long txn = 99;
+    snprintf(p, sizeof p, "%s/index.ckpt", dir);
+    FILE *f = fopen(p, "r");
+    cr_assert_not_null(f);
+    cr_assert_eq(fscanf(f, "boot %63s\ntxn %llu", fboot, &txn), 2);
+    fclose(f);
+    f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    cr_assert_not_null(fgets(boot, sizeof boot, f));
+    fclose(f);
+    boot[strcspn(boot, "\n")] = 0;
+    cr_assert_str_eq(fboot, boot);
+    cr_assert_eq(txn, 0);
+    cr_assert_eq(evs_close(st), 0);
+    cr_assert_eq(count_entries(), 100);
 }

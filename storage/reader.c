@@ -115,6 +115,12 @@ static int peek(evs_iter *it, uint64_t pos, rec_hdr *h, evs_error *err)
     if (rc)
         return rc;
     it->reads++;
+    /* walks go backwards (prev pointers), where the CPU's prefetchers do not follow: the
+     * 512 bytes before this record are most often the stream's previous record (replay
+     * 3.0-4.6 M entries/s, 2-10 % more with this in five interleaved pairs) */
+    const uint8_t *start = body - REC_HDR_SIZE, *lo = seg_data(it->ref);
+    for (ptrdiff_t back = 64; back <= 512 && start - lo >= back; back += 64)
+        __builtin_prefetch(start - back);
     if (h->kind != REC_ENTRY || h->stream != it->s->no)
         return evs_err_set(err, EVS_ECORRUPT,
                            "stream %s: log position %" PRIu64 " holds a record of kind %u for "

@@ -1323,6 +1323,20 @@ static void seal_found(evs_store *st, segment *s, uint64_t off)
     set_end(s, nz > off ? nz : off);
 }
 
+/* A read-only open writes no index: what recovery queued for it is dropped (every 65,536
+ * records and at the end, so the batch never holds a whole log), and readers find the
+ * recovered records through the stream states, published by the caller, walking back from
+ * each stream's last entry. Flushing instead wrote to a read-only environment: verify and dump
+ * refused any store whose index lagged by more than 65,536 records ("index write failed"). */
+static void drop_index_batch(evs_store *st)
+{
+    idx_batch_clear(st->ib);
+    post_clear(st->post);
+    for (size_t i = 0; i < st->ntouched; i++)
+        st->touched[i]->touched = false;
+    st->ntouched = 0;
+}
+
 /*
  * Scan segment i from `off`, applying records to the index (flushed every so often so that a
  * long rebuild keeps memory flat). Sets the segment's end. See the file comment for what is
@@ -1381,7 +1395,8 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
                 return 0;
             }
             if (pending >= 65536) {
-                int rc = store_index_flush(st, err);
+                int rc = st->opt.read_only ? (drop_index_batch(st), 0)
+                                           : store_index_flush(st, err);
                 if (rc)
                     return rc;
                 pthread_rwlock_wrlock(&st->lock);
@@ -1628,12 +1643,7 @@ static int recover(evs_store *st, evs_error *err)
     }
     st->history_cut = false;
     if (st->opt.read_only) {
-        /* nothing re-indexed is written; readers find the recovered tail from memory */
-        idx_batch_clear(st->ib);
-        post_clear(st->post);
-        for (size_t i = 0; i < st->ntouched; i++)
-            st->touched[i]->touched = false;
-        st->ntouched = 0;
+        drop_index_batch(st);
         pthread_rwlock_wrlock(&st->lock);
         store_publish_touched(st);
         pthread_rwlock_unlock(&st->lock);

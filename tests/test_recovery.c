@@ -618,3 +618,51 @@ Test(recovery, a_rebuilt_index_starts_its_checkpoint_at_transaction_zero)
     cr_assert_eq(evs_close(st), 0);
     cr_assert_eq(count_entries(), 100);
 }
+
+/* The index lags the log by more than one recovery flush (65,536 records): a read-only open
+ * (verify, dump) still reads every entry, and writes nothing. It used to try to flush its
+ * re-indexed batch into the read-only environment and fail ("index write failed"). */
+Test(recovery, a_read_only_open_reads_a_long_unindexed_tail, .timeout = 120)
+{
+    make_store(10, 30);
+    char idx[600], saved[600];
+    snprintf(idx, sizeof idx, "%s/index/data.mdb", dir);
+    snprintf(saved, sizeof saved, "%s/saved.mdb", dir);
+    copy_file(idx, saved);
+    evs_options o;
+    evs_options_init(&o); /* 64 MiB segments: recovery flushes within one segment's scan */
+    o.fsync = EVS_FSYNC_NO;
+    evs_store *st = open_store(dir, &o);
+    enum { N = 70000, B = 1000 };
+    static evs_append reqs[B];
+    evs_field f = {S("v"), S("x")};
+    for (int i = 0; i < N; i += B) {
+        for (int j = 0; j < B; j++)
+            reqs[j] = (evs_append){S("s"), EVS_ID_EXPLICIT, {(uint64_t)(11 + i + j), 0}, &f, 1, false};
+        evs_error e;
+        cr_assert_eq(evs_append_batch(st, reqs, B, NULL, &e), 0, "%s", e.msg);
+    }
+    cr_assert_eq(evs_close(st), 0);
+    copy_file(saved, idx); /* the index now lags the log by 70,000 entries */
+    struct stat before;
+    cr_assert_eq(stat(idx, &before), 0);
+
+    evs_options ro = o;
+    ro.read_only = true;
+    st = open_store(dir, &ro);
+    cr_assert_eq(read_ids(st, "s", NULL, NULL, 0), N + 10);
+    evs_query q;
+    evs_query_init(&q);
+    q.reverse = true;
+    q.limit = 3;
+    evs_id last[3];
+    cr_assert_eq(read_ids(st, "s", &q, last, 3), 3);
+    cr_assert_eq(last[0].ms, (uint64_t)N + 10);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+    struct stat after;
+    cr_assert_eq(stat(idx, &after), 0);
+    cr_assert(after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+              after.st_mtim.tv_nsec == before.st_mtim.tv_nsec, "the read-only open wrote the index");
+    cr_assert_eq(count_entries(), N + 10); /* and a read-write open indexes them */
+}

@@ -274,6 +274,7 @@ typedef struct wreq {
 
 struct evs_store {
     char *dir, *logdir, *idxdir;
+    char *idx_private;  /* a read-only open's own rebuilt index (index_private), or NULL */
     evs_options opt;
     const struct evs_io *io;
     int lockfd;

@@ -25,6 +25,7 @@
  *     corruption: logged, never cut, skipped by re-synchronising on the next valid record;
  *     reads that reach it fail with EVS_ECORRUPT.
  */
+#include "evstore_backup.h" /* evs_remove_tree */
 #include "group.h"
 #include "index.h"
 #include "internal.h"
@@ -1246,6 +1247,35 @@ static int index_recreate(evs_store *st, const char *why, evs_error *err)
     return idx_open(st->idxdir, st->opt.index_map_bytes, false, &st->idx, err);
 }
 
+/* A read-only open that cannot trust the store's index (verify or dump after a reboot, an
+ * index deleted or damaged) builds one of its own from the log, in a private folder under
+ * $TMPDIR that close removes: the store's folder is not touched, and its own index is rebuilt
+ * by the next read-write open. */
+static int index_private(evs_store *st, const char *why, evs_error *err)
+{
+    if (st->idx_private)
+        return 0; /* made when the store's own would not open: empty, as a rebuild wants */
+    if (st->idx) {
+        idx_close(st->idx);
+        st->idx = NULL;
+    }
+    const char *tmp = getenv("TMPDIR");
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/evstore-index-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(path))
+        return evs_err_set(err, -errno, "index %s: %s; cannot make a folder to rebuild it in "
+                           "for this read-only open: %s: %s", st->idxdir, why, path,
+                           strerror(errno));
+    if (!(st->idx_private = strdup(path))) {
+        rmdir(path);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
+    evs_log(st, EVS_LOG_WARN, "index %s: %s; read-only: rebuilding a private copy in %s for "
+            "this open (removed at close; the next read-write open rebuilds the store's own)",
+            st->idxdir, why, path);
+    return idx_open(path, st->opt.index_map_bytes, false, &st->idx, err);
+}
+
 static bool any_valid_after(const uint8_t *p, uint64_t from, uint64_t end, uint64_t *at)
 {
     for (uint64_t o = (from + REC_ALIGN) & ~(uint64_t)(REC_ALIGN - 1); o + REC_HDR_SIZE <= end;
@@ -1395,8 +1425,8 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
                 return 0;
             }
             if (pending >= 65536) {
-                int rc = st->opt.read_only ? (drop_index_batch(st), 0)
-                                           : store_index_flush(st, err);
+                int rc = st->opt.read_only && !st->idx_private ? (drop_index_batch(st), 0)
+                                                                : store_index_flush(st, err);
                 if (rc)
                     return rc;
                 pthread_rwlock_wrlock(&st->lock);
@@ -1596,11 +1626,7 @@ static int recover(evs_store *st, evs_error *err)
         why = "not checkpointed (no checkpoint yet, or the machine restarted since)";
     }
     if (rebuild) {
-        if (st->opt.read_only)
-            return evs_err_set(err, EVS_ECORRUPT,
-                               "index %s: %s; open the store read-write once to rebuild it",
-                               st->idxdir, why);
-        if ((rc = index_recreate(st, why, err)))
+        if ((rc = st->opt.read_only ? index_private(st, why, err) : index_recreate(st, why, err)))
             return rc;
         present = false;
         next_no = 1;
@@ -1643,6 +1669,8 @@ static int recover(evs_store *st, evs_error *err)
     }
     st->history_cut = false;
     if (st->opt.read_only) {
+        if (st->idx_private && (rc = store_index_flush(st, err)))
+            return rc;
         drop_index_batch(st);
         pthread_rwlock_wrlock(&st->lock);
         store_publish_touched(st);
@@ -1736,6 +1764,10 @@ static void store_free(evs_store *st)
     prep_drop_rolls(st); /* roll jobs an open queued before failing (its files stay pending) */
     if (st->idx)
         idx_close(st->idx);
+    if (st->idx_private) {
+        evs_remove_tree(st->idx_private);
+        free(st->idx_private);
+    }
     for (size_t i = 0; i < st->nsegs; i++)
         store_seg_put(st->segs[i]);
     free(st->segs);
@@ -1912,6 +1944,8 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     rc = idx_open(st->idxdir, st->opt.index_map_bytes, st->opt.read_only, &st->idx, err);
     if (rc == EVS_ECORRUPT && !st->opt.read_only)
         rc = index_recreate(st, "not a valid LMDB environment", err);
+    else if (rc && rc != -ENOMEM && st->opt.read_only)
+        rc = index_private(st, "missing or not a valid LMDB environment", err);
     if (rc)
         goto fail;
     if ((rc = recover(st, err)))

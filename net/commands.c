@@ -399,6 +399,38 @@ static void role_follower(void *arg, const char *ip, int port, uint64_t received
 
 /* As Redis: ["master", offset, [[ip, port, offset]...]] or ["slave", host, port, state,
  * offset]. Offsets are log positions; a follower's is what it has fsynced. */
+/* SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT], Redis 7.0's syntax: a clean stop, as on
+ * SIGTERM (stop accepting, let the writer finish what it holds, close the store, exit 0).
+ * Every acknowledged write is durable already, so SAVE and NOSAVE change nothing, and the stop
+ * begins at once, so ABORT never finds one to cancel. As Redis does, no reply: the connection
+ * closes as the server stops. Not inside MULTI (multi_intercept). */
+static void cmd_shutdown(cmd_ctx *x)
+{
+    bool save = false, nosave = false, abort_ = false, now_force = false, bad = false;
+    for (size_t i = 1; i < x->argc && !bad; i++) {
+        if (arg_is(x, i, "nosave"))
+            nosave = true;
+        else if (arg_is(x, i, "save"))
+            save = true;
+        else if (arg_is(x, i, "now") || arg_is(x, i, "force"))
+            now_force = true;
+        else if (arg_is(x, i, "abort"))
+            abort_ = true;
+        else
+            bad = true;
+    }
+    if (bad || (abort_ && (save || nosave || now_force)) || (save && nosave)) {
+        reply_error_done(x, ERR_SYNTAX);
+    } else if (abort_) {
+        reply_error_done(x, "ERR No shutdown in progress.");
+    } else {
+        server_log(x->srv, EVS_LOG_INFO, "SHUTDOWN from a client: stopping");
+        x->r->close_after = true;
+        reply_done(x);
+        server_stop(x->srv);
+    }
+}
+
 static void cmd_role(cmd_ctx *x)
 {
     evs_store_stats s;
@@ -1597,7 +1629,7 @@ static const command table[] = {
     {"backup", -2, false, cmd_backup_snapshot},
     {"replsync", -4, false, cmd_replsync}, {"replconf", -2, false, cmd_replconf},
     {"wait", 3, false, cmd_wait},       {"replicaof", 3, false, cmd_replicaof},
-    {"slaveof", 3, false, cmd_replicaof},
+    {"slaveof", 3, false, cmd_replicaof}, {"shutdown", -1, false, cmd_shutdown},
 };
 
 static void cmd_command(cmd_ctx *x)

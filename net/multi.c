@@ -102,6 +102,8 @@ bool multi_intercept(cmd_ctx *x, const command *cmd, const char *why)
     if (cmd && (is_cmd(name, "exec") || is_cmd(name, "discard") || is_cmd(name, "multi") ||
                 is_cmd(name, "quit") || is_cmd(name, "watch")))
         return false; /* run now */
+    if (!why && cmd && is_cmd(name, "shutdown"))
+        why = "ERR Command not allowed inside a transaction"; /* Redis' NO_MULTI */
     if (why) {
         m->dirty = true;
         resp_out_error(&x->r->out, "%s", why);

@@ -187,6 +187,11 @@ void server_commit_waits(server *s, uint64_t *waits, uint64_t *timeouts)
     *timeouts = s->commit_wait_timeouts;
 }
 
+void server_stop(server *s)
+{
+    event_base_loopexit(s->base, NULL);
+}
+
 void server_restart(server *s)
 {
     s->restart = true;

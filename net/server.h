@@ -62,6 +62,8 @@ typedef struct conn conn;
  * the server stopped cleanly to be started again (a follower cutting its log). */
 #define SERVER_RESTART 75
 int server_run(const server_config *cfg);
+/* Stop cleanly, as on SIGTERM: server_run returns 0 (SHUTDOWN). */
+void server_stop(server *s);
 /* Stop cleanly, then have server_run return SERVER_RESTART. */
 void server_restart(server *s);
 /* The same, to come back following `target` ("HOST:PORT"): -1 if the caller gave no

@@ -1203,6 +1203,36 @@ class Process(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
             shutil.rmtree(d, ignore_errors=True)
 
+    def test_shutdown_stops_cleanly_as_sigterm_does(self):
+        """SHUTDOWN (redis-cli shutdown, redis-py's shutdown()) answers nothing and closes the
+        connection as the server stops cleanly; another client's writes acknowledged before it
+        are there after a restart; the NOAUTH rule covers it."""
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        data = os.path.join(d, "data")
+        srv = Server(data, "--requirepass", "pw").start()
+        try:
+            self.assertEqual(raw(srv.port, b"SHUTDOWN\r\n"), b"-NOAUTH Authentication required.\r\n")
+            other = srv.client(password="pw")
+            ids = [other.xadd("s", {"n": str(i)}) for i in range(100)]
+            r = srv.client(password="pw")
+            r.shutdown(nosave=True)  # raises unless the connection closed without a reply
+            self.assertEqual(srv.proc.wait(timeout=20), 0)
+            srv.log.close()
+            with open(srv.log.name, errors="replace") as f:
+                log = f.read()
+            self.assertIn("SHUTDOWN from a client: stopping", log)
+            self.assertIn("stopped cleanly", log)
+            srv = Server(data, "--requirepass", "pw").start()
+            c = srv.client(password="pw")
+            self.assertEqual([i for i, _ in c.xrange("s")], ids)
+            out = subprocess.run(["redis-cli", "-p", str(srv.port), "-a", "pw", "--no-auth-warning",
+                                  "shutdown"], capture_output=True, text=True, timeout=20)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            self.assertEqual(srv.proc.wait(timeout=20), 0)
+        finally:
+            srv.stop()
+            shutil.rmtree(d, ignore_errors=True)
+
     def test_sigkill_never_loses_an_acknowledged_xadd(self):
         d = tempfile.mkdtemp(prefix="evs-server-")
         data = os.path.join(d, "data")

@@ -1222,6 +1222,8 @@ class Process(unittest.TestCase):
                 log = f.read()
             self.assertIn("SHUTDOWN from a client: stopping", log)
             self.assertIn("stopped cleanly", log)
+            self.assertNotIn("Sanitizer", log)
+            self.assertNotIn("runtime error", log)
             srv = Server(data, "--requirepass", "pw").start()
             c = srv.client(password="pw")
             self.assertEqual([i for i, _ in c.xrange("s")], ids)

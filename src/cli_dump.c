@@ -20,7 +20,8 @@ static const char *help =
     "  --limit N    at most N entries\n"
     "  --reverse    newest first\n"
     "\n"
-    "Exit codes: 0 done, 2 unusable arguments, 3 cannot open or a corrupt record was met.\n";
+    "Exit codes: 0 done, 2 unusable arguments, 3 cannot open or a corrupt record was met,\n"
+    "4 a server holds the folder.\n";
 
 int cmd_dump(int argc, char **argv)
 {

@@ -22,7 +22,8 @@ static const char *help =
     "  --backup DIR a backup folder: its manifest, every file's size and CRC (compressed\n"
     "               files decompressed and checked too), the chain of an incremental backup\n"
     "\n"
-    "Exit codes: 0 clean, 1 problems found, 2 unusable arguments, 3 cannot open the store.\n";
+    "Exit codes: 0 clean, 1 problems found, 2 unusable arguments, 3 cannot open the store,\n"
+    "4 a server holds the folder.\n";
 
 static void report(void *arg, const char *line)
 {

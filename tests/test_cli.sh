@@ -34,6 +34,18 @@ check "unusable arguments exit 2" [ $rc -eq 2 ]
 "$E" verify --data "$dir/nothing-here" >/dev/null 2>&1; rc=$?
 check "missing folder exits 3" [ $rc -eq 3 ]
 
+# an index verify and dump cannot use (deleted here): a private rebuild under $TMPDIR, removed
+# after; the store's folder is left as it was
+rm -rf "$d/index"
+mkdir -p "$dir/tmp"
+TMPDIR="$dir/tmp" "$E" verify --data "$d" >"$dir/v" 2>"$dir/err"; rc=$?
+check "verify without an index exits 0" [ $rc -eq 0 ]
+check "verify without an index says so" grep -q "rebuilding a private copy in $dir/tmp/evstore-index-" "$dir/err"
+out=$(TMPDIR="$dir/tmp" "$E" dump --data "$d" s 2>/dev/null)
+check "dump without an index prints both" [ "$(printf '%s\n' "$out" | wc -l)" -eq 2 ]
+check "the private index is removed" [ -z "$(ls -A "$dir/tmp")" ]
+check "no index written into the store" [ ! -e "$d/index" ]
+
 # many entries so that a flip lands inside a record, then flip a byte in the middle
 for i in $(seq 1 30); do "$E" append --data "$d" --fsync no s n "$i" payload "some payload bytes $i" >/dev/null; done
 seg=$(ls "$d"/log/*.seg | head -1)

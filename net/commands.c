@@ -397,8 +397,6 @@ static void role_follower(void *arg, const char *ip, int port, uint64_t received
     resp_out_cstr(o, off);
 }
 
-/* As Redis: ["master", offset, [[ip, port, offset]...]] or ["slave", host, port, state,
- * offset]. Offsets are log positions; a follower's is what it has fsynced. */
 /* SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT], Redis 7.0's syntax: a clean stop, as on
  * SIGTERM (stop accepting, let the writer finish what it holds, close the store, exit 0).
  * Every acknowledged write is durable already, so SAVE and NOSAVE change nothing, and the stop
@@ -431,6 +429,8 @@ static void cmd_shutdown(cmd_ctx *x)
     }
 }
 
+/* As Redis: ["master", offset, [[ip, port, offset]...]] or ["slave", host, port, state,
+ * offset]. Offsets are log positions; a follower's is what it has fsynced. */
 static void cmd_role(cmd_ctx *x)
 {
     evs_store_stats s;

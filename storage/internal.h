@@ -275,6 +275,9 @@ typedef struct wreq {
 struct evs_store {
     char *dir, *logdir, *idxdir;
     char *idx_private;  /* a read-only open's own rebuilt index (index_private), or NULL */
+    uint8_t *ro_dels;   /* a read-only open's tombstones past the index watermark: their
+                           IDX_IDKEY keys, in order (store_ro_deleted) */
+    size_t nro_dels, ro_dels_cap;
     evs_options opt;
     const struct evs_io *io;
     int lockfd;
@@ -471,6 +474,8 @@ int reader_live_positions(evs_store *st, stream *s, const stream_state *snap, ui
  * unindexed entries by walking back from a stream's last entry. */
 int store_index_build(evs_store *st, evs_error *err);
 int store_index_flush(evs_store *st, evs_error *err);
+/* A tombstone a read-only open met past the index watermark (whose index batch it dropped)? */
+bool store_ro_deleted(const evs_store *st, const uint8_t *key); /* an IDX_IDKEY key */
 /* Indexer: start/stop its thread (stop: after the writer; the batch in its hands is applied
  * first). indexer_put applies st->ib after the batch in the indexer's hands (X1): on this
  * thread if sync (visible on return) or without the thread, else handed over with st->ib

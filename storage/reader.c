@@ -136,10 +136,12 @@ static bool below_first(const evs_iter *it, uint64_t pos)
     return it->snap.first_pos != REC_POS_NONE && pos < it->snap.first_pos;
 }
 
-static bool is_deleted(idx_rtxn *r, uint32_t no, evs_id id)
+static bool is_deleted(const evs_store *st, idx_rtxn *r, uint32_t no, evs_id id)
 {
     uint8_t k[IDX_IDKEY];
     idx_idkey(k, no, id);
+    if (store_ro_deleted(st, k))
+        return true;
     const void *v;
     size_t vl;
     return idx_get(r, IDX_DELS, k, sizeof k, &v, &vl) == 0;
@@ -237,7 +239,7 @@ static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_err
     size_t out_n = 0;
     reverse_found(it);
     for (size_t j = 0; j < it->n; j++) {
-        if (it->snap.ndels && is_deleted(r, it->s->no, it->ids[j]))
+        if (it->snap.ndels && is_deleted(it->st, r, it->s->no, it->ids[j]))
             continue;
         it->pos[out_n] = it->pos[j];
         it->ids[out_n] = it->ids[j];
@@ -439,7 +441,7 @@ static int load_filter_chunk(evs_iter *it, evs_error *err)
             p = it->pos[j];
             if (evs_id_cmp(id, it->lo) < 0 || evs_id_cmp(id, it->hi) > 0 || p >= it->fw)
                 continue;
-            if (it->snap.ndels && is_deleted(r, it->s->no, id))
+            if (it->snap.ndels && is_deleted(it->st, r, it->s->no, id))
                 continue;
             it->ids[o] = id;
             it->pos[o] = p;
@@ -523,7 +525,7 @@ static int load_filter_tail(evs_iter *it, evs_error *err)
             return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
         size_t o = 0;
         for (size_t j = 0; j < it->n; j++)
-            if (!is_deleted(r, it->s->no, it->ids[j])) {
+            if (!is_deleted(it->st, r, it->s->no, it->ids[j])) {
                 it->pos[o] = it->pos[j];
                 it->ids[o++] = it->ids[j];
             }
@@ -835,7 +837,7 @@ static int next_rev(evs_iter *it, evs_error *err)
             idx_rtxn *r;
             if ((rc = idx_rbegin(it->st->idx, &r)))
                 return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
-            bool del = is_deleted(r, it->s->no, id);
+            bool del = is_deleted(it->st, r, it->s->no, id);
             idx_rend(r);
             if (del)
                 continue;

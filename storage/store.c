@@ -649,6 +649,59 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ui
     }
 }
 
+/* A read-only open writes no index, so the tombstones it meets past the watermark are kept
+ * here for readers (store_ro_deleted), in key order; without them an entry whose tombstone the
+ * index had not taken yet (an XDEL never acknowledged: acknowledged ones are indexed first)
+ * showed in dump while the stream's length left it out. */
+static size_t ro_del_find(const evs_store *st, const uint8_t *k, bool *found)
+{
+    size_t lo = 0, hi = st->nro_dels;
+    *found = false;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = memcmp(st->ro_dels + mid * IDX_IDKEY, k, IDX_IDKEY);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int ro_del_add(evs_store *st, const uint8_t k[IDX_IDKEY])
+{
+    bool found;
+    size_t at = ro_del_find(st, k, &found);
+    if (found)
+        return 0;
+    if (st->nro_dels == st->ro_dels_cap) {
+        size_t cap = st->ro_dels_cap ? st->ro_dels_cap * 2 : 64;
+        uint8_t *d = realloc(st->ro_dels, cap * IDX_IDKEY);
+        if (!d)
+            return -ENOMEM;
+        st->ro_dels = d;
+        st->ro_dels_cap = cap;
+    }
+    memmove(st->ro_dels + (at + 1) * IDX_IDKEY, st->ro_dels + at * IDX_IDKEY,
+            (st->nro_dels - at) * IDX_IDKEY);
+    memcpy(st->ro_dels + at * IDX_IDKEY, k, IDX_IDKEY);
+    st->nro_dels++;
+    return 0;
+}
+
+bool store_ro_deleted(const evs_store *st, const uint8_t *key)
+{
+    bool found = false;
+    if (st->nro_dels)
+        ro_del_find(st, key, &found);
+    return found;
+}
+
+
 int store_apply_record(evs_store *st, const rec_hdr *h, const uint8_t *body, uint64_t pos,
                        uint64_t size, evs_error *err)
 {
@@ -708,6 +761,8 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
         idx_idkey(k, s->no, id);
         idx_be64(v, pos);
         rc = idx_batch_put(st->ib, IDX_DELS, k, sizeof k, v, sizeof v);
+        if (!rc && st->opt.read_only && !st->idx_private)
+            rc = ro_del_add(st, k);
         if (s->w.length)
             s->w.length--;
         s->w.ndels++;
@@ -1768,6 +1823,7 @@ static void store_free(evs_store *st)
         evs_remove_tree(st->idx_private);
         free(st->idx_private);
     }
+    free(st->ro_dels);
     for (size_t i = 0; i < st->nsegs; i++)
         store_seg_put(st->segs[i]);
     free(st->segs);

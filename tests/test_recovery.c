@@ -352,13 +352,20 @@ static void copy_file(const char *from, const char *to)
     close(b);
 }
 
+/* The index's data file as it is now, copied to saved, to be put back later (copy_file(saved,
+ * idx)) so that the index lags what is appended meanwhile. */
+static void index_keep(char idx[600], char saved[600])
+{
+    snprintf(idx, 600, "%s/index/data.mdb", dir);
+    snprintf(saved, 600, "%s/saved.mdb", dir);
+    copy_file(idx, saved);
+}
+
 Test(recovery, lagging_index_catches_up)
 {
     make_store(100, 30);
     char idx[600], saved[600];
-    snprintf(idx, sizeof idx, "%s/index/data.mdb", dir);
-    snprintf(saved, sizeof saved, "%s/saved.mdb", dir);
-    copy_file(idx, saved);
+    index_keep(idx, saved);
     evs_store *st = open_store(dir, NULL);
     for (int i = 100; i < 250; i++)
         cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)i + 1, 0}, NULL, "v", "x", NULL), 0);
@@ -674,9 +681,7 @@ Test(recovery, a_read_only_open_reads_a_long_unindexed_tail, .timeout = 120)
 {
     make_store(10, 30);
     char idx[600], saved[600];
-    snprintf(idx, sizeof idx, "%s/index/data.mdb", dir);
-    snprintf(saved, sizeof saved, "%s/saved.mdb", dir);
-    copy_file(idx, saved);
+    index_keep(idx, saved);
     evs_options o;
     evs_options_init(&o); /* 64 MiB segments: recovery flushes within one segment's scan */
     o.fsync = EVS_FSYNC_NO;
@@ -717,9 +722,7 @@ Test(recovery, a_read_only_open_hides_entries_deleted_past_the_index)
 {
     make_store(100, 30);
     char idx[600], saved[600];
-    snprintf(idx, sizeof idx, "%s/index/data.mdb", dir);
-    snprintf(saved, sizeof saved, "%s/saved.mdb", dir);
-    copy_file(idx, saved);
+    index_keep(idx, saved);
     evs_store *st = open_store(dir, NULL);
     evs_id gone[2] = {{70, 0}, {30, 0}};
     size_t deleted = 0;

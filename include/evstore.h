@@ -117,7 +117,10 @@ typedef struct evs_options {
     uint64_t segment_bytes;     /* roll the active segment at this size; default 64 MiB        */
     uint64_t max_entry_bytes;   /* largest encoded entry body accepted; default 64 MiB         */
     uint64_t index_map_bytes;   /* initial LMDB map size; grows by doubling; default 256 MiB   */
-    bool read_only;             /* no recovery writes, no appends (verify, dump)               */
+    bool read_only;             /* no recovery writes, no appends (verify, dump); writes nothing
+                                   to the folder: an index it cannot use (after a reboot,
+                                   missing, damaged) is rebuilt for this open in a private
+                                   folder under $TMPDIR, removed by evs_close               */
     /* Log sink for recovery notes and errors; NULL logs nothing. Called from any thread. */
     void (*log)(void *arg, int level, const char *msg);
     void *log_arg;

@@ -1422,6 +1422,26 @@ static void drop_index_batch(evs_store *st)
     st->ntouched = 0;
 }
 
+/* Recovery's index flush: into the store's index (read-write), into a read-only open's private
+ * one (index_private; its failures name the folder, which may sit on a small $TMPDIR), or
+ * nowhere (read-only over the store's own index: drop_index_batch). */
+static int recovery_flush(evs_store *st, evs_error *err)
+{
+    if (!st->opt.read_only)
+        return store_index_flush(st, err);
+    if (!st->idx_private) {
+        drop_index_batch(st);
+        return 0;
+    }
+    int rc = store_index_flush(st, err);
+    if (rc && err) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        evs_err_set(err, rc, "private index %s ($TMPDIR): %s", st->idx_private, why);
+    }
+    return rc;
+}
+
 /*
  * Scan segment i from `off`, applying records to the index (flushed every so often so that a
  * long rebuild keeps memory flat). Sets the segment's end. See the file comment for what is
@@ -1480,8 +1500,7 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
                 return 0;
             }
             if (pending >= 65536) {
-                int rc = st->opt.read_only && !st->idx_private ? (drop_index_batch(st), 0)
-                                                                : store_index_flush(st, err);
+                int rc = recovery_flush(st, err);
                 if (rc)
                     return rc;
                 pthread_rwlock_wrlock(&st->lock);
@@ -1724,9 +1743,8 @@ static int recover(evs_store *st, evs_error *err)
     }
     st->history_cut = false;
     if (st->opt.read_only) {
-        if (st->idx_private && (rc = store_index_flush(st, err)))
+        if ((rc = recovery_flush(st, err)))
             return rc;
-        drop_index_batch(st);
         pthread_rwlock_wrlock(&st->lock);
         store_publish_touched(st);
         pthread_rwlock_unlock(&st->lock);

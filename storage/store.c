@@ -1742,20 +1742,12 @@ static int recover(evs_store *st, evs_error *err)
                     st->segs[i + 1]->name);
     }
     st->history_cut = false;
-    if (st->opt.read_only) {
-        if ((rc = recovery_flush(st, err)))
-            return rc;
-        pthread_rwlock_wrlock(&st->lock);
-        store_publish_touched(st);
-        pthread_rwlock_unlock(&st->lock);
-        return 0;
-    }
-    if ((rc = store_index_flush(st, err)))
+    if ((rc = recovery_flush(st, err)))
         return rc;
     pthread_rwlock_wrlock(&st->lock);
     store_publish_touched(st);
     pthread_rwlock_unlock(&st->lock);
-    if (st->recovered_records)
+    if (st->recovered_records && !st->opt.read_only)
         evs_log(st, EVS_LOG_INFO, "recovered %" PRIu64 " records past the index watermark",
                 st->recovered_records);
     return 0;

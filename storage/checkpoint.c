@@ -47,9 +47,7 @@ void *ckpt_main(void *arg)
     fio_thread_is_background();
     pthread_mutex_lock(&st->ckmu);
     while (!st->ck_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
+        struct timespec ts = evs_deadline_ns(1000000000ull);
         pthread_cond_timedwait(&st->ckcv, &st->ckmu, &ts);
         if (st->ck_stop)
             break;

@@ -439,6 +439,9 @@ struct evs_store {
 void evs_log(evs_store *st, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint64_t evs_now_us(void);
+/* The CLOCK_REALTIME time ns from now, as pthread_cond_timedwait takes its deadline (ns up
+ * to about 584 years). */
+struct timespec evs_deadline_ns(uint64_t ns);
 
 /* Apply one valid record to the writer's stream states and queue its index operations
  * (shared by the writer and recovery: one mechanism). `pos` is its log position. */

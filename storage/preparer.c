@@ -54,13 +54,7 @@ static bool pace(void *arg)
     pthread_mutex_lock(&st->prep_mu);
     bool stop = st->prep_stop;
     if (!stop && atomic_load(&st->active_used) < st->opt.segment_bytes / 2) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 4000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = evs_deadline_ns(4000000);
         pthread_cond_timedwait(&st->prep_cv, &st->prep_mu, &ts);
         stop = st->prep_stop;
     }
@@ -194,18 +188,12 @@ static void *prep_main(void *arg)
             }
             if (st->prep_stop)
                 break;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
+            struct timespec ts = evs_deadline_ns(1000000000ull);
             pthread_cond_timedwait(&st->prep_cv, &st->prep_mu, &ts);
             continue;
         }
         if (wait_ns) { /* lazy roll jobs: until the oldest is due, or a signal */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t ns = (uint64_t)ts.tv_nsec + wait_ns;
-            ts.tv_sec += (time_t)(ns / 1000000000ull);
-            ts.tv_nsec = (long)(ns % 1000000000ull);
+            struct timespec ts = evs_deadline_ns(wait_ns);
             pthread_cond_timedwait(&st->prep_cv, &st->prep_mu, &ts);
             continue;
         }

@@ -75,11 +75,7 @@ static bool pace(void *arg, uint64_t step_ns)
         ns = 1000000000ull; /* a slow disk: still 8 MiB a second at least */
     if (ns < REL_MIN_PAUSE_NS || space_short(st))
         ns = REL_MIN_PAUSE_NS;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ns += (uint64_t)ts.tv_nsec;
-    ts.tv_sec += (time_t)(ns / 1000000000ull);
-    ts.tv_nsec = (long)(ns % 1000000000ull);
+    struct timespec ts = evs_deadline_ns(ns);
     pthread_mutex_lock(&st->rel_mu);
     while (!st->rel_stop && pthread_cond_timedwait(&st->rel_cv, &st->rel_mu, &ts) != ETIMEDOUT)
         ; /* woken by a new job, not by the time: wait on */

@@ -661,11 +661,7 @@ static void *ret_main(void *arg)
                                                  : RET_DEFAULT_INTERVAL_MS;
     pthread_mutex_lock(&st->ret_mu);
     while (!st->ret_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ms * 1000000ull;
-        ts.tv_sec += (time_t)(ns / 1000000000ull);
-        ts.tv_nsec = (long)(ns % 1000000000ull);
+        struct timespec ts = evs_deadline_ns((uint64_t)ms * 1000000ull);
         pthread_cond_timedwait(&st->ret_cv, &st->ret_mu, &ts);
         if (st->ret_stop)
             break;

@@ -1790,11 +1790,7 @@ void *writer_main(void *arg)
             uint64_t now = evs_mono_ns();
             if (now >= st->wdue_ns)
                 break;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t ns = (uint64_t)ts.tv_nsec + (st->wdue_ns - now);
-            ts.tv_sec += (time_t)(ns / 1000000000ull);
-            ts.tv_nsec = (long)(ns % 1000000000ull);
+            struct timespec ts = evs_deadline_ns(st->wdue_ns - now);
             pthread_cond_timedwait(&st->qcv, &st->qmu, &ts);
         }
         pthread_mutex_unlock(&st->qmu);

@@ -386,6 +386,13 @@ static size_t bucket(const uint64_t *bounds, size_t nbounds, uint64_t v)
     return i;
 }
 
+/* D1: where no write waits for a sync, neither does a roll (preparer.c); a follower's rolls
+ * sync their seals, and an open's first roll comes before the preparer runs. */
+static bool rolls_defer(evs_store *st)
+{
+    return st->opt.fsync != EVS_FSYNC_ALWAYS && st->prep_started && !atomic_load(&st->following);
+}
+
 static int timed_sync(evs_store *st, int fd)
 {
     static const uint64_t bounds[] = EVS_FSYNC_BOUNDS_US;
@@ -509,8 +516,7 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
     /* everysec's once-a-second sync finds little left; with `no` (and deferred rolls) no sync
      * of this thread's is due, and waiting in sync_file_range for a full disk queue would
      * tie the writer to the disk again (D1) */
-    if (!sync && (st->opt.fsync == EVS_FSYNC_EVERYSEC || !st->prep_started ||
-                  atomic_load(&st->following))) /* a follower's rolls sync their seals */
+    if (!sync && !(st->opt.fsync == EVS_FSYNC_NO && rolls_defer(st)))
         start_writeback(st, a);
     if (sync) {
         if ((rc = timed_sync(st, a->fd))) {
@@ -640,9 +646,7 @@ int store_roll(evs_store *st, evs_error *err)
         return 0;
     }
     const char *next = NULL;
-    /* D1: where no write waits for a sync, neither does a roll (preparer.c) */
-    bool defer = a && st->opt.fsync != EVS_FSYNC_ALWAYS && st->prep_started &&
-                 !atomic_load(&st->following);
+    bool defer = a && rolls_defer(st);
     if (a) {
         /* W5: the next file's space first; a full disk is met before anything is written */
         int rc = prep_reserve(st, &next, err);

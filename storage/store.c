@@ -991,6 +991,21 @@ static bool seg_complete(const char *path, uint64_t base, uint64_t end)
     return ok;
 }
 
+/* Append x to the growing array *v (*n used of *cap); -ENOMEM leaves it as it was. */
+static int u64_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 8;
+        uint64_t *a = realloc(*v, c * sizeof *a);
+        if (!a)
+            return -ENOMEM;
+        *v = a;
+        *cap = c;
+    }
+    (*v)[(*n)++] = x;
+    return 0;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -1049,15 +1064,10 @@ static int adopt_pending(evs_store *st, evs_error *err)
             nm[24] = 0;
             if (!seg_name_parse(nm, &base))
                 continue;
-            if (np == cap) {
-                uint64_t *v = realloc(pend, (cap = cap ? cap * 2 : 8) * sizeof *v);
-                if (!v) {
-                    rc = evs_err_set(err, -ENOMEM, "out of memory");
-                    break;
-                }
-                pend = v;
+            if (u64_push(&pend, &np, &cap, base)) {
+                rc = evs_err_set(err, -ENOMEM, "out of memory");
+                break;
             }
-            pend[np++] = base;
         } else if (seg_name_parse(de->d_name, &base) && (!have_last || base > last)) {
             last = base;
             have_last = true;
@@ -1108,17 +1118,10 @@ static int adopt_pending(evs_store *st, evs_error *err)
                 close(fd);
             snprintf(prev, sizeof prev, "%s", named);
         } else {
-            if (st->npend_open == st->pend_cap) {
-                size_t c = st->pend_cap ? st->pend_cap * 2 : 8;
-                uint64_t *v = realloc(st->pend_open, c * sizeof *v);
-                if (!v) {
-                    rc = evs_err_set(err, -ENOMEM, "out of memory");
-                    break;
-                }
-                st->pend_open = v;
-                st->pend_cap = c;
+            if (u64_push(&st->pend_open, &st->npend_open, &st->pend_cap, pend[i])) {
+                rc = evs_err_set(err, -ENOMEM, "out of memory");
+                break;
             }
-            st->pend_open[st->npend_open++] = pend[i];
             snprintf(prev, sizeof prev, "%s", path);
         }
         evs_log(st, EVS_LOG_INFO,

@@ -477,6 +477,9 @@ int reader_live_positions(evs_store *st, stream *s, const stream_state *snap, ui
  * unindexed entries by walking back from a stream's last entry. */
 int store_index_build(evs_store *st, evs_error *err);
 int store_index_flush(evs_store *st, evs_error *err);
+/* Append s to the segment table (caller holds st->lock for writing once readers exist);
+ * -ENOMEM leaves the table as it was. */
+int store_add_segment(evs_store *st, segment *s);
 /* A tombstone a read-only open met past the index watermark (whose index batch it dropped)? */
 bool store_ro_deleted(const evs_store *st, const uint8_t *key); /* an IDX_IDKEY key */
 /* Indexer: start/stop its thread (stop: after the writer; the batch in its hands is applied

@@ -893,7 +893,7 @@ static int cmp_seg(const void *a, const void *b)
     return x->base < y->base ? -1 : x->base > y->base;
 }
 
-static int add_segment(evs_store *st, segment *s)
+int store_add_segment(evs_store *st, segment *s)
 {
     if (st->nsegs == st->segcap) {
         size_t n = st->segcap ? st->segcap * 2 : 16;
@@ -934,7 +934,7 @@ static int load_segments(evs_store *st, evs_error *err)
         segment *s;
         if ((rc = seg_open(st->logdir, de->d_name, st->opt.read_only, &s, err)))
             break;
-        if ((rc = add_segment(st, s))) {
+        if ((rc = store_add_segment(st, s))) {
             seg_free(s);
             evs_err_set(err, rc, "out of memory");
         }
@@ -948,7 +948,7 @@ static int load_segments(evs_store *st, evs_error *err)
                                 err)))
             break;
         atomic_store(&s->pending_name, true);
-        if ((rc = add_segment(st, s))) {
+        if ((rc = store_add_segment(st, s))) {
             seg_free(s);
             evs_err_set(err, rc, "out of memory");
         }

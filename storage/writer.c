@@ -600,19 +600,12 @@ static int segment_start(evs_store *st, const char *next, uint64_t base, segment
     if (rc)
         return rc;
     pthread_rwlock_wrlock(&st->lock);
-    if (st->nsegs == st->segcap) {
-        size_t n = st->segcap ? st->segcap * 2 : 16;
-        segment **arr = realloc(st->segs, n * sizeof *arr);
-        if (!arr) {
-            pthread_rwlock_unlock(&st->lock);
-            seg_free(s);
-            return evs_err_set(err, -ENOMEM, "out of memory");
-        }
-        st->segs = arr;
-        st->segcap = n;
-    }
-    st->segs[st->nsegs++] = s;
+    rc = store_add_segment(st, s);
     pthread_rwlock_unlock(&st->lock);
+    if (rc) {
+        seg_free(s);
+        return evs_err_set(err, rc, "out of memory");
+    }
     st->active = s;
     st->tail = base;
     if (st->nospace)

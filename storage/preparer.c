@@ -129,6 +129,13 @@ static void rolls_run(evs_store *st)
     st->rolls_urgent = false;
 }
 
+/* prep_mu held: run the queued jobs now, lazy or not (someone waits for them). */
+static void rolls_hurry(evs_store *st)
+{
+    st->rolls_urgent = true;
+    pthread_cond_signal(&st->prep_cv);
+}
+
 void prep_rolls_settle(evs_store *st)
 {
     if (atomic_load(&st->rolls_open) == 0)
@@ -136,8 +143,7 @@ void prep_rolls_settle(evs_store *st)
     pthread_mutex_lock(&st->prep_mu);
     uint64_t want = st->rolls_queued;
     if (st->rolls_done < want) {
-        st->rolls_urgent = true;
-        pthread_cond_signal(&st->prep_cv);
+        rolls_hurry(st);
     }
     while (st->rolls_done < want)
         pthread_cond_wait(&st->roll_cv, &st->prep_mu);
@@ -151,8 +157,7 @@ void prep_wait_named(evs_store *st, segment *s)
     pthread_mutex_lock(&st->prep_mu);
     while (atomic_load(&s->pending_name) && !atomic_load(&st->failed) &&
            st->rolls_done < st->rolls_queued) {
-        st->rolls_urgent = true; /* the jobs before it and its own: the first ones queued */
-        pthread_cond_signal(&st->prep_cv);
+        rolls_hurry(st); /* the jobs before it and its own: the first ones queued */
         pthread_cond_wait(&st->roll_cv, &st->prep_mu);
     }
     pthread_mutex_unlock(&st->prep_mu);
@@ -321,8 +326,7 @@ int prep_install_deferred(evs_store *st, const char *tmpname, uint64_t base, seg
 {
     if (atomic_load(&st->rolls_open) >= ROLLS_MAX) {
         pthread_mutex_lock(&st->prep_mu);
-        st->rolls_urgent = true;
-        pthread_cond_signal(&st->prep_cv);
+        rolls_hurry(st);
         while (st->rolls_queued - st->rolls_done >= ROLLS_MAX)
             pthread_cond_wait(&st->roll_cv, &st->prep_mu);
         pthread_mutex_unlock(&st->prep_mu);

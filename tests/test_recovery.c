@@ -40,30 +40,26 @@ static void seg_path(const char *d, int which, char *buf, size_t cap)
     snprintf(buf, cap, "%s/%s", logdir, names[idx]);
 }
 
-static int count_torn(const char *d)
+/* How many names in folder d contain part. */
+static int files_with(const char *d, const char *part)
 {
-    char logdir[512];
-    snprintf(logdir, sizeof logdir, "%s/log", d);
-    DIR *dd = opendir(logdir);
+    DIR *dd = opendir(d);
+    cr_assert_not_null(dd, "cannot list %s", d);
     struct dirent *de;
     int n = 0;
     while ((de = readdir(dd)))
-        if (strstr(de->d_name, ".torn"))
-            n++;
+        n += strstr(de->d_name, part) != NULL;
     closedir(dd);
     return n;
 }
 
-static bool dir_has(const char *d, const char *part)
+static bool dir_has(const char *d, const char *part) { return files_with(d, part) > 0; }
+
+static int count_torn(const char *d)
 {
-    DIR *dd = opendir(d);
-    cr_assert_not_null(dd);
-    struct dirent *de;
-    bool found = false;
-    while ((de = readdir(dd)))
-        found |= strstr(de->d_name, part) != NULL;
-    closedir(dd);
-    return found;
+    char logdir[512];
+    snprintf(logdir, sizeof logdir, "%s/log", d);
+    return files_with(logdir, ".torn");
 }
 
 static off_t file_size(const char *p)

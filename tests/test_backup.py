@@ -99,8 +99,10 @@ class Online(BackupBase):
             c = self.srv.client(decode_responses=True)
             n = 0
             while not stop.is_set():
-                t = time.time()
                 i = c.xadd("load%d" % (n % 3), {"source": "w%d" % k, "n": str(n), "pad": "x" * 300})
+                # the time of the acknowledgement, not of the request: one sent before the
+                # backup started may be acknowledged after its cut, and be rightly absent
+                t = time.time()
                 with lock:
                     acked.append((t, "load%d" % (n % 3), i))
                 n += 1

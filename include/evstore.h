@@ -120,7 +120,8 @@ typedef struct evs_options {
     bool read_only;             /* no recovery writes, no appends (verify, dump); writes nothing
                                    to the folder: an index it cannot use (after a reboot,
                                    missing, damaged) is rebuilt for this open in a private
-                                   folder under $TMPDIR, removed by evs_close               */
+                                   folder under $TMPDIR, removed by evs_close (or, if the
+                                   process dies first, by the next such open)             */
     /* Log sink for recovery notes and errors; NULL logs nothing. Called from any thread. */
     void (*log)(void *arg, int level, const char *msg);
     void *log_arg;

@@ -275,6 +275,7 @@ typedef struct wreq {
 struct evs_store {
     char *dir, *logdir, *idxdir;
     char *idx_private;  /* a read-only open's own rebuilt index (index_private), or NULL */
+    int idx_private_fd; /* ... its owner.lock, flock()ed while in use (privindex.c)         */
     uint8_t *ro_dels;   /* a read-only open's tombstones past the index watermark: their
                            IDX_IDKEY keys, in order (store_ro_deleted) */
     size_t nro_dels, ro_dels_cap;
@@ -482,6 +483,12 @@ int store_index_flush(evs_store *st, evs_error *err);
 int store_add_segment(evs_store *st, segment *s);
 /* A tombstone a read-only open met past the index watermark (whose index batch it dropped)? */
 bool store_ro_deleted(const evs_store *st, const uint8_t *key); /* an IDX_IDKEY key */
+
+/* privindex.c: the folder of a read-only open's private index, $TMPDIR/evstore-index-XXXXXX,
+ * locked while in use; making one first removes those whose owner died without closing.
+ * `why` (the index is unusable because...) goes into error messages. */
+int privindex_make(evs_store *st, const char *why, char **path, int *lock_fd, evs_error *err);
+void privindex_remove(char *path, int lock_fd); /* removes the folder, frees path */
 /* Indexer: start/stop its thread (stop: after the writer; the batch in its hands is applied
  * first). indexer_put applies st->ib after the batch in the indexer's hands (X1): on this
  * thread if sync (visible on return) or without the thread, else handed over with st->ib

@@ -1327,17 +1327,10 @@ static int index_private(evs_store *st, const char *why, evs_error *err)
         idx_close(st->idx);
         st->idx = NULL;
     }
-    const char *tmp = getenv("TMPDIR");
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/evstore-index-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(path))
-        return evs_err_set(err, -errno, "index %s: %s; cannot make a folder to rebuild it in "
-                           "for this read-only open: %s: %s", st->idxdir, why, path,
-                           strerror(errno));
-    if (!(st->idx_private = strdup(path))) {
-        rmdir(path);
-        return evs_err_set(err, -ENOMEM, "out of memory");
-    }
+    int rc = privindex_make(st, why, &st->idx_private, &st->idx_private_fd, err);
+    if (rc)
+        return rc;
+    const char *path = st->idx_private;
     evs_log(st, EVS_LOG_WARN, "index %s: %s; read-only: rebuilding a private copy in %s for "
             "this open (removed at close; the next read-write open rebuilds the store's own)",
             st->idxdir, why, path);
@@ -1842,10 +1835,8 @@ static void store_free(evs_store *st)
     prep_drop_rolls(st); /* roll jobs an open queued before failing (its files stay pending) */
     if (st->idx)
         idx_close(st->idx);
-    if (st->idx_private) {
-        evs_remove_tree(st->idx_private);
-        free(st->idx_private);
-    }
+    if (st->idx_private)
+        privindex_remove(st->idx_private, st->idx_private_fd);
     free(st->ro_dels);
     for (size_t i = 0; i < st->nsegs; i++)
         store_seg_put(st->segs[i]);

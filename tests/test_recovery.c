@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -668,6 +669,57 @@ Test(recovery, a_read_only_open_rebuilds_a_missing_index_privately)
     cr_assert_eq(read_ids(st, "s", NULL, ids, 128), 99);
     cr_assert_eq(evs_close(st), 0);
     cr_assert_eq(stat(idx, &sb), 0);
+}
+
+/* A read-only open killed before its close leaves its private index behind: the next one that
+ * makes a private index removes it — only folders whose owner.lock nobody holds (a live
+ * owner's is flock()ed), never one without that file (being made). */
+Test(recovery, a_private_index_left_by_a_killed_open_is_removed_by_the_next)
+{
+    make_store(10, 30);
+    rm_index(dir);
+    char tmp[600], dead[700], live[700], young[700], lock[800];
+    snprintf(tmp, sizeof tmp, "%s/tmp", dir);
+    cr_assert_eq(mkdir(tmp, 0755), 0);
+    snprintf(dead, sizeof dead, "%s/evstore-index-AAAAAA", tmp);
+    snprintf(live, sizeof live, "%s/evstore-index-BBBBBB", tmp);
+    snprintf(young, sizeof young, "%s/evstore-index-CCCCCC", tmp);
+    int held = -1;
+    const char *folders[] = {dead, live, young};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(mkdir(folders[i], 0700), 0);
+        if (i == 2)
+            break; /* no owner.lock yet */
+        snprintf(lock, sizeof lock, "%s/owner.lock", folders[i]);
+        int fd = open(lock, O_RDWR | O_CREAT, 0600);
+        cr_assert_geq(fd, 0);
+        snprintf(lock, sizeof lock, "%s/data.mdb", folders[i]);
+        FILE *f = fopen(lock, "w");
+        cr_assert_not_null(f);
+        fclose(f);
+        if (i == 1) {
+            cr_assert_eq(flock(fd, LOCK_EX), 0); /* a live owner */
+            held = fd;
+        } else {
+            close(fd); /* its owner was killed: nothing holds the lock */
+        }
+    }
+    setenv("TMPDIR", tmp, 1);
+    evs_options ro;
+    evs_options_init(&ro);
+    ro.read_only = true;
+    evs_store *st = open_store(dir, &ro);
+    struct stat sb;
+    cr_assert_neq(stat(dead, &sb), 0, "a dead owner's private index was not removed");
+    cr_assert_eq(stat(live, &sb), 0, "a live owner's private index was removed");
+    cr_assert_eq(stat(young, &sb), 0, "a private index being made was removed");
+    cr_assert_eq(files_with(tmp, "evstore-index-"), 3); /* live, young and this open's */
+    evs_id ids[16];
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 16), 10);
+    cr_assert_eq(evs_close(st), 0);
+    unsetenv("TMPDIR");
+    cr_assert_eq(files_with(tmp, "evstore-index-"), 2);
+    close(held);
 }
 
 /* The index lags the log by more than one recovery flush (65,536 records): a read-only open

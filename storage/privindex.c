@@ -47,11 +47,13 @@ static void sweep(evs_store *st, const char *tmp)
         char path[PATH_MAX], lock[PATH_MAX + 16];
         if (snprintf(path, sizeof path, "%s/%s", tmp, e->d_name) >= (int)sizeof path)
             continue;
+        struct stat sb;
+        if (lstat(path, &sb) || !S_ISDIR(sb.st_mode) || sb.st_uid != geteuid())
+            continue; /* not ours to judge */
         snprintf(lock, sizeof lock, "%s/owner.lock", path);
         int fd = open(lock, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
-            continue; /* being made, or not ours to judge */
-        struct stat sb;
+            continue; /* being made */
         if (fstat(fd, &sb) == 0 && sb.st_uid == geteuid() && flock(fd, LOCK_EX | LOCK_NB) == 0) {
             evs_remove_tree(path);
             evs_log(st, EVS_LOG_WARN, "removed %s: the private index of a read-only open that "

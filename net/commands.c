@@ -54,9 +54,47 @@ void reply_error_done(cmd_ctx *x, const char *msg)
 /* ---- IDs ---------------------------------------------------------------------------------- */
 
 /* A strict "<ms>-<seq>" or "<ms>" (seq = missing_seq). */
+/* Redis's string2ull: a strict long long ("-"? then no leading zero), refused if negative;
+ * else whatever strtoull takes whole (leading zeros, blanks, a sign: "007", "-07" too). */
+static bool redis_u64(const char *s, uint64_t *out)
+{
+    const char *d = s + (*s == '-');
+    size_t n = strspn(d, "0123456789");
+    bool strict = n && !d[n] && (d[0] != '0' || n == 1) && n <= 19;
+    if (strict) {
+        errno = 0;
+        long long v = strtoll(s, NULL, 10);
+        if (errno == 0) {
+            *out = (uint64_t)v;
+            return v >= 0;
+        }
+    }
+    char *end;
+    errno = 0;
+    *out = strtoull(s, &end, 10);
+    return errno != EINVAL && errno != ERANGE && *s && !*end;
+}
+
+/* A stream ID as Redis reads one (streamGenericParseIDOrReply): at most 127 bytes, read as a
+ * C string (up to a NUL), split at the first '-', each part by string2ull; no '-': the seq is
+ * `missing_seq`. "-" and "+" alone are the callers' (bounds) business: refused here. */
 bool parse_id(const resp_arg *a, uint64_t missing_seq, evs_id *id)
 {
-    return evs_id_parse(a->ptr, a->len, missing_seq, id) == 0;
+    char buf[128];
+    if (a->len > sizeof buf - 1)
+        return false;
+    memcpy(buf, a->ptr, a->len);
+    buf[a->len] = 0;
+    if ((buf[0] == '-' || buf[0] == '+') && !buf[1])
+        return false;
+    char *dash = strchr(buf, '-');
+    if (dash)
+        *dash = 0;
+    evs_id v = {0, missing_seq};
+    if (!redis_u64(buf, &v.ms) || (dash && !redis_u64(dash + 1, &v.seq)))
+        return false;
+    *id = v;
+    return true;
 }
 
 bool parse_bound(cmd_ctx *x, const resp_arg *a, bool end, evs_id *id)
@@ -587,78 +625,102 @@ static bool word_is(const resp_arg *a, const char *w)
     return a->len == n && !strncasecmp((const char *)a->ptr, w, n);
 }
 
-const char *trim_parse(const resp_arg *argv, size_t argc, size_t *i, evs_trim *t)
+/* XADD's ID argument: "*", "<ms>-*" or an explicit ID. */
+static const char *xadd_id(const resp_arg *ida, evs_append *a)
+{
+    if (ida->len == 1 && ida->ptr[0] == '*') {
+        a->id_mode = EVS_ID_AUTO;
+    } else if (ida->len > 2 && ida->ptr[ida->len - 2] == '-' && ida->ptr[ida->len - 1] == '*') {
+        resp_arg ms = {ida->ptr, ida->len - 2};
+        if (!parse_id(&ms, 0, &a->id) || memchr(ms.ptr, '-', ms.len))
+            return ERR_ID;
+        a->id_mode = EVS_ID_AUTO_SEQ;
+    } else if (!parse_id(ida, 0, &a->id)) {
+        return ERR_ID;
+    } else {
+        a->id_mode = EVS_ID_EXPLICIT;
+    }
+    return NULL;
+}
+
+/*
+ * The options of XADD (xa set) and XTRIM (xa NULL) as Redis 7.0's
+ * streamParseAddOrTrimArgsOrReply takes them: in any order, each error as soon as its word is
+ * read, XADD's loop ending at the ID (parsed there: its error comes before the checks after
+ * the loop). *at: the ID's index (XADD), else argc.
+ */
+const char *stream_opts_parse(const resp_arg *argv, size_t argc, xadd_args *xa, evs_trim *t,
+                              bool *has_trim, size_t *at)
 {
     memset(t, 0, sizeof *t);
-    t->kind = word_is(&argv[*i], "MAXLEN") ? EVS_TRIM_MAXLEN : EVS_TRIM_MINID;
-    size_t j = *i + 1;
-    if (j < argc && (word_is(&argv[j], "=") || word_is(&argv[j], "~"))) {
-        t->approx = argv[j].ptr[0] == '~';
-        j++;
+    *has_trim = false;
+    bool limit_given = false;
+    long long limit = 0;
+    size_t i = 2;
+    for (; i < argc; i++) {
+        bool more = i + 1 < argc, two_more = i + 2 < argc;
+        bool maxlen = word_is(&argv[i], "MAXLEN"), minid = word_is(&argv[i], "MINID");
+        if ((maxlen || minid) && more) {
+            if (*has_trim)
+                return "ERR syntax error, MAXLEN and MINID options at the same time are not "
+                       "compatible";
+            t->kind = maxlen ? EVS_TRIM_MAXLEN : EVS_TRIM_MINID;
+            t->approx = false;
+            if (two_more && (word_is(&argv[i + 1], "~") || word_is(&argv[i + 1], "="))) {
+                t->approx = argv[i + 1].ptr[0] == '~';
+                i++;
+            }
+            if (maxlen) {
+                long long v;
+                if (!arg_ll(&argv[i + 1], &v))
+                    return ERR_INT;
+                if (v < 0)
+                    return "ERR The MAXLEN argument must be >= 0.";
+                t->maxlen = (uint64_t)v;
+            } else if (!parse_id(&argv[i + 1], 0, &t->minid)) {
+                return ERR_ID;
+            }
+            i++;
+            *has_trim = true;
+        } else if (word_is(&argv[i], "LIMIT") && more) {
+            if (!arg_ll(&argv[i + 1], &limit))
+                return ERR_INT;
+            if (limit < 0)
+                return "ERR The LIMIT argument must be >= 0.";
+            limit_given = true;
+            i++;
+        } else if (xa && word_is(&argv[i], "NOMKSTREAM")) {
+            xa->a.no_create = true;
+        } else if (xa) {
+            const char *e = xadd_id(&argv[i], &xa->a);
+            if (e)
+                return e;
+            break;
+        } else {
+            return ERR_SYNTAX;
+        }
     }
-    if (j >= argc)
-        return ERR_SYNTAX;
-    if (t->kind == EVS_TRIM_MAXLEN) {
-        long long v;
-        if (!arg_ll(&argv[j], &v))
-            return ERR_INT;
-        if (v < 0)
-            return "ERR The MAXLEN argument must be >= 0.";
-        t->maxlen = (uint64_t)v;
-    } else if (!parse_id(&argv[j], 0, &t->minid)) {
-        return ERR_ID;
-    }
-    j++;
-    if (j + 1 < argc && word_is(&argv[j], "LIMIT")) {
-        long long v;
-        if (!arg_ll(&argv[j + 1], &v))
-            return ERR_INT;
-        if (v < 0)
-            return "ERR The LIMIT argument must be >= 0.";
-        if (!t->approx)
-            return "ERR syntax error, LIMIT cannot be used without the special ~ option";
-        t->limit = (uint64_t)v;
-        j += 2;
-    }
-    *i = j;
+    *at = i;
+    if (limit && !*has_trim)
+        return "ERR syntax error, LIMIT cannot be used without specifying a trimming strategy";
+    if (!xa && !*has_trim)
+        return "ERR syntax error, XTRIM must be called with a trimming strategy";
+    if (limit_given && !t->approx)
+        return "ERR syntax error, LIMIT cannot be used without the special ~ option";
+    t->limit = (uint64_t)limit;
     return NULL;
 }
 
 const char *xadd_parse(const resp_arg *argv, size_t argc, xadd_args *xa)
 {
-    size_t i = 2;
-    bool nomk = false;
     xa->f = NULL;
-    xa->has_trim = false;
-    while (i < argc) {
-        if (word_is(&argv[i], "NOMKSTREAM")) {
-            nomk = true;
-            i++;
-        } else if (word_is(&argv[i], "MAXLEN") || word_is(&argv[i], "MINID")) {
-            const char *e = trim_parse(argv, argc, &i, &xa->trim);
-            if (e)
-                return e;
-            xa->has_trim = true;
-        } else {
-            break;
-        }
-    }
+    xa->a = (evs_append){key_of(&argv[1]), EVS_ID_AUTO, {0, 0}, NULL, 0, false};
+    size_t i;
+    const char *e = stream_opts_parse(argv, argc, xa, &xa->trim, &xa->has_trim, &i);
+    if (e)
+        return e;
     if (i >= argc || (argc - i - 1) < 2 || (argc - i - 1) % 2)
         return "ERR wrong number of arguments for 'xadd' command";
-    xa->a = (evs_append){key_of(&argv[1]), EVS_ID_AUTO, {0, 0}, NULL, 0, nomk};
-    const resp_arg *ida = &argv[i];
-    if (ida->len == 1 && ida->ptr[0] == '*') {
-        xa->a.id_mode = EVS_ID_AUTO;
-    } else if (ida->len > 2 && ida->ptr[ida->len - 2] == '-' && ida->ptr[ida->len - 1] == '*') {
-        resp_arg ms = {ida->ptr, ida->len - 2};
-        if (!parse_id(&ms, 0, &xa->a.id) || memchr(ms.ptr, '-', ms.len))
-            return ERR_ID;
-        xa->a.id_mode = EVS_ID_AUTO_SEQ;
-    } else if (!parse_id(ida, 0, &xa->a.id)) {
-        return ERR_ID;
-    } else {
-        xa->a.id_mode = EVS_ID_EXPLICIT;
-    }
     size_t nf = (argc - i - 1) / 2;
     xa->f = nf <= XADD_SMALL ? xa->small : malloc(nf * sizeof *xa->f);
     if (!xa->f)
@@ -778,15 +840,10 @@ static void cmd_xadd(cmd_ctx *x)
 
 static void cmd_xtrim(cmd_ctx *x)
 {
-    size_t i = 2;
+    size_t i;
     evs_trim t;
-    if (!(arg_is(x, 2, "MAXLEN") || arg_is(x, 2, "MINID"))) {
-        reply_error_done(x, ERR_SYNTAX);
-        return;
-    }
-    const char *e = trim_parse(x->argv, x->argc, &i, &t);
-    if (!e && i != x->argc)
-        e = ERR_SYNTAX;
+    bool has_trim;
+    const char *e = stream_opts_parse(x->argv, x->argc, NULL, &t, &has_trim, &i);
     if (e) {
         reply_error_done(x, e);
         return;
@@ -875,16 +932,19 @@ evs_id *parse_ids(cmd_ctx *x, size_t from)
 
 static void cmd_xdel(cmd_ctx *x)
 {
+    evs_stream_info info;
+    if (evs_stream_info_get(server_store(x->srv), key_of(&x->argv[1]), &info) != 0) {
+        resp_out_int(&x->r->out, 0); /* no key: 0, whatever the IDs (Redis looks first) */
+        reply_done(x);
+        return;
+    }
     size_t n = x->argc - 2;
     evs_id *ids = parse_ids(x, 2);
     if (!ids)
         return;
     size_t deleted = 0;
     evs_error err;
-    evs_stream_info info;
-    int rc = 0;
-    if (evs_stream_info_get(server_store(x->srv), key_of(&x->argv[1]), &info) == 0)
-        rc = evs_delete(server_store(x->srv), key_of(&x->argv[1]), ids, n, &deleted, &err);
+    int rc = evs_delete(server_store(x->srv), key_of(&x->argv[1]), ids, n, &deleted, &err);
     free(ids);
     if (rc)
         resp_out_error(&x->r->out, "ERR %s", err.msg);

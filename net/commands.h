@@ -99,9 +99,10 @@ typedef struct xadd_args {
 /* NULL, or Redis' error text; release the args either way. */
 const char *xadd_parse(const resp_arg *argv, size_t argc, xadd_args *xa);
 void xadd_args_release(xadd_args *xa);
-/* Parse "<MAXLEN|MINID> [=|~] threshold [LIMIT count]" at argv[*i]; advances *i past it.
- * NULL, or Redis' error text. */
-const char *trim_parse(const resp_arg *argv, size_t argc, size_t *i, evs_trim *t);
+/* XADD's (xa set) or XTRIM's (xa NULL) options, as Redis parses them; for XADD also the ID,
+ * at argv[*at]. NULL, or Redis' error text. */
+const char *stream_opts_parse(const resp_arg *argv, size_t argc, xadd_args *xa, evs_trim *t,
+                              bool *has_trim, size_t *at);
 /* XADD's reply for a store result. */
 void xadd_result_out(resp_out *o, int rc, evs_id id, const evs_error *err);
 

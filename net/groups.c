@@ -512,22 +512,21 @@ void cmd_xgroup(cmd_ctx *x)
 
 void cmd_xack(cmd_ctx *x)
 {
-    size_t n = x->argc - 3;
-    evs_id *ids = parse_ids(x, 3);
-    if (!ids)
-        return;
     evs_group_op op;
     evs_group_op_init(&op, EVS_GROUP_ACK);
     op.stream = key_of(&x->argv[1]);
     op.group = key_of(&x->argv[2]);
-    op.ids = ids;
-    op.nids = n;
     if (!group_exists(server_store(x->srv), op.stream, op.group, NULL)) {
-        free(ids);
-        resp_out_int(&x->r->out, 0); /* no key or group: nothing to acknowledge */
+        /* no key or group: nothing to acknowledge, whatever the IDs (Redis looks first) */
+        resp_out_int(&x->r->out, 0);
         reply_done(x);
         return;
     }
+    evs_id *ids = parse_ids(x, 3);
+    if (!ids)
+        return;
+    op.ids = ids;
+    op.nids = x->argc - 3;
     run_op_hold(x, &op, RK_INT, true);
     free(ids);
 }
@@ -544,26 +543,30 @@ static bool min_idle_arg(cmd_ctx *x, size_t i, const char *cmd, uint64_t *out)
     return true;
 }
 
-/* XCLAIM/XAUTOCLAIM key group consumer min-idle-time ...: false once answered (NOGROUP is
- * checked first, as in Redis). */
-static bool claim_head(cmd_ctx *x, evs_group_cmd cmd, const char *name, evs_group_op *op)
+/* XCLAIM/XAUTOCLAIM key group consumer min-idle-time ... */
+static void claim_init(cmd_ctx *x, evs_group_cmd cmd, evs_group_op *op)
 {
     evs_group_op_init(op, cmd);
     op->stream = key_of(&x->argv[1]);
     op->group = key_of(&x->argv[2]);
     op->consumer = key_of(&x->argv[3]);
-    if (!group_exists(server_store(x->srv), op->stream, op->group, NULL)) {
-        reply_nogroup(x, &x->argv[1], &x->argv[2], "");
-        return false;
-    }
-    return min_idle_arg(x, 4, name, &op->min_idle_ms);
+}
+
+/* false once answered (NOGROUP) */
+static bool claim_group_ok(cmd_ctx *x, const evs_group_op *op)
+{
+    if (group_exists(server_store(x->srv), op->stream, op->group, NULL))
+        return true;
+    reply_nogroup(x, &x->argv[1], &x->argv[2], "");
+    return false;
 }
 
 void cmd_xclaim(cmd_ctx *x)
 {
     evs_group_op op;
-    if (!claim_head(x, EVS_GROUP_CLAIM, "XCLAIM", &op))
-        return;
+    claim_init(x, EVS_GROUP_CLAIM, &op);
+    if (!claim_group_ok(x, &op) || !min_idle_arg(x, 4, "XCLAIM", &op.min_idle_ms))
+        return; /* (Redis: the group first, then the arguments) */
     size_t j = 5;
     evs_id *ids = malloc((x->argc - 5) * sizeof *ids);
     if (!ids) {
@@ -620,8 +623,9 @@ void cmd_xclaim(cmd_ctx *x)
 
 void cmd_xautoclaim(cmd_ctx *x)
 {
-    evs_group_op op;
-    if (!claim_head(x, EVS_GROUP_AUTOCLAIM, "XAUTOCLAIM", &op))
+    evs_group_op op; /* (Redis: every argument first, then the group) */
+    claim_init(x, EVS_GROUP_AUTOCLAIM, &op);
+    if (!min_idle_arg(x, 4, "XAUTOCLAIM", &op.min_idle_ms))
         return;
     if (!parse_bound(x, &x->argv[5], false, &op.id))
         return;
@@ -642,7 +646,8 @@ void cmd_xautoclaim(cmd_ctx *x)
             return;
         }
     }
-    run_op(x, &op, RK_AUTOCLAIM);
+    if (claim_group_ok(x, &op))
+        run_op(x, &op, RK_AUTOCLAIM);
 }
 
 /* ---- XPENDING ------------------------------------------------------------------------------ */
@@ -1389,6 +1394,8 @@ void cmd_xreadgroup(cmd_ctx *x)
             reply_error_done(x, ERR_ID);
             xrg_free(q);
             return;
+        } else if (evs_id_cmp(q->after[i], EVS_ID_MAX) == 0) {
+            q->newonly[i] = true; /* Redis reads ">" as this very ID: the two are one */
         }
         all_new &= q->newonly[i];
     }

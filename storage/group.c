@@ -56,16 +56,16 @@ pel_ent *pel_find(cgroup *g, evs_id id)
 
 /* ---- Redis's entries-read arithmetic ----------------------------------------------------- */
 
-bool group_range_has_tombstones(const stream_state *s, evs_id start)
+bool group_range_has_tombstones(const stream_state *s, evs_id first, evs_id start)
 {
     if (!s->length || evs_id_cmp(s->max_deleted, EVS_ID_MIN) == 0)
         return false;
-    if (evs_id_cmp(s->first_id, s->max_deleted) > 0)
+    if (evs_id_cmp(first, s->max_deleted) > 0)
         return false;
     return evs_id_cmp(start, s->max_deleted) <= 0;
 }
 
-uint64_t group_estimate_read(const stream_state *s, evs_id id)
+uint64_t group_estimate_read(const stream_state *s, evs_id first, evs_id id)
 {
     if (!s->entries_added)
         return 0;
@@ -76,8 +76,8 @@ uint64_t group_estimate_read(const stream_state *s, evs_id id)
         return s->entries_added;
     if (cmp_last > 0)
         return REC_G_ENTRIES_READ_NONE;
-    int cmp_first = evs_id_cmp(id, s->first_id);
-    if (evs_id_cmp(s->max_deleted, EVS_ID_MIN) == 0 || evs_id_cmp(s->max_deleted, s->first_id) < 0) {
+    int cmp_first = evs_id_cmp(id, first);
+    if (evs_id_cmp(s->max_deleted, EVS_ID_MIN) == 0 || evs_id_cmp(s->max_deleted, first) < 0) {
         if (cmp_first < 0)
             return s->entries_added - s->length;
         if (cmp_first == 0)
@@ -369,7 +369,9 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
         return evs_err_set(err, EVS_ECORRUPT, "event of unknown group");
     g->touched = true;
     uint32_t c = PEL_FREE;
-    if (op == REC_G_CONSUMER || op == REC_G_DELIVER || op == REC_G_REDELIVER || op == REC_G_CLAIM) {
+    /* a claim of nothing (its LASTID alone) makes no consumer, as in Redis */
+    if (op == REC_G_CONSUMER || op == REC_G_DELIVER || op == REC_G_REDELIVER ||
+        (op == REC_G_CLAIM && n > 3)) {
         if (arg.len == 0 || arg.len > EVS_GROUP_NAME_MAX ||
             (c = cons_get(g, arg.ptr, arg.len, ms)) == PEL_FREE)
             return evs_err_set(err, arg.len ? -ENOMEM : EVS_ECORRUPT, "group consumer");

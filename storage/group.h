@@ -90,9 +90,10 @@ int group_load(evs_store *st, evs_error *err);
 void group_free_all(stream *s);
 
 /* Redis's estimate of how many entries precede `id` in the stream's history
- * (streamEstimateDistanceFromFirstEverEntry), or REC_G_ENTRIES_READ_NONE. */
-uint64_t group_estimate_read(const stream_state *s, evs_id id);
+ * (streamEstimateDistanceFromFirstEverEntry), or REC_G_ENTRIES_READ_NONE. `first`: the ID of
+ * the stream's first live entry, Redis's first_id (reader_first_live). */
+uint64_t group_estimate_read(const stream_state *s, evs_id first, evs_id id);
 /* Does (start, end) hold the stream's latest tombstone (streamRangeHasTombstones)? */
-bool group_range_has_tombstones(const stream_state *s, evs_id start);
+bool group_range_has_tombstones(const stream_state *s, evs_id first, evs_id start);
 
 #endif

@@ -203,11 +203,19 @@ static int plan_read_new(evs_store *st, gop *o, plan *pl, evs_error *err)
     pl->last = g->last;
     pl->er = g->entries_read;
     const stream_state *ss = &pl->s->w;
+    evs_id first = ss->first_id; /* Redis's first_id: the first live entry */
+    if (ss->length && evs_id_cmp(ss->max_deleted, EVS_ID_MIN)) {
+        stream_state snap;
+        pthread_rwlock_rdlock(&st->lock);
+        snap = pl->s->v;
+        pthread_rwlock_unlock(&st->lock);
+        first = reader_first_live(st, pl->s, &snap);
+    }
     while ((rc = evs_iter_next(it, &e, err)) == 1) {
-        if (pl->er != REC_G_ENTRIES_READ_NONE && !group_range_has_tombstones(ss, e->id))
+        if (pl->er != REC_G_ENTRIES_READ_NONE && !group_range_has_tombstones(ss, first, e->id))
             pl->er++;
         else if (ss->entries_added)
-            pl->er = group_estimate_read(ss, e->id);
+            pl->er = group_estimate_read(ss, first, e->id);
         pl->last = e->id;
         if (nums_id(&pl->deliver, e->id) || result_id(o, e->id)) {
             rc = evs_err_set(err, -ENOMEM, "out of memory");
@@ -324,6 +332,7 @@ static int plan_autoclaim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_
         if (!e) {
             if (nums_id(&pl->ack, p->id) || result_del(o, p->id))
                 return evs_err_set(err, -ENOMEM, "out of memory");
+            count--; /* a deleted entry counts against COUNT too, as in Redis */
             continue;
         }
         if (idle_of(p, now_ms) < op->min_idle_ms)
@@ -537,8 +546,11 @@ static int emit_op(evs_store *st, gop *o, plan *pl, evs_error *err)
     if (op->cmd == EVS_GROUP_READ)
         return emit_chunks(st, pl, REC_G_REDELIVER, op->consumer, NULL, 0, &pl->redeliver, 2,
                            pl->new_cons, err);
+    /* Redis makes the consumer only when it claims something: a claim of nothing is written
+     * only for its LASTID, and makes no consumer (group.c) */
     uint64_t head[3] = {op->has_lastid, op->lastid.ms, op->lastid.seq};
-    return emit_chunks(st, pl, REC_G_CLAIM, op->consumer, head, 3, &pl->claim, 4, true, err);
+    return emit_chunks(st, pl, REC_G_CLAIM, op->consumer, head, 3, &pl->claim, 4,
+                       op->has_lastid, err);
 }
 
 int group_exec(evs_store *st, wreq *r, bool *emitted, evs_error *err)

@@ -44,7 +44,17 @@ static int lock_group(evs_store *st, evs_slice name, evs_slice group, cgroup **o
     return 0;
 }
 
-static void info_of(const cgroup *g, const stream_state *vs, uint64_t now_ms, evs_group_info *i)
+/* The stream's first live entry, read before st->gmu is taken (a read under it would take
+ * st->lock after gmu, the other order than lock_stream's) */
+static evs_id first_live(evs_store *st, evs_slice name)
+{
+    evs_stream_info si;
+    return evs_stream_info_get(st, name, &si) == 0 ? si.first_id : EVS_ID_MIN;
+}
+
+/* `first`: the stream's first live entry (first_live), for Redis's lag arithmetic */
+static void info_of(const cgroup *g, const stream_state *vs, evs_id first_id, uint64_t now_ms,
+                    evs_group_info *i)
 {
     (void)now_ms;
     memset(i, 0, sizeof *i);
@@ -58,11 +68,11 @@ static void info_of(const cgroup *g, const stream_state *vs, uint64_t now_ms, ev
     if (!vs->entries_added) {
         i->lag_known = true;
     } else if (g->entries_read != REC_G_ENTRIES_READ_NONE &&
-               !group_range_has_tombstones(vs, g->last)) {
+               !group_range_has_tombstones(vs, first_id, g->last)) {
         i->lag_known = true;
         i->lag = vs->entries_added > g->entries_read ? vs->entries_added - g->entries_read : 0;
     } else {
-        uint64_t er = group_estimate_read(vs, g->last);
+        uint64_t er = group_estimate_read(vs, first_id, g->last);
         if (er != REC_G_ENTRIES_READ_NONE) {
             i->lag_known = true;
             i->lag = vs->entries_added > er ? vs->entries_added - er : 0;
@@ -90,13 +100,14 @@ int evs_group_list(evs_store *st, evs_slice stream_name,
 {
     stream *s;
     stream_state vs;
+    evs_id first = first_live(st, stream_name);
     int rc = lock_stream(st, stream_name, &s, &vs);
     if (rc)
         return rc;
     uint64_t now = evs_now_us() / 1000;
     for (cgroup *g = s->groups; g && !rc; g = g->next) {
         evs_group_info info;
-        info_of(g, &vs, now, &info);
+        info_of(g, &vs, first, now, &info);
         rc = fn(arg, &info);
     }
     pthread_mutex_unlock(&st->gmu);
@@ -108,11 +119,12 @@ int evs_group_get(evs_store *st, evs_slice stream_name, evs_slice group,
 {
     cgroup *g;
     stream_state vs;
+    evs_id first = first_live(st, stream_name);
     int rc = lock_group(st, stream_name, group, &g, &vs);
     if (rc)
         return rc;
     evs_group_info info;
-    info_of(g, &vs, evs_now_us() / 1000, &info);
+    info_of(g, &vs, first, evs_now_us() / 1000, &info);
     rc = fn(arg, &info);
     pthread_mutex_unlock(&st->gmu);
     return rc;

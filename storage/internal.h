@@ -164,13 +164,23 @@ stream *strtab_get(const strtab *t, const void *name, size_t len, bool vis);
 int strtab_put(strtab *t, stream *s, bool vis);
 void strtab_del(strtab *t, stream *s, bool vis);
 
-/* What a trim removes from the oldest live entries: at most max_remove, only below stop_at,
- * and (keep_bytes != UINT64_MAX) only while the live bytes left exceed keep_bytes. */
+/* What a trim removes from the oldest live entries: at most max_remove, only below stop_at
+ * (by_id: MINID; no ID bounds the others, not even the largest), and (keep_bytes !=
+ * UINT64_MAX) only while the live bytes left exceed keep_bytes. */
 typedef struct trim_goal {
     uint64_t max_remove;
     evs_id stop_at;
     uint64_t keep_bytes, live_bytes;
+    bool by_id;
 } trim_goal;
+
+/* Does goal g keep entry `id` (and all after it), once `removed` entries of `bytes` went? */
+static inline bool trim_goal_keeps(const trim_goal *g, evs_id id, uint64_t removed,
+                                   uint64_t bytes)
+{
+    return removed >= g->max_remove || (g->by_id && evs_id_cmp(id, g->stop_at) >= 0) ||
+           (g->keep_bytes != UINT64_MAX && g->live_bytes - bytes <= g->keep_bytes);
+}
 typedef struct trim_scan {
     uint64_t removed, bytes;       /* entries and their record bytes                          */
     evs_id next;                   /* the first entry kept ...                                */
@@ -463,6 +473,9 @@ int reader_trim_scan(evs_store *st, stream *s, const stream_state *snap, evs_id 
 /* The first visible live entry above `after`: 1 with *id and *pos, 0 none, < 0 error. */
 int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint64_t *pos,
                        evs_error *err);
+/* The ID of snapshot snap's first live entry (0-0 when empty): its trim point, unless entries
+ * were deleted since, then found by a read (an error reads as the trim point). Reader module. */
+evs_id reader_first_live(evs_store *st, stream *s, const stream_state *snap);
 /* Does the entry exist (visible, not deleted)? 1 yes, 0 no, < 0 error. Reader module. */
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err);
 /* The lowest log position an iterator open now may read (UINT64_MAX: none; reader.c R2). */

@@ -978,9 +978,7 @@ int reader_trim_scan(evs_store *st, stream *s, const stream_state *snap, evs_id 
         return rc;
     const evs_entry *e;
     while ((rc = evs_iter_next(it, &e, err)) == 1) {
-        if (out->removed >= goal->max_remove || evs_id_cmp(e->id, goal->stop_at) >= 0 ||
-            (goal->keep_bytes != UINT64_MAX &&
-             goal->live_bytes - out->bytes <= goal->keep_bytes)) {
+        if (trim_goal_keeps(goal, e->id, out->removed, out->bytes)) {
             out->next = e->id;
             out->next_pos = it->ent_pos;
             out->exhausted = false;
@@ -1020,21 +1018,29 @@ int evs_stream_info_get(evs_store *st, evs_slice name, evs_stream_info *out)
     if (lookup(st, name, &s, &snap, NULL))
         return EVS_ENOTFOUND;
     info_from(&snap, out);
-    if (snap.length) { /* after deletes or a trim, first_id is a bound, not an entry */
-        /* the first live entry, past any deleted ones */
-        evs_iter *it;
-        evs_error e;
-        evs_query q;
-        evs_query_init(&q);
-        q.limit = 1;
-        if (iter_open_stream(st, s, &snap, &q, NULL, &it, &e) == 0) {
-            const evs_entry *ent;
-            if (evs_iter_next(it, &ent, &e) == 1)
-                out->first_id = ent->id;
-            evs_iter_close(it);
-        }
-    }
+    out->first_id = reader_first_live(st, s, &snap);
     return 0;
+}
+
+evs_id reader_first_live(evs_store *st, stream *s, const stream_state *snap)
+{
+    if (!snap->length)
+        return EVS_ID_MIN;
+    if (!snap->ndels)
+        return snap->first_id; /* a trim leaves it on the first entry it keeps */
+    evs_id first = snap->first_id;
+    evs_iter *it;
+    evs_error e;
+    evs_query q;
+    evs_query_init(&q);
+    q.limit = 1;
+    if (iter_open_stream(st, s, snap, &q, NULL, &it, &e) == 0) {
+        const evs_entry *ent;
+        if (evs_iter_next(it, &ent, &e) == 1)
+            first = ent->id;
+        evs_iter_close(it);
+    }
+    return first;
 }
 
 struct listed {

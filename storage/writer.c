@@ -277,12 +277,16 @@ static int emit_stream_op(evs_store *st, uint16_t flags, int op, uint32_t no, ev
 
 /* ---- IDs --------------------------------------------------------------------------------- */
 
+/* Redis's order: an explicit 0-0 is refused first, then any ID once the stream's last ID is
+ * the largest there is, then an ID not above the last. */
 static int next_id(evs_id last, const wop *op, uint64_t now_ms, evs_id *out)
 {
+    if (op->id_mode == EVS_ID_EXPLICIT && op->id.ms == 0 && op->id.seq == 0)
+        return EVS_EIDZERO;
+    if (last.ms == UINT64_MAX && last.seq == UINT64_MAX)
+        return EVS_EIDEXHAUSTED;
     switch (op->id_mode) {
     case EVS_ID_EXPLICIT:
-        if (op->id.ms == 0 && op->id.seq == 0)
-            return EVS_EIDZERO;
         if (evs_id_cmp(op->id, last) <= 0)
             return EVS_EIDORDER;
         *out = op->id;
@@ -292,7 +296,7 @@ static int next_id(evs_id last, const wop *op, uint64_t now_ms, evs_id *out)
             return EVS_EIDORDER;
         if (op->id.ms == last.ms) {
             if (last.seq == UINT64_MAX)
-                return EVS_EIDORDER;
+                return EVS_EIDORDER; /* (Redis 7.0: its reply here depends on a stale errno) */
             *out = (evs_id){last.ms, last.seq + 1};
         } else {
             *out = (evs_id){op->id.ms, op->id.ms == 0 ? 1 : 0};
@@ -303,10 +307,8 @@ static int next_id(evs_id last, const wop *op, uint64_t now_ms, evs_id *out)
             *out = (evs_id){now_ms, 0};
         } else if (last.seq < UINT64_MAX) {
             *out = (evs_id){last.ms, last.seq + 1};
-        } else if (last.ms < UINT64_MAX) {
-            *out = (evs_id){last.ms + 1, 0};
         } else {
-            return EVS_EIDEXHAUSTED;
+            *out = (evs_id){last.ms + 1, 0}; /* (last.ms < UINT64_MAX: not exhausted) */
         }
         return 0;
     }
@@ -737,11 +739,11 @@ static int prepass(evs_store *st, wreq *r, struct sim *sims, uint64_t now_ms, ev
             sm->s = strtab_get(&st->wtab, r->data.data + op->name_off, op->name_len, false);
             sm->last = sm->s ? sm->s->w.last_id : EVS_ID_MIN;
         }
-        if (!sm->s && op->no_create)
-            return evs_err_set(err, EVS_ENOTFOUND, "no such stream");
-        int rc = next_id(sm->last, op, now_ms, &r->ids[i]);
+        int rc = next_id(sm->last, op, now_ms, &r->ids[i]); /* (an explicit 0-0 comes first) */
         if (rc)
             return evs_err_set(err, rc, "%s", evs_strerror(rc));
+        if (!sm->s && op->no_create)
+            return evs_err_set(err, EVS_ENOTFOUND, "no such stream");
         sm->last = r->ids[i];
     }
     return 0;
@@ -776,7 +778,7 @@ static uint64_t entry_bytes(const wreq *r, size_t i) { return rec_size_for(r->op
 /* The goal of trim t on a stream with `live` entries of `live_bytes`; false: nothing to do. */
 static bool trim_goal_for(const evs_trim *t, uint64_t live, uint64_t live_bytes, trim_goal *goal)
 {
-    *goal = (trim_goal){UINT64_MAX, EVS_ID_MAX, UINT64_MAX, live_bytes};
+    *goal = (trim_goal){UINT64_MAX, EVS_ID_MAX, UINT64_MAX, live_bytes, false};
     if (t->kind == EVS_TRIM_MAXLEN) {
         if (live <= t->maxlen)
             return false;
@@ -789,6 +791,7 @@ static bool trim_goal_for(const evs_trim *t, uint64_t live, uint64_t live_bytes,
         goal->keep_bytes = t->maxbytes;
     } else {
         goal->stop_at = t->minid;
+        goal->by_id = true;
     }
     if (t->approx && t->limit && goal->max_remove > t->limit)
         goal->max_remove = t->limit;
@@ -828,9 +831,7 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
         if (s && s->btouched && sc.removed < goal.max_remove)
             return NEED_FLUSH;
         size_t k = 0;
-        while (k < nnew && sc.removed < goal.max_remove &&
-               evs_id_cmp(new_ids[k], goal.stop_at) < 0 &&
-               (goal.keep_bytes == UINT64_MAX || goal.live_bytes - sc.bytes > goal.keep_bytes)) {
+        while (k < nnew && !trim_goal_keeps(&goal, new_ids[k], sc.removed, sc.bytes)) {
             sc.removed++;
             sc.bytes += entry_bytes(r, k);
             k++;
@@ -1082,8 +1083,7 @@ static void do_trim(evs_store *st, wreq *r, pending *p)
     flush(st, p);
 }
 
-/* The checks and their order follow Redis's xsetidCommand, messages included, plus one of
- * ours: the new last ID may not fall below the trim point, or a later XADD would be hidden. */
+/* The checks, order and messages of Redis 7.0's xsetidCommand, then two of ours (below). */
 static void do_setid(evs_store *st, wreq *r, pending *p)
 {
     evs_error err = {0};
@@ -1096,10 +1096,6 @@ static void do_setid(evs_store *st, wreq *r, pending *p)
         why = "The ID specified in XSETID is smaller than the provided max_deleted_entry_id";
     else if (!s)
         why = "no such key", code = EVS_ENOTFOUND;
-    else if (evs_id_cmp(id, s->w.max_deleted) < 0)
-        why = "The ID specified in XSETID is smaller than current max_deleted_entry_id";
-    else if (evs_id_cmp(id, s->w.first_id) < 0) /* ours: entries below the trim point are gone */
-        why = "The ID specified in XSETID is smaller than the stream's trim point";
     if (!why && s->w.length) {
         /* everything earlier is flushed: the visible top entry is the writer's */
         evs_id top = EVS_ID_MIN;
@@ -1125,6 +1121,12 @@ static void do_setid(evs_store *st, wreq *r, pending *p)
         else if (r->has_added && r->added < s->w.length)
             why = "The entries_added specified in XSETID is smaller than the target stream length";
     }
+    /* ours, after Redis's own: a later XADD may not reuse the ID of a deleted entry (its
+     * tombstone would hide it) nor fall below the trim point (hidden from reads) */
+    if (!why && evs_id_cmp(id, s->w.max_deleted) < 0)
+        why = "The ID specified in XSETID is smaller than current max_deleted_entry_id";
+    else if (!why && evs_id_cmp(id, s->w.first_id) < 0)
+        why = "The ID specified in XSETID is smaller than the stream's trim point";
     if (why) {
         finish(r, evs_err_set(&err, code, "%s", why), &err);
         return;

@@ -290,6 +290,20 @@ void evs_stream_version(evs_store *st, evs_slice stream, evs_version *out);
 int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
                        const evs_watch *watch, size_t nwatch, evs_done_fn done, void *arg);
 
+/*
+ * As evs_submit_watched without a trim, but each request is checked on its own, as Redis runs
+ * the XADDs of an EXEC: one the writer refuses for its ID or its stream (EVS_EIDORDER,
+ * EVS_EIDZERO, EVS_EIDEXHAUSTED; EVS_ENOTFOUND under no_create, unless an earlier request of
+ * the batch creates the stream) gets that code in rcs[i], ID 0-0, and appends nothing; the
+ * others are appended as one atomic group, in order (all or none after a crash; nothing at
+ * all if every one is refused). `done` gets rc 0 with rcs and ids (n of each, valid during
+ * the call), or rc < 0 (EVS_ECHANGED, EVS_EFAILED, ...) when the whole batch failed.
+ */
+typedef void (*evs_each_fn)(void *arg, int rc, const int *rcs, const evs_id *ids, size_t n,
+                            const evs_error *err);
+int evs_submit_each(evs_store *st, const evs_append *reqs, size_t n, const evs_watch *watch,
+                    size_t nwatch, evs_each_fn done, void *arg);
+
 /* Synchronous forms: return when durable. out_ids (n of them) may be NULL. */
 int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *out_ids,
                      evs_error *err);
@@ -524,7 +538,9 @@ typedef struct evs_group_info {
     evs_id last_delivered;
     uint64_t entries_read;   /* EVS_ENTRIES_READ_NONE: unknown                                */
     bool lag_known;
-    uint64_t lag;            /* entries not yet delivered, when lag_known                     */
+    int64_t lag;             /* entries added minus entries read, when lag_known, as Redis
+                                computes it: below 0 after XGROUP SETID ... ENTRIESREAD n
+                                set n above the entries added                              */
     uint64_t max_deliveries;
     evs_slice dlq;
     uint64_t dead_letters;   /* entries this group moved to its dead-letter stream            */

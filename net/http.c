@@ -801,7 +801,7 @@ static int metric_group(void *arg, const evs_group_info *g)
 {
     struct metric_walk *w = arg;
     static const char *const names[] = {"pending", "lag", "dead_letters_total"};
-    uint64_t v[3] = {g->pending, g->lag, g->dead_letters};
+    int64_t v[3] = {(int64_t)g->pending, g->lag, (int64_t)g->dead_letters};
     for (int i = 0; i < 3; i++) {
         if (i == 1 && !g->lag_known)
             continue;
@@ -810,7 +810,7 @@ static int metric_group(void *arg, const evs_group_info *g)
         label_value(o, w->stream.ptr, w->stream.len);
         evbuffer_add_printf(o, "\",group=\"");
         label_value(o, g->name.ptr, g->name.len);
-        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", v[i]);
+        evbuffer_add_printf(o, "\"} %" PRId64 "\n", v[i]);
     }
     return 0;
 }

@@ -4,9 +4,10 @@
  * Inside MULTI, commands are checked (known, arity, auth) and queued as copies; an error doom
  * the transaction (EXEC answers -EXECABORT), as in Redis. EXEC runs the queue in order:
  *
- *  - each run of consecutive XADDs becomes ONE evs_submit batch: one contiguous group of
- *    records in the log, written and fsynced together, all or none (an XADD the writer refuses
- *    refuses the whole run; each XADD of it answers that error);
+ *  - each run of consecutive XADDs becomes ONE evs_submit_each batch: one contiguous group of
+ *    records in the log, written and fsynced together, all or none after a crash; an XADD the
+ *    writer refuses (its ID, NOMKSTREAM on a missing stream) answers its own error or null and
+ *    appends nothing, the others go on, as Redis runs them one by one;
  *  - any other queued command runs when everything before it is durable and visible, so it
  *    reads the transaction's own writes (with --ack all, visible means held by --min-replicas
  *    followers: the EXEC waits for them first; if they do not confirm in --ack-timeout it
@@ -225,8 +226,8 @@ typedef struct exec_job {
     /* the batch in flight: queued commands [b0, b1) */
     size_t b0, b1;
     const char **perr;  /* per command of the batch: parse error, or NULL (in the batch) */
-    bool *nullrep;      /* per command: NOMKSTREAM on a missing stream: a null reply      */
     evs_id *ids;        /* ids of the batch's appends, in order                          */
+    int *rcs;           /* ... and each one's result (evs_submit_each)                   */
     size_t nids;
     int rc;
     evs_error err;
@@ -268,12 +269,13 @@ static void job_free(exec_job *j)
     queue_release(j->q, j->n);
     resp_out_release(&j->results);
     free(j->perr);
-    free(j->nullrep);
     free(j->ids);
+    free(j->rcs);
     unwatch(&j->watch, &j->nwatch);
     free(j);
 }
 
+/* A lone XADD that trims (evs_submit_watched): rc is its own result. */
 static void batch_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
 {
     exec_job *j = arg;
@@ -285,19 +287,22 @@ static void batch_done(void *arg, int rc, const evs_id *ids, size_t n, const evs
     server_complete(j->p);
 }
 
-static bool exec_fill(pending_t *p, reply *r, void *res);
-
-/* Is the stream there, or created by an earlier append of the same batch? */
-static bool stream_known(exec_job *j, const evs_append *apps, size_t napps, evs_slice key)
+/* A run of XADDs (evs_submit_each): each one's result, as Redis runs them one by one. */
+static void batch_each_done(void *arg, int rc, const int *rcs, const evs_id *ids, size_t n,
+                            const evs_error *err)
 {
-    evs_stream_info info;
-    if (evs_stream_info_get(server_store(j->srv), key, &info) == 0)
-        return true;
-    for (size_t k = 0; k < napps; k++)
-        if (apps[k].stream.len == key.len && !memcmp(apps[k].stream.ptr, key.ptr, key.len))
-            return true;
-    return false;
+    exec_job *j = arg;
+    j->rc = rc;
+    if (!rc) {
+        memcpy(j->ids, ids, n * sizeof *ids);
+        memcpy(j->rcs, rcs, n * sizeof *rcs);
+    }
+    if (err)
+        j->err = *err;
+    server_complete(j->p);
 }
+
+static bool exec_fill(pending_t *p, reply *r, void *res);
 
 static void exec_replicated(void *arg, long long got);
 
@@ -364,12 +369,12 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
         xadd_args *xa = calloc(cnt, sizeof *xa);
         evs_append *apps = calloc(cnt, sizeof *apps);
         free(j->perr);
-        free(j->nullrep);
         free(j->ids);
+        free(j->rcs);
         j->perr = calloc(cnt, sizeof *j->perr);
-        j->nullrep = calloc(cnt, sizeof *j->nullrep);
         j->ids = calloc(cnt, sizeof *j->ids);
-        if (!xa || !apps || !j->perr || !j->nullrep || !j->ids) {
+        j->rcs = calloc(cnt, sizeof *j->rcs);
+        if (!xa || !apps || !j->perr || !j->ids || !j->rcs) {
             free(xa);
             free(apps);
             for (size_t k = j->i; k < b1; k++)
@@ -381,14 +386,8 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
         for (size_t k = 0; k < cnt; k++) {
             qcmd *qq = &j->q[j->i + k];
             j->perr[k] = xadd_parse(qq->argv, qq->argc, &xa[k]);
-            if (j->perr[k])
-                continue;
-            if (xa[k].a.no_create && !stream_known(j, apps, napps, xa[k].a.stream)) {
-                j->nullrep[k] = true;
-                continue;
-            }
-            xa[k].a.no_create = false;
-            apps[napps++] = xa[k].a;
+            if (!j->perr[k])
+                apps[napps++] = xa[k].a;
         }
         j->b0 = j->i;
         j->b1 = b1;
@@ -398,10 +397,12 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
             j->p = first ? server_hold(first, exec_fill, j, false)
                          : server_hold_again(prev, exec_fill, j);
             bool trimmed = cnt == 1 && xa[0].has_trim;
-            rc = !j->p ? -1
-                       : evs_submit_watched(server_store(j->srv), apps, napps,
-                                            trimmed ? &xa[0].trim : NULL, j->watch, j->nwatch,
-                                            batch_done, j);
+            evs_store *st = server_store(j->srv);
+            rc = !j->p   ? -1
+                 : trimmed ? evs_submit_watched(st, apps, napps, &xa[0].trim, j->watch, j->nwatch,
+                                                batch_done, j)
+                           : evs_submit_each(st, apps, napps, j->watch, j->nwatch,
+                                             batch_each_done, j);
             unwatch(&j->watch, &j->nwatch); /* the first batch only */
             if (rc && j->p) {
                 j->rc = rc;
@@ -422,12 +423,10 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
             j->rc = -1;
             snprintf(j->err.msg, sizeof j->err.msg, "out of memory");
         }
-        /* nothing to append (all parse errors or nulls): answer them now */
+        /* nothing to append (all parse errors): answer them now */
         for (size_t k = 0; k < cnt; k++) {
             if (j->perr[k])
                 resp_out_error(&j->results, "%s", j->perr[k]);
-            else if (j->nullrep[k])
-                resp_out_null(&j->results);
             else
                 xadd_result_out(&j->results, j->rc, EVS_ID_MIN, &j->err);
         }
@@ -500,16 +499,17 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
         job_free(j);
         return true;
     }
-    size_t next_id = 0;
+    size_t next = 0;
     for (size_t k = 0; k < j->b1 - j->b0; k++) {
-        if (j->perr[k])
+        if (j->perr[k]) {
             resp_out_error(&j->results, "%s", j->perr[k]);
-        else if (j->nullrep[k])
-            resp_out_null(&j->results);
-        else
-            xadd_result_out(&j->results, j->rc, j->rc ? EVS_ID_MIN : j->ids[next_id++], &j->err);
+            continue;
+        }
+        int rc = j->rc ? j->rc : j->rcs[next]; /* (a lone trimming XADD: rcs stay 0) */
+        xadd_result_out(&j->results, rc, rc ? EVS_ID_MIN : j->ids[next], &j->err);
+        j->appended |= rc == 0;
+        next++;
     }
-    j->appended |= j->rc == 0;
     j->i = j->b1;
     if (!j->rc && exec_wait_visible(j, NULL, p))
         return false;

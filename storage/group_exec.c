@@ -281,13 +281,21 @@ static int plan_claim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_erro
     pl->emit_claim = true;
     for (size_t i = 0; i < op->nids; i++) {
         evs_id id = op->ids[i];
-        bool dup = false;
+        /* Redis takes the IDs one by one: one given twice is claimed again, from the state
+         * the first claim left (its count and time, planned in pl->claim, four per ID) */
+        bool dup = false, again = false;
+        pel_ent planned;
         for (size_t j = 0; j < i && !dup; j++)
             dup = evs_id_cmp(op->ids[j], id) == 0;
-        if (dup)
-            continue;
-        pel_ent *p = pel_find(g, id);
-        int e = reader_entry_exists(st, pl->s, id, err);
+        for (size_t q = 0; dup && !again && q + 4 <= pl->claim.n; q += 4) {
+            const uint64_t *v = pl->claim.v + q;
+            if ((again = v[0] == id.ms && v[1] == id.seq))
+                planned = (pel_ent){id, v[3], v[2], 0};
+        }
+        if (dup && !again)
+            continue; /* deleted, dead-lettered or not claimed the first time: the same now */
+        pel_ent *p = again ? &planned : pel_find(g, id);
+        int e = again ? 1 : reader_entry_exists(st, pl->s, id, err);
         if (e < 0)
             return e;
         if (!e) {
@@ -296,13 +304,15 @@ static int plan_claim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_erro
             continue;
         }
         pel_ent forced;
+        bool made = false;
         if (!p) {
-            if (!op->force || op->min_idle_ms)
+            if (!op->force)
                 continue;
             forced = (pel_ent){id, now_ms, 1, 0};
             p = &forced;
+            made = true; /* FORCE made it: no idle to wait for, as in Redis */
         }
-        if (op->min_idle_ms && idle_of(p, now_ms) < op->min_idle_ms)
+        if (!made && op->min_idle_ms && idle_of(p, now_ms) < op->min_idle_ms)
             continue;
         uint64_t count = op->retrycount >= 0 ? (uint64_t)op->retrycount
                          : op->justid ? p->count : p->count + 1;

@@ -70,12 +70,12 @@ static void info_of(const cgroup *g, const stream_state *vs, evs_id first_id, ui
     } else if (g->entries_read != REC_G_ENTRIES_READ_NONE &&
                !group_range_has_tombstones(vs, first_id, g->last)) {
         i->lag_known = true;
-        i->lag = vs->entries_added > g->entries_read ? vs->entries_added - g->entries_read : 0;
+        i->lag = (int64_t)(vs->entries_added - g->entries_read);
     } else {
         uint64_t er = group_estimate_read(vs, first_id, g->last);
         if (er != REC_G_ENTRIES_READ_NONE) {
             i->lag_known = true;
-            i->lag = vs->entries_added > er ? vs->entries_added - er : 0;
+            i->lag = (int64_t)(vs->entries_added - er);
         }
     }
     i->max_deliveries = g->max_deliveries;

@@ -263,6 +263,9 @@ typedef struct wreq {
     uint64_t added;
     evs_id maxdel;
     evs_id *ids;                   /* results, n of them                                     */
+    bool each;                     /* evs_submit_each: each op refused on its own, in rcs[i] */
+    int *rcs;
+    evs_each_fn edone;
     rec_buf data;
     rec_buf carry;                 /* WR_REPLICA: the records a former frame left open (R1)   */
     evs_done_fn done;

@@ -79,6 +79,7 @@ void wreq_free(wreq *r)
     rec_buf_release(&r->carry);
     free(r->ops);
     free(r->ids);
+    free(r->rcs);
     free(r->watch);
     if (r->kind == WR_GROUP)
         group_results_free(r);
@@ -108,6 +109,8 @@ static void wreq_recycle(evs_store *st, wreq *r)
     if (keep) {
         free(r->watch);
         r->watch = NULL;
+        free(r->rcs);
+        r->rcs = NULL;
         rec_buf_release(&r->carry);
         r->next = st->pool;
         st->pool = r;
@@ -168,6 +171,8 @@ static void finish(wreq *r, int rc, const evs_error *err)
     if (r->kind == WR_GROUP) {
         if (r->gdone)
             r->gdone(r->arg, rc, rc ? NULL : r->gres, rc ? 0 : r->n, err);
+    } else if (r->edone) {
+        r->edone(r->arg, rc, rc ? NULL : r->rcs, rc ? NULL : r->ids, rc ? 0 : r->n, err);
     } else if (r->done) {
         if (r->kind == WR_APPEND)
             r->done(r->arg, rc, rc ? NULL : r->ids, rc ? 0 : r->n, err);
@@ -725,11 +730,16 @@ static bool roll_needed(evs_store *st, uint64_t more)
  */
 struct sim {
     stream *s;      /* NULL: created by this request                                        */
+    bool created;   /* ... by one of its ops that passed (before the op at hand)            */
     evs_id last;    /* the stream's last ID as the request's IDs are assigned              */
 };
 
+/* Does request r append its op i? (evs_submit_each refuses ops one by one) */
+static bool op_passes(const wreq *r, size_t i) { return !r->each || !r->rcs[i]; }
+
 /* Validate a whole append request against the writer's state; fill r->ids and sims[] (valid
- * at each op's `first` index). */
+ * at each op's `first` index). Each mode: a refused op's code goes to r->rcs[i], the others
+ * go on as if it were not there. */
 static int prepass(evs_store *st, wreq *r, struct sim *sims, uint64_t now_ms, evs_error *err)
 {
     for (size_t i = 0; i < r->n; i++) {
@@ -737,13 +747,20 @@ static int prepass(evs_store *st, wreq *r, struct sim *sims, uint64_t now_ms, ev
         struct sim *sm = &sims[op->first];
         if (op->first == i) {
             sm->s = strtab_get(&st->wtab, r->data.data + op->name_off, op->name_len, false);
+            sm->created = false;
             sm->last = sm->s ? sm->s->w.last_id : EVS_ID_MIN;
         }
         int rc = next_id(sm->last, op, now_ms, &r->ids[i]); /* (an explicit 0-0 comes first) */
-        if (rc)
-            return evs_err_set(err, rc, "%s", evs_strerror(rc));
-        if (!sm->s && op->no_create)
-            return evs_err_set(err, EVS_ENOTFOUND, "no such stream");
+        if (!rc && !sm->s && !sm->created && op->no_create)
+            rc = EVS_ENOTFOUND;
+        if (rc && !r->each)
+            return evs_err_set(err, rc, "%s", rc == EVS_ENOTFOUND ? "no such stream"
+                                                                  : evs_strerror(rc));
+        if (r->each && (r->rcs[i] = rc)) {
+            r->ids[i] = EVS_ID_MIN;
+            continue;
+        }
+        sm->created |= !sm->s;
         sm->last = r->ids[i];
     }
     return 0;
@@ -752,9 +769,11 @@ static int prepass(evs_store *st, wreq *r, struct sim *sims, uint64_t now_ms, ev
 /* Count the records a request will emit (for W1's flags). */
 static size_t count_records(const wreq *r, const struct sim *sims)
 {
-    size_t n = r->n + (r->idem_len ? 1 : 0);
-    for (size_t i = 0; i < r->n; i++)
-        n += r->ops[i].first == i && !sims[i].s; /* a stream this request creates */
+    size_t n = r->idem_len ? 1 : 0;
+    for (size_t i = 0; i < r->n; i++) {
+        n += op_passes(r, i);
+        n += r->ops[i].first == i && sims[i].created; /* a stream this request creates */
+    }
     return n;
 }
 
@@ -930,6 +949,8 @@ static int append_streams(evs_store *st, wreq *r, struct sim *sims, uint64_t now
     size_t left = count_records(r, sims) + (plan.on ? 1 : 0);
     for (size_t i = 0; i < r->n; i++) {
         wop *op = &r->ops[i];
+        if (!op_passes(r, i))
+            continue;
         stream *s = sims[op->first].s;
         if (!s) {
             evs_slice name = {r->data.data + op->name_off, op->name_len};
@@ -2041,6 +2062,30 @@ int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const ev
         r->trim = *trim;
     }
     r->done = done;
+    r->arg = arg;
+    if (rc || (rc = writer_submit(st, r)))
+        wreq_free(r);
+    return rc;
+}
+
+int evs_submit_each(evs_store *st, const evs_append *reqs, size_t n, const evs_watch *watch,
+                    size_t nwatch, evs_each_fn done, void *arg)
+{
+    wreq *r;
+    int rc = build_append(st, reqs, n, &r, NULL);
+    if (rc)
+        return rc;
+    if (!(r->rcs = calloc(n ? n : 1, sizeof *r->rcs)) ||
+        (nwatch && !(r->watch = calloc(nwatch, sizeof *r->watch))))
+        rc = -ENOMEM;
+    for (size_t i = 0; !rc && i < nwatch; i++) {
+        r->watch[i] = (struct wwatch){r->data.len, watch[i].stream.len, watch[i].version};
+        if (rec_buf_write(&r->data, watch[i].stream.ptr, watch[i].stream.len))
+            rc = -ENOMEM;
+    }
+    r->nwatch = nwatch;
+    r->each = true;
+    r->edone = done;
     r->arg = arg;
     if (rc || (rc = writer_submit(st, r)))
         wreq_free(r);

@@ -471,18 +471,28 @@ class Transactions(Base):
         p.xrange("t2")
         self.assertEqual(p.execute(), ["1-1", "1-1", 1, [("1-1", {"k": "2"})]])
 
-    def test_a_refused_append_refuses_its_whole_run(self):
+    def test_a_refused_append_fails_alone_as_in_redis(self):
         self.r.xadd("t3", {"k": "0"}, id="5-0")
         p = self.r.pipeline(transaction=True)
         p.xadd("t3", {"k": "1"}, id="6-0")
-        p.xadd("t3", {"k": "2"}, id="4-0")  # smaller than the top: the run is refused
+        p.xadd("t3", {"k": "2"}, id="4-0")  # smaller than the top: refused, alone
+        p.xadd("t3", {"k": "3"}, id="7-0")
+        p.xadd("t3new", {"k": "4"}, nomkstream=True)  # no such stream: null
         p.xlen("t3")
         res = p.execute(raise_on_error=False)
-        self.assertIsInstance(res[0], redis.ResponseError)
+        self.assertEqual(res[0], "6-0")
         self.assertIsInstance(res[1], redis.ResponseError)
         self.assertIn("equal or smaller", str(res[1]))
-        self.assertEqual(res[2], 1)  # neither 6-0 nor 4-0 was appended
-        self.assertEqual(self.r.xrange("t3"), [("5-0", {"k": "0"})])
+        self.assertEqual(res[2], "7-0")
+        self.assertIsNone(res[3])
+        self.assertEqual(res[4], 3)
+        self.assertEqual([e[0] for e in self.r.xrange("t3")], ["5-0", "6-0", "7-0"])
+        self.assertEqual(self.r.exists("t3new"), 0)
+        # the appended ones are one group in the log: after a SIGKILL and restart, all there
+        self.srv.stop(signal.SIGKILL)
+        self.srv.start()
+        self.r = self.srv.client(decode_responses=True)
+        self.assertEqual([e[0] for e in self.r.xrange("t3")], ["5-0", "6-0", "7-0"])
 
     def test_watch_aborts_exec_when_a_watched_key_changes(self):
         r, other = self.r, self.srv.client(decode_responses=True)

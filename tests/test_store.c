@@ -435,6 +435,93 @@ static void keyed_done(void *arg, int rc, const evs_id *ids, size_t n, const evs
     pthread_mutex_unlock(&k->mu);
 }
 
+struct edone {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int rc;
+    bool done;
+    int rcs[6];
+    evs_id ids[6];
+};
+
+static void each_done(void *arg, int rc, const int *rcs, const evs_id *ids, size_t n,
+                      const evs_error *err)
+{
+    (void)err;
+    struct edone *k = arg;
+    pthread_mutex_lock(&k->mu);
+    k->rc = rc;
+    for (size_t i = 0; i < n && i < 6; i++) {
+        k->rcs[i] = rcs[i];
+        k->ids[i] = ids[i];
+    }
+    k->done = true;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+static struct edone *submit_each_wait(evs_store *st, const evs_append *a, size_t n)
+{
+    static struct edone k;
+    k = (struct edone){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {0}, {{0, 0}}};
+    cr_assert_eq(evs_submit_each(st, a, n, NULL, 0, each_done, &k), 0);
+    pthread_mutex_lock(&k.mu);
+    while (!k.done)
+        pthread_cond_wait(&k.cv, &k.mu);
+    pthread_mutex_unlock(&k.mu);
+    return &k;
+}
+
+/* evs_submit_each (the XADDs of an EXEC): a request refused for its ID or its stream appends
+ * nothing and says why; the others are appended, as Redis runs them one by one. */
+Test(store, submit_each_refuses_requests_one_by_one)
+{
+    evs_store *st = open_store(dir, NULL);
+    evs_field f = {S("k"), S("v")};
+    evs_append a[6] = {
+        {S("s"), EVS_ID_EXPLICIT, {5, 0}, &f, 1, false},
+        {S("s"), EVS_ID_EXPLICIT, {3, 0}, &f, 1, false}, /* below 5-0 */
+        {S("s"), EVS_ID_EXPLICIT, {0, 0}, &f, 1, false}, /* 0-0 */
+        {S("new"), EVS_ID_EXPLICIT, {1, 0}, &f, 1, true}, /* NOMKSTREAM, no such stream */
+        {S("s"), EVS_ID_AUTO_SEQ, {5, 0}, &f, 1, false},  /* 5-1: after 5-0, not after 3-0 */
+        {S("t"), EVS_ID_EXPLICIT, {1, 0}, &f, 1, false},
+    };
+    struct edone *k = submit_each_wait(st, a, 6);
+    cr_assert_eq(k->rc, 0);
+    int want[6] = {0, EVS_EIDORDER, EVS_EIDZERO, EVS_ENOTFOUND, 0, 0};
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(k->rcs[i], want[i], "request %d: %d", i, k->rcs[i]);
+    cr_assert_eq(evs_id_cmp(k->ids[4], (evs_id){5, 1}), 0);
+    cr_assert_eq(evs_id_cmp(k->ids[1], EVS_ID_MIN), 0);
+    evs_id ids[8];
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 8), 2);
+    cr_assert_eq(evs_id_cmp(ids[0], (evs_id){5, 0}), 0);
+    cr_assert_eq(evs_id_cmp(ids[1], (evs_id){5, 1}), 0);
+    cr_assert_eq(read_ids(st, "t", NULL, ids, 8), 1);
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(st, S("new"), &info), EVS_ENOTFOUND);
+    /* NOMKSTREAM after a request of the same batch made the stream: appended */
+    evs_append b[2] = {{S("made"), EVS_ID_EXPLICIT, {1, 0}, &f, 1, false},
+                       {S("made"), EVS_ID_EXPLICIT, {2, 0}, &f, 1, true}};
+    k = submit_each_wait(st, b, 2);
+    cr_assert_eq(k->rcs[0] | k->rcs[1], 0);
+    cr_assert_eq(read_ids(st, "made", NULL, ids, 8), 2);
+    /* every one refused: nothing written, the store goes on */
+    evs_append c[2] = {{S("s"), EVS_ID_EXPLICIT, {1, 0}, &f, 1, false},
+                       {S("none"), EVS_ID_AUTO, {0, 0}, &f, 1, true}};
+    k = submit_each_wait(st, c, 2);
+    cr_assert_eq(k->rc, 0);
+    cr_assert_eq(k->rcs[0], EVS_EIDORDER);
+    cr_assert_eq(k->rcs[1], EVS_ENOTFOUND);
+    cr_assert_eq(evs_close(st), 0);
+    st = open_store(dir, NULL); /* and after a reopen, exactly what was acknowledged */
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 8), 2);
+    cr_assert_eq(read_ids(st, "made", NULL, ids, 8), 2);
+    cr_assert_eq(evs_stream_info_get(st, S("none"), &info), EVS_ENOTFOUND);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 Test(store, idempotency_keys_survive_reopen_and_rebuild)
 {
     evs_store *st = open_store(dir, NULL);

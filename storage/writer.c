@@ -2040,6 +2040,20 @@ int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice 
     return rc;
 }
 
+/* The WATCHed streams' names go into the request's data, their versions beside them. */
+static int add_watch(wreq *r, const evs_watch *watch, size_t nwatch)
+{
+    if (nwatch && !(r->watch = calloc(nwatch, sizeof *r->watch)))
+        return -ENOMEM;
+    r->nwatch = nwatch;
+    for (size_t i = 0; i < nwatch; i++) {
+        r->watch[i] = (struct wwatch){r->data.len, watch[i].stream.len, watch[i].version};
+        if (rec_buf_write(&r->data, watch[i].stream.ptr, watch[i].stream.len))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
                        const evs_watch *watch, size_t nwatch, evs_done_fn done, void *arg)
 {
@@ -2049,14 +2063,7 @@ int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const ev
     int rc = build_append(st, reqs, n, &r, NULL);
     if (rc)
         return rc;
-    if (nwatch && !(r->watch = calloc(nwatch, sizeof *r->watch)))
-        rc = -ENOMEM;
-    for (size_t i = 0; !rc && i < nwatch; i++) {
-        r->watch[i] = (struct wwatch){r->data.len, watch[i].stream.len, watch[i].version};
-        if (rec_buf_write(&r->data, watch[i].stream.ptr, watch[i].stream.len))
-            rc = -ENOMEM;
-    }
-    r->nwatch = nwatch;
+    rc = add_watch(r, watch, nwatch);
     if (trim) {
         r->has_trim = true;
         r->trim = *trim;
@@ -2075,15 +2082,7 @@ int evs_submit_each(evs_store *st, const evs_append *reqs, size_t n, const evs_w
     int rc = build_append(st, reqs, n, &r, NULL);
     if (rc)
         return rc;
-    if (!(r->rcs = calloc(n ? n : 1, sizeof *r->rcs)) ||
-        (nwatch && !(r->watch = calloc(nwatch, sizeof *r->watch))))
-        rc = -ENOMEM;
-    for (size_t i = 0; !rc && i < nwatch; i++) {
-        r->watch[i] = (struct wwatch){r->data.len, watch[i].stream.len, watch[i].version};
-        if (rec_buf_write(&r->data, watch[i].stream.ptr, watch[i].stream.len))
-            rc = -ENOMEM;
-    }
-    r->nwatch = nwatch;
+    rc = (r->rcs = calloc(n ? n : 1, sizeof *r->rcs)) ? add_watch(r, watch, nwatch) : -ENOMEM;
     r->each = true;
     r->edone = done;
     r->arg = arg;

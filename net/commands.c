@@ -1020,8 +1020,41 @@ static void out_edge_entry(resp_out *o, evs_store *st, evs_slice key, bool last)
     resp_out_null(o);
 }
 
+bool subcommand_ok(cmd_ctx *x, const char *cmd, const subcommand *subs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!arg_is(x, 1, subs[i].name))
+            continue;
+        int a = subs[i].arity;
+        if ((a > 0 && (int)x->argc == a) || (a < 0 && (int)x->argc >= -a))
+            return true;
+        char lower[32];
+        size_t k = 0;
+        for (; subs[i].name[k] && k + 1 < sizeof lower; k++)
+            lower[k] = (char)tolower((unsigned char)subs[i].name[k]);
+        lower[k] = 0;
+        resp_out_error(&x->r->out, "ERR wrong number of arguments for '%s|%s' command", cmd,
+                       lower);
+        reply_done(x);
+        return false;
+    }
+    char upper[32];
+    size_t k = 0;
+    for (; cmd[k] && k + 1 < sizeof upper; k++)
+        upper[k] = (char)toupper((unsigned char)cmd[k]);
+    upper[k] = 0;
+    resp_out_error(&x->r->out, "ERR unknown subcommand '%.*s'. Try %s HELP.",
+                   (int)(x->argv[1].len < 128 ? x->argv[1].len : 128), x->argv[1].ptr, upper);
+    reply_done(x);
+    return false;
+}
+
 static void cmd_xinfo(cmd_ctx *x)
 {
+    static const subcommand subs[] = {
+        {"CONSUMERS", 4}, {"GROUPS", 3}, {"STREAM", -3}, {"HELP", 2}};
+    if (!subcommand_ok(x, "xinfo", subs, sizeof subs / sizeof *subs))
+        return;
     if (arg_is(x, 1, "HELP")) {
         static const char *const lines[] = {
             "XINFO <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -1032,7 +1065,7 @@ static void cmd_xinfo(cmd_ctx *x)
             "STREAM <key> [FULL [COUNT <count>]",
             "    Show information about the stream.",
             "HELP",
-            "    Print this help.",
+            "    Prints this help.",
         };
         resp_out_array(&x->r->out, sizeof lines / sizeof *lines);
         for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
@@ -1040,44 +1073,39 @@ static void cmd_xinfo(cmd_ctx *x)
         reply_done(x);
         return;
     }
-    if (arg_is(x, 1, "GROUPS") && x->argc == 3) {
+    if (arg_is(x, 1, "GROUPS")) {
         xinfo_groups(x);
         return;
     }
-    if (arg_is(x, 1, "CONSUMERS") && x->argc == 4) {
+    if (arg_is(x, 1, "CONSUMERS")) {
         xinfo_consumers(x);
         return;
-    }
-    if (!arg_is(x, 1, "STREAM") || x->argc < 3) {
-        resp_out_error(&x->r->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. "
-                                   "Try XINFO HELP.",
-                       (int)x->argv[1].len, x->argv[1].ptr);
-        reply_done(x);
-        return;
-    }
-    bool full = false;
-    long long count = 10;
-    for (size_t i = 3; i < x->argc; i++) {
-        if (arg_is(x, i, "FULL") && !full) {
-            full = true;
-        } else if (full && arg_is(x, i, "COUNT") && i + 1 < x->argc) {
-            if (!arg_ll(&x->argv[++i], &count)) {
-                reply_error_done(x, ERR_INT);
-                return;
-            }
-            if (count < 0)
-                count = 0;
-        } else {
-            reply_error_done(x, ERR_SYNTAX);
-            return;
-        }
     }
     evs_store *st = server_store(x->srv);
     evs_slice key = key_of(&x->argv[2]);
     evs_stream_info info;
-    if (evs_stream_info_get(st, key, &info)) {
+    if (evs_stream_info_get(st, key, &info)) { /* the key first, then the options (Redis) */
         reply_error_done(x, "ERR no such key");
         return;
+    }
+    /* [FULL [COUNT n]], checked as Redis 7.0's xinfoReplyWithStreamInfo does */
+    bool full = x->argc > 3;
+    long long count = 10;
+    size_t optc = x->argc - 3;
+    if (full && ((optc != 1 && optc != 3) || !arg_is(x, 3, "FULL") ||
+                 (optc == 3 && !arg_is(x, 4, "COUNT")))) {
+        resp_out_error(&x->r->out, "ERR unknown subcommand or wrong number of arguments for "
+                       "'STREAM'. Try XINFO HELP.");
+        reply_done(x);
+        return;
+    }
+    if (optc == 3) {
+        if (!arg_ll(&x->argv[5], &count)) {
+            reply_error_done(x, ERR_INT);
+            return;
+        }
+        if (count < 0)
+            count = 10;
     }
     resp_out *o = &x->r->out;
     resp_out_map(o, full ? 9 : 10);
@@ -1321,7 +1349,7 @@ static void cmd_xread(cmd_ctx *x)
         return;
     }
     if ((x->argc - streams) % 2) {
-        reply_error_done(x, "ERR Unbalanced 'xread' list of streams: for each stream key an ID or "
+        reply_error_done(x, "ERR Unbalanced XREAD list of streams: for each stream key an ID or "
                             "'$' must be specified.");
         return;
     }
@@ -1352,6 +1380,11 @@ static void cmd_xread(cmd_ctx *x)
             q->after[i] = evs_stream_info_get(server_store(x->srv), q->keys[i], &info) == 0
                               ? info.last_id
                               : EVS_ID_MIN;
+        } else if (id->len == 1 && id->ptr[0] == '>') {
+            xread_free(q);
+            reply_error_done(x, "ERR The > ID can be specified only when calling XREADGROUP "
+                                "using the GROUP <group> <consumer> option.");
+            return;
         } else if (!parse_id(id, 0, &q->after[i])) {
             xread_free(q);
             reply_error_done(x, ERR_ID);

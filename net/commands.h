@@ -23,6 +23,15 @@ bool commands_answered_durable(const cmd_ctx *x, const command *cmd);
 #define ERR_INT "ERR value is not an integer or out of range"
 #define ERR_SYNTAX "ERR syntax error"
 
+/* A subcommand and its arity, Redis style (the command and the subcommand count). */
+typedef struct subcommand {
+    const char *name;
+    int arity;
+} subcommand;
+/* Redis 7 checks a subcommand's name and arity before the command runs: false once answered
+ * ("unknown subcommand 'x'. Try CMD HELP.", "wrong number of arguments for 'cmd|sub'"). */
+bool subcommand_ok(cmd_ctx *x, const char *cmd, const subcommand *subs, size_t n);
+
 /* Shared argument and reply helpers (commands.c). */
 bool arg_is(const cmd_ctx *x, size_t i, const char *s); /* argv[i] equals s, any case */
 bool arg_ll(const resp_arg *a, long long *out);

@@ -381,33 +381,11 @@ void cmd_xgroup(cmd_ctx *x)
         xgroup_help(x);
         return;
     }
-    /* Redis 7 checks each subcommand's arity before the command runs */
-    static const struct { const char *name; int arity; } subs[] = {
+    static const subcommand subs[] = {
         {"CREATE", -5}, {"SETID", -5}, {"DESTROY", 4}, {"CREATECONSUMER", 5},
         {"DELCONSUMER", 5}, {"SETDLQ", -6}, {"HELP", 2}};
-    bool known = false;
-    for (size_t i = 0; i < sizeof subs / sizeof *subs && !known; i++) {
-        if (!arg_is(x, 1, subs[i].name))
-            continue;
-        known = true;
-        int a = subs[i].arity;
-        if ((a > 0 && (int)x->argc != a) || (a < 0 && (int)x->argc < -a)) {
-            char lower[32];
-            size_t n = strlen(subs[i].name);
-            for (size_t k = 0; k <= n; k++)
-                lower[k] = (char)(subs[i].name[k] | (subs[i].name[k] ? 0x20 : 0));
-            resp_out_error(&x->r->out, "ERR wrong number of arguments for 'xgroup|%s' command",
-                           lower);
-            reply_done(x);
-            return;
-        }
-    }
-    if (!known) {
-        resp_out_error(&x->r->out, "ERR unknown subcommand '%.*s'. Try XGROUP HELP.",
-                       (int)(x->argv[1].len < 128 ? x->argv[1].len : 128), x->argv[1].ptr);
-        reply_done(x);
+    if (!subcommand_ok(x, "xgroup", subs, sizeof subs / sizeof *subs))
         return;
-    }
     bool create = arg_is(x, 1, "CREATE") && x->argc >= 5 && x->argc <= 12;
     bool setid = arg_is(x, 1, "SETID") && (x->argc == 5 || x->argc == 7);
     bool destroy = arg_is(x, 1, "DESTROY") && x->argc == 4;
@@ -1311,8 +1289,8 @@ void cmd_xreadgroup(cmd_ctx *x)
         } else if (arg_is(x, i, "STREAMS") && more) {
             streams = i + 1;
             if ((x->argc - streams) % 2) {
-                reply_error_done(x, "ERR Unbalanced 'xreadgroup' list of streams: for each stream "
-                                    "key an ID or '>' must be specified.");
+                reply_error_done(x, "ERR Unbalanced XREAD list of streams: for each stream key "
+                                    "an ID or '$' must be specified."); /* Redis 7.0's words */
                 return;
             }
             break;

@@ -226,17 +226,50 @@ static bool secret_eq(const resp_arg *a, const char *secret)
     return diff == 0;
 }
 
+/* Redis 7.0 with one user, "default": without --requirepass it takes any password (nopass),
+ * but the one-argument AUTH says there is none to check. */
 static const char *check_auth(cmd_ctx *x, const resp_arg *user, const resp_arg *pass)
 {
     const char *want = server_cfg(x->srv)->requirepass;
-    if (!want)
+    if (!want && !user)
         return "ERR AUTH <password> called without any password configured for the default "
                "user. Are you sure your configuration is correct?";
     bool user_ok = !user || (user->len == 7 && !memcmp(user->ptr, "default", 7));
-    if (!secret_eq(pass, want) || !user_ok)
+    if ((want && !secret_eq(pass, want)) || !user_ok)
         return "WRONGPASS invalid username-password pair or user is disabled.";
     conn_set_authed(x->c, true);
     return NULL;
+}
+
+/* ---- the connection's name (CLIENT SETNAME / GETNAME, HELLO SETNAME) -------------------- */
+
+typedef struct conn_name {
+    size_t len;
+    char name[];
+} conn_name;
+
+/* Set (or, empty, clear) the connection's name; false once answered with Redis's error. */
+static bool set_conn_name(cmd_ctx *x, const resp_arg *a)
+{
+    for (size_t i = 0; i < a->len; i++)
+        if (a->ptr[i] < '!' || a->ptr[i] > '~') {
+            reply_error_done(x, "ERR Client names cannot contain spaces, newlines or special "
+                                "characters.");
+            return false;
+        }
+    void **slot = conn_cmd_state(x->c, CONN_SLOT_NAME, free);
+    conn_name *n = a->len ? malloc(sizeof *n + a->len) : NULL;
+    if (a->len && !n) {
+        reply_error_done(x, "ERR out of memory");
+        return false;
+    }
+    if (n) {
+        n->len = a->len;
+        memcpy(n->name, a->ptr, a->len);
+    }
+    free(*slot);
+    *slot = n;
+    return true;
 }
 
 static void cmd_auth(cmd_ctx *x)
@@ -257,6 +290,7 @@ static void cmd_auth(cmd_ctx *x)
 static void cmd_hello(cmd_ctx *x)
 {
     long long ver = conn_proto(x->c);
+    const resp_arg *setname = NULL;
     size_t i = 1;
     if (x->argc > 1) {
         if (!arg_ll(&x->argv[1], &ver)) {
@@ -278,7 +312,7 @@ static void cmd_hello(cmd_ctx *x)
             }
             i += 2;
         } else if (arg_is(x, i, "SETNAME") && i + 1 < x->argc) {
-            i++;
+            setname = &x->argv[++i];
         } else {
             resp_out_error(&x->r->out, "ERR Syntax error in HELLO option '%.*s'",
                            (int)x->argv[i].len, x->argv[i].ptr);
@@ -293,6 +327,8 @@ static void cmd_hello(cmd_ctx *x)
                             "same time");
         return;
     }
+    if (setname && !set_conn_name(x, setname))
+        return;
     conn_set_proto(x->c, (int)ver);
     resp_out *o = &x->r->out;
     o->proto = (int)ver;
@@ -318,17 +354,26 @@ static void cmd_command(cmd_ctx *x);
 
 static void cmd_client(cmd_ctx *x)
 {
-    if (arg_is(x, 1, "ID") && x->argc == 2) {
+    /* Redis 7.0's subcommands we answer, with their arities; SETINFO is 7.2's (clients send
+     * it on connect): accepted, ignored */
+    static const subcommand subs[] = {
+        {"ID", 2}, {"SETNAME", 3}, {"GETNAME", 2}, {"SETINFO", 4}};
+    if (!subcommand_ok(x, "client", subs, sizeof subs / sizeof *subs))
+        return;
+    if (arg_is(x, 1, "ID")) {
         resp_out_int(&x->r->out, conn_id(x->c));
-    } else if ((arg_is(x, 1, "SETNAME") && x->argc == 3) || (arg_is(x, 1, "SETINFO") && x->argc == 4)) {
+    } else if (arg_is(x, 1, "SETNAME")) {
+        if (!set_conn_name(x, &x->argv[2]))
+            return;
         resp_out_simple(&x->r->out, "OK");
-    } else if (arg_is(x, 1, "GETNAME") && x->argc == 2) {
-        resp_out_null(&x->r->out);
+    } else if (arg_is(x, 1, "GETNAME")) {
+        conn_name *n = *conn_cmd_state(x->c, CONN_SLOT_NAME, free);
+        if (n)
+            resp_out_bulk(&x->r->out, n->name, n->len);
+        else
+            resp_out_null(&x->r->out);
     } else {
-        resp_out_error(&x->r->out,
-                       "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try "
-                       "CLIENT HELP.",
-                       (int)x->argv[1].len, x->argv[1].ptr);
+        resp_out_simple(&x->r->out, "OK");
     }
     reply_done(x);
 }
@@ -552,14 +597,39 @@ static void info_replication(server *srv, const evs_store_stats *s, char *out, s
              (unsigned long long)(s->log_end - s->visible_end));
 }
 
+/* CONFIG RESETSTAT: INFO's counters count from here (the server's own, /metrics, stay
+ * counters since start, as Prometheus wants; the peaks, fsync_max_us and batch_max_records,
+ * are since start too). Loop thread only. */
+static struct stat_base {
+    evs_store_stats s;
+    uint64_t waits, wait_timeouts;
+} stat_base;
+
+static void stats_now(cmd_ctx *x, evs_store_stats *s, uint64_t *waits, uint64_t *timeouts)
+{
+    evs_store_stats_get(server_store(x->srv), s);
+    server_commit_waits(x->srv, waits, timeouts);
+}
+
 static void cmd_info(cmd_ctx *x)
 {
     evs_store_stats s;
-    evs_store_stats_get(server_store(x->srv), &s);
+    uint64_t waits, wait_timeouts;
+    stats_now(x, &s, &waits, &wait_timeouts);
+    const evs_store_stats *b = &stat_base.s;
+    s.appends -= b->appends;
+    s.batches -= b->batches;
+    s.fsyncs -= b->fsyncs;
+    s.fsync_ns_total -= b->fsync_ns_total;
+    s.retention_trimmed -= b->retention_trimmed;
+    s.segments_deleted -= b->segments_deleted;
+    s.bytes_deleted -= b->bytes_deleted;
+    s.streams_relocated -= b->streams_relocated;
+    s.bytes_relocated -= b->bytes_relocated;
+    waits -= stat_base.waits;
+    wait_timeouts -= stat_base.wait_timeouts;
     char repl[2048];
     info_replication(x->srv, &s, repl, sizeof repl);
-    uint64_t waits, wait_timeouts;
-    server_commit_waits(x->srv, &waits, &wait_timeouts);
     char buf[4096];
     int n = snprintf(buf, sizeof buf,
                      "# Server\r\nredis_version:7.0.0\r\nevstore_version:%s\r\nredis_mode:standalone\r\n"
@@ -1624,7 +1694,10 @@ static void config_value(server *srv, const char *name, char *buf, size_t cap)
 
 static void cmd_config(cmd_ctx *x)
 {
-    if (arg_is(x, 1, "GET") && x->argc >= 3) {
+    static const subcommand subs[] = {{"GET", -3}, {"SET", -4}, {"RESETSTAT", 2}};
+    if (!subcommand_ok(x, "config", subs, sizeof subs / sizeof *subs))
+        return;
+    if (arg_is(x, 1, "GET")) {
         resp_out tmp;
         resp_out_init(&tmp, conn_proto(x->c));
         size_t n = 0;
@@ -1648,7 +1721,10 @@ static void cmd_config(cmd_ctx *x)
         resp_out_map(&x->r->out, n);
         resp_out_raw(&x->r->out, tmp.data, tmp.len);
         resp_out_release(&tmp);
-    } else if (arg_is(x, 1, "SET") && x->argc >= 4 && x->argc % 2 == 0) {
+    } else if (arg_is(x, 1, "SET") && x->argc % 2) {
+        reply_error_done(x, "ERR wrong number of arguments for 'config|set' command");
+        return;
+    } else if (arg_is(x, 1, "SET")) {
         for (size_t i = 2; i < x->argc; i += 2) {
             const config_item *it = NULL;
             for (size_t k = 0; k < sizeof config_items / sizeof *config_items; k++)
@@ -1685,11 +1761,9 @@ static void cmd_config(cmd_ctx *x)
                 stream_node_max_entries = v;
         }
         resp_out_simple(&x->r->out, "OK");
-    } else if (arg_is(x, 1, "RESETSTAT") && x->argc == 2) {
+    } else { /* RESETSTAT */
+        stats_now(x, &stat_base.s, &stat_base.waits, &stat_base.wait_timeouts);
         resp_out_simple(&x->r->out, "OK");
-    } else {
-        resp_out_error(&x->r->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CONFIG HELP.",
-                       (int)x->argv[1].len, x->argv[1].ptr);
     }
     reply_done(x);
 }
@@ -1727,6 +1801,10 @@ static const command table[] = {
 
 static void cmd_command(cmd_ctx *x)
 {
+    static const subcommand subs[] = {{"COUNT", 2}, {"DOCS", -2}, {"INFO", -2},
+                                      {"LIST", -2}, {"GETKEYS", -3}, {"GETKEYSANDFLAGS", -3}};
+    if (x->argc > 1 && !subcommand_ok(x, "command", subs, sizeof subs / sizeof *subs))
+        return;
     if (arg_is(x, 1, "COUNT"))
         resp_out_int(&x->r->out, (long long)(sizeof table / sizeof *table));
     else

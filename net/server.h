@@ -128,7 +128,8 @@ pending_t *server_hold(cmd_ctx *x, fill_fn fill, void *result, bool pipelinable)
 pending_t *server_hold_again(pending_t *prev, fill_fn fill, void *result);
 /* A slot for per-connection state owned by a command module (the MULTI queue, the open
  * backup snapshots); free_fn frees it with the connection. */
-enum conn_slot { CONN_SLOT_MULTI, CONN_SLOT_BACKUP, CONN_SLOT_REPLICA, CONN_SLOTS };
+enum conn_slot { CONN_SLOT_MULTI, CONN_SLOT_BACKUP, CONN_SLOT_REPLICA, CONN_SLOT_NAME,
+                 CONN_SLOTS };
 void **conn_cmd_state(conn *c, enum conn_slot slot, void (*free_fn)(void *));
 /* Called from any thread: queue the completion to the loop. */
 void server_complete(pending_t *p);

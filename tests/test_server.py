@@ -461,6 +461,35 @@ class Keyspace(Base):
         self.assertEqual(self.r.dbsize(), 0)
         self.assertEqual(self.r.xlen("a"), 0)
 
+    def test_config_resetstat_restarts_the_info_counters_only(self):
+        for _ in range(3):
+            self.r.xadd("a", {"k": "v"})
+        self.assertGreaterEqual(self.r.info("stats")["evstore_appends"], 3)
+        self.assertTrue(self.r.config_resetstat())
+        self.assertEqual(self.r.info("stats")["evstore_appends"], 0)
+        self.assertEqual(self.r.info("evstore")["fsyncs"], 0)
+        self.r.xadd("a", {"k": "v"})
+        self.assertEqual(self.r.info("stats")["evstore_appends"], 1)
+        # /metrics keeps counting since start (Prometheus counters never go back)
+        status, body, _ = http_req(self.srv, "GET", "/metrics")
+        self.assertEqual(status, 200)
+        self.assertRegex(body.decode(), r"(?m)^evstore_appends_total 4$")
+
+    def test_client_name_is_kept_per_connection(self):
+        r = self.srv.client(decode_responses=True)
+        self.assertIsNone(r.client_getname())
+        self.assertTrue(r.client_setname("worker-1"))
+        self.assertEqual(r.client_getname(), "worker-1")
+        self.assertIsNone(self.r.client_getname())  # another connection's own
+        with self.assertRaisesRegex(redis.ResponseError, "cannot contain spaces"):
+            r.client_setname("two words")
+        self.assertEqual(r.client_getname(), "worker-1")
+        self.assertTrue(r.client_setname(""))  # empty: no name
+        self.assertIsNone(r.client_getname())
+        r.execute_command("HELLO", "2", "SETNAME", "via-hello")
+        self.assertEqual(r.client_getname(), "via-hello")
+        r.close()
+
 
 class Transactions(Base):
     def test_exec_appends_atomically_and_reads_its_writes(self):

@@ -53,7 +53,6 @@ void reply_error_done(cmd_ctx *x, const char *msg)
 
 /* ---- IDs ---------------------------------------------------------------------------------- */
 
-/* A strict "<ms>-<seq>" or "<ms>" (seq = missing_seq). */
 /* Redis's string2ull: a strict long long ("-"? then no leading zero), refused if negative;
  * else whatever strtoull takes whole (leading zeros, blanks, a sign: "007", "-07" too). */
 static bool redis_u64(const char *s, uint64_t *out)
@@ -611,23 +610,31 @@ static void stats_now(cmd_ctx *x, evs_store_stats *s, uint64_t *waits, uint64_t 
     server_commit_waits(x->srv, waits, timeouts);
 }
 
+/* A counter since the last RESETSTAT (one below its base restarted with a store reopened
+ * under the server, as a follower's snapshot does: then since that) */
+static void since_reset(uint64_t *v, uint64_t base)
+{
+    if (*v >= base)
+        *v -= base;
+}
+
 static void cmd_info(cmd_ctx *x)
 {
     evs_store_stats s;
     uint64_t waits, wait_timeouts;
     stats_now(x, &s, &waits, &wait_timeouts);
     const evs_store_stats *b = &stat_base.s;
-    s.appends -= b->appends;
-    s.batches -= b->batches;
-    s.fsyncs -= b->fsyncs;
-    s.fsync_ns_total -= b->fsync_ns_total;
-    s.retention_trimmed -= b->retention_trimmed;
-    s.segments_deleted -= b->segments_deleted;
-    s.bytes_deleted -= b->bytes_deleted;
-    s.streams_relocated -= b->streams_relocated;
-    s.bytes_relocated -= b->bytes_relocated;
-    waits -= stat_base.waits;
-    wait_timeouts -= stat_base.wait_timeouts;
+    since_reset(&s.appends, b->appends);
+    since_reset(&s.batches, b->batches);
+    since_reset(&s.fsyncs, b->fsyncs);
+    since_reset(&s.fsync_ns_total, b->fsync_ns_total);
+    since_reset(&s.retention_trimmed, b->retention_trimmed);
+    since_reset(&s.segments_deleted, b->segments_deleted);
+    since_reset(&s.bytes_deleted, b->bytes_deleted);
+    since_reset(&s.streams_relocated, b->streams_relocated);
+    since_reset(&s.bytes_relocated, b->bytes_relocated);
+    since_reset(&waits, stat_base.waits);
+    since_reset(&wait_timeouts, stat_base.wait_timeouts);
     char repl[2048];
     info_replication(x->srv, &s, repl, sizeof repl);
     char buf[4096];

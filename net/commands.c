@@ -356,9 +356,19 @@ static void cmd_client(cmd_ctx *x)
     /* Redis 7.0's subcommands we answer, with their arities; SETINFO is 7.2's (clients send
      * it on connect): accepted, ignored */
     static const subcommand subs[] = {
-        {"ID", 2}, {"SETNAME", 3}, {"GETNAME", 2}, {"SETINFO", 4}};
+        {"ID", 2}, {"SETNAME", 3}, {"GETNAME", 2}, {"SETINFO", 4}, {"HELP", 2}};
     if (!subcommand_ok(x, "client", subs, sizeof subs / sizeof *subs))
         return;
+    if (arg_is(x, 1, "HELP")) {
+        static const char *const lines[] = {
+            "GETNAME", "    Return the name of the current connection.",
+            "ID", "    Return the ID of the current connection.",
+            "SETINFO <option> <value>", "    Accepted and ignored (evstore).",
+            "SETNAME <name>", "    Assign the name <name> to the current connection.",
+        };
+        reply_help(x, "CLIENT", lines, sizeof lines / sizeof *lines);
+        return;
+    }
     if (arg_is(x, 1, "ID")) {
         resp_out_int(&x->r->out, conn_id(x->c));
     } else if (arg_is(x, 1, "SETNAME")) {
@@ -1126,6 +1136,21 @@ bool subcommand_ok(cmd_ctx *x, const char *cmd, const subcommand *subs, size_t n
     return false;
 }
 
+void reply_help(cmd_ctx *x, const char *cmd, const char *const *lines, size_t n)
+{
+    resp_out *o = &x->r->out;
+    resp_out_array(o, n + 3);
+    char head[96];
+    snprintf(head, sizeof head, "%s <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+             cmd);
+    resp_out_simple(o, head);
+    for (size_t i = 0; i < n; i++)
+        resp_out_simple(o, lines[i]);
+    resp_out_simple(o, "HELP");
+    resp_out_simple(o, "    Prints this help.");
+    reply_done(x);
+}
+
 static void cmd_xinfo(cmd_ctx *x)
 {
     static const subcommand subs[] = {
@@ -1134,20 +1159,14 @@ static void cmd_xinfo(cmd_ctx *x)
         return;
     if (arg_is(x, 1, "HELP")) {
         static const char *const lines[] = {
-            "XINFO <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "CONSUMERS <key> <groupname>",
             "    Show consumers of <groupname>.",
             "GROUPS <key>",
             "    Show the stream consumer groups.",
             "STREAM <key> [FULL [COUNT <count>]",
             "    Show information about the stream.",
-            "HELP",
-            "    Prints this help.",
         };
-        resp_out_array(&x->r->out, sizeof lines / sizeof *lines);
-        for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
-            resp_out_simple(&x->r->out, lines[i]);
-        reply_done(x);
+        reply_help(x, "XINFO", lines, sizeof lines / sizeof *lines);
         return;
     }
     if (arg_is(x, 1, "GROUPS")) {
@@ -1701,9 +1720,18 @@ static void config_value(server *srv, const char *name, char *buf, size_t cap)
 
 static void cmd_config(cmd_ctx *x)
 {
-    static const subcommand subs[] = {{"GET", -3}, {"SET", -4}, {"RESETSTAT", 2}};
+    static const subcommand subs[] = {{"GET", -3}, {"SET", -4}, {"RESETSTAT", 2}, {"HELP", 2}};
     if (!subcommand_ok(x, "config", subs, sizeof subs / sizeof *subs))
         return;
+    if (arg_is(x, 1, "HELP")) {
+        static const char *const lines[] = {
+            "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
+            "RESETSTAT", "    Reset statistics reported by the INFO command.",
+        };
+        reply_help(x, "CONFIG", lines, sizeof lines / sizeof *lines);
+        return;
+    }
     if (arg_is(x, 1, "GET")) {
         resp_out tmp;
         resp_out_init(&tmp, conn_proto(x->c));
@@ -1809,9 +1837,18 @@ static const command table[] = {
 static void cmd_command(cmd_ctx *x)
 {
     static const subcommand subs[] = {{"COUNT", 2}, {"DOCS", -2}, {"INFO", -2},
-                                      {"LIST", -2}, {"GETKEYS", -3}, {"GETKEYSANDFLAGS", -3}};
+                                      {"LIST", -2}, {"GETKEYS", -3}, {"GETKEYSANDFLAGS", -3},
+                                      {"HELP", 2}};
     if (x->argc > 1 && !subcommand_ok(x, "command", subs, sizeof subs / sizeof *subs))
         return;
+    if (arg_is(x, 1, "HELP")) {
+        static const char *const lines[] = {
+            "COUNT", "    Return the total number of commands in this server.",
+            "DOCS|INFO|LIST|GETKEYS ...", "    An empty array (evstore answers them minimally).",
+        };
+        reply_help(x, "COMMAND", lines, sizeof lines / sizeof *lines);
+        return;
+    }
     if (arg_is(x, 1, "COUNT"))
         resp_out_int(&x->r->out, (long long)(sizeof table / sizeof *table));
     else

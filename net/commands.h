@@ -31,6 +31,9 @@ typedef struct subcommand {
 /* Redis 7 checks a subcommand's name and arity before the command runs: false once answered
  * ("unknown subcommand 'x'. Try CMD HELP.", "wrong number of arguments for 'cmd|sub'"). */
 bool subcommand_ok(cmd_ctx *x, const char *cmd, const subcommand *subs, size_t n);
+/* A subcommand's HELP, as Redis's addReplyHelp: "<CMD> <subcommand> ... Subcommands are:",
+ * the lines, then HELP. */
+void reply_help(cmd_ctx *x, const char *cmd, const char *const *lines, size_t n);
 
 /* Shared argument and reply helpers (commands.c). */
 bool arg_is(const cmd_ctx *x, size_t i, const char *s); /* argv[i] equals s, any case */

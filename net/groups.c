@@ -345,7 +345,6 @@ static bool max_deliveries_arg(cmd_ctx *x, size_t i, uint64_t *out)
 static void xgroup_help(cmd_ctx *x)
 {
     static const char *const lines[] = {
-        "XGROUP <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
         "CREATE <key> <groupname> <id|$> [option]",
         "    Create a new consumer group. Options are:",
         "    * MKSTREAM",
@@ -366,13 +365,8 @@ static void xgroup_help(cmd_ctx *x)
         "    Set the current group ID and entries_read counter.",
         "SETDLQ <key> <groupname> MAXDELIVERIES <n> [DEADLETTER <dlqkey>]",
         "    (evstore) Change the group's dead-letter policy.",
-        "HELP",
-        "    Print this help.",
     };
-    resp_out_array(&x->r->out, sizeof lines / sizeof *lines);
-    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
-        resp_out_simple(&x->r->out, lines[i]);
-    reply_done(x);
+    reply_help(x, "XGROUP", lines, sizeof lines / sizeof *lines);
 }
 
 void cmd_xgroup(cmd_ctx *x)

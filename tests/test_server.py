@@ -628,6 +628,22 @@ class Wire(Base):
                          b"-ERR wrong number of arguments for 'xlen' command\r\n")
         self.assertEqual(raw(self.srv.port, b"PING\r\n"), b"+PONG\r\n")
         self.assertEqual(raw(self.srv.port, b'ECHO "a b"\r\n'), b"$3\r\na b\r\n")
+        # every "Try X HELP." is answered: Redis's frame, the subcommands evstore answers
+        plain = self.srv.client(decode_responses=True)
+        plain.response_callbacks.clear()  # (redis-py parses COMMAND's reply as the table)
+        for cmd in ("XINFO", "XGROUP", "CONFIG", "CLIENT", "COMMAND"):
+            lines = plain.execute_command(cmd, "HELP")
+            self.assertTrue(lines[0].startswith(cmd + " <subcommand>"), lines[0])
+            self.assertEqual(lines[-2:], ["HELP", "    Prints this help."])
+            self.assertIn("Try %s HELP." % cmd, str(self._err(cmd, "NOPE")))
+        plain.close()
+
+    def _err(self, *args):
+        try:
+            self.r.execute_command(*args)
+        except redis.ResponseError as e:
+            return e
+        self.fail("no error for %r" % (args,))
 
     def test_protocol_errors_close_only_that_connection(self):
         keep = self.srv.client(decode_responses=True)

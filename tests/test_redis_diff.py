@@ -1,7 +1,9 @@
 #!/usr/bin/python3
-"""test_redis_diff.py — differential test: the same command script against Debian's redis-server
-(7.0) and the real `evstore serve`, raw RESP replies compared byte for byte (idle times and other
-clock readings masked). Skipped when redis-server is not installed.
+"""test_redis_diff.py — differential tests: the same commands against Debian's redis-server (7.0)
+and the real `evstore serve`, raw RESP replies compared byte for byte (idle times and other clock
+readings masked): a fixed script (each line a case found to differ once, or an edge worth
+keeping), and seeded random scripts of stream and group commands run in lock step (the known,
+documented differences bridged: see run_lockstep). Skipped when redis-server is not installed.
 Usage: test_redis_diff.py path/to/evstore"""
 import os
 import random

@@ -355,20 +355,16 @@ static void cmd_client(cmd_ctx *x)
 {
     /* Redis 7.0's subcommands we answer, with their arities; SETINFO is 7.2's (clients send
      * it on connect): accepted, ignored */
-    static const subcommand subs[] = {
-        {"ID", 2}, {"SETNAME", 3}, {"GETNAME", 2}, {"SETINFO", 4}, {"HELP", 2}};
-    if (!subcommand_ok(x, "client", subs, sizeof subs / sizeof *subs))
+    static const subcommand subs[] = {{"ID", 2}, {"SETNAME", 3}, {"GETNAME", 2}, {"SETINFO", 4}};
+    static const char *const help[] = {
+        "GETNAME", "    Return the name of the current connection.",
+        "ID", "    Return the ID of the current connection.",
+        "SETINFO <option> <value>", "    Accepted and ignored (evstore).",
+        "SETNAME <name>", "    Assign the name <name> to the current connection.",
+    };
+    static const subcommands sc = SUBCOMMANDS("client", subs, help);
+    if (!subcommand_ok(x, &sc))
         return;
-    if (arg_is(x, 1, "HELP")) {
-        static const char *const lines[] = {
-            "GETNAME", "    Return the name of the current connection.",
-            "ID", "    Return the ID of the current connection.",
-            "SETINFO <option> <value>", "    Accepted and ignored (evstore).",
-            "SETNAME <name>", "    Assign the name <name> to the current connection.",
-        };
-        reply_help(x, "CLIENT", lines, sizeof lines / sizeof *lines);
-        return;
-    }
     if (arg_is(x, 1, "ID")) {
         resp_out_int(&x->r->out, conn_id(x->c));
     } else if (arg_is(x, 1, "SETNAME")) {
@@ -1107,68 +1103,76 @@ static void out_edge_entry(resp_out *o, evs_store *st, evs_slice key, bool last)
     resp_out_null(o);
 }
 
-bool subcommand_ok(cmd_ctx *x, const char *cmd, const subcommand *subs, size_t n)
+/* The command's name in upper case, for messages. */
+static void upper_name(const char *cmd, char *out, size_t cap)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (!arg_is(x, 1, subs[i].name))
-            continue;
-        int a = subs[i].arity;
-        if ((a > 0 && (int)x->argc == a) || (a < 0 && (int)x->argc >= -a))
-            return true;
-        char lower[32];
-        size_t k = 0;
-        for (; subs[i].name[k] && k + 1 < sizeof lower; k++)
-            lower[k] = (char)tolower((unsigned char)subs[i].name[k]);
-        lower[k] = 0;
-        resp_out_error(&x->r->out, "ERR wrong number of arguments for '%s|%s' command", cmd,
-                       lower);
-        reply_done(x);
-        return false;
-    }
-    char upper[32];
     size_t k = 0;
-    for (; cmd[k] && k + 1 < sizeof upper; k++)
-        upper[k] = (char)toupper((unsigned char)cmd[k]);
-    upper[k] = 0;
-    resp_out_error(&x->r->out, "ERR unknown subcommand '%.*s'. Try %s HELP.",
-                   (int)(x->argv[1].len < 128 ? x->argv[1].len : 128), x->argv[1].ptr, upper);
-    reply_done(x);
-    return false;
+    for (; cmd[k] && k + 1 < cap; k++)
+        out[k] = (char)toupper((unsigned char)cmd[k]);
+    out[k] = 0;
 }
 
-void reply_help(cmd_ctx *x, const char *cmd, const char *const *lines, size_t n)
+static void reply_help(cmd_ctx *x, const subcommands *sc)
 {
+    char head[96], up[32];
+    upper_name(sc->cmd, up, sizeof up);
+    snprintf(head, sizeof head, "%s <subcommand> [<arg> [value] [opt] ...]. Subcommands are:", up);
     resp_out *o = &x->r->out;
-    resp_out_array(o, n + 3);
-    char head[96];
-    snprintf(head, sizeof head, "%s <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-             cmd);
+    resp_out_array(o, sc->nhelp + 3);
     resp_out_simple(o, head);
-    for (size_t i = 0; i < n; i++)
-        resp_out_simple(o, lines[i]);
+    for (size_t i = 0; i < sc->nhelp; i++)
+        resp_out_simple(o, sc->help[i]);
     resp_out_simple(o, "HELP");
     resp_out_simple(o, "    Prints this help.");
     reply_done(x);
 }
 
+bool subcommand_ok(cmd_ctx *x, const subcommands *sc)
+{
+    static const subcommand help = {"HELP", 2};
+    for (size_t i = 0; i <= sc->n; i++) {
+        const subcommand *sub = i < sc->n ? &sc->subs[i] : &help;
+        if (!arg_is(x, 1, sub->name))
+            continue;
+        int a = sub->arity;
+        if ((a > 0 && (int)x->argc == a) || (a < 0 && (int)x->argc >= -a)) {
+            if (sub != &help)
+                return true;
+            reply_help(x, sc);
+            return false;
+        }
+        char lower[32];
+        size_t k = 0;
+        for (; sub->name[k] && k + 1 < sizeof lower; k++)
+            lower[k] = (char)tolower((unsigned char)sub->name[k]);
+        lower[k] = 0;
+        resp_out_error(&x->r->out, "ERR wrong number of arguments for '%s|%s' command", sc->cmd,
+                       lower);
+        reply_done(x);
+        return false;
+    }
+    char up[32];
+    upper_name(sc->cmd, up, sizeof up);
+    resp_out_error(&x->r->out, "ERR unknown subcommand '%.*s'. Try %s HELP.",
+                   (int)(x->argv[1].len < 128 ? x->argv[1].len : 128), x->argv[1].ptr, up);
+    reply_done(x);
+    return false;
+}
+
 static void cmd_xinfo(cmd_ctx *x)
 {
-    static const subcommand subs[] = {
-        {"CONSUMERS", 4}, {"GROUPS", 3}, {"STREAM", -3}, {"HELP", 2}};
-    if (!subcommand_ok(x, "xinfo", subs, sizeof subs / sizeof *subs))
+    static const subcommand subs[] = {{"CONSUMERS", 4}, {"GROUPS", 3}, {"STREAM", -3}};
+    static const char *const help[] = {
+        "CONSUMERS <key> <groupname>",
+        "    Show consumers of <groupname>.",
+        "GROUPS <key>",
+        "    Show the stream consumer groups.",
+        "STREAM <key> [FULL [COUNT <count>]",
+        "    Show information about the stream.",
+    };
+    static const subcommands sc = SUBCOMMANDS("xinfo", subs, help);
+    if (!subcommand_ok(x, &sc))
         return;
-    if (arg_is(x, 1, "HELP")) {
-        static const char *const lines[] = {
-            "CONSUMERS <key> <groupname>",
-            "    Show consumers of <groupname>.",
-            "GROUPS <key>",
-            "    Show the stream consumer groups.",
-            "STREAM <key> [FULL [COUNT <count>]",
-            "    Show information about the stream.",
-        };
-        reply_help(x, "XINFO", lines, sizeof lines / sizeof *lines);
-        return;
-    }
     if (arg_is(x, 1, "GROUPS")) {
         xinfo_groups(x);
         return;
@@ -1720,18 +1724,15 @@ static void config_value(server *srv, const char *name, char *buf, size_t cap)
 
 static void cmd_config(cmd_ctx *x)
 {
-    static const subcommand subs[] = {{"GET", -3}, {"SET", -4}, {"RESETSTAT", 2}, {"HELP", 2}};
-    if (!subcommand_ok(x, "config", subs, sizeof subs / sizeof *subs))
+    static const subcommand subs[] = {{"GET", -3}, {"SET", -4}, {"RESETSTAT", 2}};
+    static const char *const help[] = {
+        "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
+        "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
+        "RESETSTAT", "    Reset statistics reported by the INFO command.",
+    };
+    static const subcommands sc = SUBCOMMANDS("config", subs, help);
+    if (!subcommand_ok(x, &sc))
         return;
-    if (arg_is(x, 1, "HELP")) {
-        static const char *const lines[] = {
-            "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
-            "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
-            "RESETSTAT", "    Reset statistics reported by the INFO command.",
-        };
-        reply_help(x, "CONFIG", lines, sizeof lines / sizeof *lines);
-        return;
-    }
     if (arg_is(x, 1, "GET")) {
         resp_out tmp;
         resp_out_init(&tmp, conn_proto(x->c));
@@ -1837,18 +1838,14 @@ static const command table[] = {
 static void cmd_command(cmd_ctx *x)
 {
     static const subcommand subs[] = {{"COUNT", 2}, {"DOCS", -2}, {"INFO", -2},
-                                      {"LIST", -2}, {"GETKEYS", -3}, {"GETKEYSANDFLAGS", -3},
-                                      {"HELP", 2}};
-    if (x->argc > 1 && !subcommand_ok(x, "command", subs, sizeof subs / sizeof *subs))
+                                      {"LIST", -2}, {"GETKEYS", -3}, {"GETKEYSANDFLAGS", -3}};
+    static const char *const help[] = {
+        "COUNT", "    Return the total number of commands in this server.",
+        "DOCS|INFO|LIST|GETKEYS ...", "    An empty array (evstore answers them minimally).",
+    };
+    static const subcommands sc = SUBCOMMANDS("command", subs, help);
+    if (x->argc > 1 && !subcommand_ok(x, &sc))
         return;
-    if (arg_is(x, 1, "HELP")) {
-        static const char *const lines[] = {
-            "COUNT", "    Return the total number of commands in this server.",
-            "DOCS|INFO|LIST|GETKEYS ...", "    An empty array (evstore answers them minimally).",
-        };
-        reply_help(x, "COMMAND", lines, sizeof lines / sizeof *lines);
-        return;
-    }
     if (arg_is(x, 1, "COUNT"))
         resp_out_int(&x->r->out, (long long)(sizeof table / sizeof *table));
     else

@@ -23,17 +23,25 @@ bool commands_answered_durable(const cmd_ctx *x, const command *cmd);
 #define ERR_INT "ERR value is not an integer or out of range"
 #define ERR_SYNTAX "ERR syntax error"
 
-/* A subcommand and its arity, Redis style (the command and the subcommand count). */
+/* A command's subcommands, Redis style: each name and arity (the command and the subcommand
+ * count), and the lines of its HELP. */
 typedef struct subcommand {
     const char *name;
     int arity;
 } subcommand;
-/* Redis 7 checks a subcommand's name and arity before the command runs: false once answered
- * ("unknown subcommand 'x'. Try CMD HELP.", "wrong number of arguments for 'cmd|sub'"). */
-bool subcommand_ok(cmd_ctx *x, const char *cmd, const subcommand *subs, size_t n);
-/* A subcommand's HELP, as Redis's addReplyHelp: "<CMD> <subcommand> ... Subcommands are:",
- * the lines, then HELP. */
-void reply_help(cmd_ctx *x, const char *cmd, const char *const *lines, size_t n);
+typedef struct subcommands {
+    const char *cmd;               /* lower case: "xinfo"                                      */
+    const subcommand *subs;
+    size_t n;
+    const char *const *help;       /* HELP's lines after the first (HELP itself is added)      */
+    size_t nhelp;
+} subcommands;
+#define SUBCOMMANDS(cmd, subs, help) \
+    { cmd, subs, sizeof subs / sizeof *subs, help, sizeof help / sizeof *help }
+/* As Redis 7 before the command runs: the subcommand's name and arity ("unknown subcommand
+ * 'x'. Try CMD HELP.", "wrong number of arguments for 'cmd|sub'"), and HELP, answered in
+ * Redis's frame. False once answered. */
+bool subcommand_ok(cmd_ctx *x, const subcommands *sc);
 
 /* Shared argument and reply helpers (commands.c). */
 bool arg_is(const cmd_ctx *x, size_t i, const char *s); /* argv[i] equals s, any case */

@@ -342,9 +342,12 @@ static bool max_deliveries_arg(cmd_ctx *x, size_t i, uint64_t *out)
     return true;
 }
 
-static void xgroup_help(cmd_ctx *x)
+void cmd_xgroup(cmd_ctx *x)
 {
-    static const char *const lines[] = {
+    static const subcommand subs[] = {
+        {"CREATE", -5}, {"SETID", -5}, {"DESTROY", 4}, {"CREATECONSUMER", 5},
+        {"DELCONSUMER", 5}, {"SETDLQ", -6}};
+    static const char *const help[] = {
         "CREATE <key> <groupname> <id|$> [option]",
         "    Create a new consumer group. Options are:",
         "    * MKSTREAM",
@@ -366,19 +369,8 @@ static void xgroup_help(cmd_ctx *x)
         "SETDLQ <key> <groupname> MAXDELIVERIES <n> [DEADLETTER <dlqkey>]",
         "    (evstore) Change the group's dead-letter policy.",
     };
-    reply_help(x, "XGROUP", lines, sizeof lines / sizeof *lines);
-}
-
-void cmd_xgroup(cmd_ctx *x)
-{
-    if (arg_is(x, 1, "HELP") && x->argc == 2) {
-        xgroup_help(x);
-        return;
-    }
-    static const subcommand subs[] = {
-        {"CREATE", -5}, {"SETID", -5}, {"DESTROY", 4}, {"CREATECONSUMER", 5},
-        {"DELCONSUMER", 5}, {"SETDLQ", -6}, {"HELP", 2}};
-    if (!subcommand_ok(x, "xgroup", subs, sizeof subs / sizeof *subs))
+    static const subcommands sc = SUBCOMMANDS("xgroup", subs, help);
+    if (!subcommand_ok(x, &sc))
         return;
     bool create = arg_is(x, 1, "CREATE") && x->argc >= 5 && x->argc <= 12;
     bool setid = arg_is(x, 1, "SETID") && (x->argc == 5 || x->argc == 7);

@@ -37,19 +37,7 @@ typedef struct nums {
     size_t n, cap;
 } nums;
 
-static int nums_push(nums *a, uint64_t x)
-{
-    if (a->n == a->cap) {
-        size_t c = a->cap ? a->cap * 2 : 64;
-        uint64_t *v = realloc(a->v, c * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        a->v = v;
-        a->cap = c;
-    }
-    a->v[a->n++] = x;
-    return 0;
-}
+static int nums_push(nums *a, uint64_t x) { return u64_push(&a->v, &a->n, &a->cap, x); }
 
 static int nums_id(nums *a, evs_id id)
 {

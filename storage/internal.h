@@ -499,6 +499,8 @@ int store_index_flush(evs_store *st, evs_error *err);
 int store_add_segment(evs_store *st, segment *s);
 /* A tombstone a read-only open met past the index watermark (whose index batch it dropped)? */
 bool store_ro_deleted(const evs_store *st, const uint8_t *key); /* an IDX_IDKEY key */
+/* Append x to the growing array *v (*n used of *cap); -ENOMEM leaves it as it was. */
+int u64_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x);
 
 /* privindex.c: the folder of a read-only open's private index, $TMPDIR/evstore-index-XXXXXX,
  * locked while in use; making one first removes those whose owner died without closing.

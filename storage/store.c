@@ -991,8 +991,7 @@ static bool seg_complete(const char *path, uint64_t base, uint64_t end)
     return ok;
 }
 
-/* Append x to the growing array *v (*n used of *cap); -ENOMEM leaves it as it was. */
-static int u64_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
+int u64_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
 {
     if (*n == *cap) {
         size_t c = *cap ? *cap * 2 : 8;

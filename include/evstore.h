@@ -181,9 +181,14 @@ typedef void (*evs_done_fn)(void *arg, int rc, const evs_id *ids, size_t n, cons
 /*
  * Append `n` requests atomically (all or none, in order, contiguous in the log) and call
  * `done` when durable. The request data is copied before return. Returns 0 if queued (then
- * `done` will be called), or an error (then it will not).
+ * `done` will be called), or an error with *err saying why (then it will not): EVS_ETOOBIG
+ * (a stream name above EVS_STREAM_NAME_MAX bytes, an entry above the store's max_entry_bytes
+ * encoded), EVS_EINVAL, EVS_EREADONLY, EVS_EFAILED (the sticky write error), EVS_ECLOSED,
+ * -ENOMEM. err may be NULL; so may it in every evs_submit_* below, which fail the same ways.
  */
-int evs_submit(evs_store *st, const evs_append *reqs, size_t n, evs_done_fn done, void *arg);
+#define EVS_STREAM_NAME_MAX 400 /* bytes: stream names are LMDB keys, at most 511 bytes */
+int evs_submit(evs_store *st, const evs_append *reqs, size_t n, evs_done_fn done, void *arg,
+               evs_error *err);
 
 /*
  * Group several asynchronous submissions into one group commit: between evs_submit_hold and
@@ -222,7 +227,7 @@ void evs_submit_wake(evs_store *st);
  */
 #define EVS_IDEM_KEY_MAX 256
 int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice key,
-                     evs_done_fn done, void *arg);
+                     evs_done_fn done, void *arg, evs_error *err);
 /* 1 with the first and last ID and the count of the entries published under key on stream
  * within the last window_us, 0 if none (or expired), < 0 on error. */
 int evs_idem_get(evs_store *st, evs_slice stream, evs_slice key, uint64_t window_us,
@@ -248,7 +253,7 @@ typedef struct evs_trim {
 /* Append like evs_submit (all requests for one stream) and trim that stream in the same
  * atomic group. */
 int evs_submit_trim(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
-                    evs_done_fn done, void *arg);
+                    evs_done_fn done, void *arg, evs_error *err);
 /* Trim a stream now (synchronous); *removed gets how many entries went. */
 int evs_trim_stream(evs_store *st, evs_slice stream, const evs_trim *trim, uint64_t *removed,
                     evs_error *err);
@@ -288,7 +293,8 @@ static inline bool evs_version_eq(evs_version a, evs_version b)
 
 void evs_stream_version(evs_store *st, evs_slice stream, evs_version *out);
 int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
-                       const evs_watch *watch, size_t nwatch, evs_done_fn done, void *arg);
+                       const evs_watch *watch, size_t nwatch, evs_done_fn done, void *arg,
+                       evs_error *err);
 
 /*
  * As evs_submit_watched without a trim, but each request is checked on its own, as Redis runs
@@ -302,7 +308,7 @@ int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const ev
 typedef void (*evs_each_fn)(void *arg, int rc, const int *rcs, const evs_id *ids, size_t n,
                             const evs_error *err);
 int evs_submit_each(evs_store *st, const evs_append *reqs, size_t n, const evs_watch *watch,
-                    size_t nwatch, evs_each_fn done, void *arg);
+                    size_t nwatch, evs_each_fn done, void *arg, evs_error *err);
 
 /* Synchronous forms: return when durable. out_ids (n of them) may be NULL. */
 int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *out_ids,

@@ -907,16 +907,13 @@ static void cmd_xadd(cmd_ctx *x)
         reply_error_done(x, "ERR out of memory");
         return;
     }
-    int rc = xa.has_trim ? evs_submit_trim(server_store(x->srv), &xa.a, 1, &xa.trim, xadd_done, res)
-                         : evs_submit(server_store(x->srv), &xa.a, 1, xadd_done, res);
+    evs_store *st = server_store(x->srv);
+    int rc = xa.has_trim ? evs_submit_trim(st, &xa.a, 1, &xa.trim, xadd_done, res, &res->err)
+                         : evs_submit(st, &xa.a, 1, xadd_done, res, &res->err);
     xadd_args_release(&xa);
     if (rc) {
         /* not queued: the completion will never come from the store; answer through the loop */
         res->rc = rc;
-        if (rc == EVS_EFAILED)
-            evs_failed(server_store(x->srv), &res->err);
-        else
-            snprintf(res->err.msg, sizeof res->err.msg, "%s", evs_strerror(rc));
         server_complete(res->p);
     }
 }

@@ -394,6 +394,7 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
         apps[i] = (evs_append){name, EVS_ID_AUTO, {0, 0}, fields + 64 * i, nf, false};
     }
     int rc = 0;
+    evs_error err = {0};
     if (!why) {
         p->h = h;
         p->req = req;
@@ -411,7 +412,7 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
                 p->key_len = key_len;
                 p->name_len = name.len;
                 rc = evs_submit_keyed(server_store(h->srv), apps, n, (evs_slice){key, key_len},
-                                      publish_done, p);
+                                      publish_done, p, &err);
                 if (!rc) {
                     p->next = h->keyed;
                     if (h->keyed)
@@ -421,7 +422,7 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
                 }
             }
         } else {
-            rc = evs_submit(server_store(h->srv), apps, n, publish_done, p); /* copies the data */
+            rc = evs_submit(server_store(h->srv), apps, n, publish_done, p, &err); /* copies */
         }
     }
     for (size_t i = 0; i < nkeep; i++)
@@ -442,11 +443,11 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
         else if (why)
             send_error(req, 400, "bad_event", "%s", why);
         else if (rc == EVS_EFAILED || rc == EVS_ECLOSED)
-            send_error(req, 503, "store_failed", "%s", evs_strerror(rc));
+            send_error(req, 503, "store_failed", "%s", err.msg);
         else if (rc == EVS_ETOOBIG)
-            send_error(req, 413, "too_big", "%s", evs_strerror(rc));
+            send_error(req, 413, "too_big", "%s", err.msg);
         else
-            send_error(req, 400, "rejected", "%s", evs_strerror(rc));
+            send_error(req, 400, "rejected", "%s", err.msg);
     }
 }
 

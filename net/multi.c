@@ -400,16 +400,12 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
             evs_store *st = server_store(j->srv);
             rc = !j->p   ? -1
                  : trimmed ? evs_submit_watched(st, apps, napps, &xa[0].trim, j->watch, j->nwatch,
-                                                batch_done, j)
+                                                batch_done, j, &j->err)
                            : evs_submit_each(st, apps, napps, j->watch, j->nwatch,
-                                             batch_each_done, j);
+                                             batch_each_done, j, &j->err);
             unwatch(&j->watch, &j->nwatch); /* the first batch only */
             if (rc && j->p) {
                 j->rc = rc;
-                if (rc == EVS_EFAILED)
-                    evs_failed(server_store(j->srv), &j->err);
-                else
-                    snprintf(j->err.msg, sizeof j->err.msg, "%s", evs_strerror(rc));
                 server_complete(j->p); /* answered through the loop, like any completion */
             }
         }

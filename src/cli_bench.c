@@ -212,7 +212,7 @@ static double fill(evs_store *st, const char *stream, uint64_t total, size_t bat
             pthread_cond_wait(&fl.cv, &fl.mu);
         fl.n++;
         pthread_mutex_unlock(&fl.mu);
-        int rc = evs_submit(st, a, n, inflight_done, &fl);
+        int rc = evs_submit(st, a, n, inflight_done, &fl, NULL);
         if (rc) {
             evs_error e;
             snprintf(e.msg, sizeof e.msg, "%s", evs_strerror(rc));
@@ -527,7 +527,7 @@ static void latency_run(const char *name, double rate, double secs, uint64_t tic
         s->sent = due; /* from when it was due: a late send counts against us */
         s->out = lat;
         s->n = &n;
-        if (evs_submit(st, &a, 1, lat_done, s))
+        if (evs_submit(st, &a, 1, lat_done, s, NULL))
             die("submit", NULL);
     }
     evs_close(st); /* waits for the queue */

@@ -293,7 +293,7 @@ static int apply_snapshot(evs_store *st, stream *s, cgroup *g, int op, evs_slice
                           evs_error *err)
 {
     if (op == REC_G_SNAP) {
-        if (n != 7 || gname.len > EVS_GROUP_NAME_MAX || arg.len > EVS_MAX_NAME ||
+        if (n != 7 || gname.len > EVS_GROUP_NAME_MAX || arg.len > EVS_STREAM_NAME_MAX ||
             v[0] > UINT32_MAX - 1 || v[6] > UINT32_MAX - 1)
             return evs_err_set(err, EVS_ECORRUPT, "malformed group snapshot");
         if (g) { /* known: its state is already this one */
@@ -350,7 +350,7 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
     if (!g && op != REC_G_CREATE && st->history_cut)
         return 0; /* a group created before the log's first segment: its snapshot follows */
     if (op == REC_G_CREATE) {
-        if (g || n != 5 || gname.len > EVS_GROUP_NAME_MAX || arg.len > EVS_MAX_NAME ||
+        if (g || n != 5 || gname.len > EVS_GROUP_NAME_MAX || arg.len > EVS_STREAM_NAME_MAX ||
             v[0] > UINT32_MAX - 1)
             return evs_err_set(err, EVS_ECORRUPT, "malformed or repeated group creation");
         if (!(g = group_new(gname.ptr, gname.len, (uint32_t)v[0])) || set_dlq(g, arg.ptr, arg.len)) {
@@ -395,7 +395,7 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
         g->entries_read = v[2];
         return 0;
     case REC_G_SETDLQ:
-        if (n != 1 || arg.len > EVS_MAX_NAME)
+        if (n != 1 || arg.len > EVS_STREAM_NAME_MAX)
             break;
         g->max_deliveries = v[0];
         return set_dlq(g, arg.ptr, arg.len) ? evs_err_set(err, -ENOMEM, "out of memory") : 0;
@@ -507,7 +507,7 @@ int group_drop_all(evs_store *st, stream *s)
 
 int group_flush(evs_store *st, stream *s)
 {
-    uint8_t k[4 + EVS_GROUP_NAME_MAX], v[GROUP_ROW + EVS_MAX_NAME];
+    uint8_t k[4 + EVS_GROUP_NAME_MAX], v[GROUP_ROW + EVS_STREAM_NAME_MAX];
     int rc = 0;
     pthread_mutex_lock(&st->gmu);
     for (cgroup *g = s->groups; g && !rc; g = g->next) {

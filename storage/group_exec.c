@@ -609,9 +609,9 @@ static int copy_slice(rec_buf *b, evs_slice s, size_t *off)
 
 static int check_op(const evs_group_op *op, size_t n)
 {
-    if (op->stream.len > EVS_MAX_NAME || !op->stream.ptr || !op->group.ptr ||
+    if (op->stream.len > EVS_STREAM_NAME_MAX || !op->stream.ptr || !op->group.ptr ||
         op->group.len > EVS_GROUP_NAME_MAX || op->consumer.len > EVS_GROUP_NAME_MAX ||
-        op->dlq.len > EVS_MAX_NAME || (op->nids && !op->ids))
+        op->dlq.len > EVS_STREAM_NAME_MAX || (op->nids && !op->ids))
         return EVS_EINVAL;
     if (n > 1 && op->cmd != EVS_GROUP_READ)
         return EVS_EINVAL;

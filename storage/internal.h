@@ -47,7 +47,6 @@ int evs_err_copy(evs_error *dst, const evs_error *src);
 #define EVS_DEFAULT_SEGMENT_BYTES (64ull << 20)
 #define EVS_DEFAULT_MAX_ENTRY (64ull << 20)
 #define EVS_DEFAULT_MAP_BYTES (256ull << 20)
-#define EVS_MAX_NAME 400         /* stream names: LMDB keys are at most 511 bytes          */
 #define EVS_SPARSE_BYTES 16384   /* one ids key per this many bytes of a stream's records */
 #define EVS_SPARSE_COUNT 64      /* ... or this many entries, whichever comes first        */
 #define EVS_MAX_BATCH_BYTES (16ull << 20) /* a write batch stops growing past this          */

@@ -835,7 +835,7 @@ done:
 
 int store_index_build(evs_store *st, evs_error *err)
 {
-    uint8_t k[EVS_MAX_NAME + 8], v[STREAM_STATE_BYTES + 64];
+    uint8_t k[EVS_STREAM_NAME_MAX + 8], v[STREAM_STATE_BYTES + 64];
     if (post_flush(st->post, st->ib))
         return evs_err_set(err, -ENOMEM, "index batch: out of memory");
     for (size_t i = 0; i < st->ntouched; i++) {

@@ -1902,9 +1902,9 @@ static wreq *wreq_new(enum wreq_kind kind, size_t n)
 
 static int check_name(evs_slice name, evs_error *err)
 {
-    if (name.len > EVS_MAX_NAME)
+    if (name.len > EVS_STREAM_NAME_MAX)
         return evs_err_set(err, EVS_ETOOBIG, "stream name is %zu bytes, the limit is %d",
-                           name.len, EVS_MAX_NAME);
+                           name.len, EVS_STREAM_NAME_MAX);
     if (name.len && !name.ptr)
         return evs_err_set(err, EVS_EINVAL, "stream name pointer is NULL");
     return 0;
@@ -2018,26 +2018,38 @@ static bool trim_ok(const evs_trim *t)
                  t->kind == EVS_TRIM_MAXBYTES);
 }
 
-int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice key,
-                     evs_done_fn done, void *arg)
+/* A queued request's last step: hand it to the writer, or free it and say why not. */
+static int submit_queue(evs_store *st, wreq *r, evs_error *err)
 {
-    if (key.len == 0 || key.len > EVS_IDEM_KEY_MAX || !one_stream(reqs, n))
-        return EVS_EINVAL;
+    int rc = writer_submit(st, r);
+    if (rc) {
+        wreq_free(r);
+        evs_err_set(err, rc, "%s", evs_strerror(rc));
+    }
+    return rc;
+}
+
+int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice key,
+                     evs_done_fn done, void *arg, evs_error *err)
+{
+    if (key.len == 0 || key.len > EVS_IDEM_KEY_MAX)
+        return evs_err_set(err, EVS_EINVAL, "an idempotency key is 1 to %d bytes",
+                           EVS_IDEM_KEY_MAX);
+    if (!one_stream(reqs, n))
+        return evs_err_set(err, EVS_EINVAL, "keyed requests must all be for one stream");
     wreq *r;
-    int rc = build_append(st, reqs, n, &r, NULL);
+    int rc = build_append(st, reqs, n, &r, err);
     if (rc)
         return rc;
     r->idem_off = r->data.len;
     r->idem_len = key.len;
     if (rec_buf_write(&r->data, key.ptr, key.len)) {
         wreq_free(r);
-        return -ENOMEM;
+        return evs_err_set(err, -ENOMEM, "out of memory");
     }
     r->done = done;
     r->arg = arg;
-    if ((rc = writer_submit(st, r)))
-        wreq_free(r);
-    return rc;
+    return submit_queue(st, r, err);
 }
 
 /* The WATCHed streams' names go into the request's data, their versions beside them. */
@@ -2055,51 +2067,57 @@ static int add_watch(wreq *r, const evs_watch *watch, size_t nwatch)
 }
 
 int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
-                       const evs_watch *watch, size_t nwatch, evs_done_fn done, void *arg)
+                       const evs_watch *watch, size_t nwatch, evs_done_fn done, void *arg,
+                       evs_error *err)
 {
-    if (trim && (!trim_ok(trim) || !one_stream(reqs, n)))
-        return EVS_EINVAL;
+    if (trim && !trim_ok(trim))
+        return evs_err_set(err, EVS_EINVAL, "unknown trim kind %d", (int)trim->kind);
+    if (trim && !one_stream(reqs, n))
+        return evs_err_set(err, EVS_EINVAL, "a trimming batch must be for one stream");
     wreq *r;
-    int rc = build_append(st, reqs, n, &r, NULL);
+    int rc = build_append(st, reqs, n, &r, err);
     if (rc)
         return rc;
-    rc = add_watch(r, watch, nwatch);
+    if (add_watch(r, watch, nwatch)) {
+        wreq_free(r);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
     if (trim) {
         r->has_trim = true;
         r->trim = *trim;
     }
     r->done = done;
     r->arg = arg;
-    if (rc || (rc = writer_submit(st, r)))
-        wreq_free(r);
-    return rc;
+    return submit_queue(st, r, err);
 }
 
 int evs_submit_each(evs_store *st, const evs_append *reqs, size_t n, const evs_watch *watch,
-                    size_t nwatch, evs_each_fn done, void *arg)
+                    size_t nwatch, evs_each_fn done, void *arg, evs_error *err)
 {
     wreq *r;
-    int rc = build_append(st, reqs, n, &r, NULL);
+    int rc = build_append(st, reqs, n, &r, err);
     if (rc)
         return rc;
-    rc = (r->rcs = calloc(n ? n : 1, sizeof *r->rcs)) ? add_watch(r, watch, nwatch) : -ENOMEM;
+    if (!(r->rcs = calloc(n ? n : 1, sizeof *r->rcs)) || add_watch(r, watch, nwatch)) {
+        wreq_free(r);
+        return evs_err_set(err, -ENOMEM, "out of memory");
+    }
     r->each = true;
     r->edone = done;
     r->arg = arg;
-    if (rc || (rc = writer_submit(st, r)))
-        wreq_free(r);
-    return rc;
+    return submit_queue(st, r, err);
 }
 
 int evs_submit_trim(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
-                    evs_done_fn done, void *arg)
+                    evs_done_fn done, void *arg, evs_error *err)
 {
-    return evs_submit_watched(st, reqs, n, trim, NULL, 0, done, arg);
+    return evs_submit_watched(st, reqs, n, trim, NULL, 0, done, arg, err);
 }
 
-int evs_submit(evs_store *st, const evs_append *reqs, size_t n, evs_done_fn done, void *arg)
+int evs_submit(evs_store *st, const evs_append *reqs, size_t n, evs_done_fn done, void *arg,
+               evs_error *err)
 {
-    return evs_submit_watched(st, reqs, n, NULL, NULL, 0, done, arg);
+    return evs_submit_watched(st, reqs, n, NULL, NULL, 0, done, arg, err);
 }
 
 /* A synchronous call: submit, then wait on a condition variable for the writer's answer. */
@@ -2169,10 +2187,8 @@ int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *ou
     waiter_init(&w, out_ids);
     r->done = waiter_done;
     r->arg = &w;
-    if ((rc = writer_submit(st, r))) {
-        wreq_free(r);
-        return evs_err_set(err, rc, "%s", evs_strerror(rc));
-    }
+    if ((rc = submit_queue(st, r, err)))
+        return rc;
     return waiter_wait(st, &w, err);
 }
 
@@ -2187,11 +2203,9 @@ static int run_counted(evs_store *st, wreq *r, size_t *count, evs_error *err)
     waiter_init(&w, NULL);
     r->done = waiter_done;
     r->arg = &w;
-    int rc = writer_submit(st, r);
-    if (rc) {
-        wreq_free(r);
-        return evs_err_set(err, rc, "%s", evs_strerror(rc));
-    }
+    int rc = submit_queue(st, r, err);
+    if (rc)
+        return rc;
     rc = waiter_wait(st, &w, err);
     if (count)
         *count = rc ? 0 : w.count;

@@ -1069,11 +1069,22 @@ class Limits(Base):
         other = self.srv.client(decode_responses=True)
         other.xadd("ok", {"a": "b"})
         # an entry over --max-entry-bytes: RESP -ERR, HTTP 413 too_big; nothing appended
-        with self.assertRaisesRegex(redis.ResponseError, "too big|over"):
+        # (the error says the size and the limit)
+        with self.assertRaisesRegex(redis.ResponseError, r"^entry is \d+ bytes encoded, the limit is 4096$"):
             self.r.xadd("big", {"v": "x" * 5000})
         st, body, _ = http_req(self.srv, "POST", "/streams/big/events", {"type": "t", "payload": "x" * 5000})
         self.assertEqual((st, body["code"]), (413, "too_big"), body)
+        self.assertRegex(body["error"], r"^entry is \d+ bytes encoded, the limit is 4096$")
         self.assertEqual(self.r.exists("big"), 0)
+        # a stream name over 400 bytes: the same, in a MULTI too
+        with self.assertRaisesRegex(redis.ResponseError, "^stream name is 401 bytes, the limit is 400$"):
+            self.r.xadd("n" * 401, {"v": "x"})
+        p = self.r.pipeline(transaction=True)
+        p.xadd("n" * 401, {"v": "x"})
+        self.assertRegex(str(p.execute(raise_on_error=False)[0]), "^stream name is 401 bytes")
+        st, body, _ = http_req(self.srv, "POST", "/streams/%s/events" % ("n" * 401), {"type": "t"})
+        self.assertEqual((st, body["code"]), (413, "too_big"), body)
+        self.assertEqual(body["error"], "stream name is 401 bytes, the limit is 400")
         # a bulk argument over --max-request-bytes: a protocol error for that connection only
         out = raw(self.srv.port, b"*3\r\n$4\r\nXLEN\r\n$100000\r\n", read_until_close=True)
         self.assertEqual(out, b"-ERR Protocol error: invalid bulk length\r\n")

@@ -464,7 +464,7 @@ static struct edone *submit_each_wait(evs_store *st, const evs_append *a, size_t
 {
     static struct edone k;
     k = (struct edone){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {0}, {{0, 0}}};
-    cr_assert_eq(evs_submit_each(st, a, n, NULL, 0, each_done, &k), 0);
+    cr_assert_eq(evs_submit_each(st, a, n, NULL, 0, each_done, &k, NULL), 0);
     pthread_mutex_lock(&k.mu);
     while (!k.done)
         pthread_cond_wait(&k.cv, &k.mu);
@@ -530,7 +530,7 @@ Test(store, idempotency_keys_survive_reopen_and_rebuild)
                        {S("orders"), EVS_ID_AUTO, {0, 0}, &f, 1, false},
                        {S("orders"), EVS_ID_AUTO, {0, 0}, &f, 1, false}};
     struct kdone k = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {{0, 0}}};
-    cr_assert_eq(evs_submit_keyed(st, a, 3, S("key-1"), keyed_done, &k), 0);
+    cr_assert_eq(evs_submit_keyed(st, a, 3, S("key-1"), keyed_done, &k, NULL), 0);
     pthread_mutex_lock(&k.mu);
     while (!k.done)
         pthread_cond_wait(&k.cv, &k.mu);
@@ -549,7 +549,7 @@ Test(store, idempotency_keys_survive_reopen_and_rebuild)
     cr_assert_eq(evs_idem_get(st, S("orders"), S("key-1"), 0, &first, &last, &n), 0);
     /* keyed submissions span one stream only */
     evs_append mixed[2] = {a[0], {S("other"), EVS_ID_AUTO, {0, 0}, &f, 1, false}};
-    cr_assert_eq(evs_submit_keyed(st, mixed, 2, S("k"), keyed_done, &k), EVS_EINVAL);
+    cr_assert_eq(evs_submit_keyed(st, mixed, 2, S("k"), keyed_done, &k, NULL), EVS_EINVAL);
     cr_assert_eq(evs_close(st), 0);
     st = open_store(dir, NULL);
     cr_assert_eq(evs_idem_get(st, S("orders"), S("key-1"), 600000000ull, &first, &last, &n), 1);
@@ -572,7 +572,7 @@ static void append_trimmed(evs_store *st, const char *s, uint64_t ms, const evs_
     evs_field f = {S("n"), S("x")};
     evs_append a = {S(s), EVS_ID_EXPLICIT, {ms, 0}, &f, 1, false};
     struct kdone k = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {{0, 0}}};
-    cr_assert_eq(evs_submit_trim(st, &a, 1, t, keyed_done, &k), 0);
+    cr_assert_eq(evs_submit_trim(st, &a, 1, t, keyed_done, &k, NULL), 0);
     pthread_mutex_lock(&k.mu);
     while (!k.done)
         pthread_cond_wait(&k.cv, &k.mu);
@@ -694,7 +694,7 @@ Test(store, setid_checks_and_survives_reopen_and_rebuild)
 static int submit_watched_wait(evs_store *st, const evs_append *a, const evs_watch *w, size_t nw)
 {
     struct kdone k = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {{0, 0}}};
-    cr_assert_eq(evs_submit_watched(st, a, 1, NULL, w, nw, keyed_done, &k), 0);
+    cr_assert_eq(evs_submit_watched(st, a, 1, NULL, w, nw, keyed_done, &k, NULL), 0);
     pthread_mutex_lock(&k.mu);
     while (!k.done)
         pthread_cond_wait(&k.cv, &k.mu);
@@ -845,7 +845,7 @@ Test(store, inline_release_commits_on_the_caller_and_everysec_still_syncs)
         evs_append a = {S("inl"), EVS_ID_AUTO, {0, 0}, &f, 1, false};
         int done = 0;
         evs_submit_hold(st);
-        cr_assert_eq(evs_submit(st, &a, 1, inline_done, &done), 0);
+        cr_assert_eq(evs_submit(st, &a, 1, inline_done, &done, NULL), 0);
         evs_submit_release_inline(st);
         cr_assert_eq(done, 1, "round %d: the callback had not run when the release returned", round);
         evs_store_stats s;
@@ -920,7 +920,7 @@ Test(store, the_index_catches_up_after_a_burst_without_new_requests)
             f[i][1] = (evs_field){S("type"), S(i % 100 ? "common" : "rare")};
             a[i] = (evs_append){S(i % 2 ? "odd" : "even"), EVS_ID_AUTO, {0, 0}, f[i], 2, false};
         }
-        cr_assert_eq(evs_submit(st, a, PER, burst_done, &failed), 0);
+        cr_assert_eq(evs_submit(st, a, PER, burst_done, &failed, NULL), 0);
     }
     evs_id last;
     cr_assert_eq(add(st, "even", EVS_ID_AUTO, EVS_ID_MIN, &last, "source", "end", NULL), 0);

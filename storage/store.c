@@ -833,6 +833,28 @@ done:
     return 0;
 }
 
+/* The streams table's key for a stream name: the name itself, but for the empty name (an
+ * LMDB key is at least one byte), whose key is one no name can be: EVS_STREAM_NAME_MAX + 1
+ * zero bytes (docs/format.md). */
+static const uint8_t empty_name_key[EVS_STREAM_NAME_MAX + 1];
+
+static evs_slice streams_key(const stream *s)
+{
+    return s->name_len ? (evs_slice){s->name, s->name_len}
+                       : (evs_slice){empty_name_key, sizeof empty_name_key};
+}
+
+/* The name a streams-table key stands for; false for a key no name can have. */
+static bool streams_key_name(const void *k, size_t kl, evs_slice *name)
+{
+    if (kl == sizeof empty_name_key && !memcmp(k, empty_name_key, kl)) {
+        *name = (evs_slice){empty_name_key, 0};
+        return true;
+    }
+    *name = (evs_slice){k, kl};
+    return kl >= 1 && kl <= EVS_STREAM_NAME_MAX;
+}
+
 int store_index_build(evs_store *st, evs_error *err)
 {
     uint8_t k[EVS_STREAM_NAME_MAX + 8], v[STREAM_STATE_BYTES + 64];
@@ -843,12 +865,14 @@ int store_index_build(evs_store *st, evs_error *err)
         int rc;
         if (s->w_live) {
             stream_state_encode(&s->w, v);
-            rc = idx_batch_put(st->ib, IDX_STREAMS, s->name, s->name_len, v, STREAM_STATE_BYTES);
+            evs_slice key = streams_key(s);
+            rc = idx_batch_put(st->ib, IDX_STREAMS, key.ptr, key.len, v, STREAM_STATE_BYTES);
             if (!rc && s->groups)
                 rc = group_flush(st, s);
         } else {
             post_forget_stream(st->post, s->no);
-            rc = idx_batch_del(st->ib, IDX_STREAMS, s->name, s->name_len);
+            evs_slice key = streams_key(s);
+            rc = idx_batch_del(st->ib, IDX_STREAMS, key.ptr, key.len);
             idx_be32(k, s->no);
             for (int t = IDX_IDS; !rc && t <= IDX_DELS; t++)
                 rc = idx_batch_del_prefix(st->ib, (enum idx_table)t, k, 4);
@@ -1226,11 +1250,12 @@ static int load_streams(evs_store *st, evs_error *err)
     for (rc = idx_cur_get(c, IDX_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == 0;
          rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
         stream_state ss;
-        if (stream_state_decode(v, vl, &ss)) {
+        evs_slice name;
+        if (stream_state_decode(v, vl, &ss) || !streams_key_name(k, kl, &name)) {
             rc = EVS_ECORRUPT;
             break;
         }
-        stream *s = store_stream_new(st, ss.no, k, kl);
+        stream *s = store_stream_new(st, ss.no, name.ptr, name.len);
         if (!s) {
             rc = EVS_ECORRUPT;
             break;

@@ -291,6 +291,54 @@ Test(store, binary_names_and_big_entries)
     free(v);
 }
 
+/* The empty name is a name (Redis allows it): its index row has a key of its own (LMDB keys
+ * are not empty); it survives reopen, a rebuild from the log and a drop, beside a name of
+ * EVS_STREAM_NAME_MAX zero bytes, the longest a name may be. One byte more is refused, with
+ * the reason, by the asynchronous submit too. */
+Test(store, the_empty_name_and_the_longest_are_streams)
+{
+    static const char zeros[EVS_STREAM_NAME_MAX + 1];
+    evs_slice empty = {"", 0}, longest = {zeros, EVS_STREAM_NAME_MAX};
+    evs_field f = {S("f"), S("v")};
+    evs_append a[2] = {{empty, EVS_ID_AUTO, {0, 0}, &f, 1, false},
+                       {longest, EVS_ID_AUTO, {0, 0}, &f, 1, false}};
+    evs_error err;
+    evs_id ids[2];
+    for (int round = 0; round < 3; round++) {
+        evs_store *st = open_store(dir, NULL);
+        cr_assert_eq(evs_append_batch(st, a, 2, ids, &err), 0, "%s", err.msg);
+        evs_store_stats stats;
+        evs_store_stats_get(st, &stats);
+        cr_assert_eq(stats.streams, 2);
+        evs_close(st);
+        if (round == 1)
+            rm_index(dir);
+    }
+    evs_store *st = open_store(dir, NULL);
+    for (int i = 0; i < 2; i++) {
+        evs_iter *it;
+        cr_assert_eq(evs_iter_open(st, a[i].stream, NULL, &it, &err), 0, "%s", err.msg);
+        const evs_entry *e;
+        int n = 0;
+        while (evs_iter_next(it, &e, &err) == 1)
+            n++;
+        evs_iter_close(it);
+        cr_assert_eq(n, 3);
+    }
+    bool existed;
+    cr_assert_eq(evs_stream_drop(st, empty, &existed, &err), 0, "%s", err.msg);
+    cr_assert(existed);
+    evs_append over = {{zeros, EVS_STREAM_NAME_MAX + 1}, EVS_ID_AUTO, {0, 0}, &f, 1, false};
+    cr_assert_eq(evs_submit(st, &over, 1, NULL, NULL, &err), EVS_ETOOBIG);
+    cr_assert(strstr(err.msg, "stream name is 401 bytes"), "%s", err.msg);
+    evs_close(st);
+    st = open_store(dir, NULL);
+    evs_store_stats stats;
+    evs_store_stats_get(st, &stats);
+    cr_assert_eq(stats.streams, 1);
+    evs_close(st);
+}
+
 Test(store, empty_and_single_entry_streams)
 {
     evs_store *st = open_store(dir, NULL);

@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <fnmatch.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -624,6 +625,44 @@ static void since_reset(uint64_t *v, uint64_t base)
         *v -= base;
 }
 
+/* INFO's text: the sections asked for, as Redis 7 chooses them (any case; all of them with no
+ * argument or with "all", "default" or "everything"; a name it does not have adds nothing),
+ * each after a blank line but the first. */
+typedef struct info_text {
+    const cmd_ctx *x;
+    char *p;
+    size_t cap, len;
+    int sections;
+} info_text;
+
+static bool info_wants(const cmd_ctx *x, const char *section)
+{
+    if (x->argc == 1)
+        return true;
+    for (size_t i = 1; i < x->argc; i++)
+        if (arg_is(x, i, section) || arg_is(x, i, "all") || arg_is(x, i, "default") ||
+            arg_is(x, i, "everything"))
+            return true;
+    return false;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void info_section(info_text *t, const char *name, const char *fmt, ...)
+{
+    if (!info_wants(t->x, name))
+        return;
+    if (t->sections++ && t->len + 2 < t->cap) {
+        memcpy(t->p + t->len, "\r\n", 2);
+        t->len += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        t->len += (size_t)n < t->cap - t->len ? (size_t)n : t->cap - t->len - 1;
+}
+
 static void cmd_info(cmd_ctx *x)
 {
     evs_store_stats s;
@@ -644,41 +683,43 @@ static void cmd_info(cmd_ctx *x)
     char repl[2048];
     info_replication(x->srv, &s, repl, sizeof repl);
     char buf[4096];
-    int n = snprintf(buf, sizeof buf,
-                     "# Server\r\nredis_version:7.0.0\r\nevstore_version:%s\r\nredis_mode:standalone\r\n"
-                     "tcp_port:%d\r\n"
-                     "\r\n# Clients\r\nconnected_clients:%d\r\nblocked_clients:%zu\r\n"
-                     "\r\n# Memory\r\nused_memory_rss:%llu\r\n"
-                     "\r\n# Persistence\r\naof_enabled:1\r\n"
-                     "\r\n# Replication\r\n%s"
-                     "\r\n# Stats\r\nevstore_appends:%llu\r\nevstore_batches:%llu\r\n"
-                     "\r\n# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
-                     "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
-                     "log_start:%llu\r\nretention_trimmed:%llu\r\nsegments_deleted:%llu\r\n"
-                     "bytes_deleted:%llu\r\nstreams_relocated:%llu\r\nbytes_relocated:%llu\r\n"
-                     "backup_snapshots:%d\r\nepoch:%u\r\n"
-                     "commit_waits:%llu\r\ncommit_wait_timeouts:%llu\r\n"
-                     "index_lag_bytes:%llu\r\nindex_commits_deferred:%llu\r\n"
-                     "\r\n# Keyspace\r\n%s%llu%s\r\n",
-                     EVSTORE_VERSION, server_cfg(x->srv)->port, server_nconns(x->srv), blocked_count(),
-                     rss_bytes(), repl,
-                     (unsigned long long)s.appends, (unsigned long long)s.batches,
-                     (unsigned long long)s.fsyncs,
-                     s.fsyncs ? (double)s.fsync_ns_total / (double)s.fsyncs / 1000 : 0.0,
-                     (double)s.fsync_ns_max / 1000, (unsigned long long)s.batch_max,
-                     (unsigned long long)s.segments, (unsigned long long)s.log_bytes,
-                     (unsigned long long)s.log_start, (unsigned long long)s.retention_trimmed,
-                     (unsigned long long)s.segments_deleted, (unsigned long long)s.bytes_deleted,
-                     (unsigned long long)s.streams_relocated, (unsigned long long)s.bytes_relocated,
-                     backup_snapshots_open(), (unsigned)s.epoch, (unsigned long long)waits,
-                     (unsigned long long)wait_timeouts,
-                     (unsigned long long)(s.log_end > s.index_end ? s.log_end - s.index_end : 0),
-                     (unsigned long long)s.index_deferred,
-                     s.streams ? "db0:keys=" : "", (unsigned long long)s.streams,
-                     s.streams ? ",expires=0,avg_ttl=0" : "");
-    if (!s.streams) /* no db0 line for an empty keyspace, as Redis */
-        n = (int)(strstr(buf, "# Keyspace\r\n") - buf) + 12;
-    resp_out_verbatim(&x->r->out, buf, (size_t)n);
+    info_text t = {x, buf, sizeof buf, 0, 0};
+    info_section(&t, "server",
+                 "# Server\r\nredis_version:7.0.0\r\nevstore_version:%s\r\nredis_mode:standalone\r\n"
+                 "tcp_port:%d\r\n",
+                 EVSTORE_VERSION, server_cfg(x->srv)->port);
+    info_section(&t, "clients", "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%zu\r\n",
+                 server_nconns(x->srv), blocked_count());
+    info_section(&t, "memory", "# Memory\r\nused_memory_rss:%llu\r\n", rss_bytes());
+    info_section(&t, "persistence", "# Persistence\r\naof_enabled:1\r\n");
+    info_section(&t, "replication", "# Replication\r\n%s", repl);
+    info_section(&t, "stats", "# Stats\r\nevstore_appends:%llu\r\nevstore_batches:%llu\r\n",
+                 (unsigned long long)s.appends, (unsigned long long)s.batches);
+    info_section(&t, "evstore",
+                 "# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
+                 "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
+                 "log_start:%llu\r\nretention_trimmed:%llu\r\nsegments_deleted:%llu\r\n"
+                 "bytes_deleted:%llu\r\nstreams_relocated:%llu\r\nbytes_relocated:%llu\r\n"
+                 "backup_snapshots:%d\r\nepoch:%u\r\n"
+                 "commit_waits:%llu\r\ncommit_wait_timeouts:%llu\r\n"
+                 "index_lag_bytes:%llu\r\nindex_commits_deferred:%llu\r\n",
+                 (unsigned long long)s.fsyncs,
+                 s.fsyncs ? (double)s.fsync_ns_total / (double)s.fsyncs / 1000 : 0.0,
+                 (double)s.fsync_ns_max / 1000, (unsigned long long)s.batch_max,
+                 (unsigned long long)s.segments, (unsigned long long)s.log_bytes,
+                 (unsigned long long)s.log_start, (unsigned long long)s.retention_trimmed,
+                 (unsigned long long)s.segments_deleted, (unsigned long long)s.bytes_deleted,
+                 (unsigned long long)s.streams_relocated, (unsigned long long)s.bytes_relocated,
+                 backup_snapshots_open(), (unsigned)s.epoch, (unsigned long long)waits,
+                 (unsigned long long)wait_timeouts,
+                 (unsigned long long)(s.log_end > s.index_end ? s.log_end - s.index_end : 0),
+                 (unsigned long long)s.index_deferred);
+    if (s.streams)
+        info_section(&t, "keyspace", "# Keyspace\r\ndb0:keys=%llu,expires=0,avg_ttl=0\r\n",
+                     (unsigned long long)s.streams);
+    else /* no db0 line for an empty keyspace, as Redis */
+        info_section(&t, "keyspace", "# Keyspace\r\n");
+    resp_out_verbatim(&x->r->out, buf, t.len);
     reply_done(x);
 }
 

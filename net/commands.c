@@ -8,12 +8,12 @@
  * a batch landed, or its timeout fires.
  */
 #include "commands.h"
+#include "glob.h"
 #include "server.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
-#include <fnmatch.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -425,7 +425,7 @@ static void cmd_del(cmd_ctx *x)
 
 struct keys_walk {
     resp_out *tmp;
-    const char *pattern;
+    const resp_arg *pattern; /* NULL: every name */
     size_t n;
 };
 
@@ -433,12 +433,7 @@ static int keys_one(void *arg, evs_slice name, const evs_stream_info *info)
 {
     (void)info;
     struct keys_walk *w = arg;
-    char buf[512];
-    if (name.len >= sizeof buf || memchr(name.ptr, 0, name.len))
-        return 0; /* fnmatch needs a C string: names with NUL bytes match no pattern */
-    memcpy(buf, name.ptr, name.len);
-    buf[name.len] = 0;
-    if (!w->pattern || fnmatch(w->pattern, buf, 0) == 0) {
+    if (!w->pattern || glob_match(w->pattern->ptr, w->pattern->len, name.ptr, name.len, false)) {
         resp_out_bulk(w->tmp, name.ptr, name.len);
         w->n++;
     }
@@ -447,13 +442,10 @@ static int keys_one(void *arg, evs_slice name, const evs_stream_info *info)
 
 static void cmd_keys(cmd_ctx *x)
 {
-    char pat[512];
-    size_t n = x->argv[1].len < sizeof pat - 1 ? x->argv[1].len : sizeof pat - 1;
-    memcpy(pat, x->argv[1].ptr, n);
-    pat[n] = 0;
+    const resp_arg *pat = &x->argv[1];
     resp_out tmp;
     resp_out_init(&tmp, conn_proto(x->c));
-    struct keys_walk w = {&tmp, strcmp(pat, "*") ? pat : NULL, 0};
+    struct keys_walk w = {&tmp, glob_is_all(pat->ptr, pat->len) ? NULL : pat, 0};
     evs_stream_list(server_store(x->srv), keys_one, &w);
     resp_out_array(&x->r->out, w.n);
     resp_out_raw(&x->r->out, tmp.data, tmp.len);
@@ -1616,26 +1608,38 @@ static int by_number(const void *a, const void *b)
     return x->number < y->number ? -1 : x->number > y->number;
 }
 
-static bool glob_match(const char *pat, const uint8_t *name, size_t len)
+/* SCAN's cursor as Redis 7.0 reads it (strtoul, base 10): an optional sign ("-1" is the
+ * largest cursor), no leading space, nothing after the digits but a NUL byte, no overflow;
+ * an empty cursor is 0. */
+static bool scan_cursor(const resp_arg *a, uint64_t *out)
 {
-    char buf[512];
-    if (len >= sizeof buf || memchr(name, 0, len))
+    const void *nul = memchr(a->ptr, 0, a->len);
+    size_t n = nul ? (size_t)((const uint8_t *)nul - a->ptr) : a->len;
+    char *buf = malloc(n + 1);
+    if (!buf)
         return false;
-    memcpy(buf, name, len);
-    buf[len] = 0;
-    return fnmatch(pat, buf, 0) == 0;
+    memcpy(buf, a->ptr, n);
+    buf[n] = 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(buf, &end, 10);
+    bool ok = !isspace((unsigned char)buf[0]) && *end == 0 && errno != ERANGE;
+    free(buf);
+    *out = v;
+    return ok;
 }
 
 /* SCAN cursor [MATCH p] [COUNT n] [TYPE t]: the cursor is a stream number, so streams that
  * exist for the whole walk are returned exactly once, whatever is dropped meanwhile. */
 static void cmd_scan(cmd_ctx *x)
 {
-    long long cursor, count = 10;
-    if (!arg_ll(&x->argv[1], &cursor) || cursor < 0) {
+    uint64_t cursor;
+    long long count = 10;
+    if (!scan_cursor(&x->argv[1], &cursor)) {
         reply_error_done(x, "ERR invalid cursor");
         return;
     }
-    char pat[512] = "";
+    const resp_arg *pat = NULL;
     bool type_ok = true;
     for (size_t i = 2; i < x->argc; i += 2) {
         if (i + 1 >= x->argc) {
@@ -1652,9 +1656,7 @@ static void cmd_scan(cmd_ctx *x)
                 return;
             }
         } else if (arg_is(x, i, "MATCH")) {
-            size_t n = x->argv[i + 1].len < sizeof pat - 1 ? x->argv[i + 1].len : sizeof pat - 1;
-            memcpy(pat, x->argv[i + 1].ptr, n);
-            pat[n] = 0;
+            pat = glob_is_all(x->argv[i + 1].ptr, x->argv[i + 1].len) ? NULL : &x->argv[i + 1];
         } else if (arg_is(x, i, "TYPE")) {
             type_ok = arg_is(x, i + 1, "stream");
         } else {
@@ -1671,14 +1673,14 @@ static void cmd_scan(cmd_ctx *x)
     size_t found = 0, seen = 0;
     uint64_t next = 0;
     for (size_t i = 0; i < l.n; i++) {
-        if (l.v[i].number < (uint64_t)cursor)
+        if (l.v[i].number < cursor)
             continue;
         if (seen == (size_t)count) {
             next = l.v[i].number;
             break;
         }
         seen++;
-        if (type_ok && (!pat[0] || glob_match(pat, l.v[i].name, l.v[i].len))) {
+        if (type_ok && (!pat || glob_match(pat->ptr, pat->len, l.v[i].name, l.v[i].len, false))) {
             resp_out_bulk(&tmp, l.v[i].name, l.v[i].len);
             found++;
         }
@@ -1777,13 +1779,9 @@ static void cmd_config(cmd_ctx *x)
         size_t n = 0;
         for (size_t k = 0; k < sizeof config_items / sizeof *config_items; k++) {
             bool match = false;
-            for (size_t i = 2; i < x->argc && !match; i++) {
-                char pat[128];
-                size_t l = x->argv[i].len < sizeof pat - 1 ? x->argv[i].len : sizeof pat - 1;
-                memcpy(pat, x->argv[i].ptr, l);
-                pat[l] = 0;
-                match = fnmatch(pat, config_items[k].name, FNM_CASEFOLD) == 0;
-            }
+            const char *name = config_items[k].name;
+            for (size_t i = 2; i < x->argc && !match; i++)
+                match = glob_match(x->argv[i].ptr, x->argv[i].len, name, strlen(name), true);
             if (!match)
                 continue;
             char val[128];

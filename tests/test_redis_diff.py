@@ -536,7 +536,9 @@ class AgainstRedis(unittest.TestCase):
     def tearDown(self):
         self.redis.kill()
         self.redis.wait()
-        self.assertEqual(self.srv.stop(), 0)
+        rc = self.srv.stop()
+        if rc: print(open(os.path.join(self.dir, "server.log")).read()[-3000:])
+        self.assertEqual(rc, 0)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def test_group_commands_reply_as_redis(self):
@@ -561,6 +563,54 @@ class AgainstRedis(unittest.TestCase):
                 bridged += b
                 self.assertEqual(diffs, [], "seed %d:\n%s" % (seed, "\n".join(diffs[:10])))
         self.assertGreater(bridged, 0)  # the bridge itself was exercised
+
+    def test_key_patterns_select_as_redis(self):
+        """KEYS and SCAN MATCH (Redis's glob, quirks included) over awkward names: the same
+        names, in any order, as Redis picks; SCAN's cursor read as Redis reads it."""
+        import redis
+        names = [b"", b"a", b"ab", b"abc", b"b", b"A", b"Ab", b"[", b"]", b"*", b"?", b"\\",
+                 b"a\\b", b"^", b"-", b"a-b", b"\x00", b"a\x00b", b"\xff", b"\x80x", b"a*b",
+                 b"[a]", b"x" + b"a" * 20 + b"b", b"a" * 400, b"a" * 399 + b"b", b"~x", b"{}"]
+        rr = redis.Redis(port=self.redis_port, socket_timeout=10)
+        er = self.srv.client()
+        for c in (rr, er):
+            for n in names:
+                c.xadd(n, {b"f": b"v"}, id="1-1")
+        fixed = [b"*", b"", b"**", b"[", b"[^", b"[]", b"[^]", b"[]a]", b"[a-", b"[a-]", b"[z-a]",
+                 b"\\", b"a\\", b"[\\]]", b"[\\", b"a*", b"*b", b"?", b"??", b"a?*", b"*?",
+                 b"[a-c]*", b"[^a]*", b"[A-Z]*", b"*\\**", b"*a*a*a*a*a*a*a*a*a*a*a*a*c",
+                 b"a" * 400, b"a*" * 1200 + b"b", b"[\x00-a]*", b"[\x80-\xff]*", b"[a-\xff]",
+                 b"\x00", b"a\x00*", b"{}", b"~*"]
+        rnd = random.Random(7)
+        alphabet = [b"a", b"b", b"A", b"x", b"*", b"*", b"?", b"[", b"]", b"^", b"-", b"\\",
+                    b"\x00", b"\xff", b"\x80"]
+        pats = fixed + [b"".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 7)))
+                        for _ in range(600)]
+        diffs = []
+        for p in pats:
+            want = sorted(rr.keys(p))
+            got = sorted(er.keys(p))
+            if want != got:
+                diffs.append("KEYS %r\n  redis:   %r\n  evstore: %r" % (p, want, got))
+            count = rnd.choice([1, 3, 10, 1000])
+            want = sorted(rr.scan_iter(match=p, count=count))
+            got = sorted(er.scan_iter(match=p, count=count))
+            if want != got:
+                diffs.append("SCAN MATCH %r COUNT %d\n  redis:   %r\n  evstore: %r"
+                             % (p, count, want, got))
+        self.assertEqual(diffs, [], "\n".join(diffs[:10]))
+        # cursors: accepted and refused alike (what a cursor Redis would not hand out returns
+        # is each server's own)
+        for cur in (b"", b"-1", b"+0", b"-0", b"0\x00x", b" 0", b"0 ", b"x", b"0x1",
+                    b"18446744073709551615", b"18446744073709551616", b"-18446744073709551616"):
+            w, g = [], []
+            for c, out in ((rr, w), (er, g)):
+                try:
+                    c.execute_command("SCAN", cur, "COUNT", 1000)
+                    out.append("ok")
+                except redis.ResponseError as e:
+                    out.append(str(e))
+            self.assertEqual(w, g, cur)
 
 
 if __name__ == "__main__":

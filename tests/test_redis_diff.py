@@ -264,10 +264,11 @@ MASK = [
 
 
 def command_bytes(line):
+    """One command of a script line: words split at spaces, '' is the empty word."""
     args = line.split()
     out = b"*%d\r\n" % len(args)
     for a in args:
-        a = a.encode()
+        a = b"" if a == "''" else a.encode()
         out += b"$%d\r\n%s\r\n" % (len(a), a)
     return out
 
@@ -313,7 +314,7 @@ def run_script(port):
 # that evstore refuses with one of its own two checks (below the current max deleted ID, below
 # the trim point) and Redis accepts (the key is then deleted on both), and STALE_ERRNO.
 
-KEYS = ["a", "b", "c"]
+KEYS = ["a", "b", "''"]  # '': the empty name, a key as any other
 GROUPS = ["g1", "g2"]
 CONS = ["c1", "c2", "c3"]
 

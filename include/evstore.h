@@ -492,7 +492,9 @@ typedef struct evs_group_op {
     bool mkstream;            /* CREATE: create the stream if it does not exist             */
     uint64_t entries_read;    /* CREATE/SETID: EVS_ENTRIES_READ_NONE when not given          */
     uint64_t max_deliveries;  /* CREATE/SETDLQ: 0 never dead-letters                         */
-    evs_slice dlq;            /* CREATE/SETDLQ: dead-letter stream; ptr NULL: "<stream>:dlq" */
+    evs_slice dlq;            /* CREATE/SETDLQ: dead-letter stream; ptr NULL: "<stream>:dlq"
+                                 (when that is over EVS_STREAM_NAME_MAX bytes: none, and a
+                                 max_deliveries > 0 without a dlq is refused, EVS_EINVAL)   */
     bool new_only;            /* READ: ">" (never-delivered entries)                         */
     bool noack;               /* READ: deliver without adding to the pending list           */
     uint64_t count;           /* READ (0: no limit), AUTOCLAIM (at least 1)                  */
@@ -530,9 +532,13 @@ typedef void (*evs_group_done_fn)(void *arg, int rc, const evs_group_result *res
 
 /* Run n operations in order, as one atomic group. READ may name several streams (XREADGROUP);
  * the other commands run one at a time. EVS_ENOTFOUND: no stream; EVS_ENOGROUP: no group;
- * EVS_EEXIST: CREATE of an existing group. The op's data is copied before return. */
+ * EVS_EEXIST: CREATE of an existing group (these through `done`). The op's data is copied
+ * before return. Returns 0 if queued, or an error with *err saying why (err may be NULL):
+ * EVS_EINVAL (a name too long: streams EVS_STREAM_NAME_MAX bytes, groups and consumers
+ * EVS_GROUP_NAME_MAX, consumers may be empty as in Redis; a stream its own dead-letter stream;
+ * a stream named twice), EVS_EREADONLY, EVS_EFAILED, EVS_ECLOSED, -ENOMEM. */
 int evs_group_submit(evs_store *st, const evs_group_op *ops, size_t n, evs_group_done_fn done,
-                     void *arg);
+                     void *arg, evs_error *err);
 /* Synchronous form for one operation; the result's arrays are copied into *out_ids (free()). */
 int evs_group_run(evs_store *st, const evs_group_op *op, evs_group_result *res,
                   evs_id **out_ids, evs_error *err);

@@ -279,15 +279,9 @@ static void run_op_hold(cmd_ctx *x, const evs_group_op *op, enum reply_kind kind
     g->seen_first = op->cmd == EVS_GROUP_CREATE && op->mkstream;
     memcpy(g->key, op->stream.ptr, op->stream.len);
     g->key_len = op->stream.len;
-    int rc = evs_group_submit(server_store(x->srv), op, 1, gcall_done, g);
+    int rc = evs_group_submit(server_store(x->srv), op, 1, gcall_done, g, &g->err);
     if (rc) {
         g->rc = rc;
-        if (rc == EVS_EFAILED)
-            evs_failed(server_store(x->srv), &g->err);
-        else if (rc == EVS_EINVAL)
-            snprintf(g->err.msg, sizeof g->err.msg, "%s",
-                     "invalid consumer-group arguments (a stream cannot be its own dead-letter "
-                     "stream; names are at most 256 bytes)");
         if (g->sync)
             sync_signal(g->sync);
         else
@@ -448,10 +442,6 @@ void cmd_xgroup(cmd_ctx *x)
             return;
         }
     }
-    if (op.group.len > EVS_GROUP_NAME_MAX) {
-        reply_error_done(x, "ERR group name is longer than 256 bytes");
-        return;
-    }
     enum reply_kind kind = RK_OK;
     if (setid) {
         op.cmd = EVS_GROUP_SETID;
@@ -464,10 +454,6 @@ void cmd_xgroup(cmd_ctx *x)
         op.cmd = mkcons ? EVS_GROUP_CREATECONSUMER : EVS_GROUP_DELCONSUMER;
         op.consumer = key_of(&x->argv[4]);
         kind = RK_INT;
-        if (op.consumer.len > EVS_GROUP_NAME_MAX) {
-            reply_error_done(x, "ERR consumer name is longer than 256 bytes");
-            return;
-        }
     }
     run_op(x, &op, kind);
 }
@@ -1114,12 +1100,10 @@ static void xrg_submit(xrg *q)
     }
     q->in_flight = true;
     if (!rc)
-        rc = evs_group_submit(server_store(q->srv), ops, q->nkeys, xrg_done, q);
+        rc = evs_group_submit(server_store(q->srv), ops, q->nkeys, xrg_done, q, &q->err);
     free(ops);
     if (rc) {
         q->rc = rc;
-        if (rc == EVS_EFAILED)
-            evs_failed(server_store(q->srv), &q->err);
         if (q->sync)
             sync_signal(q->sync);
         else
@@ -1297,11 +1281,6 @@ void cmd_xreadgroup(cmd_ctx *x)
     }
     if (!group) {
         reply_error_done(x, "ERR Missing GROUP option for XREADGROUP");
-        return;
-    }
-    if (group->len > EVS_GROUP_NAME_MAX || consumer->len > EVS_GROUP_NAME_MAX ||
-        consumer->len == 0) {
-        reply_error_done(x, "ERR group and consumer names must be 1 to 256 bytes");
         return;
     }
     size_t nk = (x->argc - streams) / 2, bytes = group->len + consumer->len;

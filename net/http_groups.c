@@ -187,15 +187,9 @@ static void submit_op(hgop *g, evs_group_op *op)
 {
     op->stream = (evs_slice){g->stream, g->stream_len};
     op->group = (evs_slice){g->group, g->group_len};
-    int rc = evs_group_submit(server_store(http_server(g->h)), op, 1, done, g);
+    int rc = evs_group_submit(server_store(http_server(g->h)), op, 1, done, g, &g->err);
     if (rc) {
         g->rc = rc;
-        if (rc == EVS_EFAILED)
-            evs_failed(server_store(http_server(g->h)), &g->err);
-        else if (rc == EVS_EINVAL)
-            snprintf(g->err.msg, sizeof g->err.msg,
-                     "invalid group arguments (names 1 to 256 bytes; a stream cannot be its own "
-                     "dead-letter stream)");
         answer(g);
     }
 }

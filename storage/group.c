@@ -320,7 +320,7 @@ static int apply_snapshot(evs_store *st, stream *s, cgroup *g, int op, evs_slice
         return 0; /* the group is known from its own records: nothing to take */
     int rc = 0;
     if (op == REC_G_SNAPCONS) {
-        if (n != 3 || v[0] > UINT32_MAX - 2 || arg.len == 0 || arg.len > EVS_GROUP_NAME_MAX)
+        if (n != 3 || v[0] > UINT32_MAX - 2 || arg.len > EVS_GROUP_NAME_MAX)
             return evs_err_set(err, EVS_ECORRUPT, "malformed group snapshot consumer");
         if (cons_put(g, (uint32_t)v[0], arg.ptr, arg.len, v[1]))
             return evs_err_set(err, -ENOMEM, "out of memory");
@@ -372,9 +372,11 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
     /* a claim of nothing (its LASTID alone) makes no consumer, as in Redis */
     if (op == REC_G_CONSUMER || op == REC_G_DELIVER || op == REC_G_REDELIVER ||
         (op == REC_G_CLAIM && n > 3)) {
-        if (arg.len == 0 || arg.len > EVS_GROUP_NAME_MAX ||
-            (c = cons_get(g, arg.ptr, arg.len, ms)) == PEL_FREE)
-            return evs_err_set(err, arg.len ? -ENOMEM : EVS_ECORRUPT, "group consumer");
+        if (arg.len > EVS_GROUP_NAME_MAX)
+            return evs_err_set(err, EVS_ECORRUPT, "group consumer name over %d bytes",
+                               EVS_GROUP_NAME_MAX);
+        if ((c = cons_get(g, arg.ptr, arg.len, ms)) == PEL_FREE)
+            return evs_err_set(err, -ENOMEM, "out of memory");
         g->cons[c].seen_ms = ms;
     }
     int rc = 0;

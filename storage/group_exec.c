@@ -607,61 +607,81 @@ static int copy_slice(rec_buf *b, evs_slice s, size_t *off)
     return s.ptr && rec_buf_write(b, s.ptr, s.len) ? -ENOMEM : 0;
 }
 
-static int check_op(const evs_group_op *op, size_t n)
+static int check_op(const evs_group_op *op, size_t n, evs_error *err)
 {
-    if (op->stream.len > EVS_STREAM_NAME_MAX || !op->stream.ptr || !op->group.ptr ||
-        op->group.len > EVS_GROUP_NAME_MAX || op->consumer.len > EVS_GROUP_NAME_MAX ||
-        op->dlq.len > EVS_STREAM_NAME_MAX || (op->nids && !op->ids))
-        return EVS_EINVAL;
+    if (op->cmd < EVS_GROUP_CREATE || op->cmd > EVS_GROUP_AUTOCLAIM)
+        return evs_err_set(err, EVS_EINVAL, "unknown group operation %d", (int)op->cmd);
     if (n > 1 && op->cmd != EVS_GROUP_READ)
-        return EVS_EINVAL;
+        return evs_err_set(err, EVS_EINVAL, "only reads run several operations at once");
+    if (!op->stream.ptr || !op->group.ptr || (op->nids && !op->ids))
+        return evs_err_set(err, EVS_EINVAL, "a stream, a group and the IDs given are needed");
+    if (op->stream.len > EVS_STREAM_NAME_MAX)
+        return evs_err_set(err, EVS_EINVAL, "stream name is %zu bytes, the limit is %d",
+                           op->stream.len, EVS_STREAM_NAME_MAX);
+    if (op->group.len > EVS_GROUP_NAME_MAX)
+        return evs_err_set(err, EVS_EINVAL, "group name is %zu bytes, the limit is %d",
+                           op->group.len, EVS_GROUP_NAME_MAX);
+    if (op->consumer.len > EVS_GROUP_NAME_MAX)
+        return evs_err_set(err, EVS_EINVAL, "consumer name is %zu bytes, the limit is %d",
+                           op->consumer.len, EVS_GROUP_NAME_MAX);
+    if (op->dlq.len > EVS_STREAM_NAME_MAX)
+        return evs_err_set(err, EVS_EINVAL, "dead-letter stream name is %zu bytes, the limit "
+                           "is %d", op->dlq.len, EVS_STREAM_NAME_MAX);
     bool needs_consumer = op->cmd == EVS_GROUP_READ || op->cmd == EVS_GROUP_CLAIM ||
                           op->cmd == EVS_GROUP_AUTOCLAIM ||
                           op->cmd == EVS_GROUP_CREATECONSUMER || op->cmd == EVS_GROUP_DELCONSUMER;
-    if (needs_consumer && (!op->consumer.ptr || op->consumer.len == 0))
-        return EVS_EINVAL;
-    if (op->cmd < EVS_GROUP_CREATE || op->cmd > EVS_GROUP_AUTOCLAIM)
-        return EVS_EINVAL;
+    if (needs_consumer && !op->consumer.ptr) /* (an empty name is a name, as in Redis) */
+        return evs_err_set(err, EVS_EINVAL, "a consumer is needed");
     return 0;
 }
 
 int evs_group_submit(evs_store *st, const evs_group_op *ops, size_t n, evs_group_done_fn done,
-                     void *arg)
+                     void *arg, evs_error *err)
 {
-    if (st->opt.read_only)
-        return EVS_EREADONLY;
-    if (atomic_load(&st->failed))
-        return EVS_EFAILED;
+    int rc = writer_check(st, err);
+    if (rc)
+        return rc;
     if (n == 0)
-        return EVS_EINVAL;
+        return evs_err_set(err, EVS_EINVAL, "no operation");
     for (size_t i = 0; i < n; i++) {
-        int rc = check_op(&ops[i], n);
-        if (rc)
+        if ((rc = check_op(&ops[i], n, err)))
             return rc;
         for (size_t j = 0; j < i; j++) /* XREADGROUP naming one stream twice */
-            if (ops[j].stream.len == ops[i].stream.len &&
-                !memcmp(ops[j].stream.ptr, ops[i].stream.ptr, ops[i].stream.len))
-                return EVS_EINVAL;
+            if (evs_slice_eq(ops[j].stream, ops[i].stream))
+                return evs_err_set(err, EVS_EINVAL, "a read names one stream twice");
     }
     wreq *r = calloc(1, sizeof *r);
     if (!r)
-        return -ENOMEM;
+        return evs_err_set(err, -ENOMEM, "out of memory");
     r->kind = WR_GROUP;
     r->n = n;
     r->gdone = done;
     r->arg = arg;
     r->gops = calloc(n, sizeof *r->gops);
     r->gres = calloc(n, sizeof *r->gres);
-    int rc = r->gops && r->gres ? 0 : -ENOMEM;
+    /* data is allocated even when every name is empty, so a slice of it is never NULL (NULL
+     * means "not given": an empty consumer name is a name) */
+    rc = r->gops && r->gres && !rec_buf_reserve(&r->data, 64)
+             ? 0 : evs_err_set(err, -ENOMEM, "out of memory");
     for (size_t i = 0; i < n && !rc; i++) {
         gop *o = &r->gops[i];
         o->op = ops[i];
         evs_slice dlq = ops[i].dlq;
         char *def = NULL;
-        if ((ops[i].cmd == EVS_GROUP_CREATE || ops[i].cmd == EVS_GROUP_SETDLQ) && !dlq.ptr) {
+        bool policy = ops[i].cmd == EVS_GROUP_CREATE || ops[i].cmd == EVS_GROUP_SETDLQ;
+        if (policy && !dlq.ptr && ops[i].stream.len + 4 > EVS_STREAM_NAME_MAX) {
+            /* no default name fits: none, and no policy that would need one */
+            if (ops[i].max_deliveries) {
+                rc = evs_err_set(err, EVS_EINVAL, "the default dead-letter stream "
+                                 "\"<stream>:dlq\" would be %zu bytes, over the limit of %d: "
+                                 "name one", ops[i].stream.len + 4, EVS_STREAM_NAME_MAX);
+                break;
+            }
+            dlq = (evs_slice){"", 0};
+        } else if (policy && !dlq.ptr) {
             /* the default dead-letter stream: "<stream>:dlq" */
             if (!(def = malloc(ops[i].stream.len + 4))) {
-                rc = -ENOMEM;
+                rc = evs_err_set(err, -ENOMEM, "out of memory");
                 break;
             }
             memcpy(def, ops[i].stream.ptr, ops[i].stream.len);
@@ -670,7 +690,7 @@ int evs_group_submit(evs_store *st, const evs_group_op *ops, size_t n, evs_group
         }
         if (dlq.ptr && dlq.len == ops[i].stream.len &&
             !memcmp(dlq.ptr, ops[i].stream.ptr, dlq.len))
-            rc = EVS_EINVAL; /* a stream cannot be its own dead-letter stream */
+            rc = evs_err_set(err, EVS_EINVAL, "a stream cannot be its own dead-letter stream");
         static const uint8_t zeros[8];
         size_t pad = (8 - r->data.len % 8) % 8; /* the IDs go first, 8-byte aligned in data */
         if (!rc && (rec_buf_write(&r->data, (const char *)zeros, pad) ||
@@ -681,7 +701,7 @@ int evs_group_submit(evs_store *st, const evs_group_op *ops, size_t n, evs_group
                     copy_slice(&r->data, ops[i].group, &o->off[1]) ||
                     copy_slice(&r->data, ops[i].consumer, &o->off[2]) ||
                     copy_slice(&r->data, dlq, &o->off[3])))
-            rc = -ENOMEM;
+            rc = evs_err_set(err, -ENOMEM, "out of memory");
         o->op.dlq.len = dlq.len;
         free(def);
     }
@@ -696,9 +716,7 @@ int evs_group_submit(evs_store *st, const evs_group_op *ops, size_t n, evs_group
             sl[k]->ptr = o->off[k] == SIZE_MAX ? NULL : r->data.data + o->off[k];
         o->op.ids = (const evs_id *)(r->data.data + o->off[4]);
     }
-    if ((rc = writer_submit(st, r)))
-        wreq_free(r);
-    return rc;
+    return writer_submit(st, r, err);
 }
 
 typedef struct gwait {
@@ -743,12 +761,9 @@ int evs_group_run(evs_store *st, const evs_group_op *op, evs_group_result *res,
 {
     gwait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     *out_ids = NULL;
-    int rc = evs_group_submit(st, op, 1, gwait_done, &w);
-    if (rc) {
-        if (rc == EVS_EFAILED)
-            return evs_failed(st, err);
-        return evs_err_set(err, rc, "%s", evs_strerror(rc));
-    }
+    int rc = evs_group_submit(st, op, 1, gwait_done, &w, err);
+    if (rc)
+        return rc;
     evs_submit_wake(st); /* a hold on this thread must not leave it waiting for itself */
     pthread_mutex_lock(&w.mu);
     while (!w.done)

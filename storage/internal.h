@@ -575,7 +575,10 @@ void group_results_free(wreq *r);
 
 /* Writer thread */
 void *writer_main(void *arg);
-int writer_submit(evs_store *st, wreq *r);
+/* Queue r for the writer, or free it and say why not (the store is closing). */
+int writer_submit(evs_store *st, wreq *r, evs_error *err);
+/* Whether the store takes writes now: EVS_EREADONLY (opened read-only) or the sticky error. */
+int writer_check(evs_store *st, evs_error *err);
 void wreq_free(wreq *r);
 /* Free the pooled requests (evs_close). */
 void wreq_pool_drain(struct evs_store *st);

@@ -1823,12 +1823,13 @@ void *writer_main(void *arg)
     return NULL;
 }
 
-int writer_submit(evs_store *st, wreq *r)
+int writer_submit(evs_store *st, wreq *r, evs_error *err)
 {
     pthread_mutex_lock(&st->qmu);
     if (st->closing) {
         pthread_mutex_unlock(&st->qmu);
-        return EVS_ECLOSED;
+        wreq_free(r);
+        return evs_err_set(err, EVS_ECLOSED, "%s", evs_strerror(EVS_ECLOSED));
     }
     r->next = NULL;
     if (st->qtail)
@@ -1910,7 +1911,7 @@ static int check_name(evs_slice name, evs_error *err)
     return 0;
 }
 
-static int submit_check(evs_store *st, evs_error *err)
+int writer_check(evs_store *st, evs_error *err)
 {
     if (st->opt.read_only)
         return evs_err_set(err, EVS_EREADONLY, "store is open read-only");
@@ -1925,7 +1926,7 @@ static int submit_check_local(evs_store *st, evs_error *err)
     if (atomic_load(&st->following))
         return evs_err_set(err, EVS_EREADONLY, "this store follows a leader: it takes writes "
                            "only through replication");
-    return submit_check(st, err);
+    return writer_check(st, err);
 }
 
 static int build_append(evs_store *st, const evs_append *reqs, size_t n, wreq **out,
@@ -2018,17 +2019,6 @@ static bool trim_ok(const evs_trim *t)
                  t->kind == EVS_TRIM_MAXBYTES);
 }
 
-/* A queued request's last step: hand it to the writer, or free it and say why not. */
-static int submit_queue(evs_store *st, wreq *r, evs_error *err)
-{
-    int rc = writer_submit(st, r);
-    if (rc) {
-        wreq_free(r);
-        evs_err_set(err, rc, "%s", evs_strerror(rc));
-    }
-    return rc;
-}
-
 int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice key,
                      evs_done_fn done, void *arg, evs_error *err)
 {
@@ -2049,7 +2039,7 @@ int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice 
     }
     r->done = done;
     r->arg = arg;
-    return submit_queue(st, r, err);
+    return writer_submit(st, r, err);
 }
 
 /* The WATCHed streams' names go into the request's data, their versions beside them. */
@@ -2088,7 +2078,7 @@ int evs_submit_watched(evs_store *st, const evs_append *reqs, size_t n, const ev
     }
     r->done = done;
     r->arg = arg;
-    return submit_queue(st, r, err);
+    return writer_submit(st, r, err);
 }
 
 int evs_submit_each(evs_store *st, const evs_append *reqs, size_t n, const evs_watch *watch,
@@ -2105,7 +2095,7 @@ int evs_submit_each(evs_store *st, const evs_append *reqs, size_t n, const evs_w
     r->each = true;
     r->edone = done;
     r->arg = arg;
-    return submit_queue(st, r, err);
+    return writer_submit(st, r, err);
 }
 
 int evs_submit_trim(evs_store *st, const evs_append *reqs, size_t n, const evs_trim *trim,
@@ -2187,7 +2177,7 @@ int evs_append_batch(evs_store *st, const evs_append *reqs, size_t n, evs_id *ou
     waiter_init(&w, out_ids);
     r->done = waiter_done;
     r->arg = &w;
-    if ((rc = submit_queue(st, r, err)))
+    if ((rc = writer_submit(st, r, err)))
         return rc;
     return waiter_wait(st, &w, err);
 }
@@ -2203,7 +2193,7 @@ static int run_counted(evs_store *st, wreq *r, size_t *count, evs_error *err)
     waiter_init(&w, NULL);
     r->done = waiter_done;
     r->arg = &w;
-    int rc = submit_queue(st, r, err);
+    int rc = writer_submit(st, r, err);
     if (rc)
         return rc;
     rc = waiter_wait(st, &w, err);
@@ -2390,7 +2380,7 @@ int writer_idx_del(evs_store *st, const uint8_t *buf, size_t len, evs_error *err
 int writer_cut(evs_store *st, snap_cut *out, evs_error *err)
 {
     memset(out, 0, sizeof *out);
-    int rc = submit_check(st, err); /* a follower can be backed up too */
+    int rc = writer_check(st, err); /* a follower can be backed up too */
     if (rc)
         return rc;
     wreq *r = wreq_new(WR_CUT, 1);
@@ -2418,7 +2408,7 @@ int evs_promote(evs_store *st, evs_epoch *out, evs_error *err)
 {
     if (!atomic_load(&st->following))
         return evs_err_set(err, EVS_EINVAL, "the store is not a follower");
-    int rc = submit_check(st, err);
+    int rc = writer_check(st, err);
     if (rc)
         return rc;
     wreq *r = wreq_new(WR_EPOCH, 1);
@@ -2441,7 +2431,7 @@ int evs_replica_submitv(evs_store *st, uint64_t at, const struct iovec *iov, int
     evs_error err;
     if (!atomic_load(&st->following))
         return EVS_EINVAL;
-    int rc = submit_check(st, &err);
+    int rc = writer_check(st, &err);
     if (rc)
         return rc;
     size_t len = 0;
@@ -2465,9 +2455,7 @@ int evs_replica_submitv(evs_store *st, uint64_t at, const struct iovec *iov, int
     r->upto = at;
     r->done = done;
     r->arg = arg;
-    if ((rc = writer_submit(st, r)))
-        wreq_free(r);
-    return rc;
+    return writer_submit(st, r, NULL);
 }
 
 int evs_replica_submit(evs_store *st, uint64_t at, const void *bytes, size_t len,

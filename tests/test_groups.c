@@ -329,3 +329,44 @@ Test(groups, large_pending_list_survives_reopen)
     free(a);
     cr_assert_eq(evs_close(st), 0);
 }
+
+/* Empty names are names, as in Redis: a consumer "" of group "" on stream "" (every slice of
+ * the operation empty, which once left them all NULL: "no consumer") is made, delivered to,
+ * and survives reopen and rebuild. */
+Test(groups, empty_names_are_names)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 1 << 20;
+    o.log = fail_on_log;
+    evs_store *st = open_store(dir, &o);
+    evs_id id;
+    cr_assert_eq(add(st, "", EVS_ID_AUTO, EVS_ID_MIN, &id, "f", "v", NULL), 0);
+    evs_group_op op = gop(EVS_GROUP_CREATE, "", "", NULL);
+    cr_assert_eq(run(st, &op, NULL, NULL), 0);
+    op = gop(EVS_GROUP_CREATECONSUMER, "", "", "");
+    evs_group_result res;
+    cr_assert_eq(run(st, &op, &res, NULL), 0);
+    cr_assert_eq(res.count, 1, "the consumer \"\" was not made");
+    cr_assert_eq(run(st, &op, &res, NULL), 0);
+    cr_assert_eq(res.count, 0);
+    op = gop(EVS_GROUP_READ, "", "", "");
+    op.new_only = true;
+    evs_id *ids = NULL;
+    cr_assert_eq(run(st, &op, &res, &ids), 0);
+    cr_assert_eq(res.nids, 1);
+    for (int round = 0; round < 3; round++) {
+        dump d = {NULL, 0, 0, st, ""};
+        cr_assert_eq(evs_group_list(st, S(""), dump_group, &d), 0);
+        cr_assert_eq(evs_consumer_list(st, S(""), S(""), dump_cons, &d), 0);
+        char want[200];
+        snprintf(want, sizeof want, "group  consumers 1 pending 1 last %lu-%lu read 1 lag 0 max 0 "
+                 "dlq :dlq dead 0\n  consumer  pending 1 seen ", (unsigned long)id.ms,
+                 (unsigned long)id.seq);
+        cr_assert(d.buf && !strncmp(d.buf, want, strlen(want)), "round %d:\n%s\nwant:\n%s",
+                  round, d.buf, want);
+        free(d.buf);
+        st = reopen(st, round == 1);
+    }
+    evs_close(st);
+}

@@ -329,6 +329,36 @@ class DeadLetters(Base):
         with self.assertRaisesRegex(redis.ResponseError, "own dead-letter stream"):
             r.execute_command("XGROUP", "CREATE", "jobs", "x", "0", "MAXDELIVERIES", "1", "DEADLETTER", "jobs")
 
+    def test_names_at_their_limits_keep_the_store_writable(self):
+        """A group on a 400-byte stream (whose default dead-letter name, "<stream>:dlq", cannot
+        exist) once failed the writer half-way and refused every later write; the empty
+        consumer name (Redis allows it) was refused. Each limit answers its own error."""
+        r = self.r
+        long = "s" * 400
+        r.xadd(long, {"f": "v"}, id="1-1")
+        r.xgroup_create(long, "g", "0")
+        with self.assertRaisesRegex(redis.ResponseError, r'"<stream>:dlq" would be 404 bytes'):
+            r.execute_command("XGROUP", "SETDLQ", long, "g", "MAXDELIVERIES", "2")
+        with self.assertRaisesRegex(redis.ResponseError, r'"<stream>:dlq" would be 404 bytes'):
+            r.execute_command("XGROUP", "CREATE", long, "h", "0", "MAXDELIVERIES", "2")
+        r.execute_command("XGROUP", "SETDLQ", long, "g", "MAXDELIVERIES", "1", "DEADLETTER", "dead")
+        self.assertEqual(r.xreadgroup("g", "", {long: ">"}), [[long, [("1-1", {"f": "v"})]]])
+        self.assertEqual(r.xreadgroup("g", "", {long: "0"}), [[long, []]])  # dead-lettered
+        self.assertEqual(r.xrange("dead")[0][1]["dlq-source-id"], "1-1")
+        for cmd, msg in ((("XGROUP", "CREATE", long, "g" * 257, "0"), "group name is 257 bytes"),
+                         (("XGROUP", "CREATECONSUMER", long, "g", "c" * 257), "consumer name is 257 bytes"),
+                         (("XREADGROUP", "GROUP", "g", "c" * 257, "STREAMS", long, ">"), "consumer name is 257 bytes"),
+                         (("XCLAIM", long, "g", "c" * 300, "0", "1-1"), "consumer name is 300 bytes"),
+                         (("XGROUP", "CREATE", "t" * 401, "g", "0", "MKSTREAM"), "stream name is 401 bytes")):
+            with self.assertRaisesRegex(redis.ResponseError, "^%s, the limit is (256|400)$" % msg):
+                r.execute_command(*cmd)
+        r.xadd(long, {"f": "w"}, id="2-1")  # still writable
+        r.xreadgroup("g", "", {long: ">"})
+        restart_after_kill(self)
+        r = self.r
+        self.assertEqual([c["name"] for c in r.xinfo_consumers(long, "g")], [""])
+        self.assertEqual(r.xpending(long, "g")["consumers"], [{"name": "", "pending": 1}])
+
     def test_exactly_once_with_concurrent_claimers_and_a_kill(self):
         r = self.r
         n = 300

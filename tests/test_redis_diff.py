@@ -257,7 +257,7 @@ MASK = [
     (re.compile(rb"[:\$](\d{13})\r\n"), b":T\r\n"),  # times in ms (XINFO FULL, XPENDING)
     (re.compile(rb"radix-tree-(keys|nodes)\r\n:\d+"), rb"radix-tree-\1\r\n:N"),  # documented: 0
     (re.compile(rb"idle\r\n:\d+"), b"idle\r\n:N"),
-    (re.compile(rb"(\$\d\r\n[a-z0-9]+\r\n):\d+\r\n:(\d+)"), rb"\1:N\r\n:\2"),  # idle, deliveries
+    (re.compile(rb"(\$\d\r\n[a-z0-9]*\r\n):\d+\r\n:(\d+)"), rb"\1:N\r\n:\2"),  # idle, deliveries
     (re.compile(rb"version\r\n\$\d+\r\n[0-9.]+\r\n"), b"version\r\nV"),  # HELLO
     (re.compile(rb"\$2\r\nid\r\n:\d+"), b"id:N"),
 ]
@@ -315,8 +315,8 @@ def run_script(port):
 # the trim point) and Redis accepts (the key is then deleted on both), and STALE_ERRNO.
 
 KEYS = ["a", "b", "''"]  # '': the empty name, a key as any other
-GROUPS = ["g1", "g2"]
-CONS = ["c1", "c2", "c3"]
+GROUPS = ["g1", "''"]
+CONS = ["c1", "c2", "''"]
 
 
 def rid(r):

@@ -381,6 +381,15 @@ int evs_stream_info_get(evs_store *st, evs_slice stream, evs_stream_info *out);
 int evs_stream_list(evs_store *st, int (*fn)(void *arg, evs_slice name, const evs_stream_info *),
                     void *arg);
 
+/* A walk in steps (SCAN): fn for the (at most) `count` streams numbered `from` or above, in
+ * number order; *next gets the number of the stream after them, 0 when there is none. A
+ * stream that exists for the whole walk is met exactly once. Each step costs one pass over
+ * the streams' table without copying it (not a sort of every name). Returns as
+ * evs_stream_list. */
+int evs_stream_scan(evs_store *st, uint64_t from, size_t count,
+                    int (*fn)(void *arg, evs_slice name, const evs_stream_info *), void *arg,
+                    uint64_t *next);
+
 /* Histogram bounds (upper, inclusive) of evs_store_stats' fsync and batch histograms; the last
  * bucket counts everything above the last bound. */
 #define EVS_FSYNC_BUCKETS 14

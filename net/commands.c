@@ -1567,45 +1567,23 @@ static size_t blocked_count(void)
 
 /* ---- keyspace-wide ------------------------------------------------------------------------ */
 
-struct name_list {
-    struct named {
-        uint64_t number;
-        uint8_t *name;
-        size_t len;
-    } *v;
-    size_t n, cap;
+/* One SCAN step's names, those that pass MATCH and TYPE. */
+struct scan_step {
+    resp_out *tmp;
+    const resp_arg *pat; /* NULL: every name */
+    bool type_ok;
+    size_t found;
 };
 
-static int collect_name(void *arg, evs_slice name, const evs_stream_info *info)
+static int scan_one(void *arg, evs_slice name, const evs_stream_info *info)
 {
-    struct name_list *l = arg;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        struct named *v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        l->v = v;
-        l->cap = cap;
+    (void)info;
+    struct scan_step *w = arg;
+    if (w->type_ok && (!w->pat || glob_match(w->pat->ptr, w->pat->len, name.ptr, name.len, false))) {
+        resp_out_bulk(w->tmp, name.ptr, name.len);
+        w->found++;
     }
-    uint8_t *copy = malloc(name.len ? name.len : 1);
-    if (!copy)
-        return -ENOMEM;
-    memcpy(copy, name.ptr, name.len);
-    l->v[l->n++] = (struct named){info->number, copy, name.len};
     return 0;
-}
-
-static void names_free(struct name_list *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->v[i].name);
-    free(l->v);
-}
-
-static int by_number(const void *a, const void *b)
-{
-    const struct named *x = a, *y = b;
-    return x->number < y->number ? -1 : x->number > y->number;
 }
 
 /* SCAN's cursor as Redis 7.0 reads it (strtoul, base 10): an optional sign ("-1" is the
@@ -1664,36 +1642,55 @@ static void cmd_scan(cmd_ctx *x)
             return;
         }
     }
-    struct name_list l = {0};
-    evs_stream_list(server_store(x->srv), collect_name, &l);
-    if (l.n > 1)
-        qsort(l.v, l.n, sizeof *l.v, by_number);
     resp_out tmp;
     resp_out_init(&tmp, conn_proto(x->c));
-    size_t found = 0, seen = 0;
-    uint64_t next = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        if (l.v[i].number < cursor)
-            continue;
-        if (seen == (size_t)count) {
-            next = l.v[i].number;
-            break;
-        }
-        seen++;
-        if (type_ok && (!pat || glob_match(pat->ptr, pat->len, l.v[i].name, l.v[i].len, false))) {
-            resp_out_bulk(&tmp, l.v[i].name, l.v[i].len);
-            found++;
-        }
-    }
-    names_free(&l);
+    struct scan_step w = {&tmp, pat, type_ok, 0};
+    uint64_t next;
+    evs_stream_scan(server_store(x->srv), cursor, (size_t)count, scan_one, &w, &next);
     char cur[24];
     snprintf(cur, sizeof cur, "%" PRIu64, next);
     resp_out_array(&x->r->out, 2);
     resp_out_cstr(&x->r->out, cur);
-    resp_out_array(&x->r->out, found);
+    resp_out_array(&x->r->out, w.found);
     resp_out_raw(&x->r->out, tmp.data, tmp.len);
     resp_out_release(&tmp);
     reply_done(x);
+}
+
+/* FLUSHALL's list of every name (copies: it drops them one by one). */
+struct name_list {
+    struct named {
+        uint8_t *name;
+        size_t len;
+    } *v;
+    size_t n, cap;
+};
+
+static int collect_name(void *arg, evs_slice name, const evs_stream_info *info)
+{
+    (void)info;
+    struct name_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        struct named *v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    uint8_t *copy = malloc(name.len ? name.len : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, name.ptr, name.len);
+    l->v[l->n++] = (struct named){copy, name.len};
+    return 0;
+}
+
+static void names_free(struct name_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i].name);
+    free(l->v);
 }
 
 static void cmd_flushall(cmd_ctx *x)

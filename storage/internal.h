@@ -155,6 +155,9 @@ typedef struct stream {
 typedef struct strtab {
     stream **b;
     size_t nb, n;
+    stream **byno;             /* the same streams by number, NULL where none: a walk in number
+                                  order costs what it visits (numbers are never reused) */
+    size_t nbyno;
 } strtab;
 
 int strtab_init(strtab *t, size_t nb);

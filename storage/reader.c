@@ -1083,6 +1083,41 @@ int evs_stream_list(evs_store *st, int (*fn)(void *arg, evs_slice name, const ev
     return rc;
 }
 
+int evs_stream_scan(evs_store *st, uint64_t from, size_t count,
+                    int (*fn)(void *arg, evs_slice name, const evs_stream_info *), void *arg,
+                    uint64_t *next)
+{
+    *next = 0;
+    if (count == 0)
+        return 0;
+    pthread_rwlock_rdlock(&st->lock);
+    size_t cap = count < st->vtab.n ? count : st->vtab.n, n = 0;
+    struct listed *l = malloc((cap ? cap : 1) * sizeof *l);
+    if (!l) {
+        pthread_rwlock_unlock(&st->lock);
+        return -ENOMEM;
+    }
+    for (uint64_t no = from; no < st->vtab.nbyno; no++) {
+        stream *s = st->vtab.byno[no];
+        if (!s)
+            continue;
+        if (n == cap) { /* the one after them: the next step's start */
+            *next = no;
+            break;
+        }
+        l[n++] = (struct listed){s, s->v};
+    }
+    pthread_rwlock_unlock(&st->lock);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        evs_stream_info info;
+        info_from(&l[i].v, &info);
+        rc = fn(arg, (evs_slice){l[i].s->name, l[i].s->name_len}, &info);
+    }
+    free(l);
+    return rc;
+}
+
 /* ---- waiting ----------------------------------------------------------------------------- */
 
 int evs_wait(evs_store *st, evs_slice name, evs_id after, int64_t timeout_ms)

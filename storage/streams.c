@@ -24,14 +24,17 @@ int strtab_init(strtab *t, size_t nb)
     t->nb = nb;
     t->n = 0;
     t->b = calloc(nb, sizeof *t->b);
+    t->byno = NULL;
+    t->nbyno = 0;
     return t->b ? 0 : -ENOMEM;
 }
 
 void strtab_release(strtab *t)
 {
     free(t->b);
-    t->b = NULL;
-    t->nb = t->n = 0;
+    free(t->byno);
+    t->b = t->byno = NULL;
+    t->nb = t->n = t->nbyno = 0;
 }
 
 #define NEXT(s, vis) (*((vis) ? &(s)->v_next : &(s)->w_next))
@@ -59,16 +62,28 @@ static int grow(strtab *t, bool vis)
             s = next;
         }
     }
-    n.n = t->n;
     free(t->b);
-    *t = n;
+    t->b = n.b;
+    t->nb = n.nb;
     return 0;
 }
 
 int strtab_put(strtab *t, stream *s, bool vis)
 {
+    if (s->no >= t->nbyno) {
+        size_t nn = t->nbyno ? t->nbyno : 64;
+        while (nn <= s->no)
+            nn *= 2;
+        stream **b = realloc(t->byno, nn * sizeof *b);
+        if (!b)
+            return -ENOMEM;
+        memset(b + t->nbyno, 0, (nn - t->nbyno) * sizeof *b);
+        t->byno = b;
+        t->nbyno = nn;
+    }
     if (t->n + 1 > t->nb && grow(t, vis))
         return -ENOMEM;
+    t->byno[s->no] = s;
     size_t b = bucket(t, s->name, s->name_len);
     NEXT(s, vis) = t->b[b];
     t->b[b] = s;
@@ -84,6 +99,7 @@ void strtab_del(strtab *t, stream *s, bool vis)
     if (*pp) {
         *pp = NEXT(s, vis);
         t->n--;
+        t->byno[s->no] = NULL;
     }
 }
 

@@ -339,6 +339,77 @@ Test(store, the_empty_name_and_the_longest_are_streams)
     evs_close(st);
 }
 
+/* evs_stream_scan: steps of any size meet each stream that lives through the walk exactly
+ * once, in number order, whatever is dropped or made meanwhile; a reopen keeps the order. */
+struct scan_seen {
+    int hits[400];
+    uint64_t last_no;
+    size_t calls;
+};
+
+static int scan_count(void *arg, evs_slice name, const evs_stream_info *info)
+{
+    struct scan_seen *w = arg;
+    char buf[16] = "";
+    memcpy(buf, name.ptr, name.len < sizeof buf - 1 ? name.len : sizeof buf - 1);
+    int i;
+    cr_assert(sscanf(buf, "s%d", &i) == 1 && i >= 0 && i < 400, "%s", buf);
+    cr_assert(w->calls == 0 || info->number > w->last_no, "not in number order");
+    w->last_no = info->number;
+    w->calls++;
+    w->hits[i]++;
+    return 0;
+}
+
+Test(store, stream_scan_meets_each_stream_once)
+{
+    evs_store *st = open_store(dir, NULL);
+    char nm[16];
+    for (int i = 0; i < 300; i++) {
+        snprintf(nm, sizeof nm, "s%d", i);
+        cr_assert_eq(add(st, nm, EVS_ID_AUTO, EVS_ID_MIN, NULL, "f", "v", NULL), 0);
+    }
+    evs_error err;
+    bool existed;
+    for (int i = 0; i < 300; i += 7) {
+        snprintf(nm, sizeof nm, "s%d", i);
+        cr_assert_eq(evs_stream_drop(st, (evs_slice){nm, strlen(nm)}, &existed, &err), 0);
+    }
+    static const size_t steps[] = {1, 3, 17, 1000};
+    for (int round = 0; round < 2; round++) {
+        for (size_t k = 0; k < sizeof steps / sizeof *steps; k++) {
+            struct scan_seen w = {0};
+            uint64_t cur = 0, next;
+            int made = 300;
+            do {
+                cr_assert_eq(evs_stream_scan(st, cur, steps[k], scan_count, &w, &next), 0);
+                cur = next;
+                if (made < 330 && round == 0) { /* meanwhile: one made, an earlier one dropped */
+                    snprintf(nm, sizeof nm, "s%d", made++);
+                    cr_assert_eq(add(st, nm, EVS_ID_AUTO, EVS_ID_MIN, NULL, "f", "v", NULL), 0);
+                    if (made > 302) {
+                        snprintf(nm, sizeof nm, "s%d", made - 3);
+                        cr_assert_eq(evs_stream_drop(st, (evs_slice){nm, strlen(nm)}, &existed,
+                                                     &err), 0);
+                    }
+                }
+            } while (cur);
+            for (int i = 0; i < 300; i++)
+                cr_assert_eq(w.hits[i], i % 7 ? 1 : 0, "step %zu: s%d met %d times", steps[k], i,
+                             w.hits[i]);
+            if (round == 0) { /* drop what this walk made, for the next walk's count */
+                for (int i = 300; i < made; i++) {
+                    snprintf(nm, sizeof nm, "s%d", i);
+                    cr_assert_eq(evs_stream_drop(st, (evs_slice){nm, strlen(nm)}, &existed, &err), 0);
+                }
+            }
+        }
+        evs_close(st);
+        st = open_store(dir, NULL);
+    }
+    evs_close(st);
+}
+
 Test(store, empty_and_single_entry_streams)
 {
     evs_store *st = open_store(dir, NULL);

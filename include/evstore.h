@@ -322,6 +322,11 @@ int evs_delete(evs_store *st, evs_slice stream, const evs_id *ids, size_t n, siz
 
 /* Delete a whole stream (its name becomes free for a new stream). *existed is set. */
 int evs_stream_drop(evs_store *st, evs_slice stream, bool *existed, evs_error *err);
+/* Delete n streams in one request of the writer, so one commit (one fsync) for all; *dropped
+ * gets how many existed (a name given twice counts once). Each drop is its own record: after
+ * a crash before the return, some may be done and others not, as with n calls. */
+int evs_streams_drop(evs_store *st, const evs_slice *streams, size_t n, size_t *dropped,
+                     evs_error *err);
 
 /* ---- reading ----------------------------------------------------------------------------- */
 

@@ -406,21 +406,31 @@ static void cmd_type(cmd_ctx *x)
     reply_done(x);
 }
 
+/* Drop the named streams in one writer request (one fsync) and answer how many existed. */
+static void drop_and_answer(cmd_ctx *x, const evs_slice *names, size_t n, bool ok_reply)
+{
+    size_t dropped;
+    evs_error err;
+    if (evs_streams_drop(server_store(x->srv), names, n, &dropped, &err))
+        resp_out_error(&x->r->out, "ERR %s", err.msg);
+    else if (ok_reply)
+        resp_out_simple(&x->r->out, "OK");
+    else
+        resp_out_int(&x->r->out, (long long)dropped);
+    reply_done(x);
+}
+
 static void cmd_del(cmd_ctx *x)
 {
-    long long n = 0;
-    for (size_t i = 1; i < x->argc; i++) {
-        bool existed;
-        evs_error err;
-        if (evs_stream_drop(server_store(x->srv), key_of(&x->argv[i]), &existed, &err)) {
-            resp_out_error(&x->r->out, "ERR %s", err.msg);
-            reply_done(x);
-            return;
-        }
-        n += existed;
+    evs_slice *names = malloc((x->argc - 1) * sizeof *names);
+    if (!names) {
+        reply_error_done(x, "ERR out of memory");
+        return;
     }
-    resp_out_int(&x->r->out, n);
-    reply_done(x);
+    for (size_t i = 1; i < x->argc; i++)
+        names[i - 1] = key_of(&x->argv[i]);
+    drop_and_answer(x, names, x->argc - 1, false);
+    free(names);
 }
 
 struct keys_walk {
@@ -1657,12 +1667,9 @@ static void cmd_scan(cmd_ctx *x)
     reply_done(x);
 }
 
-/* FLUSHALL's list of every name (copies: it drops them one by one). */
+/* FLUSHALL's list of every name (copies: the walk's pointers last only for its call). */
 struct name_list {
-    struct named {
-        uint8_t *name;
-        size_t len;
-    } *v;
+    evs_slice *v;
     size_t n, cap;
 };
 
@@ -1672,7 +1679,7 @@ static int collect_name(void *arg, evs_slice name, const evs_stream_info *info)
     struct name_list *l = arg;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
-        struct named *v = realloc(l->v, cap * sizeof *v);
+        evs_slice *v = realloc(l->v, cap * sizeof *v);
         if (!v)
             return -ENOMEM;
         l->v = v;
@@ -1682,15 +1689,8 @@ static int collect_name(void *arg, evs_slice name, const evs_stream_info *info)
     if (!copy)
         return -ENOMEM;
     memcpy(copy, name.ptr, name.len);
-    l->v[l->n++] = (struct named){copy, name.len};
+    l->v[l->n++] = (evs_slice){copy, name.len};
     return 0;
-}
-
-static void names_free(struct name_list *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->v[i].name);
-    free(l->v);
 }
 
 static void cmd_flushall(cmd_ctx *x)
@@ -1700,21 +1700,13 @@ static void cmd_flushall(cmd_ctx *x)
         return;
     }
     struct name_list l = {0};
-    evs_stream_list(server_store(x->srv), collect_name, &l);
-    for (size_t i = 0; i < l.n; i++) {
-        bool existed;
-        evs_error err;
-        if (evs_stream_drop(server_store(x->srv), (evs_slice){l.v[i].name, l.v[i].len}, &existed,
-                            &err)) {
-            names_free(&l);
-            resp_out_error(&x->r->out, "ERR %s", err.msg);
-            reply_done(x);
-            return;
-        }
-    }
-    names_free(&l);
-    resp_out_simple(&x->r->out, "OK");
-    reply_done(x);
+    if (evs_stream_list(server_store(x->srv), collect_name, &l))
+        reply_error_done(x, "ERR out of memory");
+    else
+        drop_and_answer(x, l.v, l.n, true);
+    for (size_t i = 0; i < l.n; i++)
+        free((void *)l.v[i].ptr);
+    free(l.v);
 }
 
 /* ---- CONFIG ------------------------------------------------------------------------------- */

@@ -1035,11 +1035,14 @@ static void do_delete(evs_store *st, wreq *r, pending *p)
 static void do_drop(evs_store *st, wreq *r, pending *p)
 {
     evs_error err = {0};
-    evs_slice name = {r->data.data, r->ops[0].name_len};
-    stream *s = strtab_get(&st->wtab, name.ptr, name.len, false);
-    r->count = s != NULL;
-    if (s && emit_stream_op(st, 0, REC_STREAM_DROP, s->no, name, NULL, 0, &err))
-        store_fail(st, err.code, "cannot build stream drop: %s", err.msg);
+    r->count = 0;
+    for (size_t i = 0; i < r->n && !err.code; i++) {
+        evs_slice name = {r->data.data + r->ops[i].name_off, r->ops[i].name_len};
+        stream *s = strtab_get(&st->wtab, name.ptr, name.len, false);
+        r->count += s != NULL;
+        if (s && emit_stream_op(st, 0, REC_STREAM_DROP, s->no, name, NULL, 0, &err))
+            store_fail(st, err.code, "cannot build stream drop: %s", err.msg);
+    }
     if (pending_add(p, r)) {
         finish(r, -ENOMEM, NULL);
         return;
@@ -2225,19 +2228,36 @@ int evs_delete(evs_store *st, evs_slice name, const evs_id *ids, size_t n, size_
     return run_counted(st, r, deleted, err);
 }
 
-int evs_stream_drop(evs_store *st, evs_slice name, bool *existed, evs_error *err)
+int evs_streams_drop(evs_store *st, const evs_slice *names, size_t n, size_t *dropped,
+                     evs_error *err)
 {
+    if (dropped)
+        *dropped = 0;
     int rc = submit_check_local(st, err);
-    if (rc || (rc = check_name(name, err)))
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = check_name(names[i], err);
+    if (rc || n == 0)
         return rc;
-    wreq *r = wreq_new(WR_DROP, 1);
-    if (!r || rec_buf_write(&r->data, name.ptr, name.len)) {
+    wreq *r = wreq_new(WR_DROP, n);
+    if (!r || rec_buf_reserve(&r->data, 1)) { /* (data never NULL, even for one empty name) */
         wreq_free(r);
         return evs_err_set(err, -ENOMEM, "out of memory");
     }
-    r->ops[0].name_len = name.len;
+    for (size_t i = 0; i < n; i++) {
+        r->ops[i].name_off = r->data.len;
+        r->ops[i].name_len = names[i].len;
+        if (rec_buf_write(&r->data, names[i].ptr, names[i].len)) {
+            wreq_free(r);
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        }
+    }
+    return run_counted(st, r, dropped, err);
+}
+
+int evs_stream_drop(evs_store *st, evs_slice name, bool *existed, evs_error *err)
+{
     size_t c = 0;
-    rc = run_counted(st, r, &c, err);
+    int rc = evs_streams_drop(st, &name, 1, &c, err);
     if (existed)
         *existed = c > 0;
     return rc;

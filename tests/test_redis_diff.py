@@ -241,6 +241,11 @@ SHUTDOWN ABORT
 SHUTDOWN SAVE NOSAVE
 SHUTDOWN ABORT NOW
 SHUTDOWN BOGUS
+XADD dd1 1-1 f v
+XADD dd2 1-1 f v
+XADD '' 1-1 f v
+DEL dd1 dd1 nokey '' dd2
+EXISTS dd1 dd2 ''
 INFO nosuchsection
 INFO KEYSPACE nosuch
 INFO keyspace

@@ -410,6 +410,46 @@ Test(store, stream_scan_meets_each_stream_once)
     evs_close(st);
 }
 
+/* evs_streams_drop: one request for many names; a name given twice counts once, a missing
+ * one not at all; what it dropped stays dropped after a reopen and a rebuild. */
+Test(store, streams_drop_many_in_one_request)
+{
+    evs_store *st = open_store(dir, NULL);
+    char nm[16];
+    for (int i = 0; i < 50; i++) {
+        snprintf(nm, sizeof nm, "d%d", i);
+        cr_assert_eq(add(st, nm, EVS_ID_AUTO, EVS_ID_MIN, NULL, "f", "v", NULL), 0);
+    }
+    cr_assert_eq(add(st, "", EVS_ID_AUTO, EVS_ID_MIN, NULL, "f", "v", NULL), 0);
+    evs_slice names[] = {S("d1"), S("d1"), S("nope"), {"", 0}, S("d49")};
+    size_t dropped;
+    evs_error err;
+    evs_store_stats stats;
+    cr_assert_eq(evs_streams_drop(st, names, 5, &dropped, &err), 0, "%s", err.msg);
+    cr_assert_eq(dropped, 3);
+    for (int round = 0; round < 3; round++) {
+        evs_store_stats_get(st, &stats);
+        cr_assert_eq(stats.streams, 48);
+        cr_assert_eq(evs_stream_info_get(st, S("d1"), &(evs_stream_info){0}), EVS_ENOTFOUND);
+        cr_assert_eq(evs_stream_info_get(st, (evs_slice){"", 0}, &(evs_stream_info){0}),
+                     EVS_ENOTFOUND);
+        cr_assert_eq(evs_stream_info_get(st, S("d2"), &(evs_stream_info){0}), 0);
+        evs_close(st);
+        if (round == 1)
+            rm_index(dir);
+        st = open_store(dir, NULL);
+    }
+    evs_slice longer = {"x", EVS_STREAM_NAME_MAX + 1};
+    char *big = calloc(1, EVS_STREAM_NAME_MAX + 1);
+    longer.ptr = big;
+    evs_slice two[] = {S("d2"), longer};
+    cr_assert_eq(evs_streams_drop(st, two, 2, &dropped, &err), EVS_ETOOBIG);
+    cr_assert_eq(dropped, 0);
+    cr_assert_eq(evs_stream_info_get(st, S("d2"), &(evs_stream_info){0}), 0); /* none dropped */
+    free(big);
+    evs_close(st);
+}
+
 Test(store, empty_and_single_entry_streams)
 {
     evs_store *st = open_store(dir, NULL);

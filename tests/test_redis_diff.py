@@ -457,6 +457,9 @@ def command_wide(r):
     if c < 0.78:
         fields = " ".join("f%d v%d" % (i, i) for i in range(r.randint(1, 12)))
         return ["XADD %s %s %s" % (k, rid(r), fields)]
+    if c < 0.80:
+        return ["%s %s" % (r.choice(["DEL", "UNLINK", "EXISTS"]),
+                           " ".join(r.choice(KEYS + ["nokey"]) for _ in range(r.randint(1, 4))))]
     inner = [c for c in (command(r) for _ in range(r.randint(1, 4)))
              if not c.startswith("XSETID")]  # (its known difference is bridged outside only)
     if r.random() < 0.2:

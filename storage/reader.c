@@ -1058,6 +1058,20 @@ static int cmp_listed(const void *a, const void *b)
     return x->s->name_len < y->s->name_len ? -1 : x->s->name_len > y->s->name_len;
 }
 
+/* fn for each listed stream in turn, until one returns non-zero (returned); frees l. */
+static int report_listed(struct listed *l, size_t n,
+                         int (*fn)(void *arg, evs_slice name, const evs_stream_info *), void *arg)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        evs_stream_info info;
+        info_from(&l[i].v, &info);
+        rc = fn(arg, (evs_slice){l[i].s->name, l[i].s->name_len}, &info);
+    }
+    free(l);
+    return rc;
+}
+
 int evs_stream_list(evs_store *st, int (*fn)(void *arg, evs_slice name, const evs_stream_info *),
                     void *arg)
 {
@@ -1073,14 +1087,7 @@ int evs_stream_list(evs_store *st, int (*fn)(void *arg, evs_slice name, const ev
             all[k++] = (struct listed){s, s->v};
     pthread_rwlock_unlock(&st->lock);
     qsort(all, k, sizeof *all, cmp_listed);
-    int rc = 0;
-    for (size_t i = 0; i < k && !rc; i++) {
-        evs_stream_info info;
-        info_from(&all[i].v, &info);
-        rc = fn(arg, (evs_slice){all[i].s->name, all[i].s->name_len}, &info);
-    }
-    free(all);
-    return rc;
+    return report_listed(all, k, fn, arg);
 }
 
 int evs_stream_scan(evs_store *st, uint64_t from, size_t count,
@@ -1108,14 +1115,7 @@ int evs_stream_scan(evs_store *st, uint64_t from, size_t count,
         l[n++] = (struct listed){s, s->v};
     }
     pthread_rwlock_unlock(&st->lock);
-    int rc = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
-        evs_stream_info info;
-        info_from(&l[i].v, &info);
-        rc = fn(arg, (evs_slice){l[i].s->name, l[i].s->name_len}, &info);
-    }
-    free(l);
-    return rc;
+    return report_listed(l, n, fn, arg);
 }
 
 /* ---- waiting ----------------------------------------------------------------------------- */

@@ -339,6 +339,16 @@ Test(store, the_empty_name_and_the_longest_are_streams)
     evs_close(st);
 }
 
+/* One entry in each of the streams <prefix><from> .. <prefix><to - 1>. */
+static void add_numbered(evs_store *st, const char *prefix, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "%s%d", prefix, i);
+        cr_assert_eq(add(st, nm, EVS_ID_AUTO, EVS_ID_MIN, NULL, "f", "v", NULL), 0);
+    }
+}
+
 /* evs_stream_scan: steps of any size meet each stream that lives through the walk exactly
  * once, in number order, whatever is dropped or made meanwhile; a reopen keeps the order. */
 struct scan_seen {
@@ -365,10 +375,7 @@ Test(store, stream_scan_meets_each_stream_once)
 {
     evs_store *st = open_store(dir, NULL);
     char nm[16];
-    for (int i = 0; i < 300; i++) {
-        snprintf(nm, sizeof nm, "s%d", i);
-        cr_assert_eq(add(st, nm, EVS_ID_AUTO, EVS_ID_MIN, NULL, "f", "v", NULL), 0);
-    }
+    add_numbered(st, "s", 0, 300);
     evs_error err;
     bool existed;
     for (int i = 0; i < 300; i += 7) {
@@ -415,11 +422,7 @@ Test(store, stream_scan_meets_each_stream_once)
 Test(store, streams_drop_many_in_one_request)
 {
     evs_store *st = open_store(dir, NULL);
-    char nm[16];
-    for (int i = 0; i < 50; i++) {
-        snprintf(nm, sizeof nm, "d%d", i);
-        cr_assert_eq(add(st, nm, EVS_ID_AUTO, EVS_ID_MIN, NULL, "f", "v", NULL), 0);
-    }
+    add_numbered(st, "d", 0, 50);
     cr_assert_eq(add(st, "", EVS_ID_AUTO, EVS_ID_MIN, NULL, "f", "v", NULL), 0);
     evs_slice names[] = {S("d1"), S("d1"), S("nope"), {"", 0}, S("d49")};
     size_t dropped;

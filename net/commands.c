@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 
 bool arg_is(const cmd_ctx *x, size_t i, const char *s)
@@ -610,13 +612,13 @@ static void info_replication(server *srv, const evs_store_stats *s, char *out, s
  * are since start too). Loop thread only. */
 static struct stat_base {
     evs_store_stats s;
-    uint64_t waits, wait_timeouts;
+    server_counts c;
 } stat_base;
 
-static void stats_now(cmd_ctx *x, evs_store_stats *s, uint64_t *waits, uint64_t *timeouts)
+static void stats_now(cmd_ctx *x, evs_store_stats *s, server_counts *c)
 {
     evs_store_stats_get(server_store(x->srv), s);
-    server_commit_waits(x->srv, waits, timeouts);
+    server_counts_get(x->srv, c);
 }
 
 /* A counter since the last RESETSTAT (one below its base restarted with a store reopened
@@ -668,8 +670,8 @@ static void info_section(info_text *t, const char *name, const char *fmt, ...)
 static void cmd_info(cmd_ctx *x)
 {
     evs_store_stats s;
-    uint64_t waits, wait_timeouts;
-    stats_now(x, &s, &waits, &wait_timeouts);
+    server_counts c;
+    stats_now(x, &s, &c);
     const evs_store_stats *b = &stat_base.s;
     since_reset(&s.appends, b->appends);
     since_reset(&s.batches, b->batches);
@@ -680,23 +682,34 @@ static void cmd_info(cmd_ctx *x)
     since_reset(&s.bytes_deleted, b->bytes_deleted);
     since_reset(&s.streams_relocated, b->streams_relocated);
     since_reset(&s.bytes_relocated, b->bytes_relocated);
-    since_reset(&waits, stat_base.waits);
-    since_reset(&wait_timeouts, stat_base.wait_timeouts);
+    since_reset(&c.commit_waits, stat_base.c.commit_waits);
+    since_reset(&c.commit_wait_timeouts, stat_base.c.commit_wait_timeouts);
+    since_reset(&c.connections, stat_base.c.connections);
+    since_reset(&c.rejected, stat_base.c.rejected);
+    since_reset(&c.commands, stat_base.c.commands);
+    long long up = (long long)(time(NULL) - c.started);
     char repl[2048];
     info_replication(x->srv, &s, repl, sizeof repl);
     char buf[4096];
     info_text t = {x, buf, sizeof buf, 0, 0};
     info_section(&t, "server",
                  "# Server\r\nredis_version:7.0.0\r\nevstore_version:%s\r\nredis_mode:standalone\r\n"
-                 "tcp_port:%d\r\n",
-                 EVSTORE_VERSION, server_cfg(x->srv)->port);
+                 "process_id:%ld\r\ntcp_port:%d\r\nuptime_in_seconds:%lld\r\n"
+                 "uptime_in_days:%lld\r\n",
+                 EVSTORE_VERSION, (long)getpid(), server_cfg(x->srv)->port, up, up / 86400);
     info_section(&t, "clients", "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%zu\r\n",
                  server_nconns(x->srv), blocked_count());
-    info_section(&t, "memory", "# Memory\r\nused_memory_rss:%llu\r\n", rss_bytes());
+    unsigned long long rss = rss_bytes();
+    info_section(&t, "memory", "# Memory\r\nused_memory:%llu\r\nused_memory_rss:%llu\r\n", rss,
+                 rss);
     info_section(&t, "persistence", "# Persistence\r\naof_enabled:1\r\n");
     info_section(&t, "replication", "# Replication\r\n%s", repl);
-    info_section(&t, "stats", "# Stats\r\nevstore_appends:%llu\r\nevstore_batches:%llu\r\n",
-                 (unsigned long long)s.appends, (unsigned long long)s.batches);
+    info_section(&t, "stats",
+                 "# Stats\r\ntotal_connections_received:%llu\r\ntotal_commands_processed:%llu\r\n"
+                 "rejected_connections:%llu\r\nevstore_appends:%llu\r\nevstore_batches:%llu\r\n",
+                 (unsigned long long)c.connections, (unsigned long long)c.commands,
+                 (unsigned long long)c.rejected, (unsigned long long)s.appends,
+                 (unsigned long long)s.batches);
     info_section(&t, "evstore",
                  "# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
                  "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
@@ -712,8 +725,8 @@ static void cmd_info(cmd_ctx *x)
                  (unsigned long long)s.log_start, (unsigned long long)s.retention_trimmed,
                  (unsigned long long)s.segments_deleted, (unsigned long long)s.bytes_deleted,
                  (unsigned long long)s.streams_relocated, (unsigned long long)s.bytes_relocated,
-                 backup_snapshots_open(), (unsigned)s.epoch, (unsigned long long)waits,
-                 (unsigned long long)wait_timeouts,
+                 backup_snapshots_open(), (unsigned)s.epoch, (unsigned long long)c.commit_waits,
+                 (unsigned long long)c.commit_wait_timeouts,
                  (unsigned long long)(s.log_end > s.index_end ? s.log_end - s.index_end : 0),
                  (unsigned long long)s.index_deferred);
     if (s.streams)
@@ -1823,7 +1836,7 @@ static void cmd_config(cmd_ctx *x)
         }
         resp_out_simple(&x->r->out, "OK");
     } else { /* RESETSTAT */
-        stats_now(x, &stat_base.s, &stat_base.waits, &stat_base.wait_timeouts);
+        stats_now(x, &stat_base.s, &stat_base.c);
         resp_out_simple(&x->r->out, "OK");
     }
     reply_done(x);
@@ -1990,6 +2003,7 @@ void commands_dispatch(cmd_ctx *x)
         return;
     }
     cmd->fn(x);
+    server_count_command(x->srv); /* after it, as Redis: RESETSTAT counts itself */
     if (!x->capture && commands_answered_durable(x, cmd))
         repl_fence(x); /* --ack all: the next command reads this write (repl_leader.c) */
 }

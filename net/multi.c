@@ -346,6 +346,7 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
             resp_out_init(&tr.out, j->results.proto);
             cmd_ctx y = {j->srv, j->c, &tr, q->argc, q->argv, true};
             cmd->fn(&y);
+            server_count_command(j->srv);
             resp_out_raw(&j->results, tr.out.data, tr.out.len);
             resp_out_release(&tr.out);
             j->i++;

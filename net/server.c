@@ -93,6 +93,7 @@ struct server {
     struct event *linger;  /* wakes the loop at linger_until                              */
     uint64_t commit_ns;    /* recent duration of a batch committed on the loop (G1, G2)  */
     uint64_t commit_waits, commit_wait_timeouts; /* G2, for INFO                          */
+    uint64_t rejected, commands; /* connections refused at --max-clients, commands run     */
     unsigned turn_holds;   /* replies awaited from the store since the last commit (G2)    */
 };
 
@@ -181,11 +182,15 @@ struct evbuffer *conn_output(conn *c)
     return c->bev ? bufferevent_get_output(c->bev) : NULL;
 }
 bool server_is_follower(server *s) { return s->cfg.replica_of != NULL; }
-void server_commit_waits(server *s, uint64_t *waits, uint64_t *timeouts)
+static time_t process_started; /* the first server_run's start: a restart keeps it */
+
+void server_counts_get(server *s, server_counts *out)
 {
-    *waits = s->commit_waits;
-    *timeouts = s->commit_wait_timeouts;
+    *out = (server_counts){(uint64_t)s->next_id, s->rejected, s->commands, s->commit_waits,
+                           s->commit_wait_timeouts, process_started};
 }
+
+void server_count_command(server *s) { s->commands++; }
 
 void server_stop(server *s)
 {
@@ -871,6 +876,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         /* answer as Redis does; drain what the client already sent so that closing with
          * unread bytes does not reset the connection before it reads the answer */
         static const char msg[] = "-ERR max number of clients reached\r\n";
+        s->rejected++;
         ssize_t w = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
         (void)w;
         shutdown(fd, SHUT_WR);
@@ -972,6 +978,8 @@ int server_run(const server_config *cfg)
     if (!s)
         return -ENOMEM;
     s->cfg = *cfg;
+    if (!process_started)
+        process_started = time(NULL);
     pthread_mutex_init(&s->mu, NULL);
     int rc = 0;
     evthread_use_pthreads();

@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "evstore.h"
 #include "resp.h"
@@ -150,9 +151,19 @@ void conn_set_drain(conn *c, void (*fn)(conn *c, void *arg), void *arg);
 void conn_peer(conn *c, char *ip, size_t cap);
 void conn_abort(conn *c, const char *msg);
 bool server_is_follower(server *s);
-/* Batches that waited for the connections their previous commit answered, and those of
- * them that stopped waiting at the bound (server.c, G2). */
-void server_commit_waits(server *s, uint64_t *waits, uint64_t *timeouts);
+/* The loop's counters since this server started (INFO). */
+typedef struct server_counts {
+    uint64_t connections;    /* RESP connections accepted                                  */
+    uint64_t rejected;       /* refused at --max-clients                                   */
+    uint64_t commands;       /* commands run (each of an EXEC's too; not refused ones)     */
+    uint64_t commit_waits;   /* batches that waited for the connections their previous
+                                commit answered, and those of them that stopped waiting at
+                                the bound (server.c, G2)                                   */
+    uint64_t commit_wait_timeouts;
+    time_t started;          /* when the process started serving                          */
+} server_counts;
+void server_counts_get(server *s, server_counts *out);
+void server_count_command(server *s);
 
 /* HTTP/JSON API (http.c) */
 typedef struct http_api http_api;

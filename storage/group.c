@@ -13,14 +13,15 @@
 
 static int name_cmp(const uint8_t *a, size_t al, const void *b, size_t bl)
 {
-    int c = memcmp(a, b, al < bl ? al : bl);
+    size_t n = al < bl ? al : bl;
+    int c = n ? memcmp(a, b, n) : 0; /* (an empty name may come as {NULL, 0}) */
     return c ? c : (al > bl) - (al < bl);
 }
 
 cgroup *group_find(const stream *s, const void *name, size_t len)
 {
     for (cgroup *g = s ? s->groups : NULL; g; g = g->next)
-        if (g->len == len && !memcmp(g->name, name, len))
+        if (evs_slice_eq((evs_slice){g->name, g->len}, (evs_slice){name, len}))
             return g;
     return NULL;
 }
@@ -28,7 +29,8 @@ cgroup *group_find(const stream *s, const void *name, size_t len)
 uint32_t group_consumer(const cgroup *g, const void *name, size_t len)
 {
     for (uint32_t i = 0; i < g->ncons; i++)
-        if (g->cons[i].name && g->cons[i].len == len && !memcmp(g->cons[i].name, name, len))
+        if (g->cons[i].name && evs_slice_eq((evs_slice){g->cons[i].name, g->cons[i].len},
+                                            (evs_slice){name, len}))
             return i;
     return PEL_FREE;
 }

@@ -688,8 +688,7 @@ int evs_group_submit(evs_store *st, const evs_group_op *ops, size_t n, evs_group
             memcpy(def + ops[i].stream.len, ":dlq", 4);
             dlq = (evs_slice){def, ops[i].stream.len + 4};
         }
-        if (dlq.ptr && dlq.len == ops[i].stream.len &&
-            !memcmp(dlq.ptr, ops[i].stream.ptr, dlq.len))
+        if (dlq.ptr && evs_slice_eq(dlq, ops[i].stream))
             rc = evs_err_set(err, EVS_EINVAL, "a stream cannot be its own dead-letter stream");
         static const uint8_t zeros[8];
         size_t pad = (8 - r->data.len % 8) % 8; /* the IDs go first, 8-byte aligned in data */

@@ -42,8 +42,8 @@ void strtab_release(strtab *t)
 stream *strtab_get(const strtab *t, const void *name, size_t len, bool vis)
 {
     for (stream *s = t->b[bucket(t, name, len)]; s; s = NEXT(s, vis))
-        if (s->name_len == len && memcmp(s->name, name, len) == 0)
-            return s;
+        if (evs_slice_eq((evs_slice){s->name, s->name_len}, (evs_slice){name, len}))
+            return s; /* (the empty name may come as {NULL, 0}) */
     return NULL;
 }
 

@@ -1897,7 +1897,8 @@ static wreq *wreq_new(enum wreq_kind kind, size_t n)
     r->opcap = n ? n : 1;
     r->ops = calloc(n ? n : 1, sizeof *r->ops);
     r->ids = calloc(n ? n : 1, sizeof *r->ids);
-    if (!r->ops || !r->ids) {
+    /* data is never NULL, so a name in it is never {NULL, 0}, even the empty one */
+    if (!r->ops || !r->ids || rec_buf_reserve(&r->data, 64)) {
         wreq_free(r);
         return NULL;
     }
@@ -2239,7 +2240,7 @@ int evs_streams_drop(evs_store *st, const evs_slice *names, size_t n, size_t *dr
     if (rc || n == 0)
         return rc;
     wreq *r = wreq_new(WR_DROP, n);
-    if (!r || rec_buf_reserve(&r->data, 1)) { /* (data never NULL, even for one empty name) */
+    if (!r) {
         wreq_free(r);
         return evs_err_set(err, -ENOMEM, "out of memory");
     }

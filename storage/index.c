@@ -58,6 +58,8 @@ static int mdb_to_evs(int rc)
         return EVS_ECORRUPT;
     case MDB_MAP_FULL: return -ENOSPC;
     case MDB_PANIC: return -EIO; /* a failed write left the environment unusable */
+    case MDB_BAD_VALSIZE: return EVS_EINVAL; /* a key or value LMDB cannot hold: our bug, not
+                                                 the disk's (never "corrupt") */
     default: return rc > 0 ? -rc : EVS_ECORRUPT;
     }
 }

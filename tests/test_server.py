@@ -6,12 +6,14 @@ import atexit
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import threading
 import time
 import unittest
@@ -891,6 +893,81 @@ class Http(Base):
         st, body, _ = http_req(self.srv, "DELETE", "/streams/a%2Fb")
         self.assertEqual((st, body), (200, {"deleted": True}))
         self.assertEqual(http_req(self.srv, "GET", "/streams/a%2Fb")[0], 404)
+
+
+class HttpListModel(Base):
+    def test_random_list_queries_match_xrange(self):
+        """GET /streams/{name}/events against the entries XRANGE returns: random bounds
+        (exclusive, existing IDs or not), limits, order and source/type filters, each page
+        and its `next`, and every filtered walk paged to its end, over entries published both
+        ways, some deleted."""
+        rnd = random.Random(11)
+        for _ in range(40):
+            batch = []
+            for _ in range(rnd.randint(1, 12)):
+                ev = {"payload": rnd.randint(0, 9)}
+                if rnd.random() < 0.8:
+                    ev["source"] = rnd.choice("abc")
+                if rnd.random() < 0.8:
+                    ev["type"] = rnd.choice("xy")
+                batch.append(ev)
+            st, body, _ = http_req(self.srv, "POST", "/streams/m/events", batch)
+            self.assertEqual(st, 201, body)
+            if rnd.random() < 0.3:  # RESP too, the fields in another order
+                self.r.xadd("m", {"type": rnd.choice("xy"), "source": rnd.choice("abc"), "k": "v"})
+        ids = [i for i, _ in self.r.xrange("m")]
+        self.r.xdel("m", *rnd.sample(ids, 30))
+        truth = [(i, f) for i, f in self.r.xrange("m")]
+        every = [i for i, _ in truth]
+
+        def key(i):
+            return tuple(int(p) for p in i.split("-"))
+
+        def expect(after, before, limit, reverse, src, typ):
+            m = [i for i, f in truth
+                 if (after is None or key(i) > key(after)) and (before is None or key(i) < key(before))
+                 and (src is None or f.get("source") == src) and (typ is None or f.get("type") == typ)]
+            if reverse:
+                m.reverse()
+            return m[:limit], (m[limit - 1] if len(m) > limit else None)
+
+        def bound():
+            if rnd.random() < 0.3:
+                return None
+            if rnd.random() < 0.7:
+                return rnd.choice(every)
+            ms, seq = key(rnd.choice(every))
+            return "%d-%d" % (ms + rnd.choice([-1, 0, 1]), rnd.randint(0, 3))
+
+        def get(after, before, limit, reverse, src, typ):
+            q = {"limit": limit}
+            for k, v in (("after", after), ("before", before), ("source", src), ("type", typ)):
+                if v is not None:
+                    q[k] = v
+            if reverse:
+                q["reverse"] = 1
+            st, body, _ = http_req(self.srv, "GET", "/streams/m/events?" + urllib.parse.urlencode(q))
+            self.assertEqual(st, 200, (q, body))
+            return [e["id"] for e in body["events"]], body["next"], body["events"]
+
+        for _ in range(300):
+            args = (bound(), bound(), rnd.randint(1, 40), rnd.random() < 0.5,
+                    rnd.choice([None, None, "a", "b", "c", "zz"]), rnd.choice([None, None, "x", "y"]))
+            got, nxt, events = get(*args)
+            self.assertEqual((got, nxt), expect(*args), args)
+            for e in events:  # the fields are the entry's
+                f = dict(truth)[e["id"]]
+                self.assertEqual((e.get("source"), e.get("type")), (f.get("source"), f.get("type")))
+        for src, typ, reverse in ((None, None, False), ("a", None, True), (None, "y", False), ("b", "x", True)):
+            want, _ = expect(None, None, 10 ** 6, reverse, src, typ)
+            got, cur = [], None
+            while True:
+                after, before = (None, cur) if reverse else (cur, None)
+                page, cur, _ = get(after, before, 7, reverse, src, typ)
+                got += page
+                if cur is None:
+                    break
+            self.assertEqual(got, want, (src, typ, reverse))
 
 
 class CliClients(Base):

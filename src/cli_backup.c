@@ -575,7 +575,7 @@ static const char *restore_help =
     "usage: evstore restore --from BACKUP_DIR --data NEW_DIR [--quiet]\n"
     "\n"
     "Checks the whole backup first (manifest, every file's size and CRC, the chain of an\n"
-    "incremental backup), then builds the store in NEW_DIR.restore-<pid>, opens it, checks\n"
+    "incremental backup), then builds the store in NEW_DIR.restore-XXXXXX, opens it, checks\n"
     "every stream against the manifest, starts a new epoch and renames it to NEW_DIR. NEW_DIR\n"
     "must not exist or be empty. A failed or interrupted restore leaves no NEW_DIR.\n"
     "\n"

@@ -504,11 +504,19 @@ bool store_ro_deleted(const evs_store *st, const uint8_t *key); /* an IDX_IDKEY 
 /* Append x to the growing array *v (*n used of *cap); -ENOMEM leaves it as it was. */
 int u64_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x);
 
+/* ownedir.c: a temporary folder owned by a live process. ownedir_make makes <prefix>XXXXXX
+ * with its owner.lock held (fd); ownedir_sweep removes those of <prefix> whose owner is gone
+ * (removed() told of each); ownedir_remove removes one and frees path; ownedir_disown drops
+ * the lock file (and fd) so the folder can be renamed into place. Negative errno on failure. */
+int ownedir_make(const char *prefix, char **path, int *fd);
+void ownedir_sweep(const char *prefix, void (*removed)(void *arg, const char *path), void *arg);
+void ownedir_remove(char *path, int fd);
+int ownedir_disown(const char *path, int fd);
 /* privindex.c: the folder of a read-only open's private index, $TMPDIR/evstore-index-XXXXXX,
- * locked while in use; making one first removes those whose owner died without closing.
+ * owned while in use (ownedir_remove at close); making one first removes those whose owner
+ * died without closing.
  * `why` (the index is unusable because...) goes into error messages. */
 int privindex_make(evs_store *st, const char *why, char **path, int *lock_fd, evs_error *err);
-void privindex_remove(char *path, int lock_fd); /* removes the folder, frees path */
 /* Indexer: start/stop its thread (stop: after the writer; the batch in its hands is applied
  * first). indexer_put applies st->ib after the batch in the indexer's hands (X1): on this
  * thread if sync (visible on return) or without the thread, else handed over with st->ib

@@ -6,11 +6,12 @@
  *      CRC), every ancestor of an incremental chain (same store, the ID the child names, the
  *      file the child says it holds), and every file's presence, size and CRC of its stored
  *      bytes.
- *  R2. The store is built in a temporary sibling of the target, "<target>.restore-<pid>", and
- *      renamed into place only after it opened (normal recovery), every stream matched the
- *      manifest (last ID, length, entries added) and a new epoch began. On failure the
- *      temporary folder is removed; one left by a killed restore is removed by the next
- *      restore into the same target. The target is never partly written.
+ *  R2. The store is built in a temporary sibling of the target, "<target>.restore-XXXXXX",
+ *      owned by the restore (ownedir.c), and renamed into place only after it opened (normal
+ *      recovery), every stream matched the manifest (last ID, length, entries added) and a new
+ *      epoch began. On failure the temporary folder is removed; one left by a killed restore
+ *      is removed by the next restore into the same target (never a live restore's). The
+ *      target is never partly written.
  *  R3. Decompressed bytes are checked again (size and CRC of the store bytes) as they are
  *      written, so the bytes in the new store are the bytes the snapshot held. Uncompressed
  *      files, checked by the first pass, are copied by the kernel (copy_file_range).
@@ -22,7 +23,6 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,34 +427,6 @@ void evs_remove_tree(const char *path)
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Remove "<target>.restore-<pid>" folders whose process is gone (R2). */
-static void remove_stale(const char *target)
-{
-    char t1[PATH_MAX], t2[PATH_MAX];
-    snprintf(t1, sizeof t1, "%s", target);
-    snprintf(t2, sizeof t2, "%s", target);
-    const char *parent = dirname(t1), *base = basename(t2);
-    DIR *d = opendir(parent);
-    if (!d)
-        return;
-    char prefix[NAME_MAX + 16];
-    snprintf(prefix, sizeof prefix, "%s.restore-", base);
-    size_t pl = strlen(prefix);
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (strncmp(de->d_name, prefix, pl))
-            continue;
-        char *end;
-        long pid = strtol(de->d_name + pl, &end, 10);
-        if (*end || pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
-            continue;
-        char p[PATH_MAX];
-        snprintf(p, sizeof p, "%s/%s", parent, de->d_name);
-        evs_remove_tree(p);
-    }
-    closedir(d);
-}
-
 static int target_ok(const char *target, evs_error *err)
 {
     DIR *d = opendir(target);
@@ -640,7 +612,8 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
     chain *c = calloc(1, sizeof *c);
     if (!c)
         return evs_err_set(err, -ENOMEM, "out of memory");
-    char tmp[PATH_MAX] = "";
+    char *tmp = NULL, prefix[PATH_MAX];
+    int tmp_fd = -1;
     int rc = target_ok(data, err);
     if (!rc)
         rc = chain_load(from, c, err);
@@ -652,16 +625,14 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
     }
     if (rc)
         goto out;
-    remove_stale(data);
-    if (snprintf(tmp, sizeof tmp, "%s.restore-%d", data, (int)getpid()) >= (int)sizeof tmp) {
-        tmp[0] = 0;
+    if (snprintf(prefix, sizeof prefix, "%s.restore-", data) >= (int)sizeof prefix) {
         rc = evs_err_set(err, -ENAMETOOLONG, "target path too long: %.200s", data);
         goto out;
     }
-    evs_remove_tree(tmp);
-    if (mkdir(tmp, 0755)) {
-        rc = evs_err_set(err, -errno, "cannot create %s: %s", tmp, strerror(errno));
-        tmp[0] = 0;
+    ownedir_sweep(prefix, NULL, NULL); /* R2: those of killed restores */
+    if ((rc = ownedir_make(prefix, &tmp, &tmp_fd)) || chmod(tmp, 0755)) {
+        rc = evs_err_set(err, rc ? rc : -errno, "cannot create %sXXXXXX: %s", prefix,
+                         rc ? evs_strerror(rc) : strerror(errno));
         goto out;
     }
     if ((rc = build(c, tmp, o, cancel, err)) || (rc = open_check(&c->m[0], tmp, o, rep, err)))
@@ -670,6 +641,12 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
     if ((rc = join(lock, tmp, "LOCK", err)))
         goto out;
     unlink(lock);
+    rc = ownedir_disown(tmp, tmp_fd); /* the folder is about to become the store (O3) */
+    tmp_fd = -1;
+    if (rc) {
+        rc = evs_err_set(err, rc, "cannot remove %s/owner.lock: %s", tmp, evs_strerror(rc));
+        goto out;
+    }
     if ((rc = fio_fsync_dir(&fio_real, tmp))) {
         rc = evs_err_set(err, rc, "fsync of %s failed: %s", tmp, strerror(-rc));
         goto out;
@@ -679,7 +656,8 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
         rc = evs_err_set(err, -errno, "cannot rename %s to %s: %s", tmp, data, strerror(errno));
         goto out;
     }
-    tmp[0] = 0;
+    free(tmp);
+    tmp = NULL;
     char t[PATH_MAX];
     snprintf(t, sizeof t, "%s", data);
     if ((rc = fio_fsync_dir(&fio_real, dirname(t))))
@@ -689,8 +667,12 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
         rep->bytes += c->m[0].files[i].size;
     rep->files = c->m[0].nfiles;
 out:
-    if (tmp[0])
+    if (tmp && tmp_fd >= 0) {
+        ownedir_remove(tmp, tmp_fd);
+    } else if (tmp) {
         evs_remove_tree(tmp);
+        free(tmp);
+    }
     chain_release(c);
     free(c);
     return rc;

@@ -1860,7 +1860,7 @@ static void store_free(evs_store *st)
     if (st->idx)
         idx_close(st->idx);
     if (st->idx_private)
-        privindex_remove(st->idx_private, st->idx_private_fd);
+        ownedir_remove(st->idx_private, st->idx_private_fd);
     free(st->ro_dels);
     for (size_t i = 0; i < st->nsegs; i++)
         store_seg_put(st->segs[i]);

@@ -413,6 +413,31 @@ class Offline(BackupBase):
         self.assertEqual(rr.dbsize(), 10000)
         self.assertEqual(rr.xrange("stream:09999")[0][1], {"i": "9999"})
 
+    def test_a_killed_restores_folder_goes_a_running_ones_stays(self):
+        """Folders <target>.restore-XXXXXX: one whose owner.lock nothing holds (its restore was
+        SIGKILLed) is removed by the next restore into that target; one whose lock is held (a
+        restore still running) and one without the file (being made) are left alone."""
+        import fcntl
+        self.r.xadd("s", {"a": "b"})
+        self.backup("b")
+        target = self.path("r")
+        dead, live, young = (target + ".restore-" + x for x in ("AAAAAA", "BBBBBB", "CCCCCC"))
+        for d in (dead, live, young):
+            os.mkdir(d)
+            open(os.path.join(d, "00000000000000000000.seg"), "w").close()
+        open(os.path.join(dead, "owner.lock"), "w").close()
+        held = open(os.path.join(live, "owner.lock"), "w")
+        fcntl.flock(held, fcntl.LOCK_EX)
+        self.restore("b", "r")
+        self.assertFalse(os.path.exists(dead))
+        self.assertTrue(os.path.exists(live) and os.path.exists(young))
+        self.assertEqual(sorted(glob.glob(target + ".restore-*")), [live, young])
+        self.assertFalse(os.path.exists(os.path.join(target, "owner.lock")))
+        self.assertEqual(oct(os.stat(target).st_mode & 0o777), "0o755")
+        held.close()
+        rs = self.start(target)
+        self.assertEqual(rs.client(decode_responses=True).xrange("s")[0][1], {"a": "b"})
+
     def test_target_must_be_empty(self):
         self.r.xadd("s", {"a": "b"})
         self.backup("b")

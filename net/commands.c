@@ -1996,6 +1996,10 @@ void commands_dispatch(cmd_ctx *x)
     } else if (server_is_follower(x->srv) && is_write(x, cmd)) {
         why = "READONLY You can't write against a read only replica.";
     }
+    if (why && cmd && cmd->fn == cmd_exec) {
+        multi_abort(x, why);
+        return;
+    }
     if (multi_intercept(x, cmd, why))
         return;
     if (why) {

@@ -129,6 +129,9 @@ void xadd_result_out(resp_out *o, int rc, evs_id id, const evs_error *err);
 /* multi.c: inside MULTI, queue the command (or answer its error and doom the transaction);
  * returns true if it did. `why` is the command's error if it has one (unknown, arity, auth). */
 bool multi_intercept(cmd_ctx *x, const command *cmd, const char *why);
+/* An EXEC refused before it runs (its arity, AUTH): as Redis, the transaction (if any) is
+ * discarded, keys unwatched, and the answer is -EXECABORT with the reason. */
+void multi_abort(cmd_ctx *x, const char *why);
 void cmd_multi(cmd_ctx *x);
 void cmd_exec(cmd_ctx *x);
 void cmd_discard(cmd_ctx *x);

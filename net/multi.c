@@ -101,8 +101,11 @@ bool multi_intercept(cmd_ctx *x, const command *cmd, const char *why)
         return false;
     const resp_arg *name = &x->argv[0];
     if (cmd && (is_cmd(name, "exec") || is_cmd(name, "discard") || is_cmd(name, "multi") ||
-                is_cmd(name, "quit") || is_cmd(name, "watch")))
-        return false; /* run now */
+                is_cmd(name, "quit") || is_cmd(name, "watch"))) {
+        if (why) /* refused (its arity): as any refused command, EXEC then aborts */
+            m->dirty = true;
+        return false; /* run now (or answered with why by the caller) */
+    }
     if (!why && cmd && is_cmd(name, "shutdown"))
         why = "ERR Command not allowed inside a transaction"; /* Redis' NO_MULTI */
     if (why) {
@@ -159,6 +162,19 @@ void cmd_multi(cmd_ctx *x)
         m->active = true;
         resp_out_simple(&x->r->out, "OK");
     }
+    reply_done(x);
+}
+
+void multi_abort(cmd_ctx *x, const char *why)
+{
+    multi_state *m = state(x->c, false);
+    if (m) {
+        state_reset(m);
+        unwatch(&m->w, &m->nw);
+    }
+    if (!strncmp(why, "ERR ", 4))
+        why += 4;
+    resp_out_error(&x->r->out, "EXECABORT Transaction discarded because of: %s", why);
     reply_done(x);
 }
 

@@ -246,6 +246,19 @@ XADD dd2 1-1 f v
 XADD '' 1-1 f v
 DEL dd1 dd1 nokey '' dd2
 EXISTS dd1 dd2 ''
+MULTI
+XADD mx 1-1 f v
+EXEC x
+XLEN mx
+EXEC
+MULTI
+XADD mx 1-1 f v
+DISCARD x
+EXEC
+MULTI
+MULTI x
+EXEC
+EXEC x
 INFO nosuchsection
 INFO KEYSPACE nosuch
 INFO keyspace

@@ -324,7 +324,7 @@ static void cmd_hello(cmd_ctx *x)
     }
     if (!conn_authed(x->c)) {
         reply_error_done(x, "NOAUTH HELLO must be called with the client already authenticated, "
-                            "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                            "otherwise the HELLO AUTH <user> <pass> option can be used to "
                             "authenticate the client and select the RESP protocol version at the "
                             "same time");
         return;
@@ -354,19 +354,20 @@ static void cmd_hello(cmd_ctx *x)
 
 static void cmd_command(cmd_ctx *x);
 
+/* Redis 7.0's subcommands we answer, with their arities; SETINFO is 7.2's (clients send it on
+ * connect): accepted, ignored */
+static const subcommand client_subs[] = {{"ID", 2}, {"SETNAME", 3}, {"GETNAME", 2}, {"SETINFO", 4}};
+static const char *const client_help[] = {
+    "GETNAME", "    Return the name of the current connection.",
+    "ID", "    Return the ID of the current connection.",
+    "SETINFO <option> <value>", "    Accepted and ignored (evstore).",
+    "SETNAME <name>", "    Assign the name <name> to the current connection.",
+};
+static const subcommands client_sc = SUBCOMMANDS("client", client_subs, client_help);
+
 static void cmd_client(cmd_ctx *x)
 {
-    /* Redis 7.0's subcommands we answer, with their arities; SETINFO is 7.2's (clients send
-     * it on connect): accepted, ignored */
-    static const subcommand subs[] = {{"ID", 2}, {"SETNAME", 3}, {"GETNAME", 2}, {"SETINFO", 4}};
-    static const char *const help[] = {
-        "GETNAME", "    Return the name of the current connection.",
-        "ID", "    Return the ID of the current connection.",
-        "SETINFO <option> <value>", "    Accepted and ignored (evstore).",
-        "SETNAME <name>", "    Assign the name <name> to the current connection.",
-    };
-    static const subcommands sc = SUBCOMMANDS("client", subs, help);
-    if (!subcommand_ok(x, &sc))
+    if (!subcommand_ok(x, &client_sc))
         return;
     if (arg_is(x, 1, "ID")) {
         resp_out_int(&x->r->out, conn_id(x->c));
@@ -1180,7 +1181,7 @@ static void reply_help(cmd_ctx *x, const subcommands *sc)
     reply_done(x);
 }
 
-bool subcommand_ok(cmd_ctx *x, const subcommands *sc)
+const char *subcommand_error(const cmd_ctx *x, const subcommands *sc, char *buf, size_t cap)
 {
     static const subcommand help = {"HELP", 2};
     for (size_t i = 0; i <= sc->n; i++) {
@@ -1188,43 +1189,52 @@ bool subcommand_ok(cmd_ctx *x, const subcommands *sc)
         if (!arg_is(x, 1, sub->name))
             continue;
         int a = sub->arity;
-        if ((a > 0 && (int)x->argc == a) || (a < 0 && (int)x->argc >= -a)) {
-            if (sub != &help)
-                return true;
-            reply_help(x, sc);
-            return false;
-        }
+        if ((a > 0 && (int)x->argc == a) || (a < 0 && (int)x->argc >= -a))
+            return NULL;
         char lower[32];
         size_t k = 0;
         for (; sub->name[k] && k + 1 < sizeof lower; k++)
             lower[k] = (char)tolower((unsigned char)sub->name[k]);
         lower[k] = 0;
-        resp_out_error(&x->r->out, "ERR wrong number of arguments for '%s|%s' command", sc->cmd,
-                       lower);
-        reply_done(x);
-        return false;
+        snprintf(buf, cap, "ERR wrong number of arguments for '%s|%s' command", sc->cmd, lower);
+        return buf;
     }
     char up[32];
     upper_name(sc->cmd, up, sizeof up);
-    resp_out_error(&x->r->out, "ERR unknown subcommand '%.*s'. Try %s HELP.",
-                   (int)(x->argv[1].len < 128 ? x->argv[1].len : 128), x->argv[1].ptr, up);
-    reply_done(x);
-    return false;
+    snprintf(buf, cap, "ERR unknown subcommand '%.*s'. Try %s HELP.",
+             (int)(x->argv[1].len < 128 ? x->argv[1].len : 128), x->argv[1].ptr, up);
+    return buf;
 }
+
+bool subcommand_ok(cmd_ctx *x, const subcommands *sc)
+{
+    char buf[300];
+    const char *e = subcommand_error(x, sc, buf, sizeof buf);
+    if (e) {
+        reply_error_done(x, e);
+        return false;
+    }
+    if (arg_is(x, 1, "HELP")) {
+        reply_help(x, sc);
+        return false;
+    }
+    return true;
+}
+
+static const subcommand xinfo_subs[] = {{"CONSUMERS", 4}, {"GROUPS", 3}, {"STREAM", -3}};
+static const char *const xinfo_help[] = {
+    "CONSUMERS <key> <groupname>",
+    "    Show consumers of <groupname>.",
+    "GROUPS <key>",
+    "    Show the stream consumer groups.",
+    "STREAM <key> [FULL [COUNT <count>]",
+    "    Show information about the stream.",
+};
+static const subcommands xinfo_sc = SUBCOMMANDS("xinfo", xinfo_subs, xinfo_help);
 
 static void cmd_xinfo(cmd_ctx *x)
 {
-    static const subcommand subs[] = {{"CONSUMERS", 4}, {"GROUPS", 3}, {"STREAM", -3}};
-    static const char *const help[] = {
-        "CONSUMERS <key> <groupname>",
-        "    Show consumers of <groupname>.",
-        "GROUPS <key>",
-        "    Show the stream consumer groups.",
-        "STREAM <key> [FULL [COUNT <count>]",
-        "    Show information about the stream.",
-    };
-    static const subcommands sc = SUBCOMMANDS("xinfo", subs, help);
-    if (!subcommand_ok(x, &sc))
+    if (!subcommand_ok(x, &xinfo_sc))
         return;
     if (arg_is(x, 1, "GROUPS")) {
         xinfo_groups(x);
@@ -1764,16 +1774,17 @@ static void config_value(server *srv, const char *name, char *buf, size_t cap)
     else snprintf(buf, cap, "%lld", stream_node_max_entries);
 }
 
+static const subcommand config_subs[] = {{"GET", -3}, {"SET", -4}, {"RESETSTAT", 2}};
+static const char *const config_help[] = {
+    "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
+    "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
+    "RESETSTAT", "    Reset statistics reported by the INFO command.",
+};
+static const subcommands config_sc = SUBCOMMANDS("config", config_subs, config_help);
+
 static void cmd_config(cmd_ctx *x)
 {
-    static const subcommand subs[] = {{"GET", -3}, {"SET", -4}, {"RESETSTAT", 2}};
-    static const char *const help[] = {
-        "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
-        "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
-        "RESETSTAT", "    Reset statistics reported by the INFO command.",
-    };
-    static const subcommands sc = SUBCOMMANDS("config", subs, help);
-    if (!subcommand_ok(x, &sc))
+    if (!subcommand_ok(x, &config_sc))
         return;
     if (arg_is(x, 1, "GET")) {
         resp_out tmp;
@@ -1844,45 +1855,47 @@ static void cmd_config(cmd_ctx *x)
 
 /* ---- the table ---------------------------------------------------------------------------- */
 
-static const command table[] = {
-    {"multi", 1, false, cmd_multi},     {"exec", 1, false, cmd_exec},
-    {"discard", 1, false, cmd_discard}, {"watch", -2, false, cmd_watch},
-    {"unwatch", 1, false, cmd_unwatch},
-    {"ping", -1, false, cmd_ping},      {"echo", 2, false, cmd_echo},
-    {"quit", -1, true, cmd_quit},       {"select", 2, false, cmd_select},
-    {"auth", -2, true, cmd_auth},       {"hello", -1, true, cmd_hello},
-    {"command", -1, false, cmd_command}, {"client", -2, false, cmd_client},
-    {"exists", -2, false, cmd_exists},  {"type", 2, false, cmd_type},
-    {"del", -2, false, cmd_del},        {"unlink", -2, false, cmd_del},
-    {"keys", 2, false, cmd_keys},       {"dbsize", 1, false, cmd_dbsize},
-    {"info", -1, false, cmd_info},      {"xadd", -5, false, cmd_xadd},
-    {"xlen", 2, false, cmd_xlen},       {"xrange", -4, false, cmd_xrange},
-    {"xrevrange", -4, false, cmd_xrevrange}, {"xdel", -3, false, cmd_xdel},
-    {"xread", -4, false, cmd_xread},    {"scan", -2, false, cmd_scan},
-    {"xinfo", -2, false, cmd_xinfo},    {"xtrim", -4, false, cmd_xtrim},
-    {"flushall", -1, false, cmd_flushall}, {"flushdb", -1, false, cmd_flushall},
-    {"config", -2, false, cmd_config}, {"xsetid", -3, false, cmd_xsetid},
-    {"role", 1, false, cmd_role},
-    {"xgroup", -2, false, cmd_xgroup},  {"xreadgroup", -7, false, cmd_xreadgroup},
-    {"xack", -4, false, cmd_xack},      {"xpending", -3, false, cmd_xpending},
-    {"xclaim", -6, false, cmd_xclaim},  {"xautoclaim", -6, false, cmd_xautoclaim},
-    {"xretention", -3, false, cmd_xretention},
-    {"backup", -2, false, cmd_backup_snapshot},
-    {"replsync", -4, false, cmd_replsync}, {"replconf", -2, false, cmd_replconf},
-    {"wait", 3, false, cmd_wait},       {"replicaof", 3, false, cmd_replicaof},
-    {"slaveof", 3, false, cmd_replicaof}, {"shutdown", -1, false, cmd_shutdown},
+static const subcommand command_subs[] = {{"COUNT", 2}, {"DOCS", -2}, {"INFO", -2},
+                                  {"LIST", -2}, {"GETKEYS", -3}, {"GETKEYSANDFLAGS", -3}};
+static const char *const command_help[] = {
+    "COUNT", "    Return the total number of commands in this server.",
+    "DOCS|INFO|LIST|GETKEYS ...", "    An empty array (evstore answers them minimally).",
 };
+static const subcommands command_sc = SUBCOMMANDS("command", command_subs, command_help);
+
+static const command table[] = {
+    {"multi", 1, false, cmd_multi, NULL},     {"exec", 1, false, cmd_exec, NULL},
+    {"discard", 1, false, cmd_discard, NULL}, {"watch", -2, false, cmd_watch, NULL},
+    {"unwatch", 1, false, cmd_unwatch, NULL},
+    {"ping", -1, false, cmd_ping, NULL},      {"echo", 2, false, cmd_echo, NULL},
+    {"quit", -1, true, cmd_quit, NULL},       {"select", 2, false, cmd_select, NULL},
+    {"auth", -2, true, cmd_auth, NULL},       {"hello", -1, true, cmd_hello, NULL},
+    {"command", -1, false, cmd_command, &command_sc}, {"client", -2, false, cmd_client, &client_sc},
+    {"exists", -2, false, cmd_exists, NULL},  {"type", 2, false, cmd_type, NULL},
+    {"del", -2, false, cmd_del, NULL},        {"unlink", -2, false, cmd_del, NULL},
+    {"keys", 2, false, cmd_keys, NULL},       {"dbsize", 1, false, cmd_dbsize, NULL},
+    {"info", -1, false, cmd_info, NULL},      {"xadd", -5, false, cmd_xadd, NULL},
+    {"xlen", 2, false, cmd_xlen, NULL},       {"xrange", -4, false, cmd_xrange, NULL},
+    {"xrevrange", -4, false, cmd_xrevrange, NULL}, {"xdel", -3, false, cmd_xdel, NULL},
+    {"xread", -4, false, cmd_xread, NULL},    {"scan", -2, false, cmd_scan, NULL},
+    {"xinfo", -2, false, cmd_xinfo, &xinfo_sc},    {"xtrim", -4, false, cmd_xtrim, NULL},
+    {"flushall", -1, false, cmd_flushall, NULL}, {"flushdb", -1, false, cmd_flushall, NULL},
+    {"config", -2, false, cmd_config, &config_sc}, {"xsetid", -3, false, cmd_xsetid, NULL},
+    {"role", 1, false, cmd_role, NULL},
+    {"xgroup", -2, false, cmd_xgroup, &xgroup_sc},  {"xreadgroup", -7, false, cmd_xreadgroup, NULL},
+    {"xack", -4, false, cmd_xack, NULL},      {"xpending", -3, false, cmd_xpending, NULL},
+    {"xclaim", -6, false, cmd_xclaim, NULL},  {"xautoclaim", -6, false, cmd_xautoclaim, NULL},
+    {"xretention", -3, false, cmd_xretention, NULL},
+    {"backup", -2, false, cmd_backup_snapshot, NULL},
+    {"replsync", -4, false, cmd_replsync, NULL}, {"replconf", -2, false, cmd_replconf, NULL},
+    {"wait", 3, false, cmd_wait, NULL},       {"replicaof", 3, false, cmd_replicaof, NULL},
+    {"slaveof", 3, false, cmd_replicaof, NULL}, {"shutdown", -1, false, cmd_shutdown, NULL},
+};
+
 
 static void cmd_command(cmd_ctx *x)
 {
-    static const subcommand subs[] = {{"COUNT", 2}, {"DOCS", -2}, {"INFO", -2},
-                                      {"LIST", -2}, {"GETKEYS", -3}, {"GETKEYSANDFLAGS", -3}};
-    static const char *const help[] = {
-        "COUNT", "    Return the total number of commands in this server.",
-        "DOCS|INFO|LIST|GETKEYS ...", "    An empty array (evstore answers them minimally).",
-    };
-    static const subcommands sc = SUBCOMMANDS("command", subs, help);
-    if (x->argc > 1 && !subcommand_ok(x, &sc))
+    if (x->argc > 1 && !subcommand_ok(x, &command_sc))
         return;
     if (arg_is(x, 1, "COUNT"))
         resp_out_int(&x->r->out, (long long)(sizeof table / sizeof *table));
@@ -1988,11 +2001,13 @@ void commands_dispatch(cmd_ctx *x)
         snprintf(buf, sizeof buf, "ERR unknown command '%.*s', with args beginning with: %s",
                  (int)(name->len < 128 ? name->len : 128), name->ptr, args);
         why = buf;
-    } else if (!conn_authed(x->c) && !cmd->noauth) {
-        why = "NOAUTH Authentication required.";
-    } else if (!commands_arity_ok(cmd, x->argc)) {
+    } else if (!commands_arity_ok(cmd, x->argc)) { /* Redis 7.0's order: arity, then AUTH */
         snprintf(buf, sizeof buf, "ERR wrong number of arguments for '%s' command", cmd->name);
         why = buf;
+    } else if (cmd->sub && x->argc > 1 && (why = subcommand_error(x, cmd->sub, buf, sizeof buf))) {
+        /* a container's subcommand is checked as the command's arity is */
+    } else if (!conn_authed(x->c) && !cmd->noauth) {
+        why = "NOAUTH Authentication required.";
     } else if (server_is_follower(x->srv) && is_write(x, cmd)) {
         why = "READONLY You can't write against a read only replica.";
     }

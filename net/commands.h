@@ -6,11 +6,13 @@
 
 #include "server.h"
 
+typedef struct subcommands subcommands;
 typedef struct command {
     const char *name;
     int arity;   /* Redis style: n exact, -n at least n (the name counts) */
     bool noauth; /* allowed before AUTH */
     void (*fn)(cmd_ctx *x);
+    const subcommands *sub; /* a container's subcommands: checked with the arity, before AUTH */
 } command;
 
 const command *commands_find(const resp_arg *name);
@@ -29,19 +31,24 @@ typedef struct subcommand {
     const char *name;
     int arity;
 } subcommand;
-typedef struct subcommands {
+struct subcommands {
     const char *cmd;               /* lower case: "xinfo"                                      */
     const subcommand *subs;
     size_t n;
     const char *const *help;       /* HELP's lines after the first (HELP itself is added)      */
     size_t nhelp;
-} subcommands;
+};
 #define SUBCOMMANDS(cmd, subs, help) \
     { cmd, subs, sizeof subs / sizeof *subs, help, sizeof help / sizeof *help }
 /* As Redis 7 before the command runs: the subcommand's name and arity ("unknown subcommand
  * 'x'. Try CMD HELP.", "wrong number of arguments for 'cmd|sub'"), and HELP, answered in
  * Redis's frame. False once answered. */
 bool subcommand_ok(cmd_ctx *x, const subcommands *sc);
+/* The same check without answering: NULL when argv[1] is one of sc's subcommands (HELP too)
+ * with its arity, else Redis's error, written in buf. The dispatcher runs it before AUTH and
+ * MULTI's queueing, as Redis 7.0 checks a subcommand with the command's arity. */
+const char *subcommand_error(const cmd_ctx *x, const subcommands *sc, char *buf, size_t cap);
+extern const subcommands xgroup_sc; /* groups.c */
 
 /* Shared argument and reply helpers (commands.c). */
 bool arg_is(const cmd_ctx *x, size_t i, const char *s); /* argv[i] equals s, any case */

@@ -301,7 +301,7 @@ static void run_op(cmd_ctx *x, const evs_group_op *op, enum reply_kind kind)
 
 /* ---- XGROUP ------------------------------------------------------------------------------- */
 
-static void subcommand_error(cmd_ctx *x, const char *cmd)
+static void xgroup_usage_error(cmd_ctx *x, const char *cmd)
 {
     int n = x->argc > 1 ? (int)(x->argv[1].len < 128 ? x->argv[1].len : 128) : 0;
     resp_out_error(&x->r->out,
@@ -336,35 +336,36 @@ static bool max_deliveries_arg(cmd_ctx *x, size_t i, uint64_t *out)
     return true;
 }
 
+static const subcommand xgroup_subs[] = {
+    {"CREATE", -5}, {"SETID", -5}, {"DESTROY", 4}, {"CREATECONSUMER", 5},
+    {"DELCONSUMER", 5}, {"SETDLQ", -6}};
+static const char *const xgroup_help[] = {
+    "CREATE <key> <groupname> <id|$> [option]",
+    "    Create a new consumer group. Options are:",
+    "    * MKSTREAM",
+    "      Create the empty stream if it does not exist.",
+    "    * ENTRIESREAD entries_read",
+    "      Set the group's entries_read counter (internal use).",
+    "    * MAXDELIVERIES n",
+    "      (evstore) Move entries delivered more than n times to the dead-letter stream.",
+    "    * DEADLETTER <dlqkey>",
+    "      (evstore) The dead-letter stream (default <key>:dlq).",
+    "CREATECONSUMER <key> <groupname> <consumer>",
+    "    Create a new consumer in the specified group.",
+    "DELCONSUMER <key> <groupname> <consumer>",
+    "    Remove the specified consumer.",
+    "DESTROY <key> <groupname>",
+    "    Remove the specified group.",
+    "SETID <key> <groupname> <id|$> [ENTRIESREAD entries_read]",
+    "    Set the current group ID and entries_read counter.",
+    "SETDLQ <key> <groupname> MAXDELIVERIES <n> [DEADLETTER <dlqkey>]",
+    "    (evstore) Change the group's dead-letter policy.",
+};
+const subcommands xgroup_sc = SUBCOMMANDS("xgroup", xgroup_subs, xgroup_help);
+
 void cmd_xgroup(cmd_ctx *x)
 {
-    static const subcommand subs[] = {
-        {"CREATE", -5}, {"SETID", -5}, {"DESTROY", 4}, {"CREATECONSUMER", 5},
-        {"DELCONSUMER", 5}, {"SETDLQ", -6}};
-    static const char *const help[] = {
-        "CREATE <key> <groupname> <id|$> [option]",
-        "    Create a new consumer group. Options are:",
-        "    * MKSTREAM",
-        "      Create the empty stream if it does not exist.",
-        "    * ENTRIESREAD entries_read",
-        "      Set the group's entries_read counter (internal use).",
-        "    * MAXDELIVERIES n",
-        "      (evstore) Move entries delivered more than n times to the dead-letter stream.",
-        "    * DEADLETTER <dlqkey>",
-        "      (evstore) The dead-letter stream (default <key>:dlq).",
-        "CREATECONSUMER <key> <groupname> <consumer>",
-        "    Create a new consumer in the specified group.",
-        "DELCONSUMER <key> <groupname> <consumer>",
-        "    Remove the specified consumer.",
-        "DESTROY <key> <groupname>",
-        "    Remove the specified group.",
-        "SETID <key> <groupname> <id|$> [ENTRIESREAD entries_read]",
-        "    Set the current group ID and entries_read counter.",
-        "SETDLQ <key> <groupname> MAXDELIVERIES <n> [DEADLETTER <dlqkey>]",
-        "    (evstore) Change the group's dead-letter policy.",
-    };
-    static const subcommands sc = SUBCOMMANDS("xgroup", subs, help);
-    if (!subcommand_ok(x, &sc))
+    if (!subcommand_ok(x, &xgroup_sc))
         return;
     bool create = arg_is(x, 1, "CREATE") && x->argc >= 5 && x->argc <= 12;
     bool setid = arg_is(x, 1, "SETID") && (x->argc == 5 || x->argc == 7);
@@ -373,7 +374,7 @@ void cmd_xgroup(cmd_ctx *x)
     bool delcons = arg_is(x, 1, "DELCONSUMER") && x->argc == 5;
     bool setdlq = arg_is(x, 1, "SETDLQ") && (x->argc == 6 || x->argc == 8);
     if (!(create || setid || destroy || mkcons || delcons || setdlq)) {
-        subcommand_error(x, "XGROUP");
+        xgroup_usage_error(x, "XGROUP");
         return;
     }
     evs_group_op op;
@@ -397,20 +398,20 @@ void cmd_xgroup(cmd_ctx *x)
                 op.dlq = key_of(&x->argv[i + 1]);
                 i += 2;
             } else {
-                subcommand_error(x, "XGROUP");
+                xgroup_usage_error(x, "XGROUP");
                 return;
             }
         }
     } else if (setid && x->argc == 7) {
         if (!arg_is(x, 5, "ENTRIESREAD")) {
-            subcommand_error(x, "XGROUP");
+            xgroup_usage_error(x, "XGROUP");
             return;
         }
         if (!entries_read_arg(x, 6, &op.entries_read))
             return;
     } else if (setdlq) {
         if (!arg_is(x, 4, "MAXDELIVERIES") || (x->argc == 8 && !arg_is(x, 6, "DEADLETTER"))) {
-            subcommand_error(x, "XGROUP");
+            xgroup_usage_error(x, "XGROUP");
             return;
         }
         if (!max_deliveries_arg(x, 5, &op.max_deliveries))

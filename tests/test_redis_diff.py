@@ -247,6 +247,11 @@ XADD '' 1-1 f v
 DEL dd1 dd1 nokey '' dd2
 EXISTS dd1 dd2 ''
 MULTI
+CONFIG FOO
+XINFO STREAM
+CLIENT ID x
+EXEC
+MULTI
 XADD mx 1-1 f v
 EXEC x
 XLEN mx
@@ -539,12 +544,14 @@ def run_lockstep(redis_port, evstore_port, lines):
 
 @unittest.skipUnless(shutil.which("redis-server"), "redis-server not installed")
 class AgainstRedis(unittest.TestCase):
+    FLAGS = ()  # for both servers
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="evs-diff-")
         self.redis_port = free_port()
         self.redis = subprocess.Popen(
             ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
+             "--appendonly", "no", "--dir", self.dir, *self.FLAGS],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -553,7 +560,7 @@ class AgainstRedis(unittest.TestCase):
                 break
             except OSError:
                 time.sleep(0.02)
-        self.srv = Server(os.path.join(self.dir, "data")).start()
+        self.srv = Server(os.path.join(self.dir, "data"), *self.FLAGS).start()
 
     def tearDown(self):
         self.redis.kill()
@@ -634,6 +641,51 @@ class AgainstRedis(unittest.TestCase):
                 except redis.ResponseError as e:
                     out.append(str(e))
             self.assertEqual(w, g, cur)
+
+
+# Before and after AUTH, on servers with a password: each line's reply as Redis 7.0's.
+AUTH_SCRIPT = r"""
+PING
+XADD s 1-1 f v
+EXEC
+MULTI
+FOO
+HELLO
+HELLO 3
+HELLO 3 AUTH default wrong
+HELLO 3 AUTH bob sekret
+AUTH wrong
+AUTH default wrong
+AUTH
+AUTH a b c
+ECHO x
+CLIENT ID x
+CLIENT FOO
+XINFO STREAM
+CONFIG HELP
+COMMAND COUNT x
+XGROUP CREATE s
+AUTH sekret
+MULTI
+AUTH sekret
+EXEC
+HELLO 2 AUTH default sekret
+XADD s 1-1 f v
+AUTH default sekret
+XLEN s
+"""
+
+
+class AgainstRedisWithPassword(AgainstRedis):
+    FLAGS = ("--requirepass", "sekret")
+
+    def test_auth_replies_as_redis(self):
+        diffs, _ = run_lockstep(self.redis_port, self.srv.port, AUTH_SCRIPT.strip().splitlines())
+        self.assertEqual(diffs, [], "\n".join(diffs))
+
+    # the others need no password: not run twice
+    test_group_commands_reply_as_redis = test_random_stream_commands_reply_as_redis = None
+    test_key_patterns_select_as_redis = None
 
 
 if __name__ == "__main__":

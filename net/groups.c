@@ -545,12 +545,12 @@ void cmd_xclaim(cmd_ctx *x)
             if (!arg_ll(&x->argv[++j], &v))
                 bad = "ERR Invalid TIME option argument for XCLAIM";
             else
-                op.set_time_ms = v < 0 ? 0 : v, op.set_idle_ms = -1;
+                op.set_time_ms = v, op.set_idle_ms = -1; /* < 0: now, as Redis */
         } else if (arg_is(x, j, "RETRYCOUNT") && more) {
             if (!arg_ll(&x->argv[++j], &v))
                 bad = "ERR Invalid RETRYCOUNT option argument for XCLAIM";
             else
-                op.retrycount = v < 0 ? 0 : v;
+                op.retrycount = v < 0 ? -1 : v; /* < 0: not given (count + 1), as Redis */
         } else if (arg_is(x, j, "LASTID") && more) {
             if (!parse_id(&x->argv[++j], 0, &op.lastid))
                 bad = ERR_ID;

@@ -246,6 +246,12 @@ XADD dd2 1-1 f v
 XADD '' 1-1 f v
 DEL dd1 dd1 nokey '' dd2
 EXISTS dd1 dd2 ''
+XADD rc 1-1 f v
+XGROUP CREATE rc g 0
+XREADGROUP GROUP g c STREAMS rc >
+XCLAIM rc g c 0 1-1 TIME -5
+XCLAIM rc g c 0 1-1 RETRYCOUNT -1
+XPENDING rc g - + 10
 MULTI
 CONFIG FOO
 XINFO STREAM
@@ -462,7 +468,7 @@ def command_wide(r):
     if c < 0.34:
         return ["XGROUP SETID %s %s %s ENTRIESREAD %d" % (k, g, r.choice(["$", "0", rid0(r)]), r.randint(-2, 8))]
     if c < 0.46:
-        opts = r.sample(["IDLE 5", "RETRYCOUNT 3", "FORCE", "JUSTID", "LASTID " + rid0(r), "RETRYCOUNT x", "IDLE -1"], r.randint(0, 3))
+        opts = r.sample(["IDLE 5", "RETRYCOUNT 3", "FORCE", "JUSTID", "LASTID " + rid0(r), "RETRYCOUNT x", "IDLE -1", "RETRYCOUNT -2", "TIME -5"], r.randint(0, 3))
         return ["XCLAIM %s %s %s %s %s %s" % (k, g, cn, r.choice(["0", "0", "100000", "-5"]), " ".join(rid0(r) for _ in range(r.randint(1, 3))), " ".join(opts))]
     if c < 0.54:
         return ["XPENDING %s %s IDLE %d %s %s %d%s" % (k, g, r.choice([0, 0, 100000]), bound(r, True), bound(r, False), r.randint(0, 5), r.choice(["", " " + cn]))]

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1736,20 +1737,71 @@ static void cmd_flushall(cmd_ctx *x)
 
 static long long stream_node_max_bytes = 4096, stream_node_max_entries = 100; /* no-ops */
 
+/* CONFIG items; the settable ones are read as Redis 7.0 reads a numeric config of that kind:
+ * an integer (string2ll) or a memory value (digits and a unit: b, k, kb, m, mb, g, gb), then
+ * checked against its bounds. */
+enum config_kind { CFG_FIXED, CFG_INT, CFG_MEMORY };
 typedef struct config_item {
     const char *name;
-    bool settable;
+    enum config_kind kind;
+    long long min, max;
 } config_item;
 
 static const config_item config_items[] = {
-    {"appendonly", false},         {"appendfsync", false},       {"save", false},
-    {"databases", false},          {"maxclients", true},         {"port", false},
-    {"bind", false},               {"fsync", false},             {"segment-bytes", false},
-    {"max-entry-bytes", false},    {"max-request-bytes", false}, {"max-output-bytes", true},
-    {"stream-node-max-bytes", true}, {"stream-node-max-entries", true},
-    {"timeout", true},             {"retention-max-age", false}, {"retention-max-bytes", false},
-    {"retention-max-entries", false},
+    {"appendonly", CFG_FIXED, 0, 0},         {"appendfsync", CFG_FIXED, 0, 0},
+    {"save", CFG_FIXED, 0, 0},               {"databases", CFG_FIXED, 0, 0},
+    {"maxclients", CFG_INT, 1, 4294967295LL}, {"port", CFG_FIXED, 0, 0},
+    {"bind", CFG_FIXED, 0, 0},               {"fsync", CFG_FIXED, 0, 0},
+    {"segment-bytes", CFG_FIXED, 0, 0},      {"max-entry-bytes", CFG_FIXED, 0, 0},
+    {"max-request-bytes", CFG_FIXED, 0, 0},  {"max-output-bytes", CFG_MEMORY, 0, LLONG_MAX},
+    {"stream-node-max-bytes", CFG_MEMORY, 0, LLONG_MAX},
+    {"stream-node-max-entries", CFG_INT, 0, LLONG_MAX},
+    {"timeout", CFG_INT, 0, INT_MAX},        {"retention-max-age", CFG_FIXED, 0, 0},
+    {"retention-max-bytes", CFG_FIXED, 0, 0}, {"retention-max-entries", CFG_FIXED, 0, 0},
 };
+
+/* Redis's memtoll: an optional '-', digits, then a unit (any case); false if the unit is not
+ * one or the value is below zero. */
+static bool memory_value(const resp_arg *a, long long *out)
+{
+    char buf[128];
+    if (a->len >= sizeof buf || memchr(a->ptr, 0, a->len))
+        return false;
+    memcpy(buf, a->ptr, a->len);
+    buf[a->len] = 0;
+    const char *u = buf + (buf[0] == '-');
+    while (isdigit((unsigned char)*u))
+        u++;
+    static const struct { const char *unit; long long mul; } units[] = {
+        {"", 1}, {"b", 1}, {"k", 1000}, {"kb", 1024}, {"m", 1000000}, {"mb", 1048576},
+        {"g", 1000000000LL}, {"gb", 1073741824LL}};
+    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
+        if (!strcasecmp(u, units[i].unit)) {
+            char digits[128];
+            memcpy(digits, buf, (size_t)(u - buf));
+            digits[u - buf] = 0;
+            long long v = strtoll(digits, NULL, 10);
+            if (v < 0 || (v && units[i].mul > LLONG_MAX / v))
+                return false;
+            *out = v * units[i].mul;
+            return true;
+        }
+    return false;
+}
+
+/* NULL if a value for `it` can be read from a (into *v), else Redis's reason. */
+static const char *config_parse(const config_item *it, const resp_arg *a, long long *v,
+                                char *buf, size_t cap)
+{
+    if (it->kind == CFG_MEMORY ? !memory_value(a, v) : !arg_ll(a, v))
+        return it->kind == CFG_MEMORY ? "argument must be a memory value"
+                                      : "argument couldn't be parsed into an integer";
+    if (*v < it->min || *v > it->max) {
+        snprintf(buf, cap, "argument must be between %lld and %lld inclusive", it->min, it->max);
+        return buf;
+    }
+    return NULL;
+}
 
 static void config_value(server *srv, const char *name, char *buf, size_t cap)
 {
@@ -1791,15 +1843,27 @@ static void cmd_config(cmd_ctx *x)
         resp_out_init(&tmp, conn_proto(x->c));
         size_t n = 0;
         for (size_t k = 0; k < sizeof config_items / sizeof *config_items; k++) {
-            bool match = false;
+            /* a name without glob characters is looked up (any case) and answered as given,
+             * as Redis 7.0 does; a pattern answers the item's own name */
             const char *name = config_items[k].name;
-            for (size_t i = 2; i < x->argc && !match; i++)
-                match = glob_match(x->argv[i].ptr, x->argv[i].len, name, strlen(name), true);
+            const resp_arg *label = NULL;
+            bool match = false;
+            for (size_t i = 2; i < x->argc && !match; i++) {
+                const resp_arg *a = &x->argv[i];
+                bool plain = !memchr(a->ptr, '*', a->len) && !memchr(a->ptr, '?', a->len) &&
+                             !memchr(a->ptr, '[', a->len);
+                match = plain ? arg_is(x, i, name)
+                              : glob_match(a->ptr, a->len, name, strlen(name), true);
+                label = plain ? a : NULL;
+            }
             if (!match)
                 continue;
             char val[128];
-            config_value(x->srv, config_items[k].name, val, sizeof val);
-            resp_out_cstr(&tmp, config_items[k].name);
+            config_value(x->srv, name, val, sizeof val);
+            if (label)
+                resp_out_bulk(&tmp, label->ptr, label->len);
+            else
+                resp_out_cstr(&tmp, name);
             resp_out_cstr(&tmp, val);
             n++;
         }
@@ -1810,42 +1874,58 @@ static void cmd_config(cmd_ctx *x)
         reply_error_done(x, "ERR wrong number of arguments for 'config|set' command");
         return;
     } else if (arg_is(x, 1, "SET")) {
-        for (size_t i = 2; i < x->argc; i += 2) {
-            const config_item *it = NULL;
+        /* as Redis 7.0: every pair checked before any is applied (all or none) */
+        size_t n = (x->argc - 2) / 2;
+        const config_item **its = calloc(n, sizeof *its);
+        long long *vals = calloc(n, sizeof *vals);
+        const char *why = its && vals ? NULL : "out of memory";
+        char buf[128];
+        size_t bad = 0;
+        bool unknown = false;
+        for (size_t p = 0; p < n && !why && !unknown; p++) {
+            const resp_arg *name = &x->argv[2 + 2 * p];
             for (size_t k = 0; k < sizeof config_items / sizeof *config_items; k++)
-                if (arg_is(x, i, config_items[k].name))
-                    it = &config_items[k];
-            long long v;
-            if (!it) {
-                resp_out_error(&x->r->out, "ERR Unknown option or number of arguments for CONFIG SET - '%.*s'",
-                               (int)x->argv[i].len, x->argv[i].ptr);
-                reply_done(x);
-                return;
+                if (arg_is(x, 2 + 2 * p, config_items[k].name))
+                    its[p] = &config_items[k];
+            bad = p;
+            if (!its[p]) {
+                resp_out_error(&x->r->out, "ERR Unknown option or number of arguments for "
+                               "CONFIG SET - '%.*s'", (int)name->len, name->ptr);
+                unknown = true;
+                continue;
             }
-            if (!it->settable) {
-                resp_out_error(&x->r->out, "ERR CONFIG SET failed (possibly related to argument '%s') - can't set immutable config",
-                               it->name);
-                reply_done(x);
-                return;
-            }
-            if (!arg_ll(&x->argv[i + 1], &v) || v < 0) {
-                resp_out_error(&x->r->out, "ERR CONFIG SET failed (possibly related to argument '%s') - argument couldn't be parsed into an integer",
-                               it->name);
-                reply_done(x);
-                return;
-            }
-            if (!strcmp(it->name, "maxclients"))
-                server_cfg_mut(x->srv)->max_clients = v > 0 ? (int)v : 1;
-            else if (!strcmp(it->name, "max-output-bytes"))
-                server_cfg_mut(x->srv)->max_output_bytes = (uint64_t)v;
-            else if (!strcmp(it->name, "stream-node-max-bytes"))
-                stream_node_max_bytes = v;
-            else if (!strcmp(it->name, "timeout"))
-                server_cfg_mut(x->srv)->timeout_s = v > 100000000 ? 100000000 : (int)v;
-            else
-                stream_node_max_entries = v;
+            for (size_t q = 0; q < p && !why; q++)
+                if (its[q] == its[p])
+                    why = "duplicate parameter";
+            if (!why && its[p]->kind == CFG_FIXED)
+                why = "can't set immutable config";
+            if (!why)
+                why = config_parse(its[p], &x->argv[3 + 2 * p], &vals[p], buf, sizeof buf);
         }
-        resp_out_simple(&x->r->out, "OK");
+        if (unknown) {
+            /* answered */
+        } else if (why) {
+            resp_out_error(&x->r->out, "ERR CONFIG SET failed (possibly related to argument "
+                           "'%s') - %s", its && its[bad] ? its[bad]->name : "", why);
+        } else {
+            for (size_t p = 0; p < n; p++) {
+                long long v = vals[p];
+                const char *name = its[p]->name;
+                if (!strcmp(name, "maxclients"))
+                    server_cfg_mut(x->srv)->max_clients = v > INT_MAX ? INT_MAX : (int)v;
+                else if (!strcmp(name, "max-output-bytes"))
+                    server_cfg_mut(x->srv)->max_output_bytes = (uint64_t)v;
+                else if (!strcmp(name, "stream-node-max-bytes"))
+                    stream_node_max_bytes = v;
+                else if (!strcmp(name, "timeout"))
+                    server_cfg_mut(x->srv)->timeout_s = (int)v;
+                else
+                    stream_node_max_entries = v;
+            }
+            resp_out_simple(&x->r->out, "OK");
+        }
+        free(its);
+        free(vals);
     } else { /* RESETSTAT */
         stats_now(x, &stat_base.s, &stat_base.c);
         resp_out_simple(&x->r->out, "OK");

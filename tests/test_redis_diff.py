@@ -270,6 +270,20 @@ MULTI
 MULTI x
 EXEC
 EXEC x
+CONFIG GET STREAM-NODE-MAX-BYTES
+CONFIG SET stream-node-max-bytes -1
+CONFIG SET stream-node-max-bytes 1k
+CONFIG GET stream-node-max-bytes
+CONFIG SET stream-node-max-bytes 2KB
+CONFIG GET stream-node-max-bytes
+CONFIG SET stream-node-max-bytes 1.5k
+CONFIG SET stream-node-max-entries 5 stream-node-max-entries 6
+CONFIG SET maxclients 0
+CONFIG SET timeout -1
+CONFIG SET stream-node-max-entries 7 nosuch 1
+CONFIG SET stream-node-max-entries 8 timeout -1
+CONFIG GET stream-node-max-entries
+CONFIG SET stream-node-max-entries 100 stream-node-max-bytes 4096
 INFO nosuchsection
 INFO KEYSPACE nosuch
 INFO keyspace

@@ -31,19 +31,32 @@ bool arg_is(const cmd_ctx *x, size_t i, const char *s)
     return i < x->argc && x->argv[i].len == n && strncasecmp((const char *)x->argv[i].ptr, s, n) == 0;
 }
 
+/* Redis's string2ll, which reads every integer argument: "0", or an optional '-' and digits
+ * without a leading zero, fewer than 21 bytes, in range; nothing else ("+1", "01", "-0", " 1"
+ * are not integers). */
 bool arg_ll(const resp_arg *a, long long *out)
 {
-    char buf[32];
-    if (a->len == 0 || a->len >= sizeof buf)
+    const uint8_t *p = a->ptr;
+    size_t n = a->len, i = 0;
+    if (n == 0 || n >= 21)
         return false;
-    memcpy(buf, a->ptr, a->len);
-    buf[a->len] = 0;
-    char *end;
-    errno = 0;
-    long long v = strtoll(buf, &end, 10);
-    if (errno || *end || isspace((unsigned char)buf[0]))
+    if (n == 1 && p[0] == '0') {
+        *out = 0;
+        return true;
+    }
+    bool neg = p[0] == '-';
+    i += neg;
+    if (i == n || p[i] < '1' || p[i] > '9')
         return false;
-    *out = v;
+    unsigned long long v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9' || v > (ULLONG_MAX - (unsigned)(p[i] - '0')) / 10)
+            return false;
+        v = v * 10 + (unsigned)(p[i] - '0');
+    }
+    if (neg ? v > (unsigned long long)LLONG_MAX + 1 : v > (unsigned long long)LLONG_MAX)
+        return false;
+    *out = neg ? (long long)(0 - v) : (long long)v;
     return true;
 }
 

@@ -665,19 +665,19 @@ static void wait_done(void *arg, long long got)
 void cmd_wait(cmd_ctx *x)
 {
     long long want, timeout;
-    if (!arg_ll(&x->argv[1], &want) || !arg_ll(&x->argv[2], &timeout)) {
-        reply_error_done(x, ERR_INT);
-        return;
-    }
-    if (timeout < 0) {
-        reply_error_done(x, "ERR timeout is negative");
-        return;
-    }
-    if (server_cfg(x->srv)->replica_of) {
-        reply_error_done(x, "ERR WAIT cannot be used with replica instances. Please also note "
-                            "that since Redis 4.0 if a replica is configured to be writable "
-                            "(which is not the default) writes to replicas are just local and "
-                            "are not propagated.");
+    const char *why = NULL; /* Redis 7.0's order: the role, the count, the timeout */
+    if (server_cfg(x->srv)->replica_of)
+        why = "ERR WAIT cannot be used with replica instances. Please also note that since Redis "
+              "4.0 if a replica is configured to be writable (which is not the default) writes to "
+              "replicas are just local and are not propagated.";
+    else if (!arg_ll(&x->argv[1], &want))
+        why = ERR_INT;
+    else if (!arg_ll(&x->argv[2], &timeout))
+        why = "ERR timeout is not an integer or out of range";
+    else if (timeout < 0)
+        why = "ERR timeout is negative";
+    if (why) {
+        reply_error_done(x, why);
         return;
     }
     evs_store_stats s;

@@ -284,6 +284,29 @@ CONFIG SET stream-node-max-entries 7 nosuch 1
 CONFIG SET stream-node-max-entries 8 timeout -1
 CONFIG GET stream-node-max-entries
 CONFIG SET stream-node-max-entries 100 stream-node-max-bytes 4096
+XADD ints 1-1 f v
+XGROUP CREATE ints g 0
+XREADGROUP GROUP g c STREAMS ints >
+XRANGE ints - + COUNT +1
+XRANGE ints - + COUNT 01
+XREVRANGE ints + - COUNT -0
+XREAD COUNT 007 STREAMS ints 0
+XREAD BLOCK 010 STREAMS ints $
+XADD ints MAXLEN 01 2-1 f v
+XTRIM ints MAXLEN +1
+XGROUP CREATE ints g2 0 ENTRIESREAD 01
+XCLAIM ints g c 01 1-1
+XCLAIM ints g c 0 1-1 RETRYCOUNT +1
+XAUTOCLAIM ints g c 0 0 COUNT +1
+XPENDING ints g - + 010
+XINFO STREAM ints FULL COUNT 01
+SCAN 0 COUNT 01
+SELECT 00
+SELECT +0
+SELECT -0
+WAIT 0 01
+WAIT +0 0
+WAIT 0 -1
 INFO nosuchsection
 INFO KEYSPACE nosuch
 INFO keyspace

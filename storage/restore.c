@@ -631,8 +631,13 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
     }
     ownedir_sweep(prefix, NULL, NULL); /* R2: those of killed restores */
     if ((rc = ownedir_make(prefix, &tmp, &tmp_fd)) || chmod(tmp, 0755)) {
-        rc = evs_err_set(err, rc ? rc : -errno, "cannot create %sXXXXXX: %s", prefix,
-                         rc ? evs_strerror(rc) : strerror(errno));
+        rc = rc ? rc : -errno;
+        if (rc == -ENAMETOOLONG) /* (paths cut to 200 bytes: the reason must fit the message) */
+            evs_err_set(err, rc, "target path too long for its build folder "
+                        "<target>.restore-XXXXXX: %.200s", data);
+        else
+            evs_err_set(err, rc, "cannot create the build folder <target>.restore-XXXXXX: %s; "
+                        "target %.200s", evs_strerror(rc), data);
         goto out;
     }
     if ((rc = build(c, tmp, o, cancel, err)) || (rc = open_check(&c->m[0], tmp, o, rep, err)))

@@ -19,7 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RESP_MAX_ARGS (1024 * 1024)   /* Redis: multibulk count above this is refused */
+#define RESP_MAX_ARGS (1024 * 1024)   /* multibulk count above this is refused (Redis 6's bound;
+                                         7.0 allows INT_MAX: docs/resp.md) */
 #define RESP_MAX_INLINE (64 * 1024)   /* Redis: PROTO_INLINE_MAX_SIZE                   */
 
 enum { RESP_CMD = 0, RESP_EMPTY = 1, RESP_PARTIAL = 2, RESP_ERROR = 3 };

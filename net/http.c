@@ -443,11 +443,11 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
         else if (why)
             send_error(req, 400, "bad_event", "%s", why);
         else if (rc == EVS_EFAILED || rc == EVS_ECLOSED)
-            send_error(req, 503, "store_failed", "%s", err.msg);
+            send_error(req, 503, "store_failed", "%s", err.msg[0] ? err.msg : evs_strerror(rc));
         else if (rc == EVS_ETOOBIG)
-            send_error(req, 413, "too_big", "%s", err.msg);
-        else
-            send_error(req, 400, "rejected", "%s", err.msg);
+            send_error(req, 413, "too_big", "%s", err.msg[0] ? err.msg : evs_strerror(rc));
+        else /* (-ENOMEM copying the key has no message: the code's words then) */
+            send_error(req, 400, "rejected", "%s", err.msg[0] ? err.msg : evs_strerror(rc));
     }
 }
 

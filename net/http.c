@@ -431,6 +431,8 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
     free(fields);
     free(apps);
     json_decref(doc);
+    /* (-ENOMEM copying the key has no message: the code's words then) */
+    const char *msg = err.msg[0] ? err.msg : evs_strerror(rc);
     if (why || rc) {
         free(ids);
         if (p) {
@@ -443,11 +445,11 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
         else if (why)
             send_error(req, 400, "bad_event", "%s", why);
         else if (rc == EVS_EFAILED || rc == EVS_ECLOSED)
-            send_error(req, 503, "store_failed", "%s", err.msg[0] ? err.msg : evs_strerror(rc));
+            send_error(req, 503, "store_failed", "%s", msg);
         else if (rc == EVS_ETOOBIG)
-            send_error(req, 413, "too_big", "%s", err.msg[0] ? err.msg : evs_strerror(rc));
-        else /* (-ENOMEM copying the key has no message: the code's words then) */
-            send_error(req, 400, "rejected", "%s", err.msg[0] ? err.msg : evs_strerror(rc));
+            send_error(req, 413, "too_big", "%s", msg);
+        else
+            send_error(req, 400, "rejected", "%s", msg);
     }
 }
 

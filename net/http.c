@@ -431,7 +431,6 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
     free(fields);
     free(apps);
     json_decref(doc);
-    /* (-ENOMEM copying the key has no message: the code's words then) */
     const char *msg = err.msg[0] ? err.msg : evs_strerror(rc);
     if (why || rc) {
         free(ids);
@@ -440,7 +439,7 @@ static void do_publish(http_api *h, struct evhttp_request *req, evs_slice name)
             free(p->name);
         }
         free(p);
-        if (why && !strcmp(why, "out of memory"))
+        if ((why && !strcmp(why, "out of memory")) || rc == -ENOMEM)
             send_error(req, 500, "internal", "out of memory");
         else if (why)
             send_error(req, 400, "bad_event", "%s", why);

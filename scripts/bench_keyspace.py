@@ -15,7 +15,6 @@ import argparse
 import datetime
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -23,26 +22,9 @@ import time
 
 import redis
 
+from bench_util import free_port, wait_port
+
 EV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "evstore")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port):
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server on port %d did not start" % port)
 
 
 def start(kind, work):

@@ -18,7 +18,6 @@ import datetime
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,15 +26,9 @@ import time
 
 import redis
 
+from bench_util import free_port
+
 EV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "evstore")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def main():

@@ -650,19 +650,16 @@ int evs_group_submit(evs_store *st, const evs_group_op *ops, size_t n, evs_group
             if (evs_slice_eq(ops[j].stream, ops[i].stream))
                 return evs_err_set(err, EVS_EINVAL, "a read names one stream twice");
     }
-    wreq *r = calloc(1, sizeof *r);
+    /* (wreq_new's data is never NULL, so no slice of it is, even when every name is empty:
+     * NULL means "not given", and an empty consumer name is a name) */
+    wreq *r = wreq_new(WR_GROUP, n);
     if (!r)
         return evs_err_set(err, -ENOMEM, "out of memory");
-    r->kind = WR_GROUP;
-    r->n = n;
     r->gdone = done;
     r->arg = arg;
     r->gops = calloc(n, sizeof *r->gops);
     r->gres = calloc(n, sizeof *r->gres);
-    /* data is allocated even when every name is empty, so a slice of it is never NULL (NULL
-     * means "not given": an empty consumer name is a name) */
-    rc = r->gops && r->gres && !rec_buf_reserve(&r->data, 64)
-             ? 0 : evs_err_set(err, -ENOMEM, "out of memory");
+    rc = r->gops && r->gres ? 0 : evs_err_set(err, -ENOMEM, "out of memory");
     for (size_t i = 0; i < n && !rc; i++) {
         gop *o = &r->gops[i];
         o->op = ops[i];

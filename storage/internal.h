@@ -586,6 +586,8 @@ void group_results_free(wreq *r);
 
 /* Writer thread */
 void *writer_main(void *arg);
+/* A new request of n operations; its data buffer is allocated (never NULL). NULL: no memory. */
+wreq *wreq_new(enum wreq_kind kind, size_t n);
 /* Queue r for the writer, or free it and say why not (the store is closing). */
 int writer_submit(evs_store *st, wreq *r, evs_error *err);
 /* Whether the store takes writes now: EVS_EREADONLY (opened read-only) or the sticky error. */

@@ -1887,7 +1887,7 @@ void evs_submit_release_inline(evs_store *st)
 
 /* ---- the append API ---------------------------------------------------------------------- */
 
-static wreq *wreq_new(enum wreq_kind kind, size_t n)
+wreq *wreq_new(enum wreq_kind kind, size_t n)
 {
     wreq *r = calloc(1, sizeof *r);
     if (!r)

@@ -381,7 +381,7 @@ static const subcommands client_sc = SUBCOMMANDS("client", client_subs, client_h
 
 static void cmd_client(cmd_ctx *x)
 {
-    if (!subcommand_ok(x, &client_sc))
+    if (subcommand_help(x, &client_sc))
         return;
     if (arg_is(x, 1, "ID")) {
         resp_out_int(&x->r->out, conn_id(x->c));
@@ -1220,18 +1220,11 @@ const char *subcommand_error(const cmd_ctx *x, const subcommands *sc, char *buf,
     return buf;
 }
 
-bool subcommand_ok(cmd_ctx *x, const subcommands *sc)
+bool subcommand_help(cmd_ctx *x, const subcommands *sc)
 {
-    char buf[300];
-    const char *e = subcommand_error(x, sc, buf, sizeof buf);
-    if (e) {
-        reply_error_done(x, e);
+    if (!arg_is(x, 1, "HELP"))
         return false;
-    }
-    if (arg_is(x, 1, "HELP")) {
-        reply_help(x, sc);
-        return false;
-    }
+    reply_help(x, sc);
     return true;
 }
 
@@ -1248,7 +1241,7 @@ static const subcommands xinfo_sc = SUBCOMMANDS("xinfo", xinfo_subs, xinfo_help)
 
 static void cmd_xinfo(cmd_ctx *x)
 {
-    if (!subcommand_ok(x, &xinfo_sc))
+    if (subcommand_help(x, &xinfo_sc))
         return;
     if (arg_is(x, 1, "GROUPS")) {
         xinfo_groups(x);
@@ -1849,7 +1842,7 @@ static const subcommands config_sc = SUBCOMMANDS("config", config_subs, config_h
 
 static void cmd_config(cmd_ctx *x)
 {
-    if (!subcommand_ok(x, &config_sc))
+    if (subcommand_help(x, &config_sc))
         return;
     if (arg_is(x, 1, "GET")) {
         resp_out tmp;
@@ -1988,7 +1981,7 @@ static const command table[] = {
 
 static void cmd_command(cmd_ctx *x)
 {
-    if (x->argc > 1 && !subcommand_ok(x, &command_sc))
+    if (x->argc > 1 && subcommand_help(x, &command_sc))
         return;
     if (arg_is(x, 1, "COUNT"))
         resp_out_int(&x->r->out, (long long)(sizeof table / sizeof *table));

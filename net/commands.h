@@ -40,14 +40,14 @@ struct subcommands {
 };
 #define SUBCOMMANDS(cmd, subs, help) \
     { cmd, subs, sizeof subs / sizeof *subs, help, sizeof help / sizeof *help }
-/* As Redis 7 before the command runs: the subcommand's name and arity ("unknown subcommand
- * 'x'. Try CMD HELP.", "wrong number of arguments for 'cmd|sub'"), and HELP, answered in
- * Redis's frame. False once answered. */
-bool subcommand_ok(cmd_ctx *x, const subcommands *sc);
-/* The same check without answering: NULL when argv[1] is one of sc's subcommands (HELP too)
- * with its arity, else Redis's error, written in buf. The dispatcher runs it before AUTH and
- * MULTI's queueing, as Redis 7.0 checks a subcommand with the command's arity. */
+/* As Redis 7 before the command runs: NULL when argv[1] is one of sc's subcommands (HELP too)
+ * with its arity, else Redis's error ("unknown subcommand 'x'. Try CMD HELP.", "wrong number of
+ * arguments for 'cmd|sub'"), written in buf. The dispatcher runs it for command.sub, with the
+ * arity and before AUTH and MULTI's queueing, so a container command's function meets only
+ * valid subcommands. */
 const char *subcommand_error(const cmd_ctx *x, const subcommands *sc, char *buf, size_t cap);
+/* HELP, answered in Redis's frame: true if argv[1] was HELP (then answered). */
+bool subcommand_help(cmd_ctx *x, const subcommands *sc);
 extern const subcommands xgroup_sc; /* groups.c */
 
 /* Shared argument and reply helpers (commands.c). */

@@ -365,7 +365,7 @@ const subcommands xgroup_sc = SUBCOMMANDS("xgroup", xgroup_subs, xgroup_help);
 
 void cmd_xgroup(cmd_ctx *x)
 {
-    if (!subcommand_ok(x, &xgroup_sc))
+    if (subcommand_help(x, &xgroup_sc))
         return;
     bool create = arg_is(x, 1, "CREATE") && x->argc >= 5 && x->argc <= 12;
     bool setid = arg_is(x, 1, "SETID") && (x->argc == 5 || x->argc == 7);

@@ -1767,7 +1767,8 @@ static const config_item config_items[] = {
 };
 
 /* Redis's memtoll: an optional '-', digits, then a unit (any case); false if the unit is not
- * one or the value is below zero. */
+ * one or the value is below zero. Not evs_parse_size (the flags' sizes): Redis's "k" is 1000
+ * and "kb" 1024, and it takes "" and "k" as 0; CONFIG SET must read what Redis reads. */
 static bool memory_value(const resp_arg *a, long long *out)
 {
     char buf[128];

@@ -436,7 +436,8 @@ static int group_json(void *arg, const evs_group_info *g)
         "entries_read",
         g->entries_read == EVS_ENTRIES_READ_NONE ? json_null() : json_integer((json_int_t)g->entries_read),
         "lag", g->lag_known ? json_integer((json_int_t)g->lag) : json_null(), "max_deliveries",
-        (json_int_t)g->max_deliveries, "dead_letter_stream", json_bytes(g->dlq.ptr, g->dlq.len),
+        (json_int_t)g->max_deliveries, "dead_letter_stream", /* none used: null (XINFO omits it) */
+        g->max_deliveries ? json_bytes(g->dlq.ptr, g->dlq.len) : json_null(),
         "dead_letters", (json_int_t)g->dead_letters);
     json_object_set_new(o, "oldest_pending_age_ms",
                         g->pending && l->now > g->oldest_pending_ms

@@ -434,6 +434,12 @@ class GroupsHttp(Base):
         g = body["groups"][0]
         self.assertEqual((g["name"], g["pending"], g["lag"], g["max_deliveries"], g["dead_letter_stream"]),
                          ("g", 1, 1, 5, "h:dlq"))
+        st, _, _ = http_req(srv, "POST", "/streams/h/groups", {"name": "quiet"})
+        self.assertEqual(st, 201)
+        st, body, _ = http_req(srv, "GET", "/streams/h/groups")
+        quiet = [q for q in body["groups"] if q["name"] == "quiet"][0]
+        self.assertEqual((quiet["max_deliveries"], quiet["dead_letter_stream"]), (0, None))
+        self.assertEqual(http_req(srv, "DELETE", "/streams/h/groups/quiet")[0], 200)
         self.assertEqual(g["consumers"][0]["name"], "c1")
         self.assertGreaterEqual(g["oldest_pending_age_ms"], 0)
         # a long poll woken by a publish

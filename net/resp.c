@@ -169,10 +169,52 @@ static int parse_inline(const uint8_t *buf, size_t len, resp_cmd *cmd, size_t *u
     return argc ? RESP_CMD : RESP_EMPTY;
 }
 
+/* The bulk header at p ("$<len>\r\n"): RESP_CMD with its payload's start and length, or
+ * RESP_PARTIAL (the line has not all arrived), or RESP_ERROR. */
+static int bulk_head(const uint8_t *p, const uint8_t *end, uint64_t max_bulk, resp_cmd *cmd,
+                     const uint8_t **payload, uint64_t *blen)
+{
+    if (p >= end)
+        return RESP_PARTIAL;
+    if (*p != '$')
+        return proto_error(cmd, "Protocol error: expected '$', got '%c'", *p);
+    const uint8_t *nl = find_crlf(p, end);
+    if (!nl) {
+        if ((size_t)(end - p) > RESP_MAX_INLINE)
+            return proto_error(cmd, "Protocol error: too big bulk count string");
+        return RESP_PARTIAL;
+    }
+    long long bl;
+    if (!parse_ll(p + 1, (size_t)(nl - p - 1), &bl) || bl < 0 || (uint64_t)bl > max_bulk)
+        return proto_error(cmd, "Protocol error: invalid bulk length");
+    *payload = nl + 2;
+    *blen = (uint64_t)bl;
+    return RESP_CMD;
+}
+
+/* Point argv[0, n) at the arguments of a multibulk command whose first n were all checked
+ * (by an earlier call on the same input) starting at offset `at`. */
+static const uint8_t *fill_checked(const uint8_t *buf, size_t len, size_t at, size_t n,
+                                   resp_cmd *cmd)
+{
+    const uint8_t *p = buf + at, *payload;
+    uint64_t bl;
+    for (size_t i = 0; i < n; i++) {
+        bulk_head(p, buf + len, UINT64_MAX, cmd, &payload, &bl); /* checked: RESP_CMD */
+        cmd->argv[i] = (resp_arg){payload, (size_t)bl};
+        p = payload + bl + 2;
+    }
+    return p;
+}
+
 int resp_parse(const uint8_t *buf, size_t len, uint64_t max_bulk, resp_cmd *cmd, size_t *used)
 {
+    resp_progress once = {0, 0, 0, 0};
+    resp_progress *pg = cmd->progress ? cmd->progress : &once;
     *used = 0;
     cmd->argc = 0;
+    if (pg->nargs && (pg->at > len || buf[0] != '*'))
+        *pg = once; /* not the input it was kept for: start again */
     if (len == 0)
         return RESP_PARTIAL;
     if (buf[0] != '*') {
@@ -184,51 +226,47 @@ int resp_parse(const uint8_t *buf, size_t len, uint64_t max_bulk, resp_cmd *cmd,
         return parse_inline(buf, len, cmd, used);
     }
     const uint8_t *end = buf + len;
-    const uint8_t *nl = find_crlf(buf, end);
-    if (!nl) {
-        if (len > RESP_MAX_INLINE)
-            return proto_error(cmd, "Protocol error: too big mbulk count string");
-        return RESP_PARTIAL;
-    }
-    long long n;
-    if (!parse_ll(buf + 1, (size_t)(nl - buf - 1), &n) || n > RESP_MAX_ARGS)
-        return proto_error(cmd, "Protocol error: invalid multibulk length");
-    const uint8_t *p = nl + 2;
-    if (n <= 0) {
-        *used = (size_t)(p - buf);
-        return RESP_EMPTY;
-    }
-    cmd->argc = (size_t)n;
-    for (long long i = 0; i < n; i++) {
-        if (p >= end)
-            return RESP_PARTIAL;
-        if (*p != '$')
-            return proto_error(cmd, "Protocol error: expected '$', got '%c'", *p);
-        nl = find_crlf(p, end);
+    if (!pg->nargs) {
+        const uint8_t *nl = find_crlf(buf, end);
         if (!nl) {
-            if ((size_t)(end - p) > RESP_MAX_INLINE)
-                return proto_error(cmd, "Protocol error: too big bulk count string");
+            if (len > RESP_MAX_INLINE)
+                return proto_error(cmd, "Protocol error: too big mbulk count string");
             return RESP_PARTIAL;
         }
-        long long bl;
-        if (!parse_ll(p + 1, (size_t)(nl - p - 1), &bl) || bl < 0 || (uint64_t)bl > max_bulk)
-            return proto_error(cmd, "Protocol error: invalid bulk length");
-        p = nl + 2;
-        if ((uint64_t)(end - p) < (uint64_t)bl + 2) {
-            /* the bytes still to come are known: hint them unless more headers follow */
-            if (i == n - 1)
-                *used = (size_t)(p - buf) + (size_t)bl + 2;
+        long long n;
+        if (!parse_ll(buf + 1, (size_t)(nl - buf - 1), &n) || n > RESP_MAX_ARGS)
+            return proto_error(cmd, "Protocol error: invalid multibulk length");
+        if (n <= 0) {
+            *used = (size_t)(nl + 2 - buf);
+            return RESP_EMPTY;
+        }
+        *pg = (resp_progress){(size_t)n, 0, (size_t)(nl + 2 - buf), (size_t)(nl + 2 - buf)};
+    }
+    size_t resumed = pg->done; /* arguments checked by earlier calls: pointed at below */
+    const uint8_t *p = buf + pg->at;
+    for (; pg->done < pg->nargs; pg->done++) {
+        const uint8_t *payload;
+        uint64_t bl;
+        int rc = bulk_head(p, end, max_bulk, cmd, &payload, &bl);
+        if (rc == RESP_ERROR)
+            *pg = once;
+        if (rc != RESP_CMD)
+            return rc;
+        if ((uint64_t)(end - payload) < bl + 2) {
+            *used = (size_t)(payload - buf) + (size_t)bl + 2; /* needed at least */
             return RESP_PARTIAL;
         }
-        if ((size_t)i < cmd->argc_cap)
-            cmd->argv[i] = (resp_arg){p, (size_t)bl};
-        p += bl + 2; /* Redis does not check the CRLF after the payload either */
+        if (pg->done < cmd->argc_cap)
+            cmd->argv[pg->done] = (resp_arg){payload, (size_t)bl};
+        p = payload + bl + 2; /* Redis does not check the CRLF after the payload either */
+        pg->at = (size_t)(p - buf);
     }
-    *used = (size_t)(p - buf);
-    if ((size_t)n > cmd->argc_cap) {
-        *used = 0;
-        return RESP_PARTIAL; /* the caller grows argv and calls again */
-    }
+    cmd->argc = pg->nargs; /* (only now: argv is grown for arguments that have arrived) */
+    if (pg->nargs > cmd->argc_cap)
+        return RESP_PARTIAL; /* the caller grows argv and calls again (*used 0) */
+    fill_checked(buf, len, pg->first, resumed, cmd);
+    *used = pg->at;
+    *pg = once;
     return RESP_CMD;
 }
 

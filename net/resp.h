@@ -4,7 +4,7 @@
  * Requests: resp_parse() looks at the bytes received so far and returns one of
  *   RESP_CMD      a whole command: argv slices point into the caller's buffer; *used bytes
  *   RESP_EMPTY    nothing to run (an empty line, "*0", "*-1"): skip *used bytes
- *   RESP_PARTIAL  not enough bytes yet; *used, when not 0, is how many are needed in all
+ *   RESP_PARTIAL  not enough bytes yet; *used, when not 0, is how many are needed at least
  *   RESP_ERROR    a protocol error: msg holds Redis' text ("Protocol error: ..."); the
  *                 connection answers it and closes, as Redis does
  * Both forms Redis accepts are parsed: multibulk ("*<n>\r\n$<len>\r\n<bytes>\r\n...") and
@@ -30,12 +30,28 @@ typedef struct resp_arg {
     size_t len;
 } resp_arg;
 
+/*
+ * Where a multibulk command that has not all arrived stands, so that the next call on the same
+ * input (the same bytes at its front, more after them; it may have moved) checks only what is
+ * new: a command arriving in k reads costs its length once, not k times. The caller zeroes it
+ * once; resp_parse resets it whenever it returns anything but RESP_PARTIAL, so the caller only
+ * has to zero it again if it drops the input it was kept for.
+ */
+typedef struct resp_progress {
+    size_t nargs; /* the command's argument count, 0: no command begun              */
+    size_t done;  /* arguments checked whole                                         */
+    size_t at;    /* offset of the next argument's header                            */
+    size_t first; /* offset of the first argument's header                           */
+} resp_progress;
+
 typedef struct resp_cmd {
     resp_arg *argv;        /* caller-provided, argc_cap entries                         */
-    size_t argc, argc_cap; /* on RESP_PARTIAL with argc > argc_cap: grow and call again  */
+    size_t argc, argc_cap; /* on RESP_PARTIAL with argc > argc_cap (all arguments have  */
+                           /* arrived): grow argv and call again; else argc is 0         */
     char msg[128];         /* RESP_ERROR: Redis' wording                                 */
     uint8_t *inline_buf;   /* inline commands with escapes are unescaped here (caller's,  */
     size_t inline_cap;     /* at least RESP_MAX_INLINE bytes, or NULL to refuse escapes)  */
+    resp_progress *progress; /* the caller's, kept between calls; NULL: parse from the start */
 } resp_cmd;
 
 /* max_bulk: the largest bulk string accepted (--max-request-bytes). */

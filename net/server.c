@@ -52,6 +52,7 @@ struct conn {
     int pipe_waits; /* ... of which pipelinable writes                                 */
     bool paused;    /* input waits for replies to come (N4)                            */
     size_t need;    /* the partial command needs this many bytes before re-parsing     */
+    resp_progress progress; /* how far the partial command was checked                 */
     bool reading_held; /* socket reads paused while its writes are in flight (batching)  */
     time_t last_io;    /* last time bytes arrived (--timeout)                            */
     reply *head, *tail;
@@ -787,7 +788,8 @@ static void read_input(struct bufferevent *bev, conn *c)
                 return;
             }
         }
-        resp_cmd cmd = {c->argv, 0, c->argcap, "", c->inline_buf, c->inline_buf ? RESP_MAX_INLINE : 0};
+        resp_cmd cmd = {c->argv, 0, c->argcap, "", c->inline_buf,
+                        c->inline_buf ? RESP_MAX_INLINE : 0, &c->progress};
         size_t used;
         int rc = resp_parse(data, len, c->s->cfg.max_request_bytes, &cmd, &used);
         if (rc == RESP_PARTIAL && cmd.argc > c->argcap) {

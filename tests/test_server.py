@@ -340,6 +340,32 @@ class Streams(Base):
         got = self.srv.client().xrange("big")[0][1][b"f"]
         self.assertEqual(got, big)
 
+    def test_many_arguments_arriving_in_pieces(self):
+        # pieces of 997 bytes end inside headers, numbers and payloads alike; the parser
+        # resumes where the last piece ended (resp_progress) and must put every argument
+        # where it is once the command is whole
+        fields = {("f%d" % i).encode(): os.urandom(i % 40) for i in range(20000)}
+        args = [b"XADD", b"many", b"*"]
+        for k, v in fields.items():
+            args += [k, v]
+        msg = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for n, i in enumerate(range(0, len(msg), 997)):
+            s.sendall(msg[i:i + 997])
+            if n % 50 == 0:
+                time.sleep(0.002)  # let the server read what came so far
+        s.sendall(b"PING\r\n")  # and a command right behind it
+        reply = b""
+        while not reply.endswith(b"+PONG\r\n"):
+            chunk = s.recv(4096)
+            self.assertTrue(chunk, reply)
+            reply += chunk
+        s.close()
+        self.assertTrue(reply.startswith(b"$"), reply)
+        got = self.srv.client().xrange("many")[0][1]
+        self.assertEqual(got, fields)
+
     def test_trimming(self):
         for i in range(30):
             self.r.xadd("tr", {"n": str(i)}, maxlen=10, approximate=False)

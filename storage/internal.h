@@ -507,11 +507,12 @@ int u64_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x);
 /* ownedir.c: a temporary folder owned by a live process. ownedir_make makes <prefix>XXXXXX
  * with its owner.lock held (fd); ownedir_sweep removes those of <prefix> whose owner is gone
  * (removed() told of each); ownedir_remove removes one and frees path; ownedir_disown drops
- * the lock file (and fd) so the folder can be renamed into place. Negative errno on failure. */
+ * the lock file (and fd) of one already renamed into place (path: its new name). Negative
+ * errno on failure. */
 int ownedir_make(const char *prefix, char **path, int *fd);
 void ownedir_sweep(const char *prefix, void (*removed)(void *arg, const char *path), void *arg);
 void ownedir_remove(char *path, int fd);
-int ownedir_disown(const char *path, int fd);
+void ownedir_disown(const char *path, int fd);
 /* privindex.c: the folder of a read-only open's private index, $TMPDIR/evstore-index-XXXXXX,
  * owned while in use (ownedir_remove at close); making one first removes those whose owner
  * died without closing.

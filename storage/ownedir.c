@@ -12,8 +12,11 @@
  *  O2. A sweep removes exactly the folders <prefix>XXXXXX of this user whose `owner.lock` it
  *      can lock; never one without that file (being made, or being handed over: O3).
  *  O3. An owner ends its ownership by removing the whole folder while still holding the lock,
- *      or (restore) by unlinking `owner.lock` while holding it before renaming the folder into
- *      place: no sweep sees a folder half removed, or takes one on its way to its new name.
+ *      or (restore) by renaming the folder into place while holding it, then unlinking
+ *      `owner.lock` at the new name: no sweep sees a folder half removed, and a sweep matches
+ *      only <prefix>XXXXXX, so it never takes one that has its new name. An owner killed at
+ *      any instant before the rename leaves a folder the next sweep removes; one killed
+ *      between the rename and the unlink leaves an empty `owner.lock` in the folder.
  */
 #include "evstore_backup.h" /* evs_remove_tree */
 #include "internal.h"
@@ -101,11 +104,10 @@ void ownedir_remove(char *path, int fd)
     free(path);
 }
 
-int ownedir_disown(const char *path, int fd)
+void ownedir_disown(const char *path, int fd)
 {
     char lock[PATH_MAX + 16];
     snprintf(lock, sizeof lock, "%s/owner.lock", path);
-    int rc = unlink(lock) ? -errno : 0; /* while still locked (O3) */
+    unlink(lock); /* while still locked (O3); if it fails, an empty file stays: nothing reads it */
     close(fd);
-    return rc;
 }

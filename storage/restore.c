@@ -646,12 +646,6 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
     if ((rc = join(lock, tmp, "LOCK", err)))
         goto out;
     unlink(lock);
-    rc = ownedir_disown(tmp, tmp_fd); /* the folder is about to become the store (O3) */
-    tmp_fd = -1;
-    if (rc) {
-        rc = evs_err_set(err, rc, "cannot remove %s/owner.lock: %s", tmp, evs_strerror(rc));
-        goto out;
-    }
     if ((rc = fio_fsync_dir(&fio_real, tmp))) {
         rc = evs_err_set(err, rc, "fsync of %s failed: %s", tmp, strerror(-rc));
         goto out;
@@ -661,6 +655,11 @@ int evs_restore(const char *from, const char *data, const evs_restore_options *o
         rc = evs_err_set(err, -errno, "cannot rename %s to %s: %s", tmp, data, strerror(errno));
         goto out;
     }
+    /* owned up to the rename, so a restore killed at any instant before it leaves a folder
+     * the next sweep removes; one killed between these two lines leaves an empty owner.lock
+     * in the restored store, which nothing reads (O3) */
+    ownedir_disown(data, tmp_fd);
+    tmp_fd = -1;
     free(tmp);
     tmp = NULL;
     char t[PATH_MAX];

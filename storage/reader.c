@@ -7,8 +7,11 @@
  * per EVS_SPARSE_BYTES of the stream's records. A key and the next one bound a block:
  *
  *   forward:  find the key at or below the start ID; walk `prev` back from the record before
- *             the next key (or from the stream's last entry) to that key; emit in order; go
- *             on with the next key. Cost: the stream's own records, whatever else the log holds.
+ *             the next key (or from the stream's last entry) to that key, checking each record
+ *             whole as the walk reads it; emit in order, from where each body lies (the block
+ *             holds the segments its records lie in until the next block is gathered, so no
+ *             record is read twice); go on with the next key. Cost: the stream's own records,
+ *             whatever else the log holds.
  *   reverse:  start at the key above the end ID (or the last entry) and follow `prev`.
  *   filtered: the `filt` table lists every entry with a given source/type value; each is read
  *             and its field compared (the key holds a hash).
@@ -37,6 +40,14 @@ enum { MODE_FWD, MODE_REV, MODE_FILTER };
  * not yet indexed) from a walk back from the stream's last entry: the "tail". */
 enum { FP_TAIL_FIRST, FP_POSTINGS, FP_TAIL_LAST, FP_END };
 
+/* A record a forward block's walk checked whole, kept so that it is not read again when its
+ * entry is handed out: its bytes stay where they are while the block holds its segment. */
+struct seen {
+    const uint8_t *body;
+    uint64_t time_us, size;
+    uint32_t body_len;
+};
+
 struct evs_iter {
     evs_store *st;
     struct evs_iter *inext, *iprev; /* st->iters: open by evs_iter_open (R2 below)            */
@@ -54,7 +65,10 @@ struct evs_iter {
     /* the current block (forward) or chunk (filtered), in emission order */
     uint64_t *pos;
     evs_id *ids;
+    struct seen *seen;          /* forward: each record as the block's walk checked it        */
     size_t n, i, cap;
+    segment **held;             /* forward: the segments the block's records lie in           */
+    size_t nheld, heldcap;
     bool have_next;             /* forward: the key starting the next block                   */
     evs_id next_id;
     uint64_t next_pos;
@@ -101,32 +115,73 @@ static int grow(evs_iter *it, size_t need)
     if (!d)
         return -ENOMEM;
     it->ids = d;
+    struct seen *e = realloc(it->seen, cap * sizeof *e);
+    if (!e)
+        return -ENOMEM;
+    it->seen = e;
     it->cap = cap;
     return 0;
 }
 
 /* Read the header at pos and check the whole record (it->ref follows the walk: the entry
  * handed out before is no longer in use once the iterator gathers the next block). */
-static int peek(evs_iter *it, uint64_t pos, rec_hdr *h, evs_error *err)
+static int peek_body(evs_iter *it, uint64_t pos, rec_hdr *h, const uint8_t **bodyp,
+                     uint64_t *sizep, evs_error *err)
 {
     const uint8_t *body;
     uint64_t size;
     int rc = store_read_record(it->st, pos, it->pname, h, &body, &size, &it->ref, err);
     if (rc)
         return rc;
+    if (bodyp)
+        *bodyp = body, *sizep = size;
     it->reads++;
     /* walks go backwards (prev pointers), where the CPU's prefetchers do not follow: the
      * 512 bytes before this record are most often the stream's previous record (replay
      * 3.0-4.6 M entries/s, 2-10 % more with this in five interleaved pairs) */
     const uint8_t *start = body - REC_HDR_SIZE; /* at pos - base in its segment's mapping */
-    for (uint64_t back = 64; back <= 512 && back <= pos - it->ref->base; back += 64)
-        __builtin_prefetch(start - back);
+    if (pos - it->ref->base >= 512) /* (unrolled: this runs for every record a walk reads) */
+        for (int back = 64; back <= 512; back += 64)
+            __builtin_prefetch(start - back);
     if (h->kind != REC_ENTRY || h->stream != it->s->no)
         return evs_err_set(err, EVS_ECORRUPT,
                            "stream %s: log position %" PRIu64 " holds a record of kind %u for "
                            "stream %u, not an entry of this stream",
                            it->pname, pos, h->kind, h->stream);
     return 0;
+}
+
+static int peek(evs_iter *it, uint64_t pos, rec_hdr *h, evs_error *err)
+{
+    return peek_body(it, pos, h, NULL, NULL, err);
+}
+
+/* The segments a forward block's records lie in stay held until the next block is gathered
+ * (the entries handed out from it are no longer in use then): before a walk leaves a segment,
+ * its reference moves to it->held. */
+static int hold_for(evs_iter *it, uint64_t pos)
+{
+    segment *s = it->ref;
+    if (!s || (pos >= s->base && pos - s->base < atomic_load(&s->size)))
+        return 0;
+    if (it->nheld == it->heldcap) {
+        size_t c = it->heldcap ? it->heldcap * 2 : 4;
+        segment **h = realloc(it->held, c * sizeof *h);
+        if (!h)
+            return -ENOMEM;
+        it->held = h;
+        it->heldcap = c;
+    }
+    it->held[it->nheld++] = s;
+    it->ref = NULL;
+    return 0;
+}
+
+static void release_held(evs_iter *it)
+{
+    for (size_t i = 0; i < it->nheld; i++)
+        store_seg_put(it->held[i]);
+    it->nheld = 0;
 }
 
 /* Is pos below the stream's first live entry? Such records are trimmed and their segment may
@@ -164,7 +219,7 @@ static bool key_ok(evs_iter *it, const void *k, size_t kl, const void *v, size_t
  * after it. Drops deleted entries if the stream has tombstones.
  */
 /* The found positions and IDs, collected walking back-pointers, into the other order. */
-static void reverse_found(evs_iter *it)
+static void reverse_found(evs_iter *it, bool with_seen)
 {
     for (size_t a = 0, b = it->n ? it->n - 1 : 0; a < b; a++, b--) {
         uint64_t tp = it->pos[a];
@@ -173,11 +228,17 @@ static void reverse_found(evs_iter *it)
         evs_id ti = it->ids[a];
         it->ids[a] = it->ids[b];
         it->ids[b] = ti;
+        if (with_seen) { /* (only a forward block's walk fills seen[]) */
+            struct seen ts = it->seen[a];
+            it->seen[a] = it->seen[b];
+            it->seen[b] = ts;
+        }
     }
 }
 
 static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_error *err)
 {
+    release_held(it);
     idx_rtxn *r;
     int rc = idx_rbegin(it->st->idx, &r);
     if (rc)
@@ -216,14 +277,23 @@ static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_err
     it->n = it->i = 0;
     while (p != REC_POS_NONE && p >= start_pos && !below_first(it, p)) {
         rec_hdr h;
-        if ((rc = peek(it, p, &h, err)))
+        const uint8_t *body;
+        uint64_t size;
+        if ((rc = hold_for(it, p))) {
+            rc = evs_err_set(err, rc, "out of memory");
+            goto out_err;
+        }
+        if ((rc = peek_body(it, p, &h, &body, &size, err)))
             goto out_err;
         if (evs_id_cmp((evs_id){h.id_ms, h.id_seq}, it->lo) < 0)
             break; /* below the start: nothing further back is wanted (nor read) */
-        if ((rc = grow(it, it->n + 1)))
-            goto out;
+        if ((rc = grow(it, it->n + 1))) {
+            rc = evs_err_set(err, rc, "out of memory");
+            goto out_err;
+        }
         it->pos[it->n] = p;
         it->ids[it->n] = (evs_id){h.id_ms, h.id_seq};
+        it->seen[it->n] = (struct seen){body, h.time_us, size, h.body_len};
         it->n++;
         if (p == start_pos)
             break;
@@ -236,20 +306,25 @@ static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_err
         p = h.prev;
     }
     /* reverse into log order, dropping deleted entries */
-    size_t out_n = 0;
-    reverse_found(it);
-    for (size_t j = 0; j < it->n; j++) {
-        if (it->snap.ndels && is_deleted(it->st, r, it->s->no, it->ids[j]))
-            continue;
-        it->pos[out_n] = it->pos[j];
-        it->ids[out_n] = it->ids[j];
-        out_n++;
+    reverse_found(it, true);
+    if (it->snap.ndels) {
+        size_t out_n = 0;
+        for (size_t j = 0; j < it->n; j++) {
+            if (is_deleted(it->st, r, it->s->no, it->ids[j]))
+                continue;
+            it->pos[out_n] = it->pos[j];
+            it->ids[out_n] = it->ids[j];
+            it->seen[out_n] = it->seen[j];
+            out_n++;
+        }
+        it->n = out_n;
     }
-    it->n = out_n;
 out:
     if (rc)
         evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
 out_err:
+    if (rc)
+        it->n = it->i = 0; /* nothing of a block that failed is handed out */
     idx_cur_close(c);
     idx_rend(r);
     return rc;
@@ -516,7 +591,7 @@ static int load_filter_tail(evs_iter *it, evs_error *err)
         p = h.prev;
     }
     if (!it->q.reverse)
-        reverse_found(it);
+        reverse_found(it, false);
     if (it->snap.ndels) {
         /* tombstones are always indexed before they are acknowledged */
         idx_rtxn *r;
@@ -739,45 +814,33 @@ static bool field_eq(const evs_entry *e, const char *name, size_t nl, evs_slice 
     return false;
 }
 
-/* Make the record at pos the current entry. 1 ok, 0 skip (filters), < 0 error. `checked`:
- * this iterator already CRC-checked it (block walk, reverse walk); else it is checked here. */
-static int load_entry(evs_iter *it, uint64_t pos, bool checked, evs_error *err)
+/* Make the checked record r, the entry id at pos, the current entry. 1 ok, 0 skip (filters),
+ * < 0 error. */
+static int use_entry(evs_iter *it, uint64_t pos, evs_id id, const struct seen *r,
+                     evs_error *err)
 {
-    rec_hdr h;
-    const uint8_t *body;
-    uint64_t size;
-    int rc = checked ? store_read_checked(it->st, pos, it->pname, &h, &body, &size, &it->ref, err)
-                     : store_read_record(it->st, pos, it->pname, &h, &body, &size, &it->ref, err);
-    if (rc)
-        return rc;
-    if (!checked)
-        it->reads++;
-    if (h.kind != REC_ENTRY || h.stream != it->s->no)
-        return evs_err_set(err, EVS_ECORRUPT,
-                           "stream %s: log position %" PRIu64 " is not an entry of this stream",
-                           it->pname, pos);
-    if (it->q.min_time_us && h.time_us < it->q.min_time_us)
+    if (it->q.min_time_us && r->time_us < it->q.min_time_us)
         return 0;
     size_t need = 0;
-    long n = rec_entry_decode(body, h.body_len, &it->zone, it->fields, it->fcap, &need);
+    long n = rec_entry_decode(r->body, r->body_len, &it->zone, it->fields, it->fcap, &need);
     if (n == -2) {
         evs_field *f = realloc(it->fields, need * sizeof *f);
         if (!f)
             return evs_err_set(err, -ENOMEM, "out of memory");
         it->fields = f;
         it->fcap = need;
-        n = rec_entry_decode(body, h.body_len, &it->zone, it->fields, it->fcap, &need);
+        n = rec_entry_decode(r->body, r->body_len, &it->zone, it->fields, it->fcap, &need);
     }
     if (n < 0) {
         char idb[EVS_ID_STRLEN];
-        evs_id_format((evs_id){h.id_ms, h.id_seq}, idb);
+        evs_id_format(id, idb);
         return evs_err_set(err, EVS_ECORRUPT, "stream %s: entry %s at log position %" PRIu64
                            " has a malformed body", it->pname, idb, pos);
     }
-    it->ent.id = (evs_id){h.id_ms, h.id_seq};
-    it->ent.time_us = h.time_us;
+    it->ent.id = id;
+    it->ent.time_us = r->time_us;
     it->ent_pos = pos;
-    it->ent_size = size;
+    it->ent_size = r->size;
     it->ent.fields = it->fields;
     it->ent.nfields = (size_t)n;
     /* (a filtered iterator walks unfiltered after a relocation: filter_fallback) */
@@ -786,6 +849,27 @@ static int load_entry(evs_iter *it, uint64_t pos, bool checked, evs_error *err)
     if (it->q.source.ptr && !field_eq(&it->ent, "source", 6, it->q.source))
         return 0;
     return 1;
+}
+
+/* Make the record at pos the current entry. 1 ok, 0 skip (filters), < 0 error. `checked`:
+ * this iterator already CRC-checked it (reverse walk, filtered tail); else it is checked here. */
+static int load_entry(evs_iter *it, uint64_t pos, bool checked, evs_error *err)
+{
+    rec_hdr h;
+    struct seen r;
+    int rc = checked ? store_read_checked(it->st, pos, it->pname, &h, &r.body, &r.size, &it->ref, err)
+                     : store_read_record(it->st, pos, it->pname, &h, &r.body, &r.size, &it->ref, err);
+    if (rc)
+        return rc;
+    if (!checked)
+        it->reads++;
+    if (h.kind != REC_ENTRY || h.stream != it->s->no)
+        return evs_err_set(err, EVS_ECORRUPT,
+                           "stream %s: log position %" PRIu64 " is not an entry of this stream",
+                           it->pname, pos);
+    r.time_us = h.time_us;
+    r.body_len = h.body_len;
+    return use_entry(it, pos, (evs_id){h.id_ms, h.id_seq}, &r, err);
 }
 
 static int next_fwd(evs_iter *it, evs_error *err)
@@ -799,7 +883,7 @@ static int next_fwd(evs_iter *it, evs_error *err)
                 it->done = true;
                 return 0;
             }
-            int rc = load_entry(it, it->pos[j], true, err);
+            int rc = use_entry(it, it->pos[j], it->ids[j], &it->seen[j], err);
             if (rc)
                 return rc;
         }
@@ -918,11 +1002,14 @@ void evs_iter_close(evs_iter *it)
         return;
     iter_unlist(it);
     atomic_fetch_add(&it->st->n_reads, it->reads);
+    release_held(it);
     store_seg_put(it->ref);
     msgpack_zone_destroy(&it->zone);
     free(it->fields);
     free(it->pos);
     free(it->ids);
+    free(it->seen);
+    free(it->held);
     free(it);
 }
 

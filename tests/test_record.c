@@ -5,6 +5,7 @@
 #include "crc.h"
 #include "record.h"
 
+#include <endian.h>
 #include <zlib.h>
 
 static size_t build(uint8_t *out, const evs_field *f, size_t n, uint8_t kind)
@@ -101,6 +102,69 @@ Test(record, hostile_msgpack_counts_rejected_before_allocation)
     cr_assert_lt(rec_mp_check(deep, sizeof deep, 8), 0);
     const uint8_t ok[] = {0x92, 0xc4, 0x01, 'a', 0xa1, 'b'};
     cr_assert_eq(rec_mp_check(ok, sizeof ok, 8), (long)sizeof ok);
+}
+
+/* An entry record around a hand-made body, padding as given, its CRC made to match: only
+ * rule 4 (the body's shape, the padding) can refuse it. */
+static size_t raw_entry(uint8_t *out, const uint8_t *body, uint32_t len, uint8_t padbyte)
+{
+    rec_hdr h = {REC_MAGIC, 0, len, REC_ENTRY, REC_VERSION, 0, 7, 1, 1, 0, 1, REC_POS_NONE};
+    rec_hdr_encode(&h, out);
+    memcpy(out + REC_HDR_SIZE, body, len);
+    size_t size = rec_size_for(len);
+    memset(out + REC_HDR_SIZE + len, padbyte, size - REC_HDR_SIZE - len);
+    uint32_t crc = htole32(evs_crc32(0, out + 8, size - 8));
+    memcpy(out + 4, &crc, 4);
+    return size;
+}
+
+static int check_entry_body(const uint8_t *body, uint32_t len)
+{
+    uint8_t buf[512];
+    size_t size = raw_entry(buf, body, len, 0);
+    rec_hdr h;
+    uint64_t sz;
+    return rec_check(buf, size, &h, &sz);
+}
+
+Test(record, an_entry_body_is_pairs_of_bytes_and_padding_is_zero)
+{
+    /* shapes an entry may have: array of 2n bin/str, n >= 1, each header width */
+    const uint8_t fix[] = {0x92, 0xa1, 'k', 0xa0};
+    const uint8_t wide[] = {0xdc, 0x00, 0x02, 0xd9, 0x01, 'k', 0xc5, 0x00, 0x01, 'v'};
+    const uint8_t wider[] = {0xdd, 0x00, 0x00, 0x00, 0x02, 0xdb, 0x00, 0x00, 0x00, 0x00,
+                             0xc6, 0x00, 0x00, 0x00, 0x01, 'v'};
+    cr_assert_eq(check_entry_body(fix, sizeof fix), REC_OK);
+    cr_assert_eq(check_entry_body(wide, sizeof wide), REC_OK);
+    cr_assert_eq(check_entry_body(wider, sizeof wider), REC_OK);
+    /* and shapes it may not: no pairs, an odd count, a value of another type, a nested
+     * value, a length past the end, bytes after the array, not an array */
+    const uint8_t *bad[] = {
+        (const uint8_t[]){0x90},
+        (const uint8_t[]){0x91, 0xa1, 'k'},
+        (const uint8_t[]){0x92, 0xa1, 'k', 0x01},
+        (const uint8_t[]){0x92, 0xa1, 'k', 0x91, 0xa0},
+        (const uint8_t[]){0x92, 0xa1, 'k', 0xc4, 0x05, 'v'},
+        (const uint8_t[]){0x92, 0xa1, 'k', 0xa0, 0xa0},
+        (const uint8_t[]){0x82, 0xa1, 'k', 0xa0},
+        (const uint8_t[]){0xdd, 0xff, 0xff, 0xff, 0xfe, 0xa0},
+    };
+    const uint32_t badlen[] = {1, 3, 4, 5, 6, 5, 4, 6};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_eq(check_entry_body(bad[i], badlen[i]), REC_BADBODY, "shape %zu accepted", i);
+    /* a non-zero byte at any place of the padding, the CRC made to match */
+    const uint8_t body[] = {0x92, 0xa1, 'k', 0xa1, 'v'}; /* 5 bytes: 3 of padding */
+    for (size_t at = 0; at < 3; at++) {
+        uint8_t buf[128];
+        size_t size = raw_entry(buf, body, sizeof body, 0);
+        buf[REC_HDR_SIZE + sizeof body + at] = 0x40;
+        uint32_t crc = htole32(evs_crc32(0, buf + 8, size - 8));
+        memcpy(buf + 4, &crc, 4);
+        rec_hdr h;
+        uint64_t sz;
+        cr_assert_eq(rec_check(buf, size, &h, &sz), REC_BADBODY, "padding byte %zu", at);
+    }
+    cr_assert_eq(check_entry_body(body, sizeof body), REC_OK);
 }
 
 Test(record, crc_covers_length_field)

@@ -852,7 +852,7 @@ static int use_entry(evs_iter *it, uint64_t pos, evs_id id, const struct seen *r
 }
 
 /* Make the record at pos the current entry. 1 ok, 0 skip (filters), < 0 error. `checked`:
- * this iterator already CRC-checked it (reverse walk, filtered tail); else it is checked here. */
+ * this iterator already CRC-checked it (filtered tail); else it is checked here. */
 static int load_entry(evs_iter *it, uint64_t pos, bool checked, evs_error *err)
 {
     rec_hdr h;
@@ -901,7 +901,8 @@ static int next_rev(evs_iter *it, evs_error *err)
 {
     while (it->cur != REC_POS_NONE && !below_first(it, it->cur)) {
         rec_hdr h;
-        int rc = peek(it, it->cur, &h, err);
+        struct seen rec; /* (its segment stays it->ref until the next peek) */
+        int rc = peek_body(it, it->cur, &h, &rec.body, &rec.size, err);
         if (rc)
             return rc;
         evs_id id = {h.id_ms, h.id_seq};
@@ -926,7 +927,9 @@ static int next_rev(evs_iter *it, evs_error *err)
             if (del)
                 continue;
         }
-        rc = load_entry(it, pos, true, err);
+        rec.time_us = h.time_us;
+        rec.body_len = h.body_len;
+        rc = use_entry(it, pos, id, &rec, err);
         if (rc)
             return rc;
     }

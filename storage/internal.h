@@ -503,6 +503,7 @@ int store_add_segment(evs_store *st, segment *s);
 bool store_ro_deleted(const evs_store *st, const uint8_t *key); /* an IDX_IDKEY key */
 /* Append x to the growing array *v (*n used of *cap); -ENOMEM leaves it as it was. */
 int u64_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x);
+int seg_push(segment ***v, size_t *n, size_t *cap, segment *s);
 
 /* ownedir.c: a temporary folder owned by a live process. ownedir_make makes <prefix>XXXXXX
  * with its owner.lock held (fd); ownedir_sweep removes those of <prefix> whose owner is gone

@@ -164,17 +164,10 @@ static int hold_for(evs_iter *it, uint64_t pos)
     segment *s = it->ref;
     if (!s || (pos >= s->base && pos - s->base < atomic_load(&s->size)))
         return 0;
-    if (it->nheld == it->heldcap) {
-        size_t c = it->heldcap ? it->heldcap * 2 : 4;
-        segment **h = realloc(it->held, c * sizeof *h);
-        if (!h)
-            return -ENOMEM;
-        it->held = h;
-        it->heldcap = c;
-    }
-    it->held[it->nheld++] = s;
-    it->ref = NULL;
-    return 0;
+    int rc = seg_push(&it->held, &it->nheld, &it->heldcap, s);
+    if (!rc)
+        it->ref = NULL;
+    return rc;
 }
 
 static void release_held(evs_iter *it)

@@ -917,18 +917,23 @@ static int cmp_seg(const void *a, const void *b)
     return x->base < y->base ? -1 : x->base > y->base;
 }
 
-int store_add_segment(evs_store *st, segment *s)
+int seg_push(segment ***v, size_t *n, size_t *cap, segment *s)
 {
-    if (st->nsegs == st->segcap) {
-        size_t n = st->segcap ? st->segcap * 2 : 16;
-        segment **a = realloc(st->segs, n * sizeof *a);
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 16;
+        segment **a = realloc(*v, c * sizeof *a);
         if (!a)
             return -ENOMEM;
-        st->segs = a;
-        st->segcap = n;
+        *v = a;
+        *cap = c;
     }
-    st->segs[st->nsegs++] = s;
+    (*v)[(*n)++] = s;
     return 0;
+}
+
+int store_add_segment(evs_store *st, segment *s)
+{
+    return seg_push(&st->segs, &st->nsegs, &st->segcap, s);
 }
 
 static int load_segments(evs_store *st, evs_error *err)

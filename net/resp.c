@@ -194,8 +194,7 @@ static int bulk_head(const uint8_t *p, const uint8_t *end, uint64_t max_bulk, re
 
 /* Point argv[0, n) at the arguments of a multibulk command whose first n were all checked
  * (by an earlier call on the same input) starting at offset `at`. */
-static const uint8_t *fill_checked(const uint8_t *buf, size_t len, size_t at, size_t n,
-                                   resp_cmd *cmd)
+static void fill_checked(const uint8_t *buf, size_t len, size_t at, size_t n, resp_cmd *cmd)
 {
     const uint8_t *p = buf + at, *payload;
     uint64_t bl;
@@ -204,7 +203,6 @@ static const uint8_t *fill_checked(const uint8_t *buf, size_t len, size_t at, si
         cmd->argv[i] = (resp_arg){payload, (size_t)bl};
         p = payload + bl + 2;
     }
-    return p;
 }
 
 int resp_parse(const uint8_t *buf, size_t len, uint64_t max_bulk, resp_cmd *cmd, size_t *used)

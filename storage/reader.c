@@ -850,8 +850,8 @@ static int load_entry(evs_iter *it, uint64_t pos, bool checked, evs_error *err)
 {
     rec_hdr h;
     struct seen r;
-    int rc = checked ? store_read_checked(it->st, pos, it->pname, &h, &r.body, &r.size, &it->ref, err)
-                     : store_read_record(it->st, pos, it->pname, &h, &r.body, &r.size, &it->ref, err);
+    int rc = (checked ? store_read_checked : store_read_record)(it->st, pos, it->pname, &h,
+                                                               &r.body, &r.size, &it->ref, err);
     if (rc)
         return rc;
     if (!checked)

@@ -25,7 +25,8 @@
  * body_len <= REC_MAX_BODY, and the padded size fits in the bytes available; (3) the CRC
  * matches; (4) the body is one msgpack object spanning exactly body_len bytes whose declared
  * lengths and counts all fit (rec_mp_check; for an entry, whose shape is fixed, the same rule
- * by entry_body_check), of the shape its kind requires. Anything else is not a record. An all-zero header is reported apart (REC_ZERO): it is preallocated space.
+ * by entry_body_check), of the shape its kind requires. Anything else is not a record. An
+ * all-zero header is reported apart (REC_ZERO): it is preallocated space.
  */
 #include "record.h"
 

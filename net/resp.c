@@ -196,8 +196,8 @@ static int bulk_head(const uint8_t *p, const uint8_t *end, uint64_t max_bulk, re
  * (by an earlier call on the same input) starting at offset `at`. */
 static void fill_checked(const uint8_t *buf, size_t len, size_t at, size_t n, resp_cmd *cmd)
 {
-    const uint8_t *p = buf + at, *payload;
-    uint64_t bl;
+    const uint8_t *p = buf + at, *payload = NULL;
+    uint64_t bl = 0;
     for (size_t i = 0; i < n; i++) {
         bulk_head(p, buf + len, UINT64_MAX, cmd, &payload, &bl); /* checked: RESP_CMD */
         cmd->argv[i] = (resp_arg){payload, (size_t)bl};
@@ -243,8 +243,8 @@ int resp_parse(const uint8_t *buf, size_t len, uint64_t max_bulk, resp_cmd *cmd,
     size_t resumed = pg->done; /* arguments checked by earlier calls: pointed at below */
     const uint8_t *p = buf + pg->at;
     for (; pg->done < pg->nargs; pg->done++) {
-        const uint8_t *payload;
-        uint64_t bl;
+        const uint8_t *payload = NULL;
+        uint64_t bl = 0;
         int rc = bulk_head(p, end, max_bulk, cmd, &payload, &bl);
         if (rc == RESP_ERROR)
             *pg = once;

@@ -18,7 +18,8 @@ static const char *help =
     "  --id ID         explicit ID <ms>-<seq> or <ms>-* (default: generated, like '*')\n"
     "  --fsync MODE    always|everysec|no (EVSTORE_FSYNC; default always)\n"
     "\n"
-    "Exit codes: 0 appended, 2 unusable arguments, 3 the append failed.\n";
+    "Exit codes: 0 appended, 2 unusable arguments (a stream name over 400 bytes too), 3 the\n"
+    "append failed.\n";
 
 int cmd_append(int argc, char **argv)
 {
@@ -43,6 +44,12 @@ int cmd_append(int argc, char **argv)
     int left = argc - optind;
     if (left < 3 || (left - 1) % 2) {
         fprintf(stderr, "evstore append: need STREAM then FIELD VALUE pairs\n");
+        return EXIT_USAGE;
+    }
+    size_t nl = strlen(argv[optind]);
+    if (nl > EVS_STREAM_NAME_MAX) { /* an argument no store takes: before opening one */
+        fprintf(stderr, "evstore append: stream name is %zu bytes, the limit is %d\n", nl,
+                EVS_STREAM_NAME_MAX);
         return EXIT_USAGE;
     }
     evs_options o;

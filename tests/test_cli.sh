@@ -18,6 +18,9 @@ check "append prints IDs" grep -Eq '^[0-9]+-[0-9]+ [0-9]+-[0-9]+$' <<<"$id1 $id2
 "$E" append --data "$d" --id 5-1 s k v >/dev/null 2>"$dir/err"; rc=$?
 check "explicit smaller ID refused with exit 3" [ $rc -eq 3 ]
 check "smaller ID message" grep -q "equal or smaller" "$dir/err"
+"$E" append --data "$d" "$(printf 'n%.0s' $(seq 401))" k v >/dev/null 2>"$dir/err"; rc=$?
+check "a stream name over 400 bytes is an unusable argument: exit 2" [ $rc -eq 2 ]
+check "long name message" grep -q "stream name is 401 bytes, the limit is 400" "$dir/err"
 out=$("$E" dump --data "$d" s)
 check "dump prints two JSON lines" [ "$(printf '%s\n' "$out" | wc -l)" -eq 2 ]
 check "dump JSON escapes payload" grep -q '"payload":"{\\"x\\":1}"' <<<"$out"

@@ -64,7 +64,8 @@ static void parse_one(const uint8_t *data, size_t size, size_t step, outcome *o)
             if (p >= copy && p + argv[i].len <= copy + have)
                 o->off[i] = (size_t)(p - copy);
             else if (p >= inl && p + argv[i].len <= inl + sizeof inl)
-                o->off[i] = SIZE_MAX; /* unescaped inline: compared by content below */
+                o->off[i] = SIZE_MAX; /* unescaped inline (inline commands are not fed in
+                                       * pieces: their bounds are what is checked) */
             else
                 abort();
             o->len[i] = argv[i].len;

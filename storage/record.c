@@ -42,6 +42,12 @@ static inline void put64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v,
 static inline uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
 static inline uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
 static inline uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
+/* msgpack lengths and counts are big-endian */
+static inline uint64_t be16at(const uint8_t *p) { return (uint64_t)p[0] << 8 | p[1]; }
+static inline uint64_t be32at(const uint8_t *p)
+{
+    return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3];
+}
 
 const char *rec_check_str(int c)
 {
@@ -131,12 +137,6 @@ static bool body_shape_ok(const rec_hdr *h, const uint8_t *body)
     case REC_TOMBSTONE: return t == 0xc0; /* nil */
     default: return is_array;
     }
-}
-
-static inline uint64_t be16at(const uint8_t *p) { return (uint64_t)p[0] << 8 | p[1]; }
-static inline uint64_t be32at(const uint8_t *p)
-{
-    return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3];
 }
 
 /*
@@ -236,19 +236,15 @@ static long mp_walk(const uint8_t *p, size_t len, int depth)
         case 0xd7: return len >= 10 ? 10 : -1;
         case 0xd8: return len >= 18 ? 18 : -1;
         case 0xc4: case 0xd9: hl = 2; if (len < hl) return -1; n = p[1]; break;
-        case 0xc5: case 0xda: hl = 3; if (len < hl) return -1; n = (uint64_t)p[1] << 8 | p[2]; break;
-        case 0xc6: case 0xdb: hl = 5; if (len < hl) return -1;
-            n = (uint64_t)p[1] << 24 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 8 | p[4]; break;
+        case 0xc5: case 0xda: hl = 3; if (len < hl) return -1; n = be16at(p + 1); break;
+        case 0xc6: case 0xdb: hl = 5; if (len < hl) return -1; n = be32at(p + 1); break;
         case 0xc7: hl = 3; if (len < hl) return -1; n = p[1]; break; /* ext: hl counts the type byte */
-        case 0xc8: hl = 4; if (len < hl) return -1; n = (uint64_t)p[1] << 8 | p[2]; break;
-        case 0xc9: hl = 6; if (len < hl) return -1;
-            n = (uint64_t)p[1] << 24 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 8 | p[4]; break;
-        case 0xdc: kind = 1; hl = 3; if (len < hl) return -1; n = (uint64_t)p[1] << 8 | p[2]; break;
-        case 0xdd: kind = 1; hl = 5; if (len < hl) return -1;
-            n = (uint64_t)p[1] << 24 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 8 | p[4]; break;
-        case 0xde: kind = 2; hl = 3; if (len < hl) return -1; n = (uint64_t)p[1] << 8 | p[2]; break;
-        case 0xdf: kind = 2; hl = 5; if (len < hl) return -1;
-            n = (uint64_t)p[1] << 24 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 8 | p[4]; break;
+        case 0xc8: hl = 4; if (len < hl) return -1; n = be16at(p + 1); break;
+        case 0xc9: hl = 6; if (len < hl) return -1; n = be32at(p + 1); break;
+        case 0xdc: kind = 1; hl = 3; if (len < hl) return -1; n = be16at(p + 1); break;
+        case 0xdd: kind = 1; hl = 5; if (len < hl) return -1; n = be32at(p + 1); break;
+        case 0xde: kind = 2; hl = 3; if (len < hl) return -1; n = be16at(p + 1); break;
+        case 0xdf: kind = 2; hl = 5; if (len < hl) return -1; n = be32at(p + 1); break;
         default: return -1; /* 0xc1 never used */
         }
     }

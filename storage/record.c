@@ -317,10 +317,37 @@ size_t rec_entry_bound(const evs_field *fields, size_t n)
     return need;
 }
 
+/* The packer's writer for an entry body, whose room rec_entry_encode reserved first: a copy
+ * and no growth (msgpack-c calls it for every header and every name and value). */
+static int rec_buf_put(void *buf, const char *p, size_t n)
+{
+    rec_buf *b = buf;
+    if (b->cap - b->len < n)
+        return -1; /* not reached: the bound covers every byte */
+    uint8_t *d = b->data + b->len;
+    b->len += n;
+    if (n <= 8) {
+        switch (n) {
+        case 8: d[7] = (uint8_t)p[7]; /* fall through */
+        case 7: d[6] = (uint8_t)p[6]; /* fall through */
+        case 6: d[5] = (uint8_t)p[5]; /* fall through */
+        case 5: d[4] = (uint8_t)p[4]; /* fall through */
+        case 4: d[3] = (uint8_t)p[3]; /* fall through */
+        case 3: d[2] = (uint8_t)p[2]; /* fall through */
+        case 2: d[1] = (uint8_t)p[1]; /* fall through */
+        case 1: d[0] = (uint8_t)p[0]; /* fall through */
+        default: break;
+        }
+    } else {
+        memcpy(d, p, n);
+    }
+    return 0;
+}
+
 int rec_entry_encode(rec_buf *b, const evs_field *fields, size_t n)
 {
     msgpack_packer pk;
-    msgpack_packer_init(&pk, b, rec_buf_write);
+    msgpack_packer_init(&pk, b, rec_buf_put);
     if (rec_buf_reserve(b, rec_entry_bound(fields, n)))
         return -1;
     if (msgpack_pack_array(&pk, n * 2))

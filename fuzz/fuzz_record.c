@@ -1,12 +1,51 @@
 /*
  * fuzz_record.c — the record codec over hostile bytes: scan a buffer as a segment would be
- * scanned (check, then decode the body by kind, else re-synchronise 8 bytes on).
+ * scanned (check, then decode the body by kind, else re-synchronise 8 bytes on). An entry's
+ * pairs read in place (rec_entry_pairs) must be exactly the fields msgpack-c decodes; the
+ * in-place walk also runs on the raw bytes, where it must only stay in bounds.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "record.h"
+
+struct pairs {
+    const evs_field *want;
+    long n, seen;
+};
+
+static bool same_pair(void *arg, evs_slice name, evs_slice value)
+{
+    struct pairs *p = arg;
+    if (p->seen >= p->n)
+        abort();
+    const evs_field *f = &p->want[p->seen++];
+    if (f->name.ptr != name.ptr || f->name.len != name.len || f->value.ptr != value.ptr ||
+        f->value.len != value.len)
+        abort();
+    return true;
+}
+
+static bool any_pair(void *arg, evs_slice name, evs_slice value)
+{
+    (void)arg;
+    volatile uint8_t sink = 0;
+    if (name.len)
+        sink ^= ((const uint8_t *)name.ptr)[name.len - 1];
+    if (value.len)
+        sink ^= ((const uint8_t *)value.ptr)[value.len - 1];
+    (void)sink;
+    return true;
+}
+
+/* An entry that passed rec_check: the in-place pairs are msgpack-c's fields, in order. */
+static void entry_pairs_agree(const uint8_t *body, uint32_t len, const evs_field *f, long n)
+{
+    struct pairs p = {f, n, 0};
+    if (n < 0 || rec_entry_pairs(body, len, same_pair, &p) != 0 || p.seen != n)
+        abort();
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -30,15 +69,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint64_t extra[REC_STREAM_MAX_EXTRA];
         size_t n;
         switch (h.kind) {
-        case REC_ENTRY:
-            if (rec_entry_decode(body, h.body_len, &zone, fields, 16, &need) == -2) {
+        case REC_ENTRY: {
+            long k = rec_entry_decode(body, h.body_len, &zone, fields, 16, &need);
+            if (k == -2) {
                 evs_field *big = malloc(need * sizeof *big);
                 if (big) {
-                    rec_entry_decode(body, h.body_len, &zone, big, need, &need);
+                    k = rec_entry_decode(body, h.body_len, &zone, big, need, &need);
+                    entry_pairs_agree(body, h.body_len, big, k);
                     free(big);
                 }
+            } else {
+                entry_pairs_agree(body, h.body_len, fields, k);
             }
             break;
+        }
         case REC_STREAM: rec_stream_decode(body, h.body_len, &op, &name, extra, &n); break;
         case REC_GROUP: {
             evs_slice arg;
@@ -56,8 +100,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         off += sz;
     }
-    /* the bounded walker alone, on the raw bytes */
+    /* the bounded walker and the in-place pairs alone, on the raw bytes */
     rec_mp_check(data, size, 8);
+    rec_entry_pairs(data, (uint32_t)(size < UINT32_MAX ? size : UINT32_MAX), any_pair, NULL);
     msgpack_zone_destroy(&zone);
     return 0;
 }

@@ -166,6 +166,12 @@ size_t rec_entry_bound(const evs_field *fields, size_t n);
  * sets *need; -1 if malformed. */
 long rec_entry_decode(const uint8_t *body, uint32_t len, msgpack_zone *zone, evs_field *fields,
                       size_t cap, size_t *need);
+/* The name/value pairs of an entry body, in order, read where they lie: the walk of rule 4
+ * (entry_body_check), nothing decoded or allocated. fn gets each pair (slices into body) until
+ * it returns false. Returns 0, or -1 if the body is not an entry body: safe on any bytes,
+ * checked as it goes (fn may have seen the pairs before the fault). */
+typedef bool (*rec_pair_fn)(void *arg, evs_slice name, evs_slice value);
+int rec_entry_pairs(const uint8_t *body, uint32_t len, rec_pair_fn fn, void *arg);
 
 int rec_stream_encode(rec_buf *b, int op, evs_slice name, const uint64_t *extra, size_t nextra);
 /* Decode a REC_STREAM body: op, name (points into body), up to REC_STREAM_MAX_EXTRA extra

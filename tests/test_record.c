@@ -167,6 +167,49 @@ Test(record, an_entry_body_is_pairs_of_bytes_and_padding_is_zero)
     cr_assert_eq(check_entry_body(body, sizeof body), REC_OK);
 }
 
+struct seen_pairs {
+    evs_slice v[8];
+    size_t n, stop_at;
+};
+
+static bool keep_pair(void *arg, evs_slice name, evs_slice value)
+{
+    struct seen_pairs *s = arg;
+    s->v[s->n++] = name;
+    s->v[s->n++] = value;
+    return s->n / 2 != s->stop_at;
+}
+
+Test(record, an_entry_bodys_pairs_are_read_where_they_lie)
+{
+    /* the pairs in order, as slices into the body, whatever each header's width */
+    const uint8_t wide[] = {0xdc, 0x00, 0x04, 0xd9, 0x01, 'k', 0xc5, 0x00, 0x01, 'v',
+                            0xa4, 't', 'y', 'p', 'e', 0xc4, 0x00};
+    struct seen_pairs s = {0};
+    cr_assert_eq(rec_entry_pairs(wide, sizeof wide, keep_pair, &s), 0);
+    cr_assert_eq(s.n, 4);
+    cr_assert(s.v[0].ptr == wide + 5 && s.v[0].len == 1);
+    cr_assert(s.v[1].ptr == wide + 9 && s.v[1].len == 1);
+    cr_assert(s.v[2].ptr == wide + 11 && s.v[2].len == 4);
+    cr_assert(s.v[3].len == 0);
+    /* the callback ends the walk: one pair seen, and that is a success */
+    struct seen_pairs one = {.stop_at = 1};
+    cr_assert_eq(rec_entry_pairs(wide, sizeof wide, keep_pair, &one), 0);
+    cr_assert_eq(one.n, 2);
+    /* what rule 4 refuses, the walk refuses: a value past the end, a nested value, bytes
+     * after the array, an odd count */
+    const uint8_t past[] = {0x92, 0xa1, 'k', 0xc4, 0x05, 'v'};
+    const uint8_t nested[] = {0x92, 0xa1, 'k', 0x91, 0xa0};
+    const uint8_t after[] = {0x92, 0xa1, 'k', 0xa0, 0xa0};
+    const uint8_t odd[] = {0x91, 0xa1, 'k'};
+    struct seen_pairs x = {0};
+    cr_assert_eq(rec_entry_pairs(past, sizeof past, keep_pair, &x), -1);
+    cr_assert_eq(rec_entry_pairs(nested, sizeof nested, keep_pair, &x), -1);
+    cr_assert_eq(rec_entry_pairs(after, sizeof after, keep_pair, &x), -1);
+    cr_assert_eq(rec_entry_pairs(odd, sizeof odd, keep_pair, &x), -1);
+    cr_assert_eq(x.n, 2, "only the one whole pair before the bytes after the array was seen");
+}
+
 Test(record, crc_covers_length_field)
 {
     uint8_t buf[4096];

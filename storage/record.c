@@ -79,6 +79,8 @@ void rec_hdr_encode(const rec_hdr *h, uint8_t out[REC_HDR_SIZE])
     put64(out + 48, h->prev);
 }
 
+void rec_hdr_set_crc(uint8_t hdr[REC_HDR_SIZE], uint32_t crc) { put32(hdr + 4, crc); }
+
 void rec_hdr_decode(const uint8_t in[REC_HDR_SIZE], rec_hdr *h)
 {
     h->magic = get32(in + 0);

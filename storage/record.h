@@ -123,6 +123,8 @@ const char *rec_check_str(int c);
 
 /* Encode a header (the crc field is computed by rec_seal_crc once the body is in place). */
 void rec_hdr_encode(const rec_hdr *h, uint8_t out[REC_HDR_SIZE]);
+/* Store crc in an encoded header (once the CRC over what follows its field is known). */
+void rec_hdr_set_crc(uint8_t hdr[REC_HDR_SIZE], uint32_t crc);
 void rec_hdr_decode(const uint8_t in[REC_HDR_SIZE], rec_hdr *h);
 
 /* CRC of a record whose header (without crc) and body are given as two parts. */

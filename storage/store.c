@@ -400,8 +400,10 @@ static bool filter_field(void *arg, evs_slice name, evs_slice value)
 static void entry_filter_fields(const uint8_t *body, uint32_t len, wop *hint)
 {
     wop found = {0};
-    if (rec_entry_pairs(body, len, filter_field, &found) == 0) /* a bad body: no filter keys */
+    if (rec_entry_pairs(body, len, filter_field, &found) == 0)
         *hint = found;
+    else
+        *hint = (wop){0}; /* a bad body: no filter keys */
 }
 
 /* Index an entry at pos: its sparse `ids` key when due (`key_due`, or enough bytes or entries
@@ -432,7 +434,7 @@ static int index_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t
     }
     w->sparse_bytes += size;
     w->sparse_count++;
-    wop local = {0};
+    wop local; /* set whole by entry_filter_fields: not cleared on the writer's path */
     if (!hint) {
         entry_filter_fields(body, h->body_len, &local);
         hint = &local;

@@ -246,13 +246,14 @@ static int emit_at(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_
     uint8_t *hp = st->hdrs.data + st->hdrs.len;
     rec_hdr_encode(&h, hp);
     if (!external) {
+        if (pad) /* body and padding end on a word: zero that word, then the body over it */
+            memset(hp + size - 8, 0, 8);
         memcpy(hp + REC_HDR_SIZE, body, body_len);
-        memset(hp + REC_HDR_SIZE + body_len, 0, pad);
         h.crc = evs_crc32(0, hp + 8, size - 8);
     } else {
         h.crc = rec_crc(hp, body, body_len);
     }
-    rec_hdr_encode(&h, hp);
+    rec_hdr_set_crc(hp, h.crc);
     b->hdr_off = st->hdrs.len;
     b->hdr_len = inline_len;
     b->body = external ? body : NULL;

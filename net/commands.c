@@ -186,7 +186,7 @@ long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q)
         return rc;
     }
     resp_out_array(o, (size_t)n);
-    resp_out_raw(o, tmp.data, tmp.len);
+    resp_out_cat(o, &tmp);
     resp_out_release(&tmp);
     return n;
 }
@@ -475,7 +475,7 @@ static void cmd_keys(cmd_ctx *x)
     struct keys_walk w = {&tmp, glob_is_all(pat->ptr, pat->len) ? NULL : pat, 0};
     evs_stream_list(server_store(x->srv), keys_one, &w);
     resp_out_array(&x->r->out, w.n);
-    resp_out_raw(&x->r->out, tmp.data, tmp.len);
+    resp_out_cat(&x->r->out, &tmp);
     resp_out_release(&tmp);
     reply_done(x);
 }
@@ -1352,7 +1352,7 @@ static size_t xread_try(server *srv, xread_req *q, resp_out *o)
             if (o->proto == 2)
                 resp_out_array(&tmp, 2);
             resp_out_bulk(&tmp, q->keys[i].ptr, q->keys[i].len);
-            resp_out_raw(&tmp, one.data, one.len);
+            resp_out_cat(&tmp, &one);
             with++;
         }
         resp_out_release(&one);
@@ -1362,7 +1362,7 @@ static size_t xread_try(server *srv, xread_req *q, resp_out *o)
             resp_out_map(o, with);
         else
             resp_out_array(o, with);
-        resp_out_raw(o, tmp.data, tmp.len);
+        resp_out_cat(o, &tmp);
     }
     resp_out_release(&tmp);
     return with;
@@ -1692,7 +1692,7 @@ static void cmd_scan(cmd_ctx *x)
     resp_out_array(&x->r->out, 2);
     resp_out_cstr(&x->r->out, cur);
     resp_out_array(&x->r->out, w.found);
-    resp_out_raw(&x->r->out, tmp.data, tmp.len);
+    resp_out_cat(&x->r->out, &tmp);
     resp_out_release(&tmp);
     reply_done(x);
 }
@@ -1875,7 +1875,7 @@ static void cmd_config(cmd_ctx *x)
             n++;
         }
         resp_out_map(&x->r->out, n);
-        resp_out_raw(&x->r->out, tmp.data, tmp.len);
+        resp_out_cat(&x->r->out, &tmp);
         resp_out_release(&tmp);
     } else if (arg_is(x, 1, "SET") && x->argc % 2) {
         reply_error_done(x, "ERR wrong number of arguments for 'config|set' command");
@@ -1920,8 +1920,10 @@ static void cmd_config(cmd_ctx *x)
                 const char *name = its[p]->name;
                 if (!strcmp(name, "maxclients"))
                     server_cfg_mut(x->srv)->max_clients = v > INT_MAX ? INT_MAX : (int)v;
-                else if (!strcmp(name, "max-output-bytes"))
+                else if (!strcmp(name, "max-output-bytes")) {
                     server_cfg_mut(x->srv)->max_output_bytes = (uint64_t)v;
+                    resp_out_set_limit((size_t)v);
+                }
                 else if (!strcmp(name, "stream-node-max-bytes"))
                     stream_node_max_bytes = v;
                 else if (!strcmp(name, "timeout"))

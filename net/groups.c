@@ -115,7 +115,7 @@ static void out_delivered(resp_out *o, evs_store *st, evs_slice key, const evs_i
         resp_out_null_array(&tmp);
     }
     resp_out_array(o, n);
-    resp_out_raw(o, tmp.data, tmp.len);
+    resp_out_cat(o, &tmp);
     resp_out_release(&tmp);
 }
 
@@ -692,7 +692,7 @@ void cmd_xpending(cmd_ctx *x)
             out_id(o, gi.pending_last);
             evs_consumer_list(st, key, group, cons_pending, &po);
             resp_out_array(o, po.n);
-            resp_out_raw(o, tmp.data, tmp.len);
+            resp_out_cat(o, &tmp);
         }
     } else {
         struct timespec ts;
@@ -702,7 +702,7 @@ void cmd_xpending(cmd_ctx *x)
             evs_pending_list(st, key, group, start, end, (uint64_t)count,
                              minidle > 0 ? (uint64_t)minidle : 0, consumer, pend_one, &po);
         resp_out_array(o, po.n);
-        resp_out_raw(o, tmp.data, tmp.len);
+        resp_out_cat(o, &tmp);
     }
     resp_out_release(&tmp);
     reply_done(x);
@@ -767,7 +767,7 @@ void xinfo_groups(cmd_ctx *x)
         return;
     }
     resp_out_array(&x->r->out, go.n);
-    resp_out_raw(&x->r->out, tmp.data, tmp.len);
+    resp_out_cat(&x->r->out, &tmp);
     resp_out_release(&tmp);
     reply_done(x);
 }
@@ -819,7 +819,7 @@ void xinfo_consumers(cmd_ctx *x)
         return;
     }
     resp_out_array(&x->r->out, co.n);
-    resp_out_raw(&x->r->out, tmp.data, tmp.len);
+    resp_out_cat(&x->r->out, &tmp);
     resp_out_release(&tmp);
     reply_done(x);
 }
@@ -903,7 +903,7 @@ static void out_pel(full_ctx *f, evs_slice group, evs_slice consumer)
     evs_pending_list(f->st, f->key, group, EVS_ID_MIN, EVS_ID_MAX,
                      f->count > 0 ? (uint64_t)f->count : 0, 0, consumer, full_pel, f);
     resp_out_array(f->o, f->n);
-    resp_out_raw(f->o, tmp.data, tmp.len);
+    resp_out_cat(f->o, &tmp);
     resp_out_release(&tmp);
 }
 

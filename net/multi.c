@@ -363,7 +363,7 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
             cmd_ctx y = {j->srv, j->c, &tr, q->argc, q->argv, true};
             cmd->fn(&y);
             server_count_command(j->srv);
-            resp_out_raw(&j->results, tr.out.data, tr.out.len);
+            resp_out_cat(&j->results, &tr.out);
             resp_out_release(&tr.out);
             j->i++;
             if (commands_answered_durable(&y, cmd) && exec_wait_visible(j, first, prev))
@@ -480,7 +480,7 @@ static bool exec_finish(exec_job *j, reply *r, pending_t *p)
                        cfg->ack_timeout_ms, j->got, cfg->min_replicas);
     else {
         resp_out_array(&r->out, j->n);
-        resp_out_raw(&r->out, j->results.data, j->results.len);
+        resp_out_cat(&r->out, &j->results);
     }
     return true;
 }

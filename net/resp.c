@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 static const uint8_t *find_crlf(const uint8_t *p, const uint8_t *end)
@@ -413,6 +414,11 @@ void resp_value_free(resp_value *v)
 
 /* ---- replies ------------------------------------------------------------------------------ */
 
+static _Atomic size_t out_limit;
+
+void resp_out_set_limit(size_t bytes) { atomic_store(&out_limit, bytes); }
+size_t resp_out_limit(void) { return atomic_load(&out_limit); }
+
 void resp_out_init(resp_out *o, int proto)
 {
     memset(o, 0, sizeof *o);
@@ -428,8 +434,13 @@ void resp_out_release(resp_out *o)
 
 uint8_t *resp_out_reserve(resp_out *o, size_t n)
 {
-    if (o->oom)
+    if (o->oom || o->over)
         return NULL;
+    size_t limit = atomic_load(&out_limit);
+    if (limit && (n > limit || o->len > limit - n)) {
+        o->over = true;
+        return NULL;
+    }
     if (o->cap - o->len < n) {
         size_t cap = o->cap ? o->cap : 256;
         while (cap - o->len < n)
@@ -447,13 +458,20 @@ uint8_t *resp_out_reserve(resp_out *o, size_t n)
 
 void resp_out_raw(resp_out *o, const void *p, size_t n)
 {
-    if (o->oom || n == 0)
+    if (o->oom || o->over || n == 0)
         return;
     uint8_t *d = resp_out_reserve(o, n);
     if (!d)
         return;
     memcpy(d, p, n);
     o->len += n;
+}
+
+void resp_out_cat(resp_out *o, const resp_out *from)
+{
+    resp_out_raw(o, from->data, from->len);
+    o->oom |= from->oom;
+    o->over |= from->over;
 }
 
 static void out_fmt(resp_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

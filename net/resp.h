@@ -107,13 +107,23 @@ typedef struct resp_out {
     size_t len, cap;
     int proto;   /* 2 or 3 */
     bool oom;    /* an append failed: the reply is incomplete */
+    bool over;   /* an append would have taken it past the reply limit: incomplete, and the
+                    server answers the command with an error instead (resp_out_set_limit) */
 } resp_out;
 
+/* The most bytes any one reply buffer may hold (0: no limit), for every resp_out of the
+ * process: the server's --max-output-bytes, so that one command cannot build a reply larger
+ * than the output a client may have unsent (an XRANGE of large entries without COUNT). */
+void resp_out_set_limit(size_t bytes);
+size_t resp_out_limit(void);
 void resp_out_init(resp_out *o, int proto);
 void resp_out_release(resp_out *o);
 void resp_out_raw(resp_out *o, const void *p, size_t n);
-/* Room for n more bytes at data + len (the caller fills them and adds to len); NULL (and oom)
- * on failure. */
+/* Append a reply built apart (from's bytes), and its oom/over: what is incomplete there is
+ * incomplete here. */
+void resp_out_cat(resp_out *o, const resp_out *from);
+/* Room for n more bytes at data + len (the caller fills them and adds to len); NULL (and oom,
+ * or over) on failure. */
 uint8_t *resp_out_reserve(resp_out *o, size_t n);
 void resp_out_simple(resp_out *o, const char *s);            /* +OK                        */
 void resp_out_error(resp_out *o, const char *fmt, ...)       /* -ERR ... (prefix included)  */

@@ -374,7 +374,7 @@ static void write_direct(conn *c, struct evbuffer *out)
     struct iovec iov[DIRECT_IOV];
     int n = 0;
     for (reply *r = c->head; r && r->ready && n < DIRECT_IOV; r = r->next) {
-        if (r->out.oom || r->file || r->close_after)
+        if (r->out.oom || r->out.over || r->file || r->close_after)
             break;
         iov[n++] = (struct iovec){r->out.data, r->out.len};
     }
@@ -396,6 +396,33 @@ static void write_direct(conn *c, struct evbuffer *out)
     }
 }
 
+/* A reply that would have passed --max-output-bytes (resp_out_set_limit) was left incomplete:
+ * the client gets an error in its place, and the connection stays usable. The command itself
+ * ran (an XREADGROUP's entries are now pending for its consumer, as they would be had the
+ * reply been lost with the connection). */
+static void over_limit(conn *c, reply *r)
+{
+    size_t limit = resp_out_limit();
+    server_log(c->s, EVS_LOG_WARN,
+               "client id=%lld: a reply over %zu bytes (--max-output-bytes) answered with an "
+               "error", c->id, limit);
+    char msg[160]; /* written whole, past the limit: the error itself must go out */
+    int n = snprintf(msg, sizeof msg, "-ERR reply over the server's max-output-bytes (%zu "
+                     "bytes); ask for fewer entries (COUNT)\r\n", limit);
+    if (r->out.cap < (size_t)n) {
+        uint8_t *d = realloc(r->out.data, (size_t)n);
+        if (!d) {
+            r->out.oom = true;
+            return;
+        }
+        r->out.data = d;
+        r->out.cap = (size_t)n;
+    }
+    memcpy(r->out.data, msg, (size_t)n);
+    r->out.len = (size_t)n;
+    r->out.over = false;
+}
+
 /* Write the ready prefix of the reply queue (N1); `direct`: to the socket first. */
 static void flush_now(conn *c, bool direct)
 {
@@ -406,6 +433,8 @@ static void flush_now(conn *c, bool direct)
         write_direct(c, out);
     while (c->head && c->head->ready) {
         reply *r = c->head;
+        if (r->out.over && !r->out.oom)
+            over_limit(c, r); /* an error takes the place of a reply too large to build */
         if (r->out.oom)
             c->closing = true; /* a reply we could not build completely: drop the client */
         else if (r->out.len >= REPLY_HANDOFF_BYTES &&
@@ -980,6 +1009,7 @@ int server_run(const server_config *cfg)
     if (!s)
         return -ENOMEM;
     s->cfg = *cfg;
+    resp_out_set_limit((size_t)cfg->max_output_bytes); /* no one reply larger */
     if (!process_started)
         process_started = time(NULL);
     pthread_mutex_init(&s->mu, NULL);

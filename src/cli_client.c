@@ -40,6 +40,8 @@ static const char *read_help =
     "\n"
     "Prints entries as JSON lines (the HTTP API's event objects; \"ts\" is the ID's ms).\n"
     "--follow keeps waiting for new entries (XREAD BLOCK) until interrupted.\n"
+    "Entries are asked for 1000 at a time, fewer when a page of large entries would pass the\n"
+    "server's --max-output-bytes.\n"
     "\n"
     "  --server HOST:PORT   EVSTORE_SERVER, default 127.0.0.1:7379\n"
     "  --password P         EVSTORE_PASSWORD\n"
@@ -294,6 +296,7 @@ int cmd_read(int argc, char **argv)
     long printed = 0;
     int rc = EXIT_OK;
     bool caught_up = false;
+    long page = 1000; /* entries asked for at once: halved while a reply would be too large */
     while (!interrupted && (limit < 0 || printed < limit)) {
         char start[EVS_ID_STRLEN + 1], count[24], err[300];
         start[0] = '(';
@@ -301,7 +304,7 @@ int cmd_read(int argc, char **argv)
         /* "(0-0" excludes nothing: no entry has ID 0-0 */
         const char *xr[] = {"XRANGE", stream, start, "+", "COUNT", count};
         const char *xb[] = {"XREAD", "BLOCK", "1000", "COUNT", count, "STREAMS", stream, start + 1};
-        long want = limit < 0 ? 1000 : limit - printed < 1000 ? limit - printed : 1000;
+        long want = limit < 0 || limit - printed > page ? page : limit - printed;
         snprintf(count, sizeof count, "%ld", want);
         bool blocking = caught_up && follow;
         if (rclient_send(&c, blocking ? 8 : 6, blocking ? xb : xr, NULL)) {
@@ -316,6 +319,12 @@ int cmd_read(int argc, char **argv)
                 rc = EXIT_FAILURE_;
             }
             break;
+        }
+        if (v->type == RESP_T_ERROR && want > 1 && v->len > 30 &&
+            memmem(v->str, v->len, "max-output-bytes", 16)) {
+            page = want / 2; /* large entries: the same read in smaller pages */
+            resp_value_free(v);
+            continue;
         }
         if (v->type == RESP_T_ERROR) {
             fprintf(stderr, "evstore read: %.*s\n", (int)v->len, v->str);

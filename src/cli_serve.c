@@ -30,7 +30,7 @@ static const char *help =
     "  --max-entry-bytes N     largest entry (encoded)   EVSTORE_MAX_ENTRY_BYTES 64m\n"
     "  --max-request-bytes N   largest bulk argument     EVSTORE_MAX_REQUEST_BYTES 512m\n"
     "  --max-output-bytes N    unsent replies before a   EVSTORE_MAX_OUTPUT_BYTES 256m\n"
-    "                          slow client is dropped\n"
+    "                          slow client is dropped; one reply larger is an error\n"
     "  --segment-bytes N       segment size              EVSTORE_SEGMENT_BYTES 64m\n"
     "  --timeout S             close RESP clients idle   EVSTORE_TIMEOUT  0 (never)\n"
     "                          S seconds (not while a reply is pending: XREAD BLOCK)\n"

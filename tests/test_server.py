@@ -1073,6 +1073,41 @@ class ClientLimits(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
             shutil.rmtree(d, ignore_errors=True)
 
+    def test_one_reply_over_the_output_limit_is_an_error_not_a_disconnect(self):
+        """A single command whose reply would pass --max-output-bytes (an XRANGE of large
+        entries without COUNT) is answered with an error naming the limit, and the connection
+        goes on; the same read in smaller pages works, and `evstore read` pages down by itself."""
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        srv = Server(os.path.join(d, "data"), "--max-output-bytes", "1m").start()
+        try:
+            r = srv.client()
+            for i in range(5):
+                r.xadd("big", {"payload": bytes([65 + i]) * 400000})
+            for call in (lambda: r.xrange("big"), lambda: r.xread({"big": "0"}),
+                         lambda: r.xrevrange("big")):
+                with self.assertRaises(redis.ResponseError) as e:
+                    call()
+                self.assertIn("reply over the server's max-output-bytes (1048576 bytes)",
+                              str(e.exception))
+                self.assertTrue(r.ping())  # the same connection, still in step
+            got = r.xrange("big", count=2)
+            self.assertEqual([len(f[b"payload"]) for _, f in got], [400000, 400000])
+            self.assertEqual(r.xlen("big"), 5)
+            p = subprocess.run([EVSTORE, "read", "--server", "127.0.0.1:%d" % srv.port, "big"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            lines = p.stdout.splitlines()
+            self.assertEqual(len(lines), 5)
+            self.assertEqual([json.loads(x)["payload"][0] for x in lines],
+                             list("ABCDE"))
+            with open(os.path.join(d, "server.log"), errors="replace") as f:
+                self.assertIn("a reply over 1048576 bytes (--max-output-bytes) answered with "
+                              "an error", f.read())
+            r.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            shutil.rmtree(d, ignore_errors=True)
+
     def test_input_piling_up_behind_a_blocked_read_is_bounded(self):
         """A client parked in XREAD BLOCK that keeps sending: what waits behind the blocked
         command is bounded by --max-request-bytes, then the client is disconnected (as Redis'

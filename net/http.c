@@ -535,13 +535,20 @@ static void do_list(http_api *h, struct evhttp_request *req, evs_slice name)
     long got = 0;
     evs_id last = EVS_ID_MIN;
     bool more = false;
+    /* a page also ends before its entries pass --max-output-bytes (one entry at least):
+     * `next` says where the rest begins, as it does after `limit` events */
+    uint64_t bytes = 0, budget = server_cfg(h->srv)->max_output_bytes;
     while ((rc = evs_iter_next(it, &e, &err)) == 1) {
-        if (got == limit) {
+        uint64_t size = 0;
+        for (size_t i = 0; i < e->nfields; i++)
+            size += e->fields[i].name.len + e->fields[i].value.len;
+        if (got == limit || (got && bytes + size > budget)) {
             more = true;
             break;
         }
         json_array_append_new(events, event_json(e));
         last = e->id;
+        bytes += size;
         got++;
     }
     evs_iter_close(it);

@@ -1076,7 +1076,8 @@ class ClientLimits(unittest.TestCase):
     def test_one_reply_over_the_output_limit_is_an_error_not_a_disconnect(self):
         """A single command whose reply would pass --max-output-bytes (an XRANGE of large
         entries without COUNT) is answered with an error naming the limit, and the connection
-        goes on; the same read in smaller pages works, and `evstore read` pages down by itself."""
+        goes on; the same read in smaller pages works, and `evstore read` pages down by itself.
+        An HTTP page ends before its entries pass the limit, and `next` leads on."""
         d = tempfile.mkdtemp(prefix="evs-server-")
         srv = Server(os.path.join(d, "data"), "--max-output-bytes", "1m").start()
         try:
@@ -1100,6 +1101,20 @@ class ClientLimits(unittest.TestCase):
             self.assertEqual(len(lines), 5)
             self.assertEqual([json.loads(x)["payload"][0] for x in lines],
                              list("ABCDE"))
+            # HTTP pages end before their entries pass the limit, with `next` to go on
+            seen, after, pages = [], None, 0
+            while True:
+                path = "/streams/big/events?limit=100" + ("&after=" + after if after else "")
+                st, doc, _ = http_req(srv, "GET", path)
+                self.assertEqual(st, 200)
+                self.assertLessEqual(len(doc["events"]), 2)
+                seen += [ev["payload"][0] for ev in doc["events"]]
+                pages += 1
+                after = doc["next"]
+                if after is None:
+                    break
+            self.assertEqual(seen, list("ABCDE"))
+            self.assertEqual(pages, 3)
             with open(os.path.join(d, "server.log"), errors="replace") as f:
                 self.assertIn("a reply over 1048576 bytes (--max-output-bytes) answered with "
                               "an error", f.read())

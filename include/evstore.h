@@ -512,6 +512,11 @@ typedef struct evs_group_op {
     bool new_only;            /* READ: ">" (never-delivered entries)                         */
     bool noack;               /* READ: deliver without adding to the pending list           */
     uint64_t count;           /* READ (0: no limit), AUTOCLAIM (at least 1)                  */
+    uint64_t max_bytes;       /* READ of new entries (">"): deliver no more once the entries
+                                 pass this many bytes, counting each one's names and values
+                                 and EVS_ENTRY_FRAMING for its framing in a reply (at least one
+                                 entry is delivered; 0: no limit). Fewer than count is a valid
+                                 answer, as XREADGROUP's COUNT is an upper bound             */
     const evs_id *ids;        /* ACK, CLAIM                                                  */
     size_t nids;
     uint64_t min_idle_ms;     /* CLAIM, AUTOCLAIM                                            */
@@ -523,6 +528,10 @@ typedef struct evs_group_op {
     bool has_lastid;          /* CLAIM LASTID                                                */
     evs_id lastid;
 } evs_group_op;
+
+/* The bytes max_bytes counts for an entry of n fields beyond its names and values: a reply's
+ * framing of it (ID, headers), so that many tiny entries are bounded too. */
+#define EVS_ENTRY_FRAMING(n) (48u + 16u * (n))
 
 void evs_group_op_init(evs_group_op *op, evs_group_cmd cmd);
 

@@ -1098,6 +1098,9 @@ static void xrg_submit(xrg *q)
         ops[i].id = q->after[i];
         ops[i].noack = q->noack;
         ops[i].count = q->count > 0 ? (uint64_t)q->count : 0;
+        /* half the reply limit over the streams: a reply of new entries stays under it (the
+         * rest is the reply's own framing) instead of being refused after delivery */
+        ops[i].max_bytes = resp_out_limit() / 2 / q->nkeys;
     }
     q->in_flight = true;
     if (!rc)

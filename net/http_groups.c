@@ -201,6 +201,7 @@ static void submit(hgop *g)
     op.consumer = (evs_slice){g->consumer, g->consumer_len};
     op.new_only = true;
     op.count = g->count;
+    op.max_bytes = server_cfg(http_server(g->h))->max_output_bytes; /* a page of large ones */
     submit_op(g, &op);
 }
 

@@ -199,7 +199,16 @@ static int plan_read_new(evs_store *st, gop *o, plan *pl, evs_error *err)
         pthread_rwlock_unlock(&st->lock);
         first = reader_first_live(st, pl->s, &snap);
     }
+    uint64_t bytes = 0;
     while ((rc = evs_iter_next(it, &e, err)) == 1) {
+        if (o->op.max_bytes) { /* a byte budget: stop before the entry that would pass it */
+            uint64_t size = EVS_ENTRY_FRAMING(e->nfields);
+            for (size_t i = 0; i < e->nfields; i++)
+                size += e->fields[i].name.len + e->fields[i].value.len;
+            if (bytes && bytes + size > o->op.max_bytes)
+                break;
+            bytes += size;
+        }
         if (pl->er != REC_G_ENTRIES_READ_NONE && !group_range_has_tombstones(ss, first, e->id))
             pl->er++;
         else if (ss->entries_added)

@@ -1077,7 +1077,8 @@ class ClientLimits(unittest.TestCase):
         """A single command whose reply would pass --max-output-bytes (an XRANGE of large
         entries without COUNT) is answered with an error naming the limit, and the connection
         goes on; the same read in smaller pages works, and `evstore read` pages down by itself.
-        An HTTP page ends before its entries pass the limit, and `next` leads on."""
+        An HTTP page ends before its entries pass the limit, and `next` leads on; group reads of
+        new entries (RESP and HTTP) deliver fewer than COUNT rather than a reply too large."""
         d = tempfile.mkdtemp(prefix="evs-server-")
         srv = Server(os.path.join(d, "data"), "--max-output-bytes", "1m").start()
         try:
@@ -1115,6 +1116,29 @@ class ClientLimits(unittest.TestCase):
                     break
             self.assertEqual(seen, list("ABCDE"))
             self.assertEqual(pages, 3)
+            # a group read of new entries delivers fewer than COUNT instead of a reply that
+            # could not be sent: nothing is left pending that was not returned
+            r.xgroup_create("big", "g", id="0")
+            got = []
+            for _ in range(5):
+                res = r.xreadgroup("g", "c", {"big": ">"})  # no COUNT
+                self.assertEqual(len(res[0][1]), 1)  # 400 KB each, half of 1 MiB per reply
+                got += [f[b"payload"][:1] for _, f in res[0][1]]
+            self.assertEqual(got, [b"A", b"B", b"C", b"D", b"E"])
+            self.assertEqual(r.xpending("big", "g")["pending"], 5)
+            self.assertEqual(r.xreadgroup("g", "c", {"big": ">"}), [])
+            r.xgroup_create("big", "h", id="0")
+            seen = []
+            while True:
+                st, doc, _ = http_req(srv, "POST", "/streams/big/groups/h/read",
+                                      {"consumer": "c", "count": 100})
+                self.assertEqual(st, 200)
+                if not doc["events"]:
+                    break
+                self.assertLessEqual(len(doc["events"]), 2)
+                seen += [ev["payload"][0] for ev in doc["events"]]
+            self.assertEqual(seen, list("ABCDE"))
+            self.assertEqual(r.xpending("big", "h")["pending"], 5)
             with open(os.path.join(d, "server.log"), errors="replace") as f:
                 self.assertIn("a reply over 1048576 bytes (--max-output-bytes) answered with "
                               "an error", f.read())

@@ -157,8 +157,8 @@ void out_entry(resp_out *o, const evs_entry *e)
 }
 
 /* Append up to q->limit entries of stream `key` as an array into o; returns the count, or
- * < 0 after writing an error. */
-long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q)
+ * < 0 after writing an error. max_bytes: commands.h. */
+long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q, size_t max_bytes)
 {
     evs_iter *it;
     evs_error err;
@@ -176,7 +176,12 @@ long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q)
     const evs_entry *e;
     long n = 0;
     while ((rc = evs_iter_next(it, &e, &err)) == 1) {
+        size_t before = tmp.len;
         out_entry(&tmp, e);
+        if (max_bytes && n && tmp.len > max_bytes && !tmp.oom && !tmp.over) {
+            tmp.len = before; /* this one goes in the next reply */
+            break;
+        }
         n++;
     }
     evs_iter_close(it);
@@ -1056,7 +1061,7 @@ static void xrange_generic(cmd_ctx *x, bool rev)
         return;
     }
     q.limit = count > 0 ? (uint64_t)count : 0;
-    out_range(&x->r->out, server_store(x->srv), key_of(&x->argv[1]), &q);
+    out_range(&x->r->out, server_store(x->srv), key_of(&x->argv[1]), &q, 0);
     reply_done(x);
 }
 
@@ -1299,7 +1304,7 @@ static void cmd_xinfo(cmd_ctx *x)
         evs_query q;
         evs_query_init(&q);
         q.limit = (uint64_t)count; /* COUNT 0: all, as in Redis */
-        out_range(o, st, key, &q);
+        out_range(o, st, key, &q, 0);
         resp_out_cstr(o, "groups");
         xinfo_full_groups(o, st, key, count);
     } else {
@@ -1347,7 +1352,10 @@ static size_t xread_try(server *srv, xread_req *q, resp_out *o)
         qq.limit = q->count > 0 ? (uint64_t)q->count : 0;
         resp_out one;
         resp_out_init(&one, o->proto);
-        long n = out_range(&one, server_store(srv), q->keys[i], &qq);
+        /* fewer than COUNT is an answer XREAD may give: half the reply limit over the streams,
+         * so a read of large entries returns what fits instead of an error */
+        long n = out_range(&one, server_store(srv), q->keys[i], &qq,
+                           resp_out_limit() / 2 / q->nkeys);
         if (n > 0) {
             if (o->proto == 2)
                 resp_out_array(&tmp, 2);

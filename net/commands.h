@@ -68,8 +68,10 @@ evs_id *parse_ids(cmd_ctx *x, size_t from);
 /* XREAD/XREADGROUP's BLOCK ms and COUNT n at argv[*i]: 1 taken (*i advanced), 0 not one of
  * them, -1 answered with Redis's error. */
 int read_option(cmd_ctx *x, size_t *i, long long *block, long long *count);
-/* Up to q->limit entries of stream key as an array; the count, or < 0 after an error. */
-long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q);
+/* Up to q->limit entries of stream key as an array; the count, or < 0 after an error. With
+ * max_bytes (0: none), the array ends before the entry that would take its encoding past
+ * max_bytes (at least one entry): for replies where fewer than COUNT is a valid answer. */
+long out_range(resp_out *o, evs_store *st, evs_slice key, const evs_query *q, size_t max_bytes);
 
 /* groups.c: the consumer-group commands and their parked XREADGROUP BLOCKs. */
 void cmd_xgroup(cmd_ctx *x);

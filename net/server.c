@@ -399,7 +399,8 @@ static void write_direct(conn *c, struct evbuffer *out)
 /* A reply that would have passed --max-output-bytes (resp_out_set_limit) was left incomplete:
  * the client gets an error in its place, and the connection stays usable. The command itself
  * ran (an EXEC's commands are applied; an XREADGROUP of pending entries counted them
- * delivered. One of new entries stays within the limit: evs_group_op.max_bytes). */
+ * delivered). XREAD and an XREADGROUP of new entries stay within the limit instead, answering
+ * fewer than COUNT (out_range's max_bytes, evs_group_op.max_bytes). */
 static void over_limit(conn *c, reply *r)
 {
     size_t limit = resp_out_limit();

@@ -533,6 +533,15 @@ typedef struct evs_group_op {
  * framing of it (ID, headers), so that many tiny entries are bounded too. */
 #define EVS_ENTRY_FRAMING(n) (48u + 16u * (n))
 
+/* The bytes of an entry's names and values. */
+static inline uint64_t evs_entry_bytes(const evs_entry *e)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < e->nfields; i++)
+        n += e->fields[i].name.len + e->fields[i].value.len;
+    return n;
+}
+
 void evs_group_op_init(evs_group_op *op, evs_group_cmd cmd);
 
 typedef struct evs_group_result {

@@ -539,9 +539,7 @@ static void do_list(http_api *h, struct evhttp_request *req, evs_slice name)
      * `next` says where the rest begins, as it does after `limit` events */
     uint64_t bytes = 0, budget = server_cfg(h->srv)->max_output_bytes;
     while ((rc = evs_iter_next(it, &e, &err)) == 1) {
-        uint64_t size = 0;
-        for (size_t i = 0; i < e->nfields; i++)
-            size += e->fields[i].name.len + e->fields[i].value.len;
+        uint64_t size = evs_entry_bytes(e);
         if (got == limit || (got && bytes + size > budget)) {
             more = true;
             break;

@@ -202,9 +202,7 @@ static int plan_read_new(evs_store *st, gop *o, plan *pl, evs_error *err)
     uint64_t bytes = 0;
     while ((rc = evs_iter_next(it, &e, err)) == 1) {
         if (o->op.max_bytes) { /* a byte budget: stop before the entry that would pass it */
-            uint64_t size = EVS_ENTRY_FRAMING(e->nfields);
-            for (size_t i = 0; i < e->nfields; i++)
-                size += e->fields[i].name.len + e->fields[i].value.len;
+            uint64_t size = EVS_ENTRY_FRAMING(e->nfields) + evs_entry_bytes(e);
             if (bytes && bytes + size > o->op.max_bytes)
                 break;
             bytes += size;

@@ -464,6 +464,9 @@ struct timespec evs_deadline_ns(uint64_t ns);
 int store_apply_record(evs_store *st, const rec_hdr *h, const uint8_t *body, uint64_t pos,
                        uint64_t size, evs_error *err);
 /* The same, with the entry's source/type hashes already known (writer path). */
+/* A filter field (`source`, `type`) into hint: the first of each name counts. Returns
+ * whether either is still missing (a rec_pair_fn, with hint a wop *). */
+bool store_filter_field(void *hint, evs_slice name, evs_slice value);
 int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body, uint64_t pos,
                             uint64_t size, const struct wop *hint, evs_error *err);
 /* Record in index.ckpt that index transaction `txn` is durable (after idx_sync). */

@@ -379,12 +379,7 @@ static int touch_state(evs_store *st, stream *s, bool version)
 
 static int touch(evs_store *st, stream *s) { return touch_state(st, s, true); }
 
-/* Find the `source` and `type` fields of an entry body, for records the writer did not build
- * from a caller's fields (recovery, an index rebuild, a follower's replicated records): read
- * in place by the walk of rule 4, not decoded. Decoding with msgpack-c into a zone was 1,080
- * of the 2,300 instructions an entry of an index rebuild (callgrind, 1 M entries). The first
- * of each name counts, as in build_append. */
-static bool filter_field(void *arg, evs_slice name, evs_slice value)
+bool store_filter_field(void *arg, evs_slice name, evs_slice value)
 {
     wop *hint = arg;
     if (!hint->has_source && name.len == 6 && !memcmp(name.ptr, "source", 6)) {
@@ -397,10 +392,14 @@ static bool filter_field(void *arg, evs_slice name, evs_slice value)
     return !(hint->has_source && hint->has_type);
 }
 
+/* Find the `source` and `type` fields of an entry body, for records the writer did not build
+ * from a caller's fields (recovery, an index rebuild, a follower's replicated records): read
+ * in place by the walk of rule 4, not decoded. Decoding with msgpack-c into a zone was 1,080
+ * of the 2,300 instructions an entry of an index rebuild (callgrind, 1 M entries). */
 static void entry_filter_fields(const uint8_t *body, uint32_t len, wop *hint)
 {
     wop found = {0};
-    if (rec_entry_pairs(body, len, filter_field, &found) == 0)
+    if (rec_entry_pairs(body, len, store_filter_field, &found) == 0)
         *hint = found;
     else
         *hint = (wop){0}; /* a bad body: no filter keys */

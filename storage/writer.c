@@ -1992,16 +1992,9 @@ static int build_append(evs_store *st, const evs_append *reqs, size_t n, wreq **
             goto fail;
         }
         op->body_len = (uint32_t)blen;
-        for (size_t f = 0; f < a->nfields; f++) {
-            const evs_field *fl = &a->fields[f];
-            if (!op->has_source && fl->name.len == 6 && !memcmp(fl->name.ptr, "source", 6)) {
-                op->has_source = true;
-                op->hsource = idx_value_hash(fl->value.ptr, fl->value.len);
-            } else if (!op->has_type && fl->name.len == 4 && !memcmp(fl->name.ptr, "type", 4)) {
-                op->has_type = true;
-                op->htype = idx_value_hash(fl->value.ptr, fl->value.len);
-            }
-        }
+        for (size_t f = 0; f < a->nfields; f++)
+            if (!store_filter_field(op, a->fields[f].name, a->fields[f].value))
+                break;
     }
     *out = r;
     return 0;

@@ -320,8 +320,7 @@ int cmd_read(int argc, char **argv)
             }
             break;
         }
-        if (v->type == RESP_T_ERROR && want > 1 && v->len > 30 &&
-            memmem(v->str, v->len, "max-output-bytes", 16)) {
+        if (v->type == RESP_T_ERROR && want > 1 && memmem(v->str, v->len, "max-output-bytes", 16)) {
             page = want / 2; /* large entries: the same read in smaller pages */
             resp_value_free(v);
             continue;

@@ -512,11 +512,14 @@ typedef struct evs_group_op {
     bool new_only;            /* READ: ">" (never-delivered entries)                         */
     bool noack;               /* READ: deliver without adding to the pending list           */
     uint64_t count;           /* READ (0: no limit), AUTOCLAIM (at least 1)                  */
-    uint64_t max_bytes;       /* READ of new entries (">"): deliver no more once the entries
+    uint64_t max_bytes;       /* READ, AUTOCLAIM: deliver no more once the entries would
                                  pass this many bytes, counting each one's names and values
-                                 and EVS_ENTRY_FRAMING for its framing in a reply (at least one
-                                 entry is delivered; 0: no limit). Fewer than count is a valid
-                                 answer, as XREADGROUP's COUNT is an upper bound             */
+                                 and EVS_ENTRY_FRAMING for its framing in a reply (a deleted
+                                 entry read from the pending list: the framing alone; at
+                                 least one entry is delivered; 0: no limit). Fewer than count
+                                 is a valid answer: XREADGROUP's COUNT is an upper bound, and
+                                 AUTOCLAIM's cursor then names the first entry not taken.
+                                 Dead-lettered and JUSTID entries are not counted            */
     const evs_id *ids;        /* ACK, CLAIM                                                  */
     size_t nids;
     uint64_t min_idle_ms;     /* CLAIM, AUTOCLAIM                                            */

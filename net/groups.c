@@ -597,6 +597,7 @@ void cmd_xautoclaim(cmd_ctx *x)
             return;
         }
     }
+    op.max_bytes = resp_out_limit() / 2; /* as XREADGROUP's: fewer, never an error after */
     if (claim_group_ok(x, &op))
         run_op(x, &op, RK_AUTOCLAIM);
 }
@@ -1098,8 +1099,9 @@ static void xrg_submit(xrg *q)
         ops[i].id = q->after[i];
         ops[i].noack = q->noack;
         ops[i].count = q->count > 0 ? (uint64_t)q->count : 0;
-        /* half the reply limit over the streams: a reply of new entries stays under it (the
-         * rest is the reply's own framing) instead of being refused after delivery */
+        /* half the reply limit over the streams: a reply of entries, new or pending, stays
+         * under it (the rest is the reply's own framing) instead of being refused after the
+         * deliveries were counted */
         ops[i].max_bytes = resp_out_limit() / 2 / q->nkeys;
     }
     q->in_flight = true;

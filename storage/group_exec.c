@@ -172,6 +172,20 @@ static bool over_limit(const cgroup *g, uint64_t new_count)
     return g->max_deliveries && new_count > g->max_deliveries;
 }
 
+/* Does an entry of `size` reply bytes fit the op's byte budget (evs_group_op.max_bytes), after
+ * the *used bytes of those taken so far? The first always does; one taken is counted. A read
+ * stops before the first that does not, so a reply is never refused after its deliveries were
+ * recorded. */
+static bool budget_takes(const gop *o, uint64_t *used, uint64_t size)
+{
+    if (!o->op.max_bytes)
+        return true;
+    if (*used && *used + size > o->op.max_bytes)
+        return false;
+    *used += size;
+    return true;
+}
+
 static int plan_read_new(evs_store *st, gop *o, plan *pl, evs_error *err)
 {
     cgroup *g = pl->g;
@@ -199,14 +213,10 @@ static int plan_read_new(evs_store *st, gop *o, plan *pl, evs_error *err)
         pthread_rwlock_unlock(&st->lock);
         first = reader_first_live(st, pl->s, &snap);
     }
-    uint64_t bytes = 0;
+    uint64_t used = 0;
     while ((rc = evs_iter_next(it, &e, err)) == 1) {
-        if (o->op.max_bytes) { /* a byte budget: stop before the entry that would pass it */
-            uint64_t size = EVS_ENTRY_FRAMING(e->nfields) + evs_entry_bytes(e);
-            if (bytes && bytes + size > o->op.max_bytes)
-                break;
-            bytes += size;
-        }
+        if (!budget_takes(o, &used, EVS_ENTRY_FRAMING(e->nfields) + evs_entry_bytes(e)))
+            break;
         if (pl->er != REC_G_ENTRIES_READ_NONE && !group_range_has_tombstones(ss, first, e->id))
             pl->er++;
         else if (ss->entries_added)
@@ -227,21 +237,24 @@ static int plan_read_history(evs_store *st, gop *o, plan *pl, evs_error *err)
     uint32_t c = group_consumer(g, o->op.consumer.ptr, o->op.consumer.len);
     if (c == PEL_FREE)
         return 0;
-    uint64_t served = 0;
+    uint64_t served = 0, used = 0, size = 0;
     for (size_t i = pel_lower(g, o->op.id); i < g->npel; i++) {
         pel_ent *p = &g->pel[i];
         if (p->cons != c || evs_id_cmp(p->id, o->op.id) <= 0)
             continue;
         if (o->op.count && served >= o->op.count)
             break;
-        int e = reader_entry_exists(st, pl->s, p->id, err);
+        int e = reader_entry_exists(st, pl->s, p->id, &size, err);
         if (e < 0)
             return e;
         int rc = 0;
+        bool to_dlq = e && over_limit(g, p->count + 1); /* dead-lettered: not in the reply */
+        if (!to_dlq && !budget_takes(o, &used, e ? size : EVS_ENTRY_FRAMING(0)))
+            break; /* fewer than COUNT: the reader asks again from the last ID it got */
         if (!e) {
             rc = result_id(o, p->id); /* answered with nil fields, as Redis does */
             served++;
-        } else if (over_limit(g, p->count + 1)) {
+        } else if (to_dlq) {
             rc = dead_body(st, pl, p->id, p->count, err);
         } else {
             rc = nums_id(&pl->redeliver, p->id) || result_id(o, p->id) ? -ENOMEM : 0;
@@ -290,7 +303,7 @@ static int plan_claim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_erro
         if (dup && !again)
             continue; /* deleted, dead-lettered or not claimed the first time: the same now */
         pel_ent *p = again ? &planned : pel_find(g, id);
-        int e = again ? 1 : reader_entry_exists(st, pl->s, id, err);
+        int e = again ? 1 : reader_entry_exists(st, pl->s, id, NULL, err);
         if (e < 0)
             return e;
         if (!e) {
@@ -324,6 +337,7 @@ static int plan_autoclaim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_
     cgroup *g = pl->g;
     uint64_t count = op->count ? op->count : 100;
     uint64_t attempts = count * 10;
+    uint64_t used = 0, size = 0;
     pl->emit_claim = true;
     size_t i = pel_lower(g, op->id);
     for (; i < g->npel && attempts && count; i++) {
@@ -331,7 +345,7 @@ static int plan_autoclaim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_
         if (p->cons == PEL_FREE)
             continue;
         attempts--;
-        int e = reader_entry_exists(st, pl->s, p->id, err);
+        int e = reader_entry_exists(st, pl->s, p->id, &size, err);
         if (e < 0)
             return e;
         if (!e) {
@@ -342,6 +356,8 @@ static int plan_autoclaim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_
         }
         if (idle_of(p, now_ms) < op->min_idle_ms)
             continue;
+        if (!op->justid && !over_limit(g, p->count + 1) && !budget_takes(o, &used, size))
+            break; /* the cursor (pl->next) names this entry: the next call starts here */
         int rc = claim_one(st, o, pl, p, op->justid ? p->count : p->count + 1, now_ms, err);
         if (rc)
             return rc;

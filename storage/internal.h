@@ -484,8 +484,9 @@ int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint6
 /* The ID of snapshot snap's first live entry (0-0 when empty): its trim point, unless entries
  * were deleted since, then found by a read (an error reads as the trim point). Reader module. */
 evs_id reader_first_live(evs_store *st, stream *s, const stream_state *snap);
-/* Does the entry exist (visible, not deleted)? 1 yes, 0 no, < 0 error. Reader module. */
-int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err);
+/* Does the entry exist (visible, not deleted)? 1 yes (with *bytes, when not NULL, its size as
+ * evs_group_op.max_bytes counts it), 0 no, < 0 error. Reader module. */
+int reader_entry_exists(evs_store *st, stream *s, evs_id id, uint64_t *bytes, evs_error *err);
 /* The lowest log position an iterator open now may read (UINT64_MAX: none; reader.c R2). */
 uint64_t reader_lowest_listed(evs_store *st);
 /* The positions of the live entries of snap's chain in ID order (*pos malloc'd, n of them)

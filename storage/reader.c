@@ -1012,7 +1012,7 @@ void evs_iter_close(evs_iter *it)
 /* The first visible live entry of s in [start, end] (start exclusive if asked): 1 with *id and
  * *pos (either may be NULL), 0 none, < 0 error. */
 static int first_in(evs_store *st, stream *s, evs_id start, bool exclusive, evs_id end,
-                    evs_id *id, uint64_t *pos, evs_error *err)
+                    evs_id *id, uint64_t *pos, uint64_t *bytes, evs_error *err)
 {
     stream_state snap;
     pthread_rwlock_rdlock(&st->lock);
@@ -1035,14 +1035,16 @@ static int first_in(evs_store *st, stream *s, evs_id start, bool exclusive, evs_
             *id = e->id;
         if (pos)
             *pos = it->ent_pos;
+        if (bytes)
+            *bytes = EVS_ENTRY_FRAMING(e->nfields) + evs_entry_bytes(e);
     }
     evs_iter_close(it);
     return rc;
 }
 
-int reader_entry_exists(evs_store *st, stream *s, evs_id id, evs_error *err)
+int reader_entry_exists(evs_store *st, stream *s, evs_id id, uint64_t *bytes, evs_error *err)
 {
-    return first_in(st, s, id, false, id, NULL, NULL, err);
+    return first_in(st, s, id, false, id, NULL, NULL, bytes, err);
 }
 
 int reader_trim_scan(evs_store *st, stream *s, const stream_state *snap, evs_id from,
@@ -1077,7 +1079,7 @@ int reader_trim_scan(evs_store *st, stream *s, const stream_state *snap, evs_id 
 int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint64_t *pos,
                        evs_error *err)
 {
-    return first_in(st, s, after, true, EVS_ID_MAX, id, pos, err);
+    return first_in(st, s, after, true, EVS_ID_MAX, id, pos, NULL, err);
 }
 
 /* ---- stream information ------------------------------------------------------------------ */

@@ -1012,7 +1012,7 @@ static void do_delete(evs_store *st, wreq *r, pending *p)
             dup = evs_id_cmp(del[j], r->ops[i].id) == 0;
         if (dup)
             continue;
-        int e = reader_entry_exists(st, s, r->ops[i].id, &err);
+        int e = reader_entry_exists(st, s, r->ops[i].id, NULL, &err);
         if (e < 0) {
             finish(r, e, &err);
             return;

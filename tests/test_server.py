@@ -1136,6 +1136,31 @@ class ClientLimits(unittest.TestCase):
             self.assertEqual(got, [b"A", b"B", b"C", b"D", b"E"])
             self.assertEqual(r.xpending("big", "g")["pending"], 5)
             self.assertEqual(r.xreadgroup("g", "c", {"big": ">"}), [])
+            # so does a read of the pending list (it counts a delivery of each entry it
+            # returns, and of none it does not), and XAUTOCLAIM, whose cursor leads on
+            got, after = [], "0"
+            while True:
+                res = r.xreadgroup("g", "c", {"big": after})
+                if not res[0][1]:
+                    break
+                self.assertEqual(len(res[0][1]), 1)
+                got += [f[b"payload"][:1] for _, f in res[0][1]]
+                after = res[0][1][-1][0]
+            self.assertEqual(got, [b"A", b"B", b"C", b"D", b"E"])
+            pend = r.xpending_range("big", "g", "-", "+", 10)
+            self.assertEqual([p["times_delivered"] for p in pend], [2] * 5)
+            got, cursor = [], "0-0"
+            while True:
+                res = r.xautoclaim("big", "g", "d", 0, start_id=cursor)
+                self.assertLessEqual(len(res[1]), 1)
+                got += [f[b"payload"][:1] for _, f in res[1]]
+                cursor = res[0]
+                if cursor == b"0-0":
+                    break
+            self.assertEqual(got, [b"A", b"B", b"C", b"D", b"E"])
+            pend = r.xpending_range("big", "g", "-", "+", 10)
+            self.assertEqual([(p["consumer"], p["times_delivered"]) for p in pend],
+                             [(b"d", 3)] * 5)
             r.xgroup_create("big", "h", id="0")
             seen = []
             while True:

@@ -237,16 +237,6 @@ static void cmd_select(cmd_ctx *x)
     }
 }
 
-/* Compare secrets in time independent of where they differ. */
-static bool secret_eq(const resp_arg *a, const char *secret)
-{
-    size_t n = strlen(secret);
-    unsigned char diff = (unsigned char)(a->len != n);
-    for (size_t i = 0; i < a->len; i++)
-        diff |= (unsigned char)(a->ptr[i] ^ (uint8_t)secret[n ? i % n : 0]);
-    return diff == 0;
-}
-
 /* Redis 7.0 with one user, "default": without --requirepass it takes any password (nopass),
  * but the one-argument AUTH says there is none to check. */
 static const char *check_auth(cmd_ctx *x, const resp_arg *user, const resp_arg *pass)
@@ -256,7 +246,7 @@ static const char *check_auth(cmd_ctx *x, const resp_arg *user, const resp_arg *
         return "ERR AUTH <password> called without any password configured for the default "
                "user. Are you sure your configuration is correct?";
     bool user_ok = !user || (user->len == 7 && !memcmp(user->ptr, "default", 7));
-    if ((want && !secret_eq(pass, want)) || !user_ok)
+    if ((want && !server_secret_is(want, pass->ptr, pass->len)) || !user_ok)
         return "WRONGPASS invalid username-password pair or user is disabled.";
     conn_set_authed(x->c, true);
     return NULL;

@@ -140,20 +140,27 @@ void send_error(struct evhttp_request *req, int status, const char *code, const 
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static bool authorized(http_api *h, struct evhttp_request *req)
+/* The request's bearer token matches --requirepass. A live tail (SSE) may give it as the query
+ * parameter access_token instead (RFC 6750, 2.3): a browser's EventSource cannot set headers. */
+static bool authorized(http_api *h, struct evhttp_request *req, const char *path,
+                       enum evhttp_cmd_type m)
 {
     const char *want = server_cfg(h->srv)->requirepass;
     if (!want)
         return true;
     const char *got = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (!got || strncmp(got, "Bearer ", 7) != 0)
+    if (got)
+        return !strncmp(got, "Bearer ", 7) && server_secret_is(want, got + 7, strlen(got + 7));
+    size_t plen = strlen(path);
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq q;
+    if (m != EVHTTP_REQ_GET || plen < 12 || strcmp(path + plen - 12, "/events/live") ||
+        !query || evhttp_parse_query_str(query, &q))
         return false;
-    got += 7;
-    size_t n = strlen(want), m = strlen(got);
-    unsigned char diff = (unsigned char)(n != m);
-    for (size_t i = 0; i < m; i++)
-        diff |= (unsigned char)(got[i] ^ want[n ? i % n : 0]);
-    return diff == 0;
+    const char *token = evhttp_find_header(&q, "access_token");
+    bool ok = token && server_secret_is(want, token, strlen(token));
+    evhttp_clear_headers(&q);
+    return ok;
 }
 
 server *http_server(http_api *h) { return h->srv; }
@@ -1034,6 +1041,11 @@ static void route(struct evhttp_request *req, void *arg)
     const char *raw = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!raw)
         raw = "/";
+    if (!http_cors_admit(server_cfg(h->srv)->http_cors_origin, req))
+        return; /* refused, or a preflight */
+    bool head = m == EVHTTP_REQ_HEAD;
+    if (head)
+        m = EVHTTP_REQ_GET; /* answered as GET, without the body (evhttp drops it) */
     if (!strcmp(raw, "/healthz")) {
         send_json(req, 200, "OK", json_pack("{s:s}", "status", "ok"));
         return;
@@ -1046,7 +1058,7 @@ static void route(struct evhttp_request *req, void *arg)
             send_json(req, 200, "OK", json_pack("{s:s}", "status", "ready"));
         return;
     }
-    if (!authorized(h, req)) {
+    if (!authorized(h, req, raw, m)) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
         send_error(req, 401, "unauthorized", "missing or wrong bearer token");
         return;
@@ -1090,10 +1102,15 @@ static void route(struct evhttp_request *req, void *arg)
     }
     evs_slice s = {name, name_len};
     if (!strcmp(tail, "/events/live")) {
-        if (m == EVHTTP_REQ_GET)
+        if (head) { /* the headers a tail would start with; no tail */
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                              "text/event-stream");
+            evhttp_send_reply(req, 200, "OK", NULL);
+        } else if (m == EVHTTP_REQ_GET) {
             do_live(h, req, s);
-        else
+        } else {
             method_not_allowed(req, "GET");
+        }
     } else if (!strcmp(tail, "/retention")) {
         if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_PUT)
             do_retention(h, req, s, m == EVHTTP_REQ_PUT);

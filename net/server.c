@@ -113,6 +113,16 @@ evs_store *server_store(server *s) { return s->st; }
 int server_nconns(server *s) { return s->nconns; }
 server_config *server_cfg_mut(server *s) { return &s->cfg; }
 const server_config *server_cfg(server *s) { return &s->cfg; }
+
+bool server_secret_is(const char *secret, const void *got, size_t len)
+{
+    const unsigned char *g = got;
+    size_t n = strlen(secret);
+    unsigned char diff = (unsigned char)(len != n);
+    for (size_t i = 0; i < len; i++)
+        diff |= (unsigned char)(g[i] ^ (unsigned char)secret[n ? i % n : 0]);
+    return diff == 0;
+}
 int conn_proto(conn *c) { return c->proto; }
 void conn_set_proto(conn *c, int proto) { c->proto = proto; }
 long long conn_id(conn *c) { return c->id; }

@@ -42,6 +42,8 @@ typedef struct server_config {
     uint64_t max_output_bytes; /* a client whose unsent replies exceed this is dropped   */
     void (*log)(void *arg, int level, const char *msg);
     int http_port;             /* 0: no HTTP API                                         */
+    const char *http_cors_origin; /* web origins whose pages may use the HTTP API: a comma-
+                                  separated list, or "*"; NULL: none (net/http_cors.c)    */
     int timeout_s;             /* close RESP clients idle this long; 0: never (settable) */
     evs_retention retention;   /* every stream's default limits (0: none)                */
     const char *replica_of;    /* "HOST:PORT": follow that leader (read-only); NULL: lead  */
@@ -55,6 +57,11 @@ typedef struct server_config {
 } server_config;
 
 #define FOLLOW_NEXT_MAX 300
+
+/* Is `list` a valid --http-cors-origin: "*" alone, or origins ("scheme://host[:port]", no
+ * path; or "null") separated by commas? When not, *bad names the first wrong item (NULL: the
+ * list is empty or mixes "*" with origins). net/http_cors.c. */
+bool http_cors_list_ok(const char *list, const char **bad, size_t *bad_len);
 
 typedef struct server server;
 typedef struct conn conn;
@@ -96,6 +103,9 @@ evs_store *server_store(server *s);
 int server_nconns(server *s);
 server_config *server_cfg_mut(server *s);
 const server_config *server_cfg(server *s);
+/* Are the len bytes at got the secret (--requirepass)? In time independent of where they
+ * differ (AUTH, HTTP bearer tokens). */
+bool server_secret_is(const char *secret, const void *got, size_t len);
 int conn_proto(conn *c);
 void conn_set_proto(conn *c, int proto);
 long long conn_id(conn *c);

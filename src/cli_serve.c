@@ -23,6 +23,9 @@ static const char *help =
     "  --bind ADDR             IPv4 address to listen on EVSTORE_BIND     127.0.0.1\n"
     "  --port P                RESP port                 EVSTORE_PORT     7379\n"
     "  --http-port H           HTTP/JSON API port, 0 off EVSTORE_HTTP_PORT 7380\n"
+    "  --http-cors-origin L    web origins whose pages   EVSTORE_HTTP_CORS_ORIGIN (none)\n"
+    "                          may call the HTTP API: 'https://app.example.com,...' or '*';\n"
+    "                          a request from any other page (Origin header) gets 403\n"
     "  --fsync MODE            always|everysec|no        EVSTORE_FSYNC    always\n"
     "  --requirepass SECRET    clients must AUTH         EVSTORE_REQUIREPASS (none)\n"
     "  --max-clients N         connections at once       EVSTORE_MAX_CLIENTS 10000\n"
@@ -54,7 +57,8 @@ static const char *help =
     "with XRETENTION or PUT /streams/{name}/retention (docs/resp.md, docs/http.md); space\n"
     "returns when whole segments fall out. A follower refuses writes (RESP: -READONLY, as a\n"
     "Redis replica; HTTP: 403). With --requirepass, HTTP requests need\n"
-    "'Authorization: Bearer SECRET' (all but /healthz and /readyz).\n"
+    "'Authorization: Bearer SECRET' (all but /healthz and /readyz); a live tail also takes\n"
+    "?access_token=SECRET (a browser's EventSource cannot send headers).\n"
     "\n"
     "Exit codes: 0 stopped cleanly, 2 unusable arguments, 3 failure (folder in use, port taken,\n"
     "store error).\n";
@@ -123,6 +127,7 @@ int cmd_serve(int argc, char **argv)
     c.bind = cli_env("EVSTORE_BIND", "127.0.0.1");
     const char *port = cli_env("EVSTORE_PORT", "7379");
     const char *hport = cli_env("EVSTORE_HTTP_PORT", "7380");
+    c.http_cors_origin = cli_env("EVSTORE_HTTP_CORS_ORIGIN", NULL);
     const char *fsync = cli_env("EVSTORE_FSYNC", "always");
     c.requirepass = getenv("EVSTORE_REQUIREPASS");
     const char *maxc = cli_env("EVSTORE_MAX_CLIENTS", "10000");
@@ -157,9 +162,10 @@ int cmd_serve(int argc, char **argv)
         {"min-replicas", required_argument, NULL, 'M'},
         {"ack-timeout", required_argument, NULL, 'T'},
         {"max-tails", required_argument, NULL, 'X'},
+        {"http-cors-origin", required_argument, NULL, 'O'},
         {"help", no_argument, NULL, 'h'},                 {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:X:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:X:O:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H': hport = optarg; break;
         case 'd': c.data = optarg; break;
@@ -182,6 +188,7 @@ int cmd_serve(int argc, char **argv)
         case 'M': minr = optarg; break;
         case 'T': ackto = optarg; break;
         case 'X': maxt = optarg; break;
+        case 'O': c.http_cors_origin = optarg; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
         default: fputs(help, stderr); return EXIT_USAGE;
         }
@@ -260,6 +267,19 @@ int cmd_serve(int argc, char **argv)
     }
     if (c.requirepass && !*c.requirepass)
         c.requirepass = NULL;
+    if (c.http_cors_origin && !*c.http_cors_origin)
+        c.http_cors_origin = NULL;
+    const char *bad;
+    size_t bad_len;
+    if (c.http_cors_origin && !http_cors_list_ok(c.http_cors_origin, &bad, &bad_len)) {
+        if (bad)
+            fprintf(stderr, "evstore serve: --http-cors-origin: not an origin "
+                    "(scheme://host[:port], no path): %.*s\n", (int)bad_len, bad);
+        else
+            fprintf(stderr, "evstore serve: --http-cors-origin: give origins separated by "
+                    "commas, or '*' alone\n");
+        return EXIT_USAGE;
+    }
     c.log = cli_log;
     if (c.replica_of && follower_snapshot(&c))
         return EXIT_FAILURE_;

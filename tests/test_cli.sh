@@ -39,6 +39,13 @@ for c in serve publish read append dump verify backup restore promote bench benc
   "$E" "$c" --help >/dev/null 2>&1; rc=$?
   check "evstore $c --help exits 0" [ $rc -eq 0 ]
 done
+# --http-cors-origin takes origins without a path, or "*" alone
+for bad in "https://app.example/" "app.example" "*,https://app.example"; do
+  "$E" serve --data "$dir/never" --http-cors-origin "$bad" >/dev/null 2>"$dir/err"; rc=$?
+  check "serve --http-cors-origin '$bad' is an unusable argument" [ $rc -eq 2 ]
+  check "serve --http-cors-origin '$bad' says why" grep -q "http-cors-origin" "$dir/err"
+done
+check "nothing made for a refused serve" [ ! -e "$dir/never" ]
 "$E" verify --bogus >/dev/null 2>&1; rc=$?
 check "unusable arguments exit 2" [ $rc -eq 2 ]
 "$E" verify --data "$dir/nothing-here" >/dev/null 2>&1; rc=$?

@@ -1479,6 +1479,99 @@ class Auth(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
 
 
+class HttpCors(unittest.TestCase):
+    def test_web_pages_of_listed_origins_only(self):
+        """--http-cors-origin: a listed origin's preflight is answered before authentication and
+        its answers (errors too) carry Access-Control-Allow-Origin; a request from any other
+        page (an Origin header) is refused before it runs — a "simple" text/plain POST that a
+        browser sends without a preflight appends nothing; clients without Origin are as
+        before; a live tail takes ?access_token= (EventSource sends no headers), nothing else
+        does; HEAD is answered as GET, without a body."""
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        app, evil = "https://app.example", "https://evil.example"
+        srv = Server(os.path.join(d, "data"), "--requirepass", "s3cret", "--http-cors-origin",
+                     app + ", http://localhost:3000").start()
+        auth = {"Authorization": "Bearer s3cret"}
+        try:
+            st, body, r = http_req(srv, "OPTIONS", "/streams/s/events", headers={
+                "Origin": app, "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"})
+            self.assertEqual(st, 204)
+            self.assertEqual(r.getheader("Access-Control-Allow-Origin"), app)
+            self.assertEqual(r.getheader("Vary"), "Origin")
+            self.assertIn("POST", r.getheader("Access-Control-Allow-Methods"))
+            for h in ("Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"):
+                self.assertIn(h, r.getheader("Access-Control-Allow-Headers"))
+            st, body, r = http_req(srv, "POST", "/streams/s/events", {"type": "a"},
+                                   headers=dict(auth, Origin=app, **{"Idempotency-Key": "k1"}))
+            self.assertEqual(st, 201, body)
+            self.assertEqual(r.getheader("Access-Control-Allow-Origin"), app)
+            st, _, r = http_req(srv, "POST", "/streams/s/events", {"type": "a"},
+                                headers=dict(auth, Origin=app, **{"Idempotency-Key": "k1"}))
+            self.assertEqual(r.getheader("Idempotent-Replayed"), "true")
+            self.assertIn("Idempotent-Replayed", r.getheader("Access-Control-Expose-Headers"))
+            st, body, r = http_req(srv, "GET", "/streams/s/events", headers={"Origin": app})
+            self.assertEqual((st, body["code"]), (401, "unauthorized"))  # readable by the page
+            self.assertEqual(r.getheader("Access-Control-Allow-Origin"), app)
+            # another page: refused whatever it carries, and nothing runs
+            for method, body_, hdrs in (
+                    ("POST", b'{"type": "csrf"}', {"Content-Type": "text/plain"}),
+                    ("POST", {"type": "csrf"}, auth),
+                    ("DELETE", None, auth), ("GET", None, auth),
+                    ("OPTIONS", None, {"Access-Control-Request-Method": "DELETE"})):
+                st, body, r = http_req(srv, method, "/streams/s" +
+                                       ("/events" if method == "POST" else ""), body_,
+                                       headers=dict(hdrs, Origin=evil))
+                self.assertEqual((st, body["code"]), (403, "origin_not_allowed"), method)
+                self.assertIn(evil, body["error"])
+                self.assertIsNone(r.getheader("Access-Control-Allow-Origin"))
+            st, body, _ = http_req(srv, "GET", "/streams/s/events", headers=auth)  # no Origin
+            self.assertEqual((st, [e["type"] for e in body["events"]]), (200, ["a"]))
+            st, _, r = http_req(srv, "HEAD", "/streams/s/events", headers=auth)
+            self.assertEqual((st, r.getheader("Content-Type")), (200, "application/json"))
+            st, _, r = http_req(srv, "HEAD", "/streams/s/events/live", headers=auth)
+            self.assertEqual((st, r.getheader("Content-Type")), (200, "text/event-stream"))
+            st, _, r = http_req(srv, "OPTIONS", "/streams/s")  # not a preflight
+            self.assertEqual((st, r.getheader("Access-Control-Allow-Origin")), (204, None))
+            self.assertIn("DELETE", r.getheader("Allow"))
+            # EventSource: the token in the query, for live tails only
+            self.assertEqual(http_req(srv, "GET", "/streams/s/events?access_token=s3cret")[0],
+                             401)
+            self.assertEqual(http_req(srv, "GET", "/streams/s/events/live?access_token=nope",
+                                      headers={"Origin": app})[0], 401)
+            c = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
+            c.request("GET", "/streams/s/events/live?after=0-0&access_token=s3cret",
+                      headers={"Origin": app})
+            r = c.getresponse()
+            self.assertEqual((r.status, r.getheader("Access-Control-Allow-Origin")), (200, app))
+            while True:
+                line = r.fp.readline().decode()
+                if line.startswith("data: "):
+                    self.assertEqual(json.loads(line[6:])["type"], "a")
+                    break
+            c.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            shutil.rmtree(d, ignore_errors=True)
+        # without the flag no page may call the API, and "*" lets every one
+        for flag, want in ((None, 403), ("*", 200)):
+            d = tempfile.mkdtemp(prefix="evs-server-")
+            srv = Server(os.path.join(d, "data"),
+                         *(["--http-cors-origin", flag] if flag else [])).start()
+            try:
+                st, _, r = http_req(srv, "POST", "/streams/t/events", b'{"type": "x"}',
+                                    headers={"Origin": evil, "Content-Type": "text/plain"})
+                self.assertEqual(st, 201 if flag else 403)
+                self.assertEqual(r.getheader("Access-Control-Allow-Origin"),
+                                 "*" if flag else None)
+                r = srv.client()
+                self.assertEqual(r.xlen("t"), 1 if flag else 0)
+                r.close()
+            finally:
+                self.assertEqual(srv.stop(), 0)
+                shutil.rmtree(d, ignore_errors=True)
+
+
 class Process(unittest.TestCase):
     def test_second_server_refused_and_sigterm_exits_0(self):
         d = tempfile.mkdtemp(prefix="evs-server-")

@@ -1,0 +1,125 @@
+/*
+ * http_cors.c — which web pages may use the HTTP API through a visitor's browser
+ * (--http-cors-origin), by the CORS protocol of the Fetch standard.
+ *
+ * A browser names the page that makes a request in its Origin header, on every cross-origin
+ * request and on POSTs. Other clients (curl, the redis and HTTP libraries of other languages,
+ * servers) send none.
+ *
+ * Invariants:
+ *   C1 A request whose Origin is not allowed by --http-cors-origin (none is, by default) is
+ *      answered 403 origin_not_allowed before it is routed or authenticated: nothing is read,
+ *      written or deleted for it. CORS alone only stops a page from *reading* an answer; a
+ *      "simple" cross-site POST (a text/plain body, which is parsed as JSON all the same) is
+ *      sent by the browser without asking, and a server on 127.0.0.1 would take it from any
+ *      web page its user opens.
+ *   C2 A request without Origin is routed as before: C1 costs other clients nothing.
+ *   C3 An allowed origin's answers (errors included, so that a page can read why) carry
+ *      Access-Control-Allow-Origin — the origin itself with Vary: Origin, or "*" when every
+ *      origin is allowed — and expose the headers the API sets. Its preflights (OPTIONS with
+ *      Access-Control-Request-Method) are answered 204 here, before authentication (a browser
+ *      sends no credentials in a preflight), naming the methods and request headers the API
+ *      reads. Any other OPTIONS is answered 204 with Allow.
+ */
+#include "http_internal.h"
+
+#include <stdbool.h>
+#include <string.h>
+#include <strings.h>
+
+#define METHODS "GET, HEAD, POST, PUT, DELETE"
+#define REQUEST_HEADERS "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
+#define EXPOSED_HEADERS "Idempotent-Replayed, WWW-Authenticate, Allow"
+
+/* The next item of a comma-separated list at *p (spaces around it dropped): its length, with
+ * *item set; 0 at the end. */
+static size_t next_item(const char **p, const char **item)
+{
+    const char *s = *p;
+    while (*s == ' ' || *s == ',')
+        s++;
+    const char *e = s;
+    while (*e && *e != ',')
+        e++;
+    *p = e;
+    while (e > s && e[-1] == ' ')
+        e--;
+    *item = s;
+    return (size_t)(e - s);
+}
+
+bool http_cors_list_ok(const char *list, const char **bad, size_t *bad_len)
+{
+    const char *p = list, *it;
+    size_t n, items = 0;
+    bool star = false;
+    while ((n = next_item(&p, &it)) > 0) {
+        items++;
+        *bad = it;
+        *bad_len = n;
+        if (n == 1 && *it == '*') {
+            star = true;
+            continue;
+        }
+        if (n == 4 && !strncmp(it, "null", 4))
+            continue; /* the origin of sandboxed frames and file: pages, when wanted */
+        /* scheme "://" host [":" port], as a browser serializes an origin: no path */
+        const char *sep = memmem(it, n, "://", 3);
+        if (!sep || sep == it || sep + 3 == it + n || memchr(sep + 3, '/', (size_t)(it + n - sep - 3)))
+            return false;
+        for (const char *c = it; c < it + n; c++)
+            if (*c <= ' ' || *c >= 0x7f)
+                return false;
+    }
+    *bad = NULL;
+    *bad_len = 0;
+    return items > 0 && (!star || items == 1);
+}
+
+/* Is `origin` one of `allowed`'s (case-insensitive, as scheme and host are)? *star: allowed
+ * as "*". */
+static bool origin_allowed(const char *allowed, const char *origin, bool *star)
+{
+    *star = false;
+    if (!allowed)
+        return false;
+    const char *p = allowed, *it;
+    size_t n, olen = strlen(origin);
+    while ((n = next_item(&p, &it)) > 0) {
+        if (n == 1 && *it == '*')
+            return *star = true;
+        if (n == olen && !strncasecmp(it, origin, n))
+            return true;
+    }
+    return false;
+}
+
+bool http_cors_admit(const char *allowed, struct evhttp_request *req)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    const char *origin = evhttp_find_header(in, "Origin");
+    bool star;
+    if (origin && !origin_allowed(allowed, origin, &star)) {
+        send_error(req, 403, "origin_not_allowed",
+                   "requests from web pages of %.200s are not allowed (--http-cors-origin)",
+                   origin);
+        return false;
+    }
+    if (origin) {
+        evhttp_add_header(out, "Access-Control-Allow-Origin", star ? "*" : origin);
+        if (!star)
+            evhttp_add_header(out, "Vary", "Origin");
+        evhttp_add_header(out, "Access-Control-Expose-Headers", EXPOSED_HEADERS);
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_OPTIONS)
+        return true;
+    if (origin && evhttp_find_header(in, "Access-Control-Request-Method")) {
+        evhttp_add_header(out, "Access-Control-Allow-Methods", METHODS);
+        evhttp_add_header(out, "Access-Control-Allow-Headers", REQUEST_HEADERS);
+        evhttp_add_header(out, "Access-Control-Max-Age", "600");
+    }
+    evhttp_add_header(out, "Allow", METHODS ", OPTIONS");
+    evhttp_send_reply(req, 204, "No Content", NULL);
+    return false;
+}

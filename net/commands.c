@@ -2066,9 +2066,36 @@ bool commands_answered_durable(const cmd_ctx *x, const command *cmd)
     return write_kind(x, cmd) == 1;
 }
 
+/* "POST" and "Host:" are no commands: they begin the first two lines of an HTTP request, which
+ * a web page can make a browser send to this port (cross-protocol scripting) so that the RESP
+ * lines of its body run — a FLUSHALL from any site its user opens. As Redis 7.0
+ * (securityWarningCommand): the connection is closed at once, with no answer, before anything
+ * after it is read, whether authenticated or in a MULTI; logged at most once a minute. */
+static bool cross_protocol(cmd_ctx *x)
+{
+    const resp_arg *name = &x->argv[0];
+    if (!((name->len == 4 && !strncasecmp((const char *)name->ptr, "post", 4)) ||
+          (name->len == 5 && !strncasecmp((const char *)name->ptr, "host:", 5))))
+        return false;
+    static time_t logged;
+    time_t now = time(NULL);
+    if (now - logged > 60 || now < logged) {
+        server_log(x->srv, EVS_LOG_WARN,
+                   "Possible SECURITY ATTACK detected. It looks like somebody is sending POST or "
+                   "Host: commands to evstore's RESP port. This is likely due to an attacker "
+                   "attempting to use Cross Protocol Scripting to compromise your evstore "
+                   "instance. Connection aborted.");
+        logged = now;
+    }
+    conn_abort(x->c, NULL);
+    return true;
+}
+
 void commands_dispatch(cmd_ctx *x)
 {
     const resp_arg *name = &x->argv[0];
+    if (cross_protocol(x))
+        return;
     const command *cmd = commands_find(name);
     const char *why = NULL;
     char buf[400];

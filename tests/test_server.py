@@ -662,6 +662,24 @@ class Transactions(Base):
 
 
 class Wire(Base):
+    def test_http_requests_sent_to_the_resp_port_run_nothing(self):
+        """A web page can make a browser POST to the RESP port (cross-protocol scripting), its
+        body lines being RESP inline commands. As Redis: a "POST" or "Host:" command closes the
+        connection at once, unanswered, and nothing after it runs; logged once a minute."""
+        self.r.xadd("kept", {"a": "1"})
+        body = b"XADD pwned * f v\r\nFLUSHALL\r\n"
+        for req in (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body,
+                    b"PUT / HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n" + body,
+                    b"*1\r\n$4\r\npost\r\n" + body):
+            out = raw(self.srv.port, req, read_until_close=True)
+            self.assertNotIn(b"+OK", out)  # (PUT's own line is answered: unknown command)
+            self.assertFalse(out.startswith(b"-ERR unknown command 'POST'"), out)
+        self.assertEqual(self.r.xlen("kept"), 1)
+        self.assertEqual(self.r.exists("pwned"), 0)
+        with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
+            self.assertEqual(f.read().count("Possible SECURITY ATTACK detected"), 1)
+
     def test_errors_as_redis_words_them(self):
         self.assertEqual(raw(self.srv.port, b"*2\r\n$3\r\nfoo\r\n$1\r\na\r\n"),
                          b"-ERR unknown command 'foo', with args beginning with: 'a' \r\n")

@@ -11,7 +11,8 @@
  *    12    1 kind      enum rec_kind
  *    13    1 version   1
  *    14    2 flags     REC_F_TXN_CONT: more records of the same atomic group follow;
- *                      REC_F_MOVED: an entry copied forward by retention (record.h)
+ *                      REC_F_MOVED: an entry copied forward by retention; REC_F_SYNCED:
+ *                      the segment before it was durable when it was written (record.h)
  *    16    4 stream    stream number, 0 for none
  *    20    4 epoch
  *    24    8 id_ms     entry ID (entries, tombstones, trims), else 0

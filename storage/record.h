@@ -88,6 +88,12 @@ enum rec_group_op {
  * later one names the copy before it. Only inside an atomic group of one stream's copies,
  * every live entry of it once, in ID order. */
 #define REC_F_MOVED 0x0002u
+/* Every byte of the segment before this record was durable (fdatasynced) when this record was
+ * written: set on the first record of a segment and on the first record written after a sync
+ * that covered everything before it (under --fsync always, every write batch's first record).
+ * Recovery tells a power cut's hole in the last, unsynced batch from corruption by it: a bad
+ * record that a later one with this flag follows was durable, so it is corruption (store.c). */
+#define REC_F_SYNCED 0x0004u
 
 typedef struct rec_hdr {
     uint32_t magic;

@@ -23,7 +23,17 @@
  *     write batch of the end, is a torn tail: the bytes go to a .torn file and are cut.
  *     An incomplete atomic group at the end is cut the same way. Anything else is
  *     corruption: logged, never cut, skipped by re-synchronising on the next valid record;
- *     reads that reach it fail with EVS_ECORRUPT.
+ *     reads that reach it fail with EVS_ECORRUPT. Except (R1):
+ *
+ * R1. A hole in the last write batch is a torn tail too. A power cut during a batch's
+ *     fdatasync may leave any of its pages unwritten (zeros: the segment was zero-filled) and
+ *     later ones written, so valid records can follow the bad one. The writer flags the first
+ *     record after each completed sync (REC_F_SYNCED, writer.c W7), so: a bad record in the
+ *     last segment, within one write batch of the end, that no valid flagged record follows —
+ *     nothing after it was written after a sync that made it durable — is cut as a torn tail
+ *     with everything after it, once a flagged record before it in the segment shows that the
+ *     segment's writer flags (a segment written before the flag existed keeps the old rule).
+ *     A flagged record after it proves it was durable: corruption, as before.
  */
 #include "evstore_backup.h" /* evs_remove_tree */
 #include "group.h"
@@ -1363,15 +1373,38 @@ static int index_private(evs_store *st, const char *why, evs_error *err)
     return idx_open(path, st->opt.index_map_bytes, false, &st->idx, err);
 }
 
-static bool any_valid_after(const uint8_t *p, uint64_t from, uint64_t end, uint64_t *at)
+/* The first valid record after `from` that starts before `end` (the last nonzero byte: the
+ * records end there, but the last one's padding and any zero bytes its body ends with lie
+ * after it, up to `size`, the file's). */
+static bool any_valid_after(const uint8_t *p, uint64_t from, uint64_t end, uint64_t size,
+                            uint64_t *at)
 {
-    for (uint64_t o = (from + REC_ALIGN) & ~(uint64_t)(REC_ALIGN - 1); o + REC_HDR_SIZE <= end;
-         o += REC_ALIGN) {
+    for (uint64_t o = (from + REC_ALIGN) & ~(uint64_t)(REC_ALIGN - 1);
+         o + REC_HDR_SIZE <= size && o < end; o += REC_ALIGN) {
         rec_hdr h;
         uint64_t sz;
-        if (p[o] == 0x45 && rec_check(p + o, end - o, &h, &sz) == REC_OK) {
+        if (p[o] == 0x45 && rec_check(p + o, size - o, &h, &sz) == REC_OK) {
             *at = o;
             return true;
+        }
+    }
+    return false;
+}
+
+/* Does a valid record with REC_F_SYNCED start in p[from, end)? At `from`, a valid record;
+ * end, size: as any_valid_after's. */
+static bool synced_after(const uint8_t *p, uint64_t from, uint64_t end, uint64_t size)
+{
+    uint64_t o = from;
+    while (o < end) {
+        rec_hdr h;
+        uint64_t sz;
+        if (rec_check(p + o, size - o, &h, &sz) == REC_OK) {
+            if (h.flags & REC_F_SYNCED)
+                return true;
+            o += sz;
+        } else if (!any_valid_after(p, o, end, size, &o)) {
+            return false;
         }
     }
     return false;
@@ -1488,11 +1521,13 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
     uint64_t group_start = REC_POS_NONE;   /* offset of an open atomic group's first record */
     uint64_t torn_limit = EVS_MAX_BATCH_BYTES + st->opt.max_entry_bytes + (1u << 20);
     uint64_t pending = 0;
+    bool flags_synced = false; /* R1: a record before `off` in this segment has REC_F_SYNCED */
     while (off < size) {
         rec_hdr h;
         uint64_t sz;
         int c = rec_check(p + off, size - off, &h, &sz);
         if (c == REC_OK) {
+            flags_synced |= (h.flags & REC_F_SYNCED) != 0;
             if (h.flags & REC_F_TXN_CONT) {
                 if (group_start == REC_POS_NONE)
                     group_start = off;
@@ -1544,8 +1579,12 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
             }
             continue;
         }
-        uint64_t next;
-        if (any_valid_after(p, off, nonzero_end(p, off, size), &next)) {
+        uint64_t next, end = nonzero_end(p, off, size);
+        bool valid_after = any_valid_after(p, off, end, size, &next);
+        uint64_t from = group_start != REC_POS_NONE ? group_start : off;
+        bool hole = valid_after && last && flags_synced && end - from <= torn_limit &&
+                    !synced_after(p, next, end, size); /* R1 */
+        if (valid_after && !hole) {
             evs_log(st, EVS_LOG_ERROR,
                     "corruption: segment %s offset %" PRIu64 ": %s; resuming at the next valid "
                     "record (offset %" PRIu64 ")",
@@ -1561,8 +1600,9 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
             off = next;
             continue;
         }
-        /* nothing valid follows: the end of the records */
-        uint64_t cut = group_start != REC_POS_NONE ? group_start : off;
+        /* nothing valid follows, or only the rest of the last batch (R1): the end of the
+         * records */
+        uint64_t cut = from;
         uint64_t nz = nonzero_end(p, cut, size);
         if (nz == cut) {
             set_end(s, cut); /* zeros: the clean end */
@@ -1582,10 +1622,13 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
                     nz - cut, s->name, cut);
             set_end(s, cut);
         } else {
-            int rc = cut_tail(st, s, cut, nz,
-                              group_start != REC_POS_NONE && c == REC_ZERO ? "incomplete atomic group"
-                                                                           : rec_check_str(c),
-                              err);
+            char why[200];
+            snprintf(why, sizeof why, "%s%s",
+                     group_start != REC_POS_NONE && c == REC_ZERO ? "incomplete atomic group"
+                                                                  : rec_check_str(c),
+                     hole ? ", with records of the same unsynced write batch after it: a "
+                            "power cut wrote part of the batch" : "");
+            int rc = cut_tail(st, s, cut, nz, why, err);
             if (rc)
                 return rc;
             set_end(s, cut);

@@ -26,6 +26,14 @@
  *      holder takes the queue whole and processes it before it lets go, so requests are
  *      batched in submission order whoever runs them; whoever lets go publishes when the
  *      timed work falls due (wdue_ns), so the writer thread never sleeps past it.
+ *  W7. A record carries REC_F_SYNCED when it is emitted at synced_to (moved by each completed
+ *      fdatasync, and set at open to the recovered end) or at its segment's start. Under
+ *      --fsync always that is every write batch's first record. The first record written
+ *      after any sync of ours has it, so bytes a sync made durable are followed by a flagged
+ *      record as soon as anything follows them at all: recovery never cuts them as a torn
+ *      tail when something was written after them. Set where they were not (an open after a kill -9 during a sync finds that batch
+ *      whole in the page cache), it only makes recovery report a power cut's hole as
+ *      corruption, the safe side (store.c R1).
  */
 #include "crc.h"
 #include "group.h"
@@ -233,6 +241,8 @@ static int emit_at(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_
     uint64_t now = st->req_now_us ? st->req_now_us : evs_now_us();
     if (now < st->last_time_us)
         now = st->last_time_us;
+    if (st->tail == st->synced_to || (st->active && st->tail == st->active->base))
+        flags |= REC_F_SYNCED; /* W7 */
     rec_hdr h = {REC_MAGIC, 0, body_len, kind, REC_VERSION, flags, stream_no, st->epoch,
                  id.ms, id.seq, time_us ? time_us : now, prev};
     if (st->active && st->tail == st->active->base)

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "crc.h"
 #include "internal.h" /* writer_roll: seal the active segment on demand */
 
 static char *dir;
@@ -190,6 +191,190 @@ Test(recovery, garbage_after_the_end)
     append_bytes(p, junk, sizeof junk);
     cr_assert_eq(count_entries(), 10);
     cr_assert_eq(count_torn(dir), 1);
+}
+
+/* ---- R1: a power cut's hole in the last write batch ------------------------------------- */
+
+typedef struct { uint64_t off, size; uint16_t flags; uint8_t kind; } seg_rec;
+
+/* The records of segment file p, in order, up to the first that is not valid. */
+static int seg_records(const char *p, seg_rec *out, int cap)
+{
+    off_t size = file_size(p);
+    uint8_t *b = malloc((size_t)size);
+    int fd = open(p, O_RDONLY);
+    cr_assert_eq(pread(fd, b, (size_t)size, 0), size);
+    close(fd);
+    int n = 0;
+    uint64_t off = 0;
+    rec_hdr h;
+    uint64_t sz;
+    while (n < cap && rec_check(b + off, (uint64_t)size - off, &h, &sz) == REC_OK) {
+        out[n++] = (seg_rec){off, sz, h.flags, h.kind};
+        off += sz;
+    }
+    free(b);
+    return n;
+}
+
+static void batch_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    (void)ids;
+    (void)n;
+    cr_assert_eq(rc, 0, "%s", err ? err->msg : "");
+    (*(int *)arg)++;
+}
+
+/* Entries 1..10 appended one by one (each synced before the next), then entries 11..10+n
+ * submitted as n requests in one write batch (one fdatasync, its first record flagged). */
+static void make_batch_store(int n)
+{
+    make_store(10, 50);
+    evs_store *st = open_store(dir, NULL);
+    char v[300];
+    memset(v, 'b', sizeof v);
+    evs_field f = {S("v"), {v, sizeof v}};
+    int done = 0;
+    evs_error err;
+    evs_submit_hold(st);
+    for (int i = 0; i < n; i++) {
+        evs_append a = {S("s"), EVS_ID_EXPLICIT, {(uint64_t)i + 11, 0}, &f, 1, false};
+        cr_assert_eq(evs_submit(st, &a, 1, batch_done, &done, &err), 0, "%s", err.msg);
+    }
+    evs_submit_release_inline(st);
+    evs_submit_wake(st);
+    while (__atomic_load_n(&done, __ATOMIC_SEQ_CST) < n)
+        usleep(1000);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+/* Zero the 4 KiB page in the middle of what follows the segment's last flagged record, as a
+ * power cut that wrote the batch's later pages but not that one leaves it; the number of
+ * entries wholly before the page. */
+static long zero_page_after_last_flag(const char *p)
+{
+    static seg_rec r[4096];
+    int n = seg_records(p, r, 4096), last = -1;
+    for (int i = 0; i < n; i++)
+        if (r[i].flags & REC_F_SYNCED)
+            last = i;
+    cr_assert_geq(last, 0, "the writer flags the first record after a sync");
+    int mid = last + (n - last) / 2;
+    uint64_t page = r[mid].off & ~(uint64_t)4095;
+    cr_assert_gt(page, r[last].off, "a hole after the flagged record (n=%d last=%d)", n, last);
+    cr_assert_lt(page + 4096, r[n - 1].off, "valid records after the hole");
+    long before = 0;
+    for (int i = 0; i < n && r[i].off + r[i].size <= page; i++)
+        before += r[i].kind == REC_ENTRY;
+    static const uint8_t z[4096];
+    write_at(p, (off_t)page, z, sizeof z);
+    rm_index(dir); /* as after the power cut's reboot: the index stopped before the batch */
+    return before;
+}
+
+Test(recovery, a_hole_in_the_last_write_batch_is_a_torn_tail)
+{
+    make_batch_store(200);
+    char p[600];
+    seg_path(dir, -1, p, sizeof p);
+    static seg_rec r[4096];
+    int n = seg_records(p, r, 4096), flagged = 0;
+    for (int i = 0; i < n; i++)
+        flagged += (r[i].flags & REC_F_SYNCED) != 0;
+    cr_assert_geq(flagged, 10, "each entry added alone follows a sync: %d", flagged);
+    long before = zero_page_after_last_flag(p);
+    cr_assert_gt(before, 10);
+    cr_assert_eq(count_entries(), before); /* exactly the whole records before the hole */
+    cr_assert_eq(count_torn(dir), 1);
+    cr_assert_eq(count_entries(), before); /* and again: the cut is durable */
+}
+
+Test(recovery, a_hole_that_a_later_synced_batch_follows_is_corruption)
+{
+    make_batch_store(200);
+    evs_store *st = open_store(dir, NULL);
+    cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){211, 0}, NULL, "v", "after", NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+    char p[600];
+    seg_path(dir, -1, p, sizeof p);
+    static seg_rec r[4096];
+    int n = seg_records(p, r, 4096);
+    cr_assert(r[n - 1].flags & REC_F_SYNCED, "the lone entry's record follows the batch's sync");
+    /* the hole: in the middle of the batch, which that sync made durable */
+    uint64_t page = r[n / 2].off & ~(uint64_t)4095;
+    static const uint8_t z[4096];
+    write_at(p, (off_t)page, z, sizeof z);
+    rm_index(dir); /* recovery scans the whole log */
+    st = open_store(dir, NULL);
+    cr_assert_geq(evs_verify(st, NULL, NULL), 1);
+    evs_id ids[512];
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 512), EVS_ECORRUPT);
+    cr_assert_eq(newest_ms(st), 211, "nothing after the hole is cut");
+    cr_assert_eq(evs_close(st), 0);
+    cr_assert_eq(count_torn(dir), 0);
+}
+
+Test(recovery, a_hole_in_a_segment_written_without_the_flag_is_corruption)
+{
+    /* a store from before REC_F_SYNCED: the same hole keeps the old rule */
+    make_batch_store(200);
+    char p[600];
+    seg_path(dir, -1, p, sizeof p);
+    static seg_rec r[4096];
+    int n = seg_records(p, r, 4096);
+    int fd = open(p, O_RDWR);
+    for (int i = 0; i < n; i++) {
+        uint8_t *b = malloc(r[i].size);
+        cr_assert_eq(pread(fd, b, r[i].size, (off_t)r[i].off), (ssize_t)r[i].size);
+        uint16_t fl = (uint16_t)(b[14] | b[15] << 8) & (uint16_t)~REC_F_SYNCED;
+        b[14] = (uint8_t)fl;
+        b[15] = (uint8_t)(fl >> 8);
+        rec_hdr_set_crc(b, evs_crc32(0, b + 8, r[i].size - 8));
+        cr_assert_eq(pwrite(fd, b, r[i].size, (off_t)r[i].off), (ssize_t)r[i].size);
+        free(b);
+    }
+    close(fd);
+    uint64_t page = r[n / 2].off & ~(uint64_t)4095;
+    static const uint8_t z[4096];
+    write_at(p, (off_t)page, z, sizeof z);
+    rm_index(dir); /* recovery scans the whole log */
+    evs_store *st = open_store(dir, NULL);
+    cr_assert_geq(evs_verify(st, NULL, NULL), 1);
+    cr_assert_eq(newest_ms(st), 210);
+    cr_assert_eq(evs_close(st), 0);
+    cr_assert_eq(count_torn(dir), 0);
+}
+
+Test(recovery, a_bad_record_before_one_ending_in_zero_bytes_is_corruption)
+{
+    /* the valid record after the bad one ends in zero bytes (a value of NULs): it is still
+     * found, so the bad one is corruption, not a torn tail that would take it along */
+    make_store(10, 50);
+    evs_store *st = open_store(dir, NULL);
+    char nul[100] = {0};
+    evs_field f = {S("v"), {nul, sizeof nul}};
+    evs_append a = {S("s"), EVS_ID_EXPLICIT, {11, 0}, &f, 1, false};
+    evs_id id;
+    evs_error err;
+    cr_assert_eq(evs_append_one(st, &a, &id, &err), 0, "%s", err.msg);
+    cr_assert_eq(evs_close(st), 0);
+    char p[600];
+    seg_path(dir, -1, p, sizeof p);
+    static seg_rec r[64];
+    int n = seg_records(p, r, 64);
+    uint8_t b;
+    off_t at = (off_t)(r[n - 2].off + r[n - 2].size / 2); /* entry 10's body */
+    int fd = open(p, O_RDWR);
+    cr_assert_eq(pread(fd, &b, 1, at), 1);
+    b ^= 0x40;
+    cr_assert_eq(pwrite(fd, &b, 1, at), 1);
+    close(fd);
+    rm_index(dir); /* recovery scans the whole log */
+    st = open_store(dir, NULL);
+    cr_assert_geq(evs_verify(st, NULL, NULL), 1);
+    cr_assert_eq(newest_ms(st), 11);
+    cr_assert_eq(evs_close(st), 0);
+    cr_assert_eq(count_torn(dir), 0);
 }
 
 Test(recovery, truncated_at_every_byte_keeps_exactly_the_whole_records, .timeout = 300)

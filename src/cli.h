@@ -21,6 +21,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_publish(int argc, char **argv);
 int cmd_read(int argc, char **argv);
+int cmd_tail(int argc, char **argv);
 int cmd_bench_resp(int argc, char **argv);
 int cmd_bench_groups(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

@@ -9,6 +9,8 @@
  *   read --server H:P STREAM [--after ID] [--limit N] [--type T] [--follow]
  *                                                 JSON lines, the HTTP API's event objects
  *                                                 ("ts" is the ID's milliseconds here)
+ *   tail --server H:P STREAM [-n N] [--type T]    the last N, then each new one: read
+ *                                                 --follow from N entries before the end
  */
 #include "cli.h"
 #include "event_json.h"
@@ -50,6 +52,20 @@ static const char *read_help =
     "  --type T             only entries whose type field is T\n"
     "\n"
     "Exit codes: 0 done (or interrupted while following), 2 unusable arguments, 3 failure.\n";
+
+static const char *tail_help =
+    "usage: evstore tail [--server HOST:PORT] [--password P] STREAM [-n N] [--type T]\n"
+    "\n"
+    "Prints the last N entries of STREAM as JSON lines (as `read` does), then each new one as\n"
+    "it is appended, until interrupted (`read --follow` from N entries before the end). A\n"
+    "stream that does not exist yet is waited for.\n"
+    "\n"
+    "  --server HOST:PORT   EVSTORE_SERVER, default 127.0.0.1:7379\n"
+    "  --password P         EVSTORE_PASSWORD\n"
+    "  -n, --lines N        how many of the newest entries first (default 10; 0: only new ones)\n"
+    "  --type T             only entries whose type field is T (the last N of that type)\n"
+    "\n"
+    "Exit codes: 0 interrupted, 2 unusable arguments, 3 failure.\n";
 
 static int connect_or_say(rclient *c, const char *cmd, const char *server, const char *password)
 {
@@ -196,6 +212,27 @@ static void on_sigint(int sig)
     interrupted = 1;
 }
 
+/* Is e (one entry of an XRANGE-shaped array, checked) of type `type` (NULL: any)? */
+static bool entry_of_type(const resp_value *e, const char *type)
+{
+    if (!type)
+        return true;
+    const resp_value *kv = e->elems[1].elems;
+    for (size_t k = 0; k + 1 < e->elems[1].n; k += 2)
+        if (kv[k].len == 4 && !memcmp(kv[k].str, "type", 4) && kv[k + 1].len == strlen(type) &&
+            !memcmp(kv[k + 1].str, type, kv[k + 1].len))
+            return true;
+    return false;
+}
+
+/* Is e one entry of an XRANGE-shaped array: [id, [name, value, ...]], with its ID in *id? */
+static bool entry_ok(const resp_value *e, evs_id *id)
+{
+    return e->type == RESP_T_ARRAY && e->n == 2 && e->elems[0].type == RESP_T_BULK &&
+           e->elems[1].type == RESP_T_ARRAY && e->elems[1].n % 2 == 0 &&
+           !evs_id_parse(e->elems[0].str, e->elems[0].len, 0, id);
+}
+
 /* Print the entries of an XRANGE-shaped array; returns how many were printed, -1 if the
  * reply is not entries. *last gets the last ID seen (printed or not). */
 static long print_entries(const resp_value *arr, const char *type, evs_id *last, long budget)
@@ -205,41 +242,107 @@ static long print_entries(const resp_value *arr, const char *type, evs_id *last,
         return arr->type == RESP_T_NULL ? 0 : -1;
     for (size_t i = 0; i < arr->n && (budget < 0 || printed < budget); i++) {
         const resp_value *e = &arr->elems[i];
-        if (e->type != RESP_T_ARRAY || e->n != 2 || e->elems[0].type != RESP_T_BULK ||
-            e->elems[1].type != RESP_T_ARRAY || e->elems[1].n % 2)
-            return -1;
         evs_entry ent;
-        if (evs_id_parse(e->elems[0].str, e->elems[0].len, 0, &ent.id))
+        if (!entry_ok(e, &ent.id))
             return -1;
         *last = ent.id;
+        if (!entry_of_type(e, type))
+            continue;
         size_t nf = e->elems[1].n / 2;
         evs_field *f = calloc(nf ? nf : 1, sizeof *f);
         if (!f)
             return -1;
-        bool match = !type;
         for (size_t k = 0; k < nf; k++) {
             const resp_value *kv = &e->elems[1].elems[2 * k];
             f[k] = (evs_field){{kv[0].str, kv[0].len}, {kv[1].str, kv[1].len}};
-            if (type && kv[0].len == 4 && !memcmp(kv[0].str, "type", 4) &&
-                kv[1].len == strlen(type) && !memcmp(kv[1].str, type, kv[1].len))
-                match = true;
         }
-        if (match) {
-            ent.time_us = ent.id.ms * 1000;
-            ent.fields = f;
-            ent.nfields = nf;
-            json_t *j = event_json(&ent);
-            char *text = json_dumps(j, JSON_COMPACT);
-            if (text)
-                puts(text);
-            free(text);
-            json_decref(j);
-            printed++;
-        }
+        ent.time_us = ent.id.ms * 1000;
+        ent.fields = f;
+        ent.nfields = nf;
+        json_t *j = event_json(&ent);
+        char *text = json_dumps(j, JSON_COMPACT);
+        if (text)
+            puts(text);
+        free(text);
+        json_decref(j);
+        printed++;
         free(f);
     }
     fflush(stdout);
     return printed;
+}
+
+/* `read`'s loop (and `tail`'s after its start): the entries after `last` (of `type`, at most
+ * `limit`; -1: all), 1000 at a time (fewer while a page would pass the server's
+ * --max-output-bytes); with `follow`, then wait for new ones (XREAD BLOCK) until interrupted.
+ * An exit code. */
+static int read_loop(rclient *c, const char *cmd, const char *stream, evs_id last, long limit,
+                     const char *type, bool follow)
+{
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    long printed = 0;
+    int rc = EXIT_OK;
+    bool caught_up = false;
+    long page = 1000; /* entries asked for at once: halved while a reply would be too large */
+    while (!interrupted && (limit < 0 || printed < limit)) {
+        char start[EVS_ID_STRLEN + 1], count[24], err[300];
+        start[0] = '(';
+        evs_id_format(last, start + 1);
+        /* "(0-0" excludes nothing: no entry has ID 0-0 */
+        const char *xr[] = {"XRANGE", stream, start, "+", "COUNT", count};
+        const char *xb[] = {"XREAD", "BLOCK", "1000", "COUNT", count, "STREAMS", stream, start + 1};
+        long want = limit < 0 || limit - printed > page ? page : limit - printed;
+        snprintf(count, sizeof count, "%ld", want);
+        bool blocking = caught_up && follow;
+        if (rclient_send(c, blocking ? 8 : 6, blocking ? xb : xr, NULL)) {
+            fprintf(stderr, "evstore %s: connection lost\n", cmd);
+            rc = EXIT_FAILURE_;
+            break;
+        }
+        resp_value *v;
+        if (rclient_read(c, &v, err, sizeof err)) {
+            if (!interrupted) {
+                fprintf(stderr, "evstore %s: %s\n", cmd, err);
+                rc = EXIT_FAILURE_;
+            }
+            break;
+        }
+        if (v->type == RESP_T_ERROR && want > 1 && memmem(v->str, v->len, "max-output-bytes", 16)) {
+            page = want / 2; /* large entries: the same read in smaller pages */
+            resp_value_free(v);
+            continue;
+        }
+        if (v->type == RESP_T_ERROR) {
+            fprintf(stderr, "evstore %s: %.*s\n", cmd, (int)v->len, v->str);
+            resp_value_free(v);
+            rc = EXIT_FAILURE_;
+            break;
+        }
+        const resp_value *entries = v;
+        if (blocking && v->type == RESP_T_ARRAY && v->n == 1 && v->elems[0].n == 2)
+            entries = &v->elems[0].elems[1]; /* [[stream, entries]] */
+        evs_id before = last;
+        long n = print_entries(entries, type, &last, limit < 0 ? -1 : limit - printed);
+        size_t got = entries->type == RESP_T_ARRAY ? entries->n : 0;
+        resp_value_free(v); /* entries points into v */
+        if (n < 0) {
+            fprintf(stderr, "evstore %s: unexpected reply from the server\n", cmd);
+            rc = EXIT_FAILURE_;
+            break;
+        }
+        printed += n;
+        if (evs_id_cmp(before, last) == 0) { /* nothing new */
+            if (!follow)
+                break;
+            caught_up = true;
+        } else if (!blocking && got < (size_t)want) {
+            caught_up = true;
+            if (!follow)
+                break;
+        }
+    }
+    return rc;
 }
 
 int cmd_read(int argc, char **argv)
@@ -291,69 +394,130 @@ int cmd_read(int argc, char **argv)
     rclient c;
     if (connect_or_say(&c, "read", server, password))
         return EXIT_FAILURE_;
-    signal(SIGINT, on_sigint);
-    signal(SIGTERM, on_sigint);
-    long printed = 0;
-    int rc = EXIT_OK;
-    bool caught_up = false;
-    long page = 1000; /* entries asked for at once: halved while a reply would be too large */
-    while (!interrupted && (limit < 0 || printed < limit)) {
-        char start[EVS_ID_STRLEN + 1], count[24], err[300];
-        start[0] = '(';
-        evs_id_format(last, start + 1);
-        /* "(0-0" excludes nothing: no entry has ID 0-0 */
-        const char *xr[] = {"XRANGE", stream, start, "+", "COUNT", count};
-        const char *xb[] = {"XREAD", "BLOCK", "1000", "COUNT", count, "STREAMS", stream, start + 1};
-        long want = limit < 0 || limit - printed > page ? page : limit - printed;
-        snprintf(count, sizeof count, "%ld", want);
-        bool blocking = caught_up && follow;
-        if (rclient_send(&c, blocking ? 8 : 6, blocking ? xb : xr, NULL)) {
-            fprintf(stderr, "evstore read: connection lost\n");
-            rc = EXIT_FAILURE_;
-            break;
-        }
+    int rc = read_loop(&c, "read", stream, last, limit, type, follow);
+    rclient_close(&c);
+    return rc;
+}
+
+/* The ID just before id (the exclusive start that reads id first). */
+static evs_id id_before(evs_id id)
+{
+    if (id.seq)
+        return (evs_id){id.ms, id.seq - 1};
+    return id.ms ? (evs_id){id.ms - 1, UINT64_MAX} : EVS_ID_MIN;
+}
+
+/* Where `tail` starts reading (exclusive): before the n-th newest entry of `type` (fewer if
+ * the stream holds fewer), or after the newest entry when n is 0 or none matches. Walks back
+ * with XREVRANGE pages. 0, or an exit code. */
+static int tail_start(rclient *c, const char *stream, long n, const char *type, evs_id *from)
+{
+    char end[EVS_ID_STRLEN + 1] = "+", count[24], err[300];
+    long found = 0, page = 1000;
+    bool newest_seen = false;
+    *from = EVS_ID_MIN;
+    while (n == 0 ? !newest_seen : found < n) {
+        snprintf(count, sizeof count, "%ld", page);
+        const char *xr[] = {"XREVRANGE", stream, end, "-", "COUNT", count};
         resp_value *v;
-        if (rclient_read(&c, &v, err, sizeof err)) {
-            if (!interrupted) {
-                fprintf(stderr, "evstore read: %s\n", err);
-                rc = EXIT_FAILURE_;
-            }
-            break;
+        if (rclient_send(c, 6, xr, NULL) || rclient_read(c, &v, err, sizeof err)) {
+            fprintf(stderr, "evstore tail: %s\n", interrupted ? "interrupted" : "connection lost");
+            return EXIT_FAILURE_;
         }
-        if (v->type == RESP_T_ERROR && want > 1 && memmem(v->str, v->len, "max-output-bytes", 16)) {
-            page = want / 2; /* large entries: the same read in smaller pages */
+        if (v->type == RESP_T_ERROR && page > 1 && memmem(v->str, v->len, "max-output-bytes", 16)) {
+            page /= 2; /* large entries: the same walk in smaller pages */
             resp_value_free(v);
             continue;
         }
-        if (v->type == RESP_T_ERROR) {
-            fprintf(stderr, "evstore read: %.*s\n", (int)v->len, v->str);
+        if (v->type == RESP_T_ERROR)
+            fprintf(stderr, "evstore tail: %.*s\n", (int)v->len, v->str);
+        else if (v->type != RESP_T_ARRAY)
+            fprintf(stderr, "evstore tail: unexpected reply from the server\n");
+        if (v->type != RESP_T_ARRAY) {
             resp_value_free(v);
-            rc = EXIT_FAILURE_;
+            return EXIT_FAILURE_;
+        }
+        size_t got = v->n;
+        evs_id id = EVS_ID_MIN;
+        for (size_t i = 0; i < v->n && (n == 0 ? !newest_seen : found < n); i++) {
+            if (!entry_ok(&v->elems[i], &id)) {
+                fprintf(stderr, "evstore tail: unexpected reply from the server\n");
+                resp_value_free(v);
+                return EXIT_FAILURE_;
+            }
+            if (!newest_seen && n == 0)
+                *from = id; /* only new ones: after the newest */
+            newest_seen = true;
+            if (n && entry_of_type(&v->elems[i], type)) {
+                found++;
+                *from = id_before(id);
+            }
+        }
+        resp_value_free(v);
+        if (got < (size_t)page)
+            break; /* the stream's start */
+        end[0] = '(';
+        evs_id_format(id, end + 1);
+    }
+    if (n && !found && newest_seen) { /* nothing of that type yet: only new ones */
+        const char *xr[] = {"XREVRANGE", stream, "+", "-", "COUNT", "1"};
+        resp_value *v;
+        if (rclient_send(c, 6, xr, NULL) || rclient_read(c, &v, err, sizeof err)) {
+            fprintf(stderr, "evstore tail: connection lost\n");
+            return EXIT_FAILURE_;
+        }
+        if (v->type == RESP_T_ARRAY && v->n == 1)
+            entry_ok(&v->elems[0], from);
+        resp_value_free(v);
+    }
+    return 0;
+}
+
+int cmd_tail(int argc, char **argv)
+{
+    const char *server = cli_env("EVSTORE_SERVER", "127.0.0.1:7379");
+    const char *password = getenv("EVSTORE_PASSWORD");
+    const char *type = NULL;
+    long n = 10;
+    static const struct option opts[] = {{"server", required_argument, NULL, 's'},
+                                         {"password", required_argument, NULL, 'p'},
+                                         {"lines", required_argument, NULL, 'n'},
+                                         {"type", required_argument, NULL, 't'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "s:p:n:t:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's': server = optarg; break;
+        case 'p': password = optarg; break;
+        case 'n': {
+            char *end;
+            n = strtol(optarg, &end, 10);
+            if (*end || !*optarg || n < 0) {
+                fprintf(stderr, "evstore tail: -n: not a number: %s\n", optarg);
+                return EXIT_USAGE;
+            }
             break;
         }
-        const resp_value *entries = v;
-        if (blocking && v->type == RESP_T_ARRAY && v->n == 1 && v->elems[0].n == 2)
-            entries = &v->elems[0].elems[1]; /* [[stream, entries]] */
-        evs_id before = last;
-        long n = print_entries(entries, type, &last, limit < 0 ? -1 : limit - printed);
-        size_t got = entries->type == RESP_T_ARRAY ? entries->n : 0;
-        resp_value_free(v); /* entries points into v */
-        if (n < 0) {
-            fprintf(stderr, "evstore read: unexpected reply from the server\n");
-            rc = EXIT_FAILURE_;
-            break;
-        }
-        printed += n;
-        if (evs_id_cmp(before, last) == 0) { /* nothing new */
-            if (!follow)
-                break;
-            caught_up = true;
-        } else if (!blocking && got < (size_t)want) {
-            caught_up = true;
-            if (!follow)
-                break;
+        case 't': type = optarg; break;
+        case 'h': fputs(tail_help, stdout); return EXIT_OK;
+        default: fputs(tail_help, stderr); return EXIT_USAGE;
         }
     }
+    if (optind + 1 != argc) {
+        fputs(tail_help, stderr);
+        return EXIT_USAGE;
+    }
+    const char *stream = argv[optind];
+    rclient c;
+    if (connect_or_say(&c, "tail", server, password))
+        return EXIT_FAILURE_;
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    evs_id from;
+    int rc = tail_start(&c, stream, n, type, &from);
+    if (!rc)
+        rc = read_loop(&c, "tail", stream, from, -1, type, true);
     rclient_close(&c);
     return rc;
 }

@@ -17,6 +17,7 @@ static const char *usage =
     "  serve    serve the Redis Streams protocol and the HTTP/JSON API on a store folder\n"
     "  publish  append entries through a running server (fields, or JSON lines on stdin)\n"
     "  read     print a stream's entries from a running server as JSON lines (--follow)\n"
+    "  tail     print a stream's last entries, then each new one (read --follow from the end)\n"
     "  append   append one entry to a stream of a store folder (no server)\n"
     "  dump     print a stream's entries as JSON lines\n"
     "  verify   check every record and the index of a store folder, or every file of a backup\n"
@@ -113,6 +114,8 @@ int main(int argc, char **argv)
         return cmd_publish(argc - 1, argv + 1);
     if (!strcmp(cmd, "read"))
         return cmd_read(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tail"))
+        return cmd_tail(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify"))
         return cmd_verify(argc - 1, argv + 1);
     if (!strcmp(cmd, "backup"))

@@ -34,7 +34,7 @@ check "verify clean exits 0" [ $rc -eq 0 ]
 check "verify summary" grep -q "0 problems" "$dir/v"
 # every command is listed in the top-level help and answers --help
 "$E" --help >"$dir/help"
-for c in serve publish read append dump verify backup restore promote bench bench-resp bench-groups; do
+for c in serve publish read tail append dump verify backup restore promote bench bench-resp bench-groups; do
   check "evstore --help lists $c" grep -q "^  $c " "$dir/help"
   "$E" "$c" --help >/dev/null 2>&1; rc=$?
   check "evstore $c --help exits 0" [ $rc -eq 0 ]

@@ -1052,6 +1052,37 @@ class CliClients(Base):
         self.assertEqual(proc.wait(timeout=10), 0)
         proc.stdout.close()
 
+    def test_tail(self):
+        """`evstore tail`: the last N entries (of a type), then each new one; -n 0: new ones
+        only; a stream that does not exist yet is waited for."""
+        pipe = self.r.pipeline(transaction=False)
+        for i in range(1, 2502):  # more than one page of the backward walk
+            pipe.xadd("t", {"type": "odd" if i % 2 else "even", "n": str(i)}, id="%d-1" % i)
+        pipe.execute()
+        procs = {}
+        for name, args in (("last3", ("-n", "3", "t")), ("even2", ("--type", "even", "-n", "2", "t")),
+                           ("new", ("-n", "0", "t")), ("rare", ("--type", "even", "-n", "1300", "t")),
+                           ("later", ("later",))):
+            procs[name] = subprocess.Popen(
+                [EVSTORE, "tail", "--server", "127.0.0.1:%d" % self.srv.port, *args],
+                stdout=subprocess.PIPE, text=True)
+        def n_of(proc, k):
+            return [json.loads(proc.stdout.readline())["fields"]["n"] for _ in range(k)]
+        self.assertEqual(n_of(procs["last3"], 3), ["2499", "2500", "2501"])
+        self.assertEqual(n_of(procs["even2"], 2), ["2498", "2500"])
+        rare = n_of(procs["rare"], 1250)  # fewer of that type than asked: all of them
+        self.assertEqual((rare[0], rare[-1], len(rare)), ("2", "2500", 1250))
+        time.sleep(0.3)  # the tails are waiting now
+        self.r.xadd("t", {"type": "even", "n": "new"}, id="3000-1")
+        self.r.xadd("later", {"n": "first"})
+        for name in ("last3", "even2", "new", "rare"):
+            self.assertEqual(n_of(procs[name], 1), ["new"], name)
+        self.assertEqual(n_of(procs["later"], 1), ["first"])
+        for proc in procs.values():
+            proc.send_signal(signal.SIGINT)
+            self.assertEqual(proc.wait(timeout=10), 0)
+            proc.stdout.close()
+
 
 class ClientLimits(unittest.TestCase):
     """Limits on a client as a whole: its output, its input, how many, how idle."""

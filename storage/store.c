@@ -1521,7 +1521,13 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
     uint64_t group_start = REC_POS_NONE;   /* offset of an open atomic group's first record */
     uint64_t torn_limit = EVS_MAX_BATCH_BYTES + st->opt.max_entry_bytes + (1u << 20);
     uint64_t pending = 0;
-    bool flags_synced = false; /* R1: a record before `off` in this segment has REC_F_SYNCED */
+    /* R1: a record before `off` in this segment has REC_F_SYNCED (a scan from the index
+     * watermark has not passed the segment's first record, which has it if any has) */
+    bool flags_synced = false;
+    rec_hdr h0;
+    uint64_t sz0;
+    if (off > 0 && rec_check(p, size, &h0, &sz0) == REC_OK)
+        flags_synced = (h0.flags & REC_F_SYNCED) != 0;
     while (off < size) {
         rec_hdr h;
         uint64_t sz;

@@ -225,11 +225,18 @@ static void batch_done(void *arg, int rc, const evs_id *ids, size_t n, const evs
     (*(int *)arg)++;
 }
 
+static void index_keep(char idx[600], char saved[600]);
+static void copy_file(const char *from, const char *to);
+
 /* Entries 1..10 appended one by one (each synced before the next), then entries 11..10+n
- * submitted as n requests in one write batch (one fdatasync, its first record flagged). */
-static void make_batch_store(int n)
+ * submitted as n requests in one write batch (one fdatasync, its first record flagged).
+ * lag_index: the index is left as it was before the batch (as a power cut leaves it). */
+static void make_batch_store(int n, bool lag_index)
 {
     make_store(10, 50);
+    char idx[600], saved[600];
+    if (lag_index)
+        index_keep(idx, saved);
     evs_store *st = open_store(dir, NULL);
     char v[300];
     memset(v, 'b', sizeof v);
@@ -246,6 +253,8 @@ static void make_batch_store(int n)
     while (__atomic_load_n(&done, __ATOMIC_SEQ_CST) < n)
         usleep(1000);
     cr_assert_eq(evs_close(st), 0);
+    if (lag_index)
+        copy_file(saved, idx);
 }
 
 /* Zero the 4 KiB page in the middle of what follows the segment's last flagged record, as a
@@ -274,7 +283,7 @@ static long zero_page_after_last_flag(const char *p)
 
 Test(recovery, a_hole_in_the_last_write_batch_is_a_torn_tail)
 {
-    make_batch_store(200);
+    make_batch_store(200, false);
     char p[600];
     seg_path(dir, -1, p, sizeof p);
     static seg_rec r[4096];
@@ -291,7 +300,7 @@ Test(recovery, a_hole_in_the_last_write_batch_is_a_torn_tail)
 
 Test(recovery, a_hole_that_a_later_synced_batch_follows_is_corruption)
 {
-    make_batch_store(200);
+    make_batch_store(200, false);
     evs_store *st = open_store(dir, NULL);
     cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){211, 0}, NULL, "v", "after", NULL), 0);
     cr_assert_eq(evs_close(st), 0);
@@ -317,7 +326,7 @@ Test(recovery, a_hole_that_a_later_synced_batch_follows_is_corruption)
 Test(recovery, a_hole_in_a_segment_written_without_the_flag_is_corruption)
 {
     /* a store from before REC_F_SYNCED: the same hole keeps the old rule */
-    make_batch_store(200);
+    make_batch_store(200, false);
     char p[600];
     seg_path(dir, -1, p, sizeof p);
     static seg_rec r[4096];
@@ -554,6 +563,26 @@ Test(recovery, lagging_index_catches_up)
     evs_close(st);
     copy_file(saved, idx); /* the index now lags the log by 150 entries */
     cr_assert_eq(count_entries(), 250);
+}
+
+Test(recovery, a_hole_at_the_start_of_the_last_batch_past_the_index_watermark_is_a_torn_tail)
+{
+    /* the scan starts at the watermark, after entry 10, and the hole takes the batch's first
+     * (flagged) record: the segment's first record shows that its writer flags */
+    make_batch_store(100, true);
+    char p[600];
+    seg_path(dir, -1, p, sizeof p);
+    static seg_rec r[4096];
+    int n = seg_records(p, r, 4096), first = -1;
+    for (int i = 0; i < n && first < 0; i++)
+        if (r[i].kind == REC_ENTRY && (r[i].flags & REC_F_SYNCED) && i > 10)
+            first = i; /* the batch's first record (entries 1..10 and the stream's come first) */
+    cr_assert_gt(first, 0);
+    uint64_t page_end = (r[first].off + 4096) & ~(uint64_t)4095;
+    static const uint8_t z[4096];
+    write_at(p, (off_t)r[first].off, z, page_end - r[first].off);
+    cr_assert_eq(count_entries(), 10);
+    cr_assert_eq(count_torn(dir), 1);
 }
 
 Test(recovery, index_ahead_of_truncated_log_is_rebuilt)

@@ -366,15 +366,10 @@ int cmd_read(int argc, char **argv)
         case 's': server = optarg; break;
         case 'p': password = optarg; break;
         case 'a': after = optarg; break;
-        case 'l': {
-            char *end;
-            limit = strtol(optarg, &end, 10);
-            if (*end || !*optarg || limit < 0) {
-                fprintf(stderr, "evstore read: --limit: not a number: %s\n", optarg);
+        case 'l':
+            if (!cli_count("read", "--limit", optarg, &limit))
                 return EXIT_USAGE;
-            }
             break;
-        }
         case 't': type = optarg; break;
         case 'f': follow = true; break;
         case 'h': fputs(read_help, stdout); return EXIT_OK;
@@ -490,15 +485,10 @@ int cmd_tail(int argc, char **argv)
         switch (ch) {
         case 's': server = optarg; break;
         case 'p': password = optarg; break;
-        case 'n': {
-            char *end;
-            n = strtol(optarg, &end, 10);
-            if (*end || !*optarg || n < 0) {
-                fprintf(stderr, "evstore tail: -n: not a number: %s\n", optarg);
+        case 'n':
+            if (!cli_count("tail", "-n", optarg, &n))
                 return EXIT_USAGE;
-            }
             break;
-        }
         case 't': type = optarg; break;
         case 'h': fputs(tail_help, stdout); return EXIT_OK;
         default: fputs(tail_help, stderr); return EXIT_USAGE;

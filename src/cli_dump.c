@@ -46,12 +46,10 @@ int cmd_dump(int argc, char **argv)
             q.start_exclusive = true;
             break;
         case 'l': {
-            char *end;
-            q.limit = strtoull(optarg, &end, 10);
-            if (*end || !*optarg) {
-                fprintf(stderr, "evstore dump: --limit: not a number: %s\n", optarg);
+            long n;
+            if (!cli_count("dump", "--limit", optarg, &n))
                 return EXIT_USAGE;
-            }
+            q.limit = (uint64_t)n;
             break;
         }
         case 'r': q.reverse = true; break;

@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -52,6 +53,19 @@ int cli_fsync_mode(const char *s)
 }
 
 bool cli_size(const char *s, uint64_t *out) { return evs_parse_size(s, strlen(s), out) == 0; }
+
+bool cli_count(const char *cmd, const char *flag, const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*end || !*s || v < 0 || errno) {
+        fprintf(stderr, "evstore %s: %s: not a number: %s\n", cmd, flag, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
 
 int cli_cmp_u64(const void *a, const void *b)
 {

@@ -123,6 +123,7 @@ bool server_secret_is(const char *secret, const void *got, size_t len)
         diff |= (unsigned char)(g[i] ^ (unsigned char)secret[n ? i % n : 0]);
     return diff == 0;
 }
+
 int conn_proto(conn *c) { return c->proto; }
 void conn_set_proto(conn *c, int proto) { c->proto = proto; }
 long long conn_id(conn *c) { return c->id; }

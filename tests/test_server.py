@@ -23,10 +23,20 @@ import redis
 EVSTORE = None
 
 
+_ports = set()  # every port free_port gave out in this process
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now on 127.0.0.1, and never one this process was given before: once the
+    probing socket is closed the kernel may hand the same port out again (the soak once got
+    one node's HTTP port as the other's RESP port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports:
+            _ports.add(port)
+            return port
 
 
 _started = []  # every server process a test started

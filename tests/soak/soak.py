@@ -33,13 +33,10 @@ import time
 
 import redis
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from test_server import free_port  # noqa: E402 (tests/test_server.py)
+
 PAYLOAD = "v" * 100
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Node:

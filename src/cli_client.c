@@ -402,21 +402,24 @@ static evs_id id_before(evs_id id)
     return id.ms ? (evs_id){id.ms - 1, UINT64_MAX} : EVS_ID_MIN;
 }
 
-/* Where `tail` starts reading (exclusive): before the n-th newest entry of `type` (fewer if
- * the stream holds fewer), or after the newest entry when n is 0 or none matches. Walks back
- * with XREVRANGE pages. 0, or an exit code. */
+/* Where `tail` starts reading (exclusive): before the n-th newest entry of `type` (the oldest
+ * of them if the stream holds fewer), or after the newest entry when n is 0 or none matches
+ * (0-0 when the stream is empty or missing). Walks back with XREVRANGE pages. 0, or an exit
+ * code (EXIT_OK when interrupted). */
 static int tail_start(rclient *c, const char *stream, long n, const char *type, evs_id *from)
 {
-    char end[EVS_ID_STRLEN + 1] = "+", count[24], err[300];
+    char end[EVS_ID_STRLEN + 1] = "+", count[24], err[300] = "";
     long found = 0, page = 1000;
-    bool newest_seen = false;
-    *from = EVS_ID_MIN;
-    while (n == 0 ? !newest_seen : found < n) {
+    bool any = false; /* the newest entry seen */
+    evs_id newest = EVS_ID_MIN;
+    while (n == 0 ? !any : found < n) {
         snprintf(count, sizeof count, "%ld", page);
         const char *xr[] = {"XREVRANGE", stream, end, "-", "COUNT", count};
         resp_value *v;
         if (rclient_send(c, 6, xr, NULL) || rclient_read(c, &v, err, sizeof err)) {
-            fprintf(stderr, "evstore tail: %s\n", interrupted ? "interrupted" : "connection lost");
+            if (interrupted)
+                return EXIT_OK;
+            fprintf(stderr, "evstore tail: %s\n", err[0] ? err : "connection lost");
             return EXIT_FAILURE_;
         }
         if (v->type == RESP_T_ERROR && page > 1 && memmem(v->str, v->len, "max-output-bytes", 16)) {
@@ -434,15 +437,15 @@ static int tail_start(rclient *c, const char *stream, long n, const char *type, 
         }
         size_t got = v->n;
         evs_id id = EVS_ID_MIN;
-        for (size_t i = 0; i < v->n && (n == 0 ? !newest_seen : found < n); i++) {
+        for (size_t i = 0; i < v->n && (n == 0 ? !any : found < n); i++) {
             if (!entry_ok(&v->elems[i], &id)) {
                 fprintf(stderr, "evstore tail: unexpected reply from the server\n");
                 resp_value_free(v);
                 return EXIT_FAILURE_;
             }
-            if (!newest_seen && n == 0)
-                *from = id; /* only new ones: after the newest */
-            newest_seen = true;
+            if (!any)
+                newest = id;
+            any = true;
             if (n && entry_of_type(&v->elems[i], type)) {
                 found++;
                 *from = id_before(id);
@@ -454,17 +457,8 @@ static int tail_start(rclient *c, const char *stream, long n, const char *type, 
         end[0] = '(';
         evs_id_format(id, end + 1);
     }
-    if (n && !found && newest_seen) { /* nothing of that type yet: only new ones */
-        const char *xr[] = {"XREVRANGE", stream, "+", "-", "COUNT", "1"};
-        resp_value *v;
-        if (rclient_send(c, 6, xr, NULL) || rclient_read(c, &v, err, sizeof err)) {
-            fprintf(stderr, "evstore tail: connection lost\n");
-            return EXIT_FAILURE_;
-        }
-        if (v->type == RESP_T_ARRAY && v->n == 1)
-            entry_ok(&v->elems[0], from);
-        resp_value_free(v);
-    }
+    if (!found)
+        *from = newest; /* only new ones */
     return 0;
 }
 

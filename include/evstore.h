@@ -519,7 +519,9 @@ typedef struct evs_group_op {
                                  least one entry is delivered; 0: no limit). Fewer than count
                                  is a valid answer: XREADGROUP's COUNT is an upper bound, and
                                  AUTOCLAIM's cursor then names the first entry not taken.
-                                 Dead-lettered and JUSTID entries are not counted            */
+                                 CLAIM, whose IDs are the caller's: EVS_ETOOBIG, before
+                                 anything is claimed. Dead-lettered and JUSTID entries are
+                                 not counted                                                 */
     const evs_id *ids;        /* ACK, CLAIM                                                  */
     size_t nids;
     uint64_t min_idle_ms;     /* CLAIM, AUTOCLAIM                                            */

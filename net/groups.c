@@ -47,10 +47,7 @@ static void reply_nogroup(cmd_ctx *x, const resp_arg *key, const resp_arg *group
 /* The error text for a failed group operation. */
 static void out_group_error(resp_out *o, int rc, const evs_error *err)
 {
-    if (rc == EVS_EFAILED)
-        resp_out_error(o, "ERR %s", err && err->msg[0] ? err->msg : evs_strerror(rc));
-    else
-        resp_out_error(o, "ERR %s", err && err->msg[0] ? err->msg : evs_strerror(rc));
+    resp_out_error(o, "ERR %s", err && err->msg[0] ? err->msg : evs_strerror(rc));
 }
 
 /* One entry by ID: the entry, or [id, nil] if it is gone (Redis's history reply). */
@@ -226,6 +223,9 @@ static bool gcall_fill(pending_t *p, reply *r, void *result)
     } else if (g->rc == EVS_ENOGROUP) {
         resp_out_error(o, "NOGROUP No such key '%.*s' or consumer group", (int)g->key_len,
                        (const char *)g->key);
+    } else if (g->rc == EVS_ETOOBIG && g->kind == RK_CLAIM) {
+        resp_out_error(o, "ERR reply over the server's max-output-bytes (%llu bytes); claim fewer "
+                          "IDs, or with JUSTID", (unsigned long long)resp_out_limit());
     } else if (g->rc) {
         out_group_error(o, g->rc, &g->err);
     } else if (g->kind == RK_OK) {
@@ -568,6 +568,7 @@ void cmd_xclaim(cmd_ctx *x)
             return;
         }
     }
+    op.max_bytes = resp_out_limit() / 2; /* over it: refused before anything is claimed */
     run_op(x, &op, RK_CLAIM);
     free(ids);
 }

@@ -287,6 +287,7 @@ static int plan_claim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_erro
     if (when < 0 || (uint64_t)when > now_ms)
         when = (int64_t)now_ms;
     pl->emit_claim = true;
+    uint64_t used = 0, size = 0;
     for (size_t i = 0; i < op->nids; i++) {
         evs_id id = op->ids[i];
         /* Redis takes the IDs one by one: one given twice is claimed again, from the state
@@ -303,7 +304,7 @@ static int plan_claim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_erro
         if (dup && !again)
             continue; /* deleted, dead-lettered or not claimed the first time: the same now */
         pel_ent *p = again ? &planned : pel_find(g, id);
-        int e = again ? 1 : reader_entry_exists(st, pl->s, id, NULL, err);
+        int e = reader_entry_exists(st, pl->s, id, &size, err);
         if (e < 0)
             return e;
         if (!e) {
@@ -324,6 +325,13 @@ static int plan_claim(evs_store *st, gop *o, plan *pl, uint64_t now_ms, evs_erro
             continue;
         uint64_t count = op->retrycount >= 0 ? (uint64_t)op->retrycount
                          : op->justid ? p->count : p->count + 1;
+        /* the IDs are the client's: the reply cannot be cut short, so one that would pass
+         * the budget is refused here, before anything is claimed */
+        bool to_dlq = over_limit(g, count) && count > p->count;
+        if (!op->justid && !to_dlq && !budget_takes(o, &used, size))
+            return evs_err_set(err, EVS_ETOOBIG, "the claimed entries would pass %" PRIu64
+                               " bytes of reply; claim fewer IDs, or with JUSTID",
+                               op->max_bytes);
         int rc = claim_one(st, o, pl, p, count, (uint64_t)when, err);
         if (rc)
             return rc;

@@ -1220,6 +1220,16 @@ class ClientLimits(unittest.TestCase):
             pend = r.xpending_range("big", "g", "-", "+", 10)
             self.assertEqual([(p["consumer"], p["times_delivered"]) for p in pend],
                              [(b"d", 3)] * 5)
+            # XCLAIM names its IDs: a reply that cannot fit is refused before any claim
+            ids = [p["message_id"] for p in pend]
+            with self.assertRaises(redis.ResponseError) as e:
+                r.xclaim("big", "g", "e", 0, ids)
+            self.assertIn("claim fewer IDs, or with JUSTID", str(e.exception))
+            pend = r.xpending_range("big", "g", "-", "+", 10)
+            self.assertEqual([(p["consumer"], p["times_delivered"]) for p in pend],
+                             [(b"d", 3)] * 5)
+            self.assertEqual(r.xclaim("big", "g", "e", 0, ids, justid=True), ids)
+            self.assertEqual(len(r.xclaim("big", "g", "f", 0, ids[:1])), 1)
             r.xgroup_create("big", "h", id="0")
             seen = []
             while True:

@@ -299,23 +299,32 @@ Test(recovery, a_hole_in_the_last_write_batch_is_a_torn_tail)
     cr_assert_eq(count_entries(), before); /* and again: the cut is durable */
 }
 
+/* make_batch_store(n), then entry 11+n appended alone (after the batch's sync); the last
+ * segment's path into p and its records into r (cap of them): how many. */
+static int batch_then_one(int n, char p[600], seg_rec *r, int cap)
+{
+    make_batch_store(n, false);
+    evs_store *st = open_store(dir, NULL);
+    cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)n + 11, 0}, NULL, "v", "after",
+                     NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+    seg_path(dir, -1, p, 600);
+    int k = seg_records(p, r, cap);
+    cr_assert(r[k - 1].flags & REC_F_SYNCED, "the lone entry's record follows the batch's sync");
+    return k;
+}
+
 Test(recovery, a_hole_that_a_later_synced_batch_follows_is_corruption)
 {
-    make_batch_store(200, false);
-    evs_store *st = open_store(dir, NULL);
-    cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){211, 0}, NULL, "v", "after", NULL), 0);
-    cr_assert_eq(evs_close(st), 0);
     char p[600];
-    seg_path(dir, -1, p, sizeof p);
     static seg_rec r[4096];
-    int n = seg_records(p, r, 4096);
-    cr_assert(r[n - 1].flags & REC_F_SYNCED, "the lone entry's record follows the batch's sync");
+    int n = batch_then_one(200, p, r, 4096);
     /* the hole: in the middle of the batch, which that sync made durable */
     uint64_t page = r[n / 2].off & ~(uint64_t)4095;
     static const uint8_t z[4096];
     write_at(p, (off_t)page, z, sizeof z);
     rm_index(dir); /* recovery scans the whole log */
-    st = open_store(dir, NULL);
+    evs_store *st = open_store(dir, NULL);
     cr_assert_geq(evs_verify(st, NULL, NULL), 1);
     evs_id ids[512];
     cr_assert_eq(read_ids(st, "s", NULL, ids, 512), EVS_ECORRUPT);
@@ -376,14 +385,9 @@ Test(recovery, losses_in_a_batch_that_a_synced_one_follows_are_never_cut, .timeo
     for (int round = 0; round < 10; round++) {
         rm_rf(dir);
         cr_assert_eq(mkdir(dir, 0755), 0);
-        make_batch_store(120, false);
-        evs_store *st = open_store(dir, NULL);
-        cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){131, 0}, NULL, "v", "x", NULL), 0);
-        cr_assert_eq(evs_close(st), 0);
         char p[600];
-        seg_path(dir, -1, p, sizeof p);
         static seg_rec r[4096];
-        int n = seg_records(p, r, 4096), first = -1;
+        int n = batch_then_one(120, p, r, 4096), first = -1;
         for (int i = 0; i < n - 1; i++)
             if (r[i].flags & REC_F_SYNCED)
                 first = i; /* the batch's first record */
@@ -396,7 +400,7 @@ Test(recovery, losses_in_a_batch_that_a_synced_one_follows_are_never_cut, .timeo
                 nlost++;
             }
         rm_index(dir);
-        st = open_store(dir, NULL);
+        evs_store *st = open_store(dir, NULL);
         cr_assert_geq(evs_verify(st, NULL, NULL), 1, "round %d", round);
         cr_assert_eq(newest_ms(st), 131, "round %d", round);
         cr_assert_eq(evs_close(st), 0);

@@ -314,18 +314,26 @@ static int batch_then_one(int n, char p[600], seg_rec *r, int cap)
     return k;
 }
 
+/* Zero the 4 KiB page in the middle of segment p's n records r, drop the index (recovery
+ * scans the whole log), open: the store, in which verify must find the damage. */
+static evs_store *open_with_middle_page_lost(const char *p, const seg_rec *r, int n)
+{
+    uint64_t page = r[n / 2].off & ~(uint64_t)4095;
+    static const uint8_t z[4096];
+    write_at(p, (off_t)page, z, sizeof z);
+    rm_index(dir);
+    evs_store *st = open_store(dir, NULL);
+    cr_assert_geq(evs_verify(st, NULL, NULL), 1);
+    return st;
+}
+
 Test(recovery, a_hole_that_a_later_synced_batch_follows_is_corruption)
 {
     char p[600];
     static seg_rec r[4096];
     int n = batch_then_one(200, p, r, 4096);
     /* the hole: in the middle of the batch, which that sync made durable */
-    uint64_t page = r[n / 2].off & ~(uint64_t)4095;
-    static const uint8_t z[4096];
-    write_at(p, (off_t)page, z, sizeof z);
-    rm_index(dir); /* recovery scans the whole log */
-    evs_store *st = open_store(dir, NULL);
-    cr_assert_geq(evs_verify(st, NULL, NULL), 1);
+    evs_store *st = open_with_middle_page_lost(p, r, n);
     evs_id ids[512];
     cr_assert_eq(read_ids(st, "s", NULL, ids, 512), EVS_ECORRUPT);
     cr_assert_eq(newest_ms(st), 211, "nothing after the hole is cut");
@@ -428,12 +436,7 @@ Test(recovery, a_hole_in_a_segment_written_without_the_flag_is_corruption)
         free(b);
     }
     close(fd);
-    uint64_t page = r[n / 2].off & ~(uint64_t)4095;
-    static const uint8_t z[4096];
-    write_at(p, (off_t)page, z, sizeof z);
-    rm_index(dir); /* recovery scans the whole log */
-    evs_store *st = open_store(dir, NULL);
-    cr_assert_geq(evs_verify(st, NULL, NULL), 1);
+    evs_store *st = open_with_middle_page_lost(p, r, n);
     cr_assert_eq(newest_ms(st), 210);
     cr_assert_eq(evs_close(st), 0);
     cr_assert_eq(count_torn(dir), 0);

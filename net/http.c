@@ -1041,7 +1041,7 @@ static void route(struct evhttp_request *req, void *arg)
     const char *raw = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!raw)
         raw = "/";
-    if (!http_cors_admit(server_cfg(h->srv)->http_cors_origin, req))
+    if (!http_cors_admit(server_cfg(h->srv), req))
         return; /* refused, or a preflight */
     bool head = m == EVHTTP_REQ_HEAD;
     if (head)

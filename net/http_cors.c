@@ -20,9 +20,17 @@
  *      Access-Control-Request-Method) are answered 204 here, before authentication (a browser
  *      sends no credentials in a preflight), naming the methods and request headers the API
  *      reads. Any other OPTIONS is answered 204 with Allow.
+ *   C4 A server listening on a loopback address (the default) answers only requests whose Host
+ *      names it as a loopback client does — localhost (or *.localhost), an IP literal — or a
+ *      name given in --http-hosts; others get 403 host_not_allowed, before anything else.
+ *      DNS rebinding: a page whose own name an attacker re-points at 127.0.0.1 is same-origin
+ *      to the browser, so its GETs carry no Origin (C1 cannot see them), but they do carry
+ *      its name as Host. A server listening elsewhere is reached by whatever names point at
+ *      it: no check, unless --http-hosts lists them.
  */
 #include "http_internal.h"
 
+#include <arpa/inet.h>
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
@@ -94,10 +102,71 @@ static bool origin_allowed(const char *allowed, const char *origin, bool *star)
     return false;
 }
 
-bool http_cors_admit(const char *allowed, struct evhttp_request *req)
+bool http_hosts_list_ok(const char *list, const char **bad, size_t *bad_len)
+{
+    const char *p = list, *it;
+    size_t n, items = 0;
+    bool star = false;
+    while ((n = next_item(&p, &it)) > 0) {
+        items++;
+        *bad = it;
+        *bad_len = n;
+        star |= n == 1 && *it == '*';
+        for (const char *c = it; c < it + n; c++)
+            if (*c <= ' ' || *c >= 0x7f || *c == '/' || *c == ':')
+                return false; /* a name, no port, no scheme */
+    }
+    *bad = NULL;
+    *bad_len = 0;
+    return items > 0 && (!star || items == 1);
+}
+
+/* Is `host` (a Host header: name or IP literal, maybe ":port") one a loopback client names a
+ * loopback server by, or in `extra` (--http-hosts; "*": any)? */
+static bool host_allowed(const char *extra, const char *host)
+{
+    size_t len = strlen(host);
+    if (host[0] == '[')
+        return true; /* an IPv6 literal: no name an attacker could re-point */
+    const char *colon = memchr(host, ':', len);
+    if (colon)
+        len = (size_t)(colon - host); /* the port goes */
+    char name[256];
+    if (len == 0 || len >= sizeof name)
+        return false;
+    memcpy(name, host, len);
+    name[len] = 0;
+    struct in_addr a;
+    if (inet_pton(AF_INET, name, &a) == 1 || !strcasecmp(name, "localhost") ||
+        (len > 10 && !strcasecmp(name + len - 10, ".localhost")))
+        return true;
+    const char *p = extra, *it;
+    size_t n;
+    while (p && (n = next_item(&p, &it)) > 0)
+        if ((n == 1 && *it == '*') || (n == len && !strncasecmp(it, name, n)))
+            return true;
+    return false;
+}
+
+/* Does cfg's --bind name a loopback address (127.0.0.0/8)? */
+static bool loopback_bind(const server_config *cfg)
+{
+    struct in_addr a;
+    return inet_pton(AF_INET, cfg->bind, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+bool http_cors_admit(const server_config *cfg, struct evhttp_request *req)
 {
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    const char *host = evhttp_find_header(in, "Host");
+    if (host && (loopback_bind(cfg) || cfg->http_hosts) && !host_allowed(cfg->http_hosts, host)) {
+        send_error(req, 403, "host_not_allowed",
+                   "Host %.200s is not a name of this server (it listens on %s): name it in "
+                   "--http-hosts", host, cfg->bind);
+        return false;
+    }
+    const char *allowed = cfg->http_cors_origin;
     const char *origin = evhttp_find_header(in, "Origin");
     bool star;
     if (origin && !origin_allowed(allowed, origin, &star)) {

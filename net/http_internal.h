@@ -17,9 +17,9 @@ void send_error(struct evhttp_request *req, int status, const char *code, const 
 /* The request body, NUL-terminated (malloc'd), or NULL. */
 char *body_of(struct evhttp_request *req, size_t *len);
 server *http_server(http_api *h);
-/* http_cors.c: answer here what --http-cors-origin (`allowed`, NULL: none) refuses, and
- * preflights; set the CORS headers of an allowed origin. true: route the request. */
-bool http_cors_admit(const char *allowed, struct evhttp_request *req);
+/* http_cors.c: answer here what --http-hosts and --http-cors-origin refuse, and preflights;
+ * set the CORS headers of an allowed origin. true: route the request. */
+bool http_cors_admit(const server_config *cfg, struct evhttp_request *req);
 
 /* http_groups.c: /streams/{stream}/groups[/...]; `rest` follows "/groups". */
 void http_groups_route(http_api *h, struct evhttp_request *req, evs_slice stream,

@@ -44,6 +44,8 @@ typedef struct server_config {
     int http_port;             /* 0: no HTTP API                                         */
     const char *http_cors_origin; /* web origins whose pages may use the HTTP API: a comma-
                                   separated list, or "*"; NULL: none (net/http_cors.c)    */
+    const char *http_hosts;    /* Host names the HTTP API answers to beyond loopback ones
+                                  (comma-separated, or "*"); NULL: none (net/http_cors.c C4) */
     int timeout_s;             /* close RESP clients idle this long; 0: never (settable) */
     evs_retention retention;   /* every stream's default limits (0: none)                */
     const char *replica_of;    /* "HOST:PORT": follow that leader (read-only); NULL: lead  */
@@ -62,6 +64,9 @@ typedef struct server_config {
  * path; or "null") separated by commas? When not, *bad names the first wrong item (NULL: the
  * list is empty or mixes "*" with origins). net/http_cors.c. */
 bool http_cors_list_ok(const char *list, const char **bad, size_t *bad_len);
+/* Is `list` a valid --http-hosts: host names (no port) separated by commas, or "*" alone? *bad
+ * as http_cors_list_ok's. */
+bool http_hosts_list_ok(const char *list, const char **bad, size_t *bad_len);
 
 typedef struct server server;
 typedef struct conn conn;

@@ -26,6 +26,9 @@ static const char *help =
     "  --http-cors-origin L    web origins whose pages   EVSTORE_HTTP_CORS_ORIGIN (none)\n"
     "                          may call the HTTP API: 'https://app.example.com,...' or '*';\n"
     "                          a request from any other page (Origin header) gets 403\n"
+    "  --http-hosts L          Host names the HTTP API  EVSTORE_HTTP_HOSTS (none)\n"
+    "                          answers to besides localhost and IP literals, when it listens\n"
+    "                          on 127.x (DNS-rebinding guard): 'evstore.internal,...' or '*'\n"
     "  --fsync MODE            always|everysec|no        EVSTORE_FSYNC    always\n"
     "  --requirepass SECRET    clients must AUTH         EVSTORE_REQUIREPASS (none)\n"
     "  --max-clients N         connections at once       EVSTORE_MAX_CLIENTS 10000\n"
@@ -128,6 +131,7 @@ int cmd_serve(int argc, char **argv)
     const char *port = cli_env("EVSTORE_PORT", "7379");
     const char *hport = cli_env("EVSTORE_HTTP_PORT", "7380");
     c.http_cors_origin = cli_env("EVSTORE_HTTP_CORS_ORIGIN", NULL);
+    c.http_hosts = cli_env("EVSTORE_HTTP_HOSTS", NULL);
     const char *fsync = cli_env("EVSTORE_FSYNC", "always");
     c.requirepass = getenv("EVSTORE_REQUIREPASS");
     const char *maxc = cli_env("EVSTORE_MAX_CLIENTS", "10000");
@@ -163,9 +167,10 @@ int cmd_serve(int argc, char **argv)
         {"ack-timeout", required_argument, NULL, 'T'},
         {"max-tails", required_argument, NULL, 'X'},
         {"http-cors-origin", required_argument, NULL, 'O'},
+        {"http-hosts", required_argument, NULL, 'W'},
         {"help", no_argument, NULL, 'h'},                 {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:X:O:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:X:O:W:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H': hport = optarg; break;
         case 'd': c.data = optarg; break;
@@ -189,6 +194,7 @@ int cmd_serve(int argc, char **argv)
         case 'T': ackto = optarg; break;
         case 'X': maxt = optarg; break;
         case 'O': c.http_cors_origin = optarg; break;
+        case 'W': c.http_hosts = optarg; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
         default: fputs(help, stderr); return EXIT_USAGE;
         }
@@ -278,6 +284,17 @@ int cmd_serve(int argc, char **argv)
         else
             fprintf(stderr, "evstore serve: --http-cors-origin: give origins separated by "
                     "commas, or '*' alone\n");
+        return EXIT_USAGE;
+    }
+    if (c.http_hosts && !*c.http_hosts)
+        c.http_hosts = NULL;
+    if (c.http_hosts && !http_hosts_list_ok(c.http_hosts, &bad, &bad_len)) {
+        if (bad)
+            fprintf(stderr, "evstore serve: --http-hosts: not a host name (no scheme, no "
+                    "port): %.*s\n", (int)bad_len, bad);
+        else
+            fprintf(stderr, "evstore serve: --http-hosts: give names separated by commas, or "
+                    "'*' alone\n");
         return EXIT_USAGE;
     }
     c.log = cli_log;

@@ -45,6 +45,11 @@ for bad in "https://app.example/" "app.example" "*,https://app.example"; do
   check "serve --http-cors-origin '$bad' is an unusable argument" [ $rc -eq 2 ]
   check "serve --http-cors-origin '$bad' says why" grep -q "http-cors-origin" "$dir/err"
 done
+for bad in "evstore.internal:80" "http://evstore.internal" "*,evstore.internal"; do
+  "$E" serve --data "$dir/never" --http-hosts "$bad" >/dev/null 2>"$dir/err"; rc=$?
+  check "serve --http-hosts '$bad' is an unusable argument" [ $rc -eq 2 ]
+  check "serve --http-hosts '$bad' says why" grep -q "http-hosts" "$dir/err"
+done
 check "nothing made for a refused serve" [ ! -e "$dir/never" ]
 "$E" verify --bogus >/dev/null 2>&1; rc=$?
 check "unusable arguments exit 2" [ $rc -eq 2 ]

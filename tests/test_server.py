@@ -1352,7 +1352,7 @@ class Limits(Base):
 
     def tail(self):
         s = socket.create_connection(("127.0.0.1", self.srv.http_port), timeout=5)
-        s.sendall(b"GET /streams/t/events/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /streams/t/events/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         head = b""
         while b"\r\n\r\n" not in head:
             head += s.recv(4096)
@@ -1619,6 +1619,29 @@ class HttpCors(unittest.TestCase):
                     self.assertEqual(json.loads(line[6:])["type"], "a")
                     break
             c.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            shutil.rmtree(d, ignore_errors=True)
+        # DNS rebinding: a page under a name re-pointed at 127.0.0.1 sends that name as Host
+        # (and no Origin on a GET); a loopback server answers loopback names and listed ones
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        srv = Server(os.path.join(d, "data"), "--http-hosts", "evstore.internal").start()
+        try:
+            r = srv.client()
+            r.xadd("secret", {"type": "a"})
+            r.close()
+            port = srv.http_port
+            for host in ("evil.example:%d" % port, "evil.example", "127.0.0.1.evil.example",
+                         "localhost.evil.example:%d" % port):
+                st, body, _ = http_req(srv, "GET", "/streams/secret/events",
+                                       headers={"Host": host})
+                self.assertEqual((st, body["code"]), (403, "host_not_allowed"), host)
+            for host in ("127.0.0.1:%d" % port, "localhost:%d" % port, "LOCALHOST",
+                         "app.localhost:%d" % port, "[::1]:%d" % port, "10.1.2.3",
+                         "evstore.internal:%d" % port, "EVSTORE.internal"):
+                st, body, _ = http_req(srv, "GET", "/streams/secret/events",
+                                       headers={"Host": host})
+                self.assertEqual(st, 200, host)
         finally:
             self.assertEqual(srv.stop(), 0)
             shutil.rmtree(d, ignore_errors=True)

@@ -1,6 +1,7 @@
 /*
- * http_cors.c — which web pages may use the HTTP API through a visitor's browser
- * (--http-cors-origin), by the CORS protocol of the Fetch standard.
+ * http_cors.c — which web pages may use the HTTP API through a visitor's browser: the
+ * CORS protocol of the Fetch standard (--http-cors-origin), and the Host a request names
+ * (--http-hosts, against DNS rebinding).
  *
  * A browser names the page that makes a request in its Origin header, on every cross-origin
  * request and on POSTs. Other clients (curl, the redis and HTTP libraries of other languages,

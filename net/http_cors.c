@@ -57,32 +57,59 @@ static size_t next_item(const char **p, const char **item)
     return (size_t)(e - s);
 }
 
-bool http_cors_list_ok(const char *list, const char **bad, size_t *bad_len)
+/* Is every byte of it[0, n) printable ASCII, none in `not`? */
+static bool printable(const char *it, size_t n, const char *not)
+{
+    for (const char *c = it; c < it + n; c++)
+        if (*c <= ' ' || *c >= 0x7f || strchr(not, *c))
+            return false;
+    return true;
+}
+
+/* An origin as a browser serializes it: scheme "://" host [":" port], no path; or "null" (the
+ * origin of sandboxed frames and file: pages, when wanted). */
+static bool origin_item(const char *it, size_t n)
+{
+    if (n == 4 && !strncmp(it, "null", 4))
+        return true;
+    const char *sep = memmem(it, n, "://", 3);
+    return sep && sep != it && sep + 3 != it + n &&
+           !memchr(sep + 3, '/', (size_t)(it + n - sep - 3)) && printable(it, n, "");
+}
+
+/* A host name: no scheme, no port. */
+static bool host_item(const char *it, size_t n) { return printable(it, n, "/:"); }
+
+/* Is `list` items that item_ok takes, separated by commas, or "*" alone? *bad: the first
+ * item refused (NULL: the list is empty or mixes "*" with items). */
+static bool list_ok(const char *list, bool (*item_ok)(const char *, size_t), const char **bad,
+                    size_t *bad_len)
 {
     const char *p = list, *it;
     size_t n, items = 0;
     bool star = false;
     while ((n = next_item(&p, &it)) > 0) {
         items++;
-        *bad = it;
-        *bad_len = n;
-        if (n == 1 && *it == '*') {
-            star = true;
-            continue;
-        }
-        if (n == 4 && !strncmp(it, "null", 4))
-            continue; /* the origin of sandboxed frames and file: pages, when wanted */
-        /* scheme "://" host [":" port], as a browser serializes an origin: no path */
-        const char *sep = memmem(it, n, "://", 3);
-        if (!sep || sep == it || sep + 3 == it + n || memchr(sep + 3, '/', (size_t)(it + n - sep - 3)))
+        star |= n == 1 && *it == '*';
+        if (!(n == 1 && *it == '*') && !item_ok(it, n)) {
+            *bad = it;
+            *bad_len = n;
             return false;
-        for (const char *c = it; c < it + n; c++)
-            if (*c <= ' ' || *c >= 0x7f)
-                return false;
+        }
     }
     *bad = NULL;
     *bad_len = 0;
     return items > 0 && (!star || items == 1);
+}
+
+bool http_cors_list_ok(const char *list, const char **bad, size_t *bad_len)
+{
+    return list_ok(list, origin_item, bad, bad_len);
+}
+
+bool http_hosts_list_ok(const char *list, const char **bad, size_t *bad_len)
+{
+    return list_ok(list, host_item, bad, bad_len);
 }
 
 /* Is `origin` one of `allowed`'s (case-insensitive, as scheme and host are)? *star: allowed
@@ -101,25 +128,6 @@ static bool origin_allowed(const char *allowed, const char *origin, bool *star)
             return true;
     }
     return false;
-}
-
-bool http_hosts_list_ok(const char *list, const char **bad, size_t *bad_len)
-{
-    const char *p = list, *it;
-    size_t n, items = 0;
-    bool star = false;
-    while ((n = next_item(&p, &it)) > 0) {
-        items++;
-        *bad = it;
-        *bad_len = n;
-        star |= n == 1 && *it == '*';
-        for (const char *c = it; c < it + n; c++)
-            if (*c <= ' ' || *c >= 0x7f || *c == '/' || *c == ':')
-                return false; /* a name, no port, no scheme */
-    }
-    *bad = NULL;
-    *bad_len = 0;
-    return items > 0 && (!star || items == 1);
 }
 
 /* Is `host` (a Host header: name or IP literal, maybe ":port") one a loopback client names a

@@ -74,6 +74,25 @@ static bool size_opt(const char *name, const char *v, uint64_t *out)
     return false;
 }
 
+/* A list flag (--http-cors-origin, --http-hosts): empty is none; else `ok` must take it, or
+ * why not is printed (an item is not `what`). */
+static bool list_opt(const char *flag, const char **v,
+                     bool (*ok)(const char *, const char **, size_t *), const char *what)
+{
+    if (*v && !**v)
+        *v = NULL;
+    const char *bad;
+    size_t bad_len;
+    if (!*v || ok(*v, &bad, &bad_len))
+        return true;
+    if (bad)
+        fprintf(stderr, "evstore serve: %s: not %s: %.*s\n", flag, what, (int)bad_len, bad);
+    else
+        fprintf(stderr, "evstore serve: %s: give items separated by commas, or '*' alone\n",
+                flag);
+    return false;
+}
+
 /*
  * A follower whose leader answered SNAPSHOT (what it lacks was deleted by the leader's
  * retention) left the file SNAPSHOT and restarted. Before the store opens: copy the leader's
@@ -273,30 +292,11 @@ int cmd_serve(int argc, char **argv)
     }
     if (c.requirepass && !*c.requirepass)
         c.requirepass = NULL;
-    if (c.http_cors_origin && !*c.http_cors_origin)
-        c.http_cors_origin = NULL;
-    const char *bad;
-    size_t bad_len;
-    if (c.http_cors_origin && !http_cors_list_ok(c.http_cors_origin, &bad, &bad_len)) {
-        if (bad)
-            fprintf(stderr, "evstore serve: --http-cors-origin: not an origin "
-                    "(scheme://host[:port], no path): %.*s\n", (int)bad_len, bad);
-        else
-            fprintf(stderr, "evstore serve: --http-cors-origin: give origins separated by "
-                    "commas, or '*' alone\n");
+    if (!list_opt("--http-cors-origin", &c.http_cors_origin, http_cors_list_ok,
+                  "an origin (scheme://host[:port], no path)") ||
+        !list_opt("--http-hosts", &c.http_hosts, http_hosts_list_ok,
+                  "a host name (no scheme, no port)"))
         return EXIT_USAGE;
-    }
-    if (c.http_hosts && !*c.http_hosts)
-        c.http_hosts = NULL;
-    if (c.http_hosts && !http_hosts_list_ok(c.http_hosts, &bad, &bad_len)) {
-        if (bad)
-            fprintf(stderr, "evstore serve: --http-hosts: not a host name (no scheme, no "
-                    "port): %.*s\n", (int)bad_len, bad);
-        else
-            fprintf(stderr, "evstore serve: --http-hosts: give names separated by commas, or "
-                    "'*' alone\n");
-        return EXIT_USAGE;
-    }
     c.log = cli_log;
     if (c.replica_of && follower_snapshot(&c))
         return EXIT_FAILURE_;

@@ -226,18 +226,28 @@ static void batch_done(void *arg, int rc, const evs_id *ids, size_t n, const evs
     (*(int *)arg)++;
 }
 
-static void index_keep(char idx[600], char saved[600]);
-static void copy_file(const char *from, const char *to);
+/* Give record r of segment file p the header flags `flags` (and the CRC that goes with them). */
+static void set_flags(const char *p, const seg_rec *r, uint16_t flags)
+{
+    int fd = open(p, O_RDWR);
+    uint8_t *b = malloc(r->size);
+    cr_assert_eq(pread(fd, b, r->size, (off_t)r->off), (ssize_t)r->size);
+    b[14] = (uint8_t)flags;
+    b[15] = (uint8_t)(flags >> 8);
+    rec_hdr_set_crc(b, evs_crc32(0, b + 8, r->size - 8));
+    cr_assert_eq(pwrite(fd, b, r->size, (off_t)r->off), (ssize_t)r->size);
+    free(b);
+    close(fd);
+}
 
 /* Entries 1..10 appended one by one (each synced before the next), then entries 11..10+n
- * submitted as n requests in one write batch (one fdatasync, its first record flagged).
- * lag_index: the index is left as it was before the batch (as a power cut leaves it). */
-static void make_batch_store(int n, bool lag_index)
+ * submitted as n requests in one write batch (one fdatasync, its first record flagged). A
+ * writer thread awake meanwhile may take the requests in pieces, each a batch whose first
+ * record is flagged: those later flags are taken off, so that the segment holds exactly what
+ * one batch would have written. */
+static void make_batch_store(int n)
 {
     make_store(10, 50);
-    char idx[600], saved[600];
-    if (lag_index)
-        index_keep(idx, saved);
     evs_store *st = open_store(dir, NULL);
     char v[300];
     memset(v, 'b', sizeof v);
@@ -254,8 +264,16 @@ static void make_batch_store(int n, bool lag_index)
     while (__atomic_load_n(&done, __ATOMIC_SEQ_CST) < n)
         usleep(1000);
     cr_assert_eq(evs_close(st), 0);
-    if (lag_index)
-        copy_file(saved, idx);
+    char p[600];
+    seg_path(dir, -1, p, sizeof p);
+    static seg_rec r[4096];
+    int k = seg_records(p, r, 4096), entries = 0, i = 0;
+    while (i < k && entries < 11)
+        entries += r[i++].kind == REC_ENTRY; /* i: just past entry 11, the batch's first */
+    cr_assert(r[i - 1].flags & REC_F_SYNCED, "the batch's first record follows a sync");
+    for (; i < k; i++)
+        if (r[i].flags & REC_F_SYNCED)
+            set_flags(p, &r[i], r[i].flags & (uint16_t)~REC_F_SYNCED);
 }
 
 /* Zero the 4 KiB page in the middle of what follows the segment's last flagged record, as a
@@ -284,7 +302,7 @@ static long zero_page_after_last_flag(const char *p)
 
 Test(recovery, a_hole_in_the_last_write_batch_is_a_torn_tail)
 {
-    make_batch_store(200, false);
+    make_batch_store(200);
     char p[600];
     seg_path(dir, -1, p, sizeof p);
     static seg_rec r[4096];
@@ -303,7 +321,7 @@ Test(recovery, a_hole_in_the_last_write_batch_is_a_torn_tail)
  * segment's path into p and its records into r (cap of them): how many. */
 static int batch_then_one(int n, char p[600], seg_rec *r, int cap)
 {
-    make_batch_store(n, false);
+    make_batch_store(n);
     evs_store *st = open_store(dir, NULL);
     cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)n + 11, 0}, NULL, "v", "after",
                      NULL), 0);
@@ -353,7 +371,7 @@ Test(recovery, power_cuts_in_the_last_batch_keep_exactly_what_preceded_the_first
     for (int round = 0; round < 25; round++) {
         rm_rf(dir);
         cr_assert_eq(mkdir(dir, 0755), 0);
-        make_batch_store(120, false);
+        make_batch_store(120);
         char p[600];
         seg_path(dir, -1, p, sizeof p);
         static seg_rec r[4096];
@@ -419,23 +437,13 @@ Test(recovery, losses_in_a_batch_that_a_synced_one_follows_are_never_cut, .timeo
 Test(recovery, a_hole_in_a_segment_written_without_the_flag_is_corruption)
 {
     /* a store from before REC_F_SYNCED: the same hole keeps the old rule */
-    make_batch_store(200, false);
+    make_batch_store(200);
     char p[600];
     seg_path(dir, -1, p, sizeof p);
     static seg_rec r[4096];
     int n = seg_records(p, r, 4096);
-    int fd = open(p, O_RDWR);
-    for (int i = 0; i < n; i++) {
-        uint8_t *b = malloc(r[i].size);
-        cr_assert_eq(pread(fd, b, r[i].size, (off_t)r[i].off), (ssize_t)r[i].size);
-        uint16_t fl = (uint16_t)(b[14] | b[15] << 8) & (uint16_t)~REC_F_SYNCED;
-        b[14] = (uint8_t)fl;
-        b[15] = (uint8_t)(fl >> 8);
-        rec_hdr_set_crc(b, evs_crc32(0, b + 8, r[i].size - 8));
-        cr_assert_eq(pwrite(fd, b, r[i].size, (off_t)r[i].off), (ssize_t)r[i].size);
-        free(b);
-    }
-    close(fd);
+    for (int i = 0; i < n; i++)
+        set_flags(p, &r[i], r[i].flags & (uint16_t)~REC_F_SYNCED);
     evs_store *st = open_with_middle_page_lost(p, r, n);
     cr_assert_eq(newest_ms(st), 210);
     cr_assert_eq(evs_close(st), 0);
@@ -656,16 +664,28 @@ Test(recovery, lagging_index_catches_up)
 Test(recovery, a_hole_at_the_start_of_the_last_batch_past_the_index_watermark_is_a_torn_tail)
 {
     /* the scan starts at the watermark, after entry 10, and the hole takes the batch's first
-     * (flagged) record: the segment's first record shows that its writer flags */
-    make_batch_store(100, true);
+     * (flagged) record: the segment's first record shows that its writer flags. The batch is
+     * one request (entries 11..110), so it is one write batch whatever the writer thread does */
+    make_store(10, 50);
+    char idx[600], saved[600];
+    index_keep(idx, saved);
+    evs_store *st = open_store(dir, NULL);
+    static evs_append a[100];
+    static evs_id ids[100];
+    evs_field f = {S("v"), S("a value of the last batch")};
+    for (int i = 0; i < 100; i++)
+        a[i] = (evs_append){S("s"), EVS_ID_EXPLICIT, {(uint64_t)i + 11, 0}, &f, 1, false};
+    evs_error err;
+    cr_assert_eq(evs_append_batch(st, a, 100, ids, &err), 0, "%s", err.msg);
+    cr_assert_eq(evs_close(st), 0);
+    copy_file(saved, idx); /* the index stops before the batch, as a power cut leaves it */
     char p[600];
     seg_path(dir, -1, p, sizeof p);
     static seg_rec r[4096];
-    int n = seg_records(p, r, 4096), first = -1;
-    for (int i = 0; i < n && first < 0; i++)
-        if (r[i].kind == REC_ENTRY && (r[i].flags & REC_F_SYNCED) && i > 10)
-            first = i; /* the batch's first record (entries 1..10 and the stream's come first) */
-    cr_assert_gt(first, 0);
+    int n = seg_records(p, r, 4096), first = n - 100;
+    cr_assert(r[first].flags & REC_F_SYNCED, "the batch's first record follows a sync");
+    for (int i = first + 1; i < n; i++)
+        cr_assert_not(r[i].flags & REC_F_SYNCED, "one write batch");
     uint64_t page_end = (r[first].off + 4096) & ~(uint64_t)4095;
     static const uint8_t z[4096];
     write_at(p, (off_t)r[first].off, z, page_end - r[first].off);

@@ -112,9 +112,7 @@ bool http_hosts_list_ok(const char *list, const char **bad, size_t *bad_len)
     return list_ok(list, host_item, bad, bad_len);
 }
 
-/* Is `origin` one of `allowed`'s (case-insensitive, as scheme and host are)? *star: allowed
- * as "*". */
-static bool origin_allowed(const char *allowed, const char *origin, bool *star)
+bool http_origin_allowed(const char *allowed, const char *origin, bool *star)
 {
     *star = false;
     if (!allowed)
@@ -130,11 +128,13 @@ static bool origin_allowed(const char *allowed, const char *origin, bool *star)
     return false;
 }
 
-/* Is `host` (a Host header: name or IP literal, maybe ":port") one a loopback client names a
- * loopback server by, or in `extra` (--http-hosts; "*": any)? */
-static bool host_allowed(const char *extra, const char *host)
+bool http_host_allowed(const char *extra, const char *host)
 {
-    size_t len = strlen(host);
+    const char *p = extra, *it;
+    size_t n, len = strlen(host);
+    while (p && (n = next_item(&p, &it)) > 0)
+        if (n == 1 && *it == '*')
+            return true;
     if (host[0] == '[')
         return true; /* an IPv6 literal: no name an attacker could re-point */
     const char *colon = memchr(host, ':', len);
@@ -149,10 +149,9 @@ static bool host_allowed(const char *extra, const char *host)
     if (inet_pton(AF_INET, name, &a) == 1 || !strcasecmp(name, "localhost") ||
         (len > 10 && !strcasecmp(name + len - 10, ".localhost")))
         return true;
-    const char *p = extra, *it;
-    size_t n;
+    p = extra;
     while (p && (n = next_item(&p, &it)) > 0)
-        if ((n == 1 && *it == '*') || (n == len && !strncasecmp(it, name, n)))
+        if (n == len && !strncasecmp(it, name, n))
             return true;
     return false;
 }
@@ -169,7 +168,7 @@ bool http_cors_admit(const server_config *cfg, struct evhttp_request *req)
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     const char *host = evhttp_find_header(in, "Host");
-    if (host && (loopback_bind(cfg) || cfg->http_hosts) && !host_allowed(cfg->http_hosts, host)) {
+    if (host && (loopback_bind(cfg) || cfg->http_hosts) && !http_host_allowed(cfg->http_hosts, host)) {
         send_error(req, 403, "host_not_allowed",
                    "Host %.200s is not a name of this server (it listens on %s): name it in "
                    "--http-hosts", host, cfg->bind);
@@ -178,7 +177,7 @@ bool http_cors_admit(const server_config *cfg, struct evhttp_request *req)
     const char *allowed = cfg->http_cors_origin;
     const char *origin = evhttp_find_header(in, "Origin");
     bool star;
-    if (origin && !origin_allowed(allowed, origin, &star)) {
+    if (origin && !http_origin_allowed(allowed, origin, &star)) {
         send_error(req, 403, "origin_not_allowed",
                    "requests from web pages of %.200s are not allowed (--http-cors-origin)",
                    origin);

@@ -20,6 +20,13 @@ server *http_server(http_api *h);
 /* http_cors.c: answer here what --http-hosts and --http-cors-origin refuse, and preflights;
  * set the CORS headers of an allowed origin. true: route the request. */
 bool http_cors_admit(const server_config *cfg, struct evhttp_request *req);
+/* Is `origin` (an Origin header) one of `allowed`'s (--http-cors-origin; case-insensitive, as
+ * scheme and host are)? *star: allowed as "*". */
+bool http_origin_allowed(const char *allowed, const char *origin, bool *star);
+/* Is `host` (a Host header: name or IP literal, maybe ":port") one a loopback client names a
+ * loopback server by — localhost, *.localhost, an IP literal — or in `extra` (--http-hosts;
+ * "*": any; NULL: none)? */
+bool http_host_allowed(const char *extra, const char *host);
 
 /* http_groups.c: /streams/{stream}/groups[/...]; `rest` follows "/groups". */
 void http_groups_route(http_api *h, struct evhttp_request *req, evs_slice stream,

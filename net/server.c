@@ -409,9 +409,9 @@ static void write_direct(conn *c, struct evbuffer *out)
 
 /* A reply that would have passed --max-output-bytes (resp_out_set_limit) was left incomplete:
  * the client gets an error in its place, and the connection stays usable. The command itself
- * ran (an EXEC's commands are applied; an XREADGROUP of pending entries counted them
- * delivered). XREAD and an XREADGROUP of new entries stay within the limit instead, answering
- * fewer than COUNT (out_range's max_bytes, evs_group_op.max_bytes). */
+ * ran (an EXEC's commands are applied). XREAD, XREADGROUP and XAUTOCLAIM stay within the limit
+ * instead, answering fewer than COUNT (out_range's max_bytes, evs_group_op.max_bytes), and an
+ * XCLAIM that would pass it is refused before it claims anything. */
 static void over_limit(conn *c, reply *r)
 {
     size_t limit = resp_out_limit();

@@ -90,7 +90,8 @@ enum rec_group_op {
 #define REC_F_MOVED 0x0002u
 /* Every byte of the segment before this record was durable (fdatasynced) when this record was
  * written: set on the first record of a segment and on the first record written after a sync
- * that covered everything before it (under --fsync always, every write batch's first record).
+ * that covered everything before it (under --fsync always, every write batch's first record)
+ * or after an open (which takes what it recovered as synced: writer.c W7).
  * Recovery tells a power cut's hole in the last, unsynced batch from corruption by it: a bad
  * record that a later one with this flag follows was durable, so it is corruption (store.c). */
 #define REC_F_SYNCED 0x0004u

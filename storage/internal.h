@@ -301,6 +301,7 @@ struct evs_store {
     uint32_t epoch;                /* (W) current epoch, in every record's header (E3)       */
     evs_epoch *epochs;             /* (L) the epoch history, oldest first (epoch.c)          */
     atomic_bool following;         /* a follower: its log is the leader's (until evs_promote) */
+    bool running_marked;           /* RUNNING is ours to remove at a clean close (store.c)   */
     _Atomic uint64_t leader_start; /* a follower: the leader's log start (segments below go) */
     size_t nepochs;
     struct idx *idx;

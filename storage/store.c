@@ -1973,30 +1973,45 @@ static void store_free(evs_store *st)
 }
 
 /*
- * FOLLOWING marks a store opened as a follower. A store opened to lead while it is there was
- * last a follower: it begins a new epoch before any write (as a promotion does), so that its
- * history can never be confused with the old leader's records of the same epoch. Promotion
- * removes it after its epoch is durable.
+ * Two markers in the data folder make a store that opens to lead begin a new epoch (start:
+ * its log's end) before any write, as a promotion does, so that its history can never be
+ * confused with records some other node holds for the same positions of the same epoch:
+ *  - FOLLOWING: the store was last opened as a follower (its log is the old leader's); removed
+ *    by promotion once its epoch is durable, or here once the new epoch is.
+ *  - RUNNING: written, durably, when a writable store opens; removed by a clean close after
+ *    its final checkpoint. Found at open, the last run ended in a crash or a power cut. Under
+ *    --fsync everysec or no a follower may hold records this log lost in a power cut (a
+ *    leader ships what its readers see), and the next records would take their positions in
+ *    the same epoch: a history the lineage check could not tell from the follower's, a
+ *    follower stuck or silently diverged. With the epoch, a follower holding bytes past its
+ *    start is told to cut them (docs/replication.md, "Promotion and fencing").
  */
-static int following_mark(evs_store *st, evs_error *err)
+static int open_marks(evs_store *st, evs_error *err)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/FOLLOWING", st->dir);
-    bool marked = access(path, F_OK) == 0;
-    if (atomic_load(&st->following)) {
-        int rc = marked ? 0 : fio_write_file_atomic(st->io, path, "following\n", 10);
-        return rc ? evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc)) : 0;
-    }
-    if (!marked)
-        return 0;
-    evs_epoch e;
-    int rc = evs_epoch_begin(st, &e, err);
+    char fpath[PATH_MAX], rpath[PATH_MAX];
+    snprintf(fpath, sizeof fpath, "%s/FOLLOWING", st->dir);
+    snprintf(rpath, sizeof rpath, "%s/RUNNING", st->dir);
+    bool followed = access(fpath, F_OK) == 0, crashed = access(rpath, F_OK) == 0;
+    int rc = crashed ? 0 : fio_write_file_atomic(st->io, rpath, "running\n", 8);
     if (rc)
-        return rc;
-    evs_log(st, EVS_LOG_WARN, "this store was a follower and opens to lead: epoch %" PRIu32
-            " begins at log position %" PRIu64, e.epoch, e.start);
-    if (unlink(path) == 0)
-        fio_fsync_dir(st->io, st->dir);
+        return evs_err_set(err, rc, "cannot write %s: %s", rpath, strerror(-rc));
+    if (atomic_load(&st->following)) {
+        rc = followed ? 0 : fio_write_file_atomic(st->io, fpath, "following\n", 10);
+        if (rc)
+            return evs_err_set(err, rc, "cannot write %s: %s", fpath, strerror(-rc));
+    } else if (followed || crashed) {
+        evs_epoch e;
+        if ((rc = evs_epoch_begin(st, &e, err)))
+            return rc;
+        evs_log(st, EVS_LOG_WARN, "%s: epoch %" PRIu32 " begins at log position %" PRIu64,
+                followed ? "this store was a follower and opens to lead"
+                         : "this store did not close cleanly (a crash or a power cut) and opens "
+                           "to lead",
+                e.epoch, e.start);
+        if (followed && unlink(fpath) == 0)
+            fio_fsync_dir(st->io, st->dir);
+    }
+    st->running_marked = true; /* only now: a failed open leaves RUNNING for the next one */
     return 0;
 }
 
@@ -2127,7 +2142,7 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
             evs_close(st);
             return evs_err_set(err, rc, "cannot start retention thread");
         }
-        if ((rc = following_mark(st, err))) {
+        if ((rc = open_marks(st, err))) {
             evs_close(st);
             return rc;
         }
@@ -2168,7 +2183,13 @@ int evs_close(evs_store *st)
     pthread_mutex_unlock(&st->vmu);
     int rc = atomic_load(&st->failed);
     if (!st->opt.read_only && !rc)
-        ckpt_run(st); /* clean shutdown: log, then index, durable and checkpointed */
+        rc = ckpt_run(st); /* clean shutdown: log, then index, durable and checkpointed */
+    if (st->running_marked && !rc) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/RUNNING", st->dir);
+        if (unlink(path) == 0)
+            fio_fsync_dir(st->io, st->dir);
+    }
     store_free(st);
     return rc;
 }

@@ -418,6 +418,61 @@ class Failover(Base):
             self.assertEqual(f.read().count(b"unreplicated"), 10)
 
 
+    def test_a_leader_that_lost_its_tail_in_a_crash_fences_it_with_a_new_epoch(self):
+        # Under --fsync everysec a follower can hold records its leader had not synced; a power
+        # cut then takes them from the leader, which comes back (as leader: the operator's
+        # choice) and writes other records at those log positions before the follower returns.
+        leader = self.start("leader", "--fsync", "everysec")
+        follower = self.follower("follower", leader)
+        lr = leader.client()
+        for i in range(50):
+            lr.xadd("s", {"i": str(i)})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        synced = lr.info("evstore")["log_bytes"]
+        for i in range(10):
+            lr.xadd("s", {"lost": "x" * (i * 7)})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        held = lr.info("evstore")["log_bytes"]
+        self.assertEqual(follower.stop(), 0)
+        self.servers.remove(follower)
+        leader.stop(signal.SIGKILL)
+        self.servers.remove(leader)
+        # the power cut: the leader's unsynced pages are gone (zeros, as preallocated), and
+        # its index is rebuilt (the copy in the page cache went with them)
+        seg = sorted(glob.glob(os.path.join(leader.data, "log", "*.seg")))[-1]
+        base = int(os.path.basename(seg)[:20])
+        with open(seg, "r+b") as f:
+            f.seek(synced - base)
+            f.write(b"\0" * (held - synced))
+        shutil.rmtree(os.path.join(leader.data, "index"))
+        os.unlink(os.path.join(leader.data, "index.ckpt"))
+        again = self.start("leader", "--fsync", "everysec")
+        ar = again.client(decode_responses=True)
+        self.assertEqual(ar.xlen("s"), 50)
+        self.assertEqual(ar.info("evstore")["epoch"], 2)
+        self.assertIn("did not close cleanly (a crash or a power cut) and opens to lead: epoch 2 "
+                      "begins at log position %d" % synced, self.log())
+        for i in range(20):
+            ar.xadd("s", {"after": "y" * (i * 11)})
+        self.assertGreater(ar.info("evstore")["log_bytes"], held)
+        # the follower holds the 10 lost records where the leader now has others: told to cut
+        back = self.follower("follower", again)
+        self.assertEqual(ar.execute_command("WAIT", "1", "10000"), 1)
+        self.caught_up(again, back)
+        self.same_segments(again, back)
+        br = back.client(decode_responses=True)
+        self.assertEqual(br.xrange("s"), ar.xrange("s"))
+        self.assertEqual(br.xlen("s"), 70)
+        kept = glob.glob(os.path.join(back.data, "log", "*.diverged"))
+        self.assertEqual(len(kept), 1, kept)
+        with open(kept[0], "rb") as f:
+            self.assertEqual(f.read().count(b"lost"), 10)
+        # a clean stop and start begins no epoch
+        self.assertEqual(again.stop(), 0)
+        self.servers.remove(again)
+        third = self.start("leader", "--fsync", "everysec")
+        self.assertEqual(third.client().info("evstore")["epoch"], 2)
+
     def test_two_promotions_to_the_same_epoch_are_told_apart(self):
         leader = self.start("leader")
         f1 = self.follower("f1", leader)

@@ -457,6 +457,13 @@ int evs_wait(evs_store *st, evs_slice stream, evs_id after, int64_t timeout_ms);
 typedef void (*evs_visible_fn)(void *arg, const evs_slice *streams, size_t n);
 void evs_set_visible_hook(evs_store *st, evs_visible_fn fn, void *arg);
 
+/* Register a hook called on the writer thread once a write batch is written to the log and a
+ * sync of it is to follow (under --fsync always: every batch), before that sync: the batch's
+ * bytes can be read with evs_log_span from then on, so a leader ships them while it syncs
+ * them. One hook per store; NULL removes. It must not block. */
+typedef void (*evs_written_fn)(void *arg);
+void evs_set_written_hook(evs_store *st, evs_written_fn fn, void *arg);
+
 /* The visibility cap: a leader whose writes are acknowledged only once followers hold them
  * (evstore serve --ack all) lets readers see only what the followers hold. With a cap set, a
  * batch whose log end lies past it is written, synced and completed (its callbacks run) as
@@ -752,9 +759,9 @@ void evs_snapshot_close(evs_snapshot *s);
  */
 
 /* Leader: whole records of the log from `pos` (a record boundary), at most cap bytes (a
- * first record larger than cap comes alone), never past what the writer has written and
- * synced as the fsync mode says (the visibility cap does not apply), never across a
- * segment's end. They are not copied: they lie in the file *fd from offset *off (segment
+ * first record larger than cap comes alone), never past the last whole batch the writer
+ * has written (a batch may not be synced yet: evs_set_written_hook; the visibility cap does
+ * not apply), never across a segment's end. They are not copied: they lie in the file *fd from offset *off (segment
  * files hold the log's bytes as they are), for a zero-copy send (sendfile); the file stays
  * open and those bytes unchanged until evs_log_release(*hold), even if retention deletes the
  * segment meanwhile (read *fd at explicit offsets only). Returns the byte count (0: nothing

@@ -100,6 +100,10 @@ void repl_leader_shutdown(void);
  * 65,536 of them. */
 void repl_lag_stats(uint64_t *n, uint32_t *p50_us, uint32_t *p99_us);
 void repl_leader_on_visible(void);
+/* Writer thread: are followers connected (is a written batch to be shipped at once)? */
+bool repl_leader_shipping(void);
+/* A batch was written, its sync to follow: ship it (on the loop). */
+void repl_leader_on_written(void);
 size_t repl_leader_count(void);
 void repl_leader_each(void (*fn)(void *arg, const char *ip, int port, uint64_t received,
                                  uint64_t fsynced, long lag_s),

@@ -3,7 +3,8 @@
  * to the leader's RESP port, on the server's event loop.
  *
  *   connect → [AUTH password] → REPLSYNC <store id> <log end> <port> <epochs...>
- *   ← CONTINUE (an empty store first takes the leader's identity), then LOG frames and PINGs
+ *   ← CONTINUE (an empty store first takes the leader's identity), then LOG frames, SHOWN
+ *     positions and PINGs
  *   → REPLCONF ACK <received> <fsynced> after each frame is written and synced
  *
  * Invariants:
@@ -18,6 +19,14 @@
  *  W5. The link's input is read by on_readable in pieces of up to 1 MiB, not by the
  *      bufferevent (4 KiB a callback in libevent 2.1); the bufferevent keeps connect, output
  *      and errors. Reading pauses while INFLIGHT_MAX bytes wait for the writer.
+ *  W6. Readers here see no further than the leader's did: the store's visibility cap is set
+ *      by the first SHOWN (the leader sends one before its first frame, F5; what the store
+ *      recovered stays shown, as every store shows it), and raised by each later one, never
+ *      lowered. A frame the leader shipped before its sync (repl_leader.c F1) is written,
+ *      synced and acknowledged here, and shown once the leader's readers see it too. A leader
+ *      that sends no SHOWN (a build from before them, which ships only what its readers
+ *      see) sets no cap. Promotion lifts the cap: what the store holds then is the history
+ *      it leads with.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -37,6 +46,7 @@
 
 #define LINK_TIMEOUT_S 5
 #define INFLIGHT_MAX (16u << 20)
+#define SMALL_MSG 256 /* bytes a SHOWN or PING fits in, with room */
 
 enum link_state { L_IDLE, L_CONNECTING, L_AUTH, L_SYNC, L_STREAMING, L_FAILED };
 
@@ -50,6 +60,8 @@ static struct {
     int port;
     uint64_t next;               /* log position the next frame must start at (W1)          */
     uint64_t received;           /* written by the store                                    */
+    uint64_t shown;              /* the visibility cap: the leader's last SHOWN (W6)        */
+    bool capped;                 /* ... set: a SHOWN came since start                       */
     size_t inflight;             /* bytes submitted, not yet completed                      */
     int gen;                     /* link generation: completions of an old link are ignored */
     time_t last_rx;
@@ -407,11 +419,18 @@ static void take_input(void)
         }
         if (frame && frame < len)
             len = frame;
-        const uint8_t *data = evbuffer_pullup(in, (ssize_t)len);
+        /* a small message (SHOWN, PING) is parsed from the first bytes, not from a pull-up
+         * of the frames queued behind it; a longer one (CONTINUE) from all that is here */
+        size_t win = frame || len < SMALL_MSG ? len : SMALL_MSG;
+        const uint8_t *data = evbuffer_pullup(in, (ssize_t)win);
         resp_value *v;
         size_t used;
         char err[160];
-        int rc = resp_reply_parse(data, len, &v, &used, err, sizeof err);
+        int rc = resp_reply_parse(data, win, &v, &used, err, sizeof err);
+        if (rc == RESP_PARTIAL && win < len) {
+            data = evbuffer_pullup(in, (ssize_t)len);
+            rc = resp_reply_parse(data, len, &v, &used, err, sizeof err);
+        }
         if (rc == RESP_PARTIAL)
             return;
         if (rc == RESP_ERROR) {
@@ -452,6 +471,13 @@ static void take_input(void)
             struct iovec io = {(void *)v->elems[2].str, v->elems[2].len};
             ok = log_submit((uint64_t)v->elems[1].integer, &io, 1, v->elems[2].len, why,
                             sizeof why);
+        } else if (v->type == RESP_T_ARRAY && v->n == 2 && v->elems[0].len == 5 &&
+                   !memcmp(v->elems[0].str, "SHOWN", 5) && v->elems[1].type == RESP_T_INT) {
+            if (!F.capped || (uint64_t)v->elems[1].integer > F.shown) { /* W6 */
+                F.capped = true;
+                F.shown = (uint64_t)v->elems[1].integer;
+                evs_set_visible_cap(server_store(F.srv), F.shown);
+            }
         } else if (v->type == RESP_T_ARRAY && v->n == 2 && v->elems[0].len == 4 &&
                    !memcmp(v->elems[0].str, "PING", 4) && v->elems[1].type == RESP_T_INT) {
             /* the leader's log start: segments below it go here too (retention thread) */
@@ -650,6 +676,7 @@ void cmd_replicaof(cmd_ctx *x)
         return;
     }
     repl_follower_stop();
+    evs_set_visible_cap(server_store(x->srv), EVS_CAP_NONE); /* W6: its history is all it holds */
     evs_epoch e;
     evs_error err;
     if (evs_promote(server_store(x->srv), &e, &err)) {

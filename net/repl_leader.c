@@ -11,6 +11,7 @@
  * connection carries the leader's log to it, as frames
  *
  *   *3 $3 LOG :<log position> $<n> <n bytes: whole records>
+ *   *2 $5 SHOWN :<log position>      the leader's readers see the log up to here (F5)
  *   *2 $4 PING :<the leader's log start>                          once a second
  *
  * while the follower sends `REPLCONF ACK <received> <fsynced>` (no reply). Or it answers an
@@ -19,7 +20,8 @@
  *
  * Invariants:
  *  F1. A follower is sent bytes from exactly the position its log ends at, in log order,
- *      whole records, only what the leader's readers can see (evs_log_span, L1).
+ *      whole records, each write batch as soon as it is written, while the leader syncs it
+ *      (evs_log_span, L1; the store's written hook wakes the loop for it).
  *  F2. Continue only when the follower's history is a prefix of the leader's: every epoch of
  *      its history is the leader's (same number, UUID and start) and its log does not reach
  *      past where the leader's next epoch began. A follower past the point where the two
@@ -32,9 +34,15 @@
  *      sendfile (evs_log_span), the segment held open until the output buffer is done with it
  *      (a follower behind retention still gets the bytes it was promised); a small one (live
  *      streaming) is read from the file straight into the output buffer.
+ *  F5. A follower is sent SHOWN <p> after CONTINUE, before any frame, and whenever the
+ *      leader's readers come to see further (evs_store_stats.visible_end: after the sync, and under --ack all after
+ *      the followers' acknowledgements), after the frames the loop had for it then. The
+ *      follower's readers see nothing past the last p (repl_follower.c W6): never a record
+ *      a leader's power cut could take back, nor one --ack all holds here.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,10 +81,13 @@ typedef struct follower {
     int port;                    /* its own RESP port, for ROLE                            */
     char ip[64];
     uint64_t lag_next;           /* the next lag sample this follower has not covered yet   */
+    uint64_t shown;              /* the last SHOWN position sent (F5)                       */
+    bool shown_sent;             /* ... one was                                             */
 } follower;
 
 static follower *followers;
 static size_t nfollowers;
+static atomic_bool shipping; /* followers are connected: the written hook wakes the loop */
 static void waiters_check(void);
 static void visible_cap_update(server *srv);
 
@@ -87,6 +98,7 @@ static void follower_free(void *arg)
         if (*pp == f) {
             *pp = f->next;
             nfollowers--;
+            atomic_store(&shipping, nfollowers > 0);
             break;
         }
     free(f);
@@ -178,6 +190,41 @@ static void on_drain(conn *c, void *arg)
     pump(arg);
 }
 
+/* The lag samples follower f's last ACK covers become lag values (0 for one it covered
+ * before the batch became visible here: it was shipped before the sync, F1). */
+static void lag_take(follower *f)
+{
+    uint64_t now = evs_mono_ns();
+    if (lag_head - f->lag_next > LAG_RING)
+        f->lag_next = lag_head - LAG_RING; /* samples overwritten: skip them */
+    while (f->lag_next < lag_head && lag_ring[f->lag_next % LAG_RING].end <= f->fsynced) {
+        uint64_t us = (now - lag_ring[f->lag_next % LAG_RING].ns) / 1000;
+        lag_vals[lag_count++ % LAG_WINDOW] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+        f->lag_next++;
+    }
+}
+
+/* SHOWN <p>: how far the leader's readers see, when that moved (F5). */
+static void send_shown(follower *f)
+{
+    evs_store_stats s;
+    evs_store_stats_get(server_store(f->srv), &s);
+    struct evbuffer *out = conn_output(f->c);
+    if (!out || (f->shown_sent && s.visible_end <= f->shown))
+        return;
+    f->shown = s.visible_end;
+    f->shown_sent = true;
+    evbuffer_add_printf(out, "*2\r\n$5\r\nSHOWN\r\n:%" PRIu64 "\r\n", s.visible_end);
+}
+
+bool repl_leader_shipping(void) { return atomic_load(&shipping); }
+
+void repl_leader_on_written(void)
+{
+    for (follower *f = followers; f; f = f->next)
+        pump(f);
+}
+
 void repl_leader_on_visible(void)
 {
     if (followers) { /* a lag sample: this end became visible now */
@@ -187,8 +234,11 @@ void repl_leader_on_visible(void)
         lag_ring[lag_head % LAG_RING].ns = evs_mono_ns();
         lag_head++;
     }
-    for (follower *f = followers; f; f = f->next)
+    for (follower *f = followers; f; f = f->next) {
         pump(f);
+        lag_take(f); /* one that has fsynced it already */
+        send_shown(f);
+    }
 }
 
 void repl_leader_cron(void)
@@ -431,6 +481,7 @@ void cmd_replsync(cmd_ctx *x)
     f->next = followers;
     followers = f;
     nfollowers++;
+    atomic_store(&shipping, true);
     resp_out *o = &x->r->out;
     resp_out_array(o, 4);
     resp_out_cstr(o, "CONTINUE");
@@ -451,6 +502,7 @@ void cmd_replsync(cmd_ctx *x)
     free(theirs);
     free(mine);
     conn_set_drain(x->c, on_drain, f);
+    send_shown(f); /* before the first frame (F5) */
     pump(f);
 }
 
@@ -467,14 +519,7 @@ void cmd_replconf(cmd_ctx *x)
         f->received = rcv;
         f->fsynced = fs;
         f->last_ack = time(NULL);
-        uint64_t now = evs_mono_ns();
-        if (lag_head - f->lag_next > LAG_RING)
-            f->lag_next = lag_head - LAG_RING; /* samples overwritten: skip them */
-        while (f->lag_next < lag_head && lag_ring[f->lag_next % LAG_RING].end <= fs) {
-            uint64_t us = (now - lag_ring[f->lag_next % LAG_RING].ns) / 1000;
-            lag_vals[lag_count++ % LAG_WINDOW] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-            f->lag_next++;
-        }
+        lag_take(f);
         visible_cap_update(x->srv); /* before the waits it releases are answered */
         waiters_check();
         reply_done(x); /* an empty reply: nothing is sent */

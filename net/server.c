@@ -77,7 +77,7 @@ struct server {
     struct event_base *base;
     struct evconnlistener *lis;
     evs_store *st;
-    struct event *wake, *sigterm, *sigint, *visible, *cron;
+    struct event *wake, *sigterm, *sigint, *visible, *written, *cron;
     struct http_api *http;
     pthread_mutex_t mu;
     pending_t *done_head, *done_tail; /* (mu) */
@@ -998,6 +998,23 @@ static void visible_hook(void *arg, const evs_slice *names, size_t n)
     event_active(s->visible, EV_READ, 0);
 }
 
+/* Writer thread: a batch is written and about to be synced; with followers connected, wake
+ * the loop to ship it meanwhile (repl_leader.c F1). */
+static void written_hook(void *arg)
+{
+    server *s = arg;
+    if (repl_leader_shipping())
+        event_active(s->written, EV_READ, 0);
+}
+
+static void written_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    repl_leader_on_written();
+}
+
 static void visible_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -1096,11 +1113,14 @@ int server_run(const server_config *cfg)
     signal(SIGPIPE, SIG_IGN);
     commands_init(s, s->base);
     s->visible = event_new(s->base, -1, EV_PERSIST | EV_READ, visible_cb, s);
+    s->written = event_new(s->base, -1, EV_PERSIST | EV_READ, written_cb, s);
     s->cron = event_new(s->base, -1, EV_PERSIST, cron_cb, s);
     struct timeval second = {1, 0};
     if (s->cron)
         event_add(s->cron, &second);
     evs_set_visible_hook(s->st, visible_hook, s);
+    if (s->written)
+        evs_set_written_hook(s->st, written_hook, s);
     repl_visible_cap_init(s);
     evs_store_stats st;
     evs_store_stats_get(s->st, &st);
@@ -1138,6 +1158,8 @@ out:
         commands_shutdown();
     if (s->visible)
         evs_set_visible_hook(s->st, NULL, NULL);
+    if (s->written)
+        evs_set_written_hook(s->st, NULL, NULL);
     int crc = evs_close(s->st);
     if (s->wake)
         run_completions(s);
@@ -1157,6 +1179,8 @@ out:
         event_free(s->wake);
     if (s->visible)
         event_free(s->visible);
+    if (s->written)
+        event_free(s->written);
     if (s->cron)
         event_free(s->cron);
     if (s->linger)

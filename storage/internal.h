@@ -66,6 +66,8 @@ struct segmap {
 typedef struct segment {
     uint64_t base;             /* log position of the file's byte 0                          */
     _Atomic uint64_t size;     /* bytes readers may read (written + synced as required)      */
+    _Atomic uint64_t written;  /* bytes of whole batches written (>= size): what replication
+                                  may ship before the sync (evs_log_span, writer.c W8)      */
     int fd;
     struct segmap *map;        /* newest mapping first; older ones live until close          */
     bool sealed;
@@ -445,6 +447,8 @@ struct evs_store {
     uint64_t vgen;
     evs_visible_fn hook;
     void *hook_arg;
+    evs_written_fn whook;          /* (vmu) a batch written, its sync to follow (W8)        */
+    void *whook_arg;
 
     /* stats */
     atomic_uint_fast64_t n_reads, n_appends, n_batches, n_fsyncs, fsync_ns, fsync_ns_max, batch_max;

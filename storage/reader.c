@@ -1255,6 +1255,14 @@ void evs_set_visible_hook(evs_store *st, evs_visible_fn fn, void *arg)
     pthread_mutex_unlock(&st->vmu);
 }
 
+void evs_set_written_hook(evs_store *st, evs_written_fn fn, void *arg)
+{
+    pthread_mutex_lock(&st->vmu);
+    st->whook = fn;
+    st->whook_arg = arg;
+    pthread_mutex_unlock(&st->vmu);
+}
+
 int reader_live_positions(evs_store *st, stream *s, const stream_state *snap, uint64_t max_bytes,
                           uint64_t **pos, size_t *n, uint64_t *bytes, evs_error *err)
 {

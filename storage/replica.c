@@ -3,10 +3,13 @@
  * records at a time, for a follower (the follower's side is the writer's WR_REPLICA request).
  *
  * Invariants:
- *  L1. Only bytes the writer has published are shipped (written, and synced as the fsync mode
- *      says): a follower never holds a record the leader could still lose on a crash it
- *      survives. The visibility cap (visible.c) does not apply: followers get what readers
- *      here wait for (V3).
+ *  L1. Only whole batches the writer has written are shipped (a segment's `written`, set after
+ *      the batch's pwritev and before its sync, writer.c W8), so a follower's fsync runs
+ *      alongside the leader's. A follower may then hold records a power cut takes from the
+ *      leader: the leader's next open begins a new epoch (store.c, RUNNING) and the follower
+ *      is told to cut them; its readers never see them before the leader's do (the leader's
+ *      SHOWN messages cap them, docs/replication.md). The visibility cap (visible.c) does
+ *      not apply here: followers get what readers here wait for (V3).
  *  L2. Shipped bytes begin at a record boundary and end at one, inside one segment.
  */
 #include <inttypes.h>
@@ -28,7 +31,7 @@ long evs_log_span(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, int *fd
     uint64_t size = 0;
     for (size_t i = st->nsegs; i-- > 0;) {
         segment *c = st->segs[i];
-        uint64_t sz = atomic_load(&c->size);
+        uint64_t sz = atomic_load(&c->written);
         if (pos >= c->base && pos < c->base + sz) {
             g = c;
             size = sz;
@@ -40,7 +43,7 @@ long evs_log_span(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, int *fd
                  * the bytes go out from where they are, and a follower that cannot place them
                  * says so (WR_REPLICA: not contiguous) instead of waiting forever */
                 g = st->segs[i + 1];
-                size = atomic_load(&g->size);
+                size = atomic_load(&g->written);
                 pos = g->base;
                 if (!size)
                     g = NULL;

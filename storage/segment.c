@@ -119,6 +119,7 @@ int seg_install(const struct evs_io *io, const char *logdir, const char *tmpname
         return evs_err_set(err, rc, "cannot %s segment %s: %s", what, path, strerror(-rc));
     }
     atomic_init(&s->size, 0);
+    atomic_init(&s->written, 0);
     *out = s;
     return 0;
 }
@@ -147,6 +148,7 @@ int seg_open_file(const char *logdir, const char *name, uint64_t base, bool rdon
         return evs_err_set(err, -e, "cannot open segment %s: %s", path, strerror(e));
     }
     atomic_init(&s->size, (uint64_t)sb.st_size);
+    atomic_init(&s->written, (uint64_t)sb.st_size);
     if (sb.st_size > 0 && !seg_map_for(s, (uint64_t)sb.st_size)) {
         int e = errno;
         seg_free(s);

@@ -1454,7 +1454,11 @@ static int cut_tail(evs_store *st, segment *s, uint64_t off, uint64_t nz, const 
 }
 
 /* The end of segment s's records is `end`: readers and verify stop there. */
-static void set_end(segment *s, uint64_t end) { atomic_store(&s->size, end); }
+static void set_end(segment *s, uint64_t end)
+{
+    atomic_store(&s->written, end);
+    atomic_store(&s->size, end);
+}
 
 /* Segment s's records end with its seal, just before `off`: it is sealed for good. Anything
  * but zeros after the seal is reported; a file longer than its records is cut back (the

@@ -31,9 +31,13 @@
  *      --fsync always that is every write batch's first record. The first record written
  *      after any sync of ours has it, so bytes a sync made durable are followed by a flagged
  *      record as soon as anything follows them at all: recovery never cuts them as a torn
- *      tail when something was written after them. Set where they were not (an open after a kill -9 during a sync finds that batch
- *      whole in the page cache), it only makes recovery report a power cut's hole as
- *      corruption, the safe side (store.c R1).
+ *      tail when something was written after them. Set where they were not (an open after a
+ *      kill -9 during a sync finds that batch whole in the page cache), it only makes
+ *      recovery report a power cut's hole as corruption, the safe side (store.c R1).
+ *  W8. A segment's `written` moves to a batch's end once the whole batch is written (and
+ *      mapped), before its sync; `size` follows once the batch is published. The written
+ *      hook runs then, when a sync is to follow: replication ships the batch while this
+ *      thread syncs it (replica.c L1). Nothing but shipping reads `written`.
  */
 #include "crc.h"
 #include "group.h"
@@ -528,9 +532,18 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
         store_fail(st, -errno, "cannot map segment %s", a->name);
         goto fail;
     }
+    atomic_store(&a->written, st->tail - a->base); /* W8 */
     bool sync = force_sync || st->opt.fsync == EVS_FSYNC_ALWAYS ||
                 (st->opt.fsync == EVS_FSYNC_EVERYSEC &&
                  evs_mono_ns() - st->last_sync_ns >= 1000000000ull);
+    if (sync) {
+        pthread_mutex_lock(&st->vmu);
+        evs_written_fn whook = st->whook;
+        void *warg = st->whook_arg;
+        pthread_mutex_unlock(&st->vmu);
+        if (whook)
+            whook(warg);
+    }
     /* everysec's once-a-second sync finds little left; with `no` (and deferred rolls) no sync
      * of this thread's is due, and waiting in sync_file_range for a full disk queue would
      * tie the writer to the disk again (D1) */

@@ -799,6 +799,50 @@ class AckAll(Base):
         self.assertEqual([e[1] for e in got[0][1]], [{"i": "held"}])
         self.assertEqual(held(), 0)
 
+    def test_a_follower_shows_no_more_than_its_leader(self):
+        """A follower is sent each batch before the leader's readers see it (before its sync;
+        under --ack all before the followers' acknowledgements), and shows it only once the
+        leader's SHOWN says they do: a follower never serves an event the leader holds back.
+        (Mutation-checked: with SHOWN ignored, the follower counts the held entry at once.)"""
+        leader = self.start("leader", "--ack", "all", "--min-replicas", "2",
+                            "--ack-timeout", "400")
+        proxy = Proxy(leader.port)
+        self.addCleanup(proxy.close)
+        near = self.follower("near", leader)
+        self.start("far", "--replica-of", "127.0.0.1:%d" % proxy.port)
+        lr = leader.client(decode_responses=True)
+        nr = near.client(decode_responses=True)
+        deadline = time.time() + 10
+        while len(lr.execute_command("ROLE")[2]) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        for i in range(5):
+            lr.xadd("s", {"i": str(i)})
+        self.assertEqual(lr.execute_command("WAIT", "2", "5000"), 2)
+        deadline = time.time() + 10
+        while nr.xlen("s") < 5 and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(nr.xlen("s"), 5)
+        proxy.stall(True)
+        try:
+            with self.assertRaisesRegex(redis.ResponseError, "acknowledged the write within 400 ms"):
+                lr.xadd("s", {"i": "held"})
+            end = lr.info("evstore")["log_bytes"]
+            deadline = time.time() + 10
+            while nr.execute_command("ROLE")[4] < end and time.time() < deadline:
+                time.sleep(0.02)
+            self.assertGreaterEqual(nr.execute_command("ROLE")[4], end)  # near holds it ...
+            self.assertEqual(lr.xlen("s"), 5)  # ... the leader's readers do not see it ...
+            self.assertEqual(nr.xlen("s"), 5)  # ... nor do near's
+            self.assertEqual(len(nr.xrange("s")), 5)
+            self.assertIsNone(nr.xread({"s": "0-0"}, count=10, block=300)[0][1][5:] or None)
+        finally:
+            proxy.stall(False)
+        deadline = time.time() + 10
+        while nr.xlen("s") < 6 and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(lr.xlen("s"), 6)
+        self.assertEqual(nr.xrange("s")[-1][1], {"i": "held"})
+
     def test_a_client_reads_its_own_deletes_and_trims(self):
         """--ack all: XDEL, XTRIM, DEL are answered once durable here, and readers see them
         once the follower holds them; the same client's next command waits for that

@@ -465,7 +465,8 @@ typedef void (*evs_written_fn)(void *arg);
 void evs_set_written_hook(evs_store *st, evs_written_fn fn, void *arg);
 
 /* The visibility cap: a leader whose writes are acknowledged only once followers hold them
- * (evstore serve --ack all) lets readers see only what the followers hold. With a cap set, a
+ * (evstore serve --ack all) lets readers see only what the followers hold; a follower, only
+ * what its leader's readers see. With a cap set, a
  * batch whose log end lies past it is written, synced and completed (its callbacks run) as
  * usual, and sent to followers (evs_log_span), but readers — iterators, evs_wait, stream
  * lists and lengths, the hook's stream names — see it only once the cap reaches its end, in

@@ -7,15 +7,17 @@
  * listeners) see the batch. A leader whose publishers wait for followers (`--ack all`) sets a
  * cap with evs_set_visible_cap: a batch that ends past the cap is not published at once but
  * held, the states it would publish copied, until the cap reaches its end — so a consumer on
- * the leader never reads an event that a failover to those followers could lose.
+ * the leader never reads an event that a failover to those followers could lose. A follower
+ * sets the cap to how far its leader's readers see (SHOWN), so its consumers never read an
+ * event the leader holds back or could still lose.
  *
  * Invariants:
  *  V1. Batches become visible in log order: a batch is held while any batch before it is.
  *  V2. A held batch keeps the writer's states as they were at its end: publishing it later
  *      shows exactly that batch boundary, never part of a later batch.
  *  V3. The cap changes only when batches become visible, never what is written, synced,
- *      acknowledged to the store's callers or sent to followers (evs_log_span reads segment
- *      sizes, which the writer publishes at once).
+ *      acknowledged to the store's callers or sent to followers (evs_log_span reads how far
+ *      segments are written, which the writer moves before its sync, writer.c W8).
  *  V4. Raising the cap to or past a held batch's end (EVS_CAP_NONE lifts it) publishes the
  *      batch on the caller's thread before evs_set_visible_cap returns, then calls the hook.
  *  V5. Memory stays bounded however long the cap stands still (followers gone, while

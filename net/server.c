@@ -1169,8 +1169,8 @@ out:
     while (s->conns)
         conn_close(s->conns);
     if (crc)
-        server_log(s, EVS_LOG_ERROR, "store closed with a write error (the store failed, or its final checkpoint did): %s",
-                   evs_strerror(crc));
+        server_log(s, EVS_LOG_ERROR, "store closed with a write error (the store had failed, "
+                   "or its final checkpoint did): %s", evs_strerror(crc));
     else if (!rc)
         server_log(s, EVS_LOG_INFO, "stopped cleanly%s", s->restart ? "; restarting" : "");
     if (!rc && !crc && s->restart)

@@ -149,8 +149,8 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
 
 /* Finish queued appends, sync everything, stop the writer and free the store. Returns the
  * store's sticky error, or the final checkpoint's (then RUNNING stays), if any (the store is
- * freed either way). Every iterator, snapshot and
- * lent file (evs_snapshot_release, evs_log_release) must be closed or released before. */
+ * freed either way). Every iterator, snapshot and lent file (evs_snapshot_release,
+ * evs_log_release) must be closed or released before. */
 int evs_close(evs_store *st);
 
 /* The sticky write error (0 if none); once set, every append fails with EVS_EFAILED. */
@@ -466,11 +466,11 @@ void evs_set_written_hook(evs_store *st, evs_written_fn fn, void *arg);
 
 /* The visibility cap: a leader whose writes are acknowledged only once followers hold them
  * (evstore serve --ack all) lets readers see only what the followers hold; a follower, only
- * what its leader's readers see. With a cap set, a
- * batch whose log end lies past it is written, synced and completed (its callbacks run) as
- * usual, and sent to followers (evs_log_span), but readers — iterators, evs_wait, stream
- * lists and lengths, the hook's stream names — see it only once the cap reaches its end, in
- * log order (later batches wait behind it). Raising the cap publishes the batches it now
+ * what its leader's readers see. With a cap set, a batch whose log end lies past it is
+ * written, synced and completed (its callbacks run) as usual, and sent to followers
+ * (evs_log_span), but readers — iterators, evs_wait, stream lists and lengths, the hook's
+ * stream names — see it only once the cap reaches its end, in log order (later batches wait
+ * behind it). Raising the cap publishes the batches it now
  * covers before the call returns, so a reply sent after it is followed by reads that see
  * them. EVS_CAP_NONE (the default at open) lifts the cap; a cap set below the log's end
  * holds only batches written after the call (what is visible stays visible). The cap lives
@@ -762,8 +762,9 @@ void evs_snapshot_close(evs_snapshot *s);
 /* Leader: whole records of the log from `pos` (a record boundary), at most cap bytes (a
  * first record larger than cap comes alone), never past the last whole batch the writer
  * has written (a batch may not be synced yet: evs_set_written_hook; the visibility cap does
- * not apply), never across a segment's end. They are not copied: they lie in the file *fd from offset *off (segment
- * files hold the log's bytes as they are), for a zero-copy send (sendfile); the file stays
+ * not apply), never across a segment's end. They are not copied: they lie in the file *fd
+ * from offset *off (segment files hold the log's bytes as they are), for a zero-copy send
+ * (sendfile); the file stays
  * open and those bytes unchanged until evs_log_release(*hold), even if retention deletes the
  * segment meanwhile (read *fd at explicit offsets only). Returns the byte count (0: nothing
  * new yet) with *at the log position of the first byte (above pos when the next segment

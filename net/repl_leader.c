@@ -35,8 +35,9 @@
  *      (a follower behind retention still gets the bytes it was promised); a small one (live
  *      streaming) is read from the file straight into the output buffer.
  *  F5. A follower is sent SHOWN <p> after CONTINUE, before any frame, and whenever the
- *      leader's readers come to see further (evs_store_stats.visible_end: after the sync, and under --ack all after
- *      the followers' acknowledgements), after the frames the loop had for it then. The
+ *      leader's readers come to see further (evs_store_stats.visible_end: after the sync,
+ *      and under --ack all after the followers' acknowledgements), after the frames the loop
+ *      had for it then. The
  *      follower's readers see nothing past the last p (repl_follower.c W6): never a record
  *      a leader's power cut could take back, nor one --ack all holds here.
  */

@@ -1983,12 +1983,12 @@ static void store_free(evs_store *st)
  *  - FOLLOWING: the store was last opened as a follower (its log is the old leader's); removed
  *    by promotion once its epoch is durable, or here once the new epoch is.
  *  - RUNNING: written, durably, when a writable store opens; removed by a clean close after
- *    its final checkpoint. Found at open, the last run ended in a crash or a power cut. Under
- *    --fsync everysec or no a follower may hold records this log lost in a power cut (a
- *    leader ships what its readers see), and the next records would take their positions in
- *    the same epoch: a history the lineage check could not tell from the follower's, a
- *    follower stuck or silently diverged. With the epoch, a follower holding bytes past its
- *    start is told to cut them (docs/replication.md, "Promotion and fencing").
+ *    its final checkpoint. Found at open, the last run ended in a crash or a power cut. A
+ *    follower may hold records this log lost in a power cut (a leader ships each batch
+ *    before its sync, replica.c L1), and the next records would take their positions in the
+ *    same epoch: a history the lineage check could not tell from the follower's, a follower
+ *    stuck or silently diverged. With the epoch, a follower holding bytes past its start is
+ *    told to cut them (docs/replication.md, "Promotion and fencing").
  */
 static int open_marks(evs_store *st, evs_error *err)
 {

@@ -3,7 +3,8 @@
  * replies one after another until partial or error, walking each tree; and the whole input
  * as one reply line (resp_reply_line, the backup client's bulk headers); and the input as a
  * replication LOG frame (resp_log_head, the follower's fast path), checked against the
- * general parser.
+ * general parser; and a reply parsed from a prefix window (the follower's small messages)
+ * against the same reply parsed from the whole input.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -53,6 +54,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 v->elems[2].str != data + hlen)
                 abort();
             resp_value_free(v);
+        }
+    }
+    {
+        /* the follower parses a small message from a window of the input first (SHOWN, PING
+         * ahead of queued frames): a reply complete within a prefix is the same reply, of
+         * the same length, in the whole input */
+        size_t win = size < 256 ? size / 2 : 256;
+        resp_value *a, *b;
+        size_t ua, ub;
+        char m[128];
+        int ra = resp_reply_parse(data, win, &a, &ua, m, sizeof m);
+        if (ra == RESP_CMD) {
+            if (resp_reply_parse(data, size, &b, &ub, m, sizeof m) != RESP_CMD || ua != ub ||
+                a->type != b->type || a->n != b->n || a->len != b->len)
+                abort();
+            resp_value_free(b);
+            resp_value_free(a);
+        } else if (ra == RESP_ERROR && resp_reply_parse(data, size, &b, &ub, m, sizeof m) ==
+                                           RESP_CMD) {
+            abort(); /* bytes that are wrong in a prefix are wrong in the whole */
         }
     }
     size_t off = 0;

@@ -9,10 +9,11 @@ benchmarks.md, "Soak"). Outside CI: it runs for minutes.
 Load (all on 127.0.0.1): --producers processes XADD to stream `soak` over RESP in pipelines
 (fields p = producer, n = its sequence number, v = 100 bytes), one process publishes to
 `soak-http` over the HTTP API (payload n) and lists the recent 50 every second, and two
-consumer processes XREADGROUP + XACK stream `soak` in group `g`. Both nodes run `--ack all
---min-replicas 1`: an acknowledged publish is fsynced on both, so it must survive a promotion.
-A publish that got no answer (a killed node, NOREPLICAS, a timeout) is not retried: it is
-"unacknowledged" and may or may not be present.
+consumer processes XREADGROUP + XACK stream `soak` in group `g` (after each reconnect,
+their own pending entries first: a delivery whose reply a kill cut off stays pending). Both
+nodes run `--ack all --min-replicas 1`: an acknowledged publish is fsynced on both, so it
+must survive a promotion. A publish that got no answer (a killed node, NOREPLICAS, a
+timeout) is not retried: it is "unacknowledged" and may or may not be present.
 
 Usage: tests/soak/soak.py --evstore build/evstore [--minutes 10] [--rate 10000]
                           [--kill-every 30] [--workdir DIR]
@@ -165,22 +166,31 @@ def http_producer(http_ports, leader, rate, stop, out, reads_out):
 
 
 def consumer(name, ports, leader, producers, stop, out):
-    """XREADGROUP > and XACK; records every (p, n) delivered, and how often."""
+    """XREADGROUP > and XACK, and after each (re)connect its own pending entries first
+    (XREADGROUP 0); records every (p, n) delivered, and how often."""
     seen = [dict() for _ in range(producers)]
     r, at = None, -1
     delivered = acks = 0
+    backlog = False
     while not stop.is_set():
         try:
             if r is None or at != leader.value:
                 at = leader.value
                 r = redis.Redis(port=ports[at], socket_timeout=5)
-            res = r.xreadgroup("g", name, {"soak": ">"}, count=500, block=500)
+                # its own pending entries first, as a consumer recovers: a delivery whose reply
+                # a kill cut off is in the group's pending list (on the promoted follower too)
+                backlog = True
+            if backlog:
+                res = r.xreadgroup("g", name, {"soak": "0"}, count=500)
+            else:
+                res = r.xreadgroup("g", name, {"soak": ">"}, count=500, block=500)
             ids = []
             for _, entries in res or []:
                 for eid, f in entries:
                     p, n = int(f[b"p"]), int(f[b"n"])
                     seen[p][n] = seen[p].get(n, 0) + 1
                     ids.append(eid)
+            backlog = backlog and bool(ids)
             delivered += len(ids)
             if ids:
                 acks += r.xack("soak", "g", *ids)

@@ -15,7 +15,9 @@
 extern "C" {
 #endif
 
-/* Where a long operation stands, for a progress display. */
+/* Where a long operation stands, for a progress display. The function is called one call at
+ * a time, but while a backup is checked (verify, and a restore's first pass: up to four files
+ * at once) from the checking threads as well as the caller's. */
 typedef struct evs_progress {
     const char *what;          /* "backup", "check", "restore"                             */
     uint64_t bytes_done, bytes_total;

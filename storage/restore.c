@@ -5,7 +5,7 @@
  *  R1. Nothing is written before the whole backup has been checked: its manifest (format and
  *      CRC), every ancestor of an incremental chain (same store, the ID the child names, the
  *      file the child says it holds), and every file's presence, size and CRC of its stored
- *      bytes.
+ *      bytes (files checked up to CHECKERS at a time, problems reported in file order).
  *  R2. The store is built in a temporary sibling of the target, "<target>.restore-XXXXXX",
  *      owned by the restore (ownedir.c), and renamed into place only after it opened (normal
  *      recovery), every stream matched the manifest (last ID, length, entries added) and a new
@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,8 +185,21 @@ typedef struct rfile {
     evs_progress_fn progress;
     void *progress_arg;
     const volatile int *cancel;
+    pthread_mutex_t *mu;       /* NULL, or held around prog and the progress call (checkers) */
     uint64_t written;
 } rfile;
+
+static void progress_add(rfile *r, uint64_t n)
+{
+    if (!r->progress)
+        return;
+    if (r->mu)
+        pthread_mutex_lock(r->mu);
+    r->prog->bytes_done += n;
+    r->progress(r->progress_arg, r->prog);
+    if (r->mu)
+        pthread_mutex_unlock(r->mu);
+}
 
 /* Writeback is started every 8 MiB so the fsync at the end of a file waits for little. */
 static int out_write(rfile *r, const uint8_t *p, size_t n, evs_error *err)
@@ -280,10 +294,7 @@ static int read_stored(rfile *r, evs_error *err)
         } else if (r->outfd >= 0 && (rc = out_write(r, buf, (size_t)got, err))) {
             goto out;
         }
-        if (r->progress) {
-            r->prog->bytes_done += (uint64_t)got;
-            r->progress(r->progress_arg, r->prog);
-        }
+        progress_add(r, (uint64_t)got);
     }
     if (n != f->stored_size || scrc != f->stored_crc) {
         rc = evs_err_set(err, EVS_ECORRUPT, "%s: CRC %08" PRIx32 ", the manifest says %08" PRIx32
@@ -332,52 +343,105 @@ static int copy_raw(rfile *r, evs_error *err)
         }
         done += (uint64_t)n;
         sync_file_range(r->outfd, 0, (off64_t)done, SYNC_FILE_RANGE_WRITE);
-        if (r->progress) {
-            r->prog->bytes_done += (uint64_t)n;
-            r->progress(r->progress_arg, r->prog);
-        }
+        progress_add(r, (uint64_t)n);
     }
     close(in);
     return rc;
 }
 
-/* Check every file of the newest backup (R1). */
+/* Check every file of the newest backup (R1), CHECKERS files at a time (each file's read and
+ * CRC is one core's work; a backup has many files), its problems reported in file order. */
+#define CHECKERS 4
+
+typedef struct checking {
+    const chain *c;
+    bool inflate;
+    evs_progress prog;
+    evs_progress_fn progress;
+    void *parg;
+    const volatile int *cancel;
+    pthread_mutex_t mu;        /* next, prog, the progress call                              */
+    size_t next;               /* the next file to claim                                     */
+    evs_error *errs;           /* per file; code 0: checked clean                           */
+} checking;
+
+static void *checker(void *arg)
+{
+    checking *k = arg;
+    const manifest *m = &k->c->m[0];
+    for (;;) {
+        pthread_mutex_lock(&k->mu);
+        size_t i = k->next < m->nfiles && !(k->cancel && *k->cancel) ? k->next++ : SIZE_MAX;
+        pthread_mutex_unlock(&k->mu);
+        if (i == SIZE_MAX)
+            return NULL;
+        const mf_file *f = &m->files[i];
+        evs_error *e = &k->errs[i];
+        const char *dir;
+        int rc = chain_holder(k->c, f, &dir, e);
+        if (!rc) {
+            char stored[MF_NAME_MAX + 4], path[PATH_MAX];
+            mf_stored_name(f, stored);
+            snprintf(path, sizeof path, "%s/%s", dir, stored);
+            rfile r = {.f = f, .path = path, .outfd = -1, .inflate = k->inflate,
+                       .prog = &k->prog, .progress = k->progress, .progress_arg = k->parg,
+                       .cancel = k->cancel, .mu = &k->mu};
+            rc = read_stored(&r, e);
+        }
+        if (rc && !e->code)
+            evs_err_set(e, rc, "%s: %s", f->name, evs_strerror(rc));
+        pthread_mutex_lock(&k->mu);
+        k->prog.files_done++;
+        pthread_mutex_unlock(&k->mu);
+    }
+}
+
 static long check_all(const chain *c, bool inflate, void (*report)(void *, const char *),
                       void *arg, evs_progress_fn progress, void *parg, const volatile int *cancel,
                       evs_error *first)
 {
     const manifest *m = &c->m[0];
-    long problems = 0;
-    evs_progress prog = {.what = "check", .files_total = m->nfiles};
+    checking k = {.c = c, .inflate = inflate, .progress = progress, .parg = parg,
+                  .cancel = cancel, .prog = {.what = "check", .files_total = m->nfiles}};
     for (size_t i = 0; i < m->nfiles; i++)
-        prog.bytes_total += m->files[i].stored_size;
+        k.prog.bytes_total += m->files[i].stored_size;
+    k.errs = calloc(m->nfiles ? m->nfiles : 1, sizeof *k.errs);
+    if (!k.errs) {
+        evs_err_set(first, -ENOMEM, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&k.mu, NULL);
+    pthread_t t[CHECKERS];
+    size_t nt = 0;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t want = cpus < 1 ? 1 : cpus > CHECKERS ? CHECKERS : (size_t)cpus;
+    while (nt + 1 < want && nt + 1 < m->nfiles && !pthread_create(&t[nt], NULL, checker, &k))
+        nt++;
+    checker(&k); /* this thread is one of them */
+    for (size_t i = 0; i < nt; i++)
+        pthread_join(t[i], NULL);
+    pthread_mutex_destroy(&k.mu);
+    long problems = 0;
     bool has_store = false, has_index = false;
     for (size_t i = 0; i < m->nfiles; i++) {
-        const mf_file *f = &m->files[i];
-        has_store |= !strcmp(f->name, "STORE");
-        has_index |= !strcmp(f->name, "index/data.mdb");
-        evs_error e = {0};
-        const char *dir;
-        int rc = chain_holder(c, f, &dir, &e);
-        if (!rc) {
-            char stored[MF_NAME_MAX + 4], path[PATH_MAX];
-            mf_stored_name(f, stored);
-            snprintf(path, sizeof path, "%s/%s", dir, stored);
-            rfile r = {.f = f, .path = path, .outfd = -1, .inflate = inflate, .prog = &prog,
-                       .progress = progress, .progress_arg = parg, .cancel = cancel};
-            rc = read_stored(&r, &e);
-        }
-        prog.files_done++;
-        if (rc) {
-            if (!problems)
-                evs_err_copy(first, &e);
-            problems++;
-            if (report)
-                report(arg, e.msg);
-            if (rc == EVS_ECLOSED)
-                return -1;
+        has_store |= !strcmp(m->files[i].name, "STORE");
+        has_index |= !strcmp(m->files[i].name, "index/data.mdb");
+        evs_error *e = &k.errs[i];
+        if (!e->code && cancel && *cancel) /* not checked: the checkers stopped */
+            evs_err_set(e, EVS_ECLOSED, "interrupted");
+        if (!e->code)
+            continue;
+        if (!problems)
+            evs_err_copy(first, e);
+        problems++;
+        if (report)
+            report(arg, e->msg);
+        if (e->code == EVS_ECLOSED) {
+            free(k.errs);
+            return -1;
         }
     }
+    free(k.errs);
     if (!has_store || !has_index) {
         evs_error e;
         evs_err_set(&e, EVS_ECORRUPT, "%s/MANIFEST: lists no %s", c->dir[0],

@@ -512,6 +512,24 @@ class Damaged(BackupBase):
                 self.check_refused(dst, names)
                 shutil.rmtree(dst)
 
+    def test_every_damaged_file_is_named_in_the_manifests_order(self):
+        # files are checked several at a time; the report keeps the manifest's order
+        segs = sorted(os.path.basename(p) for p in glob.glob(self.path("good/log/*.seg")))
+        def damage_all(dst):
+            for name in ["STORE"] + ["log/" + x for x in segs]:
+                os.truncate(os.path.join(dst, name), os.path.getsize(os.path.join(dst, name)) - 1)
+        dst = self.damage("good", damage_all, None)
+        rc, text = run("verify", "--backup", dst)
+        self.assertEqual(rc, 1, text)
+        with open(os.path.join(dst, "MANIFEST")) as f:
+            manifest = f.read()
+        names = ["STORE"] + segs
+        order = sorted(names, key=lambda n: manifest.index(" " + ("log/" if n != "STORE" else "") + n + " "))
+        lines = [l for l in text.splitlines() if any(n in l for n in names)]
+        self.assertEqual(len(lines), len(names), text)
+        self.assertEqual([next(n for n in names if n in l) for l in lines], order, text)
+        shutil.rmtree(dst)
+
     def test_manifest_cannot_name_files_outside(self):
         dst = self.damage("good", lambda d: None, None)
         with open(os.path.join(dst, "MANIFEST")) as f:

@@ -141,15 +141,16 @@ typedef struct evs_store evs_store;
  * (EVS_ELOCKED if another process holds it), recovers the log tail (a torn tail is cut and kept
  * in a `.torn` file, logged), repairs or rebuilds the index as needed, and starts the writer
  * thread. `opt` may be NULL for defaults. On success *out owns the store until evs_close().
- * A writable open marks the folder RUNNING until a clean evs_close(); opened to lead (not
- * `replica`) after a run that did not close cleanly, or after following, the store begins a
- * new epoch before it returns (docs/replication.md, "Promotion and fencing").
+ * A writable open marks the folder RUNNING until a clean evs_close(). Opened to lead (not
+ * `replica`) after following, the store begins a new epoch before it returns; after a run
+ * that did not close cleanly, before the first record it writes, so the open itself syncs
+ * nothing (docs/replication.md, "Promotion and fencing").
  */
 int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error *err);
 
 /* Finish queued appends, sync everything, stop the writer and free the store. Returns the
- * store's sticky error, or the final checkpoint's (then RUNNING stays), if any (the store is
- * freed either way). Every iterator, snapshot and lent file (evs_snapshot_release,
+ * store's sticky error, or the final checkpoint's, if any (the store is freed either way);
+ * RUNNING stays then, and while an unclean stop's epoch is still due. Every iterator, snapshot and lent file (evs_snapshot_release,
  * evs_log_release) must be closed or released before. */
 int evs_close(evs_store *st);
 

@@ -304,6 +304,8 @@ struct evs_store {
     evs_epoch *epochs;             /* (L) the epoch history, oldest first (epoch.c)          */
     atomic_bool following;         /* a follower: its log is the leader's (until evs_promote) */
     bool running_marked;           /* RUNNING is ours to remove at a clean close (store.c)   */
+    atomic_bool epoch_due;         /* an unclean stop's epoch, begun before the next record
+                                      written (store.c open_marks, writer.c W9)              */
     _Atomic uint64_t leader_start; /* a follower: the leader's log start (segments below go) */
     size_t nepochs;
     struct idx *idx;

@@ -1988,7 +1988,12 @@ static void store_free(evs_store *st)
  *    before its sync, replica.c L1), and the next records would take their positions in the
  *    same epoch: a history the lineage check could not tell from the follower's, a follower
  *    stuck or silently diverged. With the epoch, a follower holding bytes past its start is
- *    told to cut them (docs/replication.md, "Promotion and fencing").
+ *    told to cut them (docs/replication.md, "Promotion and fencing"). This epoch is begun by
+ *    the writer before the next record it writes (epoch_due, writer.c W9), not here: the open
+ *    stays free of syncs (a crashed `--fsync no` run leaves its rolls to sync, D4), and a
+ *    follower that connects before then is measured against the log's end, which is enough
+ *    (the lineage check cuts a follower past the leader's end). A close with the epoch still
+ *    due leaves RUNNING, so the next open owes it too.
  */
 static int open_marks(evs_store *st, evs_error *err)
 {
@@ -2003,17 +2008,18 @@ static int open_marks(evs_store *st, evs_error *err)
         rc = followed ? 0 : fio_write_file_atomic(st->io, fpath, "following\n", 10);
         if (rc)
             return evs_err_set(err, rc, "cannot write %s: %s", fpath, strerror(-rc));
-    } else if (followed || crashed) {
+    } else if (followed) {
         evs_epoch e;
         if ((rc = evs_epoch_begin(st, &e, err)))
             return rc;
-        evs_log(st, EVS_LOG_WARN, "%s: epoch %" PRIu32 " begins at log position %" PRIu64,
-                followed ? "this store was a follower and opens to lead"
-                         : "this store did not close cleanly (a crash or a power cut) and opens "
-                           "to lead",
-                e.epoch, e.start);
-        if (followed && unlink(fpath) == 0)
+        evs_log(st, EVS_LOG_WARN, "this store was a follower and opens to lead: epoch %" PRIu32
+                " begins at log position %" PRIu64, e.epoch, e.start);
+        if (unlink(fpath) == 0)
             fio_fsync_dir(st->io, st->dir);
+    } else if (crashed) {
+        evs_log(st, EVS_LOG_WARN, "this store did not close cleanly (a crash or a power cut) and "
+                "opens to lead: it begins a new epoch before its next write");
+        atomic_store(&st->epoch_due, true);
     }
     st->running_marked = true; /* only now: a failed open leaves RUNNING for the next one */
     return 0;
@@ -2188,7 +2194,7 @@ int evs_close(evs_store *st)
     int rc = atomic_load(&st->failed);
     if (!st->opt.read_only && !rc)
         rc = ckpt_run(st); /* clean shutdown: log, then index, durable and checkpointed */
-    if (st->running_marked && !rc) {
+    if (st->running_marked && !rc && !atomic_load(&st->epoch_due)) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/RUNNING", st->dir);
         if (unlink(path) == 0)

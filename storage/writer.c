@@ -38,6 +38,11 @@
  *      mapped), before its sync; `size` follows once the batch is published. The written
  *      hook runs then, when a sync is to follow: replication ships the batch while this
  *      thread syncs it (replica.c L1). Nothing but shipping reads `written`.
+ *  W9. An epoch an unclean stop left due (store.c open_marks) is begun before the first
+ *      request that may write a record is processed: its history durably first (E1), then
+ *      its REC_EPOCH record in a batch of its own, synced as the fsync mode says (a lost
+ *      record only moves the epoch's start to the recovered end, epochs_reconcile). An
+ *      explicit epoch (WR_EPOCH) settles it instead.
  */
 #include "crc.h"
 #include "group.h"
@@ -1682,6 +1687,32 @@ static void do_replica(evs_store *st, wreq *r, pending *p)
     }
 }
 
+/* The epoch an unclean stop left due (W9). */
+static void begin_due_epoch(evs_store *st, pending *p)
+{
+    atomic_store(&st->epoch_due, false);
+    flush(st, p);
+    evs_epoch e;
+    evs_error err = {0};
+    rec_buf b = {0};
+    int rc = epochs_begin_writer(st, &e, &err);
+    if (!rc && rec_epoch_encode(&b, &e))
+        rc = evs_err_set(&err, -ENOMEM, "out of memory writing the record of epoch %" PRIu32,
+                         e.epoch);
+    if (!rc)
+        rc = emit(st, REC_EPOCH, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len, false,
+                  NULL, &err);
+    rec_buf_release(&b);
+    if (rc) {
+        store_fail(st, rc, "beginning the epoch an unclean stop left due: %s", err.msg);
+        return;
+    }
+    st->idx_force = true; /* the index watermark moves past it, as do_epoch's */
+    flush(st, p);
+    evs_log(st, EVS_LOG_WARN, "epoch %" PRIu32 " begins at log position %" PRIu64 " (the last "
+            "run did not close cleanly)", e.epoch, e.start);
+}
+
 static void process(evs_store *st, wreq *list, pending *p)
 {
     while (list) {
@@ -1691,6 +1722,16 @@ static void process(evs_store *st, wreq *list, pending *p)
             flush(st, p);
             finish_failed(st, r);
             continue;
+        }
+        if (atomic_load(&st->epoch_due) && r->kind != WR_IDX_DEL) {
+            if (r->kind == WR_EPOCH)
+                atomic_store(&st->epoch_due, false); /* it fences as well (W9) */
+            else
+                begin_due_epoch(st, p);
+            if (atomic_load(&st->failed)) {
+                finish_failed(st, r);
+                continue;
+            }
         }
         if (r->kind == WR_GROUP) {
             do_group(st, r, p);

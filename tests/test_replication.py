@@ -123,6 +123,12 @@ class Base(unittest.TestCase):
         with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
             return f.read()
 
+    def followers_listed(self, lr, n):
+        """Wait (up to 10 s) until the leader's ROLE lists n followers."""
+        deadline = time.time() + 10
+        while len(lr.execute_command("ROLE")[2]) < n and time.time() < deadline:
+            time.sleep(0.05)
+
     def caught_up(self, leader, *followers, timeout=30):
         lr = leader.client()
         deadline = time.time() + timeout
@@ -247,9 +253,7 @@ class Replication(Base):
         f1 = self.follower("f1", leader)
         f2 = self.follower("f2", leader)
         lr = leader.client()
-        deadline = time.time() + 10
-        while len(lr.execute_command("ROLE")[2]) < 2 and time.time() < deadline:
-            time.sleep(0.05)
+        self.followers_listed(lr, 2)
         for i in range(200):
             lr.xadd("s", {"i": str(i)})
         self.assertEqual(lr.execute_command("WAIT", "2", "5000"), 2)
@@ -713,9 +717,7 @@ class AckAll(Base):
         leader = self.start("leader", "--ack", "all", "--min-replicas", "1")
         self.follower("follower", leader)
         lr = leader.client()
-        deadline = time.time() + 10
-        while not lr.execute_command("ROLE")[2] and time.time() < deadline:
-            time.sleep(0.05)
+        self.followers_listed(lr, 1)
         s = socket.create_connection(("127.0.0.1", leader.port), timeout=10)
         cmd = b"*5\r\n$4\r\nXADD\r\n$2\r\nsp\r\n$1\r\n*\r\n$1\r\nf\r\n$1\r\nv\r\n"
         tail = cmd * 8 + b"*2\r\n$4\r\nXLEN\r\n$2\r\nsp\r\n"
@@ -749,9 +751,7 @@ class AckAll(Base):
         self.addCleanup(proxy.close)
         self.start("follower", "--replica-of", "127.0.0.1:%d" % proxy.port)
         lr = leader.client(decode_responses=True)
-        deadline = time.time() + 10
-        while not lr.execute_command("ROLE")[2] and time.time() < deadline:
-            time.sleep(0.05)
+        self.followers_listed(lr, 1)
         first = [lr.xadd("s", {"i": str(i)}) for i in range(5)]
         def held():  # bytes written here that readers wait for: none once the follower has them
             deadline = time.time() + 10
@@ -805,9 +805,7 @@ class AckAll(Base):
         self.start("far", "--replica-of", "127.0.0.1:%d" % proxy.port)
         lr = leader.client(decode_responses=True)
         nr = near.client(decode_responses=True)
-        deadline = time.time() + 10
-        while len(lr.execute_command("ROLE")[2]) < 2 and time.time() < deadline:
-            time.sleep(0.05)
+        self.followers_listed(lr, 2)
         for i in range(5):
             lr.xadd("s", {"i": str(i)})
         self.assertEqual(lr.execute_command("WAIT", "2", "5000"), 2)
@@ -845,9 +843,7 @@ class AckAll(Base):
         leader = self.start("leader", "--ack", "all", "--min-replicas", "1")
         self.follower("follower", leader)
         lr = leader.client(decode_responses=True)
-        deadline = time.time() + 10
-        while not lr.execute_command("ROLE")[2] and time.time() < deadline:
-            time.sleep(0.05)
+        self.followers_listed(lr, 1)
         for round_ in range(20):
             key = "d%d" % round_
             ids = [lr.xadd(key, {"i": str(i)}) for i in range(4)]
@@ -896,9 +892,7 @@ class AckAll(Base):
         self.addCleanup(proxy.close)
         follower = self.start("follower", "--replica-of", "127.0.0.1:%d" % proxy.port)
         lr = leader.client(decode_responses=True)
-        deadline = time.time() + 10
-        while not lr.execute_command("ROLE")[2] and time.time() < deadline:
-            time.sleep(0.05)
+        self.followers_listed(lr, 1)
         stop = threading.Event()
         errors, acked = [], {}
 
@@ -987,9 +981,7 @@ class AckAll(Base):
             p.execute()
         self.assertEqual(lr.xlen("s"), 0)  # refused before appending
         follower = self.follower("follower", leader)
-        deadline = time.time() + 10
-        while not lr.execute_command("ROLE")[2] and time.time() < deadline:
-            time.sleep(0.05)
+        self.followers_listed(lr, 1)
         fr = follower.client(decode_responses=True)
         ids = []
         p = lr.pipeline(transaction=False)

@@ -104,6 +104,8 @@ void repl_leader_on_visible(void);
 bool repl_leader_shipping(void);
 /* A batch was written, its sync to follow: ship it (on the loop). */
 void repl_leader_on_written(void);
+/* Tell every follower how far readers here see, if that moved (before answering writes). */
+void repl_leader_shown_all(void);
 size_t repl_leader_count(void);
 void repl_leader_each(void (*fn)(void *arg, const char *ip, int port, uint64_t received,
                                  uint64_t fsynced, long lag_s),

@@ -27,6 +27,9 @@
  *      that sends no SHOWN (a build from before them, which ships only what its readers
  *      see) sets no cap. Promotion lifts the cap: what the store holds then is the history
  *      it leads with.
+ *  W7. The link's input is read at a higher priority than clients' requests: a SHOWN the
+ *      leader wrote before answering a client (repl_leader.c F5) is taken before that client's
+ *      next request here, when both are ready in one turn of the loop.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -151,16 +154,21 @@ typedef struct done_msg {
     evs_error err;
 } done_msg;
 
-/* REPLCONF ACK <received> <fsynced>: after each frame is written, and once a second. */
+/* REPLCONF ACK <received> <fsynced>: after each frame is written, and once a second. The
+ * fsynced position is never past what the store has completed (published: its readers see
+ * it once the leader's SHOWN covers it): the store's synced end moves before it publishes,
+ * and a leader under --ack all answers its client on this acknowledgement, after which the
+ * client may read here. */
 static void send_ack(void)
 {
     evs_store_stats s;
     evs_store_stats_get(server_store(F.srv), &s);
+    uint64_t fs = s.synced_end < F.received ? s.synced_end : F.received;
     evbuffer_add_printf(bufferevent_get_output(F.bev),
                         "*4\r\n$8\r\nREPLCONF\r\n$3\r\nACK\r\n$%d\r\n%" PRIu64 "\r\n"
                         "$%d\r\n%" PRIu64 "\r\n",
                         snprintf(NULL, 0, "%" PRIu64, F.received), F.received,
-                        snprintf(NULL, 0, "%" PRIu64, s.synced_end), s.synced_end);
+                        snprintf(NULL, 0, "%" PRIu64, fs), fs);
 }
 
 static void on_done_loop(void *arg)
@@ -506,6 +514,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             link_drop("out of memory");
             return;
         }
+        event_priority_set(F.rd, 0); /* W7: the leader's SHOWN before a reader's request */
         rd_resume();
         const char *pw = server_cfg(F.srv)->leader_password;
         if (pw) {

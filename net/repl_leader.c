@@ -37,7 +37,10 @@
  *  F5. A follower is sent SHOWN <p> after CONTINUE, before any frame, and whenever the
  *      leader's readers come to see further (evs_store_stats.visible_end: after the sync,
  *      and under --ack all after the followers' acknowledgements), after the frames the loop
- *      had for it then. The
+ *      had for it then, and before the loop answers anything a batch's visibility completed
+ *      (run_completions, an acknowledgement's waiters): a client that reads a follower after
+ *      its answer finds its writes shown there (the follower has read SHOWN first, short of
+ *      a stall), as it did when followers showed what they had. The
  *      follower's readers see nothing past the last p (repl_follower.c W6): never a record
  *      a leader's power cut could take back, nor one --ack all holds here.
  */
@@ -205,20 +208,29 @@ static void lag_take(follower *f)
     }
 }
 
-/* SHOWN <p>: how far the leader's readers see, when that moved (F5). */
-static void send_shown(follower *f)
+/* SHOWN <p>: how far the leader's readers see, when that moved (F5). True when queued. */
+static bool send_shown(follower *f)
 {
     evs_store_stats s;
     evs_store_stats_get(server_store(f->srv), &s);
     struct evbuffer *out = conn_output(f->c);
     if (!out || (f->shown_sent && s.visible_end <= f->shown))
-        return;
+        return false;
     f->shown = s.visible_end;
     f->shown_sent = true;
     evbuffer_add_printf(out, "*2\r\n$5\r\nSHOWN\r\n:%" PRIu64 "\r\n", s.visible_end);
+    return true;
 }
 
 bool repl_leader_shipping(void) { return atomic_load(&shipping); }
+
+void repl_leader_shown_all(void)
+{
+    /* written now: the replies that follow go out directly, not at the loop's next turn */
+    for (follower *f = followers; f; f = f->next)
+        if (send_shown(f))
+            conn_write_now(f->c);
+}
 
 void repl_leader_on_written(void)
 {
@@ -522,6 +534,7 @@ void cmd_replconf(cmd_ctx *x)
         f->last_ack = time(NULL);
         lag_take(f);
         visible_cap_update(x->srv); /* before the waits it releases are answered */
+        repl_leader_shown_all(); /* so are the followers' readers told (F5) */
         waiters_check();
         reply_done(x); /* an empty reply: nothing is sent */
         return;

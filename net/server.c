@@ -193,6 +193,20 @@ struct evbuffer *conn_output(conn *c)
         flush_now(c, false);
     return c->bev ? bufferevent_get_output(c->bev) : NULL;
 }
+
+void conn_write_now(conn *c)
+{
+    if (c->closed)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (!evbuffer_get_length(out))
+        return;
+    /* as libevent's own write callback does: the bufferevent keeps its output's start frozen
+     * (only it drains the buffer); an error or a full socket is the bufferevent's to meet */
+    evbuffer_unfreeze(out, 1);
+    (void)evbuffer_write(out, bufferevent_getfd(c->bev));
+    evbuffer_freeze(out, 1);
+}
 bool server_is_follower(server *s) { return s->cfg.replica_of != NULL; }
 static time_t process_started; /* the first server_run's start: a restart keeps it */
 
@@ -606,6 +620,8 @@ static void run_completions(server *s)
     pending_t *p = s->done_head;
     s->done_head = s->done_tail = NULL;
     pthread_mutex_unlock(&s->mu);
+    if (p)
+        repl_leader_shown_all(); /* before the replies: what they made visible (F5) */
     while (p) {
         pending_t *next = p->next;
         if (!p->c) {
@@ -1052,6 +1068,8 @@ int server_run(const server_config *cfg)
     s->base = ec ? event_base_new_with_config(ec) : event_base_new();
     if (ec)
         event_config_free(ec);
+    if (s->base) /* two priorities: a follower's link (0) before clients (1, the default) */
+        event_base_priority_init(s->base, 2);
     if (!s->base) {
         server_log(s, EVS_LOG_ERROR, "cannot create the event loop");
         free(s);

@@ -162,6 +162,9 @@ void server_log(server *s, int level, const char *fmt, ...) __attribute__((forma
  * a function called when that buffer has drained below 1 MiB, its peer's address, and a
  * way to close it (with an error line first when msg is not NULL). */
 struct evbuffer *conn_output(conn *c); /* NULL once the connection is closed */
+/* Write what conn_output holds now, as far as the socket takes it, rather than at the loop's
+ * next write turn (replies already go out directly: what must precede them goes this way). */
+void conn_write_now(conn *c);
 void conn_set_drain(conn *c, void (*fn)(conn *c, void *arg), void *arg);
 void conn_peer(conn *c, char *ip, size_t cap);
 void conn_abort(conn *c, const char *msg);

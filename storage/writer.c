@@ -1446,6 +1446,25 @@ static void do_roll(evs_store *st, wreq *r, pending *p)
 
 /* A new epoch: its history durably first (E1), then its REC_EPOCH record, synced whatever
  * the fsync mode. */
+/* The REC_EPOCH record of epoch e, begun (its history durable, E1) just before: emitted into
+ * the batch; a failure fails the store (EPOCHS names an epoch the log does not). */
+static void emit_epoch_record(evs_store *st, const evs_epoch *e)
+{
+    evs_error err = {0};
+    rec_buf b = {0};
+    int rc = rec_epoch_encode(&b, e)
+                 ? evs_err_set(&err, -ENOMEM, "out of memory writing the record of epoch %" PRIu32,
+                               e->epoch)
+                 : emit(st, REC_EPOCH, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len,
+                        false, NULL, &err);
+    rec_buf_release(&b);
+    if (rc)
+        store_fail(st, rc, "%s", err.msg);
+    /* the index watermark moves past it now: a store holding nothing else (a new one) would
+     * otherwise open next time to an empty index beside a non-empty log, and rebuild it */
+    st->idx_force = true;
+}
+
 static void do_epoch(evs_store *st, wreq *r, pending *p)
 {
     evs_error err = {0};
@@ -1457,22 +1476,7 @@ static void do_epoch(evs_store *st, wreq *r, pending *p)
         finish(r, rc, &err);
         return;
     }
-    rec_buf b = {0};
-    if (rec_epoch_encode(&b, r->epoch)) {
-        rec_buf_release(&b);
-        store_fail(st, -ENOMEM, "out of memory writing the record of epoch %" PRIu32,
-                   r->epoch->epoch);
-        finish_failed(st, r);
-        return;
-    }
-    rc = emit(st, REC_EPOCH, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len, false,
-              NULL, &err);
-    rec_buf_release(&b);
-    if (rc)
-        store_fail(st, rc, "%s", err.msg);
-    /* the index watermark moves past it now: a store holding nothing else (a new one) would
-     * otherwise open next time to an empty index beside a non-empty log, and rebuild it */
-    st->idx_force = true;
+    emit_epoch_record(st, r->epoch);
     bool promote = r->promote;
     if (pending_add(p, r)) {
         finish(r, -ENOMEM, NULL);
@@ -1694,21 +1698,15 @@ static void begin_due_epoch(evs_store *st, pending *p)
     flush(st, p);
     evs_epoch e;
     evs_error err = {0};
-    rec_buf b = {0};
     int rc = epochs_begin_writer(st, &e, &err);
-    if (!rc && rec_epoch_encode(&b, &e))
-        rc = evs_err_set(&err, -ENOMEM, "out of memory writing the record of epoch %" PRIu32,
-                         e.epoch);
-    if (!rc)
-        rc = emit(st, REC_EPOCH, 0, 0, EVS_ID_MIN, REC_POS_NONE, b.data, (uint32_t)b.len, false,
-                  NULL, &err);
-    rec_buf_release(&b);
     if (rc) {
         store_fail(st, rc, "beginning the epoch an unclean stop left due: %s", err.msg);
         return;
     }
-    st->idx_force = true; /* the index watermark moves past it, as do_epoch's */
+    emit_epoch_record(st, &e);
     flush(st, p);
+    if (atomic_load(&st->failed))
+        return;
     evs_log(st, EVS_LOG_WARN, "epoch %" PRIu32 " begins at log position %" PRIu64 " (the last "
             "run did not close cleanly)", e.epoch, e.start);
 }

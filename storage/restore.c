@@ -427,7 +427,7 @@ static long check_all(const chain *c, bool inflate, void (*report)(void *, const
         has_store |= !strcmp(m->files[i].name, "STORE");
         has_index |= !strcmp(m->files[i].name, "index/data.mdb");
         evs_error *e = &k.errs[i];
-        if (!e->code && cancel && *cancel) /* not checked: the checkers stopped */
+        if (!e->code && i >= k.next) /* never claimed: the checkers stopped (cancel) */
             evs_err_set(e, EVS_ECLOSED, "interrupted");
         if (!e->code)
             continue;

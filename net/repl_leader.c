@@ -208,17 +208,24 @@ static void lag_take(follower *f)
     }
 }
 
-/* SHOWN <p>: how far the leader's readers see, when that moved (F5). True when queued. */
-static bool send_shown(follower *f)
+/* How far readers here see (evs_store_stats.visible_end). */
+static uint64_t visible_end(server *srv)
 {
     evs_store_stats s;
-    evs_store_stats_get(server_store(f->srv), &s);
+    evs_store_stats_get(server_store(srv), &s);
+    return s.visible_end;
+}
+
+/* SHOWN <p>: how far the leader's readers see (p, read once by the caller for all its
+ * followers), when that moved (F5). True when queued. */
+static bool send_shown(follower *f, uint64_t p)
+{
     struct evbuffer *out = conn_output(f->c);
-    if (!out || (f->shown_sent && s.visible_end <= f->shown))
+    if (!out || (f->shown_sent && p <= f->shown))
         return false;
-    f->shown = s.visible_end;
+    f->shown = p;
     f->shown_sent = true;
-    evbuffer_add_printf(out, "*2\r\n$5\r\nSHOWN\r\n:%" PRIu64 "\r\n", s.visible_end);
+    evbuffer_add_printf(out, "*2\r\n$5\r\nSHOWN\r\n:%" PRIu64 "\r\n", p);
     return true;
 }
 
@@ -226,9 +233,12 @@ bool repl_leader_shipping(void) { return atomic_load(&shipping); }
 
 void repl_leader_shown_all(void)
 {
+    if (!followers)
+        return; /* (run at every completion: no store read without followers) */
+    uint64_t p = visible_end(followers->srv);
     /* written now: the replies that follow go out directly, not at the loop's next turn */
     for (follower *f = followers; f; f = f->next)
-        if (send_shown(f))
+        if (send_shown(f, p))
             conn_write_now(f->c);
 }
 
@@ -240,17 +250,17 @@ void repl_leader_on_written(void)
 
 void repl_leader_on_visible(void)
 {
-    if (followers) { /* a lag sample: this end became visible now */
-        evs_store_stats s;
-        evs_store_stats_get(server_store(followers->srv), &s);
-        lag_ring[lag_head % LAG_RING].end = s.log_end;
-        lag_ring[lag_head % LAG_RING].ns = evs_mono_ns();
-        lag_head++;
-    }
+    if (!followers)
+        return;
+    evs_store_stats s; /* a lag sample: this end became visible now */
+    evs_store_stats_get(server_store(followers->srv), &s);
+    lag_ring[lag_head % LAG_RING].end = s.log_end;
+    lag_ring[lag_head % LAG_RING].ns = evs_mono_ns();
+    lag_head++;
     for (follower *f = followers; f; f = f->next) {
         pump(f);
         lag_take(f); /* one that has fsynced it already */
-        send_shown(f);
+        send_shown(f, s.visible_end);
     }
 }
 
@@ -515,7 +525,7 @@ void cmd_replsync(cmd_ctx *x)
     free(theirs);
     free(mine);
     conn_set_drain(x->c, on_drain, f);
-    send_shown(f); /* before the first frame (F5) */
+    send_shown(f, visible_end(x->srv)); /* before the first frame (F5) */
     pump(f);
 }
 

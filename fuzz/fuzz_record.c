@@ -1,8 +1,9 @@
 /*
  * fuzz_record.c — the record codec over hostile bytes: scan a buffer as a segment would be
  * scanned (check, then decode the body by kind, else re-synchronise 8 bytes on). An entry's
- * pairs read in place (rec_entry_pairs) must be exactly the fields msgpack-c decodes; the
- * in-place walk also runs on the raw bytes, where it must only stay in bounds.
+ * pairs read in place (rec_entry_decode and rec_entry_pairs, both the walk of rule 4) must be
+ * exactly the fields msgpack-c decodes from the same bytes; the in-place walk also runs on the
+ * raw bytes, where it must only stay in bounds.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -39,11 +40,33 @@ static bool any_pair(void *arg, evs_slice name, evs_slice value)
     return true;
 }
 
-/* An entry that passed rec_check: the in-place pairs are msgpack-c's fields, in order. */
-static void entry_pairs_agree(const uint8_t *body, uint32_t len, const evs_field *f, long n)
+static bool obj_is(const msgpack_object *o, evs_slice s)
 {
+    if (o->type == MSGPACK_OBJECT_BIN)
+        return o->via.bin.ptr == s.ptr && o->via.bin.size == s.len;
+    if (o->type == MSGPACK_OBJECT_STR)
+        return o->via.str.ptr == s.ptr && o->via.str.size == s.len;
+    return false;
+}
+
+/* An entry that passed rec_check: the fields decoded in place (n of them) are msgpack-c's
+ * array of name/value objects, in order, and rec_entry_pairs hands out the same pairs. */
+static void entry_pairs_agree(const uint8_t *body, uint32_t len, const evs_field *f, long n,
+                              msgpack_zone *zone)
+{
+    msgpack_zone_clear(zone);
+    msgpack_object obj;
+    size_t used = 0;
+    if (n < 0 || msgpack_unpack((const char *)body, len, &used, zone, &obj) !=
+                     MSGPACK_UNPACK_SUCCESS ||
+        used != len || obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size != 2 * (uint64_t)n)
+        abort();
+    for (long i = 0; i < n; i++)
+        if (!obj_is(&obj.via.array.ptr[2 * i], f[i].name) ||
+            !obj_is(&obj.via.array.ptr[2 * i + 1], f[i].value))
+            abort();
     struct pairs p = {f, n, 0};
-    if (n < 0 || rec_entry_pairs(body, len, same_pair, &p) != 0 || p.seen != n)
+    if (rec_entry_pairs(body, len, same_pair, &p) != 0 || p.seen != n)
         abort();
 }
 
@@ -70,16 +93,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n;
         switch (h.kind) {
         case REC_ENTRY: {
-            long k = rec_entry_decode(body, h.body_len, &zone, fields, 16, &need);
+            long k = rec_entry_decode(body, h.body_len, fields, 16, &need);
             if (k == -2) {
                 evs_field *big = malloc(need * sizeof *big);
                 if (big) {
-                    k = rec_entry_decode(body, h.body_len, &zone, big, need, &need);
-                    entry_pairs_agree(body, h.body_len, big, k);
+                    k = rec_entry_decode(body, h.body_len, big, need, &need);
+                    entry_pairs_agree(body, h.body_len, big, k, &zone);
                     free(big);
                 }
             } else {
-                entry_pairs_agree(body, h.body_len, fields, k);
+                entry_pairs_agree(body, h.body_len, fields, k, &zone);
             }
             break;
         }

@@ -82,7 +82,6 @@ struct evs_iter {
     /* the entry handed out */
     uint64_t ent_pos, ent_size;  /* its log position and record size                          */
     segment *ref;
-    msgpack_zone zone;
     evs_field *fields;
     size_t fcap;
     evs_entry ent;
@@ -605,12 +604,7 @@ static int load_filter_tail(evs_iter *it, evs_error *err)
 
 static evs_iter *iter_alloc(void)
 {
-    evs_iter *it = calloc(1, sizeof *it);
-    if (it && !msgpack_zone_init(&it->zone, 4096)) {
-        free(it);
-        it = NULL;
-    }
-    return it;
+    return calloc(1, sizeof(evs_iter));
 }
 
 /* `pre`: an iterator evs_iter_open allocated (and listed), else one is made here. */
@@ -815,14 +809,14 @@ static int use_entry(evs_iter *it, uint64_t pos, evs_id id, const struct seen *r
     if (it->q.min_time_us && r->time_us < it->q.min_time_us)
         return 0;
     size_t need = 0;
-    long n = rec_entry_decode(r->body, r->body_len, &it->zone, it->fields, it->fcap, &need);
+    long n = rec_entry_decode(r->body, r->body_len, it->fields, it->fcap, &need);
     if (n == -2) {
         evs_field *f = realloc(it->fields, need * sizeof *f);
         if (!f)
             return evs_err_set(err, -ENOMEM, "out of memory");
         it->fields = f;
         it->fcap = need;
-        n = rec_entry_decode(r->body, r->body_len, &it->zone, it->fields, it->fcap, &need);
+        n = rec_entry_decode(r->body, r->body_len, it->fields, it->fcap, &need);
     }
     if (n < 0) {
         char idb[EVS_ID_STRLEN];
@@ -1000,7 +994,6 @@ void evs_iter_close(evs_iter *it)
     atomic_fetch_add(&it->st->n_reads, it->reads);
     release_held(it);
     store_seg_put(it->ref);
-    msgpack_zone_destroy(&it->zone);
     free(it->fields);
     free(it->pos);
     free(it->ids);

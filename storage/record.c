@@ -417,25 +417,32 @@ static int unpack_array(const uint8_t *body, uint32_t len, msgpack_zone *zone,
     return 0;
 }
 
-long rec_entry_decode(const uint8_t *body, uint32_t len, msgpack_zone *zone, evs_field *fields,
-                      size_t cap, size_t *need)
+/* rec_entry_decode's visitor: store the pairs while they fit, count them all. */
+struct decoded {
+    evs_field *fields;
+    size_t cap, n;
+};
+
+static bool decode_pair(void *arg, evs_slice name, evs_slice value)
 {
-    msgpack_object obj;
-    if (unpack_array(body, len, zone, &obj))
+    struct decoded *d = arg;
+    if (d->n < d->cap)
+        d->fields[d->n] = (evs_field){name, value};
+    d->n++;
+    return true;
+}
+
+long rec_entry_decode(const uint8_t *body, uint32_t len, evs_field *fields, size_t cap,
+                      size_t *need)
+{
+    struct decoded d = {fields, cap, 0};
+    if (entry_body_walk(body, len, decode_pair, &d) != (long)len)
         return -1;
-    uint32_t n = obj.via.array.size;
-    if (n == 0 || n % 2)
-        return -1;
-    if (n / 2 > cap) {
-        *need = n / 2;
+    if (d.n > cap) {
+        *need = d.n;
         return -2;
     }
-    for (uint32_t i = 0; i < n / 2; i++) {
-        if (!obj_bytes(&obj.via.array.ptr[2 * i], &fields[i].name) ||
-            !obj_bytes(&obj.via.array.ptr[2 * i + 1], &fields[i].value))
-            return -1;
-    }
-    return n / 2;
+    return (long)d.n;
 }
 
 int rec_stream_encode(rec_buf *b, int op, evs_slice name, const uint64_t *extra, size_t nextra)

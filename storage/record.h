@@ -1,7 +1,7 @@
 /*
  * record.h — the on-disk record: a fixed 56-byte header, then a msgpack body, zero-padded to a
- * multiple of 8. Pure codec over buffers: no I/O, no allocation except in rec_entry_decode's
- * caller-provided arrays. The layout and the rules for a valid record are in record.c and
+ * multiple of 8. Pure codec over buffers: no I/O; decoders write into caller-provided arrays
+ * (and msgpack-c's zones), rec_group_decode's numbers excepted. The layout and the rules for a valid record are in record.c and
  * docs/format.md; any change here is a format change.
  */
 #ifndef EVS_RECORD_H
@@ -168,13 +168,11 @@ void rec_buf_release(rec_buf *b);
  * it appends. */
 int rec_entry_encode(rec_buf *b, const evs_field *fields, size_t n);
 size_t rec_entry_bound(const evs_field *fields, size_t n);
-/* Decoders: the body must come from a record that passed rec_check() (its bounded walk is what
- * makes msgpack-c safe on outside bytes); they do not walk it again. */
-/* Decode an entry body (already rec_check'ed) with msgpack-c into `zone` (cleared first).
- * fields[] points into body. Returns the number of fields; if more than cap, returns -2 and
- * sets *need; -1 if malformed. */
-long rec_entry_decode(const uint8_t *body, uint32_t len, msgpack_zone *zone, evs_field *fields,
-                      size_t cap, size_t *need);
+/* Decode an entry body: its pairs, read where they lie by the walk of rule 4 (nothing
+ * allocated; safe on any bytes). fields[] points into body. Returns the number of fields; if
+ * more than cap, returns -2 and sets *need; -1 if malformed. */
+long rec_entry_decode(const uint8_t *body, uint32_t len, evs_field *fields, size_t cap,
+                      size_t *need);
 /* The name/value pairs of an entry body, in order, read where they lie: the walk of rule 4
  * (entry_body_check), nothing decoded or allocated. fn gets each pair (slices into body) until
  * it returns false. Returns 0, or -1 if the body is not an entry body: safe on any bytes,
@@ -182,6 +180,9 @@ long rec_entry_decode(const uint8_t *body, uint32_t len, msgpack_zone *zone, evs
 typedef bool (*rec_pair_fn)(void *arg, evs_slice name, evs_slice value);
 int rec_entry_pairs(const uint8_t *body, uint32_t len, rec_pair_fn fn, void *arg);
 
+/* The decoders of the other kinds' bodies (below) use msgpack-c: the body must come from a
+ * record that passed rec_check() (its bounded walk is what makes msgpack-c safe on outside
+ * bytes); they do not walk it again. */
 int rec_stream_encode(rec_buf *b, int op, evs_slice name, const uint64_t *extra, size_t nextra);
 /* Decode a REC_STREAM body: op, name (points into body), up to REC_STREAM_MAX_EXTRA extra
  * integers (extra has room for that many). */

@@ -34,6 +34,15 @@
  *     with everything after it, once a flagged record before it in the segment shows that the
  *     segment's writer flags (a segment written before the flag existed keeps the old rule).
  *     A flagged record after it proves it was durable: corruption, as before.
+ * R2. Except in a follower's log. A follower writes the leader's records byte for byte, flags
+ *     included: their REC_F_SYNCED marks the leader's syncs, not the follower's, and one of
+ *     its write batches (up to EVS_MAX_BATCH_BYTES of frames) holds many. So when the store was
+ *     last opened as a follower (FOLLOWING present), a bad record in the last segment within
+ *     one write batch of the end is cut as a torn tail with everything after it, whatever
+ *     flags follow: a power cut during the follower's sync leaves exactly that. What it cuts,
+ *     the leader sends again. (The flag rule would have called it corruption, kept the hole
+ *     and continued after it: a follower no longer byte-identical, acknowledging as fsynced
+ *     positions past records it does not hold.)
  */
 #include "evstore_backup.h" /* evs_remove_tree */
 #include "group.h"
@@ -1592,8 +1601,9 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
         uint64_t next, end = nonzero_end(p, off, size);
         bool valid_after = any_valid_after(p, off, end, size, &next);
         uint64_t from = group_start != REC_POS_NONE ? group_start : off;
-        bool hole = valid_after && last && flags_synced && end - from <= torn_limit &&
-                    !synced_after(p, next, end, size); /* R1 */
+        bool hole = valid_after && last && end - from <= torn_limit &&
+                    (st->tail_followed /* R2 */ ||
+                     (flags_synced && !synced_after(p, next, end, size))); /* R1 */
         if (valid_after && !hole) {
             evs_log(st, EVS_LOG_ERROR,
                     "corruption: segment %s offset %" PRIu64 ": %s; resuming at the next valid "
@@ -1766,6 +1776,9 @@ static void uncut_seal(evs_store *st, segment *s, uint64_t next_base)
 
 static int recover(evs_store *st, evs_error *err)
 {
+    char fpath[PATH_MAX];
+    snprintf(fpath, sizeof fpath, "%s/FOLLOWING", st->dir);
+    st->tail_followed = access(fpath, F_OK) == 0; /* R2 */
     idx_watermark wm = {0, REC_POS_NONE, 0};
     uint32_t next_no = 1;
     bool present = false;

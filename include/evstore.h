@@ -439,6 +439,8 @@ typedef struct evs_store_stats {
     uint64_t index_deferred;     /* index commits that fell due while the indexer was busy      */
     uint64_t visible_end;        /* log position up to which readers see: log_end unless the
                                     visibility cap holds batches (evs_set_visible_cap)          */
+    uint64_t fsyncs_overlapped;  /* of fsyncs: a follower's batches synced while the writer
+                                    wrote the next (more frames waiting: a catch-up)            */
 } evs_store_stats;
 
 void evs_store_stats_get(evs_store *st, evs_store_stats *out);

@@ -686,6 +686,7 @@ static void cmd_info(cmd_ctx *x)
     since_reset(&s.appends, b->appends);
     since_reset(&s.batches, b->batches);
     since_reset(&s.fsyncs, b->fsyncs);
+    since_reset(&s.fsyncs_overlapped, b->fsyncs_overlapped);
     since_reset(&s.fsync_ns_total, b->fsync_ns_total);
     since_reset(&s.retention_trimmed, b->retention_trimmed);
     since_reset(&s.segments_deleted, b->segments_deleted);
@@ -721,14 +722,15 @@ static void cmd_info(cmd_ctx *x)
                  (unsigned long long)c.rejected, (unsigned long long)s.appends,
                  (unsigned long long)s.batches);
     info_section(&t, "evstore",
-                 "# evstore\r\nfsyncs:%llu\r\nfsync_avg_us:%.1f\r\nfsync_max_us:%.1f\r\n"
+                 "# evstore\r\nfsyncs:%llu\r\nfsyncs_overlapped:%llu\r\nfsync_avg_us:%.1f\r\n"
+                 "fsync_max_us:%.1f\r\n"
                  "batch_max_records:%llu\r\nsegments:%llu\r\nlog_bytes:%llu\r\n"
                  "log_start:%llu\r\nretention_trimmed:%llu\r\nsegments_deleted:%llu\r\n"
                  "bytes_deleted:%llu\r\nstreams_relocated:%llu\r\nbytes_relocated:%llu\r\n"
                  "backup_snapshots:%d\r\nepoch:%u\r\n"
                  "commit_waits:%llu\r\ncommit_wait_timeouts:%llu\r\n"
                  "index_lag_bytes:%llu\r\nindex_commits_deferred:%llu\r\n",
-                 (unsigned long long)s.fsyncs,
+                 (unsigned long long)s.fsyncs, (unsigned long long)s.fsyncs_overlapped,
                  s.fsyncs ? (double)s.fsync_ns_total / (double)s.fsyncs / 1000 : 0.0,
                  (double)s.fsync_ns_max / 1000, (unsigned long long)s.batch_max,
                  (unsigned long long)s.segments, (unsigned long long)s.log_bytes,

@@ -402,6 +402,21 @@ struct evs_store {
     /* the writer's role (W) and its acknowledgements waiting for the batch's end */
     pthread_mutex_t rolemu;
     struct pending { wreq **r; size_t n, cap; } pend;
+    bool wmore;                    /* (W) a follower's frame is next in the list being
+                                      processed, or the rest of one (W10)                    */
+
+    /* syncer (syncer.c): a follower's batch synced while the writer writes the next (W10) */
+    pthread_t sy_thread;
+    bool sy_started;               /* (W)                                                    */
+    pthread_mutex_t sy_mu;
+    pthread_cond_t sy_cv;
+    segment *sy_seg;               /* (sy_mu) the job: the segment to sync; NULL: none       */
+    bool sy_done, sy_stop;         /* (sy_mu)                                                */
+    int sy_rc;                     /* (sy_mu) the job's result                               */
+    uint64_t sy_end;               /* (W) end of the batch in flight; 0: none                */
+    segment *sy_ref;               /* (W) its segment, referenced until collected (Y2)       */
+    struct pending spend;          /* (W) its requests, acknowledged once it is synced       */
+    uint64_t scap;                 /* (W) the sync cap set last (visible.c)                  */
 
     /* queue */
     pthread_mutex_t qmu;
@@ -443,6 +458,7 @@ struct evs_store {
 
     /* visibility (visible.c): the cap, and the batches it holds, oldest first */
     _Atomic uint64_t vcap;         /* (L) for writes; EVS_CAP_NONE: no cap                   */
+    _Atomic uint64_t vscap;        /* (L) for writes: the sync cap (W10); EVS_CAP_NONE: none */
     atomic_size_t nheld;           /* (L) for writes: batches held                           */
     struct held *held_head, *held_tail; /* (L)                                               */
     uint64_t held_gens;            /* (L) numbers given to held batches that others merged into */
@@ -457,6 +473,7 @@ struct evs_store {
 
     /* stats */
     atomic_uint_fast64_t n_reads, n_appends, n_batches, n_fsyncs, fsync_ns, fsync_ns_max, batch_max;
+    atomic_uint_fast64_t n_fsyncs_overlapped; /* syncs handed to the syncer (W10)           */
     atomic_uint_fast64_t n_batch_records;
     atomic_uint_fast64_t fsync_hist[EVS_FSYNC_BUCKETS], batch_hist[EVS_BATCH_BUCKETS];
     uint64_t recovered_records, torn_bytes;
@@ -678,6 +695,19 @@ void prep_wait_named(evs_store *st, segment *s);
 void prep_queue_roll(evs_store *st, segment *prev, segment *seg);
 /* Free roll jobs no preparer will run (an open that failed before starting it). */
 void prep_drop_rolls(evs_store *st);
+
+/* Syncer (syncer.c, writer.c W10): start its thread on first use (0, or -errno: the writer
+ * then syncs itself); hand it the sync of segment s, whose batch ends at log position `end`;
+ * wait for that sync (its result; a failure has failed the store already); stop it. */
+int syncer_ensure(evs_store *st);
+void syncer_submit(evs_store *st, segment *s, uint64_t end);
+int syncer_wait(evs_store *st);
+void syncer_stop(evs_store *st);
+/* fdatasync fd, counted in the store's fsync statistics (any thread). */
+int store_fdatasync_timed(evs_store *st, int fd);
+/* visible.c: the sync cap (W10): batches ending past it are held like those past the
+ * visibility cap; EVS_CAP_NONE lifts it. Writer only. */
+void store_visible_sync_cap(evs_store *st, uint64_t cap);
 
 /* Releaser: start/stop its thread (stop finishes every job at once). Queue the cut of sealed
  * segment a's file to len bytes (writer, after a seal), or the deletion of a segment file

@@ -38,8 +38,9 @@
  *     included: their REC_F_SYNCED marks the leader's syncs, not the follower's, and one of
  *     its write batches (up to EVS_MAX_BATCH_BYTES of frames) holds many. So when the store was
  *     last opened as a follower (FOLLOWING present), a bad record in the last segment within
- *     one write batch of the end is cut as a torn tail with everything after it, whatever
- *     flags follow: a power cut during the follower's sync leaves exactly that. What it cuts,
+ *     two write batches of the end (one may be syncing while the next is written, writer.c
+ *     W10) is cut as a torn tail with everything after it, whatever flags follow: a power
+ *     cut during the follower's syncs leaves exactly that. What it cuts,
  *     the leader sends again. (The flag rule would have called it corruption, kept the hole
  *     and continued after it: a follower no longer byte-identical, acknowledging as fsynced
  *     positions past records it does not hold.)
@@ -1532,7 +1533,9 @@ static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
     const uint8_t *p = seg_data(s);
     uint64_t size = atomic_load(&s->size); /* the file's size: records, then zeros */
     uint64_t group_start = REC_POS_NONE;   /* offset of an open atomic group's first record */
-    uint64_t torn_limit = EVS_MAX_BATCH_BYTES + st->opt.max_entry_bytes + (1u << 20);
+    /* one write batch; a follower's two (writer.c W10: one syncing while the next is written) */
+    uint64_t torn_limit = (st->tail_followed ? 2 : 1) * EVS_MAX_BATCH_BYTES +
+                          st->opt.max_entry_bytes + (1u << 20);
     uint64_t pending = 0;
     /* R1: a record before `off` in this segment has REC_F_SYNCED (a scan from the index
      * watermark has not passed the segment's first record, which has it if any has) */
@@ -1966,6 +1969,9 @@ static void store_free(evs_store *st)
     pthread_cond_destroy(&st->qcv);
     pthread_mutex_destroy(&st->rolemu);
     free(st->pend.r);
+    free(st->spend.r);
+    pthread_mutex_destroy(&st->sy_mu);
+    pthread_cond_destroy(&st->sy_cv);
     pthread_mutex_destroy(&st->vmu);
     pthread_mutex_destroy(&st->itmu);
     pthread_cond_destroy(&st->vcv);
@@ -2070,6 +2076,10 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     pthread_mutex_init(&st->poolmu, NULL);
     pthread_mutex_init(&st->qmu, NULL);
     pthread_cond_init(&st->qcv, NULL);
+    pthread_mutex_init(&st->sy_mu, NULL);
+    pthread_cond_init(&st->sy_cv, NULL);
+    st->scap = EVS_CAP_NONE;
+    atomic_init(&st->vscap, EVS_CAP_NONE);
     pthread_mutex_init(&st->rolemu, NULL);
     pthread_mutex_init(&st->vmu, NULL);
     pthread_mutex_init(&st->itmu, NULL);
@@ -2189,6 +2199,7 @@ int evs_close(evs_store *st)
         pthread_mutex_unlock(&st->qmu);
         pthread_join(st->writer, NULL);
     }
+    syncer_stop(st); /* idle: the writer collected its last job (Y1) */
     indexer_stop(st); /* after the writer: nothing hands it a batch any more */
     prep_stop(st);
     zombies_detach(st); /* retention has stopped: no new ones */
@@ -2290,6 +2301,7 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
     o->appends = atomic_load(&st->n_appends);
     o->batches = atomic_load(&st->n_batches);
     o->fsyncs = atomic_load(&st->n_fsyncs);
+    o->fsyncs_overlapped = atomic_load(&st->n_fsyncs_overlapped);
     o->fsync_ns_total = atomic_load(&st->fsync_ns);
     o->fsync_ns_max = atomic_load(&st->fsync_ns_max);
     o->batch_max = atomic_load(&st->batch_max);

@@ -24,6 +24,9 @@
  *      consumers ack and retention trims): past HELD_MAX held batches, a new one merges into
  *      the last (its states replace that stream's there; the last batch now ends where the
  *      new one does). Merging only makes a batch show later, never earlier (V1, V2 hold).
+ *  V6. A follower's batch handed to the syncer (writer.c W10) is held the same way behind the
+ *      sync cap (vscap, set by the writer to the synced end while a sync is in flight): a
+ *      batch shows once both caps reach its end.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -68,10 +71,17 @@ void store_publish_touched(evs_store *st)
     st->nbtouched = 0;
 }
 
+/* How far batches may show: both caps (V6). */
+static uint64_t cap_of(evs_store *st)
+{
+    uint64_t v = atomic_load(&st->vcap), s = atomic_load(&st->vscap);
+    return v < s ? v : s;
+}
+
 int store_visible_prepare(evs_store *st, uint64_t start, uint64_t end, struct held **out)
 {
     *out = NULL;
-    if (end <= atomic_load(&st->vcap) && !atomic_load(&st->nheld))
+    if (end <= cap_of(st) && !atomic_load(&st->nheld))
         return 0;
     struct held *h = calloc(1, sizeof *h);
     if (h)
@@ -127,7 +137,7 @@ static bool merge(evs_store *st, struct held *t, struct held *h)
 
 bool store_visible_publish(evs_store *st, uint64_t end, struct held *h)
 {
-    bool now = !st->held_head && end <= atomic_load(&st->vcap);
+    bool now = !st->held_head && end <= cap_of(st);
     if (now || !h) { /* !h: the cap was set lower after store_visible_prepare looked (V3) */
         store_publish_touched(st);
         store_visible_free(h);
@@ -163,10 +173,12 @@ void store_notify(evs_store *st, const evs_slice *names, size_t n)
         hook(arg, names, n);
 }
 
-void evs_set_visible_cap(evs_store *st, uint64_t cap)
+/* Set one of the caps (V4, V6): publish the held batches both caps now let show. */
+static void set_cap(evs_store *st, _Atomic uint64_t *which, uint64_t value)
 {
     pthread_rwlock_wrlock(&st->lock);
-    atomic_store(&st->vcap, cap);
+    atomic_store(which, value);
+    uint64_t cap = cap_of(st);
     struct held *done = NULL, **dt = &done;
     size_t nn = 0;
     while (st->held_head && st->held_head->end <= cap) {
@@ -193,6 +205,16 @@ void evs_set_visible_cap(evs_store *st, uint64_t cap)
     store_notify(st, names, names ? k : 0); /* waiters wake whatever the hook is told */
     free(names);
     store_visible_free(done);
+}
+
+void evs_set_visible_cap(evs_store *st, uint64_t cap) { set_cap(st, &st->vcap, cap); }
+
+void store_visible_sync_cap(evs_store *st, uint64_t cap)
+{
+    if (cap != st->scap) {
+        st->scap = cap;
+        set_cap(st, &st->vscap, cap);
+    }
 }
 
 stream *store_visible_held_stream(evs_store *st, const void *name, size_t len)

@@ -43,6 +43,14 @@
  *      its REC_EPOCH record in a batch of its own, synced as the fsync mode says (a lost
  *      record only moves the epoch's start to the recovered end, epochs_reconcile). An
  *      explicit epoch (WR_EPOCH) settles it instead.
+ *  W10. A follower's batch due for a sync goes to the syncer thread (syncer.c) when more of
+ *      the leader's frames wait to be written (a catch-up): this thread writes and indexes the
+ *      next batch meanwhile. At most one is in flight (Y1), so at most two unsynced batches lie
+ *      at the log's end (store.c R2 allows for two). Its streams are held behind the sync cap
+ *      (visible.c V6) and its requests acknowledged only once its sync is collected, in
+ *      order, here (sync_collect): before the next batch's sync, before any request that is
+ *      not a frame, and whenever the role is let go with nothing queued. Everywhere else, and
+ *      with nothing waiting (a follower keeping up), the writer syncs as it always did.
  */
 #include "crc.h"
 #include "group.h"
@@ -404,6 +412,20 @@ static int pending_add(pending *p, wreq *r)
     return 0;
 }
 
+/* Room for n more requests in p. */
+static int pending_room(pending *p, size_t n)
+{
+    n += p->n;
+    if (n <= p->cap)
+        return 0;
+    wreq **a = realloc(p->r, n * sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    p->r = a;
+    p->cap = n;
+    return 0;
+}
+
 /* The bucket of v: the first bound >= v, or the overflow bucket. */
 static size_t bucket(const uint64_t *bounds, size_t nbounds, uint64_t v)
 {
@@ -420,10 +442,9 @@ static bool rolls_defer(evs_store *st)
     return st->opt.fsync != EVS_FSYNC_ALWAYS && st->prep_started && !atomic_load(&st->following);
 }
 
-static int timed_sync(evs_store *st, int fd)
+int store_fdatasync_timed(evs_store *st, int fd)
 {
     static const uint64_t bounds[] = EVS_FSYNC_BOUNDS_US;
-    prep_rolls_settle(st); /* D3: what is synced has a synced, named predecessor */
     uint64_t t0 = evs_mono_ns();
     int rc = st->io->fdatasync(fd);
     uint64_t dt = evs_mono_ns() - t0;
@@ -432,8 +453,58 @@ static int timed_sync(evs_store *st, int fd)
     if (dt > atomic_load(&st->fsync_ns_max))
         atomic_store(&st->fsync_ns_max, dt);
     atomic_fetch_add(&st->fsync_hist[bucket(bounds, EVS_FSYNC_BUCKETS - 1, dt / 1000)], 1);
+    return rc;
+}
+
+static int timed_sync(evs_store *st, int fd)
+{
+    prep_rolls_settle(st); /* D3: what is synced has a synced, named predecessor */
+    int rc = store_fdatasync_timed(st, fd);
     st->last_sync_ns = evs_mono_ns();
     return rc;
+}
+
+/*
+ * W10: wait for the batch the syncer has in flight, if any, and acknowledge it: synced_to
+ * moves to its end, the sync cap to `cap` (the next batch's start when another goes to the
+ * syncer now, else none), which shows it as far as the visibility cap lets, and its requests
+ * finish. If its sync failed (the store is failed: Y3), they fail, and the cap stays below
+ * the batch for good.
+ */
+static void sync_collect(evs_store *st, uint64_t cap)
+{
+    if (st->sy_end) {
+        uint64_t end = st->sy_end;
+        int rc = syncer_wait(st);
+        st->last_sync_ns = evs_mono_ns();
+        if (!rc) { /* (failed: the cap stays, and nothing of the batch ever shows) */
+            st->synced_to = end;
+            atomic_store(&st->synced_pub, end);
+            store_visible_sync_cap(st, cap);
+        }
+        for (size_t i = 0; i < st->spend.n; i++)
+            if (rc)
+                finish_failed(st, st->spend.r[i]);
+            else
+                finish(st->spend.r[i], 0, NULL);
+        st->spend.n = 0;
+        return;
+    }
+    if (!atomic_load(&st->failed))
+        store_visible_sync_cap(st, cap);
+}
+
+/* W10: does more of the leader's log wait to be written after this batch? */
+static bool more_frames(evs_store *st)
+{
+    if (!atomic_load(&st->following))
+        return false;
+    if (st->wmore)
+        return true;
+    pthread_mutex_lock(&st->qmu);
+    bool more = st->qhead && st->qhead->kind == WR_REPLICA;
+    pthread_mutex_unlock(&st->qmu);
+    return more;
 }
 
 /* Commit the index if it is due: a record readers need there (tombstone), many records, or
@@ -496,6 +567,7 @@ static void flush(evs_store *st, pending *p) { flush_sync(st, p, false); }
 static void flush_sync(evs_store *st, pending *p, bool force_sync)
 {
     if (st->nbrecs == 0) {
+        sync_collect(st, EVS_CAP_NONE); /* its requests are acknowledged first (W10) */
         for (size_t i = 0; i < p->n; i++)
             finish(p->r[i], 0, NULL);
         p->n = 0;
@@ -554,7 +626,15 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
      * tie the writer to the disk again (D1) */
     if (!sync && !(st->opt.fsync == EVS_FSYNC_NO && rolls_defer(st)))
         start_writeback(st, a);
-    if (sync) {
+    bool overlap = sync && !force_sync && more_frames(st) && syncer_ensure(st) == 0 &&
+                   pending_room(&st->spend, p->n) == 0; /* W10 */
+    sync_collect(st, overlap ? st->batch_start : EVS_CAP_NONE); /* the batch before first */
+    if (atomic_load(&st->failed))
+        goto fail;
+    if (overlap) {
+        prep_rolls_settle(st); /* D3, as timed_sync */
+        syncer_submit(st, a, st->tail);
+    } else if (sync) {
         if ((rc = timed_sync(st, a->fd))) {
             store_fail(st, rc, "fdatasync of segment %s failed", a->name);
             goto fail;
@@ -599,8 +679,13 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
     st->nbrecs = 0;
     st->hdrs.len = 0;
     st->batch_bytes = st->batch_records = st->batch_entries = 0;
-    for (size_t i = 0; i < p->n; i++)
-        finish(p->r[i], 0, NULL);
+    if (overlap) { /* acknowledged when its sync is collected (W10); room made before */
+        for (size_t i = 0; i < p->n; i++)
+            st->spend.r[st->spend.n++] = p->r[i];
+    } else {
+        for (size_t i = 0; i < p->n; i++)
+            finish(p->r[i], 0, NULL);
+    }
     p->n = 0;
     store_notify(st, names, nt);
     if (names != names_small)
@@ -610,6 +695,7 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
 fail:
     /* nothing of this batch becomes visible; the writer's stream states are abandoned with
      * the store (W3), and what the index had not committed is rebuilt from the log on open */
+    sync_collect(st, EVS_CAP_NONE); /* the batch before: acknowledged if its sync completed */
     st->nbrecs = 0;
     st->hdrs.len = 0;
     st->batch_bytes = st->batch_records = st->batch_entries = 0;
@@ -1606,8 +1692,12 @@ static int replica_records(evs_store *st, pending *p, const uint8_t *b, size_t l
             if (rc)
                 break;
         }
-        if (st->batch_bytes >= EVS_MAX_BATCH_BYTES && !*open_group)
-            flush(st, p); /* only between groups: readers never see part of one */
+        if (st->batch_bytes >= EVS_MAX_BATCH_BYTES && !*open_group) {
+            bool more = st->wmore;
+            st->wmore = true; /* the rest of this frame follows (W10) */
+            flush(st, p);     /* only between groups: readers never see part of one */
+            st->wmore = more;
+        }
         if ((rc = emit_raw(st, b + off, sz, &h, err)))
             break;
         *open_group = h.flags & REC_F_TXN_CONT;
@@ -1716,6 +1806,9 @@ static void process(evs_store *st, wreq *list, pending *p)
     while (list) {
         wreq *r = list;
         list = r->next;
+        st->wmore = list && list->kind == WR_REPLICA; /* W10 */
+        if (r->kind != WR_REPLICA)
+            sync_collect(st, EVS_CAP_NONE); /* W10: nothing else runs beside a sync */
         if (atomic_load(&st->failed)) {
             flush(st, p);
             finish_failed(st, r);
@@ -1805,6 +1898,7 @@ static void process(evs_store *st, wreq *list, pending *p)
             finish_failed(st, r);
         }
     }
+    st->wmore = false;
     flush(st, p);
 }
 
@@ -1834,6 +1928,8 @@ static bool run_role(evs_store *st, bool timed)
     pthread_mutex_unlock(&st->qmu);
     if (list)
         process(st, list, &st->pend);
+    if (st->sy_end && !more_frames(st))
+        sync_collect(st, EVS_CAP_NONE); /* W10: never left in flight with nothing queued */
     if (timed) {
         /* everysec: sync the log when idle or once a second */
         if (!atomic_load(&st->failed) && st->opt.fsync == EVS_FSYNC_EVERYSEC &&

@@ -7,6 +7,7 @@
 
 #include "helpers.h"
 
+#include <errno.h>
 #include <fcntl.h>
 
 
@@ -282,5 +283,156 @@ Test(replica, a_hole_in_a_followers_last_batch_is_a_torn_tail_whatever_leader_fl
     cr_assert_eq(flen, len);
     cr_assert(memcmp(fbytes, bytes, len) == 0, "the follower's log is the leader's again");
     free(fbytes);
+    free(bytes);
+}
+
+/* ---- W10: a follower's batch synced while the next is written ---------------------------- */
+
+/* A leader store in `dir` with about 40 MiB of log in one segment (so no seal forces a sync
+ * between batches): 20,000 entries of 2 KiB. */
+static void make_big_leader(void)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.fsync = EVS_FSYNC_NO;
+    evs_store *st = open_store(dir, &o);
+    static char v[2048];
+    memset(v, 'x', sizeof v);
+    evs_field f = {S("v"), {v, sizeof v}};
+    evs_append a[500];
+    for (int i = 0; i < 500; i++)
+        a[i] = (evs_append){S("big"), EVS_ID_AUTO, EVS_ID_MIN, &f, 1, false};
+    evs_error err;
+    for (int b = 0; b < 40; b++)
+        cr_assert_eq(evs_append_batch(st, a, 500, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+typedef struct frames {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, ok, failed, out_of_order;
+    int next; /* the frame number expected next */
+} frames;
+
+typedef struct frame_arg {
+    frames *f;
+    int no;
+} frame_arg;
+
+static void frame_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
+{
+    (void)ids, (void)n, (void)err;
+    frame_arg *a = arg;
+    frames *f = a->f;
+    pthread_mutex_lock(&f->mu);
+    f->out_of_order += a->no != f->next++;
+    f->done++;
+    if (rc == 0)
+        f->ok++;
+    else if (rc == EVS_EFAILED)
+        f->failed++;
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    free(a);
+}
+
+/* Feed the leader's log to follower f as frames of whole records, about 256 KiB, all queued before the writer
+ * takes any (one list: it writes batches of 16 MiB, more frames waiting after each); wait
+ * for every answer. */
+static void feed_all_queued(evs_store *fst, const uint8_t *bytes, size_t len, frames *fr)
+{
+    *fr = (frames){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
+    int n = 0;
+    evs_submit_hold(fst);
+    for (size_t off = 0, piece; off < len; off += piece, n++) {
+        rec_hdr h;
+        uint64_t rs;
+        for (piece = 0; off + piece < len && piece < (256u << 10); piece += rs) /* whole records */
+            cr_assert_eq(rec_check(bytes + off + piece, len - off - piece, &h, &rs), REC_OK);
+        frame_arg *a = malloc(sizeof *a);
+        *a = (frame_arg){fr, n};
+        cr_assert_eq(evs_replica_submit(fst, off, bytes + off, piece, frame_done, a), 0);
+    }
+    evs_submit_release(fst);
+    pthread_mutex_lock(&fr->mu);
+    while (fr->done < n)
+        pthread_cond_wait(&fr->cv, &fr->mu);
+    pthread_mutex_unlock(&fr->mu);
+    cr_assert_eq(fr->out_of_order, 0, "frames answered out of order");
+}
+
+static evs_store *open_follower(const struct evs_io *io)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.replica = true;
+    o.io = io;
+    o.retention_interval_ms = 3600 * 1000;
+    return open_store(fdir, &o);
+}
+
+/* A catch-up's frames, all waiting: batches are synced by the syncer while the next is
+ * written, every frame is answered in order once synced, the follower's log is the
+ * leader's byte for byte, and readers see every entry. */
+Test(replica, a_catch_up_syncs_each_batch_while_it_writes_the_next, .timeout = 120)
+{
+    make_big_leader();
+    size_t len;
+    uint8_t *bytes = log_records(dir, &len);
+    cr_assert_gt(len, 40u << 20);
+    evs_store *f = open_follower(NULL);
+    frames fr;
+    feed_all_queued(f, bytes, len, &fr);
+    cr_assert_eq(fr.ok, fr.done);
+    evs_store_stats s;
+    evs_store_stats_get(f, &s);
+    cr_assert_geq(s.fsyncs_overlapped, 2, "syncs overlapped: %lu",
+                  (unsigned long)s.fsyncs_overlapped);
+    cr_assert_eq(s.synced_end, len, "every answered frame is synced");
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(f, S("big"), &info), 0);
+    cr_assert_eq(info.length, 20000);
+    cr_assert_eq(evs_close(f), 0);
+    size_t flen;
+    uint8_t *fbytes = log_records(fdir, &flen);
+    cr_assert_eq(flen, len);
+    cr_assert(memcmp(fbytes, bytes, len) == 0);
+    f = open_follower(NULL);
+    cr_assert_eq(verify_print(f), 0);
+    cr_assert_eq(evs_close(f), 0);
+    free(fbytes);
+    free(bytes);
+}
+
+/* The syncer's fdatasync fails (the first one after the open, the first batch's, handed over
+ * as the second was written): no frame is answered as written, nothing of them shows, the
+ * store is failed, and it reopens clean. */
+Test(replica, a_failed_sync_on_the_syncer_acknowledges_none_of_its_batch, .timeout = 120)
+{
+    make_big_leader();
+    size_t len;
+    uint8_t *bytes = log_records(dir, &len);
+    evs_store *f = open_follower(&fio_faulty);
+    fio_fault_arm(FIO_SYNC, 1, EIO, 0);
+    frames fr;
+    feed_all_queued(f, bytes, len, &fr);
+    fio_fault_reset();
+    cr_assert_eq(fr.ok, 0, "%d frames answered as written after a failed sync", fr.ok);
+    cr_assert_eq(fr.failed, fr.done);
+    evs_store_stats s;
+    evs_store_stats_get(f, &s);
+    cr_assert_eq(s.fsyncs_overlapped, 1, "the failed sync was the syncer's");
+    evs_error err;
+    cr_assert_eq(evs_failed(f, &err), EVS_EFAILED);
+    cr_assert(strstr(err.msg, "fdatasync") != NULL, "%s", err.msg);
+    evs_stream_info info; /* and readers see nothing of a batch whose sync failed */
+    int rc = evs_stream_info_get(f, S("big"), &info);
+    cr_assert(rc == EVS_ENOTFOUND || (rc == 0 && info.length == 0), "rc %d, %lu entries shown", rc,
+              rc ? 0ul : (unsigned long)info.length);
+    evs_close(f);
+    f = open_follower(NULL);
+    cr_assert_eq(verify_print(f), 0);
+    cr_assert_eq(evs_close(f), 0);
     free(bytes);
 }

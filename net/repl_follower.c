@@ -48,7 +48,8 @@
 #include "commands.h"
 
 #define LINK_TIMEOUT_S 5
-#define INFLIGHT_MAX (48u << 20) /* three write batches: one syncing, one written (W10), one arriving */
+/* three write batches: one syncing, one being written (writer.c W10), one arriving */
+#define INFLIGHT_MAX (48u << 20)
 #define SMALL_MSG 256 /* bytes a SHOWN or PING fits in, with room */
 
 enum link_state { L_IDLE, L_CONNECTING, L_AUTH, L_SYNC, L_STREAMING, L_FAILED };

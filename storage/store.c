@@ -40,10 +40,10 @@
  *     last opened as a follower (FOLLOWING present), a bad record in the last segment within
  *     two write batches of the end (one may be syncing while the next is written, writer.c
  *     W10) is cut as a torn tail with everything after it, whatever flags follow: a power
- *     cut during the follower's syncs leaves exactly that. What it cuts,
- *     the leader sends again. (The flag rule would have called it corruption, kept the hole
- *     and continued after it: a follower no longer byte-identical, acknowledging as fsynced
- *     positions past records it does not hold.)
+ *     cut during the follower's syncs leaves exactly that. What it cuts, the leader sends
+ *     again. (The flag rule would have called it corruption, kept the hole and continued
+ *     after it: a follower no longer byte-identical, acknowledging as fsynced positions past
+ *     records it does not hold.)
  */
 #include "evstore_backup.h" /* evs_remove_tree */
 #include "group.h"

@@ -15,10 +15,6 @@
  */
 #include "internal.h"
 
-#include <errno.h>
-#include <inttypes.h>
-#include <string.h>
-
 static void *syncer_main(void *arg)
 {
     evs_store *st = arg;

@@ -248,6 +248,26 @@ class Replication(Base):
         self.assertEqual(follower.client().xlen("s"), leader.client().xlen("s"))
         self.assertIn("replicates from log position", self.log())
 
+    def test_a_new_follower_catching_up_syncs_while_it_writes(self):
+        """A new follower of a 40 MB log (64 MiB segments: no seal forces a sync between its
+        batches) syncs each batch while it writes the next (writer.c W10; INFO evstore
+        fsyncs_overlapped), and ends byte-identical, every entry shown."""
+        leader = self.start("leader", "--segment-bytes", "64m", "--fsync", "no")
+        c = leader.client()
+        for b in range(40):
+            p = c.pipeline(transaction=False)
+            for i in range(500):
+                p.xadd("s%d" % (i % 10), {"source": "a%d" % (i % 7), "pad": "x" * 2000})
+            p.execute()
+        follower = self.follower("follower", leader, "--segment-bytes", "64m")
+        self.caught_up(leader, follower, timeout=60)
+        self.assertGreater(follower.client().info("evstore")["fsyncs_overlapped"], 0)
+        self.same_segments(leader, follower)
+        lr, fr = leader.client(), follower.client()
+        for k in range(10):
+            self.assertEqual(fr.xlen("s%d" % k), 2000)
+            self.assertEqual(fr.xrange("s%d" % k, count=3), lr.xrange("s%d" % k, count=3))
+
     def test_two_followers_and_wait(self):
         leader = self.start("leader")
         f1 = self.follower("f1", leader)

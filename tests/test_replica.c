@@ -217,6 +217,39 @@ static void only_segment(const char *d, char *out, size_t cap)
     cr_assert_eq(n, 1, "%d segments in %s", n, logdir);
 }
 
+/* A power cut and the reboot after it: the 4 KiB page at `page` of the follower's only
+ * segment never reached the disk (zeros), and its index stopped before the batch. */
+static void lose_page(uint64_t page)
+{
+    char seg[700];
+    only_segment(fdir, seg, sizeof seg);
+    static const uint8_t z[4096];
+    int fd = open(seg, O_WRONLY);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pwrite(fd, z, sizeof z, (off_t)page), (ssize_t)sizeof z);
+    close(fd);
+    rm_index(fdir);
+}
+
+/* Follower f, reopened after lose_page: its log ends at `cut`, what followed kept in one .torn
+ * file; the leader's bytes sent again from there make it the leader's byte for byte. Closes f. */
+static void cut_then_identical(evs_store *f, uint64_t cut, const uint8_t *bytes, size_t len)
+{
+    cr_assert_eq(log_end(f), cut, "the log ends at %lu, not where the hole's record or group "
+                 "began (%lu)", (unsigned long)log_end(f), (unsigned long)cut);
+    char logdir[700];
+    snprintf(logdir, sizeof logdir, "%s/log", fdir);
+    cr_assert_eq(files_ending(logdir, ".torn"), 1);
+    replica_feed(f, cut, bytes + cut, len - cut);
+    cr_assert_eq(verify_print(f), 0);
+    cr_assert_eq(evs_close(f), 0);
+    size_t flen;
+    uint8_t *fbytes = log_records(fdir, &flen);
+    cr_assert_eq(flen, len);
+    cr_assert(memcmp(fbytes, bytes, len) == 0, "the follower's log is the leader's again");
+    free(fbytes);
+}
+
 /* A power cut during a follower's sync of a batch of the leader's records leaves a page of it
  * unwritten and later ones written, and those carry the leader's REC_F_SYNCED flags, which
  * say nothing of the follower's syncs (store.c R2): the open cuts a torn tail at the hole
@@ -243,8 +276,6 @@ Test(replica, a_hole_in_a_followers_last_batch_is_a_torn_tail_whatever_leader_fl
     replica_feed(f, first, bytes + first, len - first);
     cr_assert_eq(evs_close(f), 0);
     /* the power cut: a page in the middle of the second batch never reached the disk */
-    char seg[700];
-    only_segment(fdir, seg, sizeof seg);
     uint64_t page = (first + (len - first) / 2) & ~(uint64_t)4095;
     cr_assert_gt(page, first);
     long before = 0, flagged_after = 0;
@@ -259,31 +290,14 @@ Test(replica, a_hole_in_a_followers_last_batch_is_a_torn_tail_whatever_leader_fl
         }
     }
     cr_assert_geq(flagged_after, 5, "the leader's flags follow the hole");
-    static const uint8_t z[4096];
-    int fd = open(seg, O_WRONLY);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(pwrite(fd, z, sizeof z, (off_t)page), (ssize_t)sizeof z);
-    close(fd);
-    rm_index(fdir); /* as after the reboot: the index stopped before the batch */
+    lose_page(page);
     /* reopened as the follower it was (open_at fails the test on any logged corruption) */
     f = open_at(fdir, true);
     evs_stream_info info;
     cr_assert_eq(evs_stream_info_get(f, S("s"), &info), 0);
     cr_assert_eq((long)info.length, before, "%lu entries, %ld whole before the hole",
                  (unsigned long)info.length, before);
-    cr_assert_eq(log_end(f), cut, "the log ends where the hole's group began: %lu, not %lu",
-                 (unsigned long)cut, (unsigned long)log_end(f));
-    char logdir[700];
-    snprintf(logdir, sizeof logdir, "%s/log", fdir);
-    cr_assert_eq(files_ending(logdir, ".torn"), 1);
-    replica_feed(f, cut, bytes + cut, len - cut);
-    cr_assert_eq(verify_print(f), 0);
-    cr_assert_eq(evs_close(f), 0);
-    size_t flen;
-    uint8_t *fbytes = log_records(fdir, &flen);
-    cr_assert_eq(flen, len);
-    cr_assert(memcmp(fbytes, bytes, len) == 0, "the follower's log is the leader's again");
-    free(fbytes);
+    cut_then_identical(f, cut, bytes, len);
     free(bytes);
 }
 
@@ -469,27 +483,8 @@ Test(replica, a_hole_two_batches_from_a_followers_end_is_a_torn_tail, .timeout =
             group = o + rs;
     }
     cr_assert_gt(cut, 0);
-    char seg[700];
-    only_segment(fdir, seg, sizeof seg);
-    static const uint8_t z[4096];
-    int fd = open(seg, O_WRONLY);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(pwrite(fd, z, sizeof z, (off_t)page), (ssize_t)sizeof z);
-    close(fd);
-    rm_index(fdir);
+    lose_page(page);
     f = open_follower(NULL, true); /* fails the test if the open logs corruption */
-    cr_assert_eq(log_end(f), cut, "the log ends where the hole's group began: %lu, not %lu",
-                 (unsigned long)cut, (unsigned long)log_end(f));
-    char logdir[700];
-    snprintf(logdir, sizeof logdir, "%s/log", fdir);
-    cr_assert_eq(files_ending(logdir, ".torn"), 1);
-    replica_feed(f, cut, bytes + cut, len - cut);
-    cr_assert_eq(verify_print(f), 0);
-    cr_assert_eq(evs_close(f), 0);
-    size_t flen;
-    uint8_t *fbytes = log_records(fdir, &flen);
-    cr_assert_eq(flen, len);
-    cr_assert(memcmp(fbytes, bytes, len) == 0, "the follower's log is the leader's again");
-    free(fbytes);
+    cut_then_identical(f, cut, bytes, len);
     free(bytes);
 }

@@ -1,8 +1,8 @@
 /*
  * record.h — the on-disk record: a fixed 56-byte header, then a msgpack body, zero-padded to a
  * multiple of 8. Pure codec over buffers: no I/O; decoders write into caller-provided arrays
- * (and msgpack-c's zones), rec_group_decode's numbers excepted. The layout and the rules for a valid record are in record.c and
- * docs/format.md; any change here is a format change.
+ * (and msgpack-c's zones), rec_group_decode's numbers excepted. The layout and the rules for a
+ * valid record are in record.c and docs/format.md; any change here is a format change.
  */
 #ifndef EVS_RECORD_H
 #define EVS_RECORD_H

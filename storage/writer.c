@@ -1563,14 +1563,16 @@ static void do_epoch(evs_store *st, wreq *r, pending *p)
         return;
     }
     emit_epoch_record(st, r->epoch);
-    bool promote = r->promote;
-    if (pending_add(p, r)) {
-        finish(r, -ENOMEM, NULL);
+    flush_sync(st, p, true); /* (p is empty: flushed above) */
+    if (atomic_load(&st->failed)) {
+        finish_failed(st, r);
         return;
     }
-    flush_sync(st, p, true);
-    if (promote && !atomic_load(&st->failed))
-        atomic_store(&st->following, false); /* the new epoch is durable: writes may come */
+    /* the new epoch is durable: writes may come, from before the caller hears of it (it was
+     * answered first, and a write right after its promotion could be refused as a follower's) */
+    if (r->promote)
+        atomic_store(&st->following, false);
+    finish(r, 0, NULL);
 }
 
 void snap_cut_release(snap_cut *c)

@@ -352,10 +352,9 @@ static void frame_done(void *arg, int rc, const evs_id *ids, size_t n, const evs
     free(a);
 }
 
-/* Feed the leader's log to follower f as frames of whole records, about 256 KiB, all queued before the writer
- * takes any (one list: it writes batches of 16 MiB, more frames waiting after each); wait
- * for every answer. */
-static void feed_all_queued(evs_store *fst, const uint8_t *bytes, size_t len, frames *fr)
+/* Queue the leader's log for follower fst as frames of whole records, about 256 KiB each,
+ * under a hold (the writer takes none of them until it is woken); the frames' count. */
+static int queue_frames(evs_store *fst, const uint8_t *bytes, size_t len, frames *fr)
 {
     *fr = (frames){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
     int n = 0;
@@ -369,6 +368,15 @@ static void feed_all_queued(evs_store *fst, const uint8_t *bytes, size_t len, fr
         *a = (frame_arg){fr, n};
         cr_assert_eq(evs_replica_submit(fst, off, bytes + off, piece, frame_done, a), 0);
     }
+    return n;
+}
+
+/* Feed the leader's log to follower fst, every frame queued before the writer takes any (one
+ * list: it writes batches of 16 MiB, more frames waiting after each), and wait for every
+ * answer, which must come in order. */
+static void feed_all_queued(evs_store *fst, const uint8_t *bytes, size_t len, frames *fr)
+{
+    int n = queue_frames(fst, bytes, len, fr);
     evs_submit_release(fst);
     pthread_mutex_lock(&fr->mu);
     while (fr->done < n)
@@ -486,5 +494,49 @@ Test(replica, a_hole_two_batches_from_a_followers_end_is_a_torn_tail, .timeout =
     lose_page(page);
     f = open_follower(NULL, true); /* fails the test if the open logs corruption */
     cut_then_identical(f, cut, bytes, len);
+    free(bytes);
+}
+
+/* A promotion queued behind a catch-up's frames, so that it comes while a batch's sync is in
+ * flight: every frame is answered, in order, before it returns; the new epoch begins at the
+ * frames' end; and the store, promoted, reopens clean with that epoch. */
+Test(replica, a_promotion_behind_a_catch_up_waits_for_its_syncs, .timeout = 120)
+{
+    make_big_leader();
+    size_t len;
+    uint8_t *bytes = log_records(dir, &len);
+    evs_store *f = open_follower(NULL, true);
+    frames fr;
+    int n = queue_frames(f, bytes, len, &fr);
+    evs_epoch ep;
+    evs_error err;
+    cr_assert_eq(evs_promote(f, &ep, &err), 0, "%s", err.msg); /* wakes the writer (W6) */
+    evs_submit_release(f);
+    pthread_mutex_lock(&fr.mu);
+    cr_assert_eq(fr.done, n, "%d of %d frames answered when the promotion returned", fr.done, n);
+    pthread_mutex_unlock(&fr.mu);
+    cr_assert_eq(fr.ok, n);
+    cr_assert_eq(fr.out_of_order, 0);
+    cr_assert_eq(ep.start, len, "the epoch begins at %lu, the frames end at %lu",
+                 (unsigned long)ep.start, (unsigned long)len);
+    evs_store_stats s;
+    evs_store_stats_get(f, &s);
+    cr_assert_geq(s.fsyncs_overlapped, 1);
+    cr_assert_geq(s.synced_end, len);
+    int arc = add(f, "big", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", "after", NULL);
+    cr_assert_eq(arc, 0, "an append after the promotion: %s", evs_strerror(arc));
+    cr_assert_eq(evs_close(f), 0);
+    rm_index(fdir); /* what the log alone says */
+    f = open_at(fdir, false);
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(f, S("big"), &info), 0);
+    cr_assert_eq(info.length, 20001);
+    evs_epoch eps[8];
+    size_t ne = evs_epochs(f, eps, 8);
+    cr_assert_geq(ne, 2);
+    cr_assert_eq(eps[ne - 1].epoch, ep.epoch);
+    cr_assert_eq(eps[ne - 1].start, len);
+    cr_assert_eq(verify_print(f), 0);
+    cr_assert_eq(evs_close(f), 0);
     free(bytes);
 }

@@ -1,7 +1,10 @@
 /* test_replica.c — a follower's store fed the leader's log as frames that do not follow the
  * atomic groups (evs_replica_submit, as the replication link does): it never writes, shows
  * or keeps part of a group (writer.c do_replica R1), also when promoted halfway, and a
- * relocation reaches it whole. */
+ * relocation reaches it whole; a power cut's hole in its last batches is a torn tail though
+ * the leader's SYNCED flags follow it (store.c R2); a catch-up syncs each batch while it
+ * writes the next, answers and shows nothing before its sync, and a promotion behind it
+ * waits for it (writer.c W10). */
 #include "internal.h"
 #include "record.h"
 

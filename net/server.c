@@ -423,7 +423,8 @@ static void write_direct(conn *c, struct evbuffer *out)
 
 /* A reply that would have passed --max-output-bytes (resp_out_set_limit) was left incomplete:
  * the client gets an error in its place, and the connection stays usable. The command itself
- * ran (an EXEC's commands are applied). XREAD, XREADGROUP and XAUTOCLAIM stay within the limit
+ * ran (an EXEC's commands are applied), and the error says so: an EXEC's error otherwise
+ * reads as one that ran nothing (EXECABORT), and a client retrying it would apply it twice. XREAD, XREADGROUP and XAUTOCLAIM stay within the limit
  * instead, answering fewer than COUNT (out_range's max_bytes, evs_group_op.max_bytes), and an
  * XCLAIM that would pass it is refused before it claims anything. */
 static void over_limit(conn *c, reply *r)
@@ -434,7 +435,8 @@ static void over_limit(conn *c, reply *r)
                "error", c->id, limit);
     char msg[160]; /* written whole, past the limit: the error itself must go out */
     int n = snprintf(msg, sizeof msg, "-ERR reply over the server's max-output-bytes (%zu "
-                     "bytes); ask for fewer entries (COUNT)\r\n", limit);
+                     "bytes), not sent: the command ran; ask for fewer entries (COUNT)\r\n",
+                     limit);
     if (r->out.cap < (size_t)n) {
         uint8_t *d = realloc(r->out.data, (size_t)n);
         if (!d) {

@@ -1150,6 +1150,15 @@ class ClientLimits(unittest.TestCase):
                 self.assertIn("reply over the server's max-output-bytes (1048576 bytes)",
                               str(e.exception))
                 self.assertTrue(r.ping())  # the same connection, still in step
+            # an EXEC whose reply would pass it: its commands ran, and the error says so
+            p = r.pipeline(transaction=True)
+            p.xadd("small", {"n": "1"})
+            p.xrange("big")
+            with self.assertRaises(redis.ResponseError) as e:
+                p.execute()
+            self.assertIn("not sent: the command ran", str(e.exception))
+            self.assertEqual(r.xlen("small"), 1)
+            self.assertTrue(r.ping())
             got = r.xrange("big", count=2)
             self.assertEqual([len(f[b"payload"]) for _, f in got], [400000, 400000])
             # XREAD may answer fewer than COUNT: what fits in half the limit (one entry here)

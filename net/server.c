@@ -424,9 +424,10 @@ static void write_direct(conn *c, struct evbuffer *out)
 /* A reply that would have passed --max-output-bytes (resp_out_set_limit) was left incomplete:
  * the client gets an error in its place, and the connection stays usable. The command itself
  * ran (an EXEC's commands are applied), and the error says so: an EXEC's error otherwise
- * reads as one that ran nothing (EXECABORT), and a client retrying it would apply it twice. XREAD, XREADGROUP and XAUTOCLAIM stay within the limit
- * instead, answering fewer than COUNT (out_range's max_bytes, evs_group_op.max_bytes), and an
- * XCLAIM that would pass it is refused before it claims anything. */
+ * reads as one that ran nothing (EXECABORT), and a client retrying it would apply it twice.
+ * XREAD, XREADGROUP and XAUTOCLAIM stay within the limit instead, answering fewer than COUNT
+ * (out_range's max_bytes, evs_group_op.max_bytes), and an XCLAIM that would pass it is refused
+ * before it claims anything. */
 static void over_limit(conn *c, reply *r)
 {
     size_t limit = resp_out_limit();

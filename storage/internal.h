@@ -439,9 +439,9 @@ struct evs_store {
     bool history_cut;              /* rebuilding an index from a log whose start retention
                                       deleted: records of streams and groups created before
                                       it are skipped until their declare/snapshot record    */
-    bool tail_followed;            /* recovery: the log's tail was written by a follower
-                                      (FOLLOWING found at open): its REC_F_SYNCED flags are
-                                      the leader's, not this store's syncs (store.c R2)      */
+    bool tail_followed;            /* FOLLOWING found at open: the log's tail was written
+                                      by a follower, its REC_F_SYNCED flags the leader's, not
+                                      this store's syncs (store.c R2, open_marks)            */
 
     /* retention (retention.c) */
     pthread_t ret_thread;

@@ -2019,7 +2019,7 @@ static int open_marks(evs_store *st, evs_error *err)
     char fpath[PATH_MAX], rpath[PATH_MAX];
     snprintf(fpath, sizeof fpath, "%s/FOLLOWING", st->dir);
     snprintf(rpath, sizeof rpath, "%s/RUNNING", st->dir);
-    bool followed = access(fpath, F_OK) == 0, crashed = access(rpath, F_OK) == 0;
+    bool followed = st->tail_followed, crashed = access(rpath, F_OK) == 0; /* (recover) */
     int rc = crashed ? 0 : fio_write_file_atomic(st->io, rpath, "running\n", 8);
     if (rc)
         return evs_err_set(err, rc, "cannot write %s: %s", rpath, strerror(-rc));

@@ -398,31 +398,27 @@ void writer_txn_close(evs_store *st, size_t mark)
 
 typedef struct pending pending; /* internal.h: st->pend */
 
-static int pending_add(pending *p, wreq *r)
-{
-    if (p->n == p->cap) {
-        size_t n = p->cap ? p->cap * 2 : 64;
-        wreq **a = realloc(p->r, n * sizeof *a);
-        if (!a)
-            return -ENOMEM;
-        p->r = a;
-        p->cap = n;
-    }
-    p->r[p->n++] = r;
-    return 0;
-}
-
-/* Room for n more requests in p. */
+/* Room for n more requests in p (its capacity doubles as it grows). */
 static int pending_room(pending *p, size_t n)
 {
-    n += p->n;
-    if (n <= p->cap)
+    if (p->n + n <= p->cap)
         return 0;
-    wreq **a = realloc(p->r, n * sizeof *a);
+    size_t cap = p->cap ? p->cap * 2 : 64;
+    while (cap < p->n + n)
+        cap *= 2;
+    wreq **a = realloc(p->r, cap * sizeof *a);
     if (!a)
         return -ENOMEM;
     p->r = a;
-    p->cap = n;
+    p->cap = cap;
+    return 0;
+}
+
+static int pending_add(pending *p, wreq *r)
+{
+    if (pending_room(p, 1))
+        return -ENOMEM;
+    p->r[p->n++] = r;
     return 0;
 }
 

@@ -307,8 +307,8 @@ Test(replica, a_hole_in_a_followers_last_batch_is_a_torn_tail_whatever_leader_fl
 /* ---- W10: a follower's batch synced while the next is written ---------------------------- */
 
 /* A leader store in `dir` with about 40 MiB of log in one segment (so no seal forces a sync
- * between batches): 20,000 entries of 2 KiB. */
-static void make_big_leader(void)
+ * between batches): 20,000 entries of 2 KiB. Its log's records, *len bytes (log_records). */
+static uint8_t *make_big_leader(size_t *len)
 {
     evs_options o;
     evs_options_init(&o);
@@ -324,6 +324,7 @@ static void make_big_leader(void)
     for (int b = 0; b < 40; b++)
         cr_assert_eq(evs_append_batch(st, a, 500, NULL, &err), 0, "%s", err.msg);
     cr_assert_eq(evs_close(st), 0);
+    return log_records(dir, len);
 }
 
 typedef struct frames {
@@ -406,9 +407,8 @@ static evs_store *open_follower(const struct evs_io *io, bool strict)
  * leader's byte for byte, and readers see every entry. */
 Test(replica, a_catch_up_syncs_each_batch_while_it_writes_the_next, .timeout = 120)
 {
-    make_big_leader();
     size_t len;
-    uint8_t *bytes = log_records(dir, &len);
+    uint8_t *bytes = make_big_leader(&len);
     cr_assert_gt(len, 40u << 20);
     evs_store *f = open_follower(NULL, true);
     frames fr;
@@ -439,9 +439,8 @@ Test(replica, a_catch_up_syncs_each_batch_while_it_writes_the_next, .timeout = 1
  * store is failed, and it reopens clean. */
 Test(replica, a_failed_sync_on_the_syncer_acknowledges_none_of_its_batch, .timeout = 120)
 {
-    make_big_leader();
     size_t len;
-    uint8_t *bytes = log_records(dir, &len);
+    uint8_t *bytes = make_big_leader(&len);
     evs_store *f = open_follower(&fio_faulty, false);
     fio_fault_arm(FIO_SYNC, 1, EIO, 0);
     frames fr;
@@ -471,9 +470,8 @@ Test(replica, a_failed_sync_on_the_syncer_acknowledges_none_of_its_batch, .timeo
  * kept, sent again), not corruption. */
 Test(replica, a_hole_two_batches_from_a_followers_end_is_a_torn_tail, .timeout = 120)
 {
-    make_big_leader();
     size_t len;
-    uint8_t *bytes = log_records(dir, &len);
+    uint8_t *bytes = make_big_leader(&len);
     evs_store *f = open_follower(NULL, true);
     frames fr;
     feed_all_queued(f, bytes, len, &fr);
@@ -505,9 +503,8 @@ Test(replica, a_hole_two_batches_from_a_followers_end_is_a_torn_tail, .timeout =
  * frames' end; and the store, promoted, reopens clean with that epoch. */
 Test(replica, a_promotion_behind_a_catch_up_waits_for_its_syncs, .timeout = 120)
 {
-    make_big_leader();
     size_t len;
-    uint8_t *bytes = log_records(dir, &len);
+    uint8_t *bytes = make_big_leader(&len);
     evs_store *f = open_follower(NULL, true);
     frames fr;
     int n = queue_frames(f, bytes, len, &fr);

@@ -248,10 +248,12 @@ class Replication(Base):
         self.assertEqual(follower.client().xlen("s"), leader.client().xlen("s"))
         self.assertIn("replicates from log position", self.log())
 
-    def test_a_new_follower_catching_up_syncs_while_it_writes(self):
+    def test_a_new_follower_of_a_40_mb_log_catches_up_byte_identically(self):
         """A new follower of a 40 MB log (64 MiB segments: no seal forces a sync between its
-        batches) syncs each batch while it writes the next (writer.c W10; INFO evstore
-        fsyncs_overlapped), and ends byte-identical, every entry shown."""
+        batches) ends byte-identical, every entry shown. Whether its batches' syncs overlap
+        the next batch (writer.c W10) depends on this host's disk and loopback: a follower
+        whose writer keeps up with the link has nothing waiting, so nothing to overlap (a CI
+        host saw 0). test_replica.c checks the overlap with every frame queued first."""
         leader = self.start("leader", "--segment-bytes", "64m", "--fsync", "no")
         c = leader.client()
         for b in range(40):
@@ -261,7 +263,9 @@ class Replication(Base):
             p.execute()
         follower = self.follower("follower", leader, "--segment-bytes", "64m")
         self.caught_up(leader, follower, timeout=60)
-        self.assertGreater(follower.client().info("evstore")["fsyncs_overlapped"], 0)
+        info = follower.client().info("evstore")
+        self.assertGreater(info["fsyncs"], 0)  # its frames were answered once synced
+        self.assertLessEqual(info["fsyncs_overlapped"], info["fsyncs"])
         self.same_segments(leader, follower)
         lr, fr = leader.client(), follower.client()
         for k in range(10):

@@ -31,6 +31,9 @@ echo "$server_md"
   echo "  pwrite+fdatasync loop alike). Each latency row below carries that bare loop, paced the same"
   echo "  in the same run, as its floor: it shows whether this run's host stalls. The latency"
   echo "  benchmarks also run with the requests of each millisecond due together."
+  echo "- Each section keeps earlier runs below its latest for comparison. Runs dated before"
+  echo "  2026-11-30's session 23 were made on the earlier host: \"same machine as above\" in them"
+  echo "  means that host, not this one."
   echo
   echo "## Storage engine (issue 2)"
   echo

@@ -158,14 +158,16 @@ static void flush_now(conn *c, bool direct);
  *     not quick, so it never makes a batch wait.
  * G4. A wait pays only when the expected connections come within it. When more than a quarter
  *     of the recent waits (an average over about 16) ended at the bound, a batch is committed
- *     at once instead, except every LINGER_PROBE-th, which waits to measure again. Measured
+ *     at once instead, except every LINGER_PROBE-th, which waits to measure again (rarely:
+ *     each probe that misses delays its batch by the bound, and one in 16 put them in c50/P1's
+ *     p99; one in 128 at 5,000 batches a second still measures every few tens of ms). Measured
  *     (docs/benchmarks.md, "Server"): 8 closed-loop clients or consumers miss about 1 wait in
  *     100 and gain 10 % from waiting; 50 closed-loop clients, whose next commands one client
  *     thread sends over about a commit's time, missed half of them, and waiting cost 12 % of
  *     throughput and a fifth of the p99. */
 #define LINGER_MAX_NS 1000000ull /* G2's bound, whatever the commits take */
 #define LINGER_MISS_MAX (65536u / 4) /* G4: a quarter of the recent waits */
-#define LINGER_PROBE 16
+#define LINGER_PROBE 128
 
 static uint64_t linger_ns(const server *s)
 {

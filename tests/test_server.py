@@ -304,8 +304,8 @@ class Streams(Base):
 
     def test_batches_stop_waiting_for_clients_that_keep_missing_the_wait(self):
         """G4 (net/server.c): a client that is quick and then goes silent makes the next batch
-        wait until the bound. When that keeps happening, batches commit at once, but for one
-        wait in 16 that measures again: of 64 such rounds, at most half end in a wait at the
+        wait until the bound. When that keeps happening, batches commit at once, but for a rare
+        wait that measures again: of 64 such rounds, at most half end in a wait at the
         bound (without G4: every one). Whether a client counts as quick depends on this disk's
         commit time: with fewer than 4 waits at the bound the host made none to speak of, and
         only the entries are checked."""

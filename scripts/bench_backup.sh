@@ -99,7 +99,7 @@ sync; sleep 15
 
 # publish latency at a steady rate: quiet, and while each copy below runs over and over
 # the requests of each millisecond due together (2 at a time): a client waking at kHz rates
-# stalls this VM every 100 ms (docs/benchmarks.md, Machine), which would be every row's p99
+# stalled an earlier host every 100 ms (docs/benchmarks.md, Machine), which was every row's p99
 lat() { ${PIN:+taskset -c "$PIN"} ./build/evstore bench-resp --server "127.0.0.1:$EV" --rate 2000 --seconds "$1" --tick-us 1000 |
         sed -n 's/^bench=resp-latency .*p50_ms=\([^ ]*\) .*p99_ms=\([^ ]*\).*/\1 \2/p'; }
 lsecs=10; ((quick)) && lsecs=4

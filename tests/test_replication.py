@@ -78,9 +78,9 @@ class Proxy:
             for s in (c, u):
                 try:
                     s.shutdown(socket.SHUT_RDWR)
-                    s.close()
                 except OSError:
-                    pass
+                    pass  # its pump shut it down already: it is closed all the same
+                s.close()
         return len(links)
 
     def stall(self, on):

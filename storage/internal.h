@@ -416,7 +416,6 @@ struct evs_store {
     uint64_t sy_end;               /* (W) end of the batch in flight; 0: none                */
     segment *sy_ref;               /* (W) its segment, referenced until collected (Y2)       */
     struct pending spend;          /* (W) its requests, acknowledged once it is synced       */
-    uint64_t scap;                 /* (W) the sync cap set last (visible.c)                  */
 
     /* queue */
     pthread_mutex_t qmu;

@@ -2078,7 +2078,6 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     pthread_cond_init(&st->qcv, NULL);
     pthread_mutex_init(&st->sy_mu, NULL);
     pthread_cond_init(&st->sy_cv, NULL);
-    st->scap = EVS_CAP_NONE;
     atomic_init(&st->vscap, EVS_CAP_NONE);
     pthread_mutex_init(&st->rolemu, NULL);
     pthread_mutex_init(&st->vmu, NULL);

@@ -211,10 +211,8 @@ void evs_set_visible_cap(evs_store *st, uint64_t cap) { set_cap(st, &st->vcap, c
 
 void store_visible_sync_cap(evs_store *st, uint64_t cap)
 {
-    if (cap != st->scap) {
-        st->scap = cap;
+    if (cap != atomic_load(&st->vscap)) /* only the writer sets it: no race with this test */
         set_cap(st, &st->vscap, cap);
-    }
 }
 
 stream *store_visible_held_stream(evs_store *st, const void *name, size_t len)

@@ -357,12 +357,17 @@ static void frame_done(void *arg, int rc, const evs_id *ids, size_t n, const evs
 }
 
 /* Queue the leader's log for follower fst as frames of whole records, about 256 KiB each,
- * under a hold (the writer takes none of them until it is woken); the frames' count. */
+ * under a hold (no wake-up for them until evs_submit_release); the frames' count.
+ * A hold only keeps a sleeping writer asleep: a writer thread that is awake takes what is
+ * queued, and one not yet at its first wait (a slow start on a loaded 2-core machine; a CI
+ * run failed so) would take the first frames as they came. So the role is held too while
+ * they are queued: whoever takes it next finds all of them. */
 static int queue_frames(evs_store *fst, const uint8_t *bytes, size_t len, frames *fr)
 {
     *fr = (frames){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0};
     int n = 0;
     evs_submit_hold(fst);
+    pthread_mutex_lock(&fst->rolemu); /* lock order: rolemu, then qmu (writer_submit's) */
     for (size_t off = 0, piece; off < len; off += piece, n++) {
         rec_hdr h;
         uint64_t rs;
@@ -372,6 +377,7 @@ static int queue_frames(evs_store *fst, const uint8_t *bytes, size_t len, frames
         *a = (frame_arg){fr, n};
         cr_assert_eq(evs_replica_submit(fst, off, bytes + off, piece, frame_done, a), 0);
     }
+    pthread_mutex_unlock(&fst->rolemu);
     return n;
 }
 

@@ -987,13 +987,15 @@ static void inline_done(void *arg, int rc, const evs_id *ids, size_t n, const ev
 {
     (void)ids;
     (void)err;
-    int *out = arg;
-    *out = rc == 0 && n == 1 ? 1 : -1;
+    __atomic_store_n((int *)arg, rc == 0 && n == 1 ? 1 : -1, __ATOMIC_SEQ_CST);
 }
 
 /* evs_submit_release_inline commits on the calling thread while the writer thread is idle: the
  * callback has run when it returns. Under everysec the writer thread still syncs afterwards:
- * the inline commit tells it when its timed work falls due. */
+ * the inline commit tells it when its timed work falls due. (Idle cannot be seen from here:
+ * a writer thread descheduled for 20 ms on a loaded machine is still busy with its last
+ * turn, and then takes the request itself, as documented. So most rounds, not all, must run
+ * on the caller; every round's entry is acknowledged and synced.) */
 Test(store, inline_release_commits_on_the_caller_and_everysec_still_syncs)
 {
     evs_options o;
@@ -1001,7 +1003,8 @@ Test(store, inline_release_commits_on_the_caller_and_everysec_still_syncs)
     o.segment_bytes = 1 << 20;
     o.fsync = EVS_FSYNC_EVERYSEC;
     evs_store *st = open_store(dir, &o);
-    for (int round = 0; round < 3; round++) {
+    int rounds = 5, on_caller = 0;
+    for (int round = 0; round < rounds; round++) {
         usleep(20000); /* the writer thread is idle: nothing queued, index committed */
         evs_field f = {S("k"), S("v")};
         evs_append a = {S("inl"), EVS_ID_AUTO, {0, 0}, &f, 1, false};
@@ -1009,7 +1012,11 @@ Test(store, inline_release_commits_on_the_caller_and_everysec_still_syncs)
         evs_submit_hold(st);
         cr_assert_eq(evs_submit(st, &a, 1, inline_done, &done, NULL), 0);
         evs_submit_release_inline(st);
-        cr_assert_eq(done, 1, "round %d: the callback had not run when the release returned", round);
+        on_caller += __atomic_load_n(&done, __ATOMIC_SEQ_CST) == 1;
+        for (int waited = 0; waited < 500 && !__atomic_load_n(&done, __ATOMIC_SEQ_CST); waited++)
+            usleep(10000);
+        cr_assert_eq(__atomic_load_n(&done, __ATOMIC_SEQ_CST), 1, "round %d: not acknowledged",
+                     round);
         evs_store_stats s;
         for (int waited = 0; waited < 500; waited++) { /* everysec: well within 5 s */
             evs_store_stats_get(st, &s);
@@ -1019,9 +1026,10 @@ Test(store, inline_release_commits_on_the_caller_and_everysec_still_syncs)
         }
         cr_assert_eq(s.synced_end, s.log_end, "round %d: the log was never synced", round);
     }
+    cr_assert_geq(on_caller, 3, "%d of %d rounds ran on the caller", on_caller, rounds);
     evs_stream_info info;
     cr_assert_eq(evs_stream_info_get(st, S("inl"), &info), 0);
-    cr_assert_eq(info.length, 3);
+    cr_assert_eq(info.length, (uint64_t)rounds);
     cr_assert_eq(evs_close(st), 0);
 }
 

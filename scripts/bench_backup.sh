@@ -52,12 +52,8 @@ run3() { # run3 NAME CMD...: three timed runs (each after `rm -rf` of its output
   done | median
 }
 
-# This VM backs guest memory lazily: the first write into a page the guest never touched
-# costs ~3 s/GiB, a page freed and reused ~0.15 s/GiB. Touch as much memory as the runs below
-# fill with page cache (a tmpfs file, then freed), so no candidate pays for first touches.
-warm_mib=$(( bytes * 3 / 1048576 ))
-dd if=/dev/zero of=/dev/shm/evs-bench-warm bs=1M count="$warm_mib" status=none 2>/dev/null || true
-rm -f /dev/shm/evs-bench-warm
+# as much memory as the runs below fill with page cache (bench_lib.sh)
+warm_memory $(( bytes * 3 / 1048576 ))
 
 t1() { # t1 CMD...: seconds one run takes, after `rm -rf` of $work/out and a sync
   rm -rf "$work/out"; sync

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh build >/dev/null
+. scripts/bench_lib.sh "$@"
+warm_memory 10240 # the page cache the runs below fill, touched once first (bench_lib.sh)
 out=$(mktemp)
 ./build/evstore bench "$@" | tee "$out"
 server_md=$(bash scripts/bench_server.sh $([ "${1:-}" = "--quick" ] && echo --quick))
@@ -31,6 +33,11 @@ echo "$server_md"
   echo "  pwrite+fdatasync loop alike). Each latency row below carries that bare loop, paced the same"
   echo "  in the same run, as its floor: it shows whether this run's host stalls. The latency"
   echo "  benchmarks also run with the requests of each millisecond due together."
+  echo "- This VM backs guest memory lazily: the first write into a page the guest never used"
+  echo "  costs ~3 us (~340 MB/s), into a page freed and reused ~30x less. The scripts touch the"
+  echo "  memory their runs fill with page cache once before they start (bench_lib.sh"
+  echo "  \`warm_memory\`), so that no candidate pays first touches the others do not (the"
+  echo "  append-nosync floor once ranged 588-9080 MB/s for that alone)."
   echo "- Each section keeps earlier runs below its latest for comparison. Runs dated before"
   echo "  2026-11-30's session 23 were made on the earlier host: \"same machine as above\" in them"
   echo "  means that host, not this one."

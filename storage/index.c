@@ -37,6 +37,7 @@ struct idx {
     /* readers hold it shared for the life of a read txn; the map grows under it exclusive */
     pthread_rwlock_t maplock;
     uint64_t dropped_ns;        /* when drop_resident last ran (the one applying a batch)     */
+    uint64_t puts_since;        /* ... and the keys put since                                 */
 };
 
 struct idx_rtxn {
@@ -394,14 +395,19 @@ static void reopen_for_reads(idx *x)
  * resident size grew with the index (84 MiB of a 99 MiB peak after 10 M appends). Dropping the
  * mapping's page-table entries (MADV_DONTNEED) loses nothing — a reader touching a page again
  * maps it back from the cache — and keeps the resident size to the pages in use. Refaulting is
- * not free in this VM (dropping every 250 ms halved a follower's catch-up rate), so the writer
- * looks at most once per IDX_DROP_NS after a commit and drops only when the process's resident
- * file pages pass IDX_RESIDENT_MAX; under the map lock shared (the map does not move
- * meanwhile). LMDB does not tell where it mapped the file (mdb_env_info's me_mapaddr is only
- * set with MDB_FIXEDMAP), so the mapping is found in /proc/self/maps by the data file's device
- * and inode.
+ * not free in this VM (dropping every 250 ms halved a follower's catch-up rate), so the
+ * indexer looks after a commit, once IDX_DROP_PUTS keys were put since it last looked or
+ * IDX_DROP_NS passed, and drops only when the process's resident file pages pass
+ * IDX_RESIDENT_MAX; under the map lock shared (the map does not move meanwhile). By keys, not
+ * only by time: LMDB writes each commit's pages anew (copy on write) and the next one reads
+ * them through the mapping, so the resident size grows with what is indexed, ~0.3 MiB a
+ * commit of ~1,300 keys; looking once a second let a fast fill (7 M entries/s) reach 75-90
+ * MiB between looks (docs/benchmarks.md, "open"). LMDB does not tell where it mapped the file
+ * (mdb_env_info's me_mapaddr is only set with MDB_FIXEDMAP), so the mapping is found in
+ * /proc/self/maps by the data file's device and inode.
  */
 #define IDX_DROP_NS 1000000000ull
+#define IDX_DROP_PUTS 16384 /* ~4 MiB of index pages read back */
 #define IDX_RESIDENT_MAX (16ull << 20)
 static uint64_t resident_file_bytes(void)
 {
@@ -415,12 +421,14 @@ static uint64_t resident_file_bytes(void)
     return (uint64_t)shared * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-static void drop_resident(idx *x)
+static void drop_resident(idx *x, size_t puts)
 {
     uint64_t now = evs_mono_ns();
-    if (now - x->dropped_ns < IDX_DROP_NS)
+    x->puts_since += puts;
+    if (now - x->dropped_ns < IDX_DROP_NS && x->puts_since < IDX_DROP_PUTS)
         return;
     x->dropped_ns = now;
+    x->puts_since = 0;
     if (resident_file_bytes() < IDX_RESIDENT_MAX)
         return;
     int fd;
@@ -451,7 +459,7 @@ int idx_apply(idx *x, idx_batch *b, evs_error *err)
     for (;;) {
         int rc = apply_once(x, b);
         if (rc == 0) {
-            drop_resident(x);
+            drop_resident(x, b->n);
             return 0;
         }
         if (rc != MDB_MAP_FULL) {

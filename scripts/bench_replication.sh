@@ -47,7 +47,6 @@ EOF
 # the page cache these runs fill (the catch-up's two logs and dd's file, and the rest), its
 # memory touched once first, as bench_backup.sh does (bench_lib.sh)
 warm_memory "$(awk -v g="$gib" 'BEGIN { printf "%d", (g * 3 + 1) * 1024 }')"
-sleep 3 # (freeing it stalls the machine for a moment)
 
 # 1. lag
 L=$(port); F=$(port)

@@ -206,10 +206,6 @@ static bool key_ok(evs_iter *it, const void *k, size_t kl, const void *v, size_t
     return *pos <= it->snap.last_pos && evs_id_cmp(*id, it->snap.last_id) <= 0;
 }
 
-/*
- * Forward: load the block that starts at the key (start_id, start_pos), and find the key
- * after it. Drops deleted entries if the stream has tombstones.
- */
 /* The found positions and IDs, collected walking back-pointers, into the other order. */
 static void reverse_found(evs_iter *it, bool with_seen)
 {
@@ -228,6 +224,10 @@ static void reverse_found(evs_iter *it, bool with_seen)
     }
 }
 
+/*
+ * Forward: load the block that starts at the key (start_id, start_pos), and find the key
+ * after it. Drops deleted entries if the stream has tombstones.
+ */
 static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_error *err)
 {
     release_held(it);
@@ -336,32 +336,48 @@ static int seek_floor(idx_cur *c, const uint8_t *key, size_t kl, size_t pl, cons
     return idx_cur_get(c, IDX_GE, key, kl, k, klo, v, vl);
 }
 
-/* Forward: the key at or below lo (or the stream's first key; with no key yet, a virtual
- * block from the stream's first entry). */
-static int find_start_key(evs_iter *it, evs_id *kid, uint64_t *kpos, evs_error *err)
+/*
+ * The stream's sparse key nearest id that this snapshot sees: the last at or below id (or the
+ * stream's first) with `floor`, else the first at or above it. *found false when there is none.
+ */
+static int ids_key_near(evs_iter *it, evs_id id, bool floor, bool *found, evs_id *kid,
+                        uint64_t *kpos, evs_error *err)
 {
+    *found = false;
     idx_rtxn *r;
     int rc = idx_rbegin(it->st->idx, &r);
     if (rc)
         return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
     idx_cur *c = NULL;
-    if ((rc = idx_cur_open(r, IDX_IDS, &c)))
-        goto out;
-    uint8_t key[IDX_IDKEY];
-    idx_idkey(key, it->s->no, it->lo);
-    const void *k, *v;
-    size_t kl, vl;
-    rc = seek_floor(c, key, sizeof key, 4, &k, &kl, &v, &vl);
-    if (rc == EVS_ENOTFOUND || (rc == 0 && !key_ok(it, k, kl, v, vl, kid, kpos))) {
-        *kid = EVS_ID_MIN; /* not indexed yet: walk back from the stream's last entry */
-        *kpos = 0;
-        rc = 0;
+    if ((rc = idx_cur_open(r, IDX_IDS, &c)) == 0) {
+        uint8_t key[IDX_IDKEY];
+        idx_idkey(key, it->s->no, id);
+        const void *k, *v;
+        size_t kl, vl;
+        rc = floor ? seek_floor(c, key, sizeof key, 4, &k, &kl, &v, &vl)
+                   : idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
+        if (rc == 0)
+            *found = key_ok(it, k, kl, v, vl, kid, kpos);
+        else if (rc == EVS_ENOTFOUND)
+            rc = 0;
     }
-out:
     if (rc)
         evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
     idx_cur_close(c);
     idx_rend(r);
+    return rc;
+}
+
+/* Forward: the key at or below lo (or the stream's first key; with no key yet, a virtual
+ * block from the stream's first entry). */
+static int find_start_key(evs_iter *it, evs_id *kid, uint64_t *kpos, evs_error *err)
+{
+    bool found;
+    int rc = ids_key_near(it, it->lo, true, &found, kid, kpos, err);
+    if (rc == 0 && !found) {
+        *kid = EVS_ID_MIN; /* not indexed yet: walk back from the stream's last entry */
+        *kpos = 0;
+    }
     return rc;
 }
 
@@ -371,40 +387,21 @@ static int find_reverse_start(evs_iter *it, evs_error *err)
     it->cur = it->snap.last_pos;
     if (evs_id_cmp(it->hi, it->snap.last_id) >= 0)
         return 0;
-    idx_rtxn *r;
-    int rc = idx_rbegin(it->st->idx, &r);
-    if (rc)
-        return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
-    idx_cur *c = NULL;
-    if ((rc = idx_cur_open(r, IDX_IDS, &c)))
-        goto out;
-    uint8_t key[IDX_IDKEY];
-    idx_idkey(key, it->s->no, it->hi);
-    const void *k, *v;
-    size_t kl, vl;
-    rc = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
+    bool found;
     evs_id kid;
     uint64_t kpos;
-    if (rc == 0 && key_ok(it, k, kl, v, vl, &kid, &kpos)) {
-        if (evs_id_cmp(kid, it->hi) == 0) {
-            it->cur = kpos;
-        } else {
-            rec_hdr h;
-            idx_cur_close(c);
-            idx_rend(r);
-            if ((rc = peek(it, kpos, &h, err)))
-                return rc;
-            it->cur = h.prev;
-            return 0;
-        }
+    int rc = ids_key_near(it, it->hi, false, &found, &kid, &kpos, err);
+    if (rc || !found) /* no key above hi yet: walk back from the stream's last entry */
+        return rc;
+    if (evs_id_cmp(kid, it->hi) == 0) {
+        it->cur = kpos;
+        return 0;
     }
-    rc = 0;
-out:
-    if (rc)
-        evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
-    idx_cur_close(c);
-    idx_rend(r);
-    return rc;
+    rec_hdr h; /* the key's entry is above hi: start at the one before it */
+    if ((rc = peek(it, kpos, &h, err)))
+        return rc;
+    it->cur = h.prev;
+    return 0;
 }
 
 /*

@@ -44,7 +44,9 @@ enum {
     EVS_ECHANGED = -30013,  /* a watched stream changed (evs_submit_watched): nothing appended */
     EVS_ENOGROUP = -30014,  /* no such consumer group on the stream                           */
     EVS_EEXIST = -30015,    /* already exists: a consumer group; a restore target not empty   */
-    EVS_ENOSPACE = -30016,  /* no room for the next segment: nothing written, the store stays
+    EVS_ENOSPACE = -30016,  /* the disk is full (no room for the next segment, the request's
+                             * blocks, the space reserve or the index's headroom: docs/
+                             * architecture.md I2a): nothing written, the store stays
                              * writable; the same request succeeds once space is freed        */
 };
 

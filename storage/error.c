@@ -27,7 +27,7 @@ const char *evs_strerror(int code)
     case EVS_ECHANGED: return "a watched stream changed";
     case EVS_ENOGROUP: return "no such consumer group";
     case EVS_EEXIST: return "already exists";
-    case EVS_ENOSPACE: return "no space for the next segment (nothing written; retry when space is freed)";
+    case EVS_ENOSPACE: return "no space left for the store (nothing written; retry when space is freed)";
     default:
         if (code < 0 && code > -4096)
             return strerror(-code);

@@ -13,6 +13,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ struct idx {
     pthread_rwlock_t maplock;
     uint64_t dropped_ns;        /* when drop_resident last ran (the one applying a batch)     */
     uint64_t puts_since;        /* ... and the keys put since                                 */
+    uint64_t alloc_to;          /* data.mdb has blocks up to here (idx_keep_headroom's caller) */
 };
 
 struct idx_rtxn {
@@ -151,6 +153,31 @@ int idx_sync(idx *x)
 {
     pthread_rwlock_rdlock(&x->maplock);
     int rc = x->rdonly ? 0 : mdb_to_evs(mdb_env_sync(x->env, 1));
+    pthread_rwlock_unlock(&x->maplock);
+    return rc;
+}
+
+int idx_keep_headroom(idx *x, uint64_t bytes)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    int fd = -1;
+    pthread_rwlock_rdlock(&x->maplock);
+    bool ok = !x->rdonly && mdb_env_info(x->env, &info) == 0 && mdb_env_stat(x->env, &ms) == 0 &&
+              mdb_env_get_fd(x->env, &fd) == 0;
+    uint64_t used = ok ? ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize : 0;
+    int rc = 0;
+    if (ok && used + bytes / 2 > x->alloc_to) {
+        /* blocks past the end, the file's size unchanged: LMDB sees nothing, and its writes
+         * into them need no new blocks */
+        uint64_t from = x->alloc_to < used ? x->alloc_to : used, to = used + bytes;
+        if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)(to - from)) == 0)
+            x->alloc_to = to;
+        else if (errno == EOPNOTSUPP || errno == ENOSYS)
+            x->alloc_to = UINT64_MAX; /* a file system without it: nothing to keep */
+        else
+            rc = -errno;
+    }
     pthread_rwlock_unlock(&x->maplock);
     return rc;
 }

@@ -352,6 +352,10 @@ struct evs_store {
     pthread_t prep;
     bool prep_started, prep_stop, spare_ready, spare_held;
     bool nospace; /* writer: the last roll was refused for want of space (W5) */
+    bool reserve_ready; /* writer (open before it): log/reserve.seg.tmp exists (P2) */
+    bool ckpt_nospace;  /* checkpointer (close after it): index.ckpt refused for space */
+    uint64_t alloc_end; /* (W) log position where the active file's blocks end (W11)   */
+    bool idx_room_short; /* (W) the index's headroom could not be kept (W11)          */
     _Atomic uint64_t active_used;  /* bytes in the active segment, for the preparer's pace  */
     pthread_mutex_t prep_mu;
     pthread_cond_t prep_cv;
@@ -678,7 +682,13 @@ void ret_stop(evs_store *st);
  * made now) and named by *tmpname; then installed at `base`; or both at once. */
 int prep_start(evs_store *st);
 void prep_stop(evs_store *st);
-int prep_reserve(evs_store *st, const char **tmpname, evs_error *err);
+int prep_reserve(evs_store *st, bool freeing, const char **tmpname, evs_error *err);
+/* The space reserve (preparer.c P2, P3): "log/reserve.seg.tmp", made when missing (writer, or
+ * open before the writer starts); released to let an open recover on a full disk (true if
+ * there was one to release). */
+#define PREP_RESERVE "reserve.seg.tmp"
+int prep_make_reserve(evs_store *st, evs_error *err);
+bool prep_release_reserve(evs_store *st);
 int prep_install(evs_store *st, const char *tmpname, uint64_t base, segment **out,
                  evs_error *err);
 int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err);
@@ -718,7 +728,8 @@ void rel_delete(evs_store *st, const char *path);
 
 #define EVS_SEAL_RESERVE 128 /* room kept at a segment's end for its seal record */
 
-/* Open the active segment for appending (or create the first / next one). Writer or open. */
-int store_roll(evs_store *st, evs_error *err);
+/* Open the active segment for appending (or create the first / next one). Writer or open.
+ * `freeing`: the roll of a request that frees space, which may take the reserve (P2). */
+int store_roll(evs_store *st, bool freeing, evs_error *err);
 
 #endif

@@ -10,6 +10,21 @@
  * renames it into place (prep_install) after: a full disk is met before anything is written,
  * so the writer can refuse the request (EVS_ENOSPACE) and stay writable.
  *
+ * The space reserve. Freeing space writes first: retention re-declares the streams created in
+ * a segment before it deletes it (retention.c R2), and a relocation or an age roll needs a new
+ * segment. On a full disk with the active segment full, those writes found no room, so
+ * nothing could ever be deleted again (measured: a 16 MiB store trimmed to 100 entries kept
+ * all 14 of its segments, retention failing every second). So:
+ *  P2. A writable store keeps "log/reserve.seg.tmp", one preallocated segment, which only
+ *      the rolls that free space may take (prep_reserve `freeing`: retention's declares,
+ *      relocations and age rolls, trims and stream deletions), and only when no spare is ready
+ *      and no new file can be made. Every other roll makes the reserve first when it is
+ *      missing, and is refused (EVS_ENOSPACE) when it cannot: so appends stop one segment
+ *      short of a full disk, and space retention frees goes to the reserve before appends.
+ *  P3. The reserve survives an open (store.c load_segments keeps it when it has the segment
+ *      size; any other .tmp goes). An open that needs space to recover (a torn tail's copy)
+ *      and finds none releases it (prep_release_reserve) and tries once more.
+ *
  * Deferred rolls (--fsync no and everysec). A roll's seal is synced before the next segment
  * has a segment's name (W4): only the last segment can have a torn tail. Waiting for that sync
  * on the writer tied a `no` store to the disk's speed (append-nosync 1.0 M entries/s against
@@ -34,14 +49,18 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SPARE "spare.seg.tmp"
 #define NEXT "next.seg.tmp" /* made by the writer when no spare is ready */
+#define RESERVE PREP_RESERVE /* P2 */
 
 /*
  * Between chunks: stop if the store is closing; otherwise pause 4 ms (at most ~60 MiB/s of
@@ -229,10 +248,43 @@ void prep_stop(evs_store *st)
     st->prep_started = false;
 }
 
+int prep_make_reserve(evs_store *st, evs_error *err)
+{
+    if (st->reserve_ready)
+        return 0;
+    int rc = seg_prepare(st->io, st->logdir, RESERVE, st->opt.segment_bytes, false, NULL, NULL,
+                         err);
+    if (!rc)
+        st->reserve_ready = true;
+    return rc;
+}
+
+bool prep_release_reserve(evs_store *st)
+{
+    if (!st->reserve_ready)
+        return false;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", st->logdir, RESERVE);
+    int fd = st->io->open(path, O_RDWR | O_CLOEXEC, 0);
+    if (fd >= 0) { /* its blocks go back now, whoever still holds the name */
+        st->io->ftruncate(fd, 0);
+        close(fd);
+    }
+    unlink(path);
+    st->reserve_ready = false;
+    evs_log(st, EVS_LOG_WARN, "released the space reserve (%s, %" PRIu64 " bytes) for want of "
+            "space; it is made again before the next write that finds room", path,
+            st->opt.segment_bytes);
+    return true;
+}
+
 /* P1: the writer may hold the spare (taken, not yet renamed) across a seal's write and sync;
  * the preparer never makes a new one over it until prep_install releases it. */
-int prep_reserve(evs_store *st, const char **tmpname, evs_error *err)
+int prep_reserve(evs_store *st, bool freeing, const char **tmpname, evs_error *err)
 {
+    int rc;
+    if (!freeing && (rc = prep_make_reserve(st, err))) /* P2: the reserve first */
+        return rc;
     pthread_mutex_lock(&st->prep_mu);
     bool take = st->spare_ready;
     st->spare_ready = false;
@@ -245,9 +297,16 @@ int prep_reserve(evs_store *st, const char **tmpname, evs_error *err)
     /* no spare (the log fills faster than the preparer zero-fills, as in a follower's
      * catch-up): preallocated only, so that the roll takes milliseconds, not the seconds of
      * writing a segment of zeros on the writer's path */
-    int rc = seg_prepare(st->io, st->logdir, NEXT, st->opt.segment_bytes, false, NULL, NULL, err);
-    if (!rc)
+    rc = seg_prepare(st->io, st->logdir, NEXT, st->opt.segment_bytes, false, NULL, NULL, err);
+    if (!rc) {
         *tmpname = NEXT;
+    } else if (freeing && st->reserve_ready && (rc == -ENOSPC || rc == -EDQUOT)) {
+        st->reserve_ready = false; /* P2 */
+        evs_log(st, EVS_LOG_WARN, "disk full: the space reserve becomes the next segment, so "
+                "that retention can free space (%s)", err->msg);
+        *tmpname = RESERVE;
+        rc = 0;
+    }
     return rc;
 }
 
@@ -337,6 +396,6 @@ int prep_install_deferred(evs_store *st, const char *tmpname, uint64_t base, seg
 int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err)
 {
     const char *tmp;
-    int rc = prep_reserve(st, &tmp, err);
+    int rc = prep_reserve(st, false, &tmp, err);
     return rc ? rc : prep_install(st, tmp, base, out, err);
 }

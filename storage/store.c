@@ -953,6 +953,17 @@ int store_add_segment(evs_store *st, segment *s)
     return seg_push(&st->segs, &st->nsegs, &st->segcap, s);
 }
 
+/* The space reserve left by the last run (preparer.c P3): kept when it has this run's segment
+ * size, else deleted with the other .tmp files (and made again). */
+static bool keep_reserve(evs_store *st)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/%s", st->logdir, PREP_RESERVE);
+    struct stat sb;
+    st->reserve_ready = stat(p, &sb) == 0 && (uint64_t)sb.st_size == st->opt.segment_bytes;
+    return st->reserve_ready;
+}
+
 static int load_segments(evs_store *st, evs_error *err)
 {
     DIR *d = opendir(st->logdir);
@@ -962,6 +973,8 @@ static int load_segments(evs_store *st, evs_error *err)
     int rc = 0;
     while ((de = readdir(d)) && !rc) {
         size_t len = strlen(de->d_name);
+        if (!strcmp(de->d_name, PREP_RESERVE) && !st->opt.read_only && keep_reserve(st))
+            continue;
         if ((len > 4 && !strcmp(de->d_name + len - 4, ".tmp")) ||
             (len > 8 && !strcmp(de->d_name + len - 8, ".deleted"))) {
             if (!st->opt.read_only) {
@@ -1252,6 +1265,8 @@ static int checkpoint_claim(evs_store *st, evs_error *err)
     if (store_boot_id(boot, sizeof boot) || (n == 2 && strcmp(boot, fboot) == 0))
         return 0;
     int rc = store_checkpoint_write(st, n == 2 ? txn : 0);
+    if ((rc == -ENOSPC || rc == -EDQUOT) && prep_release_reserve(st)) /* preparer.c P3 */
+        rc = store_checkpoint_write(st, n == 2 ? txn : 0);
     return rc ? evs_err_set(err, rc, "cannot write %s/index.ckpt: %s", st->dir, evs_strerror(rc))
               : 0;
 }
@@ -1445,6 +1460,8 @@ static int cut_tail(evs_store *st, segment *s, uint64_t off, uint64_t nz, const 
     snprintf(seg, sizeof seg, "%s/%s", st->logdir, s->name);
     snprintf(path, sizeof path, "%s/%s.%" PRIu64 ".torn", st->logdir, s->name, off);
     int rc = fio_write_file_atomic(st->io, path, seg_data(s) + off, nz - off);
+    if ((rc == -ENOSPC || rc == -EDQUOT) && prep_release_reserve(st)) /* P3 */
+        rc = fio_write_file_atomic(st->io, path, seg_data(s) + off, nz - off);
     static const uint8_t zeros[1 << 16];
     for (uint64_t o = off; !rc && o < nz; o += sizeof zeros) {
         struct iovec iov = {(void *)zeros, (size_t)(nz - o < sizeof zeros ? nz - o : sizeof zeros)};
@@ -2146,8 +2163,11 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
         goto fail;
     if (!st->opt.read_only) {
         store_requeue_rolls(st); /* D4: the preparer names them once it has synced */
-        if ((rc = store_roll(st, err)) || (rc = epochs_reconcile(st, err)))
+        if ((rc = store_roll(st, false, err)) || (rc = epochs_reconcile(st, err)))
             goto fail;
+        evs_error rerr; /* P2; on a full disk the open goes on, and appends meet it */
+        if (prep_make_reserve(st, &rerr))
+            evs_log(st, EVS_LOG_WARN, "no space reserve: %s", rerr.msg);
         st->synced_to = st->tail;
         atomic_store(&st->synced_pub, st->synced_to);
         if ((rc = indexer_start(st))) {

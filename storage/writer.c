@@ -51,6 +51,16 @@
  *      order, here (sync_collect): before the next batch's sync, before any request that is
  *      not a frame, and whenever the role is let go with nothing queued. Everywhere else, and
  *      with nothing waiting (a follower keeping up), the writer syncs as it always did.
+ *  W11. Every request that writes records first makes room for the most it writes (room_for:
+ *      a roll, or blocks added with fallocate when one request alone outgrows a fresh
+ *      segment), so a full disk refuses that request (EVS_ENOSPACE, nothing written) instead
+ *      of failing a write, and the store, past the file's blocks. The most is exact for
+ *      appends and bounded for stream operations (op_room); a consumer-group operation counts
+ *      GROUP_ROOM and retention's group snapshots 64 bytes per pending entry, which a very
+ *      large one can exceed (it then grows the file as before). Only the requests that free
+ *      space (trims, stream deletions, retention's) may roll into the space reserve
+ *      (preparer.c P2); ordinary ones are refused while the reserve or the index's headroom
+ *      (keep_index_headroom) cannot be had.
  */
 #include "crc.h"
 #include "group.h"
@@ -505,6 +515,25 @@ static bool more_frames(evs_store *st)
 
 /* Commit the index if it is due: a record readers need there (tombstone), many records, or
  * the oldest uncommitted record published EVS_INDEX_COMMIT_NS ago; `force` commits anything. */
+/* W11: blocks kept ahead of the index's data file, a quarter segment (1-16 MiB), so that its
+ * commits do not meet a full disk first. 0, or -errno: ENOSPC marks the store short of room
+ * (ordinary requests are refused until it is had); any other error is only logged. */
+static uint64_t index_headroom(const evs_store *st)
+{
+    uint64_t h = st->opt.segment_bytes / 4;
+    return h < (1u << 20) ? 1u << 20 : h > (16u << 20) ? 16u << 20 : h;
+}
+
+static int keep_index_headroom(evs_store *st)
+{
+    int rc = idx_keep_headroom(st->idx, index_headroom(st));
+    bool short_now = rc == -ENOSPC || rc == -EDQUOT;
+    if (rc && !short_now && !st->idx_room_short)
+        evs_log(st, EVS_LOG_WARN, "cannot keep blocks ahead of the index: %s", strerror(-rc));
+    st->idx_room_short = short_now;
+    return short_now ? rc : 0;
+}
+
 static void index_commit(evs_store *st, bool force)
 {
     if (st->idx_records == 0 && !st->idx_force) {
@@ -526,6 +555,7 @@ static void index_commit(evs_store *st, bool force)
             return;
         atomic_store(&st->ix_deferred, false); /* it has just finished: go on */
     }
+    keep_index_headroom(st);
     int rc = store_index_build(st, &err);
     if (!rc)
         rc = indexer_put(st, sync, &err);
@@ -726,13 +756,17 @@ static int segment_start(evs_store *st, const char *next, uint64_t base, segment
     }
     st->active = s;
     st->tail = base;
+    struct stat sb; /* the file's blocks reach this far (room_for W11) */
+    st->alloc_end = base + (fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : 0);
+    if (next && !strcmp(next, PREP_RESERVE))
+        return 0; /* P2: room for what frees space, not for writes refused for want of it */
     if (st->nospace)
         evs_log(st, EVS_LOG_INFO, "space found for segment %s: writes accepted again", s->name);
     st->nospace = false;
     return 0;
 }
 
-int store_roll(evs_store *st, evs_error *err)
+int store_roll(evs_store *st, bool freeing, evs_error *err)
 {
     segment *a = st->active;
     /* the table's last segment: retention removes first ones meanwhile, under the lock */
@@ -754,13 +788,14 @@ int store_roll(evs_store *st, evs_error *err)
             atomic_store(&st->active_first_us, h.time_us);
         st->active = a;
         st->tail = a->base + size;
+        st->alloc_end = a->base + (flen > size ? flen : size);
         return 0;
     }
     const char *next = NULL;
     bool defer = a && rolls_defer(st);
     if (a) {
         /* W5: the next file's space first; a full disk is met before anything is written */
-        int rc = prep_reserve(st, &next, err);
+        int rc = prep_reserve(st, freeing, &next, err);
         if (rc) {
             if (rc != -ENOSPC && rc != -EDQUOT)
                 return rc;
@@ -805,7 +840,7 @@ static void roll_refused(evs_store *st, wreq *r, evs_error *err)
 {
     if (err->code == EVS_ENOSPACE) {
         if (!st->nospace) /* once per full-disk episode; segment_start logs its end */
-            evs_log(st, EVS_LOG_WARN, "refusing writes that need a new segment: %s", err->msg);
+            evs_log(st, EVS_LOG_WARN, "refusing writes for want of space: %s", err->msg);
         st->nospace = true;
         finish(r, EVS_ENOSPACE, err);
         return;
@@ -831,7 +866,63 @@ static bool roll_needed(evs_store *st, uint64_t more)
     return used > 0 && used + more + EVS_SEAL_RESERVE > st->opt.segment_bytes;
 }
 
+/*
+ * W11: room in the active segment for `more` bytes of records: a roll when they do not fit
+ * (after writing out the batch so far), else, past the file's blocks (one request larger than
+ * a segment, or a file made smaller than --segment-bytes), blocks added to it. 0, or the
+ * request is to be refused with `err` (roll_refused: EVS_ENOSPACE leaves the store writable).
+ */
+#define ROOM_STEP (1ull << 20)
+static int room_for(evs_store *st, pending *p, uint64_t more, bool freeing, evs_error *err)
+{
+    int rc;
+    if (!freeing && (rc = prep_make_reserve(st, err))) { /* P2: the reserve is not for these */
+        if (rc != -ENOSPC && rc != -EDQUOT)
+            return rc;
+        char why[sizeof err->msg - 100];
+        snprintf(why, sizeof why, "%.*s", (int)sizeof why - 1, err->msg);
+        return evs_err_set(err, EVS_ENOSPACE, "no space for the space reserve (%s): nothing was "
+                           "written; retry when space is freed", why);
+    }
+    if (!freeing && st->idx_room_short && (rc = keep_index_headroom(st)))
+        return evs_err_set(err, EVS_ENOSPACE, "no space for the index to grow (%s): nothing was "
+                           "written; retry when space is freed", strerror(-rc));
+    if (roll_needed(st, more)) {
+        flush(st, p);
+        if ((rc = store_roll(st, freeing, err)))
+            return rc;
+    }
+    uint64_t end = st->tail + more + EVS_SEAL_RESERVE;
+    if (end <= st->alloc_end)
+        return 0;
+    segment *a = st->active;
+    uint64_t from = st->alloc_end - a->base;
+    uint64_t to = (end - a->base + ROOM_STEP - 1) / ROOM_STEP * ROOM_STEP;
+    rc = st->io->fallocate(a->fd, 0, (off_t)from, (off_t)(to - from));
+    if (rc == -ENOSPC || rc == -EDQUOT)
+        return evs_err_set(err, EVS_ENOSPACE, "no space for %" PRIu64 " more bytes in segment "
+                           "%s (%s): nothing was written; retry when space is freed", more,
+                           a->name, strerror(-rc));
+    if (rc)
+        return evs_err_set(err, rc, "cannot extend segment %s to %" PRIu64 " bytes: %s", a->name,
+                           to, strerror(-rc));
+    st->alloc_end = a->base + to;
+    return 0;
+}
+
 /* ---- requests ---------------------------------------------------------------------------- */
+
+/* The most bytes of records a request other than an append writes (W11): one small record per
+ * stream it names, or a tombstone per ID; 0 for those that make room themselves or write none. */
+static uint64_t op_room(const wreq *r)
+{
+    switch (r->kind) {
+    case WR_DELETE: case WR_DROP: case WR_TRIM: case WR_SETID: case WR_RETENTION: case WR_EPOCH:
+        return 4096 + r->data.len + rec_size_for(64) * (uint64_t)r->n;
+    default:
+        return 0;
+    }
+}
 
 /*
  * The streams of an append request. The submitting thread numbers them (wop.first: the index
@@ -1285,13 +1376,10 @@ static void do_group(evs_store *st, wreq *r, pending *p)
 {
     if (st->batch_bytes >= EVS_MAX_BATCH_BYTES)
         flush(st, p);
-    if (roll_needed(st, GROUP_ROOM)) {
-        flush(st, p);
-        evs_error err;
-        if (store_roll(st, &err)) {
-            roll_refused(st, r, &err);
-            return;
-        }
+    evs_error rerr;
+    if (room_for(st, p, GROUP_ROOM, false, &rerr)) {
+        roll_refused(st, r, &rerr);
+        return;
     }
     evs_error err = {0};
     bool emitted = false;
@@ -1348,11 +1436,8 @@ static void do_declare(evs_store *st, wreq *r, pending *p)
         size_t pel = 0;
         for (cgroup *g = s->groups; g; g = g->next)
             pel += g->nlive;
-        if (roll_needed(st, 4096 + 64 * pel)) {
-            flush(st, p);
-            if ((rc = store_roll(st, &err)))
-                break;
-        }
+        if ((rc = room_for(st, p, 4096 + 64 * pel, true, &err)))
+            break;
         if (s->w.decl_pos < r->upto || s->w.decl_pos == REC_POS_NONE) {
             uint64_t v[REC_DECLARE_N];
             store_declare_encode(&s->w, v);
@@ -1411,12 +1496,9 @@ static int relocate_one(evs_store *st, pending *p, uint32_t no, uint64_t below,
         free(pos);
         return evs_err_set(err, rc, "%s", e.msg);
     }
-    if (roll_needed(st, total)) {
-        flush(st, p); /* the streams relocated before this one first */
-        if ((rc = store_roll(st, err))) {
-            free(pos);
-            return rc;
-        }
+    if ((rc = room_for(st, p, total, true, err))) { /* the streams before this one first */
+        free(pos);
+        return rc;
     }
     segment *ref = NULL;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -1519,7 +1601,7 @@ static void do_roll(evs_store *st, wreq *r, pending *p)
 {
     evs_error err = {0};
     flush(st, p);
-    if (st->tail > st->active->base && store_roll(st, &err)) {
+    if (st->tail > st->active->base && store_roll(st, true, &err)) {
         roll_refused(st, r, &err);
         return;
     }
@@ -1832,6 +1914,12 @@ static void process(evs_store *st, wreq *list, pending *p)
         }
         if (r->kind != WR_APPEND) {
             flush(st, p);
+            evs_error rerr;
+            uint64_t more = op_room(r);
+            if (more && room_for(st, p, more, r->kind == WR_TRIM || r->kind == WR_DROP, &rerr)) {
+                roll_refused(st, r, &rerr); /* W11: trims and deletions may take the reserve */
+                continue;
+            }
             if (r->kind == WR_DELETE)
                 do_delete(st, r, p);
             else if (r->kind == WR_TRIM)
@@ -1860,13 +1948,10 @@ static void process(evs_store *st, wreq *list, pending *p)
         }
         if (st->batch_bytes >= EVS_MAX_BATCH_BYTES)
             flush(st, p);
-        if (roll_needed(st, request_bytes(r))) {
-            flush(st, p);
-            evs_error err;
-            if (store_roll(st, &err)) {
-                roll_refused(st, r, &err);
-                continue;
-            }
+        evs_error rerr;
+        if (room_for(st, p, request_bytes(r), false, &rerr)) {
+            roll_refused(st, r, &rerr);
+            continue;
         }
         evs_error err = {0};
         size_t mark_recs = st->nbrecs, mark_hdrs = st->hdrs.len;

@@ -133,3 +133,59 @@ Test(fault, enospc_preallocating_the_next_segment_refuses_without_failing)
     cr_assert_eq(evs_verify(st, NULL, NULL), 0);
     cr_assert_eq(evs_close(st), 0);
 }
+
+/* The space reserve (preparer.c P2, writer.c W11): on a full disk with the active segment
+ * full, a trim still rolls (into the reserve) and retention still deletes; nothing but the
+ * freeing requests may take the reserve, and ordinary writes wait for it to be made again. */
+Test(fault, a_trim_on_a_full_disk_frees_space_through_the_reserve)
+{
+    evs_store *st = open_faulty(8 * 1024);
+    char logdir[512], reserve[600];
+    snprintf(logdir, sizeof logdir, "%s/log", dir);
+    snprintf(reserve, sizeof reserve, "%s/reserve.seg.tmp", logdir);
+    cr_assert_eq(access(reserve, F_OK), 0, "no space reserve made at open");
+    int rc = 0, acked = 0;
+    for (; acked < 4000 && !rc; acked += !rc) {
+        if (acked == 300) { /* several segments in: from here no file gets new blocks */
+            fio_fault_count_background(true);
+            fio_fault_arm(FIO_ALLOC, 1, ENOSPC, 0);
+        }
+        rc = add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)acked + 1, 0}, NULL, "v",
+                 "payload-payload-payload", NULL);
+    }
+    cr_assert_eq(rc, EVS_ENOSPACE, "%s", evs_strerror(rc));
+    int segs = files_ending(logdir, ".seg");
+    cr_assert_geq(segs, 4);
+    /* the active segment is full: a set-ID is refused, not written past the file's blocks */
+    evs_error err;
+    cr_assert_eq(evs_stream_setid(st, S("s"), (evs_id){(uint64_t)acked + 10, 0}, NULL, NULL,
+                                  &err), EVS_ENOSPACE, "%s", err.msg);
+    cr_assert_eq(evs_failed(st, &err), 0);
+    /* a trim may take the reserve; retention then deletes what the trim freed */
+    evs_trim t = {.kind = EVS_TRIM_MAXLEN, .maxlen = 5};
+    uint64_t removed = 0;
+    cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0, "%s", err.msg);
+    cr_assert_eq(removed, (uint64_t)acked - 5);
+    cr_assert_neq(access(reserve, F_OK), 0, "the trim did not need the reserve");
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_leq(files_ending(logdir, ".seg"), 2, "%d segments left of %d",
+                  files_ending(logdir, ".seg"), segs);
+    /* ordinary writes wait for the reserve to be made again */
+    evs_append a = {{"s", 1}, EVS_ID_EXPLICIT, {(uint64_t)acked + 1, 0},
+                    (evs_field[]){{{"v", 1}, {"again", 5}}}, 1, false};
+    cr_assert_eq(evs_append_one(st, &a, NULL, &err), EVS_ENOSPACE);
+    cr_assert(strstr(err.msg, "space reserve"), "%s", err.msg);
+    fio_fault_reset(); /* the space retention freed, seen by the file system */
+    cr_assert_eq(evs_append_one(st, &a, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(access(reserve, F_OK), 0, "the reserve was not made again");
+    cr_assert_eq(evs_failed(st, &err), 0);
+    cr_assert_eq(evs_close(st), 0);
+    st = open_store(dir, NULL);
+    evs_id ids[16];
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 16), 6);
+    cr_assert_eq(ids[0].ms, (uint64_t)acked - 4);
+    cr_assert_eq(ids[5].ms, (uint64_t)acked + 1);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+}

@@ -1547,7 +1547,7 @@ class DiskFull(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
             with open(os.path.join(mnt, "server.log"), errors="replace") as f:
                 log = f.read()
-            self.assertEqual(log.count("refusing writes that need a new segment"), 1, log[-3000:])
+            self.assertEqual(log.count("refusing writes for want of space"), 1, log[-3000:])
             self.assertIn("writes accepted again", log)
             # and after a restart nothing acknowledged is missing
             srv.start()
@@ -1558,6 +1558,105 @@ class DiskFull(unittest.TestCase):
         finally:
             if srv and srv.proc and srv.proc.poll() is None:  # a failed assertion: the mount
                 srv.stop(signal.SIGKILL)  # is busy while the server and its log are open
+            subprocess.run(["umount", mnt])
+            shutil.rmtree(d, ignore_errors=True)
+
+
+    def test_a_trim_frees_a_full_disk_and_an_open_recovers_on_one(self):
+        """The space reserve (preparer.c P2, P3): freeing space writes first (retention
+        re-declares the stream before it deletes the segment holding its create record), so
+        on a full disk a trim must still free segments, and no request may fail the store by
+        writing past its segment's blocks (writer.c W11)."""
+        d = tempfile.mkdtemp(prefix="evs-full-")
+        mnt = os.path.join(d, "fs")
+        os.mkdir(mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", mnt]).returncode:
+            shutil.rmtree(d)
+            self.skipTest("cannot mount a tmpfs here (needs root)")
+        srv = None
+        try:
+            data = os.path.join(mnt, "data")
+            logdir = os.path.join(data, "log")
+            srv = Server(data).start()  # 1 MiB segments
+            r = srv.client(decode_responses=True)
+            self.assertIn("reserve.seg.tmp", os.listdir(logdir))
+            acked, payload = [], "x" * 4000
+            for i in range(20000):
+                try:
+                    acked.append(r.xadd("s", {"n": str(i), "p": payload}))
+                except redis.ResponseError as e:
+                    self.assertIn("nothing was written", str(e))
+                    break
+            else:
+                self.fail("the disk never filled")
+            # requests other than appends at a full segment are refused too, never written
+            # past the file's blocks (before W11 the ones here failed the store for good)
+            last_ms = int(acked[-1].split("-")[0])
+            refused = 0
+            for i in range(1, 3001):
+                try:
+                    r.execute_command("XSETID", "s", "%d-0" % (last_ms + i))
+                except redis.ResponseError as e:
+                    self.assertIn("nothing was written", str(e))
+                    refused += 1
+            self.assertGreater(refused, 0)
+            self.assertEqual(http_req(srv, "GET", "/readyz")[0], 200)  # full, not failed
+            segs = [f for f in os.listdir(logdir) if f.endswith(".seg")]
+            self.assertGreaterEqual(len(segs), 8)
+            # a trim rolls into the reserve if it must, and retention deletes the old segments:
+            # before the reserve, it failed every second (no room for its declare record)
+            self.assertEqual(r.xtrim("s", maxlen=10), len(acked) - 10)
+            deadline = time.time() + 10
+            while time.time() < deadline and \
+                    len([f for f in os.listdir(logdir) if f.endswith(".seg")]) > 3:
+                time.sleep(0.1)
+            self.assertLessEqual(len([f for f in os.listdir(logdir) if f.endswith(".seg")]), 3)
+            for i in range(300):  # appends resume, past more rolls, and make the reserve again
+                acked.append(r.xadd("s", {"n": "after-%d" % i, "p": payload}))
+            kept = acked[-310:]
+            self.assertEqual([e[0] for e in r.xrange("s")], kept)
+            self.assertIn("reserve.seg.tmp", os.listdir(logdir))
+            deadline = time.time() + 10  # the releaser frees deleted segments' space, paced
+            while time.time() < deadline and [f for f in os.listdir(logdir) if f.endswith(".deleted")]:
+                time.sleep(0.1)
+            r.close()
+            self.assertEqual(srv.stop(), 0)
+            with open(os.path.join(mnt, "server.log"), errors="replace") as f:
+                log = f.read()
+            self.assertIn("the space reserve becomes the next segment", log)
+            self.assertNotIn("writes refused until restart", log)
+            # a torn tail at the end of the active segment, and a disk filled by someone else:
+            # the open keeps the cut bytes in a .torn file, using the reserve's space
+            active = os.path.join(logdir, max(f for f in os.listdir(logdir) if f.endswith(".seg")))
+            with open(active, "r+b") as f:
+                buf = f.read()
+                end = 0
+                while end + 56 <= len(buf) and buf[end:end + 4] == b"EVR1":
+                    end += (56 + int.from_bytes(buf[end + 8:end + 12], "little") + 7) // 8 * 8
+                f.seek(end)
+                f.write(b"\x01" * 40)
+            if os.path.exists(os.path.join(logdir, "spare.seg.tmp")):  # the open deletes it:
+                os.unlink(os.path.join(logdir, "spare.seg.tmp"))  # fill its space too
+            subprocess.run(["dd", "if=/dev/zero", "of=" + os.path.join(mnt, "filler"), "bs=4k"],
+                           stderr=subprocess.DEVNULL)
+            srv.start()
+            r = srv.client(decode_responses=True)
+            self.assertEqual([e[0] for e in r.xrange("s")], kept)
+            with self.assertRaisesRegex(redis.ResponseError, "no space for the space reserve"):
+                r.xadd("s", {"n": "full", "p": payload})
+            os.unlink(os.path.join(mnt, "filler"))
+            kept.append(r.xadd("s", {"n": "room", "p": payload}))
+            self.assertEqual([e[0] for e in r.xrange("s")], kept)
+            r.close()
+            self.assertEqual(srv.stop(), 0)
+            with open(os.path.join(mnt, "server.log"), errors="replace") as f:
+                log = f.read()
+            self.assertIn("released the space reserve", log)
+            self.assertIn("torn tail: cut 40 bytes", log)
+            self.assertTrue([f for f in os.listdir(logdir) if f.endswith(".torn")])
+        finally:
+            if srv and srv.proc and srv.proc.poll() is None:
+                srv.stop(signal.SIGKILL)
             subprocess.run(["umount", mnt])
             shutil.rmtree(d, ignore_errors=True)
 

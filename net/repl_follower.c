@@ -14,8 +14,9 @@
  *      end.
  *  W3. A link silent for LINK_TIMEOUT_S (the leader PINGs every second) is dropped and made
  *      again, with backoff from 100 ms up to 5 s.
- *  W4. A store failure (a record that cannot be applied) stops following for good: the log
- *      line says why; the operator decides.
+ *  W4. A store failure (a record that cannot be applied, a write or sync error, a full disk
+ *      at a roll) stops following for good, whether a frame's completion or the next submit
+ *      reports it: the log line says why; the operator decides (a restart tries again).
  *  W5. The link's input is read by on_readable in pieces of up to 1 MiB, not by the
  *      bufferevent (4 KiB a callback in libevent 2.1); the bufferevent keeps connect, output
  *      and errors. Reading pauses while INFLIGHT_MAX bytes wait for the writer.
@@ -177,7 +178,8 @@ static void on_done_loop(void *arg)
     done_msg *m = arg;
     F.inflight -= m->len;
     if (m->rc) {
-        server_log(F.srv, EVS_LOG_ERROR, "replication stopped: %s", m->err.msg);
+        if (F.state != L_FAILED)
+            server_log(F.srv, EVS_LOG_ERROR, "replication stopped: %s", m->err.msg);
         F.state = L_FAILED; /* W4 */
         link_close();
     } else {
@@ -347,6 +349,12 @@ static bool log_submit(uint64_t at, const struct iovec *io, int nv, size_t n, ch
     if (src) {
         free(m);
         snprintf(why, cap, "cannot write the leader's log: %s", evs_strerror(src));
+        if (src == EVS_EFAILED && F.state != L_FAILED) { /* W4: nothing more until a restart */
+            evs_error e;
+            evs_failed(server_store(F.srv), &e);
+            server_log(F.srv, EVS_LOG_ERROR, "replication stopped: %s", e.msg);
+            F.state = L_FAILED;
+        }
         return false;
     }
     F.inflight += n;

@@ -1855,6 +1855,10 @@ static void do_replica(evs_store *st, wreq *r, pending *p)
     if (rc && !atomic_load(&st->failed))
         store_fail(st, rc, "following the leader failed at log position %" PRIu64 ": %s",
                    st->tail, err.msg);
+    if (rc) { /* never acknowledged: records of it past a seal may not be written at all */
+        finish_failed(st, r);
+        return;
+    }
     if (pending_add(p, r)) {
         finish(r, -ENOMEM, NULL);
         return;

@@ -719,6 +719,59 @@ class Links(Base):
             self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
 
 
+class FollowerDiskFull(Base):
+    def test_a_full_disk_stops_the_follower_once_and_a_restart_with_room_catches_up(self):
+        """A follower whose disk fills fails its store (it cannot hold the leader's next
+        segment): it stops following for good, says so once, keeps serving what it holds, and
+        once restarted with room it catches up byte for byte (repl_follower.c W4). Before,
+        its store failed while a frame's completion still reported success, and the link was
+        made again every 100 ms, forever."""
+        mnt = os.path.join(self.dir, "fs")
+        os.mkdir(mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", mnt]).returncode:
+            self.skipTest("cannot mount a tmpfs here (needs root)")
+        follower = None
+        try:
+            leader = self.start("leader")
+            follower = Server(os.path.join(mnt, "follower"), "--replica-of",
+                              "127.0.0.1:%d" % leader.port).start()
+            flog = os.path.join(mnt, "server.log")
+            lc = leader.client()
+            for _ in range(16):  # 16 MB of log for a 12 MiB disk
+                p = lc.pipeline(transaction=False)
+                for i in range(1000):
+                    p.xadd("s", {"pad": "x" * 1000})
+                p.execute()
+            def flog_text():
+                with open(flog, errors="replace") as f:
+                    return f.read()
+            deadline = time.time() + 15
+            while time.time() < deadline and "replication stopped" not in flog_text():
+                time.sleep(0.1)
+            time.sleep(1.5)  # time for a retry loop to show, had there been one
+            log = flog_text()
+            self.assertEqual(log.count("replication stopped"), 1, log[-3000:])
+            self.assertIn("No space left on device", log)
+            self.assertNotIn("retrying", log[log.index("replication stopped"):])
+            fc = follower.client(decode_responses=True)
+            held = fc.xlen("s")
+            self.assertGreater(held, 1000)
+            self.assertLess(held, 16000)
+            self.assertEqual(fc.xrange("s", count=held),
+                             leader.client(decode_responses=True).xrange("s", count=held))
+            fc.close()
+            follower.stop()  # the store had failed: its exit code says so, nothing to check
+            subprocess.run(["mount", "-o", "remount,size=64m", mnt], check=True)
+            follower.start()
+            self.caught_up(leader, follower)
+            self.same_segments(leader, follower)
+            self.assertEqual(follower.client().xlen("s"), 16000)
+        finally:
+            if follower and follower.proc and follower.proc.poll() is None:
+                follower.stop(signal.SIGKILL)
+            subprocess.run(["umount", mnt])
+
+
 class AckAll(Base):
     def http_post(self, server, stream):
         req = urllib.request.Request("http://127.0.0.1:%d/streams/%s/events" %

@@ -594,8 +594,11 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
 {
     if (st->nbrecs == 0) {
         sync_collect(st, EVS_CAP_NONE); /* its requests are acknowledged first (W10) */
+        /* nothing left to write: but a request whose work the store failed in the middle of
+         * (a roll refused by an I/O error after its earlier records went out) is not done */
+        bool failed = atomic_load(&st->failed);
         for (size_t i = 0; i < p->n; i++)
-            finish(p->r[i], 0, NULL);
+            finish(p->r[i], failed ? EVS_EFAILED : 0, failed ? &st->fail_err : NULL);
         p->n = 0;
         return;
     }

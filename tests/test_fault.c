@@ -137,6 +137,44 @@ Test(fault, enospc_preallocating_the_next_segment_refuses_without_failing)
 /* The space reserve (preparer.c P2, writer.c W11): on a full disk with the active segment
  * full, a trim still rolls (into the reserve) and retention still deletes; nothing but the
  * freeing requests may take the reserve, and ordinary writes wait for it to be made again. */
+/* A retention pass whose declare cannot be written (the roll before it fails the store) must
+ * not delete the segment holding the stream's create record: before, the declare request was
+ * acknowledged with nothing written (no records left to flush), and the segment went. */
+Test(fault, a_declare_the_store_failed_to_write_deletes_nothing)
+{
+    evs_store *st = open_faulty(8 * 1024);
+    char logdir[512];
+    snprintf(logdir, sizeof logdir, "%s/log", dir);
+    int n = 0;
+    while (files_ending(logdir, ".seg") < 4)
+        cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)++n, 0}, NULL, "v",
+                         "payload-payload-payload", NULL), 0);
+    int segs = files_ending(logdir, ".seg");
+    evs_trim t = {.kind = EVS_TRIM_MAXLEN, .maxlen = 5};
+    uint64_t removed = 0;
+    evs_error err;
+    cr_assert_eq(evs_trim_stream(st, S("s"), &t, &removed, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 60; i++) /* the active segment past half full: the declare must roll */
+        cr_assert_eq(add(st, "s", EVS_ID_EXPLICIT, (evs_id){(uint64_t)++n, 0}, NULL, "v",
+                         "payload-payload-payload", NULL), 0);
+    segs = files_ending(logdir, ".seg");
+    fio_fault_arm(FIO_SYNC, 1, EIO, 0); /* the roll's seal cannot be synced */
+    evs_retention_report rep;
+    cr_assert_neq(evs_retention_run(st, &rep, &err), 0);
+    cr_assert_eq(rep.segments_deleted, 0);
+    cr_assert_eq(files_ending(logdir, ".seg"), segs);
+    cr_assert_eq(evs_failed(st, &err), EVS_EFAILED);
+    evs_close(st);
+    fio_fault_reset();
+    rm_index(dir); /* what the log alone says: the stream, from its create record */
+    st = open_store(dir, NULL);
+    evs_id ids[128];
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 128), 65);
+    cr_assert_eq(ids[64].ms, (uint64_t)n);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 Test(fault, a_trim_on_a_full_disk_frees_space_through_the_reserve)
 {
     evs_store *st = open_faulty(8 * 1024);

@@ -684,11 +684,9 @@ int prep_start(evs_store *st);
 void prep_stop(evs_store *st);
 int prep_reserve(evs_store *st, bool freeing, const char **tmpname, evs_error *err);
 /* The space reserve (preparer.c P2, P3): "log/reserve.seg.tmp", made when missing (writer, or
- * open before the writer starts); released to let an open recover on a full disk (true if
- * there was one to release). */
+ * open before the writer starts). */
 #define PREP_RESERVE "reserve.seg.tmp"
 int prep_make_reserve(evs_store *st, evs_error *err);
-bool prep_release_reserve(evs_store *st);
 int prep_install(evs_store *st, const char *tmpname, uint64_t base, segment **out,
                  evs_error *err);
 int prep_new_segment(evs_store *st, uint64_t base, segment **out, evs_error *err);

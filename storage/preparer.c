@@ -22,8 +22,9 @@
  *      missing, and is refused (EVS_ENOSPACE) when it cannot: so appends stop one segment
  *      short of a full disk, and space retention frees goes to the reserve before appends.
  *  P3. The reserve survives an open (store.c load_segments keeps it when it has the segment
- *      size; any other .tmp goes). An open that needs space to recover (a torn tail's copy)
- *      and finds none releases it (prep_release_reserve) and tries once more.
+ *      size; any other .tmp goes). An open that fails on a file system short of a segment's
+ *      room (its recovery writes: the index catching up, a torn tail's copy) deletes it and
+ *      tries once more (store.c evs_open).
  *
  * Deferred rolls (--fsync no and everysec). A roll's seal is synced before the next segment
  * has a segment's name (W4): only the last segment can have a torn tail. Waiting for that sync
@@ -49,14 +50,11 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #define SPARE "spare.seg.tmp"
 #define NEXT "next.seg.tmp" /* made by the writer when no spare is ready */
@@ -257,25 +255,6 @@ int prep_make_reserve(evs_store *st, evs_error *err)
     if (!rc)
         st->reserve_ready = true;
     return rc;
-}
-
-bool prep_release_reserve(evs_store *st)
-{
-    if (!st->reserve_ready)
-        return false;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", st->logdir, RESERVE);
-    int fd = st->io->open(path, O_RDWR | O_CLOEXEC, 0);
-    if (fd >= 0) { /* its blocks go back now, whoever still holds the name */
-        st->io->ftruncate(fd, 0);
-        close(fd);
-    }
-    unlink(path);
-    st->reserve_ready = false;
-    evs_log(st, EVS_LOG_WARN, "released the space reserve (%s, %" PRIu64 " bytes) for want of "
-            "space; it is made again before the next write that finds room", path,
-            st->opt.segment_bytes);
-    return true;
 }
 
 /* P1: the writer may hold the spare (taken, not yet renamed) across a seal's write and sync;

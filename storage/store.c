@@ -63,6 +63,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1265,8 +1266,6 @@ static int checkpoint_claim(evs_store *st, evs_error *err)
     if (store_boot_id(boot, sizeof boot) || (n == 2 && strcmp(boot, fboot) == 0))
         return 0;
     int rc = store_checkpoint_write(st, n == 2 ? txn : 0);
-    if ((rc == -ENOSPC || rc == -EDQUOT) && prep_release_reserve(st)) /* preparer.c P3 */
-        rc = store_checkpoint_write(st, n == 2 ? txn : 0);
     return rc ? evs_err_set(err, rc, "cannot write %s/index.ckpt: %s", st->dir, evs_strerror(rc))
               : 0;
 }
@@ -1460,8 +1459,6 @@ static int cut_tail(evs_store *st, segment *s, uint64_t off, uint64_t nz, const 
     snprintf(seg, sizeof seg, "%s/%s", st->logdir, s->name);
     snprintf(path, sizeof path, "%s/%s.%" PRIu64 ".torn", st->logdir, s->name, off);
     int rc = fio_write_file_atomic(st->io, path, seg_data(s) + off, nz - off);
-    if ((rc == -ENOSPC || rc == -EDQUOT) && prep_release_reserve(st)) /* P3 */
-        rc = fio_write_file_atomic(st->io, path, seg_data(s) + off, nz - off);
     static const uint8_t zeros[1 << 16];
     for (uint64_t o = off; !rc && o < nz; o += sizeof zeros) {
         struct iovec iov = {(void *)zeros, (size_t)(nz - o < sizeof zeros ? nz - o : sizeof zeros)};
@@ -2070,7 +2067,7 @@ int store_following_unmark(evs_store *st)
     return fio_fsync_dir(st->io, st->dir);
 }
 
-int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error *err)
+static int open_once(const char *dir, const evs_options *opt, evs_store **out, evs_error *err)
 {
     evs_store *st = calloc(1, sizeof *st);
     if (!st)
@@ -2203,6 +2200,47 @@ int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error
     return 0;
 fail:
     store_free(st);
+    return rc;
+}
+
+/* Is the file system holding dir's log short of room for one segment? */
+static bool space_short(const char *dir, const evs_options *opt)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/log", dir);
+    struct statvfs v;
+    uint64_t seg = opt && opt->segment_bytes ? opt->segment_bytes : EVS_DEFAULT_SEGMENT_BYTES;
+    return statvfs(p, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < seg;
+}
+
+/* Delete the space reserve of the store in dir, its blocks first (preparer.c P3). */
+static bool release_reserve(const char *dir, const evs_options *opt)
+{
+    const struct evs_io *io = opt && opt->io ? opt->io : &fio_real;
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/log/%s", dir, PREP_RESERVE);
+    int fd = io->open(p, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    io->ftruncate(fd, 0);
+    close(fd);
+    return unlink(p) == 0;
+}
+
+/* preparer.c P3: an open that failed on a full disk (recovery writes: the index catching up
+ * with the log, a torn tail's copy, a new boot's index.ckpt) is tried once more with the space
+ * reserve's room. A failed open leaves what a crash in it would: the next one recovers. */
+int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error *err)
+{
+    int rc = open_once(dir, opt, out, err);
+    if (!rc || (opt && opt->read_only) || !space_short(dir, opt) || !release_reserve(dir, opt))
+        return rc;
+    evs_error first = {0};
+    evs_err_copy(&first, err);
+    if ((rc = open_once(dir, opt, out, err)) == 0)
+        evs_log(*out, EVS_LOG_WARN, "released the space reserve (%s/log/%s) to open on a full "
+                "disk: the first attempt failed (%s); it is made again before the next write "
+                "that finds room", dir, PREP_RESERVE, first.msg);
     return rc;
 }
 

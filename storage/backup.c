@@ -338,6 +338,11 @@ static int copy_file(const evs_backup_source *src, size_t i, const char *dir, mf
     if (!f.compress && src->copy_to_fd && bufs) {
         f.rbuf = bufs[0];
         rc = src->copy_to_fd(src->arg, i, f.fd, landed, &f, err);
+        if (rc && rc != -EOPNOTSUPP && !strstr(err->msg, path)) { /* the file it was writing */
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            evs_err_set(err, rc, "%s: %.*s", path, (int)(sizeof why - strlen(path) - 3), why);
+        }
     }
     if (rc == -EOPNOTSUPP)
         rc = bufs ? pipe_copy(src, i, &f, bufs, err) : src->copy(src->arg, i, sink, &f, err);

@@ -17,10 +17,11 @@
  * all 14 of its segments, retention failing every second). So:
  *  P2. A writable store keeps "log/reserve.seg.tmp", one preallocated segment, which only
  *      the rolls that free space may take (prep_reserve `freeing`: retention's declares,
- *      relocations and age rolls, trims and stream deletions), and only when no spare is ready
- *      and no new file can be made. Every other roll makes the reserve first when it is
- *      missing, and is refused (EVS_ENOSPACE) when it cannot: so appends stop one segment
- *      short of a full disk, and space retention frees goes to the reserve before appends.
+ *      relocations and age rolls, trims and stream deletions; and a new epoch's record),
+ *      and only when no spare is ready and no new file can be made. Every other write makes
+ *      the reserve first when it is missing, and is refused (EVS_ENOSPACE) when it cannot:
+ *      so appends stop one segment short of a full disk, and space retention frees goes to
+ *      the reserve before appends.
  *  P3. The reserve survives an open (store.c load_segments keeps it when it has the segment
  *      size; any other .tmp goes). An open that fails on a file system short of a segment's
  *      room (its recovery writes: the index catching up, a torn tail's copy) deletes it and

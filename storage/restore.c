@@ -14,7 +14,8 @@
  *      target is never partly written.
  *  R3. Decompressed bytes are checked again (size and CRC of the store bytes) as they are
  *      written, so the bytes in the new store are the bytes the snapshot held. Uncompressed
- *      files, checked by the first pass, are copied by the kernel (copy_file_range).
+ *      files, checked by the first pass, are copied by the kernel (copy_file_range, or
+ *      sendfile between two file systems).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -317,7 +319,8 @@ out:
 }
 
 /* An uncompressed file, already checked (size, CRC) by the pass before anything was written:
- * copied by the kernel (copy_file_range), its size checked again. */
+ * copied by the kernel (copy_file_range; sendfile where that cannot cross from the backup's
+ * file system to the target's), its size checked again. */
 static int copy_raw(rfile *r, evs_error *err)
 {
     int in = open(r->path, O_RDONLY | O_CLOEXEC);
@@ -325,15 +328,24 @@ static int copy_raw(rfile *r, evs_error *err)
         return evs_err_set(err, -errno, "%s: %s", r->path, strerror(errno));
     uint64_t done = 0;
     int rc = 0;
+    bool range = true; /* copy_file_range, else sendfile: both leave the copying to the kernel */
     while (done < r->f->stored_size) {
         if (r->cancel && *r->cancel) {
             rc = evs_err_set(err, EVS_ECLOSED, "interrupted");
             break;
         }
         uint64_t left = r->f->stored_size - done;
-        ssize_t n = copy_file_range(in, NULL, r->outfd, NULL, left < (64u << 20) ? left : 64u << 20, 0);
+        size_t want = left < (64u << 20) ? (size_t)left : 64u << 20;
+        ssize_t n = range ? copy_file_range(in, NULL, r->outfd, NULL, want, 0)
+                          : sendfile(r->outfd, in, NULL, want);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && range && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP ||
+                               errno == ENOSYS)) {
+            range = false; /* between two file systems (Linux 5.19 on: EXDEV unless both are of
+                            * one type that implements it), or a file system without it */
+            continue;
+        }
         if (n <= 0) {
             rc = n == 0 ? evs_err_set(err, EVS_ECORRUPT, "%s: shorter than the manifest's %" PRIu64
                                       " bytes", r->path, r->f->stored_size)

@@ -58,8 +58,8 @@
  *      appends and bounded for stream operations (op_room); a consumer-group operation counts
  *      GROUP_ROOM and retention's group snapshots 64 bytes per pending entry, which a very
  *      large one can exceed (it then grows the file as before). Only the requests that free
- *      space (trims, stream deletions, retention's) may roll into the space reserve
- *      (preparer.c P2); ordinary ones are refused while the reserve or the index's headroom
+ *      space (trims, stream deletions, retention's) and a new epoch may roll into the
+ *      space reserve (preparer.c P2); ordinary ones are refused while the reserve or the index's headroom
  *      (keep_index_headroom) cannot be had.
  */
 #include "crc.h"
@@ -1923,8 +1923,12 @@ static void process(evs_store *st, wreq *list, pending *p)
             flush(st, p);
             evs_error rerr;
             uint64_t more = op_room(r);
-            if (more && room_for(st, p, more, r->kind == WR_TRIM || r->kind == WR_DROP, &rerr)) {
-                roll_refused(st, r, &rerr); /* W11: trims and deletions may take the reserve */
+            /* W11: trims and deletions may take the reserve; so may a new epoch (a restore's,
+             * a promotion's: a few bytes, and no store should stay unfenced for want of a
+             * segment's room) */
+            bool reserve_ok = r->kind == WR_TRIM || r->kind == WR_DROP || r->kind == WR_EPOCH;
+            if (more && room_for(st, p, more, reserve_ok, &rerr)) {
+                roll_refused(st, r, &rerr);
                 continue;
             }
             if (r->kind == WR_DELETE)

@@ -246,17 +246,23 @@ static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_err
     rc = idx_cur_get(c, IDX_GE, key, sizeof key, &k, &kl, &v, &vl);
     if (rc == 0 && kl == IDX_IDKEY && memcmp(k, key, IDX_IDKEY) == 0)
         rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl);
-    if (rc == 0) {
+    for (; rc == 0; rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
         evs_id nid;
         uint64_t npos;
-        if (key_ok(it, k, kl, v, vl, &nid, &npos) && npos > start_pos) {
-            it->have_next = true;
-            it->next_id = nid;
-            it->next_pos = npos;
-        }
-    } else if (rc != EVS_ENOTFOUND) {
-        goto out;
+        if (!key_ok(it, k, kl, v, vl, &nid, &npos) || npos <= start_pos)
+            break;
+        if (below_first(it, npos))
+            continue; /* a trimmed block's key (its clean-up lags): it starts no block here —
+                       * taken as the next, the walk below went from the end and the next
+                       * block repeated it (seen: an XREAD that started with no key, the
+                       * stream's first key indexed meanwhile, returned its entry twice) */
+        it->have_next = true;
+        it->next_id = nid;
+        it->next_pos = npos;
+        break;
     }
+    if (rc && rc != EVS_ENOTFOUND)
+        goto out;
     rc = 0;
     uint64_t p = it->snap.last_pos;
     if (it->have_next && !below_first(it, it->next_pos)) {

@@ -650,6 +650,11 @@ int writer_relocate(evs_store *st, const uint32_t *nos, size_t n, uint64_t below
  * if it holds an entry at or past its stream's first (postings P4). */
 int writer_idx_del(evs_store *st, const uint8_t *buf, size_t len, evs_error *err);
 
+/* Tests only (NULL otherwise): run between a forward read's start-key lookup and its first
+ * block's, which use two index read transactions: an index commit can fall between them
+ * (reader.c load_block). */
+extern void (*reader_start_window)(evs_store *st);
+
 /* Lineage (epoch.c): parse/format EPOCHS; load it at open (a fresh store starts epoch 1);
  * after recovery, move an epoch that starts past the log's end to it; on the writer, begin
  * the next epoch (history written durably first, E1). */

@@ -610,6 +610,8 @@ static evs_iter *iter_alloc(void)
     return calloc(1, sizeof(evs_iter));
 }
 
+void (*reader_start_window)(evs_store *st);
+
 /* `pre`: an iterator evs_iter_open allocated (and listed), else one is made here. */
 static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
                             const evs_query *q, evs_iter *pre, evs_iter **out, evs_error *err)
@@ -691,6 +693,8 @@ static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
         evs_id kid = EVS_ID_MIN;
         uint64_t kpos = 0;
         rc = find_start_key(it, &kid, &kpos, err);
+        if (!rc && reader_start_window)
+            reader_start_window(st);
         if (!rc)
             rc = load_block(it, kid, kpos, err);
     }

@@ -1195,8 +1195,10 @@ out:
     http_quiesce(s->http);
     if (cfg->replica_of)
         repl_follower_stop();
-    if (s->wake)
+    if (s->wake) {
         commands_shutdown();
+        run_completions(s); /* the blocked readers answered now: their answers read the store */
+    }
     if (s->visible)
         evs_set_visible_hook(s->st, NULL, NULL);
     if (s->written)

@@ -1817,6 +1817,50 @@ class Process(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
             shutil.rmtree(d, ignore_errors=True)
 
+    def test_sigterm_answers_blocked_readers_and_exits_0(self):
+        """Clients blocked in XREAD and XREADGROUP BLOCK 0 at SIGTERM get their null reply
+        and the server exits 0. Their answers read the store: they were answered after it was
+        closed (a use after free, seen under ASan in test_tail), now before."""
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        data = os.path.join(d, "data")
+        srv = Server(data).start()
+        try:
+            r = srv.client()
+            r.xadd("s", {"a": "b"})
+            r.xgroup_create("s", "g", id="$")
+            socks = []
+            for cmd in (b"*6\r\n$5\r\nXREAD\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n"
+                        b"$1\r\ns\r\n$1\r\n$\r\n",
+                        b"*9\r\n$10\r\nXREADGROUP\r\n$5\r\nGROUP\r\n$1\r\ng\r\n$1\r\nc\r\n"
+                        b"$5\r\nBLOCK\r\n$1\r\n0\r\n$7\r\nSTREAMS\r\n$1\r\ns\r\n$1\r\n>\r\n"):
+                c = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                c.sendall(cmd)
+                socks.append(c)
+            deadline = time.time() + 10
+            while r.info("clients")["blocked_clients"] < 2 and time.time() < deadline:
+                time.sleep(0.02)
+            self.assertEqual(r.info("clients")["blocked_clients"], 2)
+            r.close()
+            srv.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(srv.proc.wait(timeout=20), 0)
+            for c in socks:
+                got = b""
+                while True:
+                    chunk = c.recv(100)
+                    if not chunk:
+                        break
+                    got += chunk
+                c.close()
+                self.assertEqual(got, b"*-1\r\n")
+            srv.log.close()
+            with open(srv.log.name, errors="replace") as f:
+                log = f.read()
+            self.assertIn("stopped cleanly", log)
+            self.assertNotIn("Sanitizer", log)
+        finally:
+            srv.stop()
+            shutil.rmtree(d, ignore_errors=True)
+
     def test_shutdown_stops_cleanly_as_sigterm_does(self):
         """SHUTDOWN (redis-cli shutdown, redis-py's shutdown()) answers nothing and closes the
         connection as the server stops cleanly; another client's writes acknowledged before it

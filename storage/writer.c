@@ -2638,7 +2638,8 @@ int writer_idx_del(evs_store *st, const uint8_t *buf, size_t len, evs_error *err
         wreq_free(r);
         return evs_err_set(err, -ENOMEM, "out of memory");
     }
-    memcpy(r->data.data, buf, len);
+    if (len) /* none: only the commit (a test's way to make the index catch up) */
+        memcpy(r->data.data, buf, len);
     r->data.len = len;
     size_t unused;
     return run_counted(st, r, &unused, err);

@@ -357,6 +357,7 @@ Test(groups, empty_names_are_names)
     evs_id *ids = NULL;
     cr_assert_eq(run(st, &op, &res, &ids), 0);
     cr_assert_eq(res.nids, 1);
+    free(ids);
     for (int round = 0; round < 3; round++) {
         dump d = {NULL, 0, 0, st, ""};
         cr_assert_eq(evs_group_list(st, S(""), dump_group, &d), 0);

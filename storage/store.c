@@ -2067,7 +2067,33 @@ int store_following_unmark(evs_store *st)
     return fio_fsync_dir(st->io, st->dir);
 }
 
-static int open_once(const char *dir, const evs_options *opt, evs_store **out, evs_error *err)
+/* Is the file system holding dir's log short of room for one segment? */
+static bool space_short(const char *dir, const evs_options *opt)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/log", dir);
+    struct statvfs v;
+    uint64_t seg = opt && opt->segment_bytes ? opt->segment_bytes : EVS_DEFAULT_SEGMENT_BYTES;
+    return statvfs(p, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < seg;
+}
+
+/* Delete the space reserve of the store in dir, its blocks first (preparer.c P3). */
+static bool release_reserve(const char *dir, const evs_options *opt)
+{
+    const struct evs_io *io = opt && opt->io ? opt->io : &fio_real;
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/log/%s", dir, PREP_RESERVE);
+    int fd = io->open(p, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    io->ftruncate(fd, 0);
+    close(fd);
+    return unlink(p) == 0;
+}
+
+/* `release`: a second attempt (evs_open): the space reserve goes once the folder is ours. */
+static int open_once(const char *dir, const evs_options *opt, bool release, evs_store **out,
+                     evs_error *err)
 {
     evs_store *st = calloc(1, sizeof *st);
     if (!st)
@@ -2140,6 +2166,9 @@ static int open_once(const char *dir, const evs_options *opt, evs_store **out, e
     }
     if ((rc = lock_folder(st, err)))
         goto fail;
+    if (release && !st->opt.read_only && release_reserve(dir, opt))
+        evs_log(st, EVS_LOG_WARN, "released the space reserve (%s/%s) to open on a full disk; it "
+                "is made again before the next write that finds room", st->logdir, PREP_RESERVE);
     if (!st->opt.read_only && (rc = rel_start(st))) { /* before the log is listed: L4 */
         rc = evs_err_set(err, rc, "cannot start space releaser thread");
         goto fail;
@@ -2203,44 +2232,21 @@ fail:
     return rc;
 }
 
-/* Is the file system holding dir's log short of room for one segment? */
-static bool space_short(const char *dir, const evs_options *opt)
-{
-    char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s/log", dir);
-    struct statvfs v;
-    uint64_t seg = opt && opt->segment_bytes ? opt->segment_bytes : EVS_DEFAULT_SEGMENT_BYTES;
-    return statvfs(p, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < seg;
-}
-
-/* Delete the space reserve of the store in dir, its blocks first (preparer.c P3). */
-static bool release_reserve(const char *dir, const evs_options *opt)
-{
-    const struct evs_io *io = opt && opt->io ? opt->io : &fio_real;
-    char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s/log/%s", dir, PREP_RESERVE);
-    int fd = io->open(p, O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    io->ftruncate(fd, 0);
-    close(fd);
-    return unlink(p) == 0;
-}
-
 /* preparer.c P3: an open that failed on a full disk (recovery writes: the index catching up
  * with the log, a torn tail's copy, a new boot's index.ckpt) is tried once more with the space
  * reserve's room. A failed open leaves what a crash in it would: the next one recovers. */
 int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error *err)
 {
-    int rc = open_once(dir, opt, out, err);
-    if (!rc || (opt && opt->read_only) || !space_short(dir, opt) || !release_reserve(dir, opt))
+    int rc = open_once(dir, opt, false, out, err);
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/log/%s", dir, PREP_RESERVE);
+    if (!rc || (opt && opt->read_only) || !space_short(dir, opt) || access(p, F_OK))
         return rc;
     evs_error first = {0};
     evs_err_copy(&first, err);
-    if ((rc = open_once(dir, opt, out, err)) == 0)
-        evs_log(*out, EVS_LOG_WARN, "released the space reserve (%s/log/%s) to open on a full "
-                "disk: the first attempt failed (%s); it is made again before the next write "
-                "that finds room", dir, PREP_RESERVE, first.msg);
+    if ((rc = open_once(dir, opt, true, out, err)) == 0)
+        evs_log(*out, EVS_LOG_WARN, "the open needed the space reserve's room: its first attempt "
+                "failed (%s)", first.msg);
     return rc;
 }
 

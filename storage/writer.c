@@ -58,9 +58,9 @@
  *      appends and bounded for stream operations (op_room); a consumer-group operation counts
  *      GROUP_ROOM and retention's group snapshots 64 bytes per pending entry, which a very
  *      large one can exceed (it then grows the file as before). Only the requests that free
- *      space (trims, stream deletions, retention's) and a new epoch may roll into the
- *      space reserve (preparer.c P2); ordinary ones are refused while the reserve or the index's headroom
- *      (keep_index_headroom) cannot be had.
+ *      space (trims, stream deletions, retention's) and a new epoch may roll into the space
+ *      reserve (preparer.c P2); ordinary ones are refused while the reserve or the index's
+ *      headroom (keep_index_headroom) cannot be had.
  */
 #include "crc.h"
 #include "group.h"
@@ -513,8 +513,6 @@ static bool more_frames(evs_store *st)
     return more;
 }
 
-/* Commit the index if it is due: a record readers need there (tombstone), many records, or
- * the oldest uncommitted record published EVS_INDEX_COMMIT_NS ago; `force` commits anything. */
 /* W11: blocks kept ahead of the index's data file, a quarter segment (1-16 MiB), so that its
  * commits do not meet a full disk first. 0, or -errno: ENOSPC marks the store short of room
  * (ordinary requests are refused until it is had); any other error is only logged. */
@@ -534,6 +532,8 @@ static int keep_index_headroom(evs_store *st)
     return short_now ? rc : 0;
 }
 
+/* Commit the index if it is due: a record readers need there (tombstone), many records, or
+ * the oldest uncommitted record published EVS_INDEX_COMMIT_NS ago; `force` commits anything. */
 static void index_commit(evs_store *st, bool force)
 {
     if (st->idx_records == 0 && !st->idx_force) {

@@ -1792,7 +1792,14 @@ static int replica_records(evs_store *st, pending *p, const uint8_t *b, size_t l
             segment *a = st->active;
             a->sealed = true;
             rel_cut(st, a, st->tail - a->base);
-            rc = segment_start(st, NULL, st->tail, NULL, err);
+            /* the leader's next segment, as its roll went: it may have taken its own reserve
+             * to free space (P2), and a follower's space only returns by following that */
+            const char *next = NULL;
+            evs_error rerr; /* its own reserve again first where there is room: not needed */
+            prep_make_reserve(st, &rerr);
+            rc = prep_reserve(st, true, &next, err);
+            if (!rc)
+                rc = segment_start(st, next, st->tail, NULL, err);
         }
     }
     return rc;

@@ -721,7 +721,8 @@ int store_fdatasync_timed(evs_store *st, int fd);
  * visibility cap; EVS_CAP_NONE lifts it. Writer only. */
 void store_visible_sync_cap(evs_store *st, uint64_t cap);
 
-/* Releaser: start/stop its thread (stop finishes every job at once). Queue the cut of sealed
+/* Releaser: start/stop its thread (stop drops the queued jobs: their files wait for the next
+ * open, releaser.c L3, L4). Queue the cut of sealed
  * segment a's file to len bytes (writer, after a seal), or the deletion of a segment file
  * retention renamed to `path` (R3). Done at once, unpaced, when the thread is not running. */
 int rel_start(evs_store *st);

@@ -28,6 +28,7 @@
 #include "event_json.h"
 #include "http_internal.h"
 #include "server.h"
+#include "fdlimit.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -57,6 +58,7 @@ struct http_api {
     server *srv;
     struct evhttp *http;
     struct evhttp_bound_socket *sock;
+    struct fdlimit_listener *guard; /* fdlimit.c F2 */
     sse *subs;
     size_t nsubs;
     publish *keyed; /* keyed publishes in flight: retries of the same key wait for them */
@@ -1138,6 +1140,15 @@ static void route(struct evhttp_request *req, void *arg)
     free(name);
 }
 
+/* Each accepted connection's bufferevent, made as evhttp makes it by default (no fd yet, no
+ * options: evhttp closes the socket itself); first, fdlimit.c F2. */
+static struct bufferevent *new_connection(struct event_base *base, void *arg)
+{
+    http_api *h = arg;
+    fdlimit_http_accepting(h->guard);
+    return bufferevent_socket_new(base, -1, 0);
+}
+
 int http_start(server *srv, http_api **out)
 {
     const server_config *cfg = server_cfg(srv);
@@ -1156,6 +1167,7 @@ int http_start(server *srv, http_api **out)
     evhttp_set_max_headers_size(h->http, 64 * 1024);
     evhttp_set_timeout(h->http, 60);
     evhttp_set_gencb(h->http, route, h);
+    evhttp_set_bevcb(h->http, new_connection, h);
     h->sock = evhttp_bind_socket_with_handle(h->http, cfg->bind, (ev_uint16_t)cfg->http_port);
     if (!h->sock) {
         int e = errno;
@@ -1163,6 +1175,7 @@ int http_start(server *srv, http_api **out)
         free(h);
         return -(e ? e : EADDRINUSE);
     }
+    h->guard = fdlimit_guard(srv, evhttp_bound_socket_get_listener(h->sock), "HTTP");
     *out = h;
     return 0;
 }
@@ -1171,6 +1184,8 @@ void http_quiesce(http_api *h)
 {
     http_groups_quiesce();
     if (h && h->sock) {
+        fdlimit_unguard(h->guard);
+        h->guard = NULL;
         evhttp_del_accept_socket(h->http, h->sock);
         h->sock = NULL;
     }

@@ -4,6 +4,7 @@
  * server.h.
  */
 #include "server.h"
+#include "fdlimit.h"
 #include "commands.h"
 
 #include <errno.h>
@@ -76,6 +77,7 @@ struct server {
     server_config cfg;
     struct event_base *base;
     struct evconnlistener *lis;
+    struct fdlimit_listener *lis_guard; /* fdlimit.c F2 */
     evs_store *st;
     struct event *wake, *sigterm, *sigint, *visible, *written, *cron;
     struct http_api *http;
@@ -954,7 +956,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     (void)sa;
     (void)salen;
     server *s = arg;
-    if (s->nconns >= s->cfg.max_clients) {
+    if (s->nconns >= s->cfg.max_clients || !fdlimit_room(fd)) { /* fdlimit.c F2 */
         /* answer as Redis does; drain what the client already sent so that closing with
          * unread bytes does not reset the connection before it reads the answer */
         static const char msg[] = "-ERR max number of clients reached\r\n";
@@ -1115,6 +1117,7 @@ int server_run(const server_config *cfg)
         free(s);
         return rc;
     }
+    fdlimit_fit(s); /* F1: with the store open, its segments counted */
     struct sockaddr_in sin;
     memset(&sin, 0, sizeof sin);
     sin.sin_family = AF_INET;
@@ -1139,6 +1142,7 @@ int server_run(const server_config *cfg)
         rc = -errno;
         goto out;
     }
+    s->lis_guard = fdlimit_guard(s, s->lis, "RESP");
     if (strcmp(cfg->bind, "127.0.0.1") != 0 && !cfg->requirepass)
         server_log(s, EVS_LOG_WARN,
                    "listening on %s without --requirepass: anyone who can reach this address "
@@ -1190,6 +1194,7 @@ int server_run(const server_config *cfg)
 out:
     /* stop accepting, let the writer finish what was queued, then drop the clients */
     s->stopping = true;
+    fdlimit_unguard(s->lis_guard);
     if (s->lis)
         evconnlistener_free(s->lis);
     http_quiesce(s->http);

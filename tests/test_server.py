@@ -1861,6 +1861,61 @@ class Process(unittest.TestCase):
             srv.stop()
             shutil.rmtree(d, ignore_errors=True)
 
+    def test_out_of_file_descriptors_pauses_accepting_and_recovers(self):
+        """Under `ulimit -n 128`: --max-clients is lowered to what fits (fdlimit.c F1); HTTP
+        connections stop short of the store's reserve, their listener pausing (F2), and the
+        store keeps writing. Before, libevent retried a failing accept() at once and logged
+        each failure (4.4 GB of "Too many open files" in a few seconds), and the store, left
+        no descriptor for its index.ckpt, failed for good."""
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        srv = Server(os.path.join(d, "data"), "--max-clients", "1000",
+                     wrap=("prlimit", "--nofile=128", "--")).start()
+        socks = []
+        try:
+            c = srv.client(decode_responses=True)
+            lowered = int(c.config_get("maxclients")["maxclients"])
+            self.assertLess(lowered, 128)
+            self.assertGreater(lowered, 32)
+            for _ in range(150):  # more than the descriptors left
+                try:
+                    socks.append(socket.create_connection(("127.0.0.1", srv.http_port), timeout=2))
+                except OSError:
+                    break
+            # the clients stop short of the store's reserve: publishing (index.ckpt each
+            # second, new segment files) still works while they hold every other descriptor
+            for i in range(200):
+                c.xadd("s", {"n": str(i), "pad": "x" * 8000})
+            time.sleep(1.5)  # the kernel's backlog holds the rest; the server must not spin
+            self.assertEqual(c.xlen("s"), 200)
+            for x in socks:
+                x.close()
+            socks = []
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                try:
+                    if http_req(srv, "GET", "/healthz")[0] == 200:
+                        break
+                except OSError:
+                    time.sleep(0.1)
+            self.assertEqual(http_req(srv, "GET", "/healthz")[0], 200)
+            self.assertTrue(c.ping())
+            c.close()
+            self.assertEqual(srv.stop(), 0)
+            srv.log.close()
+            with open(srv.log.name, errors="replace") as f:
+                log = f.read()
+            self.assertIn("--max-clients lowered to %d" % lowered, log)
+            self.assertIn("not accepting HTTP connections for now", log)
+            self.assertLessEqual(log.count("not accepting"), 2)  # once a minute at most
+            self.assertNotIn("Error from accept", log)
+            self.assertNotIn("refused until restart", log)
+            self.assertLess(len(log), 20000)
+        finally:
+            for x in socks:
+                x.close()
+            srv.stop()
+            shutil.rmtree(d, ignore_errors=True)
+
     def test_shutdown_stops_cleanly_as_sigterm_does(self):
         """SHUTDOWN (redis-cli shutdown, redis-py's shutdown()) answers nothing and closes the
         connection as the server stops cleanly; another client's writes acknowledged before it

@@ -9,8 +9,8 @@
  * taken after reading T covers them; only then is the index synced and T recorded.
  * With --fsync no nothing is synced periodically (the OS decides); close still checkpoints.
  *
- * A full disk that refuses the new index.ckpt (written to a temporary file, then renamed) does
- * not fail the store: the log and the index are durable already, the old index.ckpt still
+ * A full disk (or a process out of file descriptors) that refuses the new index.ckpt (written
+ * to a temporary file, then renamed) does not fail the store: the log and the index are durable already, the old index.ckpt still
  * holds, and all a stale one costs is trust (store.c checkpoint_ok: after a reboot the index
  * is rebuilt from the log instead). It is logged once per episode and tried again.
  */
@@ -42,9 +42,11 @@ int ckpt_run(evs_store *st)
     store_seg_put(a);
     if (!rc && (rc = idx_sync(st->idx)))
         store_fail(st, rc, "index sync failed");
-    if (!rc && (rc = store_checkpoint_write(st, t)) && rc != -ENOSPC && rc != -EDQUOT)
+    bool transient = false; /* no room for the new file: nothing written, nothing at risk */
+    if (!rc && (rc = store_checkpoint_write(st, t)) &&
+        !(transient = rc == -ENOSPC || rc == -EDQUOT || rc == -EMFILE || rc == -ENFILE))
         store_fail(st, rc, "cannot write index checkpoint");
-    if (rc == -ENOSPC || rc == -EDQUOT) {
+    if (transient) {
         if (!st->ckpt_nospace)
             evs_log(st, EVS_LOG_WARN, "cannot record the index checkpoint (%s): the index is "
                     "durable; after a reboot it is rebuilt from the log; tried again each "

@@ -769,6 +769,18 @@ static int segment_start(evs_store *st, const char *next, uint64_t base, segment
     return 0;
 }
 
+/* W5: a file that could not be made for want of space (rc, err saying why) refuses only the
+ * request (EVS_ENOSPACE, nothing written); any other failure is returned as it is. */
+static int no_space(int rc, const char *what, evs_error *err)
+{
+    if (rc != -ENOSPC && rc != -EDQUOT)
+        return rc;
+    char why[sizeof err->msg - 100];
+    snprintf(why, sizeof why, "%.*s", (int)sizeof why - 1, err->msg);
+    return evs_err_set(err, EVS_ENOSPACE, "no space for %s (%s): nothing was written; retry "
+                       "when space is freed", what, why);
+}
+
 int store_roll(evs_store *st, bool freeing, evs_error *err)
 {
     segment *a = st->active;
@@ -799,14 +811,8 @@ int store_roll(evs_store *st, bool freeing, evs_error *err)
     if (a) {
         /* W5: the next file's space first; a full disk is met before anything is written */
         int rc = prep_reserve(st, freeing, &next, err);
-        if (rc) {
-            if (rc != -ENOSPC && rc != -EDQUOT)
-                return rc;
-            char why[sizeof err->msg - 100];
-            snprintf(why, sizeof why, "%.*s", (int)sizeof why - 1, err->msg);
-            return evs_err_set(err, EVS_ENOSPACE, "no space for the next segment (%s): nothing "
-                               "was written; retry when space is freed", why);
-        }
+        if (rc)
+            return no_space(rc, "the next segment", err);
         /* seal: a record saying how the segment ends, synced before the next file exists */
         uint64_t v[2] = {0, a->base};
         rec_buf b = {0};
@@ -879,14 +885,8 @@ static bool roll_needed(evs_store *st, uint64_t more)
 static int room_for(evs_store *st, pending *p, uint64_t more, bool freeing, evs_error *err)
 {
     int rc;
-    if (!freeing && (rc = prep_make_reserve(st, err))) { /* P2: the reserve is not for these */
-        if (rc != -ENOSPC && rc != -EDQUOT)
-            return rc;
-        char why[sizeof err->msg - 100];
-        snprintf(why, sizeof why, "%.*s", (int)sizeof why - 1, err->msg);
-        return evs_err_set(err, EVS_ENOSPACE, "no space for the space reserve (%s): nothing was "
-                           "written; retry when space is freed", why);
-    }
+    if (!freeing && (rc = prep_make_reserve(st, err))) /* P2: the reserve is not for these */
+        return no_space(rc, "the space reserve", err);
     if (!freeing && st->idx_room_short && (rc = keep_index_headroom(st)))
         return evs_err_set(err, EVS_ENOSPACE, "no space for the index to grow (%s): nothing was "
                            "written; retry when space is freed", strerror(-rc));

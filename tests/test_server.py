@@ -1505,14 +1505,21 @@ class DamagedIndex(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
 
 
+def mount_tmpfs(test, size):
+    """A new folder and, in it, a tmpfs of `size` ("12m") mounted at folder/fs: (folder, mount
+    point). The test is skipped where this process may not mount. The caller unmounts."""
+    d = tempfile.mkdtemp(prefix="evs-fs-")
+    mnt = os.path.join(d, "fs")
+    os.mkdir(mnt)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", mnt]).returncode:
+        shutil.rmtree(d)
+        test.skipTest("cannot mount a tmpfs here (needs root)")
+    return d, mnt
+
+
 class DiskFull(unittest.TestCase):
     def test_full_disk_refuses_clearly_resumes_and_loses_nothing(self):
-        d = tempfile.mkdtemp(prefix="evs-full-")
-        mnt = os.path.join(d, "fs")
-        os.mkdir(mnt)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", mnt]).returncode:
-            shutil.rmtree(d)
-            self.skipTest("cannot mount a tmpfs here (needs root)")
+        d, mnt = mount_tmpfs(self, "12m")
         srv = None
         try:
             data = os.path.join(mnt, "data")
@@ -1567,12 +1574,7 @@ class DiskFull(unittest.TestCase):
         re-declares the stream before it deletes the segment holding its create record), so
         on a full disk a trim must still free segments, and no request may fail the store by
         writing past its segment's blocks (writer.c W11)."""
-        d = tempfile.mkdtemp(prefix="evs-full-")
-        mnt = os.path.join(d, "fs")
-        os.mkdir(mnt)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", mnt]).returncode:
-            shutil.rmtree(d)
-            self.skipTest("cannot mount a tmpfs here (needs root)")
+        d, mnt = mount_tmpfs(self, "12m")
         srv = None
         try:
             data = os.path.join(mnt, "data")
@@ -1617,7 +1619,8 @@ class DiskFull(unittest.TestCase):
             self.assertEqual([e[0] for e in r.xrange("s")], kept)
             self.assertIn("reserve.seg.tmp", os.listdir(logdir))
             deadline = time.time() + 10  # the releaser frees deleted segments' space, paced
-            while time.time() < deadline and [f for f in os.listdir(logdir) if f.endswith(".deleted")]:
+            while time.time() < deadline and \
+                    [f for f in os.listdir(logdir) if f.endswith(".deleted")]:
                 time.sleep(0.1)
             r.close()
             self.assertEqual(srv.stop(), 0)

@@ -10,10 +10,12 @@
  * good ("writes refused until restart").
  *
  * Invariants:
- *  F1. At start the soft limit is raised (up to the hard one) to --max-clients + --max-tails
- *      + the reserve (FD_RESERVE + two per segment of the log: its file, and a backup's or a
- *      follower's sendfile of it); if even the hard limit is short, --max-clients is lowered
- *      to the limit less the reserve, and the log says so (Redis does the same at start).
+ *  F1. Before the store opens (one descriptor per segment: a big log under the usual soft
+ *      limit of 1,024 could not open), the soft limit is raised to the hard one (at most
+ *      FD_RAISE_MAX). Once it is open, the reserve is FD_RESERVE + two per segment (its file,
+ *      and a backup's or a follower's sendfile of it); where the limit cannot hold
+ *      --max-clients + --max-tails + the reserve, --max-clients is lowered to the limit less
+ *      the reserve, and the log says so (Redis does the same at start).
  *  F2. Clients never take the reserve. Descriptors are handed out lowest first, so one
  *      numbered at or above limit − reserve means the clients are into it: a RESP connection
  *      so numbered is refused as over --max-clients (fdlimit_room, on the accepted socket);
@@ -39,30 +41,35 @@
 #include <event2/util.h>
 
 #define FD_RESERVE 64 /* the store's own files (the soak: 16-27 in all), index, log, links */
+#define FD_RAISE_MAX (1u << 20)
 #define PAUSE_MS 100
 #define LOG_EVERY_S 60
 
 static uint64_t fd_ceiling = UINT64_MAX; /* limit − reserve: clients stay below it (F2) */
 
+void fdlimit_raise(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    rlim_t to = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > FD_RAISE_MAX ? FD_RAISE_MAX
+                                                                            : rl.rlim_max;
+    if (rl.rlim_cur < to) {
+        rl.rlim_cur = to;
+        setrlimit(RLIMIT_NOFILE, &rl); /* a failure leaves the limit as it was: F1 copes */
+    }
+}
+
 void fdlimit_fit(server *s)
 {
     server_config *cfg = server_cfg_mut(s);
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl))
+    if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY)
         return;
     evs_store_stats st;
     evs_store_stats_get(server_store(s), &st);
     uint64_t reserve = FD_RESERVE + 2 * st.segments;
     uint64_t want = (uint64_t)cfg->max_clients + (uint64_t)cfg->max_tails + reserve;
-    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
-        struct rlimit up = {rl.rlim_max == RLIM_INFINITY || want < rl.rlim_max ? want
-                                                                                : rl.rlim_max,
-                            rl.rlim_max};
-        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
-            rl.rlim_cur = up.rlim_cur;
-    }
-    if (rl.rlim_cur == RLIM_INFINITY)
-        return;
     fd_ceiling = rl.rlim_cur > reserve + 1 ? rl.rlim_cur - reserve : 1;
     if (fd_ceiling >= (uint64_t)cfg->max_clients)
         return;

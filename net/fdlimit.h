@@ -12,8 +12,10 @@
 
 struct evconnlistener;
 
-/* F1: raise the soft open-files limit for --max-clients and --max-tails (the store open, its
- * segments counted); lower --max-clients, and log it, where the hard limit is short. */
+/* F1: raise the soft open-files limit to the hard one (before the store opens); then, the
+ * store open and its segments counted, lower --max-clients, and log it, where the limit
+ * cannot hold it beside --max-tails and the store's reserve. */
+void fdlimit_raise(void);
 void fdlimit_fit(server *s);
 
 /* F2: may a client have descriptor fd (or, fd < 0, the next one) and leave the store its

@@ -1111,6 +1111,7 @@ int server_run(const server_config *cfg)
     o.retention = cfg->retention;
     o.replica = cfg->replica_of != NULL;
     evs_error err;
+    fdlimit_raise(); /* F1: a big log holds a descriptor per segment */
     if ((rc = evs_open(cfg->data, &o, &s->st, &err))) {
         server_log(s, EVS_LOG_ERROR, "cannot open %s: %s", cfg->data, err.msg);
         event_base_free(s->base);

@@ -2,6 +2,7 @@
  * main.c — the evstore binary: one subcommand per concept, each in its own src/cli_*.c.
  */
 #include "cli.h"
+#include "fdlimit.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -122,6 +123,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     argv[1] = argv[0];
+    fdlimit_raise(); /* the offline tools open a store too: a descriptor per segment */
     if (!strcmp(cmd, "serve"))
         return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "publish"))

@@ -46,6 +46,7 @@
 #define LOG_EVERY_S 60
 
 static uint64_t fd_ceiling = UINT64_MAX; /* limit − reserve: clients stay below it (F2) */
+static int probe_fd = -1; /* /dev/null, duplicated to find the lowest free descriptor */
 
 void fdlimit_raise(void)
 {
@@ -70,6 +71,8 @@ void fdlimit_fit(server *s)
     evs_store_stats_get(server_store(s), &st);
     uint64_t reserve = FD_RESERVE + 2 * st.segments;
     uint64_t want = (uint64_t)cfg->max_clients + (uint64_t)cfg->max_tails + reserve;
+    if (probe_fd < 0) /* (stderr may be closed: never rely on it) */
+        probe_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     fd_ceiling = rl.rlim_cur > reserve + 1 ? rl.rlim_cur - reserve : 1;
     if (fd_ceiling >= (uint64_t)cfg->max_clients)
         return;
@@ -84,9 +87,11 @@ void fdlimit_fit(server *s)
 bool fdlimit_room(int fd)
 {
     if (fd < 0) { /* probe: the lowest free descriptor */
-        fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0);
+        if (probe_fd < 0)
+            return true; /* nothing to probe with (no /dev/null): F3 still guards */
+        fd = fcntl(probe_fd, F_DUPFD_CLOEXEC, 0);
         if (fd < 0)
-            return false;
+            return false; /* none left at all */
         close(fd);
     }
     return (uint64_t)fd < fd_ceiling;

@@ -58,7 +58,7 @@ struct http_api {
     server *srv;
     struct evhttp *http;
     struct evhttp_bound_socket *sock;
-    struct fdlimit_listener *guard; /* fdlimit.c F2 */
+    struct fdlimit_listener *guard; /* fdlimit.c F2, F3 */
     sse *subs;
     size_t nsubs;
     publish *keyed; /* keyed publishes in flight: retries of the same key wait for them */

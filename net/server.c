@@ -77,7 +77,7 @@ struct server {
     server_config cfg;
     struct event_base *base;
     struct evconnlistener *lis;
-    struct fdlimit_listener *lis_guard; /* fdlimit.c F2 */
+    struct fdlimit_listener *lis_guard; /* fdlimit.c F3 */
     evs_store *st;
     struct event *wake, *sigterm, *sigint, *visible, *written, *cron;
     struct http_api *http;

@@ -288,7 +288,7 @@ int evs_replica_adopt(evs_store *st, const char *store_id, const evs_epoch *epoc
     if (s.log_end != 0)
         return evs_err_set(err, EVS_EINVAL, "only an empty store takes a leader's identity; this "
                            "one holds %" PRIu64 " bytes of log", s.log_end);
-    if (strlen(store_id) != 32 || strspn(store_id, "0123456789abcdef") != 32)
+    if (!store_id_ok(store_id))
         return evs_err_set(err, EVS_EINVAL, "malformed store ID");
     int rc = epochs_write(st, epochs, n, err); /* the history first, then the identity */
     if (rc)

@@ -501,6 +501,11 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
                             uint64_t size, const struct wop *hint, evs_error *err);
 /* Record in index.ckpt that index transaction `txn` is durable (after idx_sync). */
 int store_checkpoint_write(evs_store *st, uint64_t txn);
+/* A store ID as STORE, EPOCHS and replication carry it: 32 lowercase hex digits. */
+static inline bool store_id_ok(const char *s)
+{
+    return strlen(s) == 32 && strspn(s, "0123456789abcdef") == 32;
+}
 /* Checkpointer: sync log, then index, then record the checkpoint; its thread. */
 int ckpt_run(evs_store *st);
 void *ckpt_main(void *arg);

@@ -1901,10 +1901,12 @@ static int load_identity(evs_store *st, evs_error *err)
     FILE *f = fopen(path, "r");
     if (f) {
         int ver = 0;
-        int n = fscanf(f, "evstore-store %d\nid %32s", &ver, st->store_id);
+        char id[64] = "";
+        int n = fscanf(f, "evstore-store %d\nid %63s", &ver, id);
         fclose(f);
-        if (n != 2)
+        if (n != 2 || !store_id_ok(id)) /* (seen: "id 0123" opened, and led with that id) */
             return evs_err_set(err, EVS_ECORRUPT, "%s is malformed", path);
+        memcpy(st->store_id, id, sizeof st->store_id);
         if (ver != 1)
             return evs_err_set(err, EVS_EFORMAT, "%s: format version %d is not supported (1 is)",
                                path, ver);

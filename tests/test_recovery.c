@@ -1121,3 +1121,34 @@ Test(recovery, a_read_only_open_hides_entries_deleted_past_the_index)
     cr_assert_eq(evs_verify(st, NULL, NULL), 0);
     cr_assert_eq(evs_close(st), 0);
 }
+
+/* STORE must name a store ID of 32 lowercase hex digits: one of four digits opened, and the
+ * store then led replication and backups with it. */
+Test(recovery, a_malformed_store_id_is_refused)
+{
+    evs_store *st = open_store(dir, NULL);
+    cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "a", "b", NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/STORE", dir);
+    const char *bad[] = {"evstore-store 1\nid 0123\n",
+                         "evstore-store 1\nid 0123456789abcdef0123456789abcdeX\n",
+                         "evstore-store 1\nid 0123456789ABCDEF0123456789abcdef\n",
+                         "evstore-store 1\nid 0123456789abcdef0123456789abcdef0\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        FILE *f = fopen(path, "w");
+        fputs(bad[i], f);
+        fclose(f);
+        evs_error err = {0};
+        evs_options o;
+        evs_options_init(&o);
+        o.segment_bytes = 1 << 20;
+        cr_assert_eq(evs_open(dir, &o, &st, &err), EVS_ECORRUPT, "case %zu opened", i);
+        cr_assert(strstr(err.msg, "STORE is malformed"), "%s", err.msg);
+    }
+    FILE *f = fopen(path, "w");
+    fputs("evstore-store 1\nid 0123456789abcdef0123456789abcdef\n", f);
+    fclose(f);
+    st = open_store(dir, NULL);
+    cr_assert_eq(evs_close(st), 0);
+}

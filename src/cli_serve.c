@@ -5,7 +5,13 @@
 #include "server.h"
 #include "evstore_backup.h"
 
+#include <fcntl.h>
 #include <getopt.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <libgen.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -93,6 +99,95 @@ static bool list_opt(const char *flag, const char **v,
     return false;
 }
 
+/* A process that runs no more (or this one, before it copies anything): the pid that names a
+ * leftover of follower_snapshot. */
+static bool owner_gone(const char *name, const char *prefix)
+{
+    char *end;
+    long pid = strtol(name + strlen(prefix), &end, 10);
+    if (*end || end == name + strlen(prefix) || pid <= 0)
+        return false; /* not a name this file gives */
+    return pid == (long)getpid() || (kill((pid_t)pid, 0) && errno == ESRCH);
+}
+
+/* What a follower killed while it copied its leader's store left beside DATA: a partial copy
+ * (DATA.snapshot-<pid>) and a complete one never put in place (DATA.new-<pid>) are removed,
+ * since the leader still has them; an old store that had traded its name (DATA.new-<pid>
+ * holding SNAPSHOT, swap_into_place) is kept, as DATA.replaced-<time> like any other. */
+static void sweep_leftovers(const char *data)
+{
+    char parent[4096], base[4096];
+    snprintf(parent, sizeof parent, "%s", data);
+    snprintf(base, sizeof base, "%s", data);
+    const char *dir = dirname(parent), *name = basename(base);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    size_t nlen = strlen(name);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *kind = strncmp(e->d_name, name, nlen) ? NULL : e->d_name + nlen;
+        bool fresh = kind && !strncmp(kind, ".new-", 5);
+        if (!kind || (!fresh && strncmp(kind, ".snapshot-", 10)) ||
+            !owner_gone(kind, fresh ? ".new-" : ".snapshot-"))
+            continue;
+        char p[8300], msg[13000], marker[8400], old[4200];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        snprintf(marker, sizeof marker, "%s/SNAPSHOT", p);
+        if (fresh && !access(marker, F_OK)) {
+            snprintf(old, sizeof old, "%s.replaced-%ld", data, (long)time(NULL));
+            if (rename(p, old))
+                snprintf(msg, sizeof msg, "cannot rename %s, a follower's old store, to %s: %s",
+                         p, old, strerror(errno));
+            else
+                snprintf(msg, sizeof msg, "a follower's old store, left as %s by a copy that "
+                         "was interrupted, is kept as %s", p, old);
+        } else {
+            evs_remove_tree(p);
+            snprintf(msg, sizeof msg, "removed %s, left by an interrupted copy of the leader's "
+                     "store", p);
+        }
+        cli_log(NULL, EVS_LOG_WARN, msg);
+    }
+    closedir(d);
+}
+
+/* Put the copied store FRESH in DATA's place and keep the old one as OLD. DATA names a whole
+ * store at every instant, across a crash too: the two trade names in one step (renameat2's
+ * RENAME_EXCHANGE; two renames where the file system lacks it), then the old store, now named
+ * FRESH, moves to OLD, and the parent folder is fsynced so that the names survive power loss.
+ * A crash between the steps leaves the old store under FRESH's name (kept, like OLD). */
+static int swap_into_place(const char *data, const char *fresh, const char *old)
+{
+    char msg[9000];
+    int ok = !renameat2(AT_FDCWD, fresh, AT_FDCWD, data, RENAME_EXCHANGE);
+    if (!ok && (errno == EINVAL || errno == ENOSYS)) /* no exchange: the old store first */
+        ok = !rename(data, old) && !rename(fresh, data);
+    else if (ok && rename(fresh, old)) {
+        snprintf(msg, sizeof msg, "the copied store is in place; the old one stays as %s "
+                 "(cannot rename it to %s: %s)", fresh, old, strerror(errno));
+        cli_log(NULL, EVS_LOG_WARN, msg);
+    }
+    if (!ok) {
+        snprintf(msg, sizeof msg, "cannot move the copied store %s into place: %s", fresh,
+                 strerror(errno));
+        cli_log(NULL, EVS_LOG_ERROR, msg);
+        return -1;
+    }
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", data);
+    int fd = open(dirname(parent), O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || fsync(fd)) {
+        snprintf(msg, sizeof msg, "cannot fsync the folder holding %s: %s", data, strerror(errno));
+        cli_log(NULL, EVS_LOG_ERROR, msg);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 /*
  * A follower whose leader answered SNAPSHOT (what it lacks was deleted by the leader's
  * retention) left the file SNAPSHOT and restarted. Before the store opens: copy the leader's
@@ -128,12 +223,8 @@ static int follower_snapshot(const server_config *c)
         cli_log(NULL, EVS_LOG_ERROR, msg);
         return -1;
     }
-    if (rename(c->data, old) || rename(fresh, c->data)) {
-        char msg[700];
-        snprintf(msg, sizeof msg, "cannot move the copied store into place: %s", strerror(errno));
-        cli_log(NULL, EVS_LOG_ERROR, msg);
+    if (swap_into_place(c->data, fresh, old))
         return -1;
-    }
     char msg[9000];
     snprintf(msg, sizeof msg, "the leader's store is copied (cut at log position %llu, %zu "
              "streams); the old folder is kept as %s", (unsigned long long)br.cut, br.streams,
@@ -298,6 +389,12 @@ int cmd_serve(int argc, char **argv)
                   "a host name (no scheme, no port)"))
         return EXIT_USAGE;
     c.log = cli_log;
+    static char data[4096]; /* "DIR/" names the same folder as "DIR", and DIR.new-<pid> */
+    snprintf(data, sizeof data, "%s", c.data);
+    for (size_t n = strlen(data); n > 1 && data[n - 1] == '/'; n--)
+        data[n - 1] = 0;
+    c.data = data;
+    sweep_leftovers(c.data);
     if (c.replica_of && follower_snapshot(&c))
         return EXIT_FAILURE_;
     static char follow_next[FOLLOW_NEXT_MAX];

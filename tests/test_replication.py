@@ -670,6 +670,45 @@ class Links(Base):
         self.assertEqual(len(glob.glob(os.path.join(self.dir, "f.replaced-*"))), 1)
 
 
+    def test_leftovers_of_an_interrupted_copy_are_swept(self):
+        """A follower killed while it copied its leader's store leaves, beside its folder, a
+        partial backup (F.snapshot-<pid>), a complete copy not yet in place (F.new-<pid>), or,
+        killed between the two renames, its old store under the copy's name (F.new-<pid>,
+        holding the SNAPSHOT marker). The next start removes the copies and keeps the old
+        store as F.replaced-<time>; names of a running process, or not of this form, stay.
+        (Mutation-checked: without the sweep, or keeping every F.new-*, this fails.)"""
+        leader = self.start("leader")
+        p = subprocess.Popen(["true"])
+        p.wait()
+        dead, live = p.pid, os.getpid()
+        base = os.path.join(self.dir, "f")
+        def folder(suffix, *files):
+            os.mkdir(base + suffix)
+            for name in files:
+                with open(os.path.join(base + suffix, name), "w") as fh:
+                    fh.write("x")
+            return base + suffix
+        partial = folder(".snapshot-%d" % dead, "seg")
+        copy = folder(".new-4194305", "STORE")  # above any pid_max: gone too
+        old = folder(".new-%d" % dead, "STORE", "SNAPSHOT")
+        running = folder(".snapshot-%d" % live, "seg")
+        other = folder(".new-x", "STORE")
+        f = self.follower("f", leader)
+        self.followers_listed(leader.client(), 1)
+        for gone in (partial, copy, old):
+            self.assertFalse(os.path.exists(gone), gone)
+        for kept in (running, other):
+            self.assertTrue(os.path.isdir(kept), kept)
+        replaced = glob.glob(base + ".replaced-*")
+        self.assertEqual(len(replaced), 1)
+        self.assertEqual(sorted(os.listdir(replaced[0])), ["SNAPSHOT", "STORE"])
+        log = self.log()
+        self.assertIn("removed %s, left by an interrupted copy" % partial, log)
+        self.assertIn("removed %s, left by an interrupted copy" % copy, log)
+        self.assertIn("left as %s by a copy that was interrupted, is kept as %s"
+                      % (old, replaced[0]), log)
+        self.assertEqual(f.client().ping(), True)
+
     def test_a_small_stream_pinning_the_log_is_relocated_on_both(self):
         """A stream written a few times and kept by count, among a busy stream whose entries
         expire by age, is all that keeps the oldest segments: the leader's retention copies

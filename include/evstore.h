@@ -123,7 +123,8 @@ typedef struct evs_options {
                                    to the folder: an index it cannot use (after a reboot,
                                    missing, damaged) is rebuilt for this open in a private
                                    folder under $TMPDIR, removed by evs_close (or, if the
-                                   process dies first, by the next such open)             */
+                                   process dies first, by the next such open). Works on
+                                   a folder this process may only read (format.md)        */
     /* Log sink for recovery notes and errors; NULL logs nothing. Called from any thread. */
     void (*log)(void *arg, int level, const char *msg);
     void *log_arg;
@@ -717,7 +718,9 @@ int evs_epoch_begin(evs_store *st, evs_epoch *out, evs_error *err);
  * state is what the log says at the cut. The snapshot keeps every segment it lists open until
  * it is closed (retention may unlink one meanwhile; its disk space comes back at the close).
  * Its files, in order: "STORE", "EPOCHS", "index/data.mdb", then "log/<position>.seg" by
- * position (the last one, unless sealed, only up to the cut).
+ * position (the last one, unless sealed, only up to the cut). A store open read-only has a
+ * snapshot too: its cut is the log as opened (a torn tail it did not cut stays out), and the
+ * index copy goes to $TMPDIR (default /tmp), not into the folder.
  */
 typedef struct evs_snapshot evs_snapshot;
 typedef struct evs_snap_file {

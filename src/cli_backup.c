@@ -547,6 +547,17 @@ int cmd_backup(int argc, char **argv)
             return EXIT_FAILURE_;
         }
         rc = evs_open(data, &opt, &st, &err);
+        if (rc == -EROFS || rc == -EACCES) {
+            /* a folder this process may not write (a file system mounted read-only, as ext4
+             * does after an error; a user who may only read it): backed up as it is on disk,
+             * without the recovery an open for writing does (a torn tail stays out) */
+            char note[4400];
+            snprintf(note, sizeof note, "%s; backing up the store as it is on disk, read-only",
+                     err.msg);
+            cli_log(NULL, EVS_LOG_WARN, note);
+            opt.read_only = true;
+            rc = evs_open(data, &opt, &st, &err);
+        }
         if (!rc) {
             rc = evs_backup_store(st, data, &o, &rep, &err);
             evs_close(st);

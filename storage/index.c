@@ -98,7 +98,10 @@ int idx_open(const char *path, uint64_t map_bytes, bool rdonly, idx **out, evs_e
         rc = evs_err_set(err, mdb_to_evs(rc), "lmdb setup: %s", mdb_strerror(rc));
         goto fail;
     }
-    unsigned flags = MDB_NOTLS | MDB_NOSYNC | (rdonly ? MDB_RDONLY : 0);
+    /* Read-only: the caller holds the store's folder lock shared, so no process writes this
+     * environment, and LMDB's reader table (lock.mdb, which it would create or write even
+     * then, and which a user who may only read the folder cannot open) is not needed. */
+    unsigned flags = MDB_NOTLS | MDB_NOSYNC | (rdonly ? MDB_RDONLY | MDB_NOLOCK : 0);
     rc = mdb_env_open(x->env, path, flags, 0644);
     if (rc) {
         rc = evs_err_set(err, mdb_to_evs(rc), "cannot open index %s: %s", path, mdb_strerror(rc));

@@ -14,6 +14,9 @@
  *      is taken after the copy). Opening the copy runs normal recovery from W to C.
  *  P2. C is a record boundary and an atomic-group boundary (the writer publishes whole
  *      batches), and every entry acknowledged before evs_snapshot_open began lies below it.
+ *  (A store open read-only has no writer and writes nothing: its cut is the log as opened,
+ *  taken at once, and the index copy goes to $TMPDIR, since the folder may not be writable.)
+ *
  *  P3. The bytes below C never change while the snapshot lives: sealed segments are
  *      immutable, the active one is only appended to above C, and the references keep every
  *      listed file open even if retention unlinks it.
@@ -66,7 +69,11 @@ static uint32_t seal_crc(segment *g, uint64_t size)
 static int index_copy(evs_store *st, int *fd_out, uint64_t *size, evs_error *err)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/.snapshot-index-XXXXXX", st->dir);
+    const char *tmp = getenv("TMPDIR");
+    if (st->opt.read_only) /* the folder may be on a read-only file system */
+        snprintf(path, sizeof path, "%s/evstore-snapshot-index-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    else
+        snprintf(path, sizeof path, "%s/.snapshot-index-XXXXXX", st->dir);
     int fd = mkostemp(path, O_CLOEXEC);
     if (fd < 0)
         return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
@@ -86,8 +93,6 @@ static int index_copy(evs_store *st, int *fd_out, uint64_t *size, evs_error *err
 
 int evs_snapshot_open(evs_store *st, evs_snapshot **out, evs_error *err)
 {
-    if (st->opt.read_only)
-        return evs_err_set(err, EVS_EREADONLY, "a snapshot needs the store open for writing");
     evs_snapshot *s = calloc(1, sizeof *s);
     if (!s)
         return evs_err_set(err, -ENOMEM, "out of memory");

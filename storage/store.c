@@ -1875,6 +1875,16 @@ static int lock_folder(evs_store *st, evs_error *err)
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/LOCK", st->dir);
     st->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (st->lockfd < 0 && st->opt.read_only && (errno == EROFS || errno == EACCES)) {
+        /* a read-only open (verify, dump, an offline backup) of a folder on a file system
+         * mounted read-only (as ext4 does after an error), or by a user who may only read it:
+         * a shared lock on a descriptor for reading is a lock all the same. No LOCK at all
+         * on a read-only file system: no server ever opened the folder, none can now. */
+        int why = errno;
+        st->lockfd = open(path, O_RDONLY | O_CLOEXEC);
+        if (st->lockfd < 0 && errno == ENOENT && why == EROFS)
+            return 0;
+    }
     if (st->lockfd < 0)
         return evs_err_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
     if (flock(st->lockfd, (st->opt.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {

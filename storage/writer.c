@@ -2655,6 +2655,8 @@ int writer_idx_del(evs_store *st, const uint8_t *buf, size_t len, evs_error *err
 int writer_cut(evs_store *st, snap_cut *out, evs_error *err)
 {
     memset(out, 0, sizeof *out);
+    if (st->opt.read_only) /* no writer, nothing written: the cut is the log as opened */
+        return take_cut(st, out) ? evs_err_set(err, -ENOMEM, "out of memory") : 0;
     int rc = writer_check(st, err); /* a follower can be backed up too */
     if (rc)
         return rc;

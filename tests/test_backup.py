@@ -443,6 +443,83 @@ class Offline(BackupBase):
         finally:
             subprocess.run(["umount", mnt])
 
+    def test_a_store_this_process_may_not_write_is_read_and_backed_up(self):
+        """The offline tools on a folder they may only read — on a file system mounted
+        read-only (as ext4 remounts itself after an error), or as a user with read
+        permission alone — open it read-only: dump and verify work, an offline backup copies
+        the store as it is on disk (its index copy in $TMPDIR), and the backup restores to
+        the same content. Nothing in the folder changes. (Mutation-checked: with LOCK opened
+        for writing only, or LMDB's lock file used, this fails.)"""
+        p = self.r.pipeline(transaction=False)
+        for i in range(3000):
+            p.xadd("s%d" % (i % 3), {"type": "t%d" % (i % 5), "pad": "p" * 300})
+        p.execute()
+        self.r.xgroup_create("s1", "g", id="0")
+        self.r.xreadgroup("g", "c", {"s1": ">"}, count=7)
+        want = self.everything(self.r)
+        self.assertEqual(self.srv.stop(), 0)
+        self.servers.remove(self.srv)
+        mnt = self.path("ro")
+        os.mkdir(mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt]).returncode:
+            self.skipTest("cannot mount a tmpfs here (needs root)")
+        try:
+            ro = os.path.join(mnt, "data")
+            shutil.copytree(self.data, ro)
+            os.chmod(mnt, 0o755)
+            os.chmod(self.dir, 0o755)
+            out = self.path("out")
+            os.mkdir(out)
+            os.chmod(out, 0o777)
+            def state(folder):
+                return sorted((os.path.relpath(os.path.join(d, f), folder),
+                               os.stat(os.path.join(d, f)).st_mtime_ns,
+                               os.path.getsize(os.path.join(d, f)))
+                              for d, _, fs in os.walk(folder) for f in fs)
+            before = state(ro)
+            as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                         test_server.EVSTORE]
+            cases = (("user", as_nobody, "Permission denied"),
+                     ("rofs", [test_server.EVSTORE], "Read-only file system"))
+            for name, cmd, why in cases:
+                if name == "rofs":
+                    self.assertEqual(
+                        subprocess.run(["mount", "-o", "remount,ro", mnt]).returncode, 0)
+                with self.subTest(name):
+                    def tool(*args):
+                        p = subprocess.run(cmd + list(args), capture_output=True, text=True,
+                                           timeout=120)
+                        return p.returncode, p.stdout + p.stderr
+                    rc, text = tool("verify", "--data", ro)
+                    self.assertEqual(rc, 0, text)
+                    self.assertIn("0 problems", text)
+                    self.assertNotIn("rebuilding", text)  # the store's own index, read as is
+                    rc, text = tool("dump", "--data", ro, "s2")
+                    self.assertEqual(rc, 0, text)
+                    self.assertEqual(len(text.splitlines()), 1000)
+                    bk = os.path.join(out, name)
+                    rc, text = tool("backup", "--data", ro, "--out", bk)
+                    self.assertEqual(rc, 0, text)
+                    self.assertIn(why + "; backing up the store as it is on disk, read-only",
+                                  text)
+                    rc, text = run("verify", "--backup", bk)
+                    self.assertEqual(rc, 0, text)
+                    rc, text = run("restore", "--from", bk, "--data", self.path("r-" + name))
+                    self.assertEqual(rc, 0, text)
+                    rs = self.start(self.path("r-" + name))
+                    self.assertEqual(self.everything(rs.client(decode_responses=True)), want)
+                    self.assertEqual(rs.stop(), 0)
+                    self.servers.remove(rs)
+                    self.assertEqual(state(ro), before)
+            # and a server, which must write, says why it cannot
+            p = subprocess.run([test_server.EVSTORE, "serve", "--data", ro, "--http-port", "0",
+                                "--port", str(test_server.free_port())],
+                               capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("Read-only file system", p.stderr)
+        finally:
+            subprocess.run(["umount", mnt])
+
     def test_a_killed_restores_folder_goes_a_running_ones_stays(self):
         """Folders <target>.restore-XXXXXX: one whose owner.lock nothing holds (its restore was
         SIGKILLed) is removed by the next restore into that target; one whose lock is held (a

@@ -231,13 +231,17 @@ void evs_submit_wake(evs_store *st);
 /*
  * The same, under an idempotency key (1 to EVS_IDEM_KEY_MAX bytes): all requests must be for
  * one stream; a record of the key and the IDs is appended in the same atomic group, so it is
- * durable exactly when the entries are. evs_idem_get finds it, across restarts.
+ * durable exactly when the entries are. evs_idem_get finds it, across restarts, for
+ * EVS_IDEM_WINDOW_US after its publish; after that the key leaves the index (retention's
+ * pass, each second), so the index does not grow with every key ever used.
  */
 #define EVS_IDEM_KEY_MAX 256
+#define EVS_IDEM_WINDOW_US (10ull * 60 * 1000000) /* 10 minutes */
 int evs_submit_keyed(evs_store *st, const evs_append *reqs, size_t n, evs_slice key,
                      evs_done_fn done, void *arg, evs_error *err);
 /* 1 with the first and last ID and the count of the entries published under key on stream
- * within the last window_us, 0 if none (or expired), < 0 on error. */
+ * within the last window_us (at most EVS_IDEM_WINDOW_US: a longer one counts as that), 0 if
+ * none (or expired), < 0 on error. */
 int evs_idem_get(evs_store *st, evs_slice stream, evs_slice key, uint64_t window_us,
                  evs_id *first, evs_id *last, size_t *count);
 

@@ -46,7 +46,7 @@
 
 #define MAX_LIMIT 10000
 #define DEFAULT_LIMIT 100
-#define IDEM_WINDOW_US (10ull * 60 * 1000000) /* a retry within 10 minutes is answered, not applied */
+#define IDEM_WINDOW_US EVS_IDEM_WINDOW_US /* a retry within 10 minutes is answered, not applied */
 
 #define SSE_BATCH 1000       /* entries sent per subscriber per wake-up                */
 #define SSE_HEARTBEAT_S 15

@@ -27,7 +27,7 @@
 
 static const char *const table_names[IDX_NTABLES] = {
     "meta", "streams", "stream_no", "ids", "times", "filt", "dels", "segments", "idem",
-    "groups", "consumers", "pel",
+    "groups", "consumers", "pel", "idem_time",
 };
 
 struct idx {
@@ -40,6 +40,7 @@ struct idx {
     uint64_t dropped_ns;        /* when drop_resident last ran (the one applying a batch)     */
     uint64_t puts_since;        /* ... and the keys put since                                 */
     uint64_t alloc_to;          /* data.mdb has blocks up to here (idx_keep_headroom's caller) */
+    bool no_idem_time;          /* read-only, of an index made before that table: none         */
 };
 
 struct idx_rtxn {
@@ -72,6 +73,29 @@ uint64_t idx_value_hash(const void *v, size_t n)
     uint32_t a = evs_crc32(0, v, n);
     uint32_t b = (uint32_t)adler32(1L, v, (uInt)n);
     return (uint64_t)a << 32 | b;
+}
+
+/* An index made before the idem_time table: a row in it for each idempotency key. */
+static int idem_time_fill(idx *x, MDB_txn *txn)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, x->dbi[IDX_IDEM], &c);
+    if (rc)
+        return rc;
+    MDB_val k, v;
+    uint8_t tk[IDX_IDEM_TIME_KEY_MAX];
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (v.mv_size < 48 || k.mv_size > IDX_IDEM_TIME_KEY_MAX - 8)
+            continue; /* not a key this version wrote: left alone */
+        idx_be64(tk, idx_rd64((const uint8_t *)v.mv_data + 40));
+        memcpy(tk + 8, k.mv_data, k.mv_size);
+        MDB_val t = {8 + k.mv_size, tk}, empty = {0, NULL};
+        if ((rc = mdb_put(txn, x->dbi[IDX_IDEM_TIME], &t, &empty, 0)))
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 int idx_open(const char *path, uint64_t map_bytes, bool rdonly, idx **out, evs_error *err)
@@ -114,8 +138,18 @@ int idx_open(const char *path, uint64_t map_bytes, bool rdonly, idx **out, evs_e
         rc = evs_err_set(err, mdb_to_evs(rc), "index %s: %s", path, mdb_strerror(rc));
         goto fail;
     }
+    bool fill_idem_time = false;
     for (int i = 0; i < IDX_NTABLES; i++) {
-        rc = mdb_dbi_open(txn, table_names[i], rdonly ? 0 : MDB_CREATE, &x->dbi[i]);
+        rc = mdb_dbi_open(txn, table_names[i], 0, &x->dbi[i]);
+        if (rc == MDB_NOTFOUND && i == IDX_IDEM_TIME && rdonly) {
+            x->no_idem_time = true; /* nothing reads it: it is for retention's expiry */
+            rc = 0;
+            continue;
+        }
+        if (rc == MDB_NOTFOUND && !rdonly) {
+            fill_idem_time = fill_idem_time || i == IDX_IDEM_TIME;
+            rc = mdb_dbi_open(txn, table_names[i], MDB_CREATE, &x->dbi[i]);
+        }
         if (rc) {
             mdb_txn_abort(txn);
             if (rdonly && rc == MDB_NOTFOUND)
@@ -125,7 +159,9 @@ int idx_open(const char *path, uint64_t map_bytes, bool rdonly, idx **out, evs_e
             goto fail;
         }
     }
-    if ((rc = mdb_txn_commit(txn))) {
+    if (fill_idem_time && (rc = idem_time_fill(x, txn)))
+        mdb_txn_abort(txn);
+    if (rc || (rc = mdb_txn_commit(txn))) {
         rc = evs_err_set(err, mdb_to_evs(rc), "index %s: %s", path, mdb_strerror(rc));
         goto fail;
     }
@@ -208,7 +244,7 @@ int idx_copy_fd(idx *x, int fd, evs_error *err)
 
 /* ---- batches ----------------------------------------------------------------------------- */
 
-enum { OP_PUT, OP_PUT_NOOVER, OP_DEL, OP_DELPREFIX };
+enum { OP_PUT, OP_PUT_NOOVER, OP_DEL, OP_DELPREFIX, OP_DEL_OLDER };
 
 struct op {
     uint8_t kind, table;
@@ -284,6 +320,24 @@ int idx_batch_del(idx_batch *b, enum idx_table t, const void *k, size_t kl)
 int idx_batch_del_prefix(idx_batch *b, enum idx_table t, const void *k, size_t kl)
 {
     return batch_add(b, OP_DELPREFIX, t, k, kl, NULL, 0);
+}
+
+int idx_batch_del_older(idx_batch *b, enum idx_table t, const void *k, size_t kl,
+                        uint64_t before)
+{
+    uint8_t v[8];
+    idx_be64(v, before);
+    return batch_add(b, OP_DEL_OLDER, t, k, kl, v, sizeof v);
+}
+
+static int del_older(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, const MDB_val *before)
+{
+    MDB_val v;
+    int rc = mdb_get(txn, dbi, k, &v);
+    if (rc == MDB_NOTFOUND || (!rc && (v.mv_size < 8 ||
+        idx_rd64((const uint8_t *)v.mv_data + v.mv_size - 8) >= idx_rd64(before->mv_data))))
+        return 0;
+    return rc ? rc : mdb_del(txn, dbi, k, NULL);
 }
 
 static int del_prefix(MDB_txn *txn, MDB_dbi dbi, const uint8_t *p, size_t pl)
@@ -363,6 +417,7 @@ static int apply_once(idx *x, idx_batch *b)
                 rc = 0;
             break;
         case OP_DELPREFIX: rc = del_prefix(txn, x->dbi[o->table], k.mv_data, k.mv_size); break;
+        case OP_DEL_OLDER: rc = del_older(txn, x->dbi[o->table], &k, &v); break;
         }
     }
     if (rc) {
@@ -572,6 +627,8 @@ int idx_get(idx_rtxn *r, enum idx_table t, const void *k, size_t kl, const void 
 
 int idx_cur_open(idx_rtxn *r, enum idx_table t, idx_cur **out)
 {
+    if (t == IDX_IDEM_TIME && r->x->no_idem_time)
+        return EVS_ENOTFOUND;
     idx_cur *c = malloc(sizeof *c);
     if (!c)
         return -ENOMEM;

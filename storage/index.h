@@ -18,6 +18,9 @@
  *   dels       no(4) ms(8) seq(8) -> tombstone pos(8)
  *   segments   base(8) -> end(8) first_time(8) last_time(8) records(8) sealed(8)
  *   idem       no(4) key -> first ms,seq(16) last ms,seq(16) count(8) time_us(8)   idempotency keys
+ *   idem_time  time_us(8) no(4) key -> (empty)    the idem keys by age, for their expiry
+ *              (retention.c R8); an index made before it had this table gets it, filled from
+ *              idem, at its first read-write open; a read-only open goes without it
  *   groups, consumers, pel: consumer-group state (layout in group.h)
  */
 #ifndef EVS_INDEX_H
@@ -30,7 +33,8 @@
 #include "record.h"
 
 enum idx_table { IDX_META, IDX_STREAMS, IDX_STREAM_NO, IDX_IDS, IDX_TIMES, IDX_FILT, IDX_DELS,
-                 IDX_SEGMENTS, IDX_IDEM, IDX_GROUPS, IDX_CONSUMERS, IDX_PEL, IDX_NTABLES };
+                 IDX_SEGMENTS, IDX_IDEM, IDX_GROUPS, IDX_CONSUMERS, IDX_PEL, IDX_IDEM_TIME,
+                 IDX_NTABLES };
 
 typedef struct idx idx;
 
@@ -67,6 +71,10 @@ int idx_batch_put_noover(idx_batch *b, enum idx_table t, const void *k, size_t k
                          const void *v, size_t vl);
 int idx_batch_del(idx_batch *b, enum idx_table t, const void *k, size_t kl);
 int idx_batch_del_prefix(idx_batch *b, enum idx_table t, const void *k, size_t kl);
+/* Delete key k if, when the batch is applied, its value's last 8 bytes (a big-endian time)
+ * are below `before`: a put of a newer value queued or applied meanwhile keeps it. */
+int idx_batch_del_older(idx_batch *b, enum idx_table t, const void *k, size_t kl,
+                        uint64_t before);
 /* Apply a batch in one write transaction, growing the map on MDB_MAP_FULL. */
 int idx_apply(idx *x, idx_batch *b, evs_error *err);
 /* Empty every table (index rebuild). */
@@ -110,6 +118,8 @@ static inline uint64_t idx_rd64(const uint8_t *p)
     for (int i = 0; i < 8; i++) v = v << 8 | p[i];
     return v;
 }
+/* time_us(8) no(4) key(<= EVS_IDEM_KEY_MAX) */
+#define IDX_IDEM_TIME_KEY_MAX (8 + 4 + EVS_IDEM_KEY_MAX)
 /* no(4) ms(8) seq(8) */
 #define IDX_IDKEY 20
 static inline void idx_idkey(uint8_t *k, uint32_t no, evs_id id)

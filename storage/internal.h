@@ -485,6 +485,8 @@ struct evs_store {
 void evs_log(evs_store *st, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint64_t evs_now_us(void);
+/* Tests only (0 otherwise): added to evs_now_us, a clock moved on without waiting. */
+extern _Atomic int64_t store_test_clock_skew_us;
 /* The CLOCK_REALTIME time ns from now, as pthread_cond_timedwait takes its deadline (ns up
  * to about 584 years). */
 struct timespec evs_deadline_ns(uint64_t ns);
@@ -652,7 +654,10 @@ int writer_relocate(evs_store *st, const uint32_t *nos, size_t n, uint64_t below
                     uint64_t max_bytes, uint64_t *moved, uint64_t *bytes, evs_error *err);
 /* Retention's index clean-up: delete the index keys packed in buf (table u8, key length u16
  * big-endian, key) and commit; a filter group among them still open is closed first, or kept
- * if it holds an entry at or past its stream's first (postings P4). */
+ * if it holds an entry at or past its stream's first (postings P4). A table byte with
+ * IDX_DEL_OLDER set is followed, after the key, by a time (u64 big-endian): that key goes
+ * only if its value, when the delete is applied, ends in an older time (idx_batch_del_older). */
+#define IDX_DEL_OLDER 0x80
 int writer_idx_del(evs_store *st, const uint8_t *buf, size_t len, evs_error *err);
 
 /* Tests only (NULL otherwise): run between a forward read's start-key lookup and its first

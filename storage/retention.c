@@ -29,6 +29,10 @@
  *  R7. A segment kept only by small streams without an age limit is freed by relocating them
  *      first (relocate_pinning below): their live entries are copied to the head, durably
  *      and indexed, and their first positions move past the segment once readers see it.
+ *  R8. An idempotency key leaves the index once it is past EVS_IDEM_WINDOW_US (idem_gc): the
+ *      `idem_time` rows older than that go, each with its `idem` row if that one is as old
+ *      (a key used again since has a newer row: kept). Every pass, on a follower too, in
+ *      GC_CHUNK requests like R6's; the log keeps the records (they leave with their segment).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -432,11 +436,20 @@ static void gc_flush(gc *g)
     g->len = g->n = 0;
 }
 
+static void gc_add_older(gc *g, enum idx_table t, const void *k, size_t kl, uint64_t before);
+
 static void gc_add(gc *g, enum idx_table t, const void *k, size_t kl)
+{
+    gc_add_older(g, t, k, kl, 0);
+}
+
+/* before != 0: the key goes only if its value ends in a time below it (IDX_DEL_OLDER) */
+static void gc_add_older(gc *g, enum idx_table t, const void *k, size_t kl, uint64_t before)
 {
     if (g->rc)
         return;
-    if (g->len + 3 + kl > g->cap) {
+    size_t extra = before ? 8 : 0;
+    if (g->len + 3 + kl + extra > g->cap) {
         size_t cap = g->cap ? g->cap * 2 : 64 * 1024;
         uint8_t *nb = realloc(g->b, cap);
         if (!nb) {
@@ -446,11 +459,13 @@ static void gc_add(gc *g, enum idx_table t, const void *k, size_t kl)
         g->b = nb;
         g->cap = cap;
     }
-    g->b[g->len] = (uint8_t)t;
+    g->b[g->len] = (uint8_t)(t | (before ? IDX_DEL_OLDER : 0));
     g->b[g->len + 1] = (uint8_t)(kl >> 8);
     g->b[g->len + 2] = (uint8_t)kl;
     memcpy(g->b + g->len + 3, k, kl);
-    g->len += 3 + kl;
+    if (before)
+        idx_be64(g->b + g->len + 3 + kl, before);
+    g->len += 3 + kl + extra;
     g->n++;
     g->total++;
 }
@@ -605,6 +620,55 @@ static uint64_t index_gc(evs_store *st, evs_error *err)
     return g.rc ? 0 : g.total;
 }
 
+/* R8: the idempotency keys past their window. Returns the index keys deleted (0 on error: a
+ * later pass tries again). */
+static uint64_t idem_gc(evs_store *st, evs_error *err)
+{
+    uint64_t now = evs_now_us();
+    if (now < EVS_IDEM_WINDOW_US)
+        return 0;
+    uint64_t cutoff = now - EVS_IDEM_WINDOW_US; /* a key stamped below it is expired */
+    gc g = {st, NULL, 0, 0, 0, 0, 0, err};
+    for (bool more = true; more && !g.rc;) {
+        idx_rtxn *r;
+        idx_cur *c;
+        if (idx_rbegin(st->idx, &r)) {
+            g.rc = EVS_EFAILED;
+            break;
+        }
+        if (idx_cur_open(r, IDX_IDEM_TIME, &c)) {
+            idx_rend(r);
+            break;
+        }
+        const void *k, *v;
+        size_t kl, vl;
+        more = false;
+        for (int rc = idx_cur_get(c, IDX_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == 0;
+             rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
+            if (kl < 12 || kl > IDX_IDEM_TIME_KEY_MAX || idx_rd64(k) >= cutoff)
+                break;
+            const void *iv;
+            size_t ivl;
+            const uint8_t *ik = (const uint8_t *)k + 8;
+            if (idx_get(r, IDX_IDEM, ik, kl - 8, &iv, &ivl) == 0 && ivl == 48 &&
+                idx_rd64((const uint8_t *)iv + 40) < cutoff) /* and still, when applied: a */
+                gc_add_older(&g, IDX_IDEM, ik, kl - 8, cutoff); /* key used again is kept */
+            gc_add(&g, IDX_IDEM_TIME, k, kl);
+            if (gc_full(&g)) {
+                more = true; /* the rest once these are gone */
+                break;
+            }
+        }
+        idx_cur_close(c);
+        idx_rend(r); /* before the writer: a reader holds the map's lock it grows under */
+        gc_flush(&g);
+    }
+    free(g.b);
+    if (g.rc && g.rc != EVS_ECLOSED)
+        evs_log(st, EVS_LOG_WARN, "retention: expiring idempotency keys stopped: %s", err->msg);
+    return g.rc ? 0 : g.total;
+}
+
 int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
 {
     evs_retention_report rep = {0, 0, 0, 0, 0, 0};
@@ -612,6 +676,7 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
         pthread_mutex_lock(&st->ret_mu);
         if (first_deletable(st, atomic_load(&st->leader_start))) /* R6: the index first */
             rep.index_keys_deleted = index_gc(st, err);
+        rep.index_keys_deleted += idem_gc(st, err);
         follow_deletions(st, &rep);
         pthread_mutex_unlock(&st->ret_mu);
         if (out)
@@ -638,6 +703,8 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
         rep.index_keys_deleted = index_gc(st, err);
     while (!rc && (rc = delete_oldest(st, &rep, err)) == 1)
         rc = 0;
+    if (!rc)
+        rep.index_keys_deleted += idem_gc(st, err);
     pthread_mutex_unlock(&st->ret_mu);
     if (rc == EVS_ECLOSED)
         rc = 0;

@@ -69,11 +69,14 @@
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
+_Atomic int64_t store_test_clock_skew_us;
+
 uint64_t evs_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u +
+           (uint64_t)atomic_load_explicit(&store_test_clock_skew_us, memory_order_relaxed);
 }
 
 struct timespec evs_deadline_ns(uint64_t ns)
@@ -555,7 +558,9 @@ static int apply_moved(evs_store *st, stream *s, const rec_hdr *h, uint64_t pos,
     return rc;
 }
 
-/* An idempotency key: (no, key) -> first, last, count, time. Readers need it at once. */
+/* An idempotency key: (no, key) -> first, last, count, time, and (time, no, key) for its
+ * expiry (retention.c R8). Readers need it at once. One already past its window (the log
+ * read again at open, or to rebuild the index) is not put back. */
 static int apply_idem(evs_store *st, stream *s, const rec_hdr *h, const uint8_t *body,
                       evs_error *err)
 {
@@ -571,8 +576,14 @@ static int apply_idem(evs_store *st, stream *s, const rec_hdr *h, const uint8_t 
     for (int i = 0; i < 5; i++)
         idx_be64(val + 8 * i, v[i]);
     idx_be64(val + 40, h->time_us);
+    if (h->time_us + EVS_IDEM_WINDOW_US < evs_now_us())
+        return 0;
     st->idx_force = true; /* a retry right after the acknowledgement must find it */
-    if (idx_batch_put(st->ib, IDX_IDEM, k, 4 + key.len, val, sizeof val))
+    uint8_t tk[IDX_IDEM_TIME_KEY_MAX];
+    idx_be64(tk, h->time_us);
+    memcpy(tk + 8, k, 4 + key.len);
+    if (idx_batch_put(st->ib, IDX_IDEM, k, 4 + key.len, val, sizeof val) ||
+        idx_batch_put(st->ib, IDX_IDEM_TIME, tk, 8 + 4 + key.len, NULL, 0))
         return evs_err_set(err, -ENOMEM, "out of memory");
     return 0;
 }
@@ -2308,6 +2319,8 @@ int evs_idem_get(evs_store *st, evs_slice name, evs_slice key, uint64_t window_u
 {
     if (key.len == 0 || key.len > EVS_IDEM_KEY_MAX)
         return EVS_EINVAL;
+    if (window_us > EVS_IDEM_WINDOW_US) /* retention removes a key past it (R8) */
+        window_us = EVS_IDEM_WINDOW_US;
     pthread_rwlock_rdlock(&st->lock);
     stream *s = strtab_get(&st->vtab, name.ptr, name.len, true);
     uint32_t no = s ? s->no : 0;

@@ -1583,16 +1583,20 @@ static void do_idx_del(evs_store *st, wreq *r)
     const uint8_t *b = r->data.data, *end = b + r->data.len;
     int rc = 0;
     while (!rc && end - b >= 3) {
-        uint8_t t = b[0];
+        uint8_t t = b[0] & ~IDX_DEL_OLDER;
+        bool older = b[0] & IDX_DEL_OLDER;
         size_t kl = (size_t)b[1] << 8 | b[2];
         b += 3;
-        if (t >= IDX_NTABLES || (size_t)(end - b) < kl) {
+        if (t >= IDX_NTABLES || (size_t)(end - b) < kl + (older ? 8 : 0)) {
             rc = EVS_EINVAL;
             break;
         }
-        if (t != IDX_FILT || kl != IDX_FILTKEY || post_close_key(st->post, b, first_of(st, b)))
+        if (older)
+            rc = idx_batch_del_older(st->ib, (enum idx_table)t, b, kl, idx_rd64(b + kl));
+        else if (t != IDX_FILT || kl != IDX_FILTKEY ||
+                 post_close_key(st->post, b, first_of(st, b)))
             rc = idx_batch_del(st->ib, (enum idx_table)t, b, kl);
-        b += kl;
+        b += kl + (older ? 8 : 0);
         st->idx_records++;
     }
     if (!rc)

@@ -10,6 +10,8 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <ftw.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +96,45 @@ static inline int add(evs_store *st, const char *name, evs_id_mode mode, evs_id 
 }
 
 static inline evs_slice S(const char *s) { return (evs_slice){s, strlen(s)}; }
+
+/* evs_submit_keyed, waited for: its result, and up to 4 IDs into ids. */
+struct kdone {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int rc;
+    bool done;
+    evs_id ids[4];
+};
+
+static inline void keyed_done(void *arg, int rc, const evs_id *ids, size_t n,
+                              const evs_error *err)
+{
+    (void)err;
+    struct kdone *k = arg;
+    pthread_mutex_lock(&k->mu);
+    k->rc = rc;
+    for (size_t i = 0; i < n && i < 4; i++)
+        k->ids[i] = ids[i];
+    k->done = true;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+static inline int add_keyed(evs_store *st, const evs_append *a, size_t n, const char *key,
+                            evs_id *ids)
+{
+    struct kdone k = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {{0, 0}}};
+    int rc = evs_submit_keyed(st, a, n, S(key), keyed_done, &k, NULL);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&k.mu);
+    while (!k.done)
+        pthread_cond_wait(&k.cv, &k.mu);
+    pthread_mutex_unlock(&k.mu);
+    for (size_t i = 0; ids && i < n && i < 4; i++)
+        ids[i] = k.ids[i];
+    return k.rc;
+}
 
 /* How many files in folder d have names ending in suffix. */
 static inline int files_ending(const char *d, const char *suffix)

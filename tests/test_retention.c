@@ -3,6 +3,8 @@
  * and groups created in a deleted segment survive a reopen and an index rebuild; index keys
  * below a stream's first entry cleaned; sealing for age, and the releaser's paced cuts; small
  * streams that alone keep old segments relocated to the head, readers unaffected. */
+#include <lmdb.h>
+
 #include "index.h"
 #include "internal.h" /* the index tables, to count what the clean-up leaves */
 #include "postings.h"
@@ -875,4 +877,157 @@ Test(retention, a_start_key_indexed_during_the_read_is_not_taken_below_the_first
     cr_assert_eq(evs_close(st), 0);
     rm_rf(d);
     free(d);
+}
+
+/* ---- R8: idempotency keys leave the index after their window --------------------------- */
+
+static size_t table_rows(evs_store *st, enum idx_table t)
+{
+    idx_rtxn *r;
+    idx_cur *c;
+    cr_assert_eq(idx_rbegin(st->idx, &r), 0);
+    size_t n = 0;
+    if (idx_cur_open(r, t, &c) == 0) {
+        const void *k, *v;
+        size_t kl, vl;
+        for (int rc = idx_cur_get(c, IDX_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == 0;
+             rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl))
+            n++;
+        idx_cur_close(c);
+    }
+    idx_rend(r);
+    return n;
+}
+
+static void publish_keyed(evs_store *st, const char *name, const char *key, evs_id *id)
+{
+    evs_field f = {S("type"), S("t")};
+    evs_append a = {S(name), EVS_ID_AUTO, {0, 0}, &f, 1, false};
+    cr_assert_eq(add_keyed(st, &a, 1, key, id), 0);
+}
+
+static int idem_find(evs_store *st, const char *name, const char *key, evs_id *first)
+{
+    evs_id last;
+    size_t n;
+    return evs_idem_get(st, S(name), S(key), EVS_IDEM_WINDOW_US, first, &last, &n);
+}
+
+#define WINDOW_PAST ((int64_t)EVS_IDEM_WINDOW_US + 60 * 1000000)
+
+/* Keys past their window leave idem and idem_time (every pass; in chunks, so 3,000 keys
+ * take several writer requests); a key used again since keeps its new row; a restart and a
+ * rebuild from the log do not bring expired keys back. (Mutation-checked: without idem_gc,
+ * or with the IDX_DEL_OLDER condition dropped, this fails.) */
+Test(retention, idempotency_keys_leave_the_index_after_their_window)
+{
+    evs_store *st = open_ret(NULL);
+    char key[32];
+    evs_id old0, id;
+    for (int i = 0; i < 3000; i++) {
+        snprintf(key, sizeof key, "key-%d", i);
+        publish_keyed(st, i % 2 ? "a" : "b", key, i ? &id : &old0);
+    }
+    cr_assert_eq(table_rows(st, IDX_IDEM), 3000);
+    cr_assert_eq(table_rows(st, IDX_IDEM_TIME), 3000);
+    evs_retention_report rep;
+    evs_error err;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(table_rows(st, IDX_IDEM), 3000); /* none is past its window yet */
+    atomic_store(&store_test_clock_skew_us, WINDOW_PAST);
+    evs_id fresh;
+    publish_keyed(st, "b", "key-0", &fresh); /* a key used again, after its window */
+    cr_assert_neq(evs_id_cmp(fresh, old0), 0);
+    publish_keyed(st, "a", "new", &id);
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.index_keys_deleted, 2999 * 2 + 1); /* key-0's old time row, not its row */
+    cr_assert_eq(table_rows(st, IDX_IDEM), 2);
+    cr_assert_eq(table_rows(st, IDX_IDEM_TIME), 2);
+    evs_id got;
+    cr_assert_eq(idem_find(st, "b", "key-0", &got), 1);
+    cr_assert_eq(evs_id_cmp(got, fresh), 0);
+    cr_assert_eq(idem_find(st, "a", "key-1", &got), 0);
+    cr_assert_eq(evs_close(st), 0);
+    st = open_ret(NULL);
+    cr_assert_eq(table_rows(st, IDX_IDEM), 2);
+    cr_assert_eq(evs_close(st), 0);
+    rm_index(dir); /* the log still holds all 3,002 records: the expired stay out */
+    st = open_ret(NULL);
+    cr_assert_eq(table_rows(st, IDX_IDEM), 2);
+    cr_assert_eq(table_rows(st, IDX_IDEM_TIME), 2);
+    cr_assert_eq(idem_find(st, "b", "key-0", &got), 1);
+    cr_assert_eq(evs_id_cmp(got, fresh), 0);
+    cr_assert_eq(verify_quiet(st), 0);
+    atomic_store(&store_test_clock_skew_us, 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+/* The condition is checked when the delete is applied: a key put again after retention read
+ * it (its new row queued or committed first) stays. */
+Test(retention, an_idempotency_key_put_again_meanwhile_is_not_deleted)
+{
+    evs_store *st = open_ret(NULL);
+    evs_id id;
+    publish_keyed(st, "a", "k", &id);
+    uint8_t k[5];
+    pthread_rwlock_rdlock(&st->lock);
+    idx_be32(k, strtab_get(&st->vtab, "a", 1, true)->no);
+    pthread_rwlock_unlock(&st->lock);
+    k[4] = 'k';
+    uint8_t req[3 + 5 + 8] = {IDX_IDEM | IDX_DEL_OLDER, 0, 5};
+    memcpy(req + 3, k, 5);
+    uint64_t now = evs_now_us();
+    idx_be64(req + 8, now - 60 * 1000000); /* "older than a minute ago": it is not */
+    evs_error err;
+    cr_assert_eq(writer_idx_del(st, req, sizeof req, &err), 0, "%s", err.msg);
+    cr_assert_eq(table_rows(st, IDX_IDEM), 1);
+    idx_be64(req + 8, now + 60 * 1000000); /* "older than a minute from now": it is */
+    cr_assert_eq(writer_idx_del(st, req, sizeof req, &err), 0, "%s", err.msg);
+    cr_assert_eq(table_rows(st, IDX_IDEM), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+/* An index made before the idem_time table gets it at its first read-write open, a row for
+ * each key it holds, and those keys then expire like new ones; a read-only open of such an
+ * index works without it. */
+Test(retention, an_index_without_idem_time_gets_it_filled)
+{
+    evs_store *st = open_ret(NULL);
+    evs_id id;
+    publish_keyed(st, "a", "k1", &id);
+    publish_keyed(st, "a", "k2", &id);
+    cr_assert_eq(evs_close(st), 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/index", dir);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    cr_assert_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 32);
+    mdb_env_set_mapsize(env, 1ull << 30);
+    cr_assert_eq(mdb_env_open(env, path, 0, 0644), 0);
+    cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "idem_time", 0, &dbi), 0);
+    cr_assert_eq(mdb_drop(txn, dbi, 1), 0); /* as an index of the version before */
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    evs_options o;
+    evs_options_init(&o);
+    o.read_only = true;
+    o.log = fail_on_error;
+    st = open_store(dir, &o);
+    evs_id got;
+    cr_assert_eq(idem_find(st, "a", "k1", &got), 1);
+    cr_assert_eq(table_rows(st, IDX_IDEM_TIME), 0);
+    cr_assert_eq(evs_close(st), 0);
+    st = open_ret(NULL);
+    cr_assert_eq(table_rows(st, IDX_IDEM_TIME), 2);
+    atomic_store(&store_test_clock_skew_us, WINDOW_PAST);
+    evs_retention_report rep;
+    evs_error err;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(table_rows(st, IDX_IDEM), 0);
+    cr_assert_eq(table_rows(st, IDX_IDEM_TIME), 0);
+    atomic_store(&store_test_clock_skew_us, 0);
+    cr_assert_eq(evs_close(st), 0);
 }

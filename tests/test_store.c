@@ -576,27 +576,6 @@ Test(store, wait_is_woken_by_an_append_and_times_out)
     evs_close(st);
 }
 
-struct kdone {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int rc;
-    bool done;
-    evs_id ids[4];
-};
-
-static void keyed_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
-{
-    (void)err;
-    struct kdone *k = arg;
-    pthread_mutex_lock(&k->mu);
-    k->rc = rc;
-    for (size_t i = 0; i < n && i < 4; i++)
-        k->ids[i] = ids[i];
-    k->done = true;
-    pthread_cond_signal(&k->cv);
-    pthread_mutex_unlock(&k->mu);
-}
-
 struct edone {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -692,12 +671,7 @@ Test(store, idempotency_keys_survive_reopen_and_rebuild)
                        {S("orders"), EVS_ID_AUTO, {0, 0}, &f, 1, false},
                        {S("orders"), EVS_ID_AUTO, {0, 0}, &f, 1, false}};
     struct kdone k = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {{0, 0}}};
-    cr_assert_eq(evs_submit_keyed(st, a, 3, S("key-1"), keyed_done, &k, NULL), 0);
-    pthread_mutex_lock(&k.mu);
-    while (!k.done)
-        pthread_cond_wait(&k.cv, &k.mu);
-    pthread_mutex_unlock(&k.mu);
-    cr_assert_eq(k.rc, 0);
+    cr_assert_eq(add_keyed(st, a, 3, "key-1", k.ids), 0);
     evs_id first, last;
     size_t n = 0;
     /* found at once after the acknowledgement */

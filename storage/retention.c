@@ -645,12 +645,13 @@ static uint64_t idem_gc(evs_store *st, evs_error *err)
         more = false;
         for (int rc = idx_cur_get(c, IDX_FIRST, NULL, 0, &k, &kl, &v, &vl); rc == 0;
              rc = idx_cur_get(c, IDX_NEXT, NULL, 0, &k, &kl, &v, &vl)) {
-            if (kl < 12 || kl > IDX_IDEM_TIME_KEY_MAX || idx_rd64(k) >= cutoff)
+            if (kl >= 8 && idx_rd64(k) >= cutoff)
                 break;
             const void *iv;
             size_t ivl;
-            const uint8_t *ik = (const uint8_t *)k + 8;
-            if (idx_get(r, IDX_IDEM, ik, kl - 8, &iv, &ivl) == 0 && ivl == 48 &&
+            const uint8_t *ik = (const uint8_t *)k + 8; /* (a malformed row just goes) */
+            if (kl >= 12 && kl <= IDX_IDEM_TIME_KEY_MAX &&
+                idx_get(r, IDX_IDEM, ik, kl - 8, &iv, &ivl) == 0 && ivl == 48 &&
                 idx_rd64((const uint8_t *)iv + 40) < cutoff) /* and still, when applied: a */
                 gc_add_older(&g, IDX_IDEM, ik, kl - 8, cutoff); /* key used again is kept */
             gc_add(&g, IDX_IDEM_TIME, k, kl);

@@ -32,10 +32,17 @@ static int r_fallocate(int fd, int mode, off_t off, off_t len)
 {
     if (fallocate(fd, mode, off, len) == 0)
         return 0;
-    /* file systems without fallocate (some tmpfs, overlay setups): preallocation is advisory */
-    if (errno == EOPNOTSUPP || errno == ENOSYS)
+    if (errno != EOPNOTSUPP && errno != ENOSYS)
+        return -errno;
+    /* A file system without fallocate (ext2, ext3 without extents, older ZFS and NFS): the
+     * blocks are had by writing them, as glibc's posix_fallocate does there (a byte in each
+     * block that is a hole). A sparse file instead would meet a full disk in the writer's
+     * pwritev, failing the store, and leave the space reserve (preparer.c P2) reserving
+     * nothing. Other modes (FALLOC_FL_KEEP_SIZE) cannot be had so: advisory, skipped. */
+    if (mode != 0)
         return 0;
-    return -errno;
+    int rc = posix_fallocate(fd, off, len);
+    return rc == EOPNOTSUPP || rc == ENOSYS ? 0 : -rc;
 }
 static int r_ftruncate(int fd, off_t len) { return ftruncate(fd, len) ? -errno : 0; }
 static int r_rename(const char *a, const char *b) { return rename(a, b) ? -errno : 0; }

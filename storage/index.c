@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -41,6 +42,8 @@ struct idx {
     uint64_t puts_since;        /* ... and the keys put since                                 */
     uint64_t alloc_to;          /* data.mdb has blocks up to here (idx_keep_headroom's caller) */
     bool no_idem_time;          /* read-only, of an index made before that table: none         */
+    bool no_keep_size;          /* the file system has no FALLOC_FL_KEEP_SIZE                   */
+    _Atomic uint64_t growth;    /* the data file's growth in one commit: a peak, decaying       */
 };
 
 struct idx_rtxn {
@@ -196,26 +199,64 @@ int idx_sync(idx *x)
     return rc;
 }
 
-int idx_keep_headroom(idx *x, uint64_t bytes)
+/* Bytes of the data file LMDB uses (its last page's end); 0 if it cannot say. */
+static uint64_t used_bytes(idx *x)
 {
     MDB_envinfo info;
     MDB_stat ms;
+    if (mdb_env_info(x->env, &info) || mdb_env_stat(x->env, &ms))
+        return 0;
+    return ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+}
+
+/* A commit's growth of the data file, into the decaying peak (1/64 off per commit): what the
+ * next commits may need past the used pages (idx_keep_headroom). */
+static void note_growth(idx *x, uint64_t before)
+{
+    uint64_t after = used_bytes(x), g = after > before ? after - before : 0;
+    uint64_t peak = atomic_load(&x->growth);
+    atomic_store(&x->growth, g > peak - peak / 64 ? g : peak - peak / 64);
+}
+
+void idx_growth_reset(idx *x) { atomic_store(&x->growth, 0); }
+
+int idx_keep_headroom(idx *x, uint64_t bytes)
+{
     int fd = -1;
     pthread_rwlock_rdlock(&x->maplock);
-    bool ok = !x->rdonly && mdb_env_info(x->env, &info) == 0 && mdb_env_stat(x->env, &ms) == 0 &&
-              mdb_env_get_fd(x->env, &fd) == 0;
-    uint64_t used = ok ? ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize : 0;
+    uint64_t used = x->rdonly || mdb_env_get_fd(x->env, &fd) ? 0 : used_bytes(x);
+    /* records already in the log and not yet in the index: the batch being applied and the
+     * one being built, each at most one commit (the writer checks after each commit) */
+    uint64_t need = 2 * atomic_load(&x->growth);
+    if (need < bytes)
+        need = bytes;
     int rc = 0;
-    if (ok && used + bytes / 2 > x->alloc_to) {
+    if (!used) {
+        /* not a writable environment here: nothing to keep */
+    } else if (x->no_keep_size) { /* the file system's free space is all there is */
+        struct statvfs vs;
+        if (fstatvfs(fd, &vs) == 0 && (uint64_t)vs.f_bavail * vs.f_frsize < need)
+            rc = -ENOSPC;
+    } else if (x->alloc_to < used + need) {
         /* blocks past the end, the file's size unchanged: LMDB sees nothing, and its writes
-         * into them need no new blocks */
-        uint64_t from = x->alloc_to < used ? x->alloc_to : used, to = used + bytes;
-        if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)(to - from)) == 0)
-            x->alloc_to = to;
-        else if (errno == EOPNOTSUPP || errno == ENOSYS)
-            x->alloc_to = UINT64_MAX; /* a file system without it: nothing to keep */
-        else
-            rc = -errno;
+         * into them need no new blocks. Two allowances, so that this runs now and then; one
+         * where two do not fit; short where one does not. */
+        uint64_t from = x->alloc_to < used ? x->alloc_to : used;
+        for (uint64_t k = 2; k >= 1; k--) {
+            uint64_t to = used + k * need;
+            if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)(to - from)) == 0) {
+                x->alloc_to = to;
+                rc = 0;
+                break;
+            }
+            if (errno == EOPNOTSUPP || errno == ENOSYS) {
+                x->no_keep_size = true; /* judged by the free space from the next call on */
+                rc = 0;
+                break;
+            }
+            if ((rc = -errno) != -ENOSPC && rc != -EDQUOT)
+                break; /* another error: the caller logs it */
+        }
     }
     pthread_rwlock_unlock(&x->maplock);
     return rc;
@@ -541,9 +582,11 @@ int idx_apply(idx *x, idx_batch *b, evs_error *err)
     if (b->n == 0)
         return 0;
     sort_puts(b);
+    uint64_t before = used_bytes(x);
     for (;;) {
         int rc = apply_once(x, b);
         if (rc == 0) {
+            note_growth(x, before);
             drop_resident(x, b->n);
             return 0;
         }

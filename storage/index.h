@@ -50,10 +50,15 @@ int idx_open(const char *path, uint64_t map_bytes, bool rdonly, idx **out, evs_e
 void idx_close(idx *x);
 int idx_sync(idx *x);         /* mdb_env_sync(force) */
 uint64_t idx_txnid(idx *x);   /* last committed transaction id */
-/* Keep blocks allocated for `bytes` past the data file's used pages (at least half of them
- * left after any call that returns 0), so that a full disk refuses requests before a commit
- * meets it (writer.c W11). -errno (-ENOSPC) when they cannot be had. Writer role only. */
+/* Keep blocks allocated past the data file's used pages for what the records not yet
+ * indexed may need: `bytes`, or twice the recent peak of one commit's growth if more (a
+ * commit of many distinct `source` values grew it by megabytes, and a fixed 1 MiB let the
+ * next commit meet a full disk), so that a full disk refuses requests before a commit meets
+ * it (writer.c W11). Where the file system has no FALLOC_FL_KEEP_SIZE, its free space must
+ * hold that much instead. -errno (-ENOSPC) when it cannot be had. Writer role only. */
 int idx_keep_headroom(idx *x, uint64_t bytes);
+/* Forget the commits' growth so far (the end of an open: its catch-up commits are large). */
+void idx_growth_reset(idx *x);
 /* Write a consistent copy of the environment's data file to fd (mdb_env_copyfd2). */
 int idx_copy_fd(idx *x, int fd, evs_error *err);
 

@@ -2215,6 +2215,7 @@ static int open_once(const char *dir, const evs_options *opt, bool release, evs_
         if ((rc = store_roll(st, false, err)) || (rc = epochs_reconcile(st, err)))
             goto fail;
         evs_error rerr; /* P2; on a full disk the open goes on, and appends meet it */
+        idx_growth_reset(st->idx); /* the catch-up's commits say nothing of the next ones */
         if (prep_make_reserve(st, &rerr))
             evs_log(st, EVS_LOG_WARN, "no space reserve: %s", rerr.msg);
         st->synced_to = st->tail;

@@ -33,13 +33,13 @@ int ckpt_run(evs_store *st)
     pthread_rwlock_rdlock(&st->lock);
     if (st->nsegs) {
         a = st->segs[st->nsegs - 1];
-        atomic_fetch_add(&a->refs, 1);
+        store_seg_hold_fd(a);
     }
     pthread_rwlock_unlock(&st->lock);
     int rc = a ? st->io->fdatasync(a->fd) : 0;
     if (rc)
         store_fail(st, rc, "fdatasync of segment %s failed", a->name);
-    store_seg_put(a);
+    store_seg_put_fd(a);
     if (!rc && (rc = idx_sync(st->idx)))
         store_fail(st, rc, "index sync failed");
     bool transient = false; /* no room for the new file: nothing written, nothing at risk */

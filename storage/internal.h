@@ -69,11 +69,19 @@ typedef struct segment {
     _Atomic uint64_t written;  /* bytes of whole batches written (>= size): what replication
                                   may ship before the sync (evs_log_span, writer.c W8)      */
     int fd;
-    struct segmap *map;        /* newest mapping first; older ones live until close          */
-    bool sealed;
+    _Atomic(struct segmap *) map; /* newest mapping first; older ones live until it is
+                                  unmapped whole (segment.c M1-M4) or freed                 */
+    atomic_bool sealed;
+    atomic_bool evictable;     /* in its store's table: its mapping may go while nobody else
+                                  holds it (segment.c M2)                                   */
+    _Atomic uint64_t last_use; /* the mapping clock when it was last read (M2)               */
+    size_t map_slot;           /* its place among the mapped segments (segment.c), or SIZE_MAX */
     atomic_bool pending_name;  /* still "<name>.pending": its predecessor's seal not synced
                                   yet (preparer.c D1-D4); cleared by its roll job           */
-    atomic_int refs;
+    _Atomic int64_t refs;      /* references: its readers' (and its table's) in the low half,
+                                  those that only use its descriptor in the high half
+                                  (SEG_FD_REF each); SEG_EVICTING set while its mapping is
+                                  being taken (segment.c M2)                                */
     struct evs_store *deleted_in; /* set once retention renamed it `.deleted`: the last
                                   reference hands the file to the releaser (R3)             */
     char name[32];             /* "<base, 20 digits>.seg"                                    */
@@ -100,7 +108,25 @@ void seg_free(segment *s);
 /* The mapping covering at least `len` bytes (maps or remaps; caller holds no lock needed:
  * only called by the writer or at open). Returns NULL on failure. */
 uint8_t *seg_map_for(segment *s, uint64_t len);
-uint8_t *seg_data(segment *s); /* current mapping (covers size) */
+/* The segment's bytes (covering size), mapped now if they are not (segment.c M1-M4): the
+ * caller holds a reference on s besides its table's. NULL with errno when it cannot be. */
+uint8_t *seg_data(segment *s);
+#define SEG_EVICTING ((int64_t)1 << 30)
+#define SEG_FD_REF ((int64_t)1 << 32)
+/* Tests only (0 otherwise): the most segment mappings the process keeps (M2); called with
+ * a segment being evicted, between its swap to SEG_EVICTING and its unmapping (NULL). */
+extern size_t seg_test_map_cap;
+extern void (*seg_test_evicting)(segment *s);
+/* s is being read (a reference was taken for it): its clock for the eviction order (M2). */
+void seg_touch(segment *s);
+/* Mappings the process holds for segments now (M2). */
+size_t seg_maps_held(void);
+/* The last reference on s is gone (store.c): free it, or hand a deleted one's file on. */
+void store_seg_release(segment *s);
+/* A reference for a holder that uses only the segment's descriptor (a sync, a cut, a
+ * sendfile, a roll job), never its mapping: it does not keep the mapping (segment.c M2). */
+void store_seg_hold_fd(segment *s);
+void store_seg_put_fd(segment *s);
 bool seg_name_parse(const char *name, uint64_t *base);
 
 /* ---- streams ----------------------------------------------------------------------------- */

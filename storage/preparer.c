@@ -124,8 +124,8 @@ static void roll_run(evs_store *st, struct roll_job *j)
         atomic_store(&j->seg->pending_name, false);
     if (rc && rc != EVS_EFAILED)
         store_fail(st, rc, "%s %s failed (a deferred roll): %s", what, name, strerror(-rc));
-    store_seg_put(j->prev);
-    store_seg_put(j->seg);
+    store_seg_put_fd(j->prev);
+    store_seg_put_fd(j->seg);
     free(j);
 }
 
@@ -293,8 +293,8 @@ int prep_reserve(evs_store *st, bool freeing, const char **tmpname, evs_error *e
 /* prep_mu held: j, for seg behind prev, joins the queue (it takes a reference on both). */
 static void enqueue(evs_store *st, struct roll_job *j, segment *prev, segment *seg)
 {
-    atomic_fetch_add(&prev->refs, 1);
-    atomic_fetch_add(&seg->refs, 1);
+    store_seg_hold_fd(prev); /* a sync and a rename: descriptors only */
+    store_seg_hold_fd(seg);
     *j = (struct roll_job){NULL, prev, seg, evs_mono_ns()};
     if (st->roll_tail)
         st->roll_tail->next = j;
@@ -330,8 +330,8 @@ void prep_drop_rolls(evs_store *st)
     while (st->roll_head) {
         struct roll_job *j = st->roll_head;
         st->roll_head = j->next;
-        store_seg_put(j->prev);
-        store_seg_put(j->seg);
+        store_seg_put_fd(j->prev);
+        store_seg_put_fd(j->seg);
         free(j);
     }
     st->roll_tail = NULL;

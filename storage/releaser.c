@@ -92,7 +92,7 @@ static void run(evs_store *st, struct rel_job *j, bool paced)
         evs_log(st, EVS_LOG_WARN, "cannot give back the space of %s: %s",
                 j->seg ? j->seg->name : j->path, strerror(-rc));
     if (j->seg) {
-        store_seg_put(j->seg);
+        store_seg_put_fd(j->seg);
     } else {
         close(j->fd);
         if (rc != 1 && unlink(j->path) && errno != ENOENT) /* 1: stopped, the next open's (L3) */
@@ -126,7 +126,7 @@ void rel_cut(evs_store *st, segment *a, uint64_t len)
         (void)st->io->ftruncate(a->fd, (off_t)len); /* as the job would, at once (L3) */
         return;
     }
-    atomic_fetch_add(&a->refs, 1);
+    store_seg_hold_fd(a); /* a cut: its descriptor only */
     j->seg = a;
     j->fd = -1;
     j->to = len;
@@ -193,7 +193,7 @@ void rel_stop(evs_store *st)
         struct rel_job *j = st->rel_head;
         st->rel_head = j->next;
         if (j->seg)
-            store_seg_put(j->seg);
+            store_seg_put_fd(j->seg);
         else
             close(j->fd);
         free(j);

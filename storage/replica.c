@@ -12,6 +12,7 @@
  *      not apply here: followers get what readers here wait for (V3).
  *  L2. Shipped bytes begin at a record boundary and end at one, inside one segment.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -61,7 +62,13 @@ long evs_log_span(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, int *fd
     }
     atomic_fetch_add(&g->refs, 1);
     pthread_rwlock_unlock(&st->lock);
-    const uint8_t *d = seg_data(g) + (pos - g->base);
+    const uint8_t *d = seg_data(g);
+    if (!d) {
+        long e = evs_err_set(err, -errno, "cannot map segment %s: %s", g->name, strerror(errno));
+        store_seg_put(g);
+        return e;
+    }
+    d += pos - g->base;
     uint64_t avail = size - (pos - g->base), len = 0;
     long rc = 0;
     while (len < avail) {
@@ -86,7 +93,9 @@ long evs_log_span(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, int *fd
     *fd = g->fd;
     *off = pos - g->base;
     *hold = g;
+    store_seg_hold_fd(g); /* from here on, its descriptor only (segment.c M2) */
+    store_seg_put(g);
     return (long)len;
 }
 
-void evs_log_release(void *hold) { store_seg_put(hold); }
+void evs_log_release(void *hold) { store_seg_put_fd(hold); }

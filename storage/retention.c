@@ -351,13 +351,13 @@ static int remove_first(evs_store *st, segment *s, size_t declared, evs_retentio
         return 0;
     }
     segment *succ = st->segs[1];
-    atomic_fetch_add(&succ->refs, 1);
+    store_seg_hold_fd(succ); /* (its pending_name only) */
     pthread_rwlock_unlock(&st->lock);
     /* D3: s's successor has its segment name before s goes (only its roll job and those
      * before it: not the whole queue); a failed store deletes nothing more */
     prep_wait_named(st, succ);
     bool named = !atomic_load(&succ->pending_name);
-    store_seg_put(succ);
+    store_seg_put_fd(succ);
     if (!named)
         return 0;
     pthread_rwlock_wrlock(&st->lock);
@@ -367,6 +367,7 @@ static int remove_first(evs_store *st, segment *s, size_t declared, evs_retentio
     }
     memmove(st->segs, st->segs + 1, (st->nsegs - 1) * sizeof *st->segs);
     st->nsegs--;
+    atomic_store(&s->evictable, false); /* before the table lets go (segment.c M4) */
     pthread_rwlock_unlock(&st->lock);
     char from[PATH_MAX], to[PATH_MAX + 16];
     snprintf(from, sizeof from, "%s/%s", st->logdir, s->name);

@@ -134,8 +134,11 @@ int evs_snapshot_open(evs_store *st, evs_snapshot **out, evs_error *err)
         f->alloc = f->size;
         if (!f->sealed && fstat(g->fd, &sb) == 0 && (uint64_t)sb.st_size > f->size)
             f->alloc = (uint64_t)sb.st_size;
-        if (f->sealed) /* 0 when it ends without a seal (closed after corruption): never shared */
+        if (f->sealed) { /* 0 when it ends without a seal (closed after corruption): not shared */
+            atomic_fetch_add(&g->refs, 1); /* a reader's: its mapping (segment.c M1) */
             f->seal_crc = seal_crc(g, f->size);
+            store_seg_put(g);
+        }
     }
     evs_snap_info *in = &s->info;
     memcpy(in->store_id, st->store_id, sizeof in->store_id);
@@ -206,7 +209,7 @@ int evs_snapshot_file_fd(evs_snapshot *s, size_t i, int *fd, void **hold, evs_er
         *fd = h->fd;
     } else {
         h->seg = s->cut.segs[i - F_SEGS];
-        atomic_fetch_add(&h->seg->refs, 1); /* P3 holds for as long as the fd is lent */
+        store_seg_hold_fd(h->seg); /* P3 holds for as long as the fd is lent */
         *fd = h->seg->fd;
     }
     *hold = h;
@@ -219,7 +222,7 @@ void evs_snapshot_release(void *hold)
     if (!h)
         return;
     if (h->seg)
-        store_seg_put(h->seg);
+        store_seg_put_fd(h->seg);
     if (h->fd >= 0)
         close(h->fd);
     free(h);

@@ -217,6 +217,7 @@ segment *store_seg_get(evs_store *st, uint64_t pos)
     if (lo > 0) {
         found = st->segs[lo - 1];
         atomic_fetch_add(&found->refs, 1);
+        seg_touch(found);
     }
     pthread_rwlock_unlock(&st->lock);
     return found;
@@ -263,8 +264,21 @@ static void zombies_detach(evs_store *st)
 
 void store_seg_put(segment *s)
 {
-    if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
-        return;
+    /* the last reference; with SEG_EVICTING set, the evictor releases it (segment.c M4) */
+    if (s && atomic_fetch_sub(&s->refs, 1) == 1)
+        store_seg_release(s);
+}
+
+void store_seg_hold_fd(segment *s) { atomic_fetch_add(&s->refs, SEG_FD_REF); }
+
+void store_seg_put_fd(segment *s)
+{
+    if (s && atomic_fetch_sub(&s->refs, SEG_FD_REF) == SEG_FD_REF)
+        store_seg_release(s);
+}
+
+void store_seg_release(segment *s)
+{
     pthread_mutex_lock(&zombie_mu);
     evs_store *st = s->deleted_in;
     char path[PATH_MAX + 48];
@@ -302,22 +316,26 @@ static int read_record(evs_store *st, uint64_t pos, const char *stream_name, rec
     }
     uint64_t avail = atomic_load(&s->size);
     uint64_t off = pos - s->base;
+    const uint8_t *d = seg_data(s);
+    if (!d)
+        return evs_err_set(err, -errno, "stream %s: cannot map segment %s: %s", stream_name,
+                           s->name, strerror(errno));
     int rc = REC_SHORT;
     if (off < avail)
-        rc = verify ? rec_check(seg_data(s) + off, avail - off, h, size)
-                    : rec_check_hdr(seg_data(s) + off, avail - off, h, size);
+        rc = verify ? rec_check(d + off, avail - off, h, size)
+                    : rec_check_hdr(d + off, avail - off, h, size);
     if (rc != REC_OK) {
         char idbuf[EVS_ID_STRLEN] = "unknown";
         rec_hdr hh;
         uint64_t sz;
-        if (off < avail && rec_check_hdr(seg_data(s) + off, avail - off, &hh, &sz) == REC_OK)
+        if (off < avail && rec_check_hdr(d + off, avail - off, &hh, &sz) == REC_OK)
             id_str(&hh, idbuf);
         return evs_err_set(err, EVS_ECORRUPT,
                            "stream %s: corrupt record in segment %s at offset %" PRIu64
                            " (entry id %s): %s",
                            stream_name, s->name, off, idbuf, rec_check_str(rc));
     }
-    *body = seg_data(s) + off + REC_HDR_SIZE;
+    *body = d + off + REC_HDR_SIZE;
     return 0;
 }
 
@@ -962,7 +980,10 @@ int seg_push(segment ***v, size_t *n, size_t *cap, segment *s)
 
 int store_add_segment(evs_store *st, segment *s)
 {
-    return seg_push(&st->segs, &st->nsegs, &st->segcap, s);
+    int rc = seg_push(&st->segs, &st->nsegs, &st->segcap, s);
+    if (!rc) /* its mapping may go while nobody but the table holds it (segment.c M2) */
+        atomic_store(&s->evictable, true);
+    return rc;
 }
 
 /* The space reserve left by the last run (preparer.c P3): kept when it has this run's segment
@@ -1498,12 +1519,20 @@ static void set_end(segment *s, uint64_t end)
 /* Segment s's records end with its seal, just before `off`: it is sealed for good. Anything
  * but zeros after the seal is reported; a file longer than its records is cut back (the
  * seal's own cut, which a kill may have interrupted). */
+static const uint8_t *seg_hold(segment *s, evs_error *err);
+
 static void seal_found(evs_store *st, segment *s, uint64_t off)
 {
-    const uint8_t *p = seg_data(s);
+    evs_error e;
+    const uint8_t *p = seg_hold(s, &e);
     uint64_t size = atomic_load(&s->size);
     s->sealed = true;
+    if (!p) { /* its end stays the file's: reads past the seal meet zeros, as verify says */
+        evs_log(st, EVS_LOG_ERROR, "%s", e.msg);
+        return;
+    }
     uint64_t nz = nonzero_end(p, off, size);
+    store_seg_put(s);
     if (nz > off)
         evs_log(st, EVS_LOG_ERROR, "corruption: segment %s has %" PRIu64 " bytes after its seal",
                 s->name, nz - off);
@@ -1551,11 +1580,35 @@ static int recovery_flush(evs_store *st, evs_error *err)
  * long rebuild keeps memory flat). Sets the segment's end. See the file comment for what is
  * a torn tail and what is corruption.
  */
+static int scan_held(evs_store *st, size_t i, uint64_t off, const uint8_t *p, evs_error *err);
+
+/* A reference on segment s for the open's own reads of it (segment.c M1: its mapping stays
+ * while held), and its bytes; NULL, the reference let go, with err set if it cannot be mapped. */
+static const uint8_t *seg_hold(segment *s, evs_error *err)
+{
+    atomic_fetch_add(&s->refs, 1);
+    const uint8_t *p = seg_data(s);
+    if (!p) {
+        evs_err_set(err, -errno, "cannot map segment %s: %s", s->name, strerror(errno));
+        store_seg_put(s);
+    }
+    return p;
+}
+
 static int scan_segment(evs_store *st, size_t i, uint64_t off, evs_error *err)
+{
+    const uint8_t *p = seg_hold(st->segs[i], err);
+    if (!p)
+        return err->code;
+    int rc = scan_held(st, i, off, p, err);
+    store_seg_put(st->segs[i]);
+    return rc;
+}
+
+static int scan_held(evs_store *st, size_t i, uint64_t off, const uint8_t *p, evs_error *err)
 {
     segment *s = st->segs[i];
     bool last = i + 1 == st->nsegs;
-    const uint8_t *p = seg_data(s);
     uint64_t size = atomic_load(&s->size); /* the file's size: records, then zeros */
     uint64_t group_start = REC_POS_NONE;   /* offset of an open atomic group's first record */
     /* one write batch; a follower's two (writer.c W10: one syncing while the next is written) */
@@ -1704,7 +1757,11 @@ static int prescan_declares(evs_store *st, evs_error *err)
     size_t declared = 0;
     for (size_t i = 0; i < st->nsegs && !rc; i++) {
         segment *sg = st->segs[i];
-        const uint8_t *p = seg_data(sg);
+        const uint8_t *p = seg_hold(sg, err);
+        if (!p) {
+            rc = err->code;
+            break;
+        }
         uint64_t size = atomic_load(&sg->size), off = 0;
         while (off + REC_HDR_SIZE <= size && !rc) {
             rec_hdr h;
@@ -1753,6 +1810,7 @@ static int prescan_declares(evs_store *st, evs_error *err)
                 st->next_no = h.stream + 1;
             declared++;
         }
+        store_seg_put(sg);
     }
     free(seen);
     if (!rc)
@@ -1773,10 +1831,13 @@ static bool log_has_records(evs_store *st)
     uint64_t size = atomic_load(&s->size);
     if (!size)
         return false;
+    atomic_fetch_add(&s->refs, 1); /* segment.c M1 */
     const uint8_t *map = seg_map_for(s, size);
     rec_hdr h;
     uint64_t sz;
-    return !map || rec_check_hdr(map, size, &h, &sz) != REC_ZERO;
+    bool has = !map || rec_check_hdr(map, size, &h, &sz) != REC_ZERO;
+    store_seg_put(s);
+    return has;
 }
 
 /* A segment followed by another whose file is longer than the distance to the next one's
@@ -1790,9 +1851,12 @@ static void uncut_seal(evs_store *st, segment *s, uint64_t next_base)
     if (next_base <= s->base || next_base - s->base >= size)
         return;
     uint64_t end = next_base - s->base;
+    atomic_fetch_add(&s->refs, 1); /* segment.c M1 */
     const uint8_t *p = seg_map_for(s, size);
     static const uint8_t zero[REC_HDR_SIZE];
-    if (p && memcmp(p + end, zero, size - end < REC_HDR_SIZE ? size - end : REC_HDR_SIZE)) {
+    bool junk = p && memcmp(p + end, zero, size - end < REC_HDR_SIZE ? size - end : REC_HDR_SIZE);
+    store_seg_put(s);
+    if (junk) {
         evs_log(st, EVS_LOG_ERROR, "corruption: segment %s has bytes after offset %" PRIu64
                 ", where its records end (the next segment starts there)", s->name, end);
         return; /* the gap is reported below, as before */
@@ -1972,8 +2036,10 @@ static void store_free(evs_store *st)
     if (st->idx_private)
         ownedir_remove(st->idx_private, st->idx_private_fd);
     free(st->ro_dels);
-    for (size_t i = 0; i < st->nsegs; i++)
+    for (size_t i = 0; i < st->nsegs; i++) {
+        atomic_store(&st->segs[i]->evictable, false); /* before the table lets go (M4) */
         store_seg_put(st->segs[i]);
+    }
     free(st->segs);
     zombies_detach(st); /* (evs_close did already; a failed open has none) */
     free(st->zombies);

@@ -52,7 +52,7 @@ int syncer_ensure(evs_store *st)
 
 void syncer_submit(evs_store *st, segment *s, uint64_t end)
 {
-    atomic_fetch_add(&s->refs, 1); /* Y2 */
+    store_seg_hold_fd(s); /* Y2 */
     pthread_mutex_lock(&st->sy_mu);
     st->sy_seg = s;
     st->sy_done = false;
@@ -70,7 +70,7 @@ int syncer_wait(evs_store *st)
         pthread_cond_wait(&st->sy_cv, &st->sy_mu);
     int rc = st->sy_rc;
     pthread_mutex_unlock(&st->sy_mu);
-    store_seg_put(st->sy_ref);
+    store_seg_put_fd(st->sy_ref);
     st->sy_ref = NULL;
     st->sy_end = 0;
     return rc;

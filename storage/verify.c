@@ -142,8 +142,12 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
     if (s->base != expect_base)
         problem(v, "segment %s: starts at log position %" PRIu64 " but the previous one ends at %"
                    PRIu64, s->name, s->base, expect_base);
-    const uint8_t *p = seg_data(s);
+    const uint8_t *p = seg_data(s); /* (a reference held: verify's own) */
     uint64_t size = atomic_load(&s->size), off = 0;
+    if (!p && size) {
+        problem(v, "segment %s: cannot map it: %s", s->name, strerror(errno));
+        return;
+    }
     bool sealed = false;
     while (off < size) {
         rec_hdr h;
@@ -280,9 +284,8 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
         scan(&v, segs[i], i + 1 == n, expect);
         expect = segs[i]->base + atomic_load(&segs[i]->size);
         log_end = expect;
+        store_seg_put(segs[i]); /* done with it: its mapping may go (segment.c M2) */
     }
-    for (size_t i = 0; i < n; i++)
-        store_seg_put(segs[i]);
     free(segs);
 
     idx_rtxn *r;

@@ -1663,7 +1663,7 @@ static void do_epoch(evs_store *st, wreq *r, pending *p)
 void snap_cut_release(snap_cut *c)
 {
     for (size_t i = 0; i < c->nsegs; i++)
-        store_seg_put(c->segs[i]);
+        store_seg_put_fd(c->segs[i]);
     free(c->segs);
     free(c->sizes);
     free(c->sealed);
@@ -1697,7 +1697,7 @@ static int take_cut(evs_store *st, snap_cut *c)
         segment *g = st->segs[i];
         if (g->base >= c->cut)
             break;
-        atomic_fetch_add(&g->refs, 1);
+        store_seg_hold_fd(g); /* a snapshot reads by descriptor (snapshot.c) */
         c->segs[c->nsegs] = g;
         c->sealed[c->nsegs] = g->sealed;
         c->sizes[c->nsegs++] = g == st->active ? c->cut - g->base : atomic_load(&g->size);

@@ -1,8 +1,10 @@
 /* test_store.c — the embedded API end to end: appends, IDs, reads, filters, deletes, drops,
  * reopen, many streams, big entries. */
+#include "internal.h" /* segment.c's mapping cap, for its test (the last one) */
 #include "helpers.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 static char *dir;
 static void setup(void) { dir = tmpdir_new(); }
@@ -899,18 +901,18 @@ Test(store, versions_move_with_every_change_and_guard_watched_submits)
 /* Filter-index groups stay open across index commits (postings.c P1-P3): every entry is found
  * exactly once however many commits its group spans, after a drop and re-create of a stream
  * with open groups, after reopen, and after the index is rebuilt. */
-static void check_filtered(evs_store *st, const char *stream, long want)
+static void check_filtered(evs_store *st, const char *name, long want)
 {
     evs_id got[200];
     evs_query q;
     evs_query_init(&q);
     q.type = S("t");
-    cr_assert_eq(read_ids(st, stream, &q, got, 200), want, "%s by type", stream);
+    cr_assert_eq(read_ids(st, name, &q, got, 200), want, "%s by type", name);
     for (long i = 1; i < want; i++)
-        cr_assert_gt(evs_id_cmp(got[i], got[i - 1]), 0, "%s: in order, no repeats", stream);
+        cr_assert_gt(evs_id_cmp(got[i], got[i - 1]), 0, "%s: in order, no repeats", name);
     evs_query_init(&q);
     q.source = S("src");
-    cr_assert_eq(read_ids(st, stream, &q, got, 200), want, "%s by source", stream);
+    cr_assert_eq(read_ids(st, name, &q, got, 200), want, "%s by source", name);
 }
 
 Test(store, filter_groups_span_commits)
@@ -1403,4 +1405,165 @@ Test(store, random_reads_match_a_model, .timeout = 120)
     cr_assert_gt(checked, 1000); /* (the queries were not all empty) */
     if (!getenv("EVS_MODEL_SEED"))
         cr_assert_gt(relocated, 0, "no relocation happened: the test lost its reach");
+}
+
+/* ---- segment.c M1-M4: mappings past the process's cap ----------------------------------- */
+
+struct map_reader {
+    evs_store *st;
+    int n;              /* entries the stream had when the readers began (0..n-1 exist) */
+    atomic_bool *stop;
+    long reads, bad;
+};
+
+/* Reads random runs of the stream and checks each entry's n field is its position. */
+static void *map_reader_main(void *arg)
+{
+    struct map_reader *r = arg;
+    unsigned seed = (unsigned)(uintptr_t)r;
+    while (!atomic_load(r->stop)) {
+        int from = rand_r(&seed) % r->n;
+        evs_query q;
+        evs_query_init(&q);
+        q.start = (evs_id){1, (uint64_t)from};
+        q.limit = 40;
+        evs_iter *it;
+        evs_error err;
+        if (evs_iter_open(r->st, S("m"), &q, &it, &err)) {
+            r->bad++;
+            continue;
+        }
+        const evs_entry *e;
+        int rc, k = from;
+        while ((rc = evs_iter_next(it, &e, &err)) == 1) {
+            char want[16];
+            snprintf(want, sizeof want, "%d", k++);
+            if (e->nfields != 2 || e->fields[0].value.len != strlen(want) ||
+                memcmp(e->fields[0].value.ptr, want, strlen(want)))
+                r->bad++;
+        }
+        if (rc)
+            r->bad++;
+        evs_iter_close(it);
+        r->reads++;
+    }
+    return NULL;
+}
+
+/* With the process's segment mappings capped at 24 and a log of ~100 segments: readers on two
+ * threads read random runs across all of them while a writer appends, every entry read is
+ * right, and the mappings held stay near the cap (evicted ones are mapped again when read);
+ * verify passes; after a reopen the same. (Mutation-checked: without eviction the mappings
+ * grow with the log; without the SEG_EVICTING check in seg_data, readers crash or misread.) */
+Test(store, segment_mappings_stay_under_the_cap_and_reads_stay_exact, .timeout = 120)
+{
+    seg_test_map_cap = 24;
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 64 << 10;
+    evs_store *st = open_store(dir, &o);
+    char n[16], pad[400];
+    memset(pad, 'p', sizeof pad - 1);
+    pad[sizeof pad - 1] = 0;
+    int total = 0;
+    for (; total < 8000; total++) {
+        snprintf(n, sizeof n, "%d", total);
+        cr_assert_eq(add(st, "m", EVS_ID_EXPLICIT, (evs_id){1, (uint64_t)total}, NULL, "n", n,
+                         "pad", pad, NULL), 0);
+    }
+    atomic_bool stop = false;
+    struct map_reader r[2] = {{st, total, &stop, 0, 0}, {st, total, &stop, 0, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, map_reader_main, &r[i]), 0);
+    for (; total < 12000; total++) { /* the log grows under the readers */
+        snprintf(n, sizeof n, "%d", total);
+        cr_assert_eq(add(st, "m", EVS_ID_EXPLICIT, (evs_id){1, (uint64_t)total}, NULL, "n", n,
+                         "pad", pad, NULL), 0);
+    }
+    while (r[0].reads + r[1].reads < 3000)
+        usleep(1000);
+    atomic_store(&stop, true);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(r[0].bad + r[1].bad, 0, "%ld bad reads", r[0].bad + r[1].bad);
+    evs_store_stats stats;
+    evs_store_stats_get(st, &stats);
+    cr_assert_gt(stats.segments, 80, "only %lu segments", (unsigned long)stats.segments);
+    cr_assert_leq(seg_maps_held(), 24 + 4, "%zu mappings held", seg_maps_held());
+    cr_assert_eq(verify_print(st), 0);
+    cr_assert_leq(seg_maps_held(), 24 + 4, "%zu mappings held", seg_maps_held());
+    cr_assert_eq(evs_close(st), 0);
+    cr_assert_eq(seg_maps_held(), 0);
+    st = open_store(dir, &o);
+    evs_id *ids = malloc(sizeof *ids * 13000);
+    cr_assert_eq(read_ids(st, "m", NULL, ids, 13000), 12000);
+    for (int i = 0; i < 12000; i++)
+        cr_assert_eq(ids[i].seq, (uint64_t)i);
+    free(ids);
+    cr_assert_leq(seg_maps_held(), 24 + 4, "%zu mappings held", seg_maps_held());
+    cr_assert_eq(evs_close(st), 0);
+    seg_test_map_cap = 0;
+}
+
+/* M3: a reference taken on a segment while its eviction runs (between the swap and the
+ * unmapping) gets a mapping that stays: seg_data waits for the eviction and maps it again,
+ * instead of handing out the pointer being unmapped. The hook holds the eviction open while
+ * the test takes its reference and reads. (Mutation-checked: without the SEG_EVICTING check
+ * in seg_data, the pointer, unmapped, shows another segment mapped there since.) */
+static segment *evicting_now;
+static atomic_int evict_phase;
+
+static void hold_eviction(segment *s)
+{
+    if (evicting_now)
+        return;
+    evicting_now = s;
+    atomic_store(&evict_phase, 1);
+    while (atomic_load(&evict_phase) == 1) /* until the test has taken its reference */
+        usleep(1000);
+    usleep(200000); /* ... and called seg_data, which waits for this eviction (M3) */
+}
+
+static void *read_everything(void *arg)
+{
+    evs_id *ids = malloc(sizeof *ids * 5000);
+    cr_assert_eq(read_ids(arg, "m", NULL, ids, 5000), 3000);
+    free(ids);
+    return NULL;
+}
+
+Test(store, a_reference_taken_during_an_eviction_reads_a_live_mapping, .timeout = 60)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 64 << 10;
+    evs_store *st = open_store(dir, &o);
+    char pad[400];
+    memset(pad, 'p', sizeof pad - 1);
+    pad[sizeof pad - 1] = 0;
+    for (int i = 0; i < 3000; i++)
+        cr_assert_eq(add(st, "m", EVS_ID_AUTO, EVS_ID_MIN, NULL, "pad", pad, NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+    st = open_store(dir, &o); /* nothing mapped but what the open read */
+    seg_test_map_cap = 4;
+    seg_test_evicting = hold_eviction;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_everything, st), 0);
+    while (atomic_load(&evict_phase) != 1)
+        usleep(1000);
+    segment *s = evicting_now;
+    atomic_fetch_add(&s->refs, 1); /* as store_seg_get would, while the eviction runs */
+    atomic_store(&evict_phase, 2);
+    const uint8_t *p = seg_data(s);
+    cr_assert(p != NULL);
+    usleep(300000); /* the eviction is over: its unmapping done, others mapped since */
+    uint8_t want[4096];
+    cr_assert_eq(pread(s->fd, want, sizeof want, 0), (ssize_t)sizeof want);
+    cr_assert_eq(memcmp(p, want, sizeof want), 0, "the pointer shows another file");
+    store_seg_put(s);
+    pthread_join(t, NULL);
+    seg_test_evicting = NULL;
+    seg_test_map_cap = 0;
+    cr_assert_eq(evs_close(st), 0);
 }

@@ -44,6 +44,7 @@ struct idx {
     bool no_idem_time;          /* read-only, of an index made before that table: none         */
     bool no_keep_size;          /* the file system has no FALLOC_FL_KEEP_SIZE                   */
     _Atomic uint64_t growth;    /* the data file's growth in one commit: a peak, decaying       */
+    _Atomic uint64_t growth_ns; /* ... as of this commit (evs_mono_ns)                         */
 };
 
 struct idx_rtxn {
@@ -209,13 +210,24 @@ static uint64_t used_bytes(idx *x)
     return ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
 }
 
+/* The peak of one commit's growth, halved for each second without a commit: writes refused
+ * for want of its headroom commit nothing, and its freed pages (a trim's keys deleted) make the
+ * next commits grow the file less, so a peak that only commits could lower kept a freed disk
+ * refusing writes (seen: a tmpfs trimmed by XTRIM still refused them 20 s later). */
+static uint64_t growth_now(idx *x)
+{
+    uint64_t s = (evs_mono_ns() - atomic_load(&x->growth_ns)) / 1000000000ull;
+    return s >= 64 ? 0 : atomic_load(&x->growth) >> s;
+}
+
 /* A commit's growth of the data file, into the decaying peak (1/64 off per commit): what the
  * next commits may need past the used pages (idx_keep_headroom). */
 static void note_growth(idx *x, uint64_t before)
 {
     uint64_t after = used_bytes(x), g = after > before ? after - before : 0;
-    uint64_t peak = atomic_load(&x->growth);
+    uint64_t peak = growth_now(x);
     atomic_store(&x->growth, g > peak - peak / 64 ? g : peak - peak / 64);
+    atomic_store(&x->growth_ns, evs_mono_ns());
 }
 
 void idx_growth_reset(idx *x) { atomic_store(&x->growth, 0); }
@@ -227,7 +239,7 @@ int idx_keep_headroom(idx *x, uint64_t bytes)
     uint64_t used = x->rdonly || mdb_env_get_fd(x->env, &fd) ? 0 : used_bytes(x);
     /* records already in the log and not yet in the index: the batch being applied and the
      * one being built, each at most one commit (the writer checks after each commit) */
-    uint64_t need = 2 * atomic_load(&x->growth);
+    uint64_t need = 2 * growth_now(x);
     if (need < bytes)
         need = bytes;
     int rc = 0;

@@ -345,22 +345,36 @@ static uint8_t *map_locked(segment *s, uint64_t len, segment ***released, size_t
     return p;
 }
 
-uint8_t *seg_map_for(segment *s, uint64_t len)
+/* A mapping of s covering len bytes (0: any mapping, else its whole file), made if there is
+ * none; past the cap, others are evicted (M2). NULL with errno on failure. */
+static uint8_t *map_covering(segment *s, uint64_t len)
 {
-    struct segmap *cur = atomic_load(&s->map);
-    if (cur && cur->len >= len) /* (the writer's, or the open's: never being evicted) */
-        return cur->ptr;
     segment **released = NULL;
     size_t nrel = 0;
-    pthread_mutex_lock(&maps_mu);
-    cur = atomic_load(&s->map);
-    uint8_t *p = cur && cur->len >= len ? cur->ptr : map_locked(s, len, &released, &nrel);
+    struct stat sb;
+    pthread_mutex_lock(&maps_mu); /* (an eviction of s in progress ends first: M3) */
+    struct segmap *cur = atomic_load(&s->map);
+    uint8_t *p = cur && cur->len >= len ? cur->ptr : NULL;
+    if (!p && (len || fstat(s->fd, &sb) == 0)) {
+        if (!len) /* as its file is, past its records too (a sealed one's cut may be pending) */
+            len = (uint64_t)sb.st_size > atomic_load(&s->size) ? (uint64_t)sb.st_size
+                                                               : atomic_load(&s->size);
+        p = map_locked(s, len ? len : 1, &released, &nrel);
+    }
     int e = errno;
     pthread_mutex_unlock(&maps_mu);
     if (released)
         release_all(released, nrel);
     errno = e;
     return p;
+}
+
+uint8_t *seg_map_for(segment *s, uint64_t len)
+{
+    struct segmap *cur = atomic_load(&s->map);
+    if (cur && cur->len >= len) /* (the writer's, or the open's: never being evicted) */
+        return cur->ptr;
+    return map_covering(s, len ? len : 1);
 }
 
 uint8_t *seg_data(segment *s)
@@ -370,26 +384,7 @@ uint8_t *seg_data(segment *s)
         if (m)
             return m->ptr; /* (its clock is set where its reference was taken: seg_touch) */
     }
-    /* not mapped (a sealed segment not read yet, or evicted), or being evicted: wait for
-     * that (maps_mu), and map it whole, as its file is */
-    segment **released = NULL;
-    size_t nrel = 0;
-    pthread_mutex_lock(&maps_mu);
-    struct segmap *m = atomic_load(&s->map);
-    uint8_t *p = m ? m->ptr : NULL;
-    struct stat sb;
-    if (!p && fstat(s->fd, &sb) == 0) {
-        uint64_t len = atomic_load(&s->size);
-        if ((uint64_t)sb.st_size > len)
-            len = (uint64_t)sb.st_size;
-        p = map_locked(s, len, &released, &nrel);
-    }
-    int e = errno;
-    pthread_mutex_unlock(&maps_mu);
-    if (released)
-        release_all(released, nrel);
-    errno = e;
-    return p;
+    return map_covering(s, 0); /* not mapped (not read yet, or evicted), or being evicted */
 }
 
 void seg_free(segment *s)

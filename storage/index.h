@@ -54,8 +54,9 @@ uint64_t idx_txnid(idx *x);   /* last committed transaction id */
  * indexed may need: `bytes`, or twice the recent peak of one commit's growth if more (a
  * commit of many distinct `source` values grew it by megabytes, and a fixed 1 MiB let the
  * next commit meet a full disk; the peak halves for each second without a commit), so that
- * a full disk refuses requests before a commit meets it (writer.c W11). Where the file system has no FALLOC_FL_KEEP_SIZE, its free space must
- * hold that much instead. -errno (-ENOSPC) when it cannot be had. Writer role only. */
+ * a full disk refuses requests before a commit meets it (writer.c W11). Where the file
+ * system has no FALLOC_FL_KEEP_SIZE, its free space must hold that much instead. -errno
+ * (-ENOSPC) when it cannot be had. Writer role only. */
 int idx_keep_headroom(idx *x, uint64_t bytes);
 /* Forget the commits' growth so far (the end of an open: its catch-up commits are large). */
 void idx_growth_reset(idx *x);

@@ -616,7 +616,7 @@ typedef struct evs_group_info {
     evs_slice dlq;
     uint64_t dead_letters;   /* entries this group moved to its dead-letter stream            */
     uint64_t oldest_pending_ms; /* delivery time of the least recently delivered pending entry
-                                   (0: none)                                                */
+                                   (0: none, or not asked for: EVS_GROUP_OLDEST)            */
     evs_id pending_first, pending_last; /* smallest and largest pending ID (when pending)     */
 } evs_group_info;
 
@@ -635,10 +635,13 @@ typedef struct evs_pending_info {
 } evs_pending_info;
 
 /* Walks under the group lock: fn must be quick and must not call into the store. Its pointers
- * are valid during the call; non-zero from fn stops the walk and is returned. */
-int evs_group_list(evs_store *st, evs_slice stream,
+ * are valid during the call; non-zero from fn stops the walk and is returned. A group's info
+ * costs the same however many consumers and pending entries it has, except for what `flags`
+ * asks for besides: EVS_GROUP_OLDEST fills oldest_pending_ms, walking the whole pending list. */
+#define EVS_GROUP_OLDEST 1u
+int evs_group_list(evs_store *st, evs_slice stream, unsigned flags,
                    int (*fn)(void *arg, const evs_group_info *g), void *arg);
-int evs_group_get(evs_store *st, evs_slice stream, evs_slice group,
+int evs_group_get(evs_store *st, evs_slice stream, evs_slice group, unsigned flags,
                   int (*fn)(void *arg, const evs_group_info *g), void *arg);
 int evs_consumer_list(evs_store *st, evs_slice stream, evs_slice group,
                       int (*fn)(void *arg, const evs_consumer_info *c), void *arg);

@@ -33,7 +33,7 @@ static int keep_info(void *arg, const evs_group_info *g)
 static bool group_exists(evs_store *st, evs_slice key, evs_slice group, evs_group_info *info)
 {
     evs_group_info tmp;
-    return evs_group_get(st, key, group, keep_info, info ? info : &tmp) == 0;
+    return evs_group_get(st, key, group, 0, keep_info, info ? info : &tmp) == 0;
 }
 
 static void reply_nogroup(cmd_ctx *x, const resp_arg *key, const resp_arg *group,
@@ -762,7 +762,7 @@ void xinfo_groups(cmd_ctx *x)
     resp_out tmp;
     resp_out_init(&tmp, x->r->out.proto);
     struct ginfo_out go = {&tmp, 0};
-    int rc = evs_group_list(server_store(x->srv), key_of(&x->argv[2]), ginfo_one, &go);
+    int rc = evs_group_list(server_store(x->srv), key_of(&x->argv[2]), 0, ginfo_one, &go);
     if (rc == EVS_ENOTFOUND) {
         resp_out_release(&tmp);
         reply_error_done(x, "ERR no such key");
@@ -836,7 +836,7 @@ static int count_one(void *arg, const evs_group_info *g)
 size_t xinfo_group_count(evs_store *st, evs_slice key)
 {
     size_t n = 0;
-    evs_group_list(st, key, count_one, &n);
+    evs_group_list(st, key, 0, count_one, &n);
     return n;
 }
 
@@ -945,7 +945,7 @@ static void names_free(struct name_list *l)
 void xinfo_full_groups(resp_out *o, evs_store *st, evs_slice key, long long count)
 {
     struct name_list groups = {0};
-    evs_group_list(st, key, collect_group, &groups);
+    evs_group_list(st, key, 0, collect_group, &groups);
     full_ctx f = {o, st, key, count, now_ms(), 0, NULL, {NULL, 0}};
     resp_out_array(o, groups.n);
     for (size_t i = 0; i < groups.n; i++) {

@@ -921,7 +921,7 @@ static void do_metrics(http_api *h, struct evhttp_request *req)
     json_array_foreach(names, i, n) {
         w.stream = (evs_slice){json_string_value(n), json_string_length(n)};
         if (w.groups[0] && w.groups[1] && w.groups[2])
-            evs_group_list(w.st, w.stream, metric_group, &w);
+            evs_group_list(w.st, w.stream, 0, metric_group, &w);
     }
     json_decref(names);
     static const char *const heads[3] = {

@@ -453,7 +453,7 @@ static void do_list(http_api *h, struct evhttp_request *req, evs_slice stream)
 {
     evs_store *st = server_store(http_server(h));
     struct list_ctx l = {st, stream, json_array(), (uint64_t)time(NULL) * 1000};
-    int rc = evs_group_list(st, stream, group_json, &l);
+    int rc = evs_group_list(st, stream, EVS_GROUP_OLDEST, group_json, &l);
     if (rc == EVS_ENOTFOUND) {
         json_decref(l.groups);
         send_error(req, 404, "not_found", "no such stream");

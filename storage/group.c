@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crc.h"
 #include "group.h"
 #include "index.h"
 
@@ -26,11 +27,17 @@ cgroup *group_find(const stream *s, const void *name, size_t len)
     return NULL;
 }
 
+static uint32_t cons_bucket(const cgroup *g, const void *name, size_t len)
+{
+    return evs_crc32(0, name, len) & (g->ncbucket - 1);
+}
+
 uint32_t group_consumer(const cgroup *g, const void *name, size_t len)
 {
-    for (uint32_t i = 0; i < g->ncons; i++)
-        if (g->cons[i].name && evs_slice_eq((evs_slice){g->cons[i].name, g->cons[i].len},
-                                            (evs_slice){name, len}))
+    if (!g->ncbucket)
+        return PEL_FREE;
+    for (uint32_t i = g->cbucket[cons_bucket(g, name, len)]; i != PEL_FREE; i = g->cons[i].hnext)
+        if (evs_slice_eq((evs_slice){g->cons[i].name, g->cons[i].len}, (evs_slice){name, len}))
             return i;
     return PEL_FREE;
 }
@@ -105,6 +112,8 @@ static void group_free(cgroup *g)
     for (uint32_t i = 0; i < g->ncons; i++)
         free(g->cons[i].name);
     free(g->cons);
+    free(g->cbucket);
+    free(g->dirty);
     free(g->pel);
     free(g->dlq);
     free(g->name);
@@ -161,31 +170,99 @@ static int set_dlq(cgroup *g, const void *p, size_t n)
     return 0;
 }
 
+/* Slots 0 .. n-1 exist (unnamed ones are deleted consumers). */
+static int cons_reserve(cgroup *g, uint32_t n)
+{
+    if (n > g->conscap) {
+        uint32_t cap = g->conscap ? g->conscap : 8;
+        while (cap < n)
+            cap *= 2;
+        gcons *c = realloc(g->cons, cap * sizeof *c);
+        if (!c)
+            return -ENOMEM;
+        memset(c + g->conscap, 0, (cap - g->conscap) * sizeof *c);
+        g->cons = c;
+        g->conscap = cap;
+    }
+    if (n > g->ncons)
+        g->ncons = n;
+    return 0;
+}
+
+/* Put the named slot cno on its chain (G5), doubling the chain heads when they are fewer. */
+static int cons_link(cgroup *g, uint32_t cno)
+{
+    if (g->nnamed + 1 > g->ncbucket) {
+        uint32_t n = g->ncbucket ? g->ncbucket * 2 : 8;
+        uint32_t *b = malloc(n * sizeof *b);
+        if (!b)
+            return -ENOMEM;
+        memset(b, 0xff, n * sizeof *b); /* PEL_FREE */
+        free(g->cbucket);
+        g->cbucket = b;
+        g->ncbucket = n;
+        for (uint32_t i = 0; i < g->ncons; i++) {
+            if (!g->cons[i].name || i == cno)
+                continue;
+            uint32_t h = cons_bucket(g, g->cons[i].name, g->cons[i].len);
+            g->cons[i].hnext = b[h];
+            b[h] = i;
+        }
+    }
+    uint32_t h = cons_bucket(g, g->cons[cno].name, g->cons[cno].len);
+    g->cons[cno].hnext = g->cbucket[h];
+    g->cbucket[h] = cno;
+    g->nnamed++;
+    return 0;
+}
+
+/* Take the named slot cno off its chain (G5); the caller frees the name. */
+static void cons_unlink(cgroup *g, uint32_t cno)
+{
+    uint32_t *pp = &g->cbucket[cons_bucket(g, g->cons[cno].name, g->cons[cno].len)];
+    while (*pp != cno)
+        pp = &g->cons[*pp].hnext;
+    *pp = g->cons[cno].hnext;
+    g->nnamed--;
+}
+
 /* The consumer slot `cno` (growing the table); name given for a new one. */
 static int cons_put(cgroup *g, uint32_t cno, const void *name, size_t len, uint64_t seen_ms)
 {
-    if (cno >= g->conscap) {
-        uint32_t n = g->conscap ? g->conscap : 8;
-        while (n <= cno)
-            n *= 2;
-        gcons *c = realloc(g->cons, n * sizeof *c);
-        if (!c)
-            return -ENOMEM;
-        memset(c + g->conscap, 0, (n - g->conscap) * sizeof *c);
-        g->cons = c;
-        g->conscap = n;
-    }
-    if (cno >= g->ncons)
-        g->ncons = cno + 1;
+    if (cons_reserve(g, cno + 1))
+        return -ENOMEM;
     gcons *c = &g->cons[cno];
     if (!c->name) {
         if (!(c->name = dup_bytes(name, len)))
             return -ENOMEM;
         c->len = len;
+        if (cons_link(g, cno)) {
+            free(c->name);
+            c->name = NULL;
+            return -ENOMEM;
+        }
         c->npending = 0;
         c->active_ms = 0;
         c->seen_ms = seen_ms;
     }
+    return 0;
+}
+
+/* The consumer's row is rewritten at the next index commit (G4). */
+static int cons_touch(cgroup *g, uint32_t cno)
+{
+    if (g->cons[cno].dirty)
+        return 0;
+    if (g->ndirty == g->dirtycap) {
+        uint32_t n = g->dirtycap ? g->dirtycap * 2 : 8;
+        uint32_t *d = realloc(g->dirty, n * sizeof *d);
+        if (!d)
+            return -ENOMEM;
+        g->dirty = d;
+        g->dirtycap = n;
+    }
+    g->dirty[g->ndirty++] = cno;
+    g->cons[cno].dirty = true;
     return 0;
 }
 
@@ -223,6 +300,7 @@ static void pel_compact(cgroup *g)
         if (g->pel[i].cons != PEL_FREE)
             g->pel[j++] = g->pel[i];
     g->npel = j;
+    g->pel_lo = 0;
 }
 
 /* Insert or update id's slot (G3); `st` NULL: no index row (loading). */
@@ -238,7 +316,7 @@ static int pel_set(evs_store *st, cgroup *g, evs_id id, uint32_t cons, uint64_t 
         else
             g->nlive++;
     } else if (i > 0 && g->pel[i - 1].cons == PEL_FREE) {
-        p = &g->pel[i - 1]; /* reuse the hole just below: order holds */
+        p = &g->pel[--i]; /* reuse the hole just below: order holds */
         g->nlive++;
     } else {
         if (g->npel == g->pelcap) {
@@ -254,6 +332,8 @@ static int pel_set(evs_store *st, cgroup *g, evs_id id, uint32_t cons, uint64_t 
         g->nlive++;
         p = &g->pel[i];
     }
+    if (i < g->pel_lo)
+        g->pel_lo = i; /* (an insert at pel_lo leaves it right: the new slot is live) */
     p->id = id;
     p->cons = cons;
     p->count = count;
@@ -269,6 +349,14 @@ static int pel_remove(evs_store *st, cgroup *g, pel_ent *p)
     g->nlive--;
     uint8_t k[PEL_KEY];
     pel_key(k, g->gno, p->id);
+    size_t at = (size_t)(p - g->pel);
+    while (g->npel && g->pel[g->npel - 1].cons == PEL_FREE)
+        g->npel--; /* the last slot stays live (G3) */
+    if (g->pel_lo >= g->npel)
+        g->pel_lo = g->npel;
+    else if (at == g->pel_lo)
+        while (g->pel[g->pel_lo].cons == PEL_FREE)
+            g->pel_lo++; /* stops at the last slot at the latest: it is live */
     if (g->npel > 64 && g->npel - g->nlive > g->nlive)
         pel_compact(g);
     return idx_batch_del(st->ib, IDX_PEL, k, sizeof k);
@@ -324,7 +412,7 @@ static int apply_snapshot(evs_store *st, stream *s, cgroup *g, int op, evs_slice
     if (op == REC_G_SNAPCONS) {
         if (n != 3 || v[0] > UINT32_MAX - 2 || arg.len > EVS_GROUP_NAME_MAX)
             return evs_err_set(err, EVS_ECORRUPT, "malformed group snapshot consumer");
-        if (cons_put(g, (uint32_t)v[0], arg.ptr, arg.len, v[1]))
+        if (cons_put(g, (uint32_t)v[0], arg.ptr, arg.len, v[1]) || cons_touch(g, (uint32_t)v[0]))
             return evs_err_set(err, -ENOMEM, "out of memory");
         g->cons[v[0]].active_ms = v[2];
         return 0;
@@ -377,7 +465,7 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
         if (arg.len > EVS_GROUP_NAME_MAX)
             return evs_err_set(err, EVS_ECORRUPT, "group consumer name over %d bytes",
                                EVS_GROUP_NAME_MAX);
-        if ((c = cons_get(g, arg.ptr, arg.len, ms)) == PEL_FREE)
+        if ((c = cons_get(g, arg.ptr, arg.len, ms)) == PEL_FREE || cons_touch(g, c))
             return evs_err_set(err, -ENOMEM, "out of memory");
         g->cons[c].seen_ms = ms;
     }
@@ -415,6 +503,7 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
             for (size_t i = 0; i < g->npel && !rc; i++)
                 if (g->pel[i].cons == c)
                     rc = pel_remove(st, g, &g->pel[i]);
+        cons_unlink(g, c);
         free(g->cons[c].name);
         g->cons[c].name = NULL;
         uint8_t k[8];
@@ -530,9 +619,11 @@ int group_flush(evs_store *st, stream *s)
         idx_be64(v + 48, g->decl_pos);
         memcpy(v + GROUP_ROW, g->dlq, g->dlq_len);
         rc = idx_batch_put(st->ib, IDX_GROUPS, k, 4 + g->len, v, GROUP_ROW + g->dlq_len);
-        for (uint32_t c = 0; c < g->ncons && !rc; c++) {
+        for (uint32_t i = 0; i < g->ndirty && !rc; i++) {
+            uint32_t c = g->dirty[i];
+            g->cons[c].dirty = false;
             if (!g->cons[c].name)
-                continue;
+                continue; /* deleted since: its row went with it */
             uint8_t ck[8], cv[16 + EVS_GROUP_NAME_MAX];
             idx_be32(ck, g->gno);
             idx_be32(ck + 4, c);
@@ -541,6 +632,7 @@ int group_flush(evs_store *st, stream *s)
             memcpy(cv + 16, g->cons[c].name, g->cons[c].len);
             rc = idx_batch_put(st->ib, IDX_CONSUMERS, ck, 8, cv, 16 + g->cons[c].len);
         }
+        g->ndirty = 0;
     }
     pthread_mutex_unlock(&st->gmu);
     return rc;
@@ -609,9 +701,9 @@ static int load_group(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, 
     g->dead_letters = idx_rd64(v + 36);
     g->decl_pos = idx_rd64(v + 48);
     uint32_t ncons = idx_rd32(v + 44);
-    if (ncons && cons_put(g, ncons - 1, "", 0, 0) == 0) { /* size the table; slot filled below */
-        free(g->cons[ncons - 1].name);
-        g->cons[ncons - 1].name = NULL;
+    if (cons_reserve(g, ncons)) { /* the slots load_consumer fills */
+        group_free(g);
+        return -ENOMEM;
     }
     group_adopt(l->st, s, g);
     if (l->n == l->cap) {

@@ -11,11 +11,18 @@
  *      walking. Lock order: st->lock before st->gmu; the writer never takes st->lock under it.
  *  G3. A group's PEL slots are sorted by ID; a slot with cons == PEL_FREE is an acknowledged
  *      hole (compacted when holes outnumber live slots). Every live slot's consumer is live,
- *      and each consumer's npending counts its live slots.
+ *      and each consumer's npending counts its live slots. pel_lo is the first live slot
+ *      (npel when none) and the last slot is live (holes at the end are dropped), so the
+ *      smallest and largest pending IDs cost nothing to find.
  *  G4. The index holds, for each group changed since the last index commit, its state as of
- *      that commit: group rows and consumer rows are rewritten whole, PEL rows change one by
- *      one in the same index batch as the records they come from (so they lag the log
- *      exactly like the rest of the index, and the tail replay brings them up to date).
+ *      that commit: the group row is rewritten whole, a consumer row when the consumer is on
+ *      the group's dirty list (every change to a consumer puts it there), PEL rows change one
+ *      by one in the same index batch as the records they come from (so they lag the log
+ *      exactly like the rest of the index, and the tail replay brings them up to date). A
+ *      commit writes what changed, not every consumer of a group that has thousands.
+ *  G5. Every named consumer slot is on exactly one hash chain (cbucket, through hnext), the
+ *      one of its name, and nnamed counts them; a deleted slot is on none. Finding a consumer
+ *      by name costs one chain, not a walk of all of them.
  *
  * Index tables (big-endian integers):
  *   groups     no(4) name -> gno(4) last_ms(8) last_seq(8) entries_read(8) max_deliveries(8)
@@ -42,6 +49,8 @@ typedef struct gcons {
     uint8_t *name;      /* NULL: a deleted consumer's slot                                  */
     size_t len;
     uint64_t seen_ms, active_ms, npending;
+    uint32_t hnext;     /* next slot on its hash chain, PEL_FREE at the end (G5)            */
+    bool dirty;         /* on the group's dirty list (G4)                                   */
 } gcons;
 
 typedef struct cgroup {
@@ -58,8 +67,14 @@ typedef struct cgroup {
     gcons *cons;                /* by consumer number                                       */
     uint32_t ncons;             /* slots used (next consumer number)                        */
     uint32_t conscap;
+    uint32_t nnamed;            /* live consumers (G5)                                      */
+    uint32_t *cbucket;          /* hash chain heads, PEL_FREE when empty (G5)               */
+    uint32_t ncbucket;          /* a power of two, at least nnamed; 0 before the first      */
+    uint32_t *dirty;            /* consumers whose rows the next index commit writes (G4)   */
+    uint32_t ndirty, dirtycap;
     pel_ent *pel;
     size_t npel, nlive, pelcap;
+    size_t pel_lo;              /* the first live slot, npel when none (G3)                 */
     bool touched;               /* rewrite its rows at the next index commit                */
     bool restoring;             /* built by a REC_G_SNAP in this replay: take 13 and 14     */
     uint64_t decl_pos;          /* log position of its create or latest snapshot record     */

@@ -53,14 +53,12 @@ static evs_id first_live(evs_store *st, evs_slice name)
 }
 
 /* `first`: the stream's first live entry (first_live), for Redis's lag arithmetic */
-static void info_of(const cgroup *g, const stream_state *vs, evs_id first_id, uint64_t now_ms,
+static void info_of(const cgroup *g, const stream_state *vs, evs_id first_id, unsigned flags,
                     evs_group_info *i)
 {
-    (void)now_ms;
     memset(i, 0, sizeof *i);
     i->name = (evs_slice){g->name, g->len};
-    for (uint32_t c = 0; c < g->ncons; c++)
-        i->consumers += g->cons[c].name != NULL;
+    i->consumers = g->nnamed;
     i->pending = g->nlive;
     i->last_delivered = g->last;
     i->entries_read = g->entries_read;
@@ -81,21 +79,18 @@ static void info_of(const cgroup *g, const stream_state *vs, evs_id first_id, ui
     i->max_deliveries = g->max_deliveries;
     i->dlq = (evs_slice){g->dlq, g->dlq_len};
     i->dead_letters = g->dead_letters;
-    bool first = true;
-    for (size_t k = 0; k < g->npel; k++) {
+    if (g->nlive) { /* G3: the first live slot is pel_lo, the last one is live */
+        i->pending_first = g->pel[g->pel_lo].id;
+        i->pending_last = g->pel[g->npel - 1].id;
+    }
+    for (size_t k = g->pel_lo; k < g->npel && (flags & EVS_GROUP_OLDEST); k++) {
         const pel_ent *p = &g->pel[k];
-        if (p->cons == PEL_FREE)
-            continue;
-        if (first)
-            i->pending_first = p->id;
-        first = false;
-        i->pending_last = p->id;
-        if (!i->oldest_pending_ms || p->time_ms < i->oldest_pending_ms)
+        if (p->cons != PEL_FREE && (!i->oldest_pending_ms || p->time_ms < i->oldest_pending_ms))
             i->oldest_pending_ms = p->time_ms;
     }
 }
 
-int evs_group_list(evs_store *st, evs_slice stream_name,
+int evs_group_list(evs_store *st, evs_slice stream_name, unsigned flags,
                    int (*fn)(void *arg, const evs_group_info *g), void *arg)
 {
     stream *s;
@@ -104,17 +99,16 @@ int evs_group_list(evs_store *st, evs_slice stream_name,
     int rc = lock_stream(st, stream_name, &s, &vs);
     if (rc)
         return rc;
-    uint64_t now = evs_now_us() / 1000;
     for (cgroup *g = s->groups; g && !rc; g = g->next) {
         evs_group_info info;
-        info_of(g, &vs, first, now, &info);
+        info_of(g, &vs, first, flags, &info);
         rc = fn(arg, &info);
     }
     pthread_mutex_unlock(&st->gmu);
     return rc;
 }
 
-int evs_group_get(evs_store *st, evs_slice stream_name, evs_slice group,
+int evs_group_get(evs_store *st, evs_slice stream_name, evs_slice group, unsigned flags,
                   int (*fn)(void *arg, const evs_group_info *g), void *arg)
 {
     cgroup *g;
@@ -124,7 +118,7 @@ int evs_group_get(evs_store *st, evs_slice stream_name, evs_slice group,
     if (rc)
         return rc;
     evs_group_info info;
-    info_of(g, &vs, first, evs_now_us() / 1000, &info);
+    info_of(g, &vs, first, flags, &info);
     rc = fn(arg, &info);
     pthread_mutex_unlock(&st->gmu);
     return rc;

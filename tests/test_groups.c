@@ -73,10 +73,13 @@ static int dump_cons(void *arg, const evs_consumer_info *c)
 static int dump_group(void *arg, const evs_group_info *g)
 {
     dump *d = arg;
-    put(d, "group %.*s consumers %lu pending %lu last %lu-%lu read %ld lag %ld max %lu dlq %.*s "
-           "dead %lu\n",
+    put(d, "group %.*s consumers %lu pending %lu [%lu-%lu %lu-%lu oldest %lu] last %lu-%lu read %ld "
+           "lag %ld max %lu dlq %.*s dead %lu\n",
         (int)g->name.len, (const char *)g->name.ptr, (unsigned long)g->consumers,
-        (unsigned long)g->pending, (unsigned long)g->last_delivered.ms,
+        (unsigned long)g->pending, (unsigned long)g->pending_first.ms,
+        (unsigned long)g->pending_first.seq, (unsigned long)g->pending_last.ms,
+        (unsigned long)g->pending_last.seq, (unsigned long)g->oldest_pending_ms,
+        (unsigned long)g->last_delivered.ms,
         (unsigned long)g->last_delivered.seq,
         g->entries_read == EVS_ENTRIES_READ_NONE ? -1L : (long)g->entries_read,
         g->lag_known ? (long)g->lag : -1L, (unsigned long)g->max_deliveries, (int)g->dlq.len,
@@ -84,17 +87,59 @@ static int dump_group(void *arg, const evs_group_info *g)
     return 0;
 }
 
+/* The pending list's smallest and largest IDs and oldest delivery, by walking it. */
+typedef struct pel_summary {
+    uint64_t n, oldest;
+    evs_id first, last;
+} pel_summary;
+
+static int summarize(void *arg, const evs_pending_info *p)
+{
+    pel_summary *m = arg;
+    if (!m->n++)
+        m->first = p->id;
+    m->last = p->id;
+    if (!m->oldest || p->delivered_ms < m->oldest)
+        m->oldest = p->delivered_ms;
+    return 0;
+}
+
+static int count_cons(void *arg, const evs_consumer_info *c)
+{
+    (void)c;
+    ++*(uint64_t *)arg;
+    return 0;
+}
+
+/* A group's info (its dump line) gives what walks of its consumers and pending list give. */
+static void check_summary(evs_store *st, const char *stream, const char *name, const char *line)
+{
+    uint64_t ncons = 0;
+    cr_assert_eq(evs_consumer_list(st, S(stream), S(name), count_cons, &ncons), 0);
+    char want[200];
+    snprintf(want, sizeof want, " consumers %lu ", (unsigned long)ncons);
+    cr_assert(strstr(line, want), "group %s: %s\nthe consumer list says %s", name, line, want);
+    pel_summary m = {0};
+    cr_assert_eq(evs_pending_list(st, S(stream), S(name), EVS_ID_MIN, EVS_ID_MAX, 0, 0,
+                                  (evs_slice){NULL, 0}, summarize, &m), 0);
+    snprintf(want, sizeof want, "pending %lu [%lu-%lu %lu-%lu oldest %lu]", (unsigned long)m.n,
+             (unsigned long)m.first.ms, (unsigned long)m.first.seq, (unsigned long)m.last.ms,
+             (unsigned long)m.last.seq, (unsigned long)m.oldest);
+    cr_assert(strstr(line, want), "group %s: %s\nthe pending list says %s", name, line, want);
+}
+
 static char *dump_groups(evs_store *st, const char *stream)
 {
     dump d = {NULL, 0, 0, st, stream};
     put(&d, "%s:\n", stream);
-    cr_assert_eq(evs_group_list(st, S(stream), dump_group, &d), 0);
+    cr_assert_eq(evs_group_list(st, S(stream), EVS_GROUP_OLDEST, dump_group, &d), 0);
     /* a second walk per group for its consumers and pending entries */
     char *groups = strdup(d.buf);
     for (char *line = strtok(groups, "\n"); line; line = strtok(NULL, "\n")) {
         char name[300];
         if (sscanf(line, "group %299s", name) != 1)
             continue;
+        check_summary(st, stream, name, line);
         cr_assert_eq(evs_consumer_list(st, S(stream), S(name), dump_cons, &d), 0);
         cr_assert_eq(evs_pending_list(st, S(stream), S(name), EVS_ID_MIN, EVS_ID_MAX, 0, 0,
                                       (evs_slice){NULL, 0}, dump_pel, &d),
@@ -197,7 +242,7 @@ Test(groups, deliver_ack_claim_and_errors)
     cr_assert(strstr(before, "consumer carol pending 2"), "%s", before);
     cr_assert(strstr(before, "consumer alice pending 3"), "%s", before);
     cr_assert(strstr(before, "consumer bob pending 2"), "%s", before); /* 6 - acked - deleted - 2 claimed */
-    cr_assert(strstr(before, "pending 7 last"), "%s", before);
+    cr_assert(strstr(before, "pending 7 ["), "%s", before);
     st = reopen(st, false);
     char *after = dump_groups(st, "s");
     cr_assert_str_eq(after, before);
@@ -336,6 +381,75 @@ Test(groups, large_pending_list_survives_reopen)
     cr_assert_eq(evs_close(st), 0);
 }
 
+/* Random reads, acks (oldest, newest and any), forced claims, consumer creations and
+ * deletions over a couple of hundred consumers: the group's summary (consumer count, smallest
+ * and largest pending ID, oldest delivery) always agrees with walks of its lists, consumers
+ * are found by name across hash-table growth and deletions, and the state is the same after
+ * a reopen (only the consumer rows that changed are written at each commit) and a rebuild. */
+Test(groups, random_operations_keep_summaries_and_rows)
+{
+    evs_store *st = open_checked();
+    enum { N = 600, NCONS = 200 };
+    evs_id ids[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(add(st, "r", EVS_ID_AUTO, EVS_ID_MIN, &ids[i], "n", "v", NULL), 0);
+    evs_group_op op = gop(EVS_GROUP_CREATE, "r", "g", NULL);
+    cr_assert_eq(run(st, &op, NULL, NULL), 0);
+    srand(7);
+    char cname[16];
+    for (int step = 0; step < 1500; step++) {
+        snprintf(cname, sizeof cname, "c%d", rand() % NCONS);
+        int kind = rand() % 10;
+        evs_group_op o;
+        evs_id some[6];
+        if (kind < 4) {
+            o = gop(EVS_GROUP_READ, "r", "g", cname);
+            o.new_only = true;
+            o.count = 1 + (uint64_t)(rand() % 8);
+            if (kind == 0 && rand() % 8 == 0) { /* now and then, deliver everything again */
+                evs_group_op set = gop(EVS_GROUP_SETID, "r", "g", NULL);
+                set.id = ids[rand() % N];
+                cr_assert_eq(run(st, &set, NULL, NULL), 0);
+            }
+        } else if (kind < 7) {
+            o = gop(EVS_GROUP_ACK, "r", "g", NULL);
+            pel_summary m = {0};
+            cr_assert_eq(evs_pending_list(st, S("r"), S("g"), EVS_ID_MIN, EVS_ID_MAX, 0, 0,
+                                          (evs_slice){NULL, 0}, summarize, &m), 0);
+            o.nids = 0;
+            if (m.n)
+                some[o.nids++] = kind == 4 ? m.first : m.last;
+            for (int i = 0; i < 3; i++)
+                some[o.nids++] = ids[rand() % N];
+            o.ids = some;
+        } else if (kind < 9) {
+            o = gop(EVS_GROUP_CLAIM, "r", "g", cname);
+            o.force = true;
+            o.nids = 1 + (size_t)(rand() % 3);
+            for (size_t i = 0; i < o.nids; i++)
+                some[i] = ids[rand() % N];
+            o.ids = some;
+        } else {
+            o = gop(rand() % 2 ? EVS_GROUP_DELCONSUMER : EVS_GROUP_CREATECONSUMER, "r", "g", cname);
+        }
+        cr_assert_eq(run(st, &o, NULL, NULL), 0, "step %d", step);
+        if (step % 50 == 0)
+            free(dump_groups(st, "r")); /* checks the summary */
+    }
+    char *before = dump_groups(st, "r");
+    cr_assert(strstr(before, "consumers 1"), "%s", before); /* (100-199: many of them) */
+    st = reopen(st, false);
+    char *after = dump_groups(st, "r");
+    cr_assert_str_eq(after, before);
+    free(after);
+    st = reopen(st, true);
+    after = dump_groups(st, "r");
+    cr_assert_str_eq(after, before);
+    free(after);
+    free(before);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 /* Empty names are names, as in Redis: a consumer "" of group "" on stream "" (every slice of
  * the operation empty, which once left them all NULL: "no consumer") is made, delivered to,
  * and survives reopen and rebuild. */
@@ -360,14 +474,17 @@ Test(groups, empty_names_are_names)
     free(ids);
     for (int round = 0; round < 3; round++) {
         dump d = {NULL, 0, 0, st, ""};
-        cr_assert_eq(evs_group_list(st, S(""), dump_group, &d), 0);
+        cr_assert_eq(evs_group_list(st, S(""), EVS_GROUP_OLDEST, dump_group, &d), 0);
         cr_assert_eq(evs_consumer_list(st, S(""), S(""), dump_cons, &d), 0);
         char want[200];
-        snprintf(want, sizeof want, "group  consumers 1 pending 1 last %lu-%lu read 1 lag 0 max 0 "
-                 "dlq :dlq dead 0\n  consumer  pending 1 seen ", (unsigned long)id.ms,
+        snprintf(want, sizeof want, "group  consumers 1 pending 1 [%lu-%lu %lu-%lu oldest ",
+                 (unsigned long)id.ms, (unsigned long)id.seq, (unsigned long)id.ms,
                  (unsigned long)id.seq);
         cr_assert(d.buf && !strncmp(d.buf, want, strlen(want)), "round %d:\n%s\nwant:\n%s",
                   round, d.buf, want);
+        snprintf(want, sizeof want, "] last %lu-%lu read 1 lag 0 max 0 dlq :dlq dead 0\n  "
+                 "consumer  pending 1 seen ", (unsigned long)id.ms, (unsigned long)id.seq);
+        cr_assert(strstr(d.buf, want), "round %d:\n%s\nwant:\n%s", round, d.buf, want);
         free(d.buf);
         st = reopen(st, round == 1);
     }

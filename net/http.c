@@ -46,6 +46,7 @@
 
 #define MAX_LIMIT 10000
 #define DEFAULT_LIMIT 100
+#define DEFAULT_STREAMS_LIMIT 1000
 #define IDEM_WINDOW_US EVS_IDEM_WINDOW_US /* a retry within 10 minutes is answered, not applied */
 
 #define SSE_BATCH 1000       /* entries sent per subscriber per wake-up                */
@@ -763,11 +764,47 @@ static int list_one(void *arg, evs_slice name, const evs_stream_info *info)
     return 0;
 }
 
+/* GET /streams: one page of streams in creation order (the store's stream numbers: a walk in
+ * steps, evs_stream_scan), so a store of a million streams is listed a page at a time and no
+ * request holds the event loop for longer than a page takes. */
 static void do_streams(http_api *h, struct evhttp_request *req)
 {
+    struct evkeyvalq q;
+    if (!parse_query(req, &q))
+        return;
+    long long limit = DEFAULT_STREAMS_LIMIT;
+    unsigned long long cursor = 0;
+    const char *v = evhttp_find_header(&q, "limit");
+    char *end;
+    if (v) {
+        errno = 0;
+        limit = strtoll(v, &end, 10);
+        if (*end || !*v || errno || limit < 1 || limit > MAX_LIMIT) {
+            send_error(req, 400, "bad_limit", "limit must be 1 to %d", MAX_LIMIT);
+            goto out;
+        }
+    }
+    if ((v = evhttp_find_header(&q, "cursor"))) {
+        errno = 0;
+        cursor = strtoull(v, &end, 10);
+        if (*end || !*v || *v == '-' || errno) {
+            send_error(req, 400, "bad_cursor", "cursor must be a `next` value of an earlier page");
+            goto out;
+        }
+    }
     json_t *a = json_array();
-    evs_stream_list(server_store(h->srv), list_one, a);
-    send_json(req, 200, "OK", json_pack("{s:o}", "streams", a));
+    uint64_t next = 0;
+    if (evs_stream_scan(server_store(h->srv), cursor, (size_t)limit, list_one, a, &next)) {
+        json_decref(a);
+        send_error(req, 500, "out_of_memory", "out of memory");
+        goto out;
+    }
+    char nb[24];
+    snprintf(nb, sizeof nb, "%" PRIu64, next);
+    send_json(req, 200, "OK", json_pack("{s:o, s:o}", "streams", a, "next",
+                                        next ? json_string(nb) : json_null()));
+out:
+    evhttp_clear_headers(&q);
 }
 
 static void do_stream(http_api *h, struct evhttp_request *req, evs_slice name, bool del)
@@ -811,6 +848,7 @@ struct metric_walk {
     struct evbuffer *b, *groups[3]; /* stream lines; one buffer per group metric family      */
     evs_store *st;
     evs_slice stream;
+    json_t *names;                  /* the streams listed                                    */
 };
 
 static int metric_group(void *arg, const evs_group_info *g)
@@ -831,20 +869,15 @@ static int metric_group(void *arg, const evs_group_info *g)
     return 0;
 }
 
+/* A stream's length line; its name kept for the group walk that follows (outside the stream
+ * walk, which holds the store lock). */
 static int metric_stream(void *arg, evs_slice name, const evs_stream_info *info)
 {
     struct metric_walk *w = arg;
     evbuffer_add_printf(w->b, "evstore_stream_length{stream=\"");
     label_value(w->b, name.ptr, name.len);
     evbuffer_add_printf(w->b, "\"} %" PRIu64 "\n", info->length);
-    return 0;
-}
-
-/* Group metrics, stream by stream, outside the stream walk (which holds the store lock). */
-static int collect_name(void *arg, evs_slice name, const evs_stream_info *info)
-{
-    (void)info;
-    json_array_append_new(arg, json_stringn_nocheck(name.ptr, name.len));
+    json_array_append_new(w->names, json_stringn_nocheck(name.ptr, name.len));
     return 0;
 }
 
@@ -911,11 +944,20 @@ static void do_metrics(http_api *h, struct evhttp_request *req)
 #undef METRIC
     evbuffer_add_printf(b, "# HELP evstore_stream_length Live entries per stream.\n"
                            "# TYPE evstore_stream_length gauge\n");
+    /* per-stream series for the first --metrics-max-streams streams only: a store of a million
+     * streams neither holds the event loop for the walk nor floods the scraper with series */
     struct metric_walk w = {b, {evbuffer_new(), evbuffer_new(), evbuffer_new()},
-                            server_store(h->srv), {NULL, 0}};
-    evs_stream_list(w.st, metric_stream, &w);
-    json_t *names = json_array();
-    evs_stream_list(w.st, collect_name, names);
+                            server_store(h->srv), {NULL, 0}, json_array()};
+    uint64_t max = server_cfg(h->srv)->metrics_max_streams, next = 0;
+    if (max)
+        evs_stream_scan(w.st, 0, (size_t)max, metric_stream, &w, &next);
+    json_t *names = w.names;
+    size_t listed = json_array_size(names);
+    evbuffer_add_printf(b, "# HELP evstore_stream_series_omitted Streams past "
+                           "--metrics-max-streams, without per-stream series.\n"
+                           "# TYPE evstore_stream_series_omitted gauge\n"
+                           "evstore_stream_series_omitted %" PRIu64 "\n",
+                        (next || !max) && s.streams > listed ? s.streams - listed : 0);
     size_t i;
     json_t *n;
     json_array_foreach(names, i, n) {

@@ -36,6 +36,7 @@ typedef struct server_config {
     const char *requirepass;   /* NULL: no authentication                                */
     int max_clients;
     int max_tails;             /* HTTP live tails (SSE) at once                           */
+    uint64_t metrics_max_streams; /* /metrics: per-stream series for this many streams     */
     uint64_t max_entry_bytes;
     uint64_t max_request_bytes;
     uint64_t segment_bytes;

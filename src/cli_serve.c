@@ -39,6 +39,8 @@ static const char *help =
     "  --requirepass SECRET    clients must AUTH         EVSTORE_REQUIREPASS (none)\n"
     "  --max-clients N         connections at once       EVSTORE_MAX_CLIENTS 10000\n"
     "  --max-tails N           HTTP live tails at once   EVSTORE_MAX_TAILS 1000\n"
+    "  --metrics-max-streams N per-stream series on      EVSTORE_METRICS_MAX_STREAMS 1000\n"
+    "                          /metrics for the first N streams (creation order); 0: none\n"
     "  --max-entry-bytes N     largest entry (encoded)   EVSTORE_MAX_ENTRY_BYTES 64m\n"
     "  --max-request-bytes N   largest bulk argument     EVSTORE_MAX_REQUEST_BYTES 512m\n"
     "  --max-output-bytes N    unsent replies before a   EVSTORE_MAX_OUTPUT_BYTES 256m\n"
@@ -246,6 +248,7 @@ int cmd_serve(int argc, char **argv)
     c.requirepass = getenv("EVSTORE_REQUIREPASS");
     const char *maxc = cli_env("EVSTORE_MAX_CLIENTS", "10000");
     const char *maxt = cli_env("EVSTORE_MAX_TAILS", "1000");
+    const char *mms = cli_env("EVSTORE_METRICS_MAX_STREAMS", "1000");
     const char *entry = cli_env("EVSTORE_MAX_ENTRY_BYTES", "64m");
     const char *req = cli_env("EVSTORE_MAX_REQUEST_BYTES", "512m");
     const char *outb = cli_env("EVSTORE_MAX_OUTPUT_BYTES", "256m");
@@ -276,11 +279,12 @@ int cmd_serve(int argc, char **argv)
         {"min-replicas", required_argument, NULL, 'M'},
         {"ack-timeout", required_argument, NULL, 'T'},
         {"max-tails", required_argument, NULL, 'X'},
+        {"metrics-max-streams", required_argument, NULL, 'm'},
         {"http-cors-origin", required_argument, NULL, 'O'},
         {"http-hosts", required_argument, NULL, 'W'},
         {"help", no_argument, NULL, 'h'},                 {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:X:O:W:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:X:m:O:W:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H': hport = optarg; break;
         case 'd': c.data = optarg; break;
@@ -303,6 +307,7 @@ int cmd_serve(int argc, char **argv)
         case 'M': minr = optarg; break;
         case 'T': ackto = optarg; break;
         case 'X': maxt = optarg; break;
+        case 'm': mms = optarg; break;
         case 'O': c.http_cors_origin = optarg; break;
         case 'W': c.http_hosts = optarg; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
@@ -355,6 +360,13 @@ int cmd_serve(int argc, char **argv)
         return EXIT_USAGE;
     }
     c.max_tails = (int)mt;
+    long long ms = strtoll(mms, &end, 10);
+    if (*end || !*mms || ms < 0 || ms > 100000000) {
+        fprintf(stderr, "evstore serve: --metrics-max-streams: not a number of streams (0: "
+                "none): %s\n", mms);
+        return EXIT_USAGE;
+    }
+    c.metrics_max_streams = (uint64_t)ms;
     long to = strtol(tmo, &end, 10);
     if (*end || !*tmo || to < 0 || to > 100000000) {
         fprintf(stderr, "evstore serve: --timeout: not a number of seconds (0: never): %s\n", tmo);

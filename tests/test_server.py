@@ -980,6 +980,40 @@ class Http(Base):
         self.assertEqual(http_req(self.srv, "GET", "/streams/a%2Fb")[0], 404)
 
 
+    def test_stream_list_in_pages(self):
+        """GET /streams pages through the streams in creation order with limit and the
+        previous page's next; a stream dropped and one made during the walk do not disturb
+        the others, each met exactly once; bad parameters are 400s."""
+        names = ["s%02d" % i for i in range(7)]
+        for n in names:
+            self.r.xadd(n, {"a": "b"})
+        st, body, _ = http_req(self.srv, "GET", "/streams")
+        self.assertEqual(([s["name"] for s in body["streams"]], body["next"]), (names, None))
+        seen, cursor, pages = [], None, 0
+        while True:
+            q = "/streams?limit=3" + ("&cursor=" + cursor if cursor else "")
+            st, body, _ = http_req(self.srv, "GET", q)
+            self.assertEqual(st, 200, body)
+            self.assertLessEqual(len(body["streams"]), 3)
+            seen += [s["name"] for s in body["streams"]]
+            pages += 1
+            if pages == 1:  # mid-walk: one dropped (not yet met), one made
+                self.r.delete("s05")
+                self.r.xadd("late", {"a": "b"})
+            cursor = body["next"]
+            if cursor is None:
+                break
+        self.assertEqual([n for n in seen if n != "late"], [n for n in names if n != "s05"])
+        self.assertLessEqual(seen.count("late"), 1)
+        self.assertEqual(seen[3], "s03", seen)
+        for q, code in (("limit=0", "bad_limit"), ("limit=10001", "bad_limit"), ("limit=x", "bad_limit"),
+                        ("cursor=-1", "bad_cursor"), ("cursor=", "bad_cursor"), ("cursor=1x", "bad_cursor")):
+            st, body, _ = http_req(self.srv, "GET", "/streams?" + q)
+            self.assertEqual((st, body["code"]), (400, code), q)
+        st, body, _ = http_req(self.srv, "GET", "/streams?cursor=999999")
+        self.assertEqual((st, body), (200, {"streams": [], "next": None}))
+
+
 class HttpListModel(Base):
     def test_random_list_queries_match_xrange(self):
         """GET /streams/{name}/events against the entries XRANGE returns: random bounds
@@ -1388,7 +1422,8 @@ class ClientLimits(unittest.TestCase):
 class Limits(Base):
     """Each limit answers the one request or connection that crosses it, clearly, and leaves
     everyone else alone."""
-    FLAGS = ("--max-tails", "2", "--max-entry-bytes", "4k", "--max-request-bytes", "64k")
+    FLAGS = ("--max-tails", "2", "--max-entry-bytes", "4k", "--max-request-bytes", "64k",
+             "--metrics-max-streams", "2")
 
     def tail(self):
         s = socket.create_connection(("127.0.0.1", self.srv.http_port), timeout=5)
@@ -1454,6 +1489,31 @@ class Limits(Base):
         # and the other client never noticed any of it
         self.assertEqual(other.xrange("ok")[0][1], {"a": "b"})
         other.close()
+
+
+    def test_metrics_series_for_the_first_streams_only(self):
+        """--metrics-max-streams 2: per-stream series (length, groups) for the first two
+        streams made, and a gauge counting the rest, so a store of many streams does not flood
+        the scraper nor hold the event loop for a walk of them all."""
+        for name in ("m1", "m2", "m3"):
+            self.r.xadd(name, {"a": "b"})
+            self.r.xgroup_create(name, "g", "0")
+        self.r.xreadgroup("g", "c", {"m1": ">", "m3": ">"})
+        st, text, _ = http_req(self.srv, "GET", "/metrics")
+        lines = text.decode().splitlines()
+        self.assertEqual([l for l in lines if l.startswith("evstore_stream_length{")],
+                         ['evstore_stream_length{stream="m1"} 1', 'evstore_stream_length{stream="m2"} 1'])
+        self.assertEqual([l for l in lines if l.startswith("evstore_group_pending{")],
+                         ['evstore_group_pending{stream="m1",group="g"} 1',
+                          'evstore_group_pending{stream="m2",group="g"} 0'])
+        self.assertIn("evstore_stream_series_omitted 1", lines)
+        self.assertIn("evstore_streams 3", lines)
+        self.r.delete("m1")
+        st, text, _ = http_req(self.srv, "GET", "/metrics")
+        lines = text.decode().splitlines()
+        self.assertEqual([l for l in lines if l.startswith("evstore_stream_length{")],
+                         ['evstore_stream_length{stream="m2"} 1', 'evstore_stream_length{stream="m3"} 1'])
+        self.assertIn("evstore_stream_series_omitted 0", lines)
 
 
 class DamagedIndex(unittest.TestCase):

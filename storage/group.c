@@ -19,11 +19,27 @@ static int name_cmp(const uint8_t *a, size_t al, const void *b, size_t bl)
     return c ? c : (al > bl) - (al < bl);
 }
 
+/* The first group of s whose name is not below `name` (ngroups if none). */
+static uint32_t group_lower(const stream *s, const void *name, size_t len)
+{
+    uint32_t lo = 0, hi = s->ngroups;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (name_cmp(s->groups[mid]->name, s->groups[mid]->len, name, len) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 cgroup *group_find(const stream *s, const void *name, size_t len)
 {
-    for (cgroup *g = s ? s->groups : NULL; g; g = g->next)
-        if (evs_slice_eq((evs_slice){g->name, g->len}, (evs_slice){name, len}))
-            return g;
+    if (!s)
+        return NULL;
+    uint32_t i = group_lower(s, name, len);
+    if (i < s->ngroups && !name_cmp(s->groups[i]->name, s->groups[i]->len, name, len))
+        return s->groups[i];
     return NULL;
 }
 
@@ -122,28 +138,41 @@ static void group_free(cgroup *g)
 
 void group_free_all(stream *s)
 {
-    while (s->groups) {
-        cgroup *g = s->groups;
-        s->groups = g->next;
-        group_free(g);
+    for (uint32_t i = 0; i < s->ngroups; i++)
+        group_free(s->groups[i]);
+    free(s->groups);
+    s->groups = NULL;
+    s->ngroups = s->groupcap = 0;
+}
+
+/* A new group joins its stream (G6); group numbers stay unique (the next one is above it).
+ * On failure (-ENOMEM) the caller still owns g. */
+/* The group's rows are written at the next index commit (G4). */
+static void group_touch(stream *s, cgroup *g)
+{
+    g->touched = true;
+    s->gtouched = true;
+}
+
+static int group_adopt(evs_store *st, stream *s, cgroup *g)
+{
+    if (s->ngroups == s->groupcap) {
+        uint32_t n = s->groupcap ? s->groupcap * 2 : 4;
+        cgroup **a = realloc(s->groups, n * sizeof *a);
+        if (!a)
+            return -ENOMEM;
+        s->groups = a;
+        s->groupcap = n;
     }
-}
-
-static void group_link(stream *s, cgroup *g)
-{
-    cgroup **pp = &s->groups;
-    while (*pp && name_cmp((*pp)->name, (*pp)->len, g->name, g->len) < 0)
-        pp = &(*pp)->next;
-    g->next = *pp;
-    *pp = g;
-}
-
-/* A new group joins its stream; group numbers stay unique (the next one is above it). */
-static void group_adopt(evs_store *st, stream *s, cgroup *g)
-{
-    group_link(s, g);
+    uint32_t i = s->ngroups; /* a load brings them in name order: each lands at the end */
+    if (i && name_cmp(s->groups[i - 1]->name, s->groups[i - 1]->len, g->name, g->len) > 0)
+        i = group_lower(s, g->name, g->len);
+    memmove(&s->groups[i + 1], &s->groups[i], (s->ngroups - i) * sizeof *s->groups);
+    s->groups[i] = g;
+    s->ngroups++;
     if (g->gno >= st->next_gno)
         st->next_gno = g->gno + 1;
+    return 0;
 }
 
 static cgroup *group_new(const void *name, size_t len, uint32_t gno)
@@ -389,7 +418,7 @@ static int apply_snapshot(evs_store *st, stream *s, cgroup *g, int op, evs_slice
         if (g) { /* known: its state is already this one */
             g->decl_pos = pos;
             g->restoring = false;
-            g->touched = true;
+            group_touch(s, g);
             return 0;
         }
         if (!(g = group_new(gname.ptr, gname.len, (uint32_t)v[0])) || set_dlq(g, arg.ptr, arg.len)) {
@@ -402,8 +431,11 @@ static int apply_snapshot(evs_store *st, stream *s, cgroup *g, int op, evs_slice
         g->dead_letters = v[5];
         g->decl_pos = pos;
         g->restoring = true;
-        g->touched = true;
-        group_adopt(st, s, g);
+        if (group_adopt(st, s, g)) {
+            group_free(g);
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        }
+        group_touch(s, g);
         return 0;
     }
     if (!g || !g->restoring)
@@ -451,13 +483,16 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
         g->entries_read = v[3];
         g->max_deliveries = v[4];
         g->decl_pos = pos;
-        g->touched = true;
-        group_adopt(st, s, g);
+        if (group_adopt(st, s, g)) {
+            group_free(g);
+            return evs_err_set(err, -ENOMEM, "out of memory");
+        }
+        group_touch(s, g);
         return 0;
     }
     if (!g)
         return evs_err_set(err, EVS_ECORRUPT, "event of unknown group");
-    g->touched = true;
+    group_touch(s, g);
     uint32_t c = PEL_FREE;
     /* a claim of nothing (its LASTID alone) makes no consumer, as in Redis */
     if (op == REC_G_CONSUMER || op == REC_G_DELIVER || op == REC_G_REDELIVER ||
@@ -472,10 +507,9 @@ static int apply_locked(evs_store *st, stream *s, const rec_hdr *h, int op, evs_
     int rc = 0;
     switch (op) {
     case REC_G_DESTROY: {
-        cgroup **pp = &s->groups;
-        while (*pp != g)
-            pp = &(*pp)->next;
-        *pp = g->next;
+        uint32_t i = group_lower(s, g->name, g->len);
+        memmove(&s->groups[i], &s->groups[i + 1], (s->ngroups - i - 1) * sizeof *s->groups);
+        s->ngroups--;
         rc = group_rows_delete(st, s->no, g);
         group_free(g);
         return rc ? evs_err_set(err, rc, "out of memory") : 0;
@@ -587,8 +621,8 @@ int group_drop_all(evs_store *st, stream *s)
 {
     int rc = 0;
     pthread_mutex_lock(&st->gmu);
-    for (cgroup *g = s->groups; g && !rc; g = g->next)
-        rc = group_rows_delete(st, s->no, g);
+    for (uint32_t i = 0; i < s->ngroups && !rc; i++)
+        rc = group_rows_delete(st, s->no, s->groups[i]);
     group_free_all(s);
     pthread_mutex_unlock(&st->gmu);
     return rc;
@@ -603,7 +637,8 @@ int group_flush(evs_store *st, stream *s)
     uint8_t k[4 + EVS_GROUP_NAME_MAX], v[GROUP_ROW + EVS_STREAM_NAME_MAX];
     int rc = 0;
     pthread_mutex_lock(&st->gmu);
-    for (cgroup *g = s->groups; g && !rc; g = g->next) {
+    for (uint32_t gi = 0; gi < s->ngroups && s->gtouched && !rc; gi++) {
+        cgroup *g = s->groups[gi];
         if (!g->touched)
             continue;
         g->touched = false;
@@ -634,6 +669,7 @@ int group_flush(evs_store *st, stream *s)
         }
         g->ndirty = 0;
     }
+    s->gtouched = false;
     pthread_mutex_unlock(&st->gmu);
     return rc;
 }
@@ -701,11 +737,10 @@ static int load_group(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, 
     g->dead_letters = idx_rd64(v + 36);
     g->decl_pos = idx_rd64(v + 48);
     uint32_t ncons = idx_rd32(v + 44);
-    if (cons_reserve(g, ncons)) { /* the slots load_consumer fills */
+    if (cons_reserve(g, ncons) || group_adopt(l->st, s, g)) { /* slots load_consumer fills */
         group_free(g);
         return -ENOMEM;
     }
-    group_adopt(l->st, s, g);
     if (l->n == l->cap) {
         size_t c = l->cap ? l->cap * 2 : 16;
         gref *a = realloc(l->refs, c * sizeof *a);

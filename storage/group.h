@@ -23,6 +23,10 @@
  *  G5. Every named consumer slot is on exactly one hash chain (cbucket, through hnext), the
  *      one of its name, and nnamed counts them; a deleted slot is on none. Finding a consumer
  *      by name costs one chain, not a walk of all of them.
+ *  G6. A stream's groups are an array sorted by name (bytewise), found by binary search: a
+ *      stream that thousands of groups read (one per subscriber) costs a lookup of log n.
+ *      s->gtouched is set when one of them is touched, so an index commit of a stream whose
+ *      groups did not change does not walk them.
  *
  * Index tables (big-endian integers):
  *   groups     no(4) name -> gno(4) last_ms(8) last_seq(8) entries_read(8) max_deliveries(8)
@@ -54,7 +58,6 @@ typedef struct gcons {
 } gcons;
 
 typedef struct cgroup {
-    struct cgroup *next;        /* the stream's groups, by name (bytewise)                  */
     uint8_t *name;
     size_t len;
     uint32_t gno;

@@ -853,7 +853,8 @@ static int snapshot_one(evs_store *st, stream *s, cgroup *g, evs_error *err)
 int group_snapshot_emit(evs_store *st, stream *s, uint64_t upto, evs_error *err)
 {
     int rc = 0;
-    for (cgroup *g = s->groups; g && !rc; g = g->next) {
+    for (uint32_t i = 0; i < s->ngroups && !rc; i++) {
+        cgroup *g = s->groups[i];
         if (g->decl_pos >= upto)
             continue;
         size_t mark = writer_mark(st);

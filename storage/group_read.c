@@ -99,7 +99,8 @@ int evs_group_list(evs_store *st, evs_slice stream_name, unsigned flags,
     int rc = lock_stream(st, stream_name, &s, &vs);
     if (rc)
         return rc;
-    for (cgroup *g = s->groups; g && !rc; g = g->next) {
+    for (uint32_t gi = 0; gi < s->ngroups && !rc; gi++) {
+        const cgroup *g = s->groups[gi];
         evs_group_info info;
         info_of(g, &vs, first, flags, &info);
         rc = fn(arg, &info);

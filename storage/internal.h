@@ -171,7 +171,9 @@ typedef struct stream {
     uint64_t w_changes_out;    /* (W) w.changes when its last batch was published or held: the
                                   writer never reads v, which the cap's releases write (visible.c) */
     struct stream *w_next, *v_next; /* hash chains                                          */
-    struct cgroup *groups;     /* (G) consumer groups, by name (group.h)                      */
+    struct cgroup **groups;    /* (G) consumer groups, sorted by name (group.h G6)            */
+    uint32_t ngroups, groupcap;
+    bool gtouched;             /* (W) one of its groups has rows to write (group_flush)       */
     uint64_t held_gen;         /* (L) its state's slot in the held batch numbered held_gen   */
     size_t held_slot;          /*     (visible.c V5)                                          */
     evs_id gc_first;           /* (R) the first entry the last index clean-up judged by      */

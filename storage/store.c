@@ -914,7 +914,7 @@ int store_index_build(evs_store *st, evs_error *err)
             stream_state_encode(&s->w, v);
             evs_slice key = streams_key(s);
             rc = idx_batch_put(st->ib, IDX_STREAMS, key.ptr, key.len, v, STREAM_STATE_BYTES);
-            if (!rc && s->groups)
+            if (!rc && s->gtouched)
                 rc = group_flush(st, s);
         } else {
             post_forget_stream(st->post, s->no);

@@ -1437,8 +1437,8 @@ static void do_declare(evs_store *st, wreq *r, pending *p)
         if (!s || !s->w_live)
             continue;
         size_t pel = 0;
-        for (cgroup *g = s->groups; g; g = g->next)
-            pel += g->nlive;
+        for (uint32_t i = 0; i < s->ngroups; i++)
+            pel += s->groups[i]->nlive;
         if ((rc = room_for(st, p, 4096 + 64 * pel, true, &err)))
             break;
         if (s->w.decl_pos < r->upto || s->w.decl_pos == REC_POS_NONE) {
@@ -1448,7 +1448,7 @@ static void do_declare(evs_store *st, wreq *r, pending *p)
                                 (evs_slice){s->name, s->name_len}, v, REC_DECLARE_N, &err);
             r->count++;
         }
-        if (!rc && s->groups)
+        if (!rc && s->ngroups)
             rc = group_snapshot_emit(st, s, r->upto, &err);
         if (!rc && st->batch_bytes >= EVS_MAX_BATCH_BYTES)
             flush(st, p);

@@ -450,6 +450,87 @@ Test(groups, random_operations_keep_summaries_and_rows)
     cr_assert_eq(evs_close(st), 0);
 }
 
+static int list_name(void *arg, const evs_group_info *g)
+{
+    dump *d = arg;
+    put(d, "%.*s\n", (int)g->name.len, (const char *)g->name.ptr);
+    return 0;
+}
+
+static int found(void *arg, const evs_group_info *g)
+{
+    (void)g;
+    ++*(int *)arg;
+    return 0;
+}
+
+/* Hundreds of groups on one stream (one per subscriber), made in random order and some
+ * destroyed: each is found by name, they are listed in bytewise name order (as Redis's
+ * XINFO GROUPS), and the same after a reopen and a rebuild. */
+Test(groups, many_groups_on_one_stream)
+{
+    evs_store *st = open_checked();
+    enum { N = 300 };
+    static char names[N][8];
+    int order[N];
+    for (int i = 0; i < N; i++) {
+        /* prefixes of each other too: "1", "10", "100" */
+        snprintf(names[i], sizeof names[i], "%d", i);
+        order[i] = i;
+    }
+    srand(11);
+    for (int i = N - 1; i > 0; i--) {
+        int j = rand() % (i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    evs_id id;
+    cr_assert_eq(add(st, "fan", EVS_ID_AUTO, EVS_ID_MIN, &id, "n", "v", NULL), 0);
+    for (int i = 0; i < N; i++) {
+        evs_group_op op = gop(EVS_GROUP_CREATE, "fan", names[order[i]], NULL);
+        cr_assert_eq(run(st, &op, NULL, NULL), 0);
+    }
+    for (int i = 0; i < N; i += 7) {
+        evs_group_op op = gop(EVS_GROUP_DESTROY, "fan", names[i], NULL);
+        evs_group_result res;
+        cr_assert_eq(run(st, &op, &res, NULL), 0);
+        cr_assert_eq(res.count, 1);
+    }
+    for (int i = 1; i < N; i += 5) {
+        if (i % 7 == 0)
+            continue; /* destroyed */
+        evs_group_op op = gop(EVS_GROUP_READ, "fan", names[i], "c");
+        op.new_only = true;
+        cr_assert_eq(run(st, &op, NULL, NULL), 0, "group %s", names[i]);
+    }
+    for (int round = 0; round < 3; round++) {
+        dump d = {NULL, 0, 0, st, "fan"};
+        cr_assert_eq(evs_group_list(st, S("fan"), 0, list_name, &d), 0);
+        char *prev = NULL;
+        int listed = 0;
+        for (char *line = strtok(d.buf, "\n"); line; line = strtok(NULL, "\n"), listed++) {
+            cr_assert(!prev || strcmp(prev, line) < 0, "%s listed before %s", prev, line);
+            prev = line;
+        }
+        cr_assert_eq(listed, N - (N + 6) / 7);
+        free(d.buf);
+        for (int i = 0; i < N; i++) {
+            int n = 0;
+            int rc = evs_group_get(st, S("fan"), S(names[i]), 0, found, &n);
+            cr_assert_eq(rc, i % 7 ? 0 : EVS_ENOGROUP, "round %d group %s: %d", round, names[i], rc);
+            cr_assert_eq(n, i % 7 ? 1 : 0);
+        }
+        char *before = dump_groups(st, "fan");
+        cr_assert(strstr(before, "group 6 consumers 1 pending 1"), "%s", before);
+        st = reopen(st, round == 1);
+        char *after = dump_groups(st, "fan");
+        cr_assert_str_eq(after, before);
+        free(before);
+        free(after);
+    }
+    cr_assert_eq(evs_close(st), 0);
+}
+
 /* Empty names are names, as in Redis: a consumer "" of group "" on stream "" (every slice of
  * the operation empty, which once left them all NULL: "no consumer") is made, delivered to,
  * and survives reopen and rebuild. */

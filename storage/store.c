@@ -320,6 +320,11 @@ static int read_record(evs_store *st, uint64_t pos, const char *stream_name, rec
     if (!d)
         return evs_err_set(err, -errno, "stream %s: cannot map segment %s: %s", stream_name,
                            s->name, strerror(errno));
+    if (off >= avail && s->sealed)
+        return evs_err_set(err, EVS_ECORRUPT, "stream %s: log position %" PRIu64 " is in no "
+                           "segment file: it lies past the end of %s (%" PRIu64 " bytes), and "
+                           "the segment file that held it is missing", stream_name, pos,
+                           s->name, avail);
     int rc = REC_SHORT;
     if (off < avail)
         rc = verify ? rec_check(d + off, avail - off, h, size)
@@ -1866,6 +1871,21 @@ static void uncut_seal(evs_store *st, segment *s, uint64_t next_base)
         rel_cut(st, s, end);
 }
 
+/* Does the next segment start where s ends? If not, a file was lost or deleted (records never
+ * span segments, and a new one starts right after its predecessor's seal): said at every
+ * open, below the index watermark too, since reads of entries there fail (read_record). */
+static void gap_check(evs_store *st, const segment *s, const segment *next)
+{
+    uint64_t end = s->base + atomic_load(&s->size);
+    if (next->base > end)
+        evs_log(st, EVS_LOG_ERROR, "corruption: log positions %" PRIu64 " to %" PRIu64 " are in "
+                "no segment file (%s ends there, %s starts after: a segment file is missing); "
+                "reads of entries there fail", end, next->base, s->name, next->name);
+    else if (next->base < end)
+        evs_log(st, EVS_LOG_ERROR, "corruption: segment %s starts at log position %" PRIu64
+                ", inside %s (which ends at %" PRIu64 ")", next->name, next->base, s->name, end);
+}
+
 static int recover(evs_store *st, evs_error *err)
 {
     char fpath[PATH_MAX];
@@ -1918,6 +1938,7 @@ static int recover(evs_store *st, evs_error *err)
         uint64_t end = s->base + atomic_load(&s->size);
         if (end <= from && i + 1 < st->nsegs) {
             s->sealed = true;
+            gap_check(st, s, st->segs[i + 1]);
             continue;
         }
         uint64_t off = from > s->base ? from - s->base : 0;
@@ -1929,9 +1950,8 @@ static int recover(evs_store *st, evs_error *err)
         } else if ((rc = scan_segment(st, i, off, err))) {
             return rc;
         }
-        if (i + 1 < st->nsegs && st->segs[i + 1]->base != s->base + atomic_load(&s->size))
-            evs_log(st, EVS_LOG_ERROR, "corruption: gap between segment %s and %s", s->name,
-                    st->segs[i + 1]->name);
+        if (i + 1 < st->nsegs)
+            gap_check(st, s, st->segs[i + 1]);
     }
     st->history_cut = false;
     if ((rc = recovery_flush(st, err)))

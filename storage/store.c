@@ -1901,6 +1901,12 @@ static int recover(evs_store *st, evs_error *err)
     if (rc == EVS_ECORRUPT) {
         rebuild = true;
         why = "its watermark names a record the log does not hold (index ahead of the log)";
+        if (present)
+            evs_log(st, EVS_LOG_ERROR, "the index was written up to log position %" PRIu64
+                    " (its last record at %" PRIu64 "), which the log no longer holds: the log "
+                    "lost records it had (a power cut under --fsync everysec or no, or a segment "
+                    "file lost, cut or replaced); entries in them are gone, the rest is rebuilt "
+                    "from the log", wm.end, wm.last_pos);
     } else if (rc) {
         rebuild = true;
         why = "unreadable";

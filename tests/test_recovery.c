@@ -744,6 +744,16 @@ Test(recovery, index_ahead_of_truncated_log_is_rebuilt)
     seg_path(dir, -1, p, sizeof p);
     /* lose 10 whole records (each entry record here is 56 + 40 = 96 bytes) */
     zero_last(p, 10 * 96);
+    /* said as the loss it is, with the positions */
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 1 << 20;
+    char logged[1024] = "";
+    o.log = keep_errors;
+    o.log_arg = logged;
+    evs_close(open_store(dir, &o));
+    cr_assert(strstr(logged, "the index was written up to log position ") &&
+              strstr(logged, "which the log no longer holds"), "%s", logged);
     cr_assert_eq(count_entries(), 90);
 }
 

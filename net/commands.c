@@ -1373,6 +1373,7 @@ typedef struct blocked {
     struct blocked *next, **pprev;
     server *srv;
     xread_req *q;
+    uint32_t *hash;         /* the keys' wake_hash (wake.h)                                  */
     pending_t *p;
     struct event *timer;
     bool answered;
@@ -1401,6 +1402,7 @@ static bool blocked_fill(pending_t *p, reply *r, void *res)
     if (pending_orphaned(p) || !xread_try(b->srv, b->q, &r->out))
         resp_out_null_array(&r->out); /* timed out */
     xread_free(b->q);
+    free(b->hash);
     free(b);
     return true;
 }
@@ -1415,13 +1417,17 @@ static void blocked_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Retry every parked XREAD (a batch became visible, or a client left). */
-void commands_on_visible(void)
+void commands_on_visible(const wake_set *ws)
 {
     repl_leader_on_visible();
-    groups_on_visible();
+    groups_on_visible(ws);
     blocked *b = blocked_list;
     while (b) {
         blocked *next = b->next;
+        if (!wake_any(ws, b->hash, b->q->nkeys)) { /* none of its streams changed (K1) */
+            b = next;
+            continue;
+        }
         resp_out probe;
         resp_out_init(&probe, 2);
         if (pending_orphaned(b->p) || xread_try(b->srv, b->q, &probe)) {
@@ -1438,7 +1444,7 @@ static void blocked_retry(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    commands_on_visible();
+    commands_on_visible(NULL);
 }
 
 void commands_init(server *srv, struct event_base *base)
@@ -1578,13 +1584,17 @@ static void cmd_xread(cmd_ctx *x)
     }
     b->srv = x->srv;
     b->q = q;
-    b->p = server_hold(x, blocked_fill, b, false);
+    b->hash = malloc((q->nkeys ? q->nkeys : 1) * sizeof *b->hash);
+    b->p = b->hash ? server_hold(x, blocked_fill, b, false) : NULL;
     if (!b->p) {
         xread_free(q);
+        free(b->hash);
         free(b);
         reply_error_done(x, "ERR out of memory");
         return;
     }
+    for (size_t i = 0; i < q->nkeys; i++)
+        b->hash[i] = wake_hash(q->keys[i].ptr, q->keys[i].len);
     b->next = blocked_list;
     if (blocked_list)
         blocked_list->pprev = &b->next;

@@ -85,7 +85,8 @@ void xinfo_groups(cmd_ctx *x);
 void xinfo_consumers(cmd_ctx *x);
 size_t xinfo_group_count(evs_store *st, evs_slice key);
 void xinfo_full_groups(resp_out *o, evs_store *st, evs_slice key, long long count);
-void groups_on_visible(void);
+/* Retry the parked XREADGROUP BLOCKs whose streams may have changed (ws NULL: all). */
+void groups_on_visible(const wake_set *ws);
 /* backup_cmd.c: BACKUP BEGIN / READ / END, the online backup's snapshot over RESP */
 void cmd_backup_snapshot(cmd_ctx *x);
 int backup_snapshots_open(void);

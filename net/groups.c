@@ -1004,6 +1004,7 @@ typedef struct xrg {
     evs_slice group, consumer;
     size_t nkeys;
     evs_slice *keys;
+    uint32_t *hash;               /* the keys' wake_hash (wake.h)                            */
     bool *newonly;
     evs_id *after;
     long long count;
@@ -1029,6 +1030,7 @@ static void xrg_free(xrg *q)
     free(q->ids);
     free(q->nids);
     free(q->keys);
+    free(q->hash);
     free(q->newonly);
     free(q->after);
     free(q->mem);
@@ -1223,11 +1225,15 @@ static void xrg_timeout(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void groups_on_visible(void)
+void groups_on_visible(const wake_set *ws)
 {
     xrg *q = parked;
     while (q) {
         xrg *next = q->next;
+        if (!wake_any(ws, q->hash, q->nkeys)) { /* none of its streams changed (K1) */
+            q = next;
+            continue;
+        }
         int r = pending_orphaned(q->p) ? -1 : xrg_probe(q);
         if (r != 0) {
             unpark(q);
@@ -1300,13 +1306,15 @@ void cmd_xreadgroup(cmd_ctx *x)
         q->count = count;
         q->noack = noack;
         q->keys = calloc(nk, sizeof *q->keys);
+        q->hash = calloc(nk, sizeof *q->hash);
         q->newonly = calloc(nk, sizeof *q->newonly);
         q->after = calloc(nk, sizeof *q->after);
         q->ids = calloc(nk, sizeof *q->ids);
         q->nids = calloc(nk, sizeof *q->nids);
         q->mem = malloc(bytes ? bytes : 1);
     }
-    if (!q || !q->keys || !q->newonly || !q->after || !q->ids || !q->nids || !q->mem) {
+    if (!q || !q->keys || !q->hash || !q->newonly || !q->after || !q->ids || !q->nids ||
+        !q->mem) {
         xrg_free(q);
         reply_error_done(x, "ERR out of memory");
         return;
@@ -1324,6 +1332,7 @@ void cmd_xreadgroup(cmd_ctx *x)
         const resp_arg *k = &x->argv[streams + i], *id = &x->argv[streams + nk + i];
         memcpy(q->mem + off, k->ptr, k->len);
         q->keys[i] = (evs_slice){q->mem + off, k->len};
+        q->hash[i] = wake_hash(k->ptr, k->len);
         off += k->len;
         if (!group_exists(st, q->keys[i], q->group, NULL)) {
             reply_nogroup(x, k, group, " in XREADGROUP with GROUP option");

@@ -73,6 +73,7 @@ struct sse {
     struct evhttp_connection *evcon;
     uint8_t *name;
     size_t name_len;
+    uint32_t hash;               /* wake_hash of the name (wake.h)                         */
     evs_id last;                 /* the last ID sent (the next entry must be above it)    */
     struct event *beat, *more;   /* heartbeat; another round when a batch was capped       */
 };
@@ -670,17 +671,18 @@ static void sse_beat(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void http_on_visible(http_api *h)
+void http_on_visible(http_api *h, const wake_set *ws)
 {
     if (!h)
         return;
     sse *x = h->subs;
     while (x) {
         sse *next = x->next; /* x may be dropped */
-        sse_pump(x);
+        if (wake_may(ws, x->hash)) /* its stream may have changed (K1) */
+            sse_pump(x);
         x = next;
     }
-    http_groups_on_visible(h);
+    http_groups_on_visible(h, ws);
 }
 
 static void do_live(http_api *h, struct evhttp_request *req, evs_slice name)
@@ -721,6 +723,7 @@ static void do_live(http_api *h, struct evhttp_request *req, evs_slice name)
     }
     memcpy(x->name, name.ptr, name.len);
     x->name_len = name.len;
+    x->hash = wake_hash(name.ptr, name.len);
     x->h = h;
     x->req = req;
     x->evcon = evhttp_request_get_connection(req);

@@ -36,6 +36,7 @@ typedef struct hgop {
     gkind kind;
     char *stream, *group, *consumer;
     size_t stream_len, group_len, consumer_len;
+    uint32_t hash;               /* wake_hash of the stream (wake.h)                       */
     uint64_t count;
     uint64_t deadline_ms;        /* block_ms: answer empty at this time (0: do not park)   */
     struct event *timer;
@@ -205,17 +206,17 @@ static void submit(hgop *g)
     submit_op(g, &op);
 }
 
-void http_groups_on_visible(http_api *h)
+void http_groups_on_visible(http_api *h, const wake_set *ws)
 {
     (void)h;
     hgop *g = parked;
-    parked = NULL;
-    nparked = 0;
-    while (g) { /* every parked read tries again; those that find nothing park again */
+    while (g) { /* a read whose stream may have changed tries again; it parks again if it
+                 * finds nothing (at the list's head: this walk does not meet it again) */
         hgop *next = g->next;
-        g->pprev = NULL;
-        g->next = NULL;
-        submit(g);
+        if (wake_may(ws, g->hash)) {
+            unpark(g);
+            submit(g);
+        }
         g = next;
     }
 }
@@ -278,6 +279,7 @@ static hgop *hgop_new(http_api *h, struct evhttp_request *req, gkind kind, evs_s
     g->kind = kind;
     g->stream = dup_str(stream.ptr, stream.len);
     g->stream_len = stream.len;
+    g->hash = wake_hash(stream.ptr, stream.len);
     g->group = dup_str(group, group_len);
     g->group_len = group_len;
     if (!g->stream || !g->group) {

@@ -32,7 +32,8 @@ bool http_host_allowed(const char *extra, const char *host);
 void http_groups_route(http_api *h, struct evhttp_request *req, evs_slice stream,
                        const char *rest);
 /* A batch became visible: retry parked long-poll group reads. */
-void http_groups_on_visible(http_api *h);
+/* Retry the parked group reads whose streams may have changed (ws: wake.h). */
+void http_groups_on_visible(http_api *h, const wake_set *ws);
 /* Stopping: answer every parked long-poll read now. */
 void http_groups_quiesce(void);
 

@@ -80,6 +80,7 @@ struct server {
     struct fdlimit_listener *lis_guard; /* fdlimit.c F3 */
     evs_store *st;
     struct event *wake, *sigterm, *sigint, *visible, *written, *cron;
+    wake_acc vis;          /* streams made visible since the last visible_cb (wake.h)   */
     struct http_api *http;
     pthread_mutex_t mu;
     pending_t *done_head, *done_tail; /* (mu) */
@@ -1030,12 +1031,12 @@ static void cron_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Writer thread: a batch became visible; wake the loop (coalesced by libevent). */
+/* Writer thread: a batch became visible; note its streams and wake the loop (coalesced by
+ * libevent). A batch the visibility cap holds names none: nobody can see anything new yet. */
 static void visible_hook(void *arg, const evs_slice *names, size_t n)
 {
-    (void)names;
-    (void)n;
     server *s = arg;
+    wake_acc_add(&s->vis, names, n);
     event_active(s->visible, EV_READ, 0);
 }
 
@@ -1061,8 +1062,10 @@ static void visible_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     server *s = arg;
-    commands_on_visible();
-    http_on_visible(s->http);
+    wake_set ws;
+    wake_acc_take(&s->vis, &ws);
+    commands_on_visible(&ws);
+    http_on_visible(s->http, &ws);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)

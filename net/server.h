@@ -27,6 +27,7 @@
 
 #include "evstore.h"
 #include "resp.h"
+#include "wake.h"
 
 typedef struct server_config {
     const char *data;
@@ -189,7 +190,8 @@ typedef struct http_api http_api;
 int http_start(server *srv, http_api **out);
 void http_quiesce(http_api *h); /* stop accepting (NULL: nothing)          */
 void http_stop(http_api *h);    /* free everything (NULL: nothing)         */
-void http_on_visible(http_api *h); /* a batch became visible: feed live tails */
+/* Batches became visible (ws: their streams, wake.h): feed the live tails of those streams. */
+void http_on_visible(http_api *h, const wake_set *ws);
 
 /* Replication (repl_leader.c, repl_follower.c): the leader's once-a-second heartbeats and
  * checks; following the leader named by cfg.replica_of (-1 if it is not HOST:PORT). */
@@ -228,7 +230,8 @@ bool commands_pipelinable(const resp_arg *name);
 void commands_shutdown(void);
 /* A connection closed: release parked reads that belonged to it. */
 void commands_conn_closed(void);
-/* A batch became visible (on the loop): retry parked reads. */
-void commands_on_visible(void);
+/* Batches became visible (ws: their streams; NULL: retry every waiter, as when a client left):
+ * retry the blocked reads that wait on those streams. */
+void commands_on_visible(const wake_set *ws);
 
 #endif

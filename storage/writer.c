@@ -1052,7 +1052,14 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
             return rc;
     }
     if (sc.exhausted) {
-        if (s && s->btouched && sc.removed < goal.max_remove)
+        /* every visible entry from the first on goes: the next one kept is the first the batch
+         * being built holds for s, an earlier request's, or else this request's own. This
+         * request's entries are known here, the earlier ones are not: with any, flush first.
+         * (Flushing only when more than the visible entries had to go skipped the earlier
+         * requests' entries when the trim ended exactly at the visible end: a pipeline of
+         * `XADD s MAXLEN 3 3-1` and `XADD s MAXLEN 2 4-1` after 1-1 and 2-1 kept 4-1 alone,
+         * the acknowledged 3-1 below the new first entry, gone, and XLEN 2.) */
+        if (s && s->btouched)
             return NEED_FLUSH;
         size_t k = 0;
         while (k < nnew && !trim_goal_keeps(&goal, new_ids[k], sc.removed, sc.bytes)) {

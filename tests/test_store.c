@@ -718,6 +718,84 @@ static void append_trimmed(evs_store *st, const char *s, uint64_t ms, const evs_
     cr_assert_eq(k.rc, 0);
 }
 
+/* Appends trimmed to a random exact MAXLEN, several in one batch (one hold), deletes and
+ * MINID trims between them: after every round the stream reads as a model of it says. The
+ * writer's trim cache (reader.c T1-T3) answers most of these trims from what an earlier scan
+ * read; a deleted entry, a moved front or a trim that reaches past it must not make a trim
+ * remove other entries than a scan would. */
+Test(store, trims_at_every_append_agree_with_a_model, .timeout = 120)
+{
+    evs_store *st = open_store(dir, NULL);
+    enum { CAP = 4096 };
+    uint64_t *model = calloc(CAP, sizeof *model); /* live ms values, in order */
+    size_t lo = 0, hi = 0;
+    uint64_t next_ms = 1;
+    evs_id *got = calloc(CAP, sizeof *got);
+    srand(5);
+    static const uint64_t caps[] = {1, 2, 3, 5, 8, 30, 200, 1000};
+    for (int round = 0; round < 1500; round++) {
+        uint64_t k = caps[rand() % 8];
+        int m = 1 + rand() % 6;
+        evs_field f = {S("n"), S("x")};
+        evs_append a[6];
+        struct kdone d[6];
+        evs_trim t = {EVS_TRIM_MAXLEN, false, k, {0, 0}, 0, 0};
+        evs_submit_hold(st);
+        for (int i = 0; i < m; i++) {
+            a[i] = (evs_append){S("mx"), EVS_ID_EXPLICIT, {next_ms + (uint64_t)i, 0}, &f, 1, false};
+            d[i] = (struct kdone){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false,
+                                  {{0, 0}}};
+            cr_assert_eq(evs_submit_trim(st, &a[i], 1, &t, keyed_done, &d[i], NULL), 0);
+        }
+        evs_submit_release_inline(st);
+        for (int i = 0; i < m; i++) {
+            pthread_mutex_lock(&d[i].mu);
+            while (!d[i].done)
+                pthread_cond_wait(&d[i].cv, &d[i].mu);
+            pthread_mutex_unlock(&d[i].mu);
+            cr_assert_eq(d[i].rc, 0, "round %d", round);
+            model[hi++] = next_ms++;
+            while (hi - lo > k)
+                lo++;
+        }
+        if (hi > CAP - 16) { /* slide the model down */
+            memmove(model, model + lo, (hi - lo) * sizeof *model);
+            hi -= lo;
+            lo = 0;
+        }
+        int r = rand() % 10;
+        if (r == 0 && hi > lo) { /* delete one live entry */
+            size_t j = lo + (size_t)rand() % (hi - lo);
+            evs_id id = {model[j], 0};
+            size_t deleted;
+            evs_error err;
+            cr_assert_eq(evs_delete(st, S("mx"), &id, 1, &deleted, &err), 0);
+            cr_assert_eq(deleted, 1);
+            memmove(model + j, model + j + 1, (hi - j - 1) * sizeof *model);
+            hi--;
+        } else if (r == 1 && hi > lo) { /* MINID: drop what is below a live entry */
+            size_t j = lo + (size_t)rand() % (hi - lo);
+            evs_trim mt = {EVS_TRIM_MINID, false, 0, {model[j], 0}, 0, 0};
+            uint64_t removed;
+            evs_error err;
+            cr_assert_eq(evs_trim_stream(st, S("mx"), &mt, &removed, &err), 0);
+            cr_assert_eq(removed, j - lo);
+            lo = j;
+        }
+        long n = read_ids(st, "mx", NULL, got, CAP);
+        cr_assert_eq(n, (long)(hi - lo), "round %d: %ld entries, the model has %zu", round, n,
+                     hi - lo);
+        for (long i = 0; i < n; i++)
+            cr_assert_eq(got[i].ms, model[lo + (size_t)i], "round %d entry %ld", round, i);
+        evs_stream_info info;
+        cr_assert_eq(evs_stream_info_get(st, S("mx"), &info), 0);
+        cr_assert_eq(info.length, hi - lo);
+    }
+    free(got);
+    free(model);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 Test(store, trims_exact_approximate_minid_and_inside_appends)
 {
     evs_store *st = open_store(dir, NULL);

@@ -220,6 +220,18 @@ typedef struct trim_scan {
     bool exhausted;                /* no visible entry is kept                                 */
 } trim_scan;
 
+/* What a writer's trim scan read past the entry it kept: the next entries of the stream from
+ * there, to answer the next trims without reading them again (reader.c T1-T3). */
+#define TRIM_CACHE_SLOTS 64  /* streams, by number                                      */
+#define TRIM_CACHE_KEEP 256  /* entries each                                            */
+typedef struct trim_cache {
+    const stream *s;
+    uint64_t ndels, moved_pos;     /* the stream's, when filled                              */
+    size_t i, n;                   /* ids[i] is the stream's first entry if still valid      */
+    evs_id ids[TRIM_CACHE_KEEP];
+    uint64_t pos[TRIM_CACHE_KEEP], size[TRIM_CACHE_KEEP];
+} trim_cache;
+
 /* ---- the write queue --------------------------------------------------------------------- */
 
 enum wreq_kind { WR_APPEND = 1, WR_DELETE = 2, WR_DROP = 3, WR_TRIM = 4, WR_SETID = 5,
@@ -466,6 +478,7 @@ struct evs_store {
 
     /* consumer groups (group.h) */
     pthread_mutex_t gmu;           /* guards every stream's groups (G2)                      */
+    trim_cache *tcache;            /* (W) TRIM_CACHE_SLOTS, made at the first trim scan      */
     uint32_t next_gno;             /* (W) next group number                                   */
     bool history_cut;              /* rebuilding an index from a log whose start retention
                                       deleted: records of streams and groups created before
@@ -543,6 +556,13 @@ void *ckpt_main(void *arg);
  * Reader module. */
 int reader_trim_scan(evs_store *st, stream *s, const stream_state *snap, evs_id from,
                      const trim_goal *goal, trim_scan *out, evs_error *err);
+/* The writer's trim scan of s from its first entry (s->w.first_id), through the trim cache
+ * (reader.c T1-T3): a stream trimmed at every append walks its entries once per block, not
+ * once per append. Writer only. */
+int reader_trim_scan_w(evs_store *st, stream *s, const stream_state *snap, const trim_goal *goal,
+                       trim_scan *out, evs_error *err);
+
+
 /* The first visible live entry above `after`: 1 with *id and *pos, 0 none, < 0 error. */
 int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint64_t *pos,
                        evs_error *err);

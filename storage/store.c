@@ -2077,6 +2077,7 @@ static void store_free(evs_store *st)
         }
     }
     free(st->byno);
+    free(st->tcache);
     free(st->epochs);
     strtab_release(&st->vtab);
     strtab_release(&st->wtab);

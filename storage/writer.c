@@ -1047,7 +1047,7 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
         pthread_rwlock_rdlock(&st->lock);
         snap = s->v;
         pthread_rwlock_unlock(&st->lock);
-        int rc = reader_trim_scan(st, s, &snap, s->w.first_id, &goal, &sc, err);
+        int rc = reader_trim_scan_w(st, s, &snap, &goal, &sc, err);
         if (rc)
             return rc;
     }

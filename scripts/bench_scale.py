@@ -19,6 +19,8 @@ pipeline of group commands on one connection waits for each one's own commit: se
 - a pending list of P entries: one consumer reads them all, then 5,000 pipelined `XACK`s of
   single entries and 2,000 `XREADGROUP COUNT 1`.
 - a stream with G groups: `XGROUP CREATE` of all, then 5,000 `XREADGROUP COUNT 1` over them.
+- trimmed publish: `redis-benchmark -c 50 -P 16` XADD to one stream, plain and with MAXLEN
+  1000 (exact and `~`) and MAXLEN 10, durable (`--fsync always` / `appendfsync always`).
 
 Prints a markdown section on stdout.
 Usage: /usr/bin/python3 scripts/bench_scale.py [--waiters W] [--consumers C] [--pending P]
@@ -80,6 +82,24 @@ def publish_rate(port):
     out = subprocess.run(["redis-benchmark", "-p", str(port), "-c", "4", "-n", "20000", "-q",
                           "XADD", "pub", "*", "f", "v"], capture_output=True, text=True).stdout
     return float(re.findall(r"([0-9.]+) requests per second", out)[-1])
+
+
+def pipelined_rate(port, *cmd):
+    out = subprocess.run(["redis-benchmark", "-p", str(port), "-c", "50", "-P", "16", "-n", "200000",
+                          "-q", *cmd], capture_output=True, text=True).stdout
+    return float(re.findall(r"([0-9.]+) requests per second", out)[-1])
+
+
+TRIMS = [("plain", ()), ("maxlen1000", ("MAXLEN", "1000")), ("approx1000", ("MAXLEN", "~", "1000")),
+         ("maxlen10", ("MAXLEN", "10"))]
+
+
+def case_trims(kind):
+    s = Srv(kind)
+    try:
+        return {key: pipelined_rate(s.port, "XADD", key, *args, "*", "f", "v") for key, args in TRIMS}
+    finally:
+        s.close()
 
 
 def waiters(s, kind, n):
@@ -181,9 +201,11 @@ def main():
     Srv.binary = a.evstore
     w = {"evstore": [], "redis": []}
     g = {"evstore": [], "redis": []}
+    t = {"evstore": [], "redis": []}
     for _ in range(a.rounds):  # interleaved: the machine's swings hit both
         for kind in ("evstore", "redis"):
             w[kind].append(case_waiters(kind, a.waiters))
+            t[kind].append(case_trims(kind))
             g[kind].append(case_groups(kind, a.consumers, a.pending, a.groups))
     med = lambda runs, k: statistics.median(x[k] for x in runs)
     print("Produced by `/usr/bin/python3 scripts/bench_scale.py --waiters %d --consumers %d --pending %d "
@@ -197,6 +219,13 @@ def main():
             ("sse", "%d live tails (SSE) on other streams (Redis: none)" % a.waiters)]
     for key, label in rows:
         e, r_ = med(w["evstore"], key), med(w["redis"], key)
+        print("| %s | %.0f | %.0f | %.2f× |" % (label, e, r_, e / r_))
+    print("\n| trimmed publish (XADD/s, `redis-benchmark -c 50 -P 16`) | evstore | Redis | evstore / Redis |")
+    print("|---|---|---|---|")
+    rows = [("plain", "`XADD s * f v`"), ("maxlen1000", "`XADD s MAXLEN 1000 * f v` (exact)"),
+            ("approx1000", "`XADD s MAXLEN ~ 1000 * f v`"), ("maxlen10", "`XADD s MAXLEN 10 * f v` (exact)")]
+    for key, label in rows:
+        e, r_ = med(t["evstore"], key), med(t["redis"], key)
         print("| %s | %.0f | %.0f | %.2f× |" % (label, e, r_, e / r_))
     print("\n| group commands (seconds; pipelined) | evstore | Redis | evstore / Redis |")
     print("|---|---|---|---|")

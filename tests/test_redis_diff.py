@@ -536,6 +536,37 @@ def random_script(seed, n, wide=False):
     return out
 
 
+def appends_script(seed, n):
+    """Mostly XADDs with exact MAXLEN / MINID trims over three keys (explicit IDs, some
+    refused as not above the top), with XRANGE, XDEL, XTRIM and XLEN between: sent as
+    pipelines, the XADDs in a row share one batch on evstore (server.h N4)."""
+    r = random.Random(seed)
+    ms = {k: 1 for k in "abc"}
+    out = []
+    for _ in range(n):
+        k = r.choice("abc")
+        c = r.random()
+        if c < 0.8:
+            ms[k] += r.choice([0, 1, 1, 2])
+            args = ["XADD", k]
+            t = r.random()
+            if t < 0.4:
+                args += ["MAXLEN", r.choice(["", "="]), str(r.randint(0, 6))]
+            elif t < 0.55:
+                args += ["MINID", r.choice(["", "="]), "%d-0" % max(0, ms[k] - r.randint(0, 5))]
+            args += ["%d-%d" % (ms[k], r.randint(0, 3)), "f", str(r.randint(0, 9))]
+            out.append(" ".join(a for a in args if a))
+        elif c < 0.88:
+            out.append("XRANGE %s - +" % k)
+        elif c < 0.93:
+            out.append("XDEL %s %d-%d" % (k, max(1, ms[k] - r.randint(0, 4)), r.randint(0, 3)))
+        elif c < 0.96:
+            out.append("XTRIM %s MAXLEN %d" % (k, r.randint(0, 5)))
+        else:
+            out.append("XLEN %s" % k)
+    return out
+
+
 OURS = (b"-ERR The ID specified in XSETID is smaller than current max_deleted_entry_id\r\n",
         b"-ERR The ID specified in XSETID is smaller than the stream's trim point\r\n")
 
@@ -551,6 +582,17 @@ class Conn:
         for rx, sub in MASK:
             rep = rx.sub(sub, rep)
         return rep
+
+    def calls(self, lines):
+        """The lines as one pipeline: all sent, then every reply read."""
+        self.s.sendall(b"".join(command_bytes(line) for line in lines))
+        out = []
+        for _ in lines:
+            rep = read_reply(self.f)
+            for rx, sub in MASK:
+                rep = rx.sub(sub, rep)
+            out.append(rep)
+        return out
 
     def close(self):
         self.s.close()
@@ -620,6 +662,30 @@ class AgainstRedis(unittest.TestCase):
         diffs = ["%s\n  redis:   %r\n  evstore: %r" % (line, w, g)
                  for (line, w), (_, g) in zip(want, got) if w != g]
         self.assertEqual(diffs, [], "\n".join(diffs))
+
+    def test_pipelined_appends_with_trims_reply_as_redis(self):
+        """Pipelines of 40 commands, mostly XADDs trimmed to an exact MAXLEN or MINID, so
+        that trims of one batch meet entries earlier in it (a trim that ended exactly at the
+        readers' last entry once dropped the batch's earlier entries: XLEN 2 and one entry
+        left where Redis kept both)."""
+        for seed in range(1, 7):
+            with self.subTest(seed=seed):
+                for port in (self.redis_port, self.srv.port):
+                    c = Conn(port)
+                    c.call("FLUSHALL")
+                    c.close()
+                script = appends_script(seed, 1500)
+                r, e = Conn(self.redis_port), Conn(self.srv.port)
+                diffs = []
+                for i in range(0, len(script), 40):
+                    part = script[i:i + 40]
+                    w, g = r.calls(part), e.calls(part)
+                    diffs += ["%s\n  redis:   %r\n  evstore: %r" % (line, a, b)
+                              for line, a, b in zip(part, w, g)
+                              if a != b and not (line.startswith("XADD ") and (a, b) == STALE_ERRNO)]
+                r.close()
+                e.close()
+                self.assertEqual(diffs, [], "seed %d:\n%s" % (seed, "\n".join(diffs[:10])))
 
     def test_random_stream_commands_reply_as_redis(self):
         bridged = 0

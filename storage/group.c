@@ -145,8 +145,6 @@ void group_free_all(stream *s)
     s->ngroups = s->groupcap = 0;
 }
 
-/* A new group joins its stream (G6); group numbers stay unique (the next one is above it).
- * On failure (-ENOMEM) the caller still owns g. */
 /* The group's rows are written at the next index commit (G4). */
 static void group_touch(stream *s, cgroup *g)
 {
@@ -154,6 +152,8 @@ static void group_touch(stream *s, cgroup *g)
     s->gtouched = true;
 }
 
+/* A new group joins its stream (G6); group numbers stay unique (the next one is above it).
+ * On failure (-ENOMEM) the caller still owns g. */
 static int group_adopt(evs_store *st, stream *s, cgroup *g)
 {
     if (s->ngroups == s->groupcap) {

@@ -1058,7 +1058,9 @@ int reader_entry_exists(evs_store *st, stream *s, evs_id id, uint64_t *bytes, ev
  *      tombstone or relocation came since (ndels, moved_pos unchanged): then ids[i..n) are
  *      the stream's live entries in order from its first, as a scan would read them (entries
  *      leave a stream's front only by trims, which move the first entry; tombstones and
- *      relocations change the two counters; appends add only after them).
+ *      relocations change the two counters; appends add only after them). A tombstone is
+ *      flushed and indexed before any later request plans (writer.c do_delete), so the scan
+ *      that fills a slot sees every tombstone the stream's ndels counts.
  *  T2. A trim the slot does not reach the end of within n entries is scanned as before.
  *  T3. Only the writer reads and writes the slots.
  */

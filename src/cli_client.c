@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PIPELINE 256
 
@@ -41,7 +42,9 @@ static const char *read_help =
     "                    [--type T] [--follow]\n"
     "\n"
     "Prints entries as JSON lines (the HTTP API's event objects; \"ts\" is the ID's ms).\n"
-    "--follow keeps waiting for new entries (XREAD BLOCK) until interrupted.\n"
+    "--follow keeps waiting for new entries (XREAD BLOCK) until interrupted; when the\n"
+    "connection is lost (a server restart) it connects again and goes on after the last\n"
+    "entry printed.\n"
     "Entries are asked for 1000 at a time, fewer when a page of large entries would pass the\n"
     "server's --max-output-bytes.\n"
     "\n"
@@ -58,7 +61,8 @@ static const char *tail_help =
     "\n"
     "Prints the last N entries of STREAM as JSON lines (as `read` does), then each new one as\n"
     "it is appended, until interrupted (`read --follow` from N entries before the end). A\n"
-    "stream that does not exist yet is waited for.\n"
+    "stream that does not exist yet is waited for; a lost connection (a server restart) is\n"
+    "made again, and the tail goes on after the last entry printed.\n"
     "\n"
     "  --server HOST:PORT   EVSTORE_SERVER, default 127.0.0.1:7379\n"
     "  --password P         EVSTORE_PASSWORD\n"
@@ -272,12 +276,42 @@ static long print_entries(const resp_value *arr, const char *type, evs_id *last,
     return printed;
 }
 
+/* Following, the connection was lost (a server restarted, a link cut): connect again until it
+ * works or the user interrupts, pausing 0.1 s, then twice as long each time up to 2 s. The
+ * loop goes on after the last entry printed, so nothing is missed or printed twice. 0
+ * reconnected, -1 interrupted. */
+static int reconnect(rclient *c, const char *cmd, const char *server, const char *password,
+                     const char *why)
+{
+    rclient_close(c);
+    fprintf(stderr, "evstore %s: %s; reconnecting to %s\n", cmd, why, server);
+    long delay_ms = 100;
+    char said[300] = "";
+    while (!interrupted) {
+        struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL); /* a signal ends it early */
+        char err[300];
+        if (interrupted)
+            break;
+        if (rclient_connect(c, server, password, err, sizeof err) == 0) {
+            fprintf(stderr, "evstore %s: reconnected\n", cmd);
+            return 0;
+        }
+        if (strcmp(err, said)) { /* each new reason once, not every attempt */
+            fprintf(stderr, "evstore %s: %s\n", cmd, err);
+            snprintf(said, sizeof said, "%s", err);
+        }
+        delay_ms = delay_ms * 2 > 2000 ? 2000 : delay_ms * 2;
+    }
+    return -1;
+}
+
 /* `read`'s loop (and `tail`'s after its start): the entries after `last` (of `type`, at most
  * `limit`; -1: all), 1000 at a time (fewer while a page would pass the server's
- * --max-output-bytes); with `follow`, then wait for new ones (XREAD BLOCK) until interrupted.
- * An exit code. */
-static int read_loop(rclient *c, const char *cmd, const char *stream, evs_id last, long limit,
-                     const char *type, bool follow)
+ * --max-output-bytes); with `follow`, then wait for new ones (XREAD BLOCK) until interrupted,
+ * connecting again when the connection is lost. An exit code. */
+static int read_loop(rclient *c, const char *cmd, const char *server, const char *password,
+                     const char *stream, evs_id last, long limit, const char *type, bool follow)
 {
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
@@ -295,14 +329,16 @@ static int read_loop(rclient *c, const char *cmd, const char *stream, evs_id las
         long want = limit < 0 || limit - printed > page ? page : limit - printed;
         snprintf(count, sizeof count, "%ld", want);
         bool blocking = caught_up && follow;
-        if (rclient_send(c, blocking ? 8 : 6, blocking ? xb : xr, NULL)) {
-            fprintf(stderr, "evstore %s: connection lost\n", cmd);
-            rc = EXIT_FAILURE_;
-            break;
-        }
         resp_value *v;
-        if (rclient_read(c, &v, err, sizeof err)) {
-            if (!interrupted) {
+        bool sent = rclient_send(c, blocking ? 8 : 6, blocking ? xb : xr, NULL) == 0;
+        if (!sent)
+            snprintf(err, sizeof err, "connection lost");
+        if (!sent || rclient_read(c, &v, err, sizeof err)) {
+            if (interrupted)
+                break;
+            if (follow && reconnect(c, cmd, server, password, err) == 0)
+                continue;
+            if (!follow) {
                 fprintf(stderr, "evstore %s: %s\n", cmd, err);
                 rc = EXIT_FAILURE_;
             }
@@ -389,7 +425,7 @@ int cmd_read(int argc, char **argv)
     rclient c;
     if (connect_or_say(&c, "read", server, password))
         return EXIT_FAILURE_;
-    int rc = read_loop(&c, "read", stream, last, limit, type, follow);
+    int rc = read_loop(&c, "read", server, password, stream, last, limit, type, follow);
     rclient_close(&c);
     return rc;
 }
@@ -501,7 +537,7 @@ int cmd_tail(int argc, char **argv)
     evs_id from;
     int rc = tail_start(&c, stream, n, type, &from);
     if (!rc)
-        rc = read_loop(&c, "tail", stream, from, -1, type, true);
+        rc = read_loop(&c, "tail", server, password, stream, from, -1, type, true);
     rclient_close(&c);
     return rc;
 }

@@ -57,12 +57,13 @@ class Server:
         """wrap: a command the server runs under (fiu-run -x, for fault injection)."""
         self.data, self.extra, self.proc, self.port, self.wrap = data, extra, None, None, wrap
 
-    def start(self, attempts=3):
+    def start(self, attempts=3, ports=None):
         """Start on free loopback ports. A port found free can be taken by a parallel test
-        before the server binds it (the server then exits with 3): try again with new ports."""
-        for attempt in range(attempts):
-            self.port = free_port()
-            self.http_port = free_port()
+        before the server binds it (the server then exits with 3): try again with new ports.
+        ports: (RESP, HTTP) to start on those (a restart where clients expect it), once."""
+        for attempt in range(1 if ports else attempts):
+            self.port = ports[0] if ports else free_port()
+            self.http_port = ports[1] if ports else free_port()
             while self.http_port == self.port:
                 self.http_port = free_port()
             self.log = open(os.path.join(os.path.dirname(self.data), "server.log"), "ab")
@@ -1126,6 +1127,37 @@ class CliClients(Base):
         proc.send_signal(signal.SIGINT)
         self.assertEqual(proc.wait(timeout=10), 0)
         proc.stdout.close()
+
+    def test_follow_goes_on_after_a_server_restart(self):
+        """A server killed and started again on its port does not end `read --follow` or
+        `tail`: they connect again and go on after the last entry they printed. An entry
+        appended before they are back comes once, nothing comes twice."""
+        self.r.xadd("rf", {"n": "1"})
+        where = ("--server", "127.0.0.1:%d" % self.srv.port)
+        procs = [subprocess.Popen([EVSTORE, "read", *where, "rf", "--follow"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True),
+                 subprocess.Popen([EVSTORE, "tail", *where, "-n", "1", "rf"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)]
+        for proc in procs:
+            self.assertEqual(json.loads(proc.stdout.readline())["fields"], {"n": "1"})
+        ports = (self.srv.port, self.srv.http_port)
+        self.srv.stop(signal.SIGKILL)
+        time.sleep(0.5)  # they notice, and try again meanwhile
+        self.srv.start(ports=ports)
+        self.r = self.srv.client(decode_responses=True)
+        self.r.xadd("rf", {"n": "2"})  # most likely before they are back
+        time.sleep(2.5)  # back by now (their pause is at most 2 s)
+        self.r.xadd("rf", {"n": "3"})
+        for proc in procs:
+            got = [json.loads(proc.stdout.readline())["fields"]["n"] for _ in range(2)]
+            self.assertEqual(got, ["2", "3"])
+            proc.send_signal(signal.SIGINT)
+            self.assertEqual(proc.wait(timeout=10), 0)
+            err = proc.stderr.read()
+            self.assertIn("reconnecting to 127.0.0.1:%d" % ports[0], err)
+            self.assertIn("reconnected", err)
+            proc.stdout.close()
+            proc.stderr.close()
 
     def test_tail(self):
         """`evstore tail`: the last N entries (of a type), then each new one; -n 0: new ones

@@ -605,7 +605,24 @@ static void sse_closed(struct evhttp_connection *evcon, void *arg)
 }
 
 /* Send what is new since x->last; false if the subscriber was dropped. */
-static bool sse_pump(sse *x)
+/* What one live tail was sent in this wake's pass: the next tail of the same stream at the
+ * same place is sent the same bytes without reading and formatting the entries again (a
+ * stream a thousand dashboards follow costs one formatting per batch, not a thousand). */
+typedef struct sse_memo {
+    bool set;
+    uint8_t name[EVS_STREAM_NAME_MAX]; /* the stream                                         */
+    size_t name_len;
+    evs_id from, to;       /* the entries after `from`, up to and including `to`             */
+    size_t n;              /* how many (SSE_BATCH: more follow)                              */
+    char *text;            /* what was sent                                                  */
+    size_t len, cap;
+} sse_memo;
+
+static bool sse_pump_memo(sse *x, sse_memo *m);
+
+static bool sse_pump(sse *x) { return sse_pump_memo(x, NULL); }
+
+static bool sse_pump_memo(sse *x, sse_memo *m)
 {
     const server_config *cfg = server_cfg(x->h->srv);
     struct bufferevent *bev = evhttp_connection_get_bufferevent(x->evcon);
@@ -613,6 +630,23 @@ static bool sse_pump(sse *x)
         /* a reader this slow would hold memory without bound: drop it (closecb frees x) */
         evhttp_connection_free(x->evcon);
         return false;
+    }
+    if (m && m->set && m->name_len == x->name_len && !memcmp(m->name, x->name, x->name_len) &&
+        !evs_id_cmp(m->from, x->last)) {
+        if (m->len) {
+            struct evbuffer *b = evbuffer_new();
+            if (b && evbuffer_add(b, m->text, m->len) == 0) {
+                evhttp_send_reply_chunk(x->req, b);
+                x->last = m->to;
+            }
+            if (b)
+                evbuffer_free(b);
+        }
+        if (m->n == SSE_BATCH) {
+            struct timeval now = {0, 0};
+            event_add(x->more, &now);
+        }
+        return true;
     }
     evs_query q;
     evs_query_init(&q);
@@ -627,6 +661,7 @@ static bool sse_pump(sse *x)
     const evs_entry *e;
     size_t n = 0;
     int rc;
+    evs_id from = x->last;
     while (b && (rc = evs_iter_next(it, &e, &err)) == 1) {
         json_t *j = event_json(e);
         char *text = json_dumps(j, JSON_COMPACT);
@@ -640,6 +675,26 @@ static bool sse_pump(sse *x)
         n++;
     }
     evs_iter_close(it);
+    if (m && b && x->name_len <= sizeof m->name) { /* for the tails after it */
+        size_t len = evbuffer_get_length(b);
+        m->set = false;
+        if (len > m->cap) {
+            char *t = realloc(m->text, len);
+            if (t) {
+                m->text = t;
+                m->cap = len;
+            }
+        }
+        if (len <= m->cap && evbuffer_copyout(b, m->text, len) == (ev_ssize_t)len) {
+            m->set = true;
+            memcpy(m->name, x->name, x->name_len);
+            m->name_len = x->name_len;
+            m->from = from;
+            m->to = x->last;
+            m->n = n;
+            m->len = len;
+        }
+    }
     if (b && evbuffer_get_length(b))
         evhttp_send_reply_chunk(x->req, b);
     if (b)
@@ -675,13 +730,17 @@ void http_on_visible(http_api *h, const wake_set *ws)
 {
     if (!h)
         return;
+    sse_memo *m = h->subs ? calloc(1, sizeof *m) : NULL; /* NULL: every tail formats its own */
     sse *x = h->subs;
     while (x) {
         sse *next = x->next; /* x may be dropped */
         if (wake_may(ws, x->hash)) /* its stream may have changed (K1) */
-            sse_pump(x);
+            sse_pump_memo(x, m);
         x = next;
     }
+    if (m)
+        free(m->text);
+    free(m);
     http_groups_on_visible(h, ws);
 }
 

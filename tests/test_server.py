@@ -888,6 +888,47 @@ class Http(Base):
             self.r.xadd("live", {"type": "after"})
         self.assertEqual(self.r.xlen("live"), 53)
 
+    def test_many_live_tails_of_one_stream(self):
+        """Tails of one stream share the formatting of what a batch made visible (one tail's
+        bytes go to the next at the same place): each of them, at the end or catching up from
+        far behind while entries come, and a tail of another stream, gets exactly its
+        entries, in order, none twice."""
+        p = self.r.pipeline(transaction=False)
+        for i in range(1, 10001):  # the tails behind catch up 1,000 a loop turn, meanwhile
+            p.xadd("fan", {"n": "old%d" % i}, id="%d-1" % i)
+        p.xadd("other", {"n": "o0"}, id="1-1")
+        p.execute()
+        tails = []
+        for path, headers in ([("/streams/fan/events/live", {})] * 3 +
+                              [("/streams/fan/events/live", {"Last-Event-ID": "1-1"}),
+                               ("/streams/fan/events/live", {"Last-Event-ID": "5000-1"})] +
+                              [("/streams/other/events/live", {})]):
+            c = http.client.HTTPConnection("127.0.0.1", self.srv.http_port, timeout=10)
+            c.request("GET", path, headers=headers)
+            r = c.getresponse()
+            self.assertEqual(r.status, 200)
+            tails.append((c, r))
+        for round_ in range(6):
+            p = self.r.pipeline(transaction=False)
+            for k in range(5):
+                p.xadd("fan", {"n": "new%d" % (round_ * 5 + k)})
+            p.xadd("other", {"n": "o%d" % (round_ + 1)})
+            p.execute()
+        new = ["new%d" % i for i in range(30)]
+        old = ["old%d" % i for i in range(2, 10001)]
+        want = [new] * 3 + [old + new, old[4999:] + new] + [["o%d" % i for i in range(1, 7)]]
+        for (c, r), expect in zip(tails, want):
+            got, ids = [], []
+            while len(got) < len(expect):
+                line = r.fp.readline().decode().rstrip("\n")
+                if line.startswith("id: "):
+                    ids.append(line[4:])
+                elif line.startswith("data: "):
+                    got.append(json.loads(line[6:])["fields"]["n"])
+            self.assertEqual(got, expect)
+            self.assertEqual(ids, sorted(ids, key=lambda i: tuple(map(int, i.split("-")))))
+            c.close()
+
     def test_idempotency_key(self):
         h = {"Idempotency-Key": "order-42"}
         st, first, _ = http_req(self.srv, "POST", "/streams/idem/events", {"type": "t"}, h)

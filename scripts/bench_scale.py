@@ -13,7 +13,8 @@ pipeline of group commands on one connection waits for each one's own commit: se
 - publish with idle waiters: `redis-benchmark -c 4` XADD to one stream (each client's XADD
   mostly its own fsync: a visible batch each), first alone, then with W clients blocked in
   `XREAD BLOCK 0` on W other streams; on evstore also with W live tails (SSE) on W other
-  streams (Redis has no such thing: its column shows the bare publish).
+  streams (Redis has no such thing: its column shows the bare publish); and with F live tails
+  of the published stream itself (`curl -N`), each entry going out F times.
 - a group with C consumers: `XGROUP CREATECONSUMER` of all (pipelined), then 5,000 pipelined
   `XREADGROUP COUNT 1` by 5,000 different consumers.
 - a pending list of P entries: one consumer reads them all, then 5,000 pipelined `XACK`s of
@@ -23,7 +24,7 @@ pipeline of group commands on one connection waits for each one's own commit: se
   1000 (exact and `~`) and MAXLEN 10, durable (`--fsync always` / `appendfsync always`).
 
 Prints a markdown section on stdout.
-Usage: /usr/bin/python3 scripts/bench_scale.py [--waiters W] [--consumers C] [--pending P]
+Usage: /usr/bin/python3 scripts/bench_scale.py [--waiters W] [--fanout F] [--consumers C] [--pending P]
        [--groups G] [--rounds R] [--evstore BINARY]   (needs redis-server, redis-benchmark)
 """
 import argparse
@@ -124,10 +125,29 @@ def waiters(s, kind, n):
     return socks
 
 
-def case_waiters(kind, n):
+def fanout_rate(s, n):
+    """Publishing to the stream n live tails follow (each a `curl -N` reading the SSE stream
+    into /dev/null): every entry goes out n times."""
+    url = "http://127.0.0.1:%d/streams/pub/events/live" % s.http
+    tails = [subprocess.Popen(["curl", "-sN", url], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(n)]
+    try:
+        time.sleep(1.0)  # all connected and waiting
+        return publish_rate(s.port)
+    finally:
+        for t in tails:
+            t.kill()
+            t.wait()
+
+
+def case_waiters(kind, n, fan):
     s = Srv(kind)
     try:
         res = {"alone": publish_rate(s.port)}
+        if kind == "evstore":
+            res["fanout"] = fanout_rate(s, fan)
+        else:
+            res["fanout"] = res["alone"]
         socks = waiters(s, "xread", n)
         res["xread"] = publish_rate(s.port)
         for c in socks:
@@ -195,6 +215,7 @@ def main():
     ap.add_argument("--consumers", type=int, default=100000)
     ap.add_argument("--pending", type=int, default=1000000)
     ap.add_argument("--groups", type=int, default=20000)
+    ap.add_argument("--fanout", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--evstore", default=EV, help="the binary to measure (default: build/evstore)")
     a = ap.parse_args()
@@ -204,19 +225,22 @@ def main():
     t = {"evstore": [], "redis": []}
     for _ in range(a.rounds):  # interleaved: the machine's swings hit both
         for kind in ("evstore", "redis"):
-            w[kind].append(case_waiters(kind, a.waiters))
+            w[kind].append(case_waiters(kind, a.waiters, a.fanout))
             t[kind].append(case_trims(kind))
             g[kind].append(case_groups(kind, a.consumers, a.pending, a.groups))
     med = lambda runs, k: statistics.median(x[k] for x in runs)
-    print("Produced by `/usr/bin/python3 scripts/bench_scale.py --waiters %d --consumers %d --pending %d "
-          "--groups %d --rounds %d` on %s; Redis 7.0 in the same run (publish: `appendfsync always`, "
-          "groups: `appendfsync no`, evstore likewise), rounds interleaved; medians.\n" % (a.waiters, a.consumers, a.pending, a.groups, a.rounds,
-                                      datetime.date.today().isoformat()))
+    print("Produced by `/usr/bin/python3 scripts/bench_scale.py --waiters %d --fanout %d --consumers %d "
+          "--pending %d --groups %d --rounds %d` on %s; Redis 7.0 in the same run (publish: "
+          "`appendfsync always`, groups: `appendfsync no`, evstore likewise), rounds interleaved; "
+          "medians.\n" % (a.waiters, a.fanout, a.consumers, a.pending, a.groups, a.rounds,
+                          datetime.date.today().isoformat()))
     print("| publish (XADD/s, `redis-benchmark -c 4`) | evstore | Redis | evstore / Redis |")
     print("|---|---|---|---|")
     rows = [("alone", "no other client"),
             ("xread", "%d clients in `XREAD BLOCK 0` on other streams" % a.waiters),
-            ("sse", "%d live tails (SSE) on other streams (Redis: none)" % a.waiters)]
+            ("sse", "%d live tails (SSE) on other streams (Redis: none)" % a.waiters),
+            ("fanout", "%d live tails (SSE, `curl -N`) of the published stream: each entry sent %d "
+                       "times (Redis: none)" % (a.fanout, a.fanout))]
     for key, label in rows:
         e, r_ = med(w["evstore"], key), med(w["redis"], key)
         print("| %s | %.0f | %.0f | %.2f× |" % (label, e, r_, e / r_))

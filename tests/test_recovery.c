@@ -567,6 +567,22 @@ static void make_small_segments(evs_options *o)
     cr_assert_eq(evs_close(st), 0);
 }
 
+/* A forward read of the whole stream: how many entries came before it failed with
+ * EVS_ECORRUPT (*err says why). */
+static long entries_before_error(evs_store *st, const char *name, evs_error *err)
+{
+    evs_iter *it;
+    cr_assert_eq(evs_iter_open(st, S(name), NULL, &it, err), 0);
+    const evs_entry *e;
+    int rc;
+    long before = 0;
+    while ((rc = evs_iter_next(it, &e, err)) == 1)
+        before++;
+    evs_iter_close(it);
+    cr_assert_eq(rc, EVS_ECORRUPT);
+    return before;
+}
+
 Test(recovery, bit_flip_in_sealed_segment_is_reported_and_fenced)
 {
     evs_options o;
@@ -596,16 +612,8 @@ Test(recovery, bit_flip_in_sealed_segment_is_reported_and_fenced)
     evs_id ids[512];
     long n = read_ids(st, "s", NULL, ids, 512);
     cr_assert_eq(n, EVS_ECORRUPT);
-    evs_iter *it;
     evs_error err;
-    cr_assert_eq(evs_iter_open(st, S("s"), NULL, &it, &err), 0);
-    const evs_entry *e;
-    int rc;
-    long before = 0;
-    while ((rc = evs_iter_next(it, &e, &err)) == 1)
-        before++;
-    evs_iter_close(it);
-    cr_assert_eq(rc, EVS_ECORRUPT);
+    long before = entries_before_error(st, "s", &err);
     cr_assert(strstr(err.msg, "segment") && strstr(err.msg, "offset"), "%s", err.msg);
     cr_assert_gt(before, 10, "entries before the corruption must still be served");
     /* entries after it: a read that starts past it works, and so does a reverse read */
@@ -642,16 +650,8 @@ Test(recovery, a_missing_segment_file_is_reported_at_open_and_on_read)
     evs_store *st = open_store(dir, &o);
     cr_assert(strstr(logged, "are in no segment file") && strstr(logged, "a segment file is "
               "missing"), "%s", logged);
-    evs_iter *it;
     evs_error err;
-    cr_assert_eq(evs_iter_open(st, S("s"), NULL, &it, &err), 0);
-    const evs_entry *e;
-    int rc;
-    long before = 0;
-    while ((rc = evs_iter_next(it, &e, &err)) == 1)
-        before++;
-    evs_iter_close(it);
-    cr_assert_eq(rc, EVS_ECORRUPT);
+    long before = entries_before_error(st, "s", &err);
     cr_assert(strstr(err.msg, "is in no segment file") && strstr(err.msg, "missing"), "%s",
               err.msg);
     cr_assert_gt(before, 10, "entries before the gap must still be served");

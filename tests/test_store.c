@@ -796,6 +796,33 @@ Test(store, trims_at_every_append_agree_with_a_model, .timeout = 120)
     cr_assert_eq(evs_close(st), 0);
 }
 
+/* Batches the visibility cap holds from readers (a leader under --ack all whose followers lag)
+ * are entries all the same: a trim behind them counts them and keeps the newest, as if they
+ * showed. (A trim planned on what readers saw took the request's own entry as the stream's
+ * first: the held entries were gone, XLEN said 2 and a read gave nothing.) */
+Test(store, a_trim_behind_held_batches_keeps_them)
+{
+    evs_store *st = open_store(dir, NULL);
+    cr_assert_eq(add(st, "h", EVS_ID_EXPLICIT, (evs_id){1, 1}, NULL, "n", "x", NULL), 0);
+    evs_store_stats s;
+    evs_store_stats_get(st, &s);
+    evs_set_visible_cap(st, s.log_end); /* 1-1 shows, what follows is held */
+    cr_assert_eq(add(st, "h", EVS_ID_EXPLICIT, (evs_id){2, 1}, NULL, "n", "x", NULL), 0);
+    cr_assert_eq(add(st, "h", EVS_ID_EXPLICIT, (evs_id){3, 1}, NULL, "n", "x", NULL), 0);
+    evs_trim t = {EVS_TRIM_MAXLEN, false, 2, {0, 0}, 0, 0};
+    append_trimmed(st, "h", 4, &t); /* 4-0, keeping two: 3-1 and 4-0 */
+    evs_set_visible_cap(st, EVS_CAP_NONE);
+    evs_id got[8];
+    cr_assert_eq(read_ids(st, "h", NULL, got, 8), 2);
+    cr_assert_eq(evs_id_cmp(got[0], (evs_id){3, 1}), 0);
+    cr_assert_eq(evs_id_cmp(got[1], (evs_id){4, 0}), 0);
+    evs_stream_info info;
+    cr_assert_eq(evs_stream_info_get(st, S("h"), &info), 0);
+    cr_assert_eq(info.length, 2);
+    cr_assert_eq(evs_verify(st, NULL, NULL), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 Test(store, trims_exact_approximate_minid_and_inside_appends)
 {
     evs_store *st = open_store(dir, NULL);

@@ -630,6 +630,9 @@ uint64_t store_visible_end(evs_store *st, uint64_t log_end); /* caller holds st-
  * consumer groups exist already (they live in the writer's state: group.h). Caller holds
  * st->lock. */
 stream *store_visible_held_stream(evs_store *st, const void *name, size_t len);
+/* The state of s as of the end of the last batch written: its state in the newest batch the
+ * cap holds that touched it, else what readers see (writer; caller holds st->lock). */
+const stream_state *store_visible_written(const evs_store *st, const stream *s);
 void store_visible_free(struct held *h);
 
 /* Copy writer state to visible state for the streams of the write batch (caller holds st->lock

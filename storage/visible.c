@@ -230,6 +230,16 @@ stream *store_visible_held_stream(evs_store *st, const void *name, size_t len)
     return live ? found : NULL;
 }
 
+const stream_state *store_visible_written(const evs_store *st, const stream *s)
+{
+    const stream_state *v = &s->v;
+    for (struct held *h = st->held_head; h; h = h->next) /* oldest first: the last state wins */
+        for (size_t i = 0; i < h->n; i++)
+            if (h->st[i].s == s)
+                v = &h->st[i].v;
+    return v;
+}
+
 uint64_t store_visible_end(evs_store *st, uint64_t log_end)
 {
     return st->held_head ? st->held_head->start : log_end; /* caller holds st->lock */

@@ -1043,14 +1043,16 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
         return 0;
     trim_scan sc = {0, 0, EVS_ID_MIN, REC_POS_NONE, true};
     if (s && s->w.length) {
-        /* The entries to scan are the written ones: with none of s in the batch being built,
-         * the writer's state (it holds batches the visibility cap keeps from readers too: with
-         * the readers' state, a trim behind such batches, a leader under --ack all whose
-         * followers lag, took the request's own entry as the first and lost the held ones);
-         * else the readers' state, and a trim that reaches past it flushes first (below). */
+        /* The entries to scan are the written ones (I7): with none of s in the batch being
+         * built, the writer's state; else its state at the end of the last batch written,
+         * held from readers by the visibility cap or not, and a trim that reaches past it
+         * flushes first (below). With the readers' state, a trim behind held batches (a leader
+         * under --ack all whose followers lag) took the request's own entry as the first and
+         * lost the held ones, or counted an entry a held tombstone had deleted and left XLEN
+         * below the entries it kept. */
         stream_state snap;
         pthread_rwlock_rdlock(&st->lock);
-        snap = s->btouched ? s->v : s->w;
+        snap = s->btouched ? *store_visible_written(st, s) : s->w;
         pthread_rwlock_unlock(&st->lock);
         int rc = reader_trim_scan_w(st, s, &snap, &goal, &sc, err);
         if (rc)

@@ -563,7 +563,8 @@ int reader_trim_scan_w(evs_store *st, stream *s, const stream_state *snap, const
                        trim_scan *out, evs_error *err);
 
 
-/* The first visible live entry above `after`: 1 with *id and *pos, 0 none, < 0 error. */
+/* The first live entry above `after` that the writer has written (held from readers by the
+ * visibility cap or not; writer, its batch flushed): 1 with *id and *pos, 0 none, < 0 error. */
 int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint64_t *pos,
                        evs_error *err);
 /* The ID of snapshot snap's first live entry (0-0 when empty): its trim point, unless entries
@@ -572,6 +573,9 @@ evs_id reader_first_live(evs_store *st, stream *s, const stream_state *snap);
 /* Does the entry exist (visible, not deleted)? 1 yes (with *bytes, when not NULL, its size as
  * evs_group_op.max_bytes counts it), 0 no, < 0 error. Reader module. */
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, uint64_t *bytes, evs_error *err);
+/* Has the writer written the entry (held from readers by the visibility cap or not), not
+ * deleted? Writer, its batch flushed. 1 yes, 0 no, < 0 error. */
+int reader_entry_written(evs_store *st, stream *s, evs_id id, evs_error *err);
 /* The lowest log position an iterator open now may read (UINT64_MAX: none; reader.c R2). */
 uint64_t reader_lowest_listed(evs_store *st);
 /* The positions of the live entries of snap's chain in ID order (*pos malloc'd, n of them)

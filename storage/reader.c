@@ -1011,12 +1011,12 @@ void evs_iter_close(evs_iter *it)
 
 /* The first visible live entry of s in [start, end] (start exclusive if asked): 1 with *id and
  * *pos (either may be NULL), 0 none, < 0 error. */
-static int first_in(evs_store *st, stream *s, evs_id start, bool exclusive, evs_id end,
-                    evs_id *id, uint64_t *pos, uint64_t *bytes, evs_error *err)
+static int first_in(evs_store *st, stream *s, bool written, evs_id start, bool exclusive,
+                    evs_id end, evs_id *id, uint64_t *pos, uint64_t *bytes, evs_error *err)
 {
     stream_state snap;
     pthread_rwlock_rdlock(&st->lock);
-    snap = s->v;
+    snap = written ? s->w : s->v; /* (written: the writer, with its batch flushed) */
     pthread_rwlock_unlock(&st->lock);
     evs_query q;
     evs_query_init(&q);
@@ -1044,7 +1044,12 @@ static int first_in(evs_store *st, stream *s, evs_id start, bool exclusive, evs_
 
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, uint64_t *bytes, evs_error *err)
 {
-    return first_in(st, s, id, false, id, NULL, NULL, bytes, err);
+    return first_in(st, s, false, id, false, id, NULL, NULL, bytes, err);
+}
+
+int reader_entry_written(evs_store *st, stream *s, evs_id id, evs_error *err)
+{
+    return first_in(st, s, true, id, false, id, NULL, NULL, NULL, err);
 }
 
 /*
@@ -1142,7 +1147,7 @@ int reader_trim_scan_w(evs_store *st, stream *s, const stream_state *snap, const
 int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint64_t *pos,
                        evs_error *err)
 {
-    return first_in(st, s, after, true, EVS_ID_MAX, id, pos, NULL, err);
+    return first_in(st, s, true, after, true, EVS_ID_MAX, id, pos, NULL, err);
 }
 
 /* ---- stream information ------------------------------------------------------------------ */

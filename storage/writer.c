@@ -1221,7 +1221,8 @@ static void do_delete(evs_store *st, wreq *r, pending *p)
         finish(r, 0, NULL);
         return;
     }
-    /* everything earlier is flushed, so the visible state is the writer's: use the reader */
+    /* everything earlier is flushed: what the writer has written is all there is (readers may
+     * not see all of it yet, under the visibility cap: an XDEL of a held entry deletes it) */
     evs_id *del = r->ids;
     size_t nd = 0;
     for (size_t i = 0; i < r->n; i++) {
@@ -1230,7 +1231,7 @@ static void do_delete(evs_store *st, wreq *r, pending *p)
             dup = evs_id_cmp(del[j], r->ops[i].id) == 0;
         if (dup)
             continue;
-        int e = reader_entry_exists(st, s, r->ops[i].id, NULL, &err);
+        int e = reader_entry_written(st, s, r->ops[i].id, &err);
         if (e < 0) {
             finish(r, e, &err);
             return;
@@ -1296,7 +1297,7 @@ static bool take_plan(evs_store *st, stream *s, const wreq *r, trim_plan *plan, 
         uint64_t pos;
         if (evs_id_cmp(s->w.last_id, r->plan_last) != 0 &&
             reader_first_after(st, s, r->plan_last, &id, &pos, err) == 1)
-            plan->first_pos = pos; /* everything earlier is flushed: visible is the writer's */
+            plan->first_pos = pos; /* everything earlier is flushed: all of it written */
     }
     return true;
 }

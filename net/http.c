@@ -604,7 +604,6 @@ static void sse_closed(struct evhttp_connection *evcon, void *arg)
     sse_free(x);
 }
 
-/* Send what is new since x->last; false if the subscriber was dropped. */
 /* What one live tail was sent in this wake's pass: the next tail of the same stream at the
  * same place is sent the same bytes without reading and formatting the entries again (a
  * stream a thousand dashboards follow costs one formatting per batch, not a thousand). */
@@ -620,8 +619,11 @@ typedef struct sse_memo {
 
 static bool sse_pump_memo(sse *x, sse_memo *m);
 
+/* Send what is new since x->last; false if the subscriber was dropped. */
 static bool sse_pump(sse *x) { return sse_pump_memo(x, NULL); }
 
+/* The same, given what an earlier tail of this wake's pass was sent (m, NULL: none), and
+ * keeping what this one is sent in m for the next. */
 static bool sse_pump_memo(sse *x, sse_memo *m)
 {
     const server_config *cfg = server_cfg(x->h->srv);

@@ -210,8 +210,8 @@ void http_groups_on_visible(http_api *h, const wake_set *ws)
 {
     (void)h;
     hgop *g = parked;
-    while (g) { /* a read whose stream may have changed tries again; it parks again if it
-                 * finds nothing (at the list's head: this walk does not meet it again) */
+    while (g) { /* a read whose stream may have changed tries again (its answer parks it
+                 * again if it finds nothing, after this walk) */
         hgop *next = g->next;
         if (wake_may(ws, g->hash)) {
             unpark(g);

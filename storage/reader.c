@@ -1009,8 +1009,9 @@ void evs_iter_close(evs_iter *it)
     free(it);
 }
 
-/* The first visible live entry of s in [start, end] (start exclusive if asked): 1 with *id and
- * *pos (either may be NULL), 0 none, < 0 error. */
+/* The first live entry of s in [start, end] (start exclusive if asked) that readers see, or
+ * (`written`) that the writer has written: 1 with *id and *pos (either may be NULL), 0 none,
+ * < 0 error. */
 static int first_in(evs_store *st, stream *s, bool written, evs_id start, bool exclusive,
                     evs_id end, evs_id *id, uint64_t *pos, uint64_t *bytes, evs_error *err)
 {

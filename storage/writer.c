@@ -1059,7 +1059,7 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
             return rc;
     }
     if (sc.exhausted) {
-        /* every visible entry from the first on goes: the next one kept is the first the batch
+        /* every entry scanned from the first on goes: the next one kept is the first the batch
          * being built holds for s, an earlier request's, or else this request's own. This
          * request's entries are known here, the earlier ones are not: with any, flush first.
          * (Flushing only when more than the visible entries had to go skipped the earlier

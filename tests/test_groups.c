@@ -175,6 +175,20 @@ static evs_store *reopen(evs_store *st, bool rebuild)
     return open_checked();
 }
 
+/* The groups of `stream` dump as `before` after a reopen and after a rebuild of the index;
+ * frees `before`, returns the store as reopened. */
+static evs_store *same_after_reopen_and_rebuild(evs_store *st, const char *stream, char *before)
+{
+    for (int rebuild = 0; rebuild < 2; rebuild++) {
+        st = reopen(st, rebuild);
+        char *after = dump_groups(st, stream);
+        cr_assert_str_eq(after, before, "after a %s", rebuild ? "rebuild" : "reopen");
+        free(after);
+    }
+    free(before);
+    return st;
+}
+
 /* ---- tests -------------------------------------------------------------------------------- */
 
 Test(groups, deliver_ack_claim_and_errors)
@@ -243,15 +257,7 @@ Test(groups, deliver_ack_claim_and_errors)
     cr_assert(strstr(before, "consumer alice pending 3"), "%s", before);
     cr_assert(strstr(before, "consumer bob pending 2"), "%s", before); /* 6 - acked - deleted - 2 claimed */
     cr_assert(strstr(before, "pending 7 ["), "%s", before);
-    st = reopen(st, false);
-    char *after = dump_groups(st, "s");
-    cr_assert_str_eq(after, before);
-    free(after);
-    st = reopen(st, true);
-    after = dump_groups(st, "s");
-    cr_assert_str_eq(after, before);
-    free(after);
-    free(before);
+    st = same_after_reopen_and_rebuild(st, "s", before);
 
     /* NOGROUP; DESTROY; a dropped stream takes its groups along */
     evs_group_op none = gop(EVS_GROUP_READ, "s", "nope", "x");
@@ -365,16 +371,7 @@ Test(groups, large_pending_list_survives_reopen)
     ack.nids = N / 2;
     cr_assert_eq(run(st, &ack, &res, NULL), 0);
     cr_assert_eq(res.count, N / 2);
-    char *before = dump_groups(st, "big");
-    st = reopen(st, false);
-    char *after = dump_groups(st, "big");
-    cr_assert_str_eq(after, before);
-    free(after);
-    st = reopen(st, true);
-    after = dump_groups(st, "big");
-    cr_assert_str_eq(after, before);
-    free(after);
-    free(before);
+    st = same_after_reopen_and_rebuild(st, "big", dump_groups(st, "big"));
     free(odd);
     free(ids);
     free(a);
@@ -438,15 +435,7 @@ Test(groups, random_operations_keep_summaries_and_rows)
     }
     char *before = dump_groups(st, "r");
     cr_assert(strstr(before, "consumers 1"), "%s", before); /* (100-199: many of them) */
-    st = reopen(st, false);
-    char *after = dump_groups(st, "r");
-    cr_assert_str_eq(after, before);
-    free(after);
-    st = reopen(st, true);
-    after = dump_groups(st, "r");
-    cr_assert_str_eq(after, before);
-    free(after);
-    free(before);
+    st = same_after_reopen_and_rebuild(st, "r", before);
     cr_assert_eq(evs_close(st), 0);
 }
 

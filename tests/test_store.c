@@ -705,17 +705,23 @@ Test(store, idempotency_keys_survive_reopen_and_rebuild)
     evs_close(st);
 }
 
+/* Wait for a submission's completion; it must have succeeded. */
+static void kdone_wait(struct kdone *k)
+{
+    pthread_mutex_lock(&k->mu);
+    while (!k->done)
+        pthread_cond_wait(&k->cv, &k->mu);
+    pthread_mutex_unlock(&k->mu);
+    cr_assert_eq(k->rc, 0);
+}
+
 static void append_trimmed(evs_store *st, const char *s, uint64_t ms, const evs_trim *t)
 {
     evs_field f = {S("n"), S("x")};
     evs_append a = {S(s), EVS_ID_EXPLICIT, {ms, 0}, &f, 1, false};
     struct kdone k = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, false, {{0, 0}}};
     cr_assert_eq(evs_submit_trim(st, &a, 1, t, keyed_done, &k, NULL), 0);
-    pthread_mutex_lock(&k.mu);
-    while (!k.done)
-        pthread_cond_wait(&k.cv, &k.mu);
-    pthread_mutex_unlock(&k.mu);
-    cr_assert_eq(k.rc, 0);
+    kdone_wait(&k);
 }
 
 /* Appends trimmed to a random exact MAXLEN, several in one batch (one hold), deletes and
@@ -749,11 +755,7 @@ Test(store, trims_at_every_append_agree_with_a_model, .timeout = 120)
         }
         evs_submit_release_inline(st);
         for (int i = 0; i < m; i++) {
-            pthread_mutex_lock(&d[i].mu);
-            while (!d[i].done)
-                pthread_cond_wait(&d[i].cv, &d[i].mu);
-            pthread_mutex_unlock(&d[i].mu);
-            cr_assert_eq(d[i].rc, 0, "round %d", round);
+            kdone_wait(&d[i]);
             model[hi++] = next_ms++;
             while (hi - lo > k)
                 lo++;
@@ -841,11 +843,7 @@ Test(store, trims_under_the_visibility_cap_agree_with_a_model, .timeout = 120)
         }
         evs_submit_release_inline(st);
         for (int i = 0; i < m; i++) {
-            pthread_mutex_lock(&d[i].mu);
-            while (!d[i].done)
-                pthread_cond_wait(&d[i].cv, &d[i].mu);
-            pthread_mutex_unlock(&d[i].mu);
-            cr_assert_eq(d[i].rc, 0, "round %d", round);
+            kdone_wait(&d[i]);
             model[hi++] = next_ms++;
             while (k[i] && hi - lo > k[i])
                 lo++;

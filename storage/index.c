@@ -44,6 +44,9 @@ struct idx {
     bool no_idem_time;          /* read-only, of an index made before that table: none         */
     bool no_keep_size;          /* the file system has no FALLOC_FL_KEEP_SIZE                   */
     _Atomic uint64_t growth;    /* the data file's growth in one commit: a peak, decaying       */
+    _Atomic uint64_t op_growth; /* ... and per operation of its batch (x16), a peak decaying by
+                                   commits only: it counts for operations that wait, so a pause
+                                   (nothing waits then) must not make it forget                */
     _Atomic uint64_t growth_ns; /* ... as of this commit (evs_mono_ns)                         */
 };
 
@@ -220,26 +223,37 @@ static uint64_t growth_now(idx *x)
     return s >= 64 ? 0 : atomic_load(&x->growth) >> s;
 }
 
-/* A commit's growth of the data file, into the decaying peak (1/64 off per commit): what the
- * next commits may need past the used pages (idx_keep_headroom). */
-static void note_growth(idx *x, uint64_t before)
+/* A commit's growth of the data file, into the decaying peaks (1/64 off per commit): what the
+ * next commits may need past the used pages, whole and per operation of the batch
+ * (idx_keep_headroom). */
+static void note_growth(idx *x, uint64_t before, size_t nops)
 {
     uint64_t after = used_bytes(x), g = after > before ? after - before : 0;
-    uint64_t peak = growth_now(x);
+    uint64_t peak = growth_now(x), per = atomic_load(&x->op_growth);
+    uint64_t g16 = nops ? (g * 16 + nops - 1) / nops : 0;
     atomic_store(&x->growth, g > peak - peak / 64 ? g : peak - peak / 64);
+    atomic_store(&x->op_growth, g16 > per - per / 64 ? g16 : per - per / 64);
     atomic_store(&x->growth_ns, evs_mono_ns());
 }
 
-void idx_growth_reset(idx *x) { atomic_store(&x->growth, 0); }
+void idx_growth_reset(idx *x)
+{
+    atomic_store(&x->growth, 0);
+    atomic_store(&x->op_growth, 0);
+}
 
-int idx_keep_headroom(idx *x, uint64_t bytes)
+int idx_keep_headroom(idx *x, uint64_t bytes, uint64_t pending_ops)
 {
     int fd = -1;
     pthread_rwlock_rdlock(&x->maplock);
     uint64_t used = x->rdonly || mdb_env_get_fd(x->env, &fd) ? 0 : used_bytes(x);
     /* records already in the log and not yet in the index: the batch being applied and the
-     * one being built, each at most one commit (the writer checks after each commit) */
-    uint64_t need = 2 * growth_now(x);
+     * one being built, each at most one commit (the writer checks after each commit); and,
+     * when more wait than that (the indexer slowed down: a busy machine), twice what they
+     * would grow the file at the recent peak per operation */
+    uint64_t need = 2 * growth_now(x), ops = 2 * atomic_load(&x->op_growth) * pending_ops / 16;
+    if (need < ops)
+        need = ops;
     if (need < bytes)
         need = bytes;
     int rc = 0;
@@ -312,6 +326,8 @@ struct idx_batch {
 };
 
 idx_batch *idx_batch_new(void) { return calloc(1, sizeof(idx_batch)); }
+
+size_t idx_batch_count(const idx_batch *b) { return b->n; }
 
 void idx_batch_free(idx_batch *b)
 {
@@ -598,7 +614,7 @@ int idx_apply(idx *x, idx_batch *b, evs_error *err)
     for (;;) {
         int rc = apply_once(x, b);
         if (rc == 0) {
-            note_growth(x, before);
+            note_growth(x, before, b->n);
             drop_resident(x, b->n);
             return 0;
         }

@@ -53,11 +53,14 @@ uint64_t idx_txnid(idx *x);   /* last committed transaction id */
 /* Keep blocks allocated past the data file's used pages for what the records not yet
  * indexed may need: `bytes`, or twice the recent peak of one commit's growth if more (a
  * commit of many distinct `source` values grew it by megabytes, and a fixed 1 MiB let the
- * next commit meet a full disk; the peak halves for each second without a commit), so that
- * a full disk refuses requests before a commit meets it (writer.c W11). Where the file
- * system has no FALLOC_FL_KEEP_SIZE, its free space must hold that much instead. -errno
- * (-ENOSPC) when it cannot be had. Writer role only. */
-int idx_keep_headroom(idx *x, uint64_t bytes);
+ * next commit meet a full disk; the peak halves for each second without a commit), or twice
+ * what `pending_ops` operations waiting for the index grow it at the recent peak per
+ * operation if more still (an indexer slowed by a busy machine let more wait than one commit
+ * holds, and the next commit met the full disk), so that a full disk refuses requests before
+ * a commit meets it (writer.c W11). Where the file system has no FALLOC_FL_KEEP_SIZE, its
+ * free space must hold that much instead. -errno (-ENOSPC) when it cannot be had. Writer
+ * role only. */
+int idx_keep_headroom(idx *x, uint64_t bytes, uint64_t pending_ops);
 /* Forget the commits' growth so far (the end of an open: its catch-up commits are large). */
 void idx_growth_reset(idx *x);
 /* Write a consistent copy of the environment's data file to fd (mdb_env_copyfd2). */
@@ -67,6 +70,8 @@ int idx_copy_fd(idx *x, int fd, evs_error *err);
 
 typedef struct idx_batch idx_batch;
 idx_batch *idx_batch_new(void);
+/* Operations in a batch (idx_keep_headroom's pending_ops). */
+size_t idx_batch_count(const idx_batch *b);
 void idx_batch_free(idx_batch *b);
 void idx_batch_clear(idx_batch *b);
 bool idx_batch_empty(const idx_batch *b);

@@ -106,6 +106,7 @@ int indexer_put(evs_store *st, bool sync, evs_error *err)
         if (!sync) { /* hand it over: the writer goes on with the emptied batch */
             struct idx_batch *b = st->ix_batch;
             st->ix_batch = st->ib;
+            st->ix_ops = idx_batch_count(st->ib);
             st->ix_end = st->ib_end;
             st->ib = b;
             atomic_store(&st->ix_busy, true);

@@ -423,6 +423,7 @@ struct evs_store {
     atomic_bool ix_deferred;       /* the writer left a due commit for when it is not        */
     struct idx_batch *ix_batch;    /* being applied while ix_busy; else an empty one to swap */
     uint64_t ib_end, ix_end;       /* log end the writer's / the indexer's batch covers      */
+    uint64_t ix_ops;               /* operations in the indexer's batch (while ix_busy)      */
     _Atomic uint64_t idx_end;      /* ... and the last applied one (stats)                   */
     _Atomic uint64_t n_ix_deferred;
     pthread_mutex_t ixmu;

@@ -524,7 +524,8 @@ static uint64_t index_headroom(const evs_store *st)
 
 static int keep_index_headroom(evs_store *st)
 {
-    int rc = idx_keep_headroom(st->idx, index_headroom(st));
+    uint64_t waiting = idx_batch_count(st->ib) + (atomic_load(&st->ix_busy) ? st->ix_ops : 0);
+    int rc = idx_keep_headroom(st->idx, index_headroom(st), waiting);
     bool short_now = rc == -ENOSPC || rc == -EDQUOT;
     if (rc && !short_now && !st->idx_room_short)
         evs_log(st, EVS_LOG_WARN, "cannot keep blocks ahead of the index: %s", strerror(-rc));
@@ -536,6 +537,8 @@ static int keep_index_headroom(evs_store *st)
  * the oldest uncommitted record published EVS_INDEX_COMMIT_NS ago; `force` commits anything. */
 static void index_commit(evs_store *st, bool force)
 {
+    if ((st->idx_records || st->idx_force) && !atomic_load(&st->failed))
+        keep_index_headroom(st); /* each batch: what waits for the index may have grown */
     if (st->idx_records == 0 && !st->idx_force) {
         if (force)
             indexer_wait(st); /* X3: what was handed over is visible on return too */
@@ -555,7 +558,6 @@ static void index_commit(evs_store *st, bool force)
             return;
         atomic_store(&st->ix_deferred, false); /* it has just finished: go on */
     }
-    keep_index_headroom(st);
     int rc = store_index_build(st, &err);
     if (!rc)
         rc = indexer_put(st, sync, &err);

@@ -55,6 +55,19 @@
 typedef struct sse sse;
 typedef struct publish publish;
 
+/* What one live tail was sent in this wake's pass: the next tail of the same stream at the
+ * same place is sent the same bytes without reading and formatting the entries again (a
+ * stream a thousand dashboards follow costs one formatting per batch, not a thousand). */
+typedef struct sse_memo {
+    bool set;              /* for this pass (http_on_visible clears it)                     */
+    uint8_t name[EVS_STREAM_NAME_MAX]; /* the stream                                         */
+    size_t name_len;
+    evs_id from, to;       /* the entries after `from`, up to and including `to`             */
+    size_t n;              /* how many (SSE_BATCH: more follow)                              */
+    char *text;            /* what was sent                                                  */
+    size_t len, cap;
+} sse_memo;
+
 struct http_api {
     server *srv;
     struct evhttp *http;
@@ -63,6 +76,7 @@ struct http_api {
     sse *subs;
     size_t nsubs;
     publish *keyed; /* keyed publishes in flight: retries of the same key wait for them */
+    sse_memo memo;  /* the live tails' shared formatting (its text kept between passes) */
 };
 
 /* A live tail: an unfinished chunked reply fed as entries become visible. */
@@ -604,19 +618,6 @@ static void sse_closed(struct evhttp_connection *evcon, void *arg)
     sse_free(x);
 }
 
-/* What one live tail was sent in this wake's pass: the next tail of the same stream at the
- * same place is sent the same bytes without reading and formatting the entries again (a
- * stream a thousand dashboards follow costs one formatting per batch, not a thousand). */
-typedef struct sse_memo {
-    bool set;
-    uint8_t name[EVS_STREAM_NAME_MAX]; /* the stream                                         */
-    size_t name_len;
-    evs_id from, to;       /* the entries after `from`, up to and including `to`             */
-    size_t n;              /* how many (SSE_BATCH: more follow)                              */
-    char *text;            /* what was sent                                                  */
-    size_t len, cap;
-} sse_memo;
-
 static bool sse_pump_memo(sse *x, sse_memo *m);
 
 /* Send what is new since x->last; false if the subscriber was dropped. */
@@ -732,17 +733,14 @@ void http_on_visible(http_api *h, const wake_set *ws)
 {
     if (!h)
         return;
-    sse_memo *m = h->subs ? calloc(1, sizeof *m) : NULL; /* NULL: every tail formats its own */
+    h->memo.set = false; /* what the last pass sent may not be all there is now */
     sse *x = h->subs;
     while (x) {
         sse *next = x->next; /* x may be dropped */
         if (wake_may(ws, x->hash)) /* its stream may have changed (K1) */
-            sse_pump_memo(x, m);
+            sse_pump_memo(x, &h->memo);
         x = next;
     }
-    if (m)
-        free(m->text);
-    free(m);
     http_groups_on_visible(h, ws);
 }
 
@@ -1303,5 +1301,6 @@ void http_stop(http_api *h)
         return;
     http_quiesce(h);
     evhttp_free(h->http);
+    free(h->memo.text);
     free(h);
 }

@@ -1390,20 +1390,49 @@ static int watermark_check(evs_store *st, idx_watermark *wm, uint32_t *next_no, 
     return 0;
 }
 
-/* Move a damaged index aside and start an empty one. */
-static int index_recreate(evs_store *st, const char *why, evs_error *err)
+/* Remove every index.damaged-* in the store's folder but `keep` (a name in it, or NULL). */
+static void remove_old_asides(evs_store *st, const char *keep)
+{
+    DIR *d = opendir(st->dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "index.damaged-", 14) || (keep && !strcmp(de->d_name, keep)))
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", st->dir, de->d_name);
+        evs_remove_tree(path);
+        evs_log(st, EVS_LOG_INFO, "removed %s (an older index moved aside: one is kept)", path);
+    }
+    closedir(d);
+}
+
+/* Start an empty index in place of one open cannot use, to be rebuilt from the log. A damaged
+ * one (LMDB refuses it, its watermark cannot be read or names a record the log does not hold)
+ * is moved aside as index.damaged-<time> for whoever looks into it; only the newest is kept,
+ * so repeated damage cannot fill the disk. One with nothing wrong but trust (empty, or not
+ * checkpointed since a reboot: the normal aftermath of a power cut) is removed: kept, every
+ * power cut left a copy of the whole index behind. */
+static int index_recreate(evs_store *st, const char *why, bool damaged, evs_error *err)
 {
     if (st->idx) {
         idx_close(st->idx);
         st->idx = NULL;
     }
-    char aside[PATH_MAX];
-    snprintf(aside, sizeof aside, "%s.damaged-%" PRIu64, st->idxdir, evs_now_us());
-    if (rename(st->idxdir, aside) && errno != ENOENT)
-        return evs_err_set(err, -errno, "cannot move damaged index %s aside: %s", st->idxdir,
-                           strerror(errno));
-    evs_log(st, EVS_LOG_WARN, "index %s: %s; moved to %s, rebuilding from the log", st->idxdir,
-            why, aside);
+    if (damaged) {
+        char aside[PATH_MAX];
+        snprintf(aside, sizeof aside, "%s.damaged-%" PRIu64, st->idxdir, evs_now_us());
+        if (rename(st->idxdir, aside) && errno != ENOENT)
+            return evs_err_set(err, -errno, "cannot move damaged index %s aside: %s",
+                               st->idxdir, strerror(errno));
+        evs_log(st, EVS_LOG_WARN, "index %s: %s; moved to %s, rebuilding from the log",
+                st->idxdir, why, aside);
+        remove_old_asides(st, strrchr(aside, '/') + 1);
+    } else {
+        evs_remove_tree(st->idxdir);
+        evs_log(st, EVS_LOG_WARN, "index %s: %s; removed, rebuilding from the log", st->idxdir, why);
+    }
     /* before the new environment's first commit: the old file's txn numbers another
      * environment's transactions, which the new one's would come to match */
     int rc = store_checkpoint_write(st, 0);
@@ -1899,10 +1928,10 @@ static int recover(evs_store *st, evs_error *err)
     bool present = false;
     uint8_t wm_kind = 0;
     int rc = watermark_check(st, &wm, &next_no, &present, &wm_kind);
-    bool rebuild = false;
+    bool rebuild = false, damaged = false;
     const char *why = NULL;
     if (rc == EVS_ECORRUPT) {
-        rebuild = true;
+        rebuild = damaged = true;
         why = "its watermark names a record the log does not hold (index ahead of the log)";
         if (present)
             evs_log(st, EVS_LOG_ERROR, "the index was written up to log position %" PRIu64
@@ -1911,7 +1940,7 @@ static int recover(evs_store *st, evs_error *err)
                     "file lost, cut or replaced); entries in them are gone, the rest is rebuilt "
                     "from the log", wm.end, wm.last_pos);
     } else if (rc) {
-        rebuild = true;
+        rebuild = damaged = true;
         why = "unreadable";
     } else if (!present && log_has_records(st)) {
         rebuild = true;
@@ -1921,7 +1950,8 @@ static int recover(evs_store *st, evs_error *err)
         why = "not checkpointed (no checkpoint yet, or the machine restarted since)";
     }
     if (rebuild) {
-        if ((rc = st->opt.read_only ? index_private(st, why, err) : index_recreate(st, why, err)))
+        if ((rc = st->opt.read_only ? index_private(st, why, err)
+                                    : index_recreate(st, why, damaged, err)))
             return rc;
         present = false;
         next_no = 1;
@@ -2299,7 +2329,7 @@ static int open_once(const char *dir, const evs_options *opt, bool release, evs_
         goto fail;
     rc = idx_open(st->idxdir, st->opt.index_map_bytes, st->opt.read_only, &st->idx, err);
     if (rc == EVS_ECORRUPT && !st->opt.read_only)
-        rc = index_recreate(st, "not a valid LMDB environment", err);
+        rc = index_recreate(st, "not a valid LMDB environment", true, err);
     else if (rc && rc != -ENOMEM && st->opt.read_only)
         rc = index_private(st, "missing or not a valid LMDB environment", err);
     if (rc)

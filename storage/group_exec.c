@@ -237,10 +237,16 @@ static int plan_read_history(evs_store *st, gop *o, plan *pl, evs_error *err)
     uint32_t c = group_consumer(g, o->op.consumer.ptr, o->op.consumer.len);
     if (c == PEL_FREE)
         return 0;
-    uint64_t served = 0, used = 0, size = 0;
-    for (size_t i = pel_lower(g, o->op.id); i < g->npel; i++) {
+    /* the walk ends at the consumer's last pending entry (npending of them, G3): a consumer
+     * with few or none in a long PEL (one that caught up, asking again from 0 as clients do
+     * at start) walked all of it, 1.3 ms an ask with a million pending */
+    uint64_t served = 0, used = 0, size = 0, left = g->cons[c].npending;
+    for (size_t i = pel_lower(g, o->op.id); i < g->npel && left; i++) {
         pel_ent *p = &g->pel[i];
-        if (p->cons != c || evs_id_cmp(p->id, o->op.id) <= 0)
+        if (p->cons != c)
+            continue;
+        left--;
+        if (evs_id_cmp(p->id, o->op.id) <= 0)
             continue;
         if (o->op.count && served >= o->op.count)
             break;

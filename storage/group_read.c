@@ -176,13 +176,17 @@ int evs_pending_list(evs_store *st, evs_slice stream_name, evs_slice group, evs_
         pthread_mutex_unlock(&st->gmu);
         return 0; /* an unknown consumer has nothing pending */
     }
+    /* the walk ends at the last live slot that can match: the consumer's last pending entry
+     * when one is named (npending of them, G3), as a history read's does */
     uint64_t now = evs_now_us() / 1000, n = 0;
-    for (size_t i = pel_lower(g, start); i < g->npel && !rc; i++) {
+    uint64_t left = only != PEL_FREE ? g->cons[only].npending : g->nlive;
+    for (size_t i = pel_lower(g, start); i < g->npel && !rc && left; i++) {
         const pel_ent *p = &g->pel[i];
         if (evs_id_cmp(p->id, end) > 0 || (count && n >= count))
             break;
         if (p->cons == PEL_FREE || (only != PEL_FREE && p->cons != only))
             continue;
+        left--;
         if (min_idle_ms && (now > p->time_ms ? now - p->time_ms : 0) < min_idle_ms)
             continue;
         const gcons *c = &g->cons[p->cons];

@@ -383,6 +383,60 @@ Test(groups, large_pending_list_survives_reopen)
  * and largest pending ID, oldest delivery) always agrees with walks of its lists, consumers
  * are found by name across hash-table growth and deletions, and the state is the same after
  * a reopen (only the consumer rows that changed are written at each commit) and a rebuild. */
+/* The pending list walked whole, then cut as a history read or a filtered XPENDING cuts it:
+ * the entries of consumer `cname` above `after`, at most `count` (0: all). */
+typedef struct pel_cut {
+    const char *cname;
+    evs_id after;
+    uint64_t count;
+    evs_id out[64];
+    size_t n;
+} pel_cut;
+
+static int cut_pel(void *arg, const evs_pending_info *p)
+{
+    pel_cut *c = arg;
+    if (p->consumer.len == strlen(c->cname) && !memcmp(p->consumer.ptr, c->cname, p->consumer.len) &&
+        evs_id_cmp(p->id, c->after) > 0 && (!c->count || c->n < c->count) && c->n < 64)
+        c->out[c->n++] = p->id;
+    return 0;
+}
+
+static int list_ids(void *arg, const evs_pending_info *p)
+{
+    pel_cut *c = arg;
+    if (c->n < 64)
+        c->out[c->n++] = p->id;
+    return 0;
+}
+
+/* A history read and XPENDING of one consumer from `after` list what the whole pending list,
+ * cut by consumer and ID, does (their walks stop at the consumer's last entry). */
+static void check_consumer_walks(evs_store *st, const char *cname, evs_id after, uint64_t count)
+{
+    pel_cut want = {cname, after, count, {{0, 0}}, 0}, xp = {cname, after, count, {{0, 0}}, 0};
+    cr_assert_eq(evs_pending_list(st, S("r"), S("g"), EVS_ID_MIN, EVS_ID_MAX, 0, 0,
+                                  (evs_slice){NULL, 0}, cut_pel, &want), 0);
+    evs_id from = after;
+    if (evs_id_next(&from))
+        cr_assert_eq(evs_pending_list(st, S("r"), S("g"), from, EVS_ID_MAX, count, 0,
+                                      S(cname), list_ids, &xp), 0);
+    cr_assert_eq(xp.n, want.n, "XPENDING of %s after %lu-%lu", cname, (unsigned long)after.ms,
+                 (unsigned long)after.seq);
+    cr_assert_arr_eq(xp.out, want.out, want.n * sizeof(evs_id));
+    evs_group_op o = gop(EVS_GROUP_READ, "r", "g", cname);
+    o.id = after;
+    o.count = count;
+    evs_group_result res;
+    evs_id *ids = NULL;
+    evs_error err = {0};
+    cr_assert_eq(evs_group_run(st, &o, &res, &ids, &err), 0);
+    cr_assert_eq(res.nids, want.n, "history read of %s after %lu-%lu: %zu, want %zu", cname,
+                 (unsigned long)after.ms, (unsigned long)after.seq, res.nids, want.n);
+    cr_assert_arr_eq(res.ids, want.out, want.n * sizeof(evs_id));
+    free(ids);
+}
+
 Test(groups, random_operations_keep_summaries_and_rows)
 {
     evs_store *st = open_checked();
@@ -432,6 +486,9 @@ Test(groups, random_operations_keep_summaries_and_rows)
         cr_assert_eq(run(st, &o, NULL, NULL), 0, "step %d", step);
         if (step % 50 == 0)
             free(dump_groups(st, "r")); /* checks the summary */
+        if (step % 7 == 0)
+            check_consumer_walks(st, cname, rand() % 3 ? EVS_ID_MIN : ids[rand() % N],
+                                 (uint64_t)(rand() % 5) * 3);
     }
     char *before = dump_groups(st, "r");
     cr_assert(strstr(before, "consumers 1"), "%s", before); /* (100-199: many of them) */

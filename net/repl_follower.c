@@ -575,10 +575,10 @@ static void link_drop(const char *why)
     link_close();
     if (F.state == L_FAILED)
         return;
-    server_log(F.srv, EVS_LOG_WARN, "replication link to %s:%d down: %s; retrying in %d ms",
-               F.host, F.port, why, F.backoff_ms ? F.backoff_ms : 100);
     F.state = L_IDLE;
     F.backoff_ms = F.backoff_ms ? (F.backoff_ms * 2 > 5000 ? 5000 : F.backoff_ms * 2) : 100;
+    server_log(F.srv, EVS_LOG_WARN, "replication link to %s:%d down: %s; retrying in %d ms",
+               F.host, F.port, why, F.backoff_ms);
     struct timeval tv = {F.backoff_ms / 1000, (F.backoff_ms % 1000) * 1000};
     event_add(F.timer, &tv);
 }

@@ -30,7 +30,9 @@ static const char *publish_help =
     "With FIELD VALUE pairs: append one entry and print its ID. Without: read events as JSON\n"
     "lines on stdin ({\"source\",\"type\",\"payload\",...}, as the HTTP API takes them), append\n"
     "them pipelined, and print one line per input line, in order: the ID, or an empty line for\n"
-    "an event that was refused (the reason on stderr).\n"
+    "an event that was refused (the reason on stderr) and for a blank line. If the connection\n"
+    "breaks, stderr says which lines were answered, which were sent without an answer (appended\n"
+    "or not: check before sending them again) and whether any were not sent.\n"
     "\n"
     "  --server HOST:PORT   EVSTORE_SERVER, default 127.0.0.1:7379\n"
     "  --password P         EVSTORE_PASSWORD (the server's --requirepass)\n"
@@ -81,6 +83,10 @@ static int connect_or_say(rclient *c, const char *cmd, const char *server, const
     return 0;
 }
 
+/* Lines printed on stdout by publish: one per input line, so the first `publish_printed` input
+ * lines are answered. */
+static size_t publish_printed;
+
 /* Print one reply of an XADD: the ID, or the error to stderr. 0 ok, 1 refused, -1 broken. */
 static int print_xadd(rclient *c, size_t line)
 {
@@ -91,6 +97,7 @@ static int print_xadd(rclient *c, size_t line)
         return -1;
     }
     int rc = 0;
+    publish_printed++;
     if (v->type == RESP_T_BULK) {
         printf("%.*s\n", (int)v->len, v->str);
     } else {
@@ -154,24 +161,27 @@ int cmd_publish(int argc, char **argv)
         lineno++;
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
             line[--got] = 0;
-        if (got == 0)
-            continue;
         json_error_t je;
-        json_t *ev = json_loadb(line, (size_t)got, JSON_REJECT_DUPLICATES, &je);
+        json_t *ev = got ? json_loadb(line, (size_t)got, JSON_REJECT_DUPLICATES, &je) : NULL;
         evs_field f[64];
         char *keep[1];
         size_t nf = 0, nkeep = 0;
-        const char *why = ev ? event_fields(ev, f, 64, &nf, keep, &nkeep) : je.text;
-        if (why) {
+        const char *why = ev ? event_fields(ev, f, 64, &nf, keep, &nkeep) : got ? je.text : NULL;
+        if (!ev || why) {
             /* answer the pipelined ones first, so that output stays in input order */
             for (; inflight && !broken; inflight--) {
                 int r = print_xadd(&c, 0);
                 broken = r < 0;
                 failures += r != 0;
             }
-            putchar('\n');
-            fprintf(stderr, "evstore publish: line %zu: %s\n", lineno, why);
-            failures++;
+            if (!broken) {
+                putchar('\n'); /* a blank line too: output line n answers input line n */
+                publish_printed++;
+                if (got) {
+                    fprintf(stderr, "evstore publish: line %zu: %s\n", lineno, why);
+                    failures++;
+                }
+            }
         } else {
             const char *a[3 + 128];
             size_t l[3 + 128];
@@ -201,6 +211,18 @@ int cmd_publish(int argc, char **argv)
         int r = print_xadd(&c, 0);
         broken = r < 0;
         failures += r != 0;
+    }
+    if (broken) {
+        /* what a rerun needs: which lines are settled, which are unknown, which never went */
+        bool rest = getline(&line, &cap, stdin) >= 0;
+        if (lineno > publish_printed)
+            fprintf(stderr, "evstore publish: lines 1-%zu are answered above; lines %zu-%zu were "
+                    "sent but not answered: each may or may not have been appended (check "
+                    "before sending it again)%s\n", publish_printed, publish_printed + 1, lineno,
+                    rest ? "; the lines after them were not sent" : "");
+        else
+            fprintf(stderr, "evstore publish: lines 1-%zu are answered above%s\n", publish_printed,
+                    rest ? "; the lines after them were not sent" : "");
     }
     free(line);
     rclient_close(&c);

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -1140,21 +1141,55 @@ class CliClients(Base):
         p = self.cli("publish", "c", "k", "v")
         self.assertEqual(p.returncode, 0, p.stderr)
         first = p.stdout.strip()
-        lines = '{"type":"a","payload":{"x":1}}\nnot json\n{"type":"b","source":"cli"}\n'
+        lines = '{"type":"a","payload":{"x":1}}\nnot json\n\n{"type":"b","source":"cli"}\n'
         p = self.cli("publish", "c", stdin=lines)
         self.assertEqual(p.returncode, 3)
         out = p.stdout.split("\n")
-        self.assertEqual(out[1], "")  # the refused line keeps its place
+        self.assertEqual(out[1:3], ["", ""])  # the refused line and the blank one keep their places
         self.assertIn("line 2", p.stderr)
+        self.assertNotIn("line 3", p.stderr)
         p = self.cli("read", "c")
         events = [json.loads(l) for l in p.stdout.splitlines()]
-        self.assertEqual([e["id"] for e in events], [first, out[0], out[2]])
+        self.assertEqual([e["id"] for e in events], [first, out[0], out[3]])
         self.assertEqual(events[1]["payload"], {"x": 1})
         self.assertEqual(events[0]["fields"], {"k": "v"})
         p = self.cli("read", "c", "--type", "b")
         self.assertEqual([json.loads(l)["source"] for l in p.stdout.splitlines()], ["cli"])
         p = self.cli("read", "c", "--after", first, "--limit", "1")
         self.assertEqual([json.loads(l)["id"] for l in p.stdout.splitlines()], [out[0]])
+
+    def test_publish_cut_off_says_which_lines_are_settled(self):
+        """The server killed while `publish` streams events: stdout holds the IDs of the lines
+        answered, in order, and stderr says which were sent without an answer (appended or not)
+        and that the rest was not sent. Every answered ID is in the stream, and nothing past
+        the lines sent."""
+        src = tempfile.TemporaryFile("w+")
+        src.write("".join('{"type":"t","payload":%d}\n' % i for i in range(300000)))
+        src.seek(0)
+        proc = subprocess.Popen([EVSTORE, "publish", "--server", "127.0.0.1:%d" % self.srv.port, "k"],
+                                stdin=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        src.close()
+        deadline = time.time() + 10
+        while not self.r.xlen("k") and time.time() < deadline:
+            time.sleep(0.01)  # (read from stdout here, lines communicate() would not see)
+        time.sleep(0.3)
+        self.srv.stop(signal.SIGKILL)
+        out, err = proc.communicate(timeout=20)
+        self.assertEqual(proc.returncode, 3)
+        m = re.search(r"lines 1-(\d+) are answered above(?:; lines (\d+)-(\d+) were sent but not "
+                      r"answered[^;\n]*)?(; the lines after them were not sent)?", err)
+        self.assertTrue(m, err)
+        answered = int(m.group(1))
+        ids = out.splitlines()
+        self.assertEqual(len(ids), answered)
+        sent = int(m.group(3) or answered)
+        self.assertTrue(m.group(4), err)  # 300,000 lines do not all go in 0.3 s
+        self.srv.start()
+        self.r = self.srv.client(decode_responses=True)
+        got = [e[0] for e in self.r.xrange("k")]
+        self.assertGreaterEqual(len(got), answered)
+        self.assertLessEqual(len(got), sent)
+        self.assertEqual(got[:answered], ids)
 
     def test_read_follow(self):
         self.r.xadd("f", {"n": "1"})

@@ -3,7 +3,9 @@
 clients: redis-py (Debian's python3-redis), raw sockets for wire-level bytes, and redis-cli.
 Usage: test_server.py path/to/evstore"""
 import atexit
+import collections
 import http.client
+import itertools
 import json
 import os
 import random
@@ -966,6 +968,60 @@ class Http(Base):
         st, body, _ = http_req(self.srv, "POST", "/streams/idem/events", {"type": "t"},
                                {"Idempotency-Key": "x" * 300})
         self.assertEqual((st, body["code"]), (400, "bad_idempotency_key"))
+
+    def test_idempotent_retries_after_a_kill_append_once(self):
+        """Publishers with a new key per publish (single events and arrays), the server killed
+        under them, then every publish sent again with its key: each key's events are in the
+        stream exactly once, and a publish answered before the kill is answered the same. Once
+        more after an index rebuild (killed again, index deleted)."""
+        answers, sent, lock, stop = {}, [], threading.Lock(), threading.Event()
+
+        def body(key, i):
+            return [{"type": "a", "payload": key}, {"type": "b", "payload": key}] if i % 3 == 0 \
+                else {"type": "t", "payload": key}
+
+        def publisher(w):
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                key = "w%d-%d" % (w, i)
+                with lock:
+                    sent.append((key, i))
+                try:
+                    st, b, _ = http_req(self.srv, "POST", "/streams/once/events", body(key, i),
+                                        {"Idempotency-Key": key})
+                except (OSError, http.client.HTTPException):
+                    return  # the kill
+                if st == 201:
+                    with lock:
+                        answers[key] = b
+
+        ts = [threading.Thread(target=publisher, args=(w,)) for w in range(4)]
+        for t in ts:
+            t.start()
+        time.sleep(0.6)
+        self.srv.stop(signal.SIGKILL)
+        stop.set()
+        for t in ts:
+            t.join()
+        self.srv.start()
+        self.assertGreater(len(answers), 0)
+        want = {key: 2 if i % 3 == 0 else 1 for key, i in sent}
+        for rebuilt in (False, True):
+            if rebuilt:  # the keys come back from the log alone
+                self.srv.stop(signal.SIGKILL)
+                shutil.rmtree(os.path.join(self.srv.data, "index"))
+                self.srv.start()
+            for key, i in sent:
+                st, b, _ = http_req(self.srv, "POST", "/streams/once/events", body(key, i),
+                                    {"Idempotency-Key": key})
+                self.assertEqual(st, 201, b)
+                if key in answers:
+                    self.assertEqual(b, answers[key], key)
+                answers[key] = b
+            self.r = self.srv.client(decode_responses=True)
+            counts = collections.Counter(json.loads(f["payload"]) for _, f in self.r.xrange("once"))
+            self.assertEqual(counts, want, "index rebuilt" if rebuilt else "after the kill")
 
     def test_event_id_is_an_idempotency_key(self):
         ev = {"id": "evt-7", "type": "t", "payload": {"n": 1}}

@@ -1430,7 +1430,15 @@ static int index_recreate(evs_store *st, const char *why, bool damaged, evs_erro
                 st->idxdir, why, aside);
         remove_old_asides(st, strrchr(aside, '/') + 1);
     } else {
-        evs_remove_tree(st->idxdir);
+        /* renamed first, as a damaged one is: a removal that stopped half-way (a crash, a
+         * file it may not remove) must not leave old rows under the rebuild */
+        char old[PATH_MAX];
+        snprintf(old, sizeof old, "%s.untrusted", st->idxdir);
+        evs_remove_tree(old); /* a removal a crash stopped before */
+        if (rename(st->idxdir, old) && errno != ENOENT)
+            return evs_err_set(err, -errno, "cannot move index %s aside: %s", st->idxdir,
+                               strerror(errno));
+        evs_remove_tree(old);
         evs_log(st, EVS_LOG_WARN, "index %s: %s; removed, rebuilding from the log", st->idxdir, why);
     }
     /* before the new environment's first commit: the old file's txn numbers another

@@ -18,7 +18,8 @@ pipeline of group commands on one connection waits for each one's own commit: se
 - a group with C consumers: `XGROUP CREATECONSUMER` of all (pipelined), then 5,000 pipelined
   `XREADGROUP COUNT 1` by 5,000 different consumers.
 - a pending list of P entries: one consumer reads them all, then 5,000 pipelined `XACK`s of
-  single entries and 2,000 `XREADGROUP COUNT 1`.
+  single entries, 2,000 history reads (`XREADGROUP ... 0`) and 2,000 `XPENDING` of another
+  consumer that has none pending, and 2,000 `XREADGROUP COUNT 1`.
 - a stream with G groups: `XGROUP CREATE` of all, then 5,000 `XREADGROUP COUNT 1` over them.
 - trimmed publish: `redis-benchmark -c 50 -P 16` XADD to one stream, plain and with MAXLEN
   1000 (exact and `~`) and MAXLEN 10, durable (`--fsync always` / `appendfsync always`).
@@ -206,6 +207,11 @@ def case_groups(kind, consumers, pending, groups):
             ids += [e[0] for e in got[0][1]]
         assert len(ids) == pending, (kind, len(ids))
         res["ack"] = timed(lambda: pipelined(r, (("XACK", "p", "g", ids[i * 37 % len(ids)]) for i in range(5000))))
+        r.xgroup_createconsumer("p", "g", "idle")
+        res["history"] = timed(lambda: pipelined(r, (("XREADGROUP", "GROUP", "g", "idle", "COUNT", "10",
+                                                      "STREAMS", "p", "0") for _ in range(2000))))
+        res["pendcons"] = timed(lambda: pipelined(r, (("XPENDING", "p", "g", "-", "+", "10", "idle")
+                                                      for _ in range(2000))))
         pipelined(r, (("XADD", "p", "*", "f", "v") for _ in range(2000)))
         res["readpel"] = timed(lambda: pipelined(r, (("XREADGROUP", "GROUP", "g", "one", "COUNT", "1",
                                                       "STREAMS", "p", ">") for _ in range(2000))))
@@ -273,6 +279,8 @@ def main():
     rows = [("mkcons", "`XGROUP CREATECONSUMER` of %d consumers in one group" % a.consumers),
             ("readcons", "5,000 `XREADGROUP COUNT 1`, each by another of those consumers"),
             ("ack", "5,000 `XACK` of one entry each, in a pending list of %d" % a.pending),
+            ("history", "2,000 `XREADGROUP ... STREAMS p 0` (own history) by a consumer with none pending, beside it"),
+            ("pendcons", "2,000 `XPENDING p g - + 10 idle` of that consumer, beside it"),
             ("readpel", "2,000 `XREADGROUP COUNT 1` of new entries, beside that pending list"),
             ("mkgroups", "`XGROUP CREATE` of %d groups on one stream" % a.groups),
             ("readgroups", "5,000 `XREADGROUP COUNT 1` over those groups")]

@@ -1420,6 +1420,9 @@ static int index_recreate(evs_store *st, const char *why, bool damaged, evs_erro
         idx_close(st->idx);
         st->idx = NULL;
     }
+    char old[PATH_MAX];
+    snprintf(old, sizeof old, "%s.untrusted", st->idxdir);
+    evs_remove_tree(old); /* one whose removal (below) a crash stopped */
     if (damaged) {
         char aside[PATH_MAX];
         snprintf(aside, sizeof aside, "%s.damaged-%" PRIu64, st->idxdir, evs_now_us());
@@ -1432,9 +1435,6 @@ static int index_recreate(evs_store *st, const char *why, bool damaged, evs_erro
     } else {
         /* renamed first, as a damaged one is: a removal that stopped half-way (a crash, a
          * file it may not remove) must not leave old rows under the rebuild */
-        char old[PATH_MAX];
-        snprintf(old, sizeof old, "%s.untrusted", st->idxdir);
-        evs_remove_tree(old); /* a removal a crash stopped before */
         if (rename(st->idxdir, old) && errno != ENOENT)
             return evs_err_set(err, -errno, "cannot move index %s aside: %s", st->idxdir,
                                strerror(errno));

@@ -179,7 +179,10 @@ def case_waiters(kind, n, fan):
 def pipelined(r, cmds, every=1000):
     p = r.pipeline(transaction=False)
     for i, c in enumerate(cmds):
-        p.execute_command(*c)
+        if c[0] == "XPENDING":  # the extended form, for redis-py's reply parser
+            p.execute_command(*c, parse_detail=True)
+        else:
+            p.execute_command(*c)
         if i % every == every - 1:
             p.execute()
     p.execute()

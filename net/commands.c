@@ -2078,6 +2078,8 @@ bool commands_answered_durable(const cmd_ctx *x, const command *cmd)
     return write_kind(x, cmd) == 1;
 }
 
+bool commands_writes(const cmd_ctx *x, const command *cmd) { return is_write(x, cmd); }
+
 /* "POST" and "Host:" are no commands: they begin the first two lines of an HTTP request, which
  * a web page can make a browser send to this port (cross-protocol scripting) so that the RESP
  * lines of its body run — a FLUSHALL from any site its user opens. As Redis 7.0

@@ -20,6 +20,8 @@ bool commands_arity_ok(const command *cmd, size_t argc);
 /* A write answered once durable here, before it returns (XDEL, XTRIM, DEL, ...): under --ack
  * all, readers see it only once the followers hold it, so the client's next read waits. */
 bool commands_answered_durable(const cmd_ctx *x, const command *cmd);
+/* Does it write to the log (every command a follower refuses)? */
+bool commands_writes(const cmd_ctx *x, const command *cmd);
 
 #define ERR_ID "ERR Invalid stream ID specified as stream command argument"
 #define ERR_INT "ERR value is not an integer or out of range"

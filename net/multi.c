@@ -13,7 +13,8 @@
  *    followers: the EXEC waits for them first; if they do not confirm in --ack-timeout it
  *    runs the rest anyway and answers -NOREPLICAS, as below);
  *  - the EXEC reply (an array with one element per queued command) is sent when the last part
- *    is done. Arguments an XADD cannot parse answer their own error and stay out of the batch,
+ *    is done, and with --ack all once readers see what it wrote (exec_finish), so that the
+ *    connection's next command reads it. Arguments an XADD cannot parse answer their own error and stay out of the batch,
  *    like Redis' per-command errors inside EXEC.
  *
  * WATCH records each key's evs_version (what readers see). EXEC answers a null array, running
@@ -251,6 +252,7 @@ typedef struct exec_job {
     evs_watch *watch;   /* WATCHed keys, until the first XADD batch carries them */
     size_t nwatch;
     bool appended;      /* an XADD batch of this EXEC was written                        */
+    bool wrote;         /* another write ran (XDEL, XTRIM, DEL, XGROUP, XACK, ...)        */
     bool replicating;   /* --ack all: all done here, waiting for the followers' fsync     */
     bool midwait;       /* --ack all: waiting for them before a command that reads          */
     bool short_;        /* ... and such a wait timed out: EXEC answers -NOREPLICAS        */
@@ -322,7 +324,7 @@ static bool exec_fill(pending_t *p, reply *r, void *res);
 
 static void exec_replicated(void *arg, long long got);
 
-/* --ack all, after a write (a batch of XADDs, or XDEL, XTRIM, DEL, ...): a command other than
+/* --ack all, after a write (a batch of XADDs, or XDEL, XTRIM, DEL, XGROUP, ...): a command other than
  * XADD comes next, and it must read the transaction's writes, which readers here see once the
  * followers hold them (the store's visibility cap). True when a wait for them started
  * (exec_fill continues). */
@@ -366,7 +368,11 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
             resp_out_cat(&j->results, &tr.out);
             resp_out_release(&tr.out);
             j->i++;
-            if (commands_answered_durable(&y, cmd) && exec_wait_visible(j, first, prev))
+            /* a group command may write to a stream too (XGROUP CREATE ... MKSTREAM, a dead
+             * letter), and its own wait for readers to see that is the lone command's only */
+            bool wrote = commands_writes(&y, cmd);
+            j->wrote |= wrote;
+            if (wrote && exec_wait_visible(j, first, prev))
                 return false;
             continue;
         }
@@ -455,26 +461,34 @@ static void exec_replicated(void *arg, long long got)
     server_complete(j->p);
 }
 
-/* Every queued command has run: answer the EXEC. With --ack all, an EXEC that appended waits
+/* Every queued command has run: answer the EXEC. With --ack all, an EXEC that wrote waits
  * first until --min-replicas followers have fsynced the log to its end (everything it wrote),
- * and answers -NOREPLICAS if they do not in --ack-timeout (it is durable here), as an XADD
- * alone would. True when the reply is written; false when a wait continues in exec_fill. */
-static bool exec_finish(exec_job *j, reply *r, pending_t *p)
+ * so that the connection's next command reads it, as readers here see only what they hold;
+ * one that appended answers -NOREPLICAS if they do not in --ack-timeout (it is durable here),
+ * as an XADD alone would; one that did not answers as its commands would have (a lone XDEL
+ * answers at once and holds the next command back as long: repl_fence). Before, an EXEC whose
+ * writes were XDEL, XTRIM, DEL or group commands alone did not wait: `MULTI`, `DEL s`, `EXEC`,
+ * then `EXISTS s` answered 1, and a stream `XGROUP CREATE ... MKSTREAM` made in one was not
+ * there for `TYPE`. True when the reply is written; false when a wait continues in exec_fill.
+ * p: the EXEC's pending reply, or NULL and first its command (nothing held yet). */
+static bool exec_finish(exec_job *j, reply *r, pending_t *p, cmd_ctx *first)
 {
     const server_config *cfg = server_cfg(j->srv);
-    if (cfg->ack_all && j->appended && !j->replicating && p) {
+    if (cfg->ack_all && (j->appended || (j->wrote && repl_unseen_end(j->srv))) &&
+        !j->replicating && (p || first)) {
         evs_store_stats s;
         evs_store_stats_get(server_store(j->srv), &s);
         j->replicating = true;
         j->got = 0;
-        if ((j->p = server_hold_again(p, exec_fill, j))) {
+        j->p = p ? server_hold_again(p, exec_fill, j) : server_hold(first, exec_fill, j, false);
+        if (j->p) {
             if (repl_wait(j->srv, s.log_end, cfg->min_replicas, cfg->ack_timeout_ms,
                           exec_replicated, j))
                 server_complete(j->p); /* no wait possible: answered as a timeout */
             return false;
         }
     }
-    if (j->short_ || (j->replicating && j->got < cfg->min_replicas))
+    if (j->short_ || (j->appended && j->replicating && j->got < cfg->min_replicas))
         resp_out_error(&r->out, "NOREPLICAS Not enough good replicas acknowledged the "
                        "transaction within %d ms (%lld of %d); it is durable on this leader",
                        cfg->ack_timeout_ms, j->got, cfg->min_replicas);
@@ -493,7 +507,7 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
         return true;
     }
     if (j->replicating) {
-        exec_finish(j, r, p);
+        exec_finish(j, r, p, NULL);
         job_free(j);
         return true;
     }
@@ -502,7 +516,7 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
         /* a timeout: the rest runs; an EXEC that appended answers -NOREPLICAS (as a lone
          * XADD), one that did not answers as a lone XDEL would (repl_fence) */
         j->short_ |= j->appended && j->got < server_cfg(j->srv)->min_replicas;
-        if (!exec_step(j, r, NULL, p) || !exec_finish(j, r, p))
+        if (!exec_step(j, r, NULL, p) || !exec_finish(j, r, p, NULL))
             return false;
         job_free(j);
         return true;
@@ -524,9 +538,9 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
         next++;
     }
     j->i = j->b1;
-    if (!j->rc && exec_wait_visible(j, NULL, p))
+    if (exec_wait_visible(j, NULL, p)) /* (a refused batch too: an earlier write may be unseen) */
         return false;
-    if (!exec_step(j, r, NULL, p) || !exec_finish(j, r, p))
+    if (!exec_step(j, r, NULL, p) || !exec_finish(j, r, p, NULL))
         return false;
     job_free(j);
     return true;
@@ -587,9 +601,8 @@ void cmd_exec(cmd_ctx *x)
     m->n = m->cap = 0;
     state_reset(m);
     resp_out_init(&j->results, conn_proto(x->c));
-    if (exec_step(j, x->r, x, NULL)) {
-        exec_finish(j, x->r, NULL); /* nothing was appended: no wait */
-        job_free(j);
+    if (exec_step(j, x->r, x, NULL) && exec_finish(j, x->r, NULL, x)) {
+        job_free(j); /* nothing waits: no batch, and no write the followers lack */
         reply_done(x);
     }
 }

@@ -916,6 +916,41 @@ class AckAll(Base):
         s.close()
         self.assertEqual(lr.xlen("sp"), 320)
 
+    def test_a_transaction_without_appends_is_read_by_the_next_command(self):
+        """--ack all: an EXEC whose writes are XDEL, XTRIM, DEL or group commands alone (no
+        XADD) answers once the followers hold them, so the connection's next command reads
+        them, as after the lone command. Before, `MULTI`, `DEL s`, `EXEC`, `EXISTS s` answered
+        1, and a stream made by `XGROUP CREATE ... MKSTREAM` in one was `none` to `TYPE`: the
+        readers here did not see them yet. (Mutation-checked: without the wait, every round
+        reads the old state.)"""
+        leader = self.start("leader", "--ack", "all", "--min-replicas", "1")
+        self.follower("follower", leader)
+        lr = leader.client(decode_responses=True)
+        self.followers_listed(lr, 1)
+        for round_ in range(5):
+            lr.xadd("d", {"f": "v"})
+            lr.xadd("x", {"f": "v"}, id="%d-1" % (round_ + 1))
+            lr.xadd("t", {"f": "v"})
+            for write, read, want in ((("DEL", "d"), ("EXISTS", "d"), 0),
+                                      (("XDEL", "x", "%d-1" % (round_ + 1)), ("XLEN", "x"), 0),
+                                      (("XTRIM", "t", "MAXLEN", "0"), ("XLEN", "t"), 0),
+                                      (("XGROUP", "CREATE", "m%d" % round_, "g", "$", "MKSTREAM"),
+                                       ("TYPE", "m%d" % round_), "stream")):
+                p = lr.pipeline(transaction=True)
+                p.execute_command(*write)
+                self.assertIn(p.execute(), ([1], ["OK"]), write)
+                self.assertEqual(lr.execute_command(*read), want, (round_, write))
+            # inside the transaction too, past an XADD the writer refuses: XDEL finds the
+            # stream MKSTREAM made and checks its IDs (on a missing key it answers 0 first)
+            p = lr.pipeline(transaction=True)
+            p.execute_command("XGROUP", "CREATE", "n%d" % round_, "g", "$", "MKSTREAM")
+            p.execute_command("XADD", "n%d" % round_, "MAXLEN", "5", "0-0", "f", "v")
+            p.execute_command("XDEL", "n%d" % round_, "3-x")
+            res = p.execute(raise_on_error=False)
+            self.assertEqual(res[0], "OK")
+            self.assertIn("greater than 0-0", str(res[1]))
+            self.assertIn("Invalid stream ID", str(res[2]), res)
+
     def test_readers_see_only_what_the_followers_hold(self):
         """--ack all: readers on the leader see an entry only once --min-replicas followers
         have fsynced it (DESIGN.md 7; the store's visibility cap). An XADD the stalled follower

@@ -250,7 +250,8 @@ int evs_idem_get(evs_store *st, evs_slice stream, evs_slice key, uint64_t window
 typedef enum evs_trim_kind {
     EVS_TRIM_MAXLEN = 1,
     EVS_TRIM_MINID = 2,
-    EVS_TRIM_MAXBYTES = 3, /* oldest entries go while the stream's entry bytes exceed maxbytes */
+    EVS_TRIM_MAXBYTES = 3, /* oldest entries go while its live entries' record bytes exceed
+                              maxbytes */
 } evs_trim_kind;
 typedef struct evs_trim {
     evs_trim_kind kind;

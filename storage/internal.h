@@ -147,7 +147,7 @@ typedef struct stream_state {
     uint64_t last_time_us, created_us;
     uint64_t sparse_bytes, sparse_count; /* since the last ids key                          */
     uint64_t changes;              /* records applied since open (not stored): evs_version   */
-    uint64_t bytes;                /* log bytes of its entries not trimmed (retention)       */
+    uint64_t bytes;                /* record bytes of its live entries (retention)           */
     uint64_t decl_pos;             /* position of its create or latest declare record        */
     uint64_t moved_pos;            /* first copy of its latest relocation, or REC_POS_NONE   */
     stream_ret ret;
@@ -157,6 +157,12 @@ typedef struct stream_state {
 void stream_state_encode(const stream_state *s, uint8_t out[STREAM_STATE_BYTES]);
 /* Version 1 (128 bytes, before retention) and 2 (192) decode; encode writes version 2. */
 int stream_state_decode(const void *in, size_t len, stream_state *s);
+
+/* One entry of a stream in the write batch being built (writer.c B1-B2). */
+typedef struct batch_ent {
+    evs_id id;
+    uint64_t pos, size;        /* log position, record bytes                                  */
+} batch_ent;
 
 typedef struct stream {
     uint8_t *name;
@@ -168,6 +174,8 @@ typedef struct stream {
     bool v_live;               /* (L) in the visible table                                   */
     bool touched;              /* (W) in the list of streams to write at the next index commit */
     bool btouched;             /* (W) in the list of streams to publish after this write batch */
+    batch_ent *bents;          /* (W) its entries in that batch, in order (writer.c B1-B2)     */
+    uint32_t nbents, bentcap;
     uint64_t w_changes_out;    /* (W) w.changes when its last batch was published or held: the
                                   writer never reads v, which the cap's releases write (visible.c) */
     struct stream *w_next, *v_next; /* hash chains                                          */
@@ -575,8 +583,10 @@ evs_id reader_first_live(evs_store *st, stream *s, const stream_state *snap);
  * evs_group_op.max_bytes counts it), 0 no, < 0 error. Reader module. */
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, uint64_t *bytes, evs_error *err);
 /* Has the writer written the entry (held from readers by the visibility cap or not), not
- * deleted? Writer, its batch flushed. 1 yes, 0 no, < 0 error. */
-int reader_entry_written(evs_store *st, stream *s, evs_id id, evs_error *err);
+ * deleted? Writer, its batch flushed. 1 yes (with *rec_size, when not NULL, its record's
+ * bytes), 0 no, < 0 error. */
+int reader_entry_written(evs_store *st, stream *s, evs_id id, uint64_t *rec_size,
+                         evs_error *err);
 /* The lowest log position an iterator open now may read (UINT64_MAX: none; reader.c R2). */
 uint64_t reader_lowest_listed(evs_store *st);
 /* The positions of the live entries of snap's chain in ID order (*pos malloc'd, n of them)

@@ -1013,7 +1013,8 @@ void evs_iter_close(evs_iter *it)
  * (`written`) that the writer has written: 1 with *id and *pos (either may be NULL), 0 none,
  * < 0 error. */
 static int first_in(evs_store *st, stream *s, bool written, evs_id start, bool exclusive,
-                    evs_id end, evs_id *id, uint64_t *pos, uint64_t *bytes, evs_error *err)
+                    evs_id end, evs_id *id, uint64_t *pos, uint64_t *bytes, uint64_t *rec_size,
+                    evs_error *err)
 {
     stream_state snap;
     pthread_rwlock_rdlock(&st->lock);
@@ -1038,6 +1039,8 @@ static int first_in(evs_store *st, stream *s, bool written, evs_id start, bool e
             *pos = it->ent_pos;
         if (bytes)
             *bytes = EVS_ENTRY_FRAMING(e->nfields) + evs_entry_bytes(e);
+        if (rec_size)
+            *rec_size = it->ent_size;
     }
     evs_iter_close(it);
     return rc;
@@ -1045,12 +1048,13 @@ static int first_in(evs_store *st, stream *s, bool written, evs_id start, bool e
 
 int reader_entry_exists(evs_store *st, stream *s, evs_id id, uint64_t *bytes, evs_error *err)
 {
-    return first_in(st, s, false, id, false, id, NULL, NULL, bytes, err);
+    return first_in(st, s, false, id, false, id, NULL, NULL, bytes, NULL, err);
 }
 
-int reader_entry_written(evs_store *st, stream *s, evs_id id, evs_error *err)
+int reader_entry_written(evs_store *st, stream *s, evs_id id, uint64_t *rec_size,
+                         evs_error *err)
 {
-    return first_in(st, s, true, id, false, id, NULL, NULL, NULL, err);
+    return first_in(st, s, true, id, false, id, NULL, NULL, NULL, rec_size, err);
 }
 
 /*
@@ -1148,7 +1152,7 @@ int reader_trim_scan_w(evs_store *st, stream *s, const stream_state *snap, const
 int reader_first_after(evs_store *st, stream *s, evs_id after, evs_id *id, uint64_t *pos,
                        evs_error *err)
 {
-    return first_in(st, s, true, after, true, EVS_ID_MAX, id, pos, NULL, err);
+    return first_in(st, s, true, after, true, EVS_ID_MAX, id, pos, NULL, NULL, err);
 }
 
 /* ---- stream information ------------------------------------------------------------------ */

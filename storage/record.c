@@ -137,7 +137,7 @@ static bool body_shape_ok(const rec_hdr *h, const uint8_t *body)
     uint8_t t = body[0];
     bool is_array = (t >= 0x90 && t <= 0x9f) || t == 0xdc || t == 0xdd;
     switch (h->kind) {
-    case REC_TOMBSTONE: return t == 0xc0; /* nil */
+    case REC_TOMBSTONE: return t == 0xc0 || is_array; /* nil (before session 28), [bytes] */
     default: return is_array;
     }
 }

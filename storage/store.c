@@ -420,6 +420,12 @@ static int touch_state(evs_store *st, stream *s, bool version)
         if (!list_add(&st->btouched, &st->nbtouched, &st->btouchcap, s))
             return -ENOMEM;
         s->btouched = true;
+        s->nbents = 0; /* a new batch: its entries so far, none (writer.c B1) */
+        if (s->bentcap > 4096) {
+            free(s->bents);
+            s->bents = NULL;
+            s->bentcap = 0;
+        }
     }
     return 0;
 }
@@ -827,6 +833,14 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
             rc = ro_del_add(st, k);
         if (s->w.length)
             s->w.length--;
+        /* the deleted entry's bytes leave the stream's live bytes (a body of [bytes]; `nil`
+         * in logs before session 28, which left them counted until the stream was empty) */
+        uint64_t gone = 0;
+        size_t ng = 0;
+        if (h->body_len && body[0] != 0xc0 &&
+            (rec_uints_decode(body, h->body_len, &gone, 1, &ng) || ng != 1))
+            return evs_err_set(err, EVS_ECORRUPT, "malformed tombstone record");
+        s->w.bytes = gone < s->w.bytes && s->w.length ? s->w.bytes - gone : 0;
         s->w.ndels++;
         if (evs_id_cmp(id, s->w.max_deleted) > 0)
             s->w.max_deleted = id;
@@ -851,6 +865,8 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
         if (evs_id_cmp(first, s->w.first_id) > 0)
             s->w.first_id = first; /* readers start here: everything below is gone */
         s->w.length = v[0] < s->w.length ? s->w.length - v[0] : 0;
+        if (!s->w.length)
+            s->w.bytes = 0; /* none live: none counted (heals logs whose tombstones were nil) */
         if (nv == 3) { /* bytes and the new first entry's position (retention) */
             s->w.bytes = v[1] < s->w.bytes ? s->w.bytes - v[1] : 0;
             s->w.first_pos = s->w.length ? v[2] : REC_POS_NONE;
@@ -1439,7 +1455,8 @@ static int index_recreate(evs_store *st, const char *why, bool damaged, evs_erro
             return evs_err_set(err, -errno, "cannot move index %s aside: %s", st->idxdir,
                                strerror(errno));
         evs_remove_tree(old);
-        evs_log(st, EVS_LOG_WARN, "index %s: %s; removed, rebuilding from the log", st->idxdir, why);
+        evs_log(st, EVS_LOG_WARN, "index %s: %s; removed, rebuilding from the log", st->idxdir,
+                why);
     }
     /* before the new environment's first commit: the old file's txn numbers another
      * environment's transactions, which the new one's would come to match */
@@ -2113,6 +2130,7 @@ static void store_free(evs_store *st)
     for (size_t i = 0; i < st->nbyno; i++) {
         if (st->byno[i]) {
             group_free_all(st->byno[i]);
+            free(st->byno[i]->bents);
             free(st->byno[i]->name);
             free(st->byno[i]);
         }

@@ -249,6 +249,31 @@ static int emit_at(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_
                    uint64_t prev, const uint8_t *body, uint32_t body_len, bool external,
                    const wop *hint, uint64_t time_us, evs_error *err);
 
+/* B1. s->bents lists the entries the batch being built appends to s, in order: every entry
+ *     record emit_at() writes (a relocation's copies aside) is added once applied, and the
+ *     list starts empty at the stream's first record of a batch (store.c touch_state). A list
+ *     that could not grow is marked incomplete (UINT32_MAX) until the next batch.
+ * B2. A trim that removes every written entry continues over that list (plan_trim) instead
+ *     of flushing the batch to read them back, and only when the list is whole: as many
+ *     entries as the stream's entries_added grew by since its last written state (else it
+ *     flushes, as before). */
+static void batch_ent_add(stream *s, evs_id id, uint64_t pos, uint64_t size)
+{
+    if (!s || s->nbents == UINT32_MAX)
+        return;
+    if (s->nbents == s->bentcap) {
+        uint32_t cap = s->bentcap ? s->bentcap * 2 : 16;
+        batch_ent *b = cap > s->bentcap ? realloc(s->bents, cap * sizeof *b) : NULL;
+        if (!b) {
+            s->nbents = UINT32_MAX; /* incomplete: trims flush (B2) */
+            return;
+        }
+        s->bents = b;
+        s->bentcap = cap;
+    }
+    s->bents[s->nbents++] = (batch_ent){id, pos, size};
+}
+
 static int emit(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_no, evs_id id,
                 uint64_t prev, const uint8_t *body, uint32_t body_len, bool external,
                 const wop *hint, evs_error *err)
@@ -300,8 +325,12 @@ static int emit_at(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_
     st->batch_bytes += size;
     st->batch_records++;
     st->batch_entries += kind == REC_ENTRY;
-    return store_apply_record_hint(st, &h, external ? body : hp + REC_HDR_SIZE, st->tail, size,
-                                   hint, err);
+    uint64_t pos = st->tail;
+    int rc = store_apply_record_hint(st, &h, external ? body : hp + REC_HDR_SIZE, pos, size,
+                                     hint, err);
+    if (!rc && kind == REC_ENTRY && !(flags & REC_F_MOVED))
+        batch_ent_add(st->byno[stream_no], id, pos, size);
+    return rc;
 }
 
 static int emit_stream_op(evs_store *st, uint16_t flags, int op, uint32_t no, evs_slice name,
@@ -1044,6 +1073,7 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
     if (!trim_goal_for(t, live, (s ? s->w.bytes : 0) + new_bytes, &goal))
         return 0;
     trim_scan sc = {0, 0, EVS_ID_MIN, REC_POS_NONE, true};
+    stream_state snap = {0};
     if (s && s->w.length) {
         /* The entries to scan are the written ones (I7): with none of s in the batch being
          * built, the writer's state; else its state at the end of the last batch written,
@@ -1052,7 +1082,6 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
          * under --ack all whose followers lag) took the request's own entry as the first and
          * lost the held ones, or counted an entry a held tombstone had deleted and left XLEN
          * below the entries it kept. */
-        stream_state snap;
         pthread_rwlock_rdlock(&st->lock);
         snap = s->btouched ? *store_visible_written(st, s) : s->w;
         pthread_rwlock_unlock(&st->lock);
@@ -1060,16 +1089,37 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
         if (rc)
             return rc;
     }
+    if (sc.exhausted && s && s->btouched && s->w.length) {
+        /* every written entry from the first on goes: the next one kept is the first the
+         * batch being built holds for s, an earlier request's (B2), or else this request's
+         * own. (Passing over the earlier requests' entries once dropped them when the trim
+         * ended exactly at the written end: a pipeline of `XADD s MAXLEN 3 3-1` and `XADD s
+         * MAXLEN 2 4-1` after 1-1 and 2-1 kept 4-1 alone, the acknowledged 3-1 below the new
+         * first entry, gone, and XLEN 2.) */
+        if (s->nbents == UINT32_MAX || s->nbents != s->w.entries_added - snap.entries_added)
+            return NEED_FLUSH; /* the list is not whole (B1): read them back once written */
+        uint32_t lo = 0, hi = s->nbents; /* past those an earlier trim of it removed */
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (evs_id_cmp(s->bents[mid].id, s->w.first_id) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (uint32_t j = lo; j < s->nbents && sc.exhausted; j++) {
+            const batch_ent *b = &s->bents[j];
+            if (trim_goal_keeps(&goal, b->id, sc.removed, sc.bytes)) {
+                sc.next = b->id;
+                sc.next_pos = b->pos;
+                sc.exhausted = false;
+            } else {
+                sc.removed++;
+                sc.bytes += b->size;
+            }
+        }
+    }
     if (sc.exhausted) {
-        /* every entry scanned from the first on goes: the next one kept is the first the batch
-         * being built holds for s, an earlier request's, or else this request's own. This
-         * request's entries are known here, the earlier ones are not: with any, flush first.
-         * (Flushing only when more than the visible entries had to go skipped the earlier
-         * requests' entries when the trim ended exactly at the visible end: a pipeline of
-         * `XADD s MAXLEN 3 3-1` and `XADD s MAXLEN 2 4-1` after 1-1 and 2-1 kept 4-1 alone,
-         * the acknowledged 3-1 below the new first entry, gone, and XLEN 2.) */
-        if (s && s->btouched)
-            return NEED_FLUSH;
+        /* every entry so far goes: the next one kept is one of this request's */
         size_t k = 0;
         while (k < nnew && !trim_goal_keeps(&goal, new_ids[k], sc.removed, sc.bytes)) {
             sc.removed++;
@@ -1226,6 +1276,11 @@ static void do_delete(evs_store *st, wreq *r, pending *p)
     /* everything earlier is flushed: what the writer has written is all there is (readers may
      * not see all of it yet, under the visibility cap: an XDEL of a held entry deletes it) */
     evs_id *del = r->ids;
+    uint64_t *size = malloc((r->n ? r->n : 1) * sizeof *size);
+    if (!size) {
+        finish(r, -ENOMEM, NULL);
+        return;
+    }
     size_t nd = 0;
     for (size_t i = 0; i < r->n; i++) {
         bool dup = false;
@@ -1233,8 +1288,9 @@ static void do_delete(evs_store *st, wreq *r, pending *p)
             dup = evs_id_cmp(del[j], r->ops[i].id) == 0;
         if (dup)
             continue;
-        int e = reader_entry_written(st, s, r->ops[i].id, &err);
+        int e = reader_entry_written(st, s, r->ops[i].id, &size[nd], &err);
         if (e < 0) {
+            free(size);
             finish(r, e, &err);
             return;
         }
@@ -1242,13 +1298,19 @@ static void do_delete(evs_store *st, wreq *r, pending *p)
             del[nd++] = r->ops[i].id;
     }
     for (size_t i = 0; i < nd; i++) {
-        int rc = emit(st, REC_TOMBSTONE, i + 1 < nd ? REC_F_TXN_CONT : 0, s->no, del[i],
-                      REC_POS_NONE, (const uint8_t *)"\xc0", 1, false, NULL, &err);
+        /* the deleted entry's record bytes: the stream's live bytes drop by them (store.c) */
+        rec_buf b = {0};
+        int rc = rec_uints_encode(&b, &size[i], 1)
+                     ? evs_err_set(&err, -ENOMEM, "out of memory")
+                     : emit(st, REC_TOMBSTONE, i + 1 < nd ? REC_F_TXN_CONT : 0, s->no, del[i],
+                            REC_POS_NONE, b.data, (uint32_t)b.len, false, NULL, &err);
+        rec_buf_release(&b);
         if (rc) {
             store_fail(st, rc, "cannot build tombstone: %s", err.msg);
             break;
         }
     }
+    free(size);
     r->count = nd;
     pending_add(p, r);
     flush(st, p);

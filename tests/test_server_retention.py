@@ -77,6 +77,35 @@ class Overrides(RetentionBase):
         self.assertEqual(r.xlen("a"), 50)
 
 
+class BytesAfterDeletes(RetentionBase):
+    def test_deleted_entries_leave_the_byte_count(self):
+        """MAXBYTES counts the stream's live entries: an XDEL takes the entry's bytes out (the
+        tombstone carries them). Before, deleted entries stayed counted even after a trim went
+        past them, so each XDEL shrank the limit for good: 100 entries, the oldest 50 deleted,
+        a trim to 10, then MAXBYTES of 15 entries' worth removed the last 10 too. Restarted
+        (the log replayed into a new index), the count is the same. (Mutation-checked: with
+        the tombstone's bytes not taken out, XLEN ends at 0.)"""
+        r = self.r
+        v = "x" * 200
+        ids = [r.xadd("d", {"f": v}) for _ in range(100)]
+        self.assertEqual(r.xdel("d", *ids[:50]), 50)
+        self.assertEqual(r.xtrim("d", maxlen=10, approximate=False), 40)
+        # one entry's record: ~200 bytes of value plus framing, under 300
+        self.assertEqual(r.execute_command("XRETENTION", "d", "SET", "MAXBYTES", str(15 * 300)), "OK")
+        time.sleep(2.5)  # two retention passes
+        self.assertEqual(r.xlen("d"), 10)
+        self.srv.stop()
+        import shutil
+        shutil.rmtree(os.path.join(self.data, "index"))
+        self.srv = Server(self.data).start()
+        self.r = r = self.srv.client(decode_responses=True)
+        time.sleep(2.5)
+        self.assertEqual([e[0] for e in r.xrange("d")], ids[90:])
+        self.assertEqual(r.execute_command("XRETENTION", "d", "SET", "MAXBYTES", str(5 * 300)), "OK")
+        self.assertTrue(self.wait_for(lambda: r.xlen("d") == 5))  # and it still trims
+        self.assertEqual([e[0] for e in r.xrange("d")], ids[95:])
+
+
 class GroupsBehindTrim(RetentionBase):
     def test_groups_read_on_from_the_first_available_entry(self):
         r = self.r

@@ -14,8 +14,8 @@
  *    runs the rest anyway and answers -NOREPLICAS, as below);
  *  - the EXEC reply (an array with one element per queued command) is sent when the last part
  *    is done, and with --ack all once readers see what it wrote (exec_finish), so that the
- *    connection's next command reads it. Arguments an XADD cannot parse answer their own error and stay out of the batch,
- *    like Redis' per-command errors inside EXEC.
+ *    connection's next command reads it. Arguments an XADD cannot parse answer their own
+ *    error and stay out of the batch, like Redis' per-command errors inside EXEC.
  *
  * WATCH records each key's evs_version (what readers see). EXEC answers a null array, running
  * nothing, when a watched key's version has moved by then; and the transaction's first XADD
@@ -324,10 +324,10 @@ static bool exec_fill(pending_t *p, reply *r, void *res);
 
 static void exec_replicated(void *arg, long long got);
 
-/* --ack all, after a write (a batch of XADDs, or XDEL, XTRIM, DEL, XGROUP, ...): a command other than
- * XADD comes next, and it must read the transaction's writes, which readers here see once the
- * followers hold them (the store's visibility cap). True when a wait for them started
- * (exec_fill continues). */
+/* --ack all, after a write (a batch of XADDs, or XDEL, XTRIM, DEL, XGROUP, ...): a command
+ * other than XADD comes next, and it must read the transaction's writes, which readers here
+ * see once the followers hold them (the store's visibility cap). True when a wait for them
+ * started (exec_fill continues). */
 static bool exec_wait_visible(exec_job *j, cmd_ctx *first, pending_t *prev)
 {
     if (j->i >= j->n || is_cmd(&j->q[j->i].argv[0], "xadd"))
@@ -538,7 +538,7 @@ static bool exec_fill(pending_t *p, reply *r, void *res)
         next++;
     }
     j->i = j->b1;
-    if (exec_wait_visible(j, NULL, p)) /* (a refused batch too: an earlier write may be unseen) */
+    if (exec_wait_visible(j, NULL, p)) /* a refused batch too: an earlier write may be unseen */
         return false;
     if (!exec_step(j, r, NULL, p) || !exec_finish(j, r, p, NULL))
         return false;

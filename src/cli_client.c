@@ -154,7 +154,7 @@ int cmd_publish(int argc, char **argv)
     }
     /* JSON lines: pipelined XADDs, answered in order */
     char *line = NULL;
-    size_t cap = 0, lineno = 0, inflight = 0;
+    size_t cap = 0, lineno = 0, inflight = 0, sent = 0; /* sent: the last line sent */
     ssize_t got;
     bool broken = false;
     while (!broken && (got = getline(&line, &cap, stdin)) >= 0) {
@@ -195,6 +195,7 @@ int cmd_publish(int argc, char **argv)
             if (rclient_send(&c, 3 + 2 * nf, a, l))
                 broken = true;
             inflight++;
+            sent = lineno;
         }
         for (size_t k = 0; k < nkeep; k++)
             free(keep[k]);
@@ -214,11 +215,11 @@ int cmd_publish(int argc, char **argv)
     }
     if (broken) {
         /* what a rerun needs: which lines are settled, which are unknown, which never went */
-        bool rest = getline(&line, &cap, stdin) >= 0;
-        if (lineno > publish_printed)
+        bool rest = lineno > sent || getline(&line, &cap, stdin) >= 0;
+        if (sent > publish_printed)
             fprintf(stderr, "evstore publish: lines 1-%zu are answered above; lines %zu-%zu were "
                     "sent but not answered: each may or may not have been appended (check "
-                    "before sending it again)%s\n", publish_printed, publish_printed + 1, lineno,
+                    "before sending it again)%s\n", publish_printed, publish_printed + 1, sent,
                     rest ? "; the lines after them were not sent" : "");
         else
             fprintf(stderr, "evstore publish: lines 1-%zu are answered above%s\n", publish_printed,

@@ -2068,7 +2068,7 @@ static int write_kind(const cmd_ctx *x, const command *cmd)
     for (size_t i = 0; i < sizeof writes / sizeof *writes; i++)
         if (!strcmp(cmd->name, writes[i].name))
             return writes[i].kind;
-    return !strcmp(cmd->name, "xretention") && arg_is(x, 1, "SET") ? 1 : 0;
+    return !strcmp(cmd->name, "xretention") && arg_is(x, 2, "SET") ? 1 : 0; /* key, SET */
 }
 
 static bool is_write(const cmd_ctx *x, const command *cmd) { return write_kind(x, cmd) != 0; }

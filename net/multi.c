@@ -22,8 +22,8 @@
  * batch carries the versions to the writer (evs_submit_watched), which refuses it, again
  * answered as a null array, when a write already queued by another client lands first. That
  * second check covers writes in flight at EXEC; it is made only when no other write command
- * (XDEL, XTRIM, DEL, XSETID, FLUSHALL, ...) precedes the first XADD in the queue, as those
- * change the version themselves (documented in docs/resp.md).
+ * (XDEL, XTRIM, DEL, XSETID, FLUSHALL, XRETENTION SET, a group command, ...) precedes the
+ * first XADD in the queue, as those may change the version themselves (docs/resp.md).
  */
 #include "commands.h"
 
@@ -259,17 +259,6 @@ typedef struct exec_job {
     long long got;      /* ... how many had it when the wait ended                       */
 } exec_job;
 
-/* Non-XADD commands that change a stream (and so its evs_version). */
-static bool is_other_write(const resp_arg *name)
-{
-    static const char *const w[] = {"xdel", "xtrim", "del", "unlink", "xsetid", "flushall",
-                                    "flushdb"};
-    for (size_t i = 0; i < sizeof w / sizeof *w; i++)
-        if (is_cmd(name, w[i]))
-            return true;
-    return false;
-}
-
 /* Has any WATCHed key moved since WATCH (as readers see it)? */
 static bool watch_broken(server *srv, const evs_watch *w, size_t n)
 {
@@ -355,9 +344,6 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
     while (j->i < j->n) {
         qcmd *q = &j->q[j->i];
         if (!is_cmd(&q->argv[0], "xadd")) {
-            if (is_other_write(&q->argv[0])) { /* it moves the versions itself: no second check */
-                unwatch(&j->watch, &j->nwatch);
-            }
             const command *cmd = commands_find(&q->argv[0]);
             reply tr;
             memset(&tr, 0, sizeof tr);
@@ -372,6 +358,8 @@ static bool exec_step(exec_job *j, reply *r, cmd_ctx *first, pending_t *prev)
              * letter), and its own wait for readers to see that is the lone command's only */
             bool wrote = commands_writes(&y, cmd);
             j->wrote |= wrote;
+            if (wrote) /* it may move the versions itself: no second check (its own list of */
+                unwatch(&j->watch, &j->nwatch); /* writes missed XRETENTION SET and MKSTREAM) */
             if (wrote && exec_wait_visible(j, first, prev))
                 return false;
             continue;

@@ -202,7 +202,8 @@ class Replication(Base):
         # reads are served, writes refused as by a Redis replica
         self.assertEqual(fr.xlen("w0"), lr.xlen("w0"))
         for cmd in (("XADD", "w0", "*", "a", "b"), ("XDEL", "w0", "1-1"), ("DEL", "w0"),
-                    ("XGROUP", "CREATE", "w0", "g", "0"), ("XTRIM", "w0", "MAXLEN", "1")):
+                    ("XGROUP", "CREATE", "w0", "g", "0"), ("XTRIM", "w0", "MAXLEN", "1"),
+                    ("XRETENTION", "w0", "SET", "MAXENTRIES", "5")):
             with self.assertRaisesRegex(redis.ResponseError,
                                         "^You can't write against a read only replica."):
                 fr.execute_command(*cmd)

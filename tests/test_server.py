@@ -639,6 +639,20 @@ class Transactions(Base):
             entries = r.xrange("w")
             self.assertFalse([e for e in entries if "mine" in e[1]], "change %d" % n)
             other.delete("absent")
+        # the transaction's own writes before its first XADD never abort it (Redis runs
+        # these; XRETENTION SET and XGROUP CREATE ... MKSTREAM once made the EXEC answer a
+        # null array after they had run)
+        for n, write in enumerate((("XRETENTION", "w", "SET", "MAXENTRIES", "1000"),
+                                   ("XGROUP", "CREATE", "fresh", "g", "$", "MKSTREAM"),
+                                   ("XDEL", "w", "1-0"))):
+            p = r.pipeline(transaction=True)
+            p.watch("w", "fresh")
+            p.multi()
+            p.execute_command(*write)
+            p.xadd("fresh", {"own": str(n)})
+            res = p.execute()
+            self.assertEqual(len(res), 2, write)
+            self.assertEqual(r.xrange("fresh")[-1][1], {"own": str(n)}, write)
         # WATCH inside MULTI, UNWATCH, DISCARD and EXEC clear the watch
         self.assertEqual(raw(self.srv.port, b"MULTI\r\nWATCH w\r\nDISCARD\r\n", read_until_close=False, timeout=2)[:5], b"+OK\r\n")
         s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=5)

@@ -1436,24 +1436,20 @@ static int index_recreate(evs_store *st, const char *why, bool damaged, evs_erro
         idx_close(st->idx);
         st->idx = NULL;
     }
-    char old[PATH_MAX];
+    /* renamed first either way: a removal that stopped half-way (a crash, a file it may not
+     * remove) must not leave old rows under the rebuild */
+    char old[PATH_MAX], aside[PATH_MAX];
     snprintf(old, sizeof old, "%s.untrusted", st->idxdir);
+    snprintf(aside, sizeof aside, "%s.damaged-%" PRIu64, st->idxdir, evs_now_us());
     evs_remove_tree(old); /* one whose removal (below) a crash stopped */
+    if (rename(st->idxdir, damaged ? aside : old) && errno != ENOENT)
+        return evs_err_set(err, -errno, "cannot move index %s aside: %s", st->idxdir,
+                           strerror(errno));
     if (damaged) {
-        char aside[PATH_MAX];
-        snprintf(aside, sizeof aside, "%s.damaged-%" PRIu64, st->idxdir, evs_now_us());
-        if (rename(st->idxdir, aside) && errno != ENOENT)
-            return evs_err_set(err, -errno, "cannot move damaged index %s aside: %s",
-                               st->idxdir, strerror(errno));
         evs_log(st, EVS_LOG_WARN, "index %s: %s; moved to %s, rebuilding from the log",
                 st->idxdir, why, aside);
         remove_old_asides(st, strrchr(aside, '/') + 1);
     } else {
-        /* renamed first, as a damaged one is: a removal that stopped half-way (a crash, a
-         * file it may not remove) must not leave old rows under the rebuild */
-        if (rename(st->idxdir, old) && errno != ENOENT)
-            return evs_err_set(err, -errno, "cannot move index %s aside: %s", st->idxdir,
-                               strerror(errno));
         evs_remove_tree(old);
         evs_log(st, EVS_LOG_WARN, "index %s: %s; removed, rebuilding from the log", st->idxdir,
                 why);

@@ -657,6 +657,12 @@ class AgainstRedis(unittest.TestCase):
         self.assertEqual(rc, 0, "the server did not stop cleanly; its log ends:\n" + log[-3000:])
         self.assertNotIn("Sanitizer", log, log[-3000:])
 
+    def flush_both(self):
+        for port in (self.redis_port, self.srv.port):
+            c = Conn(port)
+            c.call("FLUSHALL")
+            c.close()
+
     def test_group_commands_reply_as_redis(self):
         want = run_script(self.redis_port)
         got = run_script(self.srv.port)
@@ -671,10 +677,7 @@ class AgainstRedis(unittest.TestCase):
         left where Redis kept both)."""
         for seed in range(1, 7):
             with self.subTest(seed=seed):
-                for port in (self.redis_port, self.srv.port):
-                    c = Conn(port)
-                    c.call("FLUSHALL")
-                    c.close()
+                self.flush_both()
                 script = appends_script(seed, 1500)
                 r, e = Conn(self.redis_port), Conn(self.srv.port)
                 diffs = []
@@ -692,10 +695,7 @@ class AgainstRedis(unittest.TestCase):
         bridged = 0
         for seed in range(1, 9):
             with self.subTest(seed=seed):
-                for port in (self.redis_port, self.srv.port):
-                    c = Conn(port)
-                    c.call("FLUSHALL")
-                    c.close()
+                self.flush_both()
                 script = random_script(seed, 1000, wide=seed > 4)
                 if seed > 6:
                     script.insert(0, "HELLO 3")  # the RESP3 replies too

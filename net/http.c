@@ -493,6 +493,25 @@ static bool query_id(struct evkeyvalq *q, const char *k, evs_id *id, bool *prese
     return true;
 }
 
+/* `limit` of a listing: 1 to MAX_LIMIT, `dflt` when absent; false (and a 400 answered) if
+ * it is anything else. */
+static bool query_limit(struct evkeyvalq *q, long long dflt, long long *limit,
+                        struct evhttp_request *req)
+{
+    const char *v = evhttp_find_header(q, "limit");
+    *limit = dflt;
+    if (!v)
+        return true;
+    char *end;
+    errno = 0;
+    *limit = strtoll(v, &end, 10);
+    if (*end || !*v || errno || *limit < 1 || *limit > MAX_LIMIT) {
+        send_error(req, 400, "bad_limit", "limit must be 1 to %d", MAX_LIMIT);
+        return false;
+    }
+    return true;
+}
+
 /* The request's query parameters into q (free with evhttp_clear_headers); false (and a 400
  * answered) if the query string is malformed. */
 static bool parse_query(struct evhttp_request *req, struct evkeyvalq *q)
@@ -527,17 +546,10 @@ static void do_list(http_api *h, struct evhttp_request *req, evs_slice name)
         qq.end = before;
         qq.end_exclusive = true;
     }
-    long limit = DEFAULT_LIMIT;
-    const char *v = evhttp_find_header(&q, "limit");
-    if (v) {
-        char *end;
-        limit = strtol(v, &end, 10);
-        if (*end || !*v || limit < 1 || limit > MAX_LIMIT) {
-            send_error(req, 400, "bad_limit", "limit must be 1 to %d", MAX_LIMIT);
-            goto out;
-        }
-    }
-    v = evhttp_find_header(&q, "reverse");
+    long long limit;
+    if (!query_limit(&q, DEFAULT_LIMIT, &limit, req))
+        goto out;
+    const char *v = evhttp_find_header(&q, "reverse");
     qq.reverse = v && (!strcmp(v, "1") || !strcmp(v, "true"));
     if ((v = evhttp_find_header(&q, "source")))
         qq.source = (evs_slice){v, strlen(v)};
@@ -834,18 +846,12 @@ static void do_streams(http_api *h, struct evhttp_request *req)
     struct evkeyvalq q;
     if (!parse_query(req, &q))
         return;
-    long long limit = DEFAULT_STREAMS_LIMIT;
+    long long limit;
     unsigned long long cursor = 0;
-    const char *v = evhttp_find_header(&q, "limit");
+    if (!query_limit(&q, DEFAULT_STREAMS_LIMIT, &limit, req))
+        goto out;
+    const char *v;
     char *end;
-    if (v) {
-        errno = 0;
-        limit = strtoll(v, &end, 10);
-        if (*end || !*v || errno || limit < 1 || limit > MAX_LIMIT) {
-            send_error(req, 400, "bad_limit", "limit must be 1 to %d", MAX_LIMIT);
-            goto out;
-        }
-    }
     if ((v = evhttp_find_header(&q, "cursor"))) {
         errno = 0;
         cursor = strtoull(v, &end, 10);

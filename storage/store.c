@@ -1406,7 +1406,7 @@ static int watermark_check(evs_store *st, idx_watermark *wm, uint32_t *next_no, 
     return 0;
 }
 
-/* Remove every index.damaged-* in the store's folder but `keep` (a name in it, or NULL). */
+/* Remove every index.damaged-* in the store's folder but `keep` (a name in it). */
 static void remove_old_asides(evs_store *st, const char *keep)
 {
     DIR *d = opendir(st->dir);
@@ -1414,7 +1414,7 @@ static void remove_old_asides(evs_store *st, const char *keep)
         return;
     struct dirent *de;
     while ((de = readdir(d))) {
-        if (strncmp(de->d_name, "index.damaged-", 14) || (keep && !strcmp(de->d_name, keep)))
+        if (strncmp(de->d_name, "index.damaged-", 14) || !strcmp(de->d_name, keep))
             continue;
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/%s", st->dir, de->d_name);

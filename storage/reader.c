@@ -16,6 +16,16 @@
  *   filtered: the `filt` table lists every entry with a given source/type value; each is read
  *             and its field compared (the key holds a hash).
  *
+ *   K1. The writer keys every entry that starts a stream's live run (its first ever, and the
+ *       first after the stream was empty: store.c apply_entry), retention keeps each stream's
+ *       last key below its first entry (retention.c R6), and a relocation keys its first copy:
+ *       so a stream's first key is at or below its first entry. Indexes written before
+ *       2026-11-30 may lack that floor (their writer keyed only the first entry ever: a
+ *       stream emptied and refilled after an index rebuild from a log whose start retention
+ *       deleted, or after XSETID ENTRIESADDED, got its first key blocks later): a forward
+ *       read whose start lies below the stream's first key starts at the first entry
+ *       (first_pos), not at that key, so those indexes read whole too.
+ *
  * An iterator sees the stream as it was when opened (its visible state then). It holds no
  * LMDB transaction between calls: each block or chunk is found in one short transaction.
  * Every record is CRC-checked before use; a bad one ends the iteration with EVS_ECORRUPT
@@ -374,8 +384,8 @@ static int ids_key_near(evs_iter *it, evs_id id, bool floor, bool *found, evs_id
     return rc;
 }
 
-/* Forward: the key at or below lo (or the stream's first key; with no key yet, a virtual
- * block from the stream's first entry). */
+/* Forward: the key at or below lo; with none there, the stream's first entry (K1: its first
+ * key may lie above it); with no key yet, a virtual block from the stream's first entry. */
 static int find_start_key(evs_iter *it, evs_id *kid, uint64_t *kpos, evs_error *err)
 {
     bool found;
@@ -383,6 +393,10 @@ static int find_start_key(evs_iter *it, evs_id *kid, uint64_t *kpos, evs_error *
     if (rc == 0 && !found) {
         *kid = EVS_ID_MIN; /* not indexed yet: walk back from the stream's last entry */
         *kpos = 0;
+    } else if (rc == 0 && evs_id_cmp(*kid, it->lo) > 0 && it->snap.length &&
+               it->snap.first_pos != REC_POS_NONE && evs_id_cmp(it->snap.first_id, *kid) < 0) {
+        *kid = it->snap.first_id; /* the block from the first entry up to that key */
+        *kpos = it->snap.first_pos;
     }
     return rc;
 }

@@ -505,7 +505,8 @@ static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t
     evs_id id = {h->id_ms, h->id_seq};
     if (w->entries_added > 0 && evs_id_cmp(id, w->last_id) <= 0)
         return EVS_ECORRUPT;
-    if (w->length == 0) {
+    bool was_empty = w->length == 0;
+    if (was_empty) {
         w->first_id = id;
         w->first_pos = pos;
     }
@@ -515,8 +516,11 @@ static int apply_entry(evs_store *st, stream *s, const rec_hdr *h, const uint8_t
     w->entries_added++;
     w->length++;
     w->bytes += size;
-    int rc = index_entry(st, s, h, body, pos, size, hint, w->entries_added == 1,
-                         w->entries_added, true);
+    /* a stream's first entry always gets a key (reader.c K1): not only its first ever, also
+     * the first after it was emptied, after XSETID ENTRIESADDED on an empty stream, and after
+     * an index rebuild from a log whose start retention deleted; keying only entries_added
+     * == 1 left those without one below the next key, and forward reads skipped them */
+    int rc = index_entry(st, s, h, body, pos, size, hint, was_empty, w->entries_added, true);
     if (!rc)
         rc = touch(st, s);
     return rc;

@@ -879,6 +879,119 @@ Test(retention, a_start_key_indexed_during_the_read_is_not_taken_below_the_first
     free(d);
 }
 
+/* ---- K1 (reader.c): a stream's first key is at or below its first entry ------------------- */
+
+/* The first `ids` key of stream `name`: true with its ID in *id, false if it has none. */
+static bool first_ids_key(evs_store *st, const char *name, evs_id *id)
+{
+    uint8_t pre[4];
+    pthread_rwlock_rdlock(&st->lock);
+    idx_be32(pre, strtab_get(&st->vtab, name, strlen(name), true)->no);
+    pthread_rwlock_unlock(&st->lock);
+    idx_rtxn *r;
+    idx_cur *c;
+    cr_assert_eq(idx_rbegin(st->idx, &r), 0);
+    cr_assert_eq(idx_cur_open(r, IDX_IDS, &c), 0);
+    const void *k, *v;
+    size_t kl, vl;
+    bool found = idx_cur_get(c, IDX_GE, pre, 4, &k, &kl, &v, &vl) == 0 && kl == IDX_IDKEY &&
+                 !memcmp(k, pre, 4);
+    if (found)
+        *id = (evs_id){idx_rd64((const uint8_t *)k + 4), idx_rd64((const uint8_t *)k + 12)};
+    idx_cur_close(c);
+    idx_rend(r);
+    return found;
+}
+
+/* 40 entries of 1,000 bytes (keys every 16 KiB: three blocks) into `name`, their IDs in ids;
+ * then the index commits. */
+static void fill_blocks(evs_store *st, const char *name, evs_id *ids)
+{
+    char v[1001];
+    memset(v, 'y', 1000);
+    v[1000] = 0;
+    for (int i = 0; i < 40; i++)
+        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, &ids[i], "p", v, NULL), 0);
+    commit_index(st);
+}
+
+/* Forward reads, from the start and from inside the first block, and a trim to 30 (which
+ * counts the entries it passes by reading them): every entry is there, the trim keeps the
+ * newest 30. Reads that began at the first key skipped the entries below it, and the trim
+ * then removed 16 entries it should have kept. */
+static void reads_whole(evs_store *st, const char *name, const evs_id *ids)
+{
+    evs_id got[64];
+    cr_assert_eq(read_ids(st, name, NULL, got, 64), 40);
+    cr_assert_eq(memcmp(got, ids, 40 * sizeof *ids), 0);
+    evs_query q;
+    evs_query_init(&q);
+    q.start = ids[5];
+    cr_assert_eq(read_ids(st, name, &q, got, 64), 35);
+    cr_assert_eq(evs_id_cmp(got[0], ids[5]), 0);
+    evs_trim t = {.kind = EVS_TRIM_MAXLEN, .maxlen = 30};
+    uint64_t removed;
+    evs_error err;
+    cr_assert_eq(evs_trim_stream(st, S(name), &t, &removed, &err), 0, "%s", err.msg);
+    cr_assert_eq(removed, 10);
+    cr_assert_eq(read_ids(st, name, NULL, got, 64), 30);
+    cr_assert_eq(memcmp(got, ids + 10, 30 * sizeof *ids), 0);
+}
+
+/* A stream created empty (XGROUP CREATE ... MKSTREAM) and given an entries-added count
+ * (XSETID ... ENTRIESADDED 100) keys its first entry although it is not its first ever. */
+Test(retention, a_stream_filled_from_empty_keys_its_first_entry)
+{
+    char *d = tmpdir_new();
+    evs_store *st = open_store(d, NULL);
+    evs_group_op op;
+    evs_group_op_init(&op, EVS_GROUP_CREATE);
+    op.stream = S("q");
+    op.group = S("g");
+    op.mkstream = true;
+    evs_group_result res;
+    evs_id *none = NULL;
+    evs_error err;
+    cr_assert_eq(evs_group_run(st, &op, &res, &none, &err), 0, "%s", err.msg);
+    free(none);
+    uint64_t added = 100;
+    cr_assert_eq(evs_stream_setid(st, S("q"), (evs_id){5, 0}, &added, NULL, &err), 0, "%s",
+                 err.msg);
+    evs_id ids[40], key;
+    fill_blocks(st, "q", ids);
+    cr_assert(first_ids_key(st, "q", &key));
+    cr_assert_eq(evs_id_cmp(key, ids[0]), 0, "first key %lu-%lu", (unsigned long)key.ms,
+                 (unsigned long)key.seq);
+    reads_whole(st, "q", ids);
+    cr_assert_eq(evs_close(st), 0);
+    rm_rf(d);
+    free(d);
+}
+
+/* An index written before K1 may lack the key at a stream's first entry: reads start there
+ * all the same (the key deleted here by hand). */
+Test(retention, a_forward_read_below_the_first_key_starts_at_the_first_entry)
+{
+    char *d = tmpdir_new();
+    evs_store *st = open_store(d, NULL);
+    evs_id ids[40], key;
+    fill_blocks(st, "q", ids);
+    cr_assert(first_ids_key(st, "q", &key));
+    cr_assert_eq(evs_id_cmp(key, ids[0]), 0);
+    uint8_t req[3 + IDX_IDKEY] = {IDX_IDS, 0, IDX_IDKEY};
+    pthread_rwlock_rdlock(&st->lock);
+    idx_idkey(req + 3, strtab_get(&st->vtab, "q", 1, true)->no, ids[0]);
+    pthread_rwlock_unlock(&st->lock);
+    evs_error err;
+    cr_assert_eq(writer_idx_del(st, req, sizeof req, &err), 0, "%s", err.msg);
+    cr_assert(first_ids_key(st, "q", &key));
+    cr_assert_gt(evs_id_cmp(key, ids[5]), 0, "the next key lies past the 6th entry");
+    reads_whole(st, "q", ids);
+    cr_assert_eq(evs_close(st), 0);
+    rm_rf(d);
+    free(d);
+}
+
 /* ---- R8: idempotency keys leave the index after their window --------------------------- */
 
 static size_t table_rows(evs_store *st, enum idx_table t)

@@ -704,6 +704,30 @@ class AgainstRedis(unittest.TestCase):
                 self.assertEqual(diffs, [], "seed %d:\n%s" % (seed, "\n".join(diffs[:10])))
         self.assertGreater(bridged, 0)  # the bridge itself was exercised
 
+    def test_streams_filled_from_empty_read_whole_once_indexed(self):
+        """A stream's entries after it was empty: made with MKSTREAM and given an entries-added
+        count (XSETID ... ENTRIESADDED), or emptied by XTRIM, then filled with 1 KB entries
+        (an index key every 16 KiB), read once the index has committed (10 ms at most). The
+        first of them had no index key, and forward reads, XREADGROUP and trims began at the
+        next one: XRANGE gave 24 of 40 (reader.c K1)."""
+        self.flush_both()
+        v = "y" * 1000
+        script = ["XGROUP CREATE s g $ MKSTREAM", "XSETID s 5-0 ENTRIESADDED 100 MAXDELETEDID 0-0"]
+        script += ["XADD s %d-1 p %s" % (10 + i, v) for i in range(40)]
+        script += ["XADD t %d-1 p %s" % (10 + i, v) for i in range(3)] + ["XTRIM t MAXLEN 0"]
+        script += ["XADD t %d-1 p %s" % (100 + i, v) for i in range(40)]
+        reads = ["XRANGE s - +", "XRANGE s 14 +", "XRANGE t - +", "XLEN s",
+                 "XREADGROUP GROUP g c STREAMS s >", "XTRIM s MAXLEN 30", "XRANGE s - + COUNT 3",
+                 "XTRIM t MAXLEN 30", "XRANGE t - + COUNT 3", "XLEN t"]
+        r, e = Conn(self.redis_port), Conn(self.srv.port)
+        self.assertEqual(r.calls(script), e.calls(script))
+        time.sleep(0.1)  # the index commits
+        diffs = ["%s\n  redis:   %r\n  evstore: %r" % (line, a[:300], b[:300])
+                 for line, a, b in zip(reads, r.calls(reads), e.calls(reads)) if a != b]
+        r.close()
+        e.close()
+        self.assertEqual(diffs, [], "\n".join(diffs))
+
     def test_key_patterns_select_as_redis(self):
         """KEYS and SCAN MATCH (Redis's glob, quirks included) over awkward names: the same
         names, in any order, as Redis picks; SCAN's cursor read as Redis reads it."""

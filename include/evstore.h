@@ -821,7 +821,8 @@ int evs_replica_adopt(evs_store *st, const char *store_id, const evs_epoch *epoc
 
 /* ---- checking ---------------------------------------------------------------------------- */
 
-/* Check every record of every segment and the index against them. Each problem is passed to
+/* Check every record of every segment, the index against them, and that a forward and a
+ * reverse read of each stream hand out as many entries as its length. Each problem is passed to
  * `report` (a line naming stream, file, byte offset and entry ID). Returns the number of
  * problems found (0: clean), or < 0 if the check itself could not run. */
 long evs_verify(evs_store *st, void (*report)(void *arg, const char *line), void *arg);

@@ -589,6 +589,11 @@ int reader_entry_written(evs_store *st, stream *s, evs_id id, uint64_t *rec_size
                          evs_error *err);
 /* The lowest log position an iterator open now may read (UINT64_MAX: none; reader.c R2). */
 uint64_t reader_lowest_listed(evs_store *st);
+/* verify.c V5: read stream `name` whole (forward, or reverse), as a reader would: *found
+ * gets the entries the read handed out, *length the stream's length in the snapshot the read
+ * was opened on. */
+int reader_read_count(evs_store *st, evs_slice name, bool reverse, uint64_t *length,
+                      uint64_t *found, evs_error *err);
 /* The positions of the live entries of snap's chain in ID order (*pos malloc'd, n of them)
  * and their record bytes; EVS_ETOOBIG once they pass max_bytes. */
 int reader_live_positions(evs_store *st, stream *s, const stream_state *snap, uint64_t max_bytes,

@@ -813,6 +813,25 @@ int evs_iter_open(evs_store *st, evs_slice name, const evs_query *q, evs_iter **
     return iter_open_stream(st, s, &snap, q, it, out, err);
 }
 
+int reader_read_count(evs_store *st, evs_slice name, bool reverse, uint64_t *length,
+                      uint64_t *found, evs_error *err)
+{
+    evs_query q;
+    evs_query_init(&q);
+    q.reverse = reverse;
+    evs_iter *it;
+    int rc = evs_iter_open(st, name, &q, &it, err);
+    if (rc)
+        return rc;
+    *length = it->snap.length;
+    *found = 0;
+    const evs_entry *e;
+    while ((rc = evs_iter_next(it, &e, err)) == 1)
+        (*found)++;
+    evs_iter_close(it);
+    return rc < 0 ? rc : 0;
+}
+
 static bool field_eq(const evs_entry *e, const char *name, size_t nl, evs_slice want)
 {
     for (size_t i = 0; i < e->nfields; i++)

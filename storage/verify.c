@@ -9,6 +9,10 @@
  *      previous entry;
  *  V3. every sparse key, time key and filter key points at an entry of its stream with its ID;
  *  V4. each stream's state (last entry, count) agrees with the log; the watermark is inside it.
+ *  V5. a forward and a reverse read of each stream, as readers do them (reader.c, through the
+ *      index), hand out as many entries as the stream's length: the checks above compare the
+ *      index with the log key by key, and a stream whose first key lay above its first entry
+ *      passed them all while reads skipped entries (reader.c K1).
  */
 #include "index.h"
 #include "internal.h"
@@ -48,13 +52,8 @@ static void problem(struct vstate *v, const char *fmt, ...)
         v->report(v->arg, buf);
 }
 
-static void sname(struct vstate *v, uint32_t no, char *out, size_t cap)
+static void sname_of(const stream *s, char *out, size_t cap)
 {
-    stream *s = no < v->st->nbyno ? v->st->byno[no] : NULL;
-    if (!s) {
-        snprintf(out, cap, "#%u", no);
-        return;
-    }
     size_t o = 0;
     for (size_t i = 0; i < s->name_len && o + 5 < cap; i++) {
         uint8_t c = s->name[i];
@@ -64,6 +63,15 @@ static void sname(struct vstate *v, uint32_t no, char *out, size_t cap)
             o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
     }
     out[o] = 0;
+}
+
+static void sname(struct vstate *v, uint32_t no, char *out, size_t cap)
+{
+    stream *s = no < v->st->nbyno ? v->st->byno[no] : NULL;
+    if (s)
+        sname_of(s, out, cap);
+    else
+        snprintf(out, cap, "#%u", no);
 }
 
 static int track(struct vstate *v, uint32_t no)
@@ -263,6 +271,43 @@ static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const ch
     idx_cur_close(c);
 }
 
+/* V5. The names are copied under the lock, the reads made without it. */
+static void check_reads(struct vstate *v)
+{
+    evs_store *st = v->st;
+    pthread_rwlock_rdlock(&st->lock);
+    size_t n = 0, cap = st->vtab.n;
+    stream **ss = malloc((cap ? cap : 1) * sizeof *ss); /* never freed while the store is open */
+    for (size_t b = 0; ss && b < st->vtab.nb; b++)
+        for (stream *s = st->vtab.b[b]; s && n < cap; s = s->v_next)
+            ss[n++] = s;
+    pthread_rwlock_unlock(&st->lock);
+    if (!ss) {
+        problem(v, "reads not checked: out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        stream *s = ss[i];
+        char nm[160];
+        sname_of(s, nm, sizeof nm);
+        for (int reverse = 0; reverse < 2; reverse++) {
+            uint64_t length, found;
+            evs_error err = {0};
+            int rc = reader_read_count(st, (evs_slice){s->name, s->name_len}, reverse, &length,
+                                       &found, &err);
+            if (rc == EVS_ENOTFOUND)
+                break; /* dropped since */
+            if (rc)
+                problem(v, "stream %s: a %s read failed: %s", nm, reverse ? "reverse" : "forward",
+                        err.msg);
+            else if (found != length)
+                problem(v, "stream %s: a %s read hands out %" PRIu64 " entries, its length is %"
+                        PRIu64, nm, reverse ? "reverse" : "forward", found, length);
+        }
+    }
+    free(ss);
+}
+
 long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
 {
     struct vstate v = {st, report, arg, 0, NULL, NULL, NULL, NULL, 0, 0};
@@ -323,6 +368,7 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
         }
     }
     pthread_rwlock_unlock(&st->lock);
+    check_reads(&v);
     free(v.last_pos);
     free(v.last_id);
     free(v.count);

@@ -114,6 +114,22 @@ struct one_pending {
     size_t n;
 };
 
+/* XGROUP CREATE stream group 0 [MKSTREAM]. */
+static void group_create(evs_store *st, const char *name, const char *group, bool mkstream)
+{
+    evs_group_op op;
+    evs_group_op_init(&op, EVS_GROUP_CREATE);
+    op.stream = S(name);
+    op.group = S(group);
+    op.id = EVS_ID_MIN;
+    op.mkstream = mkstream;
+    evs_group_result res;
+    evs_id *none = NULL;
+    evs_error err;
+    cr_assert_eq(evs_group_run(st, &op, &res, &none, &err), 0, "%s", err.msg);
+    free(none);
+}
+
 static int keep_pending(void *arg, const evs_pending_info *p)
 {
     struct one_pending *x = arg;
@@ -130,15 +146,9 @@ Test(retention, age_deletes_old_segments_keeps_needed_ones_and_rebuilds)
     fill(st, "meta", 3, 10);
     evs_retention one = {0, 0, 1};
     cr_assert_eq(evs_retention_set(st, S("meta"), &one, &err), 0);
-    evs_group_op op;
-    evs_group_op_init(&op, EVS_GROUP_CREATE);
-    op.stream = S("meta");
-    op.group = S("g");
-    op.id = EVS_ID_MIN;
+    group_create(st, "meta", "g", false);
     evs_group_result res;
     evs_id *ids;
-    cr_assert_eq(evs_group_run(st, &op, &res, &ids, &err), 0);
-    free(ids);
     evs_group_op rd;
     evs_group_op_init(&rd, EVS_GROUP_READ);
     rd.stream = S("meta");
@@ -570,15 +580,9 @@ Test(retention, a_small_stream_pinning_old_segments_is_relocated_and_reads_stay_
     cr_assert_eq(evs_delete(st, S("rare"), &ids[9], 1, &nd, &err), 0); /* a tombstone too */
     cr_assert_eq(nd, 1);
     /* a group with a pending entry */
-    evs_group_op op;
-    evs_group_op_init(&op, EVS_GROUP_CREATE);
-    op.stream = S("rare");
-    op.group = S("g");
-    op.id = EVS_ID_MIN;
+    group_create(st, "rare", "g", false);
     evs_group_result res;
     evs_id *got;
-    cr_assert_eq(evs_group_run(st, &op, &res, &got, &err), 0);
-    free(got);
     evs_trim trim = {EVS_TRIM_MAXLEN, false, 6, EVS_ID_MIN, 0, 0};
     uint64_t removed = 0;
     cr_assert_eq(evs_trim_stream(st, S("rare"), &trim, &removed, &err), 0, "%s", err.msg);
@@ -945,16 +949,8 @@ Test(retention, a_stream_filled_from_empty_keys_its_first_entry)
 {
     char *d = tmpdir_new();
     evs_store *st = open_store(d, NULL);
-    evs_group_op op;
-    evs_group_op_init(&op, EVS_GROUP_CREATE);
-    op.stream = S("q");
-    op.group = S("g");
-    op.mkstream = true;
-    evs_group_result res;
-    evs_id *none = NULL;
+    group_create(st, "q", "g", true);
     evs_error err;
-    cr_assert_eq(evs_group_run(st, &op, &res, &none, &err), 0, "%s", err.msg);
-    free(none);
     uint64_t added = 100;
     cr_assert_eq(evs_stream_setid(st, S("q"), (evs_id){5, 0}, &added, NULL, &err), 0, "%s",
                  err.msg);

@@ -271,7 +271,8 @@ static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const ch
     idx_cur_close(c);
 }
 
-/* V5. The names are copied under the lock, the reads made without it. */
+/* V5. The streams are listed under the lock and read without it, each read on its own
+ * snapshot (a stream changed meanwhile is compared with its length then). */
 static void check_reads(struct vstate *v)
 {
     evs_store *st = v->st;

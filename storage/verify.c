@@ -37,6 +37,8 @@ struct vstate {
     size_t cap;
     uint64_t log_start;     /* retention deleted what lies below: back-pointers and index keys
                                into it name trimmed entries                                  */
+    stream **byno;          /* the visible streams by number when the check began (names)   */
+    size_t nbyno;
 };
 
 static void problem(struct vstate *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -65,9 +67,12 @@ static void sname_of(const stream *s, char *out, size_t cap)
     out[o] = 0;
 }
 
+/* By number, from the copy of the visible table taken at the start (v->byno: the writer's
+ * own table, st->byno, may be reallocated meanwhile in a store open for writes, and the
+ * lock is not taken under an index read transaction); a stream not in it is "#<no>". */
 static void sname(struct vstate *v, uint32_t no, char *out, size_t cap)
 {
-    stream *s = no < v->st->nbyno ? v->st->byno[no] : NULL;
+    stream *s = no < v->nbyno ? v->byno[no] : NULL;
     if (s)
         sname_of(s, out, cap);
     else
@@ -311,12 +316,20 @@ static void check_reads(struct vstate *v)
 
 long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
 {
-    struct vstate v = {st, report, arg, 0, NULL, NULL, NULL, NULL, 0, 0};
+    struct vstate v = {st, report, arg, 0, NULL, NULL, NULL, NULL, 0, 0, NULL, 0};
     pthread_rwlock_rdlock(&st->lock);
+    v.byno = malloc((st->vtab.nbyno ? st->vtab.nbyno : 1) * sizeof *v.byno);
+    if (v.byno) {
+        v.nbyno = st->vtab.nbyno;
+        if (v.nbyno)
+            memcpy(v.byno, st->vtab.byno, v.nbyno * sizeof *v.byno);
+    }
     size_t n = st->nsegs;
     segment **segs = malloc((n ? n : 1) * sizeof *segs);
-    if (!segs) {
+    if (!segs || !v.byno) {
         pthread_rwlock_unlock(&st->lock);
+        free(segs);
+        free(v.byno);
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
@@ -353,7 +366,7 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
     for (size_t b = 0; b < st->vtab.nb; b++) {
         for (stream *s = st->vtab.b[b]; s; s = s->v_next) {
             char nm[160], a[EVS_ID_STRLEN], c[EVS_ID_STRLEN];
-            sname(&v, s->no, nm, sizeof nm);
+            sname_of(s, nm, sizeof nm);
             uint64_t seen = s->no < v.cap ? v.count[s->no] : 0;
             uint64_t lp = s->no < v.cap ? v.last_pos[s->no] : REC_POS_NONE;
             if (seen != s->v.entries_added)
@@ -370,6 +383,7 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
     }
     pthread_rwlock_unlock(&st->lock);
     check_reads(&v);
+    free(v.byno);
     free(v.last_pos);
     free(v.last_id);
     free(v.count);

@@ -393,9 +393,10 @@ static int find_start_key(evs_iter *it, evs_id *kid, uint64_t *kpos, evs_error *
     if (rc == 0 && !found) {
         *kid = EVS_ID_MIN; /* not indexed yet: walk back from the stream's last entry */
         *kpos = 0;
-    } else if (rc == 0 && evs_id_cmp(*kid, it->lo) > 0 && it->snap.length &&
-               it->snap.first_pos != REC_POS_NONE && evs_id_cmp(it->snap.first_id, *kid) < 0) {
-        *kid = it->snap.first_id; /* the block from the first entry up to that key */
+    } else if (rc == 0 && evs_id_cmp(*kid, it->lo) > 0 && it->snap.first_pos != REC_POS_NONE) {
+        /* no key at or below lo, which is at or past the first entry (clamped at open): the
+         * block from the first entry up to that key */
+        *kid = it->snap.first_id;
         *kpos = it->snap.first_pos;
     }
     return rc;

@@ -1024,12 +1024,6 @@ typedef struct trim_plan {
 /* The log bytes of request r's entry i. */
 static uint64_t entry_bytes(const wreq *r, size_t i) { return rec_size_for(r->ops[i].body_len); }
 
-/*
- * Which of stream s's oldest live entries a trim removes, given the entries request r appends
- * to it (r NULL: none; plan_trim). The oldest entries are read from the written state, from
- * the writer's first ID on (an earlier trim in this batch may have moved it), then from the
- * batch's own entries of s (B2), then from r's.
- */
 /* The goal of trim t on a stream with `live` entries of `live_bytes`; false: nothing to do. */
 static bool trim_goal_for(const evs_trim *t, uint64_t live, uint64_t live_bytes, trim_goal *goal)
 {
@@ -1059,6 +1053,12 @@ static bool trim_worth(const evs_trim *t, uint64_t removed)
     return removed && !(t->approx && t->kind == EVS_TRIM_MINID && removed < EVS_TRIM_APPROX_STEP);
 }
 
+/*
+ * Which of stream s's oldest live entries a trim removes, given the entries request r appends
+ * to it (r NULL: none). The oldest entries are read from the written state, from the writer's
+ * first ID on (an earlier trim in this batch may have moved it), then from the batch's own
+ * entries of s (B2), then from r's.
+ */
 static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
                      trim_plan *plan, evs_error *err)
 {
@@ -1078,10 +1078,10 @@ static int plan_trim(evs_store *st, stream *s, const evs_trim *t, const wreq *r,
         /* The entries to scan are the written ones (I7): with none of s in the batch being
          * built, the writer's state; else its state at the end of the last batch written,
          * held from readers by the visibility cap or not, and a trim that reaches past it
-         * goes on over the batch's own entries (below, B2). With the readers' state, a trim behind held batches (a leader
-         * under --ack all whose followers lag) took the request's own entry as the first and
-         * lost the held ones, or counted an entry a held tombstone had deleted and left XLEN
-         * below the entries it kept. */
+         * goes on over the batch's own entries (below, B2). With the readers' state, a trim
+         * behind held batches (a leader under --ack all whose followers lag) took the
+         * request's own entry as the first and lost the held ones, or counted an entry a held
+         * tombstone had deleted and left XLEN below the entries it kept. */
         pthread_rwlock_rdlock(&st->lock);
         snap = s->btouched ? *store_visible_written(st, s) : s->w;
         pthread_rwlock_unlock(&st->lock);

@@ -378,11 +378,6 @@ Test(groups, large_pending_list_survives_reopen)
     cr_assert_eq(evs_close(st), 0);
 }
 
-/* Random reads, acks (oldest, newest and any), forced claims, consumer creations and
- * deletions over a couple of hundred consumers: the group's summary (consumer count, smallest
- * and largest pending ID, oldest delivery) always agrees with walks of its lists, consumers
- * are found by name across hash-table growth and deletions, and the state is the same after
- * a reopen (only the consumer rows that changed are written at each commit) and a rebuild. */
 /* The pending list walked whole, then cut as a history read or a filtered XPENDING cuts it:
  * the entries of consumer `cname` above `after`, at most `count` (0: all). */
 typedef struct pel_cut {
@@ -437,6 +432,11 @@ static void check_consumer_walks(evs_store *st, const char *cname, evs_id after,
     free(ids);
 }
 
+/* Random reads, acks (oldest, newest and any), forced claims, consumer creations and
+ * deletions over a couple of hundred consumers: the group's summary (consumer count, smallest
+ * and largest pending ID, oldest delivery) always agrees with walks of its lists, consumers
+ * are found by name across hash-table growth and deletions, and the state is the same after
+ * a reopen (only the consumer rows that changed are written at each commit) and a rebuild. */
 Test(groups, random_operations_keep_summaries_and_rows)
 {
     evs_store *st = open_checked();

@@ -809,8 +809,10 @@ int evs_promote(evs_store *st, evs_epoch *out, evs_error *err);
 int evs_replica_truncate_request(evs_store *st, uint64_t x, evs_error *err);
 /* Follower that lacks what the leader's retention deleted: record (file SNAPSHOT) that the
  * whole store must be copied from the leader before the next start (`evstore serve` does it,
- * docs/replication.md). */
-int evs_replica_snapshot_request(evs_store *st, evs_error *err);
+ * docs/replication.md). own: the bytes of its log past where its history parts from the
+ * leader's, as the leader counted them (0: its log is a prefix of the leader's history, so the
+ * old store holds only what the leader's retention deleted), or UINT64_MAX when unknown. */
+int evs_replica_snapshot_request(evs_store *st, uint64_t own, evs_error *err);
 /* Follower: the leader's log now starts at pos (its retention deleted what lies below); the
  * follower's retention thread deletes its own segments that end at or below it. */
 void evs_replica_leader_start(evs_store *st, uint64_t pos);

@@ -79,7 +79,7 @@ static struct {
 static void link_drop(const char *why);
 static void link_try(void);
 static void take_truncate(uint64_t x, const resp_value *why);
-static void take_snapshot(const resp_value *why);
+static void take_snapshot(const resp_value *why, uint64_t own);
 static void take_input(void);
 
 /* Close the link's socket and its read event. */
@@ -312,12 +312,14 @@ static void take_truncate(uint64_t x, const resp_value *why)
     server_restart(F.srv);
 }
 
-/* SNAPSHOT <why>: what this follower lacks is gone from the leader (retention). Record it
- * and restart: `evstore serve` copies the leader's whole store before it opens this one. */
-static void take_snapshot(const resp_value *why)
+/* SNAPSHOT <why> [<own bytes>]: what this follower lacks is gone from the leader
+ * (retention). Record it, with the bytes of its own the leader counted (unknown from a leader
+ * that sends none), and restart: `evstore serve` copies the leader's whole store before it
+ * opens this one, and keeps the old one unless it held nothing of its own. */
+static void take_snapshot(const resp_value *why, uint64_t own)
 {
     evs_error err;
-    if (evs_replica_snapshot_request(server_store(F.srv), &err)) {
+    if (evs_replica_snapshot_request(server_store(F.srv), own, &err)) {
         server_log(F.srv, EVS_LOG_ERROR, "cannot follow: %s", err.msg);
         F.state = L_FAILED;
         link_drop("cannot record the snapshot request");
@@ -467,9 +469,10 @@ static void take_input(void)
             take_truncate((uint64_t)v->elems[1].integer, &v->elems[2]);
             resp_value_free(v);
             return;
-        } else if (F.state == L_SYNC && v->type == RESP_T_ARRAY && v->n == 2 &&
-                   v->elems[0].len == 8 && !memcmp(v->elems[0].str, "SNAPSHOT", 8)) {
-            take_snapshot(&v->elems[1]);
+        } else if (F.state == L_SYNC && v->type == RESP_T_ARRAY && (v->n == 2 || v->n == 3) &&
+                   v->elems[0].len == 8 && !memcmp(v->elems[0].str, "SNAPSHOT", 8) &&
+                   (v->n == 2 || (v->elems[2].type == RESP_T_INT && v->elems[2].integer >= 0))) {
+            take_snapshot(&v->elems[1], v->n == 3 ? (uint64_t)v->elems[2].integer : UINT64_MAX);
             resp_value_free(v);
             return;
         } else if (F.state == L_SYNC) {

@@ -5,8 +5,10 @@
  *
  * A follower names its store, the end of its log and its epoch history. The leader answers
  * `*3 TRUNCATE <position> <why>` when the follower's log goes past the point where the two
- * histories part (it cuts there and asks again), `*2 SNAPSHOT <why>` when what it lacks
- * is below the leader's retention (it copies the whole store, as a backup, and asks again), or
+ * histories part (it cuts there and asks again), `*3 SNAPSHOT <why> :<own bytes>` when what
+ * it lacks is below the leader's retention (it copies the whole store, as a backup, and asks
+ * again; own bytes, those past where the histories part, are 0 when its log is a prefix of the
+ * leader's: then its old store holds nothing the leader's retention did not delete), or
  * `*4 CONTINUE <position> <store id> [[epoch, uuid, start]...]` and from then on the
  * connection carries the leader's log to it, as frames
  *
@@ -452,9 +454,10 @@ void cmd_replsync(cmd_ctx *x)
                  PRIu64 " (retention deleted the rest): it needs a snapshot",
                  bad ? "parts from the leader's at" : "ends at", bad ? cut_at : pos, s.log_start);
         server_log(x->srv, EVS_LOG_WARN, "follower sent to take a snapshot: %s", why);
-        resp_out_array(&x->r->out, 2);
+        resp_out_array(&x->r->out, 3);
         resp_out_cstr(&x->r->out, "SNAPSHOT");
         resp_out_cstr(&x->r->out, why);
+        resp_out_int(&x->r->out, bad ? (long long)(pos - cut_at) : 0); /* bytes never here */
         x->r->close_after = true;
         reply_done(x);
         free(theirs);

@@ -112,10 +112,31 @@ static bool owner_gone(const char *name, const char *prefix)
     return pid == (long)getpid() || (kill((pid_t)pid, 0) && errno == ESRCH);
 }
 
+/* Whether the old store in folder dir held nothing of its own: its SNAPSHOT marker says the
+ * leader counted no bytes past where the two histories part ("snapshot own 0"), so its whole
+ * log was a prefix of the leader's, below the leader's start: what the leader's retention
+ * deleted. A marker from an older follower ("snapshot"), or one with bytes of its own, is
+ * not: that store is kept. */
+static bool held_nothing_of_its_own(const char *dir)
+{
+    char path[4200], buf[32] = "";
+    snprintf(path, sizeof path, "%s/SNAPSHOT", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return !strcmp(buf, "snapshot own 0\n");
+}
+
 /* What a follower killed while it copied its leader's store left beside DATA: a partial copy
  * (DATA.snapshot-<pid>) and a complete one never put in place (DATA.new-<pid>) are removed,
  * since the leader still has them; an old store that had traded its name (DATA.new-<pid>
- * holding SNAPSHOT, swap_into_place) is kept, as DATA.replaced-<time> like any other. */
+ * holding SNAPSHOT, swap_into_place) is kept, as DATA.replaced-<time> like any other, unless
+ * it held nothing of its own (then it is removed, as follower_snapshot would have done; one
+ * killed after it was renamed DATA.replaced-<time> stays: no process's folder of that name is
+ * ever removed, as an operator may have a server running on it). */
 static void sweep_leftovers(const char *data)
 {
     char parent[4096], base[4096];
@@ -136,7 +157,8 @@ static void sweep_leftovers(const char *data)
         char p[8300], msg[13000], marker[8400], old[4200];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         snprintf(marker, sizeof marker, "%s/SNAPSHOT", p);
-        if (fresh && !access(marker, F_OK)) {
+        bool nothing_own = fresh && held_nothing_of_its_own(p);
+        if (fresh && !access(marker, F_OK) && !nothing_own) {
             snprintf(old, sizeof old, "%s.replaced-%ld", data, (long)time(NULL));
             if (rename(p, old))
                 snprintf(msg, sizeof msg, "cannot rename %s, a follower's old store, to %s: %s",
@@ -147,7 +169,8 @@ static void sweep_leftovers(const char *data)
         } else {
             evs_remove_tree(p);
             snprintf(msg, sizeof msg, "removed %s, left by an interrupted copy of the leader's "
-                     "store", p);
+                     "store%s", p, nothing_own ? " (a follower's old store that held nothing of "
+                                                 "its own)" : "");
         }
         cli_log(NULL, EVS_LOG_WARN, msg);
     }
@@ -194,8 +217,12 @@ static int swap_into_place(const char *data, const char *fresh, const char *old)
  * A follower whose leader answered SNAPSHOT (what it lacks was deleted by the leader's
  * retention) left the file SNAPSHOT and restarted. Before the store opens: copy the leader's
  * whole store as a backup into DATA.snapshot-<pid>, restore it as a follower's copy (checked,
- * no new epoch) into DATA.new-<pid>, move the old folder aside to DATA.replaced-<time> (kept,
- * never deleted) and the new one into place. Then the follower starts at the snapshot's cut.
+ * no new epoch) into DATA.new-<pid>, move the old folder aside to DATA.replaced-<time> and the
+ * new one into place. Then the follower starts at the snapshot's cut. The old folder is kept
+ * (never deleted) unless the leader counted nothing of its own in it: then all it held was
+ * below the leader's start, deleted there by retention, and it goes too (a follower that
+ * fell behind again and again would otherwise fill its disk with copies of what retention
+ * deleted).
  */
 static int follower_snapshot(const server_config *c)
 {
@@ -203,6 +230,7 @@ static int follower_snapshot(const server_config *c)
     snprintf(marker, sizeof marker, "%s/SNAPSHOT", c->data);
     if (access(marker, F_OK))
         return 0;
+    bool discard = held_nothing_of_its_own(c->data);
     char bk[4096], fresh[4096], old[4096];
     snprintf(bk, sizeof bk, "%s.snapshot-%d", c->data, (int)getpid());
     snprintf(fresh, sizeof fresh, "%s.new-%d", c->data, (int)getpid());
@@ -227,10 +255,13 @@ static int follower_snapshot(const server_config *c)
     }
     if (swap_into_place(c->data, fresh, old))
         return -1;
+    if (discard) /* after the names are synced: DATA never names a half-removed store */
+        evs_remove_tree(old);
     char msg[9000];
     snprintf(msg, sizeof msg, "the leader's store is copied (cut at log position %llu, %zu "
-             "streams); the old folder is kept as %s", (unsigned long long)br.cut, br.streams,
-             old);
+             "streams); the old folder %s %s", (unsigned long long)br.cut, br.streams,
+             discard ? "held nothing of its own (the leader's retention had deleted all of it) "
+                       "and is removed:" : "is kept as", old);
     cli_log(NULL, EVS_LOG_WARN, msg);
     return 0;
 }

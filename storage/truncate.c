@@ -48,11 +48,13 @@ int evs_replica_truncate_request(evs_store *st, uint64_t x, evs_error *err)
     return store_truncate_request(st, x, err);
 }
 
-int evs_replica_snapshot_request(evs_store *st, evs_error *err)
+int evs_replica_snapshot_request(evs_store *st, uint64_t own, evs_error *err)
 {
-    char path[PATH_MAX];
+    char path[PATH_MAX], buf[64];
     snprintf(path, sizeof path, "%s/SNAPSHOT", st->dir);
-    int rc = fio_write_file_atomic(st->io, path, "snapshot\n", 9);
+    int n = own == UINT64_MAX ? snprintf(buf, sizeof buf, "snapshot\n")
+                              : snprintf(buf, sizeof buf, "snapshot own %" PRIu64 "\n", own);
+    int rc = fio_write_file_atomic(st->io, path, buf, (size_t)n);
     return rc ? evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc)) : 0;
 }
 

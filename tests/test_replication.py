@@ -518,6 +518,51 @@ class Failover(Base):
             self.assertEqual(a.read(), b.read())
         self.assertIn("two promotions", self.log())
 
+    def test_a_diverged_follower_behind_retention_keeps_its_old_store(self):
+        """Two followers promoted in a split; the first writes past its retention, so that its
+        log's start passes the point where the second's history parts from its own. The
+        second, told to follow the first, cannot cut there (that part of the log is gone): it
+        copies the first's store, and keeps its old one, which holds writes of its own that
+        exist nowhere else. (Mutation-checked: removing every old store fails this.)"""
+        leader = self.start("leader")
+        f1 = self.follower("f1", leader, "--retention-max-entries", "100")
+        f2 = self.follower("f2", leader)
+        lr = leader.client()
+        for i in range(50):
+            lr.xadd("s", {"i": str(i)})
+        self.assertEqual(lr.execute_command("WAIT", "2", "5000"), 2)
+        leader.stop(signal.SIGKILL)
+        self.servers.remove(leader)
+        r1, r2 = f1.client(), f2.client()
+        self.assertEqual(r1.execute_command("REPLICAOF", "NO", "ONE"), b"OK")
+        self.assertEqual(r2.execute_command("REPLICAOF", "NO", "ONE"), b"OK")
+        for i in range(3):
+            r2.xadd("s", {"f2-only": str(i)})
+        p = r1.pipeline(transaction=False)
+        for i in range(12000):  # 1 MiB segments: several fill and fall out
+            p.xadd("s", {"pad": "r" * 400})
+        p.execute()
+        deadline = time.time() + 20
+        while r1.info("evstore")["log_start"] == 0 and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertGreater(r1.info("evstore")["log_start"], 0)
+        self.assertEqual(r2.execute_command("REPLICAOF", "127.0.0.1", str(f1.port)), b"OK")
+        r2.close()
+        self.wait_role(f2, "slave")
+        self.caught_up(f1, f2)
+        self.same_segments(f1, f2)
+        self.assertEqual(f2.client().xrange("s"), r1.xrange("s"))
+        log = self.log()
+        self.assertIn("parts from the leader's at", log)
+        self.assertRegex(log, r"the old folder is kept as .*f2\.replaced-\d+")
+        kept = glob.glob(os.path.join(self.dir, "f2.replaced-*"))
+        self.assertEqual(len(kept), 1)
+        own = 0
+        for seg in glob.glob(os.path.join(kept[0], "log", "*.seg")):
+            with open(seg, "rb") as f:
+                own += f.read().count(b"f2-only")
+        self.assertEqual(own, 3)
+
     def rejoin_at_runtime(self, node, leader, cut_marker, cut_count):
         """node follows leader (REPLICAOF at runtime), cuts its own writes (cut_count entries
         holding cut_marker, kept in one .diverged file) and converges byte for byte."""
@@ -667,17 +712,21 @@ class Links(Base):
         log = self.log()
         self.assertIn("follower sent to take a snapshot", log)
         self.assertIn("copying the leader's store", log)
-        self.assertRegex(log, r"the old folder is kept as .*f\.replaced-\d+")
-        self.assertEqual(len(glob.glob(os.path.join(self.dir, "f.replaced-*"))), 1)
-
+        # its old log was a prefix of the leader's, all below the leader's start: nothing in
+        # it was its own, and it is not kept (retention deleted it on the leader)
+        self.assertRegex(log, r"the old folder held nothing of its own .* and is removed: "
+                              r".*f\.replaced-\d+")
+        self.assertEqual(glob.glob(os.path.join(self.dir, "f.replaced-*")), [])
 
     def test_leftovers_of_an_interrupted_copy_are_swept(self):
         """A follower killed while it copied its leader's store leaves, beside its folder, a
         partial backup (F.snapshot-<pid>), a complete copy not yet in place (F.new-<pid>), or,
         killed between the two renames, its old store under the copy's name (F.new-<pid>,
         holding the SNAPSHOT marker). The next start removes the copies and keeps the old
-        store as F.replaced-<time>; names of a running process, or not of this form, stay.
-        (Mutation-checked: without the sweep, or keeping every F.new-*, this fails.)"""
+        store as F.replaced-<time>, unless its marker says it held nothing of its own (then
+        it goes, as it would have after the copy); names of a running process, or not of this
+        form, stay. (Mutation-checked: without the sweep, keeping every F.new-*, or keeping
+        every old store, this fails.)"""
         leader = self.start("leader")
         p = subprocess.Popen(["true"])
         p.wait()
@@ -692,11 +741,16 @@ class Links(Base):
         partial = folder(".snapshot-%d" % dead, "seg")
         copy = folder(".new-4194305", "STORE")  # above any pid_max: gone too
         old = folder(".new-%d" % dead, "STORE", "SNAPSHOT")
+        q = subprocess.Popen(["true"])
+        q.wait()
+        nothing_own = folder(".new-%d" % q.pid, "STORE")  # the leader counted none of its own
+        with open(os.path.join(nothing_own, "SNAPSHOT"), "w") as fh:
+            fh.write("snapshot own 0\n")
         running = folder(".snapshot-%d" % live, "seg")
         other = folder(".new-x", "STORE")
         f = self.follower("f", leader)
         self.followers_listed(leader.client(), 1)
-        for gone in (partial, copy, old):
+        for gone in (partial, copy, old, nothing_own):
             self.assertFalse(os.path.exists(gone), gone)
         for kept in (running, other):
             self.assertTrue(os.path.isdir(kept), kept)

@@ -134,9 +134,9 @@ static bool held_nothing_of_its_own(const char *dir)
  * (DATA.snapshot-<pid>) and a complete one never put in place (DATA.new-<pid>) are removed,
  * since the leader still has them; an old store that had traded its name (DATA.new-<pid>
  * holding SNAPSHOT, swap_into_place) is kept, as DATA.replaced-<time> like any other, unless
- * it held nothing of its own (then it is removed, as follower_snapshot would have done; one
- * killed after it was renamed DATA.replaced-<time> stays: no process's folder of that name is
- * ever removed, as an operator may have a server running on it). */
+ * it held nothing of its own (then it is removed, as follower_snapshot would have done). A
+ * DATA.replaced-<time> is never removed here, whatever its marker says (a kill between the
+ * rename and the removal leaves one): an operator may be running a server on it. */
 static void sweep_leftovers(const char *data)
 {
     char parent[4096], base[4096];

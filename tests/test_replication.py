@@ -21,7 +21,7 @@ import urllib.request
 import redis
 
 import test_server
-from test_server import Server
+from test_server import Server, http_req
 
 
 class Proxy:
@@ -489,6 +489,32 @@ class Failover(Base):
         self.servers.remove(again)
         third = self.start("leader", "--fsync", "everysec")
         self.assertEqual(third.client().info("evstore")["epoch"], 2)
+
+    def test_idempotent_retries_after_a_failover_append_once(self):
+        """An HTTP publish acknowledged by the leader (and confirmed by WAIT), retried with the
+        same Idempotency-Key (or the same event id) on the follower promoted after the leader's
+        loss, answers the original ID and appends nothing: the keys travel in the log with
+        their entries. A follower refuses the publish itself as read-only."""
+        leader = self.start("leader")
+        f = self.follower("f", leader)
+        first = http_req(leader, "POST", "/streams/s/events", {"type": "a", "payload": 1},
+                         {"Idempotency-Key": "k1"})
+        by_id = http_req(leader, "POST", "/streams/s/events", {"type": "b", "id": "evt-9"})
+        self.assertEqual((first[0], by_id[0]), (201, 201))
+        self.assertEqual(leader.client().execute_command("WAIT", "1", "5000"), 1)
+        st, body, _ = http_req(f, "POST", "/streams/s/events", {"type": "a", "payload": 1},
+                               {"Idempotency-Key": "k1"})
+        self.assertEqual((st, body["code"]), (403, "readonly"))
+        leader.stop(signal.SIGKILL)
+        self.servers.remove(leader)
+        self.assertEqual(f.client().execute_command("REPLICAOF", "NO", "ONE"), b"OK")
+        st, body, r = http_req(f, "POST", "/streams/s/events", {"type": "a", "payload": 1},
+                               {"Idempotency-Key": "k1"})
+        self.assertEqual((st, body), (201, first[1]))
+        self.assertEqual(r.getheader("Idempotent-Replayed"), "true")
+        st, body, _ = http_req(f, "POST", "/streams/s/events", {"type": "b", "id": "evt-9"})
+        self.assertEqual((st, body), (201, by_id[1]))
+        self.assertEqual(f.client().xlen("s"), 2)
 
     def test_two_promotions_to_the_same_epoch_are_told_apart(self):
         leader = self.start("leader")

@@ -1,7 +1,8 @@
 /*
- * fuzz_manifest.c — hostile bytes as a backup's MANIFEST and as an EPOCHS file: both are read
- * from outside (a backup folder may come from anywhere). Whatever parses must name only files
- * a store may hold, and encode back to bytes that parse to the same manifest.
+ * fuzz_manifest.c — hostile bytes as a backup's MANIFEST, an EPOCHS file and a SWAP journal:
+ * all are read from outside (a backup folder may come from anywhere; a data folder's files
+ * from a disk). Whatever parses must name only files a store may hold, and encode back to
+ * bytes that parse to the same manifest (a journal: to the very bytes).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -49,5 +50,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n;
     if (epochs_parse((const char *)data, size, &v, &n, why, sizeof why) == 0)
         free(v);
+    /* a swap journal: what parses is exactly what the writer writes for it (swap.c) */
+    static swap_plan p;
+    if (swap_journal_parse((const char *)data, size, &p) == 0) {
+        static char again[SWAP_MAX_ENTRIES * (SWAP_NAME_MAX + 1) + 1024];
+        size_t len = (size_t)snprintf(again, sizeof again, "evstore-swap 1\nnew %s\nold %s\n",
+                                      p.fresh, p.aside);
+        for (size_t i = 0; i < p.n; i++) {
+            if (!p.names[i][0] || strchr(p.names[i], '/') || !strcmp(p.names[i], "LOCK"))
+                abort();
+            len += (size_t)snprintf(again + len, sizeof again - len, "%s\n", p.names[i]);
+        }
+        if (strncmp(p.fresh, ".new-", 5) || strncmp(p.aside, ".replaced-", 10) ||
+            strchr(p.fresh, '/') || strchr(p.aside, '/') || len != size ||
+            memcmp(again, data, size))
+            abort();
+    }
     return 0;
 }

@@ -96,9 +96,27 @@ typedef struct evs_restore_report {
 /* Restore backup `from` into `data` (which must not exist or be empty): check everything
  * first, build the store in a temporary sibling folder, open it (recovery), compare every
  * stream with the manifest, begin a new epoch, close it, and only then rename it into place.
- * EVS_EEXIST: data is not empty; EVS_ECORRUPT: the backup failed its checks. */
+ * EVS_EEXIST: data is not empty; EVS_EINVAL: data is a mount point (it cannot take the
+ * rename: restore into a folder inside it); EVS_ECORRUPT: the backup failed its checks. */
 int evs_restore(const char *from, const char *data, const evs_restore_options *o,
                 evs_restore_report *rep, evs_error *err);
+
+/* Put the store staged in dir/<staged> (a folder named .new-<...>: a complete store, closed;
+ * a follower's copy of its leader's, restored there) in the place of the store in dir, within
+ * dir (so dir may be a mount point): every entry of dir but LOCK, lost+found and staging
+ * folders moves into dir/.replaced-<time> (its path in aside), the staged store's entries into
+ * dir. Journaled (dir/SWAP, docs/format.md): a crash at any point leaves a folder whose next
+ * writable evs_open finishes the swap first, so dir holds the old store or the new one, whole.
+ * The caller holds dir's LOCK (evs_lock_folder), or no process has dir open. EVS_EEXIST: an
+ * unfinished swap is there already. staged NULL: only finish an unfinished swap, if there is
+ * one (aside gets its folder; "" when there was none). */
+int evs_swap_in(const char *dir, const char *staged, char *aside, size_t cap, evs_error *err);
+
+/* Take folder dir's LOCK as a writable evs_open does (exclusive, not waiting), for work on
+ * the folder while no store is open on it: a descriptor (close it to let go; an evs_open of
+ * dir by this process fails while it is held), or < 0: EVS_ELOCKED (another process has dir
+ * open, or holds its lock), another error code. dir must exist. */
+int evs_lock_folder(const char *dir, evs_error *err);
 
 /* Remove a folder and everything in it (a temporary backup or restore folder). */
 void evs_remove_tree(const char *path);

@@ -28,12 +28,17 @@ int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
 /* A backup of a running server over RESP (cli_backup.c), for `backup --server` and for a
- * follower copying its leader's store (cli_serve.c). */
+ * follower copying its leader's store (follower_copy.c). */
 struct evs_backup_options;
 struct evs_backup_report;
 int cli_backup_remote(const char *server, const char *password,
                       const struct evs_backup_options *o, struct evs_backup_report *rep,
                       evs_error *err);
+/* Before `evstore serve` opens DATA (follower_copy.c): finish a swap of stores a crash
+ * interrupted, remove what an interrupted copy left, and, for a follower whose leader asked
+ * for it (SNAPSHOT), copy the leader's store (`leader`, with `password`) into DATA's place.
+ * 0, or -1 after logging why. */
+int folder_prepare(const char *data, const char *leader, const char *password);
 /* `evstore verify --backup DIR` (cli_backup.c). */
 int cli_verify_backup(const char *dir, bool quiet);
 

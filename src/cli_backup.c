@@ -588,10 +588,11 @@ static const char *restore_help =
     "Checks the whole backup first (manifest, every file's size and CRC, the chain of an\n"
     "incremental backup), then builds the store in NEW_DIR.restore-XXXXXX, opens it, checks\n"
     "every stream against the manifest, starts a new epoch and renames it to NEW_DIR. NEW_DIR\n"
-    "must not exist or be empty. A failed or interrupted restore leaves no NEW_DIR.\n"
+    "must not exist or be empty, and not be a mount point (restore into a folder inside it).\n"
+    "A failed or interrupted restore leaves no NEW_DIR.\n"
     "\n"
     "Exit codes: 0 restored, 1 the backup is damaged (nothing written), 2 unusable arguments,\n"
-    "3 failed, 4 refused (NEW_DIR not empty).\n";
+    "3 failed, 4 refused (NEW_DIR not empty, or a mount point).\n";
 
 static volatile int stop_flag;
 static void on_signal(int sig)
@@ -638,8 +639,9 @@ int cmd_restore(int argc, char **argv)
     progress_end(&g);
     if (rc) {
         fprintf(stderr, "evstore restore: %s\n", err.msg);
-        return rc == EVS_ECORRUPT ? EXIT_PROBLEMS : rc == EVS_EEXIST ? EXIT_REFUSED
-                                                                    : EXIT_FAILURE_;
+        return rc == EVS_ECORRUPT                      ? EXIT_PROBLEMS
+               : rc == EVS_EEXIST || rc == EVS_EINVAL ? EXIT_REFUSED
+                                                      : EXIT_FAILURE_;
     }
     char a[32];
     human(a, sizeof a, (double)rep.bytes);

@@ -3,20 +3,14 @@
  */
 #include "cli.h"
 #include "server.h"
-#include "evstore_backup.h"
 
-#include <fcntl.h>
 #include <getopt.h>
-#include <dirent.h>
-#include <signal.h>
 #include <stdbool.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <errno.h>
-#include <time.h>
 
 static const char *help =
     "usage: evstore serve [options]\n"
@@ -99,171 +93,6 @@ static bool list_opt(const char *flag, const char **v,
         fprintf(stderr, "evstore serve: %s: give items separated by commas, or '*' alone\n",
                 flag);
     return false;
-}
-
-/* A process that runs no more (or this one, before it copies anything): the pid that names a
- * leftover of follower_snapshot. */
-static bool owner_gone(const char *name, const char *prefix)
-{
-    char *end;
-    long pid = strtol(name + strlen(prefix), &end, 10);
-    if (*end || end == name + strlen(prefix) || pid <= 0)
-        return false; /* not a name this file gives */
-    return pid == (long)getpid() || (kill((pid_t)pid, 0) && errno == ESRCH);
-}
-
-/* Whether the old store in folder dir held nothing of its own: its SNAPSHOT marker says the
- * leader counted no bytes past where the two histories part ("snapshot own 0"), so its whole
- * log was a prefix of the leader's, below the leader's start: what the leader's retention
- * deleted. A marker from an older follower ("snapshot"), or one with bytes of its own, is
- * not: that store is kept. */
-static bool held_nothing_of_its_own(const char *dir)
-{
-    char path[4200], buf[32] = "";
-    snprintf(path, sizeof path, "%s/SNAPSHOT", dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return !strcmp(buf, "snapshot own 0\n");
-}
-
-/* What a follower killed while it copied its leader's store left beside DATA: a partial copy
- * (DATA.snapshot-<pid>) and a complete one never put in place (DATA.new-<pid>) are removed,
- * since the leader still has them; an old store that had traded its name (DATA.new-<pid>
- * holding SNAPSHOT, swap_into_place) is kept, as DATA.replaced-<time> like any other, unless
- * it held nothing of its own (then it is removed, as follower_snapshot would have done). A
- * DATA.replaced-<time> is never removed here, whatever its marker says (a kill between the
- * rename and the removal leaves one): an operator may be running a server on it. */
-static void sweep_leftovers(const char *data)
-{
-    char parent[4096], base[4096];
-    snprintf(parent, sizeof parent, "%s", data);
-    snprintf(base, sizeof base, "%s", data);
-    const char *dir = dirname(parent), *name = basename(base);
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    size_t nlen = strlen(name);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        const char *kind = strncmp(e->d_name, name, nlen) ? NULL : e->d_name + nlen;
-        bool fresh = kind && !strncmp(kind, ".new-", 5);
-        if (!kind || (!fresh && strncmp(kind, ".snapshot-", 10)) ||
-            !owner_gone(kind, fresh ? ".new-" : ".snapshot-"))
-            continue;
-        char p[8300], msg[13000], marker[8400], old[4200];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        snprintf(marker, sizeof marker, "%s/SNAPSHOT", p);
-        bool nothing_own = fresh && held_nothing_of_its_own(p);
-        if (fresh && !access(marker, F_OK) && !nothing_own) {
-            snprintf(old, sizeof old, "%s.replaced-%ld", data, (long)time(NULL));
-            if (rename(p, old))
-                snprintf(msg, sizeof msg, "cannot rename %s, a follower's old store, to %s: %s",
-                         p, old, strerror(errno));
-            else
-                snprintf(msg, sizeof msg, "a follower's old store, left as %s by a copy that "
-                         "was interrupted, is kept as %s", p, old);
-        } else {
-            evs_remove_tree(p);
-            snprintf(msg, sizeof msg, "removed %s, left by an interrupted copy of the leader's "
-                     "store%s", p, nothing_own ? " (a follower's old store that held nothing of "
-                                                 "its own)" : "");
-        }
-        cli_log(NULL, EVS_LOG_WARN, msg);
-    }
-    closedir(d);
-}
-
-/* Put the copied store FRESH in DATA's place and keep the old one as OLD. DATA names a whole
- * store at every instant, across a crash too: the two trade names in one step (renameat2's
- * RENAME_EXCHANGE; two renames where the file system lacks it), then the old store, now named
- * FRESH, moves to OLD, and the parent folder is fsynced so that the names survive power loss.
- * A crash between the steps leaves the old store under FRESH's name (kept, like OLD). */
-static int swap_into_place(const char *data, const char *fresh, const char *old)
-{
-    char msg[9000];
-    int ok = !renameat2(AT_FDCWD, fresh, AT_FDCWD, data, RENAME_EXCHANGE);
-    if (!ok && (errno == EINVAL || errno == ENOSYS)) /* no exchange: the old store first */
-        ok = !rename(data, old) && !rename(fresh, data);
-    else if (ok && rename(fresh, old)) {
-        snprintf(msg, sizeof msg, "the copied store is in place; the old one stays as %s "
-                 "(cannot rename it to %s: %s)", fresh, old, strerror(errno));
-        cli_log(NULL, EVS_LOG_WARN, msg);
-    }
-    if (!ok) {
-        snprintf(msg, sizeof msg, "cannot move the copied store %s into place: %s", fresh,
-                 strerror(errno));
-        cli_log(NULL, EVS_LOG_ERROR, msg);
-        return -1;
-    }
-    char parent[4096];
-    snprintf(parent, sizeof parent, "%s", data);
-    int fd = open(dirname(parent), O_RDONLY | O_DIRECTORY);
-    if (fd < 0 || fsync(fd)) {
-        snprintf(msg, sizeof msg, "cannot fsync the folder holding %s: %s", data, strerror(errno));
-        cli_log(NULL, EVS_LOG_ERROR, msg);
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return 0;
-}
-
-/*
- * A follower whose leader answered SNAPSHOT (what it lacks was deleted by the leader's
- * retention) left the file SNAPSHOT and restarted. Before the store opens: copy the leader's
- * whole store as a backup into DATA.snapshot-<pid>, restore it as a follower's copy (checked,
- * no new epoch) into DATA.new-<pid>, move the old folder aside to DATA.replaced-<time> and the
- * new one into place. Then the follower starts at the snapshot's cut. The old folder is kept
- * (never deleted) unless the leader counted nothing of its own in it: then all it held was
- * below the leader's start, deleted there by retention, and it goes too (a follower that
- * fell behind again and again would otherwise fill its disk with copies of what retention
- * deleted).
- */
-static int follower_snapshot(const server_config *c)
-{
-    char marker[4096];
-    snprintf(marker, sizeof marker, "%s/SNAPSHOT", c->data);
-    if (access(marker, F_OK))
-        return 0;
-    bool discard = held_nothing_of_its_own(c->data);
-    char bk[4096], fresh[4096], old[4096];
-    snprintf(bk, sizeof bk, "%s.snapshot-%d", c->data, (int)getpid());
-    snprintf(fresh, sizeof fresh, "%s.new-%d", c->data, (int)getpid());
-    snprintf(old, sizeof old, "%s.replaced-%ld", c->data, (long)time(NULL));
-    cli_log(NULL, EVS_LOG_WARN, "copying the leader's store: this follower lacks what its "
-                                "retention deleted");
-    evs_backup_options bo = {.out = bk};
-    evs_backup_report br;
-    evs_error err = {0};
-    int rc = cli_backup_remote(c->replica_of, c->leader_password, &bo, &br, &err);
-    if (!rc) {
-        evs_restore_options ro = {.log = cli_log, .follower = true};
-        evs_restore_report rr;
-        rc = evs_restore(bk, fresh, &ro, &rr, &err);
-    }
-    evs_remove_tree(bk); /* the copy is in `fresh` now */
-    if (rc) {
-        char msg[700];
-        snprintf(msg, sizeof msg, "copying the leader's store failed: %s", err.msg);
-        cli_log(NULL, EVS_LOG_ERROR, msg);
-        return -1;
-    }
-    if (swap_into_place(c->data, fresh, old))
-        return -1;
-    if (discard) /* after the names are synced: DATA never names a half-removed store */
-        evs_remove_tree(old);
-    char msg[9000];
-    snprintf(msg, sizeof msg, "the leader's store is copied (cut at log position %llu, %zu "
-             "streams); the old folder %s %s", (unsigned long long)br.cut, br.streams,
-             discard ? "held nothing of its own (the leader's retention had deleted all of it) "
-                       "and is removed:" : "is kept as", old);
-    cli_log(NULL, EVS_LOG_WARN, msg);
-    return 0;
 }
 
 int cmd_serve(int argc, char **argv)
@@ -437,8 +266,7 @@ int cmd_serve(int argc, char **argv)
     for (size_t n = strlen(data); n > 1 && data[n - 1] == '/'; n--)
         data[n - 1] = 0;
     c.data = data;
-    sweep_leftovers(c.data);
-    if (c.replica_of && follower_snapshot(&c))
+    if (folder_prepare(c.data, c.replica_of, c.leader_password))
         return EXIT_FAILURE_;
     static char follow_next[FOLLOW_NEXT_MAX];
     c.follow_next = follow_next;

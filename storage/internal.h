@@ -755,6 +755,20 @@ void snap_cut_release(snap_cut *c);
  * it out at open before the log is read (truncate.c). */
 int store_truncate_request(evs_store *st, uint64_t x, evs_error *err);
 int store_truncate_pending(evs_store *st, evs_error *err);
+/* A swap of staged store into dir that a crash interrupted (SWAP): finish it (swap.c). 0
+ * also when there is none. The caller holds dir's LOCK. */
+int store_swap_pending(const char *dir, evs_error *err);
+/* A swap's journal (dir/SWAP, docs/format.md), parsed: the staged folder, the folder the old
+ * store goes to, and the new store's entries. */
+#define SWAP_MAX_ENTRIES 64
+#define SWAP_NAME_MAX 255
+typedef struct swap_plan {
+    char fresh[SWAP_NAME_MAX + 1], aside[SWAP_NAME_MAX + 1];
+    size_t n;
+    char names[SWAP_MAX_ENTRIES][SWAP_NAME_MAX + 1];
+} swap_plan;
+/* 0, or -1 if text is not a whole journal evstore writes (exact lines, plain names). */
+int swap_journal_parse(const char *text, size_t len, swap_plan *p);
 /* Promotion: the store leads from now on (removes FOLLOWING, store.c). */
 int store_following_unmark(evs_store *st);
 /* The machine's boot ID (checkpoint rule). */

@@ -521,6 +521,16 @@ static int target_ok(const char *target, evs_error *err)
     if (!empty)
         return evs_err_set(err, EVS_EEXIST, "%s is not empty: restore only into a new or empty "
                            "folder", target);
+    /* the store is built beside the target and renamed into its place: a mount point (a
+     * folder on another file system than its parent) cannot take that rename */
+    char parent[PATH_MAX];
+    struct stat a, b;
+    snprintf(parent, sizeof parent, "%s/..", target);
+    if (!stat(target, &a) && !stat(parent, &b) && a.st_dev != b.st_dev)
+        return evs_err_set(err, EVS_EINVAL, "%s is a mount point: restore builds the store "
+                           "beside its target and renames it into place, which a mount point "
+                           "cannot take; restore into a new folder inside it (%s/evstore, say)",
+                           target, target);
     return 0;
 }
 

@@ -2029,6 +2029,35 @@ static int recover(evs_store *st, evs_error *err)
     return 0;
 }
 
+/* flock the open LOCK file of folder dir (shared or exclusive, not waiting): 0, or
+ * EVS_ELOCKED naming the process that holds it (the pid it wrote). */
+static int lock_taken(int fd, const char *dir, bool shared, evs_error *err)
+{
+    if (flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0)
+        return 0;
+    char pid[32] = "";
+    ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+    pid[n > 0 ? n : 0] = 0;
+    pid[strcspn(pid, "\n")] = 0;
+    return evs_err_set(err, EVS_ELOCKED, "data folder %s is in use by another process%s%s%s",
+                       dir, *pid ? " (pid " : "", pid, *pid ? ")" : "");
+}
+
+int evs_lock_folder(const char *dir, evs_error *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return evs_err_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
+    int rc = lock_taken(fd, dir, false, err);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
 static int lock_folder(evs_store *st, evs_error *err)
 {
     char path[PATH_MAX];
@@ -2046,14 +2075,9 @@ static int lock_folder(evs_store *st, evs_error *err)
     }
     if (st->lockfd < 0)
         return evs_err_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
-    if (flock(st->lockfd, (st->opt.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
-        char pid[32] = "";
-        ssize_t n = pread(st->lockfd, pid, sizeof pid - 1, 0);
-        pid[n > 0 ? n : 0] = 0;
-        pid[strcspn(pid, "\n")] = 0;
-        return evs_err_set(err, EVS_ELOCKED, "data folder %s is in use by another process%s%s%s",
-                           st->dir, *pid ? " (pid " : "", pid, *pid ? ")" : "");
-    }
+    int rc = lock_taken(st->lockfd, st->dir, st->opt.read_only, err);
+    if (rc)
+        return rc;
     if (!st->opt.read_only) {
         char pid[32];
         int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
@@ -2323,24 +2347,34 @@ static int open_once(const char *dir, const evs_options *opt, bool release, evs_
         rc = evs_err_set(err, -ENOMEM, "out of memory");
         goto fail;
     }
+    char swap[PATH_MAX];
+    snprintf(swap, sizeof swap, "%s/SWAP", dir);
     if (!st->opt.read_only) {
         if (mkdir(dir, 0755) && errno != EEXIST) {
             rc = evs_err_set(err, -errno, "cannot create data folder %s: %s", dir, strerror(errno));
             goto fail;
         }
+        /* a swap a crash interrupted is finished first, before log/ is made (swap.c S1) */
+        if ((rc = lock_folder(st, err)) || (rc = store_swap_pending(dir, err)))
+            goto fail;
         if (mkdir(st->logdir, 0755) && errno != EEXIST) {
             rc = evs_err_set(err, -errno, "cannot create %s: %s", st->logdir, strerror(errno));
             goto fail;
         }
     } else {
         struct stat sb;
+        if (!access(swap, F_OK)) {
+            rc = evs_err_set(err, EVS_EINVAL, "%s holds an unfinished swap of stores (SWAP): a "
+                             "writable open (evstore serve) finishes it", dir);
+            goto fail;
+        }
         if (stat(st->logdir, &sb) < 0) {
             rc = evs_err_set(err, EVS_ENOTFOUND, "%s is not an evstore data folder (no log/)", dir);
             goto fail;
         }
+        if ((rc = lock_folder(st, err)))
+            goto fail;
     }
-    if ((rc = lock_folder(st, err)))
-        goto fail;
     if (release && !st->opt.read_only && release_reserve(dir, opt))
         evs_log(st, EVS_LOG_WARN, "released the space reserve (%s/%s) to open on a full disk; it "
                 "is made again before the next write that finds room", st->logdir, PREP_RESERVE);

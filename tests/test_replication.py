@@ -580,8 +580,8 @@ class Failover(Base):
         self.assertEqual(f2.client().xrange("s"), r1.xrange("s"))
         log = self.log()
         self.assertIn("parts from the leader's at", log)
-        self.assertRegex(log, r"the old folder is kept as .*f2\.replaced-\d+")
-        kept = glob.glob(os.path.join(self.dir, "f2.replaced-*"))
+        self.assertRegex(log, r"the old store is kept in .*f2/\.replaced-\d+")
+        kept = glob.glob(os.path.join(f2.data, ".replaced-*"))
         self.assertEqual(len(kept), 1)
         own = 0
         for seg in glob.glob(os.path.join(kept[0], "log", "*.seg")):
@@ -740,54 +740,97 @@ class Links(Base):
         self.assertIn("copying the leader's store", log)
         # its old log was a prefix of the leader's, all below the leader's start: nothing in
         # it was its own, and it is not kept (retention deleted it on the leader)
-        self.assertRegex(log, r"the old folder held nothing of its own .* and is removed: "
-                              r".*f\.replaced-\d+")
-        self.assertEqual(glob.glob(os.path.join(self.dir, "f.replaced-*")), [])
+        self.assertRegex(log, r"the old store held nothing of its own .*: removed from "
+                              r".*f/\.replaced-\d+")
+        self.assertEqual(sorted(os.listdir(f.data)),
+                         sorted(os.listdir(leader.data) + ["FOLLOWING"]))
+
+    def test_a_follower_whose_folder_is_a_mount_point_takes_a_snapshot(self):
+        """A follower's data folder that is itself a mount point (a volume mounted as the data
+        folder) takes its leader's snapshot all the same: the copy is made and swapped in
+        inside the folder, on its own file system (until session 30 it was made beside the
+        folder, on the parent's file system, and the rename into place failed with EBUSY).
+        A restore into an empty mount point is refused before anything is written, and says
+        to restore into a folder inside it."""
+        leader = self.start("leader", "--retention-max-entries", "100")
+        data = os.path.join(self.dir, "f")
+        os.mkdir(data)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", data]).returncode:
+            self.skipTest("cannot mount a tmpfs here (needs root)")
+        try:
+            rc = subprocess.run([test_server.EVSTORE, "restore", "--from", self.dir, "--data",
+                                 data], capture_output=True, text=True)
+            self.assertEqual(rc.returncode, 4)
+            self.assertIn("is a mount point", rc.stderr)
+            self.assertEqual(os.listdir(data), [])
+            f = self.follower("f", leader)
+            lr = leader.client()
+            lr.xadd("s", {"a": "b"})
+            self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+            self.assertEqual(f.stop(), 0)
+            self.servers.remove(f)
+            p = lr.pipeline(transaction=False)
+            for i in range(12000):
+                p.xadd("s", {"pad": "r" * 400})
+            p.execute()
+            deadline = time.time() + 20
+            while lr.info("evstore")["log_start"] == 0 and time.time() < deadline:
+                time.sleep(0.2)
+            self.assertGreater(lr.info("evstore")["log_start"], 0)
+            f = self.follower("f", leader)
+            lr.xadd("s", {"after": "snapshot"})
+            self.assertEqual(lr.execute_command("WAIT", "1", "20000"), 1)
+            self.caught_up(leader, f)
+            self.assertEqual(f.client().xrange("s", count=5), lr.xrange("s", count=5))
+            self.assertEqual(f.client().xlen("s"), lr.xlen("s"))
+            log = self.log()
+            self.assertIn("the leader's store is copied", log)
+            self.assertNotIn("copying the leader's store failed", log)
+            self.assertEqual(f.stop(), 0)
+            self.servers.remove(f)
+        finally:
+            subprocess.run(["umount", data])
 
     def test_leftovers_of_an_interrupted_copy_are_swept(self):
-        """A follower killed while it copied its leader's store leaves, beside its folder, a
-        partial backup (F.snapshot-<pid>), a complete copy not yet in place (F.new-<pid>), or,
-        killed between the two renames, its old store under the copy's name (F.new-<pid>,
-        holding the SNAPSHOT marker). The next start removes the copies and keeps the old
-        store as F.replaced-<time>, unless its marker says it held nothing of its own (then
-        it goes, as it would have after the copy); names of a running process, or not of this
-        form, stay. (Mutation-checked: without the sweep, keeping every F.new-*, or keeping
-        every old store, this fails.)"""
+        """A follower killed while it copied its leader's store leaves, inside its folder, a
+        partial backup (.snapshot-<pid>) or a copy not yet swapped in (.new-<pid>, with its
+        restore's build folder): the next start, holding the folder's lock, removes them;
+        what else is in the folder, and folders of that name beside it, stay. A start while
+        a server holds the folder removes nothing. (Mutation-checked: without the sweep, this
+        fails.)"""
         leader = self.start("leader")
-        p = subprocess.Popen(["true"])
-        p.wait()
-        dead, live = p.pid, os.getpid()
-        base = os.path.join(self.dir, "f")
-        def folder(suffix, *files):
-            os.mkdir(base + suffix)
-            for name in files:
-                with open(os.path.join(base + suffix, name), "w") as fh:
-                    fh.write("x")
-            return base + suffix
-        partial = folder(".snapshot-%d" % dead, "seg")
-        copy = folder(".new-4194305", "STORE")  # above any pid_max: gone too
-        old = folder(".new-%d" % dead, "STORE", "SNAPSHOT")
-        q = subprocess.Popen(["true"])
-        q.wait()
-        nothing_own = folder(".new-%d" % q.pid, "STORE")  # the leader counted none of its own
-        with open(os.path.join(nothing_own, "SNAPSHOT"), "w") as fh:
-            fh.write("snapshot own 0\n")
-        running = folder(".snapshot-%d" % live, "seg")
-        other = folder(".new-x", "STORE")
         f = self.follower("f", leader)
         self.followers_listed(leader.client(), 1)
-        for gone in (partial, copy, old, nothing_own):
+        self.assertEqual(f.stop(), 0)
+        self.servers.remove(f)
+        def folder(path, *files):
+            os.mkdir(path)
+            for name in files:
+                with open(os.path.join(path, name), "w") as fh:
+                    fh.write("x")
+            return path
+        inside = [folder(os.path.join(f.data, name), "seg") for name in
+                  (".snapshot-%d" % os.getpid(), ".new-1", ".new-1.restore-AbCdEf")]
+        beside = folder(f.data + ".new-1", "STORE")
+        kept = folder(os.path.join(f.data, "notes"), "mine")
+        busy = self.follower("f", leader)
+        # a second server on the same folder sweeps nothing: the folder is in use
+        again = folder(os.path.join(f.data, ".new-2"), "seg")
+        second = Server(f.data, "--replica-of", "127.0.0.1:%d" % leader.port)
+        with self.assertRaisesRegex(RuntimeError, "exited with 3"):
+            second.start(attempts=1)
+        self.assertTrue(os.path.isdir(again))
+        self.assertEqual(busy.stop(), 0)
+        self.servers.remove(busy)
+        f = self.follower("f", leader)
+        self.followers_listed(leader.client(), 1)
+        for gone in inside + [again]:
             self.assertFalse(os.path.exists(gone), gone)
-        for kept in (running, other):
-            self.assertTrue(os.path.isdir(kept), kept)
-        replaced = glob.glob(base + ".replaced-*")
-        self.assertEqual(len(replaced), 1)
-        self.assertEqual(sorted(os.listdir(replaced[0])), ["SNAPSHOT", "STORE"])
+        for stay in (beside, kept):
+            self.assertTrue(os.path.isdir(stay), stay)
         log = self.log()
-        self.assertIn("removed %s, left by an interrupted copy" % partial, log)
-        self.assertIn("removed %s, left by an interrupted copy" % copy, log)
-        self.assertIn("left as %s by a copy that was interrupted, is kept as %s"
-                      % (old, replaced[0]), log)
+        for gone in inside:
+            self.assertIn("removed %s, left by an interrupted copy" % gone, log)
         self.assertEqual(f.client().ping(), True)
 
     def test_a_small_stream_pinning_the_log_is_relocated_on_both(self):

@@ -1,0 +1,199 @@
+/*
+ * follower_copy.c — what `evstore serve` does to its data folder DATA before it opens the
+ * store: a follower whose leader answered SNAPSHOT (what it lacks was deleted by the leader's
+ * retention) left the file SNAPSHOT and restarted; here it copies the leader's store and puts
+ * it in place (docs/replication.md, "snapshot-required").
+ *
+ *   1. Take DATA's LOCK (the store's own: no server runs on DATA meanwhile; one that does
+ *      makes this step a no-op, and the open after it says the folder is in use).
+ *   2. Finish a swap a crash interrupted (evs_swap_in, storage/swap.c).
+ *   3. Remove the staging folders an interrupted copy left: DATA/.snapshot-<pid> (a backup
+ *      being received) and DATA/.new-<pid> (a copy restored, not yet in place; with its
+ *      restore's build folder .new-<pid>.restore-XXXXXX). Under the lock they are nobody's.
+ *   4. A follower with SNAPSHOT: copy the leader's store as a backup into DATA/.snapshot-<pid>,
+ *      restore it as a follower's copy (checked, no new epoch) into DATA/.new-<pid>, and swap
+ *      it in: the old store's entries go to DATA/.replaced-<time>.
+ *   5. Keep the old store, unless its SNAPSHOT says the leader counted none of its bytes as
+ *      its own ("snapshot own 0": its log was a prefix of the leader's, below the leader's
+ *      start, so all it held is what the leader's retention deleted). Then its store entries
+ *      are removed, and the folder too unless something else was in it.
+ *
+ * Everything happens inside DATA, on its file system: DATA may be a mount point (a volume
+ * mounted as the data folder), and the copy lands on the store's own disk, not its parent's.
+ *
+ * Invariants:
+ *  C1. DATA holds the old store or the copy, whole, at every instant and after a crash at any
+ *      (storage/swap.c S1); the copy is made before anything of the old store moves.
+ *  C2. Nothing is removed from DATA but staging folders (3.) and, in 5., the entries a store
+ *      is made of (STORE, EPOCHS, log, index..., docs/format.md) of an old store that held
+ *      nothing of its own. A store with writes of its own is never removed.
+ */
+#include "cli.h"
+#include "evstore_backup.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Whether the old store in folder dir held nothing of its own: its SNAPSHOT marker says the
+ * leader counted no bytes past where the two histories part ("snapshot own 0"). A marker from
+ * an older follower ("snapshot"), or one with bytes of its own, is not. */
+static bool held_nothing_of_its_own(const char *dir)
+{
+    char path[4200], buf[32] = "";
+    snprintf(path, sizeof path, "%s/SNAPSHOT", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return !strcmp(buf, "snapshot own 0\n");
+}
+
+/* An entry a store folder is made of (docs/format.md): its files, log/, index/ and what an
+ * index leaves beside it, and their temporary names. */
+static bool store_entry(const char *name)
+{
+    static const char *const prefix[] = {"STORE", "EPOCHS", "TRUNCATE", "FOLLOWING", "RUNNING",
+                                         "SNAPSHOT", "log", "index", ".snapshot-index-"};
+    for (size_t i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
+        if (!strncmp(name, prefix[i], strlen(prefix[i])))
+            return true;
+    return false;
+}
+
+static void say(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(int level, const char *fmt, ...)
+{
+    char msg[9000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cli_log(NULL, level, msg);
+}
+
+/* 3.: under the lock, every staging folder in data is a leftover. */
+static void sweep_staging(const char *data)
+{
+    DIR *d = opendir(data);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, ".new-", 5) && strncmp(e->d_name, ".snapshot-", 10))
+            continue;
+        char p[8300];
+        snprintf(p, sizeof p, "%s/%s", data, e->d_name);
+        evs_remove_tree(p);
+        say(EVS_LOG_WARN, "removed %s, left by an interrupted copy of the leader's store", p);
+    }
+    closedir(d);
+}
+
+/* 5.: remove the store entries of the old store in `aside`; the folder goes too if that
+ * empties it. */
+static void discard_old(const char *aside)
+{
+    DIR *d = opendir(aside);
+    if (!d)
+        return;
+    struct dirent *e;
+    bool kept = false;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char p[8300];
+        snprintf(p, sizeof p, "%s/%s", aside, e->d_name);
+        if (store_entry(e->d_name))
+            evs_remove_tree(p);
+        else
+            kept = true;
+    }
+    closedir(d);
+    if (!kept)
+        rmdir(aside);
+    else
+        say(EVS_LOG_WARN, "%s keeps what was in the data folder besides the old store", aside);
+}
+
+/* 4.: copy the leader's store into data's place; the old store's folder in aside. */
+static int copy_leader(const char *data, const char *leader, const char *password, char *aside,
+                       size_t cap)
+{
+    char bk[4200], fresh[4200], staged[64], journal[4200];
+    snprintf(staged, sizeof staged, ".new-%d", (int)getpid());
+    snprintf(bk, sizeof bk, "%s/.snapshot-%d", data, (int)getpid());
+    snprintf(fresh, sizeof fresh, "%s/%s", data, staged);
+    snprintf(journal, sizeof journal, "%s/SWAP", data);
+    cli_log(NULL, EVS_LOG_WARN, "copying the leader's store: this follower lacks what its "
+                                "retention deleted");
+    evs_backup_options bo = {.out = bk};
+    evs_backup_report br;
+    evs_error err = {0};
+    int rc = cli_backup_remote(leader, password, &bo, &br, &err);
+    if (!rc) {
+        evs_restore_options ro = {.log = cli_log, .follower = true};
+        evs_restore_report rr;
+        rc = evs_restore(bk, fresh, &ro, &rr, &err);
+    }
+    evs_remove_tree(bk); /* the copy is in `fresh` now */
+    if (!rc)
+        rc = evs_swap_in(data, staged, aside, cap, &err);
+    if (rc) {
+        say(EVS_LOG_ERROR, "copying the leader's store failed: %s", err.msg);
+        if (access(journal, F_OK))
+            evs_remove_tree(fresh); /* never swapped in (with a journal, the next open
+                                       finishes the swap from it: C1) */
+        return -1;
+    }
+    say(EVS_LOG_WARN, "the leader's store is copied (cut at log position %llu, %zu streams) "
+        "and in place", (unsigned long long)br.cut, br.streams);
+    return 0;
+}
+
+/* 5.: the old store, in aside, is kept unless it held nothing of its own. */
+static void settle_old(const char *aside)
+{
+    if (!held_nothing_of_its_own(aside)) {
+        say(EVS_LOG_WARN, "the old store is kept in %s", aside);
+        return;
+    }
+    discard_old(aside);
+    say(EVS_LOG_WARN, "the old store held nothing of its own (the leader's retention had "
+        "deleted all of it): removed from %s", aside);
+}
+
+int folder_prepare(const char *data, const char *leader, const char *password)
+{
+    struct stat sb;
+    if (stat(data, &sb) || !S_ISDIR(sb.st_mode))
+        return 0; /* a new store, or not a folder: the open says what is wrong */
+    evs_error err = {0};
+    int fd = evs_lock_folder(data, &err);
+    if (fd < 0)
+        return 0; /* in use (the open says so), or no LOCK to be had: the open tries again */
+    char aside[4200], marker[4200];
+    int rc = evs_swap_in(data, NULL, aside, sizeof aside, &err);
+    if (rc) {
+        say(EVS_LOG_ERROR, "cannot finish the swap of stores in %s: %s", data, err.msg);
+    } else {
+        if (aside[0]) {
+            say(EVS_LOG_WARN, "finished a swap of stores a crash had interrupted");
+            settle_old(aside);
+        }
+        sweep_staging(data);
+        snprintf(marker, sizeof marker, "%s/SNAPSHOT", data);
+        if (leader && !access(marker, F_OK) && !(rc = copy_leader(data, leader, password, aside,
+                                                                  sizeof aside)))
+            settle_old(aside);
+    }
+    close(fd);
+    return rc ? -1 : 0;
+}

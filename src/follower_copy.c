@@ -56,16 +56,20 @@ static bool held_nothing_of_its_own(const char *dir)
     return !strcmp(buf, "snapshot own 0\n");
 }
 
-/* An entry a store folder is made of (docs/format.md): its files, log/, index/ and what an
- * index leaves beside it, and their temporary names. */
+/* An entry a store folder is made of (docs/format.md): its files (and their temporary
+ * names), log/, index/ and what an index leaves beside it. */
 static bool store_entry(const char *name)
 {
-    static const char *const prefix[] = {"STORE", "EPOCHS", "TRUNCATE", "FOLLOWING", "RUNNING",
-                                         "SNAPSHOT", "log", "index", ".snapshot-index-"};
-    for (size_t i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
-        if (!strncmp(name, prefix[i], strlen(prefix[i])))
+    static const char *const whole[] = {"STORE", "EPOCHS", "TRUNCATE", "FOLLOWING", "RUNNING",
+                                        "SNAPSHOT", "log", "index", "index.ckpt",
+                                        "index.untrusted"};
+    size_t len = strlen(name);
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
+        size_t w = strlen(whole[i]);
+        if (!strncmp(name, whole[i], w) && (len == w || !strcmp(name + w, ".tmp")))
             return true;
-    return false;
+    }
+    return !strncmp(name, "index.damaged-", 14) || !strncmp(name, ".snapshot-index-", 16);
 }
 
 static void say(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -719,6 +719,8 @@ class Links(Base):
         while lr.info("evstore")["log_start"] == 0 and time.time() < deadline:
             time.sleep(0.2)
         self.assertGreater(lr.info("evstore")["log_start"], 0)
+        with open(os.path.join(f.data, "notes"), "w") as fh:  # not the store's: kept
+            fh.write("an operator's file")
         # the follower's log ends below the leader's start: it is sent to take a snapshot,
         # restarts itself, copies the leader's store (as a backup), and follows from its cut
         f = self.follower("f", leader)
@@ -742,8 +744,11 @@ class Links(Base):
         # it was its own, and it is not kept (retention deleted it on the leader)
         self.assertRegex(log, r"the old store held nothing of its own .*: removed from "
                               r".*f/\.replaced-\d+")
+        aside = glob.glob(os.path.join(f.data, ".replaced-*"))
+        self.assertEqual(len(aside), 1)
+        self.assertEqual(os.listdir(aside[0]), ["notes"])
         self.assertEqual(sorted(os.listdir(f.data)),
-                         sorted(os.listdir(leader.data) + ["FOLLOWING"]))
+                         sorted(os.listdir(leader.data) + ["FOLLOWING", os.path.basename(aside[0])]))
 
     def test_a_follower_whose_folder_is_a_mount_point_takes_a_snapshot(self):
         """A follower's data folder that is itself a mount point (a volume mounted as the data

@@ -159,10 +159,33 @@ static int finish(const char *dir, const swap_plan *p, evs_error *err)
         return evs_err_set(err, -errno, "cannot list %s: %s", dir, strerror(errno));
     struct dirent *e;
     int rc = 0;
-    while (!rc && (e = readdir(d)))
-        if (!never_moved(e->d_name) && !in_plan(p, e->d_name))
-            rc = moved(dir, p->aside, e->d_name, err);
+    char **go = NULL; /* listed first, moved after: never renamed under readdir */
+    size_t ngo = 0, cap = 0;
+    while (!rc && (e = readdir(d))) {
+        if (never_moved(e->d_name) || in_plan(p, e->d_name))
+            continue;
+        char *name = strdup(e->d_name);
+        if (name && ngo == cap) {
+            char **g = realloc(go, (cap = cap ? 2 * cap : 16) * sizeof *g);
+            if (!g) {
+                free(name);
+                name = NULL;
+            } else {
+                go = g;
+            }
+        }
+        if (!name)
+            rc = evs_err_set(err, -ENOMEM, "out of memory");
+        else
+            go[ngo++] = name;
+    }
     closedir(d);
+    for (size_t i = 0; i < ngo; i++) {
+        if (!rc)
+            rc = moved(dir, p->aside, go[i], err);
+        free(go[i]);
+    }
+    free(go);
     for (size_t i = 0; i < p->n && !rc; i++) {
         struct stat sb;
         snprintf(path, sizeof path, "%s/%s", fresh, p->names[i]);

@@ -15,6 +15,7 @@
  *      bytes than its snapshot listed fails the backup.
  *  B4. On failure, everything this call created is removed.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -398,13 +399,18 @@ static int prepare_out(const char *out, bool *created, evs_error *err)
     snprintf(probe, sizeof probe, "%s/MANIFEST", out);
     if (access(probe, F_OK) == 0)
         return evs_err_set(err, EVS_EEXIST, "%s already holds a backup", out);
-    if (rmdir(out) == 0) { /* empty: take it over */
-        if (mkdir(out, 0755) == 0) {
-            *created = true;
-            return 0;
-        }
-        return evs_err_set(err, -errno, "cannot create %s: %s", out, strerror(errno));
-    }
+    DIR *d = opendir(out); /* empty: written into as it is (a mount point may be; a failed
+                              backup leaves it, empty, as it found it: B4) */
+    if (!d)
+        return evs_err_set(err, errno == ENOTDIR ? EVS_EEXIST : -errno, "%s %s", out,
+                           errno == ENOTDIR ? "exists and is not a folder" : strerror(errno));
+    struct dirent *e;
+    bool empty = true;
+    while (empty && (e = readdir(d)))
+        empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+    closedir(d);
+    if (empty)
+        return 0;
     return evs_err_set(err, EVS_EEXIST, "%s exists and is not an empty folder", out);
 }
 

@@ -413,6 +413,24 @@ class Offline(BackupBase):
         self.assertEqual(rr.dbsize(), 10000)
         self.assertEqual(rr.xrange("stream:09999")[0][1], {"i": "9999"})
 
+    def test_backup_into_an_empty_mount_point(self):
+        """--out an empty folder that is a mount point (a backup volume mounted for it): the
+        backup is written into it (until session 30 it was refused as "not an empty folder":
+        the emptiness test removed and re-made the folder, which a mount point refuses)."""
+        self.r.xadd("s", {"a": "b"})
+        mnt = self.path("vol")
+        os.mkdir(mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt]).returncode:
+            self.skipTest("cannot mount a tmpfs here (needs root)")
+        try:
+            self.backup("vol")
+            rc, text = run("verify", "--backup", mnt)
+            self.assertEqual(rc, 0, text)
+            self.restore("vol", "r")
+            self.assertEqual(self.backup("vol", ok=False)[0], 4)  # it holds a backup now
+        finally:
+            subprocess.run(["umount", mnt])
+
     def test_restore_onto_another_file_system_with_little_room(self):
         """A backup is restored onto another disk: across file systems copy_file_range fails
         (EXDEV, Linux 5.19 on) and the restore must go on with sendfile; and the restored

@@ -7,26 +7,30 @@
  *   1. Take DATA's LOCK (the store's own: no server runs on DATA meanwhile; one that does
  *      makes this step a no-op, and the open after it says the folder is in use).
  *   2. Finish a swap a crash interrupted (evs_swap_in, storage/swap.c).
- *   3. Remove the staging folders an interrupted copy left: DATA/.snapshot-<pid> (a backup
- *      being received) and DATA/.new-<pid> (a copy restored, not yet in place; with its
- *      restore's build folder .new-<pid>.restore-XXXXXX). Under the lock they are nobody's.
- *   4. A follower with SNAPSHOT: copy the leader's store as a backup into DATA/.snapshot-<pid>,
- *      restore it as a follower's copy (checked, no new epoch) into DATA/.new-<pid>, and swap
- *      it in: the old store's entries go to DATA/.replaced-<time>.
- *   5. Keep the old store, unless its SNAPSHOT says the leader counted none of its bytes as
- *      its own ("snapshot own 0": its log was a prefix of the leader's, below the leader's
- *      start, so all it held is what the leader's retention deleted). Then its store entries
- *      are removed, and the folder too unless something else was in it.
+ *   3. Remove what an interrupted copy left: DATA/.snapshot-<pid> (a backup being received),
+ *      DATA/.new-<pid> (a copy restored, not yet in place; with its restore's build folder
+ *      .new-<pid>.restore-XXXXXX), and an old store moved aside by 4. but not yet removed.
+ *      Under the lock they are nobody's.
+ *   4. A follower with SNAPSHOT: if its store held nothing of its own (SNAPSHOT says
+ *      "snapshot own 0": its log was a prefix of the leader's, below the leader's start, so
+ *      all it held is what the leader's retention deleted), swap it out for nothing and
+ *      remove it first, to make room. Copy the leader's store as a backup into
+ *      DATA/.snapshot-<pid>, restore it as a follower's copy (checked, no new epoch) into
+ *      DATA/.new-<pid>, and swap it in: what was in DATA goes to DATA/.replaced-<time>.
+ *   5. That folder is kept when it holds an old store with writes of its own, or anything
+ *      that is not a store's; removed when empty.
  *
  * Everything happens inside DATA, on its file system: DATA may be a mount point (a volume
  * mounted as the data folder), and the copy lands on the store's own disk, not its parent's.
+ * Room needed: twice the leader's store (the backup and its restore), plus the old store when
+ * it is kept.
  *
  * Invariants:
- *  C1. DATA holds the old store or the copy, whole, at every instant and after a crash at any
- *      (storage/swap.c S1); the copy is made before anything of the old store moves.
- *  C2. Nothing is removed from DATA but staging folders (3.) and, in 5., the entries a store
- *      is made of (STORE, EPOCHS, log, index..., docs/format.md) of an old store that held
- *      nothing of its own. A store with writes of its own is never removed.
+ *  C1. DATA holds one store whole (the old one, none, or the copy) at every instant and after
+ *      a crash at any (storage/swap.c S1).
+ *  C2. Nothing is removed from DATA but staging folders and, of an old store that held
+ *      nothing of its own, the entries a store is made of (STORE, EPOCHS, log, index...,
+ *      docs/format.md). A store with writes of its own is never removed.
  */
 #include "cli.h"
 #include "evstore_backup.h"
@@ -60,9 +64,9 @@ static bool held_nothing_of_its_own(const char *dir)
  * names), log/, index/ and what an index leaves beside it. */
 static bool store_entry(const char *name)
 {
-    static const char *const whole[] = {"STORE", "EPOCHS", "TRUNCATE", "FOLLOWING", "RUNNING",
-                                        "SNAPSHOT", "log", "index", "index.ckpt",
-                                        "index.untrusted"};
+    static const char *const whole[] = {"LOCK",  "STORE", "EPOCHS", "TRUNCATE",
+                                        "FOLLOWING", "RUNNING", "SNAPSHOT", "log",
+                                        "index", "index.ckpt", "index.untrusted"};
     size_t len = strlen(name);
     for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
         size_t w = strlen(whole[i]);
@@ -162,16 +166,60 @@ static int copy_leader(const char *data, const char *leader, const char *passwor
     return 0;
 }
 
-/* 5.: the old store, in aside, is kept unless it held nothing of its own. */
+/* 5.: the old store, in aside: removed if it held nothing of its own, else kept; an aside
+ * with nothing in it goes. */
 static void settle_old(const char *aside)
 {
-    if (!held_nothing_of_its_own(aside)) {
+    if (held_nothing_of_its_own(aside)) {
+        discard_old(aside);
+        say(EVS_LOG_WARN, "the old store held nothing of its own (the leader's retention had "
+            "deleted all of it): removed from %s", aside);
+    } else if (rmdir(aside)) {
         say(EVS_LOG_WARN, "the old store is kept in %s", aside);
-        return;
     }
-    discard_old(aside);
-    say(EVS_LOG_WARN, "the old store held nothing of its own (the leader's retention had "
-        "deleted all of it): removed from %s", aside);
+}
+
+/* An old store that held nothing of its own is swapped out (for an empty staged folder) and
+ * removed before the copy: the copy then needs room for twice the store (the backup and its
+ * restore), not three times. A crash after the swap leaves no store and no SNAPSHOT: the
+ * next start opens an empty follower, which its leader sends to take a snapshot again. */
+static int make_room(const char *data, char *aside, size_t cap)
+{
+    char staged[64], empty[4300];
+    evs_error err = {0};
+    snprintf(staged, sizeof staged, ".new-%d", (int)getpid());
+    snprintf(empty, sizeof empty, "%s/%s", data, staged);
+    if (mkdir(empty, 0755) || evs_swap_in(data, staged, aside, cap, &err)) {
+        say(EVS_LOG_ERROR, "cannot move the old store aside: %s",
+            err.msg[0] ? err.msg : strerror(errno));
+        return -1;
+    }
+    settle_old(aside);
+    return 0;
+}
+
+/* 3. and what a crash between make_room's swap and its removal left: an old store in a
+ * .replaced-<time> folder that held nothing of its own (unless a server has it open). */
+static void sweep_leftovers(const char *data)
+{
+    sweep_staging(data);
+    DIR *d = opendir(data);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, ".replaced-", 10))
+            continue;
+        char p[8300];
+        snprintf(p, sizeof p, "%s/%s", data, e->d_name);
+        evs_error err;
+        int fd = held_nothing_of_its_own(p) ? evs_lock_folder(p, &err) : -1;
+        if (fd >= 0) {
+            settle_old(p);
+            close(fd);
+        }
+    }
+    closedir(d);
 }
 
 int folder_prepare(const char *data, const char *leader, const char *password)
@@ -192,11 +240,14 @@ int folder_prepare(const char *data, const char *leader, const char *password)
             say(EVS_LOG_WARN, "finished a swap of stores a crash had interrupted");
             settle_old(aside);
         }
-        sweep_staging(data);
+        sweep_leftovers(data);
         snprintf(marker, sizeof marker, "%s/SNAPSHOT", data);
-        if (leader && !access(marker, F_OK) && !(rc = copy_leader(data, leader, password, aside,
-                                                                  sizeof aside)))
-            settle_old(aside);
+        if (leader && !access(marker, F_OK)) {
+            if (held_nothing_of_its_own(data))
+                rc = make_room(data, aside, sizeof aside);
+            if (!rc && !(rc = copy_leader(data, leader, password, aside, sizeof aside)))
+                settle_old(aside);
+        }
     }
     close(fd);
     return rc ? -1 : 0;

@@ -744,6 +744,9 @@ class Links(Base):
         # it was its own, and it is not kept (retention deleted it on the leader)
         self.assertRegex(log, r"the old store held nothing of its own .*: removed from "
                               r".*f/\.replaced-\d+")
+        # ... and it goes before the copy, which then needs room for twice the leader's store
+        self.assertLess(log.index("the old store held nothing of its own"),
+                        log.index("copying the leader's store"))
         aside = glob.glob(os.path.join(f.data, ".replaced-*"))
         self.assertEqual(len(aside), 1)
         self.assertEqual(os.listdir(aside[0]), ["notes"])
@@ -818,6 +821,12 @@ class Links(Base):
                   (".snapshot-%d" % os.getpid(), ".new-1", ".new-1.restore-AbCdEf")]
         beside = folder(f.data + ".new-1", "STORE")
         kept = folder(os.path.join(f.data, "notes"), "mine")
+        # old stores moved aside: one that held nothing of its own loses its store entries
+        # (a crash before its removal left it), one with writes of its own stays whole
+        nothing_own = folder(os.path.join(f.data, ".replaced-5"), "STORE", "mine")
+        own = folder(os.path.join(f.data, ".replaced-6"), "STORE", "SNAPSHOT")
+        with open(os.path.join(nothing_own, "SNAPSHOT"), "w") as fh:
+            fh.write("snapshot own 0\n")
         busy = self.follower("f", leader)
         # a second server on the same folder sweeps nothing: the folder is in use
         again = folder(os.path.join(f.data, ".new-2"), "seg")
@@ -833,6 +842,8 @@ class Links(Base):
             self.assertFalse(os.path.exists(gone), gone)
         for stay in (beside, kept):
             self.assertTrue(os.path.isdir(stay), stay)
+        self.assertEqual(os.listdir(nothing_own), ["mine"])
+        self.assertEqual(sorted(os.listdir(own)), ["SNAPSHOT", "STORE"])
         log = self.log()
         for gone in inside:
             self.assertIn("removed %s, left by an interrupted copy" % gone, log)

@@ -105,8 +105,8 @@ static void sweep_staging(const char *data)
     closedir(d);
 }
 
-/* 5.: remove the store entries of the old store in `aside`; the folder goes too if that
- * empties it. */
+/* 5.: remove the store entries of the old store in `aside`, SNAPSHOT last (a crash midway
+ * leaves it, and the next sweep finishes); the folder goes too if that empties it. */
 static void discard_old(const char *aside)
 {
     DIR *d = opendir(aside);
@@ -115,7 +115,8 @@ static void discard_old(const char *aside)
     struct dirent *e;
     bool kept = false;
     while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+            !strcmp(e->d_name, "SNAPSHOT"))
             continue;
         char p[8300];
         snprintf(p, sizeof p, "%s/%s", aside, e->d_name);
@@ -125,6 +126,9 @@ static void discard_old(const char *aside)
             kept = true;
     }
     closedir(d);
+    char marker[8300];
+    snprintf(marker, sizeof marker, "%s/SNAPSHOT", aside);
+    unlink(marker);
     if (!kept)
         rmdir(aside);
     else

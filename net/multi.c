@@ -454,10 +454,9 @@ static void exec_replicated(void *arg, long long got)
  * so that the connection's next command reads it, as readers here see only what they hold;
  * one that appended answers -NOREPLICAS if they do not in --ack-timeout (it is durable here),
  * as an XADD alone would; one that did not answers as its commands would have (a lone XDEL
- * answers at once and holds the next command back as long: repl_fence). Before, an EXEC whose
- * writes were XDEL, XTRIM, DEL or group commands alone did not wait: `MULTI`, `DEL s`, `EXEC`,
- * then `EXISTS s` answered 1, and a stream `XGROUP CREATE ... MKSTREAM` made in one was not
- * there for `TYPE`. True when the reply is written; false when a wait continues in exec_fill.
+ * answers at once and holds the next command back as long: repl_fence; docs/replication.md
+ * has what went wrong before). True when the reply is written; false when a wait continues
+ * in exec_fill.
  * p: the EXEC's pending reply, or NULL and first its command (nothing held yet). */
 static bool exec_finish(exec_job *j, reply *r, pending_t *p, cmd_ctx *first)
 {

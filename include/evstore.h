@@ -430,6 +430,10 @@ typedef struct evs_store_stats {
     uint64_t batch_records_total; /* records in all batches since open                         */
     uint64_t recovered_records; /* records re-indexed from the tail on open                    */
     uint64_t torn_bytes;     /* bytes cut from a torn tail on open                             */
+    uint64_t set_aside_files; /* files in log/ of bytes cut from the log and kept (*.torn, a
+                                 follower's *.diverged), as of open: never read or removed by
+                                 evstore (docs/format.md)                                      */
+    uint64_t set_aside_bytes; /* their bytes                                                   */
     uint64_t records_read;   /* records read and CRC-checked by iterators since open           */
     uint64_t fsync_hist[EVS_FSYNC_BUCKETS]; /* fdatasyncs per latency bucket (not cumulative)  */
     uint64_t batch_hist[EVS_BATCH_BUCKETS]; /* group commits per size bucket (records)         */

@@ -994,6 +994,9 @@ static void do_metrics(http_api *h, struct evhttp_request *req)
            s.batch_max);
     METRIC("log_bytes", "gauge", "Bytes of records in all segments.", "%" PRIu64, s.log_bytes);
     METRIC("segments", "gauge", "Segment files.", "%" PRIu64, s.segments);
+    METRIC("set_aside_bytes", "gauge",
+           "Bytes cut from the log and kept in log/*.torn and *.diverged files (as of start).",
+           "%" PRIu64, s.set_aside_bytes);
     METRIC("retention_trimmed_total", "counter", "Entries trimmed by retention since start.",
            "%" PRIu64, s.retention_trimmed);
     METRIC("segments_deleted_total", "counter", "Segment files deleted by retention since start.",

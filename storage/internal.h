@@ -530,6 +530,7 @@ struct evs_store {
     atomic_uint_fast64_t n_batch_records;
     atomic_uint_fast64_t fsync_hist[EVS_FSYNC_BUCKETS], batch_hist[EVS_BATCH_BUCKETS];
     uint64_t recovered_records, torn_bytes;
+    uint64_t set_aside_files, set_aside_bytes; /* log/ *.torn, *.diverged at open (count_set_aside) */
 };
 
 void evs_log(evs_store *st, int level, const char *fmt, ...)

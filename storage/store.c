@@ -1022,6 +1022,35 @@ static bool keep_reserve(evs_store *st)
     return st->reserve_ready;
 }
 
+/* Bytes cut from the log and kept beside it for inspection (a torn tail's, *.torn; a
+ * follower's divergent tail, *.diverged): evstore never reads or removes them, so an open
+ * counts them and says so, for an operator to look at and remove. */
+static void count_set_aside(evs_store *st)
+{
+    DIR *d = opendir(st->logdir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (!(len > 5 && !strcmp(de->d_name + len - 5, ".torn")) &&
+            !(len > 9 && !strcmp(de->d_name + len - 9, ".diverged")))
+            continue;
+        char p[PATH_MAX];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/%s", st->logdir, de->d_name);
+        if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) {
+            st->set_aside_files++;
+            st->set_aside_bytes += (uint64_t)sb.st_size;
+        }
+    }
+    closedir(d);
+    if (st->set_aside_files)
+        evs_log(st, EVS_LOG_INFO, "%s keeps %" PRIu64 " files (%" PRIu64 " bytes) cut from the "
+                "log (*.torn, *.diverged): never read or removed by evstore, there to inspect",
+                st->logdir, st->set_aside_files, st->set_aside_bytes);
+}
+
 static int load_segments(evs_store *st, evs_error *err)
 {
     DIR *d = opendir(st->logdir);
@@ -2396,6 +2425,7 @@ static int open_once(const char *dir, const evs_options *opt, bool release, evs_
         goto fail;
     if ((rc = recover(st, err)))
         goto fail;
+    count_set_aside(st);
     if (!st->opt.read_only) {
         store_requeue_rolls(st); /* D4: the preparer names them once it has synced */
         if ((rc = store_roll(st, false, err)) || (rc = epochs_reconcile(st, err)))
@@ -2583,6 +2613,8 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
     o->batch_records_total = atomic_load(&st->n_batch_records);
     o->recovered_records = st->recovered_records;
     o->torn_bytes = st->torn_bytes;
+    o->set_aside_files = st->set_aside_files;
+    o->set_aside_bytes = st->set_aside_bytes;
     o->records_read = atomic_load(&st->n_reads);
     for (size_t i = 0; i < EVS_FSYNC_BUCKETS; i++)
         o->fsync_hist[i] = atomic_load(&st->fsync_hist[i]);

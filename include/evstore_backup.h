@@ -86,6 +86,11 @@ typedef struct evs_restore_options {
     const volatile int *cancel; /* set non-zero (a signal handler) to stop: nothing is left   */
     bool follower;             /* a follower's copy of its leader: no new epoch (it continues
                                   the leader's history), opened as a follower to check it    */
+    bool consume;              /* the backup is the caller's to give away: its uncompressed
+                                  files are moved into the store (after the check), not
+                                  copied, where one file system holds both, so the restore
+                                  needs little room beyond the backup's. The backup is not
+                                  usable after, whatever the outcome.                         */
 } evs_restore_options;
 typedef struct evs_restore_report {
     uint64_t bytes;

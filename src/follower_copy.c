@@ -22,8 +22,8 @@
  *
  * Everything happens inside DATA, on its file system: DATA may be a mount point (a volume
  * mounted as the data folder), and the copy lands on the store's own disk, not its parent's.
- * Room needed: twice the leader's store (the backup and its restore), plus the old store when
- * it is kept.
+ * Room needed: the leader's store once and a little (the restore moves the backup's files
+ * into the copy: evs_restore_options.consume), plus the old store when it is kept.
  *
  * Invariants:
  *  C1. DATA holds one store whole (the old one, none, or the copy) at every instant and after
@@ -151,7 +151,7 @@ static int copy_leader(const char *data, const char *leader, const char *passwor
     evs_error err = {0};
     int rc = cli_backup_remote(leader, password, &bo, &br, &err);
     if (!rc) {
-        evs_restore_options ro = {.log = cli_log, .follower = true};
+        evs_restore_options ro = {.log = cli_log, .follower = true, .consume = true};
         evs_restore_report rr;
         rc = evs_restore(bk, fresh, &ro, &rr, &err);
     }
@@ -184,8 +184,8 @@ static void settle_old(const char *aside)
 }
 
 /* An old store that held nothing of its own is swapped out (for an empty staged folder) and
- * removed before the copy: the copy then needs room for twice the store (the backup and its
- * restore), not three times. A crash after the swap leaves no store and no SNAPSHOT: the
+ * removed before the copy: the copy then needs room for the leader's store alone, not for
+ * both. A crash after the swap leaves no store and no SNAPSHOT: the
  * next start opens an empty follower, which its leader sends to take a snapshot again. */
 static int make_room(const char *data, char *aside, size_t cap)
 {

@@ -571,13 +571,23 @@ static int build_file(const chain *c, const mf_file *f, const char *tmp,
     if ((rc = join(src, dir, stored, err)) ||
         (rc = join(path, tmp, f->name, err))) /* M1: a name a store may hold */
         return rc;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    /* a backup the caller gives away: its own uncompressed files move into the store (checked
+     * already, R1), where one file system holds both */
+    bool moved = o && o->consume && !f->compressed && dir == c->dir[0] && !rename(src, path);
+    if (!moved && o && o->consume && !f->compressed && dir == c->dir[0] && errno != EXDEV)
+        return evs_err_set(err, -errno, "cannot move %s to %s: %s", src, path, strerror(errno));
+    int fd = moved ? open(path, O_WRONLY | O_CLOEXEC)
+                   : open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
-        return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+        return evs_err_set(err, -errno, "cannot %s %s: %s", moved ? "open" : "create", path,
+                           strerror(errno));
     rfile r = {.f = f, .path = src, .outfd = fd, .outpath = path, .inflate = true,
                .prog = prog, .progress = o ? o->progress : NULL,
                .progress_arg = o ? o->progress_arg : NULL, .cancel = cancel};
-    rc = f->compressed ? read_stored(&r, err) : copy_raw(&r, err);
+    if (moved)
+        progress_add(&r, f->stored_size);
+    else
+        rc = f->compressed ? read_stored(&r, err) : copy_raw(&r, err);
     if (!rc && f->alloc > f->size) /* the active segment: zero-filled to its full size */
         rc = write_zeros(fd, f->size, f->alloc, path, err);
     if (rc) {

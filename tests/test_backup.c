@@ -564,3 +564,36 @@ Test(swap, a_swap_cut_after_any_move_is_finished_by_the_next_open, .timeout = 12
     rm_rf(dir);
     free(dir);
 }
+
+/* A restore that consumes its backup (a follower's copy) moves the backup's files into the
+ * store instead of copying them: the store is whole, the backup's segments are gone from it;
+ * without consume they stay. (Mutation-checked: with consume ignored, this fails.) */
+Test(backup, a_consuming_restore_moves_the_backups_files)
+{
+    char *dir = tmpdir_new();
+    char data[512], out[512], rest[512], seg[700];
+    path2(data, sizeof data, dir, "data");
+    path2(out, sizeof out, dir, "b");
+    evs_store *st = open_store(data, NULL);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "i", "x", NULL), 0);
+    evs_backup_options bo = {.out = out};
+    evs_backup_report rep;
+    evs_error err;
+    cr_assert_eq(evs_backup_store(st, "t", &bo, &rep, &err), 0, "%s", err.msg);
+    evs_close(st);
+    path2(seg, sizeof seg, out, "log/00000000000000000000.seg");
+    cr_assert(access(seg, F_OK) == 0);
+    for (int consume = 0; consume < 2; consume++) {
+        path2(rest, sizeof rest, dir, consume ? "r1" : "r0");
+        evs_restore_options ro = {.consume = consume};
+        evs_restore_report rr;
+        cr_assert_eq(evs_restore(out, rest, &ro, &rr, &err), 0, "%s", err.msg);
+        st = open_store(rest, NULL);
+        cr_assert_eq(count(st, "s"), 100);
+        evs_close(st);
+        cr_assert_eq(access(seg, F_OK) == 0, !consume, "consume=%d", consume);
+    }
+    rm_rf(dir);
+    free(dir);
+}

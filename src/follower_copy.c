@@ -185,8 +185,8 @@ static void settle_old(const char *aside)
 
 /* An old store that held nothing of its own is swapped out (for an empty staged folder) and
  * removed before the copy: the copy then needs room for the leader's store alone, not for
- * both. A crash after the swap leaves no store and no SNAPSHOT: the
- * next start opens an empty follower, which its leader sends to take a snapshot again. */
+ * both. A crash after the swap leaves no store and no SNAPSHOT: the next start opens an
+ * empty follower, which its leader sends to take a snapshot again. */
 static int make_room(const char *data, char *aside, size_t cap)
 {
     char staged[64], empty[4300];

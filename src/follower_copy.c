@@ -42,16 +42,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <limits.h>
 #include <unistd.h>
+
+/* dir/name into out (PATH_MAX): false if it does not fit. */
+static bool path_of(char *out, const char *dir, const char *name)
+{
+    int n = snprintf(out, PATH_MAX, "%s/%s", dir, name);
+    return n > 0 && n < PATH_MAX;
+}
 
 /* Whether the old store in folder dir held nothing of its own: its SNAPSHOT marker says the
  * leader counted no bytes past where the two histories part ("snapshot own 0"). A marker from
  * an older follower ("snapshot"), or one with bytes of its own, is not. */
 static bool held_nothing_of_its_own(const char *dir)
 {
-    char path[4200], buf[32] = "";
-    snprintf(path, sizeof path, "%s/SNAPSHOT", dir);
-    FILE *f = fopen(path, "r");
+    char path[PATH_MAX], buf[32] = "";
+    FILE *f = path_of(path, dir, "SNAPSHOT") ? fopen(path, "r") : NULL;
     if (!f)
         return false;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
@@ -97,8 +104,9 @@ static void sweep_staging(const char *data)
     while ((e = readdir(d))) {
         if (strncmp(e->d_name, ".new-", 5) && strncmp(e->d_name, ".snapshot-", 10))
             continue;
-        char p[8300];
-        snprintf(p, sizeof p, "%s/%s", data, e->d_name);
+        char p[PATH_MAX];
+        if (!path_of(p, data, e->d_name))
+            continue;
         evs_remove_tree(p);
         say(EVS_LOG_WARN, "removed %s, left by an interrupted copy of the leader's store", p);
     }
@@ -118,17 +126,18 @@ static void discard_old(const char *aside)
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
             !strcmp(e->d_name, "SNAPSHOT"))
             continue;
-        char p[8300];
-        snprintf(p, sizeof p, "%s/%s", aside, e->d_name);
-        if (store_entry(e->d_name))
+        char p[PATH_MAX];
+        if (!path_of(p, aside, e->d_name))
+            kept = true;
+        else if (store_entry(e->d_name))
             evs_remove_tree(p);
         else
             kept = true;
     }
     closedir(d);
-    char marker[8300];
-    snprintf(marker, sizeof marker, "%s/SNAPSHOT", aside);
-    unlink(marker);
+    char marker[PATH_MAX];
+    if (path_of(marker, aside, "SNAPSHOT"))
+        unlink(marker);
     if (!kept)
         rmdir(aside);
     else
@@ -139,11 +148,14 @@ static void discard_old(const char *aside)
 static int copy_leader(const char *data, const char *leader, const char *password, char *aside,
                        size_t cap)
 {
-    char bk[4200], fresh[4200], staged[64], journal[4200];
+    char bk[PATH_MAX], fresh[PATH_MAX], staged[64], snap[64], journal[PATH_MAX];
     snprintf(staged, sizeof staged, ".new-%d", (int)getpid());
-    snprintf(bk, sizeof bk, "%s/.snapshot-%d", data, (int)getpid());
-    snprintf(fresh, sizeof fresh, "%s/%s", data, staged);
-    snprintf(journal, sizeof journal, "%s/SWAP", data);
+    snprintf(snap, sizeof snap, ".snapshot-%d", (int)getpid());
+    if (!path_of(bk, data, snap) || !path_of(fresh, data, staged) ||
+        !path_of(journal, data, "SWAP")) {
+        say(EVS_LOG_ERROR, "the path of %s is too long to copy the leader's store into", data);
+        return -1;
+    }
     cli_log(NULL, EVS_LOG_WARN, "copying the leader's store: this follower lacks what its "
                                 "retention deleted");
     evs_backup_options bo = {.out = bk};
@@ -189,11 +201,11 @@ static void settle_old(const char *aside)
  * empty follower, which its leader sends to take a snapshot again. */
 static int make_room(const char *data, char *aside, size_t cap)
 {
-    char staged[64], empty[4300];
+    char staged[64], empty[PATH_MAX];
     evs_error err = {0};
     snprintf(staged, sizeof staged, ".new-%d", (int)getpid());
-    snprintf(empty, sizeof empty, "%s/%s", data, staged);
-    if (mkdir(empty, 0755) || evs_swap_in(data, staged, aside, cap, &err)) {
+    if (!path_of(empty, data, staged) || mkdir(empty, 0755) ||
+        evs_swap_in(data, staged, aside, cap, &err)) {
         say(EVS_LOG_ERROR, "cannot move the old store aside: %s",
             err.msg[0] ? err.msg : strerror(errno));
         return -1;
@@ -214,10 +226,11 @@ static void sweep_leftovers(const char *data)
     while ((e = readdir(d))) {
         if (strncmp(e->d_name, ".replaced-", 10))
             continue;
-        char p[8300];
-        snprintf(p, sizeof p, "%s/%s", data, e->d_name);
+        char p[PATH_MAX];
         evs_error err;
-        int fd = held_nothing_of_its_own(p) ? evs_lock_folder(p, &err) : -1;
+        int fd = path_of(p, data, e->d_name) && held_nothing_of_its_own(p)
+                     ? evs_lock_folder(p, &err)
+                     : -1;
         if (fd >= 0) {
             settle_old(p);
             close(fd);
@@ -235,7 +248,7 @@ int folder_prepare(const char *data, const char *leader, const char *password)
     int fd = evs_lock_folder(data, &err);
     if (fd < 0)
         return 0; /* in use (the open says so), or no LOCK to be had: the open tries again */
-    char aside[4200], marker[4200];
+    char aside[PATH_MAX], marker[PATH_MAX];
     int rc = evs_swap_in(data, NULL, aside, sizeof aside, &err);
     if (rc) {
         say(EVS_LOG_ERROR, "cannot finish the swap of stores in %s: %s", data, err.msg);
@@ -245,8 +258,7 @@ int folder_prepare(const char *data, const char *leader, const char *password)
             settle_old(aside);
         }
         sweep_leftovers(data);
-        snprintf(marker, sizeof marker, "%s/SNAPSHOT", data);
-        if (leader && !access(marker, F_OK)) {
+        if (leader && path_of(marker, data, "SNAPSHOT") && !access(marker, F_OK)) {
             if (held_nothing_of_its_own(data))
                 rc = make_room(data, aside, sizeof aside);
             if (!rc && !(rc = copy_leader(data, leader, password, aside, sizeof aside)))

@@ -52,6 +52,8 @@ typedef struct evs_backup_options {
                                   the server's own fsyncs.                                  */
     evs_progress_fn progress;
     void *progress_arg;
+    const volatile int *cancel; /* set non-zero (a signal handler) to stop within one piece:
+                                   EVS_ECLOSED, and what was written is removed            */
 } evs_backup_options;
 
 typedef struct evs_backup_report {

@@ -8,6 +8,7 @@
 #include "commands.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -79,7 +80,8 @@ struct server {
     struct evconnlistener *lis;
     struct fdlimit_listener *lis_guard; /* fdlimit.c F3 */
     evs_store *st;
-    struct event *wake, *sigterm, *sigint, *visible, *written, *cron;
+    struct event *wake, *sigterm, *visible, *written, *cron;
+    int stop_pipe[2];              /* the stop signals' (stop_signals_watch)                */
     wake_acc vis;          /* streams made visible since the last visible_cb (wake.h)   */
     struct http_api *http;
     pthread_mutex_t mu;
@@ -1068,12 +1070,72 @@ static void visible_cb(evutil_socket_t fd, short what, void *arg)
     http_on_visible(s->http, &ws);
 }
 
-static void signal_cb(evutil_socket_t sig, short what, void *arg)
+/* SIGTERM and SIGINT: the handler records the signal (for the whole process: one that
+ * arrives while the server stops to restart itself is seen by cmd_serve, which then exits
+ * instead of starting again) and wakes the loop through a pipe. libevent's own signal events
+ * were used before: a signal they caught after the loop's last turn was never handled, and a
+ * follower restarting itself (a snapshot copy, REPLICAOF, a cut) ignored the SIGTERM that
+ * arrived then. */
+static volatile sig_atomic_t stop_signal;
+_Static_assert(sizeof(sig_atomic_t) == sizeof(int), "server_stop_flag hands it out as an int");
+static volatile int stop_pipe_w = -1;
+
+static void on_stop_signal(int sig)
+{
+    int e = errno;
+    stop_signal = sig;
+    int fd = stop_pipe_w;
+    if (fd >= 0) {
+        ssize_t w = write(fd, "", 1);
+        (void)w;
+    }
+    errno = e;
+}
+
+int server_stop_signal(void) { return stop_signal; }
+
+const volatile int *server_stop_flag(void) { return (const volatile int *)&stop_signal; }
+
+void server_stop_signals_record(void)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static void signal_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     server *s = arg;
-    server_log(s, EVS_LOG_INFO, "received %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    char buf[64];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+    server_log(s, EVS_LOG_INFO, "received %s: stopping",
+               stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
     event_base_loopexit(s->base, NULL);
+}
+
+/* The stop signals' pipe and handler (kept installed after the loop: stop_signal). */
+static struct event *stop_signals_watch(server *s, int pipe_fds[2])
+{
+    if (pipe2(pipe_fds, O_NONBLOCK | O_CLOEXEC))
+        return NULL;
+    struct event *ev = event_new(s->base, pipe_fds[0], EV_READ | EV_PERSIST, signal_cb, s);
+    if (!ev || event_add(ev, NULL)) {
+        if (ev)
+            event_free(ev);
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        return NULL;
+    }
+    stop_pipe_w = pipe_fds[1];
+    server_stop_signals_record();
+    if (stop_signal) /* one came before the pipe was there: stop at the loop's first turn */
+        on_stop_signal(stop_signal);
+    return ev;
 }
 
 int server_run(const server_config *cfg)
@@ -1155,10 +1217,12 @@ int server_run(const server_config *cfg)
     s->wake = event_new(s->base, -1, EV_PERSIST | EV_READ, wake_cb, s);
     s->linger = evtimer_new(s->base, linger_cb, s); /* NULL: batches never wait (G2) */
     s->gen = 1;
-    s->sigterm = evsignal_new(s->base, SIGTERM, signal_cb, s);
-    s->sigint = evsignal_new(s->base, SIGINT, signal_cb, s);
-    event_add(s->sigterm, NULL);
-    event_add(s->sigint, NULL);
+    s->sigterm = stop_signals_watch(s, s->stop_pipe);
+    if (!s->sigterm) {
+        server_log(s, EVS_LOG_ERROR, "cannot watch for SIGTERM: %s", strerror(errno));
+        rc = -errno;
+        goto out;
+    }
     signal(SIGPIPE, SIG_IGN);
     commands_init(s, s->base);
     s->visible = event_new(s->base, -1, EV_PERSIST | EV_READ, visible_cb, s);
@@ -1237,10 +1301,12 @@ out:
         event_free(s->cron);
     if (s->linger)
         event_free(s->linger);
-    if (s->sigterm)
+    if (s->sigterm) {
+        stop_pipe_w = -1; /* the handler still records the signal (stop_signal) */
         event_free(s->sigterm);
-    if (s->sigint)
-        event_free(s->sigint);
+        close(s->stop_pipe[0]);
+        close(s->stop_pipe[1]);
+    }
     event_base_free(s->base);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -77,6 +77,15 @@ typedef struct conn conn;
  * the server stopped cleanly to be started again (a follower cutting its log). */
 #define SERVER_RESTART 75
 int server_run(const server_config *cfg);
+/* The stop signal (SIGTERM or SIGINT) the process received since server_run first watched
+ * for them, or 0: also one that came while a server stopped to restart itself. */
+int server_stop_signal(void);
+/* From now on SIGTERM and SIGINT are recorded (server_stop_signal) instead of ending the
+ * process, and server_run stops at its loop's first turn when one came before it. */
+void server_stop_signals_record(void);
+/* The same as a flag, non-zero once one came: a cancel flag for long work before the server
+ * runs (a follower's copy of its leader's store). */
+const volatile int *server_stop_flag(void);
 /* Stop cleanly, as on SIGTERM: server_run returns 0 (SHUTDOWN). */
 void server_stop(server *s);
 /* Stop cleanly, then have server_run return SERVER_RESTART. */

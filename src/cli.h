@@ -36,9 +36,11 @@ int cli_backup_remote(const char *server, const char *password,
                       evs_error *err);
 /* Before `evstore serve` opens DATA (follower_copy.c): finish a swap of stores a crash
  * interrupted, remove what an interrupted copy left, and, for a follower whose leader asked
- * for it (SNAPSHOT), copy the leader's store (`leader`, with `password`) into DATA's place.
- * 0, or -1 after logging why. */
-int folder_prepare(const char *data, const char *leader, const char *password);
+ * for it (SNAPSHOT), copy the leader's store (`leader`, with `password`) into DATA's place;
+ * the copy stops (within one piece, nothing left) once *cancel is non-zero. 0, or -1 after
+ * logging why. */
+int folder_prepare(const char *data, const char *leader, const char *password,
+                   const volatile int *cancel);
 /* `evstore verify --backup DIR` (cli_backup.c). */
 int cli_verify_backup(const char *dir, bool quiet);
 

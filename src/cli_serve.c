@@ -5,6 +5,7 @@
 #include "server.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +98,17 @@ static bool list_opt(const char *flag, const char **v,
 
 int cmd_serve(int argc, char **argv)
 {
+    sigset_t stop, pending; /* blocked by an image that restarted itself into this one (below):
+                               one that came during its exec is obeyed here, the store closed */
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    if (!sigpending(&pending) && (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT))) {
+        cli_log(NULL, EVS_LOG_INFO, "stopped: a stop signal came while it restarted itself");
+        return EXIT_OK;
+    }
+    server_stop_signals_record(); /* a stop from here on is clean: recorded, then obeyed */
+    sigprocmask(SIG_UNBLOCK, &stop, NULL);
     server_config c = {0};
     c.data = cli_env("EVSTORE_DATA", "./evstore-data");
     c.bind = cli_env("EVSTORE_BIND", "127.0.0.1");
@@ -266,12 +278,25 @@ int cmd_serve(int argc, char **argv)
     for (size_t n = strlen(data); n > 1 && data[n - 1] == '/'; n--)
         data[n - 1] = 0;
     c.data = data;
-    if (folder_prepare(c.data, c.replica_of, c.leader_password))
+    int prep = folder_prepare(c.data, c.replica_of, c.leader_password, server_stop_flag());
+    if (server_stop_signal()) { /* before or during a copy: the next start copies anew */
+        cli_log(NULL, EVS_LOG_INFO, "stopped cleanly before serving (a stop signal came)");
+        return EXIT_OK;
+    }
+    if (prep)
         return EXIT_FAILURE_;
     static char follow_next[FOLLOW_NEXT_MAX];
     c.follow_next = follow_next;
     int rc = server_run(&c);
     if (rc == SERVER_RESTART) {
+        /* a stop signal from here on stays pending across the exec (the new image unblocks
+         * it first thing, and it ends the process there); one that came already is obeyed */
+        sigprocmask(SIG_BLOCK, &stop, NULL);
+        if (server_stop_signal()) {
+            cli_log(NULL, EVS_LOG_INFO, "stopped cleanly (a stop signal came while it stopped "
+                                        "to restart itself)");
+            return EXIT_OK;
+        }
         /* a follower cut its log, or REPLICAOF HOST PORT (docs/replication.md): the same
          * command again, same pid; then --replica-of the new leader (the last one counts) */
         char **again = calloc((size_t)argc + 4, sizeof *again);

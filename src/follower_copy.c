@@ -22,6 +22,8 @@
  *
  * Everything happens inside DATA, on its file system: DATA may be a mount point (a volume
  * mounted as the data folder), and the copy lands on the store's own disk, not its parent's.
+ * A stop signal during the copy ends it within one piece (the backup's and the restore's
+ * cancel flag) and removes what it wrote; `serve` then exits 0 (cli_serve.c).
  * Room needed: the leader's store once and a little (the restore moves the backup's files
  * into the copy: evs_restore_options.consume), plus the old store when it is kept.
  *
@@ -146,7 +148,7 @@ static void discard_old(const char *aside)
 
 /* 4.: copy the leader's store into data's place; the old store's folder in aside. */
 static int copy_leader(const char *data, const char *leader, const char *password, char *aside,
-                       size_t cap)
+                       size_t cap, const volatile int *cancel)
 {
     char bk[PATH_MAX], fresh[PATH_MAX], staged[64], snap[64], journal[PATH_MAX];
     snprintf(staged, sizeof staged, ".new-%d", (int)getpid());
@@ -158,12 +160,13 @@ static int copy_leader(const char *data, const char *leader, const char *passwor
     }
     cli_log(NULL, EVS_LOG_WARN, "copying the leader's store: this follower lacks what its "
                                 "retention deleted");
-    evs_backup_options bo = {.out = bk};
+    evs_backup_options bo = {.out = bk, .cancel = cancel};
     evs_backup_report br;
     evs_error err = {0};
     int rc = cli_backup_remote(leader, password, &bo, &br, &err);
     if (!rc) {
-        evs_restore_options ro = {.log = cli_log, .follower = true, .consume = true};
+        evs_restore_options ro = {.log = cli_log, .follower = true, .consume = true,
+                                  .cancel = cancel};
         evs_restore_report rr;
         rc = evs_restore(bk, fresh, &ro, &rr, &err);
     }
@@ -239,7 +242,8 @@ static void sweep_leftovers(const char *data)
     closedir(d);
 }
 
-int folder_prepare(const char *data, const char *leader, const char *password)
+int folder_prepare(const char *data, const char *leader, const char *password,
+                   const volatile int *cancel)
 {
     struct stat sb;
     if (stat(data, &sb) || !S_ISDIR(sb.st_mode))
@@ -261,7 +265,7 @@ int folder_prepare(const char *data, const char *leader, const char *password)
         if (leader && path_of(marker, data, "SNAPSHOT") && !access(marker, F_OK)) {
             if (held_nothing_of_its_own(data))
                 rc = make_room(data, aside, sizeof aside);
-            if (!rc && !(rc = copy_leader(data, leader, password, aside, sizeof aside)))
+            if (!rc && !(rc = copy_leader(data, leader, password, aside, sizeof aside, cancel)))
                 settle_old(aside);
         }
     }

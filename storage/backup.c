@@ -173,9 +173,20 @@ static int crc_back(wfile *f, uint64_t off, size_t len, evs_error *err)
     return 0;
 }
 
+/* Whether the caller asked the backup to stop (evs_backup_options.cancel): checked at every
+ * piece, so a stop comes within one piece; the failure removes what was written (B4). */
+static int cancelled(const wfile *f, evs_error *err)
+{
+    if (f->o->cancel && *f->o->cancel)
+        return evs_err_set(err, EVS_ECLOSED, "interrupted");
+    return 0;
+}
+
 static int landed(void *arg, uint64_t off, size_t len, evs_error *err)
 {
     wfile *f = arg;
+    if (cancelled(f, err))
+        return EVS_ECLOSED;
     if (off != f->n)
         return evs_err_set(err, -EIO, "%s: the source wrote at %" PRIu64 ", expected %" PRIu64,
                            f->path, off, f->n);
@@ -191,6 +202,8 @@ static int landed(void *arg, uint64_t off, size_t len, evs_error *err)
 static int sink(void *arg, const void *data, size_t len, evs_error *err)
 {
     wfile *f = arg;
+    if (cancelled(f, err))
+        return EVS_ECLOSED;
     f->crc = evs_crc32(f->crc, data, len);
     f->n += len;
     int rc;

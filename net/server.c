@@ -1076,15 +1076,15 @@ static void visible_cb(evutil_socket_t fd, short what, void *arg)
  * were used before: a signal they caught after the loop's last turn was never handled, and a
  * follower restarting itself (a snapshot copy, REPLICAOF, a cut) ignored the SIGTERM that
  * arrived then. */
-static volatile sig_atomic_t stop_signal;
-_Static_assert(sizeof(sig_atomic_t) == sizeof(int), "server_stop_flag hands it out as an int");
+static volatile int stop_signal; /* stored and loaded atomically: the handler runs on any
+                                    thread, and a follower's copy reads it from others */
 static volatile int stop_pipe_w = -1;
 
 static void on_stop_signal(int sig)
 {
     int e = errno;
-    stop_signal = sig;
-    int fd = stop_pipe_w;
+    __atomic_store_n(&stop_signal, sig, __ATOMIC_RELAXED);
+    int fd = __atomic_load_n(&stop_pipe_w, __ATOMIC_RELAXED);
     if (fd >= 0) {
         ssize_t w = write(fd, "", 1);
         (void)w;
@@ -1092,9 +1092,9 @@ static void on_stop_signal(int sig)
     errno = e;
 }
 
-int server_stop_signal(void) { return stop_signal; }
+int server_stop_signal(void) { return __atomic_load_n(&stop_signal, __ATOMIC_RELAXED); }
 
-const volatile int *server_stop_flag(void) { return (const volatile int *)&stop_signal; }
+const volatile int *server_stop_flag(void) { return &stop_signal; }
 
 void server_stop_signals_record(void)
 {
@@ -1114,7 +1114,7 @@ static void signal_cb(evutil_socket_t fd, short what, void *arg)
     while (read(fd, buf, sizeof buf) > 0)
         ;
     server_log(s, EVS_LOG_INFO, "received %s: stopping",
-               stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+               server_stop_signal() == SIGINT ? "SIGINT" : "SIGTERM");
     event_base_loopexit(s->base, NULL);
 }
 
@@ -1131,10 +1131,10 @@ static struct event *stop_signals_watch(server *s, int pipe_fds[2])
         close(pipe_fds[1]);
         return NULL;
     }
-    stop_pipe_w = pipe_fds[1];
+    __atomic_store_n(&stop_pipe_w, pipe_fds[1], __ATOMIC_RELAXED);
     server_stop_signals_record();
-    if (stop_signal) /* one came before the pipe was there: stop at the loop's first turn */
-        on_stop_signal(stop_signal);
+    if (server_stop_signal()) /* one came before the pipe was there: stop at the first turn */
+        on_stop_signal(server_stop_signal());
     return ev;
 }
 
@@ -1302,10 +1302,12 @@ out:
     if (s->linger)
         event_free(s->linger);
     if (s->sigterm) {
-        stop_pipe_w = -1; /* the handler still records the signal (stop_signal) */
+        /* the handler still records the signal (stop_signal), and wakes nothing */
+        __atomic_store_n(&stop_pipe_w, -1, __ATOMIC_RELAXED);
         event_free(s->sigterm);
-        close(s->stop_pipe[0]);
-        close(s->stop_pipe[1]);
+        /* the pipe stays open until the exit or the restart's exec (O_CLOEXEC): a handler
+         * that read the descriptor before the line above may still write to it, and a closed
+         * number could be a store file's by then */
     }
     event_base_free(s->base);
     pthread_mutex_destroy(&s->mu);

@@ -598,7 +598,7 @@ static volatile int stop_flag;
 static void on_signal(int sig)
 {
     (void)sig;
-    stop_flag = 1;
+    __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED); /* read by restore's threads too */
 }
 
 int cmd_restore(int argc, char **argv)

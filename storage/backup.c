@@ -177,7 +177,7 @@ static int crc_back(wfile *f, uint64_t off, size_t len, evs_error *err)
  * piece, so a stop comes within one piece; the failure removes what was written (B4). */
 static int cancelled(const wfile *f, evs_error *err)
 {
-    if (f->o->cancel && *f->o->cancel)
+    if (evs_cancelled(f->o->cancel))
         return evs_err_set(err, EVS_ECLOSED, "interrupted");
     return 0;
 }

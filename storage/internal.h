@@ -759,6 +759,13 @@ int store_truncate_pending(evs_store *st, evs_error *err);
 /* A swap of staged store into dir that a crash interrupted (SWAP): finish it (swap.c). 0
  * also when there is none. The caller holds dir's LOCK. */
 int store_swap_pending(const char *dir, evs_error *err);
+/* A cancel flag (evs_backup_options.cancel, evs_restore_options.cancel) is set by a signal
+ * handler and read by other threads too (restore's checkers): an atomic load, which the
+ * handler's side matches with an atomic store. */
+static inline bool evs_cancelled(const volatile int *cancel)
+{
+    return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED);
+}
 /* A swap's journal (dir/SWAP, docs/format.md), parsed: the staged folder, the folder the old
  * store goes to, and the new store's entries. */
 #define SWAP_MAX_ENTRIES 64

@@ -248,7 +248,7 @@ static int read_stored(rfile *r, evs_error *err)
     uint64_t n = 0, raw = 0;
     bool zend = false;
     for (;;) {
-        if (r->cancel && *r->cancel) {
+        if (evs_cancelled(r->cancel)) {
             rc = evs_err_set(err, EVS_ECLOSED, "interrupted");
             goto out;
         }
@@ -330,7 +330,7 @@ static int copy_raw(rfile *r, evs_error *err)
     int rc = 0;
     bool range = true; /* copy_file_range, else sendfile: both leave the copying to the kernel */
     while (done < r->f->stored_size) {
-        if (r->cancel && *r->cancel) {
+        if (evs_cancelled(r->cancel)) {
             rc = evs_err_set(err, EVS_ECLOSED, "interrupted");
             break;
         }
@@ -383,7 +383,7 @@ static void *checker(void *arg)
     const manifest *m = &k->c->m[0];
     for (;;) {
         pthread_mutex_lock(&k->mu);
-        size_t i = k->next < m->nfiles && !(k->cancel && *k->cancel) ? k->next++ : SIZE_MAX;
+        size_t i = k->next < m->nfiles && !evs_cancelled(k->cancel) ? k->next++ : SIZE_MAX;
         pthread_mutex_unlock(&k->mu);
         if (i == SIZE_MAX)
             return NULL;

@@ -125,6 +125,28 @@ class Base(unittest.TestCase):
         with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
             return f.read()
 
+    def fill_past_retention(self, c, n=12000, pad=400):
+        """Write n entries of pad bytes to stream s through client c (1 MiB segments: several
+        fill and fall out), and wait until retention has deleted the first segments."""
+        p = c.pipeline(transaction=False)
+        for i in range(n):
+            p.xadd("s", {"pad": "r" * pad})
+            if len(p) >= 1000:
+                p.execute()
+        p.execute()
+        deadline = time.time() + 20
+        while c.info("evstore")["log_start"] == 0 and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertGreater(c.info("evstore")["log_start"], 0)
+
+    def stop_and_verify(self, node):
+        """Stop node cleanly, then `evstore verify` its folder: 0 problems."""
+        self.assertEqual(node.stop(), 0)
+        self.servers.remove(node)
+        out = subprocess.run([test_server.EVSTORE, "verify", "--data", node.data],
+                             capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+
     def followers_listed(self, lr, n):
         """Wait (up to 10 s) until the leader's ROLE lists n followers."""
         deadline = time.time() + 10
@@ -564,14 +586,7 @@ class Failover(Base):
         self.assertEqual(r2.execute_command("REPLICAOF", "NO", "ONE"), b"OK")
         for i in range(3):
             r2.xadd("s", {"f2-only": str(i)})
-        p = r1.pipeline(transaction=False)
-        for i in range(12000):  # 1 MiB segments: several fill and fall out
-            p.xadd("s", {"pad": "r" * 400})
-        p.execute()
-        deadline = time.time() + 20
-        while r1.info("evstore")["log_start"] == 0 and time.time() < deadline:
-            time.sleep(0.2)
-        self.assertGreater(r1.info("evstore")["log_start"], 0)
+        self.fill_past_retention(r1)
         self.assertEqual(r2.execute_command("REPLICAOF", "127.0.0.1", str(f1.port)), b"OK")
         r2.close()
         self.wait_role(f2, "slave")
@@ -782,14 +797,7 @@ class Links(Base):
             self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
             self.assertEqual(f.stop(), 0)
             self.servers.remove(f)
-            p = lr.pipeline(transaction=False)
-            for i in range(12000):
-                p.xadd("s", {"pad": "r" * 400})
-            p.execute()
-            deadline = time.time() + 20
-            while lr.info("evstore")["log_start"] == 0 and time.time() < deadline:
-                time.sleep(0.2)
-            self.assertGreater(lr.info("evstore")["log_start"], 0)
+            self.fill_past_retention(lr)
             f = self.follower("f", leader)
             lr.xadd("s", {"after": "snapshot"})
             self.assertEqual(lr.execute_command("WAIT", "1", "20000"), 1)
@@ -816,16 +824,7 @@ class Links(Base):
         f = self.follower("f", leader)
         lr.xadd("s", {"a": "b"})
         self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
-        p = lr.pipeline(transaction=False)
-        for i in range(60000):
-            p.xadd("s", {"pad": "r" * 1000})
-            if len(p) >= 1000:
-                p.execute()
-        p.execute()
-        deadline = time.time() + 20
-        while lr.info("evstore")["log_start"] == 0 and time.time() < deadline:
-            time.sleep(0.2)
-        self.assertGreater(lr.info("evstore")["log_start"], 0)
+        self.fill_past_retention(lr, 60000, 1000)
         for k in range(8):
             self.assertEqual(f.stop(), 0)
             self.servers.remove(f)
@@ -860,11 +859,7 @@ class Links(Base):
             with open(os.path.join(aside, "SNAPSHOT")) as fh:
                 self.assertEqual(fh.read(), "snapshot own 5\n")
             self.assertIn("STORE", os.listdir(aside))
-        self.assertEqual(f.stop(), 0)
-        self.servers.remove(f)
-        v = subprocess.run([test_server.EVSTORE, "verify", "--data", f.data],
-                           capture_output=True, text=True)
-        self.assertEqual(v.returncode, 0, v.stdout + v.stderr)
+        self.stop_and_verify(f)
 
     def test_a_stop_signal_while_a_node_restarts_itself_is_obeyed(self):
         """SIGTERM sent as a node stops to restart itself (REPLICAOF HOST PORT here; a
@@ -985,11 +980,7 @@ class Links(Base):
                           fr.xpending("rare", "g")["pending"]), want)
         self.assertGreater(fr.info("evstore")["log_start"], 0)
         for node in (f, leader):
-            self.assertEqual(node.stop(), 0)
-            self.servers.remove(node)
-            out = subprocess.run([test_server.EVSTORE, "verify", "--data", node.data],
-                                 capture_output=True, text=True)
-            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            self.stop_and_verify(node)
 
 
 class FollowerDiskFull(Base):

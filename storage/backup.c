@@ -15,7 +15,6 @@
  *      bytes than its snapshot listed fails the backup.
  *  B4. On failure, everything this call created is removed.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -412,16 +411,11 @@ static int prepare_out(const char *out, bool *created, evs_error *err)
     snprintf(probe, sizeof probe, "%s/MANIFEST", out);
     if (access(probe, F_OK) == 0)
         return evs_err_set(err, EVS_EEXIST, "%s already holds a backup", out);
-    DIR *d = opendir(out); /* empty: written into as it is (a mount point may be; a failed
-                              backup leaves it, empty, as it found it: B4) */
-    if (!d)
-        return evs_err_set(err, errno == ENOTDIR ? EVS_EEXIST : -errno, "%s %s", out,
-                           errno == ENOTDIR ? "exists and is not a folder" : strerror(errno));
-    struct dirent *e;
-    bool empty = true;
-    while (empty && (e = readdir(d)))
-        empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
-    closedir(d);
+    int empty = fio_dir_empty(out); /* empty: written into as it is (a mount point may be; a
+                                       failed backup leaves it, empty, as it found it: B4) */
+    if (empty < 0)
+        return evs_err_set(err, empty == -ENOTDIR ? EVS_EEXIST : empty, "%s %s", out,
+                           empty == -ENOTDIR ? "exists and is not a folder" : strerror(-empty));
     if (empty)
         return 0;
     return evs_err_set(err, EVS_EEXIST, "%s exists and is not an empty folder", out);

@@ -5,6 +5,7 @@
 #include "fileio.h"
 #include "evstore.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -85,6 +86,19 @@ int fio_fsync_dir(const struct evs_io *io, const char *dir)
     int rc = io->fsync(fd);
     close(fd);
     return rc;
+}
+
+int fio_dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    struct dirent *e;
+    int empty = 1;
+    while (empty && (e = readdir(d)))
+        empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+    closedir(d);
+    return empty;
 }
 
 int fio_shrink_paced(const struct evs_io *io, int fd, uint64_t to,

@@ -32,6 +32,9 @@ int fio_write_file_atomic(const struct evs_io *io, const char *path, const void 
                           size_t len);
 /* fsync a folder. */
 int fio_fsync_dir(const struct evs_io *io, const char *dir);
+/* Whether folder dir holds nothing: 1 empty, 0 not, -errno if it cannot be listed (-ENOENT:
+ * no such folder, -ENOTDIR: not a folder). */
+int fio_dir_empty(const char *dir);
 
 /*
  * Cut the file fd down to `to` bytes FIO_SHRINK_STEP at a time, calling pace(arg, ns) after

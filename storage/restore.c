@@ -17,7 +17,6 @@
  *      files, checked by the first pass, are copied by the kernel (copy_file_range, or
  *      sendfile between two file systems).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -505,19 +504,12 @@ void evs_remove_tree(const char *path)
 
 static int target_ok(const char *target, evs_error *err)
 {
-    DIR *d = opendir(target);
-    if (!d) {
-        if (errno == ENOENT)
-            return 0;
-        return evs_err_set(err, errno == ENOTDIR ? EVS_EEXIST : -errno, "%s: %s", target,
-                           errno == ENOTDIR ? "exists and is not a folder" : strerror(errno));
-    }
-    struct dirent *de;
-    bool empty = true;
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            empty = false;
-    closedir(d);
+    int empty = fio_dir_empty(target);
+    if (empty == -ENOENT)
+        return 0;
+    if (empty < 0)
+        return evs_err_set(err, empty == -ENOTDIR ? EVS_EEXIST : empty, "%s: %s", target,
+                           empty == -ENOTDIR ? "exists and is not a folder" : strerror(-empty));
     if (!empty)
         return evs_err_set(err, EVS_EEXIST, "%s is not empty: restore only into a new or empty "
                            "folder", target);

@@ -96,25 +96,6 @@ static void say(int level, const char *fmt, ...)
     cli_log(NULL, level, msg);
 }
 
-/* 3.: under the lock, every staging folder in data is a leftover. */
-static void sweep_staging(const char *data)
-{
-    DIR *d = opendir(data);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strncmp(e->d_name, ".new-", 5) && strncmp(e->d_name, ".snapshot-", 10))
-            continue;
-        char p[PATH_MAX];
-        if (!path_of(p, data, e->d_name))
-            continue;
-        evs_remove_tree(p);
-        say(EVS_LOG_WARN, "removed %s, left by an interrupted copy of the leader's store", p);
-    }
-    closedir(d);
-}
-
 /* 5.: remove the store entries of the old store in `aside`, SNAPSHOT last (a crash midway
  * leaves it, and the next sweep finishes); the folder goes too if that empties it. */
 static void discard_old(const char *aside)
@@ -217,23 +198,27 @@ static int make_room(const char *data, char *aside, size_t cap)
     return 0;
 }
 
-/* 3. and what a crash between make_room's swap and its removal left: an old store in a
- * .replaced-<time> folder that held nothing of its own (unless a server has it open). */
+/* 3.: under the lock, every staging folder in data is a leftover, and so is an old store
+ * that held nothing of its own left in a .replaced-<time> folder by a crash between
+ * make_room's swap and its removal (unless a server has that folder open). */
 static void sweep_leftovers(const char *data)
 {
-    sweep_staging(data);
     DIR *d = opendir(data);
     if (!d)
         return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (strncmp(e->d_name, ".replaced-", 10))
-            continue;
+        bool staging = !strncmp(e->d_name, ".new-", 5) || !strncmp(e->d_name, ".snapshot-", 10);
         char p[PATH_MAX];
+        if ((!staging && strncmp(e->d_name, ".replaced-", 10)) || !path_of(p, data, e->d_name))
+            continue;
+        if (staging) {
+            evs_remove_tree(p);
+            say(EVS_LOG_WARN, "removed %s, left by an interrupted copy of the leader's store", p);
+            continue;
+        }
         evs_error err;
-        int fd = path_of(p, data, e->d_name) && held_nothing_of_its_own(p)
-                     ? evs_lock_folder(p, &err)
-                     : -1;
+        int fd = held_nothing_of_its_own(p) ? evs_lock_folder(p, &err) : -1;
         if (fd >= 0) {
             settle_old(p);
             close(fd);

@@ -320,21 +320,38 @@ Test(backup, snapshot_under_appends_restores_every_acknowledged_entry, .timeout 
     free(dir);
 }
 
-Test(backup, restore_refuses_a_target_that_is_not_empty)
+/* A closed store in folder `at` whose stream `name` holds n entries. */
+static void make_store(const char *at, const char *name, int n)
 {
-    char *dir = tmpdir_new();
-    char data[512], out[512], rest[512], junk[600];
+    evs_store *st = open_store(at, NULL);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "i", "x", NULL), 0);
+    evs_close(st);
+}
+
+/* A backup, in dir/b (its path in out), of a store in dir/data whose stream "s" holds n
+ * entries. */
+static void backup_of(const char *dir, int n, char out[512])
+{
+    char data[512];
     path2(data, sizeof data, dir, "data");
-    path2(out, sizeof out, dir, "b");
-    path2(rest, sizeof rest, dir, "r");
+    path2(out, 512, dir, "b");
+    make_store(data, "s", n);
     evs_store *st = open_store(data, NULL);
-    evs_id id;
-    add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, &id, "a", "b", NULL);
     evs_backup_options bo = {.out = out};
     evs_backup_report rep;
     evs_error err;
     cr_assert_eq(evs_backup_store(st, "t", &bo, &rep, &err), 0, "%s", err.msg);
     evs_close(st);
+}
+
+Test(backup, restore_refuses_a_target_that_is_not_empty)
+{
+    char *dir = tmpdir_new();
+    char out[512], rest[512], junk[600];
+    backup_of(dir, 1, out);
+    path2(rest, sizeof rest, dir, "r");
+    evs_error err;
     mkdir(rest, 0755);
     path2(junk, sizeof junk, rest, "junk");
     fclose(fopen(junk, "w"));
@@ -458,15 +475,6 @@ Test(backup, a_lent_file_of_a_deleted_segment_outlives_the_store, .timeout = 120
     free(dir);
 }
 
-/* A closed store in folder `at` whose stream `name` holds n entries. */
-static void make_store(const char *at, const char *name, int n)
-{
-    evs_store *st = open_store(at, NULL);
-    for (int i = 0; i < n; i++)
-        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "i", "x", NULL), 0);
-    evs_close(st);
-}
-
 /* Entries of store `a` (old, in data) and `b` (new, data/.new-1) after a swap: data opens as
  * b and the aside folder as a. */
 static void assert_swapped(const char *data, const char *aside)
@@ -571,17 +579,9 @@ Test(swap, a_swap_cut_after_any_move_is_finished_by_the_next_open, .timeout = 12
 Test(backup, a_consuming_restore_moves_the_backups_files)
 {
     char *dir = tmpdir_new();
-    char data[512], out[512], rest[512], seg[700];
-    path2(data, sizeof data, dir, "data");
-    path2(out, sizeof out, dir, "b");
-    evs_store *st = open_store(data, NULL);
-    for (int i = 0; i < 100; i++)
-        cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "i", "x", NULL), 0);
-    evs_backup_options bo = {.out = out};
-    evs_backup_report rep;
+    char out[512], rest[512], seg[700];
+    backup_of(dir, 100, out);
     evs_error err;
-    cr_assert_eq(evs_backup_store(st, "t", &bo, &rep, &err), 0, "%s", err.msg);
-    evs_close(st);
     path2(seg, sizeof seg, out, "log/00000000000000000000.seg");
     cr_assert(access(seg, F_OK) == 0);
     for (int consume = 0; consume < 2; consume++) {
@@ -589,7 +589,7 @@ Test(backup, a_consuming_restore_moves_the_backups_files)
         evs_restore_options ro = {.consume = consume};
         evs_restore_report rr;
         cr_assert_eq(evs_restore(out, rest, &ro, &rr, &err), 0, "%s", err.msg);
-        st = open_store(rest, NULL);
+        evs_store *st = open_store(rest, NULL);
         cr_assert_eq(count(st, "s"), 100);
         evs_close(st);
         cr_assert_eq(access(seg, F_OK) == 0, !consume, "consume=%d", consume);

@@ -276,24 +276,16 @@ static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const ch
     idx_cur_close(c);
 }
 
-/* V5. The streams are listed under the lock and read without it, each read on its own
- * snapshot (a stream changed meanwhile is compared with its length then). */
+/* V5. The streams visible when the check began (v->byno; a stream is never freed while the
+ * store is open) are read without the lock, each read on its own snapshot (a stream changed
+ * meanwhile is compared with its length then). */
 static void check_reads(struct vstate *v)
 {
     evs_store *st = v->st;
-    pthread_rwlock_rdlock(&st->lock);
-    size_t n = 0, cap = st->vtab.n;
-    stream **ss = malloc((cap ? cap : 1) * sizeof *ss); /* never freed while the store is open */
-    for (size_t b = 0; ss && b < st->vtab.nb; b++)
-        for (stream *s = st->vtab.b[b]; s && n < cap; s = s->v_next)
-            ss[n++] = s;
-    pthread_rwlock_unlock(&st->lock);
-    if (!ss) {
-        problem(v, "reads not checked: out of memory");
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        stream *s = ss[i];
+    for (size_t no = 0; no < v->nbyno; no++) {
+        stream *s = v->byno[no];
+        if (!s)
+            continue;
         char nm[160];
         sname_of(s, nm, sizeof nm);
         for (int reverse = 0; reverse < 2; reverse++) {
@@ -311,7 +303,6 @@ static void check_reads(struct vstate *v)
                         PRIu64, nm, reverse ? "reverse" : "forward", found, length);
         }
     }
-    free(ss);
 }
 
 long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)

@@ -30,6 +30,7 @@
 
 static void *ixr_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "evs-indexer"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     pthread_mutex_lock(&st->ixmu);
     for (;;) {

@@ -183,6 +183,7 @@ void prep_wait_named(evs_store *st, segment *s)
 
 static void *prep_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "evs-preparer"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     fio_thread_is_background();
     bool warned = false; /* once per run of failures (a full disk retries every second) */

@@ -150,6 +150,7 @@ void rel_delete(evs_store *st, const char *path)
 
 static void *rel_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "evs-releaser"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     fio_thread_is_background();
     pthread_mutex_lock(&st->rel_mu);

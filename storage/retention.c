@@ -719,6 +719,7 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
 
 static void *ret_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "evs-retention"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     fio_thread_is_background();
     /* below the writer and the event loop (R4), but never starved: nice 19 still gets a

@@ -17,6 +17,7 @@
 
 static void *syncer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "evs-syncer"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     pthread_mutex_lock(&st->sy_mu);
     for (;;) {

@@ -63,7 +63,6 @@ int ckpt_run(evs_store *st)
 
 void *ckpt_main(void *arg)
 {
-    pthread_setname_np(pthread_self(), "evs-checkpoint"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     fio_thread_is_background();
     pthread_mutex_lock(&st->ckmu);

@@ -30,7 +30,6 @@
 
 static void *ixr_main(void *arg)
 {
-    pthread_setname_np(pthread_self(), "evs-indexer"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     pthread_mutex_lock(&st->ixmu);
     for (;;) {
@@ -67,7 +66,7 @@ int indexer_start(evs_store *st)
     st->ix_batch = idx_batch_new();
     if (!st->ix_batch)
         return -ENOMEM;
-    int rc = pthread_create(&st->ixr, NULL, ixr_main, st);
+    int rc = thread_start(&st->ixr, ixr_main, st, "evs-indexer");
     if (rc)
         return -rc;
     st->ixr_started = true;

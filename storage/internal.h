@@ -766,6 +766,15 @@ static inline bool evs_cancelled(const volatile int *cancel)
 {
     return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED);
 }
+/* Start one of the store's threads under its name (at most 15 characters: docs/architecture.md,
+ * Threads), named before this returns; pthread_create's result (0 or an errno). */
+static inline int thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *name)
+{
+    int rc = pthread_create(t, NULL, fn, arg);
+    if (!rc)
+        pthread_setname_np(*t, name); /* only a name: a failure changes nothing else */
+    return rc;
+}
 /* A swap's journal (dir/SWAP, docs/format.md), parsed: the staged folder, the folder the old
  * store goes to, and the new store's entries. */
 #define SWAP_MAX_ENTRIES 64

@@ -183,7 +183,6 @@ void prep_wait_named(evs_store *st, segment *s)
 
 static void *prep_main(void *arg)
 {
-    pthread_setname_np(pthread_self(), "evs-preparer"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     fio_thread_is_background();
     bool warned = false; /* once per run of failures (a full disk retries every second) */
@@ -230,7 +229,7 @@ static void *prep_main(void *arg)
 
 int prep_start(evs_store *st)
 {
-    int rc = pthread_create(&st->prep, NULL, prep_main, st);
+    int rc = thread_start(&st->prep, prep_main, st, "evs-preparer");
     if (rc == 0)
         st->prep_started = true;
     return -rc;

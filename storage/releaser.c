@@ -150,7 +150,6 @@ void rel_delete(evs_store *st, const char *path)
 
 static void *rel_main(void *arg)
 {
-    pthread_setname_np(pthread_self(), "evs-releaser"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     fio_thread_is_background();
     pthread_mutex_lock(&st->rel_mu);
@@ -173,7 +172,7 @@ static void *rel_main(void *arg)
 
 int rel_start(evs_store *st)
 {
-    int rc = pthread_create(&st->rel, NULL, rel_main, st);
+    int rc = thread_start(&st->rel, rel_main, st, "evs-releaser");
     if (rc)
         return -rc;
     st->rel_started = true;

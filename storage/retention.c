@@ -719,7 +719,6 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
 
 static void *ret_main(void *arg)
 {
-    pthread_setname_np(pthread_self(), "evs-retention"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     fio_thread_is_background();
     /* below the writer and the event loop (R4), but never starved: nice 19 still gets a
@@ -747,7 +746,7 @@ static void *ret_main(void *arg)
 
 int ret_start(evs_store *st)
 {
-    int rc = pthread_create(&st->ret_thread, NULL, ret_main, st);
+    int rc = thread_start(&st->ret_thread, ret_main, st, "evs-retention");
     if (rc)
         return -rc;
     st->ret_started = true;

@@ -2446,12 +2446,12 @@ static int open_once(const char *dir, const evs_options *opt, bool release, evs_
             evs_close(st);
             return evs_err_set(err, rc, "cannot start segment preparer thread");
         }
-        if ((rc = pthread_create(&st->writer, NULL, writer_main, st))) {
+        if ((rc = thread_start(&st->writer, writer_main, st, "evs-writer"))) {
             evs_close(st);
             return evs_err_set(err, -rc, "cannot start writer thread");
         }
         st->writer_started = true;
-        if ((rc = pthread_create(&st->ckpt, NULL, ckpt_main, st))) {
+        if ((rc = thread_start(&st->ckpt, ckpt_main, st, "evs-checkpoint"))) {
             evs_close(st);
             return evs_err_set(err, -rc, "cannot start checkpointer thread");
         }

@@ -17,7 +17,6 @@
 
 static void *syncer_main(void *arg)
 {
-    pthread_setname_np(pthread_self(), "evs-syncer"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     pthread_mutex_lock(&st->sy_mu);
     for (;;) {
@@ -44,7 +43,7 @@ int syncer_ensure(evs_store *st)
 {
     if (st->sy_started)
         return 0;
-    int rc = pthread_create(&st->sy_thread, NULL, syncer_main, st);
+    int rc = thread_start(&st->sy_thread, syncer_main, st, "evs-syncer");
     if (rc)
         return -rc;
     st->sy_started = true;

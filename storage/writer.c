@@ -2142,7 +2142,6 @@ static bool run_role(evs_store *st, bool timed)
 
 void *writer_main(void *arg)
 {
-    pthread_setname_np(pthread_self(), "evs-writer"); /* shown by top -H, ps -L, gdb */
     evs_store *st = arg;
     pthread_mutex_lock(&st->rolemu);
     st->last_sync_ns = evs_mono_ns();

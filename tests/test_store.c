@@ -1770,3 +1770,34 @@ Test(store, a_reference_taken_during_an_eviction_reads_a_live_mapping, .timeout 
     seg_test_map_cap = 0;
     cr_assert_eq(evs_close(st), 0);
 }
+
+/* The store's threads carry their names (docs/architecture.md, Threads): an operator's
+ * `top -H` or a probe's /proc/PID/task/TID/comm tells the writer from the indexer. */
+static bool thread_named(const char *want)
+{
+    DIR *d = opendir("/proc/self/task");
+    cr_assert(d);
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        char p[300], comm[32] = "";
+        snprintf(p, sizeof p, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(p, "r");
+        if (f) {
+            found = fgets(comm, sizeof comm, f) && strcspn(comm, "\n") == strlen(want) &&
+                    !strncmp(comm, want, strlen(want));
+            fclose(f);
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+Test(store, its_threads_carry_their_names)
+{
+    evs_store *st = open_store(dir, NULL);
+    const char *names[] = {"evs-writer", "evs-indexer", "evs-checkpoint", "evs-preparer"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        cr_assert(thread_named(names[i]), "no thread named %s", names[i]);
+    cr_assert_eq(evs_close(st), 0);
+    cr_assert(!thread_named("evs-writer"), "the writer outlived evs_close");
+}

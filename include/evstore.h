@@ -133,6 +133,11 @@ typedef struct evs_options {
     uint32_t retention_interval_ms; /* how often the retention thread runs; 0: 1000            */
     bool replica;               /* a follower: its log is the leader's (evs_replica_submit);
                                    local writes are refused (EVS_EREADONLY), no retention     */
+    const volatile int *cancel; /* set non-zero (a signal handler) to stop a long recovery:
+                                   evs_open returns EVS_ECLOSED ("interrupted") within one
+                                   segment scanned, the folder as a crash at that point
+                                   would leave it; the next open recovers anew.
+                                   NULL: never                                              */
 } evs_options;
 
 void evs_options_init(evs_options *opt);
@@ -147,7 +152,8 @@ typedef struct evs_store evs_store;
  * A writable open marks the folder RUNNING until a clean evs_close(). Opened to lead (not
  * `replica`) after following, the store begins a new epoch before it returns; after a run
  * that did not close cleanly, before the first record it writes, so the open itself syncs
- * nothing (docs/replication.md, "Promotion and fencing").
+ * nothing (docs/replication.md, "Promotion and fencing"). Besides its other errors
+ * (EVS_ELOCKED, EVS_ECORRUPT, -errno), EVS_ECLOSED when `opt->cancel` stopped the recovery.
  */
 int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error *err);
 

@@ -1175,10 +1175,17 @@ int server_run(const server_config *cfg)
     o.log = cfg->log;
     o.retention = cfg->retention;
     o.replica = cfg->replica_of != NULL;
+    o.cancel = server_stop_flag(); /* a stop during a long recovery is obeyed at once */
     evs_error err;
     fdlimit_raise(); /* F1: a big log holds a descriptor per segment */
     if ((rc = evs_open(cfg->data, &o, &s->st, &err))) {
-        server_log(s, EVS_LOG_ERROR, "cannot open %s: %s", cfg->data, err.msg);
+        if (rc == EVS_ECLOSED && server_stop_signal()) {
+            server_log(s, EVS_LOG_INFO, "stopped cleanly while recovering %s (a stop signal "
+                       "came); the next start recovers anew", cfg->data);
+            rc = 0;
+        } else {
+            server_log(s, EVS_LOG_ERROR, "cannot open %s: %s", cfg->data, err.msg);
+        }
         event_base_free(s->base);
         free(s);
         return rc;

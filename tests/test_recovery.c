@@ -1215,3 +1215,25 @@ Test(recovery, a_malformed_store_id_is_refused)
     st = open_store(dir, NULL);
     cr_assert_eq(evs_close(st), 0);
 }
+
+/* A stop asked for during a long recovery (evs_options.cancel, set by the server's SIGTERM
+ * handler) ends the open with EVS_ECLOSED and leaves the folder as a crash there would: the
+ * next open recovers everything. */
+Test(recovery, a_cancelled_recovery_stops_and_the_next_open_recovers_all)
+{
+    make_store(3000, 2000);
+    rm_index(dir); /* the whole log to scan again */
+    evs_options o;
+    evs_options_init(&o);
+    volatile int stop = 1;
+    o.cancel = &stop;
+    evs_store *st = NULL;
+    evs_error e;
+    cr_assert_eq(evs_open(dir, &o, &st, &e), EVS_ECLOSED);
+    cr_assert(strstr(e.msg, "interrupted"), "%s", e.msg);
+    cr_assert_null(st);
+    stop = 0; /* a flag left clear changes nothing */
+    st = open_store(dir, &o);
+    cr_assert_eq(evs_close(st), 0);
+    cr_assert_eq(count_entries(), 3000);
+}

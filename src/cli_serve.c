@@ -298,14 +298,21 @@ int cmd_serve(int argc, char **argv)
             return EXIT_OK;
         }
         /* a follower cut its log, or REPLICAOF HOST PORT (docs/replication.md): the same
-         * command again, same pid; then --replica-of the new leader (the last one counts) */
+         * command again, same pid, its --replica-of replaced by the new leader's */
         char **again = calloc((size_t)argc + 4, sizeof *again);
         if (again) {
             int n = 0;
             again[n++] = argv[0];
             again[n++] = (char *)"serve";
-            for (int i = 1; i < argc; i++)
+            for (int i = 1; i < argc; i++) {
+                if (follow_next[0] && !strcmp(argv[i], "--replica-of") && i + 1 < argc) {
+                    i++; /* replaced below: a node told REPLICAOF again and again keeps one */
+                    continue;
+                }
+                if (follow_next[0] && !strncmp(argv[i], "--replica-of=", 13))
+                    continue;
                 again[n++] = argv[i];
+            }
             if (follow_next[0]) {
                 again[n++] = (char *)"--replica-of";
                 again[n++] = follow_next;

@@ -593,6 +593,11 @@ class Failover(Base):
         self.caught_up(f1, f2)
         self.same_segments(f1, f2)
         self.assertEqual(f2.client().xrange("s"), r1.xrange("s"))
+        # restarted in the same process as a follower of f1: its command line names f1 only
+        # (before, each REPLICAOF appended one more --replica-of to it)
+        args = open("/proc/%d/cmdline" % f2.proc.pid, "rb").read().split(b"\0")
+        self.assertEqual([args[i + 1] for i, a in enumerate(args) if a == b"--replica-of"],
+                         [b"127.0.0.1:%d" % f1.port])
         log = self.log()
         self.assertIn("parts from the leader's at", log)
         self.assertRegex(log, r"the old store is kept in .*f2/\.replaced-\d+")

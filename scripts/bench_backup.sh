@@ -9,7 +9,9 @@
 #  2. publish latency at a steady rate (`evstore bench-resp`, server restarted with
 #     --fsync always): quiet, and while each of these runs again and again: an online backup
 #     to the same disk, `cp -r` + `sync` of the data folder (reference), an online backup to
-#     a tmpfs (an off-disk target), `cp -r` to a tmpfs (reference), a backup with --rate.
+#     a tmpfs (an off-disk target), `cp -r` to a tmpfs (reference), a backup with --rate;
+#     then with the server and the publisher on core 0: quiet, a backup to a tmpfs with its
+#     client on core 1, and the same paced with --rate.
 # Everything is in the page cache (23 GiB of RAM): the figures compare CPU and copy paths, and
 # evstore fsyncs every file it writes while cp and tar do not (a `sync` after them is timed
 # separately). Prints a markdown section on stdout.
@@ -20,6 +22,8 @@ cd "$(dirname "$0")/.."
 
 gib=2; ((quick)) && gib=0.25
 brate=50m # --rate of the rate-limited backups in the latency measurement
+prate=20m # --rate of the paced backup to a tmpfs, pinned (a probe, session 31: 10-20m kept the
+          # p99 within the quiet's own spread, 50m 1.3-1.6 ms, 200m 2-3 ms against 0.5-1.0)
 now() { date +%s%N; }
 secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
 mbs() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1048576 }'; }
@@ -127,11 +131,19 @@ rm -rf "$work/or"
 # tmpfs, which never touches the server, does it too). To see what the server's side of a
 # backup costs: the server (every thread) and the publisher on core 0, the backup client on
 # core 1, against a quiet window pinned the same way.
-pin_quiet_lat="" pin_shm_lat=""
+pin_quiet_lat="" pin_shm_lat="" pin_rate_lat=""
 if (( $(nproc) >= 2 )) && command -v taskset >/dev/null; then
   taskset -a -p -c 0 "${pids[0]}" >/dev/null
   pin_quiet_lat=$(PIN=0 lat "$lsecs")
   pin_shm_lat=$(PIN=0 during "rm -rf '$shm'; taskset -c 1 $bk --out '$shm'")
+  # the same, paced (one backup outlasts the window, as above): what a pace costs the server
+  rm -rf "$shm"
+  taskset -c 1 ./build/evstore backup --server "127.0.0.1:$EV" --out "$shm" --rate "$prate" --quiet >/dev/null 2>&1 &
+  bpid=$!
+  pin_rate_lat=$(PIN=0 lat "$lsecs")
+  kill "$bpid" 2>/dev/null || true
+  wait "$bpid" 2>/dev/null || true
+  rm -rf "$shm"
   taskset -a -p -c "0-$(( $(nproc) - 1 ))" "${pids[0]}" >/dev/null
 fi
 
@@ -175,4 +187,5 @@ if [ -n "$pin_quiet_lat" ]; then
   read -r _ pq99 <<<"$pin_quiet_lat"
   row "nothing, the server and the publisher on core 0 (quiet, pinned)" "$pin_quiet_lat" "$pq99"
   row "online backup to a tmpfs, its client on core 1 (as from another machine; vs the pinned quiet)" "$pin_shm_lat" "$pq99"
+  row "the same with \`--rate $prate\` (vs the pinned quiet)" "$pin_rate_lat" "$pq99"
 fi

@@ -405,6 +405,8 @@ struct evs_store {
     uint64_t alloc_end; /* (W) log position where the active file's blocks end (W11)   */
     bool idx_room_short; /* (W) the index's headroom could not be kept (W11)          */
     _Atomic uint64_t active_used;  /* bytes in the active segment, for the preparer's pace  */
+    _Atomic uint64_t catchup_ns;   /* when a follower's big batch last overlapped its sync
+                                      (W10): the preparer's cue to skip the zero-fill (Z1)  */
     pthread_mutex_t prep_mu;
     pthread_cond_t prep_cv;
     /* deferred rolls (--fsync no/everysec, preparer.c D1-D4): segments whose predecessor's
@@ -766,6 +768,9 @@ static inline bool evs_cancelled(const volatile int *cancel)
 {
     return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED);
 }
+/* A follower's batch this big whose sync its writer overlaps (writer.c W10) marks a catch-up:
+ * the preparer's spares skip the zero-fill meanwhile (preparer.c Z1). */
+#define CATCHUP_BATCH_BYTES (1u << 20)
 /* Start one of the store's threads under its name (at most 15 characters: docs/architecture.md,
  * Threads), named before this returns; pthread_create's result (0 or an errno). */
 static inline int thread_start(pthread_t *t, void *(*fn)(void *), void *arg, const char *name)

@@ -692,6 +692,8 @@ static void flush_sync(evs_store *st, pending *p, bool force_sync)
     if (atomic_load(&st->failed))
         goto fail;
     if (overlap) {
+        if (st->tail - st->batch_start >= CATCHUP_BATCH_BYTES) /* the preparer's cue (Z1) */
+            atomic_store(&st->catchup_ns, evs_mono_ns());
         prep_rolls_settle(st); /* D3, as timed_sync */
         syncer_submit(st, a, st->tail);
     } else if (sync) {

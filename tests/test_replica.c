@@ -12,6 +12,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 
 
 static char *dir, *fdir;
@@ -307,12 +310,15 @@ Test(replica, a_hole_in_a_followers_last_batch_is_a_torn_tail_whatever_leader_fl
 /* ---- W10: a follower's batch synced while the next is written ---------------------------- */
 
 /* A leader store in `dir` with about 40 MiB of log in one segment (so no seal forces a sync
- * between batches): 20,000 entries of 2 KiB. Its log's records, *len bytes (log_records). */
-static uint8_t *make_big_leader(size_t *len)
+ * between batches), or in segments of seg_bytes when not 0: 20,000 entries of 2 KiB. Its
+ * log's records, *len bytes (log_records). */
+static uint8_t *make_big_leader(size_t *len, uint64_t seg_bytes)
 {
     evs_options o;
     evs_options_init(&o);
     o.fsync = EVS_FSYNC_NO;
+    if (seg_bytes)
+        o.segment_bytes = seg_bytes;
     evs_store *st = open_store(dir, &o);
     static char v[2048];
     memset(v, 'x', sizeof v);
@@ -395,10 +401,12 @@ static void feed_all_queued(evs_store *fst, const uint8_t *bytes, size_t len, fr
     cr_assert_eq(fr->out_of_order, 0, "frames answered out of order");
 }
 
-static evs_store *open_follower(const struct evs_io *io, bool strict)
+static evs_store *open_follower_seg(const struct evs_io *io, bool strict, uint64_t seg_bytes)
 {
     evs_options o;
     evs_options_init(&o);
+    if (seg_bytes)
+        o.segment_bytes = seg_bytes;
     o.replica = true;
     o.io = io;
     o.retention_interval_ms = 3600 * 1000;
@@ -408,13 +416,18 @@ static evs_store *open_follower(const struct evs_io *io, bool strict)
     return open_store(fdir, &o);
 }
 
+static evs_store *open_follower(const struct evs_io *io, bool strict)
+{
+    return open_follower_seg(io, strict, 0);
+}
+
 /* A catch-up's frames, all waiting: batches are synced by the syncer while the next is
  * written, every frame is answered in order once synced, the follower's log is the
  * leader's byte for byte, and readers see every entry. */
 Test(replica, a_catch_up_syncs_each_batch_while_it_writes_the_next, .timeout = 120)
 {
     size_t len;
-    uint8_t *bytes = make_big_leader(&len);
+    uint8_t *bytes = make_big_leader(&len, 0);
     cr_assert_gt(len, 40u << 20);
     evs_store *f = open_follower(NULL, true);
     frames fr;
@@ -446,7 +459,7 @@ Test(replica, a_catch_up_syncs_each_batch_while_it_writes_the_next, .timeout = 1
 Test(replica, a_failed_sync_on_the_syncer_acknowledges_none_of_its_batch, .timeout = 120)
 {
     size_t len;
-    uint8_t *bytes = make_big_leader(&len);
+    uint8_t *bytes = make_big_leader(&len, 0);
     evs_store *f = open_follower(&fio_faulty, false);
     fio_fault_arm(FIO_SYNC, 1, EIO, 0);
     frames fr;
@@ -477,7 +490,7 @@ Test(replica, a_failed_sync_on_the_syncer_acknowledges_none_of_its_batch, .timeo
 Test(replica, a_hole_two_batches_from_a_followers_end_is_a_torn_tail, .timeout = 120)
 {
     size_t len;
-    uint8_t *bytes = make_big_leader(&len);
+    uint8_t *bytes = make_big_leader(&len, 0);
     evs_store *f = open_follower(NULL, true);
     frames fr;
     feed_all_queued(f, bytes, len, &fr);
@@ -510,7 +523,7 @@ Test(replica, a_hole_two_batches_from_a_followers_end_is_a_torn_tail, .timeout =
 Test(replica, a_promotion_behind_a_catch_up_waits_for_its_syncs, .timeout = 120)
 {
     size_t len;
-    uint8_t *bytes = make_big_leader(&len);
+    uint8_t *bytes = make_big_leader(&len, 0);
     evs_store *f = open_follower(NULL, true);
     frames fr;
     int n = queue_frames(f, bytes, len, &fr);
@@ -544,5 +557,71 @@ Test(replica, a_promotion_behind_a_catch_up_waits_for_its_syncs, .timeout = 120)
     cr_assert_eq(eps[ne - 1].start, len);
     cr_assert_eq(verify_print(f), 0);
     cr_assert_eq(evs_close(f), 0);
+    free(bytes);
+}
+
+/* ---- preparer.c Z1: a catch-up's spares are not zero-filled ------------------------------ */
+
+/* Wait until st's preparer has a spare ready; then whether every extent of that file is
+ * unwritten (preallocated, reads as zeros) rather than written: 1 unwritten, 0 written,
+ * -1 when the file system does not tell (no FIEMAP, or no extents). */
+static int spare_unwritten(evs_store *st, const char *d)
+{
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&st->prep_mu);
+        bool ready = st->spare_ready;
+        pthread_mutex_unlock(&st->prep_mu);
+        if (ready)
+            break;
+        usleep(10000);
+    }
+    char p[700];
+    snprintf(p, sizeof p, "%s/log/spare.seg.tmp", d);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0, "no spare: %s", p);
+    struct {
+        struct fiemap m;
+        struct fiemap_extent e[64];
+    } q;
+    memset(&q, 0, sizeof q);
+    q.m.fm_length = FIEMAP_MAX_OFFSET;
+    q.m.fm_flags = FIEMAP_FLAG_SYNC;
+    q.m.fm_extent_count = 64;
+    int rc = ioctl(fd, FS_IOC_FIEMAP, &q.m);
+    close(fd);
+    if (rc || q.m.fm_mapped_extents == 0)
+        return -1;
+    int unwritten = 0;
+    for (unsigned i = 0; i < q.m.fm_mapped_extents; i++)
+        unwritten += (q.e[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) != 0;
+    return unwritten == (int)q.m.fm_mapped_extents;
+}
+
+/* A follower catching up (batches of megabytes, each synced while the next is written) has
+ * its spares made without zeros; a store that is not catching up zero-fills them (--fsync
+ * always), which is also what shows that the file system tells the two apart. */
+Test(replica, a_catch_up_makes_its_spares_without_zeros, .timeout = 120)
+{
+    evs_store *quiet = open_follower_seg(NULL, true, 32u << 20); /* not catching up */
+    int zeros = spare_unwritten(quiet, fdir);
+    cr_assert_eq(evs_close(quiet), 0);
+    if (zeros < 0)
+        cr_skip_test("the file system does not report extents (FIEMAP)");
+    cr_assert_eq(zeros, 0, "a follower that is not catching up has no zero-filled spare");
+    rm_rf(fdir);
+    cr_assert_eq(mkdir(fdir, 0755), 0);
+    size_t len;
+    uint8_t *bytes = make_big_leader(&len, 32u << 20); /* two segments: a roll, a new spare */
+    evs_store *f = open_follower_seg(NULL, true, 32u << 20);
+    frames fr;
+    feed_all_queued(f, bytes, len, &fr);
+    cr_assert_eq(fr.ok, fr.done);
+    cr_assert_eq(spare_unwritten(f, fdir), 1, "a catch-up's spare was zero-filled");
+    cr_assert_eq(evs_close(f), 0);
+    size_t flen;
+    uint8_t *fbytes = log_records(fdir, &flen);
+    cr_assert_eq(flen, len);
+    cr_assert(memcmp(fbytes, bytes, len) == 0);
+    free(fbytes);
     free(bytes);
 }

@@ -55,13 +55,12 @@
  *      batches are megabytes, and a zero-fill there is one more copy of every byte for the
  *      CPU the catch-up is short of (measured: 615 against 549 MB/s, medians of 6
  *      interleaved 1 GiB catch-ups, faster in each; the follower's CPU 2.1-2.3 s against
- *      2.5-2.9). A follower keeping up overlaps small
- *      batches too (at 10,000 entries/s, ten of eleven spares went unfilled with no size
- *      bound; with it, none, nor at c50/P16): those keep their zeros, and their
- *      acknowledgements the faster syncs. A zero-fill under way when a catch-up begins stops
- *      at its next chunk and the spare is made again without zeros. A spare made without
- *      zeros and used after the catch-up serves one segment's appends with preallocated
- *      blocks.
+ *      2.5-2.9). A follower keeping up overlaps small batches too (at 10,000 entries/s, ten
+ *      of eleven spares went unfilled with no size bound; with it, none, nor at c50/P16):
+ *      those keep their zeros, and their acknowledgements the faster syncs. A zero-fill
+ *      under way when a catch-up begins stops at its next chunk, and the spare is made again
+ *      without zeros. A spare made without zeros and used after the catch-up serves one
+ *      segment's appends with preallocated blocks.
  */
 #include "internal.h"
 

@@ -607,7 +607,7 @@ Test(replica, a_catch_up_makes_its_spares_without_zeros, .timeout = 120)
     cr_assert_eq(evs_close(quiet), 0);
     if (zeros < 0)
         cr_skip_test("the file system does not report extents (FIEMAP)");
-    cr_assert_eq(zeros, 0, "a follower that is not catching up has no zero-filled spare");
+    cr_assert_eq(zeros, 0, "the spare of a follower that is not catching up is not zero-filled");
     rm_rf(fdir);
     cr_assert_eq(mkdir(fdir, 0755), 0);
     size_t len;

@@ -172,19 +172,12 @@ static int crc_back(wfile *f, uint64_t off, size_t len, evs_error *err)
     return 0;
 }
 
-/* Whether the caller asked the backup to stop (evs_backup_options.cancel): checked at every
- * piece, so a stop comes within one piece; the failure removes what was written (B4). */
-static int cancelled(const wfile *f, evs_error *err)
-{
-    if (evs_cancelled(f->o->cancel))
-        return evs_err_set(err, EVS_ECLOSED, "interrupted");
-    return 0;
-}
-
 static int landed(void *arg, uint64_t off, size_t len, evs_error *err)
 {
     wfile *f = arg;
-    if (cancelled(f, err))
+    /* evs_backup_options.cancel, looked at every piece: a stop comes within one piece, and
+     * the failure removes what was written (B4) */
+    if (evs_cancel_check(f->o->cancel, err))
         return EVS_ECLOSED;
     if (off != f->n)
         return evs_err_set(err, -EIO, "%s: the source wrote at %" PRIu64 ", expected %" PRIu64,
@@ -201,7 +194,7 @@ static int landed(void *arg, uint64_t off, size_t len, evs_error *err)
 static int sink(void *arg, const void *data, size_t len, evs_error *err)
 {
     wfile *f = arg;
-    if (cancelled(f, err))
+    if (evs_cancel_check(f->o->cancel, err)) /* as landed() */
         return EVS_ECLOSED;
     f->crc = evs_crc32(f->crc, data, len);
     f->n += len;

@@ -761,12 +761,17 @@ int store_truncate_pending(evs_store *st, evs_error *err);
 /* A swap of staged store into dir that a crash interrupted (SWAP): finish it (swap.c). 0
  * also when there is none. The caller holds dir's LOCK. */
 int store_swap_pending(const char *dir, evs_error *err);
-/* A cancel flag (evs_backup_options.cancel, evs_restore_options.cancel) is set by a signal
- * handler and read by other threads too (restore's checkers): an atomic load, which the
- * handler's side matches with an atomic store. */
+/* A cancel flag (evs_backup_options.cancel, evs_restore_options.cancel, evs_options.cancel)
+ * is set by a signal handler and read by other threads too (restore's checkers): an atomic
+ * load, which the handler's side matches with an atomic store. */
 static inline bool evs_cancelled(const volatile int *cancel)
 {
     return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED);
+}
+/* 0, or EVS_ECLOSED "interrupted" once the flag is set: a backup's or a restore's stop. */
+static inline int evs_cancel_check(const volatile int *cancel, evs_error *err)
+{
+    return evs_cancelled(cancel) ? evs_err_set(err, EVS_ECLOSED, "interrupted") : 0;
 }
 /* A follower's batch this big whose sync its writer overlaps (writer.c W10) marks a catch-up:
  * the preparer's spares skip the zero-fill meanwhile (preparer.c Z1). */

@@ -247,10 +247,8 @@ static int read_stored(rfile *r, evs_error *err)
     uint64_t n = 0, raw = 0;
     bool zend = false;
     for (;;) {
-        if (evs_cancelled(r->cancel)) {
-            rc = evs_err_set(err, EVS_ECLOSED, "interrupted");
+        if ((rc = evs_cancel_check(r->cancel, err)))
             goto out;
-        }
         ssize_t got = read(fd, buf, CHUNK);
         if (got < 0 && errno == EINTR)
             continue;
@@ -329,10 +327,8 @@ static int copy_raw(rfile *r, evs_error *err)
     int rc = 0;
     bool range = true; /* copy_file_range, else sendfile: both leave the copying to the kernel */
     while (done < r->f->stored_size) {
-        if (evs_cancelled(r->cancel)) {
-            rc = evs_err_set(err, EVS_ECLOSED, "interrupted");
+        if ((rc = evs_cancel_check(r->cancel, err)))
             break;
-        }
         uint64_t left = r->f->stored_size - done;
         size_t want = left < (64u << 20) ? (size_t)left : 64u << 20;
         ssize_t n = range ? copy_file_range(in, NULL, r->outfd, NULL, want, 0)
@@ -565,8 +561,9 @@ static int build_file(const chain *c, const mf_file *f, const char *tmp,
         return rc;
     /* a backup the caller gives away: its own uncompressed files move into the store (checked
      * already, R1), where one file system holds both */
-    bool moved = o && o->consume && !f->compressed && dir == c->dir[0] && !rename(src, path);
-    if (!moved && o && o->consume && !f->compressed && dir == c->dir[0] && errno != EXDEV)
+    bool movable = o && o->consume && !f->compressed && dir == c->dir[0];
+    bool moved = movable && !rename(src, path);
+    if (movable && !moved && errno != EXDEV)
         return evs_err_set(err, -errno, "cannot move %s to %s: %s", src, path, strerror(errno));
     int fd = moved ? open(path, O_WRONLY | O_CLOEXEC)
                    : open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

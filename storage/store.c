@@ -2389,8 +2389,6 @@ static int open_once(const char *dir, const evs_options *opt, bool release, evs_
         rc = evs_err_set(err, -ENOMEM, "out of memory");
         goto fail;
     }
-    char swap[PATH_MAX];
-    snprintf(swap, sizeof swap, "%s/SWAP", dir);
     if (!st->opt.read_only) {
         if (mkdir(dir, 0755) && errno != EEXIST) {
             rc = evs_err_set(err, -errno, "cannot create data folder %s: %s", dir, strerror(errno));
@@ -2405,6 +2403,8 @@ static int open_once(const char *dir, const evs_options *opt, bool release, evs_
         }
     } else {
         struct stat sb;
+        char swap[PATH_MAX];
+        snprintf(swap, sizeof swap, "%s/SWAP", dir);
         if (!access(swap, F_OK)) {
             rc = evs_err_set(err, EVS_EINVAL, "%s holds an unfinished swap of stores (SWAP): a "
                              "writable open (evstore serve) finishes it", dir);

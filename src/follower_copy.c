@@ -9,8 +9,8 @@
  *   2. Finish a swap a crash interrupted (evs_swap_in, storage/swap.c).
  *   3. Remove what an interrupted copy left: DATA/.snapshot-<pid> (a backup being received),
  *      DATA/.new-<pid> (a copy restored, not yet in place; with its restore's build folder
- *      .new-<pid>.restore-XXXXXX), and an old store moved aside by 4. but not yet removed.
- *      Under the lock they are nobody's.
+ *      .new-<pid>.restore-XXXXXX), and an old store moved aside by 4. but not yet removed
+ *      (or its aside, left empty). Under the lock they are nobody's.
  *   4. A follower with SNAPSHOT: if its store held nothing of its own (SNAPSHOT says
  *      "snapshot own 0": its log was a prefix of the leader's, below the leader's start, so
  *      all it held is what the leader's retention deleted), swap it out for nothing and
@@ -18,7 +18,7 @@
  *      DATA/.snapshot-<pid>, restore it as a follower's copy (checked, no new epoch) into
  *      DATA/.new-<pid>, and swap it in: what was in DATA goes to DATA/.replaced-<time>.
  *   5. That folder is kept when it holds an old store with writes of its own, or anything
- *      that is not a store's; removed when empty.
+ *      that is not a store's; removed when it holds no store (empty, or a marker alone).
  *
  * Everything happens inside DATA, on its file system: DATA may be a mount point (a volume
  * mounted as the data folder), and the copy lands on the store's own disk, not its parent's.
@@ -32,7 +32,8 @@
  *      a crash at any (storage/swap.c S1).
  *  C2. Nothing is removed from DATA but staging folders and, of an old store that held
  *      nothing of its own, the entries a store is made of (STORE, EPOCHS, log, index...,
- *      docs/format.md). A store with writes of its own is never removed.
+ *      docs/format.md), and markers (SNAPSHOT, FOLLOWING...) in an aside that holds no store.
+ *      A store with writes of its own is never removed.
  */
 #include "cli.h"
 #include "evstore_backup.h"
@@ -96,35 +97,53 @@ static void say(int level, const char *fmt, ...)
     cli_log(NULL, level, msg);
 }
 
+/* Whether folder dir holds (part of) a store: any of the entries a store's data lives in. One
+ * with none of them holds at most markers (SNAPSHOT, FOLLOWING...), which mean nothing
+ * without a store: an aside a crash left empty, or one that was given only a marker. */
+static bool holds_a_store(const char *dir)
+{
+    static const char *const data[] = {"STORE", "EPOCHS", "log", "index"};
+    for (size_t i = 0; i < sizeof data / sizeof data[0]; i++) {
+        char p[PATH_MAX];
+        struct stat sb;
+        if (!path_of(p, dir, data[i]) || !lstat(p, &sb))
+            return true;
+    }
+    return false;
+}
+
 /* 5.: remove the store entries of the old store in `aside`, SNAPSHOT last (a crash midway
- * leaves it, and the next sweep finishes); the folder goes too if that empties it. */
-static void discard_old(const char *aside)
+ * leaves it, and the next sweep finishes); the folder goes too if that empties it. Returns
+ * how many entries it removed, its own LOCK (a sweep's) not counted. */
+static int discard_old(const char *aside)
 {
     DIR *d = opendir(aside);
     if (!d)
-        return;
+        return 0;
     struct dirent *e;
     bool kept = false;
+    int removed = 0;
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
             !strcmp(e->d_name, "SNAPSHOT"))
             continue;
         char p[PATH_MAX];
-        if (!path_of(p, aside, e->d_name))
+        if (!path_of(p, aside, e->d_name) || !store_entry(e->d_name)) {
             kept = true;
-        else if (store_entry(e->d_name))
-            evs_remove_tree(p);
-        else
-            kept = true;
+            continue;
+        }
+        evs_remove_tree(p);
+        removed += strcmp(e->d_name, "LOCK") != 0;
     }
     closedir(d);
     char marker[PATH_MAX];
-    if (path_of(marker, aside, "SNAPSHOT"))
-        unlink(marker);
+    if (path_of(marker, aside, "SNAPSHOT") && !unlink(marker))
+        removed++;
     if (!kept)
         rmdir(aside);
-    else
+    else if (removed)
         say(EVS_LOG_WARN, "%s keeps what was in the data folder besides the old store", aside);
+    return removed;
 }
 
 /* 4.: copy the leader's store into data's place; the old store's folder in aside. */
@@ -167,14 +186,17 @@ static int copy_leader(const char *data, const char *leader, const char *passwor
 }
 
 /* 5.: the old store, in aside: removed if it held nothing of its own, else kept; an aside
- * with nothing in it goes. */
+ * that holds no store (markers at most: C2 has nothing to keep) goes too. */
 static void settle_old(const char *aside)
 {
     if (held_nothing_of_its_own(aside)) {
         discard_old(aside);
         say(EVS_LOG_WARN, "the old store held nothing of its own (the leader's retention had "
             "deleted all of it): removed from %s", aside);
-    } else if (rmdir(aside)) {
+    } else if (!holds_a_store(aside)) {
+        if (discard_old(aside))
+            say(EVS_LOG_WARN, "%s held no store, only markers: removed", aside);
+    } else {
         say(EVS_LOG_WARN, "the old store is kept in %s", aside);
     }
 }
@@ -198,9 +220,11 @@ static int make_room(const char *data, char *aside, size_t cap)
     return 0;
 }
 
-/* 3.: under the lock, every staging folder in data is a leftover, and so is an old store
- * that held nothing of its own left in a .replaced-<time> folder by a crash between
- * make_room's swap and its removal (unless a server has that folder open). */
+/* 3.: under the lock, every staging folder in data is a leftover, and so is a .replaced-<time>
+ * folder a crash left before settle_old ran on it (unless a server has that folder open): an
+ * old store that held nothing of its own (a crash between make_room's swap and its removal),
+ * or one that holds no store at all (a crash between a swap's end and the removal of its
+ * empty aside). */
 static void sweep_leftovers(const char *data)
 {
     DIR *d = opendir(data);
@@ -218,7 +242,7 @@ static void sweep_leftovers(const char *data)
             continue;
         }
         evs_error err;
-        int fd = held_nothing_of_its_own(p) ? evs_lock_folder(p, &err) : -1;
+        int fd = held_nothing_of_its_own(p) || !holds_a_store(p) ? evs_lock_folder(p, &err) : -1;
         if (fd >= 0) {
             settle_old(p);
             close(fd);

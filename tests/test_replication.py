@@ -895,9 +895,11 @@ class Links(Base):
         """A follower killed while it copied its leader's store leaves, inside its folder, a
         partial backup (.snapshot-<pid>) or a copy not yet swapped in (.new-<pid>, with its
         restore's build folder): the next start, holding the folder's lock, removes them;
-        what else is in the folder, and folders of that name beside it, stay. A start while
-        a server holds the folder removes nothing. (Mutation-checked: without the sweep, this
-        fails.)"""
+        what else is in the folder, and folders of that name beside it, stay. Old stores moved
+        aside (.replaced-<time>) that held nothing of their own, or no store at all (empty, a
+        marker alone), lose their store entries and go when nothing else is in them. A start
+        while a server holds the folder removes nothing. (Mutation-checked: without the sweep,
+        or with asides that hold no store left alone, this fails.)"""
         leader = self.start("leader")
         f = self.follower("f", leader)
         self.followers_listed(leader.client(), 1)
@@ -919,6 +921,11 @@ class Links(Base):
         own = folder(os.path.join(f.data, ".replaced-6"), "STORE", "SNAPSHOT")
         with open(os.path.join(nothing_own, "SNAPSHOT"), "w") as fh:
             fh.write("snapshot own 0\n")
+        # asides that hold no store go whatever their marker says: one a crash left empty
+        # (between a swap's end and its removal), one holding a marker alone
+        empty = folder(os.path.join(f.data, ".replaced-7"))
+        marker = folder(os.path.join(f.data, ".replaced-8"), "SNAPSHOT", "FOLLOWING")
+        no_store = folder(os.path.join(f.data, ".replaced-9"), "mine", "SNAPSHOT")
         busy = self.follower("f", leader)
         # a second server on the same folder sweeps nothing: the folder is in use
         again = folder(os.path.join(f.data, ".new-2"), "seg")
@@ -930,8 +937,9 @@ class Links(Base):
         self.servers.remove(busy)
         f = self.follower("f", leader)
         self.followers_listed(leader.client(), 1)
-        for gone in inside + [again]:
+        for gone in inside + [again, empty, marker]:
             self.assertFalse(os.path.exists(gone), gone)
+        self.assertEqual(os.listdir(no_store), ["mine"])
         for stay in (beside, kept):
             self.assertTrue(os.path.isdir(stay), stay)
         self.assertEqual(os.listdir(nothing_own), ["mine"])

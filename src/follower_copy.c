@@ -146,13 +146,20 @@ static int discard_old(const char *aside)
     return removed;
 }
 
+/* The name of this process's staging folder in DATA of the given kind (".new-" a copy restored
+ * or an empty store made, ".snapshot-" a backup received): step 3 sweeps both. */
+static void staging_name(char out[64], const char *kind)
+{
+    snprintf(out, 64, "%s%d", kind, (int)getpid());
+}
+
 /* 4.: copy the leader's store into data's place; the old store's folder in aside. */
 static int copy_leader(const char *data, const char *leader, const char *password, char *aside,
                        size_t cap, const volatile int *cancel)
 {
     char bk[PATH_MAX], fresh[PATH_MAX], staged[64], snap[64], journal[PATH_MAX];
-    snprintf(staged, sizeof staged, ".new-%d", (int)getpid());
-    snprintf(snap, sizeof snap, ".snapshot-%d", (int)getpid());
+    staging_name(staged, ".new-");
+    staging_name(snap, ".snapshot-");
     if (!path_of(bk, data, snap) || !path_of(fresh, data, staged) ||
         !path_of(journal, data, "SWAP")) {
         say(EVS_LOG_ERROR, "the path of %s is too long to copy the leader's store into", data);
@@ -209,7 +216,7 @@ static int make_room(const char *data, char *aside, size_t cap)
 {
     char staged[64], empty[PATH_MAX];
     evs_error err = {0};
-    snprintf(staged, sizeof staged, ".new-%d", (int)getpid());
+    staging_name(staged, ".new-");
     if (!path_of(empty, data, staged) || mkdir(empty, 0755) ||
         evs_swap_in(data, staged, aside, cap, &err)) {
         say(EVS_LOG_ERROR, "cannot move the old store aside: %s",

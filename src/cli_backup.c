@@ -212,11 +212,11 @@ static void remote_free(remote *r)
     free(r->files);
 }
 
-static int remote_begin(remote *r, const char *server, const char *password, char *err,
-                        size_t cap)
+static int remote_begin(remote *r, const char *server, const char *password,
+                        const volatile int *cancel, char *err, size_t cap)
 {
     memset(r, 0, sizeof *r);
-    if (rclient_connect(&r->c, server, password, err, cap))
+    if (rclient_connect(&r->c, server, password, cancel, err, cap))
         return -1;
     const char *argv[] = {"BACKUP", "BEGIN"};
     size_t lens[] = {6, 5};
@@ -311,14 +311,32 @@ static int lost(ssize_t k, const char *where, evs_error *err)
                    k ? strerror(errno) : "it closed the connection");
 }
 
+static bool stop_asked(const volatile int *cancel)
+{
+    return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED);
+}
+
+/* Wait until the server has bytes for us (rclient_wait_readable: the stop flag and --timeout
+ * are looked at while waiting). */
+static int await(rclient *c, const char *where, evs_error *err)
+{
+    char e[160];
+    return rclient_wait_readable(c, e, sizeof e)
+               ? set_err(err, stop_asked(c->cancel) ? EVS_ECLOSED : -ETIMEDOUT, "%s%s", e, where)
+               : 0;
+}
+
 /* One reply line, straight from the socket (rclient's buffer must be empty); *len excludes
  * the CRLF. */
-static int line_direct(int fd, char *line, size_t cap, size_t *len, evs_error *err)
+static int line_direct(rclient *c, char *line, size_t cap, size_t *len, evs_error *err)
 {
     size_t n = 0;
     for (;;) {
         char ch;
-        ssize_t k = recv(fd, &ch, 1, 0);
+        int rc = await(c, "", err);
+        if (rc)
+            return rc;
+        ssize_t k = recv(c->fd, &ch, 1, 0);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
@@ -338,11 +356,15 @@ static int line_direct(int fd, char *line, size_t cap, size_t *len, evs_error *e
 }
 
 /* Move exactly n bytes from the socket through the pipe into out at *off. */
-static int splice_n(int sock, const int p[2], int out, uint64_t *off, uint64_t n, evs_error *err)
+static int splice_n(rclient *c, const int p[2], int out, uint64_t *off, uint64_t n,
+                    evs_error *err)
 {
     while (n) {
         size_t want = n < SPLICE_PIPE_BYTES ? (size_t)n : SPLICE_PIPE_BYTES;
-        ssize_t in = splice(sock, NULL, p[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_MORE);
+        int rc = await(c, " mid-file", err);
+        if (rc)
+            return rc;
+        ssize_t in = splice(c->fd, NULL, p[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_MORE);
         if (in < 0 && errno == EINTR)
             continue;
         if (in <= 0)
@@ -377,7 +399,7 @@ static int remote_copy_fd(void *arg, size_t i, int out, evs_landed_fn landed, vo
         char line[512];
         size_t ll = 0;
         if ((rc = fill_window(r, i, size, &sent, &inflight, err)) ||
-            (rc = line_direct(r->c.fd, line, sizeof line, &ll, err)))
+            (rc = line_direct(&r->c, line, sizeof line, &ll, err)))
             break;
         inflight--;
         uint64_t want = size - got < READ_CHUNK ? size - got : READ_CHUNK, n = 0;
@@ -390,7 +412,7 @@ static int remote_copy_fd(void *arg, size_t i, int out, evs_landed_fn landed, vo
         } else {
             uint64_t at = got;
             char crlf[2];
-            if (!(rc = splice_n(r->c.fd, p, out, &got, want, err))) {
+            if (!(rc = splice_n(&r->c, p, out, &got, want, err))) {
                 ssize_t k = recv(r->c.fd, crlf, 2, MSG_WAITALL);
                 if (k <= 0)
                     rc = lost(k, " mid-file", err);
@@ -425,12 +447,13 @@ int cli_backup_remote(const char *server, const char *password, const evs_backup
 {
     remote r;
     char e[512];
-    if (remote_begin(&r, server, password, e, sizeof e)) {
+    if (remote_begin(&r, server, password, o->cancel, e, sizeof e)) {
         remote_free(&r);
         rclient_close(&r.c);
-        return set_err(err, -EIO, "%s: %s", server, e);
+        return set_err(err, stop_asked(o->cancel) ? EVS_ECLOSED : -EIO, "%s: %s", server, e);
     }
-    struct timeval tv = {idle_timeout_s, 0};
+    r.c.idle_ms = idle_timeout_s * 1000; /* every wait on the server: rclient_wait_readable */
+    struct timeval tv = {idle_timeout_s, 0}; /* and a read that began on a reply's first bytes */
     setsockopt(r.c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     evs_backup_source src = {&r.info, remote_copy, &r, server, remote_copy_fd};
     int rc = evs_backup_write(&src, o, rep, err);
@@ -440,6 +463,22 @@ int cli_backup_remote(const char *server, const char *password, const evs_backup
 }
 
 /* ---- evstore backup -------------------------------------------------------------------------- */
+
+/* SIGINT and SIGTERM stop a backup or a restore: it removes what it wrote and exits 3. */
+static volatile int stop_flag;
+static void on_signal(int sig)
+{
+    (void)sig;
+    __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED); /* read by restore's threads too */
+}
+
+static void stop_on_signals(void)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal; /* no SA_RESTART: a wait on the server ends at once */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static const char *backup_help =
     "usage: evstore backup (--server HOST:PORT [--password SECRET] | --data DIR) --out DIR\n"
@@ -463,8 +502,10 @@ static const char *backup_help =
     "                            the snapshot is taken (default 60)\n"
     "  --quiet                   no progress display (none is shown unless stderr is a tty)\n"
     "\n"
-    "Exit codes: 0 done, 2 unusable arguments, 3 failed (nothing left but a folder without\n"
-    "MANIFEST is removed), 4 refused (out not empty, folder in use, previous backup of\n"
+    "SIGINT or SIGTERM stops it: what it wrote is removed, exit 3.\n"
+    "\n"
+    "Exit codes: 0 done, 2 unusable arguments, 3 failed or stopped (nothing left but a folder\n"
+    "without MANIFEST is removed), 4 refused (out not empty, folder in use, previous backup of\n"
     "another store).\n";
 
 int cmd_backup(int argc, char **argv)
@@ -524,10 +565,12 @@ int cmd_backup(int argc, char **argv)
                 backup_help);
         return EXIT_USAGE;
     }
+    stop_on_signals();
     progress g;
     progress_init(&g, quiet);
     evs_backup_options o = {.out = out, .parent = parent, .compress = compress, .level = level,
-                            .rate = rate, .progress = show, .progress_arg = &g};
+                            .rate = rate, .progress = show, .progress_arg = &g,
+                            .cancel = &stop_flag};
     evs_backup_report rep;
     evs_error err = {0};
     int rc;
@@ -594,13 +637,6 @@ static const char *restore_help =
     "Exit codes: 0 restored, 1 the backup is damaged (nothing written), 2 unusable arguments,\n"
     "3 failed, 4 refused (NEW_DIR not empty, or a mount point).\n";
 
-static volatile int stop_flag;
-static void on_signal(int sig)
-{
-    (void)sig;
-    __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED); /* read by restore's threads too */
-}
-
 int cmd_restore(int argc, char **argv)
 {
     const char *from = NULL, *data = NULL;
@@ -624,10 +660,7 @@ int cmd_restore(int argc, char **argv)
         fprintf(stderr, "evstore restore: --from and --data are required\n\n%s", restore_help);
         return EXIT_USAGE;
     }
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    stop_on_signals();
     progress g;
     progress_init(&g, quiet);
     evs_restore_options o = {.progress = show, .progress_arg = &g, .log = cli_log,

@@ -53,7 +53,7 @@ static void *consume(void *arg)
 {
     struct consumer *k = arg;
     rclient c;
-    if (rclient_connect(&c, k->server, getenv("EVSTORE_PASSWORD"), k->err, sizeof k->err)) {
+    if (rclient_connect(&c, k->server, getenv("EVSTORE_PASSWORD"), NULL, k->err, sizeof k->err)) {
         k->failed = 1;
         return NULL;
     }
@@ -105,7 +105,7 @@ static void *consume(void *arg)
 static int preload(const char *server, size_t total, char *err, size_t errcap)
 {
     rclient c;
-    if (rclient_connect(&c, server, getenv("EVSTORE_PASSWORD"), err, errcap))
+    if (rclient_connect(&c, server, getenv("EVSTORE_PASSWORD"), NULL, err, errcap))
         return -1;
     const char *del[] = {"DEL", "bench-groups"};
     resp_value *v = call(&c, 2, del, NULL, err, errcap);

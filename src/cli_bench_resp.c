@@ -80,7 +80,7 @@ int cmd_bench_resp(int argc, char **argv)
         return EXIT_USAGE;
     struct job j = {0};
     char err[300];
-    if (rclient_connect(&j.c, server, getenv("EVSTORE_PASSWORD"), err, sizeof err)) {
+    if (rclient_connect(&j.c, server, getenv("EVSTORE_PASSWORD"), NULL, err, sizeof err)) {
         fprintf(stderr, "evstore bench-resp: %s\n", err);
         return EXIT_FAILURE_;
     }

@@ -76,7 +76,7 @@ static const char *tail_help =
 static int connect_or_say(rclient *c, const char *cmd, const char *server, const char *password)
 {
     char err[300];
-    if (rclient_connect(c, server, password, err, sizeof err)) {
+    if (rclient_connect(c, server, password, NULL, err, sizeof err)) {
         fprintf(stderr, "evstore %s: %s\n", cmd, err);
         return -1;
     }
@@ -316,7 +316,7 @@ static int reconnect(rclient *c, const char *cmd, const char *server, const char
         char err[300];
         if (interrupted)
             break;
-        if (rclient_connect(c, server, password, err, sizeof err) == 0) {
+        if (rclient_connect(c, server, password, NULL, err, sizeof err) == 0) {
             fprintf(stderr, "evstore %s: reconnected\n", cmd);
             return 0;
         }

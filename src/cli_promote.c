@@ -52,7 +52,7 @@ int cmd_promote(int argc, char **argv)
     char err[512];
     resp_value *v = NULL;
     const char *args[] = {"REPLICAOF", "NO", "ONE"};
-    if (rclient_connect(&r, server, password, err, sizeof err) ||
+    if (rclient_connect(&r, server, password, NULL, err, sizeof err) ||
         rclient_send(&r, 3, args, NULL) || rclient_read(&r, &v, err, sizeof err)) {
         fprintf(stderr, "evstore promote: %s: %s\n", server, err);
         rclient_close(&r);

@@ -23,7 +23,8 @@
  * Everything happens inside DATA, on its file system: DATA may be a mount point (a volume
  * mounted as the data folder), and the copy lands on the store's own disk, not its parent's.
  * A stop signal during the copy ends it within one piece (the backup's and the restore's
- * cancel flag) and removes what it wrote; `serve` then exits 0 (cli_serve.c).
+ * cancel flag), or at once while it waits on the leader (rclient's ticks), and removes what
+ * it wrote; `serve` then exits 0 (cli_serve.c).
  * Room needed: the leader's store once and a little (the restore moves the backup's files
  * into the copy: evs_restore_options.consume), plus the old store when it is kept.
  *

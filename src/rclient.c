@@ -8,6 +8,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +56,47 @@ int rclient_send(rclient *c, size_t argc, const char *const *argv, const size_t 
     return rc;
 }
 
+static bool cancelled(const rclient *c)
+{
+    return c->cancel && __atomic_load_n(c->cancel, __ATOMIC_RELAXED);
+}
+
+/* Wait until c->fd is ready for `events`, ticking to look at c->cancel; give up after
+ * limit_ms (0: no limit). 0 ready, -1 with err filled. */
+static int wait_ready(rclient *c, short events, int limit_ms, const char *what, char *err,
+                      size_t errcap)
+{
+    if (!c->cancel && !limit_ms)
+        return 0; /* the call itself blocks */
+    for (int waited = 0;;) {
+        if (cancelled(c)) {
+            snprintf(err, errcap, "interrupted (a stop signal) while waiting for %s", what);
+            return -1;
+        }
+        if (limit_ms && waited >= limit_ms) {
+            snprintf(err, errcap, "the server sent nothing for %d s", limit_ms / 1000);
+            return -1;
+        }
+        int tick = limit_ms && limit_ms - waited < RCLIENT_TICK_MS ? limit_ms - waited
+                                                                    : RCLIENT_TICK_MS;
+        struct pollfd p = {.fd = c->fd, .events = events};
+        int n = poll(&p, 1, tick);
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR) {
+            snprintf(err, errcap, "poll: %s", strerror(errno));
+            return -1;
+        }
+        if (!n)
+            waited += tick;
+    }
+}
+
+int rclient_wait_readable(rclient *c, char *err, size_t errcap)
+{
+    return wait_ready(c, POLLIN, c->idle_ms, "the server's reply", err, errcap);
+}
+
 int rclient_read(rclient *c, resp_value **v, char *err, size_t errcap)
 {
     /* c->off: where the next reply starts (the previous one's bytes stay valid until now) */
@@ -84,13 +127,11 @@ int rclient_read(rclient *c, resp_value **v, char *err, size_t errcap)
             c->buf = b;
             c->cap = cap;
         }
+        if (rclient_wait_readable(c, err, errcap))
+            return -1;
         ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            snprintf(err, errcap, "no reply within the receive timeout");
-            return -1;
-        }
         if (r <= 0) {
             snprintf(err, errcap, "%s", r == 0 ? "server closed the connection" : strerror(errno));
             return -1;
@@ -99,11 +140,36 @@ int rclient_read(rclient *c, resp_value **v, char *err, size_t errcap)
     }
 }
 
-int rclient_connect(rclient *c, const char *hostport, const char *password, char *err,
-                    size_t errcap)
+/* Connect c->fd to a, waiting in ticks when c->cancel is set. 0, or -1 with errno set. */
+static int connect_to(rclient *c, const struct addrinfo *a)
+{
+    if (!c->cancel)
+        return connect(c->fd, a->ai_addr, a->ai_addrlen);
+    int fl = fcntl(c->fd, F_GETFL);
+    if (fl < 0 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK))
+        return -1;
+    if (connect(c->fd, a->ai_addr, a->ai_addrlen) && errno != EINPROGRESS)
+        return -1;
+    char ignored[8];
+    if (wait_ready(c, POLLOUT, 0, "a connection", ignored, sizeof ignored)) {
+        errno = EINTR;
+        return -1;
+    }
+    int e = 0;
+    socklen_t len = sizeof e;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &len) || e) {
+        errno = e ? e : errno;
+        return -1;
+    }
+    return fcntl(c->fd, F_SETFL, fl);
+}
+
+int rclient_connect(rclient *c, const char *hostport, const char *password,
+                    const volatile int *cancel, char *err, size_t errcap)
 {
     memset(c, 0, sizeof *c);
     c->fd = -1;
+    c->cancel = cancel;
     char host[256];
     const char *colon = strrchr(hostport, ':');
     if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof host) {
@@ -121,14 +187,15 @@ int rclient_connect(rclient *c, const char *hostport, const char *password, char
     }
     for (struct addrinfo *a = ai; a && c->fd < 0; a = a->ai_next) {
         c->fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (c->fd >= 0 && connect(c->fd, a->ai_addr, a->ai_addrlen) < 0) {
+        if (c->fd >= 0 && connect_to(c, a) < 0) {
             close(c->fd);
             c->fd = -1;
         }
     }
     freeaddrinfo(ai);
     if (c->fd < 0) {
-        snprintf(err, errcap, "cannot connect to %s: %s", hostport, strerror(errno));
+        snprintf(err, errcap, "cannot connect to %s: %s", hostport,
+                 cancelled(c) ? "interrupted (a stop signal)" : strerror(errno));
         return -1;
     }
     int one = 1;

@@ -13,16 +13,29 @@ typedef struct rclient {
     int fd;
     uint8_t *buf;
     size_t len, cap, off;
+    /* A stop flag (a signal handler sets it; NULL: none): a connect or a read waiting on the
+     * server gives up within RCLIENT_TICK_MS of it being set, "interrupted". Set at connect. */
+    const volatile int *cancel;
+    /* A read gives up when the server sends nothing for this long, "the server sent nothing
+     * for N s" (0: waits as long as the connection lives). Set after connect; the connect
+     * itself waits as long as the kernel lets it. */
+    int idle_ms;
 } rclient;
 
-/* Connect to "host:port" (AUTH with password when not NULL). 0 or -1 with err filled. */
-int rclient_connect(rclient *c, const char *hostport, const char *password, char *err,
-                    size_t errcap);
+#define RCLIENT_TICK_MS 100
+
+/* Connect to "host:port" (AUTH with password when not NULL), cancel as in rclient.cancel.
+ * 0 or -1 with err filled. */
+int rclient_connect(rclient *c, const char *hostport, const char *password,
+                    const volatile int *cancel, char *err, size_t errcap);
 /* Send a command (multibulk, one send) without waiting for its reply. */
 int rclient_send(rclient *c, size_t argc, const char *const *argv, const size_t *lens);
-/* Read one reply (blocking). 0 with *v (free with resp_value_free; strings valid until the
+/* Read one reply (blocking, up to idle_ms between bytes, until cancel). 0 with *v (free with resp_value_free; strings valid until the
  * next rclient_read), or -1 with err filled. */
 int rclient_read(rclient *c, resp_value **v, char *err, size_t errcap);
+/* Wait until the server has bytes for c->fd (for a caller that reads the socket itself), as
+ * rclient_read waits: 0, or -1 with err filled (cancelled, or idle_ms of silence). */
+int rclient_wait_readable(rclient *c, char *err, size_t errcap);
 void rclient_close(rclient *c);
 
 #endif

@@ -350,6 +350,50 @@ class Online(BackupBase):
         self.assertEqual(self.r.info("evstore")["backup_snapshots"], 0)
         release()
 
+    def test_a_stop_signal_ends_a_stalled_backup(self):
+        """SIGINT or SIGTERM stops a backup at once even while the server is silent: a
+        server stopped (SIGSTOP) before it answers BACKUP BEGIN, and a link that stalls
+        inside a READ reply; each time exit 3, "interrupted" said, nothing left, and the
+        server serves on. (Until session 32 the backup had no stop handling: a signal killed
+        it and left the folder; and a wait on the server, done in the kernel, ignored a stop
+        until --timeout, or for ever during BEGIN.)"""
+        self.fill(12000)
+        self.srv.proc.send_signal(signal.SIGSTOP)
+        try:
+            proc = subprocess.Popen([test_server.EVSTORE, "backup", "--server", "127.0.0.1:%d"
+                                     % self.srv.port, "--out", self.path("begin")],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=10)
+        finally:
+            self.srv.proc.send_signal(signal.SIGCONT)
+        self.assertEqual(proc.returncode, 3, out)
+        self.assertIn("interrupted", out)
+        self.assertFalse(os.path.exists(self.path("begin")), out)
+        port, release = self.limited_link((6 << 20) + 12345, stall=True)
+        proc = subprocess.Popen([test_server.EVSTORE, "backup", "--server", "127.0.0.1:%d" %
+                                 port, "--out", self.path("stalled")],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 20  # until the stall: 6 MB of the first segment landed
+        seg = os.path.join(self.path("stalled"), "log")
+        while time.time() < deadline and sum(
+                os.path.getsize(os.path.join(seg, n)) for n in
+                (os.listdir(seg) if os.path.isdir(seg) else [])) < (6 << 20):
+            time.sleep(0.02)
+        time.sleep(0.3)
+        t0 = time.time()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+        self.assertLess(time.time() - t0, 5)
+        release()
+        self.assertEqual(proc.returncode, 3, out)
+        self.assertIn("interrupted", out)
+        self.assertFalse(os.path.exists(self.path("stalled")), out)
+        self.assertEqual(self.r.xlen("big"), 12000)
+        self.backup("whole")
+        self.assertEqual(run("verify", "--backup", self.path("whole"))[0], 0)
+
     def test_protocol_errors(self):
         with self.assertRaisesRegex(redis.ResponseError, "no such backup snapshot"):
             self.r.execute_command("BACKUP", "READ", "7", "0", "0", "10")

@@ -866,6 +866,52 @@ class Links(Base):
             self.assertIn("STORE", os.listdir(aside))
         self.stop_and_verify(f)
 
+    def test_a_stop_signal_during_a_copy_from_a_silent_leader_is_obeyed(self):
+        """A follower copying its leader's store (SNAPSHOT) whose leader has gone silent
+        (SIGSTOP: the connection is accepted, BACKUP BEGIN never answered) obeys SIGTERM at
+        once: exit 0, nothing of the copy left; once the leader runs again, the follower
+        starts, copies and converges. (Until session 32 it waited in the kernel for the
+        leader's answer, for ever before the snapshot began and up to 60 s after.)"""
+        leader = self.start("leader", "--retention-max-entries", "2000")
+        lr = leader.client()
+        f = self.follower("f", leader)
+        lr.xadd("s", {"a": "b"})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        self.assertEqual(f.stop(), 0)
+        self.servers.remove(f)
+        self.fill_past_retention(lr, 6000, 400)
+        with open(os.path.join(f.data, "SNAPSHOT"), "w") as fh:
+            fh.write("snapshot own 0\n")
+        leader.proc.send_signal(signal.SIGSTOP)
+        try:
+            with open(os.path.join(self.dir, "server.log"), "ab") as log:
+                proc = subprocess.Popen(
+                    [test_server.EVSTORE, "serve", "--data", f.data, "--port",
+                     str(test_server.free_port()), "--http-port", "0", "--replica-of",
+                     "127.0.0.1:%d" % leader.port], stdout=log, stderr=log)
+                time.sleep(0.5)
+                t0 = time.time()
+                proc.terminate()
+                try:
+                    rc = proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    self.fail("the follower ran on after SIGTERM")
+        finally:
+            leader.proc.send_signal(signal.SIGCONT)
+        self.assertEqual(rc, 0)
+        self.assertLess(time.time() - t0, 5)
+        self.assertEqual([n for n in os.listdir(f.data) if
+                          n.startswith((".new-", ".snapshot-")) or n == "SWAP"], [])
+        self.assertIn("interrupted (a stop signal)", self.log())
+        f = self.follower("f", leader)
+        lr.xadd("s", {"after": "stop"})
+        self.assertEqual(lr.execute_command("WAIT", "1", "20000"), 1)
+        self.caught_up(leader, f)
+        self.assertEqual(f.client().xlen("s"), lr.xlen("s"))
+        self.stop_and_verify(f)
+
     def test_a_stop_signal_while_a_node_restarts_itself_is_obeyed(self):
         """SIGTERM sent as a node stops to restart itself (REPLICAOF HOST PORT here; a
         follower's cut or snapshot copy restarts the same way): whether it lands before the

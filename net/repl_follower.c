@@ -603,6 +603,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         event_add(F.timer, &sec);
 }
 
+int repl_follower_link_fd(void)
+{
+    return F.bev ? (int)bufferevent_getfd(F.bev) : -1;
+}
+
 int repl_follower_start(server *srv)
 {
     const char *of = server_cfg(srv)->replica_of;

@@ -410,7 +410,10 @@ void cmd_replsync(cmd_ctx *x)
         return;
     }
     if (server_cfg(x->srv)->replica_of) {
-        reply_error_done(x, "ERR this node is a follower: replicate from its leader");
+        reply_error_done(x, conn_peer_is(x->c, repl_follower_link_fd())
+                                ? "ERR this is the follower's own address: a node cannot "
+                                  "replicate from itself (REPLICAOF NO ONE, or name its leader)"
+                                : "ERR this node is a follower: replicate from its leader");
         return;
     }
     size_t nt = (x->argc - 4) / 3;

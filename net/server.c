@@ -286,6 +286,32 @@ void conn_peer(conn *c, char *ip, size_t cap)
         getnameinfo((struct sockaddr *)&ss, len, ip, (socklen_t)cap, NULL, 0, NI_NUMERICHOST);
 }
 
+/* Two socket addresses name the same end: family, port and address alike. */
+static bool same_end(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
+    }
+    return false;
+}
+
+bool conn_peer_is(conn *c, int fd)
+{
+    struct sockaddr_storage peer, own;
+    socklen_t pl = sizeof peer, ol = sizeof own;
+    return fd >= 0 && c->bev &&
+           !getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&peer, &pl) &&
+           !getsockname(fd, (struct sockaddr *)&own, &ol) && same_end(&peer, &own);
+}
+
 static void reply_free(reply *r);
 
 static void conn_free(conn *c)

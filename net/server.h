@@ -178,6 +178,8 @@ struct evbuffer *conn_output(conn *c); /* NULL once the connection is closed */
 void conn_write_now(conn *c);
 void conn_set_drain(conn *c, void (*fn)(conn *c, void *arg), void *arg);
 void conn_peer(conn *c, char *ip, size_t cap);
+/* Is c's peer the socket whose own address is fd's (a connection of this process to itself)? */
+bool conn_peer_is(conn *c, int fd);
 void conn_abort(conn *c, const char *msg);
 bool server_is_follower(server *s);
 /* The loop's counters since this server started (INFO). */
@@ -228,6 +230,8 @@ pending_t *repl_hold_visible(server *srv, pending_t *p, fill_fn fill, void *resu
 pending_t *server_fence(cmd_ctx *x);
 int repl_follower_start(server *srv);
 void repl_follower_stop(void);
+/* The socket of this follower's link to its leader (-1: none now). */
+int repl_follower_link_fd(void);
 
 /* Commands (commands.c) */
 struct event_base;

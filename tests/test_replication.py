@@ -688,6 +688,32 @@ class Failover(Base):
         self.assertIn("stopping to start again as its follower (was leading)", log)
         self.assertIn("kept in log/*.diverged", log)
 
+    def test_a_node_told_to_follow_itself_says_so(self):
+        """REPLICAOF naming the node's own address (by 127.0.0.1 or by localhost): it
+        becomes a follower, as told, whose link is refused with a reason that names the
+        mistake (the connection's peer is its own link's socket: exact, no address guessing)
+        rather than "this node is a follower"; REPLICAOF NO ONE makes it lead again, its
+        entries whole and writable."""
+        a = self.start("a")
+        ar = a.client(decode_responses=True)
+        ar.xadd("s", {"i": "0"})
+        for host in ("127.0.0.1", "localhost"):
+            self.assertEqual(ar.execute_command("REPLICAOF", host, str(a.port)), "OK")
+            ar.close()
+            self.wait_role(a, "slave")
+            ar = a.client(decode_responses=True)
+            deadline = time.time() + 10
+            while "%s:%d down: the leader says: ERR this is the follower's own address" % (
+                    host, a.port) not in self.log() and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertIn("a node cannot replicate from itself", self.log())
+        self.assertNotIn("this node is a follower: replicate from its leader", self.log())
+        self.assertEqual(ar.execute_command("REPLICAOF", "NO", "ONE"), "OK")
+        self.wait_role(a, "master")
+        ar = a.client(decode_responses=True)
+        ar.xadd("s", {"i": "1"})
+        self.assertEqual(ar.xlen("s"), 2)
+
 class Links(Base):
     def writer(self, server, stop, key="s"):
         def run():

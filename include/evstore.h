@@ -823,6 +823,10 @@ int evs_replica_truncate_request(evs_store *st, uint64_t x, evs_error *err);
  * leader's, as the leader counted them (0: its log is a prefix of the leader's history, so the
  * old store holds only what the leader's retention deleted), or UINT64_MAX when unknown. */
 int evs_replica_snapshot_request(evs_store *st, uint64_t own, evs_error *err);
+/* Does folder dir hold such a request (its file SNAPSHOT)? 1 with *own as recorded
+ * (UINT64_MAX when unknown: a marker from before session 30, or one that does not parse), 0
+ * if it holds none. Needs no open store: `evstore serve` asks before it opens one. */
+int evs_replica_snapshot_pending(const char *dir, uint64_t *own);
 /* Follower: the leader's log now starts at pos (its retention deleted what lies below); the
  * follower's retention thread deletes its own segments that end at or below it. */
 void evs_replica_leader_start(evs_store *st, uint64_t pos);

@@ -61,14 +61,8 @@ static bool path_of(char *out, const char *dir, const char *name)
  * an older follower ("snapshot"), or one with bytes of its own, is not. */
 static bool held_nothing_of_its_own(const char *dir)
 {
-    char path[PATH_MAX], buf[32] = "";
-    FILE *f = path_of(path, dir, "SNAPSHOT") ? fopen(path, "r") : NULL;
-    if (!f)
-        return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return !strcmp(buf, "snapshot own 0\n");
+    uint64_t own;
+    return evs_replica_snapshot_pending(dir, &own) == 1 && own == 0;
 }
 
 /* An entry a store folder is made of (docs/format.md): its files (and their temporary
@@ -269,7 +263,7 @@ int folder_prepare(const char *data, const char *leader, const char *password,
     int fd = evs_lock_folder(data, &err);
     if (fd < 0)
         return 0; /* in use (the open says so), or no LOCK to be had: the open tries again */
-    char aside[PATH_MAX], marker[PATH_MAX];
+    char aside[PATH_MAX];
     int rc = evs_swap_in(data, NULL, aside, sizeof aside, &err);
     if (rc) {
         say(EVS_LOG_ERROR, "cannot finish the swap of stores in %s: %s", data, err.msg);
@@ -279,8 +273,9 @@ int folder_prepare(const char *data, const char *leader, const char *password,
             settle_old(aside);
         }
         sweep_leftovers(data);
-        if (leader && path_of(marker, data, "SNAPSHOT") && !access(marker, F_OK)) {
-            if (held_nothing_of_its_own(data))
+        uint64_t own;
+        if (leader && evs_replica_snapshot_pending(data, &own) == 1) {
+            if (own == 0) /* held nothing of its own */
                 rc = make_room(data, aside, sizeof aside);
             if (!rc && !(rc = copy_leader(data, leader, password, aside, sizeof aside, cancel)))
                 settle_old(aside);

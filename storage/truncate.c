@@ -58,6 +58,32 @@ int evs_replica_snapshot_request(evs_store *st, uint64_t own, evs_error *err)
     return rc ? evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc)) : 0;
 }
 
+int evs_replica_snapshot_pending(const char *dir, uint64_t *own)
+{
+    char path[PATH_MAX], buf[64] = "";
+    *own = UINT64_MAX;
+    if (snprintf(path, sizeof path, "%s/SNAPSHOT", dir) >= (int)sizeof path)
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    static const char head[] = "snapshot own ";
+    if (n < sizeof head || memcmp(buf, head, sizeof head - 1) || buf[n - 1] != '\n')
+        return 1; /* as written: head, digits, newline; anything else is unknown */
+    uint64_t v = 0;
+    for (size_t i = sizeof head - 1; i < n - 1; i++) {
+        if (buf[i] < '0' || buf[i] > '9' || v > (UINT64_MAX - 9) / 10)
+            return 1;
+        v = v * 10 + (uint64_t)(buf[i] - '0');
+    }
+    if (n - 1 > sizeof head - 1)
+        *own = v;
+    return 1;
+}
+
 /* Copy [off, end) of fd into path, synced. */
 static int keep_bytes(evs_store *st, int fd, uint64_t off, uint64_t end, const char *path,
                       evs_error *err)

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -624,4 +625,33 @@ Test(replica, a_catch_up_makes_its_spares_without_zeros, .timeout = 120)
     cr_assert(memcmp(fbytes, bytes, len) == 0);
     free(fbytes);
     free(bytes);
+}
+
+Test(replica, a_snapshot_request_reads_back_as_written)
+{
+    uint64_t own = 7;
+    cr_assert_eq(evs_replica_snapshot_pending(fdir, &own), 0, "no marker: nothing pending");
+    evs_store *f = open_at(fdir, true);
+    evs_error err;
+    const uint64_t cases[] = {0, 77, UINT64_MAX};
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_eq(evs_replica_snapshot_request(f, cases[i], &err), 0, "%s", err.msg);
+        cr_assert_eq(evs_replica_snapshot_pending(fdir, &own), 1);
+        cr_assert_eq(own, cases[i], "wrote %" PRIu64 ", read %" PRIu64, cases[i], own);
+    }
+    cr_assert_eq(evs_close(f), 0);
+    /* a marker that does not parse is pending with its bytes unknown: never taken for 0 */
+    const char *odd[] = {"snapshot own 0 \n", "snapshot own \n", "snapshot own 0", "x",
+                         "snapshot own 00x\n", "", "snapshot own -1\n", "snapshot own  5\n",
+                         "snapshot own 99999999999999999999999\n", "snapshot own 0\n\n"};
+    char path[4200];
+    snprintf(path, sizeof path, "%s/SNAPSHOT", fdir);
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        FILE *m = fopen(path, "w");
+        cr_assert(m);
+        fputs(odd[i], m);
+        fclose(m);
+        cr_assert_eq(evs_replica_snapshot_pending(fdir, &own), 1);
+        cr_assert_eq(own, UINT64_MAX, "\"%s\" read as %" PRIu64, odd[i], own);
+    }
 }

@@ -58,29 +58,48 @@ int evs_replica_snapshot_request(evs_store *st, uint64_t own, evs_error *err)
     return rc ? evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc)) : 0;
 }
 
+/* The number in a marker file's text as written ("<head><digits>\n", nothing else): true
+ * with *v, false for anything else (a sign, spaces, no digits, overflow, bytes after). */
+static bool marker_number(const char *buf, size_t n, const char *head, uint64_t *v)
+{
+    size_t h = strlen(head);
+    if (n < h + 2 || memcmp(buf, head, h) || buf[n - 1] != '\n')
+        return false;
+    uint64_t x = 0;
+    for (size_t i = h; i < n - 1; i++) {
+        if (buf[i] < '0' || buf[i] > '9' || x > (UINT64_MAX - 9) / 10)
+            return false;
+        x = x * 10 + (uint64_t)(buf[i] - '0');
+    }
+    *v = x;
+    return true;
+}
+
+/* Up to cap - 1 bytes of the file at path, NUL-terminated, in buf: their count, or -1 if the
+ * file cannot be opened (errno set). */
+static ssize_t marker_read(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return (ssize_t)n;
+}
+
 int evs_replica_snapshot_pending(const char *dir, uint64_t *own)
 {
-    char path[PATH_MAX], buf[64] = "";
+    char path[PATH_MAX], buf[64];
     *own = UINT64_MAX;
     if (snprintf(path, sizeof path, "%s/SNAPSHOT", dir) >= (int)sizeof path)
         return 0;
-    FILE *f = fopen(path, "r");
-    if (!f)
+    ssize_t n = marker_read(path, buf, sizeof buf);
+    if (n < 0)
         return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    static const char head[] = "snapshot own ";
-    if (n < sizeof head || memcmp(buf, head, sizeof head - 1) || buf[n - 1] != '\n')
-        return 1; /* as written: head, digits, newline; anything else is unknown */
-    uint64_t v = 0;
-    for (size_t i = sizeof head - 1; i < n - 1; i++) {
-        if (buf[i] < '0' || buf[i] > '9' || v > (UINT64_MAX - 9) / 10)
-            return 1;
-        v = v * 10 + (uint64_t)(buf[i] - '0');
-    }
-    if (n - 1 > sizeof head - 1)
-        *own = v;
+    uint64_t v;
+    if (marker_number(buf, (size_t)n, "snapshot own ", &v))
+        *own = v; /* else unknown: never taken for 0 */
     return 1;
 }
 
@@ -163,14 +182,15 @@ int store_truncate_pending(evs_store *st, evs_error *err)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/TRUNCATE", st->dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
+    char text[64];
+    ssize_t n = marker_read(path, text, sizeof text);
+    if (n < 0)
+        return errno == ENOENT ? 0 : evs_err_set(err, -errno, "cannot read %s: %s", path,
+                                                 strerror(errno));
     uint64_t x = 0;
-    int n = fscanf(f, "truncate %" SCNu64, &x);
-    fclose(f);
-    if (n != 1 || x % 8)
-        return evs_err_set(err, EVS_ECORRUPT, "%s is malformed", path);
+    if (!marker_number(text, (size_t)n, "truncate ", &x) || x % 8)
+        return evs_err_set(err, EVS_ECORRUPT, "%s is malformed (\"truncate <position>\\n\" "
+                           "expected)", path);
     DIR *d = opendir(st->logdir);
     if (!d)
         return evs_err_set(err, -errno, "cannot list %s: %s", st->logdir, strerror(errno));

@@ -655,3 +655,33 @@ Test(replica, a_snapshot_request_reads_back_as_written)
         cr_assert_eq(own, UINT64_MAX, "\"%s\" read as %" PRIu64, odd[i], own);
     }
 }
+
+Test(replica, a_malformed_truncate_marker_stops_the_open_and_cuts_nothing)
+{
+    evs_store *f = open_at(fdir, true);
+    evs_error err;
+    cr_assert_eq(evs_replica_truncate_request(f, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(evs_close(f), 0);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/TRUNCATE", fdir);
+    const char *odd[] = {"truncate -8\n", "truncate 8 \n", "truncate 8", "truncate \n",
+                         "truncate 12\n"};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        FILE *m = fopen(path, "w");
+        cr_assert(m);
+        fputs(odd[i], m);
+        fclose(m);
+        evs_options o;
+        evs_options_init(&o);
+        o.replica = true;
+        evs_store *st = NULL;
+        memset(&err, 0, sizeof err);
+        cr_assert_eq(evs_open(fdir, &o, &st, &err), EVS_ECORRUPT, "\"%s\" opened", odd[i]);
+        cr_assert_null(st);
+        cr_assert(strstr(err.msg, "TRUNCATE is malformed"), "%s", err.msg);
+        cr_assert_eq(access(path, F_OK), 0, "the marker stays for the operator");
+    }
+    cr_assert_eq(unlink(path), 0);
+    evs_store *again = open_at(fdir, true);
+    cr_assert_eq(evs_close(again), 0);
+}

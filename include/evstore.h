@@ -156,6 +156,11 @@ typedef struct evs_store evs_store;
  * (EVS_ELOCKED, EVS_ECORRUPT, -errno), EVS_ECLOSED when `opt->cancel` stopped the recovery.
  */
 int evs_open(const char *dir, const evs_options *opt, evs_store **out, evs_error *err);
+/* Was the store in folder dir last opened as a follower (`replica`; it has not led since)?
+ * A tool that opens a folder without choosing its role (an offline backup) opens a
+ * follower's as a follower, so that the open begins no epoch of its own: the follower, when
+ * it runs again, would have to cut it. Needs no open store; false if dir holds none. */
+bool evs_store_follows(const char *dir);
 
 /* Finish queued appends, sync everything, stop the writer and free the store. Returns the
  * store's sticky error, or the final checkpoint's, if any (the store is freed either way);

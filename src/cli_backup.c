@@ -581,6 +581,7 @@ int cmd_backup(int argc, char **argv)
         evs_options opt;
         evs_options_init(&opt);
         opt.log = cli_log;
+        opt.replica = evs_store_follows(data); /* a follower's stays one: no epoch begun */
         evs_store *st;
         char probe[4096];
         snprintf(probe, sizeof probe, "%s/STORE", data);

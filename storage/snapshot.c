@@ -74,10 +74,18 @@ static int index_copy(evs_store *st, int *fd_out, uint64_t *size, evs_error *err
         snprintf(path, sizeof path, "%s/evstore-snapshot-index-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     else
         snprintf(path, sizeof path, "%s/.snapshot-index-XXXXXX", st->dir);
-    int fd = mkostemp(path, O_CLOEXEC);
-    if (fd < 0)
-        return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
-    unlink(path); /* nameless from here on: nothing to clean up after a crash */
+    /* nameless from birth where the file system can (O_TMPFILE): nothing to clean up after
+     * a crash; elsewhere named for the instant before its unlink */
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    int fd = open(path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    *slash = '/';
+    if (fd < 0) {
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd < 0)
+            return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
+        unlink(path);
+    }
     int rc = idx_copy_fd(st->idx, fd, err);
     struct stat sb;
     if (!rc && fstat(fd, &sb) < 0)

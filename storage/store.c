@@ -2299,6 +2299,13 @@ static int open_marks(evs_store *st, evs_error *err)
     return 0;
 }
 
+bool evs_store_follows(const char *dir)
+{
+    char path[PATH_MAX];
+    return snprintf(path, sizeof path, "%s/FOLLOWING", dir) < (int)sizeof path &&
+           access(path, F_OK) == 0;
+}
+
 int store_following_unmark(evs_store *st)
 {
     char path[PATH_MAX];

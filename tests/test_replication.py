@@ -188,6 +188,48 @@ class Base(unittest.TestCase):
 
 
 class Replication(Base):
+    def test_an_offline_backup_of_a_stopped_follower_leaves_it_a_follower(self):
+        """`evstore backup --data` of a stopped follower's folder opens it as a follower: no
+        epoch of its own begun, FOLLOWING kept, its log and EPOCHS as they were; started
+        again, the follower continues with nothing cut, and the backup restores. (Until
+        session 32 the backup opened it to lead: an epoch record written, which the follower
+        then had to cut into log/*.diverged, its index rebuilt.)"""
+        leader = self.start("leader")
+        lr = leader.client()
+        f = self.follower("f", leader)
+        for i in range(100):
+            lr.xadd("s", {"i": str(i)})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        self.assertEqual(f.stop(), 0)
+        self.servers.remove(f)
+
+        def state():
+            segs = [open(p, "rb").read() for p in
+                    sorted(glob.glob(os.path.join(f.data, "log", "*.seg")))]
+            with open(os.path.join(f.data, "EPOCHS")) as fh:
+                return segs, fh.read(), os.path.exists(os.path.join(f.data, "FOLLOWING"))
+        before = state()
+        self.assertTrue(before[2])
+        out = subprocess.run([test_server.EVSTORE, "backup", "--data", f.data, "--out",
+                              os.path.join(self.dir, "bk"), "--quiet"],
+                             capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertNotIn("opens to lead", out.stderr)
+        self.assertEqual(state(), before)
+        f = self.follower("f", leader)
+        lr.xadd("s", {"after": "backup"})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        self.caught_up(leader, f)
+        self.assertEqual(f.client().xlen("s"), 101)
+        self.assertNotIn("told to cut", self.log())
+        self.assertEqual(glob.glob(os.path.join(f.data, "log", "*.diverged")), [])
+        rc = subprocess.run([test_server.EVSTORE, "restore", "--from",
+                             os.path.join(self.dir, "bk"), "--data",
+                             os.path.join(self.dir, "restored"), "--quiet"],
+                            capture_output=True, text=True)
+        self.assertEqual(rc.returncode, 0, rc.stderr)
+        self.stop_and_verify(f)
+
     def test_follower_converges_byte_identically_under_load(self):
         leader = self.start("leader")
         follower = self.follower("follower", leader)

@@ -12,7 +12,7 @@ static const char *help =
     "usage: evstore append --data DIR [--id ID] [--fsync MODE] STREAM FIELD VALUE [FIELD VALUE ...]\n"
     "\n"
     "Appends one entry and prints its ID after it is durable. The folder must not be held\n"
-    "by a running server.\n"
+    "by a running server, nor be a follower's (its entries come from its leader).\n"
     "\n"
     "  --data DIR      store folder (EVSTORE_DATA; default ./evstore-data)\n"
     "  --id ID         explicit ID <ms>-<seq> or <ms>-* (default: generated, like '*')\n"
@@ -90,6 +90,9 @@ int cmd_append(int argc, char **argv)
     a.nfields = nf;
     evs_store *st;
     evs_error err;
+    /* a stopped follower's folder opens as one: an entry appended here would part its
+     * history from its leader's, and be cut when it follows again (docs/replication.md) */
+    o.replica = evs_store_follows(data);
     if (evs_open(data, &o, &st, &err)) {
         fprintf(stderr, "evstore append: %s\n", err.msg);
         free(f);
@@ -99,6 +102,12 @@ int cmd_append(int argc, char **argv)
     int rc = evs_append_one(st, &a, &id, &err);
     free(f);
     int crc = evs_close(st);
+    if (rc == EVS_EREADONLY) {
+        fprintf(stderr, "evstore append: %s holds a follower's store: its entries come from "
+                "its leader (append there; a follower started without --replica-of leads)\n",
+                data);
+        return EXIT_FAILURE_;
+    }
     if (rc || crc) {
         fprintf(stderr, "evstore append: %s\n", rc ? err.msg : evs_strerror(crc));
         return EXIT_FAILURE_;

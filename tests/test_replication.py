@@ -191,9 +191,10 @@ class Replication(Base):
     def test_an_offline_backup_of_a_stopped_follower_leaves_it_a_follower(self):
         """`evstore backup --data` of a stopped follower's folder opens it as a follower: no
         epoch of its own begun, FOLLOWING kept, its log and EPOCHS as they were; started
-        again, the follower continues with nothing cut, and the backup restores. (Until
-        session 32 the backup opened it to lead: an epoch record written, which the follower
-        then had to cut into log/*.diverged, its index rebuilt.)"""
+        again, the follower continues with nothing cut, and the backup restores. `evstore
+        append` there is refused (exit 3), nothing written. (Until session 32 both opened it
+        to lead: an epoch record written, which the follower then had to cut into
+        log/*.diverged, its index rebuilt; the appended entry cut with it.)"""
         leader = self.start("leader")
         lr = leader.client()
         f = self.follower("f", leader)
@@ -210,6 +211,11 @@ class Replication(Base):
                 return segs, fh.read(), os.path.exists(os.path.join(f.data, "FOLLOWING"))
         before = state()
         self.assertTrue(before[2])
+        out = subprocess.run([test_server.EVSTORE, "append", "--data", f.data, "s", "k", "v"],
+                             capture_output=True, text=True)
+        self.assertEqual(out.returncode, 3, out.stdout + out.stderr)
+        self.assertIn("holds a follower's store", out.stderr)
+        self.assertEqual(state(), before)
         out = subprocess.run([test_server.EVSTORE, "backup", "--data", f.data, "--out",
                               os.path.join(self.dir, "bk"), "--quiet"],
                              capture_output=True, text=True)

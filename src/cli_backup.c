@@ -582,6 +582,7 @@ int cmd_backup(int argc, char **argv)
         evs_options_init(&opt);
         opt.log = cli_log;
         opt.replica = evs_store_follows(data); /* a follower's stays one: no epoch begun */
+        opt.cancel = &stop_flag;               /* a stop obeyed during a long recovery too */
         evs_store *st;
         char probe[4096];
         snprintf(probe, sizeof probe, "%s/STORE", data);

@@ -363,7 +363,8 @@ class Online(BackupBase):
             proc = subprocess.Popen([test_server.EVSTORE, "backup", "--server", "127.0.0.1:%d"
                                      % self.srv.port, "--out", self.path("begin")],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            time.sleep(0.5)
+            test_server.wait_for_socket(proc.pid)
+            time.sleep(0.3)  # BACKUP BEGIN sent, unanswered
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=10)
         finally:

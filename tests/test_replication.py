@@ -963,7 +963,8 @@ class Links(Base):
                     [test_server.EVSTORE, "serve", "--data", f.data, "--port",
                      str(test_server.free_port()), "--http-port", "0", "--replica-of",
                      "127.0.0.1:%d" % leader.port], stdout=log, stderr=log)
-                time.sleep(0.5)
+                test_server.wait_for_socket(proc.pid)  # (its listeners come after the copy)
+                time.sleep(0.3)  # BACKUP BEGIN sent to the stopped leader, unanswered
                 t0 = time.time()
                 proc.terminate()
                 try:

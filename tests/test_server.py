@@ -109,6 +109,22 @@ class Server:
         return self.proc.returncode
 
 
+def wait_for_socket(pid, timeout=20):
+    """Until process pid holds a socket (it has begun to connect somewhere: its signal
+    handlers, installed first thing, are in place), up to timeout seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+            if any(os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:")
+                   for fd in fds):
+                return
+        except OSError:
+            pass  # an fd closed while listed: look again
+        time.sleep(0.01)
+    raise AssertionError("process %d opened no socket within %d s" % (pid, timeout))
+
+
 def raw(port, data, read_until_close=False, timeout=5):
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.sendall(data)

@@ -914,6 +914,8 @@ class Links(Base):
                     [test_server.EVSTORE, "serve", "--data", f.data, "--port",
                      str(test_server.free_port()), "--http-port", "0", "--segment-bytes", "1m",
                      "--replica-of", "127.0.0.1:%d" % leader.port], stdout=log, stderr=log)
+                if k % 2:  # (one sent before serve's handler is in place kills it outright)
+                    test_server.wait_for_handler(proc.pid, signal.SIGTERM)
                 time.sleep(0.012 * k)
                 if k % 2:  # a SIGTERM stops the copy cleanly: exit 0, nothing left
                     proc.terminate()

@@ -109,6 +109,22 @@ class Server:
         return self.proc.returncode
 
 
+def wait_for_handler(pid, sig, timeout=20):
+    """Until process pid catches signal sig (its handler installed: /proc SigCgt), up to
+    timeout seconds; a signal sent before that would end it by the default action."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open("/proc/%d/status" % pid) as fh:
+                for line in fh:
+                    if line.startswith("SigCgt:") and int(line.split()[1], 16) >> (sig - 1) & 1:
+                        return
+        except OSError:
+            pass
+        time.sleep(0.002)
+    raise AssertionError("process %d did not catch signal %d within %d s" % (pid, sig, timeout))
+
+
 def wait_for_socket(pid, timeout=20):
     """Until process pid holds a socket (it has begun to connect somewhere: its signal
     handlers, installed first thing, are in place), up to timeout seconds."""

@@ -30,8 +30,8 @@ int rclient_connect(rclient *c, const char *hostport, const char *password,
                     const volatile int *cancel, char *err, size_t errcap);
 /* Send a command (multibulk, one send) without waiting for its reply. */
 int rclient_send(rclient *c, size_t argc, const char *const *argv, const size_t *lens);
-/* Read one reply (blocking, up to idle_ms between bytes, until cancel). 0 with *v (free with resp_value_free; strings valid until the
- * next rclient_read), or -1 with err filled. */
+/* Read one reply (blocking: up to idle_ms of silence, until cancel). 0 with *v (free with
+ * resp_value_free; strings valid until the next rclient_read), or -1 with err filled. */
 int rclient_read(rclient *c, resp_value **v, char *err, size_t errcap);
 /* Wait until the server has bytes for c->fd (for a caller that reads the socket itself), as
  * rclient_read waits: 0, or -1 with err filled (cancelled, or idle_ms of silence). */

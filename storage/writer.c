@@ -1866,8 +1866,17 @@ static int replica_records(evs_store *st, pending *p, const uint8_t *b, size_t l
             flush(st, p);     /* only between groups: readers never see part of one */
             st->wmore = more;
         }
-        if ((rc = emit_raw(st, b + off, sz, &h, err)))
+        if ((rc = emit_raw(st, b + off, sz, &h, err))) {
+            if (rc == EVS_ECORRUPT) { /* whole and checked: it is this log it does not fit */
+                char why[sizeof err->msg];
+                snprintf(why, sizeof why, "%s", err->msg);
+                evs_err_set(err, rc, "the leader's record at log position %" PRIu64 " does not "
+                            "continue this store's log (%s): the two histories parted with no "
+                            "epoch to tell them apart (one store copied and led in two places?); "
+                            "copy the leader's store afresh", at + off, why);
+            }
             break;
+        }
         *open_group = h.flags & REC_F_TXN_CONT;
         off += (size_t)sz;
         if (h.kind == REC_SEAL) {

@@ -790,6 +790,14 @@ void evs_snapshot_close(evs_snapshot *s);
  * so its segment files are the leader's byte for byte (docs/replication.md).
  */
 
+/* The CRC-32 of the log's bytes [*from, to), which must lie in one segment's written bytes;
+ * *from == UINT64_MAX: the last up to max bytes before `to` of the segment holding byte
+ * to - 1, and *from says where they start. Leader and follower compare their logs' bytes
+ * before the follower's end with it at connect (docs/replication.md, "CHECK"). 0, or
+ * EVS_ENOTFOUND when the bytes do not lie so (below the log's start, past its end, across a
+ * segment's edge, or to == 0), or -errno. */
+int evs_log_crc(evs_store *st, uint64_t *from, uint64_t to, size_t max, uint32_t *crc,
+                evs_error *err);
 /* Leader: whole records of the log from `pos` (a record boundary), at most cap bytes (a
  * first record larger than cap comes alone), never past the last whole batch the writer
  * has written (a batch may not be synced yet: evs_set_written_hook; the visibility cap does

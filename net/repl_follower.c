@@ -3,8 +3,8 @@
  * to the leader's RESP port, on the server's event loop.
  *
  *   connect → [AUTH password] → REPLSYNC <store id> <log end> <port> <epochs...>
- *   ← CONTINUE (an empty store first takes the leader's identity), then LOG frames, SHOWN
- *     positions and PINGs
+ *   ← CONTINUE (an empty store first takes the leader's identity), a CHECK of the bytes
+ *     before this log's end (W8), then LOG frames, SHOWN positions and PINGs
  *   → REPLCONF ACK <received> <fsynced> after each frame is written and synced
  *
  * Invariants:
@@ -30,7 +30,10 @@
  *      it leads with.
  *  W7. The link's input is read at a higher priority than clients' requests: a SHOWN the
  *      leader wrote before answering a client (repl_leader.c F5) is taken before that client's
- *      next request here, when both are ready in one turn of the loop.
+ *      next request here, when both are ready in one turn of the loop. *  W8. A CHECK (repl_leader.c F6), which comes before any frame, is compared with this log's
+ *      own bytes: if they differ, the two logs are not one history whatever their epochs say,
+ *      and the follower records SNAPSHOT (its own bytes unknown: its store is kept aside) and
+ *      restarts to copy the leader's store, before any frame is submitted.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -316,7 +319,7 @@ static void take_truncate(uint64_t x, const resp_value *why)
  * (retention). Record it, with the bytes of its own the leader counted (unknown from a leader
  * that sends none), and restart: `evstore serve` copies the leader's whole store before it
  * opens this one, and keeps the old one unless it held nothing of its own. */
-static void take_snapshot(const resp_value *why, uint64_t own)
+static void copy_store_for(const char *why, uint64_t own)
 {
     evs_error err;
     if (evs_replica_snapshot_request(server_store(F.srv), own, &err)) {
@@ -325,11 +328,35 @@ static void take_snapshot(const resp_value *why, uint64_t own)
         link_drop("cannot record the snapshot request");
         return;
     }
-    server_log(F.srv, EVS_LOG_WARN, "the leader says: %.*s; restarting to copy its store",
-               (int)(why->type == RESP_T_BULK ? why->len : 0), (const char *)why->str);
+    server_log(F.srv, EVS_LOG_WARN, "%s; restarting to copy its store", why);
     F.state = L_FAILED;
     link_close();
     server_restart(F.srv);
+}
+
+static void take_snapshot(const resp_value *why, uint64_t own)
+{
+    char msg[600];
+    snprintf(msg, sizeof msg, "the leader says: %.*s",
+             (int)(why->type == RESP_T_BULK ? why->len : 0), (const char *)why->str);
+    copy_store_for(msg, own);
+}
+
+/* CHECK <from> <to> <crc> (W8): the leader's log bytes before this log's end, compared. */
+static void take_check(uint64_t from, uint64_t to, uint64_t crc)
+{
+    if (to != F.next)
+        return; /* not this link's start: nothing to compare */
+    uint32_t mine;
+    evs_error err;
+    int rc = evs_log_crc(server_store(F.srv), &from, to, (size_t)(to - from), &mine, &err);
+    if (!rc && mine == crc)
+        return;
+    char msg[400];
+    snprintf(msg, sizeof msg, "this store's log bytes [%" PRIu64 ", %" PRIu64 ") are not the "
+             "leader's, though the two share a store ID and every epoch (one store copied and "
+             "led in two places?): nothing of the leader's is appended to it", from, to);
+    copy_store_for(msg, UINT64_MAX); /* own bytes unknown: the old store is kept aside */
 }
 
 /* Submit a LOG frame's n-byte body at `at` (in nv pieces) to the store. False with `why` set:
@@ -491,6 +518,17 @@ static void take_input(void)
             struct iovec io = {(void *)v->elems[2].str, v->elems[2].len};
             ok = log_submit((uint64_t)v->elems[1].integer, &io, 1, v->elems[2].len, why,
                             sizeof why);
+        } else if (F.state == L_STREAMING && v->type == RESP_T_ARRAY && v->n == 4 &&
+                   v->elems[0].len == 5 && !memcmp(v->elems[0].str, "CHECK", 5) &&
+                   v->elems[1].type == RESP_T_INT && v->elems[2].type == RESP_T_INT &&
+                   v->elems[3].type == RESP_T_INT && v->elems[1].integer >= 0 &&
+                   v->elems[1].integer <= v->elems[2].integer) {
+            take_check((uint64_t)v->elems[1].integer, (uint64_t)v->elems[2].integer,
+                       (uint64_t)v->elems[3].integer);
+            if (F.state == L_FAILED) { /* restarting to copy: nothing more is read */
+                resp_value_free(v);
+                return;
+            }
         } else if (v->type == RESP_T_ARRAY && v->n == 2 && v->elems[0].len == 5 &&
                    !memcmp(v->elems[0].str, "SHOWN", 5) && v->elems[1].type == RESP_T_INT) {
             if (!F.capped || (uint64_t)v->elems[1].integer > F.shown) { /* W6 */

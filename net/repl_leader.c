@@ -13,6 +13,7 @@
  * connection carries the leader's log to it, as frames
  *
  *   *3 $3 LOG :<log position> $<n> <n bytes: whole records>
+ *   *4 $5 CHECK :<from> :<to> :<crc> once, first: the CRC of the log's bytes [from, to) (F6)
  *   *2 $5 SHOWN :<log position>      the leader's readers see the log up to here (F5)
  *   *2 $4 PING :<the leader's log start>                          once a second
  *
@@ -45,6 +46,11 @@
  *      a stall), as it did when followers showed what they had. The
  *      follower's readers see nothing past the last p (repl_follower.c W6): never a record
  *      a leader's power cut could take back, nor one --ack all holds here.
+ *  F6. A follower continuing at `to` > 0 is sent CHECK with the CRC of the leader's last bytes
+ *      before `to` (up to CHECK_BYTES, within one segment) before any frame: equal histories
+ *      (F2) whose logs differ there — a store copied while stopped and led in two places —
+ *      are told apart by the follower, which then copies the leader's store instead of
+ *      appending to a log that is not the leader's (repl_follower.c W8).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -64,6 +70,7 @@
 #define OUT_HIGH (4u << 20)      /* refill the socket's buffer up to this                  */
 #define SENDFILE_MIN (64u << 10) /* frames from this size go by sendfile (F4)              */
 #define ACK_TIMEOUT_S 30         /* a follower silent this long is dropped                 */
+#define CHECK_BYTES 4096         /* log bytes before a follower's end compared at connect  */
 
 /* Replication lag: the time from a batch becoming visible on the leader (its writes are
  * acknowledged then) to a follower's acknowledgement that it has fsynced it — measured on the
@@ -229,6 +236,22 @@ static bool send_shown(follower *f, uint64_t p)
     f->shown_sent = true;
     evbuffer_add_printf(out, "*2\r\n$5\r\nSHOWN\r\n:%" PRIu64 "\r\n", p);
     return true;
+}
+
+/* F6: CHECK <from> <to> <crc>, before the first frame: the CRC of this log's last bytes
+ * before the follower's end `to` (up to CHECK_BYTES, in one segment). The lineage check
+ * compares histories; a store copied while stopped and led in two places has one history
+ * and two logs, which these bytes tell apart: the follower compares its own and, if they
+ * differ, copies this store (its own kept aside). A follower from before CHECK ignores it. */
+static void send_check(follower *f, evs_store *st, uint64_t to)
+{
+    struct evbuffer *out = conn_output(f->c);
+    uint64_t from = UINT64_MAX;
+    uint32_t crc;
+    evs_error err;
+    if (out && to && !evs_log_crc(st, &from, to, CHECK_BYTES, &crc, &err))
+        evbuffer_add_printf(out, "*4\r\n$5\r\nCHECK\r\n:%" PRIu64 "\r\n:%" PRIu64 "\r\n:%" PRIu32
+                            "\r\n", from, to, crc);
 }
 
 bool repl_leader_shipping(void) { return atomic_load(&shipping); }
@@ -532,6 +555,7 @@ void cmd_replsync(cmd_ctx *x)
     free(mine);
     conn_set_drain(x->c, on_drain, f);
     send_shown(f, visible_end(x->srv)); /* before the first frame (F5) */
+    send_check(f, st, pos);
     pump(f);
 }
 

@@ -16,7 +16,39 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "crc.h"
 #include "internal.h"
+
+int evs_log_crc(evs_store *st, uint64_t *from, uint64_t to, size_t max, uint32_t *crc,
+                evs_error *err)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    segment *g = NULL;
+    for (size_t i = st->nsegs; to && i-- > 0;) {
+        segment *c = st->segs[i];
+        if (to > c->base && to <= c->base + atomic_load(&c->written)) {
+            g = c;
+            break;
+        }
+    }
+    if (g && *from == UINT64_MAX)
+        *from = to - g->base > max ? to - max : g->base;
+    if (!g || *from < g->base || *from > to) {
+        pthread_rwlock_unlock(&st->lock);
+        return evs_err_set(err, EVS_ENOTFOUND, "log bytes [%" PRIu64 ", %" PRIu64 ") are not "
+                           "in one segment here", *from, to);
+    }
+    atomic_fetch_add(&g->refs, 1);
+    pthread_rwlock_unlock(&st->lock);
+    const uint8_t *d = seg_data(g);
+    int rc = 0;
+    if (!d)
+        rc = evs_err_set(err, -errno, "cannot map segment %s: %s", g->name, strerror(errno));
+    else
+        *crc = evs_crc32(0, d + (*from - g->base), (size_t)(to - *from));
+    store_seg_put(g);
+    return rc;
+}
 
 long evs_log_span(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, int *fd, uint64_t *off,
                   void **hold, evs_error *err)

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <zlib.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -684,4 +685,36 @@ Test(replica, a_malformed_truncate_marker_stops_the_open_and_cuts_nothing)
     cr_assert_eq(unlink(path), 0);
     evs_store *again = open_at(fdir, true);
     cr_assert_eq(evs_close(again), 0);
+}
+
+Test(replica, a_log_crc_covers_the_last_bytes_of_one_segment, .timeout = 120)
+{
+    size_t len;
+    uint8_t *bytes = make_big_leader(&len, 1u << 20); /* many segments */
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 1u << 20;
+    evs_store *st = open_store(dir, &o);
+    cr_assert_eq(log_end(st), len);
+    evs_error err;
+    uint32_t crc = 0;
+    uint64_t from = UINT64_MAX; /* the leader's way: the window chosen */
+    cr_assert_eq(evs_log_crc(st, &from, len, 4096, &crc, &err), 0, "%s", err.msg);
+    cr_assert_eq(from, len - 4096);
+    cr_assert_eq(crc, (uint32_t)crc32(0, bytes + from, 4096));
+    from = UINT64_MAX; /* near the log's start: the window starts at the segment's base */
+    cr_assert_eq(evs_log_crc(st, &from, 100, 4096, &crc, &err), 0, "%s", err.msg);
+    cr_assert_eq(from, 0);
+    cr_assert_eq(crc, (uint32_t)crc32(0, bytes, 100));
+    from = len - 100; /* the follower's way: the window given */
+    cr_assert_eq(evs_log_crc(st, &from, len, 0, &crc, &err), 0, "%s", err.msg);
+    cr_assert_eq(crc, (uint32_t)crc32(0, bytes + len - 100, 100));
+    const uint64_t bad[][2] = {{0, len}, {0, 0}, {len - 8, len + 8}, {100, 50}};
+    for (size_t i = 0; i < 4; i++) { /* across segments, nothing, past the end, backwards */
+        from = bad[i][0];
+        cr_assert_eq(evs_log_crc(st, &from, bad[i][1], 0, &crc, &err), EVS_ENOTFOUND,
+                     "[%" PRIu64 ", %" PRIu64 ")", bad[i][0], bad[i][1]);
+    }
+    cr_assert_eq(evs_close(st), 0);
+    free(bytes);
 }

@@ -30,7 +30,8 @@
  *      it leads with.
  *  W7. The link's input is read at a higher priority than clients' requests: a SHOWN the
  *      leader wrote before answering a client (repl_leader.c F5) is taken before that client's
- *      next request here, when both are ready in one turn of the loop. *  W8. A CHECK (repl_leader.c F6), which comes before any frame, is compared with this log's
+ *      next request here, when both are ready in one turn of the loop.
+ *  W8. A CHECK (repl_leader.c F6), which comes before any frame, is compared with this log's
  *      own bytes: if they differ, the two logs are not one history whatever their epochs say,
  *      and the follower records SNAPSHOT (its own bytes unknown: its store is kept aside) and
  *      restarts to copy the leader's store, before any frame is submitted.

@@ -13,13 +13,16 @@
  *   - epochs that start at or past X are dropped from EPOCHS (they were the divergent
  *     history's);
  *   - TRUNCATE is removed.
- * Normal recovery follows: the index, whose watermark now names a record the log does not
- * hold, is rebuilt; the log continues at X.
+ * Normal recovery follows: the index, moved aside by the cut (T3), is rebuilt from the log;
+ * the log continues at X.
  *
  * Invariants:
  *  T1. No byte is lost: everything cut is in a .diverged file, synced, before it is zeroed or
  *      renamed; a crash midway repeats the cut (TRUNCATE stays until it is complete).
  *  T2. Only what lies at or past X changes.
+ *  T3. The index, which may name records past X, is moved aside (index.untrusted) before
+ *      TRUNCATE is removed: the open rebuilds it from the log, as it does a missing one,
+ *      with no claim of lost records and no damaged copy kept.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -32,6 +35,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "evstore_backup.h"
 #include "internal.h"
 
 int store_truncate_request(evs_store *st, uint64_t x, evs_error *err)
@@ -260,9 +264,18 @@ int store_truncate_pending(evs_store *st, evs_error *err)
         if (rc)
             return evs_err_set(err, rc, "cannot write %s", ep);
     }
+    /* T3: the index names records the cut removed. Moved aside here, before TRUNCATE goes,
+     * it is rebuilt as a missing one is (index_recreate removes index.untrusted); left, the
+     * open would find it ahead of the log, log the records as lost and keep it as damaged. */
+    char untrusted[PATH_MAX];
+    snprintf(untrusted, sizeof untrusted, "%s.untrusted", st->idxdir);
+    evs_remove_tree(untrusted);
+    if (rename(st->idxdir, untrusted) && errno != ENOENT)
+        return evs_err_set(err, -errno, "cannot move the index %s aside: %s", st->idxdir,
+                           strerror(errno));
     evs_log(st, EVS_LOG_WARN,
             "cut %" PRIu64 " bytes of log at and past position %" PRIu64 " (the leader's history "
-            "parts there); kept in log/*.diverged",
+            "parts there); kept in log/*.diverged; the index is rebuilt from the log",
             cut, x);
     if (unlink(path) == 0)
         fio_fsync_dir(st->io, st->dir);

@@ -508,7 +508,11 @@ class Failover(Base):
         self.assertIn("follower told to cut its log at", log)
         self.assertRegex(log, r"cutting \d+ bytes at log position \d+ \(kept in log/\*.diverged\)")
         self.assertIn("(the leader's history parts there); kept in log/*.diverged", log)
-
+        # the cut moved the index aside (truncate.c T3): rebuilt as a missing one, with no
+        # claim of lost records and no damaged copy kept (until session 32: both, each cut)
+        self.assertNotIn("which the log no longer holds", log)
+        self.assertEqual(glob.glob(os.path.join(old.data, "index.*")),
+                         [os.path.join(old.data, "index.ckpt")])
 
     def test_a_leader_that_lost_its_tail_in_a_crash_fences_it_with_a_new_epoch(self):
         # Under --fsync everysec a follower can hold records its leader had not synced; a power

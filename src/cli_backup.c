@@ -628,7 +628,7 @@ int cmd_backup(int argc, char **argv)
 /* ---- evstore restore ------------------------------------------------------------------------- */
 
 static const char *restore_help =
-    "usage: evstore restore --from BACKUP_DIR --data NEW_DIR [--quiet]\n"
+    "usage: evstore restore --from BACKUP_DIR --data NEW_DIR [--follower] [--quiet]\n"
     "\n"
     "Checks the whole backup first (manifest, every file's size and CRC, the chain of an\n"
     "incremental backup), then builds the store in NEW_DIR.restore-XXXXXX, opens it, checks\n"
@@ -636,15 +636,21 @@ static const char *restore_help =
     "must not exist or be empty, and not be a mount point (restore into a folder inside it).\n"
     "A failed or interrupted restore leaves no NEW_DIR.\n"
     "\n"
+    "  --follower   seed a follower of the backed-up store's leader: no new epoch; the store\n"
+    "               is marked a follower's (start it with --replica-of; started to lead, it\n"
+    "               begins its epoch then) and continues from the backup's cut, nothing cut\n"
+    "               or re-indexed\n"
+    "\n"
     "Exit codes: 0 restored, 1 the backup is damaged (nothing written), 2 unusable arguments,\n"
     "3 failed, 4 refused (NEW_DIR not empty, or a mount point).\n";
 
 int cmd_restore(int argc, char **argv)
 {
     const char *from = NULL, *data = NULL;
-    bool quiet = false;
+    bool quiet = false, follower = false;
     static const struct option opts[] = {{"from", required_argument, NULL, 'f'},
                                          {"data", required_argument, NULL, 'd'},
+                                         {"follower", no_argument, NULL, 'F'},
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
@@ -653,6 +659,7 @@ int cmd_restore(int argc, char **argv)
         switch (c) {
         case 'f': from = optarg; break;
         case 'd': data = optarg; break;
+        case 'F': follower = true; break;
         case 'q': quiet = true; break;
         case 'h': fputs(restore_help, stdout); return EXIT_OK;
         default: fputs(restore_help, stderr); return EXIT_USAGE;
@@ -666,7 +673,7 @@ int cmd_restore(int argc, char **argv)
     progress g;
     progress_init(&g, quiet);
     evs_restore_options o = {.progress = show, .progress_arg = &g, .log = cli_log,
-                             .cancel = &stop_flag};
+                             .cancel = &stop_flag, .follower = follower};
     evs_restore_report rep;
     evs_error err = {0};
     uint64_t t0 = evs_mono_ns();
@@ -680,9 +687,9 @@ int cmd_restore(int argc, char **argv)
     }
     char a[32];
     human(a, sizeof a, (double)rep.bytes);
-    printf("restored %s into %s: %zu streams, %zu files, %s, %.2f s; the store starts epoch "
-           "%" PRIu32 "\n",
+    printf("restored %s into %s: %zu streams, %zu files, %s, %.2f s; %s %" PRIu32 "\n",
            from, data, rep.streams, rep.files, a, (double)(evs_mono_ns() - t0) / 1e9,
+           follower ? "a follower's store, in its leader's epoch" : "the store starts epoch",
            rep.epoch.epoch);
     return EXIT_OK;
 }

@@ -236,6 +236,41 @@ class Replication(Base):
         self.assertEqual(rc.returncode, 0, rc.stderr)
         self.stop_and_verify(f)
 
+    def test_a_follower_seeded_from_a_backup_continues_from_its_cut(self):
+        """`evstore restore --follower` of an online backup seeds a follower: no epoch of its
+        own, marked a follower's; started with --replica-of the backed-up leader, it continues
+        from the backup's cut (nothing cut, no index rebuilt) and its segments become the
+        leader's byte for byte. (A plain restore begins an epoch, which the follower must cut
+        first, its index rebuilt.)"""
+        leader = self.start("leader")
+        lr = leader.client()
+        for i in range(2000):
+            lr.xadd("s", {"i": str(i)})
+        bk = os.path.join(self.dir, "bk")
+        out = subprocess.run([test_server.EVSTORE, "backup", "--server",
+                              "127.0.0.1:%d" % leader.port, "--out", bk, "--quiet"],
+                             capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        for i in range(500):
+            lr.xadd("s", {"after": str(i)})
+        fdata = os.path.join(self.dir, "f")
+        out = subprocess.run([test_server.EVSTORE, "restore", "--from", bk, "--data", fdata,
+                              "--follower", "--quiet"], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("a follower's store, in its leader's epoch 1", out.stdout)
+        self.assertTrue(os.path.exists(os.path.join(fdata, "FOLLOWING")))
+        f = self.follower("f", leader)
+        lr.xadd("s", {"last": "1"})
+        self.assertEqual(lr.execute_command("WAIT", "1", "10000"), 1)
+        self.caught_up(leader, f)
+        self.same_segments(leader, f)
+        self.assertEqual(f.client().xlen("s"), 2501)
+        log = self.log()
+        self.assertNotIn("told to cut", log)
+        self.assertNotIn("rebuilding from the log", log)
+        self.assertNotIn("copy its store", log)
+        self.stop_and_verify(f)
+
     def test_follower_converges_byte_identically_under_load(self):
         leader = self.start("leader")
         follower = self.follower("follower", leader)

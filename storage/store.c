@@ -2020,6 +2020,11 @@ static int recover(evs_store *st, evs_error *err)
             return rc;
         present = false;
         next_no = 1;
+    } else if (!st->opt.read_only) { /* an index a cut moved aside (truncate.c T3) where the
+                                        log kept no record to rebuild from */
+        char untrusted[PATH_MAX];
+        snprintf(untrusted, sizeof untrusted, "%s.untrusted", st->idxdir);
+        evs_remove_tree(untrusted);
     }
     if (!st->opt.read_only && (rc = checkpoint_claim(st, err)))
         return rc;

@@ -718,3 +718,47 @@ Test(replica, a_log_crc_covers_the_last_bytes_of_one_segment, .timeout = 120)
     cr_assert_eq(evs_close(st), 0);
     free(bytes);
 }
+
+Test(replica, a_cut_moves_the_index_aside_and_leaves_no_copy)
+{
+    for (int round = 0; round < 2; round++) { /* at 0 (nothing left to rebuild), mid-log */
+        rm_rf(fdir);
+        cr_assert_eq(mkdir(fdir, 0755), 0);
+        evs_store *st = open_at(fdir, false);
+        evs_id ids[20];
+        for (int i = 0; i < 20; i++)
+            cr_assert_eq(add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, &ids[i], "k", "v", NULL), 0);
+        uint64_t x = round ? log_end(st) / 2 : 0;
+        cr_assert_eq(evs_close(st), 0);
+        /* a record boundary: the position of the 10th entry's record, from the log */
+        if (round) {
+            size_t len;
+            uint8_t *b = log_records(fdir, &len);
+            uint64_t off = 0, at = 0;
+            rec_hdr h;
+            uint64_t sz;
+            while (off < len && rec_check(b + off, len - off, &h, &sz) == REC_OK) {
+                if (off <= x)
+                    at = off;
+                off += sz;
+            }
+            free(b);
+            x = at;
+        }
+        st = open_at(fdir, true);
+        evs_error err;
+        cr_assert_eq(store_truncate_request(st, x, &err), 0, "%s", err.msg);
+        cr_assert_eq(evs_close(st), 0);
+        st = open_at(fdir, true); /* the cut, then recovery: no error logged (open_at) */
+        cr_assert_eq(log_end(st), x);
+        cr_assert_eq(verify_print(st), 0);
+        cr_assert_eq(evs_close(st), 0);
+        cr_assert_eq(files_ending(fdir, ".untrusted"), 0, "round %d", round);
+        DIR *d = opendir(fdir);
+        struct dirent *e;
+        while ((e = readdir(d)))
+            cr_assert(strncmp(e->d_name, "index.damaged-", 14), "round %d: %s kept", round,
+                      e->d_name);
+        closedir(d);
+    }
+}

@@ -758,6 +758,12 @@ void snap_cut_release(snap_cut *c);
  * it out at open before the log is read (truncate.c). */
 int store_truncate_request(evs_store *st, uint64_t x, evs_error *err);
 int store_truncate_pending(evs_store *st, evs_error *err);
+/* Where an index the store stops trusting is moved before it is removed (index_recreate) or
+ * rebuilt (a cut, truncate.c T3): "<index folder>.untrusted", PATH_MAX bytes. */
+static inline void store_untrusted_index(const evs_store *st, char *out)
+{
+    snprintf(out, PATH_MAX, "%s.untrusted", st->idxdir);
+}
 /* A swap of staged store into dir that a crash interrupted (SWAP): finish it (swap.c). 0
  * also when there is none. The caller holds dir's LOCK. */
 int store_swap_pending(const char *dir, evs_error *err);

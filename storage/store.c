@@ -1472,7 +1472,7 @@ static int index_recreate(evs_store *st, const char *why, bool damaged, evs_erro
     /* renamed first either way: a removal that stopped half-way (a crash, a file it may not
      * remove) must not leave old rows under the rebuild */
     char old[PATH_MAX], aside[PATH_MAX];
-    snprintf(old, sizeof old, "%s.untrusted", st->idxdir);
+    store_untrusted_index(st, old);
     snprintf(aside, sizeof aside, "%s.damaged-%" PRIu64, st->idxdir, evs_now_us());
     evs_remove_tree(old); /* one whose removal (below) a crash stopped */
     if (rename(st->idxdir, damaged ? aside : old) && errno != ENOENT)
@@ -2023,7 +2023,7 @@ static int recover(evs_store *st, evs_error *err)
     } else if (!st->opt.read_only) { /* an index a cut moved aside (truncate.c T3) where the
                                         log kept no record to rebuild from */
         char untrusted[PATH_MAX];
-        snprintf(untrusted, sizeof untrusted, "%s.untrusted", st->idxdir);
+        store_untrusted_index(st, untrusted);
         evs_remove_tree(untrusted);
     }
     if (!st->opt.read_only && (rc = checkpoint_claim(st, err)))

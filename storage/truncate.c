@@ -268,7 +268,7 @@ int store_truncate_pending(evs_store *st, evs_error *err)
      * it is rebuilt as a missing one is (index_recreate removes index.untrusted); left, the
      * open would find it ahead of the log, log the records as lost and keep it as damaged. */
     char untrusted[PATH_MAX];
-    snprintf(untrusted, sizeof untrusted, "%s.untrusted", st->idxdir);
+    store_untrusted_index(st, untrusted);
     evs_remove_tree(untrusted);
     if (rename(st->idxdir, untrusted) && errno != ENOENT)
         return evs_err_set(err, -errno, "cannot move the index %s aside: %s", st->idxdir,

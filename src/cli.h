@@ -50,9 +50,11 @@ const char *cli_env(const char *env, const char *def);
 int cli_fsync_mode(const char *s);
 /* Parse a size with an optional k/m/g suffix (powers of 1024); false if malformed. */
 bool cli_size(const char *s, uint64_t *out);
-/* Parse a count (a number >= 0) given to `flag` of `evstore cmd`; false, after printing why on
- * stderr, if it is not one. */
-bool cli_count(const char *cmd, const char *flag, const char *s, long *out);
+/* Parse the decimal number given to `flag` of `evstore cmd` (its environment twin alike):
+ * digits only (no sign, blank or unit: `--ack-timeout 5s` is refused, not read as 5), from min
+ * to max; false, after printing why on stderr, if it is not one. */
+bool cli_number(const char *cmd, const char *flag, const char *s, long long min, long long max,
+                long long *out);
 /* Open a store folder read-only for an offline tool; on failure print "evstore CMD: why" and
  * set *exit_code (EXIT_REFUSED: a server holds the folder; else EXIT_FAILURE_). */
 evs_store *cli_open_readonly(const char *cmd, const char *data, int *exit_code);

@@ -531,7 +531,13 @@ int cmd_backup(int argc, char **argv)
         case 'd': data = optarg; break;
         case 'o': out = optarg; break;
         case 'z': compress = true; break;
-        case 'l': level = atoi(optarg); break;
+        case 'l': {
+            long long v;
+            if (!cli_number("backup", "--level", optarg, 1, 9, &v))
+                return EXIT_USAGE;
+            level = (int)v;
+            break;
+        }
         case 'i': parent = optarg; break;
         case 'r':
             if (!cli_size(optarg, &rate) || !rate) {
@@ -541,13 +547,9 @@ int cmd_backup(int argc, char **argv)
             }
             break;
         case 't': {
-            char *end;
-            long t = strtol(optarg, &end, 10);
-            if (*end || t < 1 || t > 86400) {
-                fprintf(stderr, "evstore backup: --timeout: seconds from 1 to 86400: %s\n",
-                        optarg);
+            long long t;
+            if (!cli_number("backup", "--timeout (seconds)", optarg, 1, 86400, &t))
                 return EXIT_USAGE;
-            }
             idle_timeout_s = (int)t;
             break;
         }
@@ -556,11 +558,11 @@ int cmd_backup(int argc, char **argv)
         default: fputs(backup_help, stderr); return EXIT_USAGE;
         }
     }
-    if (optind != argc || !out || !!server == !!data || level < 0 || level > 9) {
+    if (optind != argc || !out || (level && !compress) || !!server == !!data) {
         fprintf(stderr, "evstore backup: %s\n\n%s",
                 optind != argc ? "unexpected argument"
                 : !out         ? "--out is required"
-                : level < 0 || level > 9 ? "--level is 1 to 9"
+                : level && !compress ? "--level is the level of --compress: give both"
                                : "give exactly one of --server and --data",
                 backup_help);
         return EXIT_USAGE;

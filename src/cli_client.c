@@ -17,6 +17,7 @@
 #include "rclient.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,10 +426,13 @@ int cmd_read(int argc, char **argv)
         case 's': server = optarg; break;
         case 'p': password = optarg; break;
         case 'a': after = optarg; break;
-        case 'l':
-            if (!cli_count("read", "--limit", optarg, &limit))
+        case 'l': {
+            long long v;
+            if (!cli_number("read", "--limit", optarg, 0, LONG_MAX, &v))
                 return EXIT_USAGE;
+            limit = (long)v;
             break;
+        }
         case 't': type = optarg; break;
         case 'f': follow = true; break;
         case 'h': fputs(read_help, stdout); return EXIT_OK;
@@ -538,10 +542,13 @@ int cmd_tail(int argc, char **argv)
         switch (ch) {
         case 's': server = optarg; break;
         case 'p': password = optarg; break;
-        case 'n':
-            if (!cli_count("tail", "-n", optarg, &n))
+        case 'n': {
+            long long v;
+            if (!cli_number("tail", "-n", optarg, 0, LONG_MAX, &v))
                 return EXIT_USAGE;
+            n = (long)v;
             break;
+        }
         case 't': type = optarg; break;
         case 'h': fputs(tail_help, stdout); return EXIT_OK;
         default: fputs(tail_help, stderr); return EXIT_USAGE;

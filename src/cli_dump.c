@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +47,8 @@ int cmd_dump(int argc, char **argv)
             q.start_exclusive = true;
             break;
         case 'l': {
-            long n;
-            if (!cli_count("dump", "--limit", optarg, &n))
+            long long n;
+            if (!cli_number("dump", "--limit", optarg, 0, LLONG_MAX, &n))
                 return EXIT_USAGE;
             q.limit = (uint64_t)n;
             break;

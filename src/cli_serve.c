@@ -5,6 +5,7 @@
 #include "server.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -94,6 +95,19 @@ static bool list_opt(const char *flag, const char **v,
         fprintf(stderr, "evstore serve: %s: give items separated by commas, or '*' alone\n",
                 flag);
     return false;
+}
+
+/* --replica-of HOST:PORT: a host (IPv6 too: the last ':' ends it) and a port from 1 to 65535,
+ * digits only ("7000abc" was read as 7000, "99999" dialled port 34463). */
+static bool replica_of_ok(const char *of)
+{
+    const char *colon = strrchr(of, ':');
+    if (!colon || colon == of || colon - of >= 256) {
+        fprintf(stderr, "evstore serve: --replica-of: not HOST:PORT: %s\n", of);
+        return false;
+    }
+    long long port;
+    return cli_number("serve", "--replica-of's port", colon + 1, 1, 65535, &port);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -195,56 +209,35 @@ int cmd_serve(int argc, char **argv)
         return EXIT_USAGE;
     }
     c.ack_all = !strcmp(ack, "all");
-    c.min_replicas = atoi(minr);
-    c.ack_timeout_ms = atoi(ackto);
-    if (c.min_replicas < 1 || c.ack_timeout_ms < 1) {
-        fprintf(stderr, "evstore serve: --min-replicas and --ack-timeout must be positive\n");
+    long long minr_n, ackto_n, port_n, hport_n, maxc_n, maxt_n, mms_n, tmo_n, rents_n = 0;
+    if (!cli_number("serve", "--min-replicas", minr, 1, INT_MAX, &minr_n) ||
+        !cli_number("serve", "--ack-timeout (milliseconds)", ackto, 1, INT_MAX, &ackto_n) ||
+        !cli_number("serve", "--port", port, 1, 65535, &port_n) ||
+        !cli_number("serve", "--http-port (0 disables HTTP)", hport, 0, 65535, &hport_n) ||
+        !cli_number("serve", "--max-clients", maxc, 1, INT_MAX, &maxc_n) ||
+        !cli_number("serve", "--max-tails", maxt, 1, 1000000, &maxt_n) ||
+        !cli_number("serve", "--metrics-max-streams (0: none)", mms, 0, 100000000, &mms_n) ||
+        !cli_number("serve", "--timeout (seconds, 0: never)", tmo, 0, 100000000, &tmo_n) ||
+        (rents && !cli_number("serve", "--retention-max-entries", rents, 0, LLONG_MAX, &rents_n)))
         return EXIT_USAGE;
-    }
-    char *end;
-    long p = strtol(port, &end, 10);
-    if (*end || p < 1 || p > 65535) {
-        fprintf(stderr, "evstore serve: --port: not a port: %s\n", port);
+    c.min_replicas = (int)minr_n;
+    c.ack_timeout_ms = (int)ackto_n;
+    c.port = (int)port_n;
+    c.http_port = (int)hport_n;
+    c.max_clients = (int)maxc_n;
+    c.max_tails = (int)maxt_n;
+    c.metrics_max_streams = (uint64_t)mms_n;
+    c.timeout_s = (int)tmo_n;
+    if (rents)
+        c.retention.max_entries = (uint64_t)rents_n;
+    if (c.replica_of && !replica_of_ok(c.replica_of))
         return EXIT_USAGE;
-    }
-    c.port = (int)p;
-    long hp = strtol(hport, &end, 10);
-    if (*end || !*hport || hp < 0 || hp > 65535) {
-        fprintf(stderr, "evstore serve: --http-port: not a port (0 disables HTTP): %s\n", hport);
-        return EXIT_USAGE;
-    }
-    c.http_port = (int)hp;
     int mode = cli_fsync_mode(fsync);
     if (mode < 0) {
         fprintf(stderr, "evstore serve: --fsync must be always, everysec or no\n");
         return EXIT_USAGE;
     }
     c.fsync = (evs_fsync_mode)mode;
-    long mc = strtol(maxc, &end, 10);
-    if (*end || mc < 1) {
-        fprintf(stderr, "evstore serve: --max-clients: not a positive number: %s\n", maxc);
-        return EXIT_USAGE;
-    }
-    c.max_clients = (int)mc;
-    long mt = strtol(maxt, &end, 10);
-    if (*end || !*maxt || mt < 1 || mt > 1000000) {
-        fprintf(stderr, "evstore serve: --max-tails: not a positive number: %s\n", maxt);
-        return EXIT_USAGE;
-    }
-    c.max_tails = (int)mt;
-    long long ms = strtoll(mms, &end, 10);
-    if (*end || !*mms || ms < 0 || ms > 100000000) {
-        fprintf(stderr, "evstore serve: --metrics-max-streams: not a number of streams (0: "
-                "none): %s\n", mms);
-        return EXIT_USAGE;
-    }
-    c.metrics_max_streams = (uint64_t)ms;
-    long to = strtol(tmo, &end, 10);
-    if (*end || !*tmo || to < 0 || to > 100000000) {
-        fprintf(stderr, "evstore serve: --timeout: not a number of seconds (0: never): %s\n", tmo);
-        return EXIT_USAGE;
-    }
-    c.timeout_s = (int)to;
     if (!size_opt("--max-entry-bytes", entry, &c.max_entry_bytes) ||
         !size_opt("--max-request-bytes", req, &c.max_request_bytes) ||
         !size_opt("--max-output-bytes", outb, &c.max_output_bytes) ||
@@ -257,14 +250,6 @@ int cmd_serve(int argc, char **argv)
     }
     if (rbytes && !size_opt("--retention-max-bytes", rbytes, &c.retention.max_bytes))
         return EXIT_USAGE;
-    if (rents) {
-        unsigned long long n = strtoull(rents, &end, 10);
-        if (*end || !*rents || rents[0] == '-') {
-            fprintf(stderr, "evstore serve: --retention-max-entries: not a number: %s\n", rents);
-            return EXIT_USAGE;
-        }
-        c.retention.max_entries = n;
-    }
     if (c.requirepass && !*c.requirepass)
         c.requirepass = NULL;
     if (!list_opt("--http-cors-origin", &c.http_cors_origin, http_cors_list_ok,

@@ -4,7 +4,7 @@
 #include "cli.h"
 #include "fdlimit.h"
 
-#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -55,13 +55,19 @@ int cli_fsync_mode(const char *s)
 
 bool cli_size(const char *s, uint64_t *out) { return evs_parse_size(s, strlen(s), out) == 0; }
 
-bool cli_count(const char *cmd, const char *flag, const char *s, long *out)
+bool cli_number(const char *cmd, const char *flag, const char *s, long long min, long long max,
+                long long *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*end || !*s || v < 0 || errno) {
-        fprintf(stderr, "evstore %s: %s: not a number: %s\n", cmd, flag, s);
+    long long v = 0;
+    bool ok = *s != '\0';
+    for (const char *c = s; ok && *c; c++) {
+        ok = *c >= '0' && *c <= '9' && v <= (LLONG_MAX - (*c - '0')) / 10;
+        if (ok)
+            v = v * 10 + (*c - '0');
+    }
+    if (!ok || v < min || v > max) {
+        fprintf(stderr, "evstore %s: %s: not a whole number from %lld to %lld: %s\n", cmd, flag,
+                min, max, s);
         return false;
     }
     *out = v;

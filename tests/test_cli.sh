@@ -50,6 +50,30 @@ for bad in "evstore.internal:80" "http://evstore.internal" "*,evstore.internal";
   check "serve --http-hosts '$bad' is an unusable argument" [ $rc -eq 2 ]
   check "serve --http-hosts '$bad' says why" grep -q "http-hosts" "$dir/err"
 done
+# numbers are digits only, in range: no unit ("5s" is not 5 ms), sign, junk, or overflow (a
+# serve that took one would run: `timeout` ends it, and the check fails)
+for bad in "--ack-timeout 5s" "--min-replicas 2x" "--max-clients 99999999999999999999" \
+           "--port +7105" "--port 65536" "--http-port -1" "--timeout 1e3" \
+           "--retention-max-entries 10k" "--replica-of 127.0.0.1:99999" \
+           "--replica-of 127.0.0.1:7000abc" "--replica-of :7000" "--replica-of 7000"; do
+  # shellcheck disable=SC2086
+  timeout 10 "$E" serve --data "$dir/never" $bad >/dev/null 2>"$dir/err"; rc=$?
+  check "serve $bad is an unusable argument" [ $rc -eq 2 ]
+  check "serve $bad names its flag" grep -q -- "${bad%% *}" "$dir/err"
+done
+EVSTORE_ACK_TIMEOUT=5s timeout 10 "$E" serve --data "$dir/never" >/dev/null 2>"$dir/err"; rc=$?
+check "EVSTORE_ACK_TIMEOUT=5s is refused as its flag is" [ $rc -eq 2 ]
+for bad in "--level x" "--level 0" "--level 3" "--timeout 0" "--timeout 60s"; do
+  # shellcheck disable=SC2086
+  "$E" backup --data "$d" --out "$dir/never" $bad >/dev/null 2>"$dir/err"; rc=$?
+  check "backup $bad is an unusable argument" [ $rc -eq 2 ]
+done
+check "backup --level with --compress is taken" "$E" backup --data "$d" --out "$dir/lvl" --compress --level 9 --quiet
+for bad in "--limit -1" "--limit 1x"; do
+  # shellcheck disable=SC2086
+  "$E" dump --data "$d" s $bad >/dev/null 2>"$dir/err"; rc=$?
+  check "dump $bad is an unusable argument" [ $rc -eq 2 ]
+done
 check "nothing made for a refused serve" [ ! -e "$dir/never" ]
 "$E" verify --bogus >/dev/null 2>&1; rc=$?
 check "unusable arguments exit 2" [ $rc -eq 2 ]

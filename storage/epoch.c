@@ -17,6 +17,9 @@
  *  E2. Along the history epoch numbers strictly increase and starts never decrease.
  *  E3. Every record written while epoch e is current carries e in its header (st->epoch).
  *  E4. The history is retention-proof: it lives outside the segments retention deletes.
+ *  E5. EPOCHS is read as strictly as it is written: a line that epochs_format would not write
+ *      (a sign, a blank more, a number past its range) makes the file malformed, never read
+ *      as a neighbouring value.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -81,25 +84,21 @@ int epochs_parse(const char *buf, size_t len, evs_epoch **out, size_t *n, char *
             snprintf(why, cap, "line %zu is not terminated", line);
             goto bad;
         }
-        size_t ll = (size_t)(nl - (buf + off));
-        char tmp[128];
-        if (ll >= sizeof tmp) {
-            snprintf(why, cap, "line %zu is too long", line);
-            goto bad;
-        }
-        memcpy(tmp, buf + off, ll);
-        tmp[ll] = 0;
+        const char *l = buf + off;
+        size_t ll = (size_t)(nl - l);
         off += ll + 1;
+        /* exactly "<epoch> <uuid> <start>\n": one space between, digits only (E5) */
+        const char *s1 = memchr(l, ' ', ll);
+        const char *s2 = s1 ? memchr(s1 + 1, ' ', ll - (size_t)(s1 + 1 - l)) : NULL;
         evs_epoch e = {0};
-        char hex[40];
-        int used = 0;
-        unsigned long long ep, start;
-        if (sscanf(tmp, "%llu %39s %llu%n", &ep, hex, &start, &used) != 3 || (size_t)used != ll ||
-            ep > UINT32_MAX || strlen(hex) != 32 || start % 8) {
+        uint64_t ep, start;
+        if (!s2 || evs_parse_dec(l, (size_t)(s1 - l), &ep) || ep > UINT32_MAX ||
+            s2 - s1 - 1 != 32 || evs_parse_dec(s2 + 1, (size_t)(nl - s2 - 1), &start) ||
+            start % 8) {
             snprintf(why, cap, "line %zu is not \"<epoch> <32 hex digits> <position>\"", line);
             goto bad;
         }
-        if (evs_uuid_parse(hex, 32, e.uuid)) {
+        if (evs_uuid_parse(s1 + 1, 32, e.uuid)) {
             snprintf(why, cap, "line %zu: the UUID is not lowercase hex", line);
             goto bad;
         }

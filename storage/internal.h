@@ -556,6 +556,9 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
                             uint64_t size, const struct wop *hint, evs_error *err);
 /* Record in index.ckpt that index transaction `txn` is durable (after idx_sync). */
 int store_checkpoint_write(evs_store *st, uint64_t txn);
+/* A decimal number as the store's own files and IDs spell it: 1 or more digits, nothing else
+ * (no sign, blank or unit), at most UINT64_MAX; EVS_EINVAL otherwise (units.c). */
+int evs_parse_dec(const char *s, size_t len, uint64_t *out);
 /* A store ID as STORE, EPOCHS and replication carry it: 32 lowercase hex digits. */
 static inline bool store_id_ok(const char *s)
 {

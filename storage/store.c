@@ -145,34 +145,17 @@ bool evs_id_prev(evs_id *id)
     return false;
 }
 
-static int parse_u64(const char *s, size_t len, uint64_t *out)
-{
-    if (len == 0 || len > 20)
-        return -1;
-    uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
-}
-
 int evs_id_parse(const void *p, size_t len, uint64_t missing_seq, evs_id *out)
 {
     const char *s = p;
     const char *dash = memchr(s, '-', len);
     evs_id id;
     if (!dash) {
-        if (parse_u64(s, len, &id.ms))
+        if (evs_parse_dec(s, len, &id.ms))
             return EVS_EINVAL;
         id.seq = missing_seq;
-    } else if (parse_u64(s, (size_t)(dash - s), &id.ms) ||
-               parse_u64(dash + 1, len - (size_t)(dash - s) - 1, &id.seq)) {
+    } else if (evs_parse_dec(s, (size_t)(dash - s), &id.ms) ||
+               evs_parse_dec(dash + 1, len - (size_t)(dash - s) - 1, &id.seq)) {
         return EVS_EINVAL;
     }
     *out = id;

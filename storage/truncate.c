@@ -38,6 +38,8 @@
 #include "evstore_backup.h"
 #include "internal.h"
 
+#define TRUNC_BUF (1 << 16) /* bytes read, kept or zeroed at a time */
+
 int store_truncate_request(evs_store *st, uint64_t x, evs_error *err)
 {
     char path[PATH_MAX], buf[64];
@@ -67,16 +69,8 @@ int evs_replica_snapshot_request(evs_store *st, uint64_t own, evs_error *err)
 static bool marker_number(const char *buf, size_t n, const char *head, uint64_t *v)
 {
     size_t h = strlen(head);
-    if (n < h + 2 || memcmp(buf, head, h) || buf[n - 1] != '\n')
-        return false;
-    uint64_t x = 0;
-    for (size_t i = h; i < n - 1; i++) {
-        if (buf[i] < '0' || buf[i] > '9' || x > (UINT64_MAX - 9) / 10)
-            return false;
-        x = x * 10 + (uint64_t)(buf[i] - '0');
-    }
-    *v = x;
-    return true;
+    return n >= h + 2 && !memcmp(buf, head, h) && buf[n - 1] == '\n' &&
+           evs_parse_dec(buf + h, n - h - 1, v) == 0;
 }
 
 /* Up to cap - 1 bytes of the file at path, NUL-terminated, in buf: their count, or -1 if the
@@ -115,10 +109,10 @@ static int keep_bytes(evs_store *st, int fd, uint64_t off, uint64_t end, const c
     int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (out < 0)
         return evs_err_set(err, -errno, "cannot create %s: %s", path, strerror(errno));
-    static char buf[1 << 16];
-    int rc = 0;
+    char *buf = malloc(TRUNC_BUF); /* not static: two stores may open at once (evstore.h) */
+    int rc = buf ? 0 : evs_err_set(err, -ENOMEM, "out of memory");
     while (off < end && !rc) {
-        size_t want = end - off < sizeof buf ? (size_t)(end - off) : sizeof buf;
+        size_t want = end - off < TRUNC_BUF ? (size_t)(end - off) : TRUNC_BUF;
         ssize_t r = pread(fd, buf, want, (off_t)off);
         if (r <= 0) {
             rc = evs_err_set(err, r < 0 ? -errno : -EIO, "cannot read the divergent tail");
@@ -133,24 +127,29 @@ static int keep_bytes(evs_store *st, int fd, uint64_t off, uint64_t end, const c
     if (!rc && fsync(out))
         rc = evs_err_set(err, -errno, "fsync of %s failed: %s", path, strerror(errno));
     close(out);
+    free(buf);
     return rc;
 }
 
-/* The end of the nonzero bytes of fd (zero-filled segments end in zeros). */
+/* The end of the nonzero bytes of fd (zero-filled segments end in zeros); its size if they
+ * cannot be read. */
 static uint64_t data_end(int fd, uint64_t size)
 {
-    static uint8_t buf[1 << 16];
-    while (size > 0) {
-        uint64_t from = size > sizeof buf ? size - sizeof buf : 0;
+    uint8_t *buf = malloc(TRUNC_BUF);
+    while (buf && size > 0) {
+        uint64_t from = size > TRUNC_BUF ? size - TRUNC_BUF : 0;
         ssize_t r = pread(fd, buf, (size_t)(size - from), (off_t)from);
         if (r <= 0)
-            return size;
+            break;
         for (ssize_t i = r; i-- > 0;)
-            if (buf[i])
+            if (buf[i]) {
+                free(buf);
                 return from + (uint64_t)i + 1;
+            }
         size = from;
     }
-    return 0;
+    free(buf);
+    return size;
 }
 
 static int cut_segment(evs_store *st, const char *name, uint64_t base, uint64_t x,
@@ -167,15 +166,17 @@ static int cut_segment(evs_store *st, const char *name, uint64_t base, uint64_t 
     if (!rc && end > from) {
         snprintf(keep, sizeof keep, "%s/%s.%" PRIu64 ".diverged", st->logdir, name, from);
         rc = keep_bytes(st, fd, from, end, keep, err); /* T1: kept before zeroed */
-        static const uint8_t zero[1 << 16];
+        static const uint8_t zero[TRUNC_BUF]; /* read only: shared safely */
         for (uint64_t o = from; !rc && o < end;) {
-            size_t n = end - o < sizeof zero ? (size_t)(end - o) : sizeof zero;
-            if (pwrite(fd, zero, n, (off_t)o) != (ssize_t)n)
-                rc = evs_err_set(err, -errno, "cannot zero %s: %s", path, strerror(errno));
-            o += n;
+            struct iovec v = {(void *)zero, end - o < TRUNC_BUF ? (size_t)(end - o) : TRUNC_BUF};
+            int wr = fio_pwritev_all(st->io, fd, &v, 1, (off_t)o);
+            if (wr)
+                rc = evs_err_set(err, wr, "cannot zero %s: %s", path, strerror(-wr));
+            o += v.iov_len;
         }
-        if (!rc && fdatasync(fd))
-            rc = evs_err_set(err, -errno, "fsync of %s failed: %s", path, strerror(errno));
+        int sr = rc ? 0 : st->io->fdatasync(fd);
+        if (sr)
+            rc = evs_err_set(err, sr, "fsync of %s failed: %s", path, strerror(-sr));
         *cut += end - from;
     }
     close(fd);

@@ -6,7 +6,24 @@
 #include <string.h>
 #include <strings.h>
 
-#include "evstore.h"
+#include "internal.h"
+
+int evs_parse_dec(const char *s, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0)
+        return EVS_EINVAL;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return EVS_EINVAL;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return EVS_EINVAL;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
 
 /* A decimal number then a unit from `units` (case-insensitive); NULL unit: none given. */
 struct unit {
@@ -18,15 +35,10 @@ static int parse_with(const char *s, size_t len, const struct unit *units, uint6
                       uint64_t *out)
 {
     size_t i = 0;
-    uint64_t v = 0;
-    while (i < len && isdigit((unsigned char)s[i])) {
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return EVS_EINVAL;
-        v = v * 10 + d;
+    uint64_t v;
+    while (i < len && isdigit((unsigned char)s[i]))
         i++;
-    }
-    if (i == 0)
+    if (evs_parse_dec(s, i, &v))
         return EVS_EINVAL;
     uint64_t mul = none_mul;
     if (i < len) {

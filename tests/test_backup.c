@@ -124,6 +124,17 @@ Test(epochs, parse_rejects_what_is_not_a_history)
         "3 00112233445566778899aabbccddeeff 8\n",                    /* start goes back */
         "evstore-epochs 1\n4294967296 00112233445566778899aabbccddeeff 0\n",
         "evstore-epochs 1\n1 00112233445566778899aabbccddeeff 0 extra\n",
+        /* what epochs_format never writes is refused, not read as a neighbouring value (E5) */
+        "evstore-epochs 1\n+1 00112233445566778899aabbccddeeff 0\n",
+        "evstore-epochs 1\n 1 00112233445566778899aabbccddeeff 0\n",
+        "evstore-epochs 1\n1  00112233445566778899aabbccddeeff 0\n",
+        "evstore-epochs 1\n1 00112233445566778899aabbccddeeff  0\n",
+        "evstore-epochs 1\n1\t00112233445566778899aabbccddeeff 0\n",
+        "evstore-epochs 1\n1 00112233445566778899aabbccddeeff -8\n", /* read as 2^64 - 8 */
+        "evstore-epochs 1\n1 00112233445566778899aabbccddeeff 18446744073709551616\n",
+        "evstore-epochs 1\n1 00112233445566778899aabbccddeeff 0\r\n",
+        "evstore-epochs 1\n1 00112233445566778899aabbccddeeff \n",
+        "evstore-epochs 1\n\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         evs_epoch *v;

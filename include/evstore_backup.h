@@ -70,7 +70,8 @@ typedef struct evs_backup_report {
  * removed. */
 int evs_backup_write(const evs_backup_source *src, const evs_backup_options *o,
                      evs_backup_report *rep, evs_error *err);
-/* Snapshot the open store and back it up (the offline `evstore backup --data`). */
+/* Snapshot the open store and back it up (the offline `evstore backup --data`). EVS_EINVAL
+ * if o->out is inside the store's own folder (nothing written). */
 int evs_backup_store(evs_store *st, const char *describe, const evs_backup_options *o,
                      evs_backup_report *rep, evs_error *err);
 

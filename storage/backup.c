@@ -14,6 +14,9 @@
  *      from the file as each piece lands); a source that delivers a different number of
  *      bytes than its snapshot listed fails the backup.
  *  B4. On failure, everything this call created is removed.
+ *  B5. A store's backup is never written inside the store's own folder (evs_backup_store):
+ *      what a folder holds besides a store is moved aside by a follower's snapshot copy, and
+ *      inside log/ or index/ removed with them (src/follower_copy.c C2).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -664,11 +667,39 @@ static int snap_copy_fd(void *arg, size_t i, int out, evs_landed_fn piece, void 
     return rc;
 }
 
+/* B5: EVS_EINVAL if folder `out` (which may not exist yet) would be inside store folder `dir`.
+ * A path that cannot be resolved is left to prepare_out, which names what is wrong with it. */
+static int out_outside_store(const char *dir, const char *out, evs_error *err)
+{
+    char sd[PATH_MAX], od[PATH_MAX], parent[PATH_MAX];
+    int n = snprintf(parent, sizeof parent, "%s", out);
+    if (n <= 0 || n >= (int)sizeof parent || !realpath(dir, sd))
+        return 0;
+    while (n > 1 && parent[n - 1] == '/')
+        parent[--n] = 0;
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else
+        slash[slash == parent] = 0; /* "/x" -> "/" */
+    if (!realpath(parent, od))
+        return 0;
+    size_t sl = strlen(sd);
+    if (strncmp(od, sd, sl) || (od[sl] && od[sl] != '/' && sl > 1))
+        return 0;
+    return evs_err_set(err, EVS_EINVAL, "%s is inside the store folder %s: back up to a folder "
+                       "outside it (a follower's snapshot copy moves aside or removes what the "
+                       "store's folder holds besides the store)", out, dir);
+}
+
 int evs_backup_store(evs_store *st, const char *describe, const evs_backup_options *o,
                      evs_backup_report *rep, evs_error *err)
 {
     evs_snapshot *s;
-    int rc = evs_snapshot_open(st, &s, err);
+    int rc = out_outside_store(st->dir, o->out, err);
+    if (rc)
+        return rc;
+    rc = evs_snapshot_open(st, &s, err);
     if (rc)
         return rc;
     evs_backup_source src = {evs_snapshot_info(s), snap_copy, s, describe, snap_copy_fd};

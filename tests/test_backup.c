@@ -373,6 +373,37 @@ Test(backup, restore_refuses_a_target_that_is_not_empty)
     free(dir);
 }
 
+/* A backup is never written inside the folder of the store it backs up (backup.c B5): there,
+ * down in log/ or index/ or at the top, however the path is spelled; beside it, in a folder
+ * whose name merely starts with the store's, it is. */
+Test(backup, a_backup_inside_its_stores_folder_is_refused)
+{
+    char *dir = tmpdir_new();
+    char data[512], path[1100];
+    path2(data, sizeof data, dir, "data");
+    make_store(data, "s", 3);
+    evs_store *st = open_store(data, NULL);
+    const char *inside[] = {"%s/data/b", "%s/data/log/b", "%s/data/index/b/", "%s/data/log/../b",
+                            "%s/data/./b"};
+    for (size_t i = 0; i < sizeof inside / sizeof *inside; i++) {
+        snprintf(path, sizeof path, inside[i], dir);
+        evs_backup_options bo = {.out = path};
+        evs_backup_report rep;
+        evs_error err;
+        cr_assert_eq(evs_backup_store(st, "t", &bo, &rep, &err), EVS_EINVAL, "%s taken", path);
+        cr_assert(strstr(err.msg, "is inside the store folder"), "%s", err.msg);
+        cr_assert_neq(access(path, F_OK), 0, "%s was created", path);
+    }
+    snprintf(path, sizeof path, "%s/data-b", dir);
+    evs_backup_options bo = {.out = path};
+    evs_backup_report rep;
+    evs_error err;
+    cr_assert_eq(evs_backup_store(st, "t", &bo, &rep, &err), 0, "%s", err.msg);
+    evs_close(st);
+    rm_rf(dir);
+    free(dir);
+}
+
 /* A store in dir (256 KiB segments, retention only when asked) holding n entries of 1 KiB in
  * stream "s". */
 static evs_store *open_filled(const char *dir, int n)

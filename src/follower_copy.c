@@ -35,6 +35,9 @@
  *      nothing of its own, the entries a store is made of (STORE, EPOCHS, log, index...,
  *      docs/format.md), and markers (SNAPSHOT, FOLLOWING...) in an aside that holds no store.
  *      A store with writes of its own is never removed.
+ *  C3. A copy that fails (the leader down or silent, the link cut, a restore that fails) is
+ *      tried again with backoff until it succeeds or a stop signal comes; DATA holds its old
+ *      store (or, after make_room, none) meanwhile, and nothing of the failed attempt.
  */
 #include "cli.h"
 #include "evstore_backup.h"
@@ -47,6 +50,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <limits.h>
+#include <time.h>
 #include <unistd.h>
 
 /* dir/name into out (PATH_MAX): false if it does not fit. */
@@ -148,6 +152,25 @@ static void staging_name(char out[64], const char *kind)
     snprintf(out, 64, "%s%d", kind, (int)getpid());
 }
 
+/* C3: a failed copy is tried again, after 1 s, then twice as long each time up to 30 s, until
+ * it succeeds or a stop signal comes, as the follower's link retries its leader: the leader
+ * may be down, restarting or unreachable for a while, and a follower that exited at the first
+ * failure stayed down until someone started it again. */
+#define COPY_RETRY_FIRST_MS 1000u
+#define COPY_RETRY_MAX_MS 30000u
+static unsigned next_wait(unsigned ms)
+{
+    return ms >= COPY_RETRY_MAX_MS / 2 ? COPY_RETRY_MAX_MS : ms * 2;
+}
+
+/* Sleep ms in 100 ms ticks; true if *cancel became non-zero meanwhile. */
+static bool pause_ms(unsigned ms, const volatile int *cancel)
+{
+    for (unsigned t = 0; t < ms && !(cancel && *cancel); t += 100)
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    return cancel && *cancel;
+}
+
 /* 4.: copy the leader's store into data's place; the old store's folder in aside. */
 static int copy_leader(const char *data, const char *leader, const char *password, char *aside,
                        size_t cap, const volatile int *cancel)
@@ -162,17 +185,28 @@ static int copy_leader(const char *data, const char *leader, const char *passwor
     }
     cli_log(NULL, EVS_LOG_WARN, "copying the leader's store: this follower lacks what its "
                                 "retention deleted");
-    evs_backup_options bo = {.out = bk, .cancel = cancel};
     evs_backup_report br;
     evs_error err = {0};
-    int rc = cli_backup_remote(leader, password, &bo, &br, &err);
-    if (!rc) {
-        evs_restore_options ro = {.log = cli_log, .follower = true, .consume = true,
-                                  .cancel = cancel};
-        evs_restore_report rr;
-        rc = evs_restore(bk, fresh, &ro, &rr, &err);
+    int rc;
+    for (unsigned wait_ms = COPY_RETRY_FIRST_MS;; wait_ms = next_wait(wait_ms)) { /* C3 */
+        evs_backup_options bo = {.out = bk, .cancel = cancel};
+        memset(&err, 0, sizeof err);
+        rc = cli_backup_remote(leader, password, &bo, &br, &err);
+        if (!rc) {
+            evs_restore_options ro = {.log = cli_log, .follower = true, .consume = true,
+                                      .cancel = cancel};
+            evs_restore_report rr;
+            rc = evs_restore(bk, fresh, &ro, &rr, &err);
+        }
+        evs_remove_tree(bk); /* the copy is in `fresh` now, or nothing is */
+        if (!rc || (cancel && *cancel))
+            break;
+        evs_remove_tree(fresh); /* a failed restore leaves none (backup.md); in case */
+        say(EVS_LOG_ERROR, "copying the leader's store failed: %s; trying again in %u s",
+            err.msg, wait_ms / 1000);
+        if (pause_ms(wait_ms, cancel))
+            break;
     }
-    evs_remove_tree(bk); /* the copy is in `fresh` now */
     if (!rc)
         rc = evs_swap_in(data, staged, aside, cap, &err);
     if (rc) {

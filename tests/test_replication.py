@@ -1075,6 +1075,87 @@ class Links(Base):
         self.assertEqual(f.client().xlen("s"), lr.xlen("s"))
         self.stop_and_verify(f)
 
+    def test_a_copy_that_cannot_reach_its_leader_is_tried_again(self):
+        """A follower that must copy its leader's store (SNAPSHOT) while the leader is down
+        keeps trying, with backoff, and logs each failure; once the leader is back on its
+        port, the copy succeeds and the follower converges. A SIGTERM between two tries ends
+        it at once (exit 0, nothing of a copy left). (Until session 33 `serve` exited 3 at
+        the first failure, and the follower stayed down until started again.)"""
+        leader = self.start("leader", "--retention-max-entries", "2000")
+        lr = leader.client()
+        f = self.follower("f", leader)
+        lr.xadd("s", {"a": "b"})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        self.assertEqual(f.stop(), 0)
+        self.servers.remove(f)
+        self.fill_past_retention(lr, 6000, 400)
+        ports = (leader.port, leader.http_port)
+        self.assertEqual(leader.stop(), 0)
+        self.servers.remove(leader)
+
+        def copy_without_leader():
+            with open(os.path.join(f.data, "SNAPSHOT"), "w") as fh:
+                fh.write("snapshot own 0\n")
+            port = test_server.free_port()
+            with open(os.path.join(self.dir, "server.log"), "ab") as log:
+                return port, subprocess.Popen(
+                    [test_server.EVSTORE, "serve", "--data", f.data, "--port", str(port),
+                     "--http-port", "0", "--segment-bytes", "1m", "--replica-of",
+                     "127.0.0.1:%d" % ports[0]], stdout=log, stderr=log)
+
+        def tries():
+            return self.log().count("copying the leader's store failed")
+
+        def wait_for_tries(n, timeout=15):
+            deadline = time.time() + timeout
+            while tries() < n and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertGreaterEqual(tries(), n, self.log()[-2000:])
+
+        # a stop between two tries
+        before = tries()
+        _, proc = copy_without_leader()
+        try:
+            wait_for_tries(before + 1)
+            self.assertIsNone(proc.poll(), "the follower gave up after one failed copy")
+            self.assertIn("trying again in 1 s", self.log())
+            t0 = time.time()
+            proc.terminate()
+            self.assertEqual(proc.wait(timeout=10), 0)
+            self.assertLess(time.time() - t0, 5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual([n for n in os.listdir(f.data) if
+                          n.startswith((".new-", ".snapshot-")) or n == "SWAP"], [])
+        # tries until the leader is back
+        before = tries()
+        fport, proc = copy_without_leader()
+        try:
+            wait_for_tries(before + 2)  # 1 s, then 2 s
+            self.assertIn("trying again in 2 s", self.log())
+            self.assertIsNone(proc.poll())
+            leader = Server(leader.data, "--retention-max-entries", "2000").start(ports=ports)
+            self.servers.append(leader)
+            lr = leader.client()
+            lr.xadd("s", {"after": "leader back"})
+            deadline = time.time() + 30
+            while "the leader's store is copied" not in self.log() and time.time() < deadline:
+                self.assertIsNone(proc.poll(), self.log()[-2000:])
+                time.sleep(0.1)
+            self.assertIn("the leader's store is copied", self.log())
+            self.assertEqual(lr.execute_command("WAIT", "1", "20000"), 1)
+            xs = lr.xrange("s", count=3)
+            fol = redis.Redis(port=fport, socket_timeout=10)
+            self.assertEqual(fol.xrange("s", count=3), xs)
+            self.assertEqual(fol.xlen("s"), lr.xlen("s"))
+        finally:
+            proc.terminate()
+            self.assertEqual(proc.wait(timeout=20), 0)
+        subprocess.run([test_server.EVSTORE, "verify", "--data", f.data], check=True,
+                       capture_output=True)
+
     def test_a_stop_signal_while_a_node_restarts_itself_is_obeyed(self):
         """SIGTERM sent as a node stops to restart itself (REPLICAOF HOST PORT here; a
         follower's cut or snapshot copy restarts the same way): whether it lands before the

@@ -125,6 +125,25 @@ class Base(unittest.TestCase):
         with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
             return f.read()
 
+    @staticmethod
+    def copy_leftovers(data):
+        """What an interrupted copy of a leader's store left in follower folder data."""
+        return [n for n in os.listdir(data) if n.startswith((".new-", ".snapshot-")) or
+                n == "SWAP"]
+
+    def copying(self, data, leader_port, own=0):
+        """Start `evstore serve` on follower folder data told to copy its leader's store
+        first (a SNAPSHOT marker saying `own` bytes of its own), logging to server.log, on a
+        free port: (port, process). Not in self.servers: the caller ends it."""
+        with open(os.path.join(data, "SNAPSHOT"), "w") as fh:
+            fh.write("snapshot own %d\n" % own)
+        port = test_server.free_port()
+        with open(os.path.join(self.dir, "server.log"), "ab") as log:
+            return port, subprocess.Popen(
+                [test_server.EVSTORE, "serve", "--data", data, "--port", str(port),
+                 "--http-port", "0", "--segment-bytes", "1m", "--replica-of",
+                 "127.0.0.1:%d" % leader_port], stdout=log, stderr=log)
+
     def fill_past_retention(self, c, n=12000, pad=400):
         """Write n entries of pad bytes to stream s through client c (1 MiB segments: several
         fill and fall out), and wait until retention has deleted the first segments."""
@@ -993,24 +1012,17 @@ class Links(Base):
         for k in range(8):
             self.assertEqual(f.stop(), 0)
             self.servers.remove(f)
-            with open(os.path.join(f.data, "SNAPSHOT"), "w") as fh:  # copy again
-                fh.write("snapshot own %d\n" % (5 if k % 3 == 2 else 0))
-            with open(os.path.join(self.dir, "server.log"), "ab") as log:
-                proc = subprocess.Popen(
-                    [test_server.EVSTORE, "serve", "--data", f.data, "--port",
-                     str(test_server.free_port()), "--http-port", "0", "--segment-bytes", "1m",
-                     "--replica-of", "127.0.0.1:%d" % leader.port], stdout=log, stderr=log)
-                if k % 2:  # (one sent before serve's handler is in place kills it outright)
-                    test_server.wait_for_handler(proc.pid, signal.SIGTERM)
-                time.sleep(0.012 * k)
-                if k % 2:  # a SIGTERM stops the copy cleanly: exit 0, nothing left
-                    proc.terminate()
-                    self.assertEqual(proc.wait(timeout=20), 0, "SIGTERM %d" % k)
-                    self.assertEqual([n for n in os.listdir(f.data) if
-                                      n.startswith((".new-", ".snapshot-")) or n == "SWAP"], [])
-                else:
-                    proc.kill()
-                    proc.wait()
+            _, proc = self.copying(f.data, leader.port, 5 if k % 3 == 2 else 0)
+            if k % 2:  # (one sent before serve's handler is in place kills it outright)
+                test_server.wait_for_handler(proc.pid, signal.SIGTERM)
+            time.sleep(0.012 * k)
+            if k % 2:  # a SIGTERM stops the copy cleanly: exit 0, nothing left
+                proc.terminate()
+                self.assertEqual(proc.wait(timeout=20), 0, "SIGTERM %d" % k)
+                self.assertEqual(self.copy_leftovers(f.data), [])
+            else:
+                proc.kill()
+                proc.wait()
             f = self.follower("f", leader)
         lr.xadd("s", {"after": "kills"})
         self.assertEqual(lr.execute_command("WAIT", "1", "30000"), 1)
@@ -1019,9 +1031,7 @@ class Links(Base):
         self.assertEqual(fr.xlen("s"), lr.xlen("s"))
         self.assertEqual(fr.xrange("s", count=3), lr.xrange("s", count=3))
         self.assertEqual(fr.xrevrange("s", count=3), lr.xrevrange("s", count=3))
-        names = os.listdir(f.data)
-        self.assertEqual([n for n in names if n.startswith((".new-", ".snapshot-")) or
-                          n == "SWAP"], [])
+        self.assertEqual(self.copy_leftovers(f.data), [])
         for aside in glob.glob(os.path.join(f.data, ".replaced-*")):
             with open(os.path.join(aside, "SNAPSHOT")) as fh:
                 self.assertEqual(fh.read(), "snapshot own 5\n")
@@ -1042,31 +1052,24 @@ class Links(Base):
         self.assertEqual(f.stop(), 0)
         self.servers.remove(f)
         self.fill_past_retention(lr, 6000, 400)
-        with open(os.path.join(f.data, "SNAPSHOT"), "w") as fh:
-            fh.write("snapshot own 0\n")
         leader.proc.send_signal(signal.SIGSTOP)
         try:
-            with open(os.path.join(self.dir, "server.log"), "ab") as log:
-                proc = subprocess.Popen(
-                    [test_server.EVSTORE, "serve", "--data", f.data, "--port",
-                     str(test_server.free_port()), "--http-port", "0", "--replica-of",
-                     "127.0.0.1:%d" % leader.port], stdout=log, stderr=log)
-                test_server.wait_for_socket(proc.pid)  # (its listeners come after the copy)
-                time.sleep(0.3)  # BACKUP BEGIN sent to the stopped leader, unanswered
-                t0 = time.time()
-                proc.terminate()
-                try:
-                    rc = proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                    self.fail("the follower ran on after SIGTERM")
+            _, proc = self.copying(f.data, leader.port)
+            test_server.wait_for_socket(proc.pid)  # (its listeners come after the copy)
+            time.sleep(0.3)  # BACKUP BEGIN sent to the stopped leader, unanswered
+            t0 = time.time()
+            proc.terminate()
+            try:
+                rc = proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                self.fail("the follower ran on after SIGTERM")
         finally:
             leader.proc.send_signal(signal.SIGCONT)
         self.assertEqual(rc, 0)
         self.assertLess(time.time() - t0, 5)
-        self.assertEqual([n for n in os.listdir(f.data) if
-                          n.startswith((".new-", ".snapshot-")) or n == "SWAP"], [])
+        self.assertEqual(self.copy_leftovers(f.data), [])
         self.assertIn("interrupted (a stop signal)", self.log())
         f = self.follower("f", leader)
         lr.xadd("s", {"after": "stop"})
@@ -1093,16 +1096,6 @@ class Links(Base):
         self.assertEqual(leader.stop(), 0)
         self.servers.remove(leader)
 
-        def copy_without_leader():
-            with open(os.path.join(f.data, "SNAPSHOT"), "w") as fh:
-                fh.write("snapshot own 0\n")
-            port = test_server.free_port()
-            with open(os.path.join(self.dir, "server.log"), "ab") as log:
-                return port, subprocess.Popen(
-                    [test_server.EVSTORE, "serve", "--data", f.data, "--port", str(port),
-                     "--http-port", "0", "--segment-bytes", "1m", "--replica-of",
-                     "127.0.0.1:%d" % ports[0]], stdout=log, stderr=log)
-
         def tries():
             return self.log().count("copying the leader's store failed")
 
@@ -1114,7 +1107,7 @@ class Links(Base):
 
         # a stop between two tries
         before = tries()
-        _, proc = copy_without_leader()
+        _, proc = self.copying(f.data, ports[0])
         try:
             wait_for_tries(before + 1)
             self.assertIsNone(proc.poll(), "the follower gave up after one failed copy")
@@ -1127,11 +1120,10 @@ class Links(Base):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        self.assertEqual([n for n in os.listdir(f.data) if
-                          n.startswith((".new-", ".snapshot-")) or n == "SWAP"], [])
+        self.assertEqual(self.copy_leftovers(f.data), [])
         # tries until the leader is back
         before = tries()
-        fport, proc = copy_without_leader()
+        fport, proc = self.copying(f.data, ports[0])
         try:
             wait_for_tries(before + 2)  # 1 s, then 2 s
             self.assertIn("trying again in 2 s", self.log())

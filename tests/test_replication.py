@@ -125,6 +125,19 @@ class Base(unittest.TestCase):
         with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
             return f.read()
 
+    def follower_behind_retention(self):
+        """A leader (retention: 2,000 entries) and a stopped follower that has its first
+        entry, which the leader's retention has since deleted: (leader, its client, follower)."""
+        leader = self.start("leader", "--retention-max-entries", "2000")
+        lr = leader.client()
+        f = self.follower("f", leader)
+        lr.xadd("s", {"a": "b"})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        self.assertEqual(f.stop(), 0)
+        self.servers.remove(f)
+        self.fill_past_retention(lr, 6000, 400)
+        return leader, lr, f
+
     @staticmethod
     def copy_leftovers(data):
         """What an interrupted copy of a leader's store left in follower folder data."""
@@ -1044,14 +1057,7 @@ class Links(Base):
         once: exit 0, nothing of the copy left; once the leader runs again, the follower
         starts, copies and converges. (Until session 32 it waited in the kernel for the
         leader's answer, for ever before the snapshot began and up to 60 s after.)"""
-        leader = self.start("leader", "--retention-max-entries", "2000")
-        lr = leader.client()
-        f = self.follower("f", leader)
-        lr.xadd("s", {"a": "b"})
-        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
-        self.assertEqual(f.stop(), 0)
-        self.servers.remove(f)
-        self.fill_past_retention(lr, 6000, 400)
+        leader, lr, f = self.follower_behind_retention()
         leader.proc.send_signal(signal.SIGSTOP)
         try:
             _, proc = self.copying(f.data, leader.port)
@@ -1084,14 +1090,7 @@ class Links(Base):
         port, the copy succeeds and the follower converges. A SIGTERM between two tries ends
         it at once (exit 0, nothing of a copy left). (Until session 33 `serve` exited 3 at
         the first failure, and the follower stayed down until started again.)"""
-        leader = self.start("leader", "--retention-max-entries", "2000")
-        lr = leader.client()
-        f = self.follower("f", leader)
-        lr.xadd("s", {"a": "b"})
-        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
-        self.assertEqual(f.stop(), 0)
-        self.servers.remove(f)
-        self.fill_past_retention(lr, 6000, 400)
+        leader, lr, f = self.follower_behind_retention()
         ports = (leader.port, leader.http_port)
         self.assertEqual(leader.stop(), 0)
         self.servers.remove(leader)

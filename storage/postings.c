@@ -16,7 +16,14 @@
  *     group is still open, post_close_key closes it in the same batch as the delete, and the
  *     group's next entry starts a new key — unless the open group has gained an entry at or
  *     past the stream's first entry since retention read the key: then the key stays.
+ * P5. The buffers of groups closed at a compaction are kept (up to POST_SPARE_MAX, the size a
+ *     new group's starts with) and given to the next new groups: with many more lists than
+ *     open groups (1,000 streams x 1,000 sources) every entry opens a group, and a malloc and
+ *     a free per entry, the frees all at once at each compaction, were 5 % of a catching-up
+ *     follower's samples.
  */
+#define POST_BUF_FIRST 256
+#define POST_SPARE_MAX 65536 /* 16 MiB at most, what the open groups held at that load's peak */
 #include "postings.h"
 
 #include <errno.h>
@@ -40,6 +47,8 @@ struct group {
 
 struct postings {
     struct group *g;
+    uint8_t **spare; /* P5: buffers of closed groups (POST_BUF_FIRST bytes), for new groups */
+    size_t nspare;
     size_t cap, used;
     size_t peak;     /* groups at the last compactions, halved at each: the recent inflow  */
     uint64_t commit; /* commits so far (post_flush calls) */
@@ -65,8 +74,25 @@ void post_free(postings *p)
         return;
     for (size_t i = 0; i < p->cap; i++)
         free(p->g[i].val);
+    for (size_t i = 0; i < p->nspare; i++)
+        free(p->spare[i]);
+    free(p->spare);
     free(p->g);
     free(p);
+}
+
+/* A closed group's buffer: kept for a new group (P5), or freed. */
+static void spare_put(postings *p, struct group *g)
+{
+    if (g->val && g->cap == POST_BUF_FIRST && p->nspare < POST_SPARE_MAX) {
+        if (!p->spare && !(p->spare = malloc(POST_SPARE_MAX * sizeof *p->spare))) {
+            free(g->val);
+            return;
+        }
+        p->spare[p->nspare++] = g->val;
+    } else {
+        free(g->val);
+    }
 }
 
 static size_t slot_of(const postings *p, uint32_t no, uint8_t field, uint64_t hash)
@@ -117,7 +143,7 @@ static int rehash(postings *p, size_t cap, uint64_t since, size_t n)
         if (kept(o, since))
             keep[n++] = *o;
         else
-            free(o->val);
+            spare_put(p, o);
     }
     if (t == p->g)
         memset(t, 0, cap * sizeof *t);
@@ -204,8 +230,12 @@ int post_add(postings *p, struct idx_batch *b, uint32_t no, uint8_t field, uint6
         g->n = 0;
         p->used++;
     }
+    if (!g->val && p->nspare) {
+        g->val = p->spare[--p->nspare];
+        g->cap = POST_BUF_FIRST;
+    }
     if (g->cap - g->n < 32) {
-        size_t cap = g->cap ? g->cap * 2 : 256;
+        size_t cap = g->cap ? g->cap * 2 : POST_BUF_FIRST;
         uint8_t *v = realloc(g->val, cap);
         if (!v)
             return -ENOMEM;

@@ -463,9 +463,13 @@ static void sort_puts(idx_batch *b)
     }
 }
 
+/* Puts go through one cursor per table, which stays where the last put left it: LMDB looks
+ * for a key within the cursor's leaf page first when it falls between that page's first and
+ * last keys (sorted puts often do), instead of from the root down as mdb_put does for each. */
 static int apply_once(idx *x, idx_batch *b)
 {
     MDB_txn *txn;
+    MDB_cursor *cur[IDX_NTABLES] = {0}; /* closed by the commit or abort (a write txn's) */
     int rc = mdb_txn_begin(x->env, NULL, 0, &txn);
     if (rc)
         return rc;
@@ -473,10 +477,13 @@ static int apply_once(idx *x, idx_batch *b)
         struct op *o = &b->ops[i];
         MDB_val k = {o->klen, b->arena.data + o->koff};
         MDB_val v = {o->vlen, b->arena.data + o->voff};
+        if ((o->kind == OP_PUT || o->kind == OP_PUT_NOOVER) && !cur[o->table] &&
+            (rc = mdb_cursor_open(txn, x->dbi[o->table], &cur[o->table])))
+            break;
         switch (o->kind) {
-        case OP_PUT: rc = mdb_put(txn, x->dbi[o->table], &k, &v, 0); break;
+        case OP_PUT: rc = mdb_cursor_put(cur[o->table], &k, &v, 0); break;
         case OP_PUT_NOOVER:
-            rc = mdb_put(txn, x->dbi[o->table], &k, &v, MDB_NOOVERWRITE);
+            rc = mdb_cursor_put(cur[o->table], &k, &v, MDB_NOOVERWRITE);
             if (rc == MDB_KEYEXIST)
                 rc = 0;
             break;

@@ -317,6 +317,7 @@ struct op {
     uint8_t kind, table;
     uint32_t klen, vlen;
     size_t koff, voff;
+    uint64_t kpre; /* the key's first 8 bytes, big-endian, zero-padded: most compares end here */
 };
 
 struct idx_batch {
@@ -363,6 +364,9 @@ static int batch_add(idx_batch *b, int kind, enum idx_table t, const void *k, si
     o->klen = (uint32_t)kl;
     o->vlen = (uint32_t)vl;
     o->koff = b->arena.len;
+    uint8_t pre[8] = {0};
+    memcpy(pre, k, kl < 8 ? kl : 8);
+    o->kpre = idx_rd64(pre);
     if (rec_buf_write(&b->arena, k, kl))
         return -ENOMEM;
     o->voff = b->arena.len;
@@ -435,6 +439,9 @@ static int op_cmp(const void *a, const void *b, void *arena)
     const struct op *x = a, *y = b;
     if (x->table != y->table)
         return x->table < y->table ? -1 : 1;
+    if (x->kpre != y->kpre) /* the order memcmp gives: shorter keys pad with zeros, and sort
+                               first among keys with the same first bytes */
+        return x->kpre < y->kpre ? -1 : 1;
     const uint8_t *base = arena;
     size_t n = x->klen < y->klen ? x->klen : y->klen;
     int c = memcmp(base + x->koff, base + y->koff, n);

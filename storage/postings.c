@@ -16,11 +16,13 @@
  *     group is still open, post_close_key closes it in the same batch as the delete, and the
  *     group's next entry starts a new key — unless the open group has gained an entry at or
  *     past the stream's first entry since retention read the key: then the key stays.
- * P5. The buffers of groups closed at a compaction are kept (up to POST_SPARE_MAX, the size a
- *     new group's starts with) and given to the next new groups: with many more lists than
- *     open groups (1,000 streams x 1,000 sources) every entry opens a group, and a malloc and
- *     a free per entry, the frees all at once at each compaction, were 5 % of a catching-up
- *     follower's samples.
+ * P5. The buffers of groups closed at a compaction are kept (those of the size a new group's
+ *     starts with) and given to the next new groups: with many more lists than open groups
+ *     (1,000 streams x 1,000 sources) every entry opens a group, and a malloc and a free per
+ *     entry, the frees all at once at each compaction, were 5 % of a catching-up follower's
+ *     samples. After each commit no more are kept than that commit opened groups (the next
+ *     one is likely to open as many), nor POST_SPARE_MAX: once such a load ends, so does
+ *     the memory it kept.
  */
 #define POST_BUF_FIRST 256
 #define POST_SPARE_MAX 65536 /* 16 MiB at most, what the open groups held at that load's peak */
@@ -49,6 +51,7 @@ struct postings {
     struct group *g;
     uint8_t **spare; /* P5: buffers of closed groups (POST_BUF_FIRST bytes), for new groups */
     size_t nspare;
+    size_t opened; /* groups opened since the last commit (P5) */
     size_t cap, used;
     size_t peak;     /* groups at the last compactions, halved at each: the recent inflow  */
     uint64_t commit; /* commits so far (post_flush calls) */
@@ -229,6 +232,7 @@ int post_add(postings *p, struct idx_batch *b, uint32_t no, uint8_t field, uint6
         g->hash = hash;
         g->n = 0;
         p->used++;
+        p->opened++;
     }
     if (!g->val && p->nspare) {
         g->val = p->spare[--p->nspare];
@@ -279,6 +283,9 @@ int post_flush(postings *p, struct idx_batch *b)
     p->commit++;
     if (!rc && p->used > POST_OPEN_MAX && compact(p))
         post_clear(p); /* out of memory for a smaller table: close them all */
+    while (p->nspare > p->opened) /* P5 */
+        free(p->spare[--p->nspare]);
+    p->opened = 0;
     return rc;
 }
 

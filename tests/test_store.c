@@ -1162,6 +1162,61 @@ Test(store, filter_groups_span_commits)
     evs_close(st);
 }
 
+/* Many more (stream, source) lists than open groups (postings.c POST_OPEN_MAX): each index
+ * commit closes most groups, and their buffers go to the groups the next entries open (P5).
+ * Every source's entries are found exactly, forward and reverse, across the rounds of commits,
+ * and after reopen. */
+#define MANY_SOURCES 10000
+static void check_source(evs_store *st, int j, evs_id ids[][MANY_SOURCES], int rounds)
+{
+    char src[16];
+    snprintf(src, sizeof src, "s%d", j);
+    for (int rev = 0; rev < 2; rev++) {
+        evs_query q;
+        evs_query_init(&q);
+        q.source = S(src);
+        q.reverse = rev;
+        evs_id got[8];
+        cr_assert_eq(read_ids(st, "m", &q, got, 8), rounds, "%s (reverse %d)", src, rev);
+        for (int r = 0; r < rounds; r++) {
+            evs_id want = ids[rev ? rounds - 1 - r : r][j];
+            cr_assert_eq(evs_id_cmp(got[r], want), 0, "%s entry %d (reverse %d)", src, r, rev);
+        }
+    }
+}
+
+Test(store, filter_groups_of_many_sources_reuse_buffers_exactly, .timeout = 120)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.fsync = EVS_FSYNC_NO;
+    evs_store *st = open_store(dir, &o);
+    static evs_id ids[3][MANY_SOURCES];
+    char src[16];
+    for (int r = 0; r < 3; r++) {
+        for (int j = 0; j < MANY_SOURCES; j++) {
+            snprintf(src, sizeof src, "s%d", j);
+            cr_assert_eq(add(st, "m", EVS_ID_AUTO, EVS_ID_MIN, &ids[r][j], "source", src,
+                             "type", "t", NULL),
+                         0);
+        }
+        usleep(30000); /* the index commits 10 ms after a publish */
+    }
+    for (int j = 0; j < MANY_SOURCES; j += 499)
+        check_source(st, j, ids, 3);
+    check_source(st, MANY_SOURCES - 1, ids, 3);
+    evs_query q;
+    evs_query_init(&q);
+    q.type = S("t");
+    static evs_id all[3 * MANY_SOURCES];
+    cr_assert_eq(read_ids(st, "m", &q, all, 3 * MANY_SOURCES), 3 * MANY_SOURCES);
+    evs_close(st);
+    st = open_store(dir, &o);
+    for (int j = 0; j < MANY_SOURCES; j += 997)
+        check_source(st, j, ids, 3);
+    evs_close(st);
+}
+
 static void inline_done(void *arg, int rc, const evs_id *ids, size_t n, const evs_error *err)
 {
     (void)ids;

@@ -1,8 +1,18 @@
 /*
- * checkpoint.c — the checkpointer thread: once a second, if the index has committed
+ * checkpoint.c — the checkpointer thread: once the index has been quiet for a second (no
+ * commit since the last look), or every CKPT_BUSY_NS while it never is, if it has committed
  * transactions since the last checkpoint, make the log durable, then the index, then record
  * the index's transaction in index.ckpt. Off the writer thread so that its fsyncs never stall
  * a publish.
+ *
+ * Why quiet: a checkpoint earns trust only if no commit follows it (store.c checkpoint_ok:
+ * after a reboot the index is kept only when its last transaction is the one checkpointed),
+ * so under a steady stream of commits a power cut costs a rebuild whatever the cadence, and
+ * each checkpoint's index sync writes every page the second's commits touched: with keys
+ * spread over the whole index (a filter value per entry among many) nearly all of it, each
+ * second. Checkpointing once a second through a follower's 2 GiB catch-up was 10 % of its
+ * time (docs/benchmarks.md, replication). A store that goes quiet is checkpointed a second
+ * later, as before; CKPT_BUSY_NS keeps a busy one's index synced now and then all the same.
  *
  * Order is the invariant (I3, index never leads the log): every index transaction up to T
  * was committed after the log bytes it points at were written, so an fdatasync of the log
@@ -61,19 +71,28 @@ int ckpt_run(evs_store *st)
     return rc;
 }
 
+#define CKPT_TICK_NS 1000000000ull
+#define CKPT_BUSY_NS 10000000000ull
+
 void *ckpt_main(void *arg)
 {
     evs_store *st = arg;
     fio_thread_is_background();
+    uint64_t seen = idx_txnid(st->idx), last = evs_mono_ns();
     pthread_mutex_lock(&st->ckmu);
     while (!st->ck_stop) {
-        struct timespec ts = evs_deadline_ns(1000000000ull);
+        struct timespec ts = evs_deadline_ns(CKPT_TICK_NS);
         pthread_cond_timedwait(&st->ckcv, &st->ckmu, &ts);
         if (st->ck_stop)
             break;
         pthread_mutex_unlock(&st->ckmu);
-        if (st->opt.fsync != EVS_FSYNC_NO)
+        uint64_t t = idx_txnid(st->idx), now = evs_mono_ns();
+        bool quiet = t == seen; /* no commit since the last look */
+        seen = t;
+        if (st->opt.fsync != EVS_FSYNC_NO && (quiet || now - last >= CKPT_BUSY_NS)) {
             ckpt_run(st);
+            last = now;
+        }
         pthread_mutex_lock(&st->ckmu);
     }
     pthread_mutex_unlock(&st->ckmu);

@@ -930,6 +930,70 @@ Test(recovery, pending_segments_are_adopted_behind_a_sealed_one_and_set_aside_ot
     cr_assert_eq(evs_close(st), 0);
 }
 
+static void keep_rebuilds(void *arg, int level, const char *msg)
+{
+    (void)level;
+    if (strstr(msg, "rebuild") && !*(char *)arg)
+        snprintf(arg, 1024, "%s", msg);
+}
+
+/* The checkpointer syncs the index once it has been quiet for a second (checkpoint.c): a
+ * store that took writes without a pause, then went quiet and was killed a few seconds
+ * later, keeps its index after a reboot (its last transaction is the one checkpointed); one
+ * killed while its writes were still coming does not (it never did: a commit followed the
+ * last checkpoint). */
+static void write_then_kill(int quiet_ms)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        evs_options o;
+        evs_options_init(&o);
+        o.segment_bytes = 1 << 20;
+        evs_store *st;
+        evs_error e;
+        if (evs_open(dir, &o, &st, &e))
+            _exit(2);
+        for (int i = 0; i < 100; i++) { /* ~2 s of commits, never a second apart */
+            if (add(st, "s", EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", "x", NULL))
+                _exit(3);
+            usleep(20000);
+        }
+        usleep((useconds_t)quiet_ms * 1000);
+        raise(SIGKILL);
+        _exit(4);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child: %d", status);
+}
+
+Test(recovery, an_index_checkpointed_once_quiet_is_kept_after_a_reboot, .timeout = 60)
+{
+    write_then_kill(3500);
+    char logged[1024] = "";
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 1 << 20;
+    o.log = keep_rebuilds;
+    o.log_arg = logged;
+    setenv("EVSTORE_TEST_BOOT_ID", "after-a-reboot", 1);
+    evs_store *st = open_store(dir, &o);
+    unsetenv("EVSTORE_TEST_BOOT_ID");
+    cr_assert_str_empty(logged, "rebuilt: %s", logged);
+    evs_id ids[256];
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 256), 100);
+    cr_assert_eq(evs_close(st), 0);
+
+    write_then_kill(0); /* 100 more, killed at once */
+    setenv("EVSTORE_TEST_BOOT_ID", "after-another-reboot", 1);
+    st = open_store(dir, &o);
+    unsetenv("EVSTORE_TEST_BOOT_ID");
+    cr_assert(strstr(logged, "not checkpointed"), "kept: %s", logged);
+    cr_assert_eq(read_ids(st, "s", NULL, ids, 256), 200);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 /* A store killed before it ever made a checkpoint (--fsync no makes none until close; any
  * mode killed in its first second): the next open in the same boot takes its index as it is
  * (a read-only open such as verify's or dump's reads it; a read-write one keeps it), and an

@@ -311,19 +311,15 @@ static int lost(ssize_t k, const char *where, evs_error *err)
                    k ? strerror(errno) : "it closed the connection");
 }
 
-static bool stop_asked(const volatile int *cancel)
-{
-    return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED);
-}
-
 /* Wait until the server has bytes for us (rclient_wait_readable: the stop flag and --timeout
  * are looked at while waiting). */
 static int await(rclient *c, const char *where, evs_error *err)
 {
     char e[160];
-    return rclient_wait_readable(c, e, sizeof e)
-               ? set_err(err, stop_asked(c->cancel) ? EVS_ECLOSED : -ETIMEDOUT, "%s%s", e, where)
-               : 0;
+    if (!rclient_wait_readable(c, e, sizeof e))
+        return 0;
+    return set_err(err, rclient_stop_asked(c->cancel) ? EVS_ECLOSED : -ETIMEDOUT, "%s%s", e,
+                   where);
 }
 
 /* One reply line, straight from the socket (rclient's buffer must be empty); *len excludes
@@ -450,7 +446,8 @@ int cli_backup_remote(const char *server, const char *password, const evs_backup
     if (remote_begin(&r, server, password, o->cancel, e, sizeof e)) {
         remote_free(&r);
         rclient_close(&r.c);
-        return set_err(err, stop_asked(o->cancel) ? EVS_ECLOSED : -EIO, "%s: %s", server, e);
+        return set_err(err, rclient_stop_asked(o->cancel) ? EVS_ECLOSED : -EIO, "%s: %s",
+                       server, e);
     }
     r.c.idle_ms = idle_timeout_s * 1000; /* every wait on the server: rclient_wait_readable */
     struct timeval tv = {idle_timeout_s, 0}; /* and a read that began on a reply's first bytes */

@@ -41,6 +41,7 @@
  */
 #include "cli.h"
 #include "evstore_backup.h"
+#include "rclient.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -166,9 +167,9 @@ static unsigned next_wait(unsigned ms)
 /* Sleep ms in 100 ms ticks; true if *cancel became non-zero meanwhile. */
 static bool pause_ms(unsigned ms, const volatile int *cancel)
 {
-    for (unsigned t = 0; t < ms && !(cancel && *cancel); t += 100)
-        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
-    return cancel && *cancel;
+    for (unsigned t = 0; t < ms && !rclient_stop_asked(cancel); t += RCLIENT_TICK_MS)
+        nanosleep(&(struct timespec){0, RCLIENT_TICK_MS * 1000 * 1000}, NULL);
+    return rclient_stop_asked(cancel);
 }
 
 /* 4.: copy the leader's store into data's place; the old store's folder in aside. */
@@ -199,7 +200,7 @@ static int copy_leader(const char *data, const char *leader, const char *passwor
             rc = evs_restore(bk, fresh, &ro, &rr, &err);
         }
         evs_remove_tree(bk); /* the copy is in `fresh` now, or nothing is */
-        if (!rc || (cancel && *cancel))
+        if (!rc || rclient_stop_asked(cancel))
             break;
         evs_remove_tree(fresh); /* a failed restore leaves none (backup.md); in case */
         say(EVS_LOG_ERROR, "copying the leader's store failed: %s; trying again in %u s",

@@ -56,11 +56,6 @@ int rclient_send(rclient *c, size_t argc, const char *const *argv, const size_t 
     return rc;
 }
 
-static bool cancelled(const rclient *c)
-{
-    return c->cancel && __atomic_load_n(c->cancel, __ATOMIC_RELAXED);
-}
-
 /* Wait until c->fd is ready for `events`, ticking to look at c->cancel; give up after
  * limit_ms (0: no limit). 0 ready, -1 with err filled. */
 static int wait_ready(rclient *c, short events, int limit_ms, const char *what, char *err,
@@ -69,7 +64,7 @@ static int wait_ready(rclient *c, short events, int limit_ms, const char *what, 
     if (!c->cancel && !limit_ms)
         return 0; /* the call itself blocks */
     for (int waited = 0;;) {
-        if (cancelled(c)) {
+        if (rclient_stop_asked(c->cancel)) {
             snprintf(err, errcap, "interrupted (a stop signal) while waiting for %s", what);
             return -1;
         }
@@ -195,7 +190,7 @@ int rclient_connect(rclient *c, const char *hostport, const char *password,
     freeaddrinfo(ai);
     if (c->fd < 0) {
         snprintf(err, errcap, "cannot connect to %s: %s", hostport,
-                 cancelled(c) ? "interrupted (a stop signal)" : strerror(errno));
+                 rclient_stop_asked(c->cancel) ? "interrupted (a stop signal)" : strerror(errno));
         return -1;
     }
     int one = 1;

@@ -5,6 +5,7 @@
 #ifndef EVS_RCLIENT_H
 #define EVS_RCLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "resp.h"
@@ -23,6 +24,12 @@ typedef struct rclient {
 } rclient;
 
 #define RCLIENT_TICK_MS 100
+
+/* Is the stop flag `cancel` (rclient.cancel's kind; NULL: none) set? */
+static inline bool rclient_stop_asked(const volatile int *cancel)
+{
+    return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED);
+}
 
 /* Connect to "host:port" (AUTH with password when not NULL), cancel as in rclient.cancel.
  * 0 or -1 with err filled. */

@@ -9,6 +9,9 @@
 #ifndef EVSTORE_BACKUP_H
 #define EVSTORE_BACKUP_H
 
+#include <stdbool.h>
+#include <string.h>
+
 #include "evstore.h"
 
 #ifdef __cplusplus
@@ -108,6 +111,17 @@ typedef struct evs_restore_report {
  * rename: restore into a folder inside it); EVS_ECORRUPT: the backup failed its checks. */
 int evs_restore(const char *from, const char *data, const evs_restore_options *o,
                 evs_restore_report *rep, evs_error *err);
+
+/* The staging folders of a data folder, by the start of their names: a store restored, not yet
+ * in place (or an empty one made); a backup being received; an old store swapped out. A swap
+ * never moves them, and a follower's start sweeps what an interrupted copy left of them. */
+#define EVS_STAGED_NEW ".new-"
+#define EVS_STAGED_SNAPSHOT ".snapshot-"
+#define EVS_STAGED_REPLACED ".replaced-"
+static inline bool evs_staged_is(const char *name, const char *kind)
+{
+    return !strncmp(name, kind, strlen(kind));
+}
 
 /* Put the store staged in dir/<staged> (a folder named .new-<...>: a complete store, closed;
  * a follower's copy of its leader's, restored there) in the place of the store in dir, within

@@ -177,8 +177,8 @@ static int copy_leader(const char *data, const char *leader, const char *passwor
                        size_t cap, const volatile int *cancel)
 {
     char bk[PATH_MAX], fresh[PATH_MAX], staged[64], snap[64], journal[PATH_MAX];
-    staging_name(staged, ".new-");
-    staging_name(snap, ".snapshot-");
+    staging_name(staged, EVS_STAGED_NEW);
+    staging_name(snap, EVS_STAGED_SNAPSHOT);
     if (!path_of(bk, data, snap) || !path_of(fresh, data, staged) ||
         !path_of(journal, data, "SWAP")) {
         say(EVS_LOG_ERROR, "the path of %s is too long to copy the leader's store into", data);
@@ -246,7 +246,7 @@ static int make_room(const char *data, char *aside, size_t cap)
 {
     char staged[64], empty[PATH_MAX];
     evs_error err = {0};
-    staging_name(staged, ".new-");
+    staging_name(staged, EVS_STAGED_NEW);
     if (!path_of(empty, data, staged) || mkdir(empty, 0755) ||
         evs_swap_in(data, staged, aside, cap, &err)) {
         say(EVS_LOG_ERROR, "cannot move the old store aside: %s",
@@ -269,9 +269,11 @@ static void sweep_leftovers(const char *data)
         return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        bool staging = !strncmp(e->d_name, ".new-", 5) || !strncmp(e->d_name, ".snapshot-", 10);
+        bool staging = evs_staged_is(e->d_name, EVS_STAGED_NEW) ||
+                       evs_staged_is(e->d_name, EVS_STAGED_SNAPSHOT);
         char p[PATH_MAX];
-        if ((!staging && strncmp(e->d_name, ".replaced-", 10)) || !path_of(p, data, e->d_name))
+        if ((!staging && !evs_staged_is(e->d_name, EVS_STAGED_REPLACED)) ||
+            !path_of(p, data, e->d_name))
             continue;
         if (staging) {
             evs_remove_tree(p);

@@ -53,8 +53,8 @@ static bool never_moved(const char *name)
 {
     return !strcmp(name, ".") || !strcmp(name, "..") || !strcmp(name, "LOCK") ||
            !strcmp(name, "SWAP") || !strcmp(name, "SWAP.tmp") || !strcmp(name, "lost+found") ||
-           !strncmp(name, ".new-", 5) || !strncmp(name, ".snapshot-", 10) ||
-           !strncmp(name, ".replaced-", 10);
+           evs_staged_is(name, EVS_STAGED_NEW) || evs_staged_is(name, EVS_STAGED_SNAPSHOT) ||
+           evs_staged_is(name, EVS_STAGED_REPLACED);
 }
 
 static bool plain_name(const char *s)
@@ -244,7 +244,7 @@ int evs_swap_in(const char *dir, const char *staged, char *aside, size_t cap, ev
                          "to finish it first", dir);
         goto out;
     }
-    if (!plain_name(staged) || strncmp(staged, ".new-", 5)) {
+    if (!plain_name(staged) || !evs_staged_is(staged, EVS_STAGED_NEW)) {
         rc = evs_err_set(err, EVS_EINVAL, "%s: a staged store is a folder .new-<...> of %s",
                          staged, dir);
         goto out;
@@ -253,9 +253,9 @@ int evs_swap_in(const char *dir, const char *staged, char *aside, size_t cap, ev
     long now = (long)time(NULL);
     for (int k = 0;; k++) { /* a name no earlier swap left */
         if (k)
-            snprintf(p->aside, sizeof p->aside, ".replaced-%ld-%d", now, k);
+            snprintf(p->aside, sizeof p->aside, EVS_STAGED_REPLACED "%ld-%d", now, k);
         else
-            snprintf(p->aside, sizeof p->aside, ".replaced-%ld", now);
+            snprintf(p->aside, sizeof p->aside, EVS_STAGED_REPLACED "%ld", now);
         snprintf(path, sizeof path, "%s/%s", dir, p->aside);
         if (lstat(path, &sb))
             break;

@@ -36,7 +36,7 @@ int ckpt_run(evs_store *st)
     if (atomic_load(&st->failed))
         return EVS_EFAILED;
     uint64_t t = idx_txnid(st->idx);
-    if (t == atomic_load(&st->ckpt_txnid))
+    if (t == atomic_load(&st->ckpt_txnid) && !atomic_load(&st->ckpt_open))
         return 0;
     prep_rolls_settle(st); /* D3: earlier segments' seals synced, the last one named */
     segment *a = NULL;

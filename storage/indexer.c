@@ -41,7 +41,11 @@ static void *ixr_main(void *arg)
         uint64_t end = st->ix_end;
         pthread_mutex_unlock(&st->ixmu);
         evs_error err = {0};
-        int rc = atomic_load(&st->failed) ? EVS_EFAILED : idx_apply(st->idx, b, &err); /* X4 */
+        int rc = EVS_EFAILED;
+        if (!atomic_load(&st->failed)) { /* X4 */
+            store_checkpoint_open(st);
+            rc = idx_apply(st->idx, b, &err);
+        }
         if (rc == 0)
             atomic_store(&st->idx_end, end);
         else if (rc != EVS_EFAILED)
@@ -120,6 +124,7 @@ int indexer_put(evs_store *st, bool sync, evs_error *err)
         idx_batch_clear(st->ib);
         return EVS_EFAILED;
     }
+    store_checkpoint_open(st);
     int rc = idx_apply(st->idx, st->ib, err); /* X3 */
     if (rc == 0)
         atomic_store(&st->idx_end, st->ib_end);

@@ -395,6 +395,9 @@ struct evs_store {
                                       open, not written yet (writer.c do_replica R1)          */
     uint64_t batch_bytes, batch_records, batch_entries;
     _Atomic uint64_t ckpt_txnid;   /* index transaction recorded in index.ckpt               */
+    _Atomic bool ckpt_open;        /* index.ckpt says "open": commits may follow its txn (K1) */
+    bool ckpt_open_failed;         /* ... marking it failed (logged once; ckfile_mu)          */
+    pthread_mutex_t ckfile_mu;     /* index.ckpt's writers: the checkpoint and the mark (K1)  */
 
     /* preparer (preparer.c): a zero-filled spare segment file made ahead */
     pthread_t prep;
@@ -554,8 +557,12 @@ int store_apply_record(evs_store *st, const rec_hdr *h, const uint8_t *body, uin
 bool store_filter_field(void *hint, evs_slice name, evs_slice value);
 int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body, uint64_t pos,
                             uint64_t size, const struct wop *hint, evs_error *err);
-/* Record in index.ckpt that index transaction `txn` is durable (after idx_sync). */
+/* Record in index.ckpt that index transaction `txn` is durable (after idx_sync), unless the
+ * index has committed since (K1: the file then stays open). */
 int store_checkpoint_write(evs_store *st, uint64_t txn);
+/* Before an index commit: make index.ckpt say "open" durably, once after each checkpoint
+ * (K1). Never fails the commit: a failure is logged. */
+void store_checkpoint_open(evs_store *st);
 /* A decimal number as the store's own files and IDs spell it: 1 or more digits, nothing else
  * (no sign, blank or unit), at most UINT64_MAX; EVS_EINVAL otherwise (units.c). */
 int evs_parse_dec(const char *s, size_t len, uint64_t *out);

@@ -1141,16 +1141,31 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* index.ckpt's fields: -1 if there is none, else how many of boot and txn it holds. */
-static int ckpt_read(evs_store *st, char fboot[64], uint64_t *txn)
+/* index.ckpt, read as strictly as it is written: "boot <id>\ntxn <n>\n", then "open\n" when
+ * index transactions may follow txn (store_checkpoint_open). 2 with its fields, -1 if there
+ * is no such file, 0 if it is malformed. */
+static int ckpt_read(evs_store *st, char fboot[64], uint64_t *txn, bool *open)
 {
-    char path[PATH_MAX];
+    char path[PATH_MAX], buf[256];
     snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
-    int n = fscanf(f, "boot %63s\ntxn %" SCNu64, fboot, txn);
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
-    return n;
+    buf[len] = 0;
+    char *b = buf + 5, *nl = strchr(buf, '\n');
+    if (strncmp(buf, "boot ", 5) || !nl || nl == b || nl - b > 63 || memchr(b, ' ', nl - b))
+        return 0;
+    char *t = nl + 1, *tnl = strchr(t, '\n');
+    if (strncmp(t, "txn ", 4) || !tnl || evs_parse_dec(t + 4, (size_t)(tnl - t - 4), txn))
+        return 0;
+    *open = !strcmp(tnl + 1, "open\n");
+    if (!*open && tnl[1])
+        return 0;
+    memcpy(fboot, b, (size_t)(nl - b));
+    fboot[nl - b] = 0;
+    return 2;
 }
 
 /* The index checkpoint was written in this boot: the machine has not restarted since, so
@@ -1159,7 +1174,8 @@ static bool same_boot(evs_store *st)
 {
     char boot[64], fboot[64] = "";
     uint64_t txn;
-    if (ckpt_read(st, fboot, &txn) < 1)
+    bool open;
+    if (ckpt_read(st, fboot, &txn, &open) != 2)
         return false;
     return store_boot_id(boot, sizeof boot) == 0 && strcmp(boot, fboot) == 0;
 }
@@ -1291,32 +1307,78 @@ int store_boot_id(char *out, size_t cap)
     return 0;
 }
 
-int store_checkpoint_write(evs_store *st, uint64_t txn)
+static int ckpt_write(evs_store *st, uint64_t txn, bool open)
 {
     char boot[64], path[PATH_MAX], buf[160];
     store_boot_id(boot, sizeof boot);
-    int n = snprintf(buf, sizeof buf, "boot %s\ntxn %" PRIu64 "\n", boot, txn);
+    int n = snprintf(buf, sizeof buf, "boot %s\ntxn %" PRIu64 "\n%s", boot, txn,
+                     open ? "open\n" : "");
     snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
-    int rc = fio_write_file_atomic(st->io, path, buf, (size_t)n);
-    if (!rc)
-        atomic_store(&st->ckpt_txnid, txn);
+    return fio_write_file_atomic(st->io, path, buf, (size_t)n);
+}
+
+int store_checkpoint_write(evs_store *st, uint64_t txn)
+{
+    pthread_mutex_lock(&st->ckfile_mu);
+    int rc = 0;
+    if (idx_txnid(st->idx) == txn) { /* K1: else the file stays open; the next one records it */
+        if (!(rc = ckpt_write(st, txn, false))) {
+            atomic_store(&st->ckpt_txnid, txn);
+            atomic_store(&st->ckpt_open, false);
+        }
+    }
+    pthread_mutex_unlock(&st->ckfile_mu);
     return rc;
 }
 
+void store_checkpoint_open(evs_store *st)
+{
+    if (st->opt.read_only || atomic_load(&st->ckpt_open))
+        return; /* (a read-only open's rebuilt index is a private one: nothing of the folder's) */
+    pthread_mutex_lock(&st->ckfile_mu);
+    if (!atomic_load(&st->ckpt_open)) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
+        int rc = ckpt_write(st, atomic_load(&st->ckpt_txnid), true);
+        if (rc) /* no file at all: not trusted after a reboot either (nor after a kill) */
+            rc = unlink(path) && errno != ENOENT ? -errno : fio_fsync_dir(st->io, st->dir);
+        if (rc && !st->ckpt_open_failed)
+            evs_log(st, EVS_LOG_ERROR, "cannot mark %s as open before an index commit (%s): "
+                    "after a power cut the index might be trusted as of its last checkpoint",
+                    path, strerror(-rc));
+        st->ckpt_open_failed = rc != 0;
+        atomic_store(&st->ckpt_open, rc == 0);
+    }
+    pthread_mutex_unlock(&st->ckfile_mu);
+}
+
+/*
+ * index.ckpt (docs/format.md): "boot <id>\ntxn <n>\n", and "open\n" while commits may follow.
+ *  K1. Before the first index commit after a checkpoint (or after an open), the file says
+ *      "open", durably (store_checkpoint_open); a checkpoint clears it only if the index has
+ *      not committed since the transaction it synced (store_checkpoint_write), so at most one
+ *      commit in flight as it looks follows a cleared file. LMDB reuses pages a commit freed
+ *      two transactions later, so that one cannot overwrite the checkpointed tree.
+ *  K2. After a reboot the index is trusted only if the file is not open and names its last
+ *      transaction: LMDB writes without syncs between checkpoints, and a power cut can leave
+ *      later commits' pages under the checkpoint's meta pages; the number alone matched then.
+ */
+
 /* True when the index can be trusted as far as the machine's memory goes: same boot as the
- * last checkpoint (page cache intact), or no transaction since it. */
+ * last checkpoint (page cache intact), or no transaction since it (K2). */
 static bool checkpoint_ok(evs_store *st)
 {
     char boot[64], fboot[64] = "";
     uint64_t txn = 0;
-    int n = ckpt_read(st, fboot, &txn);
+    bool open = false;
+    int n = ckpt_read(st, fboot, &txn, &open);
     if (n < 0)
         return idx_txnid(st->idx) == 0;
     if (n != 2)
         return false;
     atomic_store(&st->ckpt_txnid, txn);
     return (store_boot_id(boot, sizeof boot) == 0 && strcmp(boot, fboot) == 0) ||
-           idx_txnid(st->idx) == txn;
+           (!open && idx_txnid(st->idx) == txn); /* K2 */
 }
 
 /* Keeps index.ckpt's second promise from the open on: every index transaction after its txn
@@ -1331,10 +1393,13 @@ static int checkpoint_claim(evs_store *st, evs_error *err)
 {
     char boot[64], fboot[64] = "";
     uint64_t txn = 0;
-    int n = ckpt_read(st, fboot, &txn);
+    bool open = false;
+    int n = ckpt_read(st, fboot, &txn, &open);
     if (store_boot_id(boot, sizeof boot) || (n == 2 && strcmp(boot, fboot) == 0))
         return 0;
-    int rc = store_checkpoint_write(st, n == 2 ? txn : 0);
+    int rc = ckpt_write(st, n == 2 ? txn : 0, false);
+    if (!rc)
+        atomic_store(&st->ckpt_txnid, n == 2 ? txn : 0);
     return rc ? evs_err_set(err, rc, "cannot write %s/index.ckpt: %s", st->dir, evs_strerror(rc))
               : 0;
 }
@@ -1472,9 +1537,11 @@ static int index_recreate(evs_store *st, const char *why, bool damaged, evs_erro
     }
     /* before the new environment's first commit: the old file's txn numbers another
      * environment's transactions, which the new one's would come to match */
-    int rc = store_checkpoint_write(st, 0);
+    int rc = ckpt_write(st, 0, false);
     if (rc)
         return evs_err_set(err, rc, "cannot write %s/index.ckpt: %s", st->dir, evs_strerror(rc));
+    atomic_store(&st->ckpt_txnid, 0);
+    atomic_store(&st->ckpt_open, false); /* its first commit marks it (K1) */
     return idx_open(st->idxdir, st->opt.index_map_bytes, false, &st->idx, err);
 }
 
@@ -2219,6 +2286,7 @@ static void store_free(evs_store *st)
     pthread_mutex_destroy(&st->itmu);
     pthread_cond_destroy(&st->vcv);
     pthread_mutex_destroy(&st->ckmu);
+    pthread_mutex_destroy(&st->ckfile_mu);
     pthread_cond_destroy(&st->ckcv);
     pthread_mutex_destroy(&st->ixmu);
     pthread_cond_destroy(&st->ixcv);
@@ -2360,6 +2428,7 @@ static int open_once(const char *dir, const evs_options *opt, bool release, evs_
     pthread_mutex_init(&st->itmu, NULL);
     pthread_cond_init(&st->vcv, NULL);
     pthread_mutex_init(&st->ckmu, NULL);
+    pthread_mutex_init(&st->ckfile_mu, NULL);
     pthread_cond_init(&st->ckcv, NULL);
     pthread_mutex_init(&st->ixmu, NULL);
     pthread_cond_init(&st->ixcv, NULL);

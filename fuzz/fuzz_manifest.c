@@ -1,8 +1,9 @@
 /*
- * fuzz_manifest.c — hostile bytes as a backup's MANIFEST, an EPOCHS file and a SWAP journal:
- * all are read from outside (a backup folder may come from anywhere; a data folder's files
- * from a disk). Whatever parses must name only files a store may hold, and encode back to
- * bytes that parse to the same manifest (a journal: to the very bytes).
+ * fuzz_manifest.c — hostile bytes as a backup's MANIFEST, an EPOCHS file, a SWAP journal and
+ * an index.ckpt: all are read from outside (a backup folder may come from anywhere; a data
+ * folder's files from a disk). Whatever parses must name only files a store may hold, and
+ * encode back to bytes that parse to the same manifest (a journal: to the very bytes; a
+ * checkpoint: to the same fields).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,6 +51,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n;
     if (epochs_parse((const char *)data, size, &v, &n, why, sizeof why) == 0)
         free(v);
+    /* index.ckpt: what parses formats back to text that parses to the same fields */
+    char boot[64], text[160];
+    uint64_t txn, txn2;
+    bool open, open2;
+    if (ckpt_parse((const char *)data, size, boot, &txn, &open) == 0) {
+        size_t len = ckpt_format(text, sizeof text, boot, txn, open);
+        char boot2[64];
+        if (ckpt_parse(text, len, boot2, &txn2, &open2) || strcmp(boot, boot2) || txn != txn2 ||
+            open != open2 || strchr(boot, ' ') || strchr(boot, '\n') || !boot[0])
+            abort();
+    }
     /* a swap journal: what parses is exactly what the writer writes for it (swap.c) */
     static swap_plan p;
     if (swap_journal_parse((const char *)data, size, &p) == 0) {

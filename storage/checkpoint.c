@@ -28,6 +28,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include <time.h>
 
@@ -69,6 +70,35 @@ int ckpt_run(evs_store *st)
         st->ckpt_nospace = false;
     }
     return rc;
+}
+
+int ckpt_parse(const char *buf, size_t len, char fboot[64], uint64_t *txn, bool *open)
+{
+    const char *end = buf + len, *b = buf + 5;
+    if (len < 5 || memcmp(buf, "boot ", 5))
+        return -1;
+    const char *nl = memchr(b, '\n', (size_t)(end - b));
+    if (!nl || nl == b || nl - b > 63 || memchr(b, ' ', (size_t)(nl - b)) ||
+        memchr(b, '\0', (size_t)(nl - b)))
+        return -1;
+    const char *t = nl + 1;
+    const char *tnl = (size_t)(end - t) >= 4 && !memcmp(t, "txn ", 4)
+                          ? memchr(t + 4, '\n', (size_t)(end - t - 4)) : NULL;
+    if (!tnl || evs_parse_dec(t + 4, (size_t)(tnl - t - 4), txn))
+        return -1;
+    size_t rest = (size_t)(end - tnl - 1);
+    *open = rest == 5 && !memcmp(tnl + 1, "open\n", 5);
+    if (rest && !*open)
+        return -1;
+    memcpy(fboot, b, (size_t)(nl - b));
+    fboot[nl - b] = 0;
+    return 0;
+}
+
+size_t ckpt_format(char *out, size_t cap, const char *boot, uint64_t txn, bool open)
+{
+    int n = snprintf(out, cap, "boot %s\ntxn %" PRIu64 "\n%s", boot, txn, open ? "open\n" : "");
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
 #define CKPT_TICK_NS 1000000000ull

@@ -560,6 +560,11 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
 /* Record in index.ckpt that index transaction `txn` is durable (after idx_sync), unless the
  * index has committed since (K1: the file then stays open). */
 int store_checkpoint_write(evs_store *st, uint64_t txn);
+/* index.ckpt's text, read as strictly as ckpt_format writes it: "boot <id>\ntxn <n>\n", then
+ * "open\n" while index commits may follow txn (store.c K1). 0 with the fields, -1 if
+ * malformed. */
+int ckpt_parse(const char *buf, size_t len, char fboot[64], uint64_t *txn, bool *open);
+size_t ckpt_format(char *out, size_t cap, const char *boot, uint64_t txn, bool open);
 /* Before an index commit: make index.ckpt say "open" durably, once after each checkpoint
  * (K1). Never fails the commit: a failure is logged. */
 void store_checkpoint_open(evs_store *st);

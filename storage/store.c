@@ -1141,9 +1141,8 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* index.ckpt's fields: -1 if there is none, else how many of boot and txn it holds. */
-/* index.ckpt, read as strictly as it is written: "boot <id>\ntxn <n>\n", then "open\n" when
- * index transactions may follow txn (store_checkpoint_open). 2 with its fields, -1 if there
- * is no such file, 0 if it is malformed. */
+/* index.ckpt (ckpt_parse): 2 with its fields, -1 if there is no such file, 0 if it is
+ * malformed. */
 static int ckpt_read(evs_store *st, char fboot[64], uint64_t *txn, bool *open)
 {
     char path[PATH_MAX], buf[256];
@@ -1151,21 +1150,9 @@ static int ckpt_read(evs_store *st, char fboot[64], uint64_t *txn, bool *open)
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
-    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    size_t len = fread(buf, 1, sizeof buf, f);
     fclose(f);
-    buf[len] = 0;
-    char *b = buf + 5, *nl = strchr(buf, '\n');
-    if (strncmp(buf, "boot ", 5) || !nl || nl == b || nl - b > 63 || memchr(b, ' ', nl - b))
-        return 0;
-    char *t = nl + 1, *tnl = strchr(t, '\n');
-    if (strncmp(t, "txn ", 4) || !tnl || evs_parse_dec(t + 4, (size_t)(tnl - t - 4), txn))
-        return 0;
-    *open = !strcmp(tnl + 1, "open\n");
-    if (!*open && tnl[1])
-        return 0;
-    memcpy(fboot, b, (size_t)(nl - b));
-    fboot[nl - b] = 0;
-    return 2;
+    return ckpt_parse(buf, len, fboot, txn, open) ? 0 : 2;
 }
 
 /* The index checkpoint was written in this boot: the machine has not restarted since, so
@@ -1311,10 +1298,9 @@ static int ckpt_write(evs_store *st, uint64_t txn, bool open)
 {
     char boot[64], path[PATH_MAX], buf[160];
     store_boot_id(boot, sizeof boot);
-    int n = snprintf(buf, sizeof buf, "boot %s\ntxn %" PRIu64 "\n%s", boot, txn,
-                     open ? "open\n" : "");
+    size_t n = ckpt_format(buf, sizeof buf, boot, txn, open);
     snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
-    return fio_write_file_atomic(st->io, path, buf, (size_t)n);
+    return fio_write_file_atomic(st->io, path, buf, n);
 }
 
 int store_checkpoint_write(evs_store *st, uint64_t txn)

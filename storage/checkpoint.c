@@ -5,8 +5,8 @@
  * the index's transaction in index.ckpt. Off the writer thread so that its fsyncs never stall
  * a publish.
  *
- * Why quiet: a checkpoint earns trust only if no commit follows it (store.c checkpoint_ok:
- * after a reboot the index is kept only when its last transaction is the one checkpointed),
+ * Why quiet: a checkpoint earns trust only if no commit follows it (store.c K2: after a
+ * reboot the index is kept only when no commit followed the checkpoint),
  * so under a steady stream of commits a power cut costs a rebuild whatever the cadence, and
  * each checkpoint's index sync writes every page the second's commits touched: with keys
  * spread over the whole index (a filter value per entry among many) nearly all of it, each

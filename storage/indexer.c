@@ -43,7 +43,8 @@ static void *ixr_main(void *arg)
         evs_error err = {0};
         int rc = EVS_EFAILED;
         if (!atomic_load(&st->failed)) { /* X4 */
-            store_checkpoint_open(st);
+            if (!idx_batch_empty(b))
+                store_checkpoint_open(st);
             rc = idx_apply(st->idx, b, &err);
         }
         if (rc == 0)
@@ -124,7 +125,8 @@ int indexer_put(evs_store *st, bool sync, evs_error *err)
         idx_batch_clear(st->ib);
         return EVS_EFAILED;
     }
-    store_checkpoint_open(st);
+    if (!idx_batch_empty(st->ib)) /* (an empty one commits nothing) */
+        store_checkpoint_open(st);
     int rc = idx_apply(st->idx, st->ib, err); /* X3 */
     if (rc == 0)
         atomic_store(&st->idx_end, st->ib_end);

@@ -1148,7 +1148,6 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* index.ckpt's fields: -1 if there is none, else how many of boot and txn it holds. */
 /* index.ckpt (ckpt_parse): 2 with its fields, -1 if there is no such file, 0 if it is
  * malformed. */
 static int ckpt_read(evs_store *st, char fboot[64], uint64_t *txn, bool *open)
@@ -1350,9 +1349,11 @@ void store_checkpoint_open(evs_store *st)
  * index.ckpt (docs/format.md): "boot <id>\ntxn <n>\n", and "open\n" while commits may follow.
  *  K1. Before the first index commit after a checkpoint (or after an open), the file says
  *      "open", durably (store_checkpoint_open); a checkpoint clears it only if the index has
- *      not committed since the transaction it synced (store_checkpoint_write), so at most one
- *      commit in flight as it looks follows a cleared file. LMDB reuses pages a commit freed
- *      two transactions later, so that one cannot overwrite the checkpointed tree.
+ *      not committed since the transaction it synced (store_checkpoint_write), so a cleared
+ *      file is followed by at most the one commit in flight when the checkpoint looked, and
+ *      the next commit marks it again first. LMDB reuses the pages a commit frees two
+ *      transactions later at the earliest, so that one commit cannot overwrite the
+ *      checkpointed tree.
  *  K2. After a reboot the index is trusted only if the file is not open and names its last
  *      transaction: LMDB writes without syncs between checkpoints, and a power cut can leave
  *      later commits' pages under the checkpoint's meta pages; the number alone matched then.

@@ -131,6 +131,15 @@ bool seg_name_parse(const char *name, uint64_t *base);
 
 /* ---- streams ----------------------------------------------------------------------------- */
 
+/* Stream numbers index arrays in memory (st->byno, the visible table's) and are never reused:
+ * a store creates at most this many streams over its life (creating one more is refused,
+ * EVS_ETOOBIG), and a record naming a number at or past it is corrupt — one such record read
+ * from a segment or a leader made the open allocate 32 GiB (fuzz_segment). 2^26 numbers hold
+ * 512 MiB in each array when all are used. */
+#define EVS_STREAM_NO_MAX (1u << 26)
+#define EVS_STREAM_NO_MSG "this store has created 67,108,864 streams over its life, the most " \
+                          "it can (stream numbers are never reused)"
+
 /* A stream's own retention limits (XRETENTION): 0 inherits the store's default, RET_NONE
  * means no limit. */
 #define RET_NONE UINT64_MAX

@@ -351,6 +351,8 @@ int store_read_checked(evs_store *st, uint64_t pos, const char *stream_name, rec
 
 stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t len)
 {
+    if (no >= EVS_STREAM_NO_MAX)
+        return NULL; /* corrupt: never assigned (writer.c prepass) */
     if (no >= st->nbyno) {
         size_t n = st->nbyno ? st->nbyno : 64;
         while (n <= no)
@@ -657,8 +659,9 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ui
             return evs_err_set(err, EVS_ECORRUPT, "stream created twice");
         s = store_stream_new(st, h->stream, name.ptr, name.len);
         if (!s)
-            return evs_err_set(err, EVS_ECORRUPT, "stream number %u reused or out of memory",
-                               h->stream);
+            return evs_err_set(err, EVS_ECORRUPT, "stream number %u reused, past the most a "
+                               "store assigns (%u), or out of memory", h->stream,
+                               EVS_STREAM_NO_MAX - 1);
         s->w.created_us = h->time_us;
         s->w.decl_pos = pos;
         s->w_live = true;
@@ -1924,6 +1927,12 @@ static int prescan_declares(evs_store *st, evs_error *err)
                 rec_stream_decode(body, h.body_len, &op, &name, extra, &n) ||
                 (op != REC_STREAM_CREATE && op != REC_STREAM_DECLARE))
                 continue;
+            if (h.stream >= EVS_STREAM_NO_MAX) {
+                rc = evs_err_set(err, EVS_ECORRUPT, "a stream record names stream number %u, "
+                                 "past the most a store assigns (%u)", h.stream,
+                                 EVS_STREAM_NO_MAX - 1);
+                break;
+            }
             if (h.stream >= nseen) {
                 size_t m = nseen ? nseen : 64;
                 while (m <= h.stream)

@@ -83,6 +83,8 @@ static int track(struct vstate *v, uint32_t no)
 {
     if (no < v->cap)
         return 0;
+    if (no >= EVS_STREAM_NO_MAX)
+        return -EINVAL; /* scan reports the record */
     size_t cap = v->cap ? v->cap : 64;
     while (cap <= no)
         cap *= 2;
@@ -194,6 +196,9 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
         }
         if (sealed)
             problem(v, "segment %s offset %" PRIu64 ": record after the seal", s->name, off);
+        if (h.stream >= EVS_STREAM_NO_MAX)
+            problem(v, "segment %s offset %" PRIu64 ": stream number %u, past the most a store "
+                    "assigns (%u)", s->name, off, h.stream, EVS_STREAM_NO_MAX - 1);
         if (h.kind == REC_ENTRY)
             check_entry(v, s, off, &h);
         if (h.kind == REC_STREAM && !track(v, h.stream)) {

@@ -398,6 +398,10 @@ int writer_stream_create(evs_store *st, evs_slice name, uint16_t flags, stream *
                          evs_error *err)
 {
     uint32_t no = st->next_no;
+    if (no >= EVS_STREAM_NO_MAX) {
+        *out = NULL;
+        return evs_err_set(err, EVS_ETOOBIG, EVS_STREAM_NO_MSG);
+    }
     int rc = emit_stream_op(st, flags, REC_STREAM_CREATE, no, name, NULL, 0, err);
     *out = rc ? NULL : st->byno[no];
     return rc;
@@ -980,6 +984,7 @@ static bool op_passes(const wreq *r, size_t i) { return !r->each || !r->rcs[i]; 
  * go on as if it were not there. */
 static int prepass(evs_store *st, wreq *r, struct sim *sims, uint64_t now_ms, evs_error *err)
 {
+    uint64_t fresh = 0; /* streams this request creates so far */
     for (size_t i = 0; i < r->n; i++) {
         wop *op = &r->ops[i];
         struct sim *sm = &sims[op->first];
@@ -991,13 +996,17 @@ static int prepass(evs_store *st, wreq *r, struct sim *sims, uint64_t now_ms, ev
         int rc = next_id(sm->last, op, now_ms, &r->ids[i]); /* (an explicit 0-0 comes first) */
         if (!rc && !sm->s && !sm->created && op->no_create)
             rc = EVS_ENOTFOUND;
+        if (!rc && !sm->s && !sm->created && st->next_no + fresh >= EVS_STREAM_NO_MAX)
+            rc = EVS_ETOOBIG;
         if (rc && !r->each)
             return evs_err_set(err, rc, "%s", rc == EVS_ENOTFOUND ? "no such stream"
+                                              : rc == EVS_ETOOBIG ? EVS_STREAM_NO_MSG
                                                                   : evs_strerror(rc));
         if (r->each && (r->rcs[i] = rc)) {
             r->ids[i] = EVS_ID_MIN;
             continue;
         }
+        fresh += !sm->s && !sm->created;
         sm->created |= !sm->s;
         sm->last = r->ids[i];
     }

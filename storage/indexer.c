@@ -28,6 +28,15 @@
 
 #include <errno.h>
 
+/* Commit batch b to LMDB, index.ckpt marked open first (store.c K1; an empty batch commits
+ * nothing, so it marks nothing). */
+static int commit(evs_store *st, struct idx_batch *b, evs_error *err)
+{
+    if (!idx_batch_empty(b))
+        store_checkpoint_open(st);
+    return idx_apply(st->idx, b, err);
+}
+
 static void *ixr_main(void *arg)
 {
     evs_store *st = arg;
@@ -41,12 +50,7 @@ static void *ixr_main(void *arg)
         uint64_t end = st->ix_end;
         pthread_mutex_unlock(&st->ixmu);
         evs_error err = {0};
-        int rc = EVS_EFAILED;
-        if (!atomic_load(&st->failed)) { /* X4 */
-            if (!idx_batch_empty(b))
-                store_checkpoint_open(st);
-            rc = idx_apply(st->idx, b, &err);
-        }
+        int rc = atomic_load(&st->failed) ? EVS_EFAILED : commit(st, b, &err); /* X4 */
         if (rc == 0)
             atomic_store(&st->idx_end, end);
         else if (rc != EVS_EFAILED)
@@ -125,9 +129,7 @@ int indexer_put(evs_store *st, bool sync, evs_error *err)
         idx_batch_clear(st->ib);
         return EVS_EFAILED;
     }
-    if (!idx_batch_empty(st->ib)) /* (an empty one commits nothing) */
-        store_checkpoint_open(st);
-    int rc = idx_apply(st->idx, st->ib, err); /* X3 */
+    int rc = commit(st, st->ib, err); /* X3 */
     if (rc == 0)
         atomic_store(&st->idx_end, st->ib_end);
     idx_batch_clear(st->ib);

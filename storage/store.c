@@ -1313,16 +1313,22 @@ static int ckpt_write(evs_store *st, uint64_t txn, bool open)
     return fio_write_file_atomic(st->io, path, buf, n);
 }
 
+/* index.ckpt says txn is durable and nothing follows it (not open), and the store knows it. */
+static int ckpt_record(evs_store *st, uint64_t txn)
+{
+    int rc = ckpt_write(st, txn, false);
+    if (!rc) {
+        atomic_store(&st->ckpt_txnid, txn);
+        atomic_store(&st->ckpt_open, false);
+    }
+    return rc;
+}
+
 int store_checkpoint_write(evs_store *st, uint64_t txn)
 {
     pthread_mutex_lock(&st->ckfile_mu);
-    int rc = 0;
-    if (idx_txnid(st->idx) == txn) { /* K1: else the file stays open; the next one records it */
-        if (!(rc = ckpt_write(st, txn, false))) {
-            atomic_store(&st->ckpt_txnid, txn);
-            atomic_store(&st->ckpt_open, false);
-        }
-    }
+    /* K1: else the file stays open; the next checkpoint records it */
+    int rc = idx_txnid(st->idx) == txn ? ckpt_record(st, txn) : 0;
     pthread_mutex_unlock(&st->ckfile_mu);
     return rc;
 }
@@ -1395,9 +1401,7 @@ static int checkpoint_claim(evs_store *st, evs_error *err)
     int n = ckpt_read(st, fboot, &txn, &open);
     if (store_boot_id(boot, sizeof boot) || (n == 2 && strcmp(boot, fboot) == 0))
         return 0;
-    int rc = ckpt_write(st, n == 2 ? txn : 0, false);
-    if (!rc)
-        atomic_store(&st->ckpt_txnid, n == 2 ? txn : 0);
+    int rc = ckpt_record(st, n == 2 ? txn : 0);
     return rc ? evs_err_set(err, rc, "cannot write %s/index.ckpt: %s", st->dir, evs_strerror(rc))
               : 0;
 }
@@ -1535,11 +1539,9 @@ static int index_recreate(evs_store *st, const char *why, bool damaged, evs_erro
     }
     /* before the new environment's first commit: the old file's txn numbers another
      * environment's transactions, which the new one's would come to match */
-    int rc = ckpt_write(st, 0, false);
+    int rc = ckpt_record(st, 0); /* its first commit marks it open (K1) */
     if (rc)
         return evs_err_set(err, rc, "cannot write %s/index.ckpt: %s", st->dir, evs_strerror(rc));
-    atomic_store(&st->ckpt_txnid, 0);
-    atomic_store(&st->ckpt_open, false); /* its first commit marks it (K1) */
     return idx_open(st->idxdir, st->opt.index_map_bytes, false, &st->idx, err);
 }
 

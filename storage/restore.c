@@ -621,10 +621,10 @@ static int build(const chain *c, const char *tmp, const evs_restore_options *o,
     /* the index copy is durable (fsynced above): a checkpoint of this boot says so */
     char boot[64], txt[128];
     store_boot_id(boot, sizeof boot);
-    int n = snprintf(txt, sizeof txt, "boot %s\ntxn 0\n", boot);
+    size_t n = ckpt_format(txt, sizeof txt, boot, 0, false);
     if ((rc = join(path, tmp, "index.ckpt", err)))
         return rc;
-    rc = fio_write_file_atomic(&fio_real, path, txt, (size_t)n);
+    rc = fio_write_file_atomic(&fio_real, path, txt, n);
     if (rc)
         return evs_err_set(err, rc, "cannot write %s: %s", path, strerror(-rc));
     for (int i = 0; i < 2; i++) {

@@ -1,6 +1,8 @@
 /* test_store.c — the embedded API end to end: appends, IDs, reads, filters, deletes, drops,
  * reopen, many streams, big entries. */
+#include "index.h"    /* the filter groups' unit test */
 #include "internal.h" /* segment.c's mapping cap, for its test (the last one) */
+#include "postings.h"
 #include "helpers.h"
 
 #include <pthread.h>
@@ -1183,6 +1185,60 @@ static void check_source(evs_store *st, int j, evs_id ids[][MANY_SOURCES], int r
             cr_assert_eq(evs_id_cmp(got[r], want), 0, "%s entry %d (reverse %d)", src, r, rev);
         }
     }
+}
+
+/* postings.c P3: a forgotten stream's groups are never put again — not the one added to before
+ * the forget in the same commit, not one met later by retention — and its next entry starts a
+ * new key; other streams' groups are untouched. (A forget is a note, not a walk of the table.) */
+Test(store, a_forgotten_streams_filter_groups_are_never_put_again)
+{
+    postings *p = post_new();
+    idx_batch *b = idx_batch_new();
+    cr_assert(p && b);
+    cr_assert_eq(post_add(p, b, 7, 1, 42, (evs_id){1, 0}, 100), 0);
+    cr_assert_eq(post_add(p, b, 8, 1, 42, (evs_id){1, 1}, 200), 0);
+    cr_assert_eq(post_flush(p, b), 0);
+    cr_assert_eq(idx_batch_count(b), 2);
+    idx_batch_clear(b);
+    /* added to in this commit, then forgotten: not put */
+    cr_assert_eq(post_add(p, b, 7, 1, 42, (evs_id){2, 0}, 300), 0);
+    cr_assert_eq(post_add(p, b, 7, 2, 9, (evs_id){2, 0}, 300), 0);
+    cr_assert_eq(post_add(p, b, 8, 1, 42, (evs_id){2, 1}, 400), 0);
+    post_forget_stream(p, 7);
+    /* retention meets the forgotten key: closed, nothing to keep */
+    uint8_t key[IDX_FILTKEY];
+    idx_be32(key, 7);
+    key[4] = 1;
+    idx_be64(key + 5, 42);
+    idx_be64(key + 13, 1);
+    idx_be64(key + 21, 0);
+    cr_assert(post_close_key(p, key, (evs_id){0, 0}));
+    cr_assert_eq(post_flush(p, b), 0);
+    cr_assert_eq(idx_batch_count(b), 1, "%zu keys put", idx_batch_count(b)); /* stream 8's */
+    idx_batch_clear(b);
+    /* forgotten again, as a relocation does just before its copies: the next entry starts a
+     * new key, which the entries after it join (in that commit and, the note gone, later) */
+    post_forget_stream(p, 7);
+    cr_assert_eq(post_add(p, b, 7, 1, 42, (evs_id){3, 0}, 500), 0);
+    cr_assert_eq(post_add(p, b, 7, 1, 42, (evs_id){3, 1}, 510), 0);
+    idx_be64(key + 13, 3);
+    cr_assert_not(post_close_key(p, key, (evs_id){3, 1})); /* open at (3-0), holds 3-1 */
+    cr_assert_eq(post_flush(p, b), 0);
+    cr_assert_eq(idx_batch_count(b), 1);
+    idx_batch_clear(b);
+    cr_assert_eq(post_add(p, b, 7, 1, 42, (evs_id){4, 0}, 600), 0);
+    cr_assert_not(post_close_key(p, key, (evs_id){4, 0}));
+    /* forgetting thousands of streams in one commit, then adding to each again */
+    for (uint32_t no = 100; no < 20100; no++)
+        cr_assert_eq(post_add(p, b, no, 1, no, (evs_id){5, 0}, no), 0);
+    for (uint32_t no = 100; no < 20100; no++)
+        post_forget_stream(p, no);
+    for (uint32_t no = 100; no < 20100; no += 2)
+        cr_assert_eq(post_add(p, b, no, 1, no, (evs_id){6, 0}, no), 0);
+    cr_assert_eq(post_flush(p, b), 0);
+    cr_assert_eq(idx_batch_count(b), 1 + 10000, "%zu keys put", idx_batch_count(b));
+    idx_batch_free(b);
+    post_free(p);
 }
 
 Test(store, filter_groups_of_many_sources_reuse_buffers_exactly, .timeout = 120)

@@ -810,6 +810,49 @@ Test(retention, many_small_streams_are_relocated_together)
     cr_assert_eq(evs_close(st), 0);
 }
 
+/* More streams than one writer request relocates (RELOC_CHUNK): all are copied, over several
+ * requests, before the segment goes; a filtered read finds each stream's entry after it. */
+Test(retention, more_small_streams_than_one_request_takes_are_all_relocated, .timeout = 120)
+{
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 4 << 20;
+    o.retention_interval_ms = 3600 * 1000;
+    o.log = fail_on_error;
+    evs_store *st = open_store(dir, &o);
+    evs_error err;
+    busy_expiring(st);
+    char name[32];
+    for (int i = 0; i < 9000; i++) {
+        snprintf(name, sizeof name, "s%04d", i);
+        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "type", i % 2 ? "odd" : "even",
+                         NULL), 0);
+    }
+    char *want = read_all(st, "s8999", NULL);
+    fill(st, "busy", 5000, 1000);
+    nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.streams_relocated, 9000, "relocated %lu",
+                 (unsigned long)rep.streams_relocated);
+    cr_assert_geq(rep.segments_deleted, 1);
+    char *got = read_all(st, "s8999", NULL);
+    cr_assert_str_eq(got, want);
+    free(got);
+    free(want);
+    evs_query q;
+    evs_query_init(&q);
+    q.type = S("odd");
+    for (int i = 1; i < 9000; i += 1500) {
+        snprintf(name, sizeof name, "s%04d", i);
+        char *odd = read_all(st, name, &q);
+        cr_assert(strlen(odd) > 0, "%s: no odd entry after the relocation", name);
+        free(odd);
+    }
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 /* An iterator opened before a trim that lets retention delete the segments it reads keeps
  * them (reader.c R2): it reads its snapshot whole, and the segments go once it is closed. */
 Test(retention, an_iterator_reads_its_snapshot_whole_across_a_deletion)

@@ -709,6 +709,10 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ui
         s->w_live = false;
         if (group_drop_all(st, s) || touch(st, s))
             return evs_err_set(err, -ENOMEM, "out of memory");
+        free(s->bents); /* no entry joins a dropped stream (B1): its list goes now */
+        s->bents = NULL;
+        s->bentcap = 0;
+        s->nbents = UINT32_MAX;
         return 0;
     default:
         return evs_err_set(err, EVS_ECORRUPT, "unknown stream operation %d", op);

@@ -262,7 +262,7 @@ static void batch_ent_add(stream *s, evs_id id, uint64_t pos, uint64_t size)
     if (!s || s->nbents == UINT32_MAX)
         return;
     if (s->nbents == s->bentcap) {
-        uint32_t cap = s->bentcap ? s->bentcap * 2 : 16;
+        uint32_t cap = s->bentcap ? s->bentcap * 2 : 2; /* most streams get one or two */
         batch_ent *b = cap > s->bentcap ? realloc(s->bents, cap * sizeof *b) : NULL;
         if (!b) {
             s->nbents = UINT32_MAX; /* incomplete: trims flush (B2) */

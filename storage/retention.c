@@ -33,6 +33,9 @@
  *      `idem_time` rows older than that go, each with its `idem` row if that one is as old
  *      (a key used again since has a newer row: kept). Every pass, on a follower too, in
  *      GC_CHUNK requests like R6's; the log keeps the records (they leave with their segment).
+ *  R9. A pass never holds the store's lock for a walk of every stream: its walks take it a
+ *      chunk of stream numbers at a time (walk_visible), and copy only the streams it may
+ *      trim.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -92,29 +95,81 @@ typedef struct snap {
     stream_state v;
 } snap;
 
-/* Every visible stream's name and state. */
-static int snapshot_streams(evs_store *st, snap **out, size_t *n)
+/*
+ * R9. The pass's walks of every visible stream (the streams to trim, the lowest position still
+ * needed, whether to seal by age) hold st->lock for WALK_CHUNK stream numbers at a time, in
+ * number order, so that publishes (whose visibility takes the lock to write) never wait for a
+ * walk of the whole store: 500,000 streams held it ~100 ms a pass, once a second. By number a
+ * stream never moves (numbers are not reused, vtab.byno); what the walk can miss is a stream
+ * made visible meanwhile below the cursor, whose entries all lie in the active segment or
+ * past it, and first positions only grow (R1): the lowest position found is never above the
+ * truth, and a trim missed is made at the next pass.
+ */
+#define WALK_CHUNK 4096
+
+static void walk_visible(evs_store *st, void (*visit)(evs_store *, const stream *, void *),
+                         void *arg)
 {
     pthread_rwlock_rdlock(&st->lock);
-    size_t cap = st->vtab.n ? st->vtab.n : 1, k = 0;
-    snap *a = calloc(cap, sizeof *a);
-    int rc = a ? 0 : -ENOMEM;
-    for (size_t b = 0; b < st->vtab.nb && !rc; b++) {
-        for (stream *s = st->vtab.b[b]; s && !rc; s = s->v_next) {
-            if (k == cap || !(a[k].name = malloc(s->name_len ? s->name_len : 1))) {
-                rc = -ENOMEM;
-                break;
-            }
-            memcpy(a[k].name, s->name, s->name_len);
-            a[k].len = s->name_len;
-            a[k].v = s->v;
-            k++;
+    for (size_t k = 0; k < st->vtab.nbyno; k++) {
+        if (k % WALK_CHUNK == WALK_CHUNK - 1) {
+            pthread_rwlock_unlock(&st->lock);
+            pthread_rwlock_rdlock(&st->lock);
         }
+        if (st->vtab.byno[k])
+            visit(st, st->vtab.byno[k], arg);
     }
     pthread_rwlock_unlock(&st->lock);
-    *out = a;
-    *n = k;
-    return rc;
+}
+
+struct snap_walk {
+    snap *a;
+    size_t n, cap;
+    uint64_t min_age_ms; /* the smallest age limit in force (0: none) */
+    int rc;
+};
+
+static void snap_visit(evs_store *st, const stream *s, void *arg)
+{
+    struct snap_walk *w = arg;
+    stream_ret e = effective(st, &s->v.ret);
+    if (e.max_age_ms && (!w->min_age_ms || e.max_age_ms < w->min_age_ms))
+        w->min_age_ms = e.max_age_ms;
+    if (w->rc || !s->v.length ||
+        !((e.max_entries && s->v.length > e.max_entries) ||
+          (e.max_bytes && s->v.bytes > e.max_bytes) || e.max_age_ms))
+        return; /* nothing to trim: no copy */
+    if (w->n == w->cap) {
+        size_t c = w->cap ? w->cap * 2 : 64;
+        snap *t = realloc(w->a, c * sizeof *t);
+        if (!t) {
+            w->rc = -ENOMEM;
+            return;
+        }
+        w->a = t;
+        w->cap = c;
+    }
+    snap *sn = &w->a[w->n];
+    if (!(sn->name = malloc(s->name_len ? s->name_len : 1))) {
+        w->rc = -ENOMEM;
+        return;
+    }
+    memcpy(sn->name, s->name, s->name_len);
+    sn->len = s->name_len;
+    sn->v = s->v;
+    w->n++;
+}
+
+/* The name and state of every visible stream the pass may trim (one with entries and a limit
+ * it passes, or an age limit), and the smallest age limit of all (R9's walk). */
+static int snapshot_streams(evs_store *st, snap **out, size_t *n, uint64_t *min_age_ms)
+{
+    struct snap_walk w = {NULL, 0, 0, 0, 0};
+    walk_visible(st, snap_visit, &w);
+    *out = w.a;
+    *n = w.n;
+    *min_age_ms = w.min_age_ms;
+    return w.rc;
 }
 
 static void snaps_free(snap *a, size_t n)
@@ -162,15 +217,12 @@ static uint64_t trim(evs_store *st, const snap *sn, const evs_trim *t)
     return rc ? 0 : removed;
 }
 
-/* Trim every stream to its limits; *min_age_ms gets the smallest age limit in force (0: none). */
-static uint64_t trim_all(evs_store *st, const snap *a, size_t n, uint64_t *min_age_ms)
+/* Trim every stream to its limits. */
+static uint64_t trim_all(evs_store *st, const snap *a, size_t n)
 {
     uint64_t now = evs_now_us(), trimmed = 0;
-    *min_age_ms = 0;
     for (size_t i = 0; i < n; i++) {
         stream_ret e = effective(st, &a[i].v.ret);
-        if (e.max_age_ms && (!*min_age_ms || e.max_age_ms < *min_age_ms))
-            *min_age_ms = e.max_age_ms;
         if (!a[i].v.length)
             continue;
         if (e.max_entries && a[i].v.length > e.max_entries) {
@@ -199,43 +251,52 @@ static uint64_t trim_all(evs_store *st, const snap *a, size_t n, uint64_t *min_a
  * (measured: a backlog stream with MAXAGE 1ms beside a busy stream without a limit sealed a
  * mostly empty segment every pass, and publish p99 doubled; docs/benchmarks.md, retention).
  */
+struct age_walk {
+    uint64_t base; /* the active segment's */
+    uint64_t age;  /* the largest age limit of the streams with entries in it */
+    bool pinned;   /* one of them has none */
+};
+
+static void age_visit(evs_store *st, const stream *s, void *arg)
+{
+    struct age_walk *w = arg;
+    if (w->pinned || !s->v.length || (s->v.last_pos != REC_POS_NONE && s->v.last_pos < w->base))
+        return; /* nothing of it in the active segment */
+    uint64_t a = effective(st, &s->v.ret).max_age_ms;
+    w->pinned = a == 0;
+    if (a > w->age)
+        w->age = a;
+}
+
 static bool age_roll_due(evs_store *st, uint64_t min_age_ms)
 {
     if (!min_age_ms)
         return false;
-    uint64_t age = 0;
-    bool pinned = false;
     pthread_rwlock_rdlock(&st->lock);
-    uint64_t base = st->nsegs ? st->segs[st->nsegs - 1]->base : 0;
-    for (size_t b = 0; b < st->vtab.nb && !pinned; b++)
-        for (stream *s = st->vtab.b[b]; s && !pinned; s = s->v_next) {
-            if (!s->v.length || (s->v.last_pos != REC_POS_NONE && s->v.last_pos < base))
-                continue; /* nothing of it in the active segment */
-            uint64_t a = effective(st, &s->v.ret).max_age_ms;
-            pinned = a == 0;
-            if (a > age)
-                age = a;
-        }
+    struct age_walk w = {st->nsegs ? st->segs[st->nsegs - 1]->base : 0, 0, false};
     pthread_rwlock_unlock(&st->lock);
-    if (pinned)
+    walk_visible(st, age_visit, &w);
+    if (w.pinned)
         return false;
-    if (!age)
-        age = min_age_ms;
+    uint64_t age = w.age ? w.age : min_age_ms;
     uint64_t first = atomic_load(&st->active_first_us), now = evs_now_us();
     return first && (first > now ? now : first) + age * 1000 < now;
 }
 
 /* The lowest log position a live stream, or an iterator open now, still needs (R1; reader.c
  * R2). */
+static void low_visit(evs_store *st, const stream *s, void *arg)
+{
+    (void)st;
+    uint64_t *low = arg;
+    if (s->v.length) /* an untracked first entry (old trim records): keep everything */
+        *low = s->v.first_pos == REC_POS_NONE ? 0 : s->v.first_pos < *low ? s->v.first_pos : *low;
+}
+
 static uint64_t needed_from(evs_store *st)
 {
     uint64_t low = reader_lowest_listed(st);
-    pthread_rwlock_rdlock(&st->lock);
-    for (size_t b = 0; b < st->vtab.nb; b++)
-        for (stream *s = st->vtab.b[b]; s; s = s->v_next)
-            if (s->v.length) /* an untracked first entry (old trim records): keep everything */
-                low = s->v.first_pos == REC_POS_NONE ? 0 : s->v.first_pos < low ? s->v.first_pos : low;
-    pthread_rwlock_unlock(&st->lock);
+    walk_visible(st, low_visit, &low); /* R9 */
     return low;
 }
 
@@ -700,10 +761,10 @@ int evs_retention_run(evs_store *st, evs_retention_report *out, evs_error *err)
     pthread_mutex_lock(&st->ret_mu);
     snap *a;
     size_t n;
-    int rc = snapshot_streams(st, &a, &n);
     uint64_t min_age = 0;
+    int rc = snapshot_streams(st, &a, &n, &min_age);
     if (!rc) {
-        rep.trimmed = trim_all(st, a, n, &min_age);
+        rep.trimmed = trim_all(st, a, n);
         atomic_fetch_add(&st->n_ret_trimmed, rep.trimmed);
     }
     snaps_free(a, n);

@@ -810,6 +810,55 @@ Test(retention, many_small_streams_are_relocated_together)
     cr_assert_eq(evs_close(st), 0);
 }
 
+/* R9: a pass's walks take the lock a chunk of streams at a time; every stream is still seen:
+ * each past its limit is trimmed, and the last one created, alone in keeping the first
+ * segment (its only entry is there; an age limit keeps it from being relocated), keeps it
+ * until it is dropped. */
+Test(retention, a_pass_over_more_streams_than_one_walk_chunk_sees_them_all, .timeout = 120)
+{
+    evs_options o; /* segments of 4 MiB: the first holds every stream's first entry */
+    evs_options_init(&o);
+    o.segment_bytes = 4 << 20;
+    o.retention_interval_ms = 3600 * 1000;
+    o.log = fail_on_error;
+    o.retention = (evs_retention){0, 0, 2};
+    evs_store *st = open_store(dir, &o);
+    evs_error err;
+    char name[32];
+    for (int round = 0; round < 4; round++) {
+        if (round == 2)
+            fill(st, "busy", 5000, 1000); /* past the first segment */
+        for (int i = 0; i < 10000; i++) {
+            snprintf(name, sizeof name, "s%05d", i);
+            if (round == 0 || i < 9999)
+                cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", "x", NULL), 0);
+        }
+    }
+    evs_retention hour = {3600 * 1000, 0, 0}; /* with an age limit: not relocated (R7) */
+    cr_assert_eq(evs_retention_set(st, S("s09999"), &hour, &err), 0, "%s", err.msg);
+    evs_store_stats s0;
+    evs_store_stats_get(st, &s0);
+    cr_assert_geq(s0.segments, 3);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.trimmed, 2 * 9999 + 4998, "trimmed %lu", (unsigned long)rep.trimmed);
+    for (int i = 0; i < 10000; i += 997) {
+        snprintf(name, sizeof name, "s%05d", i);
+        cr_assert_eq(len_of(st, name), 2, "%s", name);
+    }
+    cr_assert_eq(rep.segments_deleted, 0, "the last stream's entry is in the first segment");
+    cr_assert_eq(len_of(st, "s09999"), 1);
+    char *one = read_all(st, "s09999", NULL);
+    cr_assert(strlen(one) > 0);
+    free(one);
+    bool existed;
+    cr_assert_eq(evs_stream_drop(st, S("s09999"), &existed, &err), 0, "%s", err.msg);
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_geq(rep.segments_deleted, 1);
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 /* More streams than one writer request relocates (RELOC_CHUNK): all are copied, over several
  * requests, before the segment goes; a filtered read finds each stream's entry after it. */
 Test(retention, more_small_streams_than_one_request_takes_are_all_relocated, .timeout = 120)

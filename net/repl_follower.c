@@ -51,6 +51,7 @@
 #include <event2/event.h>
 
 #include "commands.h"
+#include "hostport.h"
 
 #define LINK_TIMEOUT_S 5
 /* three write batches: one syncing, one being written (writer.c W10), one arriving */
@@ -649,14 +650,15 @@ int repl_follower_link_fd(void)
 
 int repl_follower_start(server *srv)
 {
-    const char *of = server_cfg(srv)->replica_of;
-    const char *colon = strrchr(of, ':');
-    if (!colon || colon == of || (size_t)(colon - of) >= sizeof F.host || atoi(colon + 1) <= 0)
-        return -1;
+    char host[sizeof F.host];
+    int port;
+    const char *why;
+    if (!hostport_split(server_cfg(srv)->replica_of, host, sizeof host, &port, &why))
+        return -1; /* (cli_serve checked it first) */
     memset(&F, 0, sizeof F);
     F.srv = srv;
-    memcpy(F.host, of, (size_t)(colon - of));
-    F.port = atoi(colon + 1);
+    memcpy(F.host, host, sizeof host);
+    F.port = port;
     F.timer = event_new(server_base(srv), -1, 0, on_timer, NULL);
     if (!F.timer)
         return -1;

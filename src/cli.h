@@ -55,6 +55,9 @@ bool cli_size(const char *s, uint64_t *out);
  * to max; false, after printing why on stderr, if it is not one. */
 bool cli_number(const char *cmd, const char *flag, const char *s, long long min, long long max,
                 long long *out);
+/* Check the HOST:PORT given to `flag` of `evstore cmd` (net/hostport.h: a port of digits only,
+ * 1-65535); false, after printing why on stderr, if it is not one. */
+bool cli_hostport(const char *cmd, const char *flag, const char *s);
 /* Open a store folder read-only for an offline tool; on failure print "evstore CMD: why" and
  * set *exit_code (EXIT_REFUSED: a server holds the folder; else EXIT_FAILURE_). */
 evs_store *cli_open_readonly(const char *cmd, const char *data, int *exit_code);

@@ -564,6 +564,8 @@ int cmd_backup(int argc, char **argv)
                 backup_help);
         return EXIT_USAGE;
     }
+    if (server && !cli_hostport("backup", "--server", server))
+        return EXIT_USAGE;
     stop_on_signals();
     progress g;
     progress_init(&g, quiet);

@@ -166,7 +166,8 @@ int cmd_bench_groups(int argc, char **argv)
         default: return EXIT_USAGE;
         }
     }
-    if (consumers < 1 || consumers > MAX_CONSUMERS || secs <= 0)
+    if (consumers < 1 || consumers > MAX_CONSUMERS || secs <= 0 ||
+        !cli_hostport("bench-groups", "--server", server))
         return EXIT_USAGE;
     if (preload_n <= 0)
         preload_n = (long)(secs * 20000) + 10000;

@@ -76,7 +76,7 @@ int cmd_bench_resp(int argc, char **argv)
         default: return EXIT_USAGE;
         }
     }
-    if (rate <= 0 || secs <= 0 || tick_us < 0)
+    if (rate <= 0 || secs <= 0 || tick_us < 0 || !cli_hostport("bench-resp", "--server", server))
         return EXIT_USAGE;
     struct job j = {0};
     char err[300];

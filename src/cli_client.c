@@ -135,6 +135,8 @@ int cmd_publish(int argc, char **argv)
         fputs(publish_help, stderr);
         return EXIT_USAGE;
     }
+    if (!cli_hostport("publish", "--server", server))
+        return EXIT_USAGE;
     const char *stream = argv[optind];
     rclient c;
     if (connect_or_say(&c, "publish", server, password))
@@ -443,6 +445,8 @@ int cmd_read(int argc, char **argv)
         fputs(read_help, stderr);
         return EXIT_USAGE;
     }
+    if (!cli_hostport("read", "--server", server))
+        return EXIT_USAGE;
     const char *stream = argv[optind];
     evs_id last = EVS_ID_MIN;
     if (after && evs_id_parse(after, strlen(after), 0, &last)) {
@@ -558,6 +562,8 @@ int cmd_tail(int argc, char **argv)
         fputs(tail_help, stderr);
         return EXIT_USAGE;
     }
+    if (!cli_hostport("tail", "--server", server))
+        return EXIT_USAGE;
     const char *stream = argv[optind];
     rclient c;
     if (connect_or_say(&c, "tail", server, password))

@@ -48,6 +48,8 @@ int cmd_promote(int argc, char **argv)
         fprintf(stderr, "evstore promote: --server is required\n\n%s", help);
         return EXIT_USAGE;
     }
+    if (!cli_hostport("promote", "--server", server))
+        return EXIT_USAGE;
     rclient r;
     char err[512];
     resp_value *v = NULL;

@@ -97,19 +97,6 @@ static bool list_opt(const char *flag, const char **v,
     return false;
 }
 
-/* --replica-of HOST:PORT: a host (IPv6 too: the last ':' ends it) and a port from 1 to 65535,
- * digits only ("7000abc" was read as 7000, "99999" dialled port 34463). */
-static bool replica_of_ok(const char *of)
-{
-    const char *colon = strrchr(of, ':');
-    if (!colon || colon == of || colon - of >= 256) {
-        fprintf(stderr, "evstore serve: --replica-of: not HOST:PORT: %s\n", of);
-        return false;
-    }
-    long long port;
-    return cli_number("serve", "--replica-of's port", colon + 1, 1, 65535, &port);
-}
-
 int cmd_serve(int argc, char **argv)
 {
     sigset_t stop, pending; /* blocked by an image that restarted itself into this one (below):
@@ -230,7 +217,7 @@ int cmd_serve(int argc, char **argv)
     c.timeout_s = (int)tmo_n;
     if (rents)
         c.retention.max_entries = (uint64_t)rents_n;
-    if (c.replica_of && !replica_of_ok(c.replica_of))
+    if (c.replica_of && !cli_hostport("serve", "--replica-of", c.replica_of))
         return EXIT_USAGE;
     int mode = cli_fsync_mode(fsync);
     if (mode < 0) {

@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 #include "fdlimit.h"
+#include "hostport.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -72,6 +73,17 @@ bool cli_number(const char *cmd, const char *flag, const char *s, long long min,
     }
     *out = v;
     return true;
+}
+
+bool cli_hostport(const char *cmd, const char *flag, const char *s)
+{
+    char host[256];
+    int port;
+    const char *why;
+    if (hostport_split(s, host, sizeof host, &port, &why))
+        return true;
+    fprintf(stderr, "evstore %s: %s: %s: %s\n", cmd, flag, why, s);
+    return false;
 }
 
 int cli_cmp_u64(const void *a, const void *b)

@@ -4,6 +4,8 @@
  */
 #include "rclient.h"
 
+#include "hostport.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -165,17 +167,18 @@ int rclient_connect(rclient *c, const char *hostport, const char *password,
     memset(c, 0, sizeof *c);
     c->fd = -1;
     c->cancel = cancel;
-    char host[256];
-    const char *colon = strrchr(hostport, ':');
-    if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof host) {
-        snprintf(err, errcap, "--server must be HOST:PORT, not '%s'", hostport);
+    char host[256], service[8];
+    int port;
+    const char *why;
+    if (!hostport_split(hostport, host, sizeof host, &port, &why)) {
+        snprintf(err, errcap, "--server must be HOST:PORT (%s), not '%s'", why, hostport);
         return -1;
     }
-    memcpy(host, hostport, (size_t)(colon - hostport));
-    host[colon - hostport] = 0;
+    snprintf(service, sizeof service, "%d", port);
     struct addrinfo hints = {0}, *ai;
     hints.ai_socktype = SOCK_STREAM;
-    int g = getaddrinfo(host, colon + 1, &hints, &ai);
+    hints.ai_flags = AI_NUMERICSERV;
+    int g = getaddrinfo(host, service, &hints, &ai);
     if (g) {
         snprintf(err, errcap, "%s: %s", hostport, gai_strerror(g));
         return -1;

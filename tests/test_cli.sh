@@ -55,12 +55,26 @@ done
 for bad in "--ack-timeout 5s" "--min-replicas 2x" "--max-clients 99999999999999999999" \
            "--port +7105" "--port 65536" "--http-port -1" "--timeout 1e3" \
            "--retention-max-entries 10k" "--replica-of 127.0.0.1:99999" \
-           "--replica-of 127.0.0.1:7000abc" "--replica-of :7000" "--replica-of 7000"; do
+           "--replica-of 127.0.0.1:7000abc" "--replica-of :7000" "--replica-of 7000" \
+           "--replica-of 127.0.0.1:http"; do
   # shellcheck disable=SC2086
   timeout 10 "$E" serve --data "$dir/never" $bad >/dev/null 2>"$dir/err"; rc=$?
   check "serve $bad is an unusable argument" [ $rc -eq 2 ]
   check "serve $bad names its flag" grep -q -- "${bad%% *}" "$dir/err"
 done
+# --server HOST:PORT alike, before any connection: a port of digits only (a service name such as
+# "http" was dialled as port 80, "7000abc" as a lookup error, exit 3), the env twin too
+for cmd in "backup --out $dir/never --server|" "promote --server|" "publish --server|s f v" \
+           "read s --server|" "tail s --server|" "bench-resp --seconds 1 --server|"; do
+  for bad in "127.0.0.1:http" "127.0.0.1:0" ":7000"; do
+    # shellcheck disable=SC2086
+    timeout 10 "$E" ${cmd%|*} "$bad" ${cmd#*|} >/dev/null 2>"$dir/err"; rc=$?
+    check "${cmd%% *} --server $bad is an unusable argument" [ $rc -eq 2 ]
+    check "${cmd%% *} --server $bad names its flag" grep -q -- "--server" "$dir/err"
+  done
+done
+EVSTORE_SERVER=127.0.0.1:http timeout 10 "$E" read s >/dev/null 2>"$dir/err"; rc=$?
+check "EVSTORE_SERVER=127.0.0.1:http is refused as its flag is" [ $rc -eq 2 ]
 EVSTORE_ACK_TIMEOUT=5s timeout 10 "$E" serve --data "$dir/never" >/dev/null 2>"$dir/err"; rc=$?
 check "EVSTORE_ACK_TIMEOUT=5s is refused as its flag is" [ $rc -eq 2 ]
 for bad in "--level x" "--level 0" "--level 3" "--timeout 0" "--timeout 60s"; do

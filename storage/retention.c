@@ -107,8 +107,7 @@ typedef struct snap {
  */
 #define WALK_CHUNK 4096
 
-static void walk_visible(evs_store *st, void (*visit)(evs_store *, const stream *, void *),
-                         void *arg)
+static void walk_visible(evs_store *st, bool (*visit)(evs_store *, stream *, void *), void *arg)
 {
     pthread_rwlock_rdlock(&st->lock);
     for (size_t k = 0; k < st->vtab.nbyno; k++) {
@@ -116,8 +115,8 @@ static void walk_visible(evs_store *st, void (*visit)(evs_store *, const stream 
             pthread_rwlock_unlock(&st->lock);
             pthread_rwlock_rdlock(&st->lock);
         }
-        if (st->vtab.byno[k])
-            visit(st, st->vtab.byno[k], arg);
+        if (st->vtab.byno[k] && !visit(st, st->vtab.byno[k], arg))
+            break; /* the visit has seen enough */
     }
     pthread_rwlock_unlock(&st->lock);
 }
@@ -129,22 +128,21 @@ struct snap_walk {
     int rc;
 };
 
-static void snap_visit(evs_store *st, const stream *s, void *arg)
+static bool snap_visit(evs_store *st, stream *s, void *arg)
 {
     struct snap_walk *w = arg;
     stream_ret e = effective(st, &s->v.ret);
     if (e.max_age_ms && (!w->min_age_ms || e.max_age_ms < w->min_age_ms))
         w->min_age_ms = e.max_age_ms;
-    if (w->rc || !s->v.length ||
-        !((e.max_entries && s->v.length > e.max_entries) ||
-          (e.max_bytes && s->v.bytes > e.max_bytes) || e.max_age_ms))
-        return; /* nothing to trim: no copy */
+    if (!s->v.length || !((e.max_entries && s->v.length > e.max_entries) ||
+                          (e.max_bytes && s->v.bytes > e.max_bytes) || e.max_age_ms))
+        return true; /* nothing to trim: no copy */
     if (w->n == w->cap) {
         size_t c = w->cap ? w->cap * 2 : 64;
         snap *t = realloc(w->a, c * sizeof *t);
         if (!t) {
             w->rc = -ENOMEM;
-            return;
+            return false;
         }
         w->a = t;
         w->cap = c;
@@ -152,12 +150,13 @@ static void snap_visit(evs_store *st, const stream *s, void *arg)
     snap *sn = &w->a[w->n];
     if (!(sn->name = malloc(s->name_len ? s->name_len : 1))) {
         w->rc = -ENOMEM;
-        return;
+        return false;
     }
     memcpy(sn->name, s->name, s->name_len);
     sn->len = s->name_len;
     sn->v = s->v;
     w->n++;
+    return true;
 }
 
 /* The name and state of every visible stream the pass may trim (one with entries and a limit
@@ -257,15 +256,17 @@ struct age_walk {
     bool pinned;   /* one of them has none */
 };
 
-static void age_visit(evs_store *st, const stream *s, void *arg)
+static bool age_visit(evs_store *st, stream *s, void *arg)
 {
     struct age_walk *w = arg;
-    if (w->pinned || !s->v.length || (s->v.last_pos != REC_POS_NONE && s->v.last_pos < w->base))
-        return; /* nothing of it in the active segment */
+    if (!s->v.length || (s->v.last_pos != REC_POS_NONE && s->v.last_pos < w->base))
+        return true; /* nothing of it in the active segment */
     uint64_t a = effective(st, &s->v.ret).max_age_ms;
-    w->pinned = a == 0;
+    if (!a)
+        w->pinned = true;
     if (a > w->age)
         w->age = a;
+    return !w->pinned;
 }
 
 static bool age_roll_due(evs_store *st, uint64_t min_age_ms)
@@ -285,12 +286,13 @@ static bool age_roll_due(evs_store *st, uint64_t min_age_ms)
 
 /* The lowest log position a live stream, or an iterator open now, still needs (R1; reader.c
  * R2). */
-static void low_visit(evs_store *st, const stream *s, void *arg)
+static bool low_visit(evs_store *st, stream *s, void *arg)
 {
     (void)st;
     uint64_t *low = arg;
     if (s->v.length) /* an untracked first entry (old trim records): keep everything */
         *low = s->v.first_pos == REC_POS_NONE ? 0 : s->v.first_pos < *low ? s->v.first_pos : *low;
+    return true;
 }
 
 static uint64_t needed_from(evs_store *st)
@@ -319,39 +321,49 @@ static int remove_first(evs_store *st, segment *s, size_t declared, evs_retentio
 #define RELOC_CHUNK 4096    /* streams a writer request relocates: the writer takes other
                                requests between (80,000 in one held publishes for ~1 s)        */
 
+struct pin_walk {
+    uint64_t end, stream_max, total_max, total;
+    uint32_t *nos; /* the streams with entries below end, while all are small */
+    size_t n, cap;
+    bool small;
+};
+
+static bool pin_visit(evs_store *st, stream *s, void *arg)
+{
+    struct pin_walk *w = arg;
+    if (!s->v.length || (s->v.first_pos != REC_POS_NONE && s->v.first_pos >= w->end))
+        return true;
+    /* v.bytes is 0 in states written before it was counted: the writer measures */
+    w->total += s->v.bytes;
+    if (s->v.first_pos == REC_POS_NONE || s->v.bytes > w->stream_max ||
+        w->total > w->total_max || effective(st, &s->v.ret).max_age_ms)
+        w->small = false; /* then nothing is relocated: the walk ends */
+    if (w->small && w->n == w->cap) {
+        size_t c = w->cap ? w->cap * 2 : 16;
+        uint32_t *t = realloc(w->nos, c * sizeof *t);
+        if (!t)
+            w->small = false;
+        else {
+            w->nos = t;
+            w->cap = c;
+        }
+    }
+    if (w->small)
+        w->nos[w->n++] = s->no;
+    return w->small;
+}
+
 /* Relocate the streams pinning the log below `end` if they are all small. 1 if every one was
  * moved, 0 if not worth it or not possible now. */
 static int relocate_pinning(evs_store *st, uint64_t end, evs_retention_report *rep)
 {
     uint64_t stream_max = st->opt.segment_bytes / RELOC_STREAM_DIV;
-    uint64_t total_max = st->opt.segment_bytes / RELOC_TOTAL_DIV, total = 0;
-    uint32_t *nos = NULL;
-    size_t n = 0, cap = 0;
-    bool small = true;
-    pthread_rwlock_rdlock(&st->lock);
-    for (size_t b = 0; b < st->vtab.nb && small; b++)
-        for (stream *s = st->vtab.b[b]; s && small; s = s->v_next) {
-            if (!s->v.length || (s->v.first_pos != REC_POS_NONE && s->v.first_pos >= end))
-                continue;
-            /* v.bytes is 0 in states written before it was counted: the writer measures */
-            total += s->v.bytes;
-            small = s->v.first_pos != REC_POS_NONE && s->v.bytes <= stream_max &&
-                    total <= total_max && !effective(st, &s->v.ret).max_age_ms;
-            if (small && n == cap) {
-                size_t c = cap ? cap * 2 : 16;
-                uint32_t *t = realloc(nos, c * sizeof *t);
-                if (!t) {
-                    small = false;
-                    break;
-                }
-                nos = t;
-                cap = c;
-            }
-            if (small)
-                nos[n++] = s->no;
-        }
-    pthread_rwlock_unlock(&st->lock);
-    int done = small && n > 0;
+    struct pin_walk w = {end, stream_max, st->opt.segment_bytes / RELOC_TOTAL_DIV, 0, NULL, 0, 0,
+                         true};
+    walk_visible(st, pin_visit, &w); /* R9 */
+    uint32_t *nos = w.nos;
+    size_t n = w.n;
+    int done = w.small && n > 0;
     if (done) {
         evs_error err;
         uint64_t t0 = evs_mono_ns(), moved = 0, bytes = 0;
@@ -621,28 +633,55 @@ static bool gc_filters(gc *g, idx_rtxn *r, enum idx_table t, uint32_t no, evs_id
     return full;
 }
 
+struct live {
+    stream *s;
+    evs_id first;
+};
+
+struct moved_walk {
+    struct live *l; /* the streams whose first entry moved since their last clean-up */
+    size_t n, cap;
+    bool nomem;
+};
+
+static bool moved_visit(evs_store *st, stream *s, void *arg)
+{
+    (void)st;
+    struct moved_walk *w = arg;
+    evs_id first = s->v.first_id;
+    if (!s->v.length) { /* all gone: everything up to the last ID is below */
+        first = s->v.last_id;
+        evs_id_next(&first);
+    }
+    if (evs_id_cmp(first, s->gc_first) <= 0)
+        return true;
+    if (w->n == w->cap) {
+        size_t c = w->cap ? w->cap * 2 : 64;
+        struct live *t = realloc(w->l, c * sizeof *t);
+        if (!t) {
+            w->nomem = true;
+            return false;
+        }
+        w->l = t;
+        w->cap = c;
+    }
+    w->l[w->n++] = (struct live){s, first};
+    return true;
+}
+
 /* R6, for the streams whose first entry moved since their last clean-up (retention's own
  * field, stream.gc_first; a stream is never freed while the store is open). Returns the keys
  * deleted (0 on error: a later pass tries again). */
 static uint64_t index_gc(evs_store *st, evs_error *err)
 {
-    struct live { stream *s; evs_id first; } *l = NULL;
-    size_t n = 0;
-    pthread_rwlock_rdlock(&st->lock);
-    l = malloc((st->vtab.n ? st->vtab.n : 1) * sizeof *l);
-    for (size_t b = 0; l && b < st->vtab.nb; b++)
-        for (stream *s = st->vtab.b[b]; s && n < st->vtab.n; s = s->v_next) {
-            evs_id first = s->v.first_id;
-            if (!s->v.length) { /* all gone: everything up to the last ID is below */
-                first = s->v.last_id;
-                evs_id_next(&first);
-            }
-            if (evs_id_cmp(first, s->gc_first) > 0)
-                l[n++] = (struct live){s, first};
-        }
-    pthread_rwlock_unlock(&st->lock);
-    if (!l)
+    struct moved_walk w = {NULL, 0, 0, false};
+    walk_visible(st, moved_visit, &w); /* R9 */
+    struct live *l = w.l;
+    size_t n = w.n;
+    if (w.nomem) {
+        free(l);
         return 0;
+    }
     static const struct scan {
         bool (*fn)(gc *, idx_rtxn *, enum idx_table, uint32_t, evs_id, bool, bool);
         enum idx_table t;

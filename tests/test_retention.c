@@ -859,6 +859,30 @@ Test(retention, a_pass_over_more_streams_than_one_walk_chunk_sees_them_all, .tim
     cr_assert_eq(evs_close(st), 0);
 }
 
+/* R7: a segment kept by one stream too big to move is not relocated at all, whatever comes
+ * after that stream in the walk: the small streams beside it stay where they are (copying
+ * them would free nothing). */
+Test(retention, small_streams_beside_a_big_one_are_not_relocated)
+{
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    busy_expiring(st);
+    fill(st, "big", 200, 1000); /* 200 KB: over a sixteenth of a 1 MiB segment */
+    char name[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(name, sizeof name, "small-%02d", i);
+        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", "x", NULL), 0);
+    }
+    fill(st, "busy", 3000, 1000);
+    nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.streams_relocated, 0, "relocated %lu", (unsigned long)rep.streams_relocated);
+    cr_assert_eq(len_of(st, "big"), 200);
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 /* More streams than one writer request relocates (RELOC_CHUNK): all are copied, over several
  * requests, before the segment goes; a filtered read finds each stream's entry after it. */
 Test(retention, more_small_streams_than_one_request_takes_are_all_relocated, .timeout = 120)

@@ -31,7 +31,7 @@ for which in many empty; do
   p=$(port)
   "$EV" serve --data "$work/$which" --port "$p" --http-port 0 --fsync no 2> "$work/$which.log" &
   pid=$!
-  pids+=($pid)
+  pids+=("$pid")
   wait_port "$p"
   if [ "$which" = many ]; then
     python3 -c "

@@ -859,6 +859,75 @@ Test(retention, a_pass_over_more_streams_than_one_walk_chunk_sees_them_all, .tim
     cr_assert_eq(evs_close(st), 0);
 }
 
+/* R7: small streams holding more than a quarter of the oldest segment are relocated with
+ * those of the next segment (the copies at most a quarter of the two); judged on the oldest
+ * segment alone they pinned it, and every segment after it, for ever. */
+Test(retention, small_streams_filling_the_oldest_segment_are_relocated_with_the_next)
+{
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    busy_expiring(st);
+    char name[32], val[201];
+    memset(val, 'v', 200);
+    val[200] = 0;
+    for (int i = 0; i < 1500; i++) { /* ~390 KB live: over a quarter of the 1 MiB segment */
+        snprintf(name, sizeof name, "session-%04d", i);
+        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", val, NULL), 0);
+    }
+    char *want = read_all(st, "session-0777", NULL);
+    fill(st, "busy", 3000, 1000);
+    nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
+    evs_store_stats s0;
+    evs_store_stats_get(st, &s0);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.streams_relocated, 1500, "relocated %lu",
+                 (unsigned long)rep.streams_relocated);
+    cr_assert_geq(rep.segments_deleted, s0.segments - 2, "deleted %lu of %lu",
+                  (unsigned long)rep.segments_deleted, (unsigned long)s0.segments);
+    cr_assert_leq(rep.bytes_relocated, 2 * (1 << 20) / 4);
+    char *got = read_all(st, "session-0777", NULL);
+    cr_assert_str_eq(got, want);
+    free(got);
+    for (int i = 0; i < 1500; i += 149) {
+        snprintf(name, sizeof name, "session-%04d", i);
+        cr_assert_eq(len_of(st, name), 1, "%s", name);
+    }
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+    rm_index(dir);
+    st = open_ret(NULL);
+    got = read_all(st, "session-0777", NULL);
+    cr_assert_str_eq(got, want);
+    free(got);
+    free(want);
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
+/* R7: a log of small live streams only is not copied forward: copying them would free less
+ * than four times what it writes (here, nothing). */
+Test(retention, small_streams_that_fill_the_log_are_not_relocated)
+{
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    char name[32], val[301];
+    memset(val, 'v', 300);
+    val[300] = 0;
+    for (int i = 0; i < 4000; i++) {
+        snprintf(name, sizeof name, "live-%04d", i);
+        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", val, NULL), 0);
+    }
+    evs_store_stats s0;
+    evs_store_stats_get(st, &s0);
+    cr_assert_geq(s0.segments, 2);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.streams_relocated, 0, "relocated %lu", (unsigned long)rep.streams_relocated);
+    cr_assert_eq(rep.segments_deleted, 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 /* R7: a segment kept by one stream too big to move is not relocated at all, whatever comes
  * after that stream in the walk: the small streams beside it stay where they are (copying
  * them would free nothing). */

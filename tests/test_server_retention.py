@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """test_server_retention.py — retention on the real `evstore serve` binary: server defaults and
 XRETENTION / PUT /streams/{s}/retention overrides, disk freed by age while writers run, a
-SIGKILL after segments were deleted. Usage: test_server_retention.py path/to/evstore"""
+SIGKILL after segments were deleted, disk freed while streams are created and dropped. Usage: test_server_retention.py path/to/evstore"""
 import os
 import signal
 import sys
@@ -205,6 +205,54 @@ class AgeFreesDisk(RetentionBase):
         self.r.xadd("w", {"p": "after"})
         self.assertEqual(self.r.xrevrange("w", count=1)[0][1], {"p": "after"})
 
+
+class StreamChurn(RetentionBase):
+    def test_a_store_creating_and_dropping_streams_keeps_freeing_space(self):
+        """A stream per session, most dropped soon after: the small streams left alive pin old
+        segments and are relocated, gathering in the head segments; those must go on being
+        freed (retention.c R7 judged the oldest segment alone, and stopped seconds in)."""
+        stop = threading.Event()
+        kept = {}
+        lock = threading.Lock()
+
+        def churn(k):
+            c = self.srv.client(decode_responses=True)
+            i = 0
+            while not stop.is_set():
+                names = [f"s{k}-{i + j}" for j in range(200)]
+                p = c.pipeline(transaction=False)
+                for n in names:
+                    p.xadd(n, {"source": "agent", "type": "turn", "v": n})
+                ids = p.execute()
+                c.delete(*names[:190])
+                with lock:
+                    kept.update(zip(names[190:], ids[190:]))
+                i += 200
+            c.close()
+
+        threads = [threading.Thread(target=churn, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(8)
+        stop.set()
+        for t in threads:
+            t.join()
+        made = self.r.info("evstore")
+        # the kept streams' records and a few segments (the cut's, the active one, the spare,
+        # the relocated copies' own): not the tens of MiB the dropped ones were written in
+        bound = len(kept) * 300 + 6 * (1 << 20)
+        self.assertTrue(self.wait_for(lambda: log_bytes(self.data) < bound, 30),
+                        f"{log_bytes(self.data)} bytes on disk for {len(kept)} kept streams; "
+                        f"{self.r.info('evstore')}, at the end of the churn {made}")
+        self.assertGreater(self.r.info("evstore")["streams_relocated"], 0)
+        p = self.r.pipeline(transaction=False)
+        names = sorted(kept)
+        for n in names:
+            p.xrange(n)
+        got = p.execute()
+        lost = [n for n, g in zip(names, got) if [e[0] for e in g] != [kept[n]]]
+        self.assertEqual(lost, [], f"{len(lost)} of {len(kept)} kept streams lost their entry")
+        self.assertEqual(self.r.dbsize(), len(kept))
 
 if __name__ == "__main__":
     test_server.EVSTORE = os.path.abspath(sys.argv.pop(1))

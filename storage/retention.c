@@ -137,15 +137,9 @@ static bool snap_visit(evs_store *st, stream *s, void *arg)
     if (!s->v.length || !((e.max_entries && s->v.length > e.max_entries) ||
                           (e.max_bytes && s->v.bytes > e.max_bytes) || e.max_age_ms))
         return true; /* nothing to trim: no copy */
-    if (w->n == w->cap) {
-        size_t c = w->cap ? w->cap * 2 : 64;
-        snap *t = realloc(w->a, c * sizeof *t);
-        if (!t) {
-            w->rc = -ENOMEM;
-            return false;
-        }
-        w->a = t;
-        w->cap = c;
+    if (arr_room(&w->a, w->n, &w->cap, sizeof *w->a)) {
+        w->rc = -ENOMEM;
+        return false;
     }
     snap *sn = &w->a[w->n];
     if (!(sn->name = malloc(s->name_len ? s->name_len : 1))) {
@@ -358,15 +352,9 @@ static bool pin_visit(evs_store *st, stream *s, void *arg)
             w->big_low = s->v.first_pos;
         return true;
     }
-    if (w->n == w->cap) {
-        size_t c = w->cap ? w->cap * 2 : 64;
-        struct pinner *t = realloc(w->p, c * sizeof *t);
-        if (!t) {
-            w->nomem = true;
-            return false;
-        }
-        w->p = t;
-        w->cap = c;
+    if (arr_room(&w->p, w->n, &w->cap, sizeof *w->p)) {
+        w->nomem = true;
+        return false;
     }
     w->p[w->n++] = (struct pinner){s->v.first_pos, s->v.bytes, s->no};
     return true;
@@ -706,15 +694,9 @@ static bool moved_visit(evs_store *st, stream *s, void *arg)
     }
     if (evs_id_cmp(first, s->gc_first) <= 0)
         return true;
-    if (w->n == w->cap) {
-        size_t c = w->cap ? w->cap * 2 : 64;
-        struct live *t = realloc(w->l, c * sizeof *t);
-        if (!t) {
-            w->nomem = true;
-            return false;
-        }
-        w->l = t;
-        w->cap = c;
+    if (arr_room(&w->l, w->n, &w->cap, sizeof *w->l)) {
+        w->nomem = true;
+        return false;
     }
     w->l[w->n++] = (struct live){s, first};
     return true;

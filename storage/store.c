@@ -1135,6 +1135,19 @@ static bool seg_complete(const char *path, uint64_t base, uint64_t end)
     return ok;
 }
 
+int arr_room(void *pv, size_t n, size_t *cap, size_t elem)
+{
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? *cap * 2 : 64;
+    void *a = realloc(*(void **)pv, c * elem);
+    if (!a)
+        return -ENOMEM;
+    *(void **)pv = a;
+    *cap = c;
+    return 0;
+}
+
 int u64_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
 {
     if (*n == *cap) {

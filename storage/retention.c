@@ -6,7 +6,9 @@
  *  R1. No reader ever reads a position below its stream's first live entry (reader.c), and a
  *      stream's first_pos only moves forward, by trim records. So once every live stream's
  *      first_pos is at or past a segment's end, nothing will read that segment again, except
- *      an iterator opened before the trim that moved past it (it reads an error).
+ *      an iterator opened before the trim that moved past it (it reads an error) — and a batch
+ *      the visibility cap holds, which no stream state shows yet: a segment is kept from the
+ *      first held batch's start on (needed_from).
  *  R2. A segment is deleted only after every live stream and group whose create (or last
  *      declare / snapshot) record lies in it has been re-declared at the log's head, durably
  *      and indexed (writer_declare): an index rebuilt from the remaining log is complete.
@@ -278,8 +280,11 @@ static bool age_roll_due(evs_store *st, uint64_t min_age_ms)
     return first && (first > now ? now : first) + age * 1000 < now;
 }
 
-/* The lowest log position a live stream, or an iterator open now, still needs (R1; reader.c
- * R2). */
+/* The lowest log position a live stream, an iterator open now, or a batch the visibility cap
+ * holds still needs (R1; reader.c R2). Held batches (--ack all waiting for its followers) are
+ * written but seen by no reader yet, so no stream state counts them: without their start here
+ * a pass deleted the segments they were in once nothing visible needed them, and they became
+ * visible over deleted segments. */
 static bool low_visit(evs_store *st, stream *s, void *arg)
 {
     (void)st;
@@ -292,6 +297,11 @@ static bool low_visit(evs_store *st, stream *s, void *arg)
 static uint64_t needed_from(evs_store *st)
 {
     uint64_t low = reader_lowest_listed(st);
+    pthread_rwlock_rdlock(&st->lock);
+    uint64_t held = store_visible_end(st, UINT64_MAX); /* where held batches start, if any */
+    pthread_rwlock_unlock(&st->lock);
+    if (held < low)
+        low = held;
     walk_visible(st, low_visit, &low); /* R9 */
     return low;
 }

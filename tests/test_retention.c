@@ -859,6 +859,37 @@ Test(retention, a_pass_over_more_streams_than_one_walk_chunk_sees_them_all, .tim
     cr_assert_eq(evs_close(st), 0);
 }
 
+/* R1: entries the visibility cap holds (written, not yet seen: --ack all waiting for its
+ * followers) keep their segment, though no stream readers see needs it yet. */
+Test(retention, a_segment_holding_batches_not_yet_visible_is_kept)
+{
+    evs_store *st = open_ret(NULL);
+    evs_error err;
+    fill(st, "gone", 100, 1000);
+    bool existed;
+    cr_assert_eq(evs_stream_drop(st, S("gone"), &existed, &err), 0, "%s", err.msg);
+    evs_store_stats s0;
+    evs_store_stats_get(st, &s0);
+    evs_set_visible_cap(st, s0.log_end); /* what follows is held */
+    evs_id id;
+    cr_assert_eq(add(st, "held", EVS_ID_AUTO, EVS_ID_MIN, &id, "v", "kept", NULL), 0);
+    fill(st, "later", 3000, 1000); /* past the segment "held" is in: it is sealed */
+    evs_store_stats s1;
+    evs_store_stats_get(st, &s1);
+    cr_assert_geq(s1.segments, 3);
+    cr_assert_eq(s1.visible_end, s0.log_end);
+    evs_retention_report rep;
+    cr_assert_eq(evs_retention_run(st, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.segments_deleted, 0, "deleted %lu segments under held batches",
+                 (unsigned long)rep.segments_deleted);
+    evs_set_visible_cap(st, EVS_CAP_NONE);
+    char *got = read_all(st, "held", NULL);
+    cr_assert(strstr(got, "v=kept"), "%s", got);
+    free(got);
+    cr_assert_eq(verify_quiet(st), 0);
+    cr_assert_eq(evs_close(st), 0);
+}
+
 /* R7: small streams holding more than a quarter of the oldest segment are relocated with
  * those of the next segment (the copies at most a quarter of the two); judged on the oldest
  * segment alone they pinned it, and every segment after it, for ever. */

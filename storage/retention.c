@@ -99,13 +99,15 @@ typedef struct snap {
 
 /*
  * R9. The pass's walks of every visible stream (the streams to trim, the lowest position still
- * needed, whether to seal by age) hold st->lock for WALK_CHUNK stream numbers at a time, in
- * number order, so that publishes (whose visibility takes the lock to write) never wait for a
- * walk of the whole store: 500,000 streams held it ~100 ms a pass, once a second. By number a
- * stream never moves (numbers are not reused, vtab.byno); what the walk can miss is a stream
- * made visible meanwhile below the cursor, whose entries all lie in the active segment or
- * past it, and first positions only grow (R1): the lowest position found is never above the
- * truth, and a trim missed is made at the next pass.
+ * needed, whether to seal by age, the streams whose index keys to clean, those to relocate)
+ * hold st->lock for WALK_CHUNK stream numbers at a time, in number order, so that publishes
+ * (whose visibility takes the lock to write) never wait for a walk of the whole store:
+ * 500,000 streams held it ~100 ms a pass, once a second. By number a stream never moves
+ * (numbers are not reused, vtab.byno); what the walk can miss is a stream made visible
+ * meanwhile below the cursor, whose entries all lie in the active segment or past it (or past
+ * the first held batch's start, which needed_from counts), and first positions only grow (R1):
+ * the lowest position found is never above the truth, and a trim missed is made at the next
+ * pass.
  */
 #define WALK_CHUNK 4096
 

@@ -50,6 +50,19 @@ static void fill(evs_store *st, const char *name, int n, size_t value_bytes)
     free(v);
 }
 
+/* n streams named by fmt (with %04d), one entry each: field "v", a value of value_bytes. */
+static void one_entry_streams(evs_store *st, const char *fmt, int n, size_t value_bytes)
+{
+    char name[64], *v = malloc(value_bytes + 1);
+    memset(v, 'v', value_bytes);
+    v[value_bytes] = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, fmt, i);
+        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", v, NULL), 0);
+    }
+    free(v);
+}
+
 /* A stream "busy" whose entries expire after 1 ms: filled after it, it makes the old segments
  * that only a small stream's live entries keep (the relocation tests). */
 static void busy_expiring(evs_store *st)
@@ -898,13 +911,8 @@ Test(retention, small_streams_filling_the_oldest_segment_are_relocated_with_the_
     evs_store *st = open_ret(NULL);
     evs_error err;
     busy_expiring(st);
-    char name[32], val[201];
-    memset(val, 'v', 200);
-    val[200] = 0;
-    for (int i = 0; i < 1500; i++) { /* ~390 KB live: over a quarter of the 1 MiB segment */
-        snprintf(name, sizeof name, "session-%04d", i);
-        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", val, NULL), 0);
-    }
+    char name[32];
+    one_entry_streams(st, "session-%04d", 1500, 200); /* ~390 KB: over a quarter of 1 MiB */
     char *want = read_all(st, "session-0777", NULL);
     fill(st, "busy", 3000, 1000);
     nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
@@ -942,13 +950,7 @@ Test(retention, small_streams_that_fill_the_log_are_not_relocated)
 {
     evs_store *st = open_ret(NULL);
     evs_error err;
-    char name[32], val[301];
-    memset(val, 'v', 300);
-    val[300] = 0;
-    for (int i = 0; i < 4000; i++) {
-        snprintf(name, sizeof name, "live-%04d", i);
-        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", val, NULL), 0);
-    }
+    one_entry_streams(st, "live-%04d", 4000, 300);
     evs_store_stats s0;
     evs_store_stats_get(st, &s0);
     cr_assert_geq(s0.segments, 2);
@@ -968,11 +970,7 @@ Test(retention, small_streams_beside_a_big_one_are_not_relocated)
     evs_error err;
     busy_expiring(st);
     fill(st, "big", 200, 1000); /* 200 KB: over a sixteenth of a 1 MiB segment */
-    char name[32];
-    for (int i = 0; i < 50; i++) {
-        snprintf(name, sizeof name, "small-%02d", i);
-        cr_assert_eq(add(st, name, EVS_ID_AUTO, EVS_ID_MIN, NULL, "v", "x", NULL), 0);
-    }
+    one_entry_streams(st, "small-%04d", 50, 1);
     fill(st, "busy", 3000, 1000);
     nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
     evs_retention_report rep;

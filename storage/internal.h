@@ -640,8 +640,8 @@ bool store_ro_deleted(const evs_store *st, const uint8_t *key); /* an IDX_IDKEY 
 /* Append x to the growing array *v (*n used of *cap); -ENOMEM leaves it as it was. */
 int u64_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x);
 /* Room for one more element of elem bytes in the growing array *(void **)pv (n used of
- * *cap), doubling it; -ENOMEM leaves it as it was. */
-int arr_room(void *pv, size_t n, size_t *cap, size_t elem);
+ * *cap): first elements at first, then doubling; -ENOMEM leaves it as it was. */
+int arr_room(void *pv, size_t n, size_t *cap, size_t elem, size_t first);
 int seg_push(segment ***v, size_t *n, size_t *cap, segment *s);
 
 /* ownedir.c: a temporary folder owned by a live process. ownedir_make makes <prefix>XXXXXX

@@ -141,7 +141,7 @@ static bool snap_visit(evs_store *st, stream *s, void *arg)
     if (!s->v.length || !((e.max_entries && s->v.length > e.max_entries) ||
                           (e.max_bytes && s->v.bytes > e.max_bytes) || e.max_age_ms))
         return true; /* nothing to trim: no copy */
-    if (arr_room(&w->a, w->n, &w->cap, sizeof *w->a)) {
+    if (arr_room(&w->a, w->n, &w->cap, sizeof *w->a, 64)) {
         w->rc = -ENOMEM;
         return false;
     }
@@ -364,7 +364,7 @@ static bool pin_visit(evs_store *st, stream *s, void *arg)
             w->big_low = s->v.first_pos;
         return true;
     }
-    if (arr_room(&w->p, w->n, &w->cap, sizeof *w->p)) {
+    if (arr_room(&w->p, w->n, &w->cap, sizeof *w->p, 64)) {
         w->nomem = true;
         return false;
     }
@@ -706,7 +706,7 @@ static bool moved_visit(evs_store *st, stream *s, void *arg)
     }
     if (evs_id_cmp(first, s->gc_first) <= 0)
         return true;
-    if (arr_room(&w->l, w->n, &w->cap, sizeof *w->l)) {
+    if (arr_room(&w->l, w->n, &w->cap, sizeof *w->l, 64)) {
         w->nomem = true;
         return false;
     }

@@ -386,14 +386,8 @@ stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t le
 
 static bool list_add(stream ***list, size_t *n, size_t *cap, stream *s)
 {
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 64;
-        stream **t = realloc(*list, c * sizeof *t);
-        if (!t)
-            return false;
-        *list = t;
-        *cap = c;
-    }
+    if (arr_room(list, *n, cap, sizeof **list, 64))
+        return false;
     (*list)[(*n)++] = s;
     return true;
 }
@@ -989,14 +983,8 @@ static int cmp_seg(const void *a, const void *b)
 
 int seg_push(segment ***v, size_t *n, size_t *cap, segment *s)
 {
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 16;
-        segment **a = realloc(*v, c * sizeof *a);
-        if (!a)
-            return -ENOMEM;
-        *v = a;
-        *cap = c;
-    }
+    if (arr_room(v, *n, cap, sizeof **v, 16))
+        return -ENOMEM;
     (*v)[(*n)++] = s;
     return 0;
 }
@@ -1135,11 +1123,11 @@ static bool seg_complete(const char *path, uint64_t base, uint64_t end)
     return ok;
 }
 
-int arr_room(void *pv, size_t n, size_t *cap, size_t elem)
+int arr_room(void *pv, size_t n, size_t *cap, size_t elem, size_t first)
 {
     if (n < *cap)
         return 0;
-    size_t c = *cap ? *cap * 2 : 64;
+    size_t c = *cap ? *cap * 2 : first;
     void *a = realloc(*(void **)pv, c * elem);
     if (!a)
         return -ENOMEM;
@@ -1150,14 +1138,8 @@ int arr_room(void *pv, size_t n, size_t *cap, size_t elem)
 
 int u64_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
 {
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 8;
-        uint64_t *a = realloc(*v, c * sizeof *a);
-        if (!a)
-            return -ENOMEM;
-        *v = a;
-        *cap = c;
-    }
+    if (arr_room(v, *n, cap, sizeof **v, 8))
+        return -ENOMEM;
     (*v)[(*n)++] = x;
     return 0;
 }
@@ -1168,12 +1150,17 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static void ckpt_path(const evs_store *st, char path[PATH_MAX])
+{
+    snprintf(path, PATH_MAX, "%s/index.ckpt", st->dir);
+}
+
 /* index.ckpt (ckpt_parse): 2 with its fields, -1 if there is no such file, 0 if it is
  * malformed. */
 static int ckpt_read(evs_store *st, char fboot[64], uint64_t *txn, bool *open)
 {
     char path[PATH_MAX], buf[256];
-    snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
+    ckpt_path(st, path);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
@@ -1326,7 +1313,7 @@ static int ckpt_write(evs_store *st, uint64_t txn, bool open)
     char boot[64], path[PATH_MAX], buf[160];
     store_boot_id(boot, sizeof boot);
     size_t n = ckpt_format(buf, sizeof buf, boot, txn, open);
-    snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
+    ckpt_path(st, path);
     return fio_write_file_atomic(st->io, path, buf, n);
 }
 
@@ -1357,7 +1344,7 @@ void store_checkpoint_open(evs_store *st)
     pthread_mutex_lock(&st->ckfile_mu);
     if (!atomic_load(&st->ckpt_open)) {
         char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/index.ckpt", st->dir);
+        ckpt_path(st, path);
         int rc = ckpt_write(st, atomic_load(&st->ckpt_txnid), true);
         if (rc) /* no file at all: not trusted after a reboot either (nor after a kill) */
             rc = unlink(path) && errno != ENOENT ? -errno : fio_fsync_dir(st->io, st->dir);

@@ -21,7 +21,7 @@ import urllib.request
 import redis
 
 import test_server
-from test_server import Server, http_req
+from test_server import Server, http_req, run_workers
 
 
 class Proxy:
@@ -322,13 +322,7 @@ class Replication(Base):
             except Exception as e:  # noqa: BLE001 — reported below
                 errors.append(e)
 
-        threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
-        for t in threads:
-            t.start()
-        time.sleep(3)
-        stop.set()
-        for t in threads:
-            t.join()
+        run_workers(writer, 3, 3, stop)
         self.assertEqual(errors, [])
         self.caught_up(leader, follower)
         nseg, end = self.same_segments(leader, follower)

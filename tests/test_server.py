@@ -837,6 +837,17 @@ class Wire(Base):
         self.assertEqual(run("SELECT", "1").strip(), "ERR DB index is out of range")
 
 
+def run_workers(fn, n, seconds, stop):
+    """Run fn(0) .. fn(n - 1) on threads for `seconds`, then set `stop` and wait for them."""
+    threads = [threading.Thread(target=fn, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+
+
 def http_req(srv, method, path, body=None, headers=None):
     c = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()

@@ -12,7 +12,7 @@ import unittest
 import redis
 
 import test_server
-from test_server import Base, Server, http_req
+from test_server import Base, Server, http_req, run_workers
 
 
 ENTRY_BYTES = 2200  # a record of AgeFreesDisk's entry (a 2,000-byte value), rounded up
@@ -230,13 +230,7 @@ class StreamChurn(RetentionBase):
                 i += 200
             c.close()
 
-        threads = [threading.Thread(target=churn, args=(k,)) for k in range(2)]
-        for t in threads:
-            t.start()
-        time.sleep(8)
-        stop.set()
-        for t in threads:
-            t.join()
+        run_workers(churn, 2, 8, stop)
         made = self.r.info("evstore")
         # the kept streams' records and a few segments (the cut's, the active one, the spare,
         # the relocated copies' own): not the tens of MiB the dropped ones were written in

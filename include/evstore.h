@@ -464,6 +464,9 @@ typedef struct evs_store_stats {
                                     visibility cap holds batches (evs_set_visible_cap)          */
     uint64_t fsyncs_overlapped;  /* of fsyncs: a follower's batches synced while the writer
                                     wrote the next (more frames waiting: a catch-up)            */
+    uint64_t streams_dropped_held; /* dropped streams whose memory is not freed yet: until the
+                                    index commit after the drop, and while an iterator's open,
+                                    a listing or a batch held by the visibility cap uses them  */
 } evs_store_stats;
 
 void evs_store_stats_get(evs_store *st, evs_store_stats *out);

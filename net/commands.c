@@ -730,7 +730,7 @@ static void cmd_info(cmd_ctx *x)
                  "backup_snapshots:%d\r\nepoch:%u\r\n"
                  "commit_waits:%llu\r\ncommit_wait_timeouts:%llu\r\n"
                  "index_lag_bytes:%llu\r\nindex_commits_deferred:%llu\r\n"
-                 "set_aside_files:%llu\r\nset_aside_bytes:%llu\r\n",
+                 "set_aside_files:%llu\r\nset_aside_bytes:%llu\r\nstreams_dropped_held:%llu\r\n",
                  (unsigned long long)s.fsyncs, (unsigned long long)s.fsyncs_overlapped,
                  s.fsyncs ? (double)s.fsync_ns_total / (double)s.fsyncs / 1000 : 0.0,
                  (double)s.fsync_ns_max / 1000, (unsigned long long)s.batch_max,
@@ -742,7 +742,7 @@ static void cmd_info(cmd_ctx *x)
                  (unsigned long long)c.commit_wait_timeouts,
                  (unsigned long long)(s.log_end > s.index_end ? s.log_end - s.index_end : 0),
                  (unsigned long long)s.index_deferred, (unsigned long long)s.set_aside_files,
-                 (unsigned long long)s.set_aside_bytes);
+                 (unsigned long long)s.set_aside_bytes, (unsigned long long)s.streams_dropped_held);
     if (s.streams)
         info_section(&t, "keyspace", "# Keyspace\r\ndb0:keys=%llu,expires=0,avg_ttl=0\r\n",
                      (unsigned long long)s.streams);

@@ -724,7 +724,7 @@ static int load_group(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, 
         return EVS_ECORRUPT;
     uint32_t no = idx_rd32(k);
     stream *s = no < l->st->nbyno ? l->st->byno[no] : NULL;
-    if (!s)
+    if (!s || s == &l->st->gone)
         return EVS_ECORRUPT;
     cgroup *g = group_new(k + 4, kl - 4, idx_rd32(v));
     if (!g || set_dlq(g, v + GROUP_ROW, vl - GROUP_ROW)) {

@@ -194,10 +194,19 @@ typedef struct stream {
     uint64_t held_gen;         /* (L) its state's slot in the held batch numbered held_gen   */
     size_t held_slot;          /*     (visible.c V5)                                          */
     evs_id gc_first;           /* (R) the first entry the last index clean-up judged by      */
+    _Atomic uint32_t refs;     /* holders outside the st->lock section that found it (S2)    */
+    struct stream *grave_next; /* (W) the store's dropped streams not freed yet (S3)         */
     evs_id mv_last;            /* (W) applying a relocation (store.c apply_moved): the last */
     uint64_t mv_count;         /*     copy's ID, how many so far, the first's and the last's  */
     uint64_t mv_first_pos, mv_last_pos, mv_bytes; /* positions, their bytes                 */
 } stream;
+
+/* S2: a reference on s for a holder that keeps it past the st->lock section it found s in
+ * (taken in that section, or while holding another reference). */
+static inline void store_stream_hold(stream *s) { atomic_fetch_add(&s->refs, 1); }
+static inline void store_stream_put(stream *s) { atomic_fetch_sub(&s->refs, 1); }
+/* S3: free the dropped streams nothing holds any more. Writer role, between requests. */
+void store_streams_reclaim(evs_store *st);
 
 typedef struct strtab {
     stream **b;
@@ -372,9 +381,13 @@ struct evs_store {
     size_t nsegs, segcap;
     strtab vtab;                   /* (L) visible streams by name                            */
     strtab wtab;                   /* (W) writer's streams by name                           */
-    stream **byno;                 /* (W) every stream ever loaded, by number                */
+    stream **byno;                 /* (W) every stream loaded, by number; &gone for one freed
+                                      after its drop (streams.c S3)                          */
     size_t nbyno;
     uint32_t next_no;              /* (W)                                                    */
+    stream gone;                   /* (W) stands in byno for a freed stream: never live      */
+    stream *grave;                 /* (W) dropped streams waiting to be freed (S3)           */
+    _Atomic uint64_t ngrave;       /*     how many (evs_store_stats.streams_dropped_held)    */
 
     /* writer (W) */
     pthread_t writer;

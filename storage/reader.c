@@ -63,7 +63,7 @@ struct evs_iter {
     struct evs_iter *inext, *iprev; /* st->iters: open by evs_iter_open (R2 below)            */
     bool listed;
     uint64_t low;               /* ... the lowest log position it may read                    */
-    stream *s;
+    uint32_t sno;               /* its stream's number (not the object: streams.c S2)         */
     stream_state snap;
     char pname[128];            /* printable stream name for messages                         */
     evs_query q;
@@ -152,7 +152,7 @@ static int peek_body(evs_iter *it, uint64_t pos, rec_hdr *h, const uint8_t **bod
     if (pos - it->ref->base >= 512) /* (unrolled: this runs for every record a walk reads) */
         for (int back = 64; back <= 512; back += 64)
             __builtin_prefetch(start - back);
-    if (h->kind != REC_ENTRY || h->stream != it->s->no)
+    if (h->kind != REC_ENTRY || h->stream != it->sno)
         return evs_err_set(err, EVS_ECORRUPT,
                            "stream %s: log position %" PRIu64 " holds a record of kind %u for "
                            "stream %u, not an entry of this stream",
@@ -208,7 +208,7 @@ static bool is_deleted(const evs_store *st, idx_rtxn *r, uint32_t no, evs_id id)
 static bool key_ok(evs_iter *it, const void *k, size_t kl, const void *v, size_t vl,
                    evs_id *id, uint64_t *pos)
 {
-    if (kl != IDX_IDKEY || vl < 8 || idx_rd32(k) != it->s->no)
+    if (kl != IDX_IDKEY || vl < 8 || idx_rd32(k) != it->sno)
         return false;
     const uint8_t *kk = k;
     *id = (evs_id){idx_rd64(kk + 4), idx_rd64(kk + 12)};
@@ -249,7 +249,7 @@ static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_err
     if ((rc = idx_cur_open(r, IDX_IDS, &c)))
         goto out;
     uint8_t key[IDX_IDKEY];
-    idx_idkey(key, it->s->no, start_id);
+    idx_idkey(key, it->sno, start_id);
     const void *k, *v;
     size_t kl, vl;
     it->have_next = false;
@@ -318,7 +318,7 @@ static int load_block(evs_iter *it, evs_id start_id, uint64_t start_pos, evs_err
     if (it->snap.ndels) {
         size_t out_n = 0;
         for (size_t j = 0; j < it->n; j++) {
-            if (is_deleted(it->st, r, it->s->no, it->ids[j]))
+            if (is_deleted(it->st, r, it->sno, it->ids[j]))
                 continue;
             it->pos[out_n] = it->pos[j];
             it->ids[out_n] = it->ids[j];
@@ -367,7 +367,7 @@ static int ids_key_near(evs_iter *it, evs_id id, bool floor, bool *found, evs_id
     idx_cur *c = NULL;
     if ((rc = idx_cur_open(r, IDX_IDS, &c)) == 0) {
         uint8_t key[IDX_IDKEY];
-        idx_idkey(key, it->s->no, id);
+        idx_idkey(key, it->sno, id);
         const void *k, *v;
         size_t kl, vl;
         rc = floor ? seek_floor(c, key, sizeof key, 4, &k, &kl, &v, &vl)
@@ -526,7 +526,7 @@ static int load_filter_chunk(evs_iter *it, evs_error *err)
             p = it->pos[j];
             if (evs_id_cmp(id, it->lo) < 0 || evs_id_cmp(id, it->hi) > 0 || p >= it->fw)
                 continue;
-            if (it->snap.ndels && is_deleted(it->st, r, it->s->no, id))
+            if (it->snap.ndels && is_deleted(it->st, r, it->sno, id))
                 continue;
             it->ids[o] = id;
             it->pos[o] = p;
@@ -610,7 +610,7 @@ static int load_filter_tail(evs_iter *it, evs_error *err)
             return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
         size_t o = 0;
         for (size_t j = 0; j < it->n; j++)
-            if (!is_deleted(it->st, r, it->s->no, it->ids[j])) {
+            if (!is_deleted(it->st, r, it->sno, it->ids[j])) {
                 it->pos[o] = it->pos[j];
                 it->ids[o++] = it->ids[j];
             }
@@ -635,7 +635,7 @@ static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
     if (!it)
         return evs_err_set(err, -ENOMEM, "out of memory");
     it->st = st;
-    it->s = s;
+    it->sno = s->no;
     it->snap = *snap;
     printable(s->name, s->name_len, it->pname, sizeof it->pname);
     if (q)
@@ -722,9 +722,11 @@ static int iter_open_stream(evs_store *st, stream *s, const stream_state *snap,
 
 static void iter_list(evs_store *st, evs_iter *it);
 
-/* The visible stream called `name` and a copy of its state; `list`: an iterator to take the
- * state as its snapshot and be listed with it, in the same critical section (R2). */
-static int lookup(evs_store *st, evs_slice name, stream **s, stream_state *snap, evs_iter *list)
+/* A copy of the state of the visible stream called `name`; `held`: the stream itself, with a
+ * reference the caller puts back (streams.c S2); `list`: an iterator to take the state as its
+ * snapshot and be listed with it, in the same critical section (R2). */
+static int lookup(evs_store *st, evs_slice name, stream **held, stream_state *snap,
+                  evs_iter *list)
 {
     pthread_rwlock_rdlock(&st->lock);
     stream *found = strtab_get(&st->vtab, name.ptr, name.len, true);
@@ -734,17 +736,19 @@ static int lookup(evs_store *st, evs_slice name, stream **s, stream_state *snap,
         list->snap = *snap;
         iter_list(st, list);
     }
+    if (found && held)
+        store_stream_hold(found);
     pthread_rwlock_unlock(&st->lock);
-    *s = found;
+    if (held)
+        *held = found;
     return found ? 0 : EVS_ENOTFOUND;
 }
 
 void evs_stream_version(evs_store *st, evs_slice name, evs_version *out)
 {
-    stream *s;
     stream_state snap;
     *out = (evs_version){0, 0};
-    if (!lookup(st, name, &s, &snap, NULL))
+    if (!lookup(st, name, NULL, &snap, NULL))
         *out = (evs_version){(uint64_t)snap.no + 1, snap.changes};
 }
 
@@ -811,7 +815,9 @@ int evs_iter_open(evs_store *st, evs_slice name, const evs_query *q, evs_iter **
         evs_iter_close(it);
         return evs_err_set(err, EVS_ENOTFOUND, "no such stream");
     }
-    return iter_open_stream(st, s, &snap, q, it, out, err);
+    int rc = iter_open_stream(st, s, &snap, q, it, out, err);
+    store_stream_put(s);
+    return rc;
 }
 
 int reader_read_count(evs_store *st, evs_slice name, bool reverse, uint64_t *length,
@@ -891,7 +897,7 @@ static int load_entry(evs_iter *it, uint64_t pos, bool checked, evs_error *err)
         return rc;
     if (!checked)
         it->reads++;
-    if (h.kind != REC_ENTRY || h.stream != it->s->no)
+    if (h.kind != REC_ENTRY || h.stream != it->sno)
         return evs_err_set(err, EVS_ECORRUPT,
                            "stream %s: log position %" PRIu64 " is not an entry of this stream",
                            it->pname, pos);
@@ -950,7 +956,7 @@ static int next_rev(evs_iter *it, evs_error *err)
             idx_rtxn *r;
             if ((rc = idx_rbegin(it->st->idx, &r)))
                 return evs_err_set(err, rc, "index read failed: %s", evs_strerror(rc));
-            bool del = is_deleted(it->st, r, it->s->no, id);
+            bool del = is_deleted(it->st, r, it->sno, id);
             idx_rend(r);
             if (del)
                 continue;
@@ -1211,6 +1217,7 @@ int evs_stream_info_get(evs_store *st, evs_slice name, evs_stream_info *out)
         return EVS_ENOTFOUND;
     info_from(&snap, out);
     out->first_id = reader_first_live(st, s, &snap);
+    store_stream_put(s);
     return 0;
 }
 
@@ -1260,6 +1267,8 @@ static int report_listed(struct listed *l, size_t n,
         info_from(&l[i].v, &info);
         rc = fn(arg, (evs_slice){l[i].s->name, l[i].s->name_len}, &info);
     }
+    for (size_t i = 0; i < n; i++)
+        store_stream_put(l[i].s);
     free(l);
     return rc;
 }
@@ -1275,8 +1284,10 @@ int evs_stream_list(evs_store *st, int (*fn)(void *arg, evs_slice name, const ev
         return -ENOMEM;
     }
     for (size_t b = 0; b < st->vtab.nb; b++)
-        for (stream *s = st->vtab.b[b]; s && k < n; s = s->v_next)
+        for (stream *s = st->vtab.b[b]; s && k < n; s = s->v_next) {
+            store_stream_hold(s); /* S2: named after the lock goes */
             all[k++] = (struct listed){s, s->v};
+        }
     pthread_rwlock_unlock(&st->lock);
     qsort(all, k, sizeof *all, cmp_listed);
     return report_listed(all, k, fn, arg);
@@ -1304,6 +1315,7 @@ int evs_stream_scan(evs_store *st, uint64_t from, size_t count,
             *next = no;
             break;
         }
+        store_stream_hold(s); /* S2: named after the lock goes */
         l[n++] = (struct listed){s, s->v};
     }
     pthread_rwlock_unlock(&st->lock);
@@ -1328,9 +1340,8 @@ int evs_wait(evs_store *st, evs_slice name, evs_id after, int64_t timeout_ms)
     for (;;) {
         uint64_t gen = st->vgen;
         pthread_mutex_unlock(&st->vmu);
-        stream *s;
         stream_state snap;
-        if (lookup(st, name, &s, &snap, NULL) == 0 && snap.length &&
+        if (lookup(st, name, NULL, &snap, NULL) == 0 && snap.length &&
             evs_id_cmp(snap.last_id, after) > 0)
             return 1;
         pthread_mutex_lock(&st->vmu);

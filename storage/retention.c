@@ -710,13 +710,20 @@ static bool moved_visit(evs_store *st, stream *s, void *arg)
         w->nomem = true;
         return false;
     }
+    store_stream_hold(s); /* used after the walk (streams.c S2) */
     w->l[w->n++] = (struct live){s, first};
     return true;
 }
 
+static void live_free(struct live *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_stream_put(l[i].s);
+    free(l);
+}
+
 /* R6, for the streams whose first entry moved since their last clean-up (retention's own
- * field, stream.gc_first; a stream is never freed while the store is open). Returns the keys
- * deleted (0 on error: a later pass tries again). */
+ * field, stream.gc_first). Returns the keys deleted (0 on error: a later pass tries again). */
 static uint64_t index_gc(evs_store *st, evs_error *err)
 {
     struct moved_walk w = {NULL, 0, 0, false};
@@ -724,7 +731,7 @@ static uint64_t index_gc(evs_store *st, evs_error *err)
     struct live *l = w.l;
     size_t n = w.n;
     if (w.nomem) {
-        free(l);
+        live_free(l, n);
         return 0;
     }
     static const struct scan {
@@ -770,7 +777,7 @@ static uint64_t index_gc(evs_store *st, evs_error *err)
         for (size_t i = 0; i < n; i++)
             l[i].s->gc_first = EVS_ID_MIN;
     free(g.b);
-    free(l);
+    live_free(l, n);
     if (g.rc && g.rc != EVS_ECLOSED)
         evs_log(st, EVS_LOG_WARN, "retention: index clean-up stopped: %s", err->msg);
     return g.rc ? 0 : g.total;

@@ -707,6 +707,9 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ui
         s->bents = NULL;
         s->bentcap = 0;
         s->nbents = UINT32_MAX;
+        s->grave_next = st->grave; /* freed once nothing holds it (streams.c S3) */
+        st->grave = s;
+        atomic_fetch_add(&st->ngrave, 1);
         return 0;
     default:
         return evs_err_set(err, EVS_ECORRUPT, "unknown stream operation %d", op);
@@ -2258,8 +2261,10 @@ static void store_free(evs_store *st)
     free(st->segs);
     zombies_detach(st); /* (evs_close did already; a failed open has none) */
     free(st->zombies);
+    store_visible_free(st->held_head); /* (its references first: S2) */
+    st->held_head = NULL;
     for (size_t i = 0; i < st->nbyno; i++) {
-        if (st->byno[i]) {
+        if (st->byno[i] && st->byno[i] != &st->gone) {
             group_free_all(st->byno[i]);
             free(st->byno[i]->bents);
             free(st->byno[i]->name);
@@ -2275,7 +2280,6 @@ static void store_free(evs_store *st)
     post_free(st->post);
     free(st->touched);
     free(st->btouched);
-    store_visible_free(st->held_head);
     free(st->iov);
     free(st->brecs);
     rec_buf_release(&st->hdrs);
@@ -2694,6 +2698,7 @@ void evs_store_stats_get(evs_store *st, evs_store_stats *o)
     o->batches = atomic_load(&st->n_batches);
     o->fsyncs = atomic_load(&st->n_fsyncs);
     o->fsyncs_overlapped = atomic_load(&st->n_fsyncs_overlapped);
+    o->streams_dropped_held = atomic_load(&st->ngrave);
     o->fsync_ns_total = atomic_load(&st->fsync_ns);
     o->fsync_ns_max = atomic_load(&st->fsync_ns_max);
     o->batch_max = atomic_load(&st->batch_max);

@@ -3,10 +3,31 @@
  * form of a stream's state (the value of the index's `streams` table).
  *
  * Two tables share the stream objects: the writer's (what the next record will see) and the
- * visible one (what readers see, under st->lock). A stream object lives until the store
- * closes, even after a drop, so a reader holding one never dangles.
+ * visible one (what readers see, under st->lock).
+ *
+ * A stream object's life (a store with a stream per session creates and drops them without
+ * end: kept until close, each dropped one cost ~0.6 KiB for the life of the process):
+ *  S1. A reader finds a stream only in the visible table (or among the batches a visibility
+ *      cap holds, visible.c), under st->lock; the writer role finds it in its own table or
+ *      st->byno.
+ *  S2. A holder that keeps the pointer past that st->lock section takes a reference in it
+ *      (store_stream_hold) and puts it back when done: held batches (visible.c), the
+ *      stream lists and verify's copy of the table, a trim's plan, retention's index
+ *      clean-up, a lookup whose caller reads on (reader.c). Group readers (group_read.c
+ *      lock_stream) instead take st->gmu before they let st->lock go and use the stream only
+ *      under it. Iterators keep the stream's number, not the object.
+ *  S3. A drop puts the stream on st->grave. The writer role, between requests (no request
+ *      keeps a stream across turns), frees one there once it is in neither table (w_live,
+ *      v_live), in no list of the writer's (btouched: the batch to publish; touched: the
+ *      next index commit, which deletes its keys), and unreferenced — judged under st->lock's
+ *      write side, so no reader is between finding it and taking a reference, and after
+ *      taking and letting go st->gmu there, so no group reader still uses it. Once out of the
+ *      visible table nobody can take a new reference, so none comes after. st->byno then
+ *      holds &st->gone for its number: never live, and still a second create of the number
+ *      is refused (numbers are never reused).
  */
 #include "crc.h"
+#include "group.h"
 #include "internal.h"
 
 #include <endian.h>
@@ -182,4 +203,51 @@ int stream_state_decode(const void *in, size_t len, stream_state *s)
     m = le64toh(m);
     s->moved_pos = m ? m - 1 : REC_POS_NONE;
     return 0;
+}
+
+/* S3 */
+static bool reclaimable(const stream *s)
+{
+    return !s->w_live && !s->touched && !s->btouched && !atomic_load(&s->refs);
+}
+
+void store_streams_reclaim(evs_store *st)
+{
+    bool any = false;
+    for (stream *s = st->grave; s && !any; s = s->grave_next)
+        any = reclaimable(s);
+    if (!any)
+        return;
+    stream *dead = NULL, **pp = &st->grave;
+    pthread_rwlock_wrlock(&st->lock);
+    while (*pp) {
+        stream *s = *pp;
+        if (reclaimable(s) && !s->v_live) {
+            *pp = s->grave_next;
+            s->grave_next = dead;
+            dead = s;
+        } else {
+            pp = &s->grave_next;
+        }
+    }
+    if (dead) { /* a group reader that found one before this lock is done with it */
+        pthread_mutex_lock(&st->gmu);
+        pthread_mutex_unlock(&st->gmu);
+    }
+    pthread_rwlock_unlock(&st->lock);
+    while (dead) {
+        stream *s = dead;
+        dead = s->grave_next;
+        st->byno[s->no] = &st->gone;
+        if (st->tcache) { /* the trim cache knows streams by address (reader.c T1) */
+            trim_cache *c = &st->tcache[s->no % TRIM_CACHE_SLOTS];
+            if (c->s == s)
+                c->s = NULL;
+        }
+        group_free_all(s);
+        free(s->bents);
+        free(s->name);
+        free(s);
+        atomic_fetch_sub(&st->ngrave, 1);
+    }
 }

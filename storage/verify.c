@@ -281,8 +281,8 @@ static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const ch
     idx_cur_close(c);
 }
 
-/* V5. The streams visible when the check began (v->byno; a stream is never freed while the
- * store is open) are read without the lock, each read on its own snapshot (a stream changed
+/* V5. The streams visible when the check began (v->byno, each with a reference: streams.c
+ * S2) are read without the lock, each read on its own snapshot (a stream changed
  * meanwhile is compared with its length then). */
 static void check_reads(struct vstate *v)
 {
@@ -328,6 +328,9 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
         free(v.byno);
         return -ENOMEM;
     }
+    for (size_t no = 0; no < v.nbyno; no++) /* read after the lock goes (streams.c S2) */
+        if (v.byno[no])
+            store_stream_hold(v.byno[no]);
     for (size_t i = 0; i < n; i++) {
         segs[i] = st->segs[i];
         atomic_fetch_add(&segs[i]->refs, 1);
@@ -379,6 +382,9 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
     }
     pthread_rwlock_unlock(&st->lock);
     check_reads(&v);
+    for (size_t no = 0; no < v.nbyno; no++)
+        if (v.byno[no])
+            store_stream_put(v.byno[no]);
     free(v.byno);
     free(v.last_pos);
     free(v.last_id);

@@ -42,7 +42,7 @@ struct held {
     uint64_t gen;                  /* its number, once batches merge into it (V5)           */
     size_t n, cap;
     struct held_state {
-        stream *s;                 /* streams live until the store is closed                */
+        stream *s;                 /* a reference held (streams.c S2)                       */
         stream_state v;
         bool live;
     } *st;
@@ -95,6 +95,7 @@ int store_visible_prepare(evs_store *st, uint64_t start, uint64_t end, struct he
     h->n = h->cap = st->nbtouched;
     for (size_t i = 0; i < st->nbtouched; i++) {
         stream *s = st->btouched[i];
+        store_stream_hold(s);
         h->st[i] = (struct held_state){s, s->w, s->w_live};
     }
     *out = h;
@@ -128,6 +129,7 @@ static bool merge(evs_store *st, struct held *t, struct held *h)
         if (s->held_gen != t->gen) {
             s->held_gen = t->gen;
             s->held_slot = t->n++;
+            store_stream_hold(s); /* t's own; h's goes with h */
         }
         t->st[s->held_slot] = h->st[i];
     }
@@ -249,6 +251,8 @@ void store_visible_free(struct held *h)
 {
     while (h) {
         struct held *next = h->next;
+        for (size_t i = 0; i < h->n; i++)
+            store_stream_put(h->st[i].s);
         free(h->st);
         free(h);
         h = next;

@@ -2149,6 +2149,7 @@ static bool run_role(evs_store *st, bool timed)
         }
         index_commit(st, closing && !list);
     }
+    store_streams_reclaim(st); /* between requests (streams.c S3) */
     uint64_t due = work_due(st);
     pthread_mutex_lock(&st->qmu);
     /* the writer thread sleeps without a deadline, or with a later one */
@@ -2640,8 +2641,10 @@ int evs_trim_stream(evs_store *st, evs_slice name, const evs_trim *trim, uint64_
     pthread_rwlock_rdlock(&st->lock);
     stream *s = strtab_get(&st->vtab, name.ptr, name.len, true);
     stream_state snap;
-    if (s)
+    if (s) {
         snap = s->v;
+        store_stream_hold(s); /* streams.c S2 */
+    }
     pthread_rwlock_unlock(&st->lock);
     trim_goal goal;
     if (s && snap.length && trim_goal_for(trim, snap.length, snap.bytes, &goal) &&
@@ -2653,6 +2656,8 @@ int evs_trim_stream(evs_store *st, evs_slice name, const evs_trim *trim, uint64_
         r->plan_from = snap.first_id;
         r->plan_last = snap.last_id;
     }
+    if (s)
+        store_stream_put(s);
     size_t c = 0;
     rc = run_counted(st, r, &c, err);
     if (removed)

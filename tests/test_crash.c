@@ -305,12 +305,14 @@ static void kill_and_check(int iters, bool power, int nosync)
     size_t total_pending = 0; /* pending segment files found after the kills (nosync) */
     struct ack *acks = malloc(cap * sizeof *acks);
     /* at least `iters` kills, and more on a slow machine until the run means something: enough
-     * acknowledged entries, a log long enough that retention must have deleted segments, and
-     * a relocation met */
-    uint64_t log_end = 0;
+     * acknowledged entries, a log long enough that retention must have deleted segments (and
+     * has: on a loaded machine a child's first pass may not come before its kill), and a
+     * relocation met */
+    uint64_t log_end = 0, log_start = 0;
     size_t max_moved = 0; /* relocation copies found in the log after a kill (until some are) */
     for (int iter = 0; iter < iters || ((total_acked < MIN_ACKED || log_end < MIN_LOG ||
-                                         !max_moved || (nosync && !total_pending)) &&
+                                         !log_start || !max_moved ||
+                                         (nosync && !total_pending)) &&
                                         iter < iters * 8);
          iter++) {
         int fds[2];
@@ -451,6 +453,7 @@ static void kill_and_check(int iters, bool power, int nosync)
         evs_store_stats now;
         evs_store_stats_get(st, &now);
         log_end = now.log_end;
+        log_start = now.log_start;
         cr_assert_eq(evs_close(st), 0);
         /* the pending ones were read as log (checked above) and named once synced: by close */
         cr_assert_eq(files_ending(logdir, ".pending"), 0, "kill %d: a pending segment was left",

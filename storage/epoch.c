@@ -112,15 +112,9 @@ int epochs_parse(const char *buf, size_t len, evs_epoch **out, size_t *n, char *
             snprintf(why, cap, "more than %d epochs", EPOCHS_MAX);
             goto bad;
         }
-        if (nv == vcap) {
-            size_t c = vcap ? vcap * 2 : 8;
-            evs_epoch *a = realloc(v, c * sizeof *a);
-            if (!a) {
-                snprintf(why, cap, "out of memory");
-                goto bad;
-            }
-            v = a;
-            vcap = c;
+        if (arr_room(&v, nv, &vcap, sizeof *v, 8)) {
+            snprintf(why, cap, "out of memory");
+            goto bad;
         }
         v[nv++] = e;
     }

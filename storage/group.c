@@ -348,14 +348,8 @@ static int pel_set(evs_store *st, cgroup *g, evs_id id, uint32_t cons, uint64_t 
         p = &g->pel[--i]; /* reuse the hole just below: order holds */
         g->nlive++;
     } else {
-        if (g->npel == g->pelcap) {
-            size_t n = g->pelcap ? g->pelcap * 2 : 16;
-            pel_ent *a = realloc(g->pel, n * sizeof *a);
-            if (!a)
-                return -ENOMEM;
-            g->pel = a;
-            g->pelcap = n;
-        }
+        if (arr_room(&g->pel, g->npel, &g->pelcap, sizeof *g->pel, 16))
+            return -ENOMEM;
         memmove(&g->pel[i + 1], &g->pel[i], (g->npel - i) * sizeof *g->pel);
         g->npel++;
         g->nlive++;
@@ -741,14 +735,8 @@ static int load_group(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, 
         group_free(g);
         return -ENOMEM;
     }
-    if (l->n == l->cap) {
-        size_t c = l->cap ? l->cap * 2 : 16;
-        gref *a = realloc(l->refs, c * sizeof *a);
-        if (!a)
-            return -ENOMEM;
-        l->refs = a;
-        l->cap = c;
-    }
+    if (arr_room(&l->refs, l->n, &l->cap, sizeof *l->refs, 16))
+        return -ENOMEM;
     l->refs[l->n++] = (gref){g->gno, g};
     return 0;
 }

@@ -80,14 +80,8 @@ static void plan_free(plan *p)
 
 static int res_push(evs_id **a, size_t *n, size_t *cap, evs_id id)
 {
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 16;
-        evs_id *v = realloc(*a, c * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        *a = v;
-        *cap = c;
-    }
+    if (arr_room(a, *n, cap, sizeof **a, 16))
+        return -ENOMEM;
     (*a)[(*n)++] = id;
     return 0;
 }
@@ -128,15 +122,9 @@ static int dead_body(evs_store *st, plan *pl, evs_id id, uint64_t deliveries, ev
         evs_iter_close(it);
         return rc < 0 ? rc : EVS_ENOTFOUND;
     }
-    if (pl->ndead == pl->deadcap) {
-        size_t c = pl->deadcap ? pl->deadcap * 2 : 4;
-        dead *d = realloc(pl->dead, c * sizeof *d);
-        if (!d) {
-            evs_iter_close(it);
-            return evs_err_set(err, -ENOMEM, "out of memory");
-        }
-        pl->dead = d;
-        pl->deadcap = c;
+    if (arr_room(&pl->dead, pl->ndead, &pl->deadcap, sizeof *pl->dead, 4)) {
+        evs_iter_close(it);
+        return evs_err_set(err, -ENOMEM, "out of memory");
     }
     evs_field *f = malloc((e->nfields + 4) * sizeof *f);
     char idbuf[EVS_ID_STRLEN], nbuf[24];

@@ -350,14 +350,8 @@ bool idx_batch_empty(const idx_batch *b) { return b->n == 0; }
 static int batch_add(idx_batch *b, int kind, enum idx_table t, const void *k, size_t kl,
                      const void *v, size_t vl)
 {
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        struct op *o = realloc(b->ops, cap * sizeof *o);
-        if (!o)
-            return -ENOMEM;
-        b->ops = o;
-        b->cap = cap;
-    }
+    if (arr_room(&b->ops, b->n, &b->cap, sizeof *b->ops, 64))
+        return -ENOMEM;
     struct op *o = &b->ops[b->n];
     o->kind = (uint8_t)kind;
     o->table = (uint8_t)t;

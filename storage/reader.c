@@ -1399,15 +1399,9 @@ int reader_live_positions(evs_store *st, stream *s, const stream_state *snap, ui
                              PRIu64 " bytes", it->pname, max_bytes);
             break;
         }
-        if (*n == cap) {
-            size_t c = cap ? cap * 2 : 64;
-            uint64_t *t = realloc(*pos, c * sizeof *t);
-            if (!t) {
-                rc = evs_err_set(err, -ENOMEM, "out of memory");
-                break;
-            }
-            *pos = t;
-            cap = c;
+        if (arr_room(pos, *n, &cap, sizeof **pos, 64)) {
+            rc = evs_err_set(err, -ENOMEM, "out of memory");
+            break;
         }
         (*pos)[(*n)++] = it->ent_pos;
         *bytes += it->ent_size;

@@ -227,14 +227,8 @@ static size_t map_cap(void)
 static bool maps_add(segment *s, struct segmap *m)
 {
     if (s->map_slot == SIZE_MAX) {
-        if (nmapped == mappedcap) {
-            size_t c = mappedcap ? mappedcap * 2 : 256;
-            segment **a = realloc(mapped, c * sizeof *a);
-            if (!a)
-                return false;
-            mapped = a;
-            mappedcap = c;
-        }
+        if (arr_room(&mapped, nmapped, &mappedcap, sizeof *mapped, 256))
+            return false;
         s->map_slot = nmapped;
         mapped[nmapped++] = s;
     }

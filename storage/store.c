@@ -227,15 +227,7 @@ static pthread_mutex_t zombie_mu = PTHREAD_MUTEX_INITIALIZER;
 int store_seg_zombie(evs_store *st, segment *s)
 {
     pthread_mutex_lock(&zombie_mu);
-    int rc = 0;
-    if (st->nzombies == st->zombiecap) {
-        size_t c = st->zombiecap ? st->zombiecap * 2 : 8;
-        segment **z = realloc(st->zombies, c * sizeof *z);
-        if (!z)
-            rc = -ENOMEM;
-        else
-            st->zombies = z, st->zombiecap = c;
-    }
+    int rc = arr_room(&st->zombies, st->nzombies, &st->zombiecap, sizeof *st->zombies, 8);
     if (!rc) {
         st->zombies[st->nzombies++] = s;
         s->deleted_in = st;
@@ -745,14 +737,8 @@ static int ro_del_add(evs_store *st, const uint8_t k[IDX_IDKEY])
     size_t at = ro_del_find(st, k, &found);
     if (found)
         return 0;
-    if (st->nro_dels == st->ro_dels_cap) {
-        size_t cap = st->ro_dels_cap ? st->ro_dels_cap * 2 : 64;
-        uint8_t *d = realloc(st->ro_dels, cap * IDX_IDKEY);
-        if (!d)
-            return -ENOMEM;
-        st->ro_dels = d;
-        st->ro_dels_cap = cap;
-    }
+    if (arr_room(&st->ro_dels, st->nro_dels, &st->ro_dels_cap, IDX_IDKEY, 64))
+        return -ENOMEM;
     memmove(st->ro_dels + (at + 1) * IDX_IDKEY, st->ro_dels + at * IDX_IDKEY,
             (st->nro_dels - at) * IDX_IDKEY);
     memcpy(st->ro_dels + at * IDX_IDKEY, k, IDX_IDKEY);

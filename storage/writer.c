@@ -229,14 +229,8 @@ static void finish_failed(evs_store *st, wreq *r)
 
 static struct brec *brec_add(evs_store *st)
 {
-    if (st->nbrecs == st->brecap) {
-        size_t n = st->brecap ? st->brecap * 2 : 256;
-        struct brec *b = realloc(st->brecs, n * sizeof *b);
-        if (!b)
-            return NULL;
-        st->brecs = b;
-        st->brecap = n;
-    }
+    if (arr_room(&st->brecs, st->nbrecs, &st->brecap, sizeof *st->brecs, 256))
+        return NULL;
     return &st->brecs[st->nbrecs++];
 }
 

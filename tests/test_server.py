@@ -659,7 +659,6 @@ class Transactions(Base):
                    lambda: other.xadd("absent", {"x": "y"})]
         for n, change in enumerate(changes):
             r.xadd("w", {"a": "base"})
-            before = r.xlen("w")
             p = r.pipeline(transaction=True)
             p.watch("w", "absent")
             change()

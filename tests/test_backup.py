@@ -108,16 +108,11 @@ class Online(BackupBase):
                 n += 1
             c.close()
 
-        threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        started = time.time()
-        self.backup("b1")
-        time.sleep(0.5)
-        stop.set()
-        for t in threads:
-            t.join()
+        with test_server.workers(writer, 4, stop):
+            time.sleep(1.0)
+            started = time.time()
+            self.backup("b1")
+            time.sleep(0.5)
         before = [a for a in acked if a[0] < started]
         self.assertGreater(len(before), 100)
         # groups change after the cut: the restore must not see this

@@ -4,6 +4,7 @@ clients: redis-py (Debian's python3-redis), raw sockets for wire-level bytes, an
 Usage: test_server.py path/to/evstore"""
 import atexit
 import collections
+import contextlib
 import http.client
 import itertools
 import json
@@ -836,15 +837,25 @@ class Wire(Base):
         self.assertEqual(run("SELECT", "1").strip(), "ERR DB index is out of range")
 
 
-def run_workers(fn, n, seconds, stop):
-    """Run fn(0) .. fn(n - 1) on threads for `seconds`, then set `stop` and wait for them."""
+@contextlib.contextmanager
+def workers(fn, n, stop):
+    """Run fn(0) .. fn(n - 1) on threads while the block runs, then set `stop` (the workers
+    loop until it is set) and wait for them, also when the block raised."""
     threads = [threading.Thread(target=fn, args=(k,)) for k in range(n)]
     for t in threads:
         t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+def run_workers(fn, n, seconds, stop):
+    """workers() for `seconds`."""
+    with workers(fn, n, stop):
+        time.sleep(seconds)
 
 
 def http_req(srv, method, path, body=None, headers=None):

@@ -6,15 +6,16 @@ commit pass; the figure after each round should level off (storage/streams.c S3,
 docs/architecture.md "Memory per stream"). Outside CI: about a minute per 100,000 streams.
 
 Usage: tests/soak/dropmem.py --evstore build/evstore [--rounds 5] [--streams 100000]
-                             [--port 17392]
 """
 import argparse
+import os
 import shutil
-import subprocess
+import sys
 import tempfile
 import time
 
-import redis
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import test_server  # noqa: E402 (tests/test_server.py: Server starts it on free ports)
 
 
 def rss_anon_mib(pid):
@@ -30,21 +31,13 @@ def main():
     ap.add_argument("--evstore", required=True)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--streams", type=int, default=100000)
-    ap.add_argument("--port", type=int, default=17392)
     a = ap.parse_args()
-    data = tempfile.mkdtemp(prefix="evstore-dropmem-")
-    srv = subprocess.Popen([a.evstore, "serve", "--data", data, "--port", str(a.port),
-                            "--http-port", "0", "--fsync", "no"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    test_server.EVSTORE = os.path.abspath(a.evstore)
+    work = tempfile.mkdtemp(prefix="evstore-dropmem-")
+    srv = test_server.Server(os.path.join(work, "data"), "--fsync", "no").start()
     try:
-        r = redis.Redis(port=a.port)
-        for _ in range(200):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        figures = [rss_anon_mib(srv.pid)]
+        r = srv.client()
+        figures = [rss_anon_mib(srv.proc.pid)]
         for k in range(a.rounds):
             for base in range(0, a.streams, 1000):
                 names = [f"session:{k}:{i}" for i in range(base, min(base + 1000, a.streams))]
@@ -56,15 +49,14 @@ def main():
             time.sleep(1.5)             # the index commit after the drops (once a second)
             r.xadd("tick", {"a": "b"})  # and a writer turn after it
             time.sleep(0.5)
-            figures.append(rss_anon_mib(srv.pid))
+            figures.append(rss_anon_mib(srv.proc.pid))
         held = r.info("evstore").get("streams_dropped_held", "(not reported)")
         print(f"{a.evstore}: RssAnon MiB at start and after each round of {a.streams} streams "
               f"created and dropped: {' -> '.join(map(str, figures))}; "
               f"streams_dropped_held {held}")
     finally:
-        srv.terminate()
-        srv.wait()
-        shutil.rmtree(data)
+        srv.stop()
+        shutil.rmtree(work)
 
 
 if __name__ == "__main__":

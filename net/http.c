@@ -1009,6 +1009,10 @@ static void do_metrics(http_api *h, struct evhttp_request *req)
     METRIC("relocated_bytes_total", "counter", "Bytes those relocations copied.", "%" PRIu64,
            s.bytes_relocated);
     METRIC("streams", "gauge", "Streams.", "%" PRIu64, s.streams);
+    METRIC("streams_dropped_held", "gauge",
+           "Dropped streams whose memory is not freed yet (held by a read, listing or held batch, "
+           "or until the index commit after the drop).",
+           "%" PRIu64, s.streams_dropped_held);
     METRIC("clients", "gauge", "Connected RESP clients.", "%d", server_nconns(h->srv));
     METRIC("store_failed", "gauge", "1 once a write or fsync failed (appends refused).", "%d",
            evs_failed(server_store(h->srv), NULL) ? 1 : 0);

@@ -1745,6 +1745,16 @@ class Limits(Base):
         self.assertEqual([l for l in lines if l.startswith("evstore_stream_length{")],
                          ['evstore_stream_length{stream="m2"} 1', 'evstore_stream_length{stream="m3"} 1'])
         self.assertIn("evstore_stream_series_omitted 0", lines)
+        # m1's memory goes once nothing holds it (storage/streams.c S3): the writer frees it
+        # between requests after the index commit that deletes its keys
+        def held():
+            self.r.xadd("tick", {"t": "1"})
+            text = http_req(self.srv, "GET", "/metrics")[1].decode()
+            return [l for l in text.splitlines() if l.startswith("evstore_streams_dropped_held ")]
+        deadline = time.time() + 10
+        while held() != ["evstore_streams_dropped_held 0"] and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(held(), ["evstore_streams_dropped_held 0"])
 
 
 class DamagedIndex(unittest.TestCase):

@@ -717,8 +717,8 @@ static int load_group(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, 
     if (kl < 4 || kl > 4 + EVS_GROUP_NAME_MAX || vl < GROUP_ROW)
         return EVS_ECORRUPT;
     uint32_t no = idx_rd32(k);
-    stream *s = no < l->st->nbyno ? l->st->byno[no] : NULL;
-    if (!s || s == &l->st->gone)
+    stream *s = numtab_get(&l->st->byno, no);
+    if (!s)
         return EVS_ECORRUPT;
     cgroup *g = group_new(k + 4, kl - 4, idx_rd32(v));
     if (!g || set_dlq(g, v + GROUP_ROW, vl - GROUP_ROW)) {

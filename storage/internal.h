@@ -33,6 +33,7 @@
 
 #include "evstore.h"
 #include "fileio.h"
+#include "numtab.h"
 #include "record.h"
 
 struct idx;
@@ -131,14 +132,15 @@ bool seg_name_parse(const char *name, uint64_t *base);
 
 /* ---- streams ----------------------------------------------------------------------------- */
 
-/* Stream numbers index arrays in memory (st->byno, the visible table's) and are never reused:
- * a store creates at most this many streams over its life (creating one more is refused,
- * EVS_ETOOBIG), and a record naming a number at or past it is corrupt — one such record read
- * from a segment or a leader made the open allocate 32 GiB (fuzz_segment). 2^26 numbers hold
- * 512 MiB in each array when all are used. */
-#define EVS_STREAM_NO_MAX (1u << 26)
-#define EVS_STREAM_NO_MSG "this store has created 67,108,864 streams over its life, the most " \
-                          "it can (stream numbers are never reused)"
+/* Stream numbers are never reused (streams.c S4): a store creates at most this many streams
+ * over its life, numbers 1 to 2^32 - 2 (creating one more is refused, EVS_ETOOBIG; next_no
+ * stays a uint32_t), and a record naming 2^32 - 1 is corrupt. Numbers find streams through
+ * sparse tables (numtab.h): a record naming any number costs a reader at most 8 MiB. Until
+ * session 37 they indexed dense arrays, and the limit was 2^26 (a record naming a number
+ * near 2^32 had made an open allocate 32 GiB: fuzz_segment). */
+#define EVS_STREAM_NO_MAX UINT32_MAX
+#define EVS_STREAM_NO_MSG "this store has created 4,294,967,294 streams over its life, the " \
+                          "most it can (stream numbers are never reused)"
 
 /* A stream's own retention limits (XRETENTION): 0 inherits the store's default, RET_NONE
  * means no limit. */
@@ -211,9 +213,8 @@ void store_streams_reclaim(evs_store *st);
 typedef struct strtab {
     stream **b;
     size_t nb, n;
-    stream **byno;             /* the same streams by number, NULL where none: a walk in number
-                                  order costs what it visits (numbers are never reused) */
-    size_t nbyno;
+    numtab byno;               /* the visible table's streams by number too (its walks in
+                                  number order: retention, SCAN, verify); the writer's has none */
 } strtab;
 
 int strtab_init(strtab *t, size_t nb);
@@ -381,11 +382,9 @@ struct evs_store {
     size_t nsegs, segcap;
     strtab vtab;                   /* (L) visible streams by name                            */
     strtab wtab;                   /* (W) writer's streams by name                           */
-    stream **byno;                 /* (W) every stream loaded, by number; &gone for one freed
-                                      after its drop (streams.c S3)                          */
-    size_t nbyno;
-    uint32_t next_no;              /* (W)                                                    */
-    stream gone;                   /* (W) stands in byno for a freed stream: never live      */
+    numtab byno;                   /* (W) every stream loaded and not freed (streams.c S3),
+                                      by number                                              */
+    uint32_t next_no;              /* (W) past every number made: a create names it (S4)     */
     stream *grave;                 /* (W) dropped streams waiting to be freed (S3)           */
     _Atomic uint64_t ngrave;       /*     how many (evs_store_stats.streams_dropped_held)    */
 

@@ -1307,10 +1307,9 @@ int evs_stream_scan(evs_store *st, uint64_t from, size_t count,
         pthread_rwlock_unlock(&st->lock);
         return -ENOMEM;
     }
-    for (uint64_t no = from; no < st->vtab.nbyno; no++) {
-        stream *s = st->vtab.byno[no];
-        if (!s)
-            continue;
+    for (uint64_t no = numtab_next(&st->vtab.byno, from); no != NUMTAB_END;
+         no = numtab_next(&st->vtab.byno, no + 1)) {
+        stream *s = numtab_get(&st->vtab.byno, (uint32_t)no);
         if (n == cap) { /* the one after them: the next step's start */
             *next = no;
             break;

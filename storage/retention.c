@@ -100,10 +100,10 @@ typedef struct snap {
 /*
  * R9. The pass's walks of every visible stream (the streams to trim, the lowest position still
  * needed, whether to seal by age, the streams whose index keys to clean, those to relocate)
- * hold st->lock for WALK_CHUNK stream numbers at a time, in number order, so that publishes
+ * hold st->lock for WALK_CHUNK streams at a time, in number order, so that publishes
  * (whose visibility takes the lock to write) never wait for a walk of the whole store:
  * 500,000 streams held it ~100 ms a pass, once a second. By number a stream never moves
- * (numbers are not reused, vtab.byno); what the walk can miss is a stream made visible
+ * (numbers are not reused: streams.c S4); what the walk can miss is a stream made visible
  * meanwhile below the cursor, whose entries all lie in the active segment or past it (or past
  * the first held batch's start, which needed_from counts), and first positions only grow (R1):
  * the lowest position found is never above the truth, and a trim missed is made at the next
@@ -114,12 +114,14 @@ typedef struct snap {
 static void walk_visible(evs_store *st, bool (*visit)(evs_store *, stream *, void *), void *arg)
 {
     pthread_rwlock_rdlock(&st->lock);
-    for (size_t k = 0; k < st->vtab.nbyno; k++) {
-        if (k % WALK_CHUNK == WALK_CHUNK - 1) {
+    size_t k = 0;
+    NUMTAB_EACH(&st->vtab.byno, no) {
+        if (++k % WALK_CHUNK == 0) { /* (the table may change meanwhile: the next is looked up) */
             pthread_rwlock_unlock(&st->lock);
             pthread_rwlock_rdlock(&st->lock);
         }
-        if (st->vtab.byno[k] && !visit(st, st->vtab.byno[k], arg))
+        stream *s = numtab_get(&st->vtab.byno, (uint32_t)no);
+        if (s && !visit(st, s, arg))
             break; /* the visit has seen enough */
     }
     pthread_rwlock_unlock(&st->lock);

@@ -343,19 +343,8 @@ int store_read_checked(evs_store *st, uint64_t pos, const char *stream_name, rec
 
 stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t len)
 {
-    if (no >= EVS_STREAM_NO_MAX)
-        return NULL; /* corrupt: never assigned (writer.c prepass) */
-    if (no >= st->nbyno) {
-        size_t n = st->nbyno ? st->nbyno : 64;
-        while (n <= no)
-            n *= 2;
-        stream **b = realloc(st->byno, n * sizeof *b);
-        if (!b)
-            return NULL;
-        memset(b + st->nbyno, 0, (n - st->nbyno) * sizeof *b);
-        st->byno = b;
-        st->nbyno = n;
-    }
+    if (no >= EVS_STREAM_NO_MAX || numtab_get(&st->byno, no))
+        return NULL; /* corrupt: never assigned (writer.c prepass), or a number in use */
     stream *s = calloc(1, sizeof *s);
     if (!s || !(s->name = malloc(len ? len : 1))) {
         free(s);
@@ -366,13 +355,11 @@ stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t le
     s->no = no;
     s->w.no = no;
     s->w.first_pos = s->w.last_pos = s->w.moved_pos = REC_POS_NONE;
-    if (st->byno[no]) {
-        /* a dropped stream's number is never reused; a second create of one is corruption */
+    if (numtab_set(&st->byno, no, s)) {
         free(s->name);
         free(s);
         return NULL;
     }
-    st->byno[no] = s;
     return s;
 }
 
@@ -634,7 +621,7 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ui
     evs_slice name;
     uint64_t extra[REC_STREAM_MAX_EXTRA];
     size_t nextra = 0;
-    stream *s = h->stream < st->nbyno ? st->byno[h->stream] : NULL;
+    stream *s = numtab_get(&st->byno, h->stream);
     if (h->body_len > 1 && body[1] == REC_STREAM_IDEM) /* [4, ...]: fixarray then the op */
         return apply_idem(st, s, h, body, err);
     if (rec_stream_decode(body, h->body_len, &op, &name, extra, &nextra))
@@ -643,10 +630,13 @@ static int apply_stream(evs_store *st, const rec_hdr *h, const uint8_t *body, ui
     case REC_STREAM_CREATE:
         if (strtab_get(&st->wtab, name.ptr, name.len, false))
             return evs_err_set(err, EVS_ECORRUPT, "stream created twice");
+        if (h->stream < st->next_no) /* S4: creates name increasing numbers */
+            return evs_err_set(err, EVS_ECORRUPT, "stream number %u created after %u: numbers "
+                               "are never reused", h->stream, st->next_no - 1);
         s = store_stream_new(st, h->stream, name.ptr, name.len);
         if (!s)
-            return evs_err_set(err, EVS_ECORRUPT, "stream number %u reused, past the most a "
-                               "store assigns (%u), or out of memory", h->stream,
+            return evs_err_set(err, EVS_ECORRUPT, "stream number %u past the most a store "
+                               "assigns (%u), or out of memory", h->stream,
                                EVS_STREAM_NO_MAX - 1);
         s->w.created_us = h->time_us;
         s->w.decl_pos = pos;
@@ -767,7 +757,7 @@ int store_apply_record(evs_store *st, const rec_hdr *h, const uint8_t *body, uin
  * deleted the segment holding the create). */
 static bool before_history(evs_store *st, const rec_hdr *h, const uint8_t *body)
 {
-    stream *s = h->stream < st->nbyno ? st->byno[h->stream] : NULL;
+    stream *s = numtab_get(&st->byno, h->stream);
     if (h->kind == REC_SEAL || h->kind == REC_EPOCH || (s && s->w_live))
         return false;
     if (h->kind == REC_STREAM) {
@@ -788,7 +778,7 @@ int store_apply_record_hint(evs_store *st, const rec_hdr *h, const uint8_t *body
                             uint64_t size, const wop *hint, evs_error *err)
 {
     int rc = 0;
-    stream *s = h->stream < st->nbyno ? st->byno[h->stream] : NULL;
+    stream *s = numtab_get(&st->byno, h->stream);
     if (st->history_cut && before_history(st, h, body))
         goto done;
     switch (h->kind) {
@@ -1893,8 +1883,9 @@ static int scan_held(evs_store *st, size_t i, uint64_t off, const uint8_t *p, ev
  */
 static int prescan_declares(evs_store *st, evs_error *err)
 {
-    uint8_t *seen = NULL; /* by stream number: 1 created, 2 declared first */
-    size_t nseen = 0;
+    /* Creates name increasing numbers (S4), so a stream's create is in the log if and only
+     * if its number is at or past the first create the log holds */
+    uint64_t first_create = UINT64_MAX;
     int rc = 0;
     size_t declared = 0;
     for (size_t i = 0; i < st->nsegs && !rc; i++) {
@@ -1928,24 +1919,13 @@ static int prescan_declares(evs_store *st, evs_error *err)
                                  EVS_STREAM_NO_MAX - 1);
                 break;
             }
-            if (h.stream >= nseen) {
-                size_t m = nseen ? nseen : 64;
-                while (m <= h.stream)
-                    m *= 2;
-                uint8_t *t = realloc(seen, m);
-                if (!t) {
-                    rc = evs_err_set(err, -ENOMEM, "out of memory");
-                    break;
-                }
-                memset(t + nseen, 0, m - nseen);
-                seen = t;
-                nseen = m;
+            if (op == REC_STREAM_CREATE) {
+                if (first_create == UINT64_MAX)
+                    first_create = h.stream;
+                continue;
             }
-            if (seen[h.stream])
-                continue;
-            seen[h.stream] = op == REC_STREAM_CREATE ? 1 : 2;
-            if (op == REC_STREAM_CREATE)
-                continue;
+            if (h.stream >= first_create || numtab_get(&st->byno, h.stream))
+                continue; /* created in the log, or declared before */
             stream *s = store_stream_new(st, h.stream, name.ptr, name.len);
             if (!s || strtab_put(&st->wtab, s, false)) {
                 rc = evs_err_set(err, EVS_ECORRUPT, "stream %u declared twice, or out of memory",
@@ -1960,7 +1940,6 @@ static int prescan_declares(evs_store *st, evs_error *err)
         }
         store_seg_put(sg);
     }
-    free(seen);
     if (!rc)
         evs_log(st, EVS_LOG_INFO,
                 "the log starts at position %" PRIu64 " (retention): %zu streams created before "
@@ -2249,15 +2228,14 @@ static void store_free(evs_store *st)
     free(st->zombies);
     store_visible_free(st->held_head); /* (its references first: S2) */
     st->held_head = NULL;
-    for (size_t i = 0; i < st->nbyno; i++) {
-        if (st->byno[i] && st->byno[i] != &st->gone) {
-            group_free_all(st->byno[i]);
-            free(st->byno[i]->bents);
-            free(st->byno[i]->name);
-            free(st->byno[i]);
-        }
+    NUMTAB_EACH(&st->byno, no) {
+        stream *s = numtab_get(&st->byno, (uint32_t)no);
+        group_free_all(s);
+        free(s->bents);
+        free(s->name);
+        free(s);
     }
-    free(st->byno);
+    numtab_free(&st->byno);
     free(st->tcache);
     free(st->epochs);
     strtab_release(&st->vtab);

@@ -22,9 +22,12 @@
  *      next index commit, which deletes its keys), and unreferenced — judged under st->lock's
  *      write side, so no reader is between finding it and taking a reference, and after
  *      taking and letting go st->gmu there, so no group reader still uses it. Once out of the
- *      visible table nobody can take a new reference, so none comes after. st->byno then
- *      holds &st->gone for its number: never live, and still a second create of the number
- *      is refused (numbers are never reused).
+ *      visible table nobody can take a new reference, so none comes after. Its number
+ *      leaves st->byno (numtab.h: a leaf goes once all its numbers have).
+ *  S4. Numbers are never reused: a create names st->next_no, past every number made, and a
+ *      create record naming a lower one is corrupt (store.c apply_stream). So a number gone
+ *      from st->byno never comes back, and a log's creates name increasing numbers (a
+ *      rebuild relies on it: store.c prescan_declares).
  */
 #include "crc.h"
 #include "group.h"
@@ -45,17 +48,16 @@ int strtab_init(strtab *t, size_t nb)
     t->nb = nb;
     t->n = 0;
     t->b = calloc(nb, sizeof *t->b);
-    t->byno = NULL;
-    t->nbyno = 0;
+    t->byno = (numtab){NULL, 0};
     return t->b ? 0 : -ENOMEM;
 }
 
 void strtab_release(strtab *t)
 {
     free(t->b);
-    free(t->byno);
-    t->b = t->byno = NULL;
-    t->nb = t->n = t->nbyno = 0;
+    numtab_free(&t->byno);
+    t->b = NULL;
+    t->nb = t->n = 0;
 }
 
 #define NEXT(s, vis) (*((vis) ? &(s)->v_next : &(s)->w_next))
@@ -91,20 +93,8 @@ static int grow(strtab *t, bool vis)
 
 int strtab_put(strtab *t, stream *s, bool vis)
 {
-    if (s->no >= t->nbyno) {
-        size_t nn = t->nbyno ? t->nbyno : 64;
-        while (nn <= s->no)
-            nn *= 2;
-        stream **b = realloc(t->byno, nn * sizeof *b);
-        if (!b)
-            return -ENOMEM;
-        memset(b + t->nbyno, 0, (nn - t->nbyno) * sizeof *b);
-        t->byno = b;
-        t->nbyno = nn;
-    }
-    if (t->n + 1 > t->nb && grow(t, vis))
+    if ((t->n + 1 > t->nb && grow(t, vis)) || (vis && numtab_set(&t->byno, s->no, s)))
         return -ENOMEM;
-    t->byno[s->no] = s;
     size_t b = bucket(t, s->name, s->name_len);
     NEXT(s, vis) = t->b[b];
     t->b[b] = s;
@@ -120,7 +110,8 @@ void strtab_del(strtab *t, stream *s, bool vis)
     if (*pp) {
         *pp = NEXT(s, vis);
         t->n--;
-        t->byno[s->no] = NULL;
+        if (vis)
+            numtab_clear(&t->byno, s->no);
     }
 }
 
@@ -238,7 +229,7 @@ void store_streams_reclaim(evs_store *st)
     while (dead) {
         stream *s = dead;
         dead = s->grave_next;
-        st->byno[s->no] = &st->gone;
+        numtab_clear(&st->byno, s->no);
         if (st->tcache) { /* the trim cache knows streams by address (reader.c T1) */
             trim_cache *c = &st->tcache[s->no % TRIM_CACHE_SLOTS];
             if (c->s == s)

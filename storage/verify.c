@@ -30,15 +30,19 @@ struct vstate {
     void (*report)(void *, const char *);
     void *arg;
     long problems;
-    uint64_t *last_pos;
-    evs_id *last_id;
-    uint64_t *count;
-    evs_id *moved_id;       /* the last moved copy's ID (a relocation's chain)               */
-    size_t cap;
+    numtab tracks;          /* struct track by the stream number records name               */
     uint64_t log_start;     /* retention deleted what lies below: back-pointers and index keys
                                into it name trimmed entries                                  */
-    stream **byno;          /* the visible streams by number when the check began (names)   */
-    size_t nbyno;
+    stream **vis;           /* the visible streams when the check began, in number order    */
+    size_t nvis;            /* (names; each with a reference: streams.c S2)                 */
+};
+
+/* What the log has shown of one stream number so far. */
+struct track {
+    uint64_t last_pos;
+    evs_id last_id;
+    uint64_t count;
+    evs_id moved_id;        /* the last moved copy's ID (a relocation's chain)               */
 };
 
 static void problem(struct vstate *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -67,51 +71,39 @@ static void sname_of(const stream *s, char *out, size_t cap)
     out[o] = 0;
 }
 
-/* By number, from the copy of the visible table taken at the start (v->byno: the writer's
- * own table, st->byno, may be reallocated meanwhile in a store open for writes, and the
- * lock is not taken under an index read transaction); a stream not in it is "#<no>". */
+static int cmp_no(const void *key, const void *elem)
+{
+    uint32_t no = *(const uint32_t *)key, o = (*(stream *const *)elem)->no;
+    return no < o ? -1 : no > o;
+}
+
+/* By number, from the copy of the visible table taken at the start (v->vis: the writer's
+ * own table, st->byno, may change meanwhile in a store open for writes, and the lock is not
+ * taken under an index read transaction); a stream not in it is "#<no>". */
 static void sname(struct vstate *v, uint32_t no, char *out, size_t cap)
 {
-    stream *s = no < v->nbyno ? v->byno[no] : NULL;
+    stream **s = v->nvis ? bsearch(&no, v->vis, v->nvis, sizeof *v->vis, cmp_no) : NULL;
     if (s)
-        sname_of(s, out, cap);
+        sname_of(*s, out, cap);
     else
         snprintf(out, cap, "#%u", no);
 }
 
-static int track(struct vstate *v, uint32_t no)
+/* no's track, made at its first record; NULL past the numbers a store assigns (scan reports
+ * the record) or out of memory. */
+static struct track *track(struct vstate *v, uint32_t no)
 {
-    if (no < v->cap)
-        return 0;
-    if (no >= EVS_STREAM_NO_MAX)
-        return -EINVAL; /* scan reports the record */
-    size_t cap = v->cap ? v->cap : 64;
-    while (cap <= no)
-        cap *= 2;
-    uint64_t *lp = realloc(v->last_pos, cap * sizeof *lp);
-    if (!lp)
-        return -ENOMEM;
-    v->last_pos = lp;
-    evs_id *li = realloc(v->last_id, cap * sizeof *li);
-    if (!li)
-        return -ENOMEM;
-    v->last_id = li;
-    uint64_t *c = realloc(v->count, cap * sizeof *c);
-    if (!c)
-        return -ENOMEM;
-    v->count = c;
-    evs_id *mi = realloc(v->moved_id, cap * sizeof *mi);
-    if (!mi)
-        return -ENOMEM;
-    v->moved_id = mi;
-    for (size_t i = v->cap; i < cap; i++) {
-        v->last_pos[i] = REC_POS_NONE;
-        v->last_id[i] = EVS_ID_MIN;
-        v->count[i] = 0;
-        v->moved_id[i] = EVS_ID_MIN;
+    struct track *t = numtab_get(&v->tracks, no);
+    if (t || no >= EVS_STREAM_NO_MAX)
+        return t;
+    if (!(t = malloc(sizeof *t)))
+        return NULL;
+    *t = (struct track){REC_POS_NONE, EVS_ID_MIN, 0, EVS_ID_MIN};
+    if (numtab_set(&v->tracks, no, t)) {
+        free(t);
+        return NULL;
     }
-    v->cap = cap;
-    return 0;
+    return t;
 }
 
 static void check_entry(struct vstate *v, const segment *s, uint64_t off, const rec_hdr *h)
@@ -119,37 +111,38 @@ static void check_entry(struct vstate *v, const segment *s, uint64_t off, const 
     char nm[160], idb[EVS_ID_STRLEN];
     evs_id id = {h->id_ms, h->id_seq};
     evs_id_format(id, idb);
-    if (track(v, h->stream))
+    struct track *t = track(v, h->stream);
+    if (!t)
         return;
     sname(v, h->stream, nm, sizeof nm);
     if (h->flags & REC_F_MOVED) {
         /* a relocation's copy (record.h): its IDs restart below the stream's last, in order */
         bool first = h->prev == REC_POS_NONE;
-        bool known = evs_id_cmp(v->last_id[h->stream], EVS_ID_MIN) != 0; /* else deleted */
-        if ((known && evs_id_cmp(id, v->last_id[h->stream]) > 0) ||
-            (!first && evs_id_cmp(id, v->moved_id[h->stream]) <= 0))
+        bool known = evs_id_cmp(t->last_id, EVS_ID_MIN) != 0; /* else deleted */
+        if ((known && evs_id_cmp(id, t->last_id) > 0) ||
+            (!first && evs_id_cmp(id, t->moved_id) <= 0))
             problem(v, "stream %s: segment %s offset %" PRIu64 ": moved entry id %s out of "
                        "order", nm, s->name, off, idb);
-        if (!first && h->prev != v->last_pos[h->stream])
+        if (!first && h->prev != t->last_pos)
             problem(v, "stream %s: segment %s offset %" PRIu64 " (moved entry id %s): "
                        "back-pointer %" PRIu64 " does not name the previous copy (%" PRIu64 ")",
-                    nm, s->name, off, idb, h->prev, v->last_pos[h->stream]);
-        v->last_pos[h->stream] = s->base + off;
-        v->moved_id[h->stream] = id;
+                    nm, s->name, off, idb, h->prev, t->last_pos);
+        t->last_pos = s->base + off;
+        t->moved_id = id;
         return; /* not an append: the count and the last ID stay */
     }
-    if (v->count[h->stream] && evs_id_cmp(id, v->last_id[h->stream]) <= 0)
+    if (t->count && evs_id_cmp(id, t->last_id) <= 0)
         problem(v, "stream %s: segment %s offset %" PRIu64 ": entry id %s is not above the "
                    "previous entry's", nm, s->name, off, idb);
-    bool cut = v->last_pos[h->stream] == REC_POS_NONE && h->prev != REC_POS_NONE &&
+    bool cut = t->last_pos == REC_POS_NONE && h->prev != REC_POS_NONE &&
                h->prev < v->log_start; /* its predecessor was in a deleted segment */
-    if (h->prev != v->last_pos[h->stream] && !cut)
+    if (h->prev != t->last_pos && !cut)
         problem(v, "stream %s: segment %s offset %" PRIu64 " (entry id %s): back-pointer %" PRIu64
                    " does not name the previous entry (%" PRIu64 ")",
-                nm, s->name, off, idb, h->prev, v->last_pos[h->stream]);
-    v->last_pos[h->stream] = s->base + off;
-    v->last_id[h->stream] = id;
-    v->count[h->stream]++;
+                nm, s->name, off, idb, h->prev, t->last_pos);
+    t->last_pos = s->base + off;
+    t->last_id = id;
+    t->count++;
 }
 
 static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
@@ -201,7 +194,8 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
                     "assigns (%u)", s->name, off, h.stream, EVS_STREAM_NO_MAX - 1);
         if (h.kind == REC_ENTRY)
             check_entry(v, s, off, &h);
-        if (h.kind == REC_STREAM && !track(v, h.stream)) {
+        struct track *t = h.kind == REC_STREAM ? track(v, h.stream) : NULL;
+        if (t) {
             int op;
             evs_slice nm;
             uint64_t extra[REC_STREAM_MAX_EXTRA];
@@ -209,9 +203,9 @@ static void scan(struct vstate *v, segment *s, bool last, uint64_t expect_base)
             if (h.body_len > 1 && p[off + REC_HDR_SIZE + 1] != REC_STREAM_IDEM &&
                 !rec_stream_decode(p + off + REC_HDR_SIZE, h.body_len, &op, &nm, extra, &nx)) {
                 if (op == REC_STREAM_SETID && nx == 5)
-                    v->count[h.stream] = extra[2]; /* XSETID ENTRIESADDED sets the counter */
+                    t->count = extra[2]; /* XSETID ENTRIESADDED sets the counter */
                 else if (op == REC_STREAM_DECLARE && nx == REC_DECLARE_N)
-                    v->count[h.stream] = extra[7]; /* the whole state, as retention saw it */
+                    t->count = extra[7]; /* the whole state, as retention saw it */
             }
         }
         if (h.kind == REC_SEAL)
@@ -281,16 +275,14 @@ static void check_keys(struct vstate *v, idx_rtxn *r, enum idx_table t, const ch
     idx_cur_close(c);
 }
 
-/* V5. The streams visible when the check began (v->byno, each with a reference: streams.c
+/* V5. The streams visible when the check began (v->vis, each with a reference: streams.c
  * S2) are read without the lock, each read on its own snapshot (a stream changed
  * meanwhile is compared with its length then). */
 static void check_reads(struct vstate *v)
 {
     evs_store *st = v->st;
-    for (size_t no = 0; no < v->nbyno; no++) {
-        stream *s = v->byno[no];
-        if (!s)
-            continue;
+    for (size_t i = 0; i < v->nvis; i++) {
+        const stream *s = v->vis[i];
         char nm[160];
         sname_of(s, nm, sizeof nm);
         for (int reverse = 0; reverse < 2; reverse++) {
@@ -312,25 +304,25 @@ static void check_reads(struct vstate *v)
 
 long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
 {
-    struct vstate v = {st, report, arg, 0, NULL, NULL, NULL, NULL, 0, 0, NULL, 0};
+    struct vstate v = {st, report, arg, 0, {NULL, 0}, 0, NULL, 0};
     pthread_rwlock_rdlock(&st->lock);
-    v.byno = malloc((st->vtab.nbyno ? st->vtab.nbyno : 1) * sizeof *v.byno);
-    if (v.byno) {
-        v.nbyno = st->vtab.nbyno;
-        if (v.nbyno)
-            memcpy(v.byno, st->vtab.byno, v.nbyno * sizeof *v.byno);
-    }
+    v.vis = malloc((st->vtab.n ? st->vtab.n : 1) * sizeof *v.vis);
+    if (v.vis)
+        NUMTAB_EACH(&st->vtab.byno, no) {
+            stream *s = numtab_get(&st->vtab.byno, (uint32_t)no);
+            store_stream_hold(s); /* read after the lock goes (streams.c S2) */
+            v.vis[v.nvis++] = s;
+        }
     size_t n = st->nsegs;
     segment **segs = malloc((n ? n : 1) * sizeof *segs);
-    if (!segs || !v.byno) {
+    if (!segs || !v.vis) {
         pthread_rwlock_unlock(&st->lock);
+        for (size_t i = 0; i < v.nvis; i++)
+            store_stream_put(v.vis[i]);
         free(segs);
-        free(v.byno);
+        free(v.vis);
         return -ENOMEM;
     }
-    for (size_t no = 0; no < v.nbyno; no++) /* read after the lock goes (streams.c S2) */
-        if (v.byno[no])
-            store_stream_hold(v.byno[no]);
     for (size_t i = 0; i < n; i++) {
         segs[i] = st->segs[i];
         atomic_fetch_add(&segs[i]->refs, 1);
@@ -366,8 +358,9 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
         for (stream *s = st->vtab.b[b]; s; s = s->v_next) {
             char nm[160], a[EVS_ID_STRLEN], c[EVS_ID_STRLEN];
             sname_of(s, nm, sizeof nm);
-            uint64_t seen = s->no < v.cap ? v.count[s->no] : 0;
-            uint64_t lp = s->no < v.cap ? v.last_pos[s->no] : REC_POS_NONE;
+            const struct track *t = numtab_get(&v.tracks, s->no);
+            uint64_t seen = t ? t->count : 0;
+            uint64_t lp = t ? t->last_pos : REC_POS_NONE;
             if (seen != s->v.entries_added)
                 problem(&v, "stream %s: index counts %" PRIu64 " entries added, the log holds %"
                             PRIu64, nm, s->v.entries_added, seen);
@@ -375,20 +368,18 @@ long evs_verify(evs_store *st, void (*report)(void *, const char *), void *arg)
                         s->v.last_pos < v.log_start; /* every entry in deleted segments */
             if (lp != s->v.last_pos && !gone) {
                 evs_id_format(s->v.last_id, a);
-                evs_id_format(s->no < v.cap ? v.last_id[s->no] : EVS_ID_MIN, c);
+                evs_id_format(t ? t->last_id : EVS_ID_MIN, c);
                 problem(&v, "stream %s: index says the last entry is %s, the log says %s", nm, a, c);
             }
         }
     }
     pthread_rwlock_unlock(&st->lock);
     check_reads(&v);
-    for (size_t no = 0; no < v.nbyno; no++)
-        if (v.byno[no])
-            store_stream_put(v.byno[no]);
-    free(v.byno);
-    free(v.last_pos);
-    free(v.last_id);
-    free(v.count);
-    free(v.moved_id);
+    for (size_t i = 0; i < v.nvis; i++)
+        store_stream_put(v.vis[i]);
+    free(v.vis);
+    NUMTAB_EACH(&v.tracks, no)
+        free(numtab_get(&v.tracks, (uint32_t)no));
+    numtab_free(&v.tracks);
     return v.problems;
 }

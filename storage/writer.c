@@ -323,7 +323,7 @@ static int emit_at(evs_store *st, uint8_t kind, uint16_t flags, uint32_t stream_
     int rc = store_apply_record_hint(st, &h, external ? body : hp + REC_HDR_SIZE, pos, size,
                                      hint, err);
     if (!rc && kind == REC_ENTRY && !(flags & REC_F_MOVED))
-        batch_ent_add(st->byno[stream_no], id, pos, size);
+        batch_ent_add(numtab_get(&st->byno, stream_no), id, pos, size);
     return rc;
 }
 
@@ -397,7 +397,7 @@ int writer_stream_create(evs_store *st, evs_slice name, uint16_t flags, stream *
         return evs_err_set(err, EVS_ETOOBIG, EVS_STREAM_NO_MSG);
     }
     int rc = emit_stream_op(st, flags, REC_STREAM_CREATE, no, name, NULL, 0, err);
-    *out = rc ? NULL : st->byno[no];
+    *out = rc ? NULL : numtab_get(&st->byno, no);
     return rc;
 }
 
@@ -1235,7 +1235,7 @@ static int append_streams(evs_store *st, wreq *r, struct sim *sims, uint64_t now
             if ((rc = emit_stream_op(st, left ? REC_F_TXN_CONT : 0, REC_STREAM_CREATE, no, name,
                                      NULL, 0, err)))
                 return rc;
-            s = sims[op->first].s = st->byno[no];
+            s = sims[op->first].s = numtab_get(&st->byno, no);
         }
         left--;
         rc = emit(st, REC_ENTRY, left ? REC_F_TXN_CONT : 0, s->no, r->ids[i], s->w.last_pos,
@@ -1516,9 +1516,11 @@ static void do_declare(evs_store *st, wreq *r, pending *p)
     evs_error err = {0};
     int rc = 0;
     r->count = 0;
-    for (uint32_t no = 0; no < st->nbyno && !rc; no++) {
-        stream *s = st->byno[no];
-        if (!s || !s->w_live)
+    NUMTAB_EACH(&st->byno, no) {
+        stream *s = numtab_get(&st->byno, (uint32_t)no);
+        if (rc)
+            break;
+        if (!s->w_live)
             continue;
         size_t pel = 0;
         for (uint32_t i = 0; i < s->ngroups; i++)
@@ -1562,7 +1564,7 @@ static void do_declare(evs_store *st, wreq *r, pending *p)
 static int relocate_one(evs_store *st, pending *p, uint32_t no, uint64_t below,
                         uint64_t max_bytes, uint64_t *bytes, evs_error *err)
 {
-    stream *s = no < st->nbyno ? st->byno[no] : NULL;
+    stream *s = numtab_get(&st->byno, no);
     *bytes = 0;
     if (!s || !s->w_live || !s->w.length || s->w.last_pos == REC_POS_NONE ||
         s->w.first_pos >= below)
@@ -1648,7 +1650,7 @@ static void do_relocate(evs_store *st, wreq *r, pending *p)
 static evs_id first_of(evs_store *st, const uint8_t *key)
 {
     uint32_t no = idx_rd32(key);
-    stream *s = no < st->nbyno ? st->byno[no] : NULL;
+    stream *s = numtab_get(&st->byno, no);
     if (!s || !s->w_live)
         return EVS_ID_MAX;
     if (s->w.length)
@@ -1764,11 +1766,13 @@ static int take_cut(evs_store *st, snap_cut *c)
 {
     c->cut = st->tail;
     size_t nl = 0, names = 0;
-    for (uint32_t no = 0; no < st->nbyno; no++)
-        if (st->byno[no] && st->byno[no]->w_live) {
+    NUMTAB_EACH(&st->byno, no) {
+        const stream *s = numtab_get(&st->byno, (uint32_t)no);
+        if (s->w_live) {
             nl++;
-            names += st->byno[no]->name_len;
+            names += s->name_len;
         }
+    }
     c->streams = calloc(nl ? nl : 1, sizeof *c->streams);
     c->names = malloc(names ? names : 1);
     pthread_rwlock_rdlock(&st->lock);
@@ -1794,9 +1798,9 @@ static int take_cut(evs_store *st, snap_cut *c)
     if (!ok)
         return -ENOMEM;
     size_t off = 0;
-    for (uint32_t no = 0; no < st->nbyno; no++) {
-        stream *s = st->byno[no];
-        if (!s || !s->w_live)
+    NUMTAB_EACH(&st->byno, no) {
+        stream *s = numtab_get(&st->byno, (uint32_t)no);
+        if (!s->w_live)
             continue;
         memcpy(c->names + off, s->name, s->name_len);
         c->streams[c->nstreams++] = (evs_snap_stream){

@@ -664,6 +664,61 @@ Test(recovery, a_missing_segment_file_is_reported_at_open_and_on_read)
     evs_close(st);
 }
 
+/* streams.c S4: numbers are never reused. A create record past the watermark that names the
+ * number of a stream dropped before it (not loaded: the open loads live streams only) is
+ * corruption, reported with its place; it makes no stream. (The open took it as a new stream
+ * numbered as the dropped one until session 37.) */
+Test(recovery, a_create_naming_a_dropped_streams_number_is_corruption)
+{
+    evs_store *st = open_store(dir, NULL);
+    cr_assert_eq(add(st, "a", EVS_ID_AUTO, (evs_id){0, 0}, NULL, "k", "v", NULL), 0);
+    size_t dropped;
+    evs_error err;
+    cr_assert_eq(evs_streams_drop(st, &(evs_slice){"a", 1}, 1, &dropped, &err), 0, "%s", err.msg);
+    cr_assert_eq(add(st, "b", EVS_ID_AUTO, (evs_id){0, 0}, NULL, "k", "v", NULL), 0);
+    evs_close(st); /* the index covers it all: a, number 1, dropped; next number 3 */
+
+    char p[600];
+    seg_path(dir, -1, p, sizeof p);
+    off_t size = file_size(p);
+    uint8_t *b = malloc((size_t)size);
+    int fd = open(p, O_RDONLY);
+    cr_assert_eq(pread(fd, b, (size_t)size, 0), size);
+    close(fd);
+    rec_hdr h;
+    uint64_t sz, off = 0;
+    bool found = false;
+    for (; rec_check(b + off, (uint64_t)size - off, &h, &sz) == REC_OK; off += sz)
+        if (h.kind == REC_STREAM && h.stream == 1) {
+            found = true; /* a's create: the first record of stream 1 */
+            break;
+        }
+    cr_assert(found);
+    h.flags = 0; /* a lone record, not the head of a's first XADD's atomic group */
+    uint8_t *rec = malloc(sz);
+    memcpy(rec, b + off, sz);
+    rec_hdr_encode(&h, rec);
+    rec_hdr_set_crc(rec, rec_crc(rec, rec + REC_HDR_SIZE, h.body_len));
+    append_bytes(p, rec, sz);
+    free(rec);
+    free(b);
+
+    evs_options o;
+    evs_options_init(&o);
+    char logged[1024] = "";
+    o.log = keep_errors;
+    o.log_arg = logged;
+    st = open_store(dir, &o);
+    cr_assert(strstr(logged, "corruption: segment ") &&
+              strstr(logged, "stream number 1 created after 2: numbers are never reused"),
+              "%s", logged);
+    cr_assert_eq(evs_stream_info_get(st, S("a"), &(evs_stream_info){0}), EVS_ENOTFOUND);
+    evs_stream_info bi;
+    cr_assert_eq(evs_stream_info_get(st, S("b"), &bi), 0);
+    cr_assert_eq(bi.length, 1);
+    evs_close(st);
+}
+
 void report(void *arg, const char *line)
 {
     struct cap { char (*l)[1024]; int *n; } *c = arg;

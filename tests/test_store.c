@@ -1932,12 +1932,13 @@ static bool dropped_held_falls_to(evs_store *st, uint64_t want)
 /* streams.c S1-S3: a dropped stream's memory goes once nothing holds it — a store with a stream
  * per session kept ~0.6 KiB for each until close — and never while something does: an
  * iterator opened before the drop reads on (it keeps the number), a listing names it, batches a
- * visibility cap holds keep theirs until the cap lifts. A name dropped and created again is a
+ * visibility cap holds keep theirs until the cap lifts. Once every number of a leaf is gone,
+ * the by-number tables free the leaf (numtab.h N1). A name dropped and created again is a
  * new stream; the store reopens clean. (Under ASan a use after the free is caught.) */
 Test(store, a_dropped_stream_is_freed_once_nothing_holds_it)
 {
     evs_store *st = open_store(dir, NULL);
-    enum { N = 3000 };
+    enum { N = NUMTAB_LEAF + 1000 }; /* numbers 1 to N: the first leaf and part of the next */
     char(*nm)[16] = malloc(N * sizeof *nm);
     evs_slice *names = malloc(N * sizeof *names);
     cr_assert(nm && names);
@@ -1990,6 +1991,10 @@ Test(store, a_dropped_stream_is_freed_once_nothing_holds_it)
     cr_assert_eq(add(st, "other", EVS_ID_AUTO, (evs_id){0, 0}, NULL, "n", "3", NULL), 0);
     cr_assert(dropped_held_falls_to(st, 0), "%" PRIu64 " dropped streams still held",
               dropped_held(st));
+    /* every number of the first leaf is gone ("other" came after the h streams: the second) */
+    cr_assert_null(st->byno.leaf[0]);
+    cr_assert_null(st->vtab.byno.leaf[0]);
+    cr_assert_not_null(st->byno.leaf[1]);
 
     /* a name used again: a new stream with a new number */
     cr_assert_eq(add(st, "s7", EVS_ID_AUTO, (evs_id){0, 0}, NULL, "again", "yes", NULL), 0);
@@ -2008,4 +2013,45 @@ Test(store, a_dropped_stream_is_freed_once_nothing_holds_it)
     evs_close(st);
     free(names);
     free(nm);
+}
+
+/* numtab.h N1-N2: values by number in leaves made and freed with their first and last value,
+ * walked in order; the highest number costs its leaf and the leaf array, not a dense array. */
+Test(store, numbers_find_values_through_a_sparse_table)
+{
+    numtab t = {NULL, 0};
+    static int a, b, c, d;
+    const uint32_t top = EVS_STREAM_NO_MAX - 1;
+    cr_assert_null(numtab_get(&t, 7));
+    cr_assert_eq(numtab_next(&t, 0), NUMTAB_END);
+    cr_assert_eq(numtab_set(&t, 1, &a), 0);
+    cr_assert_eq(numtab_set(&t, NUMTAB_LEAF - 1, &b), 0);
+    cr_assert_eq(numtab_set(&t, 3 * NUMTAB_LEAF, &c), 0);
+    cr_assert_eq(numtab_set(&t, top, &d), 0);
+    cr_assert_eq(t.nleaf, ((size_t)top >> NUMTAB_SHIFT) + 1, "the leaf array grows to the top");
+    cr_assert_eq(numtab_get(&t, 1), &a);
+    cr_assert_eq(numtab_get(&t, top), &d);
+    cr_assert_null(numtab_get(&t, 2));
+    cr_assert_null(numtab_get(&t, NUMTAB_LEAF));
+    cr_assert_null(t.leaf[1]);
+    uint64_t want[] = {1, NUMTAB_LEAF - 1, 3 * NUMTAB_LEAF, top}, k = 0;
+    NUMTAB_EACH(&t, no)
+        cr_assert_eq(no, want[k++]);
+    cr_assert_eq(k, 4);
+    cr_assert_eq(numtab_next(&t, 2), NUMTAB_LEAF - 1);
+    cr_assert_eq(numtab_next(&t, NUMTAB_LEAF), 3 * NUMTAB_LEAF);
+    cr_assert_eq(numtab_next(&t, (uint64_t)top + 1), NUMTAB_END);
+    cr_assert_eq(numtab_set(&t, 1, &c), 0); /* a value replaced: still one slot */
+    numtab_clear(&t, 1);
+    cr_assert_not_null(t.leaf[0]);
+    numtab_clear(&t, 1); /* cleared twice: nothing */
+    numtab_clear(&t, 5); /* never set */
+    numtab_clear(&t, NUMTAB_LEAF - 1);
+    cr_assert_null(t.leaf[0], "its last value gone, the leaf goes");
+    cr_assert_eq(numtab_next(&t, 0), 3 * NUMTAB_LEAF);
+    numtab_clear(&t, 3 * NUMTAB_LEAF);
+    numtab_clear(&t, top);
+    cr_assert_eq(numtab_next(&t, 0), NUMTAB_END);
+    numtab_free(&t);
+    cr_assert_eq(t.nleaf, 0);
 }

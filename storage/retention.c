@@ -36,8 +36,8 @@
  *      (a key used again since has a newer row: kept). Every pass, on a follower too, in
  *      GC_CHUNK requests like R6's; the log keeps the records (they leave with their segment).
  *  R9. A pass never holds the store's lock for a walk of every stream: its walks take it a
- *      chunk of stream numbers at a time (walk_visible), and copy only the streams it may
- *      trim.
+ *      chunk of streams at a time, in number order (walk_visible), and copy only the
+ *      streams it may trim.
  */
 #include <errno.h>
 #include <fcntl.h>

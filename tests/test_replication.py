@@ -354,6 +354,37 @@ class Replication(Base):
         with self.assertRaisesRegex(redis.ResponseError, "WAIT cannot be used with replica"):
             fr.execute_command("WAIT", "1", "10")
 
+    def test_streams_dropped_on_the_leader_are_freed_on_the_follower_too(self):
+        """A stream per session, most dropped: the follower applies the drops in its own
+        writer and frees the dropped streams there too (storage/streams.c S3, numtab.h), and
+        lists, scans and restarts with exactly the leader's streams."""
+        leader = self.start("leader")
+        follower = self.follower("follower", leader)
+        lr, fr = leader.client(decode_responses=True), follower.client(decode_responses=True)
+        names = ["session:%d" % i for i in range(6000)]  # numbers past the first 4,096 leaf
+        for at in range(0, len(names), 1000):
+            p = lr.pipeline(transaction=False)
+            for n in names[at:at + 1000]:
+                p.xadd(n, {"source": "agent", "type": "turn"})
+            p.execute()
+        lr.delete(*names[:5500])
+        lr.xadd("tick", {"t": "1"})
+        self.caught_up(leader, follower)
+        deadline = time.time() + 10
+        while time.time() < deadline and fr.info("evstore")["streams_dropped_held"]:
+            lr.xadd("tick", {"t": "1"})  # the follower's writer frees them between requests
+            self.caught_up(leader, follower)
+            time.sleep(0.05)
+        self.assertEqual(fr.info("evstore")["streams_dropped_held"], 0)
+        want = sorted(names[5500:] + ["tick"])
+        self.assertEqual(sorted(fr.scan_iter(count=100)), want)
+        self.assertEqual(sorted(lr.scan_iter(count=100)), want)
+        self.same_segments(leader, follower)
+        self.stop_and_verify(follower)
+        follower = self.follower("follower", leader)
+        self.caught_up(leader, follower)
+        self.assertEqual(sorted(follower.client(decode_responses=True).keys("*")), want)
+
     def test_follower_killed_under_load_restarts_and_catches_up(self):
         leader = self.start("leader")
         follower = self.follower("follower", leader)

@@ -701,6 +701,8 @@ void store_visible_free(struct held *h);
  * for writing). */
 void store_publish_touched(evs_store *st);
 stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t len);
+/* Frees s with its groups, batch list and name (at close, or once reclaimed: S3). */
+void store_stream_free(stream *s);
 /* The REC_DECLARE_N numbers of a stream-declare record for this state. */
 void store_declare_encode(const stream_state *w, uint64_t *v);
 

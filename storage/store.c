@@ -363,6 +363,14 @@ stream *store_stream_new(evs_store *st, uint32_t no, const void *name, size_t le
     return s;
 }
 
+void store_stream_free(stream *s)
+{
+    group_free_all(s);
+    free(s->bents);
+    free(s->name);
+    free(s);
+}
+
 static bool list_add(stream ***list, size_t *n, size_t *cap, stream *s)
 {
     if (arr_room(list, *n, cap, sizeof **list, 64))
@@ -2228,13 +2236,8 @@ static void store_free(evs_store *st)
     free(st->zombies);
     store_visible_free(st->held_head); /* (its references first: S2) */
     st->held_head = NULL;
-    NUMTAB_EACH(&st->byno, no) {
-        stream *s = numtab_get(&st->byno, (uint32_t)no);
-        group_free_all(s);
-        free(s->bents);
-        free(s->name);
-        free(s);
-    }
+    NUMTAB_EACH(&st->byno, no)
+        store_stream_free(numtab_get(&st->byno, (uint32_t)no));
     numtab_free(&st->byno);
     free(st->tcache);
     free(st->epochs);

@@ -30,7 +30,6 @@
  *      rebuild relies on it: store.c prescan_declares).
  */
 #include "crc.h"
-#include "group.h"
 #include "internal.h"
 
 #include <endian.h>
@@ -235,10 +234,7 @@ void store_streams_reclaim(evs_store *st)
             if (c->s == s)
                 c->s = NULL;
         }
-        group_free_all(s);
-        free(s->bents);
-        free(s->name);
-        free(s);
+        store_stream_free(s);
         atomic_fetch_sub(&st->ngrave, 1);
     }
 }

@@ -10,13 +10,16 @@ Load (all on 127.0.0.1): --producers processes XADD to stream `soak` over RESP i
 (fields p = producer, n = its sequence number, v = 100 bytes), one process publishes to
 `soak-http` over the HTTP API (payload n) and lists the recent 50 every second, and two
 consumer processes XREADGROUP + XACK stream `soak` in group `g` (after each reconnect,
-their own pending entries first: a delivery whose reply a kill cut off stays pending). Both
+their own pending entries first: a delivery whose reply a kill cut off stays pending), and
+one process plays agent sessions, --session-rate a second: session k writes its own stream
+`sess-<k>` (three XADDs) and drops the stream of session k-20 (DEL, then WAIT 1: a drop
+that WAIT counted is on the follower too, so no promotion may bring the stream back). Both
 nodes run `--ack all --min-replicas 1`: an acknowledged publish is fsynced on both, so it
 must survive a promotion. A publish that got no answer (a killed node, NOREPLICAS, a
 timeout) is not retried: it is "unacknowledged" and may or may not be present.
 
 Usage: tests/soak/soak.py --evstore build/evstore [--minutes 10] [--rate 10000]
-                          [--kill-every 30] [--workdir DIR]
+                          [--kill-every 30] [--session-rate 20] [--workdir DIR]
 """
 import argparse
 import http.client
@@ -204,6 +207,97 @@ def consumer(name, ports, leader, producers, stop, out):
                    "seen": [list(s.items()) for s in seen]}, f)
 
 
+SESSION_ENTRIES, SESSION_KEEP = 3, 20
+S_DROP_SENT, S_DROPPED, S_DROP_COUNTED = 8, 16, 32  # bits 0-2: the entries acknowledged
+
+
+def sessions(ports, leader, rate, stop, out):
+    """Session k: XADD sess-<k> three times, DEL sess-<k-20>, WAIT 1 2000, in one pipeline;
+    no retries. Records a byte per session: its acknowledged entries, and whether its drop
+    was sent, answered, and counted by WAIT."""
+    state = bytearray()
+    r, at, k = None, -1, 0
+    next_t = time.time()
+    while not stop.is_set():
+        if r is None or at != leader.value:
+            at = leader.value
+            r = redis.Redis(port=ports[at], socket_timeout=5)
+        p = r.pipeline(transaction=False)
+        for j in range(SESSION_ENTRIES):
+            p.xadd("sess-%d" % k, {"s": k, "n": j, "type": "turn"})
+        old = k - SESSION_KEEP
+        if old >= 0:
+            p.delete("sess-%d" % old)
+            p.execute_command("WAIT", 1, 2000)
+            state[old] |= S_DROP_SENT
+        state.append(0)
+        try:
+            res = p.execute(raise_on_error=False)
+            for j in range(SESSION_ENTRIES):
+                if not isinstance(res[j], Exception):
+                    state[k] |= 1 << j
+            if old >= 0 and isinstance(res[SESSION_ENTRIES], int):
+                state[old] |= S_DROPPED
+                if isinstance(res[SESSION_ENTRIES + 1], int) and res[SESSION_ENTRIES + 1] >= 1:
+                    state[old] |= S_DROP_COUNTED
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            r = None
+            time.sleep(0.05)
+        k += 1
+        next_t += 1 / rate
+        delay = next_t - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -1:
+            next_t = time.time()
+    with open(out, "wb") as f:
+        f.write(bytes(state))
+
+
+def check_sessions(lead, fol, converged, state):
+    """What the sessions left: an acknowledged entry of a stream never dropped is there; a
+    stream whose drop WAIT counted is gone; the follower lists the same streams; and both
+    nodes freed every dropped stream's memory (streams_dropped_held, storage/streams.c S3)."""
+    r = lead.client()
+    names = ["sess-%d" % k for k in range(len(state))]
+    got = []
+    for at in range(0, len(names), 1000):
+        p = r.pipeline(transaction=False)
+        for n in names[at:at + 1000]:
+            p.xrange(n)
+        got += p.execute()
+    c = dict(sessions=len(state), live=0, lost=0, resurrected=0, undone=0, strays=0)
+    for k, entries in enumerate(got):
+        st = state[k]
+        ns = sorted(int(f[b"n"]) for _, f in entries)
+        c["live"] += bool(entries)
+        if any(int(f[b"s"]) != k for _, f in entries) or len(set(ns)) != len(ns):
+            c["strays"] += 1
+        if st & S_DROP_COUNTED:
+            c["resurrected"] += bool(entries)
+            continue
+        if st & S_DROPPED and entries:
+            c["undone"] += 1  # acknowledged, not replicated before a promotion: may come back
+        if not (st & S_DROP_SENT) or (st & S_DROPPED and entries):
+            c["lost"] += sum(1 for j in range(SESSION_ENTRIES) if st >> j & 1 and j not in ns)
+    leader_set = sorted(lead.client().scan_iter(match="sess-*", count=1000))
+    c["follower_same"] = converged and sorted(fol.client().scan_iter(match="sess-*", count=1000)) == leader_set
+    held = {}
+    for nd in (lead, fol):
+        deadline = time.time() + 15
+        while True:
+            lead.client().xadd("soak-tick", {"t": 1})  # writers free dropped streams between requests
+            caught_up(lead, fol, timeout=10)
+            held[nd.name] = nd.client().info("evstore")["streams_dropped_held"]
+            if held[nd.name] == 0 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+    c["held"] = held
+    c["ok"] = c["lost"] == 0 and c["resurrected"] == 0 and c["strays"] == 0 and \
+        c["follower_same"] and all(v == 0 for v in held.values())
+    return c
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
 def wait_role(node, role, timeout=60):
@@ -251,6 +345,7 @@ def main():
     ap.add_argument("--rate", type=int, default=10000, help="events/s in all")
     ap.add_argument("--kill-every", type=float, default=30)
     ap.add_argument("--producers", type=int, default=4)
+    ap.add_argument("--session-rate", type=float, default=20, help="sessions/s (0: none)")
     ap.add_argument("--workdir")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
@@ -277,6 +372,9 @@ def main():
     procs.append(mp.Process(target=http_producer, args=(http_ports, leader, http_rate, stop,
                                                         os.path.join(work, "acked-http"),
                                                         os.path.join(work, "http-reads"))))
+    if a.session_rate > 0:
+        procs.append(mp.Process(target=sessions, args=(ports, leader, a.session_rate, stop,
+                                                       os.path.join(work, "sessions"))))
     consumers = [mp.Process(target=consumer, args=("c%d" % i, ports, leader, a.producers,
                                                    stop_consumers,
                                                    os.path.join(work, "consumer-%d" % i)))
@@ -383,6 +481,10 @@ def main():
                 seen[p].add(n)
     never_delivered = sum(1 for p in range(a.producers) for n in pos[p] if n not in seen[p])
     follower_len = fol.client().xlen("soak") if converged else -1
+    sess = None
+    if a.session_rate > 0:
+        with open(os.path.join(work, "sessions"), "rb") as f:
+            sess = check_sessions(lead, fol, converged, f.read())
     rc_lead, rc_fol = lead.stop(), fol.stop()
     verify = [subprocess.run([evstore, "verify", "--data", nd.data], capture_output=True,
                              text=True).returncode for nd in nodes]
@@ -391,7 +493,8 @@ def main():
     dur = a.minutes * 60
     print("### Soak run (%s)\n" % time.strftime("%Y-%m-%d"))
     print("`tests/soak/soak.py --evstore %s --minutes %g --rate %d --kill-every %g --producers %d "
-          "--seed %d`\n" % (a.evstore, a.minutes, a.rate, a.kill_every, a.producers, a.seed))
+          "--session-rate %g --seed %d`\n" % (a.evstore, a.minutes, a.rate, a.kill_every,
+                                               a.producers, a.session_rate, a.seed))
     print("| | |\n|---|---|")
     print("| duration | %.0f s; %d kills: %d of the leader (promotion), %d of the follower |" % (
         dur, len(events), sum("promoted" in e for _, e in events),
@@ -407,6 +510,14 @@ def main():
         delivered, acks, redelivered, never_delivered))
     print("| end | follower converged: %s (XLEN %d = leader %d); exits %d/%d; `evstore verify` %s |" % (
         converged, follower_len, len(entries), rc_lead, rc_fol, "/".join(map(str, verify))))
+    if sess:
+        print("| agent sessions | %d sessions (a stream each, the oldest dropped 20 later); %d streams left; "
+              "**%d** acknowledged entries lost, **%d** streams back after a drop WAIT counted, "
+              "%d back after an uncounted drop (a promotion may undo one), %d with strays; "
+              "follower lists the same streams: %s; dropped streams still held: %s |" % (
+                  sess["sessions"], sess["live"], sess["lost"], sess["resurrected"], sess["undone"],
+                  sess["strays"], sess["follower_same"],
+                  ", ".join("%s %d" % kv for kv in sess["held"].items())))
     print("| leader's log | %.0f MiB, %d segments |" % (stats["log_bytes"] / 2**20, stats["segments"]))
     print()
     print("RSS (KiB; anonymous = heap, the rest is mapped segment and index pages) and open fds,"
@@ -431,7 +542,7 @@ def main():
         for x in samples:
             f.write(",".join(map(str, x)) + "\n")
     ok = lost == 0 and h_lost == 0 and dup == 0 and reordered == 0 and converged and \
-        never_delivered == 0 and verify == [0, 0]
+        never_delivered == 0 and verify == [0, 0] and (sess is None or sess["ok"])
     print("\nRESULT: %s (work folder %s)" % ("PASS" if ok else "FAIL", work))
     if ok and not a.workdir:
         shutil.rmtree(work, ignore_errors=True)

@@ -616,6 +616,49 @@ class Failover(Base):
         self.assertEqual(glob.glob(os.path.join(old.data, "index.*")),
                          [os.path.join(old.data, "index.ckpt")])
 
+    def test_stream_numbers_made_in_a_cut_tail_name_the_new_leaders_streams(self):
+        """The old leader's unreplicated tail creates streams and drops one; the new leader
+        then gives the same numbers to streams of its own (storage/streams.c S4: a create
+        names the next number). After the cut, the old leader holds the new leader's streams
+        under those numbers, the dropped stream is back, and none of its own are left."""
+        leader = self.start("leader")
+        follower = self.follower("follower", leader)
+        lr = leader.client(decode_responses=True)
+        lr.xadd("s", {"i": "0"})
+        lr.xadd("kept", {"i": "0"})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        self.assertEqual(follower.stop(), 0)
+        self.servers.remove(follower)
+        for i in range(3):
+            lr.xadd("old-%d" % i, {"unreplicated": str(i)})  # the next three numbers
+        lr.delete("kept", "old-0")
+        lr.xadd("s", {"unreplicated": "3"})
+        leader.stop(signal.SIGKILL)
+        self.servers.remove(leader)
+        new = self.start("follower")
+        nr = new.client(decode_responses=True)
+        for i in range(4):
+            nr.xadd("new-%d" % i, {"i": str(i)})  # the same three numbers, and one more
+        old = self.follower("leader", new)
+        orr = self.converged_after_cut(old, new, b"unreplicated", 4)
+        want = ["kept", "new-0", "new-1", "new-2", "new-3", "s"]
+        for node in (orr, nr):
+            self.assertEqual(sorted(node.scan_iter(count=2)), want)
+            self.assertEqual(node.xrange("kept")[0][1], {"i": "0"})
+            self.assertEqual([e[1] for e in node.xrange("new-2")], [{"i": "2"}])
+        self.assertEqual(orr.xrange("s"), nr.xrange("s"))
+        self.assertEqual(orr.dbsize(), 6)
+        self.assertEqual(orr.info("evstore")["streams_dropped_held"], 0)
+        # a new stream on the new leader takes the next number on both (S4 holds on the old one)
+        nr.xadd("after", {"i": "1"})
+        self.caught_up(new, old)
+        self.assertEqual(orr.xrange("after"), nr.xrange("after"))
+        self.same_segments(new, old)
+        self.stop_and_verify(old)
+        old = self.follower("leader", new)
+        self.caught_up(new, old)
+        self.assertEqual(sorted(old.client(decode_responses=True).keys("*")), sorted(want + ["after"]))
+
     def test_a_leader_that_lost_its_tail_in_a_crash_fences_it_with_a_new_epoch(self):
         # Under --fsync everysec a follower can hold records its leader had not synced; a power
         # cut then takes them from the leader, which comes back (as leader: the operator's

@@ -93,6 +93,18 @@ class Node:
             return None
 
 
+def pace(next_t, period):
+    """Sleep until next_t + period, the next turn of a load running at a steady rate; a load
+    that fell over a second behind (a failover) starts afresh instead of bursting."""
+    next_t += period
+    delay = next_t - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    elif delay < -1:
+        next_t = time.time()
+    return next_t
+
+
 # ---- load processes (each records what was acknowledged in a file of its own) -----------------
 
 def producer(i, ports, leader, rate, stop, out):
@@ -118,12 +130,7 @@ def producer(i, ports, leader, rate, stop, out):
             r = None
             time.sleep(0.05)
         n += batch
-        next_t += period
-        delay = next_t - time.time()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -1:
-            next_t = time.time()  # fell behind (a failover): do not burst to catch up
+        next_t = pace(next_t, period)
     with open(out, "wb") as f:
         f.write(bytes(acked))
 
@@ -156,12 +163,7 @@ def http_producer(http_ports, leader, rate, stop, out, reads_out):
         except (OSError, http.client.HTTPException, ValueError):
             time.sleep(0.05)
         n += 1
-        next_t += 1 / rate
-        delay = next_t - time.time()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -1:
-            next_t = time.time()
+        next_t = pace(next_t, 1 / rate)
     with open(out, "wb") as f:
         f.write(bytes(acked))
     with open(reads_out, "w") as f:
@@ -244,12 +246,7 @@ def sessions(ports, leader, rate, stop, out):
             r = None
             time.sleep(0.05)
         k += 1
-        next_t += 1 / rate
-        delay = next_t - time.time()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -1:
-            next_t = time.time()
+        next_t = pace(next_t, 1 / rate)
     with open(out, "wb") as f:
         f.write(bytes(state))
 

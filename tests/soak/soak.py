@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """tests/soak/soak.py — a leader and a follower under mixed load for minutes, with one of them
 SIGKILLed every --kill-every seconds (the leader: the follower is promoted and the old leader
-restarted as its follower; the follower: restarted as it was). At the end a checker reads
+restarted as its follower; the follower: restarted as it was). Half the leader kills come
+after the follower was stalled for a second, and kill it too: the old leader then holds
+writes of its own and must cut them when it rejoins. At the end a checker reads
 everything back and reports acknowledged entries lost (must be 0), duplicated or reordered,
 what the consumer group delivered, and RSS / open fds of both nodes over time (docs/
 benchmarks.md, "Soak"). Outside CI: it runs for minutes.
@@ -27,6 +29,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -396,12 +399,24 @@ def main():
         if now >= next_kill:
             next_kill += a.kill_every
             lead, fol = nodes[leader.value], nodes[1 - leader.value]
-            if random.random() < 0.5:
+            draw = random.random()
+            if draw < 0.5:
                 fol.kill()
                 fol.start(leader=lead)
                 events.append((round(now - t0, 1), "follower %s SIGKILLed and restarted" % fol.name))
             else:
+                # one leader kill in two comes while the follower is stalled for a second, and
+                # the follower is killed too (what it had not read from its socket is gone)
+                # and restarted: the leader's last writes (unacknowledged under --ack all) are
+                # its own, and back as a follower it must cut them (docs/replication.md)
+                stalled = draw >= 0.75
+                if stalled:
+                    fol.proc.send_signal(signal.SIGSTOP)
+                    time.sleep(1)
                 lead.kill()
+                if stalled:
+                    fol.kill()
+                    fol.start(leader=lead)
                 c = fol.client()
                 while True:
                     try:
@@ -411,8 +426,9 @@ def main():
                         time.sleep(0.1)
                 leader.value = nodes.index(fol)
                 lead.start(leader=fol)
-                events.append((round(now - t0, 1), "leader %s SIGKILLed, %s promoted, %s rejoined"
-                               % (lead.name, fol.name, lead.name)))
+                events.append((round(now - t0, 1), "%sleader %s SIGKILLed, %s promoted, %s rejoined"
+                               % ("follower %s stalled 1 s and killed with it, " % fol.name if stalled else "",
+                                  lead.name, fol.name, lead.name)))
         time.sleep(0.2)
 
     stop.set()
@@ -486,6 +502,13 @@ def main():
     verify = [subprocess.run([evstore, "verify", "--data", nd.data], capture_output=True,
                              text=True).returncode for nd in nodes]
 
+    cuts = []  # net/repl_follower.c logs each cut
+    for nd in nodes:
+        nd.log.flush()
+        with open(os.path.join(work, nd.name + ".log"), errors="replace") as f:
+            cuts += [int(m.group(1)) for m in
+                     (re.search(r"cutting (\d+) bytes at log position", l) for l in f) if m]
+
     # ---- the report ----------------------------------------------------------------------
     dur = a.minutes * 60
     print("### Soak run (%s)\n" % time.strftime("%Y-%m-%d"))
@@ -515,6 +538,8 @@ def main():
                   sess["sessions"], sess["live"], sess["lost"], sess["resurrected"], sess["undone"],
                   sess["strays"], sess["follower_same"],
                   ", ".join("%s %d" % kv for kv in sess["held"].items())))
+    print("| cuts | %d old leaders cut their unreplicated tail on rejoining: %s bytes |" % (
+        len(cuts), ", ".join(map(str, cuts)) or "none"))
     print("| leader's log | %.0f MiB, %d segments |" % (stats["log_bytes"] / 2**20, stats["segments"]))
     print()
     print("RSS (KiB; anonymous = heap, the rest is mapped segment and index pages) and open fds,"

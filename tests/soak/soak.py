@@ -108,6 +108,15 @@ def pace(next_t, period):
     return next_t
 
 
+def leader_client(r, at, ports, leader):
+    """(client, node index) for the current leader: a new connection after a failover, or
+    after an error dropped the last one (r None)."""
+    if r is None or at != leader.value:
+        at = leader.value
+        r = redis.Redis(port=ports[at], socket_timeout=5)
+    return r, at
+
+
 # ---- load processes (each records what was acknowledged in a file of its own) -----------------
 
 def producer(i, ports, leader, rate, stop, out):
@@ -118,9 +127,7 @@ def producer(i, ports, leader, rate, stop, out):
     r, at, n = None, -1, 0
     next_t = time.time()
     while not stop.is_set():
-        if r is None or at != leader.value:
-            at = leader.value
-            r = redis.Redis(port=ports[at], socket_timeout=5)
+        r, at = leader_client(r, at, ports, leader)
         p = r.pipeline(transaction=False)
         for k in range(batch):
             p.xadd("soak", {"p": i, "n": n + k, "v": PAYLOAD})
@@ -224,9 +231,7 @@ def sessions(ports, leader, rate, stop, out):
     r, at, k = None, -1, 0
     next_t = time.time()
     while not stop.is_set():
-        if r is None or at != leader.value:
-            at = leader.value
-            r = redis.Redis(port=ports[at], socket_timeout=5)
+        r, at = leader_client(r, at, ports, leader)
         p = r.pipeline(transaction=False)
         for j in range(SESSION_ENTRIES):
             p.xadd("sess-%d" % k, {"s": k, "n": j, "type": "turn"})

@@ -617,10 +617,11 @@ class Failover(Base):
                          [os.path.join(old.data, "index.ckpt")])
 
     def test_stream_numbers_made_in_a_cut_tail_name_the_new_leaders_streams(self):
-        """The old leader's unreplicated tail creates streams and drops one; the new leader
-        then gives the same numbers to streams of its own (storage/streams.c S4: a create
-        names the next number). After the cut, the old leader holds the new leader's streams
-        under those numbers, the dropped stream is back, and none of its own are left."""
+        """The old leader's unreplicated tail creates three streams and drops two (one of them
+        the follower had); the new leader then gives the same numbers to streams of its own
+        (storage/streams.c S4: a create names the next number). After the cut, the old leader
+        holds the new leader's streams under those numbers, the dropped replicated stream is
+        back, and none of the streams of its tail are left."""
         leader = self.start("leader")
         follower = self.follower("follower", leader)
         lr = leader.client(decode_responses=True)
@@ -657,7 +658,8 @@ class Failover(Base):
         self.stop_and_verify(old)
         old = self.follower("leader", new)
         self.caught_up(new, old)
-        self.assertEqual(sorted(old.client(decode_responses=True).keys("*")), sorted(want + ["after"]))
+        self.assertEqual(sorted(old.client(decode_responses=True).keys("*")),
+                         sorted(want + ["after"]))
 
     def test_a_leader_that_lost_its_tail_in_a_crash_fences_it_with_a_new_epoch(self):
         # Under --fsync everysec a follower can hold records its leader had not synced; a power

@@ -286,12 +286,14 @@ def check_sessions(lead, fol, converged, state):
         if not (st & S_DROP_SENT) or (st & S_DROPPED and entries):
             c["lost"] += sum(1 for j in range(SESSION_ENTRIES) if st >> j & 1 and j not in ns)
     leader_set = sorted(lead.client().scan_iter(match="sess-*", count=1000))
-    c["follower_same"] = converged and sorted(fol.client().scan_iter(match="sess-*", count=1000)) == leader_set
+    c["follower_same"] = converged and \
+        sorted(fol.client().scan_iter(match="sess-*", count=1000)) == leader_set
     held = {}
     for nd in (lead, fol):
         deadline = time.time() + 15
         while True:
-            lead.client().xadd("soak-tick", {"t": 1})  # writers free dropped streams between requests
+            # writers free dropped streams between requests
+            lead.client().xadd("soak-tick", {"t": 1})
             caught_up(lead, fol, timeout=10)
             held[nd.name] = nd.client().info("evstore")["streams_dropped_held"]
             if held[nd.name] == 0 or time.time() > deadline:
@@ -432,7 +434,8 @@ def main():
                 leader.value = nodes.index(fol)
                 lead.start(leader=fol)
                 events.append((round(now - t0, 1), "%sleader %s SIGKILLed, %s promoted, %s rejoined"
-                               % ("follower %s stalled 1 s and killed with it, " % fol.name if stalled else "",
+                               % ("follower %s stalled 1 s and killed with it, " % fol.name
+                                  if stalled else "",
                                   lead.name, fol.name, lead.name)))
         time.sleep(0.2)
 

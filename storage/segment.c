@@ -78,6 +78,7 @@ static segment *seg_alloc(uint64_t base)
     s->base = base;
     s->fd = -1;
     s->map_slot = SIZE_MAX;
+    atomic_init(&s->whole_from, UINT64_MAX);
     snprintf(s->name, sizeof s->name, "%020" PRIu64 ".seg", base);
     atomic_init(&s->refs, 1);
     return s;
@@ -148,6 +149,7 @@ int seg_install(const struct evs_io *io, const char *logdir, const char *tmpname
     }
     atomic_init(&s->size, 0);
     atomic_init(&s->written, 0);
+    atomic_init(&s->whole_from, 0); /* new: everything in it is the writer's */
     *out = s;
     return 0;
 }

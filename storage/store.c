@@ -1638,11 +1638,13 @@ static int cut_tail(evs_store *st, segment *s, uint64_t off, uint64_t nz, const 
     return 0;
 }
 
-/* The end of segment s's records is `end`: readers and verify stop there. */
+/* The end of segment s's records is `end`: readers and verify stop there, and what the writer
+ * appends from there is its own (replica.c L3). */
 static void set_end(segment *s, uint64_t end)
 {
     atomic_store(&s->written, end);
     atomic_store(&s->size, end);
+    atomic_store(&s->whole_from, end);
 }
 
 /* Segment s's records end with its seal, just before `off`: it is sealed for good. Anything

@@ -4,7 +4,8 @@
  * relocation reaches it whole; a power cut's hole in its last batches is a torn tail though
  * the leader's SYNCED flags follow it (store.c R2); a catch-up syncs each batch while it
  * writes the next, answers and shows nothing before its sync, and a promotion behind it
- * waits for it (writer.c W10). */
+ * waits for it (writer.c W10); the leader's spans are walked where they lie in files found on
+ * disk, and end at its own batches' ends (replica.c L2, L3). */
 #include "internal.h"
 #include "record.h"
 
@@ -761,4 +762,88 @@ Test(replica, a_cut_moves_the_index_aside_and_leaves_no_copy)
                       e->d_name);
         closedir(d);
     }
+}
+
+/* A span of the log as evs_log_span hands it out: its bytes read from *fd at *off. */
+static long span_read(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, uint8_t *buf,
+                      evs_error *err)
+{
+    int fd;
+    uint64_t off;
+    void *hold;
+    long n = evs_log_span(st, pos, cap, at, &fd, &off, &hold, err);
+    if (n > 0) {
+        cr_assert_eq(pread(fd, buf, (size_t)n, (off_t)off), n);
+        evs_log_release(hold);
+    }
+    return n;
+}
+
+/* replica.c L2, L3: spans end at record boundaries; bytes found on disk are walked, so a
+ * damaged header in a sealed segment stops the stream where it lies; what this process's
+ * writer appended goes out up to its last batch's end. */
+Test(replica, a_log_span_walks_what_it_found_on_disk_and_ships_its_own_batches_whole,
+     .timeout = 120)
+{
+    size_t len;
+    uint8_t *bytes = make_big_leader(&len, 1u << 20); /* many segments, the first sealed */
+    uint64_t bad = 0, sz = 0; /* the fifth record of the first segment gets a bad magic */
+    rec_hdr h;
+    for (int i = 0; i < 4; i++, bad += sz)
+        cr_assert_eq(rec_check_hdr(bytes + bad, len - bad, &h, &sz), REC_OK);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/log/%020d.seg", dir, 0);
+    int fd = open(path, O_WRONLY);
+    cr_assert_geq(fd, 0, "%s", path);
+    cr_assert_eq(pwrite(fd, "\xff\xff\xff\xff", 4, (off_t)bad), 4);
+    close(fd);
+
+    evs_options o;
+    evs_options_init(&o);
+    o.segment_bytes = 1u << 20;
+    evs_store *st = open_store(dir, &o);
+    uint64_t end = log_end(st);
+    cr_assert_eq(end, len);
+    uint8_t *buf = malloc(8u << 20); /* a cap past the segment's size: only a walk stops */
+    uint64_t at;
+    evs_error err;
+    long n = span_read(st, 0, 8u << 20, &at, buf, &err);
+    cr_assert_eq(n, (long)bad, "the records before the damaged one: %ld", n);
+    cr_assert_eq(at, 0);
+    cr_assert_eq(memcmp(buf, bytes, bad), 0);
+    n = span_read(st, bad, 8u << 20, &at, buf, &err);
+    cr_assert_eq(n, EVS_EINVAL, "%ld", n);
+    cr_assert(strstr(err.msg, "is not a record") && strstr(err.msg, "00000000000000000000.seg"),
+              "%s", err.msg);
+
+    /* this process's batches: each span ends at a batch's end, records whole */
+    static char v[100];
+    memset(v, 'y', sizeof v);
+    evs_field f = {S("v"), {v, sizeof v}};
+    evs_append a[50];
+    for (int i = 0; i < 50; i++)
+        a[i] = (evs_append){S("small"), EVS_ID_AUTO, EVS_ID_MIN, &f, 1, false};
+    for (int b = 0; b < 3; b++)
+        cr_assert_eq(evs_append_batch(st, a, 50, NULL, &err), 0, "%s", err.msg);
+    uint64_t now = log_end(st);
+    uint64_t pos = end;
+    while (pos < now) {
+        n = span_read(st, pos, 1u << 20, &at, buf, &err);
+        cr_assert_gt(n, 0, "%s", err.msg);
+        cr_assert_eq(at, pos);
+        for (uint64_t o2 = 0; o2 < (uint64_t)n; o2 += sz)
+            cr_assert_eq(rec_check(buf + o2, (uint64_t)n - o2, &h, &sz), REC_OK,
+                         "record at %" PRIu64, pos + o2);
+        pos += (uint64_t)n;
+    }
+    cr_assert_eq(pos, now);
+    /* a cap below a span cuts it at a record boundary (the walk) */
+    n = span_read(st, end, 1000, &at, buf, &err);
+    cr_assert_gt(n, 0, "%s", err.msg);
+    cr_assert_leq(n, 1000);
+    for (uint64_t o2 = 0; o2 < (uint64_t)n; o2 += sz)
+        cr_assert_eq(rec_check(buf + o2, (uint64_t)n - o2, &h, &sz), REC_OK);
+    cr_assert_eq(evs_close(st), 0);
+    free(buf);
+    free(bytes);
 }

@@ -380,12 +380,12 @@ class Replication(Base):
         lr.delete(*names[:5500])
         lr.xadd("tick", {"t": "1"})
         self.caught_up(leader, follower)
-        deadline = time.time() + 10
-        while time.time() < deadline and fr.info("evstore")["streams_dropped_held"]:
+        def freed():
             lr.xadd("tick", {"t": "1"})  # the follower's writer frees them between requests
             self.caught_up(leader, follower)
-            time.sleep(0.05)
-        self.assertEqual(fr.info("evstore")["streams_dropped_held"], 0)
+            return fr.info("evstore")["streams_dropped_held"] == 0
+        self.assertTrue(test_server.eventually(freed),
+                        f"{fr.info('evstore')['streams_dropped_held']} dropped streams held")
         want = sorted(names[5500:] + ["tick"])
         self.assertEqual(sorted(fr.scan_iter(count=100)), want)
         self.assertEqual(sorted(lr.scan_iter(count=100)), want)

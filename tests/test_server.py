@@ -110,6 +110,18 @@ class Server:
         return self.proc.returncode
 
 
+def eventually(cond, timeout=10, step=0.05):
+    """Whether cond() comes true within timeout seconds, asked every step seconds (and once
+    more at the end): for what a server does in its own time, such as freeing a dropped
+    stream's memory between requests."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())
+
+
 def wait_for_handler(pid, sig, timeout=20):
     """Until process pid catches signal sig (its handler installed: /proc SigCgt), up to
     timeout seconds; a signal sent before that would end it by the default action."""
@@ -1751,9 +1763,7 @@ class Limits(Base):
             self.r.xadd("tick", {"t": "1"})
             text = http_req(self.srv, "GET", "/metrics")[1].decode()
             return [l for l in text.splitlines() if l.startswith("evstore_streams_dropped_held ")]
-        deadline = time.time() + 10
-        while held() != ["evstore_streams_dropped_held 0"] and time.time() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: held() == ["evstore_streams_dropped_held 0"])
         self.assertEqual(held(), ["evstore_streams_dropped_held 0"])
 
 

@@ -33,12 +33,7 @@ def log_bytes(data):
 
 class RetentionBase(Base):
     def wait_for(self, cond, timeout=10):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if cond():
-                return True
-            time.sleep(0.05)
-        return cond()
+        return test_server.eventually(cond, timeout)
 
 
 class Overrides(RetentionBase):

@@ -13,11 +13,11 @@
  *  L2. Shipped bytes begin at a record boundary and end at one, inside one segment.
  *  L3. Bytes the writer of this process appended (a segment's `whole_from` on, up to
  *      `written`) are whole records by construction, and end at a batch's end (W8): a span
- *      of them that fits the cap goes out as it is. Anything else is walked header by header
- *      first — the span must be cut at a record boundary, or it lies in a file found on disk,
- *      where a damaged header stops the stream with the leader's own message instead of
- *      failing the follower's check. (The walk read every shipped header from the mapping,
- *      and faulted in its pages, on the loop thread: 2-5 % of c50/P16 XADD throughput with
+ *      of them that fits the cap goes out once its first header says `pos` starts a record.
+ *      Anything else is walked header by header — the span must be cut at a record
+ *      boundary, or it lies in a file found on disk, where a damaged header stops the stream
+ *      with the leader's own message instead of failing the follower's check. (The walk of
+ *      every shipped header ran on the loop thread: 3 % of its samples at c50/P16 XADD with
  *      one follower, docs/benchmarks.md.)
  */
 #include <errno.h>
@@ -104,10 +104,7 @@ long evs_log_span(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, int *fd
     pthread_rwlock_unlock(&st->lock);
     uint64_t avail = size - (pos - g->base), len = 0;
     long rc = 0;
-    if (pos - g->base >= atomic_load(&g->whole_from) && avail <= cap) {
-        len = avail; /* L3 */
-        goto out;
-    }
+    bool own = pos - g->base >= atomic_load(&g->whole_from) && avail <= cap; /* L3 */
     const uint8_t *d = seg_data(g);
     if (!d) {
         long e = evs_err_set(err, -errno, "cannot map segment %s: %s", g->name, strerror(errno));
@@ -125,11 +122,14 @@ long evs_log_span(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, int *fd
                              g->name, rec_check_str(c));
             break;
         }
+        if (own) { /* pos is a record's start: the rest is the writer's own batches (L3) */
+            len = avail;
+            break;
+        }
         if (len + sz > cap && len > 0) /* a larger first record goes alone */
             break;
         len += sz;
     }
-out:
     if (!len) {
         store_seg_put(g);
         return rc;

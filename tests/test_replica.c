@@ -837,6 +837,8 @@ Test(replica, a_log_span_walks_what_it_found_on_disk_and_ships_its_own_batches_w
         pos += (uint64_t)n;
     }
     cr_assert_eq(pos, now);
+    n = span_read(st, end + 8, 1u << 20, &at, buf, &err); /* not a record's start */
+    cr_assert_eq(n, EVS_EINVAL, "%ld", n);
     /* a cap below a span cuts it at a record boundary (the walk) */
     n = span_read(st, end, 1000, &at, buf, &err);
     cr_assert_gt(n, 0, "%s", err.msg);

@@ -20,10 +20,17 @@ nodes run `--ack all --min-replicas 1`: an acknowledged publish is fsynced on bo
 must survive a promotion. A publish that got no answer (a killed node, NOREPLICAS, a
 timeout) is not retried: it is "unacknowledged" and may or may not be present.
 
+One more process takes an online backup of the leader every --backup-every seconds (full,
+or incremental from the last one, whose chain may span failovers; some compressed): each
+that succeeded must pass `verify --backup`, one a kill failed must have left no MANIFEST,
+and the last two restored must hold every publish answered before their backup began.
+
 Usage: tests/soak/soak.py --evstore build/evstore [--minutes 10] [--rate 10000]
-                          [--kill-every 30] [--session-rate 20] [--workdir DIR]
+                          [--kill-every 30] [--session-rate 20] [--backup-every 20]
+                          [--workdir DIR]
 """
 import argparse
+import array
 import http.client
 import json
 import multiprocessing as mp
@@ -124,6 +131,7 @@ def producer(i, ports, leader, rate, stop, out):
     batch = 50
     period = batch / rate
     acked = bytearray()  # acked[n] = 1
+    answered = array.array("d")  # per batch: when its replies were all in (the backups' check)
     r, at, n = None, -1, 0
     next_t = time.time()
     while not stop.is_set():
@@ -139,10 +147,13 @@ def producer(i, ports, leader, rate, stop, out):
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             r = None
             time.sleep(0.05)
+        answered.append(time.time())
         n += batch
         next_t = pace(next_t, period)
     with open(out, "wb") as f:
         f.write(bytes(acked))
+    with open(out + ".t", "wb") as f:
+        answered.tofile(f)
 
 
 def http_producer(http_ports, leader, rate, stop, out, reads_out):
@@ -259,6 +270,95 @@ def sessions(ports, leader, rate, stop, out):
         f.write(bytes(state))
 
 
+def backups(evstore, ports, leader, every, stop, work, out):
+    """An online backup of the current leader every `every` seconds, each fourth one full and
+    the others incremental from the last that succeeded (so chains span failovers: leader and
+    follower hold the same store), one in three compressed, one in two paced at 30 MB/s (so a
+    kill of the leader often lands in one: it fails the backup it is serving; that is
+    recorded, not retried). Records each attempt for the
+    checker (check_backups)."""
+    done, prev, k = [], None, 0
+    next_t = time.time() + every
+    while not stop.wait(max(0, next_t - time.time())):
+        next_t += every
+        d = os.path.join(work, "backup-%d" % k)
+        base = prev if k % 4 and prev else None
+        at = leader.value
+        cmd = [evstore, "backup", "--server", "127.0.0.1:%d" % ports[at], "--out", d, "--quiet"]
+        cmd += ["--incremental-from", base] if base else []
+        cmd += ["--compress"] if k % 3 == 2 else []
+        cmd += ["--rate", "30m"] if k % 2 else []
+        t = time.time()
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            rc, err = res.returncode, res.stderr.strip()[-300:]
+        except subprocess.TimeoutExpired:
+            rc, err = -1, "timed out"
+        done.append({"k": k, "dir": d, "base": base, "t": t, "at": at,
+                     "same_leader": at == leader.value, "rc": rc, "err": err})
+        if rc == 0:
+            prev = d
+        k += 1
+    with open(out, "w") as f:
+        json.dump(done, f)
+
+
+def check_backups(evstore, work, records, producers):
+    """Every backup that succeeded passes `verify --backup`; one that failed left no MANIFEST
+    (a folder without one is visibly incomplete). The last two that succeeded with one leader
+    throughout are restored (a chain, when incremental) and hold every RESP publish whose
+    pipeline was answered before the backup began, and the restored store verifies clean."""
+    acked, answered = [], []
+    for i in range(producers):
+        with open(os.path.join(work, "acked-%d" % i), "rb") as f:
+            acked.append(f.read())
+        t = array.array("d")
+        with open(os.path.join(work, "acked-%d.t" % i), "rb") as f:
+            t.frombytes(f.read())
+        answered.append(t)
+    res = {"taken": 0, "failed": 0, "bad": [], "restored": 0, "missing": 0, "chained": 0,
+           "expected": 0}
+    for b in records:
+        if b["rc"] == 0:
+            res["taken"] += 1
+            res["chained"] += b["base"] is not None
+            v = subprocess.run([evstore, "verify", "--backup", b["dir"]], capture_output=True,
+                               text=True)
+            if v.returncode != 0:
+                res["bad"].append("backup-%d: verify exit %d: %s" % (b["k"], v.returncode,
+                                                                       v.stdout[-300:]))
+        else:
+            res["failed"] += 1
+            if os.path.exists(os.path.join(b["dir"], "MANIFEST")):
+                res["bad"].append("backup-%d failed (exit %d: %s) but has a MANIFEST" % (
+                    b["k"], b["rc"], b["err"]))
+    for b in [b for b in records if b["rc"] == 0 and b["same_leader"]][-2:]:
+        target = os.path.join(work, "restore-%d" % b["k"])
+        r = subprocess.run([evstore, "restore", "--from", b["dir"], "--data", target],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            res["bad"].append("restore of backup-%d: exit %d: %s" % (b["k"], r.returncode,
+                                                                   r.stderr[-300:]))
+            continue
+        res["restored"] += 1
+        have = [set() for _ in range(producers)]
+        dump = subprocess.run([evstore, "dump", "--data", target, "soak"],
+                              capture_output=True, text=True)
+        for line in dump.stdout.splitlines():
+            f = json.loads(line)["fields"]
+            have[int(f["p"])].add(int(f["n"]))
+        before = [(i, n) for i in range(producers) for n, ok in enumerate(acked[i])
+                  if ok and n // 50 < len(answered[i]) and answered[i][n // 50] < b["t"]]
+        res["expected"] += len(before)
+        res["missing"] += sum(1 for i, n in before if n not in have[i])
+        v = subprocess.run([evstore, "verify", "--data", target], capture_output=True, text=True)
+        if v.returncode != 0:
+            res["bad"].append("restore of backup-%d: verify exit %d" % (b["k"], v.returncode))
+        shutil.rmtree(target, ignore_errors=True)
+    res["ok"] = not res["bad"] and res["missing"] == 0 and res["restored"] > 0
+    return res
+
+
 def check_sessions(lead, fol, converged, state):
     """What the sessions left: an acknowledged entry of a stream never dropped is there; a
     stream whose drop WAIT counted is gone; the follower lists the same streams; and both
@@ -353,6 +453,8 @@ def main():
     ap.add_argument("--kill-every", type=float, default=30)
     ap.add_argument("--producers", type=int, default=4)
     ap.add_argument("--session-rate", type=float, default=20, help="sessions/s (0: none)")
+    ap.add_argument("--backup-every", type=float, default=20,
+                    help="seconds between online backups of the leader (0: none)")
     ap.add_argument("--workdir")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
@@ -382,6 +484,9 @@ def main():
     if a.session_rate > 0:
         procs.append(mp.Process(target=sessions, args=(ports, leader, a.session_rate, stop,
                                                        os.path.join(work, "sessions"))))
+    if a.backup_every > 0:
+        procs.append(mp.Process(target=backups, args=(evstore, ports, leader, a.backup_every,
+                                                      stop, work, os.path.join(work, "backups"))))
     consumers = [mp.Process(target=consumer, args=("c%d" % i, ports, leader, a.producers,
                                                    stop_consumers,
                                                    os.path.join(work, "consumer-%d" % i)))
@@ -506,6 +611,10 @@ def main():
     if a.session_rate > 0:
         with open(os.path.join(work, "sessions"), "rb") as f:
             sess = check_sessions(lead, fol, converged, f.read())
+    bk = None
+    if a.backup_every > 0:
+        with open(os.path.join(work, "backups")) as f:
+            bk = check_backups(evstore, work, json.load(f), a.producers)
     rc_lead, rc_fol = lead.stop(), fol.stop()
     verify = [subprocess.run([evstore, "verify", "--data", nd.data], capture_output=True,
                              text=True).returncode for nd in nodes]
@@ -521,8 +630,9 @@ def main():
     dur = a.minutes * 60
     print("### Soak run (%s)\n" % time.strftime("%Y-%m-%d"))
     print("`tests/soak/soak.py --evstore %s --minutes %g --rate %d --kill-every %g --producers %d "
-          "--session-rate %g --seed %d`\n" % (a.evstore, a.minutes, a.rate, a.kill_every,
-                                               a.producers, a.session_rate, a.seed))
+          "--session-rate %g --backup-every %g --seed %d`\n" % (
+              a.evstore, a.minutes, a.rate, a.kill_every, a.producers, a.session_rate,
+              a.backup_every, a.seed))
     print("| | |\n|---|---|")
     print("| duration | %.0f s; %d kills: %d of the leader (promotion), %d of the follower |" % (
         dur, len(events), sum("promoted" in e for _, e in events),
@@ -546,6 +656,13 @@ def main():
                   sess["sessions"], sess["live"], sess["lost"], sess["resurrected"], sess["undone"],
                   sess["strays"], sess["follower_same"],
                   ", ".join("%s %d" % kv for kv in sess["held"].items())))
+    if bk:
+        print("| online backups | %d taken (%d incremental, chains across failovers), %d failed "
+              "(a kill of the leader serving it); %d restored: **%d** of the %d publishes answered "
+              "before their backup began missing from it; %s |" % (
+                  bk["taken"], bk["chained"], bk["failed"], bk["restored"], bk["missing"],
+                  bk["expected"],
+                  "; ".join(bk["bad"]) or "every backup verified, no failed one left a MANIFEST"))
     print("| cuts | %d old leaders cut their unreplicated tail on rejoining: %s bytes |" % (
         len(cuts), ", ".join(map(str, cuts)) or "none"))
     print("| leader's log | %.0f MiB, %d segments |" % (stats["log_bytes"] / 2**20, stats["segments"]))
@@ -572,7 +689,8 @@ def main():
         for x in samples:
             f.write(",".join(map(str, x)) + "\n")
     ok = lost == 0 and h_lost == 0 and dup == 0 and reordered == 0 and converged and \
-        never_delivered == 0 and verify == [0, 0] and (sess is None or sess["ok"])
+        never_delivered == 0 and verify == [0, 0] and (sess is None or sess["ok"]) and \
+        (bk is None or bk["ok"])
     print("\nRESULT: %s (work folder %s)" % ("PASS" if ok else "FAIL", work))
     if ok and not a.workdir:
         shutil.rmtree(work, ignore_errors=True)

@@ -315,6 +315,23 @@ Test(replica, a_hole_in_a_followers_last_batch_is_a_torn_tail_whatever_leader_fl
 /* A leader store in `dir` with about 40 MiB of log in one segment (so no seal forces a sync
  * between batches), or in segments of seg_bytes when not 0: 20,000 entries of 2 KiB. Its
  * log's records, *len bytes (log_records). */
+/* `batches` batches of `per` entries of stream `name`, each one field v of vlen bytes. */
+static void append_batches(evs_store *st, const char *name, size_t vlen, int per, int batches)
+{
+    char *v = malloc(vlen);
+    evs_append *a = calloc((size_t)per, sizeof *a);
+    cr_assert(v && a);
+    memset(v, 'x', vlen);
+    evs_field f = {S("v"), {v, vlen}};
+    for (int i = 0; i < per; i++)
+        a[i] = (evs_append){S(name), EVS_ID_AUTO, EVS_ID_MIN, &f, 1, false};
+    evs_error err;
+    for (int b = 0; b < batches; b++)
+        cr_assert_eq(evs_append_batch(st, a, (size_t)per, NULL, &err), 0, "%s", err.msg);
+    free(a);
+    free(v);
+}
+
 static uint8_t *make_big_leader(size_t *len, uint64_t seg_bytes)
 {
     evs_options o;
@@ -323,15 +340,7 @@ static uint8_t *make_big_leader(size_t *len, uint64_t seg_bytes)
     if (seg_bytes)
         o.segment_bytes = seg_bytes;
     evs_store *st = open_store(dir, &o);
-    static char v[2048];
-    memset(v, 'x', sizeof v);
-    evs_field f = {S("v"), {v, sizeof v}};
-    evs_append a[500];
-    for (int i = 0; i < 500; i++)
-        a[i] = (evs_append){S("big"), EVS_ID_AUTO, EVS_ID_MIN, &f, 1, false};
-    evs_error err;
-    for (int b = 0; b < 40; b++)
-        cr_assert_eq(evs_append_batch(st, a, 500, NULL, &err), 0, "%s", err.msg);
+    append_batches(st, "big", 2048, 500, 40);
     cr_assert_eq(evs_close(st), 0);
     return log_records(dir, len);
 }
@@ -817,14 +826,7 @@ Test(replica, a_log_span_walks_what_it_found_on_disk_and_ships_its_own_batches_w
               "%s", err.msg);
 
     /* this process's batches: each span ends at a batch's end, records whole */
-    static char v[100];
-    memset(v, 'y', sizeof v);
-    evs_field f = {S("v"), {v, sizeof v}};
-    evs_append a[50];
-    for (int i = 0; i < 50; i++)
-        a[i] = (evs_append){S("small"), EVS_ID_AUTO, EVS_ID_MIN, &f, 1, false};
-    for (int b = 0; b < 3; b++)
-        cr_assert_eq(evs_append_batch(st, a, 50, NULL, &err), 0, "%s", err.msg);
+    append_batches(st, "small", 100, 50, 3);
     uint64_t now = log_end(st);
     uint64_t pos = end;
     while (pos < now) {

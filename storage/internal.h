@@ -70,8 +70,8 @@ typedef struct segment {
     _Atomic uint64_t written;  /* bytes of whole batches written (>= size): what replication
                                   may ship before the sync (evs_log_span, writer.c W8)      */
     _Atomic uint64_t whole_from; /* from here to `written`, whole records this process's
-                                  writer wrote: shipped without a walk (replica.c L3);
-                                  UINT64_MAX: none (a file found on disk, not appended to)  */
+                                  writer wrote: shipped with only their first header checked
+                                  (replica.c L3); UINT64_MAX: none (a file found on disk)   */
     int fd;
     _Atomic(struct segmap *) map; /* newest mapping first; older ones live until it is
                                   unmapped whole (segment.c M1-M4) or freed                 */

@@ -270,20 +270,20 @@ def sessions(ports, leader, rate, stop, out):
         f.write(bytes(state))
 
 
-def backups(evstore, ports, leader, every, stop, work, out):
+def backups(evstore, ports, leader, failovers, every, stop, work, out):
     """An online backup of the current leader every `every` seconds, each fourth one full and
     the others incremental from the last that succeeded (so chains span failovers: leader and
     follower hold the same store), one in three compressed, one in two paced at 30 MB/s (so a
     kill of the leader often lands in one: it fails the backup it is serving; that is
-    recorded, not retried). Records each attempt for the
-    checker (check_backups)."""
+    recorded, not retried). Records each attempt, and whether a failover came during it, for
+    the checker (check_backups)."""
     done, prev, k = [], None, 0
     next_t = time.time() + every
     while not stop.wait(max(0, next_t - time.time())):
         next_t += every
         d = os.path.join(work, "backup-%d" % k)
         base = prev if k % 4 and prev else None
-        at = leader.value
+        at, seen = leader.value, failovers.value
         cmd = [evstore, "backup", "--server", "127.0.0.1:%d" % ports[at], "--out", d, "--quiet"]
         cmd += ["--incremental-from", base] if base else []
         cmd += ["--compress"] if k % 3 == 2 else []
@@ -295,7 +295,7 @@ def backups(evstore, ports, leader, every, stop, work, out):
         except subprocess.TimeoutExpired:
             rc, err = -1, "timed out"
         done.append({"k": k, "dir": d, "base": base, "t": t, "at": at,
-                     "same_leader": at == leader.value, "rc": rc, "err": err})
+                     "same_leader": seen == failovers.value, "rc": rc, "err": err})
         if rc == 0:
             prev = d
         k += 1
@@ -472,6 +472,7 @@ def main():
     nodes[0].client().xgroup_create("soak", "g", id="0", mkstream=True)
 
     leader = mp.Value("i", 0)
+    failovers = mp.Value("i", 0)  # promotions so far (a backup spanning one is not checked)
     ports = [n.port for n in nodes]
     http_ports = [n.http_port for n in nodes]
     stop, stop_consumers = mp.Event(), mp.Event()
@@ -487,8 +488,9 @@ def main():
         procs.append(mp.Process(target=sessions, args=(ports, leader, a.session_rate, stop,
                                                        os.path.join(work, "sessions"))))
     if a.backup_every > 0:
-        procs.append(mp.Process(target=backups, args=(evstore, ports, leader, a.backup_every,
-                                                      stop, work, os.path.join(work, "backups"))))
+        procs.append(mp.Process(target=backups, args=(evstore, ports, leader, failovers,
+                                                      a.backup_every, stop, work,
+                                                      os.path.join(work, "backups"))))
     consumers = [mp.Process(target=consumer, args=("c%d" % i, ports, leader, a.producers,
                                                    stop_consumers,
                                                    os.path.join(work, "consumer-%d" % i)))
@@ -527,6 +529,7 @@ def main():
                 if stalled:
                     fol.proc.send_signal(signal.SIGSTOP)
                     time.sleep(1)
+                failovers.value += 1
                 lead.kill()
                 if stalled:
                     fol.kill()

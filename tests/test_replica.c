@@ -312,9 +312,6 @@ Test(replica, a_hole_in_a_followers_last_batch_is_a_torn_tail_whatever_leader_fl
 
 /* ---- W10: a follower's batch synced while the next is written ---------------------------- */
 
-/* A leader store in `dir` with about 40 MiB of log in one segment (so no seal forces a sync
- * between batches), or in segments of seg_bytes when not 0: 20,000 entries of 2 KiB. Its
- * log's records, *len bytes (log_records). */
 /* `batches` batches of `per` entries of stream `name`, each one field v of vlen bytes. */
 static void append_batches(evs_store *st, const char *name, size_t vlen, int per, int batches)
 {
@@ -332,6 +329,9 @@ static void append_batches(evs_store *st, const char *name, size_t vlen, int per
     free(v);
 }
 
+/* A leader store in `dir` with about 40 MiB of log in one segment (so no seal forces a sync
+ * between batches), or in segments of seg_bytes when not 0: 20,000 entries of 2 KiB. Its
+ * log's records, *len bytes (log_records). */
 static uint8_t *make_big_leader(size_t *len, uint64_t seg_bytes)
 {
     evs_options o;
@@ -788,6 +788,15 @@ static long span_read(evs_store *st, uint64_t pos, size_t cap, uint64_t *at, uin
     return n;
 }
 
+/* The n bytes of buf, the log's from pos, are whole records (rec_check), nothing between. */
+static void assert_records(const uint8_t *buf, uint64_t n, uint64_t pos)
+{
+    rec_hdr h;
+    uint64_t sz;
+    for (uint64_t o = 0; o < n; o += sz)
+        cr_assert_eq(rec_check(buf + o, n - o, &h, &sz), REC_OK, "record at %" PRIu64, pos + o);
+}
+
 /* replica.c L2, L3: spans end at record boundaries; bytes found on disk are walked, so a
  * damaged header in a sealed segment stops the stream where it lies; what this process's
  * writer appended goes out up to its last batch's end. */
@@ -833,9 +842,7 @@ Test(replica, a_log_span_walks_what_it_found_on_disk_and_ships_its_own_batches_w
         n = span_read(st, pos, 1u << 20, &at, buf, &err);
         cr_assert_gt(n, 0, "%s", err.msg);
         cr_assert_eq(at, pos);
-        for (uint64_t o2 = 0; o2 < (uint64_t)n; o2 += sz)
-            cr_assert_eq(rec_check(buf + o2, (uint64_t)n - o2, &h, &sz), REC_OK,
-                         "record at %" PRIu64, pos + o2);
+        assert_records(buf, (uint64_t)n, pos);
         pos += (uint64_t)n;
     }
     cr_assert_eq(pos, now);
@@ -845,8 +852,7 @@ Test(replica, a_log_span_walks_what_it_found_on_disk_and_ships_its_own_batches_w
     n = span_read(st, end, 1000, &at, buf, &err);
     cr_assert_gt(n, 0, "%s", err.msg);
     cr_assert_leq(n, 1000);
-    for (uint64_t o2 = 0; o2 < (uint64_t)n; o2 += sz)
-        cr_assert_eq(rec_check(buf + o2, (uint64_t)n - o2, &h, &sz), REC_OK);
+    assert_records(buf, (uint64_t)n, end);
     cr_assert_eq(evs_close(st), 0);
     free(buf);
     free(bytes);

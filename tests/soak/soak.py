@@ -303,15 +303,15 @@ def backups(evstore, ports, leader, failovers, every, stop, work, out):
         json.dump(done, f)
 
 
-def check_backups(evstore, work, records, producers):
+def check_backups(evstore, work, records, acked):
     """Every backup that succeeded passes `verify --backup`; one that failed left no MANIFEST
     (a folder without one is visibly incomplete). The last two that succeeded with one leader
     throughout are restored (a chain, when incremental) and hold every RESP publish whose
-    pipeline was answered before the backup began, and the restored store verifies clean."""
-    acked, answered = [], []
+    pipeline was answered before the backup began, and the restored store verifies clean.
+    acked: each producer's acknowledgements, as it recorded them."""
+    producers = len(acked)
+    answered = []
     for i in range(producers):
-        with open(os.path.join(work, "acked-%d" % i), "rb") as f:
-            acked.append(f.read())
         t = array.array("d")
         with open(os.path.join(work, "acked-%d.t" % i), "rb") as f:
             t.frombytes(f.read())
@@ -578,10 +578,11 @@ def main():
         if n < last_n[p]:
             reordered += 1
         last_n[p] = max(last_n[p], n)
+    acked = []
     for i in range(a.producers):
         with open(os.path.join(work, "acked-%d" % i), "rb") as f:
-            acked = f.read()
-        for n, ok in enumerate(acked):
+            acked.append(f.read())
+        for n, ok in enumerate(acked[i]):
             if ok:
                 acked_total += 1
                 lost += n not in pos[i]
@@ -619,7 +620,7 @@ def main():
     bk = None
     if a.backup_every > 0:
         with open(os.path.join(work, "backups")) as f:
-            bk = check_backups(evstore, work, json.load(f), a.producers)
+            bk = check_backups(evstore, work, json.load(f), acked)
     rc_lead, rc_fol = lead.stop(), fol.stop()
     verify = [subprocess.run([evstore, "verify", "--data", nd.data], capture_output=True,
                              text=True).returncode for nd in nodes]

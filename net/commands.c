@@ -8,6 +8,7 @@
  * a batch landed, or its timeout fires.
  */
 #include "commands.h"
+#include "freelist.h"
 #include "glob.h"
 #include "server.h"
 
@@ -893,7 +894,7 @@ void xadd_args_release(xadd_args *xa)
 }
 
 typedef struct xadd_result {
-    int rc;
+    int rc;              /* (the first bytes: a spare's link, freelist.h L3) */
     evs_id id;
     evs_error err;
     pending_t *p;
@@ -901,6 +902,15 @@ typedef struct xadd_result {
     bool replicating;   /* --ack all: written here, now waiting for the followers' fsync */
     long long got;      /* ... how many had it when the wait ended                      */
 } xadd_result;
+
+/* The loop's spare results (freelist.h): one per XADD in flight, 800 at c50/P16. */
+static freelist spare_xadds = FREELIST_INIT(1024);
+
+static void xadd_result_free(xadd_result *x)
+{
+    if (!freelist_put(&spare_xadds, x))
+        free(x);
+}
 
 static void xadd_replicated(void *arg, long long got)
 {
@@ -936,7 +946,7 @@ static bool xadd_fill(pending_t *p, reply *r, void *res)
                        cfg->ack_timeout_ms, x->got, cfg->min_replicas);
     else
         xadd_result_out(&r->out, x->rc, x->id, &x->err);
-    free(x);
+    xadd_result_free(x);
     return true;
 }
 
@@ -966,9 +976,11 @@ static void cmd_xadd(cmd_ctx *x)
         reply_error_done(x, "NOREPLICAS Not enough good replicas to write.");
         return;
     }
-    xadd_result *res = calloc(1, sizeof *res);
+    xadd_result *res = freelist_take(&spare_xadds);
+    if (!res)
+        res = malloc(sizeof *res);
     if (res) {
-        res->srv = x->srv;
+        *res = (xadd_result){.srv = x->srv};
         res->p = server_hold(x, xadd_fill, res, true);
     }
     if (!res || !res->p) {

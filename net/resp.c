@@ -425,6 +425,11 @@ void resp_out_init(resp_out *o, int proto)
     o->proto = proto;
 }
 
+void resp_out_reuse(resp_out *o, int proto)
+{
+    *o = (resp_out){.data = o->data, .cap = o->data ? o->cap : 0, .proto = proto};
+}
+
 void resp_out_release(resp_out *o)
 {
     free(o->data);

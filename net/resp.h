@@ -117,6 +117,9 @@ typedef struct resp_out {
 void resp_out_set_limit(size_t bytes);
 size_t resp_out_limit(void);
 void resp_out_init(resp_out *o, int proto);
+/* Empty o for a new reply, keeping its buffer (a spare reply's: server.c). For an o that
+ * resp_out_init made, or one whose buffer was released, or taken (data NULL). */
+void resp_out_reuse(resp_out *o, int proto);
 void resp_out_release(resp_out *o);
 void resp_out_raw(resp_out *o, const void *p, size_t n);
 /* Append a reply built apart (from's bytes), and its oom/over: what is incomplete there is

@@ -294,6 +294,49 @@ class Streams(Base):
             values = [entry[1][1][:4] for entry in reply]
             self.assertEqual(values, [b"%04d" % i for i in range(counts[k])], "reply %d" % k)
 
+    def test_spare_replies_answer_each_command_afresh(self):
+        """The loop keeps the replies, holds and XADD results it answered with for the next
+        commands (net/freelist.h): a spare must carry nothing of its last answer. Pipelines mix
+        every kind of reply buffer (an XADD's small one, an XRANGE's over the 1 KiB a spare
+        keeps, one over 64 KiB handed to the output buffer, an error), then connections of
+        both protocols answer a null, which RESP2 and RESP3 spell differently."""
+        big = "y" * 70000
+        self.r.xadd("huge", {"v": big})
+        for i in range(5):
+            self.r.xadd("mid", {"v": "%d" % i + "m" * 400})
+        for round_ in range(3):
+            p = self.r.pipeline(transaction=False)
+            for i in range(100):
+                p.xadd("sp", {"n": "%d.%d" % (round_, i)})
+                if i % 10 == 0:
+                    p.xrange("mid")
+                    p.xrange("huge")
+                    p.xadd("sp", {"n": "x"}, id="1-1")  # an error: below the top
+            res = p.execute(raise_on_error=False)
+            k = 0
+            for i in range(100):
+                self.assertRegex(res[k], r"^\d+-\d+$")
+                k += 1
+                if i % 10 == 0:
+                    self.assertEqual([e[1]["v"][:1] for e in res[k]], [str(j) for j in range(5)])
+                    self.assertEqual(res[k + 1][0][1]["v"], big)
+                    self.assertIsInstance(res[k + 2], redis.ResponseError)
+                    k += 3
+            self.assertEqual(k, len(res))
+        null = (b"*6\r\n$4\r\nXADD\r\n$4\r\nnone\r\n$10\r\nNOMKSTREAM\r\n$1\r\n*\r\n"
+                b"$1\r\na\r\n$1\r\n1\r\n")
+        for proto, want in ((b"3", b"_\r\n"), (b"2", b"$-1\r\n")):
+            s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+            s.sendall(b"*2\r\n$5\r\nHELLO\r\n$1\r\n%s\r\n" % proto)
+            s.sendall(null * 3)
+            buf = b""
+            while not buf.endswith(want * 3):
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, buf[-200:])
+                buf += chunk
+            s.close()
+        self.assertEqual(self.r.xlen("sp"), 300)
+
     def test_a_pipeline_is_one_group_commit(self):
         """The commands of one read share one batch: 20 pipelines of 16 XADDs, each sent in
         one write, take one fdatasync each (a read split in two by the kernel may add one;

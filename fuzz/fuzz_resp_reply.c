@@ -4,13 +4,16 @@
  * as one reply line (resp_reply_line, the backup client's bulk headers); and the input as a
  * replication LOG frame (resp_log_head, the follower's fast path), checked against the
  * general parser; and a reply parsed from a prefix window (the follower's small messages)
- * against the same reply parsed from the whole input.
+ * against the same reply parsed from the whole input. And the reply writer's numbers (an
+ * integer, a bulk header, an ID) from the input's first 16 bytes, against snprintf's.
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "evstore.h"
 #include "resp.h"
 
 static size_t walk(const resp_value *v, const uint8_t *lo, const uint8_t *hi)
@@ -24,8 +27,32 @@ static size_t walk(const resp_value *v, const uint8_t *lo, const uint8_t *hi)
     return n;
 }
 
+static void writer_check(const uint8_t *data, size_t size)
+{
+    int64_t v;
+    uint64_t u;
+    if (size < 16)
+        return;
+    memcpy(&v, data, 8);
+    memcpy(&u, data + 8, 8);
+    char want[128], id[EVS_ID_STRLEN];
+    resp_out o;
+    resp_out_init(&o, 2);
+    resp_out_int(&o, v);
+    resp_out_bulk(&o, "", 0);
+    resp_out_array(&o, (size_t)u);
+    int n = snprintf(want, sizeof want, ":%lld\r\n$0\r\n\r\n*%zu\r\n", (long long)v, (size_t)u);
+    if (o.oom || o.len != (size_t)n || memcmp(o.data, want, (size_t)n))
+        abort();
+    resp_out_release(&o);
+    n = snprintf(want, sizeof want, "%llu-%llu", (unsigned long long)u, (unsigned long long)v);
+    if (evs_id_format((evs_id){u, (uint64_t)v}, id) != (size_t)n || strcmp(id, want))
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    writer_check(data, size);
     uint64_t n;
     if (resp_reply_line(data, size, &n) == RESP_T_BULK && size < 64) {
         char text[64]; /* a bulk header's length is what strtoull makes of its digits */

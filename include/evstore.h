@@ -78,6 +78,8 @@ int evs_id_cmp(evs_id a, evs_id b);
 int evs_id_parse(const void *s, size_t len, uint64_t missing_seq, evs_id *out);
 /* Write "<ms>-<seq>" into buf (at least EVS_ID_STRLEN bytes); returns the length. */
 size_t evs_id_format(evs_id id, char *buf);
+/* Write v in decimal into buf (at least 20 bytes), with no NUL; returns the length. */
+size_t evs_u64_format(uint64_t v, char *buf);
 /* Step to the next / previous possible ID; false (id unchanged) at the end of the ID space. */
 bool evs_id_next(evs_id *id);
 bool evs_id_prev(evs_id *id);

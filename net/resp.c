@@ -13,6 +13,7 @@
  *    request"; broken quotes: "unbalanced quotes in request".
  */
 #include "resp.h"
+#include "evstore.h"
 
 #include <errno.h>
 #include <math.h>
@@ -479,15 +480,19 @@ void resp_out_cat(resp_out *o, const resp_out *from)
     o->over |= from->over;
 }
 
-static void out_fmt(resp_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_fmt(resp_out *o, const char *fmt, ...)
+/* "<type>[-]<v>\r\n": the header of an integer, bulk, array, map (without vsnprintf: a third
+ * of a reply's building, with up to two headers an entry) */
+static void out_head(resp_out *o, char type, bool minus, uint64_t v)
 {
-    char buf[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    resp_out_raw(o, buf, (size_t)n);
+    char buf[24];
+    size_t n = 0;
+    buf[n++] = type;
+    if (minus)
+        buf[n++] = '-';
+    n += evs_u64_format(v, buf + n);
+    buf[n++] = '\r';
+    buf[n++] = '\n';
+    resp_out_raw(o, buf, n);
 }
 
 void resp_out_simple(resp_out *o, const char *s)
@@ -517,11 +522,14 @@ void resp_out_error(resp_out *o, const char *fmt, ...)
     resp_out_raw(o, "\r\n", 2);
 }
 
-void resp_out_int(resp_out *o, long long v) { out_fmt(o, ":%lld\r\n", v); }
+void resp_out_int(resp_out *o, long long v)
+{
+    out_head(o, ':', v < 0, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+}
 
 void resp_out_bulk(resp_out *o, const void *p, size_t n)
 {
-    out_fmt(o, "$%zu\r\n", n);
+    out_head(o, '$', false, n);
     resp_out_raw(o, p, n);
     resp_out_raw(o, "\r\n", 2);
 }
@@ -532,14 +540,14 @@ void resp_out_null(resp_out *o) { resp_out_raw(o, o->proto == 3 ? "_\r\n" : "$-1
 
 void resp_out_null_array(resp_out *o) { resp_out_raw(o, o->proto == 3 ? "_\r\n" : "*-1\r\n", o->proto == 3 ? 3 : 5); }
 
-void resp_out_array(resp_out *o, size_t n) { out_fmt(o, "*%zu\r\n", n); }
+void resp_out_array(resp_out *o, size_t n) { out_head(o, '*', false, n); }
 
 void resp_out_map(resp_out *o, size_t n)
 {
     if (o->proto == 3)
-        out_fmt(o, "%%%zu\r\n", n);
+        out_head(o, '%', false, n);
     else
-        out_fmt(o, "*%zu\r\n", n * 2);
+        out_head(o, '*', false, n * 2);
 }
 
 void resp_out_double(resp_out *o, double v)
@@ -559,7 +567,8 @@ void resp_out_double(resp_out *o, double v)
 void resp_out_verbatim(resp_out *o, const char *s, size_t n)
 {
     if (o->proto == 3) {
-        out_fmt(o, "=%zu\r\ntxt:", n + 4);
+        out_head(o, '=', false, n + 4);
+        resp_out_raw(o, "txt:", 4);
         resp_out_raw(o, s, n);
         resp_out_raw(o, "\r\n", 2);
     } else {

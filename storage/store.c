@@ -170,9 +170,26 @@ int evs_id_parse(const void *p, size_t len, uint64_t missing_seq, evs_id *out)
     return 0;
 }
 
+/* (snprintf's two conversions were 3 % of a server's loop at c50/P16: one per XADD answer) */
+size_t evs_u64_format(uint64_t v, char *buf)
+{
+    char rev[20];
+    size_t n = 0;
+    do
+        rev[n++] = (char)('0' + v % 10);
+    while ((v /= 10));
+    for (size_t i = 0; i < n; i++)
+        buf[i] = rev[n - 1 - i];
+    return n;
+}
+
 size_t evs_id_format(evs_id id, char *buf)
 {
-    return (size_t)snprintf(buf, EVS_ID_STRLEN, "%" PRIu64 "-%" PRIu64, id.ms, id.seq);
+    size_t n = evs_u64_format(id.ms, buf);
+    buf[n++] = '-';
+    n += evs_u64_format(id.seq, buf + n);
+    buf[n] = '\0';
+    return n;
 }
 
 void evs_options_init(evs_options *o)

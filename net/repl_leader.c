@@ -124,12 +124,13 @@ static void span_release(struct evbuffer_file_segment const *seg, int flags, voi
     evs_log_release(hold);
 }
 
-/* The bytes of a small frame, read from the segment file into the output buffer: one copy,
- * and the frame goes out in one write with its neighbours (F4). */
-static int add_read(struct evbuffer *out, size_t n, int fd, uint64_t off)
+/* The bytes of a small frame (n of fd from off) and its closing CRLF, put in one reservation
+ * of the output buffer's space: one copy, and the frame goes out in one write with its
+ * neighbours (F4). */
+static int add_read_crlf(struct evbuffer *out, size_t n, int fd, uint64_t off)
 {
     struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(out, (ev_ssize_t)n, &v, 1) != 1)
+    if (evbuffer_reserve_space(out, (ev_ssize_t)(n + 2), &v, 1) != 1)
         return -1;
     for (size_t got = 0; got < n;) {
         ssize_t r = pread(fd, (char *)v.iov_base + got, n - got, (off_t)(off + got));
@@ -139,7 +140,8 @@ static int add_read(struct evbuffer *out, size_t n, int fd, uint64_t off)
             return -1; /* nothing committed */
         got += (size_t)r;
     }
-    v.iov_len = n;
+    memcpy((char *)v.iov_base + n, "\r\n", 2);
+    v.iov_len = n + 2;
     return evbuffer_commit_space(out, &v, 1);
 }
 
@@ -151,7 +153,7 @@ static int send_frame(follower *f, struct evbuffer *out, uint64_t at, size_t n, 
 {
     int rc = evbuffer_add_printf(out, "*3\r\n$3\r\nLOG\r\n:%" PRIu64 "\r\n$%zu\r\n", at, n) < 0;
     if (n < SENDFILE_MIN) {
-        rc = rc || add_read(out, n, fd, off);
+        rc = rc || add_read_crlf(out, n, fd, off);
         evs_log_release(hold);
     } else {
         struct evbuffer_file_segment *seg =
@@ -161,10 +163,9 @@ static int send_frame(follower *f, struct evbuffer *out, uint64_t at, size_t n, 
             return -1;
         }
         evbuffer_file_segment_add_cleanup_cb(seg, span_release, hold);
-        rc = rc || out_add_file(out, seg, n);
+        rc = rc || out_add_file(out, seg, n) || evbuffer_add(out, "\r\n", 2);
         evbuffer_file_segment_free(seg); /* the evbuffer holds its own reference */
     }
-    rc = rc || evbuffer_add(out, "\r\n", 2);
     f->last_send = time(NULL);
     return rc ? -1 : 0;
 }

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2052,12 +2053,47 @@ static bool wrongtype(cmd_ctx *x)
     return false;
 }
 
-const command *commands_find(const resp_arg *name)
+/* The command table's names in an open-addressed hash of their indexes, built once: a scan of
+ * the table with strlen and strncasecmp (21 names before XADD's) was 1.5 % of the loop's
+ * samples at c50/P16. Names are compared in ASCII lower case, as strncasecmp did. */
+#define FIND_SLOTS 128   /* a power of two, more than twice the commands */
+#define FIND_NAME_MAX 32 /* longer than any command's name */
+static uint8_t find_slots[FIND_SLOTS]; /* an index into table + 1; 0: empty */
+static pthread_once_t find_once = PTHREAD_ONCE_INIT;
+_Static_assert(sizeof table / sizeof *table * 2 <= FIND_SLOTS, "FIND_SLOTS too small");
+
+static uint32_t find_hash(const char *low, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)low[i]) * 16777619u;
+    return h & (FIND_SLOTS - 1);
+}
+
+static void find_build(void)
 {
     for (size_t i = 0; i < sizeof table / sizeof *table; i++) {
-        size_t n = strlen(table[i].name);
-        if (name->len == n && strncasecmp((const char *)name->ptr, table[i].name, n) == 0)
-            return &table[i];
+        uint32_t h = find_hash(table[i].name, strlen(table[i].name));
+        while (find_slots[h])
+            h = (h + 1) & (FIND_SLOTS - 1);
+        find_slots[h] = (uint8_t)(i + 1);
+    }
+}
+
+const command *commands_find(const resp_arg *name)
+{
+    char low[FIND_NAME_MAX];
+    if (name->len > sizeof low)
+        return NULL;
+    for (size_t i = 0; i < name->len; i++) {
+        char c = (char)name->ptr[i];
+        low[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+    }
+    pthread_once(&find_once, find_build);
+    for (uint32_t h = find_hash(low, name->len); find_slots[h]; h = (h + 1) & (FIND_SLOTS - 1)) {
+        const command *cmd = &table[find_slots[h] - 1];
+        if (strlen(cmd->name) == name->len && !memcmp(cmd->name, low, name->len))
+            return cmd;
     }
     return NULL;
 }

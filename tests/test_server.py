@@ -808,6 +808,33 @@ class Transactions(Base):
 
 
 class Wire(Base):
+    def test_command_names_in_any_case(self):
+        """Commands are looked up by name in any letter case (commands_find's hash): each of
+        these is found (an arity error at most, never "unknown command"), near misses are
+        not, and QUIT, last, answers +OK and closes."""
+        def cmd(*args):
+            return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        found = [b"FlushDB", b"flushall", b"sLaVeOf", b"REPLICAOF", b"XaDd", b"xack", b"XAUTOCLAIM",
+                 b"xRetention", b"Ping", b"DBSIZE", b"rePLconf", b"ReplSync"]
+        missing = [b"XADDD", b"XAD", b"xaddx", b"x" * 40]
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+        s.sendall(b"".join(cmd(n) if n.lower() in (b"flushdb", b"flushall", b"ping", b"dbsize")
+                           else cmd(n, b"a") for n in found + missing) + cmd(b"QuIt"))
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        s.close()
+        lines = [ln for ln in buf.split(b"\r\n") if ln[:1] in (b"+", b"-", b":")]
+        self.assertEqual(len(lines), len(found) + len(missing) + 1, buf)
+        for name, ln in zip(found, lines):
+            self.assertNotIn(b"unknown command", ln, name)
+        for name, ln in zip(missing, lines[len(found):]):
+            self.assertTrue(ln.startswith(b"-ERR unknown command"), (name, ln))
+        self.assertEqual(lines[-1], b"+OK")
+
     def test_http_requests_sent_to_the_resp_port_run_nothing(self):
         """A web page can make a browser POST to the RESP port (cross-protocol scripting), its
         body lines being RESP inline commands. As Redis: a "POST" or "Host:" command closes the

@@ -817,16 +817,10 @@ class Wire(Base):
         found = [b"FlushDB", b"flushall", b"sLaVeOf", b"REPLICAOF", b"XaDd", b"xack", b"XAUTOCLAIM",
                  b"xRetention", b"Ping", b"DBSIZE", b"rePLconf", b"ReplSync"]
         missing = [b"XADDD", b"XAD", b"xaddx", b"x" * 40]
-        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
-        s.sendall(b"".join(cmd(n) if n.lower() in (b"flushdb", b"flushall", b"ping", b"dbsize")
-                           else cmd(n, b"a") for n in found + missing) + cmd(b"QuIt"))
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        s.close()
+        buf = raw(self.srv.port, b"".join(cmd(n) if n.lower() in (b"flushdb", b"flushall", b"ping",
+                                                                  b"dbsize")
+                                          else cmd(n, b"a") for n in found + missing) + cmd(b"QuIt"),
+                  read_until_close=True, timeout=10)
         lines = [ln for ln in buf.split(b"\r\n") if ln[:1] in (b"+", b"-", b":")]
         self.assertEqual(len(lines), len(found) + len(missing) + 1, buf)
         for name, ln in zip(found, lines):

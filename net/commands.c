@@ -710,8 +710,9 @@ static void cmd_info(cmd_ctx *x)
                  "process_id:%ld\r\ntcp_port:%d\r\nuptime_in_seconds:%lld\r\n"
                  "uptime_in_days:%lld\r\n",
                  EVSTORE_VERSION, (long)getpid(), server_cfg(x->srv)->port, up, up / 86400);
-    info_section(&t, "clients", "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%zu\r\n",
-                 server_nconns(x->srv), blocked_count());
+    info_section(&t, "clients", "# Clients\r\nconnected_clients:%d\r\nblocked_clients:%zu\r\n"
+                 "http_clients:%zu\r\n", server_nconns(x->srv), blocked_count(),
+                 server_http_clients(x->srv));
     unsigned long long rss = rss_bytes();
     info_section(&t, "memory", "# Memory\r\nused_memory:%llu\r\nused_memory_rss:%llu\r\n", rss,
                  rss);

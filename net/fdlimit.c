@@ -21,7 +21,8 @@
  *      so numbered is refused as over --max-clients (fdlimit_room, on the accepted socket);
  *      an HTTP connection (evhttp accepts them itself) is served, but its listener pauses
  *      until a probe finds room again (fdlimit_http_accepting). So HTTP can overrun the
- *      budget by one connection per loop turn's accepts, never by the reserve.
+ *      budget by one connection per loop turn's accepts, never by the reserve. (HTTP
+ *      connections count toward --max-clients from their first request: http_clients.c.)
  *  F3. A listener whose accept() fails (EMFILE, ENFILE, ENOMEM...) pauses for PAUSE_MS, then
  *      listens again once there is room; the connections wait in the kernel's backlog. One
  *      log line per minute at most per listener says how many pauses there were.

@@ -77,6 +77,7 @@ struct http_api {
     size_t nsubs;
     publish *keyed; /* keyed publishes in flight: retries of the same key wait for them */
     sse_memo memo;  /* the live tails' shared formatting (its text kept between passes) */
+    http_client_table clients; /* counted toward --max-clients (http_clients.c) */
 };
 
 /* A live tail: an unfinished chunked reply fed as entries become visible. */
@@ -806,7 +807,7 @@ static void do_live(http_api *h, struct evhttp_request *req, evs_slice name)
     evhttp_add_header(out, "Cache-Control", "no-cache");
     evhttp_add_header(out, "X-Accel-Buffering", "no");
     evhttp_send_reply_start(req, 200, "OK");
-    evhttp_connection_set_closecb(x->evcon, sse_closed, x);
+    http_clients_on_close(&h->clients, x->evcon, sse_closed, x);
     x->next = h->subs;
     if (h->subs)
         h->subs->pprev = &x->next;
@@ -1014,6 +1015,9 @@ static void do_metrics(http_api *h, struct evhttp_request *req)
            "or until the index commit after the drop).",
            "%" PRIu64, s.streams_dropped_held);
     METRIC("clients", "gauge", "Connected RESP clients.", "%d", server_nconns(h->srv));
+    METRIC("http_clients", "gauge",
+           "HTTP connections that sent a request, open (counted toward --max-clients).", "%zu",
+           http_clients_count(&h->clients));
     METRIC("store_failed", "gauge", "1 once a write or fsync failed (appends refused).", "%d",
            evs_failed(server_store(h->srv), NULL) ? 1 : 0);
 #undef METRIC
@@ -1160,6 +1164,9 @@ static void route(struct evhttp_request *req, void *arg)
     const char *raw = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!raw)
         raw = "/";
+    if (!http_clients_admit(&h->clients, server_cfg(h->srv)->max_clients,
+                            server_nconns(h->srv), req))
+        return; /* over --max-clients */
     if (!http_cors_admit(server_cfg(h->srv), req))
         return; /* refused, or a preflight */
     bool head = m == EVHTTP_REQ_HEAD;
@@ -1297,6 +1304,8 @@ int http_start(server *srv, http_api **out)
     return 0;
 }
 
+size_t http_clients(const http_api *h) { return h ? http_clients_count(&h->clients) : 0; }
+
 void http_quiesce(http_api *h)
 {
     http_groups_quiesce();
@@ -1313,7 +1322,8 @@ void http_stop(http_api *h)
     if (!h)
         return;
     http_quiesce(h);
-    evhttp_free(h->http);
+    evhttp_free(h->http); /* closes every connection: H1's entries go */
+    http_clients_free(&h->clients);
     free(h->memo.text);
     free(h);
 }

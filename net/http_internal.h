@@ -28,6 +28,25 @@ bool http_origin_allowed(const char *allowed, const char *origin, bool *star);
  * "*": any; NULL: none)? */
 bool http_host_allowed(const char *extra, const char *host);
 
+/* http_clients.c: HTTP connections counted toward --max-clients (H1-H3). */
+typedef void (*http_close_fn)(struct evhttp_connection *evcon, void *arg);
+typedef struct http_client http_client;
+typedef struct http_client_table {
+    http_client *slots; /* by connection; cap a power of two, at most half full */
+    size_t cap, n;
+} http_client_table;
+/* Count req's connection at its first request, unless RESP's resp_clients and the counted
+ * ones are at max_clients: then answer 503 "max_clients" (Connection: close) and return
+ * false. */
+bool http_clients_admit(http_client_table *t, int max_clients, int resp_clients,
+                        struct evhttp_request *req);
+/* fn(evcon, arg) when the counted evcon closes (a live tail's handler: H3); libevent's close
+ * callback is the table's. */
+void http_clients_on_close(http_client_table *t, struct evhttp_connection *evcon, http_close_fn fn,
+                           void *arg);
+size_t http_clients_count(const http_client_table *t);
+void http_clients_free(http_client_table *t); /* after evhttp_free: its closes uncount first */
+
 /* http_groups.c: /streams/{stream}/groups[/...]; `rest` follows "/groups". */
 void http_groups_route(http_api *h, struct evhttp_request *req, evs_slice stream,
                        const char *rest);

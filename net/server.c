@@ -126,6 +126,7 @@ void server_log(server *s, int level, const char *fmt, ...)
 
 evs_store *server_store(server *s) { return s->st; }
 int server_nconns(server *s) { return s->nconns; }
+size_t server_http_clients(server *s) { return http_clients(s->http); }
 server_config *server_cfg_mut(server *s) { return &s->cfg; }
 const server_config *server_cfg(server *s) { return &s->cfg; }
 
@@ -995,7 +996,9 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     (void)sa;
     (void)salen;
     server *s = arg;
-    if (s->nconns >= s->cfg.max_clients || !fdlimit_room(fd)) { /* fdlimit.c F2 */
+    /* RESP and HTTP clients share --max-clients (http_clients.c H2); fdlimit.c F2 */
+    if ((size_t)s->nconns + http_clients(s->http) >= (size_t)s->cfg.max_clients ||
+        !fdlimit_room(fd)) {
         /* answer as Redis does; drain what the client already sent so that closing with
          * unread bytes does not reset the connection before it reads the answer */
         static const char msg[] = "-ERR max number of clients reached\r\n";

@@ -117,6 +117,7 @@ typedef struct cmd_ctx {
 
 evs_store *server_store(server *s);
 int server_nconns(server *s);
+size_t server_http_clients(server *s); /* HTTP connections counted toward --max-clients */
 server_config *server_cfg_mut(server *s);
 const server_config *server_cfg(server *s);
 /* Are the len bytes at got the secret (--requirepass)? In time independent of where they
@@ -201,6 +202,8 @@ typedef struct http_api http_api;
 int http_start(server *srv, http_api **out);
 void http_quiesce(http_api *h); /* stop accepting (NULL: nothing)          */
 void http_stop(http_api *h);    /* free everything (NULL: nothing)         */
+/* HTTP connections counted toward --max-clients (http_clients.c H1; NULL: 0) */
+size_t http_clients(const http_api *h);
 /* Batches became visible (ws: their streams, wake.h): feed the live tails of those streams. */
 void http_on_visible(http_api *h, const wake_set *ws);
 

@@ -33,7 +33,7 @@ static const char *help =
     "                          on 127.x (DNS-rebinding guard): 'evstore.internal,...' or '*'\n"
     "  --fsync MODE            always|everysec|no        EVSTORE_FSYNC    always\n"
     "  --requirepass SECRET    clients must AUTH         EVSTORE_REQUIREPASS (none)\n"
-    "  --max-clients N         connections at once       EVSTORE_MAX_CLIENTS 10000\n"
+    "  --max-clients N         RESP + HTTP clients       EVSTORE_MAX_CLIENTS 10000\n"
     "  --max-tails N           HTTP live tails at once   EVSTORE_MAX_TAILS 1000\n"
     "  --metrics-max-streams N per-stream series on      EVSTORE_METRICS_MAX_STREAMS 1000\n"
     "                          /metrics for the first N streams (creation order); 0: none\n"

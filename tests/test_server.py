@@ -1692,6 +1692,94 @@ class ClientLimits(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
             shutil.rmtree(d, ignore_errors=True)
 
+    def test_max_clients_counts_http_connections(self):
+        """RESP and HTTP share --max-clients (net/http_clients.c H1-H3): an HTTP connection
+        counts from its first request until it closes, a live tail's included; past the limit
+        a RESP client gets Redis' error and an HTTP request 503 "max_clients"."""
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        srv = Server(os.path.join(d, "data"), "--max-clients", "3", "--max-tails", "1").start()
+        conns = []
+        try:
+            def info_clients(r):
+                return {k: v for k, v in r.info("clients").items()
+                        if k in ("connected_clients", "http_clients")}
+            kept = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
+            conns.append(kept)
+            for _ in range(3):  # one connection, counted once
+                kept.request("GET", "/healthz")
+                self.assertEqual(json.loads(kept.getresponse().read()), {"status": "ok"})
+            tail = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+            conns.append(tail)
+            tail.sendall(b"GET /streams/s/events/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            self.assertIn(b"text/event-stream", tail.recv(4096))
+            r = srv.client(decode_responses=True)
+            self.assertEqual(info_clients(r), {"connected_clients": 1, "http_clients": 2})
+            self.assertEqual(raw(srv.port, b"PING\r\n", read_until_close=True),
+                             b"-ERR max number of clients reached\r\n")
+            status, body, resp = http_req(srv, "GET", "/healthz")
+            self.assertEqual((status, body["code"]), (503, "max_clients"))
+            self.assertIn("--max-clients 3", body["error"])
+            self.assertEqual(resp.getheader("Connection"), "close")
+            # closing them uncounts them; the tail's own close ran too (--max-tails 1 admits
+            # a new one)
+            kept.close()
+            tail.close()
+            self.assertTrue(eventually(lambda: info_clients(r)["http_clients"] == 0))
+            self.assertEqual(http_req(srv, "GET", "/healthz")[0], 200)
+            again = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+            conns.append(again)
+            again.sendall(b"GET /streams/s/events/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            self.assertIn(b"text/event-stream", again.recv(4096))
+            self.assertEqual(raw(srv.port, b"PING\r\n"), b"+PONG\r\n")
+            r.close()
+        finally:
+            for c in conns:
+                c.close()
+            self.assertEqual(srv.stop(), 0)
+            shutil.rmtree(d, ignore_errors=True)
+
+    def test_http_clients_counted_through_churn(self):
+        """Hundreds of HTTP connections opened and closed in a random order (the table of
+        counted connections grows and takes entries out of the middle of its runs): the count
+        is the connections open, every step of the way, and 0 at the end."""
+        d = tempfile.mkdtemp(prefix="evs-server-")
+        srv = Server(os.path.join(d, "data"), "--max-clients", "1000").start()
+        rnd = random.Random(7)
+        open_ = []
+        try:
+            r = srv.client(decode_responses=True)
+
+            def counted():
+                return r.info("clients")["http_clients"]
+
+            def connect():
+                s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                self.assertIn(b"200 OK", s.recv(4096))
+                open_.append(s)
+            for _ in range(300):
+                connect()
+            self.assertEqual(counted(), 300)
+            for step in range(6):
+                rnd.shuffle(open_)
+                for s in open_[:100]:
+                    s.close()
+                del open_[:100]
+                for _ in range(rnd.randrange(0, 60)):
+                    connect()
+                self.assertTrue(eventually(lambda: counted() == len(open_)),
+                                "step %d: %d counted, %d open" % (step, counted(), len(open_)))
+            for s in open_:
+                s.close()
+            open_ = []
+            self.assertTrue(eventually(lambda: counted() == 0))
+            r.close()
+        finally:
+            for s in open_:
+                s.close()
+            self.assertEqual(srv.stop(), 0)
+            shutil.rmtree(d, ignore_errors=True)
+
     def test_idle_timeout_spares_blocked_and_busy_clients(self):
         d = tempfile.mkdtemp(prefix="evs-server-")
         srv = Server(os.path.join(d, "data"), "--timeout", "1").start()

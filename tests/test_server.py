@@ -1708,10 +1708,14 @@ class ClientLimits(unittest.TestCase):
             for _ in range(3):  # one connection, counted once
                 kept.request("GET", "/healthz")
                 self.assertEqual(json.loads(kept.getresponse().read()), {"status": "ok"})
-            tail = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
-            conns.append(tail)
-            tail.sendall(b"GET /streams/s/events/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            self.assertIn(b"text/event-stream", tail.recv(4096))
+
+            def open_tail():
+                t = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+                conns.append(t)
+                t.sendall(b"GET /streams/s/events/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                self.assertIn(b"text/event-stream", t.recv(4096))
+                return t
+            tail = open_tail()
             r = srv.client(decode_responses=True)
             self.assertEqual(info_clients(r), {"connected_clients": 1, "http_clients": 2})
             self.assertEqual(raw(srv.port, b"PING\r\n", read_until_close=True),
@@ -1726,10 +1730,7 @@ class ClientLimits(unittest.TestCase):
             tail.close()
             self.assertTrue(eventually(lambda: info_clients(r)["http_clients"] == 0))
             self.assertEqual(http_req(srv, "GET", "/healthz")[0], 200)
-            again = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
-            conns.append(again)
-            again.sendall(b"GET /streams/s/events/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            self.assertIn(b"text/event-stream", again.recv(4096))
+            open_tail()
             self.assertEqual(raw(srv.port, b"PING\r\n"), b"+PONG\r\n")
             r.close()
         finally:

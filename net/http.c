@@ -1304,6 +1304,14 @@ int http_start(server *srv, http_api **out)
     return 0;
 }
 
+bool http_on_close(http_api *h, struct evhttp_request *req, http_close_fn fn, void *arg)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon)
+        http_clients_on_close(&h->clients, evcon, fn, arg);
+    return evcon != NULL;
+}
+
 size_t http_clients(const http_api *h) { return h ? http_clients_count(&h->clients) : 0; }
 
 void http_quiesce(http_api *h)

@@ -12,7 +12,9 @@
  *
  * Changes are answered once durable, like publishes. A read with block_ms and nothing new
  * parks (at most HTTP_GROUP_PARKED of them) until a batch becomes visible or the time is up;
- * it then answers {"events": []}. Errors: 400 bad input, 404 no stream / no group, 409 the
+ * it then answers {"events": []}. A parked read whose client goes away is dropped (as Redis
+ * unblocks a client that disconnects): it claims nothing for a consumer nobody listens as.
+ * Errors: 400 bad input, 404 no stream / no group, 409 the
  * group exists, 503 store failed.
  */
 #include "event_json.h"
@@ -64,6 +66,7 @@ static void hgop_free(hgop *g)
 static void unpark(hgop *g)
 {
     if (g->pprev) {
+        http_on_close(g->h, g->req, NULL, NULL);
         *g->pprev = g->next;
         if (g->next)
             g->next->pprev = g->pprev;
@@ -119,6 +122,18 @@ static void send_events(hgop *g)
 
 static void submit(hgop *g);
 
+/* A parked read's connection is closing. If its client went away, libevent 2.1 has detached
+ * the unanswered request and left it to us; else (a shutdown) it frees the request itself. */
+static void parked_gone(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    hgop *g = arg;
+    unpark(g);
+    if (!evhttp_request_get_connection(g->req))
+        evhttp_request_free(g->req);
+    hgop_free(g);
+}
+
 /* On the loop: answer, or park a read that found nothing and may still wait. */
 static void answer(void *arg)
 {
@@ -142,8 +157,8 @@ static void answer(void *arg)
         break;
     case GK_READ:
         if (g->res.nids == 0 && !stopping && g->deadline_ms > evs_mono_ns() / 1000000 &&
-            nparked < HTTP_GROUP_PARKED) {
-            park(g);
+            nparked < HTTP_GROUP_PARKED && http_on_close(g->h, g->req, parked_gone, g)) {
+            park(g); /* (without a connection: answered now, which frees the request) */
             return;
         }
         send_events(g);
@@ -160,6 +175,7 @@ static void done(void *arg, int rc, const evs_group_result *res, size_t n, const
         g->err = *err;
     if (!rc && n) {
         g->res = res[0];
+        free(g->ids); /* a parked read woken tries again: its last (empty) answer's */
         g->ids = malloc((res[0].nids ? res[0].nids : 1) * sizeof *g->ids);
         if (g->ids && res[0].nids)
             memcpy(g->ids, res[0].ids, res[0].nids * sizeof *g->ids);

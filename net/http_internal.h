@@ -45,6 +45,9 @@ bool http_clients_admit(http_client_table *t, int max_clients, int resp_clients,
 void http_clients_on_close(http_client_table *t, struct evhttp_connection *evcon, http_close_fn fn,
                            void *arg);
 size_t http_clients_count(const http_client_table *t);
+/* The same for req's connection (http.c): fn NULL clears it. false: req has no connection
+ * any more (its client is gone), and nothing is set. */
+bool http_on_close(http_api *h, struct evhttp_request *req, http_close_fn fn, void *arg);
 void http_clients_free(http_client_table *t); /* after evhttp_free: its closes uncount first */
 
 /* http_groups.c: /streams/{stream}/groups[/...]; `rest` follows "/groups". */

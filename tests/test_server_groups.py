@@ -3,9 +3,11 @@
 redis-py (Debian's python3-redis) and redis-cli: Redis 7.0's reply shapes and errors, blocking
 XREADGROUP, group state across SIGKILL, exactly-once dead-lettering with concurrent claimers
 and a kill in the middle. Usage: test_server_groups.py path/to/evstore"""
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -459,6 +461,43 @@ class GroupsHttp(Base):
         st, body, _ = http_req(srv, "DELETE", "/streams/h/groups/g")
         self.assertEqual((st, body), (200, {"destroyed": True}))
         self.assertEqual(self.r.xinfo_groups("h"), [])
+
+    def test_long_poll_of_a_client_gone_claims_nothing(self):
+        """A parked read whose client disconnects is dropped, as Redis unblocks an XREADGROUP
+        BLOCK client that goes: the next event stays for the consumers still listening, not
+        pending for one nobody reads as. A read still connected is answered as before."""
+        srv = self.srv
+        st, _, _ = http_req(srv, "POST", "/streams/p/groups", {"name": "g", "start": "$", "mkstream": True})
+        self.assertEqual(st, 201)
+
+        def park(consumer):
+            body = json.dumps({"consumer": consumer, "block_ms": 20000}).encode()
+            s = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+            s.sendall(b"POST /streams/p/groups/g/read HTTP/1.1\r\nHost: localhost\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            return s
+        gone = [park("gone-%d" % i) for i in range(3)]
+        answers = []
+        stays = threading.Thread(target=lambda: answers.append(http_req(
+            srv, "POST", "/streams/p/groups/g/read", {"consumer": "stays", "block_ms": 20000})))
+        stays.start()
+        time.sleep(0.3)  # all four parked
+        for s in gone:
+            s.close()
+        self.assertTrue(test_server.eventually(lambda: self.r.info("clients")["http_clients"] == 1))
+        first = self.r.xadd("p", {"type": "t", "payload": "1"})
+        stays.join(10)
+        self.assertEqual([(st, [e["id"] for e in body["events"]]) for st, body, _ in answers],
+                         [(200, [first])])
+        pending = self.r.xpending("p", "g")
+        self.assertEqual((pending["pending"], [c["name"] for c in pending["consumers"]]),
+                         (1, ["stays"]))
+        # with nobody left, the next event waits in the group for whoever reads next
+        second = self.r.xadd("p", {"type": "t", "payload": "2"})
+        time.sleep(0.2)
+        self.assertEqual(self.r.xpending("p", "g")["pending"], 1)
+        st, body, _ = http_req(srv, "POST", "/streams/p/groups/g/read", {"consumer": "later"})
+        self.assertEqual([e["id"] for e in body["events"]], [second])
 
 
 class GroupsCli(Base):

@@ -2,8 +2,9 @@
  * server.h — the RESP server over libevent, on the embedded API (include/evstore.h only).
  *
  * Threads: one libevent loop owns every connection; the store's writer thread completes
- * appends and hands the results back through a mutex-protected queue and a libevent user
- * event (evthread_use_pthreads), so connection state is only ever touched by the loop.
+ * appends and hands the results back through a lock-free stack (server.c enqueue) and a
+ * libevent user event (evthread_use_pthreads), so connection state is only ever touched by
+ * the loop.
  *
  * Invariants:
  *  N1. Replies leave a connection in request order: each parsed command takes the next reply

@@ -321,6 +321,7 @@ typedef struct wreq {
     enum wreq_kind kind;
     size_t n;
     struct evs_store *pool;        /* WR_APPEND, WR_REPLICA: back to this pool when finished */
+    struct wreq *done_next;        /* finished, on the role's way back to the pool (P2)       */
     size_t opcap;                  /* room in ops and ids                                    */
     wop *ops;
     size_t idem_off, idem_len;     /* idempotency key in data (len 0: none)                  */
@@ -480,6 +481,7 @@ struct evs_store {
     pthread_mutex_t poolmu;
     wreq *pool;
     size_t pool_bytes;
+    wreq *done_reqs; /* the role's finished ones, given back together at the turn's end (P2) */
 
     /* the writer's role (W) and its acknowledgements waiting for the batch's end */
     pthread_mutex_t rolemu;

@@ -128,7 +128,12 @@ void wreq_free(wreq *r)
  * in brk, page faults and TLB shootdowns, measured). Finished append and replicated-frame
  * requests are kept, up to EVS_POOL_BYTES of buffers, and reused with their capacity.
  * P1: a pooled request is on no queue and referenced by nobody; everything but its buffers
- * is cleared before reuse, and each of its ops is set whole by the one who takes it.
+ *     is cleared before reuse, and each of its ops is set whole by the one who takes it.
+ * P2: the role gives finished requests back once per turn (recycle_done, at run_role's end),
+ *     under one lock, not one lock each: with the writer thread on one core taking the pool's
+ *     lock per request and the server's loop on the other taking it per XADD, the lock's
+ *     cache line went back and forth twice an XADD (the writer's mutex calls were a quarter
+ *     of its samples with a follower connected: docs/benchmarks.md, "Replication").
  */
 #define EVS_POOL_BYTES (8u << 20)
 static size_t wreq_bytes(const wreq *r)
@@ -136,24 +141,41 @@ static size_t wreq_bytes(const wreq *r)
     return r->data.cap + r->opcap * (sizeof *r->ops + sizeof *r->ids) + sizeof *r;
 }
 
-static void wreq_recycle(evs_store *st, wreq *r)
+/* P2: the role's finished requests back to the pool, as many as its bytes allow; the rest
+ * freed. The role's thread only. */
+static void recycle_done(evs_store *st)
 {
-    size_t b = wreq_bytes(r);
-    pthread_mutex_lock(&st->poolmu);
-    bool keep = st->pool_bytes + b <= EVS_POOL_BYTES;
-    if (keep) {
+    wreq *list = st->done_reqs, *drop = NULL;
+    st->done_reqs = NULL;
+    if (!list)
+        return;
+    for (wreq *r = list; r; r = r->done_next) { /* what no reuse keeps: outside the lock */
         free(r->watch);
         r->watch = NULL;
         free(r->rcs);
         r->rcs = NULL;
         rec_buf_release(&r->carry);
-        r->next = st->pool;
-        st->pool = r;
-        st->pool_bytes += b;
+    }
+    pthread_mutex_lock(&st->poolmu);
+    while (list) {
+        wreq *r = list;
+        list = r->done_next;
+        size_t b = wreq_bytes(r);
+        if (st->pool_bytes + b <= EVS_POOL_BYTES) {
+            r->next = st->pool;
+            st->pool = r;
+            st->pool_bytes += b;
+        } else {
+            r->done_next = drop;
+            drop = r;
+        }
     }
     pthread_mutex_unlock(&st->poolmu);
-    if (!keep)
+    while (drop) {
+        wreq *r = drop;
+        drop = r->done_next;
         wreq_free(r);
+    }
 }
 
 /* An append request with room for n operations, from the pool if it has one: cleared but
@@ -192,6 +214,7 @@ static wreq *wreq_pooled(evs_store *st, size_t n)
 
 void wreq_pool_drain(evs_store *st)
 {
+    recycle_done(st); /* (none: every turn gives its own back) */
     while (st->pool) {
         wreq *r = st->pool;
         st->pool = r->next;
@@ -214,10 +237,12 @@ static void finish(wreq *r, int rc, const evs_error *err)
         else
             r->done(r->arg, rc, NULL, rc ? 0 : r->count, err);
     }
-    if (r->pool)
-        wreq_recycle(r->pool, r);
-    else
+    if (r->pool) { /* P2: at the role's turn's end */
+        r->done_next = r->pool->done_reqs;
+        r->pool->done_reqs = r;
+    } else {
         wreq_free(r);
+    }
 }
 
 static void finish_failed(evs_store *st, wreq *r)
@@ -2148,6 +2173,7 @@ static bool run_role(evs_store *st, bool timed)
         index_commit(st, closing && !list);
     }
     store_streams_reclaim(st); /* between requests (streams.c S3) */
+    recycle_done(st);          /* P2 */
     uint64_t due = work_due(st);
     pthread_mutex_lock(&st->qmu);
     /* the writer thread sleeps without a deadline, or with a later one */

@@ -305,16 +305,17 @@ static hgop *hgop_new(http_api *h, struct evhttp_request *req, gkind kind, evs_s
     return g;
 }
 
-/* A non-negative integer member, or the default; false (after answering 400) if malformed. */
-static bool uint_member(struct evhttp_request *req, json_t *doc, const char *key, uint64_t max,
-                        uint64_t *out)
+/* An integer member from min to max, or the default; false (after answering 400) if not. */
+static bool uint_member(struct evhttp_request *req, json_t *doc, const char *key, uint64_t min,
+                        uint64_t max, uint64_t *out)
 {
     json_t *v = json_object_get(doc, key);
     if (!v)
         return true;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max) {
-        send_error(req, 400, "bad_request", "\"%s\" must be an integer from 0 to %llu", key,
-                   (unsigned long long)max);
+    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+        (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max) {
+        send_error(req, 400, "bad_request", "\"%s\" must be an integer from %llu to %llu", key,
+                   (unsigned long long)min, (unsigned long long)max);
         return false;
     }
     *out = (uint64_t)json_integer_value(v);
@@ -347,7 +348,7 @@ static void do_create(http_api *h, struct evhttp_request *req, evs_slice stream)
                    EVS_GROUP_NAME_MAX);
     } else if (start && strcmp(start, "$") && evs_id_parse(start, slen, 0, &op.id)) {
         send_error(req, 400, "bad_id", "\"start\" must be \"0\", \"$\" or an entry ID");
-    } else if (uint_member(req, doc, "max_deliveries", UINT32_MAX, &op.max_deliveries)) {
+    } else if (uint_member(req, doc, "max_deliveries", 0, UINT32_MAX, &op.max_deliveries)) {
         op.id_is_last = start && !strcmp(start, "$");
         if (dlq)
             op.dlq = (evs_slice){dlq, dlen};
@@ -372,8 +373,8 @@ static void do_read(http_api *h, struct evhttp_request *req, evs_slice stream, c
     if (!consumer || clen == 0 || clen > EVS_GROUP_NAME_MAX) {
         send_error(req, 400, "bad_request", "\"consumer\" must be a string of 1 to %d bytes",
                    EVS_GROUP_NAME_MAX);
-    } else if (uint_member(req, doc, "count", HTTP_GROUP_MAX_COUNT, &count) &&
-               uint_member(req, doc, "block_ms", HTTP_GROUP_MAX_BLOCK_MS, &block)) {
+    } else if (uint_member(req, doc, "count", 1, HTTP_GROUP_MAX_COUNT, &count) &&
+               uint_member(req, doc, "block_ms", 0, HTTP_GROUP_MAX_BLOCK_MS, &block)) {
         hgop *g = hgop_new(h, req, GK_READ, stream, group, group_len);
         if (g && !(g->consumer = dup_str(consumer, clen))) {
             hgop_free(g);
@@ -383,7 +384,7 @@ static void do_read(http_api *h, struct evhttp_request *req, evs_slice stream, c
             send_error(req, 500, "internal", "out of memory");
         } else {
             g->consumer_len = clen;
-            g->count = count ? count : 1;
+            g->count = count;
             if (block) {
                 g->deadline_ms = evs_mono_ns() / 1000000 + block;
                 g->timer = evtimer_new(server_base(http_server(h)), timeout_cb, g);

@@ -431,6 +431,10 @@ class GroupsHttp(Base):
         self.assertEqual((st, body["code"]), (404, "no_group"))
         st, body, _ = http_req(srv, "POST", "/streams/h/groups/g/read", {"consumer": "c1", "count": "x"})
         self.assertEqual(st, 400)
+        # 0 is no count at all (it was read as 1 without a word): refused, as 10001 is
+        for bad in (0, 10001, -1):
+            st, body, _ = http_req(srv, "POST", "/streams/h/groups/g/read", {"consumer": "c1", "count": bad})
+            self.assertEqual((st, body["error"]), (400, '"count" must be an integer from 1 to 10000'))
         st, body, _ = http_req(srv, "GET", "/streams/h/groups")
         self.assertEqual(st, 200)
         g = body["groups"][0]

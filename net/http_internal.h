@@ -28,7 +28,7 @@ bool http_origin_allowed(const char *allowed, const char *origin, bool *star);
  * "*": any; NULL: none)? */
 bool http_host_allowed(const char *extra, const char *host);
 
-/* http_clients.c: HTTP connections counted toward --max-clients (H1-H3). */
+/* http_clients.c: HTTP connections counted toward --max-clients (H1-H4). */
 typedef void (*http_close_fn)(struct evhttp_connection *evcon, void *arg);
 typedef struct http_client http_client;
 typedef struct http_client_table {

@@ -40,8 +40,9 @@ typedef struct http_client_table {
  * false. */
 bool http_clients_admit(http_client_table *t, int max_clients, int resp_clients,
                         struct evhttp_request *req);
-/* fn(evcon, arg) when the counted evcon closes (a live tail's handler: H3); libevent's close
- * callback is the table's. */
+/* fn(evcon, arg) when the counted evcon closes (a live tail's or a parked group read's: H3),
+ * its socket watched for the client hanging up meanwhile (H4); fn NULL clears it. libevent's
+ * close callback is the table's. */
 void http_clients_on_close(http_client_table *t, struct evhttp_connection *evcon, http_close_fn fn,
                            void *arg);
 size_t http_clients_count(const http_client_table *t);

@@ -42,6 +42,10 @@ echo "$server_md"
   echo "  2026-11-30's session 23 were made on the earlier host: \"same machine as above\" in them"
   echo "  means that host, not this one."
   echo
+  # the goals' summary is kept up to date by hand from each section's latest run: kept
+  if [ -f docs/benchmarks.md ]; then
+    sed -n '/^## Goals at a glance/,/^## Storage engine (issue 2)/p' docs/benchmarks.md | sed '$d'
+  fi
   echo "## Storage engine (issue 2)"
   echo
   echo "| benchmark | result | goal |"

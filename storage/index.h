@@ -63,7 +63,8 @@ uint64_t idx_txnid(idx *x);   /* last committed transaction id */
 int idx_keep_headroom(idx *x, uint64_t bytes, uint64_t pending_ops);
 /* Forget the commits' growth so far (the end of an open: its catch-up commits are large). */
 void idx_growth_reset(idx *x);
-/* Write a consistent copy of the environment's data file to fd (mdb_env_copyfd2). */
+/* Write a consistent, compacted copy of the environment's data file to fd (mdb_env_copyfd2,
+ * MDB_CP_COMPACT: live pages only, renumbered; the copy's transaction count starts at 1). */
 int idx_copy_fd(idx *x, int fd, evs_error *err);
 
 /* ---- write batches ----------------------------------------------------------------------- */

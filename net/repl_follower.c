@@ -5,7 +5,8 @@
  *   connect → [AUTH password] → REPLSYNC <store id> <log end> <port> <epochs...>
  *   ← CONTINUE (an empty store first takes the leader's identity), a CHECK of the bytes
  *     before this log's end (W8), then LOG frames, SHOWN positions and PINGs
- *   → REPLCONF ACK <received> <fsynced> after each frame is written and synced
+ *   → REPLCONF ACK <received> <fsynced> after each frame is written and synced, after a
+ *     CHECK that matched (W8), and once a second
  *
  * Invariants:
  *  W1. Frames are submitted to the store in order and only if each starts where the previous
@@ -34,7 +35,9 @@
  *  W8. A CHECK (repl_leader.c F6), which comes before any frame, is compared with this log's
  *      own bytes: if they differ, the two logs are not one history whatever their epochs say,
  *      and the follower records SNAPSHOT (its own bytes unknown: its store is kept aside) and
- *      restarts to copy the leader's store, before any frame is submitted.
+ *      restarts to copy the leader's store, before any frame is submitted. If they match,
+ *      the follower acknowledges its log's end at once: only then, not before the CHECK, is
+ *      its log known to be the leader's.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -352,8 +355,13 @@ static void take_check(uint64_t from, uint64_t to, uint64_t crc)
     uint32_t mine;
     evs_error err;
     int rc = evs_log_crc(server_store(F.srv), &from, to, (size_t)(to - from), &mine, &err);
-    if (!rc && mine == crc)
+    if (!rc && mine == crc) {
+        /* the log here is the leader's up to its end: say so at once, not at the next
+         * heartbeat (a follower that comes back with all of it, or with a copy of the
+         * leader's store, counts for WAIT and shows as caught up without a second's delay) */
+        send_ack();
         return;
+    }
     char msg[400];
     snprintf(msg, sizeof msg, "this store's log bytes [%" PRIu64 ", %" PRIu64 ") are not the "
              "leader's, though the two share a store ID and every epoch (one store copied and "

@@ -51,6 +51,12 @@
  *      (F2) whose logs differ there — a store copied while stopped and led in two places —
  *      are told apart by the follower, which then copies the leader's store instead of
  *      appending to a log that is not the leader's (repl_follower.c W8).
+ *  F7. A new follower (an empty log, no history of its own) of a log holding at least
+ *      --full-sync-bytes is answered SNAPSHOT with no bytes of its own, as Redis gives a new
+ *      replica a full resynchronization: it copies the store (segments byte for byte, the
+ *      index compacted) as a backup would and continues from the copy's cut, instead of
+ *      replaying the log and building its index entry by entry (docs/replication.md,
+ *      "A new follower"). Below that, or with 0, it replays the log from its start.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -475,12 +481,23 @@ void cmd_replsync(cmd_ctx *x)
         bad = "the follower holds a different store (its ID is not the leader's)";
     else if (!fresh)
         bad = lineage_check(mine, nm, theirs, nt, pos, s.log_end, why, sizeof why, &cut_at);
-    if ((bad && cut_at != UINT64_MAX && cut_at < s.log_start) || (!bad && pos < s.log_start)) {
-        /* what the follower lacks is gone here (retention): it needs the whole store */
-        snprintf(why, sizeof why, "the follower's log %s %" PRIu64 ", below the leader's start %"
-                 PRIu64 " (retention deleted the rest): it needs a snapshot",
-                 bad ? "parts from the leader's at" : "ends at", bad ? cut_at : pos, s.log_start);
-        server_log(x->srv, EVS_LOG_WARN, "follower sent to take a snapshot: %s", why);
+    uint64_t full = server_cfg(x->srv)->full_sync_bytes;
+    bool whole = fresh && full && s.log_end - s.log_start >= full; /* F7 */
+    if ((bad && cut_at != UINT64_MAX && cut_at < s.log_start) || (!bad && pos < s.log_start) ||
+        whole) {
+        /* what the follower lacks is gone here (retention): it needs the whole store; or it
+         * is new, and copying the store is faster than replaying (and indexing) the log */
+        if (whole)
+            snprintf(why, sizeof why, "a new follower, and the leader's log holds %" PRIu64
+                     " bytes (--full-sync-bytes %" PRIu64 "): it copies the store whole",
+                     s.log_end - s.log_start, full);
+        else
+            snprintf(why, sizeof why, "the follower's log %s %" PRIu64 ", below the leader's "
+                     "start %" PRIu64 " (retention deleted the rest): it needs a snapshot",
+                     bad ? "parts from the leader's at" : "ends at", bad ? cut_at : pos,
+                     s.log_start);
+        server_log(x->srv, whole ? EVS_LOG_INFO : EVS_LOG_WARN,
+                   "follower sent to take a snapshot: %s", why);
         resp_out_array(&x->r->out, 3);
         resp_out_cstr(&x->r->out, "SNAPSHOT");
         resp_out_cstr(&x->r->out, why);

@@ -57,6 +57,8 @@ typedef struct server_config {
                                   have fsynced it (--ack leader: once it is durable here)  */
     int min_replicas;          /* --min-replicas                                          */
     int ack_timeout_ms;        /* --ack all: answer NOREPLICAS after this long            */
+    uint64_t full_sync_bytes;  /* a new (empty) follower of a log this long or longer copies
+                                  the store whole (SNAPSHOT) instead of replaying it; 0: never */
     char *follow_next;         /* out (FOLLOW_NEXT_MAX bytes, or NULL): the "HOST:PORT" that
                                   REPLICAOF HOST PORT asked to follow; set with a restart  */
 } server_config;

@@ -59,6 +59,9 @@ static const char *help =
     "  --min-replicas N        followers --ack all needs EVSTORE_MIN_REPLICAS 1\n"
     "  --ack-timeout MS        --ack all gives up        EVSTORE_ACK_TIMEOUT 10000\n"
     "                          (NOREPLICAS) after MS\n"
+    "  --full-sync-bytes N     a new follower copies     EVSTORE_FULL_SYNC_BYTES 256m\n"
+    "                          the store whole, as a backup, when its log holds N bytes or\n"
+    "                          more, instead of replaying the log; 0: it always replays\n"
     "\n"
     "Sizes take k, m, g, t suffixes (powers of 1024). Streams override the retention defaults\n"
     "with XRETENTION or PUT /streams/{name}/retention (docs/resp.md, docs/http.md); space\n"
@@ -135,6 +138,7 @@ int cmd_serve(int argc, char **argv)
     const char *ack = cli_env("EVSTORE_ACK", "leader");
     const char *minr = cli_env("EVSTORE_MIN_REPLICAS", "1");
     const char *ackto = cli_env("EVSTORE_ACK_TIMEOUT", "10000");
+    const char *fullsync = cli_env("EVSTORE_FULL_SYNC_BYTES", "256m");
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},           {"bind", required_argument, NULL, 'b'},
         {"http-port", required_argument, NULL, 'H'},
@@ -155,9 +159,10 @@ int cmd_serve(int argc, char **argv)
         {"metrics-max-streams", required_argument, NULL, 'm'},
         {"http-cors-origin", required_argument, NULL, 'O'},
         {"http-hosts", required_argument, NULL, 'W'},
+        {"full-sync-bytes", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},                 {0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:X:m:O:W:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:b:p:H:f:a:c:e:r:o:s:t:A:B:N:R:L:K:M:T:X:m:O:W:F:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H': hport = optarg; break;
         case 'd': c.data = optarg; break;
@@ -183,6 +188,7 @@ int cmd_serve(int argc, char **argv)
         case 'm': mms = optarg; break;
         case 'O': c.http_cors_origin = optarg; break;
         case 'W': c.http_hosts = optarg; break;
+        case 'F': fullsync = optarg; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
         default: fputs(help, stderr); return EXIT_USAGE;
         }
@@ -228,7 +234,8 @@ int cmd_serve(int argc, char **argv)
     if (!size_opt("--max-entry-bytes", entry, &c.max_entry_bytes) ||
         !size_opt("--max-request-bytes", req, &c.max_request_bytes) ||
         !size_opt("--max-output-bytes", outb, &c.max_output_bytes) ||
-        !size_opt("--segment-bytes", seg, &c.segment_bytes))
+        !size_opt("--segment-bytes", seg, &c.segment_bytes) ||
+        !size_opt("--full-sync-bytes", fullsync, &c.full_sync_bytes))
         return EXIT_USAGE;
     if (rage && evs_parse_duration_ms(rage, strlen(rage), &c.retention.max_age_ms)) {
         fprintf(stderr, "evstore serve: --retention-max-age: not a duration (7d, 12h, 30m, 2s, "

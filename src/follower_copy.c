@@ -1,8 +1,9 @@
 /*
  * follower_copy.c — what `evstore serve` does to its data folder DATA before it opens the
  * store: a follower whose leader answered SNAPSHOT (what it lacks was deleted by the leader's
- * retention) left the file SNAPSHOT and restarted; here it copies the leader's store and puts
- * it in place (docs/replication.md, "snapshot-required").
+ * retention, or it is new and the leader's log is long: repl_leader.c F7) left the file
+ * SNAPSHOT and restarted; here it copies the leader's store and puts it in place
+ * (docs/replication.md, "snapshot-required").
  *
  *   1. Take DATA's LOCK (the store's own: no server runs on DATA meanwhile; one that does
  *      makes this step a no-op, and the open after it says the folder is in use).
@@ -12,8 +13,9 @@
  *      .new-<pid>.restore-XXXXXX), and an old store moved aside by 4. but not yet removed
  *      (or its aside, left empty). Under the lock they are nobody's.
  *   4. A follower with SNAPSHOT: if its store held nothing of its own (SNAPSHOT says
- *      "snapshot own 0": its log was a prefix of the leader's, below the leader's start, so
- *      all it held is what the leader's retention deleted), swap it out for nothing and
+ *      "snapshot own 0": it was empty, a new follower, or its log was a prefix of the
+ *      leader's, below the leader's start, so all it held is what the leader's retention
+ *      deleted), swap it out for nothing and
  *      remove it first, to make room. Copy the leader's store as a backup into
  *      DATA/.snapshot-<pid>, restore it as a follower's copy (checked, no new epoch) into
  *      DATA/.new-<pid>, and swap it in: what was in DATA goes to DATA/.replaced-<time>.
@@ -184,8 +186,8 @@ static int copy_leader(const char *data, const char *leader, const char *passwor
         say(EVS_LOG_ERROR, "the path of %s is too long to copy the leader's store into", data);
         return -1;
     }
-    cli_log(NULL, EVS_LOG_WARN, "copying the leader's store: this follower lacks what its "
-                                "retention deleted");
+    cli_log(NULL, EVS_LOG_WARN, "copying the leader's store (it answered SNAPSHOT: this "
+                                "follower is new, or lacks what its retention deleted)");
     evs_backup_report br;
     evs_error err = {0};
     int rc;
@@ -228,8 +230,8 @@ static void settle_old(const char *aside)
 {
     if (held_nothing_of_its_own(aside)) {
         discard_old(aside);
-        say(EVS_LOG_WARN, "the old store held nothing of its own (the leader's retention had "
-            "deleted all of it): removed from %s", aside);
+        say(EVS_LOG_WARN, "the old store held nothing of its own (it was empty, or all it held "
+            "the leader's retention had deleted): removed from %s", aside);
     } else if (!holds_a_store(aside)) {
         if (discard_old(aside))
             say(EVS_LOG_WARN, "%s held no store, only markers: removed", aside);

@@ -446,6 +446,46 @@ class Replication(Base):
         for k in range(10):
             self.assertEqual(fr.xlen("s%d" % k), 2000)
             self.assertEqual(fr.xrange("s%d" % k, count=3), lr.xrange("s%d" % k, count=3))
+        # 40 MB is below the default --full-sync-bytes (256m): it replayed the log
+        self.assertNotIn("follower sent to take a snapshot", self.log())
+
+    def test_a_new_follower_of_a_log_past_full_sync_bytes_copies_the_store(self):
+        """A new follower of a log of --full-sync-bytes or more is answered SNAPSHOT
+        (repl_leader.c F7): it copies the store as a backup would, the segments byte for byte
+        and the index compacted, continues from the copy's cut, and ends byte-identical, with
+        the groups, its index serving filtered reads. (Mutation-checked:
+        with F7 ignored, the log has no SNAPSHOT; with the threshold ignored, the 40 MB test
+        above fails.)"""
+        leader = self.start("leader", "--full-sync-bytes", "2m")
+        lr = leader.client(decode_responses=True)
+        p = lr.pipeline(transaction=False)
+        for i in range(6000):  # ~3 MB of log over 1 MiB segments: some sealed, one active
+            p.xadd("s%d" % (i % 5), {"source": "a%d" % (i % 7), "pad": "x" * 400})
+        p.execute()
+        lr.xgroup_create("s1", "g", id="0")
+        lr.xreadgroup("g", "c", {"s1": ">"}, count=7)
+        self.assertGreaterEqual(lr.info("evstore")["log_bytes"], 2 << 20)
+        f = self.follower("f", leader)
+        self.caught_up(leader, f)
+        log = self.log()
+        self.assertIn("a new follower, and the leader's log holds", log)
+        self.assertIn("the leader's store is copied", log)
+        self.assertEqual(glob.glob(os.path.join(f.data, ".replaced-*")), [])  # empty: gone
+        lr.xadd("s0", {"after": "copy"})  # and it streams from the cut on
+        self.assertEqual(lr.execute_command("WAIT", "1", "10000"), 1)
+        self.caught_up(leader, f)
+        self.same_segments(leader, f)
+        fr = f.client(decode_responses=True)
+        for k in range(5):
+            self.assertEqual(fr.xrange("s%d" % k), lr.xrange("s%d" % k))
+        self.assertEqual(fr.xpending("s1", "g")["pending"], 7)
+        self.assertEqual(len(fr.xrange("s1", count=2000)), 1200)
+        # the copied index serves filtered reads: a read by source over HTTP
+        st, body, _ = http_req(f, "GET", "/streams/s3/events?source=a3&limit=1000")
+        self.assertEqual(st, 200)
+        self.assertEqual(len(body["events"]), len([i for i in range(6000)
+                                                   if i % 5 == 3 and i % 7 == 3]))
+        self.stop_and_verify(f)
 
     def test_two_followers_and_wait(self):
         leader = self.start("leader")

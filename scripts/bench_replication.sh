@@ -13,7 +13,10 @@
 #     `sync`ed before the clock starts, as a log long written would be), three times, a fresh
 #     follower each time, each followed by sequential write with fdatasync (dd) of the same
 #     size (this host's disk runs in bursts: one round met whatever the load left of one,
-#     docs/benchmarks.md); medians, beside loopback TCP (python3, 1 MiB sends).
+#     docs/benchmarks.md); medians, beside loopback TCP (python3, 1 MiB sends). The log is
+#     past --full-sync-bytes, so the new follower copies the store (SNAPSHOT, as a backup);
+#     then, as a diagnostic, three more with the leader at --full-sync-bytes 0: the log
+#     replayed record by record, as every new follower did before session 42.
 # Prints a markdown section on stdout.
 # Usage: bash scripts/bench_replication.sh [--quick]   (needs build/evstore, redis-benchmark)
 set -euo pipefail
@@ -90,7 +93,8 @@ t_niced=$(median <"$work/m.niced")
 
 # 3. catch-up
 L=$(port); F=$(port)
-serve big-l "$L" --fsync no
+fsb=256m; ((quick)) && fsb=64m # (--quick's 0.25 GiB log is about the default 256m)
+serve big-l "$L" --fsync no --full-sync-bytes "$fsb"
 pad=$(head -c 900 /dev/urandom | base64 -w0 | head -c 900)
 n=$(awk -v g="$gib" 'BEGIN { printf "%d", g * 1073741824 / 1100 }')
 redis-benchmark -p "$L" -n "$n" -r 1000 -c 8 -P 64 -q \
@@ -98,25 +102,33 @@ redis-benchmark -p "$L" -n "$n" -r 1000 -c 8 -P 64 -q \
 end=$(info "$L" log_bytes)
 sync # the leader was loaded with --fsync no: its log goes to disk before the clock starts
 bytes_mb() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
-cu_all=() dd_all=()
-for r in 1 2 3; do
-  rm -rf "$work/big-f"
-  F=$(port)
-  t0=$(now)
-  serve big-f "$F" --replica-of "127.0.0.1:$L"
-  caught_up "$L" "$F"
-  cu_all+=("$(secs_since "$t0")")
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
-  t0=$(now); dd if=/dev/zero of="$work/dd" bs=1M count=$(( end / 1048576 )) conv=fdatasync status=none
-  dd_all+=("$(secs_since "$t0")")
-  rm -f "$work/dd"
-done
+catch_up_rounds() { # three fresh followers of the leader on port L, each beside a dd round
+  cu_all=() dd_all=()
+  for r in 1 2 3; do
+    rm -rf "$work/big-f"
+    F=$(port)
+    t0=$(now)
+    serve big-f "$F" --replica-of "127.0.0.1:$L"
+    caught_up "$L" "$F"
+    cu_all+=("$(secs_since "$t0")")
+    kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+    t0=$(now); dd if=/dev/zero of="$work/dd" bs=1M count=$(( end / 1048576 )) conv=fdatasync status=none
+    dd_all+=("$(secs_since "$t0")")
+    rm -f "$work/dd"
+  done
+  cu_s=$(printf '%s\n' "${cu_all[@]}" | median); dd_s=$(printf '%s\n' "${dd_all[@]}" | median)
+  rounds=""
+  for r in 0 1 2; do
+    rounds+="${rounds:+, }$(bytes_mb "$end" "${cu_all[$r]}")/$(bytes_mb "$end" "${dd_all[$r]}")"
+  done
+}
+catch_up_rounds # past the default --full-sync-bytes: a copy
+cp_s=$cu_s cp_dd=$dd_s cp_rounds=$rounds
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+serve big-l "$L" --fsync no --full-sync-bytes 0
+catch_up_rounds # the same log replayed
+rp_s=$cu_s rp_dd=$dd_s rp_rounds=$rounds
 stop_all
-cu_s=$(printf '%s\n' "${cu_all[@]}" | median); dd_s=$(printf '%s\n' "${dd_all[@]}" | median)
-rounds=""
-for r in 0 1 2; do
-  rounds+="${rounds:+, }$(bytes_mb "$end" "${cu_all[$r]}")/$(bytes_mb "$end" "${dd_all[$r]}")"
-done
 tcp_s=$(python3 - "$end" <<'EOF'
 import socket, sys, threading, time
 total = int(sys.argv[1]); buf = b"\0" * (1 << 20)
@@ -148,4 +160,6 @@ echo "| replication lag at 10,000 XADD/s, 10 each ms (leader visible → followe
 echo "| leader XADD throughput, c50 P16, one follower (async) | ${t_async}/s | no follower ${t_none}/s | $(ratio "$t_async" "$t_none")× (goal ≥ 0.9×) |"
 echo "| leader XADD throughput, c50 P16, one follower (async) under \`nice -n 19\` (diagnostic: the follower's CPU left out, as on cores of its own) | ${t_niced}/s | no follower ${t_none}/s | $(ratio "$t_niced" "$t_none")× |"
 echo "| leader XADD throughput, c50 P16, one follower, \`--ack all\` | ${t_all}/s | no follower ${t_none}/s | $(ratio "$t_all" "$t_none")× (goal ≥ 0.5×) |"
-echo "| a new follower catching up on $(awk -v b="$end" 'BEGIN{printf "%.2f", b/1073741824}') GiB of log (median of 3, fresh followers; each round's MB/s beside its dd's: $rounds) | ${cu_s} s ($(bytes_mb "$end" "$cu_s") MB/s) | loopback TCP ${tcp_s} s ($(bytes_mb "$end" "$tcp_s") MB/s); sequential write + fdatasync ${dd_s} s ($(bytes_mb "$end" "$dd_s") MB/s, median) | ≥ 500 MB/s |"
+gib_s=$(awk -v b="$end" 'BEGIN{printf "%.2f", b/1073741824}')
+echo "| a new follower catching up on ${gib_s} GiB of log: a copy of the store (SNAPSHOT, past \`--full-sync-bytes\`; median of 3, fresh followers; each round's MB/s beside its dd's: $cp_rounds) | ${cp_s} s ($(bytes_mb "$end" "$cp_s") MB/s) | loopback TCP ${tcp_s} s ($(bytes_mb "$end" "$tcp_s") MB/s); sequential write + fdatasync ${cp_dd} s ($(bytes_mb "$end" "$cp_dd") MB/s, median) | ≥ 500 MB/s |"
+echo "| the same, the log replayed record by record (leader at \`--full-sync-bytes 0\`, as before session 42; diagnostic; rounds: $rp_rounds) | ${rp_s} s ($(bytes_mb "$end" "$rp_s") MB/s) | sequential write + fdatasync ${rp_dd} s ($(bytes_mb "$end" "$rp_dd") MB/s, median) | — |"

@@ -56,7 +56,7 @@
  *      replica a full resynchronization: it copies the store (segments byte for byte, the
  *      index compacted) as a backup would and continues from the copy's cut, instead of
  *      replaying the log and building its index entry by entry (docs/replication.md,
- *      "A new follower"). Below that, or with 0, it replays the log from its start.
+ *      "Lineage check"). Below that, or with 0, it replays the log from its start.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -301,8 +301,9 @@ int idx_copy_fd(idx *x, int fd, evs_error *err)
 {
     /* LMDB's consistent copy runs in its own read transaction; holding the map lock shared
      * keeps the map from being resized under it (a writer that must grow it waits).
-     * Compacted: the free pages a long-lived index carries (half its file, measured) are
-     * neither written here nor sent, stored and restored by a backup (docs/backup.md). */
+     * Compacted: the free pages a long-lived index carries (half its file or more,
+     * measured) are neither written here nor sent, stored and restored by a backup
+     * (docs/backup.md). */
     pthread_rwlock_rdlock(&x->maplock);
     int rc = mdb_env_copyfd2(x->env, fd, MDB_CP_COMPACT);
     pthread_rwlock_unlock(&x->maplock);

@@ -16,6 +16,11 @@
  *      written, so the bytes in the new store are the bytes the snapshot held. Uncompressed
  *      files, checked by the first pass, are copied by the kernel (copy_file_range, or
  *      sendfile between two file systems).
+ *  R4. A follower's copy of its leader (evs_restore_options.follower) also has every record
+ *      of every segment checked (record.c's rules: magic, header, CRC, body) from byte 0 to
+ *      the size the snapshot gave it, as a follower checks every record its leader streams:
+ *      the manifest's CRCs were computed by the backup client from the bytes it received, so
+ *      they vouch for the copy at rest, not for what crossed the link.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -545,6 +551,38 @@ static int join(char out[PATH_MAX], const char *a, const char *b, evs_error *err
     return 0;
 }
 
+/* R4: the n bytes of segment file `path` are whole, valid records. */
+static int check_records(const char *path, uint64_t n, const volatile int *cancel,
+                         evs_error *err)
+{
+    if (n == 0)
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return evs_err_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
+    uint8_t *d = mmap(NULL, (size_t)n, PROT_READ, MAP_SHARED, fd, 0);
+    int e = errno;
+    close(fd);
+    if (d == MAP_FAILED)
+        return evs_err_set(err, -e, "cannot map %s: %s", path, strerror(e));
+    madvise(d, (size_t)n, MADV_SEQUENTIAL);
+    int rc = 0;
+    for (uint64_t off = 0, sz, due = 0; off < n && !rc; off += sz) {
+        rec_hdr h;
+        int c = rec_check(d + off, n - off, &h, &sz);
+        if (c != REC_OK) {
+            rc = evs_err_set(err, EVS_ECORRUPT, "%s: byte offset %" PRIu64 ": %s (a follower's "
+                             "copy of its leader holds whole, valid records only)", path, off,
+                             rec_check_str(c));
+        } else if (off >= due) { /* a stop is obeyed within a MiB */
+            rc = evs_cancel_check(cancel, err);
+            due = off + (1u << 20);
+        }
+    }
+    munmap(d, (size_t)n);
+    return rc;
+}
+
 /* Restore file f into tmp; on success its fd joins ss (fsynced before the checkpoint). */
 static int build_file(const chain *c, const mf_file *f, const char *tmp,
                       const evs_restore_options *o, const volatile int *cancel,
@@ -577,6 +615,8 @@ static int build_file(const chain *c, const mf_file *f, const char *tmp,
         progress_add(&r, f->stored_size);
     else
         rc = f->compressed ? read_stored(&r, err) : copy_raw(&r, err);
+    if (!rc && o && o->follower && f->segment) /* R4 */
+        rc = check_records(path, f->size, cancel, err);
     if (!rc && f->alloc > f->size) /* the active segment: zero-filled to its full size */
         rc = write_zeros(fd, f->size, f->alloc, path, err);
     if (rc) {

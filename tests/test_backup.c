@@ -747,3 +747,47 @@ Test(backup, the_index_copy_leaves_the_free_pages_out, .timeout = 120)
     rm_rf(dir);
     free(dir);
 }
+
+/* A follower's copy of its leader has every record checked (restore.c R4): a record that
+ * went bad before the backup client computed its CRCs passes the manifest's check, and a
+ * plain restore copies it as the snapshot held it, but a follower's copy is refused, naming
+ * the file and the byte offset, and leaves no target. (Mutation-checked: with R4's check
+ * skipped, the follower's restore succeeds.) */
+Test(backup, a_followers_copy_refuses_a_bad_record_its_manifest_vouched_for, .timeout = 120)
+{
+    char *dir = tmpdir_new();
+    char data[512], out[512], plain[512], fol[512], seg[700];
+    path2(data, sizeof data, dir, "data");
+    path2(out, sizeof out, dir, "b");
+    path2(plain, sizeof plain, dir, "plain");
+    path2(fol, sizeof fol, dir, "fol");
+    evs_store *st = open_filled(data, 1000); /* 256 KiB segments: the first one sealed */
+    cr_assert_eq(evs_close(st), 0);
+    path2(seg, sizeof seg, data, "log/00000000000000000000.seg");
+    int fd = open(seg, O_RDWR);
+    cr_assert_geq(fd, 0);
+    uint8_t b;
+    cr_assert_eq(pread(fd, &b, 1, 100000), 1); /* inside an entry's 1,000-byte value */
+    b ^= 0x10;
+    cr_assert_eq(pwrite(fd, &b, 1, 100000), 1);
+    close(fd);
+    evs_options o;
+    evs_options_init(&o);
+    o.retention_interval_ms = 3600 * 1000;
+    st = open_store(data, &o);
+    evs_backup_options bo = {.out = out};
+    evs_backup_report rep;
+    evs_error err;
+    cr_assert_eq(evs_backup_store(st, "t", &bo, &rep, &err), 0, "%s", err.msg);
+    evs_close(st);
+    cr_assert_eq(evs_backup_verify(out, NULL, NULL, NULL, NULL), 0); /* its CRCs agree */
+    evs_restore_report rr;
+    cr_assert_eq(evs_restore(out, plain, NULL, &rr, &err), 0, "%s", err.msg);
+    evs_restore_options ro = {.follower = true};
+    int rc = evs_restore(out, fol, &ro, &rr, &err);
+    cr_assert_eq(rc, EVS_ECORRUPT, "%d %s", rc, err.msg);
+    cr_assert(strstr(err.msg, "log/00000000000000000000.seg: byte offset "), "%s", err.msg);
+    cr_assert(access(fol, F_OK) != 0, "no target folder");
+    rm_rf(dir);
+    free(dir);
+}

@@ -567,7 +567,7 @@ static int check_records(const char *path, uint64_t n, const volatile int *cance
         return evs_err_set(err, -e, "cannot map %s: %s", path, strerror(e));
     madvise(d, (size_t)n, MADV_SEQUENTIAL);
     int rc = 0;
-    for (uint64_t off = 0, sz, due = 0; off < n && !rc; off += sz) {
+    for (uint64_t off = 0, sz = 0, due = 0; off < n && !rc; off += sz) {
         rec_hdr h;
         int c = rec_check(d + off, n - off, &h, &sz);
         if (c != REC_OK) {

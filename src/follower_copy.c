@@ -16,9 +16,9 @@
  *      "snapshot own 0": it was empty, a new follower, or its log was a prefix of the
  *      leader's, below the leader's start, so all it held is what the leader's retention
  *      deleted), swap it out for nothing and remove it first, to make room. Copy the
- *      leader's store as a backup into
- *      DATA/.snapshot-<pid>, restore it as a follower's copy (checked, no new epoch) into
- *      DATA/.new-<pid>, and swap it in: what was in DATA goes to DATA/.replaced-<time>.
+ *      leader's store as a backup into DATA/.snapshot-<pid>, restore it as a follower's copy
+ *      (checked, every record too: restore.c R4; no new epoch) into DATA/.new-<pid>, and
+ *      swap it in: what was in DATA goes to DATA/.replaced-<time>.
  *   5. That folder is kept when it holds an old store with writes of its own, or anything
  *      that is not a store's; removed when it holds no store (empty, or a marker alone).
  *

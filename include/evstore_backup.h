@@ -59,6 +59,11 @@ typedef struct evs_backup_options {
                                    EVS_ECLOSED, and what was written is removed            */
 } evs_backup_options;
 
+/* The bytes a source should move between two of the --rate pauses: 5 ms of the pace (at least
+ * 16 KiB, whole pages), at most `full`, the piece it moves at full speed; `full` when rate is
+ * 0. A paced source asks for one such piece at a time (docs/backup.md, "Rate limit"). */
+size_t evs_backup_piece(uint64_t rate, size_t full);
+
 typedef struct evs_backup_report {
     char id[33];
     uint64_t cut;

@@ -27,6 +27,8 @@
  * forever. BEGIN itself (the index copy) may take longer and is not timed. */
 static int idle_timeout_s = 60;
 
+/* At full speed a file is read in READ_CHUNK pieces, READ_WINDOW of them in flight; paced
+ * (--rate), in evs_backup_piece pieces, one in flight (storage/backup.c, "--rate"). */
 #define READ_CHUNK (4u << 20)
 #define READ_WINDOW 4
 
@@ -107,6 +109,8 @@ typedef struct remote {
     evs_snap_stream *streams;
     evs_epoch *epochs;
     uint8_t **names;
+    uint64_t chunk; /* bytes a READ asks for */
+    int window;     /* READs in flight */
 } remote;
 
 static const resp_value *field(const resp_value *v, const char *name)
@@ -241,7 +245,7 @@ static int send_read(remote *r, size_t file, uint64_t off)
     snprintf(a[1], sizeof a[1], "%zu", file);
     snprintf(a[2], sizeof a[2], "%" PRIu64, off);
     char n[24];
-    snprintf(n, sizeof n, "%u", READ_CHUNK);
+    snprintf(n, sizeof n, "%" PRIu64, r->chunk);
     const char *argv[] = {"BACKUP", "READ", a[0], a[1], a[2], n};
     size_t lens[6];
     for (int i = 0; i < 6; i++)
@@ -249,19 +253,19 @@ static int send_read(remote *r, size_t file, uint64_t off)
     return rclient_send(&r->c, 6, argv, lens);
 }
 
-/* Keep up to READ_WINDOW reads of file i (size bytes) in flight: *sent is the offset of the
+/* Keep up to r->window reads of file i (size bytes) in flight: *sent is the offset of the
  * next one to send. */
 static int fill_window(remote *r, size_t i, uint64_t size, uint64_t *sent, int *inflight,
                        evs_error *err)
 {
-    for (; *inflight < READ_WINDOW && *sent < size; (*inflight)++, *sent += READ_CHUNK)
+    for (; *inflight < r->window && *sent < size; (*inflight)++, *sent += r->chunk)
         if (send_read(r, i, *sent))
             return set_err(err, -EIO, "lost the server while sending a read: %s",
                            strerror(errno));
     return 0;
 }
 
-/* Copy file i with up to READ_WINDOW reads in flight. */
+/* Copy file i with up to r->window reads in flight. */
 static int remote_copy(void *arg, size_t i, evs_sink_fn sink, void *sink_arg, evs_error *err)
 {
     remote *r = arg;
@@ -276,7 +280,7 @@ static int remote_copy(void *arg, size_t i, evs_sink_fn sink, void *sink_arg, ev
         if (rclient_read(&r->c, &v, e, sizeof e))
             return set_err(err, -EIO, "reading %s from the server: %s", r->files[i].name, e);
         inflight--;
-        uint64_t want = size - got < READ_CHUNK ? size - got : READ_CHUNK;
+        uint64_t want = size - got < r->chunk ? size - got : r->chunk;
         if (v->type == RESP_T_ERROR)
             rc = set_err(err, -EIO, "reading %s: the server says %.*s", r->files[i].name,
                              (int)v->len, (const char *)v->str);
@@ -398,7 +402,7 @@ static int remote_copy_fd(void *arg, size_t i, int out, evs_landed_fn landed, vo
             (rc = line_direct(&r->c, line, sizeof line, &ll, err)))
             break;
         inflight--;
-        uint64_t want = size - got < READ_CHUNK ? size - got : READ_CHUNK, n = 0;
+        uint64_t want = size - got < r->chunk ? size - got : r->chunk, n = 0;
         int t = resp_reply_line((const uint8_t *)line, ll, &n);
         if (t == RESP_T_ERROR) {
             rc = set_err(err, -EIO, "reading %s: the server says %s", r->files[i].name, line + 1);
@@ -449,6 +453,8 @@ int cli_backup_remote(const char *server, const char *password, const evs_backup
         return set_err(err, rclient_stop_asked(o->cancel) ? EVS_ECLOSED : -EIO, "%s: %s",
                        server, e);
     }
+    r.chunk = evs_backup_piece(o->rate, READ_CHUNK);
+    r.window = o->rate ? 1 : READ_WINDOW;
     r.c.idle_ms = idle_timeout_s * 1000; /* every wait on the server: rclient_wait_readable */
     struct timeval tv = {idle_timeout_s, 0}; /* and a read that began on a reply's first bytes */
     setsockopt(r.c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -493,8 +499,9 @@ static const char *backup_help =
     "  --out DIR                 the backup folder\n"
     "  --compress                zlib-compress every file (fastest level; --level N for 1-9)\n"
     "  --incremental-from DIR    share the sealed segments a previous backup holds\n"
-    "  --rate N                  copy at most N store bytes a second (k, m, g suffixes), so a\n"
-    "                            backup leaves the disk to the server's own writes\n"
+    "  --rate N                  copy at most N store bytes a second (k, m, g suffixes), in\n"
+    "                            pieces of 5 ms of that pace, so that a backup leaves the\n"
+    "                            server's CPU and disk to its own writes\n"
     "  --timeout SECONDS         give up when the server sends nothing for this long once\n"
     "                            the snapshot is taken (default 60)\n"
     "  --quiet                   no progress display (none is shown unless stderr is a tty)\n"

@@ -189,7 +189,9 @@ class Online(BackupBase):
 
     def test_rate_limit(self):
         """--rate holds the copy to N bytes a second (a lower bound on the time: the limiter
-        can only slow a backup down), and the backup is whole."""
+        can only slow a backup down), and the backup is whole. Paced, it asks for the rate's
+        5 ms (at least 16 KiB) a READ, one at a time, so that its work comes in slices between
+        its pauses, not as 16 MiB bursts (src/cli_backup.c); at full speed, 4 MiB a READ."""
         p = self.r.pipeline(transaction=False)
         for i in range(3000):
             p.xadd("s", {"i": str(i), "p": "x" * 1000})
@@ -198,16 +200,97 @@ class Online(BackupBase):
                        "--out", self.path("bad"))
         self.assertEqual(rc, 2, text)
         self.assertIn("--rate", text)
+        port, reads = self.reads_link()
         t0 = time.time()
-        self.backup("slow", "--rate", "2m", "--quiet")
+        rc, text = run("backup", "--server", "127.0.0.1:%d" % port, "--out", self.path("slow"),
+                       "--rate", "2m", "--quiet")
         took = time.time() - t0
+        self.assertEqual(rc, 0, text)
         with open(os.path.join(self.path("slow"), "MANIFEST")) as f:
             store_bytes = sum(int(l.split()[2]) for l in f if l.startswith("file "))
         self.assertGreater(store_bytes, 3 << 20)
         self.assertGreaterEqual(took, store_bytes / (2 << 20) * 0.9)
+        self.assertGreater(len(reads), store_bytes // (16 << 10) - 5)
+        self.assertEqual({n for n, _ in reads}, {16 << 10})  # 2 MiB/s x 5 ms < 16 KiB
+        self.assertEqual(max(ahead for _, ahead in reads), 0)  # one in flight
+        port, reads = self.reads_link()
+        rc, text = run("backup", "--server", "127.0.0.1:%d" % port, "--out", self.path("fast"),
+                       "--quiet")
+        self.assertEqual(rc, 0, text)
+        self.assertEqual({n for n, _ in reads}, {4 << 20})
         self.restore("slow", "r")
         rr = self.start(self.path("r")).client(decode_responses=True)
         self.assertEqual(rr.xlen("s"), 3000)
+
+    def reads_link(self):
+        """A one-connection proxy to the server that records each BACKUP READ the client sends:
+        (bytes asked, READs sent before it and not yet answered). Returns (port, records)."""
+        lis = socket.socket()
+        lis.bind(("127.0.0.1", 0))
+        lis.listen(1)
+        records, state = [], {"sent": 0, "answered": 0}
+        lock = threading.Lock()
+
+        def one(buf, i):
+            """The end of the RESP value at buf[i:] and its top-level parts, or None."""
+            j = buf.find(b"\r\n", i)
+            if j < 0:
+                return None
+            t, head, i = buf[i:i + 1], buf[i + 1:j], j + 2
+            if t == b"$":
+                n = int(head)
+                if n < 0:
+                    return i, None
+                return (i + n + 2, bytes(buf[i:i + n])) if len(buf) >= i + n + 2 else None
+            if t == b"*":
+                parts = []
+                for _ in range(max(int(head), 0)):
+                    got = one(buf, i)
+                    if got is None:
+                        return None
+                    i, part = got
+                    parts.append(part)
+                return i, parts
+            return i, head
+
+        def pump(a, b, upward):
+            buf = bytearray()
+            try:
+                while True:
+                    d = a.recv(1 << 20)
+                    if not d:
+                        break
+                    buf += d
+                    while True:
+                        got = one(buf, 0)
+                        if got is None:
+                            break
+                        end, v = got
+                        del buf[:end]
+                        with lock:
+                            if not upward:
+                                state["answered"] += 1
+                            elif v[:2] == [b"BACKUP", b"READ"]:
+                                records.append((int(v[5]), state["sent"] - state["answered"]))
+                            if upward:
+                                state["sent"] += 1
+                    b.sendall(d)
+            except OSError:
+                pass
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        def accept():
+            c, _ = lis.accept()
+            lis.close()
+            u = socket.create_connection(("127.0.0.1", self.srv.port))
+            threading.Thread(target=pump, args=(c, u, True), daemon=True).start()
+            pump(u, c, False)
+        threading.Thread(target=accept, daemon=True).start()
+        return lis.getsockname()[1], records
 
     def test_killed_backup_client_leaves_the_server_healthy(self):
         p = self.r.pipeline(transaction=False)
@@ -441,6 +524,29 @@ class Offline(BackupBase):
         self.restore("off", "r")
         rs = self.start(self.path("r"))
         self.assertEqual(rs.client(decode_responses=True).xrange("s")[0][1], {"a": "b"})
+
+    def test_offline_rate_limit(self):
+        """--rate holds an offline backup (pieces of 5 ms of the pace, evs_backup_piece) to N
+        bytes a second too, uncompressed and compressed, and the backup is whole."""
+        p = self.r.pipeline(transaction=False)
+        for i in range(3000):
+            p.xadd("s", {"i": str(i), "p": "x" * 1000})
+        p.execute()
+        self.assertEqual(self.srv.stop(), 0)
+        self.servers.remove(self.srv)
+        for name, extra in (("plain", ()), ("z", ("--compress",))):
+            t0 = time.time()
+            rc, text = run("backup", "--data", self.data, "--out", self.path(name), "--rate",
+                           "2m", "--quiet", *extra)
+            took = time.time() - t0
+            self.assertEqual(rc, 0, text)
+            with open(os.path.join(self.path(name), "MANIFEST")) as f:
+                store_bytes = sum(int(l.split()[2]) for l in f if l.startswith("file "))
+            self.assertGreater(store_bytes, 3 << 20)
+            self.assertGreaterEqual(took, store_bytes / (2 << 20) * 0.9, name)
+            self.restore(name, "r-" + name)
+            rr = self.start(self.path("r-" + name)).client(decode_responses=True)
+            self.assertEqual(rr.xlen("s"), 3000)
 
     def test_ten_thousand_streams(self):
         p = self.r.pipeline(transaction=False)

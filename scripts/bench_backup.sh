@@ -7,11 +7,12 @@
 #     backup folder likewise; `evstore backup --server --compress` vs `tar -cf - | gzip` and
 #     its restore vs `gzip -dc | tar -x`, 3 runs each;
 #  2. publish latency at a steady rate (`evstore bench-resp`, server restarted with
-#     --fsync always): quiet, and while each of these runs again and again: an online backup
-#     to the same disk, `cp -r` + `sync` of the data folder (reference), an online backup to
-#     a tmpfs (an off-disk target), `cp -r` to a tmpfs (reference), a backup with --rate;
-#     then with the server and the publisher on core 0: quiet, a backup to a tmpfs with its
-#     client on core 1, and the same paced with --rate.
+#     --fsync always) while each of these runs again and again, each case right after a quiet
+#     window of its own: an online backup to the same disk, `cp -r` + `sync` of the data
+#     folder (reference), an online backup to a tmpfs (an off-disk target), `cp -r` to a tmpfs
+#     (reference), backups paced with --rate to the same disk and to a tmpfs; then with the
+#     server and the publisher on core 0: a backup to a tmpfs with its client on core 1, and
+#     the same paced with --rate.
 # Everything is in the page cache (23 GiB of RAM): the figures compare CPU and copy paths, and
 # evstore fsyncs every file it writes while cp and tar do not (a `sync` after them is timed
 # separately). Prints a markdown section on stdout.
@@ -24,6 +25,8 @@ gib=2; ((quick)) && gib=0.25
 brate=50m # --rate of the rate-limited backups in the latency measurement
 prate=20m # --rate of the paced backup to a tmpfs, pinned (a probe, session 31: 10-20m kept the
           # p99 within the quiet's own spread, 50m 1.3-1.6 ms, 200m 2-3 ms against 0.5-1.0)
+srate=10m # --rate of the paced backup to a tmpfs, not pinned (session 43's probe: 5-10m within
+          # the quiet windows' own spread)
 now() { date +%s%N; }
 secs_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
 mbs() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1048576 }'; }
@@ -103,6 +106,9 @@ sync; sleep 15
 lat() { ${PIN:+taskset -c "$PIN"} ./build/evstore bench-resp --server "127.0.0.1:$EV" --rate 2000 --seconds "$1" --tick-us 1000 |
         sed -n 's/^bench=resp-latency .*p50_ms=\([^ ]*\) .*p99_ms=\([^ ]*\).*/\1 \2/p'; }
 lsecs=10; ((quick)) && lsecs=4
+# a paced backup runs for minutes: its window is longer, so that the snapshot's start (the
+# index copy, once per backup, at full speed) weighs in it about as it would over the backup
+plsecs=30; ((quick)) && plsecs=8
 shm=/dev/shm/evs-bench-out.$$
 during() { # during CMD: the latency while sh -c CMD runs again and again (the last one finishes)
   rm -f "$work/stop"
@@ -114,36 +120,41 @@ during() { # during CMD: the latency while sh -c CMD runs again and again (the l
   echo "$l"
 }
 bk="./build/evstore backup --server 127.0.0.1:$EV --quiet"
-quiet_lat=$(lat "$lsecs")
-busy_lat=$(during "rm -rf '$work/o'; $bk --out '$work/o'")
-cpd_lat=$(during "rm -rf '$work/o'; cp -r '$work/data' '$work/o' && sync")
-shm_lat=$(during "rm -rf '$shm'; $bk --out '$shm'")
-cps_lat=$(during "rm -rf '$shm'; cp -r '$work/data' '$shm'")
-rate_lat=$(during "rm -rf '$work/o'; $bk --out '$work/o' --rate $brate")
-./build/evstore backup --server "127.0.0.1:$EV" --out "$work/or" --rate "$brate" --quiet >/dev/null 2>&1 &
-bpid=$! # one rate-limited backup outlasts the measurement; stopped after it (SIGTERM: cleaned up)
-rate_lat=$(lat "$lsecs")
-kill "$bpid" 2>/dev/null || true
-wait "$bpid" 2>/dev/null || true
-rm -rf "$work/or"
+# Each case runs right after a quiet window of its own: on this shared host a quiet window's p99
+# alone swings 1.5-5.5 ms from one to the next (session 43), so each case is compared with the
+# quiet just before it and with the median of every quiet window of the run.
+: >"$work/quiets"; : >"$work/pin_quiets"
+quiet() { # quiet FILE: a quiet window, kept in FILE too
+  local l; l=$(lat "$lsecs"); echo "$l" >>"$1"; echo "$l"; }
+paced() { # paced OUT RATE [taskset prefix...]: latency while one paced backup outlasts the window
+  local out=$1 rate=$2 bpid l; shift 2
+  rm -rf "$out"
+  "$@" ./build/evstore backup --server "127.0.0.1:$EV" --out "$out" --rate "$rate" --quiet >/dev/null 2>&1 &
+  bpid=$! # stopped after the window (SIGTERM: it cleans up)
+  l=$(lat "$plsecs")
+  kill "$bpid" 2>/dev/null || true
+  wait "$bpid" 2>/dev/null || true
+  rm -rf "$out"
+  echo "$l"
+}
+q_busy=$(quiet "$work/quiets"); busy_lat=$(during "rm -rf '$work/o'; $bk --out '$work/o'")
+q_cpd=$(quiet "$work/quiets"); cpd_lat=$(during "rm -rf '$work/o'; cp -r '$work/data' '$work/o' && sync")
+q_shm=$(quiet "$work/quiets"); shm_lat=$(during "rm -rf '$shm'; $bk --out '$shm'")
+q_cps=$(quiet "$work/quiets"); cps_lat=$(during "rm -rf '$shm'; cp -r '$work/data' '$shm'")
+q_rate=$(quiet "$work/quiets"); rate_lat=$(paced "$work/or" "$brate")
+q_srate=$(quiet "$work/quiets"); srate_lat=$(paced "$shm" "$srate")
 # A backup client on another machine takes none of the server's CPU; here it shares the two
 # cores with the server and the publisher, and that alone multiplies the p99 (a cp -r to a
 # tmpfs, which never touches the server, does it too). To see what the server's side of a
 # backup costs: the server (every thread) and the publisher on core 0, the backup client on
-# core 1, against a quiet window pinned the same way.
-pin_quiet_lat="" pin_shm_lat="" pin_rate_lat=""
+# core 1, against quiet windows pinned the same way.
+pin_shm_lat="" pin_rate_lat=""
 if (( $(nproc) >= 2 )) && command -v taskset >/dev/null; then
   taskset -a -p -c 0 "${pids[0]}" >/dev/null
-  pin_quiet_lat=$(PIN=0 lat "$lsecs")
-  pin_shm_lat=$(PIN=0 during "rm -rf '$shm'; taskset -c 1 $bk --out '$shm'")
-  # the same, paced (one backup outlasts the window, as above): what a pace costs the server
-  rm -rf "$shm"
-  taskset -c 1 ./build/evstore backup --server "127.0.0.1:$EV" --out "$shm" --rate "$prate" --quiet >/dev/null 2>&1 &
-  bpid=$!
-  pin_rate_lat=$(PIN=0 lat "$lsecs")
-  kill "$bpid" 2>/dev/null || true
-  wait "$bpid" 2>/dev/null || true
-  rm -rf "$shm"
+  export PIN=0
+  q_pshm=$(quiet "$work/pin_quiets"); pin_shm_lat=$(during "rm -rf '$shm'; taskset -c 1 $bk --out '$shm'")
+  q_prate=$(quiet "$work/pin_quiets"); pin_rate_lat=$(paced "$shm" "$prate" taskset -c 1)
+  unset PIN
   taskset -a -p -c "0-$(( $(nproc) - 1 ))" "${pids[0]}" >/dev/null
 fi
 
@@ -166,26 +177,32 @@ echo "| backup, \`--compress\` ($(gb "$bz_bytes")) | ${bz_s} s ($(mbs "$bytes" "
 echo "| restore, uncompressed | ${rs_s} s ($(mbs "$bytes" "$rs_s") MB/s) | \`cp -r\` of the backup ${cpb_s} s; with \`sync\` ${cpbs_s} s | $(ratio "$rs_s" "$cpb_s")×; $(ratio "$rs_s" "$cpbs_s")× | ≥ 0.8× \`cp -r\` |"
 echo "| restore, compressed | ${rz_s} s ($(mbs "$bytes" "$rz_s") MB/s) | \`gzip -dc \| tar -x\` ${tgz_x_s} s | $(ratio "$rz_s" "$tgz_x_s")× | ≥ 1× |"
 echo
-read -r q50 q99 <<<"$quiet_lat"
-row() { # row LABEL "P50 P99" [QUIET_P99]
-  local p50 p99; read -r p50 p99 <<<"$2"; echo "| $1 | $p50 | $p99 | $(ratio "${3:-$q99}" "$p99")× |"; }
+qmed() { awk '{ print $2 }' "$1" | median; }
+qrange() { awk '{ print $2 }' "$1" | sort -n | awk '{ v[NR] = $1 } END { printf "%s-%s", v[1], v[NR] }'; }
+q99=$(qmed "$work/quiets")
+row() { # row LABEL "P50 P99" "QUIET_P50 QUIET_P99" MEDIAN_QUIET_P99
+  local p50 p99 a50 a99; read -r p50 p99 <<<"$2"; read -r a50 a99 <<<"$3"
+  echo "| $1 | $p50 | $p99 | $a99 | $(ratio "$a99" "$p99")× | $(ratio "$4" "$p99")× |"; }
 echo "Publish latency at a steady 2,000 XADD/s over one connection (\`evstore bench-resp --tick-us 1000\`, ${lsecs} s"
-echo "per case, \`--fsync always\`), while each copy runs again and again; the \`cp -r\` rows are"
-echo "the same run's reference for what any copy of the folder does to the server (the same"
-echo "disk, or only reading the store and using CPU when the target is a tmpfs, as a backup to"
-echo "another machine would). Goal: p99 within 20 % of quiet during an online backup."
+echo "per window, \`--fsync always\`), while each copy runs again and again; a paced backup runs"
+echo "once, outlasting a window of ${plsecs} s begun with it (its snapshot's start included). The"
+echo "\`cp -r\` rows are the same run's reference for what any copy of the folder does to the"
+echo "server (the same disk, or only reading the store and using CPU when the target is a tmpfs, as"
+echo "a backup to another machine would). Each case runs right after a"
+echo "quiet window of its own (no copy), and is compared with it and with the median of the run's"
+echo "quiet windows: quiet p99 $(qrange "$work/quiets") ms, median ${q99} ms$( [ -s "$work/pin_quiets" ] && echo "; pinned $(qrange "$work/pin_quiets") ms, median $(qmed "$work/pin_quiets") ms")."
+echo "Goal: p99 within 20 % of quiet during an online backup."
 echo
-echo "| while | p50 ms | p99 ms | p99 / quiet p99 |"
-echo "|---|---|---|---|"
-row "nothing (quiet)" "$quiet_lat"
-row "online backup, to the same disk" "$busy_lat"
-row "\`cp -r\` of the data folder + \`sync\`, same disk (reference)" "$cpd_lat"
-row "online backup, to a tmpfs (an off-disk target)" "$shm_lat"
-row "\`cp -r\` of the data folder to a tmpfs (reference)" "$cps_lat"
-row "online backup with \`--rate $brate\`, same disk" "$rate_lat"
-if [ -n "$pin_quiet_lat" ]; then
-  read -r _ pq99 <<<"$pin_quiet_lat"
-  row "nothing, the server and the publisher on core 0 (quiet, pinned)" "$pin_quiet_lat" "$pq99"
-  row "online backup to a tmpfs, its client on core 1 (as from another machine; vs the pinned quiet)" "$pin_shm_lat" "$pq99"
-  row "the same with \`--rate $prate\` (vs the pinned quiet)" "$pin_rate_lat" "$pq99"
+echo "| while | p50 ms | p99 ms | quiet p99 just before, ms | p99 / that | p99 / median quiet p99 |"
+echo "|---|---|---|---|---|---|"
+row "online backup, to the same disk" "$busy_lat" "$q_busy" "$q99"
+row "\`cp -r\` of the data folder + \`sync\`, same disk (reference)" "$cpd_lat" "$q_cpd" "$q99"
+row "online backup, to a tmpfs (an off-disk target)" "$shm_lat" "$q_shm" "$q99"
+row "\`cp -r\` of the data folder to a tmpfs (reference)" "$cps_lat" "$q_cps" "$q99"
+row "online backup with \`--rate $brate\`, same disk" "$rate_lat" "$q_rate" "$q99"
+row "online backup with \`--rate $srate\`, to a tmpfs" "$srate_lat" "$q_srate" "$q99"
+if [ -n "$pin_shm_lat" ]; then
+  pq99=$(qmed "$work/pin_quiets")
+  row "the server and the publisher on core 0, an online backup to a tmpfs with its client on core 1 (as from another machine; vs pinned quiet windows)" "$pin_shm_lat" "$q_pshm" "$pq99"
+  row "the same with \`--rate $prate\`" "$pin_rate_lat" "$q_prate" "$pq99"
 fi

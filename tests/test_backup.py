@@ -277,11 +277,7 @@ class Online(BackupBase):
                     b.sendall(d)
             except OSError:
                 pass
-            for x in (a, b):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            test_server.shut(a, b)
 
         def accept():
             c, _ = lis.accept()

@@ -66,21 +66,14 @@ class Proxy:
                 b.sendall(d)
         except OSError:
             pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        test_server.shut(a, b)
 
     def cut(self):
         links, self.links = self.links, []
         for c, u in links:
-            for s in (c, u):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass  # its pump shut it down already: it is closed all the same
-                s.close()
+            test_server.shut(c, u)  # one its pump shut already is closed all the same
+            c.close()
+            u.close()
         return len(links)
 
     def stall(self, on):

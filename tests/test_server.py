@@ -154,6 +154,16 @@ def wait_for_socket(pid, timeout=20):
     raise AssertionError("process %d opened no socket within %d s" % (pid, timeout))
 
 
+def shut(*socks):
+    """Shut both directions of each socket, as a proxy does when one side of a link ends
+    (one already shut is left as it is)."""
+    for x in socks:
+        try:
+            x.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def raw(port, data, read_until_close=False, timeout=5):
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.sendall(data)

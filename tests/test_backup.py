@@ -191,7 +191,8 @@ class Online(BackupBase):
         """--rate holds the copy to N bytes a second (a lower bound on the time: the limiter
         can only slow a backup down), and the backup is whole. Paced, it asks for the rate's
         5 ms (at least 16 KiB) a READ, one at a time, so that its work comes in slices between
-        its pauses, not as 16 MiB bursts (src/cli_backup.c); at full speed, 4 MiB a READ."""
+        its pauses, not as 16 MiB bursts (evs_backup_piece, storage/backup.c); at full speed,
+        4 MiB a READ."""
         p = self.r.pipeline(transaction=False)
         for i in range(3000):
             p.xadd("s", {"i": str(i), "p": "x" * 1000})

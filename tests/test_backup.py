@@ -232,28 +232,6 @@ class Online(BackupBase):
         records, state = [], {"sent": 0, "answered": 0}
         lock = threading.Lock()
 
-        def one(buf, i):
-            """The end of the RESP value at buf[i:] and its top-level parts, or None."""
-            j = buf.find(b"\r\n", i)
-            if j < 0:
-                return None
-            t, head, i = buf[i:i + 1], buf[i + 1:j], j + 2
-            if t == b"$":
-                n = int(head)
-                if n < 0:
-                    return i, None
-                return (i + n + 2, bytes(buf[i:i + n])) if len(buf) >= i + n + 2 else None
-            if t == b"*":
-                parts = []
-                for _ in range(max(int(head), 0)):
-                    got = one(buf, i)
-                    if got is None:
-                        return None
-                    i, part = got
-                    parts.append(part)
-                return i, parts
-            return i, head
-
         def pump(a, b, upward):
             buf = bytearray()
             try:
@@ -263,10 +241,10 @@ class Online(BackupBase):
                         break
                     buf += d
                     while True:
-                        got = one(buf, 0)
+                        got = test_server.resp_parse(buf, 0)
                         if got is None:
                             break
-                        end, v = got
+                        v, end = got
                         del buf[:end]
                         with lock:
                             if not upward:

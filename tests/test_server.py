@@ -154,6 +154,35 @@ def wait_for_socket(pid, timeout=20):
     raise AssertionError("process %d opened no socket within %d s" % (pid, timeout))
 
 
+def resp_parse(buf, pos):
+    """One RESP2 value at buf[pos:]: (value, next pos), or None while it is incomplete. A bulk
+    string is its bytes, an array a list (a null one of either: None), any other reply its
+    line with the type byte (b"+OK", b":3", b"-ERR ...")."""
+    e = buf.find(b"\r\n", pos)
+    if e < 0:
+        return None
+    kind, line = buf[pos:pos + 1], buf[pos + 1:e]
+    if kind == b"$":
+        ln = int(line)
+        if ln < 0:
+            return None, e + 2
+        if len(buf) < e + 2 + ln + 2:
+            return None
+        return bytes(buf[e + 2:e + 2 + ln]), e + 2 + ln + 2
+    if kind != b"*":
+        return bytes(buf[pos:e]), e + 2
+    if int(line) < 0:
+        return None, e + 2
+    out, at = [], e + 2
+    for _ in range(int(line)):
+        r = resp_parse(buf, at)
+        if r is None:
+            return None
+        out.append(r[0])
+        at = r[1]
+    return out, at
+
+
 def shut(*socks):
     """Shut both directions of each socket, as a proxy does when one side of a link ends
     (one already shut is left as it is)."""
@@ -266,26 +295,6 @@ class Streams(Base):
         s.sendall(b"".join(cmds))
         time.sleep(0.5)  # the server meets a full socket before the client reads anything
 
-        def parse(buf, pos):  # one RESP2 value at pos: (value, next pos), or None if incomplete
-            e = buf.find(b"\r\n", pos)
-            if e < 0:
-                return None
-            kind, line = buf[pos:pos + 1], buf[pos + 1:e]
-            if kind == b"$":
-                ln = int(line)
-                if len(buf) < e + 2 + ln + 2:
-                    return None
-                return buf[e + 2:e + 2 + ln], e + 2 + ln + 2
-            self.assertEqual(kind, b"*", buf[pos:pos + 40])
-            out, at = [], e + 2
-            for _ in range(int(line)):
-                r = parse(buf, at)
-                if r is None:
-                    return None
-                out.append(r[0])
-                at = r[1]
-            return out, at
-
         buf, got = b"", []
         deadline = time.time() + 30
         while len(got) < n and time.time() < deadline:
@@ -293,9 +302,10 @@ class Streams(Base):
             self.assertTrue(chunk, "the server closed the connection")
             buf += chunk
             while True:
-                r = parse(buf, 0)
+                r = resp_parse(buf, 0)
                 if r is None:
                     break
+                self.assertIsInstance(r[0], list, buf[:40])
                 got.append(r[0])
                 buf = buf[r[1]:]
         s.close()

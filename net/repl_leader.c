@@ -31,7 +31,9 @@
  *      histories part is told to cut there (TRUNCATE); one that shares no epoch is refused.
  *      Nothing is ever streamed over a history that is not the leader's.
  *  F3. A follower's state goes with its connection (slot free function): no stream to a
- *      closed socket.
+ *      closed socket. A follower dropped while it is pumped (its next bytes are gone, say) is
+ *      freed there and then: a pass over the followers takes the next one first, and touches
+ *      a follower no more once pump says it was dropped.
  *  F4. A frame's log bytes are never staged in a buffer between the segment file and the
  *      connection: a large frame (catch-up) goes from the segment file to the socket by
  *      sendfile (evs_log_span), the segment held open until the output buffer is done with it
@@ -176,8 +178,9 @@ static int send_frame(follower *f, struct evbuffer *out, uint64_t at, size_t n, 
     return rc ? -1 : 0;
 }
 
-/* Send what the log has past f->pos, up to OUT_HIGH unsent bytes (F1). */
-static void pump(follower *f)
+/* Send what the log has past f->pos, up to OUT_HIGH unsent bytes (F1). False: f's connection
+ * was dropped, and f may be freed with it (F3): its caller must not touch f again. */
+static bool pump(follower *f)
 {
     evs_store *st = server_store(f->srv);
     struct evbuffer *out = conn_output(f->c);
@@ -191,17 +194,18 @@ static void pump(follower *f)
             server_log(f->srv, EVS_LOG_WARN, "follower %s:%d: stopped streaming: %s", f->ip,
                        f->port, err.msg);
             conn_abort(f->c, NULL);
-            return;
+            return false;
         }
         if (n == 0)
-            return;
+            return true;
         if (send_frame(f, out, at, (size_t)n, fd, off, hold)) {
             /* out of memory, or the segment file could not be read: a frame half queued */
             conn_abort(f->c, "cannot queue a frame of the log");
-            return;
+            return false;
         }
         f->pos = at + (uint64_t)n;
     }
+    return true;
 }
 
 static void on_drain(conn *c, void *arg)
@@ -276,8 +280,10 @@ void repl_leader_shown_all(void)
 
 void repl_leader_on_written(void)
 {
-    for (follower *f = followers; f; f = f->next)
+    for (follower *f = followers, *next; f; f = next) {
+        next = f->next; /* (pump may free f) */
         pump(f);
+    }
 }
 
 void repl_leader_on_visible(void)
@@ -289,8 +295,10 @@ void repl_leader_on_visible(void)
     lag_ring[lag_head % LAG_RING].end = s.log_end;
     lag_ring[lag_head % LAG_RING].ns = evs_mono_ns();
     lag_head++;
-    for (follower *f = followers; f; f = f->next) {
-        pump(f);
+    for (follower *f = followers, *next; f; f = next) {
+        next = f->next;
+        if (!pump(f))
+            continue; /* dropped, maybe freed */
         lag_take(f); /* one that has fsynced it already */
         send_shown(f, s.visible_end);
     }

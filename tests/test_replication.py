@@ -38,6 +38,7 @@ class Proxy:
         self.links = []
         self.go = threading.Event()
         self.go.set()
+        self.delay = 0  # seconds slept after each piece forwarded: a slow link
         self.closed = False
         threading.Thread(target=self.accept, daemon=True).start()
 
@@ -64,6 +65,8 @@ class Proxy:
                     break
                 self.go.wait()
                 b.sendall(d)
+                if self.delay:
+                    time.sleep(self.delay)
         except OSError:
             pass
         test_server.shut(a, b)
@@ -1030,6 +1033,32 @@ class Links(Base):
         log = self.log()
         self.assertIn("the leader closed the connection", log)
         self.assertIn("no data or heartbeat from the leader for 5 s", log)
+
+    def test_a_follower_on_a_slow_link_left_behind_by_retention_is_dropped(self):
+        """A follower on a link slower than the leader's writes falls behind the leader's
+        retention while connected: the leader drops that link (its next frame is gone) and
+        keeps serving; the follower, on a fast link again, copies the store and converges.
+        Dropping it from a batch's shipping pass (each follower in turn) freed the follower
+        before the pass read its next one: ASan's heap-use-after-free (the server's log)."""
+        leader = self.start("leader", "--retention-max-entries", "2000")
+        lr = leader.client()
+        proxy = Proxy(leader.port)
+        self.addCleanup(proxy.close)
+        follower = self.start("follower", "--replica-of", "127.0.0.1:%d" % proxy.port)
+        lr.xadd("s", {"a": "b"})
+        self.assertEqual(lr.execute_command("WAIT", "1", "5000"), 1)
+        proxy.delay = 0.05  # 64 KiB each 50 ms at most: ~1.3 MB/s
+        self.fill_past_retention(lr, 40000, 1000)  # ~40 MB, 2 MB of it kept
+        deadline = time.time() + 30
+        while "stopped streaming" not in self.log() and time.time() < deadline:
+            lr.xadd("s", {"pad": "r" * 1000})
+            time.sleep(0.01)
+        self.assertIn("stopped streaming", self.log())
+        self.assertTrue(lr.ping())
+        proxy.delay = 0
+        self.caught_up(leader, follower, timeout=60)
+        self.same_segments(leader, follower)
+        self.same_length(lr, follower.client(), "s")
 
     def test_follower_behind_retention_gets_a_snapshot(self):
         leader = self.start("leader", "--retention-max-entries", "100")

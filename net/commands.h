@@ -107,6 +107,7 @@ void repl_leader_on_visible(void);
 bool repl_leader_shipping(void);
 /* A batch was written, its sync to follow: ship it (on the loop). */
 void repl_leader_on_written(void);
+void repl_leader_ship_now(void); /* the loop thread, inside its own commit (F1) */
 /* Tell every follower how far readers here see, if that moved (before answering writes). */
 void repl_leader_shown_all(void);
 size_t repl_leader_count(void);

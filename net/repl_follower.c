@@ -38,6 +38,14 @@
  *      restarts to copy the leader's store, before any frame is submitted. If they match,
  *      the follower acknowledges its log's end at once: only then, not before the CHECK, is
  *      its log known to be the leader's.
+ *  W9. The frames of a read that emptied the socket (a follower keeping up) are submitted
+ *      under one evs_submit_hold and committed on this loop when the writer thread is idle
+ *      (evs_submit_release_inline), as a leader commits a loop turn: one group commit, no
+ *      hand-off per batch (the follower's CPU at c50/P16 a fourth lower, docs/replication.md).
+ *      A read that filled READ_CHUNK (a catch-up: more is waiting), and input taken again
+ *      after a pause, go to the writer thread, whose syncer overlaps the next batch with
+ *      this one's sync (writer.c W10). Completions come back through server_post either way
+ *      (on_done_loop), never inside the submit.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -132,8 +140,11 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     struct iovec io[2];
-    for (int i = 0; i < nv; i++)
+    size_t room = 0;
+    for (int i = 0; i < nv; i++) {
         io[i] = (struct iovec){v[i].iov_base, v[i].iov_len};
+        room += v[i].iov_len;
+    }
     ssize_t n = readv(fd, io, nv);
     if (n <= 0) {
         evbuffer_commit_space(in, v, 0);
@@ -151,7 +162,13 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         left -= v[used].iov_len;
     }
     evbuffer_commit_space(in, v, used);
+    bool drained = (size_t)n < room; /* W9 */
+    evs_store *st = server_store(F.srv);
+    if (drained)
+        evs_submit_hold(st);
     take_input();
+    if (drained)
+        evs_submit_release_inline(st);
 }
 
 /* ---- completions ---------------------------------------------------------------------------- */

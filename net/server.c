@@ -83,6 +83,7 @@ struct server {
     struct fdlimit_listener *lis_guard; /* fdlimit.c F3 */
     evs_store *st;
     struct event *wake, *sigterm, *visible, *written, *cron;
+    pthread_t loop_tid;
     int stop_pipe[2];              /* the stop signals' (stop_signals_watch)                */
     wake_acc vis;          /* streams made visible since the last visible_cb (wake.h)   */
     struct http_api *http;
@@ -831,7 +832,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 /* G2: whether this turn's batch waits for the connections still expected. */
 static bool lingering(server *s)
 {
-    if (!s->expect || !s->turn_holds || !s->linger || s->stopping || repl_leader_count() ||
+    if (!s->expect || !s->turn_holds || !s->linger || s->stopping ||
+        (repl_leader_count() && s->cfg.ack_all) ||
         event_base_got_exit(s->base) || event_base_got_break(s->base))
         return false;
     uint64_t now = evs_mono_ns();
@@ -858,11 +860,14 @@ static bool lingering(server *s)
  * meanwhile as one batch. Handing turns that read several connections to the writer thread,
  * so that the loop could answer and read the others during the sync, was measured against this
  * (docs/benchmarks.md, "Server"): the loop had nothing to do meanwhile but wait for the
- * completions, c50/P1 0.8× and c50/P16 0.9× of this, with a worse p99. A leader with followers
- * does have something to do meanwhile (send them the last batch, take their ACKs, which
- * `--ack all` replies wait for): its turns go to the writer thread (inline, --ack all fell
- * 0.57× → 0.45× of no follower). A batch may wait for the clients the last one answered (G2);
- * the replies of a batch committed here go out at once, before the next poll. */
+ * completions, c50/P1 0.8× and c50/P16 0.9× of this, with a worse p99. A leader with async
+ * followers commits here too: the written hook writes each batch to their sockets before the
+ * sync (written_hook), and their ACKs are read after it (docs/architecture.md: the leader's CPU
+ * per XADD a fifth lower than through the writer thread). Under --ack all the loop does have
+ * something to do meanwhile (take the ACKs the replies wait for): its turns go to the writer
+ * thread (inline, --ack all fell 0.57× → 0.45× of no follower). A batch may wait for the
+ * clients the last one answered (G2); the replies of a batch committed here go out at once,
+ * before the next poll. */
 static void turn_end(server *s)
 {
     flush_queued(s); /* what is answered goes out before this turn's batch is synced */
@@ -882,7 +887,7 @@ static void turn_end(server *s)
         evtimer_del(s->linger);
     }
     s->turn_reads = 0;
-    if (repl_leader_count()) {
+    if (repl_leader_count() && s->cfg.ack_all) {
         evs_submit_release(s->st);
         return;
     }
@@ -1085,13 +1090,19 @@ static void visible_hook(void *arg, const evs_slice *names, size_t n)
     event_active(s->visible, EV_READ, 0);
 }
 
-/* Writer thread: a batch is written and about to be synced; with followers connected, wake
- * the loop to ship it meanwhile (repl_leader.c F1). */
+/* A batch is written and about to be synced; with followers connected, it is shipped first
+ * (repl_leader.c F1): by the loop itself when the loop commits it (turn_end), or, from the
+ * writer thread, by waking the loop to ship it meanwhile. */
 static void written_hook(void *arg)
 {
     server *s = arg;
-    if (repl_leader_shipping())
-        event_active(s->written, EV_READ, 0);
+    if (!repl_leader_shipping())
+        return;
+    if (pthread_equal(pthread_self(), s->loop_tid)) {
+        repl_leader_ship_now();
+        return;
+    }
+    event_active(s->written, EV_READ, 0);
 }
 
 static void written_cb(evutil_socket_t fd, short what, void *arg)
@@ -1303,6 +1314,7 @@ int server_run(const server_config *cfg)
         rc = -EINVAL;
         goto out;
     }
+    s->loop_tid = pthread_self();
     for (;;) { /* event_base_dispatch, with the turn's hold released between turns */
         int lr = event_base_loop(s->base, EVLOOP_ONCE);
         turn_end(s);

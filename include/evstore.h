@@ -756,6 +756,7 @@ typedef struct evs_snap_file {
     uint64_t size;      /* bytes in the snapshot                                            */
     uint64_t alloc;     /* an unsealed segment: its file's full size (restore zero-fills to it) */
     bool segment, sealed;
+    bool read_once;     /* the index copy: evs_snapshot_read_once drops what it read         */
     uint32_t seal_crc;  /* a sealed segment: CRC of its seal record (its identity)           */
 } evs_snap_file;
 typedef struct evs_snap_stream {
@@ -780,6 +781,11 @@ const evs_snap_info *evs_snapshot_info(const evs_snapshot *s);
 /* Up to len bytes of file i from off (any thread): the count, 0 at its end, or < 0. */
 long evs_snapshot_read(evs_snapshot *s, size_t i, uint64_t off, void *buf, size_t len,
                        evs_error *err);
+/* evs_snapshot_read, for a reader that reads each byte once: a file marked read_once (the
+ * index copy, a temporary file) then drops the whole pages read (snapshot.c P4), which read
+ * as zeros afterwards. */
+long evs_snapshot_read_once(evs_snapshot *s, size_t i, uint64_t off, void *buf, size_t len,
+                            evs_error *err);
 /* Lend the open file behind snapshot file i (the index copy or a segment; EVS_EINVAL for the
  * small files held in memory) for zero-copy sends (sendfile) of its bytes [0, size): *fd
  * stays open and unchanged until evs_snapshot_release(*hold), even after the snapshot is

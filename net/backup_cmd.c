@@ -24,6 +24,10 @@
  *  K4. The store is closed only after every BEGIN thread has left evs_snapshot_open
  *      (backup_shutdown, from commands_shutdown).
  *  K5. A snapshot is closed off the loop, on a thread of its own (snap_close).
+ *  K6. A file the snapshot reads once (read_once: the index copy, snapshot.c P4) is copied
+ *      into the reply, not sent by sendfile, and the pages read are dropped; it is read
+ *      forward only: a READ of it from below the end of one already answered is refused,
+ *      never answered with what was dropped. A backup reads each file once, in order.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -41,6 +45,7 @@ typedef struct snap_slot {
     struct snap_slot *next;
     long long id;
     evs_snapshot *s;
+    uint64_t read_to;      /* the end of what READ answered of the read_once file (K6)   */
 } snap_slot;
 
 typedef struct conn_snaps {
@@ -268,6 +273,11 @@ static void backup_read(cmd_ctx *x)
         return;
     }
     const evs_snap_file *f = &in->files[file];
+    if (f->read_once && (uint64_t)off < sl->read_to) { /* K6 */
+        reply_error_done(x, "ERR bytes of this snapshot file before the end of a READ already "
+                            "sent are dropped: read it forward, once");
+        return;
+    }
     uint64_t want = (uint64_t)n > BACKUP_READ_MAX ? BACKUP_READ_MAX : (uint64_t)n;
     if ((uint64_t)off >= f->size)
         want = 0;
@@ -276,11 +286,12 @@ static void backup_read(cmd_ctx *x)
     resp_out *o = &x->r->out;
     char hdr[32];
     int hl = snprintf(hdr, sizeof hdr, "$%" PRIu64 "\r\n", want);
-    /* the index copy and segments go out by sendfile, from the file the snapshot holds open */
+    /* segments go out by sendfile, from the file the snapshot holds open; the index copy is
+     * copied, and its pages read dropped (K6) */
     int fd;
     void *hold;
     evs_error err = {0};
-    if (want && evs_snapshot_file_fd(sl->s, (size_t)file, &fd, &hold, &err) == 0) {
+    if (want && !f->read_once && evs_snapshot_file_fd(sl->s, (size_t)file, &fd, &hold, &err) == 0) {
         if (reply_attach_file(x->r, fd, (uint64_t)off, want, evs_snapshot_release, hold) == 0) {
             resp_out_raw(o, hdr, (size_t)hl);
             reply_done(x);
@@ -297,12 +308,15 @@ static void backup_read(cmd_ctx *x)
     }
     memcpy(dst, hdr, (size_t)hl);
     dst += hl;
-    long got = want ? evs_snapshot_read(sl->s, (size_t)file, (uint64_t)off, dst, want, &err) : 0;
+    long got = want ? evs_snapshot_read_once(sl->s, (size_t)file, (uint64_t)off, dst, want, &err)
+                    : 0;
     if (got != (long)want) {
         resp_out_error(o, "ERR backup read failed: %s", got < 0 ? err.msg : "short read");
         reply_done(x);
         return;
     }
+    if (f->read_once && want)
+        sl->read_to = (uint64_t)off + want; /* K6 */
     memcpy(dst + want, "\r\n", 2);
     o->len += (size_t)hl + want + 2;
     reply_done(x);

@@ -20,6 +20,16 @@
  *  P3. The bytes below C never change while the snapshot lives: sealed segments are
  *      immutable, the active one is only appended to above C, and the references keep every
  *      listed file open even if retention unlinks it.
+ *  P4. The index copy's whole pages that evs_snapshot_read_once has read (a BACKUP READ's,
+ *      copied into its reply) are punched out of the file there and then: the copy is an
+ *      unlinked temporary file, written at full speed when the snapshot is taken, and its
+ *      dirty pages would otherwise go to the disk in one burst when they expire
+ *      (vm.dirty_expire_centisecs, 30 s), which in a paced backup stalled the server's own
+ *      fsyncs (publish p99 10 ms in that window, 0.5-0.7 ms in every other; docs/
+ *      benchmarks.md). Dropped, they are never written. Only bytes already copied out are
+ *      punched: a page still on its way by sendfile may be referenced by the socket's
+ *      buffers, and punching it zeroed what the client received (a first version, measured
+ *      by the test). A file system without hole punching keeps the pages.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -130,7 +140,7 @@ int evs_snapshot_open(evs_store *st, evs_snapshot **out, evs_error *err)
     s->files[F_EPOCHS] = (evs_snap_file){.name = "EPOCHS", .size = s->epochs_len,
                                          .alloc = s->epochs_len};
     s->files[F_INDEX] = (evs_snap_file){.name = "index/data.mdb", .size = idx_size,
-                                        .alloc = idx_size};
+                                        .alloc = idx_size, .read_once = true};
     for (size_t i = 0; i < c->nsegs; i++) {
         evs_snap_file *f = &s->files[F_SEGS + i];
         segment *g = c->segs[i];
@@ -193,6 +203,20 @@ long evs_snapshot_read(evs_snapshot *s, size_t i, uint64_t off, void *buf, size_
         done += (size_t)r;
     }
     return (long)len;
+}
+
+long evs_snapshot_read_once(evs_snapshot *s, size_t i, uint64_t off, void *buf, size_t len,
+                            evs_error *err)
+{
+    long n = evs_snapshot_read(s, i, off, buf, len, err);
+    if (n > 0 && s->files[i].read_once) { /* P4: whole pages only, the bytes are in buf */
+        uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), a = (off + pg - 1) / pg * pg,
+                 b = (off + (uint64_t)n) / pg * pg;
+        if (b > a)
+            (void)fallocate(s->idx_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a,
+                            (off_t)(b - a));
+    }
+    return n;
 }
 
 typedef struct snap_hold {

@@ -519,6 +519,59 @@ Test(backup, a_lent_file_of_a_deleted_segment_outlives_the_store, .timeout = 120
     free(dir);
 }
 
+/* snapshot.c P4: the whole pages of the index copy that evs_snapshot_read_once read are
+ * dropped from the file (never written to disk), and only those; a plain read drops nothing.
+ * (Mutation-checked: without the punch, the copy keeps its blocks and its bytes.) */
+Test(backup, the_index_copys_pages_read_once_are_dropped, .timeout = 120)
+{
+    char *dir = tmpdir_new();
+    evs_store *st = open_filled(dir, 3000);
+    evs_snapshot *sn;
+    evs_error err;
+    cr_assert_eq(evs_snapshot_open(st, &sn, &err), 0, "%s", err.msg);
+    const evs_snap_info *in = evs_snapshot_info(sn);
+    size_t ix = 0;
+    while (strcmp(in->files[ix].name, "index/data.mdb"))
+        ix++;
+    cr_assert(in->files[ix].read_once);
+    for (size_t i = 0; i < in->nfiles; i++)
+        cr_assert(i == ix || !in->files[i].read_once, "%s", in->files[i].name);
+    uint64_t size = in->files[ix].size, half = size / 2 / 4096 * 4096;
+    cr_assert_gt(half, 4 * 4096, "an index of %llu bytes", (unsigned long long)size);
+    uint8_t *whole = malloc(size), *again = malloc(size), *got = malloc(size);
+    cr_assert_eq(evs_snapshot_read(sn, ix, 0, whole, size, &err), (long)size);
+    int fd;
+    void *hold;
+    cr_assert_eq(evs_snapshot_file_fd(sn, ix, &fd, &hold, &err), 0, "%s", err.msg);
+    struct stat sb;
+    cr_assert_eq(fstat(fd, &sb), 0);
+    blkcnt_t blocks = sb.st_blocks; /* the copy's pages, written or not (ext4 counts both) */
+    /* a plain read drops nothing */
+    cr_assert_eq(evs_snapshot_read(sn, ix, 0, again, size, &err), (long)size);
+    cr_assert(!memcmp(whole, again, size), "a plain read changed the copy");
+    /* the first half, less a byte, read once: its bytes as they were, then every whole page
+     * of it gone, the page it ends in kept */
+    cr_assert_eq(evs_snapshot_read_once(sn, ix, 0, got, half - 1, &err), (long)(half - 1));
+    cr_assert(!memcmp(whole, got, half - 1), "read_once returned other bytes");
+    cr_assert_eq(evs_snapshot_read(sn, ix, 0, again, size, &err), (long)size);
+    for (uint64_t i = 0; i < half - 4096; i++)
+        cr_assert_eq(again[i], 0, "byte %llu of a dropped page", (unsigned long long)i);
+    cr_assert(!memcmp(whole + half - 4096, again + half - 4096, size - half + 4096),
+              "bytes from the range's last, partial page on changed");
+    cr_assert_eq(fstat(fd, &sb), 0);
+    if (blocks > 0) /* a file system that punches holes gives the blocks back */
+        cr_assert_lt(sb.st_blocks, blocks, "blocks %lld, before %lld", (long long)sb.st_blocks,
+                     (long long)blocks);
+    evs_snapshot_release(hold);
+    evs_snapshot_close(sn);
+    cr_assert_eq(evs_close(st), 0);
+    free(whole);
+    free(again);
+    free(got);
+    rm_rf(dir);
+    free(dir);
+}
+
 /* Entries of store `a` (old, in data) and `b` (new, data/.new-1) after a swap: data opens as
  * b and the aside folder as a. */
 static void assert_swapped(const char *data, const char *aside)

@@ -466,6 +466,37 @@ class Online(BackupBase):
         self.assertEqual(self.r.execute_command("BACKUP", "END", snap), "OK")
         self.assertEqual(self.r.info("evstore")["backup_snapshots"], 0)
 
+    def test_the_index_copy_is_read_forward_once(self):
+        """backup_cmd.c K6: the server drops the index copy's bytes once a READ has sent them
+        (snapshot.c P4), so a READ from below what was sent is refused, never answered with
+        zeros; the rest reads on, and a segment may be read again."""
+        p = self.r.pipeline(transaction=False)
+        for i in range(3000):  # an index of many pages: many streams, many sources
+            p.xadd("s%d" % (i % 300), {"source": "agent-%d" % i, "type": "t", "payload": "x"})
+        p.execute()
+        deadline = time.time() + 10  # the index lags the log: until it has them
+        while self.r.info("evstore")["index_lag_bytes"] and time.time() < deadline:
+            time.sleep(0.05)
+        c = self.srv.client()  # bytes, not text
+        desc = c.execute_command("BACKUP", "BEGIN")
+        snap = desc[1]
+        files = dict(zip(desc[0::2], desc[1::2]))[b"files"]
+        names = [f[0] for f in files]
+        ix, seg = names.index(b"index/data.mdb"), [f[3] for f in files].index(1)
+        size = files[ix][1]
+        self.assertGreater(size, 3 * 4096)
+        first = c.execute_command("BACKUP", "READ", snap, ix, 0, 8192)
+        self.assertEqual(len(first), 8192)
+        with self.assertRaisesRegex(redis.ResponseError, "read it forward, once"):
+            c.execute_command("BACKUP", "READ", snap, ix, 4096, 4096)
+        rest = c.execute_command("BACKUP", "READ", snap, ix, 8192, size)
+        self.assertEqual(len(first) + len(rest), size)
+        self.assertEqual(first[16:20], b"\xde\xc0\xef\xbe")  # LMDB's magic: the copy itself
+        a = c.execute_command("BACKUP", "READ", snap, seg, 0, 4096)
+        self.assertEqual(c.execute_command("BACKUP", "READ", snap, seg, 0, 4096), a)
+        self.assertEqual(c.execute_command("BACKUP", "END", snap), b"OK")
+        c.close()
+
 
 class Auth(BackupBase):
     FLAGS = ("--requirepass", "s3cret")

@@ -10,7 +10,8 @@
 #     --fsync always) while each of these runs again and again, each case right after a quiet
 #     window of its own: an online backup to the same disk, `cp -r` + `sync` of the data
 #     folder (reference), an online backup to a tmpfs (an off-disk target), `cp -r` to a tmpfs
-#     (reference), backups paced with --rate to the same disk and to a tmpfs; then with the
+#     (reference), backups paced with --rate to the same disk and to a tmpfs (one of them
+#     over its whole length, beside a quiet window as long); then with the
 #     server and the publisher on core 0: a backup to a tmpfs with its client on core 1, and
 #     the same paced with --rate.
 # Everything is in the page cache (23 GiB of RAM): the figures compare CPU and copy paths, and
@@ -143,6 +144,11 @@ q_shm=$(quiet "$work/quiets"); shm_lat=$(during "rm -rf '$shm'; $bk --out '$shm'
 q_cps=$(quiet "$work/quiets"); cps_lat=$(during "rm -rf '$shm'; cp -r '$work/data' '$shm'")
 q_rate=$(quiet "$work/quiets"); rate_lat=$(paced "$work/or" "$brate")
 q_srate=$(quiet "$work/quiets"); srate_lat=$(paced "$shm" "$srate")
+# The whole of a paced backup: one window from its start to (about) its end, the log's bytes
+# at the pace, against a quiet window of the same length just before it. "During an online
+# backup" is all of it; the 30 s window above weighs its start several times over.
+wsecs=$(awk -v b="$logb" -v r="${srate%m}" 'BEGIN { printf "%d", b / (r * 1048576) }')
+q_whole=$(plsecs=$wsecs; lat "$wsecs"); whole_lat=$(plsecs=$wsecs; paced "$shm" "$srate")
 # A backup client on another machine takes none of the server's CPU; here it shares the two
 # cores with the server and the publisher, and that alone multiplies the p99 (a cp -r to a
 # tmpfs, which never touches the server, does it too). To see what the server's side of a
@@ -201,6 +207,7 @@ row "online backup, to a tmpfs (an off-disk target)" "$shm_lat" "$q_shm" "$q99"
 row "\`cp -r\` of the data folder to a tmpfs (reference)" "$cps_lat" "$q_cps" "$q99"
 row "online backup with \`--rate $brate\`, same disk" "$rate_lat" "$q_rate" "$q99"
 row "online backup with \`--rate $srate\`, to a tmpfs" "$srate_lat" "$q_srate" "$q99"
+row "the same, the whole backup (a ${wsecs} s window from its start, against a quiet window of ${wsecs} s)" "$whole_lat" "$q_whole" "$q99"
 if [ -n "$pin_shm_lat" ]; then
   pq99=$(qmed "$work/pin_quiets")
   row "the server and the publisher on core 0, an online backup to a tmpfs with its client on core 1 (as from another machine; vs pinned quiet windows)" "$pin_shm_lat" "$q_pshm" "$pq99"

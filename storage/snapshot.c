@@ -28,8 +28,8 @@
  *      fsyncs (publish p99 10 ms in that window, 0.5-0.7 ms in every other; docs/
  *      benchmarks.md). Dropped, they are never written. Only bytes already copied out are
  *      punched: a page still on its way by sendfile may be referenced by the socket's
- *      buffers, and punching it zeroed what the client received (a first version, measured
- *      by the test). A file system without hole punching keeps the pages.
+ *      buffers, and punching it zeroed what the client received (a first version; the RESP
+ *      test caught it). A file system without hole punching keeps the pages.
  */
 #include <errno.h>
 #include <fcntl.h>

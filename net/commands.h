@@ -105,9 +105,9 @@ void repl_lag_stats(uint64_t *n, uint32_t *p50_us, uint32_t *p99_us);
 void repl_leader_on_visible(void);
 /* Writer thread: are followers connected (is a written batch to be shipped at once)? */
 bool repl_leader_shipping(void);
-/* A batch was written, its sync to follow: ship it (on the loop). */
-void repl_leader_on_written(void);
-void repl_leader_ship_now(void); /* the loop thread, inside its own commit (F1) */
+/* A batch was written, its sync to follow: ship it (on the loop). write_now: to the sockets
+ * at once, the loop being inside its own commit, about to sync (F1). */
+void repl_leader_on_written(bool write_now);
 /* Tell every follower how far readers here see, if that moved (before answering writes). */
 void repl_leader_shown_all(void);
 size_t repl_leader_count(void);

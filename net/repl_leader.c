@@ -24,9 +24,10 @@
  * Invariants:
  *  F1. A follower is sent bytes from exactly the position its log ends at, in log order,
  *      whole records, each write batch as soon as it is written, before the leader syncs it
- *      (evs_log_span, L1; the store's written hook: repl_leader_ship_now writes it to the
- *      sockets when the loop commits the batch itself, before its sync; from the writer
- *      thread, under --ack all, the hook wakes the loop to ship it while that thread syncs).
+ *      (evs_log_span, L1; the store's written hook: repl_leader_on_written(true) writes it
+ *      to the sockets when the loop commits the batch itself, before its sync; from the
+ *      writer thread, under --ack all, the hook wakes the loop to ship it while that thread
+ *      syncs).
  *  F2. Continue only when the follower's history is a prefix of the leader's: every epoch of
  *      its history is the leader's (same number, UUID and start) and its log does not reach
  *      past where the leader's next epoch began. A follower past the point where the two
@@ -280,21 +281,11 @@ void repl_leader_shown_all(void)
             conn_write_now(f->c);
 }
 
-void repl_leader_on_written(void)
+void repl_leader_on_written(bool write_now)
 {
     for (follower *f = followers, *next; f; f = next) {
         next = f->next; /* (pump may free f) */
-        pump(f);
-    }
-}
-
-/* The loop commits a batch itself (server.c turn_end) and is about to sync it: its bytes go to
- * every follower's socket now, not at the loop's next turn after the sync (F1). */
-void repl_leader_ship_now(void)
-{
-    for (follower *f = followers, *next; f; f = next) {
-        next = f->next;
-        if (pump(f))
+        if (pump(f) && write_now)
             conn_write_now(f->c);
     }
 }

@@ -1099,7 +1099,7 @@ static void written_hook(void *arg)
     if (!repl_leader_shipping())
         return;
     if (pthread_equal(pthread_self(), s->loop_tid)) {
-        repl_leader_ship_now();
+        repl_leader_on_written(true); /* inside the loop's own commit: before its sync */
         return;
     }
     event_active(s->written, EV_READ, 0);
@@ -1110,7 +1110,7 @@ static void written_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    repl_leader_on_written();
+    repl_leader_on_written(false);
 }
 
 static void visible_cb(evutil_socket_t fd, short what, void *arg)

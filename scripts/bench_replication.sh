@@ -4,11 +4,18 @@
 #     follower (both --fsync always), the requests of each millisecond due together
 #     (--tick-us 1000: a client waking every 100 us stalls this VM, docs/benchmarks.md
 #     "Machine"); the leader's INFO reports the p50/p99 of the time from a batch becoming
-#     visible (acknowledged) to the follower's fsync acknowledgement;
-#  2. leader XADD throughput (`redis-benchmark -c 50 -P 16`), median of 5 interleaved rounds:
-#     no follower, one follower (async), one follower with --ack all; and, as a diagnostic,
-#     one async follower under `nice -n 19`: it takes only the CPU the leader and the client
-#     leave, the nearest this 2-core host comes to a follower on cores of its own;
+#     visible (acknowledged) to the follower's fsync acknowledgement; then, as a diagnostic,
+#     the same with the follower's folder on a tmpfs (its fsyncs out of the leader's disk, as
+#     on a machine of its own);
+#  2. leader XADD throughput (`redis-benchmark -c 50 -P 16`), median of 9 interleaved rounds
+#     (each round's order rotated, odd rounds reversed: the host drifts within a round too):
+#     no follower, one follower (async), one follower with --ack all; and two diagnostics:
+#     one async follower under `nice -n 19` (it takes only the CPU the leader and the client
+#     leave, the nearest this 2-core host comes to a follower on cores of its own), and no
+#     follower but a `nice -n 19` busy loop beside the leader (what the second core being busy
+#     at all costs the leader here, whatever the busy process does); and the reference, in the
+#     same rounds: Debian's redis-server (appendonly, appendfsync always) alone and with one
+#     replica on this host (appendfsync always too: a replica as durable as a follower);
 #  3. a new follower catching up on a log of about 2 GiB (loaded with --fsync no, then
 #     `sync`ed before the clock starts, as a log long written would be), three times, a fresh
 #     follower each time, each followed by sequential write with fdatasync (dd) of the same
@@ -56,19 +63,37 @@ EOF
 warm_memory "$(awk -v g="$gib" 'BEGIN { printf "%d", (g * 3 + 1) * 1024 }')"
 
 # 1. lag
-L=$(port); F=$(port)
-serve lag-l "$L"
-serve lag-f "$F" --replica-of "127.0.0.1:$L"
-sleep 0.5
-lat=$(./build/evstore bench-resp --server "127.0.0.1:$L" --rate 10000 --seconds "$lsecs" --tick-us 1000 |
-      sed -n 's/^bench=resp-latency .*p50_ms=\([^ ]*\) .*p99_ms=\([^ ]*\).*/\1 \2/p')
-lag50=$(info "$L" repl_lag_p50_us); lag99=$(info "$L" repl_lag_p99_us); lagn=$(info "$L" repl_lag_samples)
-stop_all
+shm=/dev/shm/evs-bench-follower.$$
+trap 'cleanup; rm -rf "$shm"' EXIT
+lag_run() { # lag_run [follower flags...]: sets lat (publish p50 p99), lag50, lag99, lagn
+  local L F
+  L=$(port); F=$(port)
+  serve lag-l "$L"
+  serve lag-f "$F" --replica-of "127.0.0.1:$L" "$@"
+  sleep 0.5
+  lat=$(./build/evstore bench-resp --server "127.0.0.1:$L" --rate 10000 --seconds "$lsecs" --tick-us 1000 |
+        sed -n 's/^bench=resp-latency .*p50_ms=\([^ ]*\) .*p99_ms=\([^ ]*\).*/\1 \2/p')
+  lag50=$(info "$L" repl_lag_p50_us); lag99=$(info "$L" repl_lag_p99_us); lagn=$(info "$L" repl_lag_samples)
+  stop_all
+  rm -rf "$work"/lag-*
+}
+lag_run --data "$shm"
+rm -rf "$shm"
+slat=$lat slag50=$lag50 slag99=$lag99 slagn=$lagn
+lag_run
 
 # 2. throughput
 tput() { # tput PORT: XADD requests/s from redis-benchmark
   redis-benchmark -p "$1" -n "$nreq" -c 50 -P 16 -q XADD s '*' source bench type t payload 0123456789012345678901234567890123456789 2>/dev/null |
     tr '\r' '\n' | sed -n 's/.* \([0-9.]*\) requests per second.*/\1/p' | tail -1
+}
+redis_serve() { # redis_serve NAME PORT [flags...]: Redis, every write fsynced, as the reference
+  local name=$1 port=$2; shift 2
+  mkdir -p "$work/$name"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$work/$name" --appendonly yes \
+    --appendfsync always --save '' --daemonize no "$@" >>"$work/$name.log" &
+  pids+=($!)
+  wait_port "$port"
 }
 run_mode() { # run_mode MODE: requests/s of one run, fresh folders
   rm -rf "$work"/t-*
@@ -79,17 +104,39 @@ run_mode() { # run_mode MODE: requests/s of one run, fresh folders
     async) serve t-l "$L"; serve t-f "$F" --replica-of "127.0.0.1:$L"; sleep 0.3 ;;
     all) serve t-l "$L" --ack all --min-replicas 1; serve t-f "$F" --replica-of "127.0.0.1:$L"; sleep 0.5 ;;
     niced) serve t-l "$L"; SERVE_PREFIX="nice -n 19" serve t-f "$F" --replica-of "127.0.0.1:$L"; sleep 0.3 ;;
+    busy) serve t-l "$L"; nice -n 19 bash -c 'while :; do :; done' & pids+=($!) ;;
+    rnone) redis_serve t-l "$L" ;;
+    rrep) redis_serve t-l "$L"; redis_serve t-f "$F" --replicaof 127.0.0.1 "$L"
+          for _ in $(seq 100); do
+            redis-cli -p "$F" info replication | grep -q '^master_link_status:up' && break
+            sleep 0.1
+          done ;;
   esac
   tput "$L"
   stop_all
 }
-# 5 interleaved rounds (this machine drifts over minutes), the median of each mode
-: >"$work/m.none"; : >"$work/m.async"; : >"$work/m.all"; : >"$work/m.niced"
-for r in 1 2 3 4 5; do
-  for m in none async all niced; do run_mode "$m" >>"$work/m.$m"; done
+# 9 interleaved rounds (this machine drifts over minutes, and within a round: each round
+# starts at another mode, odd rounds in reverse), the median of each mode, and the median of
+# each mode's ratio to the round's own no-follower run
+modes=(none async all niced busy rnone rrep)
+for m in "${modes[@]}"; do : >"$work/m.$m"; done
+: >"$work/rounds"
+for r in 1 2 3 4 5 6 7 8 9; do
+  order=()
+  for k in "${!modes[@]}"; do order+=("${modes[$(( (k + r) % ${#modes[@]} ))]}"); done
+  (( r % 2 )) && mapfile -t order < <(printf '%s\n' "${order[@]}" | tac)
+  line=""
+  for m in "${order[@]}"; do run_mode "$m" >"$work/v"; v=$(<"$work/v"); echo "$v" >>"$work/m.$m"; line+=" $m=$v"; done
+  echo "$line" >>"$work/rounds"
 done
 t_none=$(median <"$work/m.none"); t_async=$(median <"$work/m.async"); t_all=$(median <"$work/m.all")
-t_niced=$(median <"$work/m.niced")
+t_niced=$(median <"$work/m.niced"); t_busy=$(median <"$work/m.busy")
+t_rnone=$(median <"$work/m.rnone"); t_rrep=$(median <"$work/m.rrep")
+paired() { # paired MODE [BASE]: median over the rounds of MODE's requests/s over that round's
+  # BASE's (none)
+  awk -v m="$1" -v b="${2:-none}" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                   printf "%.2f\n", v[m] / v[b] }' "$work/rounds" | median
+}
 
 # 3. catch-up
 L=$(port); F=$(port)
@@ -147,6 +194,8 @@ EOF
 )
 
 read -r p50 p99 <<<"$lat"
+read -r sp50 sp99 <<<"$slat"
+ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo "## Replication (issue 6)"
 echo
@@ -156,10 +205,13 @@ echo "memory pre-touched (see the script: this VM backs guest memory lazily)."
 echo
 echo "| measurement | result | reference (same run) | goal |"
 echo "|---|---|---|---|"
-echo "| replication lag at 10,000 XADD/s, 10 each ms (leader visible → follower fsync ACK, ${lagn} samples) | p50 $(awk -v u="$lag50" 'BEGIN{printf "%.2f", u/1000}') ms, p99 $(awk -v u="$lag99" 'BEGIN{printf "%.2f", u/1000}') ms | publish latency in the same run: p50 ${p50} ms, p99 ${p99} ms | p99 < 1 ms |"
-echo "| leader XADD throughput, c50 P16, one follower (async) | ${t_async}/s | no follower ${t_none}/s | $(ratio "$t_async" "$t_none")× (goal ≥ 0.9×) |"
-echo "| leader XADD throughput, c50 P16, one follower (async) under \`nice -n 19\` (diagnostic: the follower's CPU left out, as on cores of its own) | ${t_niced}/s | no follower ${t_none}/s | $(ratio "$t_niced" "$t_none")× |"
-echo "| leader XADD throughput, c50 P16, one follower, \`--ack all\` | ${t_all}/s | no follower ${t_none}/s | $(ratio "$t_all" "$t_none")× (goal ≥ 0.5×) |"
+echo "| replication lag at 10,000 XADD/s, 10 each ms (leader visible → follower fsync ACK, ${lagn} samples) | p50 $(ms "$lag50") ms, p99 $(ms "$lag99") ms | publish latency in the same run: p50 ${p50} ms, p99 ${p99} ms | p99 < 1 ms |"
+echo "| the same, the follower's folder on a tmpfs (diagnostic: its fsyncs off the leader's disk, as on a machine of its own; ${slagn} samples) | p50 $(ms "$slag50") ms, p99 $(ms "$slag99") ms | publish latency: p50 ${sp50} ms, p99 ${sp99} ms | — |"
+echo "| leader XADD throughput, c50 P16, one follower (async) | ${t_async}/s | no follower ${t_none}/s | $(ratio "$t_async" "$t_none")×, rounds' own ratios: median $(paired async)× (goal ≥ 0.9×) |"
+echo "| leader XADD throughput, c50 P16, one follower (async) under \`nice -n 19\` (diagnostic: the follower's CPU left out, as on cores of its own) | ${t_niced}/s | no follower ${t_none}/s | $(ratio "$t_niced" "$t_none")×, rounds' own: $(paired niced)× |"
+echo "| leader XADD throughput, c50 P16, no follower, a \`nice -n 19\` busy loop beside it (diagnostic: what a busy second core costs the leader on this host) | ${t_busy}/s | no follower ${t_none}/s | $(ratio "$t_busy" "$t_none")×, rounds' own: $(paired busy)× |"
+echo "| reference: Redis $(redis-server --version | cut -d' ' -f3 | tr -d 'v='), \`appendfsync always\`, c50 P16, one replica on this host (\`appendfsync always\` too) | ${t_rrep}/s | Redis alone ${t_rnone}/s | $(ratio "$t_rrep" "$t_rnone")×, rounds' own: $(paired rrep rnone)× |"
+echo "| leader XADD throughput, c50 P16, one follower, \`--ack all\` | ${t_all}/s | no follower ${t_none}/s | $(ratio "$t_all" "$t_none")×, rounds' own: $(paired all)× (goal ≥ 0.5×) |"
 gib_s=$(awk -v b="$end" 'BEGIN{printf "%.2f", b/1073741824}')
 echo "| a new follower catching up on ${gib_s} GiB of log: a copy of the store (SNAPSHOT, past \`--full-sync-bytes\`; median of 3, fresh followers; each round's MB/s beside its dd's: $cp_rounds) | ${cp_s} s ($(bytes_mb "$end" "$cp_s") MB/s) | loopback TCP ${tcp_s} s ($(bytes_mb "$end" "$tcp_s") MB/s); sequential write + fdatasync ${cp_dd} s ($(bytes_mb "$end" "$cp_dd") MB/s, median) | ≥ 500 MB/s |"
 echo "| the same, the log replayed record by record (leader at \`--full-sync-bytes 0\`, as before session 42; diagnostic; rounds: $rp_rounds) | ${rp_s} s ($(bytes_mb "$end" "$rp_s") MB/s) | sequential write + fdatasync ${rp_dd} s ($(bytes_mb "$end" "$rp_dd") MB/s, median) | — |"

@@ -4,9 +4,9 @@
 #     follower (both --fsync always), the requests of each millisecond due together
 #     (--tick-us 1000: a client waking every 100 us stalls this VM, docs/benchmarks.md
 #     "Machine"); the leader's INFO reports the p50/p99 of the time from a batch becoming
-#     visible (acknowledged) to the follower's fsync acknowledgement; then, as a diagnostic,
-#     the same with the follower's folder on a tmpfs (its fsyncs out of the leader's disk, as
-#     on a machine of its own);
+#     visible (acknowledged) to the follower's fsync acknowledgement; and, as a diagnostic run
+#     just before it, the same with the follower's folder on a tmpfs (its fsyncs out of the
+#     leader's disk, as on a machine of its own; a second --data, the last, wins);
 #  2. leader XADD throughput (`redis-benchmark -c 50 -P 16`), median of 9 interleaved rounds
 #     (each round's order rotated, odd rounds reversed: the host drifts within a round too):
 #     no follower, one follower (async), one follower with --ack all; and two diagnostics:

@@ -25,7 +25,7 @@
 #     then, as a diagnostic, three more with the leader at --full-sync-bytes 0: the log
 #     replayed record by record, as every new follower did before session 42.
 # Prints a markdown section on stdout.
-# Usage: bash scripts/bench_replication.sh [--quick]   (needs build/evstore, redis-benchmark)
+# Usage: bash scripts/bench_replication.sh [--quick]   (needs build/evstore, redis-benchmark, redis-server: scripts/deps.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench_lib.sh "$@"

@@ -17,9 +17,7 @@ secs=5; ((quick)) && secs=2
 EV=$(port); RA=$(port)
 ./build/evstore serve --data "$work/ev" --port "$EV" --http-port 0 --fsync always 2>"$work/ev.log" &
 pids+=($!)
-mkdir -p "$work/ra"
-redis-server --port "$RA" --dir "$work/ra" --appendonly yes --appendfsync always --save '' --daemonize no >/dev/null &
-pids+=($!)
+redis_always "$RA" "$work/ra"
 wait_port "$EV"; wait_port "$RA"
 
 if [ -z "${RETENTION_ONLY:-}" ]; then

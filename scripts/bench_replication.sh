@@ -87,13 +87,9 @@ tput() { # tput PORT: XADD requests/s from redis-benchmark
   redis-benchmark -p "$1" -n "$nreq" -c 50 -P 16 -q XADD s '*' source bench type t payload 0123456789012345678901234567890123456789 2>/dev/null |
     tr '\r' '\n' | sed -n 's/.* \([0-9.]*\) requests per second.*/\1/p' | tail -1
 }
-redis_serve() { # redis_serve NAME PORT [flags...]: Redis, every write fsynced, as the reference
-  local name=$1 port=$2; shift 2
-  mkdir -p "$work/$name"
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$work/$name" --appendonly yes \
-    --appendfsync always --save '' --daemonize no "$@" >>"$work/$name.log" &
-  pids+=($!)
-  wait_port "$port"
+redis_serve() { # redis_serve NAME PORT [flags...]: the reference Redis (bench_lib.sh), ready
+  redis_always "$2" "$work/$1" "${@:3}"
+  wait_port "$2"
 }
 run_mode() { # run_mode MODE: requests/s of one run, fresh folders
   rm -rf "$work"/t-*
@@ -210,7 +206,7 @@ echo "| the same, the follower's folder on a tmpfs (diagnostic: its fsyncs off t
 echo "| leader XADD throughput, c50 P16, one follower (async) | ${t_async}/s | no follower ${t_none}/s | $(ratio "$t_async" "$t_none")×, rounds' own ratios: median $(paired async)× (goal ≥ 0.9×) |"
 echo "| leader XADD throughput, c50 P16, one follower (async) under \`nice -n 19\` (diagnostic: the follower's CPU left out, as on cores of its own) | ${t_niced}/s | no follower ${t_none}/s | $(ratio "$t_niced" "$t_none")×, rounds' own: $(paired niced)× |"
 echo "| leader XADD throughput, c50 P16, no follower, a \`nice -n 19\` busy loop beside it (diagnostic: what a busy second core costs the leader on this host) | ${t_busy}/s | no follower ${t_none}/s | $(ratio "$t_busy" "$t_none")×, rounds' own: $(paired busy)× |"
-echo "| reference: Redis $(redis-server --version | cut -d' ' -f3 | tr -d 'v='), \`appendfsync always\`, c50 P16, one replica on this host (\`appendfsync always\` too) | ${t_rrep}/s | Redis alone ${t_rnone}/s | $(ratio "$t_rrep" "$t_rnone")×, rounds' own: $(paired rrep rnone)× |"
+echo "| reference: Redis $(redis_version), \`appendfsync always\`, c50 P16, one replica on this host (\`appendfsync always\` too) | ${t_rrep}/s | Redis alone ${t_rnone}/s | $(ratio "$t_rrep" "$t_rnone")×, rounds' own: $(paired rrep rnone)× |"
 echo "| leader XADD throughput, c50 P16, one follower, \`--ack all\` | ${t_all}/s | no follower ${t_none}/s | $(ratio "$t_all" "$t_none")×, rounds' own: $(paired all)× (goal ≥ 0.5×) |"
 gib_s=$(awk -v b="$end" 'BEGIN{printf "%.2f", b/1073741824}')
 echo "| a new follower catching up on ${gib_s} GiB of log: a copy of the store (SNAPSHOT, past \`--full-sync-bytes\`; median of 3, fresh followers; each round's MB/s beside its dd's: $cp_rounds) | ${cp_s} s ($(bytes_mb "$end" "$cp_s") MB/s) | loopback TCP ${tcp_s} s ($(bytes_mb "$end" "$tcp_s") MB/s); sequential write + fdatasync ${cp_dd} s ($(bytes_mb "$end" "$cp_dd") MB/s, median) | ≥ 500 MB/s |"

@@ -11,11 +11,8 @@ warm_memory 4096 # the page cache both servers' runs fill, touched once first (b
 EV=$(port); EVH=$(port); RA=$(port); RN=$(port)
 ./build/evstore serve --data "$work/ev" --port "$EV" --http-port "$EVH" --fsync always 2>"$work/ev.log" &
 pids+=($!)
-mkdir -p "$work/ra" "$work/rn"
-redis-server --port "$RA" --dir "$work/ra" --appendonly yes --appendfsync always --save '' --daemonize no >/dev/null &
-pids+=($!)
-redis-server --port "$RN" --dir "$work/rn" --appendonly no --save '' --daemonize no >/dev/null &
-pids+=($!)
+redis_always "$RA" "$work/ra"
+redis_always "$RN" "$work/rn" --appendonly no
 wait_port "$EV"; wait_port "$RA"; wait_port "$RN"; wait_port "$EVH"
 
 # one cell: prints "rps p99_ms" (median of 3 runs by rps)
@@ -69,7 +66,7 @@ echo
 echo "Produced by \`bash scripts/bench_server.sh\` on $(date -u +%Y-%m-%d), same machine as above."
 echo "\`redis-benchmark -c C -P P -n N --csv XADD key '*' field value\`, median of 3 runs per cell"
 echo "(by throughput), all three servers started by the script, loopback. Redis: Debian's"
-echo "$(redis-server --version | cut -d' ' -f3 | tr -d 'v=')."
+echo "$(redis_version)."
 echo
 echo "| clients / pipeline | evstore \`--fsync always\` rps (p99 ms) | Redis \`appendfsync always\` rps (p99 ms) | Redis, no persistence rps (p99 ms) | evstore / Redis always |"
 echo "|---|---|---|---|---|"
